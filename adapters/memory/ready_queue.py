@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from uuid import UUID
+
+from taskforge.domain.job import ReadyHint
+
+
+class InMemoryReadyQueue:
+    """FIFO hint lists per queue, with a blocking pop like Redis BRPOP."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, deque[UUID]] = {}
+        self._changed = asyncio.Condition()
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None:
+        for hint in hints:
+            self._lists.setdefault(hint.queue, deque()).append(hint.job_id)
+        await self._notify()
+
+    async def push_front(self, hints: Sequence[ReadyHint]) -> None:
+        for hint in reversed(hints):
+            self._lists.setdefault(hint.queue, deque()).appendleft(hint.job_id)
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
+        taken = self._take(queues, max_count)
+        if taken or timeout <= 0:
+            return taken
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._has_any(queues)), timeout
+                )
+            except TimeoutError:
+                return []
+        return self._take(queues, max_count)
+
+    def _has_any(self, queues: Sequence[str]) -> bool:
+        return any(self._lists.get(queue) for queue in queues)
+
+    def _take(self, queues: Sequence[str], max_count: int) -> list[ReadyHint]:
+        taken: list[ReadyHint] = []
+        for queue in queues:
+            items = self._lists.get(queue)
+            while items and len(taken) < max_count:
+                taken.append(ReadyHint(queue, items.popleft()))
+        return taken
+
+    async def depth(self, queues: Sequence[str]) -> dict[str, int]:
+        return {queue: len(self._lists.get(queue, ())) for queue in queues}
+
+    async def check_intact(self) -> bool:
+        return True  # memory is lost only with the process, and the jobs with it
+
+    async def ping(self) -> None:
+        return None
+
+    def clear(self) -> None:
+        """Drop every hint, as a Redis flush would (for tests of the recovery path)."""
+        self._lists.clear()

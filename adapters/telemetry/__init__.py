@@ -1,0 +1,1 @@
+"""Metrics (Prometheus), tracing (OpenTelemetry) and structured logging."""

@@ -1,0 +1,108 @@
+"""What users write jobs against: the handler registry, the job context, TerminalError.
+
+Re-exported by the public `taskforge` module::
+
+    import taskforge
+
+    @taskforge.handler("email")
+    async def send_email(ctx: taskforge.JobContext) -> None:
+        ...
+
+Handlers may be `async def` or plain functions; plain ones run in a thread so they never
+block the worker's event loop. Any exception is retryable unless it is a TerminalError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+from uuid import UUID
+
+JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
+
+
+class TerminalError(Exception):
+    """Raise from a handler when retrying cannot help: the job goes straight to DLQ."""
+
+
+class UnknownJobType(TerminalError):
+    def __init__(self, job_type: str) -> None:
+        super().__init__(f"no handler registered for jobType {job_type!r}")
+        self.job_type = job_type
+
+
+@dataclass(slots=True, kw_only=True)
+class JobContext:
+    """Everything a handler knows about the attempt it runs.
+
+    `cancelled` is set when the job is cancelled, dead-lettered or its lease is lost while
+    the handler runs; async handlers are also interrupted with CancelledError, sync ones
+    should poll it between steps.
+    """
+
+    job_id: UUID
+    queue: str
+    job_type: str
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    traceparent: str | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+class HandlerRegistry:
+    """Maps jobType to handler. Registering a jobType twice is an error, not an override."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, JobHandler] = {}
+
+    def register(self, job_type: str, handler: JobHandler) -> JobHandler:
+        if job_type in self._handlers and self._handlers[job_type] is not handler:
+            raise ValueError(f"a handler for jobType {job_type!r} is already registered")
+        self._handlers[job_type] = handler
+        return handler
+
+    def handler(self, job_type: str) -> Callable[[JobHandler], JobHandler]:
+        """Decorator form of `register`."""
+
+        def decorate(handler: JobHandler) -> JobHandler:
+            return self.register(job_type, handler)
+
+        return decorate
+
+    def get(self, job_type: str) -> JobHandler:
+        try:
+            return self._handlers[job_type]
+        except KeyError:
+            raise UnknownJobType(job_type) from None
+
+    def __contains__(self, job_type: object) -> bool:
+        return job_type in self._handlers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._handlers))
+
+    def merge(self, other: HandlerRegistry) -> None:
+        for job_type in other:
+            self.register(job_type, other.get(job_type))
+
+
+async def invoke(handler: JobHandler, ctx: JobContext) -> Any:
+    """Run one handler for one attempt: coroutines on the loop, plain functions in a thread."""
+    if inspect.iscoroutinefunction(handler):
+        return await handler(ctx)
+    result = await asyncio.to_thread(handler, ctx)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+default_registry = HandlerRegistry()
+"""The registry `taskforge.handler` registers into and workers load by default."""

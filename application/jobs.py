@@ -1,0 +1,195 @@
+"""Use cases on jobs and dead letters: one class each, built from ports, one public call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from taskforge.application.ports import (
+    DeadLetterStore,
+    JobRepository,
+    ListFilter,
+    ReadyQueue,
+)
+from taskforge.domain.errors import DeadLetterNotFound, JobNotFound
+from taskforge.domain.job import DeadLetter, Job, NewJob, QueueStats, ReadyHint
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import Page
+
+log = logging.getLogger("taskforge.jobs")
+
+
+async def publish(ready_queue: ReadyQueue, jobs: Sequence[Job]) -> None:
+    """Push hints for jobs that are due now. A failed push is only logged: the job is
+    already committed, and the scheduler re-publishes jobs whose hint went missing."""
+    hints = [ReadyHint(job.queue, job.id) for job in jobs if job.state is JobState.PENDING]
+    if not hints:
+        return
+    try:
+        await ready_queue.push(hints)
+    except Exception as exc:  # noqa: BLE001 - any dispatch failure is recovered by the scheduler
+        log.warning("could not publish %d hint(s); the scheduler will: %s", len(hints), exc)
+
+
+def _is_due_now(new_job: NewJob) -> bool:
+    return new_job.run_at is None and not new_job.delay
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job: Job
+    created: bool
+    """False when an existing job with the same idempotency key was returned."""
+
+
+class EnqueueJob:
+    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+        self._jobs = jobs
+        self._ready_queue = ready_queue
+
+    async def __call__(self, new_job: NewJob) -> Enqueued:
+        job, created = await self._jobs.add(new_job)
+        if created and _is_due_now(new_job):
+            await publish(self._ready_queue, [job])
+        return Enqueued(job, created)
+
+
+class EnqueueJobs:
+    """Batch enqueue: one write for all jobs, one push for all hints."""
+
+    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+        self._jobs = jobs
+        self._ready_queue = ready_queue
+
+    async def __call__(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+        results = await self._jobs.add_many(new_jobs)
+        due = [
+            job
+            for new_job, (job, created) in zip(new_jobs, results, strict=True)
+            if created and _is_due_now(new_job)
+        ]
+        await publish(self._ready_queue, due)
+        return [Enqueued(job, created) for job, created in results]
+
+
+class GetJob:
+    def __init__(self, jobs: JobRepository) -> None:
+        self._jobs = jobs
+
+    async def __call__(self, job_id: UUID) -> Job:
+        job = await self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+
+class ListJobs:
+    def __init__(self, jobs: JobRepository) -> None:
+        self._jobs = jobs
+
+    async def __call__(self, where: ListFilter, page: Page) -> tuple[list[Job], int]:
+        return await self._jobs.find(where, page)
+
+
+class CancelJob:
+    def __init__(self, jobs: JobRepository) -> None:
+        self._jobs = jobs
+
+    async def __call__(self, job_id: UUID, reason: str | None) -> Job:
+        return await self._jobs.cancel(job_id, reason)
+
+
+class MoveJobToDeadLetter:
+    def __init__(self, jobs: JobRepository) -> None:
+        self._jobs = jobs
+
+    async def __call__(self, job_id: UUID, reason: str | None) -> Job:
+        return await self._jobs.dead_letter(job_id, reason)
+
+
+class RetryJob:
+    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+        self._jobs = jobs
+        self._ready_queue = ready_queue
+
+    async def __call__(self, job_id: UUID) -> Job:
+        job = await self._jobs.retry(job_id)
+        await publish(self._ready_queue, [job])
+        return job
+
+
+class ReplayDeadLetter:
+    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+        self._jobs = jobs
+        self._ready_queue = ready_queue
+
+    async def __call__(self, job_id: UUID) -> Job:
+        job = await self._jobs.replay(job_id)
+        await publish(self._ready_queue, [job])
+        return job
+
+
+class ListDeadLetters:
+    def __init__(self, dead_letters: DeadLetterStore) -> None:
+        self._dead_letters = dead_letters
+
+    async def __call__(self, page: Page) -> tuple[list[DeadLetter], int]:
+        return await self._dead_letters.find(page)
+
+
+class GetDeadLetter:
+    def __init__(self, dead_letters: DeadLetterStore) -> None:
+        self._dead_letters = dead_letters
+
+    async def __call__(self, job_id: UUID) -> DeadLetter:
+        entry = await self._dead_letters.get(job_id)
+        if entry is None:
+            raise DeadLetterNotFound(job_id)
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOverview:
+    queue: str
+    depth: int
+    """Hints waiting in the ready queue (may include stale or duplicate hints)."""
+    counts: dict[JobState, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    queues: list[QueueOverview]
+    totals: dict[JobState, int]
+    dead_letters: int
+
+
+class GetStats:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        dead_letters: DeadLetterStore,
+        ready_queue: ReadyQueue,
+        default_queue: str,
+    ) -> None:
+        self._jobs = jobs
+        self._dead_letters = dead_letters
+        self._ready_queue = ready_queue
+        self._default_queue = default_queue
+
+    async def __call__(self) -> Stats:
+        per_queue = {entry.queue: entry for entry in await self._jobs.stats()}
+        per_queue.setdefault(
+            self._default_queue, QueueStats(self._default_queue, dict.fromkeys(JobState, 0))
+        )
+        names = sorted(per_queue)
+        depths = await self._ready_queue.depth(names)
+        totals = dict.fromkeys(JobState, 0)
+        overviews = []
+        for name in names:
+            counts = per_queue[name].counts
+            for state, count in counts.items():
+                totals[state] += count
+            overviews.append(QueueOverview(name, depths.get(name, 0), counts))
+        return Stats(overviews, totals, await self._dead_letters.count())

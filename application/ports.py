@@ -1,0 +1,212 @@
+"""Ports: what the application needs from the world, as Protocols.
+
+Adapters (memory, postgres, redis, telemetry) implement them; a contract suite runs the
+same tests against every implementation. Only domain types cross a port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
+from taskforge.domain.outcome import Settlement
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import Page
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware UTC."""
+        ...
+
+
+class IdSource(Protocol):
+    def new_id(self) -> UUID: ...
+
+
+class RandomSource(Protocol):
+    def __call__(self) -> float:
+        """A float in [0, 1)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    queue: str | None = None
+    state: JobState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Republish:
+    """Jobs the scheduler moved or found that need a (new) hint in the ready queue."""
+
+    hints: list[ReadyHint]
+    promoted: int = 0
+    reaped: int = 0
+    dead_lettered: int = 0
+
+
+class JobRepository(Protocol):
+    """The source of truth. Every transition is atomic and conditional on the state it
+    expects (and, for a worker's writes, on the lease token): a write whose condition no
+    longer holds changes nothing. Timestamps come from the store's own clock."""
+
+    async def add(self, job: NewJob) -> tuple[Job, bool]:
+        """Insert, or return the existing job with the same idempotency key.
+        The flag is True when this call created the job."""
+        ...
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        """`add` for each, in order, atomically: all are stored or none."""
+        ...
+
+    async def get(self, job_id: UUID) -> Job | None: ...
+
+    async def find(self, where: ListFilter, page: Page) -> tuple[list[Job], int]:
+        """Newest first (created_at, then id, descending); the int is the total match count."""
+        ...
+
+    async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
+        """PENDING and due -> RUNNING with a fresh lease; attempt_count + 1. Ids that are not
+        claimable (already running, not due, unknown) are skipped silently. Each id is
+        claimed by at most one concurrent caller."""
+        ...
+
+    async def claim_due(self, queues: Sequence[str], limit: int, owner: str) -> list[Job]:
+        """Claim up to `limit` due PENDING jobs of `queues`, oldest due first, without hints.
+        Skips rows other claimers hold."""
+        ...
+
+    async def heartbeat(self, leases: Sequence[Lease]) -> set[UUID]:
+        """Extend each lease by its job's visibility timeout. Returns the ids whose lease
+        is still held; the others were lost (expired and reaped, cancelled, dead-lettered)."""
+        ...
+
+    async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
+        """Apply each settlement whose lease still owns a RUNNING job. Returns the ids that
+        were applied; the rest were fenced off. Dead-lettering writes its dead_letters row
+        in the same transaction."""
+        ...
+
+    async def release(self, leases: Sequence[Lease]) -> set[UUID]:
+        """Hand running jobs back (graceful shutdown): RUNNING -> PENDING, due now, and the
+        attempt is not counted. Returns the ids released."""
+        ...
+
+    async def cancel(self, job_id: UUID, reason: str | None) -> Job:
+        """PENDING, RUNNING or FAILED -> CANCELLED. Raises JobNotFound / InvalidTransition."""
+        ...
+
+    async def dead_letter(self, job_id: UUID, reason: str | None) -> Job:
+        """Operator's move to DLQ from PENDING, RUNNING or FAILED, with the dead_letters row."""
+        ...
+
+    async def retry(self, job_id: UUID) -> Job:
+        """Operator's retry: -> PENDING, due now. From FAILED the counts are kept; from DLQ
+        and CANCELLED the execution state is reset as for a replay."""
+        ...
+
+    async def replay(self, job_id: UUID) -> Job:
+        """DLQ -> PENDING: deletes the dead_letters row and resets retry_count, attempt_count,
+        next_run_at. Raises DeadLetterNotFound when the job is not dead-lettered."""
+        ...
+
+    async def promote_due(self, limit: int) -> list[ReadyHint]:
+        """FAILED jobs whose next_run_at has passed -> PENDING (retry_count + 1)."""
+        ...
+
+    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
+        """RUNNING jobs whose lease expired -> PENDING (attempts left) or DLQ. Returns the
+        hints for the requeued ones and how many were dead-lettered."""
+        ...
+
+    async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
+        """Due PENDING jobs with no hint published in the last `older_than` seconds (a
+        delayed job that came due, or a hint lost to a crash or a Redis loss). Marks them
+        published now, so concurrent schedulers do not return the same job."""
+        ...
+
+    async def mark_unpublished(self) -> int:
+        """Forget every PENDING job's published time, so the next sweeps re-publish all of
+        them (after the ready queue lost its contents). Returns how many were marked."""
+        ...
+
+    async def stats(self) -> list[QueueStats]:
+        """Per queue, how many jobs are in each state."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer."""
+        ...
+
+
+class DeadLetterStore(Protocol):
+    """Read side of the `dead_letters` table; rows are written by JobRepository transitions."""
+
+    async def find(self, page: Page) -> tuple[list[DeadLetter], int]:
+        """Newest first (failed_at, then job id, descending)."""
+        ...
+
+    async def get(self, job_id: UUID) -> DeadLetter | None: ...
+
+    async def count(self) -> int: ...
+
+
+class ReadyQueue(Protocol):
+    """Dispatch hints per queue, FIFO. Losing or duplicating a hint is harmless: the
+    scheduler re-publishes lost ones and a duplicate fails to claim."""
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None: ...
+
+    async def push_front(self, hints: Sequence[ReadyHint]) -> None:
+        """Put hints back so they are popped next (a worker that popped more than it may run)."""
+        ...
+
+    async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
+        """Wait up to `timeout` seconds for one hint, then take up to `max_count` in all
+        without waiting. Returns [] on timeout."""
+        ...
+
+    async def depth(self, queues: Sequence[str]) -> dict[str, int]: ...
+
+    async def check_intact(self) -> bool:
+        """False once after the queue lost its contents (a restart or flush) since the last
+        call; the scheduler then re-publishes every pending job."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the queue cannot answer."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateGrant:
+    granted: int
+    retry_after: float
+    """Seconds until the next permit, when fewer were granted than asked for."""
+
+
+class RateLimiter(Protocol):
+    """A per-queue rate shared by every worker that uses the same limiter backend."""
+
+    async def acquire(self, queue: str, rate_per_sec: float, wanted: int) -> RateGrant: ...
+
+
+class WorkerMetrics(Protocol):
+    """What a worker reports; adapters turn it into Prometheus series."""
+
+    def job_started(self, queue: str, job_type: str, time_in_queue: float) -> None: ...
+
+    def job_finished(self, queue: str, job_type: str, runtime: float, succeeded: bool) -> None: ...
+
+    def concurrency_throttled(self, queue: str) -> None: ...
+
+    def rate_throttled(self, queue: str, count: int) -> None: ...
+
+    def utilization(self, queue: str, busy: int, slots: int) -> None: ...
+
+    def lease_lost(self, queue: str) -> None: ...

@@ -1,0 +1,85 @@
+"""The scheduler's tick: promote due retries, reap expired leases, re-publish lost hints.
+
+Every step works in bounded batches that skip rows another scheduler holds, so several
+schedulers can run at once with no leader and no job handled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from taskforge.application.ports import JobRepository, ReadyQueue
+from taskforge.application.timing import sleep_unless
+
+log = logging.getLogger("taskforge.scheduler")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    batch_size: int = 500
+    tick_interval: float = 0.5
+    republish_after: float = 30.0
+    """Seconds a due PENDING job may wait with no fresh hint before it is published again."""
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    promoted: int
+    reaped: int
+    dead_lettered: int
+    republished: int
+    resynced: int
+    full: bool
+    """A batch came back full: there is more to do, so the next tick should follow at once."""
+
+
+class SchedulerTick:
+    def __init__(
+        self, jobs: JobRepository, ready_queue: ReadyQueue, settings: SchedulerSettings
+    ) -> None:
+        self._jobs = jobs
+        self._ready_queue = ready_queue
+        self._settings = settings
+
+    async def __call__(self) -> TickReport:
+        limit = self._settings.batch_size
+        resynced = 0
+        if not await self._ready_queue.check_intact():
+            resynced = await self._jobs.mark_unpublished()
+            log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
+        promoted = await self._jobs.promote_due(limit)
+        reaped, dead_lettered = await self._jobs.reap_expired(limit)
+        stale = await self._jobs.find_unpublished(limit, self._settings.republish_after)
+        hints = promoted + reaped + stale
+        if hints:
+            await self._ready_queue.push(hints)
+        full = max(len(promoted), len(reaped) + dead_lettered, len(stale)) >= limit
+        return TickReport(len(promoted), len(reaped), dead_lettered, len(stale), resynced, full)
+
+
+async def run_scheduler(
+    tick: SchedulerTick, settings: SchedulerSettings, stop: asyncio.Event
+) -> None:
+    """Tick until `stop` is set. Outages are logged and retried with a growing pause."""
+    backoff = settings.tick_interval
+    while not stop.is_set():
+        try:
+            report = await tick()
+            backoff = settings.tick_interval
+        except Exception as exc:  # noqa: BLE001 - the scheduler outlives store and queue outages
+            log.warning("scheduler tick failed, retrying in %.1fs: %s", backoff, exc)
+            await sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        if report.reaped or report.dead_lettered or report.resynced:
+            log.info(
+                "tick: promoted=%d reaped=%d dead_lettered=%d republished=%d",
+                report.promoted,
+                report.reaped,
+                report.dead_lettered,
+                report.republished,
+            )
+        if not report.full:
+            await sleep_unless(stop, settings.tick_interval)

@@ -1,0 +1,52 @@
+"""Errors the domain raises. Entrypoints map each type to one HTTP status and error code."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+
+class DomainError(Exception):
+    """Base of every error TaskForge raises on purpose."""
+
+
+class ValidationError(DomainError):
+    """A value from outside broke a rule; `field` names the offending input."""
+
+    def __init__(self, field: str, message: str, *, details: Any = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.details = details
+
+
+class JobNotFound(DomainError):
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class DeadLetterNotFound(DomainError):
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"no dead letter for job {job_id}")
+        self.job_id = job_id
+
+
+class InvalidTransition(DomainError):
+    """The state machine refuses to move a job from `current` to `target`."""
+
+    def __init__(self, job_id: UUID | None, current: str, target: str) -> None:
+        subject = f"job {job_id}" if job_id else "job"
+        super().__init__(f"{subject} is {current}; it cannot move to {target}")
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+
+
+class Unavailable(DomainError):
+    """A backing service (store, queue) cannot answer right now; retrying later may work.
+    Adapters translate their drivers' connection errors into this."""
+
+    def __init__(self, service: str, cause: str) -> None:
+        super().__init__(f"{service} unavailable: {cause}")
+        self.service = service

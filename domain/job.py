@@ -1,0 +1,113 @@
+"""The job entity and the values that describe a job being created, claimed or settled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.states import JobState
+
+JsonObject = dict[str, Any]
+
+DEFAULT_VISIBILITY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One unit of work and its execution state. Timestamps are timezone-aware UTC.
+
+    `lease_token` and `lease_expires_at` are set exactly while the job is RUNNING;
+    `reason` is the operator's or the system's reason for a cancel or a dead-letter.
+    """
+
+    id: UUID
+    queue: str
+    job_type: str
+    payload: JsonObject
+    state: JobState
+    policy: RetryPolicy
+    visibility_timeout: float
+    next_run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None = None
+    attempt_count: int = 0
+    retry_count: int = 0
+    lease_owner: str | None = None
+    lease_token: UUID | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = None
+    reason: str | None = None
+    traceparent: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def attempts_left(self) -> int:
+        return max(0, self.policy.max_attempts - self.attempt_count)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A validated request to create a job; the repository assigns state and timestamps.
+
+    `run_at` None means "now" (by the store's clock); a later time makes a delayed job.
+    """
+
+    id: UUID
+    queue: str
+    job_type: str
+    payload: JsonObject = field(default_factory=dict)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    idempotency_key: str | None = None
+    run_at: datetime | None = None
+    delay: float | None = None
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """Proof that a worker owns a running job. Every write by the worker names it (fencing)."""
+
+    job_id: UUID
+    token: UUID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """The `dead_letters` row written when a job enters DLQ; removed by replay or retry."""
+
+    job_id: UUID
+    queue: str
+    job_type: str
+    payload: JsonObject
+    reason: str
+    last_error: str | None
+    attempts: int
+    failed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    counts: dict[JobState, int]
+    """Jobs per state; every state is present, zero included."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyHint:
+    """ "Job `job_id` may be ready on `queue`": what the ready queue carries. A hint may be stale
+    or duplicated; claiming is what decides."""
+
+    queue: str
+    job_id: UUID

@@ -1,0 +1,87 @@
+"""Retry policy: how often a job may run and how long to wait between attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from taskforge.domain.errors import ValidationError
+
+RandomSource = Callable[[], float]
+"""Returns a float in [0, 1), like random.random; injected so tests are deterministic."""
+
+MAX_ATTEMPTS_LIMIT = 1000
+VISIBILITY_TIMEOUT_RANGE = (1.0, 43200.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Durations are seconds. `max_attempts` bounds `attempt_count`: the failure of the last
+    allowed attempt dead-letters the job."""
+
+    max_attempts: int = 3
+    initial_delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 300.0
+    jitter: bool = False
+
+    def __post_init__(self) -> None:
+        validate_policy(self)
+
+    def delay_after(self, attempt: int, random: RandomSource) -> timedelta:
+        """The wait before the retry that follows attempt `attempt` (1-based).
+
+        min(max_delay, initial_delay * backoff ** (attempt - 1)); with jitter, a uniform
+        draw from [delay/2, delay), so jitter never lengthens the wait.
+        """
+        if attempt < 1:
+            raise ValueError("attempt is 1-based")
+        delay = _capped_exponential(self.initial_delay, self.backoff, self.max_delay, attempt)
+        if self.jitter:
+            delay = delay / 2 + random() * (delay / 2)
+        return timedelta(seconds=delay)
+
+
+def _capped_exponential(initial: float, backoff: float, cap: float, attempt: int) -> float:
+    # backoff ** n overflows a float long before max_attempts (1000) runs out; once the
+    # product reaches the cap it stays there, so stop multiplying.
+    delay = initial
+    for _ in range(attempt - 1):
+        if delay >= cap:
+            break
+        delay *= backoff
+    return min(cap, delay)
+
+
+def validate_policy(policy: RetryPolicy) -> None:
+    if isinstance(policy.max_attempts, bool) or not isinstance(policy.max_attempts, int):
+        raise ValidationError("maxAttempts", "must be an integer")
+    if not 1 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise ValidationError("maxAttempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    _require_finite("initialDelay", policy.initial_delay)
+    _require_finite("backoff", policy.backoff)
+    _require_finite("maxDelay", policy.max_delay)
+    if policy.initial_delay < 0:
+        raise ValidationError("initialDelay", "must be >= 0 seconds")
+    if policy.backoff < 1:
+        raise ValidationError("backoff", "must be >= 1")
+    if policy.max_delay < policy.initial_delay:
+        raise ValidationError("maxDelay", "must be >= initialDelay")
+    if not isinstance(policy.jitter, bool):
+        raise ValidationError("jitter", "must be true or false")
+
+
+def validate_visibility_timeout(seconds: float) -> float:
+    _require_finite("visibilityTimeout", seconds)
+    low, high = VISIBILITY_TIMEOUT_RANGE
+    if not low <= seconds <= high:
+        raise ValidationError("visibilityTimeout", f"must be between {low:g} and {high:g} seconds")
+    return float(seconds)
+
+
+def _require_finite(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, "must be a number")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValidationError(field, "must be a finite number")

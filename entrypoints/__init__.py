@@ -1,0 +1,1 @@
+"""The driving side: configuration, the dishka container, HTTP, CLI, and process roles."""

@@ -1,0 +1,1 @@
+"""Command lines: `taskforge` (service roles) and `taskforge-cli` (the API client)."""

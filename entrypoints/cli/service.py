@@ -1,0 +1,148 @@
+"""`taskforge`: run the service roles, migrate the database, benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated, TypeVar
+
+from cyclopts import App, Parameter
+
+from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.entrypoints.config import ConfigError, Settings, parse_address
+from taskforge.entrypoints.container import Backend, make_container
+from taskforge.entrypoints.runtime import load_handlers, run_roles
+
+T = TypeVar("T")
+
+app = App(
+    name="taskforge",
+    help="TaskForge: a fault-tolerant distributed job queue and scheduler.",
+    version="0.1.0",
+)
+
+
+def _run(role: str, backend: Backend, roles: set[str], **overrides: object) -> None:
+    settings = _settings(overrides)
+    if backend is Backend.POSTGRES_REDIS:
+        settings.require_postgres(role)
+    configure_logging(settings.log_level)
+    handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
+    container = make_container(settings, backend, handlers)
+    _run_async(run_roles(container, settings, roles))
+
+
+def _settings(overrides: dict[str, object]) -> Settings:
+    import dataclasses
+
+    settings = Settings.from_env(os.environ)
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+
+
+def _run_async(coroutine: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coroutine)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+@app.command
+def dev(
+    addr: Annotated[
+        str | None, Parameter(help="Listen address, e.g. :8080 (default HTTP_ADDR)")
+    ] = None,
+) -> None:
+    """API, worker and scheduler in one process on the in-memory backend; nothing to install.
+
+    Example: taskforge dev --addr 127.0.0.1:8080
+    """
+    http_addr = parse_address("--addr", addr) if addr else None
+    _run("dev", Backend.MEMORY, {"api", "worker", "scheduler"}, http_addr=http_addr)
+
+
+@app.command
+def api() -> None:
+    """The REST API (needs POSTGRES_DSN and Redis).
+
+    Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge api
+    """
+    _run("api", Backend.POSTGRES_REDIS, {"api"})
+
+
+@app.command
+def worker(
+    queues: Annotated[
+        str | None, Parameter(help="Comma-separated queues (default QUEUE_NAME)")
+    ] = None,
+    concurrency: Annotated[int | None, Parameter(help="Slots (default WORKER_CONCURRENCY)")] = None,
+    handlers: Annotated[
+        str | None, Parameter(help="Modules that register handlers, comma-separated")
+    ] = None,
+    demo_handlers: Annotated[
+        bool, Parameter(help="Also load the demo handlers (email, noop, sleep, fail)")
+    ] = False,
+) -> None:
+    """Run jobs (needs POSTGRES_DSN and Redis).
+
+    Example: taskforge worker --queues jobs:ready,emails --concurrency 20 --handlers myapp.jobs
+    """
+    env_overrides = {}
+    if queues is not None:
+        env_overrides["WORKER_QUEUES"] = queues
+    if handlers is not None:
+        env_overrides["TASKFORGE_HANDLERS"] = handlers
+    if concurrency is not None:
+        env_overrides["WORKER_CONCURRENCY"] = str(concurrency)
+    os.environ.update(env_overrides)
+    _run("worker", Backend.POSTGRES_REDIS, {"worker"}, demo_handlers=demo_handlers or None)
+
+
+@app.command
+def scheduler() -> None:
+    """Promote due retries, reap expired leases, re-publish lost hints (needs POSTGRES_DSN).
+
+    Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge scheduler
+    """
+    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"})
+
+
+@app.command
+def migrate() -> None:
+    """Apply pending database migrations to POSTGRES_DSN (safe to run from several processes).
+
+    Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge migrate
+    """
+    from taskforge.adapters.postgres.migrations import MigrationError, apply_migrations
+
+    settings = _settings({})
+    dsn = settings.require_postgres("migrate")
+    try:
+        applied = asyncio.run(apply_migrations(dsn))
+    except MigrationError as exc:
+        print(f"taskforge migrate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (OSError, ConnectionError) as exc:
+        print(f"taskforge migrate: cannot reach Postgres: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print("database is up to date")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        print(f"taskforge: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The one place where ports meet adapters: dishka providers per backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from enum import StrEnum
+
+from dishka import (
+    AnyOf,
+    AsyncContainer,
+    Provider,
+    Scope,
+    from_context,
+    make_async_container,
+    provide,
+)
+
+from taskforge.adapters.memory.jobs import (
+    InMemoryDeadLetterStore,
+    InMemoryJobRepository,
+    InMemoryState,
+)
+from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
+from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
+from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.application.handlers import HandlerRegistry
+from taskforge.application.jobs import (
+    CancelJob,
+    EnqueueJob,
+    EnqueueJobs,
+    GetDeadLetter,
+    GetJob,
+    GetStats,
+    ListDeadLetters,
+    ListJobs,
+    MoveJobToDeadLetter,
+    ReplayDeadLetter,
+    RetryJob,
+)
+from taskforge.application.ports import (
+    Clock,
+    DeadLetterStore,
+    IdSource,
+    JobRepository,
+    RandomSource,
+    RateLimiter,
+    ReadyQueue,
+    WorkerMetrics,
+)
+from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.entrypoints.config import Settings
+
+
+class Backend(StrEnum):
+    MEMORY = "memory"
+    """Everything in this process: `taskforge dev` and the unit tests."""
+    POSTGRES_REDIS = "postgres+redis"
+    """Production: Postgres is the source of truth, Redis carries dispatch."""
+
+
+class CoreProvider(Provider):
+    scope = Scope.APP
+
+    settings = from_context(provides=Settings, scope=Scope.APP)
+    handlers = from_context(provides=HandlerRegistry, scope=Scope.APP)
+    clock = provide(SystemClock, provides=Clock)
+    ids = provide(Uuid7Source, provides=IdSource)
+
+    @provide(provides=AnyOf[PrometheusMetrics, WorkerMetrics])
+    def metrics(self) -> PrometheusMetrics:
+        return PrometheusMetrics()
+
+    @provide
+    def random(self) -> RandomSource:
+        return system_random
+
+    enqueue_job = provide(EnqueueJob)
+    enqueue_jobs = provide(EnqueueJobs)
+    get_job = provide(GetJob)
+    list_jobs = provide(ListJobs)
+    cancel_job = provide(CancelJob)
+    retry_job = provide(RetryJob)
+    move_to_dlq = provide(MoveJobToDeadLetter)
+    replay = provide(ReplayDeadLetter)
+    list_dead_letters = provide(ListDeadLetters)
+    get_dead_letter = provide(GetDeadLetter)
+
+    @provide
+    def stats(
+        self,
+        jobs: JobRepository,
+        dead_letters: DeadLetterStore,
+        ready_queue: ReadyQueue,
+        settings: Settings,
+    ) -> GetStats:
+        return GetStats(jobs, dead_letters, ready_queue, settings.queue_name)
+
+    @provide
+    def scheduler_settings(self, settings: Settings) -> SchedulerSettings:
+        return SchedulerSettings(
+            batch_size=settings.scheduler_batch_size,
+            tick_interval=settings.scheduler_tick,
+            republish_after=settings.republish_after,
+        )
+
+    scheduler_tick = provide(SchedulerTick)
+
+
+class MemoryProvider(Provider):
+    scope = Scope.APP
+
+    state = provide(InMemoryState)
+    ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
+
+    @provide
+    def rate_limiter(self) -> RateLimiter:
+        return InMemoryRateLimiter()
+
+    dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
+
+    @provide
+    def jobs(self, state: InMemoryState, clock: Clock, ids: IdSource) -> JobRepository:
+        return InMemoryJobRepository(state, clock, ids)
+
+
+def production_providers() -> list[Provider]:
+    from taskforge.entrypoints.backends import PostgresProvider, RedisProvider
+
+    return [PostgresProvider(), RedisProvider()]
+
+
+def make_container(
+    settings: Settings, backend: Backend, handlers: HandlerRegistry
+) -> AsyncContainer:
+    providers: list[Provider] = [CoreProvider()]
+    if backend is Backend.MEMORY:
+        providers.append(MemoryProvider())
+    else:
+        providers += production_providers()
+    return make_async_container(*providers, context={Settings: settings, HandlerRegistry: handlers})
+
+
+async def closing(container: AsyncContainer) -> AsyncIterator[AsyncContainer]:
+    try:
+        yield container
+    finally:
+        await container.close()

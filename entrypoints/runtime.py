@@ -1,0 +1,207 @@
+"""Process roles: API, worker, scheduler, and all three in one (`dev`), with signal handling.
+
+SIGTERM or SIGINT asks for a graceful stop (workers finish or hand back their jobs); a
+second signal exits at once, leaving leases for the scheduler to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Generator
+
+import uvicorn
+from dishka import AsyncContainer
+from prometheus_client import start_http_server
+
+from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.application.handlers import HandlerRegistry, default_registry
+from taskforge.application.ports import (
+    Clock,
+    JobRepository,
+    RandomSource,
+    RateLimiter,
+    ReadyQueue,
+    WorkerMetrics,
+)
+from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
+from taskforge.application.worker import Worker, WorkerSettings
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.demo_handlers import demo_registry
+from taskforge.entrypoints.http.app import create_app
+
+log = logging.getLogger("taskforge.runtime")
+
+FORCED_EXIT_CODE = 130
+
+
+class StopSignals:
+    """First SIGTERM/SIGINT sets `stop`; the second ends the process immediately."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self._received = 0
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._received += 1
+        if self._received == 1:
+            log.info("received %s: stopping gracefully (send again to force)", sig.name)
+            self.stop.set()
+        else:
+            log.warning("received %s again: exiting now", sig.name)
+            os._exit(FORCED_EXIT_CODE)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: StopSignals decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def load_handlers(modules: tuple[str, ...], demo: bool) -> HandlerRegistry:
+    """Import the user's handler modules (they register into `taskforge.handler`)."""
+    for module in modules:
+        importlib.import_module(module)
+    registry = HandlerRegistry()
+    registry.merge(default_registry)
+    if demo:
+        registry.merge(demo_registry())
+    return registry
+
+
+async def serve_http(container: AsyncContainer, settings: Settings, stop: asyncio.Event) -> None:
+    app = create_app(container, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_addr.host,
+        port=settings.http_addr.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if serving in done:
+        stopping.cancel()
+        serving.result()
+        if not server.started:
+            raise SystemExit(f"could not serve HTTP on {settings.http_addr}")
+        return
+    server.should_exit = True
+    await serving
+
+
+async def build_worker(
+    container: AsyncContainer,
+    settings: Settings,
+    queues: tuple[str, ...],
+    concurrency: int,
+) -> Worker:
+    return Worker(
+        jobs=await container.get(JobRepository),
+        ready_queue=await container.get(ReadyQueue),
+        rate_limiter=await container.get(RateLimiter),
+        handlers=await container.get(HandlerRegistry),
+        metrics=await container.get(WorkerMetrics),
+        clock=await container.get(Clock),
+        random=await container.get(RandomSource),
+        settings=WorkerSettings(
+            queues=queues,
+            concurrency=concurrency,
+            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            rate_limit_per_sec=settings.rate_limit_per_sec,
+            heartbeat=settings.worker_heartbeat,
+            shutdown_grace=settings.worker_shutdown_grace,
+        ),
+    )
+
+
+async def warn_about_eviction(container: AsyncContainer) -> None:
+    """Ready hints are plain Redis keys: an eviction policy other than noeviction may drop them
+    under memory pressure. Nothing is lost (the scheduler re-publishes), but dispatch stalls
+    until it does, so say so at start-up."""
+    try:
+        from redis.asyncio import Redis
+
+        client = await container.get(Redis)
+        policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except Exception as exc:  # noqa: BLE001 - no Redis (dev), or CONFIG disabled: only a hint
+        log.debug("could not read Redis maxmemory-policy: %s", exc)
+        return
+    if policy and policy != "noeviction":
+        log.warning(
+            "Redis maxmemory-policy is %r: under memory pressure Redis may evict ready hints "
+            "and dispatch waits for the scheduler to re-publish them; use noeviction",
+            policy,
+        )
+
+
+async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Event) -> None:
+    await warn_about_eviction(container)
+    worker = await build_worker(container, settings, settings.queues, settings.worker_concurrency)
+    log.info(
+        "worker serving %s with %d slot(s)", ",".join(settings.queues), settings.worker_concurrency
+    )
+    await worker.run(stop)
+
+
+async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:
+    tick = await container.get(SchedulerTick)
+    await run_scheduler(tick, await container.get(SchedulerSettings), stop)
+
+
+async def serve_process_metrics(container: AsyncContainer, settings: Settings) -> None:
+    """This process's own metrics on METRICS_ADDR, for scraping each worker and scheduler."""
+    if settings.metrics_addr is None:
+        return
+    metrics = await container.get(PrometheusMetrics)
+    start_http_server(
+        settings.metrics_addr.port, addr=settings.metrics_addr.host, registry=metrics.registry
+    )
+    log.info("process metrics on http://%s/metrics", settings.metrics_addr)
+
+
+async def run_roles(container: AsyncContainer, settings: Settings, roles: set[str]) -> None:
+    """Run the given roles ("api", "worker", "scheduler") until a stop signal."""
+    signals = StopSignals()
+    signals.install()
+    if "api" not in roles:
+        await serve_process_metrics(container, settings)
+    tasks = []
+    try:
+        if "scheduler" in roles:
+            tasks.append(asyncio.create_task(schedule(container, signals.stop), name="scheduler"))
+        if "worker" in roles:
+            tasks.append(
+                asyncio.create_task(work(container, settings, signals.stop), name="worker")
+            )
+        if "api" in roles:
+            tasks.append(
+                asyncio.create_task(serve_http(container, settings, signals.stop), name="api")
+            )
+        # One role failing for good (e.g. the port is taken) stops the others.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                signals.stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            task.result()
+    finally:
+        await container.close()

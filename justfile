@@ -1,0 +1,37 @@
+# TaskForge tasks. `./run <recipe>` bootstraps .venv first; `just <recipe>` works inside it.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+
+# lint, types and the whole test suite: what CI runs
+default: check
+
+# API + worker + scheduler in one process, in memory, on HTTP_ADDR (default :8080)
+dev *args:
+    taskforge dev {{args}}
+
+# the whole test suite (integration tests need TASKFORGE_TEST_POSTGRES_DSN/REDIS_URL or Docker)
+test *args:
+    pytest {{args}}
+
+# unit tests only: no services needed
+unit *args:
+    pytest tests/unit {{args}}
+
+lint:
+    ruff check .
+    ruff format --check .
+
+fmt:
+    ruff check --fix .
+    ruff format .
+
+typecheck:
+    mypy -p taskforge
+    mypy tests
+
+check: lint typecheck test
+
+# apply pending migrations to POSTGRES_DSN
+migrate:
+    taskforge migrate

@@ -1,0 +1,77 @@
+"""The dependency rule, checked on the import graph: entrypoints -> adapters -> application
+-> domain, never the other way; domain uses the standard library only."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("domain", "application", "adapters", "entrypoints")
+
+# What each layer may import from TaskForge itself (besides the standard library).
+ALLOWED = {
+    "domain": {"domain"},
+    "application": {"domain", "application"},
+    "adapters": {"domain", "application", "adapters"},
+    "entrypoints": {"domain", "application", "adapters", "entrypoints"},
+}
+THIRD_PARTY_ALLOWED = {"domain": False, "application": False, "adapters": True, "entrypoints": True}
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                raise AssertionError(f"{path}:{node.lineno}: use absolute imports")
+            found.append((node.lineno, node.module or ""))
+    return found
+
+
+def violations(layer: str, root: Path = ROOT) -> list[str]:
+    problems = []
+    for path in sorted((root / layer).rglob("*.py")):
+        for line, module in imports_of(path):
+            top = module.split(".")[0]
+            where = f"{path.relative_to(root)}:{line} imports {module}"
+            if top == "taskforge":
+                parts = module.split(".")
+                target = parts[1] if len(parts) > 1 else "taskforge"
+                if target not in ALLOWED[layer]:
+                    problems.append(where)
+            elif top in sys.stdlib_module_names or top == "__future__":
+                continue
+            elif not THIRD_PARTY_ALLOWED[layer]:
+                problems.append(where + " (third-party)")
+    return problems
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layer_imports_point_inward(layer: str) -> None:
+    assert violations(layer) == []
+
+
+def test_the_checker_catches_outward_and_third_party_imports(tmp_path: Path) -> None:
+    (tmp_path / "domain").mkdir()
+    (tmp_path / "domain" / "bad.py").write_text(
+        "import json\nfrom taskforge.adapters.memory.jobs import InMemoryState\nimport asyncpg\n"
+    )
+    assert violations("domain", tmp_path) == [
+        "domain/bad.py:2 imports taskforge.adapters.memory.jobs",
+        "domain/bad.py:3 imports asyncpg (third-party)",
+    ]
+
+
+def test_public_module_exposes_the_handler_api() -> None:
+    import taskforge
+
+    assert callable(taskforge.handler)
+    assert callable(taskforge.register)
+    assert issubclass(taskforge.TerminalError, Exception)

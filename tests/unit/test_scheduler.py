@@ -1,0 +1,136 @@
+"""The scheduler's tick against the in-memory adapters, with a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.application.jobs import EnqueueJob
+from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.domain.job import Lease
+from taskforge.domain.outcome import RetryLater
+from taskforge.domain.states import JobState
+
+from .conftest import Memory, quick_policy
+
+pytestmark = pytest.mark.asyncio
+
+SETTINGS = SchedulerSettings(batch_size=100, tick_interval=0.01, republish_after=10.0)
+
+
+def tick_for(memory: Memory, settings: SchedulerSettings = SETTINGS) -> SchedulerTick:
+    return SchedulerTick(memory.jobs, memory.ready_queue, settings)
+
+
+async def queued_ids(memory: Memory) -> list[object]:
+    return [hint.job_id for hint in await memory.ready_queue.pop(["jobs:ready"], 1000, 0)]
+
+
+async def test_due_retry_is_promoted_and_published(memory: Memory) -> None:
+    from datetime import timedelta
+
+    job, _ = await memory.jobs.add(memory.new_job(policy=quick_policy()))
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    lease = Lease(job_id=job.id, token=claimed.lease_token)
+    await memory.jobs.settle([RetryLater(lease=lease, error="x", delay=timedelta(seconds=2))])
+    tick = tick_for(memory)
+
+    assert (await tick()).promoted == 0
+    memory.clock.advance(2)
+    report = await tick()
+
+    assert report.promoted == 1
+    assert await queued_ids(memory) == [job.id]
+
+
+async def test_expired_lease_with_attempts_left_is_requeued(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job(visibility_timeout=5.0))
+    await memory.jobs.claim([job.id], "w1")
+    memory.clock.advance(6)
+
+    report = await tick_for(memory)()
+
+    requeued = await memory.jobs.get(job.id)
+    assert report.reaped == 1
+    assert requeued is not None
+    assert requeued.state is JobState.PENDING
+    assert requeued.attempt_count == 1
+    assert requeued.lease_token is None
+    assert await queued_ids(memory) == [job.id]
+
+
+async def test_expired_lease_on_the_last_attempt_dead_letters_the_job(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(
+        memory.new_job(policy=quick_policy(max_attempts=1), visibility_timeout=5.0)
+    )
+    await memory.jobs.claim([job.id], "w1")
+    memory.clock.advance(6)
+
+    report = await tick_for(memory)()
+
+    assert report.dead_lettered == 1
+    entry = await memory.dead_letters.get(job.id)
+    assert entry is not None
+    assert entry.reason == "attempts exhausted"
+
+
+async def test_lost_hint_is_republished_after_the_window(memory: Memory) -> None:
+    job = (await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job())).job
+    memory.ready_queue.clear()  # as if Redis lost the list
+    tick = tick_for(memory)
+
+    assert (await tick()).republished == 0
+    memory.clock.advance(SETTINGS.republish_after + 1)
+    assert (await tick()).republished == 1
+    assert await queued_ids(memory) == [job.id]
+    assert (await tick()).republished == 0  # marked published: not pushed again at once
+
+
+async def test_delayed_job_is_published_when_it_comes_due(memory: Memory) -> None:
+    job = (await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(delay=30.0))).job
+    tick = tick_for(memory)
+
+    await tick()
+    assert await queued_ids(memory) == []
+    memory.clock.advance(30)
+    await tick()
+    assert await queued_ids(memory) == [job.id]
+
+
+class ForgetfulReadyQueue(InMemoryReadyQueue):
+    """Reports one loss of its contents, as Redis does after a restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intact = False
+
+    async def check_intact(self) -> bool:
+        intact, self.intact = self.intact, True
+        return intact
+
+
+async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) -> None:
+    memory.ready_queue = ForgetfulReadyQueue()
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    ids = [(await enqueue(memory.new_job())).job.id for _ in range(3)]
+    memory.ready_queue.clear()
+
+    report = await tick_for(memory)()
+
+    assert report.resynced == 3
+    assert report.republished == 3
+    assert sorted(await queued_ids(memory)) == sorted(ids)  # type: ignore[type-var]
+
+
+async def test_full_batch_asks_for_another_tick_at_once(memory: Memory) -> None:
+    for _ in range(3):
+        await memory.jobs.add(memory.new_job(delay=1.0))
+    memory.clock.advance(1)
+    settings = SchedulerSettings(batch_size=2, tick_interval=0.01, republish_after=10.0)
+    tick = tick_for(memory, settings)
+
+    first, second = await tick(), await tick()
+
+    assert (first.republished, first.full) == (2, True)
+    assert (second.republished, second.full) == (1, False)

@@ -1,0 +1,246 @@
+"""Use cases against the in-memory adapters, with a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from taskforge.application.jobs import (
+    CancelJob,
+    EnqueueJob,
+    EnqueueJobs,
+    GetDeadLetter,
+    GetJob,
+    GetStats,
+    ListDeadLetters,
+    ListJobs,
+    MoveJobToDeadLetter,
+    ReplayDeadLetter,
+    RetryJob,
+)
+from taskforge.application.ports import ListFilter
+from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound
+from taskforge.domain.job import Lease
+from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import Page
+
+from .conftest import Memory
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_enqueue_stores_a_pending_job_and_publishes_a_hint(memory: Memory) -> None:
+    result = await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job("email"))
+    assert result.created
+    assert result.job.state is JobState.PENDING
+    assert result.job.next_run_at == memory.clock.now()
+    hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [result.job.id]
+
+
+async def test_reused_idempotency_key_returns_the_existing_job(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    first = await enqueue(memory.new_job("email", idempotency_key="abc-123"))
+    second = await enqueue(memory.new_job("email", idempotency_key="abc-123"))
+    assert not second.created
+    assert second.job.id == first.job.id
+    assert (await memory.ready_queue.depth(["jobs:ready"]))["jobs:ready"] == 1
+
+
+async def test_concurrent_enqueues_with_one_key_create_one_job(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    results = await asyncio.gather(
+        *(enqueue(memory.new_job(idempotency_key="same")) for _ in range(50))
+    )
+    assert len({result.job.id for result in results}) == 1
+    assert sum(result.created for result in results) == 1
+    assert len(memory.state.jobs) == 1
+
+
+async def test_delayed_job_is_not_published_until_due(memory: Memory) -> None:
+    result = await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(delay=60.0))
+    assert result.job.next_run_at > memory.clock.now()
+    assert await memory.ready_queue.pop(["jobs:ready"], 10, 0) == []
+    assert await memory.jobs.claim([result.job.id], "w1") == []
+
+
+async def test_batch_enqueue_publishes_one_hint_per_new_due_job(memory: Memory) -> None:
+    enqueue = EnqueueJobs(memory.jobs, memory.ready_queue)
+    results = await enqueue(
+        [memory.new_job(), memory.new_job(delay=30.0), memory.new_job(idempotency_key="k")]
+    )
+    again = await enqueue([memory.new_job(idempotency_key="k")])
+    assert [r.created for r in results] == [True, True, True]
+    assert not again[0].created
+    assert again[0].job.id == results[2].job.id
+    hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert {h.job_id for h in hints} == {results[0].job.id, results[2].job.id}
+
+
+async def test_get_unknown_job_raises_not_found(memory: Memory) -> None:
+    with pytest.raises(JobNotFound):
+        await GetJob(memory.jobs)(memory.ids.new_id())
+
+
+async def test_list_is_newest_first_and_filters_by_queue_and_state(memory: Memory) -> None:
+    ids = []
+    for queue in ("a", "b", "a"):
+        job, _ = await memory.jobs.add(memory.new_job(queue=queue))
+        ids.append(job.id)
+        memory.clock.advance(1)
+    await memory.jobs.cancel(ids[2], None)
+    list_jobs = ListJobs(memory.jobs)
+    everything, total = await list_jobs(ListFilter(), Page(limit=2, offset=0))
+    assert total == 3
+    assert [j.id for j in everything] == [ids[2], ids[1]]
+    rest, _ = await list_jobs(ListFilter(), Page(limit=2, offset=2))
+    assert [j.id for j in rest] == [ids[0]]
+    pending_a, total_a = await list_jobs(ListFilter("a", JobState.PENDING), Page())
+    assert total_a == 1
+    assert [j.id for j in pending_a] == [ids[0]]
+
+
+async def test_concurrent_claims_of_one_job_have_one_winner(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    results = await asyncio.gather(*(memory.jobs.claim([job.id], f"w{i}") for i in range(10)))
+    winners = [claimed for claimed in results if claimed]
+    assert len(winners) == 1
+    assert winners[0][0].attempt_count == 1
+    assert winners[0][0].state is JobState.RUNNING
+
+
+async def test_stale_lease_cannot_complete_job(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job(visibility_timeout=5.0))
+    [first] = await memory.jobs.claim([job.id], "w1")
+    memory.clock.advance(6)
+    await memory.jobs.reap_expired(10)
+    [second] = await memory.jobs.claim([job.id], "w2")
+    assert first.lease_token is not None
+    assert second.lease_token is not None
+    stale = Lease(job_id=job.id, token=first.lease_token)
+    assert await memory.jobs.settle([Succeeded(lease=stale)]) == set()
+    assert await memory.jobs.heartbeat([stale]) == set()
+    current = await memory.jobs.get(job.id)
+    assert current is not None
+    assert current.state is JobState.RUNNING
+    assert current.lease_owner == "w2"
+
+
+async def test_retryable_failure_waits_for_its_backoff(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    lease = Lease(job_id=job.id, token=claimed.lease_token)
+    from datetime import timedelta
+
+    await memory.jobs.settle([RetryLater(lease=lease, error="boom", delay=timedelta(seconds=4))])
+    failed = await memory.jobs.get(job.id)
+    assert failed is not None
+    assert failed.state is JobState.FAILED
+    assert failed.last_error == "boom"
+    assert await memory.jobs.promote_due(10) == []
+    memory.clock.advance(4)
+    [hint] = await memory.jobs.promote_due(10)
+    promoted = await memory.jobs.get(job.id)
+    assert hint.job_id == job.id
+    assert promoted is not None
+    assert promoted.state is JobState.PENDING
+    assert promoted.retry_count == 1
+
+
+async def test_cancel_then_retry_resets_the_attempts(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    await memory.jobs.claim([job.id], "w1")
+    cancelled = await CancelJob(memory.jobs)(job.id, "user requested")
+    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.reason == "user requested"
+    assert cancelled.lease_token is None
+    retried = await RetryJob(memory.jobs, memory.ready_queue)(job.id)
+    assert retried.state is JobState.PENDING
+    assert retried.attempt_count == 0
+    assert [h.job_id for h in await memory.ready_queue.pop(["jobs:ready"], 10, 0)] == [job.id]
+
+
+async def test_cancel_of_a_succeeded_job_is_an_invalid_transition(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    await memory.jobs.settle([Succeeded(lease=Lease(job_id=job.id, token=claimed.lease_token))])
+    with pytest.raises(InvalidTransition) as caught:
+        await CancelJob(memory.jobs)(job.id, None)
+    assert caught.value.current == "SUCCEEDED"
+
+
+async def test_retry_of_a_pending_job_is_refused(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    with pytest.raises(InvalidTransition):
+        await RetryJob(memory.jobs, memory.ready_queue)(job.id)
+
+
+async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job("email", payload={"to": "a@b.com"}))
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    lease = Lease(job_id=job.id, token=claimed.lease_token)
+    await memory.jobs.settle(
+        [DeadLettered(lease=lease, error="bad address", reason="terminal error")]
+    )
+    entry = await GetDeadLetter(memory.dead_letters)(job.id)
+    assert (entry.payload, entry.reason, entry.last_error, entry.attempts) == (
+        {"to": "a@b.com"},
+        "terminal error",
+        "bad address",
+        1,
+    )
+    entries, total = await ListDeadLetters(memory.dead_letters)(Page())
+    assert total == 1
+    assert entries[0].job_id == job.id
+
+    replayed = await ReplayDeadLetter(memory.jobs, memory.ready_queue)(job.id)
+    assert (replayed.state, replayed.attempt_count, replayed.retry_count) == (
+        JobState.PENDING,
+        0,
+        0,
+    )
+    assert replayed.next_run_at == memory.clock.now()
+    assert await memory.dead_letters.get(job.id) is None
+    with pytest.raises(DeadLetterNotFound):
+        await ReplayDeadLetter(memory.jobs, memory.ready_queue)(job.id)
+
+
+async def test_manual_move_to_dlq_records_the_reason(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    moved = await MoveJobToDeadLetter(memory.jobs)(job.id, "poison message")
+    assert moved.state is JobState.DLQ
+    entry = await memory.dead_letters.get(job.id)
+    assert entry is not None
+    assert entry.reason == "poison message"
+
+
+async def test_release_hands_a_job_back_without_counting_the_attempt(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    released = await memory.jobs.release([Lease(job_id=job.id, token=claimed.lease_token)])
+    again = await memory.jobs.get(job.id)
+    assert released == {job.id}
+    assert again is not None
+    assert again.state is JobState.PENDING
+    assert again.attempt_count == 0
+
+
+async def test_stats_count_states_per_queue_with_depth(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    first = await enqueue(memory.new_job(queue="emails"))
+    await enqueue(memory.new_job(queue="emails"))
+    await CancelJob(memory.jobs)(first.job.id, None)
+    stats = await GetStats(memory.jobs, memory.dead_letters, memory.ready_queue, "jobs:ready")()
+    by_queue = {q.queue: q for q in stats.queues}
+    assert set(by_queue) == {"emails", "jobs:ready"}
+    assert by_queue["emails"].depth == 2
+    assert by_queue["emails"].counts[JobState.PENDING] == 1
+    assert by_queue["emails"].counts[JobState.CANCELLED] == 1
+    assert stats.totals[JobState.PENDING] == 1
+    assert stats.dead_letters == 0

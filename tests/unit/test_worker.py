@@ -1,0 +1,386 @@
+"""The worker against the in-memory adapters on the real clock, with short timings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from taskforge.adapters.memory.jobs import (
+    InMemoryDeadLetterStore,
+    InMemoryJobRepository,
+    InMemoryState,
+)
+from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
+from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.system import SystemClock, Uuid7Source
+from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
+from taskforge.application.jobs import EnqueueJob
+from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
+from taskforge.application.worker import Worker, WorkerSettings
+from taskforge.domain.job import Job, NewJob
+from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.states import JobState
+
+pytestmark = pytest.mark.asyncio
+
+DEADLINE = 10.0
+
+
+@dataclass
+class RecordingMetrics:
+    counts: Counter[str] = field(default_factory=Counter)
+    peak_busy: int = 0
+
+    def job_started(self, queue: str, job_type: str, time_in_queue: float) -> None:
+        self.counts["started"] += 1
+
+    def job_finished(self, queue: str, job_type: str, runtime: float, succeeded: bool) -> None:
+        self.counts["succeeded" if succeeded else "failed"] += 1
+
+    def concurrency_throttled(self, queue: str) -> None:
+        self.counts["concurrency_throttled"] += 1
+
+    def rate_throttled(self, queue: str, count: int) -> None:
+        self.counts["rate_throttled"] += count
+
+    def utilization(self, queue: str, busy: int, slots: int) -> None:
+        self.peak_busy = max(self.peak_busy, busy)
+
+    def lease_lost(self, queue: str) -> None:
+        self.counts["lease_lost"] += 1
+
+
+@dataclass
+class Cluster:
+    """One in-memory store, a worker and optionally a scheduler, on the real clock."""
+
+    jobs: InMemoryJobRepository
+    dead_letters: InMemoryDeadLetterStore
+    ready_queue: InMemoryReadyQueue
+    handlers: HandlerRegistry
+    metrics: RecordingMetrics
+    ids: Uuid7Source
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_worker(self, **overrides: Any) -> Worker:
+        settings = WorkerSettings(
+            **{
+                "queues": ("jobs:ready",),
+                "concurrency": 4,
+                "owner": "test-worker",
+                "poll_timeout": 0.05,
+                "heartbeat_tick": 0.02,
+                **overrides,
+            }
+        )
+        worker = Worker(
+            jobs=self.jobs,
+            ready_queue=self.ready_queue,
+            rate_limiter=InMemoryRateLimiter(),
+            handlers=self.handlers,
+            metrics=self.metrics,
+            clock=SystemClock(),
+            random=lambda: 0.5,
+            settings=settings,
+        )
+        self.tasks.append(asyncio.create_task(worker.run(self.stop)))
+        return worker
+
+    def start_scheduler(self) -> None:
+        settings = SchedulerSettings(batch_size=100, tick_interval=0.02, republish_after=5.0)
+        tick = SchedulerTick(self.jobs, self.ready_queue, settings)
+        self.tasks.append(asyncio.create_task(run_scheduler(tick, settings, self.stop)))
+
+    async def enqueue(self, job_type: str, **fields: Any) -> Job:
+        new = NewJob(id=self.ids.new_id(), queue="jobs:ready", job_type=job_type, **fields)
+        return (await EnqueueJob(self.jobs, self.ready_queue)(new)).job
+
+    async def wait_for(self, job_id: UUID, *states: JobState) -> Job:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            job = await self.jobs.get(job_id)
+            if job is not None and job.state in states:
+                return job
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"job {job_id} never reached {states}: {await self.jobs.get(job_id)}")
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), DEADLINE)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    state = InMemoryState()
+    ids = Uuid7Source()
+    cluster = Cluster(
+        jobs=InMemoryJobRepository(state, SystemClock(), ids),
+        dead_letters=InMemoryDeadLetterStore(state),
+        ready_queue=InMemoryReadyQueue(),
+        handlers=HandlerRegistry(),
+        metrics=RecordingMetrics(),
+        ids=ids,
+    )
+    yield cluster
+    if not cluster.stop.is_set():
+        await cluster.shutdown()
+
+
+def handler(cluster: Cluster, job_type: str) -> Callable[[Callable[[JobContext], Any]], Any]:
+    return cluster.handlers.handler(job_type)
+
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.05, backoff=2.0, max_delay=1.0)
+
+
+async def test_a_job_runs_once_and_succeeds(cluster: Cluster) -> None:
+    seen: list[dict[str, Any]] = []
+
+    @handler(cluster, "email")
+    async def email(ctx: JobContext) -> None:
+        seen.append(ctx.payload)
+
+    cluster.start_worker()
+    job = await cluster.enqueue("email", payload={"to": "a@b.com"})
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert seen == [{"to": "a@b.com"}]
+    assert done.attempt_count == 1
+    assert done.finished_at is not None
+    assert cluster.metrics.counts["succeeded"] == 1
+
+
+async def test_failing_job_retries_then_lands_in_dlq(cluster: Cluster) -> None:
+    attempts: list[int] = []
+
+    @handler(cluster, "fail")
+    async def fail(ctx: JobContext) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError(f"attempt {ctx.attempt} failed")
+
+    cluster.start_worker()
+    cluster.start_scheduler()
+    job = await cluster.enqueue("fail", policy=FAST_RETRY)
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert attempts == [1, 2, 3]
+    assert (dead.attempt_count, dead.retry_count) == (3, 2)
+    assert dead.last_error == "RuntimeError: attempt 3 failed"
+    entry = await cluster.dead_letters.get(job.id)
+    assert entry is not None
+    assert entry.reason == "attempts exhausted"
+    assert entry.attempts == 3
+
+
+async def test_terminal_error_goes_to_dlq_without_retrying(cluster: Cluster) -> None:
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("payload can never work")
+
+    cluster.start_worker()
+    job = await cluster.enqueue("bad", policy=FAST_RETRY)
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert dead.attempt_count == 1
+    assert dead.reason == "terminal error"
+    assert dead.last_error == "TerminalError: payload can never work"
+
+
+async def test_unknown_job_type_is_a_terminal_failure(cluster: Cluster) -> None:
+    cluster.start_worker()
+    job = await cluster.enqueue("nobody-handles-this", policy=FAST_RETRY)
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert dead.attempt_count == 1
+    assert dead.last_error is not None
+    assert "nobody-handles-this" in dead.last_error
+
+
+async def test_sync_handler_runs_in_a_thread(cluster: Cluster) -> None:
+    threads: list[int] = []
+
+    @handler(cluster, "sync")
+    def sync(ctx: JobContext) -> None:
+        threads.append(threading.get_ident())
+
+    cluster.start_worker()
+    job = await cluster.enqueue("sync")
+
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert threads
+    assert threads[0] != threading.get_ident()
+
+
+async def test_cancelled_running_job_is_interrupted_at_its_next_heartbeat(cluster: Cluster) -> None:
+    started = asyncio.Event()
+    interrupted = asyncio.Event()
+
+    @handler(cluster, "sleep")
+    async def sleep(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    cluster.start_worker()
+    job = await cluster.enqueue("sleep", visibility_timeout=1.0)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+    began = time.monotonic()
+
+    await cluster.jobs.cancel(job.id, "user requested")
+    await asyncio.wait_for(interrupted.wait(), DEADLINE)
+
+    assert time.monotonic() - began < 1.0  # one heartbeat is visibilityTimeout/3
+    assert cluster.metrics.counts["lease_lost"] == 1
+    await asyncio.sleep(0.1)  # a late settle would land now; it must not
+    final = await cluster.jobs.get(job.id)
+    assert final is not None
+    assert final.state is JobState.CANCELLED
+
+
+async def test_heartbeats_keep_a_long_job_leased(cluster: Cluster) -> None:
+    @handler(cluster, "slow")
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(2.5)  # 2.5 x the visibility timeout
+
+    cluster.start_worker()
+    job = await cluster.enqueue("slow", visibility_timeout=1.0)
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert done.attempt_count == 1
+    assert cluster.metrics.counts["lease_lost"] == 0
+
+
+async def test_without_heartbeats_a_job_may_run_at_most_its_visibility_timeout(
+    cluster: Cluster,
+) -> None:
+    @handler(cluster, "slow")
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(30)
+
+    cluster.start_worker(heartbeat=False)
+    job = await cluster.enqueue("slow", visibility_timeout=1.0, policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error is not None
+    assert "timed out" in failed.last_error
+
+
+async def test_concurrency_limits_how_many_jobs_run_at_once(cluster: Cluster) -> None:
+    running = 0
+    peak = 0
+
+    @handler(cluster, "busy")
+    async def busy(ctx: JobContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    cluster.start_worker(concurrency=2)
+    jobs = [await cluster.enqueue("busy") for _ in range(6)]
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert peak == 2
+    assert cluster.metrics.counts["concurrency_throttled"] > 0
+
+
+async def test_rate_limit_spaces_out_job_starts(cluster: Cluster) -> None:
+    starts: list[float] = []
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        starts.append(time.monotonic())
+
+    cluster.start_worker(concurrency=10, rate_limit_per_sec=5.0)
+    jobs = [await cluster.enqueue("noop") for _ in range(10)]
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    # A bucket of 5 permits refilling at 5/s: at most 5 + 5 starts in any one second.
+    for first in starts:
+        assert sum(1 for t in starts if first <= t < first + 1.0) <= 10
+    assert starts[-1] - starts[0] >= 0.8  # the second five had to wait for permits
+    assert cluster.metrics.counts["rate_throttled"] >= 5
+
+
+async def test_shutdown_lets_short_jobs_finish(cluster: Cluster) -> None:
+    started = asyncio.Event()
+
+    @handler(cluster, "short")
+    async def short(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+
+    cluster.start_worker(shutdown_grace=5.0)
+    job = await cluster.enqueue("short")
+    await asyncio.wait_for(started.wait(), DEADLINE)
+
+    await cluster.shutdown()
+
+    final = await cluster.jobs.get(job.id)
+    assert final is not None
+    assert final.state is JobState.SUCCEEDED
+
+
+async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: Cluster) -> None:
+    started = asyncio.Event()
+
+    @handler(cluster, "long")
+    async def long(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    cluster.start_worker(shutdown_grace=0.1)
+    job = await cluster.enqueue("long")
+    await asyncio.wait_for(started.wait(), DEADLINE)
+    began = time.monotonic()
+
+    await cluster.shutdown()
+
+    assert time.monotonic() - began < 2.0
+    final = await cluster.jobs.get(job.id)
+    assert final is not None
+    assert final.state is JobState.PENDING
+    assert final.attempt_count == 0  # the interrupted attempt does not count
+    hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [job.id]
+
+
+async def test_a_job_is_picked_up_within_milliseconds_by_an_idle_worker(cluster: Cluster) -> None:
+    started: list[float] = []
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        started.append(time.monotonic())
+
+    cluster.start_worker(poll_timeout=5.0)
+    await asyncio.sleep(0.05)  # let the worker block in its pop
+    enqueued = time.monotonic()
+    job = await cluster.enqueue("noop")
+
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert started[0] - enqueued < 0.5  # woken by the push, not by the 5 s poll timeout
