@@ -1,0 +1,71 @@
+"""Creating the Redis client, and turning its connection failures into `Unavailable`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from taskforge.domain.errors import Unavailable
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds to open a connection before the server counts as unreachable."""
+
+SOCKET_TIMEOUT = 5.0
+"""Seconds to wait for any reply. A blocking pop waits in slices shorter than this (see
+`RedisReadyQueue.pop`), so a long pop never trips it."""
+
+HEALTH_CHECK_INTERVAL = 15
+"""A pooled connection idle for longer is pinged before use, so a dead one is replaced
+instead of failing the command."""
+
+RETRIES = 2
+"""Retries of a command after a connection error: enough to ride over a dropped idle
+connection, few enough that an outage is reported within seconds."""
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), RETRIES),
+    }
+
+
+def create_redis(*, host: str, port: int, db: int, password: str | None) -> Redis:
+    """A pooled client; an empty password means none. The caller closes it (`aclose`)."""
+    return Redis(host=host, port=port, db=db, password=password or None, **_options())
+
+
+def redis_from_url(url: str) -> Redis:
+    """A pooled client for `redis://[:password@]host:port/db`; options given in the URL's
+    query (`?socket_timeout=10`) override the defaults. The caller closes it (`aclose`)."""
+    client: Redis = Redis.from_url(url, **_options())
+    return client
+
+
+def blocking_slice(client: Redis) -> float | None:
+    """The longest a single blocking command may wait on `client` without its socket timeout
+    firing first; None when the client has no socket timeout."""
+    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if not socket_timeout:
+        return None
+    timeout = float(socket_timeout)
+    return max(timeout - 1.0, timeout / 2)
+
+
+@contextmanager
+def translate_connection_errors() -> Iterator[None]:
+    """Re-raise the driver's connection failures (refused, reset, timed out) as
+    `Unavailable("redis", ...)`; any other error is a bug and passes through unchanged."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise Unavailable("redis", str(exc) or type(exc).__name__) from exc

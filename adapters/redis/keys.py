@@ -1,0 +1,40 @@
+"""Every Redis key TaskForge uses, in one place.
+
+A queue's name is its list key, verbatim, so operators can inspect a queue with plain Redis
+commands (`LLEN jobs:ready`). Every other key starts with the internal prefix, which queue
+names may not start with, so the two never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taskforge.domain.validation import RESERVED_QUEUE_PREFIX
+
+DEFAULT_PREFIX = RESERVED_QUEUE_PREFIX
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Key names under one internal prefix (`taskforge:` unless configured otherwise)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix:
+            raise ValueError("the internal key prefix must not be empty")
+
+    def ready_list(self, queue: str) -> str:
+        """The list of job-id hints for `queue`: the queue name itself."""
+        if queue.startswith(self.prefix):
+            raise ValueError(f"queue {queue!r} would collide with the internal prefix")
+        return queue
+
+    @property
+    def epoch(self) -> str:
+        """Exists for as long as Redis has kept its data; its absence means the hints are gone."""
+        return f"{self.prefix}epoch"
+
+    def rate_bucket(self, queue: str) -> str:
+        """The token bucket every worker draws from to run jobs of `queue`."""
+        return f"{self.prefix}rate:{queue}"

@@ -1,0 +1,100 @@
+"""Creating clients, and how an unreachable Redis surfaces: as `Unavailable`, never as a
+driver error."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import pytest
+from redis.asyncio import Redis
+
+from taskforge.adapters.redis.client import (
+    CONNECT_TIMEOUT,
+    SOCKET_TIMEOUT,
+    create_redis,
+    redis_from_url,
+)
+from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
+from taskforge.adapters.redis.ready_queue import RedisReadyQueue
+from taskforge.domain.errors import Unavailable
+from taskforge.domain.job import ReadyHint
+
+Operation = Callable[[RedisReadyQueue, RedisRateLimiter], Awaitable[object]]
+HINT = ReadyHint("jobs:ready", uuid.uuid4())
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def unreachable_client() -> AsyncIterator[Redis]:
+    client = create_redis(host="127.0.0.1", port=closed_port(), db=0, password=None)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param(lambda queue, _: queue.ping(), id="ping"),
+        pytest.param(lambda queue, _: queue.push([HINT]), id="push"),
+        pytest.param(lambda queue, _: queue.push_front([HINT]), id="push_front"),
+        pytest.param(lambda queue, _: queue.pop(["jobs:ready"], 5, 1.0), id="pop"),
+        pytest.param(lambda queue, _: queue.pop(["jobs:ready"], 5, 0), id="pop_no_wait"),
+        pytest.param(lambda queue, _: queue.depth(["jobs:ready"]), id="depth"),
+        pytest.param(lambda queue, _: queue.check_intact(), id="check_intact"),
+        pytest.param(lambda _, limiter: limiter.acquire("jobs:ready", 5.0, 1), id="acquire"),
+    ],
+)
+async def test_an_unreachable_redis_raises_unavailable(
+    unreachable_client: Redis, operation: Operation
+) -> None:
+    ready_queue = RedisReadyQueue(unreachable_client)
+    limiter = RedisRateLimiter(unreachable_client)
+
+    with pytest.raises(Unavailable) as raised:
+        await operation(ready_queue, limiter)
+
+    assert raised.value.service == "redis"
+
+
+def test_clients_bound_connecting_and_waiting_for_replies() -> None:
+    for client in (
+        create_redis(host="localhost", port=6379, db=0, password=None),
+        redis_from_url("redis://localhost:6379/0"),
+    ):
+        options = client.connection_pool.connection_kwargs
+        assert options["socket_connect_timeout"] == CONNECT_TIMEOUT
+        assert options["socket_timeout"] == SOCKET_TIMEOUT
+        assert options["health_check_interval"] > 0
+
+
+def test_options_in_the_url_override_the_defaults() -> None:
+    client = redis_from_url("redis://localhost:6379/3?socket_timeout=30")
+
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 30.0
+    assert client.connection_pool.connection_kwargs["db"] == 3
+
+
+@pytest.mark.integration
+async def test_create_redis_treats_an_empty_password_as_none(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    if parts.password:
+        pytest.skip("the test server needs a password")
+    db = int(parts.path.strip("/") or 0)
+    client = create_redis(
+        host=parts.hostname or "localhost", port=parts.port or 6379, db=db, password=""
+    )
+    try:
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
