@@ -1,0 +1,618 @@
+"""`taskforge-cli`: the operator's client for the REST API.
+
+Every command is one or a few API calls. Output is for people (rich tables and panels,
+plain aligned text when stdout is not a terminal) unless `--json` asks for the API's JSON,
+printed unchanged. Failures print one line on stderr and end with a documented exit code;
+`run` is the whole contract and never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+from cyclopts import App, Group, Parameter, validators
+from cyclopts.exceptions import CycloptsError
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from taskforge.domain.states import TERMINAL_STATES
+from taskforge.entrypoints.cli.client_api import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    ApiError,
+    ApiResponse,
+    CliError,
+    ConnectionFailed,
+    TaskForgeClient,
+    UsageError,
+)
+from taskforge.entrypoints.cli.client_render import (
+    dead_letter_detail,
+    dead_letters_table,
+    health_table,
+    job_detail,
+    jobs_table,
+    page_summary,
+    state_text,
+    stats_table,
+    watch_line,
+    watch_view,
+)
+
+DEFAULT_API_URL = "http://localhost:8080"
+DLQ_PAGE = 200
+"""The API's largest page: `dlq-replay --all` lists the dead letters in as few calls as it can."""
+
+HELP = """\
+Talk to a TaskForge API: enqueue jobs, follow them, operate queues and the
+dead-letter queue.
+
+Global options work before or after the command. --json prints the API's JSON
+unchanged for scripts, one document per line when there are several.
+
+Exit codes:
+  0    success
+  1    unexpected error
+  2    usage error (bad flags, invalid --payload JSON); nothing was sent
+  3    not found (404)
+  4    conflict: the job's state does not allow it (409)
+  5    other API error (4xx: validation, unauthorized, ...)
+  6    server error (5xx, not ready) or no connection (refused, timed out)
+  130  interrupted (Ctrl-C)
+"""
+
+PLAIN_WIDTH = 100_000
+
+GLOBAL = Group("Global options", sort_key=100)
+
+
+def _http_url(type_: Any, value: str) -> None:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+
+
+@Parameter(name="*", group=GLOBAL)
+@dataclass(frozen=True, kw_only=True)
+class GlobalOptions:
+    api_url: Annotated[
+        str,
+        Parameter(env_var="TASKFORGE_API_URL", validator=_http_url, help="The API's base URL."),
+    ] = DEFAULT_API_URL
+    token: Annotated[
+        str | None,
+        Parameter(
+            env_var="TASKFORGE_API_TOKEN",
+            help="Bearer token, sent as `Authorization: Bearer <token>`.",
+        ),
+    ] = None
+    json_output: Annotated[
+        bool,
+        Parameter(name="--json", negative="", help="Print the API's JSON unchanged, for scripts."),
+    ] = False
+    timeout: Annotated[
+        float,
+        Parameter(validator=validators.Number(gt=0), help="Seconds to wait for each answer."),
+    ] = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a command works with: the API client and where its output goes."""
+
+    api: TaskForgeClient
+    json_output: bool
+    console: Console
+    errors: Console
+
+    @property
+    def plain(self) -> bool:
+        """No terminal on stdout: no colours, no borders, no live display."""
+        return not self.console.is_terminal
+
+    def show(self, renderable: RenderableType) -> None:
+        """Print for people; plain output loses the padding rich adds after the last column."""
+        if not self.plain:
+            self.console.print(renderable)
+            return
+        with self.console.capture() as captured:
+            self.console.print(renderable)
+        lines = captured.get().splitlines()
+        self.console.file.write("".join(line.rstrip() + "\n" for line in lines))
+
+    def print_json(self, response: ApiResponse) -> None:
+        self.console.file.write(response.text.rstrip("\n") + "\n")
+
+
+SessionParam = Annotated[Session, Parameter(parse=False)]
+JobId = Annotated[UUID, Parameter(name="--id", help="The job's id (a UUID).")]
+Reason = Annotated[str | None, Parameter(help="Why; stored on the job and shown by `status`.")]
+Limit = Annotated[
+    int | None, Parameter(help="Page size (the API's default is 50, its maximum 200).")
+]
+Offset = Annotated[int | None, Parameter(help="Items to skip, for the next page.")]
+NonNegative = validators.Number(gte=0)
+
+app = App(name="taskforge-cli", help=HELP, version="0.1.0", help_format="plaintext")
+
+
+@app.meta.default
+def _launcher(
+    *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+    options: GlobalOptions = GlobalOptions(),
+) -> Any:
+    command, bound, ignored = app.parse_args(tokens)
+    errors = Console(stderr=True, highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Plain output is for grep and awk: a row is one line, however long.
+        console.width = PLAIN_WIDTH
+    with TaskForgeClient(options.api_url, token=options.token, timeout=options.timeout) as api:
+        session = Session(api, options.json_output, console, errors)
+        injected = {name: session for name, kind in ignored.items() if kind is Session}
+        return command(*bound.args, **bound.kwargs, **injected)
+
+
+@app.command
+def enqueue(
+    *,
+    job_type: Annotated[str, Parameter(help="The handler that runs the job, e.g. email.")],
+    idempotency_key: Annotated[
+        str | None,
+        Parameter(help="Reusing a key returns the existing job instead of a new one."),
+    ] = None,
+    payload: Annotated[
+        str, Parameter(help="A JSON object, or @file.json, or @- to read standard input.")
+    ] = "{}",
+    queue: Annotated[str | None, Parameter(help="Queue name (the API's QUEUE_NAME).")] = None,
+    delay: Annotated[
+        float | None, Parameter(validator=NonNegative, help="Run no sooner than in N seconds.")
+    ] = None,
+    run_at: Annotated[
+        datetime | None, Parameter(help="Run no sooner than this ISO-8601 time (UTC if bare).")
+    ] = None,
+    max_attempts: Annotated[int | None, Parameter(help="Attempts before DLQ (3).")] = None,
+    initial_delay: Annotated[
+        float | None, Parameter(help="Seconds before the first retry (1).")
+    ] = None,
+    backoff: Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")] = None,
+    max_delay: Annotated[
+        float | None, Parameter(help="Longest delay between retries (300).")
+    ] = None,
+    jitter: Annotated[
+        bool | None, Parameter(help="Randomise each delay to between half and all of it.")
+    ] = None,
+    visibility_timeout: Annotated[
+        float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
+    ] = None,
+    session: SessionParam,
+) -> None:
+    r"""Enqueue a job; a reused --idempotency-key returns the existing job.
+
+    For example:
+        taskforge-cli enqueue --job-type email --idempotency-key abc123 \
+            --payload '{"to":"a@b.com"}'
+    """
+    if delay is not None and run_at is not None:
+        raise UsageError("give --delay or --run-at, not both")
+    body: dict[str, Any] = {"jobType": job_type, "payload": parse_payload(payload)}
+    optional: dict[str, Any] = {
+        "idempotencyKey": idempotency_key,
+        "queue": queue,
+        "delay": delay,
+        "runAt": run_at.isoformat() if run_at is not None else None,
+        "maxAttempts": max_attempts,
+        "initialDelay": initial_delay,
+        "backoff": backoff,
+        "maxDelay": max_delay,
+        "jitter": jitter,
+        "visibilityTimeout": visibility_timeout,
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    response = session.api.enqueue(body)
+    if session.json_output:
+        session.print_json(response)
+        return
+    job = response.data
+    where = Text(f" ({job['jobType']} on {job['queue']}, ")
+    where.append_text(state_text(job["state"])).append(")")
+    if response.status == 201:
+        line = Text(f"enqueued job {job['id']}")
+    else:
+        line = Text(f"job {job['id']} already exists for idempotency key {idempotency_key}")
+    session.console.print(line.append_text(where), soft_wrap=True)
+
+
+def parse_payload(raw: str) -> dict[str, Any]:
+    """`--payload`: JSON text, `@path` for a file, `@-` for stdin; it must be an object."""
+    source = ""
+    text = raw
+    if raw.startswith("@"):
+        location = raw[1:]
+        source = " in standard input" if location == "-" else f" in {location}"
+        try:
+            text = sys.stdin.read() if location == "-" else Path(location).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--payload: cannot read {location}: {_os_reason(exc)}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload: invalid JSON{source}: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--payload must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _os_reason(exc: OSError | UnicodeDecodeError) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)
+
+
+@app.command
+def status(
+    *,
+    job_id: JobId,
+    watch: Annotated[
+        bool,
+        Parameter(negative="", help="Follow the job until it is SUCCEEDED, DLQ or CANCELLED."),
+    ] = False,
+    interval: Annotated[
+        float, Parameter(validator=validators.Number(gt=0), help="Seconds between polls (watch).")
+    ] = 0.5,
+    session: SessionParam,
+) -> None:
+    """Show one job: state, attempts, policy, timings, last error.
+
+    For example:
+        taskforge-cli status --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 --watch
+    """
+    if watch:
+        _watch(session, job_id, interval)
+        return
+    response = session.api.get_job(job_id)
+    if session.json_output:
+        session.print_json(response)
+    else:
+        session.show(job_detail(response.data, plain=session.plain))
+
+
+def _watch(session: Session, job_id: UUID, interval: float) -> None:
+    """Poll until a terminal state; each observed change is shown once (a line in plain
+    output, a JSON document per line with --json, a live panel on a terminal)."""
+
+    def fetch() -> ApiResponse:
+        return session.api.get_job(job_id)
+
+    def finished(response: ApiResponse) -> bool:
+        return response.data.get("state") in TERMINAL_STATES
+
+    if session.json_output or session.plain:
+        previous: tuple[Any, ...] | None = None
+        response = fetch()
+        while True:
+            observed = _observable(response.data)
+            if observed != previous:
+                if session.json_output:
+                    session.print_json(response)
+                else:
+                    session.console.print(watch_line(response.data), soft_wrap=True)
+                session.console.file.flush()
+                previous = observed
+            if finished(response):
+                return
+            time.sleep(interval)
+            response = fetch()
+    response = fetch()
+    with Live(
+        watch_view(response.data, finished=finished(response)),
+        console=session.console,
+        auto_refresh=False,
+    ) as live:
+        while not finished(response):
+            time.sleep(interval)
+            response = fetch()
+            live.update(watch_view(response.data, finished=finished(response)), refresh=True)
+
+
+def _observable(job: dict[str, Any]) -> tuple[Any, ...]:
+    return (job.get("state"), job.get("attemptCount"), job.get("lastError"))
+
+
+@app.command
+def cancel(*, job_id: JobId, reason: Reason = None, session: SessionParam) -> None:
+    r"""Cancel a PENDING, RUNNING or FAILED job (a running handler is interrupted).
+
+    For example:
+        taskforge-cli cancel --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 \
+            --reason "user requested"
+    """
+    _report(session, session.api.cancel(job_id, reason), "cancelled job {id}")
+
+
+@app.command
+def retry(*, job_id: JobId, session: SessionParam) -> None:
+    """Run a FAILED, DLQ or CANCELLED job again now.
+
+    For example:
+        taskforge-cli retry --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
+    """
+    _report(session, session.api.retry(job_id), "retried job {id}")
+
+
+@app.command
+def move_to_dlq(*, job_id: JobId, reason: Reason = None, session: SessionParam) -> None:
+    r"""Move a job to the dead-letter queue by hand.
+
+    For example:
+        taskforge-cli move-to-dlq --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 \
+            --reason "poison message"
+    """
+    _report(session, session.api.move_to_dlq(job_id, reason), "moved job {id} to the DLQ")
+
+
+def _report(session: Session, response: ApiResponse, done: str) -> None:
+    """`done` names what happened, with `{id}` for the job's id; the new state follows."""
+    if session.json_output:
+        session.print_json(response)
+        return
+    job = response.data
+    line = Text(done.format(id=job["id"]) + ": now ").append_text(state_text(job["state"]))
+    session.console.print(line, soft_wrap=True)
+
+
+@app.command(name="list")
+def list_jobs(
+    *,
+    queue: Annotated[str | None, Parameter(help="Only this queue.")] = None,
+    status: Annotated[
+        str | None,
+        Parameter(help="Only this state: PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED."),
+    ] = None,
+    limit: Limit = None,
+    offset: Offset = None,
+    session: SessionParam,
+) -> None:
+    """List jobs, newest first.
+
+    For example:
+        taskforge-cli list --queue jobs:ready --status failed --limit 20
+    """
+    response = session.api.list_jobs(queue=queue, status=status, limit=limit, offset=offset)
+    _show_page(session, response, "jobs", jobs_table)
+
+
+@app.command
+def dlq_list(*, limit: Limit = None, offset: Offset = None, session: SessionParam) -> None:
+    """List dead letters, newest first.
+
+    For example:
+        taskforge-cli dlq-list --limit 20
+    """
+    response = session.api.list_dead_letters(limit=limit, offset=offset)
+    _show_page(session, response, "dead letters", dead_letters_table)
+
+
+def _show_page(
+    session: Session,
+    response: ApiResponse,
+    noun: str,
+    table: Callable[..., Any],
+) -> None:
+    if session.json_output:
+        session.print_json(response)
+        return
+    items = response.data.get("items", [])
+    if session.plain:
+        session.show(table(items, plain=True, width=session.console.width))
+        return
+    if items:
+        session.show(table(items, plain=False, width=session.console.width))
+    session.console.print(Text(page_summary(response.data, len(items), noun), style="dim"))
+
+
+@app.command
+def dlq_show(*, job_id: JobId, session: SessionParam) -> None:
+    """Show one dead letter: payload, reason, last error, attempts.
+
+    For example:
+        taskforge-cli dlq-show --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
+    """
+    response = session.api.get_dead_letter(job_id)
+    if session.json_output:
+        session.print_json(response)
+    else:
+        session.show(dead_letter_detail(response.data, plain=session.plain))
+
+
+@app.command
+def dlq_replay(
+    *,
+    job_id: Annotated[UUID | None, Parameter(name="--id", help="The job to replay.")] = None,
+    all_: Annotated[
+        bool, Parameter(name="--all", negative="", help="Replay every dead letter.")
+    ] = False,
+    queue: Annotated[str | None, Parameter(help="With --all: only this queue's.")] = None,
+    session: SessionParam,
+) -> None:
+    """Replay dead letters: back to PENDING with attempts reset.
+
+    For example:
+        taskforge-cli dlq-replay --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
+    """
+    if (job_id is None) == (not all_):
+        raise UsageError("give --id or --all (exactly one)")
+    if queue is not None and not all_:
+        raise UsageError("--queue only applies with --all")
+    if job_id is not None:
+        _report(session, session.api.replay(job_id), "replayed job {id}")
+        return
+    _replay_all(session, queue)
+
+
+def _replay_all(session: Session, queue: str | None) -> None:
+    """Replays the dead letters listed when it starts (entries that arrive meanwhile wait
+    for the next run). One already replayed by someone else is counted, not an error."""
+    ids = _dead_letter_ids(session.api, queue)
+    scope = f" on queue {queue}" if queue else ""
+    replayed, gone = 0, 0
+    failures: list[tuple[UUID, ApiError]] = []
+    progress = Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=session.errors,
+        disable=not session.errors.is_terminal or not ids,
+        transient=True,
+    )
+
+    def summary() -> str:
+        if not ids:
+            return f"no dead letters to replay{scope}"
+        text = f"replayed {replayed} of {len(ids)} dead letters{scope}"
+        if gone:
+            text += f"; {gone} already gone"
+        return text + (f"; {len(failures)} failed" if failures else "")
+
+    try:
+        with progress:
+            task = progress.add_task("replay", total=len(ids))
+            for job_id in ids:
+                try:
+                    response = session.api.replay(job_id)
+                except ApiError as exc:
+                    if exc.exit_code == EXIT_NOT_FOUND:
+                        gone += 1
+                    else:
+                        failures.append((job_id, exc))
+                else:
+                    replayed += 1
+                    if session.json_output:
+                        session.print_json(response)
+                progress.advance(task)
+    except ConnectionFailed:
+        session.errors.print(Text(summary()), soft_wrap=True)
+        raise
+    if not session.json_output:
+        session.console.print(Text(summary()), soft_wrap=True)
+    for job_id, failure in failures:
+        _print_error(session.errors, failure.code, f"{failure.message} (job {job_id})")
+    if failures:
+        first = failures[0][1]
+        raise ApiError(
+            first.status, first.code, f"{len(failures)} of {len(ids)} dead letters not replayed"
+        )
+
+
+def _dead_letter_ids(api: TaskForgeClient, queue: str | None) -> list[UUID]:
+    found: dict[UUID, None] = {}
+    offset = 0
+    while True:
+        page = api.list_dead_letters(limit=DLQ_PAGE, offset=offset).data
+        items = page.get("items", [])
+        for entry in items:
+            if queue is None or entry.get("queue") == queue:
+                found.setdefault(UUID(entry["jobId"]), None)
+        offset += len(items)
+        if not items or offset >= int(page.get("total", 0)):
+            return list(found)
+
+
+@app.command
+def stats(*, session: SessionParam) -> None:
+    """Per-queue depth and job counts by state, totals, and the DLQ size.
+
+    For example:
+        taskforge-cli stats
+    """
+    response = session.api.stats()
+    if session.json_output:
+        session.print_json(response)
+        return
+    session.show(stats_table(response.data, plain=session.plain))
+    session.console.print(f"dead letters: {response.data.get('dlq', 0)}")
+
+
+@app.command
+def health(*, session: SessionParam) -> None:
+    """Liveness (/healthz) and readiness (/readyz, which checks the store and the queue).
+
+    For example:
+        taskforge-cli health
+    """
+    live = session.api.healthz()
+    ready = session.api.readyz()
+    if session.json_output:
+        session.console.file.write(f'{{"healthz":{live.text},"readyz":{ready.text}}}\n')
+    else:
+        session.show(health_table(live.data, ready.data))
+    if ready.status != 200:
+        failing = [
+            f"{name}: {result}"
+            for name, result in ready.data.get("checks", {}).items()
+            if result != "ok"
+        ]
+        raise ApiError(ready.status, "not_ready", "; ".join(failing) or "service not ready")
+
+
+def _print_error(errors: Console, code: str, message: str) -> None:
+    line = Text("error:", style="bold red").append(f" {code}: {' '.join(message.split())}")
+    errors.print(line, soft_wrap=True)
+
+
+def _usage_message(exc: CycloptsError) -> str:
+    message = " ".join(str(exc).split())
+    return f"{message} (see --help)"
+
+
+def run(tokens: Sequence[str] | None = None) -> int:
+    """Run one command line and return its exit code. Errors are printed, never raised."""
+    errors = Console(stderr=True, highlight=False)
+    try:
+        app.meta(
+            tokens if tokens is not None else sys.argv[1:],
+            print_error=False,
+            exit_on_error=False,
+            result_action="return_value",
+        )
+        sys.stdout.flush()
+    except CycloptsError as exc:
+        _print_error(errors, "usage", _usage_message(exc))
+        return EXIT_USAGE
+    except CliError as exc:
+        _print_error(errors, exc.code, exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`); point stdout at /dev/null so the interpreter's
+        # final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or EXIT_OK
+        return EXIT_UNEXPECTED
+    except Exception as exc:  # noqa: BLE001 -- the contract is a line on stderr, not a traceback
+        _print_error(errors, "unexpected", f"{type(exc).__name__}: {exc}")
+        return EXIT_UNEXPECTED
+    return EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run())

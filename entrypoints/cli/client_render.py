@@ -1,0 +1,364 @@
+"""How `taskforge-cli` shows API resources to people: rich tables and panels.
+
+`plain` is true when stdout is not a terminal. Plain output has no
+borders and no colour, one row per line with aligned columns, so `grep`, `awk` and `cut`
+work on it; `--json` remains the stable interface for programs. Values coming from the API
+are wrapped in `Text`, so a payload or an error message is never read as rich markup.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from taskforge.domain.states import JobState
+
+STATE_STYLES: Mapping[str, str] = {
+    JobState.PENDING: "yellow",
+    JobState.RUNNING: "bold blue",
+    JobState.SUCCEEDED: "bold green",
+    JobState.FAILED: "bold red",
+    JobState.DLQ: "bold magenta",
+    JobState.CANCELLED: "dim",
+}
+STATE_WIDTH = max(len(state) for state in JobState)
+MISSING = "-"
+FREE_TEXT_COLUMNS = frozenset({"REASON", "LAST ERROR"})
+TIME_COLUMNS = frozenset({"CREATED", "FAILED AT"})
+ID_COLUMNS = frozenset({"ID", "JOB ID"})
+MIN_FREE_TEXT = 12
+MEASURE_WIDTH = 100_000
+PAYLOAD_CHARS = 500
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def timestamp(value: str | None) -> str:
+    """ISO-8601 UTC to the second (`2026-01-02T03:04:05Z`); the API keeps the full value."""
+    moment = _parse_time(value)
+    if moment is None:
+        return value or MISSING
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 0.001:
+        return "<1ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def job_detail(job: Mapping[str, Any], *, plain: bool) -> RenderableType:
+    """One job: identity, policy, attempts, timings and the last error."""
+    grid = _grid()
+    for label, value in _job_rows(job):
+        grid.add_row(label, value)
+    if plain:
+        return grid
+    title = Text(f"job {job.get('id', '?')}", style="bold")
+    return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
+
+
+def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
+    state = str(job.get("state", "?"))
+    yield "id", Text(str(job.get("id")))
+    yield "state", state_text(state)
+    yield "queue", Text(str(job.get("queue")))
+    yield "type", Text(str(job.get("jobType")))
+    if job.get("idempotencyKey") is not None:
+        yield "idempotency key", Text(str(job["idempotencyKey"]))
+    yield "payload", Text(_shorten(_compact_json(job.get("payload", {})), PAYLOAD_CHARS))
+    yield "attempts", Text(_attempts(job))
+    yield "policy", Text(_policy(job))
+    yield "created", Text(timestamp(job.get("createdAt")))
+    if job.get("startedAt"):
+        waited = _between(job.get("createdAt"), job.get("startedAt"))
+        suffix = f"  (queued {waited})" if waited else ""
+        yield "started", Text(timestamp(job["startedAt"]) + suffix)
+    if job.get("finishedAt"):
+        ran = _between(job.get("startedAt"), job.get("finishedAt"))
+        suffix = f"  (ran {ran})" if ran else ""
+        yield "finished", Text(timestamp(job["finishedAt"]) + suffix)
+    if state in (JobState.PENDING, JobState.FAILED):
+        yield "next run", Text(timestamp(job.get("nextRunAt")))
+    if state == JobState.RUNNING and job.get("leaseOwner"):
+        expires = timestamp(job.get("leaseExpiresAt"))
+        yield "lease", Text(f"{job['leaseOwner']} until {expires}")
+    if job.get("reason"):
+        yield "reason", Text(str(job["reason"]))
+    if job.get("lastError"):
+        yield "last error", Text(str(job["lastError"]), style="red")
+
+
+def _attempts(job: Mapping[str, Any]) -> str:
+    text = f"{job.get('attemptCount', 0)} of {job.get('maxAttempts', '?')}"
+    retries = job.get("retryCount", 0)
+    return text + (f" ({retries} automatic retries)" if retries else "")
+
+
+def _policy(job: Mapping[str, Any]) -> str:
+    initial = _seconds(job.get("initialDelay"))
+    maximum = _seconds(job.get("maxDelay"))
+    jitter = "with jitter" if job.get("jitter") else "no jitter"
+    return (
+        f"backoff {initial} x{_number(job.get('backoff'))} up to {maximum}, {jitter}; "
+        f"visibility timeout {_seconds(job.get('visibilityTimeout'))}"
+    )
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else MISSING
+
+
+def _seconds(value: Any) -> str:
+    return duration(float(value)) if isinstance(value, int | float) else MISSING
+
+
+def watch_line(job: Mapping[str, Any]) -> Text:
+    """One line per observed change while following a job in plain output."""
+    state = str(job.get("state", "?"))
+    line = Text(timestamp(job.get("updatedAt")) + "  ")
+    # Padded to the longest state name, so the lines of one watch stay aligned.
+    line.append_text(state_text(state)).append(" " * (STATE_WIDTH - len(state)))
+    line.append(f"  attempt {job.get('attemptCount', 0)}/{job.get('maxAttempts', '?')}")
+    if job.get("lastError"):
+        line.append(f"  last error: {job['lastError']}")
+    return line
+
+
+def watch_view(job: Mapping[str, Any], *, finished: bool) -> RenderableType:
+    """The live display: the job's panel and what the watcher is doing."""
+    state = str(job.get("state", "?"))
+    if finished:
+        status = Text.assemble("reached ", state_text(state))
+    else:
+        status = Text.assemble("watching, currently ", state_text(state), "  (Ctrl-C stops)")
+    return Group(job_detail(job, plain=False), status)
+
+
+def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> Table:
+    headers = ("ID", "QUEUE", "TYPE", "STATE", "ATTEMPTS", "CREATED", "LAST ERROR")
+    rows = [
+        [
+            Text(str(job.get("id"))),
+            Text(str(job.get("queue"))),
+            Text(str(job.get("jobType"))),
+            state_text(str(job.get("state"))),
+            Text(f"{job.get('attemptCount', 0)}/{job.get('maxAttempts', '?')}"),
+            Text(timestamp(job.get("createdAt"))),
+            Text(_one_line(job.get("lastError"))),
+        ]
+        for job in items
+    ]
+    return _table(headers, rows, plain=plain, width=width)
+
+
+def dead_letters_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> Table:
+    headers = ("JOB ID", "QUEUE", "TYPE", "ATTEMPTS", "FAILED AT", "REASON", "LAST ERROR")
+    rows = [
+        [
+            Text(str(entry.get("jobId"))),
+            Text(str(entry.get("queue"))),
+            Text(str(entry.get("jobType"))),
+            Text(str(entry.get("attempts"))),
+            Text(timestamp(entry.get("failedAt"))),
+            Text(_one_line(entry.get("reason"))),
+            Text(_one_line(entry.get("lastError"))),
+        ]
+        for entry in items
+    ]
+    return _table(headers, rows, plain=plain, width=width)
+
+
+def dead_letter_detail(entry: Mapping[str, Any], *, plain: bool) -> RenderableType:
+    grid = _grid()
+    grid.add_row("job id", Text(str(entry.get("jobId"))))
+    grid.add_row("queue", Text(str(entry.get("queue"))))
+    grid.add_row("type", Text(str(entry.get("jobType"))))
+    grid.add_row("payload", Text(_shorten(_compact_json(entry.get("payload", {})), PAYLOAD_CHARS)))
+    grid.add_row("attempts", Text(str(entry.get("attempts"))))
+    grid.add_row("reason", Text(str(entry.get("reason") or MISSING)))
+    grid.add_row("last error", Text(str(entry.get("lastError") or MISSING), style="red"))
+    grid.add_row("failed at", Text(timestamp(entry.get("failedAt"))))
+    grid.add_row("created", Text(timestamp(entry.get("createdAt"))))
+    grid.add_row("updated", Text(timestamp(entry.get("updatedAt"))))
+    if plain:
+        return grid
+    title = Text(f"dead letter {entry.get('jobId', '?')}", style="bold")
+    return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
+
+
+def stats_table(stats: Mapping[str, Any], *, plain: bool) -> Table:
+    """A row per queue (depth = ids waiting in the ready queue) and a row of totals."""
+    states = list(JobState)
+    table = _empty_table(plain)
+    table.add_column("QUEUE", no_wrap=True)
+    for header in ("DEPTH", *states, "TOTAL"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for queue in stats.get("queues", []):
+        counts = queue.get("states", {})
+        table.add_row(
+            Text(str(queue.get("queue"))),
+            Text(str(queue.get("depth", 0))),
+            *(_count(counts.get(state, 0), state) for state in states),
+            Text(str(queue.get("total", 0))),
+        )
+    totals = stats.get("totals", {})
+    table.add_section()
+    table.add_row(
+        Text("all", style="bold"),
+        Text(str(sum(q.get("depth", 0) for q in stats.get("queues", [])))),
+        *(_count(totals.get(state, 0), state) for state in states),
+        Text(str(stats.get("total", 0)), style="bold"),
+    )
+    return table
+
+
+def _count(value: Any, state: str) -> Text:
+    return Text(str(value), style=STATE_STYLES.get(state, "") if value else "dim")
+
+
+def health_table(live: Mapping[str, Any], ready: Mapping[str, Any]) -> Table:
+    """`live` is the /healthz body, `ready` the /readyz one (200 or 503)."""
+    table = Table("CHECK", "STATUS", box=None, pad_edge=False, padding=(0, 2))
+    table.add_row("live", _health_cell(str(live.get("status", "ok"))))
+    for name, result in ready.get("checks", {}).items():
+        table.add_row(Text(str(name)), _health_cell(str(result)))
+    table.add_row("ready", _health_cell("ok" if ready.get("status") == "ready" else "not ready"))
+    return table
+
+
+def _health_cell(value: str) -> Text:
+    return Text(value, style="green" if value == "ok" else "bold red")
+
+
+def page_summary(page: Mapping[str, Any], shown: int, noun: str) -> str:
+    """`showing 1-20 of 35 jobs; next page: --offset 20` (for people, on terminals)."""
+    offset = int(page.get("offset", 0))
+    total = int(page.get("total", shown))
+    if shown == 0:
+        return f"no {noun} (total {total})" if total else f"no {noun}"
+    text = f"showing {offset + 1}-{offset + shown} of {total} {noun}"
+    if offset + shown < total:
+        text += f"; next page: --offset {offset + shown}"
+    return text
+
+
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[Text]], *, plain: bool, width: int
+) -> Table:
+    """Plain: every column in full. Terminal: fit `width` by truncating the free-text
+    columns, then dropping them, then dropping the time column; ids are never cut."""
+    if plain:
+        return _build(headers, rows, range(len(headers)), {}, plain=True)
+    every = range(len(headers))
+    free = [index for index in every if headers[index] in FREE_TEXT_COLUMNS]
+    times = [index for index in every if headers[index] in TIME_COLUMNS]
+    fixed = [index for index in every if index not in free]
+    base = _natural_width(_build(headers, rows, fixed, {}, plain=False))
+    # Each extra column costs a separator and a space of padding.
+    share = (width - base - 2 * len(free)) // max(len(free), 1)
+    if free and share >= MIN_FREE_TEXT:
+        return _build(headers, rows, every, dict.fromkeys(free, share), plain=False)
+    if base > width:
+        fixed = [index for index in fixed if index not in times]
+    return _build(headers, rows, fixed, {}, plain=False)
+
+
+def _build(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Text]],
+    keep: Iterable[int],
+    max_widths: Mapping[int, int],
+    *,
+    plain: bool,
+) -> Table:
+    table = _empty_table(plain)
+    columns = list(keep)
+    for index in columns:
+        whole = headers[index] in ID_COLUMNS and bool(rows)
+        table.add_column(
+            headers[index],
+            no_wrap=not plain,
+            overflow="ellipsis",
+            max_width=max_widths.get(index),
+            # An id is copied into the next command, so other columns give way first.
+            min_width=max(row[index].cell_len for row in rows) if whole else None,
+        )
+    for row in rows:
+        table.add_row(*(row[index] for index in columns))
+    return table
+
+
+def _empty_table(plain: bool) -> Table:
+    if plain:
+        return Table(box=None, pad_edge=False, padding=(0, 2), header_style="")
+    return Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
+    )
+
+
+def _natural_width(table: Table) -> int:
+    """The table's width with nothing truncated (measured against a very wide console)."""
+    console = Console(width=MEASURE_WIDTH, file=io.StringIO())
+    return Measurement.get(console, console.options, table).maximum
+
+
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    return grid
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split()) if value else MISSING
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _between(start: str | None, end: str | None) -> str | None:
+    began, ended = _parse_time(start), _parse_time(end)
+    if began is None or ended is None:
+        return None
+    return duration(max(0.0, (ended - began).total_seconds()))

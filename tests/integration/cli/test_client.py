@@ -1,0 +1,685 @@
+"""`taskforge-cli` against a real `taskforge dev` process (API + worker + scheduler in memory).
+
+The bulk runs the CLI in this process (`run` with captured output); exit codes, the absence
+of tracebacks and the spec's examples run it as a separate process, as a shell would. Only
+the dev server's default queue has a worker, so jobs enqueued on any other queue stay
+PENDING until a test moves them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from taskforge.entrypoints.cli.client import run
+from taskforge.entrypoints.cli.client_api import ApiResponse, TaskForgeClient
+
+pytestmark = pytest.mark.slow
+
+CLI = "from taskforge.entrypoints.cli.client import main; main()"
+DEV = "from taskforge.entrypoints.cli.service import main; main()"
+STARTUP_DEADLINE = 30.0
+STATE_DEADLINE = 10.0
+UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+COMMANDS = [
+    "enqueue",
+    "status",
+    "cancel",
+    "retry",
+    "move-to-dlq",
+    "list",
+    "dlq-list",
+    "dlq-show",
+    "dlq-replay",
+    "stats",
+    "health",
+]
+# Variables that would make rich treat captured output as a terminal.
+TERMINAL_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+@dataclass(frozen=True)
+class DevServer:
+    url: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def json_lines(self) -> list[Any]:
+        return [json.loads(line) for line in self.out.splitlines()]
+
+
+Cli = Callable[..., Outcome]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"taskforge dev exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"taskforge dev did not answer /healthz within {STARTUP_DEADLINE}s")
+
+
+@pytest.fixture(scope="session")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """`taskforge dev` on a free port, behind a bearer token, stopped by pid at the end."""
+    port = _free_port()
+    token = secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("dev-server") / "taskforge-dev.log"
+    env = {key: value for key, value in os.environ.items() if key != "WORKER_QUEUES"}
+    env.update(
+        HTTP_ADDR=f"127.0.0.1:{port}", API_TOKEN=token, QUEUE_NAME="jobs:ready", LOG_LEVEL="warn"
+    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", DEV, "dev"], stdout=output, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        _wait_until_healthy(url, process, log)
+        yield DevServer(url, token)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def api(dev_server: DevServer) -> Iterator[httpx.Client]:
+    """Direct API access, to arrange jobs and to check what the CLI did."""
+    headers = {"Authorization": f"Bearer {dev_server.token}"}
+    with httpx.Client(base_url=dev_server.url, headers=headers, timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+def cli(
+    dev_server: DevServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Cli:
+    """The CLI in this process, pointed at the dev server, output captured (not a terminal)."""
+    for name in TERMINAL_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+
+    def invoke(*args: str, api_url: str = dev_server.url) -> Outcome:
+        code = run(["--api-url", api_url, "--token", dev_server.token, *args])
+        captured = capsys.readouterr()
+        return Outcome(code, captured.out, captured.err)
+
+    return invoke
+
+
+def run_process(*args: str, env: dict[str, str] | None = None) -> Outcome:
+    """The CLI as its own process, the way a shell runs it."""
+    environment = {k: v for k, v in os.environ.items() if k not in TERMINAL_OVERRIDES}
+    environment.update(env or {})
+    completed = subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    return Outcome(completed.returncode, completed.stdout, completed.stderr)
+
+
+def server_env(server: DevServer) -> dict[str, str]:
+    return {"TASKFORGE_API_URL": server.url, "TASKFORGE_API_TOKEN": server.token}
+
+
+def idle_queue() -> str:
+    """A queue no worker serves: its jobs stay where the test puts them."""
+    return f"cli-{uuid.uuid4().hex[:10]}"
+
+
+def enqueue(api: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = api.post("/jobs", json={"jobType": "noop", **body})
+    response.raise_for_status()
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def wait_for_state(api: httpx.Client, job_id: str, *states: str) -> dict[str, Any]:
+    deadline = time.monotonic() + STATE_DEADLINE
+    while True:
+        job: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} still {job['state']}, expected one of {states}")
+        time.sleep(0.02)
+
+
+def dead_letter(api: httpx.Client, queue: str, reason: str = "poison message") -> str:
+    job = enqueue(api, queue=queue)
+    api.post(f"/jobs/{job['id']}/dlq", json={"reason": reason}).raise_for_status()
+    return str(job["id"])
+
+
+def field(output: str, label: str) -> str:
+    """The value on the `label  value` line of a plain job or dead-letter view."""
+    match = re.search(rf"^{re.escape(label)}\s{{2,}}(.*)$", output, re.MULTILINE)
+    assert match, f"no {label!r} line in:\n{output}"
+    return match.group(1)
+
+
+def test_the_spec_examples_run_verbatim(dev_server: DevServer, api: httpx.Client) -> None:
+    env = server_env(dev_server)
+    created = run_process(
+        "enqueue",
+        "--job-type",
+        "email",
+        "--idempotency-key",
+        "abc123",
+        "--payload",
+        '{"to":"a@b.com"}',
+        env=env,
+    )
+    assert (created.exit_code, created.err) == (0, "")
+    match = re.match(
+        rf"enqueued job ({UUID_PATTERN}) \(email on jobs:ready, PENDING\)$", created.out
+    )
+    assert match, created.out
+    job_id = match.group(1)
+    wait_for_state(api, job_id, "SUCCEEDED")
+
+    status = run_process("status", "--id", job_id, env=env)
+    assert (status.exit_code, status.err) == (0, "")
+    assert field(status.out, "id") == job_id
+    assert field(status.out, "state") == "SUCCEEDED"
+    assert field(status.out, "payload") == '{"to":"a@b.com"}'
+
+    pending = enqueue(api, queue=idle_queue())
+    cancelled = run_process("cancel", "--id", pending["id"], "--reason", "user requested", env=env)
+    assert (cancelled.exit_code, cancelled.err) == (0, "")
+    assert cancelled.out == f"cancelled job {pending['id']}: now CANCELLED\n"
+    assert api.get(f"/jobs/{pending['id']}").json()["reason"] == "user requested"
+
+    dead = dead_letter(api, idle_queue())
+    listed = run_process("dlq-list", "--limit", "20", env=env)
+    assert (listed.exit_code, listed.err) == (0, "")
+    assert listed.out.splitlines()[0].split() == [
+        "JOB", "ID", "QUEUE", "TYPE", "ATTEMPTS", "FAILED", "AT", "REASON", "LAST", "ERROR"
+    ]  # fmt: skip
+    assert any(
+        line.startswith(dead) and "poison message" in line for line in listed.out.splitlines()
+    )
+
+    replayed = run_process("dlq-replay", "--id", dead, env=env)
+    assert (replayed.exit_code, replayed.err) == (0, "")
+    assert replayed.out == f"replayed job {dead}: now PENDING\n"
+    assert api.get(f"/dlq/{dead}").status_code == 404
+
+
+ENQUEUE_EMAIL_WITH_PAYLOAD = ("enqueue", "--job-type", "email", "--payload")
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """`args` and `stderr` receive the ids the `error_ids` fixture arranged."""
+
+    args: Callable[[dict[str, str]], list[str]]
+    exit_code: int
+    stderr: Callable[[dict[str, str]], str]
+
+
+ERROR_CASES = {
+    "an unknown job is not found (3)": ErrorCase(
+        lambda ids: ["status", "--id", ids["unknown"]],
+        3,
+        lambda ids: f"error: not_found: job {ids['unknown']} not found\n",
+    ),
+    "cancelling a finished job is a conflict (4)": ErrorCase(
+        lambda ids: ["cancel", "--id", ids["succeeded"]],
+        4,
+        lambda ids: f"error: invalid_state_transition: job {ids['succeeded']} is SUCCEEDED",
+    ),
+    "an invalid field is another API error (5)": ErrorCase(
+        lambda ids: ["enqueue", "--job-type", "noop", "--max-attempts", "0"],
+        5,
+        lambda ids: "error: validation_error: maxAttempts",
+    ),
+    "a wrong token is another API error (5)": ErrorCase(
+        lambda ids: ["--token", "wrong", "stats"],
+        5,
+        lambda ids: "error: unauthorized: missing or invalid bearer token\n",
+    ),
+    "invalid --payload JSON is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, '{"to":'],
+        2,
+        lambda ids: "error: usage: --payload: invalid JSON: Expecting value",
+    ),
+    "a --payload that is not an object is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, "[1, 2]"],
+        2,
+        lambda ids: "error: usage: --payload must be a JSON object, got list\n",
+    ),
+    "an unknown flag is a usage error (2)": ErrorCase(
+        lambda ids: ["stats", "--verbose"],
+        2,
+        lambda ids: "error: usage: Unknown option: --verbose",
+    ),
+    "an id that is not a UUID is a usage error (2)": ErrorCase(
+        lambda ids: ["status", "--id", "42"],
+        2,
+        lambda ids: 'error: usage: Invalid value for --id: unable to convert "42"',
+    ),
+    "a refused connection names the URL it tried (6)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "stats"],
+        6,
+        lambda ids: (
+            f"error: connection_failed: cannot connect to {ids['closed']}: connection refused\n"
+        ),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def error_ids(api: httpx.Client) -> Iterator[dict[str, str]]:
+    succeeded = enqueue(api)
+    wait_for_state(api, succeeded["id"], "SUCCEEDED")
+    with socket.socket() as bound_not_listening:
+        bound_not_listening.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{bound_not_listening.getsockname()[1]}"
+        yield {"succeeded": succeeded["id"], "unknown": str(uuid.uuid4()), "closed": closed}
+
+
+@pytest.mark.parametrize("case", ERROR_CASES.values(), ids=ERROR_CASES.keys())
+def test_each_failure_is_one_line_on_stderr_with_its_exit_code(
+    case: ErrorCase, dev_server: DevServer, error_ids: dict[str, str]
+) -> None:
+    outcome = run_process(*case.args(error_ids), env=server_env(dev_server))
+    assert outcome.exit_code == case.exit_code, outcome.err
+    assert outcome.out == ""
+    assert outcome.err.startswith(case.stderr(error_ids)), outcome.err
+    assert outcome.err.count("\n") == 1
+    assert "Traceback" not in outcome.err
+
+
+def test_json_output_is_the_apis_json_unchanged(cli: Cli, api: httpx.Client) -> None:
+    queue = idle_queue()
+    created = cli("enqueue", "--job-type", "noop", "--queue", queue, "--json")
+    job = created.json()
+    assert (created.exit_code, job["queue"], job["state"]) == (0, queue, "PENDING")
+
+    shown = cli("status", "--id", job["id"], "--json")
+    assert shown.out == api.get(f"/jobs/{job['id']}").text + "\n"
+
+    listed = cli("list", "--queue", queue, "--json")
+    assert listed.out == api.get(f"/queues/{queue}/jobs").text + "\n"
+
+    dead = dead_letter(api, queue)
+    entry = cli("dlq-show", "--id", dead, "--json")
+    assert entry.out == api.get(f"/dlq/{dead}").text + "\n"
+    assert cli("dlq-list", "--limit", "5", "--json").json()["limit"] == 5
+    assert set(cli("stats", "--json").json()) == {"queues", "totals", "total", "dlq"}
+    health = cli("health", "--json").json()
+    assert health == {"healthz": api.get("/healthz").json(), "readyz": api.get("/readyz").json()}
+
+
+def test_reusing_an_idempotency_key_returns_the_existing_job(cli: Cli) -> None:
+    key = f"key-{uuid.uuid4().hex}"
+    first = cli("enqueue", "--job-type", "noop", "--queue", idle_queue(), "--idempotency-key", key)
+    job_id = re.search(UUID_PATTERN, first.out)
+    assert job_id
+    assert first.out.startswith("enqueued job")
+    again = cli("enqueue", "--job-type", "noop", "--idempotency-key", key)
+    assert again.exit_code == 0
+    assert again.out.startswith(f"job {job_id.group()} already exists for idempotency key {key}")
+
+
+def test_enqueue_sends_every_policy_flag(cli: Cli) -> None:
+    job = cli(
+        "enqueue", "--job-type", "noop", "--queue", idle_queue(), "--delay", "60",
+        "--max-attempts", "7", "--initial-delay", "2", "--backoff", "3", "--max-delay", "90",
+        "--jitter", "--visibility-timeout", "45", "--json",
+    ).json()  # fmt: skip
+    policy = {k: job[k] for k in ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")}
+    assert policy == {
+        "maxAttempts": 7, "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 90.0, "jitter": True
+    }  # fmt: skip
+    assert job["visibilityTimeout"] == 45.0
+    assert job["nextRunAt"] > job["createdAt"]
+
+
+def test_run_at_schedules_the_job_and_excludes_delay(cli: Cli) -> None:
+    queue = idle_queue()
+    run_at = "2099-01-02T03:04:05"
+    job = cli(
+        "enqueue", "--job-type", "noop", "--queue", queue, "--run-at", run_at, "--json"
+    ).json()
+    assert job["nextRunAt"].startswith(run_at)
+    both = cli("enqueue", "--job-type", "noop", "--delay", "1", "--run-at", "2099-01-01T00:00:00")
+    assert (both.exit_code, both.err) == (2, "error: usage: give --delay or --run-at, not both\n")
+
+
+def test_payload_can_come_from_a_file(cli: Cli, tmp_path: Path) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"to": "ops@example.com", "tags": ["a", "b"]}')
+    job = cli("enqueue", "--job-type", "email", "--queue", idle_queue(),
+              "--payload", f"@{payload}", "--json").json()  # fmt: skip
+    assert job["payload"] == {"to": "ops@example.com", "tags": ["a", "b"]}
+
+    missing = cli("enqueue", "--job-type", "email", "--payload", f"@{tmp_path / 'nope.json'}")
+    assert missing.exit_code == 2
+    assert missing.err.startswith("error: usage: --payload: cannot read ")
+    payload.write_text("{not json")
+    broken = cli("enqueue", "--job-type", "email", "--payload", f"@{payload}")
+    assert broken.exit_code == 2
+    assert broken.err.startswith(f"error: usage: --payload: invalid JSON in {payload}: ")
+
+
+def test_status_shows_policy_attempts_timings_and_the_last_error(
+    cli: Cli, api: httpx.Client
+) -> None:
+    job = enqueue(api, jobType="fail", payload={"terminal": True, "message": "card declined"})
+    wait_for_state(api, job["id"], "DLQ")
+    shown = cli("status", "--id", job["id"])
+    assert shown.exit_code == 0
+    assert field(shown.out, "state") == "DLQ"
+    assert field(shown.out, "attempts") == "1 of 3"
+    assert field(shown.out, "policy") == (
+        "backoff 1s x2 up to 5m00s, no jitter; visibility timeout 30s"
+    )
+    assert re.fullmatch(r"\S+Z  \(ran \S+\)", field(shown.out, "finished"))
+    assert field(shown.out, "reason") == "terminal error"
+    assert field(shown.out, "last error") == "TerminalError: card declined"
+
+
+def test_status_watch_follows_a_job_until_it_succeeds(cli: Cli, api: httpx.Client) -> None:
+    job = enqueue(api, jobType="sleep", payload={"seconds": 0.3})
+    watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05")
+    assert watched.exit_code == 0
+    states = [line.split()[1] for line in watched.out.splitlines()]
+    assert states[-1] == "SUCCEEDED"
+    assert "RUNNING" in states
+    assert len(states) == len(set(states)), "each change is printed once"
+
+
+def test_status_watch_json_prints_each_change_and_stops_at_dlq(cli: Cli, api: httpx.Client) -> None:
+    job = enqueue(api, jobType="fail", payload={"terminal": True})
+    watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05", "--json")
+    assert watched.exit_code == 0
+    documents = watched.json_lines()
+    assert {document["id"] for document in documents} == {job["id"]}
+    assert documents[-1]["state"] == "DLQ"
+
+
+def test_a_job_can_be_cancelled_retried_dead_lettered_and_replayed(
+    cli: Cli, api: httpx.Client
+) -> None:
+    job_id = enqueue(api, queue=idle_queue())["id"]
+    assert cli("cancel", "--id", job_id).out == f"cancelled job {job_id}: now CANCELLED\n"
+    assert cli("retry", "--id", job_id).out == f"retried job {job_id}: now PENDING\n"
+    moved = cli("move-to-dlq", "--id", job_id, "--reason", "bad input")
+    assert moved.out == f"moved job {job_id} to the DLQ: now DLQ\n"
+
+    entry = cli("dlq-show", "--id", job_id)
+    assert (field(entry.out, "job id"), field(entry.out, "reason")) == (job_id, "bad input")
+
+    assert cli("dlq-replay", "--id", job_id).out == f"replayed job {job_id}: now PENDING\n"
+    gone = cli("dlq-show", "--id", job_id)
+    assert (gone.exit_code, gone.err) == (3, f"error: not_found: no dead letter for job {job_id}\n")
+    retried_pending = cli("retry", "--id", job_id)
+    assert retried_pending.exit_code == 4
+    assert retried_pending.err.startswith("error: invalid_state_transition: ")
+
+
+def test_list_filters_by_queue_and_status_and_pages(cli: Cli, api: httpx.Client) -> None:
+    queue = idle_queue()
+    pending = [enqueue(api, queue=queue)["id"] for _ in range(3)]
+    cancelled = enqueue(api, queue=queue)["id"]
+    api.post(f"/jobs/{cancelled}/cancel").raise_for_status()
+
+    listed = cli("list", "--queue", queue, "--status", "pending")
+    rows = [line.split() for line in listed.out.splitlines()]
+    assert rows[0] == ["ID", "QUEUE", "TYPE", "STATE", "ATTEMPTS", "CREATED", "LAST", "ERROR"]
+    assert [row[0] for row in rows[1:]] == pending[::-1], "newest first"
+    assert {row[3] for row in rows[1:]} == {"PENDING"}
+
+    page = cli("list", "--queue", queue, "--limit", "2", "--offset", "1")
+    assert [line.split()[0] for line in page.out.splitlines()[1:]] == pending[::-1][:2]
+
+    unknown = cli("list", "--status", "sleeping")
+    assert unknown.exit_code == 5
+    assert unknown.err.startswith("error: validation_error: status: unknown state 'sleeping'")
+
+
+def test_dlq_list_pages_with_limit_and_offset(cli: Cli, api: httpx.Client) -> None:
+    queue = idle_queue()
+    dead = [dead_letter(api, queue) for _ in range(3)]
+    page = cli("dlq-list", "--limit", "2", "--offset", "1", "--json").json()
+    assert (page["limit"], page["offset"]) == (2, 1)
+    assert [entry["jobId"] for entry in page["items"]] == dead[::-1][1:3]
+
+
+def test_dlq_replay_all_replays_only_the_given_queues_dead_letters(
+    cli: Cli, api: httpx.Client
+) -> None:
+    chosen, other = idle_queue(), idle_queue()
+    replayable = {dead_letter(api, chosen) for _ in range(3)}
+    untouched = dead_letter(api, other)
+
+    replayed = cli("dlq-replay", "--all", "--queue", chosen)
+    assert (replayed.exit_code, replayed.err) == (0, "")
+    assert replayed.out == f"replayed 3 of 3 dead letters on queue {chosen}\n"
+    assert {api.get(f"/jobs/{job_id}").json()["state"] for job_id in replayable} == {"PENDING"}
+    assert api.get(f"/dlq/{untouched}").status_code == 200
+
+    again = cli("dlq-replay", "--all", "--queue", chosen, "--json")
+    assert (again.exit_code, again.out) == (0, "")
+
+
+def test_dlq_replay_all_json_prints_each_replayed_job(cli: Cli, api: httpx.Client) -> None:
+    queue = idle_queue()
+    dead = {dead_letter(api, queue) for _ in range(2)}
+    replayed = cli("dlq-replay", "--all", "--queue", queue, "--json")
+    assert {job["id"] for job in replayed.json_lines()} == dead
+    assert {job["state"] for job in replayed.json_lines()} == {"PENDING"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["dlq-replay"],  # neither
+        ["dlq-replay", "--all", "--id", str(uuid.uuid4())],  # both
+        ["dlq-replay", "--id", str(uuid.uuid4()), "--queue", "jobs:ready"],  # --queue without --all
+    ],
+)
+def test_dlq_replay_needs_exactly_one_of_id_or_all(cli: Cli, args: list[str]) -> None:
+    outcome = cli(*args)
+    assert outcome.exit_code == 2
+    assert outcome.err.startswith("error: usage: ")
+
+
+def test_stats_shows_a_row_per_queue_with_depth_and_state_counts(
+    cli: Cli, api: httpx.Client
+) -> None:
+    queue = idle_queue()
+    for _ in range(2):
+        enqueue(api, queue=queue)
+    api.post(f"/jobs/{enqueue(api, queue=queue)['id']}/cancel").raise_for_status()
+
+    lines = cli("stats").out.splitlines()
+    header = lines[0].split()
+    assert header == ["QUEUE", "DEPTH", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "DLQ",
+                      "CANCELLED", "TOTAL"]  # fmt: skip
+    row = next(line.split() for line in lines if line.startswith(queue + " "))
+    counts = dict(zip(header[1:], map(int, row[1:]), strict=True))
+    assert (counts["PENDING"], counts["CANCELLED"], counts["TOTAL"]) == (2, 1, 3)
+    shown = next(q for q in api.get("/stats").json()["queues"] if q["queue"] == queue)
+    assert counts["DEPTH"] == shown["depth"] > 0
+    assert lines[-1] == f"dead letters: {api.get('/stats').json()['dlq']}"
+
+
+def test_health_reports_liveness_and_each_readiness_check(cli: Cli) -> None:
+    outcome = cli("health")
+    assert outcome.exit_code == 0
+    rows = dict(line.split(maxsplit=1) for line in outcome.out.splitlines()[1:])
+    assert rows == {"live": "ok", "store": "ok", "queue": "ok", "ready": "ok"}
+
+
+def test_plain_output_has_no_colours_or_borders(cli: Cli, api: httpx.Client) -> None:
+    job = enqueue(api, queue=idle_queue())
+    for args in (["list", "--limit", "3"], ["status", "--id", job["id"]], ["stats"]):
+        out = cli(*args).out
+        assert "\x1b[" not in out
+        assert not set(out) & set("│╭╰─┌└")
+        assert all(line == line.rstrip() for line in out.splitlines())
+
+
+def test_on_a_terminal_states_are_coloured_and_watch_ends_on_the_final_state(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "160")
+    job = enqueue(api)
+    watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05")
+    assert watched.exit_code == 0
+    assert "reached" in watched.out
+    listed = cli("list", "--limit", "1")
+    assert "\x1b[1;32mSUCCEEDED\x1b[0m" in listed.out
+    assert "showing 1-1 of" in listed.out
+
+
+def test_global_options_work_before_or_after_the_command_or_from_the_environment(
+    dev_server: DevServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in TERMINAL_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+    options = ["--api-url", dev_server.url, "--token", dev_server.token, "--json"]
+    assert run([*options, "stats"]) == 0
+    assert run(["stats", *options]) == 0
+    monkeypatch.setenv("TASKFORGE_API_URL", dev_server.url)
+    monkeypatch.setenv("TASKFORGE_API_TOKEN", dev_server.token)
+    assert run(["stats", "--json"]) == 0
+    outputs = capsys.readouterr().out.splitlines()
+    assert [set(json.loads(line)) for line in outputs] == [{"queues", "totals", "total", "dlq"}] * 3
+
+
+def test_a_silent_server_times_out_with_exit_6(cli: Cli) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        outcome = cli("--timeout", "0.2", "stats", api_url=url)
+    assert outcome.exit_code == 6
+    assert outcome.err == f"error: timeout: no answer from {url} within 0.2s\n"
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_1_never_a_traceback(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: TaskForgeClient) -> ApiResponse:
+        raise RuntimeError("something nobody planned for")
+
+    monkeypatch.setattr(TaskForgeClient, "stats", broken)
+    outcome = cli("stats")
+    assert (outcome.exit_code, outcome.out) == (1, "")
+    assert outcome.err == "error: unexpected: RuntimeError: something nobody planned for\n"
+
+
+class _FixedAnswer(BaseHTTPRequestHandler):
+    status = 500
+    content_type = "application/json"
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "exit_code", "line"),
+    [
+        (500, "application/json", b'{"code":"internal_error","message":"internal server error"}',
+         6, "error: internal_error: internal server error"),  # the API's own 5xx
+        (502, "text/html", b"<html>Bad Gateway</html>",
+         6, "error: http_502: GET /stats: Bad Gateway"),  # a proxy in front of the API
+        (418, "text/plain", b"teapot",
+         5, "error: http_418: GET /stats: I'm a Teapot"),  # any other 4xx
+        (200, "text/html", b"<html>welcome</html>",
+         6, "error: invalid_response: GET /stats answered 200 with a body that is not JSON"),
+    ],
+)  # fmt: skip
+def test_answers_that_are_not_the_api_are_reported_by_status(
+    cli: Cli, status: int, content_type: str, body: bytes, exit_code: int, line: str
+) -> None:
+    handler = type(
+        "Answer", (_FixedAnswer,), {"status": status, "content_type": content_type, "body": body}
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        outcome = cli("stats", api_url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (outcome.exit_code, outcome.err) == (exit_code, line + "\n")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_a_description_and_an_example(cli: Cli, command: str) -> None:
+    outcome = cli(command, "--help")
+    assert outcome.exit_code == 0
+    assert f"Usage: taskforge-cli {command}" in outcome.out
+    assert re.search(rf"For example:\n\s+taskforge-cli {command}\b", outcome.out), outcome.out
+    assert "--api-url" in outcome.out
+    assert "--json" in outcome.out
+
+
+def test_the_help_text_documents_the_exit_codes(cli: Cli) -> None:
+    out = cli("--help").out
+    codes = re.findall(r"^\s+(\d+)\s{2,}\S", out, re.MULTILINE)
+    assert codes == ["0", "1", "2", "3", "4", "5", "6", "130"]
+    assert all(command in out for command in COMMANDS)
