@@ -45,6 +45,7 @@ Settlement = Succeeded | RetryLater | DeadLettered
 """A fenced write that ends one attempt; applied only while `lease` still owns the job."""
 
 EXHAUSTED_REASON = "attempts exhausted"
+MANUAL_DLQ_REASON = "moved to DLQ by an operator"
 TERMINAL_REASON = "terminal error"
 LEASE_EXPIRED_ERROR = "lease expired before the attempt finished"
 

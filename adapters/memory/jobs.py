@@ -11,6 +11,7 @@ from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, Rea
 from taskforge.domain.outcome import (
     EXHAUSTED_REASON,
     LEASE_EXPIRED_ERROR,
+    MANUAL_DLQ_REASON,
     DeadLettered,
     RetryLater,
     Settlement,
@@ -20,8 +21,6 @@ from taskforge.domain.states import JobState, ensure_operator_retry, ensure_tran
 from taskforge.domain.validation import Page
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
-
-MANUAL_DLQ_REASON = "moved to DLQ by an operator"
 
 
 class InMemoryState:

@@ -1,0 +1,148 @@
+"""Schema migrations: the numbered SQL files in `taskforge/migrations`, applied in order.
+
+Each file runs in its own transaction and is recorded in `schema_migrations` with its
+sha256 checksum. Everything happens under one session advisory lock, so several processes
+may migrate the same database at once: one applies, the others wait and find nothing to do.
+Applied files are append-only history: editing or deleting one is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+
+import asyncpg
+
+from taskforge.adapters.postgres.jobs import CONNECTION_ERRORS
+from taskforge.domain.errors import Unavailable
+
+FILE_NAME = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
+
+# Any fixed 64-bit number works; this one reads "taskforge" in ASCII, truncated.
+ADVISORY_LOCK_KEY = 0x7461736B666F7267
+
+CREATE_HISTORY = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    text PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+SELECT_APPLIED = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+RECORD_APPLIED = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
+LOCK = "SELECT pg_advisory_lock($1)"
+
+
+class MigrationError(Exception):
+    """The database's migration history and the shipped files disagree; nothing was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+    checksum: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.version}_{self.name}.sql"
+
+
+def bundled_migrations() -> Traversable:
+    """The folder shipped inside the package (an installed wheel included)."""
+    return files("taskforge") / "migrations"
+
+
+def load_migrations(source: Traversable | None = None) -> list[Migration]:
+    """Every `NNNN_name.sql` file in `source`, ordered by version. Other files are ignored;
+    a folder with none is an error (a broken install must not look up to date)."""
+    folder = source if source is not None else bundled_migrations()
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise MigrationError(f"cannot read the migrations folder {folder}: {exc}") from exc
+    found: dict[str, Migration] = {}
+    for entry in entries:
+        match = FILE_NAME.fullmatch(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        content = entry.read_bytes()
+        migration = Migration(
+            version=match["version"],
+            name=match["name"],
+            sql=content.decode("utf-8"),
+            checksum=hashlib.sha256(content).hexdigest(),
+        )
+        if migration.version in found:
+            raise MigrationError(
+                f"two migrations share version {migration.version}: "
+                f"{found[migration.version].file_name} and {migration.file_name}"
+            )
+        found[migration.version] = migration
+    if not found:
+        raise MigrationError(f"no migration files (NNNN_name.sql) in {folder}")
+    return [found[version] for version in sorted(found)]
+
+
+async def apply_migrations(dsn: str, *, source: Traversable | None = None) -> list[str]:
+    """Apply every pending migration, in order; return the versions applied by this call
+    (empty when the database was up to date).
+
+    Raises MigrationError when an applied file has changed or is missing (nothing is
+    applied then) or when a file fails (it is rolled back; the ones before it stay), and
+    Unavailable when the database cannot be reached."""
+    migrations = load_migrations(source)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable("postgres", str(exc)) from exc
+    try:
+        # A session lock: closing the connection releases it, even after an error.
+        await conn.execute(LOCK, ADVISORY_LOCK_KEY)
+        return await _apply_pending(conn, migrations)
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable("postgres", str(exc)) from exc
+    finally:
+        await conn.close()
+
+
+async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+    await conn.execute(CREATE_HISTORY)
+    applied = {row["version"]: row for row in await conn.fetch(SELECT_APPLIED)}
+    shipped = {migration.version: migration for migration in migrations}
+    for version, row in applied.items():
+        migration = shipped.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"migration {version}_{row['name']}.sql was applied to this database but its "
+                "file is missing; restore it (applied migrations are never removed)"
+            )
+        if migration.checksum != row["checksum"]:
+            raise MigrationError(
+                f"migration {migration.file_name} changed after it was applied "
+                f"(recorded sha256 {row['checksum'][:12]}..., file now "
+                f"{migration.checksum[:12]}...); revert the edit and add a new migration instead"
+            )
+    done = []
+    for migration in migrations:
+        if migration.version in applied:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    RECORD_APPLIED, migration.version, migration.name, migration.checksum
+                )
+        except CONNECTION_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"migration {migration.file_name} failed and was rolled back: {exc}"
+            ) from exc
+        done.append(migration.version)
+    return done

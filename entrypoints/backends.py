@@ -1,0 +1,71 @@
+"""Production providers: Postgres (source of truth) and Redis (dispatch, rate limits)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+from dishka import Provider, Scope, provide
+from redis.asyncio import Redis
+
+from taskforge.adapters.postgres.jobs import (
+    PostgresDeadLetterStore,
+    PostgresJobRepository,
+    create_pool,
+)
+from taskforge.adapters.redis.client import create_redis
+from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
+from taskforge.adapters.redis.ready_queue import RedisReadyQueue
+from taskforge.application.ports import DeadLetterStore, JobRepository, RateLimiter, ReadyQueue
+from taskforge.entrypoints.config import Settings
+
+POOL_SIZE = 10
+"""Connections per process. Workers batch claims, heartbeats and settles, so a handful of
+connections serve any WORKER_CONCURRENCY; the API needs about one per in-flight request."""
+
+
+class PostgresProvider(Provider):
+    scope = Scope.APP
+
+    @provide
+    async def pool(self, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+        # min_size=0: the process starts (and /healthz answers) while Postgres is down;
+        # connections are opened on demand and failures surface as `Unavailable`.
+        pool = await create_pool(settings.require_postgres("api"), min_size=0, max_size=POOL_SIZE)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+
+    @provide
+    def jobs(self, pool: asyncpg.Pool) -> JobRepository:
+        return PostgresJobRepository(pool)
+
+    @provide
+    def dead_letters(self, pool: asyncpg.Pool) -> DeadLetterStore:
+        return PostgresDeadLetterStore(pool)
+
+
+class RedisProvider(Provider):
+    scope = Scope.APP
+
+    @provide
+    async def client(self, settings: Settings) -> AsyncIterator[Redis]:
+        client = create_redis(
+            host=settings.redis_addr.host,
+            port=settings.redis_addr.port,
+            db=settings.redis_db,
+            password=settings.redis_password or None,
+        )
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    @provide
+    def ready_queue(self, client: Redis, settings: Settings) -> ReadyQueue:
+        return RedisReadyQueue(client, settings.redis_key_prefix)
+
+    @provide
+    def rate_limiter(self, client: Redis, settings: Settings) -> RateLimiter:
+        return RedisRateLimiter(client, settings.redis_key_prefix)

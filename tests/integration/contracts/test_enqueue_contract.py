@@ -1,0 +1,166 @@
+"""Contract: creating jobs (add, add_many), idempotency keys, reading them back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+from taskforge.application.ports import JobRepository, ListFilter
+from taskforge.domain.job import NewJob
+from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import Page
+
+JobFactory = Callable[..., NewJob]
+
+
+async def test_add_stores_a_pending_job_with_its_policy(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    policy = RetryPolicy(max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60, jitter=True)
+    request = new_job(
+        payload={"to": "a@b.com", "tags": ["x", 1, None]},
+        policy=policy,
+        visibility_timeout=12.5,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+
+    job, created = await jobs.add(request)
+
+    assert created
+    assert job.id == request.id
+    assert job.state is JobState.PENDING
+    assert job.queue == request.queue
+    assert job.job_type == "email"
+    assert job.payload == {"to": "a@b.com", "tags": ["x", 1, None]}
+    assert job.policy == policy
+    assert job.visibility_timeout == 12.5
+    assert job.traceparent == request.traceparent
+    assert (job.attempt_count, job.retry_count) == (0, 0)
+    assert job.lease_token is None
+    assert job.lease_expires_at is None
+    assert job.started_at is None
+    assert job.finished_at is None
+    assert job.created_at.tzinfo is not None
+    assert job.next_run_at == job.created_at
+    assert await jobs.get(job.id) == job
+
+
+async def test_get_unknown_job_returns_none(jobs: JobRepository) -> None:
+    assert await jobs.get(uuid4()) is None
+
+
+async def test_run_at_makes_a_delayed_job(jobs: JobRepository, new_job: JobFactory) -> None:
+    run_at = datetime.now(UTC) + timedelta(hours=1)
+
+    job, _ = await jobs.add(new_job(run_at=run_at))
+
+    assert job.next_run_at == run_at
+    assert job.state is JobState.PENDING
+
+
+async def test_delay_is_counted_from_the_store_clock(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job(delay=90.0))
+
+    assert job.next_run_at - job.created_at == timedelta(seconds=90)
+
+
+async def test_reused_idempotency_key_returns_the_existing_job(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    first, first_created = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 1}))
+
+    second, second_created = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 2}))
+
+    assert (first_created, second_created) == (True, False)
+    assert second == first
+    assert second.payload == {"n": 1}
+
+
+async def test_jobs_without_idempotency_key_never_collide(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    results = [await jobs.add(new_job()) for _ in range(3)]
+
+    assert all(created for _, created in results)
+    assert len({job.id for job, _ in results}) == 3
+
+
+async def test_concurrent_enqueues_with_one_key_store_one_job(
+    jobs: JobRepository, new_job: JobFactory, queue_name: str
+) -> None:
+    requests = [new_job(idempotency_key="same-key") for _ in range(50)]
+
+    results = await asyncio.gather(*(jobs.add(request) for request in requests))
+
+    assert len({job.id for job, _ in results}) == 1
+    assert [created for _, created in results].count(True) == 1
+    stored, total = await jobs.find(ListFilter(queue=queue_name), Page())
+    assert total == 1
+    assert stored[0].id == results[0][0].id
+
+
+async def test_add_many_stores_every_job_and_answers_in_order(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    requests = [new_job(payload={"n": n}) for n in range(5)]
+
+    results = await jobs.add_many(requests)
+
+    assert [job.id for job, _ in results] == [request.id for request in requests]
+    assert [job.payload for job, _ in results] == [{"n": n} for n in range(5)]
+    assert all(created for _, created in results)
+    for job, _ in results:
+        assert await jobs.get(job.id) == job
+
+
+async def test_add_many_of_nothing_is_nothing(jobs: JobRepository) -> None:
+    assert await jobs.add_many([]) == []
+
+
+async def test_add_many_resolves_taken_and_repeated_keys(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    existing, _ = await jobs.add(new_job(idempotency_key="taken"))
+    requests = [
+        new_job(idempotency_key="fresh"),
+        new_job(idempotency_key="taken"),
+        new_job(idempotency_key="fresh"),  # repeats the first key of this very batch
+        new_job(),
+    ]
+
+    results = await jobs.add_many(requests)
+
+    assert [created for _, created in results] == [True, False, False, True]
+    assert results[0][0].id == requests[0].id
+    assert results[1][0] == existing
+    assert results[2][0] == results[0][0]
+    assert results[3][0].id == requests[3].id
+    assert await jobs.get(requests[2].id) is None
+
+
+async def test_a_batch_becomes_visible_all_at_once(
+    jobs: JobRepository, new_job: JobFactory, queue_name: str
+) -> None:
+    requests = [new_job() for _ in range(300)]
+    seen: set[int] = set()
+
+    async def watch(done: asyncio.Event) -> None:
+        while not done.is_set():
+            _, total = await jobs.find(ListFilter(queue=queue_name), Page(limit=1))
+            seen.add(total)
+            await asyncio.sleep(0)
+
+    done = asyncio.Event()
+    watcher = asyncio.create_task(watch(done))
+    await jobs.add_many(requests)
+    done.set()
+    await watcher
+    _, total = await jobs.find(ListFilter(queue=queue_name), Page(limit=1))
+
+    assert seen <= {0, 300}
+    assert total == 300

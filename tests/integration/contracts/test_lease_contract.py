@@ -1,0 +1,235 @@
+"""Contract: a worker's fenced writes (heartbeat, settle, release) under its lease."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
+from taskforge.domain.states import JobState
+
+JobFactory = Callable[..., NewJob]
+
+
+def lease_of(job: Job) -> Lease:
+    assert job.lease_token is not None
+    return Lease(job_id=job.id, token=job.lease_token)
+
+
+async def running_job(jobs: JobRepository, new_job: JobFactory, **fields: object) -> Job:
+    job, _ = await jobs.add(new_job(**fields))
+    [claimed] = await jobs.claim([job.id], "worker-1")
+    return claimed
+
+
+async def test_heartbeat_extends_held_leases_by_the_visibility_timeout(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job, visibility_timeout=30)
+    # Let the store's clock move on, so a renewed lease is visibly later than the first.
+    await asyncio.sleep(0.01)
+
+    held = await jobs.heartbeat([lease_of(job)])
+
+    stored = await jobs.get(job.id)
+    assert held == {job.id}
+    assert stored is not None
+    assert stored.lease_expires_at is not None
+    assert job.lease_expires_at is not None
+    assert stored.lease_expires_at > job.lease_expires_at
+    assert stored.lease_expires_at == stored.updated_at + timedelta(seconds=30)
+    assert (stored.state, stored.lease_token) == (JobState.RUNNING, job.lease_token)
+
+
+async def test_heartbeat_reports_leases_that_were_lost(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    kept = await running_job(jobs, new_job)
+    cancelled = await running_job(jobs, new_job)
+    await jobs.cancel(cancelled.id, "operator")
+    stale = Lease(job_id=kept.id, token=uuid4())
+    unknown = Lease(job_id=uuid4(), token=uuid4())
+
+    held = await jobs.heartbeat([lease_of(kept), lease_of(cancelled), stale, unknown])
+
+    assert held == {kept.id}
+    stored = await jobs.get(cancelled.id)
+    assert stored is not None
+    assert stored.state is JobState.CANCELLED
+    assert stored.lease_expires_at is None
+
+
+async def test_heartbeat_of_no_leases_holds_nothing(jobs: JobRepository) -> None:
+    assert await jobs.heartbeat([]) == set()
+
+
+async def test_settle_success_finishes_the_job(jobs: JobRepository, new_job: JobFactory) -> None:
+    job = await running_job(jobs, new_job)
+
+    applied = await jobs.settle([Succeeded(lease=lease_of(job))])
+
+    stored = await jobs.get(job.id)
+    assert applied == {job.id}
+    assert stored is not None
+    assert stored.state is JobState.SUCCEEDED
+    assert stored.finished_at is not None
+    assert stored.finished_at >= stored.created_at
+    assert stored.updated_at == stored.finished_at
+    assert (stored.lease_owner, stored.lease_token, stored.lease_expires_at) == (None, None, None)
+    assert stored.attempt_count == 1
+
+
+async def test_settle_retry_fails_the_job_until_its_backoff_passes(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+
+    applied = await jobs.settle(
+        [RetryLater(lease=lease_of(job), error="smtp timeout", delay=timedelta(seconds=8))]
+    )
+
+    stored = await jobs.get(job.id)
+    assert applied == {job.id}
+    assert stored is not None
+    assert stored.state is JobState.FAILED
+    assert stored.last_error == "smtp timeout"
+    assert stored.next_run_at == stored.updated_at + timedelta(seconds=8)
+    assert stored.finished_at is None
+    assert stored.lease_token is None
+    assert (stored.attempt_count, stored.retry_count) == (1, 0)
+
+
+async def test_settle_dead_letter_writes_the_dead_letter_row(
+    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job, payload={"to": "x@y.z"})
+
+    applied = await jobs.settle(
+        [DeadLettered(lease=lease_of(job), error="bad address", reason="terminal error")]
+    )
+
+    stored = await jobs.get(job.id)
+    entry = await dead_letters.get(job.id)
+    assert applied == {job.id}
+    assert stored is not None
+    assert stored.state is JobState.DLQ
+    assert (stored.reason, stored.last_error) == ("terminal error", "bad address")
+    assert stored.finished_at is not None
+    assert entry is not None
+    assert (entry.queue, entry.job_type, entry.payload) == (job.queue, "email", {"to": "x@y.z"})
+    assert (entry.reason, entry.last_error, entry.attempts) == ("terminal error", "bad address", 1)
+    assert entry.failed_at == stored.finished_at
+    assert entry.created_at == entry.updated_at == entry.failed_at
+
+
+async def test_settle_applies_a_mixed_batch_in_one_call(
+    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+) -> None:
+    ok, retry, dead = [await running_job(jobs, new_job) for _ in range(3)]
+    stale = await running_job(jobs, new_job)
+    batch: list[Settlement] = [
+        Succeeded(lease=lease_of(ok)),
+        RetryLater(lease=lease_of(retry), error="later", delay=timedelta(seconds=1)),
+        DeadLettered(lease=lease_of(dead), error="never", reason="terminal error"),
+        Succeeded(lease=Lease(job_id=stale.id, token=uuid4())),
+    ]
+
+    applied = await jobs.settle(batch)
+
+    assert applied == {ok.id, retry.id, dead.id}
+    states = {job.id: (await jobs.get(job.id)) for job in (ok, retry, dead, stale)}
+    assert {job_id: job.state for job_id, job in states.items() if job is not None} == {
+        ok.id: JobState.SUCCEEDED,
+        retry.id: JobState.FAILED,
+        dead.id: JobState.DLQ,
+        stale.id: JobState.RUNNING,
+    }
+    assert await dead_letters.count() == 1
+
+
+async def test_stale_lease_cannot_complete_job(jobs: JobRepository, new_job: JobFactory) -> None:
+    first = await running_job(jobs, new_job)
+    await jobs.release([lease_of(first)])
+    [second] = await jobs.claim([first.id], "worker-2")
+
+    applied = await jobs.settle([Succeeded(lease=lease_of(first))])
+
+    assert applied == set()
+    assert await jobs.get(first.id) == second
+
+
+@pytest.mark.parametrize(
+    "settlement",
+    [
+        lambda lease: Succeeded(lease=lease),
+        lambda lease: RetryLater(lease=lease, error="e", delay=timedelta(0)),
+        lambda lease: DeadLettered(lease=lease, error="e", reason="terminal error"),
+    ],
+    ids=["success", "retry", "dead-letter"],
+)
+async def test_settlement_of_a_cancelled_job_is_discarded(
+    jobs: JobRepository,
+    dead_letters: DeadLetterStore,
+    new_job: JobFactory,
+    settlement: Callable[[Lease], Settlement],
+) -> None:
+    job = await running_job(jobs, new_job)
+    cancelled = await jobs.cancel(job.id, "user requested")
+
+    applied = await jobs.settle([settlement(lease_of(job))])
+
+    assert applied == set()
+    assert await jobs.get(job.id) == cancelled
+    assert await dead_letters.get(job.id) is None
+
+
+async def test_a_job_is_settled_only_once(jobs: JobRepository, new_job: JobFactory) -> None:
+    job = await running_job(jobs, new_job)
+    await jobs.settle([Succeeded(lease=lease_of(job))])
+    done = await jobs.get(job.id)
+
+    again = await jobs.settle(
+        [RetryLater(lease=lease_of(job), error="late", delay=timedelta(seconds=1))]
+    )
+
+    assert again == set()
+    assert await jobs.get(job.id) == done
+
+
+async def test_settle_of_nothing_applies_nothing(jobs: JobRepository) -> None:
+    assert await jobs.settle([]) == set()
+
+
+async def test_release_hands_the_job_back_without_counting_the_attempt(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+
+    released = await jobs.release([lease_of(job)])
+
+    stored = await jobs.get(job.id)
+    assert released == {job.id}
+    assert stored is not None
+    assert stored.state is JobState.PENDING
+    assert stored.attempt_count == 0
+    assert stored.next_run_at == stored.updated_at
+    assert (stored.lease_owner, stored.lease_token, stored.lease_expires_at) == (None, None, None)
+    [reclaimed] = await jobs.claim([job.id], "worker-2")
+    assert reclaimed.attempt_count == 1
+
+
+async def test_release_with_a_stale_lease_changes_nothing(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+
+    released = await jobs.release([Lease(job_id=job.id, token=uuid4())])
+
+    assert released == set()
+    assert await jobs.get(job.id) == job

@@ -1,0 +1,174 @@
+"""What only the Postgres store has: the state machine trigger, transactions that roll back,
+and connection failures reported as Unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from taskforge.adapters.postgres import PostgresJobRepository, create_pool
+from taskforge.adapters.postgres.jobs import INVALID_TRANSITION_SQLSTATE
+from taskforge.adapters.system import Uuid7Source
+from taskforge.domain.errors import Unavailable
+from taskforge.domain.job import NewJob
+from taskforge.domain.states import JobState, can_transition
+
+INSERT_IN_STATE = """
+INSERT INTO jobs (
+    id, queue, job_type, state, max_attempts, initial_delay, backoff, max_delay, jitter,
+    visibility_timeout, next_run_at, lease_token, lease_expires_at
+)
+VALUES (
+    $1, 'trigger-probe', 'probe', $2::text, 3, 1, 2, 300, false, 30, now(),
+    CASE WHEN $2::text = 'RUNNING' THEN gen_random_uuid() END,
+    CASE WHEN $2::text = 'RUNNING' THEN now() + interval '30 seconds' END
+)
+"""
+
+# Keeps the lease columns consistent with the target state, so only the trigger can object.
+MOVE_TO_STATE = """
+UPDATE jobs SET
+    state = $2::text,
+    lease_token = CASE WHEN $2::text = 'RUNNING' THEN gen_random_uuid() END,
+    lease_expires_at = CASE WHEN $2::text = 'RUNNING' THEN now() + interval '30 seconds' END
+WHERE id = $1
+"""
+
+
+@pytest.fixture
+async def connection(migrated_postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(migrated_postgres_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = 'trigger-probe'")
+        await conn.close()
+
+
+async def trigger_allows(conn: asyncpg.Connection, current: JobState, target: JobState) -> bool:
+    job_id = uuid4()
+    await conn.execute(INSERT_IN_STATE, job_id, current.value)
+    try:
+        await conn.execute(MOVE_TO_STATE, job_id, target.value)
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != INVALID_TRANSITION_SQLSTATE:
+            raise
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    list(itertools.product(JobState, JobState)),
+    ids=lambda state: state.value,
+)
+async def test_database_trigger_agrees_with_the_domain_transition_table(
+    connection: asyncpg.Connection, current: JobState, target: JobState
+) -> None:
+    assert await trigger_allows(connection, current, target) == can_transition(current, target)
+
+
+async def test_refused_transition_names_the_job_and_both_states(
+    connection: asyncpg.Connection,
+) -> None:
+    job_id = uuid4()
+    await connection.execute(INSERT_IN_STATE, job_id, "SUCCEEDED")
+
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await connection.execute(MOVE_TO_STATE, job_id, "PENDING")
+
+    assert refused.value.sqlstate == INVALID_TRANSITION_SQLSTATE
+    assert str(job_id) in str(refused.value)
+    assert "SUCCEEDED -> PENDING" in str(refused.value)
+
+
+async def test_updates_that_leave_state_alone_are_not_checked(
+    connection: asyncpg.Connection,
+) -> None:
+    job_id = uuid4()
+    await connection.execute(INSERT_IN_STATE, job_id, "SUCCEEDED")
+
+    await connection.execute("UPDATE jobs SET last_error = 'note' WHERE id = $1", job_id)
+
+    assert await connection.fetchval("SELECT last_error FROM jobs WHERE id = $1", job_id) == "note"
+
+
+async def test_add_many_stores_nothing_when_one_job_fails(migrated_postgres_dsn: str) -> None:
+    pool = await create_pool(migrated_postgres_dsn)
+    try:
+        jobs = PostgresJobRepository(pool)
+        ids = Uuid7Source()
+        first = NewJob(id=ids.new_id(), queue="rollback-probe", job_type="email")
+        clash = NewJob(id=first.id, queue="rollback-probe", job_type="email")
+        batch = [first, NewJob(id=ids.new_id(), queue="rollback-probe", job_type="email"), clash]
+
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await jobs.add_many(batch)
+
+        assert [await jobs.get(job.id) for job in batch] == [None, None, None]
+    finally:
+        await pool.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_unreachable_database_is_reported_unavailable() -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{_closed_port()}/taskforge"
+
+    with pytest.raises(Unavailable) as unavailable:
+        await create_pool(dsn)
+
+    assert unavailable.value.service == "postgres"
+
+
+async def test_store_calls_after_the_pool_closed_are_unavailable(
+    migrated_postgres_dsn: str,
+) -> None:
+    pool = await create_pool(migrated_postgres_dsn)
+    jobs = PostgresJobRepository(pool)
+    await pool.close()
+
+    with pytest.raises(Unavailable):
+        await jobs.get(UUID(int=1))
+    with pytest.raises(Unavailable):
+        await jobs.ping()
+
+
+async def test_lost_connection_is_reported_unavailable_or_replaced(
+    migrated_postgres_dsn: str, connection: asyncpg.Connection
+) -> None:
+    pool = await create_pool(migrated_postgres_dsn, min_size=1, max_size=1)
+    try:
+        jobs = PostgresJobRepository(pool)
+        async with pool.acquire() as pooled:
+            backend = await pooled.fetchval("SELECT pg_backend_pid()")
+        # The server ends the pooled session, as a restart or a failover would.
+        await connection.execute("SELECT pg_terminate_backend($1)", backend)
+        # pg_terminate_backend only signals; wait until the session is really gone.
+        deadline = asyncio.get_running_loop().time() + 10
+        while await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "backend never exited"
+            await asyncio.sleep(0.01)
+
+        # Whether the pool notices the closed socket before handing the connection out is a
+        # race: the call either runs on a fresh connection or reports the store unavailable,
+        # never an unclassified driver error; and the call after it always works.
+        with contextlib.suppress(Unavailable):
+            await jobs.ping()
+        await jobs.ping()
+    finally:
+        await pool.close()

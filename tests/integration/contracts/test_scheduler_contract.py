@@ -1,0 +1,249 @@
+"""Contract: the scheduler's sweeps (promote_due, reap_expired, find_unpublished,
+mark_unpublished), alone and with several schedulers at once.
+
+Time-dependent cases use short real leases and poll with a deadline; none compares the
+test's clock with the store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+from uuid import UUID
+
+from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
+from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, RetryLater, Succeeded
+from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.states import JobState
+
+JobFactory = Callable[..., NewJob]
+T = TypeVar("T")
+
+DEADLINE = 15.0
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+    """Call `probe` until `done` accepts its result; fail after DEADLINE seconds."""
+    give_up = time.monotonic() + DEADLINE
+    while True:
+        result = await probe()
+        if done(result):
+            return result
+        assert time.monotonic() < give_up, f"condition not reached in {DEADLINE}s: {result!r}"
+        await asyncio.sleep(0.05)
+
+
+def lease_of(job: Job) -> Lease:
+    assert job.lease_token is not None
+    return Lease(job_id=job.id, token=job.lease_token)
+
+
+async def failed_job(jobs: JobRepository, new_job: JobFactory, retry_in: timedelta) -> Job:
+    job, _ = await jobs.add(new_job())
+    [claimed] = await jobs.claim([job.id], "worker-1")
+    await jobs.settle([RetryLater(lease=lease_of(claimed), error="boom", delay=retry_in)])
+    return claimed
+
+
+async def stored(jobs: JobRepository, job_id: UUID) -> Job:
+    job = await jobs.get(job_id)
+    assert job is not None
+    return job
+
+
+async def test_promote_due_requeues_failed_jobs_whose_retry_time_passed(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    due = await failed_job(jobs, new_job, retry_in=timedelta(0))
+    later = await failed_job(jobs, new_job, retry_in=timedelta(hours=1))
+
+    hints = await jobs.promote_due(100)
+
+    promoted = await stored(jobs, due.id)
+    assert hints == [ReadyHint(due.queue, due.id)]
+    assert promoted.state is JobState.PENDING
+    assert (promoted.attempt_count, promoted.retry_count) == (1, 1)
+    assert promoted.next_run_at == promoted.updated_at
+    assert promoted.last_error == "boom"
+    assert (await stored(jobs, later.id)).state is JobState.FAILED
+    [claimed] = await jobs.claim([due.id], "worker-2")
+    assert claimed.attempt_count == 2
+
+
+async def test_promote_due_takes_the_oldest_due_first_up_to_the_limit(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    # Settled one after another, so their retry times are in this order.
+    first, second, third = [
+        await failed_job(jobs, new_job, retry_in=timedelta(0)) for _ in range(3)
+    ]
+
+    batch = await jobs.promote_due(2)
+    rest = await jobs.promote_due(2)
+
+    assert [hint.job_id for hint in batch] == [first.id, second.id]
+    assert [hint.job_id for hint in rest] == [third.id]
+    assert await jobs.promote_due(2) == []
+
+
+async def test_concurrent_promote_due_callers_never_share_a_job(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    ids = {(await failed_job(jobs, new_job, retry_in=timedelta(0))).id for _ in range(30)}
+
+    results = await asyncio.gather(*(jobs.promote_due(12) for _ in range(3)))
+
+    promoted = Counter(hint.job_id for hints in results for hint in hints)
+    assert set(promoted) == ids
+    assert set(promoted.values()) == {1}
+    for job_id in ids:
+        assert (await stored(jobs, job_id)).retry_count == 1
+
+
+async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job(visibility_timeout=1))
+    [claimed] = await jobs.claim([job.id], "worker-1")
+
+    hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[0] != [])
+
+    reaped = await stored(jobs, job.id)
+    assert (hints, dead) == ([ReadyHint(job.queue, job.id)], 0)
+    assert reaped.state is JobState.PENDING
+    assert reaped.last_error == LEASE_EXPIRED_ERROR
+    assert reaped.attempt_count == 1
+    assert reaped.next_run_at == reaped.updated_at
+    assert (reaped.lease_owner, reaped.lease_token, reaped.lease_expires_at) == (None, None, None)
+    assert await jobs.settle([Succeeded(lease=lease_of(claimed))]) == set()
+
+
+async def test_reap_expired_dead_letters_a_job_with_no_attempts_left(
+    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job(visibility_timeout=1, policy=RetryPolicy(max_attempts=1)))
+    await jobs.claim([job.id], "worker-1")
+
+    hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[1] > 0)
+
+    reaped = await stored(jobs, job.id)
+    entry = await dead_letters.get(job.id)
+    assert (hints, dead) == ([], 1)
+    assert reaped.state is JobState.DLQ
+    assert (reaped.reason, reaped.last_error) == (EXHAUSTED_REASON, LEASE_EXPIRED_ERROR)
+    assert reaped.finished_at is not None
+    assert entry is not None
+    assert (entry.reason, entry.last_error, entry.attempts) == (
+        EXHAUSTED_REASON,
+        LEASE_EXPIRED_ERROR,
+        1,
+    )
+
+
+async def test_reap_expired_leaves_live_leases_alone(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job(visibility_timeout=300))
+    [claimed] = await jobs.claim([job.id], "worker-1")
+
+    assert await jobs.reap_expired(100) == ([], 0)
+    assert await jobs.get(job.id) == claimed
+
+
+async def test_concurrent_reapers_never_share_a_job(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    added = await jobs.add_many([new_job(visibility_timeout=1) for _ in range(24)])
+    ids = {job.id for job, _ in added}
+    await jobs.claim(list(ids), "worker-1")
+    reaped: Counter[UUID] = Counter()
+
+    async def sweep() -> Counter[UUID]:
+        results = await asyncio.gather(*(jobs.reap_expired(7) for _ in range(3)))
+        for hints, dead in results:
+            assert dead == 0
+            reaped.update(hint.job_id for hint in hints)
+        return reaped
+
+    await eventually(sweep, lambda seen: set(seen) == ids)
+
+    assert set(reaped.values()) == {1}
+
+
+async def test_find_unpublished_skips_jobs_with_a_fresh_hint(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    await jobs.add(new_job())
+
+    assert await jobs.find_unpublished(100, 3600) == []
+
+
+async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job(delay=0.3))
+
+    hints = await eventually(lambda: jobs.find_unpublished(100, 3600), lambda found: found != [])
+
+    assert hints == [ReadyHint(job.queue, job.id)]
+    assert await jobs.find_unpublished(100, 3600) == []
+
+
+async def test_find_unpublished_returns_a_job_whose_hint_went_stale(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job())
+
+    hints = await eventually(lambda: jobs.find_unpublished(100, 0.2), lambda found: found != [])
+
+    assert hints == [ReadyHint(job.queue, job.id)]
+    assert await jobs.find_unpublished(100, 3600) == []
+
+
+async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    now = datetime.now(UTC)
+    older, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=2)))
+    newer, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=1)))
+    await jobs.add(new_job(run_at=now + timedelta(hours=1)))  # pending, but not due
+    running, _ = await jobs.add(new_job())
+    await jobs.claim([running.id], "worker-1")
+
+    marked = await jobs.mark_unpublished()
+
+    hints = await jobs.find_unpublished(100, 3600)
+    assert marked == 3
+    assert hints == [ReadyHint(older.queue, older.id), ReadyHint(newer.queue, newer.id)]
+    assert await jobs.find_unpublished(100, 3600) == []
+
+
+async def test_find_unpublished_respects_its_limit(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    await jobs.add_many([new_job() for _ in range(5)])
+    await jobs.mark_unpublished()
+
+    first = await jobs.find_unpublished(3, 3600)
+    rest = await jobs.find_unpublished(3, 3600)
+
+    assert (len(first), len(rest)) == (3, 2)
+    assert {hint.job_id for hint in first}.isdisjoint(hint.job_id for hint in rest)
+
+
+async def test_concurrent_find_unpublished_callers_never_share_a_job(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    ids = {job.id for job, _ in await jobs.add_many([new_job() for _ in range(30)])}
+    await jobs.mark_unpublished()
+
+    results = await asyncio.gather(*(jobs.find_unpublished(12, 3600) for _ in range(3)))
+
+    published = Counter(hint.job_id for hints in results for hint in hints)
+    assert set(published) == ids
+    assert set(published.values()) == {1}

@@ -1,0 +1,174 @@
+"""Schema migrations against scratch databases: first run, re-runs, concurrent runs, and the
+history checks that refuse an edited or deleted migration."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from taskforge.adapters.postgres import MigrationError, apply_migrations
+from taskforge.adapters.postgres.migrations import bundled_migrations, load_migrations
+
+SHIPPED = load_migrations()
+VERSIONS = [migration.version for migration in SHIPPED]
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def scratch_dsn(postgres_admin_dsn: str) -> Iterator[str]:
+    """An empty database of its own, dropped after the test."""
+    name = f"taskforge_migrations_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(postgres_admin_dsn, f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(postgres_admin_dsn)._replace(path="/" + name))
+    finally:
+        asyncio.run(_admin(postgres_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def editable_migrations(tmp_path: Path) -> Path:
+    """A copy of the shipped migration files that a test may edit."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for migration in SHIPPED:
+        shutil.copyfile(
+            Path(str(bundled_migrations() / migration.file_name)), folder / migration.file_name
+        )
+    return folder
+
+
+async def _history(dsn: str) -> list[tuple[str, str, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY 1")
+        return [(row["version"], row["name"], row["checksum"]) for row in rows]
+    finally:
+        await conn.close()
+
+
+async def _tables(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {row["tablename"] for row in rows}
+    finally:
+        await conn.close()
+
+
+def test_the_package_ships_every_numbered_migration_file() -> None:
+    root_folder = Path(__file__).resolve().parents[2] / "migrations"
+
+    assert [migration.file_name for migration in SHIPPED] == sorted(
+        path.name for path in root_folder.glob("[0-9][0-9][0-9][0-9]_*.sql")
+    )
+    assert VERSIONS[0] == "0001"
+
+
+async def test_migrations_apply_to_an_empty_database(scratch_dsn: str) -> None:
+    applied = await apply_migrations(scratch_dsn)
+
+    assert applied == VERSIONS
+    assert {"jobs", "dead_letters", "schema_migrations"} <= await _tables(scratch_dsn)
+    assert await _history(scratch_dsn) == [
+        (migration.version, migration.name, migration.checksum) for migration in SHIPPED
+    ]
+    for migration in SHIPPED:
+        content = (bundled_migrations() / migration.file_name).read_bytes()
+        assert migration.checksum == hashlib.sha256(content).hexdigest()
+
+
+async def test_applying_migrations_twice_is_a_no_op(scratch_dsn: str) -> None:
+    await apply_migrations(scratch_dsn)
+    before = await _history(scratch_dsn)
+
+    again = await apply_migrations(scratch_dsn)
+
+    assert again == []
+    assert await _history(scratch_dsn) == before
+
+
+async def test_concurrent_migrations_apply_each_file_exactly_once(scratch_dsn: str) -> None:
+    results = await asyncio.gather(*(apply_migrations(scratch_dsn) for _ in range(4)))
+
+    applied = [version for result in results for version in result]
+    assert sorted(applied) == VERSIONS
+    assert [len(result) for result in results].count(len(VERSIONS)) == 1
+    assert [version for version, _, _ in await _history(scratch_dsn)] == VERSIONS
+
+
+async def test_only_new_migrations_are_applied(scratch_dsn: str, editable_migrations: Path) -> None:
+    await apply_migrations(scratch_dsn, source=editable_migrations)
+    (editable_migrations / "0900_add_probe.sql").write_text("CREATE TABLE probe (id int);\n")
+
+    applied = await apply_migrations(scratch_dsn, source=editable_migrations)
+
+    assert applied == ["0900"]
+    assert "probe" in await _tables(scratch_dsn)
+    assert (await _history(scratch_dsn))[-1][:2] == ("0900", "add_probe")
+
+
+async def test_changed_migration_is_refused(scratch_dsn: str, editable_migrations: Path) -> None:
+    await apply_migrations(scratch_dsn, source=editable_migrations)
+    edited = editable_migrations / SHIPPED[0].file_name
+    edited.write_text(edited.read_text() + "\n-- a harmless-looking edit\n")
+    (editable_migrations / "0900_add_probe.sql").write_text("CREATE TABLE probe (id int);\n")
+    before = await _history(scratch_dsn)
+
+    with pytest.raises(MigrationError, match=re.escape(SHIPPED[0].file_name)):
+        await apply_migrations(scratch_dsn, source=editable_migrations)
+
+    assert await _history(scratch_dsn) == before
+    assert "probe" not in await _tables(scratch_dsn)
+
+
+async def test_missing_migration_is_refused(scratch_dsn: str, editable_migrations: Path) -> None:
+    await apply_migrations(scratch_dsn, source=editable_migrations)
+    (editable_migrations / SHIPPED[-1].file_name).unlink()
+
+    with pytest.raises(MigrationError, match="missing"):
+        await apply_migrations(scratch_dsn, source=editable_migrations)
+
+
+async def test_failing_migration_is_rolled_back_and_not_recorded(
+    scratch_dsn: str, editable_migrations: Path
+) -> None:
+    await apply_migrations(scratch_dsn, source=editable_migrations)
+    (editable_migrations / "0900_broken.sql").write_text(
+        "CREATE TABLE half_done (id int);\nCREATE TABLE oops (;\n"
+    )
+
+    with pytest.raises(MigrationError, match=re.escape("0900_broken.sql")):
+        await apply_migrations(scratch_dsn, source=editable_migrations)
+
+    assert [version for version, _, _ in await _history(scratch_dsn)] == VERSIONS
+    assert "half_done" not in await _tables(scratch_dsn)
+
+
+def test_two_files_with_one_version_are_refused(editable_migrations: Path) -> None:
+    (editable_migrations / "0001_duplicate.sql").write_text("SELECT 1;\n")
+
+    with pytest.raises(MigrationError, match="0001"):
+        load_migrations(editable_migrations)
+
+
+def test_a_folder_without_migrations_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MigrationError, match="no migration files"):
+        load_migrations(tmp_path)
+    with pytest.raises(MigrationError, match="cannot read"):
+        load_migrations(tmp_path / "absent")
