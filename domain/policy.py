@@ -12,6 +12,8 @@ RandomSource = Callable[[], float]
 """Returns a float in [0, 1), like random.random; injected so tests are deterministic."""
 
 MAX_ATTEMPTS_LIMIT = 1000
+MAX_DURATION = 10 * 365 * 24 * 3600.0
+"""Ten years: the longest delay anything may ask for (beyond it datetimes overflow)."""
 VISIBILITY_TIMEOUT_RANGE = (1.0, 43200.0)
 
 
@@ -62,12 +64,14 @@ def validate_policy(policy: RetryPolicy) -> None:
     _require_finite("initialDelay", policy.initial_delay)
     _require_finite("backoff", policy.backoff)
     _require_finite("maxDelay", policy.max_delay)
-    if policy.initial_delay < 0:
-        raise ValidationError("initialDelay", "must be >= 0 seconds")
+    if not 0 <= policy.initial_delay <= MAX_DURATION:
+        raise ValidationError("initialDelay", f"must be between 0 and {MAX_DURATION:g} seconds")
     if policy.backoff < 1:
         raise ValidationError("backoff", "must be >= 1")
     if policy.max_delay < policy.initial_delay:
         raise ValidationError("maxDelay", "must be >= initialDelay")
+    if policy.max_delay > MAX_DURATION:
+        raise ValidationError("maxDelay", f"must be at most {MAX_DURATION:g} seconds")
     if not isinstance(policy.jitter, bool):
         raise ValidationError("jitter", "must be true or false")
 

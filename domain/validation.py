@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.policy import MAX_DURATION
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 RESERVED_QUEUE_PREFIX = "taskforge:"
@@ -47,8 +48,8 @@ def validate_idempotency_key(value: object) -> str:
 def validate_delay(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValidationError("delay", "must be a number of seconds")
-    if value < 0 or value == float("inf"):
-        raise ValidationError("delay", "must be a finite number >= 0")
+    if not 0 <= value <= MAX_DURATION:
+        raise ValidationError("delay", f"must be between 0 and {MAX_DURATION:g} seconds")
     return float(value)
 
 
@@ -66,5 +67,7 @@ class Page:
         if limit is None:
             limit = DEFAULT_PAGE_LIMIT
         if limit < 1:
-            raise ValidationError("limit", f"must be between 1 and {MAX_PAGE_LIMIT}")
+            raise ValidationError(
+                "limit", f"must be >= 1 (values above {MAX_PAGE_LIMIT} are clamped)"
+            )
         return cls(limit=min(limit, MAX_PAGE_LIMIT), offset=max(0, offset or 0))

@@ -107,3 +107,11 @@ def test_invalid_policy_values_name_the_field(changes: dict[str, object], field:
 def test_visibility_timeout_outside_its_range_is_rejected(seconds: float) -> None:
     with pytest.raises(ValidationError, match="visibilityTimeout"):
         validate_visibility_timeout(seconds)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"max_delay": 1e300}, {"initial_delay": 1e12, "max_delay": 1e12}]
+)
+def test_durations_beyond_ten_years_are_rejected(changes: dict[str, float]) -> None:
+    with pytest.raises(ValidationError):
+        RetryPolicy(**changes)  # type: ignore[arg-type]

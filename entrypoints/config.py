@@ -1,0 +1,235 @@
+"""Configuration from the environment, validated once at startup.
+
+An invalid value stops the process with one line naming the variable, the value and what
+is allowed (ConfigError); nothing reads os.environ after this module has run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from taskforge.domain.errors import ValidationError
+from taskforge.domain.validation import validate_queue_name
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+TRACING_EXPORTERS = ("stdout", "none")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_ADDR = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]*)):(?P<port>[0-9]{1,5})$"
+)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DSN_SCHEMES = ("postgresql://", "postgres://")
+_TOKEN = re.compile(r"[!-~]+")
+
+
+class ConfigError(Exception):
+    """One readable line: the variable, its value (unless secret) and what is allowed."""
+
+    def __init__(self, variable: str, value: str | None, allowed: str) -> None:
+        shown = "" if value is None else f"={value!r}"
+        super().__init__(f"invalid configuration: {variable}{shown}: {allowed}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every setting of every role. `from_env` reads the spec's variables (POSTGRES_DSN,
+    HTTP_ADDR, QUEUE_NAME, REDIS_ADDR, REDIS_DB, REDIS_PASSWORD, LOG_LEVEL, WORKER_CONCURRENCY,
+    RATE_LIMIT_PER_SEC, TRACING_ENABLED, TRACING_EXPORTER) and the design's (MAX_PAYLOAD_BYTES,
+    API_TOKEN, WORKER_QUEUES, ...); the field defaults are the documented defaults."""
+
+    postgres_dsn: str | None = field(default=None, repr=False)
+    """May carry a password: kept out of repr."""
+    http_addr: Address = field(default_factory=lambda: Address("0.0.0.0", 8080))  # noqa: S104
+    queue_name: str = "jobs:ready"
+    redis_addr: Address = field(default_factory=lambda: Address("localhost", 6379))
+    redis_db: int = 0
+    redis_password: str = field(default="", repr=False)
+    log_level: str = "info"
+    worker_concurrency: int = 10
+    rate_limit_per_sec: float = 0.0
+    tracing_enabled: bool = False
+    tracing_exporter: str = "stdout"
+    max_payload_bytes: int = 1024 * 1024
+    api_token: str | None = field(default=None, repr=False)
+    """When set, every route except /healthz, /readyz and /metrics needs this bearer token."""
+    worker_queues: tuple[str, ...] = ()
+    """Queues a worker serves; empty means QUEUE_NAME alone."""
+    worker_shutdown_grace: float = 30.0
+    worker_heartbeat: bool = True
+    scheduler_tick: float = 0.5
+    scheduler_batch_size: int = 500
+    republish_after: float = 30.0
+    retention_period: float = 7 * 24 * 3600.0
+    handlers: tuple[str, ...] = ()
+    demo_handlers: bool = False
+    metrics_addr: Address | None = None
+    redis_key_prefix: str = "taskforge:"
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return self.worker_queues or (self.queue_name,)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.redis_addr}/{self.redis_db}"
+
+    def require_postgres(self, role: str) -> str:
+        """The DSN, or ConfigError when the role needs one and none is set."""
+        if not self.postgres_dsn:
+            raise ConfigError(
+                "POSTGRES_DSN",
+                None,
+                f"not set; required by `taskforge {role}` (e.g. postgresql://user@host/db)",
+            )
+        return self.postgres_dsn
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and validate every variable; an unset or blank one takes its default.
+        Raises ConfigError for the first invalid value."""
+
+        def get(name: str, parse: Callable[[str, str], T], default: T) -> T:
+            raw = env.get(name)
+            return default if raw is None or raw.strip() == "" else parse(name, raw.strip())
+
+        defaults = cls()
+        return cls(
+            postgres_dsn=get("POSTGRES_DSN", _dsn, None),
+            http_addr=get("HTTP_ADDR", parse_address, defaults.http_addr),
+            queue_name=get("QUEUE_NAME", _queue, defaults.queue_name),
+            redis_addr=get("REDIS_ADDR", parse_address, defaults.redis_addr),
+            redis_db=get("REDIS_DB", _int_range(0, 2**31 - 1), 0),
+            redis_password=env.get("REDIS_PASSWORD", ""),
+            log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), defaults.log_level),
+            worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
+            rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _number(0, 1e9), 0.0),
+            tracing_enabled=get("TRACING_ENABLED", parse_bool, False),
+            tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
+            max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
+            api_token=get("API_TOKEN", _token, None),
+            worker_queues=get("WORKER_QUEUES", _queue_list, ()),
+            worker_shutdown_grace=get("WORKER_SHUTDOWN_GRACE", _number(0, 86_400), 30.0),
+            worker_heartbeat=get("WORKER_HEARTBEAT", parse_bool, True),
+            scheduler_tick=get("SCHEDULER_TICK", _number(0.01, 3600), 0.5),
+            scheduler_batch_size=get("SCHEDULER_BATCH_SIZE", _int_range(1, 100_000), 500),
+            republish_after=get("REPUBLISH_AFTER", _number(0.1, 86_400), 30.0),
+            retention_period=get(
+                "RETENTION_PERIOD", _number(0, 10 * 365 * 86_400), defaults.retention_period
+            ),
+            handlers=get("TASKFORGE_HANDLERS", _module_list, ()),
+            demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
+            metrics_addr=get("METRICS_ADDR", parse_address, None),
+            redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
+        )
+
+
+def parse_address(name: str, raw: str) -> Address:
+    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface."""
+    match = _ADDR.match(raw)
+    port = int(match["port"]) if match else -1
+    if match is None or not 1 <= port <= 65535:
+        raise ConfigError(name, raw, "expected [host]:port with a port from 1 to 65535, e.g. :8080")
+    host = match["v6"] or match["host"] or "0.0.0.0"  # noqa: S104
+    return Address(host, port)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(name, raw, "expected true or false")
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw.lower() not in allowed:
+            raise ConfigError(name, raw, f"expected one of {', '.join(allowed)}")
+        return raw.lower()
+
+    return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        value = int(raw) if _INTEGER.fullmatch(raw) else low - 1
+        if not low <= value <= high:
+            raise ConfigError(name, raw, f"expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        value = float(raw) if _DECIMAL.fullmatch(raw) else math.nan
+        if not low <= value <= high:
+            raise ConfigError(name, raw, f"expected a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _dsn(name: str, raw: str) -> str:
+    if not raw.startswith(_DSN_SCHEMES):
+        # Only the scheme is shown: the rest of a DSN may hold a password.
+        scheme = raw.split("://", 1)[0] + "://" if "://" in raw else "no scheme"
+        raise ConfigError(
+            name,
+            None,
+            f"expected a postgresql:// URL (e.g. postgresql://user@host/db), got {scheme}",
+        )
+    return raw
+
+
+def _token(name: str, raw: str) -> str:
+    if not _TOKEN.fullmatch(raw):
+        raise ConfigError(
+            name, None, "expected printable ASCII without spaces (the value is secret)"
+        )
+    return raw
+
+
+def _queue(name: str, raw: str) -> str:
+    try:
+        return validate_queue_name(raw, name)
+    except ValidationError as exc:
+        raise ConfigError(name, raw, exc.message) from None
+
+
+def _queue_list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(_queue(name, item.strip()) for item in raw.split(",") if item.strip())
+
+
+def _module_list(name: str, raw: str) -> tuple[str, ...]:
+    modules = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for module in modules:
+        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
+            raise ConfigError(name, raw, "expected importable module names, comma separated")
+    return modules
+
+
+def _prefix(name: str, raw: str) -> str:
+    if not re.fullmatch(r"taskforge:[A-Za-z0-9_.:\-]*", raw):
+        raise ConfigError(name, raw, "expected a key prefix that starts with 'taskforge:'")
+    return raw if raw.endswith(":") else raw + ":"

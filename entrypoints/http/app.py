@@ -1,0 +1,92 @@
+"""The Litestar application: routes, error shape, middleware, OpenAPI."""
+
+from __future__ import annotations
+
+from dishka import AsyncContainer
+from dishka.integrations.litestar import setup_dishka
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Schema,
+    SecurityScheme,
+)
+
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.http.errors import handle_exception
+from taskforge.entrypoints.http.middleware import OPEN_PATHS, RequestContextMiddleware
+from taskforge.entrypoints.http.routes import ROUTES
+
+VERSION = "0.1.0"
+BEARER = "BearerToken"
+REQUEST_ID_HEADER = "X-Request-ID"
+STRICT_BODIES = ("JobIn", "ReasonIn")
+"""Request bodies decoded with unknown fields forbidden."""
+
+
+def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
+    """The API on `container`'s backend. The OpenAPI schema is served at /schema
+    (openapi.json at /schema/openapi.json)."""
+    app = Litestar(
+        route_handlers=ROUTES,
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=settings.max_payload_bytes,
+        openapi_config=_openapi_config(settings),
+        debug=False,
+        logging_config=None,
+    )
+    setup_dishka(container, app)
+    # Wrapping the router itself (not the route handlers, as Litestar's middleware does)
+    # covers unknown routes and wrong methods too.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, api_token=settings.api_token)
+    _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
+    return app
+
+
+def _openapi_config(settings: Settings) -> OpenAPIConfig:
+    secured = bool(settings.api_token)
+    return OpenAPIConfig(
+        title="TaskForge",
+        version=VERSION,
+        description=(
+            "A fault-tolerant distributed job queue and scheduler. Every error response is "
+            '`{"code", "message", "details"}`; every response carries `X-Request-ID`.'
+        ),
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin()],
+        components=Components(
+            security_schemes={BEARER: SecurityScheme(type="http", scheme="bearer")}
+            if secured
+            else None
+        ),
+        security=[{BEARER: []}] if secured else None,
+    )
+
+
+def _complete_openapi(schema: OpenAPI, *, secured: bool) -> None:
+    """Say what the generator cannot: every response carries X-Request-ID, request bodies
+    refuse unknown fields, and probes and the metrics scrape need no token."""
+    request_id = OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING),
+        required=True,
+        description="The caller's X-Request-ID when it was a sane token, otherwise a new one.",
+    )
+    for path, item in (schema.paths or {}).items():
+        for operation in (item.get, item.post, item.put, item.patch, item.delete):
+            if operation is None:
+                continue
+            for response in (operation.responses or {}).values():
+                if isinstance(response, OpenAPIResponse):
+                    headers = {**(response.headers or {}), REQUEST_ID_HEADER: request_id}
+                    response.headers = headers
+            if secured and path in OPEN_PATHS:
+                operation.security = []
+    components = schema.components.schemas if schema.components else None
+    for name in STRICT_BODIES:
+        if components and isinstance(component := components.get(name), Schema):
+            component.additional_properties = False

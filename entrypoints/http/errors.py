@@ -1,0 +1,158 @@
+"""One table from exceptions to HTTP statuses and stable error codes.
+
+Every non-2xx response is `{"code", "message", "details"}`, including the framework's own
+(unknown route, wrong method, malformed query) and unexpected exceptions (500, no traceback
+in the body; the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from taskforge.domain.errors import (
+    DeadLetterNotFound,
+    DomainError,
+    InvalidTransition,
+    JobNotFound,
+    Unavailable,
+    ValidationError,
+)
+from taskforge.entrypoints.http.schemas import FIELD_RULES, ErrorOut, NotReadyOut
+
+log = logging.getLogger("taskforge.http")
+
+DOMAIN_ERRORS: dict[type[DomainError], tuple[int, str]] = {
+    ValidationError: (400, "validation_error"),
+    JobNotFound: (404, "not_found"),
+    DeadLetterNotFound: (404, "not_found"),
+    InvalidTransition: (409, "invalid_state_transition"),
+    Unavailable: (503, "not_ready"),
+}
+
+STATUS_CODES: dict[int, tuple[str, str]] = {
+    400: ("validation_error", "invalid request"),
+    401: ("unauthorized", "missing or invalid bearer token"),
+    404: ("not_found", "no such route"),
+    405: ("method_not_allowed", "method not allowed on this route"),
+    409: ("invalid_state_transition", "conflict"),
+    413: ("payload_too_large", "request body too large"),
+    415: ("validation_error", "Content-Type must be application/json"),
+    429: ("rate_limited", "too many requests"),
+    503: ("not_ready", "service not ready"),
+}
+"""Framework errors by status: the code, and the message when the framework has none better."""
+
+_HUMANE_FRAMEWORK_MESSAGES = {404, 405, 413}
+
+
+class ApiError(Exception):
+    """An error an entrypoint raises directly with its status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class NotReady(Exception):
+    """/readyz found a backing service that does not answer; `checks` has every result."""
+
+    def __init__(self, checks: dict[str, str]) -> None:
+        failing = "; ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+        super().__init__(f"not ready: {failing}")
+        self.checks = checks
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorOut]:
+    return Response(
+        ErrorOut(code=code, message=message, details=details), status_code=status, headers=headers
+    )
+
+
+def handle_exception(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ErrorOut] | Response[NotReadyOut]:
+    if isinstance(exc, NotReady):
+        body = NotReadyOut(
+            code="not_ready",
+            message=str(exc),
+            details=exc.checks,
+            status="not_ready",
+            checks=exc.checks,
+        )
+        return Response(body, status_code=503)
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, DomainError):
+        return _domain_error(exc)
+    if isinstance(exc, HTTPException) and (exc.status_code < 500 or exc.status_code == 503):
+        return _framework_error(exc)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def _domain_error(exc: DomainError) -> Response[ErrorOut]:
+    status, code = next(
+        (mapped for kind, mapped in DOMAIN_ERRORS.items() if isinstance(exc, kind)),
+        (500, "internal_error"),
+    )
+    match exc:
+        case ValidationError():
+            extra = exc.details if isinstance(exc.details, dict) else {}
+            details = {"field": exc.field, **extra}
+            return error_response(status, code, f"{exc.field}: {exc.message}", details)
+        case InvalidTransition():
+            details = {"state": exc.current, "target": exc.target}
+            return error_response(status, code, str(exc), details)
+        case Unavailable():
+            log.warning("%s", exc)
+            return error_response(status, code, str(exc), {"service": exc.service})
+        case _:
+            return error_response(status, code, str(exc))
+
+
+def _framework_error(exc: HTTPException) -> Response[ErrorOut]:
+    status = exc.status_code
+    code, default_message = STATUS_CODES.get(status, ("validation_error", "request rejected"))
+    headers = {
+        key: value
+        for key, value in (exc.headers or {}).items()
+        if key.lower() in {"allow", "retry-after", "www-authenticate"}
+    }
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        problems = [_problem(item) for item in exc.extra]
+        first = problems[0]
+        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        details = {"field": first["field"], "problems": problems}
+        return error_response(status, code, message, details, headers)
+    if status in _HUMANE_FRAMEWORK_MESSAGES or not exc.detail:
+        message = default_message
+    else:
+        message = exc.detail
+    return error_response(status, code, message, None, headers)
+
+
+_MSGSPEC_SUFFIX = re.compile(r" - at `\$[^`]*`$")
+
+
+def _problem(item: Any) -> dict[str, Any]:
+    """One framework validation failure (a query or path parameter) in the API's words."""
+    if not isinstance(item, dict):
+        return {"field": None, "message": str(item)}
+    field = item.get("key")
+    raw = _MSGSPEC_SUFFIX.sub("", str(item.get("message", "invalid value")))
+    message = FIELD_RULES.get(field, raw) if isinstance(field, str) else raw
+    return {"field": field, "message": message}

@@ -1,0 +1,416 @@
+"""Route handlers: parse, call one use case, shape the response."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from dishka.integrations.litestar import FromDishka, inject
+from litestar import Request, Response, get, post
+from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, Operation, RequestBody
+from litestar.params import Body, Parameter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from taskforge.adapters.memory.jobs import InMemoryJobRepository
+from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.application.jobs import (
+    CancelJob,
+    EnqueueJob,
+    GetDeadLetter,
+    GetJob,
+    GetStats,
+    ListDeadLetters,
+    ListJobs,
+    MoveJobToDeadLetter,
+    ReplayDeadLetter,
+    RetryJob,
+)
+from taskforge.application.ports import (
+    DeadLetterStore,
+    IdSource,
+    JobRepository,
+    ListFilter,
+    ReadyQueue,
+)
+from taskforge.domain.errors import ValidationError
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, validate_queue_name
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.http.body import json_body
+from taskforge.entrypoints.http.errors import NotReady
+from taskforge.entrypoints.http.schemas import (
+    JOB_IN_EXAMPLE,
+    DeadLetterOut,
+    DeadLetterPage,
+    ErrorOut,
+    HealthOut,
+    JobIn,
+    JobOut,
+    JobPage,
+    NotReadyOut,
+    QueueStatsOut,
+    ReadyOut,
+    ReasonIn,
+    StatsOut,
+)
+
+READINESS_TIMEOUT = 2.0
+MAX_OFFSET = 2**31 - 1
+"""Deeper pages are refused: no store holds that many jobs, and Postgres' OFFSET is bigint."""
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+_ERROR_DESCRIPTIONS = {
+    400: "validation_error: a parameter or the body is invalid; details.field names it",
+    401: "unauthorized: API_TOKEN is set and the bearer token is missing or wrong",
+    404: "not_found: no such job or dead letter",
+    409: "invalid_state_transition: the job's current state (details.state) forbids this",
+    413: "payload_too_large: the body is over MAX_PAYLOAD_BYTES",
+    415: "validation_error: the body is not declared as application/json",
+    500: "internal_error: an unexpected failure (logged with the request id)",
+    503: "not_ready: Postgres or Redis cannot answer right now",
+}
+
+
+def errors(*statuses: int, guarded: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error responses a route can give. Every route can fail with
+    500; a guarded one also answers 401 (when API_TOKEN is set) and 503 (backend down)."""
+    implied = {500, 401, 503} if guarded else {500}
+    return {
+        status: ResponseSpec(ErrorOut, description=_ERROR_DESCRIPTIONS[status])
+        for status in sorted({*statuses, *implied})
+    }
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose JSON body may be omitted (the framework marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
+JobId = Annotated[
+    str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})
+]
+Limit = Annotated[
+    int | None,
+    Parameter(
+        description=f"Page size: default 50; values above {MAX_PAGE_LIMIT} are clamped.", ge=1
+    ),
+]
+Offset = Annotated[
+    int | None,
+    Parameter(description="Items to skip; negative values count as 0.", le=MAX_OFFSET),
+]
+Status = Annotated[
+    str | None,
+    Parameter(description="Lifecycle state filter, case-insensitive: " + ", ".join(JobState)),
+]
+Reason = Annotated[
+    ReasonIn | None,
+    Body(
+        description='Optional: no body, an empty body, {} and {"reason": "..."} all work.',
+        examples=[Example(summary="With a reason", value={"reason": "user requested"})],
+    ),
+]
+
+
+def parse_job_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise ValidationError("id", "must be a UUID") from None
+
+
+def parse_state(raw: str | None) -> JobState | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return JobState(raw.upper())
+    except ValueError:
+        allowed = ", ".join(JobState)
+        raise ValidationError(
+            "status", f"unknown state {raw!r}; allowed: {allowed}", details={"allowed": [*JobState]}
+        ) from None
+
+
+def _reason(data: ReasonIn | None) -> str | None:
+    return data.checked_reason() if data is not None else None
+
+
+@get(
+    "/healthz",
+    tags=["health"],
+    summary="Liveness: 200 whenever the process is up",
+    responses=errors(guarded=False),
+)
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@get(
+    "/readyz",
+    tags=["health"],
+    summary="Readiness: checks the job store and the ready queue",
+    description="200 when every backing service answers; 503 naming the failing check.",
+    responses={
+        **errors(guarded=False),
+        503: ResponseSpec(NotReadyOut, description="not_ready: a check failed"),
+    },
+)
+@inject
+async def readyz(jobs: FromDishka[JobRepository], ready_queue: FromDishka[ReadyQueue]) -> ReadyOut:
+    names = ("store", "queue") if isinstance(jobs, InMemoryJobRepository) else ("postgres", "redis")
+    results = await asyncio.gather(
+        asyncio.wait_for(jobs.ping(), READINESS_TIMEOUT),
+        asyncio.wait_for(ready_queue.ping(), READINESS_TIMEOUT),
+        return_exceptions=True,
+    )
+    checks = {
+        name: "ok" if not isinstance(result, BaseException) else f"error: {_short(result)}"
+        for name, result in zip(names, results, strict=True)
+    }
+    if any(value != "ok" for value in checks.values()):
+        raise NotReady(checks)
+    return ReadyOut(status="ready", checks=checks)
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {READINESS_TIMEOUT:g}s"
+    return (str(exc) or type(exc).__name__)[:200]
+
+
+@post(
+    "/jobs",
+    tags=["jobs"],
+    summary="Enqueue a job",
+    description=(
+        "201 with the new job. When `idempotencyKey` matches an existing job, 200 with that "
+        "job (same `id`) and nothing is enqueued."
+    ),
+    status_code=201,
+    response_description="The job was created",
+    responses={
+        200: ResponseSpec(JobOut, description="A job with this idempotencyKey already existed"),
+        **errors(400, 413, 415),
+    },
+    before_request=json_body(JobIn, required=True),
+)
+@inject
+async def create_job(
+    request: Request[Any, Any, Any],
+    data: Annotated[
+        JobIn,
+        Body(
+            description="The job to enqueue; only jobType is required.",
+            examples=[Example(summary="An email job", value=JOB_IN_EXAMPLE)],
+        ),
+    ],
+    enqueue: FromDishka[EnqueueJob],
+    ids: FromDishka[IdSource],
+    settings: FromDishka[Settings],
+) -> Response[JobOut]:
+    header = request.headers.get("traceparent")
+    traceparent = header if header and _TRACEPARENT.fullmatch(header) else None
+    new_job = data.to_new_job(ids.new_id(), settings.queue_name, traceparent)
+    result = await enqueue(new_job)
+    return Response(JobOut.of(result.job), status_code=201 if result.created else 200)
+
+
+@get("/jobs", tags=["jobs"], summary="List jobs, newest first", responses=errors(400))
+@inject
+async def list_jobs(
+    list_jobs: FromDishka[ListJobs],
+    limit: Limit = None,
+    offset: Offset = None,
+    status: Status = None,
+    queue: Annotated[str | None, Parameter(description="Only this queue.")] = None,
+) -> JobPage:
+    where = ListFilter(
+        queue=validate_queue_name(queue) if queue is not None else None, state=parse_state(status)
+    )
+    return await _job_page(list_jobs, where, Page.clamp(limit, offset))
+
+
+@get(
+    "/queues/{queue_name:str}/jobs",
+    tags=["jobs"],
+    summary="List one queue's jobs, newest first",
+    responses=errors(400),
+)
+@inject
+async def list_queue_jobs(
+    queue_name: Annotated[str, Parameter(description="The queue, e.g. jobs:ready.")],
+    list_jobs: FromDishka[ListJobs],
+    limit: Limit = None,
+    offset: Offset = None,
+    status: Status = None,
+) -> JobPage:
+    where = ListFilter(queue=validate_queue_name(queue_name), state=parse_state(status))
+    return await _job_page(list_jobs, where, Page.clamp(limit, offset))
+
+
+async def _job_page(list_jobs: ListJobs, where: ListFilter, page: Page) -> JobPage:
+    items, total = await list_jobs(where, page)
+    return JobPage(
+        items=[JobOut.of(job) for job in items], limit=page.limit, offset=page.offset, total=total
+    )
+
+
+@get("/jobs/{job_id:str}", tags=["jobs"], summary="One job", responses=errors(400, 404))
+@inject
+async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobOut:
+    return JobOut.of(await get_job(parse_job_id(job_id)))
+
+
+@post(
+    "/jobs/{job_id:str}/retry",
+    tags=["jobs"],
+    summary="Retry a FAILED, DLQ or CANCELLED job now",
+    description="FAILED keeps its counts; DLQ and CANCELLED restart from attempt 0.",
+    status_code=200,
+    responses=errors(400, 404, 409),
+)
+@inject
+async def retry_job(job_id: JobId, retry: FromDishka[RetryJob]) -> JobOut:
+    return JobOut.of(await retry(parse_job_id(job_id)))
+
+
+@post(
+    "/jobs/{job_id:str}/dlq",
+    tags=["jobs"],
+    summary="Move a PENDING, RUNNING or FAILED job to the dead-letter queue",
+    status_code=200,
+    responses=errors(400, 404, 409, 413, 415),
+    before_request=json_body(ReasonIn | None, required=False),
+    operation_class=OptionalBodyOperation,
+)
+@inject
+async def dead_letter_job(
+    job_id: JobId, move: FromDishka[MoveJobToDeadLetter], data: Reason = None
+) -> JobOut:
+    return JobOut.of(await move(parse_job_id(job_id), _reason(data)))
+
+
+@post(
+    "/jobs/{job_id:str}/cancel",
+    tags=["jobs"],
+    summary="Cancel a PENDING, RUNNING or FAILED job",
+    status_code=200,
+    responses=errors(400, 404, 409, 413, 415),
+    before_request=json_body(ReasonIn | None, required=False),
+    operation_class=OptionalBodyOperation,
+)
+@inject
+async def cancel_job(job_id: JobId, cancel: FromDishka[CancelJob], data: Reason = None) -> JobOut:
+    return JobOut.of(await cancel(parse_job_id(job_id), _reason(data)))
+
+
+@get("/dlq", tags=["dlq"], summary="List dead letters, newest first", responses=errors(400))
+@inject
+async def list_dead_letters(
+    list_entries: FromDishka[ListDeadLetters], limit: Limit = None, offset: Offset = None
+) -> DeadLetterPage:
+    page = Page.clamp(limit, offset)
+    items, total = await list_entries(page)
+    return DeadLetterPage(
+        items=[DeadLetterOut.of(entry) for entry in items],
+        limit=page.limit,
+        offset=page.offset,
+        total=total,
+    )
+
+
+@get("/dlq/{job_id:str}", tags=["dlq"], summary="One dead letter", responses=errors(400, 404))
+@inject
+async def get_dead_letter(job_id: JobId, get_entry: FromDishka[GetDeadLetter]) -> DeadLetterOut:
+    return DeadLetterOut.of(await get_entry(parse_job_id(job_id)))
+
+
+@post(
+    "/dlq/{job_id:str}/replay",
+    tags=["dlq"],
+    summary="Replay a dead-lettered job",
+    description="Deletes the dead letter and re-enqueues the job from attempt 0.",
+    status_code=200,
+    responses=errors(400, 404, 409),
+)
+@inject
+async def replay_dead_letter(job_id: JobId, replay: FromDishka[ReplayDeadLetter]) -> JobOut:
+    return JobOut.of(await replay(parse_job_id(job_id)))
+
+
+@get(
+    "/stats",
+    tags=["health"],
+    summary="Per-queue depth and state counts, totals, DLQ size",
+    responses=errors(),
+)
+@inject
+async def stats(get_stats: FromDishka[GetStats]) -> StatsOut:
+    result = await get_stats()
+    return StatsOut(
+        queues=[
+            QueueStatsOut(
+                queue=q.queue,
+                depth=q.depth,
+                states={state.value: n for state, n in q.counts.items()},
+                total=sum(q.counts.values()),
+            )
+            for q in result.queues
+        ],
+        totals={state.value: n for state, n in result.totals.items()},
+        total=sum(result.totals.values()),
+        dlq=result.dead_letters,
+    )
+
+
+@get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    media_type=MediaType.TEXT,
+    responses=errors(503, guarded=False),
+)
+@inject
+async def metrics(
+    registry: FromDishka[PrometheusMetrics],
+    jobs: FromDishka[JobRepository],
+    dead_letters: FromDishka[DeadLetterStore],
+    ready_queue: FromDishka[ReadyQueue],
+    settings: FromDishka[Settings],
+) -> Response[str]:
+    queues = {entry.queue for entry in await jobs.stats()} | {settings.queue_name}
+    for queue, depth in (await ready_queue.depth(sorted(queues))).items():
+        registry.queue_depth.labels(queue).set(depth)
+    registry.dlq_count.set(await dead_letters.count())
+    text = generate_latest(registry.registry).decode()
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [
+    healthz,
+    readyz,
+    stats,
+    create_job,
+    list_jobs,
+    list_queue_jobs,
+    get_job,
+    retry_job,
+    dead_letter_job,
+    cancel_job,
+    list_dead_letters,
+    get_dead_letter,
+    replay_dead_letter,
+    metrics,
+]
+
+__all__ = ["ROUTES"]

@@ -1,0 +1,350 @@
+"""Request and response bodies: camelCase JSON, as the API documents them.
+
+The constraints declared here (patterns, bounds) are what the OpenAPI schema shows and what
+decoding enforces; the domain validates the same rules again when the job is built, and
+adds the ones a schema cannot say (maxDelay >= initialDelay, runAt or delay, not both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from taskforge.domain.errors import ValidationError
+from taskforge.domain.job import DeadLetter, Job, JsonObject, NewJob
+from taskforge.domain.policy import (
+    MAX_ATTEMPTS_LIMIT,
+    VISIBILITY_TIMEOUT_RANGE,
+    RetryPolicy,
+    validate_visibility_timeout,
+)
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import (
+    IDEMPOTENCY_KEY_MAX,
+    RESERVED_QUEUE_PREFIX,
+    validate_delay,
+    validate_idempotency_key,
+    validate_job_type,
+    validate_queue_name,
+)
+
+T = TypeVar("T")
+
+MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
+"""Upper bound for every duration a caller sets (ten years): later than that is a mistake,
+and timestamps computed from larger values would overflow."""
+
+REASON_MAX = 1000
+
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+QUEUE_PATTERN = r"^(?!" + RESERVED_QUEUE_PREFIX + r")[A-Za-z0-9_.:\-]{1,128}$"
+
+FIELD_RULES: dict[str, str] = {
+    "body": "must be a JSON object",
+    "jobType": "must be 1-128 characters of letters, digits and _ - . :",
+    "queue": (
+        "must be 1-128 characters of letters, digits and _ - . : "
+        f"and must not start with {RESERVED_QUEUE_PREFIX!r}"
+    ),
+    "payload": "must be a JSON object",
+    "idempotencyKey": f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+    "maxAttempts": f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}",
+    "initialDelay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
+    "backoff": "must be a number >= 1",
+    "maxDelay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
+    "jitter": "must be true or false",
+    "visibilityTimeout": (
+        f"must be a number of seconds from {VISIBILITY_TIMEOUT_RANGE[0]:g} "
+        f"to {VISIBILITY_TIMEOUT_RANGE[1]:g}"
+    ),
+    "runAt": "must be an ISO-8601 date-time, e.g. 2030-01-01T09:00:00Z",
+    "delay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
+    "reason": f"must be a string of at most {REASON_MAX} characters",
+    "limit": "must be a whole number >= 1 (values above 200 are clamped to 200)",
+    "offset": "must be a whole number (negative values count as 0)",
+}
+"""What each input accepts, in words: the OpenAPI descriptions and the 400 messages."""
+
+
+def _rule(field: str, **constraints: Any) -> msgspec.Meta:
+    text = FIELD_RULES[field]
+    # The schema generator drops falsy bounds (a minimum of 0); restate them explicitly.
+    zero_bounds = {
+        schema_key: 0
+        for key, schema_key in (("ge", "minimum"), ("le", "maximum"))
+        if constraints.get(key) == 0
+    }
+    return msgspec.Meta(
+        description=text[0].upper() + text[1:] + ".",
+        extra_json_schema={"extra": zero_bounds} if zero_bounds else None,
+        **constraints,
+    )
+
+
+class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=True):
+    """POST /jobs. Durations are seconds; `runAt` (ISO-8601) or `delay` makes a delayed job.
+    Unset policy fields take the defaults: maxAttempts 3, initialDelay 1, backoff 2,
+    maxDelay 300, jitter false, visibilityTimeout 30."""
+
+    job_type: Annotated[str, _rule("jobType", pattern=NAME_PATTERN, examples=["email"])]
+    payload: Annotated[
+        JsonObject, msgspec.Meta(description="Handler input, a JSON object (default {}).")
+    ] = msgspec.field(default_factory=dict)
+    idempotency_key: (
+        Annotated[str, _rule("idempotencyKey", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None
+    ) = None
+    queue: Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None = None
+    max_attempts: Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
+    initial_delay: Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    backoff: Annotated[float, _rule("backoff", ge=1)] | None = None
+    max_delay: Annotated[float, _rule("maxDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    jitter: Annotated[bool, _rule("jitter")] | None = None
+    visibility_timeout: (
+        Annotated[
+            float,
+            _rule(
+                "visibilityTimeout", ge=VISIBILITY_TIMEOUT_RANGE[0], le=VISIBILITY_TIMEOUT_RANGE[1]
+            ),
+        ]
+        | None
+    ) = None
+    run_at: Annotated[datetime, _rule("runAt")] | None = None
+    delay: Annotated[float, _rule("delay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+
+    def to_new_job(self, job_id: UUID, default_queue: str, traceparent: str | None) -> NewJob:
+        """Validate every field (the message names the first bad one) into a NewJob."""
+        defaults = RetryPolicy()
+        policy = RetryPolicy(
+            max_attempts=_pick(self.max_attempts, defaults.max_attempts),
+            initial_delay=_pick(self.initial_delay, defaults.initial_delay),
+            backoff=_pick(self.backoff, defaults.backoff),
+            max_delay=_pick(self.max_delay, max(defaults.max_delay, self.initial_delay or 0.0)),
+            jitter=_pick(self.jitter, defaults.jitter),
+        )
+        if self.run_at is not None and self.delay is not None:
+            raise ValidationError("runAt", "give runAt or delay, not both")
+        run_at = self.run_at
+        if run_at is not None and run_at.tzinfo is None:
+            run_at = run_at.replace(tzinfo=UTC)  # an ISO-8601 time without offset is UTC
+        return NewJob(
+            id=job_id,
+            queue=validate_queue_name(self.queue if self.queue is not None else default_queue),
+            job_type=validate_job_type(self.job_type),
+            payload=validate_payload(self.payload),
+            policy=policy,
+            visibility_timeout=validate_visibility_timeout(_pick(self.visibility_timeout, 30.0)),
+            idempotency_key=(
+                validate_idempotency_key(self.idempotency_key)
+                if self.idempotency_key is not None
+                else None
+            ),
+            run_at=run_at,
+            delay=validate_delay(self.delay) if self.delay is not None else None,
+            traceparent=traceparent,
+        )
+
+
+JOB_IN_EXAMPLE: dict[str, Any] = {
+    "jobType": "email",
+    "payload": {"to": "a@b.com"},
+    "idempotencyKey": "abc-123",
+    "maxAttempts": 5,
+    "delay": 10,
+}
+
+
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def validate_payload(payload: JsonObject) -> JsonObject:
+    """Postgres cannot store NUL in text or jsonb strings; refuse it here for every backend."""
+    for text in _strings(payload):
+        if "\x00" in text:
+            raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
+    return payload
+
+
+def _strings(value: Any) -> Iterator[str]:
+    # Iterative: a payload may nest deeper than Python's recursion limit allows.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Optional body of POST /jobs/{id}/cancel and /dlq: why the operator acted."""
+
+    reason: Annotated[str, _rule("reason", max_length=REASON_MAX)] | None = None
+
+    def checked_reason(self) -> str | None:
+        if self.reason is not None and "\x00" in self.reason:
+            raise ValidationError("reason", "must not contain NUL characters (\\u0000)")
+        return self.reason
+
+
+class JobOut(msgspec.Struct, rename="camel", kw_only=True):
+    """A job. Timestamps are ISO-8601 UTC; durations are seconds. `reason` is the cancel or
+    dead-letter reason; `leaseOwner` and `leaseExpiresAt` are set while the job is RUNNING."""
+
+    id: UUID
+    queue: str
+    job_type: str
+    payload: dict[str, Any]
+    state: JobState
+    idempotency_key: str | None
+    attempt_count: int
+    retry_count: int
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    next_run_at: datetime
+    last_error: str | None
+    reason: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            queue=job.queue,
+            job_type=job.job_type,
+            payload=job.payload,
+            state=job.state,
+            idempotency_key=job.idempotency_key,
+            attempt_count=job.attempt_count,
+            retry_count=job.retry_count,
+            max_attempts=job.policy.max_attempts,
+            initial_delay=job.policy.initial_delay,
+            backoff=job.policy.backoff,
+            max_delay=job.policy.max_delay,
+            jitter=job.policy.jitter,
+            visibility_timeout=job.visibility_timeout,
+            next_run_at=job.next_run_at,
+            last_error=job.last_error,
+            reason=job.reason,
+            lease_owner=job.lease_owner,
+            lease_expires_at=job.lease_expires_at,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+
+
+class DeadLetterOut(msgspec.Struct, rename="camel", kw_only=True):
+    """A `dead_letters` entry: the job's payload, why it was dead-lettered, its last error
+    and how many attempts it had."""
+
+    job_id: UUID
+    queue: str
+    job_type: str
+    payload: dict[str, Any]
+    reason: str
+    last_error: str | None
+    attempts: int
+    failed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, entry: DeadLetter) -> DeadLetterOut:
+        return cls(
+            job_id=entry.job_id,
+            queue=entry.queue,
+            job_type=entry.job_type,
+            payload=entry.payload,
+            reason=entry.reason,
+            last_error=entry.last_error,
+            attempts=entry.attempts,
+            failed_at=entry.failed_at,
+            created_at=entry.created_at,
+            updated_at=entry.updated_at,
+        )
+
+
+class JobPage(msgspec.Struct, kw_only=True):
+    """Newest first. `limit` and `offset` are the values applied (after clamping); `total`
+    counts every match."""
+
+    items: list[JobOut]
+    limit: int
+    offset: int
+    total: int
+
+
+class DeadLetterPage(msgspec.Struct, kw_only=True):
+    """Newest first (by failedAt). `total` counts every entry."""
+
+    items: list[DeadLetterOut]
+    limit: int
+    offset: int
+    total: int
+
+
+class ErrorOut(msgspec.Struct, kw_only=True):
+    """Every error response, from every route and from the framework. `code` is stable
+    snake_case; `details` names the offending input where there is one."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class QueueStatsOut(msgspec.Struct, kw_only=True):
+    """One queue: hints waiting in the ready queue (`depth`) and jobs per state."""
+
+    queue: str
+    depth: int
+    states: dict[str, int]
+    total: int
+
+
+class StatsOut(msgspec.Struct, kw_only=True):
+    """Per queue depth and state counts, the counts over all queues, and the DLQ size."""
+
+    queues: list[QueueStatsOut]
+    totals: dict[str, int]
+    total: int
+    dlq: int
+
+
+class HealthOut(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ReadyOut(msgspec.Struct, kw_only=True):
+    """`checks` maps each backing service to "ok" or the error it gave."""
+
+    status: str
+    checks: dict[str, str]
+
+
+class NotReadyOut(msgspec.Struct, kw_only=True):
+    """The 503 of /readyz: the error shape plus the readiness fields, so both error-handling
+    clients and probes read it."""
+
+    code: str
+    message: str
+    details: dict[str, str]
+    status: str
+    checks: dict[str, str]

@@ -1,0 +1,166 @@
+"""The HTTP API in process: an httpx client over the ASGI app, on each backend.
+
+Every test that takes `client` runs twice: on the in-memory backend and on Postgres + Redis
+(this run's database, migrated once and emptied per test; this run's Redis key prefix and a
+queue name of its own). No worker runs: state changes come from the API itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from dishka import AsyncContainer
+
+from taskforge.adapters.telemetry.logging import JsonFormatter
+from taskforge.application.handlers import HandlerRegistry
+from taskforge.entrypoints.config import Address, Settings
+from taskforge.entrypoints.container import Backend, make_container
+from taskforge.entrypoints.http.app import create_app
+
+BASE_URL = "http://taskforge.test"
+
+JobFactory = Callable[..., Awaitable[dict[str, Any]]]
+LogLines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def migrated_dsn(postgres_dsn: str) -> str:
+    from taskforge.adapters.postgres.migrations import apply_migrations
+
+    asyncio.run(apply_migrations(postgres_dsn))
+    return postgres_dsn
+
+
+def postgres_redis_settings(
+    request: pytest.FixtureRequest, queue_name: str, redis_prefix: str
+) -> Settings:
+    dsn = request.getfixturevalue("migrated_dsn")
+    url = urlsplit(request.getfixturevalue("redis_url"))
+    return Settings(
+        postgres_dsn=dsn,
+        redis_addr=Address(url.hostname or "localhost", url.port or 6379),
+        redis_db=int(url.path.lstrip("/") or 0),
+        redis_key_prefix=redis_prefix,
+        queue_name=queue_name,
+    )
+
+
+@pytest.fixture(
+    params=[
+        Backend.MEMORY,
+        pytest.param(Backend.POSTGRES_REDIS, marks=pytest.mark.integration),
+    ],
+    ids=str,
+)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return Backend(request.param)
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    """Settings fields a test changes: `@pytest.mark.parametrize("overrides", [{...}])`."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest,
+    backend: Backend,
+    queue_name: str,
+    redis_prefix: str,
+    overrides: dict[str, Any],
+) -> Settings:
+    """What the app is built with: this backend's settings plus the test's overrides."""
+    if backend is Backend.MEMORY:
+        return replace(Settings(queue_name=queue_name), **overrides)
+    request.getfixturevalue("redis_cleanup")
+    return replace(postgres_redis_settings(request, queue_name, redis_prefix), **overrides)
+
+
+@pytest.fixture
+async def container(
+    request: pytest.FixtureRequest, backend: Backend, settings: Settings
+) -> AsyncIterator[AsyncContainer]:
+    container = make_container(settings, backend, HandlerRegistry())
+    try:
+        if backend is Backend.POSTGRES_REDIS:
+            await _empty_tables(request.getfixturevalue("migrated_dsn"))
+        yield container
+    finally:
+        await container.close()
+
+
+async def _empty_tables(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE jobs, dead_letters")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def client(container: AsyncContainer, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(container, settings)
+    # Litestar's ASGI signature is narrower than the generic one httpx declares.
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        yield client
+
+
+@pytest.fixture
+def create_job(client: httpx.AsyncClient) -> JobFactory:
+    """POSTs a job (jobType "email" unless given) and returns the created resource."""
+
+    async def create(**fields: Any) -> dict[str, Any]:
+        fields.setdefault("jobType", "email")
+        response = await client.post("/jobs", json=fields)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    return create
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
+    """The response is the API's error shape with this status and code (naming `field`)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"code", "message", "details"}
+    assert body["code"] == code
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    if field is not None:
+        assert body["details"]["field"] == field, body
+        assert field in body["message"]
+    return body
+
+
+@pytest.fixture
+def logs() -> Iterator[LogLines]:
+    """What TaskForge logged so far in this test, one parsed JSON line each (level INFO)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("taskforge")
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)

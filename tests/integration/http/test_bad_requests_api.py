@@ -1,0 +1,265 @@
+"""Bad input: every rejection is the error shape with a stable code, naming the input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.http.conftest import JobFactory, assert_error
+
+JSON = {"content-type": "application/json"}
+UNKNOWN_ID = "01900000-0000-7000-8000-000000000003"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"jobType": "email", "bogus": 1}, "bogus"),  # unknown field: named, not "data"
+        ({"payload": {}}, "jobType"),  # the one required field
+        ({"jobType": "email", "maxAttempts": "3"}, "maxAttempts"),  # wrong type
+        ({"jobType": "email", "maxAttempts": 2.5}, "maxAttempts"),
+        ({"jobType": "email", "maxAttempts": 0}, "maxAttempts"),
+        ({"jobType": "email", "maxAttempts": 1001}, "maxAttempts"),
+        ({"jobType": "email", "payload": [1, 2]}, "payload"),  # payload not an object
+        ({"jobType": "email", "payload": "text"}, "payload"),
+        ({"jobType": "email", "payload": None}, "payload"),
+        ({"jobType": "email", "payload": {"k": "a\u0000b"}}, "payload"),
+        ({"jobType": ""}, "jobType"),
+        ({"jobType": "has space"}, "jobType"),
+        ({"jobType": "x" * 129}, "jobType"),
+        ({"jobType": 5}, "jobType"),
+        ({"jobType": "email", "queue": "taskforge:internal"}, "queue"),  # reserved prefix
+        ({"jobType": "email", "queue": "a/b"}, "queue"),
+        ({"jobType": "email", "idempotencyKey": ""}, "idempotencyKey"),
+        ({"jobType": "email", "idempotencyKey": "k" * 256}, "idempotencyKey"),
+        ({"jobType": "email", "idempotencyKey": "line\nbreak"}, "idempotencyKey"),
+        ({"jobType": "email", "initialDelay": -1}, "initialDelay"),
+        ({"jobType": "email", "backoff": 0.5}, "backoff"),
+        ({"jobType": "email", "initialDelay": 10, "maxDelay": 5}, "maxDelay"),
+        ({"jobType": "email", "maxDelay": 1e12}, "maxDelay"),
+        ({"jobType": "email", "jitter": "yes"}, "jitter"),
+        ({"jobType": "email", "visibilityTimeout": 0}, "visibilityTimeout"),
+        ({"jobType": "email", "visibilityTimeout": 43201}, "visibilityTimeout"),
+        ({"jobType": "email", "delay": -1}, "delay"),
+        ({"jobType": "email", "delay": 1e12}, "delay"),
+        ({"jobType": "email", "runAt": "tomorrow"}, "runAt"),
+        ({"jobType": "email", "runAt": "2030-01-01T00:00:00Z", "delay": 5}, "runAt"),
+    ],
+)
+async def test_invalid_job_is_400_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/jobs", json=body)
+
+    assert_error(response, 400, "validation_error", field)
+    assert (await client.get("/jobs")).json()["total"] == 0
+
+
+async def test_unknown_field_message_lists_the_allowed_fields(client: httpx.AsyncClient) -> None:
+    response = await client.post("/jobs", json={"jobType": "email", "job_type": "email"})
+
+    body = assert_error(response, 400, "validation_error", "job_type")
+    assert "jobType" in body["message"]
+    assert "maxAttempts" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{bad json",
+        b'{"jobType": "email",}',
+        b'{"jobType": "\\ud800"}',  # a lone surrogate is not text
+        b"[" * 100_000 + b"]" * 100_000,  # nested beyond any parser's depth
+    ],
+    ids=["malformed", "trailing-comma", "lone-surrogate", "too-deep"],
+)
+async def test_malformed_json_is_400_naming_the_body(
+    client: httpx.AsyncClient, content: bytes
+) -> None:
+    response = await client.post("/jobs", content=content, headers=JSON)
+
+    assert_error(response, 400, "validation_error", "body")
+
+
+@pytest.mark.parametrize("content", [b"", b"   ", b"null", b"[]", b'"email"', b"42"], ids=repr)
+async def test_post_jobs_without_a_json_object_is_400(
+    client: httpx.AsyncClient, content: bytes
+) -> None:
+    response = await client.post("/jobs", content=content, headers=JSON)
+
+    assert_error(response, 400, "validation_error", "body")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+async def test_a_body_declared_as_not_json_is_415(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    response = await client.post(
+        "/jobs", content=b'{"jobType": "email"}', headers={"content-type": content_type}
+    )
+
+    assert_error(response, 415, "validation_error", "Content-Type")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.api+json", None],
+)
+async def test_json_content_types_and_a_missing_one_are_accepted(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+
+    response = await client.post("/jobs", content=b'{"jobType": "email"}', headers=headers)
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("action", ["cancel", "dlq"])
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"reason": 5}', "reason"),
+        (b'{"reason": "' + b"r" * 1001 + b'"}', "reason"),
+        (b'{"reason": "a\\u0000b"}', "reason"),
+        (b'{"why": "x"}', "why"),
+        (b"[]", "body"),
+        (b"{oops", "body"),
+    ],
+)
+async def test_invalid_reason_body_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, create_job: JobFactory, action: str, content: bytes, field: str
+) -> None:
+    job = await create_job()
+
+    response = await client.post(f"/jobs/{job['id']}/{action}", content=content, headers=JSON)
+
+    assert_error(response, 400, "validation_error", field)
+    assert (await client.get(f"/jobs/{job['id']}")).json()["state"] == "PENDING"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/jobs/not-a-uuid"),
+        ("GET", "/jobs/12345"),
+        ("POST", "/jobs/not-a-uuid/cancel"),
+        ("POST", "/jobs/not-a-uuid/dlq"),
+        ("POST", "/jobs/not-a-uuid/retry"),
+        ("GET", "/dlq/not-a-uuid"),
+        ("POST", "/dlq/not-a-uuid/replay"),
+    ],
+)
+async def test_invalid_id_is_400_naming_id(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    assert_error(await client.request(method, path), 400, "validation_error", "id")
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/queues/jobs:ready/jobs"])
+async def test_unknown_status_is_400_naming_the_allowed_values(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, params={"status": "DONE"})
+
+    body = assert_error(response, 400, "validation_error", "status")
+    for state in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "DLQ", "CANCELLED"):
+        assert state in body["message"]
+    assert "DONE" in body["message"]
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/queues/jobs:ready/jobs", "/dlq"])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": -1}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "1.5"}, "limit"),
+        ({"offset": "x"}, "offset"),
+        ({"offset": 2**40}, "offset"),  # deeper than any store pages
+    ],
+)
+async def test_bad_page_parameter_is_400(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any], field: str
+) -> None:
+    assert_error(await client.get(path, params=params), 400, "validation_error", field)
+
+
+@pytest.mark.parametrize("queue", ["taskforge:internal", "bad queue", "x" * 129])
+async def test_invalid_queue_name_is_400(client: httpx.AsyncClient, queue: str) -> None:
+    assert_error(await client.get(f"/queues/{queue}/jobs"), 400, "validation_error", "queue")
+    assert_error(
+        await client.get("/jobs", params={"queue": queue}), 400, "validation_error", "queue"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/nope"), ("POST", "/jobs/x/y/z"), ("GET", "/queues"), ("GET", "/")],
+)
+async def test_unknown_route_is_404_not_found(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+
+    assert_error(response, 404, "not_found")
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/jobs"),
+        ("PUT", f"/jobs/{UNKNOWN_ID}"),
+        ("GET", f"/jobs/{UNKNOWN_ID}/cancel"),
+        ("POST", "/healthz"),
+        ("PATCH", "/dlq"),
+    ],
+)
+async def test_wrong_method_is_405_method_not_allowed(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("overrides", [{"max_payload_bytes": 2048}])
+async def test_body_over_max_payload_bytes_is_413(client: httpx.AsyncClient) -> None:
+    body = {"jobType": "email", "payload": {"blob": "x" * 4096}}
+
+    response = await client.post("/jobs", json=body)
+
+    assert_error(response, 413, "payload_too_large")
+    assert response.headers["x-request-id"]
+    assert (await client.get("/jobs")).json()["total"] == 0
+
+
+@pytest.mark.parametrize("overrides", [{"max_payload_bytes": 2048}])
+async def test_streamed_body_over_the_limit_is_413_without_a_length(
+    client: httpx.AsyncClient,
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"jobType": "email", "payload": {"blob": "'
+        for _ in range(8):
+            yield b"x" * 512
+        yield b'"}}'
+
+    response = await client.post("/jobs", content=chunks(), headers=JSON)
+
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("overrides", [{"max_payload_bytes": 2048}])
+async def test_body_just_under_the_limit_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post("/jobs", json={"jobType": "email", "payload": {"b": "x" * 1900}})
+
+    assert response.status_code == 201

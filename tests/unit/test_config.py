@@ -1,0 +1,271 @@
+"""Settings.from_env: every variable's default, valid spellings, and one readable error line
+(variable, value, what is allowed) for each invalid value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskforge.entrypoints.config import Address, ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.postgres_dsn is None
+    assert settings.http_addr == Address("0.0.0.0", 8080)
+    assert settings.queue_name == "jobs:ready"
+    assert settings.redis_addr == Address("localhost", 6379)
+    assert settings.redis_db == 0
+    assert settings.redis_password == ""
+    assert settings.log_level == "info"
+    assert settings.worker_concurrency == 10
+    assert settings.rate_limit_per_sec == 0.0
+    assert settings.tracing_enabled is False
+    assert settings.tracing_exporter == "stdout"
+    assert settings.max_payload_bytes == 1024 * 1024
+    assert settings.api_token is None
+    assert settings.queues == ("jobs:ready",)
+    assert settings.redis_key_prefix == "taskforge:"
+
+
+def test_from_env_with_no_variables_equals_the_field_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_every_spec_variable_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "POSTGRES_DSN": "postgresql://app:pw@db:5432/taskforge",
+            "HTTP_ADDR": "127.0.0.1:9000",
+            "QUEUE_NAME": "emails",
+            "REDIS_ADDR": "cache:6380",
+            "REDIS_DB": "3",
+            "REDIS_PASSWORD": "hunter2",
+            "LOG_LEVEL": "debug",
+            "WORKER_CONCURRENCY": "25",
+            "RATE_LIMIT_PER_SEC": "12.5",
+            "TRACING_ENABLED": "true",
+            "TRACING_EXPORTER": "none",
+        }
+    )
+
+    assert settings.postgres_dsn == "postgresql://app:pw@db:5432/taskforge"
+    assert settings.http_addr == Address("127.0.0.1", 9000)
+    assert settings.queue_name == "emails"
+    assert settings.redis_addr == Address("cache", 6380)
+    assert settings.redis_db == 3
+    assert settings.redis_password == "hunter2"
+    assert settings.log_level == "debug"
+    assert settings.worker_concurrency == 25
+    assert settings.rate_limit_per_sec == 12.5
+    assert settings.tracing_enabled is True
+    assert settings.tracing_exporter == "none"
+
+
+def test_the_design_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "MAX_PAYLOAD_BYTES": "2048",
+            "API_TOKEN": "t0ken",
+            "WORKER_QUEUES": "emails, reports",
+            "TASKFORGE_REDIS_PREFIX": "taskforge:staging",
+            "METRICS_ADDR": ":9100",
+        }
+    )
+
+    assert settings.max_payload_bytes == 2048
+    assert settings.api_token == "t0ken"
+    assert settings.queues == ("emails", "reports")
+    assert settings.redis_key_prefix == "taskforge:staging:"
+    assert settings.metrics_addr == Address("0.0.0.0", 9100)
+
+
+@pytest.mark.parametrize(
+    ("raw", "address"),
+    [
+        (":8080", Address("0.0.0.0", 8080)),  # empty host: every interface
+        ("localhost:80", Address("localhost", 80)),
+        ("10.0.0.5:65535", Address("10.0.0.5", 65535)),
+        ("[::1]:8080", Address("::1", 8080)),
+        ("  :8081  ", Address("0.0.0.0", 8081)),  # surrounding spaces ignored
+    ],
+)
+def test_http_addr_spellings(raw: str, address: Address) -> None:
+    assert Settings.from_env({"HTTP_ADDR": raw}).http_addr == address
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"), [("debug", "debug"), ("WARN", "warn"), ("Error", "error")]
+)
+def test_log_level_is_case_insensitive(raw: str, level: str) -> None:
+    assert Settings.from_env({"LOG_LEVEL": raw}).log_level == level
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        *[("true", True), ("TRUE", True), ("1", True), ("yes", True), ("on", True)],
+        *[("false", False), ("False", False), ("0", False), ("no", False), ("off", False)],
+    ],
+)
+def test_boolean_spellings(raw: str, value: bool) -> None:
+    assert Settings.from_env({"TRACING_ENABLED": raw}).tracing_enabled is value
+
+
+@pytest.mark.parametrize("variable", ["HTTP_ADDR", "LOG_LEVEL", "WORKER_CONCURRENCY", "REDIS_DB"])
+def test_a_blank_variable_takes_the_default(variable: str) -> None:
+    assert Settings.from_env({variable: "  "}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("HTTP_ADDR", "8080", "[host]:port"),  # no colon
+        ("HTTP_ADDR", "localhost", "[host]:port"),
+        ("HTTP_ADDR", ":0", "1 to 65535"),
+        ("HTTP_ADDR", ":70000", "1 to 65535"),
+        ("HTTP_ADDR", "host name:80", "[host]:port"),
+        ("REDIS_ADDR", "redis://localhost:6379", "[host]:port"),
+        ("WORKER_CONCURRENCY", "0", "from 1 to"),
+        ("WORKER_CONCURRENCY", "-4", "from 1 to"),
+        ("WORKER_CONCURRENCY", "ten", "whole number"),
+        ("WORKER_CONCURRENCY", "2.5", "whole number"),
+        ("WORKER_CONCURRENCY", "1_0", "whole number"),
+        ("LOG_LEVEL", "verbose", "debug, info, warn, error"),
+        ("LOG_LEVEL", "warning", "debug, info, warn, error"),
+        ("REDIS_DB", "-1", "whole number"),
+        ("REDIS_DB", "one", "whole number"),
+        ("TRACING_ENABLED", "maybe", "true or false"),
+        ("TRACING_ENABLED", "2", "true or false"),
+        ("TRACING_EXPORTER", "jaeger", "stdout, none"),
+        ("RATE_LIMIT_PER_SEC", "-1", "number from 0"),
+        ("RATE_LIMIT_PER_SEC", "nan", "number from 0"),
+        ("RATE_LIMIT_PER_SEC", "inf", "number from 0"),
+        ("RATE_LIMIT_PER_SEC", "fast", "number from 0"),
+        ("QUEUE_NAME", "taskforge:jobs", "reserved"),
+        ("QUEUE_NAME", "my queue", "letters, digits"),
+        ("MAX_PAYLOAD_BYTES", "10", "from 1024"),
+        ("WORKER_HEARTBEAT", "sometimes", "true or false"),
+        ("TASKFORGE_REDIS_PREFIX", "other:", "taskforge:"),
+        ("TASKFORGE_HANDLERS", "my-module", "module names"),
+    ],
+)
+def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(
+    variable: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+
+    message = str(raised.value)
+    assert raised.value.variable == variable
+    assert f"{variable}={value!r}" in message
+    assert allowed in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "dsn", ["mysql://root:secret-pw@db/app", "host=db password=secret-pw", "secret-pw"]
+)
+def test_a_bad_postgres_dsn_is_refused_without_echoing_it(dsn: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"POSTGRES_DSN": dsn})
+
+    assert raised.value.variable == "POSTGRES_DSN"
+    assert "postgresql://" in str(raised.value)
+    assert "secret-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u@h/db", "postgres://u:p@h:5433/db?sslmode=require"])
+def test_postgres_dsn_urls_are_accepted(dsn: str) -> None:
+    assert Settings.from_env({"POSTGRES_DSN": dsn}).postgres_dsn == dsn
+
+
+@pytest.mark.parametrize("token", ["has space", "tab\tinside", "caf\u00e9"])
+def test_an_api_token_that_cannot_travel_in_a_header_is_refused_without_echoing_it(
+    token: str,
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"API_TOKEN": token})
+
+    assert raised.value.variable == "API_TOKEN"
+    assert token not in str(raised.value)
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "scheduler", "migrate"])
+def test_a_role_that_needs_postgres_names_the_missing_dsn(role: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({}).require_postgres(role)
+
+    assert raised.value.variable == "POSTGRES_DSN"
+    assert f"taskforge {role}" in str(raised.value)
+
+
+def test_secrets_stay_out_of_the_settings_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "POSTGRES_DSN": "postgresql://app:dsn-secret@db/app",
+            "REDIS_PASSWORD": "redis-secret",
+            "API_TOKEN": "token-secret",
+        }
+    )
+
+    assert "secret" not in repr(settings)
+
+
+def run_taskforge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    program = "from taskforge.entrypoints.cli.service import main; main()"
+    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-c", program, *args],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+_SETTINGS_VARIABLES = {
+    "POSTGRES_DSN",
+    "HTTP_ADDR",
+    "QUEUE_NAME",
+    "REDIS_ADDR",
+    "REDIS_DB",
+    "REDIS_PASSWORD",
+    "LOG_LEVEL",
+    "WORKER_CONCURRENCY",
+    "RATE_LIMIT_PER_SEC",
+    "TRACING_ENABLED",
+    "TRACING_EXPORTER",
+    "API_TOKEN",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "HTTP_ADDR": "8080"}, "HTTP_ADDR"),
+        ({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "REDIS_DB": "x"}, "REDIS_DB"),
+        ({}, "POSTGRES_DSN"),
+    ],
+)
+def test_taskforge_api_with_bad_config_exits_with_one_line_naming_the_variable(
+    env: dict[str, str], variable: str
+) -> None:
+    result = run_taskforge("api", env=env)
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
