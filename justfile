@@ -32,6 +32,14 @@ typecheck:
 
 check: lint typecheck test
 
+# end to end: the compose stack when Docker answers, else local Postgres and Redis
+integration:
+    bash scripts/integration-test.sh
+
+# the benchmark (README, Performance); add --quick for a short run
+bench *args:
+    taskforge bench {{args}}
+
 # apply pending migrations to POSTGRES_DSN
 migrate:
     taskforge migrate

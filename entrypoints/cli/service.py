@@ -117,6 +117,7 @@ def migrate() -> None:
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge migrate
     """
     from taskforge.adapters.postgres.migrations import MigrationError, apply_migrations
+    from taskforge.domain.errors import Unavailable
 
     settings = _settings({})
     dsn = settings.require_postgres("migrate")
@@ -125,13 +126,31 @@ def migrate() -> None:
     except MigrationError as exc:
         print(f"taskforge migrate: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    except (OSError, ConnectionError) as exc:
+    except (Unavailable, OSError) as exc:
         print(f"taskforge migrate: cannot reach Postgres: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
         print("database is up to date")
+
+
+@app.command
+def bench(
+    quick: Annotated[bool, Parameter(help="Small sizes: finishes in well under a minute")] = False,
+    out: Annotated[str, Parameter(help="Where to write the JSON report")] = "bench-results.json",
+) -> None:
+    """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
+
+    Example: POSTGRES_DSN=postgresql://postgres@localhost/postgres taskforge bench --quick
+    """
+    from pathlib import Path
+
+    from taskforge.entrypoints.bench import main as bench_main
+
+    settings = _settings({})
+    settings.require_postgres("bench")
+    raise SystemExit(bench_main(settings, quick, Path(out)))
 
 
 def main() -> None:

@@ -1,0 +1,236 @@
+"""Whole TaskForge processes (api, worker, scheduler) on real Postgres and Redis.
+
+Every process a test starts is stopped (by pid) when the test ends; its output goes to a
+file that is printed when the test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from taskforge.adapters.postgres.migrations import apply_migrations
+
+SUPPORT = Path(__file__).parent / "support"
+
+# The table the handlers in support/taskforge_ledger.py write one row per execution to.
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS ledger (
+    id bigserial PRIMARY KEY,
+    job_id uuid NOT NULL,
+    pid int NOT NULL,
+    attempt int NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at timestamptz,
+    outcome text
+)
+"""
+
+DEADLINE = 30.0
+TERMINAL = ("SUCCEEDED", "DLQ", "CANCELLED")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    role: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    dsn: str
+    env: dict[str, str]
+    logs: Path
+    processes: list[Process] = field(default_factory=list)
+    api_url: str | None = None
+
+    def start(self, role: str, *args: str, **env: str) -> Process:
+        log = self.logs / f"{role}-{len(self.processes)}.log"
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "taskforge.entrypoints.cli.service", role, *args],
+            env={**self.env, **env},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        process = Process(role, popen, log)
+        self.processes.append(process)
+        return process
+
+    async def start_api(self, **env: str) -> Process:
+        port = free_port()
+        process = self.start("api", HTTP_ADDR=f"127.0.0.1:{port}", **env)
+        self.api_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + DEADLINE
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if process.popen.poll() is not None:
+                    raise AssertionError(f"api exited early:\n{process.tail()}")
+                try:
+                    if (await client.get(f"{self.api_url}/healthz")).status_code == 200:
+                        return process
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"api never became healthy:\n{process.tail()}")
+
+    def start_worker(self, *args: str, **env: str) -> Process:
+        return self.start(
+            "worker", "--handlers", "taskforge_ledger", "--demo-handlers", *args, **env
+        )
+
+    def start_scheduler(self, **env: str) -> Process:
+        return self.start("scheduler", **env)
+
+    def client(self) -> httpx.AsyncClient:
+        assert self.api_url is not None, "start_api() first"
+        return httpx.AsyncClient(base_url=self.api_url, timeout=10)
+
+    async def enqueue(self, job_type: str, **body: Any) -> str:
+        async with self.client() as client:
+            response = await client.post(
+                "/jobs", json={"jobType": job_type, "queue": self.env["QUEUE_NAME"], **body}
+            )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1::uuid", job_id)
+        finally:
+            await conn.close()
+        assert row is not None
+        return dict(row)
+
+    async def wait_for(
+        self, job_id: str, *states: str, timeout: float = DEADLINE
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job["state"] in states:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"job {job_id} stuck in {job['state']} (last error: {job['last_error']}),"
+                    f" wanted {states}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def ledger(self, job_id: str) -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT * FROM ledger WHERE job_id = $1::uuid ORDER BY started_at", job_id
+            )
+        finally:
+            await conn.close()
+        return [dict(row) for row in rows]
+
+    async def wait_for_ledger(self, job_id: str, count: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            rows = await self.ledger(job_id)
+            if len(rows) >= count:
+                return rows
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"job {job_id} has fewer than {count} executions")
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.popen.poll() is None:
+                process.popen.kill()
+            process.popen.wait(10)
+
+
+@pytest.fixture(scope="session")
+def migrated_dsn(postgres_dsn: str) -> str:
+    async def prepare() -> None:
+        await apply_migrations(postgres_dsn)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(LEDGER_DDL)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    return postgres_dsn
+
+
+@pytest.fixture
+async def stack(
+    migrated_dsn: str,
+    redis_url: str,
+    redis_prefix: str,
+    queue_name: str,
+    redis_cleanup: None,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Stack]:
+    redis = urlsplit(redis_url)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
+        "POSTGRES_DSN": migrated_dsn,
+        "LEDGER_DSN": migrated_dsn,
+        "REDIS_ADDR": f"{redis.hostname}:{redis.port or 6379}",
+        "REDIS_DB": (redis.path or "/0").lstrip("/") or "0",
+        "TASKFORGE_REDIS_PREFIX": redis_prefix,
+        "QUEUE_NAME": queue_name,
+        "SCHEDULER_TICK": "0.1",
+        "LOG_LEVEL": "info",
+    }
+    stack = Stack(dsn=migrated_dsn, env=env, logs=tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for process in stack.processes:
+                print(f"--- {process.role} (pid {process.pid}) ---\n{process.tail()}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

@@ -1,0 +1,63 @@
+"""Test handlers that record every execution in a `ledger` table (one row per attempt).
+
+Loaded by worker processes with `--handlers taskforge_ledger`; LEDGER_DSN names the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import asyncpg
+
+import taskforge
+
+_pool: asyncpg.Pool | None = None
+_lock = asyncio.Lock()
+
+
+async def _ledger() -> asyncpg.Pool:
+    global _pool
+    async with _lock:
+        if _pool is None:
+            _pool = await asyncpg.create_pool(os.environ["LEDGER_DSN"], min_size=1, max_size=4)
+        return _pool
+
+
+async def _start(ctx: taskforge.JobContext) -> Any:
+    pool = await _ledger()
+    return await pool.fetchval(
+        "INSERT INTO ledger (job_id, pid, attempt, started_at) "
+        "VALUES ($1, $2, $3, clock_timestamp()) RETURNING id",
+        ctx.job_id,
+        os.getpid(),
+        ctx.attempt,
+    )
+
+
+async def _end(row: Any, outcome: str) -> None:
+    pool = await _ledger()
+    await pool.execute(
+        "UPDATE ledger SET ended_at = clock_timestamp(), outcome = $2 WHERE id = $1",
+        row,
+        outcome,
+    )
+
+
+@taskforge.handler("ledger_sleep")
+async def ledger_sleep(ctx: taskforge.JobContext) -> None:
+    row = await _start(ctx)
+    try:
+        await asyncio.sleep(float(ctx.payload.get("seconds", 1)))
+    except asyncio.CancelledError:
+        await asyncio.shield(_end(row, "interrupted"))
+        raise
+    await _end(row, "returned")
+
+
+@taskforge.handler("ledger_fail")
+async def ledger_fail(ctx: taskforge.JobContext) -> None:
+    row = await _start(ctx)
+    await _end(row, "raised")
+    raise RuntimeError(f"ledger_fail attempt {ctx.attempt}")
