@@ -148,7 +148,13 @@ class Worker:
         self._random = random
         self._settings = settings
         self._running: dict[UUID, _Running] = {}
+        """Jobs whose handler is running: each holds one of the `concurrency` slots."""
+        self._settling: dict[UUID, _Running] = {}
+        """Jobs whose handler returned and whose settlement waits for its batch write. They
+        hold no slot (so fetching overlaps settling) but keep their lease renewed."""
         self._slot_freed = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._max_settling = max(settings.settle_batch_size, 4 * settings.concurrency)
         self._settler = _Settler(jobs, settings)
 
     @property
@@ -171,6 +177,11 @@ class Worker:
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
+            if len(self._settling) >= self._max_settling:
+                # The store is slower than the handlers: stop taking work until it catches up.
+                self._settled.clear()
+                await wait_any(self._settled, stop)
+                continue
             free = self._settings.concurrency - len(self._running)
             if free <= 0:
                 for queue in self._settings.queues:
@@ -266,17 +277,25 @@ class Worker:
                 raise
         finally:
             runtime = time.monotonic() - started
-            if settlement is not None:
-                running.settling = True
-                applied = await self._settler.submit(settlement)
-                if not applied:
-                    self._lease_lost(running, "settle refused: the lease no longer owns the job")
-                self._metrics.job_finished(
-                    job.queue, job.job_type, runtime, applied and isinstance(settlement, Succeeded)
-                )
             del self._running[job.id]
             self._slot_freed.set()
             self._report_utilization(job.queue)
+            if settlement is not None:
+                await self._settle(running, settlement, runtime)
+
+    async def _settle(self, running: _Running, settlement: Settlement, runtime: float) -> None:
+        job = running.job
+        running.settling = True
+        self._settling[job.id] = running
+        try:
+            applied = await self._settler.submit(settlement)
+        finally:
+            del self._settling[job.id]
+            self._settled.set()
+        if not applied:
+            self._lease_lost(running, "settle refused: the lease no longer owns the job")
+        succeeded = applied and isinstance(settlement, Succeeded)
+        self._metrics.job_finished(job.queue, job.job_type, runtime, succeeded)
 
     async def _attempt(self, running: _Running) -> Settlement:
         job, lease = running.job, running.lease
@@ -323,12 +342,12 @@ class Worker:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self._settings.heartbeat_tick)
-            if not self._settings.heartbeat or not self._running:
+            current = [*self._running.values(), *self._settling.values()]
+            if not self._settings.heartbeat or not current:
                 continue
             now = time.monotonic()
-            if all(r.renew_at > now for r in self._running.values()):
+            if all(r.renew_at > now for r in current):
                 continue
-            current = list(self._running.values())
             try:
                 held = await self._jobs.heartbeat([r.lease for r in current])
             except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
@@ -338,13 +357,19 @@ class Worker:
             for running in current:
                 if running.job.id in held:
                     running.renew_at = renewed_at + running.job.visibility_timeout / 3
-                elif not running.lost and running.job.id in self._running:
+                elif not running.lost and (
+                    running.job.id in self._running or running.job.id in self._settling
+                ):
                     running.lost = True
                     self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
                     self._interrupt(running)
 
     async def _drain(self) -> None:
-        tasks = [r.task for r in self._running.values() if r.task is not None]
+        tasks = [
+            r.task
+            for r in (*self._running.values(), *self._settling.values())
+            if r.task is not None
+        ]
         if tasks:
             log.info(
                 "stopping: waiting up to %.0fs for %d job(s)",
