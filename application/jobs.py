@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from taskforge.application.ports import (
     ListFilter,
     ReadyQueue,
 )
-from taskforge.domain.errors import DeadLetterNotFound, JobNotFound
+from taskforge.domain.errors import DeadLetterNotFound, JobNotFound, Unavailable
 from taskforge.domain.job import DeadLetter, Job, NewJob, QueueStats, ReadyHint
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
@@ -44,18 +45,6 @@ class Enqueued:
     """False when an existing job with the same idempotency key was returned."""
 
 
-class EnqueueJob:
-    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
-        self._jobs = jobs
-        self._ready_queue = ready_queue
-
-    async def __call__(self, new_job: NewJob) -> Enqueued:
-        job, created = await self._jobs.add(new_job)
-        if created and _is_due_now(new_job):
-            await publish(self._ready_queue, [job])
-        return Enqueued(job, created)
-
-
 class EnqueueJobs:
     """Batch enqueue: one write for all jobs, one push for all hints."""
 
@@ -72,6 +61,76 @@ class EnqueueJobs:
         ]
         await publish(self._ready_queue, due)
         return [Enqueued(job, created) for job, created in results]
+
+
+class EnqueueJob:
+    """Enqueue one job. Calls that overlap share writes: while one batch is being stored,
+    the calls that arrive queue up and are stored together by the next batch (one insert,
+    one push), so concurrent callers cost far fewer round trips and a lone caller waits
+    for nothing. Each caller gets its own result or its own error."""
+
+    MAX_BATCH = 500
+
+    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+        self._jobs = jobs
+        self._ready_queue = ready_queue
+        self._waiting: list[tuple[NewJob, asyncio.Future[Enqueued]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, new_job: NewJob) -> Enqueued:
+        future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
+        self._waiting.append((new_job, future))
+        if self._writer is None or self._writer.done():
+            # A task of its own, so a caller that gives up cannot abandon the others' jobs.
+            self._writer = asyncio.create_task(self._write_batches())
+        return await asyncio.shield(future)
+
+    async def _write_batches(self) -> None:
+        while self._waiting:
+            batch = self._waiting[: self.MAX_BATCH]
+            del self._waiting[: len(batch)]
+            stored: Sequence[tuple[Job, bool] | None]
+            try:
+                stored = await self._jobs.add_many([new_job for new_job, _ in batch])
+            except Unavailable as exc:
+                _fail_all(batch, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - isolate the job that caused it
+                if len(batch) == 1:
+                    _fail_all(batch, exc)
+                    continue
+                stored = await self._store_one_by_one(batch)
+            # Callers have their answer once the jobs are committed; the hints follow (a
+            # lost hint only delays a job until the scheduler re-publishes it).
+            due = []
+            for (new_job, future), outcome in zip(batch, stored, strict=True):
+                if outcome is None or future.done():
+                    continue
+                job, created = outcome
+                future.set_result(Enqueued(job, created))
+                if created and _is_due_now(new_job):
+                    due.append(job)
+            await publish(self._ready_queue, due)
+
+    async def _store_one_by_one(
+        self, batch: list[tuple[NewJob, asyncio.Future[Enqueued]]]
+    ) -> list[tuple[Job, bool] | None]:
+        stored: list[tuple[Job, bool] | None] = []
+        for new_job, future in batch:
+            try:
+                [outcome] = await self._jobs.add_many([new_job])
+            except Exception as exc:  # noqa: BLE001 - handed to that job's caller
+                _fail_all([(new_job, future)], exc)
+                stored.append(None)
+            else:
+                stored.append(outcome)
+        return stored
+
+
+def _fail_all(batch: list[tuple[NewJob, asyncio.Future[Enqueued]]], exc: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class GetJob:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
+from taskforge.adapters.memory.jobs import InMemoryJobRepository
 from taskforge.application.jobs import (
     CancelJob,
+    Enqueued,
     EnqueueJob,
     EnqueueJobs,
     GetDeadLetter,
@@ -20,8 +23,13 @@ from taskforge.application.jobs import (
     RetryJob,
 )
 from taskforge.application.ports import ListFilter
-from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound
-from taskforge.domain.job import Lease
+from taskforge.domain.errors import (
+    DeadLetterNotFound,
+    InvalidTransition,
+    JobNotFound,
+    Unavailable,
+)
+from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
@@ -244,3 +252,62 @@ async def test_stats_count_states_per_queue_with_depth(memory: Memory) -> None:
     assert by_queue["emails"].counts[JobState.CANCELLED] == 1
     assert stats.totals[JobState.PENDING] == 1
     assert stats.dead_letters == 0
+
+
+class CountingRepository(InMemoryJobRepository):
+    """Counts batched writes and refuses any batch that holds a `poison` job."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.state, memory.clock, memory.ids)
+        self.writes = 0
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        self.writes += 1
+        await asyncio.sleep(0)  # a real store answers later; let other callers queue up
+        if any(job.job_type == "poison" for job in jobs):
+            raise ValueError("the store refused this batch")
+        return await super().add_many(jobs)
+
+
+async def test_overlapping_enqueues_share_writes(memory: Memory) -> None:
+    jobs = CountingRepository(memory)
+    enqueue = EnqueueJob(jobs, memory.ready_queue)
+
+    results = await asyncio.gather(*(enqueue(memory.new_job()) for _ in range(50)))
+
+    assert all(result.created for result in results)
+    assert len({result.job.id for result in results}) == 50
+    assert jobs.writes <= 2
+    assert (await memory.ready_queue.depth(["jobs:ready"]))["jobs:ready"] == 50
+
+
+async def test_a_refused_job_fails_only_its_own_caller(memory: Memory) -> None:
+    jobs = CountingRepository(memory)
+    enqueue = EnqueueJob(jobs, memory.ready_queue)
+
+    results = await asyncio.gather(
+        enqueue(memory.new_job()),
+        enqueue(memory.new_job("poison")),
+        enqueue(memory.new_job()),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[1], ValueError)
+    assert all(
+        isinstance(result, Enqueued) and result.created for result in (results[0], results[2])
+    )
+    assert len(memory.state.jobs) == 2
+
+
+async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
+    class DownRepository(InMemoryJobRepository):
+        async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+            raise Unavailable("postgres", "connection refused")
+
+    enqueue = EnqueueJob(DownRepository(memory.state, memory.clock, memory.ids), memory.ready_queue)
+
+    results = await asyncio.gather(
+        *(enqueue(memory.new_job()) for _ in range(3)), return_exceptions=True
+    )
+
+    assert all(isinstance(result, Unavailable) for result in results)
