@@ -28,10 +28,12 @@ _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 
 
-def json_body(body_type: Any, *, required: bool) -> BodyCheck:
+def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyCheck:
     """A hook that rejects the request unless its body decodes as `body_type`. With
-    `required=False` an empty body is accepted (the handler sees None)."""
+    `required=False` an empty body is accepted (the handler sees None); `item_type` names
+    the struct of a batch's items, so their errors name `jobs[<index>].<field>`."""
     allowed = _field_names(body_type)
+    item_fields = _field_names(item_type) if item_type is not None else None
 
     async def check(request: Request[Any, Any, Any]) -> None:
         body = await request.body()
@@ -40,17 +42,24 @@ def json_body(body_type: Any, *, required: bool) -> BodyCheck:
                 raise ValidationError("body", "a JSON object is required")
             return
         _check_content_type(request.headers.get("content-type"))
-        decode(body, body_type, allowed)
+        decode(body, body_type, allowed, item_fields)
 
     return check
 
 
-def decode(body: bytes, body_type: Any, allowed: tuple[str, ...] = ()) -> Any:
-    """Decode `body` strictly as `body_type`; a failure is a ValidationError naming the field."""
+def decode(
+    body: bytes,
+    body_type: Any,
+    allowed: tuple[str, ...] = (),
+    item_fields: tuple[str, ...] | None = None,
+) -> Any:
+    """Decode `body` strictly as `body_type`; a failure is a ValidationError naming the field
+    (`jobs[<index>].<field>` inside a batch, when `item_fields` are given)."""
     try:
         return msgspec.json.decode(body, type=body_type)
     except msgspec.ValidationError as exc:
-        raise _field_error(str(exc), allowed) from None
+        item_error = batch_item_error(str(exc), item_fields) if item_fields else None
+        raise (item_error or _field_error(str(exc), allowed)) from None
     except msgspec.DecodeError as exc:
         raise ValidationError("body", f"malformed JSON ({exc})") from None
     except RecursionError:
@@ -83,6 +92,24 @@ def _field_error(message: str, allowed: tuple[str, ...]) -> ValidationError:
     field = re.split(r"[.\[]", path.lstrip("."), maxsplit=1)[0] or "body"
     rule = FIELD_RULES.get(field, problem)
     return ValidationError(field, rule, details={"problem": problem})
+
+
+_BATCH_ITEM = re.compile(r"^(?P<item>\.jobs\[(?P<index>\d+)\])(?P<rest>.*)$")
+
+
+def batch_item_error(message: str, item_fields: tuple[str, ...]) -> ValidationError | None:
+    """For a batch body, the error of one item, named `jobs[<index>].<field>`; None when the
+    problem is not inside an item."""
+    at_path = _AT_PATH.match(message)
+    if at_path is None or (item := _BATCH_ITEM.match(at_path["path"])) is None:
+        return None
+    inner = _field_error(f"{at_path['problem']} - at `${item['rest']}`", item_fields)
+    field = "" if inner.field == "body" else f".{inner.field}"
+    return ValidationError(
+        f"jobs[{item['index']}]{field}",
+        inner.message,
+        details={"index": int(item["index"]), "problem": at_path["problem"]},
+    )
 
 
 def _field_names(body_type: Any) -> tuple[str, ...]:

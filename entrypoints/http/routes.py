@@ -21,6 +21,7 @@ from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.application.jobs import (
     CancelJob,
     EnqueueJob,
+    EnqueueJobs,
     GetDeadLetter,
     GetJob,
     GetStats,
@@ -45,10 +46,13 @@ from taskforge.entrypoints.http.body import json_body
 from taskforge.entrypoints.http.errors import NotReady
 from taskforge.entrypoints.http.schemas import (
     JOB_IN_EXAMPLE,
+    BatchItemOut,
     DeadLetterOut,
     DeadLetterPage,
     ErrorOut,
     HealthOut,
+    JobBatchIn,
+    JobBatchOut,
     JobIn,
     JobOut,
     JobPage,
@@ -223,6 +227,55 @@ async def create_job(
     new_job = data.to_new_job(ids.new_id(), settings.queue_name, traceparent)
     result = await enqueue(new_job)
     return Response(JobOut.of(result.job), status_code=201 if result.created else 200)
+
+
+@post(
+    "/jobs/batch",
+    tags=["jobs"],
+    summary="Enqueue up to 1000 jobs at once",
+    description=(
+        "One write for the whole batch: every job is stored, or none is. Items are answered "
+        "in request order with `created`, or `existing` when their idempotencyKey named a "
+        "job already stored. A bad item is a 400 naming it as `jobs[<index>].<field>`. "
+        "201 when at least one job was created, else 200."
+    ),
+    status_code=201,
+    responses={
+        200: ResponseSpec(JobBatchOut, description="Every item named an existing job"),
+        **errors(400, 413, 415),
+    },
+    before_request=json_body(JobBatchIn, required=True, item_type=JobIn),
+)
+@inject
+async def create_jobs(
+    request: Request[Any, Any, Any],
+    data: Annotated[JobBatchIn, Body(description="The jobs to enqueue, in order.")],
+    enqueue: FromDishka[EnqueueJobs],
+    ids: FromDishka[IdSource],
+    settings: FromDishka[Settings],
+) -> Response[JobBatchOut]:
+    header = request.headers.get("traceparent")
+    traceparent = header if header and _TRACEPARENT.fullmatch(header) else None
+    new_jobs = []
+    for index, item in enumerate(data.jobs):
+        try:
+            new_jobs.append(item.to_new_job(ids.new_id(), settings.queue_name, traceparent))
+        except ValidationError as exc:
+            raise ValidationError(
+                f"jobs[{index}].{exc.field}", exc.message, details={"index": index}
+            ) from None
+    results = await enqueue(new_jobs)
+    items = [
+        BatchItemOut(
+            id=result.job.id,
+            status="created" if result.created else "existing",
+            state=result.job.state.value,
+        )
+        for result in results
+    ]
+    created = sum(result.created for result in results)
+    body = JobBatchOut(items=items, created=created, existing=len(items) - created)
+    return Response(body, status_code=201 if created else 200)
 
 
 @get("/jobs", tags=["jobs"], summary="List jobs, newest first", responses=errors(400))
@@ -401,6 +454,7 @@ ROUTES = [
     readyz,
     stats,
     create_job,
+    create_jobs,
     list_jobs,
     list_queue_jobs,
     get_job,

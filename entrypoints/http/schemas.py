@@ -183,6 +183,36 @@ def _strings(value: Any) -> Iterator[str]:
             stack.extend(item)
 
 
+MAX_BATCH_JOBS = 1000
+
+
+class JobBatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /jobs/batch: up to 1000 job bodies, stored all or none."""
+
+    jobs: Annotated[
+        list[JobIn],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_BATCH_JOBS,
+            description=f"1 to {MAX_BATCH_JOBS} jobs, each shaped like the body of POST /jobs.",
+        ),
+    ]
+
+
+class BatchItemOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    status: str
+    """`created`, or `existing` when the item's idempotencyKey named a job already stored."""
+    state: str
+
+
+class JobBatchOut(msgspec.Struct, kw_only=True):
+    items: list[BatchItemOut]
+    """One per job of the request, in request order."""
+    created: int
+    existing: int
+
+
 class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Optional body of POST /jobs/{id}/cancel and /dlq: why the operator acted."""
 
