@@ -69,6 +69,8 @@ class Settings:
     tracing_enabled: bool = False
     tracing_exporter: str = "stdout"
     max_payload_bytes: int = 1024 * 1024
+    api_workers: int = 1
+    """API processes sharing the listening socket (`taskforge api` only)."""
     api_token: str | None = field(default=None, repr=False)
     """When set, every route except /healthz, /readyz and /metrics needs this bearer token."""
     worker_queues: tuple[str, ...] = ()
@@ -125,6 +127,7 @@ class Settings:
             tracing_enabled=get("TRACING_ENABLED", parse_bool, False),
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
             max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
+            api_workers=get("API_WORKERS", _int_range(1, 64), 1),
             api_token=get("API_TOKEN", _token, None),
             worker_queues=get("WORKER_QUEUES", _queue_list, ()),
             worker_shutdown_grace=get("WORKER_SHUTDOWN_GRACE", _number(0, 86_400), 30.0),

@@ -70,7 +70,30 @@ def api() -> None:
 
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge api
     """
+    settings = _settings({})
+    if settings.api_workers > 1:
+        _serve_api_processes(settings)
+        return
     _run("api", Backend.POSTGRES_REDIS, {"api"})
+
+
+def _serve_api_processes(settings: Settings) -> None:
+    """API_WORKERS processes behind one socket, supervised by uvicorn (which then owns
+    SIGTERM/SIGINT: each process finishes its requests and closes its pools)."""
+    import uvicorn
+
+    settings.require_postgres("api")
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "taskforge.entrypoints.http.asgi:app_from_environment",
+        factory=True,
+        host=settings.http_addr.host,
+        port=settings.http_addr.port,
+        workers=settings.api_workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
 
 
 @app.command

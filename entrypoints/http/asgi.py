@@ -1,0 +1,26 @@
+"""The API as an ASGI application factory, for running several API processes.
+
+`taskforge api` with API_WORKERS > 1 pre-forks that many processes sharing one socket;
+each builds its own container (pools, clients) from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from litestar import Litestar
+
+from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.application.handlers import HandlerRegistry
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.container import Backend, make_container
+from taskforge.entrypoints.http.app import create_app
+
+
+def app_from_environment() -> Litestar:
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_level)
+    container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
+    app = create_app(container, settings)
+    app.on_shutdown.append(container.close)
+    return app
