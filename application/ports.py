@@ -135,6 +135,12 @@ class JobRepository(Protocol):
         them (after the ready queue lost its contents). Returns how many were marked."""
         ...
 
+    async def prune_finished(self, older_than: float, limit: int) -> int:
+        """Delete up to `limit` SUCCEEDED or CANCELLED jobs that finished more than
+        `older_than` seconds ago (oldest first), skipping rows others hold. Their
+        idempotency keys are free again afterwards. Returns how many were deleted."""
+        ...
+
     async def stats(self) -> list[QueueStats]:
         """Per queue, how many jobs are in each state."""
         ...

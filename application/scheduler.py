@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from taskforge.application.ports import JobRepository, ReadyQueue
@@ -22,6 +23,11 @@ class SchedulerSettings:
     tick_interval: float = 0.5
     republish_after: float = 30.0
     """Seconds a due PENDING job may wait with no fresh hint before it is published again."""
+    retention_period: float = 7 * 24 * 3600.0
+    """SUCCEEDED and CANCELLED jobs older than this (since they finished) are deleted;
+    0 keeps them forever."""
+    prune_interval: float = 60.0
+    """Seconds between pruning sweeps, unless the last one came back full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,7 @@ class TickReport:
     resynced: int
     full: bool
     """A batch came back full: there is more to do, so the next tick should follow at once."""
+    pruned: int = 0
 
 
 class SchedulerTick:
@@ -42,6 +49,7 @@ class SchedulerTick:
         self._jobs = jobs
         self._ready_queue = ready_queue
         self._settings = settings
+        self._next_prune = 0.0
 
     async def __call__(self) -> TickReport:
         limit = self._settings.batch_size
@@ -55,8 +63,19 @@ class SchedulerTick:
         hints = promoted + reaped + stale
         if hints:
             await self._ready_queue.push(hints)
-        full = max(len(promoted), len(reaped) + dead_lettered, len(stale)) >= limit
-        return TickReport(len(promoted), len(reaped), dead_lettered, len(stale), resynced, full)
+        pruned = await self._prune(limit)
+        full = max(len(promoted), len(reaped) + dead_lettered, len(stale), pruned) >= limit
+        return TickReport(
+            len(promoted), len(reaped), dead_lettered, len(stale), resynced, full, pruned
+        )
+
+    async def _prune(self, limit: int) -> int:
+        if self._settings.retention_period <= 0 or time.monotonic() < self._next_prune:
+            return 0
+        pruned = await self._jobs.prune_finished(self._settings.retention_period, limit)
+        if pruned < limit:
+            self._next_prune = time.monotonic() + self._settings.prune_interval
+        return pruned
 
 
 async def run_scheduler(
@@ -73,7 +92,7 @@ async def run_scheduler(
             await sleep_unless(stop, backoff)
             backoff = min(backoff * 2, 5.0)
             continue
-        if report.reaped or report.dead_lettered or report.resynced:
+        if report.reaped or report.dead_lettered or report.resynced or report.pruned:
             log.info(
                 "tick: promoted=%d reaped=%d dead_lettered=%d republished=%d",
                 report.promoted,

@@ -102,6 +102,7 @@ class CoreProvider(Provider):
             batch_size=settings.scheduler_batch_size,
             tick_interval=settings.scheduler_tick,
             republish_after=settings.republish_after,
+            retention_period=settings.retention_period,
         )
 
     scheduler_tick = provide(SchedulerTick)

@@ -256,6 +256,25 @@ class InMemoryJobRepository:
             self._state.published_at[job_id] = None
         return len(pending)
 
+    async def prune_finished(self, older_than: float, limit: int) -> int:
+        cutoff = self._clock.now() - timedelta(seconds=older_than)
+        doomed = sorted(
+            (
+                job
+                for job in self._state.jobs.values()
+                if job.state in (SUCCEEDED, CANCELLED)
+                and job.finished_at is not None
+                and job.finished_at < cutoff
+            ),
+            key=lambda job: (job.created_at, job.id),
+        )[:limit]
+        for job in doomed:
+            del self._state.jobs[job.id]
+            self._state.published_at.pop(job.id, None)
+            if job.idempotency_key is not None:
+                self._state.by_idempotency_key.pop(job.idempotency_key, None)
+        return len(doomed)
+
     async def stats(self) -> list[QueueStats]:
         per_queue: dict[str, dict[JobState, int]] = {}
         for job in self._state.jobs.values():

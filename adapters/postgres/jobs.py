@@ -447,6 +447,21 @@ WITH pending AS (
 SELECT count(*) FROM marked
 """
 
+# Oldest first through the (state, created_at) index: jobs created long ago are the ones
+# that finished long ago, so the scan stops after about `limit` rows.
+PRUNE_FINISHED = """
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
 COUNT_BY_QUEUE_AND_STATE = "SELECT queue, state, count(*) AS jobs FROM jobs GROUP BY queue, state"
 
 PING = "SELECT 1"
@@ -671,6 +686,17 @@ class PostgresJobRepository:
         async with _connection(self._pool) as conn:
             marked: int = await conn.fetchval(MARK_UNPUBLISHED)
         return marked
+
+    async def prune_finished(self, older_than: float, limit: int) -> int:
+        deleted = 0
+        async with _connection(self._pool) as conn:
+            for state in (SUCCEEDED, CANCELLED):
+                if deleted < limit:
+                    count = await conn.fetchval(
+                        PRUNE_FINISHED, state.value, older_than, limit - deleted
+                    )
+                    deleted += int(count)
+        return deleted
 
     async def stats(self) -> list[QueueStats]:
         async with _connection(self._pool) as conn:

@@ -134,3 +134,28 @@ async def test_full_batch_asks_for_another_tick_at_once(memory: Memory) -> None:
 
     assert (first.republished, first.full) == (2, True)
     assert (second.republished, second.full) == (1, False)
+
+
+async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    await memory.jobs.cancel(job.id, None)
+    settings = SchedulerSettings(batch_size=100, retention_period=3600, prune_interval=60)
+    tick = tick_for(memory, settings)
+
+    assert (await tick()).pruned == 0
+    memory.clock.advance(3601)
+    assert (await tick()).pruned == 0  # the next sweep waits for the prune interval
+    tick = tick_for(memory, settings)  # a fresh scheduler sweeps at once
+    assert (await tick()).pruned == 1
+    assert await memory.jobs.get(job.id) is None
+
+
+async def test_zero_retention_keeps_finished_jobs_forever(memory: Memory) -> None:
+    job, _ = await memory.jobs.add(memory.new_job())
+    await memory.jobs.cancel(job.id, None)
+    memory.clock.advance(10 * 365 * 24 * 3600)
+
+    report = await tick_for(memory, SchedulerSettings(retention_period=0))()
+
+    assert report.pruned == 0
+    assert await memory.jobs.get(job.id) is not None

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from taskforge.application.ports import DeadLetterStore, JobRepository
 from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
@@ -247,3 +247,45 @@ async def test_concurrent_find_unpublished_callers_never_share_a_job(
     published = Counter(hint.job_id for hints in results for hint in hints)
     assert set(published) == ids
     assert set(published.values()) == {1}
+
+
+async def finished_job(jobs: JobRepository, new_job: JobFactory, **fields: object) -> Job:
+    job, _ = await jobs.add(new_job(**fields))
+    [claimed] = await jobs.claim([job.id], "worker-1")
+    await jobs.settle([Succeeded(lease=lease_of(claimed))])
+    return await stored(jobs, job.id)
+
+
+async def test_prune_finished_deletes_old_succeeded_and_cancelled_jobs_only(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    succeeded = await finished_job(jobs, new_job, idempotency_key=f"prune-{uuid4()}")
+    cancelled, _ = await jobs.add(new_job())
+    await jobs.cancel(cancelled.id, None)
+    pending, _ = await jobs.add(new_job())
+    dead, _ = await jobs.add(new_job())
+    await jobs.dead_letter(dead.id, None)
+    await asyncio.sleep(0.2)
+
+    pruned = await jobs.prune_finished(0.1, 100)
+
+    assert pruned == 2
+    assert await jobs.get(succeeded.id) is None
+    assert await jobs.get(cancelled.id) is None
+    assert (await stored(jobs, pending.id)).state is JobState.PENDING
+    assert (await stored(jobs, dead.id)).state is JobState.DLQ  # DLQ is kept for operators
+    again, created = await jobs.add(new_job(idempotency_key=succeeded.idempotency_key))
+    assert created  # the pruned job's key is free again
+    assert again.id != succeeded.id
+
+
+async def test_prune_finished_keeps_recent_jobs_and_respects_its_limit(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    for _ in range(3):
+        await finished_job(jobs, new_job)
+
+    assert await jobs.prune_finished(3600, 100) == 0  # finished just now
+    await asyncio.sleep(0.2)
+    assert await jobs.prune_finished(0.1, 2) == 2
+    assert await jobs.prune_finished(0.1, 2) == 1
