@@ -1,0 +1,71 @@
+"""`taskforge bench --quick` runs end to end and reports every scenario.
+
+Only that it ran and produced sane numbers is checked, never a speed: speeds belong to
+the benchmark's own report, compared side by side on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = (
+    "enqueue, 1 client sequential",
+    "enqueue, 100 in flight",
+    "batch enqueue",
+    "drain 1,000 jobs, 1 worker",
+    "drain 1,000 jobs, 2 workers",
+    "latency at",
+)
+
+
+def test_quick_bench_reports_every_scenario_and_cleans_up(
+    postgres_admin_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    redis = urlsplit(redis_url)
+    out = tmp_path / "bench.json"
+    env = {
+        **os.environ,
+        "POSTGRES_DSN": postgres_admin_dsn,
+        "REDIS_ADDR": f"{redis.hostname}:{redis.port or 6379}",
+        "REDIS_DB": (redis.path or "/0").lstrip("/") or "0",
+    }
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskforge.entrypoints.cli.service",
+            "bench",
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    names = [row["name"] for row in report["results"]]
+    for scenario in SCENARIOS:
+        assert any(name.startswith(scenario) for name in names), (scenario, names)
+    for row in report["results"]:
+        assert row["jobs"] > 0
+        assert 0 < row["seconds"] < 180
+        assert row["jobs_per_second"] > 0
+    latency = next(row for row in report["results"] if row["name"].startswith("latency"))
+    assert 0 < latency["start_p50_ms"] <= latency["start_p99_ms"] <= latency["finish_p99_ms"]
+    assert report["api_peak_rss_mib"] > 0
+    assert "TaskForge bench" in result.stdout
