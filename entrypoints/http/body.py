@@ -22,6 +22,7 @@ from taskforge.entrypoints.http.schemas import FIELD_RULES
 
 BodyCheck = Callable[[Request[Any, Any, Any]], Awaitable[None]]
 
+_CURL_DEFAULT_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.\-]+\+)?json")
 _AT_PATH = re.compile(r"^(?P<problem>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
@@ -68,10 +69,14 @@ def decode(
 
 def _check_content_type(content_type: str | None) -> None:
     # A body without a Content-Type is read as JSON, as most JSON APIs do; a declared
-    # non-JSON type (a form post, text) is a client mistake worth naming.
+    # non-JSON type (text, XML) is a client mistake worth naming.
     if content_type is None:
         return
     media_type = content_type.split(";", 1)[0].strip().lower()
+    # `curl -d '{...}'` labels its body as a form unless told otherwise; the body is JSON
+    # all the same, so read it as such (it is still decoded strictly).
+    if media_type == _CURL_DEFAULT_MEDIA_TYPE:
+        return
     if not _JSON_MEDIA_TYPE.fullmatch(media_type):
         raise ApiError(
             415,

@@ -94,7 +94,7 @@ async def test_post_jobs_without_a_json_object_is_400(
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+    "content_type", ["text/plain", "application/xml", "multipart/form-data; boundary=x"]
 )
 async def test_a_body_declared_as_not_json_is_415(
     client: httpx.AsyncClient, content_type: str
@@ -104,6 +104,17 @@ async def test_a_body_declared_as_not_json_is_415(
     )
 
     assert_error(response, 415, "validation_error", "Content-Type")
+
+
+async def test_curl_default_form_content_type_is_read_as_json(client: httpx.AsyncClient) -> None:
+    # What `curl -X POST .../jobs -d '{"jobType":"email"}'` sends.
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+
+    created = await client.post("/jobs", content=b'{"jobType": "email"}', headers=headers)
+    not_json = await client.post("/jobs", content=b"jobType=email", headers=headers)
+
+    assert created.status_code == 201, created.text
+    assert_error(not_json, 400, "validation_error", "body")
 
 
 @pytest.mark.parametrize(
