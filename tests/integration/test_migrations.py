@@ -172,3 +172,16 @@ def test_a_folder_without_migrations_is_refused(tmp_path: Path) -> None:
         load_migrations(tmp_path)
     with pytest.raises(MigrationError, match="cannot read"):
         load_migrations(tmp_path / "absent")
+
+
+async def test_jobs_table_autovacuum_follows_a_fixed_amount_of_change(scratch_dsn: str) -> None:
+    await apply_migrations(scratch_dsn)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'jobs'")
+    finally:
+        await conn.close()
+    settings = dict(option.split("=", 1) for option in options)
+    assert settings["autovacuum_vacuum_scale_factor"] == "0.0"
+    assert settings["autovacuum_analyze_scale_factor"] == "0.0"
+    assert int(settings["autovacuum_analyze_threshold"]) > 0

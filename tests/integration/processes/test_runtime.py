@@ -197,3 +197,25 @@ async def test_jobs_survive_losing_every_redis_hint(stack: Stack, redis_url: str
 
     for job_id in ids:
         await stack.wait_for(job_id, "SUCCEEDED")
+
+
+async def test_a_second_signal_exits_at_once_and_the_lease_is_recovered(stack: Stack) -> None:
+    await stack.start_api()
+    stack.start_scheduler()
+    worker = stack.start_worker("--concurrency", "1", WORKER_SHUTDOWN_GRACE="60")
+    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 30}, visibilityTimeout=2)
+    await stack.wait_for_ledger(job_id, 1)
+
+    worker.signal(signal.SIGTERM)  # graceful: would wait up to 60 s for the job
+    await asyncio.sleep(0.2)
+    began = time.monotonic()
+    worker.signal(signal.SIGTERM)  # forced
+    assert worker.wait(10) == 130
+    assert time.monotonic() - began < 5
+
+    assert (await stack.job(job_id))["state"] == "RUNNING"  # its lease was left behind
+    stack.start_worker()
+    requeued = await stack.wait_for(job_id, "RUNNING", "PENDING")
+    runs = await stack.wait_for_ledger(job_id, 2)
+    assert runs[1]["pid"] != worker.pid
+    assert requeued["attempt_count"] >= 1
