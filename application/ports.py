@@ -6,12 +6,14 @@ same tests against every implementation. Only domain types cross a port.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Protocol
 from uuid import UUID
 
+from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import Settlement
 from taskforge.domain.states import JobState
@@ -116,7 +118,8 @@ class JobRepository(Protocol):
         ...
 
     async def promote_due(self, limit: int) -> list[ReadyHint]:
-        """FAILED jobs whose next_run_at has passed -> PENDING (retry_count + 1)."""
+        """FAILED jobs whose next_run_at has passed -> PENDING (retry_count + 1). Each hint
+        carries its job's traceparent, as do those of the two sweeps below."""
         ...
 
     async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
@@ -203,7 +206,8 @@ class RateLimiter(Protocol):
 
 
 class WorkerMetrics(Protocol):
-    """What a worker reports; adapters turn it into Prometheus series."""
+    """What a worker reports, on its hot path: implementations only count in memory
+    (JobMetricsRecorder); publishing happens elsewhere, in batches."""
 
     def job_started(self, queue: str, job_type: str, time_in_queue: float) -> None: ...
 
@@ -213,6 +217,81 @@ class WorkerMetrics(Protocol):
 
     def rate_throttled(self, queue: str, count: int) -> None: ...
 
-    def utilization(self, queue: str, busy: int, slots: int) -> None: ...
-
     def lease_lost(self, queue: str) -> None: ...
+
+    def utilization(self, queue: str, busy: int, slots: int) -> None:
+        """`busy` of the worker's `slots` run jobs of `queue` from now on."""
+        ...
+
+
+class MetricsStore(Protocol):
+    """Job metrics of the whole cluster: every worker adds its counts in batches, and the
+    API reads the totals on each scrape. Totals only grow (until the store itself is lost,
+    which a scraper sees as a counter reset). Each worker's load is kept only for the TTL of
+    its last write, so a worker that stopped drops out of utilisation."""
+
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
+        """Add `batch` to the totals and keep `load` as its worker's for `ttl` seconds, in
+        one atomic write. A call that raised added nothing, unless only its reply was lost
+        (the connection broke after the write): a retried batch then counts twice."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker's load now (it is shutting down)."""
+        ...
+
+    async def read(self) -> ClusterMetrics:
+        """The totals and the load of every live worker."""
+        ...
+
+
+AttributeValue = str | int | float | bool
+
+
+class TraceSpan(Protocol):
+    """One span of a trace. Used as a context manager it is the current span for the
+    block (log lines written inside carry its trace id; spans started inside are its
+    children) and ends when the block does; otherwise the caller ends it."""
+
+    @property
+    def traceparent(self) -> str:
+        """This span as a W3C traceparent: what a job stores to continue the trace."""
+        ...
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
+
+    def fail(self, error: str) -> None:
+        """Mark the span's work as failed, with a description."""
+        ...
+
+    def end(self) -> None: ...
+
+    def __enter__(self) -> TraceSpan: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+class JobTracer(Protocol):
+    """Spans for what happens to jobs, each in the trace its job's traceparent names.
+
+    Only present when tracing is on: with tracing off the application holds None instead,
+    and does no tracing work at all."""
+
+    def start_span(
+        self,
+        name: str,
+        *,
+        job_id: UUID,
+        queue: str,
+        parent: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> TraceSpan:
+        """A started span carrying `job_id` and `queue` attributes. Its parent is the
+        traceparent `parent` when given and valid, else the current span (a new trace when
+        there is none)."""
+        ...

@@ -11,10 +11,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from taskforge.application.ports import JobRepository, ReadyQueue
+from taskforge.application.ports import JobRepository, JobTracer, ReadyQueue, TraceSpan
 from taskforge.application.timing import sleep_unless
+from taskforge.domain.job import ReadyHint
 
 log = logging.getLogger("taskforge.scheduler")
+
+REQUEUE_SPAN = "taskforge.job.requeue"
+"""The scheduler putting a job back in its queue: a retry that came due, or an expired
+lease. A child of the span that enqueued the job."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,11 +49,17 @@ class TickReport:
 
 class SchedulerTick:
     def __init__(
-        self, jobs: JobRepository, ready_queue: ReadyQueue, settings: SchedulerSettings
+        self,
+        jobs: JobRepository,
+        ready_queue: ReadyQueue,
+        settings: SchedulerSettings,
+        tracer: JobTracer | None = None,
     ) -> None:
+        """`tracer` None: tracing is off and the tick does no tracing work at all."""
         self._jobs = jobs
         self._ready_queue = ready_queue
         self._settings = settings
+        self._tracer = tracer
         self._next_prune = 0.0
 
     async def __call__(self) -> TickReport:
@@ -62,7 +73,12 @@ class SchedulerTick:
         stale = await self._jobs.find_unpublished(limit, self._settings.republish_after)
         hints = promoted + reaped + stale
         if hints:
-            await self._ready_queue.push(hints)
+            spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
+            try:
+                await self._ready_queue.push(hints)
+            finally:
+                for span in spans:
+                    span.end()
         pruned = await self._prune(limit)
         full = max(len(promoted), len(reaped) + dead_lettered, len(stale), pruned) >= limit
         return TickReport(
@@ -76,6 +92,26 @@ class SchedulerTick:
         if pruned < limit:
             self._next_prune = time.monotonic() + self._settings.prune_interval
         return pruned
+
+
+def _requeue_spans(
+    tracer: JobTracer, promoted: list[ReadyHint], reaped: list[ReadyHint]
+) -> list[TraceSpan]:
+    """A span per re-queued job that belongs to a trace (it has a traceparent); each
+    ends once the hints are pushed."""
+    spans = []
+    for reason, hints in (("retry due", promoted), ("lease expired", reaped)):
+        for hint in hints:
+            if hint.traceparent is not None:
+                span = tracer.start_span(
+                    REQUEUE_SPAN,
+                    job_id=hint.job_id,
+                    queue=hint.queue,
+                    parent=hint.traceparent,
+                    attributes={"reason": reason},
+                )
+                spans.append(span)
+    return spans
 
 
 async def run_scheduler(

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError, invoke
+from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from taskforge.application.ports import (
+    AttributeValue,
     Clock,
     JobRepository,
+    JobTracer,
     RandomSource,
     RateLimiter,
     ReadyQueue,
@@ -27,6 +30,7 @@ from taskforge.application.ports import (
 from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.job import Job, Lease, ReadyHint
 from taskforge.domain.outcome import (
+    DeadLettered,
     FailureKind,
     RetryLater,
     Settlement,
@@ -37,6 +41,15 @@ from taskforge.domain.outcome import (
 log = logging.getLogger("taskforge.worker")
 
 MAX_ERROR_LENGTH = 4000
+
+RUN_SPAN = "taskforge.job.run"
+"""The span of one attempt, a child of the span that enqueued the job."""
+
+_OUTCOMES: dict[type[Settlement], str] = {
+    Succeeded: "succeeded",
+    RetryLater: "retry",
+    DeadLettered: "dead_lettered",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +149,9 @@ class Worker:
         clock: Clock,
         random: RandomSource,
         settings: WorkerSettings,
+        tracer: JobTracer | None = None,
     ) -> None:
+        """`tracer` None: tracing is off and the worker does no tracing work at all."""
         if settings.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self._jobs = jobs
@@ -147,6 +162,7 @@ class Worker:
         self._clock = clock
         self._random = random
         self._settings = settings
+        self._tracer = tracer
         self._running: dict[UUID, _Running] = {}
         """Jobs whose handler is running: each holds one of the `concurrency` slots."""
         self._settling: dict[UUID, _Running] = {}
@@ -161,9 +177,16 @@ class Worker:
     def running(self) -> int:
         return len(self._running)
 
+    @property
+    def owner(self) -> str:
+        """This worker's name in leases (and in the metrics store): host:pid:suffix."""
+        return self._settings.owner
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then shut down gracefully: running jobs get the grace
         period to finish; the rest are interrupted and handed back without using an attempt."""
+        for queue in self._settings.queues:
+            self._report_utilization(queue)  # the queues served, idle, from the start
         settler = asyncio.create_task(self._settler.run(), name="taskforge-settler")
         heartbeat = asyncio.create_task(self._heartbeat_loop(stop), name="taskforge-heartbeat")
         try:
@@ -268,10 +291,13 @@ class Worker:
         started = time.monotonic()
         queued_since = job.next_run_at if job.next_run_at > job.created_at else job.created_at
         time_in_queue = max(0.0, (self._clock.now() - queued_since).total_seconds())
-        self._metrics.job_started(job.queue, job.job_type, time_in_queue)
+        self._metrics.job_started(job.queue, self._job_type_label(job), time_in_queue)
         settlement: Settlement | None = None
         try:
-            settlement = await self._attempt(running)
+            if self._tracer is None:
+                settlement = await self._attempt(running)
+            else:
+                settlement = await self._traced_attempt(running, self._tracer)
         except asyncio.CancelledError:
             if not (running.lost or running.released):
                 raise
@@ -295,7 +321,30 @@ class Worker:
         if not applied:
             self._lease_lost(running, "settle refused: the lease no longer owns the job")
         succeeded = applied and isinstance(settlement, Succeeded)
-        self._metrics.job_finished(job.queue, job.job_type, runtime, succeeded)
+        self._metrics.job_finished(job.queue, self._job_type_label(job), runtime, succeeded)
+
+    def _job_type_label(self, job: Job) -> str:
+        """Metrics name job types that have a handler; any other is one label, so clients
+        that invent job types cannot multiply the series."""
+        return job.job_type if job.job_type in self._handlers else UNREGISTERED_JOB_TYPE
+
+    async def _traced_attempt(self, running: _Running, tracer: JobTracer) -> Settlement:
+        """The attempt in its own span, in the job's trace. The handler sees the span's
+        traceparent, so what it calls can continue the trace."""
+        job = running.job
+        attributes: dict[str, AttributeValue] = {
+            "job_type": job.job_type,
+            "attempt": job.attempt_count,
+        }
+        with tracer.start_span(
+            RUN_SPAN, job_id=job.id, queue=job.queue, parent=job.traceparent, attributes=attributes
+        ) as span:
+            running.context.traceparent = span.traceparent
+            settlement = await self._attempt(running)
+            span.set_attribute("outcome", _OUTCOMES[type(settlement)])
+            if not isinstance(settlement, Succeeded):
+                span.fail(settlement.error)
+            return settlement
 
     async def _attempt(self, running: _Running) -> Settlement:
         job, lease = running.job, running.lease

@@ -111,3 +111,6 @@ class ReadyHint:
 
     queue: str
     job_id: UUID
+    traceparent: str | None = field(default=None, compare=False)
+    """The job's traceparent, when the scheduler's sweeps return the hint (to continue the
+    job's trace). Not part of the hint's identity, and the ready queue does not keep it."""

@@ -1,4 +1,5 @@
-"""Production providers: Postgres (source of truth) and Redis (dispatch, rate limits)."""
+"""Production providers: Postgres (source of truth) and Redis (dispatch, rate limits, the
+cluster's job metrics)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from taskforge.adapters.postgres.jobs import (
     create_pool,
 )
 from taskforge.adapters.redis.client import create_redis
+from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
-from taskforge.application.ports import DeadLetterStore, JobRepository, RateLimiter, ReadyQueue
+from taskforge.application.ports import (
+    DeadLetterStore,
+    JobRepository,
+    MetricsStore,
+    RateLimiter,
+    ReadyQueue,
+)
 from taskforge.entrypoints.config import Settings
 
 POOL_SIZE = 10
@@ -69,3 +77,7 @@ class RedisProvider(Provider):
     @provide
     def rate_limiter(self, client: Redis, settings: Settings) -> RateLimiter:
         return RedisRateLimiter(client, settings.redis_key_prefix)
+
+    @provide
+    def metrics_store(self, client: Redis, settings: Settings) -> MetricsStore:
+        return RedisMetricsStore(client, settings.redis_key_prefix)

@@ -84,7 +84,13 @@ class Settings:
     handlers: tuple[str, ...] = ()
     demo_handlers: bool = False
     metrics_addr: Address | None = None
+    metrics_flush_interval: float = 1.0
+    """Seconds between a worker's writes of its metrics to the cluster-wide store; a worker
+    that misses three in a row drops out of utilisation."""
     redis_key_prefix: str = "taskforge:"
+    service_name: str = "taskforge"
+    """How this process names itself in traces (`taskforge-worker` ...); set by the role
+    being run, not read from the environment."""
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -141,6 +147,7 @@ class Settings:
             handlers=get("TASKFORGE_HANDLERS", _module_list, ()),
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),
+            metrics_flush_interval=get("METRICS_FLUSH_INTERVAL", _number(0.05, 60), 1.0),
             redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
         )
 

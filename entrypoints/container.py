@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from enum import StrEnum
 
 from dishka import (
@@ -20,10 +20,12 @@ from taskforge.adapters.memory.jobs import (
     InMemoryJobRepository,
     InMemoryState,
 )
+from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
-from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
+from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.jobs import (
     CancelJob,
@@ -38,11 +40,14 @@ from taskforge.application.jobs import (
     ReplayDeadLetter,
     RetryJob,
 )
+from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.ports import (
     Clock,
     DeadLetterStore,
     IdSource,
     JobRepository,
+    JobTracer,
+    MetricsStore,
     RandomSource,
     RateLimiter,
     ReadyQueue,
@@ -67,9 +72,32 @@ class CoreProvider(Provider):
     clock = provide(SystemClock, provides=Clock)
     ids = provide(Uuid7Source, provides=IdSource)
 
-    @provide(provides=AnyOf[PrometheusMetrics, WorkerMetrics])
-    def metrics(self) -> PrometheusMetrics:
-        return PrometheusMetrics()
+    @provide(provides=AnyOf[JobMetricsRecorder, WorkerMetrics])
+    def recorder(self) -> JobMetricsRecorder:
+        return JobMetricsRecorder()
+
+    http_metrics = provide(HttpMetrics)
+
+    @provide
+    def process_metrics(self, recorder: JobMetricsRecorder) -> PrometheusMetrics:
+        return PrometheusMetrics(recorder)
+
+    @provide
+    def tracing(self, settings: Settings) -> Iterator[OpenTelemetryTracing | None]:
+        """None when tracing is off: nothing traces then, not even a no-op span. Spans
+        still buffered are exported when the container closes."""
+        if not settings.tracing_enabled:
+            yield None
+            return
+        tracing = OpenTelemetryTracing(settings.service_name, settings.tracing_exporter)
+        try:
+            yield tracing
+        finally:
+            tracing.shutdown()
+
+    @provide
+    def tracer(self, tracing: OpenTelemetryTracing | None) -> JobTracer | None:
+        return tracing
 
     @provide
     def random(self) -> RandomSource:
@@ -105,7 +133,15 @@ class CoreProvider(Provider):
             retention_period=settings.retention_period,
         )
 
-    scheduler_tick = provide(SchedulerTick)
+    @provide
+    def scheduler_tick(
+        self,
+        jobs: JobRepository,
+        ready_queue: ReadyQueue,
+        settings: SchedulerSettings,
+        tracer: JobTracer | None,
+    ) -> SchedulerTick:
+        return SchedulerTick(jobs, ready_queue, settings, tracer)
 
 
 class MemoryProvider(Provider):
@@ -119,6 +155,10 @@ class MemoryProvider(Provider):
         return InMemoryRateLimiter()
 
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
+
+    @provide
+    def metrics_store(self) -> MetricsStore:
+        return InMemoryMetricsStore()
 
     @provide
     def jobs(self, state: InMemoryState, clock: Clock, ids: IdSource) -> JobRepository:

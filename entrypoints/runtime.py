@@ -21,10 +21,15 @@ from dishka import AsyncContainer
 from prometheus_client import start_http_server
 
 from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
+from taskforge.application.metrics import JobMetricsRecorder
+from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
     JobRepository,
+    JobTracer,
+    MetricsStore,
     RandomSource,
     RateLimiter,
     ReadyQueue,
@@ -121,6 +126,7 @@ async def build_worker(
         metrics=await container.get(WorkerMetrics),
         clock=await container.get(Clock),
         random=await container.get(RandomSource),
+        tracer=await container.get(JobTracer | None),
         settings=WorkerSettings(
             queues=queues,
             concurrency=concurrency,
@@ -153,12 +159,26 @@ async def warn_about_eviction(container: AsyncContainer) -> None:
 
 
 async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Event) -> None:
+    """Run a worker until `stop`, publishing its metrics to the cluster-wide store every
+    METRICS_FLUSH_INTERVAL; the last flush follows the worker's drain."""
     await warn_about_eviction(container)
     worker = await build_worker(container, settings, settings.queues, settings.worker_concurrency)
+    publisher = MetricsPublisher(
+        await container.get(JobMetricsRecorder),
+        await container.get(MetricsStore),
+        worker_id=worker.owner,
+        interval=settings.metrics_flush_interval,
+    )
     log.info(
         "worker serving %s with %d slot(s)", ",".join(settings.queues), settings.worker_concurrency
     )
-    await worker.run(stop)
+    worker_stopped = asyncio.Event()
+    publishing = asyncio.create_task(publisher.run(worker_stopped), name="metrics-publisher")
+    try:
+        await worker.run(stop)
+    finally:
+        worker_stopped.set()
+        await publishing
 
 
 async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:
@@ -171,7 +191,7 @@ async def serve_process_metrics(container: AsyncContainer, settings: Settings) -
     if settings.metrics_addr is None:
         return
     metrics = await container.get(PrometheusMetrics)
-    start_http_server(
+    start_http_server(  # a thread of its own; the recorder it reads is thread-safe
         settings.metrics_addr.port, addr=settings.metrics_addr.host, registry=metrics.registry
     )
     log.info("process metrics on http://%s/metrics", settings.metrics_addr)
@@ -181,6 +201,9 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
     """Run the given roles ("api", "worker", "scheduler") until a stop signal."""
     signals = StopSignals()
     signals.install()
+    tracing = await container.get(OpenTelemetryTracing | None)
+    if tracing is not None:
+        tracing.install()
     if "api" not in roles:
         await serve_process_metrics(container, settings)
     tasks = []

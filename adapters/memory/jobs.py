@@ -343,7 +343,7 @@ _NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_token": None, "lease
 
 
 def _hint(job: Job) -> ReadyHint:
-    return ReadyHint(job.queue, job.id)
+    return ReadyHint(job.queue, job.id, job.traceparent)
 
 
 def _is_stale(published_at: datetime | None, stale_before: datetime) -> bool:

@@ -379,9 +379,9 @@ WITH due AS (
     UPDATE jobs SET {REQUEUE}, retry_count = jobs.retry_count + 1
     FROM due
     WHERE jobs.id = due.id AND jobs.state = 'FAILED'
-    RETURNING jobs.id, jobs.queue, due.next_run_at AS due_at
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, due.next_run_at AS due_at
 )
-SELECT queue, id FROM promoted ORDER BY due_at, id
+SELECT queue, id, traceparent FROM promoted ORDER BY due_at, id
 """
 
 # Attempts left: back to PENDING (the expired attempt still counts). None left: DLQ.
@@ -409,10 +409,11 @@ WITH expired AS (
     FROM expired
     WHERE jobs.id = expired.id AND jobs.state = 'RUNNING'
     RETURNING jobs.id, jobs.queue, jobs.job_type, jobs.payload, jobs.state, jobs.reason,
-              jobs.last_error, jobs.attempt_count, expired.lease_expires_at AS expired_at
+              jobs.last_error, jobs.attempt_count, jobs.traceparent,
+              expired.lease_expires_at AS expired_at
 ), dead_lettered AS ({_ENTER_DLQ.format(source="reaped")}
 )
-SELECT queue, id, state FROM reaped ORDER BY expired_at, id
+SELECT queue, id, state, traceparent FROM reaped ORDER BY expired_at, id
 """
 
 FIND_UNPUBLISHED = """
@@ -428,9 +429,9 @@ WITH stale AS (
     UPDATE jobs SET published_at = now()
     FROM stale
     WHERE jobs.id = stale.id AND jobs.state = 'PENDING'
-    RETURNING jobs.id, jobs.queue, stale.next_run_at AS due_at
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, stale.next_run_at AS due_at
 )
-SELECT queue, id FROM marked ORDER BY due_at, id
+SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
 """
 
 # A pending row someone else holds is about to leave PENDING or to be published by its
@@ -669,18 +670,18 @@ class PostgresJobRepository:
     async def promote_due(self, limit: int) -> list[ReadyHint]:
         async with _connection(self._pool) as conn:
             rows = await conn.fetch(PROMOTE_DUE, limit)
-        return [ReadyHint(row["queue"], row["id"]) for row in rows]
+        return [_hint_from_row(row) for row in rows]
 
     async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
         async with _connection(self._pool) as conn:
             rows = await conn.fetch(REAP_EXPIRED, limit, LEASE_EXPIRED_ERROR, EXHAUSTED_REASON)
-        hints = [ReadyHint(row["queue"], row["id"]) for row in rows if row["state"] == PENDING]
+        hints = [_hint_from_row(row) for row in rows if row["state"] == PENDING]
         return hints, len(rows) - len(hints)
 
     async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
         async with _connection(self._pool) as conn:
             rows = await conn.fetch(FIND_UNPUBLISHED, limit, float(older_than))
-        return [ReadyHint(row["queue"], row["id"]) for row in rows]
+        return [_hint_from_row(row) for row in rows]
 
     async def mark_unpublished(self) -> int:
         async with _connection(self._pool) as conn:
@@ -787,6 +788,10 @@ def _find_statement(where: ListFilter) -> tuple[str, list[str]]:
 
 def _names(states: frozenset[JobState]) -> list[str]:
     return sorted(state.value for state in states)
+
+
+def _hint_from_row(row: asyncpg.Record) -> ReadyHint:
+    return ReadyHint(row["queue"], row["id"], row["traceparent"])
 
 
 def _job_from_row(row: asyncpg.Record) -> Job:

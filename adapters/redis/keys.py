@@ -38,3 +38,19 @@ class RedisKeys:
     def rate_bucket(self, queue: str) -> str:
         """The token bucket every worker draws from to run jobs of `queue`."""
         return f"{self.prefix}rate:{queue}"
+
+    @property
+    def metric_totals(self) -> str:
+        """A hash of every job metric of the cluster, summed over all workers (see
+        `adapters/redis/metrics.py` for its fields)."""
+        return f"{self.prefix}metrics:totals"
+
+    @property
+    def metric_workers(self) -> str:
+        """The set of worker ids that published their load; members whose load key expired
+        are removed by the next reader."""
+        return f"{self.prefix}metrics:workers"
+
+    def metric_worker_load(self, worker_id: str) -> str:
+        """One worker's load per queue (JSON), expiring unless the worker refreshes it."""
+        return f"{self.prefix}metrics:worker:{worker_id}"

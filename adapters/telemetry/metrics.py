@@ -1,20 +1,47 @@
-"""The spec's Prometheus metrics, in one registry per process."""
+"""The spec's Prometheus metrics: rendered from job metric values, plus HTTP and process series.
+
+Two views use the same names:
+- the API's GET /metrics: the whole cluster, read from the MetricsStore on each scrape
+  (`render_api_metrics`), with live queue depths, the DLQ size, this API process's HTTP
+  requests and its process series;
+- METRICS_ADDR of a worker or scheduler: that one process (`PrometheusMetrics`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from taskforge.application.metrics import (
+    JOB_SECONDS_BUCKETS,
+    ClusterMetrics,
+    DurationHistogram,
+    JobMetrics,
+    JobMetricsRecorder,
+    QueueLoad,
+    SeriesKey,
 )
 
 # The `_created` series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# From 1 ms to 10 min: jobs range from no-ops to long batch work.
-JOB_SECONDS_BUCKETS = (
+HTTP_SECONDS_BUCKETS = (
     0.001,
     0.0025,
     0.005,
@@ -28,91 +55,166 @@ JOB_SECONDS_BUCKETS = (
     2.5,
     5.0,
     10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
+)
+
+_BOUNDS = (*(repr(float(bound)) for bound in JOB_SECONDS_BUCKETS), "+Inf")
+"""The `le` labels, written as prometheus_client writes them (0.001, 1.0, +Inf)."""
+
+_COUNTERS = (
+    ("taskforge_job_attempts", "attempts", "Attempts started."),
+    ("taskforge_job_success", "success", "Attempts that succeeded."),
+    ("taskforge_job_failure", "failure", "Attempts that failed (retryable or terminal)."),
+    (
+        "taskforge_worker_concurrency_throttled",
+        "concurrency_throttled",
+        "Fetches deferred because every slot of a worker was busy.",
+    ),
+    (
+        "taskforge_worker_rate_throttled",
+        "rate_throttled",
+        "Jobs deferred by the queue's rate limit.",
+    ),
+    (
+        "taskforge_worker_leases_lost",
+        "leases_lost",
+        "Attempts whose lease was lost before they settled.",
+    ),
 )
 
 
-class PrometheusMetrics:
-    """Owns the registry that GET /metrics renders; implements the WorkerMetrics port."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.queue_depth = Gauge(
-            "taskforge_queue_depth", "Hints waiting in the ready queue.", ["queue"], registry=r
-        )
-        self.dlq_count = Gauge("taskforge_dlq_count", "Jobs in the dead-letter queue.", registry=r)
-        self.attempts = Counter(
-            "taskforge_job_attempts", "Attempts started.", ["queue"], registry=r
-        )
-        self.successes = Counter(
-            "taskforge_job_success", "Attempts that succeeded.", ["queue"], registry=r
-        )
-        self.failures = Counter(
-            "taskforge_job_failure",
-            "Attempts that failed (retryable or terminal).",
-            ["queue"],
-            registry=r,
-        )
-        self.runtime = Histogram(
-            "taskforge_job_runtime_seconds",
-            "Handler run time per attempt.",
-            ["queue", "job_type"],
-            buckets=JOB_SECONDS_BUCKETS,
-            registry=r,
-        )
-        self.time_in_queue = Histogram(
+def job_metric_families(totals: JobMetrics, utilization: Mapping[str, float]) -> list[Metric]:
+    """The job counters, the runtime and time-in-queue histograms and the utilisation
+    gauge, one sample per queue (and job type), sorted."""
+    families: list[Metric] = []
+    queues = sorted(totals.counts)
+    for name, field, documentation in _COUNTERS:
+        counter = CounterMetricFamily(name, documentation, labels=["queue"])
+        for queue in queues:
+            counter.add_metric([queue], getattr(totals.counts[queue], field))
+        families.append(counter)
+    families.append(
+        _histogram("taskforge_job_runtime_seconds", "Handler run time per attempt.", totals.runtime)
+    )
+    families.append(
+        _histogram(
             "taskforge_job_time_in_queue_seconds",
-            "From due to start of an attempt.",
-            ["queue", "job_type"],
-            buckets=JOB_SECONDS_BUCKETS,
-            registry=r,
+            "From when a job was due (created, or its retry time) to the start of its attempt.",
+            totals.time_in_queue,
         )
-        self.worker_utilization = Gauge(
-            "taskforge_worker_utilization",
-            "Busy slots over total slots.",
-            ["queue"],
-            registry=r,
+    )
+    gauge = GaugeMetricFamily(
+        "taskforge_worker_utilization",
+        "Busy slots over all slots of the workers serving the queue, averaged over about "
+        "the last second.",
+        labels=["queue"],
+    )
+    for queue, value in sorted(utilization.items()):
+        gauge.add_metric([queue], value)
+    families.append(gauge)
+    return families
+
+
+def _histogram(
+    name: str, documentation: str, series: Mapping[SeriesKey, DurationHistogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=["queue", "job_type"])
+    for (queue, job_type), histogram in sorted(series.items()):
+        buckets = list(zip(_BOUNDS, histogram.cumulative(), strict=True))
+        family.add_metric([queue, job_type], buckets, sum_value=histogram.total)
+    return family
+
+
+def cluster_metric_families(
+    view: ClusterMetrics, depths: Mapping[str, int], dead_letters: int
+) -> list[Metric]:
+    """What the API's /metrics shows of the cluster."""
+    depth = GaugeMetricFamily(
+        "taskforge_queue_depth", "Hints waiting in the queue's ready list.", labels=["queue"]
+    )
+    for queue, value in sorted(depths.items()):
+        depth.add_metric([queue], value)
+    dlq = GaugeMetricFamily("taskforge_dlq_count", "Jobs in the dead-letter queue.")
+    dlq.add_metric([], dead_letters)
+    workers = GaugeMetricFamily(
+        "taskforge_workers",
+        "Live workers serving the queue (each published its metrics within its TTL).",
+        labels=["queue"],
+    )
+    for queue, count in sorted(view.live_workers().items()):
+        workers.add_metric([queue], count)
+    return [depth, dlq, *job_metric_families(view.totals, view.utilization()), workers]
+
+
+class _Families:
+    """A collector that yields metric families computed beforehand."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the process_* and python_* series of this process."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class _RecorderCollector:
+    def __init__(self, recorder: JobMetricsRecorder) -> None:
+        self._recorder = recorder
+
+    def collect(self) -> Iterable[Metric]:
+        return job_metric_families(self._recorder.totals(), _utilization(self._recorder.load()))
+
+
+def _utilization(load: Mapping[str, QueueLoad]) -> dict[str, float]:
+    return {
+        queue: entry.busy / entry.slots if entry.slots else 0.0 for queue, entry in load.items()
+    }
+
+
+class PrometheusMetrics:
+    """This process's own metrics, served on METRICS_ADDR by workers and schedulers: the
+    jobs its recorder counted since it started, and the process series."""
+
+    def __init__(self, recorder: JobMetricsRecorder) -> None:
+        self.registry = process_registry()
+        self.registry.register(_RecorderCollector(recorder))
+
+
+class HttpMetrics:
+    """The API process's requests: a counter and a latency histogram, labelled with the
+    route template (never the raw path) and a bounded method."""
+
+    def __init__(self) -> None:
+        self.registry = process_registry()
+        self.requests = Counter(
+            "taskforge_http_requests",
+            "HTTP requests answered, by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
-        self.concurrency_throttled_total = Counter(
-            "taskforge_worker_concurrency_throttled",
-            "Fetches deferred because every slot was busy.",
-            ["queue"],
-            registry=r,
-        )
-        self.rate_throttled_total = Counter(
-            "taskforge_worker_rate_throttled",
-            "Jobs deferred by the queue's rate limit.",
-            ["queue"],
-            registry=r,
-        )
-        self.leases_lost = Counter(
-            "taskforge_worker_leases_lost",
-            "Attempts whose lease was lost before they settled.",
-            ["queue"],
-            registry=r,
+        self.duration = Histogram(
+            "taskforge_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["method", "route"],
+            buckets=HTTP_SECONDS_BUCKETS,
+            registry=self.registry,
         )
 
-    def job_started(self, queue: str, job_type: str, time_in_queue: float) -> None:
-        self.attempts.labels(queue).inc()
-        self.time_in_queue.labels(queue, job_type).observe(time_in_queue)
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(method, route).observe(seconds)
 
-    def job_finished(self, queue: str, job_type: str, runtime: float, succeeded: bool) -> None:
-        self.runtime.labels(queue, job_type).observe(runtime)
-        (self.successes if succeeded else self.failures).labels(queue).inc()
 
-    def concurrency_throttled(self, queue: str) -> None:
-        self.concurrency_throttled_total.labels(queue).inc()
-
-    def rate_throttled(self, queue: str, count: int) -> None:
-        self.rate_throttled_total.labels(queue).inc(count)
-
-    def utilization(self, queue: str, busy: int, slots: int) -> None:
-        self.worker_utilization.labels(queue).set(busy / slots if slots else 0.0)
-
-    def lease_lost(self, queue: str) -> None:
-        self.leases_lost.labels(queue).inc()
+def render_api_metrics(
+    view: ClusterMetrics, depths: Mapping[str, int], dead_letters: int, http: HttpMetrics
+) -> bytes:
+    """The API's /metrics: the cluster view, then this process's HTTP and process series."""
+    cluster = generate_latest(_Families(cluster_metric_families(view, depths, dead_letters)))
+    return cluster + generate_latest(http.registry)

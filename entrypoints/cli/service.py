@@ -24,7 +24,7 @@ app = App(
 
 
 def _run(role: str, backend: Backend, roles: set[str], **overrides: object) -> None:
-    settings = _settings(overrides)
+    settings = _settings({**overrides, "service_name": f"taskforge-{role}"})
     if backend is Backend.POSTGRES_REDIS:
         settings.require_postgres(role)
     configure_logging(settings.log_level)

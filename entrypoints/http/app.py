@@ -43,7 +43,9 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     setup_dishka(container, app)
     # Wrapping the router itself (not the route handlers, as Litestar's middleware does)
     # covers unknown routes and wrong methods too.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, api_token=settings.api_token)
+    app.asgi_handler = RequestContextMiddleware(
+        app.asgi_handler, api_token=settings.api_token, container=container
+    )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app
 

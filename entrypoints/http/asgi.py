@@ -6,6 +6,7 @@ each builds its own container (pools, clients) from the environment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from litestar import Litestar
@@ -18,7 +19,7 @@ from taskforge.entrypoints.http.app import create_app
 
 
 def app_from_environment() -> Litestar:
-    settings = Settings.from_env(os.environ)
+    settings = dataclasses.replace(Settings.from_env(os.environ), service_name="taskforge-api")
     configure_logging(settings.log_level)
     container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
     app = create_app(container, settings)

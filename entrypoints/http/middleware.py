@@ -1,7 +1,8 @@
-"""ASGI middleware: request ids, bearer-token access, and one access log line per request.
+"""ASGI middleware: request ids, bearer-token access, one access log line per request, the
+HTTP request metrics and, when tracing is on, a span per request.
 
 It wraps the whole application, router included, so unknown routes, wrong methods and
-rejected tokens get a request id and an access log line like every other response.
+rejected tokens get a request id, an access log line and a count like every other response.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from dishka import AsyncContainer
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from taskforge.adapters.telemetry.logging import request_id_var
+from taskforge.adapters.telemetry.metrics import HttpMetrics
+from taskforge.adapters.telemetry.tracing import OpenTelemetrySpan, OpenTelemetryTracing
 
 log = logging.getLogger("taskforge.http.access")
 
@@ -27,6 +33,32 @@ _SANE_REQUEST_ID = re.compile(rb"[!-~](?:[ -~]{0,126}[!-~])?")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Served without a token even when API_TOKEN is set: probes and scrapers carry none."""
+
+UNTRACED_PATHS = OPEN_PATHS
+"""Probes and scrapes come every few seconds and would bury the traces worth reading."""
+
+UNMATCHED_ROUTE = "(unmatched)"
+"""The route label of requests no route handled: unknown paths, wrong methods, refused
+tokens. Raw paths never become labels (each job id would be a series of its own)."""
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_PATH_PARAMETER = re.compile(r"\{(\w+):[^}]*\}")
+
+
+@lru_cache(maxsize=256)
+def route_label(path_template: str) -> str:
+    """`/jobs/{job_id:str}` -> `/jobs/{job_id}`."""
+    return _PATH_PARAMETER.sub(r"{\1}", path_template)
+
+
+def method_label(method: str) -> str:
+    return method if method in _METHODS else "OTHER"
+
+
+@dataclass(frozen=True, slots=True)
+class _Telemetry:
+    metrics: HttpMetrics
+    tracing: OpenTelemetryTracing | None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -46,18 +78,53 @@ def request_id_for(incoming: bytes | None) -> str:
 class RequestContextMiddleware:
     """Adds X-Request-ID to every response (the caller's when it is a sane token) and binds it
     to every log line written while serving; checks API_TOKEN when one is configured; logs
-    method, path, status and latency once per request."""
+    method, path, status and latency once per request and counts it (by route template);
+    with tracing on, serves it in a span that continues the caller's `traceparent`."""
 
-    def __init__(self, app: ASGIApp, api_token: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_token: str | None, container: AsyncContainer) -> None:
         self._app = app
         self._token = api_token.encode() if api_token else None
+        self._container = container
+        self._telemetry: _Telemetry | None = None
+
+    async def _resolve_telemetry(self) -> _Telemetry:
+        """Taken from the container on the first request (the app is built synchronously)."""
+        if self._telemetry is None:
+            self._telemetry = _Telemetry(
+                metrics=await self._container.get(HttpMetrics),
+                tracing=await self._container.get(OpenTelemetryTracing | None),
+            )
+        return self._telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
+        telemetry = self._telemetry or await self._resolve_telemetry()
         request_id = request_id_for(_header(scope, REQUEST_ID_HEADER))
         context = request_id_var.set(request_id)
+        try:
+            if telemetry.tracing is None or scope["path"] in UNTRACED_PATHS:
+                await self._serve(scope, receive, send, request_id, telemetry, None)
+            else:
+                traceparent = _header(scope, b"traceparent")
+                method = str(scope.get("method", ""))
+                with telemetry.tracing.request_span(
+                    method, traceparent.decode("latin-1") if traceparent else None
+                ) as span:
+                    await self._serve(scope, receive, send, request_id, telemetry, span)
+        finally:
+            request_id_var.reset(context)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        telemetry: _Telemetry,
+        span: OpenTelemetrySpan | None,
+    ) -> None:
         started = time.perf_counter()
         status = 500
 
@@ -80,7 +147,13 @@ class RequestContextMiddleware:
                 return
             await self._app(scope, receive, send_with_id)
         finally:
-            method = scope.get("method", "")
+            elapsed = time.perf_counter() - started
+            method = str(scope.get("method", ""))
+            template = scope.get("path_template")
+            route = route_label(template) if template else UNMATCHED_ROUTE
+            telemetry.metrics.observe(method_label(method), route, status, elapsed)
+            if span is not None:
+                OpenTelemetryTracing.name_request(span, method_label(method), route, status)
             log.info(
                 "%s %s %d",
                 method,
@@ -90,10 +163,9 @@ class RequestContextMiddleware:
                     "method": method,
                     "path": scope["path"],
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "latency_ms": round(elapsed * 1000, 3),
                 },
             )
-            request_id_var.reset(context)
 
     def _refuses(self, scope: Scope) -> bool:
         if self._token is None or scope["path"] in OPEN_PATHS:

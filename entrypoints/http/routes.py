@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,12 +15,13 @@ from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, Operation, RequestBody
 from litestar.params import Body, Parameter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskforge.adapters.memory.jobs import InMemoryJobRepository
-from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.adapters.telemetry.metrics import HttpMetrics, render_api_metrics
 from taskforge.application.jobs import (
     CancelJob,
+    Enqueued,
     EnqueueJob,
     EnqueueJobs,
     GetDeadLetter,
@@ -35,10 +37,13 @@ from taskforge.application.ports import (
     DeadLetterStore,
     IdSource,
     JobRepository,
+    JobTracer,
     ListFilter,
+    MetricsStore,
     ReadyQueue,
 )
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, validate_queue_name
 from taskforge.entrypoints.config import Settings
@@ -68,6 +73,10 @@ MAX_OFFSET = 2**31 - 1
 """Deeper pages are refused: no store holds that many jobs, and Postgres' OFFSET is bigint."""
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+ENQUEUE_SPAN = "taskforge.job.enqueue"
+"""Storing a job: its traceparent (stored with the job) names this span, so every later
+span of the job (re-queues, attempts) is its child."""
 
 _ERROR_DESCRIPTIONS = {
     400: "validation_error: a parameter or the body is invalid; details.field names it",
@@ -221,12 +230,61 @@ async def create_job(
     enqueue: FromDishka[EnqueueJob],
     ids: FromDishka[IdSource],
     settings: FromDishka[Settings],
+    tracer: FromDishka[JobTracer | None],
 ) -> Response[JobOut]:
-    header = request.headers.get("traceparent")
-    traceparent = header if header and _TRACEPARENT.fullmatch(header) else None
-    new_job = data.to_new_job(ids.new_id(), settings.queue_name, traceparent)
-    result = await enqueue(new_job)
+    new_job = data.to_new_job(ids.new_id(), settings.queue_name, _incoming_traceparent(request))
+    if tracer is None:
+        result = await enqueue(new_job)
+    else:
+        [result] = await _traced_enqueue(tracer, [new_job], _one_by_one(enqueue))
     return Response(JobOut.of(result.job), status_code=201 if result.created else 200)
+
+
+def _incoming_traceparent(request: Request[Any, Any, Any]) -> str | None:
+    """The caller's traceparent header, kept with the job when tracing is off (with tracing
+    on, the request's span continues it and the job gets the enqueue span's)."""
+    header = request.headers.get("traceparent")
+    return header if header and _TRACEPARENT.fullmatch(header) else None
+
+
+def _one_by_one(enqueue: EnqueueJob) -> Callable[[list[NewJob]], Awaitable[list[Enqueued]]]:
+    async def store(new_jobs: list[NewJob]) -> list[Enqueued]:
+        return [await enqueue(new_job) for new_job in new_jobs]
+
+    return store
+
+
+async def _traced_enqueue(
+    tracer: JobTracer,
+    new_jobs: list[NewJob],
+    store: Callable[[list[NewJob]], Awaitable[list[Enqueued]]],
+) -> list[Enqueued]:
+    """Store the jobs, each in an enqueue span (a child of the request's) whose traceparent
+    the job keeps. A job that already existed (same idempotency key) keeps its own."""
+    spans = [
+        tracer.start_span(
+            ENQUEUE_SPAN, job_id=job.id, queue=job.queue, attributes={"job_type": job.job_type}
+        )
+        for job in new_jobs
+    ]
+    try:
+        traced = [
+            replace(job, traceparent=span.traceparent)
+            for job, span in zip(new_jobs, spans, strict=True)
+        ]
+        results = await store(traced)
+        for span, result in zip(spans, results, strict=True):
+            if not result.created:
+                span.set_attribute("job_id", str(result.job.id))
+                span.set_attribute("existing", True)
+        return results
+    except Exception as exc:
+        for span in spans:
+            span.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for span in spans:
+            span.end()
 
 
 @post(
@@ -253,9 +311,9 @@ async def create_jobs(
     enqueue: FromDishka[EnqueueJobs],
     ids: FromDishka[IdSource],
     settings: FromDishka[Settings],
+    tracer: FromDishka[JobTracer | None],
 ) -> Response[JobBatchOut]:
-    header = request.headers.get("traceparent")
-    traceparent = header if header and _TRACEPARENT.fullmatch(header) else None
+    traceparent = _incoming_traceparent(request)
     new_jobs = []
     for index, item in enumerate(data.jobs):
         try:
@@ -264,7 +322,10 @@ async def create_jobs(
             raise ValidationError(
                 f"jobs[{index}].{exc.field}", exc.message, details={"index": index}
             ) from None
-    results = await enqueue(new_jobs)
+    if tracer is None:
+        results = await enqueue(new_jobs)
+    else:
+        results = await _traced_enqueue(tracer, new_jobs, enqueue)
     items = [
         BatchItemOut(
             id=result.job.id,
@@ -430,22 +491,28 @@ async def stats(get_stats: FromDishka[GetStats]) -> StatsOut:
     "/metrics",
     tags=["health"],
     summary="Prometheus metrics",
+    description=(
+        "The whole cluster's job metrics (summed over every worker process, published about "
+        "once a second), live queue depths and the DLQ size, then this API process's HTTP "
+        "request and process series."
+    ),
     media_type=MediaType.TEXT,
     responses=errors(503, guarded=False),
 )
 @inject
 async def metrics(
-    registry: FromDishka[PrometheusMetrics],
-    jobs: FromDishka[JobRepository],
+    store: FromDishka[MetricsStore],
     dead_letters: FromDishka[DeadLetterStore],
     ready_queue: FromDishka[ReadyQueue],
+    http_metrics: FromDishka[HttpMetrics],
     settings: FromDishka[Settings],
 ) -> Response[str]:
-    queues = {entry.queue for entry in await jobs.stats()} | {settings.queue_name}
-    for queue, depth in (await ready_queue.depth(sorted(queues))).items():
-        registry.queue_depth.labels(queue).set(depth)
-    registry.dlq_count.set(await dead_letters.count())
-    text = generate_latest(registry.registry).decode()
+    """The whole cluster's job metrics (what every worker published to the MetricsStore),
+    the live depth of every queue they serve plus QUEUE_NAME (one round trip) and the DLQ
+    size, then this API process's HTTP and process series."""
+    view, dead = await asyncio.gather(store.read(), dead_letters.count())
+    depths = await ready_queue.depth(sorted(view.queues | {settings.queue_name}))
+    text = render_api_metrics(view, depths, dead, http_metrics).decode()
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 

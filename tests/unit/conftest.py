@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from uuid import UUID
 
 import pytest
 
@@ -14,6 +17,7 @@ from taskforge.adapters.memory.jobs import (
 )
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.system import Uuid7Source
+from taskforge.application.ports import AttributeValue
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import RetryPolicy
 
@@ -49,3 +53,67 @@ def memory() -> Memory:
 
 def quick_policy(max_attempts: int = 3) -> RetryPolicy:
     return RetryPolicy(max_attempts=max_attempts, initial_delay=1.0, backoff=2.0, max_delay=60.0)
+
+
+@dataclass
+class RecordedSpan:
+    """A span the RecordingTracer started: its parent, attributes and how it ended."""
+
+    name: str
+    parent: str | None
+    attributes: dict[str, AttributeValue]
+    span_id: str
+    error: str | None = None
+    ended: bool = False
+    entered: bool = False
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{'0' * 31}1-{self.span_id}-01"
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self.attributes[key] = value
+
+    def fail(self, error: str) -> None:
+        self.error = error
+
+    def end(self) -> None:
+        assert not self.ended, "a span ends once"
+        self.ended = True
+
+    def __enter__(self) -> RecordedSpan:
+        self.entered = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.end()
+
+
+@dataclass
+class RecordingTracer:
+    """A JobTracer that keeps every span it starts."""
+
+    spans: list[RecordedSpan] = field(default_factory=list)
+
+    def start_span(
+        self,
+        name: str,
+        *,
+        job_id: UUID,
+        queue: str,
+        parent: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> RecordedSpan:
+        span = RecordedSpan(
+            name=name,
+            parent=parent,
+            attributes={"job_id": str(job_id), "queue": queue, **(attributes or {})},
+            span_id=f"{len(self.spans) + 1:016x}",
+        )
+        self.spans.append(span)
+        return span

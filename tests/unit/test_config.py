@@ -77,6 +77,7 @@ def test_the_design_variables_are_read() -> None:
             "WORKER_QUEUES": "emails, reports",
             "TASKFORGE_REDIS_PREFIX": "taskforge:staging",
             "METRICS_ADDR": ":9100",
+            "METRICS_FLUSH_INTERVAL": "0.5",
         }
     )
 
@@ -85,6 +86,7 @@ def test_the_design_variables_are_read() -> None:
     assert settings.queues == ("emails", "reports")
     assert settings.redis_key_prefix == "taskforge:staging:"
     assert settings.metrics_addr == Address("0.0.0.0", 9100)
+    assert settings.metrics_flush_interval == 0.5
 
 
 @pytest.mark.parametrize(
@@ -155,6 +157,7 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("WORKER_HEARTBEAT", "sometimes", "true or false"),
         ("TASKFORGE_REDIS_PREFIX", "other:", "taskforge:"),
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
+        ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
     ],
 )
 def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(

@@ -6,12 +6,12 @@ import pytest
 
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.application.jobs import EnqueueJob
-from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.application.scheduler import REQUEUE_SPAN, SchedulerSettings, SchedulerTick
 from taskforge.domain.job import Lease
 from taskforge.domain.outcome import RetryLater
 from taskforge.domain.states import JobState
 
-from .conftest import Memory, quick_policy
+from .conftest import Memory, RecordingTracer, quick_policy
 
 pytestmark = pytest.mark.asyncio
 
@@ -159,3 +159,30 @@ async def test_zero_retention_keeps_finished_jobs_forever(memory: Memory) -> Non
 
     assert report.pruned == 0
     assert await memory.jobs.get(job.id) is not None
+
+
+async def test_a_retry_is_requeued_in_a_span_of_its_jobs_trace(memory: Memory) -> None:
+    from datetime import timedelta
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced, _ = await memory.jobs.add(memory.new_job(traceparent=traceparent))
+    untraced, _ = await memory.jobs.add(memory.new_job())
+    for job in (traced, untraced):
+        [claimed] = await memory.jobs.claim([job.id], "w1")
+        assert claimed.lease_token is not None
+        lease = Lease(job_id=job.id, token=claimed.lease_token)
+        await memory.jobs.settle([RetryLater(lease=lease, error="x", delay=timedelta(0))])
+    tracer = RecordingTracer()
+
+    report = await SchedulerTick(memory.jobs, memory.ready_queue, SETTINGS, tracer)()
+
+    assert report.promoted == 2
+    [span] = tracer.spans  # a job outside any trace gets no span of its own
+    assert span.name == REQUEUE_SPAN
+    assert span.parent == traceparent
+    assert span.attributes == {
+        "job_id": str(traced.id),
+        "queue": "jobs:ready",
+        "reason": "retry due",
+    }
+    assert span.ended

@@ -23,11 +23,15 @@ from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.system import SystemClock, Uuid7Source
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
 from taskforge.application.jobs import EnqueueJob
+from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
+from taskforge.application.ports import JobTracer
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
-from taskforge.application.worker import Worker, WorkerSettings
+from taskforge.application.worker import RUN_SPAN, Worker, WorkerSettings
 from taskforge.domain.job import Job, NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
+
+from .conftest import RecordingTracer
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,12 +42,15 @@ DEADLINE = 10.0
 class RecordingMetrics:
     counts: Counter[str] = field(default_factory=Counter)
     peak_busy: int = 0
+    job_types: Counter[str] = field(default_factory=Counter)
 
     def job_started(self, queue: str, job_type: str, time_in_queue: float) -> None:
         self.counts["started"] += 1
+        self.job_types[job_type] += 1
 
     def job_finished(self, queue: str, job_type: str, runtime: float, succeeded: bool) -> None:
         self.counts["succeeded" if succeeded else "failed"] += 1
+        self.job_types[job_type] += 1
 
     def concurrency_throttled(self, queue: str) -> None:
         self.counts["concurrency_throttled"] += 1
@@ -71,7 +78,7 @@ class Cluster:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def start_worker(self, **overrides: Any) -> Worker:
+    def start_worker(self, tracer: JobTracer | None = None, **overrides: Any) -> Worker:
         settings = WorkerSettings(
             **{
                 "queues": ("jobs:ready",),
@@ -91,6 +98,7 @@ class Cluster:
             clock=SystemClock(),
             random=lambda: 0.5,
             settings=settings,
+            tracer=tracer,
         )
         self.tasks.append(asyncio.create_task(worker.run(self.stop)))
         return worker
@@ -384,3 +392,57 @@ async def test_a_job_is_picked_up_within_milliseconds_by_an_idle_worker(cluster:
     await cluster.wait_for(job.id, JobState.SUCCEEDED)
 
     assert started[0] - enqueued < 0.5  # woken by the push, not by the 5 s poll timeout
+
+
+async def test_metrics_name_job_types_without_a_handler_as_one_label(cluster: Cluster) -> None:
+    @handler(cluster, "email")
+    async def email(ctx: JobContext) -> None:
+        return None
+
+    cluster.start_worker()
+    known = await cluster.enqueue("email")
+    invented = [await cluster.enqueue(f"invented-{n}", policy=FAST_RETRY) for n in range(3)]
+
+    await cluster.wait_for(known.id, JobState.SUCCEEDED)
+    for job in invented:
+        await cluster.wait_for(job.id, JobState.DLQ)
+
+    # job_started and job_finished: two reports per attempt
+    assert cluster.metrics.job_types == {"email": 2, UNREGISTERED_JOB_TYPE: 6}
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_each_attempt_runs_in_a_span_that_continues_the_jobs_trace(cluster: Cluster) -> None:
+    seen: list[str | None] = []
+
+    @handler(cluster, "flaky")
+    async def flaky(ctx: JobContext) -> None:
+        seen.append(ctx.traceparent)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    tracer = RecordingTracer()
+    cluster.start_worker(tracer=tracer)
+    cluster.start_scheduler()
+    job = await cluster.enqueue("flaky", policy=FAST_RETRY, traceparent=TRACEPARENT)
+
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    first, second = tracer.spans
+    assert [span.name for span in tracer.spans] == [RUN_SPAN, RUN_SPAN]
+    assert [span.parent for span in tracer.spans] == [TRACEPARENT, TRACEPARENT]
+    assert first.attributes == {
+        "job_id": str(job.id),
+        "queue": "jobs:ready",
+        "job_type": "flaky",
+        "attempt": 1,
+        "outcome": "retry",
+    }
+    assert (second.attributes["attempt"], second.attributes["outcome"]) == (2, "succeeded")
+    assert first.error == "RuntimeError: first attempt fails"
+    assert second.error is None
+    assert all(span.entered and span.ended for span in tracer.spans)
+    # The handler sees its attempt's span, so what it calls joins the trace.
+    assert seen == [first.traceparent, second.traceparent]

@@ -289,3 +289,32 @@ async def test_prune_finished_keeps_recent_jobs_and_respects_its_limit(
     await asyncio.sleep(0.2)
     assert await jobs.prune_finished(0.1, 2) == 2
     assert await jobs.prune_finished(0.1, 2) == 1
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    retried, _ = await jobs.add(new_job(traceparent=TRACEPARENT))
+    [claimed] = await jobs.claim([retried.id], "worker-1")
+    await jobs.settle([RetryLater(lease=lease_of(claimed), error="boom", delay=timedelta(0))])
+    untraced = await failed_job(jobs, new_job, retry_in=timedelta(0))
+    expiring, _ = await jobs.add(new_job(visibility_timeout=1, traceparent=TRACEPARENT))
+    await jobs.claim([expiring.id], "worker-1")
+    delayed, _ = await jobs.add(new_job(delay=0.3, traceparent=TRACEPARENT))
+
+    promoted = await jobs.promote_due(100)
+    reaped, _ = await eventually(lambda: jobs.reap_expired(100), lambda result: result[0] != [])
+    published = await eventually(
+        lambda: jobs.find_unpublished(100, 3600),
+        lambda found: delayed.id in {hint.job_id for hint in found},
+    )
+
+    assert {(hint.job_id, hint.traceparent) for hint in promoted} == {
+        (retried.id, TRACEPARENT),
+        (untraced.id, None),
+    }
+    assert [(hint.job_id, hint.traceparent) for hint in reaped] == [(expiring.id, TRACEPARENT)]
+    assert (delayed.id, TRACEPARENT) in [(hint.job_id, hint.traceparent) for hint in published]

@@ -2,7 +2,8 @@
 
 Every test that takes `client` runs twice: on the in-memory backend and on Postgres + Redis
 (this run's database, migrated once and emptied per test; this run's Redis key prefix and a
-queue name of its own). No worker runs: state changes come from the API itself.
+queue name of its own). No worker runs unless a test starts one (`roles`): otherwise state
+changes come from the API itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from taskforge.application.handlers import HandlerRegistry
 from taskforge.entrypoints.config import Address, Settings
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.http.app import create_app
+from taskforge.entrypoints.runtime import schedule, work
 
 BASE_URL = "http://taskforge.test"
 
@@ -87,10 +89,16 @@ def settings(
 
 
 @pytest.fixture
+def handlers() -> HandlerRegistry:
+    """The handlers a worker started by `roles` runs (none unless a test overrides this)."""
+    return HandlerRegistry()
+
+
+@pytest.fixture
 async def container(
-    request: pytest.FixtureRequest, backend: Backend, settings: Settings
+    request: pytest.FixtureRequest, backend: Backend, settings: Settings, handlers: HandlerRegistry
 ) -> AsyncIterator[AsyncContainer]:
-    container = make_container(settings, backend, HandlerRegistry())
+    container = make_container(settings, backend, handlers)
     try:
         if backend is Backend.POSTGRES_REDIS:
             await _empty_tables(request.getfixturevalue("migrated_dsn"))
@@ -116,6 +124,37 @@ async def client(container: AsyncContainer, settings: Settings) -> AsyncIterator
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         yield client
+
+
+@dataclass
+class Roles:
+    """A worker and a scheduler in this process, on the test's container, as `taskforge dev`
+    runs them next to the API."""
+
+    container: AsyncContainer
+    settings: Settings
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(work(self.container, self.settings, self.stop)),
+            asyncio.create_task(schedule(self.container, self.stop)),
+        ]
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 30)
+
+
+@pytest.fixture
+async def roles(container: AsyncContainer, settings: Settings) -> AsyncIterator[Roles]:
+    """Started by the test (`roles.start()`), stopped gracefully after it."""
+    roles = Roles(container, settings)
+    try:
+        yield roles
+    finally:
+        await roles.shutdown()
 
 
 @pytest.fixture

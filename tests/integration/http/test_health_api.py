@@ -8,7 +8,8 @@ import httpx
 import pytest
 from dishka import AsyncContainer
 
-from taskforge.adapters.telemetry.metrics import PrometheusMetrics
+from taskforge.application.metrics import JobMetricsRecorder, WorkerLoad
+from taskforge.application.ports import MetricsStore
 from taskforge.entrypoints.config import Address
 from taskforge.entrypoints.container import Backend
 from tests.integration.http.conftest import JobFactory, assert_error
@@ -147,12 +148,14 @@ async def test_metrics_are_prometheus_text_with_the_spec_series(
     assert re.search(r"^taskforge_dlq_count 1\.0$", text, re.M)
 
 
-async def test_metrics_show_worker_counters_without_created_series(
+async def test_metrics_show_what_workers_published_without_created_series(
     client: httpx.AsyncClient, container: AsyncContainer, queue_name: str
 ) -> None:
-    metrics = await container.get(PrometheusMetrics)
-    metrics.job_started(queue_name, "email", time_in_queue=0.2)
-    metrics.job_finished(queue_name, "email", runtime=0.1, succeeded=True)
+    recorder = JobMetricsRecorder()
+    recorder.job_started(queue_name, "email", time_in_queue=0.2)
+    recorder.job_finished(queue_name, "email", runtime=0.1, succeeded=True)
+    batch, load = recorder.take()
+    await (await container.get(MetricsStore)).add(batch, WorkerLoad("worker-1", load), ttl=60)
 
     text = (await client.get("/metrics")).text
 

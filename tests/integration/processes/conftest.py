@@ -1,7 +1,8 @@
 """Whole TaskForge processes (api, worker, scheduler) on real Postgres and Redis.
 
 Every process a test starts is stopped (by pid) when the test ends; its output goes to a
-file that is printed when the test fails.
+file that is printed when the test fails (standard output to a file of its own when the
+test reads it apart from the logs, as the span exporter's).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Process:
     role: str
     popen: subprocess.Popen[bytes]
     log: Path
+    stdout: Path | None = None
+    """Standard output, when it is kept apart from the log (standard error)."""
 
     @property
     def pid(self) -> int:
@@ -78,16 +81,20 @@ class Stack:
     logs: Path
     processes: list[Process] = field(default_factory=list)
     api_url: str | None = None
+    separate_stdout: bool = False
+    """Write each process's standard output to `<role>-<n>.out`, apart from its log."""
 
     def start(self, role: str, *args: str, **env: str) -> Process:
-        log = self.logs / f"{role}-{len(self.processes)}.log"
+        name = f"{role}-{len(self.processes)}"
+        log = self.logs / f"{name}.log"
+        stdout = self.logs / f"{name}.out" if self.separate_stdout else None
         popen = subprocess.Popen(
             [sys.executable, "-m", "taskforge.entrypoints.cli.service", role, *args],
             env={**self.env, **env},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+            stdout=stdout.open("wb") if stdout else log.open("wb"),
+            stderr=log.open("wb") if stdout else subprocess.STDOUT,
         )
-        process = Process(role, popen, log)
+        process = Process(role, popen, log, stdout)
         self.processes.append(process)
         return process
 

@@ -1,5 +1,5 @@
-"""Fixtures for the ReadyQueue and RateLimiter contracts: each contract test runs once on the
-in-memory adapter and once on the Redis adapter (marked `integration`).
+"""Fixtures for the ReadyQueue, RateLimiter and MetricsStore contracts: each contract test runs
+once on the in-memory adapter and once on the Redis adapter (marked `integration`).
 
 Redis adapters get a key prefix of their own under the run's prefix and queue names under the
 run's queue pattern, so `redis_cleanup` removes every key a test creates.
@@ -16,12 +16,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import pytest
 from redis.asyncio import Redis
 
+from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.redis.client import redis_from_url
+from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
-from taskforge.application.ports import RateLimiter, ReadyQueue
+from taskforge.application.ports import MetricsStore, RateLimiter, ReadyQueue
 
 WaitUntilPopping = Callable[[], Awaitable[None]]
 LimiterForWorker = Callable[[], RateLimiter]
@@ -79,6 +81,14 @@ def ready_queue(backend: str, request: pytest.FixtureRequest) -> ReadyQueue:
         return InMemoryReadyQueue()
     queue: RedisReadyQueue = request.getfixturevalue("redis_ready_queue")
     return queue
+
+
+@pytest.fixture
+def metrics_store(backend: str, request: pytest.FixtureRequest) -> MetricsStore:
+    if backend == "memory":
+        return InMemoryMetricsStore()
+    client: Redis = request.getfixturevalue("redis_client")
+    return RedisMetricsStore(client, request.getfixturevalue("key_prefix"))
 
 
 @pytest.fixture

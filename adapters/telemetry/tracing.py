@@ -1,0 +1,165 @@
+"""OpenTelemetry tracing: a span per HTTP request and per step of a job's life.
+
+A job's `traceparent` names the span that enqueued it; the scheduler's re-queue of the job
+and each of the worker's attempts are children of that span, so a job's whole life is one
+trace. Spans carry `job_id` and `queue` attributes; log lines written while a span is
+current carry its `trace_id`.
+
+Exporters: `stdout` writes one JSON object per finished span per line to standard output
+(logs go to standard error), in batches from a background thread; `none` traces (trace
+ids in logs, traceparents stored with jobs) without exporting anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import Token
+from types import TracebackType
+from typing import TextIO
+from uuid import UUID
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from taskforge.adapters.telemetry.logging import trace_id_var
+from taskforge.application.ports import AttributeValue
+
+EXPORTERS = ("stdout", "none")
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return str(span.to_json(indent=None)) + "\n"
+
+
+def traceparent_of(span: trace.Span) -> str:
+    """The span's context in W3C traceparent form: version-traceid-spanid-flags."""
+    context = span.get_span_context()
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def _parent_context(traceparent: str | None) -> otel_context.Context | None:
+    """The context a traceparent names; None (the current context) when there is none. An
+    invalid traceparent yields an empty context: the span starts a new trace."""
+    if traceparent is None:
+        return None
+    return _PROPAGATOR.extract({"traceparent": traceparent})
+
+
+class OpenTelemetrySpan:
+    """The `TraceSpan` port on an OpenTelemetry span."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self._tokens: tuple[Token[otel_context.Context], Token[str | None]] | None = None
+
+    @property
+    def traceparent(self) -> str:
+        return traceparent_of(self.span)
+
+    @property
+    def trace_id(self) -> str:
+        return f"{self.span.get_span_context().trace_id:032x}"
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self.span.set_attribute(key, value)
+
+    def fail(self, error: str) -> None:
+        self.span.set_status(Status(StatusCode.ERROR, error))
+
+    def end(self) -> None:
+        self.span.end()
+
+    def __enter__(self) -> OpenTelemetrySpan:
+        self._tokens = (
+            otel_context.attach(trace.set_span_in_context(self.span)),
+            trace_id_var.set(self.trace_id),
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception):
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        elif exc is not None:
+            self.span.set_attribute("interrupted", True)  # cancelled: not an error of its own
+        if self._tokens is not None:
+            context_token, trace_id_token = self._tokens
+            trace_id_var.reset(trace_id_token)
+            otel_context.detach(context_token)
+        self.span.end()
+
+
+class OpenTelemetryTracing:
+    """The `JobTracer` port on the OpenTelemetry SDK, plus request spans for the HTTP API.
+
+    Owns its TracerProvider; `install` makes it the global one, so spans that handlers start
+    with the OpenTelemetry API become children of the job's span. `shutdown` exports what
+    is left."""
+
+    def __init__(self, service_name: str, exporter: str, out: TextIO | None = None) -> None:
+        if exporter not in EXPORTERS:
+            raise ValueError(f"unknown tracing exporter {exporter!r}")
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        if exporter == "stdout":
+            console = ConsoleSpanExporter(out=out or sys.stdout, formatter=_one_line)
+            self.provider.add_span_processor(BatchSpanProcessor(console))
+        self._tracer = self.provider.get_tracer("taskforge")
+
+    def start_span(
+        self,
+        name: str,
+        *,
+        job_id: UUID,
+        queue: str,
+        parent: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> OpenTelemetrySpan:
+        span = self._tracer.start_span(
+            name,
+            context=_parent_context(parent),
+            attributes={"job_id": str(job_id), "queue": queue, **(attributes or {})},
+        )
+        return OpenTelemetrySpan(span)
+
+    @contextmanager
+    def request_span(self, method: str, traceparent: str | None) -> Iterator[OpenTelemetrySpan]:
+        """A server span for one HTTP request, current while it is served: a child of the
+        caller's `traceparent` header when it is valid. Named `<method>` until the caller
+        knows the route (`name_request`)."""
+        span = self._tracer.start_span(
+            method,
+            context=_parent_context(traceparent) if traceparent else None,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method},
+        )
+        with OpenTelemetrySpan(span) as current:
+            yield current
+
+    @staticmethod
+    def name_request(span: OpenTelemetrySpan, method: str, route: str, status: int) -> None:
+        span.span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.fail(f"HTTP {status}")
+
+    def install(self) -> None:
+        """Make this provider the process's global one (once per process)."""
+        trace.set_tracer_provider(self.provider)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()

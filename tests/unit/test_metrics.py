@@ -1,0 +1,227 @@
+"""Job metrics in memory: the recorder a worker counts into, the publisher that flushes it
+in batches, and the cluster view the API renders."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from taskforge.adapters.memory.metrics import InMemoryMetricsStore
+from taskforge.application.metrics import (
+    JOB_SECONDS_BUCKETS,
+    ClusterMetrics,
+    DurationHistogram,
+    JobMetrics,
+    JobMetricsRecorder,
+    QueueCounts,
+    QueueLoad,
+    WorkerLoad,
+)
+from taskforge.application.metrics_publisher import MetricsPublisher
+
+
+@dataclass
+class FakeMonotonic:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FlakyStore:
+    """A MetricsStore that fails the next `failures` writes, then keeps what it is given."""
+
+    failures: int = 0
+    batches: list[JobMetrics] = field(default_factory=list)
+    loads: list[WorkerLoad] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("store down")
+        self.batches.append(batch.copy())
+        self.loads.append(load)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self.removed.append(worker_id)
+
+    async def read(self) -> ClusterMetrics:
+        raise NotImplementedError
+
+
+def test_the_recorder_counts_attempts_outcomes_and_throttles_per_queue() -> None:
+    recorder = JobMetricsRecorder()
+    recorder.job_started("emails", "send", time_in_queue=0.2)
+    recorder.job_finished("emails", "send", runtime=0.01, succeeded=True)
+    recorder.job_started("emails", "send", time_in_queue=0.3)
+    recorder.job_finished("emails", "send", runtime=0.02, succeeded=False)
+    recorder.job_started("reports", "build", time_in_queue=1.0)
+    recorder.concurrency_throttled("emails")
+    recorder.rate_throttled("reports", 4)
+    recorder.lease_lost("reports")
+
+    totals = recorder.totals()
+
+    assert totals.counts == {
+        "emails": QueueCounts(attempts=2, success=1, failure=1, concurrency_throttled=1),
+        "reports": QueueCounts(attempts=1, rate_throttled=4, leases_lost=1),
+    }
+    assert totals.runtime[("emails", "send")].count == 2
+    assert totals.runtime[("emails", "send")].total == pytest.approx(0.03)
+    assert totals.time_in_queue[("reports", "build")].count == 1
+    assert ("reports", "build") not in totals.runtime  # still running
+
+
+@pytest.mark.parametrize(
+    ("seconds", "bound"),
+    [
+        (0.0, 0.001),  # below the first bound
+        (0.001, 0.001),  # a bound is inclusive (Prometheus' `le`)
+        (0.0011, 0.0025),
+        (42.0, 60.0),
+        (600.0, 600.0),  # the last bound
+        (601.0, None),  # above every bound: only +Inf counts it
+    ],
+)
+def test_a_duration_counts_in_the_bucket_of_the_first_bound_at_or_above_it(
+    seconds: float, bound: float | None
+) -> None:
+    histogram = DurationHistogram()
+
+    histogram.observe(seconds)
+
+    index = JOB_SECONDS_BUCKETS.index(bound) if bound is not None else len(JOB_SECONDS_BUCKETS)
+    assert histogram.buckets[index] == 1
+    assert histogram.count == 1
+    cumulative = histogram.cumulative()
+    assert cumulative[index:] == [1] * (len(cumulative) - index)
+    assert cumulative[:index] == [0] * index
+
+
+def test_take_hands_over_what_accumulated_and_starts_afresh() -> None:
+    recorder = JobMetricsRecorder()
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+
+    first, _ = recorder.take()
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+    second, _ = recorder.take()
+    third, _ = recorder.take()
+
+    assert first.counts["emails"].attempts == 1
+    assert second.counts["emails"].attempts == 1
+    assert third.is_empty()
+    assert recorder.totals().counts["emails"].attempts == 2  # the process's own view keeps all
+
+
+def test_utilization_is_busy_slot_time_averaged_over_the_interval() -> None:
+    clock = FakeMonotonic()
+    recorder = JobMetricsRecorder(monotonic=clock)
+    recorder.utilization("emails", busy=0, slots=4)
+    recorder.take()  # the interval starts at 100.0
+
+    clock.now = 100.5
+    recorder.utilization("emails", busy=2, slots=4)  # two slots busy for the second half
+    clock.now = 101.0
+    _, load = recorder.take()
+    clock.now = 102.0
+    _, next_load = recorder.take()  # still two busy, the whole interval
+
+    assert load == {"emails": QueueLoad(busy=1.0, slots=4)}  # 2 slots x 0.5 s / 1 s
+    assert next_load == {"emails": QueueLoad(busy=2.0, slots=4)}
+
+
+def test_a_queue_served_but_idle_is_published_with_zero_counts() -> None:
+    recorder = JobMetricsRecorder()
+    recorder.utilization("emails", busy=0, slots=4)
+
+    batch, load = recorder.take()
+
+    assert batch.counts == {"emails": QueueCounts()}
+    assert load == {"emails": QueueLoad(busy=0.0, slots=4)}
+
+
+def test_cluster_utilization_is_busy_over_slots_of_every_live_worker_of_the_queue() -> None:
+    view = ClusterMetrics(
+        JobMetrics(),
+        [
+            WorkerLoad("a", {"emails": QueueLoad(busy=4.0, slots=4)}),
+            WorkerLoad("b", {"emails": QueueLoad(busy=0.0, slots=4), "reports": QueueLoad(1, 2)}),
+        ],
+    )
+
+    assert view.utilization() == {"emails": 0.5, "reports": 0.5}
+    assert view.live_workers() == {"emails": 2, "reports": 1}
+    assert view.queues == {"emails", "reports"}
+
+
+def test_adding_metrics_shares_nothing_with_the_batch_added() -> None:
+    batch = JobMetrics()
+    batch.queue("emails").attempts = 1
+    batch.runtime[("emails", "send")] = DurationHistogram()
+    batch.runtime[("emails", "send")].observe(0.1)
+    totals = JobMetrics()
+
+    totals.add(batch)
+    totals.add(batch)
+    batch.runtime[("emails", "send")].observe(0.1)
+
+    assert totals.counts["emails"].attempts == 2
+    assert totals.runtime[("emails", "send")].count == 2
+
+
+async def test_a_failed_flush_is_kept_and_published_with_the_next_one() -> None:
+    recorder = JobMetricsRecorder()
+    store = FlakyStore(failures=1)
+    publisher = MetricsPublisher(recorder, store, worker_id="w1", interval=1.0)
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+
+    assert await publisher.flush() is False
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+    assert await publisher.flush() is True
+    assert await publisher.flush() is True
+
+    assert [batch.counts.get("emails", QueueCounts()).attempts for batch in store.batches] == [
+        2,
+        0,
+    ]
+
+
+async def test_the_publisher_flushes_at_once_and_leaves_the_store_when_stopped() -> None:
+    recorder = JobMetricsRecorder()
+    store = InMemoryMetricsStore()
+    publisher = MetricsPublisher(recorder, store, worker_id="w1", interval=60.0)
+    recorder.utilization("emails", busy=0, slots=2)
+    stop = asyncio.Event()
+
+    running = asyncio.create_task(publisher.run(stop))
+    for _ in range(100):
+        if (await store.read()).workers:
+            break
+        await asyncio.sleep(0)
+    joined = await store.read()
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    left = await store.read()
+
+    assert [worker.worker_id for worker in joined.workers] == ["w1"]
+    assert left.workers == []
+    assert left.totals.counts["emails"].attempts == 1  # the last flush came before leaving
+
+
+async def test_the_memory_store_forgets_a_worker_its_ttl_after_its_last_write() -> None:
+    clock = FakeMonotonic()
+    store = InMemoryMetricsStore(monotonic=clock)
+    await store.add(JobMetrics(), WorkerLoad("w1", {"emails": QueueLoad(1.0, 1)}), ttl=3.0)
+
+    clock.now += 2.9
+    still_live = await store.read()
+    clock.now += 0.1
+    expired = await store.read()
+
+    assert [worker.worker_id for worker in still_live.workers] == ["w1"]
+    assert expired.workers == []
