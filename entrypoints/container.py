@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from enum import StrEnum
 
 from dishka import (
@@ -69,6 +69,7 @@ class CoreProvider(Provider):
 
     settings = from_context(provides=Settings, scope=Scope.APP)
     handlers = from_context(provides=HandlerRegistry, scope=Scope.APP)
+    backend = from_context(provides=Backend, scope=Scope.APP)
     clock = provide(SystemClock, provides=Clock)
     ids = provide(Uuid7Source, provides=IdSource)
 
@@ -179,11 +180,6 @@ def make_container(
         providers.append(MemoryProvider())
     else:
         providers += production_providers()
-    return make_async_container(*providers, context={Settings: settings, HandlerRegistry: handlers})
-
-
-async def closing(container: AsyncContainer) -> AsyncIterator[AsyncContainer]:
-    try:
-        yield container
-    finally:
-        await container.close()
+    return make_async_container(
+        *providers, context={Settings: settings, HandlerRegistry: handlers, Backend: backend}
+    )

@@ -17,7 +17,6 @@ from litestar.openapi.spec import Example, Operation, RequestBody
 from litestar.params import Body, Parameter
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from taskforge.adapters.memory.jobs import InMemoryJobRepository
 from taskforge.adapters.telemetry.metrics import HttpMetrics, render_api_metrics
 from taskforge.application.jobs import (
     CancelJob,
@@ -47,6 +46,7 @@ from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, validate_queue_name
 from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.container import Backend
 from taskforge.entrypoints.http.body import json_body
 from taskforge.entrypoints.http.errors import NotReady
 from taskforge.entrypoints.http.schemas import (
@@ -179,8 +179,12 @@ async def healthz() -> HealthOut:
     },
 )
 @inject
-async def readyz(jobs: FromDishka[JobRepository], ready_queue: FromDishka[ReadyQueue]) -> ReadyOut:
-    names = ("store", "queue") if isinstance(jobs, InMemoryJobRepository) else ("postgres", "redis")
+async def readyz(
+    jobs: FromDishka[JobRepository],
+    ready_queue: FromDishka[ReadyQueue],
+    backend: FromDishka[Backend],
+) -> ReadyOut:
+    names = ("store", "queue") if backend is Backend.MEMORY else ("postgres", "redis")
     results = await asyncio.gather(
         asyncio.wait_for(jobs.ping(), READINESS_TIMEOUT),
         asyncio.wait_for(ready_queue.ping(), READINESS_TIMEOUT),
