@@ -58,6 +58,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 ACQUIRE_TIMEOUT = 10.0
 """Seconds to wait for a pooled connection before reporting the store unavailable."""
 
+COMMAND_TIMEOUT = 15.0
+"""Seconds a statement may take before the store counts as unavailable: a connection that
+went silent (a network partition, a frozen server) would otherwise hang its caller for as
+long as the silence lasts. TaskForge's statements take milliseconds."""
+
 PING_TIMEOUT = 2.0
 
 # A job that changes state between a refused operator move and the look-up that explains
@@ -492,6 +497,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             max_size=max_size,
             init=_init_connection,
             connection_class=_PooledConnection,
+            command_timeout=COMMAND_TIMEOUT,
         )
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc)) from exc

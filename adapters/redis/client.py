@@ -29,13 +29,28 @@ RETRIES = 2
 connection, few enough that an outage is reported within seconds."""
 
 
+RECONNECT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    # Under uvloop, a write on a pooled connection that the peer reset surfaces as
+    # "RuntimeError: unable to perform operation on <TCPTransport closed=True>" instead of
+    # a connection error; retrying on a fresh connection is what makes it go away.
+    RuntimeError,
+)
+
+
 def _options() -> dict[str, Any]:
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), RETRIES),
+        "retry": Retry(
+            ExponentialWithJitterBackoff(cap=0.5, base=0.05),
+            RETRIES,
+            # Declared as RedisError types only, but matched with isinstance at run time.
+            supported_errors=RECONNECT_ERRORS,  # type: ignore[arg-type]
+        ),
     }
 
 
@@ -67,5 +82,10 @@ def translate_connection_errors() -> Iterator[None]:
     `Unavailable("redis", ...)`; any other error is a bug and passes through unchanged."""
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        RuntimeError,
+        OSError,
+    ) as exc:
         raise Unavailable("redis", str(exc) or type(exc).__name__) from exc
