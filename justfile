@@ -36,6 +36,11 @@ check: lint typecheck test
 integration:
     bash scripts/integration-test.sh
 
+# fault injection on private Postgres and Redis: every scenario (about 7 minutes);
+# `just faults --profile ci` for the short one, `--scenario storm`, `--seed 7`, `--list`
+faults *args:
+    python -m tests.faults {{args}}
+
 # the benchmark (README, Performance); add --quick for a short run
 bench *args:
     taskforge bench {{args}}

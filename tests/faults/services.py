@@ -1,0 +1,320 @@
+"""Private Postgres and Redis servers that the fault suite may kill, restart and pause.
+
+Each run gets its own Postgres cluster (initdb into a fresh temporary directory owned by the
+`postgres` user when running as root, started with `pg_ctl` on a free 127.0.0.1 port) and
+its own `redis-server` (free port, no persistence). Nothing here touches any other server;
+`remove()` stops the processes by pid and deletes the directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE_TIMEOUT = 60.0
+"""Longest wait for a server to start or stop."""
+
+
+class ServicesUnavailable(Exception):
+    """The Postgres server binaries or redis-server are not installed here."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_bindir() -> Path:
+    """Where initdb, pg_ctl and postgres live: PATH, then `pg_config --bindir`, then the
+    Debian layout (/usr/lib/postgresql/<version>/bin, newest first)."""
+    candidates: list[Path] = []
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            )
+            candidates.append(Path(out.stdout.strip()))
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += debian
+    for bindir in candidates:
+        if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            return bindir
+    raise ServicesUnavailable(
+        "the Postgres server binaries (initdb, pg_ctl, postgres) are not installed"
+    )
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ServicesUnavailable("redis-server is not installed")
+    return found
+
+
+def check_available() -> None:
+    """Raise ServicesUnavailable naming what is missing to run the fault suite."""
+    postgres_bindir()
+    redis_server_binary()
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServicesUnavailable(
+                "running as root, but there is no `postgres` user to run initdb as"
+            ) from None
+
+
+def _shared_tempdir() -> str:
+    """A temporary directory other users can reach (the cluster's owner must enter it): the
+    usual one unless TMPDIR points somewhere private, then /tmp."""
+    usual = Path(tempfile.gettempdir()).resolve()
+    reachable = all(os.stat(path).st_mode & 0o001 for path in [usual, *usual.parents])
+    return str(usual) if reachable or not Path("/tmp").is_dir() else "/tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class PrivatePostgres:
+    """One Postgres cluster in a temporary directory. `dsn(db)` connects directly (no proxy)."""
+
+    root: Path
+    port: int
+    bindir: Path
+    run_as: str | None
+    """The user that owns the cluster when this process is root; None runs tools as is."""
+    log: Path = field(init=False)
+    data: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+
+    @classmethod
+    def create(cls) -> PrivatePostgres:
+        bindir = postgres_bindir()
+        run_as = "postgres" if os.geteuid() == 0 else None
+        root = Path(tempfile.mkdtemp(prefix="taskforge-faults-pg-", dir=_shared_tempdir()))
+        if run_as is not None:
+            user = pwd.getpwnam(run_as)
+            os.chown(root, user.pw_uid, user.pw_gid)
+        server = cls(root=root, port=free_port(), bindir=bindir, run_as=run_as)
+        try:
+            server._initdb()
+            server.start()
+        except BaseException:
+            server.remove()
+            raise
+        return server
+
+    def dsn(self, database: str = "postgres", port: int | None = None) -> str:
+        return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
+
+    def _tool(self, tool: str, *args: str, timeout: float = SERVICE_TIMEOUT) -> str:
+        command = [str(self.bindir / tool), *args]
+        if self.run_as is not None:
+            command = ["runuser", "-u", self.run_as, "--", *command]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, cwd=self.root, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+                f"\n{self.tail()}"
+            )
+        return done.stdout
+
+    def _initdb(self) -> None:
+        self._tool(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.root}'",
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+            "logging_collector": "off",
+            "log_min_messages": "warning",
+            "log_min_error_statement": "panic",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# the fault suite's private server\n")
+            for key, value in settings.items():
+                conf.write(f"{key} = {value}\n")
+
+    def start(self) -> None:
+        self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._tool("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def restart(self, mode: str = "immediate") -> None:
+        """`pg_ctl restart -m <mode>`: with `immediate`, a crash and crash recovery."""
+        self._tool(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            first = (self.data / "postmaster.pid").read_text().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    def running(self) -> bool:
+        pid = self.postmaster_pid()
+        return pid is not None and _pid_alive(pid)
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def remove(self) -> None:
+        """Stop the server (immediate; by pid if pg_ctl cannot) and delete its directory."""
+        pid = self.postmaster_pid()
+        if pid is not None and _pid_alive(pid):
+            with contextlib.suppress(RuntimeError, subprocess.SubprocessError, OSError):
+                self.stop("immediate")
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class PrivateRedis:
+    """One redis-server without persistence: a restart comes back empty."""
+
+    root: Path
+    port: int
+    binary: str
+    popen: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @classmethod
+    def create(cls) -> PrivateRedis:
+        server = cls(
+            root=Path(tempfile.mkdtemp(prefix="taskforge-faults-redis-")),
+            port=free_port(),
+            binary=redis_server_binary(),
+        )
+        try:
+            server.start()
+        except BaseException:
+            server.remove()
+            raise
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.popen is None else self.popen.pid
+
+    def start(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            raise RuntimeError("redis-server is already running")
+        self.starts += 1
+        log = (self.root / f"redis-{self.starts}.log").open("wb")
+        self.popen = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--protected-mode",
+                "no",
+                "--maxclients",
+                "1000",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+        )
+        log.close()
+        deadline = time.monotonic() + SERVICE_TIMEOUT
+        while not self._answers():
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.popen.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING")
+            time.sleep(0.02)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def wait_exit(self, timeout: float = SERVICE_TIMEOUT) -> None:
+        if self.popen is not None:
+            self.popen.wait(timeout)
+
+    def remove(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(SERVICE_TIMEOUT)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -1,0 +1,33 @@
+"""The CI profile of the fault suite: two short scenarios on private Postgres and Redis.
+
+ci-crash kills workers with SIGKILL mid-handler and between popping a hint and claiming it;
+ci-services flushes Redis under a backlog and restarts Postgres in immediate mode. Each
+must keep every invariant (see invariants.py). `python -m tests.faults` runs the full
+profile and prints the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import Scenario, Services
+from tests.faults.report import scenario_report
+from tests.faults.runner import DEFAULT_SEED, run_scenario
+from tests.faults.scenarios import CI
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("scenario", CI, ids=[scenario.name for scenario in CI])
+def test_scenario_loses_nothing_and_leaves_nothing_stuck(
+    fault_services: Services, scenario: Scenario, tmp_path: Path
+) -> None:
+    result = asyncio.run(
+        run_scenario(fault_services, scenario, seed=DEFAULT_SEED, logs=tmp_path, echo=None)
+    )
+    report = scenario_report(result)
+    (tmp_path / "report.txt").write_text(report + "\n")
+    assert result.ok, "\n" + report
