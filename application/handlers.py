@@ -49,6 +49,9 @@ class JobContext:
     attempt: int
     max_attempts: int
     payload: dict[str, Any]
+    lease_token: UUID | None = None
+    """This attempt's lease. A later attempt of the same job (after this one's lease was
+    lost) has another token, so external writes keyed on it can refuse stale attempts."""
     traceparent: str | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 

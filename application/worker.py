@@ -274,6 +274,7 @@ class Worker:
             attempt=job.attempt_count,
             max_attempts=job.policy.max_attempts,
             payload=job.payload,
+            lease_token=lease.token,
             traceparent=job.traceparent,
         )
         running = _Running(

@@ -13,6 +13,7 @@ import contextlib
 import signal
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from uuid import UUID
 
 import httpx
@@ -92,10 +93,14 @@ async def kill_worker_after_pop(run: Run, slot: str, timeout: float = 20.0) -> F
     running = await run.open_executions(process.pid)
     await _wait_exit(run, slot)
     states = await run.states(popped)
+    # Only executions that started once the trap was armed: the same worker may have run
+    # an earlier attempt of a popped job (a retry) before.
     executed = await run.fetch(
-        "SELECT job_id FROM fault_ledger WHERE pid = $1 AND job_id = ANY($2::uuid[])",
+        "SELECT job_id FROM fault_ledger WHERE pid = $1 AND job_id = ANY($2::uuid[])"
+        " AND started_at >= $3",
         process.pid,
         popped,
+        datetime.fromtimestamp(armed, UTC),
     )
     # A worker's lease owner is host:pid:suffix.
     held = await run.fetch(

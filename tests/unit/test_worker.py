@@ -446,3 +446,23 @@ async def test_each_attempt_runs_in_a_span_that_continues_the_jobs_trace(cluster
     assert all(span.entered and span.ended for span in tracer.spans)
     # The handler sees its attempt's span, so what it calls joins the trace.
     assert seen == [first.traceparent, second.traceparent]
+
+
+async def test_a_handler_sees_the_lease_token_of_its_own_attempt(cluster: Cluster) -> None:
+    tokens: list[UUID | None] = []
+
+    @handler(cluster, "fail_once")
+    async def fail_once(ctx: JobContext) -> None:
+        tokens.append(ctx.lease_token)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    cluster.start_worker()
+    cluster.start_scheduler()
+    job = await cluster.enqueue("fail_once", policy=FAST_RETRY)
+
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert len(tokens) == 2
+    assert None not in tokens
+    assert tokens[0] != tokens[1]  # each attempt holds its own lease

@@ -1,8 +1,8 @@
 """The fault suite's job handler: it behaves as its payload says and records each execution.
 
 Loaded by worker processes with `--handlers faults_ledger`. Every execution writes one
-`fault_ledger` row when it starts (job id, attempt, the lease token the job holds at that
-moment, worker pid, start time) and completes it when it ends (end time and outcome:
+`fault_ledger` row when it starts (job id, attempt, the lease token of this attempt, worker
+pid, start time) and completes it when it ends (end time and outcome:
 `returned`, `raised`, `terminal` or `interrupted`). A worker killed with SIGKILL leaves its
 row open. LEDGER_DSN names the database; it bypasses the fault proxy, so the record survives
 the faults the suite injects on TaskForge's own connections (writes are retried while
@@ -34,9 +34,9 @@ WRITE_DEADLINE = 60.0
 
 RECORD_START = """
 INSERT INTO fault_ledger (job_id, attempt, pid, started_at, lease_token, lease_owner)
-SELECT $1, $2, $3, $4, jobs.lease_token, jobs.lease_owner
+SELECT $1, $2, $3, $4, $5, jobs.lease_owner
 FROM (SELECT 1) AS one
-LEFT JOIN jobs ON jobs.id = $1 AND jobs.state = 'RUNNING' AND jobs.attempt_count = $2
+LEFT JOIN jobs ON jobs.id = $1 AND jobs.lease_token = $5
 RETURNING id
 """
 RECORD_END = "UPDATE fault_ledger SET ended_at = $2, outcome = $3 WHERE id = $1"
@@ -76,7 +76,7 @@ async def _retrying(write: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
 async def _start(ctx: taskforge.JobContext, started: datetime) -> int:
     async def write(pool: asyncpg.Pool) -> int:
         row_id: int = await pool.fetchval(
-            RECORD_START, ctx.job_id, ctx.attempt, os.getpid(), started
+            RECORD_START, ctx.job_id, ctx.attempt, os.getpid(), started, ctx.lease_token
         )
         return row_id
 
