@@ -322,7 +322,7 @@ async def preload(stack: Stack, queue: str, count: int) -> None:
 
 
 async def bench_drain(
-    stack: Stack, label: str, count: int, workers: int, concurrency: int
+    stack: Stack, label: str, count: int, workers: int, concurrency: int, note: str = ""
 ) -> Result:
     queue = stack.queue(f"drain-{label}")
     await preload(stack, queue, count)
@@ -346,7 +346,7 @@ async def bench_drain(
     for process in processes:
         await stack.stop(process)
     busy = float(row["busy"]) if row and row["busy"] else wall
-    name = f"drain {count:,} jobs, {workers} worker{'s' if workers > 1 else ''}"
+    name = f"drain {count:,} jobs, {workers} worker{'s' if workers > 1 else ''}{note}"
     return Result(name, count, busy, {"wall_seconds": wall, "worker_peak_rss_mib": rss})
 
 
@@ -448,17 +448,20 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
                     await bench_latency(stack, sizes.latency_rate, sizes.latency_seconds)
                 )
             if sizes.scale_drain:
+                history = f", {sizes.scale_finished:,} finished in the table"
                 async with _step(
                     progress, f"scale: {sizes.scale_finished:,} finished jobs in the table"
                 ):
                     await add_finished_jobs(stack, sizes.scale_finished)
                 async with _step(progress, f"scale: drain {sizes.drain:,}, 1 worker"):
                     results.append(
-                        await bench_drain(stack, "s1", sizes.drain, 1, sizes.concurrency)
+                        await bench_drain(stack, "s1", sizes.drain, 1, sizes.concurrency, history)
                     )
                 async with _step(progress, f"scale: drain {sizes.scale_drain:,}, 1 worker"):
                     results.append(
-                        await bench_drain(stack, "s2", sizes.scale_drain, 1, sizes.concurrency)
+                        await bench_drain(
+                            stack, "s2", sizes.scale_drain, 1, sizes.concurrency, history
+                        )
                     )
         api_rss = peak_rss_mib(api.pid)
     finally:

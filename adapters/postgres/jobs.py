@@ -807,12 +807,12 @@ def _job_from_row(row: asyncpg.Record) -> Job:
         job_type=row["job_type"],
         payload=row["payload"],
         state=JobState(row["state"]),
-        policy=RetryPolicy(
-            max_attempts=row["max_attempts"],
-            initial_delay=row["initial_delay"],
-            backoff=row["backoff"],
-            max_delay=row["max_delay"],
-            jitter=row["jitter"],
+        policy=RetryPolicy.of(
+            row["max_attempts"],
+            row["initial_delay"],
+            row["backoff"],
+            row["max_delay"],
+            row["jitter"],
         ),
         visibility_timeout=row["visibility_timeout"],
         next_run_at=row["next_run_at"],

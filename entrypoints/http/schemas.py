@@ -34,6 +34,8 @@ from taskforge.domain.validation import (
 
 T = TypeVar("T")
 
+DEFAULT_POLICY = RetryPolicy()
+
 MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
 """Upper bound for every duration a caller sets (ten years): later than that is a mistake,
 and timestamps computed from larger values would overflow."""
@@ -117,13 +119,13 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
 
     def to_new_job(self, job_id: UUID, default_queue: str, traceparent: str | None) -> NewJob:
         """Validate every field (the message names the first bad one) into a NewJob."""
-        defaults = RetryPolicy()
-        policy = RetryPolicy(
-            max_attempts=_pick(self.max_attempts, defaults.max_attempts),
-            initial_delay=_pick(self.initial_delay, defaults.initial_delay),
-            backoff=_pick(self.backoff, defaults.backoff),
-            max_delay=_pick(self.max_delay, max(defaults.max_delay, self.initial_delay or 0.0)),
-            jitter=_pick(self.jitter, defaults.jitter),
+        defaults = DEFAULT_POLICY
+        policy = RetryPolicy.of(
+            _pick(self.max_attempts, defaults.max_attempts),
+            _pick(self.initial_delay, defaults.initial_delay),
+            _pick(self.backoff, defaults.backoff),
+            _pick(self.max_delay, max(defaults.max_delay, self.initial_delay or 0.0)),
+            _pick(self.jitter, defaults.jitter),
         )
         if self.run_at is not None and self.delay is not None:
             raise ValidationError("runAt", "give runAt or delay, not both")

@@ -115,3 +115,15 @@ def test_visibility_timeout_outside_its_range_is_rejected(seconds: float) -> Non
 def test_durations_beyond_ten_years_are_rejected(changes: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         RetryPolicy(**changes)  # type: ignore[arg-type]
+
+
+def test_interned_policies_are_validated_and_shared() -> None:
+    first = RetryPolicy.of(5, 0.5, 3.0, 60.0, True)
+    assert first == RetryPolicy(
+        max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60.0, jitter=True
+    )
+    assert RetryPolicy.of(5, 0.5, 3.0, 60.0, True) is first
+    with pytest.raises(ValidationError):
+        RetryPolicy.of(0, 1.0, 2.0, 300.0, False)
+    with pytest.raises(ValidationError):
+        RetryPolicy.of(True, 1.0, 2.0, 300.0, False)  # True == 1, yet not an attempt count
