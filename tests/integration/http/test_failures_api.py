@@ -20,7 +20,7 @@ from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job
 from taskforge.domain.validation import Page
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.container import CoreProvider, MemoryProvider
+from taskforge.entrypoints.container import Backend, CoreProvider, MemoryProvider
 from taskforge.entrypoints.http import routes
 from taskforge.entrypoints.http.app import create_app
 from tests.integration.http.conftest import BASE_URL, LogLines, assert_error
@@ -80,7 +80,7 @@ async def client(faults: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
         CoreProvider(),
         MemoryProvider(),
         FaultProvider(faults),
-        context={Settings: settings, HandlerRegistry: HandlerRegistry()},
+        context={Settings: settings, HandlerRegistry: HandlerRegistry(), Backend: Backend.MEMORY},
     )
     app = create_app(container, settings)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
