@@ -41,21 +41,8 @@ from taskforge.application.metrics import (
 # The `_created` series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-HTTP_SECONDS_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+HTTP_SECONDS_BUCKETS = tuple(bound for bound in JOB_SECONDS_BUCKETS if bound <= 10.0)
+"""Requests: the job buckets from 1 ms up to 10 s."""
 
 _BOUNDS = (*(repr(float(bound)) for bound in JOB_SECONDS_BUCKETS), "+Inf")
 """The `le` labels, written as prometheus_client writes them (0.001, 1.0, +Inf)."""
