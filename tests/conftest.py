@@ -91,6 +91,17 @@ def postgres_dsn(postgres_admin_dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def migrated_dsn(postgres_dsn: str) -> str:
+    """This run's database with every migration applied."""
+    import asyncio
+
+    from taskforge.adapters.postgres.migrations import apply_migrations
+
+    asyncio.run(apply_migrations(postgres_dsn))
+    return postgres_dsn
+
+
+@pytest.fixture(scope="session")
 def redis_url(_containers: ExitStack) -> str:
     url = os.environ.get("TASKFORGE_TEST_REDIS_URL")
     if not url and _docker_answers():

@@ -6,7 +6,6 @@ Postgres tests share this run's database (migrated once) and start from empty ta
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,7 +19,6 @@ from taskforge.adapters.memory.jobs import (
 from taskforge.adapters.postgres import (
     PostgresDeadLetterStore,
     PostgresJobRepository,
-    apply_migrations,
     create_pool,
 )
 from taskforge.adapters.system import SystemClock, Uuid7Source
@@ -33,19 +31,13 @@ Stores = tuple[JobRepository, DeadLetterStore]
 _ids = Uuid7Source()
 
 
-@pytest.fixture(scope="session")
-def migrated_postgres_dsn(postgres_dsn: str) -> str:
-    asyncio.run(apply_migrations(postgres_dsn))
-    return postgres_dsn
-
-
 @pytest.fixture(params=["memory", "postgres"])
 def backend_dsn(request: pytest.FixtureRequest) -> str | None:
     """Which store a test runs against: None for the in-memory one, else a Postgres DSN.
     Resolved here, outside the event loop, because the database fixtures run their own."""
     if request.param == "memory":
         return None
-    dsn: str = request.getfixturevalue("migrated_postgres_dsn")
+    dsn: str = request.getfixturevalue("migrated_dsn")
     return dsn
 
 

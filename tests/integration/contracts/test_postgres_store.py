@@ -43,8 +43,8 @@ WHERE id = $1
 
 
 @pytest.fixture
-async def connection(migrated_postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(migrated_postgres_dsn)
+async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(migrated_dsn)
     try:
         yield conn
     finally:
@@ -100,8 +100,8 @@ async def test_updates_that_leave_state_alone_are_not_checked(
     assert await connection.fetchval("SELECT last_error FROM jobs WHERE id = $1", job_id) == "note"
 
 
-async def test_add_many_stores_nothing_when_one_job_fails(migrated_postgres_dsn: str) -> None:
-    pool = await create_pool(migrated_postgres_dsn)
+async def test_add_many_stores_nothing_when_one_job_fails(migrated_dsn: str) -> None:
+    pool = await create_pool(migrated_dsn)
     try:
         jobs = PostgresJobRepository(pool)
         ids = Uuid7Source()
@@ -134,9 +134,9 @@ async def test_unreachable_database_is_reported_unavailable() -> None:
 
 
 async def test_store_calls_after_the_pool_closed_are_unavailable(
-    migrated_postgres_dsn: str,
+    migrated_dsn: str,
 ) -> None:
-    pool = await create_pool(migrated_postgres_dsn)
+    pool = await create_pool(migrated_dsn)
     jobs = PostgresJobRepository(pool)
     await pool.close()
 
@@ -147,9 +147,9 @@ async def test_store_calls_after_the_pool_closed_are_unavailable(
 
 
 async def test_lost_connection_is_reported_unavailable_or_replaced(
-    migrated_postgres_dsn: str, connection: asyncpg.Connection
+    migrated_dsn: str, connection: asyncpg.Connection
 ) -> None:
-    pool = await create_pool(migrated_postgres_dsn, min_size=1, max_size=1)
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
     try:
         jobs = PostgresJobRepository(pool)
         async with pool.acquire() as pooled:

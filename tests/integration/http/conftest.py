@@ -34,14 +34,6 @@ JobFactory = Callable[..., Awaitable[dict[str, Any]]]
 LogLines = Callable[[], list[dict[str, Any]]]
 
 
-@pytest.fixture(scope="session")
-def migrated_dsn(postgres_dsn: str) -> str:
-    from taskforge.adapters.postgres.migrations import apply_migrations
-
-    asyncio.run(apply_migrations(postgres_dsn))
-    return postgres_dsn
-
-
 def postgres_redis_settings(
     request: pytest.FixtureRequest, queue_name: str, redis_prefix: str
 ) -> Settings:

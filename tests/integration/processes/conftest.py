@@ -24,8 +24,6 @@ import asyncpg
 import httpx
 import pytest
 
-from taskforge.adapters.postgres.migrations import apply_migrations
-
 SUPPORT = Path(__file__).parent / "support"
 
 # The table the handlers in support/taskforge_ledger.py write one row per execution to.
@@ -186,22 +184,23 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def migrated_dsn(postgres_dsn: str) -> str:
-    async def prepare() -> None:
-        await apply_migrations(postgres_dsn)
-        conn = await asyncpg.connect(postgres_dsn)
+def ledger_dsn(migrated_dsn: str) -> str:
+    """The migrated database plus the ledger table the test handlers write to."""
+
+    async def create_ledger() -> None:
+        conn = await asyncpg.connect(migrated_dsn)
         try:
             await conn.execute(LEDGER_DDL)
         finally:
             await conn.close()
 
-    asyncio.run(prepare())
-    return postgres_dsn
+    asyncio.run(create_ledger())
+    return migrated_dsn
 
 
 @pytest.fixture
 async def stack(
-    migrated_dsn: str,
+    ledger_dsn: str,
     redis_url: str,
     redis_prefix: str,
     queue_name: str,
@@ -213,8 +212,8 @@ async def stack(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
-        "POSTGRES_DSN": migrated_dsn,
-        "LEDGER_DSN": migrated_dsn,
+        "POSTGRES_DSN": ledger_dsn,
+        "LEDGER_DSN": ledger_dsn,
         "REDIS_ADDR": f"{redis.hostname}:{redis.port or 6379}",
         "REDIS_DB": (redis.path or "/0").lstrip("/") or "0",
         "TASKFORGE_REDIS_PREFIX": redis_prefix,
@@ -222,7 +221,7 @@ async def stack(
         "SCHEDULER_TICK": "0.1",
         "LOG_LEVEL": "info",
     }
-    stack = Stack(dsn=migrated_dsn, env=env, logs=tmp_path)
+    stack = Stack(dsn=ledger_dsn, env=env, logs=tmp_path)
     try:
         yield stack
     finally:
