@@ -34,8 +34,10 @@ async def publish(ready_queue: ReadyQueue, jobs: Sequence[Job]) -> None:
         log.warning("could not publish %d hint(s); the scheduler will: %s", len(hints), exc)
 
 
-def _is_due_now(new_job: NewJob) -> bool:
-    return new_job.run_at is None and not new_job.delay
+def _is_due_at_creation(job: Job) -> bool:
+    """The store's own rule for "publish a hint now": due when it was stored (a runAt in the
+    past counts). Later ones are published by the scheduler when they come due."""
+    return job.next_run_at <= job.created_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +56,7 @@ class EnqueueJobs:
 
     async def __call__(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         results = await self._jobs.add_many(new_jobs)
-        due = [
-            job
-            for new_job, (job, created) in zip(new_jobs, results, strict=True)
-            if created and _is_due_now(new_job)
-        ]
+        due = [job for job, created in results if created and _is_due_at_creation(job)]
         await publish(self._ready_queue, due)
         return [Enqueued(job, created) for job, created in results]
 
@@ -103,12 +101,12 @@ class EnqueueJob:
             # Callers have their answer once the jobs are committed; the hints follow (a
             # lost hint only delays a job until the scheduler re-publishes it).
             due = []
-            for (new_job, future), outcome in zip(batch, stored, strict=True):
+            for (_, future), outcome in zip(batch, stored, strict=True):
                 if outcome is None or future.done():
                     continue
                 job, created = outcome
                 future.set_result(Enqueued(job, created))
-                if created and _is_due_now(new_job):
+                if created and _is_due_at_creation(job):
                     due.append(job)
             await publish(self._ready_queue, due)
 

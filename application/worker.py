@@ -84,7 +84,8 @@ class _Running:
 
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:MAX_ERROR_LENGTH]
+    # Postgres text cannot hold NUL; an error message is free-form, so show it escaped.
+    return text.replace("\x00", "\\x00")[:MAX_ERROR_LENGTH]
 
 
 class _Settler:
@@ -319,7 +320,7 @@ class Worker:
         finally:
             del self._settling[job.id]
             self._settled.set()
-        if not applied:
+        if not applied and not running.lost:  # a heartbeat may have counted it already
             self._lease_lost(running, "settle refused: the lease no longer owns the job")
         succeeded = applied and isinstance(settlement, Succeeded)
         self._metrics.job_finished(job.queue, self._job_type_label(job), runtime, succeeded)
@@ -349,34 +350,37 @@ class Worker:
 
     async def _attempt(self, running: _Running) -> Settlement:
         job, lease = running.job, running.lease
+        # Without heartbeats the lease is the attempt's deadline. Only this deadline's
+        # expiry is reported as such: a TimeoutError the handler raises itself (its HTTP
+        # client's, say) is an ordinary failure with its own message.
+        deadline = None if self._settings.heartbeat else asyncio.timeout(job.visibility_timeout)
         try:
             handler = self._handlers.get(job.job_type)
-            if self._settings.heartbeat:
+            if deadline is None:
                 await invoke(handler, running.context)
             else:
-                await asyncio.wait_for(invoke(handler, running.context), job.visibility_timeout)
+                async with deadline:
+                    await invoke(handler, running.context)
             return Succeeded(lease=lease)
         except TerminalError as exc:
             return decide_failure(job, lease, _describe(exc), FailureKind.TERMINAL, self._random)
         except TimeoutError as exc:
-            if running.lost or running.released:
-                raise asyncio.CancelledError from exc
+            if deadline is None or not deadline.expired():
+                return self._retryable(job, lease, exc)
             error = f"timed out after {job.visibility_timeout:g}s (visibility timeout)"
             return decide_failure(job, lease, error, FailureKind.RETRYABLE, self._random)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any handler error is a retryable failure
-            outcome = decide_failure(
-                job, lease, _describe(exc), FailureKind.RETRYABLE, self._random
+            return self._retryable(job, lease, exc)
+
+    def _retryable(self, job: Job, lease: Lease, exc: Exception) -> Settlement:
+        outcome = decide_failure(job, lease, _describe(exc), FailureKind.RETRYABLE, self._random)
+        if isinstance(outcome, RetryLater):
+            log.info(
+                "job %s attempt %d failed, retry in %s", job.id, job.attempt_count, outcome.delay
             )
-            if isinstance(outcome, RetryLater):
-                log.info(
-                    "job %s attempt %d failed, retry in %s",
-                    job.id,
-                    job.attempt_count,
-                    outcome.delay,
-                )
-            return outcome
+        return outcome
 
     def _lease_lost(self, running: _Running, why: str) -> None:
         self._metrics.lease_lost(running.job.queue)

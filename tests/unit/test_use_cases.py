@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 
@@ -311,3 +312,13 @@ async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
     )
 
     assert all(isinstance(result, Unavailable) for result in results)
+
+
+async def test_a_job_due_in_the_past_is_published_at_once(memory: Memory) -> None:
+    past = memory.clock.now() - timedelta(minutes=5)
+
+    single = await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(run_at=past))
+    [batched] = await EnqueueJobs(memory.jobs, memory.ready_queue)([memory.new_job(run_at=past)])
+
+    hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert {hint.job_id for hint in hints} == {single.job.id, batched.job.id}

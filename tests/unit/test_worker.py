@@ -466,3 +466,29 @@ async def test_a_handler_sees_the_lease_token_of_its_own_attempt(cluster: Cluste
     assert len(tokens) == 2
     assert None not in tokens
     assert tokens[0] != tokens[1]  # each attempt holds its own lease
+
+
+async def test_a_timeout_the_handler_raises_is_an_ordinary_failure(cluster: Cluster) -> None:
+    @handler(cluster, "flaky_http")
+    async def flaky_http(ctx: JobContext) -> None:
+        raise TimeoutError("upstream took too long")
+
+    cluster.start_worker(heartbeat=False)
+    job = await cluster.enqueue("flaky_http", visibility_timeout=30.0, policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED, JobState.DLQ)
+
+    assert failed.last_error == "TimeoutError: upstream took too long"
+
+
+async def test_a_nul_in_an_error_message_is_stored_escaped(cluster: Cluster) -> None:
+    @handler(cluster, "nul")
+    async def nul(ctx: JobContext) -> None:
+        raise TerminalError("bad\x00byte")
+
+    cluster.start_worker()
+    job = await cluster.enqueue("nul")
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert dead.last_error == "TerminalError: bad\\x00byte"
