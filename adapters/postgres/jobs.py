@@ -441,16 +441,26 @@ SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
 
 # A pending row someone else holds is about to leave PENDING or to be published by its
 # holder, so skipping it is safe, and skipping means this sweep never waits on a claim.
+# In bounded batches, each its own transaction: one statement over the whole backlog
+# would hold every pending row locked while it runs, and claims wait for those locks.
+MARK_UNPUBLISHED_BATCH = 1000
+
 MARK_UNPUBLISHED = """
 WITH pending AS (
-    SELECT id FROM jobs WHERE state = 'PENDING' FOR UPDATE SKIP LOCKED
+    SELECT id FROM jobs
+    WHERE state = 'PENDING' AND id > $2
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE jobs SET published_at = NULL
     FROM pending
     WHERE jobs.id = pending.id AND jobs.state = 'PENDING'
     RETURNING 1
 )
-SELECT count(*) FROM marked
+SELECT (SELECT count(*) FROM marked) AS marked,
+       (SELECT count(*) FROM pending) AS seen,
+       (SELECT id FROM pending ORDER BY id DESC LIMIT 1) AS last
 """
 
 # Oldest first through the (state, created_at) index: jobs created long ago are the ones
@@ -690,9 +700,15 @@ class PostgresJobRepository:
         return [_hint_from_row(row) for row in rows]
 
     async def mark_unpublished(self) -> int:
+        marked, after = 0, UUID(int=0)
         async with _connection(self._pool) as conn:
-            marked: int = await conn.fetchval(MARK_UNPUBLISHED)
-        return marked
+            while True:
+                row = await conn.fetchrow(MARK_UNPUBLISHED, MARK_UNPUBLISHED_BATCH, after)
+                assert row is not None
+                marked += row["marked"]
+                if row["seen"] < MARK_UNPUBLISHED_BATCH:
+                    return int(marked)
+                after = row["last"]
 
     async def prune_finished(self, older_than: float, limit: int) -> int:
         deleted = 0

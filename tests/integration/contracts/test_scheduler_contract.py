@@ -318,3 +318,12 @@ async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
     }
     assert [(hint.job_id, hint.traceparent) for hint in reaped] == [(expiring.id, TRACEPARENT)]
     assert (delayed.id, TRACEPARENT) in [(hint.job_id, hint.traceparent) for hint in published]
+
+
+async def test_mark_unpublished_covers_a_backlog_larger_than_one_batch(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    await jobs.add_many([new_job() for _ in range(2500)])
+
+    assert await jobs.mark_unpublished() == 2500
+    assert len(await jobs.find_unpublished(5000, 3600)) == 2500
