@@ -42,16 +42,6 @@ class ListFilter:
     state: JobState | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Republish:
-    """Jobs the scheduler moved or found that need a (new) hint in the ready queue."""
-
-    hints: list[ReadyHint]
-    promoted: int = 0
-    reaped: int = 0
-    dead_lettered: int = 0
-
-
 class JobRepository(Protocol):
     """The source of truth. Every transition is atomic and conditional on the state it
     expects (and, for a worker's writes, on the lease token): a write whose condition no

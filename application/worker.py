@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -451,10 +450,3 @@ class Worker:
     def _report_utilization(self, queue: str) -> None:
         busy = sum(1 for r in self._running.values() if r.job.queue == queue)
         self._metrics.utilization(queue, busy, self._settings.concurrency)
-
-
-def owner_id(host: str, pid: int, suffix: str) -> str:
-    return f"{host}:{pid}:{suffix}"
-
-
-__all__: Sequence[str] = ["Worker", "WorkerSettings", "owner_id"]

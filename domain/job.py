@@ -45,10 +45,6 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
-    @property
-    def attempts_left(self) -> int:
-        return max(0, self.policy.max_attempts - self.attempt_count)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewJob:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from uuid import UUID
 
 from taskforge.domain.job import Job, Lease
 from taskforge.domain.policy import RandomSource
@@ -70,7 +69,3 @@ def target_state(settlement: Settlement) -> JobState:
             return JobState.FAILED
         case DeadLettered():
             return JobState.DLQ
-
-
-def settled_job_id(settlement: Settlement) -> UUID:
-    return settlement.lease.job_id

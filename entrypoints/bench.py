@@ -107,13 +107,12 @@ def peak_rss_mib(pid: int) -> float:
 class Stack:
     """The processes and data one bench run owns; `close` removes all of it."""
 
-    def __init__(self, settings: Settings, console: Console) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.run_id = uuid.uuid4().hex[:8]
         self.admin_dsn = settings.require_postgres("bench")
         self.dsn = _with_database(self.admin_dsn, f"taskforge_bench_{self.run_id}")
         self.settings = settings
         self.prefix = f"taskforge:bench-{self.run_id}:"
-        self.console = console
         self.processes: list[subprocess.Popen[bytes]] = []
         self.api_url = ""
         self.env = {
@@ -425,7 +424,7 @@ async def _step(progress: Progress, label: str) -> AsyncIterator[None]:
 
 
 async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> dict[str, Any]:
-    stack = Stack(settings, console)
+    stack = Stack(settings)
     results: list[Result] = []
     api_rss = 0.0
     try:

@@ -96,10 +96,6 @@ class Settings:
     def queues(self) -> tuple[str, ...]:
         return self.worker_queues or (self.queue_name,)
 
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{self.redis_addr}/{self.redis_db}"
-
     def require_postgres(self, role: str) -> str:
         """The DSN, or ConfigError when the role needs one and none is set."""
         if not self.postgres_dsn:

@@ -23,8 +23,16 @@ app = App(
 )
 
 
-def _run(role: str, backend: Backend, roles: set[str], **overrides: object) -> None:
-    settings = _settings({**overrides, "service_name": f"taskforge-{role}"})
+def _run(
+    role: str,
+    backend: Backend,
+    roles: set[str],
+    flags: dict[str, str] | None = None,
+    **overrides: object,
+) -> None:
+    """`flags` are command-line options given as the variables they stand for, so they are
+    parsed and validated exactly like the environment."""
+    settings = _settings({**overrides, "service_name": f"taskforge-{role}"}, flags)
     if backend is Backend.POSTGRES_REDIS:
         settings.require_postgres(role)
     configure_logging(settings.log_level)
@@ -33,10 +41,10 @@ def _run(role: str, backend: Backend, roles: set[str], **overrides: object) -> N
     _run_async(run_roles(container, settings, roles))
 
 
-def _settings(overrides: dict[str, object]) -> Settings:
+def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None) -> Settings:
     import dataclasses
 
-    settings = Settings.from_env(os.environ)
+    settings = Settings.from_env({**os.environ, **(flags or {})})
     changes = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
 
@@ -113,15 +121,16 @@ def worker(
 
     Example: taskforge worker --queues jobs:ready,emails --concurrency 20 --handlers myapp.jobs
     """
-    env_overrides = {}
-    if queues is not None:
-        env_overrides["WORKER_QUEUES"] = queues
-    if handlers is not None:
-        env_overrides["TASKFORGE_HANDLERS"] = handlers
-    if concurrency is not None:
-        env_overrides["WORKER_CONCURRENCY"] = str(concurrency)
-    os.environ.update(env_overrides)
-    _run("worker", Backend.POSTGRES_REDIS, {"worker"}, demo_handlers=demo_handlers or None)
+    flags = {
+        name: str(value)
+        for name, value in (
+            ("WORKER_QUEUES", queues),
+            ("TASKFORGE_HANDLERS", handlers),
+            ("WORKER_CONCURRENCY", concurrency),
+        )
+        if value is not None
+    }
+    _run("worker", Backend.POSTGRES_REDIS, {"worker"}, flags, demo_handlers=demo_handlers or None)
 
 
 @app.command

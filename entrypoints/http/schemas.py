@@ -15,9 +15,10 @@ from uuid import UUID
 import msgspec
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import DeadLetter, Job, JsonObject, NewJob
+from taskforge.domain.job import DEFAULT_VISIBILITY_TIMEOUT, DeadLetter, Job, JsonObject, NewJob
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
+    MAX_DURATION,
     VISIBILITY_TIMEOUT_RANGE,
     RetryPolicy,
     validate_visibility_timeout,
@@ -25,24 +26,26 @@ from taskforge.domain.policy import (
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
     IDEMPOTENCY_KEY_MAX,
+    MAX_PAGE_LIMIT,
     RESERVED_QUEUE_PREFIX,
     validate_delay,
     validate_idempotency_key,
     validate_job_type,
     validate_queue_name,
 )
+from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
 
 T = TypeVar("T")
 
 DEFAULT_POLICY = RetryPolicy()
 
-MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0
+MAX_DELAY_SECONDS = MAX_DURATION
 """Upper bound for every duration a caller sets (ten years): later than that is a mistake,
 and timestamps computed from larger values would overflow."""
 
 REASON_MAX = 1000
 
-NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+NAME_PATTERN = f"^{DOMAIN_NAME_PATTERN.pattern}$"
 QUEUE_PATTERN = r"^(?!" + RESERVED_QUEUE_PREFIX + r")[A-Za-z0-9_.:\-]{1,128}$"
 
 FIELD_RULES: dict[str, str] = {
@@ -66,7 +69,10 @@ FIELD_RULES: dict[str, str] = {
     "runAt": "must be an ISO-8601 date-time, e.g. 2030-01-01T09:00:00Z",
     "delay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
     "reason": f"must be a string of at most {REASON_MAX} characters",
-    "limit": "must be a whole number >= 1 (values above 200 are clamped to 200)",
+    "limit": (
+        f"must be a whole number >= 1 (values above {MAX_PAGE_LIMIT} are clamped to "
+        f"{MAX_PAGE_LIMIT})"
+    ),
     "offset": "must be a whole number (negative values count as 0)",
 }
 """What each input accepts, in words: the OpenAPI descriptions and the 400 messages."""
@@ -138,7 +144,9 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             job_type=validate_job_type(self.job_type),
             payload=validate_payload(self.payload),
             policy=policy,
-            visibility_timeout=validate_visibility_timeout(_pick(self.visibility_timeout, 30.0)),
+            visibility_timeout=validate_visibility_timeout(
+                _pick(self.visibility_timeout, DEFAULT_VISIBILITY_TIMEOUT)
+            ),
             idempotency_key=(
                 validate_idempotency_key(self.idempotency_key)
                 if self.idempotency_key is not None

@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS ledger (
 """
 
 DEADLINE = 30.0
-TERMINAL = ("SUCCEEDED", "DLQ", "CANCELLED")
 
 
 def free_port() -> int:
