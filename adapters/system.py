@@ -6,6 +6,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -28,7 +29,7 @@ class Uuid7Source:
         self._last_ms = 0
         self._counter = 0
         self._random = random.Random(os.urandom(32))
-        os.register_at_fork(after_in_child=self._reseed)
+        _SOURCES.add(self)
 
     def _reseed(self) -> None:
         self._random.seed(os.urandom(32))
@@ -49,6 +50,19 @@ class Uuid7Source:
             rand = self._random.getrandbits(62)
         value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
         return UUID(int=value)
+
+
+_SOURCES: weakref.WeakSet[Uuid7Source] = weakref.WeakSet()
+"""Live id sources: a forked child re-seeds them all, so parent and child never share
+random bits. Weak, so a source that is no longer used can go."""
+
+
+def _reseed_after_fork() -> None:
+    for source in list(_SOURCES):
+        source._reseed()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def system_random() -> float:
