@@ -40,6 +40,29 @@ def _is_due_at_creation(job: Job) -> bool:
     return job.next_run_at <= job.created_at
 
 
+class HintPublisher:
+    """Pushes the hints of stored jobs while the next jobs are being stored: one push in
+    flight at a time, so a slow Redis slows enqueueing down instead of piling up pushes."""
+
+    def __init__(self, ready_queue: ReadyQueue) -> None:
+        self._ready_queue = ready_queue
+        self._pushing: asyncio.Task[None] | None = None
+
+    async def send(self, jobs: Sequence[Job]) -> None:
+        """Start pushing the hints of `jobs` once the previous push is done; returns without
+        waiting for this one."""
+        await self.drain()
+        if jobs:
+            self._pushing = asyncio.create_task(publish(self._ready_queue, jobs))
+
+    async def drain(self) -> None:
+        """Wait for the push in flight, if any (publish logs its own failures)."""
+        while (pushing := self._pushing) is not None:
+            await pushing
+            if self._pushing is pushing:
+                self._pushing = None
+
+
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     job: Job
@@ -48,17 +71,24 @@ class Enqueued:
 
 
 class EnqueueJobs:
-    """Batch enqueue: one write for all jobs, one push for all hints."""
+    """Batch enqueue: one write for all jobs, one push for all hints. The caller has its
+    answer once the jobs are committed; the push follows (a lost hint only delays a job
+    until the scheduler re-publishes it)."""
 
     def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
         self._jobs = jobs
-        self._ready_queue = ready_queue
+        self._hints = HintPublisher(ready_queue)
 
     async def __call__(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         results = await self._jobs.add_many(new_jobs)
-        due = [job for job, created in results if created and _is_due_at_creation(job)]
-        await publish(self._ready_queue, due)
+        await self._hints.send(
+            [job for job, created in results if created and _is_due_at_creation(job)]
+        )
         return [Enqueued(job, created) for job, created in results]
+
+    async def drain(self) -> None:
+        """Wait for the last hints to be pushed (at shutdown)."""
+        await self._hints.drain()
 
 
 class EnqueueJob:
@@ -71,7 +101,7 @@ class EnqueueJob:
 
     def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
         self._jobs = jobs
-        self._ready_queue = ready_queue
+        self._hints = HintPublisher(ready_queue)
         self._waiting: list[tuple[NewJob, asyncio.Future[Enqueued]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -98,8 +128,9 @@ class EnqueueJob:
                     _fail_all(batch, exc)
                     continue
                 stored = await self._store_one_by_one(batch)
-            # Callers have their answer once the jobs are committed; the hints follow (a
-            # lost hint only delays a job until the scheduler re-publishes it).
+            # Callers have their answer once the jobs are committed; the hints follow while
+            # the next batch is stored (a lost hint only delays a job until the scheduler
+            # re-publishes it).
             due = []
             for (_, future), outcome in zip(batch, stored, strict=True):
                 if outcome is None or future.done():
@@ -108,7 +139,13 @@ class EnqueueJob:
                 future.set_result(Enqueued(job, created))
                 if created and _is_due_at_creation(job):
                     due.append(job)
-            await publish(self._ready_queue, due)
+            await self._hints.send(due)
+
+    async def drain(self) -> None:
+        """Wait until every call made so far is stored and its hints pushed (at shutdown)."""
+        if self._writer is not None:
+            await self._writer
+        await self._hints.drain()
 
     async def _store_one_by_one(
         self, batch: list[tuple[NewJob, asyncio.Future[Enqueued]]]

@@ -64,6 +64,24 @@ class NewJob:
     delay: float | None = None
     traceparent: str | None = None
 
+    def stored(self, next_run_at: datetime, created_at: datetime) -> Job:
+        """The job as a store records it when created: PENDING, no attempts yet, due at
+        `next_run_at`."""
+        return Job(
+            id=self.id,
+            queue=self.queue,
+            job_type=self.job_type,
+            payload=self.payload,
+            state=JobState.PENDING,
+            policy=self.policy,
+            visibility_timeout=self.visibility_timeout,
+            next_run_at=next_run_at,
+            created_at=created_at,
+            updated_at=created_at,
+            idempotency_key=self.idempotency_key,
+            traceparent=self.traceparent,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lease:

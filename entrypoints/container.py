@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from enum import StrEnum
 
 from dishka import (
@@ -104,8 +104,23 @@ class CoreProvider(Provider):
     def random(self) -> RandomSource:
         return system_random
 
-    enqueue_job = provide(EnqueueJob)
-    enqueue_jobs = provide(EnqueueJobs)
+    @provide
+    async def enqueue_job(
+        self, jobs: JobRepository, ready_queue: ReadyQueue
+    ) -> AsyncIterator[EnqueueJob]:
+        """Pushes its last hints before the ready queue's client closes."""
+        enqueue = EnqueueJob(jobs, ready_queue)
+        yield enqueue
+        await enqueue.drain()
+
+    @provide
+    async def enqueue_jobs(
+        self, jobs: JobRepository, ready_queue: ReadyQueue
+    ) -> AsyncIterator[EnqueueJobs]:
+        enqueue = EnqueueJobs(jobs, ready_queue)
+        yield enqueue
+        await enqueue.drain()
+
     get_job = provide(GetJob)
     list_jobs = provide(ListJobs)
     cancel_job = provide(CancelJob)

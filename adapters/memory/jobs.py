@@ -58,20 +58,7 @@ class InMemoryJobRepository:
             next_run_at = new.run_at
         else:
             next_run_at = now + timedelta(seconds=new.delay or 0)
-        job = Job(
-            id=new.id,
-            queue=new.queue,
-            job_type=new.job_type,
-            payload=new.payload,
-            state=PENDING,
-            policy=new.policy,
-            visibility_timeout=new.visibility_timeout,
-            next_run_at=next_run_at,
-            created_at=now,
-            updated_at=now,
-            idempotency_key=key,
-            traceparent=new.traceparent,
-        )
+        job = new.stored(next_run_at, now)
         self._state.jobs[job.id] = job
         if key is not None:
             self._state.by_idempotency_key[key] = job.id

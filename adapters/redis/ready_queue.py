@@ -56,6 +56,10 @@ class RedisReadyQueue:
         if not by_queue:
             return
         with translate_connection_errors():
+            if len(by_queue) == 1:  # the usual case; a pipeline costs more CPU than it saves
+                [(queue, ids)] = by_queue.items()
+                await self._client.lpush(self._keys.ready_list(queue), *ids)
+                return
             async with self._client.pipeline(transaction=False) as pipe:
                 for queue, ids in by_queue.items():
                     pipe.lpush(self._keys.ready_list(queue), *ids)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dishka import AsyncContainer
-from dishka.integrations.litestar import setup_dishka
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -19,6 +18,7 @@ from litestar.openapi.spec import (
 
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import handle_exception
+from taskforge.entrypoints.http.injection import setup_injection
 from taskforge.entrypoints.http.middleware import OPEN_PATHS, RequestContextMiddleware
 from taskforge.entrypoints.http.routes import ROUTES
 
@@ -40,7 +40,7 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
         debug=False,
         logging_config=None,
     )
-    setup_dishka(container, app)
+    setup_injection(container, app)
     # Wrapping the router itself (not the route handlers, as Litestar's middleware does)
     # covers unknown routes and wrong methods too.
     app.asgi_handler = RequestContextMiddleware(

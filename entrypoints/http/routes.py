@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any
 from uuid import UUID
 
-from dishka.integrations.litestar import FromDishka, inject
+from dishka import FromDishka
 from litestar import Request, Response, get, post
 from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
@@ -49,6 +49,7 @@ from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend
 from taskforge.entrypoints.http.body import json_body
 from taskforge.entrypoints.http.errors import NotReady
+from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.schemas import (
     JOB_IN_EXAMPLE,
     BatchItemOut,

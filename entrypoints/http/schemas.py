@@ -7,7 +7,6 @@ adds the ones a schema cannot say (maxDelay >= initialDelay, runAt or delay, not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -173,24 +172,25 @@ def _pick(value: T | None, default: T) -> T:
 
 def validate_payload(payload: JsonObject) -> JsonObject:
     """Postgres cannot store NUL in text or jsonb strings; refuse it here for every backend."""
-    for text in _strings(payload):
-        if "\x00" in text:
-            raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
+    if payload and _holds_nul(payload):
+        raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
     return payload
 
 
-def _strings(value: Any) -> Iterator[str]:
+def _holds_nul(value: Any) -> bool:
     # Iterative: a payload may nest deeper than Python's recursion limit allows.
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            yield item
+            if "\x00" in item:
+                return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+    return False
 
 
 MAX_BATCH_JOBS = 1000

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from taskforge.adapters.memory.jobs import InMemoryJobRepository
+from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.application.jobs import (
     CancelJob,
     Enqueued,
@@ -30,7 +31,7 @@ from taskforge.domain.errors import (
     JobNotFound,
     Unavailable,
 )
-from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
@@ -317,8 +318,58 @@ async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
 async def test_a_job_due_in_the_past_is_published_at_once(memory: Memory) -> None:
     past = memory.clock.now() - timedelta(minutes=5)
 
-    single = await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(run_at=past))
-    [batched] = await EnqueueJobs(memory.jobs, memory.ready_queue)([memory.new_job(run_at=past)])
+    enqueue_one = EnqueueJob(memory.jobs, memory.ready_queue)
+    enqueue_many = EnqueueJobs(memory.jobs, memory.ready_queue)
+    single = await enqueue_one(memory.new_job(run_at=past))
+    [batched] = await enqueue_many([memory.new_job(run_at=past)])
+    await enqueue_one.drain()
+    await enqueue_many.drain()
 
     hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
     assert {hint.job_id for hint in hints} == {single.job.id, batched.job.id}
+
+
+class HeldReadyQueue(InMemoryReadyQueue):
+    """A ready queue whose pushes wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.pushes_started = 0
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None:
+        self.pushes_started += 1
+        await self.gate.wait()
+        await super().push(hints)
+
+
+async def test_the_next_enqueue_is_stored_while_the_last_hint_is_pushed(memory: Memory) -> None:
+    ready_queue = HeldReadyQueue()
+    enqueue = EnqueueJob(memory.jobs, ready_queue)
+
+    first = await enqueue(memory.new_job())
+    second = await asyncio.wait_for(enqueue(memory.new_job()), 1.0)
+
+    assert first.created and second.created
+    assert len(memory.state.jobs) == 2
+    # One push in flight at a time: the second waits for the first.
+    assert ready_queue.pushes_started == 1
+    ready_queue.gate.set()
+    await enqueue.drain()
+    hints = await ready_queue.pop(["jobs:ready"], 10, 0)
+    assert {hint.job_id for hint in hints} == {first.job.id, second.job.id}
+
+
+async def test_a_batch_is_answered_before_its_hints_are_pushed(memory: Memory) -> None:
+    ready_queue = HeldReadyQueue()
+    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+
+    [stored] = await asyncio.wait_for(enqueue([memory.new_job()]), 1.0)
+    drained = asyncio.create_task(enqueue.drain())
+    await asyncio.sleep(0.01)
+
+    assert not drained.done()
+    ready_queue.gate.set()
+    await asyncio.wait_for(drained, 1.0)
+    hints = await ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [stored.job.id]
