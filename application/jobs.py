@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 from taskforge.application.ports import (
     DeadLetterStore,
     JobRepository,
+    JobTracer,
     ListFilter,
     ReadyQueue,
 )
@@ -20,6 +21,10 @@ from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 
 log = logging.getLogger("taskforge.jobs")
+
+ENQUEUE_SPAN = "taskforge.job.enqueue"
+"""Storing a job: its traceparent (stored with the job) names this span, so every later
+span of the job (re-queues, attempts) is its child."""
 
 
 async def publish(ready_queue: ReadyQueue, jobs: Sequence[Job]) -> None:
@@ -70,16 +75,60 @@ class Enqueued:
     """False when an existing job with the same idempotency key was returned."""
 
 
+async def traced(
+    tracer: JobTracer | None,
+    new_jobs: Sequence[NewJob],
+    store: Callable[[Sequence[NewJob]], Awaitable[list[Enqueued]]],
+) -> list[Enqueued]:
+    """Store the jobs, each in an enqueue span (a child of the caller's current span) whose
+    traceparent the job keeps. A job that already existed (same idempotency key) keeps its
+    own. Without a tracer, just store them."""
+    if tracer is None:
+        return await store(new_jobs)
+    spans = [
+        tracer.start_span(
+            ENQUEUE_SPAN, job_id=job.id, queue=job.queue, attributes={"job_type": job.job_type}
+        )
+        for job in new_jobs
+    ]
+    try:
+        results = await store(
+            [
+                replace(job, traceparent=span.traceparent)
+                for job, span in zip(new_jobs, spans, strict=True)
+            ]
+        )
+        for span, result in zip(spans, results, strict=True):
+            if not result.created:
+                span.set_attribute("job_id", str(result.job.id))
+                span.set_attribute("existing", True)
+        return results
+    except Exception as exc:
+        for span in spans:
+            span.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for span in spans:
+            span.end()
+
+
 class EnqueueJobs:
     """Batch enqueue: one write for all jobs, one push for all hints. The caller has its
     answer once the jobs are committed; the push follows (a lost hint only delays a job
     until the scheduler re-publishes it)."""
 
-    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+    def __init__(
+        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None = None
+    ) -> None:
+        """`tracer` None: tracing is off and enqueueing does no tracing work at all."""
         self._jobs = jobs
         self._hints = HintPublisher(ready_queue)
+        self._tracer = tracer
 
     async def __call__(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+        return await traced(self._tracer, new_jobs, self._store)
+
+    async def _store(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         results = await self._jobs.add_many(new_jobs)
         await self._hints.send(
             [job for job, created in results if created and _is_due_at_creation(job)]
@@ -99,13 +148,27 @@ class EnqueueJob:
 
     MAX_BATCH = 500
 
-    def __init__(self, jobs: JobRepository, ready_queue: ReadyQueue) -> None:
+    def __init__(
+        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None = None
+    ) -> None:
+        """`tracer` None: tracing is off and enqueueing does no tracing work at all."""
         self._jobs = jobs
         self._hints = HintPublisher(ready_queue)
+        self._tracer = tracer
         self._waiting: list[tuple[NewJob, asyncio.Future[Enqueued]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def __call__(self, new_job: NewJob) -> Enqueued:
+        if self._tracer is None:
+            return await self._store(new_job)
+        # The span starts here, in the caller's context, so it is a child of the caller's.
+        [result] = await traced(self._tracer, [new_job], self._store_each)
+        return result
+
+    async def _store_each(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+        return [await self._store(new_job) for new_job in new_jobs]
+
+    async def _store(self, new_job: NewJob) -> Enqueued:
         future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
         self._waiting.append((new_job, future))
         if self._writer is None or self._writer.done():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from taskforge.application.ports import JobRepository, JobTracer, ReadyQueue, TraceSpan
@@ -54,13 +55,16 @@ class SchedulerTick:
         ready_queue: ReadyQueue,
         settings: SchedulerSettings,
         tracer: JobTracer | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`tracer` None: tracing is off and the tick does no tracing work at all."""
+        """`tracer` None: tracing is off and the tick does no tracing work at all.
+        `monotonic` paces the retention sweeps (one per prune_interval while they keep up)."""
         self._jobs = jobs
         self._ready_queue = ready_queue
         self._settings = settings
         self._tracer = tracer
-        self._next_prune = 0.0
+        self._monotonic = monotonic
+        self._next_prune = monotonic()
 
     async def __call__(self) -> TickReport:
         limit = self._settings.batch_size
@@ -86,11 +90,11 @@ class SchedulerTick:
         )
 
     async def _prune(self, limit: int) -> int:
-        if self._settings.retention_period <= 0 or time.monotonic() < self._next_prune:
+        if self._settings.retention_period <= 0 or self._monotonic() < self._next_prune:
             return 0
         pruned = await self._jobs.prune_finished(self._settings.retention_period, limit)
         if pruned < limit:
-            self._next_prune = time.monotonic() + self._settings.prune_interval
+            self._next_prune = self._monotonic() + self._settings.prune_interval
         return pruned
 
 

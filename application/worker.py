@@ -188,14 +188,22 @@ class Worker:
         for queue in self._settings.queues:
             self._report_utilization(queue)  # the queues served, idle, from the start
         settler = asyncio.create_task(self._settler.run(), name="taskforge-settler")
-        heartbeat = asyncio.create_task(self._heartbeat_loop(stop), name="taskforge-heartbeat")
+        # Without heartbeats each attempt's lease is its deadline: nothing to renew.
+        heartbeat = (
+            asyncio.create_task(self._heartbeat_loop(), name="taskforge-heartbeat")
+            if self._settings.heartbeat
+            else None
+        )
         try:
             await self._fetch_loop(stop)
         finally:
             await self._drain()
-            heartbeat.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
             self._settler.close()
-            await asyncio.gather(heartbeat, settler, return_exceptions=True)
+            await asyncio.gather(
+                settler, *([heartbeat] if heartbeat else []), return_exceptions=True
+            )
 
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -392,11 +400,11 @@ class Worker:
         if running.task is not None and not running.task.done():
             running.task.cancel()
 
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+    async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.heartbeat_tick)
             current = [*self._running.values(), *self._settling.values()]
-            if not self._settings.heartbeat or not current:
+            if not current:
                 continue
             now = time.monotonic()
             if all(r.renew_at > now for r in current):

@@ -106,18 +106,18 @@ class CoreProvider(Provider):
 
     @provide
     async def enqueue_job(
-        self, jobs: JobRepository, ready_queue: ReadyQueue
+        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None
     ) -> AsyncIterator[EnqueueJob]:
         """Pushes its last hints before the ready queue's client closes."""
-        enqueue = EnqueueJob(jobs, ready_queue)
+        enqueue = EnqueueJob(jobs, ready_queue, tracer)
         yield enqueue
         await enqueue.drain()
 
     @provide
     async def enqueue_jobs(
-        self, jobs: JobRepository, ready_queue: ReadyQueue
+        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None
     ) -> AsyncIterator[EnqueueJobs]:
-        enqueue = EnqueueJobs(jobs, ready_queue)
+        enqueue = EnqueueJobs(jobs, ready_queue, tracer)
         yield enqueue
         await enqueue.drain()
 

@@ -774,7 +774,9 @@ class PostgresDeadLetterStore:
         return total
 
 
-async def _insert(conn: PoolConnectionProxy, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+async def _insert(
+    conn: PoolConnectionProxy, jobs: Sequence[NewJob], attempts: int = 3
+) -> list[tuple[Job, bool]]:
     """Insert the jobs in one statement; a job whose idempotency key is taken yields the
     job that holds it (stored earlier, or earlier in this batch) and False."""
     if len(jobs) == 1:
@@ -782,15 +784,24 @@ async def _insert(conn: PoolConnectionProxy, jobs: Sequence[NewJob]) -> list[tup
     else:
         rows = await conn.fetch(INSERT_JOBS, *_insert_columns(jobs))
     created = {row["id"]: row for row in rows}
-    taken = [job.idempotency_key for job in jobs if job.id not in created]
-    existing: dict[str | None, Job] = {}
+    taken = [job for job in jobs if job.id not in created]
+    holders: dict[str | None, Job] = {}
+    retried: dict[UUID, tuple[Job, bool]] = {}
     if taken:
-        for row in await conn.fetch(SELECT_JOBS_BY_IDEMPOTENCY_KEY, taken):
-            existing[row["idempotency_key"]] = _job_from_row(row)
+        keys = [job.idempotency_key for job in taken]
+        for row in await conn.fetch(SELECT_JOBS_BY_IDEMPOTENCY_KEY, keys):
+            holders[row["idempotency_key"]] = _job_from_row(row)
+        if freed := [job for job in taken if job.idempotency_key not in holders]:
+            # Retention deleted the holder between the two statements: the key is free
+            # again, so those jobs are inserted after all (or meet a newer holder).
+            if attempts <= 1:
+                raise RuntimeError("idempotency keys kept changing hands; try again")
+            outcomes = await _insert(conn, freed, attempts - 1)
+            retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
     return [
         (job.stored(inserted["next_run_at"], inserted["created_at"]), True)
         if (inserted := created.get(job.id)) is not None
-        else (existing[job.idempotency_key], False)
+        else retried.get(job.id) or (holders[job.idempotency_key], False)
         for job in jobs
     ]
 

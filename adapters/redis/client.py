@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -12,6 +12,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from taskforge.domain.errors import Unavailable
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 2.0
 """Seconds to open a connection before the server counts as unreachable."""
@@ -34,9 +36,38 @@ RECONNECT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.TimeoutError,
     # Under uvloop, a write on a pooled connection that the peer reset surfaces as
     # "RuntimeError: unable to perform operation on <TCPTransport closed=True>" instead of
-    # a connection error; retrying on a fresh connection is what makes it go away.
+    # a connection error; retrying on a fresh connection is what makes it go away. Other
+    # RuntimeErrors are not connection trouble (see `is_connection_failure`).
     RuntimeError,
 )
+
+_CLOSED_TRANSPORT = "closed=True"
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """Whether `error` says the connection failed (worth a fresh connection), as opposed to
+    a refused login or a bug."""
+    if isinstance(error, redis.exceptions.AuthenticationError):
+        return False  # a wrong password stays wrong however often it is sent
+    if isinstance(error, RuntimeError):
+        return _CLOSED_TRANSPORT in str(error)
+    return isinstance(error, (*RECONNECT_ERRORS, OSError))
+
+
+class _ReconnectRetry(Retry):
+    """Retries connection failures only (`is_connection_failure`)."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            return is_connection_failure(error) and (is_retryable is None or is_retryable(error))
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 def _options() -> dict[str, Any]:
@@ -45,7 +76,7 @@ def _options() -> dict[str, Any]:
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "retry": Retry(
+        "retry": _ReconnectRetry(
             ExponentialWithJitterBackoff(cap=0.5, base=0.05),
             RETRIES,
             # Declared as RedisError types only, but matched with isinstance at run time.
@@ -78,14 +109,14 @@ def blocking_slice(client: Redis) -> float | None:
 
 @contextmanager
 def translate_connection_errors() -> Iterator[None]:
-    """Re-raise the driver's connection failures (refused, reset, timed out) as
-    `Unavailable("redis", ...)`; any other error is a bug and passes through unchanged."""
+    """Re-raise the driver's connection failures (refused, reset, timed out) and a refused
+    login as `Unavailable("redis", ...)`, naming the cause; any other error is a bug and
+    passes through unchanged."""
     try:
         yield
-    except (
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        RuntimeError,
-        OSError,
-    ) as exc:
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise Unavailable("redis", str(exc) or type(exc).__name__) from exc
+    except RuntimeError as exc:
+        if not is_connection_failure(exc):
+            raise
+        raise Unavailable("redis", str(exc)) from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 from redis.asyncio import Redis
 
@@ -37,37 +38,66 @@ log = logging.getLogger("taskforge.redis")
 _BOUND_NAMES = (*(f"{bound:g}" for bound in JOB_SECONDS_BUCKETS), "+Inf")
 _BUCKET_OF = {name: index for index, name in enumerate(_BOUND_NAMES)}
 
+FLUSH_MARK_MS = 600_000
+"""How long a flush stays marked as applied: far longer than the client's retries take."""
+
+# The client resends a command whose reply was lost (a reset connection, a timeout), and
+# the first copy may well have been applied. Each flush carries its own id: a copy whose id
+# is already marked changes nothing.
+ADD_SCRIPT = """
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+for i = 5, #ARGV, 3 do
+  if ARGV[i] == 'f' then
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+  else
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+  end
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+"""
+
 
 class RedisMetricsStore:
-    """The `MetricsStore` port on Redis. A write is one MULTI/EXEC round trip; a read is
-    two round trips. Connection failures raise `Unavailable("redis", ...)`."""
+    """The `MetricsStore` port on Redis. A write is one script call, applied at most once
+    even when the client resends it; a read is two round trips. Connection failures raise
+    `Unavailable("redis", ...)`."""
 
     def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._keys = RedisKeys(prefix)
+        self._add = client.register_script(ADD_SCRIPT)
 
     async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
-        totals = self._keys.metric_totals
         loads = {queue: [entry.busy, entry.slots] for queue, entry in load.queues.items()}
+        increments: list[str | int | float] = []
+        for queue, counts in batch.counts.items():
+            for name in COUNTERS:
+                increments += ("i", f"c|{name}|{queue}", getattr(counts, name))
+        for kind, series in _histograms(batch).items():
+            for (queue, job_type), histogram in series.items():
+                field = f"h|{kind}|{queue}|{job_type}|"
+                for name, count in zip(_BOUND_NAMES, histogram.buckets, strict=True):
+                    if count:
+                        increments += ("i", field + name, count)
+                increments += ("f", field + "sum", repr(histogram.total))
+        keys = [
+            self._keys.metric_totals,
+            self._keys.metric_worker_load(load.worker_id),
+            self._keys.metric_workers,
+            self._keys.metric_flush(uuid.uuid4().hex),
+        ]
+        args: list[str | int | float] = [
+            FLUSH_MARK_MS,
+            max(1, round(ttl * 1000)),
+            json.dumps(loads),
+            load.worker_id,
+        ]
         with translate_connection_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                for queue, counts in batch.counts.items():
-                    for name in COUNTERS:
-                        pipe.hincrby(totals, f"c|{name}|{queue}", getattr(counts, name))
-                for kind, series in _histograms(batch).items():
-                    for (queue, job_type), histogram in series.items():
-                        field = f"h|{kind}|{queue}|{job_type}|"
-                        for name, count in zip(_BOUND_NAMES, histogram.buckets, strict=True):
-                            if count:
-                                pipe.hincrby(totals, field + name, count)
-                        pipe.hincrbyfloat(totals, field + "sum", histogram.total)
-                pipe.set(
-                    self._keys.metric_worker_load(load.worker_id),
-                    json.dumps(loads),
-                    px=max(1, round(ttl * 1000)),
-                )
-                pipe.sadd(self._keys.metric_workers, load.worker_id)
-                await pipe.execute()
+            await self._add(keys=keys, args=[*args, *increments])
 
     async def remove_worker(self, worker_id: str) -> None:
         with translate_connection_errors():

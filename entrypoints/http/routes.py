@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,7 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from taskforge.adapters.telemetry.metrics import HttpMetrics, render_api_metrics
 from taskforge.application.jobs import (
     CancelJob,
-    Enqueued,
     EnqueueJob,
     EnqueueJobs,
     GetDeadLetter,
@@ -36,13 +34,11 @@ from taskforge.application.ports import (
     DeadLetterStore,
     IdSource,
     JobRepository,
-    JobTracer,
     ListFilter,
     MetricsStore,
     ReadyQueue,
 )
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, validate_queue_name
 from taskforge.entrypoints.config import Settings
@@ -74,10 +70,6 @@ MAX_OFFSET = 2**31 - 1
 """Deeper pages are refused: no store holds that many jobs, and Postgres' OFFSET is bigint."""
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-
-ENQUEUE_SPAN = "taskforge.job.enqueue"
-"""Storing a job: its traceparent (stored with the job) names this span, so every later
-span of the job (re-queues, attempts) is its child."""
 
 _ERROR_DESCRIPTIONS = {
     400: "validation_error: a parameter or the body is invalid; details.field names it",
@@ -235,13 +227,9 @@ async def create_job(
     enqueue: FromDishka[EnqueueJob],
     ids: FromDishka[IdSource],
     settings: FromDishka[Settings],
-    tracer: FromDishka[JobTracer | None],
 ) -> Response[JobOut]:
     new_job = data.to_new_job(ids.new_id(), settings.queue_name, _incoming_traceparent(request))
-    if tracer is None:
-        result = await enqueue(new_job)
-    else:
-        [result] = await _traced_enqueue(tracer, [new_job], _one_by_one(enqueue))
+    result = await enqueue(new_job)
     return Response(JobOut.of(result.job), status_code=201 if result.created else 200)
 
 
@@ -250,46 +238,6 @@ def _incoming_traceparent(request: Request[Any, Any, Any]) -> str | None:
     on, the request's span continues it and the job gets the enqueue span's)."""
     header = request.headers.get("traceparent")
     return header if header and _TRACEPARENT.fullmatch(header) else None
-
-
-def _one_by_one(enqueue: EnqueueJob) -> Callable[[list[NewJob]], Awaitable[list[Enqueued]]]:
-    async def store(new_jobs: list[NewJob]) -> list[Enqueued]:
-        return [await enqueue(new_job) for new_job in new_jobs]
-
-    return store
-
-
-async def _traced_enqueue(
-    tracer: JobTracer,
-    new_jobs: list[NewJob],
-    store: Callable[[list[NewJob]], Awaitable[list[Enqueued]]],
-) -> list[Enqueued]:
-    """Store the jobs, each in an enqueue span (a child of the request's) whose traceparent
-    the job keeps. A job that already existed (same idempotency key) keeps its own."""
-    spans = [
-        tracer.start_span(
-            ENQUEUE_SPAN, job_id=job.id, queue=job.queue, attributes={"job_type": job.job_type}
-        )
-        for job in new_jobs
-    ]
-    try:
-        traced = [
-            replace(job, traceparent=span.traceparent)
-            for job, span in zip(new_jobs, spans, strict=True)
-        ]
-        results = await store(traced)
-        for span, result in zip(spans, results, strict=True):
-            if not result.created:
-                span.set_attribute("job_id", str(result.job.id))
-                span.set_attribute("existing", True)
-        return results
-    except Exception as exc:
-        for span in spans:
-            span.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        for span in spans:
-            span.end()
 
 
 @post(
@@ -316,7 +264,6 @@ async def create_jobs(
     enqueue: FromDishka[EnqueueJobs],
     ids: FromDishka[IdSource],
     settings: FromDishka[Settings],
-    tracer: FromDishka[JobTracer | None],
 ) -> Response[JobBatchOut]:
     traceparent = _incoming_traceparent(request)
     new_jobs = []
@@ -327,10 +274,7 @@ async def create_jobs(
             raise ValidationError(
                 f"jobs[{index}].{exc.field}", exc.message, details={"index": index}
             ) from None
-    if tracer is None:
-        results = await enqueue(new_jobs)
-    else:
-        results = await _traced_enqueue(tracer, new_jobs, enqueue)
+    results = await enqueue(new_jobs)
     items = [
         BatchItemOut(
             id=result.job.id,

@@ -11,6 +11,7 @@ import pytest
 from taskforge.adapters.memory.jobs import InMemoryJobRepository
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.application.jobs import (
+    ENQUEUE_SPAN,
     CancelJob,
     Enqueued,
     EnqueueJob,
@@ -36,7 +37,7 @@ from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 
-from .conftest import Memory
+from .conftest import Memory, RecordingTracer
 
 pytestmark = pytest.mark.asyncio
 
@@ -373,3 +374,47 @@ async def test_a_batch_is_answered_before_its_hints_are_pushed(memory: Memory) -
     await asyncio.wait_for(drained, 1.0)
     hints = await ready_queue.pop(["jobs:ready"], 10, 0)
     assert [hint.job_id for hint in hints] == [stored.job.id]
+
+
+async def test_each_enqueued_job_keeps_the_traceparent_of_its_own_enqueue_span(
+    memory: Memory,
+) -> None:
+    tracer = RecordingTracer()
+    enqueue_one = EnqueueJob(memory.jobs, memory.ready_queue, tracer)
+    enqueue_many = EnqueueJobs(memory.jobs, memory.ready_queue, tracer)
+
+    single = await enqueue_one(memory.new_job("email"))
+    batch = await enqueue_many([memory.new_job("email"), memory.new_job("sms")])
+
+    assert [span.name for span in tracer.spans] == [ENQUEUE_SPAN] * 3
+    for span, result in zip(tracer.spans, [single, *batch], strict=True):
+        assert span.ended and span.error is None
+        assert span.attributes["job_id"] == str(result.job.id)
+        assert span.attributes["job_type"] == result.job.job_type
+        stored = await memory.jobs.get(result.job.id)
+        assert stored is not None and stored.traceparent == span.traceparent
+
+
+async def test_an_existing_job_keeps_its_trace_and_the_span_names_it(memory: Memory) -> None:
+    tracer = RecordingTracer()
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue, tracer)
+    first = await enqueue(memory.new_job(idempotency_key="once"))
+
+    again = await enqueue(memory.new_job(idempotency_key="once"))
+
+    assert not again.created
+    assert again.job.traceparent == tracer.spans[0].traceparent
+    assert tracer.spans[1].attributes["existing"] is True
+    assert tracer.spans[1].attributes["job_id"] == str(first.job.id)
+
+
+async def test_a_failed_enqueue_fails_its_spans(memory: Memory) -> None:
+    tracer = RecordingTracer()
+    jobs = CountingRepository(memory)
+    enqueue = EnqueueJobs(jobs, memory.ready_queue, tracer)
+
+    with pytest.raises(ValueError, match="refused"):
+        await enqueue([memory.new_job(), memory.new_job("poison")])
+
+    assert all(span.ended and span.error for span in tracer.spans)
+    assert len(tracer.spans) == 2

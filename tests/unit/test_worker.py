@@ -292,6 +292,17 @@ async def test_without_heartbeats_a_job_may_run_at_most_its_visibility_timeout(
     assert "timed out" in failed.last_error
 
 
+@pytest.mark.parametrize("heartbeat", [True, False])
+async def test_a_worker_beats_only_with_heartbeats_on(cluster: Cluster, heartbeat: bool) -> None:
+    cluster.start_worker(heartbeat=heartbeat)
+    await asyncio.sleep(0.05)
+
+    names = {task.get_name() for task in asyncio.all_tasks()}
+
+    assert ("taskforge-heartbeat" in names) is heartbeat
+    assert "taskforge-settler" in names
+
+
 async def test_concurrency_limits_how_many_jobs_run_at_once(cluster: Cluster) -> None:
     running = 0
     peak = 0

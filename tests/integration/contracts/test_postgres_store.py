@@ -11,10 +11,16 @@ from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import asyncpg
+import msgspec
 import pytest
 
 from taskforge.adapters.postgres import PostgresJobRepository, create_pool
-from taskforge.adapters.postgres.jobs import INVALID_TRANSITION_SQLSTATE
+from taskforge.adapters.postgres.jobs import (
+    INVALID_TRANSITION_SQLSTATE,
+    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
+    _encode_json,
+    _insert,
+)
 from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
@@ -172,3 +178,53 @@ async def test_lost_connection_is_reported_unavailable_or_replaced(
         await jobs.ping()
     finally:
         await pool.close()
+
+
+class PruneBeforeLookup:
+    """A connection that deletes the jobs holding the looked-up idempotency keys just
+    before the lookup runs, as a retention prune landing between the two statements."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.pruned = 0
+
+    async def fetch(self, statement: str, *args: object) -> list[asyncpg.Record]:
+        if statement == SELECT_JOBS_BY_IDEMPOTENCY_KEY and not self.pruned:
+            status = await self._conn.execute(
+                "DELETE FROM jobs WHERE idempotency_key = ANY($1::text[])", args[0]
+            )
+            self.pruned = int(status.split()[-1])
+        return await self._conn.fetch(statement, *args)
+
+
+async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
+    migrated_dsn: str,
+) -> None:
+    conn = await asyncpg.connect(migrated_dsn)
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode
+    )
+    ids = Uuid7Source()
+    key = f"pruned-{uuid4()}"
+
+    def new_job() -> NewJob:
+        return NewJob(id=ids.new_id(), queue="prune-probe", job_type="email", idempotency_key=key)
+
+    try:
+        [(holder, _)] = await _insert(conn, [new_job()])  # type: ignore[arg-type]
+        first, second = new_job(), new_job()
+        pruning = PruneBeforeLookup(conn)
+
+        results = await _insert(pruning, [first, second])  # type: ignore[arg-type]
+
+        assert pruning.pruned == 1
+        assert [(job.id, created) for job, created in results] == [
+            (first.id, True),
+            (first.id, False),
+        ]
+        stored = await conn.fetch("SELECT id FROM jobs WHERE idempotency_key = $1", key)
+        assert [row["id"] for row in stored] == [first.id]
+        assert holder.id != first.id
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = 'prune-probe'")
+        await conn.close()

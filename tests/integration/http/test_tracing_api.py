@@ -22,13 +22,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, JobContext
+from taskforge.application.jobs import ENQUEUE_SPAN
 from taskforge.application.ports import JobRepository
 from taskforge.application.scheduler import REQUEUE_SPAN
 from taskforge.application.worker import RUN_SPAN
 from taskforge.domain.job import Job
 from taskforge.domain.states import JobState
 from taskforge.entrypoints.container import Backend
-from taskforge.entrypoints.http.routes import ENQUEUE_SPAN
 from tests.integration.http.conftest import LogLines, Roles
 
 pytestmark = pytest.mark.parametrize("backend", [Backend.MEMORY], indirect=True, ids=str)

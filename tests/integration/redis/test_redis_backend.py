@@ -7,15 +7,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from taskforge.adapters.redis.client import redis_from_url
+from taskforge.adapters.redis.client import _options, redis_from_url
+from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
+from taskforge.application.metrics import JobMetricsRecorder, QueueLoad, WorkerLoad
 from taskforge.domain.job import ReadyHint
 
 from .conftest import with_query
@@ -184,3 +189,47 @@ async def test_the_rate_bucket_is_shared_by_clients_on_separate_connections(
     finally:
         for client in workers:
             await client.aclose()
+
+
+class LosesArmedReplies(RedisConnection):
+    """Reads each reply, then drops the next `armed` of them as a reset connection would:
+    the command ran on the server, the client never hears of it and resends it."""
+
+    armed = 0
+    lost = 0
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = await super().read_response(*args, **kwargs)
+        if LosesArmedReplies.armed:
+            LosesArmedReplies.armed -= 1
+            LosesArmedReplies.lost += 1
+            raise RedisConnectionError("connection reset after the command ran")
+        return response
+
+
+async def test_a_metrics_flush_resent_after_a_lost_reply_counts_once(
+    redis_url: str, key_prefix: str, queue_name: str, redis_cleanup: None
+) -> None:
+    client = redis_from_url(redis_url)
+    # The production client's options (its retries above all), over the flaky connection.
+    flaky = Redis.from_url(redis_url, connection_class=LosesArmedReplies, **_options())
+    try:
+        store = RedisMetricsStore(flaky, key_prefix)
+        load = WorkerLoad("w1", {queue_name: QueueLoad(busy=0.0, slots=1)})
+        recorder = JobMetricsRecorder()
+        await store.add(recorder.take()[0], load, ttl=60)  # the script is loaded now
+        recorder.job_started(queue_name, "email", time_in_queue=0.25)
+        recorder.job_finished(queue_name, "email", runtime=0.5, succeeded=True)
+
+        LosesArmedReplies.armed = 1
+        await store.add(recorder.take()[0], load, ttl=60)
+
+        assert LosesArmedReplies.lost == 1
+        totals = (await RedisMetricsStore(client, key_prefix).read()).totals
+        counts = totals.queue(queue_name)
+        assert (counts.attempts, counts.success) == (1, 1)
+        assert totals.runtime[(queue_name, "email")].total == 0.5
+    finally:
+        LosesArmedReplies.armed = 0
+        await flaky.aclose()
+        await client.aclose()

@@ -9,13 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
+import redis.exceptions
 from redis.asyncio import Redis
 
 from taskforge.adapters.redis.client import (
     CONNECT_TIMEOUT,
+    RETRIES,
     SOCKET_TIMEOUT,
     create_redis,
+    is_connection_failure,
     redis_from_url,
+    translate_connection_errors,
 )
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
@@ -96,5 +100,66 @@ async def test_create_redis_treats_an_empty_password_as_none(redis_url: str) -> 
     )
     try:
         assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
+RESET_UNDER_UVLOOP = RuntimeError(
+    "unable to perform operation on <TCPTransport closed=True reading=False 0x55c4>; "
+    "the handler is closed"
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "reconnect"),
+    [
+        (redis.exceptions.ConnectionError("Connection reset by peer"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (RESET_UNDER_UVLOOP, True),
+        (RuntimeError("dictionary changed size during iteration"), False),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), False),
+        (redis.exceptions.ResponseError("WRONGTYPE"), False),
+    ],
+)
+def test_only_connection_failures_count_as_such(error: Exception, reconnect: bool) -> None:
+    assert is_connection_failure(error) is reconnect
+
+
+def test_a_runtime_error_that_is_not_a_reset_connection_passes_through() -> None:
+    with pytest.raises(RuntimeError, match="dictionary changed"), translate_connection_errors():
+        raise RuntimeError("dictionary changed size during iteration")
+    with pytest.raises(Unavailable), translate_connection_errors():
+        raise RESET_UNDER_UVLOOP
+
+
+@pytest.mark.parametrize(
+    ("error", "calls"),
+    [
+        (redis.exceptions.ConnectionError("reset"), RETRIES + 1),
+        (RESET_UNDER_UVLOOP, RETRIES + 1),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), 1),
+        (RuntimeError("a bug"), 1),
+    ],
+)
+async def test_the_client_resends_only_after_a_connection_failure(
+    error: Exception, calls: int
+) -> None:
+    client = create_redis(host="127.0.0.1", port=closed_port(), db=0, password=None)
+    attempts = 0
+
+    async def command() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise error
+
+    async def on_failure(_: Exception) -> None:
+        return None
+
+    try:
+        retry = client.connection_pool.connection_kwargs["retry"]
+        with pytest.raises(type(error)):
+            await retry.call_with_retry(command, on_failure)
+        assert attempts == calls
     finally:
         await client.aclose()
