@@ -39,6 +39,7 @@ from taskforge.adapters.system import Uuid7Source
 from taskforge.application.jobs import EnqueueJobs
 from taskforge.domain.job import NewJob
 from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.runtime import run_event_loop
 
 DEADLINE = 600.0
 
@@ -508,7 +509,7 @@ def render(report: dict[str, Any], console: Console) -> None:
 def main(settings: Settings, quick: bool, out: Path) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     sizes = BenchSizes.quick() if quick else BenchSizes()
-    report = asyncio.run(run_bench(settings, sizes, console))
+    report = run_event_loop(run_bench(settings, sizes, console))
     render(report, console)
     out.write_text(json.dumps(report, indent=2))
     console.print(f"written to {out}")

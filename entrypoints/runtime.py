@@ -14,7 +14,8 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
 
 import uvicorn
 from dishka import AsyncContainer
@@ -40,6 +41,18 @@ from taskforge.application.worker import Worker, WorkerSettings
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.demo_handlers import demo_registry
 from taskforge.entrypoints.http.app import create_app
+
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed (the `fast` extra), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
 
 log = logging.getLogger("taskforge.runtime")
 

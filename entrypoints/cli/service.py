@@ -12,7 +12,7 @@ from cyclopts import App, Parameter
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.entrypoints.config import ConfigError, Settings, parse_address
 from taskforge.entrypoints.container import Backend, make_container
-from taskforge.entrypoints.runtime import load_handlers, run_roles
+from taskforge.entrypoints.runtime import load_handlers, run_event_loop, run_roles
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def _run(
     configure_logging(settings.log_level)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
     container = make_container(settings, backend, handlers)
-    _run_async(run_roles(container, settings, roles))
+    run_event_loop(run_roles(container, settings, roles))
 
 
 def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None) -> Settings:
@@ -47,15 +47,6 @@ def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None)
     settings = Settings.from_env({**os.environ, **(flags or {})})
     changes = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
-
-
-def _run_async(coroutine: object) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coroutine)  # type: ignore[arg-type]
-    except ImportError:
-        asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
 @app.command
