@@ -46,26 +46,58 @@ def _is_due_at_creation(job: Job) -> bool:
 
 
 class HintPublisher:
-    """Pushes the hints of stored jobs while the next jobs are being stored: one push in
-    flight at a time, so a slow Redis slows enqueueing down instead of piling up pushes."""
+    """Pushes the hints of stored jobs in the background, in order; hints sent while a push
+    is in flight go together in the next one. Callers never wait for Redis: their jobs are
+    committed, and a hint that cannot be pushed only delays its job until the scheduler
+    re-publishes it. At most MAX_PENDING hints wait; beyond that new ones are dropped (the
+    scheduler publishes those jobs too), so a Redis outage cannot grow memory without end."""
+
+    MAX_PENDING = 100_000
+    PUSH_SIZE = 5_000
+    """Hints per push: a huge backlog goes out in several round trips, not one giant one."""
 
     def __init__(self, ready_queue: ReadyQueue) -> None:
         self._ready_queue = ready_queue
-        self._pushing: asyncio.Task[None] | None = None
+        self._pending: list[Job] = []
+        self._pusher: asyncio.Task[None] | None = None
+        self._dropping = False
 
-    async def send(self, jobs: Sequence[Job]) -> None:
-        """Start pushing the hints of `jobs` once the previous push is done; returns without
-        waiting for this one."""
-        await self.drain()
-        if jobs:
-            self._pushing = asyncio.create_task(publish(self._ready_queue, jobs))
+    def send(self, jobs: Sequence[Job]) -> None:
+        """Queue the hints of `jobs` for pushing; returns at once."""
+        room = self.MAX_PENDING - len(self._pending)
+        if len(jobs) > room:
+            if not self._dropping:
+                log.warning(
+                    "%d hint(s) wait for Redis already; leaving new ones to the scheduler",
+                    len(self._pending),
+                )
+            self._dropping = True
+            jobs = jobs[: max(room, 0)]
+        if not jobs:
+            return
+        self._pending.extend(jobs)
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push_pending(), name="taskforge-hints")
+
+    async def _push_pending(self) -> None:
+        while self._pending:
+            jobs = self._pending[: self.PUSH_SIZE]
+            del self._pending[: len(jobs)]
+            try:
+                await publish(self._ready_queue, jobs)
+            except asyncio.CancelledError:
+                log.warning(
+                    "stopped with %d hint(s) unpushed; the scheduler will publish them",
+                    len(jobs) + len(self._pending),
+                )
+                raise
+        self._dropping = False
 
     async def drain(self) -> None:
-        """Wait for the push in flight, if any (publish logs its own failures)."""
-        while (pushing := self._pushing) is not None:
-            await pushing
-            if self._pushing is pushing:
-                self._pushing = None
+        """Wait until every hint sent so far is pushed or given up on. Cancelling the wait
+        leaves the pushes going."""
+        while (pusher := self._pusher) is not None and not pusher.done():
+            await asyncio.wait({pusher})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +162,7 @@ class EnqueueJobs:
 
     async def _store(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         results = await self._jobs.add_many(new_jobs)
-        await self._hints.send(
-            [job for job, created in results if created and _is_due_at_creation(job)]
-        )
+        self._hints.send([job for job, created in results if created and _is_due_at_creation(job)])
         return [Enqueued(job, created) for job, created in results]
 
     async def drain(self) -> None:
@@ -191,9 +221,8 @@ class EnqueueJob:
                     _fail_all(batch, exc)
                     continue
                 stored = await self._store_one_by_one(batch)
-            # Callers have their answer once the jobs are committed; the hints follow while
-            # the next batch is stored (a lost hint only delays a job until the scheduler
-            # re-publishes it).
+            # Callers have their answer once the jobs are committed; the hints follow in the
+            # background (a lost hint only delays a job until the scheduler re-publishes it).
             due = []
             for (_, future), outcome in zip(batch, stored, strict=True):
                 if outcome is None or future.done():
@@ -202,13 +231,16 @@ class EnqueueJob:
                 future.set_result(Enqueued(job, created))
                 if created and _is_due_at_creation(job):
                     due.append(job)
-            await self._hints.send(due)
+            self._hints.send(due)
 
     async def drain(self) -> None:
-        """Wait until every call made so far is stored and its hints pushed (at shutdown)."""
-        if self._writer is not None:
-            await self._writer
-        await self._hints.drain()
+        """Wait until every call made so far is stored and its hints pushed (at shutdown).
+        Cancelling the wait leaves the writes going."""
+        try:
+            while (writer := self._writer) is not None and not writer.done():
+                await asyncio.wait({writer})
+        finally:
+            await self._hints.drain()
 
     async def _store_one_by_one(
         self, batch: list[tuple[NewJob, asyncio.Future[Enqueued]]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from taskforge.application.metrics import JobMetrics, JobMetricsRecorder, WorkerLoad
 from taskforge.application.ports import MetricsStore
@@ -14,9 +15,10 @@ log = logging.getLogger("taskforge.metrics")
 
 class MetricsPublisher:
     """Flushes a worker's recorder to the MetricsStore every `interval` seconds, one write
-    each. A failed write is kept and merged into the next one, so an outage delays counts
-    but loses none (unless the process ends during it). The worker's load is kept by the
-    store for `ttl` seconds: a worker that stops flushing drops out of utilisation."""
+    each. A failed write is resent unchanged, under the same id, before anything newer, so
+    an outage delays counts but loses none (unless the process ends during it) and a write
+    that was applied although it failed is not counted twice. The worker's load is kept by
+    the store for `ttl` seconds: a worker that stops flushing drops out of utilisation."""
 
     def __init__(
         self,
@@ -32,7 +34,7 @@ class MetricsPublisher:
         self._worker_id = worker_id
         self._interval = interval
         self._ttl = ttl if ttl is not None else 3 * interval
-        self._unsent: JobMetrics | None = None
+        self._unsent: tuple[str, JobMetrics, WorkerLoad] | None = None
         self._failing = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -45,15 +47,18 @@ class MetricsPublisher:
         await self.leave()
 
     async def flush(self) -> bool:
-        """One write of everything not yet published. False when the store failed."""
+        """Publish everything not yet published: the write that failed last time (if any),
+        then what was recorded since. False when the store failed."""
+        if self._unsent is not None and not await self._send(*self._unsent):
+            return False
         batch, load = self._recorder.take()
-        if self._unsent is not None:
-            self._unsent.add(batch)
-            batch = self._unsent
+        self._unsent = (uuid.uuid4().hex, batch, WorkerLoad(self._worker_id, load))
+        return await self._send(*self._unsent)
+
+    async def _send(self, flush_id: str, batch: JobMetrics, load: WorkerLoad) -> bool:
         try:
-            await self._store.add(batch, WorkerLoad(self._worker_id, load), self._ttl)
-        except Exception as exc:  # noqa: BLE001 - kept for the next flush; the worker goes on
-            self._unsent = batch
+            await self._store.add(batch, load, self._ttl, flush_id=flush_id)
+        except Exception as exc:  # noqa: BLE001 - resent by the next flush; the worker goes on
             if not self._failing:
                 log.warning("could not publish metrics, will retry: %s", exc)
             self._failing = True

@@ -220,10 +220,11 @@ class MetricsStore(Protocol):
     which a scraper sees as a counter reset). Each worker's load is kept only for the TTL of
     its last write, so a worker that stopped drops out of utilisation."""
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
         """Add `batch` to the totals and keep `load` as its worker's for `ttl` seconds, in
-        one atomic write. A call that raised added nothing, unless only its reply was lost
-        (the connection broke after the write): a retried batch then counts twice."""
+        one atomic write. A call that raised may still have been applied (only its reply
+        was lost): resend the same batch with the same `flush_id`, and a write whose id was
+        applied in the last few minutes changes nothing."""
         ...
 
     async def remove_worker(self, worker_id: str) -> None:

@@ -64,14 +64,17 @@ class NewJob:
     delay: float | None = None
     traceparent: str | None = None
 
-    def stored(self, next_run_at: datetime, created_at: datetime) -> Job:
+    def stored(
+        self, next_run_at: datetime, created_at: datetime, payload: JsonObject | None = None
+    ) -> Job:
         """The job as a store records it when created: PENDING, no attempts yet, due at
-        `next_run_at`."""
+        `next_run_at`; `payload` is the store's copy when it normalises JSON (else this
+        job's)."""
         return Job(
             id=self.id,
             queue=self.queue,
             job_type=self.job_type,
-            payload=self.payload,
+            payload=self.payload if payload is None else payload,
             state=JobState.PENDING,
             policy=self.policy,
             visibility_timeout=self.visibility_timeout,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from enum import StrEnum
 
 from dishka import (
@@ -188,13 +188,19 @@ def production_providers() -> list[Provider]:
 
 
 def make_container(
-    settings: Settings, backend: Backend, handlers: HandlerRegistry
+    settings: Settings,
+    backend: Backend,
+    handlers: HandlerRegistry,
+    overrides: Sequence[Provider] = (),
 ) -> AsyncContainer:
+    """The container for `backend`; `overrides` come last, so providers they mark
+    `override=True` replace the backend's (tests inject failing adapters this way)."""
     providers: list[Provider] = [CoreProvider()]
     if backend is Backend.MEMORY:
         providers.append(MemoryProvider())
     else:
         providers += production_providers()
+    providers += overrides
     return make_async_container(
         *providers, context={Settings: settings, HandlerRegistry: handlers, Backend: backend}
     )

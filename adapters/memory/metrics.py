@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
@@ -16,8 +17,12 @@ class InMemoryMetricsStore:
         self._monotonic = monotonic
         self._totals = JobMetrics()
         self._workers: dict[str, tuple[float, WorkerLoad]] = {}
+        self._applied: deque[str] = deque(maxlen=1000)
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
+        if flush_id in self._applied:
+            return
+        self._applied.append(flush_id)
         self._totals.add(batch)
         self._workers[load.worker_id] = (self._monotonic() + ttl, load)
 

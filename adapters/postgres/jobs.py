@@ -164,8 +164,9 @@ CROSS JOIN LATERAL (
 -- a deadlock); within a key, input order, so the first of two duplicates is the one stored.
 ORDER BY incoming.idempotency_key, incoming.position
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
--- The rest of a created job is what the caller sent (see NewJob.stored).
-RETURNING id, next_run_at, created_at
+-- The rest of a created job is what the caller sent (see NewJob.stored); the payload as
+-- jsonb stores it (keys reordered, numbers normalised), so the answer matches later reads.
+RETURNING id, payload, next_run_at, created_at
 """
 
 INSERT_JOBS = _INSERT_FROM.format(
@@ -799,7 +800,7 @@ async def _insert(
             outcomes = await _insert(conn, freed, attempts - 1)
             retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
     return [
-        (job.stored(inserted["next_run_at"], inserted["created_at"]), True)
+        (job.stored(inserted["next_run_at"], inserted["created_at"], inserted["payload"]), True)
         if (inserted := created.get(job.id)) is not None
         else retried.get(job.id) or (holders[job.idempotency_key], False)
         for job in jobs

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 
 from redis.asyncio import Redis
 
@@ -39,11 +38,11 @@ _BOUND_NAMES = (*(f"{bound:g}" for bound in JOB_SECONDS_BUCKETS), "+Inf")
 _BUCKET_OF = {name: index for index, name in enumerate(_BOUND_NAMES)}
 
 FLUSH_MARK_MS = 600_000
-"""How long a flush stays marked as applied: far longer than the client's retries take."""
+"""How long a flush stays marked as applied: far longer than a resend takes to follow."""
 
-# The client resends a command whose reply was lost (a reset connection, a timeout), and
-# the first copy may well have been applied. Each flush carries its own id: a copy whose id
-# is already marked changes nothing.
+# A write whose reply was lost (a reset connection, a timeout) may well have been applied;
+# the client library and the publisher both resend it. Each flush carries its own id: a
+# copy whose id is already marked changes nothing.
 ADD_SCRIPT = """
 if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[1]) then
   return 0
@@ -71,7 +70,7 @@ class RedisMetricsStore:
         self._keys = RedisKeys(prefix)
         self._add = client.register_script(ADD_SCRIPT)
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
         loads = {queue: [entry.busy, entry.slots] for queue, entry in load.queues.items()}
         increments: list[str | int | float] = []
         for queue, counts in batch.counts.items():
@@ -88,7 +87,7 @@ class RedisMetricsStore:
             self._keys.metric_totals,
             self._keys.metric_worker_load(load.worker_id),
             self._keys.metric_workers,
-            self._keys.metric_flush(uuid.uuid4().hex),
+            self._keys.metric_flush(flush_id),
         ]
         args: list[str | int | float] = [
             FLUSH_MARK_MS,

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 
 from tests.faults.proxy import FaultProxy
-from tests.faults.services import PrivatePostgres, PrivateRedis, free_port
+from tests.faults.services import PrivatePostgres, PrivateRedis
+from tests.support import free_port
 
 SUPPORT = Path(__file__).parent / "support"
 HANDLERS = "faults_ledger"

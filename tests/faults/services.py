@@ -20,18 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import free_port
+
 SERVICE_TIMEOUT = 60.0
 """Longest wait for a server to start or stop."""
 
 
 class ServicesUnavailable(Exception):
     """The Postgres server binaries or redis-server are not installed here."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def postgres_bindir() -> Path:

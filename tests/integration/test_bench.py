@@ -11,9 +11,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
+
+from tests.support import redis_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +31,11 @@ SCENARIOS = (
 def test_quick_bench_reports_every_scenario_and_cleans_up(
     postgres_admin_dsn: str, redis_url: str, tmp_path: Path
 ) -> None:
-    redis = urlsplit(redis_url)
     out = tmp_path / "bench.json"
     env = {
         **os.environ,
         "POSTGRES_DSN": postgres_admin_dsn,
-        "REDIS_ADDR": f"{redis.hostname}:{redis.port or 6379}",
-        "REDIS_DB": (redis.path or "/0").lstrip("/") or "0",
+        **redis_env(redis_url),
     }
 
     result = subprocess.run(

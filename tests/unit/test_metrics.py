@@ -38,8 +38,10 @@ class FlakyStore:
     batches: list[JobMetrics] = field(default_factory=list)
     loads: list[WorkerLoad] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    flush_ids: list[str] = field(default_factory=list)
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float) -> None:
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
+        self.flush_ids.append(flush_id)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("store down")
@@ -173,21 +175,52 @@ def test_adding_metrics_shares_nothing_with_the_batch_added() -> None:
     assert totals.runtime[("emails", "send")].count == 2
 
 
-async def test_a_failed_flush_is_kept_and_published_with_the_next_one() -> None:
+async def test_a_failed_flush_is_resent_unchanged_before_the_next_one() -> None:
     recorder = JobMetricsRecorder()
-    store = FlakyStore(failures=1)
+    store = FlakyStore(failures=2)
     publisher = MetricsPublisher(recorder, store, worker_id="w1", interval=1.0)
     recorder.job_started("emails", "send", time_in_queue=0.1)
 
     assert await publisher.flush() is False
     recorder.job_started("emails", "send", time_in_queue=0.1)
+    assert await publisher.flush() is False  # the resend failed too; nothing newer was sent
     assert await publisher.flush() is True
     assert await publisher.flush() is True
 
     assert [batch.counts.get("emails", QueueCounts()).attempts for batch in store.batches] == [
-        2,
+        1,
+        1,
         0,
     ]
+    first, again, third, fourth, fifth = store.flush_ids
+    assert first == again == third  # the same write, resent under its own id
+    assert len({third, fourth, fifth}) == 3
+
+
+class LosesTheFirstReply(InMemoryMetricsStore):
+    """Applies every write, but the first one's caller hears only an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
+        await super().add(batch, load, ttl, flush_id=flush_id)
+        if not self.lost:
+            self.lost = True
+            raise ConnectionError("connection reset after the write")
+
+
+async def test_a_write_applied_although_it_failed_is_counted_once() -> None:
+    recorder = JobMetricsRecorder()
+    store = LosesTheFirstReply()
+    publisher = MetricsPublisher(recorder, store, worker_id="w1", interval=1.0)
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+
+    assert await publisher.flush() is False
+    assert await publisher.flush() is True
+
+    assert (await store.read()).totals.counts["emails"].attempts == 1
 
 
 async def test_the_publisher_flushes_at_once_and_leaves_the_store_when_stopped() -> None:
@@ -216,7 +249,9 @@ async def test_the_publisher_flushes_at_once_and_leaves_the_store_when_stopped()
 async def test_the_memory_store_forgets_a_worker_its_ttl_after_its_last_write() -> None:
     clock = FakeMonotonic()
     store = InMemoryMetricsStore(monotonic=clock)
-    await store.add(JobMetrics(), WorkerLoad("w1", {"emails": QueueLoad(1.0, 1)}), ttl=3.0)
+    await store.add(
+        JobMetrics(), WorkerLoad("w1", {"emails": QueueLoad(1.0, 1)}), ttl=3.0, flush_id="f1"
+    )
 
     clock.now += 2.9
     still_live = await store.read()

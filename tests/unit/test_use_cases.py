@@ -19,6 +19,7 @@ from taskforge.application.jobs import (
     GetDeadLetter,
     GetJob,
     GetStats,
+    HintPublisher,
     ListDeadLetters,
     ListJobs,
     MoveJobToDeadLetter,
@@ -86,6 +87,7 @@ async def test_batch_enqueue_publishes_one_hint_per_new_due_job(memory: Memory) 
     assert [r.created for r in results] == [True, True, True]
     assert not again[0].created
     assert again[0].job.id == results[2].job.id
+    await enqueue.drain()
     hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
     assert {h.job_id for h in hints} == {results[0].job.id, results[2].job.id}
 
@@ -353,7 +355,7 @@ async def test_the_next_enqueue_is_stored_while_the_last_hint_is_pushed(memory: 
 
     assert first.created and second.created
     assert len(memory.state.jobs) == 2
-    # One push in flight at a time: the second waits for the first.
+    # One push in flight at a time: the second hint waits for the next push.
     assert ready_queue.pushes_started == 1
     ready_queue.gate.set()
     await enqueue.drain()
@@ -418,3 +420,56 @@ async def test_a_failed_enqueue_fails_its_spans(memory: Memory) -> None:
 
     assert all(span.ended and span.error for span in tracer.spans)
     assert len(tracer.spans) == 2
+
+
+async def test_concurrent_batches_never_wait_for_redis(memory: Memory) -> None:
+    ready_queue = HeldReadyQueue()
+    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+
+    first = await enqueue([memory.new_job(), memory.new_job()])
+    await asyncio.sleep(0.01)  # its push is under way, held
+    rest = await asyncio.wait_for(
+        asyncio.gather(*(enqueue([memory.new_job(), memory.new_job()]) for _ in range(4))), 1.0
+    )
+    results = [first, *rest]
+
+    assert len(memory.state.jobs) == 10
+    assert ready_queue.pushes_started == 1  # the other hints wait together for the next push
+    ready_queue.gate.set()
+    await enqueue.drain()
+    hints = await ready_queue.pop(["jobs:ready"], 100, 0)
+    assert len(hints) == 10
+    assert {hint.job_id for hint in hints} == {r.job.id for batch in results for r in batch}
+    assert ready_queue.pushes_started == 2
+
+
+async def test_giving_up_on_a_drain_leaves_the_hints_going(memory: Memory) -> None:
+    ready_queue = HeldReadyQueue()
+    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    [first] = await enqueue([memory.new_job()])
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(enqueue.drain(), 0.05)
+    [second] = await asyncio.wait_for(enqueue([memory.new_job()]), 1.0)
+    ready_queue.gate.set()
+    await asyncio.wait_for(enqueue.drain(), 1.0)
+
+    hints = await ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [first.job.id, second.job.id]
+
+
+async def test_hints_beyond_the_backlog_limit_are_left_to_the_scheduler(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(HintPublisher, "MAX_PENDING", 3)
+    ready_queue = HeldReadyQueue()
+    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+
+    stored = await enqueue([memory.new_job() for _ in range(5)])
+
+    assert all(result.created for result in stored)
+    assert "leaving new ones to the scheduler" in caplog.text
+    ready_queue.gate.set()
+    await enqueue.drain()
+    hints = await ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [result.job.id for result in stored[:3]]

@@ -29,6 +29,7 @@ import pytest
 
 from taskforge.entrypoints.cli.client import run
 from taskforge.entrypoints.cli.client_api import ApiResponse, TaskForgeClient
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +77,6 @@ class Outcome:
 Cli = Callable[..., Outcome]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_DEADLINE
     while time.monotonic() < deadline:
@@ -100,7 +94,7 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -
 @pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """`taskforge dev` on a free port, behind a bearer token, stopped by pid at the end."""
-    port = _free_port()
+    port = free_port()
     token = secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("dev-server") / "taskforge-dev.log"

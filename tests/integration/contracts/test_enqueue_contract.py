@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+import msgspec
+
 from taskforge.application.ports import JobRepository, ListFilter
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import RetryPolicy
@@ -164,3 +166,21 @@ async def test_a_batch_becomes_visible_all_at_once(
 
     assert seen <= {0, 300}
     assert total == 300
+
+
+async def test_the_job_returned_on_add_is_the_job_read_back(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    # Stores may normalise JSON (Postgres' jsonb orders keys and rewrites numbers): the
+    # answer to the add shows the payload as every later read will.
+    payload = {"longer-key": 1, "k": 1.5e20, "nested": {"zz": [1.0, 2], "a": None}}
+
+    [(single, _)] = await jobs.add_many([new_job(payload=payload)])
+    batch = await jobs.add_many([new_job(payload=payload), new_job(payload=payload)])
+
+    for job in (single, *(job for job, _ in batch)):
+        read = await jobs.get(job.id)
+        assert read == job
+        assert read is not None
+        # Equal as Python values, and equal as JSON too (1.5e20 == 150000000000000000000).
+        assert msgspec.json.encode(read.payload) == msgspec.json.encode(job.payload)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
@@ -25,6 +24,7 @@ from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState, can_transition
+from tests.support import free_port
 
 INSERT_IN_STATE = """
 INSERT INTO jobs (
@@ -123,15 +123,8 @@ async def test_add_many_stores_nothing_when_one_job_fails(migrated_dsn: str) -> 
         await pool.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 async def test_unreachable_database_is_reported_unavailable() -> None:
-    dsn = f"postgresql://postgres@127.0.0.1:{_closed_port()}/taskforge"
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/taskforge"
 
     with pytest.raises(Unavailable) as unavailable:
         await create_pool(dsn)

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from dishka import Provider, Scope, make_async_container, provide
+from dishka import Provider, Scope, provide
 
 from taskforge.adapters.memory.jobs import InMemoryJobRepository, InMemoryState
 from taskforge.application.handlers import HandlerRegistry
@@ -20,7 +20,7 @@ from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job
 from taskforge.domain.validation import Page
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.container import Backend, CoreProvider, MemoryProvider
+from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.http import routes
 from taskforge.entrypoints.http.app import create_app
 from tests.integration.http.conftest import BASE_URL, LogLines, assert_error
@@ -76,11 +76,8 @@ def faults() -> dict[str, Any]:
 @pytest.fixture
 async def client(faults: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings()
-    container = make_async_container(
-        CoreProvider(),
-        MemoryProvider(),
-        FaultProvider(faults),
-        context={Settings: settings, HandlerRegistry: HandlerRegistry(), Backend: Backend.MEMORY},
+    container = make_container(
+        settings, Backend.MEMORY, HandlerRegistry(), overrides=[FaultProvider(faults)]
     )
     app = create_app(container, settings)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import httpx
 import pytest
@@ -155,7 +156,8 @@ async def test_metrics_show_what_workers_published_without_created_series(
     recorder.job_started(queue_name, "email", time_in_queue=0.2)
     recorder.job_finished(queue_name, "email", runtime=0.1, succeeded=True)
     batch, load = recorder.take()
-    await (await container.get(MetricsStore)).add(batch, WorkerLoad("worker-1", load), ttl=60)
+    store = await container.get(MetricsStore)
+    await store.add(batch, WorkerLoad("worker-1", load), ttl=60, flush_id=uuid.uuid4().hex)
 
     text = (await client.get("/metrics")).text
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +17,12 @@ from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
+
+from tests.support import free_port, redis_env
 
 SUPPORT = Path(__file__).parent / "support"
 
@@ -40,12 +40,6 @@ CREATE TABLE IF NOT EXISTS ledger (
 """
 
 DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -207,14 +201,12 @@ async def stack(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Stack]:
-    redis = urlsplit(redis_url)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
         "POSTGRES_DSN": ledger_dsn,
         "LEDGER_DSN": ledger_dsn,
-        "REDIS_ADDR": f"{redis.hostname}:{redis.port or 6379}",
-        "REDIS_DB": (redis.path or "/0").lstrip("/") or "0",
+        **redis_env(redis_url),
         "TASKFORGE_REDIS_PREFIX": redis_prefix,
         "QUEUE_NAME": queue_name,
         "SCHEDULER_TICK": "0.1",

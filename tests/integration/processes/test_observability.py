@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from tests.integration.prometheus_text import names_with_label, value_of
+from tests.support import free_port
 
-from .conftest import Process, Stack, free_port
+from .conftest import Process, Stack
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 

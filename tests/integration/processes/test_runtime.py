@@ -11,7 +11,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from .conftest import Stack, free_port
+from tests.support import free_port
+
+from .conftest import Stack
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 

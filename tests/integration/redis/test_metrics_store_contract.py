@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 
@@ -21,6 +22,10 @@ from taskforge.application.metrics import (
 from taskforge.application.ports import MetricsStore
 
 DEADLINE = 10.0
+
+
+def new_flush_id() -> str:
+    return uuid.uuid4().hex
 
 
 def batch_of(recorder: JobMetricsRecorder) -> JobMetrics:
@@ -52,10 +57,16 @@ async def test_counts_from_several_workers_and_flushes_add_up(
     second.rate_throttled(other, 5)
     second.lease_lost(other)
 
-    await metrics_store.add(batch_of(first), idle("w1", queue_name), ttl=60)
-    await metrics_store.add(batch_of(second), idle("w2", queue_name, other), ttl=60)
+    await metrics_store.add(
+        batch_of(first), idle("w1", queue_name), ttl=60, flush_id=new_flush_id()
+    )
+    await metrics_store.add(
+        batch_of(second), idle("w2", queue_name, other), ttl=60, flush_id=new_flush_id()
+    )
     first.job_started(queue_name, "email", time_in_queue=0.002)
-    await metrics_store.add(batch_of(first), idle("w1", queue_name), ttl=60)
+    await metrics_store.add(
+        batch_of(first), idle("w1", queue_name), ttl=60, flush_id=new_flush_id()
+    )
     totals = (await metrics_store.read()).totals
 
     assert totals.counts == {
@@ -79,7 +90,7 @@ async def test_histograms_come_back_bucket_by_bucket(
         expected.observe(seconds)
         batch.runtime[(queue_name, "report.build:v2")].observe(seconds)
 
-    await metrics_store.add(batch, idle("w1"), ttl=60)
+    await metrics_store.add(batch, idle("w1"), ttl=60, flush_id=new_flush_id())
     stored = (await metrics_store.read()).totals.runtime[(queue_name, "report.build:v2")]
 
     assert stored.buckets == expected.buckets
@@ -90,12 +101,18 @@ async def test_histograms_come_back_bucket_by_bucket(
 async def test_each_live_workers_latest_load_is_read_back(
     metrics_store: MetricsStore, queue_name: str
 ) -> None:
-    await metrics_store.add(JobMetrics(), idle("w1", queue_name), ttl=60)
+    await metrics_store.add(JobMetrics(), idle("w1", queue_name), ttl=60, flush_id=new_flush_id())
     await metrics_store.add(
-        JobMetrics(), WorkerLoad("w2", {queue_name: QueueLoad(busy=1.5, slots=4)}), ttl=60
+        JobMetrics(),
+        WorkerLoad("w2", {queue_name: QueueLoad(busy=1.5, slots=4)}),
+        ttl=60,
+        flush_id=new_flush_id(),
     )
     await metrics_store.add(
-        JobMetrics(), WorkerLoad("w1", {queue_name: QueueLoad(busy=2.0, slots=2)}), ttl=60
+        JobMetrics(),
+        WorkerLoad("w1", {queue_name: QueueLoad(busy=2.0, slots=2)}),
+        ttl=60,
+        flush_id=new_flush_id(),
     )
 
     view = await metrics_store.read()
@@ -110,8 +127,10 @@ async def test_each_live_workers_latest_load_is_read_back(
 async def test_a_worker_that_stops_writing_drops_out_after_its_ttl(
     metrics_store: MetricsStore, queue_name: str
 ) -> None:
-    await metrics_store.add(JobMetrics(), idle("stopped", queue_name), ttl=0.3)
-    await metrics_store.add(JobMetrics(), idle("live", queue_name), ttl=60)
+    await metrics_store.add(
+        JobMetrics(), idle("stopped", queue_name), ttl=0.3, flush_id=new_flush_id()
+    )
+    await metrics_store.add(JobMetrics(), idle("live", queue_name), ttl=60, flush_id=new_flush_id())
     assert {w.worker_id for w in (await metrics_store.read()).workers} == {"stopped", "live"}
 
     deadline = time.monotonic() + DEADLINE
@@ -125,10 +144,27 @@ async def test_a_removed_worker_drops_out_at_once_and_its_counts_stay(
 ) -> None:
     recorder = JobMetricsRecorder()
     recorder.job_started(queue_name, "email", time_in_queue=0.1)
-    await metrics_store.add(batch_of(recorder), idle("leaving", queue_name), ttl=60)
+    await metrics_store.add(
+        batch_of(recorder), idle("leaving", queue_name), ttl=60, flush_id=new_flush_id()
+    )
 
     await metrics_store.remove_worker("leaving")
     view = await metrics_store.read()
 
     assert view.workers == []
     assert view.totals.counts[queue_name].attempts == 1
+
+
+async def test_a_flush_resent_with_its_id_counts_once(
+    metrics_store: MetricsStore, queue_name: str
+) -> None:
+    recorder = JobMetricsRecorder()
+    recorder.job_started(queue_name, "email", time_in_queue=0.002)
+    batch = batch_of(recorder)
+    first, second = new_flush_id(), new_flush_id()
+
+    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, flush_id=first)
+    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, flush_id=first)
+    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, flush_id=second)
+
+    assert (await metrics_store.read()).totals.counts[queue_name].attempts == 2

@@ -3,7 +3,6 @@ driver error."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -25,21 +24,15 @@ from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import ReadyHint
+from tests.support import free_port
 
 Operation = Callable[[RedisReadyQueue, RedisRateLimiter], Awaitable[object]]
 HINT = ReadyHint("jobs:ready", uuid.uuid4())
 
 
-def closed_port() -> int:
-    """A local port nothing listens on (it was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 async def unreachable_client() -> AsyncIterator[Redis]:
-    client = create_redis(host="127.0.0.1", port=closed_port(), db=0, password=None)
+    client = create_redis(host="127.0.0.1", port=free_port(), db=0, password=None)
     try:
         yield client
     finally:
@@ -145,7 +138,7 @@ def test_a_runtime_error_that_is_not_a_reset_connection_passes_through() -> None
 async def test_the_client_resends_only_after_a_connection_failure(
     error: Exception, calls: int
 ) -> None:
-    client = create_redis(host="127.0.0.1", port=closed_port(), db=0, password=None)
+    client = create_redis(host="127.0.0.1", port=free_port(), db=0, password=None)
     attempts = 0
 
     async def command() -> None:
