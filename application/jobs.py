@@ -27,16 +27,18 @@ ENQUEUE_SPAN = "taskforge.job.enqueue"
 span of the job (re-queues, attempts) is its child."""
 
 
-async def publish(ready_queue: ReadyQueue, jobs: Sequence[Job]) -> None:
-    """Push hints for jobs that are due now. A failed push is only logged: the job is
-    already committed, and the scheduler re-publishes jobs whose hint went missing."""
+async def publish(ready_queue: ReadyQueue, jobs: Sequence[Job]) -> bool:
+    """Push hints for jobs that are due now. A failed push is only logged (and False): the
+    job is already committed, and the scheduler re-publishes jobs whose hint went missing."""
     hints = [ReadyHint(job.queue, job.id) for job in jobs if job.state is JobState.PENDING]
     if not hints:
-        return
+        return True
     try:
         await ready_queue.push(hints)
     except Exception as exc:  # noqa: BLE001 - any dispatch failure is recovered by the scheduler
         log.warning("could not publish %d hint(s); the scheduler will: %s", len(hints), exc)
+        return False
+    return True
 
 
 def _is_due_at_creation(job: Job) -> bool:
@@ -60,18 +62,18 @@ class HintPublisher:
         self._ready_queue = ready_queue
         self._pending: list[Job] = []
         self._pusher: asyncio.Task[None] | None = None
-        self._dropping = False
+        self._overflowing = False
 
     def send(self, jobs: Sequence[Job]) -> None:
         """Queue the hints of `jobs` for pushing; returns at once."""
         room = self.MAX_PENDING - len(self._pending)
         if len(jobs) > room:
-            if not self._dropping:
+            if not self._overflowing:  # once per backlog, not once per batch
                 log.warning(
                     "%d hint(s) wait for Redis already; leaving new ones to the scheduler",
                     len(self._pending),
                 )
-            self._dropping = True
+            self._overflowing = True
             jobs = jobs[: max(room, 0)]
         if not jobs:
             return
@@ -80,22 +82,32 @@ class HintPublisher:
             self._pusher = asyncio.create_task(self._push_pending(), name="taskforge-hints")
 
     async def _push_pending(self) -> None:
+        try:
+            await self._push_all()
+        finally:
+            self._overflowing = False
+
+    async def _push_all(self) -> None:
         while self._pending:
             jobs = self._pending[: self.PUSH_SIZE]
             del self._pending[: len(jobs)]
             try:
-                await publish(self._ready_queue, jobs)
+                pushed = await publish(self._ready_queue, jobs)
             except asyncio.CancelledError:
                 log.warning(
                     "stopped with %d hint(s) unpushed; the scheduler will publish them",
                     len(jobs) + len(self._pending),
                 )
                 raise
-        self._dropping = False
+            if not pushed and self._pending:
+                # Redis is failing: the next push would most likely wait out the same
+                # timeouts. The scheduler publishes these jobs too.
+                log.warning("leaving %d more hint(s) to the scheduler", len(self._pending))
+                self._pending.clear()
 
     async def drain(self) -> None:
-        """Wait until every hint sent so far is pushed or given up on. Cancelling the wait
-        leaves the pushes going."""
+        """Wait until every hint sent so far is pushed or given up on (at most one failing
+        push). Cancelling the wait leaves the pushes going."""
         while (pusher := self._pusher) is not None and not pusher.done():
             await asyncio.wait({pusher})
 
@@ -236,11 +248,9 @@ class EnqueueJob:
     async def drain(self) -> None:
         """Wait until every call made so far is stored and its hints pushed (at shutdown).
         Cancelling the wait leaves the writes going."""
-        try:
-            while (writer := self._writer) is not None and not writer.done():
-                await asyncio.wait({writer})
-        finally:
-            await self._hints.drain()
+        while (writer := self._writer) is not None and not writer.done():
+            await asyncio.wait({writer})
+        await self._hints.drain()
 
     async def _store_one_by_one(
         self, batch: list[tuple[NewJob, asyncio.Future[Enqueued]]]

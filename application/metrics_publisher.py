@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 from taskforge.application.metrics import JobMetrics, JobMetricsRecorder, WorkerLoad
 from taskforge.application.ports import MetricsStore
@@ -15,10 +14,11 @@ log = logging.getLogger("taskforge.metrics")
 
 class MetricsPublisher:
     """Flushes a worker's recorder to the MetricsStore every `interval` seconds, one write
-    each. A failed write is resent unchanged, under the same id, before anything newer, so
-    an outage delays counts but loses none (unless the process ends during it) and a write
-    that was applied although it failed is not counted twice. The worker's load is kept by
-    the store for `ttl` seconds: a worker that stops flushing drops out of utilisation."""
+    each, numbered from 1. A failed write is resent unchanged, under its number, before
+    anything newer (which waits, merged, for the next number), so an outage delays counts
+    but loses none (unless the process ends during it) and a write that was applied
+    although it failed is not counted twice. The worker's load is kept by the store for
+    `ttl` seconds: a worker that stops flushing drops out of utilisation."""
 
     def __init__(
         self,
@@ -34,7 +34,10 @@ class MetricsPublisher:
         self._worker_id = worker_id
         self._interval = interval
         self._ttl = ttl if ttl is not None else 3 * interval
-        self._unsent: tuple[str, JobMetrics, WorkerLoad] | None = None
+        self._sequence = 0
+        self._unsent: tuple[int, JobMetrics] | None = None
+        self._held = JobMetrics()
+        """Recorded counts not yet given a number (while an older write waits)."""
         self._failing = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -47,17 +50,22 @@ class MetricsPublisher:
         await self.leave()
 
     async def flush(self) -> bool:
-        """Publish everything not yet published: the write that failed last time (if any),
-        then what was recorded since. False when the store failed."""
-        if self._unsent is not None and not await self._send(*self._unsent):
-            return False
+        """Publish everything not yet published, with the current load: the write that
+        failed last time (if any), then what was recorded since. False when the store
+        failed."""
         batch, load = self._recorder.take()
-        self._unsent = (uuid.uuid4().hex, batch, WorkerLoad(self._worker_id, load))
-        return await self._send(*self._unsent)
+        self._held.add(batch)
+        current = WorkerLoad(self._worker_id, load)
+        if self._unsent is not None and not await self._send(*self._unsent, current):
+            return False
+        self._sequence += 1
+        self._unsent = (self._sequence, self._held)
+        self._held = JobMetrics()
+        return await self._send(*self._unsent, current)
 
-    async def _send(self, flush_id: str, batch: JobMetrics, load: WorkerLoad) -> bool:
+    async def _send(self, sequence: int, batch: JobMetrics, load: WorkerLoad) -> bool:
         try:
-            await self._store.add(batch, load, self._ttl, flush_id=flush_id)
+            await self._store.add(batch, load, self._ttl, sequence=sequence)
         except Exception as exc:  # noqa: BLE001 - resent by the next flush; the worker goes on
             if not self._failing:
                 log.warning("could not publish metrics, will retry: %s", exc)

@@ -220,11 +220,12 @@ class MetricsStore(Protocol):
     which a scraper sees as a counter reset). Each worker's load is kept only for the TTL of
     its last write, so a worker that stopped drops out of utilisation."""
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
-        """Add `batch` to the totals and keep `load` as its worker's for `ttl` seconds, in
-        one atomic write. A call that raised may still have been applied (only its reply
-        was lost): resend the same batch with the same `flush_id`, and a write whose id was
-        applied in the last few minutes changes nothing."""
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, sequence: int) -> None:
+        """Keep `load` as its worker's for `ttl` seconds and add `batch` to the totals, in
+        one atomic write. A worker numbers its writes from 1 up; a write whose `sequence`
+        is not above the last one added for that worker adds nothing. A call that raised
+        may still have been applied (only its reply was lost): resend the same batch under
+        the same number, and it is counted once."""
         ...
 
     async def remove_worker(self, worker_id: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from enum import StrEnum
 
@@ -111,7 +113,7 @@ class CoreProvider(Provider):
         """Pushes its last hints before the ready queue's client closes."""
         enqueue = EnqueueJob(jobs, ready_queue, tracer)
         yield enqueue
-        await enqueue.drain()
+        await _drained(enqueue)
 
     @provide
     async def enqueue_jobs(
@@ -119,7 +121,7 @@ class CoreProvider(Provider):
     ) -> AsyncIterator[EnqueueJobs]:
         enqueue = EnqueueJobs(jobs, ready_queue, tracer)
         yield enqueue
-        await enqueue.drain()
+        await _drained(enqueue)
 
     get_job = provide(GetJob)
     list_jobs = provide(ListJobs)
@@ -158,6 +160,16 @@ class CoreProvider(Provider):
         tracer: JobTracer | None,
     ) -> SchedulerTick:
         return SchedulerTick(jobs, ready_queue, settings, tracer)
+
+
+HINT_DRAIN_SECONDS = 5.0
+"""At shutdown, how long the last hints may take to reach Redis; the scheduler publishes
+any still unpushed."""
+
+
+async def _drained(enqueue: EnqueueJob | EnqueueJobs) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(enqueue.drain(), HINT_DRAIN_SECONDS)
 
 
 class MemoryProvider(Provider):

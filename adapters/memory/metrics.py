@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
@@ -17,17 +16,18 @@ class InMemoryMetricsStore:
         self._monotonic = monotonic
         self._totals = JobMetrics()
         self._workers: dict[str, tuple[float, WorkerLoad]] = {}
-        self._applied: deque[str] = deque(maxlen=1000)
+        self._applied: dict[str, int] = {}
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
-        if flush_id in self._applied:
-            return
-        self._applied.append(flush_id)
-        self._totals.add(batch)
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, sequence: int) -> None:
         self._workers[load.worker_id] = (self._monotonic() + ttl, load)
+        if sequence <= self._applied.get(load.worker_id, 0):
+            return
+        self._applied[load.worker_id] = sequence
+        self._totals.add(batch)
 
     async def remove_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
+        self._applied.pop(worker_id, None)
 
     async def read(self) -> ClusterMetrics:
         now = self._monotonic()

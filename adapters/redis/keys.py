@@ -51,10 +51,10 @@ class RedisKeys:
         are removed by the next reader."""
         return f"{self.prefix}metrics:workers"
 
-    def metric_flush(self, flush_id: str) -> str:
-        """Marks one flush as applied (briefly), so a flush resent after a lost reply is
-        not counted twice."""
-        return f"{self.prefix}metrics:flush:{flush_id}"
+    def metric_applied(self, worker_id: str) -> str:
+        """The sequence number of the last write from `worker_id` whose counts were added,
+        so a write resent after a lost reply is not counted twice."""
+        return f"{self.prefix}metrics:applied:{worker_id}"
 
     def metric_worker_load(self, worker_id: str) -> str:
         """One worker's load per queue (JSON), expiring unless the worker refreshes it."""

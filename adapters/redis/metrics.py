@@ -37,32 +37,36 @@ log = logging.getLogger("taskforge.redis")
 _BOUND_NAMES = (*(f"{bound:g}" for bound in JOB_SECONDS_BUCKETS), "+Inf")
 _BUCKET_OF = {name: index for index, name in enumerate(_BOUND_NAMES)}
 
-FLUSH_MARK_MS = 600_000
-"""How long a flush stays marked as applied: far longer than a resend takes to follow."""
+APPLIED_MARK_MS = 86_400_000
+"""How long a worker's last applied sequence number is kept after its last write: a write
+resent later than this (after a day-long outage) could be counted twice."""
 
 # A write whose reply was lost (a reset connection, a timeout) may well have been applied;
-# the client library and the publisher both resend it. Each flush carries its own id: a
-# copy whose id is already marked changes nothing.
+# the client library and the publisher both resend it. A worker numbers its writes: one
+# whose number is not above the last applied one adds nothing (its load still counts, as
+# the latest word on the worker).
 ADD_SCRIPT = """
-if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[1]) then
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[5])
+local sequence = tonumber(ARGV[1])
+if sequence <= tonumber(redis.call('GET', KEYS[4]) or '0') then
   return 0
 end
-for i = 5, #ARGV, 3 do
+redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
+for i = 6, #ARGV, 3 do
   if ARGV[i] == 'f' then
     redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i + 1], ARGV[i + 2])
   else
     redis.call('HINCRBY', KEYS[1], ARGV[i + 1], ARGV[i + 2])
   end
 end
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 """
 
 
 class RedisMetricsStore:
-    """The `MetricsStore` port on Redis. A write is one script call, applied at most once
-    even when the client resends it; a read is two round trips. Connection failures raise
+    """The `MetricsStore` port on Redis. A write is one script call whose counts are added
+    at most once, however often it is resent; a read is two round trips. Connection failures raise
     `Unavailable("redis", ...)`."""
 
     def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
@@ -70,7 +74,7 @@ class RedisMetricsStore:
         self._keys = RedisKeys(prefix)
         self._add = client.register_script(ADD_SCRIPT)
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, sequence: int) -> None:
         loads = {queue: [entry.busy, entry.slots] for queue, entry in load.queues.items()}
         increments: list[str | int | float] = []
         for queue, counts in batch.counts.items():
@@ -87,10 +91,11 @@ class RedisMetricsStore:
             self._keys.metric_totals,
             self._keys.metric_worker_load(load.worker_id),
             self._keys.metric_workers,
-            self._keys.metric_flush(flush_id),
+            self._keys.metric_applied(load.worker_id),
         ]
         args: list[str | int | float] = [
-            FLUSH_MARK_MS,
+            sequence,
+            APPLIED_MARK_MS,
             max(1, round(ttl * 1000)),
             json.dumps(loads),
             load.worker_id,
@@ -101,7 +106,9 @@ class RedisMetricsStore:
     async def remove_worker(self, worker_id: str) -> None:
         with translate_connection_errors():
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._keys.metric_worker_load(worker_id))
+                pipe.delete(
+                    self._keys.metric_worker_load(worker_id), self._keys.metric_applied(worker_id)
+                )
                 pipe.srem(self._keys.metric_workers, worker_id)
                 await pipe.execute()
 

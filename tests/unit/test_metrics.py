@@ -38,10 +38,10 @@ class FlakyStore:
     batches: list[JobMetrics] = field(default_factory=list)
     loads: list[WorkerLoad] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    flush_ids: list[str] = field(default_factory=list)
+    sequences: list[int] = field(default_factory=list)
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
-        self.flush_ids.append(flush_id)
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, sequence: int) -> None:
+        self.sequences.append(sequence)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("store down")
@@ -192,9 +192,8 @@ async def test_a_failed_flush_is_resent_unchanged_before_the_next_one() -> None:
         1,
         0,
     ]
-    first, again, third, fourth, fifth = store.flush_ids
-    assert first == again == third  # the same write, resent under its own id
-    assert len({third, fourth, fifth}) == 3
+    # The first write, resent under its number until it lands, then the newer counts.
+    assert store.sequences == [1, 1, 1, 2, 3]
 
 
 class LosesTheFirstReply(InMemoryMetricsStore):
@@ -204,8 +203,8 @@ class LosesTheFirstReply(InMemoryMetricsStore):
         super().__init__()
         self.lost = False
 
-    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, flush_id: str) -> None:
-        await super().add(batch, load, ttl, flush_id=flush_id)
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, sequence: int) -> None:
+        await super().add(batch, load, ttl, sequence=sequence)
         if not self.lost:
             self.lost = True
             raise ConnectionError("connection reset after the write")
@@ -250,7 +249,7 @@ async def test_the_memory_store_forgets_a_worker_its_ttl_after_its_last_write() 
     clock = FakeMonotonic()
     store = InMemoryMetricsStore(monotonic=clock)
     await store.add(
-        JobMetrics(), WorkerLoad("w1", {"emails": QueueLoad(1.0, 1)}), ttl=3.0, flush_id="f1"
+        JobMetrics(), WorkerLoad("w1", {"emails": QueueLoad(1.0, 1)}), ttl=3.0, sequence=1
     )
 
     clock.now += 2.9

@@ -473,3 +473,66 @@ async def test_hints_beyond_the_backlog_limit_are_left_to_the_scheduler(
     await enqueue.drain()
     hints = await ready_queue.pop(["jobs:ready"], 10, 0)
     assert [hint.job_id for hint in hints] == [result.job.id for result in stored[:3]]
+
+
+class SlowRepository(InMemoryJobRepository):
+    """The in-memory repository, taking `delay` seconds per write."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.state, memory.clock, memory.ids)
+        self.delay = 0.0
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        await asyncio.sleep(self.delay)
+        return await super().add_many(jobs)
+
+
+async def test_giving_up_on_a_single_enqueue_drain_returns_at_once(memory: Memory) -> None:
+    ready_queue = HeldReadyQueue()
+    jobs = SlowRepository(memory)
+    enqueue = EnqueueJob(jobs, ready_queue)
+    await enqueue(memory.new_job())  # its hint's push is held
+    jobs.delay = 0.3
+    storing = asyncio.create_task(enqueue(memory.new_job()))  # the writer is busy
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    loop.call_later(2.0, ready_queue.gate.set)  # in case the drain waits for the push
+    started = loop.time()
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(enqueue.drain(), 0.05)
+
+    assert loop.time() - started < 1.0
+    assert (await storing).created
+    ready_queue.gate.set()
+    await asyncio.wait_for(enqueue.drain(), 1.0)
+
+
+class FailingReadyQueue(InMemoryReadyQueue):
+    """A ready queue whose pushes fail after a pause, as an unreachable Redis does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushes = 0
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None:
+        self.pushes += 1
+        await asyncio.sleep(0.05)
+        raise Unavailable("redis", "connection timed out")
+
+
+async def test_after_a_failed_push_the_waiting_hints_are_left_to_the_scheduler(
+    memory: Memory, caplog: pytest.LogCaptureFixture
+) -> None:
+    ready_queue = FailingReadyQueue()
+    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    await enqueue([memory.new_job()])
+    await asyncio.sleep(0)  # the first push is under way
+    for _ in range(5):
+        await enqueue([memory.new_job()])
+
+    await asyncio.wait_for(enqueue.drain(), 1.0)
+
+    assert ready_queue.pushes == 1  # not one timeout per waiting batch
+    assert "leaving 5 more hint(s) to the scheduler" in caplog.text
+    assert len(memory.state.jobs) == 6

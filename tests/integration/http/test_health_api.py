@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import httpx
 import pytest
@@ -157,7 +156,7 @@ async def test_metrics_show_what_workers_published_without_created_series(
     recorder.job_finished(queue_name, "email", runtime=0.1, succeeded=True)
     batch, load = recorder.take()
     store = await container.get(MetricsStore)
-    await store.add(batch, WorkerLoad("worker-1", load), ttl=60, flush_id=uuid.uuid4().hex)
+    await store.add(batch, WorkerLoad("worker-1", load), ttl=60, sequence=1)
 
     text = (await client.get("/metrics")).text
 

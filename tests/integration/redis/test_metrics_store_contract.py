@@ -5,8 +5,8 @@ as long as its TTL."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-import uuid
 
 import pytest
 
@@ -24,8 +24,8 @@ from taskforge.application.ports import MetricsStore
 DEADLINE = 10.0
 
 
-def new_flush_id() -> str:
-    return uuid.uuid4().hex
+SEQUENCES = itertools.count(1)
+"""Write numbers, increasing for every worker in these tests."""
 
 
 def batch_of(recorder: JobMetricsRecorder) -> JobMetrics:
@@ -58,14 +58,14 @@ async def test_counts_from_several_workers_and_flushes_add_up(
     second.lease_lost(other)
 
     await metrics_store.add(
-        batch_of(first), idle("w1", queue_name), ttl=60, flush_id=new_flush_id()
+        batch_of(first), idle("w1", queue_name), ttl=60, sequence=next(SEQUENCES)
     )
     await metrics_store.add(
-        batch_of(second), idle("w2", queue_name, other), ttl=60, flush_id=new_flush_id()
+        batch_of(second), idle("w2", queue_name, other), ttl=60, sequence=next(SEQUENCES)
     )
     first.job_started(queue_name, "email", time_in_queue=0.002)
     await metrics_store.add(
-        batch_of(first), idle("w1", queue_name), ttl=60, flush_id=new_flush_id()
+        batch_of(first), idle("w1", queue_name), ttl=60, sequence=next(SEQUENCES)
     )
     totals = (await metrics_store.read()).totals
 
@@ -90,7 +90,7 @@ async def test_histograms_come_back_bucket_by_bucket(
         expected.observe(seconds)
         batch.runtime[(queue_name, "report.build:v2")].observe(seconds)
 
-    await metrics_store.add(batch, idle("w1"), ttl=60, flush_id=new_flush_id())
+    await metrics_store.add(batch, idle("w1"), ttl=60, sequence=next(SEQUENCES))
     stored = (await metrics_store.read()).totals.runtime[(queue_name, "report.build:v2")]
 
     assert stored.buckets == expected.buckets
@@ -101,18 +101,18 @@ async def test_histograms_come_back_bucket_by_bucket(
 async def test_each_live_workers_latest_load_is_read_back(
     metrics_store: MetricsStore, queue_name: str
 ) -> None:
-    await metrics_store.add(JobMetrics(), idle("w1", queue_name), ttl=60, flush_id=new_flush_id())
+    await metrics_store.add(JobMetrics(), idle("w1", queue_name), ttl=60, sequence=next(SEQUENCES))
     await metrics_store.add(
         JobMetrics(),
         WorkerLoad("w2", {queue_name: QueueLoad(busy=1.5, slots=4)}),
         ttl=60,
-        flush_id=new_flush_id(),
+        sequence=next(SEQUENCES),
     )
     await metrics_store.add(
         JobMetrics(),
         WorkerLoad("w1", {queue_name: QueueLoad(busy=2.0, slots=2)}),
         ttl=60,
-        flush_id=new_flush_id(),
+        sequence=next(SEQUENCES),
     )
 
     view = await metrics_store.read()
@@ -128,9 +128,11 @@ async def test_a_worker_that_stops_writing_drops_out_after_its_ttl(
     metrics_store: MetricsStore, queue_name: str
 ) -> None:
     await metrics_store.add(
-        JobMetrics(), idle("stopped", queue_name), ttl=0.3, flush_id=new_flush_id()
+        JobMetrics(), idle("stopped", queue_name), ttl=0.3, sequence=next(SEQUENCES)
     )
-    await metrics_store.add(JobMetrics(), idle("live", queue_name), ttl=60, flush_id=new_flush_id())
+    await metrics_store.add(
+        JobMetrics(), idle("live", queue_name), ttl=60, sequence=next(SEQUENCES)
+    )
     assert {w.worker_id for w in (await metrics_store.read()).workers} == {"stopped", "live"}
 
     deadline = time.monotonic() + DEADLINE
@@ -145,7 +147,7 @@ async def test_a_removed_worker_drops_out_at_once_and_its_counts_stay(
     recorder = JobMetricsRecorder()
     recorder.job_started(queue_name, "email", time_in_queue=0.1)
     await metrics_store.add(
-        batch_of(recorder), idle("leaving", queue_name), ttl=60, flush_id=new_flush_id()
+        batch_of(recorder), idle("leaving", queue_name), ttl=60, sequence=next(SEQUENCES)
     )
 
     await metrics_store.remove_worker("leaving")
@@ -155,16 +157,19 @@ async def test_a_removed_worker_drops_out_at_once_and_its_counts_stay(
     assert view.totals.counts[queue_name].attempts == 1
 
 
-async def test_a_flush_resent_with_its_id_counts_once(
+async def test_a_write_resent_under_its_number_counts_once(
     metrics_store: MetricsStore, queue_name: str
 ) -> None:
     recorder = JobMetricsRecorder()
     recorder.job_started(queue_name, "email", time_in_queue=0.002)
     batch = batch_of(recorder)
-    first, second = new_flush_id(), new_flush_id()
+    busy = WorkerLoad("w1", {queue_name: QueueLoad(busy=1.0, slots=1)})
 
-    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, flush_id=first)
-    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, flush_id=first)
-    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, flush_id=second)
+    await metrics_store.add(batch, idle("w1", queue_name), ttl=60, sequence=1)
+    await metrics_store.add(batch, busy, ttl=60, sequence=1)  # resent: adds nothing
+    await metrics_store.add(batch, busy, ttl=60, sequence=2)
+    await metrics_store.add(batch, idle("w2", queue_name), ttl=60, sequence=1)  # own numbers
+    view = await metrics_store.read()
 
-    assert (await metrics_store.read()).totals.counts[queue_name].attempts == 2
+    assert view.totals.counts[queue_name].attempts == 3
+    assert view.utilization()[queue_name] == 0.5  # the resend's load counted: the latest

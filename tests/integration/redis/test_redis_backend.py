@@ -217,12 +217,12 @@ async def test_a_metrics_flush_resent_after_a_lost_reply_counts_once(
         store = RedisMetricsStore(flaky, key_prefix)
         load = WorkerLoad("w1", {queue_name: QueueLoad(busy=0.0, slots=1)})
         recorder = JobMetricsRecorder()
-        await store.add(recorder.take()[0], load, ttl=60, flush_id=uuid.uuid4().hex)  # loads it
+        await store.add(recorder.take()[0], load, ttl=60, sequence=1)  # loads it
         recorder.job_started(queue_name, "email", time_in_queue=0.25)
         recorder.job_finished(queue_name, "email", runtime=0.5, succeeded=True)
 
         LosesArmedReplies.armed = 1
-        await store.add(recorder.take()[0], load, ttl=60, flush_id=uuid.uuid4().hex)
+        await store.add(recorder.take()[0], load, ttl=60, sequence=2)
 
         assert LosesArmedReplies.lost == 1
         totals = (await RedisMetricsStore(client, key_prefix).read()).totals
