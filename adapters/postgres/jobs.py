@@ -194,12 +194,6 @@ SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
 
 SELECT_JOB_STATE = "SELECT state FROM jobs WHERE id = $1"
 
-SELECT_REPLAY_STATE = """
-SELECT jobs.state, dead_letters.job_id IS NOT NULL AS dead_lettered
-FROM jobs LEFT JOIN dead_letters ON dead_letters.job_id = jobs.id
-WHERE jobs.id = $1
-"""
-
 
 def _find_jobs(where: str) -> str:
     # One statement, so the page and its total come from one snapshot; the LEFT JOIN keeps
@@ -360,14 +354,13 @@ WITH moved AS (
 SELECT {JOB_COLUMNS} FROM moved
 """
 
-# From FAILED the counts are kept (the retry continues the job's history); from DLQ and
-# CANCELLED the job starts over, as for a replay.
-RETRY = f"""
+
+def _requeue_and_forget(counts: str, where: str) -> str:
+    """Back to PENDING, due now, and out of the dead letters, in one statement."""
+    return f"""
 WITH moved AS (
-    UPDATE jobs SET {REQUEUE},
-        attempt_count = CASE WHEN jobs.state = 'FAILED' THEN jobs.attempt_count ELSE 0 END,
-        retry_count = CASE WHEN jobs.state = 'FAILED' THEN jobs.retry_count ELSE 0 END
-    WHERE id = $1 AND state = ANY($2::text[])
+    UPDATE jobs SET {REQUEUE}, {counts}
+    WHERE {where}
     RETURNING {JOB_COLUMNS}
 ), forgotten AS (
     DELETE FROM dead_letters WHERE job_id IN (SELECT id FROM moved)
@@ -375,18 +368,18 @@ WITH moved AS (
 SELECT {JOB_COLUMNS} FROM moved
 """
 
-REPLAY = f"""
-WITH moved AS (
-    UPDATE jobs SET {REQUEUE}, attempt_count = 0, retry_count = 0
-    WHERE id = $1
-      AND state = ANY($2::text[])
-      AND EXISTS (SELECT 1 FROM dead_letters WHERE job_id = $1)
-    RETURNING {JOB_COLUMNS}
-), forgotten AS (
-    DELETE FROM dead_letters WHERE job_id IN (SELECT id FROM moved)
+
+# From FAILED the counts are kept (the retry continues the job's history); from DLQ and
+# CANCELLED the job starts over, as for a replay.
+RETRY = _requeue_and_forget(
+    "attempt_count = CASE WHEN jobs.state = 'FAILED' THEN jobs.attempt_count ELSE 0 END, "
+    "retry_count = CASE WHEN jobs.state = 'FAILED' THEN jobs.retry_count ELSE 0 END",
+    "id = $1 AND state = ANY($2::text[])",
 )
-SELECT {JOB_COLUMNS} FROM moved
-"""
+
+# A job has a dead letter exactly while it is in DLQ: both are written, and removed, by the
+# same statements.
+REPLAY = _requeue_and_forget("attempt_count = 0, retry_count = 0", "id = $1 AND state = 'DLQ'")
 
 PROMOTE_DUE = f"""
 WITH due AS (
@@ -659,20 +652,11 @@ class PostgresJobRepository:
         return await self._operator_move(RETRY, (job_id, _names(sources)), job_id, PENDING, sources)
 
     async def replay(self, job_id: UUID) -> Job:
-        sources = sources_of(PENDING)
-        current = DLQ.value
-        for _ in range(_OPERATOR_ATTEMPTS):
-            async with _connection(self._pool) as conn:
-                row = await conn.fetchrow(REPLAY, job_id, _names(sources))
-                if row is not None:
-                    return _job_from_row(row)
-                found = await conn.fetchrow(SELECT_REPLAY_STATE, job_id)
-            if found is None or not found["dead_lettered"]:
-                raise DeadLetterNotFound(job_id)
-            current = found["state"]
-            if JobState(current) not in sources:
-                break
-        raise InvalidTransition(job_id, current, PENDING.value)
+        async with _connection(self._pool) as conn:
+            row = await conn.fetchrow(REPLAY, job_id)
+        if row is None:  # no such job, or not in DLQ: either way no dead letter
+            raise DeadLetterNotFound(job_id)
+        return _job_from_row(row)
 
     async def _operator_move(
         self,
