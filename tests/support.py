@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
+
+import httpx
 
 
 def free_port() -> int:
@@ -24,3 +29,22 @@ def redis_env(redis_url: str) -> dict[str, str]:
     if parts.password:
         env["REDIS_PASSWORD"] = unquote(parts.password)
     return env
+
+
+async def wait_until_healthy(
+    api_url: str, alive: Callable[[], bool], tail: Callable[[], str], timeout: float
+) -> None:
+    """Poll `api_url`/healthz until it answers 200; fail with the process's last output
+    when it exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if not alive():
+                raise AssertionError(f"api exited early:\n{tail()}")
+            try:
+                if (await client.get(f"{api_url}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"api never became healthy:\n{tail()}")

@@ -8,7 +8,6 @@ process the cluster starts is stopped by pid in `stop_all`; its output goes to a
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -17,11 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from tests.faults.proxy import FaultProxy
 from tests.faults.services import PrivatePostgres, PrivateRedis
-from tests.support import free_port
+from tests.support import free_port, wait_until_healthy
 
 SUPPORT = Path(__file__).parent / "support"
 HANDLERS = "faults_ledger"
@@ -134,18 +131,8 @@ class Cluster:
         port = free_port()
         process = await self.start("api", "api", HTTP_ADDR=f"127.0.0.1:{port}")
         self.api_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT
-        async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if not process.alive():
-                    raise AssertionError(f"api exited early:\n{process.tail()}")
-                try:
-                    if (await client.get(f"{self.api_url}/healthz")).status_code == 200:
-                        return process
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"api never became healthy:\n{process.tail()}")
+        await wait_until_healthy(self.api_url, process.alive, process.tail, START_TIMEOUT)
+        return process
 
     async def start_worker(self, spec: WorkerSpec) -> Proc:
         self.worker_specs[spec.slot] = spec

@@ -56,3 +56,12 @@ def run_scenarios(
         print(summary(results), file=echo)
         print(f"\n{len(results)} scenario(s) in {time.monotonic() - began:.0f}s", file=echo)
     return results
+
+
+def assert_scenario_holds(services: Services, scenario: Scenario, logs: Path) -> None:
+    """Run `scenario` with the default seed under pytest; its report is kept in `logs` and
+    shown when an invariant fails."""
+    result = asyncio.run(run_scenario(services, scenario, seed=DEFAULT_SEED, logs=logs, echo=None))
+    report = scenario_report(result)
+    (logs / "report.txt").write_text(report + "\n")
+    assert result.ok, "\n" + report

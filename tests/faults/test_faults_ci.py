@@ -8,14 +8,12 @@ profile and prints the tables.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from tests.faults.harness import Scenario, Services
-from tests.faults.report import scenario_report
-from tests.faults.runner import DEFAULT_SEED, run_scenario
+from tests.faults.runner import assert_scenario_holds
 from tests.faults.scenarios import CI
 
 pytestmark = pytest.mark.slow
@@ -25,9 +23,4 @@ pytestmark = pytest.mark.slow
 def test_scenario_loses_nothing_and_leaves_nothing_stuck(
     fault_services: Services, scenario: Scenario, tmp_path: Path
 ) -> None:
-    result = asyncio.run(
-        run_scenario(fault_services, scenario, seed=DEFAULT_SEED, logs=tmp_path, echo=None)
-    )
-    report = scenario_report(result)
-    (tmp_path / "report.txt").write_text(report + "\n")
-    assert result.ok, "\n" + report
+    assert_scenario_holds(fault_services, scenario, tmp_path)

@@ -6,15 +6,13 @@ runs the same scenarios and prints the invariant tables and the summary.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.faults.harness import Scenario, Services
-from tests.faults.report import scenario_report
-from tests.faults.runner import DEFAULT_SEED, run_scenario
+from tests.faults.runner import assert_scenario_holds
 from tests.faults.scenarios import FULL
 
 pytestmark = [
@@ -30,9 +28,4 @@ pytestmark = [
 def test_full_scenario_keeps_every_invariant(
     fault_services: Services, scenario: Scenario, tmp_path: Path
 ) -> None:
-    result = asyncio.run(
-        run_scenario(fault_services, scenario, seed=DEFAULT_SEED, logs=tmp_path, echo=None)
-    )
-    report = scenario_report(result)
-    (tmp_path / "report.txt").write_text(report + "\n")
-    assert result.ok, "\n" + report
+    assert_scenario_holds(fault_services, scenario, tmp_path)

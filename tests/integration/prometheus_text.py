@@ -5,6 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+SPEC_METRICS_PER_QUEUE = frozenset(
+    {
+        "taskforge_queue_depth",
+        "taskforge_job_attempts_total",
+        "taskforge_job_success_total",
+        "taskforge_job_failure_total",
+        "taskforge_job_runtime_seconds_bucket",
+        "taskforge_job_time_in_queue_seconds_bucket",
+        "taskforge_worker_utilization",
+        "taskforge_worker_concurrency_throttled_total",
+        "taskforge_worker_rate_throttled_total",
+    }
+)
+"""The spec's metrics with a queue label; the tenth, taskforge_dlq_count, has none."""
+
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 

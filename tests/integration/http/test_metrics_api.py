@@ -15,23 +15,15 @@ import pytest
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from tests.integration.http.conftest import Roles
-from tests.integration.prometheus_text import names_with_label, parse_samples, value_of
+from tests.integration.prometheus_text import (
+    SPEC_METRICS_PER_QUEUE,
+    names_with_label,
+    parse_samples,
+    value_of,
+)
 
 DEADLINE = 20.0
 FAST = {"metrics_flush_interval": 0.05, "scheduler_tick": 0.02}
-
-SPEC_METRICS_PER_QUEUE = {
-    "taskforge_queue_depth",
-    "taskforge_job_attempts_total",
-    "taskforge_job_success_total",
-    "taskforge_job_failure_total",
-    "taskforge_job_runtime_seconds_bucket",
-    "taskforge_job_time_in_queue_seconds_bucket",
-    "taskforge_worker_utilization",
-    "taskforge_worker_concurrency_throttled_total",
-    "taskforge_worker_rate_throttled_total",
-}
-"""The spec's metrics with a queue label; the tenth, taskforge_dlq_count, has none."""
 
 
 @pytest.fixture

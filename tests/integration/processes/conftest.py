@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support import free_port, redis_env
+from tests.support import free_port, redis_env, wait_until_healthy
 
 SUPPORT = Path(__file__).parent / "support"
 
@@ -93,18 +93,10 @@ class Stack:
         port = free_port()
         process = self.start("api", HTTP_ADDR=f"127.0.0.1:{port}", **env)
         self.api_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + DEADLINE
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if process.popen.poll() is not None:
-                    raise AssertionError(f"api exited early:\n{process.tail()}")
-                try:
-                    if (await client.get(f"{self.api_url}/healthz")).status_code == 200:
-                        return process
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"api never became healthy:\n{process.tail()}")
+        await wait_until_healthy(
+            self.api_url, lambda: process.popen.poll() is None, process.tail, DEADLINE
+        )
+        return process
 
     def start_worker(self, *args: str, **env: str) -> Process:
         return self.start(

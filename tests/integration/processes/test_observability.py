@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.prometheus_text import names_with_label, value_of
+from tests.integration.prometheus_text import SPEC_METRICS_PER_QUEUE, names_with_label, value_of
 from tests.support import free_port
 
 from .conftest import Process, Stack
@@ -23,19 +23,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 DEADLINE = 30.0
 FLUSH = {"METRICS_FLUSH_INTERVAL": "0.2"}  # a stopped worker drops out after 3 x 0.2 s
-
-SPEC_METRICS_PER_QUEUE = {
-    "taskforge_queue_depth",
-    "taskforge_job_attempts_total",
-    "taskforge_job_success_total",
-    "taskforge_job_failure_total",
-    "taskforge_job_runtime_seconds_bucket",
-    "taskforge_job_time_in_queue_seconds_bucket",
-    "taskforge_worker_utilization",
-    "taskforge_worker_concurrency_throttled_total",
-    "taskforge_worker_rate_throttled_total",
-}
-"""With taskforge_dlq_count (no labels), the ten metrics the spec names."""
 
 
 async def scrape_until(url: str, done: Callable[[str], bool], what: str) -> str:
