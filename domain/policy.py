@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,7 +109,7 @@ def validate_visibility_timeout(seconds: float) -> float:
 
 
 def _require_finite(field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field, "must be a number")
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ValidationError(field, "must be a finite number")

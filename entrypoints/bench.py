@@ -293,16 +293,19 @@ async def bench_concurrent(stack: Stack, count: int, in_flight: int) -> Result:
 
 async def bench_batch(stack: Stack, total: int, size: int) -> Result:
     queue = stack.queue("enqueue")
+    # Encoded before the clock starts, as the other enqueue scenarios' bodies are: the
+    # client's JSON encoding is not the API's time.
+    bodies = [
+        json.dumps({"jobs": [_job(queue) for _ in range(min(size, total - sent))]}).encode()
+        for sent in range(0, total, size)
+    ]
     client = RawHttpClient(stack.api_url)
     try:
         started = time.perf_counter()
-        sent = 0
-        while sent < total:
-            body = {"jobs": [_job(queue) for _ in range(min(size, total - sent))]}
-            status = await client.post("/jobs/batch", json.dumps(body).encode())
+        for body in bodies:
+            status = await client.post("/jobs/batch", body)
             if status != 201:
                 raise RuntimeError(f"POST /jobs/batch answered {status}")
-            sent += len(body["jobs"])
         return Result(f"batch enqueue ({size}/request)", total, time.perf_counter() - started)
     finally:
         await client.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+from uuid import RFC_4122, UUID
 
 from taskforge.adapters.system import Uuid7Source
 
@@ -14,6 +16,21 @@ def test_ids_are_version_7_and_sort_in_creation_order() -> None:
     assert all(job_id.version == 7 for job_id in ids)
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_ids_behave_exactly_like_uuids_built_by_the_constructor() -> None:
+    job_id = Uuid7Source().new_id()
+    built = UUID(int=job_id.int)
+
+    assert type(job_id) is UUID
+    assert (job_id, hash(job_id), str(job_id), job_id.is_safe) == (
+        built,
+        hash(built),
+        str(built),
+        built.is_safe,
+    )
+    assert job_id.variant == RFC_4122
+    assert pickle.loads(pickle.dumps(job_id)) == job_id
 
 
 def test_a_forked_child_draws_different_random_bits() -> None:
