@@ -120,6 +120,43 @@ async def test_add_many_stores_every_job_and_answers_in_order(
         assert await jobs.get(job.id) == job
 
 
+async def test_add_many_keeps_every_field_of_every_job(
+    jobs: JobRepository, new_job: JobFactory
+) -> None:
+    # A batch takes another path into the store than a single job does: every field of
+    # every job must survive it.
+    policy = RetryPolicy(max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60, jitter=True)
+    run_at = datetime.now(UTC) + timedelta(hours=1)
+    requests = [
+        new_job(
+            payload={"to": "ü@b.com", "text": 'line\u2028break "quoted" \\ 🙂', "n": [1, 2.5]},
+            policy=policy,
+            visibility_timeout=12.5,
+            traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            idempotency_key="batch-key-1",
+        ),
+        new_job(run_at=run_at),
+        new_job(delay=90.0),
+    ]
+
+    results = await jobs.add_many(requests)
+
+    [first, later, delayed] = [job for job, _ in results]
+    assert first.payload == requests[0].payload
+    assert first.policy == policy
+    assert first.visibility_timeout == 12.5
+    assert first.traceparent == requests[0].traceparent
+    assert first.idempotency_key == "batch-key-1"
+    assert first.next_run_at == first.created_at
+    assert later.next_run_at == run_at
+    assert later.policy == RetryPolicy()
+    assert later.idempotency_key is None
+    assert delayed.next_run_at - delayed.created_at == timedelta(seconds=90)
+    for job in (first, later, delayed):
+        assert job.state is JobState.PENDING
+        assert await jobs.get(job.id) == job
+
+
 async def test_add_many_of_nothing_is_nothing(jobs: JobRepository) -> None:
     assert await jobs.add_many([]) == []
 
