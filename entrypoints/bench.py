@@ -486,34 +486,72 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
     }
 
 
+def median_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report for several runs of the same scenarios: every figure is the median of the
+    runs' (peak RSS the highest of them), and each run's report is kept under "runs"."""
+    results = [
+        {key: _combined(key, [run["results"][index][key] for run in runs]) for key in row}
+        for index, row in enumerate(runs[0]["results"])
+    ]
+    return {
+        "sizes": runs[0]["sizes"],
+        "api_peak_rss_mib": max(run["api_peak_rss_mib"] for run in runs),
+        "results": results,
+        "runs": runs,
+    }
+
+
+def _combined(key: str, values: list[Any]) -> Any:
+    if key in ("name", "jobs"):  # the same in every run
+        return values[0]
+    return max(values) if "peak_rss" in key else statistics.median(values)
+
+
 def render(report: dict[str, Any], console: Console) -> None:
-    table = Table(title="TaskForge bench")
+    runs = report.get("runs", [])
+    title = f"TaskForge bench: medians of {len(runs)} runs" if runs else "TaskForge bench"
+    table = Table(title=title)
     table.add_column("scenario")
     table.add_column("jobs", justify="right")
     table.add_column("seconds", justify="right")
     table.add_column("jobs/s", justify="right")
+    if runs:
+        table.add_column("jobs/s of each run", justify="right")
     table.add_column("notes")
-    for row in report["results"]:
+    for index, row in enumerate(report["results"]):
         notes = ", ".join(
             f"{key}={value:.1f}"
             for key, value in row.items()
             if key not in {"name", "jobs", "seconds", "jobs_per_second"}
+        )
+        each = (
+            [", ".join(f"{run['results'][index]['jobs_per_second']:,.0f}" for run in runs)]
+            if runs
+            else []
         )
         table.add_row(
             row["name"],
             f"{row['jobs']:,}",
             f"{row['seconds']:.2f}",
             f"{row['jobs_per_second']:,.0f}",
+            *each,
             notes,
         )
     console.print(table)
     console.print(f"API peak RSS: {report['api_peak_rss_mib']:.1f} MiB")
 
 
-def main(settings: Settings, quick: bool, out: Path) -> int:
+def main(settings: Settings, quick: bool, out: Path, runs: int = 1) -> int:
+    """Run the scenarios `runs` times, each time on a fresh stack; with more than one run,
+    report the medians (these figures vary from run to run on a shared machine)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
     sizes = BenchSizes.quick() if quick else BenchSizes()
-    report = run_event_loop(run_bench(settings, sizes, console))
+    reports = []
+    for number in range(1, runs + 1):
+        if runs > 1:
+            console.print(f"run {number} of {runs}")
+        reports.append(run_event_loop(run_bench(settings, sizes, console)))
+    report = reports[0] if runs == 1 else median_report(reports)
     render(report, console)
     out.write_text(json.dumps(report, indent=2))
     console.print(f"written to {out}")

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Annotated, TypeVar
 
-from cyclopts import App, Parameter
+from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.entrypoints.config import ConfigError, Settings, parse_address
@@ -162,6 +162,13 @@ def migrate() -> None:
 def bench(
     quick: Annotated[bool, Parameter(help="Small sizes: finishes in well under a minute")] = False,
     out: Annotated[str, Parameter(help="Where to write the JSON report")] = "bench-results.json",
+    runs: Annotated[
+        int,
+        Parameter(
+            help="Run every scenario this many times and report the medians",
+            validator=validators.Number(gte=1),
+        ),
+    ] = 1,
 ) -> None:
     """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
 
@@ -173,7 +180,7 @@ def bench(
 
     settings = _settings({})
     settings.require_postgres("bench")
-    raise SystemExit(bench_main(settings, quick, Path(out)))
+    raise SystemExit(bench_main(settings, quick, Path(out), runs))
 
 
 def main() -> None:
