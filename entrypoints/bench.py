@@ -95,7 +95,13 @@ def _with_database(dsn: str, database: str) -> str:
 
 
 def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MiB; 0 where /proc is not available."""
+    """The highest peak resident set (VmHWM) of the process and its children, in MiB: with
+    API_WORKERS > 1 the API's requests are served by the children of a supervisor. 0 where
+    /proc is not available."""
+    return max(_own_peak_rss_mib(each) for each in (pid, *_children(pid)))
+
+
+def _own_peak_rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -103,6 +109,14 @@ def peak_rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in task.read_text().split()]
+    return children
 
 
 class Stack:

@@ -1,13 +1,17 @@
-"""Several bench runs become one report of medians, each run kept beside it."""
+"""The bench's report: medians of several runs, and the memory of the processes measured."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 from rich.console import Console
 
-from taskforge.entrypoints.bench import median_report, render
+from taskforge.entrypoints.bench import median_report, peak_rss_mib, render
 
 
 def _run(rate: float, p99: float, rss: float, api_rss: float) -> dict[str, Any]:
@@ -57,3 +61,26 @@ def test_the_table_of_several_runs_shows_each_run_beside_the_median() -> None:
     assert "medians of 2 runs" in text
     assert "2,000" in text
     assert "1,000, 3,000" in text
+
+
+def test_peak_memory_of_a_supervisor_is_that_of_the_child_serving_for_it() -> None:
+    # API_WORKERS > 1: the process the bench started only supervises; its children serve.
+    child = "import time; block = b'x' * (300 << 20); print('ready', flush=True); time.sleep(60)"
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline().strip() == "ready"
+
+        assert peak_rss_mib(supervisor.pid) >= 300
+    finally:
+        os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
