@@ -111,5 +111,5 @@ def validate_visibility_timeout(seconds: float) -> float:
 def _require_finite(field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field, "must be a number")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # an int is always finite
         raise ValidationError(field, "must be a finite number")

@@ -95,6 +95,7 @@ def test_defaults_follow_the_design() -> None:
         ({"backoff": 0.5}, "backoff"),
         ({"backoff": float("inf")}, "backoff"),
         ({"initial_delay": 10.0, "max_delay": 5.0}, "maxDelay"),
+        ({"max_delay": 10**400}, "maxDelay"),  # an int no float can hold
     ],
 )
 def test_invalid_policy_values_name_the_field(changes: dict[str, object], field: str) -> None:
@@ -103,7 +104,7 @@ def test_invalid_policy_values_name_the_field(changes: dict[str, object], field:
     assert caught.value.field == field
 
 
-@pytest.mark.parametrize("seconds", [0.5, 43201.0, float("nan")])
+@pytest.mark.parametrize("seconds", [0.5, 43201.0, float("nan"), 10**400])
 def test_visibility_timeout_outside_its_range_is_rejected(seconds: float) -> None:
     with pytest.raises(ValidationError, match="visibilityTimeout"):
         validate_visibility_timeout(seconds)
