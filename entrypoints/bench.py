@@ -502,11 +502,13 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
 
 def median_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One report for several runs of the same scenarios: every figure is the median of the
-    runs' (peak RSS the highest of them), and each run's report is kept under "runs"."""
-    results = [
-        {key: _combined(key, [run["results"][index][key] for run in runs]) for key in row}
-        for index, row in enumerate(runs[0]["results"])
-    ]
+    runs' (peak RSS the highest of them; a rate is the jobs over the median time, so a row
+    adds up with an even number of runs too), and each run's report is kept under "runs"."""
+    results = []
+    for index, row in enumerate(runs[0]["results"]):
+        merged = {key: _combined(key, [run["results"][index][key] for run in runs]) for key in row}
+        merged["jobs_per_second"] = merged["jobs"] / merged["seconds"] if merged["seconds"] else 0.0
+        results.append(merged)
     return {
         "sizes": runs[0]["sizes"],
         "api_peak_rss_mib": max(run["api_peak_rss_mib"] for run in runs),
@@ -560,13 +562,14 @@ def main(settings: Settings, quick: bool, out: Path, runs: int = 1) -> int:
     report the medians (these figures vary from run to run on a shared machine)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
     sizes = BenchSizes.quick() if quick else BenchSizes()
-    reports = []
+    reports: list[dict[str, Any]] = []
     for number in range(1, runs + 1):
         if runs > 1:
             console.print(f"run {number} of {runs}")
         reports.append(run_event_loop(run_bench(settings, sizes, console)))
-    report = reports[0] if runs == 1 else median_report(reports)
+        report = reports[0] if len(reports) == 1 else median_report(reports)
+        # Written after every run: a run that fails later does not take the others with it.
+        out.write_text(json.dumps(report, indent=2))
     render(report, console)
-    out.write_text(json.dumps(report, indent=2))
     console.print(f"written to {out}")
     return 0
