@@ -2,9 +2,7 @@
 -- records instead of fourteen parallel arrays, one per column. The client library checks
 -- and encodes every element of every array on its own; a record's fields are encoded
 -- straight through, so a batch of 1,000 jobs costs the API and Postgres less.
--- The payload is JSON text, cast to jsonb by the insert. Processes of the previous version
--- may still run while a new one rolls out: a different shape is a new type, never an
--- ALTER TYPE of this one.
+-- The payload is JSON text, cast to jsonb by the insert.
 CREATE TYPE job_input AS (
     id                 uuid,
     queue              text,

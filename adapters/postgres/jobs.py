@@ -170,7 +170,9 @@ RETURNING id, payload, next_run_at, created_at
 """
 
 INSERT_JOBS = _INSERT_FROM.format(incoming="unnest($1::job_input[]) WITH ORDINALITY")
-"""A batch: one array of job_input records (migration 0005), the payloads as JSON text."""
+"""A batch: one array of job_input records (migration 0005), the payloads as JSON text.
+Processes of the previous version may run while a new one rolls out, so a different record
+shape gets a new type in a new migration, never an ALTER TYPE of job_input."""
 
 INSERT_JOB = _INSERT_FROM.format(
     incoming="""(VALUES (

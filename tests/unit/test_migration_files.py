@@ -1,0 +1,25 @@
+"""Shipped migrations are history: a database that applied one refuses to start if its file
+changes, so a file's content is pinned here from the commit that added it."""
+
+from __future__ import annotations
+
+from taskforge.adapters.postgres.migrations import load_migrations
+
+SHIPPED = {
+    "0001_jobs.sql": "453ba781be5d51782f6c8850a126023400289062de2c0d70925b2e98080fde5e",
+    "0002_dead_letters.sql": "fc0c3196a124f3cbf5322d4105a1bf89d0ea341f799f8ab935474361b1a5931d",
+    "0003_job_state_machine.sql": (
+        "a154ac95ba1857b5aa5821937d3c8b57c90761581e4f6da60a2d99e66c513820"
+    ),
+    "0004_queue_churn_autovacuum.sql": (
+        "53298a776c0e0ae8349a1b4be3517f4244a8e57a1da42511a24951fa79a2cfaf"
+    ),
+    "0005_job_input_type.sql": "81be7d64b37e79dca0d44947b92c23c3f1042a11d2fea7f49a28382e127b8749",
+}
+"""A new migration is added here with its checksum; an existing entry never changes."""
+
+
+def test_shipped_migrations_are_unchanged_and_every_file_is_pinned() -> None:
+    found = {migration.file_name: migration.checksum for migration in load_migrations()}
+
+    assert found == SHIPPED
