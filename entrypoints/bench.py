@@ -84,7 +84,9 @@ class Result:
         return self.jobs / self.seconds if self.seconds > 0 else 0.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local TCP port nothing listened on a moment ago: for a server to start, or as a
+    port that refuses connections."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -170,7 +172,7 @@ class Stack:
         return process
 
     async def start_api(self) -> subprocess.Popen[bytes]:
-        port = _free_port()
+        port = free_port()
         process = self.spawn("api", HTTP_ADDR=f"127.0.0.1:{port}")
         self.api_url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
@@ -506,7 +508,11 @@ def median_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
     adds up with an even number of runs too), and each run's report is kept under "runs"."""
     results = []
     for index, row in enumerate(runs[0]["results"]):
-        merged = {key: _combined(key, [run["results"][index][key] for run in runs]) for key in row}
+        merged = {
+            key: _combined(key, [run["results"][index][key] for run in runs])
+            for key in row
+            if key != "jobs_per_second"
+        }
         merged["jobs_per_second"] = merged["jobs"] / merged["seconds"] if merged["seconds"] else 0.0
         results.append(merged)
     return {

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from taskforge.entrypoints.bench import free_port
 
-def free_port() -> int:
-    """A local TCP port nothing listened on a moment ago: for a server a test starts, or as a
-    port that refuses connections."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "redis_env", "wait_until_healthy"]
 
 
 def redis_env(redis_url: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ adds the ones a schema cannot say (maxDelay >= initialDelay, runAt or delay, not
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -45,7 +46,7 @@ and timestamps computed from larger values would overflow."""
 REASON_MAX = 1000
 
 NAME_PATTERN = f"^{DOMAIN_NAME_PATTERN.pattern}$"
-QUEUE_PATTERN = r"^(?!" + RESERVED_QUEUE_PREFIX + r")[A-Za-z0-9_.:\-]{1,128}$"
+QUEUE_PATTERN = f"^(?!{re.escape(RESERVED_QUEUE_PREFIX)}){DOMAIN_NAME_PATTERN.pattern}$"
 
 FIELD_RULES: dict[str, str] = {
     "body": "must be a JSON object",
