@@ -8,6 +8,7 @@ PENDING until a test moves them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import pytest
 
 from taskforge.entrypoints.cli.client import run
 from taskforge.entrypoints.cli.client_api import ApiResponse, TaskForgeClient
-from tests.support import free_port
+from tests.support import free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -77,20 +78,6 @@ class Outcome:
 Cli = Callable[..., Outcome]
 
 
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"taskforge dev exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"taskforge dev did not answer /healthz within {STARTUP_DEADLINE}s")
-
-
 @pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """`taskforge dev` on a free port, behind a bearer token, stopped by pid at the end."""
@@ -107,7 +94,9 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
             [sys.executable, "-c", DEV, "dev"], stdout=output, stderr=subprocess.STDOUT, env=env
         )
     try:
-        _wait_until_healthy(url, process, log)
+        asyncio.run(
+            wait_until_healthy(url, lambda: process.poll() is None, log.read_text, STARTUP_DEADLINE)
+        )
         yield DevServer(url, token)
     finally:
         process.terminate()

@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import asyncpg
-import msgspec
 import pytest
 
 from taskforge.adapters.postgres import PostgresJobRepository, create_pool
 from taskforge.adapters.postgres.jobs import (
     INVALID_TRANSITION_SQLSTATE,
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
-    _encode_json,
+    _init_connection,
     _insert,
 )
 from taskforge.adapters.system import Uuid7Source
@@ -194,9 +193,7 @@ async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
     migrated_dsn: str,
 ) -> None:
     conn = await asyncpg.connect(migrated_dsn)
-    await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode
-    )
+    await _init_connection(conn)
     ids = Uuid7Source()
     key = f"pruned-{uuid4()}"
 

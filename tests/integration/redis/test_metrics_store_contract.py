@@ -167,9 +167,12 @@ async def test_a_write_resent_under_its_number_counts_once(
 
     await metrics_store.add(batch, idle("w1", queue_name), ttl=60, sequence=1)
     await metrics_store.add(batch, busy, ttl=60, sequence=1)  # resent: adds nothing
+    after_resend = await metrics_store.read()
     await metrics_store.add(batch, busy, ttl=60, sequence=2)
     await metrics_store.add(batch, idle("w2", queue_name), ttl=60, sequence=1)  # own numbers
     view = await metrics_store.read()
 
+    assert after_resend.totals.counts[queue_name].attempts == 1
+    assert after_resend.utilization()[queue_name] == 1.0  # the resend's load counted
     assert view.totals.counts[queue_name].attempts == 3
-    assert view.utilization()[queue_name] == 0.5  # the resend's load counted: the latest
+    assert view.utilization()[queue_name] == 0.5

@@ -221,7 +221,7 @@ async def test_a_metrics_flush_resent_after_a_lost_reply_counts_once(
         recorder.job_started(queue_name, "email", time_in_queue=0.25)
         recorder.job_finished(queue_name, "email", runtime=0.5, succeeded=True)
 
-        LosesArmedReplies.armed = 1
+        LosesArmedReplies.armed, LosesArmedReplies.lost = 1, 0
         await store.add(recorder.take()[0], load, ttl=60, sequence=2)
 
         assert LosesArmedReplies.lost == 1
