@@ -79,8 +79,7 @@ def _options() -> dict[str, Any]:
         "retry": _ReconnectRetry(
             ExponentialWithJitterBackoff(cap=0.5, base=0.05),
             RETRIES,
-            # Declared as RedisError types only, but matched with isinstance at run time.
-            supported_errors=RECONNECT_ERRORS,  # type: ignore[arg-type]
+            supported_errors=RECONNECT_ERRORS,
         ),
     }
 
