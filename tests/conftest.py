@@ -1,43 +1,32 @@
 """Fixtures shared by every test: where the real services are, and per-run isolation.
 
-Integration tests find Postgres and Redis in this order: TASKFORGE_TEST_POSTGRES_DSN /
-TASKFORGE_TEST_REDIS_URL, then testcontainers when a Docker engine answers. With neither
-they skip, except under CI=true, where a missing service is a failure.
+Integration tests find Postgres and Redis by themselves (`tests/servers.py`): the servers
+named in TASKFORGE_TEST_POSTGRES_DSN / TASKFORGE_TEST_REDIS_URL, else the ones on the
+default local ports, else private servers started for this run from the machine's own
+binaries, else containers when a Docker engine answers. With none of them the run stops
+with one line that says what to install; nothing is skipped. The run's summary says which
+server each backend was and how many tests used it.
 Each run creates its own database (dropped afterwards) and uses its own Redis key prefix
 and queue names, deleting its keys at the end.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.servers import Found, ServicesUnavailable, find_postgres, find_redis
+
 RUN_ID = uuid.uuid4().hex[:10]
 
-
-def _unavailable(what: str) -> None:
-    message = (
-        f"{what} not available: set TASKFORGE_TEST_POSTGRES_DSN / TASKFORGE_TEST_REDIS_URL "
-        "or run a Docker engine for testcontainers"
-    )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + " (CI=true: integration tests must run)")
-    pytest.skip(message)
-
-
-def _docker_answers() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
+_found: dict[str, Found] = {}
+_tests_using: Counter[str] = Counter()
+_BACKEND_FIXTURES = {"postgres_admin_dsn": "Postgres", "redis_url": "Redis"}
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -46,24 +35,46 @@ def _with_database(dsn: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def _containers() -> Iterator[ExitStack]:
+def _servers() -> Iterator[ExitStack]:
+    """Owns the private servers and containers this run started, stopping them at the end."""
     with ExitStack() as stack:
         yield stack
 
 
-@pytest.fixture(scope="session")
-def postgres_admin_dsn(_containers: ExitStack) -> str:
-    """A DSN with rights to create databases."""
-    dsn = os.environ.get("TASKFORGE_TEST_POSTGRES_DSN")
-    if dsn:
-        return dsn
-    if _docker_answers():
-        from testcontainers.postgres import PostgresContainer
+def _find(backend: str, finder: Callable[[ExitStack], Found], stack: ExitStack) -> str:
+    try:
+        found = finder(stack)
+    except ServicesUnavailable as exc:
+        pytest.exit(f"{backend} for the integration tests: {exc}", returncode=3)
+    _found[backend] = found
+    return found.url
 
-        container = _containers.enter_context(PostgresContainer("postgres:15-alpine"))
-        return str(container.get_connection_url(driver=None))
-    _unavailable("Postgres")
-    raise AssertionError("unreachable")
+
+@pytest.fixture(autouse=True)
+def _count_backend_use(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Counts, after each test, which real servers it used (for the run's summary)."""
+    yield
+    used = request.fixturenames
+    for fixture, backend in _BACKEND_FIXTURES.items():
+        if fixture in used:
+            _tests_using[backend] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_sep("-", "backends")
+    for backend, found in _found.items():
+        count = _tests_using[backend]
+        terminalreporter.write_line(
+            f"{backend}: {count} test{'' if count == 1 else 's'} on {found.where}"
+        )
+    if not _found:
+        terminalreporter.write_line("no test used Postgres or Redis (in-memory backend only)")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn(_servers: ExitStack) -> str:
+    """A DSN with rights to create databases."""
+    return _find("Postgres", find_postgres, _servers)
 
 
 @pytest.fixture(scope="session")
@@ -82,10 +93,7 @@ def postgres_dsn(postgres_admin_dsn: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        _unavailable(f"Postgres at {postgres_admin_dsn} ({exc})")
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     yield _with_database(postgres_admin_dsn, name)
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -102,24 +110,8 @@ def migrated_dsn(postgres_dsn: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url(_containers: ExitStack) -> str:
-    url = os.environ.get("TASKFORGE_TEST_REDIS_URL")
-    if not url and _docker_answers():
-        from testcontainers.redis import RedisContainer
-
-        container = _containers.enter_context(RedisContainer("redis:7-alpine"))
-        host = container.get_container_host_ip()
-        url = f"redis://{host}:{container.get_exposed_port(6379)}/0"
-    if not url:
-        _unavailable("Redis")
-        raise AssertionError("unreachable")
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        _unavailable(f"Redis at {url} ({exc})")
-    return url
+def redis_url(_servers: ExitStack) -> str:
+    return _find("Redis", find_redis, _servers)
 
 
 @pytest.fixture(scope="session")

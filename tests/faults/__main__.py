@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.faults.runner import DEFAULT_SEED, run_scenarios
 from tests.faults.scenarios import PROFILES, by_name
-from tests.faults.services import ServicesUnavailable, check_available
+from tests.servers import ServicesUnavailable, check_available
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.faults.proxy import FaultProxy
-from tests.faults.services import PrivatePostgres, PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRedis
 from tests.support import free_port, wait_until_healthy
 
 SUPPORT = Path(__file__).parent / "support"

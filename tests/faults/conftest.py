@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.harness import Services
-from tests.faults.services import ServicesUnavailable, check_available
+from tests.servers import ServicesUnavailable, check_available
 
 
 @pytest.fixture(scope="module")

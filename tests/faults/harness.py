@@ -30,7 +30,7 @@ from tests.faults.invariants import TERMINAL, Observation, Tally, Verdict, check
 from tests.faults.load import DEFAULT_MIX, Load, Mix, Submitted
 from tests.faults.proxy import FaultProxy
 from tests.faults.records import Snapshot, prepare_database, read_snapshot
-from tests.faults.services import PrivatePostgres, PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRedis
 
 VISIBILITY_TIMEOUT = 4.0
 """Seconds; every job the load enqueues uses it (heartbeats renew every third of it)."""

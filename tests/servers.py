@@ -1,9 +1,16 @@
-"""Private Postgres and Redis servers that the fault suite may kill, restart and pause.
+"""Where the tests find Postgres and Redis, and the private servers started when none answers.
 
-Each run gets its own Postgres cluster (initdb into a fresh temporary directory owned by the
-`postgres` user when running as root, started with `pg_ctl` on a free 127.0.0.1 port) and
-its own `redis-server` (free port, no persistence). Nothing here touches any other server;
-`remove()` stops the processes by pid and deletes the directories.
+`find_postgres` / `find_redis` try, in order: the server named in the environment
+(TASKFORGE_TEST_POSTGRES_DSN / TASKFORGE_TEST_REDIS_URL), the one on its default local port
+(127.0.0.1:5432 as `postgres`, 127.0.0.1:6379), a private throwaway server started from this
+machine's own binaries, then a container when a Docker engine answers. With none of them
+they raise ServicesUnavailable with one line that says what to install.
+
+A private server is a Postgres cluster (initdb into a fresh temporary directory owned by an
+unprivileged user when running as root, since Postgres refuses to run as root; started with
+`pg_ctl` on a free 127.0.0.1 port) or a `redis-server` (free port, no persistence). The fault
+suite starts its own, which it may kill, restart and pause. Nothing here touches any other
+server; `remove()` stops the processes by pid and deletes the directories.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.support import free_port
 
@@ -66,16 +74,27 @@ def redis_server_binary() -> str:
 
 
 def check_available() -> None:
-    """Raise ServicesUnavailable naming what is missing to run the fault suite."""
+    """Raise ServicesUnavailable naming what is missing to start private servers."""
     postgres_bindir()
     redis_server_binary()
-    if os.geteuid() == 0:
+    _cluster_owner()
+
+
+def _cluster_owner() -> str | None:
+    """The unprivileged user that owns a private cluster when this process is root (Postgres
+    refuses to run as root): `postgres` where the packages created it, else `nobody`.
+    None when this process is not root: the tools then run as this user."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
         try:
-            pwd.getpwnam("postgres")
+            pwd.getpwnam(name)
         except KeyError:
-            raise ServicesUnavailable(
-                "running as root, but there is no `postgres` user to run initdb as"
-            ) from None
+            continue
+        if shutil.which("runuser") is None:
+            raise ServicesUnavailable("running as root, but `runuser` (util-linux) is missing")
+        return name
+    raise ServicesUnavailable("running as root, but there is no unprivileged user to run initdb as")
 
 
 def _shared_tempdir() -> str:
@@ -105,6 +124,8 @@ class PrivatePostgres:
     bindir: Path
     run_as: str | None
     """The user that owns the cluster when this process is root; None runs tools as is."""
+    settings: dict[str, str] = field(default_factory=dict)
+    """postgresql.conf lines beyond the defaults below."""
     log: Path = field(init=False)
     data: Path = field(init=False)
 
@@ -113,14 +134,15 @@ class PrivatePostgres:
         self.log = self.root / "postgres.log"
 
     @classmethod
-    def create(cls) -> PrivatePostgres:
+    def create(cls, **settings: str) -> PrivatePostgres:
+        """Initialise and start a cluster; `settings` add postgresql.conf lines."""
         bindir = postgres_bindir()
-        run_as = "postgres" if os.geteuid() == 0 else None
-        root = Path(tempfile.mkdtemp(prefix="taskforge-faults-pg-", dir=_shared_tempdir()))
+        run_as = _cluster_owner()
+        root = Path(tempfile.mkdtemp(prefix="taskforge-pg-", dir=_shared_tempdir()))
         if run_as is not None:
             user = pwd.getpwnam(run_as)
             os.chown(root, user.pw_uid, user.pw_gid)
-        server = cls(root=root, port=free_port(), bindir=bindir, run_as=run_as)
+        server = cls(root=root, port=free_port(), bindir=bindir, run_as=run_as, settings=settings)
         try:
             server._initdb()
             server.start()
@@ -167,9 +189,10 @@ class PrivatePostgres:
             "logging_collector": "off",
             "log_min_messages": "warning",
             "log_min_error_statement": "panic",
+            **self.settings,
         }
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# the fault suite's private server\n")
+            conf.write("\n# a private test server\n")
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
 
@@ -236,7 +259,7 @@ class PrivateRedis:
     @classmethod
     def create(cls) -> PrivateRedis:
         server = cls(
-            root=Path(tempfile.mkdtemp(prefix="taskforge-faults-redis-")),
+            root=Path(tempfile.mkdtemp(prefix="taskforge-redis-")),
             port=free_port(),
             binary=redis_server_binary(),
         )
@@ -314,3 +337,142 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while _pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A server the tests use, and how it was found (printed in the run's summary)."""
+
+    url: str
+    where: str
+
+
+POSTGRES_INSTALL_HINT = (
+    "install the PostgreSQL server (Debian: apt-get install postgresql) "
+    "or set TASKFORGE_TEST_POSTGRES_DSN"
+)
+REDIS_INSTALL_HINT = (
+    "install Redis (Debian: apt-get install redis-server) or set TASKFORGE_TEST_REDIS_URL"
+)
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+PROBE_TIMEOUT = 3.0
+"""How long a default-port server may take to answer before the next option is tried."""
+
+# A private server holds only this run's throwaway data: durability buys nothing here.
+_TEST_POSTGRES_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def find_postgres(stack: contextlib.ExitStack) -> Found:
+    """A Postgres DSN whose role may create databases; private servers are stopped by `stack`."""
+    named = os.environ.get("TASKFORGE_TEST_POSTGRES_DSN")
+    if named:
+        problem = _postgres_problem(named)
+        if problem is not None:
+            raise ServicesUnavailable(f"TASKFORGE_TEST_POSTGRES_DSN does not work: {problem}")
+        return Found(named, "TASKFORGE_TEST_POSTGRES_DSN")
+    for dsn in _local_postgres_dsns():
+        if _postgres_problem(dsn) is None:
+            return Found(dsn, f"the local server ({urlsplit(dsn).username}@127.0.0.1:5432)")
+    try:
+        server = PrivatePostgres.create(**_TEST_POSTGRES_SETTINGS)
+    except ServicesUnavailable as missing:
+        if _docker_answers():
+            return _postgres_container(stack)
+        raise ServicesUnavailable(
+            f"no Postgres answered on 127.0.0.1:5432 and {missing}: {POSTGRES_INSTALL_HINT}"
+        ) from None
+    stack.callback(server.remove)
+    return Found(server.dsn(), f"a private server started for this run (port {server.port})")
+
+
+def find_redis(stack: contextlib.ExitStack) -> Found:
+    """A Redis URL; a private server is stopped by `stack`."""
+    named = os.environ.get("TASKFORGE_TEST_REDIS_URL")
+    if named:
+        problem = _redis_problem(named)
+        if problem is not None:
+            raise ServicesUnavailable(f"TASKFORGE_TEST_REDIS_URL does not work: {problem}")
+        return Found(named, "TASKFORGE_TEST_REDIS_URL")
+    if _redis_problem(LOCAL_REDIS_URL) is None:
+        return Found(LOCAL_REDIS_URL, "the local server (127.0.0.1:6379)")
+    try:
+        server = PrivateRedis.create()
+    except ServicesUnavailable as missing:
+        if _docker_answers():
+            return _redis_container(stack)
+        raise ServicesUnavailable(
+            f"no Redis answered on 127.0.0.1:6379 and {missing}: {REDIS_INSTALL_HINT}"
+        ) from None
+    stack.callback(server.remove)
+    return Found(server.url, f"a private server started for this run (port {server.port})")
+
+
+def _local_postgres_dsns() -> list[str]:
+    users = ["postgres"]
+    with contextlib.suppress(KeyError):
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        if me not in users:
+            users.append(me)
+    return [f"postgresql://{user}@127.0.0.1:5432/postgres" for user in users]
+
+
+def _postgres_problem(dsn: str) -> str | None:
+    """None when `dsn` answers and its role may create databases, else why not."""
+    import asyncio
+
+    import asyncpg
+
+    async def probe() -> bool:
+        conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT)
+        try:
+            may_create = await conn.fetchval(
+                "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            )
+            return bool(may_create)
+        finally:
+            await conn.close()
+
+    try:
+        if not asyncio.run(asyncio.wait_for(probe(), PROBE_TIMEOUT * 2)):
+            return "its role may not create databases"
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _redis_problem(url: str) -> str | None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _postgres_container(stack: contextlib.ExitStack) -> Found:
+    from testcontainers.postgres import PostgresContainer
+
+    container = stack.enter_context(PostgresContainer("postgres:15-alpine"))
+    return Found(str(container.get_connection_url(driver=None)), "a Docker container")
+
+
+def _redis_container(stack: contextlib.ExitStack) -> Found:
+    from testcontainers.redis import RedisContainer
+
+    container = stack.enter_context(RedisContainer("redis:7-alpine"))
+    host = container.get_container_host_ip()
+    return Found(f"redis://{host}:{container.get_exposed_port(6379)}/0", "a Docker container")
