@@ -1,7 +1,8 @@
 # One image for every TaskForge role; the command picks it:
 #   docker run IMAGE api | worker [--demo-handlers] | scheduler | migrate
-# Stage 1 builds the taskforge wheel (the SQL migrations ship inside it) and installs it,
-# with uvloop, into a virtualenv; stage 2 is a slim runtime that only receives that venv.
+# Stage 1 installs the exact versions uv.lock pins (hashes checked) into a virtualenv, then
+# the taskforge wheel (the SQL migrations ship inside it) with uvloop; stage 2 is a slim
+# runtime that only receives that venv.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -10,16 +11,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # taskforge/ holds relative links to the root folders; copying both keeps them resolvable.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock README.md ./
 COPY domain/ domain/
 COPY application/ application/
 COPY adapters/ adapters/
 COPY entrypoints/ entrypoints/
 COPY migrations/ migrations/
 COPY taskforge/ taskforge/
-RUN pip wheel --no-deps --wheel-dir /dist . \
+RUN uv_version=$(sed -n '/^name = "uv"$/{n;s/^version = "\(.*\)"$/\1/p;}' uv.lock) \
+ && pip install "uv==${uv_version}" \
+ && uv export --frozen --extra fast --no-emit-project --format requirements-txt > /tmp/locked.txt \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install "$(ls /dist/taskforge-*.whl)[fast]" \
+ && /opt/venv/bin/pip install --require-hashes -r /tmp/locked.txt \
+ && pip wheel --no-deps --wheel-dir /dist . \
+ && /opt/venv/bin/pip install --no-deps "$(ls /dist/taskforge-*.whl)" \
  && /opt/venv/bin/python -c "from importlib.resources import files; \
 assert any(p.name.endswith('.sql') for p in (files('taskforge') / 'migrations').iterdir())"
 

@@ -3,14 +3,14 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
 
-# lint, types and the whole test suite: what CI runs
+# the same as check
 default: check
 
 # API + worker + scheduler in one process, in memory, on HTTP_ADDR (default :8080)
 dev *args:
     taskforge dev {{args}}
 
-# the whole test suite (integration tests need TASKFORGE_TEST_POSTGRES_DSN/REDIS_URL or Docker)
+# the whole test suite; it finds (or starts) its own Postgres and Redis (README, Tests)
 test *args:
     pytest {{args}}
 
@@ -18,26 +18,29 @@ test *args:
 unit *args:
     pytest tests/unit {{args}}
 
+# ruff: lint rules and formatting
 lint:
     ruff check .
     ruff format --check .
 
+# ruff: fix what can be fixed and reformat
 fmt:
     ruff check --fix .
     ruff format .
 
+# mypy --strict over the package and the tests
 typecheck:
     mypy -p taskforge
     mypy tests
 
+# lint, types and the whole test suite: what CI runs (.ci/run)
 check: lint typecheck test
 
 # end to end: the compose stack when Docker answers, else local Postgres and Redis
 integration:
     bash scripts/integration-test.sh
 
-# fault injection on private Postgres and Redis: every scenario (about 7 minutes);
-# `just faults --profile ci` for the short one, `--scenario storm`, `--seed 7`, `--list`
+# fault injection on private servers, every scenario (~7 min); --profile ci, --scenario S, --seed N, --list
 faults *args:
     python -m tests.faults {{args}}
 
@@ -48,3 +51,7 @@ bench *args:
 # apply pending migrations to POSTGRES_DSN
 migrate:
     taskforge migrate
+
+# refresh uv.lock after editing pyproject.toml; `--upgrade` moves every pin to the newest allowed
+lock *args:
+    uv lock {{args}}

@@ -18,7 +18,7 @@
 #       postgresql://postgres@127.0.0.1:5432/postgres   (must be allowed to CREATE DATABASE)
 #     REDIS_ADDR / REDIS_DB / REDIS_PASSWORD, else TASKFORGE_TEST_REDIS_URL, else
 #       127.0.0.1:6379 db 0
-#     TASKFORGE_BIN       the taskforge executable, else .venv/bin/taskforge, else PATH
+#     TASKFORGE_BIN       the taskforge executable, else .venv/bin/taskforge (from uv.lock)
 #
 # Every step prints PASS or FAIL; the last line is `integration: N passed, M failed`, and
 # the exit status is 0 only when every step ran and passed. A run takes about 15 s (plus
@@ -457,11 +457,11 @@ start_role() { # start_role NAME ARGS...: a taskforge process in the background
 run_local() {
   if [[ -n ${TASKFORGE_BIN-} ]]; then
     [[ -x $TASKFORGE_BIN ]] || die "TASKFORGE_BIN=$TASKFORGE_BIN is not an executable"
-  elif [[ -x $ROOT/.venv/bin/taskforge ]]; then
-    TASKFORGE_BIN=$ROOT/.venv/bin/taskforge
   else
-    TASKFORGE_BIN=$(command -v taskforge) ||
-      die "no taskforge executable: set TASKFORGE_BIN, create .venv (./run) or put it on PATH"
+    # .venv holds exactly what uv.lock pins; ./run creates (or refreshes) it.
+    [[ -x $ROOT/.venv/bin/taskforge ]] || "$ROOT/run" --list >/dev/null ||
+      die "could not create .venv from uv.lock (see the output above)"
+    TASKFORGE_BIN=$ROOT/.venv/bin/taskforge
   fi
   local shebang
   shebang=$(head -n 1 "$TASKFORGE_BIN" | sed -n 's/^#! *\([^ ]*python[^ ]*\)$/\1/p')
