@@ -123,6 +123,10 @@ class JobRepository(Protocol):
         published now, so concurrent schedulers do not return the same job."""
         ...
 
+    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
+        """How many PENDING jobs are due in each of `queues` (queues with none are left out)."""
+        ...
+
     async def mark_unpublished(self) -> int:
         """Forget every PENDING job's published time, so the next sweeps re-publish all of
         them (after the ready queue lost its contents). Returns how many were marked."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,7 +75,8 @@ class SchedulerTick:
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
         promoted = await self._jobs.promote_due(limit)
         reaped, dead_lettered = await self._jobs.reap_expired(limit)
-        stale = await self._jobs.find_unpublished(limit, self._settings.republish_after)
+        unpublished = await self._jobs.find_unpublished(limit, self._settings.republish_after)
+        stale = await self._missing_hints(unpublished, promoted + reaped)
         hints = promoted + reaped + stale
         if hints:
             spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
@@ -84,10 +86,35 @@ class SchedulerTick:
                 for span in spans:
                     span.end()
         pruned = await self._prune(limit)
-        full = max(len(promoted), len(reaped) + dead_lettered, len(stale), pruned) >= limit
+        full = max(len(promoted), len(reaped) + dead_lettered, len(unpublished), pruned) >= limit
         return TickReport(
             len(promoted), len(reaped), dead_lettered, len(stale), resynced, full, pruned
         )
+
+    async def _missing_hints(
+        self, unpublished: list[ReadyHint], pushing: list[ReadyHint]
+    ) -> list[ReadyHint]:
+        """Of the due jobs with no fresh hint, as many per queue as that queue lacks hints:
+        its due PENDING jobs minus the hints it holds and the ones this tick pushes anyway.
+        A hint that still waits in its list is not pushed again, so the lists of a queue
+        nobody serves hold one hint per due job instead of growing every sweep; a hint that
+        is really gone (a worker died between pop and claim, a push that failed) shows as a
+        missing one and is replaced."""
+        if not unpublished:
+            return []
+        queues = sorted({hint.queue for hint in unpublished})
+        held = await self._ready_queue.depth(queues)
+        due = await self._jobs.count_due(queues)
+        already = Counter(hint.queue for hint in pushing)
+        missing = {
+            queue: due.get(queue, 0) - held.get(queue, 0) - already[queue] for queue in queues
+        }
+        chosen = []
+        for hint in unpublished:
+            if missing[hint.queue] > 0:
+                chosen.append(hint)
+                missing[hint.queue] -= 1
+        return chosen
 
     async def _prune(self, limit: int) -> int:
         if self._settings.retention_period <= 0 or self._monotonic() < self._next_prune:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -236,6 +237,16 @@ class InMemoryJobRepository:
         for job in due:
             self._state.published_at[job.id] = now
         return [_hint(job) for job in due]
+
+    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
+        now = self._clock.now()
+        wanted = set(queues)
+        due = Counter(
+            job.queue
+            for job in self._state.jobs.values()
+            if job.state is PENDING and job.queue in wanted and job.next_run_at <= now
+        )
+        return dict(due)
 
     async def mark_unpublished(self) -> int:
         pending = [job_id for job_id, job in self._state.jobs.items() if job.state is PENDING]

@@ -444,6 +444,12 @@ WITH stale AS (
 SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
 """
 
+COUNT_DUE = """
+SELECT queue, count(*) AS due FROM jobs
+WHERE state = 'PENDING' AND next_run_at <= now() AND queue = ANY($1::text[])
+GROUP BY queue
+"""
+
 # A pending row someone else holds is about to leave PENDING or to be published by its
 # holder, so skipping it is safe, and skipping means this sweep never waits on a claim.
 # In bounded batches, each its own transaction: one statement over the whole backlog
@@ -694,6 +700,11 @@ class PostgresJobRepository:
         async with _connection(self._pool) as conn:
             rows = await conn.fetch(FIND_UNPUBLISHED, limit, float(older_than))
         return [_hint_from_row(row) for row in rows]
+
+    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
+        async with _connection(self._pool) as conn:
+            rows = await conn.fetch(COUNT_DUE, list(queues))
+        return {row["queue"]: row["due"] for row in rows}
 
     async def mark_unpublished(self) -> int:
         marked, after = 0, UUID(int=0)

@@ -87,6 +87,34 @@ async def test_lost_hint_is_republished_after_the_window(memory: Memory) -> None
     assert (await tick()).republished == 0  # marked published: not pushed again at once
 
 
+async def test_hints_of_a_queue_nobody_serves_do_not_pile_up(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    for _ in range(5):
+        await enqueue(memory.new_job())
+    await enqueue.drain()
+    tick = tick_for(memory)
+
+    for _ in range(10):
+        memory.clock.advance(SETTINGS.republish_after + 1)
+        assert (await tick()).republished == 0
+
+    assert await memory.ready_queue.depth(["jobs:ready"]) == {"jobs:ready": 5}
+
+
+async def test_only_the_hint_that_went_missing_is_replaced(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    ids = [(await enqueue(memory.new_job())).job.id for _ in range(5)]
+    await enqueue.drain()
+    [lost] = await memory.ready_queue.pop(["jobs:ready"], 1, 0)  # a worker died before claiming
+    memory.clock.advance(SETTINGS.republish_after + 1)
+
+    report = await tick_for(memory)()
+
+    assert report.republished == 1
+    assert sorted(await queued_ids(memory)) == sorted(ids)  # type: ignore[type-var]
+    assert lost.job_id in ids
+
+
 async def test_delayed_job_is_published_when_it_comes_due(memory: Memory) -> None:
     job = (await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(delay=30.0))).job
     tick = tick_for(memory)

@@ -327,3 +327,20 @@ async def test_mark_unpublished_covers_a_backlog_larger_than_one_batch(
 
     assert await jobs.mark_unpublished() == 2500
     assert len(await jobs.find_unpublished(5000, 3600)) == 2500
+
+
+async def test_count_due_counts_due_pending_jobs_per_queue(
+    jobs: JobRepository, new_job: JobFactory, queue_name: str
+) -> None:
+    other = queue_name + "-other"
+    for _ in range(3):
+        await jobs.add(new_job())
+    await jobs.add(new_job(queue=other))
+    await jobs.add(new_job(delay=3600.0))
+    claimed, _ = await jobs.add(new_job())
+    await jobs.claim([claimed.id], "w1")
+
+    assert await jobs.count_due([queue_name, other, queue_name + "-empty"]) == {
+        queue_name: 3,
+        other: 1,
+    }
