@@ -88,6 +88,12 @@ class Settings:
     """Seconds between a worker's writes of its metrics to the cluster-wide store; a worker
     that misses three in a row drops out of utilisation."""
     redis_key_prefix: str = "taskforge:"
+    http_header_timeout: float = 10.0
+    """Seconds a client has to send a request's head, from its first byte."""
+    http_body_timeout: float = 30.0
+    """Seconds a request body may pause between two reads."""
+    http_max_connections: int = 1000
+    """Open connections per API process; one more is answered 503 and closed at once."""
     service_name: str = "taskforge"
     """How this process names itself in traces (`taskforge-worker` ...); set by the role
     being run, not read from the environment."""
@@ -145,6 +151,9 @@ class Settings:
             metrics_addr=get("METRICS_ADDR", parse_address, None),
             metrics_flush_interval=get("METRICS_FLUSH_INTERVAL", _number(0.05, 60), 1.0),
             redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
+            http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
+            http_body_timeout=get("HTTP_BODY_TIMEOUT", _number(0.1, 3600), 30.0),
+            http_max_connections=get("HTTP_MAX_CONNECTIONS", _int_range(1, 1_000_000), 1000),
         )
 
 

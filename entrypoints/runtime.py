@@ -41,6 +41,7 @@ from taskforge.application.worker import Worker, WorkerSettings
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.demo_handlers import demo_registry
 from taskforge.entrypoints.http.app import create_app
+from taskforge.entrypoints.http.server import bounded_protocol
 
 T = TypeVar("T")
 
@@ -110,6 +111,7 @@ async def serve_http(container: AsyncContainer, settings: Settings, stop: asynci
         access_log=False,
         lifespan="on",
         server_header=False,
+        http=bounded_protocol(settings),
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve())

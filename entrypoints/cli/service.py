@@ -81,6 +81,8 @@ def _serve_api_processes(settings: Settings) -> None:
     SIGTERM/SIGINT: each process finishes its requests and closes its pools)."""
     import uvicorn
 
+    from taskforge.entrypoints.http.server import BoundedHttpProtocol
+
     settings.require_postgres("api")
     configure_logging(settings.log_level)
     uvicorn.run(
@@ -92,6 +94,7 @@ def _serve_api_processes(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        http=BoundedHttpProtocol,  # each process sets its limits from the environment
     )
 
 

@@ -16,12 +16,14 @@ from taskforge.application.handlers import HandlerRegistry
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.http.app import create_app
+from taskforge.entrypoints.http.server import bounded_protocol
 
 
 def app_from_environment() -> Litestar:
     settings = dataclasses.replace(Settings.from_env(os.environ), service_name="taskforge-api")
     configure_logging(settings.log_level)
     container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
+    bounded_protocol(settings)  # this process's HTTP limits (uvicorn builds the protocol)
     app = create_app(container, settings)
     app.on_shutdown.append(container.close)
     return app

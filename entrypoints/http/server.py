@@ -1,0 +1,126 @@
+"""uvicorn's HTTP protocol with the bounds it lacks: a connection cap checked as a
+connection opens, a deadline for a request's head, and an idle limit while its body streams.
+
+uvicorn closes idle keep-alive connections, but a client that sends half a request head and
+stalls holds its connection forever, and `limit_concurrency` is checked only once a head has
+arrived: 5,000 such clients held 5,000 file descriptors. Here a request's head must arrive
+within HTTP_HEADER_TIMEOUT seconds of its first byte (or of the connection opening), a body
+may pause for at most HTTP_BODY_TIMEOUT seconds between reads, and a connection beyond
+HTTP_MAX_CONNECTIONS is answered 503 and closed before anything is read from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgspec
+
+from taskforge.entrypoints.config import Settings
+
+try:  # the `fast` extra; uvicorn's pure-Python parser otherwise
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornProtocol
+except ImportError:  # pragma: no cover - depends on the installed extras
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornProtocol  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpLimits:
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte (or the connection opening) to its complete head."""
+    body_timeout: float = 30.0
+    """Seconds a request body may pause between two reads."""
+    max_connections: int = 1000
+    """Open connections per API process; one more is answered 503 and closed."""
+
+
+def _canned(status: str, code: str, message: str) -> bytes:
+    body = msgspec.json.encode({"code": code, "message": message, "details": None})
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_TOO_MANY_CONNECTIONS = _canned(
+    "503 Service Unavailable", "not_ready", "too many open connections; retry shortly"
+)
+_HEAD_TIMED_OUT = _canned(
+    "408 Request Timeout", "validation_error", "the request head did not arrive in time"
+)
+
+
+class BoundedHttpProtocol(_UvicornProtocol):
+    """Pass as uvicorn's `http=`. `limits` is set once per process (`bounded_protocol`):
+    uvicorn builds the protocol itself, and with API_WORKERS > 1 in each child process."""
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._waiting_for: str | None = None
+        """"head" or "body" while a read deadline runs, else None."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        self._watch_reads()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_reads(more_body=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def _watch_reads(self, more_body: bool = False) -> None:
+        """Arm, keep or stop the read deadline for what the connection waits for now."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            waiting_for: str | None = "head"
+        elif cycle.more_body:
+            waiting_for = "body"
+        else:
+            waiting_for = None  # the application has the whole request
+        if waiting_for == self._waiting_for and not (waiting_for == "body" and more_body):
+            return  # a head's deadline runs from its first byte; bytes do not extend it
+        self._stop_timer()
+        self._waiting_for = waiting_for
+        if waiting_for is not None:
+            timeout = (
+                self.limits.header_timeout if waiting_for == "head" else self.limits.body_timeout
+            )
+            self._read_timer = self.loop.call_later(timeout, self._read_timed_out)
+
+    def _stop_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        self._waiting_for = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self._waiting_for == "head":
+            # No request is under way, so nothing else writes to this connection.
+            self.transport.write(_HEAD_TIMED_OUT)
+        self._waiting_for = None
+        self.transport.close()
+
+
+def bounded_protocol(settings: Settings) -> type[BoundedHttpProtocol]:
+    """Set this process's limits from `settings`; returns the class to give uvicorn."""
+    BoundedHttpProtocol.limits = HttpLimits(
+        header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+        max_connections=settings.http_max_connections,
+    )
+    return BoundedHttpProtocol

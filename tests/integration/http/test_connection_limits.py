@@ -1,0 +1,147 @@
+"""The API's own bounds on connections: a request head that never completes, a body that
+stalls, and more connections than the process accepts (a real `taskforge dev` process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import free_port, wait_until_healthy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HEADER_TIMEOUT = 0.5
+BODY_TIMEOUT = 0.5
+MAX_CONNECTIONS = 8
+CLOSE_DEADLINE = 10.0
+"""Far above the timeouts: what is asserted is that the server closes, not how fast."""
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log: Path = tmp_path_factory.mktemp("limits") / "dev.log"
+    env = dict(os.environ)
+    env.update(
+        HTTP_ADDR=f"127.0.0.1:{port}",
+        HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+        HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT),
+        HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+        LOG_LEVEL="warn",
+    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from taskforge.entrypoints.cli.service import main; main()",
+                "dev",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_until_healthy(url, lambda: process.poll() is None, log.read_text, 30))
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=CLOSE_DEADLINE)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or the deadline fails)."""
+    received = b""
+    deadline = time.monotonic() + CLOSE_DEADLINE
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError(f"the server kept the connection open; got {received!r}")
+
+
+def test_a_request_head_that_never_completes_is_answered_408_and_closed(api_url: str) -> None:
+    with connect(api_url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"validation_error"' in answer
+
+
+def test_trickling_a_head_does_not_extend_its_deadline(api_url: str) -> None:
+    with connect(api_url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        received = b""
+        deadline = time.monotonic() + CLOSE_DEADLINE
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], HEADER_TIMEOUT / 5)
+            if readable:
+                received = read_until_closed(sock)
+                break
+            sock.sendall(b"X-A: b\r\n")  # a header line well within every pause
+        assert received.startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_connection_that_sends_nothing_is_closed(api_url: str) -> None:
+    with connect(api_url) as sock:
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_stalled_body_closes_the_connection(api_url: str) -> None:
+    with connect(api_url) as sock:
+        sock.sendall(
+            b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"jobType":'
+        )
+        answer = read_until_closed(sock)
+    assert b" 201 " not in answer
+
+
+def test_connections_beyond_the_cap_are_refused_with_503_until_one_closes(api_url: str) -> None:
+    held = [connect(api_url) for _ in range(MAX_CONNECTIONS)]
+    try:
+        with connect(api_url) as extra:
+            answer = read_until_closed(extra)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b'"code":"not_ready"' in answer
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + CLOSE_DEADLINE
+    while True:
+        try:
+            if httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the API did not accept connections again"
+        time.sleep(0.05)
+
+
+def test_a_normal_request_with_a_body_is_unaffected(api_url: str) -> None:
+    with httpx.Client(base_url=api_url, timeout=5) as client:
+        for _ in range(3):  # keep-alive: the deadline is re-armed per request
+            answer = client.post("/jobs", json={"jobType": "noop"})
+            assert answer.status_code == 201
