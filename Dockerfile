@@ -16,6 +16,7 @@ COPY domain/ domain/
 COPY application/ application/
 COPY adapters/ adapters/
 COPY entrypoints/ entrypoints/
+COPY bench/ bench/
 COPY migrations/ migrations/
 COPY taskforge/ taskforge/
 RUN uv_version=$(sed -n '/^name = "uv"$/{n;s/^version = "\(.*\)"$/\1/p;}' uv.lock) \

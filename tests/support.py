@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from taskforge.entrypoints.bench import free_port
+from taskforge.bench.stack import free_port
 
 __all__ = ["free_port", "redis_env", "wait_until_healthy"]
 

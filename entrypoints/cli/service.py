@@ -179,7 +179,7 @@ def bench(
     """
     from pathlib import Path
 
-    from taskforge.entrypoints.bench import main as bench_main
+    from taskforge.bench.run import main as bench_main
 
     settings = _settings({})
     settings.require_postgres("bench")

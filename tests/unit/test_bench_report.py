@@ -11,7 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from taskforge.entrypoints.bench import median_report, peak_rss_mib, render
+from taskforge.bench.report import median_report, render
+from taskforge.bench.stack import peak_rss_mib
 
 
 def _run(rate: float, p99: float, rss: float, api_rss: float) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""From runs to a report: medians of several runs, and the table printed at the end."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def median_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report for several runs of the same scenarios: every figure is the median of the
+    runs' (peak RSS the highest of them; a rate is the jobs over the median time, so a row
+    adds up with an even number of runs too), and each run's report is kept under "runs"."""
+    results = []
+    for index, row in enumerate(runs[0]["results"]):
+        merged = {
+            key: _combined(key, [run["results"][index][key] for run in runs])
+            for key in row
+            if key != "jobs_per_second"
+        }
+        merged["jobs_per_second"] = merged["jobs"] / merged["seconds"] if merged["seconds"] else 0.0
+        results.append(merged)
+    return {
+        "sizes": runs[0]["sizes"],
+        "api_peak_rss_mib": max(run["api_peak_rss_mib"] for run in runs),
+        "results": results,
+        "runs": runs,
+    }
+
+
+def _combined(key: str, values: list[Any]) -> Any:
+    if key in ("name", "jobs"):  # the same in every run
+        return values[0]
+    return max(values) if "peak_rss" in key else statistics.median(values)
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    runs = report.get("runs", [])
+    title = f"TaskForge bench: medians of {len(runs)} runs" if runs else "TaskForge bench"
+    table = Table(title=title)
+    table.add_column("scenario")
+    table.add_column("jobs", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("jobs/s", justify="right")
+    if runs:
+        table.add_column("jobs/s of each run", justify="right")
+    table.add_column("notes")
+    for index, row in enumerate(report["results"]):
+        notes = ", ".join(
+            f"{key}={value:.1f}"
+            for key, value in row.items()
+            if key not in {"name", "jobs", "seconds", "jobs_per_second"}
+        )
+        each = (
+            [", ".join(f"{run['results'][index]['jobs_per_second']:,.0f}" for run in runs)]
+            if runs
+            else []
+        )
+        table.add_row(
+            row["name"],
+            f"{row['jobs']:,}",
+            f"{row['seconds']:.2f}",
+            f"{row['jobs_per_second']:,.0f}",
+            *each,
+            notes,
+        )
+    console.print(table)
+    console.print(f"API peak RSS: {report['api_peak_rss_mib']:.1f} MiB")

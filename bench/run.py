@@ -1,0 +1,141 @@
+"""`taskforge bench`: one or more runs on fresh stacks, a table, and the JSON report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from taskforge.bench.report import median_report, render
+from taskforge.bench.scenarios import (
+    Result,
+    add_finished_jobs,
+    bench_batch,
+    bench_concurrent,
+    bench_drain,
+    bench_latency,
+    bench_sequential,
+)
+from taskforge.bench.stack import Stack, peak_rss_mib
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.runtime import run_event_loop
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchSizes:
+    sequential: int = 2_000
+    in_flight: int = 100
+    concurrent: int = 5_000
+    batch_total: int = 20_000
+    batch_size: int = 1_000
+    drain: int = 10_000
+    latency_rate: float = 200.0
+    latency_seconds: float = 20.0
+    scale_drain: int = 100_000
+    scale_finished: int = 100_000
+    concurrency: int = 10
+
+    @classmethod
+    def quick(cls) -> BenchSizes:
+        return cls(
+            sequential=200,
+            concurrent=500,
+            batch_total=2_000,
+            drain=1_000,
+            latency_rate=100.0,
+            latency_seconds=3.0,
+            scale_drain=0,
+            scale_finished=0,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _step(progress: Progress, label: str) -> AsyncIterator[None]:
+    task = progress.add_task(label, total=None)
+    try:
+        yield
+    finally:
+        progress.update(task, completed=1, total=1)
+
+
+async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> dict[str, Any]:
+    stack = Stack(settings)
+    results: list[Result] = []
+    api_rss = 0.0
+    try:
+        await stack.open()
+        api = await stack.start_api()
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            async with _step(progress, "enqueue over HTTP, one client"):
+                results.append(await bench_sequential(stack, sizes.sequential))
+            async with _step(progress, f"enqueue over HTTP, {sizes.in_flight} in flight"):
+                results.append(await bench_concurrent(stack, sizes.concurrent, sizes.in_flight))
+            async with _step(progress, "batch enqueue over HTTP"):
+                results.append(await bench_batch(stack, sizes.batch_total, sizes.batch_size))
+            async with _step(progress, f"drain {sizes.drain:,} no-op jobs, 1 worker"):
+                results.append(await bench_drain(stack, "1w", sizes.drain, 1, sizes.concurrency))
+            async with _step(progress, f"drain {sizes.drain:,} no-op jobs, 2 workers"):
+                results.append(await bench_drain(stack, "2w", sizes.drain, 2, sizes.concurrency))
+            async with _step(progress, "latency at a steady rate"):
+                results.append(
+                    await bench_latency(stack, sizes.latency_rate, sizes.latency_seconds)
+                )
+            if sizes.scale_drain:
+                history = f", {sizes.scale_finished:,} finished in the table"
+                async with _step(
+                    progress, f"scale: {sizes.scale_finished:,} finished jobs in the table"
+                ):
+                    await add_finished_jobs(stack, sizes.scale_finished)
+                async with _step(progress, f"scale: drain {sizes.drain:,}, 1 worker"):
+                    results.append(
+                        await bench_drain(stack, "s1", sizes.drain, 1, sizes.concurrency, history)
+                    )
+                async with _step(progress, f"scale: drain {sizes.scale_drain:,}, 1 worker"):
+                    results.append(
+                        await bench_drain(
+                            stack, "s2", sizes.scale_drain, 1, sizes.concurrency, history
+                        )
+                    )
+        api_rss = peak_rss_mib(api.pid)
+    finally:
+        await stack.close()
+    return {
+        "sizes": asdict(sizes),
+        "api_peak_rss_mib": api_rss,
+        "results": [
+            {
+                "name": r.name,
+                "jobs": r.jobs,
+                "seconds": r.seconds,
+                "jobs_per_second": r.rate,
+                **r.extra,
+            }
+            for r in results
+        ],
+    }
+
+
+def main(settings: Settings, quick: bool, out: Path, runs: int = 1) -> int:
+    """Run the scenarios `runs` times, each time on a fresh stack; with more than one run,
+    report the medians (these figures vary from run to run on a shared machine)."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    sizes = BenchSizes.quick() if quick else BenchSizes()
+    reports: list[dict[str, Any]] = []
+    for number in range(1, runs + 1):
+        if runs > 1:
+            console.print(f"run {number} of {runs}")
+        reports.append(run_event_loop(run_bench(settings, sizes, console)))
+        report = reports[0] if len(reports) == 1 else median_report(reports)
+        # Written after every run: a run that fails later does not take the others with it.
+        out.write_text(json.dumps(report, indent=2))
+    render(report, console)
+    console.print(f"written to {out}")
+    return 0

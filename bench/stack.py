@@ -1,0 +1,174 @@
+"""The processes and data one bench run owns: a scratch database, a Redis key prefix,
+an API process and worker processes, all removed by `Stack.close`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from taskforge.adapters.postgres.jobs import create_pool
+from taskforge.adapters.postgres.migrations import apply_migrations
+from taskforge.adapters.redis.client import create_redis
+from taskforge.adapters.redis.ready_queue import RedisReadyQueue
+from taskforge.entrypoints.config import Settings
+
+DEADLINE = 600.0
+
+
+def free_port() -> int:
+    """A local TCP port nothing listened on a moment ago: for a server to start, or as a
+    port that refuses connections."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The highest peak resident set (VmHWM) of the process and its children, in MiB: with
+    API_WORKERS > 1 the API's requests are served by the children of a supervisor. 0 where
+    /proc is not available."""
+    return max(_own_peak_rss_mib(each) for each in (pid, *_children(pid)))
+
+
+def _own_peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in task.read_text().split()]
+    return children
+
+
+class Stack:
+    """The processes and data one bench run owns; `close` removes all of it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self.admin_dsn = settings.require_postgres("bench")
+        self.dsn = _with_database(self.admin_dsn, f"taskforge_bench_{self.run_id}")
+        self.settings = settings
+        self.prefix = f"taskforge:bench-{self.run_id}:"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.api_url = ""
+        self.env = {
+            **os.environ,
+            "POSTGRES_DSN": self.dsn,
+            "TASKFORGE_REDIS_PREFIX": self.prefix,
+            "TASKFORGE_DEMO_HANDLERS": "true",
+            "LOG_LEVEL": "warn",
+            "QUEUE_NAME": self.queue("default"),
+            "WORKER_CONCURRENCY": "10",
+        }
+
+    def queue(self, purpose: str) -> str:
+        return f"bench-{self.run_id}-{purpose}"
+
+    async def open(self) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "taskforge_bench_{self.run_id}"')
+        finally:
+            await conn.close()
+        await apply_migrations(self.dsn)
+        self.pool = await create_pool(self.dsn, min_size=1, max_size=4)
+        self.redis = create_redis(
+            host=self.settings.redis_addr.host,
+            port=self.settings.redis_addr.port,
+            db=self.settings.redis_db,
+            password=self.settings.redis_password or None,
+        )
+        self.ready_queue = RedisReadyQueue(self.redis, self.prefix)
+
+    def spawn(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "taskforge.entrypoints.cli.service", role, *args],
+            env={**self.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        return process
+
+    async def start_api(self) -> subprocess.Popen[bytes]:
+        port = free_port()
+        process = self.spawn("api", HTTP_ADDR=f"127.0.0.1:{port}")
+        self.api_url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as client:
+            await until(lambda: healthy(client, self.api_url), "the API to start")
+        return process
+
+    async def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    async def count(self, queue: str, state: str) -> int:
+        value = await self.pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND state = $2", queue, state
+        )
+        return int(value)
+
+    async def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        with contextlib.suppress(AttributeError):
+            await self.pool.close()
+        with contextlib.suppress(AttributeError):
+            keys = [key async for key in self.redis.scan_iter(match=f"{self.prefix}*")]
+            keys += [key async for key in self.redis.scan_iter(match=f"bench-{self.run_id}-*")]
+            if keys:
+                await self.redis.delete(*keys)
+            await self.redis.aclose()
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(
+                f'DROP DATABASE IF EXISTS "taskforge_bench_{self.run_id}" WITH (FORCE)'
+            )
+        finally:
+            await conn.close()
+
+
+async def healthy(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(f"{url}/healthz")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, poll: float = 0.05) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        await asyncio.sleep(poll)
