@@ -174,19 +174,25 @@ class EnqueueJobs:
 
     async def _store(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         results = await self._jobs.add_many(new_jobs)
-        self._hints.send([job for job, created in results if created and _is_due_at_creation(job)])
-        return [Enqueued(job, created) for job, created in results]
+        answers = [Enqueued(job, created) for job, created in results]
+        _send_hints(self._hints, results)
+        return answers
 
     async def drain(self) -> None:
         """Wait for the last hints to be pushed (at shutdown)."""
         await self._hints.drain()
 
 
+Waiter = tuple[NewJob, asyncio.Future[Enqueued]]
+"""A caller of EnqueueJob: its job, and the future its answer is set on."""
+
+
 class EnqueueJob:
     """Enqueue one job. Calls that overlap share writes: while one batch is being stored,
     the calls that arrive queue up and are stored together by the next batch (one insert,
     one push), so concurrent callers cost far fewer round trips and a lone caller waits
-    for nothing. Each caller gets its own result or its own error."""
+    for nothing. Each caller gets its own result or its own error: one job's failure never
+    changes another's answer, and every caller is answered whatever goes wrong."""
 
     MAX_BATCH = 500
 
@@ -197,7 +203,7 @@ class EnqueueJob:
         self._jobs = jobs
         self._hints = HintPublisher(ready_queue)
         self._tracer = tracer
-        self._waiting: list[tuple[NewJob, asyncio.Future[Enqueued]]] = []
+        self._waiting: list[Waiter] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def __call__(self, new_job: NewJob) -> Enqueued:
@@ -215,35 +221,55 @@ class EnqueueJob:
         self._waiting.append((new_job, future))
         if self._writer is None or self._writer.done():
             # A task of its own, so a caller that gives up cannot abandon the others' jobs.
-            self._writer = asyncio.create_task(self._write_batches())
+            self._writer = asyncio.create_task(self._write_batches(), name="taskforge-enqueue")
         return await asyncio.shield(future)
 
     async def _write_batches(self) -> None:
+        """Store the waiting calls, a batch at a time, until none wait. A batch whose write
+        fails in an unforeseen way fails its callers that have no answer yet, and the writer
+        goes on with the next batch. Cancelled (at shutdown), it fails every caller still
+        waiting (503: retry later; their jobs may or may not be stored) and stops."""
         while self._waiting:
             batch = self._waiting[: self.MAX_BATCH]
             del self._waiting[: len(batch)]
-            stored: Sequence[tuple[Job, bool] | None]
             try:
-                stored = await self._jobs.add_many([new_job for new_job, _ in batch])
-            except Unavailable as exc:
+                await self._write(batch)
+            except Exception as exc:
+                log.exception("enqueue write failed; its callers get the error")
                 _fail_all(batch, exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - isolate the job that caused it
-                if len(batch) == 1:
-                    _fail_all(batch, exc)
-                    continue
-                stored = await self._store_one_by_one(batch)
-            # Callers have their answer once the jobs are committed; the hints follow in the
-            # background (a lost hint only delays a job until the scheduler re-publishes it).
-            due = []
-            for (_, future), outcome in zip(batch, stored, strict=True):
-                if outcome is None or future.done():
-                    continue
-                job, created = outcome
+            except BaseException:
+                waiting, self._waiting = [*batch, *self._waiting], []
+                _fail_all(waiting, Unavailable("job store", "enqueueing stopped (shutdown)"))
+                raise
+
+    async def _write(self, batch: list[Waiter]) -> None:
+        """Store `batch` and answer each of its callers. When the store refuses the batch
+        for another reason than an outage, each job is stored alone, so only the job that
+        caused it fails (a refused batch stored nothing)."""
+        try:
+            stored = await self._jobs.add_many([new_job for new_job, _ in batch])
+        except Unavailable as exc:
+            _fail_all(batch, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - isolate the job that caused it
+            if len(batch) == 1:
+                _fail_all(batch, exc)
+                return
+            for waiter in batch:
+                try:
+                    await self._write([waiter])
+                except Exception as exc:
+                    log.exception("enqueue write failed; its caller gets the error")
+                    _fail_all([waiter], exc)
+            return
+        if len(stored) != len(batch):
+            raise RuntimeError(f"the store answered {len(stored)} results for {len(batch)} jobs")
+        # Callers have their answer once the jobs are committed; the hints follow in the
+        # background (a lost hint only delays a job until the scheduler re-publishes it).
+        for (_, future), (job, created) in zip(batch, stored, strict=True):
+            if not future.done():
                 future.set_result(Enqueued(job, created))
-                if created and _is_due_at_creation(job):
-                    due.append(job)
-            self._hints.send(due)
+        _send_hints(self._hints, stored)
 
     async def drain(self) -> None:
         """Wait until every call made so far is stored and its hints pushed (at shutdown).
@@ -252,25 +278,26 @@ class EnqueueJob:
             await asyncio.wait({writer})
         await self._hints.drain()
 
-    async def _store_one_by_one(
-        self, batch: list[tuple[NewJob, asyncio.Future[Enqueued]]]
-    ) -> list[tuple[Job, bool] | None]:
-        stored: list[tuple[Job, bool] | None] = []
-        for new_job, future in batch:
-            try:
-                [outcome] = await self._jobs.add_many([new_job])
-            except Exception as exc:  # noqa: BLE001 - handed to that job's caller
-                _fail_all([(new_job, future)], exc)
-                stored.append(None)
-            else:
-                stored.append(outcome)
-        return stored
 
-
-def _fail_all(batch: list[tuple[NewJob, asyncio.Future[Enqueued]]], exc: Exception) -> None:
+def _fail_all(batch: Sequence[Waiter], exc: BaseException) -> None:
+    """Fail the callers of `batch` that have no answer yet."""
     for _, future in batch:
         if not future.done():
             future.set_exception(exc)
+
+
+def _send_hints(hints: HintPublisher, stored: Sequence[tuple[Job, bool]]) -> None:
+    """Queue the hints of the created jobs that are due now. Never raises: the jobs are
+    committed and their callers answered; a job whose hint is not sent waits for the
+    scheduler to publish it."""
+    due = []
+    for job, created in stored:
+        try:
+            if created and _is_due_at_creation(job):
+                due.append(job)
+        except Exception:
+            log.exception("cannot tell if job %s is due; the scheduler will publish it", job.id)
+    hints.send(due)
 
 
 class GetJob:

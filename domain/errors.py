@@ -26,6 +26,15 @@ class JobNotFound(DomainError):
         self.job_id = job_id
 
 
+class JobIdTaken(DomainError):
+    """A new job carries the id of a job already stored; it is refused, with its batch."""
+
+    def __init__(self, job_id: UUID | None) -> None:
+        """`job_id` None: the store did not say which of the batch's ids it was."""
+        super().__init__(f"a job with id {job_id or 'of this batch'} is already stored")
+        self.job_id = job_id
+
+
 class DeadLetterNotFound(DomainError):
     def __init__(self, job_id: UUID) -> None:
         super().__init__(f"no dead letter for job {job_id}")

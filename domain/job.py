@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
+from taskforge.domain.validation import (
+    DUE_AT_RANGE,
+    EARLIEST_DUE_AT,
+    LATEST_DUE_AT,
+    validate_delay,
+    validate_run_at,
+)
 
 JsonObject = dict[str, Any]
 
@@ -51,6 +59,9 @@ class NewJob:
     """A validated request to create a job; the repository assigns state and timestamps.
 
     `run_at` None means "now" (by the store's clock); a later time makes a delayed job.
+    `run_at` and `delay` are checked when the job is built, whoever builds it: at most one
+    of them, `run_at` with an offset and inside the due-time range (kept in UTC), `delay`
+    within MAX_DURATION.
     """
 
     id: UUID
@@ -63,6 +74,30 @@ class NewJob:
     run_at: datetime | None = None
     delay: float | None = None
     traceparent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_at is not None and self.delay is not None:
+            raise ValidationError("runAt", "give runAt or delay, not both")
+        if self.run_at is not None:
+            # Frozen: the normalised value replaces the given one while the job is built.
+            object.__setattr__(self, "run_at", validate_run_at(self.run_at))
+        if self.delay is not None:
+            object.__setattr__(self, "delay", validate_delay(self.delay))
+
+    def due_at(self, now: datetime) -> datetime:
+        """When the job is due if stored at `now`: `run_at`, else `now` plus `delay` (if any).
+        A delay that ends past the due-time range is a ValidationError naming `delay`."""
+        if self.run_at is not None:
+            return self.run_at
+        if not self.delay:
+            return now
+        try:
+            due = now + timedelta(seconds=self.delay)
+        except OverflowError:
+            due = None
+        if due is None or not EARLIEST_DUE_AT <= due <= LATEST_DUE_AT:
+            raise ValidationError("delay", f"must end at a time {DUE_AT_RANGE}")
+        return due
 
     def stored(
         self, next_run_at: datetime, created_at: datetime, payload: JsonObject | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
 
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import MAX_DURATION
@@ -11,6 +13,19 @@ from taskforge.domain.policy import MAX_DURATION
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 RESERVED_QUEUE_PREFIX = "taskforge:"
 IDEMPOTENCY_KEY_MAX = 255
+
+EARLIEST_DUE_AT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DUE_AT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""A job's due time (`runAt`, or now + `delay`) lies in this range, ends included. Past it
+datetimes overflow, and the Postgres driver turns the very ends of Python's datetime range
+into -infinity and infinity, which it reads back as offset-less datetimes."""
+DUE_AT_RANGE = (
+    f"from {EARLIEST_DUE_AT:%Y-%m-%dT%H:%M:%SZ} to {LATEST_DUE_AT:%Y-%m-%dT%H:%M:%SZ} (UTC)"
+)
+
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
@@ -51,6 +66,29 @@ def validate_delay(value: object) -> float:
     if not 0 <= value <= MAX_DURATION:
         raise ValidationError("delay", f"must be between 0 and {MAX_DURATION:g} seconds")
     return float(value)
+
+
+def validate_run_at(value: object) -> datetime:
+    """`value` in UTC, when it carries an offset and lies in the due-time range."""
+    if not isinstance(value, datetime):
+        raise ValidationError("runAt", "must be a date-time")
+    if value.utcoffset() is None:
+        raise ValidationError("runAt", "must carry a UTC offset (e.g. Z)")
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:  # the offset pushes it past year 1 or 9999
+        in_utc = None
+    if in_utc is None or not EARLIEST_DUE_AT <= in_utc <= LATEST_DUE_AT:
+        raise ValidationError("runAt", f"must be {DUE_AT_RANGE}")
+    return in_utc
+
+
+def parse_job_id(raw: str) -> UUID:
+    """A job id in its canonical text form only: 8-4-4-4-12 hex digits, either case (no
+    braces, `urn:uuid:` prefix, missing dashes or non-ASCII digits)."""
+    if not _CANONICAL_UUID.fullmatch(raw):
+        raise ValidationError("id", "must be a UUID like 01900000-0000-7000-8000-000000000000")
+    return UUID(raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from taskforge.application.ports import Clock, IdSource, ListFilter
-from taskforge.domain.errors import DeadLetterNotFound, JobNotFound
+from taskforge.domain.errors import DeadLetterNotFound, JobIdTaken, JobNotFound
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import (
     EXHAUSTED_REASON,
@@ -45,26 +45,41 @@ class InMemoryJobRepository:
         self._ids = ids
 
     async def add(self, job: NewJob) -> tuple[Job, bool]:
-        return self._add(job, self._clock.now())
+        [result] = self._add_all([job], self._clock.now())
+        return result
 
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-        now = self._clock.now()
-        return [self._add(job, now) for job in jobs]
+        return self._add_all(jobs, self._clock.now())
 
-    def _add(self, new: NewJob, now: datetime) -> tuple[Job, bool]:
-        key = new.idempotency_key
-        if key is not None and key in self._state.by_idempotency_key:
-            return self._state.jobs[self._state.by_idempotency_key[key]], False
-        if new.run_at is not None:
-            next_run_at = new.run_at
-        else:
-            next_run_at = now + timedelta(seconds=new.delay or 0)
-        job = new.stored(next_run_at, now)
-        self._state.jobs[job.id] = job
-        if key is not None:
-            self._state.by_idempotency_key[key] = job.id
-        self._state.published_at[job.id] = now if next_run_at <= now else None
-        return job, True
+    def _add_all(self, news: Sequence[NewJob], now: datetime) -> list[tuple[Job, bool]]:
+        """All or none, like one INSERT: every job is checked and built before the first
+        is stored. Within the batch, a repeated idempotency key yields the first job."""
+        results: list[tuple[Job, bool]] = []
+        created: dict[UUID, Job] = {}
+        by_key: dict[str, Job] = {}
+        for new in news:
+            key = new.idempotency_key
+            holder = None if key is None else (by_key.get(key) or self._holder(key))
+            if holder is not None:
+                results.append((holder, False))
+                continue
+            if new.id in self._state.jobs or new.id in created:
+                raise JobIdTaken(new.id)
+            job = new.stored(new.due_at(now), now)
+            created[job.id] = job
+            if key is not None:
+                by_key[key] = job
+            results.append((job, True))
+        for job in created.values():
+            self._state.jobs[job.id] = job
+            if job.idempotency_key is not None:
+                self._state.by_idempotency_key[job.idempotency_key] = job.id
+            self._state.published_at[job.id] = now if job.next_run_at <= now else None
+        return results
+
+    def _holder(self, key: str) -> Job | None:
+        job_id = self._state.by_idempotency_key.get(key)
+        return None if job_id is None else self._state.jobs[job_id]
 
     async def get(self, job_id: UUID) -> Job | None:
         return self._state.jobs.get(job_id)

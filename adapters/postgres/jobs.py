@@ -11,6 +11,7 @@ work without waiting and never handle one job twice. Timestamps come from the da
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,13 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from taskforge.application.ports import ListFilter
-from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound, Unavailable
+from taskforge.domain.errors import (
+    DeadLetterNotFound,
+    InvalidTransition,
+    JobIdTaken,
+    JobNotFound,
+    Unavailable,
+)
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import (
     EXHAUSTED_REASON,
@@ -156,6 +163,8 @@ FROM {incoming} AS incoming (
     id, queue, job_type, payload, idempotency_key, max_attempts, initial_delay, backoff,
     max_delay, jitter, visibility_timeout, traceparent, run_at, delay, position
 )
+-- NewJob keeps run_at inside the due-time range (1970-9999, never +-infinity), and a delay
+-- is at most ten years, so now() + delay stays inside it too.
 CROSS JOIN LATERAL (
     SELECT coalesce(incoming.run_at, now() + make_interval(secs => coalesce(incoming.delay, 0)))
         AS run_at
@@ -568,9 +577,16 @@ class PostgresJobRepository:
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
         if not jobs:
             return []
-        # One INSERT is atomic on its own: no BEGIN/COMMIT round trips around it.
         async with _connection(self._pool) as conn:
-            return await _insert(conn, jobs)
+            if len(jobs) == 1:
+                # Its INSERT is the only statement that can write: atomic on its own, no
+                # BEGIN/COMMIT round trips around it.
+                return await _insert(conn, jobs)
+            # A batch's INSERT may be followed by a look-up of taken keys and another INSERT:
+            # one transaction keeps it all or none, also when a later statement fails, the
+            # rows cannot be read back or the call is cancelled.
+            async with conn.transaction():
+                return await _insert(conn, jobs)
 
     async def get(self, job_id: UUID) -> Job | None:
         async with _connection(self._pool) as conn:
@@ -772,11 +788,16 @@ async def _insert(
 ) -> list[tuple[Job, bool]]:
     """Insert the jobs in one statement; a job whose idempotency key is taken yields the
     job that holds it (stored earlier, or earlier in this batch) and False."""
-    if len(jobs) == 1:
-        rows = await conn.fetch(INSERT_JOB, *_insert_row(jobs[0], jobs[0].payload))
-    else:
-        records = [_insert_row(job, _encode_json(job.payload)) for job in jobs]
-        rows = await conn.fetch(INSERT_JOBS, records)
+    try:
+        if len(jobs) == 1:
+            rows = await conn.fetch(INSERT_JOB, *_insert_row(jobs[0], jobs[0].payload))
+        else:
+            records = [_insert_row(job, _encode_json(job.payload)) for job in jobs]
+            rows = await conn.fetch(INSERT_JOBS, records)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "jobs_pkey":
+            raise JobIdTaken(_taken_id(exc)) from exc
+        raise
     created = {row["id"]: row for row in rows}
     taken = [job for job in jobs if job.id not in created]
     holders: dict[str | None, Job] = {}
@@ -798,6 +819,15 @@ async def _insert(
         else retried.get(job.id) or (holders[job.idempotency_key], False)
         for job in jobs
     ]
+
+
+_KEY_DETAIL = re.compile(r"Key \(id\)=\(([0-9a-f-]{36})\)")
+
+
+def _taken_id(exc: asyncpg.UniqueViolationError) -> UUID | None:
+    """The id Postgres names in the violation's detail, if it does."""
+    found = _KEY_DETAIL.search(exc.detail or "")
+    return UUID(found.group(1)) if found else None
 
 
 def _insert_row(job: NewJob, payload: Any) -> tuple[Any, ...]:

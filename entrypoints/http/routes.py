@@ -6,7 +6,6 @@ import asyncio
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
-from uuid import UUID
 
 from dishka import FromDishka
 from litestar import Request, Response, get, post
@@ -40,7 +39,7 @@ from taskforge.application.ports import (
 )
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import JobState
-from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, validate_queue_name
+from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, parse_job_id, validate_queue_name
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend
 from taskforge.entrypoints.http.body import json_body
@@ -126,13 +125,6 @@ Reason = Annotated[
         examples=[Example(summary="With a reason", value={"reason": "user requested"})],
     ),
 ]
-
-
-def parse_job_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise ValidationError("id", "must be a UUID") from None
 
 
 def parse_state(raw: str | None) -> JobState | None:

@@ -25,10 +25,10 @@ from taskforge.domain.policy import (
 )
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
+    DUE_AT_RANGE,
     IDEMPOTENCY_KEY_MAX,
     MAX_PAGE_LIMIT,
     RESERVED_QUEUE_PREFIX,
-    validate_delay,
     validate_idempotency_key,
     validate_job_type,
     validate_queue_name,
@@ -66,7 +66,7 @@ FIELD_RULES: dict[str, str] = {
         f"must be a number of seconds from {VISIBILITY_TIMEOUT_RANGE[0]:g} "
         f"to {VISIBILITY_TIMEOUT_RANGE[1]:g}"
     ),
-    "runAt": "must be an ISO-8601 date-time, e.g. 2030-01-01T09:00:00Z",
+    "runAt": f"must be an ISO-8601 date-time {DUE_AT_RANGE}, e.g. 2030-01-01T09:00:00Z",
     "delay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
     "reason": f"must be a string of at most {REASON_MAX} characters",
     "limit": (
@@ -124,7 +124,8 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     delay: Annotated[float, _rule("delay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
 
     def to_new_job(self, job_id: UUID, default_queue: str, traceparent: str | None) -> NewJob:
-        """Validate every field (the message names the first bad one) into a NewJob."""
+        """Validate every field (the message names the first bad one) into a NewJob; NewJob
+        itself checks runAt and delay."""
         defaults = DEFAULT_POLICY
         policy = RetryPolicy.of(
             _pick(self.max_attempts, defaults.max_attempts),
@@ -133,8 +134,6 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             _pick(self.max_delay, max(defaults.max_delay, self.initial_delay or 0.0)),
             _pick(self.jitter, defaults.jitter),
         )
-        if self.run_at is not None and self.delay is not None:
-            raise ValidationError("runAt", "give runAt or delay, not both")
         run_at = self.run_at
         if run_at is not None and run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=UTC)  # an ISO-8601 time without offset is UTC
@@ -153,7 +152,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
                 else None
             ),
             run_at=run_at,
-            delay=validate_delay(self.delay) if self.delay is not None else None,
+            delay=self.delay,
             traceparent=traceparent,
         )
 

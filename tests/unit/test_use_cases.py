@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -32,6 +33,7 @@ from taskforge.domain.errors import (
     InvalidTransition,
     JobNotFound,
     Unavailable,
+    ValidationError,
 )
 from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
@@ -316,6 +318,127 @@ async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
     )
 
     assert all(isinstance(result, Unavailable) for result in results)
+
+
+class BrokenAnswerRepository(InMemoryJobRepository):
+    """Stores every job, but answers a `poison` job with an offset-less due time, as the
+    Postgres driver reads back a job stored at -infinity: comparing it with an aware
+    datetime raises TypeError, after the other jobs of the write are answered or not."""
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        await asyncio.sleep(0)  # let concurrent callers queue up behind this write
+        return [
+            (replace(job, next_run_at=datetime.min) if job.job_type == "poison" else job, created)
+            for job, created in await super().add_many(jobs)
+        ]
+
+
+async def test_a_job_the_writer_cannot_handle_leaves_every_other_answer_alone(
+    memory: Memory,
+) -> None:
+    enqueue = EnqueueJob(
+        BrokenAnswerRepository(memory.state, memory.clock, memory.ids), memory.ready_queue
+    )
+    batch = [memory.new_job("poison" if n == 3 else "noop") for n in range(20)]
+
+    results = await asyncio.wait_for(asyncio.gather(*(enqueue(job) for job in batch)), 1.0)
+    later = await asyncio.wait_for(enqueue(memory.new_job()), 1.0)
+    await asyncio.wait_for(enqueue.drain(), 1.0)
+
+    assert [result.job.id for result in results] == [job.id for job in batch]
+    assert all(result.created for result in results) and later.created
+    hints = await memory.ready_queue.pop(["jobs:ready"], 100, 0)
+    # The poison job's hint is left to the scheduler; every other job has its own.
+    expected = {job.id for job in batch if job.job_type != "poison"} | {later.job.id}
+    assert {hint.job_id for hint in hints} == expected
+
+
+class TypeErrorRepository(InMemoryJobRepository):
+    """Refuses, with an unforeseen TypeError, any write that holds a `poison` job."""
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        await asyncio.sleep(0)
+        if any(job.job_type == "poison" for job in jobs):
+            raise TypeError("can't compare offset-naive and offset-aware datetimes")
+        return await super().add_many(jobs)
+
+
+async def test_a_store_crash_on_one_job_fails_only_that_caller_and_the_writer_goes_on(
+    memory: Memory,
+) -> None:
+    enqueue = EnqueueJob(
+        TypeErrorRepository(memory.state, memory.clock, memory.ids), memory.ready_queue
+    )
+    batch = [memory.new_job("poison" if n == 7 else "noop") for n in range(20)]
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(enqueue(job) for job in batch), return_exceptions=True), 1.0
+    )
+    later = await asyncio.wait_for(enqueue(memory.new_job()), 1.0)
+    await asyncio.wait_for(enqueue.drain(), 1.0)
+
+    assert isinstance(results.pop(7), TypeError)
+    assert all(isinstance(result, Enqueued) and result.created for result in results)
+    assert later.created
+    assert len(memory.state.jobs) == 20
+
+
+class CancelledWriteRepository(InMemoryJobRepository):
+    """Its first write ends in CancelledError, as a write does when the writer task is
+    cancelled (at shutdown) while the store works."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.state, memory.clock, memory.ids)
+        self.cancel_next = True
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        await asyncio.sleep(0)
+        if self.cancel_next:
+            self.cancel_next = False
+            raise asyncio.CancelledError
+        return await super().add_many(jobs)
+
+
+async def test_a_cancelled_write_answers_every_waiting_caller(memory: Memory) -> None:
+    enqueue = EnqueueJob(CancelledWriteRepository(memory), memory.ready_queue)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(enqueue(memory.new_job()) for _ in range(5)), return_exceptions=True),
+        1.0,
+    )
+    later = await asyncio.wait_for(enqueue(memory.new_job()), 1.0)
+    await asyncio.wait_for(enqueue.drain(), 1.0)
+
+    # 503 for the callers: whether a cancelled write was stored is unknown, so retry later.
+    assert all(isinstance(result, Unavailable) for result in results)
+    assert later.created
+
+
+def ten_years_before_the_end_of_time(memory: Memory) -> NewJob:
+    """A job whose delay (within MAX_DURATION) ends past year 9999 by the memory clock."""
+    memory.clock.advance((datetime(9995, 1, 1, tzinfo=UTC) - memory.clock.now()).total_seconds())
+    return memory.new_job(delay=10 * 365 * 24 * 3600.0)
+
+
+async def test_a_delay_ending_past_year_9999_is_refused_naming_delay(memory: Memory) -> None:
+    too_late = ten_years_before_the_end_of_time(memory)
+
+    with pytest.raises(ValidationError) as caught:
+        await EnqueueJob(memory.jobs, memory.ready_queue)(too_late)
+
+    assert caught.value.field == "delay"
+    assert memory.state.jobs == {}
+
+
+async def test_a_batch_with_a_delay_ending_past_year_9999_stores_nothing(memory: Memory) -> None:
+    too_late = ten_years_before_the_end_of_time(memory)
+    enqueue = EnqueueJobs(memory.jobs, memory.ready_queue)
+
+    with pytest.raises(ValidationError) as caught:
+        await enqueue([memory.new_job(), too_late, memory.new_job()])
+
+    assert caught.value.field == "delay"
+    assert memory.state.jobs == {}
 
 
 async def test_a_job_due_in_the_past_is_published_at_once(memory: Memory) -> None:

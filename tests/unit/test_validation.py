@@ -1,15 +1,23 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID
+
 import pytest
 
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.job import NewJob
 from taskforge.domain.validation import (
     Page,
+    parse_job_id,
     validate_delay,
     validate_idempotency_key,
     validate_job_type,
     validate_queue_name,
+    validate_run_at,
 )
+
+JOB_ID = "01900000-0000-7000-8000-00000000000a"
 
 
 @pytest.mark.parametrize("name", ["jobs:ready", "email", "a", "A-b_c.d:e", "x" * 128])
@@ -42,6 +50,103 @@ def test_invalid_idempotency_keys_are_rejected(key: object) -> None:
 def test_invalid_delays_are_rejected(delay: object) -> None:
     with pytest.raises(ValidationError, match="delay"):
         validate_delay(delay)
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [
+        datetime.min.replace(tzinfo=UTC),  # asyncpg stores it as -infinity
+        datetime.max.replace(tzinfo=UTC),  # ... and this one as infinity
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=14))),  # > year 9999
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),  # before year 1 in UTC
+        datetime(2030, 1, 1),  # no offset: ambiguous for a producer that is not the API
+        "2030-01-01T00:00:00Z",
+    ],
+    ids=repr,
+)
+def test_run_at_outside_the_due_time_range_is_rejected(run_at: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_run_at(run_at)
+    assert caught.value.field == "runAt"
+
+
+@pytest.mark.parametrize(
+    ("run_at", "in_utc"),
+    [
+        (datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)),
+        (
+            datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+            datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        ),
+        (
+            datetime(1970, 1, 1, 2, tzinfo=timezone(timedelta(hours=2))),
+            datetime(1970, 1, 1, tzinfo=UTC),
+        ),
+    ],
+)
+def test_run_at_inside_the_range_is_kept_in_utc(run_at: datetime, in_utc: datetime) -> None:
+    assert validate_run_at(run_at) == in_utc
+    assert validate_run_at(run_at).utcoffset() == timedelta(0)
+
+
+def test_every_new_job_checks_its_run_at() -> None:
+    # Not only the HTTP body: whoever builds a NewJob (CLI, SDK, tests) gets the rule.
+    with pytest.raises(ValidationError, match="runAt"):
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", run_at=datetime.min.replace(tzinfo=UTC))
+
+
+def test_a_new_job_takes_run_at_or_delay_not_both() -> None:
+    with pytest.raises(ValidationError, match="runAt"):
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", run_at=datetime.now(UTC), delay=5.0)
+
+
+@pytest.mark.parametrize(
+    ("now", "delay", "accepted"),
+    [
+        (datetime(2026, 1, 1, tzinfo=UTC), 3600.0, True),
+        (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), 59.0, True),  # ends at the last second
+        (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), 60.0, False),  # one second past it
+        (datetime(9995, 1, 1, tzinfo=UTC), 10 * 365 * 24 * 3600.0, False),  # overflows
+    ],
+)
+def test_a_delay_must_end_inside_the_due_time_range(
+    now: datetime, delay: float, accepted: bool
+) -> None:
+    job = NewJob(id=UUID(JOB_ID), queue="q", job_type="t", delay=delay)
+
+    if accepted:
+        assert job.due_at(now) == now + timedelta(seconds=delay)
+    else:
+        with pytest.raises(ValidationError) as caught:
+            job.due_at(now)
+        assert caught.value.field == "delay"
+
+
+@pytest.mark.parametrize("raw", [JOB_ID, JOB_ID.upper()])
+def test_a_canonical_job_id_is_parsed(raw: str) -> None:
+    assert parse_job_id(raw) == UUID(JOB_ID)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"urn:uuid:{JOB_ID}",
+        JOB_ID.replace("-", ""),
+        f"{{{JOB_ID}}}",
+        "\uff10" + JOB_ID[1:],  # a full-width digit
+        JOB_ID + "\n",
+        f" {JOB_ID}",
+        JOB_ID[:-1],
+        "",
+    ],
+    ids=repr,
+)
+def test_a_job_id_in_any_other_form_is_rejected_naming_id(raw: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_job_id(raw)
+    assert caught.value.field == "id"
 
 
 @pytest.mark.parametrize(

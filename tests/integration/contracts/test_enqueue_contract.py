@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import msgspec
+import pytest
 
 from taskforge.application.ports import JobRepository, ListFilter
+from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
@@ -155,6 +157,28 @@ async def test_add_many_keeps_every_field_of_every_job(
     for job in (first, later, delayed):
         assert job.state is JobState.PENDING
         assert await jobs.get(job.id) == job
+
+
+@pytest.mark.parametrize("clash_with", ["stored", "batch"])
+async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
+    jobs: JobRepository, new_job: JobFactory, clash_with: str
+) -> None:
+    # An id already taken (by a stored job, or earlier in the batch) is one failure every
+    # store can meet; the batch answers that error and leaves no job of it behind, keys
+    # included.
+    stored, _ = await jobs.add(new_job())
+    first = new_job(idempotency_key="fresh")
+    taken_id = stored.id if clash_with == "stored" else first.id
+    batch = [first, new_job(delay=60.0), new_job(id=taken_id), new_job()]
+
+    with pytest.raises(JobIdTaken):
+        await jobs.add_many(batch)
+
+    new_ids = {job.id for job in batch} - {stored.id}
+    assert [job_id for job_id in new_ids if await jobs.get(job_id) is not None] == []
+    assert await jobs.get(stored.id) == stored
+    again, created = await jobs.add(new_job(idempotency_key="fresh"))
+    assert created and again.id != first.id
 
 
 async def test_add_many_of_nothing_is_nothing(jobs: JobRepository) -> None:

@@ -105,23 +105,6 @@ async def test_updates_that_leave_state_alone_are_not_checked(
     assert await connection.fetchval("SELECT last_error FROM jobs WHERE id = $1", job_id) == "note"
 
 
-async def test_add_many_stores_nothing_when_one_job_fails(migrated_dsn: str) -> None:
-    pool = await create_pool(migrated_dsn)
-    try:
-        jobs = PostgresJobRepository(pool)
-        ids = Uuid7Source()
-        first = NewJob(id=ids.new_id(), queue="rollback-probe", job_type="email")
-        clash = NewJob(id=first.id, queue="rollback-probe", job_type="email")
-        batch = [first, NewJob(id=ids.new_id(), queue="rollback-probe", job_type="email"), clash]
-
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await jobs.add_many(batch)
-
-        assert [await jobs.get(job.id) for job in batch] == [None, None, None]
-    finally:
-        await pool.close()
-
-
 async def test_unreachable_database_is_reported_unavailable() -> None:
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/taskforge"
 

@@ -12,6 +12,7 @@ from tests.integration.http.conftest import JobFactory, assert_error
 
 JSON = {"content-type": "application/json"}
 UNKNOWN_ID = "01900000-0000-7000-8000-000000000003"
+FULL_WIDTH_ID = "\uff10" + UNKNOWN_ID[1:]  # a full-width zero first
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,13 @@ UNKNOWN_ID = "01900000-0000-7000-8000-000000000003"
         ({"jobType": "email", "delay": 1e12}, "delay"),
         ({"jobType": "email", "runAt": "tomorrow"}, "runAt"),
         ({"jobType": "email", "runAt": "2030-01-01T00:00:00Z", "delay": 5}, "runAt"),
+        # Due times outside 1970-01-01T00:00:00Z..9999-12-31T23:59:59Z:
+        ({"jobType": "email", "runAt": "0001-01-01T00:00:00Z"}, "runAt"),  # was -infinity
+        ({"jobType": "email", "runAt": "1969-12-31T23:59:59Z"}, "runAt"),
+        ({"jobType": "email", "runAt": "1970-01-01T00:00:00+00:01"}, "runAt"),  # 1969 in UTC
+        ({"jobType": "email", "runAt": "9999-12-31T23:59:59.5Z"}, "runAt"),
+        ({"jobType": "email", "runAt": "9999-12-31T23:59:59-14:00"}, "runAt"),  # was a 500
+        ({"jobType": "email", "runAt": "0001-01-01T00:00:00+14:00"}, "runAt"),
     ],
 )
 async def test_invalid_job_is_400_naming_the_field(
@@ -159,6 +167,14 @@ async def test_invalid_reason_body_is_400_and_changes_nothing(
     [
         ("GET", "/jobs/not-a-uuid"),
         ("GET", "/jobs/12345"),
+        # Only the canonical 8-4-4-4-12 form; Python's UUID() would accept all of these.
+        ("GET", f"/jobs/urn:uuid:{UNKNOWN_ID}"),
+        ("GET", f"/jobs/{UNKNOWN_ID.replace('-', '')}"),
+        ("GET", f"/jobs/{{{UNKNOWN_ID}}}"),
+        ("GET", f"/jobs/{FULL_WIDTH_ID}"),
+        ("POST", f"/jobs/{UNKNOWN_ID.replace('-', '')}/cancel"),
+        ("GET", f"/dlq/urn:uuid:{UNKNOWN_ID}"),
+        ("POST", f"/dlq/{UNKNOWN_ID.replace('-', '')}/replay"),
         ("POST", "/jobs/not-a-uuid/cancel"),
         ("POST", "/jobs/not-a-uuid/dlq"),
         ("POST", "/jobs/not-a-uuid/retry"),

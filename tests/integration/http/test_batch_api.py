@@ -66,6 +66,11 @@ async def test_batch_of_known_keys_only_answers_200(client: httpx.AsyncClient) -
         ({"payload": {}}, "jobs[2].jobType"),  # missing field
         ({"jobType": "has space"}, "jobs[2].jobType"),  # breaks a domain rule
         ({"jobType": "email", "initialDelay": 10, "maxDelay": 1}, "jobs[2].maxDelay"),
+        # Due times outside 1970-9999 UTC: Postgres stored these (some as -infinity) and
+        # answered 500.
+        ({"jobType": "email", "runAt": "0001-01-01T00:00:00Z"}, "jobs[2].runAt"),
+        ({"jobType": "email", "runAt": "9999-12-31T23:59:59.999999Z"}, "jobs[2].runAt"),
+        ({"jobType": "email", "runAt": "9999-12-31T23:59:59-14:00"}, "jobs[2].runAt"),
     ],
 )
 async def test_a_bad_item_is_named_by_index_and_nothing_is_stored(
@@ -77,6 +82,7 @@ async def test_a_bad_item_is_named_by_index_and_nothing_is_stored(
 
     body = assert_error(response, 400, "validation_error", field)
     assert body["message"].startswith(field)
+    assert body["details"]["index"] == 2
     assert (await client.get("/jobs")).json()["total"] == 0
 
 

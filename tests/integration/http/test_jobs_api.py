@@ -134,6 +134,23 @@ async def test_run_at_without_an_offset_is_read_as_utc(create_job: JobFactory) -
     assert parse_time(job["nextRunAt"]) == datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("run_at", "due"),
+    [
+        ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),  # the earliest allowed
+        ("9999-12-31T23:59:59Z", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),  # the latest
+        ("9999-12-31T23:59:59+14:00", datetime(9999, 12, 31, 9, 59, 59, tzinfo=UTC)),
+        ("2031-05-06T07:08:09-02:00", datetime(2031, 5, 6, 9, 8, 9, tzinfo=UTC)),
+    ],
+)
+async def test_run_at_is_kept_in_utc_up_to_the_ends_of_its_range(
+    create_job: JobFactory, run_at: str, due: datetime
+) -> None:
+    job = await create_job(runAt=run_at)
+
+    assert job["nextRunAt"] in (due.isoformat(), due.isoformat().replace("+00:00", "Z"))
+
+
 async def test_a_job_is_found_by_id(client: httpx.AsyncClient, create_job: JobFactory) -> None:
     job = await create_job(payload={"k": [1, 2, 3]})
 
@@ -141,6 +158,17 @@ async def test_a_job_is_found_by_id(client: httpx.AsyncClient, create_job: JobFa
 
     assert response.status_code == 200
     assert response.json() == job
+
+
+async def test_a_job_id_may_be_written_in_upper_case(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job = await create_job()
+
+    response = await client.get(f"/jobs/{job['id'].upper()}")
+
+    assert response.status_code == 200
+    assert response.json()["id"] == job["id"]
 
 
 async def test_an_unknown_job_is_404(client: httpx.AsyncClient) -> None:
