@@ -20,7 +20,7 @@ from taskforge.entrypoints.http.app import create_app
 
 def app_from_environment() -> Litestar:
     settings = dataclasses.replace(Settings.from_env(os.environ), service_name="taskforge-api")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
     app = create_app(container, settings)
     app.on_shutdown.append(container.close)
