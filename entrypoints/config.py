@@ -18,6 +18,7 @@ from taskforge.domain.validation import validate_queue_name
 T = TypeVar("T")
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("json", "text")
 TRACING_EXPORTERS = ("stdout", "none")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -64,6 +65,8 @@ class Settings:
     redis_db: int = 0
     redis_password: str = field(default="", repr=False)
     log_level: str = "info"
+    log_format: str | None = None
+    """`json` or `text`; None (LOG_FORMAT unset) means text on a terminal, else json."""
     worker_concurrency: int = 10
     rate_limit_per_sec: float = 0.0
     tracing_enabled: bool = False
@@ -130,6 +133,7 @@ class Settings:
             redis_db=get("REDIS_DB", _int_range(0, 2**31 - 1), 0),
             redis_password=env.get("REDIS_PASSWORD", ""),
             log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), defaults.log_level),
+            log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
             rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _number(0, 1e9), 0.0),
             tracing_enabled=get("TRACING_ENABLED", parse_bool, False),

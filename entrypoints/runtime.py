@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -38,7 +39,7 @@ from taskforge.application.ports import (
 )
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
 from taskforge.application.worker import Worker, WorkerSettings
-from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.config import Address, Settings
 from taskforge.entrypoints.demo_handlers import demo_registry
 from taskforge.entrypoints.http.app import create_app
 from taskforge.entrypoints.http.server import bounded_protocol
@@ -101,7 +102,33 @@ def load_handlers(modules: tuple[str, ...], demo: bool) -> HandlerRegistry:
     return registry
 
 
-async def serve_http(container: AsyncContainer, settings: Settings, stop: asyncio.Event) -> None:
+class ListenError(Exception):
+    """The HTTP address cannot be listened on (taken, not local, no permission): one line."""
+
+
+def listening_socket(address: Address) -> socket.socket:
+    """A TCP socket bound to `address`, bound as uvicorn binds (SO_REUSEADDR), or ListenError.
+    Bound before anything else starts, so a taken port stops the process at once."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ListenError(
+            f"cannot listen on {address}: {reason or exc}; "
+            "choose another address with HTTP_ADDR (or --addr for taskforge dev)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve_http(
+    container: AsyncContainer, settings: Settings, stop: asyncio.Event, sock: socket.socket
+) -> None:
+    """Serve the API on `sock` (from `listening_socket`) until `stop`."""
     app = create_app(container, settings)
     config = uvicorn.Config(
         app,
@@ -114,7 +141,9 @@ async def serve_http(container: AsyncContainer, settings: Settings, stop: asynci
         http=bounded_protocol(settings),
     )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    # uvicorn says where it listens only when it binds the socket itself.
+    log.info("API listening on http://%s (docs at /schema)", settings.http_addr)
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if serving in done:
@@ -213,7 +242,9 @@ async def serve_process_metrics(container: AsyncContainer, settings: Settings) -
 
 
 async def run_roles(container: AsyncContainer, settings: Settings, roles: set[str]) -> None:
-    """Run the given roles ("api", "worker", "scheduler") until a stop signal."""
+    """Run the given roles ("api", "worker", "scheduler") until a stop signal. ListenError
+    before anything starts when the API's address cannot be listened on."""
+    sock = listening_socket(settings.http_addr) if "api" in roles else None
     signals = StopSignals()
     signals.install()
     tracing = await container.get(OpenTelemetryTracing | None)
@@ -229,9 +260,9 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
             tasks.append(
                 asyncio.create_task(work(container, settings, signals.stop), name="worker")
             )
-        if "api" in roles:
+        if sock is not None:
             tasks.append(
-                asyncio.create_task(serve_http(container, settings, signals.stop), name="api")
+                asyncio.create_task(serve_http(container, settings, signals.stop, sock), name="api")
             )
         # One role failing for good (e.g. the port is taken) stops the others.
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

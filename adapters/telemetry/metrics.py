@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     GCCollector,
@@ -40,6 +41,12 @@ from taskforge.application.metrics import (
 
 # The `_created` series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+METRICS_MEDIA_TYPE = "; ".join(
+    part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
+)
+"""The exposition format's media type without its charset, which the web framework adds
+(written twice otherwise)."""
 
 HTTP_SECONDS_BUCKETS = tuple(bound for bound in JOB_SECONDS_BUCKETS if bound <= 10.0)
 """Requests: the job buckets from 1 ms up to 10 s."""

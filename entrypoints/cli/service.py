@@ -5,16 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from typing import Annotated, TypeVar
 
 from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
-from taskforge.entrypoints.config import ConfigError, Settings, parse_address
+from taskforge.entrypoints.config import Address, ConfigError, Settings, parse_address
 from taskforge.entrypoints.container import Backend, make_container
-from taskforge.entrypoints.runtime import load_handlers, run_event_loop, run_roles
+from taskforge.entrypoints.runtime import (
+    ListenError,
+    listening_socket,
+    load_handlers,
+    run_event_loop,
+    run_roles,
+)
 
 T = TypeVar("T")
+
+DEV_HTTP_ADDR = Address("127.0.0.1", 8080)
+"""`taskforge dev` listens on this machine only unless told otherwise: it runs without a token."""
 
 app = App(
     name="taskforge",
@@ -35,7 +45,7 @@ def _run(
     settings = _settings({**overrides, "service_name": f"taskforge-{role}"}, flags)
     if backend is Backend.POSTGRES_REDIS:
         settings.require_postgres(role)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
     container = make_container(settings, backend, handlers)
     run_event_loop(run_roles(container, settings, roles))
@@ -49,17 +59,31 @@ def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None)
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
 
 
+def dev_http_addr(flag: str | None, env: Mapping[str, str]) -> Address | None:
+    """Where `taskforge dev` listens: --addr, else HTTP_ADDR (None: the settings read it),
+    else 127.0.0.1:8080."""
+    if flag:
+        return parse_address("--addr", flag)
+    if env.get("HTTP_ADDR", "").strip():
+        return None
+    return DEV_HTTP_ADDR
+
+
 @app.command
 def dev(
     addr: Annotated[
-        str | None, Parameter(help="Listen address, e.g. :8080 (default HTTP_ADDR)")
+        str | None,
+        Parameter(
+            help="Listen address (default HTTP_ADDR, else 127.0.0.1:8080); :8080 listens on "
+            "every interface"
+        ),
     ] = None,
 ) -> None:
     """API, worker and scheduler in one process on the in-memory backend; nothing to install.
 
-    Example: taskforge dev --addr 127.0.0.1:8080
+    Example: taskforge dev --addr :8080   (reachable from other machines)
     """
-    http_addr = parse_address("--addr", addr) if addr else None
+    http_addr = dev_http_addr(addr, os.environ)
     _run("dev", Backend.MEMORY, {"api", "worker", "scheduler"}, http_addr=http_addr)
 
 
@@ -84,7 +108,9 @@ def _serve_api_processes(settings: Settings) -> None:
     from taskforge.entrypoints.http.server import BoundedHttpProtocol
 
     settings.require_postgres("api")
-    configure_logging(settings.log_level)
+    # uvicorn binds again in its supervisor; this only turns a taken port into one line.
+    listening_socket(settings.http_addr).close()
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "taskforge.entrypoints.http.asgi:app_from_environment",
         factory=True,
@@ -192,6 +218,9 @@ def main() -> None:
     except ConfigError as exc:
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ListenError as exc:
+        print(f"taskforge: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

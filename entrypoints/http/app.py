@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from dishka import AsyncContainer
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
@@ -15,6 +18,8 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
 
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import handle_exception
@@ -27,13 +32,16 @@ BEARER = "BearerToken"
 REQUEST_ID_HEADER = "X-Request-ID"
 STRICT_BODIES = ("JobIn", "ReasonIn")
 """Request bodies decoded with unknown fields forbidden."""
+DOCS_PATH = "/schema"
+DOCS_ASSETS_PATH = f"{DOCS_PATH}/assets"
+"""Swagger UI's scripts, styles and icons, served by TaskForge itself: the docs work offline."""
 
 
 def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     """The API on `container`'s backend. The OpenAPI schema is served at /schema
     (openapi.json at /schema/openapi.json)."""
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, _docs_assets()],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.max_payload_bytes,
         openapi_config=_openapi_config(settings),
@@ -43,8 +51,14 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     setup_injection(container, app)
     # Wrapping the router itself (not the route handlers, as Litestar's middleware does)
     # covers unknown routes and wrong methods too.
+    route_methods = {
+        route.path: frozenset(route.methods) for route in app.routes if isinstance(route, HTTPRoute)
+    }
     app.asgi_handler = RequestContextMiddleware(
-        app.asgi_handler, api_token=settings.api_token, container=container
+        app.asgi_handler,
+        api_token=settings.api_token,
+        container=container,
+        route_methods=route_methods,
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app
@@ -59,14 +73,39 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
             "A fault-tolerant distributed job queue and scheduler. Every error response is "
             '`{"code", "message", "details"}`; every response carries `X-Request-ID`.'
         ),
-        path="/schema",
-        render_plugins=[SwaggerRenderPlugin()],
+        path=DOCS_PATH,
+        render_plugins=[
+            SwaggerRenderPlugin(
+                js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' href='{DOCS_ASSETS_PATH}/favicon-32x32.png'>",
+            )
+        ],
         components=Components(
-            security_schemes={BEARER: SecurityScheme(type="http", scheme="bearer")}
-            if secured
-            else None
+            security_schemes={
+                BEARER: SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description=(
+                        "The server's API_TOKEN. Needed by every route but /healthz, /readyz "
+                        "and /metrics when the server sets API_TOKEN; not needed otherwise."
+                    ),
+                )
+            }
         ),
         security=[{BEARER: []}] if secured else None,
+    )
+
+
+def _docs_assets() -> Router:
+    """Swagger UI's files from the swagger-ui-py distribution (found without importing it)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py distribution is not installed")
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return create_static_files_router(
+        path=DOCS_ASSETS_PATH, directories=[static], name="docs-assets", include_in_schema=False
     )
 
 

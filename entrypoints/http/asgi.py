@@ -21,7 +21,7 @@ from taskforge.entrypoints.http.server import bounded_protocol
 
 def app_from_environment() -> Litestar:
     settings = dataclasses.replace(Settings.from_env(os.environ), service_name="taskforge-api")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
     bounded_protocol(settings)  # this process's HTTP limits (uvicorn builds the protocol)
     app = create_app(container, settings)

@@ -22,6 +22,7 @@ from taskforge.domain.errors import (
     Unavailable,
     ValidationError,
 )
+from taskforge.entrypoints.http.middleware import CLIENT_CLOSED_REQUEST, client_disconnected
 from taskforge.entrypoints.http.schemas import FIELD_RULES, ErrorOut, NotReadyOut
 
 log = logging.getLogger("taskforge.http")
@@ -100,6 +101,11 @@ def handle_exception(
         return _domain_error(exc)
     if isinstance(exc, HTTPException) and (exc.status_code < 500 or exc.status_code == 503):
         return _framework_error(exc)
+    if client_disconnected():
+        # Nobody reads this answer; the access line and the metrics record the 499.
+        return error_response(
+            CLIENT_CLOSED_REQUEST, "client_closed_request", "the client disconnected"
+        )
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
 

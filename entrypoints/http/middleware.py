@@ -1,5 +1,5 @@
 """ASGI middleware: request ids, bearer-token access, one access log line per request, the
-HTTP request metrics and, when tracing is on, a span per request.
+HTTP request metrics and, when tracing is on, a span per request; HEAD and the Allow header.
 
 It wraps the whole application, router included, so unknown routes, wrong methods and
 rejected tokens get a request id, an access log line and a count like every other response.
@@ -13,13 +13,23 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from dishka import AsyncContainer
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 
 from taskforge.adapters.telemetry.logging import request_id_var
 from taskforge.adapters.telemetry.metrics import HttpMetrics
@@ -32,7 +42,8 @@ _SANE_REQUEST_ID = re.compile(rb"[!-~](?:[ -~]{0,126}[!-~])?")
 """Printable ASCII, 1-128 characters, no surrounding spaces: safe to echo and to log."""
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Served without a token even when API_TOKEN is set: probes and scrapers carry none."""
+"""Served without a token even when API_TOKEN is set: probes and scrapers carry none. A
+trailing slash (`/healthz/`) reaches the same route and is just as open."""
 
 UNTRACED_PATHS = OPEN_PATHS
 """Probes and scrapes come every few seconds and would bury the traces worth reading."""
@@ -41,8 +52,33 @@ UNMATCHED_ROUTE = "(unmatched)"
 """The route label of requests no route handled: unknown paths, wrong methods, refused
 tokens. Raw paths never become labels (each job id would be a series of its own)."""
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged and counted when the client went away before its request body was
+read (nginx's code): not a server error, and nothing is sent to anyone."""
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _PATH_PARAMETER = re.compile(r"\{(\w+):[^}]*\}")
+_client_gone: ContextVar[bool] = ContextVar("taskforge_client_gone", default=False)
+
+
+def client_disconnected() -> bool:
+    """Whether the client of the request being served disconnected before its body was
+    read: the error handler answers 499 instead of logging a server error."""
+    return _client_gone.get()
+
+
+def is_open(path: str) -> bool:
+    """Served without a token: the probes and the metrics scrape, trailing slash or not."""
+    return (path.rstrip("/") or "/") in OPEN_PATHS
+
+
+def allowed_methods(listed: str, route_methods: frozenset[str] | None) -> str:
+    """An Allow header: the route's methods when known (else those the framework listed),
+    with HEAD wherever GET is, sorted."""
+    methods = set(route_methods or (m.strip() for m in listed.split(",") if m.strip()))
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 @lru_cache(maxsize=256)
@@ -79,12 +115,24 @@ class RequestContextMiddleware:
     """Adds X-Request-ID to every response (the caller's when it is a sane token) and binds it
     to every log line written while serving; checks API_TOKEN when one is configured; logs
     method, path, status and latency once per request and counts it (by route template);
-    with tracing on, serves it in a span that continues the caller's `traceparent`."""
+    with tracing on, serves it in a span that continues the caller's `traceparent`.
 
-    def __init__(self, app: ASGIApp, api_token: str | None, container: AsyncContainer) -> None:
+    HEAD is served wherever GET is: as a GET whose body is not sent. Allow headers (405 and
+    OPTIONS) list every method of the route, HEAD included. A client that disconnects before
+    its body is read is logged and counted as 499."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_token: str | None,
+        container: AsyncContainer,
+        route_methods: Mapping[str, frozenset[str]],
+    ) -> None:
+        """`route_methods`: the methods of each route, by path template."""
         self._app = app
         self._token = api_token.encode() if api_token else None
         self._container = container
+        self._route_methods = route_methods
         self._telemetry: _Telemetry | None = None
 
     async def _resolve_telemetry(self) -> _Telemetry:
@@ -127,29 +175,48 @@ class RequestContextMiddleware:
     ) -> None:
         started = time.perf_counter()
         status = 500
+        method = str(scope.get("method", ""))
+        head = method == "HEAD"
+        # A copy: the server's own scope keeps HEAD, so it sends no body either.
+        app_scope = cast(Scope, {**scope, "method": "GET"}) if head else scope
+        client_gone = _client_gone.set(False)
+
+        async def receive_watching() -> ReceiveMessage:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                _client_gone.set(True)
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [
-                    (key, value)
-                    for key, value in message.get("headers", ())
-                    if key.lower() != REQUEST_ID_HEADER
-                ]
+                headers = []
+                for key, value in message.get("headers", ()):
+                    if key.lower() == REQUEST_ID_HEADER:
+                        continue
+                    if key.lower() == b"allow":
+                        template = app_scope.get("path_template")
+                        methods = self._route_methods.get(template) if template else None
+                        value = allowed_methods(value.decode("latin-1"), methods).encode()
+                    headers.append((key, value))
                 headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
                 message = {**message, "headers": headers}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
             if self._refuses(scope):
                 await _send_unauthorized(send_with_id)
                 return
-            await self._app(scope, receive, send_with_id)
+            await self._app(app_scope, receive_watching, send_with_id)
         finally:
+            if _client_gone.get() and status >= 500:
+                status = CLIENT_CLOSED_REQUEST
+            _client_gone.reset(client_gone)
             elapsed = time.perf_counter() - started
-            method = str(scope.get("method", ""))
-            template = scope.get("path_template")
+            template = app_scope.get("path_template")
             route = route_label(template) if template else UNMATCHED_ROUTE
             telemetry.metrics.observe(method_label(method), route, status, elapsed)
             if span is not None:
@@ -168,7 +235,7 @@ class RequestContextMiddleware:
             )
 
     def _refuses(self, scope: Scope) -> bool:
-        if self._token is None or scope["path"] in OPEN_PATHS:
+        if self._token is None or is_open(scope["path"]):
             return False
         return not self._authorized(self._token, _header(scope, b"authorization"))
 

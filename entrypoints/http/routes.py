@@ -13,9 +13,12 @@ from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, Operation, RequestBody
 from litestar.params import Body, Parameter
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from taskforge.adapters.telemetry.metrics import HttpMetrics, render_api_metrics
+from taskforge.adapters.telemetry.metrics import (
+    METRICS_MEDIA_TYPE,
+    HttpMetrics,
+    render_api_metrics,
+)
 from taskforge.application.jobs import (
     CancelJob,
     EnqueueJob,
@@ -454,7 +457,7 @@ async def metrics(
     view, dead = await asyncio.gather(store.read(), dead_letters.count())
     depths = await ready_queue.depth(sorted(view.queues | {settings.queue_name}))
     text = render_api_metrics(view, depths, dead, http_metrics).decode()
-    return Response(text, media_type=CONTENT_TYPE_LATEST)
+    return Response(text, media_type=METRICS_MEDIA_TYPE)
 
 
 ROUTES = [

@@ -25,6 +25,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.redis_db == 0
     assert settings.redis_password == ""
     assert settings.log_level == "info"
+    assert settings.log_format is None  # text on a terminal, else json
     assert settings.worker_concurrency == 10
     assert settings.rate_limit_per_sec == 0.0
     assert settings.tracing_enabled is False
@@ -110,6 +111,11 @@ def test_log_level_is_case_insensitive(raw: str, level: str) -> None:
     assert Settings.from_env({"LOG_LEVEL": raw}).log_level == level
 
 
+@pytest.mark.parametrize(("raw", "log_format"), [("json", "json"), ("TEXT", "text")])
+def test_log_format_is_json_or_text_in_any_case(raw: str, log_format: str) -> None:
+    assert Settings.from_env({"LOG_FORMAT": raw}).log_format == log_format
+
+
 @pytest.mark.parametrize(
     ("raw", "value"),
     [
@@ -142,6 +148,7 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("WORKER_CONCURRENCY", "1_0", "whole number"),
         ("LOG_LEVEL", "verbose", "debug, info, warn, error"),
         ("LOG_LEVEL", "warning", "debug, info, warn, error"),
+        ("LOG_FORMAT", "pretty", "json, text"),
         ("REDIS_DB", "-1", "whole number"),
         ("REDIS_DB", "one", "whole number"),
         ("TRACING_ENABLED", "maybe", "true or false"),

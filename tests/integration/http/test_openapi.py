@@ -3,6 +3,7 @@ request and response models, its error responses (all ErrorOut) and an example j
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -230,3 +231,35 @@ async def test_every_response_documents_the_request_id_header(document: dict[str
             header = response["headers"]["X-Request-ID"]
             assert header["required"] is True, (key, status)
             assert header["schema"]["type"] == "string"
+
+
+async def test_the_bearer_scheme_is_declared_even_without_an_api_token(
+    document: dict[str, Any],
+) -> None:
+    scheme = document["components"]["securitySchemes"]["BearerToken"]
+
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+
+
+ASSET_REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
+
+
+@pytest.mark.parametrize("page", ["/schema", "/schema/swagger"])
+async def test_the_docs_page_loads_every_asset_from_the_api_itself(page: str) -> None:
+    settings = Settings()
+    container = make_container(settings, Backend.MEMORY, HandlerRegistry())
+    transport = httpx.ASGITransport(app=create_app(container, settings))  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            html = await client.get(page)
+            assets = ASSET_REFERENCE.findall(html.text)
+            answers = {asset: (await client.get(asset)).status_code for asset in assets}
+    finally:
+        await container.close()
+
+    assert html.status_code == 200
+    assert "SwaggerUIBundle" in html.text
+    assert len(assets) >= 3  # the script bundle, its preset and the stylesheet at least
+    assert [asset for asset in assets if not asset.startswith("/") or "//" in asset] == []
+    assert "://" not in html.text.replace("http://www.w3.org", "")
+    assert answers == dict.fromkeys(assets, 200)

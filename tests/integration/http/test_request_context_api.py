@@ -212,7 +212,7 @@ def configured_logging(level: str) -> Iterator[io.StringIO]:
     saved = (root.handlers[:], root.level, uvicorn_access.disabled)
     stream = io.StringIO()
     try:
-        configure_logging(level)
+        configure_logging(level, "json")
         [handler] = root.handlers
         assert isinstance(handler, logging.StreamHandler)
         handler.setStream(stream)

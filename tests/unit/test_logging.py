@@ -1,0 +1,97 @@
+"""LOG_FORMAT: JSON lines for machines, readable lines for a terminal, the request and trace
+ids in both; unset, the format follows whether standard error is a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from rich.logging import RichHandler
+
+from taskforge.adapters.telemetry.logging import (
+    JsonFormatter,
+    configure_logging,
+    request_id_var,
+    trace_id_var,
+)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def log_access_line() -> None:
+    request = request_id_var.set("req-42")
+    trace = trace_id_var.set("0af7651916cd43dd8448eb211c80319c")
+    try:
+        logging.getLogger("taskforge.http.access").info(
+            "%s %s %d",
+            "GET",
+            "/jobs",
+            200,
+            extra={"method": "GET", "path": "/jobs", "status": 200, "latency_ms": 1.5},
+        )
+    finally:
+        trace_id_var.reset(trace)
+        request_id_var.reset(request)
+
+
+@pytest.mark.parametrize(
+    ("log_format", "stream", "rich"),
+    [
+        (None, io.StringIO(), False),  # unset, not a terminal: json
+        (None, Terminal(), True),  # unset, a terminal: readable lines
+        ("json", Terminal(), False),  # asked for json on a terminal
+        ("text", io.StringIO(), True),  # asked for text in a pipe
+    ],
+)
+def test_the_format_follows_log_format_else_the_terminal(
+    log_format: str | None, stream: io.StringIO, rich: bool
+) -> None:
+    configure_logging("info", log_format, stream)
+
+    [handler] = logging.getLogger().handlers
+    assert isinstance(handler, RichHandler) is rich
+    assert isinstance(handler.formatter, JsonFormatter) is not rich
+
+
+def test_json_lines_carry_the_request_and_trace_ids() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+
+    log_access_line()
+
+    line = json.loads(stream.getvalue())
+    assert (line["message"], line["status"], line["latency_ms"]) == ("GET /jobs 200", 200, 1.5)
+    assert line["request_id"] == "req-42"
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_text_lines_are_readable_and_carry_the_request_and_trace_ids() -> None:
+    stream = io.StringIO()  # not a terminal: the same line without colours
+    configure_logging("info", "text", stream)
+
+    log_access_line()
+
+    text = stream.getvalue()
+    assert "GET /jobs 200 request_id=req-42" in text  # the line wraps at the console's width
+    assert "trace_id=0af7651916cd43dd8448eb211c80319c" in text
+    assert "latency_ms=1.5" in text
+    assert "method=" not in text  # already said by the message
+    assert "INFO" in text
+    assert not text.lstrip().startswith("{")

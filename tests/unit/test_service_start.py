@@ -1,0 +1,64 @@
+"""Starting the API: where `taskforge dev` listens by default, and one clear line (no
+traceback) when the address is taken."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from taskforge.entrypoints.cli.service import dev_http_addr
+from taskforge.entrypoints.config import Address
+from tests.unit.test_config import run_taskforge
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "address"),
+    [
+        (None, {}, Address("127.0.0.1", 8080)),  # this machine only: dev has no token
+        (None, {"HTTP_ADDR": " "}, Address("127.0.0.1", 8080)),  # blank counts as unset
+        (None, {"HTTP_ADDR": ":9000"}, None),  # None: the settings take HTTP_ADDR
+        (":9000", {}, Address("0.0.0.0", 9000)),  # exposed on every interface on request
+        ("127.0.0.1:9001", {"HTTP_ADDR": ":9000"}, Address("127.0.0.1", 9001)),
+    ],
+)
+def test_dev_listens_on_localhost_unless_told_otherwise(
+    flag: str | None, env: dict[str, str], address: Address | None
+) -> None:
+    assert dev_http_addr(flag, env) == address
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["dev", "--addr", "127.0.0.1:{port}"], {}),
+        (["dev"], {"HTTP_ADDR": "127.0.0.1:{port}"}),
+        (["api"], {"HTTP_ADDR": "127.0.0.1:{port}", "API_WORKERS": "1"}),
+        (["api"], {"HTTP_ADDR": "127.0.0.1:{port}", "API_WORKERS": "2"}),
+    ],
+    ids=["dev-flag", "dev-env", "api", "api-processes"],
+)
+def test_a_taken_port_is_one_line_and_a_failed_exit(
+    taken_port: int, args: list[str], env: dict[str, str]
+) -> None:
+    dsn = {"POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none"}
+    filled = {key: value.format(port=taken_port) for key, value in env.items()}
+
+    result = run_taskforge(*(arg.format(port=taken_port) for arg in args), env={**dsn, **filled})
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"taskforge: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
+        "choose another address with HTTP_ADDR (or --addr for taskforge dev)"
+    ], result.stderr
