@@ -12,7 +12,12 @@ from cyclopts import App, Parameter, validators
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.entrypoints.config import ConfigError, Settings, parse_address
 from taskforge.entrypoints.container import Backend, make_container
-from taskforge.entrypoints.runtime import load_handlers, run_event_loop, run_roles
+from taskforge.entrypoints.runtime import (
+    HandlerModuleError,
+    load_handlers,
+    run_event_loop,
+    run_roles,
+)
 
 T = TypeVar("T")
 
@@ -49,18 +54,32 @@ def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None)
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
 
 
+Handlers = Annotated[
+    str | None,
+    Parameter(
+        help="Modules that register handlers, comma-separated; the current directory is"
+        " searched first (default TASKFORGE_HANDLERS)"
+    ),
+]
+
+
 @app.command
 def dev(
     addr: Annotated[
         str | None, Parameter(help="Listen address, e.g. :8080 (default HTTP_ADDR)")
     ] = None,
+    handlers: Handlers = None,
 ) -> None:
     """API, worker and scheduler in one process on the in-memory backend; nothing to install.
 
-    Example: taskforge dev --addr 127.0.0.1:8080
+    The demo handlers (email, noop, sleep, fail) are always there; a job type your
+    --handlers modules also register runs your handler.
+
+    Example: taskforge dev --addr 127.0.0.1:8080 --handlers myjobs
     """
     http_addr = parse_address("--addr", addr) if addr else None
-    _run("dev", Backend.MEMORY, {"api", "worker", "scheduler"}, http_addr=http_addr)
+    flags = {"TASKFORGE_HANDLERS": handlers} if handlers is not None else None
+    _run("dev", Backend.MEMORY, {"api", "worker", "scheduler"}, flags, http_addr=http_addr)
 
 
 @app.command
@@ -101,11 +120,13 @@ def worker(
         str | None, Parameter(help="Comma-separated queues (default QUEUE_NAME)")
     ] = None,
     concurrency: Annotated[int | None, Parameter(help="Slots (default WORKER_CONCURRENCY)")] = None,
-    handlers: Annotated[
-        str | None, Parameter(help="Modules that register handlers, comma-separated")
-    ] = None,
+    handlers: Handlers = None,
     demo_handlers: Annotated[
-        bool, Parameter(help="Also load the demo handlers (email, noop, sleep, fail)")
+        bool,
+        Parameter(
+            help="Also load the demo handlers (email, noop, sleep, fail) for the job"
+            " types your modules leave free"
+        ),
     ] = False,
 ) -> None:
     """Run jobs (needs POSTGRES_DSN and Redis).
@@ -186,7 +207,7 @@ def bench(
 def main() -> None:
     try:
         app()
-    except ConfigError as exc:
+    except (ConfigError, HandlerModuleError) as exc:
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
