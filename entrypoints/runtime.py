@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
@@ -91,15 +92,64 @@ class _Server(uvicorn.Server):
         yield
 
 
+class HandlerModuleError(Exception):
+    """A handler module that cannot be imported; the message is the one line shown."""
+
+
 def load_handlers(modules: tuple[str, ...], demo: bool) -> HandlerRegistry:
-    """Import the user's handler modules (they register into `taskforge.handler`)."""
+    """Import the user's handler modules (they register into `taskforge.handler`).
+
+    As Celery, RQ and Dramatiq do, the current directory goes first on the import path
+    when there are modules to import, so `--handlers myjobs` finds `./myjobs.py`. With
+    `demo`, the demo handlers serve the job types the user's modules leave free: a module
+    may register its own `email` in dev mode.
+    """
+    if modules:
+        _put_current_directory_on_path()
     for module in modules:
-        importlib.import_module(module)
+        _import_handler_module(module)
     registry = HandlerRegistry()
     registry.merge(default_registry)
     if demo:
-        registry.merge(demo_registry())
+        demos = demo_registry()
+        for job_type in demos:
+            if job_type in registry:
+                log.info("jobType %r runs your handler instead of the demo one", job_type)
+            else:
+                registry.register(job_type, demos.get(job_type))
     return registry
+
+
+def _put_current_directory_on_path() -> None:
+    # "" is the current directory as `python -c` and `python -m` put it on the path.
+    directory = os.getcwd()
+    if directory not in sys.path and "" not in sys.path:
+        sys.path.insert(0, directory)
+
+
+def _import_handler_module(module: str) -> None:
+    """Missing or broken imports become a HandlerModuleError; an exception raised by the
+    module's own code keeps its traceback (that is a bug to debug), with a note naming it."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module
+        if module == missing or module.startswith(missing + "."):
+            raise HandlerModuleError(
+                f"cannot import handler module {module!r}: no module named {missing!r} in the"
+                f" current directory ({os.getcwd()}) or the installed packages"
+            ) from None
+        raise HandlerModuleError(
+            f"cannot import handler module {module!r}: it imports {missing!r},"
+            " which is not installed"
+        ) from None
+    except (ImportError, SyntaxError) as exc:
+        raise HandlerModuleError(
+            f"cannot import handler module {module!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    except Exception as exc:
+        exc.add_note(f"(raised while importing handler module {module!r})")
+        raise
 
 
 class ListenError(Exception):

@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from taskforge.domain.states import TERMINAL_STATES
+from taskforge.domain.states import TERMINAL_STATES, JobState
 from taskforge.entrypoints.cli.client_api import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -77,6 +77,7 @@ Exit codes:
 """
 
 PLAIN_WIDTH = 100_000
+STATES = tuple(state.value for state in JobState)
 
 GLOBAL = Group("Global options", sort_key=100)
 
@@ -139,7 +140,9 @@ class Session:
 
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
-JobId = Annotated[UUID, Parameter(name="--id", help="The job's id (a UUID).")]
+JobId = Annotated[
+    UUID, Parameter(name="--id", help="The job's id (a UUID), given as is or after --id.")
+]
 Reason = Annotated[str | None, Parameter(help="Why; stored on the job and shown by `status`.")]
 Limit = Annotated[
     int | None, Parameter(help="Page size (the API's default is 50, its maximum 200).")
@@ -265,8 +268,8 @@ def _os_reason(exc: OSError | UnicodeDecodeError) -> str:
 
 @app.command
 def status(
-    *,
     job_id: JobId,
+    *,
     watch: Annotated[
         bool,
         Parameter(negative="", help="Follow the job until it is SUCCEEDED, DLQ or CANCELLED."),
@@ -279,7 +282,7 @@ def status(
     """Show one job: state, attempts, policy, timings, last error.
 
     For example:
-        taskforge-cli status --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 --watch
+        taskforge-cli status 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 --watch
     """
     if watch:
         _watch(session, job_id, interval)
@@ -334,7 +337,7 @@ def _observable(job: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @app.command
-def cancel(*, job_id: JobId, reason: Reason = None, session: SessionParam) -> None:
+def cancel(job_id: JobId, *, reason: Reason = None, session: SessionParam) -> None:
     r"""Cancel a PENDING, RUNNING or FAILED job (a running handler is interrupted).
 
     For example:
@@ -345,7 +348,7 @@ def cancel(*, job_id: JobId, reason: Reason = None, session: SessionParam) -> No
 
 
 @app.command
-def retry(*, job_id: JobId, session: SessionParam) -> None:
+def retry(job_id: JobId, *, session: SessionParam) -> None:
     """Run a FAILED, DLQ or CANCELLED job again now.
 
     For example:
@@ -355,7 +358,7 @@ def retry(*, job_id: JobId, session: SessionParam) -> None:
 
 
 @app.command
-def move_to_dlq(*, job_id: JobId, reason: Reason = None, session: SessionParam) -> None:
+def move_to_dlq(job_id: JobId, *, reason: Reason = None, session: SessionParam) -> None:
     r"""Move a job to the dead-letter queue by hand.
 
     For example:
@@ -381,7 +384,7 @@ def list_jobs(
     queue: Annotated[str | None, Parameter(help="Only this queue.")] = None,
     status: Annotated[
         str | None,
-        Parameter(help="Only this state: PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED."),
+        Parameter(help=f"Only this state, in any case: {', '.join(STATES)}."),
     ] = None,
     limit: Limit = None,
     offset: Offset = None,
@@ -392,7 +395,10 @@ def list_jobs(
     For example:
         taskforge-cli list --queue jobs:ready --status failed --limit 20
     """
-    response = session.api.list_jobs(queue=queue, status=status, limit=limit, offset=offset)
+    state = status.upper() if status is not None else None
+    if state is not None and state not in STATES:
+        raise UsageError(f"--status: unknown state {status!r}; allowed: {', '.join(STATES)}")
+    response = session.api.list_jobs(queue=queue, status=state, limit=limit, offset=offset)
     _show_page(session, response, "jobs", jobs_table)
 
 
@@ -426,7 +432,7 @@ def _show_page(
 
 
 @app.command
-def dlq_show(*, job_id: JobId, session: SessionParam) -> None:
+def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
     """Show one dead letter: payload, reason, last error, attempts.
 
     For example:
@@ -441,34 +447,94 @@ def dlq_show(*, job_id: JobId, session: SessionParam) -> None:
 
 @app.command
 def dlq_replay(
+    job_id: Annotated[
+        UUID | None, Parameter(name="--id", help="The job to replay, given as is or after --id.")
+    ] = None,
     *,
-    job_id: Annotated[UUID | None, Parameter(name="--id", help="The job to replay.")] = None,
     all_: Annotated[
         bool, Parameter(name="--all", negative="", help="Replay every dead letter.")
     ] = False,
     queue: Annotated[str | None, Parameter(help="With --all: only this queue's.")] = None,
+    dry_run: Annotated[
+        bool,
+        Parameter(negative="", help="With --all: list what would be replayed, change nothing."),
+    ] = False,
+    yes: Annotated[
+        bool,
+        Parameter(
+            name=["--yes", "-y"],
+            negative="",
+            help="With --all: do not ask first (needed when standard input is not a terminal).",
+        ),
+    ] = False,
     session: SessionParam,
 ) -> None:
     """Replay dead letters: back to PENDING with attempts reset.
 
+    --all asks for confirmation when standard input is a terminal; anywhere else it
+    refuses to run without --yes. --dry-run lists what --all would replay.
+
     For example:
         taskforge-cli dlq-replay --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
+        taskforge-cli dlq-replay --all --queue emails --dry-run
     """
     if (job_id is None) == (not all_):
         raise UsageError("give --id or --all (exactly one)")
     if queue is not None and not all_:
         raise UsageError("--queue only applies with --all")
+    if dry_run and not all_:
+        raise UsageError("--dry-run only applies with --all")
     if job_id is not None:
         _report(session, session.api.replay(job_id), "replayed job {id}")
         return
-    _replay_all(session, queue)
+    if not (dry_run or yes or _stdin_is_terminal()):
+        raise UsageError(
+            "dlq-replay --all asks for confirmation and standard input is not a terminal:"
+            " add --yes to replay, or --dry-run to list what it would replay"
+        )
+    entries = _dead_letters(session.api, queue)
+    scope = f" on queue {queue}" if queue else ""
+    if dry_run:
+        _show_dry_run(session, entries, scope)
+        return
+    if entries and not yes:
+        count = f"{len(entries)} dead letter{'' if len(entries) == 1 else 's'}"
+        if not _confirm(session, f"replay {count}{scope}? [y/N] "):
+            session.errors.print(f"nothing replayed{scope}", soft_wrap=True)
+            return
+    _replay_all(session, [UUID(entry["jobId"]) for entry in entries], scope)
 
 
-def _replay_all(session: Session, queue: str | None) -> None:
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _confirm(session: Session, question: str) -> bool:
+    """Ask on stderr (stdout stays for results); only y or yes confirms, EOF declines."""
+    session.errors.print(Text(question), end="", soft_wrap=True)
+    session.errors.file.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        session.errors.print()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _show_dry_run(session: Session, entries: list[dict[str, Any]], scope: str) -> None:
+    if session.json_output:
+        for entry in entries:
+            session.console.file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        return
+    if not entries:
+        session.console.print(Text(f"no dead letters to replay{scope}"), soft_wrap=True)
+        return
+    session.show(dead_letters_table(entries, plain=session.plain, width=session.console.width))
+    summary = f"would replay {len(entries)} dead letters{scope}; dry run, nothing changed"
+    session.console.print(Text(summary), soft_wrap=True)
+
+
+def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
     """Replays the dead letters listed when it starts (entries that arrive meanwhile wait
     for the next run). One already replayed by someone else is counted, not an error."""
-    ids = _dead_letter_ids(session.api, queue)
-    scope = f" on queue {queue}" if queue else ""
     replayed, gone = 0, 0
     failures: list[tuple[UUID, ApiError]] = []
     progress = Progress(
@@ -519,18 +585,19 @@ def _replay_all(session: Session, queue: str | None) -> None:
         )
 
 
-def _dead_letter_ids(api: TaskForgeClient, queue: str | None) -> list[UUID]:
-    found: dict[UUID, None] = {}
+def _dead_letters(api: TaskForgeClient, queue: str | None) -> list[dict[str, Any]]:
+    """Every dead letter (of `queue`, if given), each once even if pages shift meanwhile."""
+    found: dict[str, dict[str, Any]] = {}
     offset = 0
     while True:
         page = api.list_dead_letters(limit=DLQ_PAGE, offset=offset).data
         items = page.get("items", [])
         for entry in items:
             if queue is None or entry.get("queue") == queue:
-                found.setdefault(UUID(entry["jobId"]), None)
+                found.setdefault(str(entry["jobId"]), entry)
         offset += len(items)
         if not items or offset >= int(page.get("total", 0)):
-            return list(found)
+            return list(found.values())
 
 
 @app.command

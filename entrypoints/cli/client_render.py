@@ -34,7 +34,6 @@ STATE_STYLES: Mapping[str, str] = {
 STATE_WIDTH = max(len(state) for state in JobState)
 MISSING = "-"
 FREE_TEXT_COLUMNS = frozenset({"REASON", "LAST ERROR"})
-TIME_COLUMNS = frozenset({"CREATED", "FAILED AT"})
 ID_COLUMNS = frozenset({"ID", "JOB ID"})
 MIN_FREE_TEXT = 12
 MEASURE_WIDTH = 100_000
@@ -92,13 +91,21 @@ def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
     yield "attempts", Text(_attempts(job))
     yield "policy", Text(_policy(job))
     yield "created", Text(timestamp(job.get("createdAt")))
+    # startedAt is when the latest attempt started: after retries it is not the time the
+    # job spent queued, and finishedAt - startedAt is a run time only for a success (a job
+    # cancelled or dead-lettered while waiting for a retry finished without running).
     if job.get("startedAt"):
-        waited = _between(job.get("createdAt"), job.get("startedAt"))
-        suffix = f"  (queued {waited})" if waited else ""
+        since_created = _between(job.get("createdAt"), job.get("startedAt"))
+        suffix = f"  ({since_created} after the job was created)" if since_created else ""
         yield "started", Text(timestamp(job["startedAt"]) + suffix)
     if job.get("finishedAt"):
-        ran = _between(job.get("startedAt"), job.get("finishedAt"))
-        suffix = f"  (ran {ran})" if ran else ""
+        since_started = _between(job.get("startedAt"), job.get("finishedAt"))
+        if since_started is None:
+            suffix = ""
+        elif state == JobState.SUCCEEDED:
+            suffix = f"  (ran {since_started})"
+        else:
+            suffix = f"  ({since_started} after it last started)"
         yield "finished", Text(timestamp(job["finishedAt"]) + suffix)
     if state in (JobState.PENDING, JobState.FAILED):
         yield "next run", Text(timestamp(job.get("nextRunAt")))
@@ -112,9 +119,14 @@ def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
 
 
 def _attempts(job: Mapping[str, Any]) -> str:
+    """`3 of 5 (2 automatic retries after failures)`: retryCount counts FAILED -> PENDING."""
     text = f"{job.get('attemptCount', 0)} of {job.get('maxAttempts', '?')}"
     retries = job.get("retryCount", 0)
-    return text + (f" ({retries} automatic retries)" if retries else "")
+    if not retries:
+        return text
+    if retries == 1:
+        return text + " (1 automatic retry after a failure)"
+    return text + f" ({retries} automatic retries after failures)"
 
 
 def _policy(job: Mapping[str, Any]) -> str:
@@ -157,7 +169,7 @@ def watch_view(job: Mapping[str, Any], *, finished: bool) -> RenderableType:
     return Group(job_detail(job, plain=False), status)
 
 
-def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> Table:
+def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> RenderableType:
     headers = ("ID", "QUEUE", "TYPE", "STATE", "ATTEMPTS", "CREATED", "LAST ERROR")
     rows = [
         [
@@ -174,7 +186,9 @@ def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -
     return _table(headers, rows, plain=plain, width=width)
 
 
-def dead_letters_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> Table:
+def dead_letters_table(
+    items: Sequence[Mapping[str, Any]], *, plain: bool, width: int
+) -> RenderableType:
     headers = ("JOB ID", "QUEUE", "TYPE", "ATTEMPTS", "FAILED AT", "REASON", "LAST ERROR")
     rows = [
         [
@@ -267,23 +281,37 @@ def page_summary(page: Mapping[str, Any], shown: int, noun: str) -> str:
 
 def _table(
     headers: Sequence[str], rows: Sequence[Sequence[Text]], *, plain: bool, width: int
-) -> Table:
-    """Plain: every column in full. Terminal: fit `width` by truncating the free-text
-    columns, then dropping them, then dropping the time column; ids are never cut."""
-    if plain:
-        return _build(headers, rows, range(len(headers)), {}, plain=True)
+) -> RenderableType:
+    """Plain: a row per line, every column in full. Terminal: a row per line while the
+    free-text columns still get MIN_FREE_TEXT characters each (truncated to fit); on a
+    narrower terminal, a block of `COLUMN  value` lines per row (as psql's expanded display)
+    with long values wrapped. No column is ever left out and ids are never cut."""
     every = range(len(headers))
+    if plain:
+        return _build(headers, rows, every, {}, plain=True)
     free = [index for index in every if headers[index] in FREE_TEXT_COLUMNS]
-    times = [index for index in every if headers[index] in TIME_COLUMNS]
     fixed = [index for index in every if index not in free]
     base = _natural_width(_build(headers, rows, fixed, {}, plain=False))
     # Each extra column costs a separator and a space of padding.
     share = (width - base - 2 * len(free)) // max(len(free), 1)
-    if free and share >= MIN_FREE_TEXT:
+    if base <= width and (not free or share >= MIN_FREE_TEXT):
         return _build(headers, rows, every, dict.fromkeys(free, share), plain=False)
-    if base > width:
-        fixed = [index for index in fixed if index not in times]
-    return _build(headers, rows, fixed, {}, plain=False)
+    return _records(headers, rows)
+
+
+def _records(headers: Sequence[str], rows: Sequence[Sequence[Text]]) -> RenderableType:
+    blocks: list[RenderableType] = []
+    for row in rows:
+        if blocks:
+            blocks.append(Text())
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        # A value too long for a line (an id on a very narrow terminal) folds, never cut.
+        grid.add_column(overflow="fold")
+        for header, cell in zip(headers, row, strict=True):
+            grid.add_row(header, cell)
+        blocks.append(grid)
+    return Group(*blocks)
 
 
 def _build(

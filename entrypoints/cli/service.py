@@ -14,6 +14,7 @@ from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.entrypoints.config import Address, ConfigError, Settings, parse_address
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import (
+    HandlerModuleError,
     ListenError,
     listening_socket,
     load_handlers,
@@ -69,6 +70,15 @@ def dev_http_addr(flag: str | None, env: Mapping[str, str]) -> Address | None:
     return DEV_HTTP_ADDR
 
 
+Handlers = Annotated[
+    str | None,
+    Parameter(
+        help="Modules that register handlers, comma-separated; the current directory is"
+        " searched first (default TASKFORGE_HANDLERS)"
+    ),
+]
+
+
 @app.command
 def dev(
     addr: Annotated[
@@ -78,13 +88,18 @@ def dev(
             "every interface"
         ),
     ] = None,
+    handlers: Handlers = None,
 ) -> None:
     """API, worker and scheduler in one process on the in-memory backend; nothing to install.
 
-    Example: taskforge dev --addr :8080   (reachable from other machines)
+    The demo handlers (email, noop, sleep, fail) are always there; a job type your
+    --handlers modules also register runs your handler.
+
+    Example: taskforge dev --addr :8080 --handlers myjobs   (reachable from other machines)
     """
     http_addr = dev_http_addr(addr, os.environ)
-    _run("dev", Backend.MEMORY, {"api", "worker", "scheduler"}, http_addr=http_addr)
+    flags = {"TASKFORGE_HANDLERS": handlers} if handlers is not None else None
+    _run("dev", Backend.MEMORY, {"api", "worker", "scheduler"}, flags, http_addr=http_addr)
 
 
 @app.command
@@ -130,11 +145,13 @@ def worker(
         str | None, Parameter(help="Comma-separated queues (default QUEUE_NAME)")
     ] = None,
     concurrency: Annotated[int | None, Parameter(help="Slots (default WORKER_CONCURRENCY)")] = None,
-    handlers: Annotated[
-        str | None, Parameter(help="Modules that register handlers, comma-separated")
-    ] = None,
+    handlers: Handlers = None,
     demo_handlers: Annotated[
-        bool, Parameter(help="Also load the demo handlers (email, noop, sleep, fail)")
+        bool,
+        Parameter(
+            help="Also load the demo handlers (email, noop, sleep, fail) for the job"
+            " types your modules leave free"
+        ),
     ] = False,
 ) -> None:
     """Run jobs (needs POSTGRES_DSN and Redis).
@@ -215,7 +232,7 @@ def bench(
 def main() -> None:
     try:
         app()
-    except ConfigError as exc:
+    except (ConfigError, HandlerModuleError) as exc:
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except ListenError as exc:

@@ -9,8 +9,10 @@ PENDING until a test moves them.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import pty
 import re
 import secrets
 import socket
@@ -119,9 +121,11 @@ def api(dev_server: DevServer) -> Iterator[httpx.Client]:
 def cli(
     dev_server: DevServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Cli:
-    """The CLI in this process, pointed at the dev server, output captured (not a terminal)."""
+    """The CLI in this process, pointed at the dev server, output captured (not a terminal),
+    standard input empty and not a terminal either."""
     for name in TERMINAL_OVERRIDES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
     capsys.readouterr()
 
     def invoke(*args: str, api_url: str = dev_server.url) -> Outcome:
@@ -132,12 +136,14 @@ def cli(
     return invoke
 
 
-def run_process(*args: str, env: dict[str, str] | None = None) -> Outcome:
-    """The CLI as its own process, the way a shell runs it."""
+def run_process(*args: str, env: dict[str, str] | None = None, stdin: Any = None) -> Outcome:
+    """The CLI as its own process, the way a shell runs it (standard input: `stdin`, else
+    none at all)."""
     environment = {k: v for k, v in os.environ.items() if k not in TERMINAL_OVERRIDES}
     environment.update(env or {})
     completed = subprocess.run(
         [sys.executable, "-c", CLI, *args],
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
         capture_output=True,
         text=True,
         env=environment,
@@ -278,6 +284,22 @@ ERROR_CASES = {
         2,
         lambda ids: "error: usage: --payload must be a JSON object, got list\n",
     ),
+    "an unknown --status is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "list", "--status", "bogus"],
+        2,
+        lambda ids: (
+            "error: usage: --status: unknown state 'bogus'; allowed: PENDING, RUNNING,"
+            " SUCCEEDED, FAILED, DLQ, CANCELLED\n"
+        ),
+    ),
+    "dlq-replay --all off a terminal without --yes is refused before any request (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "dlq-replay", "--all"],
+        2,
+        lambda ids: (
+            "error: usage: dlq-replay --all asks for confirmation and standard input is not a"
+            " terminal: add --yes to replay, or --dry-run to list what it would replay\n"
+        ),
+    ),
     "an unknown flag is a usage error (2)": ErrorCase(
         lambda ids: ["stats", "--verbose"],
         2,
@@ -405,9 +427,62 @@ def test_status_shows_policy_attempts_timings_and_the_last_error(
     assert field(shown.out, "policy") == (
         "backoff 1s x2 up to 5m00s, no jitter; visibility timeout 30s"
     )
-    assert re.fullmatch(r"\S+Z  \(ran \S+\)", field(shown.out, "finished"))
+    assert re.fullmatch(r"\S+Z  \(\S+ after the job was created\)", field(shown.out, "started"))
+    # Dead-lettered: finishedAt - startedAt is not always a run time, so it is not called one.
+    assert re.fullmatch(r"\S+Z  \(\S+ after it last started\)", field(shown.out, "finished"))
     assert field(shown.out, "reason") == "terminal error"
     assert field(shown.out, "last error") == "TerminalError: card declined"
+
+
+def test_status_and_the_other_job_commands_take_the_id_as_an_argument(
+    cli: Cli, api: httpx.Client
+) -> None:
+    job_id = enqueue(api, queue=idle_queue())["id"]
+    shown = cli("status", job_id)
+    assert (shown.exit_code, field(shown.out, "id")) == (0, job_id)
+    assert shown.out == cli("status", "--id", job_id).out
+    assert cli("cancel", job_id).out == f"cancelled job {job_id}: now CANCELLED\n"
+    assert cli("retry", job_id).out == f"retried job {job_id}: now PENDING\n"
+    assert cli("move-to-dlq", job_id).out == f"moved job {job_id} to the DLQ: now DLQ\n"
+    assert field(cli("dlq-show", job_id).out, "job id") == job_id
+    assert cli("dlq-replay", job_id).out == f"replayed job {job_id}: now PENDING\n"
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "attempts"),
+    [
+        (2, "2 of 2 (1 automatic retry after a failure)"),
+        (3, "3 of 3 (2 automatic retries after failures)"),
+    ],
+)
+def test_status_says_how_many_attempts_were_automatic_retries(
+    cli: Cli, api: httpx.Client, max_attempts: int, attempts: str
+) -> None:
+    job = enqueue(api, jobType="fail", maxAttempts=max_attempts, initialDelay=0.01)
+    wait_for_state(api, job["id"], "DLQ")
+    assert field(cli("status", job["id"]).out, "attempts") == attempts
+
+
+def test_on_a_narrow_terminal_tables_keep_every_column(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = f"card {uuid.uuid4().hex} declined by the issuing bank"
+    job = enqueue(api, jobType="fail", maxAttempts=1, payload={"message": message})
+    wait_for_state(api, job["id"], "DLQ")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "60")
+    for args, headers in (
+        (["dlq-list", "--limit", "1"], ["JOB ID", "FAILED AT", "REASON", "LAST ERROR"]),
+        (["list", "--status", "dlq", "--limit", "1"], ["ID", "CREATED", "LAST ERROR"]),
+    ):
+        outcome = cli(*args)
+        assert outcome.exit_code == 0
+        shown = re.sub(r"\x1b\[[0-9;]*m", "", outcome.out)
+        assert max(len(line.rstrip()) for line in shown.splitlines()) <= 60
+        assert all(header in shown for header in headers), shown
+        assert job["id"] in shown, "ids are never cut"
+        # A long value wraps onto more lines; its words are all there.
+        assert f"RuntimeError: {message}" in " ".join(shown.split()), shown
 
 
 def test_status_watch_follows_a_job_until_it_succeeds(cli: Cli, api: httpx.Client) -> None:
@@ -464,9 +539,8 @@ def test_list_filters_by_queue_and_status_and_pages(cli: Cli, api: httpx.Client)
     page = cli("list", "--queue", queue, "--limit", "2", "--offset", "1")
     assert [line.split()[0] for line in page.out.splitlines()[1:]] == pending[::-1][:2]
 
-    unknown = cli("list", "--status", "sleeping")
-    assert unknown.exit_code == 5
-    assert unknown.err.startswith("error: validation_error: status: unknown state 'sleeping'")
+    upper = cli("list", "--queue", queue, "--status", "CANCELLED")
+    assert [line.split()[0] for line in upper.out.splitlines()[1:]] == [cancelled]
 
 
 def test_dlq_list_pages_with_limit_and_offset(cli: Cli, api: httpx.Client) -> None:
@@ -484,20 +558,20 @@ def test_dlq_replay_all_replays_only_the_given_queues_dead_letters(
     replayable = {dead_letter(api, chosen) for _ in range(3)}
     untouched = dead_letter(api, other)
 
-    replayed = cli("dlq-replay", "--all", "--queue", chosen)
+    replayed = cli("dlq-replay", "--all", "--queue", chosen, "--yes")
     assert (replayed.exit_code, replayed.err) == (0, "")
     assert replayed.out == f"replayed 3 of 3 dead letters on queue {chosen}\n"
     assert {api.get(f"/jobs/{job_id}").json()["state"] for job_id in replayable} == {"PENDING"}
     assert api.get(f"/dlq/{untouched}").status_code == 200
 
-    again = cli("dlq-replay", "--all", "--queue", chosen, "--json")
+    again = cli("dlq-replay", "--all", "--queue", chosen, "--json", "--yes")
     assert (again.exit_code, again.out) == (0, "")
 
 
 def test_dlq_replay_all_json_prints_each_replayed_job(cli: Cli, api: httpx.Client) -> None:
     queue = idle_queue()
     dead = {dead_letter(api, queue) for _ in range(2)}
-    replayed = cli("dlq-replay", "--all", "--queue", queue, "--json")
+    replayed = cli("dlq-replay", "--all", "--queue", queue, "--json", "-y")
     assert {job["id"] for job in replayed.json_lines()} == dead
     assert {job["state"] for job in replayed.json_lines()} == {"PENDING"}
 
@@ -508,12 +582,71 @@ def test_dlq_replay_all_json_prints_each_replayed_job(cli: Cli, api: httpx.Clien
         ["dlq-replay"],  # neither
         ["dlq-replay", "--all", "--id", str(uuid.uuid4())],  # both
         ["dlq-replay", "--id", str(uuid.uuid4()), "--queue", "jobs:ready"],  # --queue without --all
+        ["dlq-replay", "--id", str(uuid.uuid4()), "--dry-run"],  # --dry-run without --all
     ],
 )
 def test_dlq_replay_needs_exactly_one_of_id_or_all(cli: Cli, args: list[str]) -> None:
     outcome = cli(*args)
     assert outcome.exit_code == 2
     assert outcome.err.startswith("error: usage: ")
+
+
+def test_dlq_replay_all_dry_run_lists_what_it_would_replay_and_changes_nothing(
+    cli: Cli, api: httpx.Client
+) -> None:
+    queue = idle_queue()
+    dead = [dead_letter(api, queue, reason=f"poison {n}") for n in range(2)]
+
+    preview = cli("dlq-replay", "--all", "--queue", queue, "--dry-run")
+    assert (preview.exit_code, preview.err) == (0, "")
+    lines = preview.out.splitlines()
+    assert lines[0].split()[:2] == ["JOB", "ID"]
+    assert {line.split()[0] for line in lines[1:-1]} == set(dead)
+    assert lines[-1] == f"would replay 2 dead letters on queue {queue}; dry run, nothing changed"
+
+    as_json = cli("dlq-replay", "--all", "--queue", queue, "--dry-run", "--json")
+    assert {entry["jobId"] for entry in as_json.json_lines()} == set(dead)
+    assert all(api.get(f"/dlq/{job_id}").status_code == 200 for job_id in dead)
+
+
+def test_dlq_replay_all_off_a_terminal_without_yes_replays_nothing(
+    cli: Cli, api: httpx.Client
+) -> None:
+    queue = idle_queue()
+    dead = dead_letter(api, queue)
+    refused = cli("dlq-replay", "--all", "--queue", queue)
+    assert (refused.exit_code, refused.out) == (2, "")
+    assert refused.err.startswith("error: usage: dlq-replay --all asks for confirmation")
+    assert api.get(f"/dlq/{dead}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("answer", "replayed"),
+    [("y\n", True), ("yes\n", True), ("n\n", False), ("\n", False)],  # the default is no
+)
+def test_dlq_replay_all_on_a_terminal_asks_first(
+    dev_server: DevServer, api: httpx.Client, answer: str, replayed: bool
+) -> None:
+    queue = idle_queue()
+    dead = {dead_letter(api, queue) for _ in range(2)}
+    keyboard, terminal = pty.openpty()
+    try:
+        os.write(keyboard, answer.encode())  # typed ahead: the CLI reads it from its terminal
+        outcome = run_process(
+            "dlq-replay", "--all", "--queue", queue, env=server_env(dev_server), stdin=terminal
+        )
+    finally:
+        os.close(keyboard)
+        os.close(terminal)
+    assert outcome.exit_code == 0
+    assert outcome.err.startswith(f"replay 2 dead letters on queue {queue}? [y/N] ")
+    if replayed:
+        assert outcome.out == f"replayed 2 of 2 dead letters on queue {queue}\n"
+        assert {api.get(f"/jobs/{job_id}").json()["state"] for job_id in dead} == {"PENDING"}
+    else:
+        assert outcome.out == ""
+        assert outcome.err.endswith(f"nothing replayed on queue {queue}\n")
+        assert {api.get(f"/dlq/{job_id}").status_code for job_id in dead} == {200}
 
 
 def test_stats_shows_a_row_per_queue_with_depth_and_state_counts(

@@ -25,6 +25,9 @@ import pytest
 from tests.support import free_port, redis_env, wait_until_healthy
 
 SUPPORT = Path(__file__).parent / "support"
+TASKFORGE = Path(sys.executable).parent / "taskforge"
+"""The installed console script, started as users start it: unlike `python -m`, it does not
+put the current directory on the import path by itself."""
 
 # The table the handlers in support/taskforge_ledger.py write one row per execution to.
 LEDGER_DDL = """
@@ -76,11 +79,16 @@ class Stack:
     """Write each process's standard output to `<role>-<n>.out`, apart from its log."""
 
     def start(self, role: str, *args: str, **env: str) -> Process:
+        return self.start_in(None, role, *args, **env)
+
+    def start_in(self, cwd: Path | None, role: str, *args: str, **env: str) -> Process:
+        """`start` with `cwd` as the process's current directory."""
         name = f"{role}-{len(self.processes)}"
         log = self.logs / f"{name}.log"
         stdout = self.logs / f"{name}.out" if self.separate_stdout else None
         popen = subprocess.Popen(
-            [sys.executable, "-m", "taskforge.entrypoints.cli.service", role, *args],
+            [TASKFORGE, role, *args],
+            cwd=cwd,
             env={**self.env, **env},
             stdout=stdout.open("wb") if stdout else log.open("wb"),
             stderr=log.open("wb") if stdout else subprocess.STDOUT,
