@@ -91,6 +91,8 @@ class Settings:
     """Seconds between a worker's writes of its metrics to the cluster-wide store; a worker
     that misses three in a row drops out of utilisation."""
     redis_key_prefix: str = "taskforge:"
+    request_deadline: float = 5.0
+    """Seconds any API request may take; past it the answer is 503 not_ready (0: none)."""
     http_header_timeout: float = 10.0
     """Seconds a client has to send a request's head, from its first byte."""
     http_body_timeout: float = 30.0
@@ -155,6 +157,7 @@ class Settings:
             metrics_addr=get("METRICS_ADDR", parse_address, None),
             metrics_flush_interval=get("METRICS_FLUSH_INTERVAL", _number(0.05, 60), 1.0),
             redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
+            request_deadline=get("REQUEST_DEADLINE", _number(0, 3600), 5.0),
             http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
             http_body_timeout=get("HTTP_BODY_TIMEOUT", _number(0.1, 3600), 30.0),
             http_max_connections=get("HTTP_MAX_CONNECTIONS", _int_range(1, 1_000_000), 1000),

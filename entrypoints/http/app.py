@@ -59,6 +59,7 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
         api_token=settings.api_token,
         container=container,
         route_methods=route_methods,
+        deadline=settings.request_deadline,
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app

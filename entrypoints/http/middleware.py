@@ -7,6 +7,7 @@ rejected tokens get a request id, an access log line and a count like every othe
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -127,9 +128,12 @@ class RequestContextMiddleware:
         api_token: str | None,
         container: AsyncContainer,
         route_methods: Mapping[str, frozenset[str]],
+        deadline: float = 0.0,
     ) -> None:
-        """`route_methods`: the methods of each route, by path template."""
+        """`route_methods`: the methods of each route, by path template. `deadline`: seconds
+        a request may take before it is answered 503 (0: none)."""
         self._app = app
+        self._deadline = deadline if deadline > 0 else None
         self._token = api_token.encode() if api_token else None
         self._container = container
         self._route_methods = route_methods
@@ -187,9 +191,12 @@ class RequestContextMiddleware:
                 _client_gone.set(True)
             return message
 
+        answered = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
+                answered = True
                 status = message["status"]
                 headers = []
                 for key, value in message.get("headers", ()):
@@ -206,11 +213,21 @@ class RequestContextMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
+        deadline = asyncio.timeout(self._deadline)
         try:
             if self._refuses(scope):
                 await _send_unauthorized(send_with_id)
                 return
-            await self._app(app_scope, receive_watching, send_with_id)
+            async with deadline:
+                await self._app(app_scope, receive_watching, send_with_id)
+        except TimeoutError:
+            if deadline.expired() and not answered:
+                log.warning(
+                    "%s %s exceeded the %.1fs deadline", method, scope["path"], self._deadline
+                )
+                await _send_error(send_with_id, 503, NOT_READY_BODY, [(b"retry-after", b"1")])
+            else:
+                raise
         finally:
             if _client_gone.get() and status >= 500:
                 status = CLIENT_CLOSED_REQUEST
@@ -247,20 +264,34 @@ class RequestContextMiddleware:
         return scheme.lower() == b"bearer" and matches
 
 
+NOT_READY_BODY: dict[str, Any] = {
+    "code": "not_ready",
+    "message": "the request did not finish within its deadline (REQUEST_DEADLINE); "
+    "a dependency is slow or unreachable, retry shortly",
+    "details": None,
+}
+
+
 async def _send_unauthorized(send: Send) -> None:
     body: dict[str, Any] = {
         "code": "unauthorized",
         "message": "missing or invalid bearer token",
         "details": None,
     }
+    await _send_error(send, 401, body, [(b"www-authenticate", b"Bearer")])
+
+
+async def _send_error(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
+) -> None:
     payload = json.dumps(body).encode()
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
-        "status": 401,
+        "status": status,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
-            (b"www-authenticate", b"Bearer"),
+            *headers,
         ],
     }
     await send(start)
