@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -20,3 +24,32 @@ async def wait_any(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+_LEFT_RUNNING: set[asyncio.Future[Any]] = set()
+"""Cancelled calls still cleaning up after `settle_within` returned; kept referenced."""
+
+
+async def settle_within(limit: float, calls: Sequence[Awaitable[T]]) -> list[T | BaseException]:
+    """Run `calls` concurrently for at most `limit` seconds, whatever they do when cancelled:
+    each one's result or exception, or TimeoutError for one still running at the limit.
+
+    Those are cancelled and left to finish in the background without being awaited: a
+    driver may spend long after a cancellation cleaning up (asyncpg waits for the server to
+    confirm a cancelled query before pooling its connection), which `asyncio.wait_for` would
+    wait for too."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    if not tasks:
+        return []
+    _, late = await asyncio.wait(tasks, timeout=limit)
+    for task in late:
+        task.cancel()
+        _LEFT_RUNNING.add(task)
+        task.add_done_callback(_forget)
+    return [TimeoutError() if task in late else task.exception() or task.result() for task in tasks]
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _LEFT_RUNNING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: its outcome no longer matters to anyone

@@ -59,3 +59,4 @@ class Unavailable(DomainError):
     def __init__(self, service: str, cause: str) -> None:
         super().__init__(f"{service} unavailable: {cause}")
         self.service = service
+        self.cause = cause

@@ -14,6 +14,7 @@ from taskforge.adapters.postgres.jobs import (
     PostgresJobRepository,
     create_pool,
 )
+from taskforge.adapters.postgres.migrations import SchemaCheck
 from taskforge.adapters.redis.client import create_redis
 from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
@@ -39,7 +40,14 @@ class PostgresProvider(Provider):
     async def pool(self, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         # min_size=0: the process starts (and /healthz answers) while Postgres is down;
         # connections are opened on demand and failures surface as `Unavailable`.
-        pool = await create_pool(settings.require_postgres("api"), min_size=0, max_size=POOL_SIZE)
+        # Every connection passes the schema check: no route or loop runs a statement on a
+        # database that misses a migration (they answer "run `taskforge migrate`" instead).
+        pool = await create_pool(
+            settings.require_postgres("api"),
+            min_size=0,
+            max_size=POOL_SIZE,
+            check=SchemaCheck(),
+        )
         try:
             yield pool
         finally:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.validation import validate_queue_name
@@ -29,6 +30,8 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DSN_SCHEMES = ("postgresql://", "postgres://")
 _TOKEN = re.compile(r"[!-~]+")
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&#]*")
+_QUERY_PASSWORD_VALUE = re.compile(r"(?i)[?&]password=([^&#]*)")
 
 
 class ConfigError(Exception):
@@ -221,7 +224,52 @@ def _dsn(name: str, raw: str) -> str:
             None,
             f"expected a postgresql:// URL (e.g. postgresql://user@host/db), got {scheme}",
         )
+    problem = _dsn_problem(raw)
+    if problem is not None:
+        raise ConfigError(name, None, f"malformed URL: {problem} (the value may hold a password)")
     return raw
+
+
+def _dsn_problem(dsn: str) -> str | None:
+    """What the driver would refuse in the URL's host list, found before any connection."""
+    try:
+        netloc = urlsplit(dsn).netloc
+    except ValueError as exc:  # "Invalid IPv6 URL": names no part of the value
+        return str(exc)
+    for host in netloc.rpartition("@")[2].split(","):
+        if host.startswith("["):
+            port = host.partition("]")[2].removeprefix(":")
+        else:
+            port = host.rpartition(":")[2] if ":" in host else ""
+        if port and not port.isdigit():
+            # Not shown: with a `/` in an unescaped password, this "port" is part of it.
+            return "a port is not a number"
+    return None
+
+
+def masked_dsn(dsn: str) -> str:
+    """`dsn` with its password (in the user part or a `password=` parameter) shown as ***,
+    for messages and logs. Masks too much rather than too little on an odd URL."""
+    scheme, separator, rest = dsn.partition("://")
+    if not separator:
+        return "***"
+    head, question, query = rest.partition("?")
+    user_info, at, hosts = head.rpartition("@")
+    if at and ":" in user_info:
+        head = f"{user_info.split(':', 1)[0]}:***@{hosts}"
+    query = _QUERY_PASSWORD.sub(r"\1***", query)
+    return f"{scheme}://{head}{question}{query}"
+
+
+def without_password(text: str, dsn: str | None) -> str:
+    """`text` (a driver's message, say) with the password of `dsn`, if it appears, masked."""
+    if not dsn:
+        return text
+    user_info = dsn.partition("://")[2].partition("?")[0].rpartition("@")[0]
+    secrets = [user_info.partition(":")[2], *_QUERY_PASSWORD_VALUE.findall(dsn)]
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***").replace(unquote(secret), "***")
+    return text
 
 
 def _token(name: str, raw: str) -> str:

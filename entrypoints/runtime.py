@@ -39,8 +39,10 @@ from taskforge.application.ports import (
     WorkerMetrics,
 )
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
+from taskforge.application.timing import settle_within, sleep_unless
 from taskforge.application.worker import Worker, WorkerSettings
-from taskforge.entrypoints.config import Address, Settings
+from taskforge.domain.errors import Unavailable
+from taskforge.entrypoints.config import Address, Settings, masked_dsn, without_password
 from taskforge.entrypoints.demo_handlers import demo_registry
 from taskforge.entrypoints.http.app import create_app
 from taskforge.entrypoints.http.server import bounded_protocol
@@ -252,9 +254,63 @@ async def warn_about_eviction(container: AsyncContainer) -> None:
         )
 
 
+STORE_CHECK_TIMEOUT = 5.0
+STORE_RECHECK_INTERVAL = 5.0
+
+
+async def wait_for_store(container: AsyncContainer, role: str, stop: asyncio.Event) -> bool:
+    """Check the job store (reachable, schema current) until it passes; False when `stop`
+    comes first. Why it fails is logged once, as one line (again only when the reason
+    changes), and its passing after that: a process started before the database was
+    created or migrated waits and starts by itself, rather than exiting into a restart loop
+    that would repeat the same line."""
+    settings = await container.get(Settings)
+    jobs = await container.get(JobRepository)
+    dsn = settings.postgres_dsn
+    store = f"Postgres at {masked_dsn(dsn)}" if dsn else "the job store"
+    reported: str | None = None
+    while not stop.is_set():
+        [outcome] = await settle_within(STORE_CHECK_TIMEOUT, [jobs.ping()])
+        if not isinstance(outcome, BaseException):
+            if reported is not None:
+                log.info("%s: %s is ready now", role, store)
+            return True
+        reason = _why(outcome, dsn)
+        if reason != reported:
+            log.error(
+                "%s cannot use %s: %s (re-checking every %gs)",
+                role,
+                store,
+                reason,
+                STORE_RECHECK_INTERVAL,
+            )
+            reported = reason
+        await sleep_unless(stop, STORE_RECHECK_INTERVAL)
+    return False
+
+
+def _why(exc: BaseException, dsn: str | None) -> str:
+    if isinstance(exc, Unavailable):
+        reason = exc.cause
+    elif isinstance(exc, TimeoutError):
+        reason = f"no answer within {STORE_CHECK_TIMEOUT:g}s"
+    else:
+        reason = str(exc) or type(exc).__name__
+    return without_password(reason, dsn)
+
+
+async def report_store(container: AsyncContainer, stop: asyncio.Event) -> None:
+    """The API's start-up check. The API serves meanwhile (/readyz and the data routes
+    answer 503 with the reason); this only puts the reason in the log."""
+    await wait_for_store(container, "api", stop)
+
+
 async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Event) -> None:
-    """Run a worker until `stop`, publishing its metrics to the cluster-wide store every
-    METRICS_FLUSH_INTERVAL; the last flush follows the worker's drain."""
+    """Once the job store passes its check, run a worker until `stop`, publishing its
+    metrics to the cluster-wide store every METRICS_FLUSH_INTERVAL; the last flush follows
+    the worker's drain."""
+    if not await wait_for_store(container, "worker", stop):
+        return
     await warn_about_eviction(container)
     worker = await build_worker(container, settings, settings.queues, settings.worker_concurrency)
     publisher = MetricsPublisher(
@@ -276,6 +332,9 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
 
 
 async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:
+    """Once the job store passes its check, tick until `stop`."""
+    if not await wait_for_store(container, "scheduler", stop):
+        return
     tick = await container.get(SchedulerTick)
     await run_scheduler(tick, await container.get(SchedulerSettings), stop)
 
@@ -314,6 +373,8 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
             tasks.append(
                 asyncio.create_task(serve_http(container, settings, signals.stop, sock), name="api")
             )
+            if roles == {"api"}:
+                tasks.append(asyncio.create_task(report_store(container, signals.stop)))
         # One role failing for good (e.g. the port is taken) stops the others.
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:

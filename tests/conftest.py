@@ -98,6 +98,28 @@ def postgres_dsn(postgres_admin_dsn: str) -> Iterator[str]:
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def scratch_dsn(postgres_admin_dsn: str) -> Iterator[str]:
+    """An empty database of its own (no schema), dropped after the test."""
+    import asyncio
+
+    import asyncpg
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(postgres_admin_dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    name = f"taskforge_scratch_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(postgres_admin_dsn, name)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def migrated_dsn(postgres_dsn: str) -> str:
     """This run's database with every migration applied."""

@@ -12,7 +12,7 @@ work without waiting and never handle one job twice. Timestamps come from the da
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -59,6 +59,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # A session the server ended while it sat idle in the pool can fail its next query with
     # a protocol-state error instead of a connection error.
     asyncpg.InternalClientError,
+    # The server refused the session: no such database, no such role, wrong password.
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 """Failures of the connection rather than of a statement: the store is unavailable."""
 
@@ -71,6 +74,9 @@ went silent (a network partition, a frozen server) would otherwise hang its call
 long as the silence lasts. TaskForge's statements take milliseconds."""
 
 PING_TIMEOUT = 2.0
+
+RUN_MIGRATE = "run `taskforge migrate`"
+"""What every message about a missing or outdated schema tells the operator to do."""
 
 # A job that changes state between a refused operator move and the look-up that explains
 # the refusal is tried again, a bounded number of times.
@@ -517,15 +523,28 @@ SELECT_DEAD_LETTER = f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE job_
 COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letters"
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A connection pool whose connections read and write `jsonb` as Python objects.
+ConnectionCheck = Callable[[asyncpg.Connection], Awaitable[None]]
+"""Runs on each new connection before the pool hands it out; raising refuses it."""
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, check: ConnectionCheck | None = None
+) -> asyncpg.Pool:
+    """A connection pool whose connections read and write `jsonb` as Python objects, each
+    passed through `check` first (the schema check, in the service roles).
     Raises Unavailable when Postgres cannot be reached."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if check is not None:
+            await check(conn)
+
     try:
         return await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=_init_connection,
+            init=init,
             connection_class=_PooledConnection,
             command_timeout=COMMAND_TIMEOUT,
         )
@@ -561,6 +580,10 @@ async def _connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
             yield conn
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
+    except asyncpg.UndefinedTableError as exc:
+        # The schema check passed once, then the tables went (a database restored or
+        # recreated under a running process): the same answer as a schema never migrated.
+        raise Unavailable("postgres", f"{exc.args[0]}: {RUN_MIGRATE}") from exc
 
 
 class PostgresJobRepository:

@@ -4,6 +4,9 @@ Each file runs in its own transaction and is recorded in `schema_migrations` wit
 sha256 checksum. Everything happens under one session advisory lock, so several processes
 may migrate the same database at once: one applies, the others wait and find nothing to do.
 Applied files are append-only history: editing or deleting one is refused.
+
+`SchemaCheck` is the other side: the service roles refuse to use a database until every
+shipped migration is applied to it, and say "run `taskforge migrate`".
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
-from taskforge.adapters.postgres.jobs import CONNECTION_ERRORS
+from taskforge.adapters.postgres.jobs import CONNECTION_ERRORS, RUN_MIGRATE
 from taskforge.domain.errors import Unavailable
 
 FILE_NAME = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
@@ -33,12 +36,28 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 SELECT_APPLIED = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+SELECT_APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
 RECORD_APPLIED = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
 LOCK = "SELECT pg_advisory_lock($1)"
 
 
 class MigrationError(Exception):
     """The database's migration history and the shipped files disagree; nothing was applied."""
+
+
+class SchemaNotCurrent(Unavailable):
+    """Some shipped migration (or every one) is not applied to the database yet."""
+
+    def __init__(self, missing: list[str], *, shipped: int) -> None:
+        if len(missing) == shipped:
+            cause = f"the database has no TaskForge schema: {RUN_MIGRATE}"
+        else:
+            cause = (
+                f"the database schema is behind this TaskForge version (migration "
+                f"{', '.join(missing)} not applied): {RUN_MIGRATE}"
+            )
+        super().__init__("postgres", cause)
+        self.missing = missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +119,15 @@ async def apply_migrations(dsn: str, *, source: Traversable | None = None) -> li
     try:
         conn = await asyncpg.connect(dsn)
     except CONNECTION_ERRORS as exc:
-        raise Unavailable("postgres", str(exc)) from exc
+        raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
     try:
         # A session lock: closing the connection releases it, even after an error.
         await conn.execute(LOCK, ADVISORY_LOCK_KEY)
         return await _apply_pending(conn, migrations)
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc)) from exc
+    except asyncpg.PostgresError as exc:  # the role may not lock, create or read the history
+        raise MigrationError(f"cannot migrate: {exc.args[0]}") from exc
     finally:
         await conn.close()
 
@@ -146,3 +167,28 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
             ) from exc
         done.append(migration.version)
     return done
+
+
+class SchemaCheck:
+    """A pool's connection check (see `create_pool`): refuses connections to a database that
+    lacks a shipped migration, raising SchemaNotCurrent. Once every one is applied the answer
+    is remembered, as applied migrations are never removed: `schema_migrations` is read
+    for each new connection until the schema is current, then never again. Migrations newer
+    than this version's (a newer TaskForge migrated first) are fine."""
+
+    def __init__(self, migrations: list[Migration] | None = None) -> None:
+        shipped = migrations if migrations is not None else load_migrations()
+        self._versions = [migration.version for migration in shipped]
+        self._current = False
+
+    async def __call__(self, conn: asyncpg.Connection) -> None:
+        if self._current:
+            return
+        try:
+            applied = {row["version"] for row in await conn.fetch(SELECT_APPLIED_VERSIONS)}
+        except asyncpg.UndefinedTableError:
+            applied = set()
+        missing = [version for version in self._versions if version not in applied]
+        if missing:
+            raise SchemaNotCurrent(missing, shipped=len(self._versions))
+        self._current = True

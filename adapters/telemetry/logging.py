@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.logging import RichHandler
+
+from taskforge.adapters.postgres.redaction import WITHHELD, quotes_an_argument, value_free_text
 
 request_id_var: ContextVar[str | None] = ContextVar("taskforge_request_id", default=None)
 trace_id_var: ContextVar[str | None] = ContextVar("taskforge_trace_id", default=None)
@@ -49,7 +53,22 @@ def context_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
-class JsonFormatter(logging.Formatter):
+class ValueFreeFormatter(logging.Formatter):
+    """Tells a database driver's errors in tracebacks by kind, SQLSTATE and argument
+    position, never by the statement's values."""
+
+    def formatException(  # noqa: N802 - logging.Formatter's name
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        exc = ei[1]
+        if exc is None or all(value_free_text(link) is None for link, _ in _chain(exc)):
+            return super().formatException(ei)
+        return _value_free_traceback(exc)
+
+
+class JsonFormatter(ValueFreeFormatter):
     """One JSON object per record: time (ISO-8601 UTC), level, logger, message, then the
     context fields (request_id, trace_id, extras) and, at error level, the exception."""
 
@@ -58,7 +77,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": _LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
             **context_fields(record),
         }
         if record.exc_info and record.levelno >= logging.ERROR:
@@ -66,11 +85,70 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, with driver errors among its arguments told without values."""
+    if isinstance(record.args, tuple) and any(
+        value_free_text(arg) is not None for arg in record.args if isinstance(arg, BaseException)
+    ):
+        args = tuple(
+            _value_free_str(arg) if isinstance(arg, BaseException) else arg for arg in record.args
+        )
+        return str(record.msg) % args
+    return record.getMessage()
+
+
+def _value_free_str(exc: BaseException) -> str:
+    text = value_free_text(exc)
+    return str(exc) if text is None else text
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _chain(exc: BaseException) -> list[tuple[BaseException, BaseException | None]]:
+    """`exc` and the exceptions behind it, each with the one it is behind (outermost first)."""
+    chain: list[tuple[BaseException, BaseException | None]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    outer: BaseException | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, outer))
+        outer, current = (
+            current,
+            current.__cause__
+            if current.__cause__ is not None
+            else None
+            if current.__suppress_context__
+            else current.__context__,
+        )
+    return chain
+
+
+def _value_free_traceback(exc: BaseException) -> str:
+    """The standard traceback text, each driver error's message told without values."""
+    parts: list[str] = []
+    for link, outer in reversed(_chain(exc)):
+        if link.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(traceback.format_tb(link.__traceback__))
+        kind = type(link)
+        name = kind.__qualname__
+        if kind.__module__ != "builtins":
+            name = f"{kind.__module__}.{name}"
+        text = WITHHELD if quotes_an_argument(link, outer) else _value_free_str(link)
+        parts.append(f"{name}: {text}\n" if text else f"{name}\n")
+        if outer is not None:
+            parts.append(_CAUSE if outer.__cause__ is link else _CONTEXT)
+    return "".join(parts).rstrip("\n")
+
+
 _SAID_BY_ACCESS_LINE = {"method", "path", "status"}
 """Extras an access line's message already says ("GET /jobs 200")."""
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(ValueFreeFormatter):
     """The message, then the context fields as `key=value` (request_id, trace_id, latency_ms
     ...), then the exception if any. Time, level and logger are the handler's columns."""
 
@@ -78,7 +156,7 @@ class TextFormatter(logging.Formatter):
         fields = context_fields(record)
         if record.name == "taskforge.http.access":
             fields = {k: v for k, v in fields.items() if k not in _SAID_BY_ACCESS_LINE}
-        text = record.getMessage() + "".join(f" {key}={value}" for key, value in fields.items())
+        text = _message(record) + "".join(f" {key}={value}" for key, value in fields.items())
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

@@ -11,7 +11,14 @@ from typing import Annotated, TypeVar
 from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
-from taskforge.entrypoints.config import Address, ConfigError, Settings, parse_address
+from taskforge.entrypoints.config import (
+    Address,
+    ConfigError,
+    Settings,
+    masked_dsn,
+    parse_address,
+    without_password,
+)
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import (
     HandlerModuleError,
@@ -193,10 +200,11 @@ def migrate() -> None:
     try:
         applied = asyncio.run(apply_migrations(dsn))
     except MigrationError as exc:
-        print(f"taskforge migrate: {exc}", file=sys.stderr)
+        print(f"taskforge migrate: {without_password(str(exc), dsn)}", file=sys.stderr)
         raise SystemExit(1) from None
-    except (Unavailable, OSError) as exc:
-        print(f"taskforge migrate: cannot reach Postgres: {exc}", file=sys.stderr)
+    except Unavailable as exc:
+        reason = without_password(exc.cause, dsn)
+        print(f"taskforge migrate: cannot use {masked_dsn(dsn)}: {reason}", file=sys.stderr)
         raise SystemExit(1) from None
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")

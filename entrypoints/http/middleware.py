@@ -46,6 +46,10 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Served without a token even when API_TOKEN is set: probes and scrapers carry none. A
 trailing slash (`/healthz/`) reaches the same route and is just as open."""
 
+AUTHORIZED_STATE = "taskforge_authorized"
+"""Request state: whether the caller sent the token (or none is needed). An open path
+shows internal details (addresses, database and role names) only to such a caller."""
+
 UNTRACED_PATHS = OPEN_PATHS
 """Probes and scrapes come every few seconds and would bury the traces worth reading."""
 
@@ -103,6 +107,11 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return bytes(value)
     return None
+
+
+def caller_is_authorized(scope: Scope) -> bool:
+    """Whether this request's caller may see internal details (see AUTHORIZED_STATE)."""
+    return bool(scope.get("state", {}).get(AUTHORIZED_STATE, False))
 
 
 def request_id_for(incoming: bytes | None) -> str:
@@ -252,9 +261,11 @@ class RequestContextMiddleware:
             )
 
     def _refuses(self, scope: Scope) -> bool:
-        if self._token is None or is_open(scope["path"]):
-            return False
-        return not self._authorized(self._token, _header(scope, b"authorization"))
+        authorized = self._token is None or self._authorized(
+            self._token, _header(scope, b"authorization")
+        )
+        scope.setdefault("state", {})[AUTHORIZED_STATE] = authorized
+        return not authorized and not is_open(scope["path"])
 
     @staticmethod
     def _authorized(token: bytes, header: bytes | None) -> bool:

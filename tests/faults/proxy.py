@@ -147,10 +147,11 @@ class _Link:
 
 @dataclass(eq=False)
 class Route:
-    """One listening port forwarding to `upstream_port` on 127.0.0.1."""
+    """One listening port on 127.0.0.1 forwarding to `upstream_host`:`upstream_port`."""
 
     name: str
     upstream_port: int
+    upstream_host: str = "127.0.0.1"
     port: int = 0
     latency: float = 0.0
     refusing: bool = False
@@ -174,7 +175,7 @@ class Route:
             return
         try:
             upstream = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.upstream_port), CONNECT_TIMEOUT
+                asyncio.open_connection(self.upstream_host, self.upstream_port), CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError):
             self.stats.upstream_failures += 1
@@ -225,10 +226,12 @@ class FaultProxy:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
 
-    async def add(self, name: str, upstream_port: int) -> Route:
+    async def add(self, name: str, upstream_port: int, upstream_host: str | None = None) -> Route:
         if name in self.routes:
             raise ValueError(f"route {name!r} exists")
-        route = Route(name=name, upstream_port=upstream_port)
+        route = Route(
+            name=name, upstream_port=upstream_port, upstream_host=upstream_host or "127.0.0.1"
+        )
         await route.start()
         self.routes[name] = route
         return route

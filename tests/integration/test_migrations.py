@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import shutil
-import uuid
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,29 +17,15 @@ import asyncpg
 import pytest
 
 from taskforge.adapters.postgres import MigrationError, apply_migrations
-from taskforge.adapters.postgres.migrations import bundled_migrations, load_migrations
+from taskforge.adapters.postgres.migrations import (
+    SchemaCheck,
+    SchemaNotCurrent,
+    bundled_migrations,
+    load_migrations,
+)
 
 SHIPPED = load_migrations()
 VERSIONS = [migration.version for migration in SHIPPED]
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def scratch_dsn(postgres_admin_dsn: str) -> Iterator[str]:
-    """An empty database of its own, dropped after the test."""
-    name = f"taskforge_migrations_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(postgres_admin_dsn, f'CREATE DATABASE "{name}"'))
-    try:
-        yield urlunsplit(urlsplit(postgres_admin_dsn)._replace(path="/" + name))
-    finally:
-        asyncio.run(_admin(postgres_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -185,3 +172,97 @@ async def test_jobs_table_autovacuum_follows_a_fixed_amount_of_change(scratch_ds
     assert settings["autovacuum_vacuum_scale_factor"] == "0.0"
     assert settings["autovacuum_analyze_scale_factor"] == "0.0"
     assert int(settings["autovacuum_analyze_threshold"]) > 0
+
+
+async def test_schema_check_refuses_a_database_without_the_schema(scratch_dsn: str) -> None:
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        with pytest.raises(SchemaNotCurrent, match="run `taskforge migrate`") as refused:
+            await SchemaCheck()(conn)
+    finally:
+        await conn.close()
+
+    assert refused.value.missing == VERSIONS
+
+
+async def test_schema_check_names_the_migrations_not_applied(scratch_dsn: str) -> None:
+    await apply_migrations(scratch_dsn)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", VERSIONS[-1])
+
+        with pytest.raises(SchemaNotCurrent, match=f"{VERSIONS[-1]} not applied") as refused:
+            await SchemaCheck()(conn)
+    finally:
+        await conn.close()
+
+    assert refused.value.missing == [VERSIONS[-1]]
+    assert "run `taskforge migrate`" in str(refused.value)
+
+
+async def test_schema_check_reads_the_history_only_until_the_schema_is_current(
+    scratch_dsn: str,
+) -> None:
+    await apply_migrations(scratch_dsn)
+    check = SchemaCheck()
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await check(conn)
+        # Were the history read again, the check would now find no migration applied.
+        await conn.execute("ALTER TABLE schema_migrations RENAME TO schema_migrations_gone")
+
+        await check(conn)
+
+        with pytest.raises(SchemaNotCurrent):
+            await SchemaCheck()(conn)
+    finally:
+        await conn.close()
+
+
+def _migrate(dsn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskforge.entrypoints.cli.service", "migrate"],
+        env={**os.environ, "POSTGRES_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _with_password(dsn: str, password: str, **changes: str) -> str:
+    parts = urlsplit(dsn)
+    user = changes.get("user", parts.username or "postgres")
+    host = parts.netloc.rpartition("@")[2]
+    path = "/" + changes["database"] if "database" in changes else parts.path
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}", path=path))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"database": "taskforge_no_such_database"}, 'database "taskforge_no_such_database"'),
+        ({"user": "taskforge_no_such_role"}, 'role "taskforge_no_such_role"'),
+    ],
+    ids=["missing database", "unknown role"],
+)
+def test_migrate_explains_a_database_it_cannot_use_in_one_line(
+    postgres_admin_dsn: str, changes: dict[str, str], reason: str
+) -> None:
+    result = _migrate(_with_password(postgres_admin_dsn, "hunter2-secret", **changes))
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("taskforge migrate: cannot use postgresql://")
+    assert reason in line
+    assert ":***@" in line
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_migrate_refuses_a_malformed_dsn_without_showing_it() -> None:
+    result = _migrate("postgresql://postgres:hunter2/secret@127.0.0.1:5432/taskforge")
+
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert "POSTGRES_DSN" in line
+    assert "malformed" in line
+    assert "hunter2" not in line and "secret" not in line

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from taskforge.entrypoints.config import Address, ConfigError, Settings
+from taskforge.entrypoints.config import (
+    Address,
+    ConfigError,
+    Settings,
+    masked_dsn,
+    without_password,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -190,6 +196,40 @@ def test_a_bad_postgres_dsn_is_refused_without_echoing_it(dsn: str) -> None:
     assert raised.value.variable == "POSTGRES_DSN"
     assert "postgresql://" in str(raised.value)
     assert "secret-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:secret-pw@db:notaport/app",  # asyncpg: "invalid literal for int()"
+        "postgresql://app:secret/pw@db:5432/app",  # an unescaped `/` ends the host part early
+        "postgres://app:secret-pw@[::1/app",  # an unclosed IPv6 bracket
+    ],
+)
+def test_a_malformed_postgres_dsn_is_refused_at_start_without_echoing_it(dsn: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"POSTGRES_DSN": dsn})
+
+    assert raised.value.variable == "POSTGRES_DSN"
+    assert "malformed" in str(raised.value)
+    assert "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        ("postgresql://app:s3cret@db:5432/app", "postgresql://app:***@db:5432/app"),
+        ("postgresql://app:s3/cr@et@db/app", "postgresql://app:***@db/app"),
+        (
+            "postgresql://app@db/app?password=s3cret&ssl=1",
+            "postgresql://app@db/app?password=***&ssl=1",
+        ),
+        ("postgresql://db/app", "postgresql://db/app"),
+    ],
+)
+def test_a_dsn_is_shown_with_its_password_masked(dsn: str, masked: str) -> None:
+    assert masked_dsn(dsn) == masked
+    assert "s3" not in without_password(f"a driver quoting {dsn}", dsn)
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://u@h/db", "postgres://u:p@h:5433/db?sslmode=require"])

@@ -1,0 +1,87 @@
+"""Worker, scheduler and API started against a database they cannot use yet: each logs why
+in one line (the password masked), waits, and starts by itself once the database is fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from taskforge.adapters.postgres import apply_migrations
+from tests.integration.processes.conftest import DEADLINE, Process, Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PASSWORD = "hunter2-secret"
+MIGRATE = "run `taskforge migrate`"
+
+
+def _with_password(dsn: str, *, user: str | None = None) -> str:
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    name = user or parts.username or "postgres"
+    return urlunsplit(parts._replace(netloc=f"{name}:{PASSWORD}@{host}"))
+
+
+async def _wait_for_line(process: Process, text: str) -> str:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        lines = [line for line in process.tail(400).splitlines() if text in line]
+        if lines:
+            return lines[0]
+        assert process.popen.poll() is None, f"{process.role} exited:\n{process.tail()}"
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{process.role} never logged {text!r}:\n{process.tail()}")
+
+
+def _lines_with(process: Process, text: str) -> list[str]:
+    return [line for line in process.tail(400).splitlines() if text in line]
+
+
+async def test_worker_and_scheduler_wait_for_migrations_and_then_start(
+    stack: Stack, scratch_dsn: str
+) -> None:
+    dsn = _with_password(scratch_dsn)
+    worker = stack.start_worker(POSTGRES_DSN=dsn)
+    scheduler = stack.start_scheduler(POSTGRES_DSN=dsn)
+
+    for process in (worker, scheduler):
+        line = await _wait_for_line(process, MIGRATE)
+        assert f"{process.role} cannot use Postgres at postgresql://postgres:***@" in line
+    assert not _lines_with(worker, "worker serving")
+
+    await apply_migrations(scratch_dsn)
+
+    await _wait_for_line(worker, "worker serving")
+    await _wait_for_line(scheduler, "is ready now")
+    for process in (worker, scheduler):
+        assert len(_lines_with(process, MIGRATE)) == 1
+        assert PASSWORD not in process.tail(400)
+
+
+async def test_a_worker_on_an_unknown_role_says_so_instead_of_serving(
+    stack: Stack, postgres_admin_dsn: str
+) -> None:
+    worker = stack.start_worker(
+        POSTGRES_DSN=_with_password(postgres_admin_dsn, user="taskforge_no_such_role")
+    )
+
+    line = await _wait_for_line(worker, "does not exist")
+
+    assert "worker cannot use Postgres" in line
+    assert "role" in line and "taskforge_no_such_role" in line
+    assert not _lines_with(worker, "worker serving")
+    assert PASSWORD not in worker.tail(400)
+
+
+async def test_the_api_logs_once_why_it_is_not_ready(stack: Stack, scratch_dsn: str) -> None:
+    api = await stack.start_api(POSTGRES_DSN=_with_password(scratch_dsn))
+
+    line = await _wait_for_line(api, MIGRATE)
+
+    assert "api cannot use Postgres at postgresql://postgres:***@" in line
+    async with stack.client() as client:
+        assert (await client.get("/readyz")).status_code == 503
+    assert len(_lines_with(api, "cannot use Postgres")) == 1
