@@ -197,12 +197,19 @@ class EnqueueJob:
     MAX_BATCH = 500
 
     def __init__(
-        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None = None
+        self,
+        jobs: JobRepository,
+        ready_queue: ReadyQueue,
+        tracer: JobTracer | None = None,
+        max_waiting: int = 5_000,
     ) -> None:
-        """`tracer` None: tracing is off and enqueueing does no tracing work at all."""
+        """`tracer` None: tracing is off and enqueueing does no tracing work at all.
+        `max_waiting`: calls that may wait for the store at once; one more is refused with
+        Unavailable at once, so a stalled store cannot pile up callers without end."""
         self._jobs = jobs
         self._hints = HintPublisher(ready_queue)
         self._tracer = tracer
+        self._max_waiting = max_waiting
         self._waiting: list[Waiter] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -217,6 +224,11 @@ class EnqueueJob:
         return [await self._store(new_job) for new_job in new_jobs]
 
     async def _store(self, new_job: NewJob) -> Enqueued:
+        if len(self._waiting) >= self._max_waiting:
+            raise Unavailable(
+                "job store",
+                f"{len(self._waiting)} enqueues already wait for it (MAX_WAITING_ENQUEUES)",
+            )
         future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
         self._waiting.append((new_job, future))
         if self._writer is None or self._writer.done():

@@ -94,6 +94,9 @@ class Settings:
     """Seconds between a worker's writes of its metrics to the cluster-wide store; a worker
     that misses three in a row drops out of utilisation."""
     redis_key_prefix: str = "taskforge:"
+    max_waiting_enqueues: int = 5_000
+    """Single enqueues that may wait for the job store at once per API process; one more is
+    answered 503 at once."""
     request_deadline: float = 5.0
     """Seconds any API request may take; past it the answer is 503 not_ready (0: none)."""
     http_header_timeout: float = 10.0
@@ -160,6 +163,7 @@ class Settings:
             metrics_addr=get("METRICS_ADDR", parse_address, None),
             metrics_flush_interval=get("METRICS_FLUSH_INTERVAL", _number(0.05, 60), 1.0),
             redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
+            max_waiting_enqueues=get("MAX_WAITING_ENQUEUES", _int_range(1, 10_000_000), 5_000),
             request_deadline=get("REQUEST_DEADLINE", _number(0, 3600), 5.0),
             http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
             http_body_timeout=get("HTTP_BODY_TIMEOUT", _number(0.1, 3600), 30.0),

@@ -108,10 +108,14 @@ class CoreProvider(Provider):
 
     @provide
     async def enqueue_job(
-        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None
+        self,
+        jobs: JobRepository,
+        ready_queue: ReadyQueue,
+        tracer: JobTracer | None,
+        settings: Settings,
     ) -> AsyncIterator[EnqueueJob]:
         """Pushes its last hints before the ready queue's client closes."""
-        enqueue = EnqueueJob(jobs, ready_queue, tracer)
+        enqueue = EnqueueJob(jobs, ready_queue, tracer, settings.max_waiting_enqueues)
         yield enqueue
         await _drained(enqueue)
 

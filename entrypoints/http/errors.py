@@ -125,7 +125,9 @@ def _domain_error(exc: DomainError) -> Response[ErrorOut]:
             return error_response(status, code, str(exc), details)
         case Unavailable():
             log.warning("%s", exc)
-            return error_response(status, code, str(exc), {"service": exc.service})
+            return error_response(
+                status, code, str(exc), {"service": exc.service}, {"Retry-After": "1"}
+            )
         case _:
             return error_response(status, code, str(exc))
 

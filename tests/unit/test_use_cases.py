@@ -659,3 +659,34 @@ async def test_after_a_failed_push_the_waiting_hints_are_left_to_the_scheduler(
     assert ready_queue.pushes == 1  # not one timeout per waiting batch
     assert "leaving 5 more hint(s) to the scheduler" in caplog.text
     assert len(memory.state.jobs) == 6
+
+
+class GatedRepository(InMemoryJobRepository):
+    """Writes wait for `gate`: a store that stopped answering."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__(memory.state, memory.clock, memory.ids)
+        self.gate = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        self.writing.set()
+        await self.gate.wait()
+        return await super().add_many(jobs)
+
+
+async def test_enqueues_beyond_the_waiting_bound_are_refused_at_once(memory: Memory) -> None:
+    jobs = GatedRepository(memory)
+    enqueue = EnqueueJob(jobs, memory.ready_queue, max_waiting=3)
+    first = asyncio.create_task(enqueue(memory.new_job()))  # taken by the writer
+    await jobs.writing.wait()
+    waiting = [asyncio.create_task(enqueue(memory.new_job())) for _ in range(3)]
+    await asyncio.sleep(0)
+
+    with pytest.raises(Unavailable, match="MAX_WAITING_ENQUEUES"):
+        await enqueue(memory.new_job())
+
+    jobs.gate.set()
+    results = await asyncio.gather(first, *waiting)
+    assert all(result.created for result in results)
+    assert (await enqueue(memory.new_job())).created  # room again once the store answers

@@ -120,6 +120,7 @@ async def test_backend_outage_is_503_not_ready(client: httpx.AsyncClient) -> Non
 
     body = assert_error(response, 503, "not_ready")
     assert body["details"] == {"service": "postgres"}
+    assert response.headers["retry-after"] == "1"
 
 
 @pytest.mark.parametrize("faults", [{"get": Unavailable("postgres", "connection refused")}])
