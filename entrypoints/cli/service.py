@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.entrypoints.config import ConfigError, Settings, parse_address
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import load_handlers, run_event_loop, run_roles
@@ -183,12 +184,18 @@ def bench(
     raise SystemExit(bench_main(settings, quick, Path(out), runs))
 
 
+RESTART_EXIT_CODE = 75
+"""A worker stopped by itself and needs a new process (EX_TEMPFAIL: try again)."""
+
+
 def main() -> None:
     try:
         app()
     except ConfigError as exc:
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TooManyAbandonedThreads:  # already logged by the worker, with the reason
+        raise SystemExit(RESTART_EXIT_CODE) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -356,13 +356,13 @@ def test_enqueue_sends_every_policy_flag(cli: Cli) -> None:
     job = cli(
         "enqueue", "--job-type", "noop", "--queue", idle_queue(), "--delay", "60",
         "--max-attempts", "7", "--initial-delay", "2", "--backoff", "3", "--max-delay", "90",
-        "--jitter", "--visibility-timeout", "45", "--json",
+        "--jitter", "--visibility-timeout", "45", "--timeout", "12.5", "--json",
     ).json()  # fmt: skip
     policy = {k: job[k] for k in ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")}
     assert policy == {
         "maxAttempts": 7, "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 90.0, "jitter": True
     }  # fmt: skip
-    assert job["visibilityTimeout"] == 45.0
+    assert (job["visibilityTimeout"], job["timeout"]) == (45.0, 12.5)
     assert job["nextRunAt"] > job["createdAt"]
 
 
@@ -408,6 +408,9 @@ def test_status_shows_policy_attempts_timings_and_the_last_error(
     assert re.fullmatch(r"\S+Z  \(ran \S+\)", field(shown.out, "finished"))
     assert field(shown.out, "reason") == "terminal error"
     assert field(shown.out, "last error") == "TerminalError: card declined"
+    assert field(shown.out, "traceback") == "Traceback (most recent call last):"
+    assert "in fail\n" in shown.out  # the demo handler's frame
+    assert shown.out.rstrip().endswith("TerminalError: card declined")
 
 
 def test_status_watch_follows_a_job_until_it_succeeds(cli: Cli, api: httpx.Client) -> None:
