@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -801,7 +802,8 @@ async def test_past_its_bound_of_abandoned_threads_the_worker_drains_and_stops(
 async def test_sync_handlers_run_as_many_at_once_as_the_worker_has_slots(
     cluster: Cluster,
 ) -> None:
-    slots = 8  # more than the default thread pool of a two-core machine runs at once
+    # One more than asyncio's default thread pool runs at once on this machine.
+    slots = min(32, (os.cpu_count() or 1) + 4) + 1
     everyone_in = threading.Barrier(slots, timeout=DEADLINE)
 
     @handler(cluster, "meet")
