@@ -117,7 +117,11 @@ class _Running:
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - an exception's own __str__ may fail too
+        message = "<str() failed>"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return storable_text(text)[:MAX_ERROR_LENGTH]
 
 

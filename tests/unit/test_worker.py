@@ -815,3 +815,21 @@ async def test_sync_handlers_run_as_many_at_once_as_the_worker_has_slots(
 
     for job in jobs:
         await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot describe myself")
+
+
+async def test_an_error_that_cannot_be_printed_still_fails_the_attempt(cluster: Cluster) -> None:
+    @handler(cluster, "odd")
+    async def odd(ctx: JobContext) -> None:
+        raise Unprintable
+
+    cluster.start_worker()
+    job = await cluster.enqueue("odd", policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == "Unprintable: <str() failed>"
