@@ -10,6 +10,8 @@ Re-exported by the public `taskforge` module::
 
 Handlers may be `async def` or plain functions; plain ones run in a thread so they never
 block the worker's event loop. Any exception is retryable unless it is a TerminalError.
+A job's `timeout` cancels an async handler; a sync one cannot be interrupted, so its attempt
+ends without it and its thread is abandoned (it should poll `ctx.cancelled`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from uuid import UUID
+
+from taskforge.application.threads import HandlerThreads
 
 JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
 
@@ -38,9 +42,9 @@ class UnknownJobType(TerminalError):
 class JobContext:
     """Everything a handler knows about the attempt it runs.
 
-    `cancelled` is set when the job is cancelled, dead-lettered or its lease is lost while
-    the handler runs; async handlers are also interrupted with CancelledError, sync ones
-    should poll it between steps.
+    `cancelled` is set when the job is cancelled, dead-lettered, its lease is lost or its
+    time limit (`timeout`) passes while the handler runs; async handlers are also
+    interrupted with CancelledError, sync ones should poll it between steps.
     """
 
     job_id: UUID
@@ -97,11 +101,17 @@ class HandlerRegistry:
             self.register(job_type, other.get(job_type))
 
 
-async def invoke(handler: JobHandler, ctx: JobContext) -> Any:
-    """Run one handler for one attempt: coroutines on the loop, plain functions in a thread."""
+async def invoke(
+    handler: JobHandler,
+    ctx: JobContext,
+    threads: HandlerThreads,
+    on_abandon: Callable[[str], None] | None = None,
+) -> Any:
+    """Run one handler for one attempt: coroutines on the loop, plain functions on `threads`
+    (`on_abandon` as for HandlerThreads.run)."""
     if inspect.iscoroutinefunction(handler):
         return await handler(ctx)
-    result = await asyncio.to_thread(handler, ctx)
+    result = await threads.run(handler, ctx, on_abandon)
     if inspect.isawaitable(result):
         return await result
     return result

@@ -45,7 +45,11 @@ class ListFilter:
 class JobRepository(Protocol):
     """The source of truth. Every transition is atomic and conditional on the state it
     expects (and, for a worker's writes, on the lease token): a write whose condition no
-    longer holds changes nothing. Timestamps come from the store's own clock."""
+    longer holds changes nothing. Timestamps come from the store's own clock.
+
+    A job's `errors` are heavy (up to 20 tracebacks): `get` and the operator moves (cancel,
+    dead_letter, retry, replay) return them; `add`, `add_many`, `find` and the claims
+    leave them empty."""
 
     async def add(self, job: NewJob) -> tuple[Job, bool]:
         """Insert, or return the existing job with the same idempotency key.
@@ -81,7 +85,8 @@ class JobRepository(Protocol):
     async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
         """Apply each settlement whose lease still owns a RUNNING job. Returns the ids that
         were applied; the rest were fenced off. Dead-lettering writes its dead_letters row
-        in the same transaction."""
+        in the same transaction. A failure (FAILED or DLQ) adds its error and traceback to
+        the job's `errors`, which keeps the last MAX_ATTEMPT_ERRORS."""
         ...
 
     async def release(self, leases: Sequence[Lease]) -> set[UUID]:
@@ -113,8 +118,9 @@ class JobRepository(Protocol):
         ...
 
     async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
-        """RUNNING jobs whose lease expired -> PENDING (attempts left) or DLQ. Returns the
-        hints for the requeued ones and how many were dead-lettered."""
+        """RUNNING jobs whose lease expired -> PENDING (attempts left) or DLQ, each expiry
+        added to the job's `errors`. Returns the hints for the requeued ones and how many
+        were dead-lettered."""
         ...
 
     async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:

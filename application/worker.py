@@ -9,8 +9,11 @@ interrupted and its result discarded: the store refuses writes that name a stale
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import time
+import traceback
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -26,15 +29,20 @@ from taskforge.application.ports import (
     ReadyQueue,
     WorkerMetrics,
 )
+from taskforge.application.threads import HandlerThreads
 from taskforge.application.timing import sleep_unless, wait_any
+from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job, Lease, ReadyHint
 from taskforge.domain.outcome import (
+    WORKER_ERROR_REASON,
     DeadLettered,
     FailureKind,
     RetryLater,
     Settlement,
     Succeeded,
+    bound_traceback,
     decide_failure,
+    storable_text,
 )
 
 log = logging.getLogger("taskforge.worker")
@@ -49,6 +57,18 @@ _OUTCOMES: dict[type[Settlement], str] = {
     RetryLater: "retry",
     DeadLettered: "dead_lettered",
 }
+
+SETTLE_ATTEMPTS = 8
+"""Writes of a settlement batch while the store is unavailable, with backoff up to 2 s."""
+SETTLE_STATEMENT_ATTEMPTS = 3
+"""Writes of one settlement the store refuses with any other error: such an error rarely
+passes, and the job's lease expiring is the way out (the scheduler then re-runs it)."""
+
+
+class TooManyAbandonedThreads(Exception):
+    """Worker.run stopped because more sync-handler threads were abandoned and still run than
+    `max_abandoned_threads` allows. Only a new process gets those threads back: the caller
+    should exit non-zero so that its supervisor restarts it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +87,17 @@ class WorkerSettings:
     settle_linger: float = 0.002
     """Seconds a settlement may wait for others to share its write."""
     heartbeat_tick: float = 0.25
+    max_abandoned_threads: int | None = None
+    """Sync-handler threads that may stay abandoned (still running after their attempt ended
+    without them) before the worker drains and stops with TooManyAbandonedThreads; None
+    means `concurrency`. Sync handlers run on `concurrency` + this many threads, so the
+    abandoned ones never take a running job's thread."""
+
+    @property
+    def abandoned_thread_limit(self) -> int:
+        return (
+            self.concurrency if self.max_abandoned_threads is None else self.max_abandoned_threads
+        )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -75,16 +106,27 @@ class _Running:
     lease: Lease
     context: JobContext
     task: asyncio.Task[None] | None = None
-    renew_at: float = 0.0
+    renew_every: float = 0.0
+    renew_at: float = math.inf
+    """When the heartbeat renews this lease next; set once the attempt starts."""
     lost: bool = False
     released: bool = False
     settling: bool = False
+    abandoned_stack: str | None = None
+    """Where the attempt's sync handler was when its thread was abandoned."""
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    # Postgres text cannot hold NUL; an error message is free-form, so show it escaped.
-    return text.replace("\x00", "\\x00")[:MAX_ERROR_LENGTH]
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - an exception's own __str__ may fail too
+        message = "<str() failed>"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return storable_text(text)[:MAX_ERROR_LENGTH]
+
+
+def _traceback_of(exc: BaseException) -> str:
+    return bound_traceback("".join(traceback.format_exception(exc)))
 
 
 class _Settler:
@@ -93,13 +135,15 @@ class _Settler:
     def __init__(self, jobs: JobRepository, settings: WorkerSettings) -> None:
         self._jobs = jobs
         self._settings = settings
-        self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Settlement, asyncio.Future[bool | None]]] = []
         self._wakeup = asyncio.Event()
         self._closed = False
 
-    async def submit(self, settlement: Settlement) -> bool:
-        """True when the store applied it; False when the lease no longer owned the job."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def submit(self, settlement: Settlement) -> bool | None:
+        """True when the store applied it; False when the lease no longer owned the job;
+        None when it could not be written (the lease then expires and the scheduler
+        recovers the job)."""
+        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._pending.append((settlement, future))
         self._wakeup.set()
         return await future
@@ -115,22 +159,53 @@ class _Settler:
                 del self._pending[: len(batch)]
                 await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[Settlement, asyncio.Future[bool]]]) -> None:
-        delay = 0.05
-        for attempt in range(8):
-            try:
-                applied = await self._jobs.settle([settlement for settlement, _ in batch])
-                break
-            except Exception as exc:  # noqa: BLE001 - store outages are retried, then reaped
-                log.warning("settle failed (attempt %d): %s", attempt + 1, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        else:
-            # The leases will expire and the scheduler re-runs these jobs: at-least-once.
-            applied = set()
+    async def _flush(self, batch: list[tuple[Settlement, asyncio.Future[bool | None]]]) -> None:
+        try:
+            applied, unwritten = await self._write([settlement for settlement, _ in batch])
+        except Exception:  # every waiter gets an answer whatever happened
+            log.exception("settling %d job(s) failed", len(batch))
+            applied, unwritten = set(), {settlement.lease.job_id for settlement, _ in batch}
         for settlement, future in batch:
             if not future.done():
-                future.set_result(settlement.lease.job_id in applied)
+                job_id = settlement.lease.job_id
+                future.set_result(None if job_id in unwritten else job_id in applied)
+
+    async def _write(self, settlements: list[Settlement]) -> tuple[set[UUID], set[UUID]]:
+        """Apply settlements: (ids applied, ids that could not be written). An unavailable
+        store is retried with backoff. Any other error splits a batch, so that a settlement
+        the store refuses cannot take the rest of its batch with it."""
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._jobs.settle(settlements), set()
+            except Exception as exc:  # noqa: BLE001 - store outages are retried, then reaped
+                unavailable = isinstance(exc, Unavailable)
+                if not unavailable and len(settlements) > 1:
+                    log.warning(
+                        "settling %d jobs failed, one by one now: %s", len(settlements), exc
+                    )
+                    applied: set[UUID] = set()
+                    unwritten: set[UUID] = set()
+                    for settlement in settlements:
+                        one_applied, one_unwritten = await self._write([settlement])
+                        applied |= one_applied
+                        unwritten |= one_unwritten
+                    return applied, unwritten
+                if attempt >= (SETTLE_ATTEMPTS if unavailable else SETTLE_STATEMENT_ATTEMPTS):
+                    ids = [str(settlement.lease.job_id) for settlement in settlements]
+                    log.error(
+                        "could not settle %d job(s), their leases will expire and the scheduler "
+                        "re-runs them: %s (%s)",
+                        len(ids),
+                        exc,
+                        ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""),
+                    )
+                    return set(), {settlement.lease.job_id for settlement in settlements}
+                log.warning("settle failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def close(self) -> None:
         self._closed = True
@@ -154,6 +229,8 @@ class Worker:
         """`tracer` None: tracing is off and the worker does no tracing work at all."""
         if settings.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if settings.abandoned_thread_limit < 0:
+            raise ValueError("max_abandoned_threads must be >= 0")
         self._jobs = jobs
         self._ready_queue = ready_queue
         self._rate_limiter = rate_limiter
@@ -172,6 +249,10 @@ class Worker:
         self._settled = asyncio.Event()
         self._max_settling = max(settings.settle_batch_size, 4 * settings.concurrency)
         self._settler = _Settler(jobs, settings)
+        self._threads = HandlerThreads(settings.concurrency + settings.abandoned_thread_limit)
+        self._stopping = asyncio.Event()
+        """Set when `run`'s stop is, or when the worker gives up by itself."""
+        self._gave_up: str | None = None
 
     @property
     def running(self) -> int:
@@ -182,9 +263,21 @@ class Worker:
         """This worker's name in leases (and in the metrics store): host:pid:suffix."""
         return self._settings.owner
 
+    @property
+    def abandoned_threads(self) -> int:
+        """Sync-handler threads abandoned by this worker that are still running."""
+        return self._threads.abandoned
+
+    @property
+    def abandoned_threads_total(self) -> int:
+        """Sync-handler threads abandoned by this worker since it started."""
+        return self._threads.abandoned_total
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then shut down gracefully: running jobs get the grace
-        period to finish; the rest are interrupted and handed back without using an attempt."""
+        period to finish; the rest are interrupted and handed back without using an attempt.
+        Raises TooManyAbandonedThreads, after the same graceful shutdown, when the worker
+        stopped by itself because too many abandoned threads still run."""
         for queue in self._settings.queues:
             self._report_utilization(queue)  # the queues served, idle, from the start
         settler = asyncio.create_task(self._settler.run(), name="taskforge-settler")
@@ -194,16 +287,25 @@ class Worker:
             if self._settings.heartbeat
             else None
         )
+        relay = asyncio.create_task(self._relay_stop(stop), name="taskforge-stop")
         try:
-            await self._fetch_loop(stop)
+            await self._fetch_loop(self._stopping)
         finally:
             await self._drain()
+            relay.cancel()
             if heartbeat is not None:
                 heartbeat.cancel()
             self._settler.close()
             await asyncio.gather(
-                settler, *([heartbeat] if heartbeat else []), return_exceptions=True
+                settler, relay, *([heartbeat] if heartbeat else []), return_exceptions=True
             )
+            self._threads.shutdown()
+        if self._gave_up is not None:
+            raise TooManyAbandonedThreads(self._gave_up)
+
+    async def _relay_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
 
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -273,7 +375,12 @@ class Worker:
         return allowed
 
     def _start(self, job: Job) -> None:
-        assert job.lease_token is not None, "a claimed job carries its lease"
+        """Take a slot and run the job's attempt in a task of its own. Only the job's plain
+        fields are copied here: whatever the job holds, it is the task that reads it, inside
+        the guard that always frees the slot and settles the attempt (see _execute)."""
+        if job.lease_token is None:
+            log.error("job %s was claimed without a lease; its claim will expire", job.id)
+            return
         lease = Lease(job_id=job.id, token=job.lease_token)
         context = JobContext(
             job_id=job.id,
@@ -285,38 +392,72 @@ class Worker:
             lease_token=lease.token,
             traceparent=job.traceparent,
         )
-        running = _Running(
-            job=job,
-            lease=lease,
-            context=context,
-            renew_at=time.monotonic() + job.visibility_timeout / 3,
-        )
+        running = _Running(job=job, lease=lease, context=context)
         self._running[job.id] = running
         running.task = asyncio.create_task(self._execute(running), name=f"taskforge-job-{job.id}")
-        self._report_utilization(job.queue)
 
     async def _execute(self, running: _Running) -> None:
-        job = running.job
+        """One attempt, from its start to its settlement. Whatever is raised on the way, by
+        the handler or by the worker's own work on this job (its timestamps, metrics,
+        tracing), the slot is freed, the lease is no longer renewed, and the attempt is
+        settled: failed with the error, unless the lease was lost or handed back. A
+        settlement the store cannot write leaves the job to its lease's expiry."""
         started = time.monotonic()
-        queued_since = job.next_run_at if job.next_run_at > job.created_at else job.created_at
-        time_in_queue = max(0.0, (self._clock.now() - queued_since).total_seconds())
-        self._metrics.job_started(job.queue, self._job_type_label(job), time_in_queue)
         settlement: Settlement | None = None
         try:
-            if self._tracer is None:
-                settlement = await self._attempt(running)
-            else:
-                settlement = await self._traced_attempt(running, self._tracer)
+            settlement = await self._begin_attempt(running)
         except asyncio.CancelledError:
             if not (running.lost or running.released):
                 raise
+        except Exception as exc:  # noqa: BLE001 - the worker's own failure on this job
+            settlement = self._worker_failure(running, exc)
         finally:
-            runtime = time.monotonic() - started
-            del self._running[job.id]
-            self._slot_freed.set()
-            self._report_utilization(job.queue)
-            if settlement is not None:
-                await self._settle(running, settlement, runtime)
+            self._free_slot(running)
+        if settlement is not None:
+            await self._settle(running, settlement, time.monotonic() - started)
+
+    async def _begin_attempt(self, running: _Running) -> Settlement:
+        job = running.job
+        running.renew_every = job.visibility_timeout / 3
+        running.renew_at = time.monotonic() + running.renew_every
+        self._report_utilization(job.queue)
+        self._metrics.job_started(job.queue, self._job_type_label(job), self._time_in_queue(job))
+        if self._tracer is None:
+            return await self._attempt(running)
+        return await self._traced_attempt(running, self._tracer)
+
+    def _time_in_queue(self, job: Job) -> float:
+        """Seconds since the job became due (created, or due after a delay or a retry).
+        A timestamp without a timezone is no instant (Postgres' -infinity and infinity come
+        back so) and is left out."""
+        instants = [at for at in (job.next_run_at, job.created_at) if at.tzinfo is not None]
+        if not instants:
+            return 0.0
+        return max(0.0, (self._clock.now() - max(instants)).total_seconds())
+
+    def _worker_failure(self, running: _Running, exc: Exception) -> Settlement:
+        """The worker failed on this job itself: the attempt fails with that error, as if
+        the handler had raised it; if even deciding that fails, the job is dead-lettered."""
+        job, lease = running.job, running.lease
+        log.error(
+            "job %s: the worker failed while running its attempt: %s", job.id, exc, exc_info=exc
+        )
+        error, trace = _describe(exc), _traceback_of(exc)
+        try:
+            return decide_failure(job, lease, error, FailureKind.RETRYABLE, self._random, trace)
+        except Exception:  # noqa: BLE001 - the job's own data breaks the decision too
+            return DeadLettered(
+                lease=lease, error=error, reason=WORKER_ERROR_REASON, traceback=trace
+            )
+
+    def _free_slot(self, running: _Running) -> None:
+        """Give the slot back; from now on only a settlement in flight renews the lease."""
+        self._running.pop(running.job.id, None)
+        self._slot_freed.set()
+        try:
+            self._report_utilization(running.job.queue)
+        except Exception:  # metrics must not stop the worker
+            log.exception("could not report utilisation")
 
     async def _settle(self, running: _Running, settlement: Settlement, runtime: float) -> None:
         job = running.job
@@ -327,9 +468,33 @@ class Worker:
         finally:
             del self._settling[job.id]
             self._settled.set()
-        if not applied and not running.lost:  # a heartbeat may have counted it already
+        try:
+            self._report_settled(running, settlement, applied, runtime)
+        except Exception:  # the job is settled; its report must not leak
+            log.exception("job %s: could not report its settlement", job.id)
+
+    def _report_settled(
+        self, running: _Running, settlement: Settlement, applied: bool | None, runtime: float
+    ) -> None:
+        job = running.job
+        if applied is False and not running.lost:  # a heartbeat may have counted it already
             self._lease_lost(running, "settle refused: the lease no longer owns the job")
-        succeeded = applied and isinstance(settlement, Succeeded)
+        if applied and isinstance(settlement, DeadLettered):
+            log.warning(
+                "job %s (%s on %s) dead-lettered: %s; last error: %s",
+                job.id,
+                job.job_type,
+                job.queue,
+                settlement.reason,
+                settlement.error,
+                extra={
+                    "job_id": str(job.id),
+                    "queue": job.queue,
+                    "job_type": job.job_type,
+                    "reason": settlement.reason,
+                },
+            )
+        succeeded = bool(applied) and isinstance(settlement, Succeeded)
         self._metrics.job_finished(job.queue, self._job_type_label(job), runtime, succeeded)
 
     def _job_type_label(self, job: Job) -> str:
@@ -355,39 +520,77 @@ class Worker:
                 span.fail(settlement.error)
             return settlement
 
+    def _time_limit(self, job: Job) -> tuple[float | None, str]:
+        """The attempt's deadline in seconds and what set it: the job's `timeout`, or without
+        heartbeats its lease (visibility timeout), whichever is sooner; None: no deadline."""
+        limits = (
+            [(job.visibility_timeout, "visibility timeout")] if not self._settings.heartbeat else []
+        )
+        if job.timeout > 0:
+            limits.append((job.timeout, "job timeout"))
+        seconds, cause = min(limits, default=(None, ""))
+        return seconds, cause
+
     async def _attempt(self, running: _Running) -> Settlement:
-        job, lease = running.job, running.lease
-        # Without heartbeats the lease is the attempt's deadline. Only this deadline's
-        # expiry is reported as such: a TimeoutError the handler raises itself (its HTTP
-        # client's, say) is an ordinary failure with its own message.
-        deadline = None if self._settings.heartbeat else asyncio.timeout(job.visibility_timeout)
+        job, lease, context = running.job, running.lease, running.context
+        limit, cause = self._time_limit(job)
+        # Only this deadline's expiry is reported as a timeout: a TimeoutError the handler
+        # raises itself (its HTTP client's, say) is an ordinary failure with its own message.
+        deadline = asyncio.timeout(limit)
         try:
             handler = self._handlers.get(job.job_type)
-            if deadline is None:
-                await invoke(handler, running.context)
-            else:
-                async with deadline:
-                    await invoke(handler, running.context)
+            async with deadline:
+                await invoke(
+                    handler, context, self._threads, functools.partial(self._abandoned, running)
+                )
             return Succeeded(lease=lease)
         except TerminalError as exc:
-            return decide_failure(job, lease, _describe(exc), FailureKind.TERMINAL, self._random)
+            return decide_failure(
+                job, lease, _describe(exc), FailureKind.TERMINAL, self._random, _traceback_of(exc)
+            )
         except TimeoutError as exc:
-            if deadline is None or not deadline.expired():
+            if not deadline.expired():
                 return self._retryable(job, lease, exc)
-            error = f"timed out after {job.visibility_timeout:g}s (visibility timeout)"
-            return decide_failure(job, lease, error, FailureKind.RETRYABLE, self._random)
+            context.cancelled.set()  # a sync handler that polls it can stop
+            error = f"timed out after {limit:g}s ({cause})"
+            log.info("job %s attempt %d %s", job.id, job.attempt_count, error)
+            # Where the handler was: its thread's stack, or the cancelled coroutine's.
+            trace = running.abandoned_stack or _traceback_of(exc)
+            return decide_failure(
+                job, lease, error, FailureKind.RETRYABLE, self._random, bound_traceback(trace)
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any handler error is a retryable failure
             return self._retryable(job, lease, exc)
 
     def _retryable(self, job: Job, lease: Lease, exc: Exception) -> Settlement:
-        outcome = decide_failure(job, lease, _describe(exc), FailureKind.RETRYABLE, self._random)
+        outcome = decide_failure(
+            job, lease, _describe(exc), FailureKind.RETRYABLE, self._random, _traceback_of(exc)
+        )
         if isinstance(outcome, RetryLater):
             log.info(
                 "job %s attempt %d failed, retry in %s", job.id, job.attempt_count, outcome.delay
             )
         return outcome
+
+    def _abandoned(self, running: _Running, stack: str) -> None:
+        """A sync handler's thread outlived its attempt (timed out, lease lost, shutdown)."""
+        running.abandoned_stack = stack
+        still_running, limit = self._threads.abandoned, self._settings.abandoned_thread_limit
+        log.warning(
+            "job %s: its sync handler did not stop; abandoned its thread "
+            "(%d abandoned thread(s) still running, limit %d)",
+            running.job.id,
+            still_running,
+            limit,
+        )
+        if still_running > limit and not self._stopping.is_set():
+            self._gave_up = (
+                f"{still_running} abandoned handler threads are still running (limit {limit})"
+            )
+            log.error("stopping the worker: %s; restart it to get them back", self._gave_up)
+            self._stopping.set()
 
     def _lease_lost(self, running: _Running, why: str) -> None:
         self._metrics.lease_lost(running.job.queue)
@@ -403,27 +606,31 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.heartbeat_tick)
-            current = [*self._running.values(), *self._settling.values()]
-            if not current:
-                continue
-            now = time.monotonic()
-            if all(r.renew_at > now for r in current):
-                continue
             try:
-                held = await self._jobs.heartbeat([r.lease for r in current])
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            renewed_at = time.monotonic()
-            for running in current:
-                if running.job.id in held:
-                    running.renew_at = renewed_at + running.job.visibility_timeout / 3
-                elif not running.lost and (
-                    running.job.id in self._running or running.job.id in self._settling
-                ):
-                    running.lost = True
-                    self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
-                    self._interrupt(running)
+                await self._beat()
+            except Exception:  # one bad beat must not stop every renewal
+                log.exception("heartbeat failed")
+
+    async def _beat(self) -> None:
+        current = [*self._running.values(), *self._settling.values()]
+        now = time.monotonic()
+        if all(r.renew_at > now for r in current):
+            return
+        try:
+            held = await self._jobs.heartbeat([r.lease for r in current])
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
+            log.warning("heartbeat failed: %s", exc)
+            return
+        renewed_at = time.monotonic()
+        for running in current:
+            if running.job.id in held:
+                running.renew_at = renewed_at + running.renew_every
+            elif not running.lost and (
+                running.job.id in self._running or running.job.id in self._settling
+            ):
+                running.lost = True
+                self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
+                self._interrupt(running)
 
     async def _drain(self) -> None:
         tasks = [

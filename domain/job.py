@@ -22,6 +22,21 @@ JsonObject = dict[str, Any]
 
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 
+MAX_ATTEMPT_ERRORS = 20
+"""How many failed attempts a job keeps in `errors` (the latest)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptError:
+    """One failed attempt as the job keeps it: which attempt, when the store recorded the
+    failure (UTC), the error in one line and, when there is one, its traceback (at most
+    MAX_TRACEBACK_BYTES, see outcome.bound_traceback)."""
+
+    attempt: int
+    at: datetime
+    error: str
+    traceback: str | None = None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
@@ -29,6 +44,9 @@ class Job:
 
     `lease_token` and `lease_expires_at` are set exactly while the job is RUNNING;
     `reason` is the operator's or the system's reason for a cancel or a dead-letter.
+    `timeout` is the attempt's time limit in seconds (0: none). `errors` holds the last
+    MAX_ATTEMPT_ERRORS failed attempts, oldest first; only `JobRepository.get` loads them
+    (lists and claims leave them empty: a job's errors may weigh 160 KiB).
     """
 
     id: UUID
@@ -41,6 +59,7 @@ class Job:
     next_run_at: datetime
     created_at: datetime
     updated_at: datetime
+    timeout: float = 0.0
     idempotency_key: str | None = None
     attempt_count: int = 0
     retry_count: int = 0
@@ -52,6 +71,7 @@ class Job:
     traceparent: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    errors: tuple[AttemptError, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +90,8 @@ class NewJob:
     payload: JsonObject = field(default_factory=dict)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    timeout: float = 0.0
+    """Seconds an attempt may run before it fails as timed out; 0 means no limit."""
     idempotency_key: str | None = None
     run_at: datetime | None = None
     delay: float | None = None
@@ -113,6 +135,7 @@ class NewJob:
             state=JobState.PENDING,
             policy=self.policy,
             visibility_timeout=self.visibility_timeout,
+            timeout=self.timeout,
             next_run_at=next_run_at,
             created_at=created_at,
             updated_at=created_at,

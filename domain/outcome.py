@@ -31,6 +31,8 @@ class RetryLater:
     lease: Lease
     error: str
     delay: timedelta
+    traceback: str | None = None
+    """Kept with `error` in the job's `errors`; bounded by bound_traceback."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +40,7 @@ class DeadLettered:
     lease: Lease
     error: str
     reason: str
+    traceback: str | None = None
 
 
 Settlement = Succeeded | RetryLater | DeadLettered
@@ -46,19 +49,55 @@ Settlement = Succeeded | RetryLater | DeadLettered
 EXHAUSTED_REASON = "attempts exhausted"
 MANUAL_DLQ_REASON = "moved to DLQ by an operator"
 TERMINAL_REASON = "terminal error"
+WORKER_ERROR_REASON = "the worker could not decide the attempt's outcome"
+"""Dead-letters a job whose own data made even the failure decision raise: retrying
+cannot help, and an operator can replay it once the cause is fixed."""
 LEASE_EXPIRED_ERROR = "lease expired before the attempt finished"
+
+MAX_TRACEBACK_BYTES = 8 * 1024
+"""The most a kept traceback takes, in UTF-8 bytes, its cut mark included."""
+TRACEBACK_CUT_MARK = "[... {} bytes cut ...]\n"
 
 
 def decide_failure(
-    job: Job, lease: Lease, error: str, kind: FailureKind, random: RandomSource
+    job: Job,
+    lease: Lease,
+    error: str,
+    kind: FailureKind,
+    random: RandomSource,
+    traceback: str | None = None,
 ) -> RetryLater | DeadLettered:
     """Retryable with attempts left -> FAILED with a backoff delay; otherwise DLQ."""
     if kind is FailureKind.TERMINAL:
-        return DeadLettered(lease=lease, error=error, reason=TERMINAL_REASON)
+        return DeadLettered(lease=lease, error=error, reason=TERMINAL_REASON, traceback=traceback)
     if job.attempt_count >= job.policy.max_attempts:
-        return DeadLettered(lease=lease, error=error, reason=EXHAUSTED_REASON)
+        return DeadLettered(lease=lease, error=error, reason=EXHAUSTED_REASON, traceback=traceback)
     delay = job.policy.delay_after(job.attempt_count, random)
-    return RetryLater(lease=lease, error=error, delay=delay)
+    return RetryLater(lease=lease, error=error, delay=delay, traceback=traceback)
+
+
+def storable_text(text: str) -> str:
+    """`text` as every store can keep it: NUL (which Postgres text cannot hold) and lone
+    surrogates (which UTF-8 cannot encode) are written as backslash escapes. Errors are
+    free-form, so this is applied to every error and traceback a worker records."""
+    if text.isascii():
+        return text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def bound_traceback(text: str) -> str:
+    """`text` made storable, in at most MAX_TRACEBACK_BYTES: a longer one keeps its end
+    (where the error was raised) behind a mark saying how many bytes were cut from the
+    start."""
+    text = storable_text(text)
+    data = text.encode("utf-8")
+    if len(data) <= MAX_TRACEBACK_BYTES:
+        return text
+    # The mark's length depends on the count it shows; the full length is the longest.
+    room = MAX_TRACEBACK_BYTES - len(TRACEBACK_CUT_MARK.format(len(data)).encode())
+    # A character split by the cut is dropped whole.
+    tail = data[-room:].decode("utf-8", "ignore")
+    return TRACEBACK_CUT_MARK.format(len(data) - len(tail.encode())) + tail
 
 
 def target_state(settlement: Settlement) -> JobState:

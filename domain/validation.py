@@ -91,6 +91,17 @@ def parse_job_id(raw: str) -> UUID:
     return UUID(raw)
 
 
+def validate_timeout(value: object) -> float:
+    """A job's time limit in seconds; 0 means none."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValidationError("timeout", "must be a number of seconds")
+    if not 0 <= value <= MAX_DURATION:
+        raise ValidationError(
+            "timeout", f"must be between 0 and {MAX_DURATION:g} seconds (0: none)"
+        )
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """A window on a newest-first list. Build it with `Page.clamp` from raw input."""

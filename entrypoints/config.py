@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.policy import MAX_DURATION
 from taskforge.domain.validation import validate_queue_name
 
 T = TypeVar("T")
@@ -87,6 +88,8 @@ class Settings:
     scheduler_batch_size: int = 500
     republish_after: float = 30.0
     retention_period: float = 7 * 24 * 3600.0
+    job_timeout: float = 0.0
+    """Seconds an attempt may run, for jobs enqueued without a `timeout`; 0: no limit."""
     handlers: tuple[str, ...] = ()
     demo_handlers: bool = False
     metrics_addr: Address | None = None
@@ -158,6 +161,7 @@ class Settings:
             retention_period=get(
                 "RETENTION_PERIOD", _number(0, 10 * 365 * 86_400), defaults.retention_period
             ),
+            job_timeout=get("JOB_TIMEOUT", _number(0, MAX_DURATION), 0.0),
             handlers=get("TASKFORGE_HANDLERS", _module_list, ()),
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),

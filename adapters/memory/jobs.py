@@ -8,7 +8,16 @@ from uuid import UUID
 
 from taskforge.application.ports import Clock, IdSource, ListFilter
 from taskforge.domain.errors import DeadLetterNotFound, JobIdTaken, JobNotFound
-from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
+from taskforge.domain.job import (
+    MAX_ATTEMPT_ERRORS,
+    AttemptError,
+    DeadLetter,
+    Job,
+    Lease,
+    NewJob,
+    QueueStats,
+    ReadyHint,
+)
 from taskforge.domain.outcome import (
     EXHAUSTED_REASON,
     LEASE_EXPIRED_ERROR,
@@ -79,7 +88,7 @@ class InMemoryJobRepository:
 
     def _holder(self, key: str) -> Job | None:
         job_id = self._state.by_idempotency_key.get(key)
-        return None if job_id is None else self._state.jobs[job_id]
+        return None if job_id is None else _without_errors(self._state.jobs[job_id])
 
     async def get(self, job_id: UUID) -> Job | None:
         return self._state.jobs.get(job_id)
@@ -92,7 +101,8 @@ class InMemoryJobRepository:
             and (where.state is None or job.state is where.state)
         ]
         ordered = _newest_first(matches)
-        return ordered[page.offset : page.offset + page.limit], len(ordered)
+        window = ordered[page.offset : page.offset + page.limit]
+        return [_without_errors(job) for job in window], len(ordered)
 
     async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
         now = self._clock.now()
@@ -116,7 +126,7 @@ class InMemoryJobRepository:
         return [self._claim(job, owner, now) for job in due[:limit]]
 
     def _claim(self, job: Job, owner: str, now: datetime) -> Job:
-        return self._put(
+        claimed = self._put(
             job,
             state=RUNNING,
             attempt_count=job.attempt_count + 1,
@@ -127,6 +137,7 @@ class InMemoryJobRepository:
             finished_at=None,
             updated_at=now,
         )
+        return _without_errors(claimed)
 
     def _held(self, lease: Lease) -> Job | None:
         job = self._state.jobs.get(lease.job_id)
@@ -155,16 +166,18 @@ class InMemoryJobRepository:
             match settlement:
                 case Succeeded():
                     self._put(job, state=SUCCEEDED, finished_at=now, updated_at=now, **_NO_LEASE)
-                case RetryLater(error=error, delay=delay):
+                case RetryLater(error=error, delay=delay, traceback=traceback):
                     self._put(
                         job,
                         state=FAILED,
                         last_error=error,
+                        errors=_with_error(job, now, error, traceback),
                         next_run_at=now + delay,
                         updated_at=now,
                         **_NO_LEASE,
                     )
-                case DeadLettered(error=error, reason=reason):
+                case DeadLettered(error=error, reason=reason, traceback=traceback):
+                    job = self._put(job, errors=_with_error(job, now, error, traceback))
                     self._dead_letter(job, reason, error, now)
             applied.add(job.id)
         return applied
@@ -232,6 +245,7 @@ class InMemoryJobRepository:
         )[:limit]
         hints, dead = [], 0
         for job in expired:
+            job = self._put(job, errors=_with_error(job, now, LEASE_EXPIRED_ERROR, None))
             if job.attempt_count >= job.policy.max_attempts:
                 self._dead_letter(job, EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, now)
                 dead += 1
@@ -353,6 +367,20 @@ class InMemoryJobRepository:
 
 
 _NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+def _with_error(
+    job: Job, now: datetime, error: str, traceback: str | None
+) -> tuple[AttemptError, ...]:
+    """The job's errors with its current attempt's failure added, the oldest dropped."""
+    failure = AttemptError(attempt=job.attempt_count, at=now, error=error, traceback=traceback)
+    return (*job.errors, failure)[-MAX_ATTEMPT_ERRORS:]
+
+
+def _without_errors(job: Job) -> Job:
+    """Lists, claims and enqueues leave errors out, as the Postgres store does (they are
+    heavy); reads and moves of one job carry them."""
+    return dataclasses.replace(job, errors=()) if job.errors else job
 
 
 def _hint(job: Job) -> ReadyHint:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,7 +30,16 @@ from taskforge.domain.errors import (
     JobNotFound,
     Unavailable,
 )
-from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
+from taskforge.domain.job import (
+    MAX_ATTEMPT_ERRORS,
+    AttemptError,
+    DeadLetter,
+    Job,
+    Lease,
+    NewJob,
+    QueueStats,
+    ReadyHint,
+)
 from taskforge.domain.outcome import (
     EXHAUSTED_REASON,
     LEASE_EXPIRED_ERROR,
@@ -95,6 +105,7 @@ JOB_FIELDS = (
     "max_delay",
     "jitter",
     "visibility_timeout",
+    "timeout",
     "attempt_count",
     "retry_count",
     "next_run_at",
@@ -110,6 +121,9 @@ JOB_FIELDS = (
     "finished_at",
 )
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
+"""A job without its `errors` (up to 160 KiB a job), as lists, claims and enqueues read it."""
+JOB_DETAIL_COLUMNS = f"{JOB_COLUMNS}, errors"
+"""A job with its `errors`, as statements that answer for one job read it."""
 # Qualified, for statements that join `jobs` with a CTE sharing some column names.
 JOBS_COLUMNS = ", ".join(f"jobs.{field}" for field in JOB_FIELDS)
 
@@ -130,6 +144,21 @@ REQUEUE = f"""
     reason = NULL,
     updated_at = now(),
     {NO_LEASE}"""
+
+
+def _with_error(error: str, traceback: str) -> str:
+    """The job's `errors` with its current attempt's failure appended (`error` and
+    `traceback` are SQL expressions), keeping the last MAX_ATTEMPT_ERRORS."""
+    return f"""jsonb_path_query_array(
+        jobs.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', jobs.attempt_count,
+            'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'error', {error},
+            'traceback', {traceback}
+        )),
+        '$[last - {MAX_ATTEMPT_ERRORS - 1} to last]'
+    )"""
+
 
 # Writes the dead_letters row for every row of the named CTE that is now in DLQ. The CTE
 # returns the job's id, queue, job_type, payload, reason, last_error and attempt_count.
@@ -156,18 +185,18 @@ _ENTER_DLQ = """
 _INSERT_FROM = """
 INSERT INTO jobs (
     id, queue, job_type, payload, state, idempotency_key, max_attempts, initial_delay,
-    backoff, max_delay, jitter, visibility_timeout, traceparent, next_run_at, published_at,
-    created_at, updated_at
+    backoff, max_delay, jitter, visibility_timeout, traceparent, timeout, next_run_at,
+    published_at, created_at, updated_at
 )
 SELECT incoming.id, incoming.queue, incoming.job_type, incoming.payload::jsonb, 'PENDING',
        incoming.idempotency_key, incoming.max_attempts, incoming.initial_delay,
        incoming.backoff, incoming.max_delay, incoming.jitter, incoming.visibility_timeout,
-       incoming.traceparent, due.run_at,
+       incoming.traceparent, incoming.timeout, due.run_at,
        CASE WHEN due.run_at <= now() THEN now() END,
        now(), now()
 FROM {incoming} AS incoming (
     id, queue, job_type, payload, idempotency_key, max_attempts, initial_delay, backoff,
-    max_delay, jitter, visibility_timeout, traceparent, run_at, delay, position
+    max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, position
 )
 -- NewJob keeps run_at inside the due-time range (1970-9999, never +-infinity), and a delay
 -- is at most ten years, so now() + delay stays inside it too.
@@ -184,15 +213,16 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, payload, next_run_at, created_at
 """
 
-INSERT_JOBS = _INSERT_FROM.format(incoming="unnest($1::job_input[]) WITH ORDINALITY")
-"""A batch: one array of job_input records (migration 0005), the payloads as JSON text.
+INSERT_JOBS = _INSERT_FROM.format(incoming="unnest($1::job_input_v2[]) WITH ORDINALITY")
+"""A batch: one array of job_input_v2 records (migration 0006), the payloads as JSON text.
 Processes of the previous version may run while a new one rolls out, so a different record
-shape gets a new type in a new migration, never an ALTER TYPE of job_input."""
+shape gets a new type in a new migration, never an ALTER TYPE of an existing one."""
 
 INSERT_JOB = _INSERT_FROM.format(
     incoming="""(VALUES (
     $1::uuid, $2::text, $3::text, $4::jsonb, $5::text, $6::integer, $7::float8, $8::float8,
-    $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8, 1
+    $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8,
+    $15::float8, 1
 ))"""
 )
 """One job: the same statement without the array, which costs Postgres more to unpack than
@@ -202,7 +232,7 @@ SELECT_JOBS_BY_IDEMPOTENCY_KEY = f"""
 SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ANY($1::text[])
 """
 
-SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
 SELECT_JOB_STATE = "SELECT state FROM jobs WHERE id = $1"
 
@@ -307,15 +337,16 @@ RETURNING jobs.id
 """
 
 # One statement for a whole batch of outcomes: $3 is each job's target state, $4 the error
-# (FAILED, DLQ), $5 the retry delay (FAILED), $6 the dead-letter reason (DLQ).
+# (FAILED, DLQ), $5 the retry delay (FAILED), $6 the dead-letter reason (DLQ), $7 the
+# error's traceback (FAILED, DLQ; may be NULL).
 SETTLE = f"""
 WITH held AS (
     SELECT jobs.id, outcome.token, outcome.target, outcome.error, outcome.delay,
-           outcome.reason
+           outcome.reason, outcome.traceback
     FROM jobs
     JOIN unnest(
-        $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::interval[], $6::text[]
-    ) AS outcome (job_id, token, target, error, delay, reason)
+        $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::interval[], $6::text[], $7::text[]
+    ) AS outcome (job_id, token, target, error, delay, reason, traceback)
         ON jobs.id = outcome.job_id AND jobs.lease_token = outcome.token
     WHERE jobs.state = 'RUNNING'
     ORDER BY jobs.id
@@ -325,6 +356,8 @@ WITH held AS (
         state = held.target,
         last_error = CASE WHEN held.target = 'SUCCEEDED' THEN jobs.last_error
                           ELSE held.error END,
+        errors = CASE WHEN held.target = 'SUCCEEDED' THEN jobs.errors
+                      ELSE {_with_error("held.error", "held.traceback")} END,
         reason = CASE WHEN held.target = 'DLQ' THEN held.reason ELSE jobs.reason END,
         next_run_at = CASE WHEN held.target = 'FAILED' THEN now() + held.delay
                            ELSE jobs.next_run_at END,
@@ -348,7 +381,7 @@ UPDATE jobs SET
     updated_at = now(),
     {NO_LEASE}
 WHERE id = $1 AND state = ANY($3::text[])
-RETURNING {JOB_COLUMNS}
+RETURNING {JOB_DETAIL_COLUMNS}
 """
 
 DEAD_LETTER = f"""
@@ -360,10 +393,10 @@ WITH moved AS (
         updated_at = now(),
         {NO_LEASE}
     WHERE id = $1 AND state = ANY($3::text[])
-    RETURNING {JOB_COLUMNS}
+    RETURNING {JOB_DETAIL_COLUMNS}
 ), dead_lettered AS ({_ENTER_DLQ.format(source="moved")}
 )
-SELECT {JOB_COLUMNS} FROM moved
+SELECT {JOB_DETAIL_COLUMNS} FROM moved
 """
 
 
@@ -373,11 +406,11 @@ def _requeue_and_forget(counts: str, where: str) -> str:
 WITH moved AS (
     UPDATE jobs SET {REQUEUE}, {counts}
     WHERE {where}
-    RETURNING {JOB_COLUMNS}
+    RETURNING {JOB_DETAIL_COLUMNS}
 ), forgotten AS (
     DELETE FROM dead_letters WHERE job_id IN (SELECT id FROM moved)
 )
-SELECT {JOB_COLUMNS} FROM moved
+SELECT {JOB_DETAIL_COLUMNS} FROM moved
 """
 
 
@@ -423,6 +456,7 @@ WITH expired AS (
         state = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN 'DLQ'
                      ELSE 'PENDING' END,
         last_error = $2::text,
+        errors = {_with_error("$2::text", "NULL::text")},
         reason = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN $3::text END,
         next_run_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN jobs.next_run_at
                            ELSE now() END,
@@ -644,14 +678,16 @@ class PostgresJobRepository:
     async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
         if not settlements:
             return set()
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
         for settlement in settlements:
-            error = delay = reason = None
+            error = delay = reason = traceback = None
             match settlement:
                 case RetryLater():
                     error, delay = settlement.error, settlement.delay
+                    traceback = settlement.traceback
                 case DeadLettered():
                     error, reason = settlement.error, settlement.reason
+                    traceback = settlement.traceback
             row = (
                 settlement.lease.job_id,
                 settlement.lease.token,
@@ -659,6 +695,7 @@ class PostgresJobRepository:
                 error,
                 delay,
                 reason,
+                traceback,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
@@ -854,7 +891,7 @@ def _taken_id(exc: asyncpg.UniqueViolationError) -> UUID | None:
 
 
 def _insert_row(job: NewJob, payload: Any) -> tuple[Any, ...]:
-    """The parameters of INSERT_JOB, which are also the fields of a job_input record."""
+    """The parameters of INSERT_JOB, which are also the fields of a job_input_v2 record."""
     policy = job.policy
     return (
         job.id,
@@ -871,6 +908,7 @@ def _insert_row(job: NewJob, payload: Any) -> tuple[Any, ...]:
         job.traceparent,
         job.run_at,
         None if job.delay is None else float(job.delay),
+        float(job.timeout),
     )
 
 
@@ -910,6 +948,7 @@ def _job_from_row(row: asyncpg.Record) -> Job:
             row["jitter"],
         ),
         visibility_timeout=row["visibility_timeout"],
+        timeout=row["timeout"],
         next_run_at=row["next_run_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -924,6 +963,20 @@ def _job_from_row(row: asyncpg.Record) -> Job:
         traceparent=row["traceparent"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        errors=_errors_from_json(row.get("errors")),
+    )
+
+
+def _errors_from_json(entries: list[dict[str, Any]] | None) -> tuple[AttemptError, ...]:
+    """The `errors` column as written by _with_error; None when the row was read without it."""
+    return tuple(
+        AttemptError(
+            attempt=entry["attempt"],
+            at=datetime.fromisoformat(entry["at"]),
+            error=entry["error"],
+            traceback=entry["traceback"],
+        )
+        for entry in entries or ()
     )
 
 

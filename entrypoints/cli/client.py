@@ -202,6 +202,10 @@ def enqueue(
     visibility_timeout: Annotated[
         float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
     ] = None,
+    timeout: Annotated[
+        float | None,
+        Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
+    ] = None,
     session: SessionParam,
 ) -> None:
     r"""Enqueue a job; a reused --idempotency-key returns the existing job.
@@ -224,6 +228,7 @@ def enqueue(
         "maxDelay": max_delay,
         "jitter": jitter,
         "visibilityTimeout": visibility_timeout,
+        "timeout": timeout,
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     response = session.api.enqueue(body)

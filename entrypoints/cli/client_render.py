@@ -69,7 +69,7 @@ def duration(seconds: float) -> str:
 
 
 def job_detail(job: Mapping[str, Any], *, plain: bool) -> RenderableType:
-    """One job: identity, policy, attempts, timings and the last error."""
+    """One job: identity, policy, attempts, timings, the last error and its traceback."""
     grid = _grid()
     for label, value in _job_rows(job):
         grid.add_row(label, value)
@@ -116,6 +116,10 @@ def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
         yield "reason", Text(str(job["reason"]))
     if job.get("lastError"):
         yield "last error", Text(str(job["lastError"]), style="red")
+    errors = job.get("errors") or [{}]
+    last = errors[-1] if isinstance(errors, list) and isinstance(errors[-1], Mapping) else {}
+    if last.get("traceback"):
+        yield "traceback", Text(str(last["traceback"]).rstrip(), style="dim")
 
 
 def _attempts(job: Mapping[str, Any]) -> str:
@@ -133,9 +137,13 @@ def _policy(job: Mapping[str, Any]) -> str:
     initial = _seconds(job.get("initialDelay"))
     maximum = _seconds(job.get("maxDelay"))
     jitter = "with jitter" if job.get("jitter") else "no jitter"
+    timeout = job.get("timeout")
+    limit = (
+        f"; time limit {_seconds(timeout)}" if isinstance(timeout, int | float) and timeout else ""
+    )
     return (
         f"backoff {initial} x{_number(job.get('backoff'))} up to {maximum}, {jitter}; "
-        f"visibility timeout {_seconds(job.get('visibilityTimeout'))}"
+        f"visibility timeout {_seconds(job.get('visibilityTimeout'))}{limit}"
     )
 
 

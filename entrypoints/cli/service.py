@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.entrypoints.config import (
     Address,
     ConfigError,
@@ -237,6 +238,10 @@ def bench(
     raise SystemExit(bench_main(settings, quick, Path(out), runs))
 
 
+RESTART_EXIT_CODE = 75
+"""A worker stopped by itself and needs a new process (EX_TEMPFAIL: try again)."""
+
+
 def main() -> None:
     try:
         app()
@@ -246,6 +251,8 @@ def main() -> None:
     except ListenError as exc:
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TooManyAbandonedThreads:  # already logged by the worker, with the reason
+        raise SystemExit(RESTART_EXIT_CODE) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -59,6 +59,7 @@ from taskforge.entrypoints.http.schemas import (
     HealthOut,
     JobBatchIn,
     JobBatchOut,
+    JobDetailOut,
     JobIn,
     JobOut,
     JobPage,
@@ -232,7 +233,9 @@ async def create_job(
     ids: FromDishka[IdSource],
     settings: FromDishka[Settings],
 ) -> Response[JobOut]:
-    new_job = data.to_new_job(ids.new_id(), settings.queue_name, _incoming_traceparent(request))
+    new_job = data.to_new_job(
+        ids.new_id(), settings.queue_name, _incoming_traceparent(request), settings.job_timeout
+    )
     result = await enqueue(new_job)
     return Response(JobOut.of(result.job), status_code=201 if result.created else 200)
 
@@ -273,7 +276,11 @@ async def create_jobs(
     new_jobs = []
     for index, item in enumerate(data.jobs):
         try:
-            new_jobs.append(item.to_new_job(ids.new_id(), settings.queue_name, traceparent))
+            new_jobs.append(
+                item.to_new_job(
+                    ids.new_id(), settings.queue_name, traceparent, settings.job_timeout
+                )
+            )
         except ValidationError as exc:
             raise ValidationError(
                 f"jobs[{index}].{exc.field}", exc.message, details={"index": index}
@@ -332,10 +339,16 @@ async def _job_page(list_jobs: ListJobs, where: ListFilter, page: Page) -> JobPa
     )
 
 
-@get("/jobs/{job_id:str}", tags=["jobs"], summary="One job", responses=errors(400, 404))
+@get(
+    "/jobs/{job_id:str}",
+    tags=["jobs"],
+    summary="One job",
+    description="The job, with `errors`: the last 20 failed attempts and their tracebacks.",
+    responses=errors(400, 404),
+)
 @inject
-async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobOut:
-    return JobOut.of(await get_job(parse_job_id(job_id)))
+async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
+    return JobDetailOut.of(await get_job(parse_job_id(job_id)))
 
 
 @post(

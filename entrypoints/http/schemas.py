@@ -15,7 +15,14 @@ from uuid import UUID
 import msgspec
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import DEFAULT_VISIBILITY_TIMEOUT, DeadLetter, Job, JsonObject, NewJob
+from taskforge.domain.job import (
+    DEFAULT_VISIBILITY_TIMEOUT,
+    AttemptError,
+    DeadLetter,
+    Job,
+    JsonObject,
+    NewJob,
+)
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DURATION,
@@ -32,6 +39,7 @@ from taskforge.domain.validation import (
     validate_idempotency_key,
     validate_job_type,
     validate_queue_name,
+    validate_timeout,
 )
 from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
 
@@ -68,6 +76,10 @@ FIELD_RULES: dict[str, str] = {
     ),
     "runAt": f"must be an ISO-8601 date-time {DUE_AT_RANGE}, e.g. 2030-01-01T09:00:00Z",
     "delay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
+    "timeout": (
+        f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}; an attempt that runs "
+        "longer fails as timed out (0: no limit)"
+    ),
     "reason": f"must be a string of at most {REASON_MAX} characters",
     "limit": (
         f"must be a whole number >= 1 (values above {MAX_PAGE_LIMIT} are clamped to "
@@ -96,7 +108,7 @@ def _rule(field: str, **constraints: Any) -> msgspec.Meta:
 class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=True):
     """POST /jobs. Durations are seconds; `runAt` (ISO-8601) or `delay` makes a delayed job.
     Unset policy fields take the defaults: maxAttempts 3, initialDelay 1, backoff 2,
-    maxDelay 300, jitter false, visibilityTimeout 30."""
+    maxDelay 300, jitter false, visibilityTimeout 30, timeout JOB_TIMEOUT (0: none)."""
 
     job_type: Annotated[str, _rule("jobType", pattern=NAME_PATTERN, examples=["email"])]
     payload: Annotated[
@@ -122,8 +134,15 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     ) = None
     run_at: Annotated[datetime, _rule("runAt")] | None = None
     delay: Annotated[float, _rule("delay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
 
-    def to_new_job(self, job_id: UUID, default_queue: str, traceparent: str | None) -> NewJob:
+    def to_new_job(
+        self,
+        job_id: UUID,
+        default_queue: str,
+        traceparent: str | None,
+        default_timeout: float = 0.0,
+    ) -> NewJob:
         """Validate every field (the message names the first bad one) into a NewJob; NewJob
         itself checks runAt and delay."""
         defaults = DEFAULT_POLICY
@@ -153,6 +172,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             ),
             run_at=run_at,
             delay=self.delay,
+            timeout=validate_timeout(_pick(self.timeout, default_timeout)),
             traceparent=traceparent,
         )
 
@@ -236,7 +256,8 @@ class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     """A job. Timestamps are ISO-8601 UTC; durations are seconds. `reason` is the cancel or
-    dead-letter reason; `leaseOwner` and `leaseExpiresAt` are set while the job is RUNNING."""
+    dead-letter reason; `leaseOwner` and `leaseExpiresAt` are set while the job is RUNNING;
+    `timeout` is each attempt's time limit (0: none)."""
 
     id: UUID
     queue: str
@@ -252,6 +273,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     max_delay: float
     jitter: bool
     visibility_timeout: float
+    timeout: float
     next_run_at: datetime
     last_error: str | None
     reason: str | None
@@ -279,6 +301,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
             max_delay=job.policy.max_delay,
             jitter=job.policy.jitter,
             visibility_timeout=job.visibility_timeout,
+            timeout=job.timeout,
             next_run_at=job.next_run_at,
             last_error=job.last_error,
             reason=job.reason,
@@ -288,6 +311,34 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
             updated_at=job.updated_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+        )
+
+
+class AttemptErrorOut(msgspec.Struct, kw_only=True):
+    """One failed attempt: its number, when it failed, the error and its traceback (the
+    end of it when longer than 8 KiB; null when there is none, e.g. a lease that expired)."""
+
+    attempt: int
+    at: datetime
+    error: str
+    traceback: str | None
+
+    @classmethod
+    def of(cls, error: AttemptError) -> AttemptErrorOut:
+        return cls(attempt=error.attempt, at=error.at, error=error.error, traceback=error.traceback)
+
+
+class JobDetailOut(JobOut, kw_only=True):
+    """A job with `errors`: its last 20 failed attempts, oldest first (lists leave them
+    out)."""
+
+    errors: list[AttemptErrorOut]
+
+    @classmethod
+    def of(cls, job: Job) -> JobDetailOut:
+        return cls(
+            **msgspec.structs.asdict(JobOut.of(job)),
+            errors=[AttemptErrorOut.of(error) for error in job.errors],
         )
 
 

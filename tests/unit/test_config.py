@@ -40,6 +40,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.api_token is None
     assert settings.queues == ("jobs:ready",)
     assert settings.redis_key_prefix == "taskforge:"
+    assert settings.job_timeout == 0.0  # no time limit
 
 
 def test_from_env_with_no_variables_equals_the_field_defaults() -> None:
@@ -85,6 +86,7 @@ def test_the_design_variables_are_read() -> None:
             "TASKFORGE_REDIS_PREFIX": "taskforge:staging",
             "METRICS_ADDR": ":9100",
             "METRICS_FLUSH_INTERVAL": "0.5",
+            "JOB_TIMEOUT": "90",
         }
     )
 
@@ -94,6 +96,7 @@ def test_the_design_variables_are_read() -> None:
     assert settings.redis_key_prefix == "taskforge:staging:"
     assert settings.metrics_addr == Address("0.0.0.0", 9100)
     assert settings.metrics_flush_interval == 0.5
+    assert settings.job_timeout == 90.0
 
 
 @pytest.mark.parametrize(
@@ -171,6 +174,7 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TASKFORGE_REDIS_PREFIX", "other:", "taskforge:"),
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
+        ("JOB_TIMEOUT", "-1", "number from 0"),
     ],
 )
 def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(

@@ -15,6 +15,9 @@ SHIPPED = {
         "53298a776c0e0ae8349a1b4be3517f4244a8e57a1da42511a24951fa79a2cfaf"
     ),
     "0005_job_input_type.sql": "81be7d64b37e79dca0d44947b92c23c3f1042a11d2fea7f49a28382e127b8749",
+    "0006_job_timeout_and_errors.sql": (
+        "4c70efb7eca82a6f702aff3b2e383ce155f4e1d514f32328c75f9b5bc9029fe4"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from taskforge.application.worker import TooManyAbandonedThreads
+from taskforge.entrypoints.cli import service
 from taskforge.entrypoints.runtime import warn_about_eviction
 
 pytestmark = pytest.mark.asyncio
@@ -45,3 +47,17 @@ async def test_no_warning_with_noeviction_or_without_redis(
         await warn_about_eviction(FakeContainer(redis))  # type: ignore[arg-type]
 
     assert not caplog.records
+
+
+async def test_a_worker_stopped_by_abandoned_threads_exits_for_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def worker_gave_up() -> None:
+        raise TooManyAbandonedThreads("3 abandoned handler threads are still running (limit 2)")
+
+    monkeypatch.setattr(service, "app", worker_gave_up)
+
+    with pytest.raises(SystemExit) as exited:
+        service.main()
+
+    assert exited.value.code == service.RESTART_EXIT_CODE != 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,8 +29,14 @@ from taskforge.application.jobs import EnqueueJob
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from taskforge.application.ports import JobTracer
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
-from taskforge.application.worker import RUN_SPAN, Worker, WorkerSettings
+from taskforge.application.worker import (
+    RUN_SPAN,
+    TooManyAbandonedThreads,
+    Worker,
+    WorkerSettings,
+)
 from taskforge.domain.job import Job, NewJob
+from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 
@@ -69,6 +78,7 @@ class RecordingMetrics:
 class Cluster:
     """One in-memory store, a worker and optionally a scheduler, on the real clock."""
 
+    state: InMemoryState
     jobs: InMemoryJobRepository
     dead_letters: InMemoryDeadLetterStore
     ready_queue: InMemoryReadyQueue
@@ -131,6 +141,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     state = InMemoryState()
     ids = Uuid7Source()
     cluster = Cluster(
+        state=state,
         jobs=InMemoryJobRepository(state, SystemClock(), ids),
         dead_letters=InMemoryDeadLetterStore(state),
         ready_queue=InMemoryReadyQueue(),
@@ -503,3 +514,322 @@ async def test_a_nul_in_an_error_message_is_stored_escaped(cluster: Cluster) -> 
     dead = await cluster.wait_for(job.id, JobState.DLQ)
 
     assert dead.last_error == "TerminalError: bad\\x00byte"
+
+
+class TamperedStore(InMemoryJobRepository):
+    """The in-memory store, but claimed jobs come out altered by `alter`, and settling any
+    job of `refused` raises: what a store holding odd data (or a bug) could do."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        alter: Callable[[Job], Job] = lambda job: job,
+        refused: frozenset[UUID] = frozenset(),
+    ) -> None:
+        super().__init__(cluster.state, SystemClock(), cluster.ids)
+        self.alter = alter
+        self.refused = refused
+        self.heartbeats: list[set[UUID]] = []
+
+    async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
+        return [self.alter(job) for job in await super().claim(job_ids, owner)]
+
+    async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
+        if any(settlement.lease.job_id in self.refused for settlement in settlements):
+            raise TypeError("cannot encode this job's settlement")
+        return await super().settle(settlements)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {DEADLINE}s"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_job_whose_run_at_came_back_as_minus_infinity_runs_and_frees_its_slot(
+    cluster: Cluster,
+) -> None:
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    # asyncpg reads Postgres' -infinity back as a naive datetime.min: no instant at all.
+    cluster.jobs = TamperedStore(cluster, alter=lambda job: replace(job, next_run_at=datetime.min))
+    cluster.start_worker(concurrency=1)
+    odd = await cluster.enqueue("noop")
+    after = await cluster.enqueue("noop")
+
+    await cluster.wait_for(odd.id, JobState.SUCCEEDED)
+    await cluster.wait_for(after.id, JobState.SUCCEEDED)
+
+
+class BrokenMetrics(RecordingMetrics):
+    def job_started(self, queue: str, job_type: str, time_in_queue: float) -> None:
+        if job_type == "cursed":
+            raise RuntimeError("metrics broke")
+        super().job_started(queue, job_type, time_in_queue)
+
+
+async def test_a_failure_of_the_workers_own_bookkeeping_fails_the_attempt_and_frees_its_slot(
+    cluster: Cluster,
+) -> None:
+    @handler(cluster, "cursed")
+    async def cursed(ctx: JobContext) -> None:
+        raise AssertionError("never reached: the worker fails before the handler runs")
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    cluster.metrics = BrokenMetrics()
+    cluster.start_worker(concurrency=1)
+    cursed_job = await cluster.enqueue("cursed", policy=FAST_RETRY)
+    after = await cluster.enqueue("noop")
+
+    failed = await cluster.wait_for(cursed_job.id, JobState.FAILED)
+    await cluster.wait_for(after.id, JobState.SUCCEEDED)  # the one slot was given back
+
+    assert failed.last_error == "RuntimeError: metrics broke"
+    [error] = (await cluster.jobs.get(cursed_job.id) or failed).errors
+    assert error.traceback is not None
+    assert "job_started" in error.traceback
+
+
+async def test_a_job_whose_failure_cannot_even_be_decided_is_dead_lettered(
+    cluster: Cluster,
+) -> None:
+    @handler(cluster, "fail")
+    async def fail(ctx: JobContext) -> None:
+        raise RuntimeError("handler failed")
+
+    # Attempt 0 does not exist: the backoff for it cannot be computed.
+    cluster.jobs = TamperedStore(cluster, alter=lambda job: replace(job, attempt_count=0))
+    cluster.start_worker(concurrency=1)
+    job = await cluster.enqueue("fail", policy=FAST_RETRY)
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert dead.reason == WORKER_ERROR_REASON
+    assert dead.last_error is not None
+    assert "attempt is 1-based" in dead.last_error
+
+
+async def test_a_settlement_the_store_refuses_does_not_take_its_batch_with_it(
+    cluster: Cluster,
+) -> None:
+    release = asyncio.Event()
+
+    @handler(cluster, "together")
+    async def together(ctx: JobContext) -> None:
+        await release.wait()  # all three finish at once, so they settle in one batch
+
+    jobs = [await cluster.enqueue("together", visibility_timeout=1.0) for _ in range(3)]
+    refused = jobs[1].id
+    cluster.jobs = TamperedStore(cluster, refused=frozenset({refused}))
+    worker = cluster.start_worker(concurrency=3)
+    await eventually(lambda: _is(worker.running == 3), "three jobs running")
+
+    release.set()
+
+    for job in (jobs[0], jobs[2]):
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+    await eventually(lambda: _is(worker.running == 0), "every slot freed")
+
+    # Its lease is no longer renewed: it runs out, and the scheduler will re-run the job.
+    async def lease_expired() -> bool:
+        job = await cluster.jobs.get(refused)
+        assert job is not None and job.lease_expires_at is not None
+        return job.lease_expires_at < datetime.now(UTC)
+
+    await eventually(lease_expired, "the refused job's lease expiring")
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_a_failed_attempt_keeps_its_error_with_the_traceback(cluster: Cluster) -> None:
+    def parse_invoice(payload: dict[str, Any]) -> None:
+        raise KeyError("amount")
+
+    @handler(cluster, "invoice")
+    async def invoice(ctx: JobContext) -> None:
+        parse_invoice(ctx.payload)
+
+    cluster.start_worker()
+    job = await cluster.enqueue("invoice", policy=FAST_RETRY)
+
+    await cluster.wait_for(job.id, JobState.FAILED)
+
+    stored = await cluster.jobs.get(job.id)
+    assert stored is not None
+    [error] = stored.errors
+    assert (error.attempt, error.error) == (1, "KeyError: 'amount'")
+    assert error.traceback is not None
+    assert error.traceback.startswith("Traceback (most recent call last):")
+    assert "parse_invoice" in error.traceback
+    assert error.traceback.endswith("KeyError: 'amount'\n")
+
+
+async def test_dead_lettering_a_job_logs_one_line_with_its_reason(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("no such customer")
+
+    cluster.start_worker()
+    with caplog.at_level(logging.WARNING, logger="taskforge.worker"):
+        job = await cluster.enqueue("bad")
+        await cluster.wait_for(job.id, JobState.DLQ)
+        await eventually(lambda: _is(bool(_dead_letter_lines(caplog))), "the log line")
+
+    [line] = _dead_letter_lines(caplog)
+    assert str(job.id) in line.getMessage()
+    assert "terminal error" in line.getMessage()
+    fields = vars(line)
+    assert (fields["job_id"], fields["queue"], fields["job_type"], fields["reason"]) == (
+        str(job.id),
+        "jobs:ready",
+        "bad",
+        "terminal error",
+    )
+
+
+def _dead_letter_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if "dead-lettered" in record.getMessage()]
+
+
+async def test_an_async_handler_past_its_timeout_is_cancelled_and_fails_as_retryable(
+    cluster: Cluster,
+) -> None:
+    cancelled: list[int] = []
+
+    @handler(cluster, "hang")
+    async def hang(ctx: JobContext) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(ctx.attempt)
+            raise
+
+    cluster.start_worker()
+    cluster.start_scheduler()
+    job = await cluster.enqueue(
+        "hang", timeout=0.2, policy=RetryPolicy(max_attempts=2, initial_delay=0.05)
+    )
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert cancelled == [1, 2]
+    assert dead.reason == "attempts exhausted"
+    assert [(e.attempt, e.error) for e in dead.errors] == [
+        (1, "timed out after 0.2s (job timeout)"),
+        (2, "timed out after 0.2s (job timeout)"),
+    ]
+    # The traceback shows where the handler was when it was cancelled.
+    assert dead.errors[0].traceback is not None
+    assert "in hang" in dead.errors[0].traceback
+
+
+async def test_a_sync_handler_past_its_timeout_is_abandoned_and_its_slot_freed(
+    cluster: Cluster,
+) -> None:
+    release = threading.Event()
+    saw_cancel: list[bool] = []
+
+    @handler(cluster, "stuck")
+    def stuck(ctx: JobContext) -> None:
+        release.wait(DEADLINE)  # a call that ignores every deadline
+        saw_cancel.append(ctx.cancelled.is_set())
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    worker = cluster.start_worker(concurrency=1)
+    job = await cluster.enqueue("stuck", timeout=0.2, policy=FAST_RETRY)
+    after = await cluster.enqueue("noop")
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+    await cluster.wait_for(after.id, JobState.SUCCEEDED)  # the slot was freed at once
+
+    assert failed.last_error == "timed out after 0.2s (job timeout)"
+    stored = await cluster.jobs.get(job.id)
+    assert stored is not None
+    trace = stored.errors[0].traceback
+    assert trace is not None
+    assert "Stack of the handler's thread" in trace
+    assert "in stuck" in trace
+    assert (worker.abandoned_threads, worker.abandoned_threads_total) == (1, 1)
+
+    release.set()
+
+    await eventually(lambda: _is(worker.abandoned_threads == 0), "the thread returning")
+    assert worker.abandoned_threads_total == 1
+    assert saw_cancel == [True]  # a handler that polls ctx.cancelled learns it timed out
+
+
+async def test_past_its_bound_of_abandoned_threads_the_worker_drains_and_stops(
+    cluster: Cluster,
+) -> None:
+    release = threading.Event()
+
+    @handler(cluster, "stuck")
+    def stuck(ctx: JobContext) -> None:
+        release.wait(DEADLINE)
+
+    worker = cluster.start_worker(concurrency=1, max_abandoned_threads=1)
+    running = cluster.tasks.pop()  # awaited here, not by the fixture
+    try:
+        first = await cluster.enqueue("stuck", timeout=0.1, policy=FAST_RETRY)
+        await cluster.wait_for(first.id, JobState.FAILED)
+        assert not running.done()  # at the bound, the worker goes on
+        second = await cluster.enqueue("stuck", timeout=0.1, policy=FAST_RETRY)
+
+        with pytest.raises(TooManyAbandonedThreads, match="2 abandoned handler threads"):
+            await asyncio.wait_for(running, DEADLINE)
+
+        assert worker.abandoned_threads == 2
+        assert (await cluster.wait_for(second.id, JobState.FAILED)).last_error == (
+            "timed out after 0.1s (job timeout)"
+        )
+    finally:
+        release.set()
+
+
+async def test_sync_handlers_run_as_many_at_once_as_the_worker_has_slots(
+    cluster: Cluster,
+) -> None:
+    # One more than asyncio's default thread pool runs at once on this machine.
+    slots = min(32, (os.cpu_count() or 1) + 4) + 1
+    everyone_in = threading.Barrier(slots, timeout=DEADLINE)
+
+    @handler(cluster, "meet")
+    def meet(ctx: JobContext) -> None:
+        everyone_in.wait()
+
+    cluster.start_worker(concurrency=slots)
+    jobs = [await cluster.enqueue("meet") for _ in range(slots)]
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot describe myself")
+
+
+async def test_an_error_that_cannot_be_printed_still_fails_the_attempt(cluster: Cluster) -> None:
+    @handler(cluster, "odd")
+    async def odd(ctx: JobContext) -> None:
+        raise Unprintable
+
+    cluster.start_worker()
+    job = await cluster.enqueue("odd", policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == "Unprintable: <str() failed>"

@@ -378,13 +378,13 @@ def test_enqueue_sends_every_policy_flag(cli: Cli) -> None:
     job = cli(
         "enqueue", "--job-type", "noop", "--queue", idle_queue(), "--delay", "60",
         "--max-attempts", "7", "--initial-delay", "2", "--backoff", "3", "--max-delay", "90",
-        "--jitter", "--visibility-timeout", "45", "--json",
+        "--jitter", "--visibility-timeout", "45", "--timeout", "12.5", "--json",
     ).json()  # fmt: skip
     policy = {k: job[k] for k in ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")}
     assert policy == {
         "maxAttempts": 7, "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 90.0, "jitter": True
     }  # fmt: skip
-    assert job["visibilityTimeout"] == 45.0
+    assert (job["visibilityTimeout"], job["timeout"]) == (45.0, 12.5)
     assert job["nextRunAt"] > job["createdAt"]
 
 
@@ -432,6 +432,9 @@ def test_status_shows_policy_attempts_timings_and_the_last_error(
     assert re.fullmatch(r"\S+Z  \(\S+ after it last started\)", field(shown.out, "finished"))
     assert field(shown.out, "reason") == "terminal error"
     assert field(shown.out, "last error") == "TerminalError: card declined"
+    assert field(shown.out, "traceback") == "Traceback (most recent call last):"
+    assert "in fail\n" in shown.out  # the demo handler's frame
+    assert shown.out.rstrip().endswith("TerminalError: card declined")
 
 
 def test_status_and_the_other_job_commands_take_the_id_as_an_argument(

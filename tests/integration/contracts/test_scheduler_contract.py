@@ -117,6 +117,9 @@ async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
     assert (hints, dead) == ([ReadyHint(job.queue, job.id)], 0)
     assert reaped.state is JobState.PENDING
     assert reaped.last_error == LEASE_EXPIRED_ERROR
+    assert [(e.attempt, e.error, e.traceback) for e in reaped.errors] == [
+        (1, LEASE_EXPIRED_ERROR, None)
+    ]
     assert reaped.attempt_count == 1
     assert reaped.next_run_at == reaped.updated_at
     assert (reaped.lease_owner, reaped.lease_token, reaped.lease_expires_at) == (None, None, None)

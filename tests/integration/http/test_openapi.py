@@ -140,6 +140,7 @@ async def test_post_jobs_documents_its_body_both_successes_and_an_example(
         "visibilityTimeout",
         "runAt",
         "delay",
+        "timeout",
     }
     [example] = schema["examples"]
     assert example["jobType"] == "email"
@@ -154,9 +155,24 @@ async def test_job_in_states_the_validation_rules(document: dict[str, Any]) -> N
     assert properties["initialDelay"]["minimum"] == 0
     assert properties["backoff"]["minimum"] == 1
     assert properties["visibilityTimeout"]["maximum"] == 43200
+    assert properties["timeout"]["minimum"] == 0
     assert properties["idempotencyKey"]["maxLength"] == 255
     assert "pattern" in properties["jobType"]
     assert "taskforge:" in properties["queue"]["pattern"]
+
+
+async def test_one_job_is_documented_with_its_errors_and_a_list_item_without(
+    document: dict[str, Any],
+) -> None:
+    one = operations(document)[("get", "/jobs/{job_id}")]
+    detail = component(document, response_ref(one, "200"))
+    attempt_error = component(document, detail["properties"]["errors"]["items"]["$ref"])
+
+    assert set(detail["properties"]) == set(component(document, "#/JobOut")["properties"]) | {
+        "errors"
+    }
+    assert "errors" not in component(document, "#/JobOut")["properties"]
+    assert set(attempt_error["properties"]) == {"attempt", "at", "error", "traceback"}
 
 
 @pytest.mark.parametrize("path", ["/jobs/{job_id}/cancel", "/jobs/{job_id}/dlq"])
