@@ -72,9 +72,17 @@ def client_disconnected() -> bool:
     return _client_gone.get()
 
 
+DOCS_PREFIX = "/schema"
+"""The API docs (Swagger UI, its assets, the OpenAPI document) are open too: a browser
+cannot send a bearer token to load them, and they describe the API, not its data. Trying a
+route from the page still needs the token (Swagger UI's Authorize button)."""
+
+
 def is_open(path: str) -> bool:
-    """Served without a token: the probes and the metrics scrape, trailing slash or not."""
-    return (path.rstrip("/") or "/") in OPEN_PATHS
+    """Served without a token: the probes, the metrics scrape and the API docs, trailing
+    slash or not."""
+    trimmed = path.rstrip("/") or "/"
+    return trimmed in OPEN_PATHS or trimmed == DOCS_PREFIX or trimmed.startswith(DOCS_PREFIX + "/")
 
 
 def allowed_methods(listed: str, route_methods: frozenset[str] | None) -> str:

@@ -115,7 +115,7 @@ async def test_without_the_right_token_a_route_is_401(
         ("POST", "/jobs"),
         ("GET", "/stats"),
         ("GET", "/dlq"),
-        ("GET", "/schema/openapi.json"),
+        ("GET", "/schemas"),
         ("GET", "/no/such/route"),
     ],
 )
@@ -123,6 +123,14 @@ async def test_every_other_route_needs_the_token(
     client: httpx.AsyncClient, method: str, path: str
 ) -> None:
     assert_error(await client.request(method, path), 401, "unauthorized")
+
+
+@PROTECTED
+@pytest.mark.parametrize("path", ["/schema", "/schema/openapi.json", "/schema/swagger"])
+async def test_the_api_docs_open_without_the_token_so_a_browser_can_load_them(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    assert (await client.get(path)).status_code == 200
 
 
 @PROTECTED
