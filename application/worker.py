@@ -87,6 +87,16 @@ class WorkerSettings:
     settle_linger: float = 0.002
     """Seconds a settlement may wait for others to share its write."""
     heartbeat_tick: float = 0.25
+    queue_grace: float = 2.0
+    """Seconds past `poll_timeout` a pop may take before the ready queue counts as
+    unreachable (a frozen Redis answers nothing at all)."""
+    direct_poll_min: float = 0.05
+    direct_poll_max: float = 2.0
+    """While the ready queue is unreachable the worker claims due jobs from the store
+    itself; when a claim finds nothing it waits between these bounds (doubling, with
+    jitter) so that many workers do not hammer the database."""
+    queue_retry_interval: float = 2.0
+    """While claiming from the store, how often the ready queue is tried again."""
     max_abandoned_threads: int | None = None
     """Sync-handler threads that may stay abandoned (still running after their attempt ended
     without them) before the worker drains and stops with TooManyAbandonedThreads; None
@@ -212,6 +222,57 @@ class _Settler:
         self._wakeup.set()
 
 
+@dataclass(slots=True)
+class _DirectClaims:
+    """The pacing of dispatch without hints: when to try the ready queue again, how long to
+    wait after a claim that found nothing (doubling between the settings' bounds, with
+    jitter), and a token bucket for RATE_LIMIT_PER_SEC. The rate is shared by all workers
+    through Redis; without Redis each worker holds it by itself."""
+
+    settings: WorkerSettings
+    rate_per_sec: float
+    random: RandomSource
+    wait: float = 0.0
+    retry_queue_at: float = 0.0
+    tokens: float = 0.0
+    refilled_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.wait = self.settings.direct_poll_min
+
+    def queue_retry_due(self, now: float) -> bool:
+        if self.retry_queue_at == 0.0:
+            self.retry_queue_at = now + self.settings.queue_retry_interval
+        return now >= self.retry_queue_at
+
+    def queue_retry_failed(self, now: float) -> None:
+        self.retry_queue_at = now + self.settings.queue_retry_interval
+
+    def allowance(self, free: int, now: float) -> int:
+        """How many jobs the next claim may take: the free slots, within the rate."""
+        if self.rate_per_sec <= 0:
+            return free
+        if self.refilled_at is None:
+            self.tokens = self.rate_per_sec * self.settings.direct_poll_min
+        else:
+            self.tokens += self.rate_per_sec * (now - self.refilled_at)
+        self.tokens = min(self.tokens, max(self.rate_per_sec, 1.0))
+        self.refilled_at = now
+        return min(free, int(self.tokens))
+
+    def claimed(self, count: int, now: float) -> None:
+        if self.rate_per_sec > 0:
+            self.tokens -= count
+        self.wait = (
+            self.settings.direct_poll_min
+            if count
+            else min(self.wait * 2, self.settings.direct_poll_max)
+        )
+
+    def next_wait(self) -> float:
+        return self.wait * (0.5 + self.random() / 2)
+
+
 class Worker:
     def __init__(
         self,
@@ -253,6 +314,8 @@ class Worker:
         self._stopping = asyncio.Event()
         """Set when `run`'s stop is, or when the worker gives up by itself."""
         self._gave_up: str | None = None
+        self._direct: _DirectClaims | None = None
+        """Set while the ready queue is unreachable: jobs are claimed from the store."""
 
     @property
     def running(self) -> int:
@@ -331,9 +394,22 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
 
     async def _fetch(self, free: int, stop: asyncio.Event) -> None:
-        hints = await self._ready_queue.pop(
-            self._settings.queues, free, self._settings.poll_timeout
-        )
+        if self._direct is not None:
+            await self._fetch_direct(self._direct, free, stop)
+            return
+        try:
+            async with asyncio.timeout(self._settings.poll_timeout + self._settings.queue_grace):
+                hints = await self._ready_queue.pop(
+                    self._settings.queues, free, self._settings.poll_timeout
+                )
+        except (Unavailable, TimeoutError) as exc:
+            # Postgres holds every job: keep running them without hints until Redis is back.
+            # A hint popped by the cancelled call is lost; the scheduler republishes it.
+            log.warning("ready queue unreachable (%s); claiming due jobs from the store", exc)
+            self._direct = _DirectClaims(
+                self._settings, self._settings.rate_limit_per_sec, self._random
+            )
+            return
         if not hints:
             return
         if stop.is_set():
@@ -348,6 +424,36 @@ class Worker:
         )
         for job in claimed:
             self._start(job)
+
+    async def _fetch_direct(self, direct: _DirectClaims, free: int, stop: asyncio.Event) -> None:
+        """One step of dispatch without the ready queue: try the queue again when it is
+        time, else claim due jobs straight from the store (oldest due first)."""
+        loop = asyncio.get_running_loop()
+        if direct.queue_retry_due(loop.time()):
+            if await self._queue_answers():
+                log.info("ready queue answers again; back to hints")
+                self._direct = None
+                return
+            direct.queue_retry_failed(loop.time())
+        wanted = direct.allowance(free, loop.time())
+        claimed = (
+            await self._jobs.claim_due(self._settings.queues, wanted, self._settings.owner)
+            if wanted > 0
+            else []
+        )
+        direct.claimed(len(claimed), loop.time())
+        for job in claimed:
+            self._start(job)
+        if len(claimed) < wanted or wanted == 0:
+            await sleep_unless(stop, direct.next_wait())
+
+    async def _queue_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(self._settings.queue_grace):
+                await self._ready_queue.ping()
+        except (Unavailable, TimeoutError):
+            return False
+        return True
 
     async def _apply_rate_limit(
         self, hints: list[ReadyHint], stop: asyncio.Event

@@ -35,7 +35,8 @@ from taskforge.application.worker import (
     Worker,
     WorkerSettings,
 )
-from taskforge.domain.job import Job, NewJob
+from taskforge.domain.errors import Unavailable
+from taskforge.domain.job import Job, NewJob, ReadyHint
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
@@ -833,3 +834,83 @@ async def test_an_error_that_cannot_be_printed_still_fails_the_attempt(cluster: 
     failed = await cluster.wait_for(job.id, JobState.FAILED)
 
     assert failed.last_error == "Unprintable: <str() failed>"
+
+
+class FreezableReadyQueue(InMemoryReadyQueue):
+    """A ready queue that can freeze like a SIGSTOPped Redis (no call returns) or refuse
+    connections (every call raises Unavailable); `pops` counts the pops that answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode: str | None = None
+        self.pops = 0
+
+    async def _outage(self) -> None:
+        if self.mode == "frozen":
+            await asyncio.Event().wait()
+        if self.mode == "down":
+            raise Unavailable("redis", "connection refused")
+
+    async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
+        await self._outage()
+        hints = await super().pop(queues, max_count, timeout)
+        self.pops += 1
+        return hints
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None:
+        await self._outage()
+        await super().push(hints)
+
+    async def ping(self) -> None:
+        await self._outage()
+
+
+@pytest.mark.parametrize("outage", ["frozen", "down"])
+async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreachable(
+    cluster: Cluster, outage: str
+) -> None:
+    queue = FreezableReadyQueue()
+    cluster.ready_queue = queue
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.1, direct_poll_max=0.05)
+    queue.mode = outage
+    stored = [
+        (
+            await cluster.jobs.add(
+                NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="noop")
+            )
+        )[0]
+        for _ in range(20)
+    ]  # committed while Redis is out: no hint exists for any of them
+
+    for job in stored:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+
+async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster: Cluster) -> None:
+    queue = FreezableReadyQueue()
+    cluster.ready_queue = queue
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.1)
+    queue.mode = "down"
+    first, _ = await cluster.jobs.add(
+        NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="noop")
+    )
+    await cluster.wait_for(first.id, JobState.SUCCEEDED)
+    pops_during_outage = queue.pops
+
+    queue.mode = None
+    second = await cluster.enqueue("noop")
+    await cluster.wait_for(second.id, JobState.SUCCEEDED)
+    deadline = time.monotonic() + DEADLINE
+    while queue.pops <= pops_during_outage:
+        assert time.monotonic() < deadline, "the worker never popped hints again"
+        await asyncio.sleep(0.01)
