@@ -30,13 +30,14 @@ from typing import Any
 import httpx
 import pytest
 
-from taskforge.entrypoints.cli.client import run
-from taskforge.entrypoints.cli.client_api import ApiResponse, TaskForgeClient
+from taskforge.cli.app import run
+from taskforge.client import Response as ApiResponse
+from taskforge.client.sync_client import RawResponses as TaskForgeClient
 from tests.support import free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
-CLI = "from taskforge.entrypoints.cli.client import main; main()"
+CLI = "from taskforge.cli.app import main; main()"
 DEV = "from taskforge.entrypoints.cli.service import main; main()"
 STARTUP_DEADLINE = 30.0
 STATE_DEADLINE = 10.0
