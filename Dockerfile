@@ -16,6 +16,8 @@ COPY domain/ domain/
 COPY application/ application/
 COPY adapters/ adapters/
 COPY entrypoints/ entrypoints/
+COPY client/ client/
+COPY cli/ cli/
 COPY bench/ bench/
 COPY migrations/ migrations/
 COPY taskforge/ taskforge/

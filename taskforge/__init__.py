@@ -11,7 +11,12 @@ This module is the public surface for people who write job handlers::
 Point workers at the module that registers them: `taskforge worker --handlers myapp.jobs`
 (or TASKFORGE_HANDLERS=myapp.jobs). Raise `taskforge.TerminalError` when a retry cannot
 help; any other exception is retried with the job's backoff policy.
+
+To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` talk to the
+API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from taskforge.application.handlers import (
     HandlerRegistry,
@@ -22,12 +27,48 @@ from taskforge.application.handlers import (
     default_registry,
 )
 
+if TYPE_CHECKING:
+    from taskforge.client import (
+        Client,
+        ClientError,
+        InvalidTransition,
+        JobNotFound,
+        SyncClient,
+        Unauthorized,
+        Unavailable,
+        ValidationError,
+        WaitTimeout,
+    )
+
+_CLIENT_NAMES = frozenset(
+    {
+        "Client",
+        "ClientError",
+        "InvalidTransition",
+        "JobNotFound",
+        "SyncClient",
+        "Unauthorized",
+        "Unavailable",
+        "ValidationError",
+        "WaitTimeout",
+    }
+)
+
 __all__ = [
+    "Client",
+    "ClientError",
     "HandlerRegistry",
+    "InvalidTransition",
     "JobContext",
     "JobHandler",
+    "JobNotFound",
+    "SyncClient",
     "TerminalError",
+    "Unauthorized",
+    "Unavailable",
     "UnknownJobType",
+    "ValidationError",
+    "WaitTimeout",
     "default_registry",
     "handler",
     "register",
@@ -38,3 +79,12 @@ handler = default_registry.handler
 
 register = default_registry.register
 """`taskforge.register("email", send_email)`: the explicit form of `handler`."""
+
+
+def __getattr__(name: str) -> Any:
+    """The clients load on first use: a worker importing `taskforge` does not pay for httpx."""
+    if name in _CLIENT_NAMES:
+        from taskforge import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'taskforge' has no attribute {name!r}")

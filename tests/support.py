@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from taskforge.bench.stack import free_port
 
-__all__ = ["free_port", "redis_env", "wait_until_healthy"]
+__all__ = ["DevServer", "free_port", "redis_env", "wait_until_healthy"]
+
+
+@dataclass(frozen=True)
+class DevServer:
+    """A running `taskforge dev` (the `dev_server` fixture): its URL and bearer token."""
+
+    url: str
+    token: str
 
 
 def redis_env(redis_url: str) -> dict[str, str]:

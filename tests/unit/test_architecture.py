@@ -1,5 +1,7 @@
 """The dependency rule, checked on the import graph: entrypoints -> adapters -> application
--> domain, never the other way; domain uses the standard library only."""
+-> domain, never the other way; domain uses the standard library only. The HTTP client
+stands apart from the service (domain values at most), and the operator CLI reaches the
+service only through that client."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("domain", "application", "adapters", "entrypoints", "bench")
+LAYERS = ("domain", "application", "adapters", "entrypoints", "bench", "client", "cli")
 
 # What each layer may import from TaskForge itself (besides the standard library).
 ALLOWED = {
@@ -20,6 +22,8 @@ ALLOWED = {
     # `taskforge bench` is a command of the service CLI, which loads the benchmark lazily.
     "entrypoints": {"domain", "application", "adapters", "entrypoints", "bench"},
     "bench": {"domain", "application", "adapters", "entrypoints", "bench"},
+    "client": {"domain", "client"},
+    "cli": {"domain", "client", "cli"},
 }
 # Within an allowed layer, modules a layer still may not reach: the benchmark fills tables
 # through the adapters and starts processes, but drives the service only over HTTP.
@@ -27,12 +31,15 @@ FORBIDDEN = {
     "bench": ("taskforge.entrypoints.http", "taskforge.entrypoints.cli"),
     "entrypoints": (),
 }
-THIRD_PARTY_ALLOWED = {
+# True: any; a set: only those packages (the client installs with few dependencies).
+THIRD_PARTY_ALLOWED: dict[str, bool | frozenset[str]] = {
     "domain": False,
     "application": False,
     "adapters": True,
     "entrypoints": True,
     "bench": True,
+    "client": frozenset({"httpx", "msgspec"}),
+    "cli": True,
 }
 
 
@@ -63,8 +70,10 @@ def violations(layer: str, root: Path = ROOT) -> list[str]:
                     problems.append(where)
             elif top in sys.stdlib_module_names or top == "__future__":
                 continue
-            elif not THIRD_PARTY_ALLOWED[layer]:
-                problems.append(where + " (third-party)")
+            else:
+                allowed = THIRD_PARTY_ALLOWED[layer]
+                if allowed is not True and (allowed is False or top not in allowed):
+                    problems.append(where + " (third-party)")
     return problems
 
 
@@ -95,6 +104,27 @@ def test_the_checker_catches_the_bench_reaching_into_the_http_entrypoint(tmp_pat
     ]
 
 
+def test_the_checker_keeps_the_client_and_the_cli_off_the_service(tmp_path: Path) -> None:
+    (tmp_path / "client").mkdir()
+    (tmp_path / "client" / "bad.py").write_text(
+        "import httpx\nfrom taskforge.application.handlers import JobContext\nimport asyncpg\n"
+    )
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "bad.py").write_text(
+        "from taskforge.client import SyncClient\n"
+        "from taskforge.entrypoints.http.app import create_app\n"
+        "from taskforge.adapters.postgres.jobs import create_pool\n"
+    )
+    assert violations("client", tmp_path) == [
+        "client/bad.py:2 imports taskforge.application.handlers",
+        "client/bad.py:3 imports asyncpg (third-party)",
+    ]
+    assert violations("cli", tmp_path) == [
+        "cli/bad.py:2 imports taskforge.entrypoints.http.app",
+        "cli/bad.py:3 imports taskforge.adapters.postgres.jobs",
+    ]
+
+
 def test_every_code_folder_is_linked_into_the_package() -> None:
     """The wheel ships `taskforge/` with its links resolved: a folder without a link there
     would be missing from an installed TaskForge."""
@@ -111,3 +141,24 @@ def test_public_module_exposes_the_handler_api() -> None:
     assert callable(taskforge.handler)
     assert callable(taskforge.register)
     assert issubclass(taskforge.TerminalError, Exception)
+
+
+def test_public_module_exposes_the_clients_and_their_errors() -> None:
+    import taskforge
+
+    assert taskforge.SyncClient.__name__ == "SyncClient"
+    assert taskforge.Client.__name__ == "Client"
+    for name in ("JobNotFound", "InvalidTransition", "ValidationError", "Unauthorized",
+                 "Unavailable"):  # fmt: skip
+        assert issubclass(getattr(taskforge, name), taskforge.ClientError)
+
+
+def test_importing_taskforge_does_not_load_the_http_client() -> None:
+    """Workers import `taskforge` for `@taskforge.handler`: the clients load on first use."""
+    import subprocess
+
+    code = "import sys, taskforge; print('httpx' in sys.modules, 'taskforge.client' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert loaded.stdout.split() == ["False", "False"]

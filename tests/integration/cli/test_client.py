@@ -8,13 +8,11 @@ PENDING until a test moves them.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import pty
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -30,15 +28,14 @@ from typing import Any
 import httpx
 import pytest
 
-from taskforge.entrypoints.cli.client import run
-from taskforge.entrypoints.cli.client_api import ApiResponse, TaskForgeClient
-from tests.support import free_port, wait_until_healthy
+from taskforge.cli.app import run
+from taskforge.client import Response as ApiResponse
+from taskforge.client.sync_client import RawResponses as TaskForgeClient
+from tests.support import DevServer
 
 pytestmark = pytest.mark.slow
 
-CLI = "from taskforge.entrypoints.cli.client import main; main()"
-DEV = "from taskforge.entrypoints.cli.service import main; main()"
-STARTUP_DEADLINE = 30.0
+CLI = "from taskforge.cli.app import main; main()"
 STATE_DEADLINE = 10.0
 UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 COMMANDS = [
@@ -59,12 +56,6 @@ TERMINAL_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 
 @dataclass(frozen=True)
-class DevServer:
-    url: str
-    token: str
-
-
-@dataclass(frozen=True)
 class Outcome:
     exit_code: int
     out: str
@@ -78,35 +69,6 @@ class Outcome:
 
 
 Cli = Callable[..., Outcome]
-
-
-@pytest.fixture(scope="session")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    """`taskforge dev` on a free port, behind a bearer token, stopped by pid at the end."""
-    port = free_port()
-    token = secrets.token_hex(16)
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("dev-server") / "taskforge-dev.log"
-    env = {key: value for key, value in os.environ.items() if key != "WORKER_QUEUES"}
-    env.update(
-        HTTP_ADDR=f"127.0.0.1:{port}", API_TOKEN=token, QUEUE_NAME="jobs:ready", LOG_LEVEL="warn"
-    )
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-c", DEV, "dev"], stdout=output, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        asyncio.run(
-            wait_until_healthy(url, lambda: process.poll() is None, log.read_text, STARTUP_DEADLINE)
-        )
-        yield DevServer(url, token)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

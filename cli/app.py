@@ -26,22 +26,17 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from taskforge.domain.states import TERMINAL_STATES, JobState
-from taskforge.entrypoints.cli.client_api import (
+from taskforge.cli.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
-    ApiError,
-    ApiResponse,
     CliError,
-    ConnectionFailed,
-    TaskForgeClient,
     UsageError,
+    exit_code_of,
 )
-from taskforge.entrypoints.cli.client_render import (
+from taskforge.cli.render import (
     dead_letter_detail,
     dead_letters_table,
     health_table,
@@ -53,8 +48,19 @@ from taskforge.entrypoints.cli.client_render import (
     watch_line,
     watch_view,
 )
+from taskforge.client import (
+    ClientError,
+    ConnectionFailed,
+    JobNotFound,
+    Response,
+    SyncClient,
+    Unavailable,
+)
+from taskforge.client.sync_client import RawResponses
+from taskforge.domain.states import TERMINAL_STATES, JobState
 
 DEFAULT_API_URL = "http://localhost:8080"
+USER_AGENT = "taskforge-cli/0.1.0"
 DLQ_PAGE = 200
 """The API's largest page: `dlq-replay --all` lists the dead letters in as few calls as it can."""
 
@@ -113,9 +119,10 @@ class GlobalOptions:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """What a command works with: the API client and where its output goes."""
+    """What a command works with: the API client (its answers undecoded, as `--json` prints
+    them) and where its output goes."""
 
-    api: TaskForgeClient
+    api: RawResponses
     json_output: bool
     console: Console
     errors: Console
@@ -135,7 +142,7 @@ class Session:
         lines = captured.get().splitlines()
         self.console.file.write("".join(line.rstrip() + "\n" for line in lines))
 
-    def print_json(self, response: ApiResponse) -> None:
+    def print_json(self, response: Response) -> None:
         self.console.file.write(response.text.rstrip("\n") + "\n")
 
 
@@ -164,8 +171,13 @@ def _launcher(
     if not console.is_terminal:
         # Plain output is for grep and awk: a row is one line, however long.
         console.width = PLAIN_WIDTH
-    with TaskForgeClient(options.api_url, token=options.token, timeout=options.timeout) as api:
-        session = Session(api, options.json_output, console, errors)
+    with SyncClient(
+        options.api_url,
+        token=options.token,
+        request_timeout=options.timeout,
+        user_agent=USER_AGENT,
+    ) as client:
+        session = Session(client.raw, options.json_output, console, errors)
         injected = {name: session for name, kind in ignored.items() if kind is Session}
         return command(*bound.args, **bound.kwargs, **injected)
 
@@ -216,22 +228,24 @@ def enqueue(
     """
     if delay is not None and run_at is not None:
         raise UsageError("give --delay or --run-at, not both")
-    body: dict[str, Any] = {"jobType": job_type, "payload": parse_payload(payload)}
-    optional: dict[str, Any] = {
-        "idempotencyKey": idempotency_key,
+    options: dict[str, Any] = {
+        "idempotency_key": idempotency_key,
         "queue": queue,
         "delay": delay,
-        "runAt": run_at.isoformat() if run_at is not None else None,
-        "maxAttempts": max_attempts,
-        "initialDelay": initial_delay,
+        "run_at": run_at,
+        "max_attempts": max_attempts,
+        "initial_delay": initial_delay,
         "backoff": backoff,
-        "maxDelay": max_delay,
+        "max_delay": max_delay,
         "jitter": jitter,
-        "visibilityTimeout": visibility_timeout,
+        "visibility_timeout": visibility_timeout,
         "timeout": timeout,
     }
-    body.update({name: value for name, value in optional.items() if value is not None})
-    response = session.api.enqueue(body)
+    response = session.api.enqueue(
+        job_type,
+        parse_payload(payload),
+        **{name: value for name, value in options.items() if value is not None},
+    )
     if session.json_output:
         session.print_json(response)
         return
@@ -292,7 +306,7 @@ def status(
     if watch:
         _watch(session, job_id, interval)
         return
-    response = session.api.get_job(job_id)
+    response = session.api.get(job_id)
     if session.json_output:
         session.print_json(response)
     else:
@@ -303,10 +317,10 @@ def _watch(session: Session, job_id: UUID, interval: float) -> None:
     """Poll until a terminal state; each observed change is shown once (a line in plain
     output, a JSON document per line with --json, a live panel on a terminal)."""
 
-    def fetch() -> ApiResponse:
-        return session.api.get_job(job_id)
+    def fetch() -> Response:
+        return session.api.get(job_id)
 
-    def finished(response: ApiResponse) -> bool:
+    def finished(response: Response) -> bool:
         return response.data.get("state") in TERMINAL_STATES
 
     if session.json_output or session.plain:
@@ -370,10 +384,10 @@ def move_to_dlq(job_id: JobId, *, reason: Reason = None, session: SessionParam) 
         taskforge-cli move-to-dlq --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 \
             --reason "poison message"
     """
-    _report(session, session.api.move_to_dlq(job_id, reason), "moved job {id} to the DLQ")
+    _report(session, session.api.dlq(job_id, reason), "moved job {id} to the DLQ")
 
 
-def _report(session: Session, response: ApiResponse, done: str) -> None:
+def _report(session: Session, response: Response, done: str) -> None:
     """`done` names what happened, with `{id}` for the job's id; the new state follows."""
     if session.json_output:
         session.print_json(response)
@@ -403,7 +417,7 @@ def list_jobs(
     state = status.upper() if status is not None else None
     if state is not None and state not in STATES:
         raise UsageError(f"--status: unknown state {status!r}; allowed: {', '.join(STATES)}")
-    response = session.api.list_jobs(queue=queue, status=state, limit=limit, offset=offset)
+    response = session.api.list(queue=queue, status=state, limit=limit, offset=offset)
     _show_page(session, response, "jobs", jobs_table)
 
 
@@ -414,13 +428,13 @@ def dlq_list(*, limit: Limit = None, offset: Offset = None, session: SessionPara
     For example:
         taskforge-cli dlq-list --limit 20
     """
-    response = session.api.list_dead_letters(limit=limit, offset=offset)
+    response = session.api.dead_letters(limit=limit, offset=offset)
     _show_page(session, response, "dead letters", dead_letters_table)
 
 
 def _show_page(
     session: Session,
-    response: ApiResponse,
+    response: Response,
     noun: str,
     table: Callable[..., Any],
 ) -> None:
@@ -443,7 +457,7 @@ def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
     For example:
         taskforge-cli dlq-show --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
     """
-    response = session.api.get_dead_letter(job_id)
+    response = session.api.dead_letter(job_id)
     if session.json_output:
         session.print_json(response)
     else:
@@ -541,7 +555,7 @@ def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
     """Replays the dead letters listed when it starts (entries that arrive meanwhile wait
     for the next run). One already replayed by someone else is counted, not an error."""
     replayed, gone = 0, 0
-    failures: list[tuple[UUID, ApiError]] = []
+    failures: list[tuple[UUID, ClientError]] = []
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -566,11 +580,12 @@ def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
             for job_id in ids:
                 try:
                     response = session.api.replay(job_id)
-                except ApiError as exc:
-                    if exc.exit_code == EXIT_NOT_FOUND:
-                        gone += 1
-                    else:
-                        failures.append((job_id, exc))
+                except JobNotFound:
+                    gone += 1
+                except ConnectionFailed:
+                    raise
+                except ClientError as exc:
+                    failures.append((job_id, exc))
                 else:
                     replayed += 1
                     if session.json_output:
@@ -585,17 +600,19 @@ def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
         _print_error(session.errors, failure.code, f"{failure.message} (job {job_id})")
     if failures:
         first = failures[0][1]
-        raise ApiError(
-            first.status, first.code, f"{len(failures)} of {len(ids)} dead letters not replayed"
+        raise type(first)(
+            first.code,
+            f"{len(failures)} of {len(ids)} dead letters not replayed",
+            status=first.status,
         )
 
 
-def _dead_letters(api: TaskForgeClient, queue: str | None) -> list[dict[str, Any]]:
+def _dead_letters(api: RawResponses, queue: str | None) -> list[dict[str, Any]]:
     """Every dead letter (of `queue`, if given), each once even if pages shift meanwhile."""
     found: dict[str, dict[str, Any]] = {}
     offset = 0
     while True:
-        page = api.list_dead_letters(limit=DLQ_PAGE, offset=offset).data
+        page = api.dead_letters(limit=DLQ_PAGE, offset=offset).data
         items = page.get("items", [])
         for entry in items:
             if queue is None or entry.get("queue") == queue:
@@ -627,8 +644,8 @@ def health(*, session: SessionParam) -> None:
     For example:
         taskforge-cli health
     """
-    live = session.api.healthz()
-    ready = session.api.readyz()
+    live = session.api.health()
+    ready = session.api.readiness()
     if session.json_output:
         session.console.file.write(f'{{"healthz":{live.text},"readyz":{ready.text}}}\n')
     else:
@@ -639,7 +656,8 @@ def health(*, session: SessionParam) -> None:
             for name, result in ready.data.get("checks", {}).items()
             if result != "ok"
         ]
-        raise ApiError(ready.status, "not_ready", "; ".join(failing) or "service not ready")
+        message = "; ".join(failing) or "service not ready"
+        raise Unavailable("not_ready", message, status=ready.status)
 
 
 def _print_error(errors: Console, code: str, message: str) -> None:
@@ -669,6 +687,9 @@ def run(tokens: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _print_error(errors, exc.code, exc.message)
         return exc.exit_code
+    except ClientError as exc:
+        _print_error(errors, exc.code, exc.message)
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

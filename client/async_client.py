@@ -1,0 +1,149 @@
+"""`Client`: the TaskForge API from asyncio code, over one httpx connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+from uuid import UUID
+
+import httpx
+
+from taskforge.client import core
+from taskforge.client.core import Call, EnqueueOptions, JobSpec, Request, Response, RetryPolicy
+from taskforge.client.errors import ClientError
+from taskforge.client.values import BatchItem, DeadLetter, DeadLetterPage, Job, JobPage, Stats
+from taskforge.domain.states import JobState
+
+T = TypeVar("T")
+
+
+class Client:
+    """An asyncio client; use it as an async context manager
+    (`async with Client(url) as tf:`). It behaves as `SyncClient` does, awaited."""
+
+    def __init__(
+        self,
+        base_url: str = core.DEFAULT_BASE_URL,
+        *,
+        token: str | None = None,
+        request_timeout: float = core.DEFAULT_REQUEST_TIMEOUT,
+        retry_policy: RetryPolicy | None = None,
+        user_agent: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        options = core.http_options(
+            base_url, token, request_timeout, user_agent or core.default_user_agent()
+        )
+        self.base_url: str = options["base_url"]
+        self.request_timeout = request_timeout
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._http = httpx.AsyncClient(**options, transport=transport)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Job:
+        """Store a job; with an idempotency key already used, the job stored under it."""
+        return await self._run(core.enqueue(job_type, payload, options))
+
+    async def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[BatchItem]:
+        """Store many jobs, in requests of at most 1000 (`POST /jobs/batch`). Each request is
+        all or none; when one fails, the requests before it stay stored. Give each job an
+        idempotency key to make calling again after a failure store nothing twice."""
+        return [item for call in core.enqueue_chunks(jobs) for item in await self._run(call)]
+
+    async def get(self, job_id: UUID | str) -> Job:
+        return await self._run(core.get_job(job_id))
+
+    async def list(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobState | str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> JobPage:
+        """Jobs newest first, of one `queue` and one `status` when given."""
+        call = core.list_jobs(queue=queue, status=status, limit=limit, offset=offset)
+        return await self._run(call)
+
+    async def cancel(self, job_id: UUID | str, reason: str | None = None) -> Job:
+        return await self._run(core.cancel_job(job_id, reason))
+
+    async def retry(self, job_id: UUID | str) -> Job:
+        return await self._run(core.retry_job(job_id))
+
+    async def dlq(self, job_id: UUID | str, reason: str | None = None) -> Job:
+        """Move the job to the dead-letter queue."""
+        return await self._run(core.dead_letter_job(job_id, reason))
+
+    async def replay(self, job_id: UUID | str) -> Job:
+        return await self._run(core.replay_job(job_id))
+
+    async def dead_letters(
+        self, *, limit: int | None = None, offset: int | None = None
+    ) -> DeadLetterPage:
+        return await self._run(core.list_dead_letters(limit=limit, offset=offset))
+
+    async def dead_letter(self, job_id: UUID | str) -> DeadLetter:
+        return await self._run(core.get_dead_letter(job_id))
+
+    async def stats(self) -> Stats:
+        return await self._run(core.get_stats())
+
+    async def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
+        """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
+        it; past `timeout` seconds raise `WaitTimeout`."""
+        loop = asyncio.get_running_loop()
+        schedule = core.PollSchedule(loop.time(), timeout)
+        while True:
+            job = await self.get(job_id)
+            if job.terminal:
+                return job
+            delay = schedule.next_delay(loop.time())
+            if delay is None:
+                raise core.wait_timeout(job, timeout)
+            await asyncio.sleep(delay)
+
+    async def _run(self, call: Call[T]) -> T:
+        return call.decode(await self._send(call.request))
+
+    async def _send(self, request: Request) -> Response:
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return core.answer_of(await self._exchange(request), request)
+            except ClientError as failure:
+                delay = self.retry_policy.delay_after(failure, request, tries)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+
+    async def _exchange(self, request: Request) -> httpx.Response:
+        outgoing = self._http.build_request(
+            request.method, request.path, params=request.params, json=request.body
+        )
+        try:
+            return await self._http.send(outgoing)
+        except httpx.TransportError as exc:
+            raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc

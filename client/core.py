@@ -1,0 +1,407 @@
+"""The clients' one implementation of the REST API, without I/O.
+
+Each API operation is a `Call`: the `Request` to send and how to decode its 2xx answer.
+`answer_of` turns any HTTP answer into a `Response` or raises the typed error, and
+`RetryPolicy` and `PollSchedule` say how long to wait between tries. `SyncClient` and
+`Client` only move requests and answers over httpx and sleep when told to.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, NotRequired, Required, TypedDict, TypeVar
+from uuid import UUID
+
+import httpx
+
+from taskforge.client.errors import (
+    ClientError,
+    ConnectionFailed,
+    InvalidResponse,
+    InvalidTransition,
+    JobNotFound,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+    WaitTimeout,
+)
+from taskforge.client.values import (
+    BatchItem,
+    DeadLetter,
+    DeadLetterPage,
+    Job,
+    JobPage,
+    Stats,
+    batch_items_of,
+    dead_letter_of,
+    dead_letter_page_of,
+    job_of,
+    job_page_of,
+    stats_of,
+)
+from taskforge.domain.states import JobState
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "http://localhost:8080"
+DEFAULT_REQUEST_TIMEOUT = 10.0
+BATCH_LIMIT = 1000
+"""The most jobs `POST /jobs/batch` takes in one request; `enqueue_many` sends chunks."""
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+REQUEST_ID_HEADER = "X-Request-ID"
+GENERATED_KEY_PREFIX = "tf-"
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """`enqueue`'s keyword options, as `POST /jobs` names them in snake_case. Left out, the
+    API's default applies (`queue`: its QUEUE_NAME; `timeout`: its JOB_TIMEOUT)."""
+
+    queue: str
+    idempotency_key: str
+    """Reusing a key returns the existing job. The client makes one up when none is given,
+    so that retrying an enqueue never stores the job twice."""
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    run_at: datetime
+    """Run no sooner than this; a naive datetime is read as UTC. Not with `delay`."""
+    delay: float
+    timeout: float
+    """Seconds one attempt may run before it fails (0: no limit). Not the HTTP timeout."""
+
+
+class JobSpec(EnqueueOptions, total=False):
+    """One job of `enqueue_many`: `enqueue`'s arguments as a mapping."""
+
+    job_type: Required[str]
+    payload: NotRequired[Mapping[str, Any] | None]
+
+
+_BODY_NAMES = {
+    "queue": "queue",
+    "idempotency_key": "idempotencyKey",
+    "max_attempts": "maxAttempts",
+    "initial_delay": "initialDelay",
+    "backoff": "backoff",
+    "max_delay": "maxDelay",
+    "jitter": "jitter",
+    "visibility_timeout": "visibilityTimeout",
+    "run_at": "runAt",
+    "delay": "delay",
+    "timeout": "timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    body: Any = None
+    retry: bool = False
+    """Safe to send again after a lost or refused attempt (enqueues carry a key)."""
+    accept: frozenset[int] = frozenset()
+    """Non-2xx statuses answered as a `Response` rather than raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An accepted answer: `text` is the body exactly as received, `data` its JSON."""
+
+    status: int
+    text: str
+    data: Any
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    request: Request
+    decode: Callable[[Response], T]
+
+
+def http_options(
+    base_url: str, token: str | None, request_timeout: float, user_agent: str
+) -> dict[str, Any]:
+    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike."""
+    headers = {"User-Agent": user_agent, "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return {"base_url": base_url.rstrip("/"), "headers": headers, "timeout": request_timeout}
+
+
+def default_user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"taskforge-python/{version('taskforge')}"
+    except PackageNotFoundError:
+        return "taskforge-python"
+
+
+def job_body(
+    job_type: str, payload: Mapping[str, Any] | None = None, **options: Any
+) -> dict[str, Any]:
+    """The JSON body of one job; an unknown option is a TypeError, before anything is sent."""
+    unknown = sorted(set(options) - set(_BODY_NAMES))
+    if unknown:
+        raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
+    body: dict[str, Any] = {"jobType": job_type, "payload": dict(payload or {})}
+    for name, value in options.items():
+        if value is not None:
+            body[_BODY_NAMES[name]] = value.isoformat() if isinstance(value, datetime) else value
+    body.setdefault("idempotencyKey", GENERATED_KEY_PREFIX + uuid.uuid4().hex)
+    return body
+
+
+def enqueue(job_type: str, payload: Mapping[str, Any] | None, options: EnqueueOptions) -> Call[Job]:
+    """201 with a new job, or 200 with the one stored earlier under the same key."""
+    body = job_body(job_type, payload, **options)
+    return Call(Request("POST", "/jobs", body=body, retry=True), _job)
+
+
+def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[BatchItem]]]:
+    """`POST /jobs/batch` requests of at most BATCH_LIMIT jobs each, every body built (and
+    so every spec checked) before the first is sent."""
+    bodies = [job_body(**spec) for spec in jobs]
+    return [
+        Call(
+            Request("POST", "/jobs/batch", body={"jobs": chunk}, retry=True),
+            lambda answer: batch_items_of(answer.data),
+        )
+        for chunk in _chunked(bodies, BATCH_LIMIT)
+    ]
+
+
+def get_job(job_id: UUID | str) -> Call[Job]:
+    return Call(Request("GET", f"/jobs/{_id(job_id)}"), _job)
+
+
+def list_jobs(
+    *,
+    queue: str | None = None,
+    status: JobState | str | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> Call[JobPage]:
+    params = _params(status=status, limit=limit, offset=offset)
+    # Queue names are letters, digits and `_ - . :`, all of which are safe in a path.
+    path = "/jobs" if queue is None else f"/queues/{queue}/jobs"
+    return Call(Request("GET", path, params=params), lambda answer: job_page_of(answer.data))
+
+
+def cancel_job(job_id: UUID | str, reason: str | None = None) -> Call[Job]:
+    return Call(Request("POST", f"/jobs/{_id(job_id)}/cancel", body=_reason(reason)), _job)
+
+
+def retry_job(job_id: UUID | str) -> Call[Job]:
+    return Call(Request("POST", f"/jobs/{_id(job_id)}/retry"), _job)
+
+
+def dead_letter_job(job_id: UUID | str, reason: str | None = None) -> Call[Job]:
+    return Call(Request("POST", f"/jobs/{_id(job_id)}/dlq", body=_reason(reason)), _job)
+
+
+def replay_job(job_id: UUID | str) -> Call[Job]:
+    return Call(Request("POST", f"/dlq/{_id(job_id)}/replay"), _job)
+
+
+def list_dead_letters(
+    *, limit: int | None = None, offset: int | None = None
+) -> Call[DeadLetterPage]:
+    request = Request("GET", "/dlq", params=_params(limit=limit, offset=offset))
+    return Call(request, lambda answer: dead_letter_page_of(answer.data))
+
+
+def get_dead_letter(job_id: UUID | str) -> Call[DeadLetter]:
+    return Call(Request("GET", f"/dlq/{_id(job_id)}"), lambda answer: dead_letter_of(answer.data))
+
+
+def get_stats() -> Call[Stats]:
+    return Call(Request("GET", "/stats"), lambda answer: stats_of(answer.data))
+
+
+def get_health() -> Call[Any]:
+    return Call(Request("GET", "/healthz"), lambda answer: answer.data)
+
+
+def get_readiness() -> Call[Any]:
+    """Answers the 503 too: a service that is not ready still names its failing checks."""
+    return Call(Request("GET", "/readyz", accept=frozenset({503})), lambda answer: answer.data)
+
+
+def answer_of(response: httpx.Response, request: Request) -> Response:
+    """The accepted answer, or the typed error for any other; `response` has been read."""
+    request_id = response.headers.get(REQUEST_ID_HEADER)
+    where = f"{request.method} {request.path}"
+    if response.is_success or response.status_code in request.accept:
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidResponse(
+                "invalid_response",
+                f"{where} answered {response.status_code} with a body that is not JSON",
+                status=response.status_code,
+                request_id=request_id,
+            ) from None
+        return Response(response.status_code, response.text, data, request_id)
+    raise error_of(response, where)
+
+
+_ERROR_TYPES: Mapping[int, type[ClientError]] = {
+    400: ValidationError,
+    401: Unauthorized,
+    404: JobNotFound,
+    409: InvalidTransition,
+    413: ValidationError,
+    **{status: Unavailable for status in RETRYABLE_STATUSES},
+}
+
+
+def error_of(response: httpx.Response, where: str) -> ClientError:
+    """The API's `{code, message, details}` as its typed error; an answer that is not the
+    API's (a proxy's HTML page) gets `http_<status>` and the reason phrase."""
+    status = response.status_code
+    error_type = _ERROR_TYPES.get(status, ClientError)
+    request_id = response.headers.get(REQUEST_ID_HEADER)
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        message = body.get("message")
+        error = error_type(
+            body["code"],
+            message if isinstance(message, str) else response.reason_phrase,
+            details=body.get("details"),
+            status=status,
+            request_id=request_id,
+        )
+    else:
+        error = error_type(
+            f"http_{status}",
+            f"{where}: {response.reason_phrase or 'unexpected answer'}",
+            status=status,
+            request_id=request_id,
+        )
+    if isinstance(error, Unavailable):
+        error.retry_after = _retry_after(response.headers.get("Retry-After"))
+    return error
+
+
+def connection_failed(exc: httpx.TransportError, base_url: str, timeout: float) -> ConnectionFailed:
+    if isinstance(exc, httpx.TimeoutException):
+        return ConnectionFailed("timeout", f"no answer from {base_url} within {timeout:g}s")
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectionFailed(
+            "connection_failed", f"cannot connect to {base_url}: {_os_reason(exc)}"
+        )
+    return ConnectionFailed("connection_failed", f"request to {base_url} failed: {_os_reason(exc)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How retryable calls (enqueues) ride out an unavailable API: up to `attempts` tries,
+    waiting `initial_delay * 2 ** (n - 1)` seconds, at most `max_delay`, before try n + 1;
+    a longer Retry-After from the API is honoured up to `max_delay`."""
+
+    attempts: int = 6
+    initial_delay: float = 0.2
+    max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if not 0 <= self.initial_delay <= self.max_delay:
+            raise ValueError("need 0 <= initial_delay <= max_delay")
+
+    def delay_after(self, failure: ClientError, request: Request, tries: int) -> float | None:
+        """Seconds to wait before the next try after `tries` failed ones, or None to give up
+        and raise `failure`."""
+        if not (request.retry and isinstance(failure, Unavailable)) or tries >= self.attempts:
+            return None
+        delay: float = min(self.max_delay, self.initial_delay * 2.0 ** (tries - 1))
+        if failure.retry_after is not None:
+            delay = max(delay, min(self.max_delay, failure.retry_after))
+        return delay
+
+
+@dataclass(slots=True)
+class PollSchedule:
+    """`wait`'s polls: first after `first` seconds, each gap `factor` times the last, at
+    most `longest`, never past the deadline (`timeout` None: no deadline)."""
+
+    started: float
+    timeout: float | None
+    first: float = 0.05
+    factor: float = 1.5
+    longest: float = 1.0
+    _gap: float = field(default=0.0, init=False)
+
+    def next_delay(self, now: float) -> float | None:
+        """Seconds until the next poll, or None once the deadline has passed."""
+        self._gap = self.first if self._gap == 0 else min(self.longest, self._gap * self.factor)
+        if self.timeout is None:
+            return self._gap
+        left = self.started + self.timeout - now
+        return None if left <= 0 else min(self._gap, left)
+
+
+def wait_timeout(job: Job, timeout: float | None) -> WaitTimeout:
+    return WaitTimeout(
+        "wait_timeout",
+        f"job {job.id} still {job.state} after {timeout:g}s",
+        details={"jobId": str(job.id), "state": str(job.state)},
+    )
+
+
+def _job(answer: Response) -> Job:
+    return job_of(answer.data)
+
+
+def _id(job_id: UUID | str) -> str:
+    """A job id as the path needs it; not a UUID is a ValidationError, sent nowhere."""
+    try:
+        return str(job_id if isinstance(job_id, UUID) else UUID(str(job_id)))
+    except ValueError:
+        raise ValidationError(
+            "validation_error", f"job id {job_id!r} is not a UUID", details={"field": "id"}
+        ) from None
+
+
+def _params(**values: object) -> dict[str, str]:
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def _reason(reason: str | None) -> dict[str, str] | None:
+    return {"reason": reason} if reason is not None else None
+
+
+def _chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Retry-After in seconds (the form the API sends); an HTTP date is ignored."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
+
+
+def _os_reason(exc: httpx.TransportError) -> str:
+    """The OS-level explanation ("connection refused") beneath httpx's wrapping, if any."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,212 @@
+"""`SyncClient`: the TaskForge API from blocking code, over one httpx connection pool."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+from uuid import UUID
+
+import httpx
+
+from taskforge.client import core
+from taskforge.client.core import Call, EnqueueOptions, JobSpec, Request, Response, RetryPolicy
+from taskforge.client.errors import ClientError
+from taskforge.client.values import BatchItem, DeadLetter, DeadLetterPage, Job, JobPage, Stats
+from taskforge.domain.states import JobState
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """A blocking client; use it as a context manager (`with SyncClient(url) as tf:`).
+
+    Calls return immutable values (`Job`, `JobPage`...) and raise `ClientError` subclasses.
+    `request_timeout` bounds each HTTP exchange; `enqueue` and `enqueue_many` are retried
+    under `retry_policy` when the API is unavailable (no answer, 429, 502, 503, 504).
+    """
+
+    def __init__(
+        self,
+        base_url: str = core.DEFAULT_BASE_URL,
+        *,
+        token: str | None = None,
+        request_timeout: float = core.DEFAULT_REQUEST_TIMEOUT,
+        retry_policy: RetryPolicy | None = None,
+        user_agent: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        options = core.http_options(
+            base_url, token, request_timeout, user_agent or core.default_user_agent()
+        )
+        self.base_url: str = options["base_url"]
+        self.request_timeout = request_timeout
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._http = httpx.Client(**options, transport=transport)
+        self.raw = RawResponses(self)
+        """The same calls answering the API's `Response` (status, text as sent) undecoded."""
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Job:
+        """Store a job; with an idempotency key already used, the job stored under it."""
+        return self._run(core.enqueue(job_type, payload, options))
+
+    def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[BatchItem]:
+        """Store many jobs, in requests of at most 1000 (`POST /jobs/batch`). Each request is
+        all or none; when one fails, the requests before it stay stored. Give each job an
+        idempotency key to make calling again after a failure store nothing twice."""
+        return [item for call in core.enqueue_chunks(jobs) for item in self._run(call)]
+
+    def get(self, job_id: UUID | str) -> Job:
+        return self._run(core.get_job(job_id))
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobState | str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> JobPage:
+        """Jobs newest first, of one `queue` and one `status` when given."""
+        return self._run(core.list_jobs(queue=queue, status=status, limit=limit, offset=offset))
+
+    def cancel(self, job_id: UUID | str, reason: str | None = None) -> Job:
+        return self._run(core.cancel_job(job_id, reason))
+
+    def retry(self, job_id: UUID | str) -> Job:
+        return self._run(core.retry_job(job_id))
+
+    def dlq(self, job_id: UUID | str, reason: str | None = None) -> Job:
+        """Move the job to the dead-letter queue."""
+        return self._run(core.dead_letter_job(job_id, reason))
+
+    def replay(self, job_id: UUID | str) -> Job:
+        return self._run(core.replay_job(job_id))
+
+    def dead_letters(
+        self, *, limit: int | None = None, offset: int | None = None
+    ) -> DeadLetterPage:
+        return self._run(core.list_dead_letters(limit=limit, offset=offset))
+
+    def dead_letter(self, job_id: UUID | str) -> DeadLetter:
+        return self._run(core.get_dead_letter(job_id))
+
+    def stats(self) -> Stats:
+        return self._run(core.get_stats())
+
+    def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
+        """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
+        it; past `timeout` seconds raise `WaitTimeout`."""
+        schedule = core.PollSchedule(time.monotonic(), timeout)
+        while True:
+            job = self.get(job_id)
+            if job.terminal:
+                return job
+            delay = schedule.next_delay(time.monotonic())
+            if delay is None:
+                raise core.wait_timeout(job, timeout)
+            time.sleep(delay)
+
+    def _run(self, call: Call[T]) -> T:
+        return call.decode(self._send(call.request))
+
+    def _send(self, request: Request) -> Response:
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return core.answer_of(self._exchange(request), request)
+            except ClientError as failure:
+                delay = self.retry_policy.delay_after(failure, request, tries)
+                if delay is None:
+                    raise
+            time.sleep(delay)
+
+    def _exchange(self, request: Request) -> httpx.Response:
+        outgoing = self._http.build_request(
+            request.method, request.path, params=request.params, json=request.body
+        )
+        try:
+            return self._http.send(outgoing)
+        except httpx.TransportError as exc:
+            raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc
+
+
+class RawResponses:
+    """`SyncClient`'s calls answering `Response`: for tools that show the API's JSON as it
+    came (`taskforge-cli --json`). Errors are raised exactly as by the typed calls."""
+
+    def __init__(self, client: SyncClient) -> None:
+        self._send = client._send
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Response:
+        """201 for a new job, 200 for the job stored earlier under the same key."""
+        return self._send(core.enqueue(job_type, payload, options).request)
+
+    def get(self, job_id: UUID | str) -> Response:
+        return self._send(core.get_job(job_id).request)
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobState | str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Response:
+        call = core.list_jobs(queue=queue, status=status, limit=limit, offset=offset)
+        return self._send(call.request)
+
+    def cancel(self, job_id: UUID | str, reason: str | None = None) -> Response:
+        return self._send(core.cancel_job(job_id, reason).request)
+
+    def retry(self, job_id: UUID | str) -> Response:
+        return self._send(core.retry_job(job_id).request)
+
+    def dlq(self, job_id: UUID | str, reason: str | None = None) -> Response:
+        return self._send(core.dead_letter_job(job_id, reason).request)
+
+    def replay(self, job_id: UUID | str) -> Response:
+        return self._send(core.replay_job(job_id).request)
+
+    def dead_letters(self, *, limit: int | None = None, offset: int | None = None) -> Response:
+        return self._send(core.list_dead_letters(limit=limit, offset=offset).request)
+
+    def dead_letter(self, job_id: UUID | str) -> Response:
+        return self._send(core.get_dead_letter(job_id).request)
+
+    def stats(self) -> Response:
+        return self._send(core.get_stats().request)
+
+    def health(self) -> Response:
+        return self._send(core.get_health().request)
+
+    def readiness(self) -> Response:
+        """Answers a 503 too: a service that is not ready names its failing checks."""
+        return self._send(core.get_readiness().request)

@@ -1,0 +1,159 @@
+"""The API's resources as immutable Python values: snake_case names, parsed types.
+
+Fields the API adds later are ignored by older clients rather than refused, so a client
+keeps working against a newer API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from taskforge.domain.states import TERMINAL_STATES, JobState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptError:
+    """One failed attempt, as kept with the job (the last 20 attempts)."""
+
+    attempt: int
+    at: datetime
+    error: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A job as `GET /jobs/{id}` answers it. `errors` is only filled by `get` (and `wait`);
+    lists and operator moves leave it empty, as the API does."""
+
+    id: UUID
+    queue: str
+    job_type: str
+    payload: dict[str, Any]
+    state: JobState
+    idempotency_key: str | None
+    attempt_count: int
+    retry_count: int
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+    next_run_at: datetime
+    last_error: str | None
+    reason: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    errors: tuple[AttemptError, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        """SUCCEEDED, DLQ or CANCELLED: the job stays there until an operator acts."""
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobPage:
+    """One page of jobs, newest first; `total` counts every match."""
+
+    items: tuple[Job, ...]
+    limit: int
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    job_id: UUID
+    queue: str
+    job_type: str
+    payload: dict[str, Any]
+    reason: str
+    last_error: str | None
+    attempts: int
+    failed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterPage:
+    items: tuple[DeadLetter, ...]
+    limit: int
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchItem:
+    """One job of `enqueue_many`, in the order given: `existing` when its idempotency key
+    named a job already stored."""
+
+    id: UUID
+    status: Literal["created", "existing"]
+    state: JobState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStats:
+    queue: str
+    depth: int
+    """Hints waiting in Redis for this queue."""
+    states: dict[str, int]
+    total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stats:
+    queues: tuple[QueueStats, ...]
+    totals: dict[str, int]
+    total: int
+    dlq: int
+
+
+_CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def snake_keys(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"jobType": ...}` -> `{"job_type": ...}`, top level only: a payload's keys are the
+    caller's and stay as they are."""
+    return {_CAMEL_HUMP.sub("_", key).lower(): value for key, value in resource.items()}
+
+
+def job_of(resource: Mapping[str, Any]) -> Job:
+    return msgspec.convert(snake_keys(resource), Job)
+
+
+def job_page_of(page: Mapping[str, Any]) -> JobPage:
+    items = [snake_keys(item) for item in page["items"]]
+    return msgspec.convert({**page, "items": items}, JobPage)
+
+
+def dead_letter_of(resource: Mapping[str, Any]) -> DeadLetter:
+    return msgspec.convert(snake_keys(resource), DeadLetter)
+
+
+def dead_letter_page_of(page: Mapping[str, Any]) -> DeadLetterPage:
+    items = [snake_keys(item) for item in page["items"]]
+    return msgspec.convert({**page, "items": items}, DeadLetterPage)
+
+
+def batch_items_of(answer: Mapping[str, Any]) -> list[BatchItem]:
+    return msgspec.convert(answer["items"], list[BatchItem])
+
+
+def stats_of(answer: Mapping[str, Any]) -> Stats:
+    return msgspec.convert(answer, Stats)

@@ -1,0 +1,163 @@
+"""`SyncClient` and `Client` against a real `taskforge dev` process. Only the default queue
+(`jobs:ready`) has a worker: jobs on any other queue stay where a test puts them."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from taskforge.client import (
+    Client,
+    ConnectionFailed,
+    InvalidTransition,
+    JobNotFound,
+    RetryPolicy,
+    SyncClient,
+    Unauthorized,
+    ValidationError,
+    WaitTimeout,
+)
+from taskforge.domain.states import JobState
+from tests.support import DevServer
+
+pytestmark = pytest.mark.slow
+
+
+def idle_queue() -> str:
+    return f"client-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(dev_server: DevServer) -> Iterator[SyncClient]:
+    with SyncClient(dev_server.url, token=dev_server.token) as tf:
+        yield tf
+
+
+def test_an_enqueued_job_runs_and_wait_returns_it_succeeded(client: SyncClient) -> None:
+    job = client.enqueue("email", {"to": "a@b.com"}, max_attempts=5, timeout=12.5)
+    assert (job.job_type, job.state, job.max_attempts, job.timeout) == (
+        "email", JobState.PENDING, 5, 12.5
+    )  # fmt: skip
+    done = client.wait(job.id, timeout=10)
+    assert (done.id, done.state, done.payload) == (job.id, JobState.SUCCEEDED, {"to": "a@b.com"})
+
+
+def test_reusing_an_idempotency_key_returns_the_same_job(client: SyncClient) -> None:
+    key = f"key-{uuid.uuid4().hex}"
+    first = client.enqueue("noop", queue=idle_queue(), idempotency_key=key)
+    again = client.enqueue("noop", idempotency_key=key)
+    assert again.id == first.id
+
+
+def test_a_job_can_be_cancelled_retried_dead_lettered_and_replayed(client: SyncClient) -> None:
+    queue = idle_queue()
+    job = client.enqueue("noop", queue=queue, delay=3600)
+    assert client.cancel(job.id, reason="user asked").state is JobState.CANCELLED
+    assert client.get(job.id).reason == "user asked"
+    assert client.retry(job.id).state is JobState.PENDING
+    assert client.dlq(job.id, reason="poison").state is JobState.DLQ
+    entry = client.dead_letter(job.id)
+    assert (entry.job_id, entry.queue, entry.reason) == (job.id, queue, "poison")
+    assert job.id in {item.job_id for item in client.dead_letters(limit=200).items}
+    assert client.replay(job.id).state is JobState.PENDING
+
+
+def test_list_filters_by_queue_and_state_and_pages(client: SyncClient) -> None:
+    queue = idle_queue()
+    jobs = [client.enqueue("noop", queue=queue) for _ in range(3)]
+    client.cancel(jobs[0].id)
+    page = client.list(queue=queue, status="pending", limit=1)
+    assert (page.total, len(page.items), page.limit) == (2, 1, 1)
+    assert page.items[0].id == jobs[2].id  # newest first
+    assert client.list(queue=queue, status=JobState.CANCELLED).items[0].id == jobs[0].id
+    stats = client.stats()
+    assert {row.queue: row.total for row in stats.queues}[queue] == 3
+
+
+def test_enqueue_many_splits_into_batches_of_a_thousand(dev_server: DevServer) -> None:
+    batches: list[int] = []
+
+    def count(request: httpx.Request) -> None:
+        if request.url.path == "/jobs/batch":
+            batches.append(request.content.count(b'"jobType"'))
+
+    queue = idle_queue()
+    with SyncClient(dev_server.url, token=dev_server.token) as client:
+        client._http.event_hooks["request"].append(count)
+        items = client.enqueue_many([{"job_type": "noop", "queue": queue}] * 2001)
+        assert batches == [1000, 1000, 1]
+        assert len({item.id for item in items}) == 2001
+        assert {item.status for item in items} == {"created"}
+        assert client.list(queue=queue).total == 2001
+
+
+def test_wait_gives_up_at_its_timeout(client: SyncClient) -> None:
+    job = client.enqueue("noop", queue=idle_queue())
+    with pytest.raises(WaitTimeout) as raised:
+        client.wait(job.id, timeout=0.2)
+    assert raised.value.details == {"jobId": str(job.id), "state": "PENDING"}
+
+
+def test_each_failure_raises_its_typed_error_with_the_apis_code_and_request_id(
+    client: SyncClient, dev_server: DevServer
+) -> None:
+    with pytest.raises(JobNotFound) as not_found:
+        client.get(uuid.uuid4())
+    assert (not_found.value.code, not_found.value.status) == ("not_found", 404)
+    assert not_found.value.request_id
+
+    finished = client.wait(client.enqueue("noop").id, timeout=10)
+    with pytest.raises(InvalidTransition) as conflict:
+        client.cancel(finished.id)
+    assert conflict.value.code == "invalid_state_transition"
+
+    with pytest.raises(ValidationError) as invalid:
+        client.enqueue("noop", max_attempts=0)
+    assert invalid.value.code == "validation_error"
+    assert "maxAttempts" in invalid.value.message
+
+    with SyncClient(dev_server.url, token="wrong") as stranger, pytest.raises(Unauthorized):
+        stranger.stats()
+
+    with socket.socket() as bound_not_listening:
+        bound_not_listening.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{bound_not_listening.getsockname()[1]}"
+        retry_policy = RetryPolicy(attempts=2, initial_delay=0.0, max_delay=0.0)
+        with (
+            SyncClient(closed, retry_policy=retry_policy) as nobody,
+            pytest.raises(ConnectionFailed) as refused,
+        ):
+            nobody.enqueue("noop")
+    assert refused.value.message == f"cannot connect to {closed}: connection refused"
+    assert refused.value.status is None
+
+
+async def test_the_async_client_enqueues_waits_and_raises_the_same_errors(
+    dev_server: DevServer,
+) -> None:
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        job = await tf.enqueue("email", {"to": "a@b.com"})
+        assert (await tf.wait(job.id, timeout=10)).state is JobState.SUCCEEDED
+        queue = idle_queue()
+        items = await tf.enqueue_many([{"job_type": "noop", "queue": queue}] * 3)
+        assert [page_job.id for page_job in (await tf.list(queue=queue)).items] == [
+            item.id for item in reversed(items)
+        ]
+        held = items[0].id
+        assert (await tf.dlq(held)).state is JobState.DLQ
+        assert (await tf.dead_letter(held)).job_id == held
+        assert (await tf.replay(held)).state is JobState.PENDING
+        assert (await tf.cancel(held)).state is JobState.CANCELLED
+        with pytest.raises(InvalidTransition):
+            await tf.cancel(held)
+        with pytest.raises(JobNotFound):
+            await tf.get(uuid.uuid4())
+        with pytest.raises(ValidationError):
+            await tf.enqueue("noop", delay=-1)
+        with pytest.raises(WaitTimeout):
+            await tf.wait(items[1].id, timeout=0.1)
+        assert (await tf.stats()).total >= 3

@@ -1,0 +1,242 @@
+"""The clients' sans-IO core and retry loop, without a server: request bodies, the error
+mapping, the backoff and poll schedules, and retries over a scripted transport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from taskforge.client import (
+    ClientError,
+    ConnectionFailed,
+    InvalidResponse,
+    InvalidTransition,
+    JobNotFound,
+    RetryPolicy,
+    SyncClient,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+    core,
+)
+
+JOB_ID = "7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12"
+JOB: dict[str, Any] = {
+    "id": JOB_ID, "queue": "jobs:ready", "jobType": "email",
+    "payload": {"toAddress": "a@b.com"}, "state": "PENDING", "idempotencyKey": "k",
+    "attemptCount": 0, "retryCount": 0, "maxAttempts": 3, "initialDelay": 1.0, "backoff": 2.0,
+    "maxDelay": 300.0, "jitter": False, "visibilityTimeout": 30.0, "timeout": 0.0,
+    "nextRunAt": "2026-01-02T03:04:05Z", "lastError": None, "reason": None,
+    "leaseOwner": None, "leaseExpiresAt": None, "createdAt": "2026-01-02T03:04:05Z",
+    "updatedAt": "2026-01-02T03:04:05Z", "startedAt": None, "finishedAt": None,
+    "errors": [{"attempt": 1, "at": "2026-01-02T03:04:06Z", "error": "boom",
+                "traceback": None}],
+    "someFieldANewerApiAdds": 1,
+}  # fmt: skip
+NO_WAIT = RetryPolicy(attempts=3, initial_delay=0.0, max_delay=0.0)
+
+
+def test_an_enqueue_without_a_key_gets_a_fresh_one_and_keeps_a_given_one() -> None:
+    first = core.job_body("email")
+    second = core.job_body("email")
+    assert first["idempotencyKey"].startswith("tf-")
+    assert first["idempotencyKey"] != second["idempotencyKey"]
+    assert core.job_body("email", idempotency_key="mine")["idempotencyKey"] == "mine"
+
+
+def test_enqueue_options_are_sent_under_the_apis_names() -> None:
+    body = core.job_body(
+        "email", {"to": "a@b.com"}, queue="mail", max_attempts=5, initial_delay=2.0,
+        backoff=3.0, max_delay=60.0, jitter=True, visibility_timeout=45.0, timeout=12.5,
+        run_at=datetime(2099, 1, 2, 3, 4, 5), idempotency_key="k", delay=None,
+    )  # fmt: skip
+    assert body == {
+        "jobType": "email", "payload": {"to": "a@b.com"}, "queue": "mail", "maxAttempts": 5,
+        "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 60.0, "jitter": True,
+        "visibilityTimeout": 45.0, "timeout": 12.5, "runAt": "2099-01-02T03:04:05",
+        "idempotencyKey": "k",
+    }  # fmt: skip
+
+
+def test_an_unknown_enqueue_option_is_refused_before_anything_is_sent() -> None:
+    with pytest.raises(TypeError, match="priorty"):
+        core.job_body("email", priorty=1)
+
+
+def test_enqueue_many_sends_chunks_of_the_batch_limit_each_job_with_its_own_key() -> None:
+    calls = core.enqueue_chunks({"job_type": "noop"} for _ in range(2 * core.BATCH_LIMIT + 1))
+    chunks = [call.request.body["jobs"] for call in calls]
+    assert [len(chunk) for chunk in chunks] == [1000, 1000, 1]
+    keys = {job["idempotencyKey"] for chunk in chunks for job in chunk}
+    assert len(keys) == 2 * core.BATCH_LIMIT + 1
+    assert all(call.request.retry for call in calls)
+
+
+def test_a_job_is_decoded_to_snake_case_with_the_payload_left_as_given() -> None:
+    job = core.get_job(JOB_ID).decode(core.Response(200, "", JOB, None))
+    assert (job.job_type, job.max_attempts, job.payload) == ("email", 3, {"toAddress": "a@b.com"})
+    assert job.next_run_at == datetime.fromisoformat("2026-01-02T03:04:05+00:00")
+    assert job.errors[0].error == "boom"
+    assert not job.terminal
+
+
+def _answer(status: int, body: bytes, content_type: str = "application/json") -> httpx.Response:
+    request = httpx.Request("GET", "http://api/jobs/x")
+    headers = {"Content-Type": content_type, "X-Request-ID": "req-1"}
+    return httpx.Response(status, content=body, headers=headers, request=request)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "code"),
+    [
+        (400, ValidationError, "validation_error"),
+        (401, Unauthorized, "unauthorized"),
+        (404, JobNotFound, "not_found"),
+        (409, InvalidTransition, "invalid_state_transition"),
+        (413, ValidationError, "payload_too_large"),
+        (429, Unavailable, "rate_limited"),
+        (503, Unavailable, "not_ready"),
+        (500, ClientError, "internal_error"),  # not retried: the API may have done the work
+    ],
+)
+def test_each_api_error_becomes_its_type_with_code_message_details_and_request_id(
+    status: int, error_type: type[ClientError], code: str
+) -> None:
+    body = b'{"code":"%s","message":"what went wrong","details":{"field":"x"}}' % code.encode()
+    with pytest.raises(error_type) as raised:
+        core.answer_of(_answer(status, body), core.Request("GET", "/jobs/x"))
+    error = raised.value
+    assert (error.code, error.message, error.details) == (code, "what went wrong", {"field": "x"})
+    assert (error.status, error.request_id) == (status, "req-1")
+
+
+def test_an_answer_that_is_not_the_apis_is_named_by_its_status() -> None:
+    with pytest.raises(Unavailable) as raised:
+        core.answer_of(_answer(502, b"<html/>", "text/html"), core.Request("GET", "/stats"))
+    assert (raised.value.code, raised.value.message) == ("http_502", "GET /stats: Bad Gateway")
+    with pytest.raises(InvalidResponse):
+        core.answer_of(_answer(200, b"<html/>", "text/html"), core.Request("GET", "/stats"))
+
+
+def test_a_job_id_that_is_not_a_uuid_is_a_validation_error_sent_nowhere() -> None:
+    with pytest.raises(ValidationError, match="not a UUID"):
+        core.get_job("42")
+
+
+RETRY = core.Request("POST", "/jobs", retry=True)
+UNAVAILABLE = Unavailable("not_ready", "starting", status=503)
+
+
+@pytest.mark.parametrize(
+    ("tries", "delay"),
+    [
+        (1, 0.2),  # initial_delay
+        (2, 0.4),  # doubled
+        (4, 1.6),
+        (5, 2.0),  # 3.2 capped at max_delay
+        (6, None),  # attempts used up: the error is raised
+    ],
+)
+def test_retries_back_off_exponentially_up_to_a_cap(tries: int, delay: float | None) -> None:
+    policy = RetryPolicy(attempts=6, initial_delay=0.2, max_delay=2.0)
+    assert policy.delay_after(UNAVAILABLE, RETRY, tries) == delay
+
+
+def test_a_retry_after_from_the_api_is_honoured_up_to_the_cap() -> None:
+    policy = RetryPolicy(attempts=6, initial_delay=0.2, max_delay=2.0)
+    slow_down = Unavailable("rate_limited", "slow down", status=429)
+    slow_down.retry_after = 1.0
+    assert policy.delay_after(slow_down, RETRY, 1) == 1.0
+    slow_down.retry_after = 60.0
+    assert policy.delay_after(slow_down, RETRY, 1) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("failure", "request_"),
+    [
+        (UNAVAILABLE, core.Request("POST", "/jobs/x/cancel")),  # not marked safe to repeat
+        (ClientError("internal_error", "boom", status=500), RETRY),  # not a retryable answer
+        (JobNotFound("not_found", "gone", status=404), RETRY),
+    ],
+)
+def test_only_retryable_requests_meeting_an_unavailable_api_are_retried(
+    failure: ClientError, request_: core.Request
+) -> None:
+    assert RetryPolicy().delay_after(failure, request_, 1) is None
+
+
+def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
+    schedule = core.PollSchedule(started=100.0, timeout=2.0, first=0.5, factor=2.0, longest=1.0)
+    assert schedule.next_delay(100.0) == 0.5
+    assert schedule.next_delay(100.5) == 1.0
+    assert schedule.next_delay(101.5) == 0.5  # 1.0, clipped to what is left
+    assert schedule.next_delay(102.0) is None
+
+
+def _scripted(
+    *steps: Callable[[httpx.Request], httpx.Response],
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+    script = iter(steps)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(script)(request)
+
+    return httpx.MockTransport(handle), seen
+
+
+def _lost(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadError("connection reset after the request was sent", request=request)
+
+
+def _busy(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(503, json={"code": "not_ready", "message": "busy", "details": None})
+
+
+def _stored(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json=JOB)
+
+
+def test_an_enqueue_is_retried_with_the_same_idempotency_key_after_a_lost_answer() -> None:
+    transport, seen = _scripted(_lost, _busy, _stored)
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        job = client.enqueue("email", {"to": "a@b.com"})
+    assert str(job.id) == JOB["id"]
+    keys = [httpx.Response(200, content=r.content).json()["idempotencyKey"] for r in seen]
+    assert len(keys) == 3
+    assert len(set(keys)) == 1
+
+
+def test_an_enqueue_gives_up_after_its_attempts_with_the_last_error() -> None:
+    transport, seen = _scripted(_lost, _lost, _lost)
+    with (
+        SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client,
+        pytest.raises(ConnectionFailed, match="request to http://api failed"),
+    ):
+        client.enqueue("email")
+    assert len(seen) == 3
+
+
+def test_an_operator_move_is_not_retried() -> None:
+    transport, seen = _scripted(_busy, _stored)
+    with (
+        SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client,
+        pytest.raises(Unavailable),
+    ):
+        client.cancel(JOB_ID)
+    assert len(seen) == 1
+
+
+def test_the_token_and_user_agent_go_with_every_request() -> None:
+    transport, seen = _scripted(_stored)
+    options: dict[str, Any] = {"token": "s3cret", "user_agent": "me/1"}
+    with SyncClient("http://api/", transport=transport, **options) as client:
+        client.get(JOB_ID)
+    assert seen[0].headers["Authorization"] == "Bearer s3cret"
+    assert seen[0].headers["User-Agent"] == "me/1"
+    assert str(seen[0].url) == f"http://api/jobs/{JOB['id']}"
