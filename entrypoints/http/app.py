@@ -30,8 +30,13 @@ from taskforge.entrypoints.http.routes import ROUTES
 VERSION = "0.1.0"
 BEARER = "BearerToken"
 REQUEST_ID_HEADER = "X-Request-ID"
-STRICT_BODIES = ("JobIn", "ReasonIn")
+STRICT_BODIES = ("JobIn", "JobBatchIn", "ReasonIn")
 """Request bodies decoded with unknown fields forbidden."""
+RUN_AT_AND_DELAY = Schema(
+    required=["runAt", "delay"],
+    properties={"runAt": Schema(type=OpenAPIType.STRING), "delay": Schema(type=OpenAPIType.NUMBER)},
+)
+"""What a job body must not be: runAt and delay both set (null counts as unset)."""
 DOCS_PATH = "/schema"
 DOCS_ASSETS_PATH = f"{DOCS_PATH}/assets"
 """Swagger UI's scripts, styles and icons, served by TaskForge itself: the docs work offline."""
@@ -112,7 +117,8 @@ def _docs_assets() -> Router:
 
 def _complete_openapi(schema: OpenAPI, *, secured: bool) -> None:
     """Say what the generator cannot: every response carries X-Request-ID, request bodies
-    refuse unknown fields, and probes and the metrics scrape need no token."""
+    refuse unknown fields, a job takes runAt or delay but not both, and probes and the
+    metrics scrape need no token."""
     request_id = OpenAPIHeader(
         schema=Schema(type=OpenAPIType.STRING),
         required=True,
@@ -132,3 +138,5 @@ def _complete_openapi(schema: OpenAPI, *, secured: bool) -> None:
     for name in STRICT_BODIES:
         if components and isinstance(component := components.get(name), Schema):
             component.additional_properties = False
+    if components and isinstance(job_in := components.get("JobIn"), Schema):
+        job_in.schema_not = RUN_AT_AND_DELAY

@@ -63,13 +63,43 @@ read (nginx's code): not a server error, and nothing is sent to anyone."""
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _PATH_PARAMETER = re.compile(r"\{(\w+):[^}]*\}")
-_client_gone: ContextVar[bool] = ContextVar("taskforge_client_gone", default=False)
+
+
+@dataclass(slots=True)
+class _Disconnect:
+    """Whether the client went away: one per request, shared by the middleware and the task
+    serving the request (which sees a copy of the context, not the middleware's)."""
+
+    gone: bool = False
+
+
+_client_gone: ContextVar[_Disconnect | None] = ContextVar("taskforge_client_gone", default=None)
+
+_ABANDONED: set[asyncio.Task[None]] = set()
+"""Requests answered 503 at their deadline, cancelled and still cleaning up; kept
+referenced until they end."""
 
 
 def client_disconnected() -> bool:
     """Whether the client of the request being served disconnected before its body was
     read: the error handler answers 499 instead of logging a server error."""
-    return _client_gone.get()
+    disconnect = _client_gone.get()
+    return disconnect is not None and disconnect.gone
+
+
+def _abandon(task: asyncio.Task[None]) -> None:
+    """Cancel a request that outlived its deadline without waiting for it: a driver may
+    spend long after a cancellation cleaning up (asyncpg waits for the server to confirm a
+    cancelled query, which a black-holed server never does)."""
+    task.cancel()
+    _ABANDONED.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _ABANDONED.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody waits for this answer any more
 
 
 DOCS_PREFIX = "/schema"
@@ -148,7 +178,8 @@ class RequestContextMiddleware:
         deadline: float = 0.0,
     ) -> None:
         """`route_methods`: the methods of each route, by path template. `deadline`: seconds
-        a request may take before it is answered 503 (0: none)."""
+        a request may take before it is answered 503 (0: none); the request is then cancelled
+        and left to clean up in the background, however long its driver takes."""
         self._app = app
         self._deadline = deadline if deadline > 0 else None
         self._token = api_token.encode() if api_token else None
@@ -200,15 +231,17 @@ class RequestContextMiddleware:
         head = method == "HEAD"
         # A copy: the server's own scope keeps HEAD, so it sends no body either.
         app_scope = cast(Scope, {**scope, "method": "GET"}) if head else scope
-        client_gone = _client_gone.set(False)
+        disconnect = _Disconnect()
+        client_gone = _client_gone.set(disconnect)
 
         async def receive_watching() -> ReceiveMessage:
             message = await receive()
             if message["type"] == "http.disconnect":
-                _client_gone.set(True)
+                disconnect.gone = True
             return message
 
         answered = False
+        abandoned = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, answered
@@ -230,23 +263,34 @@ class RequestContextMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        deadline = asyncio.timeout(self._deadline)
+        async def send_from_app(message: Message) -> None:
+            if not abandoned:  # once answered at the deadline, the late answer goes nowhere
+                await send_with_id(message)
+
         try:
             if self._refuses(scope):
                 await _send_unauthorized(send_with_id)
                 return
-            async with deadline:
-                await self._app(app_scope, receive_watching, send_with_id)
-        except TimeoutError:
-            if deadline.expired() and not answered:
-                log.warning(
-                    "%s %s exceeded the %.1fs deadline", method, scope["path"], self._deadline
-                )
-                await _send_error(send_with_id, 503, NOT_READY_BODY, [(b"retry-after", b"1")])
-            else:
+            if self._deadline is None:
+                await self._app(app_scope, receive_watching, send_from_app)
+                return
+            serving = asyncio.ensure_future(self._app(app_scope, receive_watching, send_from_app))
+            try:
+                done, _ = await asyncio.wait([serving], timeout=self._deadline)
+            except asyncio.CancelledError:
+                serving.cancel()
                 raise
+            if done:
+                serving.result()
+                return
+            abandoned = True
+            _abandon(serving)
+            if answered:
+                raise TimeoutError(f"the response outlived the {self._deadline:g}s deadline")
+            log.warning("%s %s exceeded the %.1fs deadline", method, scope["path"], self._deadline)
+            await _send_error(send_with_id, 503, NOT_READY_BODY, [(b"retry-after", b"1")])
         finally:
-            if _client_gone.get() and status >= 500:
+            if disconnect.gone and status >= 500:
                 status = CLIENT_CLOSED_REQUEST
             _client_gone.reset(client_gone)
             elapsed = time.perf_counter() - started

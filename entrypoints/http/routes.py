@@ -51,7 +51,10 @@ from taskforge.entrypoints.http.errors import NotReady
 from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
 from taskforge.entrypoints.http.schemas import (
+    FIELD_RULES,
     JOB_IN_EXAMPLE,
+    QUEUE_PATTERN,
+    STATUS_PATTERN,
     BatchItemOut,
     DeadLetterOut,
     DeadLetterPage,
@@ -122,7 +125,13 @@ Offset = Annotated[
 ]
 Status = Annotated[
     str | None,
-    Parameter(description="Lifecycle state filter, case-insensitive: " + ", ".join(JobState)),
+    Parameter(
+        description="Lifecycle state filter, case-insensitive: "
+        + ", ".join(JobState)
+        + " (empty: no filter).",
+        # Schema only: parse_state refuses other values with the allowed ones listed.
+        schema_extra={"pattern": STATUS_PATTERN},
+    ),
 ]
 Reason = Annotated[
     ReasonIn | None,
@@ -306,7 +315,13 @@ async def list_jobs(
     limit: Limit = None,
     offset: Offset = None,
     status: Status = None,
-    queue: Annotated[str | None, Parameter(description="Only this queue.")] = None,
+    queue: Annotated[
+        str | None,
+        Parameter(
+            description="Only this queue: " + FIELD_RULES["queue"] + ".",
+            schema_extra={"pattern": QUEUE_PATTERN},
+        ),
+    ] = None,
 ) -> JobPage:
     where = ListFilter(
         queue=validate_queue_name(queue) if queue is not None else None, state=parse_state(status)
@@ -322,7 +337,13 @@ async def list_jobs(
 )
 @inject
 async def list_queue_jobs(
-    queue_name: Annotated[str, Parameter(description="The queue, e.g. jobs:ready.")],
+    queue_name: Annotated[
+        str,
+        Parameter(
+            description="The queue, e.g. jobs:ready; " + FIELD_RULES["queue"] + ".",
+            schema_extra={"pattern": QUEUE_PATTERN},
+        ),
+    ],
     list_jobs: FromDishka[ListJobs],
     limit: Limit = None,
     offset: Offset = None,

@@ -1,8 +1,12 @@
 """Request and response bodies: camelCase JSON, as the API documents them.
 
 The constraints declared here (patterns, bounds) are what the OpenAPI schema shows and what
-decoding enforces; the domain validates the same rules again when the job is built, and
-adds the ones a schema cannot say (maxDelay >= initialDelay, runAt or delay, not both).
+decoding enforces; the domain validates the same rules again when the job is built. Rules
+the schema shows but decoding leaves to validation (which words the error better): runAt
+and delay not both (JobIn's `not`, added in app.py), no NUL in a reason. Rules JSON Schema
+cannot say are in the descriptions only: maxDelay >= initialDelay, idempotencyKey printable
+(Python's str.isprintable), no NUL anywhere in a payload, runAt within its range once its
+offset is applied.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ REASON_MAX = 1000
 
 NAME_PATTERN = f"^{DOMAIN_NAME_PATTERN.pattern}$"
 QUEUE_PATTERN = f"^(?!{re.escape(RESERVED_QUEUE_PREFIX)}){DOMAIN_NAME_PATTERN.pattern}$"
+NUL_FREE_PATTERN = "^[^\\x00]*$"
+"""A string without NUL (Postgres cannot store it in text or jsonb)."""
+STATUS_PATTERN = "^(?:|{})$".format(
+    "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in state) for state in JobState)
+)
+"""A lifecycle state in any letter case, or empty (no filter): JSON Schema patterns have no
+case-insensitive flag, so each letter is a class."""
 
 FIELD_RULES: dict[str, str] = {
     "body": "must be a JSON object",
@@ -63,24 +74,27 @@ FIELD_RULES: dict[str, str] = {
         "must be 1-128 characters of letters, digits and _ - . : "
         f"and must not start with {RESERVED_QUEUE_PREFIX!r}"
     ),
-    "payload": "must be a JSON object",
+    "payload": "must be a JSON object with no NUL character (\\u0000) in any string or key",
     "idempotencyKey": f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
     "maxAttempts": f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}",
     "initialDelay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
     "backoff": "must be a number >= 1",
-    "maxDelay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
+    "maxDelay": (
+        f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}, and at least "
+        "initialDelay (default 1); unset, it is 300 or initialDelay if that is larger"
+    ),
     "jitter": "must be true or false",
     "visibilityTimeout": (
         f"must be a number of seconds from {VISIBILITY_TIMEOUT_RANGE[0]:g} "
         f"to {VISIBILITY_TIMEOUT_RANGE[1]:g}"
     ),
     "runAt": f"must be an ISO-8601 date-time {DUE_AT_RANGE}, e.g. 2030-01-01T09:00:00Z",
-    "delay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
+    "delay": (f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}; not with runAt"),
     "timeout": (
         f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}; an attempt that runs "
         "longer fails as timed out (0: no limit)"
     ),
-    "reason": f"must be a string of at most {REASON_MAX} characters",
+    "reason": f"must be a string of at most {REASON_MAX} characters, without NUL (\\u0000)",
     "limit": (
         f"must be a whole number >= 1 (values above {MAX_PAGE_LIMIT} are clamped to "
         f"{MAX_PAGE_LIMIT})"
@@ -90,29 +104,38 @@ FIELD_RULES: dict[str, str] = {
 """What each input accepts, in words: the OpenAPI descriptions and the 400 messages."""
 
 
-def _rule(field: str, **constraints: Any) -> msgspec.Meta:
+def _rule(
+    field: str, schema_only: dict[str, Any] | None = None, **constraints: Any
+) -> msgspec.Meta:
+    """`constraints` are enforced when decoding and shown in the schema; `schema_only` is
+    shown in the schema and enforced by validation further in (with its own message)."""
     text = FIELD_RULES[field]
     # The schema generator drops falsy bounds (a minimum of 0); restate them explicitly.
-    zero_bounds = {
+    extra = {
         schema_key: 0
         for key, schema_key in (("ge", "minimum"), ("le", "maximum"))
         if constraints.get(key) == 0
-    }
+    } | (schema_only or {})
     return msgspec.Meta(
         description=text[0].upper() + text[1:] + ".",
-        extra_json_schema={"extra": zero_bounds} if zero_bounds else None,
+        extra_json_schema={"extra": extra} if extra else None,
         **constraints,
     )
 
 
 class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=True):
-    """POST /jobs. Durations are seconds; `runAt` (ISO-8601) or `delay` makes a delayed job.
-    Unset policy fields take the defaults: maxAttempts 3, initialDelay 1, backoff 2,
-    maxDelay 300, jitter false, visibilityTimeout 30, timeout JOB_TIMEOUT (0: none)."""
+    """POST /jobs. Durations are seconds; `runAt` (ISO-8601) or `delay` makes a delayed job,
+    not both. Unset policy fields take the defaults: maxAttempts 3, initialDelay 1, backoff
+    2, maxDelay 300, jitter false, visibilityTimeout 30, timeout JOB_TIMEOUT (0: none);
+    maxDelay must be at least initialDelay."""
 
     job_type: Annotated[str, _rule("jobType", pattern=NAME_PATTERN, examples=["email"])]
     payload: Annotated[
-        JsonObject, msgspec.Meta(description="Handler input, a JSON object (default {}).")
+        JsonObject,
+        msgspec.Meta(
+            description="Handler input, a JSON object (default {}) with no NUL character "
+            "(\\u0000) in any string or key."
+        ),
     ] = msgspec.field(default_factory=dict)
     idempotency_key: (
         Annotated[str, _rule("idempotencyKey", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None
@@ -246,7 +269,9 @@ class JobBatchOut(msgspec.Struct, kw_only=True):
 class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Optional body of POST /jobs/{id}/cancel and /dlq: why the operator acted."""
 
-    reason: Annotated[str, _rule("reason", max_length=REASON_MAX)] | None = None
+    reason: (
+        Annotated[str, _rule("reason", {"pattern": NUL_FREE_PATTERN}, max_length=REASON_MAX)] | None
+    ) = None
 
     def checked_reason(self) -> str | None:
         if self.reason is not None and "\x00" in self.reason:

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import signal
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 import httpx
 import redis.exceptions
 
+from taskforge.entrypoints.http.routes import READINESS_TIMEOUT
 from tests.faults.cluster import QUEUE, REDIS_PREFIX
 from tests.faults.harness import (
     REPUBLISH_AFTER,
+    REQUEST_DEADLINE,
     UUID_PATTERN,
     VISIBILITY_TIMEOUT,
     Check,
@@ -30,6 +35,9 @@ from tests.faults.harness import (
 )
 from tests.faults.proxy import Trap
 
+DEADLINE_MARGIN = 1.5
+"""Seconds an answer may arrive after its deadline during a hung-dependency fault: the
+event loop noticing the deadline, the way back, a busy machine."""
 RECONCILE_WITHIN = 2.0
 """Seconds after the scheduler's first sweep on an empty Redis (the moment it sets the epoch
 key again) by which every due PENDING job must have a hint again or have moved on."""
@@ -378,6 +386,189 @@ async def postgres_outage(run: Run, down_for: float = 4.0) -> FaultRecord:
                 _counts(statuses),
             )
         )
+        await run.recovered(record)
+        await _reconnected(run, record, before)
+    return record
+
+
+# --- hung dependencies: every answer within its deadline ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One request made while a dependency hangs, and how it was answered."""
+
+    route: str
+    status: int
+    """0: no answer at all (the client gave up or the connection broke)."""
+    seconds: float
+    shape_ok: bool
+    """A success, or 503 `not_ready` (with Retry-After, except on /readyz)."""
+
+
+_PROBE_CLIENT_TIMEOUT = REQUEST_DEADLINE + 15
+"""Far beyond the deadline, so a late answer is measured rather than cut off."""
+
+
+def _limit(route: str) -> float:
+    return READINESS_TIMEOUT if route == "GET /readyz" else REQUEST_DEADLINE
+
+
+def _shape_ok(route: str, response: httpx.Response) -> bool:
+    if response.status_code < 300:
+        return True
+    if response.status_code != 503:
+        return False
+    try:
+        code = response.json().get("code")
+    except ValueError:
+        return False
+    return code == "not_ready" and (route == "GET /readyz" or "retry-after" in response.headers)
+
+
+async def _timed_calls(run: Run, seconds: float, callers: int = 4) -> list[Timed]:
+    """`callers` concurrent clients cycle through the API's routes (reads, the probes,
+    /stats and /metrics, enqueues) for `seconds`, timing every answer."""
+    known = next(iter(run.accepted()), None)
+    routes = ["GET /readyz", "POST /jobs", "GET /stats", "GET /metrics", "GET /jobs"]
+    if known is not None:
+        routes.append("GET /jobs/{id}")
+    calls: list[Timed] = []
+    deadline = time.monotonic() + seconds
+
+    async def one(client: httpx.AsyncClient, route: str) -> None:
+        method, path = route.split(" ")
+        job = None
+        body = None
+        if method == "POST":
+            job = run.load.next_job("probe")
+            body = {**job.body, "idempotencyKey": job.key}
+        elif path == "/jobs/{id}":
+            path = f"/jobs/{known}"
+        began = time.monotonic()
+        try:
+            response = await client.request(method, path, json=body)
+        except httpx.TransportError:
+            calls.append(Timed(route, 0, time.monotonic() - began, False))
+            return
+        calls.append(
+            Timed(route, response.status_code, time.monotonic() - began, _shape_ok(route, response))
+        )
+        run.statuses[response.status_code] += 1
+        if job is not None and response.status_code in (200, 201):
+            job.job_id = str(response.json()["id"])
+            job.accepted_at = time.time()
+
+    async def caller(start: int) -> None:
+        async with httpx.AsyncClient(
+            base_url=run.cluster.api_url, timeout=_PROBE_CLIENT_TIMEOUT
+        ) as client:
+            for route in itertools.islice(itertools.cycle(routes), start, None):
+                if time.monotonic() >= deadline:
+                    return
+                await one(client, route)
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(caller(index) for index in range(callers)))
+    return calls
+
+
+def _judge_deadlines(record: FaultRecord, calls: list[Timed]) -> None:
+    """The checks of a hung-dependency fault: the fault was felt (/readyz said not ready),
+    every answer came within its deadline plus DEADLINE_MARGIN, and each was a success or
+    a 503 `not_ready` a client can retry."""
+    by_route: dict[str, list[Timed]] = {}
+    for call in calls:
+        by_route.setdefault(call.route, []).append(call)
+    summary = "; ".join(
+        f"{route}: {len(timed)} answered in <= {max(t.seconds for t in timed):.2f}s ("
+        + _counts(Counter(t.status for t in timed))
+        + ")"
+        for route, timed in sorted(by_route.items())
+    )
+    readyz = by_route.get("GET /readyz", [])
+    record.checks.append(
+        Check(
+            "/readyz says not ready during the fault",
+            any(call.status == 503 for call in readyz),
+            _counts(Counter(call.status for call in readyz)),
+        )
+    )
+    late = [c for c in calls if c.status == 0 or c.seconds > _limit(c.route) + DEADLINE_MARGIN]
+    record.checks.append(
+        Check(
+            f"every answer within its deadline (REQUEST_DEADLINE {REQUEST_DEADLINE:g}s,"
+            f" /readyz {READINESS_TIMEOUT:g}s; + {DEADLINE_MARGIN:g}s)",
+            bool(calls) and not late,
+            (
+                "late or unanswered: "
+                + ", ".join(f"{c.route} {c.status or 'no answer'} {c.seconds:.2f}s" for c in late)
+                + "; "
+                if late
+                else ""
+            )
+            + summary,
+        )
+    )
+    wrong = [c for c in calls if c.status != 0 and not c.shape_ok]
+    record.checks.append(
+        Check(
+            "each answer a success or 503 not_ready with Retry-After",
+            not wrong,
+            ", ".join(f"{c.route} {c.status}" for c in wrong) or f"{len(calls)} answers",
+        )
+    )
+
+
+async def redis_freeze(run: Run, seconds: float) -> FaultRecord:
+    """SIGSTOP redis-server for `seconds` under load, then SIGCONT: every connection stays
+    open and nothing answers. The API must answer every request within its deadline; jobs
+    need not progress meanwhile (workers learn of jobs from Redis), but everything accepted
+    completes afterwards and the processes carry on without a restart."""
+    async with run.service_lock:
+        pid = run.services.redis.pid
+        assert pid is not None
+        before = {p.pid for p in run.cluster.processes if p.alive()}
+        os.kill(pid, signal.SIGSTOP)
+        record = run.fault("Redis frozen (SIGSTOP)", f"redis pid {pid}, {seconds:g}s")
+        calls = asyncio.create_task(_timed_calls(run, seconds))
+        try:
+            await asyncio.sleep(seconds)
+        except BaseException:
+            calls.cancel()
+            raise
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        run.heal(record)
+        # Requests sent late in the fault are measured to their answer, after the heal.
+        _judge_deadlines(record, await calls)
+        await run.recovered(record)
+        await _reconnected(run, record, before)
+    return record
+
+
+async def postgres_blackhole(run: Run, seconds: float) -> FaultRecord:
+    """Every Postgres route stops forwarding for `seconds` without closing a connection
+    (new connections are accepted and hang too), then lets everything through. The API must
+    answer every request within its deadline, /readyz within its own limit; afterwards
+    everything accepted completes and the processes carry on without a restart."""
+    async with run.service_lock:
+        routes = run.proxy.matching("pg:")
+        before = {p.pid for p in run.cluster.processes if p.alive()}
+        for route in routes:
+            route.stall()
+        record = run.fault("Postgres black-holed (proxy stall)", f"pg:* {seconds:g}s")
+        calls = asyncio.create_task(_timed_calls(run, seconds))
+        try:
+            await asyncio.sleep(seconds)
+        except BaseException:
+            calls.cancel()
+            raise
+        finally:
+            for route in routes:
+                route.resume()
+        run.heal(record)
+        _judge_deadlines(record, await calls)
         await run.recovered(record)
         await _reconnected(run, record, before)
     return record

@@ -36,6 +36,9 @@ VISIBILITY_TIMEOUT = 4.0
 """Seconds; every job the load enqueues uses it (heartbeats renew every third of it)."""
 SCHEDULER_TICK = 0.2
 REPUBLISH_AFTER = 3.0
+REQUEST_DEADLINE = 5.0
+"""Seconds the API gives any request before answering 503 not_ready (its REQUEST_DEADLINE,
+set here explicitly so the deadline the hung-dependency faults assert is the one in force)."""
 PROBE_TIMEOUT = 45.0
 DRAIN_TIMEOUT = 90.0
 SAMPLE_EVERY = 0.3
@@ -47,6 +50,7 @@ BASE_ENV = {
     "TASKFORGE_REDIS_PREFIX": REDIS_PREFIX,
     "SCHEDULER_TICK": str(SCHEDULER_TICK),
     "REPUBLISH_AFTER": str(REPUBLISH_AFTER),
+    "REQUEST_DEADLINE": str(REQUEST_DEADLINE),
     "WORKER_SHUTDOWN_GRACE": "2",
     "LOG_LEVEL": "info",
 }

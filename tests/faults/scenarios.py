@@ -110,6 +110,25 @@ async def network(run: Run) -> None:
     )
 
 
+async def hung_redis(run: Run) -> None:
+    await play(run, [Planned(0.2, "Redis SIGSTOP 15s", faults.redis_freeze, (15.0,))])
+
+
+async def hung_postgres(run: Run) -> None:
+    plan = [Planned(0.2, "Postgres black-holed 12s", faults.postgres_blackhole, (12.0,))]
+    await play(run, plan)
+
+
+async def hung_short(run: Run) -> None:
+    await play(
+        run,
+        [
+            Planned(0.1, "Redis SIGSTOP 6s", faults.redis_freeze, (6.0,)),
+            Planned(0.55, "Postgres black-holed 6s", faults.postgres_blackhole, (6.0,)),
+        ],
+    )
+
+
 async def slow_handler(run: Run) -> None:
     plan = [Planned(0.05, "handlers outlive their lease", faults.slow_handlers, ("hb", "nohb"))]
     await play(run, plan)
@@ -225,6 +244,16 @@ FULL = [
     Scenario("postgres", "Postgres restart -m immediate, and 4 s down", 360, 12, postgres),
     Scenario("network", "proxy latency, connection resets and stalls", 480, 12, network),
     Scenario(
+        "hung-redis", "Redis SIGSTOP 15 s: every answer within its deadline", 360, 12, hung_redis
+    ),
+    Scenario(
+        "hung-postgres",
+        "Postgres black-holed 12 s: every answer within its deadline",
+        360,
+        12,
+        hung_postgres,
+    ),
+    Scenario(
         "slow-handler",
         "handlers outliving their lease, with and without heartbeats",
         120,
@@ -241,6 +270,13 @@ CI = [
     Scenario("ci-crash", "kill -9 workers mid-handler and between pop and claim", 180, 10, crash),
     Scenario(
         "ci-services", "Redis FLUSHALL, Postgres restart -m immediate", 180, 10, services_short
+    ),
+    Scenario(
+        "ci-hung",
+        "Redis SIGSTOP 6 s, Postgres black-holed 6 s: answers within their deadlines",
+        150,
+        10,
+        hung_short,
     ),
 ]
 

@@ -1,9 +1,10 @@
-"""The CI profile of the fault suite: two short scenarios on private Postgres and Redis.
+"""The CI profile of the fault suite: three short scenarios on private Postgres and Redis.
 
 ci-crash kills workers with SIGKILL mid-handler and between popping a hint and claiming it;
-ci-services flushes Redis under a backlog and restarts Postgres in immediate mode. Each
-must keep every invariant (see invariants.py). `python -m tests.faults` runs the full
-profile and prints the tables.
+ci-services flushes Redis under a backlog and restarts Postgres in immediate mode; ci-hung
+freezes Redis with SIGSTOP, then black-holes Postgres, and every API answer meanwhile must
+come within its deadline. Each must keep every invariant (see invariants.py).
+`python -m tests.faults` runs the full profile and prints the tables.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.http.app import create_app
 from tests.integration.http.conftest import BASE_URL, assert_error
+
+T = TypeVar("T")
 
 DEADLINE = 0.3
 ANSWER_WITHIN = 5.0
@@ -46,6 +49,24 @@ class FrozenReadyQueue(InMemoryReadyQueue):
         await self._freeze()
 
 
+class StubbornReadyQueue(FrozenReadyQueue):
+    """A frozen call that, once cancelled, keeps cleaning up until `released` is set (as
+    asyncpg waits for a black-holed server to confirm a cancelled query)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+        self.cleaning_up = asyncio.Event()
+
+    async def _freeze(self) -> None:
+        try:
+            await super()._freeze()
+        except asyncio.CancelledError:
+            self.cleaning_up.set()
+            await self.released.wait()
+            raise
+
+
 class FrozenQueueProvider(Provider):
     scope = Scope.APP
 
@@ -54,7 +75,7 @@ class FrozenQueueProvider(Provider):
         return FrozenReadyQueue()
 
 
-async def answer(request: Awaitable[httpx.Response]) -> httpx.Response:
+async def answer(request: Awaitable[T]) -> T:
     """The response, or a failure if none comes within ANSWER_WITHIN (in-process, the
     client itself has no network timeout to fall back on)."""
     async with asyncio.timeout(ANSWER_WITHIN):
@@ -112,3 +133,39 @@ async def test_metrics_with_redis_frozen_is_503_within_the_deadline(
 
     for response in responses:
         assert_error(response, 503, "not_ready")
+
+
+async def test_a_request_whose_cleanup_hangs_is_still_answered_at_the_deadline() -> None:
+    settings = Settings(request_deadline=DEADLINE)
+    queue = StubbornReadyQueue()
+
+    class StubbornQueueProvider(Provider):
+        scope = Scope.APP
+
+        @provide(override=True, provides=ReadyQueue)
+        def ready_queue(self) -> StubbornReadyQueue:
+            return queue
+
+    container = make_container(
+        settings, Backend.MEMORY, HandlerRegistry(), overrides=[StubbornQueueProvider()]
+    )
+    transport = httpx.ASGITransport(app=create_app(container, settings))  # type: ignore[arg-type]
+    queue.frozen = True
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=BASE_URL, timeout=ANSWER_WITHIN
+        ) as client:
+            response = await answer(client.get("/stats"))
+
+            assert_error(response, 503, "not_ready")
+            assert response.headers["retry-after"] == "1"
+            # The request was cancelled and is still cleaning up: it was not waited for.
+            await answer(queue.cleaning_up.wait())
+            assert not queue.released.is_set()
+            # The abandoned request still ends once its cleanup does; its answer goes nowhere.
+            queue.released.set()
+            assert (await answer(client.get("/healthz"))).status_code == 200
+    finally:
+        queue.frozen = False
+        queue.released.set()
+        await container.close()
