@@ -8,10 +8,19 @@ from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from redis.asyncio import Redis
 
+from taskforge.adapters.redis.client import client_options
 from taskforge.bench.stack import free_port
 
-__all__ = ["free_port", "redis_env", "wait_until_healthy"]
+__all__ = ["free_port", "redis_env", "redis_from_url", "wait_until_healthy"]
+
+
+def redis_from_url(url: str) -> Redis:
+    """A client like the service's, for `redis://[:password@]host:port/db`; options given in
+    the URL's query (`?socket_timeout=10`) override the defaults. The caller closes it."""
+    client: Redis = Redis.from_url(url, **client_options())
+    return client
 
 
 def redis_env(redis_url: str) -> dict[str, str]:

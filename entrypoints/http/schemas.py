@@ -3,6 +3,7 @@
 The constraints declared here (patterns, bounds) are what the OpenAPI schema shows and what
 decoding enforces; the domain validates the same rules again when the job is built, and
 adds the ones a schema cannot say (maxDelay >= initialDelay, runAt or delay, not both).
+Longer than most modules: every body of the API, each a short declaration.
 """
 
 from __future__ import annotations

@@ -76,10 +76,10 @@ def test_layer_imports_point_inward(layer: str) -> None:
 def test_the_checker_catches_outward_and_third_party_imports(tmp_path: Path) -> None:
     (tmp_path / "domain").mkdir()
     (tmp_path / "domain" / "bad.py").write_text(
-        "import json\nfrom taskforge.adapters.memory.jobs import InMemoryState\nimport asyncpg\n"
+        "import json\nfrom taskforge.adapters.memory.state import InMemoryState\nimport asyncpg\n"
     )
     assert violations("domain", tmp_path) == [
-        "domain/bad.py:2 imports taskforge.adapters.memory.jobs",
+        "domain/bad.py:2 imports taskforge.adapters.memory.state",
         "domain/bad.py:3 imports asyncpg (third-party)",
     ]
 
@@ -87,7 +87,7 @@ def test_the_checker_catches_outward_and_third_party_imports(tmp_path: Path) -> 
 def test_the_checker_catches_the_bench_reaching_into_the_http_entrypoint(tmp_path: Path) -> None:
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "bad.py").write_text(
-        "from taskforge.adapters.postgres.jobs import create_pool\n"
+        "from taskforge.adapters.postgres.connection import create_pool\n"
         "from taskforge.entrypoints.http.app import create_app\n"
     )
     assert violations("bench", tmp_path) == [

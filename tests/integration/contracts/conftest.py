@@ -1,5 +1,6 @@
-"""The job store contract: every test here runs against each implementation of
-JobRepository and DeadLetterStore, the in-memory one and the Postgres one.
+"""The job store contract: every test here runs against each implementation of the job
+store's roles (JobStore, LeaseStore, Sweeps, OperatorMoves) and DeadLetterStore, the
+in-memory ones and the Postgres ones.
 
 Postgres tests share this run's database (migrated once) and start from empty tables.
 """
@@ -11,22 +12,16 @@ from typing import Any
 
 import pytest
 
-from taskforge.adapters.memory.jobs import (
-    InMemoryDeadLetterStore,
-    InMemoryJobRepository,
-    InMemoryState,
-)
-from taskforge.adapters.postgres import (
-    PostgresDeadLetterStore,
-    PostgresJobRepository,
-    create_pool,
-)
+from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
+from taskforge.adapters.memory.state import InMemoryState
+from taskforge.adapters.postgres import PostgresDeadLetterStore, create_pool
 from taskforge.adapters.system import SystemClock, Uuid7Source
-from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.application.ports import DeadLetterStore
 from taskforge.domain.job import NewJob
+from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
 
 JobFactory = Callable[..., NewJob]
-Stores = tuple[JobRepository, DeadLetterStore]
+Stores = tuple[JobRoles, DeadLetterStore]
 
 _ids = Uuid7Source()
 
@@ -44,22 +39,21 @@ def backend_dsn(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture
 async def stores(backend_dsn: str | None) -> AsyncIterator[Stores]:
     if backend_dsn is None:
-        state = InMemoryState()
-        repository = InMemoryJobRepository(state, SystemClock(), Uuid7Source())
-        yield repository, InMemoryDeadLetterStore(state)
+        state = InMemoryState(SystemClock(), Uuid7Source())
+        yield InMemoryJobs(state), InMemoryDeadLetterStore(state)
         return
     # Several connections, so concurrent calls in a test really race inside Postgres.
     pool = await create_pool(backend_dsn, min_size=4, max_size=12)
     try:
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE jobs, dead_letters")
-        yield PostgresJobRepository(pool), PostgresDeadLetterStore(pool)
+        yield PostgresJobs(pool), PostgresDeadLetterStore(pool)
     finally:
         await pool.close()
 
 
 @pytest.fixture
-def jobs(stores: Stores) -> JobRepository:
+def jobs(stores: Stores) -> JobRoles:
     return stores[0]
 
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from taskforge.application.ports import JobRepository
 from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import Succeeded
 from taskforge.domain.states import JobState
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
@@ -22,9 +22,7 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def test_claim_runs_the_job_under_a_fresh_lease(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_claim_runs_the_job_under_a_fresh_lease(jobs: JobRoles, new_job: JobFactory) -> None:
     job, _ = await jobs.add(new_job(visibility_timeout=45))
 
     [claimed] = await jobs.claim([job.id], "worker-1")
@@ -41,9 +39,7 @@ async def test_claim_runs_the_job_under_a_fresh_lease(
     assert await jobs.get(job.id) == claimed
 
 
-async def test_each_claim_issues_a_new_lease_token(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_each_claim_issues_a_new_lease_token(jobs: JobRoles, new_job: JobFactory) -> None:
     job, _ = await jobs.add(new_job())
     [first] = await jobs.claim([job.id], "worker-1")
     await jobs.release([lease_of(first)])
@@ -54,7 +50,7 @@ async def test_each_claim_issues_a_new_lease_token(
     assert second.lease_owner == "worker-2"
 
 
-async def test_claim_skips_jobs_that_are_not_due(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_claim_skips_jobs_that_are_not_due(jobs: JobRoles, new_job: JobFactory) -> None:
     delayed, _ = await jobs.add(new_job(run_at=datetime.now(UTC) + timedelta(hours=1)))
 
     assert await jobs.claim([delayed.id], "worker-1") == []
@@ -62,7 +58,7 @@ async def test_claim_skips_jobs_that_are_not_due(jobs: JobRepository, new_job: J
 
 
 async def test_claim_takes_jobs_whose_run_at_has_passed(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     past, _ = await jobs.add(new_job(run_at=datetime.now(UTC) - timedelta(hours=1)))
 
@@ -71,9 +67,7 @@ async def test_claim_takes_jobs_whose_run_at_has_passed(
     assert claimed.id == past.id
 
 
-async def test_claim_skips_jobs_that_are_not_pending(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_claim_skips_jobs_that_are_not_pending(jobs: JobRoles, new_job: JobFactory) -> None:
     running, _ = await jobs.add(new_job())
     done, _ = await jobs.add(new_job())
     [running_now] = await jobs.claim([running.id], "worker-1")
@@ -85,7 +79,7 @@ async def test_claim_skips_jobs_that_are_not_pending(
 
 
 async def test_claim_returns_claimed_jobs_in_request_order_once_each(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     added = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
     wanted = [added[2].id, added[0].id, added[2].id, uuid4(), added[3].id]
@@ -96,12 +90,12 @@ async def test_claim_returns_claimed_jobs_in_request_order_once_each(
     assert all(job.attempt_count == 1 for job in claimed)
 
 
-async def test_claim_of_no_ids_claims_nothing(jobs: JobRepository) -> None:
+async def test_claim_of_no_ids_claims_nothing(jobs: JobRoles) -> None:
     assert await jobs.claim([], "worker-1") == []
 
 
 async def test_racing_claimers_claim_each_job_exactly_once(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     ids = [job.id for job, _ in await jobs.add_many([new_job() for _ in range(60)])]
     shuffled = [random.sample(ids, len(ids)) for _ in range(6)]
@@ -122,7 +116,7 @@ async def test_racing_claimers_claim_each_job_exactly_once(
 
 
 async def test_claim_due_takes_oldest_due_jobs_of_the_named_queues(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     now = datetime.now(UTC)
     oldest, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=3)))
@@ -140,7 +134,7 @@ async def test_claim_due_takes_oldest_due_jobs_of_the_named_queues(
 
 
 async def test_concurrent_claim_due_callers_never_share_a_job(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     ids = {job.id for job, _ in await jobs.add_many([new_job() for _ in range(40)])}
 

@@ -10,18 +10,19 @@ from uuid import uuid4
 import msgspec
 import pytest
 
-from taskforge.application.ports import JobRepository, ListFilter
+from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
 
 async def test_add_stores_a_pending_job_with_its_policy(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     policy = RetryPolicy(max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60, jitter=True)
     request = new_job(
@@ -52,11 +53,11 @@ async def test_add_stores_a_pending_job_with_its_policy(
     assert await jobs.get(job.id) == job
 
 
-async def test_get_unknown_job_returns_none(jobs: JobRepository) -> None:
+async def test_get_unknown_job_returns_none(jobs: JobRoles) -> None:
     assert await jobs.get(uuid4()) is None
 
 
-async def test_run_at_makes_a_delayed_job(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_run_at_makes_a_delayed_job(jobs: JobRoles, new_job: JobFactory) -> None:
     run_at = datetime.now(UTC) + timedelta(hours=1)
 
     job, _ = await jobs.add(new_job(run_at=run_at))
@@ -65,16 +66,14 @@ async def test_run_at_makes_a_delayed_job(jobs: JobRepository, new_job: JobFacto
     assert job.state is JobState.PENDING
 
 
-async def test_delay_is_counted_from_the_store_clock(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_delay_is_counted_from_the_store_clock(jobs: JobRoles, new_job: JobFactory) -> None:
     job, _ = await jobs.add(new_job(delay=90.0))
 
     assert job.next_run_at - job.created_at == timedelta(seconds=90)
 
 
 async def test_reused_idempotency_key_returns_the_existing_job(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     first, first_created = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 1}))
 
@@ -86,7 +85,7 @@ async def test_reused_idempotency_key_returns_the_existing_job(
 
 
 async def test_jobs_without_idempotency_key_never_collide(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     results = [await jobs.add(new_job()) for _ in range(3)]
 
@@ -95,7 +94,7 @@ async def test_jobs_without_idempotency_key_never_collide(
 
 
 async def test_concurrent_enqueues_with_one_key_store_one_job(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     requests = [new_job(idempotency_key="same-key") for _ in range(50)]
 
@@ -109,7 +108,7 @@ async def test_concurrent_enqueues_with_one_key_store_one_job(
 
 
 async def test_add_many_stores_every_job_and_answers_in_order(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     requests = [new_job(payload={"n": n}) for n in range(5)]
 
@@ -122,9 +121,7 @@ async def test_add_many_stores_every_job_and_answers_in_order(
         assert await jobs.get(job.id) == job
 
 
-async def test_add_many_keeps_every_field_of_every_job(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_add_many_keeps_every_field_of_every_job(jobs: JobRoles, new_job: JobFactory) -> None:
     # A batch takes another path into the store than a single job does: every field of
     # every job must survive it.
     policy = RetryPolicy(max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60, jitter=True)
@@ -161,7 +158,7 @@ async def test_add_many_keeps_every_field_of_every_job(
 
 @pytest.mark.parametrize("clash_with", ["stored", "batch"])
 async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
-    jobs: JobRepository, new_job: JobFactory, clash_with: str
+    jobs: JobRoles, new_job: JobFactory, clash_with: str
 ) -> None:
     # An id already taken (by a stored job, or earlier in the batch) is one failure every
     # store can meet; the batch answers that error and leaves no job of it behind, keys
@@ -181,12 +178,12 @@ async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
     assert created and again.id != first.id
 
 
-async def test_add_many_of_nothing_is_nothing(jobs: JobRepository) -> None:
+async def test_add_many_of_nothing_is_nothing(jobs: JobRoles) -> None:
     assert await jobs.add_many([]) == []
 
 
 async def test_add_many_resolves_taken_and_repeated_keys(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     existing, _ = await jobs.add(new_job(idempotency_key="taken"))
     requests = [
@@ -207,7 +204,7 @@ async def test_add_many_resolves_taken_and_repeated_keys(
 
 
 async def test_a_batch_becomes_visible_all_at_once(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     requests = [new_job() for _ in range(300)]
     seen: set[int] = set()
@@ -230,7 +227,7 @@ async def test_a_batch_becomes_visible_all_at_once(
 
 
 async def test_the_job_returned_on_add_is_the_job_read_back(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     # Stores may normalise JSON (Postgres' jsonb orders keys and rewrites numbers): the
     # answer to the add shows the payload as every later read will.

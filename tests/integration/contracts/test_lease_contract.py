@@ -9,10 +9,11 @@ from uuid import uuid4
 
 import pytest
 
-from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.application.ports import DeadLetterStore
 from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
 from taskforge.domain.states import JobState
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
@@ -22,14 +23,14 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def running_job(jobs: JobRepository, new_job: JobFactory, **fields: object) -> Job:
+async def running_job(jobs: JobRoles, new_job: JobFactory, **fields: object) -> Job:
     job, _ = await jobs.add(new_job(**fields))
     [claimed] = await jobs.claim([job.id], "worker-1")
     return claimed
 
 
 async def test_heartbeat_extends_held_leases_by_the_visibility_timeout(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job, visibility_timeout=30)
     # Let the store's clock move on, so a renewed lease is visibly later than the first.
@@ -47,9 +48,7 @@ async def test_heartbeat_extends_held_leases_by_the_visibility_timeout(
     assert (stored.state, stored.lease_token) == (JobState.RUNNING, job.lease_token)
 
 
-async def test_heartbeat_reports_leases_that_were_lost(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_heartbeat_reports_leases_that_were_lost(jobs: JobRoles, new_job: JobFactory) -> None:
     kept = await running_job(jobs, new_job)
     cancelled = await running_job(jobs, new_job)
     await jobs.cancel(cancelled.id, "operator")
@@ -65,11 +64,11 @@ async def test_heartbeat_reports_leases_that_were_lost(
     assert stored.lease_expires_at is None
 
 
-async def test_heartbeat_of_no_leases_holds_nothing(jobs: JobRepository) -> None:
+async def test_heartbeat_of_no_leases_holds_nothing(jobs: JobRoles) -> None:
     assert await jobs.heartbeat([]) == set()
 
 
-async def test_settle_success_finishes_the_job(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_settle_success_finishes_the_job(jobs: JobRoles, new_job: JobFactory) -> None:
     job = await running_job(jobs, new_job)
 
     applied = await jobs.settle([Succeeded(lease=lease_of(job))])
@@ -86,7 +85,7 @@ async def test_settle_success_finishes_the_job(jobs: JobRepository, new_job: Job
 
 
 async def test_settle_retry_fails_the_job_until_its_backoff_passes(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job)
 
@@ -106,7 +105,7 @@ async def test_settle_retry_fails_the_job_until_its_backoff_passes(
 
 
 async def test_settle_dead_letter_writes_the_dead_letter_row(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job, payload={"to": "x@y.z"})
 
@@ -129,7 +128,7 @@ async def test_settle_dead_letter_writes_the_dead_letter_row(
 
 
 async def test_settle_applies_a_mixed_batch_in_one_call(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     ok, retry, dead = [await running_job(jobs, new_job) for _ in range(3)]
     stale = await running_job(jobs, new_job)
@@ -153,7 +152,7 @@ async def test_settle_applies_a_mixed_batch_in_one_call(
     assert await dead_letters.count() == 1
 
 
-async def test_stale_lease_cannot_complete_job(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_stale_lease_cannot_complete_job(jobs: JobRoles, new_job: JobFactory) -> None:
     first = await running_job(jobs, new_job)
     await jobs.release([lease_of(first)])
     [second] = await jobs.claim([first.id], "worker-2")
@@ -174,7 +173,7 @@ async def test_stale_lease_cannot_complete_job(jobs: JobRepository, new_job: Job
     ids=["success", "retry", "dead-letter"],
 )
 async def test_settlement_of_a_cancelled_job_is_discarded(
-    jobs: JobRepository,
+    jobs: JobRoles,
     dead_letters: DeadLetterStore,
     new_job: JobFactory,
     settlement: Callable[[Lease], Settlement],
@@ -189,7 +188,7 @@ async def test_settlement_of_a_cancelled_job_is_discarded(
     assert await dead_letters.get(job.id) is None
 
 
-async def test_a_job_is_settled_only_once(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_a_job_is_settled_only_once(jobs: JobRoles, new_job: JobFactory) -> None:
     job = await running_job(jobs, new_job)
     await jobs.settle([Succeeded(lease=lease_of(job))])
     done = await jobs.get(job.id)
@@ -202,12 +201,12 @@ async def test_a_job_is_settled_only_once(jobs: JobRepository, new_job: JobFacto
     assert await jobs.get(job.id) == done
 
 
-async def test_settle_of_nothing_applies_nothing(jobs: JobRepository) -> None:
+async def test_settle_of_nothing_applies_nothing(jobs: JobRoles) -> None:
     assert await jobs.settle([]) == set()
 
 
 async def test_release_hands_the_job_back_without_counting_the_attempt(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job)
 
@@ -225,7 +224,7 @@ async def test_release_hands_the_job_back_without_counting_the_attempt(
 
 
 async def test_release_with_a_stale_lease_changes_nothing(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job)
 

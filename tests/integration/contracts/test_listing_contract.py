@@ -6,11 +6,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from uuid import uuid4
 
-from taskforge.application.ports import DeadLetterStore, JobRepository, ListFilter
+from taskforge.application.ports import DeadLetterStore, ListFilter
 from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
@@ -20,9 +21,7 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def test_find_lists_newest_first_with_the_total(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_find_lists_newest_first_with_the_total(jobs: JobRoles, new_job: JobFactory) -> None:
     added = [(await jobs.add(new_job()))[0] for _ in range(4)]
 
     found, total = await jobs.find(ListFilter(), Page())
@@ -33,7 +32,7 @@ async def test_find_lists_newest_first_with_the_total(
 
 
 async def test_find_breaks_created_at_ties_by_id_descending(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     # One batch shares one creation time, so only the id orders it.
     batch = [job for job, _ in await jobs.add_many([new_job() for _ in range(5)])]
@@ -45,7 +44,7 @@ async def test_find_breaks_created_at_ties_by_id_descending(
 
 
 async def test_find_pages_are_stable_and_cover_every_job_once(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     await jobs.add_many([new_job() for _ in range(4)])
     for _ in range(3):
@@ -61,7 +60,7 @@ async def test_find_pages_are_stable_and_cover_every_job_once(
 
 
 async def test_find_beyond_the_last_page_is_empty_but_counts(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     await jobs.add_many([new_job() for _ in range(2)])
 
@@ -70,12 +69,12 @@ async def test_find_beyond_the_last_page_is_empty_but_counts(
     assert (found, total) == ([], 2)
 
 
-async def test_find_of_an_empty_store_is_empty(jobs: JobRepository) -> None:
+async def test_find_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
     assert await jobs.find(ListFilter(), Page()) == ([], 0)
 
 
 async def test_find_filters_by_queue_and_state(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     other = f"{queue_name}-other"
     mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(3)])]
@@ -99,7 +98,7 @@ async def test_find_filters_by_queue_and_state(
 
 
 async def test_stats_count_every_state_of_every_queue(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     other = f"{queue_name}-b"
     mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
@@ -128,11 +127,11 @@ async def test_stats_count_every_state_of_every_queue(
     assert stats[1].total == 1
 
 
-async def test_stats_of_an_empty_store_is_empty(jobs: JobRepository) -> None:
+async def test_stats_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
     assert await jobs.stats() == []
 
 
-async def dead_lettered_jobs(jobs: JobRepository, new_job: JobFactory, count: int) -> list[Job]:
+async def dead_lettered_jobs(jobs: JobRoles, new_job: JobFactory, count: int) -> list[Job]:
     """Dead-letters `count` jobs one after another, so their failed_at times increase."""
     dead = []
     for n in range(count):
@@ -142,7 +141,7 @@ async def dead_lettered_jobs(jobs: JobRepository, new_job: JobFactory, count: in
 
 
 async def test_dead_letters_are_listed_newest_failure_first(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     dead = await dead_lettered_jobs(jobs, new_job, 5)
 
@@ -156,7 +155,7 @@ async def test_dead_letters_are_listed_newest_failure_first(
 
 
 async def test_dead_letter_list_breaks_failed_at_ties_by_job_id_descending(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     added = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
     claimed = await jobs.claim([job.id for job in added], "worker-1")
@@ -173,7 +172,7 @@ async def test_dead_letter_list_breaks_failed_at_ties_by_job_id_descending(
 
 
 async def test_dead_letter_lookup_and_count(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     [job] = await dead_lettered_jobs(jobs, new_job, 1)
 
@@ -191,5 +190,5 @@ async def test_an_empty_dead_letter_store(dead_letters: DeadLetterStore) -> None
     assert await dead_letters.count() == 0
 
 
-async def test_ping_answers_without_raising(jobs: JobRepository) -> None:
+async def test_ping_answers_without_raising(jobs: JobRoles) -> None:
     await jobs.ping()

@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
-from taskforge.adapters.redis.client import redis_from_url
 from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.ports import MetricsStore, RateLimiter, ReadyQueue
+from tests.support import redis_from_url
 
 WaitUntilPopping = Callable[[], Awaitable[None]]
 LimiterForWorker = Callable[[], RateLimiter]
