@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from redis.asyncio import Redis
@@ -13,7 +13,14 @@ from redis.asyncio import Redis
 from taskforge.adapters.redis.client import client_options
 from taskforge.bench.stack import free_port
 
-__all__ = ["free_port", "redis_env", "redis_from_url", "wait_until_healthy"]
+__all__ = ["free_port", "redis_env", "redis_from_url", "wait_until_healthy", "with_query"]
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with extra query parameters (redis-py reads client options from the query)."""
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return urlunsplit(parts._replace(query=query))
 
 
 def redis_from_url(url: str) -> Redis:

@@ -22,9 +22,7 @@ from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.metrics import JobMetricsRecorder, QueueLoad, WorkerLoad
 from taskforge.domain.job import ReadyHint
-from tests.support import redis_from_url
-
-from .conftest import with_query
+from tests.support import redis_from_url, with_query
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
-"""Contract: creating jobs (add, add_many), idempotency keys, reading them back."""
+"""Contract: JobStore. Creating jobs (add, add_many), idempotency keys, reading them back
+(get, find, stats), ping.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
-from taskforge.domain.job import NewJob
+from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.outcome import DeadLettered, RetryLater
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
@@ -242,3 +245,122 @@ async def test_the_job_returned_on_add_is_the_job_read_back(
         assert read is not None
         # Equal as Python values, and equal as JSON too (1.5e20 == 150000000000000000000).
         assert msgspec.json.encode(read.payload) == msgspec.json.encode(job.payload)
+
+
+def lease_of(job: Job) -> Lease:
+    assert job.lease_token is not None
+    return Lease(job_id=job.id, token=job.lease_token)
+
+
+async def test_find_lists_newest_first_with_the_total(jobs: JobRoles, new_job: JobFactory) -> None:
+    added = [(await jobs.add(new_job()))[0] for _ in range(4)]
+
+    found, total = await jobs.find(ListFilter(), Page())
+
+    assert total == 4
+    assert [job.id for job in found] == [job.id for job in reversed(added)]
+    assert found == list(reversed(added))
+
+
+async def test_find_breaks_created_at_ties_by_id_descending(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    # One batch shares one creation time, so only the id orders it.
+    batch = [job for job, _ in await jobs.add_many([new_job() for _ in range(5)])]
+    assert len({job.created_at for job in batch}) == 1
+
+    found, _ = await jobs.find(ListFilter(), Page())
+
+    assert [job.id for job in found] == sorted((job.id for job in batch), reverse=True)
+
+
+async def test_find_pages_are_stable_and_cover_every_job_once(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    await jobs.add_many([new_job() for _ in range(4)])
+    for _ in range(3):
+        await jobs.add(new_job())
+    everything, total = await jobs.find(ListFilter(), Page(limit=100))
+
+    pages = [await jobs.find(ListFilter(), Page(limit=3, offset=offset)) for offset in (0, 3, 6)]
+
+    assert total == 7
+    assert [len(page) for page, _ in pages] == [3, 3, 1]
+    assert {page_total for _, page_total in pages} == {7}
+    assert [job for page, _ in pages for job in page] == everything
+
+
+async def test_find_beyond_the_last_page_is_empty_but_counts(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    await jobs.add_many([new_job() for _ in range(2)])
+
+    found, total = await jobs.find(ListFilter(), Page(limit=10, offset=10))
+
+    assert (found, total) == ([], 2)
+
+
+async def test_find_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
+    assert await jobs.find(ListFilter(), Page()) == ([], 0)
+
+
+async def test_find_filters_by_queue_and_state(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    other = f"{queue_name}-other"
+    mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(3)])]
+    theirs, _ = await jobs.add(new_job(queue=other))
+    [running] = await jobs.claim([mine[1].id], "worker-1")
+    [running_theirs] = await jobs.claim([theirs.id], "worker-1")
+
+    by_queue, queue_total = await jobs.find(ListFilter(queue=queue_name), Page())
+    by_state, state_total = await jobs.find(ListFilter(state=JobState.RUNNING), Page())
+    by_both, both_total = await jobs.find(
+        ListFilter(queue=queue_name, state=JobState.PENDING), Page()
+    )
+
+    assert queue_total == 3
+    assert {job.id for job in by_queue} == {job.id for job in mine}
+    assert state_total == 2
+    assert {job.id for job in by_state} == {running.id, running_theirs.id}
+    assert both_total == 2
+    assert [job.id for job in by_both] == [mine[2].id, mine[0].id]
+    assert await jobs.find(ListFilter(queue="nobody"), Page()) == ([], 0)
+
+
+async def test_stats_count_every_state_of_every_queue(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    other = f"{queue_name}-b"
+    mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
+    await jobs.add(new_job(queue=other))
+    claimed = await jobs.claim([mine[0].id, mine[1].id, mine[2].id], "worker-1")
+    await jobs.settle(
+        [
+            RetryLater(lease=lease_of(claimed[0]), error="e", delay=timedelta(hours=1)),
+            DeadLettered(lease=lease_of(claimed[1]), error="e", reason="terminal error"),
+        ]
+    )
+
+    stats = await jobs.stats()
+
+    assert [entry.queue for entry in stats] == [queue_name, other]
+    assert stats[0].counts == {
+        JobState.PENDING: 1,
+        JobState.RUNNING: 1,
+        JobState.SUCCEEDED: 0,
+        JobState.FAILED: 1,
+        JobState.DLQ: 1,
+        JobState.CANCELLED: 0,
+    }
+    assert stats[0].total == 4
+    assert stats[1].counts[JobState.PENDING] == 1
+    assert stats[1].total == 1
+
+
+async def test_stats_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
+    assert await jobs.stats() == []
+
+
+async def test_ping_answers_without_raising(jobs: JobRoles) -> None:
+    await jobs.ping()
