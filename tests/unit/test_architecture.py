@@ -111,3 +111,50 @@ def test_public_module_exposes_the_handler_api() -> None:
     assert callable(taskforge.handler)
     assert callable(taskforge.register)
     assert issubclass(taskforge.TerminalError, Exception)
+
+
+MAX_PORT_METHODS = 8
+
+
+def test_every_port_is_a_small_role() -> None:
+    """A port past ~8 methods is usually two roles; split it rather than grow it."""
+    from typing import Protocol
+
+    from taskforge.application import ports
+
+    protocols = [
+        value
+        for value in vars(ports).values()
+        if isinstance(value, type)
+        and value.__module__ == ports.__name__
+        and Protocol in value.__mro__[1:]
+    ]
+    assert protocols
+    for protocol in protocols:
+        methods = [
+            name
+            for name, member in vars(protocol).items()
+            if callable(member) and not name.startswith("_")
+        ]
+        assert len(methods) <= MAX_PORT_METHODS, f"{protocol.__name__} has {methods}"
+
+
+def test_loops_and_operator_moves_depend_on_their_role_only() -> None:
+    """The worker writes through the lease role, the scheduler through the sweeps, the
+    operator's use cases through the operator moves: none can reach the others' writes."""
+    from typing import get_type_hints
+
+    from taskforge.application import jobs, ports, scheduler, worker
+
+    store_roles = {ports.JobStore, ports.LeaseStore, ports.Sweeps, ports.OperatorMoves}
+    expected = {
+        worker.Worker: ports.LeaseStore,
+        scheduler.SchedulerTick: ports.Sweeps,
+        jobs.CancelJob: ports.OperatorMoves,
+        jobs.MoveJobToDeadLetter: ports.OperatorMoves,
+        jobs.RetryJob: ports.OperatorMoves,
+        jobs.ReplayDeadLetter: ports.OperatorMoves,
+    }
+    for use_case, role in expected.items():
+        hints = get_type_hints(vars(use_case)["__init__"])
+        assert store_roles & set(hints.values()) == {role}, use_case.__name__
