@@ -42,14 +42,16 @@ class ListFilter:
     state: JobState | None = None
 
 
-class JobRepository(Protocol):
-    """The source of truth. Every transition is atomic and conditional on the state it
-    expects (and, for a worker's writes, on the lease token): a write whose condition no
-    longer holds changes nothing. Timestamps come from the store's own clock.
+class JobStore(Protocol):
+    """The source of truth for jobs: storing them and reading them back.
 
-    A job's `errors` are heavy (up to 20 tracebacks): `get` and the operator moves (cancel,
-    dead_letter, retry, replay) return them; `add`, `add_many`, `find` and the claims
-    leave them empty."""
+    Every store role (this one, LeaseStore, Sweeps, OperatorMoves) is a view of the same
+    jobs. Every transition is atomic and conditional on the state it expects (and, for a
+    worker's writes, on the lease token): a write whose condition no longer holds changes
+    nothing. Timestamps come from the store's own clock.
+
+    A job's `errors` are heavy (up to 20 tracebacks): `get` and the operator moves return
+    them; `add`, `add_many`, `find` and the claims leave them empty."""
 
     async def add(self, job: NewJob) -> tuple[Job, bool]:
         """Insert, or return the existing job with the same idempotency key.
@@ -65,6 +67,18 @@ class JobRepository(Protocol):
     async def find(self, where: ListFilter, page: Page) -> tuple[list[Job], int]:
         """Newest first (created_at, then id, descending); the int is the total match count."""
         ...
+
+    async def stats(self) -> list[QueueStats]:
+        """Per queue, how many jobs are in each state."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """A worker's side of the store: claiming jobs and settling the attempts it runs."""
 
     async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
         """PENDING and due -> RUNNING with a fresh lease; attempt_count + 1. Ids that are not
@@ -94,23 +108,10 @@ class JobRepository(Protocol):
         attempt is not counted. Returns the ids released."""
         ...
 
-    async def cancel(self, job_id: UUID, reason: str | None) -> Job:
-        """PENDING, RUNNING or FAILED -> CANCELLED. Raises JobNotFound / InvalidTransition."""
-        ...
 
-    async def dead_letter(self, job_id: UUID, reason: str | None) -> Job:
-        """Operator's move to DLQ from PENDING, RUNNING or FAILED, with the dead_letters row."""
-        ...
-
-    async def retry(self, job_id: UUID) -> Job:
-        """Operator's retry: -> PENDING, due now. From FAILED the counts are kept; from DLQ
-        and CANCELLED the execution state is reset as for a replay."""
-        ...
-
-    async def replay(self, job_id: UUID) -> Job:
-        """DLQ -> PENDING: deletes the dead_letters row and resets retry_count, attempt_count,
-        next_run_at. Raises DeadLetterNotFound when the job is not dead-lettered."""
-        ...
+class Sweeps(Protocol):
+    """The scheduler's side of the store: batched sweeps over due, expired and finished jobs.
+    Concurrent schedulers share the work: no job is handled by two sweeps at once."""
 
     async def promote_due(self, limit: int) -> list[ReadyHint]:
         """FAILED jobs whose next_run_at has passed -> PENDING (retry_count + 1). Each hint
@@ -144,17 +145,33 @@ class JobRepository(Protocol):
         idempotency keys are free again afterwards. Returns how many were deleted."""
         ...
 
-    async def stats(self) -> list[QueueStats]:
-        """Per queue, how many jobs are in each state."""
+
+class OperatorMoves(Protocol):
+    """An operator's moves on one job. Each returns the job as it is after the move, with its
+    `errors`."""
+
+    async def cancel(self, job_id: UUID, reason: str | None) -> Job:
+        """PENDING, RUNNING or FAILED -> CANCELLED. Raises JobNotFound / InvalidTransition."""
         ...
 
-    async def ping(self) -> None:
-        """Raise if the store cannot answer."""
+    async def dead_letter(self, job_id: UUID, reason: str | None) -> Job:
+        """Operator's move to DLQ from PENDING, RUNNING or FAILED, with the dead_letters row."""
+        ...
+
+    async def retry(self, job_id: UUID) -> Job:
+        """Operator's retry: -> PENDING, due now. From FAILED the counts are kept; from DLQ
+        and CANCELLED the execution state is reset as for a replay."""
+        ...
+
+    async def replay(self, job_id: UUID) -> Job:
+        """DLQ -> PENDING: deletes the dead_letters row and resets retry_count, attempt_count,
+        next_run_at. Raises DeadLetterNotFound when the job is not dead-lettered."""
         ...
 
 
 class DeadLetterStore(Protocol):
-    """Read side of the `dead_letters` table; rows are written by JobRepository transitions."""
+    """Read side of the `dead_letters` table; its rows are written by the transitions of the
+    other store roles (a settle, a reap or an operator move into DLQ)."""
 
     async def find(self, page: Page) -> tuple[list[DeadLetter], int]:
         """Newest first (failed_at, then job id, descending)."""

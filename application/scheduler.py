@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from taskforge.application.ports import JobRepository, JobTracer, ReadyQueue, TraceSpan
+from taskforge.application.ports import JobTracer, ReadyQueue, Sweeps, TraceSpan
 from taskforge.application.timing import sleep_unless
 from taskforge.domain.job import ReadyHint
 
@@ -52,7 +52,7 @@ class TickReport:
 class SchedulerTick:
     def __init__(
         self,
-        jobs: JobRepository,
+        sweeps: Sweeps,
         ready_queue: ReadyQueue,
         settings: SchedulerSettings,
         tracer: JobTracer | None = None,
@@ -60,7 +60,7 @@ class SchedulerTick:
     ) -> None:
         """`tracer` None: tracing is off and the tick does no tracing work at all.
         `monotonic` paces the retention sweeps (one per prune_interval while they keep up)."""
-        self._jobs = jobs
+        self._sweeps = sweeps
         self._ready_queue = ready_queue
         self._settings = settings
         self._tracer = tracer
@@ -71,11 +71,11 @@ class SchedulerTick:
         limit = self._settings.batch_size
         resynced = 0
         if not await self._ready_queue.check_intact():
-            resynced = await self._jobs.mark_unpublished()
+            resynced = await self._sweeps.mark_unpublished()
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
-        promoted = await self._jobs.promote_due(limit)
-        reaped, dead_lettered = await self._jobs.reap_expired(limit)
-        unpublished = await self._jobs.find_unpublished(limit, self._settings.republish_after)
+        promoted = await self._sweeps.promote_due(limit)
+        reaped, dead_lettered = await self._sweeps.reap_expired(limit)
+        unpublished = await self._sweeps.find_unpublished(limit, self._settings.republish_after)
         stale = await self._missing_hints(unpublished, promoted + reaped)
         hints = promoted + reaped + stale
         if hints:
@@ -104,7 +104,7 @@ class SchedulerTick:
             return []
         queues = sorted({hint.queue for hint in unpublished})
         held = await self._ready_queue.depth(queues)
-        due = await self._jobs.count_due(queues)
+        due = await self._sweeps.count_due(queues)
         already = Counter(hint.queue for hint in pushing)
         missing = {
             queue: due.get(queue, 0) - held.get(queue, 0) - already[queue] for queue in queues
@@ -119,7 +119,7 @@ class SchedulerTick:
     async def _prune(self, limit: int) -> int:
         if self._settings.retention_period <= 0 or self._monotonic() < self._next_prune:
             return 0
-        pruned = await self._jobs.prune_finished(self._settings.retention_period, limit)
+        pruned = await self._sweeps.prune_finished(self._settings.retention_period, limit)
         if pruned < limit:
             self._next_prune = self._monotonic() + self._settings.prune_interval
         return pruned

@@ -4,6 +4,10 @@ One Worker per process. It runs up to `concurrency` jobs at once, fetches in bat
 to its free slots, renews every lease it holds in one batched call, and settles in
 batches. A job whose lease is lost (expired and reaped, cancelled, dead-lettered) is
 interrupted and its result discarded: the store refuses writes that name a stale lease.
+
+Longer than most modules on purpose: fetching, running, heartbeating, settling and the
+graceful drain share one set of slots and leases, and splitting them would spread that
+state across modules that each need all of it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -22,8 +27,8 @@ from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from taskforge.application.ports import (
     AttributeValue,
     Clock,
-    JobRepository,
     JobTracer,
+    LeaseStore,
     RandomSource,
     RateLimiter,
     ReadyQueue,
@@ -142,8 +147,8 @@ def _traceback_of(exc: BaseException) -> str:
 class _Settler:
     """Batches settlements into one store write, flushed by size or after a short linger."""
 
-    def __init__(self, jobs: JobRepository, settings: WorkerSettings) -> None:
-        self._jobs = jobs
+    def __init__(self, leases: LeaseStore, settings: WorkerSettings) -> None:
+        self._leases = leases
         self._settings = settings
         self._pending: list[tuple[Settlement, asyncio.Future[bool | None]]] = []
         self._wakeup = asyncio.Event()
@@ -189,7 +194,7 @@ class _Settler:
         while True:
             attempt += 1
             try:
-                return await self._jobs.settle(settlements), set()
+                return await self._leases.settle(settlements), set()
             except Exception as exc:  # noqa: BLE001 - store outages are retried, then reaped
                 unavailable = isinstance(exc, Unavailable)
                 if not unavailable and len(settlements) > 1:
@@ -277,7 +282,7 @@ class Worker:
     def __init__(
         self,
         *,
-        jobs: JobRepository,
+        leases: LeaseStore,
         ready_queue: ReadyQueue,
         rate_limiter: RateLimiter,
         handlers: HandlerRegistry,
@@ -286,13 +291,17 @@ class Worker:
         random: RandomSource,
         settings: WorkerSettings,
         tracer: JobTracer | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`tracer` None: tracing is off and the worker does no tracing work at all."""
+        """`tracer` None: tracing is off and the worker does no tracing work at all.
+        `clock` dates what the worker compares with the store's times (time in queue);
+        `monotonic` measures durations (runtimes, when leases are due for renewal)."""
         if settings.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if settings.abandoned_thread_limit < 0:
             raise ValueError("max_abandoned_threads must be >= 0")
-        self._jobs = jobs
+        self._leases = leases
+        self._monotonic = monotonic
         self._ready_queue = ready_queue
         self._rate_limiter = rate_limiter
         self._handlers = handlers
@@ -309,7 +318,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._settled = asyncio.Event()
         self._max_settling = max(settings.settle_batch_size, 4 * settings.concurrency)
-        self._settler = _Settler(jobs, settings)
+        self._settler = _Settler(leases, settings)
         self._threads = HandlerThreads(settings.concurrency + settings.abandoned_thread_limit)
         self._stopping = asyncio.Event()
         """Set when `run`'s stop is, or when the worker gives up by itself."""
@@ -419,7 +428,7 @@ class Worker:
             hints = await self._apply_rate_limit(hints, stop)
         if not hints:
             return
-        claimed = await self._jobs.claim(
+        claimed = await self._leases.claim(
             list(dict.fromkeys(h.job_id for h in hints)), self._settings.owner
         )
         for job in claimed:
@@ -437,7 +446,7 @@ class Worker:
             direct.queue_retry_failed(loop.time())
         wanted = direct.allowance(free, loop.time())
         claimed = (
-            await self._jobs.claim_due(self._settings.queues, wanted, self._settings.owner)
+            await self._leases.claim_due(self._settings.queues, wanted, self._settings.owner)
             if wanted > 0
             else []
         )
@@ -508,7 +517,7 @@ class Worker:
         tracing), the slot is freed, the lease is no longer renewed, and the attempt is
         settled: failed with the error, unless the lease was lost or handed back. A
         settlement the store cannot write leaves the job to its lease's expiry."""
-        started = time.monotonic()
+        started = self._monotonic()
         settlement: Settlement | None = None
         try:
             settlement = await self._begin_attempt(running)
@@ -520,12 +529,12 @@ class Worker:
         finally:
             self._free_slot(running)
         if settlement is not None:
-            await self._settle(running, settlement, time.monotonic() - started)
+            await self._settle(running, settlement, self._monotonic() - started)
 
     async def _begin_attempt(self, running: _Running) -> Settlement:
         job = running.job
         running.renew_every = job.visibility_timeout / 3
-        running.renew_at = time.monotonic() + running.renew_every
+        running.renew_at = self._monotonic() + running.renew_every
         self._report_utilization(job.queue)
         self._metrics.job_started(job.queue, self._job_type_label(job), self._time_in_queue(job))
         if self._tracer is None:
@@ -719,15 +728,15 @@ class Worker:
 
     async def _beat(self) -> None:
         current = [*self._running.values(), *self._settling.values()]
-        now = time.monotonic()
+        now = self._monotonic()
         if all(r.renew_at > now for r in current):
             return
         try:
-            held = await self._jobs.heartbeat([r.lease for r in current])
+            held = await self._leases.heartbeat([r.lease for r in current])
         except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
             log.warning("heartbeat failed: %s", exc)
             return
-        renewed_at = time.monotonic()
+        renewed_at = self._monotonic()
         for running in current:
             if running.job.id in held:
                 running.renew_at = renewed_at + running.renew_every
@@ -760,7 +769,7 @@ class Worker:
         await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
         leases = [r.lease for r in leftovers]
         try:
-            released = await self._jobs.release(leases)
+            released = await self._leases.release(leases)
             await self._ready_queue.push(
                 [ReadyHint(r.job.queue, r.job.id) for r in leftovers if r.job.id in released]
             )

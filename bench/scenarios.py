@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from taskforge.adapters.postgres.jobs import PostgresJobRepository
+from taskforge.adapters.postgres import PostgresJobStore
 from taskforge.adapters.system import Uuid7Source
-from taskforge.application.jobs import EnqueueJobs
+from taskforge.application.enqueue import EnqueueJobs
+from taskforge.application.hints import HintDispatcher
 from taskforge.bench.stack import Stack, peak_rss_mib, until
 from taskforge.domain.job import NewJob
 
@@ -131,8 +132,8 @@ async def bench_batch(stack: Stack, total: int, size: int) -> Result:
 
 async def preload(stack: Stack, queue: str, count: int) -> None:
     """Enqueue `count` no-op jobs with hints, as fast as the store takes them."""
-    jobs = PostgresJobRepository(stack.pool)
-    enqueue = EnqueueJobs(jobs, stack.ready_queue)
+    hints = HintDispatcher(stack.ready_queue)
+    enqueue = EnqueueJobs(PostgresJobStore(stack.pool), hints)
     ids = Uuid7Source()
     for start in range(0, count, 5_000):
         chunk = [

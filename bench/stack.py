@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from taskforge.adapters.postgres.jobs import create_pool
+from taskforge.adapters.postgres.connection import create_pool
 from taskforge.adapters.postgres.migrations import apply_migrations
 from taskforge.adapters.redis.client import create_redis
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue

@@ -45,7 +45,7 @@ class Job:
     `lease_token` and `lease_expires_at` are set exactly while the job is RUNNING;
     `reason` is the operator's or the system's reason for a cancel or a dead-letter.
     `timeout` is the attempt's time limit in seconds (0: none). `errors` holds the last
-    MAX_ATTEMPT_ERRORS failed attempts, oldest first; only `JobRepository.get` loads them
+    MAX_ATTEMPT_ERRORS failed attempts, oldest first; only `JobStore.get` loads them
     (lists and claims leave them empty: a job's errors may weigh 160 KiB).
     """
 

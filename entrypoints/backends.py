@@ -9,9 +9,12 @@ import asyncpg
 from dishka import Provider, Scope, provide
 from redis.asyncio import Redis
 
-from taskforge.adapters.postgres.jobs import (
+from taskforge.adapters.postgres import (
     PostgresDeadLetterStore,
-    PostgresJobRepository,
+    PostgresJobStore,
+    PostgresLeaseStore,
+    PostgresOperatorMoves,
+    PostgresSweeps,
     create_pool,
 )
 from taskforge.adapters.postgres.migrations import SchemaCheck
@@ -21,10 +24,13 @@ from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.ports import (
     DeadLetterStore,
-    JobRepository,
+    JobStore,
+    LeaseStore,
     MetricsStore,
+    OperatorMoves,
     RateLimiter,
     ReadyQueue,
+    Sweeps,
 )
 from taskforge.entrypoints.config import Settings
 
@@ -53,13 +59,11 @@ class PostgresProvider(Provider):
         finally:
             await pool.close()
 
-    @provide
-    def jobs(self, pool: asyncpg.Pool) -> JobRepository:
-        return PostgresJobRepository(pool)
-
-    @provide
-    def dead_letters(self, pool: asyncpg.Pool) -> DeadLetterStore:
-        return PostgresDeadLetterStore(pool)
+    job_store = provide(PostgresJobStore, provides=JobStore)
+    lease_store = provide(PostgresLeaseStore, provides=LeaseStore)
+    sweeps = provide(PostgresSweeps, provides=Sweeps)
+    operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
+    dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
 
 
 class RedisProvider(Provider):

@@ -1,11 +1,22 @@
-"""The one place where ports meet adapters: dishka providers per backend."""
+"""The one place where ports meet adapters: dishka providers, one per layer.
+
+`SettingsProvider` turns the process's Settings into each part's settings;
+`InfrastructureProvider` gives the system adapters (clock, ids, randomness, telemetry);
+a backend provider gives the stores and queues (`MemoryProvider` here, Postgres and Redis
+in `backends`); `ApplicationProvider` builds the use cases, the worker and the scheduler
+from the ports alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from enum import StrEnum
+from typing import Any
 
 from dishka import (
     AnyOf,
@@ -17,22 +28,23 @@ from dishka import (
     provide,
 )
 
-from taskforge.adapters.memory.jobs import (
-    InMemoryDeadLetterStore,
-    InMemoryJobRepository,
-    InMemoryState,
-)
+from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
+from taskforge.adapters.memory.job_store import InMemoryJobStore
+from taskforge.adapters.memory.lease_store import InMemoryLeaseStore
 from taskforge.adapters.memory.metrics import InMemoryMetricsStore
+from taskforge.adapters.memory.operator_moves import InMemoryOperatorMoves
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.state import InMemoryState
+from taskforge.adapters.memory.sweeps import InMemorySweeps
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
 from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
+from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
 from taskforge.application.handlers import HandlerRegistry
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.jobs import (
     CancelJob,
-    EnqueueJob,
-    EnqueueJobs,
     GetDeadLetter,
     GetJob,
     GetStats,
@@ -43,19 +55,24 @@ from taskforge.application.jobs import (
     RetryJob,
 )
 from taskforge.application.metrics import JobMetricsRecorder
+from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
     DeadLetterStore,
     IdSource,
-    JobRepository,
+    JobStore,
     JobTracer,
+    LeaseStore,
     MetricsStore,
+    OperatorMoves,
     RandomSource,
     RateLimiter,
     ReadyQueue,
+    Sweeps,
     WorkerMetrics,
 )
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.application.worker import Worker, WorkerSettings
 from taskforge.entrypoints.config import Settings
 
 
@@ -66,14 +83,47 @@ class Backend(StrEnum):
     """Production: Postgres is the source of truth, Redis carries dispatch."""
 
 
-class CoreProvider(Provider):
+class SettingsProvider(Provider):
+    """What the process was started with, and the settings of each part derived from it."""
+
     scope = Scope.APP
 
     settings = from_context(provides=Settings, scope=Scope.APP)
     handlers = from_context(provides=HandlerRegistry, scope=Scope.APP)
     backend = from_context(provides=Backend, scope=Scope.APP)
+
+    @provide
+    def scheduler_settings(self, settings: Settings) -> SchedulerSettings:
+        return SchedulerSettings(
+            batch_size=settings.scheduler_batch_size,
+            tick_interval=settings.scheduler_tick,
+            republish_after=settings.republish_after,
+            retention_period=settings.retention_period,
+        )
+
+    @provide
+    def worker_settings(self, settings: Settings) -> WorkerSettings:
+        return WorkerSettings(
+            queues=settings.queues,
+            concurrency=settings.worker_concurrency,
+            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            rate_limit_per_sec=settings.rate_limit_per_sec,
+            heartbeat=settings.worker_heartbeat,
+            shutdown_grace=settings.worker_shutdown_grace,
+        )
+
+
+class InfrastructureProvider(Provider):
+    """The adapters every backend shares: time, ids, randomness and telemetry."""
+
+    scope = Scope.APP
+
     clock = provide(SystemClock, provides=Clock)
     ids = provide(Uuid7Source, provides=IdSource)
+
+    @provide
+    def random(self) -> RandomSource:
+        return system_random
 
     @provide(provides=AnyOf[JobMetricsRecorder, WorkerMetrics])
     def recorder(self) -> JobMetricsRecorder:
@@ -102,30 +152,64 @@ class CoreProvider(Provider):
     def tracer(self, tracing: OpenTelemetryTracing | None) -> JobTracer | None:
         return tracing
 
+
+class MemoryProvider(Provider):
+    """The embedded backend: every store role a view of one InMemoryState."""
+
+    scope = Scope.APP
+
+    state = provide(InMemoryState)
+    job_store = provide(InMemoryJobStore, provides=JobStore)
+    lease_store = provide(InMemoryLeaseStore, provides=LeaseStore)
+    sweeps = provide(InMemorySweeps, provides=Sweeps)
+    operator_moves = provide(InMemoryOperatorMoves, provides=OperatorMoves)
+    dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
+    ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
+
     @provide
-    def random(self) -> RandomSource:
-        return system_random
+    def rate_limiter(self) -> RateLimiter:
+        return InMemoryRateLimiter()
+
+    @provide
+    def metrics_store(self) -> MetricsStore:
+        return InMemoryMetricsStore()
+
+
+HINT_DRAIN_SECONDS = 5.0
+"""At shutdown, how long the last hints may take to reach Redis; the scheduler publishes
+any still unpushed."""
+
+
+class ApplicationProvider(Provider):
+    """Use cases, the worker and the scheduler, each built from the ports it uses."""
+
+    scope = Scope.APP
+
+    @provide
+    async def hints(self, ready_queue: ReadyQueue) -> AsyncIterator[HintDispatcher]:
+        """Pushes its last hints before the ready queue's client closes."""
+        hints = HintDispatcher(ready_queue)
+        yield hints
+        await _within_drain_time(hints.drain())
 
     @provide
     async def enqueue_job(
         self,
-        jobs: JobRepository,
-        ready_queue: ReadyQueue,
+        jobs: JobStore,
+        hints: HintDispatcher,
         tracer: JobTracer | None,
         settings: Settings,
     ) -> AsyncIterator[EnqueueJob]:
-        """Pushes its last hints before the ready queue's client closes."""
-        enqueue = EnqueueJob(jobs, ready_queue, tracer, settings.max_waiting_enqueues)
+        """Stores its waiting jobs before the dispatcher takes its last hints."""
+        enqueue = EnqueueJob(jobs, hints, tracer, settings.max_waiting_enqueues)
         yield enqueue
-        await _drained(enqueue)
+        await _within_drain_time(enqueue.drain())
 
     @provide
-    async def enqueue_jobs(
-        self, jobs: JobRepository, ready_queue: ReadyQueue, tracer: JobTracer | None
-    ) -> AsyncIterator[EnqueueJobs]:
-        enqueue = EnqueueJobs(jobs, ready_queue, tracer)
-        yield enqueue
-        await _drained(enqueue)
+    def enqueue_jobs(
+        self, jobs: JobStore, hints: HintDispatcher, tracer: JobTracer | None
+    ) -> EnqueueJobs:
+        return EnqueueJobs(jobs, hints, tracer)
 
     get_job = provide(GetJob)
     list_jobs = provide(ListJobs)
@@ -139,7 +223,7 @@ class CoreProvider(Provider):
     @provide
     def stats(
         self,
-        jobs: JobRepository,
+        jobs: JobStore,
         dead_letters: DeadLetterStore,
         ready_queue: ReadyQueue,
         settings: Settings,
@@ -147,54 +231,57 @@ class CoreProvider(Provider):
         return GetStats(jobs, dead_letters, ready_queue, settings.queue_name)
 
     @provide
-    def scheduler_settings(self, settings: Settings) -> SchedulerSettings:
-        return SchedulerSettings(
-            batch_size=settings.scheduler_batch_size,
-            tick_interval=settings.scheduler_tick,
-            republish_after=settings.republish_after,
-            retention_period=settings.retention_period,
-        )
-
-    @provide
     def scheduler_tick(
         self,
-        jobs: JobRepository,
+        sweeps: Sweeps,
         ready_queue: ReadyQueue,
         settings: SchedulerSettings,
         tracer: JobTracer | None,
     ) -> SchedulerTick:
-        return SchedulerTick(jobs, ready_queue, settings, tracer)
+        return SchedulerTick(sweeps, ready_queue, settings, tracer)
+
+    @provide
+    def worker(
+        self,
+        leases: LeaseStore,
+        ready_queue: ReadyQueue,
+        rate_limiter: RateLimiter,
+        handlers: HandlerRegistry,
+        metrics: WorkerMetrics,
+        clock: Clock,
+        random: RandomSource,
+        tracer: JobTracer | None,
+        settings: WorkerSettings,
+    ) -> Worker:
+        return Worker(
+            leases=leases,
+            ready_queue=ready_queue,
+            rate_limiter=rate_limiter,
+            handlers=handlers,
+            metrics=metrics,
+            clock=clock,
+            random=random,
+            tracer=tracer,
+            settings=settings,
+        )
+
+    @provide
+    def metrics_publisher(
+        self,
+        recorder: JobMetricsRecorder,
+        store: MetricsStore,
+        worker: WorkerSettings,
+        settings: Settings,
+    ) -> MetricsPublisher:
+        """Publishes the worker's counts to the cluster-wide store, under its lease owner."""
+        return MetricsPublisher(
+            recorder, store, worker_id=worker.owner, interval=settings.metrics_flush_interval
+        )
 
 
-HINT_DRAIN_SECONDS = 5.0
-"""At shutdown, how long the last hints may take to reach Redis; the scheduler publishes
-any still unpushed."""
-
-
-async def _drained(enqueue: EnqueueJob | EnqueueJobs) -> None:
+async def _within_drain_time(drained: Coroutine[Any, Any, None]) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(enqueue.drain(), HINT_DRAIN_SECONDS)
-
-
-class MemoryProvider(Provider):
-    scope = Scope.APP
-
-    state = provide(InMemoryState)
-    ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
-
-    @provide
-    def rate_limiter(self) -> RateLimiter:
-        return InMemoryRateLimiter()
-
-    dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
-
-    @provide
-    def metrics_store(self) -> MetricsStore:
-        return InMemoryMetricsStore()
-
-    @provide
-    def jobs(self, state: InMemoryState, clock: Clock, ids: IdSource) -> JobRepository:
-        return InMemoryJobRepository(state, clock, ids)
+        await asyncio.wait_for(drained, HINT_DRAIN_SECONDS)
 
 
 def production_providers() -> list[Provider]:
@@ -211,11 +298,12 @@ def make_container(
 ) -> AsyncContainer:
     """The container for `backend`; `overrides` come last, so providers they mark
     `override=True` replace the backend's (tests inject failing adapters this way)."""
-    providers: list[Provider] = [CoreProvider()]
+    providers: list[Provider] = [SettingsProvider(), InfrastructureProvider()]
     if backend is Backend.MEMORY:
         providers.append(MemoryProvider())
     else:
         providers += production_providers()
+    providers.append(ApplicationProvider())
     providers += overrides
     return make_async_container(
         *providers, context={Settings: settings, HandlerRegistry: handlers, Backend: backend}

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import sys
-import uuid
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -26,21 +25,11 @@ from prometheus_client import start_http_server
 from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
-from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.metrics_publisher import MetricsPublisher
-from taskforge.application.ports import (
-    Clock,
-    JobRepository,
-    JobTracer,
-    MetricsStore,
-    RandomSource,
-    RateLimiter,
-    ReadyQueue,
-    WorkerMetrics,
-)
+from taskforge.application.ports import JobStore
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
 from taskforge.application.timing import settle_within, sleep_unless
-from taskforge.application.worker import Worker, WorkerSettings
+from taskforge.application.worker import Worker
 from taskforge.domain.errors import Unavailable
 from taskforge.entrypoints.config import Address, Settings, masked_dsn, without_password
 from taskforge.entrypoints.demo_handlers import demo_registry
@@ -208,32 +197,6 @@ async def serve_http(
     await serving
 
 
-async def build_worker(
-    container: AsyncContainer,
-    settings: Settings,
-    queues: tuple[str, ...],
-    concurrency: int,
-) -> Worker:
-    return Worker(
-        jobs=await container.get(JobRepository),
-        ready_queue=await container.get(ReadyQueue),
-        rate_limiter=await container.get(RateLimiter),
-        handlers=await container.get(HandlerRegistry),
-        metrics=await container.get(WorkerMetrics),
-        clock=await container.get(Clock),
-        random=await container.get(RandomSource),
-        tracer=await container.get(JobTracer | None),
-        settings=WorkerSettings(
-            queues=queues,
-            concurrency=concurrency,
-            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            rate_limit_per_sec=settings.rate_limit_per_sec,
-            heartbeat=settings.worker_heartbeat,
-            shutdown_grace=settings.worker_shutdown_grace,
-        ),
-    )
-
-
 async def warn_about_eviction(container: AsyncContainer) -> None:
     """Ready hints are plain Redis keys: an eviction policy other than noeviction may drop them
     under memory pressure. Nothing is lost (the scheduler re-publishes), but dispatch stalls
@@ -265,7 +228,7 @@ async def wait_for_store(container: AsyncContainer, role: str, stop: asyncio.Eve
     created or migrated waits and starts by itself, rather than exiting into a restart loop
     that would repeat the same line."""
     settings = await container.get(Settings)
-    jobs = await container.get(JobRepository)
+    jobs = await container.get(JobStore)
     dsn = settings.postgres_dsn
     store = f"Postgres at {masked_dsn(dsn)}" if dsn else "the job store"
     reported: str | None = None
@@ -312,13 +275,8 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     if not await wait_for_store(container, "worker", stop):
         return
     await warn_about_eviction(container)
-    worker = await build_worker(container, settings, settings.queues, settings.worker_concurrency)
-    publisher = MetricsPublisher(
-        await container.get(JobMetricsRecorder),
-        await container.get(MetricsStore),
-        worker_id=worker.owner,
-        interval=settings.metrics_flush_interval,
-    )
+    worker = await container.get(Worker)
+    publisher = await container.get(MetricsPublisher)
     log.info(
         "worker serving %s with %d slot(s)", ",".join(settings.queues), settings.worker_concurrency
     )

@@ -6,13 +6,22 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
+from redis.asyncio import Redis
 
+from taskforge.adapters.redis.client import client_options
 from taskforge.bench.stack import free_port
 
-__all__ = ["DevServer", "free_port", "redis_env", "wait_until_healthy"]
+__all__ = [
+    "DevServer",
+    "free_port",
+    "redis_env",
+    "redis_from_url",
+    "wait_until_healthy",
+    "with_query",
+]
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,20 @@ class DevServer:
 
     url: str
     token: str
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with extra query parameters (redis-py reads client options from the query)."""
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return urlunsplit(parts._replace(query=query))
+
+
+def redis_from_url(url: str) -> Redis:
+    """A client like the service's, for `redis://[:password@]host:port/db`; options given in
+    the URL's query (`?socket_timeout=10`) override the defaults. The caller closes it."""
+    client: Redis = Redis.from_url(url, **client_options())
+    return client
 
 
 def redis_env(redis_url: str) -> dict[str, str]:

@@ -61,7 +61,3 @@ class InMemoryReadyQueue:
 
     async def ping(self) -> None:
         return None
-
-    def clear(self) -> None:
-        """Drop every hint, as a Redis flush would (for tests of the recovery path)."""
-        self._lists.clear()

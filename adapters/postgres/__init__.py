@@ -1,20 +1,34 @@
 """The Postgres backend: the source of truth for jobs and dead letters, and its schema.
 
-`create_pool` opens the connection pool the repositories share; `apply_migrations` brings
-a database's schema up to date from the numbered files in `migrations/`.
+One module per store role (`job_store`, `lease_store`, `sweeps`, `operator_moves`,
+`dead_letter_store`), each with its SQL beside its methods; `connection` opens the pool
+they share and maps connection failures to Unavailable; `migrations` brings a database's
+schema up to date from the numbered files in `migrations/`.
+
+Every transition is one conditional statement: it names the state it expects and, for a
+worker's writes, the lease token, so a write whose condition no longer holds changes
+nothing. Batched methods take arrays and `unnest` them. Statements that lock several rows
+and may wait lock them in id order, so two of them never wait for each other in a cycle;
+scheduler sweeps use `FOR UPDATE SKIP LOCKED` instead, so concurrent schedulers share the
+work without waiting and never handle one job twice. Timestamps come from the database's
+`now()` (the transaction's start), never from Python.
 """
 
-from taskforge.adapters.postgres.jobs import (
-    PostgresDeadLetterStore,
-    PostgresJobRepository,
-    create_pool,
-)
+from taskforge.adapters.postgres.connection import create_pool
+from taskforge.adapters.postgres.dead_letter_store import PostgresDeadLetterStore
+from taskforge.adapters.postgres.job_store import PostgresJobStore
+from taskforge.adapters.postgres.lease_store import PostgresLeaseStore
 from taskforge.adapters.postgres.migrations import MigrationError, apply_migrations
+from taskforge.adapters.postgres.operator_moves import PostgresOperatorMoves
+from taskforge.adapters.postgres.sweeps import PostgresSweeps
 
 __all__ = [
     "MigrationError",
     "PostgresDeadLetterStore",
-    "PostgresJobRepository",
+    "PostgresJobStore",
+    "PostgresLeaseStore",
+    "PostgresOperatorMoves",
+    "PostgresSweeps",
     "apply_migrations",
     "create_pool",
 ]

@@ -19,7 +19,7 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
-from taskforge.adapters.postgres.jobs import CONNECTION_ERRORS, RUN_MIGRATE
+from taskforge.adapters.postgres.connection import CONNECTION_ERRORS, RUN_MIGRATE
 from taskforge.domain.errors import Unavailable
 
 FILE_NAME = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")

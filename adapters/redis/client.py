@@ -70,7 +70,8 @@ class _ReconnectRetry(Retry):
         return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
-def _options() -> dict[str, Any]:
+def client_options() -> dict[str, Any]:
+    """The bounds and reconnect policy of every TaskForge Redis client."""
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
@@ -86,14 +87,7 @@ def _options() -> dict[str, Any]:
 
 def create_redis(*, host: str, port: int, db: int, password: str | None) -> Redis:
     """A pooled client; an empty password means none. The caller closes it (`aclose`)."""
-    return Redis(host=host, port=port, db=db, password=password or None, **_options())
-
-
-def redis_from_url(url: str) -> Redis:
-    """A pooled client for `redis://[:password@]host:port/db`; options given in the URL's
-    query (`?socket_timeout=10`) override the defaults. The caller closes it (`aclose`)."""
-    client: Redis = Redis.from_url(url, **_options())
-    return client
+    return Redis(host=host, port=port, db=db, password=password or None, **client_options())
 
 
 def blocking_slice(client: Redis) -> float | None:

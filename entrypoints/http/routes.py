@@ -1,4 +1,7 @@
-"""Route handlers: parse, call one use case, shape the response."""
+"""Route handlers: parse, call one use case, shape the response.
+
+Longer than most modules: every route of the API with its OpenAPI description, one short
+handler each, so the whole HTTP surface reads in one place."""
 
 from __future__ import annotations
 
@@ -19,10 +22,9 @@ from taskforge.adapters.telemetry.metrics import (
     HttpMetrics,
     render_api_metrics,
 )
+from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
 from taskforge.application.jobs import (
     CancelJob,
-    EnqueueJob,
-    EnqueueJobs,
     GetDeadLetter,
     GetJob,
     GetStats,
@@ -35,7 +37,7 @@ from taskforge.application.jobs import (
 from taskforge.application.ports import (
     DeadLetterStore,
     IdSource,
-    JobRepository,
+    JobStore,
     ListFilter,
     MetricsStore,
     ReadyQueue,
@@ -186,7 +188,7 @@ async def healthz() -> HealthOut:
 @inject
 async def readyz(
     request: Request[Any, Any, Any],
-    jobs: FromDishka[JobRepository],
+    jobs: FromDishka[JobStore],
     ready_queue: FromDishka[ReadyQueue],
     backend: FromDishka[Backend],
 ) -> ReadyOut:

@@ -7,6 +7,7 @@ and delay not both (JobIn's `not`, added in app.py), no NUL in a reason. Rules J
 cannot say are in the descriptions only: maxDelay >= initialDelay, idempotencyKey printable
 (Python's str.isprintable), no NUL anywhere in a payload, runAt within its range once its
 offset is applied.
+Longer than most modules: every body of the API, each a short declaration.
 """
 
 from __future__ import annotations

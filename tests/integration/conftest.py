@@ -1,4 +1,7 @@
-"""Fixtures shared by the integration folders."""
+"""Fixtures shared by the integration folders: a live `taskforge dev`, and for every test
+that talks to Redis directly a client of its own and a key prefix of its own under the
+run's prefix, with queue names under the run's queue pattern, so `redis_cleanup` removes
+every key a test creates."""
 
 from __future__ import annotations
 
@@ -7,11 +10,14 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
-from tests.support import DevServer, free_port, wait_until_healthy
+from taskforge.adapters.redis.ready_queue import RedisReadyQueue
+from tests.support import DevServer, free_port, redis_from_url, wait_until_healthy, with_query
 
 DEV = "from taskforge.entrypoints.cli.service import main; main()"
 STARTUP_DEADLINE = 30.0
@@ -45,3 +51,37 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def key_prefix(redis_prefix: str) -> str:
+    """An internal key prefix only this test uses, under the run's prefix."""
+    return f"{redis_prefix}{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def client_name() -> str:
+    """Names this test's Redis connections, so CLIENT LIST can find them."""
+    return f"taskforge-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(
+    redis_url: str, client_name: str, redis_cleanup: None
+) -> AsyncIterator[Redis]:
+    client = redis_from_url(with_query(redis_url, client_name=client_name))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_ready_queue(redis_client: Redis, key_prefix: str) -> RedisReadyQueue:
+    return RedisReadyQueue(redis_client, key_prefix)
+
+
+@pytest.fixture
+def queues(queue_name: str) -> list[str]:
+    """Three queue names, in the order a worker serves them; colons as in `jobs:ready`."""
+    return [f"{queue_name}:{suffix}" for suffix in ("first", "second", "third")]

@@ -9,17 +9,22 @@ from uuid import UUID
 
 import pytest
 
-from taskforge.adapters.memory.clock import ManualClock
-from taskforge.adapters.memory.jobs import (
-    InMemoryDeadLetterStore,
-    InMemoryJobRepository,
-    InMemoryState,
-)
+from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.system import Uuid7Source
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import AttributeValue
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import RetryPolicy
+from tests.clock import ManualClock
+from tests.job_stores import InMemoryJobs
+
+
+class FlushableReadyQueue(InMemoryReadyQueue):
+    def clear(self) -> None:
+        """Drop every hint, as a Redis flush would (for tests of the recovery path)."""
+        self._lists.clear()
 
 
 @dataclass
@@ -27,9 +32,12 @@ class Memory:
     clock: ManualClock
     ids: Uuid7Source
     state: InMemoryState
-    jobs: InMemoryJobRepository
+    jobs: InMemoryJobs
+    """Every role of the job store, over `state`."""
     dead_letters: InMemoryDeadLetterStore
-    ready_queue: InMemoryReadyQueue
+    ready_queue: FlushableReadyQueue
+    hints: HintDispatcher
+    """Pushes to `ready_queue`, as the process's one dispatcher does."""
 
     def new_job(self, job_type: str = "noop", **fields: object) -> NewJob:
         fields.setdefault("queue", "jobs:ready")
@@ -40,14 +48,16 @@ class Memory:
 def memory() -> Memory:
     clock = ManualClock()
     ids = Uuid7Source()
-    state = InMemoryState()
+    state = InMemoryState(clock, ids)
+    ready_queue = FlushableReadyQueue()
     return Memory(
         clock=clock,
         ids=ids,
         state=state,
-        jobs=InMemoryJobRepository(state, clock, ids),
+        jobs=InMemoryJobs(state),
         dead_letters=InMemoryDeadLetterStore(state),
-        ready_queue=InMemoryReadyQueue(),
+        ready_queue=ready_queue,
+        hints=HintDispatcher(ready_queue),
     )
 
 

@@ -85,10 +85,10 @@ def test_layer_imports_point_inward(layer: str) -> None:
 def test_the_checker_catches_outward_and_third_party_imports(tmp_path: Path) -> None:
     (tmp_path / "domain").mkdir()
     (tmp_path / "domain" / "bad.py").write_text(
-        "import json\nfrom taskforge.adapters.memory.jobs import InMemoryState\nimport asyncpg\n"
+        "import json\nfrom taskforge.adapters.memory.state import InMemoryState\nimport asyncpg\n"
     )
     assert violations("domain", tmp_path) == [
-        "domain/bad.py:2 imports taskforge.adapters.memory.jobs",
+        "domain/bad.py:2 imports taskforge.adapters.memory.state",
         "domain/bad.py:3 imports asyncpg (third-party)",
     ]
 
@@ -96,7 +96,7 @@ def test_the_checker_catches_outward_and_third_party_imports(tmp_path: Path) -> 
 def test_the_checker_catches_the_bench_reaching_into_the_http_entrypoint(tmp_path: Path) -> None:
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "bad.py").write_text(
-        "from taskforge.adapters.postgres.jobs import create_pool\n"
+        "from taskforge.adapters.postgres.connection import create_pool\n"
         "from taskforge.entrypoints.http.app import create_app\n"
     )
     assert violations("bench", tmp_path) == [
@@ -162,3 +162,50 @@ def test_importing_taskforge_does_not_load_the_http_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert loaded.stdout.split() == ["False", "False"]
+
+
+MAX_PORT_METHODS = 8
+
+
+def test_every_port_is_a_small_role() -> None:
+    """A port past ~8 methods is usually two roles; split it rather than grow it."""
+    from typing import Protocol
+
+    from taskforge.application import ports
+
+    protocols = [
+        value
+        for value in vars(ports).values()
+        if isinstance(value, type)
+        and value.__module__ == ports.__name__
+        and Protocol in value.__mro__[1:]
+    ]
+    assert protocols
+    for protocol in protocols:
+        methods = [
+            name
+            for name, member in vars(protocol).items()
+            if callable(member) and not name.startswith("_")
+        ]
+        assert len(methods) <= MAX_PORT_METHODS, f"{protocol.__name__} has {methods}"
+
+
+def test_loops_and_operator_moves_depend_on_their_role_only() -> None:
+    """The worker writes through the lease role, the scheduler through the sweeps, the
+    operator's use cases through the operator moves: none can reach the others' writes."""
+    from typing import get_type_hints
+
+    from taskforge.application import jobs, ports, scheduler, worker
+
+    store_roles = {ports.JobStore, ports.LeaseStore, ports.Sweeps, ports.OperatorMoves}
+    expected = {
+        worker.Worker: ports.LeaseStore,
+        scheduler.SchedulerTick: ports.Sweeps,
+        jobs.CancelJob: ports.OperatorMoves,
+        jobs.MoveJobToDeadLetter: ports.OperatorMoves,
+        jobs.RetryJob: ports.OperatorMoves,
+        jobs.ReplayDeadLetter: ports.OperatorMoves,
+    }
+    for use_case, role in expected.items():
+        hints = get_type_hints(vars(use_case)["__init__"])
+        assert store_roles & set(hints.values()) == {role}, use_case.__name__

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
-from taskforge.application.jobs import EnqueueJob
+from taskforge.application.enqueue import EnqueueJob
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.scheduler import REQUEUE_SPAN, SchedulerSettings, SchedulerTick
 from taskforge.domain.job import Lease
 from taskforge.domain.outcome import RetryLater
 from taskforge.domain.states import JobState
 
-from .conftest import Memory, RecordingTracer, quick_policy
+from .conftest import FlushableReadyQueue, Memory, RecordingTracer, quick_policy
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,7 +76,8 @@ async def test_expired_lease_on_the_last_attempt_dead_letters_the_job(memory: Me
 
 
 async def test_lost_hint_is_republished_after_the_window(memory: Memory) -> None:
-    job = (await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job())).job
+    job = (await EnqueueJob(memory.jobs, memory.hints)(memory.new_job())).job
+    await memory.hints.drain()
     memory.ready_queue.clear()  # as if Redis lost the list
     tick = tick_for(memory)
 
@@ -88,7 +89,7 @@ async def test_lost_hint_is_republished_after_the_window(memory: Memory) -> None
 
 
 async def test_hints_of_a_queue_nobody_serves_do_not_pile_up(memory: Memory) -> None:
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
     for _ in range(5):
         await enqueue(memory.new_job())
     await enqueue.drain()
@@ -102,7 +103,7 @@ async def test_hints_of_a_queue_nobody_serves_do_not_pile_up(memory: Memory) -> 
 
 
 async def test_only_the_hint_that_went_missing_is_replaced(memory: Memory) -> None:
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
     ids = [(await enqueue(memory.new_job())).job.id for _ in range(5)]
     await enqueue.drain()
     [lost] = await memory.ready_queue.pop(["jobs:ready"], 1, 0)  # a worker died before claiming
@@ -116,7 +117,7 @@ async def test_only_the_hint_that_went_missing_is_replaced(memory: Memory) -> No
 
 
 async def test_delayed_job_is_published_when_it_comes_due(memory: Memory) -> None:
-    job = (await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(delay=30.0))).job
+    job = (await EnqueueJob(memory.jobs, memory.hints)(memory.new_job(delay=30.0))).job
     tick = tick_for(memory)
 
     await tick()
@@ -126,7 +127,7 @@ async def test_delayed_job_is_published_when_it_comes_due(memory: Memory) -> Non
     assert await queued_ids(memory) == [job.id]
 
 
-class ForgetfulReadyQueue(InMemoryReadyQueue):
+class ForgetfulReadyQueue(FlushableReadyQueue):
     """Reports one loss of its contents, as Redis does after a restart."""
 
     def __init__(self) -> None:
@@ -140,8 +141,10 @@ class ForgetfulReadyQueue(InMemoryReadyQueue):
 
 async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) -> None:
     memory.ready_queue = ForgetfulReadyQueue()
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    memory.hints = HintDispatcher(memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
     ids = [(await enqueue(memory.new_job())).job.id for _ in range(3)]
+    await memory.hints.drain()
     memory.ready_queue.clear()
 
     report = await tick_for(memory)()

@@ -9,18 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskforge.adapters.memory.jobs import InMemoryJobRepository
+from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.application.enqueue import ENQUEUE_SPAN, Enqueued, EnqueueJob, EnqueueJobs
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.jobs import (
-    ENQUEUE_SPAN,
     CancelJob,
-    Enqueued,
-    EnqueueJob,
-    EnqueueJobs,
     GetDeadLetter,
     GetJob,
     GetStats,
-    HintPublisher,
     ListDeadLetters,
     ListJobs,
     MoveJobToDeadLetter,
@@ -46,7 +43,7 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_enqueue_stores_a_pending_job_and_publishes_a_hint(memory: Memory) -> None:
-    result = await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job("email"))
+    result = await EnqueueJob(memory.jobs, memory.hints)(memory.new_job("email"))
     assert result.created
     assert result.job.state is JobState.PENDING
     assert result.job.next_run_at == memory.clock.now()
@@ -55,7 +52,7 @@ async def test_enqueue_stores_a_pending_job_and_publishes_a_hint(memory: Memory)
 
 
 async def test_reused_idempotency_key_returns_the_existing_job(memory: Memory) -> None:
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
     first = await enqueue(memory.new_job("email", idempotency_key="abc-123"))
     second = await enqueue(memory.new_job("email", idempotency_key="abc-123"))
     assert not second.created
@@ -64,7 +61,7 @@ async def test_reused_idempotency_key_returns_the_existing_job(memory: Memory) -
 
 
 async def test_concurrent_enqueues_with_one_key_create_one_job(memory: Memory) -> None:
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
     results = await asyncio.gather(
         *(enqueue(memory.new_job(idempotency_key="same")) for _ in range(50))
     )
@@ -74,14 +71,14 @@ async def test_concurrent_enqueues_with_one_key_create_one_job(memory: Memory) -
 
 
 async def test_delayed_job_is_not_published_until_due(memory: Memory) -> None:
-    result = await EnqueueJob(memory.jobs, memory.ready_queue)(memory.new_job(delay=60.0))
+    result = await EnqueueJob(memory.jobs, memory.hints)(memory.new_job(delay=60.0))
     assert result.job.next_run_at > memory.clock.now()
     assert await memory.ready_queue.pop(["jobs:ready"], 10, 0) == []
     assert await memory.jobs.claim([result.job.id], "w1") == []
 
 
 async def test_batch_enqueue_publishes_one_hint_per_new_due_job(memory: Memory) -> None:
-    enqueue = EnqueueJobs(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, memory.hints)
     results = await enqueue(
         [memory.new_job(), memory.new_job(delay=30.0), memory.new_job(idempotency_key="k")]
     )
@@ -172,9 +169,10 @@ async def test_cancel_then_retry_resets_the_attempts(memory: Memory) -> None:
     assert cancelled.state is JobState.CANCELLED
     assert cancelled.reason == "user requested"
     assert cancelled.lease_token is None
-    retried = await RetryJob(memory.jobs, memory.ready_queue)(job.id)
+    retried = await RetryJob(memory.jobs, memory.hints)(job.id)
     assert retried.state is JobState.PENDING
     assert retried.attempt_count == 0
+    await memory.hints.drain()
     assert [h.job_id for h in await memory.ready_queue.pop(["jobs:ready"], 10, 0)] == [job.id]
 
 
@@ -191,7 +189,7 @@ async def test_cancel_of_a_succeeded_job_is_an_invalid_transition(memory: Memory
 async def test_retry_of_a_pending_job_is_refused(memory: Memory) -> None:
     job, _ = await memory.jobs.add(memory.new_job())
     with pytest.raises(InvalidTransition):
-        await RetryJob(memory.jobs, memory.ready_queue)(job.id)
+        await RetryJob(memory.jobs, memory.hints)(job.id)
 
 
 async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memory: Memory) -> None:
@@ -213,7 +211,7 @@ async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memor
     assert total == 1
     assert entries[0].job_id == job.id
 
-    replayed = await ReplayDeadLetter(memory.jobs, memory.ready_queue)(job.id)
+    replayed = await ReplayDeadLetter(memory.jobs, memory.hints)(job.id)
     assert (replayed.state, replayed.attempt_count, replayed.retry_count) == (
         JobState.PENDING,
         0,
@@ -222,7 +220,7 @@ async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memor
     assert replayed.next_run_at == memory.clock.now()
     assert await memory.dead_letters.get(job.id) is None
     with pytest.raises(DeadLetterNotFound):
-        await ReplayDeadLetter(memory.jobs, memory.ready_queue)(job.id)
+        await ReplayDeadLetter(memory.jobs, memory.hints)(job.id)
 
 
 async def test_manual_move_to_dlq_records_the_reason(memory: Memory) -> None:
@@ -247,7 +245,7 @@ async def test_release_hands_a_job_back_without_counting_the_attempt(memory: Mem
 
 
 async def test_stats_count_states_per_queue_with_depth(memory: Memory) -> None:
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
     first = await enqueue(memory.new_job(queue="emails"))
     await enqueue(memory.new_job(queue="emails"))
     await CancelJob(memory.jobs)(first.job.id, None)
@@ -261,11 +259,11 @@ async def test_stats_count_states_per_queue_with_depth(memory: Memory) -> None:
     assert stats.dead_letters == 0
 
 
-class CountingRepository(InMemoryJobRepository):
+class CountingRepository(InMemoryJobStore):
     """Counts batched writes and refuses any batch that holds a `poison` job."""
 
     def __init__(self, memory: Memory) -> None:
-        super().__init__(memory.state, memory.clock, memory.ids)
+        super().__init__(memory.state)
         self.writes = 0
 
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -278,7 +276,7 @@ class CountingRepository(InMemoryJobRepository):
 
 async def test_overlapping_enqueues_share_writes(memory: Memory) -> None:
     jobs = CountingRepository(memory)
-    enqueue = EnqueueJob(jobs, memory.ready_queue)
+    enqueue = EnqueueJob(jobs, memory.hints)
 
     results = await asyncio.gather(*(enqueue(memory.new_job()) for _ in range(50)))
 
@@ -290,7 +288,7 @@ async def test_overlapping_enqueues_share_writes(memory: Memory) -> None:
 
 async def test_a_refused_job_fails_only_its_own_caller(memory: Memory) -> None:
     jobs = CountingRepository(memory)
-    enqueue = EnqueueJob(jobs, memory.ready_queue)
+    enqueue = EnqueueJob(jobs, memory.hints)
 
     results = await asyncio.gather(
         enqueue(memory.new_job()),
@@ -307,11 +305,11 @@ async def test_a_refused_job_fails_only_its_own_caller(memory: Memory) -> None:
 
 
 async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
-    class DownRepository(InMemoryJobRepository):
+    class DownRepository(InMemoryJobStore):
         async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
             raise Unavailable("postgres", "connection refused")
 
-    enqueue = EnqueueJob(DownRepository(memory.state, memory.clock, memory.ids), memory.ready_queue)
+    enqueue = EnqueueJob(DownRepository(memory.state), memory.hints)
 
     results = await asyncio.gather(
         *(enqueue(memory.new_job()) for _ in range(3)), return_exceptions=True
@@ -320,7 +318,7 @@ async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
     assert all(isinstance(result, Unavailable) for result in results)
 
 
-class BrokenAnswerRepository(InMemoryJobRepository):
+class BrokenAnswerRepository(InMemoryJobStore):
     """Stores every job, but answers a `poison` job with an offset-less due time, as the
     Postgres driver reads back a job stored at -infinity: comparing it with an aware
     datetime raises TypeError, after the other jobs of the write are answered or not."""
@@ -336,9 +334,7 @@ class BrokenAnswerRepository(InMemoryJobRepository):
 async def test_a_job_the_writer_cannot_handle_leaves_every_other_answer_alone(
     memory: Memory,
 ) -> None:
-    enqueue = EnqueueJob(
-        BrokenAnswerRepository(memory.state, memory.clock, memory.ids), memory.ready_queue
-    )
+    enqueue = EnqueueJob(BrokenAnswerRepository(memory.state), memory.hints)
     batch = [memory.new_job("poison" if n == 3 else "noop") for n in range(20)]
 
     results = await asyncio.wait_for(asyncio.gather(*(enqueue(job) for job in batch)), 1.0)
@@ -353,7 +349,7 @@ async def test_a_job_the_writer_cannot_handle_leaves_every_other_answer_alone(
     assert {hint.job_id for hint in hints} == expected
 
 
-class TypeErrorRepository(InMemoryJobRepository):
+class TypeErrorRepository(InMemoryJobStore):
     """Refuses, with an unforeseen TypeError, any write that holds a `poison` job."""
 
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -366,9 +362,7 @@ class TypeErrorRepository(InMemoryJobRepository):
 async def test_a_store_crash_on_one_job_fails_only_that_caller_and_the_writer_goes_on(
     memory: Memory,
 ) -> None:
-    enqueue = EnqueueJob(
-        TypeErrorRepository(memory.state, memory.clock, memory.ids), memory.ready_queue
-    )
+    enqueue = EnqueueJob(TypeErrorRepository(memory.state), memory.hints)
     batch = [memory.new_job("poison" if n == 7 else "noop") for n in range(20)]
 
     results = await asyncio.wait_for(
@@ -383,12 +377,12 @@ async def test_a_store_crash_on_one_job_fails_only_that_caller_and_the_writer_go
     assert len(memory.state.jobs) == 20
 
 
-class CancelledWriteRepository(InMemoryJobRepository):
+class CancelledWriteRepository(InMemoryJobStore):
     """Its first write ends in CancelledError, as a write does when the writer task is
     cancelled (at shutdown) while the store works."""
 
     def __init__(self, memory: Memory) -> None:
-        super().__init__(memory.state, memory.clock, memory.ids)
+        super().__init__(memory.state)
         self.cancel_next = True
 
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -400,7 +394,7 @@ class CancelledWriteRepository(InMemoryJobRepository):
 
 
 async def test_a_cancelled_write_answers_every_waiting_caller(memory: Memory) -> None:
-    enqueue = EnqueueJob(CancelledWriteRepository(memory), memory.ready_queue)
+    enqueue = EnqueueJob(CancelledWriteRepository(memory), memory.hints)
 
     results = await asyncio.wait_for(
         asyncio.gather(*(enqueue(memory.new_job()) for _ in range(5)), return_exceptions=True),
@@ -424,7 +418,7 @@ async def test_a_delay_ending_past_year_9999_is_refused_naming_delay(memory: Mem
     too_late = ten_years_before_the_end_of_time(memory)
 
     with pytest.raises(ValidationError) as caught:
-        await EnqueueJob(memory.jobs, memory.ready_queue)(too_late)
+        await EnqueueJob(memory.jobs, memory.hints)(too_late)
 
     assert caught.value.field == "delay"
     assert memory.state.jobs == {}
@@ -432,7 +426,7 @@ async def test_a_delay_ending_past_year_9999_is_refused_naming_delay(memory: Mem
 
 async def test_a_batch_with_a_delay_ending_past_year_9999_stores_nothing(memory: Memory) -> None:
     too_late = ten_years_before_the_end_of_time(memory)
-    enqueue = EnqueueJobs(memory.jobs, memory.ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, memory.hints)
 
     with pytest.raises(ValidationError) as caught:
         await enqueue([memory.new_job(), too_late, memory.new_job()])
@@ -444,8 +438,8 @@ async def test_a_batch_with_a_delay_ending_past_year_9999_stores_nothing(memory:
 async def test_a_job_due_in_the_past_is_published_at_once(memory: Memory) -> None:
     past = memory.clock.now() - timedelta(minutes=5)
 
-    enqueue_one = EnqueueJob(memory.jobs, memory.ready_queue)
-    enqueue_many = EnqueueJobs(memory.jobs, memory.ready_queue)
+    enqueue_one = EnqueueJob(memory.jobs, memory.hints)
+    enqueue_many = EnqueueJobs(memory.jobs, memory.hints)
     single = await enqueue_one(memory.new_job(run_at=past))
     [batched] = await enqueue_many([memory.new_job(run_at=past)])
     await enqueue_one.drain()
@@ -469,9 +463,39 @@ class HeldReadyQueue(InMemoryReadyQueue):
         await super().push(hints)
 
 
+ANSWER_WITHIN = 5.0
+"""Far above any answer: the point is that an answer comes at all."""
+
+
+async def dead_lettered_job(memory: Memory) -> Job:
+    job, _ = await memory.jobs.add(memory.new_job())
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    lease = Lease(job_id=job.id, token=claimed.lease_token)
+    await memory.jobs.settle([DeadLettered(lease=lease, error="boom", reason="terminal error")])
+    return job
+
+
+async def test_retry_and_replay_answer_while_the_ready_queue_is_frozen(memory: Memory) -> None:
+    frozen = HeldReadyQueue()  # its pushes never return, as with a Redis stopped by SIGSTOP
+    hints = HintDispatcher(frozen)
+    to_retry, to_replay = await dead_lettered_job(memory), await dead_lettered_job(memory)
+
+    retried = await asyncio.wait_for(RetryJob(memory.jobs, hints)(to_retry.id), ANSWER_WITHIN)
+    replayed = await asyncio.wait_for(
+        ReplayDeadLetter(memory.jobs, hints)(to_replay.id), ANSWER_WITHIN
+    )
+
+    assert retried.state is replayed.state is JobState.PENDING
+    frozen.gate.set()  # the queue thaws: the hints that waited in the background go out
+    await asyncio.wait_for(hints.drain(), ANSWER_WITHIN)
+    pushed = await frozen.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in pushed] == [to_retry.id, to_replay.id]
+
+
 async def test_the_next_enqueue_is_stored_while_the_last_hint_is_pushed(memory: Memory) -> None:
     ready_queue = HeldReadyQueue()
-    enqueue = EnqueueJob(memory.jobs, ready_queue)
+    enqueue = EnqueueJob(memory.jobs, HintDispatcher(ready_queue))
 
     first = await enqueue(memory.new_job())
     second = await asyncio.wait_for(enqueue(memory.new_job()), 1.0)
@@ -488,7 +512,7 @@ async def test_the_next_enqueue_is_stored_while_the_last_hint_is_pushed(memory: 
 
 async def test_a_batch_is_answered_before_its_hints_are_pushed(memory: Memory) -> None:
     ready_queue = HeldReadyQueue()
-    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, HintDispatcher(ready_queue))
 
     [stored] = await asyncio.wait_for(enqueue([memory.new_job()]), 1.0)
     drained = asyncio.create_task(enqueue.drain())
@@ -505,8 +529,8 @@ async def test_each_enqueued_job_keeps_the_traceparent_of_its_own_enqueue_span(
     memory: Memory,
 ) -> None:
     tracer = RecordingTracer()
-    enqueue_one = EnqueueJob(memory.jobs, memory.ready_queue, tracer)
-    enqueue_many = EnqueueJobs(memory.jobs, memory.ready_queue, tracer)
+    enqueue_one = EnqueueJob(memory.jobs, memory.hints, tracer)
+    enqueue_many = EnqueueJobs(memory.jobs, memory.hints, tracer)
 
     single = await enqueue_one(memory.new_job("email"))
     batch = await enqueue_many([memory.new_job("email"), memory.new_job("sms")])
@@ -522,7 +546,7 @@ async def test_each_enqueued_job_keeps_the_traceparent_of_its_own_enqueue_span(
 
 async def test_an_existing_job_keeps_its_trace_and_the_span_names_it(memory: Memory) -> None:
     tracer = RecordingTracer()
-    enqueue = EnqueueJob(memory.jobs, memory.ready_queue, tracer)
+    enqueue = EnqueueJob(memory.jobs, memory.hints, tracer)
     first = await enqueue(memory.new_job(idempotency_key="once"))
 
     again = await enqueue(memory.new_job(idempotency_key="once"))
@@ -536,7 +560,7 @@ async def test_an_existing_job_keeps_its_trace_and_the_span_names_it(memory: Mem
 async def test_a_failed_enqueue_fails_its_spans(memory: Memory) -> None:
     tracer = RecordingTracer()
     jobs = CountingRepository(memory)
-    enqueue = EnqueueJobs(jobs, memory.ready_queue, tracer)
+    enqueue = EnqueueJobs(jobs, memory.hints, tracer)
 
     with pytest.raises(ValueError, match="refused"):
         await enqueue([memory.new_job(), memory.new_job("poison")])
@@ -547,7 +571,7 @@ async def test_a_failed_enqueue_fails_its_spans(memory: Memory) -> None:
 
 async def test_concurrent_batches_never_wait_for_redis(memory: Memory) -> None:
     ready_queue = HeldReadyQueue()
-    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, HintDispatcher(ready_queue))
 
     first = await enqueue([memory.new_job(), memory.new_job()])
     await asyncio.sleep(0.01)  # its push is under way, held
@@ -568,7 +592,7 @@ async def test_concurrent_batches_never_wait_for_redis(memory: Memory) -> None:
 
 async def test_giving_up_on_a_drain_leaves_the_hints_going(memory: Memory) -> None:
     ready_queue = HeldReadyQueue()
-    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, HintDispatcher(ready_queue))
     [first] = await enqueue([memory.new_job()])
 
     with pytest.raises(TimeoutError):
@@ -584,9 +608,9 @@ async def test_giving_up_on_a_drain_leaves_the_hints_going(memory: Memory) -> No
 async def test_hints_beyond_the_backlog_limit_are_left_to_the_scheduler(
     memory: Memory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(HintPublisher, "MAX_PENDING", 3)
+    monkeypatch.setattr(HintDispatcher, "MAX_PENDING", 3)
     ready_queue = HeldReadyQueue()
-    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, HintDispatcher(ready_queue))
 
     stored = await enqueue([memory.new_job() for _ in range(5)])
 
@@ -598,11 +622,11 @@ async def test_hints_beyond_the_backlog_limit_are_left_to_the_scheduler(
     assert [hint.job_id for hint in hints] == [result.job.id for result in stored[:3]]
 
 
-class SlowRepository(InMemoryJobRepository):
+class SlowRepository(InMemoryJobStore):
     """The in-memory repository, taking `delay` seconds per write."""
 
     def __init__(self, memory: Memory) -> None:
-        super().__init__(memory.state, memory.clock, memory.ids)
+        super().__init__(memory.state)
         self.delay = 0.0
 
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -613,7 +637,7 @@ class SlowRepository(InMemoryJobRepository):
 async def test_giving_up_on_a_single_enqueue_drain_returns_at_once(memory: Memory) -> None:
     ready_queue = HeldReadyQueue()
     jobs = SlowRepository(memory)
-    enqueue = EnqueueJob(jobs, ready_queue)
+    enqueue = EnqueueJob(jobs, HintDispatcher(ready_queue))
     await enqueue(memory.new_job())  # its hint's push is held
     jobs.delay = 0.3
     storing = asyncio.create_task(enqueue(memory.new_job()))  # the writer is busy
@@ -648,7 +672,7 @@ async def test_after_a_failed_push_the_waiting_hints_are_left_to_the_scheduler(
     memory: Memory, caplog: pytest.LogCaptureFixture
 ) -> None:
     ready_queue = FailingReadyQueue()
-    enqueue = EnqueueJobs(memory.jobs, ready_queue)
+    enqueue = EnqueueJobs(memory.jobs, HintDispatcher(ready_queue))
     await enqueue([memory.new_job()])
     await asyncio.sleep(0)  # the first push is under way
     for _ in range(5):
@@ -661,11 +685,11 @@ async def test_after_a_failed_push_the_waiting_hints_are_left_to_the_scheduler(
     assert len(memory.state.jobs) == 6
 
 
-class GatedRepository(InMemoryJobRepository):
+class GatedRepository(InMemoryJobStore):
     """Writes wait for `gate`: a store that stopped answering."""
 
     def __init__(self, memory: Memory) -> None:
-        super().__init__(memory.state, memory.clock, memory.ids)
+        super().__init__(memory.state)
         self.gate = asyncio.Event()
         self.writing = asyncio.Event()
 
@@ -677,7 +701,7 @@ class GatedRepository(InMemoryJobRepository):
 
 async def test_enqueues_beyond_the_waiting_bound_are_refused_at_once(memory: Memory) -> None:
     jobs = GatedRepository(memory)
-    enqueue = EnqueueJob(jobs, memory.ready_queue, max_waiting=3)
+    enqueue = EnqueueJob(jobs, memory.hints, max_waiting=3)
     first = asyncio.create_task(enqueue(memory.new_job()))  # taken by the writer
     await jobs.writing.wait()
     waiting = [asyncio.create_task(enqueue(memory.new_job())) for _ in range(3)]

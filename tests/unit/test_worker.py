@@ -16,16 +16,14 @@ from uuid import UUID
 
 import pytest
 
-from taskforge.adapters.memory.jobs import (
-    InMemoryDeadLetterStore,
-    InMemoryJobRepository,
-    InMemoryState,
-)
+from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.system import SystemClock, Uuid7Source
+from taskforge.application.enqueue import EnqueueJob
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
-from taskforge.application.jobs import EnqueueJob
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from taskforge.application.ports import JobTracer
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
@@ -40,6 +38,7 @@ from taskforge.domain.job import Job, NewJob, ReadyHint
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
+from tests.job_stores import InMemoryJobs
 
 from .conftest import RecordingTracer
 
@@ -80,9 +79,10 @@ class Cluster:
     """One in-memory store, a worker and optionally a scheduler, on the real clock."""
 
     state: InMemoryState
-    jobs: InMemoryJobRepository
+    jobs: InMemoryJobs
     dead_letters: InMemoryDeadLetterStore
     ready_queue: InMemoryReadyQueue
+    hints: HintDispatcher
     handlers: HandlerRegistry
     metrics: RecordingMetrics
     ids: Uuid7Source
@@ -101,7 +101,7 @@ class Cluster:
             }
         )
         worker = Worker(
-            jobs=self.jobs,
+            leases=self.jobs,
             ready_queue=self.ready_queue,
             rate_limiter=InMemoryRateLimiter(),
             handlers=self.handlers,
@@ -121,7 +121,7 @@ class Cluster:
 
     async def enqueue(self, job_type: str, **fields: Any) -> Job:
         new = NewJob(id=self.ids.new_id(), queue="jobs:ready", job_type=job_type, **fields)
-        return (await EnqueueJob(self.jobs, self.ready_queue)(new)).job
+        return (await EnqueueJob(self.jobs, self.hints)(new)).job
 
     async def wait_for(self, job_id: UUID, *states: JobState) -> Job:
         deadline = time.monotonic() + DEADLINE
@@ -139,13 +139,15 @@ class Cluster:
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
-    state = InMemoryState()
     ids = Uuid7Source()
+    state = InMemoryState(SystemClock(), ids)
+    ready_queue = InMemoryReadyQueue()
     cluster = Cluster(
         state=state,
-        jobs=InMemoryJobRepository(state, SystemClock(), ids),
+        jobs=InMemoryJobs(state),
         dead_letters=InMemoryDeadLetterStore(state),
-        ready_queue=InMemoryReadyQueue(),
+        ready_queue=ready_queue,
+        hints=HintDispatcher(ready_queue),
         handlers=HandlerRegistry(),
         metrics=RecordingMetrics(),
         ids=ids,
@@ -517,7 +519,7 @@ async def test_a_nul_in_an_error_message_is_stored_escaped(cluster: Cluster) -> 
     assert dead.last_error == "TerminalError: bad\\x00byte"
 
 
-class TamperedStore(InMemoryJobRepository):
+class TamperedStore(InMemoryJobs):
     """The in-memory store, but claimed jobs come out altered by `alter`, and settling any
     job of `refused` raises: what a store holding odd data (or a bug) could do."""
 
@@ -527,7 +529,7 @@ class TamperedStore(InMemoryJobRepository):
         alter: Callable[[Job], Job] = lambda job: job,
         refused: frozenset[UUID] = frozenset(),
     ) -> None:
-        super().__init__(cluster.state, SystemClock(), cluster.ids)
+        super().__init__(cluster.state)
         self.alter = alter
         self.refused = refused
         self.heartbeats: list[set[UUID]] = []

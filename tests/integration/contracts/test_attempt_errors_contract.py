@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from taskforge.application.ports import JobRepository, ListFilter
+from taskforge.application.ports import ListFilter
 from taskforge.domain.job import MAX_ATTEMPT_ERRORS, Job, Lease, NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
@@ -21,13 +22,13 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def stored(jobs: JobRepository, job: Job) -> Job:
+async def stored(jobs: JobRoles, job: Job) -> Job:
     found = await jobs.get(job.id)
     assert found is not None
     return found
 
 
-async def fail_attempt(jobs: JobRepository, job: Job, error: str, traceback: str | None) -> Job:
+async def fail_attempt(jobs: JobRoles, job: Job, error: str, traceback: str | None) -> Job:
     """Claim the job (promoting its retry first if it failed), then fail that attempt."""
     if job.state is JobState.FAILED:
         await jobs.promote_due(100)
@@ -39,7 +40,7 @@ async def fail_attempt(jobs: JobRepository, job: Job, error: str, traceback: str
     return claimed
 
 
-async def test_a_job_keeps_its_timeout(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_a_job_keeps_its_timeout(jobs: JobRoles, new_job: JobFactory) -> None:
     single, _ = await jobs.add(new_job(timeout=2.5))
     [(batched, _), (unlimited, _)] = await jobs.add_many([new_job(timeout=600), new_job()])
 
@@ -52,7 +53,7 @@ async def test_a_job_keeps_its_timeout(jobs: JobRepository, new_job: JobFactory)
 
 
 async def test_each_failed_attempt_keeps_its_error_and_traceback(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job, _ = await jobs.add(new_job(policy=RetryPolicy(max_attempts=2)))
     await fail_attempt(jobs, job, "RuntimeError: first", "Traceback: line 1\n")
@@ -75,7 +76,7 @@ async def test_each_failed_attempt_keeps_its_error_and_traceback(
     assert second_at == dead.updated_at
 
 
-async def test_a_success_adds_no_error(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_a_success_adds_no_error(jobs: JobRoles, new_job: JobFactory) -> None:
     job, _ = await jobs.add(new_job())
     await fail_attempt(jobs, job, "RuntimeError: once", None)
     await jobs.promote_due(100)
@@ -88,9 +89,7 @@ async def test_a_success_adds_no_error(jobs: JobRepository, new_job: JobFactory)
     assert [error.error for error in done.errors] == ["RuntimeError: once"]
 
 
-async def test_only_the_last_attempts_errors_are_kept(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_only_the_last_attempts_errors_are_kept(jobs: JobRoles, new_job: JobFactory) -> None:
     attempts = MAX_ATTEMPT_ERRORS + 2
     job, _ = await jobs.add(new_job(policy=RetryPolicy(max_attempts=attempts)))
     for attempt in range(1, attempts + 1):
@@ -104,7 +103,7 @@ async def test_only_the_last_attempts_errors_are_kept(
 
 
 async def test_lists_claims_and_enqueues_leave_the_errors_out(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job, _ = await jobs.add(new_job(idempotency_key="errors-left-out"))
     await fail_attempt(jobs, job, "RuntimeError: heavy", "Traceback ...\n")

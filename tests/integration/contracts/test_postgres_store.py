@@ -12,18 +12,18 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from taskforge.adapters.postgres import PostgresJobRepository, create_pool
-from taskforge.adapters.postgres.jobs import (
-    INVALID_TRANSITION_SQLSTATE,
-    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
-    _init_connection,
-    _insert,
-)
+from taskforge.adapters.postgres import PostgresJobStore, create_pool
+from taskforge.adapters.postgres.connection import _init_connection
+from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, _insert
 from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState, can_transition
 from tests.support import free_port
+
+INVALID_TRANSITION_SQLSTATE = "TF001"
+"""Raised by the `jobs_state_transition` trigger when an UPDATE makes an illegal move; the
+store's own statements never meet it (each names the states it moves from)."""
 
 INSERT_IN_STATE = """
 INSERT INTO jobs (
@@ -118,7 +118,7 @@ async def test_store_calls_after_the_pool_closed_are_unavailable(
     migrated_dsn: str,
 ) -> None:
     pool = await create_pool(migrated_dsn)
-    jobs = PostgresJobRepository(pool)
+    jobs = PostgresJobStore(pool)
     await pool.close()
 
     with pytest.raises(Unavailable):
@@ -132,7 +132,7 @@ async def test_lost_connection_is_reported_unavailable_or_replaced(
 ) -> None:
     pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
     try:
-        jobs = PostgresJobRepository(pool)
+        jobs = PostgresJobStore(pool)
         async with pool.acquire() as pooled:
             backend = await pooled.fetchval("SELECT pg_backend_pid()")
         # The server ends the pooled session, as a restart or a failover would.

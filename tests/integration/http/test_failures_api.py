@@ -13,9 +13,10 @@ import httpx
 import pytest
 from dishka import Provider, Scope, provide
 
-from taskforge.adapters.memory.jobs import InMemoryJobRepository, InMemoryState
+from taskforge.adapters.memory.job_store import InMemoryJobStore
+from taskforge.adapters.memory.state import InMemoryState
 from taskforge.application.handlers import HandlerRegistry
-from taskforge.application.ports import Clock, IdSource, JobRepository, ListFilter
+from taskforge.application.ports import JobStore, ListFilter
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job
 from taskforge.domain.validation import Page
@@ -28,13 +29,11 @@ from tests.integration.http.conftest import BASE_URL, LogLines, assert_error
 SECRET = "password=hunter2 at db.internal:5432"
 
 
-class FaultyJobRepository(InMemoryJobRepository):
-    """The in-memory repository, except that the calls named in `faults` raise (or hang)."""
+class FaultyJobStore(InMemoryJobStore):
+    """The in-memory job store, except that the calls named in `faults` raise (or hang)."""
 
-    def __init__(
-        self, state: InMemoryState, clock: Clock, ids: IdSource, faults: dict[str, Any]
-    ) -> None:
-        super().__init__(state, clock, ids)
+    def __init__(self, state: InMemoryState, faults: dict[str, Any]) -> None:
+        super().__init__(state)
         self._faults = faults
 
     async def _maybe_fail(self, call: str) -> None:
@@ -64,8 +63,8 @@ class FaultProvider(Provider):
         self._faults = faults
 
     @provide(override=True)
-    def jobs(self, state: InMemoryState, clock: Clock, ids: IdSource) -> JobRepository:
-        return FaultyJobRepository(state, clock, ids, self._faults)
+    def jobs(self, state: InMemoryState) -> JobStore:
+        return FaultyJobStore(state, self._faults)
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
+from taskforge.application.enqueue import ENQUEUE_SPAN
 from taskforge.application.handlers import HandlerRegistry, JobContext
-from taskforge.application.jobs import ENQUEUE_SPAN
-from taskforge.application.ports import JobRepository
+from taskforge.application.ports import JobStore
 from taskforge.application.scheduler import REQUEUE_SPAN
 from taskforge.application.worker import RUN_SPAN
 from taskforge.domain.job import Job
@@ -86,7 +86,7 @@ def spans_started(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 async def wait_for_state(container: AsyncContainer, job_id: str, state: JobState) -> Job:
-    jobs: JobRepository = await container.get(JobRepository)
+    jobs: JobStore = await container.get(JobStore)
     deadline = time.monotonic() + DEADLINE
     while True:
         job = await jobs.get(UUID(job_id))
@@ -197,7 +197,7 @@ async def test_an_invalid_traceparent_header_starts_a_trace_of_its_own(
     assert response.status_code == 201
 
     [request] = [span for span in exported.get_finished_spans() if span.name == "POST /jobs"]
-    job = await (await container.get(JobRepository)).get(UUID(response.json()["id"]))
+    job = await (await container.get(JobStore)).get(UUID(response.json()["id"]))
 
     assert request.parent is None
     assert job is not None
@@ -218,7 +218,7 @@ async def test_each_job_of_a_batch_gets_its_own_enqueue_span_in_the_requests_tra
     ids = [item["id"] for item in response.json()["items"]]
 
     enqueues = [span for span in exported.get_finished_spans() if span.name == ENQUEUE_SPAN]
-    jobs = await container.get(JobRepository)
+    jobs = await container.get(JobStore)
     stored = [await jobs.get(UUID(job_id)) for job_id in ids]
 
     assert sorted(
@@ -249,7 +249,7 @@ async def test_with_tracing_off_the_callers_traceparent_is_kept_as_sent(
         "/jobs", json={"jobType": "flaky"}, headers={"traceparent": TRACEPARENT}
     )
 
-    job = await (await container.get(JobRepository)).get(UUID(response.json()["id"]))
+    job = await (await container.get(JobStore)).get(UUID(response.json()["id"]))
 
     assert job is not None
     assert job.traceparent == TRACEPARENT

@@ -16,14 +16,13 @@ from redis.asyncio.connection import Connection as RedisConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from taskforge.adapters.redis.client import _options, redis_from_url
+from taskforge.adapters.redis.client import client_options
 from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.metrics import JobMetricsRecorder, QueueLoad, WorkerLoad
 from taskforge.domain.job import ReadyHint
-
-from .conftest import with_query
+from tests.support import redis_from_url, with_query
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +211,7 @@ async def test_a_metrics_flush_resent_after_a_lost_reply_counts_once(
 ) -> None:
     client = redis_from_url(redis_url)
     # The production client's options (its retries above all), over the flaky connection.
-    flaky = Redis.from_url(redis_url, connection_class=LosesArmedReplies, **_options())
+    flaky = Redis.from_url(redis_url, connection_class=LosesArmedReplies, **client_options())
     try:
         store = RedisMetricsStore(flaky, key_prefix)
         load = WorkerLoad("w1", {queue_name: QueueLoad(busy=0.0, slots=1)})

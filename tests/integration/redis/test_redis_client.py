@@ -17,14 +17,13 @@ from taskforge.adapters.redis.client import (
     SOCKET_TIMEOUT,
     create_redis,
     is_connection_failure,
-    redis_from_url,
     translate_connection_errors,
 )
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import ReadyHint
-from tests.support import free_port
+from tests.support import free_port, redis_from_url
 
 Operation = Callable[[RedisReadyQueue, RedisRateLimiter], Awaitable[object]]
 HINT = ReadyHint("jobs:ready", uuid.uuid4())

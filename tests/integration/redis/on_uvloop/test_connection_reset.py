@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 import uvloop
 
-from taskforge.adapters.redis.client import redis_from_url
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.job import ReadyHint
+from tests.support import redis_from_url
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.application.ports import DeadLetterStore
 from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 T = TypeVar("T")
@@ -43,21 +44,21 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def failed_job(jobs: JobRepository, new_job: JobFactory, retry_in: timedelta) -> Job:
+async def failed_job(jobs: JobRoles, new_job: JobFactory, retry_in: timedelta) -> Job:
     job, _ = await jobs.add(new_job())
     [claimed] = await jobs.claim([job.id], "worker-1")
     await jobs.settle([RetryLater(lease=lease_of(claimed), error="boom", delay=retry_in)])
     return claimed
 
 
-async def stored(jobs: JobRepository, job_id: UUID) -> Job:
+async def stored(jobs: JobRoles, job_id: UUID) -> Job:
     job = await jobs.get(job_id)
     assert job is not None
     return job
 
 
 async def test_promote_due_requeues_failed_jobs_whose_retry_time_passed(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     due = await failed_job(jobs, new_job, retry_in=timedelta(0))
     later = await failed_job(jobs, new_job, retry_in=timedelta(hours=1))
@@ -76,7 +77,7 @@ async def test_promote_due_requeues_failed_jobs_whose_retry_time_passed(
 
 
 async def test_promote_due_takes_the_oldest_due_first_up_to_the_limit(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     # Settled one after another, so their retry times are in this order.
     first, second, third = [
@@ -92,7 +93,7 @@ async def test_promote_due_takes_the_oldest_due_first_up_to_the_limit(
 
 
 async def test_concurrent_promote_due_callers_never_share_a_job(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     ids = {(await failed_job(jobs, new_job, retry_in=timedelta(0))).id for _ in range(30)}
 
@@ -106,7 +107,7 @@ async def test_concurrent_promote_due_callers_never_share_a_job(
 
 
 async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job, _ = await jobs.add(new_job(visibility_timeout=1))
     [claimed] = await jobs.claim([job.id], "worker-1")
@@ -127,7 +128,7 @@ async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
 
 
 async def test_reap_expired_dead_letters_a_job_with_no_attempts_left(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job, _ = await jobs.add(new_job(visibility_timeout=1, policy=RetryPolicy(max_attempts=1)))
     await jobs.claim([job.id], "worker-1")
@@ -148,9 +149,7 @@ async def test_reap_expired_dead_letters_a_job_with_no_attempts_left(
     )
 
 
-async def test_reap_expired_leaves_live_leases_alone(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_reap_expired_leaves_live_leases_alone(jobs: JobRoles, new_job: JobFactory) -> None:
     job, _ = await jobs.add(new_job(visibility_timeout=300))
     [claimed] = await jobs.claim([job.id], "worker-1")
 
@@ -158,9 +157,7 @@ async def test_reap_expired_leaves_live_leases_alone(
     assert await jobs.get(job.id) == claimed
 
 
-async def test_concurrent_reapers_never_share_a_job(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_concurrent_reapers_never_share_a_job(jobs: JobRoles, new_job: JobFactory) -> None:
     added = await jobs.add_many([new_job(visibility_timeout=1) for _ in range(24)])
     ids = {job.id for job, _ in added}
     await jobs.claim(list(ids), "worker-1")
@@ -179,7 +176,7 @@ async def test_concurrent_reapers_never_share_a_job(
 
 
 async def test_find_unpublished_skips_jobs_with_a_fresh_hint(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     await jobs.add(new_job())
 
@@ -187,7 +184,7 @@ async def test_find_unpublished_skips_jobs_with_a_fresh_hint(
 
 
 async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job, _ = await jobs.add(new_job(delay=0.3))
 
@@ -198,7 +195,7 @@ async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
 
 
 async def test_find_unpublished_returns_a_job_whose_hint_went_stale(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job, _ = await jobs.add(new_job())
 
@@ -209,7 +206,7 @@ async def test_find_unpublished_returns_a_job_whose_hint_went_stale(
 
 
 async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     now = datetime.now(UTC)
     older, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=2)))
@@ -226,9 +223,7 @@ async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
     assert await jobs.find_unpublished(100, 3600) == []
 
 
-async def test_find_unpublished_respects_its_limit(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_find_unpublished_respects_its_limit(jobs: JobRoles, new_job: JobFactory) -> None:
     await jobs.add_many([new_job() for _ in range(5)])
     await jobs.mark_unpublished()
 
@@ -240,7 +235,7 @@ async def test_find_unpublished_respects_its_limit(
 
 
 async def test_concurrent_find_unpublished_callers_never_share_a_job(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     ids = {job.id for job, _ in await jobs.add_many([new_job() for _ in range(30)])}
     await jobs.mark_unpublished()
@@ -252,7 +247,7 @@ async def test_concurrent_find_unpublished_callers_never_share_a_job(
     assert set(published.values()) == {1}
 
 
-async def finished_job(jobs: JobRepository, new_job: JobFactory, **fields: object) -> Job:
+async def finished_job(jobs: JobRoles, new_job: JobFactory, **fields: object) -> Job:
     job, _ = await jobs.add(new_job(**fields))
     [claimed] = await jobs.claim([job.id], "worker-1")
     await jobs.settle([Succeeded(lease=lease_of(claimed))])
@@ -260,7 +255,7 @@ async def finished_job(jobs: JobRepository, new_job: JobFactory, **fields: objec
 
 
 async def test_prune_finished_deletes_old_succeeded_and_cancelled_jobs_only(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     succeeded = await finished_job(jobs, new_job, idempotency_key=f"prune-{uuid4()}")
     cancelled, _ = await jobs.add(new_job())
@@ -283,7 +278,7 @@ async def test_prune_finished_deletes_old_succeeded_and_cancelled_jobs_only(
 
 
 async def test_prune_finished_keeps_recent_jobs_and_respects_its_limit(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     for _ in range(3):
         await finished_job(jobs, new_job)
@@ -298,7 +293,7 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     retried, _ = await jobs.add(new_job(traceparent=TRACEPARENT))
     [claimed] = await jobs.claim([retried.id], "worker-1")
@@ -324,7 +319,7 @@ async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
 
 
 async def test_mark_unpublished_covers_a_backlog_larger_than_one_batch(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     await jobs.add_many([new_job() for _ in range(2500)])
 
@@ -333,7 +328,7 @@ async def test_mark_unpublished_covers_a_backlog_larger_than_one_batch(
 
 
 async def test_count_due_counts_due_pending_jobs_per_queue(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     other = queue_name + "-other"
     for _ in range(3):

@@ -1,4 +1,6 @@
-"""Contract: creating jobs (add, add_many), idempotency keys, reading them back."""
+"""Contract: JobStore. Creating jobs (add, add_many), idempotency keys, reading them back
+(get, find, stats), ping.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +12,20 @@ from uuid import uuid4
 import msgspec
 import pytest
 
-from taskforge.application.ports import JobRepository, ListFilter
+from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
-from taskforge.domain.job import NewJob
+from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.outcome import DeadLettered, RetryLater
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
 
 async def test_add_stores_a_pending_job_with_its_policy(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     policy = RetryPolicy(max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60, jitter=True)
     request = new_job(
@@ -52,11 +56,11 @@ async def test_add_stores_a_pending_job_with_its_policy(
     assert await jobs.get(job.id) == job
 
 
-async def test_get_unknown_job_returns_none(jobs: JobRepository) -> None:
+async def test_get_unknown_job_returns_none(jobs: JobRoles) -> None:
     assert await jobs.get(uuid4()) is None
 
 
-async def test_run_at_makes_a_delayed_job(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_run_at_makes_a_delayed_job(jobs: JobRoles, new_job: JobFactory) -> None:
     run_at = datetime.now(UTC) + timedelta(hours=1)
 
     job, _ = await jobs.add(new_job(run_at=run_at))
@@ -65,16 +69,14 @@ async def test_run_at_makes_a_delayed_job(jobs: JobRepository, new_job: JobFacto
     assert job.state is JobState.PENDING
 
 
-async def test_delay_is_counted_from_the_store_clock(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_delay_is_counted_from_the_store_clock(jobs: JobRoles, new_job: JobFactory) -> None:
     job, _ = await jobs.add(new_job(delay=90.0))
 
     assert job.next_run_at - job.created_at == timedelta(seconds=90)
 
 
 async def test_reused_idempotency_key_returns_the_existing_job(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     first, first_created = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 1}))
 
@@ -86,7 +88,7 @@ async def test_reused_idempotency_key_returns_the_existing_job(
 
 
 async def test_jobs_without_idempotency_key_never_collide(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     results = [await jobs.add(new_job()) for _ in range(3)]
 
@@ -95,7 +97,7 @@ async def test_jobs_without_idempotency_key_never_collide(
 
 
 async def test_concurrent_enqueues_with_one_key_store_one_job(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     requests = [new_job(idempotency_key="same-key") for _ in range(50)]
 
@@ -109,7 +111,7 @@ async def test_concurrent_enqueues_with_one_key_store_one_job(
 
 
 async def test_add_many_stores_every_job_and_answers_in_order(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     requests = [new_job(payload={"n": n}) for n in range(5)]
 
@@ -122,9 +124,7 @@ async def test_add_many_stores_every_job_and_answers_in_order(
         assert await jobs.get(job.id) == job
 
 
-async def test_add_many_keeps_every_field_of_every_job(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_add_many_keeps_every_field_of_every_job(jobs: JobRoles, new_job: JobFactory) -> None:
     # A batch takes another path into the store than a single job does: every field of
     # every job must survive it.
     policy = RetryPolicy(max_attempts=5, initial_delay=0.5, backoff=3.0, max_delay=60, jitter=True)
@@ -161,7 +161,7 @@ async def test_add_many_keeps_every_field_of_every_job(
 
 @pytest.mark.parametrize("clash_with", ["stored", "batch"])
 async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
-    jobs: JobRepository, new_job: JobFactory, clash_with: str
+    jobs: JobRoles, new_job: JobFactory, clash_with: str
 ) -> None:
     # An id already taken (by a stored job, or earlier in the batch) is one failure every
     # store can meet; the batch answers that error and leaves no job of it behind, keys
@@ -181,12 +181,12 @@ async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
     assert created and again.id != first.id
 
 
-async def test_add_many_of_nothing_is_nothing(jobs: JobRepository) -> None:
+async def test_add_many_of_nothing_is_nothing(jobs: JobRoles) -> None:
     assert await jobs.add_many([]) == []
 
 
 async def test_add_many_resolves_taken_and_repeated_keys(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     existing, _ = await jobs.add(new_job(idempotency_key="taken"))
     requests = [
@@ -207,7 +207,7 @@ async def test_add_many_resolves_taken_and_repeated_keys(
 
 
 async def test_a_batch_becomes_visible_all_at_once(
-    jobs: JobRepository, new_job: JobFactory, queue_name: str
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     requests = [new_job() for _ in range(300)]
     seen: set[int] = set()
@@ -230,7 +230,7 @@ async def test_a_batch_becomes_visible_all_at_once(
 
 
 async def test_the_job_returned_on_add_is_the_job_read_back(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     # Stores may normalise JSON (Postgres' jsonb orders keys and rewrites numbers): the
     # answer to the add shows the payload as every later read will.
@@ -245,3 +245,122 @@ async def test_the_job_returned_on_add_is_the_job_read_back(
         assert read is not None
         # Equal as Python values, and equal as JSON too (1.5e20 == 150000000000000000000).
         assert msgspec.json.encode(read.payload) == msgspec.json.encode(job.payload)
+
+
+def lease_of(job: Job) -> Lease:
+    assert job.lease_token is not None
+    return Lease(job_id=job.id, token=job.lease_token)
+
+
+async def test_find_lists_newest_first_with_the_total(jobs: JobRoles, new_job: JobFactory) -> None:
+    added = [(await jobs.add(new_job()))[0] for _ in range(4)]
+
+    found, total = await jobs.find(ListFilter(), Page())
+
+    assert total == 4
+    assert [job.id for job in found] == [job.id for job in reversed(added)]
+    assert found == list(reversed(added))
+
+
+async def test_find_breaks_created_at_ties_by_id_descending(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    # One batch shares one creation time, so only the id orders it.
+    batch = [job for job, _ in await jobs.add_many([new_job() for _ in range(5)])]
+    assert len({job.created_at for job in batch}) == 1
+
+    found, _ = await jobs.find(ListFilter(), Page())
+
+    assert [job.id for job in found] == sorted((job.id for job in batch), reverse=True)
+
+
+async def test_find_pages_are_stable_and_cover_every_job_once(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    await jobs.add_many([new_job() for _ in range(4)])
+    for _ in range(3):
+        await jobs.add(new_job())
+    everything, total = await jobs.find(ListFilter(), Page(limit=100))
+
+    pages = [await jobs.find(ListFilter(), Page(limit=3, offset=offset)) for offset in (0, 3, 6)]
+
+    assert total == 7
+    assert [len(page) for page, _ in pages] == [3, 3, 1]
+    assert {page_total for _, page_total in pages} == {7}
+    assert [job for page, _ in pages for job in page] == everything
+
+
+async def test_find_beyond_the_last_page_is_empty_but_counts(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    await jobs.add_many([new_job() for _ in range(2)])
+
+    found, total = await jobs.find(ListFilter(), Page(limit=10, offset=10))
+
+    assert (found, total) == ([], 2)
+
+
+async def test_find_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
+    assert await jobs.find(ListFilter(), Page()) == ([], 0)
+
+
+async def test_find_filters_by_queue_and_state(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    other = f"{queue_name}-other"
+    mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(3)])]
+    theirs, _ = await jobs.add(new_job(queue=other))
+    [running] = await jobs.claim([mine[1].id], "worker-1")
+    [running_theirs] = await jobs.claim([theirs.id], "worker-1")
+
+    by_queue, queue_total = await jobs.find(ListFilter(queue=queue_name), Page())
+    by_state, state_total = await jobs.find(ListFilter(state=JobState.RUNNING), Page())
+    by_both, both_total = await jobs.find(
+        ListFilter(queue=queue_name, state=JobState.PENDING), Page()
+    )
+
+    assert queue_total == 3
+    assert {job.id for job in by_queue} == {job.id for job in mine}
+    assert state_total == 2
+    assert {job.id for job in by_state} == {running.id, running_theirs.id}
+    assert both_total == 2
+    assert [job.id for job in by_both] == [mine[2].id, mine[0].id]
+    assert await jobs.find(ListFilter(queue="nobody"), Page()) == ([], 0)
+
+
+async def test_stats_count_every_state_of_every_queue(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    other = f"{queue_name}-b"
+    mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
+    await jobs.add(new_job(queue=other))
+    claimed = await jobs.claim([mine[0].id, mine[1].id, mine[2].id], "worker-1")
+    await jobs.settle(
+        [
+            RetryLater(lease=lease_of(claimed[0]), error="e", delay=timedelta(hours=1)),
+            DeadLettered(lease=lease_of(claimed[1]), error="e", reason="terminal error"),
+        ]
+    )
+
+    stats = await jobs.stats()
+
+    assert [entry.queue for entry in stats] == [queue_name, other]
+    assert stats[0].counts == {
+        JobState.PENDING: 1,
+        JobState.RUNNING: 1,
+        JobState.SUCCEEDED: 0,
+        JobState.FAILED: 1,
+        JobState.DLQ: 1,
+        JobState.CANCELLED: 0,
+    }
+    assert stats[0].total == 4
+    assert stats[1].counts[JobState.PENDING] == 1
+    assert stats[1].total == 1
+
+
+async def test_stats_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
+    assert await jobs.stats() == []
+
+
+async def test_ping_answers_without_raising(jobs: JobRoles) -> None:
+    await jobs.ping()

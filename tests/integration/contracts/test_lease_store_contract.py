@@ -1,18 +1,23 @@
-"""Contract: a worker's fenced writes (heartbeat, settle, release) under its lease."""
+"""Contract: LeaseStore. Claiming jobs (by id from hints, or due jobs of a queue) with a
+fresh lease, and a worker's fenced writes (heartbeat, settle, release) under it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
 
-from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.application.ports import DeadLetterStore
 from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
 from taskforge.domain.states import JobState
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
 
@@ -22,14 +27,139 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def running_job(jobs: JobRepository, new_job: JobFactory, **fields: object) -> Job:
+async def test_claim_runs_the_job_under_a_fresh_lease(jobs: JobRoles, new_job: JobFactory) -> None:
+    job, _ = await jobs.add(new_job(visibility_timeout=45))
+
+    [claimed] = await jobs.claim([job.id], "worker-1")
+
+    assert claimed.id == job.id
+    assert claimed.state is JobState.RUNNING
+    assert claimed.attempt_count == 1
+    assert claimed.lease_owner == "worker-1"
+    assert claimed.lease_token is not None
+    assert claimed.started_at is not None
+    assert claimed.lease_expires_at == claimed.started_at + timedelta(seconds=45)
+    assert claimed.updated_at == claimed.started_at
+    assert claimed.finished_at is None
+    assert await jobs.get(job.id) == claimed
+
+
+async def test_each_claim_issues_a_new_lease_token(jobs: JobRoles, new_job: JobFactory) -> None:
+    job, _ = await jobs.add(new_job())
+    [first] = await jobs.claim([job.id], "worker-1")
+    await jobs.release([lease_of(first)])
+
+    [second] = await jobs.claim([job.id], "worker-2")
+
+    assert second.lease_token != first.lease_token
+    assert second.lease_owner == "worker-2"
+
+
+async def test_claim_skips_jobs_that_are_not_due(jobs: JobRoles, new_job: JobFactory) -> None:
+    delayed, _ = await jobs.add(new_job(run_at=datetime.now(UTC) + timedelta(hours=1)))
+
+    assert await jobs.claim([delayed.id], "worker-1") == []
+    assert (await jobs.get(delayed.id)) == delayed
+
+
+async def test_claim_takes_jobs_whose_run_at_has_passed(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    past, _ = await jobs.add(new_job(run_at=datetime.now(UTC) - timedelta(hours=1)))
+
+    [claimed] = await jobs.claim([past.id], "worker-1")
+
+    assert claimed.id == past.id
+
+
+async def test_claim_skips_jobs_that_are_not_pending(jobs: JobRoles, new_job: JobFactory) -> None:
+    running, _ = await jobs.add(new_job())
+    done, _ = await jobs.add(new_job())
+    [running_now] = await jobs.claim([running.id], "worker-1")
+    [done_now] = await jobs.claim([done.id], "worker-1")
+    await jobs.settle([Succeeded(lease=lease_of(done_now))])
+
+    assert await jobs.claim([running.id, done.id, uuid4()], "worker-2") == []
+    assert await jobs.get(running.id) == running_now
+
+
+async def test_claim_returns_claimed_jobs_in_request_order_once_each(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    added = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
+    wanted = [added[2].id, added[0].id, added[2].id, uuid4(), added[3].id]
+
+    claimed = await jobs.claim(wanted, "worker-1")
+
+    assert [job.id for job in claimed] == [added[2].id, added[0].id, added[3].id]
+    assert all(job.attempt_count == 1 for job in claimed)
+
+
+async def test_claim_of_no_ids_claims_nothing(jobs: JobRoles) -> None:
+    assert await jobs.claim([], "worker-1") == []
+
+
+async def test_racing_claimers_claim_each_job_exactly_once(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    ids = [job.id for job, _ in await jobs.add_many([new_job() for _ in range(60)])]
+    shuffled = [random.sample(ids, len(ids)) for _ in range(6)]
+
+    results = await asyncio.gather(
+        *(jobs.claim(order, f"worker-{n}") for n, order in enumerate(shuffled))
+    )
+
+    claims = Counter(job.id for claimed in results for job in claimed)
+    assert set(claims) == set(ids)
+    assert set(claims.values()) == {1}
+    for claimed in results:
+        for job in claimed:
+            stored = await jobs.get(job.id)
+            assert stored is not None
+            assert (stored.lease_owner, stored.lease_token) == (job.lease_owner, job.lease_token)
+            assert stored.attempt_count == 1
+
+
+async def test_claim_due_takes_oldest_due_jobs_of_the_named_queues(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    now = datetime.now(UTC)
+    oldest, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=3)))
+    older, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=2)))
+    newer, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=1)))
+    await jobs.add(new_job(run_at=now + timedelta(hours=1)))
+    await jobs.add(new_job(queue=f"{queue_name}-other", run_at=now - timedelta(hours=1)))
+
+    first = await jobs.claim_due([queue_name], 2, "worker-1")
+    rest = await jobs.claim_due([queue_name], 10, "worker-1")
+
+    assert [job.id for job in first] == [oldest.id, older.id]
+    assert [job.id for job in rest] == [newer.id]
+    assert all(job.state is JobState.RUNNING for job in first + rest)
+
+
+async def test_concurrent_claim_due_callers_never_share_a_job(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    ids = {job.id for job, _ in await jobs.add_many([new_job() for _ in range(40)])}
+
+    results = await asyncio.gather(
+        *(jobs.claim_due([queue_name], 15, f"worker-{n}") for n in range(4))
+    )
+
+    claims = Counter(job.id for claimed in results for job in claimed)
+    assert set(claims) == ids
+    assert set(claims.values()) == {1}
+
+
+async def running_job(jobs: JobRoles, new_job: JobFactory, **fields: object) -> Job:
     job, _ = await jobs.add(new_job(**fields))
     [claimed] = await jobs.claim([job.id], "worker-1")
     return claimed
 
 
 async def test_heartbeat_extends_held_leases_by_the_visibility_timeout(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job, visibility_timeout=30)
     # Let the store's clock move on, so a renewed lease is visibly later than the first.
@@ -47,9 +177,7 @@ async def test_heartbeat_extends_held_leases_by_the_visibility_timeout(
     assert (stored.state, stored.lease_token) == (JobState.RUNNING, job.lease_token)
 
 
-async def test_heartbeat_reports_leases_that_were_lost(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_heartbeat_reports_leases_that_were_lost(jobs: JobRoles, new_job: JobFactory) -> None:
     kept = await running_job(jobs, new_job)
     cancelled = await running_job(jobs, new_job)
     await jobs.cancel(cancelled.id, "operator")
@@ -65,11 +193,11 @@ async def test_heartbeat_reports_leases_that_were_lost(
     assert stored.lease_expires_at is None
 
 
-async def test_heartbeat_of_no_leases_holds_nothing(jobs: JobRepository) -> None:
+async def test_heartbeat_of_no_leases_holds_nothing(jobs: JobRoles) -> None:
     assert await jobs.heartbeat([]) == set()
 
 
-async def test_settle_success_finishes_the_job(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_settle_success_finishes_the_job(jobs: JobRoles, new_job: JobFactory) -> None:
     job = await running_job(jobs, new_job)
 
     applied = await jobs.settle([Succeeded(lease=lease_of(job))])
@@ -86,7 +214,7 @@ async def test_settle_success_finishes_the_job(jobs: JobRepository, new_job: Job
 
 
 async def test_settle_retry_fails_the_job_until_its_backoff_passes(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job)
 
@@ -106,7 +234,7 @@ async def test_settle_retry_fails_the_job_until_its_backoff_passes(
 
 
 async def test_settle_dead_letter_writes_the_dead_letter_row(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job, payload={"to": "x@y.z"})
 
@@ -129,7 +257,7 @@ async def test_settle_dead_letter_writes_the_dead_letter_row(
 
 
 async def test_settle_applies_a_mixed_batch_in_one_call(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     ok, retry, dead = [await running_job(jobs, new_job) for _ in range(3)]
     stale = await running_job(jobs, new_job)
@@ -153,7 +281,7 @@ async def test_settle_applies_a_mixed_batch_in_one_call(
     assert await dead_letters.count() == 1
 
 
-async def test_stale_lease_cannot_complete_job(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_stale_lease_cannot_complete_job(jobs: JobRoles, new_job: JobFactory) -> None:
     first = await running_job(jobs, new_job)
     await jobs.release([lease_of(first)])
     [second] = await jobs.claim([first.id], "worker-2")
@@ -174,7 +302,7 @@ async def test_stale_lease_cannot_complete_job(jobs: JobRepository, new_job: Job
     ids=["success", "retry", "dead-letter"],
 )
 async def test_settlement_of_a_cancelled_job_is_discarded(
-    jobs: JobRepository,
+    jobs: JobRoles,
     dead_letters: DeadLetterStore,
     new_job: JobFactory,
     settlement: Callable[[Lease], Settlement],
@@ -189,7 +317,7 @@ async def test_settlement_of_a_cancelled_job_is_discarded(
     assert await dead_letters.get(job.id) is None
 
 
-async def test_a_job_is_settled_only_once(jobs: JobRepository, new_job: JobFactory) -> None:
+async def test_a_job_is_settled_only_once(jobs: JobRoles, new_job: JobFactory) -> None:
     job = await running_job(jobs, new_job)
     await jobs.settle([Succeeded(lease=lease_of(job))])
     done = await jobs.get(job.id)
@@ -202,12 +330,12 @@ async def test_a_job_is_settled_only_once(jobs: JobRepository, new_job: JobFacto
     assert await jobs.get(job.id) == done
 
 
-async def test_settle_of_nothing_applies_nothing(jobs: JobRepository) -> None:
+async def test_settle_of_nothing_applies_nothing(jobs: JobRoles) -> None:
     assert await jobs.settle([]) == set()
 
 
 async def test_release_hands_the_job_back_without_counting_the_attempt(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job)
 
@@ -225,7 +353,7 @@ async def test_release_hands_the_job_back_without_counting_the_attempt(
 
 
 async def test_release_with_a_stale_lease_changes_nothing(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await running_job(jobs, new_job)
 

@@ -9,14 +9,15 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from taskforge.application.ports import DeadLetterStore, JobRepository
+from taskforge.application.ports import DeadLetterStore
 from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound
 from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import MANUAL_DLQ_REASON, DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
+from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
-Maker = Callable[[JobRepository, JobFactory], Awaitable[Job]]
+Maker = Callable[[JobRoles, JobFactory], Awaitable[Job]]
 
 
 def lease_of(job: Job) -> Lease:
@@ -24,46 +25,46 @@ def lease_of(job: Job) -> Lease:
     return Lease(job_id=job.id, token=job.lease_token)
 
 
-async def pending(jobs: JobRepository, new_job: JobFactory) -> Job:
+async def pending(jobs: JobRoles, new_job: JobFactory) -> Job:
     job, _ = await jobs.add(new_job())
     return job
 
 
-async def running(jobs: JobRepository, new_job: JobFactory) -> Job:
+async def running(jobs: JobRoles, new_job: JobFactory) -> Job:
     [job] = await jobs.claim([(await pending(jobs, new_job)).id], "worker-1")
     return job
 
 
-async def succeeded(jobs: JobRepository, new_job: JobFactory) -> Job:
+async def succeeded(jobs: JobRoles, new_job: JobFactory) -> Job:
     job = await running(jobs, new_job)
     await jobs.settle([Succeeded(lease=lease_of(job))])
     return await stored(jobs, job)
 
 
-async def failed(jobs: JobRepository, new_job: JobFactory) -> Job:
+async def failed(jobs: JobRoles, new_job: JobFactory) -> Job:
     job = await running(jobs, new_job)
     await jobs.settle([RetryLater(lease=lease_of(job), error="boom", delay=timedelta(hours=1))])
     return await stored(jobs, job)
 
 
-async def dead(jobs: JobRepository, new_job: JobFactory) -> Job:
+async def dead(jobs: JobRoles, new_job: JobFactory) -> Job:
     job = await running(jobs, new_job)
     await jobs.settle([DeadLettered(lease=lease_of(job), error="bad", reason="terminal error")])
     return await stored(jobs, job)
 
 
-async def cancelled(jobs: JobRepository, new_job: JobFactory) -> Job:
+async def cancelled(jobs: JobRoles, new_job: JobFactory) -> Job:
     return await jobs.cancel((await pending(jobs, new_job)).id, "no longer needed")
 
 
-async def stored(jobs: JobRepository, job: Job) -> Job:
+async def stored(jobs: JobRoles, job: Job) -> Job:
     current = await jobs.get(job.id)
     assert current is not None
     return current
 
 
 async def assert_dead_letter_matches_state(
-    jobs: JobRepository, dead_letters: DeadLetterStore, job_id: UUID
+    jobs: JobRoles, dead_letters: DeadLetterStore, job_id: UUID
 ) -> None:
     """The invariant: a dead_letters row exists exactly while the job is in DLQ."""
     job = await jobs.get(job_id)
@@ -74,7 +75,7 @@ async def assert_dead_letter_matches_state(
 
 @pytest.mark.parametrize("make", [pending, running, failed], ids=lambda make: make.__name__)
 async def test_cancel_stops_a_job_that_has_not_finished(
-    jobs: JobRepository, new_job: JobFactory, make: Maker
+    jobs: JobRoles, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
 
@@ -88,9 +89,7 @@ async def test_cancel_stops_a_job_that_has_not_finished(
     assert await jobs.get(job.id) == result
 
 
-async def test_cancel_without_a_reason_records_none(
-    jobs: JobRepository, new_job: JobFactory
-) -> None:
+async def test_cancel_without_a_reason_records_none(jobs: JobRoles, new_job: JobFactory) -> None:
     job = await pending(jobs, new_job)
 
     result = await jobs.cancel(job.id, None)
@@ -100,7 +99,7 @@ async def test_cancel_without_a_reason_records_none(
 
 @pytest.mark.parametrize("make", [succeeded, dead, cancelled], ids=lambda make: make.__name__)
 async def test_cancel_of_a_finished_job_is_an_invalid_transition(
-    jobs: JobRepository, new_job: JobFactory, make: Maker
+    jobs: JobRoles, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
 
@@ -114,7 +113,7 @@ async def test_cancel_of_a_finished_job_is_an_invalid_transition(
 
 @pytest.mark.parametrize("make", [pending, running, failed], ids=lambda make: make.__name__)
 async def test_dead_letter_moves_a_job_to_dlq_with_its_row(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory, make: Maker
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
 
@@ -132,7 +131,7 @@ async def test_dead_letter_moves_a_job_to_dlq_with_its_row(
 
 
 async def test_dead_letter_without_a_reason_names_the_operator(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await pending(jobs, new_job)
 
@@ -146,7 +145,7 @@ async def test_dead_letter_without_a_reason_names_the_operator(
 
 @pytest.mark.parametrize("make", [succeeded, dead, cancelled], ids=lambda make: make.__name__)
 async def test_dead_letter_of_a_finished_job_is_an_invalid_transition(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory, make: Maker
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
     entry = await dead_letters.get(job.id)
@@ -160,7 +159,7 @@ async def test_dead_letter_of_a_finished_job_is_an_invalid_transition(
 
 
 async def test_retry_of_a_failed_job_runs_it_now_and_keeps_its_counts(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await failed(jobs, new_job)
 
@@ -177,7 +176,7 @@ async def test_retry_of_a_failed_job_runs_it_now_and_keeps_its_counts(
 
 @pytest.mark.parametrize("make", [dead, cancelled], ids=lambda make: make.__name__)
 async def test_retry_of_a_dead_or_cancelled_job_starts_it_over(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory, make: Maker
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
 
@@ -193,7 +192,7 @@ async def test_retry_of_a_dead_or_cancelled_job_starts_it_over(
 
 @pytest.mark.parametrize("make", [pending, running, succeeded], ids=lambda make: make.__name__)
 async def test_retry_of_a_job_that_is_not_stopped_is_an_invalid_transition(
-    jobs: JobRepository, new_job: JobFactory, make: Maker
+    jobs: JobRoles, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
 
@@ -214,7 +213,7 @@ async def test_retry_of_a_job_that_is_not_stopped_is_an_invalid_transition(
     ids=["cancel", "dead_letter", "retry"],
 )
 async def test_operator_transition_of_an_unknown_job_is_not_found(
-    jobs: JobRepository, operation: Callable[[JobRepository, UUID], Awaitable[Job]]
+    jobs: JobRoles, operation: Callable[[JobRoles, UUID], Awaitable[Job]]
 ) -> None:
     missing = uuid4()
 
@@ -225,7 +224,7 @@ async def test_operator_transition_of_an_unknown_job_is_not_found(
 
 
 async def test_replay_restarts_a_dead_letter_and_deletes_its_row(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await dead(jobs, new_job)
 
@@ -246,7 +245,7 @@ async def test_replay_restarts_a_dead_letter_and_deletes_its_row(
     "make", [pending, running, failed, succeeded, cancelled], ids=lambda make: make.__name__
 )
 async def test_replay_of_a_job_that_is_not_dead_lettered_is_refused(
-    jobs: JobRepository, new_job: JobFactory, make: Maker
+    jobs: JobRoles, new_job: JobFactory, make: Maker
 ) -> None:
     job = await make(jobs, new_job)
 
@@ -256,13 +255,13 @@ async def test_replay_of_a_job_that_is_not_dead_lettered_is_refused(
     assert await jobs.get(job.id) == job
 
 
-async def test_replay_of_an_unknown_job_finds_no_dead_letter(jobs: JobRepository) -> None:
+async def test_replay_of_an_unknown_job_finds_no_dead_letter(jobs: JobRoles) -> None:
     with pytest.raises(DeadLetterNotFound):
         await jobs.replay(uuid4())
 
 
 async def test_replay_after_replay_finds_no_dead_letter(
-    jobs: JobRepository, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory
 ) -> None:
     job = await dead(jobs, new_job)
     await jobs.replay(job.id)
@@ -272,7 +271,7 @@ async def test_replay_after_replay_finds_no_dead_letter(
 
 
 async def test_concurrent_replays_restart_a_dead_letter_once(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await dead(jobs, new_job)
 
@@ -288,7 +287,7 @@ async def test_concurrent_replays_restart_a_dead_letter_once(
 
 
 async def test_racing_replay_and_retry_move_a_dead_letter_once(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await dead(jobs, new_job)
 
@@ -306,7 +305,7 @@ async def test_racing_replay_and_retry_move_a_dead_letter_once(
 
 
 async def test_dead_letter_row_exists_exactly_while_the_job_is_in_dlq(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     job = await running(jobs, new_job)
     steps: list[Callable[[], Awaitable[object]]] = [
@@ -338,7 +337,7 @@ async def test_dead_letter_row_exists_exactly_while_the_job_is_in_dlq(
 
 
 async def test_racing_cancel_and_dead_letter_leave_the_invariant_intact(
-    jobs: JobRepository, dead_letters: DeadLetterStore, new_job: JobFactory
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
     contenders = [await running(jobs, new_job) for _ in range(10)]
 

@@ -1,0 +1,82 @@
+"""JobStore in memory: storing jobs (idempotently, all or none) and reading them back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from uuid import UUID
+
+from taskforge.adapters.memory.state import InMemoryView, without_errors
+from taskforge.application.ports import ListFilter
+from taskforge.domain.errors import JobIdTaken
+from taskforge.domain.job import Job, NewJob, QueueStats
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import Page
+
+
+class InMemoryJobStore(InMemoryView):
+    async def add(self, job: NewJob) -> tuple[Job, bool]:
+        [result] = self._add_all([job], self._state.clock.now())
+        return result
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        return self._add_all(jobs, self._state.clock.now())
+
+    def _add_all(self, news: Sequence[NewJob], now: datetime) -> list[tuple[Job, bool]]:
+        """All or none, like one INSERT: every job is checked and built before the first
+        is stored. Within the batch, a repeated idempotency key yields the first job."""
+        state = self._state
+        results: list[tuple[Job, bool]] = []
+        created: dict[UUID, Job] = {}
+        by_key: dict[str, Job] = {}
+        for new in news:
+            key = new.idempotency_key
+            holder = None if key is None else (by_key.get(key) or self._holder(key))
+            if holder is not None:
+                results.append((holder, False))
+                continue
+            if new.id in state.jobs or new.id in created:
+                raise JobIdTaken(new.id)
+            job = new.stored(new.due_at(now), now)
+            created[job.id] = job
+            if key is not None:
+                by_key[key] = job
+            results.append((job, True))
+        for job in created.values():
+            state.jobs[job.id] = job
+            if job.idempotency_key is not None:
+                state.by_idempotency_key[job.idempotency_key] = job.id
+            state.published_at[job.id] = now if job.next_run_at <= now else None
+        return results
+
+    def _holder(self, key: str) -> Job | None:
+        job_id = self._state.by_idempotency_key.get(key)
+        return None if job_id is None else without_errors(self._state.jobs[job_id])
+
+    async def get(self, job_id: UUID) -> Job | None:
+        return self._state.jobs.get(job_id)
+
+    async def find(self, where: ListFilter, page: Page) -> tuple[list[Job], int]:
+        matches = [
+            job
+            for job in self._state.jobs.values()
+            if (where.queue is None or job.queue == where.queue)
+            and (where.state is None or job.state is where.state)
+        ]
+        ordered = _newest_first(matches)
+        window = ordered[page.offset : page.offset + page.limit]
+        return [without_errors(job) for job in window], len(ordered)
+
+    async def stats(self) -> list[QueueStats]:
+        per_queue: dict[str, dict[JobState, int]] = {}
+        for job in self._state.jobs.values():
+            counts = per_queue.setdefault(job.queue, dict.fromkeys(JobState, 0))
+            counts[job.state] += 1
+        return [QueueStats(queue, counts) for queue, counts in sorted(per_queue.items())]
+
+    async def ping(self) -> None:
+        return None
+
+
+def _newest_first(items: Iterable[Job]) -> list[Job]:
+    return sorted(items, key=lambda job: (job.created_at, job.id), reverse=True)

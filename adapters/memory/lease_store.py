@@ -1,0 +1,111 @@
+"""LeaseStore in memory: claims, heartbeats, settlements and hand-backs, fenced by the
+lease token as in Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from taskforge.adapters.memory.state import (
+    NO_LEASE,
+    InMemoryView,
+    with_error,
+    without_errors,
+)
+from taskforge.domain.job import Job, Lease
+from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
+from taskforge.domain.states import JobState
+
+PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
+
+
+class InMemoryLeaseStore(InMemoryView):
+    async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
+        now = self._state.clock.now()
+        claimed = []
+        for job_id in dict.fromkeys(job_ids):
+            job = self._state.jobs.get(job_id)
+            if job is not None and job.state is PENDING and job.next_run_at <= now:
+                claimed.append(self._claim(job, owner, now))
+        return claimed
+
+    async def claim_due(self, queues: Sequence[str], limit: int, owner: str) -> list[Job]:
+        now = self._state.clock.now()
+        due = sorted(
+            (
+                job
+                for job in self._state.jobs.values()
+                if job.queue in queues and job.state is PENDING and job.next_run_at <= now
+            ),
+            key=lambda job: (job.next_run_at, job.id),
+        )
+        return [self._claim(job, owner, now) for job in due[:limit]]
+
+    def _claim(self, job: Job, owner: str, now: datetime) -> Job:
+        claimed = self._state.put(
+            job,
+            state=RUNNING,
+            attempt_count=job.attempt_count + 1,
+            lease_owner=owner,
+            lease_token=self._state.ids.new_id(),
+            lease_expires_at=now + timedelta(seconds=job.visibility_timeout),
+            started_at=now,
+            finished_at=None,
+            updated_at=now,
+        )
+        return without_errors(claimed)
+
+    def _held(self, lease: Lease) -> Job | None:
+        job = self._state.jobs.get(lease.job_id)
+        if job is None or job.state is not RUNNING or job.lease_token != lease.token:
+            return None
+        return job
+
+    async def heartbeat(self, leases: Sequence[Lease]) -> set[UUID]:
+        now = self._state.clock.now()
+        held = set()
+        for lease in leases:
+            job = self._held(lease)
+            if job is not None:
+                expires = now + timedelta(seconds=job.visibility_timeout)
+                self._state.put(job, lease_expires_at=expires, updated_at=now)
+                held.add(job.id)
+        return held
+
+    async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
+        state = self._state
+        now = state.clock.now()
+        applied = set()
+        for settlement in settlements:
+            job = self._held(settlement.lease)
+            if job is None:
+                continue
+            match settlement:
+                case Succeeded():
+                    state.put(job, state=SUCCEEDED, finished_at=now, updated_at=now, **NO_LEASE)
+                case RetryLater(error=error, delay=delay, traceback=traceback):
+                    state.put(
+                        job,
+                        state=FAILED,
+                        last_error=error,
+                        errors=with_error(job, now, error, traceback),
+                        next_run_at=now + delay,
+                        updated_at=now,
+                        **NO_LEASE,
+                    )
+                case DeadLettered(error=error, reason=reason, traceback=traceback):
+                    job = state.put(job, errors=with_error(job, now, error, traceback))
+                    state.dead_letter(job, reason, error, now)
+            applied.add(job.id)
+        return applied
+
+    async def release(self, leases: Sequence[Lease]) -> set[UUID]:
+        now = self._state.clock.now()
+        released = set()
+        for lease in leases:
+            job = self._held(lease)
+            if job is not None:
+                self._state.requeue(job, now, attempt_count=job.attempt_count - 1)
+                released.add(job.id)
+        return released

@@ -1,0 +1,112 @@
+"""The one "database" of the in-memory backend, which every in-memory store role is a view
+of, with the writes several roles share (a requeue, an entry into DLQ)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+from uuid import UUID
+
+from taskforge.application.ports import Clock, IdSource
+from taskforge.domain.errors import JobNotFound
+from taskforge.domain.job import MAX_ATTEMPT_ERRORS, AttemptError, DeadLetter, Job, ReadyHint
+from taskforge.domain.states import JobState
+
+PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
+
+NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+class InMemoryState:
+    """Jobs, dead letters and published times, with the store's own clock (Postgres's `now()`)
+    and source of lease tokens. Each role's view of it (InMemoryJobStore, InMemoryLeaseStore,
+    InMemorySweeps, InMemoryOperatorMoves, InMemoryDeadLetterStore) sees every other's writes."""
+
+    def __init__(self, clock: Clock, ids: IdSource) -> None:
+        self.clock = clock
+        self.ids = ids
+        self.jobs: dict[UUID, Job] = {}
+        self.by_idempotency_key: dict[str, UUID] = {}
+        self.dead_letters: dict[UUID, DeadLetter] = {}
+        self.published_at: dict[UUID, datetime | None] = {}
+
+    def existing(self, job_id: UUID) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def put(self, job: Job, **changes: object) -> Job:
+        updated = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
+        self.jobs[job.id] = updated
+        return updated
+
+    def requeue(self, job: Job, now: datetime, **changes: object) -> Job:
+        """Back to PENDING, due now; its hint counts as published (the caller pushes it)."""
+        self.published_at[job.id] = now
+        return self.put(
+            job,
+            state=PENDING,
+            next_run_at=now,
+            updated_at=now,
+            finished_at=None,
+            reason=None,
+            **NO_LEASE,
+            **changes,
+        )
+
+    def dead_letter(self, job: Job, reason: str, error: str | None, now: datetime) -> Job:
+        """Into DLQ, with its dead_letters entry."""
+        dead = self.put(
+            job,
+            state=DLQ,
+            reason=reason,
+            last_error=error,
+            finished_at=now,
+            updated_at=now,
+            **NO_LEASE,
+        )
+        self.dead_letters[job.id] = DeadLetter(
+            job_id=job.id,
+            queue=job.queue,
+            job_type=job.job_type,
+            payload=job.payload,
+            reason=reason,
+            last_error=error,
+            attempts=job.attempt_count,
+            failed_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        return dead
+
+
+class InMemoryView:
+    """Base of the in-memory store roles: each is a view of one shared InMemoryState."""
+
+    def __init__(self, state: InMemoryState) -> None:
+        self._state = state
+
+
+def with_error(
+    job: Job, now: datetime, error: str, traceback: str | None
+) -> tuple[AttemptError, ...]:
+    """The job's errors with its current attempt's failure added, the oldest dropped."""
+    failure = AttemptError(attempt=job.attempt_count, at=now, error=error, traceback=traceback)
+    return (*job.errors, failure)[-MAX_ATTEMPT_ERRORS:]
+
+
+def without_errors(job: Job) -> Job:
+    """Lists, claims and enqueues leave errors out, as the Postgres store does (they are
+    heavy); reads and moves of one job carry them."""
+    return dataclasses.replace(job, errors=()) if job.errors else job
+
+
+def hint(job: Job) -> ReadyHint:
+    return ReadyHint(job.queue, job.id, job.traceparent)
+
+
+def oldest_due(jobs: Iterable[Job], now: datetime, limit: int) -> list[Job]:
+    due = [job for job in jobs if job.next_run_at <= now]
+    return sorted(due, key=lambda job: (job.next_run_at, job.id))[:limit]

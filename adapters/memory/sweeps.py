@@ -1,0 +1,100 @@
+"""Sweeps in memory: the scheduler's passes over due, expired and finished jobs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from taskforge.adapters.memory.state import InMemoryView, hint, oldest_due, with_error
+from taskforge.domain.job import ReadyHint
+from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
+from taskforge.domain.states import JobState
+
+PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
+
+
+class InMemorySweeps(InMemoryView):
+    async def promote_due(self, limit: int) -> list[ReadyHint]:
+        state = self._state
+        now = state.clock.now()
+        due = oldest_due((job for job in state.jobs.values() if job.state is FAILED), now, limit)
+        return [hint(state.requeue(job, now, retry_count=job.retry_count + 1)) for job in due]
+
+    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
+        state = self._state
+        now = state.clock.now()
+        expired = sorted(
+            (
+                job
+                for job in state.jobs.values()
+                if job.state is RUNNING
+                and job.lease_expires_at is not None
+                and job.lease_expires_at < now
+            ),
+            key=lambda job: (job.lease_expires_at, job.id),
+        )[:limit]
+        hints, dead = [], 0
+        for job in expired:
+            job = state.put(job, errors=with_error(job, now, LEASE_EXPIRED_ERROR, None))
+            if job.attempt_count >= job.policy.max_attempts:
+                state.dead_letter(job, EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, now)
+                dead += 1
+            else:
+                hints.append(hint(state.requeue(job, now, last_error=LEASE_EXPIRED_ERROR)))
+        return hints, dead
+
+    async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
+        state = self._state
+        now = state.clock.now()
+        stale_before = now - timedelta(seconds=older_than)
+        candidates = (
+            job
+            for job in state.jobs.values()
+            if job.state is PENDING and _is_stale(state.published_at.get(job.id), stale_before)
+        )
+        due = oldest_due(candidates, now, limit)
+        for job in due:
+            state.published_at[job.id] = now
+        return [hint(job) for job in due]
+
+    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
+        now = self._state.clock.now()
+        wanted = set(queues)
+        due = Counter(
+            job.queue
+            for job in self._state.jobs.values()
+            if job.state is PENDING and job.queue in wanted and job.next_run_at <= now
+        )
+        return dict(due)
+
+    async def mark_unpublished(self) -> int:
+        state = self._state
+        pending = [job_id for job_id, job in state.jobs.items() if job.state is PENDING]
+        for job_id in pending:
+            state.published_at[job_id] = None
+        return len(pending)
+
+    async def prune_finished(self, older_than: float, limit: int) -> int:
+        state = self._state
+        cutoff = state.clock.now() - timedelta(seconds=older_than)
+        doomed = sorted(
+            (
+                job
+                for job in state.jobs.values()
+                if job.state in (SUCCEEDED, CANCELLED)
+                and job.finished_at is not None
+                and job.finished_at < cutoff
+            ),
+            key=lambda job: (job.created_at, job.id),
+        )[:limit]
+        for job in doomed:
+            del state.jobs[job.id]
+            state.published_at.pop(job.id, None)
+            if job.idempotency_key is not None:
+                state.by_idempotency_key.pop(job.idempotency_key, None)
+        return len(doomed)
+
+
+def _is_stale(published_at: datetime | None, stale_before: datetime) -> bool:
+    return published_at is None or published_at < stale_before

@@ -1,0 +1,176 @@
+"""Sweeps on Postgres: the scheduler's batched passes. Each locks its rows with
+`FOR UPDATE SKIP LOCKED`, so concurrent schedulers share the work without waiting and never
+handle one job twice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from taskforge.adapters.postgres._fragments import ENTER_DLQ, NO_LEASE, REQUEUE, with_error
+from taskforge.adapters.postgres._rows import hint_from_row
+from taskforge.adapters.postgres.connection import PooledAdapter
+from taskforge.domain.job import ReadyHint
+from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
+from taskforge.domain.states import JobState
+
+PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
+
+PROMOTE_DUE = f"""
+WITH due AS (
+    SELECT id, next_run_at FROM jobs
+    WHERE state = 'FAILED' AND next_run_at <= now()
+    ORDER BY next_run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), promoted AS (
+    UPDATE jobs SET {REQUEUE}, retry_count = jobs.retry_count + 1
+    FROM due
+    WHERE jobs.id = due.id AND jobs.state = 'FAILED'
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, due.next_run_at AS due_at
+)
+SELECT queue, id, traceparent FROM promoted ORDER BY due_at, id
+"""
+
+# Attempts left: back to PENDING (the expired attempt still counts). None left: DLQ.
+# $2 is the error recorded on the job, $3 the dead-letter reason.
+REAP_EXPIRED = f"""
+WITH expired AS (
+    SELECT id, lease_expires_at FROM jobs
+    WHERE state = 'RUNNING' AND lease_expires_at < now()
+    ORDER BY lease_expires_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE jobs SET
+        state = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN 'DLQ'
+                     ELSE 'PENDING' END,
+        last_error = $2::text,
+        errors = {with_error("$2::text", "NULL::text")},
+        reason = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN $3::text END,
+        next_run_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN jobs.next_run_at
+                           ELSE now() END,
+        published_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts
+                            THEN jobs.published_at ELSE now() END,
+        finished_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN now() END,
+        updated_at = now(),
+        {NO_LEASE}
+    FROM expired
+    WHERE jobs.id = expired.id AND jobs.state = 'RUNNING'
+    RETURNING jobs.id, jobs.queue, jobs.job_type, jobs.payload, jobs.state, jobs.reason,
+              jobs.last_error, jobs.attempt_count, jobs.traceparent,
+              expired.lease_expires_at AS expired_at
+), dead_lettered AS ({ENTER_DLQ.format(source="reaped")}
+)
+SELECT queue, id, state, traceparent FROM reaped ORDER BY expired_at, id
+"""
+
+FIND_UNPUBLISHED = """
+WITH stale AS (
+    SELECT id, next_run_at FROM jobs
+    WHERE state = 'PENDING'
+      AND next_run_at <= now()
+      AND (published_at IS NULL OR published_at < now() - make_interval(secs => $2))
+    ORDER BY next_run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE jobs SET published_at = now()
+    FROM stale
+    WHERE jobs.id = stale.id AND jobs.state = 'PENDING'
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, stale.next_run_at AS due_at
+)
+SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
+"""
+
+COUNT_DUE = """
+SELECT queue, count(*) AS due FROM jobs
+WHERE state = 'PENDING' AND next_run_at <= now() AND queue = ANY($1::text[])
+GROUP BY queue
+"""
+
+# A pending row someone else holds is about to leave PENDING or to be published by its
+# holder, so skipping it is safe, and skipping means this sweep never waits on a claim.
+# In bounded batches, each its own transaction: one statement over the whole backlog
+# would hold every pending row locked while it runs, and claims wait for those locks.
+MARK_UNPUBLISHED_BATCH = 1000
+
+MARK_UNPUBLISHED = """
+WITH pending AS (
+    SELECT id FROM jobs
+    WHERE state = 'PENDING' AND id > $2
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE jobs SET published_at = NULL
+    FROM pending
+    WHERE jobs.id = pending.id AND jobs.state = 'PENDING'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM marked) AS marked,
+       (SELECT count(*) FROM pending) AS seen,
+       (SELECT id FROM pending ORDER BY id DESC LIMIT 1) AS last
+"""
+
+# Oldest first through the (state, created_at) index: jobs created long ago are the ones
+# that finished long ago, so the scan stops after about `limit` rows.
+PRUNE_FINISHED = """
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
+
+class PostgresSweeps(PooledAdapter):
+    """Sweeps on Postgres; semantics identical to InMemorySweeps."""
+
+    async def promote_due(self, limit: int) -> list[ReadyHint]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(PROMOTE_DUE, limit)
+        return [hint_from_row(row) for row in rows]
+
+    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(REAP_EXPIRED, limit, LEASE_EXPIRED_ERROR, EXHAUSTED_REASON)
+        hints = [hint_from_row(row) for row in rows if row["state"] == PENDING]
+        return hints, len(rows) - len(hints)
+
+    async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(FIND_UNPUBLISHED, limit, float(older_than))
+        return [hint_from_row(row) for row in rows]
+
+    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(COUNT_DUE, list(queues))
+        return {row["queue"]: row["due"] for row in rows}
+
+    async def mark_unpublished(self) -> int:
+        marked, after = 0, UUID(int=0)
+        async with self._connection() as conn:
+            while True:
+                row = await conn.fetchrow(MARK_UNPUBLISHED, MARK_UNPUBLISHED_BATCH, after)
+                assert row is not None
+                marked += row["marked"]
+                if row["seen"] < MARK_UNPUBLISHED_BATCH:
+                    return int(marked)
+                after = row["last"]
+
+    async def prune_finished(self, older_than: float, limit: int) -> int:
+        deleted = 0
+        async with self._connection() as conn:
+            for state in (SUCCEEDED, CANCELLED):
+                if deleted < limit:
+                    count = await conn.fetchval(
+                        PRUNE_FINISHED, state.value, older_than, limit - deleted
+                    )
+                    deleted += int(count)
+        return deleted
