@@ -70,8 +70,12 @@ class Stack:
 
     def __init__(self, settings: Settings) -> None:
         self.run_id = uuid.uuid4().hex[:8]
-        self.admin_dsn = settings.require_postgres("bench")
-        self.dsn = _with_database(self.admin_dsn, f"taskforge_bench_{self.run_id}")
+        # Creating the scratch database and migrating it need a session of their own; the
+        # processes use POSTGRES_DSN, which may lead through a pooler (POSTGRES_POOLER).
+        self.admin_dsn = settings.require_direct_postgres("bench")
+        database = f"taskforge_bench_{self.run_id}"
+        self.direct_dsn = _with_database(self.admin_dsn, database)
+        self.dsn = _with_database(settings.require_postgres("bench"), database)
         self.settings = settings
         self.prefix = f"taskforge:bench-{self.run_id}:"
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -79,6 +83,7 @@ class Stack:
         self.env = {
             **os.environ,
             "POSTGRES_DSN": self.dsn,
+            "POSTGRES_DIRECT_DSN": self.direct_dsn,
             "TASKFORGE_REDIS_PREFIX": self.prefix,
             "TASKFORGE_DEMO_HANDLERS": "true",
             "LOG_LEVEL": "warn",
@@ -95,8 +100,8 @@ class Stack:
             await conn.execute(f'CREATE DATABASE "taskforge_bench_{self.run_id}"')
         finally:
             await conn.close()
-        await apply_migrations(self.dsn)
-        self.pool = await create_pool(self.dsn, min_size=1, max_size=4)
+        await apply_migrations(self.direct_dsn)
+        self.pool = await create_pool(self.direct_dsn, min_size=1, max_size=4)
         self.redis = create_redis(
             host=self.settings.redis_addr.host,
             port=self.settings.redis_addr.port,

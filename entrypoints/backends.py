@@ -53,6 +53,7 @@ class PostgresProvider(Provider):
             min_size=0,
             max_size=POOL_SIZE,
             check=SchemaCheck(),
+            transaction_pooler=settings.postgres_pooler == "pgbouncer",
         )
         try:
             yield pool

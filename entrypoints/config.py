@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -20,6 +21,7 @@ from taskforge.domain.validation import validate_queue_name
 T = TypeVar("T")
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+POSTGRES_POOLERS = ("none", "pgbouncer")
 LOG_FORMATS = ("json", "text")
 TRACING_EXPORTERS = ("stdout", "none")
 _TRUE = {"1", "true", "yes", "on"}
@@ -63,6 +65,12 @@ class Settings:
 
     postgres_dsn: str | None = field(default=None, repr=False)
     """May carry a password: kept out of repr."""
+    postgres_direct_dsn: str | None = field(default=None, repr=False)
+    """A session of its own on the server, for what a transaction pooler cannot carry
+    (`taskforge migrate`'s advisory lock, creating databases); None means POSTGRES_DSN."""
+    postgres_pooler: str = "none"
+    """`pgbouncer`: POSTGRES_DSN goes through a pooler in transaction mode, so no statement
+    is prepared by name (each is parsed again, unnamed, on every use)."""
     http_addr: Address = field(default_factory=lambda: Address("0.0.0.0", 8080))  # noqa: S104
     queue_name: str = "jobs:ready"
     redis_addr: Address = field(default_factory=lambda: Address("localhost", 6379))
@@ -126,23 +134,34 @@ class Settings:
             )
         return self.postgres_dsn
 
+    def require_direct_postgres(self, role: str) -> str:
+        """POSTGRES_DIRECT_DSN, else POSTGRES_DSN; ConfigError when neither is set."""
+        return self.postgres_direct_dsn or self.require_postgres(role)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and validate every variable; an unset or blank one takes its default.
+        A secret may come from the file its `_FILE` variable names instead (see `_secret`).
         Raises ConfigError for the first invalid value."""
 
         def get(name: str, parse: Callable[[str, str], T], default: T) -> T:
             raw = env.get(name)
             return default if raw is None or raw.strip() == "" else parse(name, raw.strip())
 
+        def secret(name: str, parse: Callable[[str, str], T], default: T) -> T:
+            source, raw = _secret(env, name)
+            return default if raw is None or raw.strip() == "" else parse(source, raw.strip())
+
         defaults = cls()
         return cls(
-            postgres_dsn=get("POSTGRES_DSN", _dsn, None),
+            postgres_dsn=secret("POSTGRES_DSN", _dsn, None),
+            postgres_direct_dsn=secret("POSTGRES_DIRECT_DSN", _dsn, None),
+            postgres_pooler=get("POSTGRES_POOLER", _choice(POSTGRES_POOLERS), "none"),
             http_addr=get("HTTP_ADDR", parse_address, defaults.http_addr),
             queue_name=get("QUEUE_NAME", _queue, defaults.queue_name),
             redis_addr=get("REDIS_ADDR", parse_address, defaults.redis_addr),
             redis_db=get("REDIS_DB", _int_range(0, 2**31 - 1), 0),
-            redis_password=env.get("REDIS_PASSWORD", ""),
+            redis_password=_secret(env, "REDIS_PASSWORD")[1] or "",
             log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), defaults.log_level),
             log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
@@ -151,7 +170,7 @@ class Settings:
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
             max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
             api_workers=get("API_WORKERS", _int_range(1, 64), 1),
-            api_token=get("API_TOKEN", _token, None),
+            api_token=secret("API_TOKEN", _token, None),
             worker_queues=get("WORKER_QUEUES", _queue_list, ()),
             worker_shutdown_grace=get("WORKER_SHUTDOWN_GRACE", _number(0, 86_400), 30.0),
             worker_heartbeat=get("WORKER_HEARTBEAT", parse_bool, True),
@@ -173,6 +192,25 @@ class Settings:
             http_body_timeout=get("HTTP_BODY_TIMEOUT", _number(0.1, 3600), 30.0),
             http_max_connections=get("HTTP_MAX_CONNECTIONS", _int_range(1, 1_000_000), 1000),
         )
+
+
+def _secret(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
+    """The variable a secret came from and its value: `name`, or the content of the file
+    `name_FILE` names (the Docker and Kubernetes convention; one trailing newline is
+    dropped). Both set is a ConfigError naming both; so is a file that cannot be read,
+    naming the variable and the path, never what the file holds."""
+    file_variable = f"{name}_FILE"
+    path = env.get(file_variable, "").strip()
+    if not path:
+        return name, env.get(name)
+    if env.get(name, "").strip():
+        raise ConfigError(f"{name} and {file_variable}", None, "both are set; set one or the other")
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(file_variable, path, f"cannot read the file: {reason}") from None
+    return file_variable, content.removesuffix("\n").removesuffix("\r")
 
 
 def parse_address(name: str, raw: str) -> Address:

@@ -20,7 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.servers import Found, ServicesUnavailable, find_postgres, find_redis
+from tests.servers import (
+    Found,
+    PrivatePgBouncer,
+    ServicesUnavailable,
+    find_postgres,
+    find_redis,
+)
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -129,6 +135,22 @@ def migrated_dsn(postgres_dsn: str) -> str:
 
     asyncio.run(apply_migrations(postgres_dsn))
     return postgres_dsn
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_admin_dsn: str, _servers: ExitStack) -> PrivatePgBouncer:
+    """A PgBouncer of this run in transaction pooling mode, in front of the test Postgres
+    (every database passed through), logging in as the admin DSN's role."""
+    parts = urlsplit(postgres_admin_dsn)
+    try:
+        bouncer = PrivatePgBouncer.create(
+            (parts.hostname or "127.0.0.1", parts.port or 5432),
+            {parts.username or "postgres": parts.password or ""},
+        )
+    except ServicesUnavailable as exc:
+        pytest.exit(f"PgBouncer for the integration tests: {exc}", returncode=3)
+    _servers.callback(bouncer.remove)
+    return bouncer
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from tests.support import free_port
 
@@ -126,6 +126,8 @@ class PrivatePostgres:
     """The user that owns the cluster when this process is root; None runs tools as is."""
     settings: dict[str, str] = field(default_factory=dict)
     """postgresql.conf lines beyond the defaults below."""
+    passwords: bool = False
+    """TCP logins other than `postgres` must give their role's password (scram-sha-256)."""
     log: Path = field(init=False)
     data: Path = field(init=False)
 
@@ -134,15 +136,25 @@ class PrivatePostgres:
         self.log = self.root / "postgres.log"
 
     @classmethod
-    def create(cls, **settings: str) -> PrivatePostgres:
-        """Initialise and start a cluster; `settings` add postgresql.conf lines."""
+    def create(
+        cls, settings: dict[str, str] | None = None, *, passwords: bool = False
+    ) -> PrivatePostgres:
+        """Initialise and start a cluster; `settings` add postgresql.conf lines, `passwords`
+        makes every role but `postgres` log in over TCP with its password."""
         bindir = postgres_bindir()
         run_as = _cluster_owner()
         root = Path(tempfile.mkdtemp(prefix="taskforge-pg-", dir=_shared_tempdir()))
         if run_as is not None:
             user = pwd.getpwnam(run_as)
             os.chown(root, user.pw_uid, user.pw_gid)
-        server = cls(root=root, port=free_port(), bindir=bindir, run_as=run_as, settings=settings)
+        server = cls(
+            root=root,
+            port=free_port(),
+            bindir=bindir,
+            run_as=run_as,
+            settings=settings or {},
+            passwords=passwords,
+        )
         try:
             server._initdb()
             server.start()
@@ -195,6 +207,12 @@ class PrivatePostgres:
             conf.write("\n# a private test server\n")
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
+        if self.passwords:
+            (self.data / "pg_hba.conf").write_text(
+                "local all all trust\n"
+                "host all postgres 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+            )
 
     def start(self) -> None:
         self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
@@ -255,13 +273,16 @@ class PrivateRedis:
     binary: str
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    password: str = ""
+    """When set, every client must AUTH with it (`--requirepass`)."""
 
     @classmethod
-    def create(cls) -> PrivateRedis:
+    def create(cls, *, password: str = "") -> PrivateRedis:
         server = cls(
             root=Path(tempfile.mkdtemp(prefix="taskforge-redis-")),
             port=free_port(),
             binary=redis_server_binary(),
+            password=password,
         )
         try:
             server.start()
@@ -272,7 +293,8 @@ class PrivateRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -300,6 +322,7 @@ class PrivateRedis:
                 "no",
                 "--maxclients",
                 "1000",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -318,7 +341,9 @@ class PrivateRedis:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                reply = sock.recv(64)
+                # With a password, an unauthenticated PING is refused: the server is up.
+                return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
         except OSError:
             return False
 
@@ -329,6 +354,120 @@ class PrivateRedis:
     def remove(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
             self.popen.kill()
+            self.popen.wait(SERVICE_TIMEOUT)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+
+def pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer") or (PGBOUNCER if Path(PGBOUNCER).is_file() else None)
+    if found is None:
+        raise ServicesUnavailable("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    return found
+
+
+@dataclass
+class PrivatePgBouncer:
+    """A PgBouncer in transaction pooling mode on a free 127.0.0.1 port, in front of the
+    Postgres at `server` (host, port): every database name is passed through. It refuses to
+    run as root, so it runs as the cluster owner then (see `_cluster_owner`). Clients log in
+    as any role listed in `users` (role -> password; empty: no password checked, and
+    PgBouncer logs in to Postgres without one)."""
+
+    root: Path
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def create(cls, server: tuple[str, int], users: dict[str, str]) -> PrivatePgBouncer:
+        binary = pgbouncer_binary()
+        run_as = _cluster_owner()
+        root = Path(tempfile.mkdtemp(prefix="taskforge-pgbouncer-", dir=_shared_tempdir()))
+        bouncer = cls(root=root, port=free_port())
+        needs_password = any(users.values())
+        (root / "userlist.txt").write_text(
+            "".join(f'"{user}" "{password}"\n' for user, password in users.items())
+        )
+        (root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={server[0]} port={server[1]}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {bouncer.port}\n"
+            "unix_socket_dir =\n"
+            f"auth_type = {'scram-sha-256' if needs_password else 'trust'}\n"
+            f"auth_file = {root / 'userlist.txt'}\n"
+            "pool_mode = transaction\n"
+            "max_client_conn = 1000\n"
+            "default_pool_size = 20\n"
+            f"pidfile = {root / 'pgbouncer.pid'}\n"
+            f"logfile = {root / 'pgbouncer.log'}\n"
+            "log_connections = 0\n"
+            "log_disconnections = 0\n"
+        )
+        if run_as is not None:
+            user = pwd.getpwnam(run_as)
+            for path in (root, *root.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            (root / "userlist.txt").chmod(0o600)
+        command = [binary, str(root / "pgbouncer.ini")]
+        if run_as is not None:
+            command = ["runuser", "-u", run_as, "--", *command]
+        try:
+            bouncer.popen = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root
+            )
+            bouncer._wait_listening()
+        except BaseException:
+            bouncer.remove()
+            raise
+        return bouncer
+
+    def dsn(self, database: str, user: str = "postgres", password: str = "") -> str:
+        auth = f"{user}:{quote(password, safe='')}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
+
+    def route(self, dsn: str) -> str:
+        """`dsn` (its role, password and database) by way of this PgBouncer."""
+        parts = urlsplit(dsn)
+        return self.dsn(parts.path.lstrip("/"), parts.username or "postgres", parts.password or "")
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + SERVICE_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            assert self.popen is not None
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start:\n{self.tail()}")
+            time.sleep(0.02)
+
+    def tail(self, lines: int = 20) -> str:
+        log = self.root / "pgbouncer.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.root / "pgbouncer.pid").read_text().strip())
+        return None
+
+    def remove(self) -> None:
+        """Stop PgBouncer by its pid (then the `runuser` wrapper) and delete its directory."""
+        pid = self.pid()
+        if pid is not None and _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)  # SIGINT: close at once, not after clients leave
+            _wait_gone(pid)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.popen is not None:
+            if self.popen.poll() is None:
+                self.popen.kill()
             self.popen.wait(SERVICE_TIMEOUT)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -374,7 +513,7 @@ def find_postgres(stack: contextlib.ExitStack) -> Found:
         if _postgres_problem(dsn) is None:
             return Found(dsn, f"the local server ({urlsplit(dsn).username}@127.0.0.1:5432)")
     try:
-        server = PrivatePostgres.create(**_TEST_POSTGRES_SETTINGS)
+        server = PrivatePostgres.create(_TEST_POSTGRES_SETTINGS)
     except ServicesUnavailable as missing:
         if _docker_answers():
             return _postgres_container(stack)

@@ -40,6 +40,9 @@ long as the silence lasts. TaskForge's statements take milliseconds."""
 
 PING_TIMEOUT = 2.0
 
+STATEMENT_CACHE_SIZE = 100
+"""Statements each connection keeps prepared (asyncpg's default) when no pooler is between."""
+
 RUN_MIGRATE = "run `taskforge migrate`"
 """What every message about a missing or outdated schema tells the operator to do."""
 
@@ -48,10 +51,20 @@ ConnectionCheck = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, check: ConnectionCheck | None = None
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    check: ConnectionCheck | None = None,
+    transaction_pooler: bool = False,
 ) -> asyncpg.Pool:
     """A connection pool whose connections read and write `jsonb` as Python objects, each
     passed through `check` first (the schema check, in the service roles).
+    `transaction_pooler`: `dsn` leads to a pooler in transaction mode (PgBouncer), where
+    consecutive transactions may run on different server sessions, so a statement prepared
+    by name on one is unknown on the next: statements then stay unnamed, parsed again on
+    every use (asyncpg keeps an unnamed one's parse and execution in one round trip that
+    the pooler does not split). TaskForge holds no other session state on these pools.
     Raises Unavailable when Postgres cannot be reached."""
 
     async def init(conn: asyncpg.Connection) -> None:
@@ -67,6 +80,7 @@ async def create_pool(
             init=init,
             connection_class=_PooledConnection,
             command_timeout=COMMAND_TIMEOUT,
+            statement_cache_size=0 if transaction_pooler else STATEMENT_CACHE_SIZE,
         )
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc)) from exc

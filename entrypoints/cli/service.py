@@ -189,7 +189,10 @@ def scheduler() -> None:
 
 @app.command
 def migrate() -> None:
-    """Apply pending database migrations to POSTGRES_DSN (safe to run from several processes).
+    """Apply pending database migrations (safe to run from several processes).
+
+    Connects to POSTGRES_DIRECT_DSN, else POSTGRES_DSN: migrating holds a session-level
+    lock, which a pooler in transaction mode cannot carry.
 
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge migrate
     """
@@ -197,7 +200,7 @@ def migrate() -> None:
     from taskforge.domain.errors import Unavailable
 
     settings = _settings({})
-    dsn = settings.require_postgres("migrate")
+    dsn = settings.require_direct_postgres("migrate")
     try:
         applied = asyncio.run(apply_migrations(dsn))
     except MigrationError as exc:

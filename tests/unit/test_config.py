@@ -273,6 +273,100 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     assert "secret" not in repr(settings)
 
 
+@pytest.mark.parametrize(
+    ("variable", "content", "field", "expected"),
+    [
+        # the trailing newline an editor or `echo` leaves is not part of the secret
+        (
+            "POSTGRES_DSN",
+            "postgresql://app:s3cret@db/app\n",
+            "postgres_dsn",
+            "postgresql://app:s3cret@db/app",
+        ),
+        (
+            "POSTGRES_DIRECT_DSN",
+            "postgresql://app:s3cret@db:5432/app",
+            "postgres_direct_dsn",
+            "postgresql://app:s3cret@db:5432/app",
+        ),
+        ("REDIS_PASSWORD", "pa ss word\n", "redis_password", "pa ss word"),
+        ("API_TOKEN", "token-from-a-file\n", "api_token", "token-from-a-file"),
+    ],
+)
+def test_a_secret_is_read_from_the_file_its_file_variable_names(
+    tmp_path: Path, variable: str, content: str, field: str, expected: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+
+    settings = Settings.from_env({f"{variable}_FILE": str(secret)})
+
+    assert getattr(settings, field) == expected
+
+
+@pytest.mark.parametrize("variable", ["POSTGRES_DSN", "REDIS_PASSWORD", "API_TOKEN"])
+def test_a_secret_set_both_directly_and_from_a_file_is_refused_naming_both(
+    tmp_path: Path, variable: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("postgresql://app:from-file@db/app")
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {variable: "postgresql://app:direct@db/app", f"{variable}_FILE": str(secret)}
+        )
+
+    message = str(raised.value)
+    assert f"{variable} and {variable}_FILE" in message
+    assert "from-file" not in message
+    assert "direct" not in message
+
+
+def test_an_unreadable_secret_file_is_named_with_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-secret"
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"API_TOKEN_FILE": str(missing)})
+
+    assert raised.value.variable == "API_TOKEN_FILE"
+    assert str(missing) in str(raised.value)
+    assert "No such file" in str(raised.value)
+
+
+def test_an_invalid_secret_from_a_file_names_the_file_variable_not_the_content(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text("mysql://app:s3cret@db/app")
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"POSTGRES_DSN_FILE": str(secret)})
+
+    assert raised.value.variable == "POSTGRES_DSN_FILE"
+    assert "s3cret" not in str(raised.value)
+
+
+def test_the_direct_dsn_defaults_to_the_pooled_one() -> None:
+    pooled = Settings.from_env({"POSTGRES_DSN": "postgresql://app@pooler:6432/app"})
+    both = Settings.from_env(
+        {
+            "POSTGRES_DSN": "postgresql://app@pooler:6432/app",
+            "POSTGRES_DIRECT_DSN": "postgresql://app@db:5432/app",
+            "POSTGRES_POOLER": "PgBouncer",
+        }
+    )
+
+    assert pooled.require_direct_postgres("migrate") == "postgresql://app@pooler:6432/app"
+    assert pooled.postgres_pooler == "none"
+    assert both.require_direct_postgres("migrate") == "postgresql://app@db:5432/app"
+    assert both.postgres_pooler == "pgbouncer"
+
+
+def test_an_unknown_pooler_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"POSTGRES_POOLER.*none, pgbouncer"):
+        Settings.from_env({"POSTGRES_POOLER": "pgpool"})
+
+
 def run_taskforge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     program = "from taskforge.entrypoints.cli.service import main; main()"
     clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
@@ -300,6 +394,11 @@ _SETTINGS_VARIABLES = {
     "TRACING_ENABLED",
     "TRACING_EXPORTER",
     "API_TOKEN",
+    "POSTGRES_DSN_FILE",
+    "POSTGRES_DIRECT_DSN",
+    "POSTGRES_POOLER",
+    "REDIS_PASSWORD_FILE",
+    "API_TOKEN_FILE",
 }
 
 
@@ -311,6 +410,15 @@ _SETTINGS_VARIABLES = {
         ({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "HTTP_ADDR": "8080"}, "HTTP_ADDR"),
         ({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "REDIS_DB": "x"}, "REDIS_DB"),
         ({}, "POSTGRES_DSN"),
+        (
+            {
+                "POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db",
+                "API_TOKEN": "t",
+                "API_TOKEN_FILE": "/nonexistent/token",
+            },
+            "API_TOKEN and API_TOKEN_FILE",
+        ),
+        ({"POSTGRES_DSN_FILE": "/nonexistent/dsn"}, "POSTGRES_DSN_FILE='/nonexistent/dsn'"),
     ],
 )
 def test_taskforge_api_with_bad_config_exits_with_one_line_naming_the_variable(
@@ -318,7 +426,7 @@ def test_taskforge_api_with_bad_config_exits_with_one_line_naming_the_variable(
 ) -> None:
     result = run_taskforge("api", env=env)
 
-    assert result.returncode != 0
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]

@@ -2,7 +2,8 @@
 and once on the production one (marked `integration`).
 
 The job store's roles (JobStore, LeaseStore, Sweeps, OperatorMoves) and DeadLetterStore run
-on Postgres: tests share this run's database (migrated once) and start from empty tables.
+on Postgres, directly and through PgBouncer in transaction pooling mode: tests share this
+run's database (migrated once) and start from empty tables.
 ReadyQueue, RateLimiter and MetricsStore run on Redis, each test under a key prefix of its
 own (see tests/integration/conftest.py).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from taskforge.adapters.system import SystemClock, Uuid7Source
 from taskforge.application.ports import DeadLetterStore, MetricsStore, RateLimiter, ReadyQueue
 from taskforge.domain.job import NewJob
 from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
+from tests.servers import PrivatePgBouncer
 from tests.support import redis_from_url
 
 JobFactory = Callable[..., NewJob]
@@ -40,24 +43,46 @@ Stores = tuple[JobRoles, DeadLetterStore]
 _ids = Uuid7Source()
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
-def backend_dsn(request: pytest.FixtureRequest) -> str | None:
-    """Which store a test runs against: None for the in-memory one, else a Postgres DSN.
-    Resolved here, outside the event loop, because the database fixtures run their own."""
+@dataclass(frozen=True)
+class PostgresBackend:
+    dsn: str
+    transaction_pooler: bool
+    """The DSN leads through PgBouncer in transaction pooling mode."""
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("postgres", marks=pytest.mark.integration),
+        pytest.param("pgbouncer", marks=pytest.mark.integration),
+    ]
+)
+def job_backend(request: pytest.FixtureRequest) -> PostgresBackend | None:
+    """Which store a test runs against: None for the in-memory one, else Postgres, directly
+    or through PgBouncer. Resolved here, outside the event loop, because the database
+    fixtures run their own."""
     if request.param == "memory":
         return None
     dsn: str = request.getfixturevalue("migrated_dsn")
-    return dsn
+    if request.param == "postgres":
+        return PostgresBackend(dsn, transaction_pooler=False)
+    bouncer: PrivatePgBouncer = request.getfixturevalue("pgbouncer")
+    return PostgresBackend(bouncer.route(dsn), transaction_pooler=True)
 
 
 @pytest.fixture
-async def stores(backend_dsn: str | None) -> AsyncIterator[Stores]:
-    if backend_dsn is None:
+async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
+    if job_backend is None:
         state = InMemoryState(SystemClock(), Uuid7Source())
         yield InMemoryJobs(state), InMemoryDeadLetterStore(state)
         return
     # Several connections, so concurrent calls in a test really race inside Postgres.
-    pool = await create_pool(backend_dsn, min_size=4, max_size=12)
+    pool = await create_pool(
+        job_backend.dsn,
+        min_size=4,
+        max_size=12,
+        transaction_pooler=job_backend.transaction_pooler,
+    )
     try:
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE jobs, dead_letters")
