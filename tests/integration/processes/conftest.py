@@ -176,6 +176,17 @@ class Stack:
             process.popen.wait(10)
 
 
+async def run_migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`taskforge migrate` with `env`, to its end."""
+
+    def migrate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TASKFORGE, "migrate"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    return await asyncio.to_thread(migrate)
+
+
 @pytest.fixture(scope="session")
 def ledger_dsn(migrated_dsn: str) -> str:
     """The migrated database plus the ledger table the test handlers write to."""
