@@ -49,6 +49,12 @@ from taskforge.domain.outcome import (
     decide_failure,
     storable_text,
 )
+from taskforge.domain.result import (
+    DEFAULT_MAX_RESULT_BYTES,
+    RESULT_REFUSED_REASON,
+    UnstorableResult,
+    encode_result,
+)
 
 log = logging.getLogger("taskforge.worker")
 
@@ -85,6 +91,9 @@ class WorkerSettings:
     """Per queue, shared by all workers through the RateLimiter; 0 disables it."""
     heartbeat: bool = True
     """Off: a job may run at most its visibility timeout, then it is interrupted."""
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    """The most a handler's return value may take as JSON; a larger one dead-letters the
+    job (MAX_RESULT_BYTES)."""
     poll_timeout: float = 1.0
     """Longest blocking pop; bounds how long shutdown waits for the fetch loop."""
     shutdown_grace: float = 30.0
@@ -655,10 +664,9 @@ class Worker:
         try:
             handler = self._handlers.get(job.job_type)
             async with deadline:
-                await invoke(
+                value = await invoke(
                     handler, context, self._threads, functools.partial(self._abandoned, running)
                 )
-            return Succeeded(lease=lease)
         except TerminalError as exc:
             return decide_failure(
                 job, lease, _describe(exc), FailureKind.TERMINAL, self._random, _traceback_of(exc)
@@ -678,6 +686,19 @@ class Worker:
             raise
         except Exception as exc:  # noqa: BLE001 - any handler error is a retryable failure
             return self._retryable(job, lease, exc)
+        return self._succeeded(job, lease, value)
+
+    def _succeeded(self, job: Job, lease: Lease, value: object) -> Settlement:
+        """The handler returned `value`: success with it as the job's result, unless it is
+        not storable JSON (too large, a set, NaN ...). Retrying would return the same kind
+        of value, so that attempt is a terminal failure and nothing of it is stored."""
+        try:
+            result = encode_result(value, self._settings.max_result_bytes)
+        except UnstorableResult as exc:
+            error = storable_text(f"result refused: {exc}")[:MAX_ERROR_LENGTH]
+            log.info("job %s attempt %d: %s", job.id, job.attempt_count, error)
+            return DeadLettered(lease=lease, error=error, reason=RESULT_REFUSED_REASON)
+        return Succeeded(lease=lease, result=result)
 
     def _retryable(self, job: Job, lease: Lease, exc: Exception) -> Settlement:
         outcome = decide_failure(

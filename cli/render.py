@@ -38,6 +38,8 @@ ID_COLUMNS = frozenset({"ID", "JOB ID"})
 MIN_FREE_TEXT = 12
 MEASURE_WIDTH = 100_000
 PAYLOAD_CHARS = 500
+RESULT_LINES = 20
+RESULT_LINE_CHARS = 200
 
 
 def state_text(state: str) -> Text:
@@ -71,7 +73,7 @@ def duration(seconds: float) -> str:
 def job_detail(job: Mapping[str, Any], *, plain: bool) -> RenderableType:
     """One job: identity, policy, attempts, timings, the last error and its traceback."""
     grid = _grid()
-    for label, value in _job_rows(job):
+    for label, value in _job_rows(job, plain=plain):
         grid.add_row(label, value)
     if plain:
         return grid
@@ -79,7 +81,7 @@ def job_detail(job: Mapping[str, Any], *, plain: bool) -> RenderableType:
     return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
 
 
-def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
+def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Text]]:
     state = str(job.get("state", "?"))
     yield "id", Text(str(job.get("id")))
     yield "state", state_text(state)
@@ -107,6 +109,8 @@ def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
         else:
             suffix = f"  ({since_started} after it last started)"
         yield "finished", Text(timestamp(job["finishedAt"]) + suffix)
+    if job.get("result") is not None:
+        yield "result", Text(_result(job["result"], plain=plain))
     if state in (JobState.PENDING, JobState.FAILED):
         yield "next run", Text(timestamp(job.get("nextRunAt")))
     if state == JobState.RUNNING and job.get("leaseOwner"):
@@ -120,6 +124,18 @@ def _job_rows(job: Mapping[str, Any]) -> Iterable[tuple[str, Text]]:
     last = errors[-1] if isinstance(errors, list) and isinstance(errors[-1], Mapping) else {}
     if last.get("traceback"):
         yield "traceback", Text(str(last["traceback"]).rstrip(), style="dim")
+
+
+def _result(value: Any, *, plain: bool) -> str:
+    """Plain output: the whole result on one line. A terminal: indented, its first
+    RESULT_LINES lines, each cut at RESULT_LINE_CHARS (`--json` shows all of it)."""
+    if plain:
+        return _compact_json(value)
+    lines = json.dumps(value, ensure_ascii=False, indent=2).splitlines()
+    shown = [_shorten(line, RESULT_LINE_CHARS) for line in lines[:RESULT_LINES]]
+    if len(lines) > RESULT_LINES:
+        shown.append(f"… {len(lines) - RESULT_LINES} more lines (--json shows the whole result)")
+    return "\n".join(shown)
 
 
 def _attempts(job: Mapping[str, Any]) -> str:

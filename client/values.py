@@ -30,8 +30,9 @@ class AttemptError:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """A job as `GET /jobs/{id}` answers it. `errors` is only filled by `get` (and `wait`);
-    lists and operator moves leave it empty, as the API does."""
+    """A job as `GET /jobs/{id}` answers it. `errors` and `result` (the JSON value the
+    handler returned once the job SUCCEEDED) are only filled by `get` (and `wait`); lists
+    and operator moves leave them empty, as the API does."""
 
     id: UUID
     queue: str
@@ -58,6 +59,7 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     errors: tuple[AttemptError, ...] = ()
+    result: Any = None
 
     @property
     def terminal(self) -> bool:

@@ -45,8 +45,10 @@ class Job:
     `lease_token` and `lease_expires_at` are set exactly while the job is RUNNING;
     `reason` is the operator's or the system's reason for a cancel or a dead-letter.
     `timeout` is the attempt's time limit in seconds (0: none). `errors` holds the last
-    MAX_ATTEMPT_ERRORS failed attempts, oldest first; only `JobStore.get` loads them
-    (lists and claims leave them empty: a job's errors may weigh 160 KiB).
+    MAX_ATTEMPT_ERRORS failed attempts, oldest first; `result` is the JSON value the handler
+    returned when the job SUCCEEDED (None: it returned None, or the job has not succeeded).
+    Only reads and moves of one job load them (lists and claims leave `errors` empty and
+    `result` None: a job's errors may weigh 160 KiB, its result MAX_RESULT_BYTES).
     """
 
     id: UUID
@@ -72,6 +74,7 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     errors: tuple[AttemptError, ...] = ()
+    result: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

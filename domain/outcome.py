@@ -22,6 +22,8 @@ class FailureKind(StrEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Succeeded:
     lease: Lease
+    result: str | None = None
+    """The handler's return value as JSON text (see result.encode_result); None: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,6 +98,8 @@ class Settings:
     retention_period: float = 7 * 24 * 3600.0
     job_timeout: float = 0.0
     """Seconds an attempt may run, for jobs enqueued without a `timeout`; 0: no limit."""
+    max_result_bytes: int = 64 * 1024
+    """The most a handler's return value may take as JSON; a larger one dead-letters it."""
     handlers: tuple[str, ...] = ()
     demo_handlers: bool = False
     metrics_addr: Address | None = None
@@ -181,6 +183,7 @@ class Settings:
                 "RETENTION_PERIOD", _number(0, 10 * 365 * 86_400), defaults.retention_period
             ),
             job_timeout=get("JOB_TIMEOUT", _number(0, MAX_DURATION), 0.0),
+            max_result_bytes=get("MAX_RESULT_BYTES", _int_range(1, 16 << 20), 64 * 1024),
             handlers=get("TASKFORGE_HANDLERS", _module_list, ()),
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),

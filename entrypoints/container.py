@@ -110,6 +110,7 @@ class SettingsProvider(Provider):
             rate_limit_per_sec=settings.rate_limit_per_sec,
             heartbeat=settings.worker_heartbeat,
             shutdown_grace=settings.worker_shutdown_grace,
+            max_result_bytes=settings.max_result_bytes,
         )
 
 

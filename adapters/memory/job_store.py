@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from uuid import UUID
 
-from taskforge.adapters.memory.state import InMemoryView, without_errors
+from taskforge.adapters.memory.state import InMemoryView, without_details
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job, NewJob, QueueStats
@@ -51,7 +51,7 @@ class InMemoryJobStore(InMemoryView):
 
     def _holder(self, key: str) -> Job | None:
         job_id = self._state.by_idempotency_key.get(key)
-        return None if job_id is None else without_errors(self._state.jobs[job_id])
+        return None if job_id is None else without_details(self._state.jobs[job_id])
 
     async def get(self, job_id: UUID) -> Job | None:
         return self._state.jobs.get(job_id)
@@ -65,7 +65,7 @@ class InMemoryJobStore(InMemoryView):
         ]
         ordered = _newest_first(matches)
         window = ordered[page.offset : page.offset + page.limit]
-        return [without_errors(job) for job in window], len(ordered)
+        return [without_details(job) for job in window], len(ordered)
 
     async def stats(self) -> list[QueueStats]:
         per_queue: dict[str, dict[JobState, int]] = {}

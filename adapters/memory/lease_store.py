@@ -3,6 +3,7 @@ lease token as in Postgres."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -11,7 +12,7 @@ from taskforge.adapters.memory.state import (
     NO_LEASE,
     InMemoryView,
     with_error,
-    without_errors,
+    without_details,
 )
 from taskforge.domain.job import Job, Lease
 from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
@@ -54,7 +55,7 @@ class InMemoryLeaseStore(InMemoryView):
             finished_at=None,
             updated_at=now,
         )
-        return without_errors(claimed)
+        return without_details(claimed)
 
     def _held(self, lease: Lease) -> Job | None:
         job = self._state.jobs.get(lease.job_id)
@@ -82,8 +83,15 @@ class InMemoryLeaseStore(InMemoryView):
             if job is None:
                 continue
             match settlement:
-                case Succeeded():
-                    state.put(job, state=SUCCEEDED, finished_at=now, updated_at=now, **NO_LEASE)
+                case Succeeded(result=result):
+                    state.put(
+                        job,
+                        state=SUCCEEDED,
+                        result=None if result is None else json.loads(result),
+                        finished_at=now,
+                        updated_at=now,
+                        **NO_LEASE,
+                    )
                 case RetryLater(error=error, delay=delay, traceback=traceback):
                     state.put(
                         job,

@@ -43,7 +43,8 @@ class InMemoryState:
         return updated
 
     def requeue(self, job: Job, now: datetime, **changes: object) -> Job:
-        """Back to PENDING, due now; its hint counts as published (the caller pushes it)."""
+        """Back to PENDING, due now, without a result; its hint counts as published (the
+        caller pushes it)."""
         self.published_at[job.id] = now
         return self.put(
             job,
@@ -52,6 +53,7 @@ class InMemoryState:
             updated_at=now,
             finished_at=None,
             reason=None,
+            result=None,
             **NO_LEASE,
             **changes,
         )
@@ -97,10 +99,12 @@ def with_error(
     return (*job.errors, failure)[-MAX_ATTEMPT_ERRORS:]
 
 
-def without_errors(job: Job) -> Job:
-    """Lists, claims and enqueues leave errors out, as the Postgres store does (they are
-    heavy); reads and moves of one job carry them."""
-    return dataclasses.replace(job, errors=()) if job.errors else job
+def without_details(job: Job) -> Job:
+    """Lists, claims and enqueues leave `errors` and `result` out, as the Postgres store does
+    (they are heavy); reads and moves of one job carry them."""
+    if job.errors or job.result is not None:
+        return dataclasses.replace(job, errors=(), result=None)
+    return job
 
 
 def hint(job: Job) -> ReadyHint:

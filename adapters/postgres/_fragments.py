@@ -7,14 +7,15 @@ from taskforge.domain.job import MAX_ATTEMPT_ERRORS
 
 NO_LEASE = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
 
-# Back to PENDING, due now. The hint for it is pushed by the caller right after, so it counts
-# as published.
+# Back to PENDING, due now, without a result (a new run's result replaces an old one). The
+# hint for it is pushed by the caller right after, so it counts as published.
 REQUEUE = f"""
     state = 'PENDING',
     next_run_at = now(),
     published_at = now(),
     finished_at = NULL,
     reason = NULL,
+    result = NULL,
     updated_at = now(),
     {NO_LEASE}"""
 

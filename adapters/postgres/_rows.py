@@ -40,9 +40,10 @@ JOB_FIELDS = (
     "finished_at",
 )
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
-"""A job without its `errors` (up to 160 KiB a job), as lists, claims and enqueues read it."""
-JOB_DETAIL_COLUMNS = f"{JOB_COLUMNS}, errors"
-"""A job with its `errors`, as statements that answer for one job read it."""
+"""A job without its `errors` (up to 160 KiB a job) and `result` (up to MAX_RESULT_BYTES), as
+lists, claims and enqueues read it."""
+JOB_DETAIL_COLUMNS = f"{JOB_COLUMNS}, errors, result"
+"""A job with its `errors` and `result`, as statements that answer for one job read it."""
 # Qualified, for statements that join `jobs` with a CTE sharing some column names.
 JOBS_COLUMNS = ", ".join(f"jobs.{field}" for field in JOB_FIELDS)
 
@@ -87,6 +88,7 @@ def job_from_row(row: asyncpg.Record) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         errors=errors_from_json(row.get("errors")),
+        result=row.get("result"),
     )
 
 

@@ -11,7 +11,13 @@ from taskforge.adapters.postgres._fragments import ENTER_DLQ, NO_LEASE, REQUEUE,
 from taskforge.adapters.postgres._rows import JOB_COLUMNS, JOBS_COLUMNS, job_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import Job, Lease
-from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, target_state
+from taskforge.domain.outcome import (
+    DeadLettered,
+    RetryLater,
+    Settlement,
+    Succeeded,
+    target_state,
+)
 
 # $2 is the lease owner in both claims.
 _CLAIM = """
@@ -95,15 +101,17 @@ RETURNING jobs.id
 
 # One statement for a whole batch of outcomes: $3 is each job's target state, $4 the error
 # (FAILED, DLQ), $5 the retry delay (FAILED), $6 the dead-letter reason (DLQ), $7 the
-# error's traceback (FAILED, DLQ; may be NULL).
+# error's traceback (FAILED, DLQ; may be NULL), $8 the result as JSON text (SUCCEEDED; NULL
+# for none, and always for the other outcomes).
 SETTLE = f"""
 WITH held AS (
     SELECT jobs.id, outcome.token, outcome.target, outcome.error, outcome.delay,
-           outcome.reason, outcome.traceback
+           outcome.reason, outcome.traceback, outcome.result
     FROM jobs
     JOIN unnest(
-        $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::interval[], $6::text[], $7::text[]
-    ) AS outcome (job_id, token, target, error, delay, reason, traceback)
+        $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::interval[], $6::text[], $7::text[],
+        $8::text[]
+    ) AS outcome (job_id, token, target, error, delay, reason, traceback, result)
         ON jobs.id = outcome.job_id AND jobs.lease_token = outcome.token
     WHERE jobs.state = 'RUNNING'
     ORDER BY jobs.id
@@ -116,6 +124,7 @@ WITH held AS (
         errors = CASE WHEN held.target = 'SUCCEEDED' THEN jobs.errors
                       ELSE {with_error("held.error", "held.traceback")} END,
         reason = CASE WHEN held.target = 'DLQ' THEN held.reason ELSE jobs.reason END,
+        result = held.result::jsonb,
         next_run_at = CASE WHEN held.target = 'FAILED' THEN now() + held.delay
                            ELSE jobs.next_run_at END,
         finished_at = CASE WHEN held.target = 'FAILED' THEN jobs.finished_at ELSE now() END,
@@ -155,10 +164,12 @@ class PostgresLeaseStore(PooledAdapter):
     async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
         if not settlements:
             return set()
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         for settlement in settlements:
-            error = delay = reason = traceback = None
+            error = delay = reason = traceback = result = None
             match settlement:
+                case Succeeded():
+                    result = settlement.result
                 case RetryLater():
                     error, delay = settlement.error, settlement.delay
                     traceback = settlement.traceback
@@ -173,6 +184,7 @@ class PostgresLeaseStore(PooledAdapter):
                 delay,
                 reason,
                 traceback,
+                result,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)

@@ -366,7 +366,8 @@ async def _job_page(list_jobs: ListJobs, where: ListFilter, page: Page) -> JobPa
     "/jobs/{job_id:str}",
     tags=["jobs"],
     summary="One job",
-    description="The job, with `errors`: the last 20 failed attempts and their tracebacks.",
+    description="The job, with `errors`: the last 20 failed attempts and their tracebacks, "
+    "and `result`: the JSON value its handler returned once it SUCCEEDED (else null).",
     responses=errors(400, 404),
 )
 @inject

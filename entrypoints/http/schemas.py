@@ -355,16 +355,19 @@ class AttemptErrorOut(msgspec.Struct, kw_only=True):
 
 
 class JobDetailOut(JobOut, kw_only=True):
-    """A job with `errors`: its last 20 failed attempts, oldest first (lists leave them
+    """A job with `errors`: its last 20 failed attempts, oldest first, and `result`: the
+    JSON value its handler returned once it SUCCEEDED, null otherwise (lists leave both
     out)."""
 
     errors: list[AttemptErrorOut]
+    result: Any
 
     @classmethod
     def of(cls, job: Job) -> JobDetailOut:
         return cls(
             **msgspec.structs.asdict(JobOut.of(job)),
             errors=[AttemptErrorOut.of(error) for error in job.errors],
+            result=job.result,
         )
 
 

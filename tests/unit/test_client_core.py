@@ -84,6 +84,17 @@ def test_a_job_is_decoded_to_snake_case_with_the_payload_left_as_given() -> None
     assert not job.terminal
 
 
+def test_a_succeeded_job_carries_its_result_as_given() -> None:
+    result = {"rowCount": 2, "rows": [[1, "a"], [2, None]]}
+    answer = {**JOB, "state": "SUCCEEDED", "result": result}
+
+    job = core.get_job(JOB_ID).decode(core.Response(200, "", answer, None))
+    older_api = core.get_job(JOB_ID).decode(core.Response(200, "", JOB, None))
+
+    assert (job.terminal, job.result) == (True, result)
+    assert older_api.result is None
+
+
 def _answer(status: int, body: bytes, content_type: str = "application/json") -> httpx.Response:
     request = httpx.Request("GET", "http://api/jobs/x")
     headers = {"Content-Type": content_type, "X-Request-ID": "req-1"}

@@ -18,6 +18,7 @@ SHIPPED = {
     "0006_job_timeout_and_errors.sql": (
         "4c70efb7eca82a6f702aff3b2e383ce155f4e1d514f32328c75f9b5bc9029fe4"
     ),
+    "0007_job_results.sql": "079902367f5bff2733b4dc88e3f4ec1e117fa2137bddd108b67eaa66cf3d9b95",
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

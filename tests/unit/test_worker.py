@@ -37,6 +37,7 @@ from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job, NewJob, ReadyHint
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
 from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.result import RESULT_REFUSED_REASON
 from taskforge.domain.states import JobState
 from tests.job_stores import InMemoryJobs
 
@@ -180,6 +181,109 @@ async def test_a_job_runs_once_and_succeeds(cluster: Cluster) -> None:
     assert done.attempt_count == 1
     assert done.finished_at is not None
     assert cluster.metrics.counts["succeeded"] == 1
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_handlers_return_value_is_kept_as_the_jobs_result(
+    cluster: Cluster, sync: bool
+) -> None:
+    value = {"sent": True, "ids": (1, 2), "name": "Zoë", "ratio": 0.5, "none": None}
+
+    if sync:
+
+        @handler(cluster, "report")
+        def report_sync(ctx: JobContext) -> dict[str, Any]:
+            return value
+
+    else:
+
+        @handler(cluster, "report")
+        async def report(ctx: JobContext) -> dict[str, Any]:
+            return value
+
+    cluster.start_worker()
+    job = await cluster.enqueue("report")
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    # Stored as JSON reads it back: the tuple is a list.
+    assert done.result == {"sent": True, "ids": [1, 2], "name": "Zoë", "ratio": 0.5, "none": None}
+
+
+async def test_a_handler_returning_none_leaves_no_result(cluster: Cluster) -> None:
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    cluster.start_worker()
+    job = await cluster.enqueue("noop")
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert done.result is None
+
+
+class NotJson:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"tags": {"a"}}, "result refused: not JSON: set at $.tags"),
+        ([b"raw"], "result refused: not JSON: bytes at $[0]"),
+        ({"ratio": float("nan")}, "result refused: not JSON: nan at $.ratio"),
+        (NotJson(), "result refused: not JSON: NotJson at $"),
+        ({1: "one"}, "result refused: not JSON: a key of type int at $ (keys are strings)"),
+        (
+            {"text": "a\x00b"},
+            "result refused: a NUL character (\\u0000) at $.text cannot be stored",
+        ),
+    ],
+    ids=["set", "bytes", "nan", "object", "int-key", "nul"],
+)
+async def test_a_result_that_is_not_json_dead_letters_the_job_at_once(
+    cluster: Cluster, value: object, error: str
+) -> None:
+    @handler(cluster, "odd")
+    async def odd(ctx: JobContext) -> object:
+        return value
+
+    cluster.start_worker()
+    job = await cluster.enqueue("odd", policy=FAST_RETRY)
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert (dead.attempt_count, dead.reason, dead.last_error) == (1, RESULT_REFUSED_REASON, error)
+    assert dead.result is None
+    entry = await cluster.dead_letters.get(job.id)
+    assert entry is not None
+    assert (entry.reason, entry.last_error) == (RESULT_REFUSED_REASON, error)
+
+
+async def test_a_result_larger_than_max_result_bytes_dead_letters_the_job(
+    cluster: Cluster,
+) -> None:
+    @handler(cluster, "big")
+    async def big(ctx: JobContext) -> dict[str, str]:
+        return {"text": "x" * 90}  # 101 bytes as JSON
+
+    @handler(cluster, "fits")
+    async def fits(ctx: JobContext) -> dict[str, str]:
+        return {"text": "x" * 89}  # 100 bytes as JSON: exactly the limit
+
+    cluster.start_worker(max_result_bytes=100)
+    too_big = await cluster.enqueue("big", policy=FAST_RETRY)
+    just_right = await cluster.enqueue("fits")
+
+    dead = await cluster.wait_for(too_big.id, JobState.DLQ)
+    done = await cluster.wait_for(just_right.id, JobState.SUCCEEDED)
+
+    assert (dead.attempt_count, dead.reason, dead.result) == (1, RESULT_REFUSED_REASON, None)
+    assert dead.last_error == (
+        "result refused: too large: 101 bytes as JSON, over 100 bytes (MAX_RESULT_BYTES)"
+    )
+    assert done.result == {"text": "x" * 89}
 
 
 async def test_failing_job_retries_then_lands_in_dlq(cluster: Cluster) -> None:

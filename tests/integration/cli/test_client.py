@@ -428,6 +428,52 @@ def test_status_says_how_many_attempts_were_automatic_retries(
     assert field(cli("status", job["id"]).out, "attempts") == attempts
 
 
+def serve_answer(body: bytes) -> ThreadingHTTPServer:
+    """A stand-in API that answers every GET with `body` (200, JSON); shut it down after."""
+    handler = type("Answer", (_FixedAnswer,), {"status": 200, "body": body})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_status_shows_the_result_whole_in_plain_output_and_cut_on_a_terminal(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = api.get(f"/jobs/{enqueue(api)['id']}").json()
+    job.update(state="SUCCEEDED", result={"note": "é" + "x" * 300, "rows": list(range(30))})
+    body = json.dumps(job).encode()
+    server = serve_answer(body)
+    api_url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        plain = cli("status", job["id"], api_url=api_url)
+        as_json = cli("status", job["id"], "--json", api_url=api_url)
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")
+        monkeypatch.setenv("COLUMNS", "400")
+        terminal = cli("status", job["id"], api_url=api_url)
+    finally:
+        server.shutdown()
+
+    assert json.loads(field(plain.out, "result")) == job["result"]  # one line, all of it
+    assert as_json.json() == json.loads(body)
+    # Indented, the first 20 lines, each at most 200 characters, and what was left out.
+    assert '"rows": [' in terminal.out
+    assert re.search(r"\s3,\s", terminal.out)  # rows[3], on a line of its own
+    assert not re.search(r"\s(1[7-9]|2[0-9]),?\s", terminal.out)  # line 20 shows rows[16]
+    assert "x" * 150 in terminal.out
+    assert "x" * 300 not in terminal.out
+    assert "… 15 more lines (--json shows the whole result)" in terminal.out
+
+
+def test_status_shows_no_result_line_for_a_job_without_one(cli: Cli, api: httpx.Client) -> None:
+    job = enqueue(api)
+    wait_for_state(api, job["id"], "SUCCEEDED")
+
+    shown = cli("status", job["id"])
+
+    assert api.get(f"/jobs/{job['id']}").json()["result"] is None
+    assert "result" not in shown.out
+
+
 def test_on_a_narrow_terminal_tables_keep_every_column(
     cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -158,7 +158,7 @@ async def test_a_job_is_found_by_id(client: httpx.AsyncClient, create_job: JobFa
     response = await client.get(f"/jobs/{job['id']}")
 
     assert response.status_code == 200
-    assert response.json() == {**job, "errors": []}
+    assert response.json() == {**job, "errors": [], "result": None}
 
 
 async def test_a_job_id_may_be_written_in_upper_case(

@@ -161,7 +161,7 @@ async def test_job_in_states_the_validation_rules(document: dict[str, Any]) -> N
     assert "taskforge:" in properties["queue"]["pattern"]
 
 
-async def test_one_job_is_documented_with_its_errors_and_a_list_item_without(
+async def test_one_job_is_documented_with_its_errors_and_result_and_a_list_item_without(
     document: dict[str, Any],
 ) -> None:
     one = operations(document)[("get", "/jobs/{job_id}")]
@@ -169,9 +169,10 @@ async def test_one_job_is_documented_with_its_errors_and_a_list_item_without(
     attempt_error = component(document, detail["properties"]["errors"]["items"]["$ref"])
 
     assert set(detail["properties"]) == set(component(document, "#/JobOut")["properties"]) | {
-        "errors"
+        "errors",
+        "result",
     }
-    assert "errors" not in component(document, "#/JobOut")["properties"]
+    assert {"errors", "result"}.isdisjoint(component(document, "#/JobOut")["properties"])
     assert set(attempt_error["properties"]) == {"attempt", "at", "error", "traceback"}
 
 
