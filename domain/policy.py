@@ -19,6 +19,13 @@ MAX_DURATION = 10 * 365 * 24 * 3600.0
 VISIBILITY_TIMEOUT_RANGE = (1.0, 43200.0)
 
 
+def attempts_exhausted(attempt_count: int, max_attempts: int) -> bool:
+    """True once `attempt_count` attempts have started and `max_attempts` allows no more: a
+    failure now dead-letters the job instead of retrying it. The one statement of this rule;
+    the Postgres store's SQL form is checked against it by a contract test."""
+    return attempt_count >= max_attempts
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """Durations are seconds. `max_attempts` bounds `attempt_count`: the failure of the last
@@ -41,6 +48,10 @@ class RetryPolicy:
         once: a queue's jobs nearly all share a few policies, and rows are read by the
         thousand."""
         return _interned(max_attempts, initial_delay, backoff, max_delay, jitter)
+
+    def exhausted_by(self, attempt_count: int) -> bool:
+        """See attempts_exhausted."""
+        return attempts_exhausted(attempt_count, self.max_attempts)
 
     def delay_after(self, attempt: int, random: RandomSource) -> timedelta:
         """The wait before the retry that follows attempt `attempt` (1-based).
