@@ -58,9 +58,9 @@ from taskforge.client import (
 )
 from taskforge.client.sync_client import RawResponses
 from taskforge.domain.states import TERMINAL_STATES, JobState
+from taskforge.domain.version import taskforge_version
 
 DEFAULT_API_URL = "http://localhost:8080"
-USER_AGENT = "taskforge-cli/0.1.0"
 DLQ_PAGE = 200
 """The API's largest page: `dlq-replay --all` lists the dead letters in as few calls as it can."""
 
@@ -157,7 +157,7 @@ Limit = Annotated[
 Offset = Annotated[int | None, Parameter(help="Items to skip, for the next page.")]
 NonNegative = validators.Number(gte=0)
 
-app = App(name="taskforge-cli", help=HELP, version="0.1.0", help_format="plaintext")
+app = App(name="taskforge-cli", help=HELP, version=taskforge_version, help_format="plaintext")
 
 
 @app.meta.default
@@ -175,7 +175,7 @@ def _launcher(
         options.api_url,
         token=options.token,
         request_timeout=options.timeout,
-        user_agent=USER_AGENT,
+        user_agent=f"taskforge-cli/{taskforge_version()}",
     ) as client:
         session = Session(client.raw, options.json_output, console, errors)
         injected = {name: session for name, kind in ignored.items() if kind is Session}

@@ -44,6 +44,7 @@ from taskforge.client.values import (
     stats_of,
 )
 from taskforge.domain.states import JobState
+from taskforge.domain.version import taskforge_version
 
 T = TypeVar("T")
 
@@ -138,12 +139,7 @@ def http_options(
 
 
 def default_user_agent() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"taskforge-python/{version('taskforge')}"
-    except PackageNotFoundError:
-        return "taskforge-python"
+    return f"taskforge-python/{taskforge_version()}"
 
 
 def job_body(
