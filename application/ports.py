@@ -16,6 +16,7 @@ from uuid import UUID
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import Settlement
+from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 
@@ -28,12 +29,6 @@ class Clock(Protocol):
 
 class IdSource(Protocol):
     def new_id(self) -> UUID: ...
-
-
-class RandomSource(Protocol):
-    def __call__(self) -> float:
-        """A float in [0, 1)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

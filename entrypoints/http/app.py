@@ -25,11 +25,14 @@ from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import handle_exception
 from taskforge.entrypoints.http.injection import setup_injection
-from taskforge.entrypoints.http.middleware import OPEN_PATHS, RequestContextMiddleware
+from taskforge.entrypoints.http.middleware import (
+    OPEN_PATHS,
+    REQUEST_ID_HEADER,
+    RequestContextMiddleware,
+)
 from taskforge.entrypoints.http.routes import ROUTES
 
 BEARER = "BearerToken"
-REQUEST_ID_HEADER = "X-Request-ID"
 STRICT_BODIES = ("JobIn", "JobBatchIn", "ReasonIn")
 """Request bodies decoded with unknown fields forbidden."""
 RUN_AT_AND_DELAY = Schema(
