@@ -93,29 +93,29 @@ def _capped_exponential(initial: float, backoff: float, cap: float, attempt: int
 
 def validate_policy(policy: RetryPolicy) -> None:
     if isinstance(policy.max_attempts, bool) or not isinstance(policy.max_attempts, int):
-        raise ValidationError("maxAttempts", "must be an integer")
+        raise ValidationError("max_attempts", "must be an integer")
     if not 1 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise ValidationError("maxAttempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
-    _require_finite("initialDelay", policy.initial_delay)
+        raise ValidationError("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    _require_finite("initial_delay", policy.initial_delay)
     _require_finite("backoff", policy.backoff)
-    _require_finite("maxDelay", policy.max_delay)
+    _require_finite("max_delay", policy.max_delay)
     if not 0 <= policy.initial_delay <= MAX_DURATION:
-        raise ValidationError("initialDelay", f"must be between 0 and {MAX_DURATION:g} seconds")
+        raise ValidationError("initial_delay", f"must be between 0 and {MAX_DURATION:g} seconds")
     if policy.backoff < 1:
         raise ValidationError("backoff", "must be >= 1")
     if policy.max_delay < policy.initial_delay:
-        raise ValidationError("maxDelay", "must be >= initialDelay")
+        raise ValidationError("max_delay", "must be >= initial_delay")
     if policy.max_delay > MAX_DURATION:
-        raise ValidationError("maxDelay", f"must be at most {MAX_DURATION:g} seconds")
+        raise ValidationError("max_delay", f"must be at most {MAX_DURATION:g} seconds")
     if not isinstance(policy.jitter, bool):
         raise ValidationError("jitter", "must be true or false")
 
 
 def validate_visibility_timeout(seconds: float) -> float:
-    _require_finite("visibilityTimeout", seconds)
+    _require_finite("visibility_timeout", seconds)
     low, high = VISIBILITY_TIMEOUT_RANGE
     if not low <= seconds <= high:
-        raise ValidationError("visibilityTimeout", f"must be between {low:g} and {high:g} seconds")
+        raise ValidationError("visibility_timeout", f"must be between {low:g} and {high:g} seconds")
     return float(seconds)
 
 
