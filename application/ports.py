@@ -153,8 +153,8 @@ class OperatorMoves(Protocol):
         """Operator's move to DLQ from PENDING, RUNNING or FAILED, with the dead_letters row."""
         ...
 
-    async def retry(self, job_id: UUID) -> Job:
-        """Operator's retry: -> PENDING, due now. From FAILED the counts are kept; from DLQ
+    async def retry_now(self, job_id: UUID) -> Job:
+        """Retry now: -> PENDING, due now. From FAILED the counts are kept; from DLQ
         and CANCELLED the execution state is reset as for a replay."""
         ...
 

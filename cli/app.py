@@ -376,8 +376,8 @@ def retry(job_id: JobId, *, session: SessionParam) -> None:
     _report(session, session.api.retry(job_id), "retried job {id}")
 
 
-@app.command
-def move_to_dlq(job_id: JobId, *, reason: Reason = None, session: SessionParam) -> None:
+@app.command(name="move-to-dlq")
+def dead_letter(job_id: JobId, *, reason: Reason = None, session: SessionParam) -> None:
     r"""Move a job to the dead-letter queue by hand.
 
     For example:
