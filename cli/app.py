@@ -4,6 +4,7 @@ Every command is one or a few API calls. Output is for people (rich tables and p
 plain aligned text when stdout is not a terminal) unless `--json` asks for the API's JSON,
 printed unchanged. Failures print one line on stderr and end with a documented exit code;
 `run` is the whole contract and never raises.
+Longer than most modules: every command with its help text, each a few lines of API calls.
 """
 
 from __future__ import annotations
