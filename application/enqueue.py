@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobStore, JobTracer
@@ -51,7 +51,7 @@ async def store_in_spans(
     try:
         results = await store(
             [
-                replace(job, traceparent=span.traceparent)
+                job.with_traceparent(span.traceparent)
                 for job, span in zip(new_jobs, spans, strict=True)
             ]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,6 +108,13 @@ class NewJob:
             object.__setattr__(self, "run_at", validate_run_at(self.run_at))
         if self.delay is not None:
             object.__setattr__(self, "delay", validate_delay(self.delay))
+
+    def with_traceparent(self, traceparent: str | None) -> NewJob:
+        """This job carrying `traceparent`. It was checked when built, so the copy is not
+        checked again (a payload is scanned once per job)."""
+        traced = copy.copy(self)
+        object.__setattr__(traced, "traceparent", traceparent)
+        return traced
 
     def due_at(self, now: datetime) -> datetime:
         """When the job is due if stored at `now`: `run_at`, else `now` plus `delay` (if any).

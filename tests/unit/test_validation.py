@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
@@ -181,3 +182,13 @@ def test_pagination_is_clamped(limit: int | None, offset: int | None, expected: 
 def test_limit_below_one_is_an_error(limit: int) -> None:
     with pytest.raises(ValidationError, match="limit"):
         Page.clamp(limit, 0)
+
+
+def test_a_traced_copy_of_a_new_job_changes_only_its_traceparent() -> None:
+    job = NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload={"a": [1]}, delay=5.0)
+
+    traced = job.with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+    assert traced.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert job.traceparent is None
+    assert dataclasses.replace(traced, traceparent=None) == job
