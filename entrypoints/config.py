@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
+from taskforge.adapters.redis.keys import DEFAULT_PREFIX
+from taskforge.adapters.telemetry.logging import FORMATS as LOG_FORMATS
+from taskforge.adapters.telemetry.logging import LEVELS
+from taskforge.adapters.telemetry.tracing import EXPORTERS as TRACING_EXPORTERS
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import MAX_DURATION
 from taskforge.domain.validation import validate_queue_name
 
 T = TypeVar("T")
 
-LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_LEVELS = tuple(LEVELS)
 POSTGRES_POOLERS = ("none", "pgbouncer")
-LOG_FORMATS = ("json", "text")
-TRACING_EXPORTERS = ("stdout", "none")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ADDR = re.compile(
@@ -106,7 +108,7 @@ class Settings:
     metrics_flush_interval: float = 1.0
     """Seconds between a worker's writes of its metrics to the cluster-wide store; a worker
     that misses three in a row drops out of utilisation."""
-    redis_key_prefix: str = "taskforge:"
+    redis_key_prefix: str = DEFAULT_PREFIX
     max_waiting_enqueues: int = 5_000
     """Single enqueues that may wait for the job store at once per API process; one more is
     answered 503 at once."""
@@ -188,7 +190,7 @@ class Settings:
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),
             metrics_flush_interval=get("METRICS_FLUSH_INTERVAL", _number(0.05, 60), 1.0),
-            redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
+            redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, DEFAULT_PREFIX),
             max_waiting_enqueues=get("MAX_WAITING_ENQUEUES", _int_range(1, 10_000_000), 5_000),
             request_deadline=get("REQUEST_DEADLINE", _number(0, 3600), 5.0),
             http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
@@ -349,6 +351,6 @@ def _module_list(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _prefix(name: str, raw: str) -> str:
-    if not re.fullmatch(r"taskforge:[A-Za-z0-9_.:\-]*", raw):
-        raise ConfigError(name, raw, "expected a key prefix that starts with 'taskforge:'")
+    if not re.fullmatch(rf"{re.escape(DEFAULT_PREFIX)}[A-Za-z0-9_.:\-]*", raw):
+        raise ConfigError(name, raw, f"expected a key prefix that starts with {DEFAULT_PREFIX!r}")
     return raw if raw.endswith(":") else raw + ":"

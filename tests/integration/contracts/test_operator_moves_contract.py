@@ -163,7 +163,7 @@ async def test_retry_of_a_failed_job_runs_it_now_and_keeps_its_counts(
 ) -> None:
     job = await failed(jobs, new_job)
 
-    result = await jobs.retry(job.id)
+    result = await jobs.retry_now(job.id)
 
     assert result.state is JobState.PENDING
     assert result.next_run_at == result.updated_at
@@ -180,7 +180,7 @@ async def test_retry_of_a_dead_or_cancelled_job_starts_it_over(
 ) -> None:
     job = await make(jobs, new_job)
 
-    result = await jobs.retry(job.id)
+    result = await jobs.retry_now(job.id)
 
     assert result.state is JobState.PENDING
     assert (result.attempt_count, result.retry_count) == (0, 0)
@@ -197,7 +197,7 @@ async def test_retry_of_a_job_that_is_not_stopped_is_an_invalid_transition(
     job = await make(jobs, new_job)
 
     with pytest.raises(InvalidTransition) as refused:
-        await jobs.retry(job.id)
+        await jobs.retry_now(job.id)
 
     assert (refused.value.current, refused.value.target) == (job.state.value, "PENDING")
     assert await jobs.get(job.id) == job
@@ -208,7 +208,7 @@ async def test_retry_of_a_job_that_is_not_stopped_is_an_invalid_transition(
     [
         lambda jobs, job_id: jobs.cancel(job_id, None),
         lambda jobs, job_id: jobs.dead_letter(job_id, None),
-        lambda jobs, job_id: jobs.retry(job_id),
+        lambda jobs, job_id: jobs.retry_now(job_id),
     ],
     ids=["cancel", "dead_letter", "retry"],
 )
@@ -291,7 +291,9 @@ async def test_racing_replay_and_retry_move_a_dead_letter_once(
 ) -> None:
     job = await dead(jobs, new_job)
 
-    outcomes = await asyncio.gather(jobs.replay(job.id), jobs.retry(job.id), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        jobs.replay(job.id), jobs.retry_now(job.id), return_exceptions=True
+    )
 
     moved = [outcome for outcome in outcomes if isinstance(outcome, Job)]
     assert len(moved) == 1
@@ -314,9 +316,9 @@ async def test_dead_letter_row_exists_exactly_while_the_job_is_in_dlq(
         ),
         lambda: jobs.replay(job.id),
         lambda: jobs.dead_letter(job.id, None),
-        lambda: jobs.retry(job.id),
+        lambda: jobs.retry_now(job.id),
         lambda: jobs.cancel(job.id, None),
-        lambda: jobs.retry(job.id),
+        lambda: jobs.retry_now(job.id),
         lambda: jobs.dead_letter(job.id, "again"),
     ]
     expected = [
