@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from taskforge.domain.errors import ValidationError
@@ -58,6 +60,35 @@ def validate_idempotency_key(value: object) -> str:
     if not value.isprintable():
         raise ValidationError("idempotencyKey", "must contain printable characters only")
     return value
+
+
+def validate_payload(payload: object) -> dict[str, Any]:
+    """A JSON object (a mapping with string keys) with no NUL character in any string or key:
+    Postgres cannot store NUL in text or jsonb, so it is refused here for every backend.
+    Whether the values are JSON is the encoder's to say, where the job is stored."""
+    if not isinstance(payload, Mapping):
+        raise ValidationError("payload", "must be a JSON object")
+    if any(not isinstance(key, str) for key in payload):
+        raise ValidationError("payload", "must be a JSON object (its keys strings)")
+    if payload and _holds_nul(payload):
+        raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
+    return payload if isinstance(payload, dict) else dict(payload)
+
+
+def _holds_nul(value: Any) -> bool:
+    # Iterative: a payload may nest deeper than Python's recursion limit allows.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def validate_delay(value: object) -> float:

@@ -167,3 +167,42 @@ def test_pagination_is_clamped(limit: int | None, offset: int | None, expected: 
 def test_limit_below_one_is_an_error(limit: int) -> None:
     with pytest.raises(ValidationError, match="limit"):
         Page.clamp(limit, 0)
+
+
+def _build(**fields: object) -> NewJob:
+    from taskforge.domain.job import build_new_job
+
+    request: dict[str, object] = {"job_id": UUID(JOB_ID), "job_type": "email", "payload": {}}
+    return build_new_job(**{"queue": "jobs:ready", **request, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"payload": ["not", "an", "object"]}, "payload"),
+        ({"payload": {1: "key not a string"}}, "payload"),
+        ({"payload": {"to": "a\x00b"}}, "payload"),
+        ({"initial_delay": "1"}, "initialDelay"),  # a string is not a number of seconds
+        ({"max_attempts": 2.5}, "maxAttempts"),
+        ({"initial_delay": 10, "max_delay": 5}, "maxDelay"),
+        ({"visibility_timeout": 0}, "visibilityTimeout"),
+        ({"jitter": "yes"}, "jitter"),
+        ({"timeout": -1}, "timeout"),
+        ({"queue": "taskforge:internal"}, "queue"),
+        ({"job_type": None}, "jobType"),
+    ],
+)
+def test_a_job_request_from_any_caller_is_checked_field_by_field(
+    fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _build(**fields)
+    assert caught.value.field == field
+
+
+def test_a_job_request_takes_the_api_defaults() -> None:
+    job = _build(payload=None, initial_delay=600)
+    assert job.payload == {}
+    assert job.policy.max_delay == 600  # at least initialDelay when maxDelay is left out
+    assert job.policy.max_attempts == 3
+    assert job.visibility_timeout == 30
