@@ -141,6 +141,24 @@ class Sweeps(Protocol):
         ...
 
 
+class JobNotices(Protocol):
+    """Notices that jobs were committed outside TaskForge (an application's transactional
+    enqueue): a cue to publish their hints now instead of at the next sweep. A notice may be
+    lost with its connection; the sweeps publish those jobs anyway."""
+
+    async def listen(self) -> None:
+        """Start listening (again: after a loss). The first `wait` after it returns at once,
+        for jobs committed while nobody listened. Unavailable when the store is out of reach."""
+        ...
+
+    async def wait(self) -> None:
+        """Return once notices arrived since the last return (several count as one).
+        Unavailable when the listening connection is lost: `listen` again."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class OperatorMoves(Protocol):
     """An operator's moves on one job. Each returns the job as it is after the move, with its
     `errors`."""

@@ -7,14 +7,16 @@ schedulers can run at once with no leader and no job handled twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from taskforge.application.ports import JobTracer, ReadyQueue, Sweeps, TraceSpan
-from taskforge.application.timing import sleep_unless
+from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
+from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.job import ReadyHint
 
 log = logging.getLogger("taskforge.scheduler")
@@ -146,11 +148,17 @@ def _requeue_spans(
 
 
 async def run_scheduler(
-    tick: SchedulerTick, settings: SchedulerSettings, stop: asyncio.Event
+    tick: SchedulerTick,
+    settings: SchedulerSettings,
+    stop: asyncio.Event,
+    woken: asyncio.Event | None = None,
 ) -> None:
-    """Tick until `stop` is set. Outages are logged and retried with a growing pause."""
+    """Tick until `stop` is set. Outages are logged and retried with a growing pause.
+    Setting `woken` ends the pause between ticks (new jobs are waiting for their hints)."""
     backoff = settings.tick_interval
     while not stop.is_set():
+        if woken is not None:
+            woken.clear()  # what wakes it from here on needs a tick of its own
         try:
             report = await tick()
             backoff = settings.tick_interval
@@ -168,4 +176,57 @@ async def run_scheduler(
                 report.republished,
             )
         if not report.full:
-            await sleep_unless(stop, settings.tick_interval)
+            await _pause(stop, woken, settings.tick_interval)
+
+
+async def _pause(stop: asyncio.Event, woken: asyncio.Event | None, seconds: float) -> None:
+    if woken is None:
+        await sleep_unless(stop, seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wait_any(stop, woken), seconds)
+
+
+LISTEN_RETRY = (0.1, 5.0)
+"""The pause after the listener lost its connection: from the first, doubling up to the
+second, seconds. Meanwhile the scheduler's sweeps still publish every job."""
+
+
+async def listen_for_new_jobs(
+    notices: JobNotices, woken: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Set `woken` whenever notices arrive, until `stop`; listen again after a loss."""
+    first, most = LISTEN_RETRY
+    backoff = first
+    try:
+        while not stop.is_set():
+            try:
+                await notices.listen()
+                backoff = first
+                while await _until_stop(notices.wait(), stop):
+                    woken.set()
+            except Exception as exc:  # noqa: BLE001 - the listener outlives store outages
+                log.warning("listening for new jobs failed, again in %.1fs: %s", backoff, exc)
+                await notices.close()
+                await sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, most)
+    finally:
+        await notices.close()
+
+
+async def _until_stop(call: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `call` until it returns (True) or `stop` is set (False: it is cancelled)."""
+    task = asyncio.ensure_future(call)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()
+    return True

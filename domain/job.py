@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.policy import RetryPolicy, require_number, validate_visibility_timeout
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
     DUE_AT_RANGE,
     EARLIEST_DUE_AT,
     LATEST_DUE_AT,
     validate_delay,
+    validate_idempotency_key,
+    validate_job_type,
     validate_payload,
+    validate_queue_name,
     validate_run_at,
+    validate_timeout,
 )
 
 JsonObject = dict[str, Any]
@@ -155,6 +160,67 @@ class NewJob:
             idempotency_key=self.idempotency_key,
             traceparent=self.traceparent,
         )
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def build_new_job(
+    *,
+    job_id: UUID,
+    job_type: str,
+    payload: Mapping[str, Any] | None,
+    queue: str,
+    idempotency_key: str | None = None,
+    max_attempts: int | None = None,
+    initial_delay: float | None = None,
+    backoff: float | None = None,
+    max_delay: float | None = None,
+    jitter: bool | None = None,
+    visibility_timeout: float | None = None,
+    run_at: datetime | None = None,
+    delay: float | None = None,
+    timeout: float = 0.0,
+    traceparent: str | None = None,
+) -> NewJob:
+    """A job request from outside (the API's body, an application's own enqueue call), each
+    field checked whatever its type: a ValidationError names the first bad one. None takes
+    the default (maxDelay: 300, or initialDelay when that is larger); `payload` None: `{}`."""
+    defaults = DEFAULT_POLICY
+    if max_delay is None and initial_delay is not None:
+        require_number("initial_delay", initial_delay)
+        max_delay = max(defaults.max_delay, initial_delay)
+    policy = RetryPolicy.of(
+        _pick(max_attempts, defaults.max_attempts),
+        _pick(initial_delay, defaults.initial_delay),
+        _pick(backoff, defaults.backoff),
+        _pick(max_delay, defaults.max_delay),
+        _pick(jitter, defaults.jitter),
+    )
+    return NewJob(
+        id=job_id,
+        queue=validate_queue_name(queue),
+        job_type=validate_job_type(job_type),
+        payload=validate_payload({} if payload is None else payload),
+        policy=policy,
+        visibility_timeout=validate_visibility_timeout(
+            _pick(visibility_timeout, DEFAULT_VISIBILITY_TIMEOUT)
+        ),
+        idempotency_key=(
+            None if idempotency_key is None else validate_idempotency_key(idempotency_key)
+        ),
+        run_at=run_at,
+        delay=delay,
+        timeout=validate_timeout(timeout),
+        traceparent=traceparent,
+    )
+
+
+T = TypeVar("T")
+
+
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

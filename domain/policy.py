@@ -120,7 +120,12 @@ def validate_visibility_timeout(seconds: float) -> float:
 
 
 def _require_finite(field: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(field, "must be a number")
+    require_number(field, value)
     if isinstance(value, float) and not math.isfinite(value):  # an int is always finite
         raise ValidationError(field, "must be a finite number")
+
+
+def require_number(field: str, value: object) -> None:
+    """An int or a float (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, "must be a number")

@@ -4,6 +4,7 @@ as the domain spells it; each entrypoint spells it as its users do)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,12 +63,17 @@ def validate_idempotency_key(value: object) -> str:
     return value
 
 
-def validate_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """No NUL in any key or string of `payload`: Postgres cannot store it in jsonb, so it
-    is refused for every backend and every producer."""
+def validate_payload(payload: object) -> dict[str, Any]:
+    """A JSON object (a mapping with string keys) with no NUL character in any string or key:
+    Postgres cannot store NUL in text or jsonb, so it is refused here for every backend.
+    Whether the values are JSON is the encoder's to say, where the job is stored."""
+    if not isinstance(payload, Mapping):
+        raise ValidationError("payload", "must be a JSON object")
+    if any(not isinstance(key, str) for key in payload):
+        raise ValidationError("payload", "must be a JSON object (its keys strings)")
     if payload and _holds_nul(payload):
         raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
-    return payload
+    return payload if isinstance(payload, dict) else dict(payload)
 
 
 def _holds_nul(value: Any) -> bool:
@@ -78,10 +84,10 @@ def _holds_nul(value: Any) -> bool:
         if isinstance(item, str):
             if "\x00" in item:
                 return True
-        elif isinstance(item, dict):
+        elif isinstance(item, Mapping):
             stack.extend(item.keys())
             stack.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend(item)
     return False
 

@@ -17,6 +17,7 @@ from taskforge.adapters.postgres import (
     PostgresSweeps,
     create_pool,
 )
+from taskforge.adapters.postgres.job_notices import PostgresJobNotices
 from taskforge.adapters.postgres.migrations import SchemaCheck
 from taskforge.adapters.redis.client import create_redis
 from taskforge.adapters.redis.metrics import RedisMetricsStore
@@ -24,6 +25,7 @@ from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.ports import (
     DeadLetterStore,
+    JobNotices,
     JobStore,
     LeaseStore,
     MetricsStore,
@@ -65,6 +67,11 @@ class PostgresProvider(Provider):
     sweeps = provide(PostgresSweeps, provides=Sweeps)
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
+
+    @provide
+    def job_notices(self, settings: Settings) -> JobNotices | None:
+        """A session connection of its own: LISTEN does not survive a transaction pooler."""
+        return PostgresJobNotices(settings.require_direct_postgres("scheduler"))
 
 
 class RedisProvider(Provider):

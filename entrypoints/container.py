@@ -60,6 +60,7 @@ from taskforge.application.ports import (
     Clock,
     DeadLetterStore,
     IdSource,
+    JobNotices,
     JobStore,
     JobTracer,
     LeaseStore,
@@ -174,6 +175,11 @@ class MemoryProvider(Provider):
     @provide
     def metrics_store(self) -> MetricsStore:
         return InMemoryMetricsStore()
+
+    @provide
+    def job_notices(self) -> JobNotices | None:
+        """Only a database connection enqueues outside TaskForge; here nothing can."""
+        return None
 
 
 HINT_DRAIN_SECONDS = 5.0

@@ -27,8 +27,13 @@ from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
 from taskforge.application.metrics_publisher import MetricsPublisher
-from taskforge.application.ports import JobStore
-from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
+from taskforge.application.ports import JobNotices, JobStore
+from taskforge.application.scheduler import (
+    SchedulerSettings,
+    SchedulerTick,
+    listen_for_new_jobs,
+    run_scheduler,
+)
 from taskforge.application.timing import settle_within, sleep_unless
 from taskforge.application.worker import Worker
 from taskforge.domain.errors import Unavailable
@@ -283,11 +288,25 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
 
 
 async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:
-    """Once the job store passes its check, tick until `stop`."""
+    """Once the job store passes its check, tick until `stop`, and at once when jobs an
+    application committed itself (transactional enqueue) wait for their hints."""
     if not await wait_for_store(container, "scheduler", stop):
         return
     tick = await container.get(SchedulerTick)
-    await run_scheduler(tick, await container.get(SchedulerSettings), stop)
+    notices = await container.get(JobNotices | None)
+    woken = asyncio.Event()
+    listening = (
+        None
+        if notices is None
+        else asyncio.create_task(listen_for_new_jobs(notices, woken, stop), name="job-notices")
+    )
+    try:
+        await run_scheduler(tick, await container.get(SchedulerSettings), stop, woken)
+    finally:
+        if listening is not None:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
 
 
 async def serve_process_metrics(container: AsyncContainer, settings: Settings) -> None:

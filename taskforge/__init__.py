@@ -14,6 +14,8 @@ help; any other exception is retried with the job's backoff policy.
 
 To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` talk to the
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
+`taskforge.enqueue(conn, ...)` and `taskforge.enqueue_many(conn, ...)` store jobs through the
+application's own Postgres connection, inside its transaction (asyncpg or psycopg 3).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
         ValidationError,
         WaitTimeout,
     )
+    from taskforge.sdk import enqueue, enqueue_many
 
+_SDK_NAMES = frozenset({"enqueue", "enqueue_many"})
 _CLIENT_NAMES = frozenset(
     {
         "Client",
@@ -70,6 +74,8 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
     "default_registry",
+    "enqueue",
+    "enqueue_many",
     "handler",
     "register",
 ]
@@ -82,9 +88,14 @@ register = default_registry.register
 
 
 def __getattr__(name: str) -> Any:
-    """The clients load on first use: a worker importing `taskforge` does not pay for httpx."""
+    """The clients and the transactional enqueue load on first use: a worker importing
+    `taskforge` does not pay for httpx."""
     if name in _CLIENT_NAMES:
         from taskforge import client
 
         return getattr(client, name)
+    if name in _SDK_NAMES:
+        from taskforge import sdk
+
+        return getattr(sdk, name)
     raise AttributeError(f"module 'taskforge' has no attribute {name!r}")

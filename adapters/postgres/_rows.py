@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +58,7 @@ def hint_from_row(row: asyncpg.Record) -> ReadyHint:
     return ReadyHint(row["queue"], row["id"], row["traceparent"])
 
 
-def job_from_row(row: asyncpg.Record) -> Job:
+def job_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Job:
     return Job(
         id=row["id"],
         queue=row["queue"],

@@ -27,9 +27,7 @@ INSERT INTO jobs (
 SELECT incoming.id, incoming.queue, incoming.job_type, incoming.payload::jsonb, 'PENDING',
        incoming.idempotency_key, incoming.max_attempts, incoming.initial_delay,
        incoming.backoff, incoming.max_delay, incoming.jitter, incoming.visibility_timeout,
-       incoming.traceparent, incoming.timeout, due.run_at,
-       CASE WHEN due.run_at <= now() THEN now() END,
-       now(), now()
+       incoming.traceparent, incoming.timeout, due.run_at, {published_at}, now(), now()
 FROM {incoming} AS incoming (
     id, queue, job_type, payload, idempotency_key, max_attempts, initial_delay, backoff,
     max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, position
@@ -49,20 +47,33 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, payload, next_run_at, created_at
 """
 
-INSERT_JOBS = _INSERT_FROM.format(incoming="unnest($1::job_input_v2[]) WITH ORDINALITY")
+PUBLISHED_WHEN_DUE = "CASE WHEN due.run_at <= now() THEN now() END"
+"""The API pushes a due job's hint right after the commit, so it is stored as published."""
+UNPUBLISHED = "NULL::timestamptz"
+"""A job stored inside an application's own transaction: nothing pushes a hint at its
+commit, so it stays unpublished and the scheduler publishes it (woken by the NOTIFY the
+enqueue sends)."""
+
+_BATCH = "unnest($1::job_input_v2[]) WITH ORDINALITY"
+# The payload comes as JSON text, so the statement needs no jsonb codec on the connection
+# (an application's own connection has none, or its own).
+_ONE = """(VALUES (
+    $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::float8, $8::float8,
+    $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8,
+    $15::float8, 1
+))"""
+
+INSERT_JOBS = _INSERT_FROM.format(incoming=_BATCH, published_at=PUBLISHED_WHEN_DUE)
 """A batch: one array of job_input_v2 records (migration 0006), the payloads as JSON text.
 Processes of the previous version may run while a new one rolls out, so a different record
 shape gets a new type in a new migration, never an ALTER TYPE of an existing one."""
 
-INSERT_JOB = _INSERT_FROM.format(
-    incoming="""(VALUES (
-    $1::uuid, $2::text, $3::text, $4::jsonb, $5::text, $6::integer, $7::float8, $8::float8,
-    $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8,
-    $15::float8, 1
-))"""
-)
+INSERT_JOB = _INSERT_FROM.format(incoming=_ONE, published_at=PUBLISHED_WHEN_DUE)
 """One job: the same statement without the array, which costs Postgres more to unpack than
 the single row it carries (a lone client's enqueue is ~20% faster)."""
+
+INSERT_JOBS_UNPUBLISHED = _INSERT_FROM.format(incoming=_BATCH, published_at=UNPUBLISHED)
+INSERT_JOB_UNPUBLISHED = _INSERT_FROM.format(incoming=_ONE, published_at=UNPUBLISHED)
 
 SELECT_JOBS_BY_IDEMPOTENCY_KEY = f"""
 SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ANY($1::text[])
@@ -100,7 +111,7 @@ class PostgresJobStore(PooledAdapter):
 
     async def add(self, job: NewJob) -> tuple[Job, bool]:
         async with self._connection() as conn:
-            [result] = await _insert(conn, [job])
+            [result] = await insert_jobs(conn, [job])
             return result
 
     async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -110,12 +121,12 @@ class PostgresJobStore(PooledAdapter):
             if len(jobs) == 1:
                 # Its INSERT is the only statement that can write: atomic on its own, no
                 # BEGIN/COMMIT round trips around it.
-                return await _insert(conn, jobs)
+                return await insert_jobs(conn, jobs)
             # A batch's INSERT may be followed by a look-up of taken keys and another INSERT:
             # one transaction keeps it all or none, also when a later statement fails, the
             # rows cannot be read back or the call is cancelled.
             async with conn.transaction():
-                return await _insert(conn, jobs)
+                return await insert_jobs(conn, jobs)
 
     async def get(self, job_id: UUID) -> Job | None:
         async with self._connection() as conn:
@@ -145,17 +156,28 @@ class PostgresJobStore(PooledAdapter):
             await conn.fetchval(PING, timeout=PING_TIMEOUT)
 
 
-async def _insert(
-    conn: PoolConnectionProxy, jobs: Sequence[NewJob], attempts: int = 3
+async def insert_jobs(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    jobs: Sequence[NewJob],
+    attempts: int = 3,
+    *,
+    published: bool = True,
 ) -> list[tuple[Job, bool]]:
     """Insert the jobs in one statement; a job whose idempotency key is taken yields the
-    job that holds it (stored earlier, or earlier in this batch) and False."""
+    job that holds it (stored earlier, or earlier in this batch) and False. `published`
+    False: the due ones are left for the scheduler to publish (see UNPUBLISHED). Atomic
+    only within the caller's transaction (a batch may take several statements). On a
+    connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text."""
+    one, batch = (
+        (INSERT_JOB, INSERT_JOBS)
+        if published
+        else (INSERT_JOB_UNPUBLISHED, INSERT_JOBS_UNPUBLISHED)
+    )
     try:
         if len(jobs) == 1:
-            rows = await conn.fetch(INSERT_JOB, *_insert_row(jobs[0], jobs[0].payload))
+            rows = await conn.fetch(one, *insert_parameters(jobs[0]))
         else:
-            records = [_insert_row(job, encode_json(job.payload)) for job in jobs]
-            rows = await conn.fetch(INSERT_JOBS, records)
+            rows = await conn.fetch(batch, [insert_parameters(job) for job in jobs])
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "jobs_pkey":
             raise JobIdTaken(_taken_id(exc)) from exc
@@ -173,7 +195,7 @@ async def _insert(
             # again, so those jobs are inserted after all (or meet a newer holder).
             if attempts <= 1:
                 raise RuntimeError("idempotency keys kept changing hands; try again")
-            outcomes = await _insert(conn, freed, attempts - 1)
+            outcomes = await insert_jobs(conn, freed, attempts - 1, published=published)
             retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
     return [
         (job.stored(inserted["next_run_at"], inserted["created_at"], inserted["payload"]), True)
@@ -192,14 +214,14 @@ def _taken_id(exc: asyncpg.UniqueViolationError) -> UUID | None:
     return UUID(found.group(1)) if found else None
 
 
-def _insert_row(job: NewJob, payload: Any) -> tuple[Any, ...]:
+def insert_parameters(job: NewJob) -> tuple[Any, ...]:
     """The parameters of INSERT_JOB, which are also the fields of a job_input_v2 record."""
     policy = job.policy
     return (
         job.id,
         job.queue,
         job.job_type,
-        payload,
+        encode_json(job.payload),
         job.idempotency_key,
         policy.max_attempts,
         float(policy.initial_delay),

@@ -21,19 +21,17 @@ import msgspec
 
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.job import (
-    DEFAULT_VISIBILITY_TIMEOUT,
     AttemptError,
     DeadLetter,
     Job,
     JsonObject,
     NewJob,
+    build_new_job,
 )
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DURATION,
     VISIBILITY_TIMEOUT_RANGE,
-    RetryPolicy,
-    validate_visibility_timeout,
 )
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
@@ -41,16 +39,11 @@ from taskforge.domain.validation import (
     IDEMPOTENCY_KEY_MAX,
     MAX_PAGE_LIMIT,
     RESERVED_QUEUE_PREFIX,
-    validate_idempotency_key,
-    validate_job_type,
-    validate_queue_name,
-    validate_timeout,
 )
 from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
 
 T = TypeVar("T")
 
-DEFAULT_POLICY = RetryPolicy()
 
 MAX_DELAY_SECONDS = MAX_DURATION
 """Upper bound for every duration a caller sets (ten years): later than that is a mistake,
@@ -177,34 +170,24 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     def _new_job(
         self, job_id: UUID, default_queue: str, traceparent: str | None, default_timeout: float
     ) -> NewJob:
-        defaults = DEFAULT_POLICY
-        policy = RetryPolicy.of(
-            _pick(self.max_attempts, defaults.max_attempts),
-            _pick(self.initial_delay, defaults.initial_delay),
-            _pick(self.backoff, defaults.backoff),
-            _pick(self.max_delay, max(defaults.max_delay, self.initial_delay or 0.0)),
-            _pick(self.jitter, defaults.jitter),
-        )
         run_at = self.run_at
         if run_at is not None and run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=UTC)  # an ISO-8601 time without offset is UTC
-        return NewJob(
-            id=job_id,
-            queue=validate_queue_name(self.queue if self.queue is not None else default_queue),
-            job_type=validate_job_type(self.job_type),
+        return build_new_job(
+            job_id=job_id,
+            job_type=self.job_type,
             payload=self.payload,
-            policy=policy,
-            visibility_timeout=validate_visibility_timeout(
-                _pick(self.visibility_timeout, DEFAULT_VISIBILITY_TIMEOUT)
-            ),
-            idempotency_key=(
-                validate_idempotency_key(self.idempotency_key)
-                if self.idempotency_key is not None
-                else None
-            ),
+            queue=self.queue if self.queue is not None else default_queue,
+            idempotency_key=self.idempotency_key,
+            max_attempts=self.max_attempts,
+            initial_delay=self.initial_delay,
+            backoff=self.backoff,
+            max_delay=self.max_delay,
+            jitter=self.jitter,
+            visibility_timeout=self.visibility_timeout,
             run_at=run_at,
             delay=self.delay,
-            timeout=validate_timeout(_pick(self.timeout, default_timeout)),
+            timeout=_pick(self.timeout, default_timeout),
             traceparent=traceparent,
         )
 

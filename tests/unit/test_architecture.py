@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("domain", "application", "adapters", "entrypoints", "bench", "client", "cli")
+LAYERS = ("domain", "application", "adapters", "entrypoints", "bench", "client", "cli", "sdk")
 
 # What each layer may import from TaskForge itself (besides the standard library).
 ALLOWED = {
@@ -24,12 +24,16 @@ ALLOWED = {
     "bench": {"domain", "application", "adapters", "entrypoints", "bench"},
     "client": {"domain", "client"},
     "cli": {"domain", "client", "cli"},
+    # The transactional enqueue runs the Postgres job store's statements on the application's
+    # connection and answers with the client's values and errors.
+    "sdk": {"domain", "adapters", "client", "sdk"},
 }
 # Within an allowed layer, modules a layer still may not reach: the benchmark fills tables
 # through the adapters and starts processes, but drives the service only over HTTP.
 FORBIDDEN = {
     "bench": ("taskforge.entrypoints.http", "taskforge.entrypoints.cli"),
     "entrypoints": (),
+    "sdk": ("taskforge.adapters.redis", "taskforge.adapters.memory"),
 }
 # True: any; a set: only those packages (the client installs with few dependencies).
 THIRD_PARTY_ALLOWED: dict[str, bool | frozenset[str]] = {
@@ -40,6 +44,7 @@ THIRD_PARTY_ALLOWED: dict[str, bool | frozenset[str]] = {
     "bench": True,
     "client": frozenset({"httpx", "msgspec"}),
     "cli": True,
+    "sdk": frozenset({"asyncpg", "msgspec", "psycopg"}),
 }
 
 
@@ -162,6 +167,21 @@ def test_importing_taskforge_does_not_load_the_http_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert loaded.stdout.split() == ["False", "False"]
+
+
+def test_the_transactional_enqueue_loads_on_first_use_and_psycopg_only_for_psycopg() -> None:
+    import subprocess
+
+    code = (
+        "import sys, taskforge\n"
+        "print('taskforge.sdk' in sys.modules, 'asyncpg' in sys.modules)\n"
+        "taskforge.enqueue\n"
+        "print(callable(taskforge.enqueue_many), 'psycopg' in sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert loaded.stdout.split() == ["False", "False", "True", "False"]
 
 
 MAX_PORT_METHODS = 8

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from taskforge.application.enqueue import EnqueueJob
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.scheduler import REQUEUE_SPAN, SchedulerSettings, SchedulerTick
+from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Lease
 from taskforge.domain.outcome import RetryLater
 from taskforge.domain.states import JobState
@@ -219,3 +222,42 @@ async def test_a_retry_is_requeued_in_a_span_of_its_jobs_trace(memory: Memory) -
         "reason": "retry due",
     }
     assert span.ended
+
+
+class FlakyNotices:
+    """A listener whose first `listen` fails and whose connection is lost after one notice."""
+
+    def __init__(self) -> None:
+        self.listens = 0
+        self.closed = 0
+        self.notices: asyncio.Queue[bool] = asyncio.Queue()
+
+    async def listen(self) -> None:
+        self.listens += 1
+        if self.listens == 1:
+            raise Unavailable("postgres", "refused")
+
+    async def wait(self) -> None:
+        if not await self.notices.get():
+            raise Unavailable("postgres", "lost")
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+async def test_the_new_job_listener_listens_again_after_failures_and_wakes_the_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskforge.application import scheduler
+
+    monkeypatch.setattr(scheduler, "LISTEN_RETRY", (0.001, 0.002))
+    notices, woken, stop = FlakyNotices(), asyncio.Event(), asyncio.Event()
+    listening = asyncio.create_task(scheduler.listen_for_new_jobs(notices, woken, stop))
+    notices.notices.put_nowait(False)  # lost after the second listen
+    notices.notices.put_nowait(True)  # a notice on the third
+    await asyncio.wait_for(woken.wait(), 5)
+
+    stop.set()
+    await asyncio.wait_for(listening, 5)
+    assert notices.listens == 3
+    assert notices.closed >= 3  # after each failure, and at the end

@@ -192,3 +192,42 @@ def test_a_traced_copy_of_a_new_job_changes_only_its_traceparent() -> None:
     assert traced.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert job.traceparent is None
     assert dataclasses.replace(traced, traceparent=None) == job
+
+
+def _build(**fields: object) -> NewJob:
+    from taskforge.domain.job import build_new_job
+
+    request: dict[str, object] = {"job_id": UUID(JOB_ID), "job_type": "email", "payload": {}}
+    return build_new_job(**{"queue": "jobs:ready", **request, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"payload": ["not", "an", "object"]}, "payload"),
+        ({"payload": {1: "key not a string"}}, "payload"),
+        ({"payload": {"to": "a\x00b"}}, "payload"),
+        ({"initial_delay": "1"}, "initial_delay"),  # a string is not a number of seconds
+        ({"max_attempts": 2.5}, "max_attempts"),
+        ({"initial_delay": 10, "max_delay": 5}, "max_delay"),
+        ({"visibility_timeout": 0}, "visibility_timeout"),
+        ({"jitter": "yes"}, "jitter"),
+        ({"timeout": -1}, "timeout"),
+        ({"queue": "taskforge:internal"}, "queue"),
+        ({"job_type": None}, "job_type"),
+    ],
+)
+def test_a_job_request_from_any_caller_is_checked_field_by_field(
+    fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _build(**fields)
+    assert caught.value.field == field
+
+
+def test_a_job_request_takes_the_api_defaults() -> None:
+    job = _build(payload=None, initial_delay=600)
+    assert job.payload == {}
+    assert job.policy.max_delay == 600  # at least initial_delay when max_delay is left out
+    assert job.policy.max_attempts == 3
+    assert job.visibility_timeout == 30

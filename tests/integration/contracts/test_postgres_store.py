@@ -15,7 +15,7 @@ import pytest
 from taskforge.adapters.postgres import PostgresJobStore, create_pool
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
-from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, _insert
+from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
 from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
@@ -209,11 +209,11 @@ async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
         return NewJob(id=ids.new_id(), queue="prune-probe", job_type="email", idempotency_key=key)
 
     try:
-        [(holder, _)] = await _insert(conn, [new_job()])  # type: ignore[arg-type]
+        [(holder, _)] = await insert_jobs(conn, [new_job()])
         first, second = new_job(), new_job()
         pruning = PruneBeforeLookup(conn)
 
-        results = await _insert(pruning, [first, second])  # type: ignore[arg-type]
+        results = await insert_jobs(pruning, [first, second])  # type: ignore[arg-type]
 
         assert pruning.pruned == 1
         assert [(job.id, created) for job, created in results] == [

@@ -1,0 +1,307 @@
+"""Transactional enqueue: jobs stored by the application's own Postgres connection, inside
+its own transaction, so a job exists exactly when the transaction that caused it commits.
+
+asyncpg connections (or pool connections), `psycopg.AsyncConnection` (both awaited) and
+`psycopg.Connection` (the same call, plain) are taken. The statement is the job store's
+INSERT; the jobs stay unpublished and the enqueue sends one NOTIFY, which Postgres delivers
+at commit to the scheduler: it pushes their hints (and its republish sweep is the safety
+net). psycopg is imported only when a psycopg connection is passed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Unpack, overload
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from taskforge.adapters.postgres._rows import job_from_row
+from taskforge.adapters.postgres.job_notices import NOTIFY_JOBS
+from taskforge.adapters.postgres.job_store import (
+    INSERT_JOB_UNPUBLISHED,
+    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
+    insert_jobs,
+    insert_parameters,
+)
+from taskforge.adapters.system import Uuid7Source
+from taskforge.client.core import EnqueueOptions, JobSpec
+from taskforge.client.errors import ValidationError
+from taskforge.client.values import Job
+from taskforge.domain import errors as domain_errors
+from taskforge.domain.job import Job as StoredJob
+from taskforge.domain.job import NewJob, build_new_job
+
+if TYPE_CHECKING:
+    import psycopg
+
+DEFAULT_QUEUE = "jobs:ready"
+"""A job's queue when the call names none: the service's default QUEUE_NAME. A service
+started with another QUEUE_NAME needs `queue=` here (the API's default is its own)."""
+
+CHUNK = 1000
+"""Jobs per INSERT statement in `enqueue_many` (all in the caller's one transaction)."""
+
+KEY_ATTEMPTS = 3
+"""Tries to store a job whose idempotency key is freed (its holder deleted) meanwhile."""
+
+_OPTIONS = frozenset(EnqueueOptions.__annotations__)
+_ids = Uuid7Source()
+
+
+@overload
+def enqueue(
+    conn: psycopg.Connection[Any],
+    job_type: str,
+    payload: Mapping[str, Any] | None = None,
+    **options: Unpack[EnqueueOptions],
+) -> Job: ...
+
+
+@overload
+def enqueue(
+    conn: asyncpg.Connection | PoolConnectionProxy | psycopg.AsyncConnection[Any],
+    job_type: str,
+    payload: Mapping[str, Any] | None = None,
+    **options: Unpack[EnqueueOptions],
+) -> Coroutine[Any, Any, Job]: ...
+
+
+def enqueue(
+    conn: Any, job_type: str, payload: Mapping[str, Any] | None = None, **options: Any
+) -> Job | Coroutine[Any, Any, Job]:
+    """Store one job in `conn`'s current transaction (outside one, it commits at once) and
+    return it; a reused idempotency key returns the job that holds it, stored before or
+    earlier in this transaction. Options are the HTTP client's. A bad value raises
+    ValidationError before anything is written; database errors are the driver's own."""
+    [new_job] = _new_jobs([{**options, "job_type": job_type, "payload": payload}])
+    stored = _store(conn, [new_job])
+    if isinstance(stored, list):
+        return stored[0]
+    return _first(stored)
+
+
+@overload
+def enqueue_many(conn: psycopg.Connection[Any], jobs: Iterable[JobSpec]) -> list[Job]: ...
+
+
+@overload
+def enqueue_many(
+    conn: asyncpg.Connection | PoolConnectionProxy | psycopg.AsyncConnection[Any],
+    jobs: Iterable[JobSpec],
+) -> Coroutine[Any, Any, list[Job]]: ...
+
+
+def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> list[Job] | Coroutine[Any, Any, list[Job]]:
+    """`enqueue` for each of `jobs` (mappings of `enqueue`'s arguments), in one go and in
+    order: every job is checked before any is written. An error naming a job's field
+    names its index: `jobs[2].queue`."""
+    return _store(conn, _new_jobs(jobs))
+
+
+async def _first(stored: Coroutine[Any, Any, list[Job]]) -> Job:
+    [job] = await stored
+    return job
+
+
+def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
+    specs = list(specs)
+    new_jobs = []
+    for index, spec in enumerate(specs):
+        options = dict(spec)
+        job_type = options.pop("job_type", None)
+        payload = options.pop("payload", None)
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
+        try:
+            new_job = build_new_job(
+                job_id=_ids.new_id(), job_type=job_type, payload=payload,
+                queue=options.pop("queue", None) or DEFAULT_QUEUE, **options,
+            )  # fmt: skip
+            msgspec.json.encode(new_job.payload)
+        except domain_errors.ValidationError as exc:
+            raise _validation_error(exc.field, exc.message, index, len(specs)) from None
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise _validation_error("payload", f"must be JSON: {exc}", index, len(specs)) from None
+        new_jobs.append(new_job)
+    return new_jobs
+
+
+def _validation_error(field: str, message: str, index: int, count: int) -> ValidationError:
+    """The API's 400 for the same input: its code, its message, its details."""
+    if count > 1:
+        field = f"jobs[{index}].{field}"
+    return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
+
+
+def _store(conn: Any, new_jobs: list[NewJob]) -> list[Job] | Coroutine[Any, Any, list[Job]]:
+    if isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
+        return _store_asyncpg(conn, new_jobs)
+    if type(conn).__module__.partition(".")[0] == "psycopg":
+        import psycopg
+
+        if isinstance(conn, psycopg.AsyncConnection):
+            return _store_psycopg_async(conn, new_jobs)
+        if isinstance(conn, psycopg.Connection):
+            return _store_psycopg(conn, new_jobs)
+    raise TypeError(
+        "taskforge.enqueue takes an asyncpg connection or a psycopg 3 connection, "
+        f"not {type(conn).__name__}"
+    )
+
+
+async def _store_asyncpg(
+    conn: asyncpg.Connection | PoolConnectionProxy, new_jobs: list[NewJob]
+) -> list[Job]:
+    if not new_jobs:
+        return []
+    if not conn.is_in_transaction():
+        async with conn.transaction():
+            return await _store_asyncpg(conn, new_jobs)
+    results: list[tuple[StoredJob, bool]] = []
+    for start in range(0, len(new_jobs), CHUNK):
+        chunk = new_jobs[start : start + CHUNK]
+        results += await insert_jobs(conn, chunk, KEY_ATTEMPTS, published=False)
+    if _any_due(results):
+        await conn.execute(NOTIFY_JOBS)
+    return [_client_job(job) for job, _ in results]
+
+
+def _any_due(results: Sequence[tuple[StoredJob, bool]]) -> bool:
+    """A job was created that is due now: the scheduler has hints to push at commit."""
+    return any(created and job.next_run_at <= job.created_at for job, created in results)
+
+
+def _client_job(job: StoredJob) -> Job:
+    payload: Any = job.payload
+    if isinstance(payload, str | bytes):  # a connection with no jsonb codec reads JSON text
+        payload = msgspec.json.decode(payload)
+    policy = job.policy
+    return Job(
+        id=job.id,
+        queue=job.queue,
+        job_type=job.job_type,
+        payload=payload,
+        state=job.state,
+        idempotency_key=job.idempotency_key,
+        attempt_count=job.attempt_count,
+        retry_count=job.retry_count,
+        max_attempts=policy.max_attempts,
+        initial_delay=policy.initial_delay,
+        backoff=policy.backoff,
+        max_delay=policy.max_delay,
+        jitter=policy.jitter,
+        visibility_timeout=job.visibility_timeout,
+        timeout=job.timeout,
+        next_run_at=job.next_run_at,
+        last_error=job.last_error,
+        reason=job.reason,
+        lease_owner=job.lease_owner,
+        lease_expires_at=job.lease_expires_at,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def psycopg_form(statement: str) -> str:
+    """`statement` with psycopg's `%s` placeholders for asyncpg's `$1, $2...`, which must
+    each appear once and in order (psycopg's are positional)."""
+    if "%" in statement:
+        raise ValueError("a literal % would need escaping for psycopg")
+    numbers = [int(found) for found in _PLACEHOLDER.findall(statement)]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"placeholders out of order: {numbers}")
+    return _PLACEHOLDER.sub("%s", statement)
+
+
+PSYCOPG_INSERT_JOB = psycopg_form(INSERT_JOB_UNPUBLISHED)
+PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY = psycopg_form(SELECT_JOBS_BY_IDEMPOTENCY_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    parameters: Sequence[Any] = ()
+
+
+Rows = list[dict[str, Any]]
+_Steps = Generator[_Statement, Rows, list[Job]]
+
+
+def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
+    """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
+    per job (in order, so a key repeated in the batch is stored once, by its first job),
+    a look-up for a job whose key is taken, then the NOTIFY."""
+    results: list[tuple[StoredJob, bool]] = []
+    for new_job in new_jobs:
+        for _ in range(KEY_ATTEMPTS):
+            rows = yield _Statement(PSYCOPG_INSERT_JOB, insert_parameters(new_job))
+            if rows:
+                [row] = rows
+                stored = new_job.stored(row["next_run_at"], row["created_at"], row["payload"])
+                results.append((stored, True))
+                break
+            key = new_job.idempotency_key
+            rows = yield _Statement(PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY, [[key]])
+            if rows:
+                results.append((job_from_row(rows[0]), False))
+                break
+            # Retention deleted the key's holder meanwhile: the key is free, try again.
+        else:
+            raise RuntimeError("idempotency keys kept changing hands; try again")
+    if _any_due(results):
+        yield _Statement(NOTIFY_JOBS)
+    return [_client_job(job) for job, _ in results]
+
+
+def _store_psycopg(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import dict_row
+
+    if not new_jobs:
+        return []
+    if conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE:
+        with conn.transaction():
+            return _store_psycopg(conn, new_jobs)
+    steps = _psycopg_steps(new_jobs)
+    with conn.cursor(row_factory=dict_row) as cursor:
+        try:
+            statement = next(steps)
+            while True:
+                cursor.execute(statement.sql, statement.parameters)
+                statement = steps.send(cursor.fetchall() if cursor.description else [])
+        except StopIteration as done:
+            result: list[Job] = done.value
+            return result
+
+
+async def _store_psycopg_async(
+    conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
+) -> list[Job]:
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import dict_row
+
+    if not new_jobs:
+        return []
+    if conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE:
+        async with conn.transaction():
+            return await _store_psycopg_async(conn, new_jobs)
+    steps = _psycopg_steps(new_jobs)
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        try:
+            statement = next(steps)
+            while True:
+                await cursor.execute(statement.sql, statement.parameters)
+                statement = steps.send(await cursor.fetchall() if cursor.description else [])
+        except StopIteration as done:
+            result: list[Job] = done.value
+            return result

@@ -1,0 +1,282 @@
+"""`taskforge.enqueue` and `enqueue_many` inside the application's own transaction: one
+suite, run on an asyncpg connection, a psycopg AsyncConnection and a psycopg Connection."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import psycopg
+import pytest
+
+import taskforge
+from taskforge.client.values import Job
+from taskforge.domain.states import JobState
+from taskforge.sdk.transactional import psycopg_form
+from tests.integration.processes.conftest import Stack
+
+DRIVERS = ["asyncpg", "psycopg-async", "psycopg-sync"]
+
+
+class Session:
+    """One application connection with an open transaction, the same calls on each driver
+    (a psycopg Connection's are plain: checked here, then wrapped)."""
+
+    def __init__(self, driver: str, conn: Any) -> None:
+        self.driver = driver
+        self.conn = conn
+        self._transaction: Any = None
+
+    async def begin(self) -> None:
+        if self.driver == "asyncpg":
+            self._transaction = self.conn.transaction()
+            await self._transaction.start()
+        # psycopg (autocommit off) opens a transaction with the first statement
+
+    async def _answer(self, answer: Any) -> Any:
+        if self.driver == "psycopg-sync":
+            assert not inspect.isawaitable(answer), "a sync connection's call is plain"
+            return answer
+        return await answer
+
+    async def enqueue(
+        self, job_type: str, payload: Mapping[str, Any] | None = None, **options: Any
+    ) -> Job:
+        result: Job = await self._answer(taskforge.enqueue(self.conn, job_type, payload, **options))
+        return result
+
+    async def enqueue_many(self, jobs: list[dict[str, Any]]) -> list[Job]:
+        result: list[Job] = await self._answer(taskforge.enqueue_many(self.conn, jobs))  # type: ignore[arg-type]
+        return result
+
+    async def execute(self, statement: str) -> None:
+        await self._answer(self.conn.execute(statement))
+        if self.driver == "psycopg-sync":
+            return
+
+    async def commit(self) -> None:
+        if self.driver == "asyncpg":
+            await self._transaction.commit()
+        else:
+            await self._answer(self.conn.commit())
+
+    async def rollback(self) -> None:
+        if self.driver == "asyncpg":
+            await self._transaction.rollback()
+        else:
+            await self._answer(self.conn.rollback())
+
+
+async def _connect(driver: str, dsn: str) -> Any:
+    if driver == "asyncpg":
+        return await asyncpg.connect(dsn)
+    if driver == "psycopg-async":
+        return await psycopg.AsyncConnection.connect(dsn)
+    return psycopg.Connection.connect(dsn)
+
+
+@pytest.fixture(params=DRIVERS)
+async def session(request: pytest.FixtureRequest, migrated_dsn: str) -> AsyncIterator[Session]:
+    driver: str = request.param
+    conn = await _connect(driver, migrated_dsn)
+    session = Session(driver, conn)
+    try:
+        await session.begin()
+        yield session
+    finally:
+        closing = conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+
+@pytest.fixture
+async def observer(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another connection: what the rest of the system (workers, the API) sees."""
+    conn = await asyncpg.connect(migrated_dsn)
+    yield conn
+    await conn.close()
+
+
+async def stored_ids(observer: asyncpg.Connection, queue: str) -> set[UUID]:
+    rows = await observer.fetch("SELECT id FROM jobs WHERE queue = $1", queue)
+    return {row["id"] for row in rows}
+
+
+async def test_a_job_becomes_visible_when_the_transaction_commits(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    job = await session.enqueue("email", {"to": "a@b.com"}, queue=queue_name, max_attempts=5)
+
+    assert isinstance(job, Job)
+    assert (job.state, job.queue, job.payload, job.max_attempts) == (
+        JobState.PENDING, queue_name, {"to": "a@b.com"}, 5,
+    )  # fmt: skip
+    assert await stored_ids(observer, queue_name) == set()
+    await session.commit()
+    assert await stored_ids(observer, queue_name) == {job.id}
+
+
+async def test_a_rolled_back_job_never_exists(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    await session.enqueue("email", queue=queue_name)
+    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 3)
+
+    await session.rollback()
+
+    assert await stored_ids(observer, queue_name) == set()
+
+
+async def test_a_rolled_back_savepoint_drops_only_its_jobs(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    before = await session.enqueue("email", queue=queue_name)
+    await session.execute("SAVEPOINT order_lines")
+    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 2)
+    await session.execute("ROLLBACK TO SAVEPOINT order_lines")
+    after = await session.enqueue("email", queue=queue_name)
+
+    await session.commit()
+
+    assert await stored_ids(observer, queue_name) == {before.id, after.id}
+
+
+async def test_a_reused_key_returns_the_same_job_within_a_transaction(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    one, two = f"{queue_name}-1", f"{queue_name}-2"  # keys are global: one per test
+    first = await session.enqueue("email", {"n": 1}, queue=queue_name, idempotency_key=one)
+    again = await session.enqueue("email", {"n": 2}, queue=queue_name, idempotency_key=one)
+    batch = await session.enqueue_many(
+        [
+            {"job_type": "email", "queue": queue_name, "idempotency_key": two},
+            {"job_type": "email", "queue": queue_name, "idempotency_key": one},
+            {"job_type": "email", "queue": queue_name, "idempotency_key": two},
+        ]
+    )
+    await session.commit()
+
+    assert again.id == first.id
+    assert again.payload == {"n": 1}
+    assert [job.id for job in batch] == [batch[0].id, first.id, batch[0].id]
+    assert await stored_ids(observer, queue_name) == {first.id, batch[0].id}
+
+
+async def test_a_reused_key_returns_the_job_another_transaction_committed(
+    session: Session, migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    key = f"order-{queue_name}"
+    first = await session.enqueue("email", {"n": 1}, queue=queue_name, idempotency_key=key)
+    await session.commit()
+
+    later = Session(session.driver, await _connect(session.driver, migrated_dsn))
+    try:
+        await later.begin()
+        again = await later.enqueue("email", {"n": 2}, queue=queue_name, idempotency_key=key)
+        await later.commit()
+    finally:
+        closing = later.conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+    assert (again.id, again.payload) == (first.id, {"n": 1})
+    assert await stored_ids(observer, queue_name) == {first.id}
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        # Errors name the argument as the caller passed it (snake_case), not the API's field.
+        ({"job_type": "bad type"}, "job_type"),
+        ({"payload": ["not", "an", "object"]}, "payload"),
+        ({"payload": {"at": object()}}, "payload"),  # not JSON
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"delay": 5, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
+        ({"queue": "taskforge:internal"}, "queue"),
+        ({"idempotency_key": ""}, "idempotency_key"),
+    ],
+)
+async def test_bad_input_is_a_validation_error_and_nothing_is_written(
+    session: Session,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    options: dict[str, Any],
+    field: str,
+) -> None:
+    spec = {"job_type": "email", "queue": queue_name, **options}
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue(**spec)
+    assert caught.value.code == "validation_error"
+    assert caught.value.details == {"field": field}
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue_many([{"job_type": "email", "queue": queue_name}, spec])
+    assert caught.value.details == {"field": f"jobs[1].{field}"}
+
+    # Nothing was sent: the transaction is intact and commits nothing.
+    await session.commit()
+    assert await stored_ids(observer, queue_name) == set()
+
+
+async def test_an_unknown_option_is_a_type_error(session: Session) -> None:
+    with pytest.raises(TypeError, match="priority_level"):
+        await session.enqueue("email", priority_level=1)
+
+
+async def test_a_job_committed_in_a_transaction_runs_once(
+    session: Session, stack: Stack, queue_name: str
+) -> None:
+    stack.start_scheduler()
+    stack.start_worker()
+
+    [job] = await session.enqueue_many(
+        [{"job_type": "ledger_sleep", "payload": {"seconds": 0}, "queue": queue_name}]
+    )
+    await session.commit()
+
+    await stack.wait_for(str(job.id), "SUCCEEDED")
+    assert len(await stack.ledger(str(job.id))) == 1
+
+
+async def test_the_commit_wakes_the_scheduler_instead_of_its_next_sweep(
+    session: Session, stack: Stack, queue_name: str
+) -> None:
+    """With an hour between sweeps, only the NOTIFY sent with a job gets it a hint once the
+    scheduler's first sweep is done (which the first job's run shows)."""
+    stack.start_scheduler(SCHEDULER_TICK="3600")
+    stack.start_worker()
+    first = await session.enqueue("ledger_sleep", {"seconds": 0}, queue=queue_name)
+    await session.commit()
+    await stack.wait_for(str(first.id), "SUCCEEDED")
+
+    await session.begin()
+    job = await session.enqueue("ledger_sleep", {"seconds": 0}, queue=queue_name)
+    await session.commit()
+
+    await stack.wait_for(str(job.id), "SUCCEEDED")
+
+
+async def test_outside_a_transaction_the_job_commits_at_once(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        jobs = await taskforge.enqueue_many(conn, [{"job_type": "email", "queue": queue_name}] * 2)
+    finally:
+        await conn.close()
+    assert await stored_ids(observer, queue_name) == {job.id for job in jobs}
+
+
+def test_anything_else_than_a_database_connection_is_refused() -> None:
+    with pytest.raises(TypeError, match="asyncpg connection or a psycopg 3 connection"):
+        taskforge.enqueue(object(), "email")  # type: ignore[call-overload]
+
+
+def test_the_psycopg_statements_are_the_asyncpg_ones_with_psycopg_placeholders() -> None:
+    assert psycopg_form("SELECT $1::int, $2 WHERE x = $3") == "SELECT %s::int, %s WHERE x = %s"
+    with pytest.raises(ValueError, match="out of order"):
+        psycopg_form("SELECT $2, $1")
+    with pytest.raises(ValueError, match="escaping"):
+        psycopg_form("SELECT $1 LIKE 'a%'")
