@@ -50,14 +50,19 @@ def _validate_name(field: str, value: object) -> str:
     return value
 
 
-def validate_idempotency_key(value: object) -> str:
+def validate_idempotency_key(value: object, field: str = "idempotencyKey") -> str:
     if not isinstance(value, str):
-        raise ValidationError("idempotencyKey", "must be a string")
+        raise ValidationError(field, "must be a string")
     if not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX:
-        raise ValidationError("idempotencyKey", f"must be 1-{IDEMPOTENCY_KEY_MAX} characters")
+        raise ValidationError(field, f"must be 1-{IDEMPOTENCY_KEY_MAX} characters")
     if not value.isprintable():
-        raise ValidationError("idempotencyKey", "must contain printable characters only")
+        raise ValidationError(field, "must contain printable characters only")
     return value
+
+
+def validate_unique_key(value: object) -> str:
+    """A uniqueKey follows the idempotencyKey's rules: 1-255 printable characters."""
+    return validate_idempotency_key(value, "uniqueKey")
 
 
 def validate_delay(value: object) -> float:

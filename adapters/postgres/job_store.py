@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from taskforge.adapters.postgres._rows import JOB_COLUMNS, JOB_DETAIL_COLUMNS, job_from_row
+from taskforge.adapters.postgres._rows import (
+    JOB_COLUMNS,
+    JOB_DETAIL_COLUMNS,
+    JOBS_COLUMNS,
+    job_from_row,
+)
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter, encode_json
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
@@ -20,19 +23,20 @@ from taskforge.domain.validation import Page
 
 _INSERT_FROM = """
 INSERT INTO jobs (
-    id, queue, job_type, payload, state, idempotency_key, max_attempts, initial_delay,
-    backoff, max_delay, jitter, visibility_timeout, traceparent, timeout, next_run_at,
-    published_at, created_at, updated_at
+    id, queue, job_type, payload, state, idempotency_key, unique_key, max_attempts,
+    initial_delay, backoff, max_delay, jitter, visibility_timeout, traceparent, timeout,
+    next_run_at, published_at, created_at, updated_at
 )
 SELECT incoming.id, incoming.queue, incoming.job_type, incoming.payload::jsonb, 'PENDING',
-       incoming.idempotency_key, incoming.max_attempts, incoming.initial_delay,
-       incoming.backoff, incoming.max_delay, incoming.jitter, incoming.visibility_timeout,
-       incoming.traceparent, incoming.timeout, due.run_at,
+       incoming.idempotency_key, incoming.unique_key, incoming.max_attempts,
+       incoming.initial_delay, incoming.backoff, incoming.max_delay, incoming.jitter,
+       incoming.visibility_timeout, incoming.traceparent, incoming.timeout, due.run_at,
        CASE WHEN due.run_at <= now() THEN now() END,
        now(), now()
 FROM {incoming} AS incoming (
     id, queue, job_type, payload, idempotency_key, max_attempts, initial_delay, backoff,
-    max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, position
+    max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, unique_key,
+    position
 )
 -- NewJob keeps run_at inside the due-time range (1970-9999, never +-infinity), and a delay
 -- is at most ten years, so now() + delay stays inside it too.
@@ -42,15 +46,17 @@ CROSS JOIN LATERAL (
 ) AS due
 -- In key order, so concurrent batches sharing keys wait for each other in one order (never
 -- a deadlock); within a key, input order, so the first of two duplicates is the one stored.
-ORDER BY incoming.idempotency_key, incoming.position
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ORDER BY incoming.idempotency_key, incoming.queue, incoming.unique_key, incoming.position
+-- Any unique index: the idempotency key, the unique key of a queue's unfinished jobs, and
+-- the id. A row skipped here is explained by _insert's look-ups (a holder, or JobIdTaken).
+ON CONFLICT DO NOTHING
 -- The rest of a created job is what the caller sent (see NewJob.stored); the payload as
 -- jsonb stores it (keys reordered, numbers normalised), so the answer matches later reads.
 RETURNING id, payload, next_run_at, created_at
 """
 
-INSERT_JOBS = _INSERT_FROM.format(incoming="unnest($1::job_input_v2[]) WITH ORDINALITY")
-"""A batch: one array of job_input_v2 records (migration 0006), the payloads as JSON text.
+INSERT_JOBS = _INSERT_FROM.format(incoming="unnest($1::job_input_v3[]) WITH ORDINALITY")
+"""A batch: one array of job_input_v3 records (migration 0008), the payloads as JSON text.
 Processes of the previous version may run while a new one rolls out, so a different record
 shape gets a new type in a new migration, never an ALTER TYPE of an existing one."""
 
@@ -58,7 +64,7 @@ INSERT_JOB = _INSERT_FROM.format(
     incoming="""(VALUES (
     $1::uuid, $2::text, $3::text, $4::jsonb, $5::text, $6::integer, $7::float8, $8::float8,
     $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8,
-    $15::float8, 1
+    $15::float8, $16::text, 1
 ))"""
 )
 """One job: the same statement without the array, which costs Postgres more to unpack than
@@ -67,6 +73,15 @@ the single row it carries (a lone client's enqueue is ~20% faster)."""
 SELECT_JOBS_BY_IDEMPOTENCY_KEY = f"""
 SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ANY($1::text[])
 """
+
+SELECT_JOBS_BY_UNIQUE_KEY = f"""
+SELECT {JOBS_COLUMNS} FROM jobs
+JOIN unnest($1::text[], $2::text[]) AS wanted (queue, unique_key)
+    ON jobs.queue = wanted.queue AND jobs.unique_key = wanted.unique_key
+WHERE jobs.state IN ('PENDING', 'RUNNING', 'FAILED')
+"""
+
+SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
 
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
@@ -148,52 +163,83 @@ class PostgresJobStore(PooledAdapter):
 async def _insert(
     conn: PoolConnectionProxy, jobs: Sequence[NewJob], attempts: int = 3
 ) -> list[tuple[Job, bool]]:
-    """Insert the jobs in one statement; a job whose idempotency key is taken yields the
-    job that holds it (stored earlier, or earlier in this batch) and False."""
-    try:
-        if len(jobs) == 1:
-            rows = await conn.fetch(INSERT_JOB, *_insert_row(jobs[0], jobs[0].payload))
-        else:
-            records = [_insert_row(job, encode_json(job.payload)) for job in jobs]
-            rows = await conn.fetch(INSERT_JOBS, records)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "jobs_pkey":
-            raise JobIdTaken(_taken_id(exc)) from exc
-        raise
+    """Insert the jobs in one statement. A job whose idempotency key is taken yields the job
+    that holds it; else a job whose unique key an unfinished job of its queue holds yields
+    that job (stored earlier, or earlier in this batch); both with False. A job whose id is
+    taken raises JobIdTaken (the caller's transaction then stores none of the batch)."""
+    if (repeated := _repeated_id(jobs)) is not None:
+        # ON CONFLICT would skip the second silently, and both would look created.
+        raise JobIdTaken(repeated)
+    if len(jobs) == 1:
+        rows = await conn.fetch(INSERT_JOB, *_insert_row(jobs[0], jobs[0].payload))
+    else:
+        records = [_insert_row(job, encode_json(job.payload)) for job in jobs]
+        rows = await conn.fetch(INSERT_JOBS, records)
     created = {row["id"]: row for row in rows}
     taken = [job for job in jobs if job.id not in created]
-    holders: dict[str | None, Job] = {}
+    holders: dict[UUID, Job] = {}
     retried: dict[UUID, tuple[Job, bool]] = {}
     if taken:
-        keys = [job.idempotency_key for job in taken]
-        for row in await conn.fetch(SELECT_JOBS_BY_IDEMPOTENCY_KEY, keys):
-            holders[row["idempotency_key"]] = job_from_row(row)
-        if freed := [job for job in taken if job.idempotency_key not in holders]:
-            # Retention deleted the holder between the two statements: the key is free
-            # again, so those jobs are inserted after all (or meet a newer holder).
+        holders = await _holders(conn, taken)
+        if freed := [job for job in taken if job.id not in holders]:
+            if ids := await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in freed]):
+                raise JobIdTaken(ids[0]["id"])
+            # The holder finished, or retention deleted it, between the two statements: the
+            # key is free again, so those jobs are inserted after all (or meet a newer holder).
             if attempts <= 1:
-                raise RuntimeError("idempotency keys kept changing hands; try again")
+                raise RuntimeError("job keys kept changing hands; try again")
             outcomes = await _insert(conn, freed, attempts - 1)
             retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
     return [
         (job.stored(inserted["next_run_at"], inserted["created_at"], inserted["payload"]), True)
         if (inserted := created.get(job.id)) is not None
-        else retried.get(job.id) or (holders[job.idempotency_key], False)
+        else retried.get(job.id) or (holders[job.id], False)
         for job in jobs
     ]
 
 
-_KEY_DETAIL = re.compile(r"Key \(id\)=\(([0-9a-f-]{36})\)")
+def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
+    seen: set[UUID] = set()
+    for job in jobs:
+        if job.id in seen:
+            return job.id
+        seen.add(job.id)
+    return None
 
 
-def _taken_id(exc: asyncpg.UniqueViolationError) -> UUID | None:
-    """The id Postgres names in the violation's detail, if it does."""
-    found = _KEY_DETAIL.search(exc.detail or "")
-    return UUID(found.group(1)) if found else None
+async def _holders(conn: PoolConnectionProxy, taken: Sequence[NewJob]) -> dict[UUID, Job]:
+    """For each job that was not inserted, by its id: the stored job holding its idempotency
+    key, else its queue's unfinished job holding its unique key. Jobs with neither are left
+    out."""
+    by_idempotency_key: dict[str, Job] = {}
+    if keys := [job.idempotency_key for job in taken if job.idempotency_key is not None]:
+        for row in await conn.fetch(SELECT_JOBS_BY_IDEMPOTENCY_KEY, keys):
+            by_idempotency_key[row["idempotency_key"]] = job_from_row(row)
+    by_unique_key: dict[tuple[str, str], Job] = {}
+    wanted = [
+        (job.queue, job.unique_key)
+        for job in taken
+        if job.unique_key is not None and job.idempotency_key not in by_idempotency_key
+    ]
+    if wanted:
+        queues = [queue for queue, _ in wanted]
+        unique_keys = [key for _, key in wanted]
+        for row in await conn.fetch(SELECT_JOBS_BY_UNIQUE_KEY, queues, unique_keys):
+            by_unique_key[row["queue"], row["unique_key"]] = job_from_row(row)
+    holders = {}
+    for job in taken:
+        holder = None
+        if job.idempotency_key is not None:
+            holder = by_idempotency_key.get(job.idempotency_key)
+        if holder is None and job.unique_key is not None:
+            holder = by_unique_key.get((job.queue, job.unique_key))
+        if holder is not None:
+            holders[job.id] = holder
+    return holders
 
 
 def _insert_row(job: NewJob, payload: Any) -> tuple[Any, ...]:
-    """The parameters of INSERT_JOB, which are also the fields of a job_input_v2 record."""
+    """The parameters of INSERT_JOB, which are also the fields of a job_input_v3 record."""
     policy = job.policy
     return (
         job.id,
@@ -211,6 +257,7 @@ def _insert_row(job: NewJob, payload: Any) -> tuple[Any, ...]:
         job.run_at,
         None if job.delay is None else float(job.delay),
         float(job.timeout),
+        job.unique_key,
     )
 
 
