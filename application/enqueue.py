@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobStore, JobTracer
@@ -32,7 +32,7 @@ class Enqueued:
     """False when an existing job with the same idempotency key was returned."""
 
 
-async def traced(
+async def store_in_spans(
     tracer: JobTracer | None,
     new_jobs: Sequence[NewJob],
     store: Callable[[Sequence[NewJob]], Awaitable[list[Enqueued]]],
@@ -51,7 +51,7 @@ async def traced(
     try:
         results = await store(
             [
-                replace(job, traceparent=span.traceparent)
+                job.with_traceparent(span.traceparent)
                 for job, span in zip(new_jobs, spans, strict=True)
             ]
         )
@@ -83,7 +83,7 @@ class EnqueueJobs:
         self._tracer = tracer
 
     async def __call__(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
-        return await traced(self._tracer, new_jobs, self._store)
+        return await store_in_spans(self._tracer, new_jobs, self._store)
 
     async def _store(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         results = await self._jobs.add_many(new_jobs)
@@ -130,7 +130,7 @@ class EnqueueJob:
         if self._tracer is None:
             return await self._store(new_job)
         # The span starts here, in the caller's context, so it is a child of the caller's.
-        [result] = await traced(self._tracer, [new_job], self._store_each)
+        [result] = await store_in_spans(self._tracer, [new_job], self._store_each)
         return result
 
     async def _store_each(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:

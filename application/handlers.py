@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 from uuid import UUID
 
 from taskforge.application.threads import HandlerThreads
+from taskforge.domain.policy import attempts_exhausted
 
 JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
 
@@ -61,7 +62,7 @@ class JobContext:
 
     @property
     def is_last_attempt(self) -> bool:
-        return self.attempt >= self.max_attempts
+        return attempts_exhausted(self.attempt, self.max_attempts)
 
 
 class HandlerRegistry:

@@ -47,7 +47,7 @@ class CancelJob:
         return await self._moves.cancel(job_id, reason)
 
 
-class MoveJobToDeadLetter:
+class DeadLetterJob:
     def __init__(self, moves: OperatorMoves) -> None:
         self._moves = moves
 
@@ -55,7 +55,7 @@ class MoveJobToDeadLetter:
         return await self._moves.dead_letter(job_id, reason)
 
 
-class RetryJob:
+class RetryJobNow:
     """Answers once the move is committed; the job's hint follows in the background."""
 
     def __init__(self, moves: OperatorMoves, hints: HintDispatcher) -> None:
@@ -63,7 +63,7 @@ class RetryJob:
         self._hints = hints
 
     async def __call__(self, job_id: UUID) -> Job:
-        job = await self._moves.retry(job_id)
+        job = await self._moves.retry_now(job_id)
         self._hints.send([job])
         return job
 

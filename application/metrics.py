@@ -13,7 +13,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 JOB_SECONDS_BUCKETS: tuple[float, ...] = (
     0.001,
@@ -42,16 +42,6 @@ UNREGISTERED_JOB_TYPE = "(unregistered)"
 """The job_type label of jobs no handler is registered for: any client can invent job
 types, and each would otherwise become series of its own. No valid jobType looks like it."""
 
-COUNTERS = (
-    "attempts",
-    "success",
-    "failure",
-    "concurrency_throttled",
-    "rate_throttled",
-    "leases_lost",
-)
-"""The fields of `QueueCounts`, in the order they are rendered."""
-
 
 @dataclass(slots=True)
 class QueueCounts:
@@ -68,12 +58,12 @@ class QueueCounts:
     leases_lost: int = 0
 
     def add(self, other: QueueCounts) -> None:
-        self.attempts += other.attempts
-        self.success += other.success
-        self.failure += other.failure
-        self.concurrency_throttled += other.concurrency_throttled
-        self.rate_throttled += other.rate_throttled
-        self.leases_lost += other.leases_lost
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+COUNTERS = tuple(counter.name for counter in fields(QueueCounts))
+"""The fields of `QueueCounts`, in the order they are declared and rendered."""
 
 
 def _empty_buckets() -> list[int]:

@@ -16,6 +16,7 @@ from uuid import UUID
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import Settlement
+from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 
@@ -28,12 +29,6 @@ class Clock(Protocol):
 
 class IdSource(Protocol):
     def new_id(self) -> UUID: ...
-
-
-class RandomSource(Protocol):
-    def __call__(self) -> float:
-        """A float in [0, 1)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +153,8 @@ class OperatorMoves(Protocol):
         """Operator's move to DLQ from PENDING, RUNNING or FAILED, with the dead_letters row."""
         ...
 
-    async def retry(self, job_id: UUID) -> Job:
-        """Operator's retry: -> PENDING, due now. From FAILED the counts are kept; from DLQ
+    async def retry_now(self, job_id: UUID) -> Job:
+        """Retry now: -> PENDING, due now. From FAILED the counts are kept; from DLQ
         and CANCELLED the execution state is reset as for a replay."""
         ...
 

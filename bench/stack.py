@@ -22,6 +22,7 @@ import httpx
 from taskforge.adapters.postgres.connection import create_pool
 from taskforge.adapters.postgres.migrations import apply_migrations
 from taskforge.adapters.redis.client import create_redis
+from taskforge.adapters.redis.keys import DEFAULT_PREFIX
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.entrypoints.config import Settings
 
@@ -77,7 +78,7 @@ class Stack:
         self.direct_dsn = _with_database(self.admin_dsn, database)
         self.dsn = _with_database(settings.require_postgres("bench"), database)
         self.settings = settings
-        self.prefix = f"taskforge:bench-{self.run_id}:"
+        self.prefix = f"{DEFAULT_PREFIX}bench-{self.run_id}:"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.api_url = ""
         self.env = {

@@ -4,6 +4,7 @@ Every command is one or a few API calls. Output is for people (rich tables and p
 plain aligned text when stdout is not a terminal) unless `--json` asks for the API's JSON,
 printed unchanged. Failures print one line on stderr and end with a documented exit code;
 `run` is the whole contract and never raises.
+Longer than most modules: every command with its help text, each a few lines of API calls.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ from taskforge.client import (
 )
 from taskforge.client.sync_client import RawResponses
 from taskforge.domain.states import TERMINAL_STATES, JobState
+from taskforge.domain.version import taskforge_version
 
 DEFAULT_API_URL = "http://localhost:8080"
-USER_AGENT = "taskforge-cli/0.1.0"
 DLQ_PAGE = 200
 """The API's largest page: `dlq-replay --all` lists the dead letters in as few calls as it can."""
 
@@ -159,7 +160,7 @@ Limit = Annotated[
 Offset = Annotated[int | None, Parameter(help="Items to skip, for the next page.")]
 NonNegative = validators.Number(gte=0)
 
-app = App(name="taskforge-cli", help=HELP, version="0.1.0", help_format="plaintext")
+app = App(name="taskforge-cli", help=HELP, version=taskforge_version, help_format="plaintext")
 
 
 @app.meta.default
@@ -177,7 +178,7 @@ def _launcher(
         options.api_url,
         token=options.token,
         request_timeout=options.timeout,
-        user_agent=USER_AGENT,
+        user_agent=f"taskforge-cli/{taskforge_version()}",
     ) as client:
         session = Session(client.raw, options.json_output, console, errors)
         injected = {name: session for name, kind in ignored.items() if kind is Session}
@@ -385,8 +386,8 @@ def retry(job_id: JobId, *, session: SessionParam) -> None:
     _report(session, session.api.retry(job_id), "retried job {id}")
 
 
-@app.command
-def move_to_dlq(job_id: JobId, *, reason: Reason = None, session: SessionParam) -> None:
+@app.command(name="move-to-dlq")
+def dead_letter(job_id: JobId, *, reason: Reason = None, session: SessionParam) -> None:
     r"""Move a job to the dead-letter queue by hand.
 
     For example:

@@ -4,6 +4,7 @@
 borders and no colour, one row per line with aligned columns, so `grep`, `awk` and `cut`
 work on it; `--json` remains the stable interface for programs. Values coming from the API
 are wrapped in `Text`, so a payload or an error message is never read as rich markup.
+Longer than most modules: one short renderer per resource the API returns.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Each API operation is a `Call`: the `Request` to send and how to decode its 2xx 
 `answer_of` turns any HTTP answer into a `Response` or raises the typed error, and
 `RetryPolicy` and `PollSchedule` say how long to wait between tries. `SyncClient` and
 `Client` only move requests and answers over httpx and sleep when told to.
+Longer than most modules: one short builder per API operation, so both clients share them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from taskforge.client.values import (
     stats_of,
 )
 from taskforge.domain.states import JobState
+from taskforge.domain.version import taskforge_version
 
 T = TypeVar("T")
 
@@ -146,12 +148,7 @@ def http_options(
 
 
 def default_user_agent() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"taskforge-python/{version('taskforge')}"
-    except PackageNotFoundError:
-        return "taskforge-python"
+    return f"taskforge-python/{taskforge_version()}"
 
 
 def job_body(

@@ -11,7 +11,8 @@ class DomainError(Exception):
 
 
 class ValidationError(DomainError):
-    """A value from outside broke a rule; `field` names the offending input."""
+    """A value from outside broke a rule; `field` names the offending input as the domain
+    spells it (snake_case: `max_attempts`); an entrypoint renames it for its users."""
 
     def __init__(self, field: str, message: str, *, details: Any = None) -> None:
         super().__init__(f"{field}: {message}")

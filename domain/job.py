@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from taskforge.domain.validation import (
     EARLIEST_DUE_AT,
     LATEST_DUE_AT,
     validate_delay,
+    validate_payload,
     validate_run_at,
 )
 
@@ -88,9 +90,9 @@ class NewJob:
     """A validated request to create a job; the repository assigns state and timestamps.
 
     `run_at` None means "now" (by the store's clock); a later time makes a delayed job.
-    `run_at` and `delay` are checked when the job is built, whoever builds it: at most one
-    of them, `run_at` with an offset and inside the due-time range (kept in UTC), `delay`
-    within MAX_DURATION.
+    `payload`, `run_at` and `delay` are checked when the job is built, whoever builds it:
+    no NUL in the payload, at most one of `run_at` and `delay`, `run_at` with an offset and
+    inside the due-time range (kept in UTC), `delay` within MAX_DURATION.
     """
 
     id: UUID
@@ -110,13 +112,21 @@ class NewJob:
     traceparent: str | None = None
 
     def __post_init__(self) -> None:
+        validate_payload(self.payload)
         if self.run_at is not None and self.delay is not None:
-            raise ValidationError("runAt", "give runAt or delay, not both")
+            raise ValidationError("run_at", "give run_at or delay, not both")
         if self.run_at is not None:
             # Frozen: the normalised value replaces the given one while the job is built.
             object.__setattr__(self, "run_at", validate_run_at(self.run_at))
         if self.delay is not None:
             object.__setattr__(self, "delay", validate_delay(self.delay))
+
+    def with_traceparent(self, traceparent: str | None) -> NewJob:
+        """This job carrying `traceparent`. It was checked when built, so the copy is not
+        checked again (a payload is scanned once per job)."""
+        traced = copy.copy(self)
+        object.__setattr__(traced, "traceparent", traceparent)
+        return traced
 
     def due_at(self, now: datetime) -> datetime:
         """When the job is due if stored at `now`: `run_at`, else `now` plus `delay` (if any).

@@ -72,7 +72,7 @@ def decide_failure(
     """Retryable with attempts left -> FAILED with a backoff delay; otherwise DLQ."""
     if kind is FailureKind.TERMINAL:
         return DeadLettered(lease=lease, error=error, reason=TERMINAL_REASON, traceback=traceback)
-    if job.attempt_count >= job.policy.max_attempts:
+    if job.policy.exhausted_by(job.attempt_count):
         return DeadLettered(lease=lease, error=error, reason=EXHAUSTED_REASON, traceback=traceback)
     delay = job.policy.delay_after(job.attempt_count, random)
     return RetryLater(lease=lease, error=error, delay=delay, traceback=traceback)

@@ -19,6 +19,13 @@ MAX_DURATION = 10 * 365 * 24 * 3600.0
 VISIBILITY_TIMEOUT_RANGE = (1.0, 43200.0)
 
 
+def attempts_exhausted(attempt_count: int, max_attempts: int) -> bool:
+    """True once `attempt_count` attempts have started and `max_attempts` allows no more: a
+    failure now dead-letters the job instead of retrying it. The one statement of this rule;
+    the Postgres store's SQL form is checked against it by a contract test."""
+    return attempt_count >= max_attempts
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """Durations are seconds. `max_attempts` bounds `attempt_count`: the failure of the last
@@ -41,6 +48,10 @@ class RetryPolicy:
         once: a queue's jobs nearly all share a few policies, and rows are read by the
         thousand."""
         return _interned(max_attempts, initial_delay, backoff, max_delay, jitter)
+
+    def exhausted_by(self, attempt_count: int) -> bool:
+        """See attempts_exhausted."""
+        return attempts_exhausted(attempt_count, self.max_attempts)
 
     def delay_after(self, attempt: int, random: RandomSource) -> timedelta:
         """The wait before the retry that follows attempt `attempt` (1-based).
@@ -82,29 +93,29 @@ def _capped_exponential(initial: float, backoff: float, cap: float, attempt: int
 
 def validate_policy(policy: RetryPolicy) -> None:
     if isinstance(policy.max_attempts, bool) or not isinstance(policy.max_attempts, int):
-        raise ValidationError("maxAttempts", "must be an integer")
+        raise ValidationError("max_attempts", "must be an integer")
     if not 1 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise ValidationError("maxAttempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
-    _require_finite("initialDelay", policy.initial_delay)
+        raise ValidationError("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    _require_finite("initial_delay", policy.initial_delay)
     _require_finite("backoff", policy.backoff)
-    _require_finite("maxDelay", policy.max_delay)
+    _require_finite("max_delay", policy.max_delay)
     if not 0 <= policy.initial_delay <= MAX_DURATION:
-        raise ValidationError("initialDelay", f"must be between 0 and {MAX_DURATION:g} seconds")
+        raise ValidationError("initial_delay", f"must be between 0 and {MAX_DURATION:g} seconds")
     if policy.backoff < 1:
         raise ValidationError("backoff", "must be >= 1")
     if policy.max_delay < policy.initial_delay:
-        raise ValidationError("maxDelay", "must be >= initialDelay")
+        raise ValidationError("max_delay", "must be >= initial_delay")
     if policy.max_delay > MAX_DURATION:
-        raise ValidationError("maxDelay", f"must be at most {MAX_DURATION:g} seconds")
+        raise ValidationError("max_delay", f"must be at most {MAX_DURATION:g} seconds")
     if not isinstance(policy.jitter, bool):
         raise ValidationError("jitter", "must be true or false")
 
 
 def validate_visibility_timeout(seconds: float) -> float:
-    _require_finite("visibilityTimeout", seconds)
+    _require_finite("visibility_timeout", seconds)
     low, high = VISIBILITY_TIMEOUT_RANGE
     if not low <= seconds <= high:
-        raise ValidationError("visibilityTimeout", f"must be between {low:g} and {high:g} seconds")
+        raise ValidationError("visibility_timeout", f"must be between {low:g} and {high:g} seconds")
     return float(seconds)
 
 

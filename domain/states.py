@@ -2,6 +2,20 @@
 
 The database enforces the same table with a trigger (see migrations/); a test compares the
 two pair by pair, so this module is the single source of truth.
+
+One word per concept, in the service's Python (routes, JSON fields, metric names, CLI
+commands and the Python client keep the API's words):
+- attempt: one run of a handler under a lease; `attempt_count` counts them, and once it
+  reaches `max_attempts` the attempts are exhausted (policy.attempts_exhausted).
+- retry: the automatic next attempt of a FAILED job once its backoff has passed (the
+  worker's `RetryLater`, the scheduler's `promote_due`); `retry_count` counts them.
+- retry now: an operator's move of a FAILED, DLQ or CANCELLED job to PENDING, due at once
+  (`POST /jobs/{id}/retry`: `RetryJobNow`, `OperatorMoves.retry_now`).
+- dead-letter (verb): move a job to DLQ, by a failure decision (`DeadLettered`) or by an
+  operator (`POST /jobs/{id}/dlq`: `DeadLetterJob`, `OperatorMoves.dead_letter`).
+- dead letter (noun): the DLQ entry kept for a dead-lettered job (`DeadLetter`, the
+  `dead_letters` table, `DeadLetterStore`).
+- replay: an operator's move of a dead letter back to PENDING with its counts reset.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ from taskforge.domain.errors import InvalidTransition
 
 class JobState(StrEnum):
     PENDING = "PENDING"
-    """Waiting to run. Enqueue, retry promotion, lease expiry, replay and manual retry move
+    """Waiting to run. Enqueue, retry promotion, lease expiry, replay and retry now move
     jobs in; a worker's claim moves them out (to RUNNING), as do cancel and manual DLQ.
     A pending job whose `next_run_at` is in the future is a delayed job."""
 
@@ -36,7 +50,7 @@ class JobState(StrEnum):
 
     CANCELLED = "CANCELLED"
     """Stopped by an operator. A running handler is interrupted at its next heartbeat and
-    its late result is discarded. Only a manual retry moves a job out."""
+    its late result is discarded. Only a retry now moves a job out."""
 
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
@@ -70,10 +84,10 @@ def sources_of(target: JobState) -> frozenset[JobState]:
 
 
 OPERATOR_RETRY_SOURCES = frozenset({FAILED, DLQ, CANCELLED})
-"""Where an operator's retry may start. RUNNING -> PENDING belongs to the scheduler alone
+"""Where a retry now may start. RUNNING -> PENDING belongs to the scheduler alone
 (lease expiry), and a PENDING job has nothing to retry."""
 
 
-def ensure_operator_retry(current: JobState, job_id: UUID | None = None) -> None:
+def ensure_retry_now(current: JobState, job_id: UUID | None = None) -> None:
     if current not in OPERATOR_RETRY_SOURCES:
         raise InvalidTransition(job_id, current.value, PENDING.value)

@@ -1,10 +1,12 @@
-"""Validation of names and request values, with messages that name the field."""
+"""Validation of names and request values, with messages that name the field (in snake_case,
+as the domain spells it; each entrypoint spells it as its users do)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from taskforge.domain.errors import ValidationError
@@ -32,7 +34,7 @@ MAX_PAGE_LIMIT = 200
 
 
 def validate_job_type(value: object) -> str:
-    return _validate_name("jobType", value)
+    return _validate_name("job_type", value)
 
 
 def validate_queue_name(value: object, field: str = "queue") -> str:
@@ -50,7 +52,7 @@ def _validate_name(field: str, value: object) -> str:
     return value
 
 
-def validate_idempotency_key(value: object, field: str = "idempotencyKey") -> str:
+def validate_idempotency_key(value: object, field: str = "idempotency_key") -> str:
     if not isinstance(value, str):
         raise ValidationError(field, "must be a string")
     if not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX:
@@ -61,8 +63,32 @@ def validate_idempotency_key(value: object, field: str = "idempotencyKey") -> st
 
 
 def validate_unique_key(value: object) -> str:
-    """A uniqueKey follows the idempotencyKey's rules: 1-255 printable characters."""
-    return validate_idempotency_key(value, "uniqueKey")
+    """A unique key follows the idempotency key's rules: 1-255 printable characters."""
+    return validate_idempotency_key(value, "unique_key")
+
+
+def validate_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """No NUL in any key or string of `payload`: Postgres cannot store it in jsonb, so it
+    is refused for every backend and every producer."""
+    if payload and _holds_nul(payload):
+        raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
+    return payload
+
+
+def _holds_nul(value: Any) -> bool:
+    # Iterative: a payload may nest deeper than Python's recursion limit allows.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def validate_delay(value: object) -> float:
@@ -76,15 +102,15 @@ def validate_delay(value: object) -> float:
 def validate_run_at(value: object) -> datetime:
     """`value` in UTC, when it carries an offset and lies in the due-time range."""
     if not isinstance(value, datetime):
-        raise ValidationError("runAt", "must be a date-time")
+        raise ValidationError("run_at", "must be a date-time")
     if value.utcoffset() is None:
-        raise ValidationError("runAt", "must carry a UTC offset (e.g. Z)")
+        raise ValidationError("run_at", "must carry a UTC offset (e.g. Z)")
     try:
         in_utc = value.astimezone(UTC)
     except OverflowError:  # the offset pushes it past year 1 or 9999
         in_utc = None
     if in_utc is None or not EARLIEST_DUE_AT <= in_utc <= LATEST_DUE_AT:
-        raise ValidationError("runAt", f"must be {DUE_AT_RANGE}")
+        raise ValidationError("run_at", f"must be {DUE_AT_RANGE}")
     return in_utc
 
 

@@ -80,6 +80,11 @@ class RedisProvider(Provider):
             port=settings.redis_addr.port,
             db=settings.redis_db,
             password=settings.redis_password or None,
+            sentinels=[(sentinel.host, sentinel.port) for sentinel in settings.redis_sentinels],
+            sentinel_master=settings.redis_sentinel_master,
+            sentinel_password=settings.redis_sentinel_password or None,
+            tls=settings.redis_tls,
+            tls_ca_file=settings.redis_tls_ca_file,
         )
         try:
             yield client

@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
+from taskforge.adapters.redis.keys import DEFAULT_PREFIX
+from taskforge.adapters.telemetry.logging import FORMATS as LOG_FORMATS
+from taskforge.adapters.telemetry.logging import LEVELS
+from taskforge.adapters.telemetry.tracing import EXPORTERS as TRACING_EXPORTERS
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import MAX_DURATION
 from taskforge.domain.validation import validate_queue_name
 
 T = TypeVar("T")
 
-LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_LEVELS = tuple(LEVELS)
 POSTGRES_POOLERS = ("none", "pgbouncer")
-LOG_FORMATS = ("json", "text")
-TRACING_EXPORTERS = ("stdout", "none")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ADDR = re.compile(
@@ -33,6 +35,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DSN_SCHEMES = ("postgresql://", "postgres://")
 _TOKEN = re.compile(r"[!-~]+")
+_SENTINEL_MASTER = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&#]*")
 _QUERY_PASSWORD_VALUE = re.compile(r"(?i)[?&]password=([^&#]*)")
 
@@ -61,7 +64,8 @@ class Settings:
     """Every setting of every role. `from_env` reads the spec's variables (POSTGRES_DSN,
     HTTP_ADDR, QUEUE_NAME, REDIS_ADDR, REDIS_DB, REDIS_PASSWORD, LOG_LEVEL, WORKER_CONCURRENCY,
     RATE_LIMIT_PER_SEC, TRACING_ENABLED, TRACING_EXPORTER) and the design's (MAX_PAYLOAD_BYTES,
-    API_TOKEN, WORKER_QUEUES, ...); the field defaults are the documented defaults."""
+    API_TOKEN, WORKER_QUEUES, REDIS_SENTINELS, REDIS_TLS, ...); the field defaults are the
+    documented defaults."""
 
     postgres_dsn: str | None = field(default=None, repr=False)
     """May carry a password: kept out of repr."""
@@ -76,6 +80,17 @@ class Settings:
     redis_addr: Address = field(default_factory=lambda: Address("localhost", 6379))
     redis_db: int = 0
     redis_password: str = field(default="", repr=False)
+    redis_sentinels: tuple[Address, ...] = ()
+    """Sentinels that name the Redis master (REDIS_SENTINELS); empty: REDIS_ADDR is the server.
+    With Sentinels, every role follows a failover to the promoted replica."""
+    redis_sentinel_master: str | None = None
+    """The master's name in the Sentinels' configuration; set exactly when Sentinels are."""
+    redis_sentinel_password: str = field(default="", repr=False)
+    """The Sentinels' own password (their `requirepass`), if any."""
+    redis_tls: bool = False
+    """Connect to Redis (and the Sentinels) over TLS, checking the server's certificate."""
+    redis_tls_ca_file: str | None = None
+    """A PEM file of the CAs to trust for Redis's certificate; None: the system's CAs."""
     log_level: str = "info"
     log_format: str | None = None
     """`json` or `text`; None (LOG_FORMAT unset) means text on a terminal, else json."""
@@ -106,7 +121,7 @@ class Settings:
     metrics_flush_interval: float = 1.0
     """Seconds between a worker's writes of its metrics to the cluster-wide store; a worker
     that misses three in a row drops out of utilisation."""
-    redis_key_prefix: str = "taskforge:"
+    redis_key_prefix: str = DEFAULT_PREFIX
     max_waiting_enqueues: int = 5_000
     """Single enqueues that may wait for the job store at once per API process; one more is
     answered 503 at once."""
@@ -155,6 +170,11 @@ class Settings:
             return default if raw is None or raw.strip() == "" else parse(source, raw.strip())
 
         defaults = cls()
+        no_sentinels: tuple[Address, ...] = ()
+        sentinels = get("REDIS_SENTINELS", _address_list, no_sentinels)
+        sentinel_master = get("REDIS_SENTINEL_MASTER", _sentinel_master, None)
+        _check_sentinel_settings(env, sentinels, sentinel_master)
+        redis_tls = get("REDIS_TLS", parse_bool, False)
         return cls(
             postgres_dsn=secret("POSTGRES_DSN", _dsn, None),
             postgres_direct_dsn=secret("POSTGRES_DIRECT_DSN", _dsn, None),
@@ -164,6 +184,11 @@ class Settings:
             redis_addr=get("REDIS_ADDR", parse_address, defaults.redis_addr),
             redis_db=get("REDIS_DB", _int_range(0, 2**31 - 1), 0),
             redis_password=_secret(env, "REDIS_PASSWORD")[1] or "",
+            redis_sentinels=sentinels,
+            redis_sentinel_master=sentinel_master,
+            redis_sentinel_password=_secret(env, "REDIS_SENTINEL_PASSWORD")[1] or "",
+            redis_tls=redis_tls,
+            redis_tls_ca_file=get("REDIS_TLS_CA_FILE", _tls_ca_file(redis_tls), None),
             log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), defaults.log_level),
             log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
@@ -188,7 +213,7 @@ class Settings:
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),
             metrics_flush_interval=get("METRICS_FLUSH_INTERVAL", _number(0.05, 60), 1.0),
-            redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, "taskforge:"),
+            redis_key_prefix=get("TASKFORGE_REDIS_PREFIX", _prefix, DEFAULT_PREFIX),
             max_waiting_enqueues=get("MAX_WAITING_ENQUEUES", _int_range(1, 10_000_000), 5_000),
             request_deadline=get("REQUEST_DEADLINE", _number(0, 3600), 5.0),
             http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
@@ -214,6 +239,62 @@ def _secret(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(file_variable, path, f"cannot read the file: {reason}") from None
     return file_variable, content.removesuffix("\n").removesuffix("\r")
+
+
+def _check_sentinel_settings(
+    env: Mapping[str, str], sentinels: tuple[Address, ...], master: str | None
+) -> None:
+    """REDIS_SENTINELS and REDIS_SENTINEL_MASTER come together, and replace REDIS_ADDR."""
+    if sentinels and master is None:
+        raise ConfigError(
+            "REDIS_SENTINEL_MASTER", None, "not set; required with REDIS_SENTINELS (e.g. mymaster)"
+        )
+    if master is not None and not sentinels:
+        raise ConfigError(
+            "REDIS_SENTINELS", None, "not set; required with REDIS_SENTINEL_MASTER (host:port,...)"
+        )
+    if sentinels and env.get("REDIS_ADDR", "").strip():
+        raise ConfigError(
+            "REDIS_ADDR and REDIS_SENTINELS",
+            None,
+            "both are set; with Sentinels the master's address comes from them, unset REDIS_ADDR",
+        )
+
+
+def _address_list(name: str, raw: str) -> tuple[Address, ...]:
+    """`host:port,host:port`: addresses to connect to, so each names its host."""
+    addresses = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        if item.startswith(":"):
+            raise ConfigError(name, raw, f"{item!r} names no host; expected host:port,...")
+        try:
+            addresses.append(parse_address(name, item))
+        except ConfigError:
+            raise ConfigError(
+                name, raw, f"{item!r}: expected [host]:port,... with ports from 1 to 65535"
+            ) from None
+    if not addresses:
+        raise ConfigError(name, raw, "expected [host]:port,... (e.g. sentinel-1:26379)")
+    return tuple(addresses)
+
+
+def _sentinel_master(name: str, raw: str) -> str:
+    if not _SENTINEL_MASTER.fullmatch(raw):
+        raise ConfigError(
+            name, raw, "expected 1-128 letters, digits and . _ - (the name Sentinel monitors)"
+        )
+    return raw
+
+
+def _tls_ca_file(tls: bool) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if not tls:
+            raise ConfigError(name, raw, "set, but REDIS_TLS is not true; set REDIS_TLS=true")
+        if not Path(raw).is_file():
+            raise ConfigError(name, raw, "no such file; expected a PEM file of CA certificates")
+        return raw
+
+    return parse
 
 
 def parse_address(name: str, raw: str) -> Address:
@@ -349,6 +430,6 @@ def _module_list(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _prefix(name: str, raw: str) -> str:
-    if not re.fullmatch(r"taskforge:[A-Za-z0-9_.:\-]*", raw):
-        raise ConfigError(name, raw, "expected a key prefix that starts with 'taskforge:'")
+    if not re.fullmatch(rf"{re.escape(DEFAULT_PREFIX)}[A-Za-z0-9_.:\-]*", raw):
+        raise ConfigError(name, raw, f"expected a key prefix that starts with {DEFAULT_PREFIX!r}")
     return raw if raw.endswith(":") else raw + ":"

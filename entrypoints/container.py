@@ -46,14 +46,14 @@ from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.jobs import (
     CancelJob,
+    DeadLetterJob,
     GetDeadLetter,
     GetJob,
     GetStats,
     ListDeadLetters,
     ListJobs,
-    MoveJobToDeadLetter,
     ReplayDeadLetter,
-    RetryJob,
+    RetryJobNow,
 )
 from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.metrics_publisher import MetricsPublisher
@@ -219,8 +219,8 @@ class ApplicationProvider(Provider):
     get_job = provide(GetJob)
     list_jobs = provide(ListJobs)
     cancel_job = provide(CancelJob)
-    retry_job = provide(RetryJob)
-    move_to_dlq = provide(MoveJobToDeadLetter)
+    retry_job_now = provide(RetryJobNow)
+    dead_letter_job = provide(DeadLetterJob)
     replay = provide(ReplayDeadLetter)
     list_dead_letters = provide(ListDeadLetters)
     get_dead_letter = provide(GetDeadLetter)

@@ -22,6 +22,7 @@ import uvicorn
 from dishka import AsyncContainer
 from prometheus_client import start_http_server
 
+from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
@@ -197,24 +198,16 @@ async def serve_http(
     await serving
 
 
-async def warn_about_eviction(container: AsyncContainer) -> None:
-    """Ready hints are plain Redis keys: an eviction policy other than noeviction may drop them
-    under memory pressure. Nothing is lost (the scheduler re-publishes), but dispatch stalls
-    until it does, so say so at start-up."""
-    try:
-        from redis.asyncio import Redis
+async def check_redis(container: AsyncContainer) -> None:
+    """The Redis adapter's start-up checks, when this process has a Redis (dev has none)."""
+    from redis.asyncio import Redis
 
+    try:
         client = await container.get(Redis)
-        policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
-    except Exception as exc:  # noqa: BLE001 - no Redis (dev), or CONFIG disabled: only a hint
-        log.debug("could not read Redis maxmemory-policy: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - no Redis in this process (dev): nothing to check
+        log.debug("no Redis to check: %s", exc)
         return
-    if policy and policy != "noeviction":
-        log.warning(
-            "Redis maxmemory-policy is %r: under memory pressure Redis may evict ready hints "
-            "and dispatch waits for the scheduler to re-publish them; use noeviction",
-            policy,
-        )
+    await warn_about_eviction(client)
 
 
 STORE_CHECK_TIMEOUT = 5.0
@@ -274,7 +267,7 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     the worker's drain."""
     if not await wait_for_store(container, "worker", stop):
         return
-    await warn_about_eviction(container)
+    await check_redis(container)
     worker = await container.get(Worker)
     publisher = await container.get(MetricsPublisher)
     log.info(

@@ -8,9 +8,11 @@ they raise ServicesUnavailable with one line that says what to install.
 
 A private server is a Postgres cluster (initdb into a fresh temporary directory owned by an
 unprivileged user when running as root, since Postgres refuses to run as root; started with
-`pg_ctl` on a free 127.0.0.1 port) or a `redis-server` (free port, no persistence). The fault
-suite starts its own, which it may kill, restart and pause. Nothing here touches any other
-server; `remove()` stops the processes by pid and deletes the directories.
+`pg_ctl` on a free 127.0.0.1 port) or a `redis-server` (free port, no persistence; optionally
+a replica, or TLS only), or a Redis Sentinel. The fault suite starts its own, which it may
+kill, restart and pause. `TlsFiles` makes a throwaway CA and a server certificate for them.
+Nothing here touches any other server; `remove()` stops the processes by pid and deletes the
+directories.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -80,6 +83,50 @@ def check_available() -> None:
     _cluster_owner()
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA (`ca`, PEM) and a server certificate it signed (`cert`, `key`) for
+    `localhost` and 127.0.0.1, made with the `openssl` command."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> TlsFiles:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise ServicesUnavailable("the openssl command is not installed")
+        files = cls(
+            ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server.key"
+        )
+        ca_key = directory / "ca.key"
+        request = directory / "server.csr"
+        extensions = directory / "server.ext"
+        extensions.write_text(
+            "subjectAltName = DNS:localhost, IP:127.0.0.1\n"
+            "basicConstraints = critical, CA:FALSE\n"
+            "keyUsage = critical, digitalSignature, keyEncipherment\n"
+            "extendedKeyUsage = serverAuth\n"
+            "subjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid, issuer\n"
+        )
+        ca_request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+        ca_request += ["-keyout", str(ca_key), "-out", str(files.ca), "-subj", "/CN=TaskForge CA"]
+        ca_request += ["-addext", "basicConstraints=critical,CA:TRUE"]
+        ca_request += ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+        server_request = ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files.key)]
+        server_request += ["-out", str(request), "-subj", "/CN=localhost"]
+        signing = ["x509", "-req", "-in", str(request), "-CA", str(files.ca), "-CAkey", str(ca_key)]
+        signing += ["-CAcreateserial", "-days", "2", "-out", str(files.cert)]
+        signing += ["-extfile", str(extensions)]
+        for command in (ca_request, server_request, signing):
+            subprocess.run(
+                [openssl, *command], capture_output=True, timeout=60, check=True, cwd=directory
+            )
+        return files
+
+
 def _cluster_owner() -> str | None:
     """The unprivileged user that owns a private cluster when this process is root (Postgres
     refuses to run as root): `postgres` where the packages created it, else `nobody`.
@@ -128,6 +175,8 @@ class PrivatePostgres:
     """postgresql.conf lines beyond the defaults below."""
     passwords: bool = False
     """TCP logins other than `postgres` must give their role's password (scram-sha-256)."""
+    tls: TlsFiles | None = None
+    """Serve TLS (`ssl = on`) with this certificate, and refuse TCP logins without it."""
     log: Path = field(init=False)
     data: Path = field(init=False)
 
@@ -137,10 +186,15 @@ class PrivatePostgres:
 
     @classmethod
     def create(
-        cls, settings: dict[str, str] | None = None, *, passwords: bool = False
+        cls,
+        settings: dict[str, str] | None = None,
+        *,
+        passwords: bool = False,
+        tls: TlsFiles | None = None,
     ) -> PrivatePostgres:
         """Initialise and start a cluster; `settings` add postgresql.conf lines, `passwords`
-        makes every role but `postgres` log in over TCP with its password."""
+        makes every role but `postgres` log in over TCP with its password, `tls` turns on
+        TLS with that certificate."""
         bindir = postgres_bindir()
         run_as = _cluster_owner()
         root = Path(tempfile.mkdtemp(prefix="taskforge-pg-", dir=_shared_tempdir()))
@@ -154,6 +208,7 @@ class PrivatePostgres:
             run_as=run_as,
             settings=settings or {},
             passwords=passwords,
+            tls=tls,
         )
         try:
             server._initdb()
@@ -201,18 +256,40 @@ class PrivatePostgres:
             "logging_collector": "off",
             "log_min_messages": "warning",
             "log_min_error_statement": "panic",
+            **self._tls_settings(),
             **self.settings,
         }
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# a private test server\n")
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
+        # With TLS, a TCP login without it is refused (`hostssl` lines only).
+        host = "hostssl" if self.tls else "host"
         if self.passwords:
             (self.data / "pg_hba.conf").write_text(
                 "local all all trust\n"
-                "host all postgres 127.0.0.1/32 trust\n"
-                "host all all 127.0.0.1/32 scram-sha-256\n"
+                f"{host} all postgres 127.0.0.1/32 trust\n"
+                f"{host} all all 127.0.0.1/32 scram-sha-256\n"
             )
+        elif self.tls:
+            (self.data / "pg_hba.conf").write_text(
+                f"local all all trust\n{host} all all 127.0.0.1/32 trust\n"
+            )
+
+    def _tls_settings(self) -> dict[str, str]:
+        """Copies the certificate and key into the cluster: Postgres refuses a key file that
+        is not its own user's with mode 0600."""
+        if self.tls is None:
+            return {}
+        cert, key = self.root / "server.pem", self.root / "server.key"
+        shutil.copyfile(self.tls.cert, cert)
+        shutil.copyfile(self.tls.key, key)
+        key.chmod(0o600)
+        if self.run_as is not None:
+            user = pwd.getpwnam(self.run_as)
+            for path in (cert, key):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        return {"ssl": "on", "ssl_cert_file": f"'{cert}'", "ssl_key_file": f"'{key}'"}
 
     def start(self) -> None:
         self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
@@ -275,14 +352,22 @@ class PrivateRedis:
     starts: int = 0
     password: str = ""
     """When set, every client must AUTH with it (`--requirepass`)."""
+    replica_of: int | None = None
+    """The port of a master on 127.0.0.1 to replicate (`--replicaof`)."""
+    tls: TlsFiles | None = None
+    """Serve TLS only (`--tls-port`, no plain port) with this certificate."""
 
     @classmethod
-    def create(cls, *, password: str = "") -> PrivateRedis:
+    def create(
+        cls, *, password: str = "", replica_of: int | None = None, tls: TlsFiles | None = None
+    ) -> PrivateRedis:
         server = cls(
             root=Path(tempfile.mkdtemp(prefix="taskforge-redis-")),
             port=free_port(),
             binary=redis_server_binary(),
             password=password,
+            replica_of=replica_of,
+            tls=tls,
         )
         try:
             server.start()
@@ -300,56 +385,148 @@ class PrivateRedis:
     def pid(self) -> int | None:
         return None if self.popen is None else self.popen.pid
 
+    def _arguments(self) -> list[str]:
+        arguments = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.root),
+            "--protected-mode",
+            "no",
+            "--maxclients",
+            "1000",
+            *(["--requirepass", self.password] if self.password else []),
+            *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
+        ]
+        if self.tls is None:
+            return ["--port", str(self.port), *arguments]
+        return [
+            *("--port", "0", "--tls-port", str(self.port)),
+            *("--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)),
+            *("--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"),
+            *arguments,
+        ]
+
     def start(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
             raise RuntimeError("redis-server is already running")
         self.starts += 1
         log = (self.root / f"redis-{self.starts}.log").open("wb")
         self.popen = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.root),
-                "--protected-mode",
-                "no",
-                "--maxclients",
-                "1000",
-                *(["--requirepass", self.password] if self.password else []),
-            ],
+            [self.binary, *self._arguments()],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.root,
         )
         log.close()
-        deadline = time.monotonic() + SERVICE_TIMEOUT
-        while not self._answers():
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.popen.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not answer PING")
-            time.sleep(0.02)
+        _wait_answering(self.popen, self.port, "redis-server", self.tls)
 
     def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                reply = sock.recv(64)
-                # With a password, an unauthenticated PING is refused: the server is up.
-                return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
-        except OSError:
-            return False
+        return _redis_answers(self.port, self.tls)
 
     def wait_exit(self, timeout: float = SERVICE_TIMEOUT) -> None:
         if self.popen is not None:
             self.popen.wait(timeout)
+
+    def tail(self, lines: int = 20) -> str:
+        log = self.root / f"redis-{self.starts}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def remove(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(SERVICE_TIMEOUT)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _redis_answers(port: int, tls: TlsFiles | None = None) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+            sock = raw
+            if tls is not None:
+                context = ssl.create_default_context(cafile=str(tls.ca))
+                sock = context.wrap_socket(raw, server_hostname="localhost")
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+            # With a password, an unauthenticated PING is refused: the server is up.
+            return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+    except OSError:
+        return False
+
+
+def _wait_answering(
+    popen: subprocess.Popen[bytes], port: int, what: str, tls: TlsFiles | None = None
+) -> None:
+    deadline = time.monotonic() + SERVICE_TIMEOUT
+    while not _redis_answers(port, tls):
+        if popen.poll() is not None:
+            raise RuntimeError(f"{what} exited with {popen.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer PING")
+        time.sleep(0.02)
+
+
+@dataclass
+class PrivateSentinel:
+    """One Redis Sentinel (`redis-server --sentinel`) on a free port, watching the master on
+    127.0.0.1:`master_port` under the name `master`. Its configuration file is writable (a
+    Sentinel records what it learns there). It counts the master down after
+    `down_after_ms` without an answer and fails over when `quorum` Sentinels agree."""
+
+    root: Path
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        master: str,
+        master_port: int,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ) -> PrivateSentinel:
+        binary = redis_server_binary()
+        sentinel = cls(root=Path(tempfile.mkdtemp(prefix="taskforge-sentinel-")), port=free_port())
+        config = sentinel.root / "sentinel.conf"
+        config.write_text(
+            f"port {sentinel.port}\n"
+            "bind 127.0.0.1\n"
+            "protected-mode no\n"
+            f"dir {sentinel.root}\n"
+            f"sentinel monitor {master} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+            f"sentinel failover-timeout {master} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {master} 1\n"
+        )
+        try:
+            with (sentinel.root / "sentinel.log").open("wb") as log:
+                sentinel.popen = subprocess.Popen(
+                    [binary, str(config), "--sentinel"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=sentinel.root,
+                )
+            _wait_answering(sentinel.popen, sentinel.port, "redis-server --sentinel")
+        except BaseException:
+            sentinel.remove()
+            raise
+        return sentinel
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def tail(self, lines: int = 20) -> str:
+        log = self.root / "sentinel.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def remove(self) -> None:
         if self.popen is not None and self.popen.poll() is None:

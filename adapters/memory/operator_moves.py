@@ -9,7 +9,7 @@ from taskforge.adapters.memory.state import NO_LEASE, InMemoryView
 from taskforge.domain.errors import DeadLetterNotFound
 from taskforge.domain.job import Job
 from taskforge.domain.outcome import MANUAL_DLQ_REASON
-from taskforge.domain.states import JobState, ensure_operator_retry, ensure_transition
+from taskforge.domain.states import JobState, ensure_retry_now, ensure_transition
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
 
@@ -30,9 +30,9 @@ class InMemoryOperatorMoves(InMemoryView):
             job, reason or MANUAL_DLQ_REASON, job.last_error, self._state.clock.now()
         )
 
-    async def retry(self, job_id: UUID) -> Job:
+    async def retry_now(self, job_id: UUID) -> Job:
         job = self._state.existing(job_id)
-        ensure_operator_retry(job.state, job_id)
+        ensure_retry_now(job.state, job_id)
         now = self._state.clock.now()
         if job.state is FAILED:
             return self._state.requeue(job, now)

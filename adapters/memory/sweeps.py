@@ -37,7 +37,7 @@ class InMemorySweeps(InMemoryView):
         hints, dead = [], 0
         for job in expired:
             job = state.put(job, errors=with_error(job, now, LEASE_EXPIRED_ERROR, None))
-            if job.attempt_count >= job.policy.max_attempts:
+            if job.policy.exhausted_by(job.attempt_count):
                 state.dead_letter(job, EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, now)
                 dead += 1
             else:

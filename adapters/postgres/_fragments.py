@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from taskforge.domain.job import MAX_ATTEMPT_ERRORS
 
+ATTEMPTS_EXHAUSTED = "jobs.attempt_count >= jobs.max_attempts"
+"""domain.policy.attempts_exhausted over a `jobs` row; a contract test checks they agree."""
+
 NO_LEASE = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
 
 # Back to PENDING, due now, without a result (a new run's result replaces an old one). The

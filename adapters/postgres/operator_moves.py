@@ -109,7 +109,7 @@ class PostgresOperatorMoves(PooledAdapter):
         arguments = (job_id, reason or MANUAL_DLQ_REASON, _names(sources))
         return await self._operator_move(DEAD_LETTER, arguments, job_id, DLQ, sources)
 
-    async def retry(self, job_id: UUID) -> Job:
+    async def retry_now(self, job_id: UUID) -> Job:
         sources = OPERATOR_RETRY_SOURCES
         return await self._operator_move(RETRY, (job_id, _names(sources)), job_id, PENDING, sources)
 

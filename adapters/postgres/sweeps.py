@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from taskforge.adapters.postgres._fragments import ENTER_DLQ, NO_LEASE, REQUEUE, with_error
+from taskforge.adapters.postgres._fragments import (
+    ATTEMPTS_EXHAUSTED,
+    ENTER_DLQ,
+    NO_LEASE,
+    REQUEUE,
+    with_error,
+)
 from taskforge.adapters.postgres._rows import hint_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import ReadyHint
@@ -43,16 +49,16 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), reaped AS (
     UPDATE jobs SET
-        state = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN 'DLQ'
+        state = CASE WHEN {ATTEMPTS_EXHAUSTED} THEN 'DLQ'
                      ELSE 'PENDING' END,
         last_error = $2::text,
         errors = {with_error("$2::text", "NULL::text")},
-        reason = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN $3::text END,
-        next_run_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN jobs.next_run_at
+        reason = CASE WHEN {ATTEMPTS_EXHAUSTED} THEN $3::text END,
+        next_run_at = CASE WHEN {ATTEMPTS_EXHAUSTED} THEN jobs.next_run_at
                            ELSE now() END,
-        published_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts
+        published_at = CASE WHEN {ATTEMPTS_EXHAUSTED}
                             THEN jobs.published_at ELSE now() END,
-        finished_at = CASE WHEN jobs.attempt_count >= jobs.max_attempts THEN now() END,
+        finished_at = CASE WHEN {ATTEMPTS_EXHAUSTED} THEN now() END,
         updated_at = now(),
         {NO_LEASE}
     FROM expired

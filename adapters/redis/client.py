@@ -1,14 +1,16 @@
-"""Creating the Redis client, and turning its connection failures into `Unavailable`."""
+"""Creating the Redis client (one server, or the master that Redis Sentinel names; plain or
+TLS), and turning its connection failures into `Unavailable`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 
 from taskforge.domain.errors import Unavailable
@@ -29,6 +31,9 @@ instead of failing the command."""
 RETRIES = 2
 """Retries of a command after a connection error: enough to ride over a dropped idle
 connection, few enough that an outage is reported within seconds."""
+
+SENTINEL_TIMEOUT = CONNECT_TIMEOUT
+"""Seconds a Sentinel may take to connect or answer before the next one is asked."""
 
 
 RECONNECT_ERRORS: tuple[type[Exception], ...] = (
@@ -85,9 +90,72 @@ def client_options() -> dict[str, Any]:
     }
 
 
-def create_redis(*, host: str, port: int, db: int, password: str | None) -> Redis:
-    """A pooled client; an empty password means none. The caller closes it (`aclose`)."""
-    return Redis(host=host, port=port, db=db, password=password or None, **client_options())
+def tls_options(*, ca_file: str | None) -> dict[str, Any]:
+    """Options that make a connection speak TLS and check the server's certificate and host
+    name against `ca_file` (PEM), or against the system's trusted CAs when None."""
+    return {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_ca_certs": ca_file,
+        "ssl_check_hostname": True,
+    }
+
+
+def create_redis(
+    *,
+    host: str,
+    port: int,
+    db: int,
+    password: str | None,
+    sentinels: Sequence[tuple[str, int]] = (),
+    sentinel_master: str | None = None,
+    sentinel_password: str | None = None,
+    tls: bool = False,
+    tls_ca_file: str | None = None,
+) -> Redis:
+    """A pooled client; an empty password means none. The caller closes it (`aclose`).
+
+    With `sentinels`, `host` and `port` are unused: each new connection asks the Sentinels
+    (in turn, logging in with `sentinel_password`) for the current master of
+    `sentinel_master` and connects there, so after a failover the client follows the
+    promoted replica; while no master is known, commands fail like an unreachable server.
+    `tls` applies to the Sentinels as well as to the servers."""
+    options = {
+        **client_options(),
+        **(tls_options(ca_file=tls_ca_file) if tls else {}),
+    }
+    if not sentinels:
+        return Redis(host=host, port=port, db=db, password=password or None, **options)
+    if not sentinel_master:
+        raise ValueError("sentinel_master is required with sentinels")
+    sentinel = Sentinel(
+        list(sentinels),
+        sentinel_kwargs={
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+            "socket_timeout": SENTINEL_TIMEOUT,
+            "socket_keepalive": True,
+            "password": sentinel_password or None,
+            **(tls_options(ca_file=tls_ca_file) if tls else {}),
+        },
+    )
+    client: Redis = sentinel.master_for(
+        sentinel_master,
+        redis_class=_SentinelMasterRedis,
+        db=db,
+        password=password or None,
+        **options,
+    )
+    return client
+
+
+class _SentinelMasterRedis(Redis):
+    """The client of a Sentinel-managed master: closing it closes the Sentinel clients too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.sentinel_manager.aclose()
 
 
 def blocking_slice(client: Redis) -> float | None:

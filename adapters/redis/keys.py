@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from taskforge.domain.validation import RESERVED_QUEUE_PREFIX
 
 DEFAULT_PREFIX = RESERVED_QUEUE_PREFIX
+"""The one `taskforge:` prefix: internal keys start with it, queue names may not."""
 
 
 @dataclass(frozen=True, slots=True)

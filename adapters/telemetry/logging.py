@@ -20,12 +20,15 @@ from taskforge.adapters.postgres.redaction import WITHHELD, quotes_an_argument, 
 request_id_var: ContextVar[str | None] = ContextVar("taskforge_request_id", default=None)
 trace_id_var: ContextVar[str | None] = ContextVar("taskforge_trace_id", default=None)
 
-LEVELS = {
+LEVELS = {  # the LOG_LEVEL values
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
+
+FORMATS = ("json", "text")
+"""The LOG_FORMAT values."""
 
 _LEVEL_NAMES = {logging.WARNING: "warn"}
 """Levels are written as LOG_LEVEL names them (warn, not warning)."""

@@ -30,6 +30,7 @@ from prometheus_client.core import (
 )
 
 from taskforge.application.metrics import (
+    COUNTERS,
     JOB_SECONDS_BUCKETS,
     ClusterMetrics,
     DurationHistogram,
@@ -55,25 +56,29 @@ _BOUNDS = (*(repr(float(bound)) for bound in JOB_SECONDS_BUCKETS), "+Inf")
 """The `le` labels, written as prometheus_client writes them (0.001, 1.0, +Inf)."""
 
 _COUNTERS = (
-    ("taskforge_job_attempts", "attempts", "Attempts started."),
-    ("taskforge_job_success", "success", "Attempts that succeeded."),
-    ("taskforge_job_failure", "failure", "Attempts that failed (retryable or terminal)."),
+    ("taskforge_job_attempts", "Attempts started."),
+    ("taskforge_job_success", "Attempts that succeeded."),
+    ("taskforge_job_failure", "Attempts that failed (retryable or terminal)."),
     (
         "taskforge_worker_concurrency_throttled",
-        "concurrency_throttled",
         "Fetches deferred because every slot of a worker was busy.",
     ),
-    (
-        "taskforge_worker_rate_throttled",
-        "rate_throttled",
-        "Jobs deferred by the queue's rate limit.",
-    ),
-    (
-        "taskforge_worker_leases_lost",
-        "leases_lost",
-        "Attempts whose lease was lost before they settled.",
-    ),
+    ("taskforge_worker_rate_throttled", "Jobs deferred by the queue's rate limit."),
+    ("taskforge_worker_leases_lost", "Attempts whose lease was lost before they settled."),
 )
+"""One series per field of QueueCounts, named after it (the spec's names)."""
+
+
+def _counter_field(series: str) -> str:
+    name = series.removeprefix("taskforge_job_").removeprefix("taskforge_worker_")
+    if name not in COUNTERS:
+        raise AssertionError(f"{series} renders no field of QueueCounts")
+    return name
+
+
+_COUNTER_FIELDS = tuple((series, _counter_field(series), text) for series, text in _COUNTERS)
+if len(_COUNTER_FIELDS) != len(COUNTERS):
+    raise AssertionError("every field of QueueCounts is rendered as one series")
 
 
 def job_metric_families(totals: JobMetrics, utilization: Mapping[str, float]) -> list[Metric]:
@@ -81,7 +86,7 @@ def job_metric_families(totals: JobMetrics, utilization: Mapping[str, float]) ->
     gauge, one sample per queue (and job type), sorted."""
     families: list[Metric] = []
     queues = sorted(totals.counts)
-    for name, field, documentation in _COUNTERS:
+    for name, field, documentation in _COUNTER_FIELDS:
         counter = CounterMetricFamily(name, documentation, labels=["queue"])
         for queue in queues:
             counter.add_metric([queue], getattr(totals.counts[queue], field))

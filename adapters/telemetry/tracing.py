@@ -32,6 +32,7 @@ from taskforge.adapters.telemetry.logging import trace_id_var
 from taskforge.application.ports import AttributeValue
 
 EXPORTERS = ("stdout", "none")
+"""The TRACING_EXPORTER values."""
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 

@@ -12,6 +12,7 @@ from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.application.worker import TooManyAbandonedThreads
+from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import (
     Address,
     ConfigError,
@@ -38,7 +39,7 @@ DEV_HTTP_ADDR = Address("127.0.0.1", 8080)
 app = App(
     name="taskforge",
     help="TaskForge: a fault-tolerant distributed job queue and scheduler.",
-    version="0.1.0",
+    version=taskforge_version,
 )
 
 

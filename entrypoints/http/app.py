@@ -21,15 +21,18 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 
+from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import handle_exception
 from taskforge.entrypoints.http.injection import setup_injection
-from taskforge.entrypoints.http.middleware import OPEN_PATHS, RequestContextMiddleware
+from taskforge.entrypoints.http.middleware import (
+    OPEN_PATHS,
+    REQUEST_ID_HEADER,
+    RequestContextMiddleware,
+)
 from taskforge.entrypoints.http.routes import ROUTES
 
-VERSION = "0.1.0"
 BEARER = "BearerToken"
-REQUEST_ID_HEADER = "X-Request-ID"
 STRICT_BODIES = ("JobIn", "JobBatchIn", "ReasonIn")
 """Request bodies decoded with unknown fields forbidden."""
 RUN_AT_AND_DELAY = Schema(
@@ -74,7 +77,7 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
     secured = bool(settings.api_token)
     return OpenAPIConfig(
         title="TaskForge",
-        version=VERSION,
+        version=taskforge_version(),
         description=(
             "A fault-tolerant distributed job queue and scheduler. Every error response is "
             '`{"code", "message", "details"}`; every response carries `X-Request-ID`.'

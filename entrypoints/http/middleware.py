@@ -38,7 +38,9 @@ from taskforge.adapters.telemetry.tracing import OpenTelemetrySpan, OpenTelemetr
 
 log = logging.getLogger("taskforge.http.access")
 
-REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("ascii")
+"""The header as ASGI carries it: lower-case bytes."""
 _SANE_REQUEST_ID = re.compile(rb"[!-~](?:[ -~]{0,126}[!-~])?")
 """Printable ASCII, 1-128 characters, no surrounding spaces: safe to echo and to log."""
 
@@ -201,7 +203,7 @@ class RequestContextMiddleware:
             await self._app(scope, receive, send)
             return
         telemetry = self._telemetry or await self._resolve_telemetry()
-        request_id = request_id_for(_header(scope, REQUEST_ID_HEADER))
+        request_id = request_id_for(_header(scope, _REQUEST_ID_KEY))
         context = request_id_var.set(request_id)
         try:
             if telemetry.tracing is None or scope["path"] in UNTRACED_PATHS:
@@ -250,14 +252,14 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = []
                 for key, value in message.get("headers", ()):
-                    if key.lower() == REQUEST_ID_HEADER:
+                    if key.lower() == _REQUEST_ID_KEY:
                         continue
                     if key.lower() == b"allow":
                         template = app_scope.get("path_template")
                         methods = self._route_methods.get(template) if template else None
                         value = allowed_methods(value.decode("latin-1"), methods).encode()
                     headers.append((key, value))
-                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                headers.append((_REQUEST_ID_KEY, request_id.encode("ascii")))
                 message = {**message, "headers": headers}
             elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}

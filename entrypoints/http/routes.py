@@ -25,14 +25,14 @@ from taskforge.adapters.telemetry.metrics import (
 from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
 from taskforge.application.jobs import (
     CancelJob,
+    DeadLetterJob,
     GetDeadLetter,
     GetJob,
     GetStats,
     ListDeadLetters,
     ListJobs,
-    MoveJobToDeadLetter,
     ReplayDeadLetter,
-    RetryJob,
+    RetryJobNow,
 )
 from taskforge.application.ports import (
     DeadLetterStore,
@@ -392,8 +392,8 @@ async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
     responses=errors(400, 404, 409),
 )
 @inject
-async def retry_job(job_id: JobId, retry: FromDishka[RetryJob]) -> JobOut:
-    return JobOut.of(await retry(parse_job_id(job_id)))
+async def retry_job(job_id: JobId, retry_now: FromDishka[RetryJobNow]) -> JobOut:
+    return JobOut.of(await retry_now(parse_job_id(job_id)))
 
 
 @post(
@@ -407,9 +407,9 @@ async def retry_job(job_id: JobId, retry: FromDishka[RetryJob]) -> JobOut:
 )
 @inject
 async def dead_letter_job(
-    job_id: JobId, move: FromDishka[MoveJobToDeadLetter], data: Reason = None
+    job_id: JobId, dead_letter: FromDishka[DeadLetterJob], data: Reason = None
 ) -> JobOut:
-    return JobOut.of(await move(parse_job_id(job_id), _reason(data)))
+    return JobOut.of(await dead_letter(parse_job_id(job_id), _reason(data)))
 
 
 @post(

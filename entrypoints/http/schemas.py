@@ -172,8 +172,16 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
         traceparent: str | None,
         default_timeout: float = 0.0,
     ) -> NewJob:
-        """Validate every field (the message names the first bad one) into a NewJob; NewJob
-        itself checks runAt and delay."""
+        """Validate every field (the message names the first bad one, as the API spells it)
+        into a NewJob; NewJob itself checks the payload, runAt and delay."""
+        try:
+            return self._new_job(job_id, default_queue, traceparent, default_timeout)
+        except ValidationError as exc:
+            raise in_api_names(exc) from None
+
+    def _new_job(
+        self, job_id: UUID, default_queue: str, traceparent: str | None, default_timeout: float
+    ) -> NewJob:
         defaults = DEFAULT_POLICY
         policy = RetryPolicy.of(
             _pick(self.max_attempts, defaults.max_attempts),
@@ -189,7 +197,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             id=job_id,
             queue=validate_queue_name(self.queue if self.queue is not None else default_queue),
             job_type=validate_job_type(self.job_type),
-            payload=validate_payload(self.payload),
+            payload=self.payload,
             policy=policy,
             visibility_timeout=validate_visibility_timeout(
                 _pick(self.visibility_timeout, DEFAULT_VISIBILITY_TIMEOUT)
@@ -209,6 +217,27 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
         )
 
 
+_API_NAMES = {
+    field.name: field.encode_name
+    for field in msgspec.structs.fields(JobIn)
+    if field.name != field.encode_name
+}
+"""The domain's snake_case field names and their camelCase API spelling (`max_attempts`:
+`maxAttempts`), from JobIn's own fields."""
+_DOMAIN_NAME = re.compile(rf"\b({'|'.join(_API_NAMES)})\b")
+
+
+def in_api_names(error: ValidationError) -> ValidationError:
+    """A domain error about a job body, its field and any field its message names (`max_delay:
+    must be >= initial_delay`) spelled as the API spells them. Only for errors the domain
+    raised: their messages never quote a request's values."""
+
+    def api(text: str) -> str:
+        return _DOMAIN_NAME.sub(lambda name: _API_NAMES[name.group()], text)
+
+    return ValidationError(api(error.field), api(error.message), details=error.details)
+
+
 JOB_IN_EXAMPLE: dict[str, Any] = {
     "jobType": "email",
     "payload": {"to": "a@b.com"},
@@ -220,29 +249,6 @@ JOB_IN_EXAMPLE: dict[str, Any] = {
 
 def _pick(value: T | None, default: T) -> T:
     return default if value is None else value
-
-
-def validate_payload(payload: JsonObject) -> JsonObject:
-    """Postgres cannot store NUL in text or jsonb strings; refuse it here for every backend."""
-    if payload and _holds_nul(payload):
-        raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
-    return payload
-
-
-def _holds_nul(value: Any) -> bool:
-    # Iterative: a payload may nest deeper than Python's recursion limit allows.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 MAX_BATCH_JOBS = 1000

@@ -202,8 +202,8 @@ def test_loops_and_operator_moves_depend_on_their_role_only() -> None:
         worker.Worker: ports.LeaseStore,
         scheduler.SchedulerTick: ports.Sweeps,
         jobs.CancelJob: ports.OperatorMoves,
-        jobs.MoveJobToDeadLetter: ports.OperatorMoves,
-        jobs.RetryJob: ports.OperatorMoves,
+        jobs.DeadLetterJob: ports.OperatorMoves,
+        jobs.RetryJobNow: ports.OperatorMoves,
         jobs.ReplayDeadLetter: ports.OperatorMoves,
     }
     for use_case, role in expected.items():

@@ -175,6 +175,11 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
         ("JOB_TIMEOUT", "-1", "number from 0"),
+        ("REDIS_SENTINELS", "sentinel-1", "[host]:port"),
+        ("REDIS_SENTINELS", ":26379", "names no host"),
+        ("REDIS_SENTINELS", "s1:26379,s2", "[host]:port"),
+        ("REDIS_SENTINEL_MASTER", "my master", "letters, digits"),
+        ("REDIS_TLS", "maybe", "true or false"),
     ],
 )
 def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(
@@ -267,6 +272,9 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
             "POSTGRES_DSN": "postgresql://app:dsn-secret@db/app",
             "REDIS_PASSWORD": "redis-secret",
             "API_TOKEN": "token-secret",
+            "REDIS_SENTINELS": "s1:26379",
+            "REDIS_SENTINEL_MASTER": "mymaster",
+            "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
         }
     )
 
@@ -291,6 +299,7 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
         ),
         ("REDIS_PASSWORD", "pa ss word\n", "redis_password", "pa ss word"),
         ("API_TOKEN", "token-from-a-file\n", "api_token", "token-from-a-file"),
+        ("REDIS_SENTINEL_PASSWORD", "sentinel-pw\n", "redis_sentinel_password", "sentinel-pw"),
     ],
 )
 def test_a_secret_is_read_from_the_file_its_file_variable_names(
@@ -304,7 +313,9 @@ def test_a_secret_is_read_from_the_file_its_file_variable_names(
     assert getattr(settings, field) == expected
 
 
-@pytest.mark.parametrize("variable", ["POSTGRES_DSN", "REDIS_PASSWORD", "API_TOKEN"])
+@pytest.mark.parametrize(
+    "variable", ["POSTGRES_DSN", "REDIS_PASSWORD", "API_TOKEN", "REDIS_SENTINEL_PASSWORD"]
+)
 def test_a_secret_set_both_directly_and_from_a_file_is_refused_naming_both(
     tmp_path: Path, variable: str
 ) -> None:
@@ -360,6 +371,83 @@ def test_the_direct_dsn_defaults_to_the_pooled_one() -> None:
     assert pooled.postgres_pooler == "none"
     assert both.require_direct_postgres("migrate") == "postgresql://app@db:5432/app"
     assert both.postgres_pooler == "pgbouncer"
+
+
+def test_redis_sentinels_and_their_master_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_SENTINELS": "sentinel-1:26379, 10.0.0.7:26380,[::1]:26381",
+            "REDIS_SENTINEL_MASTER": "taskforge-main",
+            "REDIS_SENTINEL_PASSWORD": "sentinel-pw",
+        }
+    )
+
+    assert settings.redis_sentinels == (
+        Address("sentinel-1", 26379),
+        Address("10.0.0.7", 26380),
+        Address("::1", 26381),
+    )
+    assert settings.redis_sentinel_master == "taskforge-main"
+    assert settings.redis_sentinel_password == "sentinel-pw"
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "allowed"),
+    [
+        ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_SENTINEL_MASTER", "required with REDIS_SENTINELS"),
+        ({"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINELS", "required with"),
+        (
+            {
+                "REDIS_SENTINELS": "s1:26379",
+                "REDIS_SENTINEL_MASTER": "mymaster",
+                "REDIS_ADDR": "cache:6379",
+            },
+            "REDIS_ADDR and REDIS_SENTINELS",
+            "both are set",
+        ),
+    ],
+)
+def test_sentinel_settings_come_together_and_replace_redis_addr(
+    env: dict[str, str], named: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+
+    assert raised.value.variable == named
+    assert allowed in str(raised.value)
+
+
+def test_redis_tls_and_its_ca_file_are_read(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    settings = Settings.from_env({"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)})
+
+    assert settings.redis_tls is True
+    assert settings.redis_tls_ca_file == str(ca)
+    assert Settings.from_env({}).redis_tls is False
+
+
+def test_a_redis_tls_ca_file_without_redis_tls_is_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"REDIS_TLS_CA_FILE": str(ca)})
+
+    assert raised.value.variable == "REDIS_TLS_CA_FILE"
+    assert "REDIS_TLS is not true" in str(raised.value)
+
+
+def test_a_missing_redis_tls_ca_file_is_named_with_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"REDIS_TLS": "on", "REDIS_TLS_CA_FILE": str(missing)})
+
+    assert raised.value.variable == "REDIS_TLS_CA_FILE"
+    assert str(missing) in str(raised.value)
+    assert "no such file" in str(raised.value)
 
 
 def test_an_unknown_pooler_is_refused() -> None:

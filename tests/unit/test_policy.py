@@ -87,15 +87,15 @@ def test_defaults_follow_the_design() -> None:
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"max_attempts": 0}, "maxAttempts"),
-        ({"max_attempts": 1001}, "maxAttempts"),
-        ({"max_attempts": True}, "maxAttempts"),
-        ({"initial_delay": -1.0}, "initialDelay"),
-        ({"initial_delay": float("nan")}, "initialDelay"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 1001}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
+        ({"initial_delay": -1.0}, "initial_delay"),
+        ({"initial_delay": float("nan")}, "initial_delay"),
         ({"backoff": 0.5}, "backoff"),
         ({"backoff": float("inf")}, "backoff"),
-        ({"initial_delay": 10.0, "max_delay": 5.0}, "maxDelay"),
-        ({"max_delay": 10**400}, "maxDelay"),  # an int no float can hold
+        ({"initial_delay": 10.0, "max_delay": 5.0}, "max_delay"),
+        ({"max_delay": 10**400}, "max_delay"),  # an int no float can hold
     ],
 )
 def test_invalid_policy_values_name_the_field(changes: dict[str, object], field: str) -> None:
@@ -106,7 +106,7 @@ def test_invalid_policy_values_name_the_field(changes: dict[str, object], field:
 
 @pytest.mark.parametrize("seconds", [0.5, 43201.0, float("nan"), 10**400])
 def test_visibility_timeout_outside_its_range_is_rejected(seconds: float) -> None:
-    with pytest.raises(ValidationError, match="visibilityTimeout"):
+    with pytest.raises(ValidationError, match="visibility_timeout"):
         validate_visibility_timeout(seconds)
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.entrypoints.cli import service
-from taskforge.entrypoints.runtime import warn_about_eviction
+from taskforge.entrypoints.runtime import check_redis
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,8 +34,8 @@ class FakeContainer:
 
 
 async def test_worker_warns_when_redis_may_evict_hints(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="taskforge.runtime"):
-        await warn_about_eviction(FakeContainer(FakeRedis("allkeys-lru")))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="taskforge.redis"):
+        await check_redis(FakeContainer(FakeRedis("allkeys-lru")))  # type: ignore[arg-type]
 
     assert any("allkeys-lru" in record.getMessage() for record in caplog.records)
 
@@ -43,8 +44,21 @@ async def test_worker_warns_when_redis_may_evict_hints(caplog: pytest.LogCapture
 async def test_no_warning_with_noeviction_or_without_redis(
     caplog: pytest.LogCaptureFixture, redis: Any
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="taskforge.runtime"):
-        await warn_about_eviction(FakeContainer(redis))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="taskforge.redis"):
+        await check_redis(FakeContainer(redis))  # type: ignore[arg-type]
+
+    assert not caplog.records
+
+
+async def test_a_server_that_refuses_config_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class ManagedRedis:
+        async def config_get(self, name: str) -> dict[str, str]:
+            raise PermissionError("unknown command 'CONFIG'")
+
+    with caplog.at_level(logging.WARNING, logger="taskforge.redis"):
+        await warn_about_eviction(ManagedRedis())  # type: ignore[arg-type]
 
     assert not caplog.records
 

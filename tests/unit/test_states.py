@@ -11,7 +11,7 @@ from taskforge.domain.states import (
     TRANSITIONS,
     JobState,
     can_transition,
-    ensure_operator_retry,
+    ensure_retry_now,
     ensure_transition,
 )
 
@@ -66,10 +66,10 @@ def test_succeeded_is_terminal() -> None:
 
 @pytest.mark.parametrize("state", [F, D, C])
 def test_operator_may_retry_failed_dead_lettered_and_cancelled_jobs(state: JobState) -> None:
-    ensure_operator_retry(state)
+    ensure_retry_now(state)
 
 
 @pytest.mark.parametrize("state", [P, R, S])
 def test_operator_cannot_retry_pending_running_or_succeeded_jobs(state: JobState) -> None:
     with pytest.raises(InvalidTransition):
-        ensure_operator_retry(state)
+        ensure_retry_now(state)

@@ -15,14 +15,14 @@ from taskforge.application.enqueue import ENQUEUE_SPAN, Enqueued, EnqueueJob, En
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.jobs import (
     CancelJob,
+    DeadLetterJob,
     GetDeadLetter,
     GetJob,
     GetStats,
     ListDeadLetters,
     ListJobs,
-    MoveJobToDeadLetter,
     ReplayDeadLetter,
-    RetryJob,
+    RetryJobNow,
 )
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import (
@@ -169,7 +169,7 @@ async def test_cancel_then_retry_resets_the_attempts(memory: Memory) -> None:
     assert cancelled.state is JobState.CANCELLED
     assert cancelled.reason == "user requested"
     assert cancelled.lease_token is None
-    retried = await RetryJob(memory.jobs, memory.hints)(job.id)
+    retried = await RetryJobNow(memory.jobs, memory.hints)(job.id)
     assert retried.state is JobState.PENDING
     assert retried.attempt_count == 0
     await memory.hints.drain()
@@ -189,7 +189,7 @@ async def test_cancel_of_a_succeeded_job_is_an_invalid_transition(memory: Memory
 async def test_retry_of_a_pending_job_is_refused(memory: Memory) -> None:
     job, _ = await memory.jobs.add(memory.new_job())
     with pytest.raises(InvalidTransition):
-        await RetryJob(memory.jobs, memory.hints)(job.id)
+        await RetryJobNow(memory.jobs, memory.hints)(job.id)
 
 
 async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memory: Memory) -> None:
@@ -223,9 +223,9 @@ async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memor
         await ReplayDeadLetter(memory.jobs, memory.hints)(job.id)
 
 
-async def test_manual_move_to_dlq_records_the_reason(memory: Memory) -> None:
+async def test_dead_lettering_by_hand_records_the_reason(memory: Memory) -> None:
     job, _ = await memory.jobs.add(memory.new_job())
-    moved = await MoveJobToDeadLetter(memory.jobs)(job.id, "poison message")
+    moved = await DeadLetterJob(memory.jobs)(job.id, "poison message")
     assert moved.state is JobState.DLQ
     entry = await memory.dead_letters.get(job.id)
     assert entry is not None
@@ -481,7 +481,7 @@ async def test_retry_and_replay_answer_while_the_ready_queue_is_frozen(memory: M
     hints = HintDispatcher(frozen)
     to_retry, to_replay = await dead_lettered_job(memory), await dead_lettered_job(memory)
 
-    retried = await asyncio.wait_for(RetryJob(memory.jobs, hints)(to_retry.id), ANSWER_WITHIN)
+    retried = await asyncio.wait_for(RetryJobNow(memory.jobs, hints)(to_retry.id), ANSWER_WITHIN)
     replayed = await asyncio.wait_for(
         ReplayDeadLetter(memory.jobs, hints)(to_replay.id), ANSWER_WITHIN
     )

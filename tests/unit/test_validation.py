@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
@@ -37,12 +38,12 @@ def test_invalid_queue_names_are_rejected_naming_the_field(name: object) -> None
 def test_job_type_errors_name_job_type() -> None:
     with pytest.raises(ValidationError) as caught:
         validate_job_type("bad type")
-    assert caught.value.field == "jobType"
+    assert caught.value.field == "job_type"
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", 7])
 def test_invalid_idempotency_keys_are_rejected(key: object) -> None:
-    with pytest.raises(ValidationError, match="idempotencyKey"):
+    with pytest.raises(ValidationError, match="idempotency_key"):
         validate_idempotency_key(key)
 
 
@@ -69,7 +70,7 @@ def test_invalid_delays_are_rejected(delay: object) -> None:
 def test_run_at_outside_the_due_time_range_is_rejected(run_at: object) -> None:
     with pytest.raises(ValidationError) as caught:
         validate_run_at(run_at)
-    assert caught.value.field == "runAt"
+    assert caught.value.field == "run_at"
 
 
 @pytest.mark.parametrize(
@@ -93,12 +94,26 @@ def test_run_at_inside_the_range_is_kept_in_utc(run_at: datetime, in_utc: dateti
 
 def test_every_new_job_checks_its_run_at() -> None:
     # Not only the HTTP body: whoever builds a NewJob (CLI, SDK, tests) gets the rule.
-    with pytest.raises(ValidationError, match="runAt"):
+    with pytest.raises(ValidationError, match="run_at"):
         NewJob(id=UUID(JOB_ID), queue="q", job_type="t", run_at=datetime.min.replace(tzinfo=UTC))
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"to": "a\x00b"},  # in a value
+        {"a\x00": 1},  # in a key
+        {"deep": [[{"list": ["fine", "not\x00fine"]}]]},  # nested in lists
+    ],
+)
+def test_every_new_job_refuses_nul_in_its_payload(payload: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=payload)
+    assert caught.value.field == "payload"
+
+
 def test_a_new_job_takes_run_at_or_delay_not_both() -> None:
-    with pytest.raises(ValidationError, match="runAt"):
+    with pytest.raises(ValidationError, match="run_at"):
         NewJob(id=UUID(JOB_ID), queue="q", job_type="t", run_at=datetime.now(UTC), delay=5.0)
 
 
@@ -167,3 +182,13 @@ def test_pagination_is_clamped(limit: int | None, offset: int | None, expected: 
 def test_limit_below_one_is_an_error(limit: int) -> None:
     with pytest.raises(ValidationError, match="limit"):
         Page.clamp(limit, 0)
+
+
+def test_a_traced_copy_of_a_new_job_changes_only_its_traceparent() -> None:
+    job = NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload={"a": [1]}, delay=5.0)
+
+    traced = job.with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+    assert traced.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert job.traceparent is None
+    assert dataclasses.replace(traced, traceparent=None) == job

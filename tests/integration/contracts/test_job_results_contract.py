@@ -126,7 +126,7 @@ async def test_retry_and_replay_start_without_a_result(
         await jobs.settle([DeadLettered(lease=lease_of(claimed), error="boom", reason="terminal")])
         await leave_result(job, {"from": "an earlier run"})
 
-    moved = [await jobs.retry(retried.id), await jobs.replay(replayed.id)]
+    moved = [await jobs.retry_now(retried.id), await jobs.replay(replayed.id)]
 
     assert [job.result for job in moved] == [None, None]
     assert [(await stored(jobs, job)).result for job in moved] == [None, None]

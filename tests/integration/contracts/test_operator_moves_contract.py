@@ -168,7 +168,7 @@ async def test_retry_of_a_failed_job_runs_it_now_and_keeps_its_counts(
 ) -> None:
     job = await failed(jobs, new_job)
 
-    result = await jobs.retry(job.id)
+    result = await jobs.retry_now(job.id)
 
     assert result.state is JobState.PENDING
     assert result.next_run_at == result.updated_at
@@ -185,7 +185,7 @@ async def test_retry_of_a_dead_or_cancelled_job_starts_it_over(
 ) -> None:
     job = await make(jobs, new_job)
 
-    result = await jobs.retry(job.id)
+    result = await jobs.retry_now(job.id)
 
     assert result.state is JobState.PENDING
     assert (result.attempt_count, result.retry_count) == (0, 0)
@@ -202,7 +202,7 @@ async def test_retry_of_a_job_that_is_not_stopped_is_an_invalid_transition(
     job = await make(jobs, new_job)
 
     with pytest.raises(InvalidTransition) as refused:
-        await jobs.retry(job.id)
+        await jobs.retry_now(job.id)
 
     assert (refused.value.current, refused.value.target) == (job.state.value, "PENDING")
     assert await jobs.get(job.id) == job
@@ -213,7 +213,7 @@ async def test_retry_of_a_job_that_is_not_stopped_is_an_invalid_transition(
     [
         lambda jobs, job_id: jobs.cancel(job_id, None),
         lambda jobs, job_id: jobs.dead_letter(job_id, None),
-        lambda jobs, job_id: jobs.retry(job_id),
+        lambda jobs, job_id: jobs.retry_now(job_id),
     ],
     ids=["cancel", "dead_letter", "retry"],
 )
@@ -296,7 +296,9 @@ async def test_racing_replay_and_retry_move_a_dead_letter_once(
 ) -> None:
     job = await dead(jobs, new_job)
 
-    outcomes = await asyncio.gather(jobs.replay(job.id), jobs.retry(job.id), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        jobs.replay(job.id), jobs.retry_now(job.id), return_exceptions=True
+    )
 
     moved = [outcome for outcome in outcomes if isinstance(outcome, Job)]
     assert len(moved) == 1
@@ -319,9 +321,9 @@ async def test_dead_letter_row_exists_exactly_while_the_job_is_in_dlq(
         ),
         lambda: jobs.replay(job.id),
         lambda: jobs.dead_letter(job.id, None),
-        lambda: jobs.retry(job.id),
+        lambda: jobs.retry_now(job.id),
         lambda: jobs.cancel(job.id, None),
-        lambda: jobs.retry(job.id),
+        lambda: jobs.retry_now(job.id),
         lambda: jobs.dead_letter(job.id, "again"),
     ]
     expected = [
@@ -367,7 +369,7 @@ async def test_a_dead_letter_whose_unique_key_is_held_again_is_not_requeued(
     holder, _ = await jobs.add(new_job(unique_key="daily"))
 
     with pytest.raises(UniqueKeyTaken) as refused:
-        await (jobs.retry(first.id) if move == "retry" else jobs.replay(first.id))
+        await (jobs.retry_now(first.id) if move == "retry" else jobs.replay(first.id))
 
     assert (refused.value.holder_id, refused.value.unique_key) == (holder.id, "daily")
     assert refused.value.current == "DLQ"
@@ -382,7 +384,7 @@ async def test_a_cancelled_job_takes_its_free_unique_key_back_on_retry(
     first, _ = await jobs.add(new_job(unique_key="weekly"))
     await jobs.cancel(first.id, None)
 
-    retried = await jobs.retry(first.id)
+    retried = await jobs.retry_now(first.id)
 
     assert retried.state is JobState.PENDING
     again, created = await jobs.add(new_job(unique_key="weekly"))

@@ -13,11 +13,13 @@ import asyncpg
 import pytest
 
 from taskforge.adapters.postgres import PostgresJobStore, create_pool
+from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
 from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, _insert
 from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
+from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
 from tests.support import free_port
 
@@ -57,6 +59,13 @@ async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+# Evaluates the store's SQL form of the rule over one made-up `jobs` row.
+SQL_ATTEMPTS_EXHAUSTED = f"""
+SELECT {ATTEMPTS_EXHAUSTED}
+FROM (VALUES ($1::int, $2::int)) AS jobs (attempt_count, max_attempts)
+"""
+
+
 async def trigger_allows(conn: asyncpg.Connection, current: JobState, target: JobState) -> bool:
     job_id = uuid4()
     await conn.execute(INSERT_IN_STATE, job_id, current.value)
@@ -67,6 +76,22 @@ async def trigger_allows(conn: asyncpg.Connection, current: JobState, target: Jo
             raise
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    ("attempt_count", "max_attempts"),
+    [
+        (attempt_count, max_attempts)
+        for max_attempts in (1, 2, 3, MAX_ATTEMPTS_LIMIT)
+        # never run, one short of the limit, at it, and past it (a lowered limit)
+        for attempt_count in (0, max_attempts - 1, max_attempts, max_attempts + 1)
+    ],
+)
+async def test_store_sql_agrees_with_the_domain_on_exhausted_attempts(
+    connection: asyncpg.Connection, attempt_count: int, max_attempts: int
+) -> None:
+    in_sql = await connection.fetchval(SQL_ATTEMPTS_EXHAUSTED, attempt_count, max_attempts)
+    assert in_sql == attempts_exhausted(attempt_count, max_attempts)
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,34 @@ async def test_unknown_field_message_lists_the_allowed_fields(client: httpx.Asyn
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # the domain names fields in snake_case; the API answers in its own camelCase
+        (
+            {"jobType": "email", "initialDelay": 10, "maxDelay": 5},
+            "maxDelay: must be >= initialDelay",
+        ),
+        (
+            {"jobType": "email", "runAt": "2030-01-01T00:00:00Z", "delay": 5},
+            "runAt: give runAt or delay, not both",
+        ),
+        (
+            {"jobType": "email", "idempotencyKey": "line\nbreak"},
+            "idempotencyKey: must contain printable characters only",
+        ),
+    ],
+)
+async def test_domain_errors_name_fields_as_the_api_spells_them(
+    client: httpx.AsyncClient, body: dict[str, Any], message: str
+) -> None:
+    single = (await client.post("/jobs", json=body)).json()
+    batch = (await client.post("/jobs/batch", json={"jobs": [{"jobType": "ok"}, body]})).json()
+
+    assert single["message"].startswith(message)
+    assert batch["message"].startswith(f"jobs[1].{message}")
+
+
+@pytest.mark.parametrize(
     "content",
     [
         b"{bad json",

@@ -4,6 +4,7 @@ request and response models, its error responses (all ErrorOut) and an example j
 from __future__ import annotations
 
 import re
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -284,3 +285,7 @@ async def test_the_docs_page_loads_every_asset_from_the_api_itself(page: str) ->
     assert [asset for asset in assets if not asset.startswith("/") or "//" in asset] == []
     assert "://" not in html.text.replace("http://www.w3.org", "")
     assert answers == dict.fromkeys(assets, 200)
+
+
+async def test_the_document_states_the_installed_version(document: dict[str, Any]) -> None:
+    assert document["info"]["version"] == metadata.version("taskforge")

@@ -34,12 +34,13 @@ async def test_sync_client_wait_returns_the_job_with_its_handlers_result(
     assert stack.api_url is not None
 
     api_url = stack.api_url
+    queue = stack.env["QUEUE_NAME"]  # this test's own: other tests' jobs share the database
 
     def enqueue_and_wait() -> tuple[Job, tuple[Job, ...]]:
         with SyncClient(api_url) as client:
             job = client.enqueue("quote", {"order": "o-42"})
             done = client.wait(job.id, timeout=DEADLINE)
-            return done, client.list(status="SUCCEEDED").items
+            return done, client.list(queue=queue, status="SUCCEEDED").items
 
     done, listed = await asyncio.to_thread(enqueue_and_wait)
 
