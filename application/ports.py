@@ -182,6 +182,28 @@ class OperatorMoves(Protocol):
         ...
 
 
+class QueuePauses(Protocol):
+    """Which queues an operator paused; kept with the jobs, so every process sees it and it
+    outlives restarts. While a queue is paused, LeaseStore's claims (by hint and without)
+    skip its jobs, so a hint popped for one is dropped and the job stays PENDING, and
+    Sweeps.find_unpublished leaves them alone. Running jobs finish; enqueueing still works.
+    Any valid queue name may be paused, with or without jobs."""
+
+    async def pause(self, queue: str) -> datetime:
+        """Pause `queue`; idempotent (a paused queue keeps its paused time, returned)."""
+        ...
+
+    async def resume(self, queue: str, limit: int) -> list[Job]:
+        """Unpause `queue`; idempotent. When it was paused, returns up to `limit` of its due
+        PENDING jobs, oldest due first, marked published now: the caller sends their hints
+        (the republish sweep finds any others). Otherwise returns []."""
+        ...
+
+    async def paused(self) -> dict[str, datetime]:
+        """Every paused queue, with when it was paused."""
+        ...
+
+
 class DeadLetterStore(Protocol):
     """Read side of the `dead_letters` table; its rows are written by the transitions of the
     other store roles (a settle, a reap or an operator move into DLQ)."""

@@ -44,8 +44,10 @@ from taskforge.cli.render import (
     job_detail,
     jobs_table,
     page_summary,
+    queues_table,
     state_text,
     stats_table,
+    timestamp,
     watch_line,
     watch_view,
 )
@@ -191,6 +193,10 @@ def enqueue(
         str | None,
         Parameter(help="Reusing a key returns the existing job instead of a new one."),
     ] = None,
+    unique_key: Annotated[
+        str | None,
+        Parameter(help="While a job of the queue with this key is unfinished, return it."),
+    ] = None,
     payload: Annotated[
         str, Parameter(help="A JSON object, or @file.json, or @- to read standard input.")
     ] = "{}",
@@ -231,6 +237,7 @@ def enqueue(
         raise UsageError("give --delay or --run-at, not both")
     options: dict[str, Any] = {
         "idempotency_key": idempotency_key,
+        "unique_key": unique_key,
         "queue": queue,
         "delay": delay,
         "run_at": run_at,
@@ -255,8 +262,10 @@ def enqueue(
     where.append_text(state_text(job["state"])).append(")")
     if response.status == 201:
         line = Text(f"enqueued job {job['id']}")
-    else:
+    elif idempotency_key is not None and job.get("idempotencyKey") == idempotency_key:
         line = Text(f"job {job['id']} already exists for idempotency key {idempotency_key}")
+    else:
+        line = Text(f"job {job['id']} already holds unique key {unique_key}")
     session.console.print(line.append_text(where), soft_wrap=True)
 
 
@@ -636,6 +645,65 @@ def stats(*, session: SessionParam) -> None:
         return
     session.show(stats_table(response.data, plain=session.plain))
     session.console.print(f"dead letters: {response.data.get('dlq', 0)}")
+
+
+queues = App(
+    name="queues",
+    help="""List queues, pause and resume them.
+
+For example:
+    taskforge-cli queues list
+    taskforge-cli queues pause emails""",
+    help_format="plaintext",
+)
+app.command(queues)
+
+
+@queues.command(name="list")
+def queues_list(*, session: SessionParam) -> None:
+    """Every queue with its job counts by state and whether it is paused.
+
+    For example:
+        taskforge-cli queues list
+    """
+    response = session.api.queues()
+    if session.json_output:
+        session.print_json(response)
+        return
+    session.show(queues_table(response.data.get("items", []), plain=session.plain))
+
+
+QueueArg = Annotated[str, Parameter(help="The queue, e.g. jobs:ready.")]
+
+
+@queues.command(name="pause")
+def queues_pause(queue: QueueArg, *, session: SessionParam) -> None:
+    """Pause a queue: no worker starts its jobs until it is resumed. Running jobs finish
+    and enqueueing still works. Idempotent.
+
+    For example:
+        taskforge-cli queues pause emails
+    """
+    _report_queue(session, session.api.pause_queue(queue))
+
+
+@queues.command(name="resume")
+def queues_resume(queue: QueueArg, *, session: SessionParam) -> None:
+    """Resume a paused queue: its due jobs start at once. Idempotent.
+
+    For example:
+        taskforge-cli queues resume emails
+    """
+    _report_queue(session, session.api.resume_queue(queue))
+
+
+def _report_queue(session: Session, response: Response) -> None:
+    if session.json_output:
+        session.print_json(response)
+        return
+    answer = response.data
+    state = f"paused since {timestamp(answer['pausedAt'])}" if answer["paused"] else "running"
+    session.console.print(Text(f"queue {answer['queue']}: {state}"), soft_wrap=True)
 
 
 @app.command

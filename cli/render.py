@@ -90,6 +90,8 @@ def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Tex
     yield "type", Text(str(job.get("jobType")))
     if job.get("idempotencyKey") is not None:
         yield "idempotency key", Text(str(job["idempotencyKey"]))
+    if job.get("uniqueKey") is not None:
+        yield "unique key", Text(str(job["uniqueKey"]))
     yield "payload", Text(_shorten(_compact_json(job.get("payload", {})), PAYLOAD_CHARS))
     yield "attempts", Text(_attempts(job))
     yield "policy", Text(_policy(job))
@@ -271,6 +273,30 @@ def stats_table(stats: Mapping[str, Any], *, plain: bool) -> Table:
         *(_count(totals.get(state, 0), state) for state in states),
         Text(str(stats.get("total", 0)), style="bold"),
     )
+    return table
+
+
+def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
+    """A row per queue: whether it is paused, then its jobs per state."""
+    states = list(JobState)
+    table = _empty_table(plain)
+    table.add_column("QUEUE", no_wrap=True)
+    table.add_column("PAUSED", no_wrap=True)
+    for header in (*states, "TOTAL"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for queue in items:
+        counts = queue.get("states", {})
+        paused = (
+            Text(f"since {timestamp(queue.get('pausedAt'))}", style="yellow")
+            if queue.get("paused")
+            else Text("no", style="dim")
+        )
+        table.add_row(
+            Text(str(queue.get("queue"))),
+            paused,
+            *(_count(counts.get(state, 0), state) for state in states),
+            Text(str(queue.get("total", 0))),
+        )
     return table
 
 

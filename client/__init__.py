@@ -28,6 +28,7 @@ from taskforge.client.values import (
     DeadLetterPage,
     Job,
     JobPage,
+    QueueInfo,
     QueueStats,
     Stats,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "JobNotFound",
     "JobPage",
     "JobSpec",
+    "QueueInfo",
     "QueueStats",
     "Response",
     "RetryPolicy",

@@ -14,7 +14,15 @@ import httpx
 from taskforge.client import core
 from taskforge.client.core import Call, EnqueueOptions, JobSpec, Request, Response, RetryPolicy
 from taskforge.client.errors import ClientError
-from taskforge.client.values import BatchItem, DeadLetter, DeadLetterPage, Job, JobPage, Stats
+from taskforge.client.values import (
+    BatchItem,
+    DeadLetter,
+    DeadLetterPage,
+    Job,
+    JobPage,
+    QueueInfo,
+    Stats,
+)
 from taskforge.domain.states import JobState
 
 T = TypeVar("T")
@@ -109,6 +117,18 @@ class Client:
 
     async def stats(self) -> Stats:
         return await self._run(core.get_stats())
+
+    async def queues(self) -> builtins.list[QueueInfo]:
+        """Every queue with jobs or paused (and the API's QUEUE_NAME): counts and pause."""
+        return await self._run(core.list_queues())
+
+    async def pause_queue(self, queue: str) -> QueueInfo:
+        """Stop every worker from starting the queue's jobs; idempotent."""
+        return await self._run(core.pause_queue(queue))
+
+    async def resume_queue(self, queue: str) -> QueueInfo:
+        """Let the queue's jobs start again, at once; idempotent."""
+        return await self._run(core.resume_queue(queue))
 
     async def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, NotRequired, Required, TypedDict, TypeVar
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
@@ -36,12 +37,15 @@ from taskforge.client.values import (
     DeadLetterPage,
     Job,
     JobPage,
+    QueueInfo,
     Stats,
     batch_items_of,
     dead_letter_of,
     dead_letter_page_of,
     job_of,
     job_page_of,
+    queue_of,
+    queues_of,
     stats_of,
 )
 from taskforge.domain.states import JobState
@@ -66,6 +70,9 @@ class EnqueueOptions(TypedDict, total=False):
     idempotency_key: str
     """Reusing a key returns the existing job. The client makes one up when none is given,
     so that retrying an enqueue never stores the job twice."""
+    unique_key: str
+    """While a PENDING, RUNNING or FAILED job of the queue has this key, enqueueing returns
+    that job instead of a new one; once it finished the key is free again."""
     max_attempts: int
     initial_delay: float
     backoff: float
@@ -89,6 +96,7 @@ class JobSpec(EnqueueOptions, total=False):
 _BODY_NAMES = {
     "queue": "queue",
     "idempotency_key": "idempotencyKey",
+    "unique_key": "uniqueKey",
     "max_attempts": "maxAttempts",
     "initial_delay": "initialDelay",
     "backoff": "backoff",
@@ -223,6 +231,26 @@ def get_dead_letter(job_id: UUID | str) -> Call[DeadLetter]:
 
 def get_stats() -> Call[Stats]:
     return Call(Request("GET", "/stats"), lambda answer: stats_of(answer.data))
+
+
+def list_queues() -> Call[list[QueueInfo]]:
+    return Call(Request("GET", "/queues"), lambda answer: queues_of(answer.data))
+
+
+def pause_queue(queue: str) -> Call[QueueInfo]:
+    """Idempotent, so safe to send again."""
+    return Call(
+        Request("POST", f"/queues/{_queue(queue)}/pause", retry=True),
+        lambda answer: queue_of(answer.data),
+    )
+
+
+def resume_queue(queue: str) -> Call[QueueInfo]:
+    """Idempotent, so safe to send again."""
+    return Call(
+        Request("POST", f"/queues/{_queue(queue)}/resume", retry=True),
+        lambda answer: queue_of(answer.data),
+    )
 
 
 def get_health() -> Call[Any]:
@@ -371,6 +399,11 @@ def _id(job_id: UUID | str) -> str:
         raise ValidationError(
             "validation_error", f"job id {job_id!r} is not a UUID", details={"field": "id"}
         ) from None
+
+
+def _queue(queue: str) -> str:
+    """A queue name as one path segment (the API refuses names it would need to escape)."""
+    return quote(queue, safe="")
 
 
 def _params(**values: object) -> dict[str, str]:

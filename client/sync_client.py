@@ -14,7 +14,15 @@ import httpx
 from taskforge.client import core
 from taskforge.client.core import Call, EnqueueOptions, JobSpec, Request, Response, RetryPolicy
 from taskforge.client.errors import ClientError
-from taskforge.client.values import BatchItem, DeadLetter, DeadLetterPage, Job, JobPage, Stats
+from taskforge.client.values import (
+    BatchItem,
+    DeadLetter,
+    DeadLetterPage,
+    Job,
+    JobPage,
+    QueueInfo,
+    Stats,
+)
 from taskforge.domain.states import JobState
 
 T = TypeVar("T")
@@ -115,6 +123,18 @@ class SyncClient:
     def stats(self) -> Stats:
         return self._run(core.get_stats())
 
+    def queues(self) -> builtins.list[QueueInfo]:
+        """Every queue with jobs or paused (and the API's QUEUE_NAME): counts and pause."""
+        return self._run(core.list_queues())
+
+    def pause_queue(self, queue: str) -> QueueInfo:
+        """Stop every worker from starting the queue's jobs; idempotent."""
+        return self._run(core.pause_queue(queue))
+
+    def resume_queue(self, queue: str) -> QueueInfo:
+        """Let the queue's jobs start again, at once; idempotent."""
+        return self._run(core.resume_queue(queue))
+
     def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
@@ -203,6 +223,15 @@ class RawResponses:
 
     def stats(self) -> Response:
         return self._send(core.get_stats().request)
+
+    def queues(self) -> Response:
+        return self._send(core.list_queues().request)
+
+    def pause_queue(self, queue: str) -> Response:
+        return self._send(core.pause_queue(queue).request)
+
+    def resume_queue(self, queue: str) -> Response:
+        return self._send(core.resume_queue(queue).request)
 
     def health(self) -> Response:
         return self._send(core.get_health().request)

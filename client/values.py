@@ -40,6 +40,7 @@ class Job:
     payload: dict[str, Any]
     state: JobState
     idempotency_key: str | None
+    unique_key: str | None = None
     attempt_count: int
     retry_count: int
     max_attempts: int
@@ -119,6 +120,18 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QueueInfo:
+    """A queue as `GET /queues` lists it (`states` and `total` are None in the answers of
+    pause and resume), and whether it is paused, since `paused_at`."""
+
+    queue: str
+    paused: bool
+    paused_at: datetime | None = None
+    states: dict[str, int] | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
     queues: tuple[QueueStats, ...]
     totals: dict[str, int]
@@ -155,6 +168,14 @@ def dead_letter_page_of(page: Mapping[str, Any]) -> DeadLetterPage:
 
 def batch_items_of(answer: Mapping[str, Any]) -> list[BatchItem]:
     return msgspec.convert(answer["items"], list[BatchItem])
+
+
+def queue_of(resource: Mapping[str, Any]) -> QueueInfo:
+    return msgspec.convert(snake_keys(resource), QueueInfo)
+
+
+def queues_of(answer: Mapping[str, Any]) -> list[QueueInfo]:
+    return [queue_of(item) for item in answer["items"]]
 
 
 def stats_of(answer: Mapping[str, Any]) -> Stats:

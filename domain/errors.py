@@ -53,6 +53,22 @@ class InvalidTransition(DomainError):
         self.target = target
 
 
+class UniqueKeyTaken(InvalidTransition):
+    """A retry or replay would make a job hold its `unique_key` again while another job of
+    its queue (`holder_id`) holds it: refused, the job stays as it is."""
+
+    def __init__(
+        self, job_id: UUID, current: str, target: str, unique_key: str, holder_id: UUID
+    ) -> None:
+        super().__init__(job_id, current, target)
+        self.args = (
+            f"job {job_id} is {current}; it cannot move to {target} while job {holder_id} "
+            f"holds its uniqueKey {unique_key!r}",
+        )
+        self.unique_key = unique_key
+        self.holder_id = holder_id
+
+
 class Unavailable(DomainError):
     """A backing service (store, queue) cannot answer right now; retrying later may work.
     Adapters translate their drivers' connection errors into this."""

@@ -23,6 +23,7 @@ from taskforge.domain.validation import (
     validate_queue_name,
     validate_run_at,
     validate_timeout,
+    validate_unique_key,
 )
 
 JsonObject = dict[str, Any]
@@ -31,6 +32,11 @@ DEFAULT_VISIBILITY_TIMEOUT = 30.0
 
 MAX_ATTEMPT_ERRORS = 20
 """How many failed attempts a job keeps in `errors` (the latest)."""
+
+UNIQUE_KEY_STATES = frozenset({JobState.PENDING, JobState.RUNNING, JobState.FAILED})
+"""A job holds its `unique_key` in its queue while in one of these states: no other job of
+the queue with that key may be in one of them at the same time. Once it is SUCCEEDED, DLQ or
+CANCELLED the key is free (a retry or replay takes it back, if no other job holds it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +76,7 @@ class Job:
     updated_at: datetime
     timeout: float = 0.0
     idempotency_key: str | None = None
+    unique_key: str | None = None
     attempt_count: int = 0
     retry_count: int = 0
     lease_owner: str | None = None
@@ -103,6 +110,9 @@ class NewJob:
     timeout: float = 0.0
     """Seconds an attempt may run before it fails as timed out; 0 means no limit."""
     idempotency_key: str | None = None
+    unique_key: str | None = None
+    """While a job of the same queue with this key is PENDING, RUNNING or FAILED, storing
+    this one returns that job instead (see UNIQUE_KEY_STATES)."""
     run_at: datetime | None = None
     delay: float | None = None
     traceparent: str | None = None
@@ -158,6 +168,7 @@ class NewJob:
             created_at=created_at,
             updated_at=created_at,
             idempotency_key=self.idempotency_key,
+            unique_key=self.unique_key,
             traceparent=self.traceparent,
         )
 
@@ -178,6 +189,7 @@ def build_new_job(
     max_delay: float | None = None,
     jitter: bool | None = None,
     visibility_timeout: float | None = None,
+    unique_key: str | None = None,
     run_at: datetime | None = None,
     delay: float | None = None,
     timeout: float = 0.0,
@@ -209,6 +221,7 @@ def build_new_job(
         idempotency_key=(
             None if idempotency_key is None else validate_idempotency_key(idempotency_key)
         ),
+        unique_key=None if unique_key is None else validate_unique_key(unique_key),
         run_at=run_at,
         delay=delay,
         timeout=validate_timeout(timeout),

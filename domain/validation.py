@@ -53,14 +53,19 @@ def _validate_name(field: str, value: object) -> str:
     return value
 
 
-def validate_idempotency_key(value: object) -> str:
+def validate_idempotency_key(value: object, field: str = "idempotency_key") -> str:
     if not isinstance(value, str):
-        raise ValidationError("idempotency_key", "must be a string")
+        raise ValidationError(field, "must be a string")
     if not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX:
-        raise ValidationError("idempotency_key", f"must be 1-{IDEMPOTENCY_KEY_MAX} characters")
+        raise ValidationError(field, f"must be 1-{IDEMPOTENCY_KEY_MAX} characters")
     if not value.isprintable():
-        raise ValidationError("idempotency_key", "must contain printable characters only")
+        raise ValidationError(field, "must contain printable characters only")
     return value
+
+
+def validate_unique_key(value: object) -> str:
+    """A unique key follows the idempotency key's rules: 1-255 printable characters."""
+    return validate_idempotency_key(value, "unique_key")
 
 
 def validate_payload(payload: object) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from taskforge.adapters.postgres import (
     PostgresJobStore,
     PostgresLeaseStore,
     PostgresOperatorMoves,
+    PostgresQueuePauses,
     PostgresSweeps,
     create_pool,
 )
@@ -30,6 +31,7 @@ from taskforge.application.ports import (
     LeaseStore,
     MetricsStore,
     OperatorMoves,
+    QueuePauses,
     RateLimiter,
     ReadyQueue,
     Sweeps,
@@ -66,6 +68,7 @@ class PostgresProvider(Provider):
     lease_store = provide(PostgresLeaseStore, provides=LeaseStore)
     sweeps = provide(PostgresSweeps, provides=Sweeps)
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
+    queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
 
     @provide

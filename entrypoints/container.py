@@ -33,6 +33,7 @@ from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.lease_store import InMemoryLeaseStore
 from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.operator_moves import InMemoryOperatorMoves
+from taskforge.adapters.memory.queue_pauses import InMemoryQueuePauses
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.memory.state import InMemoryState
@@ -66,12 +67,14 @@ from taskforge.application.ports import (
     LeaseStore,
     MetricsStore,
     OperatorMoves,
+    QueuePauses,
     RandomSource,
     RateLimiter,
     ReadyQueue,
     Sweeps,
     WorkerMetrics,
 )
+from taskforge.application.queues import ListQueues, PauseQueue, ResumeQueue
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
 from taskforge.application.worker import Worker, WorkerSettings
 from taskforge.entrypoints.config import Settings
@@ -165,6 +168,7 @@ class MemoryProvider(Provider):
     lease_store = provide(InMemoryLeaseStore, provides=LeaseStore)
     sweeps = provide(InMemorySweeps, provides=Sweeps)
     operator_moves = provide(InMemoryOperatorMoves, provides=OperatorMoves)
+    queue_pauses = provide(InMemoryQueuePauses, provides=QueuePauses)
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
     ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
 
@@ -226,6 +230,12 @@ class ApplicationProvider(Provider):
     replay = provide(ReplayDeadLetter)
     list_dead_letters = provide(ListDeadLetters)
     get_dead_letter = provide(GetDeadLetter)
+    pause_queue = provide(PauseQueue)
+    resume_queue = provide(ResumeQueue)
+
+    @provide
+    def list_queues(self, jobs: JobStore, pauses: QueuePauses, settings: Settings) -> ListQueues:
+        return ListQueues(jobs, pauses, settings.queue_name)
 
     @provide
     def stats(

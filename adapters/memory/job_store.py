@@ -24,34 +24,55 @@ class InMemoryJobStore(InMemoryView):
 
     def _add_all(self, news: Sequence[NewJob], now: datetime) -> list[tuple[Job, bool]]:
         """All or none, like one INSERT: every job is checked and built before the first
-        is stored. Within the batch, a repeated idempotency key yields the first job."""
+        is stored. A job whose idempotency key is taken yields the job holding it; else a job
+        whose unique key an unfinished job of its queue holds yields that job (within the
+        batch too: the first of two duplicates is the one stored)."""
         state = self._state
         results: list[tuple[Job, bool]] = []
         created: dict[UUID, Job] = {}
         by_key: dict[str, Job] = {}
+        by_unique_key: dict[tuple[str, str], Job] = {}
         for new in news:
-            key = new.idempotency_key
-            holder = None if key is None else (by_key.get(key) or self._holder(key))
+            holder = self._holder(new, by_key, by_unique_key)
             if holder is not None:
-                results.append((holder, False))
+                results.append((without_details(holder), False))
                 continue
             if new.id in state.jobs or new.id in created:
                 raise JobIdTaken(new.id)
             job = new.stored(new.due_at(now), now)
             created[job.id] = job
-            if key is not None:
-                by_key[key] = job
+            if job.idempotency_key is not None:
+                by_key[job.idempotency_key] = job
+            if job.unique_key is not None:
+                by_unique_key[job.queue, job.unique_key] = job
             results.append((job, True))
         for job in created.values():
             state.jobs[job.id] = job
             if job.idempotency_key is not None:
                 state.by_idempotency_key[job.idempotency_key] = job.id
+            if job.unique_key is not None:
+                state.by_unique_key[job.queue, job.unique_key] = job.id
             state.published_at[job.id] = now if job.next_run_at <= now else None
         return results
 
-    def _holder(self, key: str) -> Job | None:
-        job_id = self._state.by_idempotency_key.get(key)
-        return None if job_id is None else without_details(self._state.jobs[job_id])
+    def _holder(
+        self,
+        new: NewJob,
+        by_key: dict[str, Job],
+        by_unique_key: dict[tuple[str, str], Job],
+    ) -> Job | None:
+        """The job `new` yields to, if any: stored or earlier in its batch (`by_key`,
+        `by_unique_key`)."""
+        state = self._state
+        if (key := new.idempotency_key) is not None:
+            if (earlier := by_key.get(key)) is not None:
+                return earlier
+            if (job_id := state.by_idempotency_key.get(key)) is not None:
+                return state.jobs[job_id]
+        if (unique_key := new.unique_key) is not None:
+            earlier = by_unique_key.get((new.queue, unique_key))
+            return earlier or state.unique_key_holder(new.queue, unique_key)
+        return None
 
     async def get(self, job_id: UUID) -> Job | None:
         return self._state.jobs.get(job_id)

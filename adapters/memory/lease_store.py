@@ -27,12 +27,18 @@ class InMemoryLeaseStore(InMemoryView):
         claimed = []
         for job_id in dict.fromkeys(job_ids):
             job = self._state.jobs.get(job_id)
-            if job is not None and job.state is PENDING and job.next_run_at <= now:
+            if (
+                job is not None
+                and job.state is PENDING
+                and job.next_run_at <= now
+                and job.queue not in self._state.paused_queues
+            ):
                 claimed.append(self._claim(job, owner, now))
         return claimed
 
     async def claim_due(self, queues: Sequence[str], limit: int, owner: str) -> list[Job]:
         now = self._state.clock.now()
+        queues = [queue for queue in queues if queue not in self._state.paused_queues]
         due = sorted(
             (
                 job

@@ -36,13 +36,16 @@ class InMemoryOperatorMoves(InMemoryView):
         now = self._state.clock.now()
         if job.state is FAILED:
             return self._state.requeue(job, now)
+        requeued = self._state.requeue(job, now, attempt_count=0, retry_count=0)
         self._state.dead_letters.pop(job_id, None)
-        return self._state.requeue(job, now, attempt_count=0, retry_count=0)
+        return requeued
 
     async def replay(self, job_id: UUID) -> Job:
         if job_id not in self._state.dead_letters:
             raise DeadLetterNotFound(job_id)
         job = self._state.existing(job_id)
         ensure_transition(job.state, PENDING, job_id)
+        now = self._state.clock.now()
+        requeued = self._state.requeue(job, now, attempt_count=0, retry_count=0)
         del self._state.dead_letters[job_id]
-        return self._state.requeue(job, self._state.clock.now(), attempt_count=0, retry_count=0)
+        return requeued

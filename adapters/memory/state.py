@@ -9,8 +9,15 @@ from datetime import datetime
 from uuid import UUID
 
 from taskforge.application.ports import Clock, IdSource
-from taskforge.domain.errors import JobNotFound
-from taskforge.domain.job import MAX_ATTEMPT_ERRORS, AttemptError, DeadLetter, Job, ReadyHint
+from taskforge.domain.errors import JobNotFound, UniqueKeyTaken
+from taskforge.domain.job import (
+    MAX_ATTEMPT_ERRORS,
+    UNIQUE_KEY_STATES,
+    AttemptError,
+    DeadLetter,
+    Job,
+    ReadyHint,
+)
 from taskforge.domain.states import JobState
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
@@ -28,6 +35,11 @@ class InMemoryState:
         self.ids = ids
         self.jobs: dict[UUID, Job] = {}
         self.by_idempotency_key: dict[str, UUID] = {}
+        self.by_unique_key: dict[tuple[str, str], UUID] = {}
+        """The last job to take each (queue, unique key); it holds the key only while its
+        state is in UNIQUE_KEY_STATES (see unique_key_holder)."""
+        self.paused_queues: dict[str, datetime] = {}
+        """Paused queues, each with when it was paused."""
         self.dead_letters: dict[UUID, DeadLetter] = {}
         self.published_at: dict[UUID, datetime | None] = {}
 
@@ -37,6 +49,12 @@ class InMemoryState:
             raise JobNotFound(job_id)
         return job
 
+    def unique_key_holder(self, queue: str, unique_key: str) -> Job | None:
+        """The job of `queue` that holds `unique_key` now, if one does."""
+        job_id = self.by_unique_key.get((queue, unique_key))
+        job = None if job_id is None else self.jobs.get(job_id)
+        return job if job is not None and job.state in UNIQUE_KEY_STATES else None
+
     def put(self, job: Job, **changes: object) -> Job:
         updated = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
         self.jobs[job.id] = updated
@@ -44,7 +62,15 @@ class InMemoryState:
 
     def requeue(self, job: Job, now: datetime, **changes: object) -> Job:
         """Back to PENDING, due now, without a result; its hint counts as published (the
-        caller pushes it)."""
+        caller pushes it). A finished job takes its unique key back: UniqueKeyTaken when
+        another job holds it."""
+        if job.unique_key is not None and job.state not in UNIQUE_KEY_STATES:
+            holder = self.unique_key_holder(job.queue, job.unique_key)
+            if holder is not None and holder.id != job.id:
+                raise UniqueKeyTaken(
+                    job.id, job.state.value, PENDING.value, job.unique_key, holder.id
+                )
+            self.by_unique_key[job.queue, job.unique_key] = job.id
         self.published_at[job.id] = now
         return self.put(
             job,

@@ -51,7 +51,9 @@ class InMemorySweeps(InMemoryView):
         candidates = (
             job
             for job in state.jobs.values()
-            if job.state is PENDING and _is_stale(state.published_at.get(job.id), stale_before)
+            if job.state is PENDING
+            and job.queue not in state.paused_queues
+            and _is_stale(state.published_at.get(job.id), stale_before)
         )
         due = oldest_due(candidates, now, limit)
         for job in due:

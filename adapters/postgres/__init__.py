@@ -1,9 +1,9 @@
 """The Postgres backend: the source of truth for jobs and dead letters, and its schema.
 
 One module per store role (`job_store`, `lease_store`, `sweeps`, `operator_moves`,
-`dead_letter_store`), each with its SQL beside its methods; `connection` opens the pool
-they share and maps connection failures to Unavailable; `migrations` brings a database's
-schema up to date from the numbered files in `migrations/`.
+`queue_pauses`, `dead_letter_store`), each with its SQL beside its methods; `connection`
+opens the pool they share and maps connection failures to Unavailable; `migrations` brings a
+database's schema up to date from the numbered files in `migrations/`.
 
 Every transition is one conditional statement: it names the state it expects and, for a
 worker's writes, the lease token, so a write whose condition no longer holds changes
@@ -20,6 +20,7 @@ from taskforge.adapters.postgres.job_store import PostgresJobStore
 from taskforge.adapters.postgres.lease_store import PostgresLeaseStore
 from taskforge.adapters.postgres.migrations import MigrationError, apply_migrations
 from taskforge.adapters.postgres.operator_moves import PostgresOperatorMoves
+from taskforge.adapters.postgres.queue_pauses import PostgresQueuePauses
 from taskforge.adapters.postgres.sweeps import PostgresSweeps
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PostgresJobStore",
     "PostgresLeaseStore",
     "PostgresOperatorMoves",
+    "PostgresQueuePauses",
     "PostgresSweeps",
     "apply_migrations",
     "create_pool",

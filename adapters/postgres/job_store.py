@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -10,7 +9,12 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from taskforge.adapters.postgres._rows import JOB_COLUMNS, JOB_DETAIL_COLUMNS, job_from_row
+from taskforge.adapters.postgres._rows import (
+    JOB_COLUMNS,
+    JOB_DETAIL_COLUMNS,
+    JOBS_COLUMNS,
+    job_from_row,
+)
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter, encode_json
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
@@ -20,17 +24,19 @@ from taskforge.domain.validation import Page
 
 _INSERT_FROM = """
 INSERT INTO jobs (
-    id, queue, job_type, payload, state, idempotency_key, max_attempts, initial_delay,
-    backoff, max_delay, jitter, visibility_timeout, traceparent, timeout, next_run_at,
-    published_at, created_at, updated_at
+    id, queue, job_type, payload, state, idempotency_key, unique_key, max_attempts,
+    initial_delay, backoff, max_delay, jitter, visibility_timeout, traceparent, timeout,
+    next_run_at, published_at, created_at, updated_at
 )
 SELECT incoming.id, incoming.queue, incoming.job_type, incoming.payload::jsonb, 'PENDING',
-       incoming.idempotency_key, incoming.max_attempts, incoming.initial_delay,
-       incoming.backoff, incoming.max_delay, incoming.jitter, incoming.visibility_timeout,
-       incoming.traceparent, incoming.timeout, due.run_at, {published_at}, now(), now()
+       incoming.idempotency_key, incoming.unique_key, incoming.max_attempts,
+       incoming.initial_delay, incoming.backoff, incoming.max_delay, incoming.jitter,
+       incoming.visibility_timeout, incoming.traceparent, incoming.timeout, due.run_at,
+       {published_at}, now(), now()
 FROM {incoming} AS incoming (
     id, queue, job_type, payload, idempotency_key, max_attempts, initial_delay, backoff,
-    max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, position
+    max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, unique_key,
+    position
 )
 -- NewJob keeps run_at inside the due-time range (1970-9999, never +-infinity), and a delay
 -- is at most ten years, so now() + delay stays inside it too.
@@ -40,8 +46,10 @@ CROSS JOIN LATERAL (
 ) AS due
 -- In key order, so concurrent batches sharing keys wait for each other in one order (never
 -- a deadlock); within a key, input order, so the first of two duplicates is the one stored.
-ORDER BY incoming.idempotency_key, incoming.position
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ORDER BY incoming.idempotency_key, incoming.queue, incoming.unique_key, incoming.position
+-- Any unique index: the idempotency key, the unique key of a queue's unfinished jobs, and
+-- the id. A row skipped here is explained by insert_jobs' look-ups (a holder, or JobIdTaken).
+ON CONFLICT DO NOTHING
 -- The rest of a created job is what the caller sent (see NewJob.stored); the payload as
 -- jsonb stores it (keys reordered, numbers normalised), so the answer matches later reads.
 RETURNING id, payload, next_run_at, created_at
@@ -54,17 +62,17 @@ UNPUBLISHED = "NULL::timestamptz"
 commit, so it stays unpublished and the scheduler publishes it (woken by the NOTIFY the
 enqueue sends)."""
 
-_BATCH = "unnest($1::job_input_v2[]) WITH ORDINALITY"
+_BATCH = "unnest($1::job_input_v3[]) WITH ORDINALITY"
 # The payload comes as JSON text, so the statement needs no jsonb codec on the connection
 # (an application's own connection has none, or its own).
 _ONE = """(VALUES (
     $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::float8, $8::float8,
     $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8,
-    $15::float8, 1
+    $15::float8, $16::text, 1
 ))"""
 
 INSERT_JOBS = _INSERT_FROM.format(incoming=_BATCH, published_at=PUBLISHED_WHEN_DUE)
-"""A batch: one array of job_input_v2 records (migration 0006), the payloads as JSON text.
+"""A batch: one array of job_input_v3 records (migration 0008), the payloads as JSON text.
 Processes of the previous version may run while a new one rolls out, so a different record
 shape gets a new type in a new migration, never an ALTER TYPE of an existing one."""
 
@@ -78,6 +86,15 @@ INSERT_JOB_UNPUBLISHED = _INSERT_FROM.format(incoming=_ONE, published_at=UNPUBLI
 SELECT_JOBS_BY_IDEMPOTENCY_KEY = f"""
 SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ANY($1::text[])
 """
+
+SELECT_JOBS_BY_UNIQUE_KEY = f"""
+SELECT {JOBS_COLUMNS} FROM jobs
+JOIN unnest($1::text[], $2::text[]) AS wanted (queue, unique_key)
+    ON jobs.queue = wanted.queue AND jobs.unique_key = wanted.unique_key
+WHERE jobs.state IN ('PENDING', 'RUNNING', 'FAILED')
+"""
+
+SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
 
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
@@ -163,59 +180,92 @@ async def insert_jobs(
     *,
     published: bool = True,
 ) -> list[tuple[Job, bool]]:
-    """Insert the jobs in one statement; a job whose idempotency key is taken yields the
-    job that holds it (stored earlier, or earlier in this batch) and False. `published`
-    False: the due ones are left for the scheduler to publish (see UNPUBLISHED). Atomic
-    only within the caller's transaction (a batch may take several statements). On a
+    """Insert the jobs in one statement. A job whose idempotency key is taken yields the job
+    that holds it; else a job whose unique key an unfinished job of its queue holds yields
+    that job (stored earlier, or earlier in this batch); both with False. A job whose id is
+    taken raises JobIdTaken (the caller's transaction then stores none of the batch).
+    `published` False: the due ones are left for the scheduler to publish (see UNPUBLISHED).
+    Atomic only within the caller's transaction (a batch may take several statements). On a
     connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text."""
+    if (repeated := _repeated_id(jobs)) is not None:
+        # ON CONFLICT would skip the second silently, and both would look created.
+        raise JobIdTaken(repeated)
     one, batch = (
         (INSERT_JOB, INSERT_JOBS)
         if published
         else (INSERT_JOB_UNPUBLISHED, INSERT_JOBS_UNPUBLISHED)
     )
-    try:
-        if len(jobs) == 1:
-            rows = await conn.fetch(one, *insert_parameters(jobs[0]))
-        else:
-            rows = await conn.fetch(batch, [insert_parameters(job) for job in jobs])
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "jobs_pkey":
-            raise JobIdTaken(_taken_id(exc)) from exc
-        raise
+    if len(jobs) == 1:
+        rows = await conn.fetch(one, *insert_parameters(jobs[0]))
+    else:
+        rows = await conn.fetch(batch, [insert_parameters(job) for job in jobs])
     created = {row["id"]: row for row in rows}
     taken = [job for job in jobs if job.id not in created]
-    holders: dict[str | None, Job] = {}
+    holders: dict[UUID, Job] = {}
     retried: dict[UUID, tuple[Job, bool]] = {}
     if taken:
-        keys = [job.idempotency_key for job in taken]
-        for row in await conn.fetch(SELECT_JOBS_BY_IDEMPOTENCY_KEY, keys):
-            holders[row["idempotency_key"]] = job_from_row(row)
-        if freed := [job for job in taken if job.idempotency_key not in holders]:
-            # Retention deleted the holder between the two statements: the key is free
-            # again, so those jobs are inserted after all (or meet a newer holder).
+        holders = await _holders(conn, taken)
+        if freed := [job for job in taken if job.id not in holders]:
+            if ids := await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in freed]):
+                raise JobIdTaken(ids[0]["id"])
+            # The holder finished, or retention deleted it, between the two statements: the
+            # key is free again, so those jobs are inserted after all (or meet a newer holder).
             if attempts <= 1:
-                raise RuntimeError("idempotency keys kept changing hands; try again")
+                raise RuntimeError("job keys kept changing hands; try again")
             outcomes = await insert_jobs(conn, freed, attempts - 1, published=published)
             retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
     return [
         (job.stored(inserted["next_run_at"], inserted["created_at"], inserted["payload"]), True)
         if (inserted := created.get(job.id)) is not None
-        else retried.get(job.id) or (holders[job.idempotency_key], False)
+        else retried.get(job.id) or (holders[job.id], False)
         for job in jobs
     ]
 
 
-_KEY_DETAIL = re.compile(r"Key \(id\)=\(([0-9a-f-]{36})\)")
+def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
+    seen: set[UUID] = set()
+    for job in jobs:
+        if job.id in seen:
+            return job.id
+        seen.add(job.id)
+    return None
 
 
-def _taken_id(exc: asyncpg.UniqueViolationError) -> UUID | None:
-    """The id Postgres names in the violation's detail, if it does."""
-    found = _KEY_DETAIL.search(exc.detail or "")
-    return UUID(found.group(1)) if found else None
+async def _holders(
+    conn: asyncpg.Connection | PoolConnectionProxy, taken: Sequence[NewJob]
+) -> dict[UUID, Job]:
+    """For each job that was not inserted, by its id: the stored job holding its idempotency
+    key, else its queue's unfinished job holding its unique key. Jobs with neither are left
+    out."""
+    by_idempotency_key: dict[str, Job] = {}
+    if keys := [job.idempotency_key for job in taken if job.idempotency_key is not None]:
+        for row in await conn.fetch(SELECT_JOBS_BY_IDEMPOTENCY_KEY, keys):
+            by_idempotency_key[row["idempotency_key"]] = job_from_row(row)
+    by_unique_key: dict[tuple[str, str], Job] = {}
+    wanted = [
+        (job.queue, job.unique_key)
+        for job in taken
+        if job.unique_key is not None and job.idempotency_key not in by_idempotency_key
+    ]
+    if wanted:
+        queues = [queue for queue, _ in wanted]
+        unique_keys = [key for _, key in wanted]
+        for row in await conn.fetch(SELECT_JOBS_BY_UNIQUE_KEY, queues, unique_keys):
+            by_unique_key[row["queue"], row["unique_key"]] = job_from_row(row)
+    holders = {}
+    for job in taken:
+        holder = None
+        if job.idempotency_key is not None:
+            holder = by_idempotency_key.get(job.idempotency_key)
+        if holder is None and job.unique_key is not None:
+            holder = by_unique_key.get((job.queue, job.unique_key))
+        if holder is not None:
+            holders[job.id] = holder
+    return holders
 
 
 def insert_parameters(job: NewJob) -> tuple[Any, ...]:
-    """The parameters of INSERT_JOB, which are also the fields of a job_input_v2 record."""
+    """The parameters of INSERT_JOB, which are also the fields of a job_input_v3 record."""
     policy = job.policy
     return (
         job.id,
@@ -233,6 +283,7 @@ def insert_parameters(job: NewJob) -> tuple[Any, ...]:
         job.run_at,
         None if job.delay is None else float(job.delay),
         float(job.timeout),
+        job.unique_key,
     )
 
 

@@ -35,14 +35,20 @@ _CLAIM = """
 # pick the pending-jobs index instead, a scan that grows with the backlog; it does so
 # whenever the statistics say the table is small (a queue table is often empty when
 # analyzed, then fills quickly).
+# A paused queue's jobs are not claimed: their hints are dropped (the jobs stay PENDING,
+# and resuming the queue publishes them again).
+_NOT_PAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = {queue} AND queues.paused)"
+
 CLAIM_JOBS = f"""
 WITH locked AS (
-    SELECT id, state, next_run_at FROM jobs
+    SELECT id, queue, state, next_run_at FROM jobs
     WHERE id = ANY($1::uuid[])
     ORDER BY id
     FOR UPDATE
 ), claimable AS (
-    SELECT id FROM locked WHERE state = 'PENDING' AND next_run_at <= now()
+    SELECT id FROM locked
+    WHERE state = 'PENDING' AND next_run_at <= now()
+      AND {_NOT_PAUSED.format(queue="locked.queue")}
 )
 UPDATE jobs SET {_CLAIM}
 FROM claimable
@@ -53,7 +59,9 @@ RETURNING {JOBS_COLUMNS}
 CLAIM_DUE_JOBS = f"""
 WITH due AS (
     SELECT id, next_run_at FROM jobs
-    WHERE queue = ANY($1::text[]) AND state = 'PENDING' AND next_run_at <= now()
+    WHERE queue = ANY(ARRAY(SELECT unnest($1::text[]) EXCEPT
+                            SELECT name FROM queues WHERE paused))
+      AND state = 'PENDING' AND next_run_at <= now()
     ORDER BY next_run_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED

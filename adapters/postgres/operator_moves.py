@@ -6,10 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
 from taskforge.adapters.postgres._fragments import ENTER_DLQ, NO_LEASE, REQUEUE
 from taskforge.adapters.postgres._rows import JOB_DETAIL_COLUMNS, job_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
-from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound
+from taskforge.domain.errors import (
+    DeadLetterNotFound,
+    InvalidTransition,
+    JobNotFound,
+    UniqueKeyTaken,
+)
 from taskforge.domain.job import Job
 from taskforge.domain.outcome import MANUAL_DLQ_REASON
 from taskforge.domain.states import OPERATOR_RETRY_SOURCES, JobState, sources_of
@@ -21,6 +29,17 @@ PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
 _OPERATOR_ATTEMPTS = 3
 
 SELECT_JOB_STATE = "SELECT state FROM jobs WHERE id = $1"
+
+# The job of the same queue holding the unique key of job $1, other than $1 itself.
+SELECT_UNIQUE_KEY_HOLDER = """
+SELECT job.state, job.unique_key, holder.id AS holder_id
+FROM jobs AS job
+JOIN jobs AS holder
+    ON holder.queue = job.queue AND holder.unique_key = job.unique_key AND holder.id <> job.id
+WHERE job.id = $1 AND holder.state IN ('PENDING', 'RUNNING', 'FAILED')
+"""
+
+UNIQUE_KEY_INDEX = "jobs_unique_key_active"
 
 CANCEL = f"""
 UPDATE jobs SET
@@ -96,7 +115,7 @@ class PostgresOperatorMoves(PooledAdapter):
 
     async def replay(self, job_id: UUID) -> Job:
         async with self._connection() as conn:
-            row = await conn.fetchrow(REPLAY, job_id)
+            row = await _requeue(conn, REPLAY, (job_id,), job_id)
         if row is None:  # no such job, or not in DLQ: either way no dead letter
             raise DeadLetterNotFound(job_id)
         return job_from_row(row)
@@ -114,7 +133,7 @@ class PostgresOperatorMoves(PooledAdapter):
         current = target.value
         for _ in range(_OPERATOR_ATTEMPTS):
             async with self._connection() as conn:
-                row = await conn.fetchrow(statement, *arguments)
+                row = await _requeue(conn, statement, arguments, job_id)
                 if row is not None:
                     return job_from_row(row)
                 current = await conn.fetchval(SELECT_JOB_STATE, job_id)
@@ -124,6 +143,24 @@ class PostgresOperatorMoves(PooledAdapter):
                 break
             # The job reached a state we may move it from after the update looked: try again.
         raise InvalidTransition(job_id, current, target.value)
+
+
+async def _requeue(
+    conn: PoolConnectionProxy, statement: str, arguments: Sequence[object], job_id: UUID
+) -> asyncpg.Record | None:
+    """Run an operator move; a move back to PENDING whose job's unique key another job of
+    its queue holds now raises UniqueKeyTaken (the statement changed nothing)."""
+    try:
+        return await conn.fetchrow(statement, *arguments)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != UNIQUE_KEY_INDEX:
+            raise
+        holder = await conn.fetchrow(SELECT_UNIQUE_KEY_HOLDER, job_id)
+        if holder is None:  # the holder finished meanwhile: the caller may try again
+            raise
+        raise UniqueKeyTaken(
+            job_id, holder["state"], PENDING.value, holder["unique_key"], holder["holder_id"]
+        ) from None
 
 
 def _names(states: frozenset[JobState]) -> list[str]:

@@ -77,6 +77,8 @@ WITH stale AS (
     WHERE state = 'PENDING'
       AND next_run_at <= now()
       AND (published_at IS NULL OR published_at < now() - make_interval(secs => $2))
+      -- A paused queue's hints would only be dropped; resuming it publishes its jobs.
+      AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)
     ORDER BY next_run_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED

@@ -20,6 +20,7 @@ from taskforge.domain.errors import (
     InvalidTransition,
     JobNotFound,
     Unavailable,
+    UniqueKeyTaken,
     ValidationError,
 )
 from taskforge.entrypoints.http.middleware import CLIENT_CLOSED_REQUEST, client_disconnected
@@ -120,6 +121,14 @@ def _domain_error(exc: DomainError) -> Response[ErrorOut]:
             extra = exc.details if isinstance(exc.details, dict) else {}
             details = {"field": exc.field, **extra}
             return error_response(status, code, f"{exc.field}: {exc.message}", details)
+        case UniqueKeyTaken():
+            details = {
+                "state": exc.current,
+                "target": exc.target,
+                "uniqueKey": exc.unique_key,
+                "heldBy": str(exc.holder_id),
+            }
+            return error_response(status, code, str(exc), details)
         case InvalidTransition():
             details = {"state": exc.current, "target": exc.target}
             return error_response(status, code, str(exc), details)

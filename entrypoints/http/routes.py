@@ -42,6 +42,7 @@ from taskforge.application.ports import (
     MetricsStore,
     ReadyQueue,
 )
+from taskforge.application.queues import ListQueues, PauseQueue, QueueSummary, ResumeQueue
 from taskforge.application.timing import settle_within
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import JobState
@@ -69,6 +70,9 @@ from taskforge.entrypoints.http.schemas import (
     JobOut,
     JobPage,
     NotReadyOut,
+    QueueListOut,
+    QueueOut,
+    QueuePauseOut,
     QueueStatsOut,
     ReadyOut,
     ReasonIn,
@@ -220,12 +224,15 @@ def _short(exc: BaseException) -> str:
     summary="Enqueue a job",
     description=(
         "201 with the new job. When `idempotencyKey` matches an existing job, 200 with that "
-        "job (same `id`) and nothing is enqueued."
+        "job (same `id`) and nothing is enqueued; likewise when `uniqueKey` matches a "
+        "PENDING, RUNNING or FAILED job of the same queue."
     ),
     status_code=201,
     response_description="The job was created",
     responses={
-        200: ResponseSpec(JobOut, description="A job with this idempotencyKey already existed"),
+        200: ResponseSpec(
+            JobOut, description="A job with this idempotencyKey (or unfinished uniqueKey) existed"
+        ),
         **errors(400, 413, 415),
     },
     before_request=json_body(JobIn, required=True),
@@ -265,7 +272,8 @@ def _incoming_traceparent(request: Request[Any, Any, Any]) -> str | None:
     description=(
         "One write for the whole batch: every job is stored, or none is. Items are answered "
         "in request order with `created`, or `existing` when their idempotencyKey named a "
-        "job already stored. A bad item is a 400 naming it as `jobs[<index>].<field>`. "
+        "job already stored (or their uniqueKey an unfinished job of the queue). A bad item "
+        "is a 400 naming it as `jobs[<index>].<field>`. "
         "201 when at least one job was created, else 200."
     ),
     status_code=201,
@@ -452,6 +460,72 @@ async def replay_dead_letter(job_id: JobId, replay: FromDishka[ReplayDeadLetter]
     return JobOut.of(await replay(parse_job_id(job_id)))
 
 
+QueueName = Annotated[
+    str,
+    Parameter(
+        description="The queue, e.g. jobs:ready; " + FIELD_RULES["queue"] + ".",
+        schema_extra={"pattern": QUEUE_PATTERN},
+    ),
+]
+
+
+@get(
+    "/queues",
+    tags=["queues"],
+    summary="Every queue with its job counts per state and whether it is paused",
+    description=(
+        "The queues that have jobs or are paused, plus QUEUE_NAME, sorted by name. A paused "
+        "queue's jobs are not started; running ones finish and enqueueing still works."
+    ),
+    responses=errors(),
+)
+@inject
+async def list_queues(list_queues: FromDishka[ListQueues]) -> QueueListOut:
+    return QueueListOut(items=[_queue_out(queue) for queue in await list_queues()])
+
+
+@post(
+    "/queues/{queue_name:str}/pause",
+    tags=["queues"],
+    summary="Pause a queue: its jobs are not started until it is resumed",
+    description=(
+        "Idempotent; any valid queue name, also one with no jobs yet. Every worker stops "
+        "claiming the queue's jobs; running jobs finish, enqueueing still works."
+    ),
+    status_code=200,
+    responses=errors(400),
+)
+@inject
+async def pause_queue(queue_name: QueueName, pause: FromDishka[PauseQueue]) -> QueuePauseOut:
+    queue = validate_queue_name(queue_name)
+    return QueuePauseOut(queue=queue, paused=True, paused_at=await pause(queue))
+
+
+@post(
+    "/queues/{queue_name:str}/resume",
+    tags=["queues"],
+    summary="Resume a paused queue: its due jobs start at once",
+    description="Idempotent; resuming a queue that is not paused changes nothing.",
+    status_code=200,
+    responses=errors(400),
+)
+@inject
+async def resume_queue(queue_name: QueueName, resume: FromDishka[ResumeQueue]) -> QueuePauseOut:
+    queue = validate_queue_name(queue_name)
+    await resume(queue)
+    return QueuePauseOut(queue=queue, paused=False, paused_at=None)
+
+
+def _queue_out(queue: QueueSummary) -> QueueOut:
+    return QueueOut(
+        queue=queue.queue,
+        paused=queue.paused,
+        paused_at=queue.paused_at,
+        states={state.value: n for state, n in queue.counts.items()},
+        total=sum(queue.counts.values()),
+    )
+
+
 @get(
     "/stats",
     tags=["health"],
@@ -514,6 +588,9 @@ ROUTES = [
     create_jobs,
     list_jobs,
     list_queue_jobs,
+    list_queues,
+    pause_queue,
+    resume_queue,
     get_job,
     retry_job,
     dead_letter_job,

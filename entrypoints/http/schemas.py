@@ -4,9 +4,9 @@ The constraints declared here (patterns, bounds) are what the OpenAPI schema sho
 decoding enforces; the domain validates the same rules again when the job is built. Rules
 the schema shows but decoding leaves to validation (which words the error better): runAt
 and delay not both (JobIn's `not`, added in app.py), no NUL in a reason. Rules JSON Schema
-cannot say are in the descriptions only: maxDelay >= initialDelay, idempotencyKey printable
-(Python's str.isprintable), no NUL anywhere in a payload, runAt within its range once its
-offset is applied.
+cannot say are in the descriptions only: maxDelay >= initialDelay, idempotencyKey and
+uniqueKey printable (Python's str.isprintable), no NUL anywhere in a payload, runAt within
+its range once its offset is applied.
 Longer than most modules: every body of the API, each a short declaration.
 """
 
@@ -70,6 +70,7 @@ FIELD_RULES: dict[str, str] = {
     ),
     "payload": "must be a JSON object with no NUL character (\\u0000) in any string or key",
     "idempotencyKey": f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+    "uniqueKey": f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
     "maxAttempts": f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}",
     "initialDelay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
     "backoff": "must be a number >= 1",
@@ -134,6 +135,9 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     idempotency_key: (
         Annotated[str, _rule("idempotencyKey", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None
     ) = None
+    unique_key: (
+        Annotated[str, _rule("uniqueKey", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None
+    ) = None
     queue: Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None = None
     max_attempts: Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
     initial_delay: Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
@@ -185,6 +189,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             max_delay=self.max_delay,
             jitter=self.jitter,
             visibility_timeout=self.visibility_timeout,
+            unique_key=self.unique_key,
             run_at=run_at,
             delay=self.delay,
             timeout=_pick(self.timeout, default_timeout),
@@ -245,7 +250,8 @@ class JobBatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class BatchItemOut(msgspec.Struct, kw_only=True):
     id: UUID
     status: str
-    """`created`, or `existing` when the item's idempotencyKey named a job already stored."""
+    """`created`, or `existing` when the item's idempotencyKey named a job already stored, or
+    its uniqueKey an unfinished job of its queue (or an earlier item of the batch)."""
     state: str
 
 
@@ -280,6 +286,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     payload: dict[str, Any]
     state: JobState
     idempotency_key: str | None
+    unique_key: str | None
     attempt_count: int
     retry_count: int
     max_attempts: int
@@ -308,6 +315,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
             payload=job.payload,
             state=job.state,
             idempotency_key=job.idempotency_key,
+            unique_key=job.unique_key,
             attempt_count=job.attempt_count,
             retry_count=job.retry_count,
             max_attempts=job.policy.max_attempts,
@@ -435,6 +443,31 @@ class StatsOut(msgspec.Struct, kw_only=True):
     totals: dict[str, int]
     total: int
     dlq: int
+
+
+class QueueOut(msgspec.Struct, rename="camel", kw_only=True):
+    """One queue: whether it is paused (since `pausedAt`), and its jobs per state."""
+
+    queue: str
+    paused: bool
+    paused_at: datetime | None
+    states: dict[str, int]
+    total: int
+
+
+class QueuePauseOut(msgspec.Struct, rename="camel", kw_only=True):
+    """The answer of pause and resume: the queue, and whether it is paused now (since
+    `pausedAt`)."""
+
+    queue: str
+    paused: bool
+    paused_at: datetime | None
+
+
+class QueueListOut(msgspec.Struct, kw_only=True):
+    """Every queue that has jobs or is paused, plus QUEUE_NAME, by name."""
+
+    items: list[QueueOut]
 
 
 class HealthOut(msgspec.Struct, kw_only=True):

@@ -19,6 +19,9 @@ SHIPPED = {
         "4c70efb7eca82a6f702aff3b2e383ce155f4e1d514f32328c75f9b5bc9029fe4"
     ),
     "0007_job_results.sql": "079902367f5bff2733b4dc88e3f4ec1e117fa2137bddd108b67eaa66cf3d9b95",
+    "0008_queues_and_unique_jobs.sql": (
+        "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

@@ -49,8 +49,10 @@ COMMANDS = [
     "dlq-show",
     "dlq-replay",
     "stats",
+    "queues",
     "health",
 ]
+QUEUE_COMMANDS = ["queues list", "queues pause", "queues resume"]
 # Variables that would make rich treat captured output as a terminal.
 TERMINAL_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
@@ -803,6 +805,71 @@ def test_every_command_has_help_with_a_description_and_an_example(cli: Cli, comm
     assert re.search(rf"For example:\n\s+taskforge-cli {command}\b", outcome.out), outcome.out
     assert "--api-url" in outcome.out
     assert "--json" in outcome.out
+
+
+@pytest.mark.parametrize("command", QUEUE_COMMANDS)
+def test_every_queues_command_has_help_with_an_example(cli: Cli, command: str) -> None:
+    outcome = cli(*command.split(), "--help")
+    assert outcome.exit_code == 0
+    assert re.search(rf"For example:\n\s+taskforge-cli {command}\b", outcome.out), outcome.out
+
+
+def test_queues_pause_shows_the_queue_paused_in_the_list_until_resumed(
+    cli: Cli, api: httpx.Client
+) -> None:
+    queue = idle_queue()
+    enqueue(api, queue=queue)
+
+    paused = cli("queues", "pause", queue)
+
+    assert paused.exit_code == 0, paused.err
+    assert re.fullmatch(rf"queue {queue}: paused since \S.*\n", paused.out), paused.out
+    listed = cli("queues", "list")
+    row = next(line for line in listed.out.splitlines() if line.split()[0] == queue)
+    assert "since" in row
+    entry = next(
+        item for item in cli("--json", "queues", "list").json()["items"] if item["queue"] == queue
+    )
+    assert (entry["paused"], entry["states"]["PENDING"], entry["total"]) == (True, 1, 1)
+
+    resumed = cli("queues", "resume", queue)
+
+    assert (resumed.exit_code, resumed.out) == (0, f"queue {queue}: running\n")
+    assert not next(i for i in api.get("/queues").json()["items"] if i["queue"] == queue)["paused"]
+
+
+def test_a_resumed_queue_runs_the_jobs_enqueued_while_it_was_paused(
+    cli: Cli, api: httpx.Client
+) -> None:
+    assert cli("queues", "pause", "jobs:ready").exit_code == 0
+    try:
+        job = enqueue(api)
+        assert api.get(f"/jobs/{job['id']}").json()["state"] == "PENDING"
+    finally:
+        assert cli("queues", "resume", "jobs:ready").exit_code == 0
+
+    assert wait_for_state(api, job["id"], "SUCCEEDED")["state"] == "SUCCEEDED"
+
+
+def test_queues_pause_refuses_a_reserved_queue_name(cli: Cli) -> None:
+    outcome = cli("queues", "pause", "taskforge:x")
+
+    assert outcome.exit_code != 0
+    assert "queue" in outcome.err
+
+
+def test_enqueue_with_a_held_unique_key_names_the_job_holding_it(
+    cli: Cli, api: httpx.Client
+) -> None:
+    queue = idle_queue()
+    first = cli("enqueue", "--job-type", "noop", "--queue", queue, "--unique-key", "u-1")
+    second = cli("enqueue", "--job-type", "noop", "--queue", queue, "--unique-key", "u-1")
+
+    job_id = re.search(UUID_PATTERN, first.out)
+    assert job_id is not None, first.out
+    assert second.exit_code == 0
+    assert f"job {job_id.group(0)} already holds unique key u-1" in second.out
+    assert api.get(f"/jobs/{job_id.group(0)}").json()["uniqueKey"] == "u-1"
 
 
 def test_the_help_text_documents_the_exit_codes(cli: Cli) -> None:

@@ -53,6 +53,41 @@ def test_reusing_an_idempotency_key_returns_the_same_job(client: SyncClient) -> 
     assert again.id == first.id
 
 
+def test_a_unique_key_returns_the_unfinished_job_holding_it(client: SyncClient) -> None:
+    queue = idle_queue()
+    first = client.enqueue("noop", queue=queue, unique_key="nightly")
+    again = client.enqueue("noop", queue=queue, unique_key="nightly")
+    [batched] = client.enqueue_many([{"job_type": "noop", "queue": queue, "unique_key": "nightly"}])
+
+    assert (again.id, again.unique_key) == (first.id, "nightly")
+    assert (batched.id, batched.status) == (first.id, "existing")
+    client.cancel(first.id)
+    assert client.enqueue("noop", queue=queue, unique_key="nightly").id != first.id
+
+
+def test_a_queue_can_be_paused_listed_and_resumed(client: SyncClient) -> None:
+    queue = idle_queue()
+    client.enqueue("noop", queue=queue)
+
+    paused = client.pause_queue(queue)
+
+    assert (paused.queue, paused.paused) == (queue, True)
+    assert paused.paused_at is not None
+    listed = next(entry for entry in client.queues() if entry.queue == queue)
+    assert (listed.paused, listed.total) == (True, 1)
+    assert listed.states is not None and listed.states["PENDING"] == 1
+    assert client.resume_queue(queue).paused is False
+    assert not next(entry for entry in client.queues() if entry.queue == queue).paused
+
+
+async def test_the_async_client_pauses_and_resumes_a_queue(dev_server: DevServer) -> None:
+    queue = idle_queue()
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        assert (await tf.pause_queue(queue)).paused is True
+        assert queue in {entry.queue for entry in await tf.queues() if entry.paused}
+        assert (await tf.resume_queue(queue)).paused is False
+
+
 def test_a_job_can_be_cancelled_retried_dead_lettered_and_replayed(client: SyncClient) -> None:
     queue = idle_queue()
     job = client.enqueue("noop", queue=queue, delay=3600)

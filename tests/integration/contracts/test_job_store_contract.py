@@ -15,7 +15,7 @@ import pytest
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job, Lease, NewJob
-from taskforge.domain.outcome import DeadLettered, RetryLater
+from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
@@ -364,3 +364,109 @@ async def test_stats_of_an_empty_store_is_empty(jobs: JobRoles) -> None:
 
 async def test_ping_answers_without_raising(jobs: JobRoles) -> None:
     await jobs.ping()
+
+
+async def test_a_unique_key_returns_the_unfinished_job_holding_it(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    first, created = await jobs.add(new_job(unique_key="report:42"))
+
+    second, again = await jobs.add(new_job(unique_key="report:42"))
+
+    assert created and not again
+    assert second.id == first.id
+    assert second.unique_key == "report:42"
+
+
+async def test_a_unique_key_is_held_per_queue(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    first, _ = await jobs.add(new_job(unique_key="k"))
+
+    other, created = await jobs.add(new_job(unique_key="k", queue=f"{queue_name}-other"))
+
+    assert created
+    assert other.id != first.id
+
+
+async def test_concurrent_enqueues_with_one_unique_key_store_one_job(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    requests = [new_job(unique_key="same-unique-key") for _ in range(50)]
+
+    results = await asyncio.gather(*(jobs.add(request) for request in requests))
+
+    assert len({job.id for job, _ in results}) == 1
+    assert [created for _, created in results].count(True) == 1
+    _, total = await jobs.find(ListFilter(queue=queue_name), Page())
+    assert total == 1
+
+
+@pytest.mark.parametrize(
+    "finish",
+    ["succeeded", "dead-lettered", "cancelled"],
+)
+async def test_a_unique_key_is_free_once_its_job_finished(
+    jobs: JobRoles, new_job: JobFactory, finish: str
+) -> None:
+    first, _ = await jobs.add(new_job(unique_key="nightly"))
+    if finish == "cancelled":
+        await jobs.cancel(first.id, None)
+    else:
+        [running] = await jobs.claim([first.id], "w1")
+        assert running.lease_token is not None
+        lease = Lease(job_id=first.id, token=running.lease_token)
+        if finish == "succeeded":
+            await jobs.settle([Succeeded(lease=lease)])
+        else:
+            await jobs.settle([DeadLettered(lease=lease, error="boom", reason="terminal")])
+
+    second, created = await jobs.add(new_job(unique_key="nightly"))
+
+    assert created
+    assert second.id != first.id
+
+
+async def test_a_failed_job_waiting_to_retry_still_holds_its_unique_key(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    first, _ = await jobs.add(new_job(unique_key="sync"))
+    [running] = await jobs.claim([first.id], "w1")
+    assert running.lease_token is not None
+    lease = Lease(job_id=first.id, token=running.lease_token)
+    await jobs.settle([RetryLater(lease=lease, error="boom", delay=timedelta(seconds=60))])
+
+    again, created = await jobs.add(new_job(unique_key="sync"))
+
+    assert not created
+    assert (again.id, again.state) == (first.id, JobState.FAILED)
+
+
+async def test_a_batch_stores_the_first_of_its_jobs_sharing_a_unique_key(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    held, _ = await jobs.add(new_job(unique_key="held"))
+    batch = [
+        new_job(unique_key="fresh"),
+        new_job(unique_key="held"),
+        new_job(unique_key="fresh"),
+        new_job(),
+    ]
+
+    results = await jobs.add_many(batch)
+
+    assert [created for _, created in results] == [True, False, False, True]
+    assert results[1][0].id == held.id
+    assert results[2][0].id == batch[0].id
+
+
+async def test_an_idempotency_key_outranks_a_unique_key(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    by_key, _ = await jobs.add(new_job(idempotency_key="idem"))
+    await jobs.add(new_job(unique_key="uniq"))
+
+    found, created = await jobs.add(new_job(idempotency_key="idem", unique_key="uniq"))
+
+    assert not created
+    assert found.id == by_key.id

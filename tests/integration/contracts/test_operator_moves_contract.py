@@ -10,7 +10,12 @@ from uuid import UUID, uuid4
 import pytest
 
 from taskforge.application.ports import DeadLetterStore
-from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound
+from taskforge.domain.errors import (
+    DeadLetterNotFound,
+    InvalidTransition,
+    JobNotFound,
+    UniqueKeyTaken,
+)
 from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import MANUAL_DLQ_REASON, DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
@@ -353,3 +358,34 @@ async def test_racing_cancel_and_dead_letter_leave_the_invariant_intact(
     for job in contenders:
         assert (await stored(jobs, job)).state in {JobState.CANCELLED, JobState.DLQ}
         await assert_dead_letter_matches_state(jobs, dead_letters, job.id)
+
+
+@pytest.mark.parametrize("move", ["retry", "replay"])
+async def test_a_dead_letter_whose_unique_key_is_held_again_is_not_requeued(
+    jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory, move: str
+) -> None:
+    first, _ = await jobs.add(new_job(unique_key="daily"))
+    await jobs.dead_letter(first.id, None)
+    holder, _ = await jobs.add(new_job(unique_key="daily"))
+
+    with pytest.raises(UniqueKeyTaken) as refused:
+        await (jobs.retry_now(first.id) if move == "retry" else jobs.replay(first.id))
+
+    assert (refused.value.holder_id, refused.value.unique_key) == (holder.id, "daily")
+    assert refused.value.current == "DLQ"
+    stored = await jobs.get(first.id)
+    assert stored is not None and stored.state is JobState.DLQ
+    assert await dead_letters.get(first.id) is not None
+
+
+async def test_a_cancelled_job_takes_its_free_unique_key_back_on_retry(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    first, _ = await jobs.add(new_job(unique_key="weekly"))
+    await jobs.cancel(first.id, None)
+
+    retried = await jobs.retry_now(first.id)
+
+    assert retried.state is JobState.PENDING
+    again, created = await jobs.add(new_job(unique_key="weekly"))
+    assert (again.id, created) == (first.id, False)

@@ -256,7 +256,7 @@ async def test_invalid_queue_name_is_400(client: httpx.AsyncClient, queue: str) 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nope"), ("POST", "/jobs/x/y/z"), ("GET", "/queues"), ("GET", "/")],
+    [("GET", "/nope"), ("POST", "/jobs/x/y/z"), ("GET", "/queues/x"), ("GET", "/")],
 )
 async def test_unknown_route_is_404_not_found(
     client: httpx.AsyncClient, method: str, path: str

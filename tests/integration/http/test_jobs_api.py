@@ -19,6 +19,7 @@ JOB_FIELDS = {
     "payload",
     "state",
     "idempotencyKey",
+    "uniqueKey",
     "attemptCount",
     "retryCount",
     "maxAttempts",

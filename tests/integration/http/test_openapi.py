@@ -32,6 +32,9 @@ SPEC_OPERATIONS = {
     ("post", "/dlq/{job_id}/replay"),
     ("get", "/metrics"),
     ("post", "/jobs/batch"),  # beyond the spec: batch enqueue
+    ("get", "/queues"),  # beyond the spec: queues with their pause
+    ("post", "/queues/{queue_name}/pause"),
+    ("post", "/queues/{queue_name}/resume"),
 }
 ERROR_REF = "#/components/schemas/ErrorOut"
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
@@ -132,6 +135,7 @@ async def test_post_jobs_documents_its_body_both_successes_and_an_example(
         "jobType",
         "payload",
         "idempotencyKey",
+        "uniqueKey",
         "queue",
         "maxAttempts",
         "initialDelay",

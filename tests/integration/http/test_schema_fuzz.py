@@ -44,7 +44,7 @@ job or dead letter that does not exist or cannot make that move), never 400."""
 def stated_in_words_only(case: Case[Any]) -> str | None:
     """Which rule of the document's descriptions the request's body breaks, among those JSON
     Schema cannot express: maxDelay >= initialDelay (default 1), maxAttempts written as a
-    whole number (10, not 10.0), a printable idempotencyKey (str.isprintable), no NUL
+    whole number (10, not 10.0), a printable idempotencyKey and uniqueKey (str.isprintable), no NUL
     anywhere in a payload, a runAt inside its range once its offset is applied. None when
     it breaks none."""
     body: object = case.body
@@ -63,9 +63,10 @@ def stated_in_words_only(case: Case[Any]) -> str | None:
         if isinstance(job.get("maxAttempts"), float):
             # JSON Schema's integer type takes 10.0; the API wants a whole number as 10.
             return "maxAttempts written without a fraction"
-        key = job.get("idempotencyKey")
-        if isinstance(key, str) and not key.isprintable():
-            return "idempotencyKey printable"
+        for field in ("idempotencyKey", "uniqueKey"):
+            key = job.get(field)
+            if isinstance(key, str) and not key.isprintable():
+                return f"{field} printable"
         if "\\u0000" in json.dumps(job.get("payload")):
             return "no NUL in the payload"
         if isinstance(run_at := job.get("runAt"), str) and not _inside_range(run_at):

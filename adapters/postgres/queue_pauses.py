@@ -1,0 +1,61 @@
+"""QueuePauses on Postgres: the `queues` table (migration 0008), which the claims and the
+republish sweep consult in the same statements that pick jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from taskforge.adapters.postgres._rows import JOBS_COLUMNS, job_from_row
+from taskforge.adapters.postgres.connection import PooledAdapter
+from taskforge.domain.job import Job
+
+PAUSE = """
+INSERT INTO queues (name, paused, paused_at, updated_at) VALUES ($1, true, now(), now())
+ON CONFLICT (name) DO UPDATE SET
+    paused = true,
+    paused_at = coalesce(queues.paused_at, now()),
+    updated_at = now()
+RETURNING paused_at
+"""
+
+# Only a queue that was paused yields jobs: resuming a running one publishes nothing twice.
+RESUME = f"""
+WITH resumed AS (
+    UPDATE queues SET paused = false, paused_at = NULL, updated_at = now()
+    WHERE name = $1 AND paused
+    RETURNING name
+), due AS (
+    SELECT id FROM jobs
+    WHERE queue = $1 AND state = 'PENDING' AND next_run_at <= now()
+      AND EXISTS (SELECT 1 FROM resumed)
+    ORDER BY next_run_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET published_at = now()
+FROM due
+WHERE jobs.id = due.id AND jobs.state = 'PENDING'
+RETURNING {JOBS_COLUMNS}
+"""
+
+SELECT_PAUSED = "SELECT name, paused_at FROM queues WHERE paused"
+
+
+class PostgresQueuePauses(PooledAdapter):
+    """QueuePauses on Postgres; semantics identical to InMemoryQueuePauses."""
+
+    async def pause(self, queue: str) -> datetime:
+        async with self._connection() as conn:
+            paused_at: datetime = await conn.fetchval(PAUSE, queue)
+        return paused_at
+
+    async def resume(self, queue: str, limit: int) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(RESUME, queue, limit)
+        jobs = [job_from_row(row) for row in rows]
+        return sorted(jobs, key=lambda job: (job.next_run_at, job.id))
+
+    async def paused(self) -> dict[str, datetime]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(SELECT_PAUSED)
+        return {row["name"]: row["paused_at"] for row in rows}
