@@ -125,6 +125,13 @@ class Sweeps(Protocol):
         published now, so concurrent schedulers do not return the same job."""
         ...
 
+    async def find_never_published(self, limit: int) -> list[ReadyHint]:
+        """Due PENDING jobs of unpaused queues that no hint was ever published for (a delayed
+        job that came due, a job committed in an application's own transaction, every job
+        after mark_unpublished), oldest due first. Marks them published, like
+        find_unpublished, which also returns them when called first."""
+        ...
+
     async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
         """How many PENDING jobs are due in each of `queues` (queues with none are left out)."""
         ...

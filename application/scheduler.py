@@ -77,9 +77,17 @@ class SchedulerTick:
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
         promoted = await self._sweeps.promote_due(limit)
         reaped, dead_lettered = await self._sweeps.reap_expired(limit)
-        unpublished = await self._sweeps.find_unpublished(limit, self._settings.republish_after)
-        stale = await self._missing_hints(unpublished, promoted + reaped)
-        hints = promoted + reaped + stale
+        # Jobs never published (delayed ones come due, jobs committed in an application's own
+        # transaction) certainly have no hint: pushed without asking the queue how many it holds.
+        never = await self._sweeps.find_never_published(limit)
+        room = limit - len(never)  # one batch of republishing per tick, both kinds together
+        unpublished = (
+            await self._sweeps.find_unpublished(room, self._settings.republish_after)
+            if room > 0
+            else []
+        )
+        stale = await self._missing_hints(unpublished, promoted + reaped + never)
+        hints = promoted + reaped + never + stale
         if hints:
             spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
             try:
@@ -88,9 +96,12 @@ class SchedulerTick:
                 for span in spans:
                     span.end()
         pruned = await self._prune(limit)
-        full = max(len(promoted), len(reaped) + dead_lettered, len(unpublished), pruned) >= limit
+        republished = len(never) + len(stale)
+        full = max(
+            len(promoted), len(reaped) + dead_lettered, len(never) + len(unpublished), pruned
+        )
         return TickReport(
-            len(promoted), len(reaped), dead_lettered, len(stale), resynced, full, pruned
+            len(promoted), len(reaped), dead_lettered, republished, resynced, full >= limit, pruned
         )
 
     async def _missing_hints(

@@ -60,6 +60,21 @@ class InMemorySweeps(InMemoryView):
             state.published_at[job.id] = now
         return [hint(job) for job in due]
 
+    async def find_never_published(self, limit: int) -> list[ReadyHint]:
+        state = self._state
+        now = state.clock.now()
+        candidates = (
+            job
+            for job in state.jobs.values()
+            if job.state is PENDING
+            and job.queue not in state.paused_queues
+            and state.published_at.get(job.id) is None
+        )
+        due = oldest_due(candidates, now, limit)
+        for job in due:
+            state.published_at[job.id] = now
+        return [hint(job) for job in due]
+
     async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
         now = self._state.clock.now()
         wanted = set(queues)

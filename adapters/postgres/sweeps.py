@@ -91,6 +91,25 @@ WITH stale AS (
 SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
 """
 
+FIND_NEVER_PUBLISHED = """
+WITH never AS (
+    SELECT id, next_run_at FROM jobs
+    WHERE state = 'PENDING'
+      AND next_run_at <= now()
+      AND published_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)
+    ORDER BY next_run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE jobs SET published_at = now()
+    FROM never
+    WHERE jobs.id = never.id AND jobs.state = 'PENDING'
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, never.next_run_at AS due_at
+)
+SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
+"""
+
 COUNT_DUE = """
 SELECT queue, count(*) AS due FROM jobs
 WHERE state = 'PENDING' AND next_run_at <= now() AND queue = ANY($1::text[])
@@ -154,6 +173,11 @@ class PostgresSweeps(PooledAdapter):
     async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
         async with self._connection() as conn:
             rows = await conn.fetch(FIND_UNPUBLISHED, limit, float(older_than))
+        return [hint_from_row(row) for row in rows]
+
+    async def find_never_published(self, limit: int) -> list[ReadyHint]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(FIND_NEVER_PUBLISHED, limit)
         return [hint_from_row(row) for row in rows]
 
     async def count_due(self, queues: Sequence[str]) -> dict[str, int]:

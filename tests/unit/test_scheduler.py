@@ -119,6 +119,24 @@ async def test_only_the_hint_that_went_missing_is_replaced(memory: Memory) -> No
     assert lost.job_id in ids
 
 
+async def test_a_job_that_comes_due_is_published_even_when_its_queue_holds_old_hints(
+    memory: Memory,
+) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
+    for _ in range(3):  # hints that stay in the list after their jobs were cancelled
+        cancelled = (await enqueue(memory.new_job())).job
+        await memory.jobs.cancel(cancelled.id, "not needed")
+    delayed = (await enqueue(memory.new_job(delay=30.0))).job
+    await memory.hints.drain()
+    tick = tick_for(memory)
+    memory.clock.advance(30)
+
+    report = await tick()
+
+    assert report.republished == 1
+    assert delayed.id in await queued_ids(memory)
+
+
 async def test_delayed_job_is_published_when_it_comes_due(memory: Memory) -> None:
     job = (await EnqueueJob(memory.jobs, memory.hints)(memory.new_job(delay=30.0))).job
     tick = tick_for(memory)

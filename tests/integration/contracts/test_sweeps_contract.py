@@ -194,6 +194,30 @@ async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
     assert await jobs.find_unpublished(100, 3600) == []
 
 
+async def test_find_never_published_returns_a_due_job_no_hint_was_published_for(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    delayed, _ = await jobs.add(new_job(delay=0.3))
+    await jobs.add(new_job())  # due at once: stored as published (its hint is pushed)
+
+    hints = await eventually(lambda: jobs.find_never_published(100), lambda found: found != [])
+
+    assert hints == [ReadyHint(delayed.queue, delayed.id)]
+    assert await jobs.find_never_published(100) == []  # marked published
+    assert await jobs.find_unpublished(100, 3600) == []
+
+
+async def test_find_never_published_leaves_jobs_whose_hint_went_stale(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    await jobs.add(new_job())
+
+    await asyncio.sleep(0.3)
+
+    assert await jobs.find_never_published(100) == []
+    assert len(await jobs.find_unpublished(100, 0.2)) == 1
+
+
 async def test_find_unpublished_returns_a_job_whose_hint_went_stale(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
