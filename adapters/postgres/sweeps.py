@@ -71,12 +71,12 @@ WITH expired AS (
 SELECT queue, id, state, traceparent FROM reaped ORDER BY expired_at, id
 """
 
-FIND_UNPUBLISHED = """
-WITH stale AS (
+_MARK_PUBLISHED = """
+WITH found AS (
     SELECT id, next_run_at FROM jobs
     WHERE state = 'PENDING'
       AND next_run_at <= now()
-      AND (published_at IS NULL OR published_at < now() - make_interval(secs => $2))
+      AND {unpublished}
       -- A paused queue's hints would only be dropped; resuming it publishes its jobs.
       AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)
     ORDER BY next_run_at, id
@@ -84,31 +84,18 @@ WITH stale AS (
     FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE jobs SET published_at = now()
-    FROM stale
-    WHERE jobs.id = stale.id AND jobs.state = 'PENDING'
-    RETURNING jobs.id, jobs.queue, jobs.traceparent, stale.next_run_at AS due_at
+    FROM found
+    WHERE jobs.id = found.id AND jobs.state = 'PENDING'
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, found.next_run_at AS due_at
 )
 SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
 """
+"""Due pending jobs of unpaused queues that match `unpublished`, marked published now."""
 
-FIND_NEVER_PUBLISHED = """
-WITH never AS (
-    SELECT id, next_run_at FROM jobs
-    WHERE state = 'PENDING'
-      AND next_run_at <= now()
-      AND published_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)
-    ORDER BY next_run_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), marked AS (
-    UPDATE jobs SET published_at = now()
-    FROM never
-    WHERE jobs.id = never.id AND jobs.state = 'PENDING'
-    RETURNING jobs.id, jobs.queue, jobs.traceparent, never.next_run_at AS due_at
+FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
+    unpublished="(published_at IS NULL OR published_at < now() - make_interval(secs => $2))"
 )
-SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
-"""
+FIND_NEVER_PUBLISHED = _MARK_PUBLISHED.format(unpublished="published_at IS NULL")
 
 COUNT_DUE = """
 SELECT queue, count(*) AS due FROM jobs
