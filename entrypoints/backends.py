@@ -15,6 +15,7 @@ from taskforge.adapters.postgres import (
     PostgresLeaseStore,
     PostgresOperatorMoves,
     PostgresQueuePauses,
+    PostgresScheduleStore,
     PostgresSweeps,
     create_pool,
 )
@@ -34,6 +35,7 @@ from taskforge.application.ports import (
     QueuePauses,
     RateLimiter,
     ReadyQueue,
+    ScheduleStore,
     Sweeps,
 )
 from taskforge.entrypoints.config import Settings
@@ -69,6 +71,7 @@ class PostgresProvider(Provider):
     sweeps = provide(PostgresSweeps, provides=Sweeps)
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
+    schedules = provide(PostgresScheduleStore, provides=ScheduleStore)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
 
     @provide

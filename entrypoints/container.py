@@ -28,6 +28,7 @@ from dishka import (
     provide,
 )
 
+from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.lease_store import InMemoryLeaseStore
@@ -36,6 +37,7 @@ from taskforge.adapters.memory.operator_moves import InMemoryOperatorMoves
 from taskforge.adapters.memory.queue_pauses import InMemoryQueuePauses
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.memory.sweeps import InMemorySweeps
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
@@ -59,6 +61,7 @@ from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
+    CronCalendar,
     DeadLetterStore,
     IdSource,
     JobNotices,
@@ -71,11 +74,22 @@ from taskforge.application.ports import (
     RandomSource,
     RateLimiter,
     ReadyQueue,
+    ScheduleStore,
     Sweeps,
     WorkerMetrics,
 )
 from taskforge.application.queues import ListQueues, PauseQueue, ResumeQueue
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.application.schedules import (
+    DeclareSchedules,
+    DeleteSchedule,
+    FireSchedules,
+    GetSchedule,
+    ListSchedules,
+    PauseSchedule,
+    ResumeSchedule,
+    SaveSchedule,
+)
 from taskforge.application.worker import Worker, WorkerSettings
 from taskforge.entrypoints.config import Settings
 
@@ -125,6 +139,7 @@ class InfrastructureProvider(Provider):
 
     clock = provide(SystemClock, provides=Clock)
     ids = provide(Uuid7Source, provides=IdSource)
+    calendar = provide(CronsimCalendar, provides=CronCalendar)
 
     @provide
     def random(self) -> RandomSource:
@@ -169,6 +184,7 @@ class MemoryProvider(Provider):
     sweeps = provide(InMemorySweeps, provides=Sweeps)
     operator_moves = provide(InMemoryOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(InMemoryQueuePauses, provides=QueuePauses)
+    schedules = provide(InMemoryScheduleStore, provides=ScheduleStore)
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
     ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
 
@@ -232,6 +248,19 @@ class ApplicationProvider(Provider):
     get_dead_letter = provide(GetDeadLetter)
     pause_queue = provide(PauseQueue)
     resume_queue = provide(ResumeQueue)
+    save_schedule = provide(SaveSchedule)
+    declare_schedules = provide(DeclareSchedules)
+    get_schedule = provide(GetSchedule)
+    list_schedules = provide(ListSchedules)
+    delete_schedule = provide(DeleteSchedule)
+    pause_schedule = provide(PauseSchedule)
+    resume_schedule = provide(ResumeSchedule)
+
+    @provide
+    def fire_schedules(
+        self, schedules: ScheduleStore, calendar: CronCalendar, ids: IdSource
+    ) -> FireSchedules:
+        return FireSchedules(schedules, calendar, ids)
 
     @provide
     def list_queues(self, jobs: JobStore, pauses: QueuePauses, settings: Settings) -> ListQueues:
@@ -254,8 +283,9 @@ class ApplicationProvider(Provider):
         ready_queue: ReadyQueue,
         settings: SchedulerSettings,
         tracer: JobTracer | None,
+        fire_schedules: FireSchedules,
     ) -> SchedulerTick:
-        return SchedulerTick(sweeps, ready_queue, settings, tracer)
+        return SchedulerTick(sweeps, ready_queue, settings, tracer, fire_schedules=fire_schedules)
 
     @provide
     def worker(

@@ -22,11 +22,13 @@ import uvicorn
 from dishka import AsyncContainer
 from prometheus_client import start_http_server
 
+from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
 from taskforge.application.metrics_publisher import MetricsPublisher
+from taskforge.application.periodic import DeclarationError, default_schedules
 from taskforge.application.ports import JobNotices, JobStore
 from taskforge.application.scheduler import (
     SchedulerSettings,
@@ -34,9 +36,11 @@ from taskforge.application.scheduler import (
     listen_for_new_jobs,
     run_scheduler,
 )
+from taskforge.application.schedules import DeclareSchedules
 from taskforge.application.timing import settle_within, sleep_unless
 from taskforge.application.worker import Worker
-from taskforge.domain.errors import Unavailable
+from taskforge.domain.errors import Unavailable, ValidationError
+from taskforge.domain.schedule import ScheduleDefinition
 from taskforge.entrypoints.config import Address, Settings, masked_dsn, without_password
 from taskforge.entrypoints.demo_handlers import demo_registry
 from taskforge.entrypoints.http.app import create_app
@@ -147,6 +151,42 @@ def _import_handler_module(module: str) -> None:
     except Exception as exc:
         exc.add_note(f"(raised while importing handler module {module!r})")
         raise
+
+
+def declared_schedules(settings: Settings, handlers: HandlerRegistry) -> list[ScheduleDefinition]:
+    """The schedules the handler modules declared (`@taskforge.periodic`,
+    `taskforge.schedule`), each checked, cron expression included: a bad one is a
+    HandlerModuleError naming it, before the process starts anything."""
+    calendar = CronsimCalendar()
+    try:
+        definitions = default_schedules.definitions(
+            settings.queue_name, settings.job_timeout, handlers
+        )
+        for definition in definitions:
+            try:
+                calendar.check(definition.cron)
+            except ValidationError as exc:
+                raise DeclarationError(
+                    f"schedule {definition.name!r} declared in code: {exc}"
+                ) from None
+    except DeclarationError as exc:
+        raise HandlerModuleError(str(exc)) from None
+    return definitions
+
+
+async def declare_schedules(container: AsyncContainer, role: str) -> None:
+    """Upsert the schedules declared in code, as this worker or scheduler starts. When the
+    store fails meanwhile, the schedules stay as they were (the next start declares them)."""
+    settings = await container.get(Settings)
+    handlers = await container.get(HandlerRegistry)
+    definitions = declared_schedules(settings, handlers)
+    if not definitions:
+        return
+    declare = await container.get(DeclareSchedules)
+    try:
+        await declare(definitions)
+    except Unavailable as exc:
+        log.error("%s could not declare its %d schedule(s): %s", role, len(definitions), exc)
 
 
 class ListenError(Exception):
@@ -273,6 +313,7 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     if not await wait_for_store(container, "worker", stop):
         return
     await check_redis(container)
+    await declare_schedules(container, "worker")
     worker = await container.get(Worker)
     publisher = await container.get(MetricsPublisher)
     log.info(
@@ -292,6 +333,7 @@ async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:
     application committed itself (transactional enqueue) wait for their hints."""
     if not await wait_for_store(container, "scheduler", stop):
         return
+    await declare_schedules(container, "scheduler")
     tick = await container.get(SchedulerTick)
     notices = await container.get(JobNotices | None)
     woken = asyncio.Event()

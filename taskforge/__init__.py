@@ -16,6 +16,10 @@ To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` 
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
 `taskforge.enqueue(conn, ...)` and `taskforge.enqueue_many(conn, ...)` store jobs through the
 application's own Postgres connection, inside its transaction (asyncpg or psycopg 3).
+
+Periodic jobs are declared beside their handlers: `@taskforge.periodic("*/5 * * * *")` on a
+handler, or `taskforge.schedule(name, cron, job_type, payload)`; a worker or scheduler
+that loads the module upserts them when it starts.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,7 @@ from taskforge.application.handlers import (
     UnknownJobType,
     default_registry,
 )
+from taskforge.application.periodic import periodic, schedule
 
 if TYPE_CHECKING:
     from taskforge.client import (
@@ -77,7 +82,9 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "handler",
+    "periodic",
     "register",
+    "schedule",
 ]
 
 handler = default_registry.handler

@@ -25,6 +25,7 @@ from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import (
     HandlerModuleError,
     ListenError,
+    declared_schedules,
     listening_socket,
     load_handlers,
     run_event_loop,
@@ -57,6 +58,8 @@ def _run(
         settings.require_postgres(role)
     configure_logging(settings.log_level, settings.log_format)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
+    if roles & {"worker", "scheduler"}:
+        declared_schedules(settings, handlers)  # a bad declaration stops the start here
     container = make_container(settings, backend, handlers)
     run_event_loop(run_roles(container, settings, roles))
 

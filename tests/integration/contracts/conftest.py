@@ -85,7 +85,7 @@ async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     )
     try:
         async with pool.acquire() as conn:
-            await conn.execute("TRUNCATE jobs, dead_letters, queues")
+            await conn.execute("TRUNCATE jobs, dead_letters, queues, schedules")
         yield PostgresJobs(pool), PostgresDeadLetterStore(pool)
     finally:
         await pool.close()
