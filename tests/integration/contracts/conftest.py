@@ -23,13 +23,24 @@ from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
-from taskforge.adapters.postgres import PostgresDeadLetterStore, create_pool
+from taskforge.adapters.postgres import (
+    PostgresDeadLetterStore,
+    PostgresScheduleStore,
+    create_pool,
+)
 from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.adapters.system import SystemClock, Uuid7Source
-from taskforge.application.ports import DeadLetterStore, MetricsStore, RateLimiter, ReadyQueue
+from taskforge.application.ports import (
+    DeadLetterStore,
+    MetricsStore,
+    RateLimiter,
+    ReadyQueue,
+    ScheduleStore,
+)
 from taskforge.domain.job import NewJob
 from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
 from tests.servers import PrivatePgBouncer
@@ -38,7 +49,7 @@ from tests.support import redis_from_url
 JobFactory = Callable[..., NewJob]
 WaitUntilPopping = Callable[[], Awaitable[None]]
 LimiterForWorker = Callable[[], RateLimiter]
-Stores = tuple[JobRoles, DeadLetterStore]
+Stores = tuple[JobRoles, DeadLetterStore, ScheduleStore]
 
 _ids = Uuid7Source()
 
@@ -74,7 +85,7 @@ def job_backend(request: pytest.FixtureRequest) -> PostgresBackend | None:
 async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     if job_backend is None:
         state = InMemoryState(SystemClock(), Uuid7Source())
-        yield InMemoryJobs(state), InMemoryDeadLetterStore(state)
+        yield InMemoryJobs(state), InMemoryDeadLetterStore(state), InMemoryScheduleStore(state)
         return
     # Several connections, so concurrent calls in a test really race inside Postgres.
     pool = await create_pool(
@@ -86,7 +97,7 @@ async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     try:
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE jobs, dead_letters, queues, schedules")
-        yield PostgresJobs(pool), PostgresDeadLetterStore(pool)
+        yield PostgresJobs(pool), PostgresDeadLetterStore(pool), PostgresScheduleStore(pool)
     finally:
         await pool.close()
 
@@ -99,6 +110,11 @@ def jobs(stores: Stores) -> JobRoles:
 @pytest.fixture
 def dead_letters(stores: Stores) -> DeadLetterStore:
     return stores[1]
+
+
+@pytest.fixture
+def schedules(stores: Stores) -> ScheduleStore:
+    return stores[2]
 
 
 @pytest.fixture
