@@ -8,13 +8,14 @@ mapping and the retry rules once; they differ only in how they wait.
 """
 
 from taskforge.client.async_client import Client
-from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy
+from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy, ScheduleOptions
 from taskforge.client.errors import (
     ClientError,
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
     JobNotFound,
+    ScheduleNotFound,
     Unauthorized,
     Unavailable,
     ValidationError,
@@ -30,6 +31,7 @@ from taskforge.client.values import (
     JobPage,
     QueueInfo,
     QueueStats,
+    Schedule,
     Stats,
 )
 
@@ -52,6 +54,9 @@ __all__ = [
     "QueueStats",
     "Response",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduleOptions",
     "Stats",
     "SyncClient",
     "Unauthorized",
