@@ -48,7 +48,9 @@ class DeclareSchedules:
     async def __call__(self, definitions: list[ScheduleDefinition]) -> None:
         for definition in definitions:
             _, created = await self._save(definition)
-            log.info(
+            # Every start declares them again: only a new one is news.
+            log.log(
+                logging.INFO if created else logging.DEBUG,
                 "schedule %r (%s %s) %s from code",
                 definition.name,
                 definition.cron,
