@@ -183,12 +183,14 @@ def worker(
 
 
 @app.command
-def scheduler() -> None:
-    """Promote due retries, reap expired leases, re-publish lost hints (needs POSTGRES_DSN).
+def scheduler(handlers: Handlers = None) -> None:
+    """Fire periodic jobs, promote due retries, reap expired leases, re-publish lost hints
+    (needs POSTGRES_DSN). --handlers modules are loaded for the schedules they declare.
 
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge scheduler
     """
-    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"})
+    flags = {"TASKFORGE_HANDLERS": handlers} if handlers is not None else None
+    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"}, flags)
 
 
 @app.command
