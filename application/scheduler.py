@@ -84,9 +84,7 @@ class SchedulerTick:
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
         # First: the jobs of due ticks are stored unpublished, so this tick's
         # never-published sweep sends their hints.
-        schedules, fired = (
-            await self._fire_schedules(limit) if self._fire_schedules is not None else (0, 0)
-        )
+        schedules, fired = await self._fire(limit)
         promoted = await self._sweeps.promote_due(limit)
         reaped, dead_lettered = await self._sweeps.reap_expired(limit)
         # Jobs never published (delayed ones come due, jobs committed in an application's own
@@ -126,6 +124,17 @@ class SchedulerTick:
             pruned,
             fired,
         )
+
+    async def _fire(self, limit: int) -> tuple[int, int]:
+        """Fire due schedules; a failure is logged and leaves the sweeps that follow to run
+        (retries and expired leases must not wait for periodic jobs)."""
+        if self._fire_schedules is None:
+            return 0, 0
+        try:
+            return await self._fire_schedules(limit)
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            log.warning("firing schedules failed, again next tick: %s", exc)
+            return 0, 0
 
     async def _missing_hints(
         self, unpublished: list[ReadyHint], pushing: list[ReadyHint]

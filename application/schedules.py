@@ -10,7 +10,7 @@ computed twice (a schedule saved again, a clock that steps back) makes one job.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from taskforge.application.ports import Clock, CronCalendar, Firing, IdSource, ScheduleStore
 from taskforge.domain.errors import ScheduleNotFound
@@ -21,6 +21,10 @@ log = logging.getLogger("taskforge.schedules")
 MAX_CATCH_UP = 100
 """Missed ticks a catching-up schedule fires per scheduler pass; the next pass, at once,
 fires the next ones (a full batch asks for an immediate tick)."""
+
+
+RETRY_UNREADABLE = timedelta(minutes=1)
+"""How long a schedule whose times cannot be computed waits before the next try."""
 
 
 class SaveSchedule:
@@ -140,7 +144,22 @@ class FireSchedules:
     def plan(self, schedule: Schedule, now: datetime) -> Firing:
         """The ticks from `next_fire_at` to `now` that fire: only the most recent one
         (ticks missed while no scheduler ran are dropped), or with `catch_up` each of them,
-        oldest first, at most max_catch_up per pass."""
+        oldest first, at most max_catch_up per pass. A schedule the calendar cannot read
+        any more (its time zone gone from this system, say) fires nothing and is tried
+        again after RETRY_UNREADABLE, without holding up the others."""
+        try:
+            return self._plan(schedule, now)
+        except Exception:
+            log.exception(
+                "schedule %r cannot be fired (%s %s); trying again in %gs",
+                schedule.name,
+                schedule.definition.cron,
+                schedule.definition.timezone,
+                RETRY_UNREADABLE.total_seconds(),
+            )
+            return Firing((), now + RETRY_UNREADABLE, schedule.last_fire_at)
+
+    def _plan(self, schedule: Schedule, now: datetime) -> Firing:
         definition = schedule.definition
         cron, timezone = definition.cron, definition.timezone
         due = schedule.next_fire_at

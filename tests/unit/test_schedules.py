@@ -4,6 +4,7 @@ schedules declared in code."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +26,8 @@ from taskforge.application.periodic import (
 from taskforge.application.ports import ListFilter
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
 from taskforge.application.schedules import FireSchedules, ResumeSchedule, SaveSchedule
-from taskforge.domain.errors import ValidationError
+from taskforge.domain.errors import Unavailable, ValidationError
+from taskforge.domain.job import NewJob
 from taskforge.domain.schedule import ScheduleSource, build_schedule_definition, tick_key
 from taskforge.domain.validation import Page
 from taskforge.entrypoints.config import Settings
@@ -272,3 +274,48 @@ def test_an_unknown_policy_option_is_refused_where_it_is_declared(
 ) -> None:
     with pytest.raises(TypeError, match="priorty"):
         schedule("typo", "* * * * *", "report", priorty=1)
+
+
+async def test_a_schedule_whose_times_cannot_be_computed_holds_up_no_other(
+    periodic_jobs: Periodic,
+) -> None:
+    name = await periodic_jobs.add("* * * * *")
+    stored = periodic_jobs.state.schedules[name]
+    broken = dataclasses.replace(
+        stored,
+        definition=dataclasses.replace(stored.definition, name="broken", timezone="Gone/Zone"),
+    )
+    periodic_jobs.state.schedules["broken"] = broken
+    periodic_jobs.clock.advance(60)
+
+    handled, made = await periodic_jobs.fire(100)
+
+    assert (handled, made) == (2, 1)
+    assert await periodic_jobs.fired() == [tick_key(name, utc(2026, 1, 1, 0, 1))]
+    retried = await periodic_jobs.store.get("broken")
+    assert retried is not None
+    assert retried.next_fire_at == periodic_jobs.clock.now() + timedelta(minutes=1)
+
+
+async def test_a_failure_to_fire_schedules_leaves_the_other_sweeps_running(
+    periodic_jobs: Periodic,
+) -> None:
+    async def unavailable(limit: int) -> tuple[int, int]:
+        raise Unavailable("postgres", "connection refused")
+
+    job, _ = await periodic_jobs.jobs.add(
+        NewJob(id=periodic_jobs.ids.new_id(), queue="jobs:ready", job_type="report", delay=1)
+    )
+    tick = SchedulerTick(
+        periodic_jobs.jobs,
+        periodic_jobs.ready_queue,
+        SchedulerSettings(batch_size=100),
+        fire_schedules=unavailable,  # type: ignore[arg-type]
+    )
+    periodic_jobs.clock.advance(2)
+
+    report = await tick()
+
+    assert (report.fired, report.republished) == (0, 1)
+    hints = await periodic_jobs.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [job.id]
