@@ -25,8 +25,9 @@ ALLOWED = {
     "client": {"domain", "client"},
     "cli": {"domain", "client", "cli"},
     # The transactional enqueue runs the Postgres job store's statements on the application's
-    # connection and answers with the client's values and errors.
-    "sdk": {"domain", "adapters", "client", "sdk"},
+    # connection and answers with the client's values and errors; a typed task registers
+    # its handler in the application's handler registry.
+    "sdk": {"domain", "application", "adapters", "client", "sdk"},
 }
 # Within an allowed layer, modules a layer still may not reach: the benchmark fills tables
 # through the adapters and starts processes, but drives the service only over HTTP.
