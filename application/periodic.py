@@ -7,6 +7,11 @@
     async def refresh_rates(ctx: taskforge.JobContext) -> None:
         ...
 
+    @taskforge.periodic("0 * * * *")          # above a typed task too: its type and queue
+    @taskforge.task("prune", queue="maintenance")
+    async def prune() -> None:
+        ...
+
     taskforge.schedule("nightly-report", "30 2 * * *", "report", {"kind": "daily"})
 
 A worker or scheduler that loads the module (`--handlers`) upserts these schedules by name
@@ -101,13 +106,17 @@ def _definition(
 ) -> ScheduleDefinition:
     job_type = declaration.job_type or _job_type_of(declaration.handler, handlers)
     name = declaration.name or job_type
-    policy = dict(declaration.policy)
+    # A typed task's policy applies unless the declaration names its own.
+    task_defaults = getattr(declaration.handler, "defaults", None)
+    inherited = dict(task_defaults) if isinstance(task_defaults, Mapping) else {}
+    policy = {**inherited, **declaration.policy}
+    queue = declaration.queue or handlers.declared_queue(job_type) or default_queue
     try:
         return build_schedule_definition(
             name=name,
             cron=declaration.cron,
             job_type=job_type,
-            queue=declaration.queue or default_queue,
+            queue=queue,
             payload=declaration.payload,
             timezone=declaration.timezone,
             catch_up=declaration.catch_up,
@@ -120,6 +129,11 @@ def _definition(
 
 
 def _job_type_of(handler: Any, handlers: HandlerRegistry) -> str:
+    """The job type `handler` serves: a typed task's (`@taskforge.task`), or the one the
+    function is registered for."""
+    declared = getattr(handler, "job_type", None)
+    if isinstance(declared, str) and declared in handlers:
+        return declared
     for job_type in handlers:
         if handlers.get(job_type) is handler:
             return job_type
@@ -146,7 +160,9 @@ def periodic(
     **policy: Any,
 ) -> Callable[[F], F]:
     """Decorator: run the decorated handler's job type on `cron` (in `timezone`, default
-    UTC). `name` defaults to the job type; `policy` takes the job options of `POST /jobs`
+    UTC), above `@taskforge.handler` or `@taskforge.task` (or below: the type is looked up
+    when a process starts). `name` defaults to the job type, `queue` to the one the type
+    was registered with, else QUEUE_NAME; `policy` takes the job options of `POST /jobs`
     (max_attempts, initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout)."""
 
     def declare(handler: F) -> F:

@@ -32,6 +32,7 @@ from taskforge.domain.schedule import ScheduleSource, build_schedule_definition,
 from taskforge.domain.validation import Page
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import HandlerModuleError, declared_schedules
+from taskforge.sdk import task
 from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs
 
@@ -319,3 +320,19 @@ async def test_a_failure_to_fire_schedules_leaves_the_other_sweeps_running(
     assert (report.fired, report.republished) == (0, 1)
     hints = await periodic_jobs.ready_queue.pop(["jobs:ready"], 10, 0)
     assert [hint.job_id for hint in hints] == [job.id]
+
+
+def test_periodic_on_a_typed_task_takes_its_job_type_queue_and_policy(
+    declarations: ScheduleDeclarations,
+) -> None:
+    handlers = HandlerRegistry()
+
+    @periodic("0 * * * *", max_delay=60)
+    @task("prune", queue="maintenance", registry=handlers, max_attempts=5)
+    async def prune(ctx: JobContext) -> None:
+        return None
+
+    [pruning] = declarations.definitions("jobs:ready", 0.0, handlers)
+
+    assert (pruning.name, pruning.job_type, pruning.queue) == ("prune", "prune", "maintenance")
+    assert (pruning.policy.max_attempts, pruning.policy.max_delay) == (5, 60)
