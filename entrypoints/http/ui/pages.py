@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -18,6 +18,7 @@ from dishka import FromDishka
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException
+from litestar.params import Parameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 
@@ -69,6 +70,7 @@ from taskforge.entrypoints.http.ui.security import (
 
 log = logging.getLogger("taskforge.http.ui")
 
+PathText = Annotated[str, Parameter()]
 STATIC_PATH = f"{UI_PATH}/static"
 LOGIN_PATH = f"{UI_PATH}/login"
 PAGE_SIZE = 50
@@ -413,7 +415,7 @@ async def bulk_action(
 @get(f"{UI_PATH}/jobs/{{job_id:str}}", include_in_schema=False)
 @inject
 async def job_page(
-    request: Request[Any, Any, Any], job_id: str, get_job: FromDishka[GetJob]
+    request: Request[Any, Any, Any], job_id: PathText, get_job: FromDishka[GetJob]
 ) -> Template:
     job = await get_job(_job_id(job_id))
     return render(
@@ -448,8 +450,8 @@ def job_actions(job: Job) -> list[tuple[str, str, bool]]:
 @inject
 async def job_action(
     request: Request[Any, Any, Any],
-    job_id: str,
-    action: str,
+    job_id: PathText,
+    action: PathText,
     cancel: FromDishka[CancelJob],
     retry: FromDishka[RetryJobNow],
     dead_letter: FromDishka[DeadLetterJob],
@@ -511,7 +513,7 @@ async def dead_letter_group_page(
 @inject
 async def dead_letter_group_action(
     request: Request[Any, Any, Any],
-    action: str,
+    action: PathText,
     list_groups: FromDishka[ListDeadLetterGroups],
     replay_group: FromDishka[ReplayDeadLetterGroup],
     purge_group: FromDishka[PurgeDeadLetterGroup],
@@ -586,8 +588,8 @@ async def queues_page(
 @inject
 async def queue_action(
     request: Request[Any, Any, Any],
-    queue: str,
-    action: str,
+    queue: PathText,
+    action: PathText,
     pause: FromDishka[PauseQueue],
     resume: FromDishka[ResumeQueue],
 ) -> Response[Any]:
