@@ -61,6 +61,20 @@ class Server:
         body: dict[str, Any] = response.json()
         return body
 
+    def wait_for_all(self, ids: list[str], state: str) -> None:
+        """Until every job of `ids` is in `state` (at most 200 ids)."""
+        deadline = time.monotonic() + DEADLINE
+        with self.api() as client:
+            while True:
+                response = client.get("/jobs", params={"status": state, "limit": 200})
+                assert response.status_code == 200, response.text
+                missing = set(ids) - {job["id"] for job in response.json()["items"]}
+                if not missing:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{len(missing)} jobs are not {state}")
+                time.sleep(0.1)
+
     def wait_for_state(self, job_id: str, *states: str) -> dict[str, Any]:
         deadline = time.monotonic() + DEADLINE
         while True:
@@ -85,10 +99,11 @@ class Server:
                 process.wait()
 
 
-def start_server(
+def launch(
     roles: list[list[str]], env: dict[str, str], logs: Path, token: str | None = None
 ) -> Server:
-    """Start each role (`["dev"]`, `["api"]`, ...) with `env`; the first serves HTTP."""
+    """Start each role (`["dev"]`, `["api"]`, ...) with `env`; the first serves HTTP. Call
+    `wait_until_healthy` before using it (servers started together start in parallel)."""
     port = free_port()
     env = {
         **os.environ,
@@ -112,18 +127,23 @@ def start_server(
                 )
             )
         log_files.append(log)
-    server = Server(f"http://127.0.0.1:{port}", processes, log_files, token, logs)
+    return Server(f"http://127.0.0.1:{port}", processes, log_files, token, logs)
+
+
+def wait_until_healthy(*servers: Server) -> None:
     deadline = time.monotonic() + DEADLINE
-    while True:
-        if processes[0].poll() is not None:
+    waiting = list(servers)
+    while waiting:
+        server = waiting[0]
+        if server.processes[0].poll() is not None:
             raise AssertionError(f"TaskForge exited early:\n{server.tail()}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                return server
+                waiting.pop(0)
+                continue
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            server.stop()
             raise AssertionError(f"TaskForge never became healthy:\n{server.tail()}")
         time.sleep(0.05)
 

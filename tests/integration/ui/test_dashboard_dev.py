@@ -6,68 +6,97 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import DEADLINE, OpenPage, Screenshot, Server, count_in, start_server
+from .conftest import (
+    DEADLINE,
+    OpenPage,
+    Screenshot,
+    Server,
+    count_in,
+    launch,
+    wait_until_healthy,
+)
 
 QUEUE = "jobs:ready"
 """`taskforge dev`'s queue: the only one its worker serves."""
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server([["dev"]], {}, tmp_path_factory.mktemp("dev"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 TOKEN = secrets.token_hex(12)
 
 
-@pytest.fixture(scope="module")
-def secured_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server([["dev"]], {}, tmp_path_factory.mktemp("secured"), token=TOKEN)
-    try:
-        yield server
-    finally:
-        server.stop()
+@dataclass
+class Servers:
+    dev: Server
+    secured: Server
+    """With API_TOKEN set."""
+    read_only: Server
+    """With UI_READ_ONLY=true."""
 
 
 @pytest.fixture(scope="module")
-def read_only_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server([["dev"]], {"UI_READ_ONLY": "true"}, tmp_path_factory.mktemp("ro"))
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Three `taskforge dev` processes, started together (each takes seconds to import)."""
+    started = []
     try:
-        yield server
+        for name, env, token in (
+            ("dev", {}, None),
+            ("secured", {}, TOKEN),
+            ("read-only", {"UI_READ_ONLY": "true"}, None),
+        ):
+            started.append(launch([["dev"]], env, tmp_path_factory.mktemp(name), token))
+        wait_until_healthy(*started)
+        yield Servers(*started)
     finally:
-        server.stop()
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def dev(servers: Servers) -> Server:
+    return servers.dev
+
+
+@pytest.fixture
+def queue() -> str:
+    """The queue the `dev` server's worker serves."""
+    return QUEUE
+
+
+@pytest.fixture
+def secured_dev(servers: Servers) -> Server:
+    return servers.secured
+
+
+@pytest.fixture
+def read_only_dev(servers: Servers) -> Server:
+    return servers.read_only
 
 
 def test_the_overview_counts_change_as_jobs_finish_without_a_reload(
-    dev: Server, open_page: OpenPage, screenshot: Screenshot
+    dev: Server, queue: str, open_page: OpenPage, screenshot: Screenshot
 ) -> None:
     with dev.api() as api:
-        assert api.post(f"/queues/{QUEUE}/pause").status_code == 200
-        ids = [dev.enqueue("noop") for _ in range(4)]
+        assert api.post(f"/queues/{queue}/pause").status_code == 200
+        ids = [dev.enqueue("noop", queue=queue) for _ in range(4)]
         page = open_page(dev)
         page.goto("/ui")
-        expect(page.locator(f'tr[data-queue="{QUEUE}"] td[data-column="ready"]')).to_have_text(
+        expect(page.locator(f'tr[data-queue="{queue}"] td[data-column="ready"]')).to_have_text(
             re.compile(r"^[4-9]|\d\d")
         )
-        succeeded_before = count_in(page, QUEUE, "succeeded")
+        succeeded_before = count_in(page, queue, "succeeded")
         page.evaluate("window.notReloaded = true")
 
-        assert api.post(f"/queues/{QUEUE}/resume").status_code == 200
-        for job_id in ids:
-            dev.wait_for_state(job_id, "SUCCEEDED")
+        assert api.post(f"/queues/{queue}/resume").status_code == 200
+        dev.wait_for_all(ids, "SUCCEEDED")
 
-    expect(page.locator(f'tr[data-queue="{QUEUE}"] td[data-column="succeeded"]')).to_have_text(
+    expect(page.locator(f'tr[data-queue="{queue}"] td[data-column="succeeded"]')).to_have_text(
         f"{succeeded_before + 4:,}", timeout=DEADLINE * 1000
     )
-    expect(page.locator(f'tr[data-queue="{QUEUE}"] td[data-column="ready"]')).to_have_text("0")
+    expect(page.locator(f'tr[data-queue="{queue}"] td[data-column="ready"]')).to_have_text("0")
     assert page.evaluate("window.notReloaded") is True
     screenshot(page, "dashboard-overview")
 
@@ -125,9 +154,7 @@ def test_a_group_of_fifty_dead_letters_is_replayed_in_one_go(
         )
     assert response.status_code in (200, 201), response.text
     ids = [item["id"] for item in response.json()["items"]]
-    for job_id in ids:
-        dev.wait_for_state(job_id, "DLQ")
-    dev.enqueue("email", payload={"note": "<b>bold</b> & <script>x()</script>"})
+    dev.wait_for_all(ids, "DLQ")
 
     page = open_page(dev)
     page.goto("/ui/dlq")
@@ -142,8 +169,7 @@ def test_a_group_of_fifty_dead_letters_is_replayed_in_one_go(
 
     expect(page.get_by_role("status")).to_have_text("Replayed 50 jobs.")
     expect(page.locator('tr[data-group="switched"]')).to_have_count(0)
-    for job_id in ids:
-        dev.wait_for_state(job_id, "SUCCEEDED")
+    dev.wait_for_all(ids, "SUCCEEDED")
 
 
 def test_a_payload_with_a_script_is_shown_as_text(dev: Server, open_page: OpenPage) -> None:
