@@ -30,6 +30,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 SUPPORT = Path(__file__).parent / "support"
 TASKFORGE = Path(sys.executable).parent / "taskforge"
 DEADLINE = 30.0
+STARTUP_DEADLINE = 90.0
+"""Several servers start at once, each importing for seconds on a busy machine."""
 SCREENSHOTS = "TASKFORGE_SCREENSHOTS"
 
 
@@ -131,7 +133,7 @@ def launch(
 
 
 def wait_until_healthy(*servers: Server) -> None:
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + STARTUP_DEADLINE
     waiting = list(servers)
     while waiting:
         server = waiting[0]
