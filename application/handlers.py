@@ -82,6 +82,8 @@ class JobContext:
     """This attempt's lease. A later attempt of the same job (after this one's lease was
     lost) has another token, so external writes keyed on it can refuse stale attempts."""
     traceparent: str | None = None
+    snoozes: int = 0
+    """Times this job snoozed before this run (raise Snooze to add one)."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

@@ -600,6 +600,7 @@ class Worker:
             payload=job.payload,
             lease_token=lease.token,
             traceparent=job.traceparent,
+            snoozes=job.snoozes,
         )
         running = _Running(job=job, lease=lease, context=context)
         self._running[job.id] = running
