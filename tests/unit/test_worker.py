@@ -1194,3 +1194,39 @@ async def test_a_running_worker_reports_itself_and_removes_itself_when_it_stops(
     assert (status.queues, status.job_types, status.concurrency) == (("jobs:ready",), ("email",), 4)
     await cluster.shutdown()
     assert await registry.list_live(now=datetime.now(UTC)) == []
+
+
+async def test_a_worker_with_the_type_on_another_queue_does_not_hold_off_the_grace(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    registry = InMemoryWorkerRegistry()
+    elsewhere = replace(_other_worker(clock, ("new-type",)), queues=("reports",))
+    await registry.report(elsewhere)
+    cluster.start_worker(clock=clock, workers=registry, unknown_type_delay=60)
+    job = await cluster.enqueue("new-type")
+
+    back = await cluster.wait_until(job.id, lambda job: job.hand_backs == 1)
+
+    assert back.unknown_type_since == clock.now()
+
+
+class _BrokenRegistry(InMemoryWorkerRegistry):
+    async def list_live(self, *, now: datetime) -> list[WorkerStatus]:
+        raise Unavailable("postgres", "connection refused")
+
+
+async def test_without_an_answer_from_the_registry_a_job_is_handed_back_never_dead_lettered(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    cluster.start_scheduler()
+    cluster.start_worker(
+        clock=clock, workers=_BrokenRegistry(), unknown_type_grace=0, unknown_type_delay=0
+    )
+    job = await cluster.enqueue("new-type")
+
+    back = await cluster.wait_until(job.id, lambda job: job.hand_backs >= 2)
+
+    assert back.state is not JobState.DLQ
+    assert back.unknown_type_since is None
