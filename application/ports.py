@@ -20,6 +20,7 @@ from taskforge.domain.outcome import Settlement
 from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
+from taskforge.domain.workers import WorkerStatus
 
 
 class Clock(Protocol):
@@ -211,6 +212,27 @@ class QueuePauses(Protocol):
 
     async def paused(self) -> dict[str, datetime]:
         """Every paused queue, with when it was paused."""
+        ...
+
+
+class WorkerRegistry(Protocol):
+    """The running workers, each as it last reported itself (kept with the jobs, so every
+    process sees every worker). The API and the dashboard list them; a worker holding a job
+    it has no handler for asks it whether another live worker could run the job."""
+
+    async def report(self, status: WorkerStatus) -> None:
+        """Insert or replace the row of `status.worker_id`. Also deletes every row whose
+        heartbeat is older than WORKER_STALE_AFTER before `status.heartbeat_at` (stale rows
+        are pruned by the workers that are still alive)."""
+        ...
+
+    async def remove(self, worker_id: str) -> None:
+        """Delete the worker's row (it is stopping); no error when there is none."""
+        ...
+
+    async def list_live(self, *, now: datetime) -> list[WorkerStatus]:
+        """Workers that reported within WORKER_STALE_AFTER seconds of `now`, ordered by
+        worker_id."""
         ...
 
 

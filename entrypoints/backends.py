@@ -16,6 +16,7 @@ from taskforge.adapters.postgres import (
     PostgresOperatorMoves,
     PostgresQueuePauses,
     PostgresSweeps,
+    PostgresWorkerRegistry,
     create_pool,
 )
 from taskforge.adapters.postgres.dashboard import PostgresDeadLetterGroups, PostgresJobCounts
@@ -38,6 +39,7 @@ from taskforge.application.ports import (
     RateLimiter,
     ReadyQueue,
     Sweeps,
+    WorkerRegistry,
 )
 from taskforge.entrypoints.config import Settings
 
@@ -72,6 +74,7 @@ class PostgresProvider(Provider):
     sweeps = provide(PostgresSweeps, provides=Sweeps)
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
+    worker_registry = provide(PostgresWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
     job_counts = provide(PostgresJobCounts, provides=JobCounts)
     dead_letter_groups = provide(PostgresDeadLetterGroups, provides=DeadLetterGroups)

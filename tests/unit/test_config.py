@@ -87,6 +87,8 @@ def test_the_design_variables_are_read() -> None:
             "METRICS_ADDR": ":9100",
             "METRICS_FLUSH_INTERVAL": "0.5",
             "JOB_TIMEOUT": "90",
+            "MAX_SNOOZES": "7",
+            "UNKNOWN_TYPE_GRACE": "600",
         }
     )
 
@@ -97,6 +99,13 @@ def test_the_design_variables_are_read() -> None:
     assert settings.metrics_addr == Address("0.0.0.0", 9100)
     assert settings.metrics_flush_interval == 0.5
     assert settings.job_timeout == 90.0
+    assert (settings.max_snoozes, settings.unknown_type_grace) == (7, 600.0)
+
+
+def test_snoozes_and_unknown_types_have_their_documented_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.max_snoozes, settings.unknown_type_grace) == (100, 300.0)
 
 
 @pytest.mark.parametrize(
@@ -175,6 +184,8 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
         ("JOB_TIMEOUT", "-1", "number from 0"),
+        ("MAX_SNOOZES", "-1", "whole number"),
+        ("UNKNOWN_TYPE_GRACE", "soon", "number from 0"),
         ("REDIS_SENTINELS", "sentinel-1", "[host]:port"),
         ("REDIS_SENTINELS", ":26379", "names no host"),
         ("REDIS_SENTINELS", "s1:26379,s2", "[host]:port"),

@@ -22,6 +22,9 @@ SHIPPED = {
     "0008_queues_and_unique_jobs.sql": (
         "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
     ),
+    "0011_workers_snoozes_and_hand_backs.sql": (
+        "747a1777f17ae40c7aa35f3a733b9460e5d5be0d54018a05f0c2de1609004ac9"
+    ),
     "0012_dead_letter_groups.sql": (
         "ec7b872597d493c3e6bfc1b2a66a52aca1910b3f947125f41172b0689f4905e2"
     ),
