@@ -8,17 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from taskforge.application.jobs import ReplayDeadLetter
-from taskforge.application.metrics import WorkerLoad
 from taskforge.application.ports import (
     Clock,
     DeadLetterGroups,
     JobCounts,
     MetricsStore,
     QueuePauses,
+    WorkerRegistry,
 )
 from taskforge.domain.dashboard import DeadLetterGroup, QueueJobCounts
 from taskforge.domain.errors import DeadLetterNotFound, InvalidTransition, JobNotFound
 from taskforge.domain.job import DeadLetter
+from taskforge.domain.workers import WorkerStatus
 
 EXACT_COUNT_LIMIT = 10_000
 """Counts up to this are exact; above it a store may estimate (see JobCounts)."""
@@ -83,7 +84,8 @@ class Overview:
     queues: list[QueueJobCounts]
     paused: dict[str, datetime]
     minutes: list[MinuteOfWork]
-    workers: list[WorkerLoad]
+    workers: list[WorkerStatus]
+    """The live workers, as they last reported (WorkerRegistry)."""
     at: datetime
 
 
@@ -93,12 +95,14 @@ class GetOverview:
         counts: JobCounts,
         pauses: QueuePauses,
         metrics: MetricsStore,
+        workers: WorkerRegistry,
         history: ThroughputHistory,
         clock: Clock,
     ) -> None:
         self._counts = counts
         self._pauses = pauses
         self._metrics = metrics
+        self._workers = workers
         self._history = history
         self._clock = clock
 
@@ -111,7 +115,7 @@ class GetOverview:
         minutes = self._history.sample(
             now, sum(queue.success for queue in totals), sum(queue.failure for queue in totals)
         )
-        return Overview(queues, paused, minutes, cluster.workers, now)
+        return Overview(queues, paused, minutes, await self._workers.list_live(now=now), now)
 
 
 class ListDeadLetterGroups:

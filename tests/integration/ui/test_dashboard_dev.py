@@ -98,6 +98,8 @@ def test_the_overview_counts_change_as_jobs_finish_without_a_reload(
     )
     expect(page.locator(f'tr[data-queue="{queue}"] td[data-column="ready"]')).to_have_text("0")
     assert page.evaluate("window.notReloaded") is True
+    worker = page.locator("tr[data-worker]").filter(has_text=queue).first
+    expect(worker.locator('td[data-column="slots"]')).to_have_text(re.compile(r"^\d+ / 10$"))
     screenshot(page, "dashboard-overview")
 
 
