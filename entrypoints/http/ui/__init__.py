@@ -34,7 +34,6 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
     state = UiSettings(
         sessions=Sessions(settings.api_token),
         read_only=settings.ui_read_only,
-        rate_limit_per_sec=settings.rate_limit_per_sec,
     )
     return ui_router(STATIC), config, state
 

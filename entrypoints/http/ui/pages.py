@@ -101,7 +101,6 @@ SECURITY_HEADERS = {
 class UiSettings:
     sessions: Sessions
     read_only: bool
-    rate_limit_per_sec: float
 
 
 def ui_settings(request: Request[Any, Any, Any]) -> UiSettings:

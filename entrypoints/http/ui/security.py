@@ -17,7 +17,6 @@ import secrets
 import time
 from collections.abc import Mapping
 
-from litestar import Response
 from litestar.datastructures import Cookie
 
 from taskforge.entrypoints.http.middleware import DASHBOARD_PATH
@@ -104,9 +103,3 @@ def ui_cookie(name: str, value: str, *, secure: bool, max_age: int | None = None
 
 def expired_cookie(name: str) -> Cookie:
     return Cookie(key=name, value="", path=UI_PATH, httponly=True, samesite="strict", max_age=0)
-
-
-def with_cookies(response: Response[str], cookies: list[Cookie]) -> Response[str]:
-    for cookie in cookies:
-        response.set_cookie(cookie)
-    return response
