@@ -47,6 +47,8 @@ from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job, Lease, ReadyHint
 from taskforge.domain.outcome import (
+    DEFAULT_MAX_SNOOZES,
+    DEFAULT_UNKNOWN_TYPE_GRACE,
     SNOOZE_LIMIT_REASON,
     UNKNOWN_TYPE_REASON,
     WORKER_ERROR_REASON,
@@ -84,9 +86,6 @@ _OUTCOMES: dict[type[Settlement], str] = {
     Snoozed: "snoozed",
     HandedBack: "handed_back",
 }
-
-DEFAULT_MAX_SNOOZES = 100
-DEFAULT_UNKNOWN_TYPE_GRACE = 300.0
 
 SETTLE_ATTEMPTS = 8
 """Writes of a settlement batch while the store is unavailable, with backoff up to 2 s."""

@@ -75,6 +75,12 @@ do not count)."""
 EXHAUSTED_REASON = "attempts exhausted"
 MANUAL_DLQ_REASON = "moved to DLQ by an operator"
 TERMINAL_REASON = "terminal error"
+DEFAULT_MAX_SNOOZES = 100
+"""Snoozes a job may take before its next one dead-letters it (MAX_SNOOZES)."""
+DEFAULT_UNKNOWN_TYPE_GRACE = 300.0
+"""Seconds without a live worker that has a handler for a job's type before the job is
+dead-lettered as unknown (UNKNOWN_TYPE_GRACE)."""
+
 SNOOZE_LIMIT_REASON = "snoozed too many times"
 UNKNOWN_TYPE_REASON = "unknown job type"
 WORKER_ERROR_REASON = "the worker could not decide the attempt's outcome"

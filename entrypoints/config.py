@@ -19,6 +19,7 @@ from taskforge.adapters.telemetry.logging import FORMATS as LOG_FORMATS
 from taskforge.adapters.telemetry.logging import LEVELS
 from taskforge.adapters.telemetry.tracing import EXPORTERS as TRACING_EXPORTERS
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.outcome import DEFAULT_MAX_SNOOZES, DEFAULT_UNKNOWN_TYPE_GRACE
 from taskforge.domain.policy import MAX_DURATION
 from taskforge.domain.validation import validate_queue_name
 
@@ -115,9 +116,9 @@ class Settings:
     """Seconds an attempt may run, for jobs enqueued without a `timeout`; 0: no limit."""
     max_result_bytes: int = 64 * 1024
     """The most a handler's return value may take as JSON; a larger one dead-letters it."""
-    max_snoozes: int = 100
+    max_snoozes: int = DEFAULT_MAX_SNOOZES
     """Snoozes a job may take (taskforge.Snooze); the next one dead-letters it."""
-    unknown_type_grace: float = 300.0
+    unknown_type_grace: float = DEFAULT_UNKNOWN_TYPE_GRACE
     """Seconds a job whose type no live worker serving its queue has a handler for is handed
     back, before it is dead-lettered as unknown (0: at once)."""
     handlers: tuple[str, ...] = ()
@@ -218,8 +219,10 @@ class Settings:
             ),
             job_timeout=get("JOB_TIMEOUT", _number(0, MAX_DURATION), 0.0),
             max_result_bytes=get("MAX_RESULT_BYTES", _int_range(1, 16 << 20), 64 * 1024),
-            max_snoozes=get("MAX_SNOOZES", _int_range(0, 1_000_000), 100),
-            unknown_type_grace=get("UNKNOWN_TYPE_GRACE", _number(0, MAX_DURATION), 300.0),
+            max_snoozes=get("MAX_SNOOZES", _int_range(0, 1_000_000), DEFAULT_MAX_SNOOZES),
+            unknown_type_grace=get(
+                "UNKNOWN_TYPE_GRACE", _number(0, MAX_DURATION), DEFAULT_UNKNOWN_TYPE_GRACE
+            ),
             handlers=get("TASKFORGE_HANDLERS", _module_list, ()),
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),
