@@ -201,3 +201,53 @@ async def test_with_api_token_a_forged_session_cookie_is_refused(
 
     assert (await client.get("/ui")).status_code == 303
     assert_html(await client.post("/ui/queues/q/pause", data={}), 401)
+
+
+async def test_selected_jobs_are_cancelled_together(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    jobs = [await create_job(delay=3600) for _ in range(3)]
+    token = await csrf_token(client, "/ui/jobs")
+    chosen = [job["id"] for job in jobs[:2]]
+
+    response = await client.post(
+        "/ui/jobs/bulk",
+        data={"csrf_token": token, "action": "cancel", "ids": chosen, "reason": "bulk"},
+    )
+
+    assert response.status_code == 303
+    assert "Cancelled+2+of+2+selected+jobs." in response.headers["location"]
+    states = [(await client.get(f"/jobs/{job['id']}")).json()["state"] for job in jobs]
+    assert states == ["CANCELLED", "CANCELLED", "PENDING"]
+
+
+async def test_a_queue_is_paused_and_resumed_from_the_queues_page(
+    client: httpx.AsyncClient, queue_name: str
+) -> None:
+    token = await csrf_token(client)
+
+    paused = await client.post(f"/ui/queues/{queue_name}/pause", data={"csrf_token": token})
+    assert paused.status_code == 303
+    page = assert_html(await client.get("/ui/queues"), 200)
+    assert "paused since" in page
+    assert ">Resume</button>" in page
+    assert (await client.get("/queues")).json()["items"][0]["paused"] is True
+
+    resumed = await client.post(f"/ui/queues/{queue_name}/resume", data={"csrf_token": token})
+    assert resumed.status_code == 303
+    assert (await client.get("/queues")).json()["items"][0]["paused"] is False
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+@pytest.mark.parametrize("target", ["https://elsewhere.test/", "//elsewhere.test/ui", "/jobs"])
+async def test_signing_in_never_redirects_off_the_dashboard(
+    client: httpx.AsyncClient, target: str
+) -> None:
+    token = await csrf_token(client, "/ui/login")
+
+    response = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": target}
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui"
