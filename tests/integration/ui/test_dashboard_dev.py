@@ -21,6 +21,8 @@ from .conftest import (
     wait_until_healthy,
 )
 
+pytestmark = pytest.mark.slow
+
 QUEUE = "jobs:ready"
 """`taskforge dev`'s queue: the only one its worker serves."""
 

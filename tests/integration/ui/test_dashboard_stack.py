@@ -23,7 +23,7 @@ from .test_dashboard_dev import (
     test_the_overview_counts_change_as_jobs_finish_without_a_reload,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUEUE = f"test-{RUN_ID}-ui-{uuid.uuid4().hex[:6]}"
 
