@@ -33,6 +33,7 @@ from taskforge.client.values import (
     QueueStats,
     Schedule,
     Stats,
+    WorkerInfo,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "WaitTimeout",
+    "WorkerInfo",
 ]

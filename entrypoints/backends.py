@@ -17,8 +17,10 @@ from taskforge.adapters.postgres import (
     PostgresQueuePauses,
     PostgresScheduleStore,
     PostgresSweeps,
+    PostgresWorkerRegistry,
     create_pool,
 )
+from taskforge.adapters.postgres.dashboard import PostgresDeadLetterGroups, PostgresJobCounts
 from taskforge.adapters.postgres.job_notices import PostgresJobNotices
 from taskforge.adapters.postgres.migrations import SchemaCheck
 from taskforge.adapters.redis.client import create_redis
@@ -26,7 +28,9 @@ from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.ports import (
+    DeadLetterGroups,
     DeadLetterStore,
+    JobCounts,
     JobNotices,
     JobStore,
     LeaseStore,
@@ -37,6 +41,7 @@ from taskforge.application.ports import (
     ReadyQueue,
     ScheduleStore,
     Sweeps,
+    WorkerRegistry,
 )
 from taskforge.entrypoints.config import Settings
 
@@ -72,7 +77,10 @@ class PostgresProvider(Provider):
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
     schedules = provide(PostgresScheduleStore, provides=ScheduleStore)
+    worker_registry = provide(PostgresWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
+    job_counts = provide(PostgresJobCounts, provides=JobCounts)
+    dead_letter_groups = provide(PostgresDeadLetterGroups, provides=DeadLetterGroups)
 
     @provide
     def job_notices(self, settings: Settings) -> JobNotices | None:

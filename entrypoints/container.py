@@ -29,6 +29,7 @@ from dishka import (
 )
 
 from taskforge.adapters.cron import CronsimCalendar
+from taskforge.adapters.memory.dashboard import InMemoryDeadLetterGroups, InMemoryJobCounts
 from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.lease_store import InMemoryLeaseStore
@@ -40,9 +41,18 @@ from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.memory.sweeps import InMemorySweeps
+from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
 from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
+from taskforge.application.dashboard import (
+    GetOverview,
+    ListDeadLetterGroupMembers,
+    ListDeadLetterGroups,
+    PurgeDeadLetterGroup,
+    ReplayDeadLetterGroup,
+    ThroughputHistory,
+)
 from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.hints import HintDispatcher
@@ -62,8 +72,10 @@ from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
     CronCalendar,
+    DeadLetterGroups,
     DeadLetterStore,
     IdSource,
+    JobCounts,
     JobNotices,
     JobStore,
     JobTracer,
@@ -77,6 +89,7 @@ from taskforge.application.ports import (
     ScheduleStore,
     Sweeps,
     WorkerMetrics,
+    WorkerRegistry,
 )
 from taskforge.application.queues import ListQueues, PauseQueue, ResumeQueue
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
@@ -91,6 +104,7 @@ from taskforge.application.schedules import (
     SaveSchedule,
 )
 from taskforge.application.worker import Worker, WorkerSettings
+from taskforge.application.workers import ListWorkers
 from taskforge.entrypoints.config import Settings
 
 
@@ -125,10 +139,14 @@ class SettingsProvider(Provider):
             queues=settings.queues,
             concurrency=settings.worker_concurrency,
             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
             rate_limit_per_sec=settings.rate_limit_per_sec,
             heartbeat=settings.worker_heartbeat,
             shutdown_grace=settings.worker_shutdown_grace,
             max_result_bytes=settings.max_result_bytes,
+            max_snoozes=settings.max_snoozes,
+            unknown_type_grace=settings.unknown_type_grace,
         )
 
 
@@ -185,7 +203,10 @@ class MemoryProvider(Provider):
     operator_moves = provide(InMemoryOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(InMemoryQueuePauses, provides=QueuePauses)
     schedules = provide(InMemoryScheduleStore, provides=ScheduleStore)
+    worker_registry = provide(InMemoryWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
+    job_counts = provide(InMemoryJobCounts, provides=JobCounts)
+    dead_letter_groups = provide(InMemoryDeadLetterGroups, provides=DeadLetterGroups)
     ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
 
     @provide
@@ -247,6 +268,7 @@ class ApplicationProvider(Provider):
     list_dead_letters = provide(ListDeadLetters)
     get_dead_letter = provide(GetDeadLetter)
     pause_queue = provide(PauseQueue)
+    list_workers = provide(ListWorkers)
     resume_queue = provide(ResumeQueue)
     save_schedule = provide(SaveSchedule)
     declare_schedules = provide(DeclareSchedules)
@@ -261,6 +283,13 @@ class ApplicationProvider(Provider):
         self, schedules: ScheduleStore, calendar: CronCalendar, ids: IdSource
     ) -> FireSchedules:
         return FireSchedules(schedules, calendar, ids)
+
+    throughput_history = provide(ThroughputHistory)
+    get_overview = provide(GetOverview)
+    list_dead_letter_groups = provide(ListDeadLetterGroups)
+    list_dead_letter_group_members = provide(ListDeadLetterGroupMembers)
+    replay_dead_letter_group = provide(ReplayDeadLetterGroup)
+    purge_dead_letter_group = provide(PurgeDeadLetterGroup)
 
     @provide
     def list_queues(self, jobs: JobStore, pauses: QueuePauses, settings: Settings) -> ListQueues:
@@ -299,6 +328,7 @@ class ApplicationProvider(Provider):
         random: RandomSource,
         tracer: JobTracer | None,
         settings: WorkerSettings,
+        workers: WorkerRegistry,
     ) -> Worker:
         return Worker(
             leases=leases,
@@ -310,6 +340,7 @@ class ApplicationProvider(Provider):
             random=random,
             tracer=tracer,
             settings=settings,
+            workers=workers,
         )
 
     @provide

@@ -10,7 +10,8 @@ This module is the public surface for people who write job handlers::
 
 Point workers at the module that registers them: `taskforge worker --handlers myapp.jobs`
 (or TASKFORGE_HANDLERS=myapp.jobs). Raise `taskforge.TerminalError` when a retry cannot
-help; any other exception is retried with the job's backoff policy.
+help; any other exception is retried with the job's backoff policy. `raise
+taskforge.Snooze(seconds)` runs the job again later without using an attempt.
 
 To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` talk to the
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
@@ -30,6 +31,7 @@ from taskforge.application.handlers import (
     HandlerRegistry,
     JobContext,
     JobHandler,
+    Snooze,
     TerminalError,
     UnknownJobType,
     default_registry,
@@ -76,6 +78,7 @@ __all__ = [
     "JobHandler",
     "JobNotFound",
     "ScheduleNotFound",
+    "Snooze",
     "SyncClient",
     "Task",
     "TaskDefaults",

@@ -25,9 +25,11 @@ from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
+from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.postgres import (
     PostgresDeadLetterStore,
     PostgresScheduleStore,
+    PostgresWorkerRegistry,
     create_pool,
 )
 from taskforge.adapters.redis.metrics import RedisMetricsStore
@@ -40,6 +42,7 @@ from taskforge.application.ports import (
     RateLimiter,
     ReadyQueue,
     ScheduleStore,
+    WorkerRegistry,
 )
 from taskforge.domain.job import NewJob
 from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
@@ -96,8 +99,24 @@ async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     )
     try:
         async with pool.acquire() as conn:
-            await conn.execute("TRUNCATE jobs, dead_letters, queues, schedules")
+            await conn.execute("TRUNCATE jobs, dead_letters, queues, workers, schedules")
         yield PostgresJobs(pool), PostgresDeadLetterStore(pool), PostgresScheduleStore(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def worker_registry(job_backend: PostgresBackend | None) -> AsyncIterator[WorkerRegistry]:
+    if job_backend is None:
+        yield InMemoryWorkerRegistry()
+        return
+    pool = await create_pool(
+        job_backend.dsn, min_size=1, max_size=2, transaction_pooler=job_backend.transaction_pooler
+    )
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("TRUNCATE workers")
+        yield PostgresWorkerRegistry(pool)
     finally:
         await pool.close()
 

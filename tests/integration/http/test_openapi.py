@@ -41,6 +41,7 @@ SPEC_OPERATIONS = {
     ("delete", "/schedules/{name}"),
     ("post", "/schedules/{name}/pause"),
     ("post", "/schedules/{name}/resume"),
+    ("get", "/workers"),  # beyond the spec: the worker registry
 }
 ERROR_REF = "#/components/schemas/ErrorOut"
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
