@@ -133,6 +133,10 @@ class _Running:
     renew_every: float = 0.0
     renew_at: float = math.inf
     """When the heartbeat renews this lease next; set once the attempt starts."""
+    lease_held_until: float = math.inf
+    """Until when the lease surely holds: when its claim or its last renewal was sent, plus
+    the visibility timeout (the store counts from later). Past it without a renewal the
+    scheduler may have handed the job to another worker already."""
     lost: bool = False
     released: bool = False
     settling: bool = False
@@ -437,11 +441,12 @@ class Worker:
             hints = await self._apply_rate_limit(hints, stop)
         if not hints:
             return
+        claim_sent_at = self._monotonic()
         claimed = await self._leases.claim(
             list(dict.fromkeys(h.job_id for h in hints)), self._settings.owner
         )
         for job in claimed:
-            self._start(job)
+            self._start(job, claim_sent_at)
 
     async def _fetch_direct(self, direct: _DirectClaims, free: int, stop: asyncio.Event) -> None:
         """One step of dispatch without the ready queue: try the queue again when it is
@@ -454,6 +459,7 @@ class Worker:
                 return
             direct.queue_retry_failed(loop.time())
         wanted = direct.allowance(free, loop.time())
+        claim_sent_at = self._monotonic()
         claimed = (
             await self._leases.claim_due(self._settings.queues, wanted, self._settings.owner)
             if wanted > 0
@@ -461,7 +467,7 @@ class Worker:
         )
         direct.claimed(len(claimed), loop.time())
         for job in claimed:
-            self._start(job)
+            self._start(job, claim_sent_at)
         if len(claimed) < wanted or wanted == 0:
             await sleep_unless(stop, direct.next_wait())
 
@@ -498,8 +504,9 @@ class Worker:
                 await sleep_unless(stop, max(wait, 0.001))
         return allowed
 
-    def _start(self, job: Job) -> None:
-        """Take a slot and run the job's attempt in a task of its own. Only the job's plain
+    def _start(self, job: Job, claim_sent_at: float) -> None:
+        """Take a slot and run the job's attempt in a task of its own (`claim_sent_at`: when
+        the claim that leased it was sent, by `monotonic`). Only the job's plain
         fields are copied here: whatever the job holds, it is the task that reads it, inside
         the guard that always frees the slot and settles the attempt (see _execute)."""
         if job.lease_token is None:
@@ -516,7 +523,12 @@ class Worker:
             lease_token=lease.token,
             traceparent=job.traceparent,
         )
-        running = _Running(job=job, lease=lease, context=context)
+        running = _Running(
+            job=job,
+            lease=lease,
+            context=context,
+            lease_held_until=claim_sent_at + job.visibility_timeout,
+        )
         self._running[job.id] = running
         running.task = asyncio.create_task(self._execute(running), name=f"taskforge-job-{job.id}")
 
@@ -748,24 +760,43 @@ class Worker:
                 log.exception("heartbeat failed")
 
     async def _beat(self) -> None:
-        current = [*self._running.values(), *self._settling.values()]
+        """Renew the leases that are due, in one call. A call the store does not answer is
+        given up when the first lease it renews would run out, so that a worker cut off from
+        the store (a network partition) still stops every job whose lease it can no longer
+        renew, at the latest one heartbeat tick after that lease ran out."""
         now = self._monotonic()
+        self._drop_unrenewed_leases(now)
+        current = [r for r in (*self._running.values(), *self._settling.values()) if not r.lost]
         if all(r.renew_at > now for r in current):
             return
+        budget = max(self._settings.heartbeat_tick, min(r.lease_held_until for r in current) - now)
         try:
-            held = await self._leases.heartbeat([r.lease for r in current])
+            async with asyncio.timeout(budget):
+                held = await self._leases.heartbeat([r.lease for r in current])
         except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
-            log.warning("heartbeat failed: %s", exc)
+            log.warning("heartbeat failed: %s", exc or type(exc).__name__)
+            self._drop_unrenewed_leases(self._monotonic())
             return
         renewed_at = self._monotonic()
         for running in current:
             if running.job.id in held:
                 running.renew_at = renewed_at + running.renew_every
+                running.lease_held_until = now + running.job.visibility_timeout
             elif not running.lost and (
                 running.job.id in self._running or running.job.id in self._settling
             ):
                 running.lost = True
                 self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
+                self._interrupt(running)
+
+    def _drop_unrenewed_leases(self, now: float) -> None:
+        """Interrupt every job whose lease ran out without a renewal (its result, if it has
+        one already, is still offered to the store, whose fencing refuses it if the job has
+        moved on)."""
+        for running in (*self._running.values(), *self._settling.values()):
+            if not running.lost and now >= running.lease_held_until:
+                running.lost = True
+                self._lease_lost(running, "lease ran out: the store did not answer its renewals")
                 self._interrupt(running)
 
     async def _drain(self) -> None:
