@@ -512,6 +512,12 @@ class Worker:
         if job.lease_token is None:
             log.error("job %s was claimed without a lease; its claim will expire", job.id)
             return
+        if self._monotonic() >= claim_sent_at + job.visibility_timeout:
+            # The claim's answer came back late (a network partition that healed): the
+            # lease may have run out and the job gone to another worker meanwhile.
+            self._metrics.lease_lost(job.queue)
+            log.info("job %s: claimed too late to run, its lease may have run out", job.id)
+            return
         lease = Lease(job_id=job.id, token=job.lease_token)
         context = JobContext(
             job_id=job.id,
@@ -613,8 +619,12 @@ class Worker:
         self, running: _Running, settlement: Settlement, applied: bool | None, runtime: float
     ) -> None:
         job = running.job
-        if applied is False and not running.lost:  # a heartbeat may have counted it already
-            self._lease_lost(running, "settle refused: the lease no longer owns the job")
+        if applied is False:
+            why = "settle refused: the lease no longer owns the job"
+            if running.lost:  # counted when the heartbeat found the lease gone
+                log.info("job %s: %s", job.id, why)
+            else:
+                self._lease_lost(running, why)
         if applied and isinstance(settlement, DeadLettered):
             log.warning(
                 "job %s (%s on %s) dead-lettered: %s; last error: %s",
@@ -752,39 +762,58 @@ class Worker:
             running.task.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.heartbeat_tick)
-            try:
-                await self._beat()
-            except Exception:  # one bad beat must not stop every renewal
-                log.exception("heartbeat failed")
-
-    async def _beat(self) -> None:
-        """Renew the leases that are due, in one call. A call the store does not answer is
-        given up when the first lease it renews would run out, so that a worker cut off from
-        the store (a network partition) still stops every job whose lease it can no longer
-        renew, at the latest one heartbeat tick after that lease ran out."""
-        now = self._monotonic()
-        self._drop_unrenewed_leases(now)
-        current = [r for r in (*self._running.values(), *self._settling.values()) if not r.lost]
-        if all(r.renew_at > now for r in current):
-            return
-        budget = max(self._settings.heartbeat_tick, min(r.lease_held_until for r in current) - now)
+        """Every tick: stop the jobs whose lease ran out unrenewed, and renew the leases that
+        are due. The renewal runs in a task of its own, one at a time, so that a call the
+        store does not answer (a network partition: even cancelling a statement then waits
+        for the network) never holds up the check: a worker cut off from the store stops
+        each job at the latest one tick after its lease ran out."""
+        renewal: asyncio.Task[None] | None = None
         try:
-            async with asyncio.timeout(budget):
-                held = await self._leases.heartbeat([r.lease for r in current])
+            while True:
+                await asyncio.sleep(self._until_next_beat())
+                try:
+                    now = self._monotonic()
+                    self._drop_unrenewed_leases(now)
+                    if renewal is not None and not renewal.done():
+                        continue
+                    current = [
+                        r for r in (*self._running.values(), *self._settling.values()) if not r.lost
+                    ]
+                    if any(r.renew_at <= now for r in current):
+                        renewal = asyncio.create_task(self._renew(current, now))
+                except Exception:  # one bad beat must not stop every renewal
+                    log.exception("heartbeat failed")
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+                await asyncio.gather(renewal, return_exceptions=True)
+
+    def _until_next_beat(self) -> float:
+        """A tick, or less when a lease runs out sooner: its job is stopped right then."""
+        leases = (
+            r.lease_held_until
+            for r in (*self._running.values(), *self._settling.values())
+            if not r.lost
+        )
+        first_out = min(leases, default=math.inf) - self._monotonic()
+        return max(0.0, min(self._settings.heartbeat_tick, first_out))
+
+    async def _renew(self, current: list[_Running], sent_at: float) -> None:
+        """Renew the leases of `current` in one call sent at `sent_at`; interrupt the jobs
+        whose lease the store no longer holds."""
+        try:
+            held = await self._leases.heartbeat([r.lease for r in current])
         except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
-            log.warning("heartbeat failed: %s", exc or type(exc).__name__)
-            self._drop_unrenewed_leases(self._monotonic())
+            log.warning("heartbeat failed: %s", str(exc) or type(exc).__name__)
             return
         renewed_at = self._monotonic()
         for running in current:
+            if running.lost:
+                continue
             if running.job.id in held:
                 running.renew_at = renewed_at + running.renew_every
-                running.lease_held_until = now + running.job.visibility_timeout
-            elif not running.lost and (
-                running.job.id in self._running or running.job.id in self._settling
-            ):
+                running.lease_held_until = sent_at + running.job.visibility_timeout
+            elif running.job.id in self._running or running.job.id in self._settling:
                 running.lost = True
                 self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
                 self._interrupt(running)
