@@ -2,10 +2,11 @@
 where the bottleneck is as workers are added: in the workers, or in Postgres.
 
 A `CpuSampler` reads the CPU seconds of each group of processes (the Postgres server, the
-workers) every few tens of milliseconds while a drain runs; `between(start, end)` is each
-group's CPU seconds within that span (interpolated between the samples), so that worker
-start-up and shutdown fall outside a drain's figures. Where /proc is missing, or Postgres
-runs on another machine, a group reads nothing and is left out of the report.
+workers; and the whole machine, which shows how much of it other work took) every few tens
+of milliseconds while a drain runs; `between(start, end)` is each group's CPU seconds
+within that span (interpolated between the samples), so that worker start-up and shutdown
+fall outside a drain's figures. Where /proc is missing, or Postgres runs on another
+machine, a group reads nothing and is left out of the report.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def machine_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all of this machine's cores spent on anything but idling and waiting for
+    I/O (the `cpu` line of /proc/stat); 0 where /proc is not available."""
+    try:
+        line = Path("/proc/stat").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return 0.0
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    values = [int(value) for value in line.split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / _TICKS
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -67,11 +80,11 @@ def _command(pid: int) -> str:
         return ""
 
 
-async def local_postgres_server(conn: asyncpg.Connection) -> int | None:
-    """The pid of the Postgres server (postmaster) `conn` is served by, when it runs on this
-    machine and /proc shows it; None otherwise. Found from the session's backend, whose
+async def local_postgres_server(pool: asyncpg.Pool) -> int | None:
+    """The pid of the Postgres server (postmaster) `pool` is served by, when it runs on this
+    machine and /proc shows it; None otherwise. Found from a session's backend, whose
     parent the server is."""
-    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    backend = int(await pool.fetchval("SELECT pg_backend_pid()"))
     fields = _stat_fields(backend)
     if fields is None or not _command(backend).startswith("postgres"):
         return None  # another machine's pid, or a container's

@@ -76,9 +76,10 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 def scaling_table(report: dict[str, Any]) -> Table | None:
     """The drains side by side by number of workers: the rate, its gain over the fewest
-    workers, and the share of the machine's CPU Postgres and the workers used. Where the
-    rate stops growing while Postgres takes a growing share, Postgres is the bottleneck;
-    where the workers and Postgres together use the whole machine, the machine is."""
+    workers, and the share of the machine's CPU Postgres, the workers and everything
+    together used. Where the rate stops growing while Postgres takes a growing share,
+    Postgres is the bottleneck; where the machine is busy near 100 %, the machine is (on a
+    shared machine, the gap between it and the other two is someone else's work)."""
     drains = [
         row
         for row in report["results"]
@@ -94,6 +95,7 @@ def scaling_table(report: dict[str, Any]) -> Table | None:
         table.add_column(column, justify="right")
     table.add_column("Postgres CPU %", justify="right")
     table.add_column("workers CPU %", justify="right")
+    table.add_column("machine CPU %", justify="right")
     base_rate = drains[0]["jobs_per_second"]
     for row in drains:
         workers = int(row["workers"])
@@ -105,5 +107,6 @@ def scaling_table(report: dict[str, Any]) -> Table | None:
             f"{row['jobs_per_second'] / workers:,.0f}",
             "not local" if postgres is None else f"{postgres:.0f}",
             f"{row.get('workers_cpu_pct', 0.0):.0f}",
+            f"{row.get('machine_cpu_pct', 0.0):.0f}",
         )
     return table

@@ -21,6 +21,7 @@ from taskforge.application.hints import HintDispatcher
 from taskforge.bench.cpu import (
     CpuSampler,
     local_postgres_server,
+    machine_busy_seconds,
     machine_cores,
     postgres_cpu_seconds,
     process_cpu_seconds,
@@ -156,14 +157,17 @@ async def bench_drain(
     stack: Stack, label: str, count: int, workers: int, concurrency: int, note: str = ""
 ) -> Result:
     """Drain `count` preloaded no-op jobs with `workers` worker processes. Besides the rate,
-    the share of the machine's CPU that Postgres and the workers used while jobs ran
-    (`postgres_cpu_pct`, `workers_cpu_pct`; Postgres only when it runs on this machine)."""
+    the share of the machine's CPU that Postgres, the workers and everything together used
+    while jobs ran (`postgres_cpu_pct` (only when Postgres runs on this machine),
+    `workers_cpu_pct`, `machine_cpu_pct`)."""
     queue = stack.queue(f"drain-{label}")
     await preload(stack, queue, count)
-    async with stack.pool.acquire() as conn:
-        server = await local_postgres_server(conn)
+    server = await local_postgres_server(stack.pool)
     processes: list[subprocess.Popen[bytes]] = []
-    groups = {"workers": lambda: sum(process_cpu_seconds(p.pid) for p in processes)}
+    groups = {
+        "machine": machine_busy_seconds,
+        "workers": lambda: sum(process_cpu_seconds(p.pid) for p in processes),
+    }
     if server is not None:
         groups["postgres"] = lambda: postgres_cpu_seconds(server)
     sampler = CpuSampler(groups)
@@ -192,6 +196,7 @@ async def bench_drain(
     rss = max(peak_rss_mib(process.pid) for process in processes)
     for process in processes:
         await stack.stop(process)
+    assert row is not None  # an aggregate answers one row
     first, last = float(row["first"]), float(row["last"])
     busy = last - first if last > first else wall
     capacity = busy * machine_cores() / 100  # CPU seconds in 1 % of the machine
