@@ -7,7 +7,8 @@ Both are built on `core`, which holds the requests, the answers' decoding, the e
 mapping and the retry rules once; they differ only in how they wait.
 """
 
-from taskforge.client.async_client import Client
+from typing import TYPE_CHECKING, Any
+
 from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy
 from taskforge.client.errors import (
     ClientError,
@@ -32,6 +33,9 @@ from taskforge.client.values import (
     QueueStats,
     Stats,
 )
+
+if TYPE_CHECKING:
+    from taskforge.client.async_client import Client
 
 __all__ = [
     "AttemptError",
@@ -59,3 +63,13 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`Client` loads on first use: `taskforge-cli`, on the blocking client, starts without
+    asyncio."""
+    if name == "Client":
+        from taskforge.client.async_client import Client
+
+        return Client
+    raise AttributeError(f"module 'taskforge.client' has no attribute {name!r}")
