@@ -24,6 +24,7 @@ from taskforge.bench.scenarios import (
     bench_sequential,
 )
 from taskforge.bench.stack import Stack, peak_rss_mib
+from taskforge.bench.startup import bench_cli_startup, bench_worker_startup
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_event_loop
 
@@ -41,6 +42,7 @@ class BenchSizes:
     scale_drain: int = 100_000
     scale_finished: int = 100_000
     concurrency: int = 10
+    startup_tries: int = 5
 
     @classmethod
     def quick(cls) -> BenchSizes:
@@ -53,6 +55,7 @@ class BenchSizes:
             latency_seconds=3.0,
             scale_drain=0,
             scale_finished=0,
+            startup_tries=1,
         )
 
 
@@ -88,6 +91,9 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
                 results.append(
                     await bench_latency(stack, sizes.latency_rate, sizes.latency_seconds)
                 )
+            async with _step(progress, "start-up: a worker, and taskforge-cli status"):
+                results.append(await bench_worker_startup(stack, sizes.startup_tries))
+                results.append(await bench_cli_startup(stack, sizes.startup_tries))
             if sizes.scale_drain:
                 history = f", {sizes.scale_finished:,} finished in the table"
                 async with _step(
