@@ -25,6 +25,11 @@ from taskforge.bench.scenarios import (
 )
 from taskforge.bench.stack import Stack, peak_rss_mib
 from taskforge.bench.startup import bench_cli_startup, bench_worker_startup
+from taskforge.bench.transactional import (
+    bench_txn_enqueue,
+    bench_txn_enqueue_many,
+    bench_txn_latency,
+)
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_event_loop
 
@@ -43,6 +48,11 @@ class BenchSizes:
     scale_finished: int = 100_000
     concurrency: int = 10
     startup_tries: int = 5
+    txn_enqueue: int = 5_000
+    txn_many_transactions: int = 20
+    """Transactions of `enqueue_many` (1,000 jobs each)."""
+    txn_latency_rate: float = 100.0
+    txn_latency_seconds: float = 20.0
 
     @classmethod
     def quick(cls) -> BenchSizes:
@@ -56,6 +66,9 @@ class BenchSizes:
             scale_drain=0,
             scale_finished=0,
             startup_tries=1,
+            txn_enqueue=500,
+            txn_many_transactions=2,
+            txn_latency_seconds=3.0,
         )
 
 
@@ -94,6 +107,16 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
             async with _step(progress, "start-up: a worker, and taskforge-cli status"):
                 results.append(await bench_worker_startup(stack, sizes.startup_tries))
                 results.append(await bench_cli_startup(stack, sizes.startup_tries))
+            async with _step(progress, "txn-enqueue: one job per transaction"):
+                results.append(await bench_txn_enqueue(stack, sizes.txn_enqueue))
+            async with _step(progress, "txn-enqueue-many: 1,000 jobs per transaction"):
+                results.append(await bench_txn_enqueue_many(stack, sizes.txn_many_transactions))
+            async with _step(progress, "txn-latency: commit to handler start"):
+                results.append(
+                    await bench_txn_latency(
+                        stack, sizes.txn_latency_rate, sizes.txn_latency_seconds
+                    )
+                )
             if sizes.scale_drain:
                 history = f", {sizes.scale_finished:,} finished in the table"
                 async with _step(

@@ -16,6 +16,8 @@ To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` 
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
 `taskforge.enqueue(conn, ...)` and `taskforge.enqueue_many(conn, ...)` store jobs through the
 application's own Postgres connection, inside its transaction (asyncpg or psycopg 3).
+`@taskforge.task("email", queue="mail")` declares a job type once (handler, queue, policy,
+payload type) and enqueues it through either: `await send_email.enqueue(client, email)`.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
         ValidationError,
         WaitTimeout,
     )
-    from taskforge.sdk import enqueue, enqueue_many
+    from taskforge.sdk import Task, TaskDefaults, enqueue, enqueue_many, task
 
     handler = default_registry.handler
     register = default_registry.register
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 _HANDLER_NAMES = frozenset(
     {"HandlerRegistry", "JobContext", "JobHandler", "TerminalError", "UnknownJobType"}
 )
-_SDK_NAMES = frozenset({"enqueue", "enqueue_many"})
+_SDK_NAMES = frozenset({"Task", "TaskDefaults", "enqueue", "enqueue_many", "task"})
 _CLIENT_NAMES = frozenset(
     {
         "Client",
@@ -72,6 +74,8 @@ __all__ = [
     "JobHandler",
     "JobNotFound",
     "SyncClient",
+    "Task",
+    "TaskDefaults",
     "TerminalError",
     "Unauthorized",
     "Unavailable",
@@ -83,6 +87,7 @@ __all__ = [
     "enqueue_many",
     "handler",
     "register",
+    "task",
 ]
 
 
