@@ -32,6 +32,7 @@ from taskforge.client.values import (
     QueueInfo,
     QueueStats,
     Stats,
+    WorkerInfo,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "WaitTimeout",
+    "WorkerInfo",
 ]
 
 

@@ -10,7 +10,8 @@ This module is the public surface for people who write job handlers::
 
 Point workers at the module that registers them: `taskforge worker --handlers myapp.jobs`
 (or TASKFORGE_HANDLERS=myapp.jobs). Raise `taskforge.TerminalError` when a retry cannot
-help; any other exception is retried with the job's backoff policy.
+help; any other exception is retried with the job's backoff policy. `raise
+taskforge.Snooze(seconds)` runs the job again later without using an attempt.
 
 To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` talk to the
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         HandlerRegistry,
         JobContext,
         JobHandler,
+        Snooze,
         TerminalError,
         UnknownJobType,
         default_registry,
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     register = default_registry.register
 
 _HANDLER_NAMES = frozenset(
-    {"HandlerRegistry", "JobContext", "JobHandler", "TerminalError", "UnknownJobType"}
+    {"HandlerRegistry", "JobContext", "JobHandler", "Snooze", "TerminalError", "UnknownJobType"}
 )
 _SDK_NAMES = frozenset({"Task", "TaskDefaults", "enqueue", "enqueue_many", "task"})
 _CLIENT_NAMES = frozenset(
@@ -73,6 +75,7 @@ __all__ = [
     "JobContext",
     "JobHandler",
     "JobNotFound",
+    "Snooze",
     "SyncClient",
     "Task",
     "TaskDefaults",
