@@ -149,9 +149,9 @@ class Stack:
 
     async def close(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+            # SIGTERM, not SIGKILL: an API started with API_WORKERS > 1 is a supervisor,
+            # and only a supervisor that stops by itself takes its worker processes with it.
+            await self.stop(process)
         with contextlib.suppress(AttributeError):
             await self.pool.close()
         with contextlib.suppress(AttributeError):
