@@ -25,6 +25,7 @@ from taskforge.bench.scenarios import (
     bench_sequential,
 )
 from taskforge.bench.stack import Stack, peak_rss_mib
+from taskforge.bench.startup import bench_cli_startup, bench_worker_startup
 from taskforge.bench.transactional import (
     bench_txn_enqueue,
     bench_txn_enqueue_many,
@@ -49,6 +50,7 @@ class BenchSizes:
     concurrency: int = 10
     worker_counts: tuple[int, ...] = (1, 2)
     """The drain runs once with each of these numbers of worker processes (`--workers`)."""
+    startup_tries: int = 5
     txn_enqueue: int = 5_000
     txn_many_transactions: int = 20
     """Transactions of `enqueue_many` (1,000 jobs each)."""
@@ -67,6 +69,7 @@ class BenchSizes:
             latency_seconds=3.0,
             scale_drain=0,
             scale_finished=0,
+            startup_tries=1,
             txn_enqueue=500,
             txn_many_transactions=2,
             txn_latency_seconds=3.0,
@@ -109,6 +112,9 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
                 results.append(
                     await bench_latency(stack, sizes.latency_rate, sizes.latency_seconds)
                 )
+            async with _step(progress, "start-up: a worker, and taskforge-cli status"):
+                results.append(await bench_worker_startup(stack, sizes.startup_tries))
+                results.append(await bench_cli_startup(stack, sizes.startup_tries))
             async with _step(progress, "txn-enqueue: one job per transaction"):
                 results.append(await bench_txn_enqueue(stack, sizes.txn_enqueue))
             async with _step(progress, "txn-enqueue-many: 1,000 jobs per transaction"):

@@ -25,6 +25,8 @@ SCENARIOS = (
     "drain 1,000 jobs, 1 worker",
     "drain 1,000 jobs, 3 workers",
     "latency at",
+    "worker start-up",
+    "taskforge-cli status",
     "txn-enqueue",
     "txn-enqueue-many",
     "txn-latency",
