@@ -250,6 +250,13 @@ def bench(
             validator=validators.Number(gte=1),
         ),
     ] = 1,
+    workers: Annotated[
+        str,
+        Parameter(
+            help="Drain with each of these numbers of worker processes, as 1,2,4: the report"
+            " shows the rate and the CPU share of Postgres and of the workers for each"
+        ),
+    ] = "1,2",
 ) -> None:
     """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
 
@@ -258,10 +265,16 @@ def bench(
     from pathlib import Path
 
     from taskforge.bench.run import main as bench_main
+    from taskforge.bench.run import parse_worker_counts
 
+    try:
+        worker_counts = parse_worker_counts(workers)
+    except ValueError as exc:
+        print(f"taskforge bench: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     settings = _settings({})
     settings.require_postgres("bench")
-    raise SystemExit(bench_main(settings, quick, Path(out), runs))
+    raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts))
 
 
 RESTART_EXIT_CODE = 75
