@@ -92,15 +92,24 @@ class JobContext:
 
 
 class HandlerRegistry:
-    """Maps jobType to handler. Registering a jobType twice is an error, not an override."""
+    """Maps jobType to handler. Registering a jobType twice is an error, not an override.
+
+    A handler may declare the queue its jobs go to (typed tasks do): a worker loading the
+    registry serves those queues unless it is told which to serve.
+    """
 
     def __init__(self) -> None:
         self._handlers: dict[str, JobHandler] = {}
+        self._queues: dict[str, str | None] = {}
 
-    def register(self, job_type: str, handler: JobHandler) -> JobHandler:
+    def register(
+        self, job_type: str, handler: JobHandler, *, queue: str | None = None
+    ) -> JobHandler:
+        """`queue`: where this jobType's jobs are enqueued; None, the default queue."""
         if job_type in self._handlers and self._handlers[job_type] is not handler:
             raise ValueError(f"a handler for jobType {job_type!r} is already registered")
         self._handlers[job_type] = handler
+        self._queues[job_type] = queue
         return handler
 
     def handler(self, job_type: str) -> Callable[[JobHandler], JobHandler]:
@@ -125,7 +134,12 @@ class HandlerRegistry:
 
     def merge(self, other: HandlerRegistry) -> None:
         for job_type in other:
-            self.register(job_type, other.get(job_type))
+            self.register(job_type, other.get(job_type), queue=other._queues[job_type])
+
+    def queues(self, default: str) -> tuple[str, ...]:
+        """The queues the registered jobTypes declare, `default` standing for those that
+        declare none; sorted, each once. Empty when nothing is registered."""
+        return tuple(sorted({queue or default for queue in self._queues.values()}))
 
 
 async def invoke(

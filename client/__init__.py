@@ -7,7 +7,8 @@ Both are built on `core`, which holds the requests, the answers' decoding, the e
 mapping and the retry rules once; they differ only in how they wait.
 """
 
-from taskforge.client.async_client import Client
+from typing import TYPE_CHECKING, Any
+
 from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy
 from taskforge.client.errors import (
     ClientError,
@@ -33,6 +34,9 @@ from taskforge.client.values import (
     Stats,
     WorkerInfo,
 )
+
+if TYPE_CHECKING:
+    from taskforge.client.async_client import Client
 
 __all__ = [
     "AttemptError",
@@ -61,3 +65,13 @@ __all__ = [
     "WaitTimeout",
     "WorkerInfo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`Client` loads on first use: `taskforge-cli`, on the blocking client, starts without
+    asyncio."""
+    if name == "Client":
+        from taskforge.client.async_client import Client
+
+        return Client
+    raise AttributeError(f"module 'taskforge.client' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from taskforge.adapters.postgres import (
     PostgresWorkerRegistry,
     create_pool,
 )
+from taskforge.adapters.postgres.dashboard import PostgresDeadLetterGroups, PostgresJobCounts
 from taskforge.adapters.postgres.job_notices import PostgresJobNotices
 from taskforge.adapters.postgres.migrations import SchemaCheck
 from taskforge.adapters.redis.client import create_redis
@@ -26,7 +27,9 @@ from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.ports import (
+    DeadLetterGroups,
     DeadLetterStore,
+    JobCounts,
     JobNotices,
     JobStore,
     LeaseStore,
@@ -73,6 +76,8 @@ class PostgresProvider(Provider):
     queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
     worker_registry = provide(PostgresWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
+    job_counts = provide(PostgresJobCounts, provides=JobCounts)
+    dead_letter_groups = provide(PostgresDeadLetterGroups, provides=DeadLetterGroups)
 
     @provide
     def job_notices(self, settings: Settings) -> JobNotices | None:

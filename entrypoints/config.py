@@ -65,8 +65,8 @@ class Settings:
     """Every setting of every role. `from_env` reads the spec's variables (POSTGRES_DSN,
     HTTP_ADDR, QUEUE_NAME, REDIS_ADDR, REDIS_DB, REDIS_PASSWORD, LOG_LEVEL, WORKER_CONCURRENCY,
     RATE_LIMIT_PER_SEC, TRACING_ENABLED, TRACING_EXPORTER) and the design's (MAX_PAYLOAD_BYTES,
-    API_TOKEN, WORKER_QUEUES, REDIS_SENTINELS, REDIS_TLS, ...); the field defaults are the
-    documented defaults."""
+    API_TOKEN, WORKER_QUEUES, REDIS_SENTINELS, REDIS_TLS, UI_ENABLED, UI_READ_ONLY, ...); the
+    field defaults are the documented defaults."""
 
     postgres_dsn: str | None = field(default=None, repr=False)
     """May carry a password: kept out of repr."""
@@ -139,6 +139,10 @@ class Settings:
     """Seconds a request body may pause between two reads."""
     http_max_connections: int = 1000
     """Open connections per API process; one more is answered 503 and closed at once."""
+    ui_enabled: bool = True
+    """Serve the dashboard at /ui (`taskforge api` and `taskforge dev`)."""
+    ui_read_only: bool = False
+    """The dashboard shows no actions and refuses every one (403)."""
     service_name: str = "taskforge"
     """How this process names itself in traces (`taskforge-worker` ...); set by the role
     being run, not read from the environment."""
@@ -229,6 +233,8 @@ class Settings:
             http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
             http_body_timeout=get("HTTP_BODY_TIMEOUT", _number(0.1, 3600), 30.0),
             http_max_connections=get("HTTP_MAX_CONNECTIONS", _int_range(1, 1_000_000), 1000),
+            ui_enabled=get("UI_ENABLED", parse_bool, True),
+            ui_read_only=get("UI_READ_ONLY", parse_bool, False),
         )
 
 

@@ -28,6 +28,7 @@ from dishka import (
     provide,
 )
 
+from taskforge.adapters.memory.dashboard import InMemoryDeadLetterGroups, InMemoryJobCounts
 from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.lease_store import InMemoryLeaseStore
@@ -42,6 +43,14 @@ from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
 from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
+from taskforge.application.dashboard import (
+    GetOverview,
+    ListDeadLetterGroupMembers,
+    ListDeadLetterGroups,
+    PurgeDeadLetterGroup,
+    ReplayDeadLetterGroup,
+    ThroughputHistory,
+)
 from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.hints import HintDispatcher
@@ -60,8 +69,10 @@ from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
+    DeadLetterGroups,
     DeadLetterStore,
     IdSource,
+    JobCounts,
     JobNotices,
     JobStore,
     JobTracer,
@@ -178,6 +189,8 @@ class MemoryProvider(Provider):
     queue_pauses = provide(InMemoryQueuePauses, provides=QueuePauses)
     worker_registry = provide(InMemoryWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
+    job_counts = provide(InMemoryJobCounts, provides=JobCounts)
+    dead_letter_groups = provide(InMemoryDeadLetterGroups, provides=DeadLetterGroups)
     ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
 
     @provide
@@ -241,6 +254,12 @@ class ApplicationProvider(Provider):
     pause_queue = provide(PauseQueue)
     list_workers = provide(ListWorkers)
     resume_queue = provide(ResumeQueue)
+    throughput_history = provide(ThroughputHistory)
+    get_overview = provide(GetOverview)
+    list_dead_letter_groups = provide(ListDeadLetterGroups)
+    list_dead_letter_group_members = provide(ListDeadLetterGroupMembers)
+    replay_dead_letter_group = provide(ReplayDeadLetterGroup)
+    purge_dead_letter_group = provide(PurgeDeadLetterGroup)
 
     @provide
     def list_queues(self, jobs: JobStore, pauses: QueuePauses, settings: Settings) -> ListQueues:

@@ -15,12 +15,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import uvicorn
 from dishka import AsyncContainer
-from prometheus_client import start_http_server
 
 from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.adapters.telemetry.metrics import PrometheusMetrics
@@ -39,8 +37,6 @@ from taskforge.application.worker import Worker
 from taskforge.domain.errors import Unavailable
 from taskforge.entrypoints.config import Address, Settings, masked_dsn, without_password
 from taskforge.entrypoints.demo_handlers import demo_registry
-from taskforge.entrypoints.http.app import create_app
-from taskforge.entrypoints.http.server import bounded_protocol
 
 T = TypeVar("T")
 
@@ -79,14 +75,6 @@ class StopSignals:
         else:
             log.warning("received %s again: exiting now", sig.name)
             os._exit(FORCED_EXIT_CODE)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: StopSignals decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class HandlerModuleError(Exception):
@@ -176,6 +164,13 @@ async def serve_http(
     container: AsyncContainer, settings: Settings, stop: asyncio.Event, sock: socket.socket
 ) -> None:
     """Serve the API on `sock` (from `listening_socket`) until `stop`."""
+    # The web framework and the server load here, in the API's process only: a worker or
+    # a scheduler starts without them.
+    import uvicorn
+
+    from taskforge.entrypoints.http.app import create_app
+    from taskforge.entrypoints.http.server import SignalFreeServer, bounded_protocol
+
     app = create_app(container, settings)
     config = uvicorn.Config(
         app,
@@ -187,7 +182,7 @@ async def serve_http(
         server_header=False,
         http=bounded_protocol(settings),
     )
-    server = _Server(config)
+    server = SignalFreeServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn says where it listens only when it binds the socket itself.
     log.info("API listening on http://%s (docs at /schema)", settings.http_addr)
@@ -313,6 +308,8 @@ async def serve_process_metrics(container: AsyncContainer, settings: Settings) -
     """This process's own metrics on METRICS_ADDR, for scraping each worker and scheduler."""
     if settings.metrics_addr is None:
         return
+    from prometheus_client import start_http_server
+
     metrics = await container.get(PrometheusMetrics)
     start_http_server(  # a thread of its own; the recorder it reads is thread-safe
         settings.metrics_addr.port, addr=settings.metrics_addr.host, registry=metrics.registry

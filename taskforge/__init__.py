@@ -17,21 +17,22 @@ To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` 
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
 `taskforge.enqueue(conn, ...)` and `taskforge.enqueue_many(conn, ...)` store jobs through the
 application's own Postgres connection, inside its transaction (asyncpg or psycopg 3).
+`@taskforge.task("email", queue="mail")` declares a job type once (handler, queue, policy,
+payload type) and enqueues it through either: `await send_email.enqueue(client, email)`.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from taskforge.application.handlers import (
-    HandlerRegistry,
-    JobContext,
-    JobHandler,
-    Snooze,
-    TerminalError,
-    UnknownJobType,
-    default_registry,
-)
-
 if TYPE_CHECKING:
+    from taskforge.application.handlers import (
+        HandlerRegistry,
+        JobContext,
+        JobHandler,
+        Snooze,
+        TerminalError,
+        UnknownJobType,
+        default_registry,
+    )
     from taskforge.client import (
         Client,
         ClientError,
@@ -43,9 +44,15 @@ if TYPE_CHECKING:
         ValidationError,
         WaitTimeout,
     )
-    from taskforge.sdk import enqueue, enqueue_many
+    from taskforge.sdk import Task, TaskDefaults, enqueue, enqueue_many, task
 
-_SDK_NAMES = frozenset({"enqueue", "enqueue_many"})
+    handler = default_registry.handler
+    register = default_registry.register
+
+_HANDLER_NAMES = frozenset(
+    {"HandlerRegistry", "JobContext", "JobHandler", "Snooze", "TerminalError", "UnknownJobType"}
+)
+_SDK_NAMES = frozenset({"Task", "TaskDefaults", "enqueue", "enqueue_many", "task"})
 _CLIENT_NAMES = frozenset(
     {
         "Client",
@@ -70,6 +77,8 @@ __all__ = [
     "JobNotFound",
     "Snooze",
     "SyncClient",
+    "Task",
+    "TaskDefaults",
     "TerminalError",
     "Unauthorized",
     "Unavailable",
@@ -81,18 +90,26 @@ __all__ = [
     "enqueue_many",
     "handler",
     "register",
+    "task",
 ]
-
-handler = default_registry.handler
-"""Decorator: `@taskforge.handler("email")` registers a function for that jobType."""
-
-register = default_registry.register
-"""`taskforge.register("email", send_email)`: the explicit form of `handler`."""
 
 
 def __getattr__(name: str) -> Any:
-    """The clients and the transactional enqueue load on first use: a worker importing
-    `taskforge` does not pay for httpx."""
+    """Every public name loads on first use: a worker importing `taskforge` does not pay for
+    httpx, nor `taskforge-cli` (which lives in this package) for the handler machinery.
+
+    `handler` is the decorator `@taskforge.handler("email")` that registers a function for
+    that jobType; `register("email", send_email)` is its explicit form."""
+    if name in _HANDLER_NAMES:
+        from taskforge.application import handlers
+
+        return getattr(handlers, name)
+    if name in ("default_registry", "handler", "register"):
+        from taskforge.application.handlers import default_registry
+
+        if name == "default_registry":
+            return default_registry
+        return getattr(default_registry, name)
     if name in _CLIENT_NAMES:
         from taskforge import client
 

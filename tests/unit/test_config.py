@@ -145,6 +145,14 @@ def test_boolean_spellings(raw: str, value: bool) -> None:
     assert Settings.from_env({"TRACING_ENABLED": raw}).tracing_enabled is value
 
 
+def test_the_dashboard_is_on_and_acts_by_default_and_each_can_be_turned_off() -> None:
+    assert (Settings().ui_enabled, Settings().ui_read_only) == (True, False)
+    settings = Settings.from_env({"UI_ENABLED": "false", "UI_READ_ONLY": "true"})
+    assert (settings.ui_enabled, settings.ui_read_only) == (False, True)
+    with pytest.raises(ConfigError, match="UI_READ_ONLY"):
+        Settings.from_env({"UI_READ_ONLY": "sometimes"})
+
+
 @pytest.mark.parametrize("variable", ["HTTP_ADDR", "LOG_LEVEL", "WORKER_CONCURRENCY", "REDIS_DB"])
 def test_a_blank_variable_takes_the_default(variable: str) -> None:
     assert Settings.from_env({variable: "  "}) == Settings()

@@ -25,6 +25,9 @@ SHIPPED = {
     "0011_workers_snoozes_and_hand_backs.sql": (
         "747a1777f17ae40c7aa35f3a733b9460e5d5be0d54018a05f0c2de1609004ac9"
     ),
+    "0012_dead_letter_groups.sql": (
+        "17e3736a36e0f75d76552a576b2cd35dd3b7974461d14219ce2674cd1369913a"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 
