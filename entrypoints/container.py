@@ -252,16 +252,18 @@ class ApplicationProvider(Provider):
         self,
         sweeps: Sweeps,
         ready_queue: ReadyQueue,
+        hints: HintDispatcher,
         settings: SchedulerSettings,
         tracer: JobTracer | None,
     ) -> SchedulerTick:
-        return SchedulerTick(sweeps, ready_queue, settings, tracer)
+        return SchedulerTick(sweeps, ready_queue, hints, settings, tracer)
 
     @provide
     def worker(
         self,
         leases: LeaseStore,
         ready_queue: ReadyQueue,
+        hints: HintDispatcher,
         rate_limiter: RateLimiter,
         handlers: HandlerRegistry,
         metrics: WorkerMetrics,
@@ -273,6 +275,7 @@ class ApplicationProvider(Provider):
         return Worker(
             leases=leases,
             ready_queue=ready_queue,
+            hints=hints,
             rate_limiter=rate_limiter,
             handlers=handlers,
             metrics=metrics,

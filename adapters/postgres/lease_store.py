@@ -56,13 +56,15 @@ WHERE jobs.id = claimable.id
 RETURNING {JOBS_COLUMNS}
 """
 
+# By priority, then oldest due first (domain.job.dispatch_order), through the index on
+# (queue, priority, next_run_at, id) of pending jobs (migration 0010).
 CLAIM_DUE_JOBS = f"""
 WITH due AS (
-    SELECT id, next_run_at FROM jobs
+    SELECT id, priority, next_run_at FROM jobs
     WHERE queue = ANY(ARRAY(SELECT unnest($1::text[]) EXCEPT
                             SELECT name FROM queues WHERE paused))
       AND state = 'PENDING' AND next_run_at <= now()
-    ORDER BY next_run_at, id
+    ORDER BY priority, next_run_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -71,7 +73,7 @@ WITH due AS (
     WHERE jobs.id = due.id AND jobs.state = 'PENDING'
     RETURNING {JOBS_COLUMNS}, due.next_run_at AS due_at
 )
-SELECT {JOB_COLUMNS} FROM claimed ORDER BY due_at, id
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority, due_at, id
 """
 
 # The RUNNING jobs whose lease token matches one of ($1 ids, $2 tokens), locked in id order.

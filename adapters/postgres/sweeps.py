@@ -33,9 +33,9 @@ WITH due AS (
     UPDATE jobs SET {REQUEUE}, retry_count = jobs.retry_count + 1
     FROM due
     WHERE jobs.id = due.id AND jobs.state = 'FAILED'
-    RETURNING jobs.id, jobs.queue, jobs.traceparent, due.next_run_at AS due_at
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, jobs.priority, due.next_run_at AS due_at
 )
-SELECT queue, id, traceparent FROM promoted ORDER BY due_at, id
+SELECT queue, id, traceparent, priority FROM promoted ORDER BY due_at, id
 """
 
 # Attempts left: back to PENDING (the expired attempt still counts). None left: DLQ.
@@ -64,31 +64,34 @@ WITH expired AS (
     FROM expired
     WHERE jobs.id = expired.id AND jobs.state = 'RUNNING'
     RETURNING jobs.id, jobs.queue, jobs.job_type, jobs.payload, jobs.state, jobs.reason,
-              jobs.last_error, jobs.attempt_count, jobs.traceparent,
+              jobs.last_error, jobs.attempt_count, jobs.traceparent, jobs.priority,
               expired.lease_expires_at AS expired_at
 ), dead_lettered AS ({ENTER_DLQ.format(source="reaped")}
 )
-SELECT queue, id, state, traceparent FROM reaped ORDER BY expired_at, id
+SELECT queue, id, state, traceparent, priority FROM reaped ORDER BY expired_at, id
 """
 
+# By priority, then oldest due first (domain.job.dispatch_order): when more jobs wait for
+# a hint than one batch takes, the higher priorities' hints go out first.
 _MARK_PUBLISHED = """
 WITH found AS (
-    SELECT id, next_run_at FROM jobs
+    SELECT id, priority, next_run_at FROM jobs
     WHERE state = 'PENDING'
       AND next_run_at <= now()
       AND {unpublished}
       -- A paused queue's hints would only be dropped; resuming it publishes its jobs.
       AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)
-    ORDER BY next_run_at, id
+    ORDER BY priority, next_run_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE jobs SET published_at = now()
     FROM found
     WHERE jobs.id = found.id AND jobs.state = 'PENDING'
-    RETURNING jobs.id, jobs.queue, jobs.traceparent, found.next_run_at AS due_at
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, jobs.priority,
+              found.next_run_at AS due_at
 )
-SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
+SELECT queue, id, traceparent, priority FROM marked ORDER BY priority, due_at, id
 """
 """Due pending jobs of unpaused queues that match `unpublished`, marked published now."""
 

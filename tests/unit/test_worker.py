@@ -104,6 +104,7 @@ class Cluster:
         worker = Worker(
             leases=self.jobs,
             ready_queue=self.ready_queue,
+            hints=self.hints,
             rate_limiter=InMemoryRateLimiter(),
             handlers=self.handlers,
             metrics=self.metrics,
@@ -117,7 +118,7 @@ class Cluster:
 
     def start_scheduler(self) -> None:
         settings = SchedulerSettings(batch_size=100, tick_interval=0.02, republish_after=5.0)
-        tick = SchedulerTick(self.jobs, self.ready_queue, settings)
+        tick = SchedulerTick(self.jobs, self.ready_queue, self.hints, settings)
         self.tasks.append(asyncio.create_task(run_scheduler(tick, settings, self.stop)))
 
     async def enqueue(self, job_type: str, **fields: Any) -> Job:
@@ -977,6 +978,7 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
 ) -> None:
     queue = FreezableReadyQueue()
     cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:
@@ -1000,6 +1002,7 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
 async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster: Cluster) -> None:
     queue = FreezableReadyQueue()
     cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:
