@@ -796,9 +796,7 @@ class Worker:
         leases = [r.lease for r in leftovers]
         try:
             released = await self._leases.release(leases)
-            await self._hints.push(
-                [ReadyHint.of(r.job) for r in leftovers if r.job.id in released]
-            )
+            await self._hints.push([ReadyHint.of(r.job) for r in leftovers if r.job.id in released])
             log.info("handed back %d job(s) after the grace period", len(released))
         except Exception as exc:  # noqa: BLE001 - the leases expire and the scheduler recovers them
             log.warning("could not hand back %d job(s), leases will expire: %s", len(leases), exc)

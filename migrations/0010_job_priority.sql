@@ -17,6 +17,13 @@ CREATE INDEX jobs_pending_by_queue_priority_due
     ON jobs (queue, priority, next_run_at, id) WHERE state = 'PENDING';
 DROP INDEX jobs_pending_due_by_queue;
 
+-- Publishing the jobs no hint was ever published for (find_never_published) takes each
+-- priority's oldest due ones in turn. Beside the index by due time alone (0001), which
+-- finds the due ones among them for the stale-hint sweep; only unpublished jobs (delayed
+-- ones, jobs enqueued in an application's own transaction) are in either.
+CREATE INDEX jobs_pending_unpublished_by_priority_due
+    ON jobs (priority, next_run_at, id) WHERE state = 'PENDING' AND published_at IS NULL;
+
 -- One job of a batch insert, as job_input_v3 (migration 0008) plus the priority. A new
 -- type rather than an ALTER TYPE, so processes of the previous version keep inserting with
 -- job_input_v3 while a new one rolls out.

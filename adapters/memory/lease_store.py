@@ -41,9 +41,7 @@ class InMemoryLeaseStore(InMemoryView):
         now = self._state.clock.now()
         queues = [queue for queue in queues if queue not in self._state.paused_queues]
         pending = (
-            job
-            for job in self._state.jobs.values()
-            if job.queue in queues and job.state is PENDING
+            job for job in self._state.jobs.values() if job.queue in queues and job.state is PENDING
         )
         return [self._claim(job, owner, now) for job in first_to_dispatch(pending, now, limit)]
 

@@ -24,7 +24,9 @@ class InMemorySweeps(InMemoryView):
         state = self._state
         now = state.clock.now()
         due = oldest_due((job for job in state.jobs.values() if job.state is FAILED), now, limit)
-        return [ReadyHint.of(state.requeue(job, now, retry_count=job.retry_count + 1)) for job in due]
+        return [
+            ReadyHint.of(state.requeue(job, now, retry_count=job.retry_count + 1)) for job in due
+        ]
 
     async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
         state = self._state

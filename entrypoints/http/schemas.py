@@ -163,9 +163,9 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     run_at: Annotated[datetime, _rule("runAt")] | None = None
     delay: Annotated[float, _rule("delay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
     timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    priority: (
-        Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None
-    ) = None
+    priority: Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None = (
+        None
+    )
 
     def to_new_job(
         self,

@@ -22,6 +22,7 @@ SHIPPED = {
     "0008_queues_and_unique_jobs.sql": (
         "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
     ),
+    "0010_job_priority.sql": "ffaf41a4bd2d15fb743b99cf0b74ef4abc87160ac565966df1e5fbde31c09e78",
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 
