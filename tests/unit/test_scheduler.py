@@ -281,3 +281,15 @@ async def test_the_new_job_listener_listens_again_after_failures_and_wakes_the_s
     await asyncio.wait_for(listening, 5)
     assert notices.listens == 3
     assert notices.closed >= 3  # after each failure, and at the end
+
+
+async def test_jobs_are_republished_at_their_priority_highest_first(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
+    low = (await enqueue(memory.new_job(delay=30.0, priority=9))).job
+    high = (await enqueue(memory.new_job(delay=30.0, priority=0))).job
+    memory.clock.advance(30)
+
+    await tick_for(memory)()
+
+    hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [(hint.job_id, hint.priority) for hint in hints] == [(high.id, 0), (low.id, 9)]

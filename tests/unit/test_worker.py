@@ -507,6 +507,45 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: C
     assert [hint.job_id for hint in hints] == [job.id]
 
 
+async def test_a_job_handed_back_at_shutdown_is_hinted_at_its_priority(cluster: Cluster) -> None:
+    started = asyncio.Event()
+
+    @handler(cluster, "long")
+    async def long(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    cluster.start_worker(shutdown_grace=0.1)
+    job = await cluster.enqueue("long", priority=2)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+
+    await cluster.shutdown()
+
+    hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [(hint.job_id, hint.priority) for hint in hints] == [(job.id, 2)]
+
+
+async def test_hints_deferred_by_the_rate_limit_keep_their_priority(cluster: Cluster) -> None:
+    starts: list[int] = []
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        starts.append(ctx.payload["priority"])
+
+    priorities = (4, 0, 3, 4, 0, 3)
+    jobs = [await cluster.enqueue("noop", priority=p, payload={"priority": p}) for p in priorities]
+    await cluster.hints.drain()
+    cluster.start_worker(concurrency=4, rate_limit_per_sec=2.0)
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    # The first pop takes the 0s and 3s; two permits run the 0s and the 3s are put back,
+    # still ahead of the 4s (put back at the default priority, 5, they would come last).
+    assert starts == [0, 0, 3, 3, 4, 4]
+    assert cluster.metrics.counts["rate_throttled"] >= 2
+
+
 async def test_a_job_is_picked_up_within_milliseconds_by_an_idle_worker(cluster: Cluster) -> None:
     started: list[float] = []
 
