@@ -114,9 +114,6 @@ LEFT JOIN LATERAL (
 
 
 FIND_JOBS = _find_jobs("")
-FIND_JOBS_IN_QUEUE = _find_jobs("WHERE queue = $3")
-FIND_JOBS_IN_STATE = _find_jobs("WHERE state = $3")
-FIND_JOBS_IN_QUEUE_AND_STATE = _find_jobs("WHERE queue = $3 AND state = $4")
 
 COUNT_BY_QUEUE_AND_STATE = "SELECT queue, state, count(*) AS jobs FROM jobs GROUP BY queue, state"
 
@@ -288,14 +285,20 @@ def insert_parameters(job: NewJob) -> tuple[Any, ...]:
     )
 
 
+_FILTER_COLUMNS = ("queue", "state", "job_type", "idempotency_key")
+"""ListFilter's fields, each compared for equality with a column of the same name."""
+
+
 def _find_statement(where: ListFilter) -> tuple[str, list[str]]:
-    match where.queue, where.state:
-        case None, None:
-            return FIND_JOBS, []
-        case str() as queue, None:
-            return FIND_JOBS_IN_QUEUE, [queue]
-        case None, JobState() as state:
-            return FIND_JOBS_IN_STATE, [state.value]
-        case str() as queue, JobState() as state:
-            return FIND_JOBS_IN_QUEUE_AND_STATE, [queue, state.value]
-    raise TypeError(f"unsupported filter {where!r}")
+    """The statement for the filter's set fields; parameters from $3 (after limit, offset).
+    Only column names from _FILTER_COLUMNS go into the text, never a value."""
+    conditions: list[str] = []
+    arguments: list[str] = []
+    for column in _FILTER_COLUMNS:
+        value = getattr(where, column)
+        if value is not None:
+            arguments.append(str(value))
+            conditions.append(f"{column} = ${len(arguments) + 2}")
+    if not conditions:
+        return FIND_JOBS, []
+    return _find_jobs("WHERE " + " AND ".join(conditions)), arguments

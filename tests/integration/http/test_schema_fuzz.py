@@ -44,9 +44,9 @@ job or dead letter that does not exist or cannot make that move), never 400."""
 def stated_in_words_only(case: Case[Any]) -> str | None:
     """Which rule of the document's descriptions the request's body breaks, among those JSON
     Schema cannot express: maxDelay >= initialDelay (default 1), maxAttempts and priority
-    written as whole numbers (10, not 10.0), a printable idempotencyKey and uniqueKey (str.isprintable), no NUL
-    anywhere in a payload, a runAt inside its range once its offset is applied. None when
-    it breaks none."""
+    written as whole numbers (10, not 10.0), a printable idempotencyKey and uniqueKey
+    (str.isprintable), no NUL anywhere in a payload, a runAt inside its range once its
+    offset is applied. None when it breaks none."""
     body: object = case.body
     jobs: object = (
         body.get("jobs") if isinstance(body, dict) and case.path == "/jobs/batch" else [body]
