@@ -26,6 +26,7 @@ from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import (
     HandlerModuleError,
     ListenError,
+    declared_schedules,
     listening_socket,
     load_handlers,
     run_event_loop,
@@ -59,6 +60,8 @@ def _run(
     configure_logging(settings.log_level, settings.log_format)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
     settings = serving_declared_queues(settings, handlers)
+    if roles & {"worker", "scheduler"}:
+        declared_schedules(settings, handlers)  # a bad declaration stops the start here
     container = make_container(settings, backend, handlers)
     run_event_loop(run_roles(container, settings, roles))
 
@@ -197,12 +200,14 @@ def worker(
 
 
 @app.command
-def scheduler() -> None:
-    """Promote due retries, reap expired leases, re-publish lost hints (needs POSTGRES_DSN).
+def scheduler(handlers: Handlers = None) -> None:
+    """Fire periodic jobs, promote due retries, reap expired leases, re-publish lost hints
+    (needs POSTGRES_DSN). --handlers modules are loaded for the schedules they declare.
 
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge scheduler
     """
-    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"})
+    flags = {"TASKFORGE_HANDLERS": handlers} if handlers is not None else None
+    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"}, flags)
 
 
 @app.command
@@ -245,6 +250,13 @@ def bench(
             validator=validators.Number(gte=1),
         ),
     ] = 1,
+    workers: Annotated[
+        str,
+        Parameter(
+            help="Drain with each of these numbers of worker processes, as 1,2,4: the report"
+            " shows the rate and the CPU share of Postgres and of the workers for each"
+        ),
+    ] = "1,2",
 ) -> None:
     """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
 
@@ -253,10 +265,16 @@ def bench(
     from pathlib import Path
 
     from taskforge.bench.run import main as bench_main
+    from taskforge.bench.run import parse_worker_counts
 
+    try:
+        worker_counts = parse_worker_counts(workers)
+    except ValueError as exc:
+        print(f"taskforge bench: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     settings = _settings({})
     settings.require_postgres("bench")
-    raise SystemExit(bench_main(settings, quick, Path(out), runs))
+    raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts))
 
 
 RESTART_EXIT_CODE = 75
