@@ -87,8 +87,9 @@ class LeaseStore(Protocol):
         ...
 
     async def claim_due(self, queues: Sequence[str], limit: int, owner: str) -> list[Job]:
-        """Claim up to `limit` due PENDING jobs of `queues`, oldest due first, without hints.
-        Skips rows other claimers hold."""
+        """Claim up to `limit` due PENDING jobs of `queues` without hints, in dispatch order
+        (domain.job.dispatch_order: highest priority, then oldest due first; across the
+        queues too). Skips rows other claimers hold."""
         ...
 
     async def heartbeat(self, leases: Sequence[Lease]) -> set[UUID]:
@@ -126,15 +127,17 @@ class Sweeps(Protocol):
 
     async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
         """Due PENDING jobs with no hint published in the last `older_than` seconds (a
-        delayed job that came due, or a hint lost to a crash or a Redis loss). Marks them
-        published now, so concurrent schedulers do not return the same job."""
+        delayed job that came due, or a hint lost to a crash or a Redis loss), in dispatch
+        order (highest priority, then oldest due first), each hint at its job's priority.
+        Marks them published now, so concurrent schedulers do not return the same job."""
         ...
 
     async def find_never_published(self, limit: int) -> list[ReadyHint]:
         """Due PENDING jobs of unpaused queues that no hint was ever published for (a delayed
         job that came due, a job committed in an application's own transaction, every job
-        after mark_unpublished), oldest due first. Marks them published, like
-        find_unpublished, which also returns them when called first."""
+        after mark_unpublished), in dispatch order (highest priority, then oldest due
+        first). Marks them published, like find_unpublished, which also returns them when
+        called first."""
         ...
 
     async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
@@ -207,7 +210,8 @@ class QueuePauses(Protocol):
 
     async def resume(self, queue: str, limit: int) -> list[Job]:
         """Unpause `queue`; idempotent. When it was paused, returns up to `limit` of its due
-        PENDING jobs, oldest due first, marked published now: the caller sends their hints
+        PENDING jobs in dispatch order (highest priority, then oldest due first), marked
+        published now: the caller sends their hints
         (the republish sweep finds any others). Otherwise returns []."""
         ...
 
@@ -355,21 +359,26 @@ class DeadLetterGroups(Protocol):
 
 
 class ReadyQueue(Protocol):
-    """Dispatch hints per queue, FIFO. Losing or duplicating a hint is harmless: the
-    scheduler re-publishes lost ones and a duplicate fails to claim."""
+    """Dispatch hints per queue and priority, FIFO within each. Losing or duplicating a hint
+    is harmless: the scheduler re-publishes lost ones and a duplicate fails to claim. Only
+    the HintDispatcher pushes; workers pop."""
 
     async def push(self, hints: Sequence[ReadyHint]) -> None: ...
 
     async def push_front(self, hints: Sequence[ReadyHint]) -> None:
-        """Put hints back so they are popped next (a worker that popped more than it may run)."""
+        """Put hints back so they are popped next among the hints of their queue and
+        priority (a worker that popped more than it may run)."""
         ...
 
     async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
         """Wait up to `timeout` seconds for one hint, then take up to `max_count` in all
-        without waiting. Returns [] on timeout."""
+        without waiting: highest priority first (across `queues`), then in the order of
+        `queues`, each hint carrying its priority. Returns [] on timeout."""
         ...
 
-    async def depth(self, queues: Sequence[str]) -> dict[str, int]: ...
+    async def depth(self, queues: Sequence[str]) -> dict[str, int]:
+        """Hints waiting per queue, every priority summed."""
+        ...
 
     async def check_intact(self) -> bool:
         """False once after the queue lost its contents (a restart or flush) since the last

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
 from taskforge.application.schedules import FireSchedules
 from taskforge.application.timing import sleep_unless, wait_any
@@ -60,17 +61,21 @@ class SchedulerTick:
         self,
         sweeps: Sweeps,
         ready_queue: ReadyQueue,
+        hints: HintDispatcher,
         settings: SchedulerSettings,
         tracer: JobTracer | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         fire_schedules: FireSchedules | None = None,
     ) -> None:
-        """`tracer` None: tracing is off and the tick does no tracing work at all.
+        """Hints leave through `hints`, each at its job's priority; `ready_queue` is only
+        asked whether it lost its contents and how many hints it holds.
+        `tracer` None: tracing is off and the tick does no tracing work at all.
         `monotonic` paces the retention sweeps (one per prune_interval while they keep up).
         `fire_schedules` None: no periodic jobs."""
         self._sweeps = sweeps
         self._fire_schedules = fire_schedules
         self._ready_queue = ready_queue
+        self._hints = hints
         self._settings = settings
         self._tracer = tracer
         self._monotonic = monotonic
@@ -101,7 +106,7 @@ class SchedulerTick:
         if hints:
             spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
             try:
-                await self._ready_queue.push(hints)
+                await self._hints.push(hints)
             finally:
                 for span in spans:
                     span.end()

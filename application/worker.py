@@ -30,6 +30,7 @@ from taskforge.application.handlers import (
     TerminalError,
     invoke,
 )
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from taskforge.application.ports import (
     AttributeValue,
@@ -328,6 +329,7 @@ class Worker:
         *,
         leases: LeaseStore,
         ready_queue: ReadyQueue,
+        hints: HintDispatcher,
         rate_limiter: RateLimiter,
         handlers: HandlerRegistry,
         metrics: WorkerMetrics,
@@ -338,7 +340,9 @@ class Worker:
         workers: WorkerRegistry | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`tracer` None: tracing is off and the worker does no tracing work at all.
+        """Hints are popped from `ready_queue`; those the worker puts back (popped but not
+        started) or sends for the jobs it hands back leave through `hints`.
+        `tracer` None: tracing is off and the worker does no tracing work at all.
         `workers`: where the worker reports itself and looks for workers that can run a job
         it has no handler for; None: it reports nowhere and knows of no other worker.
         `clock` dates what the worker compares with the store's times (time in queue);
@@ -350,6 +354,7 @@ class Worker:
         self._leases = leases
         self._monotonic = monotonic
         self._ready_queue = ready_queue
+        self._hints = hints
         self._rate_limiter = rate_limiter
         self._handlers = handlers
         self._metrics = metrics
@@ -519,7 +524,7 @@ class Worker:
         if not hints:
             return
         if stop.is_set():
-            await self._ready_queue.push_front(hints)
+            await self._hints.put_back(hints)
             return
         if self._settings.rate_limit_per_sec > 0:
             hints = await self._apply_rate_limit(hints, stop)
@@ -583,7 +588,7 @@ class Worker:
                 wait = max(wait, grant.retry_after)
                 self._metrics.rate_throttled(queue, len(rest))
         if deferred:
-            await self._ready_queue.push_front(deferred)
+            await self._hints.put_back(deferred)
             if not allowed:
                 await sleep_unless(stop, max(wait, 0.001))
         return allowed
@@ -987,9 +992,7 @@ class Worker:
         leases = [r.lease for r in leftovers]
         try:
             released = await self._leases.release(leases)
-            await self._ready_queue.push(
-                [ReadyHint(r.job.queue, r.job.id) for r in leftovers if r.job.id in released]
-            )
+            await self._hints.push([ReadyHint.of(r.job) for r in leftovers if r.job.id in released])
             log.info("handed back %d job(s) after the grace period", len(released))
         except Exception as exc:  # noqa: BLE001 - the leases expire and the scheduler recovers them
             log.warning("could not hand back %d job(s), leases will expire: %s", len(leases), exc)

@@ -28,6 +28,7 @@ from taskforge.bench.cpu import (
 )
 from taskforge.bench.stack import Stack, peak_rss_mib, until
 from taskforge.domain.job import NewJob
+from taskforge.domain.validation import PRIORITIES
 
 
 @dataclass(slots=True)
@@ -42,8 +43,14 @@ class Result:
         return self.jobs / self.seconds if self.seconds > 0 else 0.0
 
 
-def _job(queue: str, **body: Any) -> dict[str, Any]:
-    return {"jobType": "noop", "queue": queue, **body}
+def _job(queue: str, index: int, **body: Any) -> dict[str, Any]:
+    """The `index`-th job a scenario enqueues. Jobs carry every priority in turn, so the
+    figures include a hint list per priority in Redis."""
+    return {"jobType": "noop", "queue": queue, "priority": _priority(index), **body}
+
+
+def _priority(index: int) -> int:
+    return PRIORITIES[index % len(PRIORITIES)]
 
 
 class RawHttpClient:
@@ -90,26 +97,31 @@ def _expect_created(status: int) -> None:
         raise RuntimeError(f"POST /jobs answered {status}")
 
 
+def _bodies(queue: str) -> list[bytes]:
+    """One encoded POST /jobs body per priority, made before the clock starts."""
+    return [json.dumps(_job(queue, index)).encode() for index in range(len(PRIORITIES))]
+
+
 async def bench_sequential(stack: Stack, count: int) -> Result:
-    body = json.dumps(_job(stack.queue("enqueue"))).encode()
+    bodies = _bodies(stack.queue("enqueue"))
     client = RawHttpClient(stack.api_url)
     try:
         started = time.perf_counter()
-        for _ in range(count):
-            _expect_created(await client.post("/jobs", body))
+        for index in range(count):
+            _expect_created(await client.post("/jobs", bodies[index % len(bodies)]))
         return Result("enqueue, 1 client sequential", count, time.perf_counter() - started)
     finally:
         await client.close()
 
 
 async def bench_concurrent(stack: Stack, count: int, in_flight: int) -> Result:
-    body = json.dumps(_job(stack.queue("enqueue"))).encode()
+    bodies = _bodies(stack.queue("enqueue"))
     clients = [RawHttpClient(stack.api_url) for _ in range(in_flight)]
     remaining = iter(range(count))
 
     async def client_loop(client: RawHttpClient) -> None:
-        for _ in remaining:
-            _expect_created(await client.post("/jobs", body))
+        for index in remaining:
+            _expect_created(await client.post("/jobs", bodies[index % len(bodies)]))
 
     try:
         started = time.perf_counter()
@@ -124,7 +136,9 @@ async def bench_batch(stack: Stack, total: int, size: int) -> Result:
     # Encoded before the clock starts, as the other enqueue scenarios' bodies are: the
     # client's JSON encoding is not the API's time.
     bodies = [
-        json.dumps({"jobs": [_job(queue) for _ in range(min(size, total - sent))]}).encode()
+        json.dumps(
+            {"jobs": [_job(queue, sent + n) for n in range(min(size, total - sent))]}
+        ).encode()
         for sent in range(0, total, size)
     ]
     client = RawHttpClient(stack.api_url)
@@ -146,8 +160,8 @@ async def preload(stack: Stack, queue: str, count: int) -> None:
     ids = Uuid7Source()
     for start in range(0, count, 5_000):
         chunk = [
-            NewJob(id=ids.new_id(), queue=queue, job_type="noop")
-            for _ in range(min(5_000, count - start))
+            NewJob(id=ids.new_id(), queue=queue, job_type="noop", priority=_priority(n))
+            for n in range(start, start + min(5_000, count - start))
         ]
         await enqueue(chunk)
     await enqueue.drain()  # every hint pushed before the clock starts
@@ -221,7 +235,7 @@ async def bench_latency(stack: Stack, rate: float, seconds: float) -> Result:
             pause = started + index / rate - time.perf_counter()
             if pause > 0:
                 await asyncio.sleep(pause)
-            (await client.post("/jobs", json=_job(queue))).raise_for_status()
+            (await client.post("/jobs", json=_job(queue, index))).raise_for_status()
         elapsed = time.perf_counter() - started
 
     async def done() -> bool:

@@ -227,6 +227,10 @@ def enqueue(
         float | None,
         Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
     ] = None,
+    priority: Annotated[
+        int | None,
+        Parameter(help="0 (claimed first) to 9 (claimed last); default 5."),
+    ] = None,
     session: SessionParam,
 ) -> None:
     r"""Enqueue a job; a reused --idempotency-key returns the existing job.
@@ -250,6 +254,7 @@ def enqueue(
         "jitter": jitter,
         "visibility_timeout": visibility_timeout,
         "timeout": timeout,
+        "priority": priority,
     }
     response = session.api.enqueue(
         job_type,

@@ -88,6 +88,8 @@ def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Tex
     yield "state", state_text(state)
     yield "queue", Text(str(job.get("queue")))
     yield "type", Text(str(job.get("jobType")))
+    if job.get("priority") is not None:
+        yield "priority", Text(str(job["priority"]))
     if job.get("idempotencyKey") is not None:
         yield "idempotency key", Text(str(job["idempotencyKey"]))
     if job.get("uniqueKey") is not None:

@@ -90,6 +90,9 @@ class EnqueueOptions(TypedDict, total=False):
     delay: float
     timeout: float
     """Seconds one attempt may run before it fails (0: no limit). Not the HTTP timeout."""
+    priority: int
+    """0 (claimed first) to 9 (claimed last); default 5. Within a queue a ready job of a
+    higher priority always starts before one of a lower priority."""
 
 
 class ScheduleOptions(TypedDict, total=False):
@@ -145,6 +148,7 @@ _BODY_NAMES = {
     "run_at": "runAt",
     "delay": "delay",
     "timeout": "timeout",
+    "priority": "priority",
 }
 
 

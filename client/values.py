@@ -16,6 +16,7 @@ from uuid import UUID
 import msgspec
 
 from taskforge.domain.states import TERMINAL_STATES, JobState
+from taskforge.domain.validation import DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +57,8 @@ class Job:
     jitter: bool
     visibility_timeout: float
     timeout: float
+    priority: int = DEFAULT_PRIORITY
+    """0 (claimed first) to 9 (claimed last)."""
     next_run_at: datetime
     last_error: str | None
     reason: str | None = None

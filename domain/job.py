@@ -13,6 +13,7 @@ from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import RetryPolicy, require_number, validate_visibility_timeout
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
+    DEFAULT_PRIORITY,
     DUE_AT_RANGE,
     EARLIEST_DUE_AT,
     LATEST_DUE_AT,
@@ -20,6 +21,7 @@ from taskforge.domain.validation import (
     validate_idempotency_key,
     validate_job_type,
     validate_payload,
+    validate_priority,
     validate_queue_name,
     validate_run_at,
     validate_timeout,
@@ -57,7 +59,8 @@ class Job:
 
     `lease_token` and `lease_expires_at` are set exactly while the job is RUNNING;
     `reason` is the operator's or the system's reason for a cancel or a dead-letter.
-    `timeout` is the attempt's time limit in seconds (0: none). `errors` holds the last
+    `timeout` is the attempt's time limit in seconds (0: none); `priority` orders the claims
+    of its queue (0 first, 9 last; see dispatch_order). `errors` holds the last
     MAX_ATTEMPT_ERRORS failed attempts, oldest first; `result` is the JSON value the handler
     returned when the job SUCCEEDED (None: it returned None, or the job has not succeeded).
     Only reads and moves of one job load them (lists and claims leave `errors` empty and
@@ -75,6 +78,7 @@ class Job:
     created_at: datetime
     updated_at: datetime
     timeout: float = 0.0
+    priority: int = DEFAULT_PRIORITY
     idempotency_key: str | None = None
     unique_key: str | None = None
     attempt_count: int = 0
@@ -105,9 +109,10 @@ class NewJob:
     """A validated request to create a job; the repository assigns state and timestamps.
 
     `run_at` None means "now" (by the store's clock); a later time makes a delayed job.
-    `payload`, `run_at` and `delay` are checked when the job is built, whoever builds it:
-    no NUL in the payload, at most one of `run_at` and `delay`, `run_at` with an offset and
-    inside the due-time range (kept in UTC), `delay` within MAX_DURATION.
+    `payload`, `run_at`, `delay` and `priority` are checked when the job is built, whoever
+    builds it: no NUL in the payload, at most one of `run_at` and `delay`, `run_at` with an
+    offset and inside the due-time range (kept in UTC), `delay` within MAX_DURATION,
+    `priority` from 0 to 9.
     """
 
     id: UUID
@@ -118,6 +123,8 @@ class NewJob:
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     timeout: float = 0.0
     """Seconds an attempt may run before it fails as timed out; 0 means no limit."""
+    priority: int = DEFAULT_PRIORITY
+    """0 (claimed first) to 9 (last); see dispatch_order."""
     idempotency_key: str | None = None
     unique_key: str | None = None
     """While a job of the same queue with this key is PENDING, RUNNING or FAILED, storing
@@ -128,6 +135,7 @@ class NewJob:
 
     def __post_init__(self) -> None:
         validate_payload(self.payload)
+        validate_priority(self.priority)
         if self.run_at is not None and self.delay is not None:
             raise ValidationError("run_at", "give run_at or delay, not both")
         if self.run_at is not None:
@@ -173,6 +181,7 @@ class NewJob:
             policy=self.policy,
             visibility_timeout=self.visibility_timeout,
             timeout=self.timeout,
+            priority=self.priority,
             next_run_at=next_run_at,
             created_at=created_at,
             updated_at=created_at,
@@ -202,11 +211,13 @@ def build_new_job(
     run_at: datetime | None = None,
     delay: float | None = None,
     timeout: float = 0.0,
+    priority: int | None = None,
     traceparent: str | None = None,
 ) -> NewJob:
     """A job request from outside (the API's body, an application's own enqueue call), each
     field checked whatever its type: a ValidationError names the first bad one. None takes
-    the default (maxDelay: 300, or initialDelay when that is larger); `payload` None: `{}`."""
+    the default (maxDelay: 300, or initialDelay when that is larger; priority: 5); `payload`
+    None: `{}`."""
     defaults = DEFAULT_POLICY
     if max_delay is None and initial_delay is not None:
         require_number("initial_delay", initial_delay)
@@ -234,6 +245,7 @@ def build_new_job(
         run_at=run_at,
         delay=delay,
         timeout=validate_timeout(timeout),
+        priority=DEFAULT_PRIORITY if priority is None else validate_priority(priority),
         traceparent=traceparent,
     )
 
@@ -290,3 +302,17 @@ class ReadyHint:
     traceparent: str | None = field(default=None, compare=False)
     """The job's traceparent, when the scheduler's sweeps return the hint (to continue the
     job's trace). Not part of the hint's identity, and the ready queue does not keep it."""
+    priority: int = DEFAULT_PRIORITY
+    """The job's priority: the ready queue hands out hints of a higher one (a lower number)
+    first."""
+
+    @classmethod
+    def of(cls, job: Job) -> ReadyHint:
+        """The hint for `job`, in its queue and at its priority."""
+        return cls(job.queue, job.id, job.traceparent, job.priority)
+
+
+def dispatch_order(job: Job) -> tuple[int, datetime, UUID]:
+    """The order in which a queue's due PENDING jobs are claimed: higher priority (lower
+    number) first, then oldest due first, then by id. Postgres claims in the same order."""
+    return (job.priority, job.next_run_at, job.id)

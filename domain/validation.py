@@ -30,6 +30,12 @@ _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
+HIGHEST_PRIORITY = 0
+LOWEST_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+PRIORITIES = range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
+"""A job's priority: 0 is claimed first, 9 last; within one priority, oldest due first."""
+
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
 
@@ -137,6 +143,18 @@ def validate_timeout(value: object) -> float:
             "timeout", f"must be between 0 and {MAX_DURATION:g} seconds (0: none)"
         )
     return float(value)
+
+
+def validate_priority(value: object) -> int:
+    """A whole number from 0 (highest) to 9 (lowest)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("priority", "must be a whole number")
+    if value not in PRIORITIES:
+        raise ValidationError(
+            "priority",
+            f"must be from {HIGHEST_PRIORITY} (highest) to {LOWEST_PRIORITY} (lowest)",
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -310,17 +310,21 @@ class ApplicationProvider(Provider):
         self,
         sweeps: Sweeps,
         ready_queue: ReadyQueue,
+        hints: HintDispatcher,
         settings: SchedulerSettings,
         tracer: JobTracer | None,
         fire_schedules: FireSchedules,
     ) -> SchedulerTick:
-        return SchedulerTick(sweeps, ready_queue, settings, tracer, fire_schedules=fire_schedules)
+        return SchedulerTick(
+            sweeps, ready_queue, hints, settings, tracer, fire_schedules=fire_schedules
+        )
 
     @provide
     def worker(
         self,
         leases: LeaseStore,
         ready_queue: ReadyQueue,
+        hints: HintDispatcher,
         rate_limiter: RateLimiter,
         handlers: HandlerRegistry,
         metrics: WorkerMetrics,
@@ -333,6 +337,7 @@ class ApplicationProvider(Provider):
         return Worker(
             leases=leases,
             ready_queue=ready_queue,
+            hints=hints,
             rate_limiter=rate_limiter,
             handlers=handlers,
             metrics=metrics,

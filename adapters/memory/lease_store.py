@@ -11,6 +11,7 @@ from uuid import UUID
 from taskforge.adapters.memory.state import (
     NO_LEASE,
     InMemoryView,
+    first_to_dispatch,
     with_error,
     without_details,
 )
@@ -46,15 +47,10 @@ class InMemoryLeaseStore(InMemoryView):
     async def claim_due(self, queues: Sequence[str], limit: int, owner: str) -> list[Job]:
         now = self._state.clock.now()
         queues = [queue for queue in queues if queue not in self._state.paused_queues]
-        due = sorted(
-            (
-                job
-                for job in self._state.jobs.values()
-                if job.queue in queues and job.state is PENDING and job.next_run_at <= now
-            ),
-            key=lambda job: (job.next_run_at, job.id),
+        pending = (
+            job for job in self._state.jobs.values() if job.queue in queues and job.state is PENDING
         )
-        return [self._claim(job, owner, now) for job in due[:limit]]
+        return [self._claim(job, owner, now) for job in first_to_dispatch(pending, now, limit)]
 
     def _claim(self, job: Job, owner: str, now: datetime) -> Job:
         claimed = self._state.put(

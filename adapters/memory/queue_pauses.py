@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from taskforge.adapters.memory.state import InMemoryView, oldest_due, without_details
+from taskforge.adapters.memory.state import InMemoryView, first_to_dispatch, without_details
 from taskforge.domain.job import Job
 from taskforge.domain.states import JobState
 
@@ -24,7 +24,7 @@ class InMemoryQueuePauses(InMemoryView):
             for job in state.jobs.values()
             if job.queue == queue and job.state is JobState.PENDING
         )
-        due = oldest_due(pending, now, limit)
+        due = first_to_dispatch(pending, now, limit)
         for job in due:
             state.published_at[job.id] = now
         return [without_details(job) for job in due]

@@ -16,7 +16,7 @@ from taskforge.domain.job import (
     AttemptError,
     DeadLetter,
     Job,
-    ReadyHint,
+    dispatch_order,
 )
 from taskforge.domain.schedule import Schedule
 from taskforge.domain.states import JobState
@@ -135,10 +135,12 @@ def without_details(job: Job) -> Job:
     return job
 
 
-def hint(job: Job) -> ReadyHint:
-    return ReadyHint(job.queue, job.id, job.traceparent)
-
-
 def oldest_due(jobs: Iterable[Job], now: datetime, limit: int) -> list[Job]:
     due = [job for job in jobs if job.next_run_at <= now]
     return sorted(due, key=lambda job: (job.next_run_at, job.id))[:limit]
+
+
+def first_to_dispatch(jobs: Iterable[Job], now: datetime, limit: int) -> list[Job]:
+    """The first `limit` due jobs in dispatch order: by priority, then oldest due first."""
+    due = [job for job in jobs if job.next_run_at <= now]
+    return sorted(due, key=dispatch_order)[:limit]

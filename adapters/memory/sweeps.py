@@ -6,7 +6,12 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from taskforge.adapters.memory.state import InMemoryView, hint, oldest_due, with_error
+from taskforge.adapters.memory.state import (
+    InMemoryView,
+    first_to_dispatch,
+    oldest_due,
+    with_error,
+)
 from taskforge.domain.job import ReadyHint
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
@@ -19,7 +24,9 @@ class InMemorySweeps(InMemoryView):
         state = self._state
         now = state.clock.now()
         due = oldest_due((job for job in state.jobs.values() if job.state is FAILED), now, limit)
-        return [hint(state.requeue(job, now, retry_count=job.retry_count + 1)) for job in due]
+        return [
+            ReadyHint.of(state.requeue(job, now, retry_count=job.retry_count + 1)) for job in due
+        ]
 
     async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
         state = self._state
@@ -41,7 +48,7 @@ class InMemorySweeps(InMemoryView):
                 state.dead_letter(job, EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, now)
                 dead += 1
             else:
-                hints.append(hint(state.requeue(job, now, last_error=LEASE_EXPIRED_ERROR)))
+                hints.append(ReadyHint.of(state.requeue(job, now, last_error=LEASE_EXPIRED_ERROR)))
         return hints, dead
 
     async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
@@ -55,10 +62,10 @@ class InMemorySweeps(InMemoryView):
             and job.queue not in state.paused_queues
             and _is_stale(state.published_at.get(job.id), stale_before)
         )
-        due = oldest_due(candidates, now, limit)
+        due = first_to_dispatch(candidates, now, limit)
         for job in due:
             state.published_at[job.id] = now
-        return [hint(job) for job in due]
+        return [ReadyHint.of(job) for job in due]
 
     async def find_never_published(self, limit: int) -> list[ReadyHint]:
         state = self._state
@@ -70,10 +77,10 @@ class InMemorySweeps(InMemoryView):
             and job.queue not in state.paused_queues
             and state.published_at.get(job.id) is None
         )
-        due = oldest_due(candidates, now, limit)
+        due = first_to_dispatch(candidates, now, limit)
         for job in due:
             state.published_at[job.id] = now
-        return [hint(job) for job in due]
+        return [ReadyHint.of(job) for job in due]
 
     async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
         now = self._state.clock.now()

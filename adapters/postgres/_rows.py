@@ -27,6 +27,7 @@ JOB_FIELDS = (
     "jitter",
     "visibility_timeout",
     "timeout",
+    "priority",
     "attempt_count",
     "retry_count",
     "snoozes",
@@ -59,7 +60,7 @@ DEAD_LETTER_COLUMNS = (
 
 
 def hint_from_row(row: asyncpg.Record) -> ReadyHint:
-    return ReadyHint(row["queue"], row["id"], row["traceparent"])
+    return ReadyHint(row["queue"], row["id"], row["traceparent"], row["priority"])
 
 
 def job_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Job:
@@ -78,6 +79,7 @@ def job_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Job:
         ),
         visibility_timeout=row["visibility_timeout"],
         timeout=row["timeout"],
+        priority=row["priority"],
         next_run_at=row["next_run_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

@@ -26,17 +26,17 @@ _INSERT_FROM = """
 INSERT INTO jobs (
     id, queue, job_type, payload, state, idempotency_key, unique_key, max_attempts,
     initial_delay, backoff, max_delay, jitter, visibility_timeout, traceparent, timeout,
-    next_run_at, published_at, created_at, updated_at
+    priority, next_run_at, published_at, created_at, updated_at
 )
 SELECT incoming.id, incoming.queue, incoming.job_type, incoming.payload::jsonb, 'PENDING',
        incoming.idempotency_key, incoming.unique_key, incoming.max_attempts,
        incoming.initial_delay, incoming.backoff, incoming.max_delay, incoming.jitter,
-       incoming.visibility_timeout, incoming.traceparent, incoming.timeout, due.run_at,
-       {published_at}, now(), now()
+       incoming.visibility_timeout, incoming.traceparent, incoming.timeout, incoming.priority,
+       due.run_at, {published_at}, now(), now()
 FROM {incoming} AS incoming (
     id, queue, job_type, payload, idempotency_key, max_attempts, initial_delay, backoff,
     max_delay, jitter, visibility_timeout, traceparent, run_at, delay, timeout, unique_key,
-    position
+    priority, position
 )
 -- NewJob keeps run_at inside the due-time range (1970-9999, never +-infinity), and a delay
 -- is at most ten years, so now() + delay stays inside it too.
@@ -62,17 +62,17 @@ UNPUBLISHED = "NULL::timestamptz"
 commit, so it stays unpublished and the scheduler publishes it (woken by the NOTIFY the
 enqueue sends)."""
 
-_BATCH = "unnest($1::job_input_v3[]) WITH ORDINALITY"
+_BATCH = "unnest($1::job_input_v4[]) WITH ORDINALITY"
 # The payload comes as JSON text, so the statement needs no jsonb codec on the connection
 # (an application's own connection has none, or its own).
 _ONE = """(VALUES (
     $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::float8, $8::float8,
     $9::float8, $10::boolean, $11::float8, $12::text, $13::timestamptz, $14::float8,
-    $15::float8, $16::text, 1
+    $15::float8, $16::text, $17::smallint, 1
 ))"""
 
 INSERT_JOBS = _INSERT_FROM.format(incoming=_BATCH, published_at=PUBLISHED_WHEN_DUE)
-"""A batch: one array of job_input_v3 records (migration 0008), the payloads as JSON text.
+"""A batch: one array of job_input_v4 records (migration 0010), the payloads as JSON text.
 Processes of the previous version may run while a new one rolls out, so a different record
 shape gets a new type in a new migration, never an ALTER TYPE of an existing one."""
 
@@ -262,7 +262,7 @@ async def _holders(
 
 
 def insert_parameters(job: NewJob) -> tuple[Any, ...]:
-    """The parameters of INSERT_JOB, which are also the fields of a job_input_v3 record."""
+    """The parameters of INSERT_JOB, which are also the fields of a job_input_v4 record."""
     policy = job.policy
     return (
         job.id,
@@ -281,6 +281,7 @@ def insert_parameters(job: NewJob) -> tuple[Any, ...]:
         None if job.delay is None else float(job.delay),
         float(job.timeout),
         job.unique_key,
+        job.priority,
     )
 
 

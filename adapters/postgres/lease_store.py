@@ -58,22 +58,34 @@ WHERE jobs.id = claimable.id
 RETURNING {JOBS_COLUMNS}
 """
 
+# By priority, then oldest due first (domain.job.dispatch_order). Each queue's first jobs
+# come from its own ordered walk of the index on (queue, priority, next_run_at, id) of
+# pending jobs (migration 0010), then the queues' candidates are merged: with `queue =
+# ANY(...)` instead, the index cannot give the order, and Postgres sorts every due job of
+# the backlog (a 200k backlog: 0.5 s a claim, against a few ms so). A queue's candidates
+# that the merge leaves out stay locked only until the statement ends.
 CLAIM_DUE_JOBS = f"""
 WITH due AS (
-    SELECT id, next_run_at FROM jobs
-    WHERE queue = ANY(ARRAY(SELECT unnest($1::text[]) EXCEPT
-                            SELECT name FROM queues WHERE paused))
-      AND state = 'PENDING' AND next_run_at <= now()
-    ORDER BY next_run_at, id
+    SELECT candidate.id, candidate.priority, candidate.next_run_at
+    -- Each queue once (EXCEPT removes duplicates), paused ones left out.
+    FROM (SELECT unnest($1::text[]) EXCEPT SELECT name FROM queues WHERE paused)
+        AS wanted (queue)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, next_run_at FROM jobs
+        WHERE jobs.queue = wanted.queue AND state = 'PENDING' AND next_run_at <= now()
+        ORDER BY priority, next_run_at, id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority, candidate.next_run_at, candidate.id
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE jobs SET {_CLAIM}
     FROM due
     WHERE jobs.id = due.id AND jobs.state = 'PENDING'
     RETURNING {JOBS_COLUMNS}, due.next_run_at AS due_at
 )
-SELECT {JOB_COLUMNS} FROM claimed ORDER BY due_at, id
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority, due_at, id
 """
 
 # The RUNNING jobs whose lease token matches one of ($1 ids, $2 tokens), locked in id order.

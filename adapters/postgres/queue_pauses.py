@@ -7,7 +7,7 @@ from datetime import datetime
 
 from taskforge.adapters.postgres._rows import JOBS_COLUMNS, job_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
-from taskforge.domain.job import Job
+from taskforge.domain.job import Job, dispatch_order
 
 PAUSE = """
 INSERT INTO queues (name, paused, paused_at, updated_at) VALUES ($1, true, now(), now())
@@ -28,7 +28,7 @@ WITH resumed AS (
     SELECT id FROM jobs
     WHERE queue = $1 AND state = 'PENDING' AND next_run_at <= now()
       AND EXISTS (SELECT 1 FROM resumed)
-    ORDER BY next_run_at, id
+    ORDER BY priority, next_run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
@@ -53,7 +53,7 @@ class PostgresQueuePauses(PooledAdapter):
         async with self._connection() as conn:
             rows = await conn.fetch(RESUME, queue, limit)
         jobs = [job_from_row(row) for row in rows]
-        return sorted(jobs, key=lambda job: (job.next_run_at, job.id))
+        return sorted(jobs, key=dispatch_order)
 
     async def paused(self) -> dict[str, datetime]:
         async with self._connection() as conn:

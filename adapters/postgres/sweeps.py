@@ -19,6 +19,7 @@ from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import ReadyHint
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
+from taskforge.domain.validation import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
 
@@ -33,9 +34,9 @@ WITH due AS (
     UPDATE jobs SET {REQUEUE}, retry_count = jobs.retry_count + 1
     FROM due
     WHERE jobs.id = due.id AND jobs.state = 'FAILED'
-    RETURNING jobs.id, jobs.queue, jobs.traceparent, due.next_run_at AS due_at
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, jobs.priority, due.next_run_at AS due_at
 )
-SELECT queue, id, traceparent FROM promoted ORDER BY due_at, id
+SELECT queue, id, traceparent, priority FROM promoted ORDER BY due_at, id
 """
 
 # Attempts left: back to PENDING (the expired attempt still counts). None left: DLQ.
@@ -64,38 +65,64 @@ WITH expired AS (
     FROM expired
     WHERE jobs.id = expired.id AND jobs.state = 'RUNNING'
     RETURNING jobs.id, jobs.queue, jobs.job_type, jobs.payload, jobs.state, jobs.reason,
-              jobs.last_error, jobs.attempt_count, jobs.traceparent,
+              jobs.last_error, jobs.attempt_count, jobs.traceparent, jobs.priority,
               expired.lease_expires_at AS expired_at
 ), dead_lettered AS ({ENTER_DLQ.format(source="reaped")}
 )
-SELECT queue, id, state, traceparent FROM reaped ORDER BY expired_at, id
+SELECT queue, id, state, traceparent, priority FROM reaped ORDER BY expired_at, id
 """
 
+# By priority, then oldest due first (domain.job.dispatch_order): when more jobs wait for
+# a hint than one batch takes, the higher priorities' hints go out first. {found} picks
+# the due pending jobs of unpaused queues, locked, with their id, priority and next_run_at.
 _MARK_PUBLISHED = """
-WITH found AS (
-    SELECT id, next_run_at FROM jobs
-    WHERE state = 'PENDING'
-      AND next_run_at <= now()
-      AND {unpublished}
-      -- A paused queue's hints would only be dropped; resuming it publishes its jobs.
-      AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)
-    ORDER BY next_run_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
+WITH found AS ({found}
 ), marked AS (
     UPDATE jobs SET published_at = now()
     FROM found
     WHERE jobs.id = found.id AND jobs.state = 'PENDING'
-    RETURNING jobs.id, jobs.queue, jobs.traceparent, found.next_run_at AS due_at
+    RETURNING jobs.id, jobs.queue, jobs.traceparent, jobs.priority,
+              found.next_run_at AS due_at
 )
-SELECT queue, id, traceparent FROM marked ORDER BY due_at, id
+SELECT queue, id, traceparent, priority FROM marked ORDER BY priority, due_at, id
 """
-"""Due pending jobs of unpaused queues that match `unpublished`, marked published now."""
+# A paused queue's hints would only be dropped; resuming it publishes its jobs.
+_UNPAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)"
 
+# Stale hints are few but found through two indexes (never published, published long ago),
+# so Postgres sorts what it found: the sort is as large as the matches.
 FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
-    unpublished="(published_at IS NULL OR published_at < now() - make_interval(secs => $2))"
+    found=f"""
+    SELECT id, priority, next_run_at FROM jobs
+    WHERE state = 'PENDING'
+      AND next_run_at <= now()
+      AND (published_at IS NULL OR published_at < now() - make_interval(secs => $2))
+      AND {_UNPAUSED}
+    ORDER BY priority, next_run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED"""
 )
-FIND_NEVER_PUBLISHED = _MARK_PUBLISHED.format(unpublished="published_at IS NULL")
+# After a Redis loss every pending job is unpublished: one sort over all of them would take
+# each batch a second per 200k jobs. Instead each priority's first jobs come from an
+# ordered walk of the index on (priority, next_run_at, id) of unpublished pending jobs
+# (migration 0010), and only those (at most ten batches) are sorted. The ones the batch
+# leaves out stay locked only until the statement ends.
+FIND_NEVER_PUBLISHED = _MARK_PUBLISHED.format(
+    found=f"""
+    SELECT candidate.id, candidate.priority, candidate.next_run_at
+    FROM generate_series({HIGHEST_PRIORITY}, {LOWEST_PRIORITY}) AS level (priority)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, next_run_at FROM jobs
+        WHERE jobs.priority = level.priority
+          AND state = 'PENDING' AND published_at IS NULL AND next_run_at <= now()
+          AND {_UNPAUSED}
+        ORDER BY next_run_at, id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority, candidate.next_run_at, candidate.id
+    LIMIT $1"""
+)
 
 COUNT_DUE = """
 SELECT queue, count(*) AS due FROM jobs

@@ -1,15 +1,16 @@
 """Every Redis key TaskForge uses, in one place.
 
-A queue's name is its list key, verbatim, so operators can inspect a queue with plain Redis
-commands (`LLEN jobs:ready`). Every other key starts with the internal prefix, which queue
-names may not start with, so the two never collide.
+A queue's name is the list key of its default-priority hints, verbatim, so operators can
+inspect a queue with plain Redis commands (`LLEN jobs:ready`). Every other key, the lists of
+the other priorities included, starts with the internal prefix, which queue names may not
+start with, so the two never collide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskforge.domain.validation import RESERVED_QUEUE_PREFIX
+from taskforge.domain.validation import DEFAULT_PRIORITY, PRIORITIES, RESERVED_QUEUE_PREFIX
 
 DEFAULT_PREFIX = RESERVED_QUEUE_PREFIX
 """The one `taskforge:` prefix: internal keys start with it, queue names may not."""
@@ -25,11 +26,20 @@ class RedisKeys:
         if not self.prefix:
             raise ValueError("the internal key prefix must not be empty")
 
-    def ready_list(self, queue: str) -> str:
-        """The list of job-id hints for `queue`: the queue name itself."""
+    def ready_list(self, queue: str, priority: int = DEFAULT_PRIORITY) -> str:
+        """The list of job-id hints for `queue` at `priority`: the queue name itself for the
+        default priority, `<prefix>ready:<priority>:<queue>` for the others."""
         if queue.startswith(self.prefix):
             raise ValueError(f"queue {queue!r} would collide with the internal prefix")
-        return queue
+        if priority == DEFAULT_PRIORITY:
+            return queue
+        if priority not in PRIORITIES:
+            raise ValueError(f"no hint list for priority {priority!r}")
+        return f"{self.prefix}ready:{priority}:{queue}"
+
+    def ready_lists(self, queue: str) -> list[str]:
+        """Every hint list of `queue`, highest priority (0) first."""
+        return [self.ready_list(queue, priority) for priority in PRIORITIES]
 
     @property
     def epoch(self) -> str:

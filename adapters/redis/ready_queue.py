@@ -1,7 +1,10 @@
-"""Dispatch hints in Redis lists: one list per queue, named as the queue, FIFO.
+"""Dispatch hints in Redis lists: one list per queue and priority, FIFO.
 
-Hints enter at the left (LPUSH) and leave at the right (RPOP), so the oldest hint is popped
-first; `push_front` puts hints back at the right end. A hint is the job id as text.
+The default priority's list is named as the queue (`LLEN jobs:ready`); the other priorities'
+lists are internal keys (see RedisKeys.ready_list). A pop looks at the lists highest
+priority first, so a hint of priority 0 leaves before any of priority 1. Hints enter at the
+left (LPUSH) and leave at the right (RPOP), so within a list the oldest hint is popped first;
+`push_front` puts hints back at the right end. A hint is the job id as text.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from redis.asyncio import Redis
 from taskforge.adapters.redis.client import blocking_slice, translate_connection_errors
 from taskforge.adapters.redis.keys import DEFAULT_PREFIX, RedisKeys
 from taskforge.domain.job import ReadyHint
+from taskforge.domain.validation import PRIORITIES
 
 log = logging.getLogger("taskforge.redis")
 
@@ -41,95 +45,131 @@ return taken
 
 
 class RedisReadyQueue:
-    """The `ReadyQueue` port on Redis lists. Queues are list keys verbatim; the only
-    internal key is `<prefix>epoch`. Connection failures raise `Unavailable("redis", ...)`."""
+    """The `ReadyQueue` port on Redis lists. A queue's default-priority list is its name
+    verbatim; the other priorities' lists and `<prefix>epoch` are internal keys. Connection
+    failures raise `Unavailable("redis", ...)`."""
 
     def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._keys = RedisKeys(prefix)
         self._top_up = client.register_script(TOP_UP_SCRIPT)
         self._slice = blocking_slice(client)
+        self._pop_orders: dict[tuple[str, ...], dict[str, tuple[str, int]]] = {}
 
     async def push(self, hints: Sequence[ReadyHint]) -> None:
-        """Append each hint at the tail of its queue, all queues in one round trip."""
-        by_queue = _group(hints)
-        if not by_queue:
+        """Append each hint at the tail of its queue's list for its priority, all lists in
+        one round trip."""
+        by_list = self._group(hints)
+        if not by_list:
             return
         with translate_connection_errors():
-            if len(by_queue) == 1:  # the usual case; a pipeline costs more CPU than it saves
-                [(queue, ids)] = by_queue.items()
-                await self._client.lpush(self._keys.ready_list(queue), *ids)
+            if len(by_list) == 1:  # the usual case; a pipeline costs more CPU than it saves
+                [(key, ids)] = by_list.items()
+                await self._client.lpush(key, *ids)
                 return
             async with self._client.pipeline(transaction=False) as pipe:
-                for queue, ids in by_queue.items():
-                    pipe.lpush(self._keys.ready_list(queue), *ids)
+                for key, ids in by_list.items():
+                    pipe.lpush(key, *ids)
                 await pipe.execute()
 
     async def push_front(self, hints: Sequence[ReadyHint]) -> None:
-        """Put hints at the head of their queues, in the given order, so they are popped next."""
-        by_queue = _group(hints)
-        if not by_queue:
+        """Put hints at the head of their lists, in the given order, so that they are popped
+        next among the hints of their priority."""
+        by_list = self._group(hints)
+        if not by_list:
             return
         with translate_connection_errors():
             async with self._client.pipeline(transaction=False) as pipe:
-                for queue, ids in by_queue.items():
-                    pipe.rpush(self._keys.ready_list(queue), *reversed(ids))
+                for key, ids in by_list.items():
+                    pipe.rpush(key, *reversed(ids))
                 await pipe.execute()
 
+    def _group(self, hints: Sequence[ReadyHint]) -> dict[str, list[str]]:
+        by_list: dict[str, list[str]] = {}
+        for hint in hints:
+            key = self._keys.ready_list(hint.queue, hint.priority)
+            by_list.setdefault(key, []).append(str(hint.job_id))
+        return by_list
+
     async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
-        """Wait up to `timeout` seconds for one hint (the first non-empty queue in `queues`
-        wins), then take up to `max_count` in all without waiting, queue by queue in order.
-        Returns [] on timeout; `timeout <= 0` does not wait at all."""
+        """Wait up to `timeout` seconds for one hint, then take up to `max_count` in all
+        without waiting. Lists are taken from highest priority first, and within a priority
+        in the order of `queues`. Returns [] on timeout; `timeout <= 0` does not wait."""
         if not queues or max_count <= 0:
             # Nothing can be returned; wait as an empty pop would so a polling caller
             # does not spin.
             await asyncio.sleep(max(timeout, 0.0))
             return []
-        keys = [self._keys.ready_list(queue) for queue in queues]
+        lists = self._pop_order(tuple(queues))
         with translate_connection_errors():
             if timeout <= 0:
-                return await self._take(queues, keys, max_count)
-            first = await self._wait_for_one(queues, keys, timeout)
+                return await self._take(lists, max_count)
+            first = await self._wait_for_one(lists, timeout)
             if first is None:
                 return []
-            rest = await self._take(queues, keys, max_count - 1) if max_count > 1 else []
-        hint = _to_hint(first[0], first[1])
+            rest = await self._take(lists, max_count - 1) if max_count > 1 else []
+        key, payload = first
+        queue, priority = lists[key]
+        hint = _to_hint(queue, priority, payload)
         return ([hint] if hint else []) + rest
 
+    def _pop_order(self, queues: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+        """Every hint list of `queues` in the order a pop looks at them, each with its queue
+        and priority: priority first, then the order of `queues`. Kept per set of queues
+        (a worker pops the same ones every time)."""
+        lists = self._pop_orders.get(queues)
+        if lists is None:
+            lists = {
+                self._keys.ready_list(queue, priority): (queue, priority)
+                for priority in PRIORITIES
+                for queue in queues
+            }
+            if len(self._pop_orders) < 64:
+                self._pop_orders[queues] = lists
+        return lists
+
     async def _wait_for_one(
-        self, queues: Sequence[str], keys: list[str], timeout: float
+        self, lists: dict[str, tuple[str, int]], timeout: float
     ) -> tuple[str, bytes | str] | None:
+        keys = list(lists)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (remaining := deadline - loop.time()) > 0:
             wait = remaining if self._slice is None else min(remaining, self._slice)
+            # BRPOP takes from the first of its keys that holds a hint: the highest priority.
             reply = await self._client.brpop(keys, timeout=max(wait, MIN_BLOCK))
             if reply:
                 key, payload = reply
-                return queues[keys.index(_text(key))], payload
+                return _text(key), payload
         return None
 
-    async def _take(self, queues: Sequence[str], keys: list[str], wanted: int) -> list[ReadyHint]:
+    async def _take(self, lists: dict[str, tuple[str, int]], wanted: int) -> list[ReadyHint]:
         if wanted <= 0:
             return []
-        taken = await self._top_up(keys=keys, args=[wanted])
+        taken = await self._top_up(keys=list(lists), args=[wanted])
         return [
             hint
-            for queue, payloads in zip(queues, taken, strict=True)
+            for (queue, priority), payloads in zip(lists.values(), taken, strict=True)
             for payload in payloads
-            if (hint := _to_hint(queue, payload))
+            if (hint := _to_hint(queue, priority, payload))
         ]
 
     async def depth(self, queues: Sequence[str]) -> dict[str, int]:
-        """Hints waiting per queue (duplicates and stale hints included), in one round trip."""
+        """Hints waiting per queue, all priorities summed (duplicates and stale hints
+        included), in one round trip."""
         if not queues:
             return {}
         with translate_connection_errors():
             async with self._client.pipeline(transaction=False) as pipe:
                 for queue in queues:
-                    pipe.llen(self._keys.ready_list(queue))
+                    for key in self._keys.ready_lists(queue):
+                        pipe.llen(key)
                 lengths = await pipe.execute()
-        return {queue: int(length) for queue, length in zip(queues, lengths, strict=True)}
+        per_queue = len(PRIORITIES)
+        return {
+            queue: sum(int(length) for length in lengths[i * per_queue : (i + 1) * per_queue])
+            for i, queue in enumerate(queues)
+        }
 
     async def check_intact(self) -> bool:
         """Sets the epoch key when it is missing: False then (a restart without persistence, a
@@ -144,21 +184,14 @@ class RedisReadyQueue:
             await self._client.ping()
 
 
-def _group(hints: Sequence[ReadyHint]) -> dict[str, list[str]]:
-    by_queue: dict[str, list[str]] = {}
-    for hint in hints:
-        by_queue.setdefault(hint.queue, []).append(str(hint.job_id))
-    return by_queue
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _to_hint(queue: str, payload: bytes | str) -> ReadyHint | None:
+def _to_hint(queue: str, priority: int, payload: bytes | str) -> ReadyHint | None:
     """The hint, or None when the payload is not a job id (written by something else)."""
     try:
-        return ReadyHint(queue, UUID(_text(payload)))
+        return ReadyHint(queue, UUID(_text(payload)), priority=priority)
     except (UnicodeDecodeError, ValueError):
         log.warning("dropped a hint that is not a job id from queue %r: %r", queue, payload[:80])
         return None

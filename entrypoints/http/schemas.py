@@ -44,8 +44,11 @@ from taskforge.domain.schedule import (
 )
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
+    DEFAULT_PRIORITY,
     DUE_AT_RANGE,
+    HIGHEST_PRIORITY,
     IDEMPOTENCY_KEY_MAX,
+    LOWEST_PRIORITY,
     MAX_PAGE_LIMIT,
     RESERVED_QUEUE_PREFIX,
 )
@@ -99,6 +102,10 @@ FIELD_RULES: dict[str, str] = {
         f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}; an attempt that runs "
         "longer fails as timed out (0: no limit)"
     ),
+    "priority": (
+        f"must be a whole number from {HIGHEST_PRIORITY} (claimed first) to {LOWEST_PRIORITY} "
+        f"(claimed last); default {DEFAULT_PRIORITY}"
+    ),
     "reason": f"must be a string of at most {REASON_MAX} characters, without NUL (\\u0000)",
     "name": "must be 1-128 characters of letters, digits and _ - . :",
     "cron": (
@@ -143,8 +150,8 @@ def _rule(
 class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=True):
     """POST /jobs. Durations are seconds; `runAt` (ISO-8601) or `delay` makes a delayed job,
     not both. Unset policy fields take the defaults: maxAttempts 3, initialDelay 1, backoff
-    2, maxDelay 300, jitter false, visibilityTimeout 30, timeout JOB_TIMEOUT (0: none);
-    maxDelay must be at least initialDelay."""
+    2, maxDelay 300, jitter false, visibilityTimeout 30, timeout JOB_TIMEOUT (0: none),
+    priority 5 (0 is claimed first, 9 last); maxDelay must be at least initialDelay."""
 
     job_type: Annotated[str, _rule("jobType", pattern=NAME_PATTERN, examples=["email"])]
     payload: Annotated[
@@ -178,6 +185,9 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     run_at: Annotated[datetime, _rule("runAt")] | None = None
     delay: Annotated[float, _rule("delay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
     timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    priority: Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None = (
+        None
+    )
 
     def to_new_job(
         self,
@@ -215,6 +225,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             run_at=run_at,
             delay=self.delay,
             timeout=_pick(self.timeout, default_timeout),
+            priority=self.priority,
             traceparent=traceparent,
         )
 
@@ -300,7 +311,8 @@ class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     """A job. Timestamps are ISO-8601 UTC; durations are seconds. `reason` is the cancel or
     dead-letter reason; `leaseOwner` and `leaseExpiresAt` are set while the job is RUNNING;
-    `timeout` is each attempt's time limit (0: none). `snoozes` and `handBacks` count the
+    `timeout` is each attempt's time limit (0: none); `priority` orders the claims of its
+    queue (0 first, 9 last). `snoozes` and `handBacks` count the
     runs that ended without using an attempt: the handler snoozed, or the worker handed the
     job back (shutdown, no handler for its type); `unknownTypeSince` is set while no live
     worker serving the queue has a handler for its type (UNKNOWN_TYPE_GRACE counts from it).
@@ -325,6 +337,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     jitter: bool
     visibility_timeout: float
     timeout: float
+    priority: int
     next_run_at: datetime
     last_error: str | None
     reason: str | None
@@ -357,6 +370,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
             jitter=job.policy.jitter,
             visibility_timeout=job.visibility_timeout,
             timeout=job.timeout,
+            priority=job.priority,
             next_run_at=job.next_run_at,
             last_error=job.last_error,
             reason=job.reason,

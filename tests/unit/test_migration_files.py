@@ -23,6 +23,7 @@ SHIPPED = {
         "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
     ),
     "0009_schedules.sql": "e16aa1b867dee408d06c60186aa2f074dc2189b0758c30f89e28ed12e475f316",
+    "0010_job_priority.sql": "ffaf41a4bd2d15fb743b99cf0b74ef4abc87160ac565966df1e5fbde31c09e78",
     "0011_workers_snoozes_and_hand_backs.sql": (
         "747a1777f17ae40c7aa35f3a733b9460e5d5be0d54018a05f0c2de1609004ac9"
     ),

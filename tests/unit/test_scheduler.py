@@ -22,7 +22,7 @@ SETTINGS = SchedulerSettings(batch_size=100, tick_interval=0.01, republish_after
 
 
 def tick_for(memory: Memory, settings: SchedulerSettings = SETTINGS) -> SchedulerTick:
-    return SchedulerTick(memory.jobs, memory.ready_queue, settings)
+    return SchedulerTick(memory.jobs, memory.ready_queue, memory.hints, settings)
 
 
 async def queued_ids(memory: Memory) -> list[object]:
@@ -193,7 +193,9 @@ async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: 
     await memory.jobs.cancel(job.id, None)
     settings = SchedulerSettings(batch_size=100, retention_period=3600, prune_interval=60)
     elapsed = 0.0
-    tick = SchedulerTick(memory.jobs, memory.ready_queue, settings, monotonic=lambda: elapsed)
+    tick = SchedulerTick(
+        memory.jobs, memory.ready_queue, memory.hints, settings, monotonic=lambda: elapsed
+    )
 
     assert (await tick()).pruned == 0  # swept at once: nothing old enough yet
     memory.clock.advance(3601)
@@ -228,7 +230,7 @@ async def test_a_retry_is_requeued_in_a_span_of_its_jobs_trace(memory: Memory) -
         await memory.jobs.settle([RetryLater(lease=lease, error="x", delay=timedelta(0))])
     tracer = RecordingTracer()
 
-    report = await SchedulerTick(memory.jobs, memory.ready_queue, SETTINGS, tracer)()
+    report = await SchedulerTick(memory.jobs, memory.ready_queue, memory.hints, SETTINGS, tracer)()
 
     assert report.promoted == 2
     [span] = tracer.spans  # a job outside any trace gets no span of its own
@@ -279,3 +281,15 @@ async def test_the_new_job_listener_listens_again_after_failures_and_wakes_the_s
     await asyncio.wait_for(listening, 5)
     assert notices.listens == 3
     assert notices.closed >= 3  # after each failure, and at the end
+
+
+async def test_jobs_are_republished_at_their_priority_highest_first(memory: Memory) -> None:
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
+    low = (await enqueue(memory.new_job(delay=30.0, priority=9))).job
+    high = (await enqueue(memory.new_job(delay=30.0, priority=0))).job
+    memory.clock.advance(30)
+
+    await tick_for(memory)()
+
+    hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [(hint.job_id, hint.priority) for hint in hints] == [(high.id, 0), (low.id, 9)]

@@ -16,6 +16,7 @@ from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.handlers import HandlerRegistry, JobContext
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.periodic import (
     DeclarationError,
     ScheduleDeclarations,
@@ -181,6 +182,7 @@ async def test_the_scheduler_tick_publishes_a_fired_job_in_the_same_tick(
     tick = SchedulerTick(
         periodic_jobs.jobs,
         periodic_jobs.ready_queue,
+        HintDispatcher(periodic_jobs.ready_queue),
         SchedulerSettings(batch_size=100),
         fire_schedules=periodic_jobs.fire,
     )
@@ -310,6 +312,7 @@ async def test_a_failure_to_fire_schedules_leaves_the_other_sweeps_running(
     tick = SchedulerTick(
         periodic_jobs.jobs,
         periodic_jobs.ready_queue,
+        HintDispatcher(periodic_jobs.ready_queue),
         SchedulerSettings(batch_size=100),
         fire_schedules=unavailable,  # type: ignore[arg-type]
     )

@@ -622,6 +622,31 @@ async def test_hints_beyond_the_backlog_limit_are_left_to_the_scheduler(
     assert [hint.job_id for hint in hints] == [result.job.id for result in stored[:3]]
 
 
+class RecordingReadyQueue(InMemoryReadyQueue):
+    """Keeps the priorities of each push, in the order the pushes came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[list[int]] = []
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None:
+        self.pushed.append([hint.priority for hint in hints])
+        await super().push(hints)
+
+
+async def test_a_backlog_of_hints_goes_out_highest_priority_first(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HintDispatcher, "PUSH_SIZE", 2)
+    ready_queue = RecordingReadyQueue()
+    enqueue = EnqueueJobs(memory.jobs, HintDispatcher(ready_queue))
+
+    await enqueue([memory.new_job(priority=p) for p in (9, 5, 0, 9, 0)])
+    await enqueue.drain()
+
+    assert ready_queue.pushed == [[0, 0], [5, 9], [9]]
+
+
 class SlowRepository(InMemoryJobStore):
     """The in-memory repository, taking `delay` seconds per write."""
 

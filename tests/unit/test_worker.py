@@ -114,6 +114,7 @@ class Cluster:
         worker = Worker(
             leases=self.jobs,
             ready_queue=self.ready_queue,
+            hints=self.hints,
             rate_limiter=InMemoryRateLimiter(),
             handlers=self.handlers,
             metrics=self.metrics,
@@ -128,7 +129,7 @@ class Cluster:
 
     def start_scheduler(self) -> None:
         settings = SchedulerSettings(batch_size=100, tick_interval=0.02, republish_after=5.0)
-        tick = SchedulerTick(self.jobs, self.ready_queue, settings)
+        tick = SchedulerTick(self.jobs, self.ready_queue, self.hints, settings)
         self.tasks.append(asyncio.create_task(run_scheduler(tick, settings, self.stop)))
 
     async def enqueue(self, job_type: str, **fields: Any) -> Job:
@@ -527,6 +528,45 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: C
     assert final.attempt_count == 0  # the interrupted attempt does not count
     hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
     assert [hint.job_id for hint in hints] == [job.id]
+
+
+async def test_a_job_handed_back_at_shutdown_is_hinted_at_its_priority(cluster: Cluster) -> None:
+    started = asyncio.Event()
+
+    @handler(cluster, "long")
+    async def long(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    cluster.start_worker(shutdown_grace=0.1)
+    job = await cluster.enqueue("long", priority=2)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+
+    await cluster.shutdown()
+
+    hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [(hint.job_id, hint.priority) for hint in hints] == [(job.id, 2)]
+
+
+async def test_hints_deferred_by_the_rate_limit_keep_their_priority(cluster: Cluster) -> None:
+    starts: list[int] = []
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        starts.append(ctx.payload["priority"])
+
+    priorities = (4, 0, 3, 4, 0, 3)
+    jobs = [await cluster.enqueue("noop", priority=p, payload={"priority": p}) for p in priorities]
+    await cluster.hints.drain()
+    cluster.start_worker(concurrency=4, rate_limit_per_sec=2.0)
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    # The first pop takes the 0s and 3s; two permits run the 0s and the 3s are put back,
+    # still ahead of the 4s (put back at the default priority, 5, they would come last).
+    assert starts == [0, 0, 3, 3, 4, 4]
+    assert cluster.metrics.counts["rate_throttled"] >= 2
 
 
 async def test_a_job_is_picked_up_within_milliseconds_by_an_idle_worker(cluster: Cluster) -> None:
@@ -1000,6 +1040,7 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
 ) -> None:
     queue = FreezableReadyQueue()
     cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:
@@ -1023,6 +1064,7 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
 async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster: Cluster) -> None:
     queue = FreezableReadyQueue()
     cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:

@@ -241,6 +241,11 @@ ERROR_CASES = {
         5,
         lambda ids: "error: validation_error: maxAttempts",
     ),
+    "a priority out of range is another API error (5)": ErrorCase(
+        lambda ids: ["enqueue", "--job-type", "noop", "--priority", "10"],
+        5,
+        lambda ids: "error: validation_error: priority",
+    ),
     "a wrong token is another API error (5)": ErrorCase(
         lambda ids: ["--token", "wrong", "stats"],
         5,
@@ -350,13 +355,14 @@ def test_enqueue_sends_every_policy_flag(cli: Cli) -> None:
     job = cli(
         "enqueue", "--job-type", "noop", "--queue", idle_queue(), "--delay", "60",
         "--max-attempts", "7", "--initial-delay", "2", "--backoff", "3", "--max-delay", "90",
-        "--jitter", "--visibility-timeout", "45", "--timeout", "12.5", "--json",
+        "--jitter", "--visibility-timeout", "45", "--timeout", "12.5", "--priority", "1",
+        "--json",
     ).json()  # fmt: skip
     policy = {k: job[k] for k in ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")}
     assert policy == {
         "maxAttempts": 7, "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 90.0, "jitter": True
     }  # fmt: skip
-    assert (job["visibilityTimeout"], job["timeout"]) == (45.0, 12.5)
+    assert (job["visibilityTimeout"], job["timeout"], job["priority"]) == (45.0, 12.5, 1)
     assert job["nextRunAt"] > job["createdAt"]
 
 
@@ -396,6 +402,7 @@ def test_status_shows_policy_attempts_timings_and_the_last_error(
     assert shown.exit_code == 0
     assert field(shown.out, "state") == "DLQ"
     assert field(shown.out, "attempts") == "1 of 3"
+    assert field(shown.out, "priority") == "5"
     assert field(shown.out, "policy") == (
         "backoff 1s x2 up to 5m00s, no jitter; visibility timeout 30s"
     )

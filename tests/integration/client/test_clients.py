@@ -66,6 +66,19 @@ def test_a_unique_key_returns_the_unfinished_job_holding_it(client: SyncClient) 
     assert client.enqueue("noop", queue=queue, unique_key="nightly").id != first.id
 
 
+def test_enqueue_and_enqueue_many_carry_the_priority(client: SyncClient) -> None:
+    queue = idle_queue()
+    urgent = client.enqueue("noop", queue=queue, priority=0)
+    [batched, ordinary] = client.enqueue_many(
+        [{"job_type": "noop", "queue": queue, "priority": 9}, {"job_type": "noop", "queue": queue}]
+    )
+
+    assert urgent.priority == 0
+    assert (client.get(batched.id).priority, client.get(ordinary.id).priority) == (9, 5)
+    with pytest.raises(ValidationError, match="priority"):
+        client.enqueue("noop", queue=queue, priority=10)
+
+
 def test_a_queue_can_be_paused_listed_and_resumed(client: SyncClient) -> None:
     queue = idle_queue()
     client.enqueue("noop", queue=queue)

@@ -16,6 +16,8 @@ from taskforge.adapters.postgres import PostgresJobStore, create_pool
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
 from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
+from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
+from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED
 from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
@@ -226,3 +228,43 @@ async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
     finally:
         await conn.execute("DELETE FROM jobs WHERE queue = 'prune-probe'")
         await conn.close()
+
+
+PLAN_PROBE_QUEUE = "plan-probe"
+
+FILL_PENDING_BACKLOG = """
+INSERT INTO jobs (
+    id, queue, job_type, state, max_attempts, initial_delay, backoff, max_delay, jitter,
+    visibility_timeout, priority, next_run_at
+)
+SELECT gen_random_uuid(), $1, 'probe', 'PENDING', 3, 1, 2, 300, false, 30,
+       (n % 10)::smallint, now() - make_interval(secs => n % 1000)
+FROM generate_series(1, $2) AS n
+"""
+
+
+async def plan_of(conn: asyncpg.Connection, statement: str, *args: object) -> str:
+    rows = await conn.fetch(f"EXPLAIN {statement}", *args)
+    return "\n".join(row[0] for row in rows)
+
+
+async def test_a_large_backlog_is_claimed_and_published_through_the_priority_indexes(
+    connection: asyncpg.Connection,
+) -> None:
+    # 20,000 due jobs no hint was published for: sorting them all for every claim or sweep
+    # would cost a full scan each time; the priority indexes (migration 0010) give the order.
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(FILL_PENDING_BACKLOG, PLAN_PROBE_QUEUE, 20_000)
+        await connection.execute("ANALYZE jobs")
+
+        claim = await plan_of(connection, CLAIM_DUE_JOBS, [PLAN_PROBE_QUEUE], "w", 10)
+        sweep = await plan_of(connection, FIND_NEVER_PUBLISHED, 500)
+    finally:
+        await transaction.rollback()  # the table and its statistics as they were
+
+    assert "jobs_pending_by_queue_priority_due" in claim, claim
+    assert "jobs_pending_unpublished_by_priority_due" in sweep, sweep
+    for plan in (claim, sweep):
+        assert "Sort Key: jobs.priority" not in plan, plan  # no sort of the whole backlog

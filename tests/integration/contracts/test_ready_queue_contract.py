@@ -166,3 +166,67 @@ async def test_in_memory_check_intact_is_true_from_the_first_call() -> None:
     ready_queue = InMemoryReadyQueue()
 
     assert await ready_queue.check_intact() is True
+
+
+def hints_at(queue: str, priority: int, count: int) -> list[ReadyHint]:
+    return [ReadyHint(queue, uuid.uuid4(), priority=priority) for _ in range(count)]
+
+
+async def test_pop_takes_higher_priorities_first_whatever_the_push_order(
+    ready_queue: ReadyQueue, queue_name: str
+) -> None:
+    low, default, high = (hints_at(queue_name, p, 2) for p in (9, 5, 0))
+    await ready_queue.push(low)
+    await ready_queue.push(default)
+    await ready_queue.push(high)
+
+    popped = await ready_queue.pop([queue_name], 10, 1.0)
+
+    assert popped == high + default + low
+    assert [hint.priority for hint in popped] == [0, 0, 5, 5, 9, 9]
+
+
+async def test_a_waiting_pop_takes_the_highest_priority_first(
+    ready_queue: ReadyQueue, queue_name: str
+) -> None:
+    low, high = hints_at(queue_name, 7, 3), hints_at(queue_name, 1, 1)
+    await ready_queue.push(low + high)
+
+    assert await ready_queue.pop([queue_name], 1, 1.0) == high
+    assert await ready_queue.pop([queue_name], 1, 1.0) == low[:1]
+
+
+async def test_priority_comes_before_the_order_of_the_queues(
+    ready_queue: ReadyQueue, queues: list[str]
+) -> None:
+    first, second, _ = queues
+    in_first, urgent_in_second = hints_at(first, 5, 2), hints_at(second, 2, 1)
+    await ready_queue.push(in_first + urgent_in_second)
+
+    assert await ready_queue.pop(queues, 2, 1.0) == urgent_in_second + in_first[:1]
+
+
+async def test_hints_put_back_go_to_the_head_of_their_priority(
+    ready_queue: ReadyQueue, queue_name: str
+) -> None:
+    high, low = hints_at(queue_name, 0, 1), hints_at(queue_name, 8, 2)
+    await ready_queue.push(high + low)
+    put_back = hints_at(queue_name, 8, 1)
+
+    await ready_queue.push_front(put_back)
+
+    assert await ready_queue.pop([queue_name], 10, 1.0) == high + put_back + low
+
+
+async def test_depth_sums_the_hints_of_every_priority(
+    ready_queue: ReadyQueue, queues: list[str]
+) -> None:
+    first, second, third = queues
+    await ready_queue.push(
+        hints_at(first, 0, 1)
+        + hints_at(first, 5, 2)
+        + hints_at(first, 9, 3)
+        + hints_at(second, 4, 1)
+    )
+
+    assert await ready_queue.depth(queues) == {first: 6, second: 1, third: 0}

@@ -16,6 +16,7 @@ import pytest
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.application.handlers import HandlerRegistry
+from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.ports import WorkerRegistry
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
@@ -54,11 +55,13 @@ async def previous_release(
 ) -> AsyncIterator[PreviousRelease]:
     clock = ManualClock(datetime.now(UTC))
     ready_queue = InMemoryReadyQueue()
+    hints = HintDispatcher(ready_queue)
     handlers = HandlerRegistry()
     handlers.register("email", lambda ctx: None)
     worker = Worker(
         leases=jobs,
         ready_queue=ready_queue,
+        hints=hints,
         rate_limiter=InMemoryRateLimiter(),
         handlers=handlers,
         metrics=JobMetricsRecorder(),
@@ -80,7 +83,7 @@ async def previous_release(
     tasks = [
         asyncio.create_task(worker.run(stop)),
         asyncio.create_task(
-            run_scheduler(SchedulerTick(jobs, ready_queue, scheduling), scheduling, stop)
+            run_scheduler(SchedulerTick(jobs, ready_queue, hints, scheduling), scheduling, stop)
         ),
     ]
     try:

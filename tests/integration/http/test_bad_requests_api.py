@@ -44,6 +44,11 @@ FULL_WIDTH_ID = "\uff10" + UNKNOWN_ID[1:]  # a full-width zero first
         ({"jobType": "email", "jitter": "yes"}, "jitter"),
         ({"jobType": "email", "visibilityTimeout": 0}, "visibilityTimeout"),
         ({"jobType": "email", "visibilityTimeout": 43201}, "visibilityTimeout"),
+        ({"jobType": "email", "priority": -1}, "priority"),  # 0 (highest) to 9 (lowest)
+        ({"jobType": "email", "priority": 10}, "priority"),
+        ({"jobType": "email", "priority": "high"}, "priority"),
+        ({"jobType": "email", "priority": 2.5}, "priority"),
+        ({"jobType": "email", "priority": True}, "priority"),
         ({"jobType": "email", "delay": -1}, "delay"),
         ({"jobType": "email", "delay": 1e12}, "delay"),
         ({"jobType": "email", "runAt": "tomorrow"}, "runAt"),

@@ -63,6 +63,7 @@ async def test_batch_of_known_keys_only_answers_200(client: httpx.AsyncClient) -
     [
         ({"jobType": "email", "maxAttempts": "three"}, "jobs[2].maxAttempts"),  # wrong type
         ({"jobType": "email", "bogus": 1}, "jobs[2].bogus"),  # unknown field
+        ({"jobType": "email", "priority": 10}, "jobs[2].priority"),  # out of range
         ({"payload": {}}, "jobs[2].jobType"),  # missing field
         ({"jobType": "has space"}, "jobs[2].jobType"),  # breaks a domain rule
         ({"jobType": "email", "initialDelay": 10, "maxDelay": 1}, "jobs[2].maxDelay"),
@@ -91,3 +92,14 @@ async def test_batch_size_must_be_1_to_1000(client: httpx.AsyncClient, count: in
     response = await client.post("/jobs/batch", json={"jobs": [{"jobType": "noop"}] * count})
 
     assert_error(response, 400, "validation_error", "jobs")
+
+
+async def test_batch_keeps_the_priority_of_each_item(client: httpx.AsyncClient) -> None:
+    body = {"jobs": [{"jobType": "email", "priority": 0}, {"jobType": "email"}]}
+
+    response = await client.post("/jobs/batch", json=body)
+
+    assert response.status_code == 201, response.text
+    ids = [item["id"] for item in response.json()["items"]]
+    priorities = [(await client.get(f"/jobs/{job_id}")).json()["priority"] for job_id in ids]
+    assert priorities == [0, 5]

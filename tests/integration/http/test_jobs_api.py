@@ -32,6 +32,7 @@ JOB_FIELDS = {
     "jitter",
     "visibilityTimeout",
     "timeout",
+    "priority",
     "nextRunAt",
     "lastError",
     "reason",
@@ -92,6 +93,21 @@ async def test_enqueue_keeps_every_policy_field_given(create_job: JobFactory) ->
     assert (job["maxAttempts"], job["initialDelay"], job["backoff"]) == (7, 0.5, 3.0)
     assert (job["maxDelay"], job["jitter"], job["visibilityTimeout"]) == (60.0, True, 120.0)
     assert job["queue"] == "emails.high"
+
+
+async def test_enqueue_keeps_the_priority_given_and_defaults_to_five(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    urgent = await create_job(priority=0)
+    ordinary = await create_job()
+
+    assert (urgent["priority"], ordinary["priority"]) == (0, 5)
+    assert (await client.get(f"/jobs/{urgent['id']}")).json()["priority"] == 0
+    listed = (await client.get("/jobs")).json()["items"]
+    assert {item["id"]: item["priority"] for item in listed} == {
+        urgent["id"]: 0,
+        ordinary["id"]: 5,
+    }
 
 
 async def test_reused_idempotency_key_returns_200_with_the_same_job(

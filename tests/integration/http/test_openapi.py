@@ -157,6 +157,7 @@ async def test_post_jobs_documents_its_body_both_successes_and_an_example(
         "runAt",
         "delay",
         "timeout",
+        "priority",
     }
     [example] = schema["examples"]
     assert example["jobType"] == "email"
@@ -168,6 +169,7 @@ async def test_job_in_states_the_validation_rules(document: dict[str, Any]) -> N
     properties = component(document, "#/JobIn")["properties"]
 
     assert (properties["maxAttempts"]["minimum"], properties["maxAttempts"]["maximum"]) == (1, 1000)
+    assert (properties["priority"]["minimum"], properties["priority"]["maximum"]) == (0, 9)
     assert properties["initialDelay"]["minimum"] == 0
     assert properties["backoff"]["minimum"] == 1
     assert properties["visibilityTimeout"]["maximum"] == 43200

@@ -46,11 +46,11 @@ job or dead letter that does not exist or cannot make that move), never 400."""
 
 def stated_in_words_only(case: Case[Any]) -> str | None:
     """Which rule of the document's descriptions the request's body breaks, among those JSON
-    Schema cannot express: maxDelay >= initialDelay (default 1), maxAttempts written as a
-    whole number (10, not 10.0), a printable idempotencyKey and uniqueKey (str.isprintable), no NUL
-    anywhere in a payload, a runAt inside its range once its offset is applied; for a
-    schedule, a cron expression that reads and fires and a known time zone. None when it
-    breaks none."""
+    Schema cannot express: maxDelay >= initialDelay (default 1), maxAttempts and priority
+    written as whole numbers (10, not 10.0), a printable idempotencyKey and uniqueKey
+    (str.isprintable), no NUL anywhere in a payload, a runAt inside its range once its
+    offset is applied; for a schedule, a cron expression that reads and fires and a known
+    time zone. None when it breaks none."""
     body: object = case.body
     if case.path == "/schedules" and isinstance(body, dict):
         for field, check in (("cron", _cron_reads), ("timezone", _zone_known)):
@@ -68,9 +68,10 @@ def stated_in_words_only(case: Case[Any]) -> str | None:
         )
         if initial is not None and most is not None and most < initial:
             return "maxDelay >= initialDelay"
-        if isinstance(job.get("maxAttempts"), float):
-            # JSON Schema's integer type takes 10.0; the API wants a whole number as 10.
-            return "maxAttempts written without a fraction"
+        for field in ("maxAttempts", "priority"):
+            if isinstance(job.get(field), float):
+                # JSON Schema's integer type takes 10.0; the API wants a whole number as 10.
+                return f"{field} written without a fraction"
         for field in ("idempotencyKey", "uniqueKey"):
             key = job.get(field)
             if isinstance(key, str) and not key.isprintable():

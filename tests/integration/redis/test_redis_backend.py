@@ -83,6 +83,25 @@ async def test_the_backend_writes_only_queue_lists_and_keys_under_its_prefix(
     }
 
 
+async def test_the_default_priority_keeps_the_verbatim_key_and_the_others_use_the_prefix(
+    redis_ready_queue: RedisReadyQueue, redis_client: Redis, queue_name: str, key_prefix: str
+) -> None:
+    default = ReadyHint(queue_name, uuid.uuid4())
+    urgent = ReadyHint(queue_name, uuid.uuid4(), priority=0)
+    background = ReadyHint(queue_name, uuid.uuid4(), priority=9)
+
+    await redis_ready_queue.push([default, urgent, background])
+
+    assert await redis_client.lrange(queue_name, 0, -1) == [str(default.job_id).encode()]
+    assert await redis_client.lrange(f"{key_prefix}ready:0:{queue_name}", 0, -1) == [
+        str(urgent.job_id).encode()
+    ]
+    assert await redis_client.lrange(f"{key_prefix}ready:9:{queue_name}", 0, -1) == [
+        str(background.job_id).encode()
+    ]
+    assert await redis_ready_queue.depth([queue_name]) == {queue_name: 3}
+
+
 async def test_a_queue_name_is_its_list_key_verbatim(
     redis_ready_queue: RedisReadyQueue, redis_client: Redis, queue_name: str
 ) -> None:

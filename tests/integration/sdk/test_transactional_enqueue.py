@@ -119,6 +119,30 @@ async def test_a_job_becomes_visible_when_the_transaction_commits(
     assert await stored_ids(observer, queue_name) == {job.id}
 
 
+async def test_each_job_keeps_its_priority(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    urgent = await session.enqueue("email", queue=queue_name, priority=0)
+    batch = await session.enqueue_many(
+        [
+            {"job_type": "email", "queue": queue_name, "priority": 9},
+            {"job_type": "email", "queue": queue_name},
+        ]
+    )
+    await session.commit()
+
+    assert [job.priority for job in (urgent, *batch)] == [0, 9, 5]
+    rows = await observer.fetch(
+        "SELECT id, priority FROM jobs WHERE id = ANY($1::uuid[])",
+        [job.id for job in (urgent, *batch)],
+    )
+    assert {row["id"]: row["priority"] for row in rows} == {
+        urgent.id: 0,
+        batch[0].id: 9,
+        batch[1].id: 5,
+    }
+
+
 async def test_a_rolled_back_job_never_exists(
     session: Session, observer: asyncpg.Connection, queue_name: str
 ) -> None:
@@ -197,6 +221,8 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
         ({"delay": 5, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
         ({"queue": "taskforge:internal"}, "queue"),
         ({"idempotency_key": ""}, "idempotency_key"),
+        ({"priority": 10}, "priority"),  # 0 (highest) to 9 (lowest)
+        ({"priority": "1"}, "priority"),
     ],
 )
 async def test_bad_input_is_a_validation_error_and_nothing_is_written(
