@@ -101,10 +101,12 @@ SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
 def _find_jobs(where: str) -> str:
     # One statement, so the page and its total come from one snapshot; the LEFT JOIN keeps
-    # a row carrying the total even when the page is empty.
+    # a row carrying the total even when the page is empty. The total is the sum of the
+    # maintained counts (migration 0013), exact and cheap however many jobs match: `where`
+    # names only columns job_counts has too.
     return f"""
 SELECT matching.total, page.*
-FROM (SELECT count(*) AS total FROM jobs {where}) AS matching
+FROM (SELECT coalesce(sum(jobs), 0)::bigint AS total FROM job_counts {where}) AS matching
 LEFT JOIN LATERAL (
     SELECT {JOB_COLUMNS} FROM jobs {where}
     ORDER BY created_at DESC, id DESC
@@ -118,7 +120,11 @@ FIND_JOBS_IN_QUEUE = _find_jobs("WHERE queue = $3")
 FIND_JOBS_IN_STATE = _find_jobs("WHERE state = $3")
 FIND_JOBS_IN_QUEUE_AND_STATE = _find_jobs("WHERE queue = $3 AND state = $4")
 
-COUNT_BY_QUEUE_AND_STATE = "SELECT queue, state, count(*) AS jobs FROM jobs GROUP BY queue, state"
+# From the maintained counts (migration 0013), not a count over the jobs table.
+COUNT_BY_QUEUE_AND_STATE = """
+SELECT queue, state, sum(jobs)::bigint AS jobs FROM job_counts
+GROUP BY queue, state HAVING sum(jobs) <> 0
+"""
 
 PING = "SELECT 1"
 

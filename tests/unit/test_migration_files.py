@@ -22,6 +22,9 @@ SHIPPED = {
     "0008_queues_and_unique_jobs.sql": (
         "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
     ),
+    "0013_job_counts_and_pruning_index.sql": (
+        "e849c3c60872726a74f094fedbe76845041e33f39c090a3288f65bb3df6d7c4d"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 
