@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from taskforge.bench.charts import draw_runs, save_picture
 from taskforge.bench.report import median_report, render
 from taskforge.bench.scenarios import (
     Result,
@@ -138,4 +139,5 @@ def main(settings: Settings, quick: bool, out: Path, runs: int = 1) -> int:
         out.write_text(json.dumps(report, indent=2))
     render(report, console)
     console.print(f"written to {out}")
+    console.print(save_picture(draw_runs, report, out.with_suffix(".png")))
     return 0
