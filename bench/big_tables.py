@@ -9,6 +9,7 @@ inside Postgres and a million of them take a minute rather than an hour of round
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ _ID = (
     "'hex')::uuid"
 )
 
-# $1 queues, $2 first row number, $3 rows, $4 retention in seconds. Finished within the last
-# 90% of the retention period (none is prunable yet), each after a run of up to 2 s.
+# $1 queues, $2 first row number, $3 rows, $4 retention in seconds, $5 rows in all. Finished
+# within the last 90% of the retention period (none is prunable yet), in row order as a queue
+# finishes them, so each index grows at its right edge as it does in production.
 FILL_FINISHED = f"""
 INSERT INTO jobs (id, queue, job_type, payload, state, max_attempts, initial_delay, backoff,
                   max_delay, jitter, visibility_timeout, attempt_count, next_run_at,
@@ -44,7 +46,7 @@ FROM (
     SELECT n, ($1::text[])[1 + n % cardinality($1::text[])] AS queue,
            (ARRAY['email', 'resize', 'report'])[1 + n % 3] AS job_type,
            CASE WHEN n % 50 = 0 THEN 'CANCELLED' ELSE 'SUCCEEDED' END AS state,
-           now() - make_interval(secs => $4 * 0.9 * random()) AS finished_at
+           now() - make_interval(secs => $4 * 0.9 * (1 - n::float8 / $5)) AS finished_at
     FROM generate_series($2::bigint, $2::bigint + $3 - 1) AS n
 ) AS made
 """
@@ -72,7 +74,7 @@ SELECT {_ID.format(at="made.failed_at")}, made.queue, made.job_type,
 FROM (
     SELECT n, ($1::text[])[1 + n % cardinality($1::text[])] AS queue,
            (ARRAY['email', 'resize', 'report'])[1 + n % 3] AS job_type,
-           now() - make_interval(secs => $4 * random()) AS failed_at,
+           now() - make_interval(secs => $4 * (1 - n::float8 / $5)) AS failed_at,
            CASE n % 5
                WHEN 0 THEN format('order %s not found', n)
                WHEN 1 THEN format('timeout after %s ms talking to ''smtp-%s''', n % 900, n % 7)
@@ -116,7 +118,8 @@ async def fill_big_tables(
     progress: Callable[[str], None] = lambda _: None,
 ) -> float:
     """Fill jobs and dead_letters in bulk over `queues`; then VACUUM ANALYZE, as a table that
-    has been around has statistics and a visibility map. Returns the seconds it took."""
+    has been around has statistics and a visibility map. Returns the seconds it took. `conn`
+    should have no statement timeout: a chunk may take a while on a busy machine."""
     started = time.perf_counter()
     steps = (
         ("finished jobs", FILL_FINISHED, sizes.finished),
@@ -129,7 +132,7 @@ async def fill_big_tables(
             if statement is FILL_DELAYED:
                 await conn.execute(statement, list(queues), first, rows)
             else:
-                await conn.execute(statement, list(queues), first, rows, sizes.retention)
+                await conn.execute(statement, list(queues), first, rows, sizes.retention, total)
             progress(f"{label}: {first + rows:,} of {total:,}")
     await conn.execute(FILL_DEAD_LETTERS, list(queues))
     progress("vacuum and analyze")
@@ -143,7 +146,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

@@ -192,6 +192,7 @@ def save_picture(draw: Any, report: dict[str, Any], path: Path) -> str:
     """Draw `report` into `path` with `draw`; the line to print about it, also when
     matplotlib is missing (then the picture is skipped, never the report)."""
     try:
+        _figure(1, 1, "")  # matplotlib importable? Checked before `draw` reads the report.
         draw(report, path)
     except ChartsUnavailable as exc:
         return str(exc)

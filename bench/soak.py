@@ -273,8 +273,8 @@ def soak_verdicts(samples: list[Sample], soak: SoakSettings) -> dict[str, Any]:
         name: (last.rss_mib[name] / settled.rss_mib[name] - 1) if settled.rss_mib[name] else 0.0
         for name in last.rss_mib
     }
-    first = [s.start_p99_ms for s in samples if s.at <= window]
-    final = [s.start_p99_ms for s in samples if s.at >= last.at - window]
+    first = [s.start_p99_ms for s in samples if s.at <= window] or [samples[0].start_p99_ms]
+    final = [s.start_p99_ms for s in samples if s.at >= last.at - window] or [last.start_p99_ms]
     p99_ratio = max(final) / max(max(first), 1e-9)
 
     def jobs_bytes(sample: Sample) -> int:

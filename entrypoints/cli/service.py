@@ -276,8 +276,6 @@ def bench(
     """
     from pathlib import Path
 
-    settings = _settings({})
-    settings.require_postgres("bench")
     if soak is not None:
         from taskforge.bench.soak import SoakSettings, parse_duration
         from taskforge.bench.soak import main as soak_main
@@ -286,6 +284,9 @@ def bench(
             duration = parse_duration(soak)
         except ValueError as exc:
             raise ConfigError("--soak", soak, str(exc)) from None
+    settings = _settings({})
+    settings.require_postgres("bench")
+    if soak is not None:
         soak_settings = SoakSettings(
             duration=duration,
             retention=soak_retention,
