@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,10 @@ class SoakSettings:
     """Jobs drained before the soak to measure the drain rate it runs at half of."""
     rate: float | None = None
     """Jobs per second to enqueue; None: half the measured drain rate."""
+
+    def quick(self) -> SoakSettings:
+        """Samples every second and a short drain-rate probe, for runs of seconds."""
+        return replace(self, sample_every=1.0, probe_jobs=500)
 
 
 @dataclass(slots=True)

@@ -291,8 +291,9 @@ def bench(
             duration=duration,
             retention=soak_retention,
             rate=soak_rate,
-            **({"sample_every": 1.0, "probe_jobs": 500} if quick else {}),
         )
+        if quick:
+            soak_settings = soak_settings.quick()
         raise SystemExit(soak_main(settings, soak_settings, Path(out)))
     if big_tables:
         from taskforge.bench.scale import ScaleSizes
