@@ -123,7 +123,8 @@ def draw_soak(report: dict[str, Any], path: Path) -> Path:
         3,
         2,
         f"TaskForge soak: {settings['rate']:,.0f} jobs/s for {_duration(settings['duration'])}, "
-        f"retention {settings['retention']:g} s (shared machine)",
+        f"retention {settings['retention']:g} s, autovacuum {report.get('autovacuum', 'on')} "
+        "(shared machine)",
     )
     throughput, latency, rss, sizes, redis, histogram = figure.subplots(3, 2).flat
     throughput.plot(at, [s["finished_per_second"] for s in samples], label="finished")

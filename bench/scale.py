@@ -20,11 +20,13 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
+from taskforge.adapters.postgres._rows import JOB_COLUMNS
 from taskforge.adapters.postgres.dead_letter_store import COUNT_DEAD_LETTERS, FIND_DEAD_LETTERS
 from taskforge.adapters.postgres.job_store import (
     COUNT_BY_QUEUE_AND_STATE,
     FIND_JOBS,
     FIND_JOBS_IN_QUEUE_AND_STATE,
+    FIND_JOBS_IN_STATE,
 )
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS, CLAIM_JOBS
 from taskforge.adapters.postgres.sweeps import (
@@ -79,6 +81,17 @@ def _explained(name: str, statement: str, *args: Any) -> tuple[str, str, tuple[A
     return name, statement, args
 
 
+# The forms these statements had before migration 0013 and the range filters, explained in
+# the same run for comparison (docs/performance.md quotes both).
+BEFORE_COUNTS = "SELECT queue, state, count(*) AS jobs FROM jobs GROUP BY queue, state"
+BEFORE_PRUNE = PRUNE_FINISHED.replace("ORDER BY finished_at", "ORDER BY created_at")
+BEFORE_LIST_IN_STATE = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE state = $3
+ORDER BY created_at DESC, id DESC
+LIMIT $1 OFFSET $2
+"""
+
+
 async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
     """EXPLAIN (ANALYZE, BUFFERS) of the statements every request or tick runs, each in a
     transaction that is rolled back (the sweeps and claims write)."""
@@ -88,7 +101,10 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
         _explained(
             "list jobs, queue and state", FIND_JOBS_IN_QUEUE_AND_STATE, 50, 0, queue, "PENDING"
         ),
+        _explained("list jobs, state", FIND_JOBS_IN_STATE, 50, 0, "SUCCEEDED"),
+        _explained("before: list jobs, state = $3", BEFORE_LIST_IN_STATE, 50, 0, "SUCCEEDED"),
         _explained("stats: counts per queue and state", COUNT_BY_QUEUE_AND_STATE),
+        _explained("before: counts over the jobs table", BEFORE_COUNTS),
         _explained("dead-letter count", COUNT_DEAD_LETTERS),
         _explained("list dead letters", FIND_DEAD_LETTERS, 50, 0),
         _explained("claim by hinted ids", CLAIM_JOBS, never, "bench"),
@@ -99,6 +115,9 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
         _explained("sweep: republish stale hints", FIND_UNPUBLISHED, 500, 30.0),
         _explained("sweep: count due", COUNT_DUE, [queue]),
         _explained("sweep: prune finished", PRUNE_FINISHED, "SUCCEEDED", 7 * 86_400.0, 500),
+        _explained(
+            "before: prune, oldest created first", BEFORE_PRUNE, "SUCCEEDED", 7 * 86_400.0, 500
+        ),
         _explained("sweep: fold job counts", FOLD_JOB_COUNTS),
     ]
     plans = {}
