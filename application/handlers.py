@@ -9,7 +9,8 @@ Re-exported by the public `taskforge` module::
         ...
 
 Handlers may be `async def` or plain functions; plain ones run in a thread so they never
-block the worker's event loop. Any exception is retryable unless it is a TerminalError.
+block the worker's event loop. Any exception is retryable unless it is a TerminalError;
+raising Snooze asks to run the job later without using an attempt.
 A job's `timeout` cancels an async handler; a sync one cannot be interrupted, so its attempt
 ends without it and its thread is abandoned (it should poll `ctx.cancelled`).
 """
@@ -18,19 +19,42 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from uuid import UUID
 
 from taskforge.application.threads import HandlerThreads
-from taskforge.domain.policy import attempts_exhausted
+from taskforge.domain.policy import MAX_DURATION, attempts_exhausted
 
 JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
 
 
 class TerminalError(Exception):
     """Raise from a handler when retrying cannot help: the job goes straight to DLQ."""
+
+
+class Snooze(Exception):
+    """Raise from a handler to run the job again in `seconds`, without using an attempt::
+
+        if not await report_ready(ctx.payload["report_id"]):
+            raise taskforge.Snooze(60)
+
+    The job goes back to PENDING, due in `seconds`, and its `snoozes` count grows by one.
+    A job that already snoozed MAX_SNOOZES times (a worker setting, default 100) is
+    dead-lettered instead, with the reason "snoozed too many times"."""
+
+    def __init__(self, seconds: float) -> None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or not 0 <= seconds <= MAX_DURATION
+        ):
+            raise ValueError(f"Snooze seconds must be a number from 0 to {MAX_DURATION:g}")
+        super().__init__(f"snoozed for {seconds:g}s")
+        self.seconds = float(seconds)
 
 
 class UnknownJobType(TerminalError):
@@ -58,6 +82,8 @@ class JobContext:
     """This attempt's lease. A later attempt of the same job (after this one's lease was
     lost) has another token, so external writes keyed on it can refuse stale attempts."""
     traceparent: str | None = None
+    snoozes: int = 0
+    """Times this job snoozed before this run (raise Snooze to add one)."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -66,15 +92,24 @@ class JobContext:
 
 
 class HandlerRegistry:
-    """Maps jobType to handler. Registering a jobType twice is an error, not an override."""
+    """Maps jobType to handler. Registering a jobType twice is an error, not an override.
+
+    A handler may declare the queue its jobs go to (typed tasks do): a worker loading the
+    registry serves those queues unless it is told which to serve.
+    """
 
     def __init__(self) -> None:
         self._handlers: dict[str, JobHandler] = {}
+        self._queues: dict[str, str | None] = {}
 
-    def register(self, job_type: str, handler: JobHandler) -> JobHandler:
+    def register(
+        self, job_type: str, handler: JobHandler, *, queue: str | None = None
+    ) -> JobHandler:
+        """`queue`: where this jobType's jobs are enqueued; None, the default queue."""
         if job_type in self._handlers and self._handlers[job_type] is not handler:
             raise ValueError(f"a handler for jobType {job_type!r} is already registered")
         self._handlers[job_type] = handler
+        self._queues[job_type] = queue
         return handler
 
     def handler(self, job_type: str) -> Callable[[JobHandler], JobHandler]:
@@ -99,7 +134,12 @@ class HandlerRegistry:
 
     def merge(self, other: HandlerRegistry) -> None:
         for job_type in other:
-            self.register(job_type, other.get(job_type))
+            self.register(job_type, other.get(job_type), queue=other._queues[job_type])
+
+    def queues(self, default: str) -> tuple[str, ...]:
+        """The queues the registered jobTypes declare, `default` standing for those that
+        declare none; sorted, each once. Empty when nothing is registered."""
+        return tuple(sorted({queue or default for queue in self._queues.values()}))
 
 
 async def invoke(

@@ -14,11 +14,13 @@ from typing import Protocol
 from uuid import UUID
 
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
+from taskforge.domain.dashboard import DeadLetterGroup, QueueJobCounts
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import Settlement
 from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
+from taskforge.domain.workers import WorkerStatus
 
 
 class Clock(Protocol):
@@ -35,6 +37,8 @@ class IdSource(Protocol):
 class ListFilter:
     queue: str | None = None
     state: JobState | None = None
+    job_type: str | None = None
+    idempotency_key: str | None = None
 
 
 class JobStore(Protocol):
@@ -217,6 +221,27 @@ class QueuePauses(Protocol):
         ...
 
 
+class WorkerRegistry(Protocol):
+    """The running workers, each as it last reported itself (kept with the jobs, so every
+    process sees every worker). The API and the dashboard list them; a worker holding a job
+    it has no handler for asks it whether another live worker could run the job."""
+
+    async def report(self, status: WorkerStatus) -> None:
+        """Insert or replace the row of `status.worker_id`. Also deletes every row whose
+        heartbeat is older than WORKER_STALE_AFTER before `status.heartbeat_at` (stale rows
+        are pruned by the workers that are still alive)."""
+        ...
+
+    async def remove(self, worker_id: str) -> None:
+        """Delete the worker's row (it is stopping); no error when there is none."""
+        ...
+
+    async def list_live(self, *, now: datetime) -> list[WorkerStatus]:
+        """Workers that reported within WORKER_STALE_AFTER seconds of `now`, ordered by
+        worker_id."""
+        ...
+
+
 class DeadLetterStore(Protocol):
     """Read side of the `dead_letters` table; its rows are written by the transitions of the
     other store roles (a settle, a reap or an operator move into DLQ)."""
@@ -228,6 +253,34 @@ class DeadLetterStore(Protocol):
     async def get(self, job_id: UUID) -> DeadLetter | None: ...
 
     async def count(self) -> int: ...
+
+
+class JobCounts(Protocol):
+    """Jobs per queue and state for the dashboard's overview, read on every refresh: cheap
+    however many jobs are stored, so a count past `exact_up_to` may be an estimate."""
+
+    async def per_queue(self, exact_up_to: int) -> list[QueueJobCounts]:
+        """Every queue that has jobs, by name. A count is exact up to `exact_up_to`; above
+        it the store may estimate it, and names the column in `estimated`."""
+        ...
+
+
+class DeadLetterGroups(Protocol):
+    """Dead letters grouped by job type and error shape (domain.dashboard.error_shape of the
+    last error, or of the reason when there is none)."""
+
+    async def groups(self, limit: int) -> list[DeadLetterGroup]:
+        """The `limit` groups that failed most recently, newest first."""
+        ...
+
+    async def members(self, job_type: str, error_shape: str, limit: int) -> list[DeadLetter]:
+        """Up to `limit` dead letters of the group, newest first."""
+        ...
+
+    async def purge(self, job_type: str, error_shape: str, limit: int) -> int:
+        """Delete up to `limit` of the group's dead-lettered jobs (and their dead letters)
+        for good. Returns how many were deleted."""
+        ...
 
 
 class ReadyQueue(Protocol):

@@ -20,9 +20,16 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
-from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError, invoke
+from taskforge.application.handlers import (
+    HandlerRegistry,
+    JobContext,
+    Snooze,
+    TerminalError,
+    invoke,
+)
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from taskforge.application.ports import (
     AttributeValue,
@@ -33,17 +40,25 @@ from taskforge.application.ports import (
     RateLimiter,
     ReadyQueue,
     WorkerMetrics,
+    WorkerRegistry,
 )
 from taskforge.application.threads import HandlerThreads
 from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job, Lease, ReadyHint
 from taskforge.domain.outcome import (
+    DEFAULT_MAX_SNOOZES,
+    DEFAULT_UNKNOWN_TYPE_GRACE,
+    SNOOZE_LIMIT_REASON,
+    UNKNOWN_TYPE_REASON,
     WORKER_ERROR_REASON,
     DeadLettered,
     FailureKind,
+    HandedBack,
+    Release,
     RetryLater,
     Settlement,
+    Snoozed,
     Succeeded,
     bound_traceback,
     decide_failure,
@@ -55,6 +70,7 @@ from taskforge.domain.result import (
     UnstorableResult,
     encode_result,
 )
+from taskforge.domain.workers import WORKER_REPORT_INTERVAL, WorkerStatus
 
 log = logging.getLogger("taskforge.worker")
 
@@ -67,6 +83,8 @@ _OUTCOMES: dict[type[Settlement], str] = {
     Succeeded: "succeeded",
     RetryLater: "retry",
     DeadLettered: "dead_lettered",
+    Snoozed: "snoozed",
+    HandedBack: "handed_back",
 }
 
 SETTLE_ATTEMPTS = 8
@@ -87,6 +105,9 @@ class WorkerSettings:
     queues: tuple[str, ...]
     concurrency: int
     owner: str
+    host: str = ""
+    pid: int = 0
+    """Where the worker runs, as it reports itself to the WorkerRegistry."""
     rate_limit_per_sec: float = 0.0
     """Per queue, shared by all workers through the RateLimiter; 0 disables it."""
     heartbeat: bool = True
@@ -94,6 +115,16 @@ class WorkerSettings:
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     """The most a handler's return value may take as JSON; a larger one dead-letters the
     job (MAX_RESULT_BYTES)."""
+    max_snoozes: int = DEFAULT_MAX_SNOOZES
+    """Snoozes a job may take (MAX_SNOOZES); the next one dead-letters it."""
+    unknown_type_grace: float = DEFAULT_UNKNOWN_TYPE_GRACE
+    """Seconds a job whose type no live worker serving its queue has a handler for is handed
+    back before it is dead-lettered as unknown (UNKNOWN_TYPE_GRACE); 0: at once."""
+    unknown_type_delay: float = 1.0
+    """Seconds a job handed back for lack of a handler waits before it is due again, so that
+    the workers that have one get it first."""
+    report_interval: float = WORKER_REPORT_INTERVAL
+    """Seconds between the worker's reports to the WorkerRegistry."""
     poll_timeout: float = 1.0
     """Longest blocking pop; bounds how long shutdown waits for the fetch loop."""
     shutdown_grace: float = 30.0
@@ -300,9 +331,12 @@ class Worker:
         random: RandomSource,
         settings: WorkerSettings,
         tracer: JobTracer | None = None,
+        workers: WorkerRegistry | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`tracer` None: tracing is off and the worker does no tracing work at all.
+        `workers`: where the worker reports itself and looks for workers that can run a job
+        it has no handler for; None: it reports nowhere and knows of no other worker.
         `clock` dates what the worker compares with the store's times (time in queue);
         `monotonic` measures durations (runtimes, when leases are due for renewal)."""
         if settings.concurrency < 1:
@@ -319,6 +353,8 @@ class Worker:
         self._random = random
         self._settings = settings
         self._tracer = tracer
+        self._workers = workers
+        self._started_at: datetime | None = None
         self._running: dict[UUID, _Running] = {}
         """Jobs whose handler is running: each holds one of the `concurrency` slots."""
         self._settling: dict[UUID, _Running] = {}
@@ -369,6 +405,11 @@ class Worker:
             else None
         )
         relay = asyncio.create_task(self._relay_stop(stop), name="taskforge-stop")
+        reports = (
+            asyncio.create_task(self._report_loop(self._workers), name="taskforge-reports")
+            if self._workers is not None
+            else None
+        )
         try:
             await self._fetch_loop(self._stopping)
         finally:
@@ -376,13 +417,56 @@ class Worker:
             relay.cancel()
             if heartbeat is not None:
                 heartbeat.cancel()
+            if reports is not None:
+                reports.cancel()
             self._settler.close()
             await asyncio.gather(
-                settler, relay, *([heartbeat] if heartbeat else []), return_exceptions=True
+                settler,
+                relay,
+                *([heartbeat] if heartbeat else []),
+                *([reports] if reports else []),
+                return_exceptions=True,
             )
+            await self._unregister()
             self._threads.shutdown()
         if self._gave_up is not None:
             raise TooManyAbandonedThreads(self._gave_up)
+
+    def status(self) -> WorkerStatus:
+        """This worker as it reports itself to the WorkerRegistry, as of now."""
+        now = self._clock.now()
+        if self._started_at is None:
+            self._started_at = now
+        settings = self._settings
+        return WorkerStatus(
+            worker_id=settings.owner,
+            host=settings.host,
+            pid=settings.pid,
+            queues=settings.queues,
+            job_types=tuple(self._handlers),
+            concurrency=settings.concurrency,
+            busy_slots=len(self._running),
+            started_at=self._started_at,
+            heartbeat_at=now,
+        )
+
+    async def _report_loop(self, workers: WorkerRegistry) -> None:
+        """Report at once (a new worker's job types count from its start), then every
+        report_interval; a failed report is tried again at the next one."""
+        while True:
+            try:
+                await workers.report(self.status())
+            except Exception as exc:  # noqa: BLE001 - the row goes stale; the next one renews it
+                log.warning("could not report to the worker registry: %s", exc)
+            await asyncio.sleep(self._settings.report_interval)
+
+    async def _unregister(self) -> None:
+        if self._workers is None:
+            return
+        try:
+            await self._workers.remove(self._settings.owner)
+        except Exception as exc:  # noqa: BLE001 - the row goes stale and is pruned
+            log.warning("could not remove this worker from the registry: %s", exc)
 
     async def _relay_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -515,6 +599,7 @@ class Worker:
             payload=job.payload,
             lease_token=lease.token,
             traceparent=job.traceparent,
+            snoozes=job.snoozes,
         )
         running = _Running(job=job, lease=lease, context=context)
         self._running[job.id] = running
@@ -618,6 +703,8 @@ class Worker:
                     "reason": settlement.reason,
                 },
             )
+        if isinstance(settlement, Release):
+            return  # neither a success nor a failure: the job runs again later
         succeeded = bool(applied) and isinstance(settlement, Succeeded)
         self._metrics.job_finished(job.queue, self._job_type_label(job), runtime, succeeded)
 
@@ -640,7 +727,7 @@ class Worker:
             running.context.traceparent = span.traceparent
             settlement = await self._attempt(running)
             span.set_attribute("outcome", _OUTCOMES[type(settlement)])
-            if not isinstance(settlement, Succeeded):
+            if isinstance(settlement, RetryLater | DeadLettered):
                 span.fail(settlement.error)
             return settlement
 
@@ -660,6 +747,8 @@ class Worker:
         limit, cause = self._time_limit(job)
         # Only this deadline's expiry is reported as a timeout: a TimeoutError the handler
         # raises itself (its HTTP client's, say) is an ordinary failure with its own message.
+        if job.job_type not in self._handlers:
+            return await self._unknown_type(job, lease)
         deadline = asyncio.timeout(limit)
         try:
             handler = self._handlers.get(job.job_type)
@@ -667,6 +756,8 @@ class Worker:
                 value = await invoke(
                     handler, context, self._threads, functools.partial(self._abandoned, running)
                 )
+        except Snooze as exc:
+            return self._snoozed(job, lease, exc)
         except TerminalError as exc:
             return decide_failure(
                 job, lease, _describe(exc), FailureKind.TERMINAL, self._random, _traceback_of(exc)
@@ -687,6 +778,51 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - any handler error is a retryable failure
             return self._retryable(job, lease, exc)
         return self._succeeded(job, lease, value)
+
+    def _snoozed(self, job: Job, lease: Lease, snooze: Snooze) -> Settlement:
+        """Back to waiting for `snooze.seconds` without using the attempt; past the
+        MAX_SNOOZES cap, dead-lettered."""
+        limit = self._settings.max_snoozes
+        if job.snoozes >= limit:
+            error = f"snoozed {job.snoozes} times, the most MAX_SNOOZES allows ({limit})"
+            log.info("job %s: %s", job.id, error)
+            return DeadLettered(lease=lease, error=error, reason=SNOOZE_LIMIT_REASON)
+        log.info("job %s snoozed for %gs", job.id, snooze.seconds)
+        return Snoozed(lease=lease, delay=timedelta(seconds=snooze.seconds))
+
+    async def _unknown_type(self, job: Job, lease: Lease) -> Settlement:
+        """No handler here for the job's type. While a live worker serving its queue has one,
+        or for UNKNOWN_TYPE_GRACE seconds after none has, the job is handed back without
+        using the attempt, due again after a short delay; after that, it is dead-lettered.
+        Rolling deploys rely on this: a worker of the previous version hands back the new
+        types it does not know, and the new workers run them."""
+        now = self._clock.now()
+        delay = timedelta(seconds=self._settings.unknown_type_delay)
+        try:
+            live = [] if self._workers is None else await self._workers.list_live(now=now)
+        except Exception as exc:  # noqa: BLE001 - without the registry, never dead-letter
+            log.warning("job %s: no handler here, and the worker registry failed: %s", job.id, exc)
+            return HandedBack(lease=lease, delay=delay, unknown_type_since=job.unknown_type_since)
+        if any(worker.runs(job.queue, job.job_type) for worker in live):
+            return HandedBack(lease=lease, delay=delay, unknown_type_since=None)
+        since = job.unknown_type_since or now
+        waited = (now - since).total_seconds()
+        grace = self._settings.unknown_type_grace
+        if waited >= grace:
+            error = (
+                f"no handler for jobType {job.job_type!r}: no live worker serving queue "
+                f"{job.queue!r} has had one for {waited:g}s (UNKNOWN_TYPE_GRACE {grace:g}s)"
+            )
+            return DeadLettered(lease=lease, error=error, reason=UNKNOWN_TYPE_REASON)
+        log.info(
+            "job %s: no live worker serving %s has a handler for %r; handed back (%gs of %gs)",
+            job.id,
+            job.queue,
+            job.job_type,
+            waited,
+            grace,
+        )
+        return HandedBack(lease=lease, delay=delay, unknown_type_since=since)
 
     def _succeeded(self, job: Job, lease: Lease, value: object) -> Settlement:
         """The handler returned `value`: success with it as the job's result, unless it is

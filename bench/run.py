@@ -25,6 +25,11 @@ from taskforge.bench.scenarios import (
     bench_sequential,
 )
 from taskforge.bench.stack import Stack, peak_rss_mib
+from taskforge.bench.transactional import (
+    bench_txn_enqueue,
+    bench_txn_enqueue_many,
+    bench_txn_latency,
+)
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_event_loop
 
@@ -42,6 +47,11 @@ class BenchSizes:
     scale_drain: int = 100_000
     scale_finished: int = 100_000
     concurrency: int = 10
+    txn_enqueue: int = 5_000
+    txn_many_transactions: int = 20
+    """Transactions of `enqueue_many` (1,000 jobs each)."""
+    txn_latency_rate: float = 100.0
+    txn_latency_seconds: float = 20.0
 
     @classmethod
     def quick(cls) -> BenchSizes:
@@ -54,6 +64,9 @@ class BenchSizes:
             latency_seconds=3.0,
             scale_drain=0,
             scale_finished=0,
+            txn_enqueue=500,
+            txn_many_transactions=2,
+            txn_latency_seconds=3.0,
         )
 
 
@@ -88,6 +101,16 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
             async with _step(progress, "latency at a steady rate"):
                 results.append(
                     await bench_latency(stack, sizes.latency_rate, sizes.latency_seconds)
+                )
+            async with _step(progress, "txn-enqueue: one job per transaction"):
+                results.append(await bench_txn_enqueue(stack, sizes.txn_enqueue))
+            async with _step(progress, "txn-enqueue-many: 1,000 jobs per transaction"):
+                results.append(await bench_txn_enqueue_many(stack, sizes.txn_many_transactions))
+            async with _step(progress, "txn-latency: commit to handler start"):
+                results.append(
+                    await bench_txn_latency(
+                        stack, sizes.txn_latency_rate, sizes.txn_latency_seconds
+                    )
                 )
             if sizes.scale_drain:
                 history = f", {sizes.scale_finished:,} finished in the table"

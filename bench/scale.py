@@ -25,8 +25,7 @@ from taskforge.adapters.postgres.dead_letter_store import COUNT_DEAD_LETTERS, FI
 from taskforge.adapters.postgres.job_store import (
     COUNT_BY_QUEUE_AND_STATE,
     FIND_JOBS,
-    FIND_JOBS_IN_QUEUE_AND_STATE,
-    FIND_JOBS_IN_STATE,
+    find_statement,
 )
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS, CLAIM_JOBS
 from taskforge.adapters.postgres.sweeps import (
@@ -38,6 +37,7 @@ from taskforge.adapters.postgres.sweeps import (
     PRUNE_FINISHED,
     REAP_EXPIRED,
 )
+from taskforge.application.ports import ListFilter
 from taskforge.bench.big_tables import (
     BigTableSizes,
     fill_big_tables,
@@ -47,6 +47,7 @@ from taskforge.bench.big_tables import (
 from taskforge.bench.charts import draw_scale, save_picture
 from taskforge.bench.scenarios import Result, bench_drain, bench_latency
 from taskforge.bench.stack import Stack
+from taskforge.domain.states import JobState
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_event_loop
 
@@ -99,9 +100,15 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
     statements = [
         _explained("list jobs, no filter", FIND_JOBS, 50, 0),
         _explained(
-            "list jobs, queue and state", FIND_JOBS_IN_QUEUE_AND_STATE, 50, 0, queue, "PENDING"
+            "list jobs, queue and state",
+            find_statement(ListFilter(queue=queue, state=JobState.PENDING))[0],
+            *(50, 0, queue, "PENDING"),
         ),
-        _explained("list jobs, state", FIND_JOBS_IN_STATE, 50, 0, "SUCCEEDED"),
+        _explained(
+            "list jobs, state",
+            find_statement(ListFilter(state=JobState.SUCCEEDED))[0],
+            *(50, 0, "SUCCEEDED"),
+        ),
         _explained("before: list jobs, state = $3", BEFORE_LIST_IN_STATE, 50, 0, "SUCCEEDED"),
         _explained("stats: counts per queue and state", COUNT_BY_QUEUE_AND_STATE),
         _explained("before: counts over the jobs table", BEFORE_COUNTS),

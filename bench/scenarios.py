@@ -214,17 +214,17 @@ async def bench_latency(
     to_start = sorted(float(r["to_start"]) for r in rows)
     to_finish = sorted(float(r["to_finish"]) for r in rows)
     extra = {
-        "start_p50_ms": _percentile(to_start, 50),
-        "start_p95_ms": _percentile(to_start, 95),
-        "start_p99_ms": _percentile(to_start, 99),
-        "finish_p50_ms": _percentile(to_finish, 50),
-        "finish_p95_ms": _percentile(to_finish, 95),
-        "finish_p99_ms": _percentile(to_finish, 99),
+        "start_p50_ms": percentile(to_start, 50),
+        "start_p95_ms": percentile(to_start, 95),
+        "start_p99_ms": percentile(to_start, 99),
+        "finish_p50_ms": percentile(to_finish, 50),
+        "finish_p95_ms": percentile(to_finish, 95),
+        "finish_p99_ms": percentile(to_finish, 99),
     }
     return Result(f"latency at {rate:g} jobs/s for {seconds:g}s", total, elapsed, extra)
 
 
-def _percentile(values: list[float], pct: float) -> float:
+def percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0
     if len(values) == 1:

@@ -50,6 +50,7 @@ from taskforge.cli.render import (
     timestamp,
     watch_line,
     watch_view,
+    workers_table,
 )
 from taskforge.client import (
     ClientError,
@@ -695,6 +696,21 @@ def queues_resume(queue: QueueArg, *, session: SessionParam) -> None:
         taskforge-cli queues resume emails
     """
     _report_queue(session, session.api.resume_queue(queue))
+
+
+@app.command
+def workers(*, session: SessionParam) -> None:
+    """The live workers: the queues each serves, the job types it has handlers for, and how
+    many of its slots run a job. A worker that has not reported for 30 s is left out.
+
+    For example:
+        taskforge-cli workers
+    """
+    response = session.api.workers()
+    if session.json_output:
+        session.print_json(response)
+        return
+    session.show(workers_table(response.data.get("items", []), plain=session.plain))
 
 
 def _report_queue(session: Session, response: Response) -> None:

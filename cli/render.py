@@ -94,6 +94,14 @@ def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Tex
         yield "unique key", Text(str(job["uniqueKey"]))
     yield "payload", Text(_shorten(_compact_json(job.get("payload", {})), PAYLOAD_CHARS))
     yield "attempts", Text(_attempts(job))
+    if job.get("snoozes") or job.get("handBacks"):
+        yield (
+            "not counted",
+            Text(f"{job.get('snoozes', 0)} snoozed, {job.get('handBacks', 0)} handed back"),
+        )
+    if job.get("unknownTypeSince"):
+        since = timestamp(job["unknownTypeSince"])
+        yield "no handler", Text(f"no live worker of its queue has one since {since}", "yellow")
     yield "policy", Text(_policy(job))
     yield "created", Text(timestamp(job.get("createdAt")))
     # startedAt is when the latest attempt started: after retries it is not the time the
@@ -296,6 +304,23 @@ def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
             paused,
             *(_count(counts.get(state, 0), state) for state in states),
             Text(str(queue.get("total", 0))),
+        )
+    return table
+
+
+def workers_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
+    """A row per live worker: where it runs, what it serves, how busy it is."""
+    table = _empty_table(plain)
+    for header in ("WORKER", "QUEUES", "JOB TYPES", "BUSY", "STARTED", "LAST REPORT"):
+        table.add_column(header, no_wrap=header != "JOB TYPES")
+    for worker in items:
+        table.add_row(
+            Text(str(worker.get("workerId"))),
+            Text(",".join(worker.get("queues", []))),
+            Text(",".join(worker.get("jobTypes", [])) or "-"),
+            Text(f"{worker.get('busySlots', 0)}/{worker.get('concurrency', 0)}"),
+            Text(timestamp(worker.get("startedAt"))),
+            Text(timestamp(worker.get("heartbeatAt"))),
         )
     return table
 

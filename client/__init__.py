@@ -31,6 +31,7 @@ from taskforge.client.values import (
     QueueInfo,
     QueueStats,
     Stats,
+    WorkerInfo,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "WaitTimeout",
+    "WorkerInfo",
 ]

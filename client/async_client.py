@@ -22,6 +22,7 @@ from taskforge.client.values import (
     JobPage,
     QueueInfo,
     Stats,
+    WorkerInfo,
 )
 from taskforge.domain.states import JobState
 
@@ -121,6 +122,10 @@ class Client:
     async def queues(self) -> builtins.list[QueueInfo]:
         """Every queue with jobs or paused (and the API's QUEUE_NAME): counts and pause."""
         return await self._run(core.list_queues())
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers: their queues, job types and busy slots."""
+        return await self._run(core.list_workers())
 
     async def pause_queue(self, queue: str) -> QueueInfo:
         """Stop every worker from starting the queue's jobs; idempotent."""

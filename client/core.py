@@ -39,6 +39,7 @@ from taskforge.client.values import (
     JobPage,
     QueueInfo,
     Stats,
+    WorkerInfo,
     batch_items_of,
     dead_letter_of,
     dead_letter_page_of,
@@ -47,6 +48,7 @@ from taskforge.client.values import (
     queue_of,
     queues_of,
     stats_of,
+    workers_of,
 )
 from taskforge.domain.states import JobState
 from taskforge.domain.version import taskforge_version
@@ -235,6 +237,10 @@ def get_stats() -> Call[Stats]:
 
 def list_queues() -> Call[list[QueueInfo]]:
     return Call(Request("GET", "/queues"), lambda answer: queues_of(answer.data))
+
+
+def list_workers() -> Call[list[WorkerInfo]]:
+    return Call(Request("GET", "/workers"), lambda answer: workers_of(answer.data))
 
 
 def pause_queue(queue: str) -> Call[QueueInfo]:

@@ -22,6 +22,7 @@ from taskforge.client.values import (
     JobPage,
     QueueInfo,
     Stats,
+    WorkerInfo,
 )
 from taskforge.domain.states import JobState
 
@@ -127,6 +128,10 @@ class SyncClient:
         """Every queue with jobs or paused (and the API's QUEUE_NAME): counts and pause."""
         return self._run(core.list_queues())
 
+    def workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers: their queues, job types and busy slots."""
+        return self._run(core.list_workers())
+
     def pause_queue(self, queue: str) -> QueueInfo:
         """Stop every worker from starting the queue's jobs; idempotent."""
         return self._run(core.pause_queue(queue))
@@ -226,6 +231,9 @@ class RawResponses:
 
     def queues(self) -> Response:
         return self._send(core.list_queues().request)
+
+    def workers(self) -> Response:
+        return self._send(core.list_workers().request)
 
     def pause_queue(self, queue: str) -> Response:
         return self._send(core.pause_queue(queue).request)

@@ -43,6 +43,12 @@ class Job:
     unique_key: str | None = None
     attempt_count: int
     retry_count: int
+    snoozes: int = 0
+    """Runs the handler ended with taskforge.Snooze; none used an attempt."""
+    hand_backs: int = 0
+    """Runs a worker handed back unfinished (shutdown, no handler for the job's type)."""
+    unknown_type_since: datetime | None = None
+    """Set while no live worker serving the queue has a handler for the job's type."""
     max_attempts: int
     initial_delay: float
     backoff: float
@@ -132,6 +138,21 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    """A live worker as `GET /workers` lists it: what it serves and runs, how busy it is."""
+
+    worker_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    job_types: tuple[str, ...]
+    concurrency: int
+    busy_slots: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
     queues: tuple[QueueStats, ...]
     totals: dict[str, int]
@@ -176,6 +197,10 @@ def queue_of(resource: Mapping[str, Any]) -> QueueInfo:
 
 def queues_of(answer: Mapping[str, Any]) -> list[QueueInfo]:
     return [queue_of(item) for item in answer["items"]]
+
+
+def workers_of(answer: Mapping[str, Any]) -> list[WorkerInfo]:
+    return [msgspec.convert(snake_keys(item), WorkerInfo) for item in answer["items"]]
 
 
 def stats_of(answer: Mapping[str, Any]) -> Stats:

@@ -79,6 +79,15 @@ class Job:
     unique_key: str | None = None
     attempt_count: int = 0
     retry_count: int = 0
+    snoozes: int = 0
+    """Times a handler snoozed the job (taskforge.Snooze); none of them used an attempt."""
+    hand_backs: int = 0
+    """Times a worker handed the job back unfinished (shutdown, no handler for its type);
+    none of them used an attempt."""
+    unknown_type_since: datetime | None = None
+    """Since when no live worker serving the job's queue has had a handler for its type, as
+    far as the workers that handed it back saw; None: a handler was seen (or never looked
+    for). The job is dead-lettered as unknown UNKNOWN_TYPE_GRACE seconds after it."""
     lease_owner: str | None = None
     lease_token: UUID | None = None
     lease_expires_at: datetime | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from taskforge.domain.job import Job, Lease
@@ -45,12 +45,44 @@ class DeadLettered:
     traceback: str | None = None
 
 
-Settlement = Succeeded | RetryLater | DeadLettered
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snoozed:
+    """The handler asked to run the job later (taskforge.Snooze): PENDING again, due after
+    `delay`; the attempt is not counted and `snoozes` + 1."""
+
+    lease: Lease
+    delay: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandedBack:
+    """The worker has no handler for the job's type and another worker may have one: PENDING
+    again, due after `delay` (so that other workers get it first), the attempt not counted,
+    `hand_backs` + 1 and the job's `unknown_type_since` set to this one's."""
+
+    lease: Lease
+    delay: timedelta
+    unknown_type_since: datetime | None
+
+
+Settlement = Succeeded | RetryLater | DeadLettered | Snoozed | HandedBack
 """A fenced write that ends one attempt; applied only while `lease` still owns the job."""
+
+Release = Snoozed | HandedBack
+"""The settlements that release a job without counting its attempt (DESIGN: attempts that
+do not count)."""
 
 EXHAUSTED_REASON = "attempts exhausted"
 MANUAL_DLQ_REASON = "moved to DLQ by an operator"
 TERMINAL_REASON = "terminal error"
+DEFAULT_MAX_SNOOZES = 100
+"""Snoozes a job may take before its next one dead-letters it (MAX_SNOOZES)."""
+DEFAULT_UNKNOWN_TYPE_GRACE = 300.0
+"""Seconds without a live worker that has a handler for a job's type before the job is
+dead-lettered as unknown (UNKNOWN_TYPE_GRACE)."""
+
+SNOOZE_LIMIT_REASON = "snoozed too many times"
+UNKNOWN_TYPE_REASON = "unknown job type"
 WORKER_ERROR_REASON = "the worker could not decide the attempt's outcome"
 """Dead-letters a job whose own data made even the failure decision raise: retrying
 cannot help, and an operator can replay it once the cause is fixed."""
@@ -110,3 +142,5 @@ def target_state(settlement: Settlement) -> JobState:
             return JobState.FAILED
         case DeadLettered():
             return JobState.DLQ
+        case Snoozed() | HandedBack():
+            return JobState.PENDING

@@ -16,8 +16,10 @@ from taskforge.adapters.postgres import (
     PostgresOperatorMoves,
     PostgresQueuePauses,
     PostgresSweeps,
+    PostgresWorkerRegistry,
     create_pool,
 )
+from taskforge.adapters.postgres.dashboard import PostgresDeadLetterGroups, PostgresJobCounts
 from taskforge.adapters.postgres.job_notices import PostgresJobNotices
 from taskforge.adapters.postgres.migrations import SchemaCheck
 from taskforge.adapters.redis.client import create_redis
@@ -25,7 +27,9 @@ from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.application.ports import (
+    DeadLetterGroups,
     DeadLetterStore,
+    JobCounts,
     JobNotices,
     JobStore,
     LeaseStore,
@@ -35,6 +39,7 @@ from taskforge.application.ports import (
     RateLimiter,
     ReadyQueue,
     Sweeps,
+    WorkerRegistry,
 )
 from taskforge.entrypoints.config import Settings
 
@@ -69,7 +74,10 @@ class PostgresProvider(Provider):
     sweeps = provide(PostgresSweeps, provides=Sweeps)
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
+    worker_registry = provide(PostgresWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
+    job_counts = provide(PostgresJobCounts, provides=JobCounts)
+    dead_letter_groups = provide(PostgresDeadLetterGroups, provides=DeadLetterGroups)
 
     @provide
     def job_notices(self, settings: Settings) -> JobNotices | None:

@@ -19,6 +19,7 @@ from taskforge.adapters.telemetry.logging import FORMATS as LOG_FORMATS
 from taskforge.adapters.telemetry.logging import LEVELS
 from taskforge.adapters.telemetry.tracing import EXPORTERS as TRACING_EXPORTERS
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.outcome import DEFAULT_MAX_SNOOZES, DEFAULT_UNKNOWN_TYPE_GRACE
 from taskforge.domain.policy import MAX_DURATION
 from taskforge.domain.validation import validate_queue_name
 
@@ -64,8 +65,8 @@ class Settings:
     """Every setting of every role. `from_env` reads the spec's variables (POSTGRES_DSN,
     HTTP_ADDR, QUEUE_NAME, REDIS_ADDR, REDIS_DB, REDIS_PASSWORD, LOG_LEVEL, WORKER_CONCURRENCY,
     RATE_LIMIT_PER_SEC, TRACING_ENABLED, TRACING_EXPORTER) and the design's (MAX_PAYLOAD_BYTES,
-    API_TOKEN, WORKER_QUEUES, REDIS_SENTINELS, REDIS_TLS, ...); the field defaults are the
-    documented defaults."""
+    API_TOKEN, WORKER_QUEUES, REDIS_SENTINELS, REDIS_TLS, UI_ENABLED, UI_READ_ONLY, ...); the
+    field defaults are the documented defaults."""
 
     postgres_dsn: str | None = field(default=None, repr=False)
     """May carry a password: kept out of repr."""
@@ -115,6 +116,11 @@ class Settings:
     """Seconds an attempt may run, for jobs enqueued without a `timeout`; 0: no limit."""
     max_result_bytes: int = 64 * 1024
     """The most a handler's return value may take as JSON; a larger one dead-letters it."""
+    max_snoozes: int = DEFAULT_MAX_SNOOZES
+    """Snoozes a job may take (taskforge.Snooze); the next one dead-letters it."""
+    unknown_type_grace: float = DEFAULT_UNKNOWN_TYPE_GRACE
+    """Seconds a job whose type no live worker serving its queue has a handler for is handed
+    back, before it is dead-lettered as unknown (0: at once)."""
     handlers: tuple[str, ...] = ()
     demo_handlers: bool = False
     metrics_addr: Address | None = None
@@ -133,6 +139,10 @@ class Settings:
     """Seconds a request body may pause between two reads."""
     http_max_connections: int = 1000
     """Open connections per API process; one more is answered 503 and closed at once."""
+    ui_enabled: bool = True
+    """Serve the dashboard at /ui (`taskforge api` and `taskforge dev`)."""
+    ui_read_only: bool = False
+    """The dashboard shows no actions and refuses every one (403)."""
     service_name: str = "taskforge"
     """How this process names itself in traces (`taskforge-worker` ...); set by the role
     being run, not read from the environment."""
@@ -209,6 +219,10 @@ class Settings:
             ),
             job_timeout=get("JOB_TIMEOUT", _number(0, MAX_DURATION), 0.0),
             max_result_bytes=get("MAX_RESULT_BYTES", _int_range(1, 16 << 20), 64 * 1024),
+            max_snoozes=get("MAX_SNOOZES", _int_range(0, 1_000_000), DEFAULT_MAX_SNOOZES),
+            unknown_type_grace=get(
+                "UNKNOWN_TYPE_GRACE", _number(0, MAX_DURATION), DEFAULT_UNKNOWN_TYPE_GRACE
+            ),
             handlers=get("TASKFORGE_HANDLERS", _module_list, ()),
             demo_handlers=get("TASKFORGE_DEMO_HANDLERS", parse_bool, False),
             metrics_addr=get("METRICS_ADDR", parse_address, None),
@@ -219,6 +233,8 @@ class Settings:
             http_header_timeout=get("HTTP_HEADER_TIMEOUT", _number(0.1, 3600), 10.0),
             http_body_timeout=get("HTTP_BODY_TIMEOUT", _number(0.1, 3600), 30.0),
             http_max_connections=get("HTTP_MAX_CONNECTIONS", _int_range(1, 1_000_000), 1000),
+            ui_enabled=get("UI_ENABLED", parse_bool, True),
+            ui_read_only=get("UI_READ_ONLY", parse_bool, False),
         )
 
 

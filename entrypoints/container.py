@@ -28,6 +28,7 @@ from dishka import (
     provide,
 )
 
+from taskforge.adapters.memory.dashboard import InMemoryDeadLetterGroups, InMemoryJobCounts
 from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.lease_store import InMemoryLeaseStore
@@ -38,9 +39,18 @@ from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.memory.sweeps import InMemorySweeps
+from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
 from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
+from taskforge.application.dashboard import (
+    GetOverview,
+    ListDeadLetterGroupMembers,
+    ListDeadLetterGroups,
+    PurgeDeadLetterGroup,
+    ReplayDeadLetterGroup,
+    ThroughputHistory,
+)
 from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.hints import HintDispatcher
@@ -59,8 +69,10 @@ from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
+    DeadLetterGroups,
     DeadLetterStore,
     IdSource,
+    JobCounts,
     JobNotices,
     JobStore,
     JobTracer,
@@ -73,10 +85,12 @@ from taskforge.application.ports import (
     ReadyQueue,
     Sweeps,
     WorkerMetrics,
+    WorkerRegistry,
 )
 from taskforge.application.queues import ListQueues, PauseQueue, ResumeQueue
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
 from taskforge.application.worker import Worker, WorkerSettings
+from taskforge.application.workers import ListWorkers
 from taskforge.entrypoints.config import Settings
 
 
@@ -111,10 +125,14 @@ class SettingsProvider(Provider):
             queues=settings.queues,
             concurrency=settings.worker_concurrency,
             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
             rate_limit_per_sec=settings.rate_limit_per_sec,
             heartbeat=settings.worker_heartbeat,
             shutdown_grace=settings.worker_shutdown_grace,
             max_result_bytes=settings.max_result_bytes,
+            max_snoozes=settings.max_snoozes,
+            unknown_type_grace=settings.unknown_type_grace,
         )
 
 
@@ -169,7 +187,10 @@ class MemoryProvider(Provider):
     sweeps = provide(InMemorySweeps, provides=Sweeps)
     operator_moves = provide(InMemoryOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(InMemoryQueuePauses, provides=QueuePauses)
+    worker_registry = provide(InMemoryWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
+    job_counts = provide(InMemoryJobCounts, provides=JobCounts)
+    dead_letter_groups = provide(InMemoryDeadLetterGroups, provides=DeadLetterGroups)
     ready_queue = provide(InMemoryReadyQueue, provides=AnyOf[InMemoryReadyQueue, ReadyQueue])
 
     @provide
@@ -231,7 +252,14 @@ class ApplicationProvider(Provider):
     list_dead_letters = provide(ListDeadLetters)
     get_dead_letter = provide(GetDeadLetter)
     pause_queue = provide(PauseQueue)
+    list_workers = provide(ListWorkers)
     resume_queue = provide(ResumeQueue)
+    throughput_history = provide(ThroughputHistory)
+    get_overview = provide(GetOverview)
+    list_dead_letter_groups = provide(ListDeadLetterGroups)
+    list_dead_letter_group_members = provide(ListDeadLetterGroupMembers)
+    replay_dead_letter_group = provide(ReplayDeadLetterGroup)
+    purge_dead_letter_group = provide(PurgeDeadLetterGroup)
 
     @provide
     def list_queues(self, jobs: JobStore, pauses: QueuePauses, settings: Settings) -> ListQueues:
@@ -269,6 +297,7 @@ class ApplicationProvider(Provider):
         random: RandomSource,
         tracer: JobTracer | None,
         settings: WorkerSettings,
+        workers: WorkerRegistry,
     ) -> Worker:
         return Worker(
             leases=leases,
@@ -280,6 +309,7 @@ class ApplicationProvider(Provider):
             random=random,
             tracer=tracer,
             settings=settings,
+            workers=workers,
         )
 
     @provide

@@ -10,12 +10,15 @@ This module is the public surface for people who write job handlers::
 
 Point workers at the module that registers them: `taskforge worker --handlers myapp.jobs`
 (or TASKFORGE_HANDLERS=myapp.jobs). Raise `taskforge.TerminalError` when a retry cannot
-help; any other exception is retried with the job's backoff policy.
+help; any other exception is retried with the job's backoff policy. `raise
+taskforge.Snooze(seconds)` runs the job again later without using an attempt.
 
 To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` talk to the
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
 `taskforge.enqueue(conn, ...)` and `taskforge.enqueue_many(conn, ...)` store jobs through the
 application's own Postgres connection, inside its transaction (asyncpg or psycopg 3).
+`@taskforge.task("email", queue="mail")` declares a job type once (handler, queue, policy,
+payload type) and enqueues it through either: `await send_email.enqueue(client, email)`.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,7 @@ from taskforge.application.handlers import (
     HandlerRegistry,
     JobContext,
     JobHandler,
+    Snooze,
     TerminalError,
     UnknownJobType,
     default_registry,
@@ -41,9 +45,9 @@ if TYPE_CHECKING:
         ValidationError,
         WaitTimeout,
     )
-    from taskforge.sdk import enqueue, enqueue_many
+    from taskforge.sdk import Task, TaskDefaults, enqueue, enqueue_many, task
 
-_SDK_NAMES = frozenset({"enqueue", "enqueue_many"})
+_SDK_NAMES = frozenset({"Task", "TaskDefaults", "enqueue", "enqueue_many", "task"})
 _CLIENT_NAMES = frozenset(
     {
         "Client",
@@ -66,7 +70,10 @@ __all__ = [
     "JobContext",
     "JobHandler",
     "JobNotFound",
+    "Snooze",
     "SyncClient",
+    "Task",
+    "TaskDefaults",
     "TerminalError",
     "Unauthorized",
     "Unavailable",
@@ -78,6 +85,7 @@ __all__ = [
     "enqueue_many",
     "handler",
     "register",
+    "task",
 ]
 
 handler = default_registry.handler

@@ -83,6 +83,8 @@ class InMemoryJobStore(InMemoryView):
             for job in self._state.jobs.values()
             if (where.queue is None or job.queue == where.queue)
             and (where.state is None or job.state is where.state)
+            and (where.job_type is None or job.job_type == where.job_type)
+            and (where.idempotency_key is None or job.idempotency_key == where.idempotency_key)
         ]
         ordered = _newest_first(matches)
         window = ordered[page.offset : page.offset + page.limit]

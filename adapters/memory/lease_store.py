@@ -15,7 +15,14 @@ from taskforge.adapters.memory.state import (
     without_details,
 )
 from taskforge.domain.job import Job, Lease
-from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
+from taskforge.domain.outcome import (
+    DeadLettered,
+    HandedBack,
+    RetryLater,
+    Settlement,
+    Snoozed,
+    Succeeded,
+)
 from taskforge.domain.states import JobState
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
@@ -111,6 +118,12 @@ class InMemoryLeaseStore(InMemoryView):
                 case DeadLettered(error=error, reason=reason, traceback=traceback):
                     job = state.put(job, errors=with_error(job, now, error, traceback))
                     state.dead_letter(job, reason, error, now)
+                case Snoozed(delay=delay):
+                    self._release_until(job, now, delay, snoozes=job.snoozes + 1)
+                case HandedBack(delay=delay, unknown_type_since=since):
+                    self._release_until(
+                        job, now, delay, hand_backs=job.hand_backs + 1, unknown_type_since=since
+                    )
             applied.add(job.id)
         return applied
 
@@ -120,6 +133,15 @@ class InMemoryLeaseStore(InMemoryView):
         for lease in leases:
             job = self._held(lease)
             if job is not None:
-                self._state.requeue(job, now, attempt_count=job.attempt_count - 1)
+                self._state.requeue(
+                    job, now, attempt_count=job.attempt_count - 1, hand_backs=job.hand_backs + 1
+                )
                 released.add(job.id)
         return released
+
+    def _release_until(self, job: Job, now: datetime, delay: timedelta, **changes: object) -> None:
+        """Back to PENDING without counting the attempt, due after `delay`, its hint not
+        published yet (the scheduler publishes it once due)."""
+        released = self._state.requeue(job, now, attempt_count=job.attempt_count - 1, **changes)
+        self._state.put(released, next_run_at=now + delay)
+        self._state.published_at[job.id] = None

@@ -14,6 +14,16 @@ from taskforge.domain.states import JobState, ensure_retry_now, ensure_transitio
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
 
 
+STARTED_OVER: dict[str, object] = {
+    "attempt_count": 0,
+    "retry_count": 0,
+    "snoozes": 0,
+    "hand_backs": 0,
+    "unknown_type_since": None,
+}
+"""A replayed job's execution counts, as for a new job."""
+
+
 class InMemoryOperatorMoves(InMemoryView):
     async def cancel(self, job_id: UUID, reason: str | None) -> Job:
         job = self._state.existing(job_id)
@@ -36,7 +46,7 @@ class InMemoryOperatorMoves(InMemoryView):
         now = self._state.clock.now()
         if job.state is FAILED:
             return self._state.requeue(job, now)
-        requeued = self._state.requeue(job, now, attempt_count=0, retry_count=0)
+        requeued = self._state.requeue(job, now, **STARTED_OVER)
         self._state.dead_letters.pop(job_id, None)
         return requeued
 
@@ -46,6 +56,6 @@ class InMemoryOperatorMoves(InMemoryView):
         job = self._state.existing(job_id)
         ensure_transition(job.state, PENDING, job_id)
         now = self._state.clock.now()
-        requeued = self._state.requeue(job, now, attempt_count=0, retry_count=0)
+        requeued = self._state.requeue(job, now, **STARTED_OVER)
         del self._state.dead_letters[job_id]
         return requeued

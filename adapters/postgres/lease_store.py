@@ -13,8 +13,10 @@ from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import Job, Lease
 from taskforge.domain.outcome import (
     DeadLettered,
+    HandedBack,
     RetryLater,
     Settlement,
+    Snoozed,
     Succeeded,
     target_state,
 )
@@ -101,25 +103,32 @@ RETURNING jobs.id
 # The attempt was not finished, so it does not count.
 RELEASE = f"""
 WITH {_HELD_LEASES}
-UPDATE jobs SET {REQUEUE}, attempt_count = jobs.attempt_count - 1
+UPDATE jobs SET {REQUEUE}, attempt_count = jobs.attempt_count - 1,
+    hand_backs = jobs.hand_backs + 1
 FROM held
 WHERE {_STILL_HELD}
 RETURNING jobs.id
 """
 
 # One statement for a whole batch of outcomes: $3 is each job's target state, $4 the error
-# (FAILED, DLQ), $5 the retry delay (FAILED), $6 the dead-letter reason (DLQ), $7 the
-# error's traceback (FAILED, DLQ; may be NULL), $8 the result as JSON text (SUCCEEDED; NULL
-# for none, and always for the other outcomes).
+# (FAILED, DLQ), $5 the delay until it is due again (FAILED, PENDING), $6 the dead-letter
+# reason (DLQ), $7 the error's traceback (FAILED, DLQ; may be NULL), $8 the result as JSON
+# text (SUCCEEDED; NULL for none, and always for the other outcomes), $9 whether a release
+# (PENDING) is a snooze rather than a hand-back, $10 a hand-back's unknown_type_since.
+# A release does not count its attempt; its hint is published by the scheduler once due.
 SETTLE = f"""
 WITH held AS (
     SELECT jobs.id, outcome.token, outcome.target, outcome.error, outcome.delay,
-           outcome.reason, outcome.traceback, outcome.result
+           outcome.reason, outcome.traceback, outcome.result, outcome.snoozed,
+           outcome.unknown_type_since
     FROM jobs
     JOIN unnest(
         $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::interval[], $6::text[], $7::text[],
-        $8::text[]
-    ) AS outcome (job_id, token, target, error, delay, reason, traceback, result)
+        $8::text[], $9::boolean[], $10::timestamptz[]
+    ) AS outcome (
+        job_id, token, target, error, delay, reason, traceback, result, snoozed,
+        unknown_type_since
+    )
         ON jobs.id = outcome.job_id AND jobs.lease_token = outcome.token
     WHERE jobs.state = 'RUNNING'
     ORDER BY jobs.id
@@ -127,15 +136,25 @@ WITH held AS (
 ), settled AS (
     UPDATE jobs SET
         state = held.target,
-        last_error = CASE WHEN held.target = 'SUCCEEDED' THEN jobs.last_error
+        last_error = CASE WHEN held.target IN ('SUCCEEDED', 'PENDING') THEN jobs.last_error
                           ELSE held.error END,
-        errors = CASE WHEN held.target = 'SUCCEEDED' THEN jobs.errors
+        errors = CASE WHEN held.target IN ('SUCCEEDED', 'PENDING') THEN jobs.errors
                       ELSE {with_error("held.error", "held.traceback")} END,
         reason = CASE WHEN held.target = 'DLQ' THEN held.reason ELSE jobs.reason END,
         result = held.result::jsonb,
-        next_run_at = CASE WHEN held.target = 'FAILED' THEN now() + held.delay
+        next_run_at = CASE WHEN held.target IN ('FAILED', 'PENDING') THEN now() + held.delay
                            ELSE jobs.next_run_at END,
-        finished_at = CASE WHEN held.target = 'FAILED' THEN jobs.finished_at ELSE now() END,
+        finished_at = CASE WHEN held.target = 'FAILED' THEN jobs.finished_at
+                           WHEN held.target = 'PENDING' THEN NULL
+                           ELSE now() END,
+        attempt_count = CASE WHEN held.target = 'PENDING' THEN jobs.attempt_count - 1
+                             ELSE jobs.attempt_count END,
+        snoozes = CASE WHEN held.snoozed THEN jobs.snoozes + 1 ELSE jobs.snoozes END,
+        hand_backs = CASE WHEN held.target = 'PENDING' AND NOT held.snoozed
+                          THEN jobs.hand_backs + 1 ELSE jobs.hand_backs END,
+        unknown_type_since = CASE WHEN held.target = 'PENDING' THEN held.unknown_type_since
+                                  ELSE jobs.unknown_type_since END,
+        published_at = CASE WHEN held.target = 'PENDING' THEN NULL ELSE jobs.published_at END,
         updated_at = now(),
         {NO_LEASE}
     FROM held
@@ -172,9 +191,10 @@ class PostgresLeaseStore(PooledAdapter):
     async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
         if not settlements:
             return set()
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for settlement in settlements:
-            error = delay = reason = traceback = result = None
+            error = delay = reason = traceback = result = unknown_type_since = None
+            snoozed = False
             match settlement:
                 case Succeeded():
                     result = settlement.result
@@ -184,6 +204,10 @@ class PostgresLeaseStore(PooledAdapter):
                 case DeadLettered():
                     error, reason = settlement.error, settlement.reason
                     traceback = settlement.traceback
+                case Snoozed():
+                    delay, snoozed = settlement.delay, True
+                case HandedBack():
+                    delay, unknown_type_since = settlement.delay, settlement.unknown_type_since
             row = (
                 settlement.lease.job_id,
                 settlement.lease.token,
@@ -193,6 +217,8 @@ class PostgresLeaseStore(PooledAdapter):
                 reason,
                 traceback,
                 result,
+                snoozed,
+                unknown_type_since,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)

@@ -82,17 +82,31 @@ SELECT {JOB_DETAIL_COLUMNS} FROM moved
 """
 
 
+_STARTED_OVER = {
+    "attempt_count": "0",
+    "retry_count": "0",
+    "snoozes": "0",
+    "hand_backs": "0",
+    "unknown_type_since": "NULL",
+}
+"""A replayed job's execution counts, as for a new job."""
+
 # From FAILED the counts are kept (the retry continues the job's history); from DLQ and
 # CANCELLED the job starts over, as for a replay.
 RETRY = _requeue_and_forget(
-    "attempt_count = CASE WHEN jobs.state = 'FAILED' THEN jobs.attempt_count ELSE 0 END, "
-    "retry_count = CASE WHEN jobs.state = 'FAILED' THEN jobs.retry_count ELSE 0 END",
+    ", ".join(
+        f"{count} = CASE WHEN jobs.state = 'FAILED' THEN jobs.{count} ELSE {start} END"
+        for count, start in _STARTED_OVER.items()
+    ),
     "id = $1 AND state = ANY($2::text[])",
 )
 
 # A job has a dead letter exactly while it is in DLQ: both are written, and removed, by the
 # same statements.
-REPLAY = _requeue_and_forget("attempt_count = 0, retry_count = 0", "id = $1 AND state = 'DLQ'")
+REPLAY = _requeue_and_forget(
+    ", ".join(f"{count} = {start}" for count, start in _STARTED_OVER.items()),
+    "id = $1 AND state = 'DLQ'",
+)
 
 
 class PostgresOperatorMoves(PooledAdapter):

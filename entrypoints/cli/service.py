@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 from cyclopts import App, Parameter, validators
 
 from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import (
@@ -57,6 +58,7 @@ def _run(
         settings.require_postgres(role)
     configure_logging(settings.log_level, settings.log_format)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
+    settings = serving_declared_queues(settings, handlers)
     container = make_container(settings, backend, handlers)
     run_event_loop(run_roles(container, settings, roles))
 
@@ -67,6 +69,17 @@ def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None)
     settings = Settings.from_env({**os.environ, **(flags or {})})
     changes = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+
+
+def serving_declared_queues(settings: Settings, handlers: HandlerRegistry) -> Settings:
+    """A worker not told its queues (--queues, WORKER_QUEUES) serves the queues its handlers
+    declare (typed tasks' `queue=`; QUEUE_NAME for handlers that declare none)."""
+    import dataclasses
+
+    declared = handlers.queues(settings.queue_name)
+    if settings.worker_queues or not declared:
+        return settings
+    return dataclasses.replace(settings, worker_queues=declared)
 
 
 def dev_http_addr(flag: str | None, env: Mapping[str, str]) -> Address | None:
@@ -151,7 +164,11 @@ def _serve_api_processes(settings: Settings) -> None:
 @app.command
 def worker(
     queues: Annotated[
-        str | None, Parameter(help="Comma-separated queues (default QUEUE_NAME)")
+        str | None,
+        Parameter(
+            help="Comma-separated queues (default WORKER_QUEUES, else the queues the --handlers"
+            " tasks declare, else QUEUE_NAME)"
+        ),
     ] = None,
     concurrency: Annotated[int | None, Parameter(help="Slots (default WORKER_CONCURRENCY)")] = None,
     handlers: Handlers = None,

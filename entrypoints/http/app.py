@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from dishka import AsyncContainer
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
@@ -31,6 +32,7 @@ from taskforge.entrypoints.http.middleware import (
     RequestContextMiddleware,
 )
 from taskforge.entrypoints.http.routes import ROUTES
+from taskforge.entrypoints.http.ui import dashboard, is_ui_path, ui_error
 
 BEARER = "BearerToken"
 STRICT_BODIES = ("JobIn", "JobBatchIn", "ReasonIn")
@@ -48,14 +50,24 @@ DOCS_ASSETS_PATH = f"{DOCS_PATH}/assets"
 def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     """The API on `container`'s backend. The OpenAPI schema is served at /schema
     (openapi.json at /schema/openapi.json)."""
+    handlers: list[Any] = [*ROUTES, _docs_assets()]
+    template_config = None
+    if settings.ui_enabled:
+        ui_router, template_config, ui_state = dashboard(settings)
+        handlers.append(ui_router)
     app = Litestar(
-        route_handlers=[*ROUTES, _docs_assets()],
-        exception_handlers={Exception: handle_exception},
+        route_handlers=handlers,
+        exception_handlers={
+            Exception: _handle_exception if settings.ui_enabled else handle_exception
+        },
         request_max_body_size=settings.max_payload_bytes,
         openapi_config=_openapi_config(settings),
+        template_config=template_config,
         debug=False,
         logging_config=None,
     )
+    if settings.ui_enabled:
+        app.state.taskforge_ui = ui_state
     setup_injection(container, app)
     # Wrapping the router itself (not the route handlers, as Litestar's middleware does)
     # covers unknown routes and wrong methods too.
@@ -71,6 +83,13 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app
+
+
+def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The dashboard answers HTML, its unknown paths and wrong methods too; the API, JSON."""
+    if is_ui_path(request.url.path):
+        return ui_error(request, exc)
+    return handle_exception(request, exc)
 
 
 def _openapi_config(settings: Settings) -> OpenAPIConfig:

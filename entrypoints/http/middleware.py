@@ -48,6 +48,10 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Served without a token even when API_TOKEN is set: probes and scrapers carry none. A
 trailing slash (`/healthz/`) reaches the same route and is just as open."""
 
+DASHBOARD_PATH = "/ui"
+"""The dashboard (when UI_ENABLED): served without a bearer token, since browsers send none;
+with API_TOKEN set it asks for the token once and keeps a session (see http/ui/security)."""
+
 AUTHORIZED_STATE = "taskforge_authorized"
 """Request state: whether the caller sent the token (or none is needed). An open path
 shows internal details (addresses, database and role names) only to such a caller."""
@@ -147,6 +151,10 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return bytes(value)
     return None
+
+
+def _is_dashboard(path: str) -> bool:
+    return path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/")
 
 
 def caller_is_authorized(scope: Scope) -> bool:
@@ -319,7 +327,8 @@ class RequestContextMiddleware:
             self._token, _header(scope, b"authorization")
         )
         scope.setdefault("state", {})[AUTHORIZED_STATE] = authorized
-        return not authorized and not is_open(scope["path"])
+        # The dashboard signs its users in with a session cookie and checks it itself.
+        return not authorized and not is_open(scope["path"]) and not _is_dashboard(scope["path"])
 
     @staticmethod
     def _authorized(token: bytes, header: bytes | None) -> bool:

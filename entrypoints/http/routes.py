@@ -44,6 +44,7 @@ from taskforge.application.ports import (
 )
 from taskforge.application.queues import ListQueues, PauseQueue, QueueSummary, ResumeQueue
 from taskforge.application.timing import settle_within
+from taskforge.application.workers import ListWorkers
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, parse_job_id, validate_queue_name
@@ -77,6 +78,8 @@ from taskforge.entrypoints.http.schemas import (
     ReadyOut,
     ReasonIn,
     StatsOut,
+    WorkerListOut,
+    WorkerOut,
 )
 
 READINESS_TIMEOUT = 2.0
@@ -516,6 +519,22 @@ async def resume_queue(queue_name: QueueName, resume: FromDishka[ResumeQueue]) -
     return QueuePauseOut(queue=queue, paused=False, paused_at=None)
 
 
+@get(
+    "/workers",
+    tags=["workers"],
+    summary="The live workers: what each serves, which job types it runs, how busy it is",
+    description=(
+        "Every worker reports itself every 5 s; one silent for 30 s is left out (and pruned). "
+        "A job whose type no live worker serving its queue runs is handed back, and "
+        "dead-lettered after UNKNOWN_TYPE_GRACE seconds."
+    ),
+    responses=errors(),
+)
+@inject
+async def list_workers(list_workers: FromDishka[ListWorkers]) -> WorkerListOut:
+    return WorkerListOut(items=[WorkerOut.of(status) for status in await list_workers()])
+
+
 def _queue_out(queue: QueueSummary) -> QueueOut:
     return QueueOut(
         queue=queue.queue,
@@ -591,6 +610,7 @@ ROUTES = [
     list_queues,
     pause_queue,
     resume_queue,
+    list_workers,
     get_job,
     retry_job,
     dead_letter_job,

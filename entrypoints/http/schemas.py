@@ -41,6 +41,7 @@ from taskforge.domain.validation import (
     RESERVED_QUEUE_PREFIX,
 )
 from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
+from taskforge.domain.workers import WorkerStatus
 
 T = TypeVar("T")
 
@@ -278,7 +279,11 @@ class ReasonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     """A job. Timestamps are ISO-8601 UTC; durations are seconds. `reason` is the cancel or
     dead-letter reason; `leaseOwner` and `leaseExpiresAt` are set while the job is RUNNING;
-    `timeout` is each attempt's time limit (0: none)."""
+    `timeout` is each attempt's time limit (0: none). `snoozes` and `handBacks` count the
+    runs that ended without using an attempt: the handler snoozed, or the worker handed the
+    job back (shutdown, no handler for its type); `unknownTypeSince` is set while no live
+    worker serving the queue has a handler for its type (UNKNOWN_TYPE_GRACE counts from it).
+    """
 
     id: UUID
     queue: str
@@ -289,6 +294,9 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
     unique_key: str | None
     attempt_count: int
     retry_count: int
+    snoozes: int
+    hand_backs: int
+    unknown_type_since: datetime | None
     max_attempts: int
     initial_delay: float
     backoff: float
@@ -318,6 +326,9 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
             unique_key=job.unique_key,
             attempt_count=job.attempt_count,
             retry_count=job.retry_count,
+            snoozes=job.snoozes,
+            hand_backs=job.hand_backs,
+            unknown_type_since=job.unknown_type_since,
             max_attempts=job.policy.max_attempts,
             initial_delay=job.policy.initial_delay,
             backoff=job.policy.backoff,
@@ -468,6 +479,41 @@ class QueueListOut(msgspec.Struct, kw_only=True):
     """Every queue that has jobs or is paused, plus QUEUE_NAME, by name."""
 
     items: list[QueueOut]
+
+
+class WorkerOut(msgspec.Struct, rename="camel", kw_only=True):
+    """One live worker as it last reported itself (every 5 s): the queues it serves, the job
+    types it has handlers for, and how many of its `concurrency` slots run a job."""
+
+    worker_id: str
+    host: str
+    pid: int
+    queues: list[str]
+    job_types: list[str]
+    concurrency: int
+    busy_slots: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+    @classmethod
+    def of(cls, status: WorkerStatus) -> WorkerOut:
+        return cls(
+            worker_id=status.worker_id,
+            host=status.host,
+            pid=status.pid,
+            queues=list(status.queues),
+            job_types=list(status.job_types),
+            concurrency=status.concurrency,
+            busy_slots=status.busy_slots,
+            started_at=status.started_at,
+            heartbeat_at=status.heartbeat_at,
+        )
+
+
+class WorkerListOut(msgspec.Struct, kw_only=True):
+    """The live workers (reported within the last 30 s), by workerId."""
+
+    items: list[WorkerOut]
 
 
 class HealthOut(msgspec.Struct, kw_only=True):

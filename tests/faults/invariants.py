@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, TERMINAL_REASON
+from taskforge.domain.outcome import (
+    EXHAUSTED_REASON,
+    LEASE_EXPIRED_ERROR,
+    TERMINAL_REASON,
+    UNKNOWN_TYPE_REASON,
+)
 from taskforge.domain.states import TRANSITIONS, JobState
 from tests.faults.records import Execution, Snapshot, Transition
 
@@ -379,8 +384,8 @@ def _dlq_complete(
             cause = EXHAUSTED_REASON if exhausted else "lease expired with attempts left"
         elif run is not None and run.outcome == "terminal":
             cause = TERMINAL_REASON
-        elif run is None and (entered.last_error or "").startswith("UnknownJobType"):
-            cause = TERMINAL_REASON  # no handler for its jobType: nothing ran
+        elif run is None and (entered.last_error or "").startswith("no handler for jobType"):
+            cause = UNKNOWN_TYPE_REASON  # no worker had a handler for its jobType: nothing ran
         elif exhausted:
             cause = EXHAUSTED_REASON
         else:

@@ -25,6 +25,9 @@ SCENARIOS = (
     "drain 1,000 jobs, 1 worker",
     "drain 1,000 jobs, 2 workers",
     "latency at",
+    "txn-enqueue",
+    "txn-enqueue-many",
+    "txn-latency",
 )
 
 
@@ -66,6 +69,8 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
         assert row["jobs_per_second"] > 0
     latency = next(row for row in report["results"] if row["name"].startswith("latency"))
     assert 0 < latency["start_p50_ms"] <= latency["start_p99_ms"] <= latency["finish_p99_ms"]
+    txn = next(row for row in report["results"] if row["name"] == "txn-latency")
+    assert 0 < txn["start_p50_ms"] <= txn["start_p99_ms"] <= txn["finish_p99_ms"]
     assert report["api_peak_rss_mib"] > 0
     assert "TaskForge bench" in result.stdout
 

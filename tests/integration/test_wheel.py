@@ -82,6 +82,18 @@ def test_the_wheel_ships_the_migrations_sql(wheel: Path) -> None:
     }
 
 
+def test_the_wheel_ships_the_dashboards_templates_and_assets(wheel: Path) -> None:
+    ui = ROOT / "entrypoints" / "http" / "ui"
+    assets = {
+        f"taskforge/{path.relative_to(ROOT).as_posix()}"
+        for folder in ("templates", "static")
+        for path in (ui / folder).iterdir()
+    }
+    assert any(name.endswith(".html") for name in assets)
+    assert any(name.endswith(".js") for name in assets)
+    assert assets <= shipped(wheel)
+
+
 def console_scripts(wheel: Path) -> dict[str, str]:
     with zipfile.ZipFile(wheel) as archive:
         [name] = [name for name in archive.namelist() if name.endswith("entry_points.txt")]

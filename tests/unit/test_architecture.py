@@ -21,12 +21,14 @@ ALLOWED = {
     "adapters": {"domain", "application", "adapters"},
     # `taskforge bench` is a command of the service CLI, which loads the benchmark lazily.
     "entrypoints": {"domain", "application", "adapters", "entrypoints", "bench"},
-    "bench": {"domain", "application", "adapters", "entrypoints", "bench"},
+    # It enqueues through the SDK as applications do (the transactional scenarios).
+    "bench": {"domain", "application", "adapters", "entrypoints", "bench", "sdk"},
     "client": {"domain", "client"},
     "cli": {"domain", "client", "cli"},
     # The transactional enqueue runs the Postgres job store's statements on the application's
-    # connection and answers with the client's values and errors.
-    "sdk": {"domain", "adapters", "client", "sdk"},
+    # connection and answers with the client's values and errors; a typed task registers
+    # its handler in the application's handler registry.
+    "sdk": {"domain", "application", "adapters", "client", "sdk"},
 }
 # Within an allowed layer, modules a layer still may not reach: the benchmark fills tables
 # through the adapters and starts processes, but drives the service only over HTTP.

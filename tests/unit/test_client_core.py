@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from taskforge.client import (
+    Client,
     ClientError,
     ConnectionFailed,
     InvalidResponse,
@@ -251,3 +252,22 @@ def test_the_token_and_user_agent_go_with_every_request() -> None:
     assert seen[0].headers["Authorization"] == "Bearer s3cret"
     assert seen[0].headers["User-Agent"] == "me/1"
     assert str(seen[0].url) == f"http://api/jobs/{JOB['id']}"
+
+
+async def test_wait_polls_with_growing_gaps_until_the_job_is_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    states = iter(["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"])
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={**JOB, "state": next(states)})
+
+    monkeypatch.setattr("taskforge.client.async_client.asyncio.sleep", sleep)
+    async with Client(transport=httpx.MockTransport(answer)) as client:
+        job = await client.wait(JOB_ID, timeout=60)
+    assert job.state == "SUCCEEDED"
+    assert slept == pytest.approx([0.05, 0.075, 0.1125])  # each gap 1.5 times the last

@@ -87,6 +87,8 @@ def test_the_design_variables_are_read() -> None:
             "METRICS_ADDR": ":9100",
             "METRICS_FLUSH_INTERVAL": "0.5",
             "JOB_TIMEOUT": "90",
+            "MAX_SNOOZES": "7",
+            "UNKNOWN_TYPE_GRACE": "600",
         }
     )
 
@@ -97,6 +99,13 @@ def test_the_design_variables_are_read() -> None:
     assert settings.metrics_addr == Address("0.0.0.0", 9100)
     assert settings.metrics_flush_interval == 0.5
     assert settings.job_timeout == 90.0
+    assert (settings.max_snoozes, settings.unknown_type_grace) == (7, 600.0)
+
+
+def test_snoozes_and_unknown_types_have_their_documented_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.max_snoozes, settings.unknown_type_grace) == (100, 300.0)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +143,14 @@ def test_log_format_is_json_or_text_in_any_case(raw: str, log_format: str) -> No
 )
 def test_boolean_spellings(raw: str, value: bool) -> None:
     assert Settings.from_env({"TRACING_ENABLED": raw}).tracing_enabled is value
+
+
+def test_the_dashboard_is_on_and_acts_by_default_and_each_can_be_turned_off() -> None:
+    assert (Settings().ui_enabled, Settings().ui_read_only) == (True, False)
+    settings = Settings.from_env({"UI_ENABLED": "false", "UI_READ_ONLY": "true"})
+    assert (settings.ui_enabled, settings.ui_read_only) == (False, True)
+    with pytest.raises(ConfigError, match="UI_READ_ONLY"):
+        Settings.from_env({"UI_READ_ONLY": "sometimes"})
 
 
 @pytest.mark.parametrize("variable", ["HTTP_ADDR", "LOG_LEVEL", "WORKER_CONCURRENCY", "REDIS_DB"])
@@ -175,6 +192,8 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
         ("JOB_TIMEOUT", "-1", "number from 0"),
+        ("MAX_SNOOZES", "-1", "whole number"),
+        ("UNKNOWN_TYPE_GRACE", "soon", "number from 0"),
         ("REDIS_SENTINELS", "sentinel-1", "[host]:port"),
         ("REDIS_SENTINELS", ":26379", "names no host"),
         ("REDIS_SENTINELS", "s1:26379,s2", "[host]:port"),

@@ -22,6 +22,12 @@ SHIPPED = {
     "0008_queues_and_unique_jobs.sql": (
         "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
     ),
+    "0011_workers_snoozes_and_hand_backs.sql": (
+        "747a1777f17ae40c7aa35f3a733b9460e5d5be0d54018a05f0c2de1609004ac9"
+    ),
+    "0012_dead_letter_groups.sql": (
+        "17e3736a36e0f75d76552a576b2cd35dd3b7974461d14219ce2674cd1369913a"
+    ),
     "0013_job_counts_and_pruning_index.sql": (
         "e849c3c60872726a74f094fedbe76845041e33f39c090a3288f65bb3df6d7c4d"
     ),

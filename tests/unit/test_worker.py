@@ -20,12 +20,13 @@ from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.memory.state import InMemoryState
+from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.system import SystemClock, Uuid7Source
 from taskforge.application.enqueue import EnqueueJob
-from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
+from taskforge.application.handlers import HandlerRegistry, JobContext, Snooze, TerminalError
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
-from taskforge.application.ports import JobTracer
+from taskforge.application.ports import Clock, JobTracer, WorkerRegistry
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
 from taskforge.application.worker import (
     RUN_SPAN,
@@ -39,6 +40,8 @@ from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import RESULT_REFUSED_REASON
 from taskforge.domain.states import JobState
+from taskforge.domain.workers import WorkerStatus
+from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs
 
 from .conftest import RecordingTracer
@@ -90,7 +93,14 @@ class Cluster:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def start_worker(self, tracer: JobTracer | None = None, **overrides: Any) -> Worker:
+    def start_worker(
+        self,
+        tracer: JobTracer | None = None,
+        *,
+        clock: Clock | None = None,
+        workers: WorkerRegistry | None = None,
+        **overrides: Any,
+    ) -> Worker:
         settings = WorkerSettings(
             **{
                 "queues": ("jobs:ready",),
@@ -107,10 +117,11 @@ class Cluster:
             rate_limiter=InMemoryRateLimiter(),
             handlers=self.handlers,
             metrics=self.metrics,
-            clock=SystemClock(),
+            clock=clock or SystemClock(),
             random=lambda: 0.5,
             settings=settings,
             tracer=tracer,
+            workers=workers,
         )
         self.tasks.append(asyncio.create_task(worker.run(self.stop)))
         return worker
@@ -132,6 +143,15 @@ class Cluster:
                 return job
             await asyncio.sleep(0.01)
         raise AssertionError(f"job {job_id} never reached {states}: {await self.jobs.get(job_id)}")
+
+    async def wait_until(self, job_id: UUID, holds: Callable[[Job], bool]) -> Job:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            job = await self.jobs.get(job_id)
+            if job is not None and holds(job):
+                return job
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"job {job_id} never got there: {await self.jobs.get(job_id)}")
 
     async def shutdown(self) -> None:
         self.stop.set()
@@ -324,13 +344,16 @@ async def test_terminal_error_goes_to_dlq_without_retrying(cluster: Cluster) -> 
     assert dead.last_error == "TerminalError: payload can never work"
 
 
-async def test_unknown_job_type_is_a_terminal_failure(cluster: Cluster) -> None:
-    cluster.start_worker()
+async def test_without_a_grace_an_unknown_job_type_is_dead_lettered_at_once(
+    cluster: Cluster,
+) -> None:
+    cluster.start_worker(unknown_type_grace=0)
     job = await cluster.enqueue("nobody-handles-this", policy=FAST_RETRY)
 
     dead = await cluster.wait_for(job.id, JobState.DLQ)
 
     assert dead.attempt_count == 1
+    assert dead.reason == "unknown job type"
     assert dead.last_error is not None
     assert "nobody-handles-this" in dead.last_error
 
@@ -528,7 +551,7 @@ async def test_metrics_name_job_types_without_a_handler_as_one_label(cluster: Cl
     async def email(ctx: JobContext) -> None:
         return None
 
-    cluster.start_worker()
+    cluster.start_worker(unknown_type_grace=0)
     known = await cluster.enqueue("email")
     invented = [await cluster.enqueue(f"invented-{n}", policy=FAST_RETRY) for n in range(3)]
 
@@ -1020,3 +1043,190 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
     while queue.pops <= pops_during_outage:
         assert time.monotonic() < deadline, "the worker never popped hints again"
         await asyncio.sleep(0.01)
+
+
+def _other_worker(clock: ManualClock, job_types: tuple[str, ...]) -> WorkerStatus:
+    return WorkerStatus(
+        worker_id="new-version",
+        host="node-2",
+        pid=7,
+        queues=("jobs:ready",),
+        job_types=job_types,
+        concurrency=4,
+        busy_slots=0,
+        started_at=clock.now(),
+        heartbeat_at=clock.now(),
+    )
+
+
+async def test_a_job_of_an_unknown_type_is_handed_back_without_using_an_attempt(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    cluster.start_worker(clock=clock, workers=InMemoryWorkerRegistry(), unknown_type_delay=60)
+    job = await cluster.enqueue("new-type")
+
+    back = await cluster.wait_until(job.id, lambda job: job.hand_backs == 1)
+
+    assert back.state is JobState.PENDING
+    assert back.attempt_count == 0
+    assert back.unknown_type_since == clock.now()
+    assert back.next_run_at > back.updated_at  # due again after the delay, for other workers
+    assert cluster.metrics.counts["failed"] == 0
+
+
+async def test_an_unknown_type_is_dead_lettered_once_no_worker_had_it_for_the_grace(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    cluster.start_scheduler()
+    cluster.start_worker(
+        clock=clock, workers=InMemoryWorkerRegistry(), unknown_type_grace=300, unknown_type_delay=0
+    )
+    job = await cluster.enqueue("new-type")
+    await cluster.wait_until(job.id, lambda job: job.hand_backs >= 2)
+
+    clock.advance(300)
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert dead.reason == "unknown job type"
+    assert dead.last_error is not None
+    assert "'new-type'" in dead.last_error and "UNKNOWN_TYPE_GRACE 300s" in dead.last_error
+    assert dead.attempt_count == 1  # the hand-backs used none
+
+
+async def test_the_grace_starts_only_once_no_live_worker_serving_the_queue_has_the_type(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    registry = InMemoryWorkerRegistry()
+    await registry.report(_other_worker(clock, ("new-type",)))
+    cluster.start_scheduler()
+    cluster.start_worker(clock=clock, workers=registry, unknown_type_delay=0)
+    job = await cluster.enqueue("new-type")
+
+    while_known = await cluster.wait_until(job.id, lambda job: job.hand_backs >= 2)
+    assert while_known.unknown_type_since is None
+
+    # The worker that had it is gone for longer than the grace: it is no longer live, and
+    # the grace counts from the first hand-back that found no one.
+    clock.advance(3600)
+    started = await cluster.wait_until(job.id, lambda job: job.unknown_type_since is not None)
+    assert started.state is not JobState.DLQ
+    assert started.unknown_type_since == clock.now()
+
+
+async def test_a_snoozed_job_waits_without_using_an_attempt(cluster: Cluster) -> None:
+    @handler(cluster, "poll")
+    async def poll(ctx: JobContext) -> None:
+        raise Snooze(3600)
+
+    cluster.start_worker()
+    job = await cluster.enqueue("poll")
+
+    snoozed = await cluster.wait_until(job.id, lambda job: job.snoozes == 1)
+
+    assert snoozed.state is JobState.PENDING
+    assert snoozed.attempt_count == 0
+    waits = (snoozed.next_run_at - snoozed.updated_at).total_seconds()
+    assert 3599 <= waits <= 3601
+    assert cluster.metrics.counts["failed"] == 0
+
+
+async def test_a_snoozed_job_runs_again_and_keeps_its_snooze_count(cluster: Cluster) -> None:
+    runs: list[int] = []
+
+    @handler(cluster, "poll")
+    async def poll(ctx: JobContext) -> str:
+        runs.append(ctx.attempt)
+        if len(runs) < 3:
+            raise Snooze(0)
+        return "ready"
+
+    cluster.start_scheduler()
+    cluster.start_worker()
+    job = await cluster.enqueue("poll")
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert runs == [1, 1, 1]  # every run was the first attempt
+    assert (done.snoozes, done.attempt_count, done.result) == (2, 1, "ready")
+
+
+async def test_a_job_snoozing_past_the_cap_is_dead_lettered(cluster: Cluster) -> None:
+    @handler(cluster, "poll")
+    def poll(ctx: JobContext) -> None:
+        raise Snooze(0)
+
+    cluster.start_scheduler()
+    cluster.start_worker(max_snoozes=2)
+    job = await cluster.enqueue("poll")
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert (dead.snoozes, dead.attempt_count, dead.reason) == (2, 1, "snoozed too many times")
+    assert dead.last_error == "snoozed 2 times, the most MAX_SNOOZES allows (2)"
+
+
+@pytest.mark.parametrize("seconds", [-1, float("nan"), float("inf"), True, "5"])
+async def test_snooze_refuses_a_duration_that_is_not_a_number_of_seconds(seconds: Any) -> None:
+    with pytest.raises(ValueError, match="Snooze seconds"):
+        Snooze(seconds)
+
+
+async def test_a_running_worker_reports_itself_and_removes_itself_when_it_stops(
+    cluster: Cluster,
+) -> None:
+    registry = InMemoryWorkerRegistry()
+
+    @handler(cluster, "email")
+    async def email(ctx: JobContext) -> None:
+        pass
+
+    cluster.start_worker(workers=registry, host="node-1", pid=42, owner="node-1:42:ab")
+    deadline = time.monotonic() + DEADLINE
+    while not (live := await registry.list_live(now=datetime.now(UTC))):
+        assert time.monotonic() < deadline, "the worker never reported itself"
+        await asyncio.sleep(0.01)
+
+    [status] = live
+    assert (status.worker_id, status.host, status.pid) == ("node-1:42:ab", "node-1", 42)
+    assert (status.queues, status.job_types, status.concurrency) == (("jobs:ready",), ("email",), 4)
+    await cluster.shutdown()
+    assert await registry.list_live(now=datetime.now(UTC)) == []
+
+
+async def test_a_worker_with_the_type_on_another_queue_does_not_hold_off_the_grace(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    registry = InMemoryWorkerRegistry()
+    elsewhere = replace(_other_worker(clock, ("new-type",)), queues=("reports",))
+    await registry.report(elsewhere)
+    cluster.start_worker(clock=clock, workers=registry, unknown_type_delay=60)
+    job = await cluster.enqueue("new-type")
+
+    back = await cluster.wait_until(job.id, lambda job: job.hand_backs == 1)
+
+    assert back.unknown_type_since == clock.now()
+
+
+class _BrokenRegistry(InMemoryWorkerRegistry):
+    async def list_live(self, *, now: datetime) -> list[WorkerStatus]:
+        raise Unavailable("postgres", "connection refused")
+
+
+async def test_without_an_answer_from_the_registry_a_job_is_handed_back_never_dead_lettered(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    cluster.start_scheduler()
+    cluster.start_worker(
+        clock=clock, workers=_BrokenRegistry(), unknown_type_grace=0, unknown_type_delay=0
+    )
+    job = await cluster.enqueue("new-type")
+
+    back = await cluster.wait_until(job.id, lambda job: job.hand_backs >= 2)
+
+    assert back.state is not JobState.DLQ
+    assert back.unknown_type_since is None

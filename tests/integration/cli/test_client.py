@@ -50,6 +50,7 @@ COMMANDS = [
     "dlq-replay",
     "stats",
     "queues",
+    "workers",
     "health",
 ]
 QUEUE_COMMANDS = ["queues list", "queues pause", "queues resume"]
@@ -680,6 +681,29 @@ def test_stats_shows_a_row_per_queue_with_depth_and_state_counts(
     shown = next(q for q in api.get("/stats").json()["queues"] if q["queue"] == queue)
     assert counts["DEPTH"] == shown["depth"] > 0
     assert lines[-1] == f"dead letters: {api.get('/stats').json()['dlq']}"
+
+
+def test_workers_lists_the_dev_servers_worker_with_its_job_types(
+    cli: Cli, api: httpx.Client
+) -> None:
+    lines = cli("workers").out.splitlines()
+
+    assert lines[0].split() == ["WORKER", "QUEUES", "JOB", "TYPES", "BUSY", "STARTED", "LAST",
+                                "REPORT"]  # fmt: skip
+    [worker] = api.get("/workers").json()["items"]
+    [row] = [line.split() for line in lines[1:]]
+    assert row[0] == worker["workerId"]
+    assert row[2] == ",".join(worker["jobTypes"])
+    assert "email" in worker["jobTypes"]
+    assert row[3] == f"{worker['busySlots']}/{worker['concurrency']}"
+
+
+def test_workers_json_is_the_apis_answer(cli: Cli, api: httpx.Client) -> None:
+    listed = cli("workers", "--json").json()
+
+    assert [w["workerId"] for w in listed["items"]] == [
+        w["workerId"] for w in api.get("/workers").json()["items"]
+    ]
 
 
 def test_health_reports_liveness_and_each_readiness_check(cli: Cli) -> None:

@@ -88,6 +88,31 @@ async def test_the_async_client_pauses_and_resumes_a_queue(dev_server: DevServer
         assert (await tf.resume_queue(queue)).paused is False
 
 
+def test_workers_lists_the_dev_servers_worker_with_its_job_types(client: SyncClient) -> None:
+    [worker] = client.workers()
+
+    assert "email" in worker.job_types
+    assert worker.queues == ("jobs:ready",)
+    assert worker.worker_id.startswith(f"{worker.host}:{worker.pid}:")
+    assert 0 <= worker.busy_slots <= worker.concurrency
+    assert worker.heartbeat_at >= worker.started_at
+
+
+async def test_the_async_client_lists_the_same_workers(
+    client: SyncClient, dev_server: DevServer
+) -> None:
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        listed = await tf.workers()
+
+    assert [w.worker_id for w in listed] == [w.worker_id for w in client.workers()]
+
+
+def test_a_new_job_has_neither_snoozed_nor_been_handed_back(client: SyncClient) -> None:
+    job = client.enqueue("noop", queue=idle_queue())
+
+    assert (job.snoozes, job.hand_backs, job.unknown_type_since) == (0, 0, None)
+
+
 def test_a_job_can_be_cancelled_retried_dead_lettered_and_replayed(client: SyncClient) -> None:
     queue = idle_queue()
     job = client.enqueue("noop", queue=queue, delay=3600)

@@ -24,12 +24,23 @@ from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.adapters.memory.state import InMemoryState
-from taskforge.adapters.postgres import PostgresDeadLetterStore, create_pool
+from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
+from taskforge.adapters.postgres import (
+    PostgresDeadLetterStore,
+    PostgresWorkerRegistry,
+    create_pool,
+)
 from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.adapters.system import SystemClock, Uuid7Source
-from taskforge.application.ports import DeadLetterStore, MetricsStore, RateLimiter, ReadyQueue
+from taskforge.application.ports import (
+    DeadLetterStore,
+    MetricsStore,
+    RateLimiter,
+    ReadyQueue,
+    WorkerRegistry,
+)
 from taskforge.domain.job import NewJob
 from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
 from tests.servers import PrivatePgBouncer
@@ -85,8 +96,24 @@ async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     )
     try:
         async with pool.acquire() as conn:
-            await conn.execute("TRUNCATE jobs, dead_letters, queues")
+            await conn.execute("TRUNCATE jobs, dead_letters, queues, workers")
         yield PostgresJobs(pool), PostgresDeadLetterStore(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def worker_registry(job_backend: PostgresBackend | None) -> AsyncIterator[WorkerRegistry]:
+    if job_backend is None:
+        yield InMemoryWorkerRegistry()
+        return
+    pool = await create_pool(
+        job_backend.dsn, min_size=1, max_size=2, transaction_pooler=job_backend.transaction_pooler
+    )
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("TRUNCATE workers")
+        yield PostgresWorkerRegistry(pool)
     finally:
         await pool.close()
 

@@ -328,6 +328,23 @@ async def test_find_filters_by_queue_and_state(
     assert await jobs.find(ListFilter(queue="nobody"), Page()) == ([], 0)
 
 
+async def test_find_filters_by_job_type_and_idempotency_key(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    email, _ = await jobs.add(new_job(job_type="email", idempotency_key=f"{queue_name}-k1"))
+    report, _ = await jobs.add(new_job(job_type="report"))
+    await jobs.add(new_job(job_type="report", queue=f"{queue_name}-other"))
+
+    reports, reports_total = await jobs.find(
+        ListFilter(queue=queue_name, job_type="report"), Page()
+    )
+    keyed, keyed_total = await jobs.find(ListFilter(idempotency_key=f"{queue_name}-k1"), Page())
+
+    assert (reports_total, [job.id for job in reports]) == (1, [report.id])
+    assert (keyed_total, [job.id for job in keyed]) == (1, [email.id])
+    assert await jobs.find(ListFilter(job_type="email", state=JobState.DLQ), Page()) == ([], 0)
+
+
 async def test_stats_count_every_state_of_every_queue(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:

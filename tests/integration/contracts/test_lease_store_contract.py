@@ -15,7 +15,14 @@ import pytest
 
 from taskforge.application.ports import DeadLetterStore
 from taskforge.domain.job import Job, Lease, NewJob
-from taskforge.domain.outcome import DeadLettered, RetryLater, Settlement, Succeeded
+from taskforge.domain.outcome import (
+    DeadLettered,
+    HandedBack,
+    RetryLater,
+    Settlement,
+    Snoozed,
+    Succeeded,
+)
 from taskforge.domain.states import JobState
 from tests.job_stores import JobRoles
 
@@ -346,6 +353,7 @@ async def test_release_hands_the_job_back_without_counting_the_attempt(
     assert stored is not None
     assert stored.state is JobState.PENDING
     assert stored.attempt_count == 0
+    assert stored.hand_backs == 1
     assert stored.next_run_at == stored.updated_at
     assert (stored.lease_owner, stored.lease_token, stored.lease_expires_at) == (None, None, None)
     [reclaimed] = await jobs.claim([job.id], "worker-2")
@@ -360,4 +368,83 @@ async def test_release_with_a_stale_lease_changes_nothing(
     released = await jobs.release([Lease(job_id=job.id, token=uuid4())])
 
     assert released == set()
+    assert await jobs.get(job.id) == job
+
+
+async def test_a_snooze_makes_the_job_wait_without_counting_the_attempt(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+
+    applied = await jobs.settle([Snoozed(lease=lease_of(job), delay=timedelta(minutes=10))])
+
+    stored = await jobs.get(job.id)
+    assert applied == {job.id}
+    assert stored is not None
+    assert (stored.state, stored.attempt_count, stored.snoozes) == (JobState.PENDING, 0, 1)
+    assert stored.hand_backs == 0
+    assert stored.next_run_at == stored.updated_at + timedelta(minutes=10)
+    assert (stored.lease_token, stored.finished_at, stored.last_error) == (None, None, None)
+    assert await jobs.claim([job.id], "worker-2") == []  # not due yet
+
+
+async def test_a_snoozed_job_is_published_once_due(jobs: JobRoles, new_job: JobFactory) -> None:
+    job = await running_job(jobs, new_job)
+
+    await jobs.settle([Snoozed(lease=lease_of(job), delay=timedelta(0))])
+
+    hints = await jobs.find_never_published(10)
+    assert [hint.job_id for hint in hints] == [job.id]
+    [again] = await jobs.claim([job.id], "worker-2")
+    assert (again.attempt_count, again.snoozes) == (1, 1)
+
+
+async def test_a_hand_back_counts_it_and_keeps_since_when_the_type_is_unknown(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    applied = await jobs.settle(
+        [HandedBack(lease=lease_of(job), delay=timedelta(seconds=1), unknown_type_since=since)]
+    )
+
+    stored = await jobs.get(job.id)
+    assert applied == {job.id}
+    assert stored is not None
+    assert (stored.state, stored.attempt_count, stored.hand_backs) == (JobState.PENDING, 0, 1)
+    assert (stored.snoozes, stored.unknown_type_since) == (0, since)
+    assert stored.next_run_at == stored.updated_at + timedelta(seconds=1)
+
+
+async def test_a_hand_back_after_a_handler_was_seen_clears_since_when(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    await jobs.settle(
+        [HandedBack(lease=lease_of(job), delay=timedelta(0), unknown_type_since=since)]
+    )
+    [again] = await jobs.claim([job.id], "worker-2")
+    assert again.unknown_type_since == since  # the next worker sees when it started
+
+    await jobs.settle(
+        [HandedBack(lease=lease_of(again), delay=timedelta(0), unknown_type_since=None)]
+    )
+
+    stored = await jobs.get(job.id)
+    assert stored is not None
+    assert (stored.hand_backs, stored.unknown_type_since, stored.attempt_count) == (2, None, 0)
+
+
+async def test_a_snooze_with_a_stale_lease_changes_nothing(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    job = await running_job(jobs, new_job)
+
+    applied = await jobs.settle(
+        [Snoozed(lease=Lease(job_id=job.id, token=uuid4()), delay=timedelta(0))]
+    )
+
+    assert applied == set()
     assert await jobs.get(job.id) == job

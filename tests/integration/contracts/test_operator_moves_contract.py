@@ -17,7 +17,13 @@ from taskforge.domain.errors import (
     UniqueKeyTaken,
 )
 from taskforge.domain.job import Job, Lease, NewJob
-from taskforge.domain.outcome import MANUAL_DLQ_REASON, DeadLettered, RetryLater, Succeeded
+from taskforge.domain.outcome import (
+    MANUAL_DLQ_REASON,
+    DeadLettered,
+    RetryLater,
+    Snoozed,
+    Succeeded,
+)
 from taskforge.domain.states import JobState
 from tests.job_stores import JobRoles
 
@@ -389,3 +395,17 @@ async def test_a_cancelled_job_takes_its_free_unique_key_back_on_retry(
     assert retried.state is JobState.PENDING
     again, created = await jobs.add(new_job(unique_key="weekly"))
     assert (again.id, created) == (first.id, False)
+
+
+async def test_replay_starts_the_snooze_and_hand_back_counts_over(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    job, _ = await jobs.add(new_job())
+    [claimed] = await jobs.claim([job.id], "worker-1")
+    await jobs.settle([Snoozed(lease=lease_of(claimed), delay=timedelta(0))])
+    [claimed] = await jobs.claim([job.id], "worker-1")
+    await jobs.settle([DeadLettered(lease=lease_of(claimed), error="bad", reason="snoozed")])
+
+    result = await jobs.replay(job.id)
+
+    assert (result.snoozes, result.hand_backs, result.unknown_type_since) == (0, 0, None)

@@ -77,7 +77,7 @@ async def enqueue(client: httpx.AsyncClient, job_type: str, **fields: Any) -> st
     return str(response.json()["id"])
 
 
-@pytest.mark.parametrize("overrides", [{**FAST, "worker_concurrency": 10}])
+@pytest.mark.parametrize("overrides", [{**FAST, "worker_concurrency": 10, "unknown_type_grace": 0}])
 async def test_metrics_count_every_outcome_of_a_known_sequence_of_jobs(
     client: httpx.AsyncClient, roles: Roles, queue_name: str
 ) -> None:
@@ -86,7 +86,7 @@ async def test_metrics_count_every_outcome_of_a_known_sequence_of_jobs(
     await enqueue(client, "flaky", initialDelay=0)  # fails once, succeeds on its retry
     await enqueue(client, "fail", initialDelay=0, maxAttempts=2)  # fails twice: DLQ
     await enqueue(client, "terminal")  # fails once, terminally: DLQ
-    await enqueue(client, "nobody-handles-this", maxAttempts=1)  # unknown type: DLQ
+    await enqueue(client, "nobody-handles-this", maxAttempts=1)  # unknown, no grace: DLQ
 
     q = {"queue": queue_name}
     text = await scrape_until(

@@ -35,6 +35,7 @@ SPEC_OPERATIONS = {
     ("get", "/queues"),  # beyond the spec: queues with their pause
     ("post", "/queues/{queue_name}/pause"),
     ("post", "/queues/{queue_name}/resume"),
+    ("get", "/workers"),  # beyond the spec: the worker registry
 }
 ERROR_REF = "#/components/schemas/ErrorOut"
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}

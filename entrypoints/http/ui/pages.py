@@ -1,0 +1,675 @@
+"""The dashboard's pages and actions, served at /ui: parse, call the application's use
+cases (the same ones the REST API calls), render a template.
+
+Pages answer HTML, their errors too. Actions are POSTed forms that carry the CSRF token;
+each answers with a redirect to the page it came from, whose notice says what moved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from dishka import FromDishka
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import Cookie
+from litestar.exceptions import HTTPException
+from litestar.params import Parameter
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+
+from taskforge.application.dashboard import (
+    GetOverview,
+    ListDeadLetterGroupMembers,
+    ListDeadLetterGroups,
+    MinuteOfWork,
+    Overview,
+    PurgeDeadLetterGroup,
+    ReplayDeadLetterGroup,
+)
+from taskforge.application.jobs import (
+    CancelJob,
+    DeadLetterJob,
+    GetJob,
+    ListJobs,
+    ReplayDeadLetter,
+    RetryJobNow,
+)
+from taskforge.application.ports import ListFilter
+from taskforge.application.queues import PauseQueue, ResumeQueue
+from taskforge.domain.dashboard import COUNT_COLUMNS
+from taskforge.domain.errors import DomainError, ValidationError
+from taskforge.domain.job import Job
+from taskforge.domain.states import (
+    OPERATOR_RETRY_SOURCES,
+    JobState,
+    can_transition,
+)
+from taskforge.domain.validation import Page, validate_queue_name
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.http.errors import DOMAIN_ERRORS
+from taskforge.entrypoints.http.injection import inject
+from taskforge.entrypoints.http.middleware import caller_is_authorized
+from taskforge.entrypoints.http.ui.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    UI_PATH,
+    Sessions,
+    csrf_matches,
+    csrf_token_of,
+    expired_cookie,
+    new_csrf_token,
+    ui_cookie,
+)
+
+log = logging.getLogger("taskforge.http.ui")
+
+PathText = Annotated[str, Parameter()]
+STATIC_PATH = f"{UI_PATH}/static"
+LOGIN_PATH = f"{UI_PATH}/login"
+PAGE_SIZE = 50
+GROUP_PAGE_SIZE = 100
+REFRESH_MILLISECONDS = 3000
+COLUMN_TITLES = {
+    "ready": "Ready",
+    "delayed": "Delayed",
+    "running": "Running",
+    "failed": "Failed (waiting to retry)",
+    "dlq": "DLQ",
+    "succeeded": "Succeeded",
+    "cancelled": "Cancelled",
+}
+SECURITY_HEADERS = {
+    # Nothing but TaskForge itself: no other host is ever contacted, and no inline script.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    sessions: Sessions
+    read_only: bool
+
+
+def ui_settings(request: Request[Any, Any, Any]) -> UiSettings:
+    settings: UiSettings = request.app.state.taskforge_ui
+    return settings
+
+
+def _signed_in(request: Request[Any, Any, Any]) -> bool:
+    sessions = ui_settings(request).sessions
+    return sessions.is_valid(request.cookies.get(SESSION_COOKIE)) or (
+        sessions.required and caller_is_authorized(request.scope)
+    )
+
+
+def render(
+    request: Request[Any, Any, Any],
+    name: str,
+    status_code: int = 200,
+    **context: Any,
+) -> Template:
+    """A page with what every page needs: the navigation, the CSRF token (its cookie is set
+    on the first page a browser sees) and whether actions are shown."""
+    settings = ui_settings(request)
+    csrf = csrf_token_of(request.cookies)
+    cookies: list[Cookie] = []
+    if csrf is None:
+        csrf = new_csrf_token()
+        cookies.append(ui_cookie(CSRF_COOKIE, csrf, secure=request.url.scheme == "https"))
+    return Template(
+        name,
+        context={
+            "nav": "",
+            "read_only": settings.read_only,
+            "csrf_field": CSRF_FIELD,
+            "csrf": csrf,
+            "logout": settings.sessions.required and _signed_in(request),
+            "notice": request.query_params.get("notice"),
+            **context,
+        },
+        status_code=status_code,
+        cookies=cookies,
+        headers=SECURITY_HEADERS,
+        media_type="text/html",
+    )
+
+
+class UiRefused(HTTPException):
+    """An action the dashboard does not take: read-only mode, a missing CSRF token."""
+
+
+async def _action_form(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The submitted form, after the checks every action passes: not read-only, a valid
+    CSRF token (before_request already checked the session)."""
+    if ui_settings(request).read_only:
+        raise UiRefused(status_code=403, detail="the dashboard is read-only (UI_READ_ONLY)")
+    form = await request.form()
+    if not csrf_matches(request.cookies, form.get(CSRF_FIELD)):
+        raise UiRefused(
+            status_code=403, detail="the form's CSRF token is missing or stale; reload the page"
+        )
+    return {key: form.getall(key) if key == "ids" else form.get(key) for key in form}
+
+
+def _back(path: str, notice: str, **query: str) -> Redirect:
+    return Redirect(f"{path}?{urlencode({**query, 'notice': notice})}", status_code=303)
+
+
+def _reason(form: dict[str, Any]) -> str | None:
+    reason = str(form.get("reason") or "").strip()
+    return reason[:500] or None
+
+
+async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Before every page but the login page and the static files: with API_TOKEN set, a
+    caller without a session goes to the login form (a POST is refused)."""
+    path = request.url.path
+    if path.startswith(STATIC_PATH) or path == LOGIN_PATH or _signed_in(request):
+        return None
+    if request.method == "GET":
+        return Redirect(f"{LOGIN_PATH}?{urlencode({'next': path})}", status_code=303)
+    return error_page(request, 401, "Sign in first: this dashboard needs the API token.")
+
+
+def error_page(request: Request[Any, Any, Any], status: int, message: str) -> Response[Any]:
+    return render(request, "error.html", status_code=status, status=status, message=message)
+
+
+def ui_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Every error under /ui as an HTML page."""
+    if isinstance(exc, DomainError):
+        status = next(
+            (mapped[0] for kind, mapped in DOMAIN_ERRORS.items() if isinstance(exc, kind)), 500
+        )
+        message = f"{exc.field}: {exc.message}" if isinstance(exc, ValidationError) else str(exc)
+        return error_page(request, status, message)
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        messages = {404: "No such page.", 405: "This page does not take that method."}
+        detail = exc.detail if isinstance(exc, UiRefused) else None
+        return error_page(request, exc.status_code, detail or messages.get(exc.status_code, ""))
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_page(request, 500, "Internal error (logged with the request id).")
+
+
+# --- sign in -------------------------------------------------------------------------------
+
+
+@get(LOGIN_PATH, include_in_schema=False)
+async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    if not ui_settings(request).sessions.required:
+        return Redirect(UI_PATH, status_code=303)
+    return render(request, "login.html", next=_local(request.query_params.get("next")))
+
+
+@post(LOGIN_PATH, include_in_schema=False, status_code=303)
+async def login(request: Request[Any, Any, Any]) -> Response[Any]:
+    sessions = ui_settings(request).sessions
+    form = await request.form()
+    target = _local(form.get("next"))
+    if not sessions.required:
+        return Redirect(target, status_code=303)
+    if not csrf_matches(request.cookies, form.get(CSRF_FIELD)):
+        return render(request, "login.html", 403, next=target, error="Reload the page and retry.")
+    if not sessions.token_matches(str(form.get("token") or "")):
+        return render(request, "login.html", 401, next=target, error="Wrong token.")
+    redirect = Redirect(target, status_code=303)
+    redirect.set_cookie(
+        ui_cookie(
+            SESSION_COOKIE,
+            sessions.new_session(),
+            secure=request.url.scheme == "https",
+            max_age=SESSION_SECONDS,
+        )
+    )
+    return redirect
+
+
+@post(f"{UI_PATH}/logout", include_in_schema=False, status_code=303)
+async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
+    form = await request.form()
+    if not csrf_matches(request.cookies, form.get(CSRF_FIELD)):
+        raise UiRefused(status_code=403, detail="the form's CSRF token is missing or stale")
+    redirect = Redirect(LOGIN_PATH, status_code=303)
+    redirect.set_cookie(expired_cookie(SESSION_COOKIE))
+    return redirect
+
+
+def _local(target: object) -> str:
+    """Only a dashboard path: never a redirect to another site."""
+    text = str(target or "")
+    if text.startswith(UI_PATH) and not text.startswith("//") and "\\" not in text:
+        return text
+    return UI_PATH
+
+
+# --- overview ------------------------------------------------------------------------------
+
+
+@get(UI_PATH, include_in_schema=False)
+@inject
+async def overview_page(
+    request: Request[Any, Any, Any], get_overview: FromDishka[GetOverview]
+) -> Template:
+    overview = await get_overview()
+    return render(
+        request,
+        "overview.html",
+        nav="overview",
+        refresh=REFRESH_MILLISECONDS,
+        **_overview_context(overview),
+    )
+
+
+@get(f"{UI_PATH}/overview/live", include_in_schema=False)
+@inject
+async def overview_live(
+    request: Request[Any, Any, Any], get_overview: FromDishka[GetOverview]
+) -> Template:
+    """The overview's live part alone, fetched by the page every few seconds."""
+    return render(request, "_live.html", **_overview_context(await get_overview()))
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: int
+    ok_height: float
+    failed_height: float
+    minute: str
+    succeeded: float
+    failed: float
+
+
+CHART_HEIGHT = 60
+BAR_WIDTH = 6
+
+
+def _chart(minutes: list[MinuteOfWork]) -> dict[str, Any]:
+    peak = max((minute.succeeded + minute.failed for minute in minutes), default=0.0) or 1.0
+    bars = [
+        Bar(
+            x=index * BAR_WIDTH,
+            ok_height=round(minute.succeeded / peak * CHART_HEIGHT, 2),
+            failed_height=round(minute.failed / peak * CHART_HEIGHT, 2),
+            minute=minute.minute.strftime("%H:%M"),
+            succeeded=round(minute.succeeded, 1),
+            failed=round(minute.failed, 1),
+        )
+        for index, minute in enumerate(minutes)
+    ]
+    rate_points = " ".join(
+        f"{index * BAR_WIDTH + BAR_WIDTH / 2:g},{(1 - minute.failure_rate) * CHART_HEIGHT:.2f}"
+        for index, minute in enumerate(minutes)
+    )
+    finished = sum(minute.succeeded + minute.failed for minute in minutes)
+    failed = sum(minute.failed for minute in minutes)
+    return {
+        "bars": bars,
+        "rate_points": rate_points,
+        "chart_width": len(minutes) * BAR_WIDTH,
+        "chart_height": CHART_HEIGHT,
+        "bar_width": BAR_WIDTH - 1,
+        "hour_succeeded": round(finished - failed),
+        "hour_failed": round(failed),
+        "hour_failure_rate": f"{failed / finished:.1%}" if finished else "n/a",
+    }
+
+
+def _overview_context(overview: Overview) -> dict[str, Any]:
+    return {
+        "queues": overview.queues,
+        "columns": [(column, COLUMN_TITLES[column]) for column in COUNT_COLUMNS],
+        "paused": overview.paused,
+        "workers": overview.workers,
+        "at": overview.at,
+        "any_estimate": any(queue.estimated for queue in overview.queues),
+        **_chart(overview.minutes),
+    }
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+@get(f"{UI_PATH}/jobs", include_in_schema=False)
+@inject
+async def jobs_page(
+    request: Request[Any, Any, Any],
+    list_jobs: FromDishka[ListJobs],
+    get_job: FromDishka[GetJob],
+) -> Response[Any]:
+    query = request.query_params
+    lookup = (query.get("lookup") or "").strip()
+    job_id = _uuid_or_none(lookup)
+    if job_id is not None:
+        await get_job(job_id)  # JobNotFound answers 404
+        return Redirect(f"{UI_PATH}/jobs/{job_id}", status_code=303)
+    queue = (query.get("queue") or "").strip() or None
+    if queue is not None:
+        validate_queue_name(queue, "queue")
+    state = _state_or_none(query.get("state"))
+    job_type = (query.get("job_type") or "").strip() or None
+    page_number = _page_number(query.get("page"))
+    where = ListFilter(queue=queue, state=state, job_type=job_type, idempotency_key=lookup or None)
+    jobs, total = await list_jobs(where, Page(PAGE_SIZE, (page_number - 1) * PAGE_SIZE))
+    filters = {
+        "queue": queue or "",
+        "state": state.value if state else "",
+        "job_type": job_type or "",
+        "lookup": lookup,
+    }
+    pages = max(1, -(-total // PAGE_SIZE))
+    return render(
+        request,
+        "jobs.html",
+        nav="jobs",
+        jobs=jobs,
+        total=total,
+        filters=filters,
+        states=[*JobState],
+        page=page_number,
+        pages=pages,
+        previous_query=urlencode({**filters, "page": page_number - 1}),
+        next_query=urlencode({**filters, "page": page_number + 1}),
+    )
+
+
+@post(f"{UI_PATH}/jobs/bulk", include_in_schema=False, status_code=303)
+@inject
+async def bulk_action(
+    request: Request[Any, Any, Any],
+    cancel: FromDishka[CancelJob],
+    retry: FromDishka[RetryJobNow],
+) -> Response[Any]:
+    form = await _action_form(request)
+    ids = [job_id for raw in form.get("ids") or [] if (job_id := _uuid_or_none(raw))]
+    action = form.get("action")
+    if action not in ("cancel", "retry"):
+        raise ValidationError("action", "must be cancel or retry")
+    moved = 0
+    for job_id in ids[:PAGE_SIZE]:
+        try:
+            if action == "cancel":
+                await cancel(job_id, _reason(form))
+            else:
+                await retry(job_id)
+        except DomainError:
+            continue  # moved or finished meanwhile: the notice counts what moved
+        moved += 1
+    verb = "Cancelled" if action == "cancel" else "Retried"
+    return _back(f"{UI_PATH}/jobs", f"{verb} {moved} of {len(ids)} selected jobs.")
+
+
+@get(f"{UI_PATH}/jobs/{{job_id:str}}", include_in_schema=False)
+@inject
+async def job_page(
+    request: Request[Any, Any, Any], job_id: PathText, get_job: FromDishka[GetJob]
+) -> Template:
+    job = await get_job(_job_id(job_id))
+    return render(
+        request,
+        "job.html",
+        nav="jobs",
+        job=job,
+        payload=json.dumps(job.payload, indent=2, sort_keys=True, ensure_ascii=False),
+        result=None
+        if job.result is None
+        else json.dumps(job.result, indent=2, sort_keys=True, ensure_ascii=False),
+        trace_id=_trace_id(job.traceparent),
+        actions=job_actions(job),
+    )
+
+
+def job_actions(job: Job) -> list[tuple[str, str, bool]]:
+    """(path segment, button name, asks for a reason) of each move the job's state allows."""
+    actions = []
+    if can_transition(job.state, JobState.CANCELLED):
+        actions.append(("cancel", "Cancel", True))
+    if job.state in OPERATOR_RETRY_SOURCES:
+        actions.append(("retry", "Retry", True))
+    if can_transition(job.state, JobState.DLQ):
+        actions.append(("dlq", "Move to DLQ", True))
+    if job.state is JobState.DLQ:
+        actions.append(("replay", "Replay", True))
+    return actions
+
+
+@post(f"{UI_PATH}/jobs/{{job_id:str}}/{{action:str}}", include_in_schema=False, status_code=303)
+@inject
+async def job_action(
+    request: Request[Any, Any, Any],
+    job_id: PathText,
+    action: PathText,
+    cancel: FromDishka[CancelJob],
+    retry: FromDishka[RetryJobNow],
+    dead_letter: FromDishka[DeadLetterJob],
+    replay: FromDishka[ReplayDeadLetter],
+) -> Response[Any]:
+    form = await _action_form(request)
+    target = _job_id(job_id)
+    reason = _reason(form)
+    match action:
+        case "cancel":
+            await cancel(target, reason)
+            notice = "Cancelled."
+        case "retry":
+            await retry(target)
+            notice = "Queued for a retry now."
+        case "dlq":
+            await dead_letter(target, reason)
+            notice = "Moved to the DLQ."
+        case "replay":
+            await replay(target)
+            notice = "Replayed."
+        case _:
+            raise HTTPException(status_code=404)
+    if reason:
+        log.info("dashboard %s of job %s: %s", action, target, reason)
+    return _back(f"{UI_PATH}/jobs/{target}", notice)
+
+
+# --- dead letters --------------------------------------------------------------------------
+
+
+@get(f"{UI_PATH}/dlq", include_in_schema=False)
+@inject
+async def dead_letters_page(
+    request: Request[Any, Any, Any], list_groups: FromDishka[ListDeadLetterGroups]
+) -> Template:
+    return render(request, "dlq.html", nav="dlq", groups=await list_groups())
+
+
+@get(f"{UI_PATH}/dlq/group", include_in_schema=False)
+@inject
+async def dead_letter_group_page(
+    request: Request[Any, Any, Any], list_members: FromDishka[ListDeadLetterGroupMembers]
+) -> Template:
+    job_type, error_shape = _group(request.query_params)
+    members = await list_members(job_type, error_shape, GROUP_PAGE_SIZE)
+    return render(
+        request,
+        "dlq_group.html",
+        nav="dlq",
+        job_type=job_type,
+        error_shape=error_shape,
+        members=members,
+        shown=GROUP_PAGE_SIZE,
+    )
+
+
+@post(f"{UI_PATH}/dlq/group/{{action:str}}", include_in_schema=False)
+@inject
+async def dead_letter_group_action(
+    request: Request[Any, Any, Any],
+    action: PathText,
+    list_groups: FromDishka[ListDeadLetterGroups],
+    replay_group: FromDishka[ReplayDeadLetterGroup],
+    purge_group: FromDishka[PurgeDeadLetterGroup],
+) -> Response[Any]:
+    """Without `confirm`, a page that asks; with it, the move, and a notice of how many."""
+    form = await _action_form(request)
+    job_type, error_shape = _group(form)
+    if action not in ("replay", "purge"):
+        raise HTTPException(status_code=404)
+    if form.get("confirm") != "yes":
+        group = next(
+            (
+                group
+                for group in await list_groups()
+                if (group.job_type, group.error_shape) == (job_type, error_shape)
+            ),
+            None,
+        )
+        return render(
+            request,
+            "confirm.html",
+            nav="dlq",
+            action=action,
+            job_type=job_type,
+            error_shape=error_shape,
+            count=group.count if group else 0,
+        )
+    if action == "replay":
+        moved = await replay_group(job_type, error_shape)
+        notice = f"Replayed {moved} jobs."
+    else:
+        moved = await purge_group(job_type, error_shape)
+        notice = f"Purged {moved} jobs."
+    log.info(
+        "dashboard %s of dead-letter group %r %r: %d jobs", action, job_type, error_shape, moved
+    )
+    return _back(f"{UI_PATH}/dlq", notice)
+
+
+def _group(source: Any) -> tuple[str, str]:
+    job_type = source.get("job_type")
+    error_shape = source.get("error_shape")
+    if not job_type or error_shape is None:
+        raise ValidationError("job_type", "a group needs job_type and error_shape")
+    return str(job_type), str(error_shape)
+
+
+# --- queues --------------------------------------------------------------------------------
+
+
+@get(f"{UI_PATH}/queues", include_in_schema=False)
+@inject
+async def queues_page(
+    request: Request[Any, Any, Any],
+    get_overview: FromDishka[GetOverview],
+    settings: FromDishka[Settings],
+) -> Template:
+    overview = await get_overview()
+    names = sorted({*(queue.queue for queue in overview.queues), *overview.paused})
+    names = sorted({*names, settings.queue_name})
+    return render(
+        request,
+        "queues.html",
+        nav="queues",
+        names=names,
+        paused=overview.paused,
+        rate_limit=settings.rate_limit_per_sec,
+    )
+
+
+@post(f"{UI_PATH}/queues/{{queue:str}}/{{action:str}}", include_in_schema=False, status_code=303)
+@inject
+async def queue_action(
+    request: Request[Any, Any, Any],
+    queue: PathText,
+    action: PathText,
+    pause: FromDishka[PauseQueue],
+    resume: FromDishka[ResumeQueue],
+) -> Response[Any]:
+    await _action_form(request)
+    validate_queue_name(queue, "queue")
+    if action == "pause":
+        await pause(queue)
+        notice = f"Paused {queue}."
+    elif action == "resume":
+        await resume(queue)
+        notice = f"Resumed {queue}."
+    else:
+        raise HTTPException(status_code=404)
+    return _back(f"{UI_PATH}/queues", notice)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _uuid_or_none(raw: object) -> UUID | None:
+    try:
+        return UUID(str(raw))
+    except ValueError:
+        return None
+
+
+def _job_id(raw: str) -> UUID:
+    job_id = _uuid_or_none(raw)
+    if job_id is None:
+        raise ValidationError("id", "not a job id (a UUID)")
+    return job_id
+
+
+def _state_or_none(raw: str | None) -> JobState | None:
+    if not raw:
+        return None
+    try:
+        return JobState(raw.upper())
+    except ValueError:
+        raise ValidationError("state", f"unknown state; allowed: {', '.join(JobState)}") from None
+
+
+def _page_number(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise ValidationError("page", "must be a whole number from 1")
+    return int(raw)
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 else None
+
+
+def ui_router(static_directory: Any) -> Router:
+    return Router(
+        path="/",
+        route_handlers=[
+            login_page,
+            login,
+            logout,
+            overview_page,
+            overview_live,
+            jobs_page,
+            bulk_action,
+            job_page,
+            job_action,
+            dead_letters_page,
+            dead_letter_group_page,
+            dead_letter_group_action,
+            queues_page,
+            queue_action,
+            create_static_files_router(
+                path=STATIC_PATH,
+                directories=[static_directory],
+                name="ui-static",
+                include_in_schema=False,
+            ),
+        ],
+        before_request=require_session,
+        exception_handlers={Exception: ui_error},
+        include_in_schema=False,
+    )

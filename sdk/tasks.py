@@ -1,0 +1,328 @@
+"""Typed tasks: a job type declared once, with its handler, its queue and its policy.
+
+    class Email(msgspec.Struct):
+        to: str
+        subject: str
+
+    @taskforge.task("email", queue="mail", max_attempts=5)
+    async def send_email(email: Email) -> None:
+        await deliver(email.to, email.subject)
+
+    await send_email.enqueue(client, Email(to="a@b.com", subject="Hi"))
+
+The handler's first parameter is the payload. Annotated with a `msgspec.Struct`, a
+dataclass or a `TypedDict`, the payload is checked when the job is enqueued (a
+`ValidationError` naming the field, nothing written) and the handler receives it decoded;
+any other annotation, or none, passes the payload mapping as it is. A second parameter
+receives the `JobContext`. A handler taking only a `JobContext` (as `@taskforge.handler`
+ones do) receives it as before.
+
+Importing this module registers nothing with the HTTP client or the database drivers:
+worker processes import it through their handler modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import re
+import typing
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
+
+import msgspec
+
+from taskforge.application.handlers import (
+    HandlerRegistry,
+    JobContext,
+    JobHandler,
+    TerminalError,
+    default_registry,
+)
+from taskforge.domain import errors as domain_errors
+from taskforge.domain.job import build_new_job
+
+if TYPE_CHECKING:
+    import asyncpg
+    import psycopg
+    from asyncpg.pool import PoolConnectionProxy
+
+    from taskforge.client import Client, EnqueueOptions, Job, JobSpec, SyncClient, ValidationError
+
+P = TypeVar("P")
+
+_SOME_QUEUE = "jobs:ready"
+"""Stands in for the default queue when a declaration's own values are checked."""
+
+
+class TaskDefaults(TypedDict, total=False):
+    """The policy a task's jobs get unless an enqueue overrides it (`enqueue`'s names)."""
+
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+
+
+class Task(Generic[P]):
+    """A declared job type; `P` is the payload its handler takes. Made by `task`."""
+
+    def __init__(
+        self,
+        job_type: str,
+        function: Callable[..., Any],
+        *,
+        queue: str | None,
+        defaults: TaskDefaults,
+        registry: HandlerRegistry,
+    ) -> None:
+        _check_declaration(job_type, queue, defaults)
+        self.job_type = job_type
+        self.queue = queue
+        """Where its jobs go unless an enqueue says `queue=`; None: the default queue."""
+        self.defaults = defaults
+        self.function = function
+        """The handler as written: call it directly in a unit test."""
+        self._takes_payload, self._takes_context, self.payload_type = _signature_of(function)
+        registry.register(job_type, self._handler(), queue=queue)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.job_type!r} queue={self.queue!r} {self.function.__qualname__}>"
+
+    @overload
+    def enqueue(
+        self,
+        target: SyncClient | psycopg.Connection[Any],
+        payload: P,
+        **overrides: Unpack[EnqueueOptions],
+    ) -> Job: ...
+
+    @overload
+    def enqueue(
+        self,
+        target: Client | asyncpg.Connection | PoolConnectionProxy | psycopg.AsyncConnection[Any],
+        payload: P,
+        **overrides: Unpack[EnqueueOptions],
+    ) -> Coroutine[Any, Any, Job]: ...
+
+    def enqueue(self, target: Any, payload: P, **overrides: Any) -> Job | Coroutine[Any, Any, Job]:
+        """Enqueue one job through `target`: over HTTP with a `Client` (awaited) or a
+        `SyncClient` (plain), or in the current transaction of an asyncpg or psycopg 3
+        connection (awaited, plain for a sync psycopg connection), as `taskforge.enqueue`
+        does. The task's queue and policy apply unless `overrides` name others. A payload
+        that does not fit the handler's type raises ValidationError before anything is
+        sent or written."""
+        from taskforge.client import Client, SyncClient
+        from taskforge.sdk.transactional import enqueue
+
+        body = self.encode(payload)
+        options = self._options(overrides)
+        if isinstance(target, Client | SyncClient):
+            return target.enqueue(self.job_type, body, **options)
+        job: Job | Coroutine[Any, Any, Job] = enqueue(target, self.job_type, body, **options)
+        return job
+
+    def spec(self, payload: P, **overrides: Unpack[EnqueueOptions]) -> JobSpec:
+        """The job as `enqueue_many` takes it (on a client or a connection), checked as
+        `enqueue` checks it: `tf.enqueue_many([send_email.spec(e) for e in emails])`."""
+        spec: Any = {"job_type": self.job_type, "payload": self.encode(payload)}
+        spec.update(self._options(dict(overrides)))
+        return typing.cast("JobSpec", spec)
+
+    def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {**self.defaults, **overrides}
+        if self.queue is not None:
+            options.setdefault("queue", self.queue)
+        return options
+
+    def encode(self, payload: P) -> dict[str, Any]:
+        """The payload as the job stores it (JSON-ready), checked against the handler's type."""
+        if self.payload_type is None:
+            if not isinstance(payload, Mapping):
+                raise _validation_error("payload", "must be a JSON object")
+            return dict(payload)
+        try:
+            value = msgspec.convert(msgspec.to_builtins(payload), self.payload_type)
+        except msgspec.ValidationError as exc:
+            field, message = field_of(exc)
+            raise _validation_error(field, message) from None
+        except TypeError as exc:
+            raise _validation_error("payload", f"must be JSON: {exc}") from None
+        encoded: dict[str, Any] = msgspec.to_builtins(value)
+        return encoded
+
+    def decode(self, payload: Mapping[str, Any]) -> Any:
+        """A stored payload as the handler takes it; a payload that does not fit its type
+        raises TerminalError naming the field (a retry cannot make it fit)."""
+        if self.payload_type is None:
+            return payload
+        try:
+            return msgspec.convert(payload, self.payload_type)
+        except msgspec.ValidationError as exc:
+            field, message = field_of(exc)
+            name = getattr(self.payload_type, "__name__", str(self.payload_type))
+            raise TerminalError(f"the payload is not a {name}: {field}: {message}") from None
+
+    def _handler(self) -> JobHandler:
+        """What the worker calls: the handler given its payload (decoded) and its context.
+        A coroutine function stays one, a plain function stays plain (it runs in a thread)."""
+        function = self.function
+
+        def arguments(ctx: JobContext) -> list[Any]:
+            if not self._takes_payload:
+                return [ctx]
+            decoded = self.decode(ctx.payload)
+            return [decoded, ctx] if self._takes_context else [decoded]
+
+        if inspect.iscoroutinefunction(function):
+
+            async def run_async(ctx: JobContext) -> Any:
+                return _result(await function(*arguments(ctx)))
+
+            handler: JobHandler = run_async
+        else:
+
+            def run(ctx: JobContext) -> Any:
+                return _result(function(*arguments(ctx)))
+
+            handler = run
+        functools.update_wrapper(handler, function, updated=())
+        return handler
+
+
+class _Declare:
+    """`task(...)`'s decorator: the payload type the handler takes becomes the Task's."""
+
+    def __init__(
+        self, job_type: str, queue: str | None, defaults: TaskDefaults, registry: HandlerRegistry
+    ) -> None:
+        self._job_type = job_type
+        self._queue = queue
+        self._defaults = defaults
+        self._registry = registry
+
+    @overload
+    def __call__(self, function: Callable[[JobContext], Any]) -> Task[Mapping[str, Any]]: ...
+
+    @overload
+    def __call__(self, function: Callable[[P], Any]) -> Task[P]: ...
+
+    @overload
+    def __call__(self, function: Callable[[P, JobContext], Any]) -> Task[P]: ...
+
+    def __call__(self, function: Callable[..., Any]) -> Task[Any]:
+        return Task(
+            self._job_type,
+            function,
+            queue=self._queue,
+            defaults=self._defaults,
+            registry=self._registry,
+        )
+
+
+def task(
+    job_type: str,
+    *,
+    queue: str | None = None,
+    registry: HandlerRegistry | None = None,
+    **defaults: Unpack[TaskDefaults],
+) -> _Declare:
+    """Declare a job type: `@taskforge.task("email", queue="mail", max_attempts=5)` on its
+    handler registers the handler (in `registry`, by default the one workers load) and
+    returns a `Task` to enqueue with. A bad name, queue or policy raises ValidationError
+    here, at import time."""
+    return _Declare(job_type, queue, defaults, registry or default_registry)
+
+
+def _check_declaration(job_type: str, queue: str | None, defaults: TaskDefaults) -> None:
+    unknown = sorted(set(defaults) - set(TaskDefaults.__annotations__))
+    if unknown:
+        raise TypeError(f"unknown task option(s): {', '.join(unknown)}")
+    try:
+        build_new_job(
+            job_id=uuid.uuid4(), job_type=job_type, payload={}, queue=queue or _SOME_QUEUE,
+            **defaults,
+        )  # fmt: skip
+    except domain_errors.ValidationError as exc:
+        raise _validation_error(exc.field, exc.message) from None
+
+
+def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] | None]:
+    """Whether the handler takes the payload first, whether it takes the context after it,
+    and the payload type enqueues are checked against (None: any JSON object)."""
+    parameters = list(inspect.signature(function).parameters.values())
+    try:
+        hints = typing.get_type_hints(function)
+    except NameError as exc:
+        raise TypeError(
+            f"the annotations of {function.__qualname__} cannot be resolved ({exc}): "
+            "a task's payload type must be importable where the handler is defined"
+        ) from None
+    if not parameters or len(parameters) > 2:
+        raise TypeError(
+            f"{function.__qualname__} must take (payload), (payload, ctx) or (ctx), "
+            f"not {len(parameters)} parameter(s)"
+        )
+    first = parameters[0]
+    if _is_context(first, hints):
+        if len(parameters) > 1:
+            raise TypeError(f"{function.__qualname__}: the JobContext goes after the payload")
+        return False, False, None
+    annotation = hints.get(first.name)
+    payload_type = annotation if _is_typed_payload(annotation) else None
+    return True, len(parameters) == 2, payload_type
+
+
+def _is_context(parameter: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
+    annotation = hints.get(parameter.name)
+    if annotation is None:
+        return parameter.name == "ctx"
+    return annotation is JobContext
+
+
+def _is_typed_payload(annotation: Any) -> bool:
+    return isinstance(annotation, type) and (
+        issubclass(annotation, msgspec.Struct)
+        or dataclasses.is_dataclass(annotation)
+        or typing.is_typeddict(annotation)
+    )
+
+
+def _result(value: Any) -> Any:
+    """A handler's return value as the job keeps it: a Struct or dataclass as its fields."""
+    if isinstance(value, msgspec.Struct) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        return msgspec.to_builtins(value)
+    return value
+
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
+
+
+def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's complaint as the field it is about, from `payload` down
+    (`payload.items[0].sku`), and what is wrong with it."""
+    message = str(exc)
+    path = ""
+    at = _AT.search(message)
+    if at:
+        path = at["path"]
+        message = message[: at.start()]
+    named = _NAMED.search(message)
+    if named:
+        path += f".{named['name']}"
+    return f"payload{path}", message
+
+
+def _validation_error(field: str, message: str) -> ValidationError:
+    """The API's 400 for the same input: its code, its message, its details."""
+    from taskforge.client.errors import ValidationError
+
+    return ValidationError("validation_error", f"{field}: {message}", details={"field": field})

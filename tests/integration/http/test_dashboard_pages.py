@@ -1,0 +1,253 @@
+"""The dashboard over HTTP, in process, on both backends: pages and their errors answer
+HTML, actions need the CSRF token (and a session when API_TOKEN is set), read-only mode
+refuses them, and every value is escaped. The browser tests (tests/integration/ui) drive
+the same pages in Chromium."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import JobFactory, assert_error
+
+CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
+SCRIPT = "<script>window.pwned=1</script>"
+
+
+def assert_html(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    return response.text
+
+
+async def csrf_token(client: httpx.AsyncClient, path: str = "/ui/queues") -> str:
+    """The token the page's forms carry (the value of its cookie, now in the client's jar)."""
+    page = (await client.get(path)).text
+    token = client.cookies.get("taskforge_csrf")
+    assert token is not None
+    match = CSRF.search(page)
+    assert match is None or match.group(1) == token
+    return token
+
+
+async def dead_lettered(client: httpx.AsyncClient, create_job: JobFactory, **fields: Any) -> str:
+    job = await create_job(**fields)
+    response = await client.post(f"/jobs/{job['id']}/dlq", json={"reason": "order 7 not found"})
+    assert response.status_code == 200, response.text
+    return str(job["id"])
+
+
+@pytest.mark.parametrize("path", ["/ui", "/ui/overview/live", "/ui/jobs", "/ui/dlq", "/ui/queues"])
+async def test_every_page_answers_html_with_the_navigation(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    page = assert_html(await client.get(path), 200)
+
+    for name in ("Overview", "Jobs", "Dead letters", "Queues"):
+        assert f">{name}</a>" in page or path == "/ui/overview/live"
+
+
+async def test_dashboard_errors_are_html_and_the_api_keeps_json(
+    client: httpx.AsyncClient,
+) -> None:
+    assert "No such page" in assert_html(await client.get("/ui/nowhere"), 404)
+    assert "not a job id" in assert_html(await client.get("/ui/jobs/not-a-uuid"), 400)
+    assert "state" in assert_html(await client.get("/ui/jobs?state=bogus"), 400)
+    missing = "/ui/jobs/01a242e0-dd62-7000-be28-80b62ae12066"
+    assert_html(await client.get(missing), 404)
+    assert_error(await client.get("/jobs/not-a-uuid"), 400, "validation_error", "id")
+
+
+async def test_a_payload_with_html_is_shown_as_text(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job_id = await dead_lettered(client, create_job, payload={"note": SCRIPT})
+
+    detail = assert_html(await client.get(f"/ui/jobs/{job_id}"), 200)
+
+    assert SCRIPT not in detail
+    assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in detail
+
+
+async def test_the_dead_letter_page_groups_errors_of_one_shape(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    for _ in range(2):
+        await dead_lettered(client, create_job, jobType="orders")
+
+    page = assert_html(await client.get("/ui/dlq"), 200)
+
+    assert page.count('data-group="orders"') == 1
+    assert "order N not found" in page
+    assert '<td class="count">2</td>' in page
+
+
+async def test_an_action_without_the_csrf_token_is_refused(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job = await create_job(delay=3600)
+    await csrf_token(client)  # the cookie alone is not enough
+
+    refused = await client.post(f"/ui/jobs/{job['id']}/cancel", data={"reason": "x"})
+    forged = await client.post(
+        f"/ui/jobs/{job['id']}/cancel", data={"csrf_token": "0" * 64, "reason": "x"}
+    )
+
+    assert "CSRF" in assert_html(refused, 403)
+    assert_html(forged, 403)
+    assert (await client.get(f"/jobs/{job['id']}")).json()["state"] == "PENDING"
+
+
+async def test_an_action_with_the_csrf_token_moves_the_job_and_says_so(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job = await create_job(delay=3600)
+    token = await csrf_token(client)
+
+    response = await client.post(
+        f"/ui/jobs/{job['id']}/cancel", data={"csrf_token": token, "reason": "not needed"}
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"].startswith(f"/ui/jobs/{job['id']}?")
+    body = (await client.get(f"/jobs/{job['id']}")).json()
+    assert (body["state"], body["reason"]) == ("CANCELLED", "not needed")
+
+
+async def test_a_group_action_asks_for_confirmation_then_reports_how_many_moved(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    ids = [await dead_lettered(client, create_job, jobType="orders") for _ in range(3)]
+    token = await csrf_token(client)
+    group = {"csrf_token": token, "job_type": "orders", "error_shape": "order N not found"}
+
+    asked = assert_html(await client.post("/ui/dlq/group/purge", data=group), 200)
+    assert "Purge 3 dead letters?" in asked
+    assert (await client.get(f"/jobs/{ids[0]}")).status_code == 200
+
+    done = await client.post("/ui/dlq/group/purge", data={**group, "confirm": "yes"})
+
+    assert done.status_code == 303
+    assert "Purged+3+jobs" in done.headers["location"]
+    for job_id in ids:
+        assert (await client.get(f"/jobs/{job_id}")).status_code == 404
+
+
+@pytest.mark.parametrize("overrides", [{"ui_read_only": True}])
+async def test_read_only_mode_shows_no_action_and_refuses_them(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job_id = await dead_lettered(client, create_job)
+    token = await csrf_token(client)
+
+    for path in (f"/ui/jobs/{job_id}", "/ui/dlq", "/ui/jobs", "/ui/queues"):
+        page = assert_html(await client.get(path), 200)
+        assert 'method="post"' not in page, path
+    refused = await client.post(f"/ui/jobs/{job_id}/replay", data={"csrf_token": token})
+
+    assert "read-only" in assert_html(refused, 403)
+    assert (await client.get(f"/jobs/{job_id}")).json()["state"] == "DLQ"
+
+
+@pytest.mark.parametrize("overrides", [{"ui_enabled": False}])
+async def test_without_ui_enabled_there_is_no_dashboard(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/ui"), 404, "not_found")
+
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+async def test_with_api_token_the_dashboard_signs_in_with_a_session_cookie(
+    client: httpx.AsyncClient,
+) -> None:
+    to_login = await client.get("/ui/dlq")
+    assert to_login.status_code == 303
+    assert to_login.headers["location"] == "/ui/login?next=%2Fui%2Fdlq"
+    token = await csrf_token(client, "/ui/login")
+
+    wrong = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": "nope", "next": "/ui/dlq"}
+    )
+    assert "Wrong token" in assert_html(wrong, 401)
+    signed_in = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": "/ui/dlq"}
+    )
+
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/ui/dlq"
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith("taskforge_session=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    assert "Path=/ui" in cookie
+    assert "Log out" in assert_html(await client.get("/ui/dlq"), 200)
+    # The session opens the dashboard only, not the API.
+    assert_error(await client.get("/jobs"), 401, "unauthorized")
+
+    logged_out = await client.post("/ui/logout", data={"csrf_token": token})
+    assert logged_out.status_code == 303
+    assert (await client.get("/ui/dlq")).status_code == 303
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+async def test_with_api_token_a_forged_session_cookie_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    client.cookies.set("taskforge_session", "abc.9999999999.deadbeef", path="/ui")
+
+    assert (await client.get("/ui")).status_code == 303
+    assert_html(await client.post("/ui/queues/q/pause", data={}), 401)
+
+
+async def test_selected_jobs_are_cancelled_together(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    jobs = [await create_job(delay=3600) for _ in range(3)]
+    token = await csrf_token(client, "/ui/jobs")
+    chosen = [job["id"] for job in jobs[:2]]
+
+    response = await client.post(
+        "/ui/jobs/bulk",
+        data={"csrf_token": token, "action": "cancel", "ids": chosen, "reason": "bulk"},
+    )
+
+    assert response.status_code == 303
+    assert "Cancelled+2+of+2+selected+jobs." in response.headers["location"]
+    states = [(await client.get(f"/jobs/{job['id']}")).json()["state"] for job in jobs]
+    assert states == ["CANCELLED", "CANCELLED", "PENDING"]
+
+
+async def test_a_queue_is_paused_and_resumed_from_the_queues_page(
+    client: httpx.AsyncClient, queue_name: str
+) -> None:
+    token = await csrf_token(client)
+
+    paused = await client.post(f"/ui/queues/{queue_name}/pause", data={"csrf_token": token})
+    assert paused.status_code == 303
+    page = assert_html(await client.get("/ui/queues"), 200)
+    assert "paused since" in page
+    assert ">Resume</button>" in page
+    assert (await client.get("/queues")).json()["items"][0]["paused"] is True
+
+    resumed = await client.post(f"/ui/queues/{queue_name}/resume", data={"csrf_token": token})
+    assert resumed.status_code == 303
+    assert (await client.get("/queues")).json()["items"][0]["paused"] is False
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+@pytest.mark.parametrize("target", ["https://elsewhere.test/", "//elsewhere.test/ui", "/jobs"])
+async def test_signing_in_never_redirects_off_the_dashboard(
+    client: httpx.AsyncClient, target: str
+) -> None:
+    token = await csrf_token(client, "/ui/login")
+
+    response = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": target}
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui"

@@ -1,0 +1,125 @@
+"""Typed tasks through every target: a database connection of each driver (checked before
+anything is written), `Client` and `SyncClient` against a live API, and a worker process
+that serves the queue its task declares and hands the handler the decoded payload."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+import taskforge
+from taskforge.application.handlers import HandlerRegistry
+from taskforge.client.values import Job
+from taskforge.domain.states import JobState
+from tests.integration.processes.conftest import Stack
+from tests.integration.sdk.test_transactional_enqueue import (  # one suite of drivers
+    Session,
+    observer,
+    session,
+    stored_ids,
+)
+from tests.support import DevServer
+
+__all__ = ["observer", "session"]
+
+
+class Greeting(msgspec.Struct):
+    """The payload of `typed_greet`, as support/taskforge_typed.py declares it."""
+
+    name: str
+    times: int = 1
+
+
+def greet_task(queue: str) -> taskforge.Task[Greeting]:
+    """The producer's declaration of support/taskforge_typed.py's task (the worker's
+    process has its own), in a registry of its own."""
+
+    @taskforge.task("typed_greet", queue=queue, max_attempts=2, registry=HandlerRegistry())
+    async def greet(greeting: Greeting, ctx: taskforge.JobContext) -> str:
+        raise AssertionError("runs in the worker process")
+
+    return greet
+
+
+async def enqueue_on(session: Session, task: taskforge.Task[Greeting], payload: Any) -> Job:
+    answer: Any = task.enqueue(session.conn, payload)
+    if session.driver == "psycopg-sync":
+        assert not inspect.isawaitable(answer), "a sync connection's enqueue is plain"
+    else:
+        answer = await answer
+    assert isinstance(answer, Job)
+    return answer
+
+
+async def test_a_typed_task_is_stored_in_the_transaction_with_its_queue_and_policy(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    job = await enqueue_on(session, greet_task(queue_name), Greeting(name="Ada"))
+    await session.commit()
+
+    assert (job.queue, job.job_type, job.max_attempts, job.state) == (
+        queue_name, "typed_greet", 2, JobState.PENDING,
+    )  # fmt: skip
+    assert job.payload == {"name": "Ada", "times": 1}
+    assert await stored_ids(observer, queue_name) == {job.id}
+
+
+async def test_a_payload_that_does_not_fit_writes_nothing(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    with pytest.raises(taskforge.ValidationError) as refused:
+        await enqueue_on(session, greet_task(queue_name), {"name": "Ada", "times": "twice"})
+    await session.commit()
+
+    assert refused.value.details == {"field": "payload.times"}
+    assert await stored_ids(observer, queue_name) == set()
+
+
+async def test_a_worker_serves_the_queue_its_task_declares_and_decodes_the_payload(
+    stack: Stack, migrated_dsn: str, queue_name: str
+) -> None:
+    stack.start_scheduler()
+    worker = stack.start("worker", "--handlers", "taskforge_typed", TYPED_TASK_QUEUE=queue_name)
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        async with conn.transaction():
+            job = await greet_task(queue_name).enqueue(conn, Greeting(name="Ada", times=2))
+    finally:
+        await conn.close()
+
+    row = await stack.wait_for(str(job.id), "SUCCEEDED", "DLQ")
+    assert row["state"] == "SUCCEEDED", row["last_error"]
+    assert msgspec.json.decode(row["result"]) == "hello Ada hello Ada (attempt 1)"
+    assert f"worker serving {queue_name} " in worker.tail(100)
+
+
+def test_a_sync_client_enqueues_a_typed_task_and_waits_for_it(dev_server: DevServer) -> None:
+    # `taskforge dev` runs its demo `email` handler on its default queue.
+    @taskforge.task("email", registry=HandlerRegistry())
+    def send_email(email: Greeting) -> None: ...
+
+    with taskforge.SyncClient(dev_server.url, token=dev_server.token) as tf:
+        job = send_email.enqueue(tf, Greeting(name="Ada"))
+        assert job.payload == {"name": "Ada", "times": 1}
+        assert tf.wait(job.id, timeout=10).state is JobState.SUCCEEDED
+
+
+async def test_a_client_enqueues_a_typed_task_and_nothing_is_sent_for_a_bad_one(
+    dev_server: DevServer,
+) -> None:
+    @taskforge.task("email", max_attempts=4, registry=HandlerRegistry())
+    async def send_email(email: Greeting) -> None: ...
+
+    async with taskforge.Client(dev_server.url, token=dev_server.token) as tf:
+        job = await send_email.enqueue(tf, Greeting(name="Ada"))
+        assert (job.max_attempts, (await tf.wait(job.id, timeout=10)).state) == (
+            4, JobState.SUCCEEDED,
+        )  # fmt: skip
+        before = (await tf.list(status="PENDING")).total
+        with pytest.raises(taskforge.ValidationError):
+            await send_email.enqueue(tf, {"times": 1})  # type: ignore[call-overload]
+        assert (await tf.list(status="PENDING")).total == before

@@ -1,0 +1,306 @@
+"""Typed tasks without a server: the payload checked at enqueue, decoded for the handler,
+the task's queue and policy in the request, the queues a worker serves."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+import httpx
+import msgspec
+import pytest
+
+import taskforge
+from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
+from taskforge.entrypoints.cli.service import serving_declared_queues
+from taskforge.entrypoints.config import Settings
+from taskforge.sdk.tasks import Task
+from tests.unit.test_client_core import JOB
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Address(msgspec.Struct):
+    city: str
+
+
+class EmailStruct(msgspec.Struct):
+    to: str
+    retries: int = 0
+    address: Address | None = None
+
+
+@dataclasses.dataclass
+class EmailDataclass:
+    to: str
+    retries: int = 0
+
+
+class EmailDict(TypedDict):
+    to: str
+    retries: int
+
+
+def declare(registry: HandlerRegistry, payload_type: type[Any]) -> Task[Any]:
+    """A task taking `payload_type`, returning what it received."""
+    if payload_type is EmailStruct:
+
+        async def handle_struct(email: EmailStruct) -> Any:
+            return email
+
+        return taskforge.task("email", queue="mail", registry=registry)(handle_struct)
+    if payload_type is EmailDataclass:
+
+        def handle_dataclass(email: EmailDataclass) -> Any:
+            return email
+
+        return taskforge.task("email", queue="mail", registry=registry)(handle_dataclass)
+
+    async def handle_dict(email: EmailDict) -> Any:
+        return email
+
+    return taskforge.task("email", queue="mail", registry=registry)(handle_dict)
+
+
+def recording_client() -> tuple[taskforge.SyncClient, list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(201, json=JOB)
+
+    return taskforge.SyncClient(transport=httpx.MockTransport(answer)), sent
+
+
+def context(payload: dict[str, Any]) -> JobContext:
+    return JobContext(
+        job_id=uuid.uuid4(), queue="mail", job_type="email", attempt=1, max_attempts=3,
+        payload=payload,
+    )  # fmt: skip
+
+
+async def run(registry: HandlerRegistry, job_type: str, payload: dict[str, Any]) -> Any:
+    handler = registry.get(job_type)
+    answer = handler(context(payload))
+    return await answer if asyncio.iscoroutine(answer) else answer
+
+
+PAYLOAD_TYPES = [EmailStruct, EmailDataclass, EmailDict]
+
+
+@pytest.mark.parametrize("payload_type", PAYLOAD_TYPES)
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"retries": 1}, "payload.to"),  # missing
+        ({"to": 5, "retries": 1}, "payload.to"),  # wrong type
+        ({"to": "a@b.com", "retries": "x"}, "payload.retries"),
+    ],
+)
+def test_a_payload_that_does_not_fit_is_refused_naming_the_field_and_nothing_is_sent(
+    payload_type: type[Any], payload: dict[str, Any], field: str
+) -> None:
+    send_email = declare(HandlerRegistry(), payload_type)
+    client, sent = recording_client()
+    with client, pytest.raises(taskforge.ValidationError) as refused:
+        send_email.enqueue(client, payload)
+    assert refused.value.code == "validation_error"
+    assert refused.value.details == {"field": field}
+    assert refused.value.message.startswith(f"{field}: ")
+    assert sent == []
+
+
+def test_a_nested_field_is_named_by_its_path() -> None:
+    send_email = declare(HandlerRegistry(), EmailStruct)
+    with pytest.raises(taskforge.ValidationError) as refused:
+        send_email.encode({"to": "a@b.com", "address": {}})
+    assert refused.value.details == {"field": "payload.address.city"}
+
+
+def test_the_request_carries_the_encoded_payload_the_task_queue_and_policy() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", queue="mail", registry=registry, max_attempts=5, timeout=30)
+    async def send_email(email: EmailStruct) -> None: ...
+
+    client, sent = recording_client()
+    with client:
+        job = send_email.enqueue(client, EmailStruct(to="a@b.com", address=Address("Oslo")))
+    assert job.job_type == "email"
+    [body] = sent
+    assert body["jobType"] == "email"
+    assert body["payload"] == {"to": "a@b.com", "retries": 0, "address": {"city": "Oslo"}}
+    assert (body["queue"], body["maxAttempts"], body["timeout"]) == ("mail", 5, 30)
+
+
+def test_an_enqueue_overrides_the_task_queue_and_policy() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", queue="mail", registry=registry, max_attempts=5)
+    def send_email(email: EmailDataclass) -> None: ...
+
+    client, sent = recording_client()
+    with client:
+        send_email.enqueue(client, EmailDataclass(to="a@b.com"), queue="urgent", max_attempts=1)
+    assert (sent[0]["queue"], sent[0]["maxAttempts"]) == ("urgent", 1)
+
+
+async def test_the_async_client_is_awaited() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", registry=registry)
+    async def send_email(email: EmailDict) -> None: ...
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(201, json=JOB)
+
+    async with taskforge.Client(transport=httpx.MockTransport(answer)) as client:
+        job = await send_email.enqueue(client, {"to": "a@b.com", "retries": 0})
+    assert job.job_type == "email"
+    assert "queue" not in json.loads(sent[0].content)  # no queue declared: the API's default
+
+
+def test_a_spec_is_checked_and_carries_the_task_settings_for_enqueue_many() -> None:
+    send_email = declare(HandlerRegistry(), EmailStruct)
+    assert send_email.spec(EmailStruct(to="a@b.com"), delay=5) == {
+        "job_type": "email",
+        "payload": {"to": "a@b.com", "retries": 0, "address": None},
+        "queue": "mail",
+        "delay": 5,
+    }
+    with pytest.raises(taskforge.ValidationError):
+        send_email.spec({"to": 1})
+
+
+@pytest.mark.parametrize("payload_type", PAYLOAD_TYPES)
+async def test_the_handler_receives_the_payload_decoded(payload_type: type[Any]) -> None:
+    registry = HandlerRegistry()
+    declare(registry, payload_type)
+    received = await run(registry, "email", {"to": "a@b.com", "retries": 2})
+    # A Struct or dataclass the handler returns is kept as its fields.
+    expected = {"to": "a@b.com", "retries": 2}
+    if payload_type is EmailStruct:
+        expected["address"] = None
+    assert received == expected
+
+
+async def test_a_stored_payload_that_does_not_fit_fails_the_job_for_good() -> None:
+    registry = HandlerRegistry()
+    declare(registry, EmailStruct)
+    with pytest.raises(TerminalError, match=r"not a EmailStruct: payload\.to: "):
+        await run(registry, "email", {"retries": 1})
+
+
+async def test_the_context_is_passed_after_the_payload() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", registry=registry)
+    async def send_email(email: EmailStruct, ctx: JobContext) -> str:
+        return f"{email.to} attempt {ctx.attempt}"
+
+    assert await run(registry, "email", {"to": "a@b.com"}) == "a@b.com attempt 1"
+
+
+async def test_a_handler_written_the_current_way_receives_the_context() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", registry=registry)
+    def send_email(ctx: JobContext) -> Any:
+        return ctx.payload
+
+    assert await run(registry, "email", {"anything": [1]}) == {"anything": [1]}
+    client, sent = recording_client()
+    with client:
+        send_email.enqueue(client, {"anything": [1]})
+    assert sent[0]["payload"] == {"anything": [1]}
+
+
+async def test_an_unchecked_payload_is_passed_as_the_mapping() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", registry=registry)
+    async def send_email(payload: Mapping[str, Any]) -> Any:
+        return dict(payload)
+
+    assert await run(registry, "email", {"to": 1}) == {"to": 1}
+    with pytest.raises(taskforge.ValidationError, match="payload: must be a JSON object"):
+        send_email.encode(["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+def test_the_handler_stays_callable_and_keeps_its_kind() -> None:
+    registry = HandlerRegistry()
+    send_email = declare(registry, EmailStruct)
+    assert asyncio.iscoroutinefunction(registry.get("email"))
+    assert not asyncio.iscoroutinefunction(declare(HandlerRegistry(), EmailDataclass).function)
+    assert registry.get("email").__name__ == send_email.function.__name__
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"queue": "taskforge:mail"}, "queue"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"backoff": 0.5}, "backoff"),
+    ],
+)
+def test_a_bad_declaration_is_refused_at_import_time(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(taskforge.ValidationError) as refused:
+        taskforge.task("email", registry=HandlerRegistry(), **options)(lambda ctx: None)
+    assert refused.value.details == {"field": field}
+
+
+def test_a_handler_taking_more_than_payload_and_context_is_refused() -> None:
+    def three(a: EmailStruct, b: JobContext, c: int) -> None: ...
+
+    with pytest.raises(TypeError, match="must take"):
+        taskforge.task("email", registry=HandlerRegistry())(three)  # type: ignore[arg-type]
+
+
+def test_a_job_type_is_declared_once() -> None:
+    registry = HandlerRegistry()
+    declare(registry, EmailStruct)
+    with pytest.raises(ValueError, match="already registered"):
+        declare(registry, EmailStruct)
+
+
+def test_a_worker_serves_the_queues_its_tasks_declare_unless_told_otherwise() -> None:
+    registry = HandlerRegistry()
+    declare(registry, EmailStruct)  # queue "mail"
+    settings = Settings(queue_name="jobs:ready")
+    assert serving_declared_queues(settings, registry).queues == ("mail",)
+    registry.register("plain", lambda ctx: None)  # no queue: the default one
+    assert serving_declared_queues(settings, registry).queues == ("jobs:ready", "mail")
+    told = Settings(queue_name="jobs:ready", worker_queues=("other",))
+    assert serving_declared_queues(told, registry).queues == ("other",)
+    assert serving_declared_queues(settings, HandlerRegistry()).queues == ("jobs:ready",)
+
+
+def test_a_merged_registry_keeps_the_declared_queues() -> None:
+    registry = HandlerRegistry()
+    declare(registry, EmailStruct)
+    merged = HandlerRegistry()
+    merged.merge(registry)
+    assert merged.queues("jobs:ready") == ("mail",)
+
+
+def test_importing_a_typed_task_does_not_load_the_http_client_or_drivers() -> None:
+    code = (
+        "import sys, taskforge\n"
+        "@taskforge.task('email', queue='mail')\n"
+        "def send(ctx): pass\n"
+        "print([m in sys.modules for m in ('httpx', 'taskforge.client', 'asyncpg', 'psycopg')])"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert loaded.stdout.strip() == "[False, False, False, False]"
