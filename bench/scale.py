@@ -20,7 +20,6 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from taskforge.adapters.postgres._rows import JOB_COLUMNS
 from taskforge.adapters.postgres.dead_letter_store import COUNT_DEAD_LETTERS, FIND_DEAD_LETTERS
 from taskforge.adapters.postgres.job_store import (
     COUNT_BY_QUEUE_AND_STATE,
@@ -82,15 +81,9 @@ def _explained(name: str, statement: str, *args: Any) -> tuple[str, str, tuple[A
     return name, statement, args
 
 
-# The forms these statements had before migration 0013 and the range filters, explained in
-# the same run for comparison (docs/performance.md quotes both).
+# Counting over the table, as /stats, /queues, /metrics and list totals did before
+# migration 0013: explained in the same run for comparison (docs/performance.md).
 BEFORE_COUNTS = "SELECT queue, state, count(*) AS jobs FROM jobs GROUP BY queue, state"
-BEFORE_PRUNE = PRUNE_FINISHED.replace("ORDER BY finished_at", "ORDER BY created_at")
-BEFORE_LIST_IN_STATE = f"""
-SELECT {JOB_COLUMNS} FROM jobs WHERE state = $3
-ORDER BY created_at DESC, id DESC
-LIMIT $1 OFFSET $2
-"""
 
 
 async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
@@ -109,7 +102,6 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
             find_statement(ListFilter(state=JobState.SUCCEEDED))[0],
             *(50, 0, "SUCCEEDED"),
         ),
-        _explained("before: list jobs, state = $3", BEFORE_LIST_IN_STATE, 50, 0, "SUCCEEDED"),
         _explained("stats: counts per queue and state", COUNT_BY_QUEUE_AND_STATE),
         _explained("before: counts over the jobs table", BEFORE_COUNTS),
         _explained("dead-letter count", COUNT_DEAD_LETTERS),
@@ -122,9 +114,6 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
         _explained("sweep: republish stale hints", FIND_UNPUBLISHED, 500, 30.0),
         _explained("sweep: count due", COUNT_DUE, [queue]),
         _explained("sweep: prune finished", PRUNE_FINISHED, "SUCCEEDED", 7 * 86_400.0, 500),
-        _explained(
-            "before: prune, oldest created first", BEFORE_PRUNE, "SUCCEEDED", 7 * 86_400.0, 500
-        ),
         _explained("sweep: fold job counts", FOLD_JOB_COUNTS),
     ]
     plans = {}
