@@ -48,6 +48,16 @@ faults *args:
 bench *args:
     taskforge bench {{args}}
 
+# TaskForge beside pgqueuer and dramatiq, medians of interleaved runs (README, Performance); --runs N, --jobs N
+bench-peers *args:
+    # The peers live in .venv-peers, from scripts/peers/requirements.txt (pinned, hashes checked).
+    if [[ ! -x .venv-peers/bin/python || scripts/peers/requirements.txt -nt .venv-peers/.installed ]]; then \
+        uv venv -q --allow-existing --python .venv/bin/python .venv-peers \
+        && uv pip sync -q --require-hashes --compile-bytecode --python .venv-peers/bin/python scripts/peers/requirements.txt \
+        && touch .venv-peers/.installed; \
+    fi
+    python -m taskforge.bench.peers {{args}}
+
 # apply pending migrations to POSTGRES_DSN
 migrate:
     taskforge migrate

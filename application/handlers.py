@@ -136,6 +136,10 @@ class HandlerRegistry:
         for job_type in other:
             self.register(job_type, other.get(job_type), queue=other._queues[job_type])
 
+    def declared_queue(self, job_type: str) -> str | None:
+        """The queue `job_type` was registered with; None: the default queue (or unknown)."""
+        return self._queues.get(job_type)
+
     def queues(self, default: str) -> tuple[str, ...]:
         """The queues the registered jobTypes declare, `default` standing for those that
         declare none; sorted, each once. Empty when nothing is registered."""

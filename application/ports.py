@@ -6,7 +6,7 @@ same tests against every implementation. Only domain types cross a port.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -18,6 +18,7 @@ from taskforge.domain.dashboard import DeadLetterGroup, QueueJobCounts
 from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
 from taskforge.domain.outcome import Settlement
 from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
+from taskforge.domain.schedule import Schedule, ScheduleDefinition
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 from taskforge.domain.workers import WorkerStatus
@@ -218,6 +219,82 @@ class QueuePauses(Protocol):
 
     async def paused(self) -> dict[str, datetime]:
         """Every paused queue, with when it was paused."""
+        ...
+
+
+class CronCalendar(Protocol):
+    """Reads cron expressions (minute hour day-of-month month day-of-week) in named time
+    zones. Every datetime given and returned is timezone-aware;
+    returned ones are UTC. Daylight-saving changes: a local time that does not exist fires
+    at the first instant after the gap; a local time that happens twice fires once (the
+    first time), except for expressions that fire every hour or more often."""
+
+    def check(self, cron: str) -> None:
+        """Raise ValidationError naming `cron` unless the expression is valid and fires."""
+        ...
+
+    def next_after(self, cron: str, timezone: str, moment: datetime) -> datetime:
+        """The first tick strictly after `moment`."""
+        ...
+
+    def latest_at_or_before(self, cron: str, timezone: str, moment: datetime) -> datetime | None:
+        """The last tick at or before `moment` (None: none in the library's range)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What one due schedule does in one pass of the scheduler: store `jobs` (one per tick
+    fired) and move its fire times on."""
+
+    jobs: Sequence[NewJob]
+    next_fire_at: datetime
+    last_fire_at: datetime | None
+
+
+FiringPlan = Callable[[Schedule, datetime], Firing]
+"""Given a due schedule and the store's `now`, what it fires (called inside the store's
+transaction: no I/O)."""
+
+
+class ScheduleStore(Protocol):
+    """Schedules of periodic jobs, by name, kept with the jobs. Firing is shared by every
+    scheduler: a schedule is handled by one `fire_due` at a time, and its jobs and its new
+    fire times are stored together, so a tick fires once however many schedulers run."""
+
+    async def save(
+        self, definition: ScheduleDefinition, next_fire_at: datetime
+    ) -> tuple[Schedule, bool]:
+        """Create the schedule, or replace the definition of the one with its name (True:
+        created). A replaced one keeps its paused flag and last fire time, and its next fire
+        time unless the cron expression or the time zone changed."""
+        ...
+
+    async def get(self, name: str) -> Schedule | None: ...
+
+    async def find(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        ...
+
+    async def delete(self, name: str) -> bool:
+        """False when there was none. Jobs it already made stay."""
+        ...
+
+    async def pause(self, name: str) -> Schedule:
+        """Stop firing; idempotent. Raises ScheduleNotFound."""
+        ...
+
+    async def resume(self, name: str, next_fire_at: datetime) -> Schedule:
+        """Fire again from `next_fire_at` (ticks of the pause never fire); resuming a
+        schedule that is not paused changes nothing. Raises ScheduleNotFound."""
+        ...
+
+    async def fire_due(self, limit: int, plan: FiringPlan) -> tuple[int, int]:
+        """Up to `limit` unpaused schedules whose next_fire_at has passed (skipping those
+        another caller holds), each with plan(schedule, now): its jobs stored (left
+        unpublished, so the never-published sweep sends their hints) and its fire times
+        moved on, atomically per call. Returns (schedules handled, jobs created); a job
+        whose idempotency key is taken is not created again."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""The scheduler's tick: promote due retries, reap expired leases, re-publish lost hints.
+"""The scheduler's tick: fire due schedules, promote due retries, reap expired leases,
+re-publish lost hints.
 
 Every step works in bounded batches that skip rows another scheduler holds, so several
 schedulers can run at once with no leader and no job handled twice.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
+from taskforge.application.schedules import FireSchedules
 from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.job import ReadyHint
 
@@ -49,6 +51,8 @@ class TickReport:
     full: bool
     """A batch came back full: there is more to do, so the next tick should follow at once."""
     pruned: int = 0
+    fired: int = 0
+    """Jobs created by schedules whose ticks came due."""
 
 
 class SchedulerTick:
@@ -59,10 +63,13 @@ class SchedulerTick:
         settings: SchedulerSettings,
         tracer: JobTracer | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        fire_schedules: FireSchedules | None = None,
     ) -> None:
         """`tracer` None: tracing is off and the tick does no tracing work at all.
-        `monotonic` paces the retention sweeps (one per prune_interval while they keep up)."""
+        `monotonic` paces the retention sweeps (one per prune_interval while they keep up).
+        `fire_schedules` None: no periodic jobs."""
         self._sweeps = sweeps
+        self._fire_schedules = fire_schedules
         self._ready_queue = ready_queue
         self._settings = settings
         self._tracer = tracer
@@ -75,6 +82,9 @@ class SchedulerTick:
         if not await self._ready_queue.check_intact():
             resynced = await self._sweeps.mark_unpublished()
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
+        # First: the jobs of due ticks are stored unpublished, so this tick's
+        # never-published sweep sends their hints.
+        schedules, fired = await self._fire(limit)
         promoted = await self._sweeps.promote_due(limit)
         reaped, dead_lettered = await self._sweeps.reap_expired(limit)
         # Jobs never published (delayed ones come due, jobs committed in an application's own
@@ -99,11 +109,33 @@ class SchedulerTick:
         await self._sweeps.fold_job_counts()
         republished = len(never) + len(stale)
         full = max(
-            len(promoted), len(reaped) + dead_lettered, len(never) + len(unpublished), pruned
+            len(promoted),
+            len(reaped) + dead_lettered,
+            len(never) + len(unpublished),
+            pruned,
+            schedules,
         )
         return TickReport(
-            len(promoted), len(reaped), dead_lettered, republished, resynced, full >= limit, pruned
+            len(promoted),
+            len(reaped),
+            dead_lettered,
+            republished,
+            resynced,
+            full >= limit,
+            pruned,
+            fired,
         )
+
+    async def _fire(self, limit: int) -> tuple[int, int]:
+        """Fire due schedules; a failure is logged and leaves the sweeps that follow to run
+        (retries and expired leases must not wait for periodic jobs)."""
+        if self._fire_schedules is None:
+            return 0, 0
+        try:
+            return await self._fire_schedules(limit)
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            log.warning("firing schedules failed, again next tick: %s", exc)
+            return 0, 0
 
     async def _missing_hints(
         self, unpublished: list[ReadyHint], pushing: list[ReadyHint]

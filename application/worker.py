@@ -164,6 +164,10 @@ class _Running:
     renew_every: float = 0.0
     renew_at: float = math.inf
     """When the heartbeat renews this lease next; set once the attempt starts."""
+    lease_held_until: float = math.inf
+    """Until when the lease surely holds: when its claim or its last renewal was sent, plus
+    the visibility timeout (the store counts from later). Past it without a renewal the
+    scheduler may have handed the job to another worker already."""
     lost: bool = False
     released: bool = False
     settling: bool = False
@@ -521,11 +525,12 @@ class Worker:
             hints = await self._apply_rate_limit(hints, stop)
         if not hints:
             return
+        claim_sent_at = self._monotonic()
         claimed = await self._leases.claim(
             list(dict.fromkeys(h.job_id for h in hints)), self._settings.owner
         )
         for job in claimed:
-            self._start(job)
+            self._start(job, claim_sent_at)
 
     async def _fetch_direct(self, direct: _DirectClaims, free: int, stop: asyncio.Event) -> None:
         """One step of dispatch without the ready queue: try the queue again when it is
@@ -538,6 +543,7 @@ class Worker:
                 return
             direct.queue_retry_failed(loop.time())
         wanted = direct.allowance(free, loop.time())
+        claim_sent_at = self._monotonic()
         claimed = (
             await self._leases.claim_due(self._settings.queues, wanted, self._settings.owner)
             if wanted > 0
@@ -545,7 +551,7 @@ class Worker:
         )
         direct.claimed(len(claimed), loop.time())
         for job in claimed:
-            self._start(job)
+            self._start(job, claim_sent_at)
         if len(claimed) < wanted or wanted == 0:
             await sleep_unless(stop, direct.next_wait())
 
@@ -582,12 +588,19 @@ class Worker:
                 await sleep_unless(stop, max(wait, 0.001))
         return allowed
 
-    def _start(self, job: Job) -> None:
-        """Take a slot and run the job's attempt in a task of its own. Only the job's plain
+    def _start(self, job: Job, claim_sent_at: float) -> None:
+        """Take a slot and run the job's attempt in a task of its own (`claim_sent_at`: when
+        the claim that leased it was sent, by `monotonic`). Only the job's plain
         fields are copied here: whatever the job holds, it is the task that reads it, inside
         the guard that always frees the slot and settles the attempt (see _execute)."""
         if job.lease_token is None:
             log.error("job %s was claimed without a lease; its claim will expire", job.id)
+            return
+        if self._monotonic() >= claim_sent_at + job.visibility_timeout:
+            # The claim's answer came back late (a network partition that healed): the
+            # lease may have run out and the job gone to another worker meanwhile.
+            self._metrics.lease_lost(job.queue)
+            log.info("job %s: claimed too late to run, its lease may have run out", job.id)
             return
         lease = Lease(job_id=job.id, token=job.lease_token)
         context = JobContext(
@@ -601,7 +614,12 @@ class Worker:
             traceparent=job.traceparent,
             snoozes=job.snoozes,
         )
-        running = _Running(job=job, lease=lease, context=context)
+        running = _Running(
+            job=job,
+            lease=lease,
+            context=context,
+            lease_held_until=claim_sent_at + job.visibility_timeout,
+        )
         self._running[job.id] = running
         running.task = asyncio.create_task(self._execute(running), name=f"taskforge-job-{job.id}")
 
@@ -686,8 +704,12 @@ class Worker:
         self, running: _Running, settlement: Settlement, applied: bool | None, runtime: float
     ) -> None:
         job = running.job
-        if applied is False and not running.lost:  # a heartbeat may have counted it already
-            self._lease_lost(running, "settle refused: the lease no longer owns the job")
+        if applied is False:
+            why = "settle refused: the lease no longer owns the job"
+            if running.lost:  # counted when the heartbeat found the lease gone
+                log.info("job %s: %s", job.id, why)
+            else:
+                self._lease_lost(running, why)
         if applied and isinstance(settlement, DeadLettered):
             log.warning(
                 "job %s (%s on %s) dead-lettered: %s; last error: %s",
@@ -876,32 +898,70 @@ class Worker:
             running.task.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.heartbeat_tick)
-            try:
-                await self._beat()
-            except Exception:  # one bad beat must not stop every renewal
-                log.exception("heartbeat failed")
+        """Every tick: stop the jobs whose lease ran out unrenewed, and renew the leases that
+        are due. The renewal runs in a task of its own, one at a time, so that a call the
+        store does not answer (a network partition: even cancelling a statement then waits
+        for the network) never holds up the check: a worker cut off from the store stops
+        each job at the latest one tick after its lease ran out."""
+        renewal: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self._until_next_beat())
+                try:
+                    now = self._monotonic()
+                    self._drop_unrenewed_leases(now)
+                    if renewal is not None and not renewal.done():
+                        continue
+                    current = [
+                        r for r in (*self._running.values(), *self._settling.values()) if not r.lost
+                    ]
+                    if any(r.renew_at <= now for r in current):
+                        renewal = asyncio.create_task(self._renew(current, now))
+                except Exception:  # one bad beat must not stop every renewal
+                    log.exception("heartbeat failed")
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+                await asyncio.gather(renewal, return_exceptions=True)
 
-    async def _beat(self) -> None:
-        current = [*self._running.values(), *self._settling.values()]
-        now = self._monotonic()
-        if all(r.renew_at > now for r in current):
-            return
+    def _until_next_beat(self) -> float:
+        """A tick, or less when a lease runs out sooner: its job is stopped right then."""
+        leases = (
+            r.lease_held_until
+            for r in (*self._running.values(), *self._settling.values())
+            if not r.lost
+        )
+        first_out = min(leases, default=math.inf) - self._monotonic()
+        return max(0.0, min(self._settings.heartbeat_tick, first_out))
+
+    async def _renew(self, current: list[_Running], sent_at: float) -> None:
+        """Renew the leases of `current` in one call sent at `sent_at`; interrupt the jobs
+        whose lease the store no longer holds."""
         try:
             held = await self._leases.heartbeat([r.lease for r in current])
         except Exception as exc:  # noqa: BLE001 - a missed beat is retried next tick
-            log.warning("heartbeat failed: %s", exc)
+            log.warning("heartbeat failed: %s", str(exc) or type(exc).__name__)
             return
         renewed_at = self._monotonic()
         for running in current:
+            if running.lost:
+                continue
             if running.job.id in held:
                 running.renew_at = renewed_at + running.renew_every
-            elif not running.lost and (
-                running.job.id in self._running or running.job.id in self._settling
-            ):
+                running.lease_held_until = sent_at + running.job.visibility_timeout
+            elif running.job.id in self._running or running.job.id in self._settling:
                 running.lost = True
                 self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
+                self._interrupt(running)
+
+    def _drop_unrenewed_leases(self, now: float) -> None:
+        """Interrupt every job whose lease ran out without a renewal (its result, if it has
+        one already, is still offered to the store, whose fencing refuses it if the job has
+        moved on)."""
+        for running in (*self._running.values(), *self._settling.values()):
+            if not running.lost and now >= running.lease_held_until:
+                running.lost = True
+                self._lease_lost(running, "lease ran out: the store did not answer its renewals")
                 self._interrupt(running)
 
     async def _drain(self) -> None:

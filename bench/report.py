@@ -24,6 +24,7 @@ def median_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
         results.append(merged)
     return {
         "sizes": runs[0]["sizes"],
+        **({"cores": runs[0]["cores"]} if "cores" in runs[0] else {}),
         "api_peak_rss_mib": max(run["api_peak_rss_mib"] for run in runs),
         "results": results,
         "runs": runs,
@@ -67,4 +68,45 @@ def render(report: dict[str, Any], console: Console) -> None:
             notes,
         )
     console.print(table)
+    scaling = scaling_table(report)
+    if scaling is not None:
+        console.print(scaling)
     console.print(f"API peak RSS: {report['api_peak_rss_mib']:.1f} MiB")
+
+
+def scaling_table(report: dict[str, Any]) -> Table | None:
+    """The drains side by side by number of workers: the rate, its gain over the fewest
+    workers, and the share of the machine's CPU Postgres, the workers and everything
+    together used. Where the rate stops growing while Postgres takes a growing share,
+    Postgres is the bottleneck; where the machine is busy near 100 %, the machine is (on a
+    shared machine, the gap between it and the other two is someone else's work)."""
+    drains = [
+        row
+        for row in report["results"]
+        if "workers" in row and row["name"].startswith("drain") and "finished" not in row["name"]
+    ]
+    if not drains:
+        return None
+    cores = report.get("cores")
+    table = Table(
+        title=f"Drain rate by workers ({cores} cores)" if cores else "Drain rate by workers"
+    )
+    for column in ("workers", "jobs/s", "x fewest", "jobs/s per worker"):
+        table.add_column(column, justify="right")
+    table.add_column("Postgres CPU %", justify="right")
+    table.add_column("workers CPU %", justify="right")
+    table.add_column("machine CPU %", justify="right")
+    base_rate = drains[0]["jobs_per_second"]
+    for row in drains:
+        workers = int(row["workers"])
+        postgres = row.get("postgres_cpu_pct")
+        table.add_row(
+            str(workers),
+            f"{row['jobs_per_second']:,.0f}",
+            f"{row['jobs_per_second'] / base_rate:.2f}" if base_rate else "-",
+            f"{row['jobs_per_second'] / workers:,.0f}",
+            "not local" if postgres is None else f"{postgres:.0f}",
+            f"{row.get('workers_cpu_pct', 0.0):.0f}",
+            f"{row.get('machine_cpu_pct', 0.0):.0f}",
+        )
+    return table

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from taskforge.bench.charts import draw_runs, save_picture
+from taskforge.bench.cpu import machine_cores
 from taskforge.bench.report import median_report, render
 from taskforge.bench.scenarios import (
     Result,
@@ -25,6 +26,7 @@ from taskforge.bench.scenarios import (
     bench_sequential,
 )
 from taskforge.bench.stack import Stack, peak_rss_mib
+from taskforge.bench.startup import bench_cli_startup, bench_worker_startup
 from taskforge.bench.transactional import (
     bench_txn_enqueue,
     bench_txn_enqueue_many,
@@ -47,6 +49,9 @@ class BenchSizes:
     scale_drain: int = 100_000
     scale_finished: int = 100_000
     concurrency: int = 10
+    worker_counts: tuple[int, ...] = (1, 2)
+    """The drain runs once with each of these numbers of worker processes (`--workers`)."""
+    startup_tries: int = 5
     txn_enqueue: int = 5_000
     txn_many_transactions: int = 20
     """Transactions of `enqueue_many` (1,000 jobs each)."""
@@ -54,8 +59,9 @@ class BenchSizes:
     txn_latency_seconds: float = 20.0
 
     @classmethod
-    def quick(cls) -> BenchSizes:
+    def quick(cls, worker_counts: tuple[int, ...] = (1, 2)) -> BenchSizes:
         return cls(
+            worker_counts=worker_counts,
             sequential=200,
             concurrent=500,
             batch_total=2_000,
@@ -64,6 +70,7 @@ class BenchSizes:
             latency_seconds=3.0,
             scale_drain=0,
             scale_finished=0,
+            startup_tries=1,
             txn_enqueue=500,
             txn_many_transactions=2,
             txn_latency_seconds=3.0,
@@ -94,14 +101,21 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
                 results.append(await bench_concurrent(stack, sizes.concurrent, sizes.in_flight))
             async with _step(progress, "batch enqueue over HTTP"):
                 results.append(await bench_batch(stack, sizes.batch_total, sizes.batch_size))
-            async with _step(progress, f"drain {sizes.drain:,} no-op jobs, 1 worker"):
-                results.append(await bench_drain(stack, "1w", sizes.drain, 1, sizes.concurrency))
-            async with _step(progress, f"drain {sizes.drain:,} no-op jobs, 2 workers"):
-                results.append(await bench_drain(stack, "2w", sizes.drain, 2, sizes.concurrency))
+            for workers in sizes.worker_counts:
+                label = f"{workers} worker{'s' if workers > 1 else ''}"
+                async with _step(progress, f"drain {sizes.drain:,} no-op jobs, {label}"):
+                    results.append(
+                        await bench_drain(
+                            stack, f"{workers}w", sizes.drain, workers, sizes.concurrency
+                        )
+                    )
             async with _step(progress, "latency at a steady rate"):
                 results.append(
                     await bench_latency(stack, sizes.latency_rate, sizes.latency_seconds)
                 )
+            async with _step(progress, "start-up: a worker, and taskforge-cli status"):
+                results.append(await bench_worker_startup(stack, sizes.startup_tries))
+                results.append(await bench_cli_startup(stack, sizes.startup_tries))
             async with _step(progress, "txn-enqueue: one job per transaction"):
                 results.append(await bench_txn_enqueue(stack, sizes.txn_enqueue))
             async with _step(progress, "txn-enqueue-many: 1,000 jobs per transaction"):
@@ -133,6 +147,7 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
         await stack.close()
     return {
         "sizes": asdict(sizes),
+        "cores": machine_cores(),
         "api_peak_rss_mib": api_rss,
         "results": [
             {
@@ -147,11 +162,36 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
     }
 
 
-def main(settings: Settings, quick: bool, out: Path, runs: int = 1) -> int:
+MAX_WORKERS = 64
+
+
+def parse_worker_counts(text: str) -> tuple[int, ...]:
+    """`--workers 1,2,4`: the numbers of worker processes to drain with, in that order,
+    each 1-64, each once. Raises ValueError saying what is wrong."""
+    counts: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= MAX_WORKERS:
+            raise ValueError(
+                f"--workers {text!r}: expected numbers of workers 1-{MAX_WORKERS} separated"
+                f" by commas (as 1,2,4), got {part!r}"
+            )
+        if int(part) not in counts:
+            counts.append(int(part))
+    return tuple(counts)
+
+
+def main(
+    settings: Settings,
+    quick: bool,
+    out: Path,
+    runs: int = 1,
+    worker_counts: tuple[int, ...] = (1, 2),
+) -> int:
     """Run the scenarios `runs` times, each time on a fresh stack; with more than one run,
     report the medians (these figures vary from run to run on a shared machine)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
-    sizes = BenchSizes.quick() if quick else BenchSizes()
+    sizes = BenchSizes.quick(worker_counts) if quick else BenchSizes(worker_counts=worker_counts)
     reports: list[dict[str, Any]] = []
     for number in range(1, runs + 1):
         if runs > 1:

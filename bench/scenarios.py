@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,14 @@ from taskforge.adapters.postgres import PostgresJobStore
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.enqueue import EnqueueJobs
 from taskforge.application.hints import HintDispatcher
+from taskforge.bench.cpu import (
+    CpuSampler,
+    local_postgres_server,
+    machine_busy_seconds,
+    machine_cores,
+    postgres_cpu_seconds,
+    process_cpu_seconds,
+)
 from taskforge.bench.stack import Stack, peak_rss_mib, until
 from taskforge.domain.job import NewJob
 
@@ -147,10 +156,25 @@ async def preload(stack: Stack, queue: str, count: int) -> None:
 async def bench_drain(
     stack: Stack, label: str, count: int, workers: int, concurrency: int, note: str = ""
 ) -> Result:
+    """Drain `count` preloaded no-op jobs with `workers` worker processes. Besides the rate,
+    the share of the machine's CPU that Postgres, the workers and everything together used
+    while jobs ran (`postgres_cpu_pct` (only when Postgres runs on this machine),
+    `workers_cpu_pct`, `machine_cpu_pct`)."""
     queue = stack.queue(f"drain-{label}")
     await preload(stack, queue, count)
+    server = await local_postgres_server(stack.pool)
+    processes: list[subprocess.Popen[bytes]] = []
+    groups = {
+        "machine": machine_busy_seconds,
+        "workers": lambda: sum(process_cpu_seconds(p.pid) for p in processes),
+    }
+    if server is not None:
+        groups["postgres"] = lambda: postgres_cpu_seconds(server)
+    sampler = CpuSampler(groups)
+    sampling_done = asyncio.Event()
+    sampling = asyncio.create_task(sampler.run(sampling_done))
     began = time.perf_counter()
-    processes = [
+    processes += [
         stack.spawn("worker", WORKER_QUEUES=queue, WORKER_CONCURRENCY=str(concurrency))
         for _ in range(workers)
     ]
@@ -158,19 +182,31 @@ async def bench_drain(
     async def drained() -> bool:
         return await stack.count(queue, "SUCCEEDED") >= count
 
-    await until(drained, f"{count} jobs to succeed", poll=0.1)
+    try:
+        await until(drained, f"{count} jobs to succeed", poll=0.1)
+    finally:
+        sampling_done.set()
+        await sampling
     wall = time.perf_counter() - began
     row = await stack.pool.fetchrow(
-        "SELECT extract(epoch FROM max(finished_at) - min(started_at)) AS busy "
-        "FROM jobs WHERE queue = $1",
+        "SELECT extract(epoch FROM min(started_at)) AS first, "
+        "extract(epoch FROM max(finished_at)) AS last FROM jobs WHERE queue = $1",
         queue,
     )
     rss = max(peak_rss_mib(process.pid) for process in processes)
     for process in processes:
         await stack.stop(process)
-    busy = float(row["busy"]) if row and row["busy"] else wall
+    assert row is not None  # an aggregate answers one row
+    first, last = float(row["first"]), float(row["last"])
+    busy = last - first if last > first else wall
+    capacity = busy * machine_cores() / 100  # CPU seconds in 1 % of the machine
+    extra = {"workers": float(workers), "wall_seconds": wall, "worker_peak_rss_mib": rss}
+    extra |= {
+        f"{group}_cpu_pct": seconds / capacity
+        for group, seconds in sorted(sampler.between(first, last).items())
+    }
     name = f"drain {count:,} jobs, {workers} worker{'s' if workers > 1 else ''}{note}"
-    return Result(name, count, busy, {"wall_seconds": wall, "worker_peak_rss_mib": rss})
+    return Result(name, count, busy, extra)
 
 
 async def bench_latency(

@@ -91,8 +91,12 @@ class Stack:
         self.prefix = f"{DEFAULT_PREFIX}bench-{self.run_id}:"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.api_url = ""
+        # Processes run from compiled bytecode, as an installed package does (pip compiles
+        # at install; a source tree writes it on first import): a process compiling every
+        # module it imports would measure the compiler, not its start-up.
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.env = {
-            **os.environ,
+            **inherited,
             "POSTGRES_DSN": self.dsn,
             "POSTGRES_DIRECT_DSN": self.direct_dsn,
             "TASKFORGE_REDIS_PREFIX": self.prefix,
@@ -155,9 +159,9 @@ class Stack:
 
     async def close(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+            # SIGTERM, not SIGKILL: an API started with API_WORKERS > 1 is a supervisor,
+            # and only a supervisor that stops by itself takes its worker processes with it.
+            await self.stop(process)
         with contextlib.suppress(AttributeError):
             await self.pool.close()
         with contextlib.suppress(AttributeError):

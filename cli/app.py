@@ -45,6 +45,7 @@ from taskforge.cli.render import (
     jobs_table,
     page_summary,
     queues_table,
+    schedules_table,
     state_text,
     stats_table,
     timestamp,
@@ -69,8 +70,8 @@ DLQ_PAGE = 200
 """The API's largest page: `dlq-replay --all` lists the dead letters in as few calls as it can."""
 
 HELP = """\
-Talk to a TaskForge API: enqueue jobs, follow them, operate queues and the
-dead-letter queue.
+Talk to a TaskForge API: enqueue jobs, follow them, operate queues, schedules
+and the dead-letter queue.
 
 Global options work before or after the command. --json prints the API's JSON
 unchanged for scripts, one document per line when there are several.
@@ -720,6 +721,154 @@ def _report_queue(session: Session, response: Response) -> None:
     answer = response.data
     state = f"paused since {timestamp(answer['pausedAt'])}" if answer["paused"] else "running"
     session.console.print(Text(f"queue {answer['queue']}: {state}"), soft_wrap=True)
+
+
+schedules = App(
+    name="schedules",
+    help="""List, add, remove, pause and resume schedules of periodic jobs.
+
+For example:
+    taskforge-cli schedules list
+    taskforge-cli schedules add nightly-report --cron '30 2 * * *' \\
+        --timezone Europe/Berlin --job-type report
+    taskforge-cli schedules pause nightly-report""",
+    help_format="plaintext",
+)
+app.command(schedules)
+
+ScheduleArg = Annotated[str, Parameter(help="The schedule's name.")]
+
+
+@schedules.command(name="list")
+def schedules_list(*, session: SessionParam) -> None:
+    """Every schedule with its cron expression, next and previous fire times, where it was
+    declared (code or api) and whether it is paused.
+
+    For example:
+        taskforge-cli schedules list
+    """
+    response = session.api.schedules()
+    if session.json_output:
+        session.print_json(response)
+        return
+    session.show(schedules_table(response.data.get("items", []), plain=session.plain))
+
+
+@schedules.command(name="add")
+def schedules_add(
+    name: ScheduleArg,
+    *,
+    cron: Annotated[
+        str, Parameter(help="When: minute hour day-of-month month day-of-week, or @daily...")
+    ],
+    job_type: Annotated[str, Parameter(help="The handler each tick's job runs.")],
+    payload: Annotated[
+        str, Parameter(help="A JSON object, or @file.json, or @- to read standard input.")
+    ] = "{}",
+    queue: Annotated[str | None, Parameter(help="Queue name (the API's QUEUE_NAME).")] = None,
+    timezone: Annotated[
+        str | None, Parameter(help="IANA time zone the cron expression is read in (UTC).")
+    ] = None,
+    catch_up: Annotated[
+        bool,
+        Parameter(
+            negative="",
+            help="After every scheduler was down, fire each missed tick (not only the last).",
+        ),
+    ] = False,
+    max_attempts: Annotated[int | None, Parameter(help="Attempts before DLQ (3).")] = None,
+    initial_delay: Annotated[
+        float | None, Parameter(help="Seconds before the first retry (1).")
+    ] = None,
+    backoff: Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")] = None,
+    max_delay: Annotated[
+        float | None, Parameter(help="Longest delay between retries (300).")
+    ] = None,
+    jitter: Annotated[
+        bool | None, Parameter(help="Randomise each delay to between half and all of it.")
+    ] = None,
+    visibility_timeout: Annotated[
+        float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
+    ] = None,
+    session: SessionParam,
+) -> None:
+    r"""Add a schedule, or replace the one with this name (it keeps its pause).
+
+    For example:
+        taskforge-cli schedules add nightly-report --cron '30 2 * * *' \
+            --timezone Europe/Berlin --job-type report --payload '{"kind":"daily"}'
+    """
+    options: dict[str, Any] = {
+        "payload": parse_payload(payload),
+        "queue": queue,
+        "timezone": timezone,
+        "catch_up": catch_up or None,
+        "max_attempts": max_attempts,
+        "initial_delay": initial_delay,
+        "backoff": backoff,
+        "max_delay": max_delay,
+        "jitter": jitter,
+        "visibility_timeout": visibility_timeout,
+        "timeout": timeout,
+    }
+    response = session.api.add_schedule(
+        name, cron, job_type, **{key: value for key, value in options.items() if value is not None}
+    )
+    verb = "added" if response.status == 201 else "replaced"
+    _report_schedule(session, response, verb)
+
+
+@schedules.command(name="rm")
+def schedules_rm(name: ScheduleArg, *, session: SessionParam) -> None:
+    """Remove a schedule; the jobs it enqueued stay. One declared in code comes back when a
+    worker or scheduler next starts with it (pause it instead to stop it for good).
+
+    For example:
+        taskforge-cli schedules rm nightly-report
+    """
+    session.api.delete_schedule(name)
+    if session.json_output:
+        session.console.file.write(json.dumps({"name": name, "deleted": True}) + "\n")
+        return
+    session.console.print(Text(f"schedule {name} removed"), soft_wrap=True)
+
+
+@schedules.command(name="pause")
+def schedules_pause(name: ScheduleArg, *, session: SessionParam) -> None:
+    """Pause a schedule: its ticks enqueue nothing until it is resumed. Idempotent.
+
+    For example:
+        taskforge-cli schedules pause nightly-report
+    """
+    _report_schedule(session, session.api.pause_schedule(name), "paused")
+
+
+@schedules.command(name="resume")
+def schedules_resume(name: ScheduleArg, *, session: SessionParam) -> None:
+    """Resume a schedule from its next tick; the ticks of the pause are skipped. Idempotent.
+
+    For example:
+        taskforge-cli schedules resume nightly-report
+    """
+    _report_schedule(session, session.api.resume_schedule(name), "resumed")
+
+
+def _report_schedule(session: Session, response: Response, verb: str) -> None:
+    if session.json_output:
+        session.print_json(response)
+        return
+    answer = response.data
+    line = f"schedule {answer['name']} {verb} ({answer['cron']} {answer['timezone']}): "
+    if answer["paused"]:
+        line += "paused"
+    else:
+        line += f"next fire {timestamp(answer['nextFireAt'])}"
+    line += f", previous fire {timestamp(answer['previousFireAt'])}"
+    session.console.print(Text(line), soft_wrap=True)
 
 
 @app.command

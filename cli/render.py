@@ -308,6 +308,30 @@ def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
     return table
 
 
+def schedules_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
+    """A row per schedule: when it fires (cron, zone, next and previous tick), what it
+    enqueues, where it was declared and whether it is paused."""
+    table = _empty_table(plain)
+    for header in ("NAME", "CRON", "TIMEZONE", "JOB TYPE", "QUEUE", "SOURCE", "PAUSED"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("NEXT FIRE", no_wrap=True)
+    table.add_column("PREVIOUS FIRE", no_wrap=True)
+    for schedule in items:
+        paused = Text("yes", style="yellow") if schedule.get("paused") else Text("no", style="dim")
+        table.add_row(
+            Text(str(schedule.get("name"))),
+            Text(str(schedule.get("cron"))),
+            Text(str(schedule.get("timezone"))),
+            Text(str(schedule.get("jobType"))),
+            Text(str(schedule.get("queue"))),
+            Text(str(schedule.get("source"))),
+            paused,
+            Text(timestamp(schedule.get("nextFireAt"))),
+            Text(timestamp(schedule.get("previousFireAt"))),
+        )
+    return table
+
+
 def workers_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
     """A row per live worker: where it runs, what it serves, how busy it is."""
     table = _empty_table(plain)

@@ -7,14 +7,16 @@ Both are built on `core`, which holds the requests, the answers' decoding, the e
 mapping and the retry rules once; they differ only in how they wait.
 """
 
-from taskforge.client.async_client import Client
-from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy
+from typing import TYPE_CHECKING, Any
+
+from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy, ScheduleOptions
 from taskforge.client.errors import (
     ClientError,
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
     JobNotFound,
+    ScheduleNotFound,
     Unauthorized,
     Unavailable,
     ValidationError,
@@ -30,9 +32,13 @@ from taskforge.client.values import (
     JobPage,
     QueueInfo,
     QueueStats,
+    Schedule,
     Stats,
     WorkerInfo,
 )
+
+if TYPE_CHECKING:
+    from taskforge.client.async_client import Client
 
 __all__ = [
     "AttemptError",
@@ -53,6 +59,9 @@ __all__ = [
     "QueueStats",
     "Response",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleNotFound",
+    "ScheduleOptions",
     "Stats",
     "SyncClient",
     "Unauthorized",
@@ -61,3 +70,13 @@ __all__ = [
     "WaitTimeout",
     "WorkerInfo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`Client` loads on first use: `taskforge-cli`, on the blocking client, starts without
+    asyncio."""
+    if name == "Client":
+        from taskforge.client.async_client import Client
+
+        return Client
+    raise AttributeError(f"module 'taskforge.client' has no attribute {name!r}")

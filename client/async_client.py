@@ -12,7 +12,15 @@ from uuid import UUID
 import httpx
 
 from taskforge.client import core
-from taskforge.client.core import Call, EnqueueOptions, JobSpec, Request, Response, RetryPolicy
+from taskforge.client.core import (
+    Call,
+    EnqueueOptions,
+    JobSpec,
+    Request,
+    Response,
+    RetryPolicy,
+    ScheduleOptions,
+)
 from taskforge.client.errors import ClientError
 from taskforge.client.values import (
     BatchItem,
@@ -21,6 +29,7 @@ from taskforge.client.values import (
     Job,
     JobPage,
     QueueInfo,
+    Schedule,
     Stats,
     WorkerInfo,
 )
@@ -134,6 +143,35 @@ class Client:
     async def resume_queue(self, queue: str) -> QueueInfo:
         """Let the queue's jobs start again, at once; idempotent."""
         return await self._run(core.resume_queue(queue))
+
+    async def add_schedule(
+        self, name: str, cron: str, job_type: str, **options: Unpack[ScheduleOptions]
+    ) -> Schedule:
+        """Create schedule `name` (a `job_type` job at every tick of `cron`), or replace the
+        one of that name: it keeps its pause and, when cron and timezone are unchanged, its
+        next fire time."""
+        schedule, _ = await self._run(core.add_schedule(name, cron, job_type, options))
+        return schedule
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Every schedule, by name, with its next and previous fire times."""
+        return await self._run(core.list_schedules())
+
+    async def schedule(self, name: str) -> Schedule:
+        """Raises ScheduleNotFound."""
+        return await self._run(core.get_schedule(name))
+
+    async def delete_schedule(self, name: str) -> None:
+        """Jobs it already enqueued stay. Raises ScheduleNotFound."""
+        await self._run(core.delete_schedule(name))
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Its ticks enqueue nothing until resumed; idempotent."""
+        return await self._run(core.pause_schedule(name))
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fire again from the next tick (the pause's ticks are skipped); idempotent."""
+        return await self._run(core.resume_schedule(name))
 
     async def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return

@@ -26,6 +26,7 @@ from taskforge.client.errors import (
     InvalidResponse,
     InvalidTransition,
     JobNotFound,
+    ScheduleNotFound,
     Unauthorized,
     Unavailable,
     ValidationError,
@@ -38,6 +39,7 @@ from taskforge.client.values import (
     Job,
     JobPage,
     QueueInfo,
+    Schedule,
     Stats,
     WorkerInfo,
     batch_items_of,
@@ -47,6 +49,8 @@ from taskforge.client.values import (
     job_page_of,
     queue_of,
     queues_of,
+    schedule_of,
+    schedules_of,
     stats_of,
     workers_of,
 )
@@ -88,6 +92,39 @@ class EnqueueOptions(TypedDict, total=False):
     """Seconds one attempt may run before it fails (0: no limit). Not the HTTP timeout."""
 
 
+class ScheduleOptions(TypedDict, total=False):
+    """`add_schedule`'s keyword options, as `POST /schedules` names them in snake_case. Left
+    out, the API's default applies (`queue`: its QUEUE_NAME; `timezone`: UTC)."""
+
+    payload: Mapping[str, Any]
+    queue: str
+    timezone: str
+    catch_up: bool
+    """After every scheduler was down: fire each missed tick, not only the most recent."""
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+
+
+_SCHEDULE_BODY_NAMES = {
+    "payload": "payload",
+    "queue": "queue",
+    "timezone": "timezone",
+    "catch_up": "catchUp",
+    "max_attempts": "maxAttempts",
+    "initial_delay": "initialDelay",
+    "backoff": "backoff",
+    "max_delay": "maxDelay",
+    "jitter": "jitter",
+    "visibility_timeout": "visibilityTimeout",
+    "timeout": "timeout",
+}
+
+
 class JobSpec(EnqueueOptions, total=False):
     """One job of `enqueue_many`: `enqueue`'s arguments as a mapping."""
 
@@ -121,6 +158,8 @@ class Request:
     """Safe to send again after a lost or refused attempt (enqueues carry a key)."""
     accept: frozenset[int] = frozenset()
     """Non-2xx statuses answered as a `Response` rather than raised."""
+    not_found: type[ClientError] = JobNotFound
+    """What a 404 raises: what the path names was not found."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +298,57 @@ def resume_queue(queue: str) -> Call[QueueInfo]:
     )
 
 
+def add_schedule(
+    name: str, cron: str, job_type: str, options: ScheduleOptions
+) -> Call[tuple[Schedule, bool]]:
+    """Create the schedule, or replace the one of that name (the flag: created). Saving the
+    same schedule twice changes nothing, so it is safe to send again."""
+    unknown = sorted(set(options) - set(_SCHEDULE_BODY_NAMES))
+    if unknown:
+        raise TypeError(f"unknown schedule option(s): {', '.join(unknown)}")
+    body: dict[str, Any] = {"name": name, "cron": cron, "jobType": job_type}
+    for option, value in options.items():
+        if value is not None:
+            body[_SCHEDULE_BODY_NAMES[option]] = value
+    if "payload" in body:
+        body["payload"] = dict(body["payload"])
+    return Call(
+        Request("POST", "/schedules", body=body, retry=True),
+        lambda answer: (schedule_of(answer.data), answer.status == 201),
+    )
+
+
+def list_schedules() -> Call[list[Schedule]]:
+    return Call(Request("GET", "/schedules"), lambda answer: schedules_of(answer.data))
+
+
+def get_schedule(name: str) -> Call[Schedule]:
+    return Call(_schedule_request("GET", name), _schedule)
+
+
+def delete_schedule(name: str) -> Call[None]:
+    return Call(_schedule_request("DELETE", name), lambda answer: None)
+
+
+def pause_schedule(name: str) -> Call[Schedule]:
+    """Idempotent, so safe to send again."""
+    return Call(_schedule_request("POST", name, "/pause", retry=True), _schedule)
+
+
+def resume_schedule(name: str) -> Call[Schedule]:
+    """Idempotent, so safe to send again."""
+    return Call(_schedule_request("POST", name, "/resume", retry=True), _schedule)
+
+
+def _schedule_request(method: str, name: str, action: str = "", retry: bool = False) -> Request:
+    path = f"/schedules/{quote(name, safe='')}{action}"
+    return Request(method, path, retry=retry, not_found=ScheduleNotFound)
+
+
+def _schedule(answer: Response) -> Schedule:
+    return schedule_of(answer.data)
+
+
 def get_health() -> Call[Any]:
     return Call(Request("GET", "/healthz"), lambda answer: answer.data)
 
@@ -269,9 +359,12 @@ def get_readiness() -> Call[Any]:
 
 
 def answer_of(response: httpx.Response, request: Request) -> Response:
-    """The accepted answer, or the typed error for any other; `response` has been read."""
+    """The accepted answer, or the typed error for any other; `response` has been read.
+    A 204 (no content) answers None."""
     request_id = response.headers.get(REQUEST_ID_HEADER)
     where = f"{request.method} {request.path}"
+    if response.status_code == 204:
+        return Response(204, "", None, request_id)
     if response.is_success or response.status_code in request.accept:
         try:
             data = response.json()
@@ -283,7 +376,7 @@ def answer_of(response: httpx.Response, request: Request) -> Response:
                 request_id=request_id,
             ) from None
         return Response(response.status_code, response.text, data, request_id)
-    raise error_of(response, where)
+    raise error_of(response, where, request.not_found)
 
 
 _ERROR_TYPES: Mapping[int, type[ClientError]] = {
@@ -296,11 +389,14 @@ _ERROR_TYPES: Mapping[int, type[ClientError]] = {
 }
 
 
-def error_of(response: httpx.Response, where: str) -> ClientError:
-    """The API's `{code, message, details}` as its typed error; an answer that is not the
-    API's (a proxy's HTML page) gets `http_<status>` and the reason phrase."""
+def error_of(
+    response: httpx.Response, where: str, not_found: type[ClientError] = JobNotFound
+) -> ClientError:
+    """The API's `{code, message, details}` as its typed error (`not_found` for a 404); an
+    answer that is not the API's (a proxy's HTML page) gets `http_<status>` and the reason
+    phrase."""
     status = response.status_code
-    error_type = _ERROR_TYPES.get(status, ClientError)
+    error_type = not_found if status == 404 else _ERROR_TYPES.get(status, ClientError)
     request_id = response.headers.get(REQUEST_ID_HEADER)
     try:
         body = response.json()

@@ -34,6 +34,10 @@ class JobNotFound(ClientError):
     """404: no job (or no dead letter) with that id."""
 
 
+class ScheduleNotFound(ClientError):
+    """404: no schedule with that name."""
+
+
 class InvalidTransition(ClientError):
     """409: the job's state does not allow the move (cancelling a finished job...)."""
 

@@ -12,7 +12,15 @@ from uuid import UUID
 import httpx
 
 from taskforge.client import core
-from taskforge.client.core import Call, EnqueueOptions, JobSpec, Request, Response, RetryPolicy
+from taskforge.client.core import (
+    Call,
+    EnqueueOptions,
+    JobSpec,
+    Request,
+    Response,
+    RetryPolicy,
+    ScheduleOptions,
+)
 from taskforge.client.errors import ClientError
 from taskforge.client.values import (
     BatchItem,
@@ -21,6 +29,7 @@ from taskforge.client.values import (
     Job,
     JobPage,
     QueueInfo,
+    Schedule,
     Stats,
     WorkerInfo,
 )
@@ -140,6 +149,35 @@ class SyncClient:
         """Let the queue's jobs start again, at once; idempotent."""
         return self._run(core.resume_queue(queue))
 
+    def add_schedule(
+        self, name: str, cron: str, job_type: str, **options: Unpack[ScheduleOptions]
+    ) -> Schedule:
+        """Create schedule `name` (a `job_type` job at every tick of `cron`), or replace the
+        one of that name: it keeps its pause and, when cron and timezone are unchanged, its
+        next fire time."""
+        schedule, _ = self._run(core.add_schedule(name, cron, job_type, options))
+        return schedule
+
+    def schedules(self) -> builtins.list[Schedule]:
+        """Every schedule, by name, with its next and previous fire times."""
+        return self._run(core.list_schedules())
+
+    def schedule(self, name: str) -> Schedule:
+        """Raises ScheduleNotFound."""
+        return self._run(core.get_schedule(name))
+
+    def delete_schedule(self, name: str) -> None:
+        """Jobs it already enqueued stay. Raises ScheduleNotFound."""
+        self._run(core.delete_schedule(name))
+
+    def pause_schedule(self, name: str) -> Schedule:
+        """Its ticks enqueue nothing until resumed; idempotent."""
+        return self._run(core.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """Fire again from the next tick (the pause's ticks are skipped); idempotent."""
+        return self._run(core.resume_schedule(name))
+
     def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
@@ -240,6 +278,27 @@ class RawResponses:
 
     def resume_queue(self, queue: str) -> Response:
         return self._send(core.resume_queue(queue).request)
+
+    def add_schedule(
+        self, name: str, cron: str, job_type: str, **options: Unpack[ScheduleOptions]
+    ) -> Response:
+        """201 for a new schedule, 200 for a replaced one."""
+        return self._send(core.add_schedule(name, cron, job_type, options).request)
+
+    def schedules(self) -> Response:
+        return self._send(core.list_schedules().request)
+
+    def schedule(self, name: str) -> Response:
+        return self._send(core.get_schedule(name).request)
+
+    def delete_schedule(self, name: str) -> Response:
+        return self._send(core.delete_schedule(name).request)
+
+    def pause_schedule(self, name: str) -> Response:
+        return self._send(core.pause_schedule(name).request)
+
+    def resume_schedule(self, name: str) -> Response:
+        return self._send(core.resume_schedule(name).request)
 
     def health(self) -> Response:
         return self._send(core.get_health().request)

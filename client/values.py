@@ -160,6 +160,34 @@ class Stats:
     dlq: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """A schedule of periodic jobs: at every tick of `cron` in `timezone`, a `job_type`
+    job on `queue`. `source` is "code" (declared beside a handler) or "api";
+    `next_fire_at` is None while paused; `previous_fire_at` is the last tick fired."""
+
+    name: str
+    cron: str
+    timezone: str
+    catch_up: bool
+    source: str
+    paused: bool
+    next_fire_at: datetime | None
+    previous_fire_at: datetime | None
+    job_type: str
+    queue: str
+    payload: dict[str, Any]
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+    created_at: datetime
+    updated_at: datetime
+
+
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -205,3 +233,11 @@ def workers_of(answer: Mapping[str, Any]) -> list[WorkerInfo]:
 
 def stats_of(answer: Mapping[str, Any]) -> Stats:
     return msgspec.convert(answer, Stats)
+
+
+def schedule_of(resource: Mapping[str, Any]) -> Schedule:
+    return msgspec.convert(snake_keys(resource), Schedule)
+
+
+def schedules_of(answer: Mapping[str, Any]) -> list[Schedule]:
+    return [schedule_of(item) for item in answer["items"]]

@@ -77,3 +77,9 @@ class Unavailable(DomainError):
         super().__init__(f"{service} unavailable: {cause}")
         self.service = service
         self.cause = cause
+
+
+class ScheduleNotFound(DomainError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} not found")
+        self.name = name

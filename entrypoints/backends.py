@@ -15,6 +15,7 @@ from taskforge.adapters.postgres import (
     PostgresLeaseStore,
     PostgresOperatorMoves,
     PostgresQueuePauses,
+    PostgresScheduleStore,
     PostgresSweeps,
     PostgresWorkerRegistry,
     create_pool,
@@ -38,6 +39,7 @@ from taskforge.application.ports import (
     QueuePauses,
     RateLimiter,
     ReadyQueue,
+    ScheduleStore,
     Sweeps,
     WorkerRegistry,
 )
@@ -74,6 +76,7 @@ class PostgresProvider(Provider):
     sweeps = provide(PostgresSweeps, provides=Sweeps)
     operator_moves = provide(PostgresOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(PostgresQueuePauses, provides=QueuePauses)
+    schedules = provide(PostgresScheduleStore, provides=ScheduleStore)
     worker_registry = provide(PostgresWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(PostgresDeadLetterStore, provides=DeadLetterStore)
     job_counts = provide(PostgresJobCounts, provides=JobCounts)

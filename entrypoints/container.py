@@ -28,6 +28,7 @@ from dishka import (
     provide,
 )
 
+from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.memory.dashboard import InMemoryDeadLetterGroups, InMemoryJobCounts
 from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.job_store import InMemoryJobStore
@@ -37,6 +38,7 @@ from taskforge.adapters.memory.operator_moves import InMemoryOperatorMoves
 from taskforge.adapters.memory.queue_pauses import InMemoryQueuePauses
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.memory.sweeps import InMemorySweeps
 from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
@@ -69,6 +71,7 @@ from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.ports import (
     Clock,
+    CronCalendar,
     DeadLetterGroups,
     DeadLetterStore,
     IdSource,
@@ -83,12 +86,23 @@ from taskforge.application.ports import (
     RandomSource,
     RateLimiter,
     ReadyQueue,
+    ScheduleStore,
     Sweeps,
     WorkerMetrics,
     WorkerRegistry,
 )
 from taskforge.application.queues import ListQueues, PauseQueue, ResumeQueue
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.application.schedules import (
+    DeclareSchedules,
+    DeleteSchedule,
+    FireSchedules,
+    GetSchedule,
+    ListSchedules,
+    PauseSchedule,
+    ResumeSchedule,
+    SaveSchedule,
+)
 from taskforge.application.worker import Worker, WorkerSettings
 from taskforge.application.workers import ListWorkers
 from taskforge.entrypoints.config import Settings
@@ -143,6 +157,7 @@ class InfrastructureProvider(Provider):
 
     clock = provide(SystemClock, provides=Clock)
     ids = provide(Uuid7Source, provides=IdSource)
+    calendar = provide(CronsimCalendar, provides=CronCalendar)
 
     @provide
     def random(self) -> RandomSource:
@@ -187,6 +202,7 @@ class MemoryProvider(Provider):
     sweeps = provide(InMemorySweeps, provides=Sweeps)
     operator_moves = provide(InMemoryOperatorMoves, provides=OperatorMoves)
     queue_pauses = provide(InMemoryQueuePauses, provides=QueuePauses)
+    schedules = provide(InMemoryScheduleStore, provides=ScheduleStore)
     worker_registry = provide(InMemoryWorkerRegistry, provides=WorkerRegistry)
     dead_letters = provide(InMemoryDeadLetterStore, provides=DeadLetterStore)
     job_counts = provide(InMemoryJobCounts, provides=JobCounts)
@@ -254,6 +270,20 @@ class ApplicationProvider(Provider):
     pause_queue = provide(PauseQueue)
     list_workers = provide(ListWorkers)
     resume_queue = provide(ResumeQueue)
+    save_schedule = provide(SaveSchedule)
+    declare_schedules = provide(DeclareSchedules)
+    get_schedule = provide(GetSchedule)
+    list_schedules = provide(ListSchedules)
+    delete_schedule = provide(DeleteSchedule)
+    pause_schedule = provide(PauseSchedule)
+    resume_schedule = provide(ResumeSchedule)
+
+    @provide
+    def fire_schedules(
+        self, schedules: ScheduleStore, calendar: CronCalendar, ids: IdSource
+    ) -> FireSchedules:
+        return FireSchedules(schedules, calendar, ids)
+
     throughput_history = provide(ThroughputHistory)
     get_overview = provide(GetOverview)
     list_dead_letter_groups = provide(ListDeadLetterGroups)
@@ -282,8 +312,9 @@ class ApplicationProvider(Provider):
         ready_queue: ReadyQueue,
         settings: SchedulerSettings,
         tracer: JobTracer | None,
+        fire_schedules: FireSchedules,
     ) -> SchedulerTick:
-        return SchedulerTick(sweeps, ready_queue, settings, tracer)
+        return SchedulerTick(sweeps, ready_queue, settings, tracer, fire_schedules=fire_schedules)
 
     @provide
     def worker(

@@ -15,18 +15,18 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import uvicorn
 from dishka import AsyncContainer
-from prometheus_client import start_http_server
 
+from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
 from taskforge.application.metrics_publisher import MetricsPublisher
+from taskforge.application.periodic import DeclarationError, default_schedules
 from taskforge.application.ports import JobNotices, JobStore
 from taskforge.application.scheduler import (
     SchedulerSettings,
@@ -34,13 +34,13 @@ from taskforge.application.scheduler import (
     listen_for_new_jobs,
     run_scheduler,
 )
+from taskforge.application.schedules import DeclareSchedules
 from taskforge.application.timing import settle_within, sleep_unless
 from taskforge.application.worker import Worker
-from taskforge.domain.errors import Unavailable
+from taskforge.domain.errors import Unavailable, ValidationError
+from taskforge.domain.schedule import ScheduleDefinition
 from taskforge.entrypoints.config import Address, Settings, masked_dsn, without_password
 from taskforge.entrypoints.demo_handlers import demo_registry
-from taskforge.entrypoints.http.app import create_app
-from taskforge.entrypoints.http.server import bounded_protocol
 
 T = TypeVar("T")
 
@@ -79,14 +79,6 @@ class StopSignals:
         else:
             log.warning("received %s again: exiting now", sig.name)
             os._exit(FORCED_EXIT_CODE)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: StopSignals decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class HandlerModuleError(Exception):
@@ -149,6 +141,42 @@ def _import_handler_module(module: str) -> None:
         raise
 
 
+def declared_schedules(settings: Settings, handlers: HandlerRegistry) -> list[ScheduleDefinition]:
+    """The schedules the handler modules declared (`@taskforge.periodic`,
+    `taskforge.schedule`), each checked, cron expression included: a bad one is a
+    HandlerModuleError naming it, before the process starts anything."""
+    calendar = CronsimCalendar()
+    try:
+        definitions = default_schedules.definitions(
+            settings.queue_name, settings.job_timeout, handlers
+        )
+        for definition in definitions:
+            try:
+                calendar.check(definition.cron)
+            except ValidationError as exc:
+                raise DeclarationError(
+                    f"schedule {definition.name!r} declared in code: {exc}"
+                ) from None
+    except DeclarationError as exc:
+        raise HandlerModuleError(str(exc)) from None
+    return definitions
+
+
+async def declare_schedules(container: AsyncContainer, role: str) -> None:
+    """Upsert the schedules declared in code, as this worker or scheduler starts. When the
+    store fails meanwhile, the schedules stay as they were (the next start declares them)."""
+    settings = await container.get(Settings)
+    handlers = await container.get(HandlerRegistry)
+    definitions = declared_schedules(settings, handlers)
+    if not definitions:
+        return
+    declare = await container.get(DeclareSchedules)
+    try:
+        await declare(definitions)
+    except Unavailable as exc:
+        log.error("%s could not declare its %d schedule(s): %s", role, len(definitions), exc)
+
+
 class ListenError(Exception):
     """The HTTP address cannot be listened on (taken, not local, no permission): one line."""
 
@@ -176,6 +204,13 @@ async def serve_http(
     container: AsyncContainer, settings: Settings, stop: asyncio.Event, sock: socket.socket
 ) -> None:
     """Serve the API on `sock` (from `listening_socket`) until `stop`."""
+    # The web framework and the server load here, in the API's process only: a worker or
+    # a scheduler starts without them.
+    import uvicorn
+
+    from taskforge.entrypoints.http.app import create_app
+    from taskforge.entrypoints.http.server import SignalFreeServer, bounded_protocol
+
     app = create_app(container, settings)
     config = uvicorn.Config(
         app,
@@ -187,7 +222,7 @@ async def serve_http(
         server_header=False,
         http=bounded_protocol(settings),
     )
-    server = _Server(config)
+    server = SignalFreeServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn says where it listens only when it binds the socket itself.
     log.info("API listening on http://%s (docs at /schema)", settings.http_addr)
@@ -273,6 +308,7 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     if not await wait_for_store(container, "worker", stop):
         return
     await check_redis(container)
+    await declare_schedules(container, "worker")
     worker = await container.get(Worker)
     publisher = await container.get(MetricsPublisher)
     log.info(
@@ -292,6 +328,7 @@ async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:
     application committed itself (transactional enqueue) wait for their hints."""
     if not await wait_for_store(container, "scheduler", stop):
         return
+    await declare_schedules(container, "scheduler")
     tick = await container.get(SchedulerTick)
     notices = await container.get(JobNotices | None)
     woken = asyncio.Event()
@@ -313,6 +350,8 @@ async def serve_process_metrics(container: AsyncContainer, settings: Settings) -
     """This process's own metrics on METRICS_ADDR, for scraping each worker and scheduler."""
     if settings.metrics_addr is None:
         return
+    from prometheus_client import start_http_server
+
     metrics = await container.get(PrometheusMetrics)
     start_http_server(  # a thread of its own; the recorder it reads is thread-safe
         settings.metrics_addr.port, addr=settings.metrics_addr.host, registry=metrics.registry

@@ -19,26 +19,31 @@ API; they and their errors (`taskforge.ClientError` and its subclasses) load on 
 application's own Postgres connection, inside its transaction (asyncpg or psycopg 3).
 `@taskforge.task("email", queue="mail")` declares a job type once (handler, queue, policy,
 payload type) and enqueues it through either: `await send_email.enqueue(client, email)`.
+
+Periodic jobs are declared beside their handlers: `@taskforge.periodic("*/5 * * * *")` on a
+handler, or `taskforge.schedule(name, cron, job_type, payload)`; a worker or scheduler
+that loads the module upserts them when it starts.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from taskforge.application.handlers import (
-    HandlerRegistry,
-    JobContext,
-    JobHandler,
-    Snooze,
-    TerminalError,
-    UnknownJobType,
-    default_registry,
-)
-
 if TYPE_CHECKING:
+    from taskforge.application.handlers import (
+        HandlerRegistry,
+        JobContext,
+        JobHandler,
+        Snooze,
+        TerminalError,
+        UnknownJobType,
+        default_registry,
+    )
+    from taskforge.application.periodic import periodic, schedule
     from taskforge.client import (
         Client,
         ClientError,
         InvalidTransition,
         JobNotFound,
+        ScheduleNotFound,
         SyncClient,
         Unauthorized,
         Unavailable,
@@ -47,6 +52,13 @@ if TYPE_CHECKING:
     )
     from taskforge.sdk import Task, TaskDefaults, enqueue, enqueue_many, task
 
+    handler = default_registry.handler
+    register = default_registry.register
+
+_HANDLER_NAMES = frozenset(
+    {"HandlerRegistry", "JobContext", "JobHandler", "Snooze", "TerminalError", "UnknownJobType"}
+)
+_PERIODIC_NAMES = frozenset({"periodic", "schedule"})
 _SDK_NAMES = frozenset({"Task", "TaskDefaults", "enqueue", "enqueue_many", "task"})
 _CLIENT_NAMES = frozenset(
     {
@@ -54,6 +66,7 @@ _CLIENT_NAMES = frozenset(
         "ClientError",
         "InvalidTransition",
         "JobNotFound",
+        "ScheduleNotFound",
         "SyncClient",
         "Unauthorized",
         "Unavailable",
@@ -70,6 +83,7 @@ __all__ = [
     "JobContext",
     "JobHandler",
     "JobNotFound",
+    "ScheduleNotFound",
     "Snooze",
     "SyncClient",
     "Task",
@@ -84,20 +98,33 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "handler",
+    "periodic",
     "register",
+    "schedule",
     "task",
 ]
 
-handler = default_registry.handler
-"""Decorator: `@taskforge.handler("email")` registers a function for that jobType."""
-
-register = default_registry.register
-"""`taskforge.register("email", send_email)`: the explicit form of `handler`."""
-
 
 def __getattr__(name: str) -> Any:
-    """The clients and the transactional enqueue load on first use: a worker importing
-    `taskforge` does not pay for httpx."""
+    """Every public name loads on first use: a worker importing `taskforge` does not pay for
+    httpx, nor `taskforge-cli` (which lives in this package) for the handler machinery.
+
+    `handler` is the decorator `@taskforge.handler("email")` that registers a function for
+    that jobType; `register("email", send_email)` is its explicit form."""
+    if name in _HANDLER_NAMES:
+        from taskforge.application import handlers
+
+        return getattr(handlers, name)
+    if name in ("default_registry", "handler", "register"):
+        from taskforge.application.handlers import default_registry
+
+        if name == "default_registry":
+            return default_registry
+        return getattr(default_registry, name)
+    if name in _PERIODIC_NAMES:
+        from taskforge.application import periodic
+
+        return getattr(periodic, name)
     if name in _CLIENT_NAMES:
         from taskforge import client
 

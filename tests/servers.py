@@ -18,6 +18,7 @@ directories.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import pwd
 import shutil
@@ -177,6 +178,9 @@ class PrivatePostgres:
     """TCP logins other than `postgres` must give their role's password (scram-sha-256)."""
     tls: TlsFiles | None = None
     """Serve TLS (`ssl = on`) with this certificate, and refuse TCP logins without it."""
+    networks: tuple[str, ...] = ()
+    """More interfaces to serve, each `address/prefix` (as 10.0.0.1/24): the server listens
+    on the address too, and lets in the network's clients as it lets in 127.0.0.1."""
     log: Path = field(init=False)
     data: Path = field(init=False)
 
@@ -191,10 +195,11 @@ class PrivatePostgres:
         *,
         passwords: bool = False,
         tls: TlsFiles | None = None,
+        networks: tuple[str, ...] = (),
     ) -> PrivatePostgres:
         """Initialise and start a cluster; `settings` add postgresql.conf lines, `passwords`
         makes every role but `postgres` log in over TCP with its password, `tls` turns on
-        TLS with that certificate."""
+        TLS with that certificate, `networks` serve more interfaces."""
         bindir = postgres_bindir()
         run_as = _cluster_owner()
         root = Path(tempfile.mkdtemp(prefix="taskforge-pg-", dir=_shared_tempdir()))
@@ -209,6 +214,7 @@ class PrivatePostgres:
             settings=settings or {},
             passwords=passwords,
             tls=tls,
+            networks=networks,
         )
         try:
             server._initdb()
@@ -247,8 +253,10 @@ class PrivatePostgres:
             "--locale=C",
             "--no-sync",
         )
+        interfaces = [ipaddress.ip_interface(network) for network in self.networks]
+        listen = ",".join(["127.0.0.1", *(str(interface.ip) for interface in interfaces)])
         settings = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": f"'{listen}'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.root}'",
             "max_connections": "300",
@@ -275,6 +283,10 @@ class PrivatePostgres:
             (self.data / "pg_hba.conf").write_text(
                 f"local all all trust\n{host} all all 127.0.0.1/32 trust\n"
             )
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            for interface in interfaces:
+                trust = "scram-sha-256" if self.passwords else "trust"
+                hba.write(f"{host} all all {interface.network} {trust}\n")
 
     def _tls_settings(self) -> dict[str, str]:
         """Copies the certificate and key into the cluster: Postgres refuses a key file that
@@ -356,10 +368,17 @@ class PrivateRedis:
     """The port of a master on 127.0.0.1 to replicate (`--replicaof`)."""
     tls: TlsFiles | None = None
     """Serve TLS only (`--tls-port`, no plain port) with this certificate."""
+    also_bind: tuple[str, ...] = ()
+    """Addresses to listen on besides 127.0.0.1."""
 
     @classmethod
     def create(
-        cls, *, password: str = "", replica_of: int | None = None, tls: TlsFiles | None = None
+        cls,
+        *,
+        password: str = "",
+        replica_of: int | None = None,
+        tls: TlsFiles | None = None,
+        also_bind: tuple[str, ...] = (),
     ) -> PrivateRedis:
         server = cls(
             root=Path(tempfile.mkdtemp(prefix="taskforge-redis-")),
@@ -368,6 +387,7 @@ class PrivateRedis:
             password=password,
             replica_of=replica_of,
             tls=tls,
+            also_bind=also_bind,
         )
         try:
             server.start()
@@ -389,6 +409,7 @@ class PrivateRedis:
         arguments = [
             "--bind",
             "127.0.0.1",
+            *self.also_bind,
             "--save",
             "",
             "--appendonly",

@@ -18,6 +18,7 @@ from taskforge.domain.job import (
     Job,
     ReadyHint,
 )
+from taskforge.domain.schedule import Schedule
 from taskforge.domain.states import JobState
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
@@ -41,6 +42,7 @@ class InMemoryState:
         self.paused_queues: dict[str, datetime] = {}
         """Paused queues, each with when it was paused."""
         self.dead_letters: dict[UUID, DeadLetter] = {}
+        self.schedules: dict[str, Schedule] = {}
         self.published_at: dict[UUID, datetime | None] = {}
 
     def existing(self, job_id: UUID) -> Job:

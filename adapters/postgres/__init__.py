@@ -1,10 +1,10 @@
 """The Postgres backend: the source of truth for jobs and dead letters, and its schema.
 
 One module per store role (`job_store`, `lease_store`, `sweeps`, `operator_moves`,
-`queue_pauses`, `dead_letter_store`, `worker_registry`), each with its SQL beside its
-methods; `connection` opens the pool they share and maps connection failures to
-Unavailable; `migrations` brings a database's schema up to date from the numbered files in
-`migrations/`.
+`queue_pauses`, `schedule_store`, `dead_letter_store`, `worker_registry`), each with
+its SQL beside its methods; `connection` opens the pool they share and maps connection
+failures to Unavailable; `migrations` brings a database's schema up to date from the
+numbered files in `migrations/`.
 
 Every transition is one conditional statement: it names the state it expects and, for a
 worker's writes, the lease token, so a write whose condition no longer holds changes
@@ -22,6 +22,7 @@ from taskforge.adapters.postgres.lease_store import PostgresLeaseStore
 from taskforge.adapters.postgres.migrations import MigrationError, apply_migrations
 from taskforge.adapters.postgres.operator_moves import PostgresOperatorMoves
 from taskforge.adapters.postgres.queue_pauses import PostgresQueuePauses
+from taskforge.adapters.postgres.schedule_store import PostgresScheduleStore
 from taskforge.adapters.postgres.sweeps import PostgresSweeps
 from taskforge.adapters.postgres.worker_registry import PostgresWorkerRegistry
 
@@ -32,6 +33,7 @@ __all__ = [
     "PostgresLeaseStore",
     "PostgresOperatorMoves",
     "PostgresQueuePauses",
+    "PostgresScheduleStore",
     "PostgresSweeps",
     "PostgresWorkerRegistry",
     "apply_migrations",

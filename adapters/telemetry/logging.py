@@ -12,9 +12,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.logging import RichHandler
-
 from taskforge.adapters.postgres.redaction import WITHHELD, quotes_an_argument, value_free_text
 
 request_id_var: ContextVar[str | None] = ContextVar("taskforge_request_id", default=None)
@@ -170,6 +167,10 @@ def _handler(log_format: str | None, stream: TextIO) -> logging.Handler:
     if log_format is None:
         log_format = "text" if stream.isatty() else "json"
     if log_format == "text":
+        # Loaded only for text logs: a service logging JSON never imports rich.
+        from rich.console import Console
+        from rich.logging import RichHandler
+
         console = Console(file=stream, soft_wrap=True)
         rich = RichHandler(console=console, show_path=False, markup=False, log_time_format="%X")
         rich.setFormatter(TextFormatter())

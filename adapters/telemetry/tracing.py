@@ -16,25 +16,31 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import Token
+from functools import cache
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from uuid import UUID
-
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from taskforge.adapters.telemetry.logging import trace_id_var
 from taskforge.application.ports import AttributeValue
 
+if TYPE_CHECKING:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 EXPORTERS = ("stdout", "none")
 """The TRACING_EXPORTER values."""
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+
+@cache
+def _propagator() -> TraceContextTextMapPropagator:
+    # OpenTelemetry loads with the first tracer: a process that does not trace never pays
+    # for it (its SDK is the larger part of a worker's start-up otherwise).
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def _one_line(span: ReadableSpan) -> str:
@@ -52,7 +58,7 @@ def _parent_context(traceparent: str | None) -> otel_context.Context | None:
     invalid traceparent yields an empty context: the span starts a new trace."""
     if traceparent is None:
         return None
-    return _PROPAGATOR.extract({"traceparent": traceparent})
+    return _propagator().extract({"traceparent": traceparent})
 
 
 class OpenTelemetrySpan:
@@ -74,12 +80,17 @@ class OpenTelemetrySpan:
         self.span.set_attribute(key, value)
 
     def fail(self, error: str) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
         self.span.set_status(Status(StatusCode.ERROR, error))
 
     def end(self) -> None:
         self.span.end()
 
     def __enter__(self) -> OpenTelemetrySpan:
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+
         self._tokens = (
             otel_context.attach(trace.set_span_in_context(self.span)),
             trace_id_var.set(self.trace_id),
@@ -92,6 +103,9 @@ class OpenTelemetrySpan:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import Status, StatusCode
+
         if isinstance(exc, Exception):
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -114,6 +128,10 @@ class OpenTelemetryTracing:
     def __init__(self, service_name: str, exporter: str, out: TextIO | None = None) -> None:
         if exporter not in EXPORTERS:
             raise ValueError(f"unknown tracing exporter {exporter!r}")
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         if exporter == "stdout":
             console = ConsoleSpanExporter(out=out or sys.stdout, formatter=_one_line)
@@ -141,6 +159,8 @@ class OpenTelemetryTracing:
         """A server span for one HTTP request, current while it is served: a child of the
         caller's `traceparent` header when it is valid. Named `<method>` until the caller
         knows the route (`name_request`)."""
+        from opentelemetry.trace import SpanKind
+
         span = self._tracer.start_span(
             method,
             context=_parent_context(traceparent) if traceparent else None,
@@ -160,6 +180,8 @@ class OpenTelemetryTracing:
 
     def install(self) -> None:
         """Make this provider the process's global one (once per process)."""
+        from opentelemetry import trace
+
         trace.set_tracer_provider(self.provider)
 
     def shutdown(self) -> None:

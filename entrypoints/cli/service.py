@@ -26,6 +26,7 @@ from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import (
     HandlerModuleError,
     ListenError,
+    declared_schedules,
     listening_socket,
     load_handlers,
     run_event_loop,
@@ -59,6 +60,8 @@ def _run(
     configure_logging(settings.log_level, settings.log_format)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
     settings = serving_declared_queues(settings, handlers)
+    if roles & {"worker", "scheduler"}:
+        declared_schedules(settings, handlers)  # a bad declaration stops the start here
     container = make_container(settings, backend, handlers)
     run_event_loop(run_roles(container, settings, roles))
 
@@ -197,12 +200,14 @@ def worker(
 
 
 @app.command
-def scheduler() -> None:
-    """Promote due retries, reap expired leases, re-publish lost hints (needs POSTGRES_DSN).
+def scheduler(handlers: Handlers = None) -> None:
+    """Fire periodic jobs, promote due retries, reap expired leases, re-publish lost hints
+    (needs POSTGRES_DSN). --handlers modules are loaded for the schedules they declare.
 
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge scheduler
     """
-    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"})
+    flags = {"TASKFORGE_HANDLERS": handlers} if handlers is not None else None
+    _run("scheduler", Backend.POSTGRES_REDIS, {"scheduler"}, flags)
 
 
 @app.command
@@ -284,6 +289,13 @@ def bench(
             validator=validators.Number(gt=0),
         ),
     ] = None,
+    workers: Annotated[
+        str,
+        Parameter(
+            help="Drain with each of these numbers of worker processes, as 1,2,4: the report"
+            " shows the rate and the CPU share of Postgres and of the workers for each"
+        ),
+    ] = "1,2",
 ) -> None:
     """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
 
@@ -293,6 +305,8 @@ def bench(
     """
     from pathlib import Path
 
+    from taskforge.bench.run import parse_worker_counts
+
     if soak is not None:
         from taskforge.bench.soak import SoakSettings, parse_duration
         from taskforge.bench.soak import main as soak_main
@@ -301,14 +315,15 @@ def bench(
             duration = parse_duration(soak)
         except ValueError as exc:
             raise ConfigError("--soak", soak, str(exc)) from None
+    try:
+        worker_counts = parse_worker_counts(workers)
+    except ValueError as exc:
+        print(f"taskforge bench: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     settings = _settings({})
     settings.require_postgres("bench")
     if soak is not None:
-        soak_settings = SoakSettings(
-            duration=duration,
-            retention=soak_retention,
-            rate=soak_rate,
-        )
+        soak_settings = SoakSettings(duration=duration, retention=soak_retention, rate=soak_rate)
         if quick:
             soak_settings = soak_settings.quick()
         raise SystemExit(soak_main(settings, soak_settings, Path(out)))
@@ -321,7 +336,7 @@ def bench(
 
     from taskforge.bench.run import main as bench_main
 
-    raise SystemExit(bench_main(settings, quick, Path(out), runs))
+    raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts))
 
 
 RESTART_EXIT_CODE = 75

@@ -19,6 +19,7 @@ from taskforge.domain.errors import (
     DomainError,
     InvalidTransition,
     JobNotFound,
+    ScheduleNotFound,
     Unavailable,
     UniqueKeyTaken,
     ValidationError,
@@ -32,6 +33,7 @@ DOMAIN_ERRORS: dict[type[DomainError], tuple[int, str]] = {
     ValidationError: (400, "validation_error"),
     JobNotFound: (404, "not_found"),
     DeadLetterNotFound: (404, "not_found"),
+    ScheduleNotFound: (404, "not_found"),
     InvalidTransition: (409, "invalid_state_transition"),
     Unavailable: (503, "not_ready"),
 }

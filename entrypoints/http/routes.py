@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from dishka import FromDishka
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, Operation, RequestBody
@@ -43,9 +43,18 @@ from taskforge.application.ports import (
     ReadyQueue,
 )
 from taskforge.application.queues import ListQueues, PauseQueue, QueueSummary, ResumeQueue
+from taskforge.application.schedules import (
+    DeleteSchedule,
+    GetSchedule,
+    ListSchedules,
+    PauseSchedule,
+    ResumeSchedule,
+    SaveSchedule,
+)
 from taskforge.application.timing import settle_within
 from taskforge.application.workers import ListWorkers
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.schedule import validate_schedule_name
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, parse_job_id, validate_queue_name
 from taskforge.entrypoints.config import Settings
@@ -57,7 +66,9 @@ from taskforge.entrypoints.http.middleware import caller_is_authorized
 from taskforge.entrypoints.http.schemas import (
     FIELD_RULES,
     JOB_IN_EXAMPLE,
+    NAME_PATTERN,
     QUEUE_PATTERN,
+    SCHEDULE_IN_EXAMPLE,
     STATUS_PATTERN,
     BatchItemOut,
     DeadLetterOut,
@@ -77,6 +88,9 @@ from taskforge.entrypoints.http.schemas import (
     QueueStatsOut,
     ReadyOut,
     ReasonIn,
+    ScheduleIn,
+    ScheduleListOut,
+    ScheduleOut,
     StatsOut,
     WorkerListOut,
     WorkerOut,
@@ -91,7 +105,7 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ERROR_DESCRIPTIONS = {
     400: "validation_error: a parameter or the body is invalid; details.field names it",
     401: "unauthorized: API_TOKEN is set and the bearer token is missing or wrong",
-    404: "not_found: no such job or dead letter",
+    404: "not_found: no such job, dead letter or schedule",
     409: "invalid_state_transition: the job's current state (details.state) forbids this",
     413: "payload_too_large: the body is over MAX_PAYLOAD_BYTES",
     415: "validation_error: the body is not declared as application/json",
@@ -545,6 +559,116 @@ def _queue_out(queue: QueueSummary) -> QueueOut:
     )
 
 
+ScheduleName = Annotated[
+    str,
+    Parameter(
+        description="The schedule's name; " + FIELD_RULES["name"] + ".",
+        schema_extra={"pattern": NAME_PATTERN},
+    ),
+]
+
+
+@post(
+    "/schedules",
+    tags=["schedules"],
+    summary="Create or replace a schedule of periodic jobs",
+    description=(
+        "At every tick of `cron` in `timezone` (default UTC), a `jobType` job is enqueued "
+        "with `payload` and the policy fields, its idempotencyKey "
+        "`schedule:<name>:<tick, UTC>`. 201 with a new schedule; 200 when a schedule of "
+        "that name was replaced (it keeps its pause and, when cron and timezone are "
+        "unchanged, its next fire time). A bad expression is a 400 naming `cron`, an "
+        "unknown time zone one naming `timezone`."
+    ),
+    status_code=201,
+    response_description="The schedule was created",
+    responses={
+        200: ResponseSpec(ScheduleOut, description="A schedule of this name was replaced"),
+        **errors(400, 413, 415),
+    },
+    before_request=json_body(ScheduleIn, required=True),
+)
+@inject
+async def create_schedule(
+    data: Annotated[
+        ScheduleIn,
+        Body(
+            description="The schedule; name, cron and jobType are required.",
+            examples=[Example(summary="A nightly report", value=SCHEDULE_IN_EXAMPLE)],
+        ),
+    ],
+    save: FromDishka[SaveSchedule],
+    settings: FromDishka[Settings],
+) -> Response[ScheduleOut]:
+    definition = data.to_definition(settings.queue_name, settings.job_timeout)
+    schedule, created = await save(definition)
+    return Response(ScheduleOut.of(schedule), status_code=201 if created else 200)
+
+
+@get(
+    "/schedules",
+    tags=["schedules"],
+    summary="Every schedule, by name, with its next and previous fire times",
+    responses=errors(),
+)
+@inject
+async def list_schedules(list_schedules: FromDishka[ListSchedules]) -> ScheduleListOut:
+    return ScheduleListOut(items=[ScheduleOut.of(item) for item in await list_schedules()])
+
+
+@get(
+    "/schedules/{name:str}",
+    tags=["schedules"],
+    summary="One schedule",
+    responses=errors(400, 404),
+)
+@inject
+async def get_schedule(name: ScheduleName, get_schedule: FromDishka[GetSchedule]) -> ScheduleOut:
+    return ScheduleOut.of(await get_schedule(validate_schedule_name(name)))
+
+
+@delete(
+    "/schedules/{name:str}",
+    tags=["schedules"],
+    summary="Delete a schedule",
+    description=(
+        "Jobs it already enqueued stay. A schedule declared in code comes back when a "
+        "worker or scheduler next starts with it (pause it to stop it for good)."
+    ),
+    status_code=204,
+    responses=errors(400, 404),
+)
+@inject
+async def delete_schedule(name: ScheduleName, delete: FromDishka[DeleteSchedule]) -> None:
+    await delete(validate_schedule_name(name))
+
+
+@post(
+    "/schedules/{name:str}/pause",
+    tags=["schedules"],
+    summary="Pause a schedule: its ticks enqueue nothing until it is resumed",
+    description="Idempotent; the pause outlives restarts and redeclarations in code.",
+    status_code=200,
+    responses=errors(400, 404),
+)
+@inject
+async def pause_schedule(name: ScheduleName, pause: FromDishka[PauseSchedule]) -> ScheduleOut:
+    return ScheduleOut.of(await pause(validate_schedule_name(name)))
+
+
+@post(
+    "/schedules/{name:str}/resume",
+    tags=["schedules"],
+    summary="Resume a schedule from its next tick (the ticks of the pause are skipped)",
+    description="Idempotent; resuming a schedule that is not paused changes nothing.",
+    status_code=200,
+    responses=errors(400, 404),
+)
+@inject
+async def resume_schedule(name: ScheduleName, resume: FromDishka[ResumeSchedule]) -> ScheduleOut:
+    return ScheduleOut.of(await resume(validate_schedule_name(name)))
+
+
 @get(
     "/stats",
     tags=["health"],
@@ -610,6 +734,12 @@ ROUTES = [
     list_queues,
     pause_queue,
     resume_queue,
+    create_schedule,
+    list_schedules,
+    get_schedule,
+    delete_schedule,
+    pause_schedule,
+    resume_schedule,
     list_workers,
     get_job,
     retry_job,

@@ -33,6 +33,15 @@ from taskforge.domain.policy import (
     MAX_DURATION,
     VISIBILITY_TIMEOUT_RANGE,
 )
+from taskforge.domain.schedule import (
+    CRON_MAX,
+    DEFAULT_TIMEZONE,
+    TIMEZONE_MAX,
+    Schedule,
+    ScheduleDefinition,
+    ScheduleSource,
+    build_schedule_definition,
+)
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import (
     DUE_AT_RANGE,
@@ -91,6 +100,18 @@ FIELD_RULES: dict[str, str] = {
         "longer fails as timed out (0: no limit)"
     ),
     "reason": f"must be a string of at most {REASON_MAX} characters, without NUL (\\u0000)",
+    "name": "must be 1-128 characters of letters, digits and _ - . :",
+    "cron": (
+        "must be a cron expression of 5 fields (minute hour day-of-month month day-of-week) "
+        "or one of @hourly @daily @weekly @monthly @yearly"
+    ),
+    "timezone": (
+        f"must be an IANA time zone name such as Europe/Berlin (default {DEFAULT_TIMEZONE})"
+    ),
+    "catchUp": (
+        "must be true or false: after every scheduler was down, fire each missed tick (true) "
+        "or only the most recent one (false, the default)"
+    ),
     "limit": (
         f"must be a whole number >= 1 (values above {MAX_PAGE_LIMIT} are clamped to "
         f"{MAX_PAGE_LIMIT})"
@@ -202,16 +223,16 @@ _API_NAMES = {
     field.name: field.encode_name
     for field in msgspec.structs.fields(JobIn)
     if field.name != field.encode_name
-}
+} | {"catch_up": "catchUp"}
 """The domain's snake_case field names and their camelCase API spelling (`max_attempts`:
-`maxAttempts`), from JobIn's own fields."""
+`maxAttempts`), from JobIn's own fields (and ScheduleIn's one more)."""
 _DOMAIN_NAME = re.compile(rf"\b({'|'.join(_API_NAMES)})\b")
 
 
 def in_api_names(error: ValidationError) -> ValidationError:
-    """A domain error about a job body, its field and any field its message names (`max_delay:
-    must be >= initial_delay`) spelled as the API spells them. Only for errors the domain
-    raised: their messages never quote a request's values."""
+    """A domain error about a job or schedule body, its field and any field its message
+    names (`max_delay: must be >= initial_delay`) spelled as the API spells them. Only for
+    errors the domain raised: their messages never quote a request's values."""
 
     def api(text: str) -> str:
         return _DOMAIN_NAME.sub(lambda name: _API_NAMES[name.group()], text)
@@ -536,3 +557,138 @@ class NotReadyOut(msgspec.Struct, kw_only=True):
     details: dict[str, str]
     status: str
     checks: dict[str, str]
+
+
+class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=True):
+    """POST /schedules: a `jobType` job on `queue` at every tick of `cron` in `timezone`.
+    The job fields take the defaults of POST /jobs; a schedule with this `name` is replaced
+    (keeping its pause and, when cron and timezone are unchanged, its next fire time)."""
+
+    name: Annotated[str, _rule("name", pattern=NAME_PATTERN, examples=["nightly-report"])]
+    cron: Annotated[str, _rule("cron", min_length=1, max_length=CRON_MAX, examples=["30 2 * * *"])]
+    job_type: Annotated[str, _rule("jobType", pattern=NAME_PATTERN, examples=["report"])]
+    payload: Annotated[
+        JsonObject,
+        msgspec.Meta(
+            description="Each tick's job's payload, a JSON object (default {}) with no NUL "
+            "character (\\u0000) in any string or key."
+        ),
+    ] = msgspec.field(default_factory=dict)
+    queue: Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None = None
+    timezone: (
+        Annotated[
+            str,
+            _rule("timezone", min_length=1, max_length=TIMEZONE_MAX, examples=["Europe/Berlin"]),
+        ]
+        | None
+    ) = None
+    catch_up: Annotated[bool, _rule("catchUp")] | None = None
+    max_attempts: Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
+    initial_delay: Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    backoff: Annotated[float, _rule("backoff", ge=1)] | None = None
+    max_delay: Annotated[float, _rule("maxDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    jitter: Annotated[bool, _rule("jitter")] | None = None
+    visibility_timeout: (
+        Annotated[
+            float,
+            _rule(
+                "visibilityTimeout", ge=VISIBILITY_TIMEOUT_RANGE[0], le=VISIBILITY_TIMEOUT_RANGE[1]
+            ),
+        ]
+        | None
+    ) = None
+    timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+
+    def to_definition(self, default_queue: str, default_timeout: float) -> ScheduleDefinition:
+        """Every field checked but the cron expression's meaning (the calendar reads it);
+        the message names the first bad field as the API spells it."""
+        try:
+            return build_schedule_definition(
+                name=self.name,
+                cron=self.cron,
+                job_type=self.job_type,
+                queue=self.queue if self.queue is not None else default_queue,
+                payload=self.payload,
+                timezone=self.timezone,
+                catch_up=self.catch_up,
+                source=ScheduleSource.API,
+                max_attempts=self.max_attempts,
+                initial_delay=self.initial_delay,
+                backoff=self.backoff,
+                max_delay=self.max_delay,
+                jitter=self.jitter,
+                visibility_timeout=self.visibility_timeout,
+                timeout=_pick(self.timeout, default_timeout),
+            )
+        except ValidationError as exc:
+            raise in_api_names(exc) from None
+
+
+SCHEDULE_IN_EXAMPLE: dict[str, Any] = {
+    "name": "nightly-report",
+    "cron": "30 2 * * *",
+    "timezone": "Europe/Berlin",
+    "jobType": "report",
+    "payload": {"kind": "daily"},
+    "maxAttempts": 5,
+}
+
+
+class ScheduleOut(msgspec.Struct, rename="camel", kw_only=True):
+    """A schedule: its job template, when it fires, and where it was declared (`source`:
+    "code" or "api"). `nextFireAt` is null while it is paused; `previousFireAt` is the last
+    tick that fired (null: none yet). Timestamps are ISO-8601 UTC."""
+
+    name: str
+    cron: str
+    timezone: str
+    catch_up: bool
+    source: str
+    paused: bool
+    next_fire_at: datetime | None
+    previous_fire_at: datetime | None
+    job_type: str
+    queue: str
+    payload: dict[str, Any]
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> ScheduleOut:
+        definition = schedule.definition
+        policy = definition.policy
+        return cls(
+            name=definition.name,
+            cron=definition.cron,
+            timezone=definition.timezone,
+            catch_up=definition.catch_up,
+            source=definition.source.value,
+            paused=schedule.paused,
+            next_fire_at=None if schedule.paused else schedule.next_fire_at,
+            previous_fire_at=schedule.last_fire_at,
+            job_type=definition.job_type,
+            queue=definition.queue,
+            payload=definition.payload,
+            max_attempts=policy.max_attempts,
+            initial_delay=policy.initial_delay,
+            backoff=policy.backoff,
+            max_delay=policy.max_delay,
+            jitter=policy.jitter,
+            visibility_timeout=definition.visibility_timeout,
+            timeout=definition.timeout,
+            created_at=schedule.created_at,
+            updated_at=schedule.updated_at,
+        )
+
+
+class ScheduleListOut(msgspec.Struct, kw_only=True):
+    """Every schedule, by name."""
+
+    items: list[ScheduleOut]

@@ -12,10 +12,13 @@ HTTP_MAX_CONNECTIONS is answered 503 and closed before anything is read from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
+import uvicorn
 
 from taskforge.entrypoints.config import Settings
 
@@ -23,6 +26,15 @@ try:  # the `fast` extra; uvicorn's pure-Python parser otherwise
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornProtocol
 except ImportError:  # pragma: no cover - depends on the installed extras
     from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornProtocol  # type: ignore[assignment]
+
+
+class SignalFreeServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's stop signals decide when the
+    server stops (`taskforge.entrypoints.runtime.StopSignals`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

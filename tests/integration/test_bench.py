@@ -23,8 +23,10 @@ SCENARIOS = (
     "enqueue, 100 in flight",
     "batch enqueue",
     "drain 1,000 jobs, 1 worker",
-    "drain 1,000 jobs, 2 workers",
+    "drain 1,000 jobs, 3 workers",
     "latency at",
+    "worker start-up",
+    "taskforge-cli status",
     "txn-enqueue",
     "txn-enqueue-many",
     "txn-latency",
@@ -50,6 +52,8 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
             "--quick",
             "--out",
             str(out),
+            "--workers",
+            "1,3",
         ],
         env=env,
         capture_output=True,
@@ -73,6 +77,16 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
     assert 0 < txn["start_p50_ms"] <= txn["start_p99_ms"] <= txn["finish_p99_ms"]
     assert report["api_peak_rss_mib"] > 0
     assert "TaskForge bench" in result.stdout
+    # --workers 1,3: one drain per count, with the CPU the workers and the (local) Postgres
+    # used while the jobs ran, as shares of the machine.
+    drains = [row for row in report["results"] if row["name"].startswith("drain")]
+    assert [row["workers"] for row in drains] == [1, 3]
+    for row in drains:
+        assert 0 < row["workers_cpu_pct"] <= 100
+        assert 0 < row["postgres_cpu_pct"] <= 100
+        assert row["workers_cpu_pct"] < row["machine_cpu_pct"] <= 101  # ticks are coarse
+    assert report["cores"] >= 1
+    assert "Drain rate by workers" in result.stdout
 
 
 def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

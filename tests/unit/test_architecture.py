@@ -21,7 +21,8 @@ ALLOWED = {
     "adapters": {"domain", "application", "adapters"},
     # `taskforge bench` is a command of the service CLI, which loads the benchmark lazily.
     "entrypoints": {"domain", "application", "adapters", "entrypoints", "bench"},
-    # It enqueues through the SDK as applications do (the transactional scenarios).
+    # It enqueues through the SDK as applications do (the transactional scenarios and the
+    # peer comparison).
     "bench": {"domain", "application", "adapters", "entrypoints", "bench", "sdk"},
     "client": {"domain", "client"},
     "cli": {"domain", "client", "cli"},

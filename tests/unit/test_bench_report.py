@@ -9,9 +9,11 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from rich.console import Console
 
-from taskforge.bench.report import median_report, render
+from taskforge.bench.report import median_report, render, scaling_table
+from taskforge.bench.run import parse_worker_counts
 from taskforge.bench.stack import peak_rss_mib
 
 
@@ -85,3 +87,80 @@ def test_peak_memory_of_a_supervisor_is_that_of_the_child_serving_for_it() -> No
     finally:
         os.killpg(supervisor.pid, signal.SIGKILL)
         supervisor.wait()
+
+
+@pytest.mark.parametrize(
+    ("text", "counts"),
+    [
+        ("1,2,4", (1, 2, 4)),
+        (" 4, 1 ", (4, 1)),  # in the order given
+        ("2,2,1", (2, 1)),  # each once
+        ("64", (64,)),
+    ],
+)
+def test_worker_counts_are_read_from_a_comma_separated_list(
+    text: str, counts: tuple[int, ...]
+) -> None:
+    assert parse_worker_counts(text) == counts
+
+
+@pytest.mark.parametrize("text", ["", "0", "1,,2", "two", "1.5", "-1", "65"])
+def test_a_worker_count_that_is_not_a_number_from_1_to_64_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="--workers"):
+        parse_worker_counts(text)
+
+
+def test_bench_refuses_a_bad_workers_option_before_it_starts_anything() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "taskforge.entrypoints.cli.service", "bench", "--workers", "1,x"],
+        env={**os.environ, "POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "--workers '1,x'" in done.stderr
+
+
+def _drain(workers: int, rate: float, postgres: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": f"drain 10 jobs, {workers} workers",
+        "jobs": 10,
+        "seconds": 10 / rate,
+        "jobs_per_second": rate,
+        "workers": float(workers),
+        "workers_cpu_pct": 20.0 * workers,
+        "machine_cpu_pct": 90.0,
+    }
+    if postgres is not None:
+        row["postgres_cpu_pct"] = postgres
+    return row
+
+
+def test_the_drains_are_set_side_by_side_by_number_of_workers() -> None:
+    report = {
+        "cores": 2,
+        "api_peak_rss_mib": 70.0,
+        "results": [_drain(1, 1000.0, 30.0), _drain(2, 1500.0, 45.0), _drain(4, 1600.0, 50.0)],
+    }
+    output = io.StringIO()
+
+    render(report, Console(file=output, width=200))
+
+    text = output.getvalue()
+    assert "Drain rate by workers (2 cores)" in text
+    lines = [line for line in text.splitlines() if "│" in line or "|" in line]
+    four = next(line for line in lines if line.split("│")[1].strip() == "4")
+    cells = [cell.strip() for cell in four.split("│")[1:8]]
+    assert cells == ["4", "1,600", "1.60", "400", "50", "80", "90"]
+
+
+def test_a_postgres_on_another_machine_has_no_cpu_share() -> None:
+    table = scaling_table({"results": [_drain(1, 1000.0, None)]})
+
+    assert table is not None
+    output = io.StringIO()
+    Console(file=output, width=200).print(table)
+    assert "not local" in output.getvalue()

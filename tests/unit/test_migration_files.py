@@ -22,6 +22,7 @@ SHIPPED = {
     "0008_queues_and_unique_jobs.sql": (
         "eacd5d89661c8e42e3ad98701f7edcab9e37a86a19e19b072cb240efd3735864"
     ),
+    "0009_schedules.sql": "e16aa1b867dee408d06c60186aa2f074dc2189b0758c30f89e28ed12e475f316",
     "0011_workers_snoozes_and_hand_backs.sql": (
         "747a1777f17ae40c7aa35f3a733b9460e5d5be0d54018a05f0c2de1609004ac9"
     ),

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +35,7 @@ from taskforge.application.worker import (
     WorkerSettings,
 )
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import Job, NewJob, ReadyHint
+from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import RESULT_REFUSED_REASON
@@ -1230,3 +1230,80 @@ async def test_without_an_answer_from_the_registry_a_job_is_handed_back_never_de
 
     assert back.state is not JobState.DLQ
     assert back.unknown_type_since is None
+
+
+class CutOffStore(InMemoryJobs):
+    """The in-memory store as a worker sees it from the far side of a network partition,
+    once `cut` is set: heartbeats hang (`silent`) or fail at once, settlements hang."""
+
+    def __init__(self, cluster: Cluster, silent: bool) -> None:
+        super().__init__(cluster.state)
+        self.silent = silent
+        self.cut = False
+        self.settle_attempts = 0
+
+    async def _unreachable(self) -> None:
+        if self.silent:
+            await asyncio.Event().wait()  # no answer, ever
+        raise Unavailable("postgres", "network is unreachable")
+
+    async def heartbeat(self, leases: Sequence[Lease]) -> set[UUID]:
+        if self.cut:
+            await self._unreachable()
+        return await super().heartbeat(leases)
+
+    async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
+        if self.cut:
+            self.settle_attempts += 1
+            await asyncio.Event().wait()
+        return await super().settle(settlements)
+
+
+@pytest.mark.parametrize(
+    ("silent", "sync"),
+    [
+        (True, False),  # a partition that drops packets, an async handler: cancelled
+        (False, True),  # a link that refuses at once, a sync handler: dropped, thread left
+    ],
+)
+async def test_a_worker_cut_off_from_the_store_stops_a_job_once_its_lease_runs_out(
+    cluster: Cluster, silent: bool, sync: bool
+) -> None:
+    store = CutOffStore(cluster, silent)
+    cluster.jobs = store
+    started = threading.Event()
+    stopped_at: list[float] = []
+
+    def sync_job(ctx: JobContext) -> None:
+        started.set()
+        while not ctx.cancelled.is_set():  # the documented way for a sync handler to stop
+            time.sleep(0.01)
+        stopped_at.append(time.monotonic())
+
+    async def async_job(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped_at.append(time.monotonic())
+
+    cluster.handlers.handler("long")(sync_job if sync else async_job)
+    worker = cluster.start_worker()
+    job = await cluster.enqueue("long", visibility_timeout=1.0)
+    await eventually(lambda: _is(started.is_set()), "the job to start")
+
+    store.cut = True
+    await eventually(lambda: _is(bool(stopped_at)), "the handler to stop")
+
+    # The worker's own reckoning of the lease never outlasts the store's: the handler
+    # stopped before the lease it could no longer renew ran out in the store (give or take
+    # the time a cancellation takes to arrive).
+    stopped = datetime.now(UTC) - timedelta(seconds=time.monotonic() - stopped_at[0])
+    lease = await cluster.jobs.get(job.id)
+    assert lease is not None and lease.lease_expires_at is not None
+    assert stopped - lease.lease_expires_at < timedelta(seconds=0.1)
+    assert cluster.metrics.counts["lease_lost"] == 1
+    await eventually(lambda: _is(worker.running == 0), "the slot to be freed")
+    assert store.settle_attempts == 0  # the attempt was dropped, not settled
+    if sync:
+        assert worker.abandoned_threads_total <= 1  # left if it was still polling

@@ -54,6 +54,13 @@ COMMANDS = [
     "health",
 ]
 QUEUE_COMMANDS = ["queues list", "queues pause", "queues resume"]
+SCHEDULE_COMMANDS = [
+    "schedules list",
+    "schedules add",
+    "schedules rm",
+    "schedules pause",
+    "schedules resume",
+]
 # Variables that would make rich treat captured output as a terminal.
 TERMINAL_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
@@ -873,6 +880,60 @@ def test_a_resumed_queue_runs_the_jobs_enqueued_while_it_was_paused(
         assert cli("queues", "resume", "jobs:ready").exit_code == 0
 
     assert wait_for_state(api, job["id"], "SUCCEEDED")["state"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("command", SCHEDULE_COMMANDS)
+def test_every_schedules_command_has_help_with_an_example(cli: Cli, command: str) -> None:
+    outcome = cli(*command.split(), "--help")
+    assert outcome.exit_code == 0
+    assert re.search(rf"For example:\n\s+taskforge-cli {command}\b", outcome.out), outcome.out
+
+
+def test_schedules_add_list_pause_resume_and_rm_show_the_fire_times(
+    cli: Cli, api: httpx.Client
+) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    added = cli(
+        "schedules", "add", name, "--cron", "30 2 * * *", "--timezone", "Europe/Berlin",
+        "--job-type", "report", "--payload", '{"kind":"daily"}', "--queue", idle_queue(),
+    )  # fmt: skip
+
+    assert added.exit_code == 0, added.err
+    next_fire = api.get(f"/schedules/{name}").json()["nextFireAt"]
+    assert added.out == (
+        f"schedule {name} added (30 2 * * * Europe/Berlin): next fire {next_fire}, "
+        "previous fire -\n"
+    )
+    listed = cli("schedules", "list")
+    assert listed.out.splitlines()[0].split() == [
+        "NAME", "CRON", "TIMEZONE", "JOB", "TYPE", "QUEUE", "SOURCE", "PAUSED", "NEXT", "FIRE",
+        "PREVIOUS", "FIRE",
+    ]  # fmt: skip
+    row = next(line for line in listed.out.splitlines() if line.startswith(name))
+    assert "Europe/Berlin" in row and "api" in row and next_fire in row
+
+    paused = cli("schedules", "pause", name)
+    assert paused.out == (
+        f"schedule {name} paused (30 2 * * * Europe/Berlin): paused, previous fire -\n"
+    )
+    assert api.get(f"/schedules/{name}").json()["paused"] is True
+    resumed = cli("schedules", "resume", name)
+    assert f"resumed (30 2 * * * Europe/Berlin): next fire {next_fire}" in resumed.out
+    listed_json = cli("--json", "schedules", "list").json()
+    assert name in [item["name"] for item in listed_json["items"]]
+
+    removed = cli("schedules", "rm", name)
+    assert (removed.exit_code, removed.out) == (0, f"schedule {name} removed\n")
+    again = cli("schedules", "rm", name)
+    assert again.exit_code == 3
+    assert again.err.startswith("error: not_found: schedule")
+
+
+def test_schedules_add_refuses_a_bad_cron_expression_naming_it(cli: Cli) -> None:
+    outcome = cli("schedules", "add", "bad-cron", "--cron", "61 * * * *", "--job-type", "report")
+
+    assert outcome.exit_code == 5
+    assert outcome.err.startswith("error: validation_error: cron:")
 
 
 def test_queues_pause_refuses_a_reserved_queue_name(cli: Cli) -> None:

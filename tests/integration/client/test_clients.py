@@ -16,6 +16,7 @@ from taskforge.client import (
     InvalidTransition,
     JobNotFound,
     RetryPolicy,
+    ScheduleNotFound,
     SyncClient,
     Unauthorized,
     ValidationError,
@@ -78,6 +79,39 @@ def test_a_queue_can_be_paused_listed_and_resumed(client: SyncClient) -> None:
     assert listed.states is not None and listed.states["PENDING"] == 1
     assert client.resume_queue(queue).paused is False
     assert not next(entry for entry in client.queues() if entry.queue == queue).paused
+
+
+def test_a_schedule_can_be_added_listed_paused_resumed_and_removed(client: SyncClient) -> None:
+    name = f"client-{uuid.uuid4().hex[:10]}"
+    added = client.add_schedule(
+        name, "30 2 * * *", "report", payload={"kind": "daily"}, timezone="Europe/Berlin"
+    )
+
+    assert (added.name, added.source, added.paused, added.payload) == (
+        name, "api", False, {"kind": "daily"}
+    )  # fmt: skip
+    assert added.next_fire_at is not None and added.previous_fire_at is None
+    assert name in [schedule.name for schedule in client.schedules()]
+    assert client.pause_schedule(name).next_fire_at is None
+    assert client.resume_schedule(name).next_fire_at == added.next_fire_at
+    client.delete_schedule(name)
+    with pytest.raises(ScheduleNotFound):
+        client.schedule(name)
+    with pytest.raises(ValidationError) as refused:
+        client.add_schedule(name, "61 * * * *", "report")
+    assert refused.value.details == {"field": "cron"}
+
+
+async def test_the_async_client_manages_schedules(dev_server: DevServer) -> None:
+    name = f"client-{uuid.uuid4().hex[:10]}"
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        added = await tf.add_schedule(name, "@hourly", "report", catch_up=True)
+        assert (added.cron, added.catch_up) == ("@hourly", True)
+        assert (await tf.pause_schedule(name)).paused
+        assert (await tf.schedule(name)).paused
+        await tf.delete_schedule(name)
+        with pytest.raises(ScheduleNotFound):
+            await tf.delete_schedule(name)
 
 
 async def test_the_async_client_pauses_and_resumes_a_queue(dev_server: DevServer) -> None:

@@ -23,10 +23,12 @@ from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.postgres import (
     PostgresDeadLetterStore,
+    PostgresScheduleStore,
     PostgresWorkerRegistry,
     create_pool,
 )
@@ -39,6 +41,7 @@ from taskforge.application.ports import (
     MetricsStore,
     RateLimiter,
     ReadyQueue,
+    ScheduleStore,
     WorkerRegistry,
 )
 from taskforge.domain.job import NewJob
@@ -49,7 +52,7 @@ from tests.support import redis_from_url
 JobFactory = Callable[..., NewJob]
 WaitUntilPopping = Callable[[], Awaitable[None]]
 LimiterForWorker = Callable[[], RateLimiter]
-Stores = tuple[JobRoles, DeadLetterStore]
+Stores = tuple[JobRoles, DeadLetterStore, ScheduleStore]
 
 _ids = Uuid7Source()
 
@@ -85,7 +88,7 @@ def job_backend(request: pytest.FixtureRequest) -> PostgresBackend | None:
 async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     if job_backend is None:
         state = InMemoryState(SystemClock(), Uuid7Source())
-        yield InMemoryJobs(state), InMemoryDeadLetterStore(state)
+        yield InMemoryJobs(state), InMemoryDeadLetterStore(state), InMemoryScheduleStore(state)
         return
     # Several connections, so concurrent calls in a test really race inside Postgres.
     pool = await create_pool(
@@ -96,8 +99,8 @@ async def stores(job_backend: PostgresBackend | None) -> AsyncIterator[Stores]:
     )
     try:
         async with pool.acquire() as conn:
-            await conn.execute("TRUNCATE jobs, dead_letters, queues, workers")
-        yield PostgresJobs(pool), PostgresDeadLetterStore(pool)
+            await conn.execute("TRUNCATE jobs, dead_letters, queues, workers, schedules")
+        yield PostgresJobs(pool), PostgresDeadLetterStore(pool), PostgresScheduleStore(pool)
     finally:
         await pool.close()
 
@@ -126,6 +129,11 @@ def jobs(stores: Stores) -> JobRoles:
 @pytest.fixture
 def dead_letters(stores: Stores) -> DeadLetterStore:
     return stores[1]
+
+
+@pytest.fixture
+def schedules(stores: Stores) -> ScheduleStore:
+    return stores[2]
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ async def _empty_tables(dsn: str) -> None:
 
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("TRUNCATE jobs, dead_letters, queues, workers")
+        await conn.execute("TRUNCATE jobs, dead_letters, queues, workers, schedules")
     finally:
         await conn.close()
 

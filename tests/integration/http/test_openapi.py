@@ -35,6 +35,12 @@ SPEC_OPERATIONS = {
     ("get", "/queues"),  # beyond the spec: queues with their pause
     ("post", "/queues/{queue_name}/pause"),
     ("post", "/queues/{queue_name}/resume"),
+    ("post", "/schedules"),  # beyond the spec: periodic jobs
+    ("get", "/schedules"),
+    ("get", "/schedules/{name}"),
+    ("delete", "/schedules/{name}"),
+    ("post", "/schedules/{name}/pause"),
+    ("post", "/schedules/{name}/resume"),
     ("get", "/workers"),  # beyond the spec: the worker registry
 }
 ERROR_REF = "#/components/schemas/ErrorOut"
@@ -112,6 +118,10 @@ async def test_no_framework_error_shape_is_left_in_the_document(
         (("post", "/dlq/{job_id}/replay"), {"400", "401", "404", "409"}),
         (("get", "/dlq/{job_id}"), {"400", "401", "404"}),
         (("get", "/readyz"), {"503"}),
+        (("post", "/schedules"), {"200", "201", "400", "401", "413", "415"}),
+        (("get", "/schedules/{name}"), {"400", "401", "404"}),
+        (("delete", "/schedules/{name}"), {"204", "400", "404"}),
+        (("post", "/schedules/{name}/pause"), {"400", "404"}),
     ],
 )
 async def test_each_route_documents_the_errors_it_can_give(

@@ -21,7 +21,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, checks
 from schemathesis.schemas import BaseSchema
 
+from taskforge.adapters.cron import CronsimCalendar
 from taskforge.application.handlers import HandlerRegistry
+from taskforge.domain.errors import ValidationError
+from taskforge.domain.schedule import validate_timezone
 from taskforge.domain.validation import EARLIEST_DUE_AT, LATEST_DUE_AT
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend, make_container
@@ -45,9 +48,14 @@ def stated_in_words_only(case: Case[Any]) -> str | None:
     """Which rule of the document's descriptions the request's body breaks, among those JSON
     Schema cannot express: maxDelay >= initialDelay (default 1), maxAttempts written as a
     whole number (10, not 10.0), a printable idempotencyKey and uniqueKey (str.isprintable), no NUL
-    anywhere in a payload, a runAt inside its range once its offset is applied. None when
-    it breaks none."""
+    anywhere in a payload, a runAt inside its range once its offset is applied; for a
+    schedule, a cron expression that reads and fires and a known time zone. None when it
+    breaks none."""
     body: object = case.body
+    if case.path == "/schedules" and isinstance(body, dict):
+        for field, check in (("cron", _cron_reads), ("timezone", _zone_known)):
+            if isinstance(value := body.get(field), str) and not check(value):
+                return f"{field} readable"
     jobs: object = (
         body.get("jobs") if isinstance(body, dict) and case.path == "/jobs/batch" else [body]
     )
@@ -80,6 +88,22 @@ def _number(value: object, default: float | None = None) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def _cron_reads(cron: str) -> bool:
+    try:
+        CronsimCalendar().check(cron)
+    except ValidationError:
+        return False
+    return True
+
+
+def _zone_known(timezone: str) -> bool:
+    try:
+        validate_timezone(timezone)
+    except ValidationError:
+        return False
+    return True
 
 
 def _inside_range(raw: str) -> bool:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,18 @@ class Stack:
 
     def start_in(self, cwd: Path | None, role: str, *args: str, **env: str) -> Process:
         """`start` with `cwd` as the process's current directory."""
+        return self.start_via((), cwd, role, *args, **env)
+
+    def start_via(
+        self, wrapper: Sequence[str], cwd: Path | None, role: str, *args: str, **env: str
+    ) -> Process:
+        """`start_in`, the command run by way of `wrapper` (as `ip netns exec <namespace>`,
+        which execs it: the process keeps the pid)."""
         name = f"{role}-{len(self.processes)}"
         log = self.logs / f"{name}.log"
         stdout = self.logs / f"{name}.out" if self.separate_stdout else None
         popen = subprocess.Popen(
-            [TASKFORGE, role, *args],
+            [*wrapper, TASKFORGE, role, *args],
             cwd=cwd,
             env={**self.env, **env},
             stdout=stdout.open("wb") if stdout else log.open("wb"),

@@ -1,0 +1,72 @@
+"""CronCalendar on cronsim: cron expressions read in IANA time zones (zoneinfo).
+
+cronsim follows Debian cron on daylight-saving changes: a daily or weekly time that falls
+in the spring gap fires at the first instant after it (02:30 -> 03:00), one that happens
+twice in autumn fires once (the first time); expressions firing every hour or more often
+keep firing on real instants.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim, CronSimError
+
+from taskforge.domain.errors import ValidationError
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""The named expressions cron itself knows, in their five-field form."""
+
+FIELDS = 5
+_JUST_AFTER = timedelta(microseconds=1)
+
+
+def expand(cron: str) -> str:
+    return MACROS.get(cron.strip().lower(), cron)
+
+
+@lru_cache(maxsize=256)
+def _zone(timezone: str) -> ZoneInfo:
+    return ZoneInfo(timezone)
+
+
+class CronsimCalendar:
+    """CronCalendar: five-field expressions (minute hour day-of-month month day-of-week,
+    with ranges, steps, names, `L` and `#`) and the @-macros."""
+
+    def check(self, cron: str) -> None:
+        expression = expand(cron)
+        if len(expression.split()) != FIELDS:
+            raise ValidationError(
+                "cron",
+                "must have 5 fields (minute hour day-of-month month day-of-week) "
+                f"or be one of {', '.join(MACROS)}",
+            )
+        try:
+            next(CronSim(expression, datetime.now(UTC)))
+        except CronSimError as exc:
+            raise ValidationError("cron", f"invalid cron expression: {exc}") from None
+        except StopIteration:
+            raise ValidationError("cron", "the expression never fires") from None
+
+    def next_after(self, cron: str, timezone: str, moment: datetime) -> datetime:
+        local = moment.astimezone(_zone(timezone))
+        return next(CronSim(expand(cron), local)).astimezone(UTC)
+
+    def latest_at_or_before(self, cron: str, timezone: str, moment: datetime) -> datetime | None:
+        # cronsim walks back from strictly before its start: start just after `moment`.
+        local = (moment + _JUST_AFTER).astimezone(_zone(timezone))
+        try:
+            return next(CronSim(expand(cron), local, reverse=True)).astimezone(UTC)
+        except StopIteration:
+            return None

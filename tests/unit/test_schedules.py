@@ -1,0 +1,338 @@
+"""Periodic jobs on the in-memory backend with a manual clock: which ticks fire (daylight
+saving changes, outages, catch-up, pauses), the scheduler's tick publishing them, and
+schedules declared in code."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskforge.adapters.cron import CronsimCalendar
+from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
+from taskforge.adapters.memory.schedule_store import InMemoryScheduleStore
+from taskforge.adapters.memory.state import InMemoryState
+from taskforge.adapters.system import Uuid7Source
+from taskforge.application.handlers import HandlerRegistry, JobContext
+from taskforge.application.periodic import (
+    DeclarationError,
+    ScheduleDeclarations,
+    default_schedules,
+    periodic,
+    schedule,
+)
+from taskforge.application.ports import ListFilter
+from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
+from taskforge.application.schedules import FireSchedules, ResumeSchedule, SaveSchedule
+from taskforge.domain.errors import Unavailable, ValidationError
+from taskforge.domain.job import NewJob
+from taskforge.domain.schedule import ScheduleSource, build_schedule_definition, tick_key
+from taskforge.domain.validation import Page
+from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.runtime import HandlerModuleError, declared_schedules
+from taskforge.sdk import task
+from tests.clock import ManualClock
+from tests.job_stores import InMemoryJobs
+
+CALENDAR = CronsimCalendar()
+NEW_YEAR = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+class Periodic:
+    """Schedules over an in-memory backend whose clock starts at `start`, fired as the
+    scheduler fires them."""
+
+    def __init__(self, start: datetime = NEW_YEAR, max_catch_up: int = 100) -> None:
+        self.clock = ManualClock(start)
+        self.ids = Uuid7Source()
+        self.state = InMemoryState(self.clock, self.ids)
+        self.jobs = InMemoryJobs(self.state)
+        self.ready_queue = InMemoryReadyQueue()
+        self.store = InMemoryScheduleStore(self.state)
+        self.save = SaveSchedule(self.store, CALENDAR, self.clock)
+        self.fire = FireSchedules(self.store, CALENDAR, self.ids, max_catch_up)
+
+    async def add(self, cron: str, timezone: str = "UTC", **fields: object) -> str:
+        definition = build_schedule_definition(
+            name="nightly",
+            cron=cron,
+            timezone=timezone,
+            job_type="report",
+            queue="jobs:ready",
+            **fields,  # type: ignore[arg-type]
+        )
+        await self.save(definition)
+        return definition.name
+
+    async def run_until(self, end: datetime, step: timedelta = timedelta(minutes=5)) -> None:
+        """Fire due schedules every `step` until `end`, as a scheduler would."""
+        while self.clock.now() < end:
+            self.clock.advance(step.total_seconds())
+            await self.fire(100)
+
+    async def fired(self) -> list[str]:
+        jobs, _ = await self.jobs.find(ListFilter(), Page(limit=200))
+        return sorted(job.idempotency_key or "" for job in jobs)
+
+
+@pytest.fixture
+def periodic_jobs() -> Periodic:
+    return Periodic()
+
+
+# Europe/Berlin moves from +01:00 to +02:00 at 02:00 local on 2026-03-29 (02:00-03:00 does
+# not exist) and back at 03:00 local on 2026-10-25 (02:00-03:00 happens twice).
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        # spring: the day before at 01:30 UTC, the change day at 03:00 CEST (the first
+        # instant after the missing 02:30), the day after at 00:30 UTC
+        (
+            utc(2026, 3, 27, 12),
+            utc(2026, 3, 30, 12),
+            [utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)],
+        ),
+        # autumn: 02:30 happens at 00:30 and at 01:30 UTC on the change day; it fires once
+        (
+            utc(2026, 10, 23, 12),
+            utc(2026, 10, 26, 12),
+            [utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)],
+        ),
+    ],
+    ids=["spring-forward", "fall-back"],
+)
+async def test_a_daily_0230_berlin_job_fires_once_on_each_day_across_dst_changes(
+    start: datetime, end: datetime, expected: list[datetime]
+) -> None:
+    periodic_jobs = Periodic(start)
+    name = await periodic_jobs.add("30 2 * * *", "Europe/Berlin")
+
+    await periodic_jobs.run_until(end)
+
+    assert await periodic_jobs.fired() == [tick_key(name, tick) for tick in expected]
+
+
+async def test_an_hourly_job_fires_on_both_repeated_hours_of_the_autumn_change() -> None:
+    periodic_jobs = Periodic(utc(2026, 10, 24, 23, 45))
+    name = await periodic_jobs.add("30 * * * *", "Europe/Berlin")
+
+    await periodic_jobs.run_until(utc(2026, 10, 25, 2, 0), step=timedelta(minutes=1))
+
+    # 02:30 CEST, then 02:30 CET an hour later: two real instants, both fire
+    ticks = [utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 30)]
+    assert await periodic_jobs.fired() == [tick_key(name, tick) for tick in ticks]
+
+
+async def test_ticks_missed_while_no_scheduler_ran_fire_only_the_most_recent_one(
+    periodic_jobs: Periodic,
+) -> None:
+    name = await periodic_jobs.add("*/5 * * * *")
+    periodic_jobs.clock.advance(3600 + 60)  # an hour and a minute without any scheduler
+
+    await periodic_jobs.fire(100)
+
+    assert await periodic_jobs.fired() == [tick_key(name, utc(2026, 1, 1, 1, 0))]
+    stored = await periodic_jobs.store.get(name)
+    assert stored is not None and stored.next_fire_at == utc(2026, 1, 1, 1, 5)
+
+
+async def test_a_catching_up_schedule_fires_every_missed_tick_a_batch_per_pass() -> None:
+    periodic_jobs = Periodic(max_catch_up=5)
+    name = await periodic_jobs.add("*/5 * * * *", catch_up=True)
+    periodic_jobs.clock.advance(3600 + 60)
+
+    first_pass = await periodic_jobs.fire(100)
+    await periodic_jobs.fire(100)
+    await periodic_jobs.fire(100)
+
+    expected = [tick_key(name, utc(2026, 1, 1, 0, 5) + timedelta(minutes=5 * n)) for n in range(12)]
+    assert first_pass == (1, 5)
+    assert await periodic_jobs.fired() == sorted(expected)
+
+
+async def test_resuming_skips_the_ticks_of_the_pause_even_when_catching_up(
+    periodic_jobs: Periodic,
+) -> None:
+    name = await periodic_jobs.add("*/5 * * * *", catch_up=True)
+    await periodic_jobs.store.pause(name)
+    await periodic_jobs.run_until(utc(2026, 1, 1, 1, 2), step=timedelta(minutes=1))
+    assert await periodic_jobs.fired() == []
+
+    resumed = await ResumeSchedule(periodic_jobs.store, CALENDAR, periodic_jobs.clock)(name)
+    await periodic_jobs.run_until(utc(2026, 1, 1, 1, 10))
+
+    assert resumed.next_fire_at == utc(2026, 1, 1, 1, 5)
+    assert await periodic_jobs.fired() == [
+        tick_key(name, utc(2026, 1, 1, 1, 5)),
+        tick_key(name, utc(2026, 1, 1, 1, 10)),
+    ]
+
+
+async def test_the_scheduler_tick_publishes_a_fired_job_in_the_same_tick(
+    periodic_jobs: Periodic,
+) -> None:
+    await periodic_jobs.add("* * * * *")
+    tick = SchedulerTick(
+        periodic_jobs.jobs,
+        periodic_jobs.ready_queue,
+        SchedulerSettings(batch_size=100),
+        fire_schedules=periodic_jobs.fire,
+    )
+    periodic_jobs.clock.advance(60)
+
+    report = await tick()
+
+    jobs, _ = await periodic_jobs.jobs.find(ListFilter(), Page())
+    hints = await periodic_jobs.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert report.fired == 1
+    assert [hint.job_id for hint in hints] == [job.id for job in jobs]
+
+
+async def test_a_bad_cron_expression_is_a_validation_error_naming_cron(
+    periodic_jobs: Periodic,
+) -> None:
+    for cron in ("61 * * * *", "* * *", "0 0 30 2 *", "@reboot", "* * * * * *"):
+        with pytest.raises(ValidationError) as caught:
+            await periodic_jobs.add(cron)
+        assert caught.value.field == "cron", cron
+
+
+def test_an_unknown_time_zone_is_a_validation_error_naming_timezone() -> None:
+    with pytest.raises(ValidationError) as caught:
+        build_schedule_definition(
+            name="n", cron="* * * * *", job_type="t", queue="q", timezone="Mars/Olympus"
+        )
+    assert caught.value.field == "timezone"
+
+
+def test_macros_read_as_their_cron_expressions() -> None:
+    assert CALENDAR.next_after("@daily", "UTC", utc(2026, 1, 1, 5)) == utc(2026, 1, 2)
+    assert CALENDAR.next_after("@hourly", "UTC", utc(2026, 1, 1, 5)) == utc(2026, 1, 1, 6)
+
+
+@pytest.fixture
+def declarations() -> Iterator[ScheduleDeclarations]:
+    """The process-wide declarations, emptied after the test."""
+    yield default_schedules
+    default_schedules.clear()
+
+
+def test_periodic_takes_the_job_type_its_handler_is_registered_for(
+    declarations: ScheduleDeclarations,
+) -> None:
+    handlers = HandlerRegistry()
+
+    @periodic("*/5 * * * *", timezone="Europe/Berlin", payload={"a": 1}, max_attempts=2)
+    @handlers.handler("refresh")
+    async def refresh(ctx: JobContext) -> None:
+        return None
+
+    schedule("nightly", "30 2 * * *", "report", {"kind": "daily"}, queue="reports")
+
+    [refreshing, nightly] = declarations.definitions("jobs:ready", 0.0, handlers)
+    assert (refreshing.name, refreshing.job_type, refreshing.queue) == (
+        "refresh",
+        "refresh",
+        "jobs:ready",
+    )
+    assert refreshing.policy.max_attempts == 2 and refreshing.payload == {"a": 1}
+    assert refreshing.source is ScheduleSource.CODE
+    assert (nightly.job_type, nightly.queue, nightly.payload) == (
+        "report",
+        "reports",
+        {"kind": "daily"},
+    )
+
+
+def test_periodic_on_a_function_that_is_no_handler_is_refused_at_start(
+    declarations: ScheduleDeclarations,
+) -> None:
+    @periodic("* * * * *")
+    def orphan(ctx: JobContext) -> None:
+        return None
+
+    with pytest.raises(DeclarationError, match="orphan"):
+        declarations.definitions("jobs:ready", 0.0, HandlerRegistry())
+
+
+def test_a_bad_declaration_stops_the_start_with_one_line_naming_it(
+    declarations: ScheduleDeclarations,
+) -> None:
+    schedule("broken", "61 * * * *", "report")
+
+    with pytest.raises(HandlerModuleError, match="schedule 'broken' declared in code: cron"):
+        declared_schedules(Settings(), HandlerRegistry())
+
+
+def test_an_unknown_policy_option_is_refused_where_it_is_declared(
+    declarations: ScheduleDeclarations,
+) -> None:
+    with pytest.raises(TypeError, match="priorty"):
+        schedule("typo", "* * * * *", "report", priorty=1)
+
+
+async def test_a_schedule_whose_times_cannot_be_computed_holds_up_no_other(
+    periodic_jobs: Periodic,
+) -> None:
+    name = await periodic_jobs.add("* * * * *")
+    stored = periodic_jobs.state.schedules[name]
+    broken = dataclasses.replace(
+        stored,
+        definition=dataclasses.replace(stored.definition, name="broken", timezone="Gone/Zone"),
+    )
+    periodic_jobs.state.schedules["broken"] = broken
+    periodic_jobs.clock.advance(60)
+
+    handled, made = await periodic_jobs.fire(100)
+
+    assert (handled, made) == (2, 1)
+    assert await periodic_jobs.fired() == [tick_key(name, utc(2026, 1, 1, 0, 1))]
+    retried = await periodic_jobs.store.get("broken")
+    assert retried is not None
+    assert retried.next_fire_at == periodic_jobs.clock.now() + timedelta(minutes=1)
+
+
+async def test_a_failure_to_fire_schedules_leaves_the_other_sweeps_running(
+    periodic_jobs: Periodic,
+) -> None:
+    async def unavailable(limit: int) -> tuple[int, int]:
+        raise Unavailable("postgres", "connection refused")
+
+    job, _ = await periodic_jobs.jobs.add(
+        NewJob(id=periodic_jobs.ids.new_id(), queue="jobs:ready", job_type="report", delay=1)
+    )
+    tick = SchedulerTick(
+        periodic_jobs.jobs,
+        periodic_jobs.ready_queue,
+        SchedulerSettings(batch_size=100),
+        fire_schedules=unavailable,  # type: ignore[arg-type]
+    )
+    periodic_jobs.clock.advance(2)
+
+    report = await tick()
+
+    assert (report.fired, report.republished) == (0, 1)
+    hints = await periodic_jobs.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [job.id]
+
+
+def test_periodic_on_a_typed_task_takes_its_job_type_queue_and_policy(
+    declarations: ScheduleDeclarations,
+) -> None:
+    handlers = HandlerRegistry()
+
+    @periodic("0 * * * *", max_delay=60)
+    @task("prune", queue="maintenance", registry=handlers, max_attempts=5)
+    async def prune(ctx: JobContext) -> None:
+        return None
+
+    [pruning] = declarations.definitions("jobs:ready", 0.0, handlers)
+
+    assert (pruning.name, pruning.job_type, pruning.queue) == ("prune", "prune", "maintenance")
+    assert (pruning.policy.max_attempts, pruning.policy.max_delay) == (5, 60)

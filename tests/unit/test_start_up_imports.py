@@ -1,0 +1,94 @@
+"""Each process imports what its role needs: a worker or a scheduler starts without the web
+framework, the tracing SDK (tracing off) or the template engine, and `taskforge-cli` without
+the service. Checked by what a fresh interpreter has loaded, never by a clock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SERVICE_ROLES = """
+import asyncio, json, sys
+from taskforge.entrypoints.cli.service import _settings
+from taskforge.entrypoints import backends  # the Postgres and Redis providers
+from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.application.metrics_publisher import MetricsPublisher
+from taskforge.application.scheduler import SchedulerTick
+from taskforge.application.worker import Worker
+from taskforge.entrypoints.container import Backend, make_container
+from taskforge.entrypoints.runtime import load_handlers
+
+async def build() -> None:
+    settings = _settings({"tracing_enabled": False})
+    configure_logging(settings.log_level, "json")
+    container = make_container(settings, Backend.MEMORY, load_handlers((), demo=True))
+    for role in (Worker, MetricsPublisher, SchedulerTick):
+        await container.get(role)
+    await container.close()
+
+asyncio.run(build())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+CLI = "import json, sys, taskforge.cli.app; print(json.dumps(sorted(sys.modules)))"
+
+NOT_IN_A_WORKER = ("litestar", "uvicorn", "jinja2", "rich", "httpx", "opentelemetry.sdk.trace")
+NOT_IN_THE_CLI = (
+    "litestar",
+    "uvicorn",
+    "jinja2",
+    "asyncpg",
+    "redis",
+    "dishka",
+    "opentelemetry",
+    "prometheus_client",
+    "asyncio",
+    "taskforge.entrypoints",
+    "taskforge.adapters",
+)
+
+
+def _loaded(code: str) -> list[str]:
+    printed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    modules: list[str] = json.loads(printed.stdout.strip().splitlines()[-1])
+    return modules
+
+
+def _offending(modules: list[str], banned: tuple[str, ...]) -> list[str]:
+    return sorted(
+        {
+            name
+            for name in banned
+            for module in modules
+            if module == name or module.startswith(name + ".")
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def service_modules() -> list[str]:
+    return _loaded(SERVICE_ROLES)
+
+
+def test_a_worker_and_a_scheduler_start_without_web_template_or_tracing_modules(
+    service_modules: list[str],
+) -> None:
+    assert _offending(service_modules, NOT_IN_A_WORKER) == []
+
+
+def test_the_check_sees_what_a_role_loads(service_modules: list[str]) -> None:
+    # The probe really built the roles: their own modules and drivers are loaded.
+    assert _offending(service_modules, ("taskforge.application.worker", "asyncpg", "redis")) == [
+        "asyncpg",
+        "redis",
+        "taskforge.application.worker",
+    ]
+
+
+def test_the_operator_cli_starts_without_the_service_or_asyncio() -> None:
+    assert _offending(_loaded(CLI), NOT_IN_THE_CLI) == []
