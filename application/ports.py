@@ -151,8 +151,14 @@ class Sweeps(Protocol):
 
     async def prune_finished(self, older_than: float, limit: int) -> int:
         """Delete up to `limit` SUCCEEDED or CANCELLED jobs that finished more than
-        `older_than` seconds ago (oldest first), skipping rows others hold. Their
+        `older_than` seconds ago (the longest finished first), skipping rows others hold. Their
         idempotency keys are free again afterwards. Returns how many were deleted."""
+        ...
+
+    async def fold_job_counts(self) -> int:
+        """Compact what the store keeps to answer job counts (stats, list totals) cheaply,
+        without changing any count; a store that needs no compacting does nothing. Returns
+        how many entries were folded."""
         ...
 
 

@@ -111,6 +111,7 @@ class SchedulerTick:
                 for span in spans:
                     span.end()
         pruned = await self._prune(limit)
+        await self._sweeps.fold_job_counts()
         republished = len(never) + len(stale)
         full = max(
             len(promoted),

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from taskforge.bench.charts import draw_runs, save_picture
 from taskforge.bench.cpu import machine_cores
 from taskforge.bench.report import median_report, render
 from taskforge.bench.scenarios import (
@@ -201,4 +202,5 @@ def main(
         out.write_text(json.dumps(report, indent=2))
     render(report, console)
     console.print(f"written to {out}")
+    console.print(save_picture(draw_runs, report, out.with_suffix(".png")))
     return 0

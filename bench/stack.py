@@ -48,10 +48,20 @@ def peak_rss_mib(pid: int) -> float:
     return max(_own_peak_rss_mib(each) for each in (pid, *_children(pid)))
 
 
+def rss_mib(pid: int) -> float:
+    """The resident set now (VmRSS) of the process, or of the largest of its children (the
+    API's workers), in MiB; 0 where /proc is not available."""
+    return max(_status_mib(each, "VmRSS:") for each in (pid, *_children(pid)))
+
+
 def _own_peak_rss_mib(pid: int) -> float:
+    return _status_mib(pid, "VmHWM:")
+
+
+def _status_mib(pid: int, field: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

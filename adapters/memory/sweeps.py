@@ -110,7 +110,7 @@ class InMemorySweeps(InMemoryView):
                 and job.finished_at is not None
                 and job.finished_at < cutoff
             ),
-            key=lambda job: (job.created_at, job.id),
+            key=lambda job: (job.finished_at, job.id),
         )[:limit]
         for job in doomed:
             del state.jobs[job.id]
@@ -118,6 +118,9 @@ class InMemorySweeps(InMemoryView):
             if job.idempotency_key is not None:
                 state.by_idempotency_key.pop(job.idempotency_key, None)
         return len(doomed)
+
+    async def fold_job_counts(self) -> int:
+        return 0  # counts are read from the jobs themselves
 
 
 def _is_stale(published_at: datetime | None, stale_before: datetime) -> bool:

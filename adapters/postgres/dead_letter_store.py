@@ -9,9 +9,13 @@ from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import DeadLetter
 from taskforge.domain.validation import Page
 
+# A job has a dead letter exactly while it is in state DLQ (both change in one transaction),
+# so the count is the maintained count of DLQ jobs (migration 0013): cheap at any size.
+_DLQ_JOBS = "SELECT coalesce(sum(jobs), 0)::bigint AS total FROM job_counts WHERE state = 'DLQ'"
+
 FIND_DEAD_LETTERS = f"""
 SELECT matching.total, page.*
-FROM (SELECT count(*) AS total FROM dead_letters) AS matching
+FROM ({_DLQ_JOBS}) AS matching
 LEFT JOIN LATERAL (
     SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
     ORDER BY failed_at DESC, job_id DESC
@@ -21,7 +25,7 @@ LEFT JOIN LATERAL (
 
 SELECT_DEAD_LETTER = f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE job_id = $1"
 
-COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letters"
+COUNT_DEAD_LETTERS = _DLQ_JOBS
 
 
 class PostgresDeadLetterStore(PooledAdapter):

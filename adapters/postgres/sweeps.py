@@ -154,13 +154,13 @@ SELECT (SELECT count(*) FROM marked) AS marked,
        (SELECT id FROM pending ORDER BY id DESC LIMIT 1) AS last
 """
 
-# Oldest first through the (state, created_at) index: jobs created long ago are the ones
-# that finished long ago, so the scan stops after about `limit` rows.
+# Oldest first through jobs_finished_prunable (migration 0013): the scan starts at the
+# oldest finished job and stops at `limit` rows or at the first one still within retention.
 PRUNE_FINISHED = """
 WITH doomed AS (
     SELECT id FROM jobs
     WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
-    ORDER BY created_at
+    ORDER BY finished_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
@@ -168,6 +168,26 @@ WITH doomed AS (
 )
 SELECT count(*) FROM deleted
 """
+
+# Pairs with more than one row get their rows replaced by one holding the sum (none when
+# the sum is 0). Rows appended meanwhile are not in this statement's snapshot and stay.
+FOLD_JOB_COUNTS = """
+WITH pairs AS (
+    SELECT queue, state FROM job_counts GROUP BY queue, state HAVING count(*) > 1
+), folded AS (
+    DELETE FROM job_counts USING pairs
+    WHERE job_counts.queue = pairs.queue AND job_counts.state = pairs.state
+    RETURNING job_counts.queue, job_counts.state, job_counts.jobs
+), summed AS (
+    INSERT INTO job_counts (queue, state, jobs)
+    SELECT queue, state, sum(jobs) FROM folded GROUP BY queue, state HAVING sum(jobs) <> 0
+)
+SELECT count(*) FROM folded
+"""
+
+# One scheduler folds at a time: two deleting the same rows in different orders could
+# deadlock, and a second one would find nothing left to fold anyway.
+FOLD_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('taskforge:fold_job_counts'))"
 
 
 class PostgresSweeps(PooledAdapter):
@@ -220,3 +240,9 @@ class PostgresSweeps(PooledAdapter):
                     )
                     deleted += int(count)
         return deleted
+
+    async def fold_job_counts(self) -> int:
+        async with self._connection() as conn, conn.transaction():
+            if not await conn.fetchval(FOLD_LOCK):
+                return 0
+            return int(await conn.fetchval(FOLD_JOB_COUNTS))

@@ -250,6 +250,45 @@ def bench(
             validator=validators.Number(gte=1),
         ),
     ] = 1,
+    big_tables: Annotated[
+        bool,
+        Parameter(
+            help="Measure reads, sweeps, a drain and latency on an empty database, fill it "
+            "with --big-jobs jobs and --dead-letters, and measure again"
+        ),
+    ] = False,
+    big_jobs: Annotated[
+        int,
+        Parameter(
+            help="Jobs the big tables hold: 90% finished within retention, 10% delayed",
+            validator=validators.Number(gte=10),
+        ),
+    ] = 1_000_000,
+    dead_letters: Annotated[
+        int,
+        Parameter(help="Dead letters the big tables hold", validator=validators.Number(gte=0)),
+    ] = 50_000,
+    soak: Annotated[
+        str | None,
+        Parameter(
+            help="Run load at half the measured drain rate for this long (300, 90s, 15m, 1h) "
+            "with short retention, sampling memory, sizes and latency"
+        ),
+    ] = None,
+    soak_retention: Annotated[
+        float,
+        Parameter(
+            help="RETENTION_PERIOD during the soak, in seconds",
+            validator=validators.Number(gt=0),
+        ),
+    ] = 60.0,
+    soak_rate: Annotated[
+        float | None,
+        Parameter(
+            help="Jobs per second during the soak instead of half the measured drain rate",
+            validator=validators.Number(gt=0),
+        ),
+    ] = None,
     workers: Annotated[
         str,
         Parameter(
@@ -260,13 +299,22 @@ def bench(
 ) -> None:
     """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
 
+    Besides the JSON report it writes a PNG next to it (with the `bench` extra installed).
+
     Example: POSTGRES_DSN=postgresql://postgres@localhost/postgres taskforge bench --quick
     """
     from pathlib import Path
 
-    from taskforge.bench.run import main as bench_main
     from taskforge.bench.run import parse_worker_counts
 
+    if soak is not None:
+        from taskforge.bench.soak import SoakSettings, parse_duration
+        from taskforge.bench.soak import main as soak_main
+
+        try:
+            duration = parse_duration(soak)
+        except ValueError as exc:
+            raise ConfigError("--soak", soak, str(exc)) from None
     try:
         worker_counts = parse_worker_counts(workers)
     except ValueError as exc:
@@ -274,6 +322,20 @@ def bench(
         raise SystemExit(2) from None
     settings = _settings({})
     settings.require_postgres("bench")
+    if soak is not None:
+        soak_settings = SoakSettings(duration=duration, retention=soak_retention, rate=soak_rate)
+        if quick:
+            soak_settings = soak_settings.quick()
+        raise SystemExit(soak_main(settings, soak_settings, Path(out)))
+    if big_tables:
+        from taskforge.bench.scale import ScaleSizes
+        from taskforge.bench.scale import main as scale_main
+
+        sizes = ScaleSizes(jobs=big_jobs, dead_letters=dead_letters)
+        raise SystemExit(scale_main(settings, sizes.quick() if quick else sizes, Path(out)))
+
+    from taskforge.bench.run import main as bench_main
+
     raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts))
 
 

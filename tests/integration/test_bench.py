@@ -87,3 +87,76 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
         assert row["workers_cpu_pct"] < row["machine_cpu_pct"] <= 101  # ticks are coarse
     assert report["cores"] >= 1
     assert "Drain rate by workers" in result.stdout
+
+
+def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
+    return subprocess.run(
+        [sys.executable, "-m", "taskforge.entrypoints.cli.service", "bench", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_big_tables_bench_at_a_tiny_size_times_every_read_and_sweep_before_and_after(
+    postgres_admin_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "big.json"
+
+    result = _bench(
+        postgres_admin_dsn,
+        redis_url,
+        *("--big-tables", "--quick", "--big-jobs", "200", "--dead-letters", "20"),
+        *("--out", str(out)),
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["stored"]["dead_letters"] == 20
+    # 200 filled, 20 dead-lettered, and each phase's drain and latency jobs (+1 warm-up)
+    measured = 2 * (report["sizes"]["drain"] + 100 + 1)
+    assert report["stored"]["jobs"] == 200 + 20 + measured
+    for side in ("empty", "big"):
+        timings = report[side]["timings"]
+        assert {"GET /stats", "GET /metrics", "GET /dlq?limit=50", "sweep prune_finished"} <= set(
+            timings
+        )
+        assert all(0 < t["p50_ms"] <= t["p99_ms"] for t in timings.values())
+        assert report[side]["drain"]["jobs_per_second"] > 0
+        assert len(report[side]["start_latency_ms"]) == 100
+    assert report["verdicts"]["drain_time_ratio"] > 0
+    plans = out.with_suffix(".explain.txt").read_text()
+    assert "-- sweep: prune finished" in plans
+    assert "jobs_finished_prunable" in plans  # retention walks its own index
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_short_soak_samples_every_process_table_and_redis_and_draws_them(
+    postgres_admin_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "soak.json"
+
+    result = _bench(
+        postgres_admin_dsn,
+        redis_url,
+        *("--soak", "4s", "--quick", "--soak-rate", "50", "--soak-retention", "1"),
+        *("--out", str(out)),
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    samples = report["samples"]
+    assert len(samples) >= 3
+    for sample in samples:
+        assert set(sample["rss_mib"]) == {"api", "worker", "scheduler"}
+        assert all(mib > 0 for mib in sample["rss_mib"].values())
+        assert sample["table_bytes"]["jobs"] > 0
+        assert sample["redis_used_bytes"] > 0
+        assert sample["errors"] == 0
+    assert sum(sample["finished_per_second"] for sample in samples) > 0
+    assert report["start_latency_ms"]["jobs"] > 0
+    assert report["verdicts"]["zero_errors"] is True
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")

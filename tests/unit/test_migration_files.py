@@ -30,6 +30,9 @@ SHIPPED = {
     "0012_dead_letter_groups.sql": (
         "17e3736a36e0f75d76552a576b2cd35dd3b7974461d14219ce2674cd1369913a"
     ),
+    "0013_job_counts_and_pruning_index.sql": (
+        "e849c3c60872726a74f094fedbe76845041e33f39c090a3288f65bb3df6d7c4d"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

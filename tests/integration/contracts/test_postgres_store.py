@@ -17,7 +17,7 @@ from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
 from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
-from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED
+from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
 from taskforge.adapters.system import Uuid7Source
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
@@ -58,6 +58,7 @@ async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.execute("DELETE FROM jobs WHERE queue = 'trigger-probe'")
+        await conn.execute("DELETE FROM job_counts WHERE queue = 'trigger-probe'")
         await conn.close()
 
 
@@ -268,3 +269,47 @@ async def test_a_large_backlog_is_claimed_and_published_through_the_priority_ind
     assert "jobs_pending_unpublished_by_priority_due" in sweep, sweep
     for plan in (claim, sweep):
         assert "Sort Key: jobs.priority" not in plan, plan  # no sort of the whole backlog
+
+
+COUNT_PROBE_JOBS = """
+SELECT state, count(*) AS jobs FROM jobs WHERE queue = 'trigger-probe' GROUP BY state
+"""
+MAINTAINED_PROBE_COUNTS = """
+SELECT state, sum(jobs) AS jobs FROM job_counts WHERE queue = 'trigger-probe'
+GROUP BY state HAVING sum(jobs) <> 0
+"""
+
+
+async def test_maintained_job_counts_match_the_table_through_moves_deletes_and_folding(
+    connection: asyncpg.Connection,
+) -> None:
+    async def counted() -> dict[str, int]:
+        return {row["state"]: row["jobs"] for row in await connection.fetch(COUNT_PROBE_JOBS)}
+
+    async def maintained() -> dict[str, int]:
+        rows = await connection.fetch(MAINTAINED_PROBE_COUNTS)
+        return {row["state"]: row["jobs"] for row in rows}
+
+    ids = [uuid4() for _ in range(6)]
+    for job_id in ids:
+        await connection.execute(INSERT_IN_STATE, job_id, "PENDING")
+    for job_id in ids[:4]:
+        await connection.execute(MOVE_TO_STATE, job_id, "RUNNING")
+    await connection.execute(MOVE_TO_STATE, ids[0], "SUCCEEDED")
+    await connection.execute(MOVE_TO_STATE, ids[1], "DLQ")
+    await connection.execute("UPDATE jobs SET updated_at = now() WHERE id = $1", ids[2])
+    await connection.execute("DELETE FROM jobs WHERE id = $1", ids[5])
+    before_folding = await maintained()
+
+    async with connection.transaction():
+        assert await connection.fetchval(FOLD_LOCK)
+        assert await connection.fetchval(FOLD_JOB_COUNTS) > 0
+    rows_per_state = await connection.fetch(
+        "SELECT state, count(*) AS n FROM job_counts WHERE queue = 'trigger-probe' GROUP BY state"
+    )
+
+    assert (
+        before_folding == await counted() == {"PENDING": 1, "RUNNING": 2, "SUCCEEDED": 1, "DLQ": 1}
+    )
+    assert await maintained() == await counted()
+    assert all(row["n"] == 1 for row in rows_per_state)

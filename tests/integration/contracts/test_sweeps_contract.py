@@ -313,6 +313,40 @@ async def test_prune_finished_keeps_recent_jobs_and_respects_its_limit(
     assert await jobs.prune_finished(0.1, 2) == 1
 
 
+async def test_prune_finished_deletes_the_longest_finished_first(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    created_first, _ = await jobs.add(new_job())
+    created_second = await finished_job(jobs, new_job)
+    [claimed] = await jobs.claim([created_first.id], "worker-1")
+    await jobs.settle([Succeeded(lease=lease_of(claimed))])
+    await asyncio.sleep(0.2)
+
+    assert await jobs.prune_finished(0.1, 1) == 1
+
+    assert await jobs.get(created_second.id) is None  # it finished first
+    assert await jobs.get(created_first.id) is not None
+
+
+async def test_folding_job_counts_changes_no_count(jobs: JobRoles, new_job: JobFactory) -> None:
+    done = await finished_job(jobs, new_job)
+    await jobs.add(new_job())
+    dead, _ = await jobs.add(new_job())
+    await jobs.dead_letter(dead.id, None)
+    before = await jobs.stats()
+
+    await jobs.fold_job_counts()
+    await jobs.fold_job_counts()  # nothing left to fold
+
+    assert await jobs.stats() == before
+    [queue] = [entry for entry in before if entry.queue == done.queue]
+    assert {state: n for state, n in queue.counts.items() if n} == {
+        JobState.SUCCEEDED: 1,
+        JobState.PENDING: 1,
+        JobState.DLQ: 1,
+    }
+
+
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
