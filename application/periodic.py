@@ -43,6 +43,7 @@ POLICY_OPTIONS = frozenset(
         "jitter",
         "visibility_timeout",
         "timeout",
+        "priority",
     }
 )
 """The job policy options a declaration takes, as `POST /jobs` names them in snake_case."""
@@ -163,7 +164,8 @@ def periodic(
     UTC), above `@taskforge.handler` or `@taskforge.task` (or below: the type is looked up
     when a process starts). `name` defaults to the job type, `queue` to the one the type
     was registered with, else QUEUE_NAME; `policy` takes the job options of `POST /jobs`
-    (max_attempts, initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout)."""
+    (max_attempts, initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout,
+    priority: 0 highest to 9, default 5)."""
 
     def declare(handler: F) -> F:
         default_schedules.add(
@@ -196,7 +198,8 @@ def schedule(
     **policy: Any,
 ) -> None:
     """Declare schedule `name`: a `job_type` job with `payload` on `queue` (default
-    QUEUE_NAME) at every tick of `cron` in `timezone` (default UTC)."""
+    QUEUE_NAME) at every tick of `cron` in `timezone` (default UTC); `policy` takes the job
+    options of `periodic` (`priority` among them)."""
     default_schedules.add(
         Declaration(
             cron=cron,

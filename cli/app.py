@@ -799,6 +799,10 @@ def schedules_add(
         float | None,
         Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
     ] = None,
+    priority: Annotated[
+        int | None,
+        Parameter(help="Each tick's job's priority: 0 (claimed first) to 9 (last); default 5."),
+    ] = None,
     session: SessionParam,
 ) -> None:
     r"""Add a schedule, or replace the one with this name (it keeps its pause).
@@ -819,6 +823,7 @@ def schedules_add(
         "jitter": jitter,
         "visibility_timeout": visibility_timeout,
         "timeout": timeout,
+        "priority": priority,
     }
     response = session.api.add_schedule(
         name, cron, job_type, **{key: value for key, value in options.items() if value is not None}

@@ -111,6 +111,8 @@ class ScheduleOptions(TypedDict, total=False):
     jitter: bool
     visibility_timeout: float
     timeout: float
+    priority: int
+    """Each tick's job's priority: 0 (claimed first) to 9 (claimed last); default 5."""
 
 
 _SCHEDULE_BODY_NAMES = {
@@ -125,6 +127,7 @@ _SCHEDULE_BODY_NAMES = {
     "jitter": "jitter",
     "visibility_timeout": "visibilityTimeout",
     "timeout": "timeout",
+    "priority": "priority",
 }
 
 

@@ -189,6 +189,8 @@ class Schedule:
     timeout: float
     created_at: datetime
     updated_at: datetime
+    priority: int = DEFAULT_PRIORITY
+    """The priority of each tick's job: 0 (claimed first) to 9 (claimed last)."""
 
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.job import JsonObject, NewJob, build_new_job
 from taskforge.domain.policy import RetryPolicy
-from taskforge.domain.validation import NAME_PATTERN
+from taskforge.domain.validation import DEFAULT_PRIORITY, NAME_PATTERN
 
 DEFAULT_TIMEZONE = "UTC"
 CRON_MAX = 200
@@ -58,6 +58,8 @@ class ScheduleDefinition:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     visibility_timeout: float = 30.0
     timeout: float = 0.0
+    priority: int = DEFAULT_PRIORITY
+    """The priority of every job a tick makes (0 highest, 9 lowest)."""
 
     def job_for(self, tick: datetime, job_id: UUID) -> NewJob:
         """The job of one tick: due at once, keyed by the schedule's name and the tick."""
@@ -69,6 +71,7 @@ class ScheduleDefinition:
             policy=self.policy,
             visibility_timeout=self.visibility_timeout,
             timeout=self.timeout,
+            priority=self.priority,
             idempotency_key=tick_key(self.name, tick),
         )
 
@@ -146,10 +149,11 @@ def build_schedule_definition(
     jitter: bool | None = None,
     visibility_timeout: float | None = None,
     timeout: float = 0.0,
+    priority: int | None = None,
 ) -> ScheduleDefinition:
     """A schedule from outside (the API's body, a declaration in code), each field checked
     as POST /jobs checks it: a ValidationError names the first bad one. None takes the
-    default (`timezone` UTC, `catch_up` False, the policy's as for a job)."""
+    default (`timezone` UTC, `catch_up` False, the policy's and `priority` as for a job)."""
     validate_schedule_name(name)
     template = build_new_job(
         job_id=_PLACEHOLDER_ID,
@@ -163,6 +167,7 @@ def build_schedule_definition(
         jitter=jitter,
         visibility_timeout=visibility_timeout,
         timeout=timeout,
+        priority=priority,
     )
     if catch_up is not None and not isinstance(catch_up, bool):
         raise ValidationError("catch_up", "must be true or false")
@@ -178,4 +183,5 @@ def build_schedule_definition(
         policy=template.policy,
         visibility_timeout=template.visibility_timeout,
         timeout=template.timeout,
+        priority=template.priority,
     )

@@ -67,6 +67,8 @@ class TaskDefaults(TypedDict, total=False):
     jitter: bool
     visibility_timeout: float
     timeout: float
+    priority: int
+    """0 (claimed first) to 9 (claimed last); default 5."""
 
 
 class Task(Generic[P]):

@@ -18,7 +18,7 @@ from taskforge.domain.schedule import Schedule, ScheduleDefinition, ScheduleSour
 SCHEDULE_COLUMNS = (
     "name, cron, timezone, catch_up, source, job_type, queue, payload, max_attempts, "
     "initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout, paused, "
-    "next_fire_at, last_fire_at, created_at, updated_at"
+    "next_fire_at, last_fire_at, created_at, updated_at, priority"
 )
 
 # A replaced schedule keeps its pause, its last fire and, unless its cron expression or
@@ -26,8 +26,9 @@ SCHEDULE_COLUMNS = (
 SAVE = f"""
 INSERT INTO schedules (
     name, cron, timezone, catch_up, source, job_type, queue, payload, max_attempts,
-    initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout, next_fire_at
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout, next_fire_at,
+    priority
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (name) DO UPDATE SET
     cron = EXCLUDED.cron,
     timezone = EXCLUDED.timezone,
@@ -43,6 +44,7 @@ ON CONFLICT (name) DO UPDATE SET
     jitter = EXCLUDED.jitter,
     visibility_timeout = EXCLUDED.visibility_timeout,
     timeout = EXCLUDED.timeout,
+    priority = EXCLUDED.priority,
     next_fire_at = CASE
         WHEN (schedules.cron, schedules.timezone) = (EXCLUDED.cron, EXCLUDED.timezone)
         THEN schedules.next_fire_at
@@ -109,6 +111,7 @@ class PostgresScheduleStore(PooledAdapter):
                 definition.visibility_timeout,
                 definition.timeout,
                 next_fire_at,
+                definition.priority,
             )
         assert row is not None  # an upsert always returns its row
         return schedule_from_row(row), bool(row["created"])
@@ -183,6 +186,7 @@ def schedule_from_row(row: asyncpg.Record) -> Schedule:
             ),
             visibility_timeout=row["visibility_timeout"],
             timeout=row["timeout"],
+            priority=row["priority"],
         ),
         paused=row["paused"],
         next_fire_at=row["next_fire_at"],

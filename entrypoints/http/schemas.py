@@ -612,6 +612,9 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_
         | None
     ) = None
     timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    priority: Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None = (
+        None
+    )
 
     def to_definition(self, default_queue: str, default_timeout: float) -> ScheduleDefinition:
         """Every field checked but the cron expression's meaning (the calendar reads it);
@@ -633,6 +636,7 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_
                 jitter=self.jitter,
                 visibility_timeout=self.visibility_timeout,
                 timeout=_pick(self.timeout, default_timeout),
+                priority=self.priority,
             )
         except ValidationError as exc:
             raise in_api_names(exc) from None
@@ -671,6 +675,7 @@ class ScheduleOut(msgspec.Struct, rename="camel", kw_only=True):
     jitter: bool
     visibility_timeout: float
     timeout: float
+    priority: int
     created_at: datetime
     updated_at: datetime
 
@@ -697,6 +702,7 @@ class ScheduleOut(msgspec.Struct, rename="camel", kw_only=True):
             jitter=policy.jitter,
             visibility_timeout=definition.visibility_timeout,
             timeout=definition.timeout,
+            priority=definition.priority,
             created_at=schedule.created_at,
             updated_at=schedule.updated_at,
         )

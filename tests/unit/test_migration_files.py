@@ -33,6 +33,9 @@ SHIPPED = {
     "0013_job_counts_and_pruning_index.sql": (
         "e849c3c60872726a74f094fedbe76845041e33f39c090a3288f65bb3df6d7c4d"
     ),
+    "0014_schedule_priority.sql": (
+        "ef9bbf9fb111d9375522dc8e8d00b46ca65fdab7de06a289b368cd11356570ac"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

@@ -339,3 +339,22 @@ def test_periodic_on_a_typed_task_takes_its_job_type_queue_and_policy(
 
     assert (pruning.name, pruning.job_type, pruning.queue) == ("prune", "prune", "maintenance")
     assert (pruning.policy.max_attempts, pruning.policy.max_delay) == (5, 60)
+
+
+def test_a_periodic_priority_overrides_its_typed_task_s_and_a_bad_one_is_named(
+    declarations: ScheduleDeclarations,
+) -> None:
+    handlers = HandlerRegistry()
+
+    @periodic("0 * * * *", name="inherits")
+    @periodic("0 * * * *", name="overrides", priority=0)
+    @task("prune", registry=handlers, priority=8)
+    async def prune(ctx: JobContext) -> None:
+        return None
+
+    found = {d.name: d.priority for d in declarations.definitions("jobs:ready", 0.0, handlers)}
+    assert found == {"inherits": 8, "overrides": 0}
+    declarations.clear()
+    schedule("bad", "0 * * * *", "prune", priority=10)
+    with pytest.raises(DeclarationError, match="priority"):
+        declarations.definitions("jobs:ready", 0.0, handlers)

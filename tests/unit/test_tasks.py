@@ -127,7 +127,9 @@ def test_a_nested_field_is_named_by_its_path() -> None:
 def test_the_request_carries_the_encoded_payload_the_task_queue_and_policy() -> None:
     registry = HandlerRegistry()
 
-    @taskforge.task("email", queue="mail", registry=registry, max_attempts=5, timeout=30)
+    @taskforge.task(
+        "email", queue="mail", registry=registry, max_attempts=5, timeout=30, priority=2
+    )
     async def send_email(email: EmailStruct) -> None: ...
 
     client, sent = recording_client()
@@ -138,18 +140,21 @@ def test_the_request_carries_the_encoded_payload_the_task_queue_and_policy() -> 
     assert body["jobType"] == "email"
     assert body["payload"] == {"to": "a@b.com", "retries": 0, "address": {"city": "Oslo"}}
     assert (body["queue"], body["maxAttempts"], body["timeout"]) == ("mail", 5, 30)
+    assert body["priority"] == 2
 
 
 def test_an_enqueue_overrides_the_task_queue_and_policy() -> None:
     registry = HandlerRegistry()
 
-    @taskforge.task("email", queue="mail", registry=registry, max_attempts=5)
+    @taskforge.task("email", queue="mail", registry=registry, max_attempts=5, priority=7)
     def send_email(email: EmailDataclass) -> None: ...
 
     client, sent = recording_client()
     with client:
-        send_email.enqueue(client, EmailDataclass(to="a@b.com"), queue="urgent", max_attempts=1)
-    assert (sent[0]["queue"], sent[0]["maxAttempts"]) == ("urgent", 1)
+        send_email.enqueue(
+            client, EmailDataclass(to="a@b.com"), queue="urgent", max_attempts=1, priority=0
+        )
+    assert (sent[0]["queue"], sent[0]["maxAttempts"], sent[0]["priority"]) == ("urgent", 1, 0)
 
 
 async def test_the_async_client_is_awaited() -> None:
@@ -251,6 +256,7 @@ def test_the_handler_stays_callable_and_keeps_its_kind() -> None:
         ({"queue": "taskforge:mail"}, "queue"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"backoff": 0.5}, "backoff"),
+        ({"priority": 10}, "priority"),
     ],
 )
 def test_a_bad_declaration_is_refused_at_import_time(options: dict[str, Any], field: str) -> None:

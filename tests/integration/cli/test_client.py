@@ -936,6 +936,22 @@ def test_schedules_add_list_pause_resume_and_rm_show_the_fire_times(
     assert again.err.startswith("error: not_found: schedule")
 
 
+def test_schedules_add_takes_the_priority_of_each_ticks_job(cli: Cli, api: httpx.Client) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    added = cli(
+        "schedules", "add", name, "--cron", "@daily", "--job-type", "report",
+        "--queue", idle_queue(), "--priority", "1",
+    )  # fmt: skip
+    refused = cli(
+        "schedules", "add", name, "--cron", "@daily", "--job-type", "r", "--priority", "12"
+    )
+
+    assert added.exit_code == 0, added.err
+    assert api.get(f"/schedules/{name}").json()["priority"] == 1
+    assert refused.exit_code != 0 and "priority" in refused.err
+    cli("schedules", "rm", name)
+
+
 def test_schedules_add_refuses_a_bad_cron_expression_naming_it(cli: Cli) -> None:
     outcome = cli("schedules", "add", "bad-cron", "--cron", "61 * * * *", "--job-type", "report")
 

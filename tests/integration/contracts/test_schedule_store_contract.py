@@ -146,6 +146,22 @@ async def test_a_due_tick_makes_one_unpublished_job_keyed_by_the_schedule_and_th
     assert stored.next_fire_at == tick + timedelta(minutes=1)
 
 
+async def test_a_schedule_keeps_its_priority_and_its_ticks_jobs_carry_it(
+    schedules: ScheduleStore, jobs: JobRoles, definition: Definition, queue_name: str
+) -> None:
+    tick = minute_floor(now())
+    created, _ = await schedules.save(definition(priority=1), tick)
+    default, _ = await schedules.save(definition("plain"), now() + timedelta(hours=1))
+
+    await fire(schedules)(10)
+
+    [job] = await queue_jobs(jobs, queue_name)
+    stored = await schedules.get(created.name)
+    assert stored is not None and stored.definition.priority == 1
+    assert default.definition.priority == 5
+    assert job.priority == 1
+
+
 async def test_a_paused_schedule_never_fires(
     schedules: ScheduleStore, jobs: JobRoles, definition: Definition, queue_name: str
 ) -> None:

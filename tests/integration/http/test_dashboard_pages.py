@@ -6,10 +6,17 @@ the same pages in Chromium."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+from dishka import AsyncContainer
+
+from taskforge.application.ports import LeaseStore
+from taskforge.domain.job import Job, Lease
+from taskforge.domain.outcome import HandedBack, Snoozed
 
 from .conftest import JobFactory, assert_error
 
@@ -70,6 +77,54 @@ async def test_a_payload_with_html_is_shown_as_text(
 
     assert SCRIPT not in detail
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in detail
+
+
+def shown(page: str, label: str) -> str:
+    """The value a job page shows beside `label`."""
+    match = re.search(rf"<dt>{re.escape(label)}</dt><dd>([^<]*)</dd>", page)
+    assert match is not None, f"{label} not shown"
+    return match.group(1)
+
+
+async def test_the_jobs_list_and_a_job_page_show_its_priority(
+    client: httpx.AsyncClient, create_job: JobFactory, queue_name: str
+) -> None:
+    job = await create_job(priority=1)
+
+    listed = assert_html(await client.get(f"/ui/jobs?queue={queue_name}"), 200)
+    detail = assert_html(await client.get(f"/ui/jobs/{job['id']}"), 200)
+
+    assert "<th>Priority</th>" in listed
+    row = re.search(rf'<tr data-job="{job["id"]}">(.*?)</tr>', listed, re.S)
+    assert row is not None and '<td data-column="priority">1</td>' in row.group(1)
+    assert shown(detail, "Priority").startswith("1 ")
+
+
+async def test_a_job_page_shows_its_snoozes_hand_backs_and_unknown_type_since(
+    client: httpx.AsyncClient, create_job: JobFactory, container: AsyncContainer
+) -> None:
+    job_id = UUID(str((await create_job(jobType="from-the-next-release"))["id"]))
+    leases = await container.get(LeaseStore)
+    since = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    fresh = assert_html(await client.get(f"/ui/jobs/{job_id}"), 200)
+
+    [running] = await leases.claim([job_id], "dashboard-test")
+    await leases.settle([Snoozed(lease=_lease(running), delay=timedelta(0))])
+    [running] = await leases.claim([job_id], "dashboard-test")
+    back = HandedBack(lease=_lease(running), delay=timedelta(hours=1), unknown_type_since=since)
+    assert await leases.settle([back]) == {job_id}
+
+    detail = assert_html(await client.get(f"/ui/jobs/{job_id}"), 200)
+    assert [shown(fresh, label) for label in ("Snoozes", "Hand-backs", "Unknown type since")] == [
+        "0", "0", "",
+    ]  # fmt: skip
+    assert [shown(detail, label) for label in ("Snoozes", "Hand-backs")] == ["1", "1"]
+    assert shown(detail, "Unknown type since") == "2026-05-04 03:02:01 UTC"
+
+
+def _lease(job: Job) -> Lease:
+    assert job.lease_token is not None
+    return Lease(job_id=job.id, token=job.lease_token)
 
 
 async def test_the_dead_letter_page_groups_errors_of_one_shape(

@@ -114,6 +114,17 @@ async def test_an_unknown_schedule_is_a_404_in_the_error_shape(
     assert "missing" in error["message"]
 
 
+async def test_a_schedule_keeps_its_priority_default_5(client: httpx.AsyncClient) -> None:
+    urgent = await client.post("/schedules", json=body("urgent", priority=0))
+    plain = await client.post("/schedules", json=body("plain"))
+
+    assert (urgent.status_code, urgent.json()["priority"]) == (201, 0)
+    assert (plain.status_code, plain.json()["priority"]) == (201, 5)
+    assert (await client.get("/schedules/urgent")).json()["priority"] == 0
+    listed = (await client.get("/schedules")).json()["items"]
+    assert [item["priority"] for item in listed] == [5, 0]
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
@@ -130,6 +141,10 @@ async def test_an_unknown_schedule_is_a_404_in_the_error_shape(
         ({"maxAttempts": 0}, "maxAttempts"),
         ({"initialDelay": 10, "maxDelay": 5}, "maxDelay"),
         ({"payload": [1]}, "payload"),
+        ({"priority": 10}, "priority"),
+        ({"priority": -1}, "priority"),
+        ({"priority": "high"}, "priority"),
+        ({"priority": 1.5}, "priority"),
         ({"priorty": 1}, "priorty"),  # unknown field
     ],
 )
@@ -157,7 +172,7 @@ def handlers() -> Iterator[HandlerRegistry]:
     registry = HandlerRegistry()
     ran.clear()
 
-    @periodic("*/5 * * * *", name="every-five", payload={"kind": "periodic"})
+    @periodic("*/5 * * * *", name="every-five", payload={"kind": "periodic"}, priority=2)
     @registry.handler("report")
     async def report(ctx: JobContext) -> None:
         ran.append(ctx.payload)
@@ -172,20 +187,30 @@ async def test_a_schedule_declared_in_code_is_upserted_at_start_and_its_ticks_ru
 ) -> None:
     roles.start()
     declared = await _within(lambda: client.get("/schedules/every-five"), 200)
-    assert declared["source"] == "code"
+    assert (declared["source"], declared["priority"]) == ("code", 2)
     # Make a tick due now instead of waiting for the next five-minute mark: the same
     # schedule saved with an equivalent expression takes the given next fire time.
     store = await container.get(ScheduleStore)
     stored = await store.get("every-five")
     assert stored is not None
     tick = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    await store.save(dataclasses.replace(stored.definition, cron="*/1 * * * *"), tick)
+    every_minute = dataclasses.replace(stored.definition, cron="*/1 * * * *")
+    await store.save(every_minute, tick)
 
-    fired = await _within(lambda: client.get("/schedules/every-five"), 200, "previousFireAt")
+    async def fired_or_saved_again() -> httpx.Response:
+        # The worker and the scheduler each declare the schedule as they start: the one
+        # that starts last may put the five-minute expression back; then save it again.
+        response = await client.get("/schedules/every-five")
+        if response.json().get("cron") != every_minute.cron:
+            await store.save(every_minute, tick)
+        return response
+
+    fired = await _within(fired_or_saved_again, 200, "previousFireAt")
 
     jobs = (await client.get("/jobs")).json()["items"]
     [job] = [job for job in jobs if job["jobType"] == "report"]
     assert job["idempotencyKey"] == f"schedule:every-five:{fired['previousFireAt']}"
+    assert job["priority"] == 2
     await _within(lambda: client.get(f"/jobs/{job['id']}"), 200, "finishedAt")
     assert ran == [{"kind": "periodic"}]
 

@@ -38,15 +38,19 @@ def greet_task(queue: str) -> taskforge.Task[Greeting]:
     """The producer's declaration of support/taskforge_typed.py's task (the worker's
     process has its own), in a registry of its own."""
 
-    @taskforge.task("typed_greet", queue=queue, max_attempts=2, registry=HandlerRegistry())
+    @taskforge.task(
+        "typed_greet", queue=queue, max_attempts=2, priority=7, registry=HandlerRegistry()
+    )
     async def greet(greeting: Greeting, ctx: taskforge.JobContext) -> str:
         raise AssertionError("runs in the worker process")
 
     return greet
 
 
-async def enqueue_on(session: Session, task: taskforge.Task[Greeting], payload: Any) -> Job:
-    answer: Any = task.enqueue(session.conn, payload)
+async def enqueue_on(
+    session: Session, task: taskforge.Task[Greeting], payload: Any, **overrides: Any
+) -> Job:
+    answer: Any = task.enqueue(session.conn, payload, **overrides)
     if session.driver == "psycopg-sync":
         assert not inspect.isawaitable(answer), "a sync connection's enqueue is plain"
     else:
@@ -66,6 +70,19 @@ async def test_a_typed_task_is_stored_in_the_transaction_with_its_queue_and_poli
     )  # fmt: skip
     assert job.payload == {"name": "Ada", "times": 1}
     assert await stored_ids(observer, queue_name) == {job.id}
+
+
+async def test_a_typed_task_s_priority_is_stored_unless_the_enqueue_overrides_it(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    task = greet_task(queue_name)
+    declared = await enqueue_on(session, task, Greeting(name="Ada"))
+    overridden = await enqueue_on(session, task, Greeting(name="Bo"), priority=0)
+    await session.commit()
+
+    stored = await observer.fetch("SELECT id, priority FROM jobs WHERE queue = $1", queue_name)
+    assert {row["id"]: row["priority"] for row in stored} == {declared.id: 7, overridden.id: 0}
+    assert (declared.priority, overridden.priority) == (7, 0)
 
 
 async def test_a_payload_that_does_not_fit_writes_nothing(
@@ -115,9 +132,9 @@ async def test_a_client_enqueues_a_typed_task_and_nothing_is_sent_for_a_bad_one(
     async def send_email(email: Greeting) -> None: ...
 
     async with taskforge.Client(dev_server.url, token=dev_server.token) as tf:
-        job = await send_email.enqueue(tf, Greeting(name="Ada"))
-        assert (job.max_attempts, (await tf.wait(job.id, timeout=10)).state) == (
-            4, JobState.SUCCEEDED,
+        job = await send_email.enqueue(tf, Greeting(name="Ada"), priority=3)
+        assert (job.max_attempts, job.priority, (await tf.wait(job.id, timeout=10)).state) == (
+            4, 3, JobState.SUCCEEDED,
         )  # fmt: skip
         before = (await tf.list(status="PENDING")).total
         with pytest.raises(taskforge.ValidationError):
