@@ -206,7 +206,9 @@ async def time_reads(api_url: str, queue: str, repeat: int) -> list[Timing]:
     return timings
 
 
-def dashboard_paths(queue: str, job_id: str, job_type: str, error_shape: str) -> list[tuple[str, str]]:
+def dashboard_paths(
+    queue: str, job_id: str, job_type: str, error_shape: str
+) -> list[tuple[str, str]]:
     """(name, path) of the dashboard's pages measured: the overview and its live part, the
     job list unfiltered and by state, one job, the dead-letter groups and one group, the
     queues. Names hold placeholders where the path holds a stored job or group, so the
@@ -225,9 +227,7 @@ def dashboard_paths(queue: str, job_id: str, job_type: str, error_shape: str) ->
     ]
 
 
-async def time_dashboard(
-    api_url: str, pool: asyncpg.Pool, queue: str, repeat: int
-) -> list[Timing]:
+async def time_dashboard(api_url: str, pool: asyncpg.Pool, queue: str, repeat: int) -> list[Timing]:
     """Each dashboard page `repeat` times in a row, timed like the read endpoints. The job
     shown is the queue's newest (one is enqueued when the queue has none); the group is the
     one that failed last (an empty group's page when there are no dead letters)."""
