@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
@@ -202,6 +203,55 @@ async def time_reads(api_url: str, queue: str, repeat: int) -> list[Timing]:
                 (await client.get(path)).raise_for_status()
 
             timings.append(await _timed(f"GET {path}", repeat, get))
+    return timings
+
+
+def dashboard_paths(
+    queue: str, job_id: str, job_type: str, error_shape: str
+) -> list[tuple[str, str]]:
+    """(name, path) of the dashboard's pages measured: the overview and its live part, the
+    job list unfiltered and by state, one job, the dead-letter groups and one group, the
+    queues. Names hold placeholders where the path holds a stored job or group, so the
+    empty and the big side of a run line up."""
+    group = urlencode({"job_type": job_type, "error_shape": error_shape})
+    return [
+        ("GET /ui", "/ui"),
+        ("GET /ui/overview/live", "/ui/overview/live"),
+        ("GET /ui/jobs", "/ui/jobs"),
+        ("GET /ui/jobs?state=succeeded", "/ui/jobs?state=succeeded"),
+        ("GET /ui/jobs?queue=Q&state=pending", f"/ui/jobs?queue={queue}&state=pending"),
+        ("GET /ui/jobs/{id}", f"/ui/jobs/{job_id}"),
+        ("GET /ui/dlq", "/ui/dlq"),
+        ("GET /ui/dlq/group?{group}", f"/ui/dlq/group?{group}"),
+        ("GET /ui/queues", "/ui/queues"),
+    ]
+
+
+async def time_dashboard(api_url: str, pool: asyncpg.Pool, queue: str, repeat: int) -> list[Timing]:
+    """Each dashboard page `repeat` times in a row, timed like the read endpoints. The job
+    shown is the queue's newest (one is enqueued when the queue has none); the group is the
+    one that failed last (an empty group's page when there are no dead letters)."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        job_id = await pool.fetchval(
+            "SELECT id FROM jobs WHERE queue = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+            queue,
+        )
+        if job_id is None:
+            created = await client.post("/jobs", json={"jobType": "noop", "queue": queue})
+            created.raise_for_status()
+            job_id = created.json()["id"]
+        group = await pool.fetchrow(
+            "SELECT job_type, error_shape FROM dead_letters "
+            "ORDER BY failed_at DESC, job_id DESC LIMIT 1"
+        )
+        job_type, error_shape = (group["job_type"], group["error_shape"]) if group else ("noop", "")
+        timings = []
+        for name, path in dashboard_paths(queue, str(job_id), job_type, error_shape):
+
+            async def get(path: str = path) -> None:
+                (await client.get(path)).raise_for_status()
+
+            timings.append(await _timed(name, repeat, get))
     return timings
 
 

@@ -1,60 +1,56 @@
-"""The dashboard's reads on Postgres: job counts per queue that stay cheap on big tables,
-and dead letters grouped by error shape (the column migration 0012 adds)."""
+"""The dashboard's reads on Postgres: job counts per queue that stay cheap on big tables
+(the maintained counts of migration 0013), and dead letters grouped by error shape (the
+column migration 0012 adds)."""
 
 from __future__ import annotations
 
 import json
 
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
 from taskforge.adapters.postgres._rows import DEAD_LETTER_COLUMNS, dead_letter_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
+from taskforge.adapters.postgres.job_store import COUNT_BY_QUEUE_AND_STATE
 from taskforge.domain.dashboard import COUNT_COLUMNS, DeadLetterGroup, QueueJobCounts
 from taskforge.domain.job import DeadLetter
+from taskforge.domain.states import JobState
+from taskforge.domain.validation import PRIORITIES
 
-# The queues that have jobs, by a skip scan of jobs_queue_newest_first: one index probe per
-# queue instead of reading every row.
-_QUEUES = """
-WITH RECURSIVE queues(queue) AS (
-    (SELECT queue FROM jobs ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT jobs.queue FROM jobs WHERE jobs.queue > queues.queue ORDER BY 1 LIMIT 1)
-    FROM queues WHERE queues.queue IS NOT NULL
+# The PENDING jobs of a queue split by due time, counted up to $3 per call: one range of
+# jobs_pending_by_queue_priority_due per priority (queue, priority, next_run_at), so only
+# the counted entries are read, however many jobs wait on the other side of now().
+_PENDING_SIDE = """
+SELECT queues.queue, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM unnest($2::int[]) AS levels(priority)
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM jobs
+            WHERE jobs.queue = queues.queue AND jobs.state = 'PENDING'
+              AND jobs.priority = levels.priority AND jobs.next_run_at {side} now()
+            LIMIT $3
+        ) AS pending
+        LIMIT $3
+    ) AS capped
+) AS jobs
+FROM unnest($1::text[]) AS queues(queue)
+"""
+COUNT_READY = _PENDING_SIDE.format(side="<=")
+COUNT_DELAYED = _PENDING_SIDE.format(side=">")
+
+ESTIMATE_READY = (
+    "EXPLAIN (FORMAT JSON) SELECT 1 FROM jobs "
+    "WHERE queue = $1 AND state = 'PENDING' AND next_run_at <= now()"
 )
-"""
-
-
-def _capped(condition: str) -> str:
-    # Counting stops at the cap, so a queue of millions costs what one of `cap` does; each
-    # condition is the prefix of an index (jobs_queue_state_newest_first, or
-    # jobs_pending_due_by_queue for ready and delayed).
-    return f"(SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {condition} LIMIT $1) AS capped)"
-
-
-COUNT_JOBS_PER_QUEUE = f"""{_QUEUES}
-SELECT queue,
-    {_capped("jobs.queue = queues.queue AND state = 'PENDING' AND next_run_at <= now()")} AS ready,
-    {_capped("jobs.queue = queues.queue AND state = 'PENDING' AND next_run_at > now()")} AS delayed,
-    {_capped("jobs.queue = queues.queue AND state = 'RUNNING'")} AS running,
-    {_capped("jobs.queue = queues.queue AND state = 'FAILED'")} AS failed,
-    {_capped("jobs.queue = queues.queue AND state = 'DLQ'")} AS dlq,
-    {_capped("jobs.queue = queues.queue AND state = 'SUCCEEDED'")} AS succeeded,
-    {_capped("jobs.queue = queues.queue AND state = 'CANCELLED'")} AS cancelled
-FROM queues WHERE queue IS NOT NULL ORDER BY queue
-"""
-
-_ESTIMATE_CONDITIONS = {
-    "ready": "state = 'PENDING' AND next_run_at <= now()",
-    "delayed": "state = 'PENDING' AND next_run_at > now()",
-    "running": "state = 'RUNNING'",
-    "failed": "state = 'FAILED'",
-    "dlq": "state = 'DLQ'",
-    "succeeded": "state = 'SUCCEEDED'",
-    "cancelled": "state = 'CANCELLED'",
-}
-ESTIMATE_ROWS = {
-    column: f"EXPLAIN (FORMAT JSON) SELECT 1 FROM jobs WHERE queue = $1 AND {condition}"
-    for column, condition in _ESTIMATE_CONDITIONS.items()
-}
 """The planner's row estimate, from the table's statistics: no row is read."""
+
+_STATE_COLUMNS = {
+    JobState.RUNNING: "running",
+    JobState.FAILED: "failed",
+    JobState.DLQ: "dlq",
+    JobState.SUCCEEDED: "succeeded",
+    JobState.CANCELLED: "cancelled",
+}
 
 SELECT_GROUPS = """
 SELECT job_type, error_shape, count(*) AS jobs,
@@ -87,21 +83,63 @@ DELETE FROM jobs USING doomed WHERE jobs.id = doomed.job_id AND jobs.state = 'DL
 
 
 class PostgresJobCounts(PooledAdapter):
+    """Every state's count is exact: the sums of job_counts (migration 0013), which cost the
+    same for ten jobs as for ten million. Only PENDING is split further, into ready and
+    delayed, by counting one side up to the cap and taking the other as the rest; when
+    both sides pass the cap, ready is the planner's estimate and both are flagged."""
+
     async def per_queue(self, exact_up_to: int) -> list[QueueJobCounts]:
         cap = exact_up_to + 1
-        async with self._connection() as conn:
-            rows = await conn.fetch(COUNT_JOBS_PER_QUEUE, cap)
-            found = []
-            for row in rows:
-                counts = {column: int(row[column]) for column in COUNT_COLUMNS}
-                estimated = frozenset(column for column in COUNT_COLUMNS if counts[column] >= cap)
-                for column in estimated:
-                    plan = await conn.fetchval(ESTIMATE_ROWS[column], row["queue"])
-                    planned = json.loads(plan) if isinstance(plan, str) else plan
-                    # Never below what was counted: the statistics may be stale.
-                    counts[column] = max(cap, int(planned[0]["Plan"]["Plan Rows"]))
-                found.append(QueueJobCounts(queue=row["queue"], counts=counts, estimated=estimated))
-        return found
+        priorities = list(PRIORITIES)
+        async with (
+            self._connection() as conn,
+            # One snapshot: the ready count never disagrees with the pending total.
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            totals: dict[str, dict[str, int]] = {}
+            for row in await conn.fetch(COUNT_BY_QUEUE_AND_STATE):
+                counts = totals.setdefault(row["queue"], dict.fromkeys(COUNT_COLUMNS, 0))
+                state = JobState(row["state"])
+                column = _STATE_COLUMNS.get(state, "ready")  # PENDING: split below
+                counts[column] = int(row["jobs"])
+            waiting = sorted(queue for queue, counts in totals.items() if counts["ready"])
+            estimated: dict[str, frozenset[str]] = {}
+            if waiting:
+                ready = await _side(conn, COUNT_READY, waiting, priorities, cap)
+                crowded = [queue for queue in waiting if ready[queue] >= cap]
+                delayed = await _side(conn, COUNT_DELAYED, crowded, priorities, cap)
+                for queue in waiting:
+                    counts = totals[queue]
+                    pending = counts["ready"]
+                    if ready[queue] < cap:
+                        counts["ready"] = ready[queue]
+                    elif delayed[queue] < cap:
+                        counts["ready"] = pending - delayed[queue]
+                    else:
+                        plan = await conn.fetchval(ESTIMATE_READY, queue)
+                        planned = json.loads(plan) if isinstance(plan, str) else plan
+                        guess = int(planned[0]["Plan"]["Plan Rows"])
+                        # Both sides were counted past the cap: the guess stays between.
+                        counts["ready"] = min(max(cap, guess), pending - cap)
+                        estimated[queue] = frozenset({"ready", "delayed"})
+                    counts["delayed"] = pending - counts["ready"]
+        return [
+            QueueJobCounts(queue=queue, counts=counts, estimated=estimated.get(queue, frozenset()))
+            for queue, counts in sorted(totals.items())
+        ]
+
+
+async def _side(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    statement: str,
+    queues: list[str],
+    priorities: list[int],
+    cap: int,
+) -> dict[str, int]:
+    if not queues:
+        return {}
+    rows = await conn.fetch(statement, queues, priorities, cap)
+    return {row["queue"]: int(row["jobs"]) for row in rows}
 
 
 class PostgresDeadLetterGroups(PooledAdapter):

@@ -116,21 +116,37 @@ def test_big_tables_bench_at_a_tiny_size_times_every_read_and_sweep_before_and_a
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["stored"]["dead_letters"] == 20
-    # 200 filled, 20 dead-lettered, and each phase's drain and latency jobs (+1 warm-up)
+    # 200 filled, 20 dead-lettered, each phase's drain and latency jobs (+1 warm-up), and the
+    # job the empty side's job page shows
     measured = 2 * (report["sizes"]["drain"] + 100 + 1)
-    assert report["stored"]["jobs"] == 200 + 20 + measured
+    assert report["stored"]["jobs"] == 200 + 20 + measured + 1
     for side in ("empty", "big"):
         timings = report[side]["timings"]
         assert {"GET /stats", "GET /metrics", "GET /dlq?limit=50", "sweep prune_finished"} <= set(
             timings
         )
+        pages = {name for name in timings if name.startswith("GET /ui")}
+        assert pages == {
+            "GET /ui",
+            "GET /ui/overview/live",
+            "GET /ui/jobs",
+            "GET /ui/jobs?state=succeeded",
+            "GET /ui/jobs?queue=Q&state=pending",
+            "GET /ui/jobs/{id}",
+            "GET /ui/dlq",
+            "GET /ui/dlq/group?{group}",
+            "GET /ui/queues",
+        }
         assert all(0 < t["p50_ms"] <= t["p99_ms"] for t in timings.values())
         assert report[side]["drain"]["jobs_per_second"] > 0
         assert len(report[side]["start_latency_ms"]) == 100
     assert report["verdicts"]["drain_time_ratio"] > 0
+    assert "pages_under_150_ms" in report["verdicts"]
     plans = out.with_suffix(".explain.txt").read_text()
     assert "-- sweep: prune finished" in plans
     assert "jobs_finished_prunable" in plans  # retention walks its own index
+    assert "-- dashboard: ready jobs, up to 10,001" in plans
+    assert "-- dashboard: dead-letter groups" in plans
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -91,6 +91,28 @@ async def test_a_count_above_the_exact_limit_is_exact_or_flagged_as_an_estimate(
     assert entry.counts["delayed"] == 0
 
 
+async def test_many_delayed_jobs_leave_the_ready_count_exact_and_the_split_adds_up(
+    dashboard: Dashboard, new_job: JobFactory
+) -> None:
+    jobs, counts, _ = dashboard
+    await jobs.add_many([new_job(priority=priority % 10) for priority in range(5)])
+    await jobs.add_many([new_job(delay=3600.0, priority=9) for _ in range(4)])
+
+    [few_ready] = await counts.per_queue(exact_up_to=10)
+    [both_crowded] = await counts.per_queue(exact_up_to=2)
+
+    assert few_ready.estimated == frozenset()
+    assert (few_ready.counts["ready"], few_ready.counts["delayed"]) == (5, 4)
+    # Past the limit on both sides the split may be an estimate, named as one, but the
+    # pending jobs still add up: the states' counts stay exact.
+    assert both_crowded.counts["ready"] + both_crowded.counts["delayed"] == 9
+    if both_crowded.estimated:
+        assert both_crowded.estimated == {"ready", "delayed"}
+        assert min(both_crowded.counts["ready"], both_crowded.counts["delayed"]) >= 3
+    else:
+        assert (both_crowded.counts["ready"], both_crowded.counts["delayed"]) == (5, 4)
+
+
 async def test_dead_letters_whose_errors_differ_in_numbers_form_one_group(
     dashboard: Dashboard, new_job: JobFactory
 ) -> None:
