@@ -78,11 +78,15 @@ def validate_payload(payload: object) -> dict[str, Any]:
     """A JSON object (a mapping with string keys) with no NUL character in any string or key:
     Postgres cannot store NUL in text or jsonb, so it is refused here for every backend.
     Whether the values are JSON is the encoder's to say, where the job is stored."""
-    if not isinstance(payload, Mapping):
+    # A dict is checked first: it is nearly every payload, and isinstance against the
+    # Mapping ABC costs several times more (this runs twice for every job enqueued).
+    if not isinstance(payload, dict | Mapping):
         raise ValidationError("payload", "must be a JSON object")
+    if not payload:
+        return payload if isinstance(payload, dict) else {}
     if any(not isinstance(key, str) for key in payload):
         raise ValidationError("payload", "must be a JSON object (its keys strings)")
-    if payload and _holds_nul(payload):
+    if _holds_nul(payload):
         raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
     return payload if isinstance(payload, dict) else dict(payload)
 
@@ -95,7 +99,7 @@ def _holds_nul(value: Any) -> bool:
         if isinstance(item, str):
             if "\x00" in item:
                 return True
-        elif isinstance(item, Mapping):
+        elif isinstance(item, dict | Mapping):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list | tuple):

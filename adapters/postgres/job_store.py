@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -81,6 +81,17 @@ INSERT_JOB = _INSERT_FROM.format(incoming=_ONE, published_at=PUBLISHED_WHEN_DUE)
 the single row it carries (a lone client's enqueue is ~20% faster)."""
 
 INSERT_JOBS_UNPUBLISHED = _INSERT_FROM.format(incoming=_BATCH, published_at=UNPUBLISHED)
+
+_COLUMNS = """unnest(
+    $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::float8[],
+    $8::float8[], $9::float8[], $10::boolean[], $11::float8[], $12::text[],
+    $13::timestamptz[], $14::float8[], $15::float8[], $16::text[], $17::smallint[]
+) WITH ORDINALITY"""
+INSERT_JOBS_UNPUBLISHED_BY_COLUMNS = _INSERT_FROM.format(
+    incoming=_COLUMNS, published_at=UNPUBLISHED
+)
+"""A batch as one array per field (see column_parameters), for a driver with no codec for
+the job_input_v4 record type (psycopg): still one statement for the whole batch."""
 INSERT_JOB_UNPUBLISHED = _INSERT_FROM.format(incoming=_ONE, published_at=UNPUBLISHED)
 
 SELECT_JOBS_BY_IDEMPOTENCY_KEY = f"""
@@ -184,13 +195,34 @@ async def insert_jobs(
     *,
     published: bool = True,
 ) -> list[tuple[Job, bool]]:
+    """See insert_jobs_as; a created job is the Job its NewJob stores."""
+    return await insert_jobs_as(conn, jobs, _stored, attempts, published=published)
+
+
+def _stored(job: NewJob, row: asyncpg.Record) -> Job:
+    return job.stored(row["next_run_at"], row["created_at"], row["payload"])
+
+
+Created = TypeVar("Created")
+
+
+async def insert_jobs_as(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    jobs: Sequence[NewJob],
+    created_as: Callable[[NewJob, asyncpg.Record], Created],
+    attempts: int = 3,
+    *,
+    published: bool = True,
+) -> list[tuple[Created | Job, bool]]:
     """Insert the jobs in one statement. A job whose idempotency key is taken yields the job
     that holds it; else a job whose unique key an unfinished job of its queue holds yields
     that job (stored earlier, or earlier in this batch); both with False. A job whose id is
     taken raises JobIdTaken (the caller's transaction then stores none of the batch).
     `published` False: the due ones are left for the scheduler to publish (see UNPUBLISHED).
     Atomic only within the caller's transaction (a batch may take several statements). On a
-    connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text."""
+    connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text.
+    A created job is `created_as(new_job, row)` (row: id, payload, next_run_at, created_at),
+    so a caller wanting another form of it builds that form once."""
     if (repeated := _repeated_id(jobs)) is not None:
         # ON CONFLICT would skip the second silently, and both would look created.
         raise JobIdTaken(repeated)
@@ -206,7 +238,7 @@ async def insert_jobs(
     created = {row["id"]: row for row in rows}
     taken = [job for job in jobs if job.id not in created]
     holders: dict[UUID, Job] = {}
-    retried: dict[UUID, tuple[Job, bool]] = {}
+    retried: dict[UUID, tuple[Created | Job, bool]] = {}
     if taken:
         holders = await _holders(conn, taken)
         if freed := [job for job in taken if job.id not in holders]:
@@ -216,10 +248,12 @@ async def insert_jobs(
             # key is free again, so those jobs are inserted after all (or meet a newer holder).
             if attempts <= 1:
                 raise RuntimeError("job keys kept changing hands; try again")
-            outcomes = await insert_jobs(conn, freed, attempts - 1, published=published)
+            outcomes = await insert_jobs_as(
+                conn, freed, created_as, attempts - 1, published=published
+            )
             retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
     return [
-        (job.stored(inserted["next_run_at"], inserted["created_at"], inserted["payload"]), True)
+        (created_as(job, inserted), True)
         if (inserted := created.get(job.id)) is not None
         else retried.get(job.id) or (holders[job.id], False)
         for job in jobs
@@ -290,6 +324,12 @@ def insert_parameters(job: NewJob) -> tuple[Any, ...]:
         job.unique_key,
         job.priority,
     )
+
+
+def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
+    """The parameters of INSERT_JOBS_UNPUBLISHED_BY_COLUMNS: insert_parameters' fields, one
+    list per field."""
+    return [list(column) for column in zip(*map(insert_parameters, jobs), strict=True)]
 
 
 _FILTER_COLUMNS = ("queue", "state", "job_type", "idempotency_key")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import psycopg
 import pytest
 
@@ -141,6 +143,50 @@ async def test_each_job_keeps_its_priority(
         batch[0].id: 9,
         batch[1].id: 5,
     }
+
+
+async def test_a_batch_stores_every_field_of_every_job_as_a_read_returns_it(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    # One INSERT carries the whole batch (on psycopg: one array per field): each job keeps
+    # its own options, nulls included, and the answer is what a later read finds.
+    batch = await session.enqueue_many(
+        [
+            {"job_type": "a", "queue": queue_name, "payload": {"z": 1, "a": [1.5, None]}},
+            {
+                "job_type": "b", "queue": queue_name, "delay": 60, "max_attempts": 7,
+                "initial_delay": 2.5, "backoff": 3, "max_delay": 90, "jitter": True,
+                "visibility_timeout": 45, "timeout": 12, "priority": 1,
+                "idempotency_key": f"{queue_name}-b", "unique_key": "u-b",
+            },
+            {"job_type": "c", "queue": queue_name, "run_at": datetime(2031, 2, 3, tzinfo=UTC)},
+        ]
+    )  # fmt: skip
+    await session.commit()
+
+    rows = await observer.fetch(
+        "SELECT id, job_type, payload::text, idempotency_key, unique_key, max_attempts,"
+        " initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout, priority,"
+        " next_run_at - created_at AS wait, next_run_at FROM jobs WHERE queue = $1"
+        " ORDER BY job_type",
+        queue_name,
+    )
+    assert [row["id"] for row in rows] == [job.id for job in batch]
+    for job, row in zip(batch, rows, strict=True):
+        assert (job.job_type, job.idempotency_key, job.unique_key) == (
+            row["job_type"], row["idempotency_key"], row["unique_key"],
+        )  # fmt: skip
+        assert job.payload == msgspec.json.decode(row["payload"])
+        assert (job.max_attempts, job.initial_delay, job.backoff, job.max_delay) == (
+            row["max_attempts"], row["initial_delay"], row["backoff"], row["max_delay"],
+        )  # fmt: skip
+        assert (job.jitter, job.visibility_timeout, job.timeout, job.priority) == (
+            row["jitter"], row["visibility_timeout"], row["timeout"], row["priority"],
+        )  # fmt: skip
+        assert job.next_run_at == row["next_run_at"]
+    assert [row["wait"].total_seconds() for row in rows[:2]] == [0, 60]
+    assert rows[1]["max_attempts"] == 7 and rows[1]["jitter"] is True
+    assert rows[2]["next_run_at"].isoformat() == "2031-02-03T00:00:00+00:00"
 
 
 async def test_a_rolled_back_job_never_exists(
