@@ -26,6 +26,7 @@ from taskforge.adapters.postgres.job_store import (
     INSERT_JOB_UNPUBLISHED,
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
+    SELECT_JOBS_BY_UNIQUE_KEY,
     column_parameters,
     insert_jobs_as,
     insert_parameters,
@@ -269,6 +270,7 @@ def psycopg_form(statement: str) -> str:
 PSYCOPG_INSERT_JOB = psycopg_form(INSERT_JOB_UNPUBLISHED)
 PSYCOPG_INSERT_JOBS = psycopg_form(INSERT_JOBS_UNPUBLISHED_BY_COLUMNS)
 PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY = psycopg_form(SELECT_JOBS_BY_IDEMPOTENCY_KEY)
+PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY = psycopg_form(SELECT_JOBS_BY_UNIQUE_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +281,22 @@ class _Statement:
 
 Rows = list[dict[str, Any]]
 _Steps = Generator[_Statement, Rows, list[Job]]
+
+
+def _psycopg_key_holder(new_job: NewJob) -> Generator[_Statement, Rows, StoredJob | None]:
+    """The job holding `new_job`'s idempotency key, else the unfinished job of its queue
+    holding its unique key (the order the asyncpg path looks them up in), else None."""
+    if new_job.idempotency_key is not None:
+        rows = yield _Statement(PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY, [[new_job.idempotency_key]])
+        if rows:
+            return job_from_row(rows[0])
+    if new_job.unique_key is not None:
+        rows = yield _Statement(
+            PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY, [[new_job.queue], [new_job.unique_key]]
+        )
+        if rows:
+            return job_from_row(rows[0])
+    return None
 
 
 def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
@@ -308,14 +326,13 @@ def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
                 stored = new_job.stored(row["next_run_at"], row["created_at"], row["payload"])
                 results.append((stored, True))
                 break
-            key = new_job.idempotency_key
-            rows = yield _Statement(PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY, [[key]])
-            if rows:
-                results.append((job_from_row(rows[0]), False))
+            holder = yield from _psycopg_key_holder(new_job)
+            if holder is not None:
+                results.append((holder, False))
                 break
-            # Retention deleted the key's holder meanwhile: the key is free, try again.
+            # The key's holder finished or was deleted meanwhile: the key is free, try again.
         else:
-            raise RuntimeError("idempotency keys kept changing hands; try again")
+            raise RuntimeError("idempotency or unique keys kept changing hands; try again")
     if _any_due(results):
         yield _Statement(NOTIFY_JOBS)
     return [_client_job(job) for job, _ in results]

@@ -235,6 +235,25 @@ async def test_a_reused_key_returns_the_same_job_within_a_transaction(
     assert await stored_ids(observer, queue_name) == {first.id, batch[0].id}
 
 
+async def test_a_held_unique_key_returns_the_job_holding_it(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    first = await session.enqueue("report", {"n": 1}, queue=queue_name, unique_key="daily")
+    again = await session.enqueue("report", {"n": 2}, queue=queue_name, unique_key="daily")
+    batch = await session.enqueue_many(
+        [
+            {"job_type": "report", "queue": queue_name, "unique_key": "daily"},
+            {"job_type": "report", "queue": queue_name, "unique_key": "weekly"},
+        ]
+    )
+    await session.commit()
+
+    assert again.id == first.id
+    assert again.payload == {"n": 1}
+    assert batch[0].id == first.id
+    assert await stored_ids(observer, queue_name) == {first.id, batch[1].id}
+
+
 async def test_a_reused_key_returns_the_job_another_transaction_committed(
     session: Session, migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
 ) -> None:
