@@ -298,7 +298,10 @@ class RequestContextMiddleware:
             if answered:
                 raise TimeoutError(f"the response outlived the {self._deadline:g}s deadline")
             log.warning("%s %s exceeded the %.1fs deadline", method, scope["path"], self._deadline)
-            await _send_error(send_with_id, 503, NOT_READY_BODY, [(b"retry-after", b"1")])
+            if _is_dashboard(scope["path"]):
+                await _send_page(send_with_id, 503, NOT_READY_PAGE, [(b"retry-after", b"1")])
+            else:
+                await _send_error(send_with_id, 503, NOT_READY_BODY, [(b"retry-after", b"1")])
         finally:
             if disconnect.gone and status >= 500:
                 status = CLIENT_CLOSED_REQUEST
@@ -344,6 +347,33 @@ NOT_READY_BODY: dict[str, Any] = {
     "a dependency is slow or unreachable, retry shortly",
     "details": None,
 }
+
+
+NOT_READY_PAGE = (
+    "<!doctype html><html lang=en><head><meta charset=utf-8>"
+    "<title>503 Not ready - TaskForge</title></head><body><h1>Not ready</h1>"
+    "<p>The page did not finish within its deadline (REQUEST_DEADLINE): a dependency is slow "
+    "or unreachable. Reload in a moment.</p><p><a href=/ui>Overview</a></p></body></html>"
+)
+"""The dashboard answers HTML, its errors too: the deadline's answer under /ui. Built here,
+outside the application, because the application is what ran out of time."""
+
+
+async def _send_page(
+    send: Send, status: int, page: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    payload = page.encode()
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(payload)).encode()),
+            *headers,
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 async def _send_unauthorized(send: Send) -> None:

@@ -12,9 +12,11 @@ import httpx
 import pytest
 from dishka import Provider, Scope, provide
 
+from taskforge.adapters.memory.metrics import InMemoryMetricsStore
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
 from taskforge.application.handlers import HandlerRegistry
-from taskforge.application.ports import ReadyQueue
+from taskforge.application.metrics import ClusterMetrics
+from taskforge.application.ports import MetricsStore, ReadyQueue
 from taskforge.domain.job import ReadyHint
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend, make_container
@@ -65,6 +67,14 @@ class StubbornReadyQueue(FrozenReadyQueue):
             self.cleaning_up.set()
             await self.released.wait()
             raise
+
+
+class FrozenMetricsStore(InMemoryMetricsStore):
+    """The cluster metrics in a Redis stopped with SIGSTOP: a read never returns."""
+
+    async def read(self) -> ClusterMetrics:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
 
 class FrozenQueueProvider(Provider):
@@ -121,6 +131,31 @@ async def test_a_route_that_finishes_in_time_is_unaffected(
 ) -> None:
     client, _ = app_and_queue
     assert (await client.get("/stats")).status_code == 200
+
+
+async def test_a_dashboard_page_past_the_deadline_is_an_html_503() -> None:
+    class FrozenMetricsProvider(Provider):
+        scope = Scope.APP
+
+        @provide(override=True, provides=MetricsStore)
+        def metrics_store(self) -> FrozenMetricsStore:
+            return FrozenMetricsStore()
+
+    settings = Settings(request_deadline=DEADLINE)
+    container = make_container(
+        settings, Backend.MEMORY, HandlerRegistry(), overrides=[FrozenMetricsProvider()]
+    )
+    transport = httpx.ASGITransport(app=create_app(container, settings))  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            response = await answer(client.get("/ui"))
+    finally:
+        await container.close()
+
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["retry-after"] == "1"
+    assert "REQUEST_DEADLINE" in response.text
 
 
 async def test_metrics_with_redis_frozen_is_503_within_the_deadline(
