@@ -41,9 +41,11 @@ from taskforge.application.jobs import (
 )
 from taskforge.application.ports import ListFilter
 from taskforge.application.queues import PauseQueue, ResumeQueue
+from taskforge.application.schedules import ListSchedules, PauseSchedule, ResumeSchedule
 from taskforge.domain.dashboard import COUNT_COLUMNS
 from taskforge.domain.errors import DomainError, ValidationError
 from taskforge.domain.job import Job
+from taskforge.domain.schedule import validate_schedule_name
 from taskforge.domain.states import (
     OPERATOR_RETRY_SOURCES,
     JobState,
@@ -605,6 +607,42 @@ async def queue_action(
     return _back(f"{UI_PATH}/queues", notice)
 
 
+# --- schedules -----------------------------------------------------------------------------
+
+
+@get(f"{UI_PATH}/schedules", include_in_schema=False)
+@inject
+async def schedules_page(
+    request: Request[Any, Any, Any], list_schedules: FromDishka[ListSchedules]
+) -> Template:
+    return render(request, "schedules.html", nav="schedules", schedules=await list_schedules())
+
+
+@post(f"{UI_PATH}/schedules/{{name:str}}/{{action:str}}", include_in_schema=False, status_code=303)
+@inject
+async def schedule_action(
+    request: Request[Any, Any, Any],
+    name: PathText,
+    action: PathText,
+    pause: FromDishka[PauseSchedule],
+    resume: FromDishka[ResumeSchedule],
+) -> Response[Any]:
+    """Pause or Resume, as POST /schedules/{name}/pause and /resume (an unknown schedule
+    answers 404)."""
+    await _action_form(request)
+    validate_schedule_name(name)
+    if action == "pause":
+        await pause(name)
+        notice = f"Paused schedule {name}."
+    elif action == "resume":
+        await resume(name)
+        notice = f"Resumed schedule {name}."
+    else:
+        raise HTTPException(status_code=404)
+    log.info("dashboard %s of schedule %r", action, name)
+    return _back(f"{UI_PATH}/schedules", notice)
+
+
 # --- parsing -------------------------------------------------------------------------------
 
 
@@ -662,6 +700,8 @@ def ui_router(static_directory: Any) -> Router:
             dead_letter_group_action,
             queues_page,
             queue_action,
+            schedules_page,
+            schedule_action,
             create_static_files_router(
                 path=STATIC_PATH,
                 directories=[static_directory],

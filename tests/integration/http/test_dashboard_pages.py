@@ -47,13 +47,15 @@ async def dead_lettered(client: httpx.AsyncClient, create_job: JobFactory, **fie
     return str(job["id"])
 
 
-@pytest.mark.parametrize("path", ["/ui", "/ui/overview/live", "/ui/jobs", "/ui/dlq", "/ui/queues"])
+@pytest.mark.parametrize(
+    "path", ["/ui", "/ui/overview/live", "/ui/jobs", "/ui/dlq", "/ui/queues", "/ui/schedules"]
+)
 async def test_every_page_answers_html_with_the_navigation(
     client: httpx.AsyncClient, path: str
 ) -> None:
     page = assert_html(await client.get(path), 200)
 
-    for name in ("Overview", "Jobs", "Dead letters", "Queues"):
+    for name in ("Overview", "Jobs", "Dead letters", "Queues", "Schedules"):
         assert f">{name}</a>" in page or path == "/ui/overview/live"
 
 
@@ -198,13 +200,19 @@ async def test_read_only_mode_shows_no_action_and_refuses_them(
     job_id = await dead_lettered(client, create_job)
     token = await csrf_token(client)
 
-    for path in (f"/ui/jobs/{job_id}", "/ui/dlq", "/ui/jobs", "/ui/queues"):
+    schedule = await create_schedule(client, "nightly")
+
+    for path in (f"/ui/jobs/{job_id}", "/ui/dlq", "/ui/jobs", "/ui/queues", "/ui/schedules"):
         page = assert_html(await client.get(path), 200)
         assert 'method="post"' not in page, path
     refused = await client.post(f"/ui/jobs/{job_id}/replay", data={"csrf_token": token})
+    not_paused = await client.post("/ui/schedules/nightly/pause", data={"csrf_token": token})
 
     assert "read-only" in assert_html(refused, 403)
     assert (await client.get(f"/jobs/{job_id}")).json()["state"] == "DLQ"
+    assert "read-only" in assert_html(not_paused, 403)
+    assert "nightly" in assert_html(await client.get("/ui/schedules"), 200)
+    assert (await client.get("/schedules/nightly")).json() == schedule
 
 
 @pytest.mark.parametrize("overrides", [{"ui_enabled": False}])
@@ -306,3 +314,99 @@ async def test_signing_in_never_redirects_off_the_dashboard(
 
     assert response.status_code == 303
     assert response.headers["location"] == "/ui"
+
+
+async def create_schedule(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    response = await client.post(
+        "/schedules",
+        json={
+            "name": name,
+            "cron": "30 2 * * *",
+            "timezone": "Europe/Berlin",
+            "jobType": "report",
+            "queue": "reports",
+            "priority": 2,
+        },
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def schedule_row(page: str, name: str) -> dict[str, str]:
+    """The cells of `name`'s row on the schedules page, by column (the others by index)."""
+    row = re.search(rf'<tr data-schedule="{re.escape(name)}">(.*?)</tr>', page, re.S)
+    assert row is not None, f"{name} not listed"
+    cells = re.findall(r'<td(?: data-column="(\w+)")?>(.*?)</td>', row.group(1), re.S)
+    return {column or str(index): text.strip() for index, (column, text) in enumerate(cells)}
+
+
+def shown_time(value: str | None) -> str:
+    if value is None:
+        return ""
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+async def test_the_schedules_page_lists_a_schedule_with_its_next_fire_time(
+    client: httpx.AsyncClient,
+) -> None:
+    schedule = await create_schedule(client, "reports.nightly:eu")
+
+    page = assert_html(await client.get("/ui/schedules"), 200)
+
+    row = schedule_row(page, "reports.nightly:eu")
+    assert row["0"] == "reports.nightly:eu"
+    assert row["1"] == "<code>30 2 * * *</code>"
+    assert row["2"] == "Europe/Berlin"
+    assert ">report</a>" in row["3"] and ">reports</a>" in row["4"]
+    assert (row["priority"], row["source"], row["status"]) == ("2", "api", "active")
+    assert schedule["nextFireAt"] is not None
+    assert row["next"] == shown_time(schedule["nextFireAt"]) != ""
+    assert row["previous"] == ""
+    assert ">Pause</button>" in row["10"]
+
+
+async def test_a_schedule_is_paused_and_resumed_from_the_schedules_page(
+    client: httpx.AsyncClient,
+) -> None:
+    await create_schedule(client, "reports.nightly:eu")
+    token = await csrf_token(client, "/ui/schedules")
+    action = "/ui/schedules/reports.nightly%3Aeu"
+
+    paused = await client.post(f"{action}/pause", data={"csrf_token": token})
+
+    assert paused.status_code == 303
+    assert paused.headers["location"].startswith("/ui/schedules?")
+    assert (await client.get("/schedules/reports.nightly:eu")).json()["paused"] is True
+    row = schedule_row(assert_html(await client.get("/ui/schedules"), 200), "reports.nightly:eu")
+    assert (row["status"], row["next"]) == ("paused", "")
+    assert ">Resume</button>" in row["10"]
+
+    resumed = await client.post(f"{action}/resume", data={"csrf_token": token})
+
+    assert resumed.status_code == 303
+    body = (await client.get("/schedules/reports.nightly:eu")).json()
+    assert body["paused"] is False
+    row = schedule_row(assert_html(await client.get("/ui/schedules"), 200), "reports.nightly:eu")
+    assert (row["status"], row["next"]) == ("active", shown_time(body["nextFireAt"]))
+
+
+async def test_a_schedule_action_without_the_csrf_token_or_for_no_schedule_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    await create_schedule(client, "nightly")
+    token = await csrf_token(client, "/ui/schedules")
+
+    refused = await client.post("/ui/schedules/nightly/pause", data={})
+    forged = await client.post("/ui/schedules/nightly/pause", data={"csrf_token": "0" * 64})
+    missing = await client.post("/ui/schedules/nowhere/pause", data={"csrf_token": token})
+    bad_name = await client.post("/ui/schedules/%3Cb%3E/pause", data={"csrf_token": token})
+    unknown = await client.post("/ui/schedules/nightly/delete", data={"csrf_token": token})
+
+    assert "CSRF" in assert_html(refused, 403)
+    assert_html(forged, 403)
+    assert "nowhere" in assert_html(missing, 404)
+    bad = assert_html(bad_name, 400)
+    assert "<b>" not in bad and "name" in bad
+    assert_html(unknown, 404)
+    assert (await client.get("/schedules/nightly")).json()["paused"] is False

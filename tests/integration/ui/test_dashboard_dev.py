@@ -196,6 +196,7 @@ def test_every_page_is_reached_from_the_navigation(dev: Server, open_page: OpenP
         ("Jobs", "Jobs"),
         ("Dead letters", "Dead letters"),
         ("Queues", "Queues"),
+        ("Schedules", "Schedules"),
         ("Overview", "Overview"),
     ):
         page.get_by_role("link", name=name, exact=True).click()
