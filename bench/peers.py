@@ -40,7 +40,7 @@ from typing import Any
 import asyncpg
 
 from taskforge.bench.scenarios import preload
-from taskforge.bench.stack import Stack, _with_database, until
+from taskforge.bench.stack import Stack, _with_database
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_event_loop
 from taskforge.sdk import enqueue, enqueue_many
@@ -119,11 +119,8 @@ async def taskforge_drain(stack: Stack, jobs: int, concurrency: int) -> Figures:
     spawned = time.time()
     worker = stack.spawn("worker", WORKER_QUEUES=queue, WORKER_CONCURRENCY=str(concurrency))
 
-    async def drained() -> bool:
-        return await stack.count(queue, "SUCCEEDED") >= jobs
-
     try:
-        await until(drained, f"{jobs} jobs to succeed", poll=0.05)
+        await stack.until_succeeded(queue, jobs, f"{jobs} jobs to succeed")
     finally:
         await stack.stop(worker)
     row = await stack.pool.fetchrow(

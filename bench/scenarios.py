@@ -26,7 +26,7 @@ from taskforge.bench.cpu import (
     postgres_cpu_seconds,
     process_cpu_seconds,
 )
-from taskforge.bench.stack import Stack, peak_rss_mib, until
+from taskforge.bench.stack import Stack, peak_rss_mib
 from taskforge.domain.job import NewJob
 from taskforge.domain.validation import PRIORITIES
 
@@ -193,11 +193,8 @@ async def bench_drain(
         for _ in range(workers)
     ]
 
-    async def drained() -> bool:
-        return await stack.count(queue, "SUCCEEDED") >= count
-
     try:
-        await until(drained, f"{count} jobs to succeed", poll=0.1)
+        await stack.until_succeeded(queue, count, f"{count} jobs to succeed", poll=0.1)
     finally:
         sampling_done.set()
         await sampling
@@ -237,10 +234,7 @@ async def bench_latency(
         warm_up = _job(queue, 0, idempotencyKey=f"{queue}-warm-up")
         (await client.post("/jobs", json=warm_up)).raise_for_status()
 
-        async def warm() -> bool:
-            return await stack.count(queue, "SUCCEEDED") >= 1
-
-        await until(warm, "the worker to run a first job", poll=0.05)
+        await stack.until_succeeded(queue, 1, "the worker to run a first job")
         started = time.perf_counter()
         for index in range(total):
             pause = started + index / rate - time.perf_counter()
@@ -249,10 +243,7 @@ async def bench_latency(
             (await client.post("/jobs", json=_job(queue, index))).raise_for_status()
         elapsed = time.perf_counter() - started
 
-    async def done() -> bool:
-        return await stack.count(queue, "SUCCEEDED") >= total + 1
-
-    await until(done, "the latency jobs to finish", poll=0.1)
+    await stack.until_succeeded(queue, total + 1, "the latency jobs to finish", poll=0.1)
     rows = await stack.pool.fetch(
         "SELECT extract(epoch FROM started_at - created_at) * 1000 AS to_start, "
         "extract(epoch FROM finished_at - created_at) * 1000 AS to_finish "

@@ -26,7 +26,7 @@ from rich.console import Console
 from taskforge.bench.big_tables import percentile
 from taskforge.bench.charts import draw_soak, save_picture
 from taskforge.bench.scenarios import RawHttpClient, bench_drain
-from taskforge.bench.stack import Stack, rss_mib, until
+from taskforge.bench.stack import Stack, rss_mib
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_event_loop
 
@@ -185,10 +185,7 @@ async def run_soak(
     if status != 201:
         raise RuntimeError(f"POST /jobs answered {status}")
 
-    async def warm() -> bool:
-        return await stack.count(queue, "SUCCEEDED") >= 1
-
-    await until(warm, "the worker to run a first job")
+    await stack.until_succeeded(queue, 1, "the worker to run a first job")
     console.print(f"[soak] {rate:,.0f} jobs/s for {soak.duration:g} s, retention {retention} s")
     load = _Load(rate)
     stop = asyncio.Event()

@@ -157,6 +157,16 @@ class Stack:
         )
         return int(value)
 
+    async def until_succeeded(
+        self, queue: str, at_least: int, what: str, poll: float = 0.05
+    ) -> None:
+        """Wait (up to DEADLINE) until `at_least` jobs of `queue` have SUCCEEDED."""
+
+        async def enough() -> bool:
+            return await self.count(queue, "SUCCEEDED") >= at_least
+
+        await until(enough, what, poll)
+
     async def close(self) -> None:
         for process in self.processes:
             # SIGTERM, not SIGKILL: an API started with API_WORKERS > 1 is a supervisor,

@@ -152,6 +152,21 @@ class Session:
 
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
+# The retry policy and timeouts a job is enqueued with, by `enqueue` and by a schedule's ticks.
+MaxAttempts = Annotated[int | None, Parameter(help="Attempts before DLQ (3).")]
+InitialDelay = Annotated[float | None, Parameter(help="Seconds before the first retry (1).")]
+Backoff = Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")]
+MaxDelay = Annotated[float | None, Parameter(help="Longest delay between retries (300).")]
+Jitter = Annotated[
+    bool | None, Parameter(help="Randomise each delay to between half and all of it.")
+]
+VisibilityTimeout = Annotated[
+    float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
+]
+AttemptTimeout = Annotated[
+    float | None,
+    Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
+]
 JobId = Annotated[
     UUID, Parameter(name="--id", help="The job's id (a UUID), given as is or after --id.")
 ]
@@ -209,24 +224,13 @@ def enqueue(
     run_at: Annotated[
         datetime | None, Parameter(help="Run no sooner than this ISO-8601 time (UTC if bare).")
     ] = None,
-    max_attempts: Annotated[int | None, Parameter(help="Attempts before DLQ (3).")] = None,
-    initial_delay: Annotated[
-        float | None, Parameter(help="Seconds before the first retry (1).")
-    ] = None,
-    backoff: Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")] = None,
-    max_delay: Annotated[
-        float | None, Parameter(help="Longest delay between retries (300).")
-    ] = None,
-    jitter: Annotated[
-        bool | None, Parameter(help="Randomise each delay to between half and all of it.")
-    ] = None,
-    visibility_timeout: Annotated[
-        float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
-    ] = None,
+    max_attempts: MaxAttempts = None,
+    initial_delay: InitialDelay = None,
+    backoff: Backoff = None,
+    max_delay: MaxDelay = None,
+    jitter: Jitter = None,
+    visibility_timeout: VisibilityTimeout = None,
+    timeout: AttemptTimeout = None,
     priority: Annotated[
         int | None,
         Parameter(help="0 (claimed first) to 9 (claimed last); default 5."),
@@ -781,24 +785,13 @@ def schedules_add(
             help="After every scheduler was down, fire each missed tick (not only the last).",
         ),
     ] = False,
-    max_attempts: Annotated[int | None, Parameter(help="Attempts before DLQ (3).")] = None,
-    initial_delay: Annotated[
-        float | None, Parameter(help="Seconds before the first retry (1).")
-    ] = None,
-    backoff: Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")] = None,
-    max_delay: Annotated[
-        float | None, Parameter(help="Longest delay between retries (300).")
-    ] = None,
-    jitter: Annotated[
-        bool | None, Parameter(help="Randomise each delay to between half and all of it.")
-    ] = None,
-    visibility_timeout: Annotated[
-        float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
-    ] = None,
+    max_attempts: MaxAttempts = None,
+    initial_delay: InitialDelay = None,
+    backoff: Backoff = None,
+    max_delay: MaxDelay = None,
+    jitter: Jitter = None,
+    visibility_timeout: VisibilityTimeout = None,
+    timeout: AttemptTimeout = None,
     priority: Annotated[
         int | None,
         Parameter(help="Each tick's job's priority: 0 (claimed first) to 9 (last); default 5."),

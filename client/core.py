@@ -68,7 +68,24 @@ REQUEST_ID_HEADER = "X-Request-ID"
 GENERATED_KEY_PREFIX = "tf-"
 
 
-class EnqueueOptions(TypedDict, total=False):
+class JobPolicyOptions(TypedDict, total=False):
+    """The retry policy, lease and priority a job is enqueued with, by `enqueue` and by each
+    tick of a schedule. Left out, the API's default applies (`timeout`: its JOB_TIMEOUT)."""
+
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+    """Seconds one attempt may run before it fails (0: no limit). Not the HTTP timeout."""
+    priority: int
+    """0 (claimed first) to 9 (claimed last); default 5. Within a queue a ready job of a
+    higher priority always starts before one of a lower priority."""
+
+
+class EnqueueOptions(JobPolicyOptions, total=False):
     """`enqueue`'s keyword options, as `POST /jobs` names them in snake_case. Left out, the
     API's default applies (`queue`: its QUEUE_NAME; `timeout`: its JOB_TIMEOUT)."""
 
@@ -79,23 +96,12 @@ class EnqueueOptions(TypedDict, total=False):
     unique_key: str
     """While a PENDING, RUNNING or FAILED job of the queue has this key, enqueueing returns
     that job instead of a new one; once it finished the key is free again."""
-    max_attempts: int
-    initial_delay: float
-    backoff: float
-    max_delay: float
-    jitter: bool
-    visibility_timeout: float
     run_at: datetime
     """Run no sooner than this; a naive datetime is read as UTC. Not with `delay`."""
     delay: float
-    timeout: float
-    """Seconds one attempt may run before it fails (0: no limit). Not the HTTP timeout."""
-    priority: int
-    """0 (claimed first) to 9 (claimed last); default 5. Within a queue a ready job of a
-    higher priority always starts before one of a lower priority."""
 
 
-class ScheduleOptions(TypedDict, total=False):
+class ScheduleOptions(JobPolicyOptions, total=False):
     """`add_schedule`'s keyword options, as `POST /schedules` names them in snake_case. Left
     out, the API's default applies (`queue`: its QUEUE_NAME; `timezone`: UTC)."""
 
@@ -104,22 +110,9 @@ class ScheduleOptions(TypedDict, total=False):
     timezone: str
     catch_up: bool
     """After every scheduler was down: fire each missed tick, not only the most recent."""
-    max_attempts: int
-    initial_delay: float
-    backoff: float
-    max_delay: float
-    jitter: bool
-    visibility_timeout: float
-    timeout: float
-    priority: int
-    """Each tick's job's priority: 0 (claimed first) to 9 (claimed last); default 5."""
 
 
-_SCHEDULE_BODY_NAMES = {
-    "payload": "payload",
-    "queue": "queue",
-    "timezone": "timezone",
-    "catch_up": "catchUp",
+_POLICY_BODY_NAMES = {
     "max_attempts": "maxAttempts",
     "initial_delay": "initialDelay",
     "backoff": "backoff",
@@ -128,6 +121,15 @@ _SCHEDULE_BODY_NAMES = {
     "visibility_timeout": "visibilityTimeout",
     "timeout": "timeout",
     "priority": "priority",
+}
+"""`JobPolicyOptions` as the API's JSON bodies name them."""
+
+_SCHEDULE_BODY_NAMES = {
+    "payload": "payload",
+    "queue": "queue",
+    "timezone": "timezone",
+    "catch_up": "catchUp",
+    **_POLICY_BODY_NAMES,
 }
 
 
@@ -142,16 +144,9 @@ _BODY_NAMES = {
     "queue": "queue",
     "idempotency_key": "idempotencyKey",
     "unique_key": "uniqueKey",
-    "max_attempts": "maxAttempts",
-    "initial_delay": "initialDelay",
-    "backoff": "backoff",
-    "max_delay": "maxDelay",
-    "jitter": "jitter",
-    "visibility_timeout": "visibilityTimeout",
     "run_at": "runAt",
     "delay": "delay",
-    "timeout": "timeout",
-    "priority": "priority",
+    **_POLICY_BODY_NAMES,
 }
 
 

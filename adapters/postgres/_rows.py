@@ -63,6 +63,13 @@ def hint_from_row(row: asyncpg.Record) -> ReadyHint:
     return ReadyHint(row["queue"], row["id"], row["traceparent"], row["priority"])
 
 
+def retry_policy_from_row(row: asyncpg.Record | Mapping[str, Any]) -> RetryPolicy:
+    """The retry policy columns `jobs` and `schedules` share."""
+    return RetryPolicy.of(
+        row["max_attempts"], row["initial_delay"], row["backoff"], row["max_delay"], row["jitter"]
+    )
+
+
 def job_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Job:
     return Job(
         id=row["id"],
@@ -70,13 +77,7 @@ def job_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Job:
         job_type=row["job_type"],
         payload=row["payload"],
         state=JobState(row["state"]),
-        policy=RetryPolicy.of(
-            row["max_attempts"],
-            row["initial_delay"],
-            row["backoff"],
-            row["max_delay"],
-            row["jitter"],
-        ),
+        policy=retry_policy_from_row(row),
         visibility_timeout=row["visibility_timeout"],
         timeout=row["timeout"],
         priority=row["priority"],

@@ -8,11 +8,11 @@ from datetime import datetime
 
 import asyncpg
 
+from taskforge.adapters.postgres._rows import retry_policy_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.adapters.postgres.job_store import insert_jobs
 from taskforge.application.ports import FiringPlan
 from taskforge.domain.errors import ScheduleNotFound
-from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.schedule import Schedule, ScheduleDefinition, ScheduleSource
 
 SCHEDULE_COLUMNS = (
@@ -177,13 +177,7 @@ def schedule_from_row(row: asyncpg.Record) -> Schedule:
             job_type=row["job_type"],
             queue=row["queue"],
             payload=row["payload"],
-            policy=RetryPolicy.of(
-                row["max_attempts"],
-                row["initial_delay"],
-                row["backoff"],
-                row["max_delay"],
-                row["jitter"],
-            ),
+            policy=retry_policy_from_row(row),
             visibility_timeout=row["visibility_timeout"],
             timeout=row["timeout"],
             priority=row["priority"],
