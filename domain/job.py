@@ -233,7 +233,9 @@ def build_new_job(
         id=job_id,
         queue=validate_queue_name(queue),
         job_type=validate_job_type(job_type),
-        payload=validate_payload({} if payload is None else payload),
+        # NewJob checks the payload and the priority itself (once per job, whoever builds
+        # it); here a mapping only becomes the dict it stores.
+        payload=_as_dict(payload),
         policy=policy,
         visibility_timeout=validate_visibility_timeout(
             _pick(visibility_timeout, DEFAULT_VISIBILITY_TIMEOUT)
@@ -245,9 +247,18 @@ def build_new_job(
         run_at=run_at,
         delay=delay,
         timeout=validate_timeout(timeout),
-        priority=DEFAULT_PRIORITY if priority is None else validate_priority(priority),
+        priority=DEFAULT_PRIORITY if priority is None else priority,
         traceparent=traceparent,
     )
+
+
+def _as_dict(payload: object) -> Any:
+    # Anything but a mapping is left as it is, for NewJob to refuse by name.
+    if payload is None:
+        return {}
+    if isinstance(payload, dict) or not isinstance(payload, Mapping):
+        return payload
+    return dict(payload)
 
 
 T = TypeVar("T")

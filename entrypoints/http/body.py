@@ -15,6 +15,7 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 from litestar import Request
+from litestar.utils.scope.state import ScopeState
 
 from taskforge.domain.errors import ValidationError
 from taskforge.entrypoints.http.errors import ApiError
@@ -43,7 +44,9 @@ def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyC
                 raise ValidationError("body", "a JSON object is required")
             return
         _check_content_type(request.headers.get("content-type"))
-        decode(body, body_type, allowed, item_fields)
+        # The decoded body becomes the request's JSON, which Litestar binds to the handler's
+        # `data` as it is: the body is decoded and checked once, here.
+        ScopeState.from_scope(request.scope).json = decode(body, body_type, allowed, item_fields)
 
     return check
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from uuid import UUID
 
 import pytest
@@ -14,6 +15,7 @@ from taskforge.domain.validation import (
     validate_delay,
     validate_idempotency_key,
     validate_job_type,
+    validate_payload,
     validate_queue_name,
     validate_run_at,
 )
@@ -223,6 +225,26 @@ def test_a_job_request_from_any_caller_is_checked_field_by_field(
     with pytest.raises(ValidationError) as caught:
         _build(**fields)
     assert caught.value.field == field
+
+
+def test_a_job_request_stores_a_read_only_mapping_payload_as_a_dict() -> None:
+    job = _build(payload=MappingProxyType({"to": "a@b.com"}))
+    assert type(job.payload) is dict
+    assert job.payload == {"to": "a@b.com"}
+
+
+def test_a_job_request_scans_its_payload_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskforge.domain.job as job_module
+
+    scanned: list[object] = []
+
+    def counting(payload: object) -> dict[str, object]:
+        scanned.append(payload)
+        return validate_payload(payload)
+
+    monkeypatch.setattr(job_module, "validate_payload", counting)
+    _build(payload={"to": "a@b.com"})
+    assert len(scanned) == 1
 
 
 def test_a_job_request_takes_the_api_defaults() -> None:
