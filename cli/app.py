@@ -163,9 +163,13 @@ Jitter = Annotated[
 VisibilityTimeout = Annotated[
     float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
 ]
+# Not `--timeout`: that is the global option, the seconds to wait for each answer.
 AttemptTimeout = Annotated[
     float | None,
-    Parameter(help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none)."),
+    Parameter(
+        name="--job-timeout",
+        help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none).",
+    ),
 ]
 JobId = Annotated[
     UUID, Parameter(name="--id", help="The job's id (a UUID), given as is or after --id.")

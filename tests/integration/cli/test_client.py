@@ -351,11 +351,18 @@ def test_reusing_an_idempotency_key_returns_the_existing_job(cli: Cli) -> None:
     assert again.out.startswith(f"job {job_id.group()} already exists for idempotency key {key}")
 
 
+def test_the_answer_timeout_is_global_after_the_command_too(cli: Cli) -> None:
+    # `--timeout` is the seconds to wait for each answer wherever it is given; the job's own
+    # limit is `--job-timeout`.
+    job = cli("enqueue", "--job-type", "noop", "--queue", idle_queue(), "--timeout", "7", "--json")
+    assert job.json()["timeout"] != 7.0
+
+
 def test_enqueue_sends_every_policy_flag(cli: Cli) -> None:
     job = cli(
         "enqueue", "--job-type", "noop", "--queue", idle_queue(), "--delay", "60",
         "--max-attempts", "7", "--initial-delay", "2", "--backoff", "3", "--max-delay", "90",
-        "--jitter", "--visibility-timeout", "45", "--timeout", "12.5", "--priority", "1",
+        "--jitter", "--visibility-timeout", "45", "--job-timeout", "12.5", "--priority", "1",
         "--json",
     ).json()  # fmt: skip
     policy = {k: job[k] for k in ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")}
