@@ -3,6 +3,7 @@ cluster's job metrics)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -45,6 +46,8 @@ from taskforge.application.ports import (
 )
 from taskforge.entrypoints.config import Settings
 
+log = logging.getLogger("taskforge.runtime")
+
 POOL_SIZE = 10
 """Connections per process. Workers batch claims, heartbeats and settles, so a handful of
 connections serve any WORKER_CONCURRENCY; the API needs about one per in-flight request."""
@@ -84,7 +87,16 @@ class PostgresProvider(Provider):
 
     @provide
     def job_notices(self, settings: Settings) -> JobNotices | None:
-        """A session connection of its own: LISTEN does not survive a transaction pooler."""
+        """A session connection of its own: LISTEN does not survive a transaction pooler.
+        Behind one with no POSTGRES_DIRECT_DSN there is none, and the republish sweep
+        publishes the jobs applications enqueue in their own transactions."""
+        if settings.postgres_pooler == "pgbouncer" and settings.postgres_direct_dsn is None:
+            log.warning(
+                "POSTGRES_POOLER=pgbouncer without POSTGRES_DIRECT_DSN: the scheduler cannot "
+                "LISTEN through the pooler, so jobs enqueued in applications' transactions wait "
+                "for its republish sweep; set POSTGRES_DIRECT_DSN to start them at commit"
+            )
+            return None
         return PostgresJobNotices(settings.require_direct_postgres("scheduler"))
 
 

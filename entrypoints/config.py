@@ -72,7 +72,8 @@ class Settings:
     """May carry a password: kept out of repr."""
     postgres_direct_dsn: str | None = field(default=None, repr=False)
     """A session of its own on the server, for what a transaction pooler cannot carry
-    (`taskforge migrate`'s advisory lock, creating databases); None means POSTGRES_DSN."""
+    (`taskforge migrate`'s advisory lock, creating databases, the scheduler's LISTEN for
+    jobs committed in applications' transactions); None means POSTGRES_DSN."""
     postgres_pooler: str = "none"
     """`pgbouncer`: POSTGRES_DSN goes through a pooler in transaction mode, so no statement
     is prepared by name (each is parsed again, unnamed, on every use)."""
