@@ -2,6 +2,10 @@
 
 Adapters (memory, postgres, redis, telemetry) implement them; a contract suite runs the
 same tests against every implementation. Only domain types cross a port.
+
+Longer than most modules: every port in one place, each a small Protocol named by its role
+(most of the length is their contracts, written as docstrings), so a newcomer finds what
+the application asks of the world without opening the adapters.
 """
 
 from __future__ import annotations

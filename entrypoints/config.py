@@ -2,6 +2,9 @@
 
 An invalid value stops the process with one line naming the variable, the value and what
 is allowed (ConfigError); nothing reads os.environ after this module has run.
+
+Longer than most modules: every setting with its default, its parser and what it means,
+so the whole configuration reads in one place.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@ cases (the same ones the REST API calls), render a template.
 
 Pages answer HTML, their errors too. Actions are POSTed forms that carry the CSRF token;
 each answers with a redirect to the page it came from, whose notice says what moved.
+
+Longer than most modules: every page and action of the dashboard, each a short handler,
+sharing the parsing of filters, forms and ids, so the dashboard's surface reads in one
+place as routes.py does for the API.
 """
 
 from __future__ import annotations
