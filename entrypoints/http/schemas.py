@@ -147,6 +147,24 @@ def _rule(
     )
 
 
+# The job policy fields, shared by a job (JobIn) and a schedule's jobs (ScheduleIn).
+QueueField = Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None
+MaxAttemptsField = Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None
+InitialDelayField = Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None
+BackoffField = Annotated[float, _rule("backoff", ge=1)] | None
+MaxDelayField = Annotated[float, _rule("maxDelay", ge=0, le=MAX_DELAY_SECONDS)] | None
+JitterField = Annotated[bool, _rule("jitter")] | None
+VisibilityTimeoutField = (
+    Annotated[
+        float,
+        _rule("visibilityTimeout", ge=VISIBILITY_TIMEOUT_RANGE[0], le=VISIBILITY_TIMEOUT_RANGE[1]),
+    ]
+    | None
+)
+TimeoutField = Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None
+PriorityField = Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None
+
+
 class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=True):
     """POST /jobs. Durations are seconds; `runAt` (ISO-8601) or `delay` makes a delayed job,
     not both. Unset policy fields take the defaults: maxAttempts 3, initialDelay 1, backoff
@@ -167,27 +185,17 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
     unique_key: (
         Annotated[str, _rule("uniqueKey", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None
     ) = None
-    queue: Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None = None
-    max_attempts: Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
-    initial_delay: Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    backoff: Annotated[float, _rule("backoff", ge=1)] | None = None
-    max_delay: Annotated[float, _rule("maxDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    jitter: Annotated[bool, _rule("jitter")] | None = None
-    visibility_timeout: (
-        Annotated[
-            float,
-            _rule(
-                "visibilityTimeout", ge=VISIBILITY_TIMEOUT_RANGE[0], le=VISIBILITY_TIMEOUT_RANGE[1]
-            ),
-        ]
-        | None
-    ) = None
+    queue: QueueField = None
+    max_attempts: MaxAttemptsField = None
+    initial_delay: InitialDelayField = None
+    backoff: BackoffField = None
+    max_delay: MaxDelayField = None
+    jitter: JitterField = None
+    visibility_timeout: VisibilityTimeoutField = None
     run_at: Annotated[datetime, _rule("runAt")] | None = None
     delay: Annotated[float, _rule("delay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    priority: Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None = (
-        None
-    )
+    timeout: TimeoutField = None
+    priority: PriorityField = None
 
     def to_new_job(
         self,
@@ -588,7 +596,7 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_
             "character (\\u0000) in any string or key."
         ),
     ] = msgspec.field(default_factory=dict)
-    queue: Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None = None
+    queue: QueueField = None
     timezone: (
         Annotated[
             str,
@@ -597,24 +605,14 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_
         | None
     ) = None
     catch_up: Annotated[bool, _rule("catchUp")] | None = None
-    max_attempts: Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
-    initial_delay: Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    backoff: Annotated[float, _rule("backoff", ge=1)] | None = None
-    max_delay: Annotated[float, _rule("maxDelay", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    jitter: Annotated[bool, _rule("jitter")] | None = None
-    visibility_timeout: (
-        Annotated[
-            float,
-            _rule(
-                "visibilityTimeout", ge=VISIBILITY_TIMEOUT_RANGE[0], le=VISIBILITY_TIMEOUT_RANGE[1]
-            ),
-        ]
-        | None
-    ) = None
-    timeout: Annotated[float, _rule("timeout", ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    priority: Annotated[int, _rule("priority", ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] | None = (
-        None
-    )
+    max_attempts: MaxAttemptsField = None
+    initial_delay: InitialDelayField = None
+    backoff: BackoffField = None
+    max_delay: MaxDelayField = None
+    jitter: JitterField = None
+    visibility_timeout: VisibilityTimeoutField = None
+    timeout: TimeoutField = None
+    priority: PriorityField = None
 
     def to_definition(self, default_queue: str, default_timeout: float) -> ScheduleDefinition:
         """Every field checked but the cron expression's meaning (the calendar reads it);
