@@ -23,8 +23,6 @@ from uuid import UUID
 from cyclopts import App, Group, Parameter, validators
 from cyclopts.exceptions import CycloptsError
 from rich.console import Console, RenderableType
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from taskforge.cli.errors import (
@@ -364,6 +362,8 @@ def _watch(session: Session, job_id: UUID, interval: float) -> None:
                 return
             time.sleep(interval)
             response = fetch()
+    from rich.live import Live  # only a watch on a terminal draws a live panel
+
     response = fetch()
     with Live(
         watch_view(response.data, finished=finished(response)),
@@ -579,6 +579,14 @@ def _show_dry_run(session: Session, entries: list[dict[str, Any]], scope: str) -
 def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
     """Replays the dead letters listed when it starts (entries that arrive meanwhile wait
     for the next run). One already replayed by someone else is counted, not an error."""
+    from rich.progress import (  # only `dlq-replay --all` draws a progress bar
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     replayed, gone = 0, 0
     failures: list[tuple[UUID, ClientError]] = []
     progress = Progress(

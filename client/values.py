@@ -10,10 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
-
-import msgspec
 
 from taskforge.domain.states import TERMINAL_STATES, JobState
 from taskforge.domain.validation import DEFAULT_PRIORITY
@@ -193,6 +191,8 @@ class Schedule:
     """The priority of each tick's job: 0 (claimed first) to 9 (claimed last)."""
 
 
+T = TypeVar("T")
+
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -202,30 +202,38 @@ def snake_keys(resource: Mapping[str, Any]) -> dict[str, Any]:
     return {_CAMEL_HUMP.sub("_", key).lower(): value for key, value in resource.items()}
 
 
+def _convert(value: Any, into: type[T]) -> T:
+    """msgspec loads on the first decoded answer, not on import: `taskforge-cli`, which prints
+    the API's answers undecoded, starts without it."""
+    import msgspec
+
+    return msgspec.convert(value, into)
+
+
 def job_of(resource: Mapping[str, Any]) -> Job:
-    return msgspec.convert(snake_keys(resource), Job)
+    return _convert(snake_keys(resource), Job)
 
 
 def job_page_of(page: Mapping[str, Any]) -> JobPage:
     items = [snake_keys(item) for item in page["items"]]
-    return msgspec.convert({**page, "items": items}, JobPage)
+    return _convert({**page, "items": items}, JobPage)
 
 
 def dead_letter_of(resource: Mapping[str, Any]) -> DeadLetter:
-    return msgspec.convert(snake_keys(resource), DeadLetter)
+    return _convert(snake_keys(resource), DeadLetter)
 
 
 def dead_letter_page_of(page: Mapping[str, Any]) -> DeadLetterPage:
     items = [snake_keys(item) for item in page["items"]]
-    return msgspec.convert({**page, "items": items}, DeadLetterPage)
+    return _convert({**page, "items": items}, DeadLetterPage)
 
 
 def batch_items_of(answer: Mapping[str, Any]) -> list[BatchItem]:
-    return msgspec.convert(answer["items"], list[BatchItem])
+    return _convert(answer["items"], list[BatchItem])
 
 
 def queue_of(resource: Mapping[str, Any]) -> QueueInfo:
-    return msgspec.convert(snake_keys(resource), QueueInfo)
+    return _convert(snake_keys(resource), QueueInfo)
 
 
 def queues_of(answer: Mapping[str, Any]) -> list[QueueInfo]:
@@ -233,15 +241,15 @@ def queues_of(answer: Mapping[str, Any]) -> list[QueueInfo]:
 
 
 def workers_of(answer: Mapping[str, Any]) -> list[WorkerInfo]:
-    return [msgspec.convert(snake_keys(item), WorkerInfo) for item in answer["items"]]
+    return [_convert(snake_keys(item), WorkerInfo) for item in answer["items"]]
 
 
 def stats_of(answer: Mapping[str, Any]) -> Stats:
-    return msgspec.convert(answer, Stats)
+    return _convert(answer, Stats)
 
 
 def schedule_of(resource: Mapping[str, Any]) -> Schedule:
-    return msgspec.convert(snake_keys(resource), Schedule)
+    return _convert(snake_keys(resource), Schedule)
 
 
 def schedules_of(answer: Mapping[str, Any]) -> list[Schedule]:

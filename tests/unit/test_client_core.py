@@ -3,6 +3,7 @@ mapping, the backoff and poll schedules, and retries over a scripted transport."
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -271,3 +272,31 @@ async def test_wait_polls_with_growing_gaps_until_the_job_is_terminal(
         job = await client.wait(JOB_ID, timeout=60)
     assert job.state == "SUCCEEDED"
     assert slept == pytest.approx([0.05, 0.075, 0.1125])  # each gap 1.5 times the last
+
+
+def test_a_client_of_an_http_api_loads_no_ca_yet_verifies_any_tls_it_would_meet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    context = core.http_options("http://api:8080", None, 1.0, "ua")["verify"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "https_proxy"),
+    [
+        ("https://api:8443", None),  # TLS to the API: the default context and its CA bundle
+        ("http://api:8080", "https://proxy:3128"),  # TLS to the proxy
+    ],
+)
+def test_a_client_that_may_speak_tls_keeps_the_default_verification(
+    base_url: str, https_proxy: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    if https_proxy:
+        monkeypatch.setenv("http_proxy", https_proxy)
+    assert "verify" not in core.http_options(base_url, None, 1.0, "ua")
