@@ -42,7 +42,7 @@ import asyncpg
 from taskforge.bench.scenarios import preload
 from taskforge.bench.stack import Stack, _with_database
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.runtime import run_event_loop
+from taskforge.entrypoints.runtime import Interrupted, run_until_interrupted
 from taskforge.sdk import enqueue, enqueue_many
 
 PROGRAMS = Path(__file__).resolve().parent.parent / "scripts" / "peers"
@@ -330,9 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the peers' programs are not at {PROGRAMS}: run from a source checkout")
     settings = Settings.from_env(os.environ)
     settings.require_postgres("bench")
-    report = run_event_loop(
-        run_peers(settings, args.python, args.runs, args.jobs, args.enqueues, args.bulk)
-    )
+    try:
+        report = run_until_interrupted(
+            run_peers(settings, args.python, args.runs, args.jobs, args.enqueues, args.bulk)
+        )
+    except Interrupted as exc:
+        return exc.exit_code
     args.out.write_text(json.dumps(report, indent=2))
     print(render(report))
     print(f"\nwritten to {args.out}")

@@ -33,7 +33,7 @@ from taskforge.bench.transactional import (
     bench_txn_latency,
 )
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.runtime import run_event_loop
+from taskforge.entrypoints.runtime import run_until_interrupted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,7 +196,7 @@ def main(
     for number in range(1, runs + 1):
         if runs > 1:
             console.print(f"run {number} of {runs}")
-        reports.append(run_event_loop(run_bench(settings, sizes, console)))
+        reports.append(run_until_interrupted(run_bench(settings, sizes, console)))
         report = reports[0] if len(reports) == 1 else median_report(reports)
         # Written after every run: a run that fails later does not take the others with it.
         out.write_text(json.dumps(report, indent=2))

@@ -57,7 +57,7 @@ from taskforge.bench.stack import Stack
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import PRIORITIES
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.runtime import run_event_loop
+from taskforge.entrypoints.runtime import run_until_interrupted
 
 READ_P99_TARGET_MS = 50.0
 PAGE_P99_TARGET_MS = 150.0
@@ -305,7 +305,7 @@ def main(settings: Settings, sizes: ScaleSizes, out: Path) -> int:
     """Run the big-table scenario; write the JSON report to `out`, the plans of the hot
     statements next to it (.explain.txt) and its picture (.png)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
-    report = run_event_loop(run_scale(settings, sizes, console))
+    report = run_until_interrupted(run_scale(settings, sizes, console))
     out.write_text(json.dumps(report, indent=2))
     write_explain(report, out.with_suffix(".explain.txt"))
     render_scale(report, console)

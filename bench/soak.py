@@ -28,7 +28,7 @@ from taskforge.bench.charts import draw_soak, save_picture
 from taskforge.bench.scenarios import RawHttpClient, bench_drain
 from taskforge.bench.stack import Stack, rss_mib
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.runtime import run_event_loop
+from taskforge.entrypoints.runtime import run_until_interrupted
 
 RSS_GROWTH_TARGET = 0.10
 SIZE_GROWTH_TARGET = 0.10
@@ -339,7 +339,7 @@ def main(settings: Settings, soak: SoakSettings, out: Path) -> int:
     """Run the soak; write the JSON report to `out` and its picture next to it (.png).
     Exits 0 whether or not the targets were met: the verdicts are in the report."""
     console = Console(width=None if sys.stdout.isatty() else 160)
-    report = run_event_loop(_soak_on_fresh_stack(settings, soak, console))
+    report = run_until_interrupted(_soak_on_fresh_stack(settings, soak, console))
     out.write_text(json.dumps(report, indent=2))
     for name, verdict in report["verdicts"].items():
         console.print(f"{name}: {verdict}")

@@ -1,5 +1,6 @@
 """The processes and data one bench run owns: a scratch database, a Redis key prefix,
-an API process and worker processes, all removed by `Stack.close`."""
+an API process and worker processes, all removed by `Stack.close`, also when SIGINT or
+SIGTERM interrupts the run (`run_until_interrupted`)."""
 
 from __future__ import annotations
 
@@ -168,6 +169,17 @@ class Stack:
         await until(enough, what, poll)
 
     async def close(self) -> None:
+        """Stop the processes, drop the scratch database and the Redis keys. A cancellation
+        (SIGINT or SIGTERM, see `run_until_interrupted`) arriving meanwhile waits for the
+        removal to finish: an interrupted bench leaves nothing behind."""
+        removal = asyncio.ensure_future(self._remove_everything())
+        try:
+            await asyncio.shield(removal)
+        except asyncio.CancelledError:
+            await removal
+            raise
+
+    async def _remove_everything(self) -> None:
         for process in self.processes:
             # SIGTERM, not SIGKILL: an API started with API_WORKERS > 1 is a supervisor,
             # and only a supervisor that stops by itself takes its worker processes with it.

@@ -54,6 +54,51 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped a run after its cleanup; `exit_code` is the shell's
+    convention for the signal, 128 + its number (130, 143)."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(f"interrupted by {sig.name}")
+        self.signal = sig
+        self.exit_code = 128 + int(sig)
+
+
+def run_until_interrupted(main: Coroutine[Any, Any, T]) -> T:
+    """`run_event_loop` for a run that owns processes and data: SIGINT or SIGTERM cancels
+    `main`, so its `finally` blocks remove what it made, then raises `Interrupted`. A further
+    signal does not cut that cleanup short (it is bounded: processes get SIGTERM, then
+    SIGKILL)."""
+    return run_event_loop(_cancelled_by_signals(main))
+
+
+async def _cancelled_by_signals(main: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received:
+            task.cancel()
+        received.append(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        result = await main
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if received:  # `main` swallowed the cancellation: the signal still ends the run
+        raise Interrupted(received[0])
+    return result
+
+
 log = logging.getLogger("taskforge.runtime")
 
 FORCED_EXIT_CODE = 130

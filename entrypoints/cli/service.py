@@ -25,6 +25,7 @@ from taskforge.entrypoints.config import (
 from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import (
     HandlerModuleError,
+    Interrupted,
     ListenError,
     declared_schedules,
     listening_socket,
@@ -354,6 +355,8 @@ def main() -> None:
         raise SystemExit(1) from None
     except TooManyAbandonedThreads:  # already logged by the worker, with the reason
         raise SystemExit(RESTART_EXIT_CODE) from None
+    except Interrupted as exc:  # a bench, after removing its processes and database
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

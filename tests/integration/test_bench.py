@@ -6,12 +6,16 @@ the benchmark's own report, compared side by side on one machine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.support import redis_env
@@ -87,6 +91,72 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
         assert row["workers_cpu_pct"] < row["machine_cpu_pct"] <= 101  # ticks are coarse
     assert report["cores"] >= 1
     assert "Drain rate by workers" in result.stdout
+
+
+async def _bench_databases(admin_dsn: str) -> set[str]:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'taskforge_bench_%'"
+        )
+    finally:
+        await conn.close()
+    return {row["datname"] for row in rows}
+
+
+def _children(pid: int) -> set[int]:
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children |= {int(child) for child in task.read_text().split()}
+        except OSError:  # the thread ended meanwhile
+            continue
+    return children
+
+
+def _is_taskforge_process(pid: int) -> bool:
+    try:
+        return b"taskforge" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone
+        return False
+
+
+@pytest.mark.parametrize(
+    ("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"]
+)
+def test_an_interrupted_bench_stops_its_processes_and_drops_its_database(
+    postgres_admin_dsn: str, redis_url: str, tmp_path: Path, sig: signal.Signals, exit_code: int
+) -> None:
+    before = asyncio.run(_bench_databases(postgres_admin_dsn))
+    env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
+    command = [sys.executable, "-m", "taskforge.entrypoints.cli.service", "bench", "--quick"]
+    bench = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "bench.json")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Interrupted once it runs its API in its scratch database.
+        deadline = time.monotonic() + 60
+        scratch: set[str] = set()
+        children: set[int] = set()
+        while not (scratch and children) and bench.poll() is None:
+            assert time.monotonic() < deadline, "the bench started no API in 60 s"
+            time.sleep(0.1)
+            scratch = asyncio.run(_bench_databases(postgres_admin_dsn)) - before
+            children = {pid for pid in _children(bench.pid) if _is_taskforge_process(pid)}
+        assert bench.poll() is None, "the bench ended before it was interrupted"
+
+        bench.send_signal(sig)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+
+    assert bench.returncode == exit_code, stderr.decode()[-3000:]
+    assert [pid for pid in children if _is_taskforge_process(pid)] == []
+    assert asyncio.run(_bench_databases(postgres_admin_dsn)) & scratch == set()
 
 
 def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
