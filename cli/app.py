@@ -754,8 +754,8 @@ ScheduleArg = Annotated[str, Parameter(help="The schedule's name.")]
 
 @schedules.command(name="list")
 def schedules_list(*, session: SessionParam) -> None:
-    """Every schedule with its cron expression, next and previous fire times, where it was
-    declared (code or api) and whether it is paused.
+    """Every schedule with its cron expression, next and previous fire times, its jobs'
+    priority, where it was declared (code or api) and whether it is paused.
 
     For example:
         taskforge-cli schedules list

@@ -5,7 +5,9 @@ asyncpg connections (or pool connections), `psycopg.AsyncConnection` (both await
 `psycopg.Connection` (the same call, plain) are taken. The statement is the job store's
 INSERT; the jobs stay unpublished and the enqueue sends one NOTIFY, which Postgres delivers
 at commit to the scheduler: it pushes their hints (and its republish sweep is the safety
-net). psycopg is imported only when a psycopg connection is passed.
+net). psycopg is imported only when a psycopg connection is passed. A job enqueued while an
+OpenTelemetry span is current keeps that span's traceparent, so the worker's span of each
+attempt joins the caller's trace.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from taskforge.adapters.postgres.job_store import (
     insert_parameters,
 )
 from taskforge.adapters.system import Uuid7Source
+from taskforge.adapters.telemetry.tracing import current_traceparent
 from taskforge.client.core import EnqueueOptions, JobSpec
 from taskforge.client.errors import ValidationError
 from taskforge.client.values import Job
@@ -113,7 +116,10 @@ async def _first(stored: Coroutine[Any, Any, list[Job]]) -> Job:
 
 
 def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
+    """The jobs `specs` ask for, checked, each carrying the caller's current trace span (as
+    a job enqueued over HTTP carries its request's), so its attempts join that trace."""
     specs = list(specs)
+    traceparent = current_traceparent()
     new_jobs = []
     for index, spec in enumerate(specs):
         options = dict(spec)
@@ -125,7 +131,8 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
         try:
             new_job = build_new_job(
                 job_id=_ids.new_id(), job_type=job_type, payload=payload,
-                queue=options.pop("queue", None) or DEFAULT_QUEUE, **options,
+                queue=options.pop("queue", None) or DEFAULT_QUEUE, traceparent=traceparent,
+                **options,
             )  # fmt: skip
             msgspec.json.encode(new_job.payload)
         except domain_errors.ValidationError as exc:

@@ -13,6 +13,8 @@ import asyncpg
 import msgspec
 import psycopg
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 import taskforge
 from taskforge.client.values import Job
@@ -143,6 +145,51 @@ async def test_each_job_keeps_its_priority(
         batch[0].id: 9,
         batch[1].id: 5,
     }
+
+
+def traceparent_naming(span: trace.Span) -> str:
+    """W3C form: version 00, the span's trace id, its span id and its trace flags."""
+    context = span.get_span_context()
+    assert context.trace_flags.sampled
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+async def stored_traceparents(
+    observer: asyncpg.Connection, jobs: list[Job]
+) -> dict[UUID, str | None]:
+    rows = await observer.fetch(
+        "SELECT id, traceparent FROM jobs WHERE id = ANY($1::uuid[])", [job.id for job in jobs]
+    )
+    return {row["id"]: row["traceparent"] for row in rows}
+
+
+async def test_a_job_enqueued_in_a_span_keeps_its_traceparent_and_one_outside_none(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    tracer = TracerProvider().get_tracer("the application")
+    with tracer.start_as_current_span("POST /orders") as span:
+        traced = await session.enqueue("email", queue=queue_name)
+        batched = await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 2)
+    untraced = await session.enqueue("email", queue=queue_name)
+    await session.commit()
+
+    expected = traceparent_naming(span)
+    assert await stored_traceparents(observer, [traced, *batched, untraced]) == {
+        traced.id: expected,
+        batched[0].id: expected,
+        batched[1].id: expected,
+        untraced.id: None,
+    }
+
+
+async def test_a_current_span_that_is_not_valid_leaves_the_traceparent_null(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    with trace.use_span(trace.INVALID_SPAN):
+        job = await session.enqueue("email", queue=queue_name)
+    await session.commit()
+
+    assert await stored_traceparents(observer, [job]) == {job.id: None}
 
 
 async def test_a_batch_stores_every_field_of_every_job_as_a_read_returns_it(
