@@ -3,11 +3,11 @@ its own transaction, so a job exists exactly when the transaction that caused it
 
 asyncpg connections (or pool connections), `psycopg.AsyncConnection` (both awaited) and
 `psycopg.Connection` (the same call, plain) are taken. The statement is the job store's
-INSERT; the jobs stay unpublished and the enqueue sends one NOTIFY, which Postgres delivers
-at commit to the scheduler: it pushes their hints (and its republish sweep is the safety
-net). psycopg is imported only when a psycopg connection is passed. A job enqueued while an
-OpenTelemetry span is current keeps that span's traceparent, so the worker's span of each
-attempt joins the caller's trace.
+INSERT; the jobs stay unpublished, and the INSERT itself sends a NOTIFY (migration 0016)
+that Postgres delivers at commit to the scheduler: it pushes their hints (and its republish
+sweep is the safety net). psycopg is imported only when a psycopg connection is passed. A
+job enqueued while an OpenTelemetry span is current keeps that span's traceparent, so the
+worker's span of each attempt joins the caller's trace.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from taskforge.adapters.postgres._rows import job_from_row
-from taskforge.adapters.postgres.job_notices import NOTIFY_JOBS
 from taskforge.adapters.postgres.job_store import (
     INSERT_JOB_UNPUBLISHED,
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
@@ -181,14 +180,7 @@ async def _store_asyncpg(
         results += [
             (job if isinstance(job, Job) else _client_job(job), created) for job, created in stored
         ]
-    if _any_due(results):
-        await conn.execute(NOTIFY_JOBS)
     return [job for job, _ in results]
-
-
-def _any_due(results: Sequence[tuple[StoredJob | Job, bool]]) -> bool:
-    """A job was created that is due now: the scheduler has hints to push at commit."""
-    return any(created and job.next_run_at <= job.created_at for job, created in results)
 
 
 def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
@@ -310,7 +302,7 @@ def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
     """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
     per CHUNK jobs (a key repeated in the batch is stored once, by its first job); then for
     each job it did not create, in order, an INSERT of that job and a look-up of the job
-    holding its key; then the NOTIFY."""
+    holding its key."""
     inserted: dict[UUID, dict[str, Any]] = {}
     for start in range(0, len(new_jobs), CHUNK):
         chunk = new_jobs[start : start + CHUNK]
@@ -340,8 +332,6 @@ def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
             # The key's holder finished or was deleted meanwhile: the key is free, try again.
         else:
             raise RuntimeError("idempotency or unique keys kept changing hands; try again")
-    if _any_due(results):
-        yield _Statement(NOTIFY_JOBS)
     return [_client_job(job) for job, _ in results]
 
 
