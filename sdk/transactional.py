@@ -187,16 +187,13 @@ def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
     """The job `new_job` created, built straight from the INSERT's row (one object per job,
     not a stored Job and then its client form: the half of enqueue_many's Python time
     that is not validation)."""
-    payload: Any = row["payload"]
-    if isinstance(payload, str | bytes):  # a connection with no jsonb codec reads JSON text
-        payload = msgspec.json.decode(payload)
     policy = new_job.policy
     created_at = row["created_at"]
     return Job(
         id=new_job.id,
         queue=new_job.queue,
         job_type=new_job.job_type,
-        payload=payload,
+        payload=_decoded(row["payload"]),
         state=JobState.PENDING,
         idempotency_key=new_job.idempotency_key,
         unique_key=new_job.unique_key,
@@ -217,16 +214,18 @@ def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
     )
 
 
+def _decoded(payload: Any) -> Any:
+    """A stored payload as Python values: a connection with no jsonb codec reads JSON text."""
+    return msgspec.json.decode(payload) if isinstance(payload, str | bytes) else payload
+
+
 def _client_job(job: StoredJob) -> Job:
-    payload: Any = job.payload
-    if isinstance(payload, str | bytes):  # a connection with no jsonb codec reads JSON text
-        payload = msgspec.json.decode(payload)
     policy = job.policy
     return Job(
         id=job.id,
         queue=job.queue,
         job_type=job.job_type,
-        payload=payload,
+        payload=_decoded(job.payload),
         state=job.state,
         idempotency_key=job.idempotency_key,
         unique_key=job.unique_key,

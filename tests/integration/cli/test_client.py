@@ -982,6 +982,25 @@ def test_schedules_list_shows_the_default_priority_of_a_schedule_given_none(cli:
     cli("schedules", "rm", name)
 
 
+def test_schedules_add_sends_every_policy_flag(cli: Cli, api: httpx.Client) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    added = cli(
+        "schedules", "add", name, "--cron", "@daily", "--job-type", "report",
+        "--queue", idle_queue(), "--max-attempts", "7", "--initial-delay", "2",
+        "--backoff", "3", "--max-delay", "90", "--jitter", "--visibility-timeout", "45",
+        "--job-timeout", "12.5",
+    )  # fmt: skip
+
+    assert added.exit_code == 0, added.err
+    schedule = api.get(f"/schedules/{name}").json()
+    fields = ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")
+    assert {k: schedule[k] for k in fields} == {
+        "maxAttempts": 7, "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 90.0, "jitter": True
+    }  # fmt: skip
+    assert (schedule["visibilityTimeout"], schedule["timeout"]) == (45.0, 12.5)
+    cli("schedules", "rm", name)
+
+
 def test_schedules_add_refuses_a_bad_cron_expression_naming_it(cli: Cli) -> None:
     outcome = cli("schedules", "add", "bad-cron", "--cron", "61 * * * *", "--job-type", "report")
 
