@@ -377,11 +377,11 @@ class Notices:
         self.payloads: list[str] = []
         self._marked = asyncio.Event()
 
-    def _on_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notice(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         if payload == "marker":
             self._marked.set()
         else:
-            self.payloads.append(payload)
+            self.payloads.append(str(payload))
 
     async def settled(self) -> list[str]:
         self._marked.clear()
