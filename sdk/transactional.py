@@ -170,10 +170,9 @@ async def _store_asyncpg(
     results: list[tuple[Job, bool]] = []
     for start in range(0, len(new_jobs), CHUNK):
         chunk = new_jobs[start : start + CHUNK]
-        stored = await insert_jobs_as(conn, chunk, _created_job, KEY_ATTEMPTS, published=False)
-        results += [
-            (job if isinstance(job, Job) else _client_job(job), created) for job, created in stored
-        ]
+        results += await insert_jobs_as(
+            conn, chunk, _created, _existing, KEY_ATTEMPTS, published=False
+        )
     if _any_due(results):
         await conn.execute(NOTIFY_JOBS)
     return [job for job, _ in results]
@@ -182,6 +181,14 @@ async def _store_asyncpg(
 def _any_due(results: Sequence[tuple[StoredJob | Job, bool]]) -> bool:
     """A job was created that is due now: the scheduler has hints to push at commit."""
     return any(created and job.next_run_at <= job.created_at for job, created in results)
+
+
+def _created(new_job: NewJob, row: asyncpg.Record) -> tuple[Job, bool]:
+    return _created_job(new_job, row), True
+
+
+def _existing(holder: StoredJob) -> tuple[Job, bool]:
+    return _client_job(holder), False
 
 
 def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
