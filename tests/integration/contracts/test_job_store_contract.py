@@ -397,6 +397,43 @@ async def test_find_filters_by_queue_and_state(
     assert await jobs.find(ListFilter(queue="nobody"), Page()) == ([], 0)
 
 
+async def test_find_without_a_state_filter_lists_every_state_newest_first_in_pages(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    # Each job in its own insert, so creation times differ; every state but FAILED is
+    # mixed through the newest-first order, with a job of another queue among them.
+    added = [(await jobs.add(new_job()))[0] for _ in range(5)]
+    other = (await jobs.add(new_job(queue=f"{queue_name}-other"))).job
+    newest = (await jobs.add(new_job())).job
+    claimed = {
+        job.id: job for job in await jobs.claim([added[0].id, added[1].id, added[3].id], "w")
+    }
+    await jobs.settle(
+        [
+            Succeeded(lease=lease_of(claimed[added[0].id])),
+            DeadLettered(lease=lease_of(claimed[added[3].id]), error="e", reason="terminal"),
+        ]
+    )
+    await jobs.cancel(added[2].id, "not needed")
+    mine = [newest, *reversed(added)]
+    everyone = [newest, other, *reversed(added)]
+
+    for where, expected in ((ListFilter(), everyone), (ListFilter(queue=queue_name), mine)):
+        pages = [await jobs.find(where, Page(limit=2, offset=offset)) for offset in (0, 2, 4, 6)]
+        listed = [job.id for page, _ in pages for job in page]
+        assert listed == [job.id for job in expected], where
+        assert {total for _, total in pages} == {len(expected)}
+    states = [job.state for job in (await jobs.find(ListFilter(queue=queue_name), Page()))[0]]
+    assert states == [
+        JobState.PENDING,
+        JobState.PENDING,
+        JobState.DLQ,
+        JobState.CANCELLED,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+    ]
+
+
 async def test_find_filters_by_job_type_and_idempotency_key(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
