@@ -173,14 +173,13 @@ async def _store_asyncpg(
     if not conn.is_in_transaction():
         async with conn.transaction():
             return await _store_asyncpg(conn, new_jobs)
-    results: list[tuple[Job, bool]] = []
+    results: list[Job] = []
     for start in range(0, len(new_jobs), CHUNK):
         chunk = new_jobs[start : start + CHUNK]
-        stored = await insert_jobs_as(conn, chunk, _created_job, KEY_ATTEMPTS, published=False)
-        results += [
-            (job if isinstance(job, Job) else _client_job(job), created) for job, created in stored
-        ]
-    return [job for job, _ in results]
+        results += await insert_jobs_as(
+            conn, chunk, _created_job, _client_job, KEY_ATTEMPTS, published=False
+        )
+    return results
 
 
 def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:

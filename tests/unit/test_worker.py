@@ -1083,7 +1083,7 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
 
     cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.1)
     queue.mode = "down"
-    first, _ = await cluster.jobs.add(
+    first, _, _ = await cluster.jobs.add(
         NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="noop")
     )
     await cluster.wait_for(first.id, JobState.SUCCEEDED)

@@ -428,9 +428,9 @@ async def test_jobs_the_api_stores_as_published_notify_nobody(
 ) -> None:
     # The API pushes a due job's hint itself after its commit.
     job = NewJob(id=uuid4(), queue=queue_name, job_type="email", payload={})
-    [(_, created)] = await insert_jobs(observer, [job], published=True)
+    [(_, created, needs_hint)] = await insert_jobs(observer, [job], published=True)
 
-    assert created
+    assert created and needs_hint
     assert await notices.settled() == []
 
 
