@@ -17,11 +17,8 @@ import pytest
 from taskforge.adapters.postgres import PostgresJobStore, create_pool
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
-from taskforge.adapters.postgres.job_store import (
-    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
-    find_statement,
-    insert_jobs,
-)
+from taskforge.adapters.postgres.job_lists import find_statement
+from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
 from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
 from taskforge.adapters.system import Uuid7Source
