@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from taskforge.application.hints import HintDispatcher
-from taskforge.application.ports import JobStore, JobTracer
+from taskforge.application.ports import Added, JobStore, JobTracer
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import Job, NewJob
+from taskforge.domain.job import NewJob
 
 log = logging.getLogger("taskforge.jobs")
 
@@ -19,17 +18,10 @@ ENQUEUE_SPAN = "taskforge.job.enqueue"
 span of the job (re-queues, attempts) is its child."""
 
 
-def _is_due_at_creation(job: Job) -> bool:
-    """The store's own rule for "publish a hint now": due when it was stored (a runAt in the
-    past counts). Later ones are published by the scheduler when they come due."""
-    return job.next_run_at <= job.created_at
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    job: Job
-    created: bool
-    """False when an existing job with the same idempotency key was returned."""
+Enqueued = Added
+"""An enqueue's answer for one job is the store's own: the job, whether this call created it
+(False: an existing job holding its idempotency or unique key was returned), and whether it
+needed its hint now. Passed on as it is, with no second object per job."""
 
 
 async def store_in_spans(
@@ -86,10 +78,9 @@ class EnqueueJobs:
         return await store_in_spans(self._tracer, new_jobs, self._store)
 
     async def _store(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
-        results = await self._jobs.add_many(new_jobs)
-        answers = [Enqueued(job, created) for job, created in results]
-        _send_hints(self._hints, results)
-        return answers
+        stored = await self._jobs.add_many(new_jobs)
+        _send_hints(self._hints, stored)
+        return stored
 
     async def drain(self) -> None:
         """Wait for the last hints to be pushed (at shutdown)."""
@@ -191,9 +182,9 @@ class EnqueueJob:
             raise RuntimeError(f"the store answered {len(stored)} results for {len(batch)} jobs")
         # Callers have their answer once the jobs are committed; the hints follow in the
         # background (a lost hint only delays a job until the scheduler re-publishes it).
-        for (_, future), (job, created) in zip(batch, stored, strict=True):
+        for (_, future), answer in zip(batch, stored, strict=True):
             if not future.done():
-                future.set_result(Enqueued(job, created))
+                future.set_result(answer)
         _send_hints(self._hints, stored)
 
     async def drain(self) -> None:
@@ -211,15 +202,8 @@ def _fail_all(batch: Sequence[Waiter], exc: BaseException) -> None:
             future.set_exception(exc)
 
 
-def _send_hints(hints: HintDispatcher, stored: Sequence[tuple[Job, bool]]) -> None:
-    """Queue the hints of the created jobs that are due now. Never raises: the jobs are
-    committed and their callers answered; a job whose hint is not sent waits for the
-    scheduler to publish it."""
-    due = []
-    for job, created in stored:
-        try:
-            if created and _is_due_at_creation(job):
-                due.append(job)
-        except Exception:
-            log.exception("cannot tell if job %s is due; the scheduler will publish it", job.id)
-    hints.send(due)
+def _send_hints(hints: HintDispatcher, stored: Sequence[Added]) -> None:
+    """Queue the hints the store asked for: those of the jobs it created due and stored as
+    published. Enqueueing applies no rule of its own, so the jobs it hints are exactly the
+    ones the scheduler's never-published sweep leaves alone."""
+    hints.send([added.job for added in stored if added.needs_hint])

@@ -42,8 +42,9 @@ class Snooze(Exception):
             raise taskforge.Snooze(60)
 
     The job goes back to PENDING, due in `seconds`, and its `snoozes` count grows by one.
-    A job that already snoozed MAX_SNOOZES times (a worker setting, default 100) is
-    dead-lettered instead, with the reason "snoozed too many times"."""
+    A job that already snoozed as often as its cap allows (its task's `max_snoozes`, else
+    MAX_SNOOZES, a worker setting, default 100) is dead-lettered instead, with the reason
+    "snoozed too many times"."""
 
     def __init__(self, seconds: float) -> None:
         if (
@@ -95,21 +96,30 @@ class HandlerRegistry:
     """Maps jobType to handler. Registering a jobType twice is an error, not an override.
 
     A handler may declare the queue its jobs go to (typed tasks do): a worker loading the
-    registry serves those queues unless it is told which to serve.
+    registry serves those queues unless it is told which to serve. It may also declare how
+    many times its jobs may snooze, in place of the worker's MAX_SNOOZES.
     """
 
     def __init__(self) -> None:
         self._handlers: dict[str, JobHandler] = {}
         self._queues: dict[str, str | None] = {}
+        self._max_snoozes: dict[str, int | None] = {}
 
     def register(
-        self, job_type: str, handler: JobHandler, *, queue: str | None = None
+        self,
+        job_type: str,
+        handler: JobHandler,
+        *,
+        queue: str | None = None,
+        max_snoozes: int | None = None,
     ) -> JobHandler:
-        """`queue`: where this jobType's jobs are enqueued; None, the default queue."""
+        """`queue`: where this jobType's jobs are enqueued; None, the default queue.
+        `max_snoozes`: the snoozes a job of this type may take; None, the worker's cap."""
         if job_type in self._handlers and self._handlers[job_type] is not handler:
             raise ValueError(f"a handler for jobType {job_type!r} is already registered")
         self._handlers[job_type] = handler
         self._queues[job_type] = queue
+        self._max_snoozes[job_type] = max_snoozes
         return handler
 
     def handler(self, job_type: str) -> Callable[[JobHandler], JobHandler]:
@@ -134,11 +144,20 @@ class HandlerRegistry:
 
     def merge(self, other: HandlerRegistry) -> None:
         for job_type in other:
-            self.register(job_type, other.get(job_type), queue=other._queues[job_type])
+            self.register(
+                job_type,
+                other.get(job_type),
+                queue=other._queues[job_type],
+                max_snoozes=other._max_snoozes[job_type],
+            )
 
     def declared_queue(self, job_type: str) -> str | None:
         """The queue `job_type` was registered with; None: the default queue (or unknown)."""
         return self._queues.get(job_type)
+
+    def declared_max_snoozes(self, job_type: str) -> int | None:
+        """The snooze cap `job_type` was registered with; None: the worker's MAX_SNOOZES."""
+        return self._max_snoozes.get(job_type)
 
     def queues(self, default: str) -> tuple[str, ...]:
         """The queues the registered jobTypes declare, `default` standing for those that

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
@@ -46,6 +46,21 @@ class ListFilter:
     idempotency_key: str | None = None
 
 
+class Added(NamedTuple):
+    """The store's answer for one job given to `add` or `add_many`."""
+
+    job: Job
+    """The job stored, or the existing one the new job yielded to."""
+    created: bool
+    """True when this call created the job; False when an existing job was returned (its
+    idempotency key, or its unique key in its queue, was taken)."""
+    needs_hint: bool
+    """True when the caller is to send the job's hint now: the call created it due at once
+    (a run time in the past counts) and stored it as published. False for an existing job
+    (never a second hint), and for a delayed one: the scheduler publishes it when it comes
+    due."""
+
+
 class JobStore(Protocol):
     """The source of truth for jobs: storing them and reading them back.
 
@@ -57,12 +72,12 @@ class JobStore(Protocol):
     A job's `errors` are heavy (up to 20 tracebacks): `get` and the operator moves return
     them; `add`, `add_many`, `find` and the claims leave them empty."""
 
-    async def add(self, job: NewJob) -> tuple[Job, bool]:
-        """Insert, or return the existing job with the same idempotency key.
-        The flag is True when this call created the job."""
+    async def add(self, job: NewJob) -> Added:
+        """Insert, or return the existing job with the same idempotency key (or unique key
+        in its queue). The answer says which, and whether the caller sends a hint now."""
         ...
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         """`add` for each, in order, atomically: all are stored or none."""
         ...
 

@@ -117,7 +117,8 @@ class WorkerSettings:
     """The most a handler's return value may take as JSON; a larger one dead-letters the
     job (MAX_RESULT_BYTES)."""
     max_snoozes: int = DEFAULT_MAX_SNOOZES
-    """Snoozes a job may take (MAX_SNOOZES); the next one dead-letters it."""
+    """Snoozes a job may take (MAX_SNOOZES) unless its type declares its own cap; the next
+    one dead-letters it."""
     unknown_type_grace: float = DEFAULT_UNKNOWN_TYPE_GRACE
     """Seconds a job whose type no live worker serving its queue has a handler for is handed
     back before it is dead-lettered as unknown (UNKNOWN_TYPE_GRACE); 0: at once."""
@@ -807,11 +808,14 @@ class Worker:
         return self._succeeded(job, lease, value)
 
     def _snoozed(self, job: Job, lease: Lease, snooze: Snooze) -> Settlement:
-        """Back to waiting for `snooze.seconds` without using the attempt; past the
-        MAX_SNOOZES cap, dead-lettered."""
-        limit = self._settings.max_snoozes
+        """Back to waiting for `snooze.seconds` without using the attempt; past the cap
+        (the job type's own `max_snoozes`, else MAX_SNOOZES), dead-lettered."""
+        limit = self._handlers.declared_max_snoozes(job.job_type)
+        cap = f"the {job.job_type!r} task's max_snoozes"
+        if limit is None:
+            limit, cap = self._settings.max_snoozes, "MAX_SNOOZES"
         if job.snoozes >= limit:
-            error = f"snoozed {job.snoozes} times, the most MAX_SNOOZES allows ({limit})"
+            error = f"snoozed {job.snoozes} times, the most {cap} allows ({limit})"
             log.info("job %s: %s", job.id, error)
             return DeadLettered(lease=lease, error=error, reason=SNOOZE_LIMIT_REASON)
         log.info("job %s snoozed for %gs", job.id, snooze.seconds)

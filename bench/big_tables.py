@@ -232,10 +232,9 @@ async def time_dashboard(api_url: str, pool: asyncpg.Pool, queue: str, repeat: i
     shown is the queue's newest (one is enqueued when the queue has none); the group is the
     one that failed last (an empty group's page when there are no dead letters)."""
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-        job_id = await pool.fetchval(
-            "SELECT id FROM jobs WHERE queue = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
-            queue,
-        )
+        newest = await client.get("/jobs", params={"queue": queue, "limit": 1})
+        newest.raise_for_status()
+        job_id = next((item["id"] for item in newest.json()["items"]), None)
         if job_id is None:
             created = await client.post("/jobs", json={"jobType": "noop", "queue": queue})
             created.raise_for_status()

@@ -28,11 +28,8 @@ from taskforge.adapters.postgres.dashboard import (
     SELECT_GROUPS,
 )
 from taskforge.adapters.postgres.dead_letter_store import COUNT_DEAD_LETTERS, FIND_DEAD_LETTERS
-from taskforge.adapters.postgres.job_store import (
-    COUNT_BY_QUEUE_AND_STATE,
-    FIND_JOBS,
-    find_statement,
-)
+from taskforge.adapters.postgres.job_lists import FIND_JOBS, find_statement
+from taskforge.adapters.postgres.job_store import COUNT_BY_QUEUE_AND_STATE
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS, CLAIM_JOBS
 from taskforge.adapters.postgres.sweeps import (
     COUNT_DUE,

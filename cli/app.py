@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -150,7 +150,6 @@ class Session:
 
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
-# The retry policy and timeouts a job is enqueued with, by `enqueue` and by a schedule's ticks.
 MaxAttempts = Annotated[int | None, Parameter(help="Attempts before DLQ (3).")]
 InitialDelay = Annotated[float | None, Parameter(help="Seconds before the first retry (1).")]
 Backoff = Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")]
@@ -169,6 +168,27 @@ AttemptTimeout = Annotated[
         help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none).",
     ),
 ]
+
+
+@Parameter(name="*")
+@dataclass(frozen=True, kw_only=True)
+class JobPolicyOptions:
+    """The retry policy and timeouts a job is enqueued with, by `enqueue` and by a schedule's
+    ticks; None: left out, the API's default applies."""
+
+    max_attempts: MaxAttempts = None
+    initial_delay: InitialDelay = None
+    backoff: Backoff = None
+    max_delay: MaxDelay = None
+    jitter: Jitter = None
+    visibility_timeout: VisibilityTimeout = None
+    timeout: AttemptTimeout = None
+
+
+JobPayload = Annotated[
+    str, Parameter(help="A JSON object, or @file.json, or @- to read standard input.")
+]
+JobQueue = Annotated[str | None, Parameter(help="Queue name (the API's QUEUE_NAME).")]
 JobId = Annotated[
     UUID, Parameter(name="--id", help="The job's id (a UUID), given as is or after --id.")
 ]
@@ -216,23 +236,15 @@ def enqueue(
         str | None,
         Parameter(help="While a job of the queue with this key is unfinished, return it."),
     ] = None,
-    payload: Annotated[
-        str, Parameter(help="A JSON object, or @file.json, or @- to read standard input.")
-    ] = "{}",
-    queue: Annotated[str | None, Parameter(help="Queue name (the API's QUEUE_NAME).")] = None,
+    payload: JobPayload = "{}",
+    queue: JobQueue = None,
     delay: Annotated[
         float | None, Parameter(validator=NonNegative, help="Run no sooner than in N seconds.")
     ] = None,
     run_at: Annotated[
         datetime | None, Parameter(help="Run no sooner than this ISO-8601 time (UTC if bare).")
     ] = None,
-    max_attempts: MaxAttempts = None,
-    initial_delay: InitialDelay = None,
-    backoff: Backoff = None,
-    max_delay: MaxDelay = None,
-    jitter: Jitter = None,
-    visibility_timeout: VisibilityTimeout = None,
-    timeout: AttemptTimeout = None,
+    policy: JobPolicyOptions = JobPolicyOptions(),
     priority: Annotated[
         int | None,
         Parameter(help="0 (claimed first) to 9 (claimed last); default 5."),
@@ -253,13 +265,7 @@ def enqueue(
         "queue": queue,
         "delay": delay,
         "run_at": run_at,
-        "max_attempts": max_attempts,
-        "initial_delay": initial_delay,
-        "backoff": backoff,
-        "max_delay": max_delay,
-        "jitter": jitter,
-        "visibility_timeout": visibility_timeout,
-        "timeout": timeout,
+        **asdict(policy),
         "priority": priority,
     }
     response = session.api.enqueue(
@@ -762,8 +768,8 @@ ScheduleArg = Annotated[str, Parameter(help="The schedule's name.")]
 
 @schedules.command(name="list")
 def schedules_list(*, session: SessionParam) -> None:
-    """Every schedule with its cron expression, next and previous fire times, where it was
-    declared (code or api) and whether it is paused.
+    """Every schedule with its cron expression, next and previous fire times, its jobs'
+    priority, where it was declared (code or api) and whether it is paused.
 
     For example:
         taskforge-cli schedules list
@@ -783,10 +789,8 @@ def schedules_add(
         str, Parameter(help="When: minute hour day-of-month month day-of-week, or @daily...")
     ],
     job_type: Annotated[str, Parameter(help="The handler each tick's job runs.")],
-    payload: Annotated[
-        str, Parameter(help="A JSON object, or @file.json, or @- to read standard input.")
-    ] = "{}",
-    queue: Annotated[str | None, Parameter(help="Queue name (the API's QUEUE_NAME).")] = None,
+    payload: JobPayload = "{}",
+    queue: JobQueue = None,
     timezone: Annotated[
         str | None, Parameter(help="IANA time zone the cron expression is read in (UTC).")
     ] = None,
@@ -797,13 +801,7 @@ def schedules_add(
             help="After every scheduler was down, fire each missed tick (not only the last).",
         ),
     ] = False,
-    max_attempts: MaxAttempts = None,
-    initial_delay: InitialDelay = None,
-    backoff: Backoff = None,
-    max_delay: MaxDelay = None,
-    jitter: Jitter = None,
-    visibility_timeout: VisibilityTimeout = None,
-    timeout: AttemptTimeout = None,
+    policy: JobPolicyOptions = JobPolicyOptions(),
     priority: Annotated[
         int | None,
         Parameter(help="Each tick's job's priority: 0 (claimed first) to 9 (last); default 5."),
@@ -821,13 +819,7 @@ def schedules_add(
         "queue": queue,
         "timezone": timezone,
         "catch_up": catch_up or None,
-        "max_attempts": max_attempts,
-        "initial_delay": initial_delay,
-        "backoff": backoff,
-        "max_delay": max_delay,
-        "jitter": jitter,
-        "visibility_timeout": visibility_timeout,
-        "timeout": timeout,
+        **asdict(policy),
         "priority": priority,
     }
     response = session.api.add_schedule(

@@ -312,9 +312,10 @@ def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
 
 def schedules_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
     """A row per schedule: when it fires (cron, zone, next and previous tick), what it
-    enqueues, where it was declared and whether it is paused."""
+    enqueues and at which priority, where it was declared and whether it is paused."""
     table = _empty_table(plain)
-    for header in ("NAME", "CRON", "TIMEZONE", "JOB TYPE", "QUEUE", "SOURCE", "PAUSED"):
+    headers = ("NAME", "CRON", "TIMEZONE", "JOB TYPE", "QUEUE", "PRIORITY", "SOURCE", "PAUSED")
+    for header in headers:
         table.add_column(header, no_wrap=True)
     table.add_column("NEXT FIRE", no_wrap=True)
     table.add_column("PREVIOUS FIRE", no_wrap=True)
@@ -326,6 +327,7 @@ def schedules_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table
             Text(str(schedule.get("timezone"))),
             Text(str(schedule.get("jobType"))),
             Text(str(schedule.get("queue"))),
+            Text(str(schedule.get("priority", MISSING))),
             Text(str(schedule.get("source"))),
             paused,
             Text(timestamp(schedule.get("nextFireAt"))),

@@ -36,6 +36,9 @@ DEFAULT_PRIORITY = 5
 PRIORITIES = range(HIGHEST_PRIORITY, LOWEST_PRIORITY + 1)
 """A job's priority: 0 is claimed first, 9 last; within one priority, oldest due first."""
 
+SNOOZE_CAPS = range(0, 1_000_001)
+"""The snooze caps allowed: the worker's MAX_SNOOZES and a task's own `max_snoozes`."""
+
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
 
@@ -158,6 +161,13 @@ def validate_priority(value: object) -> int:
             "priority",
             f"must be from {HIGHEST_PRIORITY} (highest) to {LOWEST_PRIORITY} (lowest)",
         )
+    return value
+
+
+def validate_max_snoozes(value: object) -> int:
+    """How many times a job may snooze; its next snooze dead-letters it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SNOOZE_CAPS:
+        raise ValidationError("max_snoozes", f"must be a whole number from 0 to {SNOOZE_CAPS[-1]}")
     return value
 
 

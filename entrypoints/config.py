@@ -24,7 +24,7 @@ from taskforge.adapters.telemetry.tracing import EXPORTERS as TRACING_EXPORTERS
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.outcome import DEFAULT_MAX_SNOOZES, DEFAULT_UNKNOWN_TYPE_GRACE
 from taskforge.domain.policy import MAX_DURATION
-from taskforge.domain.validation import validate_queue_name
+from taskforge.domain.validation import SNOOZE_CAPS, validate_queue_name
 
 T = TypeVar("T")
 
@@ -223,7 +223,9 @@ class Settings:
             ),
             job_timeout=get("JOB_TIMEOUT", _number(0, MAX_DURATION), 0.0),
             max_result_bytes=get("MAX_RESULT_BYTES", _int_range(1, 16 << 20), 64 * 1024),
-            max_snoozes=get("MAX_SNOOZES", _int_range(0, 1_000_000), DEFAULT_MAX_SNOOZES),
+            max_snoozes=get(
+                "MAX_SNOOZES", _int_range(SNOOZE_CAPS[0], SNOOZE_CAPS[-1]), DEFAULT_MAX_SNOOZES
+            ),
             unknown_type_grace=get(
                 "UNKNOWN_TYPE_GRACE", _number(0, MAX_DURATION), DEFAULT_UNKNOWN_TYPE_GRACE
             ),

@@ -43,6 +43,7 @@ from taskforge.application.handlers import (
 )
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import build_new_job
+from taskforge.domain.validation import validate_max_snoozes
 
 if TYPE_CHECKING:
     import asyncpg
@@ -82,16 +83,20 @@ class Task(Generic[P]):
         queue: str | None,
         defaults: TaskDefaults,
         registry: HandlerRegistry,
+        max_snoozes: int | None = None,
     ) -> None:
-        _check_declaration(job_type, queue, defaults)
+        _check_declaration(job_type, queue, defaults, max_snoozes)
         self.job_type = job_type
         self.queue = queue
         """Where its jobs go unless an enqueue says `queue=`; None: the default queue."""
+        self.max_snoozes = max_snoozes
+        """How many times a job of this type may snooze, its next snooze dead-letters it;
+        None: as many as the worker's MAX_SNOOZES."""
         self.defaults = defaults
         self.function = function
         """The handler as written: call it directly in a unit test."""
         self._takes_payload, self._takes_context, self.payload_type = _signature_of(function)
-        registry.register(job_type, self._handler(), queue=queue)
+        registry.register(job_type, self._handler(), queue=queue, max_snoozes=max_snoozes)
 
     def __repr__(self) -> str:
         return f"<Task {self.job_type!r} queue={self.queue!r} {self.function.__qualname__}>"
@@ -201,12 +206,18 @@ class _Declare:
     """`task(...)`'s decorator: the payload type the handler takes becomes the Task's."""
 
     def __init__(
-        self, job_type: str, queue: str | None, defaults: TaskDefaults, registry: HandlerRegistry
+        self,
+        job_type: str,
+        queue: str | None,
+        defaults: TaskDefaults,
+        registry: HandlerRegistry,
+        max_snoozes: int | None,
     ) -> None:
         self._job_type = job_type
         self._queue = queue
         self._defaults = defaults
         self._registry = registry
+        self._max_snoozes = max_snoozes
 
     @overload
     def __call__(self, function: Callable[[JobContext], Any]) -> Task[Mapping[str, Any]]: ...
@@ -224,6 +235,7 @@ class _Declare:
             queue=self._queue,
             defaults=self._defaults,
             registry=self._registry,
+            max_snoozes=self._max_snoozes,
         )
 
 
@@ -232,16 +244,21 @@ def task(
     *,
     queue: str | None = None,
     registry: HandlerRegistry | None = None,
+    max_snoozes: int | None = None,
     **defaults: Unpack[TaskDefaults],
 ) -> _Declare:
     """Declare a job type: `@taskforge.task("email", queue="mail", max_attempts=5)` on its
     handler registers the handler (in `registry`, by default the one workers load) and
-    returns a `Task` to enqueue with. A bad name, queue or policy raises ValidationError
-    here, at import time."""
-    return _Declare(job_type, queue, defaults, registry or default_registry)
+    returns a `Task` to enqueue with. `max_snoozes` caps how often a job of this type may
+    raise Snooze before its next snooze dead-letters it (default: the worker's
+    MAX_SNOOZES). A bad name, queue, cap or policy raises ValidationError here, at import
+    time."""
+    return _Declare(job_type, queue, defaults, registry or default_registry, max_snoozes)
 
 
-def _check_declaration(job_type: str, queue: str | None, defaults: TaskDefaults) -> None:
+def _check_declaration(
+    job_type: str, queue: str | None, defaults: TaskDefaults, max_snoozes: int | None
+) -> None:
     unknown = sorted(set(defaults) - set(TaskDefaults.__annotations__))
     if unknown:
         raise TypeError(f"unknown task option(s): {', '.join(unknown)}")
@@ -250,6 +267,8 @@ def _check_declaration(job_type: str, queue: str | None, defaults: TaskDefaults)
             job_id=uuid.uuid4(), job_type=job_type, payload={}, queue=queue or _SOME_QUEUE,
             **defaults,
         )  # fmt: skip
+        if max_snoozes is not None:
+            validate_max_snoozes(max_snoozes)
     except domain_errors.ValidationError as exc:
         raise _validation_error(exc.field, exc.message) from None
 

@@ -3,9 +3,11 @@ its own transaction, so a job exists exactly when the transaction that caused it
 
 asyncpg connections (or pool connections), `psycopg.AsyncConnection` (both awaited) and
 `psycopg.Connection` (the same call, plain) are taken. The statement is the job store's
-INSERT; the jobs stay unpublished and the enqueue sends one NOTIFY, which Postgres delivers
-at commit to the scheduler: it pushes their hints (and its republish sweep is the safety
-net). psycopg is imported only when a psycopg connection is passed.
+INSERT; the jobs stay unpublished, and the INSERT itself sends a NOTIFY (migration 0016)
+that Postgres delivers at commit to the scheduler: it pushes their hints (and its republish
+sweep is the safety net). psycopg is imported only when a psycopg connection is passed. A
+job enqueued while an OpenTelemetry span is current keeps that span's traceparent, so the
+worker's span of each attempt joins the caller's trace.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from taskforge.adapters.postgres._rows import job_from_row
-from taskforge.adapters.postgres.job_notices import NOTIFY_JOBS
 from taskforge.adapters.postgres.job_store import (
     INSERT_JOB_UNPUBLISHED,
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
@@ -32,6 +33,7 @@ from taskforge.adapters.postgres.job_store import (
     insert_parameters,
 )
 from taskforge.adapters.system import Uuid7Source
+from taskforge.adapters.telemetry.tracing import current_traceparent
 from taskforge.client.core import EnqueueOptions, JobSpec
 from taskforge.client.errors import ValidationError
 from taskforge.client.values import Job
@@ -113,7 +115,10 @@ async def _first(stored: Coroutine[Any, Any, list[Job]]) -> Job:
 
 
 def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
+    """The jobs `specs` ask for, checked, each carrying the caller's current trace span (as
+    a job enqueued over HTTP carries its request's), so its attempts join that trace."""
     specs = list(specs)
+    traceparent = current_traceparent()
     new_jobs = []
     for index, spec in enumerate(specs):
         options = dict(spec)
@@ -125,7 +130,8 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
         try:
             new_job = build_new_job(
                 job_id=_ids.new_id(), job_type=job_type, payload=payload,
-                queue=options.pop("queue", None) or DEFAULT_QUEUE, **options,
+                queue=options.pop("queue", None) or DEFAULT_QUEUE, traceparent=traceparent,
+                **options,
             )  # fmt: skip
             msgspec.json.encode(new_job.payload)
         except domain_errors.ValidationError as exc:
@@ -167,37 +173,26 @@ async def _store_asyncpg(
     if not conn.is_in_transaction():
         async with conn.transaction():
             return await _store_asyncpg(conn, new_jobs)
-    results: list[tuple[Job, bool]] = []
+    results: list[Job] = []
     for start in range(0, len(new_jobs), CHUNK):
         chunk = new_jobs[start : start + CHUNK]
-        stored = await insert_jobs_as(conn, chunk, _created_job, KEY_ATTEMPTS, published=False)
-        results += [
-            (job if isinstance(job, Job) else _client_job(job), created) for job, created in stored
-        ]
-    if _any_due(results):
-        await conn.execute(NOTIFY_JOBS)
-    return [job for job, _ in results]
-
-
-def _any_due(results: Sequence[tuple[StoredJob | Job, bool]]) -> bool:
-    """A job was created that is due now: the scheduler has hints to push at commit."""
-    return any(created and job.next_run_at <= job.created_at for job, created in results)
+        results += await insert_jobs_as(
+            conn, chunk, _created_job, _client_job, KEY_ATTEMPTS, published=False
+        )
+    return results
 
 
 def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
     """The job `new_job` created, built straight from the INSERT's row (one object per job,
     not a stored Job and then its client form: the half of enqueue_many's Python time
     that is not validation)."""
-    payload: Any = row["payload"]
-    if isinstance(payload, str | bytes):  # a connection with no jsonb codec reads JSON text
-        payload = msgspec.json.decode(payload)
     policy = new_job.policy
     created_at = row["created_at"]
     return Job(
         id=new_job.id,
         queue=new_job.queue,
         job_type=new_job.job_type,
-        payload=payload,
+        payload=_decoded(row["payload"]),
         state=JobState.PENDING,
         idempotency_key=new_job.idempotency_key,
         unique_key=new_job.unique_key,
@@ -218,16 +213,18 @@ def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
     )
 
 
+def _decoded(payload: Any) -> Any:
+    """A stored payload as Python values: a connection with no jsonb codec reads JSON text."""
+    return msgspec.json.decode(payload) if isinstance(payload, str | bytes) else payload
+
+
 def _client_job(job: StoredJob) -> Job:
-    payload: Any = job.payload
-    if isinstance(payload, str | bytes):  # a connection with no jsonb codec reads JSON text
-        payload = msgspec.json.decode(payload)
     policy = job.policy
     return Job(
         id=job.id,
         queue=job.queue,
         job_type=job.job_type,
-        payload=payload,
+        payload=_decoded(job.payload),
         state=job.state,
         idempotency_key=job.idempotency_key,
         unique_key=job.unique_key,
@@ -303,7 +300,7 @@ def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
     """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
     per CHUNK jobs (a key repeated in the batch is stored once, by its first job); then for
     each job it did not create, in order, an INSERT of that job and a look-up of the job
-    holding its key; then the NOTIFY."""
+    holding its key."""
     inserted: dict[UUID, dict[str, Any]] = {}
     for start in range(0, len(new_jobs), CHUNK):
         chunk = new_jobs[start : start + CHUNK]
@@ -333,8 +330,6 @@ def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
             # The key's holder finished or was deleted meanwhile: the key is free, try again.
         else:
             raise RuntimeError("idempotency or unique keys kept changing hands; try again")
-    if _any_due(results):
-        yield _Statement(NOTIFY_JOBS)
     return [_client_job(job) for job, _ in results]
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 from taskforge.adapters.memory.state import InMemoryView, without_details
-from taskforge.application.ports import ListFilter
+from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job, NewJob, QueueStats
 from taskforge.domain.states import JobState
@@ -15,44 +15,49 @@ from taskforge.domain.validation import Page
 
 
 class InMemoryJobStore(InMemoryView):
-    async def add(self, job: NewJob) -> tuple[Job, bool]:
-        [result] = self._add_all([job], self._state.clock.now())
+    async def add(self, job: NewJob) -> Added:
+        [result] = self.add_all([job], self._state.clock.now())
         return result
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-        return self._add_all(jobs, self._state.clock.now())
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
+        return self.add_all(jobs, self._state.clock.now())
 
-    def _add_all(self, news: Sequence[NewJob], now: datetime) -> list[tuple[Job, bool]]:
+    def add_all(
+        self, news: Sequence[NewJob], now: datetime, *, published: bool = True
+    ) -> list[Added]:
         """All or none, like one INSERT: every job is checked and built before the first
         is stored. A job whose idempotency key is taken yields the job holding it; else a job
         whose unique key an unfinished job of its queue holds yields that job (within the
-        batch too: the first of two duplicates is the one stored)."""
+        batch too: the first of two duplicates is the one stored). A created job due now is
+        stored as published and answered as needing its hint; `published` False leaves
+        every job unpublished, for the scheduler to publish (as Postgres' UNPUBLISHED)."""
         state = self._state
-        results: list[tuple[Job, bool]] = []
-        created: dict[UUID, Job] = {}
+        results: list[Added] = []
+        created: dict[UUID, Added] = {}
         by_key: dict[str, Job] = {}
         by_unique_key: dict[tuple[str, str], Job] = {}
         for new in news:
             holder = self._holder(new, by_key, by_unique_key)
             if holder is not None:
-                results.append((without_details(holder), False))
+                results.append(Added(without_details(holder), False, False))
                 continue
             if new.id in state.jobs or new.id in created:
                 raise JobIdTaken(new.id)
             job = new.stored(new.due_at(now), now)
-            created[job.id] = job
+            added = Added(job, True, published and job.next_run_at <= now)
+            created[job.id] = added
             if job.idempotency_key is not None:
                 by_key[job.idempotency_key] = job
             if job.unique_key is not None:
                 by_unique_key[job.queue, job.unique_key] = job
-            results.append((job, True))
-        for job in created.values():
+            results.append(added)
+        for job, _, needs_hint in created.values():
             state.jobs[job.id] = job
             if job.idempotency_key is not None:
                 state.by_idempotency_key[job.idempotency_key] = job.id
             if job.unique_key is not None:
                 state.by_unique_key[job.queue, job.unique_key] = job.id
-            state.published_at[job.id] = now if job.next_run_at <= now else None
+            state.published_at[job.id] = now if needs_hint else None
         return results
 
     def _holder(

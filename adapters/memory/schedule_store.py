@@ -71,10 +71,9 @@ class InMemoryScheduleStore(InMemoryView):
         created = 0
         jobs = InMemoryJobStore(state)
         for schedule, firing in firings:
-            for job, new in await jobs.add_many(firing.jobs):
-                if new:
-                    created += 1
-                    state.published_at[job.id] = None  # the never-published sweep sends it
+            # Unpublished: the never-published sweep sends their hints.
+            stored = jobs.add_all(firing.jobs, now, published=False)
+            created += sum(added.created for added in stored)
             self._update(
                 schedule.name,
                 next_fire_at=firing.next_fire_at,

@@ -13,10 +13,10 @@ from taskforge.adapters.postgres.connection import CONNECTION_ERRORS, PING_TIMEO
 from taskforge.domain.errors import Unavailable
 
 JOBS_CHANNEL = "taskforge_jobs"
-NOTIFY_JOBS = f"NOTIFY {JOBS_CHANNEL}"
-"""Sent in the enqueueing transaction, delivered at its commit (never after a rollback).
-The payload is constant, so Postgres folds a transaction's notices into one: one per
-transaction however many jobs it stores, and notifying serialises commits."""
+"""Notified by the INSERT of due jobs that nobody publishes a hint for at commit (the
+trigger of migration 0016), delivered at the commit (never after a rollback). The payload
+is constant, so Postgres folds a transaction's notices into one: one per transaction
+however many jobs it stores, and notifying serialises commits."""
 
 CONNECT_TIMEOUT = 10.0
 

@@ -16,7 +16,8 @@ from taskforge.adapters.postgres._rows import (
     job_from_row,
 )
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter, encode_json
-from taskforge.application.ports import ListFilter
+from taskforge.adapters.postgres.job_lists import find_statement
+from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job, NewJob, QueueStats
 from taskforge.domain.states import JobState
@@ -52,11 +53,13 @@ ORDER BY incoming.idempotency_key, incoming.queue, incoming.unique_key, incoming
 ON CONFLICT DO NOTHING
 -- The rest of a created job is what the caller sent (see NewJob.stored); the payload as
 -- jsonb stores it (keys reordered, numbers normalised), so the answer matches later reads.
-RETURNING id, payload, next_run_at, created_at
+-- `published`: stored as published, so the caller pushes its hint now (Added.needs_hint).
+RETURNING id, payload, next_run_at, created_at, published_at IS NOT NULL AS published
 """
 
 PUBLISHED_WHEN_DUE = "CASE WHEN due.run_at <= now() THEN now() END"
-"""The API pushes a due job's hint right after the commit, so it is stored as published."""
+"""The API pushes a due job's hint right after the commit, so it is stored as published (and
+the INSERT answers `published`: the one place that decides which jobs get a hint now)."""
 UNPUBLISHED = "NULL::timestamptz"
 """A job stored inside an application's own transaction: nothing pushes a hint at its
 commit, so it stays unpublished and the scheduler publishes it (woken by the NOTIFY the
@@ -110,25 +113,6 @@ SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
 
-def _find_jobs(where: str, total_from: str = "job_counts", filtered: str = "") -> str:
-    # One statement, so the page and its total come from one snapshot; the LEFT JOIN keeps
-    # a row carrying the total even when the page is empty. The total is the sum of the
-    # maintained counts (migration 0013) when `where` names only columns job_counts has too:
-    # exact and cheap however many jobs match.
-    total = "coalesce(sum(jobs), 0)::bigint" if total_from == "job_counts" else "count(*)"
-    return f"""
-SELECT matching.total, page.*
-FROM (SELECT {total} AS total FROM {total_from} {where}) AS matching
-LEFT JOIN LATERAL (
-    SELECT {JOB_COLUMNS} FROM jobs {where}
-    ORDER BY {filtered}created_at DESC, id DESC
-    LIMIT $1 OFFSET $2
-) AS page ON true
-"""
-
-
-FIND_JOBS = _find_jobs("")
-
 # From the maintained counts (migration 0013), not a count over the jobs table.
 COUNT_BY_QUEUE_AND_STATE = """
 SELECT queue, state, sum(jobs)::bigint AS jobs FROM job_counts
@@ -141,12 +125,12 @@ PING = "SELECT 1"
 class PostgresJobStore(PooledAdapter):
     """JobStore on Postgres; semantics identical to InMemoryJobStore."""
 
-    async def add(self, job: NewJob) -> tuple[Job, bool]:
+    async def add(self, job: NewJob) -> Added:
         async with self._connection() as conn:
             [result] = await insert_jobs(conn, [job])
             return result
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         if not jobs:
             return []
         async with self._connection() as conn:
@@ -194,35 +178,43 @@ async def insert_jobs(
     attempts: int = 3,
     *,
     published: bool = True,
-) -> list[tuple[Job, bool]]:
-    """See insert_jobs_as; a created job is the Job its NewJob stores."""
-    return await insert_jobs_as(conn, jobs, _stored, attempts, published=published)
+) -> list[Added]:
+    """See insert_jobs_as; a created job is the Job its NewJob stores, needing its hint now
+    when the INSERT stored it as published; an existing job never needs one."""
+    return await insert_jobs_as(conn, jobs, _added, _existing, attempts, published=published)
 
 
-def _stored(job: NewJob, row: asyncpg.Record) -> Job:
-    return job.stored(row["next_run_at"], row["created_at"], row["payload"])
+def _added(job: NewJob, row: asyncpg.Record) -> Added:
+    stored = job.stored(row["next_run_at"], row["created_at"], row["payload"])
+    return Added(stored, True, row["published"])
 
 
-Created = TypeVar("Created")
+def _existing(holder: Job) -> Added:
+    return Added(holder, False, False)
+
+
+Outcome = TypeVar("Outcome")
 
 
 async def insert_jobs_as(
     conn: asyncpg.Connection | PoolConnectionProxy,
     jobs: Sequence[NewJob],
-    created_as: Callable[[NewJob, asyncpg.Record], Created],
+    created_as: Callable[[NewJob, asyncpg.Record], Outcome],
+    existing_as: Callable[[Job], Outcome],
     attempts: int = 3,
     *,
     published: bool = True,
-) -> list[tuple[Created | Job, bool]]:
+) -> list[Outcome]:
     """Insert the jobs in one statement. A job whose idempotency key is taken yields the job
     that holds it; else a job whose unique key an unfinished job of its queue holds yields
-    that job (stored earlier, or earlier in this batch); both with False. A job whose id is
-    taken raises JobIdTaken (the caller's transaction then stores none of the batch).
+    that job (stored earlier, or earlier in this batch). A job whose id is taken raises
+    JobIdTaken (the caller's transaction then stores none of the batch).
     `published` False: the due ones are left for the scheduler to publish (see UNPUBLISHED).
     Atomic only within the caller's transaction (a batch may take several statements). On a
     connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text.
-    A created job is `created_as(new_job, row)` (row: id, payload, next_run_at, created_at),
-    so a caller wanting another form of it builds that form once."""
+    The outcome for each job, in order: `created_as(new_job, row)` for a job created (row:
+    id, payload, next_run_at, created_at, published), `existing_as(holder)` for one that
+    yielded, so a caller wanting another form of them builds that form once."""
     if (repeated := _repeated_id(jobs)) is not None:
         # ON CONFLICT would skip the second silently, and both would look created.
         raise JobIdTaken(repeated)
@@ -238,7 +230,7 @@ async def insert_jobs_as(
     created = {row["id"]: row for row in rows}
     taken = [job for job in jobs if job.id not in created]
     holders: dict[UUID, Job] = {}
-    retried: dict[UUID, tuple[Created | Job, bool]] = {}
+    retried: dict[UUID, Outcome] = {}
     if taken:
         holders = await _holders(conn, taken)
         if freed := [job for job in taken if job.id not in holders]:
@@ -248,16 +240,21 @@ async def insert_jobs_as(
             # key is free again, so those jobs are inserted after all (or meet a newer holder).
             if attempts <= 1:
                 raise RuntimeError("job keys kept changing hands; try again")
-            outcomes = await insert_jobs_as(
-                conn, freed, created_as, attempts - 1, published=published
+            again = await insert_jobs_as(
+                conn, freed, created_as, existing_as, attempts - 1, published=published
             )
-            retried = {job.id: outcome for job, outcome in zip(freed, outcomes, strict=True)}
-    return [
-        (created_as(job, inserted), True)
-        if (inserted := created.get(job.id)) is not None
-        else retried.get(job.id) or (holders[job.id], False)
-        for job in jobs
-    ]
+            retried = {job.id: outcome for job, outcome in zip(freed, again, strict=True)}
+    if not taken:
+        return [created_as(job, created[job.id]) for job in jobs]
+    outcomes: list[Outcome] = []
+    for job in jobs:
+        if (inserted := created.get(job.id)) is not None:
+            outcomes.append(created_as(job, inserted))
+        elif job.id in retried:
+            outcomes.append(retried[job.id])
+        else:
+            outcomes.append(existing_as(holders[job.id]))
+    return outcomes
 
 
 def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
@@ -330,42 +327,3 @@ def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
     """The parameters of INSERT_JOBS_UNPUBLISHED_BY_COLUMNS: insert_parameters' fields, one
     list per field."""
     return [list(column) for column in zip(*map(insert_parameters, jobs), strict=True)]
-
-
-_FILTER_COLUMNS = ("queue", "state", "job_type", "idempotency_key")
-"""ListFilter's fields, each compared for equality with a column of the same name."""
-
-_COUNTED_COLUMNS = ("queue", "state")
-"""The filters job_counts answers totals for, and that lead an index ordered newest first
-(jobs_queue_newest_first, jobs_state_newest_first, jobs_queue_state_newest_first)."""
-
-
-def find_statement(where: ListFilter) -> tuple[str, list[str]]:
-    """The statement for the filter's set fields; parameters from $3 (after limit, offset).
-    Only column names from _FILTER_COLUMNS go into the text, never a value.
-
-    Queue and state are written as a closed range of one value (`state >= $3 AND state <=
-    $3`, the same rows as `state = $3`) and lead the ORDER BY, which ties the plan to the
-    index made for them. With `state = $3` Postgres drops `state` from the sort key as
-    constant and may walk jobs_newest_first instead, skipping rows of other states: cheap
-    by its statistics, but it reads the whole newer part of the table when the newest jobs
-    are in other states (900,000 finished jobs behind 100,000 just delayed: 300 ms, not
-    0.1)."""
-    conditions: list[str] = []
-    arguments: list[str] = []
-    leading = ""
-    for column in _FILTER_COLUMNS:
-        value = getattr(where, column)
-        if value is not None:
-            arguments.append(str(value))
-            number = len(arguments) + 2
-            if column in _COUNTED_COLUMNS:
-                conditions.append(f"{column} >= ${number} AND {column} <= ${number}")
-                leading += f"{column}, "
-            else:
-                conditions.append(f"{column} = ${number}")
-    if not conditions:
-        return FIND_JOBS, []
-    counted = where.job_type is None and where.idempotency_key is None
-    total_from = "job_counts" if counted else "jobs"
-    return _find_jobs("WHERE " + " AND ".join(conditions), total_from, leading), arguments

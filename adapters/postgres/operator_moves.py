@@ -41,27 +41,25 @@ WHERE job.id = $1 AND holder.state IN ('PENDING', 'RUNNING', 'FAILED')
 
 UNIQUE_KEY_INDEX = "jobs_unique_key_active"
 
-CANCEL = f"""
+
+def _finish(state: str) -> str:
+    """An operator's move of job $1 into the final `state`, with reason $2, from one of the
+    states $3; it returns the job, or no row when the job is not in one of them."""
+    return f"""
 UPDATE jobs SET
-    state = 'CANCELLED',
+    state = '{state}',
     reason = $2,
     finished_at = now(),
     updated_at = now(),
     {NO_LEASE}
 WHERE id = $1 AND state = ANY($3::text[])
-RETURNING {JOB_DETAIL_COLUMNS}
-"""
+RETURNING {JOB_DETAIL_COLUMNS}"""
+
+
+CANCEL = _finish("CANCELLED")
 
 DEAD_LETTER = f"""
-WITH moved AS (
-    UPDATE jobs SET
-        state = 'DLQ',
-        reason = $2,
-        finished_at = now(),
-        updated_at = now(),
-        {NO_LEASE}
-    WHERE id = $1 AND state = ANY($3::text[])
-    RETURNING {JOB_DETAIL_COLUMNS}
+WITH moved AS ({_finish("DLQ")}
 ), dead_lettered AS ({ENTER_DLQ.format(source="moved")}
 )
 SELECT {JOB_DETAIL_COLUMNS} FROM moved

@@ -163,7 +163,7 @@ class PostgresScheduleStore(PooledAdapter):
                 [firing.next_fire_at for _, firing in planned],
                 [firing.last_fire_at for _, firing in planned],
             )
-        return len(rows), sum(created for _, created in stored)
+        return len(rows), sum(added.created for added in stored)
 
 
 def schedule_from_row(row: asyncpg.Record) -> Schedule:

@@ -53,6 +53,20 @@ def traceparent_of(span: trace.Span) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
+def current_traceparent() -> str | None:
+    """The traceparent (as `traceparent_of` writes it) of the span current in the caller's
+    context, so that a job stored outside TaskForge's own tracing (on an application's
+    connection) continues the application's trace; None without a current, valid span."""
+    # An application that traces has imported the trace API to start its span. One that
+    # has not cannot have a current span, and does not pay for loading OpenTelemetry here.
+    if "opentelemetry.trace" not in sys.modules:
+        return None
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    return traceparent_of(span) if span.get_span_context().is_valid else None
+
+
 def _parent_context(traceparent: str | None) -> otel_context.Context | None:
     """The context a traceparent names; None (the current context) when there is none. An
     invalid traceparent yields an empty context: the span starts a new trace."""

@@ -362,18 +362,7 @@ outside the application, because the application is what ran out of time."""
 async def _send_page(
     send: Send, status: int, page: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    payload = page.encode()
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(payload)).encode()),
-            *headers,
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
+    await _send_answer(send, status, b"text/html; charset=utf-8", page.encode(), headers)
 
 
 async def _send_unauthorized(send: Send) -> None:
@@ -388,12 +377,23 @@ async def _send_unauthorized(send: Send) -> None:
 async def _send_error(
     send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
 ) -> None:
-    payload = json.dumps(body).encode()
+    await _send_answer(send, status, b"application/json", json.dumps(body).encode(), headers)
+
+
+async def _send_answer(
+    send: Send,
+    status: int,
+    content_type: bytes,
+    payload: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """A whole answer sent by the middleware itself: the application never saw the request,
+    or ran out of time."""
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,
         "headers": [
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type),
             (b"content-length", str(len(payload)).encode()),
             *headers,
         ],

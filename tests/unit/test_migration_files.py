@@ -36,6 +36,12 @@ SHIPPED = {
     "0014_schedule_priority.sql": (
         "ef9bbf9fb111d9375522dc8e8d00b46ca65fdab7de06a289b368cd11356570ac"
     ),
+    "0015_fewer_list_indexes.sql": (
+        "765bf4ac3edec3b11dd81bc001704055f741969e9cff7f0cb424bd229d08ec46"
+    ),
+    "0016_notify_unpublished_jobs.sql": (
+        "d9fe03ee12ad11767c3d95439d665b5c508cec837bd8e4a76123e33b2b9a7440"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

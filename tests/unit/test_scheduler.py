@@ -32,7 +32,7 @@ async def queued_ids(memory: Memory) -> list[object]:
 async def test_due_retry_is_promoted_and_published(memory: Memory) -> None:
     from datetime import timedelta
 
-    job, _ = await memory.jobs.add(memory.new_job(policy=quick_policy()))
+    job = (await memory.jobs.add(memory.new_job(policy=quick_policy()))).job
     [claimed] = await memory.jobs.claim([job.id], "w1")
     assert claimed.lease_token is not None
     lease = Lease(job_id=job.id, token=claimed.lease_token)
@@ -48,7 +48,7 @@ async def test_due_retry_is_promoted_and_published(memory: Memory) -> None:
 
 
 async def test_expired_lease_with_attempts_left_is_requeued(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job(visibility_timeout=5.0))
+    job = (await memory.jobs.add(memory.new_job(visibility_timeout=5.0))).job
     await memory.jobs.claim([job.id], "w1")
     memory.clock.advance(6)
 
@@ -64,7 +64,7 @@ async def test_expired_lease_with_attempts_left_is_requeued(memory: Memory) -> N
 
 
 async def test_expired_lease_on_the_last_attempt_dead_letters_the_job(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(
+    job, _, _ = await memory.jobs.add(
         memory.new_job(policy=quick_policy(max_attempts=1), visibility_timeout=5.0)
     )
     await memory.jobs.claim([job.id], "w1")
@@ -189,7 +189,7 @@ async def test_full_batch_asks_for_another_tick_at_once(memory: Memory) -> None:
 
 
 async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     await memory.jobs.cancel(job.id, None)
     settings = SchedulerSettings(batch_size=100, retention_period=3600, prune_interval=60)
     elapsed = 0.0
@@ -207,7 +207,7 @@ async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: 
 
 
 async def test_zero_retention_keeps_finished_jobs_forever(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     await memory.jobs.cancel(job.id, None)
     memory.clock.advance(10 * 365 * 24 * 3600)
 
@@ -221,8 +221,8 @@ async def test_a_retry_is_requeued_in_a_span_of_its_jobs_trace(memory: Memory) -
     from datetime import timedelta
 
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    traced, _ = await memory.jobs.add(memory.new_job(traceparent=traceparent))
-    untraced, _ = await memory.jobs.add(memory.new_job())
+    traced = (await memory.jobs.add(memory.new_job(traceparent=traceparent))).job
+    untraced = (await memory.jobs.add(memory.new_job())).job
     for job in (traced, untraced):
         [claimed] = await memory.jobs.claim([job.id], "w1")
         assert claimed.lease_token is not None

@@ -306,7 +306,7 @@ async def test_a_failure_to_fire_schedules_leaves_the_other_sweeps_running(
     async def unavailable(limit: int) -> tuple[int, int]:
         raise Unavailable("postgres", "connection refused")
 
-    job, _ = await periodic_jobs.jobs.add(
+    job, _, _ = await periodic_jobs.jobs.add(
         NewJob(id=periodic_jobs.ids.new_id(), queue="jobs:ready", job_type="report", delay=1)
     )
     tick = SchedulerTick(

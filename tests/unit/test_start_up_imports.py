@@ -116,6 +116,19 @@ def test_the_check_sees_what_a_role_loads(service_modules: list[str]) -> None:
     ]
 
 
+def test_an_application_enqueueing_without_tracing_loads_no_opentelemetry() -> None:
+    code = (
+        "import json, sys, taskforge\n"
+        "from taskforge.sdk.transactional import _new_jobs\n"
+        "[job] = _new_jobs([{'job_type': 'email'}])\n"
+        "assert job.traceparent is None, job.traceparent\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    modules = _loaded(code)
+    assert "taskforge.sdk.transactional" in modules
+    assert _offending(modules, ("opentelemetry",)) == []
+
+
 def test_the_operator_cli_starts_without_the_service_or_asyncio() -> None:
     assert _offending(_loaded(CLI), NOT_IN_THE_CLI) == []
 

@@ -257,6 +257,9 @@ def test_the_handler_stays_callable_and_keeps_its_kind() -> None:
         ({"max_attempts": 0}, "max_attempts"),
         ({"backoff": 0.5}, "backoff"),
         ({"priority": 10}, "priority"),
+        ({"max_snoozes": -1}, "max_snoozes"),
+        ({"max_snoozes": 1_000_001}, "max_snoozes"),
+        ({"max_snoozes": 2.5}, "max_snoozes"),
     ],
 )
 def test_a_bad_declaration_is_refused_at_import_time(options: dict[str, Any], field: str) -> None:
@@ -297,6 +300,18 @@ def test_a_merged_registry_keeps_the_declared_queues() -> None:
     merged = HandlerRegistry()
     merged.merge(registry)
     assert merged.queues("jobs:ready") == ("mail",)
+
+
+def test_a_task_declares_its_own_snooze_cap_and_a_merged_registry_keeps_it() -> None:
+    registry = HandlerRegistry()
+    poll = taskforge.task("poll", max_snoozes=3, registry=registry)(lambda ctx: None)
+    taskforge.task("export", registry=registry)(lambda ctx: None)
+    merged = HandlerRegistry()
+    merged.merge(registry)
+
+    assert poll.max_snoozes == 3
+    assert merged.declared_max_snoozes("poll") == 3
+    assert merged.declared_max_snoozes("export") is None  # the worker's MAX_SNOOZES
 
 
 def test_importing_a_typed_task_does_not_load_the_http_client_or_drivers() -> None:

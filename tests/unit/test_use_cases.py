@@ -11,7 +11,7 @@ import pytest
 
 from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
-from taskforge.application.enqueue import ENQUEUE_SPAN, Enqueued, EnqueueJob, EnqueueJobs
+from taskforge.application.enqueue import ENQUEUE_SPAN, EnqueueJob, EnqueueJobs
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.jobs import (
     CancelJob,
@@ -24,7 +24,7 @@ from taskforge.application.jobs import (
     ReplayDeadLetter,
     RetryJobNow,
 )
-from taskforge.application.ports import ListFilter
+from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import (
     DeadLetterNotFound,
     InvalidTransition,
@@ -99,7 +99,7 @@ async def test_get_unknown_job_raises_not_found(memory: Memory) -> None:
 async def test_list_is_newest_first_and_filters_by_queue_and_state(memory: Memory) -> None:
     ids = []
     for queue in ("a", "b", "a"):
-        job, _ = await memory.jobs.add(memory.new_job(queue=queue))
+        job = (await memory.jobs.add(memory.new_job(queue=queue))).job
         ids.append(job.id)
         memory.clock.advance(1)
     await memory.jobs.cancel(ids[2], None)
@@ -115,7 +115,7 @@ async def test_list_is_newest_first_and_filters_by_queue_and_state(memory: Memor
 
 
 async def test_concurrent_claims_of_one_job_have_one_winner(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     results = await asyncio.gather(*(memory.jobs.claim([job.id], f"w{i}") for i in range(10)))
     winners = [claimed for claimed in results if claimed]
     assert len(winners) == 1
@@ -124,7 +124,7 @@ async def test_concurrent_claims_of_one_job_have_one_winner(memory: Memory) -> N
 
 
 async def test_stale_lease_cannot_complete_job(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job(visibility_timeout=5.0))
+    job = (await memory.jobs.add(memory.new_job(visibility_timeout=5.0))).job
     [first] = await memory.jobs.claim([job.id], "w1")
     memory.clock.advance(6)
     await memory.jobs.reap_expired(10)
@@ -141,7 +141,7 @@ async def test_stale_lease_cannot_complete_job(memory: Memory) -> None:
 
 
 async def test_retryable_failure_waits_for_its_backoff(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     [claimed] = await memory.jobs.claim([job.id], "w1")
     assert claimed.lease_token is not None
     lease = Lease(job_id=job.id, token=claimed.lease_token)
@@ -163,7 +163,7 @@ async def test_retryable_failure_waits_for_its_backoff(memory: Memory) -> None:
 
 
 async def test_cancel_then_retry_resets_the_attempts(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     await memory.jobs.claim([job.id], "w1")
     cancelled = await CancelJob(memory.jobs)(job.id, "user requested")
     assert cancelled.state is JobState.CANCELLED
@@ -177,7 +177,7 @@ async def test_cancel_then_retry_resets_the_attempts(memory: Memory) -> None:
 
 
 async def test_cancel_of_a_succeeded_job_is_an_invalid_transition(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     [claimed] = await memory.jobs.claim([job.id], "w1")
     assert claimed.lease_token is not None
     await memory.jobs.settle([Succeeded(lease=Lease(job_id=job.id, token=claimed.lease_token))])
@@ -187,13 +187,13 @@ async def test_cancel_of_a_succeeded_job_is_an_invalid_transition(memory: Memory
 
 
 async def test_retry_of_a_pending_job_is_refused(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     with pytest.raises(InvalidTransition):
         await RetryJobNow(memory.jobs, memory.hints)(job.id)
 
 
 async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job("email", payload={"to": "a@b.com"}))
+    job = (await memory.jobs.add(memory.new_job("email", payload={"to": "a@b.com"}))).job
     [claimed] = await memory.jobs.claim([job.id], "w1")
     assert claimed.lease_token is not None
     lease = Lease(job_id=job.id, token=claimed.lease_token)
@@ -224,7 +224,7 @@ async def test_dead_lettering_writes_the_dead_letter_and_replay_removes_it(memor
 
 
 async def test_dead_lettering_by_hand_records_the_reason(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     moved = await DeadLetterJob(memory.jobs)(job.id, "poison message")
     assert moved.state is JobState.DLQ
     entry = await memory.dead_letters.get(job.id)
@@ -233,7 +233,7 @@ async def test_dead_lettering_by_hand_records_the_reason(memory: Memory) -> None
 
 
 async def test_release_hands_a_job_back_without_counting_the_attempt(memory: Memory) -> None:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     [claimed] = await memory.jobs.claim([job.id], "w1")
     assert claimed.lease_token is not None
     released = await memory.jobs.release([Lease(job_id=job.id, token=claimed.lease_token)])
@@ -266,7 +266,7 @@ class CountingRepository(InMemoryJobStore):
         super().__init__(memory.state)
         self.writes = 0
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         self.writes += 1
         await asyncio.sleep(0)  # a real store answers later; let other callers queue up
         if any(job.job_type == "poison" for job in jobs):
@@ -298,15 +298,13 @@ async def test_a_refused_job_fails_only_its_own_caller(memory: Memory) -> None:
     )
 
     assert isinstance(results[1], ValueError)
-    assert all(
-        isinstance(result, Enqueued) and result.created for result in (results[0], results[2])
-    )
+    assert all(isinstance(result, Added) and result.created for result in (results[0], results[2]))
     assert len(memory.state.jobs) == 2
 
 
 async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
     class DownRepository(InMemoryJobStore):
-        async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
             raise Unavailable("postgres", "connection refused")
 
     enqueue = EnqueueJob(DownRepository(memory.state), memory.hints)
@@ -318,22 +316,61 @@ async def test_store_outage_fails_every_waiting_caller(memory: Memory) -> None:
     assert all(isinstance(result, Unavailable) for result in results)
 
 
-class BrokenAnswerRepository(InMemoryJobStore):
-    """Stores every job, but answers a `poison` job with an offset-less due time, as the
-    Postgres driver reads back a job stored at -infinity: comparing it with an aware
-    datetime raises TypeError, after the other jobs of the write are answered or not."""
+class ContraryRepository(InMemoryJobStore):
+    """Stores like the in-memory store, but answers `needs_hint` against the due times of the
+    jobs it creates: a due job needs no hint, a delayed one does."""
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-        await asyncio.sleep(0)  # let concurrent callers queue up behind this write
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         return [
-            (replace(job, next_run_at=datetime.min) if job.job_type == "poison" else job, created)
-            for job, created in await super().add_many(jobs)
+            added._replace(needs_hint=added.created and not added.needs_hint)
+            for added in await super().add_many(jobs)
         ]
 
 
-async def test_a_job_the_writer_cannot_handle_leaves_every_other_answer_alone(
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batch"])
+async def test_enqueue_sends_the_hints_the_store_asks_for_and_no_other(
+    memory: Memory, batched: bool
+) -> None:
+    jobs = ContraryRepository(memory.state)
+    await jobs.add(memory.new_job(idempotency_key="taken"))
+    due = memory.new_job()
+    delayed = memory.new_job(delay=60.0)
+    overdue = memory.new_job(run_at=memory.clock.now() - timedelta(minutes=5))
+    existing = memory.new_job(idempotency_key="taken")
+    enqueue_one = EnqueueJob(jobs, memory.hints)
+    enqueue_many = EnqueueJobs(jobs, memory.hints)
+
+    if batched:
+        await enqueue_many([due, delayed, overdue, existing])
+    else:
+        for new_job in (due, delayed, overdue, existing):
+            await enqueue_one(new_job)
+    await enqueue_one.drain()
+    await enqueue_many.drain()
+
+    hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
+    assert [hint.job_id for hint in hints] == [delayed.id]
+
+
+class BrokenAnswerRepository(InMemoryJobStore):
+    """Stores every job, but answers a `poison` job with an offset-less due time, as the
+    Postgres driver reads back a job stored at -infinity: comparing it with an aware
+    datetime raises TypeError."""
+
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
+        await asyncio.sleep(0)  # let concurrent callers queue up behind this write
+        return [
+            added._replace(job=replace(added.job, next_run_at=datetime.min))
+            if added.job.job_type == "poison"
+            else added
+            for added in await super().add_many(jobs)
+        ]
+
+
+async def test_a_job_whose_due_time_cannot_be_compared_is_answered_and_hinted_as_stored(
     memory: Memory,
 ) -> None:
+    # The writer compares no due time: the store's answer says which jobs get a hint.
     enqueue = EnqueueJob(BrokenAnswerRepository(memory.state), memory.hints)
     batch = [memory.new_job("poison" if n == 3 else "noop") for n in range(20)]
 
@@ -344,15 +381,13 @@ async def test_a_job_the_writer_cannot_handle_leaves_every_other_answer_alone(
     assert [result.job.id for result in results] == [job.id for job in batch]
     assert all(result.created for result in results) and later.created
     hints = await memory.ready_queue.pop(["jobs:ready"], 100, 0)
-    # The poison job's hint is left to the scheduler; every other job has its own.
-    expected = {job.id for job in batch if job.job_type != "poison"} | {later.job.id}
-    assert {hint.job_id for hint in hints} == expected
+    assert {hint.job_id for hint in hints} == {job.id for job in batch} | {later.job.id}
 
 
 class TypeErrorRepository(InMemoryJobStore):
     """Refuses, with an unforeseen TypeError, any write that holds a `poison` job."""
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         await asyncio.sleep(0)
         if any(job.job_type == "poison" for job in jobs):
             raise TypeError("can't compare offset-naive and offset-aware datetimes")
@@ -372,7 +407,7 @@ async def test_a_store_crash_on_one_job_fails_only_that_caller_and_the_writer_go
     await asyncio.wait_for(enqueue.drain(), 1.0)
 
     assert isinstance(results.pop(7), TypeError)
-    assert all(isinstance(result, Enqueued) and result.created for result in results)
+    assert all(isinstance(result, Added) and result.created for result in results)
     assert later.created
     assert len(memory.state.jobs) == 20
 
@@ -385,7 +420,7 @@ class CancelledWriteRepository(InMemoryJobStore):
         super().__init__(memory.state)
         self.cancel_next = True
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         await asyncio.sleep(0)
         if self.cancel_next:
             self.cancel_next = False
@@ -468,7 +503,7 @@ ANSWER_WITHIN = 5.0
 
 
 async def dead_lettered_job(memory: Memory) -> Job:
-    job, _ = await memory.jobs.add(memory.new_job())
+    job = (await memory.jobs.add(memory.new_job())).job
     [claimed] = await memory.jobs.claim([job.id], "w1")
     assert claimed.lease_token is not None
     lease = Lease(job_id=job.id, token=claimed.lease_token)
@@ -654,7 +689,7 @@ class SlowRepository(InMemoryJobStore):
         super().__init__(memory.state)
         self.delay = 0.0
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         await asyncio.sleep(self.delay)
         return await super().add_many(jobs)
 
@@ -718,7 +753,7 @@ class GatedRepository(InMemoryJobStore):
         self.gate = asyncio.Event()
         self.writing = asyncio.Event()
 
-    async def add_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    async def add_many(self, jobs: Sequence[NewJob]) -> list[Added]:
         self.writing.set()
         await self.gate.wait()
         return await super().add_many(jobs)

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import pytest
 
+import taskforge
 from taskforge.adapters.memory.dead_letter_store import InMemoryDeadLetterStore
 from taskforge.adapters.memory.rate_limiter import InMemoryRateLimiter
 from taskforge.adapters.memory.ready_queue import InMemoryReadyQueue
@@ -1082,7 +1083,7 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
 
     cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.1)
     queue.mode = "down"
-    first, _ = await cluster.jobs.add(
+    first, _, _ = await cluster.jobs.add(
         NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="noop")
     )
     await cluster.wait_for(first.id, JobState.SUCCEEDED)
@@ -1218,6 +1219,37 @@ async def test_a_job_snoozing_past_the_cap_is_dead_lettered(cluster: Cluster) ->
 
     assert (dead.snoozes, dead.attempt_count, dead.reason) == (2, 1, "snoozed too many times")
     assert dead.last_error == "snoozed 2 times, the most MAX_SNOOZES allows (2)"
+
+
+async def test_a_task_snoozing_past_its_own_cap_is_dead_lettered(cluster: Cluster) -> None:
+    @taskforge.task("poll", max_snoozes=3, registry=cluster.handlers)
+    def poll(ctx: JobContext) -> None:
+        raise Snooze(0)
+
+    cluster.start_scheduler()
+    cluster.start_worker(max_snoozes=100)
+    job = await cluster.enqueue("poll")
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert (dead.snoozes, dead.attempt_count, dead.reason) == (3, 1, "snoozed too many times")
+    assert dead.last_error == "snoozed 3 times, the most the 'poll' task's max_snoozes allows (3)"
+
+
+async def test_a_task_cap_above_max_snoozes_lets_its_jobs_snooze_longer(cluster: Cluster) -> None:
+    @taskforge.task("poll", max_snoozes=4, registry=cluster.handlers)
+    def poll(ctx: JobContext) -> str:
+        if ctx.snoozes < 4:
+            raise Snooze(0)
+        return "ready"
+
+    cluster.start_scheduler()
+    cluster.start_worker(max_snoozes=1)
+    job = await cluster.enqueue("poll")
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert (done.snoozes, done.result) == (4, "ready")
 
 
 @pytest.mark.parametrize("seconds", [-1, float("nan"), float("inf"), True, "5"])

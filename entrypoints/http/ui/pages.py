@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -172,6 +173,24 @@ async def _action_form(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 def _back(path: str, notice: str, **query: str) -> Redirect:
     return Redirect(f"{path}?{urlencode({**query, 'notice': notice})}", status_code=303)
+
+
+async def _pause_or_resume(
+    action: str,
+    target: str,
+    label: str,
+    pause: Callable[[str], Awaitable[object]],
+    resume: Callable[[str], Awaitable[object]],
+) -> str:
+    """Pause or resume `target` (a queue, a schedule) as `action` says, and the notice that
+    tells so; any other action is 404."""
+    if action == "pause":
+        await pause(target)
+        return f"Paused {label}."
+    if action == "resume":
+        await resume(target)
+        return f"Resumed {label}."
+    raise HTTPException(status_code=404)
 
 
 def _reason(form: dict[str, Any]) -> str | None:
@@ -600,14 +619,7 @@ async def queue_action(
 ) -> Response[Any]:
     await _action_form(request)
     validate_queue_name(queue, "queue")
-    if action == "pause":
-        await pause(queue)
-        notice = f"Paused {queue}."
-    elif action == "resume":
-        await resume(queue)
-        notice = f"Resumed {queue}."
-    else:
-        raise HTTPException(status_code=404)
+    notice = await _pause_or_resume(action, queue, queue, pause, resume)
     return _back(f"{UI_PATH}/queues", notice)
 
 
@@ -635,14 +647,7 @@ async def schedule_action(
     answers 404)."""
     await _action_form(request)
     validate_schedule_name(name)
-    if action == "pause":
-        await pause(name)
-        notice = f"Paused schedule {name}."
-    elif action == "resume":
-        await resume(name)
-        notice = f"Resumed schedule {name}."
-    else:
-        raise HTTPException(status_code=404)
+    notice = await _pause_or_resume(action, name, f"schedule {name}", pause, resume)
     log.info("dashboard %s of schedule %r", action, name)
     return _back(f"{UI_PATH}/schedules", notice)
 

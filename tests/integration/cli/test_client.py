@@ -165,6 +165,16 @@ def field(output: str, label: str) -> str:
     return match.group(1)
 
 
+def table_cell(output: str, first: str, column: str) -> str:
+    """The value under `column` on the row starting with `first` of a plain table (columns
+    are left-aligned under their headers)."""
+    header, *rows = output.splitlines()
+    start = header.index(column)
+    row = next((line for line in rows if line.startswith(first)), None)
+    assert row is not None, f"no row {first!r} in:\n{output}"
+    return row[start:].split()[0]
+
+
 def test_the_spec_examples_run_verbatim(dev_server: DevServer, api: httpx.Client) -> None:
     env = server_env(dev_server)
     created = run_process(
@@ -920,8 +930,8 @@ def test_schedules_add_list_pause_resume_and_rm_show_the_fire_times(
     )
     listed = cli("schedules", "list")
     assert listed.out.splitlines()[0].split() == [
-        "NAME", "CRON", "TIMEZONE", "JOB", "TYPE", "QUEUE", "SOURCE", "PAUSED", "NEXT", "FIRE",
-        "PREVIOUS", "FIRE",
+        "NAME", "CRON", "TIMEZONE", "JOB", "TYPE", "QUEUE", "PRIORITY", "SOURCE", "PAUSED",
+        "NEXT", "FIRE", "PREVIOUS", "FIRE",
     ]  # fmt: skip
     row = next(line for line in listed.out.splitlines() if line.startswith(name))
     assert "Europe/Berlin" in row and "api" in row and next_fire in row
@@ -956,6 +966,38 @@ def test_schedules_add_takes_the_priority_of_each_ticks_job(cli: Cli, api: httpx
     assert added.exit_code == 0, added.err
     assert api.get(f"/schedules/{name}").json()["priority"] == 1
     assert refused.exit_code != 0 and "priority" in refused.err
+    assert table_cell(cli("schedules", "list").out, name, "PRIORITY") == "1"
+    cli("schedules", "rm", name)
+
+
+def test_schedules_list_shows_the_default_priority_of_a_schedule_given_none(cli: Cli) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    added = cli(
+        "schedules", "add", name, "--cron", "@daily", "--job-type", "report",
+        "--queue", idle_queue(),
+    )  # fmt: skip
+
+    assert added.exit_code == 0, added.err
+    assert table_cell(cli("schedules", "list").out, name, "PRIORITY") == "5"
+    cli("schedules", "rm", name)
+
+
+def test_schedules_add_sends_every_policy_flag(cli: Cli, api: httpx.Client) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    added = cli(
+        "schedules", "add", name, "--cron", "@daily", "--job-type", "report",
+        "--queue", idle_queue(), "--max-attempts", "7", "--initial-delay", "2",
+        "--backoff", "3", "--max-delay", "90", "--jitter", "--visibility-timeout", "45",
+        "--job-timeout", "12.5",
+    )  # fmt: skip
+
+    assert added.exit_code == 0, added.err
+    schedule = api.get(f"/schedules/{name}").json()
+    fields = ("maxAttempts", "initialDelay", "backoff", "maxDelay", "jitter")
+    assert {k: schedule[k] for k in fields} == {
+        "maxAttempts": 7, "initialDelay": 2.0, "backoff": 3.0, "maxDelay": 90.0, "jitter": True
+    }  # fmt: skip
+    assert (schedule["visibilityTimeout"], schedule["timeout"]) == (45.0, 12.5)
     cli("schedules", "rm", name)
 
 

@@ -41,8 +41,8 @@ async def fail_attempt(jobs: JobRoles, job: Job, error: str, traceback: str | No
 
 
 async def test_a_job_keeps_its_timeout(jobs: JobRoles, new_job: JobFactory) -> None:
-    single, _ = await jobs.add(new_job(timeout=2.5))
-    [(batched, _), (unlimited, _)] = await jobs.add_many([new_job(timeout=600), new_job()])
+    single = (await jobs.add(new_job(timeout=2.5))).job
+    [(batched, _, _), (unlimited, _, _)] = await jobs.add_many([new_job(timeout=600), new_job()])
 
     [claimed] = await jobs.claim([single.id], "worker-1")
 
@@ -55,7 +55,7 @@ async def test_a_job_keeps_its_timeout(jobs: JobRoles, new_job: JobFactory) -> N
 async def test_each_failed_attempt_keeps_its_error_and_traceback(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job(policy=RetryPolicy(max_attempts=2)))
+    job = (await jobs.add(new_job(policy=RetryPolicy(max_attempts=2)))).job
     await fail_attempt(jobs, job, "RuntimeError: first", "Traceback: line 1\n")
     failed = await stored(jobs, job)
     await jobs.promote_due(100)
@@ -77,7 +77,7 @@ async def test_each_failed_attempt_keeps_its_error_and_traceback(
 
 
 async def test_a_success_adds_no_error(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     await fail_attempt(jobs, job, "RuntimeError: once", None)
     await jobs.promote_due(100)
     [claimed] = await jobs.claim([job.id], "worker-1")
@@ -91,7 +91,7 @@ async def test_a_success_adds_no_error(jobs: JobRoles, new_job: JobFactory) -> N
 
 async def test_only_the_last_attempts_errors_are_kept(jobs: JobRoles, new_job: JobFactory) -> None:
     attempts = MAX_ATTEMPT_ERRORS + 2
-    job, _ = await jobs.add(new_job(policy=RetryPolicy(max_attempts=attempts)))
+    job = (await jobs.add(new_job(policy=RetryPolicy(max_attempts=attempts)))).job
     for attempt in range(1, attempts + 1):
         job = await stored(jobs, job)
         await fail_attempt(jobs, job, f"attempt {attempt}", f"trace {attempt}")
@@ -105,11 +105,11 @@ async def test_only_the_last_attempts_errors_are_kept(jobs: JobRoles, new_job: J
 async def test_lists_claims_and_enqueues_leave_the_errors_out(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job(idempotency_key="errors-left-out"))
+    job = (await jobs.add(new_job(idempotency_key="errors-left-out"))).job
     await fail_attempt(jobs, job, "RuntimeError: heavy", "Traceback ...\n")
 
     listed, _ = await jobs.find(ListFilter(queue=job.queue), Page())
-    existing, created = await jobs.add(new_job(idempotency_key="errors-left-out"))
+    existing, created, _ = await jobs.add(new_job(idempotency_key="errors-left-out"))
     await jobs.promote_due(100)
     [claimed] = await jobs.claim([job.id], "worker-1")
     cancelled = await jobs.cancel(job.id, "enough")

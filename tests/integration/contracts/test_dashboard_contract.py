@@ -41,7 +41,7 @@ async def dashboard(job_backend: PostgresBackend | None) -> AsyncIterator[Dashbo
 
 
 async def dead_letter(jobs: JobRoles, new_job: JobFactory, error: str, **fields: object) -> Job:
-    job, _ = await jobs.add(new_job(**fields))
+    job = (await jobs.add(new_job(**fields))).job
     return await jobs.dead_letter(job.id, error)
 
 
@@ -52,7 +52,7 @@ async def test_counts_split_pending_into_ready_and_delayed_and_name_every_state(
     for _ in range(2):
         await jobs.add(new_job())
     await jobs.add(new_job(delay=3600.0))
-    cancelled, _ = await jobs.add(new_job())
+    cancelled = (await jobs.add(new_job())).job
     await jobs.cancel(cancelled.id, None)
     await dead_letter(jobs, new_job, "boom")
     await jobs.add(new_job(queue=f"{queue_name}-other"))

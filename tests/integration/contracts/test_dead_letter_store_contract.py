@@ -22,7 +22,7 @@ async def dead_lettered_jobs(jobs: JobRoles, new_job: JobFactory, count: int) ->
     """Dead-letters `count` jobs one after another, so their failed_at times increase."""
     dead = []
     for n in range(count):
-        job, _ = await jobs.add(new_job(payload={"n": n}))
+        job = (await jobs.add(new_job(payload={"n": n}))).job
         dead.append(await jobs.dead_letter(job.id, f"reason {n}"))
     return dead
 
@@ -44,7 +44,7 @@ async def test_dead_letters_are_listed_newest_failure_first(
 async def test_dead_letter_list_breaks_failed_at_ties_by_job_id_descending(
     jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
-    added = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
+    added = [result.job for result in await jobs.add_many([new_job() for _ in range(4)])]
     claimed = await jobs.claim([job.id for job in added], "worker-1")
     # One settle: one transaction, one failure time for all four.
     await jobs.settle(

@@ -62,7 +62,7 @@ def leave_result(jobs: JobRoles) -> LeaveResult:
 
 @pytest.mark.parametrize("result", [RESULT, [1, 2.5, None], "done", 0, False])
 async def test_a_success_keeps_its_result(jobs: JobRoles, new_job: JobFactory, result: Any) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
 
     done = await succeed(jobs, job, result)
 
@@ -71,7 +71,7 @@ async def test_a_success_keeps_its_result(jobs: JobRoles, new_job: JobFactory, r
 
 
 async def test_a_success_without_a_result_keeps_none(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
 
     done = await succeed(jobs, job, None)
 
@@ -79,11 +79,11 @@ async def test_a_success_without_a_result_keeps_none(jobs: JobRoles, new_job: Jo
 
 
 async def test_lists_and_enqueues_leave_the_result_out(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job(idempotency_key="result-left-out"))
+    job = (await jobs.add(new_job(idempotency_key="result-left-out"))).job
     await succeed(jobs, job, RESULT)
 
     listed, _ = await jobs.find(ListFilter(queue=job.queue), Page())
-    existing, created = await jobs.add(new_job(idempotency_key="result-left-out"))
+    existing, created, _ = await jobs.add(new_job(idempotency_key="result-left-out"))
 
     assert [entry.result for entry in listed] == [None]
     assert (existing.id, created, existing.result) == (job.id, False, None)
@@ -91,7 +91,7 @@ async def test_lists_and_enqueues_leave_the_result_out(jobs: JobRoles, new_job: 
 
 
 async def test_a_stale_lease_cannot_write_a_result(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     [first] = await jobs.claim([job.id], "worker-1")
     assert await jobs.release([lease_of(first)]) == {job.id}  # handed back: the lease is stale
     [second] = await jobs.claim([job.id], "worker-2")
@@ -106,7 +106,7 @@ async def test_a_stale_lease_cannot_write_a_result(jobs: JobRoles, new_job: JobF
 
 
 async def test_failures_store_no_result(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     [claimed] = await jobs.claim([job.id], "worker-1")
     await jobs.settle([RetryLater(lease=lease_of(claimed), error="boom", delay=timedelta(0))])
     await jobs.promote_due(100)
@@ -119,8 +119,8 @@ async def test_failures_store_no_result(jobs: JobRoles, new_job: JobFactory) -> 
 async def test_retry_and_replay_start_without_a_result(
     jobs: JobRoles, new_job: JobFactory, leave_result: LeaveResult
 ) -> None:
-    retried, _ = await jobs.add(new_job())
-    replayed, _ = await jobs.add(new_job())
+    retried = (await jobs.add(new_job())).job
+    replayed = (await jobs.add(new_job())).job
     for job in (retried, replayed):
         [claimed] = await jobs.claim([job.id], "worker-1")
         await jobs.settle([DeadLettered(lease=lease_of(claimed), error="boom", reason="terminal")])

@@ -1,10 +1,11 @@
-"""Contract: JobStore. Creating jobs (add, add_many), idempotency keys, reading them back
-(get, find, stats), ping.
+"""Contract: JobStore. Creating jobs (add, add_many), idempotency keys, which created jobs
+need their hint now, reading them back (get, find, stats), ping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -35,7 +36,7 @@ async def test_add_stores_a_pending_job_with_its_policy(
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
 
-    job, created = await jobs.add(request)
+    job, created, _ = await jobs.add(request)
 
     assert created
     assert job.id == request.id
@@ -63,14 +64,14 @@ async def test_get_unknown_job_returns_none(jobs: JobRoles) -> None:
 async def test_run_at_makes_a_delayed_job(jobs: JobRoles, new_job: JobFactory) -> None:
     run_at = datetime.now(UTC) + timedelta(hours=1)
 
-    job, _ = await jobs.add(new_job(run_at=run_at))
+    job = (await jobs.add(new_job(run_at=run_at))).job
 
     assert job.next_run_at == run_at
     assert job.state is JobState.PENDING
 
 
 async def test_delay_is_counted_from_the_store_clock(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job(delay=90.0))
+    job = (await jobs.add(new_job(delay=90.0))).job
 
     assert job.next_run_at - job.created_at == timedelta(seconds=90)
 
@@ -78,9 +79,9 @@ async def test_delay_is_counted_from_the_store_clock(jobs: JobRoles, new_job: Jo
 async def test_reused_idempotency_key_returns_the_existing_job(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    first, first_created = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 1}))
+    first, first_created, _ = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 1}))
 
-    second, second_created = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 2}))
+    second, second_created, _ = await jobs.add(new_job(idempotency_key="abc-123", payload={"n": 2}))
 
     assert (first_created, second_created) == (True, False)
     assert second == first
@@ -92,8 +93,8 @@ async def test_jobs_without_idempotency_key_never_collide(
 ) -> None:
     results = [await jobs.add(new_job()) for _ in range(3)]
 
-    assert all(created for _, created in results)
-    assert len({job.id for job, _ in results}) == 3
+    assert all(added.created for added in results)
+    assert len({added.job.id for added in results}) == 3
 
 
 async def test_concurrent_enqueues_with_one_key_store_one_job(
@@ -103,8 +104,8 @@ async def test_concurrent_enqueues_with_one_key_store_one_job(
 
     results = await asyncio.gather(*(jobs.add(request) for request in requests))
 
-    assert len({job.id for job, _ in results}) == 1
-    assert [created for _, created in results].count(True) == 1
+    assert len({added.job.id for added in results}) == 1
+    assert [added.created for added in results].count(True) == 1
     stored, total = await jobs.find(ListFilter(queue=queue_name), Page())
     assert total == 1
     assert stored[0].id == results[0][0].id
@@ -117,10 +118,10 @@ async def test_add_many_stores_every_job_and_answers_in_order(
 
     results = await jobs.add_many(requests)
 
-    assert [job.id for job, _ in results] == [request.id for request in requests]
-    assert [job.payload for job, _ in results] == [{"n": n} for n in range(5)]
-    assert all(created for _, created in results)
-    for job, _ in results:
+    assert [added.job.id for added in results] == [request.id for request in requests]
+    assert [added.job.payload for added in results] == [{"n": n} for n in range(5)]
+    assert all(added.created for added in results)
+    for job, _, _ in results:
         assert await jobs.get(job.id) == job
 
 
@@ -143,7 +144,7 @@ async def test_add_many_keeps_every_field_of_every_job(jobs: JobRoles, new_job: 
 
     results = await jobs.add_many(requests)
 
-    [first, later, delayed] = [job for job, _ in results]
+    [first, later, delayed] = [added.job for added in results]
     assert first.payload == requests[0].payload
     assert first.policy == policy
     assert first.visibility_timeout == 12.5
@@ -166,7 +167,7 @@ async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
     # An id already taken (by a stored job, or earlier in the batch) is one failure every
     # store can meet; the batch answers that error and leaves no job of it behind, keys
     # included.
-    stored, _ = await jobs.add(new_job())
+    stored = (await jobs.add(new_job())).job
     first = new_job(idempotency_key="fresh")
     taken_id = stored.id if clash_with == "stored" else first.id
     batch = [first, new_job(delay=60.0), new_job(id=taken_id), new_job()]
@@ -177,7 +178,7 @@ async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
     new_ids = {job.id for job in batch} - {stored.id}
     assert [job_id for job_id in new_ids if await jobs.get(job_id) is not None] == []
     assert await jobs.get(stored.id) == stored
-    again, created = await jobs.add(new_job(idempotency_key="fresh"))
+    again, created, _ = await jobs.add(new_job(idempotency_key="fresh"))
     assert created and again.id != first.id
 
 
@@ -188,7 +189,7 @@ async def test_add_many_of_nothing_is_nothing(jobs: JobRoles) -> None:
 async def test_add_many_resolves_taken_and_repeated_keys(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    existing, _ = await jobs.add(new_job(idempotency_key="taken"))
+    existing = (await jobs.add(new_job(idempotency_key="taken"))).job
     requests = [
         new_job(idempotency_key="fresh"),
         new_job(idempotency_key="taken"),
@@ -198,7 +199,7 @@ async def test_add_many_resolves_taken_and_repeated_keys(
 
     results = await jobs.add_many(requests)
 
-    assert [created for _, created in results] == [True, False, False, True]
+    assert [added.created for added in results] == [True, False, False, True]
     assert results[0][0].id == requests[0].id
     assert results[1][0] == existing
     assert results[2][0] == results[0][0]
@@ -229,6 +230,74 @@ async def test_a_batch_becomes_visible_all_at_once(
     assert total == 300
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["add", "add_many"])
+async def test_a_job_due_at_once_needs_a_hint_and_a_delayed_one_does_not(
+    jobs: JobRoles, new_job: JobFactory, batched: bool
+) -> None:
+    now = datetime.now(UTC)
+    requests = [
+        new_job(),
+        new_job(run_at=now - timedelta(minutes=5)),  # a run time in the past is due at once
+        new_job(delay=90.0),
+        new_job(run_at=now + timedelta(hours=1)),
+    ]
+
+    if batched:
+        results = await jobs.add_many(requests)
+    else:
+        results = [await jobs.add(request) for request in requests]
+
+    assert [added.created for added in results] == [True, True, True, True]
+    assert [added.needs_hint for added in results] == [True, True, False, False]
+
+
+async def test_a_job_already_stored_under_its_key_needs_no_second_hint(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    first = await jobs.add(new_job(idempotency_key="taken"))
+    await jobs.add(new_job(unique_key="held"))
+
+    again = await jobs.add(new_job(idempotency_key="taken"))
+    batch = await jobs.add_many(
+        [
+            new_job(idempotency_key="taken"),
+            new_job(idempotency_key="fresh"),
+            new_job(idempotency_key="fresh"),  # yields to the job just before it
+            new_job(unique_key="held"),
+        ]
+    )
+
+    assert (first.created, first.needs_hint) == (True, True)
+    assert (again.job.id, again.created, again.needs_hint) == (first.job.id, False, False)
+    assert [(added.created, added.needs_hint) for added in batch] == [
+        (False, False),
+        (True, True),
+        (False, False),
+        (False, False),
+    ]
+
+
+async def test_the_jobs_answered_without_a_hint_are_left_to_the_sweeps(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    # A job answered as needing its hint is stored as published, so no sweep sends a second
+    # one; a delayed job is published by the sweeps once it is due.
+    due, overdue, delayed = await jobs.add_many(
+        [new_job(), new_job(run_at=datetime.now(UTC) - timedelta(minutes=5)), new_job(delay=0.3)]
+    )
+    assert (due.needs_hint, overdue.needs_hint, delayed.needs_hint) == (True, True, False)
+    assert await jobs.find_never_published(100) == []
+
+    give_up = time.monotonic() + 15.0
+    while True:
+        hints = await jobs.find_never_published(100)
+        if hints or time.monotonic() > give_up:
+            break
+        await asyncio.sleep(0.05)
+
+    assert [hint.job_id for hint in hints] == [delayed.job.id]
+
+
 async def test_the_job_returned_on_add_is_the_job_read_back(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
@@ -236,10 +305,10 @@ async def test_the_job_returned_on_add_is_the_job_read_back(
     # answer to the add shows the payload as every later read will.
     payload = {"longer-key": 1, "k": 1.5e20, "nested": {"zz": [1.0, 2], "a": None}}
 
-    [(single, _)] = await jobs.add_many([new_job(payload=payload)])
+    [(single, _, _)] = await jobs.add_many([new_job(payload=payload)])
     batch = await jobs.add_many([new_job(payload=payload), new_job(payload=payload)])
 
-    for job in (single, *(job for job, _ in batch)):
+    for job in (single, *(added.job for added in batch)):
         read = await jobs.get(job.id)
         assert read == job
         assert read is not None
@@ -266,7 +335,7 @@ async def test_find_breaks_created_at_ties_by_id_descending(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
     # One batch shares one creation time, so only the id orders it.
-    batch = [job for job, _ in await jobs.add_many([new_job() for _ in range(5)])]
+    batch = [added.job for added in await jobs.add_many([new_job() for _ in range(5)])]
     assert len({job.created_at for job in batch}) == 1
 
     found, _ = await jobs.find(ListFilter(), Page())
@@ -308,8 +377,8 @@ async def test_find_filters_by_queue_and_state(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     other = f"{queue_name}-other"
-    mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(3)])]
-    theirs, _ = await jobs.add(new_job(queue=other))
+    mine = [added.job for added in await jobs.add_many([new_job() for _ in range(3)])]
+    theirs = (await jobs.add(new_job(queue=other))).job
     [running] = await jobs.claim([mine[1].id], "worker-1")
     [running_theirs] = await jobs.claim([theirs.id], "worker-1")
 
@@ -328,11 +397,48 @@ async def test_find_filters_by_queue_and_state(
     assert await jobs.find(ListFilter(queue="nobody"), Page()) == ([], 0)
 
 
+async def test_find_without_a_state_filter_lists_every_state_newest_first_in_pages(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    # Each job in its own insert, so creation times differ; every state but FAILED is
+    # mixed through the newest-first order, with a job of another queue among them.
+    added = [(await jobs.add(new_job()))[0] for _ in range(5)]
+    other = (await jobs.add(new_job(queue=f"{queue_name}-other"))).job
+    newest = (await jobs.add(new_job())).job
+    claimed = {
+        job.id: job for job in await jobs.claim([added[0].id, added[1].id, added[3].id], "w")
+    }
+    await jobs.settle(
+        [
+            Succeeded(lease=lease_of(claimed[added[0].id])),
+            DeadLettered(lease=lease_of(claimed[added[3].id]), error="e", reason="terminal"),
+        ]
+    )
+    await jobs.cancel(added[2].id, "not needed")
+    mine = [newest, *reversed(added)]
+    everyone = [newest, other, *reversed(added)]
+
+    for where, expected in ((ListFilter(), everyone), (ListFilter(queue=queue_name), mine)):
+        pages = [await jobs.find(where, Page(limit=2, offset=offset)) for offset in (0, 2, 4, 6)]
+        listed = [job.id for page, _ in pages for job in page]
+        assert listed == [job.id for job in expected], where
+        assert {total for _, total in pages} == {len(expected)}
+    states = [job.state for job in (await jobs.find(ListFilter(queue=queue_name), Page()))[0]]
+    assert states == [
+        JobState.PENDING,
+        JobState.PENDING,
+        JobState.DLQ,
+        JobState.CANCELLED,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+    ]
+
+
 async def test_find_filters_by_job_type_and_idempotency_key(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
-    email, _ = await jobs.add(new_job(job_type="email", idempotency_key=f"{queue_name}-k1"))
-    report, _ = await jobs.add(new_job(job_type="report"))
+    email = (await jobs.add(new_job(job_type="email", idempotency_key=f"{queue_name}-k1"))).job
+    report = (await jobs.add(new_job(job_type="report"))).job
     await jobs.add(new_job(job_type="report", queue=f"{queue_name}-other"))
 
     reports, reports_total = await jobs.find(
@@ -349,7 +455,7 @@ async def test_stats_count_every_state_of_every_queue(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     other = f"{queue_name}-b"
-    mine = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
+    mine = [added.job for added in await jobs.add_many([new_job() for _ in range(4)])]
     await jobs.add(new_job(queue=other))
     claimed = await jobs.claim([mine[0].id, mine[1].id, mine[2].id], "worker-1")
     await jobs.settle(
@@ -386,9 +492,9 @@ async def test_ping_answers_without_raising(jobs: JobRoles) -> None:
 async def test_a_unique_key_returns_the_unfinished_job_holding_it(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    first, created = await jobs.add(new_job(unique_key="report:42"))
+    first, created, _ = await jobs.add(new_job(unique_key="report:42"))
 
-    second, again = await jobs.add(new_job(unique_key="report:42"))
+    second, again, _ = await jobs.add(new_job(unique_key="report:42"))
 
     assert created and not again
     assert second.id == first.id
@@ -398,9 +504,9 @@ async def test_a_unique_key_returns_the_unfinished_job_holding_it(
 async def test_a_unique_key_is_held_per_queue(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
-    first, _ = await jobs.add(new_job(unique_key="k"))
+    first = (await jobs.add(new_job(unique_key="k"))).job
 
-    other, created = await jobs.add(new_job(unique_key="k", queue=f"{queue_name}-other"))
+    other, created, _ = await jobs.add(new_job(unique_key="k", queue=f"{queue_name}-other"))
 
     assert created
     assert other.id != first.id
@@ -413,8 +519,8 @@ async def test_concurrent_enqueues_with_one_unique_key_store_one_job(
 
     results = await asyncio.gather(*(jobs.add(request) for request in requests))
 
-    assert len({job.id for job, _ in results}) == 1
-    assert [created for _, created in results].count(True) == 1
+    assert len({added.job.id for added in results}) == 1
+    assert [added.created for added in results].count(True) == 1
     _, total = await jobs.find(ListFilter(queue=queue_name), Page())
     assert total == 1
 
@@ -426,7 +532,7 @@ async def test_concurrent_enqueues_with_one_unique_key_store_one_job(
 async def test_a_unique_key_is_free_once_its_job_finished(
     jobs: JobRoles, new_job: JobFactory, finish: str
 ) -> None:
-    first, _ = await jobs.add(new_job(unique_key="nightly"))
+    first = (await jobs.add(new_job(unique_key="nightly"))).job
     if finish == "cancelled":
         await jobs.cancel(first.id, None)
     else:
@@ -438,7 +544,7 @@ async def test_a_unique_key_is_free_once_its_job_finished(
         else:
             await jobs.settle([DeadLettered(lease=lease, error="boom", reason="terminal")])
 
-    second, created = await jobs.add(new_job(unique_key="nightly"))
+    second, created, _ = await jobs.add(new_job(unique_key="nightly"))
 
     assert created
     assert second.id != first.id
@@ -447,13 +553,13 @@ async def test_a_unique_key_is_free_once_its_job_finished(
 async def test_a_failed_job_waiting_to_retry_still_holds_its_unique_key(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    first, _ = await jobs.add(new_job(unique_key="sync"))
+    first = (await jobs.add(new_job(unique_key="sync"))).job
     [running] = await jobs.claim([first.id], "w1")
     assert running.lease_token is not None
     lease = Lease(job_id=first.id, token=running.lease_token)
     await jobs.settle([RetryLater(lease=lease, error="boom", delay=timedelta(seconds=60))])
 
-    again, created = await jobs.add(new_job(unique_key="sync"))
+    again, created, _ = await jobs.add(new_job(unique_key="sync"))
 
     assert not created
     assert (again.id, again.state) == (first.id, JobState.FAILED)
@@ -462,7 +568,7 @@ async def test_a_failed_job_waiting_to_retry_still_holds_its_unique_key(
 async def test_a_batch_stores_the_first_of_its_jobs_sharing_a_unique_key(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    held, _ = await jobs.add(new_job(unique_key="held"))
+    held = (await jobs.add(new_job(unique_key="held"))).job
     batch = [
         new_job(unique_key="fresh"),
         new_job(unique_key="held"),
@@ -472,7 +578,7 @@ async def test_a_batch_stores_the_first_of_its_jobs_sharing_a_unique_key(
 
     results = await jobs.add_many(batch)
 
-    assert [created for _, created in results] == [True, False, False, True]
+    assert [added.created for added in results] == [True, False, False, True]
     assert results[1][0].id == held.id
     assert results[2][0].id == batch[0].id
 
@@ -480,10 +586,10 @@ async def test_a_batch_stores_the_first_of_its_jobs_sharing_a_unique_key(
 async def test_an_idempotency_key_outranks_a_unique_key(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    by_key, _ = await jobs.add(new_job(idempotency_key="idem"))
+    by_key = (await jobs.add(new_job(idempotency_key="idem"))).job
     await jobs.add(new_job(unique_key="uniq"))
 
-    found, created = await jobs.add(new_job(idempotency_key="idem", unique_key="uniq"))
+    found, created, _ = await jobs.add(new_job(idempotency_key="idem", unique_key="uniq"))
 
     assert not created
     assert found.id == by_key.id

@@ -35,7 +35,7 @@ def lease_of(job: Job) -> Lease:
 
 
 async def test_claim_runs_the_job_under_a_fresh_lease(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job(visibility_timeout=45))
+    job = (await jobs.add(new_job(visibility_timeout=45))).job
 
     [claimed] = await jobs.claim([job.id], "worker-1")
 
@@ -52,7 +52,7 @@ async def test_claim_runs_the_job_under_a_fresh_lease(jobs: JobRoles, new_job: J
 
 
 async def test_each_claim_issues_a_new_lease_token(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     [first] = await jobs.claim([job.id], "worker-1")
     await jobs.release([lease_of(first)])
 
@@ -63,7 +63,7 @@ async def test_each_claim_issues_a_new_lease_token(jobs: JobRoles, new_job: JobF
 
 
 async def test_claim_skips_jobs_that_are_not_due(jobs: JobRoles, new_job: JobFactory) -> None:
-    delayed, _ = await jobs.add(new_job(run_at=datetime.now(UTC) + timedelta(hours=1)))
+    delayed = (await jobs.add(new_job(run_at=datetime.now(UTC) + timedelta(hours=1)))).job
 
     assert await jobs.claim([delayed.id], "worker-1") == []
     assert (await jobs.get(delayed.id)) == delayed
@@ -72,7 +72,7 @@ async def test_claim_skips_jobs_that_are_not_due(jobs: JobRoles, new_job: JobFac
 async def test_claim_takes_jobs_whose_run_at_has_passed(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    past, _ = await jobs.add(new_job(run_at=datetime.now(UTC) - timedelta(hours=1)))
+    past = (await jobs.add(new_job(run_at=datetime.now(UTC) - timedelta(hours=1)))).job
 
     [claimed] = await jobs.claim([past.id], "worker-1")
 
@@ -80,8 +80,8 @@ async def test_claim_takes_jobs_whose_run_at_has_passed(
 
 
 async def test_claim_skips_jobs_that_are_not_pending(jobs: JobRoles, new_job: JobFactory) -> None:
-    running, _ = await jobs.add(new_job())
-    done, _ = await jobs.add(new_job())
+    running = (await jobs.add(new_job())).job
+    done = (await jobs.add(new_job())).job
     [running_now] = await jobs.claim([running.id], "worker-1")
     [done_now] = await jobs.claim([done.id], "worker-1")
     await jobs.settle([Succeeded(lease=lease_of(done_now))])
@@ -93,7 +93,7 @@ async def test_claim_skips_jobs_that_are_not_pending(jobs: JobRoles, new_job: Jo
 async def test_claim_returns_claimed_jobs_in_request_order_once_each(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    added = [job for job, _ in await jobs.add_many([new_job() for _ in range(4)])]
+    added = [result.job for result in await jobs.add_many([new_job() for _ in range(4)])]
     wanted = [added[2].id, added[0].id, added[2].id, uuid4(), added[3].id]
 
     claimed = await jobs.claim(wanted, "worker-1")
@@ -109,7 +109,7 @@ async def test_claim_of_no_ids_claims_nothing(jobs: JobRoles) -> None:
 async def test_racing_claimers_claim_each_job_exactly_once(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    ids = [job.id for job, _ in await jobs.add_many([new_job() for _ in range(60)])]
+    ids = [added.job.id for added in await jobs.add_many([new_job() for _ in range(60)])]
     shuffled = [random.sample(ids, len(ids)) for _ in range(6)]
 
     results = await asyncio.gather(
@@ -131,9 +131,9 @@ async def test_claim_due_takes_oldest_due_jobs_of_the_named_queues(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     now = datetime.now(UTC)
-    oldest, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=3)))
-    older, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=2)))
-    newer, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=1)))
+    oldest = (await jobs.add(new_job(run_at=now - timedelta(minutes=3)))).job
+    older = (await jobs.add(new_job(run_at=now - timedelta(minutes=2)))).job
+    newer = (await jobs.add(new_job(run_at=now - timedelta(minutes=1)))).job
     await jobs.add(new_job(run_at=now + timedelta(hours=1)))
     await jobs.add(new_job(queue=f"{queue_name}-other", run_at=now - timedelta(hours=1)))
 
@@ -148,7 +148,7 @@ async def test_claim_due_takes_oldest_due_jobs_of_the_named_queues(
 async def test_concurrent_claim_due_callers_never_share_a_job(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
-    ids = {job.id for job, _ in await jobs.add_many([new_job() for _ in range(40)])}
+    ids = {added.job.id for added in await jobs.add_many([new_job() for _ in range(40)])}
 
     results = await asyncio.gather(
         *(jobs.claim_due([queue_name], 15, f"worker-{n}") for n in range(4))
@@ -160,7 +160,7 @@ async def test_concurrent_claim_due_callers_never_share_a_job(
 
 
 async def running_job(jobs: JobRoles, new_job: JobFactory, **fields: object) -> Job:
-    job, _ = await jobs.add(new_job(**fields))
+    job = (await jobs.add(new_job(**fields))).job
     [claimed] = await jobs.claim([job.id], "worker-1")
     return claimed
 

@@ -37,7 +37,7 @@ def lease_of(job: Job) -> Lease:
 
 
 async def pending(jobs: JobRoles, new_job: JobFactory) -> Job:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     return job
 
 
@@ -370,9 +370,9 @@ async def test_racing_cancel_and_dead_letter_leave_the_invariant_intact(
 async def test_a_dead_letter_whose_unique_key_is_held_again_is_not_requeued(
     jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory, move: str
 ) -> None:
-    first, _ = await jobs.add(new_job(unique_key="daily"))
+    first = (await jobs.add(new_job(unique_key="daily"))).job
     await jobs.dead_letter(first.id, None)
-    holder, _ = await jobs.add(new_job(unique_key="daily"))
+    holder = (await jobs.add(new_job(unique_key="daily"))).job
 
     with pytest.raises(UniqueKeyTaken) as refused:
         await (jobs.retry_now(first.id) if move == "retry" else jobs.replay(first.id))
@@ -387,20 +387,20 @@ async def test_a_dead_letter_whose_unique_key_is_held_again_is_not_requeued(
 async def test_a_cancelled_job_takes_its_free_unique_key_back_on_retry(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    first, _ = await jobs.add(new_job(unique_key="weekly"))
+    first = (await jobs.add(new_job(unique_key="weekly"))).job
     await jobs.cancel(first.id, None)
 
     retried = await jobs.retry_now(first.id)
 
     assert retried.state is JobState.PENDING
-    again, created = await jobs.add(new_job(unique_key="weekly"))
+    again, created, _ = await jobs.add(new_job(unique_key="weekly"))
     assert (again.id, created) == (first.id, False)
 
 
 async def test_replay_starts_the_snooze_and_hand_back_counts_over(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     [claimed] = await jobs.claim([job.id], "worker-1")
     await jobs.settle([Snoozed(lease=lease_of(claimed), delay=timedelta(0))])
     [claimed] = await jobs.claim([job.id], "worker-1")

@@ -20,8 +20,8 @@ LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 async def test_a_job_keeps_its_priority_and_defaults_to_five(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    urgent, _ = await jobs.add(new_job(priority=0))
-    ordinary, _ = await jobs.add(new_job())
+    urgent = (await jobs.add(new_job(priority=0))).job
+    ordinary = (await jobs.add(new_job())).job
 
     assert (urgent.priority, ordinary.priority) == (0, 5)
     assert await jobs.get(urgent.id) == urgent
@@ -31,8 +31,8 @@ async def test_a_job_keeps_its_priority_and_defaults_to_five(
 async def test_a_batch_keeps_the_priority_of_each_job(jobs: JobRoles, new_job: JobFactory) -> None:
     results = await jobs.add_many([new_job(priority=p) for p in (9, 0, 5, 3)])
 
-    assert [job.priority for job, _ in results] == [9, 0, 5, 3]
-    for job, _ in results:
+    assert [added.job.priority for added in results] == [9, 0, 5, 3]
+    for job, _, _ in results:
         assert await jobs.get(job.id) == job
 
 
@@ -40,10 +40,10 @@ async def test_claim_due_takes_higher_priorities_first_then_oldest_due(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     now = datetime.now(UTC)
-    old_low, _ = await jobs.add(new_job(priority=9, run_at=now - timedelta(hours=2)))
-    old_default, _ = await jobs.add(new_job(run_at=now - timedelta(hours=1)))
-    new_high, _ = await jobs.add(new_job(priority=1, run_at=now - timedelta(minutes=1)))
-    old_high, _ = await jobs.add(new_job(priority=1, run_at=now - timedelta(minutes=2)))
+    old_low = (await jobs.add(new_job(priority=9, run_at=now - timedelta(hours=2)))).job
+    old_default = (await jobs.add(new_job(run_at=now - timedelta(hours=1)))).job
+    new_high = (await jobs.add(new_job(priority=1, run_at=now - timedelta(minutes=1)))).job
+    old_high = (await jobs.add(new_job(priority=1, run_at=now - timedelta(minutes=2)))).job
     await jobs.add(new_job(priority=0, run_at=now + timedelta(hours=1)))  # not due yet
 
     first = await jobs.claim_due([queue_name], 3, "worker-1")
@@ -57,8 +57,8 @@ async def test_claim_due_orders_by_priority_across_the_queues_it_serves(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     other = f"{queue_name}-other"
-    default, _ = await jobs.add(new_job(run_at=LONG_AGO))
-    urgent_elsewhere, _ = await jobs.add(new_job(queue=other, priority=2))
+    default = (await jobs.add(new_job(run_at=LONG_AGO))).job
+    urgent_elsewhere = (await jobs.add(new_job(queue=other, priority=2))).job
 
     claimed = await jobs.claim_due([queue_name, other], 1, "worker-1")
 
@@ -87,8 +87,8 @@ async def test_find_never_published_returns_hints_by_priority_with_their_priorit
 async def test_find_unpublished_returns_hints_by_priority_with_their_priority(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    low, _ = await jobs.add(new_job(priority=8, run_at=LONG_AGO))
-    high, _ = await jobs.add(new_job(priority=1))
+    low = (await jobs.add(new_job(priority=8, run_at=LONG_AGO))).job
+    high = (await jobs.add(new_job(priority=1))).job
     await jobs.mark_unpublished()
 
     hints = await jobs.find_unpublished(1, 3600) + await jobs.find_unpublished(1, 3600)
@@ -118,8 +118,8 @@ async def test_resume_returns_the_due_jobs_by_priority(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.pause(queue_name)
-    old_default, _ = await jobs.add(new_job(run_at=LONG_AGO))
-    urgent, _ = await jobs.add(new_job(priority=0))
+    old_default = (await jobs.add(new_job(run_at=LONG_AGO))).job
+    urgent = (await jobs.add(new_job(priority=0))).job
 
     resumed = await jobs.resume(queue_name, 100)
 

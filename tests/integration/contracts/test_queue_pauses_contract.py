@@ -38,7 +38,7 @@ async def test_pause_and_resume_are_idempotent(jobs: JobRoles, queue_name: str) 
 async def test_a_paused_queues_jobs_are_not_claimed_by_hint(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     await jobs.pause(queue_name)
 
     assert await jobs.claim([job.id], "w1") == []
@@ -51,7 +51,7 @@ async def test_a_paused_queues_jobs_are_not_claimed_without_hints(
 ) -> None:
     other_queue = f"{queue_name}-other"
     await jobs.add(new_job())
-    other, _ = await jobs.add(new_job(queue=other_queue))
+    other = (await jobs.add(new_job(queue=other_queue))).job
     await jobs.pause(queue_name)
 
     claimed = await jobs.claim_due([queue_name, other_queue], 10, "w1")
@@ -63,7 +63,7 @@ async def test_a_queue_paused_before_its_first_job_holds_that_job(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.pause(queue_name)
-    job, created = await jobs.add(new_job())
+    job, created, _ = await jobs.add(new_job())
 
     assert created
     assert await jobs.claim([job.id], "w1") == []
@@ -73,7 +73,7 @@ async def test_a_queue_paused_before_its_first_job_holds_that_job(
 async def test_a_running_job_of_a_paused_queue_still_settles(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     [running] = await jobs.claim([job.id], "w1")
     await jobs.pause(queue_name)
     assert running.lease_token is not None
@@ -86,8 +86,8 @@ async def test_resume_returns_the_due_jobs_oldest_first_and_claims_work_again(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.pause(queue_name)
-    first, _ = await jobs.add(new_job(run_at=datetime(2020, 1, 1, tzinfo=UTC)))
-    second, _ = await jobs.add(new_job())
+    first = (await jobs.add(new_job(run_at=datetime(2020, 1, 1, tzinfo=UTC)))).job
+    second = (await jobs.add(new_job())).job
     await jobs.add(new_job(delay=3600.0))  # not due: left to the sweeps
 
     resumed = await jobs.resume(queue_name, 100)
@@ -114,7 +114,7 @@ async def test_the_republish_sweep_skips_a_paused_queue_until_it_is_resumed(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.pause(queue_name)
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     await jobs.mark_unpublished()
 
     assert job.id not in {hint.job_id for hint in await jobs.find_unpublished(1000, 0.0)}
@@ -126,6 +126,6 @@ async def test_pausing_one_queue_leaves_others_alone(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.pause(f"{queue_name}-other")
-    job, _ = await jobs.add(new_job(run_at=datetime.now(UTC) - timedelta(seconds=1)))
+    job = (await jobs.add(new_job(run_at=datetime.now(UTC) - timedelta(seconds=1)))).job
 
     assert [claimed.id for claimed in await jobs.claim([job.id], "w1")] == [job.id]

@@ -45,7 +45,7 @@ def lease_of(job: Job) -> Lease:
 
 
 async def failed_job(jobs: JobRoles, new_job: JobFactory, retry_in: timedelta) -> Job:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
     [claimed] = await jobs.claim([job.id], "worker-1")
     await jobs.settle([RetryLater(lease=lease_of(claimed), error="boom", delay=retry_in)])
     return claimed
@@ -109,7 +109,7 @@ async def test_concurrent_promote_due_callers_never_share_a_job(
 async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job(visibility_timeout=1))
+    job = (await jobs.add(new_job(visibility_timeout=1))).job
     [claimed] = await jobs.claim([job.id], "worker-1")
 
     hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[0] != [])
@@ -130,7 +130,7 @@ async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
 async def test_reap_expired_dead_letters_a_job_with_no_attempts_left(
     jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job(visibility_timeout=1, policy=RetryPolicy(max_attempts=1)))
+    job = (await jobs.add(new_job(visibility_timeout=1, policy=RetryPolicy(max_attempts=1)))).job
     await jobs.claim([job.id], "worker-1")
 
     hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[1] > 0)
@@ -150,7 +150,7 @@ async def test_reap_expired_dead_letters_a_job_with_no_attempts_left(
 
 
 async def test_reap_expired_leaves_live_leases_alone(jobs: JobRoles, new_job: JobFactory) -> None:
-    job, _ = await jobs.add(new_job(visibility_timeout=300))
+    job = (await jobs.add(new_job(visibility_timeout=300))).job
     [claimed] = await jobs.claim([job.id], "worker-1")
 
     assert await jobs.reap_expired(100) == ([], 0)
@@ -159,7 +159,7 @@ async def test_reap_expired_leaves_live_leases_alone(jobs: JobRoles, new_job: Jo
 
 async def test_concurrent_reapers_never_share_a_job(jobs: JobRoles, new_job: JobFactory) -> None:
     added = await jobs.add_many([new_job(visibility_timeout=1) for _ in range(24)])
-    ids = {job.id for job, _ in added}
+    ids = {result.job.id for result in added}
     await jobs.claim(list(ids), "worker-1")
     reaped: Counter[UUID] = Counter()
 
@@ -186,7 +186,7 @@ async def test_find_unpublished_skips_jobs_with_a_fresh_hint(
 async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job(delay=0.3))
+    job = (await jobs.add(new_job(delay=0.3))).job
 
     hints = await eventually(lambda: jobs.find_unpublished(100, 3600), lambda found: found != [])
 
@@ -197,7 +197,7 @@ async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
 async def test_find_never_published_returns_a_due_job_no_hint_was_published_for(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    delayed, _ = await jobs.add(new_job(delay=0.3))
+    delayed = (await jobs.add(new_job(delay=0.3))).job
     await jobs.add(new_job())  # due at once: stored as published (its hint is pushed)
 
     hints = await eventually(lambda: jobs.find_never_published(100), lambda found: found != [])
@@ -221,7 +221,7 @@ async def test_find_never_published_leaves_jobs_whose_hint_went_stale(
 async def test_find_unpublished_returns_a_job_whose_hint_went_stale(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    job, _ = await jobs.add(new_job())
+    job = (await jobs.add(new_job())).job
 
     hints = await eventually(lambda: jobs.find_unpublished(100, 0.2), lambda found: found != [])
 
@@ -233,10 +233,10 @@ async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
     now = datetime.now(UTC)
-    older, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=2)))
-    newer, _ = await jobs.add(new_job(run_at=now - timedelta(minutes=1)))
+    older = (await jobs.add(new_job(run_at=now - timedelta(minutes=2)))).job
+    newer = (await jobs.add(new_job(run_at=now - timedelta(minutes=1)))).job
     await jobs.add(new_job(run_at=now + timedelta(hours=1)))  # pending, but not due
-    running, _ = await jobs.add(new_job())
+    running = (await jobs.add(new_job())).job
     await jobs.claim([running.id], "worker-1")
 
     marked = await jobs.mark_unpublished()
@@ -261,7 +261,7 @@ async def test_find_unpublished_respects_its_limit(jobs: JobRoles, new_job: JobF
 async def test_concurrent_find_unpublished_callers_never_share_a_job(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    ids = {job.id for job, _ in await jobs.add_many([new_job() for _ in range(30)])}
+    ids = {added.job.id for added in await jobs.add_many([new_job() for _ in range(30)])}
     await jobs.mark_unpublished()
 
     results = await asyncio.gather(*(jobs.find_unpublished(12, 3600) for _ in range(3)))
@@ -272,7 +272,7 @@ async def test_concurrent_find_unpublished_callers_never_share_a_job(
 
 
 async def finished_job(jobs: JobRoles, new_job: JobFactory, **fields: object) -> Job:
-    job, _ = await jobs.add(new_job(**fields))
+    job = (await jobs.add(new_job(**fields))).job
     [claimed] = await jobs.claim([job.id], "worker-1")
     await jobs.settle([Succeeded(lease=lease_of(claimed))])
     return await stored(jobs, job.id)
@@ -282,10 +282,10 @@ async def test_prune_finished_deletes_old_succeeded_and_cancelled_jobs_only(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
     succeeded = await finished_job(jobs, new_job, idempotency_key=f"prune-{uuid4()}")
-    cancelled, _ = await jobs.add(new_job())
+    cancelled = (await jobs.add(new_job())).job
     await jobs.cancel(cancelled.id, None)
-    pending, _ = await jobs.add(new_job())
-    dead, _ = await jobs.add(new_job())
+    pending = (await jobs.add(new_job())).job
+    dead = (await jobs.add(new_job())).job
     await jobs.dead_letter(dead.id, None)
     await asyncio.sleep(0.2)
 
@@ -296,7 +296,7 @@ async def test_prune_finished_deletes_old_succeeded_and_cancelled_jobs_only(
     assert await jobs.get(cancelled.id) is None
     assert (await stored(jobs, pending.id)).state is JobState.PENDING
     assert (await stored(jobs, dead.id)).state is JobState.DLQ  # DLQ is kept for operators
-    again, created = await jobs.add(new_job(idempotency_key=succeeded.idempotency_key))
+    again, created, _ = await jobs.add(new_job(idempotency_key=succeeded.idempotency_key))
     assert created  # the pruned job's key is free again
     assert again.id != succeeded.id
 
@@ -316,7 +316,7 @@ async def test_prune_finished_keeps_recent_jobs_and_respects_its_limit(
 async def test_prune_finished_deletes_the_longest_finished_first(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    created_first, _ = await jobs.add(new_job())
+    created_first = (await jobs.add(new_job())).job
     created_second = await finished_job(jobs, new_job)
     [claimed] = await jobs.claim([created_first.id], "worker-1")
     await jobs.settle([Succeeded(lease=lease_of(claimed))])
@@ -331,7 +331,7 @@ async def test_prune_finished_deletes_the_longest_finished_first(
 async def test_folding_job_counts_changes_no_count(jobs: JobRoles, new_job: JobFactory) -> None:
     done = await finished_job(jobs, new_job)
     await jobs.add(new_job())
-    dead, _ = await jobs.add(new_job())
+    dead = (await jobs.add(new_job())).job
     await jobs.dead_letter(dead.id, None)
     before = await jobs.stats()
 
@@ -353,13 +353,13 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    retried, _ = await jobs.add(new_job(traceparent=TRACEPARENT))
+    retried = (await jobs.add(new_job(traceparent=TRACEPARENT))).job
     [claimed] = await jobs.claim([retried.id], "worker-1")
     await jobs.settle([RetryLater(lease=lease_of(claimed), error="boom", delay=timedelta(0))])
     untraced = await failed_job(jobs, new_job, retry_in=timedelta(0))
-    expiring, _ = await jobs.add(new_job(visibility_timeout=1, traceparent=TRACEPARENT))
+    expiring = (await jobs.add(new_job(visibility_timeout=1, traceparent=TRACEPARENT))).job
     await jobs.claim([expiring.id], "worker-1")
-    delayed, _ = await jobs.add(new_job(delay=0.3, traceparent=TRACEPARENT))
+    delayed = (await jobs.add(new_job(delay=0.3, traceparent=TRACEPARENT))).job
 
     promoted = await jobs.promote_due(100)
     reaped, _ = await eventually(lambda: jobs.reap_expired(100), lambda result: result[0] != [])
@@ -393,7 +393,7 @@ async def test_count_due_counts_due_pending_jobs_per_queue(
         await jobs.add(new_job())
     await jobs.add(new_job(queue=other))
     await jobs.add(new_job(delay=3600.0))
-    claimed, _ = await jobs.add(new_job())
+    claimed = (await jobs.add(new_job())).job
     await jobs.claim([claimed.id], "w1")
 
     assert await jobs.count_due([queue_name, other, queue_name + "-empty"]) == {

@@ -100,7 +100,7 @@ async def test_a_job_of_an_unknown_type_is_handed_back_until_the_grace_ends(
     queue_name: str,
 ) -> None:
     cluster = previous_release
-    job, _ = await cluster.jobs.add(new_job(job_type="report-v2"))
+    job = (await cluster.jobs.add(new_job(job_type="report-v2"))).job
     await cluster.ready_queue.push([ReadyHint(queue_name, job.id)])
 
     back = await cluster.job_until(job, lambda job: job.hand_backs >= 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 from uuid import UUID
 
 import httpx
@@ -389,6 +390,43 @@ async def test_a_schedule_is_paused_and_resumed_from_the_schedules_page(
     assert body["paused"] is False
     row = schedule_row(assert_html(await client.get("/ui/schedules"), 200), "reports.nightly:eu")
     assert (row["status"], row["next"]) == ("active", shown_time(body["nextFireAt"]))
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "notice"),
+    [
+        ("queues", "pause", "Paused {name}."),
+        ("queues", "resume", "Resumed {name}."),
+        ("schedules", "pause", "Paused schedule {name}."),
+        ("schedules", "resume", "Resumed schedule {name}."),
+    ],
+)
+async def test_a_pause_or_resume_comes_back_with_a_notice_naming_what_it_moved(
+    client: httpx.AsyncClient, queue_name: str, kind: str, action: str, notice: str
+) -> None:
+    name = queue_name if kind == "queues" else "reports.nightly"
+    if kind == "schedules":
+        await create_schedule(client, name)
+    token = await csrf_token(client, f"/ui/{kind}")
+
+    moved = await client.post(f"/ui/{kind}/{name}/{action}", data={"csrf_token": token})
+
+    assert moved.status_code == 303
+    path, _, query = moved.headers["location"].partition("?")
+    assert path == f"/ui/{kind}"
+    assert parse_qs(query) == {"notice": [notice.format(name=name)]}
+
+
+@pytest.mark.parametrize("kind", ["queues", "schedules"])
+async def test_an_unknown_pause_action_is_not_found(
+    client: httpx.AsyncClient, queue_name: str, kind: str
+) -> None:
+    name = queue_name if kind == "queues" else "reports.nightly"
+    token = await csrf_token(client, f"/ui/{kind}")
+
+    refused = await client.post(f"/ui/{kind}/{name}/halt", data={"csrf_token": token})
+
+    assert_html(refused, 404)
 
 
 async def test_a_schedule_action_without_the_csrf_token_or_for_no_schedule_is_refused(

@@ -3,19 +3,25 @@ suite, run on an asyncpg connection, a psycopg AsyncConnection and a psycopg Con
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import msgspec
 import psycopg
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 import taskforge
+from taskforge.adapters.postgres.job_notices import JOBS_CHANNEL
+from taskforge.adapters.postgres.job_store import insert_jobs
 from taskforge.client.values import Job
+from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.sdk.transactional import psycopg_form
 from tests.integration.processes.conftest import Stack
@@ -143,6 +149,51 @@ async def test_each_job_keeps_its_priority(
         batch[0].id: 9,
         batch[1].id: 5,
     }
+
+
+def traceparent_naming(span: trace.Span) -> str:
+    """W3C form: version 00, the span's trace id, its span id and its trace flags."""
+    context = span.get_span_context()
+    assert context.trace_flags.sampled
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+async def stored_traceparents(
+    observer: asyncpg.Connection, jobs: list[Job]
+) -> dict[UUID, str | None]:
+    rows = await observer.fetch(
+        "SELECT id, traceparent FROM jobs WHERE id = ANY($1::uuid[])", [job.id for job in jobs]
+    )
+    return {row["id"]: row["traceparent"] for row in rows}
+
+
+async def test_a_job_enqueued_in_a_span_keeps_its_traceparent_and_one_outside_none(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    tracer = TracerProvider().get_tracer("the application")
+    with tracer.start_as_current_span("POST /orders") as span:
+        traced = await session.enqueue("email", queue=queue_name)
+        batched = await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 2)
+    untraced = await session.enqueue("email", queue=queue_name)
+    await session.commit()
+
+    expected = traceparent_naming(span)
+    assert await stored_traceparents(observer, [traced, *batched, untraced]) == {
+        traced.id: expected,
+        batched[0].id: expected,
+        batched[1].id: expected,
+        untraced.id: None,
+    }
+
+
+async def test_a_current_span_that_is_not_valid_leaves_the_traceparent_null(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    with trace.use_span(trace.INVALID_SPAN):
+        job = await session.enqueue("email", queue=queue_name)
+    await session.commit()
+
+    assert await stored_traceparents(observer, [job]) == {job.id: None}
 
 
 async def test_a_batch_stores_every_field_of_every_job_as_a_read_returns_it(
@@ -314,6 +365,73 @@ async def test_bad_input_is_a_validation_error_and_nothing_is_written(
 async def test_an_unknown_option_is_a_type_error(session: Session) -> None:
     with pytest.raises(TypeError, match="priority_level"):
         await session.enqueue("email", priority_level=1)
+
+
+class Notices:
+    """The NOTIFYs on the jobs channel that another connection receives. `settled` waits
+    for a marker sent after everything before it: Postgres delivers notices in commit
+    order, so every notice of an earlier commit has arrived by then."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.payloads: list[str] = []
+        self._marked = asyncio.Event()
+
+    def _on_notice(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if payload == "marker":
+            self._marked.set()
+        else:
+            self.payloads.append(str(payload))
+
+    async def settled(self) -> list[str]:
+        self._marked.clear()
+        await self.conn.execute(f"NOTIFY {JOBS_CHANNEL}, 'marker'")
+        await asyncio.wait_for(self._marked.wait(), timeout=10)
+        return self.payloads
+
+
+@pytest.fixture
+async def notices(migrated_dsn: str) -> AsyncIterator[Notices]:
+    conn = await asyncpg.connect(migrated_dsn)
+    notices = Notices(conn)
+    await conn.add_listener(JOBS_CHANNEL, notices._on_notice)
+    yield notices
+    await conn.close()
+
+
+async def test_a_commit_of_due_jobs_notifies_the_scheduler_once(
+    session: Session, notices: Notices, queue_name: str
+) -> None:
+    await session.enqueue("email", queue=queue_name)
+    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 3)
+    assert await notices.settled() == []  # nothing before the commit
+
+    await session.commit()
+
+    assert await notices.settled() == [""]  # one for the transaction, however many jobs
+
+
+async def test_delayed_or_rolled_back_jobs_notify_nobody(
+    session: Session, notices: Notices, queue_name: str
+) -> None:
+    await session.enqueue("email", queue=queue_name, delay=3600)
+    await session.commit()
+    await session.begin()
+    await session.enqueue("email", queue=queue_name)
+    await session.rollback()
+
+    assert await notices.settled() == []
+
+
+async def test_jobs_the_api_stores_as_published_notify_nobody(
+    observer: asyncpg.Connection, notices: Notices, queue_name: str
+) -> None:
+    # The API pushes a due job's hint itself after its commit.
+    job = NewJob(id=uuid4(), queue=queue_name, job_type="email", payload={})
+    [(_, created, needs_hint)] = await insert_jobs(observer, [job], published=True)
+
+    assert created and needs_hint
+    assert await notices.settled() == []
 
 
 async def test_a_job_committed_in_a_transaction_runs_once(

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 import taskforge
 from taskforge.application.handlers import HandlerRegistry
@@ -21,6 +22,8 @@ from tests.integration.sdk.test_transactional_enqueue import (  # one suite of d
     observer,
     session,
     stored_ids,
+    stored_traceparents,
+    traceparent_naming,
 )
 from tests.support import DevServer
 
@@ -83,6 +86,21 @@ async def test_a_typed_task_s_priority_is_stored_unless_the_enqueue_overrides_it
     stored = await observer.fetch("SELECT id, priority FROM jobs WHERE queue = $1", queue_name)
     assert {row["id"]: row["priority"] for row in stored} == {declared.id: 7, overridden.id: 0}
     assert (declared.priority, overridden.priority) == (7, 0)
+
+
+async def test_a_typed_task_enqueued_in_a_span_keeps_its_traceparent(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    task = greet_task(queue_name)
+    with TracerProvider().get_tracer("the application").start_as_current_span("signup") as span:
+        traced = await enqueue_on(session, task, Greeting(name="Ada"))
+    untraced = await enqueue_on(session, task, Greeting(name="Bo"))
+    await session.commit()
+
+    assert await stored_traceparents(observer, [traced, untraced]) == {
+        traced.id: traceparent_naming(span),
+        untraced.id: None,
+    }
 
 
 async def test_a_payload_that_does_not_fit_writes_nothing(
