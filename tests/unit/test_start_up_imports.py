@@ -50,7 +50,16 @@ loaded = sorted(name for name, module in sys.modules.items() if module is not No
 print(json.dumps([*loaded, f"exit code {code}"]))
 """
 
-NOT_IN_A_WORKER = ("litestar", "uvicorn", "jinja2", "rich", "httpx", "opentelemetry.sdk.trace")
+NOT_IN_A_WORKER = (
+    "litestar",
+    "uvicorn",
+    "jinja2",
+    "rich",
+    "httpx",
+    "opentelemetry.sdk.trace",
+    # redis-py would load it for client metrics TaskForge does not use (adapters/redis)
+    "opentelemetry.sdk.metrics",
+)
 NOT_IN_THE_CLI = (
     "litestar",
     "uvicorn",
