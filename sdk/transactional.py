@@ -170,7 +170,7 @@ async def _store_asyncpg(
 ) -> list[Job]:
     if not new_jobs:
         return []
-    if not conn.is_in_transaction():
+    if not conn.is_in_transaction() and _needs_own_transaction(new_jobs):
         async with conn.transaction():
             return await _store_asyncpg(conn, new_jobs)
     results: list[Job] = []
@@ -180,6 +180,15 @@ async def _store_asyncpg(
             conn, chunk, _created_job, _client_job, KEY_ATTEMPTS, published=False
         )
     return results
+
+
+def _needs_own_transaction(new_jobs: Sequence[NewJob]) -> bool:
+    """Whether storing `new_jobs` outside a transaction needs one of its own. A single job
+    does not: its INSERT creates it or not in one statement, and what may follow (a look-up
+    of the job holding its key, the INSERT tried again once that job is gone) writes
+    nothing else, so each statement can commit on its own, one round trip for the usual
+    case instead of three. Several jobs are stored all or none."""
+    return len(new_jobs) > 1
 
 
 def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
@@ -339,7 +348,11 @@ def _store_psycopg(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> lis
 
     if not new_jobs:
         return []
-    if conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE:
+    if (
+        conn.autocommit
+        and conn.info.transaction_status is TransactionStatus.IDLE
+        and _needs_own_transaction(new_jobs)
+    ):
         with conn.transaction():
             return _store_psycopg(conn, new_jobs)
     steps = _psycopg_steps(new_jobs)
@@ -362,7 +375,11 @@ async def _store_psycopg_async(
 
     if not new_jobs:
         return []
-    if conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE:
+    if (
+        conn.autocommit
+        and conn.info.transaction_status is TransactionStatus.IDLE
+        and _needs_own_transaction(new_jobs)
+    ):
         async with conn.transaction():
             return await _store_psycopg_async(conn, new_jobs)
     steps = _psycopg_steps(new_jobs)

@@ -478,6 +478,30 @@ async def test_outside_a_transaction_the_job_commits_at_once(
     assert await stored_ids(observer, queue_name) == {job.id for job in jobs}
 
 
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg-async", "psycopg-sync"])
+async def test_one_job_outside_a_transaction_commits_with_its_insert(
+    driver: str, migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    # One statement, no transaction of the enqueue's own: the job is stored at once, and a
+    # second enqueue with its key returns it (a look-up after the INSERT that stored none).
+    conn = await _connect(driver, migrated_dsn)
+    if driver != "asyncpg":
+        await Session(driver, conn)._answer(conn.set_autocommit(True))
+    session = Session(driver, conn)
+    key = f"{queue_name}-once"
+    try:
+        first = await session.enqueue("email", queue=queue_name, idempotency_key=key)
+        assert await stored_ids(observer, queue_name) == {first.id}
+        again = await session.enqueue("email", queue=queue_name, idempotency_key=key)
+    finally:
+        closing = conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+    assert again.id == first.id
+    assert await stored_ids(observer, queue_name) == {first.id}
+
+
 def test_anything_else_than_a_database_connection_is_refused() -> None:
     with pytest.raises(TypeError, match="asyncpg connection or a psycopg 3 connection"):
         taskforge.enqueue(object(), "email")  # type: ignore[call-overload]
