@@ -102,8 +102,11 @@ class RedisReadyQueue:
             return []
         lists = self._pop_order(tuple(queues))
         with translate_connection_errors():
-            if timeout <= 0:
-                return await self._take(lists, max_count)
+            # Hints waiting are taken in one round trip; only an empty pop blocks, and then
+            # takes the rest after the first hint arrives.
+            taken = await self._take(lists, max_count)
+            if taken or timeout <= 0:
+                return taken
             first = await self._wait_for_one(lists, timeout)
             if first is None:
                 return []

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -165,6 +165,42 @@ async def test_payloads_that_are_not_job_ids_are_dropped_with_a_warning(
     assert popped == [first, second]
     assert await redis_ready_queue.depth([queue_name]) == {queue_name: 0}
     assert len([r for r in caplog.records if "not a job id" in r.getMessage()]) == 2
+
+
+def record_commands(client: Redis) -> list[str]:
+    """The names of the commands `client` sends from now on, in order."""
+    sent: list[str] = []
+    send = cast(Callable[..., Awaitable[Any]], client.execute_command)
+
+    async def recording(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await send(*args, **options)
+
+    client.execute_command = recording  # type: ignore[method-assign]
+    return sent
+
+
+async def test_a_pop_takes_waiting_hints_in_one_round_trip_and_blocks_only_when_empty(
+    redis_url: str, key_prefix: str, queue_name: str, redis_cleanup: None
+) -> None:
+    client = redis_from_url(redis_url)
+    try:
+        ready_queue = RedisReadyQueue(client, key_prefix)
+        hints = [ReadyHint(queue_name, uuid.uuid4(), priority=p) for p in (5, 0, 9)]
+        await ready_queue.push(hints)
+        sent = record_commands(client)
+
+        busy = await ready_queue.pop([queue_name], 10, 1.0)
+        busy_commands = list(sent)
+        sent.clear()
+        idle = await ready_queue.pop([queue_name], 10, 0.05)
+    finally:
+        await client.aclose()
+
+    assert [hint.priority for hint in busy] == [0, 5, 9]
+    assert "BRPOP" not in busy_commands and len(busy_commands) == 1, busy_commands
+    assert idle == []
+    assert "BRPOP" in sent
 
 
 async def test_a_pop_longer_than_the_socket_timeout_waits_in_slices(
