@@ -155,7 +155,29 @@ def pgbouncer(postgres_admin_dsn: str, _servers: ExitStack) -> PrivatePgBouncer:
 
 @pytest.fixture(scope="session")
 def redis_url(_servers: ExitStack) -> str:
-    return _find("Redis", find_redis, _servers)
+    url = _find("Redis", find_redis, _servers)
+    # Runs before a private server this run started is stopped (the stack unwinds last first).
+    _servers.callback(_delete_run_keys, url)
+    return url
+
+
+def _delete_run_keys(url: str) -> None:
+    """At the end of the run, what tests left under this run's names: its internal prefix
+    and its `test-<run>-` queues (a test that used `queue_name` without `redis_cleanup`)."""
+    import warnings
+
+    from redis import Redis, RedisError
+
+    client = Redis.from_url(url)
+    try:
+        for pattern in (f"taskforge:test-{RUN_ID}:*", f"test-{RUN_ID}-*"):
+            keys = list(client.scan_iter(match=pattern, count=500))
+            if keys:
+                client.delete(*keys)
+    except RedisError as exc:
+        warnings.warn(f"could not delete this run's Redis keys: {exc}", stacklevel=1)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")
