@@ -29,6 +29,8 @@ from tests.servers import (
 )
 
 RUN_ID = uuid.uuid4().hex[:10]
+RUN_PREFIX = f"taskforge:test-{RUN_ID}:"
+"""The internal Redis key prefix of this run."""
 
 _found: dict[str, Found] = {}
 _tests_using: Counter[str] = Counter()
@@ -166,24 +168,20 @@ def _delete_run_keys(url: str) -> None:
     and its `test-<run>-` queues (a test that used `queue_name` without `redis_cleanup`)."""
     import warnings
 
-    from redis import Redis, RedisError
+    from redis import RedisError
 
-    client = Redis.from_url(url)
+    from tests.support import delete_keys
+
     try:
-        for pattern in (f"taskforge:test-{RUN_ID}:*", f"test-{RUN_ID}-*"):
-            keys = list(client.scan_iter(match=pattern, count=500))
-            if keys:
-                client.delete(*keys)
+        delete_keys(url, (f"{RUN_PREFIX}*", f"test-{RUN_ID}-*"))
     except RedisError as exc:
         warnings.warn(f"could not delete this run's Redis keys: {exc}", stacklevel=1)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="session")
 def redis_prefix() -> str:
     """The internal key prefix for this run: taskforge:test-<run>:"""
-    return f"taskforge:test-{RUN_ID}:"
+    return RUN_PREFIX
 
 
 @pytest.fixture

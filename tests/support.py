@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +37,20 @@ def with_query(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = "&".join(part for part in (parts.query, urlencode(params)) if part)
     return urlunsplit(parts._replace(query=query))
+
+
+def delete_keys(url: str, patterns: Sequence[str]) -> None:
+    """Delete every key of the Redis at `url` that matches one of `patterns` (glob)."""
+    from redis import Redis as SyncRedis
+
+    client = SyncRedis.from_url(url)
+    try:
+        for pattern in patterns:
+            keys = list(client.scan_iter(match=pattern, count=500))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()
 
 
 def redis_from_url(url: str) -> Redis:

@@ -10,10 +10,9 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from redis import Redis
 
 from tests.conftest import RUN_ID
-from tests.support import redis_env
+from tests.support import delete_keys, redis_env
 
 from .conftest import Server, launch, wait_until_healthy
 from .test_dashboard_dev import (
@@ -59,14 +58,7 @@ def stack(
         yield server
     finally:
         server.stop()
-        client = Redis.from_url(redis_url)
-        try:
-            for pattern in (f"{prefix}*", f"{QUEUE}*"):
-                keys = list(client.scan_iter(match=pattern, count=500))
-                if keys:
-                    client.delete(*keys)
-        finally:
-            client.close()
+        delete_keys(redis_url, (f"{prefix}*", f"{QUEUE}*"))
 
 
 @pytest.fixture
