@@ -41,7 +41,7 @@ import asyncpg
 
 from taskforge.bench.scenarios import preload
 from taskforge.bench.stack import Stack, _with_database
-from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.config import ConfigError, Settings
 from taskforge.entrypoints.runtime import Interrupted, run_until_interrupted
 from taskforge.sdk import enqueue, enqueue_many
 
@@ -328,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not PROGRAMS.is_dir():
         parser.error(f"the peers' programs are not at {PROGRAMS}: run from a source checkout")
-    settings = Settings.from_env(os.environ)
-    settings.require_postgres("bench")
+    try:
+        settings = Settings.from_env(os.environ)
+        settings.require_postgres("bench")
+    except ConfigError as exc:  # as `taskforge bench` answers it: one line, exit 2
+        print(f"bench-peers: {exc}", file=sys.stderr)
+        return 2
     try:
         report = run_until_interrupted(
             run_peers(settings, args.python, args.runs, args.jobs, args.enqueues, args.bulk)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from taskforge.bench.peers import Figures, Row, _summary, render, rotated
+import pytest
+
+from taskforge.bench.peers import Figures, Row, _summary, main, render, rotated
 
 
 async def _never() -> Figures:
@@ -82,3 +84,16 @@ def test_taskforge_rows_show_their_ratio_to_the_fastest_peer_of_the_same_scenari
     assert lines[4].endswith("| 1.50x |")  # 300 against dramatiq's 200, not pgqueuer's 100
     assert lines[5].endswith("|  |")  # a peer's row has no ratio
     assert lines[7].endswith("| 0.50x |")
+
+
+def test_without_a_database_it_says_which_setting_is_missing_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("POSTGRES_DSN", raising=False)
+    monkeypatch.delenv("POSTGRES_DSN_FILE", raising=False)
+
+    assert main(["--out", "unused.json"]) == 2
+
+    error = capsys.readouterr().err
+    assert error.startswith("bench-peers: invalid configuration: POSTGRES_DSN: not set")
+    assert "Traceback" not in error
