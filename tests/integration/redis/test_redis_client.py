@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis.exceptions
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import Redis
+from redis.connection import HiredisRespSerializer
 
 from taskforge.adapters.redis.client import (
     CONNECT_TIMEOUT,
@@ -72,6 +74,16 @@ def test_clients_bound_connecting_and_waiting_for_replies() -> None:
         assert options["socket_connect_timeout"] == CONNECT_TIMEOUT
         assert options["socket_timeout"] == SOCKET_TIMEOUT
         assert options["health_check_interval"] > 0
+
+
+def test_with_the_fast_extra_replies_are_parsed_and_commands_packed_by_hiredis() -> None:
+    # The lock installs the `fast` extra; a client built another way (an explicit parser
+    # class, say) would lose the compiled parser and packer the worker's drain relies on.
+    pool = create_redis(host="localhost", port=6379, db=0, password=None).connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
+
+    assert isinstance(connection._parser, _AsyncHiredisParser)
+    assert isinstance(connection._command_packer, HiredisRespSerializer)
 
 
 def test_options_in_the_url_override_the_defaults() -> None:
