@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
+from taskforge.application.scheduler import SchedulerSettings
 from taskforge.bench.big_tables import percentile
 from taskforge.bench.charts import draw_soak, save_picture
 from taskforge.bench.scenarios import RawHttpClient, bench_drain
@@ -33,8 +34,8 @@ from taskforge.entrypoints.runtime import run_until_interrupted
 RSS_GROWTH_TARGET = 0.10
 SIZE_GROWTH_TARGET = 0.10
 P99_RATIO_TARGET = 1.5
-PRUNE_INTERVAL = 60.0
-"""The scheduler prunes at most this often while it keeps up (SchedulerSettings)."""
+PRUNE_INTERVAL = SchedulerSettings().prune_interval
+"""The scheduler prunes at most this often while it keeps up."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}

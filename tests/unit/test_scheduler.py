@@ -206,6 +206,25 @@ async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: 
     assert await memory.jobs.get(job.id) is None
 
 
+async def test_by_default_retention_deletes_jobs_about_a_second_after_they_expire(
+    memory: Memory,
+) -> None:
+    # A little at a time beside the load, not a minute's worth of jobs in one burst.
+    job = (await memory.jobs.add(memory.new_job())).job
+    await memory.jobs.cancel(job.id, None)
+    settings = SchedulerSettings(batch_size=100, retention_period=3600)
+    elapsed = 0.0
+    tick = SchedulerTick(
+        memory.jobs, memory.ready_queue, memory.hints, settings, monotonic=lambda: elapsed
+    )
+    assert (await tick()).pruned == 0  # nothing old enough yet
+
+    memory.clock.advance(3601)
+    elapsed = 1.0
+
+    assert (await tick()).pruned == 1
+
+
 async def test_zero_retention_keeps_finished_jobs_forever(memory: Memory) -> None:
     job = (await memory.jobs.add(memory.new_job())).job
     await memory.jobs.cancel(job.id, None)
