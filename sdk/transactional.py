@@ -342,17 +342,26 @@ def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
     return [_client_job(job) for job, _ in results]
 
 
-def _store_psycopg(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
+def _psycopg_needs_own_transaction(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
+) -> bool:
+    """_needs_own_transaction, for a psycopg connection outside a transaction (in
+    autocommit mode and idle); inside one the caller's transaction holds the jobs."""
     from psycopg.pq import TransactionStatus
+
+    return (
+        conn.autocommit
+        and conn.info.transaction_status is TransactionStatus.IDLE
+        and _needs_own_transaction(new_jobs)
+    )
+
+
+def _store_psycopg(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
     from psycopg.rows import dict_row
 
     if not new_jobs:
         return []
-    if (
-        conn.autocommit
-        and conn.info.transaction_status is TransactionStatus.IDLE
-        and _needs_own_transaction(new_jobs)
-    ):
+    if _psycopg_needs_own_transaction(conn, new_jobs):
         with conn.transaction():
             return _store_psycopg(conn, new_jobs)
     steps = _psycopg_steps(new_jobs)
@@ -370,16 +379,11 @@ def _store_psycopg(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> lis
 async def _store_psycopg_async(
     conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
 ) -> list[Job]:
-    from psycopg.pq import TransactionStatus
     from psycopg.rows import dict_row
 
     if not new_jobs:
         return []
-    if (
-        conn.autocommit
-        and conn.info.transaction_status is TransactionStatus.IDLE
-        and _needs_own_transaction(new_jobs)
-    ):
+    if _psycopg_needs_own_transaction(conn, new_jobs):
         async with conn.transaction():
             return await _store_psycopg_async(conn, new_jobs)
     steps = _psycopg_steps(new_jobs)
