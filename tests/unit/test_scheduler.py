@@ -188,10 +188,27 @@ async def test_full_batch_asks_for_another_tick_at_once(memory: Memory) -> None:
     assert (second.republished, second.full) == (1, False)
 
 
-async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: Memory) -> None:
+@pytest.mark.parametrize(
+    ("settings", "too_early", "due"),
+    [
+        pytest.param(
+            SchedulerSettings(batch_size=100, retention_period=3600, prune_interval=60),
+            59.0,
+            60.0,
+            id="every-60s",
+        ),
+        # The default: a little at a time beside the load, not a minute's worth of jobs in
+        # one burst of full batches.
+        pytest.param(
+            SchedulerSettings(batch_size=100, retention_period=3600), 0.9, 1.0, id="default-1s"
+        ),
+    ],
+)
+async def test_finished_jobs_older_than_the_retention_period_are_pruned(
+    memory: Memory, settings: SchedulerSettings, too_early: float, due: float
+) -> None:
     job = (await memory.jobs.add(memory.new_job())).job
     await memory.jobs.cancel(job.id, None)
-    settings = SchedulerSettings(batch_size=100, retention_period=3600, prune_interval=60)
     elapsed = 0.0
     tick = SchedulerTick(
         memory.jobs, memory.ready_queue, memory.hints, settings, monotonic=lambda: elapsed
@@ -199,30 +216,11 @@ async def test_finished_jobs_older_than_the_retention_period_are_pruned(memory: 
 
     assert (await tick()).pruned == 0  # swept at once: nothing old enough yet
     memory.clock.advance(3601)
-    elapsed = 59.0
+    elapsed = too_early
     assert (await tick()).pruned == 0  # the next sweep waits for the prune interval
-    elapsed = 60.0
+    elapsed = due
     assert (await tick()).pruned == 1
     assert await memory.jobs.get(job.id) is None
-
-
-async def test_by_default_retention_deletes_jobs_about_a_second_after_they_expire(
-    memory: Memory,
-) -> None:
-    # A little at a time beside the load, not a minute's worth of jobs in one burst.
-    job = (await memory.jobs.add(memory.new_job())).job
-    await memory.jobs.cancel(job.id, None)
-    settings = SchedulerSettings(batch_size=100, retention_period=3600)
-    elapsed = 0.0
-    tick = SchedulerTick(
-        memory.jobs, memory.ready_queue, memory.hints, settings, monotonic=lambda: elapsed
-    )
-    assert (await tick()).pruned == 0  # nothing old enough yet
-
-    memory.clock.advance(3601)
-    elapsed = 1.0
-
-    assert (await tick()).pruned == 1
 
 
 async def test_zero_retention_keeps_finished_jobs_forever(memory: Memory) -> None:
