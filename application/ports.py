@@ -129,6 +129,13 @@ class LeaseStore(Protocol):
         ...
 
 
+STALE_LOOKOUT = 100
+"""How many of a queue's oldest due jobs of each priority Sweeps.find_unpublished looks at
+for one with no fresh hint before it counts anything. Hints are published about when their
+jobs come due, so a stale one is among the oldest; one further back is reached once the
+jobs ahead of it are claimed or their own hints grow stale."""
+
+
 class Sweeps(Protocol):
     """The scheduler's side of the store: batched sweeps over due, expired and finished jobs.
     Concurrent schedulers share the work: no job is handled by two sweeps at once."""
@@ -144,11 +151,17 @@ class Sweeps(Protocol):
         were dead-lettered."""
         ...
 
-    async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
-        """Due PENDING jobs with no hint published in the last `older_than` seconds (a
-        delayed job that came due, or a hint lost to a crash or a Redis loss), in dispatch
-        order (highest priority, then oldest due first), each hint at its job's priority.
-        Marks them published now, so concurrent schedulers do not return the same job."""
+    async def find_unpublished(
+        self, covered: Mapping[str, int], limit: int, older_than: float
+    ) -> list[ReadyHint]:
+        """For each unpaused queue in `covered`, as many of its due PENDING jobs with no hint
+        published in the last `older_than` seconds (never published, or a hint lost to a
+        crash or a push that failed) as its due PENDING jobs outnumber `covered[queue]`
+        (the hints it holds or is about to get); at most `limit` in all, in dispatch order
+        (highest priority, then oldest due first), each hint at its job's priority. Marks
+        them published now, so concurrent schedulers do not return the same job; a queue
+        whose hints cover its due jobs is left as it is, however long they wait, and so is
+        one with no stale job among each priority's STALE_LOOKOUT oldest due jobs."""
         ...
 
     async def find_never_published(self, limit: int) -> list[ReadyHint]:
@@ -159,8 +172,9 @@ class Sweeps(Protocol):
         called first."""
         ...
 
-    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
-        """How many PENDING jobs are due in each of `queues` (queues with none are left out)."""
+    async def count_pending(self) -> dict[str, int]:
+        """How many PENDING jobs, due or not, each unpaused queue has (queues with none are
+        left out); from the counts the store maintains, so it is cheap at any size."""
         ...
 
     async def mark_unpublished(self) -> int:

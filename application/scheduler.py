@@ -99,12 +99,7 @@ class SchedulerTick:
         # transaction) certainly have no hint: pushed without asking the queue how many it holds.
         never = await self._sweeps.find_never_published(limit)
         room = limit - len(never)  # one batch of republishing per tick, both kinds together
-        unpublished = (
-            await self._sweeps.find_unpublished(room, self._settings.republish_after)
-            if room > 0
-            else []
-        )
-        stale = await self._missing_hints(unpublished, promoted + reaped + never)
+        stale = await self._missing_hints(room, promoted + reaped + never) if room > 0 else []
         hints = promoted + reaped + never + stale
         if hints:
             spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
@@ -119,7 +114,7 @@ class SchedulerTick:
         full = max(
             len(promoted),
             len(reaped) + dead_lettered,
-            len(never) + len(unpublished),
+            len(never) + len(stale),
             pruned,
             schedules,
         )
@@ -145,30 +140,26 @@ class SchedulerTick:
             log.warning("firing schedules failed, again next tick: %s", exc)
             return 0, 0
 
-    async def _missing_hints(
-        self, unpublished: list[ReadyHint], pushing: list[ReadyHint]
-    ) -> list[ReadyHint]:
-        """Of the due jobs with no fresh hint, as many per queue as that queue lacks hints:
-        its due PENDING jobs minus the hints it holds and the ones this tick pushes anyway.
-        A hint that still waits in its list is not pushed again, so the lists of a queue
-        nobody serves hold one hint per due job instead of growing every sweep; a hint that
-        is really gone (a worker died between pop and claim, a push that failed) shows as a
-        missing one and is replaced."""
-        if not unpublished:
+    async def _missing_hints(self, room: int, pushing: list[ReadyHint]) -> list[ReadyHint]:
+        """Hints for due jobs whose hint went missing (a worker died between pop and claim,
+        a push that failed), at most `room`: per queue, as many as its due PENDING jobs
+        outnumber the hints it holds and the ones this tick pushes anyway, taken from the
+        jobs with no fresh hint. A hint that still waits in its list is not pushed again,
+        so the lists of a queue nobody serves hold one hint per due job instead of growing
+        every sweep, and its waiting jobs are not touched at all. Queues whose pending jobs,
+        due or not, are all covered are ruled out from the maintained counts, without
+        asking the store for anything else."""
+        pending = await self._sweeps.count_pending()
+        if not pending:
             return []
-        queues = sorted({hint.queue for hint in unpublished})
+        queues = sorted(pending)
         held = await self._ready_queue.depth(queues)
-        due = await self._sweeps.count_due(queues)
         already = Counter(hint.queue for hint in pushing)
-        missing = {
-            queue: due.get(queue, 0) - held.get(queue, 0) - already[queue] for queue in queues
-        }
-        chosen = []
-        for hint in unpublished:
-            if missing[hint.queue] > 0:
-                chosen.append(hint)
-                missing[hint.queue] -= 1
-        return chosen
+        covered = {queue: held.get(queue, 0) + already[queue] for queue in queues}
+        short = {queue: hints for queue, hints in covered.items() if pending[queue] > hints}
+        if not short:
+            return []
+        return await self._sweeps.find_unpublished(short, room, self._settings.republish_after)
 
     async def _prune(self, limit: int) -> int:
         if self._settings.retention_period <= 0 or self._monotonic() < self._next_prune:

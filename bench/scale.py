@@ -32,7 +32,7 @@ from taskforge.adapters.postgres.job_lists import FIND_JOBS, find_statement
 from taskforge.adapters.postgres.job_store import COUNT_BY_QUEUE_AND_STATE
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS, CLAIM_JOBS
 from taskforge.adapters.postgres.sweeps import (
-    COUNT_DUE,
+    COUNT_PENDING,
     FIND_NEVER_PUBLISHED,
     FIND_UNPUBLISHED,
     FOLD_JOB_COUNTS,
@@ -136,8 +136,8 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
         _explained("sweep: promote due retries", PROMOTE_DUE, 500),
         _explained("sweep: reap expired leases", REAP_EXPIRED, 500, "expired", "exhausted"),
         _explained("sweep: never published", FIND_NEVER_PUBLISHED, 500),
-        _explained("sweep: republish stale hints", FIND_UNPUBLISHED, 500, 30.0),
-        _explained("sweep: count due", COUNT_DUE, [queue]),
+        _explained("sweep: pending jobs per queue", COUNT_PENDING),
+        _explained("sweep: republish stale hints", FIND_UNPUBLISHED, [queue], [0], 500, 30.0),
         _explained("sweep: prune finished", PRUNE_FINISHED, "SUCCEEDED", 7 * 86_400.0, 500),
         _explained("sweep: fold job counts", FOLD_JOB_COUNTS),
     ]

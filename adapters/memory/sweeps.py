@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from taskforge.adapters.memory.state import (
@@ -12,7 +12,8 @@ from taskforge.adapters.memory.state import (
     oldest_due,
     with_error,
 )
-from taskforge.domain.job import ReadyHint
+from taskforge.application.ports import STALE_LOOKOUT
+from taskforge.domain.job import Job, ReadyHint, dispatch_order
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
 
@@ -51,21 +52,29 @@ class InMemorySweeps(InMemoryView):
                 hints.append(ReadyHint.of(state.requeue(job, now, last_error=LEASE_EXPIRED_ERROR)))
         return hints, dead
 
-    async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
+    async def find_unpublished(
+        self, covered: Mapping[str, int], limit: int, older_than: float
+    ) -> list[ReadyHint]:
         state = self._state
         now = state.clock.now()
         stale_before = now - timedelta(seconds=older_than)
-        candidates = (
-            job
-            for job in state.jobs.values()
-            if job.state is PENDING
-            and job.queue not in state.paused_queues
-            and _is_stale(state.published_at.get(job.id), stale_before)
-        )
-        due = first_to_dispatch(candidates, now, limit)
-        for job in due:
+        chosen: list[Job] = []
+        for queue, hints in covered.items():
+            if queue in state.paused_queues:
+                continue
+            due = first_to_dispatch(
+                (job for job in state.jobs.values() if job.state is PENDING and job.queue == queue),
+                now,
+                len(state.jobs),
+            )
+            stale = [job for job in due if _is_stale(state.published_at.get(job.id), stale_before)]
+            oldest = {job.id for job in _oldest_of_each_priority(due)}
+            if any(job.id in oldest for job in stale):
+                chosen += stale[: max(len(due) - hints, 0)]
+        chosen = sorted(chosen, key=dispatch_order)[:limit]
+        for job in chosen:
             state.published_at[job.id] = now
-        return [ReadyHint.of(job) for job in due]
+        return [ReadyHint.of(job) for job in chosen]
 
     async def find_never_published(self, limit: int) -> list[ReadyHint]:
         state = self._state
@@ -82,15 +91,14 @@ class InMemorySweeps(InMemoryView):
             state.published_at[job.id] = now
         return [ReadyHint.of(job) for job in due]
 
-    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
-        now = self._state.clock.now()
-        wanted = set(queues)
-        due = Counter(
+    async def count_pending(self) -> dict[str, int]:
+        state = self._state
+        pending = Counter(
             job.queue
-            for job in self._state.jobs.values()
-            if job.state is PENDING and job.queue in wanted and job.next_run_at <= now
+            for job in state.jobs.values()
+            if job.state is PENDING and job.queue not in state.paused_queues
         )
-        return dict(due)
+        return dict(pending)
 
     async def mark_unpublished(self) -> int:
         state = self._state
@@ -121,6 +129,17 @@ class InMemorySweeps(InMemoryView):
 
     async def fold_job_counts(self) -> int:
         return 0  # counts are read from the jobs themselves
+
+
+def _oldest_of_each_priority(due: list[Job]) -> list[Job]:
+    """Of jobs in dispatch order, each priority's first STALE_LOOKOUT."""
+    seen: Counter[int] = Counter()
+    oldest = []
+    for job in due:
+        seen[job.priority] += 1
+        if seen[job.priority] <= STALE_LOOKOUT:
+            oldest.append(job)
+    return oldest
 
 
 def _is_stale(published_at: datetime | None, stale_before: datetime) -> bool:

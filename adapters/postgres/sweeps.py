@@ -4,7 +4,7 @@ handle one job twice."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from uuid import UUID
 
 from taskforge.adapters.postgres._fragments import (
@@ -16,6 +16,7 @@ from taskforge.adapters.postgres._fragments import (
 )
 from taskforge.adapters.postgres._rows import hint_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
+from taskforge.application.ports import STALE_LOOKOUT
 from taskforge.domain.job import ReadyHint
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
@@ -86,21 +87,55 @@ WITH found AS ({found}
 )
 SELECT queue, id, traceparent, priority FROM marked ORDER BY priority, due_at, id
 """
+# No hint for $4 seconds: never published, or published long enough ago to be lost.
+_STALE = "(published_at IS NULL OR published_at < now() - make_interval(secs => $4))"
+# Each priority on its own: a queue's claim-order index (queue, priority, next_run_at, id)
+# holds its due jobs of one priority as one range, ahead of the ones not due yet.
+_EACH_PRIORITY = f"generate_series({HIGHEST_PRIORITY}, {LOWEST_PRIORITY}) AS level (priority)"
 # A paused queue's hints would only be dropped; resuming it publishes its jobs.
 _UNPAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)"
 
-# Stale hints are few but found through two indexes (never published, published long ago),
-# so Postgres sorts what it found: the sort is as large as the matches.
+# Only queues whose due jobs outnumber the hints they hold or are about to get ($2, per
+# queue $1), and of those only as many stale jobs as they lack: a backlog that waits with
+# its hints intact is not rewritten every REPUBLISH_AFTER. First a look for a stale job
+# among each priority's STALE_LOOKOUT oldest due jobs, so that a queue with none costs an
+# index probe per priority and no count, however many jobs it holds. Each queue's stale
+# jobs in dispatch order through its claim-order index; with several queues short, the ones
+# the batch leaves out stay locked until the statement ends.
 FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
     found=f"""
-    SELECT id, priority, next_run_at FROM jobs
-    WHERE state = 'PENDING'
-      AND next_run_at <= now()
-      AND (published_at IS NULL OR published_at < now() - make_interval(secs => $2))
-      AND {_UNPAUSED}
-    ORDER BY priority, next_run_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED"""
+    SELECT candidate.id, candidate.priority, candidate.next_run_at
+    FROM (
+        SELECT name, covered FROM unnest($1::text[], $2::bigint[]) AS wanted (name, covered)
+        WHERE NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = wanted.name AND queues.paused)
+          AND EXISTS (
+            SELECT 1 FROM {_EACH_PRIORITY} CROSS JOIN LATERAL (
+                SELECT published_at FROM jobs
+                WHERE jobs.queue = wanted.name AND jobs.priority = level.priority
+                  AND state = 'PENDING' AND next_run_at <= now()
+                ORDER BY next_run_at, id
+                LIMIT {STALE_LOOKOUT}
+            ) AS oldest
+            WHERE {_STALE}
+          )
+    ) AS queue
+    CROSS JOIN LATERAL (
+        SELECT sum(counted.jobs) AS jobs FROM {_EACH_PRIORITY} CROSS JOIN LATERAL (
+            SELECT count(*) AS jobs FROM jobs
+            WHERE jobs.queue = queue.name AND jobs.priority = level.priority
+              AND state = 'PENDING' AND next_run_at <= now()
+        ) AS counted
+    ) AS due
+    CROSS JOIN LATERAL (
+        SELECT id, priority, next_run_at FROM jobs
+        WHERE jobs.queue = queue.name AND state = 'PENDING' AND next_run_at <= now()
+          AND {_STALE}
+        ORDER BY priority, next_run_at, id
+        LIMIT least(greatest(due.jobs - queue.covered, 0), $3)
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority, candidate.next_run_at, candidate.id
+    LIMIT $3"""
 )
 # After a Redis loss every pending job is unpublished: one sort over all of them would take
 # each batch a second per 200k jobs. Instead each priority's first jobs come from an
@@ -124,10 +159,12 @@ FIND_NEVER_PUBLISHED = _MARK_PUBLISHED.format(
     LIMIT $1"""
 )
 
-COUNT_DUE = """
-SELECT queue, count(*) AS due FROM jobs
-WHERE state = 'PENDING' AND next_run_at <= now() AND queue = ANY($1::text[])
-GROUP BY queue
+# From the maintained counts (migration 0013): cheap whatever the size of the table.
+COUNT_PENDING = """
+SELECT queue, sum(jobs)::bigint AS jobs FROM job_counts
+WHERE state = 'PENDING'
+  AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = job_counts.queue AND queues.paused)
+GROUP BY queue HAVING sum(jobs) > 0
 """
 
 # A pending row someone else holds is about to leave PENDING or to be published by its
@@ -204,9 +241,15 @@ class PostgresSweeps(PooledAdapter):
         hints = [hint_from_row(row) for row in rows if row["state"] == PENDING]
         return hints, len(rows) - len(hints)
 
-    async def find_unpublished(self, limit: int, older_than: float) -> list[ReadyHint]:
+    async def find_unpublished(
+        self, covered: Mapping[str, int], limit: int, older_than: float
+    ) -> list[ReadyHint]:
+        if not covered or limit <= 0:
+            return []
+        queues = list(covered)
+        counts = [covered[queue] for queue in queues]
         async with self._connection() as conn:
-            rows = await conn.fetch(FIND_UNPUBLISHED, limit, float(older_than))
+            rows = await conn.fetch(FIND_UNPUBLISHED, queues, counts, limit, float(older_than))
         return [hint_from_row(row) for row in rows]
 
     async def find_never_published(self, limit: int) -> list[ReadyHint]:
@@ -214,10 +257,10 @@ class PostgresSweeps(PooledAdapter):
             rows = await conn.fetch(FIND_NEVER_PUBLISHED, limit)
         return [hint_from_row(row) for row in rows]
 
-    async def count_due(self, queues: Sequence[str]) -> dict[str, int]:
+    async def count_pending(self) -> dict[str, int]:
         async with self._connection() as conn:
-            rows = await conn.fetch(COUNT_DUE, list(queues))
-        return {row["queue"]: row["due"] for row in rows}
+            rows = await conn.fetch(COUNT_PENDING)
+        return {row["queue"]: int(row["jobs"]) for row in rows}
 
     async def mark_unpublished(self) -> int:
         marked, after = 0, UUID(int=0)

@@ -103,6 +103,9 @@ async def test_hints_of_a_queue_nobody_serves_do_not_pile_up(memory: Memory) -> 
         assert (await tick()).republished == 0
 
     assert await memory.ready_queue.depth(["jobs:ready"]) == {"jobs:ready": 5}
+    # Nor were the waiting jobs marked as published again: their hints are as old as ever.
+    stale = await memory.jobs.find_unpublished({"jobs:ready": 0}, 100, SETTINGS.republish_after)
+    assert len(stale) == 5
 
 
 async def test_only_the_hint_that_went_missing_is_replaced(memory: Memory) -> None:

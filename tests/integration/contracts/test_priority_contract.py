@@ -85,13 +85,15 @@ async def test_find_never_published_returns_hints_by_priority_with_their_priorit
 
 
 async def test_find_unpublished_returns_hints_by_priority_with_their_priority(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     low = (await jobs.add(new_job(priority=8, run_at=LONG_AGO))).job
     high = (await jobs.add(new_job(priority=1))).job
     await jobs.mark_unpublished()
 
-    hints = await jobs.find_unpublished(1, 3600) + await jobs.find_unpublished(1, 3600)
+    uncovered = {queue_name: 0}
+    hints = await jobs.find_unpublished(uncovered, 1, 3600)
+    hints += await jobs.find_unpublished(uncovered, 1, 3600)
 
     assert [(hint.job_id, hint.priority) for hint in hints] == [(high.id, 1), (low.id, 8)]
 

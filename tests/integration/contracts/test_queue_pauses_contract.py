@@ -117,9 +117,10 @@ async def test_the_republish_sweep_skips_a_paused_queue_until_it_is_resumed(
     job = (await jobs.add(new_job())).job
     await jobs.mark_unpublished()
 
-    assert job.id not in {hint.job_id for hint in await jobs.find_unpublished(1000, 0.0)}
+    uncovered = {queue_name: 0}
+    assert job.id not in {hint.job_id for hint in await jobs.find_unpublished(uncovered, 1000, 0.0)}
     await jobs.resume(queue_name, 0)
-    assert job.id in {hint.job_id for hint in await jobs.find_unpublished(1000, 0.0)}
+    assert job.id in {hint.job_id for hint in await jobs.find_unpublished(uncovered, 1000, 0.0)}
 
 
 async def test_pausing_one_queue_leaves_others_alone(

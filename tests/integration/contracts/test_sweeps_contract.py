@@ -1,5 +1,5 @@
 """Contract: the scheduler's sweeps (promote_due, reap_expired, find_unpublished,
-mark_unpublished), alone and with several schedulers at once.
+count_pending, mark_unpublished), alone and with several schedulers at once.
 
 Time-dependent cases use short real leases and poll with a deadline; none compares the
 test's clock with the store's.
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-from taskforge.application.ports import DeadLetterStore
+from taskforge.application.ports import STALE_LOOKOUT, DeadLetterStore
 from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
@@ -176,26 +176,28 @@ async def test_concurrent_reapers_never_share_a_job(jobs: JobRoles, new_job: Job
 
 
 async def test_find_unpublished_skips_jobs_with_a_fresh_hint(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.add(new_job())
 
-    assert await jobs.find_unpublished(100, 3600) == []
+    assert await jobs.find_unpublished({queue_name: 0}, 100, 3600) == []
 
 
 async def test_find_unpublished_returns_a_delayed_job_once_it_is_due(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     job = (await jobs.add(new_job(delay=0.3))).job
 
-    hints = await eventually(lambda: jobs.find_unpublished(100, 3600), lambda found: found != [])
+    hints = await eventually(
+        lambda: jobs.find_unpublished({queue_name: 0}, 100, 3600), lambda found: found != []
+    )
 
     assert hints == [ReadyHint(job.queue, job.id)]
-    assert await jobs.find_unpublished(100, 3600) == []
+    assert await jobs.find_unpublished({queue_name: 0}, 100, 3600) == []
 
 
 async def test_find_never_published_returns_a_due_job_no_hint_was_published_for(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     delayed = (await jobs.add(new_job(delay=0.3))).job
     await jobs.add(new_job())  # due at once: stored as published (its hint is pushed)
@@ -204,33 +206,35 @@ async def test_find_never_published_returns_a_due_job_no_hint_was_published_for(
 
     assert hints == [ReadyHint(delayed.queue, delayed.id)]
     assert await jobs.find_never_published(100) == []  # marked published
-    assert await jobs.find_unpublished(100, 3600) == []
+    assert await jobs.find_unpublished({queue_name: 0}, 100, 3600) == []
 
 
 async def test_find_never_published_leaves_jobs_whose_hint_went_stale(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.add(new_job())
 
     await asyncio.sleep(0.3)
 
     assert await jobs.find_never_published(100) == []
-    assert len(await jobs.find_unpublished(100, 0.2)) == 1
+    assert len(await jobs.find_unpublished({queue_name: 0}, 100, 0.2)) == 1
 
 
 async def test_find_unpublished_returns_a_job_whose_hint_went_stale(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     job = (await jobs.add(new_job())).job
 
-    hints = await eventually(lambda: jobs.find_unpublished(100, 0.2), lambda found: found != [])
+    hints = await eventually(
+        lambda: jobs.find_unpublished({queue_name: 0}, 100, 0.2), lambda found: found != []
+    )
 
     assert hints == [ReadyHint(job.queue, job.id)]
-    assert await jobs.find_unpublished(100, 3600) == []
+    assert await jobs.find_unpublished({queue_name: 0}, 100, 3600) == []
 
 
 async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     now = datetime.now(UTC)
     older = (await jobs.add(new_job(run_at=now - timedelta(minutes=2)))).job
@@ -241,30 +245,34 @@ async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
 
     marked = await jobs.mark_unpublished()
 
-    hints = await jobs.find_unpublished(100, 3600)
+    hints = await jobs.find_unpublished({queue_name: 0}, 100, 3600)
     assert marked == 3
     assert hints == [ReadyHint(older.queue, older.id), ReadyHint(newer.queue, newer.id)]
-    assert await jobs.find_unpublished(100, 3600) == []
+    assert await jobs.find_unpublished({queue_name: 0}, 100, 3600) == []
 
 
-async def test_find_unpublished_respects_its_limit(jobs: JobRoles, new_job: JobFactory) -> None:
+async def test_find_unpublished_respects_its_limit(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
     await jobs.add_many([new_job() for _ in range(5)])
     await jobs.mark_unpublished()
 
-    first = await jobs.find_unpublished(3, 3600)
-    rest = await jobs.find_unpublished(3, 3600)
+    first = await jobs.find_unpublished({queue_name: 0}, 3, 3600)
+    rest = await jobs.find_unpublished({queue_name: 0}, 3, 3600)
 
     assert (len(first), len(rest)) == (3, 2)
     assert {hint.job_id for hint in first}.isdisjoint(hint.job_id for hint in rest)
 
 
 async def test_concurrent_find_unpublished_callers_never_share_a_job(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     ids = {added.job.id for added in await jobs.add_many([new_job() for _ in range(30)])}
     await jobs.mark_unpublished()
 
-    results = await asyncio.gather(*(jobs.find_unpublished(12, 3600) for _ in range(3)))
+    results = await asyncio.gather(
+        *(jobs.find_unpublished({queue_name: 0}, 12, 3600) for _ in range(3))
+    )
 
     published = Counter(hint.job_id for hints in results for hint in hints)
     assert set(published) == ids
@@ -351,7 +359,7 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     retried = (await jobs.add(new_job(traceparent=TRACEPARENT))).job
     [claimed] = await jobs.claim([retried.id], "worker-1")
@@ -364,7 +372,7 @@ async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
     promoted = await jobs.promote_due(100)
     reaped, _ = await eventually(lambda: jobs.reap_expired(100), lambda result: result[0] != [])
     published = await eventually(
-        lambda: jobs.find_unpublished(100, 3600),
+        lambda: jobs.find_unpublished({queue_name: 0}, 100, 3600),
         lambda found: delayed.id in {hint.job_id for hint in found},
     )
 
@@ -377,26 +385,66 @@ async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(
 
 
 async def test_mark_unpublished_covers_a_backlog_larger_than_one_batch(
-    jobs: JobRoles, new_job: JobFactory
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
     await jobs.add_many([new_job() for _ in range(2500)])
 
     assert await jobs.mark_unpublished() == 2500
-    assert len(await jobs.find_unpublished(5000, 3600)) == 2500
+    assert len(await jobs.find_unpublished({queue_name: 0}, 5000, 3600)) == 2500
 
 
-async def test_count_due_counts_due_pending_jobs_per_queue(
+async def test_count_pending_counts_pending_jobs_due_or_not_per_unpaused_queue(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
-    other = queue_name + "-other"
+    other, paused = queue_name + "-other", queue_name + "-paused"
     for _ in range(3):
         await jobs.add(new_job())
-    await jobs.add(new_job(queue=other))
     await jobs.add(new_job(delay=3600.0))
+    await jobs.add(new_job(queue=other))
     claimed = (await jobs.add(new_job())).job
     await jobs.claim([claimed.id], "w1")
+    await jobs.pause(paused)
+    await jobs.add(new_job(queue=paused))
 
-    assert await jobs.count_due([queue_name, other, queue_name + "-empty"]) == {
-        queue_name: 3,
+    counts = await jobs.count_pending()
+
+    assert {queue: counts.get(queue) for queue in (queue_name, other, paused)} == {
+        queue_name: 4,
         other: 1,
+        paused: None,
     }
+
+
+async def test_find_unpublished_takes_only_what_a_queue_lacks_and_leaves_the_rest_alone(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    now = datetime.now(UTC)
+    ids = [
+        (await jobs.add(new_job(run_at=now - timedelta(minutes=3 - n)))).job.id for n in range(3)
+    ]
+    await jobs.add(new_job(delay=3600.0))  # pending, not due: no hint owed to it
+    await asyncio.sleep(0.3)
+
+    covered = await jobs.find_unpublished({queue_name: 3}, 100, 0.2)
+    short_by_two = await jobs.find_unpublished({queue_name: 1}, 100, 0.2)
+    rest = await jobs.find_unpublished({queue_name: 0}, 100, 0.2)
+
+    assert covered == []
+    assert [hint.job_id for hint in short_by_two] == ids[:2]
+    assert [hint.job_id for hint in rest] == ids[2:]  # the first call marked nothing
+
+
+async def test_find_unpublished_looks_for_stale_hints_among_the_oldest_due_jobs_only(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    now = datetime.now(UTC)
+    behind = (await jobs.add(new_job(run_at=now - timedelta(minutes=1)))).job
+    await asyncio.sleep(1.05)  # its hint is now stale, for older_than=1.0
+    ahead = [new_job(run_at=now - timedelta(minutes=10)) for _ in range(STALE_LOOKOUT)]
+    await jobs.add_many(ahead)  # older due jobs, with fresh hints
+
+    assert await jobs.find_unpublished({queue_name: 0}, 10, 1.0) == []
+    await jobs.claim([ahead[0].id], "w1")  # now `behind` is among the oldest
+    assert await jobs.find_unpublished({queue_name: 0}, 10, 1.0) == [
+        ReadyHint(behind.queue, behind.id)
+    ]
