@@ -58,15 +58,15 @@ class InMemorySweeps(InMemoryView):
         state = self._state
         now = state.clock.now()
         stale_before = now - timedelta(seconds=older_than)
+        pending: dict[str, list[Job]] = {queue: [] for queue in covered}
+        for job in state.jobs.values():
+            if job.state is PENDING and job.queue in pending:
+                pending[job.queue].append(job)
         chosen: list[Job] = []
         for queue, hints in covered.items():
             if queue in state.paused_queues:
                 continue
-            due = first_to_dispatch(
-                (job for job in state.jobs.values() if job.state is PENDING and job.queue == queue),
-                now,
-                len(state.jobs),
-            )
+            due = first_to_dispatch(pending[queue], now, len(pending[queue]))
             stale = [job for job in due if _is_stale(state.published_at.get(job.id), stale_before)]
             oldest = {job.id for job in _oldest_of_each_priority(due)}
             if any(job.id in oldest for job in stale):
