@@ -46,9 +46,21 @@ def _histogram(axes: Axes, values_or_bins: Any, label: str) -> None:
         high = max(max(values_or_bins), low * 10)
         edges = [low * (high / low) ** (index / 50) for index in range(51)]
         axes.hist(values_or_bins, bins=edges, histtype="step", label=label)
-    axes.set_xscale("log")
+    _log_milliseconds(axes)
     axes.set_xlabel("enqueue -> start (ms)")
     axes.set_ylabel("jobs")
+
+
+def _log_milliseconds(axes: Axes) -> None:
+    """A logarithmic x axis labelled 1, 2, 5, 10, 20, 50...: matplotlib's own labels of a
+    range under a decade or two are its minor ticks in 10^x notation, printed over each
+    other."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def draw_scale(report: dict[str, Any], path: Path) -> Path:
