@@ -55,6 +55,8 @@ class InMemorySweeps(InMemoryView):
     async def find_unpublished(
         self, covered: Mapping[str, int], limit: int, older_than: float
     ) -> list[ReadyHint]:
+        if limit <= 0:
+            return []
         state = self._state
         now = state.clock.now()
         stale_before = now - timedelta(seconds=older_than)

@@ -99,9 +99,11 @@ _UNPAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND
 # queue $1), and of those only as many stale jobs as they lack: a backlog that waits with
 # its hints intact is not rewritten every REPUBLISH_AFTER. First a look for a stale job
 # among each priority's STALE_LOOKOUT oldest due jobs, so that a queue with none costs an
-# index probe per priority and no count, however many jobs it holds. Each queue's stale
-# jobs in dispatch order through its claim-order index; with several queues short, the ones
-# the batch leaves out stay locked until the statement ends.
+# index probe per priority and no count, however many jobs it holds; one with stale jobs
+# whose hints cover them (jobs not due yet make its pending count look short) costs the
+# count of its due jobs, and nothing is written. Each queue's stale jobs in dispatch order
+# through its claim-order index; with several queues short, the ones the batch leaves out
+# stay locked until the statement ends.
 FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
     found=f"""
     SELECT candidate.id, candidate.priority, candidate.next_run_at
@@ -131,7 +133,7 @@ FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
         WHERE jobs.queue = queue.name AND state = 'PENDING' AND next_run_at <= now()
           AND {_STALE}
         ORDER BY priority, next_run_at, id
-        LIMIT least(greatest(due.jobs - queue.covered, 0), $3)
+        LIMIT least(greatest(due.jobs - queue.covered, 0), $3::integer)
         FOR UPDATE SKIP LOCKED
     ) AS candidate
     ORDER BY candidate.priority, candidate.next_run_at, candidate.id

@@ -21,7 +21,6 @@ from tests.job_stores import PostgresJobs
 
 pytestmark = pytest.mark.integration
 
-BACKLOG = 20
 SETTINGS = SchedulerSettings(batch_size=100, republish_after=0.2, retention_period=0)
 
 _ids = Uuid7Source()
@@ -50,9 +49,11 @@ async def test_a_waiting_backlog_is_left_alone_and_only_lost_hints_are_replaced(
     jobs = PostgresJobs(pool)
     hints = HintDispatcher(redis_ready_queue)
     await redis_ready_queue.check_intact()  # this Redis has lost nothing since
-    await EnqueueJobs(jobs, hints)(
-        [NewJob(id=_ids.new_id(), queue=queue_name, job_type="email") for _ in range(BACKLOG)]
-    )
+    backlog = [NewJob(id=_ids.new_id(), queue=queue_name, job_type="email") for _ in range(20)]
+    # A delayed job makes the queue's pending jobs outnumber its hints, so each tick asks
+    # the store for stale ones: the store must find the due ones covered.
+    later = NewJob(id=_ids.new_id(), queue=queue_name, job_type="email", delay=3600.0)
+    await EnqueueJobs(jobs, hints)([*backlog, later])
     await hints.drain()
     published = "SELECT array_agg(published_at ORDER BY id) FROM jobs"
     before = await pool.fetchval(published)
@@ -64,8 +65,9 @@ async def test_a_waiting_backlog_is_left_alone_and_only_lost_hints_are_replaced(
     await redis_ready_queue.pop([queue_name], 3, 0)  # taken by a worker that then died
     replacing = await tick()
     await hints.drain()
+    held = await redis_ready_queue.pop([queue_name], 100, 0)
 
     assert [report.republished for report in waiting] == [0, 0, 0]
     assert after == before  # no row rewritten
     assert replacing.republished == 3
-    assert await redis_ready_queue.depth([queue_name]) == {queue_name: BACKLOG}
+    assert sorted(hint.job_id for hint in held) == sorted(job.id for job in backlog)

@@ -95,6 +95,9 @@ async def test_hints_of_a_queue_nobody_serves_do_not_pile_up(memory: Memory) -> 
     enqueue = EnqueueJob(memory.jobs, memory.hints)
     for _ in range(5):
         await enqueue(memory.new_job())
+    # Not due for an hour: the queue's pending jobs outnumber its hints, so every tick asks
+    # the store for stale ones, and the store must find the due ones covered.
+    await enqueue(memory.new_job(delay=3600.0))
     await enqueue.drain()
     tick = tick_for(memory)
 
