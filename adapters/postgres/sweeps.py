@@ -99,11 +99,12 @@ _UNPAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND
 # queue $1), and of those only as many stale jobs as they lack: a backlog that waits with
 # its hints intact is not rewritten every REPUBLISH_AFTER. First a look for a stale job
 # among each priority's STALE_LOOKOUT oldest due jobs, so that a queue with none costs an
-# index probe per priority and no count, however many jobs it holds; one with stale jobs
-# whose hints cover them (jobs not due yet make its pending count look short) costs the
-# count of its due jobs, and nothing is written. Each queue's stale jobs in dispatch order
-# through its claim-order index; with several queues short, the ones the batch leaves out
-# stay locked until the statement ends.
+# index probe per priority and no count, however many jobs it holds. Its due jobs are its
+# pending count (job_counts, in the statement's snapshot) less the ones not due yet,
+# counted per priority from the claim-order index: a waiting backlog is not counted, only
+# the delayed jobs beside it, which are what make a covered queue look short. Each queue's
+# stale jobs in dispatch order through its claim-order index; with several queues short,
+# the ones the batch leaves out stay locked until the statement ends.
 FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
     found=f"""
     SELECT candidate.id, candidate.priority, candidate.next_run_at
@@ -122,11 +123,16 @@ FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
           )
     ) AS queue
     CROSS JOIN LATERAL (
-        SELECT sum(counted.jobs) AS jobs FROM {_EACH_PRIORITY} CROSS JOIN LATERAL (
-            SELECT count(*) AS jobs FROM jobs
-            WHERE jobs.queue = queue.name AND jobs.priority = level.priority
-              AND state = 'PENDING' AND next_run_at <= now()
-        ) AS counted
+        SELECT (
+            SELECT coalesce(sum(job_counts.jobs), 0) FROM job_counts
+            WHERE job_counts.queue = queue.name AND job_counts.state = 'PENDING'
+        ) - (
+            SELECT coalesce(sum(later.jobs), 0) FROM {_EACH_PRIORITY} CROSS JOIN LATERAL (
+                SELECT count(*) AS jobs FROM jobs
+                WHERE jobs.queue = queue.name AND jobs.priority = level.priority
+                  AND state = 'PENDING' AND next_run_at > now()
+            ) AS later
+        ) AS jobs
     ) AS due
     CROSS JOIN LATERAL (
         SELECT id, priority, next_run_at FROM jobs
