@@ -1,5 +1,6 @@
 """SQL pieces that several store roles write with: a requeue, a lease cleared, a failure
-appended to a job's errors, and the dead_letters row written on entering DLQ."""
+appended to a job's errors, the dead_letters row written on entering DLQ, and the test
+that a queue is not paused."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ REQUEUE = f"""
     result = NULL,
     updated_at = now(),
     {NO_LEASE}"""
+
+
+def not_paused(queue: str) -> str:
+    """True unless the queue named by the SQL expression `queue` is paused: its jobs are
+    neither claimed nor published (they stay PENDING; resuming publishes them again)."""
+    return f"NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = {queue} AND queues.paused)"
 
 
 def with_error(error: str, traceback: str) -> str:

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from taskforge.adapters.postgres._fragments import ENTER_DLQ, NO_LEASE, REQUEUE, with_error
+from taskforge.adapters.postgres._fragments import (
+    ENTER_DLQ,
+    NO_LEASE,
+    REQUEUE,
+    not_paused,
+    with_error,
+)
 from taskforge.adapters.postgres._rows import JOB_COLUMNS, JOBS_COLUMNS, job_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import Job, Lease
@@ -37,10 +43,6 @@ _CLAIM = """
 # pick the pending-jobs index instead, a scan that grows with the backlog; it does so
 # whenever the statistics say the table is small (a queue table is often empty when
 # analyzed, then fills quickly).
-# A paused queue's jobs are not claimed: their hints are dropped (the jobs stay PENDING,
-# and resuming the queue publishes them again).
-_NOT_PAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = {queue} AND queues.paused)"
-
 CLAIM_JOBS = f"""
 WITH locked AS (
     SELECT id, queue, state, next_run_at FROM jobs
@@ -50,7 +52,7 @@ WITH locked AS (
 ), claimable AS (
     SELECT id FROM locked
     WHERE state = 'PENDING' AND next_run_at <= now()
-      AND {_NOT_PAUSED.format(queue="locked.queue")}
+      AND {not_paused("locked.queue")}
 )
 UPDATE jobs SET {_CLAIM}
 FROM claimable

@@ -12,6 +12,7 @@ from taskforge.adapters.postgres._fragments import (
     ENTER_DLQ,
     NO_LEASE,
     REQUEUE,
+    not_paused,
     with_error,
 )
 from taskforge.adapters.postgres._rows import hint_from_row
@@ -92,8 +93,6 @@ _STALE = "(published_at IS NULL OR published_at < now() - make_interval(secs => 
 # Each priority on its own: a queue's claim-order index (queue, priority, next_run_at, id)
 # holds its due jobs of one priority as one range, ahead of the ones not due yet.
 _EACH_PRIORITY = f"generate_series({HIGHEST_PRIORITY}, {LOWEST_PRIORITY}) AS level (priority)"
-# A paused queue's hints would only be dropped; resuming it publishes its jobs.
-_UNPAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND queues.paused)"
 
 # Only queues whose due jobs outnumber the hints they hold or are about to get ($2, per
 # queue $1), and of those only as many stale jobs as they lack: a backlog that waits with
@@ -110,7 +109,7 @@ FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
     SELECT candidate.id, candidate.priority, candidate.next_run_at
     FROM (
         SELECT name, covered FROM unnest($1::text[], $2::bigint[]) AS wanted (name, covered)
-        WHERE NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = wanted.name AND queues.paused)
+        WHERE {not_paused("wanted.name")}
           AND EXISTS (
             SELECT 1 FROM {_EACH_PRIORITY} CROSS JOIN LATERAL (
                 SELECT published_at FROM jobs
@@ -158,7 +157,7 @@ FIND_NEVER_PUBLISHED = _MARK_PUBLISHED.format(
         SELECT id, priority, next_run_at FROM jobs
         WHERE jobs.priority = level.priority
           AND state = 'PENDING' AND published_at IS NULL AND next_run_at <= now()
-          AND {_UNPAUSED}
+          AND {not_paused("jobs.queue")}
         ORDER BY next_run_at, id
         LIMIT $1
         FOR UPDATE SKIP LOCKED
@@ -168,10 +167,9 @@ FIND_NEVER_PUBLISHED = _MARK_PUBLISHED.format(
 )
 
 # From the maintained counts (migration 0013): cheap whatever the size of the table.
-COUNT_PENDING = """
+COUNT_PENDING = f"""
 SELECT queue, sum(jobs)::bigint AS jobs FROM job_counts
-WHERE state = 'PENDING'
-  AND NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = job_counts.queue AND queues.paused)
+WHERE state = 'PENDING' AND {not_paused("job_counts.queue")}
 GROUP BY queue HAVING sum(jobs) > 0
 """
 
