@@ -4,7 +4,8 @@
 `InfrastructureProvider` gives the system adapters (clock, ids, randomness, telemetry);
 a backend provider gives the stores and queues (`MemoryProvider` here, Postgres and Redis
 in `backends`); `ApplicationProvider` builds the use cases, the worker and the scheduler
-from the ports alone.
+from the ports alone; `PrometheusProvider` (in `prometheus`) the metrics exposition, for
+the processes that serve it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.memory.sweeps import InMemorySweeps
 from taskforge.adapters.memory.worker_registry import InMemoryWorkerRegistry
 from taskforge.adapters.system import SystemClock, Uuid7Source, system_random
-from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.dashboard import (
     GetOverview,
@@ -166,12 +166,6 @@ class InfrastructureProvider(Provider):
     @provide(provides=AnyOf[JobMetricsRecorder, WorkerMetrics])
     def recorder(self) -> JobMetricsRecorder:
         return JobMetricsRecorder()
-
-    http_metrics = provide(HttpMetrics)
-
-    @provide
-    def process_metrics(self, recorder: JobMetricsRecorder) -> PrometheusMetrics:
-        return PrometheusMetrics(recorder)
 
     @provide
     def tracing(self, settings: Settings) -> Iterator[OpenTelemetryTracing | None]:
@@ -373,15 +367,29 @@ def production_providers() -> list[Provider]:
     return [PostgresProvider(), RedisProvider()]
 
 
+def serves_metrics(settings: Settings, roles: set[str]) -> bool:
+    """Whether a process running `roles` serves Prometheus metrics: the API always (GET
+    /metrics), a worker or scheduler only on METRICS_ADDR."""
+    return "api" in roles or settings.metrics_addr is not None
+
+
 def make_container(
     settings: Settings,
     backend: Backend,
     handlers: HandlerRegistry,
     overrides: Sequence[Provider] = (),
+    *,
+    prometheus: bool = True,
 ) -> AsyncContainer:
     """The container for `backend`; `overrides` come last, so providers they mark
-    `override=True` replace the backend's (tests inject failing adapters this way)."""
+    `override=True` replace the backend's (tests inject failing adapters this way).
+    `prometheus` False leaves out the exposition's providers, and prometheus_client with
+    them (see serves_metrics)."""
     providers: list[Provider] = [SettingsProvider(), InfrastructureProvider()]
+    if prometheus:
+        from taskforge.entrypoints.prometheus import PrometheusProvider
+
+        providers.append(PrometheusProvider())
     if backend is Backend.MEMORY:
         providers.append(MemoryProvider())
     else:

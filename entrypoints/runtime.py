@@ -22,7 +22,6 @@ from dishka import AsyncContainer
 
 from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.redis.checks import warn_about_eviction
-from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
 from taskforge.application.metrics_publisher import MetricsPublisher
@@ -396,6 +395,8 @@ async def serve_process_metrics(container: AsyncContainer, settings: Settings) -
     if settings.metrics_addr is None:
         return
     from prometheus_client import start_http_server
+
+    from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 
     metrics = await container.get(PrometheusMetrics)
     start_http_server(  # a thread of its own; the recorder it reads is thread-safe

@@ -22,7 +22,7 @@ from taskforge.entrypoints.config import (
     parse_address,
     without_password,
 )
-from taskforge.entrypoints.container import Backend, make_container
+from taskforge.entrypoints.container import Backend, make_container, serves_metrics
 from taskforge.entrypoints.runtime import (
     HandlerModuleError,
     Interrupted,
@@ -63,7 +63,9 @@ def _run(
     settings = serving_declared_queues(settings, handlers)
     if roles & {"worker", "scheduler"}:
         declared_schedules(settings, handlers)  # a bad declaration stops the start here
-    container = make_container(settings, backend, handlers)
+    container = make_container(
+        settings, backend, handlers, prometheus=serves_metrics(settings, roles)
+    )
     run_event_loop(run_roles(container, settings, roles))
 
 

@@ -18,13 +18,18 @@ from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.application.metrics_publisher import MetricsPublisher
 from taskforge.application.scheduler import SchedulerTick
 from taskforge.application.worker import Worker
-from taskforge.entrypoints.container import Backend, make_container
+from taskforge.entrypoints.container import Backend, make_container, serves_metrics
 from taskforge.entrypoints.runtime import load_handlers
 
 async def build() -> None:
     settings = _settings({"tracing_enabled": False})
     configure_logging(settings.log_level, "json")
-    container = make_container(settings, Backend.MEMORY, load_handlers((), demo=True))
+    container = make_container(
+        settings,
+        Backend.MEMORY,
+        load_handlers((), demo=True),
+        prometheus=serves_metrics(settings, {"worker", "scheduler"}),
+    )
     for role in (Worker, MetricsPublisher, SchedulerTick):
         await container.get(role)
     await container.close()
@@ -59,6 +64,8 @@ NOT_IN_A_WORKER = (
     "opentelemetry.sdk.trace",
     # redis-py would load it for client metrics TaskForge does not use (adapters/redis)
     "opentelemetry.sdk.metrics",
+    # the exposition, without METRICS_ADDR (the job metrics still reach the API's /metrics)
+    "prometheus_client",
 )
 NOT_IN_THE_CLI = (
     "litestar",
