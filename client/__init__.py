@@ -23,22 +23,22 @@ from taskforge.client.errors import (
     WaitTimeout,
 )
 from taskforge.client.sync_client import SyncClient
-from taskforge.client.values import (
-    AttemptError,
-    BatchItem,
-    DeadLetter,
-    DeadLetterPage,
-    Job,
-    JobPage,
-    QueueInfo,
-    QueueStats,
-    Schedule,
-    Stats,
-    WorkerInfo,
-)
 
 if TYPE_CHECKING:
     from taskforge.client.async_client import Client
+    from taskforge.client.values import (
+        AttemptError,
+        BatchItem,
+        DeadLetter,
+        DeadLetterPage,
+        Job,
+        JobPage,
+        QueueInfo,
+        QueueStats,
+        Schedule,
+        Stats,
+        WorkerInfo,
+    )
 
 __all__ = [
     "AttemptError",
@@ -72,11 +72,32 @@ __all__ = [
 ]
 
 
+_VALUES = frozenset(
+    {
+        "AttemptError",
+        "BatchItem",
+        "DeadLetter",
+        "DeadLetterPage",
+        "Job",
+        "JobPage",
+        "QueueInfo",
+        "QueueStats",
+        "Schedule",
+        "Stats",
+        "WorkerInfo",
+    }
+)
+
+
 def __getattr__(name: str) -> Any:
-    """`Client` loads on first use: `taskforge-cli`, on the blocking client, starts without
-    asyncio."""
+    """`Client` and the answers' values load on first use: `taskforge-cli`, on the blocking
+    client and printing answers as they came, starts without asyncio or the values."""
     if name == "Client":
         from taskforge.client.async_client import Client
 
         return Client
+    if name in _VALUES:
+        from taskforge.client import values
+
+        return getattr(values, name)
     raise AttributeError(f"module 'taskforge.client' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import asyncio
 import builtins
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from uuid import UUID
 
 import httpx
@@ -22,18 +22,20 @@ from taskforge.client.core import (
     ScheduleOptions,
 )
 from taskforge.client.errors import ClientError
-from taskforge.client.values import (
-    BatchItem,
-    DeadLetter,
-    DeadLetterPage,
-    Job,
-    JobPage,
-    QueueInfo,
-    Schedule,
-    Stats,
-    WorkerInfo,
-)
 from taskforge.domain.states import JobState
+
+if TYPE_CHECKING:
+    from taskforge.client.values import (
+        BatchItem,
+        DeadLetter,
+        DeadLetterPage,
+        Job,
+        JobPage,
+        QueueInfo,
+        Schedule,
+        Stats,
+        WorkerInfo,
+    )
 
 T = TypeVar("T")
 

@@ -300,3 +300,14 @@ def test_a_client_that_may_speak_tls_keeps_the_default_verification(
     if https_proxy:
         monkeypatch.setenv("http_proxy", https_proxy)
     assert "verify" not in core.http_options(base_url, None, 1.0, "ua")
+
+
+def test_every_public_name_of_the_client_package_resolves() -> None:
+    # The values load on first use (the package's __getattr__), not on import.
+    import taskforge.client as package
+    from taskforge.client import values
+
+    missing = [name for name in package.__all__ if not hasattr(package, name)]
+    assert missing == []
+    assert package.Job is values.Job
+    assert package.QueueStats is values.QueueStats

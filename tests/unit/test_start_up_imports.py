@@ -84,6 +84,7 @@ NOT_IN_THE_CLI = (
     "click",
     "pygments",
     # the answers' decoding into values: the CLI prints them as the API sent them
+    "taskforge.client.values",
     "msgspec",
     "typing_extensions",
     # drawn by `status --watch` and `dlq-replay --all` only
