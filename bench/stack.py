@@ -128,7 +128,7 @@ class Stack:
 
     def spawn(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "taskforge.entrypoints.cli.service", role, *args],
+            [sys.executable, "-m", "taskforge.entrypoints.cli", role, *args],
             env={**self.env, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

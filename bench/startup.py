@@ -56,7 +56,7 @@ def cli_command() -> list[str]:
     """`taskforge-cli` as installed beside this interpreter (a console script), else the
     module run by this interpreter (which adds `-m`'s own few milliseconds)."""
     script = shutil.which("taskforge-cli", path=os.path.dirname(sys.executable))
-    return [script] if script else [sys.executable, "-m", "taskforge.cli.app"]
+    return [script] if script else [sys.executable, "-m", "taskforge.cli"]
 
 
 async def bench_cli_startup(stack: Stack, tries: int) -> Result:

@@ -1,0 +1,5 @@
+"""`python -m taskforge.entrypoints.cli`: the `taskforge` command."""
+
+from taskforge.entrypoints.cli import main
+
+main()
