@@ -5,9 +5,9 @@ plain aligned text when stdout is not a terminal) unless `--json` asks for the A
 printed unchanged. Failures print one line on stderr and end with a documented exit code;
 `run` is the whole contract and never raises.
 Longer than most modules: every command with its help text, each a few lines of API calls.
+No `from __future__ import annotations` here: cyclopts reads the commands' annotations on
+every run, and as strings each would be compiled and evaluated then (about 3 ms of a run).
 """
-
-from __future__ import annotations
 
 import json
 import os
