@@ -25,17 +25,10 @@ from taskforge.client.errors import ClientError
 from taskforge.domain.states import JobState
 
 if TYPE_CHECKING:
-    from taskforge.client.values import (
-        BatchItem,
-        DeadLetter,
-        DeadLetterPage,
-        Job,
-        JobPage,
-        QueueInfo,
-        Schedule,
-        Stats,
-        WorkerInfo,
-    )
+    from taskforge.client import values
+else:
+    # The answers' values, loaded with the first answer decoded (see core).
+    from taskforge.client.core import values
 
 T = TypeVar("T")
 
@@ -81,17 +74,17 @@ class Client:
         job_type: str,
         payload: Mapping[str, Any] | None = None,
         **options: Unpack[EnqueueOptions],
-    ) -> Job:
+    ) -> values.Job:
         """Store a job; with an idempotency key already used, the job stored under it."""
         return await self._run(core.enqueue(job_type, payload, options))
 
-    async def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[BatchItem]:
+    async def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[values.BatchItem]:
         """Store many jobs, in requests of at most 1000 (`POST /jobs/batch`). Each request is
         all or none; when one fails, the requests before it stay stored. Give each job an
         idempotency key to make calling again after a failure store nothing twice."""
         return [item for call in core.enqueue_chunks(jobs) for item in await self._run(call)]
 
-    async def get(self, job_id: UUID | str) -> Job:
+    async def get(self, job_id: UUID | str) -> values.Job:
         return await self._run(core.get_job(job_id))
 
     async def list(
@@ -101,65 +94,65 @@ class Client:
         status: JobState | str | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> JobPage:
+    ) -> values.JobPage:
         """Jobs newest first, of one `queue` and one `status` when given."""
         call = core.list_jobs(queue=queue, status=status, limit=limit, offset=offset)
         return await self._run(call)
 
-    async def cancel(self, job_id: UUID | str, reason: str | None = None) -> Job:
+    async def cancel(self, job_id: UUID | str, reason: str | None = None) -> values.Job:
         return await self._run(core.cancel_job(job_id, reason))
 
-    async def retry(self, job_id: UUID | str) -> Job:
+    async def retry(self, job_id: UUID | str) -> values.Job:
         return await self._run(core.retry_job(job_id))
 
-    async def dlq(self, job_id: UUID | str, reason: str | None = None) -> Job:
+    async def dlq(self, job_id: UUID | str, reason: str | None = None) -> values.Job:
         """Move the job to the dead-letter queue."""
         return await self._run(core.dead_letter_job(job_id, reason))
 
-    async def replay(self, job_id: UUID | str) -> Job:
+    async def replay(self, job_id: UUID | str) -> values.Job:
         return await self._run(core.replay_job(job_id))
 
     async def dead_letters(
         self, *, limit: int | None = None, offset: int | None = None
-    ) -> DeadLetterPage:
+    ) -> values.DeadLetterPage:
         return await self._run(core.list_dead_letters(limit=limit, offset=offset))
 
-    async def dead_letter(self, job_id: UUID | str) -> DeadLetter:
+    async def dead_letter(self, job_id: UUID | str) -> values.DeadLetter:
         return await self._run(core.get_dead_letter(job_id))
 
-    async def stats(self) -> Stats:
+    async def stats(self) -> values.Stats:
         return await self._run(core.get_stats())
 
-    async def queues(self) -> builtins.list[QueueInfo]:
+    async def queues(self) -> builtins.list[values.QueueInfo]:
         """Every queue with jobs or paused (and the API's QUEUE_NAME): counts and pause."""
         return await self._run(core.list_queues())
 
-    async def workers(self) -> builtins.list[WorkerInfo]:
+    async def workers(self) -> builtins.list[values.WorkerInfo]:
         """The live workers: their queues, job types and busy slots."""
         return await self._run(core.list_workers())
 
-    async def pause_queue(self, queue: str) -> QueueInfo:
+    async def pause_queue(self, queue: str) -> values.QueueInfo:
         """Stop every worker from starting the queue's jobs; idempotent."""
         return await self._run(core.pause_queue(queue))
 
-    async def resume_queue(self, queue: str) -> QueueInfo:
+    async def resume_queue(self, queue: str) -> values.QueueInfo:
         """Let the queue's jobs start again, at once; idempotent."""
         return await self._run(core.resume_queue(queue))
 
     async def add_schedule(
         self, name: str, cron: str, job_type: str, **options: Unpack[ScheduleOptions]
-    ) -> Schedule:
+    ) -> values.Schedule:
         """Create schedule `name` (a `job_type` job at every tick of `cron`), or replace the
         one of that name: it keeps its pause and, when cron and timezone are unchanged, its
         next fire time."""
         schedule, _ = await self._run(core.add_schedule(name, cron, job_type, options))
         return schedule
 
-    async def schedules(self) -> builtins.list[Schedule]:
+    async def schedules(self) -> builtins.list[values.Schedule]:
         """Every schedule, by name, with its next and previous fire times."""
         return await self._run(core.list_schedules())
 
-    async def schedule(self, name: str) -> Schedule:
+    async def schedule(self, name: str) -> values.Schedule:
         """Raises ScheduleNotFound."""
         return await self._run(core.get_schedule(name))
 
@@ -167,15 +160,15 @@ class Client:
         """Jobs it already enqueued stay. Raises ScheduleNotFound."""
         await self._run(core.delete_schedule(name))
 
-    async def pause_schedule(self, name: str) -> Schedule:
+    async def pause_schedule(self, name: str) -> values.Schedule:
         """Its ticks enqueue nothing until resumed; idempotent."""
         return await self._run(core.pause_schedule(name))
 
-    async def resume_schedule(self, name: str) -> Schedule:
+    async def resume_schedule(self, name: str) -> values.Schedule:
         """Fire again from the next tick (the pause's ticks are skipped); idempotent."""
         return await self._run(core.resume_schedule(name))
 
-    async def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
+    async def wait(self, job_id: UUID | str, timeout: float | None = None) -> values.Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
         loop = asyncio.get_running_loop()

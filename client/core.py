@@ -39,17 +39,6 @@ from taskforge.domain.version import taskforge_version
 
 if TYPE_CHECKING:
     from taskforge.client import values
-    from taskforge.client.values import (
-        BatchItem,
-        DeadLetter,
-        DeadLetterPage,
-        Job,
-        JobPage,
-        QueueInfo,
-        Schedule,
-        Stats,
-        WorkerInfo,
-    )
 else:
 
     class _ImportedOnFirstUse:
@@ -63,6 +52,8 @@ else:
 
     # The answers' values load with the first answer decoded: `taskforge-cli` prints the
     # API's answers as they came and starts without them (about 10 ms of its start-up).
+    # The clients' annotations name them through it too (`values.Job`), so tools that
+    # evaluate annotations at run time (typing.get_type_hints) still resolve them.
     values = _ImportedOnFirstUse("taskforge.client.values")
 
 T = TypeVar("T")
@@ -240,13 +231,15 @@ def job_body(
     return body
 
 
-def enqueue(job_type: str, payload: Mapping[str, Any] | None, options: EnqueueOptions) -> Call[Job]:
+def enqueue(
+    job_type: str, payload: Mapping[str, Any] | None, options: EnqueueOptions
+) -> Call[values.Job]:
     """201 with a new job, or 200 with the one stored earlier under the same key."""
     body = job_body(job_type, payload, **options)
     return Call(Request("POST", "/jobs", body=body, retry=True), _job)
 
 
-def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[BatchItem]]]:
+def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]]:
     """`POST /jobs/batch` requests of at most BATCH_LIMIT jobs each, every body built (and
     so every spec checked) before the first is sent."""
     bodies = [job_body(**spec) for spec in jobs]
@@ -259,7 +252,7 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[BatchItem]]]:
     ]
 
 
-def get_job(job_id: UUID | str) -> Call[Job]:
+def get_job(job_id: UUID | str) -> Call[values.Job]:
     return Call(Request("GET", f"/jobs/{_id(job_id)}"), _job)
 
 
@@ -269,55 +262,55 @@ def list_jobs(
     status: JobState | str | None = None,
     limit: int | None = None,
     offset: int | None = None,
-) -> Call[JobPage]:
+) -> Call[values.JobPage]:
     params = _params(status=status, limit=limit, offset=offset)
     # Queue names are letters, digits and `_ - . :`, all of which are safe in a path.
     path = "/jobs" if queue is None else f"/queues/{queue}/jobs"
     return Call(Request("GET", path, params=params), lambda answer: values.job_page_of(answer.data))
 
 
-def cancel_job(job_id: UUID | str, reason: str | None = None) -> Call[Job]:
+def cancel_job(job_id: UUID | str, reason: str | None = None) -> Call[values.Job]:
     return Call(Request("POST", f"/jobs/{_id(job_id)}/cancel", body=_reason(reason)), _job)
 
 
-def retry_job(job_id: UUID | str) -> Call[Job]:
+def retry_job(job_id: UUID | str) -> Call[values.Job]:
     return Call(Request("POST", f"/jobs/{_id(job_id)}/retry"), _job)
 
 
-def dead_letter_job(job_id: UUID | str, reason: str | None = None) -> Call[Job]:
+def dead_letter_job(job_id: UUID | str, reason: str | None = None) -> Call[values.Job]:
     return Call(Request("POST", f"/jobs/{_id(job_id)}/dlq", body=_reason(reason)), _job)
 
 
-def replay_job(job_id: UUID | str) -> Call[Job]:
+def replay_job(job_id: UUID | str) -> Call[values.Job]:
     return Call(Request("POST", f"/dlq/{_id(job_id)}/replay"), _job)
 
 
 def list_dead_letters(
     *, limit: int | None = None, offset: int | None = None
-) -> Call[DeadLetterPage]:
+) -> Call[values.DeadLetterPage]:
     request = Request("GET", "/dlq", params=_params(limit=limit, offset=offset))
     return Call(request, lambda answer: values.dead_letter_page_of(answer.data))
 
 
-def get_dead_letter(job_id: UUID | str) -> Call[DeadLetter]:
+def get_dead_letter(job_id: UUID | str) -> Call[values.DeadLetter]:
     return Call(
         Request("GET", f"/dlq/{_id(job_id)}"), lambda answer: values.dead_letter_of(answer.data)
     )
 
 
-def get_stats() -> Call[Stats]:
+def get_stats() -> Call[values.Stats]:
     return Call(Request("GET", "/stats"), lambda answer: values.stats_of(answer.data))
 
 
-def list_queues() -> Call[list[QueueInfo]]:
+def list_queues() -> Call[list[values.QueueInfo]]:
     return Call(Request("GET", "/queues"), lambda answer: values.queues_of(answer.data))
 
 
-def list_workers() -> Call[list[WorkerInfo]]:
+def list_workers() -> Call[list[values.WorkerInfo]]:
     return Call(Request("GET", "/workers"), lambda answer: values.workers_of(answer.data))
 
 
-def pause_queue(queue: str) -> Call[QueueInfo]:
+def pause_queue(queue: str) -> Call[values.QueueInfo]:
     """Idempotent, so safe to send again."""
     return Call(
         Request("POST", f"/queues/{_queue(queue)}/pause", retry=True),
@@ -325,7 +318,7 @@ def pause_queue(queue: str) -> Call[QueueInfo]:
     )
 
 
-def resume_queue(queue: str) -> Call[QueueInfo]:
+def resume_queue(queue: str) -> Call[values.QueueInfo]:
     """Idempotent, so safe to send again."""
     return Call(
         Request("POST", f"/queues/{_queue(queue)}/resume", retry=True),
@@ -335,7 +328,7 @@ def resume_queue(queue: str) -> Call[QueueInfo]:
 
 def add_schedule(
     name: str, cron: str, job_type: str, options: ScheduleOptions
-) -> Call[tuple[Schedule, bool]]:
+) -> Call[tuple[values.Schedule, bool]]:
     """Create the schedule, or replace the one of that name (the flag: created). Saving the
     same schedule twice changes nothing, so it is safe to send again."""
     unknown = sorted(set(options) - set(_SCHEDULE_BODY_NAMES))
@@ -353,11 +346,11 @@ def add_schedule(
     )
 
 
-def list_schedules() -> Call[list[Schedule]]:
+def list_schedules() -> Call[list[values.Schedule]]:
     return Call(Request("GET", "/schedules"), lambda answer: values.schedules_of(answer.data))
 
 
-def get_schedule(name: str) -> Call[Schedule]:
+def get_schedule(name: str) -> Call[values.Schedule]:
     return Call(_schedule_request("GET", name), _schedule)
 
 
@@ -365,12 +358,12 @@ def delete_schedule(name: str) -> Call[None]:
     return Call(_schedule_request("DELETE", name), lambda answer: None)
 
 
-def pause_schedule(name: str) -> Call[Schedule]:
+def pause_schedule(name: str) -> Call[values.Schedule]:
     """Idempotent, so safe to send again."""
     return Call(_schedule_request("POST", name, "/pause", retry=True), _schedule)
 
 
-def resume_schedule(name: str) -> Call[Schedule]:
+def resume_schedule(name: str) -> Call[values.Schedule]:
     """Idempotent, so safe to send again."""
     return Call(_schedule_request("POST", name, "/resume", retry=True), _schedule)
 
@@ -380,7 +373,7 @@ def _schedule_request(method: str, name: str, action: str = "", retry: bool = Fa
     return Request(method, path, retry=retry, not_found=ScheduleNotFound)
 
 
-def _schedule(answer: Response) -> Schedule:
+def _schedule(answer: Response) -> values.Schedule:
     return values.schedule_of(answer.data)
 
 
@@ -516,7 +509,7 @@ class PollSchedule:
         return None if left <= 0 else min(self._gap, left)
 
 
-def wait_timeout(job: Job, timeout: float | None) -> WaitTimeout:
+def wait_timeout(job: values.Job, timeout: float | None) -> WaitTimeout:
     return WaitTimeout(
         "wait_timeout",
         f"job {job.id} still {job.state} after {timeout:g}s",
@@ -524,7 +517,7 @@ def wait_timeout(job: Job, timeout: float | None) -> WaitTimeout:
     )
 
 
-def _job(answer: Response) -> Job:
+def _job(answer: Response) -> values.Job:
     return values.job_of(answer.data)
 
 

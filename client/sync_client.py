@@ -25,17 +25,10 @@ from taskforge.client.errors import ClientError
 from taskforge.domain.states import JobState
 
 if TYPE_CHECKING:
-    from taskforge.client.values import (
-        BatchItem,
-        DeadLetter,
-        DeadLetterPage,
-        Job,
-        JobPage,
-        QueueInfo,
-        Schedule,
-        Stats,
-        WorkerInfo,
-    )
+    from taskforge.client import values
+else:
+    # The answers' values, loaded with the first answer decoded (see core).
+    from taskforge.client.core import values
 
 T = TypeVar("T")
 
@@ -87,17 +80,17 @@ class SyncClient:
         job_type: str,
         payload: Mapping[str, Any] | None = None,
         **options: Unpack[EnqueueOptions],
-    ) -> Job:
+    ) -> values.Job:
         """Store a job; with an idempotency key already used, the job stored under it."""
         return self._run(core.enqueue(job_type, payload, options))
 
-    def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[BatchItem]:
+    def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[values.BatchItem]:
         """Store many jobs, in requests of at most 1000 (`POST /jobs/batch`). Each request is
         all or none; when one fails, the requests before it stay stored. Give each job an
         idempotency key to make calling again after a failure store nothing twice."""
         return [item for call in core.enqueue_chunks(jobs) for item in self._run(call)]
 
-    def get(self, job_id: UUID | str) -> Job:
+    def get(self, job_id: UUID | str) -> values.Job:
         return self._run(core.get_job(job_id))
 
     def list(
@@ -107,64 +100,64 @@ class SyncClient:
         status: JobState | str | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> JobPage:
+    ) -> values.JobPage:
         """Jobs newest first, of one `queue` and one `status` when given."""
         return self._run(core.list_jobs(queue=queue, status=status, limit=limit, offset=offset))
 
-    def cancel(self, job_id: UUID | str, reason: str | None = None) -> Job:
+    def cancel(self, job_id: UUID | str, reason: str | None = None) -> values.Job:
         return self._run(core.cancel_job(job_id, reason))
 
-    def retry(self, job_id: UUID | str) -> Job:
+    def retry(self, job_id: UUID | str) -> values.Job:
         return self._run(core.retry_job(job_id))
 
-    def dlq(self, job_id: UUID | str, reason: str | None = None) -> Job:
+    def dlq(self, job_id: UUID | str, reason: str | None = None) -> values.Job:
         """Move the job to the dead-letter queue."""
         return self._run(core.dead_letter_job(job_id, reason))
 
-    def replay(self, job_id: UUID | str) -> Job:
+    def replay(self, job_id: UUID | str) -> values.Job:
         return self._run(core.replay_job(job_id))
 
     def dead_letters(
         self, *, limit: int | None = None, offset: int | None = None
-    ) -> DeadLetterPage:
+    ) -> values.DeadLetterPage:
         return self._run(core.list_dead_letters(limit=limit, offset=offset))
 
-    def dead_letter(self, job_id: UUID | str) -> DeadLetter:
+    def dead_letter(self, job_id: UUID | str) -> values.DeadLetter:
         return self._run(core.get_dead_letter(job_id))
 
-    def stats(self) -> Stats:
+    def stats(self) -> values.Stats:
         return self._run(core.get_stats())
 
-    def queues(self) -> builtins.list[QueueInfo]:
+    def queues(self) -> builtins.list[values.QueueInfo]:
         """Every queue with jobs or paused (and the API's QUEUE_NAME): counts and pause."""
         return self._run(core.list_queues())
 
-    def workers(self) -> builtins.list[WorkerInfo]:
+    def workers(self) -> builtins.list[values.WorkerInfo]:
         """The live workers: their queues, job types and busy slots."""
         return self._run(core.list_workers())
 
-    def pause_queue(self, queue: str) -> QueueInfo:
+    def pause_queue(self, queue: str) -> values.QueueInfo:
         """Stop every worker from starting the queue's jobs; idempotent."""
         return self._run(core.pause_queue(queue))
 
-    def resume_queue(self, queue: str) -> QueueInfo:
+    def resume_queue(self, queue: str) -> values.QueueInfo:
         """Let the queue's jobs start again, at once; idempotent."""
         return self._run(core.resume_queue(queue))
 
     def add_schedule(
         self, name: str, cron: str, job_type: str, **options: Unpack[ScheduleOptions]
-    ) -> Schedule:
+    ) -> values.Schedule:
         """Create schedule `name` (a `job_type` job at every tick of `cron`), or replace the
         one of that name: it keeps its pause and, when cron and timezone are unchanged, its
         next fire time."""
         schedule, _ = self._run(core.add_schedule(name, cron, job_type, options))
         return schedule
 
-    def schedules(self) -> builtins.list[Schedule]:
+    def schedules(self) -> builtins.list[values.Schedule]:
         """Every schedule, by name, with its next and previous fire times."""
         return self._run(core.list_schedules())
 
-    def schedule(self, name: str) -> Schedule:
+    def schedule(self, name: str) -> values.Schedule:
         """Raises ScheduleNotFound."""
         return self._run(core.get_schedule(name))
 
@@ -172,15 +165,15 @@ class SyncClient:
         """Jobs it already enqueued stay. Raises ScheduleNotFound."""
         self._run(core.delete_schedule(name))
 
-    def pause_schedule(self, name: str) -> Schedule:
+    def pause_schedule(self, name: str) -> values.Schedule:
         """Its ticks enqueue nothing until resumed; idempotent."""
         return self._run(core.pause_schedule(name))
 
-    def resume_schedule(self, name: str) -> Schedule:
+    def resume_schedule(self, name: str) -> values.Schedule:
         """Fire again from the next tick (the pause's ticks are skipped); idempotent."""
         return self._run(core.resume_schedule(name))
 
-    def wait(self, job_id: UUID | str, timeout: float | None = None) -> Job:
+    def wait(self, job_id: UUID | str, timeout: float | None = None) -> values.Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
         schedule = core.PollSchedule(time.monotonic(), timeout)

@@ -3,7 +3,9 @@ mapping, the backoff and poll schedules, and retries over a scripted transport."
 
 from __future__ import annotations
 
+import inspect
 import ssl
+import typing
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -311,3 +313,21 @@ def test_every_public_name_of_the_client_package_resolves() -> None:
     assert missing == []
     assert package.Job is values.Job
     assert package.QueueStats is values.QueueStats
+
+
+@pytest.mark.parametrize("client", [SyncClient, Client])
+def test_the_clients_annotations_resolve_at_run_time(client: type[SyncClient | Client]) -> None:
+    # Tools read them so (pydantic's validate_call, typeguard, autodoc), and the values they
+    # name load lazily: every public method's annotations must still evaluate.
+    from taskforge.client import values
+
+    methods = inspect.getmembers(client, inspect.isfunction)
+    unresolved = []
+    for name, method in methods:
+        try:
+            typing.get_type_hints(method)
+        except NameError as exc:
+            unresolved.append(f"{name}: {exc}")
+    assert unresolved == []
+    assert typing.get_type_hints(client.get)["return"] is values.Job
+    assert typing.get_type_hints(core.list_jobs)["return"] == core.Call[values.JobPage]
