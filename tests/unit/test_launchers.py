@@ -1,11 +1,13 @@
-"""The installed commands start through small launchers that import the command's modules
-with the cycle collector paused, then turn it back on before the command runs."""
+"""The commands start through small launchers that import the command's modules with the
+cycle collector paused, freeze what the imports allocated, and turn the collector back on
+before the command runs."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
-from importlib import metadata
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +16,7 @@ import taskforge.cli.app
 import taskforge.entrypoints.cli
 import taskforge.entrypoints.cli.service
 
-
-@pytest.fixture(autouse=True)
-def _unfrozen() -> Iterator[None]:
-    yield
-    gc.unfreeze()  # what a launcher froze returns to the test process's collector
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 @pytest.mark.parametrize(
@@ -28,22 +26,20 @@ def _unfrozen() -> Iterator[None]:
         (taskforge.cli.main, taskforge.cli.app),
     ],
 )
-def test_the_command_runs_with_the_cycle_collector_on(
+def test_the_collector_is_paused_for_the_imports_and_on_when_the_command_runs(
     launch: Callable[[], None], module: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[bool] = []
-    monkeypatch.setattr(module, "main", lambda: seen.append(gc.isenabled()))
-    gc.disable()  # as a launcher leaves it if it forgets to turn it back on
-    try:
-        launch()
-    finally:
-        enabled = gc.isenabled()
-        gc.enable()
-    assert seen == [True]
-    assert enabled
+    steps: list[str] = []
+    for step in ("disable", "freeze", "enable"):
+        monkeypatch.setattr(gc, step, lambda step=step: steps.append(step))
+    monkeypatch.setattr(module, "main", lambda: steps.append("command"))
+    launch()
+    assert steps == ["disable", "freeze", "enable", "command"]
 
 
-def test_the_installed_commands_are_the_launchers() -> None:
-    scripts = {entry.name: entry.value for entry in metadata.entry_points(group="console_scripts")}
-    assert scripts["taskforge"] == "taskforge.entrypoints.cli:main"
-    assert scripts["taskforge-cli"] == "taskforge.cli:main"
+def test_the_commands_are_the_launchers() -> None:
+    scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    assert scripts == {
+        "taskforge": "taskforge.entrypoints.cli:main",
+        "taskforge-cli": "taskforge.cli:main",
+    }

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 SERVICE_ROLES = """
-import asyncio, json, sys
+import asyncio, json, os, sys
+os.environ.pop("METRICS_ADDR", None)  # a worker serving no metrics, whatever the caller's
 from taskforge.entrypoints.cli.service import _settings
 from taskforge.entrypoints import backends  # the Postgres and Redis providers
 from taskforge.adapters.telemetry.logging import configure_logging
@@ -51,6 +52,43 @@ with socket.socket() as sock:
     port = sock.getsockname()[1]
 job_id = "00000000-0000-0000-0000-000000000001"
 code = run(["--api-url", f"http://127.0.0.1:{port}", "status", job_id])
+loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+print(json.dumps([*loaded, f"exit code {code}"]))
+"""
+
+# The same command answered: a job from a stand-in API on this machine, printed as a table.
+CLI_STATUS_ANSWERED = """
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from taskforge.cli.app import run
+
+job = {
+    "id": "7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12", "queue": "jobs:ready", "jobType": "email",
+    "payload": {"to": "a@b.com"}, "state": "SUCCEEDED", "idempotencyKey": None,
+    "uniqueKey": None, "attemptCount": 1, "retryCount": 0, "maxAttempts": 3,
+    "initialDelay": 1.0, "backoff": 2.0, "maxDelay": 300.0, "jitter": False,
+    "visibilityTimeout": 30.0, "timeout": 0.0, "priority": 5,
+    "nextRunAt": "2026-01-02T03:04:05Z", "lastError": None, "reason": None,
+    "leaseOwner": None, "leaseExpiresAt": None, "createdAt": "2026-01-02T03:04:05Z",
+    "updatedAt": "2026-01-02T03:04:06Z", "startedAt": "2026-01-02T03:04:05Z",
+    "finishedAt": "2026-01-02T03:04:06Z", "errors": [], "result": {"sent": True},
+}
+
+class Api(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(job).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+code = run(["--api-url", f"http://127.0.0.1:{server.server_port}", "status", job["id"]])
 loaded = sorted(name for name, module in sys.modules.items() if module is not None)
 print(json.dumps([*loaded, f"exit code {code}"]))
 """
@@ -153,4 +191,10 @@ def test_the_operator_cli_starts_without_the_service_or_asyncio() -> None:
 def test_a_cli_command_runs_without_value_decoding_or_drawing_modules() -> None:
     modules = _loaded(CLI_STATUS)
     assert "exit code 6" in modules  # the command ran, up to its connection error
+    assert _offending(modules, NOT_IN_A_CLI_RUN) == []
+
+
+def test_a_cli_command_prints_an_answer_without_decoding_it_into_values() -> None:
+    modules = _loaded(CLI_STATUS_ANSWERED)
+    assert "exit code 0" in modules  # the job was fetched and printed
     assert _offending(modules, NOT_IN_A_CLI_RUN) == []
