@@ -31,7 +31,7 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     """`taskforge <args>` in a new process (fork and exec: it does not wait for it)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "taskforge.entrypoints.cli.service", *args],
+            [sys.executable, "-m", "taskforge.entrypoints.cli", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from tests.support import DevServer, free_port, redis_from_url, wait_until_healthy, with_query
 
-DEV = "from taskforge.entrypoints.cli.service import main; main()"
+DEV = "from taskforge.entrypoints.cli import main; main()"
 STARTUP_DEADLINE = 30.0
 
 

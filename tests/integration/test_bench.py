@@ -51,7 +51,7 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
         [
             sys.executable,
             "-m",
-            "taskforge.entrypoints.cli.service",
+            "taskforge.entrypoints.cli",
             "bench",
             "--quick",
             "--out",
@@ -129,7 +129,7 @@ def test_an_interrupted_bench_stops_its_processes_and_drops_its_database(
 ) -> None:
     before = asyncio.run(_bench_databases(postgres_admin_dsn))
     env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
-    command = [sys.executable, "-m", "taskforge.entrypoints.cli.service", "bench", "--quick"]
+    command = [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", "--quick"]
     bench = subprocess.Popen(
         [*command, "--out", str(tmp_path / "bench.json")],
         env=env,
@@ -162,7 +162,7 @@ def test_an_interrupted_bench_stops_its_processes_and_drops_its_database(
 def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
     return subprocess.run(
-        [sys.executable, "-m", "taskforge.entrypoints.cli.service", "bench", *args],
+        [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", *args],
         env=env,
         capture_output=True,
         text=True,

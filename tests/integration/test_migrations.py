@@ -221,7 +221,7 @@ async def test_schema_check_reads_the_history_only_until_the_schema_is_current(
 
 def _migrate(dsn: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "taskforge.entrypoints.cli.service", "migrate"],
+        [sys.executable, "-m", "taskforge.entrypoints.cli", "migrate"],
         env={**os.environ, "POSTGRES_DSN": dsn},
         capture_output=True,
         text=True,

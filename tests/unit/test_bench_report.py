@@ -112,7 +112,7 @@ def test_a_worker_count_that_is_not_a_number_from_1_to_64_is_refused(text: str) 
 
 def test_bench_refuses_a_bad_workers_option_before_it_starts_anything() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "taskforge.entrypoints.cli.service", "bench", "--workers", "1,x"],
+        [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", "--workers", "1,x"],
         env={**os.environ, "POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none"},
         capture_output=True,
         text=True,

@@ -475,7 +475,7 @@ def test_an_unknown_pooler_is_refused() -> None:
 
 
 def run_taskforge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    program = "from taskforge.entrypoints.cli.service import main; main()"
+    program = "from taskforge.entrypoints.cli import main; main()"
     clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARIABLES}
     return subprocess.run(
         [sys.executable, "-c", program, *args],

@@ -14,7 +14,7 @@ from taskforge.client.core import default_user_agent
 INSTALLED = metadata.version("taskforge")
 
 
-@pytest.mark.parametrize("module", ["taskforge.entrypoints.cli.service", "taskforge.cli.app"])
+@pytest.mark.parametrize("module", ["taskforge.entrypoints.cli", "taskforge.cli"])
 def test_each_command_prints_the_installed_version(module: str) -> None:
     printed = subprocess.run(
         [sys.executable, "-c", f"from {module} import main; main()", "--version"],

@@ -35,7 +35,7 @@ from tests.support import DevServer
 
 pytestmark = pytest.mark.slow
 
-CLI = "from taskforge.cli.app import main; main()"
+CLI = "from taskforge.cli import main; main()"
 STATE_DEADLINE = 10.0
 UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 COMMANDS = [

@@ -44,7 +44,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [
                 sys.executable,
                 "-c",
-                "from taskforge.entrypoints.cli.service import main; main()",
+                "from taskforge.entrypoints.cli import main; main()",
                 "dev",
             ],
             stdout=output,
