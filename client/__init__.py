@@ -72,23 +72,6 @@ __all__ = [
 ]
 
 
-_VALUES = frozenset(
-    {
-        "AttemptError",
-        "BatchItem",
-        "DeadLetter",
-        "DeadLetterPage",
-        "Job",
-        "JobPage",
-        "QueueInfo",
-        "QueueStats",
-        "Schedule",
-        "Stats",
-        "WorkerInfo",
-    }
-)
-
-
 def __getattr__(name: str) -> Any:
     """`Client` and the answers' values load on first use: `taskforge-cli`, on the blocking
     client and printing answers as they came, starts without asyncio or the values."""
@@ -96,7 +79,7 @@ def __getattr__(name: str) -> Any:
         from taskforge.client.async_client import Client
 
         return Client
-    if name in _VALUES:
+    if name in __all__:  # a public name not bound above: one of the values
         from taskforge.client import values
 
         return getattr(values, name)
