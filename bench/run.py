@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ from taskforge.bench.scenarios import (
     bench_latency,
     bench_sequential,
 )
-from taskforge.bench.stack import Stack, peak_rss_mib
+from taskforge.bench.stack import Stack, peak_rss_mib, serving_processes
 from taskforge.bench.startup import bench_cli_startup, bench_worker_startup
 from taskforge.bench.transactional import (
     bench_txn_enqueue,
@@ -51,6 +52,9 @@ class BenchSizes:
     concurrency: int = 10
     worker_counts: tuple[int, ...] = (1, 2)
     """The drain runs once with each of these numbers of worker processes (`--workers`)."""
+    api_worker_counts: tuple[int, ...] = ()
+    """The HTTP scenarios run once against an API started with each of these API_WORKERS
+    (`--api-workers`); empty: once, against the API as the environment configures it."""
     startup_tries: int = 5
     txn_enqueue: int = 5_000
     txn_many_transactions: int = 20
@@ -59,9 +63,12 @@ class BenchSizes:
     txn_latency_seconds: float = 20.0
 
     @classmethod
-    def quick(cls, worker_counts: tuple[int, ...] = (1, 2)) -> BenchSizes:
+    def quick(
+        cls, worker_counts: tuple[int, ...] = (1, 2), api_worker_counts: tuple[int, ...] = ()
+    ) -> BenchSizes:
         return cls(
             worker_counts=worker_counts,
+            api_worker_counts=api_worker_counts,
             sequential=200,
             concurrent=500,
             batch_total=2_000,
@@ -86,21 +93,47 @@ async def _step(progress: Progress, label: str) -> AsyncIterator[None]:
         progress.update(task, completed=1, total=1)
 
 
+async def _http_scenarios(
+    stack: Stack,
+    sizes: BenchSizes,
+    progress: Progress,
+    api: subprocess.Popen[bytes],
+    api_workers: int | None,
+) -> list[Result]:
+    """Enqueue over HTTP against the running `api`; `api_workers` (its API_WORKERS, when
+    the run compares several) is added to each scenario's name, and to its figures with
+    the number of processes that served it."""
+    after = "" if api_workers is None else f", API_WORKERS={api_workers}"
+    results = []
+    async with _step(progress, f"enqueue over HTTP, one client{after}"):
+        results.append(await bench_sequential(stack, sizes.sequential))
+    async with _step(progress, f"enqueue over HTTP, {sizes.in_flight} in flight{after}"):
+        results.append(await bench_concurrent(stack, sizes.concurrent, sizes.in_flight))
+    async with _step(progress, f"batch enqueue over HTTP{after}"):
+        results.append(await bench_batch(stack, sizes.batch_total, sizes.batch_size))
+    if api_workers is None:
+        return results
+    extra = {"api_workers": api_workers, "api_processes": serving_processes(api.pid)}
+    return [Result(f"{r.name}{after}", r.jobs, r.seconds, {**r.extra, **extra}) for r in results]
+
+
 async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> dict[str, Any]:
     stack = Stack(settings)
     results: list[Result] = []
     api_rss = 0.0
     try:
         await stack.open()
-        api = await stack.start_api()
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
-            async with _step(progress, "enqueue over HTTP, one client"):
-                results.append(await bench_sequential(stack, sizes.sequential))
-            async with _step(progress, f"enqueue over HTTP, {sizes.in_flight} in flight"):
-                results.append(await bench_concurrent(stack, sizes.concurrent, sizes.in_flight))
-            async with _step(progress, "batch enqueue over HTTP"):
-                results.append(await bench_batch(stack, sizes.batch_total, sizes.batch_size))
+            # The last API started stays up for the scenarios that follow (latency, the CLI).
+            passes: tuple[int | None, ...] = sizes.api_worker_counts or (None,)
+            for number, api_workers in enumerate(passes, 1):
+                env = {} if api_workers is None else {"API_WORKERS": str(api_workers)}
+                api = await stack.start_api(**env)
+                results += await _http_scenarios(stack, sizes, progress, api, api_workers)
+                if number < len(passes):
+                    api_rss = max(api_rss, peak_rss_mib(api.pid))
+                    await stack.stop(api)
             for workers in sizes.worker_counts:
                 label = f"{workers} worker{'s' if workers > 1 else ''}"
                 async with _step(progress, f"drain {sizes.drain:,} no-op jobs, {label}"):
@@ -142,7 +175,7 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
                             stack, "s2", sizes.scale_drain, 1, sizes.concurrency, history
                         )
                     )
-        api_rss = peak_rss_mib(api.pid)
+        api_rss = max(api_rss, peak_rss_mib(api.pid))
     finally:
         await stack.close()
     return {
@@ -165,15 +198,15 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
 MAX_WORKERS = 64
 
 
-def parse_worker_counts(text: str) -> tuple[int, ...]:
-    """`--workers 1,2,4`: the numbers of worker processes to drain with, in that order,
-    each 1-64, each once. Raises ValueError saying what is wrong."""
+def parse_worker_counts(text: str, option: str = "--workers") -> tuple[int, ...]:
+    """`--workers 1,2,4` (or `--api-workers 1,2`): numbers of processes, in that order,
+    each 1-64, each once. Raises ValueError saying what is wrong, naming `option`."""
     counts: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not part.isdigit() or not 1 <= int(part) <= MAX_WORKERS:
             raise ValueError(
-                f"--workers {text!r}: expected numbers of workers 1-{MAX_WORKERS} separated"
+                f"{option} {text!r}: expected numbers of workers 1-{MAX_WORKERS} separated"
                 f" by commas (as 1,2,4), got {part!r}"
             )
         if int(part) not in counts:
@@ -187,11 +220,16 @@ def main(
     out: Path,
     runs: int = 1,
     worker_counts: tuple[int, ...] = (1, 2),
+    api_worker_counts: tuple[int, ...] = (),
 ) -> int:
     """Run the scenarios `runs` times, each time on a fresh stack; with more than one run,
     report the medians (these figures vary from run to run on a shared machine)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
-    sizes = BenchSizes.quick(worker_counts) if quick else BenchSizes(worker_counts=worker_counts)
+    sizes = (
+        BenchSizes.quick(worker_counts, api_worker_counts)
+        if quick
+        else BenchSizes(worker_counts=worker_counts, api_worker_counts=api_worker_counts)
+    )
     reports: list[dict[str, Any]] = []
     for number in range(1, runs + 1):
         if runs > 1:

@@ -69,6 +69,17 @@ def _status_mib(pid: int, field: str) -> float:
     return 0.0
 
 
+def serving_processes(pid: int) -> int:
+    """How many processes serve the API started as `pid`: the worker processes it spawned
+    when it is a supervisor (API_WORKERS > 1; not multiprocessing's resource tracker),
+    else itself."""
+    spawned = 0
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            spawned += b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    return spawned or 1
+
+
 def _children(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
@@ -136,9 +147,10 @@ class Stack:
         self.processes.append(process)
         return process
 
-    async def start_api(self) -> subprocess.Popen[bytes]:
+    async def start_api(self, **env: str) -> subprocess.Popen[bytes]:
+        """An API on a free port, with `env` over the stack's own; it becomes `api_url`."""
         port = free_port()
-        process = self.spawn("api", HTTP_ADDR=f"127.0.0.1:{port}")
+        process = self.spawn("api", HTTP_ADDR=f"127.0.0.1:{port}", **env)
         self.api_url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
             await until(lambda: healthy(client, self.api_url), "the API to start")

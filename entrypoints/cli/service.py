@@ -299,6 +299,13 @@ def bench(
             " shows the rate and the CPU share of Postgres and of the workers for each"
         ),
     ] = "1,2",
+    api_workers: Annotated[
+        str | None,
+        Parameter(
+            help="Run the HTTP scenarios against an API with each of these API_WORKERS, as "
+            "1,2 (default: once, with the API_WORKERS of the environment)"
+        ),
+    ] = None,
 ) -> None:
     """Benchmark enqueue, drain and latency on POSTGRES_DSN and Redis, in a scratch database.
 
@@ -320,6 +327,9 @@ def bench(
             raise ConfigError("--soak", soak, str(exc)) from None
     try:
         worker_counts = parse_worker_counts(workers)
+        api_worker_counts = (
+            () if api_workers is None else parse_worker_counts(api_workers, "--api-workers")
+        )
     except ValueError as exc:
         print(f"taskforge bench: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -339,7 +349,7 @@ def bench(
 
     from taskforge.bench.run import main as bench_main
 
-    raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts))
+    raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts, api_worker_counts))
 
 
 RESTART_EXIT_CODE = 75

@@ -58,6 +58,8 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
             str(out),
             "--workers",
             "1,3",
+            "--api-workers",
+            "1,2",
         ],
         env=env,
         capture_output=True,
@@ -91,6 +93,18 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
         assert row["workers_cpu_pct"] < row["machine_cpu_pct"] <= 101  # ticks are coarse
     assert report["cores"] >= 1
     assert "Drain rate by workers" in result.stdout
+    # --api-workers 1,2: the HTTP scenarios once against an API of each size (served by
+    # that many processes), named so.
+    http = [row for row in report["results"] if "api_workers" in row]
+    assert [(row["name"], row["api_workers"], row["api_processes"]) for row in http] == [
+        (f"{scenario}, API_WORKERS={count}", count, count)
+        for count in (1, 2)
+        for scenario in (
+            "enqueue, 1 client sequential",
+            "enqueue, 100 in flight",
+            "batch enqueue (1000/request)",
+        )
+    ]
 
 
 async def _bench_databases(admin_dsn: str) -> set[str]:

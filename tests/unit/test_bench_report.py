@@ -110,9 +110,12 @@ def test_a_worker_count_that_is_not_a_number_from_1_to_64_is_refused(text: str) 
         parse_worker_counts(text)
 
 
-def test_bench_refuses_a_bad_workers_option_before_it_starts_anything() -> None:
+@pytest.mark.parametrize(("option", "value"), [("--workers", "1,x"), ("--api-workers", "2,0")])
+def test_bench_refuses_a_bad_workers_option_before_it_starts_anything(
+    option: str, value: str
+) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", "--workers", "1,x"],
+        [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", option, value],
         env={**os.environ, "POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none"},
         capture_output=True,
         text=True,
@@ -121,7 +124,7 @@ def test_bench_refuses_a_bad_workers_option_before_it_starts_anything() -> None:
     )
 
     assert done.returncode == 2
-    assert "--workers '1,x'" in done.stderr
+    assert f"{option} '{value}'" in done.stderr
 
 
 def _drain(workers: int, rate: float, postgres: float | None) -> dict[str, Any]:
