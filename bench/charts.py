@@ -187,20 +187,65 @@ def draw_soak(report: dict[str, Any], path: Path) -> Path:
 
 
 def draw_runs(report: dict[str, Any], path: Path) -> Path:
-    """The standard scenarios: jobs per second of each (each run's figure as a dot when
-    several runs were taken)."""
+    """The standard scenarios: the jobs per second of each scenario timed for its rate
+    (each run's figure as a dot when several runs were taken); the latency scenarios'
+    enqueue->start and ->finish percentiles; the start-up times against their targets."""
     results = report["results"]
-    figure = _figure(1, 1, "TaskForge bench (shared machine)")
-    axes = figure.subplots()
-    names = [row["name"] for row in results]
-    axes.barh(names, [row["jobs_per_second"] for row in results])
-    for run in report.get("runs", []):
-        axes.plot([row["jobs_per_second"] for row in run["results"]], names, "k.", markersize=4)
+    rates = [row for row in results if "start_p50_ms" not in row and "target_seconds" not in row]
+    latencies = [row for row in results if "start_p50_ms" in row]
+    startups = [row for row in results if "target_seconds" in row]
+    figure = _figure(2, 2, "TaskForge bench (shared machine)")
+    figure.set_figheight(3.6 + 0.22 * len(rates))
+    panels = figure.subplot_mosaic([["rates", "rates"], ["latency", "startup"]])
+    _rates(panels["rates"], rates, report.get("runs", []))
+    _latencies(panels["latency"], latencies)
+    _startups(panels["startup"], startups)
+    figure.savefig(path, dpi=90)
+    return path
+
+
+def _rates(axes: Axes, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    names = [row["name"] for row in rows]
+    axes.barh(names, [row["jobs_per_second"] for row in rows])
+    for run in runs:
+        by_name = {row["name"]: row["jobs_per_second"] for row in run["results"]}
+        axes.plot([by_name[name] for name in names], names, "k.", markersize=4)
     axes.invert_yaxis()
     axes.tick_params(axis="y", labelsize=8)
     axes.set_xlabel("jobs/s")
-    figure.savefig(path, dpi=90)
-    return path
+    axes.set_title("throughput (bars: medians; dots: each run)", fontsize=10)
+
+
+def _latencies(axes: Axes, rows: list[dict[str, Any]]) -> None:
+    marks = [f"{leg}_{p}" for leg in ("start", "finish") for p in ("p50", "p95", "p99")]
+    width = 0.8 / max(len(rows), 1)
+    for offset, row in enumerate(rows):
+        axes.bar(
+            [index + offset * width for index in range(len(marks))],
+            [row.get(f"{mark}_ms", float("nan")) for mark in marks],  # NaN: no bar
+            width=width,
+            label=row["name"],
+        )
+    axes.set_xticks(
+        [index + width * (len(rows) - 1) / 2 for index in range(len(marks))],
+        [mark.replace("_", " ") for mark in marks],
+        fontsize=8,
+    )
+    axes.set_ylabel("ms")
+    axes.set_title("enqueue -> start and -> finish", fontsize=10)
+    if rows:
+        axes.legend(fontsize=7)
+
+
+def _startups(axes: Axes, rows: list[dict[str, Any]]) -> None:
+    names = [row["name"].partition(":")[0] for row in rows]
+    axes.bar(names, [row["seconds"] for row in rows], color="tab:green")
+    axes.plot(names, [row["target_seconds"] for row in rows], "r_", markersize=40, label="target")
+    axes.tick_params(axis="x", labelsize=8)
+    axes.set_ylabel("seconds")
+    axes.set_title("start-up (median of the tries)", fontsize=10)
+    if rows:
+        axes.legend(fontsize=8)
 
 
 def save_picture(draw: Any, report: dict[str, Any], path: Path) -> str:
