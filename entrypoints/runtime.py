@@ -2,6 +2,9 @@
 
 SIGTERM or SIGINT asks for a graceful stop (workers finish or hand back their jobs); a
 second signal exits at once, leaving leases for the scheduler to recover.
+Longer than most modules: what every role does around its work (signals, handler modules,
+declared schedules, the listening socket, waiting for the store), each a short function
+that the roles share.
 """
 
 from __future__ import annotations
