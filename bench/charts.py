@@ -213,7 +213,8 @@ def _rates(axes: Axes, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -
     axes.invert_yaxis()
     axes.tick_params(axis="y", labelsize=8)
     axes.set_xlabel("jobs/s")
-    axes.set_title("throughput (bars: medians; dots: each run)", fontsize=10)
+    title = "throughput (bars: medians; dots: each run)" if runs else "throughput"
+    axes.set_title(title, fontsize=10)
 
 
 def _latencies(axes: Axes, rows: list[dict[str, Any]]) -> None:

@@ -102,8 +102,9 @@ async def _http_scenarios(
 ) -> list[Result]:
     """Enqueue over HTTP against the running `api`; `api_workers` (its API_WORKERS, when
     the run compares several) is added to each scenario's name, and to its figures with
-    the number of processes that served it."""
+    the number of processes serving it when the scenarios began."""
     after = "" if api_workers is None else f", API_WORKERS={api_workers}"
+    serving = serving_processes(api.pid)
     results = []
     async with _step(progress, f"enqueue over HTTP, one client{after}"):
         results.append(await bench_sequential(stack, sizes.sequential))
@@ -113,7 +114,7 @@ async def _http_scenarios(
         results.append(await bench_batch(stack, sizes.batch_total, sizes.batch_size))
     if api_workers is None:
         return results
-    extra = {"api_workers": api_workers, "api_processes": serving_processes(api.pid)}
+    extra = {"api_workers": api_workers, "api_processes": serving}
     return [Result(f"{r.name}{after}", r.jobs, r.seconds, {**r.extra, **extra}) for r in results]
 
 
@@ -125,15 +126,16 @@ async def run_bench(settings: Settings, sizes: BenchSizes, console: Console) -> 
         await stack.open()
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
-            # The last API started stays up for the scenarios that follow (latency, the CLI).
-            passes: tuple[int | None, ...] = sizes.api_worker_counts or (None,)
-            for number, api_workers in enumerate(passes, 1):
-                env = {} if api_workers is None else {"API_WORKERS": str(api_workers)}
-                api = await stack.start_api(**env)
+            # Each size of --api-workers gets an API of its own; the scenarios after them
+            # (the latency, the CLI) run against one as the environment configures it.
+            for api_workers in sizes.api_worker_counts:
+                api = await stack.start_api(api_workers)
                 results += await _http_scenarios(stack, sizes, progress, api, api_workers)
-                if number < len(passes):
-                    api_rss = max(api_rss, peak_rss_mib(api.pid))
-                    await stack.stop(api)
+                api_rss = max(api_rss, peak_rss_mib(api.pid))
+                await stack.stop(api)
+            api = await stack.start_api()
+            if not sizes.api_worker_counts:
+                results += await _http_scenarios(stack, sizes, progress, api, None)
             for workers in sizes.worker_counts:
                 label = f"{workers} worker{'s' if workers > 1 else ''}"
                 async with _step(progress, f"drain {sizes.drain:,} no-op jobs, {label}"):

@@ -147,13 +147,21 @@ class Stack:
         self.processes.append(process)
         return process
 
-    async def start_api(self, **env: str) -> subprocess.Popen[bytes]:
-        """An API on a free port, with `env` over the stack's own; it becomes `api_url`."""
+    async def start_api(self, api_workers: int | None = None) -> subprocess.Popen[bytes]:
+        """An API on a free port, which becomes `api_url`: with `api_workers` processes, each
+        of them spawned before it returns; None: as the environment configures it."""
         port = free_port()
+        env = {} if api_workers is None else {"API_WORKERS": str(api_workers)}
         process = self.spawn("api", HTTP_ADDR=f"127.0.0.1:{port}", **env)
         self.api_url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
             await until(lambda: healthy(client, self.api_url), "the API to start")
+        if api_workers is not None:
+
+            async def all_serving() -> bool:
+                return serving_processes(process.pid) >= api_workers
+
+            await until(all_serving, f"{api_workers} API processes to start")
         return process
 
     async def stop(self, process: subprocess.Popen[bytes]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from taskforge.bench import charts
@@ -13,7 +14,7 @@ from taskforge.bench import charts
 def _report() -> dict[str, Any]:
     rows: list[dict[str, Any]] = [
         {"name": "enqueue, 100 in flight", "jobs": 500, "seconds": 0.2, "jobs_per_second": 2500},
-        {"name": "drain 1,000 jobs, 1 worker", "jobs": 1000, "seconds": 0.4, "workers": 1.0},
+        {"name": "drain 1,000 jobs, 1 worker", "jobs": 1000, "seconds": 0.5, "workers": 1.0},
         {
             "name": "latency at 100 jobs/s for 3s",
             "jobs": 300,
@@ -33,8 +34,8 @@ def _report() -> dict[str, Any]:
     ]
     for row in rows:
         row.setdefault("jobs_per_second", row["jobs"] / row["seconds"])
-    # A second run whose figures differ: each run's dots are its own rows' figures.
-    second = [{**row, "jobs_per_second": row["jobs_per_second"] * 2} for row in rows]
+    # A second run whose figures differ, its rows in another order.
+    second = [{**row, "jobs_per_second": row["jobs_per_second"] * 2} for row in rows[::-1]]
     return {"results": rows, "runs": [{"results": rows}, {"results": second}]}
 
 
@@ -69,3 +70,17 @@ def test_the_picture_of_several_runs_is_written_as_a_png(tmp_path: Path) -> None
 
     assert line == f"picture written to {path}"
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_each_runs_dots_are_its_own_figures_for_each_scenario_by_name() -> None:
+    from matplotlib.figure import Figure
+
+    report = _report()
+    rows = report["results"][:2]
+    axes = Figure().subplots()
+
+    charts._rates(axes, rows, report["runs"])
+
+    first, second = (np.asarray(line.get_xdata()).tolist() for line in axes.lines)
+    assert first == [2500, 2000]
+    assert second == [5000, 4000]

@@ -7,13 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.progress import Progress
 
+from taskforge.bench import run
 from taskforge.bench.report import median_report, render, scaling_table
 from taskforge.bench.run import parse_worker_counts
+from taskforge.bench.scenarios import Result
 from taskforge.bench.stack import peak_rss_mib
 
 
@@ -167,3 +171,34 @@ def test_a_postgres_on_another_machine_has_no_cpu_share() -> None:
     output = io.StringIO()
     Console(file=output, width=200).print(table)
     assert "not local" in output.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("api_workers", "suffix", "extra"),
+    [
+        (None, "", {}),
+        (2, ", API_WORKERS=2", {"api_workers": 2, "api_processes": 2}),
+    ],
+)
+async def test_http_scenarios_are_named_with_the_api_size_only_when_the_run_compares_sizes(
+    monkeypatch: pytest.MonkeyPatch,
+    api_workers: int | None,
+    suffix: str,
+    extra: dict[str, int],
+) -> None:
+    async def scenario(name: str) -> Result:
+        return Result(name, 10, 1.0)
+
+    monkeypatch.setattr(run, "bench_sequential", lambda *_: scenario("one client"))
+    monkeypatch.setattr(run, "bench_concurrent", lambda *_: scenario("in flight"))
+    monkeypatch.setattr(run, "bench_batch", lambda *_: scenario("batch"))
+    monkeypatch.setattr(run, "serving_processes", lambda pid: 2)
+    api: Any = SimpleNamespace(pid=1)
+    stack: Any = None
+
+    with Progress(console=Console(file=io.StringIO())) as progress:
+        results = await run._http_scenarios(stack, run.BenchSizes(), progress, api, api_workers)
+
+    assert [(r.name, r.extra) for r in results] == [
+        (f"{name}{suffix}", extra) for name in ("one client", "in flight", "batch")
+    ]
