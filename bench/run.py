@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -35,6 +34,9 @@ from taskforge.bench.transactional import (
 )
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.runtime import run_until_interrupted
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
