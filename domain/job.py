@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -147,9 +146,21 @@ class NewJob:
     def with_traceparent(self, traceparent: str | None) -> NewJob:
         """This job carrying `traceparent`. It was checked when built, so the copy is not
         checked again (a payload is scanned once per job)."""
-        traced = copy.copy(self)
-        object.__setattr__(traced, "traceparent", traceparent)
-        return traced
+        return self._copy(traceparent=traceparent)
+
+    def like(self, job_id: UUID, payload: Mapping[str, Any] | None) -> NewJob:
+        """A job with this one's settings (checked when this one was built) under another id
+        with another payload, which is checked as a new job's is."""
+        return self._copy(id=job_id, payload=validate_payload(_as_dict(payload)))
+
+    def _copy(self, **changes: Any) -> NewJob:
+        # Several times cheaper than copy.copy, which pickles its way through the slots.
+        copied = object.__new__(NewJob)
+        for name, set_slot in _NEW_JOB_SLOTS:
+            set_slot(copied, getattr(self, name))
+        for name, value in changes.items():
+            object.__setattr__(copied, name, value)
+        return copied
 
     def due_at(self, now: datetime) -> datetime:
         """When the job is due if stored at `now`: `run_at`, else `now` plus `delay` (if any).
@@ -190,6 +201,8 @@ class NewJob:
             traceparent=self.traceparent,
         )
 
+
+_NEW_JOB_SLOTS = tuple((each.name, getattr(NewJob, each.name).__set__) for each in fields(NewJob))
 
 DEFAULT_POLICY = RetryPolicy()
 
@@ -250,6 +263,28 @@ def build_new_job(
         priority=DEFAULT_PRIORITY if priority is None else priority,
         traceparent=traceparent,
     )
+
+
+class JobBuilder:
+    """build_new_job for the jobs of one batch. A job asking for the settings an earlier one
+    asked for (everything but its id and payload, the same values of the same types) is a
+    copy of that one with its own id and payload, only its payload checked: most batches
+    are many jobs of one kind, and checking the same settings again is most of the work."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[tuple[str, type, object], ...], NewJob] = {}
+
+    def build(self, job_id: UUID, payload: Mapping[str, Any] | None, **settings: Any) -> NewJob:
+        # The type too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
+        key = tuple((name, type(value), value) for name, value in settings.items())
+        try:
+            built = self._built.get(key)
+        except TypeError:  # an unhashable setting: checked on its own, not kept
+            return build_new_job(job_id=job_id, payload=payload, **settings)
+        if built is not None:
+            return built.like(job_id, payload)
+        built = self._built[key] = build_new_job(job_id=job_id, payload=payload, **settings)
+        return built
 
 
 def _as_dict(payload: object) -> Any:

@@ -39,7 +39,7 @@ from taskforge.client.errors import ValidationError
 from taskforge.client.values import Job
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import Job as StoredJob
-from taskforge.domain.job import NewJob, build_new_job
+from taskforge.domain.job import JobBuilder, NewJob
 from taskforge.domain.states import JobState
 
 if TYPE_CHECKING:
@@ -119,17 +119,18 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
     a job enqueued over HTTP carries its request's), so its attempts join that trace."""
     specs = list(specs)
     traceparent = current_traceparent()
+    builder = JobBuilder()
     new_jobs = []
-    for index, spec in enumerate(specs):
+    for index, (spec, job_id) in enumerate(zip(specs, _ids.new_ids(len(specs)), strict=True)):
         options = dict(spec)
         job_type = options.pop("job_type", None)
         payload = options.pop("payload", None)
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
+        if not options.keys() <= _OPTIONS:
+            unknown = sorted(set(options) - _OPTIONS)
             raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
         try:
-            new_job = build_new_job(
-                job_id=_ids.new_id(), job_type=job_type, payload=payload,
+            new_job = builder.build(
+                job_id, payload, job_type=job_type,
                 queue=options.pop("queue", None) or DEFAULT_QUEUE, traceparent=traceparent,
                 **options,
             )  # fmt: skip

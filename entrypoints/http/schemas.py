@@ -24,9 +24,9 @@ from taskforge.domain.job import (
     AttemptError,
     DeadLetter,
     Job,
+    JobBuilder,
     JsonObject,
     NewJob,
-    build_new_job,
 )
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
@@ -203,24 +203,33 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
         default_queue: str,
         traceparent: str | None,
         default_timeout: float = 0.0,
+        builder: JobBuilder | None = None,
     ) -> NewJob:
         """Validate every field (the message names the first bad one, as the API spells it)
-        into a NewJob; NewJob itself checks the payload, runAt and delay."""
+        into a NewJob; NewJob itself checks the payload, runAt and delay. The jobs of a
+        batch share one `builder`, which checks settings repeated from job to job once."""
         try:
-            return self._new_job(job_id, default_queue, traceparent, default_timeout)
+            return self._new_job(
+                job_id, default_queue, traceparent, default_timeout, builder or JobBuilder()
+            )
         except ValidationError as exc:
             raise in_api_names(exc) from None
 
     def _new_job(
-        self, job_id: UUID, default_queue: str, traceparent: str | None, default_timeout: float
+        self,
+        job_id: UUID,
+        default_queue: str,
+        traceparent: str | None,
+        default_timeout: float,
+        builder: JobBuilder,
     ) -> NewJob:
         run_at = self.run_at
         if run_at is not None and run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=UTC)  # an ISO-8601 time without offset is UTC
-        return build_new_job(
-            job_id=job_id,
+        return builder.build(
+            job_id,
+            self.payload,
             job_type=self.job_type,
-            payload=self.payload,
             queue=self.queue if self.queue is not None else default_queue,
             idempotency_key=self.idempotency_key,
             max_attempts=self.max_attempts,

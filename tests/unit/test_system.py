@@ -18,6 +18,20 @@ def test_ids_are_version_7_and_sort_in_creation_order() -> None:
     assert len(set(ids)) == len(ids)
 
 
+def test_ids_made_in_one_call_sort_in_order_and_after_the_ones_before() -> None:
+    # More than the 4,096 a millisecond's counter holds, so a batch crosses into the next.
+    source = Uuid7Source()
+    before = source.new_id()
+    batch = source.new_ids(5000)
+    after = source.new_id()
+
+    ids = [before, *batch, after]
+    assert all(job_id.version == 7 for job_id in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert source.new_ids(0) == []
+
+
 def test_ids_behave_exactly_like_uuids_built_by_the_constructor() -> None:
     job_id = Uuid7Source().new_id()
     built = UUID(int=job_id.int)

@@ -3,12 +3,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
+from typing import Any
 from uuid import UUID
 
 import pytest
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import NewJob
+from taskforge.domain.job import JobBuilder, NewJob, build_new_job
 from taskforge.domain.validation import (
     Page,
     parse_job_id,
@@ -194,6 +195,52 @@ def test_a_traced_copy_of_a_new_job_changes_only_its_traceparent() -> None:
     assert traced.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert job.traceparent is None
     assert dataclasses.replace(traced, traceparent=None) == job
+
+
+OTHER_ID = UUID("01900000-0000-7000-8000-00000000000b")
+
+
+def test_a_batch_builder_gives_each_job_its_own_id_and_payload_with_the_settings_asked() -> None:
+    builder = JobBuilder()
+    settings: dict[str, Any] = {"job_type": "t", "queue": "q", "max_attempts": 7, "delay": 5}
+
+    first = builder.build(UUID(JOB_ID), {"n": 1}, **settings)
+    second = builder.build(OTHER_ID, MappingProxyType({"n": 2}), **settings)
+
+    assert second == dataclasses.replace(first, id=OTHER_ID, payload={"n": 2})
+    assert type(second.payload) is dict
+    assert second == build_new_job(job_id=OTHER_ID, payload={"n": 2}, **settings)
+
+
+def test_a_batch_builder_checks_each_payload_even_when_the_settings_were_checked() -> None:
+    builder = JobBuilder()
+    builder.build(UUID(JOB_ID), {}, job_type="t", queue="q")
+
+    with pytest.raises(ValidationError) as caught:
+        builder.build(OTHER_ID, {"text": "a\x00b"}, job_type="t", queue="q")
+    assert caught.value.field == "payload"
+    with pytest.raises(ValidationError, match="JSON object"):
+        builder.build(OTHER_ID, ["not", "an", "object"], job_type="t", queue="q")  # type: ignore[arg-type]
+
+
+def test_a_batch_builder_tells_equal_settings_of_other_types_apart() -> None:
+    # True == 1 in Python, but a max_attempts of True is refused: reusing the job built with 1
+    # would let it through.
+    builder = JobBuilder()
+    builder.build(UUID(JOB_ID), {}, job_type="t", queue="q", max_attempts=1)
+
+    with pytest.raises(ValidationError) as caught:
+        builder.build(OTHER_ID, {}, job_type="t", queue="q", max_attempts=True)
+    assert caught.value.field == "max_attempts"
+
+
+def test_a_batch_builder_checks_unhashable_settings_every_time() -> None:
+    builder = JobBuilder()
+
+    for job_id in (UUID(JOB_ID), OTHER_ID):
+        with pytest.raises(ValidationError) as caught:
+            builder.build(job_id, {}, job_type="t", queue=["q"])
+        assert caught.value.field == "queue"
 
 
 def _build(**fields: object) -> NewJob:
