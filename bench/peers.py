@@ -17,6 +17,8 @@ Scenarios:
   `Queries.enqueue`; dramatiq: `actor.send`).
 - enqueue many: the bulk form, 1,000 jobs a call (TaskForge `taskforge.enqueue_many`,
   pgqueuer `Queries.enqueue` with lists; dramatiq has none).
+Each Postgres run, TaskForge's enqueues as pgqueuer's every scenario, starts on an empty
+database of its own, its schema installed untimed.
 
     python -m taskforge.bench.peers [--runs 3] [--jobs 10000] [--out bench-peers.json]
 """
@@ -32,13 +34,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from taskforge.adapters.postgres.migrations import apply_migrations
 from taskforge.bench.scenarios import preload
 from taskforge.bench.stack import Stack, _with_database
 from taskforge.entrypoints.config import ConfigError, Settings
@@ -89,19 +93,8 @@ class Peers:
 
     async def pgqueuer(self, scenario: str, jobs: int, concurrency: int, batch: int) -> Figures:
         """In a scratch database of its own, created and dropped around the program."""
-        database = f"taskforge_peer_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(self.stack.admin_dsn)
-        try:
-            await admin.execute(f'CREATE DATABASE "{database}"')
-            dsn = _with_database(self.stack.admin_dsn, database)
-            try:
-                return await self.program(
-                    "pgqueuer_peer.py", scenario, dsn, jobs, concurrency, batch
-                )
-            finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        async with scratch_database(self.stack) as dsn:
+            return await self.program("pgqueuer_peer.py", scenario, dsn, jobs, concurrency, batch)
 
     async def dramatiq(self, scenario: str, jobs: int, threads: int, processes: int) -> Figures:
         settings = self.stack.settings
@@ -137,11 +130,34 @@ async def taskforge_drain(stack: Stack, jobs: int, concurrency: int) -> Figures:
     }
 
 
+@asynccontextmanager
+async def scratch_database(stack: Stack) -> AsyncIterator[str]:
+    """The DSN of a database created for one measurement and dropped after it."""
+    database = f"taskforge_peer_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(stack.admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        try:
+            yield _with_database(stack.admin_dsn, database)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 async def taskforge_enqueue(stack: Stack, jobs: int, bulk: bool) -> Figures:
     """The transactional enqueue on one asyncpg connection, outside a transaction (each call
-    commits), as the peers' enqueue runs."""
+    commits), as the peers' enqueue runs: into a scratch database, migrated untimed, as
+    pgqueuer's program enqueues into one it installs its schema in, so neither system's
+    table holds the rows of the runs before."""
+    async with scratch_database(stack) as dsn:
+        await apply_migrations(dsn)
+        return await _taskforge_enqueue(stack, dsn, jobs, bulk)
+
+
+async def _taskforge_enqueue(stack: Stack, dsn: str, jobs: int, bulk: bool) -> Figures:
     queue = stack.queue(f"peers-{uuid.uuid4().hex[:6]}")
-    conn = await asyncpg.connect(stack.direct_dsn)
+    conn = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
         if bulk:

@@ -107,11 +107,11 @@ def test_quick_bench_reports_every_scenario_and_cleans_up(
     ]
 
 
-async def _bench_databases(admin_dsn: str) -> set[str]:
+async def _bench_databases(admin_dsn: str, kind: str = "bench") -> set[str]:
     conn = await asyncpg.connect(admin_dsn)
     try:
         rows = await conn.fetch(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'taskforge_bench_%'"
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", f"taskforge\\_{kind}\\_%"
         )
     finally:
         await conn.close()
@@ -260,3 +260,34 @@ def test_a_short_soak_samples_every_process_table_and_redis_and_draws_them(
     assert report["start_latency_ms"]["jobs"] > 0
     assert report["verdicts"]["zero_errors"] is True
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_peers_bench_times_taskforge_enqueues_in_an_empty_database_of_their_own(
+    postgres_admin_dsn: str, redis_url: str
+) -> None:
+    # As pgqueuer's runs are: neither system's table holds the rows of the runs before.
+    from taskforge.bench.peers import taskforge_enqueue
+    from taskforge.bench.stack import Stack
+    from taskforge.entrypoints.config import Settings
+
+    async def scenario() -> tuple[list[float], int, set[str]]:
+        settings = Settings.from_env({"POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)})
+        stack = Stack(settings)
+        await stack.open()
+        try:
+            before = await _bench_databases(postgres_admin_dsn, "peer")
+            figures = [
+                await taskforge_enqueue(stack, 1_500, bulk=True),
+                await taskforge_enqueue(stack, 20, bulk=False),
+            ]
+            left = await _bench_databases(postgres_admin_dsn, "peer") - before
+            in_the_stack = await stack.pool.fetchval("SELECT count(*) FROM jobs")
+        finally:
+            await stack.close()
+        return [each["seconds"] for each in figures], in_the_stack, left
+
+    seconds, in_the_stack, left = asyncio.run(scenario())
+
+    assert all(each > 0 for each in seconds)
+    assert in_the_stack == 0
+    assert left == set()
