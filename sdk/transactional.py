@@ -12,6 +12,7 @@ worker's span of each attempt joins the caller's trace.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,10 +37,11 @@ from taskforge.adapters.system import Uuid7Source
 from taskforge.adapters.telemetry.tracing import current_traceparent
 from taskforge.client.core import EnqueueOptions, JobSpec
 from taskforge.client.errors import ValidationError
-from taskforge.client.values import Job
+from taskforge.client.values import AttemptError, Job
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import Job as StoredJob
 from taskforge.domain.job import JobBuilder, NewJob
+from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 
 if TYPE_CHECKING:
@@ -229,35 +231,23 @@ def _decoded(payload: Any) -> Any:
 
 
 def _client_job(job: StoredJob) -> Job:
-    policy = job.policy
-    return Job(
-        id=job.id,
-        queue=job.queue,
-        job_type=job.job_type,
-        payload=_decoded(job.payload),
-        state=job.state,
-        idempotency_key=job.idempotency_key,
-        unique_key=job.unique_key,
-        attempt_count=job.attempt_count,
-        retry_count=job.retry_count,
-        max_attempts=policy.max_attempts,
-        initial_delay=policy.initial_delay,
-        backoff=policy.backoff,
-        max_delay=policy.max_delay,
-        jitter=policy.jitter,
-        visibility_timeout=job.visibility_timeout,
-        timeout=job.timeout,
-        priority=job.priority,
-        next_run_at=job.next_run_at,
-        last_error=job.last_error,
-        reason=job.reason,
-        lease_owner=job.lease_owner,
-        lease_expires_at=job.lease_expires_at,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
+    """A stored job (one holding a key) in the client's form: each field from the job's field
+    of the same name, the retry policy's from its policy, so a field added to both is carried
+    without a line here."""
+    fields = {
+        name: getattr(job.policy if name in _POLICY_FIELDS else job, name)
+        for name in _CLIENT_JOB_FIELDS
+    }
+    fields["payload"] = _decoded(job.payload)
+    fields["errors"] = tuple(
+        AttemptError(attempt=each.attempt, at=each.at, error=each.error, traceback=each.traceback)
+        for each in job.errors
     )
+    return Job(**fields)
+
+
+_POLICY_FIELDS = frozenset(each.name for each in dataclasses.fields(RetryPolicy))
+_CLIENT_JOB_FIELDS = tuple(each.name for each in msgspec.structs.fields(Job))
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")

@@ -12,6 +12,7 @@ Longer than most modules: every body of the API, each a short declaration.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -56,6 +57,32 @@ from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
 from taskforge.domain.workers import WorkerStatus
 
 T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def from_fields(body: type[S], *sources: object, **given: Any) -> S:
+    """A `body` whose fields are those in `given`, and each other one the attribute of that
+    name of the first of `sources` that has one: the fields a value has under the same name
+    in the domain are listed once, in the body's declaration. A field that no source has and
+    `given` leaves out is an error when the body is built."""
+    values = dict(given)
+    for name in _field_names(body):
+        if name in values:
+            continue
+        for source in sources:
+            value = getattr(source, name, _ABSENT)
+            if value is not _ABSENT:
+                values[name] = value
+                break
+    return body(**values)
+
+
+_ABSENT = object()
+
+
+@functools.cache
+def _field_names(body: type[msgspec.Struct]) -> tuple[str, ...]:
+    return body.__struct_fields__
 
 
 MAX_DELAY_SECONDS = MAX_DURATION
@@ -367,37 +394,7 @@ class JobOut(msgspec.Struct, rename="camel", kw_only=True):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        return cls(
-            id=job.id,
-            queue=job.queue,
-            job_type=job.job_type,
-            payload=job.payload,
-            state=job.state,
-            idempotency_key=job.idempotency_key,
-            unique_key=job.unique_key,
-            attempt_count=job.attempt_count,
-            retry_count=job.retry_count,
-            snoozes=job.snoozes,
-            hand_backs=job.hand_backs,
-            unknown_type_since=job.unknown_type_since,
-            max_attempts=job.policy.max_attempts,
-            initial_delay=job.policy.initial_delay,
-            backoff=job.policy.backoff,
-            max_delay=job.policy.max_delay,
-            jitter=job.policy.jitter,
-            visibility_timeout=job.visibility_timeout,
-            timeout=job.timeout,
-            priority=job.priority,
-            next_run_at=job.next_run_at,
-            last_error=job.last_error,
-            reason=job.reason,
-            lease_owner=job.lease_owner,
-            lease_expires_at=job.lease_expires_at,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
+        return from_fields(cls, job, job.policy)
 
 
 class AttemptErrorOut(msgspec.Struct, kw_only=True):
@@ -411,7 +408,7 @@ class AttemptErrorOut(msgspec.Struct, kw_only=True):
 
     @classmethod
     def of(cls, error: AttemptError) -> AttemptErrorOut:
-        return cls(attempt=error.attempt, at=error.at, error=error.error, traceback=error.traceback)
+        return from_fields(cls, error)
 
 
 class JobDetailOut(JobOut, kw_only=True):
@@ -424,10 +421,8 @@ class JobDetailOut(JobOut, kw_only=True):
 
     @classmethod
     def of(cls, job: Job) -> JobDetailOut:
-        return cls(
-            **msgspec.structs.asdict(JobOut.of(job)),
-            errors=[AttemptErrorOut.of(error) for error in job.errors],
-            result=job.result,
+        return from_fields(
+            cls, job, job.policy, errors=[AttemptErrorOut.of(error) for error in job.errors]
         )
 
 
@@ -448,18 +443,7 @@ class DeadLetterOut(msgspec.Struct, rename="camel", kw_only=True):
 
     @classmethod
     def of(cls, entry: DeadLetter) -> DeadLetterOut:
-        return cls(
-            job_id=entry.job_id,
-            queue=entry.queue,
-            job_type=entry.job_type,
-            payload=entry.payload,
-            reason=entry.reason,
-            last_error=entry.last_error,
-            attempts=entry.attempts,
-            failed_at=entry.failed_at,
-            created_at=entry.created_at,
-            updated_at=entry.updated_at,
-        )
+        return from_fields(cls, entry)
 
 
 class JobPage(msgspec.Struct, kw_only=True):
@@ -549,16 +533,8 @@ class WorkerOut(msgspec.Struct, rename="camel", kw_only=True):
 
     @classmethod
     def of(cls, status: WorkerStatus) -> WorkerOut:
-        return cls(
-            worker_id=status.worker_id,
-            host=status.host,
-            pid=status.pid,
-            queues=list(status.queues),
-            job_types=list(status.job_types),
-            concurrency=status.concurrency,
-            busy_slots=status.busy_slots,
-            started_at=status.started_at,
-            heartbeat_at=status.heartbeat_at,
+        return from_fields(
+            cls, status, queues=list(status.queues), job_types=list(status.job_types)
         )
 
 
@@ -689,29 +665,14 @@ class ScheduleOut(msgspec.Struct, rename="camel", kw_only=True):
     @classmethod
     def of(cls, schedule: Schedule) -> ScheduleOut:
         definition = schedule.definition
-        policy = definition.policy
-        return cls(
-            name=definition.name,
-            cron=definition.cron,
-            timezone=definition.timezone,
-            catch_up=definition.catch_up,
+        return from_fields(
+            cls,
+            definition,
+            definition.policy,
+            schedule,
             source=definition.source.value,
-            paused=schedule.paused,
             next_fire_at=None if schedule.paused else schedule.next_fire_at,
             previous_fire_at=schedule.last_fire_at,
-            job_type=definition.job_type,
-            queue=definition.queue,
-            payload=definition.payload,
-            max_attempts=policy.max_attempts,
-            initial_delay=policy.initial_delay,
-            backoff=policy.backoff,
-            max_delay=policy.max_delay,
-            jitter=policy.jitter,
-            visibility_timeout=definition.visibility_timeout,
-            timeout=definition.timeout,
-            priority=definition.priority,
-            created_at=schedule.created_at,
-            updated_at=schedule.updated_at,
         )
 
 

@@ -311,6 +311,13 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
     key = f"order-{queue_name}"
     first = await session.enqueue("email", {"n": 1}, queue=queue_name, idempotency_key=key)
     await session.commit()
+    # What the holder went through since is in the answer, as a read of it would show it.
+    since = datetime(2030, 1, 2, tzinfo=UTC)
+    await observer.execute(
+        "UPDATE jobs SET snoozes = 2, hand_backs = 1, unknown_type_since = $2 WHERE id = $1",
+        first.id,
+        since,
+    )
 
     later = Session(session.driver, await _connect(session.driver, migrated_dsn))
     try:
@@ -323,6 +330,7 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
             await closing
 
     assert (again.id, again.payload) == (first.id, {"n": 1})
+    assert (again.snoozes, again.hand_backs, again.unknown_type_since) == (2, 1, since)
     assert await stored_ids(observer, queue_name) == {first.id}
 
 
