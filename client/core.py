@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, NotRequired, Required, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NotRequired, Required, TypeVar
 from urllib.parse import quote
 from uuid import UUID
 
@@ -34,6 +34,7 @@ from taskforge.client.errors import (
     ValidationError,
     WaitTimeout,
 )
+from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.states import JobState
 from taskforge.domain.version import taskforge_version
 
@@ -67,21 +68,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 GENERATED_KEY_PREFIX = "tf-"
 
 
-class JobPolicyOptions(TypedDict, total=False):
+class JobPolicyOptions(PolicyOptions, total=False):
     """The retry policy, lease and priority a job is enqueued with, by `enqueue` and by each
     tick of a schedule. Left out, the API's default applies (`timeout`: its JOB_TIMEOUT)."""
-
-    max_attempts: int
-    initial_delay: float
-    backoff: float
-    max_delay: float
-    jitter: bool
-    visibility_timeout: float
-    timeout: float
-    """Seconds one attempt may run before it fails (0: no limit). Not the HTTP timeout."""
-    priority: int
-    """0 (claimed first) to 9 (claimed last); default 5. Within a queue a ready job of a
-    higher priority always starts before one of a lower priority."""
 
 
 class EnqueueOptions(JobPolicyOptions, total=False):
@@ -111,25 +100,13 @@ class ScheduleOptions(JobPolicyOptions, total=False):
     """After every scheduler was down: fire each missed tick, not only the most recent."""
 
 
-_POLICY_BODY_NAMES = {
-    "max_attempts": "maxAttempts",
-    "initial_delay": "initialDelay",
-    "backoff": "backoff",
-    "max_delay": "maxDelay",
-    "jitter": "jitter",
-    "visibility_timeout": "visibilityTimeout",
-    "timeout": "timeout",
-    "priority": "priority",
-}
-"""`JobPolicyOptions` as the API's JSON bodies name them."""
+def _body_name(option: str) -> str:
+    """An option's name in the API's JSON bodies: `catch_up` -> `catchUp`."""
+    first, *rest = option.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
-_SCHEDULE_BODY_NAMES = {
-    "payload": "payload",
-    "queue": "queue",
-    "timezone": "timezone",
-    "catch_up": "catchUp",
-    **_POLICY_BODY_NAMES,
-}
+
+_SCHEDULE_BODY_NAMES = {option: _body_name(option) for option in ScheduleOptions.__annotations__}
 
 
 class JobSpec(EnqueueOptions, total=False):
@@ -139,14 +116,7 @@ class JobSpec(EnqueueOptions, total=False):
     payload: NotRequired[Mapping[str, Any] | None]
 
 
-_BODY_NAMES = {
-    "queue": "queue",
-    "idempotency_key": "idempotencyKey",
-    "unique_key": "uniqueKey",
-    "run_at": "runAt",
-    "delay": "delay",
-    **_POLICY_BODY_NAMES,
-}
+_BODY_NAMES = {option: _body_name(option) for option in EnqueueOptions.__annotations__}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypedDict
 
 from taskforge.domain.errors import ValidationError
 
@@ -24,6 +25,24 @@ def attempts_exhausted(attempt_count: int, max_attempts: int) -> bool:
     failure now dead-letters the job instead of retrying it. The one statement of this rule;
     the Postgres store's SQL form is checked against it by a contract test."""
     return attempt_count >= max_attempts
+
+
+class PolicyOptions(TypedDict, total=False):
+    """The retry policy, lease and priority of a job by keyword, as an application gives
+    them: an enqueue's options, a typed task's defaults, each tick of a schedule. One left
+    out takes the default where the job is built."""
+
+    max_attempts: int
+    initial_delay: float
+    backoff: float
+    max_delay: float
+    jitter: bool
+    visibility_timeout: float
+    timeout: float
+    """Seconds one attempt may run before it fails (0: no limit). Not an HTTP timeout."""
+    priority: int
+    """0 (claimed first) to 9 (claimed last); default 5. Within a queue a ready job of a
+    higher priority always starts before one of a lower priority."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,7 +30,7 @@ import re
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 import msgspec
 
@@ -43,6 +43,7 @@ from taskforge.application.handlers import (
 )
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import build_new_job
+from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.validation import validate_max_snoozes
 
 if TYPE_CHECKING:
@@ -58,18 +59,8 @@ _SOME_QUEUE = "jobs:ready"
 """Stands in for the default queue when a declaration's own values are checked."""
 
 
-class TaskDefaults(TypedDict, total=False):
+class TaskDefaults(PolicyOptions, total=False):
     """The policy a task's jobs get unless an enqueue overrides it (`enqueue`'s names)."""
-
-    max_attempts: int
-    initial_delay: float
-    backoff: float
-    max_delay: float
-    jitter: bool
-    visibility_timeout: float
-    timeout: float
-    priority: int
-    """0 (claimed first) to 9 (claimed last); default 5."""
 
 
 class Task(Generic[P]):

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from taskforge.client import (
@@ -27,6 +28,7 @@ from taskforge.client import (
     ValidationError,
     core,
 )
+from taskforge.domain.states import JobState
 
 JOB_ID = "7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12"
 JOB: dict[str, Any] = {
@@ -86,6 +88,18 @@ def test_a_job_is_decoded_to_snake_case_with_the_payload_left_as_given() -> None
     assert job.next_run_at == datetime.fromisoformat("2026-01-02T03:04:05+00:00")
     assert job.errors[0].error == "boom"
     assert not job.terminal
+
+
+def test_a_job_value_is_immutable_and_copied_with_changes_as_the_readme_says() -> None:
+    job = core.get_job(JOB_ID).decode(core.Response(200, "", JOB, None))
+
+    with pytest.raises(AttributeError):
+        job.state = JobState.CANCELLED  # type: ignore[misc]
+    cancelled = msgspec.structs.replace(job, state=JobState.CANCELLED)
+
+    assert (cancelled.state, job.state) == (JobState.CANCELLED, JobState.PENDING)
+    assert cancelled.terminal
+    assert msgspec.structs.asdict(job)["job_type"] == "email"
 
 
 def test_a_succeeded_job_carries_its_result_as_given() -> None:
