@@ -10,10 +10,12 @@ from uuid import UUID
 import msgspec
 import pytest
 
+from taskforge.client import values
 from taskforge.domain.job import AttemptError, Job
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.schedule import Schedule, ScheduleSource, build_schedule_definition
 from taskforge.domain.states import JobState
+from taskforge.entrypoints.http import schemas
 from taskforge.entrypoints.http.schemas import JobDetailOut, ScheduleOut, from_fields
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -78,3 +80,27 @@ def test_a_paused_schedule_body_has_no_next_fire_and_names_its_last_tick_previou
     assert (body.name, body.source, body.paused, body.max_attempts) == ("nightly", "code", True, 4)
     assert (body.next_fire_at, body.previous_fire_at) == (None, AT)
     assert (body.created_at, body.updated_at) == (AT, later)
+
+
+@pytest.mark.parametrize(
+    ("value", "body"),
+    [
+        (values.Job, schemas.JobDetailOut),
+        (values.AttemptError, schemas.AttemptErrorOut),
+        (values.JobPage, schemas.JobPage),
+        (values.DeadLetter, schemas.DeadLetterOut),
+        (values.DeadLetterPage, schemas.DeadLetterPage),
+        (values.BatchItem, schemas.BatchItemOut),
+        (values.QueueInfo, schemas.QueueOut),
+        (values.QueueStats, schemas.QueueStatsOut),
+        (values.Stats, schemas.StatsOut),
+        (values.WorkerInfo, schemas.WorkerOut),
+        (values.Schedule, schemas.ScheduleOut),
+    ],
+)
+def test_each_client_value_has_exactly_the_fields_of_the_body_it_decodes(
+    value: type[msgspec.Struct], body: type[msgspec.Struct]
+) -> None:
+    # Declared in both packages (the client ships without the service): a field added to a
+    # body and not to its value would be dropped by every client, silently.
+    assert set(value.__struct_fields__) == set(body.__struct_fields__)
