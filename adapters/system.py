@@ -35,31 +35,30 @@ class Uuid7Source:
         self._random.seed(os.urandom(32))
 
     def new_id(self) -> UUID:
-        [new_id] = self.new_ids(1)
-        return new_id
+        with self._lock:
+            value = self._next_value()
+        return _uuid_of(value)
 
     def new_ids(self, count: int) -> list[UUID]:
-        """`count` new ids in order, under one hold of the lock and one read of the clock."""
-        values = []
+        """`count` new ids in order, under one hold of the lock."""
         with self._lock:
-            ms = time.time_ns() // 1_000_000
-            counter = self._counter
-            if ms <= self._last_ms:
-                ms = self._last_ms
-            else:
-                counter = -1
-            for _ in range(count):
-                counter += 1
-                if counter >= 1 << 12:
-                    ms += 1
-                    counter = 0
-                rand = self._random.getrandbits(62)
-                values.append(
-                    (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-                )
-            self._last_ms = ms
-            self._counter = counter
+            values = [self._next_value() for _ in range(count)]
         return [_uuid_of(value) for value in values]
+
+    def _next_value(self) -> int:
+        # Called with the lock held.
+        ms = time.time_ns() // 1_000_000
+        if ms <= self._last_ms:
+            ms = self._last_ms
+            self._counter += 1
+            if self._counter >= 1 << 12:
+                ms += 1
+                self._counter = 0
+        else:
+            self._counter = 0
+        self._last_ms = ms
+        rand = self._random.getrandbits(62)
+        return (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | self._counter << 64 | 0b10 << 62 | rand
 
 
 def _uuid_of(value: int) -> UUID:

@@ -272,11 +272,12 @@ class JobBuilder:
     are many jobs of one kind, and checking the same settings again is most of the work."""
 
     def __init__(self) -> None:
-        self._built: dict[tuple[tuple[str, type, object], ...], NewJob] = {}
+        self._built: dict[tuple[tuple[str, ...], tuple[object, ...], tuple[type, ...]], NewJob] = {}
 
     def build(self, job_id: UUID, payload: Mapping[str, Any] | None, **settings: Any) -> NewJob:
-        # The type too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
-        key = tuple((name, type(value), value) for name, value in settings.items())
+        # The types too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
+        values = tuple(settings.values())
+        key = (tuple(settings), values, tuple(map(type, values)))
         try:
             built = self._built.get(key)
         except TypeError:  # an unhashable setting: checked on its own, not kept
