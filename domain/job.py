@@ -135,11 +135,9 @@ class NewJob:
     def __post_init__(self) -> None:
         validate_payload(self.payload)
         validate_priority(self.priority)
-        if self.run_at is not None and self.delay is not None:
-            raise ValidationError("run_at", "give run_at or delay, not both")
         if self.run_at is not None:
             # Frozen: the normalised value replaces the given one while the job is built.
-            object.__setattr__(self, "run_at", validate_run_at(self.run_at))
+            object.__setattr__(self, "run_at", _run_at_beside(self.run_at, self.delay))
         if self.delay is not None:
             object.__setattr__(self, "delay", validate_delay(self.delay))
 
@@ -148,10 +146,27 @@ class NewJob:
         checked again (a payload is scanned once per job)."""
         return self._copy(traceparent=traceparent)
 
-    def like(self, job_id: UUID, payload: Mapping[str, Any] | None) -> NewJob:
-        """A job with this one's settings (checked when this one was built) under another id
-        with another payload, which is checked as a new job's is."""
-        return self._copy(id=job_id, payload=validate_payload(_as_dict(payload)))
+    def like(
+        self,
+        job_id: UUID,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None = None,
+        unique_key: str | None = None,
+        run_at: datetime | None = None,
+    ) -> NewJob:
+        """A job with this one's settings (checked when this one was built) under another id,
+        with its own payload, keys and run_at, checked as a new job's are and in the same
+        order (the first bad one is the one named)."""
+        return self._copy(
+            id=job_id,
+            idempotency_key=(
+                None if idempotency_key is None else validate_idempotency_key(idempotency_key)
+            ),
+            unique_key=None if unique_key is None else validate_unique_key(unique_key),
+            payload=validate_payload(_as_dict(payload)),
+            run_at=None if run_at is None else _run_at_beside(run_at, self.delay),
+        )
 
     def _copy(self, **changes: Any) -> NewJob:
         # Several times cheaper than copy.copy, which pickles its way through the slots.
@@ -267,25 +282,47 @@ def build_new_job(
 
 class JobBuilder:
     """build_new_job for the jobs of one batch. A job asking for the settings an earlier one
-    asked for (everything but its id and payload, the same values of the same types) is a
-    copy of that one with its own id and payload, only its payload checked: most batches
-    are many jobs of one kind, and checking the same settings again is most of the work."""
+    asked for (the same values of the same types) is a copy of that one with its own id,
+    payload, keys and run_at, only those checked: most batches are many jobs of one kind,
+    and checking the same settings again is most of the work. The keys and run_at, which
+    often differ from job to job, are not settings here (and a run_at in the hour a clock
+    turns back compares equal to its twin an hour apart, so it could not be one)."""
 
     def __init__(self) -> None:
         self._built: dict[tuple[tuple[str, ...], tuple[object, ...], tuple[type, ...]], NewJob] = {}
 
-    def build(self, job_id: UUID, payload: Mapping[str, Any] | None, **settings: Any) -> NewJob:
+    def build(
+        self,
+        job_id: UUID,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None = None,
+        unique_key: str | None = None,
+        run_at: datetime | None = None,
+        **settings: Any,
+    ) -> NewJob:
+        own: dict[str, Any] = {
+            "idempotency_key": idempotency_key,
+            "unique_key": unique_key,
+            "run_at": run_at,
+        }
         # The types too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
         values = tuple(settings.values())
         key = (tuple(settings), values, tuple(map(type, values)))
         try:
             built = self._built.get(key)
         except TypeError:  # an unhashable setting: checked on its own, not kept
-            return build_new_job(job_id=job_id, payload=payload, **settings)
+            return build_new_job(job_id=job_id, payload=payload, **own, **settings)
         if built is not None:
-            return built.like(job_id, payload)
-        built = self._built[key] = build_new_job(job_id=job_id, payload=payload, **settings)
+            return built.like(job_id, payload, **own)
+        built = self._built[key] = build_new_job(job_id=job_id, payload=payload, **own, **settings)
         return built
+
+
+def _run_at_beside(run_at: datetime, delay: float | None) -> datetime:
+    if delay is not None:
+        raise ValidationError("run_at", "give run_at or delay, not both")
+    return validate_run_at(run_at)
 
 
 def _as_dict(payload: object) -> Any:

@@ -54,7 +54,6 @@ from taskforge.application.schedules import (
 from taskforge.application.timing import settle_within
 from taskforge.application.workers import ListWorkers
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import JobBuilder
 from taskforge.domain.schedule import validate_schedule_name
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, parse_job_id, validate_queue_name
@@ -310,13 +309,12 @@ async def create_jobs(
     settings: FromDishka[Settings],
 ) -> Response[JobBatchOut]:
     traceparent = _incoming_traceparent(request)
-    builder = JobBuilder()
     new_jobs = []
     for index, item in enumerate(data.jobs):
         try:
             new_jobs.append(
                 item.to_new_job(
-                    ids.new_id(), settings.queue_name, traceparent, settings.job_timeout, builder
+                    ids.new_id(), settings.queue_name, traceparent, settings.job_timeout
                 )
             )
         except ValidationError as exc:

@@ -25,9 +25,9 @@ from taskforge.domain.job import (
     AttemptError,
     DeadLetter,
     Job,
-    JobBuilder,
     JsonObject,
     NewJob,
+    build_new_job,
 )
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
@@ -230,33 +230,24 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
         default_queue: str,
         traceparent: str | None,
         default_timeout: float = 0.0,
-        builder: JobBuilder | None = None,
     ) -> NewJob:
         """Validate every field (the message names the first bad one, as the API spells it)
-        into a NewJob; NewJob itself checks the payload, runAt and delay. The jobs of a
-        batch share one `builder`, which checks settings repeated from job to job once."""
+        into a NewJob; NewJob itself checks the payload, runAt and delay."""
         try:
-            return self._new_job(
-                job_id, default_queue, traceparent, default_timeout, builder or JobBuilder()
-            )
+            return self._new_job(job_id, default_queue, traceparent, default_timeout)
         except ValidationError as exc:
             raise in_api_names(exc) from None
 
     def _new_job(
-        self,
-        job_id: UUID,
-        default_queue: str,
-        traceparent: str | None,
-        default_timeout: float,
-        builder: JobBuilder,
+        self, job_id: UUID, default_queue: str, traceparent: str | None, default_timeout: float
     ) -> NewJob:
         run_at = self.run_at
         if run_at is not None and run_at.tzinfo is None:
             run_at = run_at.replace(tzinfo=UTC)  # an ISO-8601 time without offset is UTC
-        return builder.build(
-            job_id,
-            self.payload,
+        return build_new_job(
+            job_id=job_id,
             job_type=self.job_type,
+            payload=self.payload,
             queue=self.queue if self.queue is not None else default_queue,
             idempotency_key=self.idempotency_key,
             max_attempts=self.max_attempts,

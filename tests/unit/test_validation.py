@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -232,6 +233,51 @@ def test_a_batch_builder_tells_equal_settings_of_other_types_apart() -> None:
     with pytest.raises(ValidationError) as caught:
         builder.build(OTHER_ID, {}, job_type="t", queue="q", max_attempts=True)
     assert caught.value.field == "max_attempts"
+
+
+def test_a_batch_builder_keeps_and_checks_each_jobs_own_keys_and_run_at() -> None:
+    builder = JobBuilder()
+    first = builder.build(
+        UUID(JOB_ID), {}, job_type="t", queue="q", idempotency_key="k1", unique_key="u1",
+        run_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+
+    second = builder.build(OTHER_ID, {}, job_type="t", queue="q", idempotency_key="k2")
+
+    assert (first.idempotency_key, first.unique_key) == ("k1", "u1")
+    assert (second.idempotency_key, second.unique_key, second.run_at) == ("k2", None, None)
+    with pytest.raises(ValidationError) as caught:
+        builder.build(OTHER_ID, {}, job_type="t", queue="q", unique_key="")
+    assert caught.value.field == "unique_key"
+
+
+def test_a_batch_builder_refuses_a_run_at_beside_the_delay_its_settings_ask_for() -> None:
+    builder = JobBuilder()
+    builder.build(UUID(JOB_ID), {}, job_type="t", queue="q", delay=5)
+
+    with pytest.raises(ValidationError, match="not both") as caught:
+        builder.build(
+            OTHER_ID, {}, job_type="t", queue="q", delay=5, run_at=datetime(2030, 1, 1, tzinfo=UTC)
+        )
+    assert caught.value.field == "run_at"
+
+
+def test_a_run_at_in_the_hour_a_clock_turns_back_is_told_from_its_twin() -> None:
+    # 01:30 on 2030-11-03 happens twice in New York; the two compare equal in Python.
+    new_york = ZoneInfo("America/New_York")
+    earlier = datetime(2030, 11, 3, 1, 30, tzinfo=new_york)
+    later = earlier.replace(fold=1)
+    builder = JobBuilder()
+
+    jobs = [
+        builder.build(job_id, {}, job_type="t", queue="q", run_at=run_at)
+        for job_id, run_at in ((UUID(JOB_ID), earlier), (OTHER_ID, later))
+    ]
+
+    assert [job.run_at for job in jobs] == [
+        datetime(2030, 11, 3, 5, 30, tzinfo=UTC),
+        datetime(2030, 11, 3, 6, 30, tzinfo=UTC),
+    ]
 
 
 def test_a_batch_builder_checks_unhashable_settings_every_time() -> None:
