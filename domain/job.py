@@ -291,21 +291,8 @@ class JobBuilder:
     def __init__(self) -> None:
         self._built: dict[tuple[tuple[str, ...], tuple[object, ...], tuple[type, ...]], NewJob] = {}
 
-    def build(
-        self,
-        job_id: UUID,
-        payload: Mapping[str, Any] | None,
-        *,
-        idempotency_key: str | None = None,
-        unique_key: str | None = None,
-        run_at: datetime | None = None,
-        **settings: Any,
-    ) -> NewJob:
-        own: dict[str, Any] = {
-            "idempotency_key": idempotency_key,
-            "unique_key": unique_key,
-            "run_at": run_at,
-        }
+    def build(self, job_id: UUID, payload: Mapping[str, Any] | None, **settings: Any) -> NewJob:
+        own = {name: settings.pop(name, None) for name in _EACH_JOBS_OWN}
         # The types too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
         values = tuple(settings.values())
         key = (tuple(settings), values, tuple(map(type, values)))
@@ -317,6 +304,10 @@ class JobBuilder:
             return built.like(job_id, payload, **own)
         built = self._built[key] = build_new_job(job_id=job_id, payload=payload, **own, **settings)
         return built
+
+
+_EACH_JOBS_OWN = ("idempotency_key", "unique_key", "run_at")
+"""What JobBuilder takes from each job rather than from the settings it shares (NewJob.like)."""
 
 
 def _run_at_beside(run_at: datetime, delay: float | None) -> datetime:
