@@ -144,7 +144,7 @@ class NewJob:
     def with_traceparent(self, traceparent: str | None) -> NewJob:
         """This job carrying `traceparent`. It was checked when built, so the copy is not
         checked again (a payload is scanned once per job)."""
-        return self._copy(traceparent=traceparent)
+        return self._copy({"traceparent": traceparent})
 
     def like(
         self,
@@ -159,22 +159,22 @@ class NewJob:
         with its own payload, keys and run_at, checked as a new job's are and in the same
         order (the first bad one is the one named)."""
         return self._copy(
-            id=job_id,
-            idempotency_key=(
-                None if idempotency_key is None else validate_idempotency_key(idempotency_key)
-            ),
-            unique_key=None if unique_key is None else validate_unique_key(unique_key),
-            payload=validate_payload(_as_dict(payload)),
-            run_at=None if run_at is None else _run_at_beside(run_at, self.delay),
+            {
+                "id": job_id,
+                "idempotency_key": (
+                    None if idempotency_key is None else validate_idempotency_key(idempotency_key)
+                ),
+                "unique_key": None if unique_key is None else validate_unique_key(unique_key),
+                "payload": validate_payload(_as_dict(payload)),
+                "run_at": None if run_at is None else _run_at_beside(run_at, self.delay),
+            }
         )
 
-    def _copy(self, **changes: Any) -> NewJob:
+    def _copy(self, changes: dict[str, Any]) -> NewJob:
         # Several times cheaper than copy.copy, which pickles its way through the slots.
         copied = object.__new__(NewJob)
         for name, set_slot in _NEW_JOB_SLOTS:
-            set_slot(copied, getattr(self, name))
-        for name, value in changes.items():
-            object.__setattr__(copied, name, value)
+            set_slot(copied, changes[name] if name in changes else getattr(self, name))
         return copied
 
     def due_at(self, now: datetime) -> datetime:
