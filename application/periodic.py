@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.domain.errors import ValidationError
+from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.schedule import (
     ScheduleDefinition,
     ScheduleSource,
@@ -34,19 +35,8 @@ from taskforge.domain.schedule import (
 
 F = TypeVar("F")
 
-POLICY_OPTIONS = frozenset(
-    {
-        "max_attempts",
-        "initial_delay",
-        "backoff",
-        "max_delay",
-        "jitter",
-        "visibility_timeout",
-        "timeout",
-        "priority",
-    }
-)
-"""The job policy options a declaration takes, as `POST /jobs` names them in snake_case."""
+POLICY_OPTIONS = frozenset(PolicyOptions.__annotations__)
+"""The job policy options a declaration takes, as an enqueue names them."""
 
 
 class DeclarationError(Exception):
