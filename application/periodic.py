@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.domain.errors import ValidationError
@@ -148,14 +148,14 @@ def periodic(
     timezone: str | None = None,
     payload: Mapping[str, Any] | None = None,
     catch_up: bool = False,
-    **policy: Any,
+    **policy: Unpack[PolicyOptions],
 ) -> Callable[[F], F]:
     """Decorator: run the decorated handler's job type on `cron` (in `timezone`, default
     UTC), above `@taskforge.handler` or `@taskforge.task` (or below: the type is looked up
     when a process starts). `name` defaults to the job type, `queue` to the one the type
-    was registered with, else QUEUE_NAME; `policy` takes the job options of `POST /jobs`
-    (max_attempts, initial_delay, backoff, max_delay, jitter, visibility_timeout, timeout,
-    priority: 0 highest to 9, default 5)."""
+    was registered with, else QUEUE_NAME; `policy` takes the job options of an enqueue
+    (PolicyOptions: max_attempts, initial_delay, backoff, max_delay, jitter,
+    visibility_timeout, timeout, priority: 0 highest to 9, default 5)."""
 
     def declare(handler: F) -> F:
         default_schedules.add(
@@ -185,7 +185,7 @@ def schedule(
     timezone: str | None = None,
     *,
     catch_up: bool = False,
-    **policy: Any,
+    **policy: Unpack[PolicyOptions],
 ) -> None:
     """Declare schedule `name`: a `job_type` job with `payload` on `queue` (default
     QUEUE_NAME) at every tick of `cron` in `timezone` (default UTC); `policy` takes the job

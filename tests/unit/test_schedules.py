@@ -275,8 +275,9 @@ def test_a_bad_declaration_stops_the_start_with_one_line_naming_it(
 def test_an_unknown_policy_option_is_refused_where_it_is_declared(
     declarations: ScheduleDeclarations,
 ) -> None:
+    # mypy names the typo too (the options are PolicyOptions); this is the check at run time.
     with pytest.raises(TypeError, match="priorty"):
-        schedule("typo", "* * * * *", "report", priorty=1)
+        schedule("typo", "* * * * *", "report", priorty=1)  # type: ignore[call-arg]
 
 
 async def test_a_schedule_whose_times_cannot_be_computed_holds_up_no_other(
