@@ -12,7 +12,6 @@ Longer than most modules: every body of the API, each a short declaration.
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -66,7 +65,7 @@ def from_fields(body: type[S], *sources: object, **given: Any) -> S:
     in the domain are listed once, in the body's declaration. A field that no source has and
     `given` leaves out is an error when the body is built."""
     values = dict(given)
-    for name in _field_names(body):
+    for name in body.__struct_fields__:
         if name in values:
             continue
         for source in sources:
@@ -78,11 +77,6 @@ def from_fields(body: type[S], *sources: object, **given: Any) -> S:
 
 
 _ABSENT = object()
-
-
-@functools.cache
-def _field_names(body: type[msgspec.Struct]) -> tuple[str, ...]:
-    return body.__struct_fields__
 
 
 MAX_DELAY_SECONDS = MAX_DURATION
