@@ -27,6 +27,7 @@ from dishka import (
     from_context,
     make_async_container,
     provide,
+    provide_all,
 )
 
 from taskforge.adapters.cron import CronsimCalendar
@@ -253,37 +254,38 @@ class ApplicationProvider(Provider):
     ) -> EnqueueJobs:
         return EnqueueJobs(jobs, hints, tracer)
 
-    get_job = provide(GetJob)
-    list_jobs = provide(ListJobs)
-    cancel_job = provide(CancelJob)
-    retry_job_now = provide(RetryJobNow)
-    dead_letter_job = provide(DeadLetterJob)
-    replay = provide(ReplayDeadLetter)
-    list_dead_letters = provide(ListDeadLetters)
-    get_dead_letter = provide(GetDeadLetter)
-    pause_queue = provide(PauseQueue)
-    list_workers = provide(ListWorkers)
-    resume_queue = provide(ResumeQueue)
-    save_schedule = provide(SaveSchedule)
-    declare_schedules = provide(DeclareSchedules)
-    get_schedule = provide(GetSchedule)
-    list_schedules = provide(ListSchedules)
-    delete_schedule = provide(DeleteSchedule)
-    pause_schedule = provide(PauseSchedule)
-    resume_schedule = provide(ResumeSchedule)
+    use_cases = provide_all(
+        GetJob,
+        ListJobs,
+        CancelJob,
+        RetryJobNow,
+        DeadLetterJob,
+        ReplayDeadLetter,
+        ListDeadLetters,
+        GetDeadLetter,
+        PauseQueue,
+        ListWorkers,
+        ResumeQueue,
+        SaveSchedule,
+        DeclareSchedules,
+        GetSchedule,
+        ListSchedules,
+        DeleteSchedule,
+        PauseSchedule,
+        ResumeSchedule,
+        ThroughputHistory,
+        GetOverview,
+        ListDeadLetterGroups,
+        ListDeadLetterGroupMembers,
+        ReplayDeadLetterGroup,
+        PurgeDeadLetterGroup,
+    )
 
     @provide
     def fire_schedules(
         self, schedules: ScheduleStore, calendar: CronCalendar, ids: IdSource
     ) -> FireSchedules:
         return FireSchedules(schedules, calendar, ids)
-
-    throughput_history = provide(ThroughputHistory)
-    get_overview = provide(GetOverview)
-    list_dead_letter_groups = provide(ListDeadLetterGroups)
-    list_dead_letter_group_members = provide(ListDeadLetterGroupMembers)
-    replay_dead_letter_group = provide(ReplayDeadLetterGroup)
-    purge_dead_letter_group = provide(PurgeDeadLetterGroup)
 
     @provide
     def list_queues(self, jobs: JobStore, pauses: QueuePauses, settings: Settings) -> ListQueues:
