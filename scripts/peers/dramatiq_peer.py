@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+
+from _process import stop  # beside this file, on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 600.0
@@ -57,11 +58,7 @@ def main(scenario: str, url: str, jobs: int, threads: int, processes: int) -> No
                     time.sleep(0.01)
                 result = {"seconds": time.time() - spawned}
             finally:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+                stop(worker, 15)
         elif scenario == "enqueue":
             started = time.perf_counter()
             for _ in range(jobs):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import asyncpg
+from _process import stop  # beside this file, on sys.path when run as a script
 from pgqueuer import AsyncpgDriver, Queries
 
 HERE = Path(__file__).resolve().parent
@@ -71,11 +71,7 @@ async def drain(
             " FROM pgqueuer_log"
         )
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker, 10)
     last, first = float(row["last"]), float(row["first"] or row["last"])
     return {
         "seconds": last - spawned,
