@@ -168,13 +168,16 @@ AttemptTimeout = Annotated[
         help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none).",
     ),
 ]
+Priority = Annotated[
+    int | None, Parameter(help="0 (claimed first) to 9 (claimed last); default 5.")
+]
 
 
 @Parameter(name="*")
 @dataclass(frozen=True, kw_only=True)
 class JobPolicyOptions:
-    """The retry policy and timeouts a job is enqueued with, by `enqueue` and by a schedule's
-    ticks; None: left out, the API's default applies."""
+    """The retry policy, timeouts and priority a job is enqueued with, by `enqueue` and by a
+    schedule's ticks; None: left out, the API's default applies."""
 
     max_attempts: MaxAttempts = None
     initial_delay: InitialDelay = None
@@ -183,6 +186,7 @@ class JobPolicyOptions:
     jitter: Jitter = None
     visibility_timeout: VisibilityTimeout = None
     timeout: AttemptTimeout = None
+    priority: Priority = None
 
 
 JobPayload = Annotated[
@@ -245,10 +249,6 @@ def enqueue(
         datetime | None, Parameter(help="Run no sooner than this ISO-8601 time (UTC if bare).")
     ] = None,
     policy: JobPolicyOptions = JobPolicyOptions(),
-    priority: Annotated[
-        int | None,
-        Parameter(help="0 (claimed first) to 9 (claimed last); default 5."),
-    ] = None,
     session: SessionParam,
 ) -> None:
     r"""Enqueue a job; a reused --idempotency-key returns the existing job.
@@ -266,7 +266,6 @@ def enqueue(
         "delay": delay,
         "run_at": run_at,
         **asdict(policy),
-        "priority": priority,
     }
     response = session.api.enqueue(
         job_type,
@@ -802,10 +801,6 @@ def schedules_add(
         ),
     ] = False,
     policy: JobPolicyOptions = JobPolicyOptions(),
-    priority: Annotated[
-        int | None,
-        Parameter(help="Each tick's job's priority: 0 (claimed first) to 9 (last); default 5."),
-    ] = None,
     session: SessionParam,
 ) -> None:
     r"""Add a schedule, or replace the one with this name (it keeps its pause).
@@ -820,7 +815,6 @@ def schedules_add(
         "timezone": timezone,
         "catch_up": catch_up or None,
         **asdict(policy),
-        "priority": priority,
     }
     response = session.api.add_schedule(
         name, cron, job_type, **{key: value for key, value in options.items() if value is not None}
