@@ -148,6 +148,13 @@ class Session:
     def print_json(self, response: Response) -> None:
         self.console.file.write(response.text.rstrip("\n") + "\n")
 
+    def answer(self, response: Response, view: Callable[[Any], RenderableType]) -> None:
+        """The answer as the API sent it (`--json`), or its data as `view` shows it."""
+        if self.json_output:
+            self.print_json(response)
+        else:
+            self.show(view(response.data))
+
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
 MaxAttempts = Annotated[int | None, Parameter(help="Attempts before DLQ (3).")]
@@ -335,10 +342,7 @@ def status(
         _watch(session, job_id, interval)
         return
     response = session.api.get(job_id)
-    if session.json_output:
-        session.print_json(response)
-    else:
-        session.show(job_detail(response.data, plain=session.plain))
+    session.answer(response, lambda data: job_detail(data, plain=session.plain))
 
 
 def _watch(session: Session, job_id: UUID, interval: float) -> None:
@@ -488,10 +492,7 @@ def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
         taskforge-cli dlq-show --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
     """
     response = session.api.dead_letter(job_id)
-    if session.json_output:
-        session.print_json(response)
-    else:
-        session.show(dead_letter_detail(response.data, plain=session.plain))
+    session.answer(response, lambda data: dead_letter_detail(data, plain=session.plain))
 
 
 @app.command
@@ -695,10 +696,7 @@ def queues_list(*, session: SessionParam) -> None:
         taskforge-cli queues list
     """
     response = session.api.queues()
-    if session.json_output:
-        session.print_json(response)
-        return
-    session.show(queues_table(response.data.get("items", []), plain=session.plain))
+    session.answer(response, lambda data: queues_table(data.get("items", []), plain=session.plain))
 
 
 QueueArg = Annotated[str, Parameter(help="The queue, e.g. jobs:ready.")]
@@ -734,10 +732,7 @@ def workers(*, session: SessionParam) -> None:
         taskforge-cli workers
     """
     response = session.api.workers()
-    if session.json_output:
-        session.print_json(response)
-        return
-    session.show(workers_table(response.data.get("items", []), plain=session.plain))
+    session.answer(response, lambda data: workers_table(data.get("items", []), plain=session.plain))
 
 
 def _report_queue(session: Session, response: Response) -> None:
@@ -774,10 +769,9 @@ def schedules_list(*, session: SessionParam) -> None:
         taskforge-cli schedules list
     """
     response = session.api.schedules()
-    if session.json_output:
-        session.print_json(response)
-        return
-    session.show(schedules_table(response.data.get("items", []), plain=session.plain))
+    session.answer(
+        response, lambda data: schedules_table(data.get("items", []), plain=session.plain)
+    )
 
 
 @schedules.command(name="add")
