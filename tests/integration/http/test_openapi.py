@@ -205,21 +205,22 @@ async def test_the_reason_body_is_optional_and_strict(document: dict[str, Any], 
 
 
 @pytest.mark.parametrize(
-    ("path", "page"),
-    [("/jobs", "JobPage"), ("/queues/{queue_name}/jobs", "JobPage"), ("/dlq", "DeadLetterPage")],
+    ("path", "page", "item"),
+    [
+        ("/jobs", "JobPage", "JobOut"),
+        ("/queues/{queue_name}/jobs", "JobPage", "JobOut"),
+        ("/dlq", "DeadLetterPage", "DeadLetterOut"),
+    ],
 )
 async def test_lists_document_the_page_envelope_and_window(
-    document: dict[str, Any], path: str, page: str
+    document: dict[str, Any], path: str, page: str, item: str
 ) -> None:
     operation = operations(document)[("get", path)]
 
     assert response_ref(operation, "200") == f"#/components/schemas/{page}"
-    assert set(component(document, f"#/{page}")["required"]) == {
-        "items",
-        "limit",
-        "offset",
-        "total",
-    }
+    envelope = component(document, f"#/{page}")
+    assert set(envelope["required"]) == {"items", "limit", "offset", "total"}
+    assert envelope["properties"]["items"]["items"] == {"$ref": f"#/components/schemas/{item}"}
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
     assert parameters["limit"]["schema"]["minimum"] == 1
 
