@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
 
 from taskforge.domain.states import TERMINAL_STATES, JobState
 from taskforge.domain.validation import DEFAULT_PRIORITY
+
+T = TypeVar("T")
 
 
 class AttemptError(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,13 +80,18 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         return self.state in TERMINAL_STATES
 
 
-class JobPage(msgspec.Struct, frozen=True, kw_only=True):
-    """One page of jobs, newest first; `total` counts every match."""
+class _Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """One page of a list: `limit` and `offset` as the API applied them; `total` counts
+    every match."""
 
-    items: tuple[Job, ...]
+    items: tuple[T, ...]
     limit: int
     offset: int
     total: int
+
+
+class JobPage(_Page[Job], frozen=True, kw_only=True):
+    """One page of jobs, newest first; `total` counts every match."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,11 +107,8 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class DeadLetterPage(msgspec.Struct, frozen=True, kw_only=True):
-    items: tuple[DeadLetter, ...]
-    limit: int
-    offset: int
-    total: int
+class DeadLetterPage(_Page[DeadLetter], frozen=True, kw_only=True):
+    """One page of dead letters, newest first (by `failed_at`)."""
 
 
 class BatchItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,8 +188,6 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True):
     priority: int = DEFAULT_PRIORITY
     """The priority of each tick's job: 0 (claimed first) to 9 (claimed last)."""
 
-
-T = TypeVar("T")
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
