@@ -111,12 +111,17 @@ def validate_schedule_name(value: object) -> str:
 
 
 def validate_timezone(value: object) -> str:
-    """An IANA time zone name (Europe/Berlin, UTC) this system knows."""
+    """An IANA time zone name (Europe/Berlin, UTC) this system knows. Not `localtime`: that
+    is whatever zone the host reading it is set to, and schedulers on other hosts may read
+    it differently."""
     if not isinstance(value, str) or not 1 <= len(value) <= TIMEZONE_MAX:
         raise ValidationError("timezone", "must be an IANA time zone name such as Europe/Berlin")
     try:
+        if value == "localtime":
+            raise ValueError(value)
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the zone database ("Europe"), or a file it cannot read.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValidationError(
             "timezone", f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin"
         ) from None

@@ -205,10 +205,15 @@ async def test_a_bad_cron_expression_is_a_validation_error_naming_cron(
         assert caught.value.field == "cron", cron
 
 
-def test_an_unknown_time_zone_is_a_validation_error_naming_timezone() -> None:
+# "Europe" and "America/Argentina" are folders of the zone database (ZoneInfo raises
+# IsADirectoryError); "localtime" is the zone of whichever host reads it.
+@pytest.mark.parametrize(
+    "timezone", ["Mars/Olympus", "Europe", "America/Argentina", "Etc", "localtime", "../UTC"]
+)
+def test_an_unknown_time_zone_is_a_validation_error_naming_timezone(timezone: str) -> None:
     with pytest.raises(ValidationError) as caught:
         build_schedule_definition(
-            name="n", cron="* * * * *", job_type="t", queue="q", timezone="Mars/Olympus"
+            name="n", cron="* * * * *", job_type="t", queue="q", timezone=timezone
         )
     assert caught.value.field == "timezone"
 

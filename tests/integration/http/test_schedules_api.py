@@ -134,6 +134,8 @@ async def test_a_schedule_keeps_its_priority_default_5(client: httpx.AsyncClient
         ({"cron": ""}, "cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": "../etc/passwd"}, "timezone"),
+        ({"timezone": "Europe"}, "timezone"),  # a folder of the zone database
+        ({"timezone": "localtime"}, "timezone"),  # the zone of whichever host reads it
         ({"name": "two words"}, "name"),
         ({"jobType": ""}, "jobType"),
         ({"queue": "taskforge:internal"}, "queue"),
