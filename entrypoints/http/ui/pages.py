@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -168,7 +168,18 @@ async def _action_form(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise UiRefused(
             status_code=403, detail="the form's CSRF token is missing or stale; reload the page"
         )
+    _refuse_nul(form.multi_items())
     return {key: form.getall(key) if key == "ids" else form.get(key) for key in form}
+
+
+def _refuse_nul(fields: Iterable[tuple[str, object]]) -> None:
+    """A ValidationError for the first field holding a NUL character, as the API refuses
+    one: Postgres cannot store it, so no reason may carry one and no filter with one matches
+    anything."""
+    for name, value in fields:
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            field = name if "\x00" not in name else "field name"
+            raise ValidationError(field, "must not contain NUL characters (\\u0000)")
 
 
 def _back(path: str, notice: str, **query: str) -> Redirect:
@@ -198,9 +209,18 @@ def _reason(form: dict[str, Any]) -> str | None:
     return reason[:500] or None
 
 
-async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
-    """Before every page but the login page and the static files: with API_TOKEN set, a
-    caller without a session goes to the login form (a POST is refused)."""
+async def before_page(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Before every page: the session (require_session), then the query string, which may
+    hold no NUL character (see _refuse_nul)."""
+    if (refused := require_session(request)) is not None:
+        return refused
+    _refuse_nul(request.query_params.multi_items())
+    return None
+
+
+def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Every page but the login page and the static files: with API_TOKEN set, a caller
+    without a session goes to the login form (a POST is refused)."""
     path = request.url.path
     if path.startswith(STATIC_PATH) or path == LOGIN_PATH or _signed_in(request):
         return None
@@ -681,7 +701,8 @@ def _state_or_none(raw: str | None) -> JobState | None:
 def _page_number(raw: str | None) -> int:
     if raw is None or raw == "":
         return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+    # ASCII digits only: "²" is a digit to str.isdigit, not to int().
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1_000_000:
         raise ValidationError("page", "must be a whole number from 1")
     return int(raw)
 
@@ -718,7 +739,7 @@ def ui_router(static_directory: Any) -> Router:
                 include_in_schema=False,
             ),
         ],
-        before_request=require_session,
+        before_request=before_page,
         exception_handlers={Exception: ui_error},
         include_in_schema=False,
     )

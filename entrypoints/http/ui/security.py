@@ -49,7 +49,8 @@ class Sessions:
 
     def token_matches(self, offered: str) -> bool:
         assert self._token is not None
-        return hmac.compare_digest(offered.strip().encode(), self._token.encode())
+        offered_bytes = offered.strip().encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(offered_bytes, self._token.encode())
 
     def new_session(self, now: float | None = None) -> str:
         expires = int((time.time() if now is None else now) + SESSION_SECONDS)
@@ -59,7 +60,8 @@ class Sessions:
     def is_valid(self, cookie: str | None, now: float | None = None) -> bool:
         if not self.required:
             return True
-        if not cookie or cookie.count(".") != 2:
+        # Every cookie this issues is ASCII; hmac.compare_digest refuses other text.
+        if not cookie or not cookie.isascii() or cookie.count(".") != 2:
             return False
         body, _, signature = cookie.rpartition(".")
         if not hmac.compare_digest(signature, self._sign(body)):
@@ -81,6 +83,7 @@ def csrf_matches(cookies: Mapping[str, str], submitted: str | None) -> bool:
     return (
         expected is not None
         and submitted is not None
+        and submitted.isascii()
         and hmac.compare_digest(expected.encode(), submitted.encode())
     )
 

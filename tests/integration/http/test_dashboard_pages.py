@@ -267,6 +267,20 @@ async def test_with_api_token_a_forged_session_cookie_is_refused(
     assert_html(await client.post("/ui/queues/q/pause", data={}), 401)
 
 
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+@pytest.mark.parametrize("cookie", ["a.1.\u00e9", "\u00e9.\u00e9.\u00e9", "a.b"])
+async def test_with_api_token_a_garbled_session_cookie_leads_to_the_login_page(
+    client: httpx.AsyncClient, cookie: str
+) -> None:
+    """A cookie no dashboard issued, even one of non-ASCII text, is no session: the pages
+    send to the login page and the login page itself answers, so the user can sign in."""
+    # As a browser sends it: the cookie's UTF-8 bytes in the header.
+    headers = [(b"cookie", f"taskforge_session={cookie}".encode())]
+
+    assert (await client.get("/ui", headers=headers)).status_code == 303
+    assert_html(await client.get("/ui/login", headers=headers), 200)
+
+
 async def test_selected_jobs_are_cancelled_together(
     client: httpx.AsyncClient, create_job: JobFactory
 ) -> None:
@@ -283,6 +297,64 @@ async def test_selected_jobs_are_cancelled_together(
     assert "Cancelled+2+of+2+selected+jobs." in response.headers["location"]
     states = [(await client.get(f"/jobs/{job['id']}")).json()["state"] for job in jobs]
     assert states == ["CANCELLED", "CANCELLED", "PENDING"]
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("cancel", {"reason": "not\x00needed"}),
+        ("dlq", {"reason": "bad\x00reason"}),
+        ("bulk", {"action": "cancel", "reason": "x\x00y"}),
+    ],
+)
+async def test_an_action_with_a_nul_character_is_a_400_and_moves_nothing(
+    client: httpx.AsyncClient, create_job: JobFactory, path: str, fields: dict[str, str]
+) -> None:
+    job = await create_job(delay=3600)
+    token = await csrf_token(client, "/ui/jobs")
+    target = "/ui/jobs/bulk" if path == "bulk" else f"/ui/jobs/{job['id']}/{path}"
+    data: dict[str, Any] = {"csrf_token": token, **fields}
+    if path == "bulk":
+        data["ids"] = [job["id"]]
+
+    page = assert_html(await client.post(target, data=data), 400)
+
+    assert "NUL" in page
+    assert (await client.get(f"/jobs/{job['id']}")).json()["state"] == "PENDING"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/jobs?job_type=%00",
+        "/ui/jobs?lookup=a%00b",
+        "/ui/jobs?queue=q&state=PENDING&job_type=a%00",
+        "/ui/dlq/group?job_type=%00&error_shape=%00",
+        "/ui?%00=1",
+    ],
+)
+async def test_a_query_with_a_nul_character_is_a_400_page(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    assert "NUL" in assert_html(await client.get(path), 400)
+
+
+async def test_a_group_action_with_a_nul_character_is_a_400_page(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await csrf_token(client)
+    group = {"csrf_token": token, "job_type": "\x00", "error_shape": "x", "confirm": "yes"}
+
+    assert "NUL" in assert_html(await client.post("/ui/dlq/group/replay", data=group), 400)
+
+
+@pytest.mark.parametrize("page", ["\u00b2", "\u0663", "-1", "0", "x"])
+async def test_a_page_number_that_is_not_ascii_digits_from_1_is_a_400_page(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    response = await client.get("/ui/jobs", params={"page": page})
+
+    assert "page" in assert_html(response, 400)
 
 
 async def test_a_queue_is_paused_and_resumed_from_the_queues_page(
