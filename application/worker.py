@@ -216,9 +216,24 @@ class _Settler:
             if len(self._pending) < self._settings.settle_batch_size and not self._closed:
                 await asyncio.sleep(self._settings.settle_linger)
             while self._pending:
-                batch = self._pending[: self._settings.settle_batch_size]
-                del self._pending[: len(batch)]
-                await self._flush(batch)
+                await self._flush(self._take_batch())
+
+    def _take_batch(self) -> list[tuple[Settlement, asyncio.Future[bool | None]]]:
+        """The oldest pending settlements, at most one per job: the store answers by job id,
+        and two attempts of one job (an earlier one fenced off, see Worker._supersede) in
+        one write could not be told apart."""
+        batch: list[tuple[Settlement, asyncio.Future[bool | None]]] = []
+        later: list[tuple[Settlement, asyncio.Future[bool | None]]] = []
+        jobs: set[UUID] = set()
+        for pending in self._pending:
+            job_id = pending[0].lease.job_id
+            if len(batch) < self._settings.settle_batch_size and job_id not in jobs:
+                batch.append(pending)
+                jobs.add(job_id)
+            else:
+                later.append(pending)
+        self._pending = later
+        return batch
 
     async def _flush(self, batch: list[tuple[Settlement, asyncio.Future[bool | None]]]) -> None:
         try:
@@ -366,10 +381,13 @@ class Worker:
         self._workers = workers
         self._started_at: datetime | None = None
         self._running: dict[UUID, _Running] = {}
-        """Jobs whose handler is running: each holds one of the `concurrency` slots."""
+        """Attempts whose handler is running, by lease token: each holds one of the
+        `concurrency` slots. By token, not by job id: a job cancelled and retried while its
+        handler still runs here may be claimed again by this worker (see _start)."""
         self._settling: dict[UUID, _Running] = {}
-        """Jobs whose handler returned and whose settlement waits for its batch write. They
-        hold no slot (so fetching overlaps settling) but keep their lease renewed."""
+        """Attempts whose handler returned and whose settlement waits for its batch write, by
+        lease token. They hold no slot (so fetching overlaps settling) but keep their lease
+        renewed."""
         self._slot_freed = asyncio.Event()
         self._settled = asyncio.Event()
         self._max_settling = max(settings.settle_batch_size, 4 * settings.concurrency)
@@ -609,6 +627,7 @@ class Worker:
             log.info("job %s: claimed too late to run, its lease may have run out", job.id)
             return
         lease = Lease(job_id=job.id, token=job.lease_token)
+        self._supersede(job.id)
         context = JobContext(
             job_id=job.id,
             queue=job.queue,
@@ -626,8 +645,19 @@ class Worker:
             context=context,
             lease_held_until=claim_sent_at + job.visibility_timeout,
         )
-        self._running[job.id] = running
+        self._running[lease.token] = running
         running.task = asyncio.create_task(self._execute(running), name=f"taskforge-job-{job.id}")
+
+    def _supersede(self, job_id: UUID) -> None:
+        """The store just leased `job_id` to this worker again: any earlier attempt of it
+        still running or settling here lost its lease (the job was cancelled, dead-lettered
+        or reaped, then retried), so it is stopped now, not at its next heartbeat, and never
+        renewed again: the renewal answers by job id, which the new lease now holds."""
+        for running in (*self._running.values(), *self._settling.values()):
+            if running.job.id == job_id and not running.lost:
+                running.lost = True
+                self._lease_lost(running, "lease lost: the job was claimed again meanwhile")
+                self._interrupt(running)
 
     async def _execute(self, running: _Running) -> None:
         """One attempt, from its start to its settlement. Whatever is raised on the way, by
@@ -685,7 +715,7 @@ class Worker:
 
     def _free_slot(self, running: _Running) -> None:
         """Give the slot back; from now on only a settlement in flight renews the lease."""
-        self._running.pop(running.job.id, None)
+        self._running.pop(running.lease.token, None)
         self._slot_freed.set()
         try:
             self._report_utilization(running.job.queue)
@@ -695,11 +725,11 @@ class Worker:
     async def _settle(self, running: _Running, settlement: Settlement, runtime: float) -> None:
         job = running.job
         running.settling = True
-        self._settling[job.id] = running
+        self._settling[running.lease.token] = running
         try:
             applied = await self._settler.submit(settlement)
         finally:
-            del self._settling[job.id]
+            del self._settling[running.lease.token]
             self._settled.set()
         try:
             self._report_settled(running, settlement, applied, runtime)
@@ -759,25 +789,29 @@ class Worker:
                 span.fail(settlement.error)
             return settlement
 
-    def _time_limit(self, job: Job) -> tuple[float | None, str]:
-        """The attempt's deadline in seconds and what set it: the job's `timeout`, or without
-        heartbeats its lease (visibility timeout), whichever is sooner; None: no deadline."""
-        limits = (
-            [(job.visibility_timeout, "visibility timeout")] if not self._settings.heartbeat else []
-        )
+    def _time_limit(self, running: _Running) -> tuple[float | None, float, str]:
+        """The attempt's deadline: seconds from now (None: no deadline), the limit as set,
+        and what set it: the job's `timeout`, or without heartbeats its lease, whichever ends
+        sooner. The lease runs from when its claim was sent, so a claim answered late leaves
+        less than the visibility timeout: the handler stops when the lease ends, before the
+        scheduler can reap the job and another worker start it."""
+        job = running.job
+        limits: list[tuple[float, float, str]] = []
+        if not self._settings.heartbeat:
+            left = max(0.0, running.lease_held_until - self._monotonic())
+            limits.append((left, job.visibility_timeout, "visibility timeout"))
         if job.timeout > 0:
-            limits.append((job.timeout, "job timeout"))
-        seconds, cause = min(limits, default=(None, ""))
-        return seconds, cause
+            limits.append((job.timeout, job.timeout, "job timeout"))
+        return min(limits, default=(None, 0.0, ""))
 
     async def _attempt(self, running: _Running) -> Settlement:
         job, lease, context = running.job, running.lease, running.context
-        limit, cause = self._time_limit(job)
+        seconds, limit, cause = self._time_limit(running)
         # Only this deadline's expiry is reported as a timeout: a TimeoutError the handler
         # raises itself (its HTTP client's, say) is an ordinary failure with its own message.
         if job.job_type not in self._handlers:
             return await self._unknown_type(job, lease)
-        deadline = asyncio.timeout(limit)
+        deadline = asyncio.timeout(seconds)
         try:
             handler = self._handlers.get(job.job_type)
             async with deadline:
@@ -958,7 +992,7 @@ class Worker:
             if running.job.id in held:
                 running.renew_at = renewed_at + running.renew_every
                 running.lease_held_until = sent_at + running.job.visibility_timeout
-            elif running.job.id in self._running or running.job.id in self._settling:
+            elif running.lease.token in self._running or running.lease.token in self._settling:
                 running.lost = True
                 self._lease_lost(running, "lease lost (cancelled, dead-lettered or expired)")
                 self._interrupt(running)

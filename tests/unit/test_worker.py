@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -27,17 +27,18 @@ from taskforge.application.enqueue import EnqueueJob
 from taskforge.application.handlers import HandlerRegistry, JobContext, Snooze, TerminalError
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
-from taskforge.application.ports import Clock, JobTracer, WorkerRegistry
+from taskforge.application.ports import Clock, JobTracer, LeaseStore, WorkerRegistry
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
 from taskforge.application.worker import (
     RUN_SPAN,
     TooManyAbandonedThreads,
     Worker,
     WorkerSettings,
+    _Settler,
 )
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
-from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement
+from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import RESULT_REFUSED_REASON
 from taskforge.domain.states import JobState
@@ -100,6 +101,7 @@ class Cluster:
         *,
         clock: Clock | None = None,
         workers: WorkerRegistry | None = None,
+        leases: LeaseStore | None = None,
         **overrides: Any,
     ) -> Worker:
         settings = WorkerSettings(
@@ -113,7 +115,7 @@ class Cluster:
             }
         )
         worker = Worker(
-            leases=self.jobs,
+            leases=leases or self.jobs,
             ready_queue=self.ready_queue,
             hints=self.hints,
             rate_limiter=InMemoryRateLimiter(),
@@ -435,6 +437,105 @@ async def test_without_heartbeats_a_job_may_run_at_most_its_visibility_timeout(
 
     assert failed.last_error is not None
     assert "timed out" in failed.last_error
+
+
+async def test_without_heartbeats_a_late_claim_leaves_the_handler_what_is_left_of_its_lease(
+    cluster: Cluster,
+) -> None:
+    """The lease runs from when the claim was sent: a handler that started the full
+    visibility timeout after a late answer would still run when the scheduler reaps the job
+    and another worker starts it."""
+    stopped_after: list[float] = []
+
+    @handler(cluster, "slow")
+    async def slow(ctx: JobContext) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stopped_after.append(time.monotonic() - started)
+
+    class SlowClaims(InMemoryJobs):
+        async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
+            claimed = await super().claim(job_ids, owner)
+            await asyncio.sleep(0.5)  # the answer comes back late
+            return claimed
+
+    cluster.start_worker(leases=SlowClaims(cluster.state), heartbeat=False)
+    job = await cluster.enqueue("slow", visibility_timeout=1.0, policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == "timed out after 1s (visibility timeout)"
+    assert len(stopped_after) == 1
+    assert stopped_after[0] < 0.8  # about 0.5 s: what was left of the lease
+
+
+async def test_a_job_retried_while_its_cancelled_attempt_runs_here_stops_that_attempt(
+    cluster: Cluster,
+) -> None:
+    """Cancel, then retry now, while the handler still runs: this worker claims the new
+    attempt before its next heartbeat would find the old lease gone. The old attempt stops
+    at once and the new one keeps its lease (renewed: it runs longer than the visibility
+    timeout) until it succeeds; it is neither run a third time nor dead-lettered."""
+    runs: list[str] = []
+    started = asyncio.Event()
+
+    @handler(cluster, "work")
+    async def work(ctx: JobContext) -> None:
+        run = f"run {sum(entry.endswith('started') for entry in runs) + 1}"
+        runs.append(f"{run} started")
+        started.set()
+        try:
+            await asyncio.sleep(30 if run == "run 1" else 1.5)
+        except asyncio.CancelledError:
+            runs.append(f"{run} interrupted")
+            raise
+        runs.append(f"{run} finished")
+
+    cluster.start_worker(concurrency=2)
+    job = await cluster.enqueue("work", visibility_timeout=1.2, policy=FAST_RETRY)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+
+    await cluster.jobs.cancel(job.id, "operator")
+    cluster.hints.send([await cluster.jobs.retry_now(job.id)])  # as POST /jobs/{id}/retry
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED, JobState.FAILED, JobState.DLQ)
+
+    assert done.state is JobState.SUCCEEDED
+    assert sorted(runs) == ["run 1 interrupted", "run 1 started", "run 2 finished", "run 2 started"]
+    assert runs.index("run 1 interrupted") < runs.index("run 2 finished")
+    assert cluster.metrics.counts["lease_lost"] == 1
+
+
+async def test_two_attempts_of_one_job_are_settled_in_separate_writes() -> None:
+    """The store answers a write of settlements with the ids it applied: two attempts of
+    one job in one write (an earlier one fenced off) could not be told apart, so the later
+    one waits for the next write, and each gets its own answer."""
+    state = InMemoryState(SystemClock(), Uuid7Source())
+    writes: list[list[Lease]] = []
+
+    class RecordingStore(InMemoryJobs):
+        async def settle(self, settlements: Sequence[Settlement]) -> set[UUID]:
+            writes.append([settlement.lease for settlement in settlements])
+            return {lease.job_id for lease in writes[-1] if lease != fenced}
+
+    job_id, other_id = uuid4(), uuid4()
+    fenced, current = Lease(job_id=job_id, token=uuid4()), Lease(job_id=job_id, token=uuid4())
+    other = Lease(job_id=other_id, token=uuid4())
+    settler = _Settler(
+        RecordingStore(state), WorkerSettings(queues=("q",), concurrency=1, owner="w")
+    )
+    running = asyncio.create_task(settler.run())
+    try:
+        answers = await asyncio.gather(
+            *(settler.submit(Succeeded(lease=lease)) for lease in (fenced, other, current))
+        )
+    finally:
+        settler.close()
+        await running
+
+    assert answers == [False, True, True]
+    assert writes == [[fenced, other], [current]]
 
 
 @pytest.mark.parametrize("heartbeat", [True, False])
