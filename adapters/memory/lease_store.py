@@ -115,7 +115,10 @@ class InMemoryLeaseStore(InMemoryView):
                     job = state.put(job, errors=with_error(job, now, error, traceback))
                     state.dead_letter(job, reason, error, now)
                 case Snoozed(delay=delay):
-                    self._release_until(job, now, delay, snoozes=job.snoozes + 1)
+                    # A worker with a handler ran it: the type is known again (as Postgres).
+                    self._release_until(
+                        job, now, delay, snoozes=job.snoozes + 1, unknown_type_since=None
+                    )
                 case HandedBack(delay=delay, unknown_type_since=since):
                     self._release_until(
                         job, now, delay, hand_backs=job.hand_backs + 1, unknown_type_since=since

@@ -437,6 +437,25 @@ async def test_a_hand_back_after_a_handler_was_seen_clears_since_when(
     assert (stored.hand_backs, stored.unknown_type_since, stored.attempt_count) == (2, None, 0)
 
 
+async def test_a_snooze_after_a_hand_back_clears_since_when(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    """A snooze comes from a worker that has a handler for the job's type: the type is known
+    again, so a later hand-back starts UNKNOWN_TYPE_GRACE afresh."""
+    job = await running_job(jobs, new_job)
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    await jobs.settle(
+        [HandedBack(lease=lease_of(job), delay=timedelta(0), unknown_type_since=since)]
+    )
+    [again] = await jobs.claim([job.id], "worker-2")
+
+    await jobs.settle([Snoozed(lease=lease_of(again), delay=timedelta(0))])
+
+    stored = await jobs.get(job.id)
+    assert stored is not None
+    assert (stored.snoozes, stored.hand_backs, stored.unknown_type_since) == (1, 1, None)
+
+
 async def test_a_snooze_with_a_stale_lease_changes_nothing(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
