@@ -66,7 +66,11 @@ class RetryPolicy:
         """The same as the constructor, but each distinct policy is built (and validated)
         once: a queue's jobs nearly all share a few policies, and rows are read by the
         thousand."""
-        return _interned(max_attempts, initial_delay, backoff, max_delay, jitter)
+        try:
+            return _interned(max_attempts, initial_delay, backoff, max_delay, jitter)
+        except TypeError:  # an unhashable value, so no valid one: built uncached, the
+            # constructor's check names it
+            return _interned.__wrapped__(max_attempts, initial_delay, backoff, max_delay, jitter)
 
     def exhausted_by(self, attempt_count: int) -> bool:
         """See attempts_exhausted."""

@@ -3,6 +3,7 @@ as the domain spells it; each entrypoint spells it as its users do)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,9 +79,11 @@ def validate_unique_key(value: object) -> str:
 
 
 def validate_payload(payload: object) -> dict[str, Any]:
-    """A JSON object (a mapping with string keys) with no NUL character in any string or key:
-    Postgres cannot store NUL in text or jsonb, so it is refused here for every backend.
-    Whether the values are JSON is the encoder's to say, where the job is stored."""
+    """A JSON object (a mapping with string keys) with no NUL character in any string or key
+    and no NaN or infinite number: Postgres cannot store NUL in text or jsonb, and JSON has
+    no NaN (an encoder would write null, and the job would hold another value than the one
+    sent), so both are refused here for every backend. Whether the other values are JSON is
+    the encoder's to say, where the job is stored."""
     # A dict is checked first: it is nearly every payload, and isinstance against the
     # Mapping ABC costs several times more (this runs for every job enqueued).
     if not isinstance(payload, dict | Mapping):
@@ -89,25 +92,33 @@ def validate_payload(payload: object) -> dict[str, Any]:
         return payload if isinstance(payload, dict) else {}
     if any(not isinstance(key, str) for key in payload):
         raise ValidationError("payload", "must be a JSON object (its keys strings)")
-    if _holds_nul(payload):
-        raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
+    if (problem := _unstorable(payload)) is not None:
+        raise ValidationError("payload", problem)
     return payload if isinstance(payload, dict) else dict(payload)
 
 
-def _holds_nul(value: Any) -> bool:
+NUL_IN_PAYLOAD = "must not contain NUL characters (\\u0000)"
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in `value` no backend can store as sent: a NUL character, a NaN or an infinity.
+    Sets are walked too: an encoder writes them as arrays."""
     # Iterative: a payload may nest deeper than Python's recursion limit allows.
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
+                return NUL_IN_PAYLOAD
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "must not contain NaN or infinite numbers (JSON has none)"
         elif isinstance(item, dict | Mapping):
             stack.extend(item.keys())
             stack.extend(item.values())
-        elif isinstance(item, list | tuple):
+        elif isinstance(item, list | tuple | set | frozenset):
             stack.extend(item)
-    return False
+    return None
 
 
 def validate_delay(value: object) -> float:

@@ -133,9 +133,12 @@ class Task(Generic[P]):
         return typing.cast("JobSpec", spec)
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        options: dict[str, Any] = {**self.defaults, **overrides}
+        """The task's defaults and queue, then the call's overrides; an override of None is
+        one left out (as the clients read it): the task's own value stays."""
+        options: dict[str, Any] = {**self.defaults}
         if self.queue is not None:
-            options.setdefault("queue", self.queue)
+            options["queue"] = self.queue
+        options.update((name, value) for name, value in overrides.items() if value is not None)
         return options
 
     def encode(self, payload: P) -> dict[str, Any]:

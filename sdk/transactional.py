@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Unpack, overload
 from uuid import UUID
 
@@ -30,6 +32,7 @@ from taskforge.adapters.postgres.job_store import (
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
     SELECT_JOBS_BY_UNIQUE_KEY,
     column_parameters,
+    first_of_their_keys,
     insert_jobs_as,
     insert_parameters,
 )
@@ -43,6 +46,7 @@ from taskforge.domain.job import Job as StoredJob
 from taskforge.domain.job import JobBuilder, NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
+from taskforge.domain.validation import NUL_IN_PAYLOAD
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,6 +62,9 @@ KEY_ATTEMPTS = 3
 """Tries to store a job whose idempotency key is freed (its holder deleted) meanwhile."""
 
 _OPTIONS = frozenset(EnqueueOptions.__annotations__)
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""A NUL character in JSON text: `\\u0000` after an even number of backslashes (after an odd
+number, the text holds a backslash and then "u0000")."""
 _ids = Uuid7Source()
 
 
@@ -124,23 +131,29 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
     builder = JobBuilder()
     new_jobs = []
     for index, (spec, job_id) in enumerate(zip(specs, _ids.new_ids(len(specs)), strict=True)):
-        options = dict(spec)
+        # None is an option left out, as the HTTP client sends it: the default applies.
+        options = {name: value for name, value in spec.items() if value is not None}
         job_type = options.pop("job_type", None)
         payload = options.pop("payload", None)
         if not options.keys() <= _OPTIONS:
             unknown = sorted(set(options) - _OPTIONS)
             raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
+        if isinstance(run_at := options.get("run_at"), datetime) and run_at.tzinfo is None:
+            options["run_at"] = run_at.replace(tzinfo=UTC)  # as the client and the API read it
         try:
             new_job = builder.build(
                 job_id, payload, job_type=job_type,
-                queue=options.pop("queue", None) or DEFAULT_QUEUE, traceparent=traceparent,
-                **options,
+                queue=options.pop("queue", DEFAULT_QUEUE), traceparent=traceparent, **options,
             )  # fmt: skip
-            msgspec.json.encode(new_job.payload)
         except domain_errors.ValidationError as exc:
             raise _validation_error(exc.field, exc.message, index, len(specs)) from None
+        try:
+            encoded = msgspec.json.encode(new_job.payload)
         except (TypeError, msgspec.EncodeError) as exc:
             raise _validation_error("payload", f"must be JSON: {exc}", index, len(specs)) from None
+        if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
+            # A NUL in a value the check above does not walk (a dataclass, a Struct...).
+            raise _validation_error("payload", NUL_IN_PAYLOAD, index, len(specs))
         new_jobs.append(new_job)
     return new_jobs
 
@@ -155,12 +168,11 @@ def _validation_error(field: str, message: str, index: int, count: int) -> Valid
 def _store(conn: Any, new_jobs: list[NewJob]) -> list[Job] | Coroutine[Any, Any, list[Job]]:
     if isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
         return _store_asyncpg(conn, new_jobs)
-    if type(conn).__module__.partition(".")[0] == "psycopg":
-        import psycopg
-
-        if isinstance(conn, psycopg.AsyncConnection):
+    # A psycopg connection exists only once psycopg is imported: this imports it never.
+    if (psycopg_module := sys.modules.get("psycopg")) is not None:
+        if isinstance(conn, psycopg_module.AsyncConnection):
             return _store_psycopg_async(conn, new_jobs)
-        if isinstance(conn, psycopg.Connection):
+        if isinstance(conn, psycopg_module.Connection):
             return _store_psycopg(conn, new_jobs)
     raise TypeError(
         "taskforge.enqueue takes an asyncpg connection or a psycopg 3 connection, "
@@ -298,12 +310,14 @@ def _psycopg_key_holder(new_job: NewJob) -> Generator[_Statement, Rows, StoredJo
 
 def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
     """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
-    per CHUNK jobs (a key repeated in the batch is stored once, by its first job); then for
-    each job it did not create, in order, an INSERT of that job and a look-up of the job
-    holding its key."""
+    per CHUNK of the jobs sharing no key with an earlier one; then for each job not created
+    yet, in order, an INSERT of that job and a look-up of the job holding its key."""
     inserted: dict[UUID, dict[str, Any]] = {}
-    for start in range(0, len(new_jobs), CHUNK):
-        chunk = new_jobs[start : start + CHUNK]
+    # A job sharing a key with an earlier one waits for the job-by-job pass (see
+    # first_of_their_keys): the INSERT takes its rows in key order, not the batch's.
+    leading, _ = first_of_their_keys(new_jobs)
+    for start in range(0, len(leading), CHUNK):
+        chunk = leading[start : start + CHUNK]
         statement = PSYCOPG_INSERT_JOB if len(chunk) == 1 else PSYCOPG_INSERT_JOBS
         parameters = insert_parameters(chunk[0]) if len(chunk) == 1 else column_parameters(chunk)
         for row in (yield _Statement(statement, parameters)):

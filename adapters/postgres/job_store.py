@@ -205,10 +205,10 @@ async def insert_jobs_as(
     *,
     published: bool = True,
 ) -> list[Outcome]:
-    """Insert the jobs in one statement. A job whose idempotency key is taken yields the job
-    that holds it; else a job whose unique key an unfinished job of its queue holds yields
-    that job (stored earlier, or earlier in this batch). A job whose id is taken raises
-    JobIdTaken (the caller's transaction then stores none of the batch).
+    """Insert the jobs, as if one after the other: a job whose idempotency key is taken
+    yields the job that holds it; else a job whose unique key an unfinished job of its
+    queue holds yields that job (stored earlier, or earlier in this batch). A job whose id
+    is taken raises JobIdTaken (the caller's transaction then stores none of the batch).
     `published` False: the due ones are left for the scheduler to publish (see UNPUBLISHED).
     Atomic only within the caller's transaction (a batch may take several statements). On a
     connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text.
@@ -218,6 +218,55 @@ async def insert_jobs_as(
     if (repeated := _repeated_id(jobs)) is not None:
         # ON CONFLICT would skip the second silently, and both would look created.
         raise JobIdTaken(repeated)
+    leading, following = first_of_their_keys(jobs)
+    outcomes = await _insert(conn, leading, created_as, existing_as, attempts, published)
+    if not following:
+        return outcomes
+    # Each waits for the earlier jobs sharing one of its keys, stored now: it yields to
+    # the holder of its keys, or, when none holds them any more (the earlier job yielded
+    # itself), it is stored in the next round.
+    by_id = dict(zip((job.id for job in leading), outcomes, strict=True))
+    holders = await _holders(conn, following)
+    by_id.update((job.id, existing_as(holders[job.id])) for job in following if job.id in holders)
+    if freed := [job for job in following if job.id not in holders]:
+        again = await insert_jobs_as(
+            conn, freed, created_as, existing_as, attempts, published=published
+        )
+        by_id.update(zip((job.id for job in freed), again, strict=True))
+    return [by_id[job.id] for job in jobs]
+
+
+def first_of_their_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[NewJob]]:
+    """The jobs sharing neither key with an earlier job of `jobs`, and the others, each in
+    order. One statement stores the first: its ORDER BY takes the keys in one order so that
+    concurrent batches never deadlock, which is not the order of the batch, so it could
+    not tell which of two jobs sharing a key came first."""
+    leading: list[NewJob] = []
+    following: list[NewJob] = []
+    seen: set[tuple[str, ...]] = set()
+    for job in jobs:
+        if job.idempotency_key is None and job.unique_key is None:
+            leading.append(job)
+            continue
+        keys: list[tuple[str, ...]] = []
+        if job.idempotency_key is not None:
+            keys.append(("idempotency", job.idempotency_key))
+        if job.unique_key is not None:
+            keys.append(("unique", job.queue, job.unique_key))
+        (following if seen.intersection(keys) else leading).append(job)
+        seen.update(keys)
+    return leading, following
+
+
+async def _insert(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    jobs: Sequence[NewJob],
+    created_as: Callable[[NewJob, asyncpg.Record], Outcome],
+    existing_as: Callable[[Job], Outcome],
+    attempts: int,
+    published: bool,
+) -> list[Outcome]:
+    """insert_jobs_as for jobs that share no key with each other."""
     one, batch = (
         (INSERT_JOB, INSERT_JOBS)
         if published

@@ -255,6 +255,7 @@ def test_the_handler_stays_callable_and_keeps_its_kind() -> None:
     [
         ({"queue": "taskforge:mail"}, "queue"),
         ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": [3]}, "max_attempts"),  # unhashable: still named
         ({"backoff": 0.5}, "backoff"),
         ({"priority": 10}, "priority"),
         ({"max_snoozes": -1}, "max_snoozes"),

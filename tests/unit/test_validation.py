@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
@@ -108,10 +109,25 @@ def test_every_new_job_checks_its_run_at() -> None:
         {"to": "a\x00b"},  # in a value
         {"a\x00": 1},  # in a key
         {"deep": [[{"list": ["fine", "not\x00fine"]}]]},  # nested in lists
+        {"tags": {"a\x00b"}},  # in a set, which an encoder writes as an array
+        {"tags": frozenset({("x", "a\x00")})},
     ],
 )
 def test_every_new_job_refuses_nul_in_its_payload(payload: dict[str, object]) -> None:
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ValidationError, match="NUL") as caught:
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=payload)
+    assert caught.value.field == "payload"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"x": math.nan}, {"x": [1.0, math.inf]}, {"x": {"y": -math.inf}}, {"x": {math.nan}}],
+)
+def test_every_new_job_refuses_nan_and_infinities_in_its_payload(
+    payload: dict[str, object],
+) -> None:
+    """JSON has none: an encoder writes null, and the job would hold another value."""
+    with pytest.raises(ValidationError, match="NaN or infinite") as caught:
         NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=payload)
     assert caught.value.field == "payload"
 

@@ -583,6 +583,46 @@ async def test_a_batch_stores_the_first_of_its_jobs_sharing_a_unique_key(
     assert results[2][0].id == batch[0].id
 
 
+@pytest.mark.parametrize("keys", [("b", "a"), ("a", "b"), (None, "a"), ("a", None)])
+async def test_a_batch_stores_the_first_of_two_jobs_sharing_a_unique_key_whatever_their_other_keys(
+    jobs: JobRoles, new_job: JobFactory, keys: tuple[str | None, str | None]
+) -> None:
+    """The first in the batch, not the one whose idempotency key sorts first (the HTTP
+    client gives every job a random one)."""
+    first, second = (new_job(idempotency_key=key, unique_key="shared") for key in keys)
+
+    results = await jobs.add_many([first, second])
+
+    assert [added.created for added in results] == [True, False]
+    assert [added.job.id for added in results] == [first.id, first.id]
+
+
+async def test_a_batch_reads_as_its_jobs_one_after_the_other(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    """The second yields to the first by its unique key, so its idempotency key stays free
+    and the third, holding it, is stored; the fourth yields to the third by that key."""
+    held = (await jobs.add(new_job(idempotency_key="taken"))).job
+    batch = [
+        new_job(idempotency_key="taken", unique_key="u1"),  # yields to `held`: u1 stays free
+        new_job(idempotency_key="k2", unique_key="u1"),  # u1 free: stored
+        new_job(idempotency_key="k3", unique_key="u1"),  # yields to the second
+        new_job(idempotency_key="k3", unique_key="u2"),  # k3 free (the third yielded): stored
+        new_job(idempotency_key="k3"),  # yields to the fourth
+    ]
+
+    results = await jobs.add_many(batch)
+
+    assert [added.created for added in results] == [False, True, False, True, False]
+    assert [added.job.id for added in results] == [
+        held.id,
+        batch[1].id,
+        batch[1].id,
+        batch[3].id,
+        batch[3].id,
+    ]
+
+
 async def test_an_idempotency_key_outranks_a_unique_key(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:

@@ -4,6 +4,7 @@ suite, run on an asyncpg connection, a psycopg AsyncConnection and a psycopg Con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -27,6 +28,13 @@ from taskforge.sdk.transactional import psycopg_form
 from tests.integration.processes.conftest import Stack
 
 DRIVERS = ["asyncpg", "psycopg-async", "psycopg-sync"]
+
+
+@dataclasses.dataclass
+class Note:
+    """A value msgspec writes as a JSON object, which the payload check does not walk."""
+
+    text: str
 
 
 class Session:
@@ -347,6 +355,14 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"priority": 10}, "priority"),  # 0 (highest) to 9 (lowest)
         ({"priority": "1"}, "priority"),
+        ({"queue": ""}, "queue"),  # as POST /jobs refuses it, not the default queue
+        ({"max_attempts": [3]}, "max_attempts"),  # unhashable: named, not blamed on payload
+        # Postgres cannot store NUL and JSON has no NaN: refused before anything is sent,
+        # wherever it hides (a set and a dataclass are written as JSON too).
+        ({"payload": {"tags": {"a\x00b"}}}, "payload"),
+        ({"payload": {"note": Note("a\x00b")}}, "payload"),
+        ({"payload": {"x": float("nan")}}, "payload"),
+        ({"payload": {"x": [float("-inf")]}}, "payload"),
     ],
 )
 async def test_bad_input_is_a_validation_error_and_nothing_is_written(
@@ -368,6 +384,59 @@ async def test_bad_input_is_a_validation_error_and_nothing_is_written(
     # Nothing was sent: the transaction is intact and commits nothing.
     await session.commit()
     assert await stored_ids(observer, queue_name) == set()
+
+
+async def test_a_backslash_before_u0000_in_a_payload_is_no_nul(
+    session: Session, queue_name: str
+) -> None:
+    job = await session.enqueue(
+        "email", {"path": "C:\\u0000", "note": Note("\\u0000")}, queue=queue_name
+    )
+    await session.commit()
+
+    assert job.payload == {"path": "C:\\u0000", "note": {"text": "\\u0000"}}
+
+
+async def test_an_option_of_none_is_left_out_as_the_http_client_leaves_it_out(
+    session: Session, queue_name: str
+) -> None:
+    job = await session.enqueue(
+        "email", queue=queue_name, timeout=None, max_attempts=None, run_at=None, priority=None
+    )
+    await session.commit()
+
+    assert (job.timeout, job.max_attempts, job.priority) == (0.0, 3, 5)
+
+
+async def test_a_naive_run_at_is_read_as_utc_as_the_http_client_reads_it(
+    session: Session, queue_name: str
+) -> None:
+    job = await session.enqueue("email", queue=queue_name, run_at=datetime(2030, 1, 2, 3, 4))
+    await session.commit()
+
+    assert job.next_run_at == datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("keys", [("b", "a"), ("a", "b"), (None, "a")])
+async def test_a_batch_stores_the_first_of_two_jobs_sharing_a_unique_key(
+    session: Session, observer: asyncpg.Connection, queue_name: str, keys: tuple[str | None, ...]
+) -> None:
+    """Whatever their idempotency keys: the HTTP client gives every job a random one."""
+    specs = [
+        {
+            "job_type": f"job-{n}",
+            "queue": queue_name,
+            "unique_key": "shared",
+            "idempotency_key": key and f"{queue_name}-{key}",
+        }
+        for n, key in enumerate(keys)
+    ]
+
+    first, second = await session.enqueue_many(specs)
+    await session.commit()
+
+    assert (first.job_type, second.id) == ("job-0", first.id)
+    assert await stored_ids(observer, queue_name) == {first.id}
 
 
 async def test_an_unknown_option_is_a_type_error(session: Session) -> None:
@@ -508,6 +577,34 @@ async def test_one_job_outside_a_transaction_commits_with_its_insert(
 
     assert again.id == first.id
     assert await stored_ids(observer, queue_name) == {first.id}
+
+
+class AppConnection(psycopg.Connection[Any]):
+    """An application's own connection class, as psycopg_pool's connection_class takes."""
+
+
+class AppAsyncConnection(psycopg.AsyncConnection[Any]):
+    pass
+
+
+@pytest.mark.parametrize("driver", ["psycopg-async", "psycopg-sync"])
+async def test_a_subclass_of_a_psycopg_connection_is_taken(
+    driver: str, migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    if driver == "psycopg-sync":
+        conn: Any = AppConnection.connect(migrated_dsn)
+    else:
+        conn = await AppAsyncConnection.connect(migrated_dsn)
+    session = Session(driver, conn)
+    try:
+        job = await session.enqueue("email", queue=queue_name)
+        await session.commit()
+    finally:
+        closing = conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+    assert await stored_ids(observer, queue_name) == {job.id}
 
 
 def test_anything_else_than_a_database_connection_is_refused() -> None:

@@ -88,6 +88,18 @@ async def test_a_typed_task_s_priority_is_stored_unless_the_enqueue_overrides_it
     assert (declared.priority, overridden.priority) == (7, 0)
 
 
+async def test_an_override_of_none_keeps_the_task_s_own_queue_and_policy(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    job = await enqueue_on(
+        session, greet_task(queue_name), Greeting(name="Ada"), queue=None, priority=None
+    )
+    await session.commit()
+
+    assert (job.queue, job.priority, job.max_attempts) == (queue_name, 7, 2)
+    assert await stored_ids(observer, queue_name) == {job.id}
+
+
 async def test_a_typed_task_enqueued_in_a_span_keeps_its_traceparent(
     session: Session, observer: asyncpg.Connection, queue_name: str
 ) -> None:
