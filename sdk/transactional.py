@@ -131,8 +131,9 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
     builder = JobBuilder()
     new_jobs = []
     for index, (spec, job_id) in enumerate(zip(specs, _ids.new_ids(len(specs)), strict=True)):
-        # None is an option left out, as the HTTP client sends it: the default applies.
-        options = {name: value for name, value in spec.items() if value is not None}
+        options = dict(spec)
+        if None in options.values():  # an option left out, as the HTTP client leaves it out
+            options = {name: value for name, value in options.items() if value is not None}
         job_type = options.pop("job_type", None)
         payload = options.pop("payload", None)
         if not options.keys() <= _OPTIONS:
