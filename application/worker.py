@@ -13,6 +13,7 @@ state across modules that each need all of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -545,14 +546,23 @@ class Worker:
         if stop.is_set():
             await self._hints.put_back(hints)
             return
-        if self._settings.rate_limit_per_sec > 0:
-            hints = await self._apply_rate_limit(hints, stop)
-        if not hints:
-            return
-        claim_sent_at = self._monotonic()
-        claimed = await self._leases.claim(
-            list(dict.fromkeys(h.job_id for h in hints)), self._settings.owner
-        )
+        try:
+            if self._settings.rate_limit_per_sec > 0:
+                hints = await self._apply_rate_limit(hints, stop)
+            if not hints:
+                return
+            claim_sent_at = self._monotonic()
+            claimed = await self._leases.claim(
+                list(dict.fromkeys(h.job_id for h in hints)), self._settings.owner
+            )
+        except Exception:
+            # The hints go back, or their jobs would wait for the scheduler's republish
+            # sweep. Had the claim reached the store before failing, its jobs are RUNNING
+            # under a lease this worker never learned of: their hints claim nothing when
+            # popped again, and the scheduler reaps the jobs once the lease runs out.
+            with contextlib.suppress(Exception):
+                await self._hints.put_back(hints)
+            raise
         for job in claimed:
             self._start(job, claim_sent_at)
 

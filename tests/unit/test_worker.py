@@ -507,6 +507,35 @@ async def test_a_job_retried_while_its_cancelled_attempt_runs_here_stops_that_at
     assert cluster.metrics.counts["lease_lost"] == 1
 
 
+async def test_hints_whose_claim_failed_go_back_and_their_job_runs_without_the_scheduler(
+    cluster: Cluster,
+) -> None:
+    """No scheduler runs here: only the hint put back can bring the job to a worker."""
+    ran = asyncio.Event()
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        ran.set()
+
+    class OneFailedClaim(InMemoryJobs):
+        failed = False
+
+        async def claim(self, job_ids: Sequence[UUID], owner: str) -> list[Job]:
+            if not self.failed:
+                self.failed = True
+                raise Unavailable("postgres", "a blip")
+            return await super().claim(job_ids, owner)
+
+    leases = OneFailedClaim(cluster.state)
+    cluster.start_worker(leases=leases)
+    job = await cluster.enqueue("noop")
+
+    await asyncio.wait_for(ran.wait(), 5.0)
+
+    assert leases.failed
+    assert (await cluster.wait_for(job.id, JobState.SUCCEEDED)).attempt_count == 1
+
+
 async def test_two_attempts_of_one_job_are_settled_in_separate_writes() -> None:
     """The store answers a write of settlements with the ids it applied: two attempts of
     one job in one write (an earlier one fenced off) could not be told apart, so the later
