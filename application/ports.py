@@ -424,6 +424,11 @@ class ReadyQueue(Protocol):
         call; the scheduler then re-publishes every pending job."""
         ...
 
+    async def forget_intact(self) -> None:
+        """The re-publishing a False from check_intact asked for did not finish: the next
+        check_intact says False again."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the queue cannot answer."""
         ...

@@ -88,7 +88,13 @@ class SchedulerTick:
         limit = self._settings.batch_size
         resynced = 0
         if not await self._ready_queue.check_intact():
-            resynced = await self._sweeps.mark_unpublished()
+            try:
+                resynced = await self._sweeps.mark_unpublished()
+            except BaseException:
+                # Else no later tick would re-publish: the loss is known only once.
+                with contextlib.suppress(Exception):
+                    await self._ready_queue.forget_intact()
+                raise
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
         # First: the jobs of due ticks are stored unpublished, so this tick's
         # never-published sweep sends their hints.

@@ -64,6 +64,9 @@ class InMemoryReadyQueue:
     async def check_intact(self) -> bool:
         return True  # memory is lost only with the process, and the jobs with it
 
+    async def forget_intact(self) -> None:
+        return None
+
     async def ping(self) -> None:
         return None
 

@@ -182,6 +182,10 @@ class RedisReadyQueue:
             created = await self._client.set(self._keys.epoch, uuid.uuid4().hex, nx=True)
         return not created
 
+    async def forget_intact(self) -> None:
+        with translate_connection_errors():
+            await self._client.delete(self._keys.epoch)
+
     async def ping(self) -> None:
         with translate_connection_errors():
             await self._client.ping()

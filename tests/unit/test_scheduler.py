@@ -165,6 +165,9 @@ class ForgetfulReadyQueue(FlushableReadyQueue):
         intact, self.intact = self.intact, True
         return intact
 
+    async def forget_intact(self) -> None:
+        self.intact = False
+
 
 async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) -> None:
     memory.ready_queue = ForgetfulReadyQueue()
@@ -178,6 +181,31 @@ async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) 
 
     assert report.resynced == 3
     assert report.republished == 3
+    assert sorted(await queued_ids(memory)) == sorted(ids)  # type: ignore[type-var]
+
+
+async def test_a_re_publishing_cut_short_is_done_again_at_the_next_tick(memory: Memory) -> None:
+    """The queue reports its loss once: a tick whose re-publishing failed (Postgres
+    unreachable for a moment, the scheduler stopped) must not let it be forgotten."""
+    memory.ready_queue = ForgetfulReadyQueue()
+    memory.hints = HintDispatcher(memory.ready_queue)
+    enqueue = EnqueueJob(memory.jobs, memory.hints)
+    ids = [(await enqueue(memory.new_job())).job.id for _ in range(2)]
+    await memory.hints.drain()
+    memory.ready_queue.clear()
+    tick = tick_for(memory)
+    mark_unpublished = memory.jobs.mark_unpublished
+
+    async def unreachable() -> int:
+        raise Unavailable("postgres", "connection refused")
+
+    memory.jobs.mark_unpublished = unreachable  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await tick()
+    memory.jobs.mark_unpublished = mark_unpublished  # type: ignore[method-assign]
+    report = await tick()
+
+    assert report.resynced == 2
     assert sorted(await queued_ids(memory)) == sorted(ids)  # type: ignore[type-var]
 
 

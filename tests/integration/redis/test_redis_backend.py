@@ -137,6 +137,17 @@ async def test_check_intact_is_false_again_once_after_the_epoch_key_is_deleted(
     assert await redis_ready_queue.check_intact() is True
 
 
+async def test_check_intact_is_false_again_after_forget_intact(
+    redis_ready_queue: RedisReadyQueue,
+) -> None:
+    assert await redis_ready_queue.check_intact() is False
+
+    await redis_ready_queue.forget_intact()  # the re-publishing did not finish
+
+    assert await redis_ready_queue.check_intact() is False
+    assert await redis_ready_queue.check_intact() is True
+
+
 async def test_check_intact_on_a_second_queue_object_sees_the_same_epoch(
     redis_ready_queue: RedisReadyQueue, redis_client: Redis, key_prefix: str
 ) -> None:

@@ -50,6 +50,7 @@ async def unreachable_client() -> AsyncIterator[Redis]:
         pytest.param(lambda queue, _: queue.pop(["jobs:ready"], 5, 0), id="pop_no_wait"),
         pytest.param(lambda queue, _: queue.depth(["jobs:ready"]), id="depth"),
         pytest.param(lambda queue, _: queue.check_intact(), id="check_intact"),
+        pytest.param(lambda queue, _: queue.forget_intact(), id="forget_intact"),
         pytest.param(lambda _, limiter: limiter.acquire("jobs:ready", 5.0, 1), id="acquire"),
     ],
 )
