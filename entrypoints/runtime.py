@@ -225,7 +225,8 @@ async def declare_schedules(container: AsyncContainer, role: str) -> None:
 
 
 class ListenError(Exception):
-    """The HTTP address cannot be listened on (taken, not local, no permission): one line."""
+    """HTTP_ADDR or METRICS_ADDR cannot be listened on (taken, not local, no permission): one
+    line."""
 
 
 def listening_socket(address: Address) -> socket.socket:
@@ -238,13 +239,16 @@ def listening_socket(address: Address) -> socket.socket:
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ListenError(
-            f"cannot listen on {address}: {reason or exc}; "
-            "choose another address with HTTP_ADDR (or --addr for taskforge dev)"
-        ) from None
+        raise _cannot_listen(address, exc, "HTTP_ADDR (or --addr for taskforge dev)") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _cannot_listen(address: Address, exc: OSError, setting: str) -> ListenError:
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+    return ListenError(
+        f"cannot listen on {address}: {reason or exc}; choose another address with {setting}"
+    )
 
 
 async def serve_http(
@@ -402,10 +406,14 @@ async def serve_process_metrics(container: AsyncContainer, settings: Settings) -
     from taskforge.adapters.telemetry.metrics import PrometheusMetrics
 
     metrics = await container.get(PrometheusMetrics)
-    start_http_server(  # a thread of its own; the recorder it reads is thread-safe
-        settings.metrics_addr.port, addr=settings.metrics_addr.host, registry=metrics.registry
-    )
-    log.info("process metrics on http://%s/metrics", settings.metrics_addr)
+    address = settings.metrics_addr
+    try:
+        start_http_server(  # a thread of its own; the recorder it reads is thread-safe
+            address.port, addr=address.host, registry=metrics.registry
+        )
+    except OSError as exc:  # taken, not local, a name that does not resolve
+        raise _cannot_listen(address, exc, "METRICS_ADDR") from None
+    log.info("process metrics on http://%s/metrics", address)
 
 
 async def run_roles(container: AsyncContainer, settings: Settings, roles: set[str]) -> None:

@@ -62,3 +62,20 @@ def test_a_taken_port_is_one_line_and_a_failed_exit(
         f"taskforge: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
         "choose another address with HTTP_ADDR (or --addr for taskforge dev)"
     ], result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["worker", "scheduler"])
+def test_a_taken_metrics_port_is_one_line_and_a_failed_exit(taken_port: int, role: str) -> None:
+    env = {
+        "POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none",
+        "METRICS_ADDR": f"127.0.0.1:{taken_port}",
+    }
+
+    result = run_taskforge(role, env=env)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"taskforge: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
+        "choose another address with METRICS_ADDR"
+    ], result.stderr
