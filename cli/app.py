@@ -10,6 +10,7 @@ every run, and as strings each would be compiled and evaluated then (about 3 ms 
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -306,12 +307,27 @@ def parse_payload(raw: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--payload: cannot read {location}: {_os_reason(exc)}") from None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        # A lone surrogate (\\ud800) parses, but is no text the request could carry.
+        json.dumps(value, ensure_ascii=False).encode()
+    except RecursionError:
+        raise UsageError(f"--payload: invalid JSON{source}: nested too deeply") from None
+    except (ValueError, UnicodeEncodeError) as exc:  # JSONDecodeError is a ValueError
         raise UsageError(f"--payload: invalid JSON{source}: {exc}") from None
     if not isinstance(value, dict):
         raise UsageError(f"--payload must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
 
 
 def _os_reason(exc: OSError | UnicodeDecodeError) -> str:

@@ -266,6 +266,31 @@ ERROR_CASES = {
         2,
         lambda ids: "error: usage: --payload: invalid JSON: Expecting value",
     ),
+    "a --payload number JSON has no room for is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, '{"a": NaN}'],
+        2,
+        lambda ids: "error: usage: --payload: invalid JSON: NaN is not a JSON number\n",
+    ),
+    "a --payload number out of range is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, '{"a": 1e400}'],
+        2,
+        lambda ids: "error: usage: --payload: invalid JSON: 1e400 is out of range\n",
+    ),
+    "a --payload string with a lone surrogate is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, '{"a": "\\ud800"}'],
+        2,
+        lambda ids: "error: usage: --payload: invalid JSON: 'utf-8' codec can't encode",
+    ),
+    "a --payload nested too deeply is a usage error (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            *ENQUEUE_EMAIL_WITH_PAYLOAD,
+            "[" * 20_000 + "]" * 20_000,
+        ],
+        2,
+        lambda ids: "error: usage: --payload: invalid JSON: nested too deeply\n",
+    ),
     "a --payload that is not an object is a usage error (2)": ErrorCase(
         lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, "[1, 2]"],
         2,
