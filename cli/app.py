@@ -9,6 +9,7 @@ No `from __future__ import annotations` here: cyclopts reads the commands' annot
 every run, and as strings each would be compiled and evaluated then (about 3 ms of a run).
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from taskforge.cli.render import (
     job_detail,
     jobs_table,
     page_summary,
+    printable,
     queues_table,
     schedules_table,
     state_text,
@@ -119,6 +121,20 @@ class GlobalOptions:
         float,
         Parameter(validator=validators.Number(gt=0), help="Seconds to wait for each answer."),
     ] = 10.0
+
+
+class ShownResponses(RawResponses):
+    """The API's answers as `taskforge-cli` shows them: `text` as it came (`--json` prints
+    it; JSON writes control characters escaped), `data` through `printable`."""
+
+    def __init__(self, client: SyncClient) -> None:
+        super().__init__(client)
+        send = self._send
+        self._send = lambda request: _shown(send(request))
+
+
+def _shown(response: Response) -> Response:
+    return dataclasses.replace(response, data=printable(response.data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +247,7 @@ def _launcher(
         request_timeout=options.timeout,
         user_agent=f"taskforge-cli/{taskforge_version()}",
     ) as client:
-        session = Session(client.raw, options.json_output, console, errors)
+        session = Session(ShownResponses(client), options.json_output, console, errors)
         injected = {name: session for name, kind in ignored.items() if kind is Session}
         return command(*bound.args, **bound.kwargs, **injected)
 

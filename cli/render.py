@@ -3,7 +3,8 @@
 `plain` is true when stdout is not a terminal. Plain output has no
 borders and no colour, one row per line with aligned columns, so `grep`, `awk` and `cut`
 work on it; `--json` remains the stable interface for programs. Values coming from the API
-are wrapped in `Text`, so a payload or an error message is never read as rich markup.
+are wrapped in `Text`, so a payload or an error message is never read as rich markup, and
+their control characters are written out (see `printable`).
 Longer than most modules: one short renderer per resource the API returns.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +25,26 @@ from rich.table import Table
 from rich.text import Text
 
 from taskforge.domain.states import JobState
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> Any:
+    """`value` (decoded JSON) with every control character in its strings and keys but
+    newline and tab written out (`\\x1b`): a reason or an error message stored by anyone
+    cannot move the cursor, retitle the window or recolour the operator's terminal."""
+    if isinstance(value, str):
+        return _CONTROL.sub(_escaped, value) if _CONTROL.search(value) else value
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    return value
+
+
+def _escaped(control: re.Match[str]) -> str:
+    return f"\\x{ord(control.group()):02x}"
+
 
 STATE_STYLES: Mapping[str, str] = {
     JobState.PENDING: "yellow",

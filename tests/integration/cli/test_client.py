@@ -574,6 +574,32 @@ def test_status_watch_json_prints_each_change_and_stops_at_dlq(cli: Cli, api: ht
     assert documents[-1]["state"] == "DLQ"
 
 
+def test_control_characters_in_stored_text_are_shown_written_out(
+    cli: Cli, api: httpx.Client
+) -> None:
+    """Anyone who can cancel a job writes its reason: what an operator's terminal would act
+    on (retitle the window, recolour, move the cursor) is shown as text, not sent to it."""
+    hostile = "\x1b]0;pwned\x07\x1b[31mRED\r\x9b2J"
+    queue = idle_queue()
+    job_id = enqueue(api, queue=queue, payload={"note": hostile})["id"]
+    api.post(f"/jobs/{job_id}/cancel", json={"reason": hostile}).raise_for_status()
+
+    shown = [
+        cli("status", "--id", job_id),
+        cli("list", "--queue", queue),
+        cli("--json", "status", "--id", job_id),
+    ]
+
+    assert [outcome.exit_code for outcome in shown] == [0, 0, 0]
+    for outcome in shown[:2]:
+        assert not any(character in outcome.out for character in "\x1b\x07\r\x9b")
+    written_out = "\\x1b]0;pwned\\x07\\x1b[31mRED\\x0d\\x9b2J"
+    assert field(shown[0].out, "reason") == written_out
+    # --json prints the API's JSON as it came: JSON writes C0 controls escaped.
+    assert "\x1b" not in shown[2].out
+    assert json.loads(shown[2].out)["reason"] == hostile
+
+
 def test_a_job_can_be_cancelled_retried_dead_lettered_and_replayed(
     cli: Cli, api: httpx.Client
 ) -> None:
