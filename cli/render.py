@@ -34,7 +34,7 @@ def printable(value: Any) -> Any:
     newline and tab written out (`\\x1b`): a reason or an error message stored by anyone
     cannot move the cursor, retitle the window or recolour the operator's terminal."""
     if isinstance(value, str):
-        return _CONTROL.sub(_escaped, value) if _CONTROL.search(value) else value
+        return _CONTROL.sub(_escaped, value)
     if isinstance(value, dict):
         return {printable(key): printable(item) for key, item in value.items()}
     if isinstance(value, list):

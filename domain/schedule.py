@@ -116,16 +116,20 @@ def validate_timezone(value: object) -> str:
     it differently."""
     if not isinstance(value, str) or not 1 <= len(value) <= TIMEZONE_MAX:
         raise ValidationError("timezone", "must be an IANA time zone name such as Europe/Berlin")
-    try:
-        if value == "localtime":
-            raise ValueError(value)
-        ZoneInfo(value)
-    # OSError: a folder of the zone database ("Europe"), or a file it cannot read.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
+    if value == "localtime" or not _zone_exists(value):
         raise ValidationError(
             "timezone", f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin"
-        ) from None
+        )
     return value
+
+
+def _zone_exists(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    # OSError: a folder of the zone database ("Europe"), or a file it cannot read.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 def validate_cron_text(value: object) -> str:

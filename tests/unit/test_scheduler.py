@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import pytest
 
@@ -169,13 +170,19 @@ class ForgetfulReadyQueue(FlushableReadyQueue):
         self.intact = False
 
 
-async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) -> None:
+async def lose_the_hints_of_new_jobs(memory: Memory, count: int) -> list[UUID]:
+    """`count` jobs enqueued, then the ready queue loses their hints, and says so once."""
     memory.ready_queue = ForgetfulReadyQueue()
     memory.hints = HintDispatcher(memory.ready_queue)
     enqueue = EnqueueJob(memory.jobs, memory.hints)
-    ids = [(await enqueue(memory.new_job())).job.id for _ in range(3)]
+    ids = [(await enqueue(memory.new_job())).job.id for _ in range(count)]
     await memory.hints.drain()
     memory.ready_queue.clear()
+    return ids
+
+
+async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) -> None:
+    ids = await lose_the_hints_of_new_jobs(memory, 3)
 
     report = await tick_for(memory)()
 
@@ -187,12 +194,7 @@ async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) 
 async def test_a_re_publishing_cut_short_is_done_again_at_the_next_tick(memory: Memory) -> None:
     """The queue reports its loss once: a tick whose re-publishing failed (Postgres
     unreachable for a moment, the scheduler stopped) must not let it be forgotten."""
-    memory.ready_queue = ForgetfulReadyQueue()
-    memory.hints = HintDispatcher(memory.ready_queue)
-    enqueue = EnqueueJob(memory.jobs, memory.hints)
-    ids = [(await enqueue(memory.new_job())).job.id for _ in range(2)]
-    await memory.hints.drain()
-    memory.ready_queue.clear()
+    ids = await lose_the_hints_of_new_jobs(memory, 2)
     tick = tick_for(memory)
     mark_unpublished = memory.jobs.mark_unpublished
 
