@@ -234,8 +234,7 @@ def list_jobs(
     offset: int | None = None,
 ) -> Call[values.JobPage]:
     params = _params(status=status, limit=limit, offset=offset)
-    # Queue names are letters, digits and `_ - . :`, all of which are safe in a path.
-    path = "/jobs" if queue is None else f"/queues/{queue}/jobs"
+    path = "/jobs" if queue is None else f"/queues/{_segment(queue)}/jobs"
     return Call(Request("GET", path, params=params), lambda answer: values.job_page_of(answer.data))
 
 
@@ -283,7 +282,7 @@ def list_workers() -> Call[list[values.WorkerInfo]]:
 def pause_queue(queue: str) -> Call[values.QueueInfo]:
     """Idempotent, so safe to send again."""
     return Call(
-        Request("POST", f"/queues/{_queue(queue)}/pause", retry=True),
+        Request("POST", f"/queues/{_segment(queue)}/pause", retry=True),
         lambda answer: values.queue_of(answer.data),
     )
 
@@ -291,7 +290,7 @@ def pause_queue(queue: str) -> Call[values.QueueInfo]:
 def resume_queue(queue: str) -> Call[values.QueueInfo]:
     """Idempotent, so safe to send again."""
     return Call(
-        Request("POST", f"/queues/{_queue(queue)}/resume", retry=True),
+        Request("POST", f"/queues/{_segment(queue)}/resume", retry=True),
         lambda answer: values.queue_of(answer.data),
     )
 
@@ -339,7 +338,7 @@ def resume_schedule(name: str) -> Call[values.Schedule]:
 
 
 def _schedule_request(method: str, name: str, action: str = "", retry: bool = False) -> Request:
-    path = f"/schedules/{quote(name, safe='')}{action}"
+    path = f"/schedules/{_segment(name)}{action}"
     return Request(method, path, retry=retry, not_found=ScheduleNotFound)
 
 
@@ -501,9 +500,12 @@ def _id(job_id: UUID | str) -> str:
         ) from None
 
 
-def _queue(queue: str) -> str:
-    """A queue name as one path segment (the API refuses names it would need to escape)."""
-    return quote(queue, safe="")
+def _segment(name: str) -> str:
+    """A queue's or a schedule's name as one path segment. `.` and `..` are names too (letters,
+    digits and `_ - . :`), but as a segment they would be resolved away (`/queues/../jobs`
+    is `/jobs`): their dots are sent escaped, which the API reads back as the name."""
+    segment = quote(name, safe="")
+    return segment.replace(".", "%2E") if segment in {".", ".."} else segment
 
 
 def _params(**fields: object) -> dict[str, str]:

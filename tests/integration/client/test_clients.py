@@ -115,6 +115,24 @@ def test_a_schedule_can_be_added_listed_paused_resumed_and_removed(client: SyncC
     assert refused.value.details == {"field": "cron"}
 
 
+def test_a_queue_or_schedule_named_dot_or_dot_dot_is_addressed_by_its_name(
+    client: SyncClient,
+) -> None:
+    # Valid names, but `/queues/../jobs` resolves to `/jobs`: every queue's jobs.
+    for name in (".", ".."):
+        job = client.enqueue("noop", queue=name)
+        listed = client.list(queue=name, limit=500).items
+        assert job.id in {each.id for each in listed}
+        assert {each.queue for each in listed} == {name}
+        assert (client.pause_queue(name).queue, client.resume_queue(name).paused) == (name, False)
+        client.add_schedule(name, "@hourly", "report")
+        assert client.schedule(name).name == name
+        assert client.pause_schedule(name).paused
+        client.delete_schedule(name)
+        with pytest.raises(ScheduleNotFound):
+            client.schedule(name)
+
+
 async def test_the_async_client_manages_schedules(dev_server: DevServer) -> None:
     name = f"client-{uuid.uuid4().hex[:10]}"
     async with Client(dev_server.url, token=dev_server.token) as tf:
