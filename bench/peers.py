@@ -44,7 +44,8 @@ import asyncpg
 
 from taskforge.adapters.postgres.migrations import apply_migrations
 from taskforge.bench.scenarios import preload
-from taskforge.bench.stack import Stack, _with_database
+from taskforge.bench.stack import Stack, _with_database, cannot_use
+from taskforge.domain.errors import Unavailable
 from taskforge.entrypoints.config import ConfigError, Settings
 from taskforge.entrypoints.runtime import Interrupted, run_until_interrupted
 from taskforge.sdk import enqueue, enqueue_many
@@ -356,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Interrupted as exc:
         return exc.exit_code
+    except Unavailable as exc:
+        print(f"bench-peers: {cannot_use(exc, settings)}", file=sys.stderr)
+        return 1
     args.out.write_text(json.dumps(report, indent=2))
     print(render(report))
     print(f"\nwritten to {args.out}")

@@ -20,12 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from taskforge.adapters.postgres.connection import create_pool
+from taskforge.adapters.postgres.connection import CONNECTION_ERRORS, create_pool
 from taskforge.adapters.postgres.migrations import apply_migrations
-from taskforge.adapters.redis.client import create_redis
+from taskforge.adapters.redis.client import create_redis, translate_connection_errors
 from taskforge.adapters.redis.keys import DEFAULT_PREFIX
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
-from taskforge.entrypoints.config import Settings
+from taskforge.domain.errors import Unavailable
+from taskforge.entrypoints.config import Settings, masked_dsn, without_password
 
 DEADLINE = 600.0
 
@@ -102,6 +103,8 @@ class Stack:
         self.settings = settings
         self.prefix = f"{DEFAULT_PREFIX}bench-{self.run_id}:"
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._created = False
+        self._reached_redis = False
         self.api_url = ""
         # Processes run from compiled bytecode, as an installed package does (pip compiles
         # at install; a source tree writes it on first import): a process compiling every
@@ -122,11 +125,17 @@ class Stack:
         return f"bench-{self.run_id}-{purpose}"
 
     async def open(self) -> None:
-        conn = await asyncpg.connect(self.admin_dsn)
+        """Create and migrate the scratch database and reach Redis. A server that cannot be
+        used raises Unavailable (naming it, with its driver's reason) before any scenario
+        runs: a bench without Redis would time the workers' claims without hints."""
+        conn = await _connect(self.admin_dsn)
         try:
             await conn.execute(f'CREATE DATABASE "taskforge_bench_{self.run_id}"')
+        except asyncpg.PostgresError as exc:  # a role that may not create databases
+            raise Unavailable("postgres", f"cannot create a scratch database: {exc}") from exc
         finally:
             await conn.close()
+        self._created = True
         await apply_migrations(self.direct_dsn)
         self.pool = await create_pool(self.direct_dsn, min_size=1, max_size=4)
         self.redis = create_redis(
@@ -136,6 +145,8 @@ class Stack:
             password=self.settings.redis_password or None,
         )
         self.ready_queue = RedisReadyQueue(self.redis, self.prefix)
+        await self.ready_queue.ping()
+        self._reached_redis = True
 
     def spawn(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -207,18 +218,44 @@ class Stack:
         with contextlib.suppress(AttributeError):
             await self.pool.close()
         with contextlib.suppress(AttributeError):
+            try:
+                if self._reached_redis:
+                    await self._remove_redis_keys()
+            except Unavailable as exc:  # the database goes all the same
+                print(f"bench: could not remove its Redis keys ({self.prefix}*): {exc.cause}")
+            await self.redis.aclose()
+        if self._created:
+            conn = await _connect(self.admin_dsn)
+            try:
+                await conn.execute(
+                    f'DROP DATABASE IF EXISTS "taskforge_bench_{self.run_id}" WITH (FORCE)'
+                )
+            finally:
+                await conn.close()
+
+    async def _remove_redis_keys(self) -> None:
+        with translate_connection_errors():
             keys = [key async for key in self.redis.scan_iter(match=f"{self.prefix}*")]
             keys += [key async for key in self.redis.scan_iter(match=f"bench-{self.run_id}-*")]
             if keys:
                 await self.redis.delete(*keys)
-            await self.redis.aclose()
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(
-                f'DROP DATABASE IF EXISTS "taskforge_bench_{self.run_id}" WITH (FORCE)'
-            )
-        finally:
-            await conn.close()
+
+
+def cannot_use(exc: Unavailable, settings: Settings) -> str:
+    """What a bench could not use, in one line: the server (its DSN without the password,
+    or Redis's address) and the driver's reason."""
+    if exc.service == "redis":
+        return f"cannot use Redis at {settings.redis_addr}: {exc.cause}"
+    dsn = settings.require_direct_postgres("bench")
+    return f"cannot use Postgres at {masked_dsn(dsn)}: {without_password(exc.cause, dsn)}"
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    """A session on `dsn`; a server that cannot be reached raises Unavailable."""
+    try:
+        return await asyncpg.connect(dsn)
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable("postgres", str(exc)) from exc
 
 
 async def healthy(client: httpx.AsyncClient, url: str) -> bool:

@@ -335,21 +335,32 @@ def bench(
         raise SystemExit(2) from None
     settings = _settings({})
     settings.require_postgres("bench")
-    if soak is not None:
-        soak_settings = SoakSettings(duration=duration, retention=soak_retention, rate=soak_rate)
-        if quick:
-            soak_settings = soak_settings.quick()
-        raise SystemExit(soak_main(settings, soak_settings, Path(out)))
-    if big_tables:
-        from taskforge.bench.scale import ScaleSizes
-        from taskforge.bench.scale import main as scale_main
+    from taskforge.bench.stack import cannot_use
+    from taskforge.domain.errors import Unavailable
 
-        sizes = ScaleSizes(jobs=big_jobs, dead_letters=dead_letters)
-        raise SystemExit(scale_main(settings, sizes.quick() if quick else sizes, Path(out)))
+    try:
+        if soak is not None:
+            soak_settings = SoakSettings(
+                duration=duration, retention=soak_retention, rate=soak_rate
+            )
+            raise SystemExit(
+                soak_main(settings, soak_settings.quick() if quick else soak_settings, Path(out))
+            )
+        if big_tables:
+            from taskforge.bench.scale import ScaleSizes
+            from taskforge.bench.scale import main as scale_main
 
-    from taskforge.bench.run import main as bench_main
+            sizes = ScaleSizes(jobs=big_jobs, dead_letters=dead_letters)
+            raise SystemExit(scale_main(settings, sizes.quick() if quick else sizes, Path(out)))
 
-    raise SystemExit(bench_main(settings, quick, Path(out), runs, worker_counts, api_worker_counts))
+        from taskforge.bench.run import main as bench_main
+
+        raise SystemExit(
+            bench_main(settings, quick, Path(out), runs, worker_counts, api_worker_counts)
+        )
+    except Unavailable as exc:  # a server it could not use; its scratch data is removed
+        print(f"taskforge bench: {cannot_use(exc, settings)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 RESTART_EXIT_CODE = 75

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -183,6 +184,37 @@ def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.Co
         timeout=180,
         check=False,
     )
+
+
+@pytest.mark.parametrize("server", ["Postgres", "Redis"])
+def test_a_bench_that_cannot_use_a_server_says_which_in_one_line_and_leaves_nothing(
+    postgres_admin_dsn: str, redis_url: str, tmp_path: Path, server: str
+) -> None:
+    before = asyncio.run(_bench_databases(postgres_admin_dsn))
+    env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
+    with socket.socket() as bound_not_listening:
+        bound_not_listening.bind(("127.0.0.1", 0))
+        port = bound_not_listening.getsockname()[1]
+        if server == "Postgres":
+            env["POSTGRES_DSN"] = f"postgresql://postgres:secret@127.0.0.1:{port}/postgres"
+        else:
+            env["REDIS_ADDR"] = f"127.0.0.1:{port}"
+        finished = subprocess.run(
+            [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", "--quick"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert finished.returncode == 1, finished.stderr
+    assert finished.stderr.startswith(f"taskforge bench: cannot use {server} at "), finished.stderr
+    assert f"127.0.0.1:{port}" in finished.stderr
+    assert "Traceback" not in finished.stderr and "secret" not in finished.stderr
+    assert len(finished.stderr.splitlines()) == 1, finished.stderr
+    assert asyncio.run(_bench_databases(postgres_admin_dsn)) == before
 
 
 def test_big_tables_bench_at_a_tiny_size_times_every_read_and_sweep_before_and_after(
