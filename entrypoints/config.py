@@ -51,6 +51,7 @@ class ConfigError(Exception):
         shown = "" if value is None else f"={value!r}"
         super().__init__(f"invalid configuration: {variable}{shown}: {allowed}")
         self.variable = variable
+        self.allowed = allowed
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,10 +69,32 @@ def _run(
     run_event_loop(run_roles(container, settings, roles))
 
 
+_FLAG_OF = {
+    "WORKER_QUEUES": "--queues",
+    "WORKER_CONCURRENCY": "--concurrency",
+    "TASKFORGE_HANDLERS": "--handlers",
+}
+"""The command-line option that stands for each variable `flags` may carry."""
+
+
 def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None) -> Settings:
+    """The settings from the environment, `flags` (options, as the variables they stand for)
+    taking precedence. A bad option is named as given (`--concurrency`, not the variable),
+    and one given empty is refused: as a variable it would read as not set at all."""
     import dataclasses
 
-    settings = Settings.from_env({**os.environ, **(flags or {})})
+    flags = flags or {}
+    for variable, value in flags.items():
+        if not any(part.strip() for part in value.split(",")):
+            raise ConfigError(
+                _FLAG_OF[variable], value, "expected a value (leave it out for the default)"
+            )
+    try:
+        settings = Settings.from_env({**os.environ, **flags})
+    except ConfigError as exc:
+        if exc.variable not in flags:
+            raise
+        raise ConfigError(_FLAG_OF[exc.variable], flags[exc.variable], exc.allowed) from None
     changes = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
 

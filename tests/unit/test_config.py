@@ -538,3 +538,27 @@ def test_taskforge_api_with_bad_config_exits_with_one_line_naming_the_variable(
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("worker", "--concurrency", "0"), "--concurrency='0'"),
+        (("worker", "--queues", ""), "--queues=''"),
+        (("worker", "--queues", " , "), "--queues=' , '"),
+        (("worker", "--queues", "taskforge:x"), "--queues='taskforge:x'"),
+        (("scheduler", "--handlers", "not a module"), "--handlers='not a module'"),
+        (("dev", "--handlers", ""), "--handlers=''"),
+    ],
+)
+def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(
+    args: tuple[str, ...], named: str
+) -> None:
+    # An empty option would read as the variable unset: the default, silently.
+    result = run_taskforge(*args, env={"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"})
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert f"invalid configuration: {named}: " in result.stderr
+    assert "Traceback" not in result.stderr
