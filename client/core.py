@@ -193,7 +193,7 @@ def job_body(
     unknown = sorted(set(options) - set(_BODY_NAMES))
     if unknown:
         raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
-    body: dict[str, Any] = {"jobType": job_type, "payload": dict(payload or {})}
+    body: dict[str, Any] = {"jobType": job_type, "payload": _payload(payload)}
     for name, value in options.items():
         if value is not None:
             body[_BODY_NAMES[name]] = value.isoformat() if isinstance(value, datetime) else value
@@ -212,7 +212,12 @@ def enqueue(
 def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]]:
     """`POST /jobs/batch` requests of at most BATCH_LIMIT jobs each, every body built (and
     so every spec checked) before the first is sent."""
-    bodies = [job_body(**spec) for spec in jobs]
+    bodies = []
+    for index, spec in enumerate(jobs):
+        try:
+            bodies.append(job_body(**spec))
+        except ValidationError as exc:  # named as the API names it in a batch
+            raise _payload_error(exc.message.removeprefix("payload: "), f"jobs[{index}]") from None
     return [
         Call(
             Request("POST", "/jobs/batch", body={"jobs": chunk}, retry=True),
@@ -506,6 +511,31 @@ def _segment(name: str) -> str:
     is `/jobs`): their dots are sent escaped, which the API reads back as the name."""
     segment = quote(name, safe="")
     return segment.replace(".", "%2E") if segment in {".", ".."} else segment
+
+
+def _payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The payload as the JSON values it is sent as, converted as `taskforge.enqueue` stores
+    it (msgspec: a datetime, date or UUID as its ISO text, a Decimal as its digits, bytes as
+    base64, a set or tuple as an array, a dataclass or Struct as an object), then checked as
+    the API checks it: an object with string keys, no NUL character and no NaN or infinite
+    number. Anything else is a ValidationError naming the payload, and nothing is sent."""
+    import msgspec  # with the first job: the client starts without it
+
+    from taskforge.domain.errors import ValidationError as Refused
+    from taskforge.domain.validation import validate_payload
+
+    try:
+        converted = msgspec.to_builtins({} if payload is None else payload, str_keys=False)
+        return validate_payload(converted)
+    except Refused as exc:
+        raise _payload_error(exc.message) from None
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        raise _payload_error(f"must be JSON: {exc}") from None
+
+
+def _payload_error(message: str, job: str = "") -> ValidationError:
+    field = f"{job}.payload" if job else "payload"
+    return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
 
 
 def _params(**fields: object) -> dict[str, str]:

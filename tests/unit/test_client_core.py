@@ -4,11 +4,14 @@ mapping, the backoff and poll schedules, and retries over a scripted transport."
 from __future__ import annotations
 
 import inspect
+import json
 import ssl
 import typing
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import httpx
 import msgspec
@@ -71,6 +74,48 @@ def test_enqueue_options_are_sent_under_the_apis_names() -> None:
 def test_an_unknown_enqueue_option_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(TypeError, match="priorty"):
         core.job_body("email", priorty=1)
+
+
+class Point(msgspec.Struct):
+    x: int
+    label: str
+
+
+def test_a_payload_is_sent_as_the_json_taskforge_enqueue_would_store() -> None:
+    # One rule for both producers: what msgspec writes for the transactional enqueue.
+    payload = {
+        "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "day": date(2026, 1, 2),
+        "id": UUID(JOB_ID), "amount": Decimal("12.50"), "raw": b"\x00\x01", "tags": {"a"},
+        "pair": (1, 2.5), "point": Point(1, "p"), "nested": [{"ok": None}],
+    }  # fmt: skip
+
+    sent = json.dumps(core.job_body("email", payload)["payload"])  # as httpx sends it
+
+    assert json.loads(sent) == msgspec.json.decode(msgspec.json.encode(payload))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"x": object()}, "payload: must be JSON: "),
+        ({"x": float("nan")}, "payload: must not contain NaN or infinite numbers"),
+        ({"point": Point(1, "a\x00")}, "payload: must not contain NUL characters"),
+        ({1: "one"}, "payload: must be a JSON object (its keys strings)"),
+        ([("a", 1)], "payload: must be a JSON object"),
+    ],
+)
+def test_a_payload_that_is_not_a_json_object_is_a_validation_error_naming_it(
+    payload: Any, message: str
+) -> None:
+    with pytest.raises(ValidationError) as one:
+        core.job_body("email", payload)
+    with pytest.raises(ValidationError) as batched:
+        core.enqueue_chunks([{"job_type": "noop"}, {"job_type": "noop", "payload": payload}])
+
+    assert one.value.message.startswith(message), one.value.message
+    assert one.value.details == {"field": "payload"}
+    assert batched.value.message.startswith(f"jobs[1].{message}"), batched.value.message
+    assert batched.value.details == {"field": "jobs[1].payload"}
 
 
 def test_enqueue_many_sends_chunks_of_the_batch_limit_each_job_with_its_own_key() -> None:
