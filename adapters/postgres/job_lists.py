@@ -1,6 +1,6 @@
 """The statements that list jobs on Postgres, newest first, with their total: one walk of
 a state-led index when the filter names a state, one bounded walk per state merged
-otherwise (migration 0015)."""
+otherwise (migrations 0015 and 0017)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ LEFT JOIN LATERAL ({page}) AS page ON true
 
 def _one_walk(where: str, leading: str) -> str:
     """The page read from one index walk: `leading` names the filter columns that lead the
-    index and the sort (jobs_state_newest_first, jobs_queue_state_newest_first)."""
+    index and the sort (jobs_state_created, jobs_queue_state_created), each descending as
+    the rest of the key is, so the walk is one backward scan of the ascending index."""
     return f"""
     SELECT {JOB_COLUMNS} FROM jobs {where}
     ORDER BY {leading}created_at DESC, id DESC
@@ -42,7 +43,7 @@ def _walk_per_state(conditions: Sequence[str], leading: str) -> str:
     branches = "\n        UNION ALL\n".join(
         f"""        (SELECT id, created_at FROM jobs
          WHERE {" AND ".join([_one_value("state", f"'{state}'"), *conditions])}
-         ORDER BY {leading}state, created_at DESC, id DESC
+         ORDER BY {leading}state DESC, created_at DESC, id DESC
          LIMIT $1::bigint + $2::bigint)"""
         for state in JobState
     )
@@ -70,17 +71,18 @@ _FILTER_COLUMNS = ("queue", "state", "job_type", "idempotency_key")
 """ListFilter's fields, each compared for equality with a column of the same name."""
 
 _COUNTED_COLUMNS = ("queue", "state")
-"""The filters job_counts answers totals for, and that lead an index ordered newest first
-(jobs_state_newest_first, jobs_queue_state_newest_first)."""
+"""The filters job_counts answers totals for, and that lead an index walked newest first
+(jobs_state_created, jobs_queue_state_created; migration 0017)."""
 
 
 def find_statement(where: ListFilter) -> tuple[str, list[str]]:
     """The statement for the filter's set fields; parameters from $3 (after limit, offset).
     Only column names from _FILTER_COLUMNS go into the text, never a value.
 
-    Jobs are listed through two indexes, newest first within a state and within a queue
-    and state (migration 0015). A filter with a state (or an idempotency key, at most one
-    job) is one walk; any other filter merges a walk per state (_walk_per_state).
+    Jobs are listed through two indexes, by creation within a state and within a queue and
+    state (migrations 0015 and 0017), each walked backward: newest first. A filter with a
+    state (or an idempotency key, at most one job) is one walk; any other filter merges a
+    walk per state (_walk_per_state).
 
     Queue and state are written as a closed range of one value (`state >= $3 AND state <=
     $3`, the same rows as `state = $3`) and lead the ORDER BY, which ties the plan to the
@@ -99,7 +101,7 @@ def find_statement(where: ListFilter) -> tuple[str, list[str]]:
             number = len(arguments) + 2
             if column in _COUNTED_COLUMNS:
                 conditions.append(_one_value(column, f"${number}"))
-                leading += f"{column}, "
+                leading += f"{column} DESC, "
             else:
                 conditions.append(f"{column} = ${number}")
     if not conditions:

@@ -42,6 +42,9 @@ SHIPPED = {
     "0016_notify_unpublished_jobs.sql": (
         "09b355fddb1bc0ddec634db01e43bd53055fe3688fbd9dc4aa056676a04e41c8"
     ),
+    "0017_leaner_job_indexes.sql": (
+        "44a25413796f93a6aaca3a932e728a96321af93498894931c1a1f8f9b58a9de8"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 
