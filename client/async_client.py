@@ -183,7 +183,7 @@ class Client:
             await asyncio.sleep(delay)
 
     async def _run(self, call: Call[T]) -> T:
-        return call.decode(await self._send(call.request))
+        return call.answer(await self._send(call.request))
 
     async def _send(self, request: Request) -> Response:
         tries = 0

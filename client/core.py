@@ -148,6 +148,21 @@ class Call(Generic[T]):
     request: Request
     decode: Callable[[Response], T]
 
+    def answer(self, response: Response) -> T:
+        """The accepted `response` decoded; JSON of another shape than the API's answer to
+        this request (another server, a proxy's page) is an InvalidResponse."""
+        try:
+            return self.decode(response)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            # ValueError: msgspec's ValidationError names the field and what it expected.
+            raise InvalidResponse(
+                "invalid_response",
+                f"{self.request.method} {self.request.path} answered {response.status} with"
+                f" JSON that is not the API's answer to it ({type(exc).__name__}: {exc})",
+                status=response.status,
+                request_id=response.request_id,
+            ) from None
+
 
 def http_options(
     base_url: str, token: str | None, request_timeout: float, user_agent: str

@@ -187,7 +187,7 @@ class SyncClient:
             time.sleep(delay)
 
     def _run(self, call: Call[T]) -> T:
-        return call.decode(self._send(call.request))
+        return call.answer(self._send(call.request))
 
     def _send(self, request: Request) -> Response:
         tries = 0

@@ -306,6 +306,31 @@ def test_an_operator_move_is_not_retried() -> None:
     assert len(seen) == 1
 
 
+@pytest.mark.parametrize("body", [[1, 2], {}, {"items": 3}, {**JOB, "state": 5, "id": "x"}])
+async def test_json_of_another_shape_than_the_apis_answer_is_an_invalid_response(
+    body: Any,
+) -> None:
+    # Another server, or a proxy's own page, on the API's address.
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body, headers={"X-Request-ID": "r-1"})
+
+    calls: list[Callable[[Any], Any]] = [
+        lambda tf: tf.get(JOB_ID), lambda tf: tf.list(), lambda tf: tf.stats(),
+        lambda tf: tf.queues(), lambda tf: tf.enqueue("email"), lambda tf: tf.dead_letters(),
+    ]  # fmt: skip
+    with SyncClient("http://api", transport=httpx.MockTransport(answer)) as client:
+        for call in calls:
+            with pytest.raises(InvalidResponse) as sync_error:
+                call(client)
+            assert sync_error.value.message.endswith(")"), sync_error.value.message
+            assert "answered 200 with JSON that is not the API's answer" in str(sync_error.value)
+            assert (sync_error.value.status, sync_error.value.request_id) == (200, "r-1")
+    async with Client("http://api", transport=httpx.MockTransport(answer)) as async_client:
+        for call in calls:
+            with pytest.raises(InvalidResponse):
+                await call(async_client)
+
+
 def test_the_token_and_user_agent_go_with_every_request() -> None:
     transport, seen = _scripted(_stored)
     options: dict[str, Any] = {"token": "s3cret", "user_agent": "me/1"}
