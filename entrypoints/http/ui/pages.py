@@ -628,17 +628,20 @@ async def queues_page(
     )
 
 
-@post(f"{UI_PATH}/queues/{{queue:str}}/{{action:str}}", include_in_schema=False, status_code=303)
+# The queue's and the schedule's name travel in the form, not in the path: `.` and `..` are
+# names too, and a browser resolves them away as path segments, escaped or not.
+
+
+@post(f"{UI_PATH}/queues/{{action:str}}", include_in_schema=False, status_code=303)
 @inject
 async def queue_action(
     request: Request[Any, Any, Any],
-    queue: PathText,
     action: PathText,
     pause: FromDishka[PauseQueue],
     resume: FromDishka[ResumeQueue],
 ) -> Response[Any]:
-    await _action_form(request)
-    validate_queue_name(queue, "queue")
+    form = await _action_form(request)
+    queue = validate_queue_name(form.get("queue"), "queue")
     notice = await _pause_or_resume(action, queue, queue, pause, resume)
     return _back(f"{UI_PATH}/queues", notice)
 
@@ -654,19 +657,18 @@ async def schedules_page(
     return render(request, "schedules.html", nav="schedules", schedules=await list_schedules())
 
 
-@post(f"{UI_PATH}/schedules/{{name:str}}/{{action:str}}", include_in_schema=False, status_code=303)
+@post(f"{UI_PATH}/schedules/{{action:str}}", include_in_schema=False, status_code=303)
 @inject
 async def schedule_action(
     request: Request[Any, Any, Any],
-    name: PathText,
     action: PathText,
     pause: FromDishka[PauseSchedule],
     resume: FromDishka[ResumeSchedule],
 ) -> Response[Any]:
     """Pause or Resume, as POST /schedules/{name}/pause and /resume (an unknown schedule
     answers 404)."""
-    await _action_form(request)
-    validate_schedule_name(name)
+    form = await _action_form(request)
+    name = validate_schedule_name(form.get("name"))
     notice = await _pause_or_resume(action, name, f"schedule {name}", pause, resume)
     log.info("dashboard %s of schedule %r", action, name)
     return _back(f"{UI_PATH}/schedules", notice)

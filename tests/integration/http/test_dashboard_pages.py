@@ -5,10 +5,11 @@ the same pages in Chromium."""
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urljoin, urlsplit
 from uuid import UUID
 
 import httpx
@@ -207,7 +208,9 @@ async def test_read_only_mode_shows_no_action_and_refuses_them(
         page = assert_html(await client.get(path), 200)
         assert 'method="post"' not in page, path
     refused = await client.post(f"/ui/jobs/{job_id}/replay", data={"csrf_token": token})
-    not_paused = await client.post("/ui/schedules/nightly/pause", data={"csrf_token": token})
+    not_paused = await client.post(
+        "/ui/schedules/pause", data={"csrf_token": token, "name": "nightly"}
+    )
 
     assert "read-only" in assert_html(refused, 403)
     assert (await client.get(f"/jobs/{job_id}")).json()["state"] == "DLQ"
@@ -264,7 +267,7 @@ async def test_with_api_token_a_forged_session_cookie_is_refused(
     client.cookies.set("taskforge_session", "abc.9999999999.deadbeef", path="/ui")
 
     assert (await client.get("/ui")).status_code == 303
-    assert_html(await client.post("/ui/queues/q/pause", data={}), 401)
+    assert_html(await client.post("/ui/queues/pause", data={"queue": "q"}), 401)
 
 
 @pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
@@ -362,16 +365,54 @@ async def test_a_queue_is_paused_and_resumed_from_the_queues_page(
 ) -> None:
     token = await csrf_token(client)
 
-    paused = await client.post(f"/ui/queues/{queue_name}/pause", data={"csrf_token": token})
+    form = {"csrf_token": token, "queue": queue_name}
+    paused = await client.post("/ui/queues/pause", data=form)
     assert paused.status_code == 303
     page = assert_html(await client.get("/ui/queues"), 200)
     assert "paused since" in page
     assert ">Resume</button>" in page
     assert (await client.get("/queues")).json()["items"][0]["paused"] is True
 
-    resumed = await client.post(f"/ui/queues/{queue_name}/resume", data={"csrf_token": token})
+    resumed = await client.post("/ui/queues/resume", data=form)
     assert resumed.status_code == 303
     assert (await client.get("/queues")).json()["items"][0]["paused"] is False
+
+
+def submitted(page: str, row: str) -> tuple[str, dict[str, str]]:
+    """Where a browser sends the form in the row marked `row` (`data-queue="q"`): its action
+    resolved against the page's URL as a browser resolves it (`.` and `..` segments go),
+    and its fields."""
+    found = re.search(
+        rf'<tr {re.escape(row)}>.*?<form method="post" action="([^"]*)"(.*?)</form>', page, re.S
+    )
+    assert found is not None, f"no form in the row {row}"
+    fields = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', found.group(2))
+    action = urljoin("http://dashboard.test/ui/queues", html.unescape(found.group(1)))
+    return urlsplit(action).path, {name: html.unescape(value) for name, value in fields}
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+async def test_a_queue_or_schedule_named_dot_or_dot_dot_is_paused_from_its_page(
+    client: httpx.AsyncClient, create_job: JobFactory, name: str
+) -> None:
+    # Valid names; as a path segment a browser would resolve them away, escaped or not.
+    await create_job(queue=name)
+    await client.post("/schedules", json={"name": name, "cron": "@hourly", "jobType": "report"})
+    await csrf_token(client)
+
+    queues = assert_html(await client.get("/ui/queues"), 200)
+    action, form = submitted(queues, f'data-queue="{name}"')
+    queue_paused = await client.post(action, data=form)
+    schedules = assert_html(await client.get("/ui/schedules"), 200)
+    action, form = submitted(schedules, f'data-schedule="{name}"')
+    schedule_paused = await client.post(action, data=form)
+
+    assert (queue_paused.status_code, schedule_paused.status_code) == (303, 303)
+    paused = [
+        item["queue"] for item in (await client.get("/queues")).json()["items"] if item["paused"]
+    ]
+    assert paused == [name]
+    assert (await client.get(f"/schedules/{name.replace('.', '%2E')}")).json()["paused"] is True
 
 
 @pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
@@ -444,9 +485,9 @@ async def test_a_schedule_is_paused_and_resumed_from_the_schedules_page(
 ) -> None:
     await create_schedule(client, "reports.nightly:eu")
     token = await csrf_token(client, "/ui/schedules")
-    action = "/ui/schedules/reports.nightly%3Aeu"
+    form = {"csrf_token": token, "name": "reports.nightly:eu"}
 
-    paused = await client.post(f"{action}/pause", data={"csrf_token": token})
+    paused = await client.post("/ui/schedules/pause", data=form)
 
     assert paused.status_code == 303
     assert paused.headers["location"].startswith("/ui/schedules?")
@@ -455,7 +496,7 @@ async def test_a_schedule_is_paused_and_resumed_from_the_schedules_page(
     assert (row["status"], row["next"]) == ("paused", "")
     assert ">Resume</button>" in row["10"]
 
-    resumed = await client.post(f"{action}/resume", data={"csrf_token": token})
+    resumed = await client.post("/ui/schedules/resume", data=form)
 
     assert resumed.status_code == 303
     body = (await client.get("/schedules/reports.nightly:eu")).json()
@@ -481,7 +522,8 @@ async def test_a_pause_or_resume_comes_back_with_a_notice_naming_what_it_moved(
         await create_schedule(client, name)
     token = await csrf_token(client, f"/ui/{kind}")
 
-    moved = await client.post(f"/ui/{kind}/{name}/{action}", data={"csrf_token": token})
+    field = "queue" if kind == "queues" else "name"
+    moved = await client.post(f"/ui/{kind}/{action}", data={"csrf_token": token, field: name})
 
     assert moved.status_code == 303
     path, _, query = moved.headers["location"].partition("?")
@@ -496,7 +538,8 @@ async def test_an_unknown_pause_action_is_not_found(
     name = queue_name if kind == "queues" else "reports.nightly"
     token = await csrf_token(client, f"/ui/{kind}")
 
-    refused = await client.post(f"/ui/{kind}/{name}/halt", data={"csrf_token": token})
+    field = "queue" if kind == "queues" else "name"
+    refused = await client.post(f"/ui/{kind}/halt", data={"csrf_token": token, field: name})
 
     assert_html(refused, 404)
 
@@ -507,11 +550,14 @@ async def test_a_schedule_action_without_the_csrf_token_or_for_no_schedule_is_re
     await create_schedule(client, "nightly")
     token = await csrf_token(client, "/ui/schedules")
 
-    refused = await client.post("/ui/schedules/nightly/pause", data={})
-    forged = await client.post("/ui/schedules/nightly/pause", data={"csrf_token": "0" * 64})
-    missing = await client.post("/ui/schedules/nowhere/pause", data={"csrf_token": token})
-    bad_name = await client.post("/ui/schedules/%3Cb%3E/pause", data={"csrf_token": token})
-    unknown = await client.post("/ui/schedules/nightly/delete", data={"csrf_token": token})
+    pause = "/ui/schedules/pause"
+    refused = await client.post(pause, data={"name": "nightly"})
+    forged = await client.post(pause, data={"csrf_token": "0" * 64, "name": "nightly"})
+    missing = await client.post(pause, data={"csrf_token": token, "name": "nowhere"})
+    bad_name = await client.post(pause, data={"csrf_token": token, "name": "<b>"})
+    unknown = await client.post(
+        "/ui/schedules/delete", data={"csrf_token": token, "name": "nightly"}
+    )
 
     assert "CSRF" in assert_html(refused, 403)
     assert_html(forged, 403)
