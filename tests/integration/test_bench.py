@@ -174,8 +174,12 @@ def test_an_interrupted_bench_stops_its_processes_and_drops_its_database(
     assert asyncio.run(_bench_databases(postgres_admin_dsn)) & scratch == set()
 
 
-def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
+def _bench(
+    postgres_admin_dsn: str, redis_url: str, *args: str, **env_overrides: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url), **env_overrides
+    }  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", *args],
         env=env,
@@ -188,26 +192,18 @@ def _bench(postgres_admin_dsn: str, redis_url: str, *args: str) -> subprocess.Co
 
 @pytest.mark.parametrize("server", ["Postgres", "Redis"])
 def test_a_bench_that_cannot_use_a_server_says_which_in_one_line_and_leaves_nothing(
-    postgres_admin_dsn: str, redis_url: str, tmp_path: Path, server: str
+    postgres_admin_dsn: str, redis_url: str, server: str
 ) -> None:
     before = asyncio.run(_bench_databases(postgres_admin_dsn))
-    env = {**os.environ, "POSTGRES_DSN": postgres_admin_dsn, **redis_env(redis_url)}
     with socket.socket() as bound_not_listening:
         bound_not_listening.bind(("127.0.0.1", 0))
         port = bound_not_listening.getsockname()[1]
-        if server == "Postgres":
-            env["POSTGRES_DSN"] = f"postgresql://postgres:secret@127.0.0.1:{port}/postgres"
-        else:
-            env["REDIS_ADDR"] = f"127.0.0.1:{port}"
-        finished = subprocess.run(
-            [sys.executable, "-m", "taskforge.entrypoints.cli", "bench", "--quick"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        unreachable = (
+            {"POSTGRES_DSN": f"postgresql://postgres:secret@127.0.0.1:{port}/postgres"}
+            if server == "Postgres"
+            else {"REDIS_ADDR": f"127.0.0.1:{port}"}
         )
+        finished = _bench(postgres_admin_dsn, redis_url, "--quick", **unreachable)
 
     assert finished.returncode == 1, finished.stderr
     assert finished.stderr.startswith(f"taskforge bench: cannot use {server} at "), finished.stderr
