@@ -158,13 +158,10 @@ class Sweeps(Protocol):
         published in the last `older_than` seconds (never published, or a hint lost to a
         crash or a push that failed) as its due PENDING jobs outnumber `covered[queue]`
         (the hints it holds or is about to get); at most `limit` in all, in dispatch order
-        (highest priority, then oldest due first), each hint at its job's priority. None of
-        a lower priority than a due job of its queue whose hint is fresh (the newest due job
-        of each priority is looked at): the hint the queue lacks may be that job's, and it
-        comes first once stale. Marks them published now, so concurrent schedulers do not
-        return the same job; a queue whose hints cover its due jobs is left as it is,
-        however long they wait, and so is one with no stale job among each priority's
-        STALE_LOOKOUT oldest due jobs."""
+        (highest priority, then oldest due first), each hint at its job's priority. Marks
+        them published now, so concurrent schedulers do not return the same job; a queue
+        whose hints cover its due jobs is left as it is, however long they wait, and so is
+        one with no stale job among each priority's STALE_LOOKOUT oldest due jobs."""
         ...
 
     async def find_never_published(self, limit: int) -> list[ReadyHint]:

@@ -16,7 +16,6 @@ from taskforge.application.ports import STALE_LOOKOUT
 from taskforge.domain.job import Job, ReadyHint, dispatch_order
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
-from taskforge.domain.validation import LOWEST_PRIORITY
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
 
@@ -73,16 +72,6 @@ class InMemorySweeps(InMemoryView):
             stale = [job for job in due if _is_stale(state.published_at.get(job.id), stale_before)]
             oldest = {job.id for job in _oldest_of_each_priority(due)}
             if any(job.id in oldest for job in stale):
-                # None behind a due job of a higher priority with a fresh hint: the hint the
-                # queue lacks may be that job's (see FIND_UNPUBLISHED).
-                newest = {job.priority: job for job in due}  # dispatch order: the last wins
-                fresh = [
-                    priority
-                    for priority, job in newest.items()
-                    if not _is_stale(state.published_at.get(job.id), stale_before)
-                ]
-                ceiling = min(fresh, default=LOWEST_PRIORITY)
-                stale = [job for job in stale if job.priority <= ceiling]
                 chosen += stale[: max(len(due) - hints, 0)]
         chosen = sorted(chosen, key=dispatch_order)[:limit]
         for job in chosen:

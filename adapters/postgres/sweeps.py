@@ -102,13 +102,8 @@ _EACH_PRIORITY = f"generate_series({HIGHEST_PRIORITY}, {LOWEST_PRIORITY}) AS lev
 # pending count (job_counts, in the statement's snapshot) less the ones not due yet,
 # counted per priority from the claim-order index: a waiting backlog is not counted, only
 # the delayed jobs beside it, which are what make a covered queue look short. Each queue's
-# stale jobs in dispatch order through its claim-order index, but none of a lower priority
-# than a due job with a fresh hint (the newest due job of each priority, one backward probe
-# each): the hint the queue lacks may be that job's, popped by a worker that died, and a
-# second hint for a waiting job of a lower priority would leave it without one until that
-# whole backlog was claimed. It goes stale itself within $4 seconds, and comes first then.
-# With several queues short, the ones the batch leaves out stay locked until the
-# statement ends.
+# stale jobs in dispatch order through its claim-order index; with several queues short,
+# the ones the batch leaves out stay locked until the statement ends.
 FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
     found=f"""
     SELECT candidate.id, candidate.priority, candidate.next_run_at
@@ -139,21 +134,9 @@ FIND_UNPUBLISHED = _MARK_PUBLISHED.format(
         ) AS jobs
     ) AS due
     CROSS JOIN LATERAL (
-        SELECT min(level.priority) AS priority
-        FROM {_EACH_PRIORITY} CROSS JOIN LATERAL (
-            SELECT published_at FROM jobs
-            WHERE jobs.queue = queue.name AND jobs.priority = level.priority
-              AND state = 'PENDING' AND next_run_at <= now()
-            ORDER BY next_run_at DESC, id DESC
-            LIMIT 1
-        ) AS newest
-        WHERE NOT {_STALE}
-    ) AS fresh
-    CROSS JOIN LATERAL (
         SELECT id, priority, next_run_at FROM jobs
         WHERE jobs.queue = queue.name AND state = 'PENDING' AND next_run_at <= now()
           AND {_STALE}
-          AND jobs.priority <= coalesce(fresh.priority, {LOWEST_PRIORITY})
         ORDER BY priority, next_run_at, id
         LIMIT least(greatest(due.jobs - queue.covered, 0), $3::integer)
         FOR UPDATE SKIP LOCKED

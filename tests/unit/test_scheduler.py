@@ -126,27 +126,6 @@ async def test_only_the_hint_that_went_missing_is_replaced(memory: Memory) -> No
     assert lost.job_id in ids
 
 
-async def test_a_lost_hint_of_an_urgent_job_is_replaced_by_its_own_not_a_waiting_jobs(
-    memory: Memory,
-) -> None:
-    enqueue = EnqueueJob(memory.jobs, memory.hints)
-    backlog = [(await enqueue(memory.new_job(priority=9))).job.id for _ in range(3)]
-    await enqueue.drain()
-    memory.clock.advance(SETTINGS.republish_after + 1)  # their hints are old, and in the list
-    urgent = (await enqueue(memory.new_job(priority=0))).job
-    await enqueue.drain()
-    [lost] = await memory.ready_queue.pop(["jobs:ready"], 1, 0)  # a worker died before claiming
-    tick = tick_for(memory)
-
-    assert lost.job_id == urgent.id
-    # Short by one hint, the urgent job's: not made up for with one for a waiting job, which
-    # would leave the urgent one without a hint until the whole backlog was claimed.
-    assert (await tick()).republished == 0
-    memory.clock.advance(SETTINGS.republish_after + 1)
-    assert (await tick()).republished == 1
-    assert await queued_ids(memory) == [urgent.id, *backlog]
-
-
 async def test_a_job_that_comes_due_is_published_even_when_its_queue_holds_old_hints(
     memory: Memory,
 ) -> None:

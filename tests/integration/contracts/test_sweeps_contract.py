@@ -434,22 +434,6 @@ async def test_find_unpublished_takes_only_what_a_queue_lacks_and_leaves_the_res
     assert [hint.job_id for hint in rest] == ids[2:]  # the first call marked nothing
 
 
-async def test_find_unpublished_publishes_nothing_behind_a_fresh_hint_of_a_higher_priority(
-    jobs: JobRoles, new_job: JobFactory, queue_name: str
-) -> None:
-    waiting = [added.job for added in await jobs.add_many([new_job(priority=9) for _ in range(3)])]
-    await asyncio.sleep(0.3)  # their hints (in the queue, as covered says) are stale now
-    urgent = (await jobs.add(new_job(priority=0))).job  # its hint is the one missing
-    await jobs.add(new_job(priority=9))  # fresh too, but behind the waiting ones
-
-    early = await jobs.find_unpublished({queue_name: len(waiting) + 1}, 100, 0.2)
-    await asyncio.sleep(0.3)
-    late = await jobs.find_unpublished({queue_name: len(waiting) + 1}, 100, 0.2)
-
-    assert early == []  # not a second hint for a waiting job instead
-    assert late == [ReadyHint(urgent.queue, urgent.id, priority=0)]
-
-
 async def test_find_unpublished_looks_for_stale_hints_among_the_oldest_due_jobs_only(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
