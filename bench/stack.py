@@ -129,13 +129,16 @@ class Stack:
         used raises Unavailable (naming it, with its driver's reason) before any scenario
         runs: a bench without Redis would time the workers' claims without hints."""
         conn = await _connect(self.admin_dsn)
+        # From here it may exist: a signal that cancels the CREATE once Postgres has run it
+        # must still see it dropped.
+        self._created = True
         try:
             await conn.execute(f'CREATE DATABASE "taskforge_bench_{self.run_id}"')
         except asyncpg.PostgresError as exc:  # a role that may not create databases
+            self._created = False
             raise Unavailable("postgres", f"cannot create a scratch database: {exc}") from exc
         finally:
             await conn.close()
-        self._created = True
         await apply_migrations(self.direct_dsn)
         self.pool = await create_pool(self.direct_dsn, min_size=1, max_size=4)
         self.redis = create_redis(

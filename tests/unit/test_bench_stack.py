@@ -1,0 +1,52 @@
+"""The bench's stack removes what it made, however its start-up ended."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from taskforge.bench import stack as stack_module
+from taskforge.bench.stack import Stack
+from taskforge.entrypoints.config import Settings
+
+pytestmark = pytest.mark.asyncio
+
+
+class Session:
+    """A Postgres session that runs every statement, and is cancelled (a SIGINT reaching
+    the bench) right after running the CREATE DATABASE."""
+
+    def __init__(self, statements: list[str]) -> None:
+        self.statements = statements
+
+    async def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+        if statement.startswith("CREATE DATABASE"):
+            raise asyncio.CancelledError
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_start_cancelled_once_its_database_was_created_still_drops_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statements: list[str] = []
+
+    async def connect(dsn: str) -> Any:
+        return Session(statements)
+
+    monkeypatch.setattr(stack_module, "_connect", connect)
+    stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
+
+    with pytest.raises(asyncio.CancelledError):
+        await stack.open()
+    await stack.close()
+
+    database = f"taskforge_bench_{stack.run_id}"
+    assert statements == [
+        f'CREATE DATABASE "{database}"',
+        f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
+    ]
