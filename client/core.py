@@ -208,7 +208,7 @@ def job_body(
     unknown = sorted(set(options) - set(_BODY_NAMES))
     if unknown:
         raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
-    body: dict[str, Any] = {"jobType": job_type, "payload": _payload(payload)}
+    body: dict[str, Any] = {"jobType": job_type, "payload": json_payload(payload)}
     for name, value in options.items():
         if value is not None:
             body[_BODY_NAMES[name]] = value.isoformat() if isinstance(value, datetime) else value
@@ -232,7 +232,7 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
         try:
             bodies.append(job_body(**spec))
         except ValidationError as exc:  # named as the API names it in a batch
-            raise _payload_error(exc.message.removeprefix("payload: "), f"jobs[{index}]") from None
+            raise _payload_error(exc.message.removeprefix("payload: "), index) from None
     return [
         Call(
             Request("POST", "/jobs/batch", body={"jobs": chunk}, retry=True),
@@ -328,7 +328,7 @@ def add_schedule(
         if value is not None:
             body[_SCHEDULE_BODY_NAMES[option]] = value
     if "payload" in body:
-        body["payload"] = dict(body["payload"])
+        body["payload"] = json_payload(body["payload"])
     return Call(
         Request("POST", "/schedules", body=body, retry=True),
         lambda answer: (values.schedule_of(answer.data), answer.status == 201),
@@ -528,29 +528,48 @@ def _segment(name: str) -> str:
     return segment.replace(".", "%2E") if segment in {".", ".."} else segment
 
 
-def _payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The payload as the JSON values it is sent as, converted as `taskforge.enqueue` stores
-    it (msgspec: a datetime, date or UUID as its ISO text, a Decimal as its digits, bytes as
-    base64, a set or tuple as an array, a dataclass or Struct as an object), then checked as
-    the API checks it: an object with string keys, no NUL character and no NaN or infinite
-    number. Anything else is a ValidationError naming the payload, and nothing is sent."""
-    import msgspec  # with the first job: the client starts without it
-
+def json_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The payload as the JSON values it is sent as (json_values), checked as the API checks
+    it: an object, no NUL character and no NaN or infinite number, wherever they sit.
+    Anything else is a ValidationError naming the payload."""
     from taskforge.domain.errors import ValidationError as Refused
     from taskforge.domain.validation import validate_payload
 
     try:
-        converted = msgspec.to_builtins({} if payload is None else payload, str_keys=False)
-        return validate_payload(converted)
+        return validate_payload(json_values(payload))
     except Refused as exc:
         raise _payload_error(exc.message) from None
+
+
+def json_values(payload: object) -> Any:
+    """`payload` as JSON values, one rule for the clients and `taskforge.enqueue`, converted
+    by msgspec: a datetime, date or UUID as its ISO text, a Decimal as its digits, bytes as
+    base64, a set or tuple as an array, a dataclass, Struct or other mapping as an object, a
+    key that is a number as its text (as `json.dumps` writes it). None is `{}`. A value with
+    no JSON form (a tuple as a key, an object msgspec cannot write) is a ValidationError
+    naming the payload; what the values hold is not checked here."""
+    import msgspec  # with the first job: the client starts without it
+
+    if payload is None:
+        return {}
+    if type(payload) is not dict and isinstance(payload, Mapping):
+        payload = dict(payload)  # a mappingproxy, a ChainMap: msgspec takes dicts only
+    try:
+        return msgspec.to_builtins(payload, str_keys=True)
     except (TypeError, ValueError, msgspec.EncodeError) as exc:
         raise _payload_error(f"must be JSON: {exc}") from None
 
 
-def _payload_error(message: str, job: str = "") -> ValidationError:
-    field = f"{job}.payload" if job else "payload"
-    return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
+def _payload_error(message: str, index: int | None = None) -> ValidationError:
+    """The API's 400 for the same payload: in a batch, `jobs[i].payload` and the index."""
+    if index is None:
+        return ValidationError(
+            "validation_error", f"payload: {message}", details={"field": "payload"}
+        )
+    field = f"jobs[{index}].payload"
+    return ValidationError(
+        "validation_error", f"{field}: {message}", details={"field": field, "index": index}
+    )
 
 
 def _params(**fields: object) -> dict[str, str]:

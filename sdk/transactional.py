@@ -38,7 +38,7 @@ from taskforge.adapters.postgres.job_store import (
 )
 from taskforge.adapters.system import Uuid7Source
 from taskforge.adapters.telemetry.tracing import current_traceparent
-from taskforge.client.core import EnqueueOptions, JobSpec
+from taskforge.client.core import EnqueueOptions, JobSpec, json_values
 from taskforge.client.errors import ValidationError
 from taskforge.client.values import AttemptError, Job
 from taskforge.domain import errors as domain_errors
@@ -46,7 +46,6 @@ from taskforge.domain.job import Job as StoredJob
 from taskforge.domain.job import JobBuilder, NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
-from taskforge.domain.validation import NUL_IN_PAYLOAD
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,9 +61,6 @@ KEY_ATTEMPTS = 3
 """Tries to store a job whose idempotency key is freed (its holder deleted) meanwhile."""
 
 _OPTIONS = frozenset(EnqueueOptions.__annotations__)
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-"""A NUL character in JSON text: `\\u0000` after an even number of backslashes (after an odd
-number, the text holds a backslash and then "u0000")."""
 _ids = Uuid7Source()
 
 
@@ -135,7 +131,11 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
         if None in options.values():  # an option left out, as the HTTP client leaves it out
             options = {name: value for name, value in options.items() if value is not None}
         job_type = options.pop("job_type", None)
-        payload = options.pop("payload", None)
+        try:  # as the HTTP clients send it (checked as the job is built), the same JSON
+            payload = json_values(options.pop("payload", None))
+        except ValidationError as exc:
+            message = exc.message.removeprefix("payload: ")
+            raise _validation_error("payload", message, index, len(specs)) from None
         if not options.keys() <= _OPTIONS:
             unknown = sorted(set(options) - _OPTIONS)
             raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
@@ -148,22 +148,18 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
             )  # fmt: skip
         except domain_errors.ValidationError as exc:
             raise _validation_error(exc.field, exc.message, index, len(specs)) from None
-        try:
-            encoded = msgspec.json.encode(new_job.payload)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise _validation_error("payload", f"must be JSON: {exc}", index, len(specs)) from None
-        if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
-            # A NUL in a value the check above does not walk (a dataclass, a Struct...).
-            raise _validation_error("payload", NUL_IN_PAYLOAD, index, len(specs))
         new_jobs.append(new_job)
     return new_jobs
 
 
 def _validation_error(field: str, message: str, index: int, count: int) -> ValidationError:
     """The API's 400 for the same input: its code, its message, its details."""
-    if count > 1:
-        field = f"jobs[{index}].{field}"
-    return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
+    if count == 1:
+        return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
+    field = f"jobs[{index}].{field}"
+    return ValidationError(
+        "validation_error", f"{field}: {message}", details={"field": field, "index": index}
+    )
 
 
 def _store(conn: Any, new_jobs: list[NewJob]) -> list[Job] | Coroutine[Any, Any, list[Job]]:

@@ -3,6 +3,7 @@ mapping, the backoff and poll schedules, and retries over a scripted transport."
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import ssl
@@ -10,6 +11,7 @@ import typing
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -81,17 +83,32 @@ class Point(msgspec.Struct):
     label: str
 
 
+@dataclasses.dataclass
+class Reading:
+    value: float
+
+
+def test_a_schedules_payload_is_converted_and_checked_as_a_jobs() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    body = core.add_schedule("nightly", "@daily", "report", {"payload": {"at": at}}).request.body
+    assert body["payload"] == {"at": "2026-01-02T00:00:00Z"}
+    with pytest.raises(ValidationError, match="payload: must not contain NaN"):
+        core.add_schedule("nightly", "@daily", "report", {"payload": {"x": float("nan")}})
+
+
 def test_a_payload_is_sent_as_the_json_taskforge_enqueue_would_store() -> None:
     # One rule for both producers: what msgspec writes for the transactional enqueue.
     payload = {
         "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "day": date(2026, 1, 2),
         "id": UUID(JOB_ID), "amount": Decimal("12.50"), "raw": b"\x00\x01", "tags": {"a"},
-        "pair": (1, 2.5), "point": Point(1, "p"), "nested": [{"ok": None}],
+        "pair": (1, 2.5), "point": Point(1, "p"), "nested": [{"ok": None}], "by_id": {7: "a"},
     }  # fmt: skip
 
     sent = json.dumps(core.job_body("email", payload)["payload"])  # as httpx sends it
+    proxied = core.job_body("email", MappingProxyType(payload))["payload"]
 
     assert json.loads(sent) == msgspec.json.decode(msgspec.json.encode(payload))
+    assert json.dumps(proxied) == sent
 
 
 @pytest.mark.parametrize(
@@ -100,7 +117,8 @@ def test_a_payload_is_sent_as_the_json_taskforge_enqueue_would_store() -> None:
         ({"x": object()}, "payload: must be JSON: "),
         ({"x": float("nan")}, "payload: must not contain NaN or infinite numbers"),
         ({"point": Point(1, "a\x00")}, "payload: must not contain NUL characters"),
-        ({1: "one"}, "payload: must be a JSON object (its keys strings)"),
+        ({"reading": Reading(float("inf"))}, "payload: must not contain NaN or infinite"),
+        ({"pair": {(1, 2): "one"}}, "payload: must be JSON: "),
         ([("a", 1)], "payload: must be a JSON object"),
     ],
 )
@@ -115,7 +133,7 @@ def test_a_payload_that_is_not_a_json_object_is_a_validation_error_naming_it(
     assert one.value.message.startswith(message), one.value.message
     assert one.value.details == {"field": "payload"}
     assert batched.value.message.startswith(f"jobs[1].{message}"), batched.value.message
-    assert batched.value.details == {"field": "jobs[1].payload"}
+    assert batched.value.details == {"field": "jobs[1].payload", "index": 1}  # as the API
 
 
 def test_enqueue_many_sends_chunks_of_the_batch_limit_each_job_with_its_own_key() -> None:

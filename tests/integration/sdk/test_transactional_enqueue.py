@@ -32,9 +32,14 @@ DRIVERS = ["asyncpg", "psycopg-async", "psycopg-sync"]
 
 @dataclasses.dataclass
 class Note:
-    """A value msgspec writes as a JSON object, which the payload check does not walk."""
+    """A value msgspec writes as a JSON object: checked as the object it is stored as."""
 
     text: str
+
+
+@dataclasses.dataclass
+class Reading:
+    value: float
 
 
 class Session:
@@ -363,6 +368,8 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
         ({"payload": {"note": Note("a\x00b")}}, "payload"),
         ({"payload": {"x": float("nan")}}, "payload"),
         ({"payload": {"x": [float("-inf")]}}, "payload"),
+        ({"payload": {"reading": Reading(float("nan"))}}, "payload"),  # was stored as null
+        ({"payload": {"pairs": {(1, 2): "a"}}}, "payload"),  # a key JSON cannot write
     ],
 )
 async def test_bad_input_is_a_validation_error_and_nothing_is_written(
@@ -379,7 +386,7 @@ async def test_bad_input_is_a_validation_error_and_nothing_is_written(
     assert caught.value.details == {"field": field}
     with pytest.raises(taskforge.ValidationError) as caught:
         await session.enqueue_many([{"job_type": "email", "queue": queue_name}, spec])
-    assert caught.value.details == {"field": f"jobs[1].{field}"}
+    assert caught.value.details == {"field": f"jobs[1].{field}", "index": 1}  # as the API
 
     # Nothing was sent: the transaction is intact and commits nothing.
     await session.commit()
