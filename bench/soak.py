@@ -143,8 +143,9 @@ SELECT relname AS name, pg_table_size(relid) AS table_bytes,
 FROM pg_stat_user_tables WHERE relname IN ('jobs', 'dead_letters', 'job_counts')
 """
 
-# The jobs started in a window, found through (queue, created_at): the bound only limits
-# the scan, so it is wide (a job that waited longer than it would not be counted).
+# The jobs started in a window. The bound on created_at only narrows the scan (the queue's
+# entries of jobs_queue_state_created, checked in the index), so it is wide: a job that
+# waited longer than it would not be counted.
 STARTED_IN_WINDOW = """
 SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms FROM jobs
 WHERE queue = $1 AND created_at >= $2::timestamptz - interval '15 minutes'
