@@ -228,11 +228,14 @@ class Stack:
                 print(f"bench: could not remove its Redis keys ({self.prefix}*): {exc.cause}")
             await self.redis.aclose()
         if self._created:
-            conn = await _connect(self.admin_dsn)
+            database = f"taskforge_bench_{self.run_id}"
             try:
-                await conn.execute(
-                    f'DROP DATABASE IF EXISTS "taskforge_bench_{self.run_id}" WITH (FORCE)'
-                )
+                conn = await _connect(self.admin_dsn)
+            except Unavailable as exc:  # what failed the run is the error to raise
+                print(f"bench: could not drop its scratch database {database}: {exc.cause}")
+                return
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             finally:
                 await conn.close()
 
@@ -253,10 +256,14 @@ def cannot_use(exc: Unavailable, settings: Settings) -> str:
     return f"cannot use Postgres at {masked_dsn(dsn)}: {without_password(exc.cause, dsn)}"
 
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds the bench waits for a Postgres session (asyncpg's default is a minute)."""
+
+
 async def _connect(dsn: str) -> asyncpg.Connection:
     """A session on `dsn`; a server that cannot be reached raises Unavailable."""
     try:
-        return await asyncpg.connect(dsn)
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc)) from exc
 

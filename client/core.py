@@ -544,10 +544,12 @@ def json_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
 def json_values(payload: object) -> Any:
     """`payload` as JSON values, one rule for the clients and `taskforge.enqueue`, converted
     by msgspec: a datetime, date or UUID as its ISO text, a Decimal as its digits, bytes as
-    base64, a set or tuple as an array, a dataclass, Struct or other mapping as an object, a
-    key that is a number as its text (as `json.dumps` writes it). None is `{}`. A value with
-    no JSON form (a tuple as a key, an object msgspec cannot write) is a ValidationError
-    naming the payload; what the values hold is not checked here."""
+    base64, a set or tuple as an array, a dataclass or Struct (or a mapping at the top) as
+    an object, a key that is a number as its text (msgspec's spelling: a NaN key is "nan").
+    None is `{}`. A value with no JSON text (a tuple as a key, an object msgspec cannot
+    write, a lone surrogate, an int too long to write, nesting deeper than the encoder
+    goes) is a ValidationError naming the payload, raised here: before any job of a batch
+    is sent or stored. What the values hold (NUL, NaN) is not checked here."""
     import msgspec  # with the first job: the client starts without it
 
     if payload is None:
@@ -555,9 +557,11 @@ def json_values(payload: object) -> Any:
     if type(payload) is not dict and isinstance(payload, Mapping):
         payload = dict(payload)  # a mappingproxy, a ChainMap: msgspec takes dicts only
     try:
-        return msgspec.to_builtins(payload, str_keys=True)
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        converted = msgspec.to_builtins(payload, str_keys=True)
+        msgspec.json.encode(converted)  # what only writing it finds
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
         raise _payload_error(f"must be JSON: {exc}") from None
+    return converted
 
 
 def _payload_error(message: str, index: int | None = None) -> ValidationError:

@@ -148,13 +148,15 @@ class Task(Generic[P]):
                 raise _validation_error("payload", "must be a JSON object")
             return dict(payload)
         try:
-            value = msgspec.convert(msgspec.to_builtins(payload), self.payload_type)
+            # Keys as the stored JSON has them (text), so what passes here decodes below.
+            builtins = msgspec.to_builtins(payload, str_keys=True)
+            value = msgspec.convert(builtins, self.payload_type, str_keys=True)
         except msgspec.ValidationError as exc:
             field, message = field_of(exc)
             raise _validation_error(field, message) from None
         except TypeError as exc:
             raise _validation_error("payload", f"must be JSON: {exc}") from None
-        encoded: dict[str, Any] = msgspec.to_builtins(value)
+        encoded: dict[str, Any] = msgspec.to_builtins(value, str_keys=True)
         return encoded
 
     def decode(self, payload: Mapping[str, Any]) -> Any:
@@ -163,7 +165,7 @@ class Task(Generic[P]):
         if self.payload_type is None:
             return payload
         try:
-            return msgspec.convert(payload, self.payload_type)
+            return msgspec.convert(payload, self.payload_type, str_keys=True)
         except msgspec.ValidationError as exc:
             field, message = field_of(exc)
             name = getattr(self.payload_type, "__name__", str(self.payload_type))

@@ -89,7 +89,7 @@ def enqueue(
     return it; a reused idempotency key returns the job that holds it, stored before or
     earlier in this transaction. Options are the HTTP client's. A bad value raises
     ValidationError before anything is written; database errors are the driver's own."""
-    [new_job] = _new_jobs([{**options, "job_type": job_type, "payload": payload}])
+    [new_job] = _new_jobs([{**options, "job_type": job_type, "payload": payload}], batch=False)
     stored = _store(conn, [new_job])
     if isinstance(stored, list):
         return stored[0]
@@ -111,7 +111,7 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> list[Job] | Coroutine[An
     """`enqueue` for each of `jobs` (mappings of `enqueue`'s arguments), in one go and in
     order: every job is checked before any is written. An error naming a job's field
     names its index: `jobs[2].queue`."""
-    return _store(conn, _new_jobs(jobs))
+    return _store(conn, _new_jobs(jobs, batch=True))
 
 
 async def _first(stored: Coroutine[Any, Any, list[Job]]) -> Job:
@@ -119,7 +119,7 @@ async def _first(stored: Coroutine[Any, Any, list[Job]]) -> Job:
     return job
 
 
-def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
+def _new_jobs(specs: Iterable[Mapping[str, Any]], *, batch: bool) -> list[NewJob]:
     """The jobs `specs` ask for, checked, each carrying the caller's current trace span (as
     a job enqueued over HTTP carries its request's), so its attempts join that trace."""
     specs = list(specs)
@@ -135,7 +135,7 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
             payload = json_values(options.pop("payload", None))
         except ValidationError as exc:
             message = exc.message.removeprefix("payload: ")
-            raise _validation_error("payload", message, index, len(specs)) from None
+            raise _validation_error("payload", message, index, batch) from None
         if not options.keys() <= _OPTIONS:
             unknown = sorted(set(options) - _OPTIONS)
             raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
@@ -147,14 +147,15 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]]) -> list[NewJob]:
                 queue=options.pop("queue", DEFAULT_QUEUE), traceparent=traceparent, **options,
             )  # fmt: skip
         except domain_errors.ValidationError as exc:
-            raise _validation_error(exc.field, exc.message, index, len(specs)) from None
+            raise _validation_error(exc.field, exc.message, index, batch) from None
         new_jobs.append(new_job)
     return new_jobs
 
 
-def _validation_error(field: str, message: str, index: int, count: int) -> ValidationError:
-    """The API's 400 for the same input: its code, its message, its details."""
-    if count == 1:
+def _validation_error(field: str, message: str, index: int, batch: bool) -> ValidationError:
+    """The API's 400 for the same input: its code, its message, its details (in a batch,
+    even of one job, the job's index, as POST /jobs/batch names it)."""
+    if not batch:
         return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
     field = f"jobs[{index}].{field}"
     return ValidationError(

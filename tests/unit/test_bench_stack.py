@@ -9,6 +9,7 @@ import pytest
 
 from taskforge.bench import stack as stack_module
 from taskforge.bench.stack import Stack
+from taskforge.domain.errors import Unavailable
 from taskforge.entrypoints.config import Settings
 
 pytestmark = pytest.mark.asyncio
@@ -50,3 +51,27 @@ async def test_a_start_cancelled_once_its_database_was_created_still_drops_it(
         f'CREATE DATABASE "{database}"',
         f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
     ]
+
+
+async def test_a_stack_whose_server_went_away_says_what_it_left_and_raises_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    statements: list[str] = []
+    sessions = iter([Session(statements)])
+
+    async def connect(dsn: str) -> Any:
+        for session in sessions:
+            return session
+        raise Unavailable("postgres", "connection refused")
+
+    monkeypatch.setattr(stack_module, "_connect", connect)
+    stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
+    with pytest.raises(asyncio.CancelledError):
+        await stack.open()
+
+    await stack.close()
+
+    database = f"taskforge_bench_{stack.run_id}"
+    assert f"could not drop its scratch database {database}: connection refused" in (
+        capsys.readouterr().out
+    )

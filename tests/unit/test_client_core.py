@@ -88,6 +88,13 @@ class Reading:
     value: float
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def test_a_schedules_payload_is_converted_and_checked_as_a_jobs() -> None:
     at = datetime(2026, 1, 2, tzinfo=UTC)
     body = core.add_schedule("nightly", "@daily", "report", {"payload": {"at": at}}).request.body
@@ -119,6 +126,10 @@ def test_a_payload_is_sent_as_the_json_taskforge_enqueue_would_store() -> None:
         ({"point": Point(1, "a\x00")}, "payload: must not contain NUL characters"),
         ({"reading": Reading(float("inf"))}, "payload: must not contain NaN or infinite"),
         ({"pair": {(1, 2): "one"}}, "payload: must be JSON: "),
+        # Found only by writing the text: refused before any job of a batch is sent.
+        ({"text": "\ud800"}, "payload: must be JSON: "),
+        ({"n": 10**5000}, "payload: must be JSON: "),
+        ({"deep": nested(3000)}, "payload: must be JSON: "),
         ([("a", 1)], "payload: must be a JSON object"),
     ],
 )

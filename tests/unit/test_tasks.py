@@ -199,6 +199,23 @@ async def test_the_handler_receives_the_payload_decoded(payload_type: type[Any])
     assert received == expected
 
 
+class Tally(msgspec.Struct):
+    counts: dict[int, str]
+
+
+async def test_a_payload_with_number_keys_comes_back_to_the_handler_as_it_was_sent() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("tally", registry=registry)
+    def tally(payload: Tally) -> Any:
+        return payload
+
+    stored = json.loads(json.dumps(tally.encode(Tally({1: "one"}))))  # JSON keys are text
+
+    assert stored == {"counts": {"1": "one"}}
+    assert await run(registry, "tally", stored) == {"counts": {1: "one"}}
+
+
 async def test_a_stored_payload_that_does_not_fit_fails_the_job_for_good() -> None:
     registry = HandlerRegistry()
     declare(registry, EmailStruct)

@@ -370,6 +370,7 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
         ({"payload": {"x": [float("-inf")]}}, "payload"),
         ({"payload": {"reading": Reading(float("nan"))}}, "payload"),  # was stored as null
         ({"payload": {"pairs": {(1, 2): "a"}}}, "payload"),  # a key JSON cannot write
+        ({"payload": {"n": 10**5000}}, "payload"),  # found only by writing it
     ],
 )
 async def test_bad_input_is_a_validation_error_and_nothing_is_written(
@@ -387,6 +388,9 @@ async def test_bad_input_is_a_validation_error_and_nothing_is_written(
     with pytest.raises(taskforge.ValidationError) as caught:
         await session.enqueue_many([{"job_type": "email", "queue": queue_name}, spec])
     assert caught.value.details == {"field": f"jobs[1].{field}", "index": 1}  # as the API
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue_many([spec])  # a batch of one: still named by its index
+    assert caught.value.details == {"field": f"jobs[0].{field}", "index": 0}
 
     # Nothing was sent: the transaction is intact and commits nothing.
     await session.commit()
