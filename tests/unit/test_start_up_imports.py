@@ -175,7 +175,7 @@ def test_an_application_enqueueing_without_tracing_loads_no_opentelemetry() -> N
     code = (
         "import json, sys, taskforge\n"
         "from taskforge.sdk.transactional import _new_jobs\n"
-        "[job] = _new_jobs([{'job_type': 'email'}])\n"
+        "[job] = _new_jobs([{'job_type': 'email'}], batch=False)\n"
         "assert job.traceparent is None, job.traceparent\n"
         "print(json.dumps(sorted(sys.modules)))"
     )
