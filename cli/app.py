@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from taskforge.cli.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_SERVER_ERROR,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
     CliError,
@@ -62,6 +64,7 @@ from taskforge.client import (
     SyncClient,
     Unavailable,
 )
+from taskforge.client.core import Request
 from taskforge.client.sync_client import RawResponses
 from taskforge.domain.states import TERMINAL_STATES, JobState
 from taskforge.domain.version import taskforge_version
@@ -84,7 +87,8 @@ Exit codes:
   3    not found (404)
   4    conflict: the job's state does not allow it (409)
   5    other API error (4xx: validation, unauthorized, ...)
-  6    server error (5xx, not ready) or no connection (refused, timed out)
+  6    server error (5xx, not ready), no connection (refused, timed out), or an
+       answer that is not the API's (not JSON, or JSON of another shape)
   130  interrupted (Ctrl-C)
 """
 
@@ -130,10 +134,16 @@ class ShownResponses(RawResponses):
     def __init__(self, client: SyncClient) -> None:
         super().__init__(client)
         send = self._send
-        self._send = lambda request: _shown(send(request))
+        self._send = lambda request: _shown(request, send(request))
 
 
-def _shown(response: Response) -> Response:
+_LAST_ANSWER: ContextVar[str | None] = ContextVar("last_answer", default=None)
+"""The last accepted answer, as `GET /stats answered 200`: the commands read the API's JSON
+as it came, so one of another shape fails while it is shown, and `run` says whose it was."""
+
+
+def _shown(request: Request, response: Response) -> Response:
+    _LAST_ANSWER.set(f"{request.method} {request.path} answered {response.status}")
     return dataclasses.replace(response, data=printable(response.data))
 
 
@@ -934,6 +944,7 @@ def _usage_message(exc: CycloptsError) -> str:
 def run(tokens: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit code. Errors are printed, never raised."""
     errors = Console(stderr=True, highlight=False)
+    _LAST_ANSWER.set(None)
     try:
         app.meta(
             tokens if tokens is not None else sys.argv[1:],
@@ -962,6 +973,16 @@ def run(tokens: Sequence[str] | None = None) -> int:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or EXIT_OK
         return EXIT_UNEXPECTED
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        if (answered := _LAST_ANSWER.get()) is None:
+            _print_error(errors, "unexpected", f"{type(exc).__name__}: {exc}")
+            return EXIT_UNEXPECTED
+        # JSON of another shape than the API's (another server, a proxy on the address), as
+        # the client reports one it decodes.
+        problem = f"{type(exc).__name__}: {exc}"
+        message = f"{answered} with JSON that is not the API's answer to it ({problem})"
+        _print_error(errors, "invalid_response", message)
+        return EXIT_SERVER_ERROR
     except Exception as exc:  # noqa: BLE001 -- the contract is a line on stderr, not a traceback
         _print_error(errors, "unexpected", f"{type(exc).__name__}: {exc}")
         return EXIT_UNEXPECTED

@@ -873,6 +873,39 @@ class _FixedAnswer(BaseHTTPRequestHandler):
         pass
 
 
+JOB_ID = "7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12"
+
+
+@pytest.mark.parametrize(
+    ("command", "path", "body"),
+    [
+        (("status", JOB_ID), f"/jobs/{JOB_ID}", b"[1, 2]"),
+        (("list",), "/jobs", b"[1, 2]"),
+        (("list",), "/jobs", b'{"items": 3}'),
+        (("stats",), "/stats", b"[1, 2]"),
+        (("workers",), "/workers", b'{"items": 3}'),
+        (("dlq-list",), "/dlq", b'{"items": [1]}'),
+    ],
+)
+def test_json_the_cli_cannot_show_as_the_apis_answer_is_an_invalid_response(
+    cli: Cli, command: tuple[str, ...], path: str, body: bytes
+) -> None:
+    # Another server, or a proxy's page, on the API's address: exit 6 as for a body that is
+    # not JSON, naming the request, never "unexpected". (A JSON object missing fields is
+    # shown with what it has, as the CLI shows any answer.)
+    server = serve_answer(body)
+    try:
+        outcome = cli(*command, api_url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome.exit_code == 6, outcome.err
+    assert outcome.err.startswith(
+        f"error: invalid_response: GET {path} answered 200 with JSON that is not the API's"
+        " answer to it ("
+    ), outcome.err
+
+
 @pytest.mark.parametrize(
     ("status", "content_type", "body", "exit_code", "line"),
     [
