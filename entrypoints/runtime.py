@@ -24,7 +24,11 @@ from typing import Any, TypeVar
 from dishka import AsyncContainer
 
 from taskforge.adapters.cron import CronsimCalendar
-from taskforge.adapters.redis.checks import warn_about_eviction
+from taskforge.adapters.redis.checks import (
+    START_CHECK_TIMEOUT,
+    refused_database,
+    warn_about_eviction,
+)
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.handlers import HandlerRegistry, default_registry
 from taskforge.application.metrics_publisher import MetricsPublisher
@@ -41,7 +45,13 @@ from taskforge.application.timing import settle_within, sleep_unless
 from taskforge.application.worker import Worker
 from taskforge.domain.errors import Unavailable, ValidationError
 from taskforge.domain.schedule import ScheduleDefinition
-from taskforge.entrypoints.config import Address, Settings, masked_dsn, without_password
+from taskforge.entrypoints.config import (
+    Address,
+    ConfigError,
+    Settings,
+    masked_dsn,
+    without_password,
+)
 from taskforge.entrypoints.demo_handlers import demo_registry
 
 T = TypeVar("T")
@@ -298,7 +308,22 @@ async def check_redis(container: AsyncContainer) -> None:
     except Exception as exc:  # noqa: BLE001 - no Redis in this process (dev): nothing to check
         log.debug("no Redis to check: %s", exc)
         return
-    await warn_about_eviction(client)
+    try:
+        # Bounded: a Redis that does not answer must not hold up the roles (the API serves
+        # /healthz meanwhile); they wait for it as during any outage.
+        async with asyncio.timeout(START_CHECK_TIMEOUT):
+            if (refusal := await refused_database(client)) is None:
+                await warn_about_eviction(client)
+    except TimeoutError:
+        log.debug("Redis did not answer the start-up checks within %gs", START_CHECK_TIMEOUT)
+        return
+    if refusal is not None:
+        database = client.connection_pool.connection_kwargs.get("db", 0)
+        raise ConfigError(
+            "REDIS_DB",
+            str(database),
+            f"the Redis server refuses it ({refusal}): its `databases` setting is lower",
+        )
 
 
 STORE_CHECK_TIMEOUT = 5.0
@@ -358,7 +383,6 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     the worker's drain."""
     if not await wait_for_store(container, "worker", stop):
         return
-    await check_redis(container)
     await declare_schedules(container, "worker")
     worker = await container.get(Worker)
     publisher = await container.get(MetricsPublisher)
@@ -427,6 +451,7 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
         tracing.install()
     if "api" not in roles:
         await serve_process_metrics(container, settings)
+    await check_redis(container)
     tasks = []
     try:
         if "scheduler" in roles:

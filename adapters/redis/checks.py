@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 log = logging.getLogger("taskforge.redis")
 
@@ -24,3 +25,21 @@ async def warn_about_eviction(client: Redis) -> None:
             "and dispatch waits for the scheduler to re-publish them; use noeviction",
             policy,
         )
+
+
+START_CHECK_TIMEOUT = 2.0
+"""Seconds the start-up checks wait for Redis together: one that does not answer is
+waited for by the roles themselves, as during any outage."""
+
+
+async def refused_database(client: Redis) -> str | None:
+    """Why the server refuses the database the client selects (REDIS_DB at or beyond its
+    `databases` setting: "DB index is out of range"), else None, also when it is away.
+    Every command would fail the same way, so it is a configuration error."""
+    try:
+        await client.ping()
+    except ResponseError as exc:
+        return str(exc) if "DB index" in str(exc) else None
+    except Exception as exc:  # noqa: BLE001 - away: the roles wait for it
+        log.debug("could not reach Redis at start-up: %s", exc)
+    return None

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.application.worker import TooManyAbandonedThreads
+from taskforge.entrypoints import runtime
 from taskforge.entrypoints.cli import service
+from taskforge.entrypoints.config import ConfigError
 from taskforge.entrypoints.runtime import check_redis
 
 pytestmark = pytest.mark.asyncio
@@ -19,8 +25,33 @@ class FakeRedis:
     def __init__(self, policy: str) -> None:
         self.policy = policy
 
+    async def ping(self) -> bool:
+        return True
+
     async def config_get(self, name: str) -> dict[str, str]:
         return {name: self.policy}
+
+
+class NoSuchDatabase(FakeRedis):
+    """A server asked for a database beyond its `databases` setting (SELECT fails)."""
+
+    connection_pool = SimpleNamespace(connection_kwargs={"db": 16})
+
+    async def ping(self) -> bool:
+        raise ResponseError("DB index is out of range")
+
+
+class Unreachable(FakeRedis):
+    async def ping(self) -> bool:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1")
+
+
+class Silent(FakeRedis):
+    """A Redis behind a dropped route: nothing answers, nothing fails."""
+
+    async def ping(self) -> bool:
+        await asyncio.sleep(3600)
+        return True
 
 
 class FakeContainer:
@@ -48,6 +79,20 @@ async def test_no_warning_with_noeviction_or_without_redis(
         await check_redis(FakeContainer(redis))  # type: ignore[arg-type]
 
     assert not caplog.records
+
+
+async def test_a_database_the_redis_server_does_not_have_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"REDIS_DB='16': the Redis server refuses it"):
+        await check_redis(FakeContainer(NoSuchDatabase("noeviction")))  # type: ignore[arg-type]
+
+
+async def test_a_redis_that_does_not_answer_at_start_up_is_left_to_the_roles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "START_CHECK_TIMEOUT", 0.05)
+    await check_redis(FakeContainer(Unreachable("noeviction")))  # type: ignore[arg-type]
+    async with asyncio.timeout(5):  # the API must get to serve /healthz
+        await check_redis(FakeContainer(Silent("noeviction")))  # type: ignore[arg-type]
 
 
 async def test_a_server_that_refuses_config_is_not_warned_about(

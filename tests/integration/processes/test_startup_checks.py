@@ -11,6 +11,7 @@ import pytest
 
 from taskforge.adapters.postgres import apply_migrations
 from tests.integration.processes.conftest import DEADLINE, Process, Stack
+from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,3 +86,21 @@ async def test_the_api_logs_once_why_it_is_not_ready(stack: Stack, scratch_dsn: 
     async with stack.client() as client:
         assert (await client.get("/readyz")).status_code == 503
     assert len(_lines_with(api, "cannot use Postgres")) == 1
+
+
+@pytest.mark.parametrize("role", ["worker", "scheduler", "api"])
+async def test_a_redis_db_the_server_does_not_have_stops_every_role_with_one_line(
+    stack: Stack, role: str
+) -> None:
+    # Every Redis command would fail the same way, for good: a configuration error (exit 2),
+    # not an outage to retry through.
+    listen = {"HTTP_ADDR": f"127.0.0.1:{free_port()}"} if role == "api" else {}
+    process = stack.start(role, REDIS_DB="9999", **listen)
+
+    exit_code = await asyncio.to_thread(process.wait, DEADLINE)
+
+    assert exit_code == 2, process.tail()
+    assert process.tail().strip().splitlines()[-1] == (
+        "taskforge: invalid configuration: REDIS_DB='9999': the Redis server refuses it"
+        " (DB index is out of range): its `databases` setting is lower"
+    )
