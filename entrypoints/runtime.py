@@ -451,9 +451,11 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
         tracing.install()
     if "api" not in roles:
         await serve_process_metrics(container, settings)
-    await check_redis(container)
     tasks = []
     try:
+        # Beside the roles, not before them: the API serves /healthz meanwhile. A REDIS_DB
+        # the server does not have ends the process (ConfigError) as a port taken does.
+        tasks.append(asyncio.create_task(check_redis(container), name="redis-check"))
         if "scheduler" in roles:
             tasks.append(asyncio.create_task(schedule(container, signals.stop), name="scheduler"))
         if "worker" in roles:
