@@ -137,14 +137,35 @@ class ShownResponses(RawResponses):
         self._send = lambda request: _shown(request, send(request))
 
 
-_LAST_ANSWER: ContextVar[str | None] = ContextVar("last_answer", default=None)
-"""The last accepted answer, as `GET /stats answered 200`: the commands read the API's JSON
-as it came, so one of another shape fails while it is shown, and `run` says whose it was."""
+_ANSWERS: ContextVar[tuple[str, ...]] = ContextVar("answers", default=())
+"""The accepted answers of this run, each once, as `GET /stats answered 200`: the commands
+read the API's JSON as it came, so one of another shape fails while it is shown, and `run`
+names the answers it may have been."""
 
 
 def _shown(request: Request, response: Response) -> Response:
-    _LAST_ANSWER.set(f"{request.method} {request.path} answered {response.status}")
+    answer = f"{request.method} {request.path} answered {response.status}"
+    if answer not in (answers := _ANSWERS.get()):
+        _ANSWERS.set((*answers, answer))
     return dataclasses.replace(response, data=printable(response.data))
+
+
+def _shape_error(exc: BaseException) -> bool:
+    """Whether `exc` is this package's code meeting JSON it cannot show: raised in `cli`'s
+    own modules (not in the terminal library, not writing the output), and not a text that
+    the output's encoding cannot hold."""
+    if isinstance(exc, UnicodeError) or not _ANSWERS.get():
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    code = frame.tb_frame.f_code
+    return os.path.dirname(code.co_filename) == _CLI_FOLDER and code.co_name != "run"
+
+
+_CLI_FOLDER = os.path.dirname(__file__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -944,7 +965,7 @@ def _usage_message(exc: CycloptsError) -> str:
 def run(tokens: Sequence[str] | None = None) -> int:
     """Run one command line and return its exit code. Errors are printed, never raised."""
     errors = Console(stderr=True, highlight=False)
-    _LAST_ANSWER.set(None)
+    _ANSWERS.set(())
     try:
         app.meta(
             tokens if tokens is not None else sys.argv[1:],
@@ -974,13 +995,19 @@ def run(tokens: Sequence[str] | None = None) -> int:
             return exc.code or EXIT_OK
         return EXIT_UNEXPECTED
     except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        if (answered := _LAST_ANSWER.get()) is None:
+        if not _shape_error(exc):
             _print_error(errors, "unexpected", f"{type(exc).__name__}: {exc}")
             return EXIT_UNEXPECTED
         # JSON of another shape than the API's (another server, a proxy on the address), as
         # the client reports one it decodes.
         problem = f"{type(exc).__name__}: {exc}"
-        message = f"{answered} with JSON that is not the API's answer to it ({problem})"
+        answers = _ANSWERS.get()
+        where = (
+            f"{answers[0]} with JSON"
+            if len(answers) == 1
+            else f"one of {', '.join(answers[-3:])}: JSON"
+        )
+        message = f"{where} that is not the API's answer to it ({problem})"
         _print_error(errors, "invalid_response", message)
         return EXIT_SERVER_ERROR
     except Exception as exc:  # noqa: BLE001 -- the contract is a line on stderr, not a traceback

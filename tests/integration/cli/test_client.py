@@ -857,6 +857,34 @@ def test_an_unexpected_failure_is_one_line_and_exit_1_never_a_traceback(
     assert outcome.err == "error: unexpected: RuntimeError: something nobody planned for\n"
 
 
+def test_output_the_terminal_cannot_encode_is_not_blamed_on_the_api(
+    api: httpx.Client, dev_server: DevServer
+) -> None:
+    job = enqueue(api, payload={"greeting": "héllo 日本"})
+
+    shown = run_process(
+        "--api-url", dev_server.url, "--token", dev_server.token, "--json", "status", job["id"],
+        env={"PYTHONIOENCODING": "ascii"},
+    )  # fmt: skip
+
+    assert shown.exit_code == 1, shown.err
+    assert shown.err.startswith("error: unexpected: UnicodeEncodeError"), shown.err
+
+
+def test_a_bad_answer_among_several_names_every_request_it_may_be(cli: Cli) -> None:
+    server = serve_answer(b'["ok"]')  # /healthz and /readyz alike
+    try:
+        outcome = cli("health", api_url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome.exit_code == 6, outcome.err
+    assert outcome.err.startswith(
+        "error: invalid_response: one of GET /healthz answered 200, GET /readyz answered 200:"
+        " JSON that is not the API's answer to it ("
+    ), outcome.err
+
+
 class _FixedAnswer(BaseHTTPRequestHandler):
     status = 500
     content_type = "application/json"
