@@ -27,6 +27,7 @@ from taskforge.entrypoints.runtime import (
     HandlerModuleError,
     Interrupted,
     ListenError,
+    check_redis,
     declared_schedules,
     listening_socket,
     load_handlers,
@@ -176,6 +177,9 @@ def _serve_api_processes(settings: Settings) -> None:
     # uvicorn binds again in its supervisor; this only turns a taken port into one line.
     listening_socket(settings.http_addr).close()
     configure_logging(settings.log_level, settings.log_format)
+    # As one API process checks Redis (run_roles), before the processes are forked: a
+    # REDIS_DB the server does not have is one line and exit code 2 here too.
+    run_event_loop(_checked_redis(settings))
     uvicorn.run(
         "taskforge.entrypoints.http.asgi:app_from_environment",
         factory=True,
@@ -187,6 +191,14 @@ def _serve_api_processes(settings: Settings) -> None:
         server_header=False,
         http=BoundedHttpProtocol,  # each process sets its limits from the environment
     )
+
+
+async def _checked_redis(settings: Settings) -> None:
+    container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
+    try:
+        await check_redis(container)
+    finally:
+        await container.close()
 
 
 @app.command

@@ -88,14 +88,16 @@ async def test_the_api_logs_once_why_it_is_not_ready(stack: Stack, scratch_dsn: 
     assert len(_lines_with(api, "cannot use Postgres")) == 1
 
 
-@pytest.mark.parametrize("role", ["worker", "scheduler", "api"])
+@pytest.mark.parametrize(
+    ("role", "api_workers"), [("worker", "1"), ("scheduler", "1"), ("api", "1"), ("api", "2")]
+)
 async def test_a_redis_db_the_server_does_not_have_stops_every_role_with_one_line(
-    stack: Stack, role: str
+    stack: Stack, role: str, api_workers: str
 ) -> None:
     # Every Redis command would fail the same way, for good: a configuration error (exit 2),
-    # not an outage to retry through.
+    # not an outage to retry through. API_WORKERS=2: checked before the processes fork.
     listen = {"HTTP_ADDR": f"127.0.0.1:{free_port()}"} if role == "api" else {}
-    process = stack.start(role, REDIS_DB="9999", **listen)
+    process = stack.start(role, REDIS_DB="9999", API_WORKERS=api_workers, **listen)
 
     exit_code = await asyncio.to_thread(process.wait, DEADLINE)
 
