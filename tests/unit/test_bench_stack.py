@@ -31,6 +31,16 @@ class Session:
         pass
 
 
+async def cancelled_start(monkeypatch: pytest.MonkeyPatch, connect: Any) -> Stack:
+    """A stack whose start was cancelled right after Postgres ran its CREATE DATABASE, its
+    sessions from `connect`."""
+    monkeypatch.setattr(stack_module, "_connect", connect)
+    stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
+    with pytest.raises(asyncio.CancelledError):
+        await stack.open()
+    return stack
+
+
 async def test_a_start_cancelled_once_its_database_was_created_still_drops_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -39,11 +49,7 @@ async def test_a_start_cancelled_once_its_database_was_created_still_drops_it(
     async def connect(dsn: str) -> Any:
         return Session(statements)
 
-    monkeypatch.setattr(stack_module, "_connect", connect)
-    stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
-
-    with pytest.raises(asyncio.CancelledError):
-        await stack.open()
+    stack = await cancelled_start(monkeypatch, connect)
     await stack.close()
 
     database = f"taskforge_bench_{stack.run_id}"
@@ -56,19 +62,14 @@ async def test_a_start_cancelled_once_its_database_was_created_still_drops_it(
 async def test_a_stack_whose_server_went_away_says_what_it_left_and_raises_nothing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    statements: list[str] = []
-    sessions = iter([Session(statements)])
+    sessions = iter([Session([])])
 
     async def connect(dsn: str) -> Any:
         for session in sessions:
             return session
         raise Unavailable("postgres", "connection refused")
 
-    monkeypatch.setattr(stack_module, "_connect", connect)
-    stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
-    with pytest.raises(asyncio.CancelledError):
-        await stack.open()
-
+    stack = await cancelled_start(monkeypatch, connect)
     await stack.close()
 
     database = f"taskforge_bench_{stack.run_id}"
