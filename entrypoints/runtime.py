@@ -26,7 +26,7 @@ from dishka import AsyncContainer
 from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.redis.checks import (
     START_CHECK_TIMEOUT,
-    refused_database,
+    refusal,
     warn_about_eviction,
 )
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
@@ -312,18 +312,22 @@ async def check_redis(container: AsyncContainer) -> None:
         # Bounded: a Redis that does not answer must not hold up the roles (the API serves
         # /healthz meanwhile); they wait for it as during any outage.
         async with asyncio.timeout(START_CHECK_TIMEOUT):
-            if (refusal := await refused_database(client)) is None:
+            if (refused := await refusal(client)) is None:
                 await warn_about_eviction(client)
     except TimeoutError:
         log.debug("Redis did not answer the start-up checks within %gs", START_CHECK_TIMEOUT)
         return
-    if refusal is not None:
+    if refused is None:
+        return
+    if refused.setting == "REDIS_DB":
         database = client.connection_pool.connection_kwargs.get("db", 0)
         raise ConfigError(
             "REDIS_DB",
             str(database),
-            f"the Redis server refuses it ({refusal}): its `databases` setting is lower",
+            f"the Redis server refuses it ({refused.reason}): its `databases` setting is lower",
         )
+    # The password itself is never shown.
+    raise ConfigError(refused.setting, None, f"the Redis server refuses it ({refused.reason})")
 
 
 STORE_CHECK_TIMEOUT = 5.0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import AuthenticationError, ResponseError
 
 log = logging.getLogger("taskforge.redis")
 
@@ -32,14 +33,26 @@ START_CHECK_TIMEOUT = 2.0
 waited for by the roles themselves, as during any outage."""
 
 
-async def refused_database(client: Redis) -> str | None:
-    """Why the server refuses the database the client selects (REDIS_DB at or beyond its
-    `databases` setting: "DB index is out of range"), else None, also when it is away.
-    Every command would fail the same way, so it is a configuration error."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A setting the Redis server refuses, and the server's words for why."""
+
+    setting: str
+    reason: str
+
+
+async def refusal(client: Redis) -> Refusal | None:
+    """What the server refuses for good, else None (also when it is away, for the roles
+    to wait for): the password (REDIS_PASSWORD wrong, missing where the server asks for
+    one, or given to a server without one), or the database (REDIS_DB at or beyond its
+    `databases` setting: "DB index is out of range"). Every command would fail the same
+    way, so it is a configuration error, not an outage."""
     try:
         await client.ping()
+    except AuthenticationError as exc:
+        return Refusal("REDIS_PASSWORD", str(exc))
     except ResponseError as exc:
-        return str(exc) if "DB index" in str(exc) else None
+        return Refusal("REDIS_DB", str(exc)) if "DB index" in str(exc) else None
     except Exception as exc:  # noqa: BLE001 - away: the roles wait for it
         log.debug("could not reach Redis at start-up: %s", exc)
     return None

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from taskforge.adapters.redis.checks import warn_about_eviction
 from taskforge.application.worker import TooManyAbandonedThreads
@@ -39,6 +39,11 @@ class NoSuchDatabase(FakeRedis):
 
     async def ping(self) -> bool:
         raise ResponseError("DB index is out of range")
+
+
+class WrongPassword(FakeRedis):
+    async def ping(self) -> bool:
+        raise AuthenticationError("invalid username-password pair or user is disabled.")
 
 
 class Unreachable(FakeRedis):
@@ -84,6 +89,16 @@ async def test_no_warning_with_noeviction_or_without_redis(
 async def test_a_database_the_redis_server_does_not_have_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match=r"REDIS_DB='16': the Redis server refuses it"):
         await check_redis(FakeContainer(NoSuchDatabase("noeviction")))  # type: ignore[arg-type]
+
+
+async def test_a_password_the_redis_server_refuses_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError) as refused:
+        await check_redis(FakeContainer(WrongPassword("noeviction")))  # type: ignore[arg-type]
+
+    assert str(refused.value) == (
+        "invalid configuration: REDIS_PASSWORD: the Redis server refuses it"
+        " (invalid username-password pair or user is disabled.)"
+    )
 
 
 async def test_a_redis_that_does_not_answer_at_start_up_is_left_to_the_roles(

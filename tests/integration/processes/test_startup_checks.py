@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from taskforge.adapters.postgres import apply_migrations
 from tests.integration.processes.conftest import DEADLINE, Process, Stack
+from tests.servers import PrivateRedis
 from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -106,3 +108,36 @@ async def test_a_redis_db_the_server_does_not_have_stops_every_role_with_one_lin
         "taskforge: invalid configuration: REDIS_DB='9999': the Redis server refuses it"
         " (DB index is out of range): its `databases` setting is lower"
     )
+
+
+@pytest.fixture
+def redis_with_password() -> Iterator[PrivateRedis]:
+    server = PrivateRedis.create(password=PASSWORD)
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("not-" + PASSWORD, "invalid username-password pair or user is disabled."),
+        ("", "Authentication required."),
+    ],
+)
+async def test_a_password_the_redis_server_refuses_stops_a_worker_with_one_line(
+    stack: Stack, redis_with_password: PrivateRedis, password: str, reason: str
+) -> None:
+    # As a database it does not have: every command would fail the same way, for good.
+    worker = stack.start_worker(
+        REDIS_ADDR=f"127.0.0.1:{redis_with_password.port}", REDIS_PASSWORD=password
+    )
+
+    exit_code = await asyncio.to_thread(worker.wait, DEADLINE)
+
+    assert exit_code == 2, worker.tail()
+    assert worker.tail().strip().splitlines()[-1] == (
+        f"taskforge: invalid configuration: REDIS_PASSWORD: the Redis server refuses it ({reason})"
+    )
+    assert PASSWORD not in worker.tail(400)
