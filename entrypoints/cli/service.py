@@ -1,4 +1,8 @@
-"""`taskforge`: run the service roles, migrate the database, benchmark."""
+"""`taskforge`: run the service roles, migrate the database, benchmark.
+
+Longer than most modules: every command of the service with its options and their help
+text (the benchmark's sizes alone take a screen), each command a few lines that hand over to
+`runtime`, `migrations` or `bench`."""
 
 from __future__ import annotations
 
