@@ -6,7 +6,7 @@ import asyncio
 import builtins
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 import httpx
@@ -20,15 +20,10 @@ from taskforge.client.core import (
     Response,
     RetryPolicy,
     ScheduleOptions,
+    values,  # the answers' values, loaded with the first answer decoded
 )
 from taskforge.client.errors import ClientError
 from taskforge.domain.states import JobState
-
-if TYPE_CHECKING:
-    from taskforge.client import values
-else:
-    # The answers' values, loaded with the first answer decoded (see core).
-    from taskforge.client.core import values
 
 T = TypeVar("T")
 

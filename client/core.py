@@ -39,7 +39,7 @@ from taskforge.domain.states import JobState
 from taskforge.domain.version import taskforge_version
 
 if TYPE_CHECKING:
-    from taskforge.client import values
+    from taskforge.client import values as values  # explicit: the clients import it from here
 else:
 
     class _ImportedOnFirstUse:
