@@ -197,6 +197,11 @@ class Client:
             request.method, request.path, params=request.params, json=request.body
         )
         try:
-            return await self._http.send(outgoing)
+            # The whole exchange, not each read: an answer trickling in fails at the deadline.
+            async with asyncio.timeout(self.request_timeout):
+                return await self._http.send(outgoing)
+        except TimeoutError:
+            timed_out = httpx.ReadTimeout("answer not complete in time", request=outgoing)
+            raise core.connection_failed(timed_out, self.base_url, self.request_timeout) from None
         except httpx.TransportError as exc:
             raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 from uuid import UUID
@@ -32,8 +32,10 @@ class SyncClient:
     """A blocking client; use it as a context manager (`with SyncClient(url) as tf:`).
 
     Calls return immutable values (`Job`, `JobPage`...) and raise `ClientError` subclasses.
-    `request_timeout` bounds each HTTP exchange; `enqueue` and `enqueue_many` are retried
-    under `retry_policy` when the API is unavailable (no answer, 429, 502, 503, 504).
+    `request_timeout` bounds each HTTP exchange, to the answer's last byte (an answer still
+    arriving then fails as timed out; a read that waits for bytes never sent fails after
+    `request_timeout` of its own); `enqueue` and `enqueue_many` are retried under
+    `retry_policy` when the API is unavailable (no answer, 429, 502, 503, 504).
     """
 
     def __init__(
@@ -200,10 +202,36 @@ class SyncClient:
         outgoing = self._http.build_request(
             request.method, request.path, params=request.params, json=request.body
         )
+        deadline = time.monotonic() + self.request_timeout
         try:
-            return self._http.send(outgoing)
+            streamed = self._http.send(outgoing, stream=True)
+            try:
+                streamed.stream = _UntilDeadline(streamed.stream, deadline, outgoing)
+                streamed.read()
+            finally:
+                streamed.close()
         except httpx.TransportError as exc:
             raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc
+        return streamed
+
+
+class _UntilDeadline(httpx.SyncByteStream):
+    """An answer's body read as it arrives, so that one trickling in (each read within the
+    timeout, the whole not) fails at the deadline like one that never comes."""
+
+    def __init__(self, body: Any, deadline: float, request: httpx.Request) -> None:
+        self._body = body
+        self._deadline = deadline
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            if time.monotonic() > self._deadline:
+                raise httpx.ReadTimeout("answer not complete in time", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        self._body.close()
 
 
 class RawResponses:

@@ -3,10 +3,12 @@ mapping, the backoff and poll schedules, and retries over a scripted transport."
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import json
 import ssl
+import time
 import typing
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -323,6 +325,70 @@ def test_an_enqueue_gives_up_after_its_attempts_with_the_last_error() -> None:
     ):
         client.enqueue("email")
     assert len(seen) == 3
+
+
+class _Trickle:
+    """JOB's JSON 64 bytes at a time, 0.05 s apart: each part in time, the whole (about
+    0.7 s) not within the 0.2 s the clients below allow. Counts the parts sent."""
+
+    def __init__(self) -> None:
+        self.body = json.dumps(JOB).encode()
+        self.parts = [self.body[start : start + 64] for start in range(0, len(self.body), 64)]
+        self.sent = 0
+
+
+class _SyncTrickle(_Trickle, httpx.SyncByteStream):
+    def __iter__(self) -> typing.Iterator[bytes]:
+        for part in self.parts:
+            time.sleep(0.05)
+            self.sent += 1
+            yield part
+
+
+class _AsyncTrickle(_Trickle, httpx.AsyncByteStream):
+    async def __aiter__(self) -> typing.AsyncIterator[bytes]:
+        for part in self.parts:
+            await asyncio.sleep(0.05)
+            self.sent += 1
+            yield part
+
+
+def test_an_answer_trickling_in_past_the_request_timeout_fails_as_timed_out() -> None:
+    trickle = _SyncTrickle()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=trickle))
+
+    with (
+        SyncClient("http://api", transport=transport, request_timeout=0.2) as client,
+        pytest.raises(ConnectionFailed) as failed,
+    ):
+        client.get(JOB_ID)
+
+    assert failed.value.code == "timeout"
+    assert failed.value.message == "no answer from http://api within 0.2s"
+    assert trickle.sent < len(trickle.parts)
+
+
+async def test_the_async_client_bounds_the_whole_exchange_too() -> None:
+    trickle = _AsyncTrickle()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=trickle))
+
+    async with Client("http://api", transport=transport, request_timeout=0.2) as client:
+        with pytest.raises(ConnectionFailed) as failed:
+            await client.get(JOB_ID)
+
+    assert failed.value.code == "timeout"
+    assert trickle.sent < len(trickle.parts)
+
+
+def test_an_answer_in_parts_within_the_request_timeout_is_read_whole() -> None:
+    trickle = _SyncTrickle()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=trickle))
+
+    with SyncClient("http://api", transport=transport, request_timeout=10) as client:
+        job = client.get(JOB_ID)
+
+    assert str(job.id) == JOB_ID
+    assert trickle.sent == len(trickle.parts)
 
 
 def test_an_operator_move_is_not_retried() -> None:
