@@ -31,6 +31,7 @@ from taskforge.adapters.postgres.job_store import (
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
     SELECT_JOBS_BY_UNIQUE_KEY,
+    CreatedRow,
     column_parameters,
     first_of_their_keys,
     insert_jobs_as,
@@ -204,7 +205,7 @@ def _needs_own_transaction(new_jobs: Sequence[NewJob]) -> bool:
     return len(new_jobs) > 1
 
 
-def _created_job(new_job: NewJob, row: asyncpg.Record) -> Job:
+def _created_job(new_job: NewJob, row: CreatedRow) -> Job:
     """The job `new_job` created, built straight from the INSERT's row (one object per job,
     not a stored Job and then its client form: the half of enqueue_many's Python time
     that is not validation)."""

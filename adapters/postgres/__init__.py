@@ -8,11 +8,12 @@ numbered files in `migrations/`.
 
 Every transition is one conditional statement: it names the state it expects and, for a
 worker's writes, the lease token, so a write whose condition no longer holds changes
-nothing. Batched methods take arrays and `unnest` them. Statements that lock several rows
+nothing. Batched methods take arrays and `unnest` them (a large batch of new jobs without
+keys is written by COPY instead: `job_copy`). Statements that lock several rows
 and may wait lock them in id order, so two of them never wait for each other in a cycle;
 scheduler sweeps use `FOR UPDATE SKIP LOCKED` instead, so concurrent schedulers share the
 work without waiting and never handle one job twice. Timestamps come from the database's
-`now()` (the transaction's start), never from Python.
+`now()` (the transaction's start), never from Python (COPY writes the `now()` it read).
 """
 
 from taskforge.adapters.postgres.connection import create_pool

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from taskforge.adapters.postgres._rows import (
     job_from_row,
 )
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter, encode_json
+from taskforge.adapters.postgres.job_copy import copy_jobs, copyable, jsonb_form
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
@@ -112,6 +114,8 @@ SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
 
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
+SELECT_NOW = "SELECT now()"
+
 
 # From the maintained counts (migration 0013), not a count over the jobs table.
 COUNT_BY_QUEUE_AND_STATE = """
@@ -184,7 +188,7 @@ async def insert_jobs(
     return await insert_jobs_as(conn, jobs, _added, _existing, attempts, published=published)
 
 
-def _added(job: NewJob, row: asyncpg.Record) -> Added:
+def _added(job: NewJob, row: CreatedRow) -> Added:
     stored = job.stored(row["next_run_at"], row["created_at"], row["payload"])
     return Added(stored, True, row["published"])
 
@@ -194,12 +198,15 @@ def _existing(holder: Job) -> Added:
 
 
 Outcome = TypeVar("Outcome")
+CreatedRow = asyncpg.Record | Mapping[str, Any]
+"""A created job's id, payload, next_run_at, created_at and published, as insert_jobs_as
+gives them to `created_as`: the INSERT's row, or the same read from a COPY."""
 
 
 async def insert_jobs_as(
     conn: asyncpg.Connection | PoolConnectionProxy,
     jobs: Sequence[NewJob],
-    created_as: Callable[[NewJob, asyncpg.Record], Outcome],
+    created_as: Callable[[NewJob, CreatedRow], Outcome],
     existing_as: Callable[[Job], Outcome],
     attempts: int = 3,
     *,
@@ -261,12 +268,14 @@ def first_of_their_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[NewJ
 async def _insert(
     conn: asyncpg.Connection | PoolConnectionProxy,
     jobs: Sequence[NewJob],
-    created_as: Callable[[NewJob, asyncpg.Record], Outcome],
+    created_as: Callable[[NewJob, CreatedRow], Outcome],
     existing_as: Callable[[Job], Outcome],
     attempts: int,
     published: bool,
 ) -> list[Outcome]:
     """insert_jobs_as for jobs that share no key with each other."""
+    if copyable(jobs) and conn.is_in_transaction():
+        return await _copy(conn, jobs, created_as, published)
     one, batch = (
         (INSERT_JOB, INSERT_JOBS)
         if published
@@ -304,6 +313,38 @@ async def _insert(
         else:
             outcomes.append(existing_as(holders[job.id]))
     return outcomes
+
+
+async def _copy(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    jobs: Sequence[NewJob],
+    created_as: Callable[[NewJob, CreatedRow], Outcome],
+    published: bool,
+) -> list[Outcome]:
+    """_insert by COPY (see job_copy), answering the rows the INSERT would return."""
+    now: datetime = await conn.fetchval(SELECT_NOW)
+    try:
+        async with conn.transaction():  # a savepoint: a taken id undoes this batch only
+            stored = await copy_jobs(conn, jobs, now, published=published)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "jobs_pkey" and (
+            taken := await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in jobs])
+        ):
+            raise JobIdTaken(taken[0]["id"]) from None
+        raise
+    return [
+        created_as(
+            job,
+            {
+                "id": job.id,
+                "payload": jsonb_form(job.payload),
+                "next_run_at": next_run_at,
+                "created_at": now,
+                "published": is_published,
+            },
+        )
+        for job, (next_run_at, is_published) in zip(jobs, stored, strict=True)
+    ]
 
 
 def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:

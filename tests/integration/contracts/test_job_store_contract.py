@@ -8,11 +8,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import msgspec
 import pytest
 
+from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job, Lease, NewJob
@@ -180,6 +182,65 @@ async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
     assert await jobs.get(stored.id) == stored
     again, created, _ = await jobs.add(new_job(idempotency_key="fresh"))
     assert created and again.id != first.id
+
+
+async def test_a_large_batch_with_a_taken_id_stores_none_of_it(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    # Large and keyless, as Postgres stores such a batch by COPY.
+    stored = (await jobs.add(new_job())).job
+    batch = [new_job() for _ in range(COPY_FROM)]
+    batch[COPY_FROM // 2] = new_job(id=stored.id)
+
+    with pytest.raises(JobIdTaken) as taken:
+        await jobs.add_many(batch)
+
+    assert taken.value.job_id == stored.id
+    assert [job.id for job in batch if await jobs.get(job.id) not in (None, stored)] == []
+    assert await jobs.get(stored.id) == stored
+
+
+async def test_a_large_batch_answers_each_job_as_it_is_read_back(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    # Large and keyless, as Postgres stores such a batch by COPY: its answers hold what the
+    # store holds, payloads as jsonb reads them back (key order, numbers) included.
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    past = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    payloads: list[dict[str, Any]] = [
+        {},
+        {"longer-key": 1, "k": 1.5e20, "nested": {"zz": [1.0, 2, -0.0], "a": None}},
+        {"é": "ü", "e": 1e-7, "b": [1e16, 2.5e-5, True, "x"], "": {"bb": 1, "a": 123456789}},
+        {"f": 1.2345678901234568e17, "g": 0.1, "h": -3e300, "i": 5e-324},
+    ]
+    batch = [
+        new_job(
+            payload=payloads[index % len(payloads)],
+            run_at=(None, soon, past)[index % 3],
+            priority=index % 10,
+            policy=RetryPolicy(max_attempts=1 + index % 4, jitter=index % 2 == 0),
+            timeout=float(index % 5),
+            traceparent=(
+                None if index % 2 else "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            ),
+        )
+        for index in range(COPY_FROM + 3)
+    ]
+
+    added = await jobs.add_many(batch)
+
+    for request, (job, created, needs_hint) in zip(batch, added, strict=True):
+        read = await jobs.get(job.id)
+        assert read == job
+        assert read is not None
+        assert msgspec.json.encode(read.payload) == msgspec.json.encode(job.payload)
+        assert created
+        due_now = request.run_at is None or request.run_at <= job.created_at
+        assert needs_hint is due_now
+        assert job.next_run_at == (job.created_at if request.run_at is None else request.run_at)
+    assert len({job.created_at for job, _, _ in added}) == 1
+    counts = {stats.queue: stats.counts for stats in await jobs.stats()}
+    assert counts[batch[0].queue][JobState.PENDING] == len(batch)
 
 
 async def test_add_many_of_nothing_is_nothing(jobs: JobRoles) -> None:

@@ -7,16 +7,19 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+import msgspec
 import pytest
 
 from taskforge.adapters.postgres import PostgresJobStore, create_pool
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
+from taskforge.adapters.postgres.job_copy import jsonb_form
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
@@ -99,6 +102,41 @@ async def test_store_sql_agrees_with_the_domain_on_exhausted_attempts(
 ) -> None:
     in_sql = await connection.fetchval(SQL_ATTEMPTS_EXHAUSTED, attempt_count, max_attempts)
     assert in_sql == attempts_exhausted(attempt_count, max_attempts)
+
+
+def _json_values(rng: random.Random, depth: int = 0) -> Any:
+    """A random JSON value of the kinds a payload holds, floats of every magnitude."""
+    kind = rng.randrange(7 if depth < 3 else 4)
+    if kind == 0:
+        return rng.choice([0.0, -0.0, 1.0, 0.1, 1e16, 1e-5, 5e-324, 1.7976931348623157e308])
+    if kind == 1:
+        return rng.choice([-1, 1]) * rng.random() * 10 ** rng.randrange(-30, 30)
+    if kind == 2:
+        return rng.choice([0, -7, 2**53, 2**63 - 1, True, False, None])
+    if kind == 3:
+        return rng.choice(["", "a", "é", "日本", "tab\there", "\\u0041"])
+    if kind == 4:
+        return [_json_values(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["", "a", "b", "aa", "é", "z" * 3, "Z", "日", "ab", "ba"]
+    return {rng.choice(keys): _json_values(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+async def test_jsonb_form_is_what_a_jsonb_column_reads_back(
+    connection: asyncpg.Connection,
+) -> None:
+    # The answers to a batch stored by COPY carry jsonb_form(payload) where the INSERT
+    # read the stored payload back: both must be the same JSON, key order included.
+    rng = random.Random(20261206)
+    payloads = [{"p": _json_values(rng)} for _ in range(2000)]
+
+    texts = await connection.fetch(
+        "SELECT (value::jsonb)::text FROM unnest($1::text[]) AS payloads (value)",
+        [msgspec.json.encode(payload).decode() for payload in payloads],
+    )
+
+    for payload, (text,) in zip(payloads, texts, strict=True):
+        read_back = msgspec.json.decode(text)
+        assert msgspec.json.encode(jsonb_form(payload)) == msgspec.json.encode(read_back)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import taskforge
+from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.adapters.postgres.job_notices import JOBS_CHANNEL
 from taskforge.adapters.postgres.job_store import insert_jobs
 from taskforge.client.values import Job
@@ -28,6 +30,9 @@ from taskforge.sdk.transactional import psycopg_form
 from tests.integration.processes.conftest import Stack
 
 DRIVERS = ["asyncpg", "psycopg-async", "psycopg-sync"]
+BATCH_SIZES = pytest.mark.parametrize("size", [3, COPY_FROM], ids=["small", "large"])
+"""Batches of both sizes: on asyncpg a large keyless batch is stored by COPY, a small one by
+the INSERT."""
 
 
 @dataclasses.dataclass
@@ -253,23 +258,92 @@ async def test_a_batch_stores_every_field_of_every_job_as_a_read_returns_it(
     assert rows[2]["next_run_at"].isoformat() == "2031-02-03T00:00:00+00:00"
 
 
-async def test_a_rolled_back_job_never_exists(
+async def test_a_large_batch_stores_what_a_read_returns(
     session: Session, observer: asyncpg.Connection, queue_name: str
 ) -> None:
+    # Keyless and large: stored by COPY on asyncpg. Each job keeps its own options and run
+    # time, and its answer (payload as jsonb reads it back included) is what a read finds.
+    later = datetime(2031, 2, 3, tzinfo=UTC)
+    specs: list[dict[str, Any]] = [
+        {
+            "job_type": f"t{index % 3}", "queue": queue_name, "priority": index % 10,
+            "max_attempts": 1 + index % 5, "jitter": index % 2 == 0, "timeout": index % 4,
+            "payload": {"n": index, "big": 1.5e20, "note": "é", "a": [-0.0, 1e-7]},
+            **({"run_at": later} if index % 7 == 0 else {}),
+        }
+        for index in range(COPY_FROM + 5)
+    ]  # fmt: skip
+    batch = await session.enqueue_many(specs)
+    await session.commit()
+
+    rows = await observer.fetch(
+        "SELECT id, job_type, payload::text, max_attempts, jitter, timeout, priority,"
+        " next_run_at, created_at, updated_at FROM jobs WHERE queue = $1",
+        queue_name,
+    )
+    by_id = {row["id"]: row for row in rows}
+    assert len(by_id) == len(specs)
+    for spec, job in zip(specs, batch, strict=True):
+        row = by_id[job.id]
+        read_back = msgspec.json.decode(row["payload"])
+        assert msgspec.json.encode(job.payload) == msgspec.json.encode(read_back)
+        assert (job.job_type, job.max_attempts, job.jitter, job.timeout, job.priority) == (
+            row["job_type"], row["max_attempts"], row["jitter"], row["timeout"], row["priority"],
+        )  # fmt: skip
+        assert (job.next_run_at, job.created_at, job.updated_at) == (
+            row["next_run_at"], row["created_at"], row["updated_at"],
+        )  # fmt: skip
+        assert job.next_run_at == spec.get("run_at", job.created_at)
+
+
+async def test_a_large_batch_on_a_connection_with_its_own_jsonb_codec(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    # An application may decode jsonb its own way: the batch is stored the same.
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        # asyncpg's own example: the driver would write any value given for a jsonb
+        # column with json.dumps, a text as a JSON string.
+        await conn.set_type_codec(
+            "jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads
+        )
+        batch = await taskforge.enqueue_many(
+            conn,
+            [
+                {"job_type": "email", "queue": queue_name, "payload": {"n": n}}
+                for n in range(COPY_FROM)
+            ],
+        )
+    finally:
+        await conn.close()
+
+    stored = await observer.fetch(
+        "SELECT id, payload::text FROM jobs WHERE queue = $1 ORDER BY id", queue_name
+    )
+    assert [(row["id"], row["payload"]) for row in stored] == [
+        (job.id, f'{{"n": {n}}}') for n, job in enumerate(batch)
+    ]
+
+
+@BATCH_SIZES
+async def test_a_rolled_back_job_never_exists(
+    session: Session, observer: asyncpg.Connection, queue_name: str, size: int
+) -> None:
     await session.enqueue("email", queue=queue_name)
-    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 3)
+    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * size)
 
     await session.rollback()
 
     assert await stored_ids(observer, queue_name) == set()
 
 
+@BATCH_SIZES
 async def test_a_rolled_back_savepoint_drops_only_its_jobs(
-    session: Session, observer: asyncpg.Connection, queue_name: str
+    session: Session, observer: asyncpg.Connection, queue_name: str, size: int
 ) -> None:
     before = await session.enqueue("email", queue=queue_name)
     await session.execute("SAVEPOINT order_lines")
-    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 2)
+    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * size)
     await session.execute("ROLLBACK TO SAVEPOINT order_lines")
     after = await session.enqueue("email", queue=queue_name)
 
@@ -487,11 +561,12 @@ async def notices(migrated_dsn: str) -> AsyncIterator[Notices]:
     await conn.close()
 
 
+@BATCH_SIZES
 async def test_a_commit_of_due_jobs_notifies_the_scheduler_once(
-    session: Session, notices: Notices, queue_name: str
+    session: Session, notices: Notices, queue_name: str, size: int
 ) -> None:
     await session.enqueue("email", queue=queue_name)
-    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * 3)
+    await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * size)
     assert await notices.settled() == []  # nothing before the commit
 
     await session.commit()
