@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.servers import PrivateRedis
 from tests.support import free_port, redis_env, wait_until_healthy
 
 SUPPORT = Path(__file__).parent / "support"
@@ -192,6 +193,20 @@ async def run_migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         )
 
     return await asyncio.to_thread(migrate)
+
+
+REDIS_PASSWORD = "redis-S3cret-7f3a9c"
+"""The password of `redis_with_password`: distinct and unlikely, to be looked for in logs."""
+
+
+@pytest.fixture
+def redis_with_password() -> Iterator[PrivateRedis]:
+    """A redis-server of its own that asks every client for REDIS_PASSWORD."""
+    server = PrivateRedis.create(password=REDIS_PASSWORD)
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture(scope="session")

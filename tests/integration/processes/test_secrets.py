@@ -17,13 +17,12 @@ import pytest
 
 from tests.servers import PrivatePostgres, PrivateRedis
 
-from .conftest import DEADLINE, Stack, run_migrate
+from .conftest import DEADLINE, REDIS_PASSWORD, Stack, run_migrate
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 # Distinct, unlikely strings, with characters a URL must escape in the DSN's password.
 POSTGRES_PASSWORD = "pg-S3cret/with@signs"
-REDIS_PASSWORD = "redis-S3cret-7f3a9c"
 API_TOKEN = "api-S3cret-token-41be"
 SECRETS = (POSTGRES_PASSWORD, quote(POSTGRES_PASSWORD, safe=""), REDIS_PASSWORD, API_TOKEN)
 
@@ -31,15 +30,6 @@ SECRETS = (POSTGRES_PASSWORD, quote(POSTGRES_PASSWORD, safe=""), REDIS_PASSWORD,
 @pytest.fixture
 def postgres_with_passwords() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres.create({"fsync": "off"}, passwords=True)
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
-@pytest.fixture
-def redis_with_password() -> Iterator[PrivateRedis]:
-    server = PrivateRedis.create(password=REDIS_PASSWORD)
     try:
         yield server
     finally:

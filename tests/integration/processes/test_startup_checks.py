@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from taskforge.adapters.postgres import apply_migrations
-from tests.integration.processes.conftest import DEADLINE, Process, Stack
+from tests.integration.processes.conftest import DEADLINE, REDIS_PASSWORD, Process, Stack
 from tests.servers import PrivateRedis
 from tests.support import free_port
 
@@ -76,7 +75,7 @@ async def test_a_worker_on_an_unknown_role_says_so_instead_of_serving(
     assert "worker cannot use Postgres" in line
     assert "role" in line and "taskforge_no_such_role" in line
     assert not _lines_with(worker, "worker serving")
-    assert PASSWORD not in worker.tail(400)
+    assert REDIS_PASSWORD not in worker.tail(400)
 
 
 async def test_the_api_logs_once_why_it_is_not_ready(stack: Stack, scratch_dsn: str) -> None:
@@ -110,19 +109,10 @@ async def test_a_redis_db_the_server_does_not_have_stops_every_role_with_one_lin
     )
 
 
-@pytest.fixture
-def redis_with_password() -> Iterator[PrivateRedis]:
-    server = PrivateRedis.create(password=PASSWORD)
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
 @pytest.mark.parametrize(
     ("password", "reason"),
     [
-        ("not-" + PASSWORD, "invalid username-password pair or user is disabled."),
+        ("not-" + REDIS_PASSWORD, "invalid username-password pair or user is disabled."),
         ("", "Authentication required."),
     ],
 )
@@ -140,4 +130,4 @@ async def test_a_password_the_redis_server_refuses_stops_a_worker_with_one_line(
     assert worker.tail().strip().splitlines()[-1] == (
         f"taskforge: invalid configuration: REDIS_PASSWORD: the Redis server refuses it ({reason})"
     )
-    assert PASSWORD not in worker.tail(400)
+    assert REDIS_PASSWORD not in worker.tail(400)
