@@ -139,19 +139,37 @@ def jsonb_form(value: Any) -> Any:
     with an exponent (1e16 and up, the smallest ones) as its plain digits, which read back as
     an int when they have no fraction; -0.0 as 0.0. Strings, ints, bools and null are as
     they were."""
-    kind = type(value)
-    if kind is dict:
-        if not value:
-            return value
-        return {key: jsonb_form(value[key]) for key in _in_jsonb_order(tuple(value))}
-    if kind is list:
-        return [jsonb_form(item) for item in value]
-    if kind is float:
-        written = msgspec.json.encode(value)
-        if b"e" in written:
-            return msgspec.json.decode(format(Decimal(written.decode()), "f"))
-        return value + 0.0  # -0.0 is stored as 0
-    return value
+    if type(value) is dict and not value:
+        return value
+    # Iterative, as the payload checks are: a payload may nest deeper than Python's recursion
+    # limit allows. Each container is made empty, its keys in order, and filled as its values
+    # come off the stack.
+    top: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, top, 0)]
+    while stack:
+        item, into, at = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            ordered = _in_jsonb_order(tuple(item))
+            made: Any = dict.fromkeys(ordered)
+            stack.extend((item[key], made, key) for key in ordered)
+            into[at] = made
+        elif kind is list:
+            made = [None] * len(item)
+            stack.extend((each, made, index) for index, each in enumerate(item))
+            into[at] = made
+        elif kind is float:
+            into[at] = _jsonb_number(item)
+        else:
+            into[at] = item
+    return top[0]
+
+
+def _jsonb_number(value: float) -> Any:
+    written = msgspec.json.encode(value)
+    if b"e" in written:
+        return msgspec.json.decode(format(Decimal(written.decode()), "f"))
+    return value + 0.0  # -0.0 is stored as 0
 
 
 @functools.lru_cache(maxsize=4096)

@@ -115,6 +115,9 @@ SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
 
 SELECT_NOW = "SELECT now()"
+SAVEPOINT = "SAVEPOINT taskforge_copy"
+RELEASE_SAVEPOINT = "RELEASE SAVEPOINT taskforge_copy"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT taskforge_copy; RELEASE SAVEPOINT taskforge_copy"
 
 
 # From the maintained counts (migration 0013), not a count over the jobs table.
@@ -321,29 +324,34 @@ async def _copy(
     created_as: Callable[[NewJob, CreatedRow], Outcome],
     published: bool,
 ) -> list[Outcome]:
-    """_insert by COPY (see job_copy), answering the rows the INSERT would return."""
+    """_insert by COPY (see job_copy), answering the rows the INSERT would return. The
+    savepoint is plain SQL: the caller's transaction may have been begun by a BEGIN of its
+    own, inside which asyncpg makes no savepoint."""
+    payloads = [jsonb_form(job.payload) for job in jobs]  # nothing left to fail after the COPY
     now: datetime = await conn.fetchval(SELECT_NOW)
+    await conn.execute(SAVEPOINT)
     try:
-        async with conn.transaction():  # a savepoint: a taken id undoes this batch only
-            stored = await copy_jobs(conn, jobs, now, published=published)
+        stored = await copy_jobs(conn, jobs, now, published=published)
     except asyncpg.UniqueViolationError as exc:
+        await conn.execute(ROLLBACK_TO_SAVEPOINT)  # a taken id undoes this batch only
         if exc.constraint_name == "jobs_pkey" and (
             taken := await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in jobs])
         ):
             raise JobIdTaken(taken[0]["id"]) from None
         raise
+    await conn.execute(RELEASE_SAVEPOINT)
     return [
         created_as(
             job,
             {
                 "id": job.id,
-                "payload": jsonb_form(job.payload),
+                "payload": payload,
                 "next_run_at": next_run_at,
                 "created_at": now,
                 "published": is_published,
             },
         )
-        for job, (next_run_at, is_published) in zip(jobs, stored, strict=True)
+        for job, payload, (next_run_at, is_published) in zip(jobs, payloads, stored, strict=True)
     ]
 
 

@@ -243,6 +243,24 @@ async def test_a_large_batch_answers_each_job_as_it_is_read_back(
     assert counts[batch[0].queue][JobState.PENDING] == len(batch)
 
 
+async def test_a_large_batch_of_deeply_nested_payloads_is_stored_and_answered(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    # Nested deeper than a recursive walk of the payload could go.
+    deep: Any = {"leaf": [1.5e20, {"b": 1, "a": 2}]}
+    for _ in range(700):
+        deep = [deep]
+    batch = [new_job(payload={"deep": deep, "n": index}) for index in range(COPY_FROM)]
+
+    added = await jobs.add_many(batch)
+
+    for job, created, _ in added:
+        read = await jobs.get(job.id)
+        assert created and read == job
+        assert read is not None
+        assert msgspec.json.encode(read.payload) == msgspec.json.encode(job.payload)
+
+
 async def test_add_many_of_nothing_is_nothing(jobs: JobRoles) -> None:
     assert await jobs.add_many([]) == []
 

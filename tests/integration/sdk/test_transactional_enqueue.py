@@ -296,6 +296,28 @@ async def test_a_large_batch_stores_what_a_read_returns(
         assert job.next_run_at == spec.get("run_at", job.created_at)
 
 
+@pytest.mark.parametrize("size", [3, COPY_FROM], ids=["small", "large"])
+async def test_a_transaction_begun_by_a_plain_begin_holds_the_batch(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str, size: int
+) -> None:
+    # BEGIN sent as SQL, not through asyncpg's transaction(): no savepoint of asyncpg's.
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await conn.execute("BEGIN")
+        dropped = await taskforge.enqueue_many(
+            conn, [{"job_type": "a", "queue": queue_name}] * size
+        )
+        await conn.execute("ROLLBACK")
+        await conn.execute("BEGIN")
+        kept = await taskforge.enqueue_many(conn, [{"job_type": "b", "queue": queue_name}] * size)
+        await conn.execute("COMMIT")
+    finally:
+        await conn.close()
+
+    assert len(dropped) == len(kept) == size
+    assert await stored_ids(observer, queue_name) == {job.id for job in kept}
+
+
 async def test_a_large_batch_on_a_connection_with_its_own_jsonb_codec(
     migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
 ) -> None:
