@@ -43,10 +43,10 @@ class Refusal:
 
 async def refusal(client: Redis) -> Refusal | None:
     """What the server refuses for good, else None (also when it is away, for the roles
-    to wait for): the password (REDIS_PASSWORD wrong, missing where the server asks for
-    one, or given to a server without one), or the database (REDIS_DB at or beyond its
-    `databases` setting: "DB index is out of range"). Every command would fail the same
-    way, so it is a configuration error, not an outage."""
+    to wait for): the password (REDIS_PASSWORD wrong, or missing where the server asks for
+    one), or the database (REDIS_DB at or beyond its `databases` setting: "DB index is out
+    of range"). Every command would fail the same way, so it is a configuration error, not
+    an outage."""
     try:
         await client.ping()
     except AuthenticationError as exc:
