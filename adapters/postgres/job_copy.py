@@ -61,16 +61,46 @@ def copyable(jobs: Sequence[NewJob]) -> bool:
     )
 
 
+SELECT_NOW = "SELECT now()"
+SAVEPOINT = "SAVEPOINT taskforge_copy"
+RELEASE_SAVEPOINT = "RELEASE SAVEPOINT taskforge_copy"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT taskforge_copy; RELEASE SAVEPOINT taskforge_copy"
+"""Plain SQL: the transaction may have been begun by a BEGIN of the application's own,
+inside which asyncpg makes no savepoint."""
+
+
 async def copy_jobs(
     conn: asyncpg.Connection | PoolConnectionProxy,
     jobs: Sequence[NewJob],
-    now: datetime,
     *,
     published: bool,
-) -> list[tuple[datetime, bool]]:
-    """Store `jobs` (see copyable) as created at `now`, the current transaction's `now()`;
-    for each, when it is due and whether it was stored as published (due at once, with
-    `published`)."""
+) -> list[dict[str, Any]]:
+    """Store `jobs` (see copyable) inside the current transaction, as created at its
+    `now()`; for each, the row the INSERT would return: id, payload (as jsonb reads it
+    back), next_run_at, created_at and published (due at once, with `published`). An id
+    already stored raises asyncpg's UniqueViolationError with the batch undone and the
+    transaction usable (a savepoint)."""
+    payloads = [jsonb_form(job.payload) for job in jobs]  # nothing left to fail after the COPY
+    now: datetime = await conn.fetchval(SELECT_NOW)
+    rows, answers = _rows(jobs, now, published)
+    await conn.execute(SAVEPOINT)
+    try:
+        await conn.copy_to_table("jobs", source=_once(rows), columns=COLUMNS, format="binary")
+    except asyncpg.UniqueViolationError:
+        await conn.execute(ROLLBACK_TO_SAVEPOINT)
+        raise
+    await conn.execute(RELEASE_SAVEPOINT)
+    return [
+        {"id": job.id, "payload": payload, "next_run_at": due, "created_at": now, "published": up}
+        for job, payload, (due, up) in zip(jobs, payloads, answers, strict=True)
+    ]
+
+
+def _rows(
+    jobs: Sequence[NewJob], now: datetime, published: bool
+) -> tuple[bytes, list[tuple[datetime, bool]]]:
+    """The jobs' rows in COPY's binary format, and for each when it is due and whether it
+    is stored as published."""
     stamp = _timestamptz(now)
     due_now = stamp + (stamp if published else _NULL)
     shared: dict[tuple[object, ...], bytes] = {}
@@ -96,8 +126,7 @@ async def copy_jobs(
         rows.append(b"".join(parts))
         answers.append((due, is_published))
     rows.append(_TRAILER)
-    await conn.copy_to_table("jobs", source=_once(b"".join(rows)), columns=COLUMNS, format="binary")
-    return answers
+    return b"".join(rows), answers
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -17,7 +16,7 @@ from taskforge.adapters.postgres._rows import (
     job_from_row,
 )
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter, encode_json
-from taskforge.adapters.postgres.job_copy import copy_jobs, copyable, jsonb_form
+from taskforge.adapters.postgres.job_copy import copy_jobs, copyable
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
@@ -113,11 +112,6 @@ WHERE jobs.state IN ('PENDING', 'RUNNING', 'FAILED')
 SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
 
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
-
-SELECT_NOW = "SELECT now()"
-SAVEPOINT = "SAVEPOINT taskforge_copy"
-RELEASE_SAVEPOINT = "RELEASE SAVEPOINT taskforge_copy"
-ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT taskforge_copy; RELEASE SAVEPOINT taskforge_copy"
 
 
 # From the maintained counts (migration 0013), not a count over the jobs table.
@@ -278,7 +272,13 @@ async def _insert(
 ) -> list[Outcome]:
     """insert_jobs_as for jobs that share no key with each other."""
     if copyable(jobs) and conn.is_in_transaction():
-        return await _copy(conn, jobs, created_as, published)
+        try:
+            copied = await copy_jobs(conn, jobs, published=published)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "jobs_pkey" and (taken_id := await _taken_id(conn, jobs)):
+                raise JobIdTaken(taken_id) from None
+            raise
+        return [created_as(job, row) for job, row in zip(jobs, copied, strict=True)]
     one, batch = (
         (INSERT_JOB, INSERT_JOBS)
         if published
@@ -295,8 +295,8 @@ async def _insert(
     if taken:
         holders = await _holders(conn, taken)
         if freed := [job for job in taken if job.id not in holders]:
-            if ids := await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in freed]):
-                raise JobIdTaken(ids[0]["id"])
+            if taken_id := await _taken_id(conn, freed):
+                raise JobIdTaken(taken_id)
             # The holder finished, or retention deleted it, between the two statements: the
             # key is free again, so those jobs are inserted after all (or meet a newer holder).
             if attempts <= 1:
@@ -318,41 +318,12 @@ async def _insert(
     return outcomes
 
 
-async def _copy(
-    conn: asyncpg.Connection | PoolConnectionProxy,
-    jobs: Sequence[NewJob],
-    created_as: Callable[[NewJob, CreatedRow], Outcome],
-    published: bool,
-) -> list[Outcome]:
-    """_insert by COPY (see job_copy), answering the rows the INSERT would return. The
-    savepoint is plain SQL: the caller's transaction may have been begun by a BEGIN of its
-    own, inside which asyncpg makes no savepoint."""
-    payloads = [jsonb_form(job.payload) for job in jobs]  # nothing left to fail after the COPY
-    now: datetime = await conn.fetchval(SELECT_NOW)
-    await conn.execute(SAVEPOINT)
-    try:
-        stored = await copy_jobs(conn, jobs, now, published=published)
-    except asyncpg.UniqueViolationError as exc:
-        await conn.execute(ROLLBACK_TO_SAVEPOINT)  # a taken id undoes this batch only
-        if exc.constraint_name == "jobs_pkey" and (
-            taken := await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in jobs])
-        ):
-            raise JobIdTaken(taken[0]["id"]) from None
-        raise
-    await conn.execute(RELEASE_SAVEPOINT)
-    return [
-        created_as(
-            job,
-            {
-                "id": job.id,
-                "payload": payload,
-                "next_run_at": next_run_at,
-                "created_at": now,
-                "published": is_published,
-            },
-        )
-        for job, payload, (next_run_at, is_published) in zip(jobs, payloads, stored, strict=True)
-    ]
+async def _taken_id(
+    conn: asyncpg.Connection | PoolConnectionProxy, jobs: Sequence[NewJob]
+) -> UUID | None:
+    """The id of one of `jobs` that a stored job already has, if any."""
+    rows = await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in jobs])
+    return rows[0]["id"] if rows else None
 
 
 def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
