@@ -61,6 +61,7 @@ def copyable(jobs: Sequence[NewJob]) -> bool:
     )
 
 
+COPY_STATEMENT = f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT binary)"
 SELECT_NOW = "SELECT now()"
 SAVEPOINT = "SAVEPOINT taskforge_copy"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT taskforge_copy"
@@ -82,7 +83,7 @@ async def copy_jobs(
     transaction usable (a savepoint)."""
     payloads = [jsonb_form(job.payload) for job in jobs]  # nothing left to fail after the COPY
     now: datetime = await conn.fetchval(SELECT_NOW)
-    rows, answers = _rows(jobs, now, published)
+    rows, answers = copy_rows(jobs, now, published=published)
     await conn.execute(SAVEPOINT)
     try:
         await conn.copy_to_table("jobs", source=_once(rows), columns=COLUMNS, format="binary")
@@ -96,11 +97,11 @@ async def copy_jobs(
     ]
 
 
-def _rows(
-    jobs: Sequence[NewJob], now: datetime, published: bool
+def copy_rows(
+    jobs: Sequence[NewJob], now: datetime, *, published: bool
 ) -> tuple[bytes, list[tuple[datetime, bool]]]:
-    """The jobs' rows in COPY's binary format, and for each when it is due and whether it
-    is stored as published."""
+    """The jobs' rows in COPY's binary format (the data of COPY_STATEMENT), as created at
+    `now`, and for each when it is due and whether it is stored as published."""
     stamp = _timestamptz(now)
     due_now = stamp + (stamp if published else _NULL)
     shared: dict[tuple[object, ...], bytes] = {}

@@ -26,7 +26,7 @@ from taskforge.adapters.postgres.job_store import insert_jobs
 from taskforge.client.values import Job
 from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
-from taskforge.sdk.transactional import psycopg_form
+from taskforge.sdk.psycopg_steps import psycopg_form
 from tests.integration.processes.conftest import Stack
 
 DRIVERS = ["asyncpg", "psycopg-async", "psycopg-sync"]

@@ -1,0 +1,191 @@
+"""Transactional enqueue on a psycopg 3 connection (see `transactional`): the same
+statements as on asyncpg, in psycopg's placeholders, run one after the other by a generator
+of steps that both the blocking and the asyncio connection drive. Imported only when a
+psycopg connection is passed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from taskforge.adapters.postgres._rows import job_from_row
+from taskforge.adapters.postgres.job_copy import (
+    COPY_STATEMENT,
+    SELECT_NOW,
+    copy_rows,
+    copyable,
+    jsonb_form,
+)
+from taskforge.adapters.postgres.job_store import (
+    INSERT_JOB_UNPUBLISHED,
+    INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
+    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
+    SELECT_JOBS_BY_UNIQUE_KEY,
+    column_parameters,
+    first_of_their_keys,
+    insert_parameters,
+)
+from taskforge.client.values import Job
+from taskforge.domain.job import Job as StoredJob
+from taskforge.domain.job import NewJob
+from taskforge.sdk.transactional import CHUNK, KEY_ATTEMPTS, client_job, needs_own_transaction
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def psycopg_form(statement: str) -> str:
+    """`statement` with psycopg's `%s` placeholders for asyncpg's `$1, $2...`, which must
+    each appear once and in order (psycopg's are positional)."""
+    if "%" in statement:
+        raise ValueError("a literal % would need escaping for psycopg")
+    numbers = [int(found) for found in _PLACEHOLDER.findall(statement)]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"placeholders out of order: {numbers}")
+    return _PLACEHOLDER.sub("%s", statement)
+
+
+PSYCOPG_INSERT_JOB = psycopg_form(INSERT_JOB_UNPUBLISHED)
+PSYCOPG_INSERT_JOBS = psycopg_form(INSERT_JOBS_UNPUBLISHED_BY_COLUMNS)
+PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY = psycopg_form(SELECT_JOBS_BY_IDEMPOTENCY_KEY)
+PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY = psycopg_form(SELECT_JOBS_BY_UNIQUE_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    parameters: Sequence[Any] = ()
+    copy: bytes | None = None
+    """The data to send when `sql` is a COPY ... FROM STDIN."""
+
+
+Rows = list[dict[str, Any]]
+_Steps = Generator[_Statement, Rows, list[Job]]
+
+
+def _psycopg_key_holder(new_job: NewJob) -> Generator[_Statement, Rows, StoredJob | None]:
+    """The job holding `new_job`'s idempotency key, else the unfinished job of its queue
+    holding its unique key (the order the asyncpg path looks them up in), else None."""
+    if new_job.idempotency_key is not None:
+        rows = yield _Statement(PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY, [[new_job.idempotency_key]])
+        if rows:
+            return job_from_row(rows[0])
+    if new_job.unique_key is not None:
+        rows = yield _Statement(
+            PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY, [[new_job.queue], [new_job.unique_key]]
+        )
+        if rows:
+            return job_from_row(rows[0])
+    return None
+
+
+def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
+    """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
+    (or, for a large chunk without keys, `now()` and a COPY) per CHUNK of the jobs sharing no
+    key with an earlier one; then for each job not created yet, in order, an INSERT of that
+    job and a look-up of the job holding its key."""
+    inserted: dict[UUID, dict[str, Any]] = {}
+    # A job sharing a key with an earlier one waits for the job-by-job pass (see
+    # first_of_their_keys): the INSERT takes its rows in key order, not the batch's.
+    leading, _ = first_of_their_keys(new_jobs)
+    for start in range(0, len(leading), CHUNK):
+        chunk = leading[start : start + CHUNK]
+        if copyable(chunk):  # as the asyncpg path stores it (see job_copy)
+            payloads = [jsonb_form(job.payload) for job in chunk]
+            [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
+            data, timing = copy_rows(chunk, now, published=False)
+            yield _Statement(COPY_STATEMENT, copy=data)
+            for job, payload, (due, _) in zip(chunk, payloads, timing, strict=True):
+                inserted[job.id] = {"next_run_at": due, "created_at": now, "payload": payload}
+            continue
+        statement = PSYCOPG_INSERT_JOB if len(chunk) == 1 else PSYCOPG_INSERT_JOBS
+        parameters = insert_parameters(chunk[0]) if len(chunk) == 1 else column_parameters(chunk)
+        for row in (yield _Statement(statement, parameters)):
+            inserted[row["id"]] = row
+    results: list[tuple[StoredJob, bool]] = []
+    for new_job in new_jobs:
+        if (created := inserted.get(new_job.id)) is not None:
+            stored = new_job.stored(
+                created["next_run_at"], created["created_at"], created["payload"]
+            )
+            results.append((stored, True))
+            continue
+        for _ in range(KEY_ATTEMPTS):
+            rows = yield _Statement(PSYCOPG_INSERT_JOB, insert_parameters(new_job))
+            if rows:
+                [row] = rows
+                stored = new_job.stored(row["next_run_at"], row["created_at"], row["payload"])
+                results.append((stored, True))
+                break
+            holder = yield from _psycopg_key_holder(new_job)
+            if holder is not None:
+                results.append((holder, False))
+                break
+            # The key's holder finished or was deleted meanwhile: the key is free, try again.
+        else:
+            raise RuntimeError("idempotency or unique keys kept changing hands; try again")
+    return [client_job(job) for job, _ in results]
+
+
+def _needs_a_transaction(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
+) -> bool:
+    """needs_own_transaction, for a psycopg connection outside a transaction (in
+    autocommit mode and idle); inside one the caller's transaction holds the jobs."""
+    return (
+        conn.autocommit
+        and conn.info.transaction_status is TransactionStatus.IDLE
+        and needs_own_transaction(new_jobs)
+    )
+
+
+def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
+    if not new_jobs:
+        return []
+    if _needs_a_transaction(conn, new_jobs):
+        with conn.transaction():
+            return store(conn, new_jobs)
+    steps = _psycopg_steps(new_jobs)
+    with conn.cursor(row_factory=dict_row) as cursor:
+        try:
+            statement = next(steps)
+            while True:
+                if statement.copy is not None:
+                    with cursor.copy(statement.sql) as copy:
+                        copy.write(statement.copy)
+                    statement = steps.send([])
+                    continue
+                cursor.execute(statement.sql, statement.parameters)
+                statement = steps.send(cursor.fetchall() if cursor.description else [])
+        except StopIteration as done:
+            result: list[Job] = done.value
+            return result
+
+
+async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]) -> list[Job]:
+    if not new_jobs:
+        return []
+    if _needs_a_transaction(conn, new_jobs):
+        async with conn.transaction():
+            return await store_async(conn, new_jobs)
+    steps = _psycopg_steps(new_jobs)
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        try:
+            statement = next(steps)
+            while True:
+                if statement.copy is not None:
+                    async with cursor.copy(statement.sql) as copy:
+                        await copy.write(statement.copy)
+                    statement = steps.send([])
+                    continue
+                await cursor.execute(statement.sql, statement.parameters)
+                statement = steps.send(await cursor.fetchall() if cursor.description else [])
+        except StopIteration as done:
+            result: list[Job] = done.value
+            return result
