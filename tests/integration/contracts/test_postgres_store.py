@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,10 +17,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from taskforge.adapters.postgres import PostgresJobStore, create_pool
+from taskforge.adapters.postgres import PostgresJobStore, create_pool, job_copy
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
-from taskforge.adapters.postgres.job_copy import jsonb_form
+from taskforge.adapters.postgres.job_copy import COPY_FROM, jsonb_form
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
@@ -28,7 +29,7 @@ from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import NewJob
-from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, attempts_exhausted
+from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, RetryPolicy, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
 from tests.support import free_port
 
@@ -240,6 +241,64 @@ class PruneBeforeLookup:
             )
             self.pruned = int(status.split()[-1])
         return await self._conn.fetch(statement, *args)
+
+
+def _alike(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored job's columns but for its id, its queue and the moment it was stored; the
+    other timestamps as "that moment" where they hold it."""
+    created = row.pop("created_at")
+    del row["id"], row["queue"]
+    for name in ("next_run_at", "published_at", "updated_at"):
+        if row[name] == created:
+            row[name] = "when stored"
+    return row
+
+
+@pytest.mark.parametrize("published", [True, False])
+async def test_a_batch_by_copy_stores_the_rows_the_insert_stores(
+    migrated_dsn: str, monkeypatch: pytest.MonkeyPatch, published: bool
+) -> None:
+    # Every column, so that a column a later migration adds (and the INSERT fills) cannot
+    # be missed by the COPY: the same batch stored both ways, row for row alike but for
+    # the ids and the moment each transaction stored it.
+    ids = Uuid7Source()
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    past = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+    def batch(queue: str) -> list[NewJob]:
+        return [
+            NewJob(
+                id=ids.new_id(), queue=queue, job_type=f"t{index % 3}",
+                payload={"n": index, "big": 1.5e20, "note": "é", "a": [-0.0, 1e-7]},
+                policy=RetryPolicy(max_attempts=1 + index % 4, jitter=index % 2 == 0),
+                visibility_timeout=10 + index % 3, timeout=index % 5, priority=index % 10,
+                run_at=(None, soon, past)[index % 3],
+                traceparent=(
+                    None if index % 2 else "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                ),
+            )
+            for index in range(COPY_FROM)
+        ]  # fmt: skip
+
+    conn = await asyncpg.connect(migrated_dsn)
+    await _init_connection(conn)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    answers: dict[str, list[tuple[bool, bool]]] = {}
+    try:
+        for way, copy_from in (("copy", COPY_FROM), ("insert", COPY_FROM + 1)):
+            monkeypatch.setattr(job_copy, "COPY_FROM", copy_from)
+            queue = f"copy-probe-{way}"
+            async with conn.transaction():
+                added = await insert_jobs(conn, batch(queue), published=published)
+            answers[way] = [(created, needs_hint) for _, created, needs_hint in added]
+            stored = await conn.fetch("SELECT * FROM jobs WHERE queue = $1 ORDER BY id", queue)
+            rows[way] = [_alike(dict(row)) for row in stored]
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue LIKE 'copy-probe-%'")
+        await conn.close()
+
+    assert answers["copy"] == answers["insert"]
+    assert rows["copy"] == rows["insert"]
 
 
 async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
