@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -280,34 +280,58 @@ def build_new_job(
     )
 
 
+_SettingsKey = tuple[tuple[str, ...], tuple[object, ...], tuple[type, ...]]
+"""A kind of job in JobBuilder: its settings' names, values and the values' types."""
+
+
 class JobBuilder:
     """build_new_job for the jobs of one batch. A job asking for the settings an earlier one
     asked for (the same values of the same types) is a copy of that one with its own id,
     payload, keys and run_at, only those checked: most batches are many jobs of one kind,
     and checking the same settings again is most of the work. The keys and run_at, which
     often differ from job to job, are not settings here (and a run_at in the hour a clock
-    turns back compares equal to its twin an hour apart, so it could not be one)."""
+    turns back compares equal to its twin an hour apart, so it could not be one).
 
-    def __init__(self) -> None:
-        self._built: dict[tuple[tuple[str, ...], tuple[object, ...], tuple[type, ...]], NewJob] = {}
+    `keywords_of` turns settings as the caller names them into build_new_job's keywords
+    (the caller's own defaults and checks, run once per kind of job); by default they are
+    those keywords already."""
+
+    def __init__(
+        self, keywords_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ) -> None:
+        self._built: dict[_SettingsKey | None, NewJob] = {}  # never under None
+        self._keywords_of = keywords_of or dict
 
     def build(self, job_id: UUID, payload: Mapping[str, Any] | None, **settings: Any) -> NewJob:
-        own = {name: settings.pop(name, None) for name in _EACH_JOBS_OWN}
+        return self.build_from(job_id, payload, settings)
+
+    def build_from(
+        self, job_id: UUID, payload: Mapping[str, Any] | None, settings: dict[str, Any]
+    ) -> NewJob:
+        """`build` for settings in a dict of the caller's, which the job's keys and run_at
+        are taken out of."""
+        idempotency_key = settings.pop("idempotency_key", None)
+        unique_key = settings.pop("unique_key", None)
+        run_at = settings.pop("run_at", None)
         # The types too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
         values = tuple(settings.values())
-        key = (tuple(settings), values, tuple(map(type, values)))
+        key: _SettingsKey | None = (tuple(settings), values, tuple(map(type, values)))
         try:
             built = self._built.get(key)
         except TypeError:  # an unhashable setting: checked on its own, not kept
-            return build_new_job(job_id=job_id, payload=payload, **own, **settings)
+            built = key = None
         if built is not None:
-            return built.like(job_id, payload, **own)
-        built = self._built[key] = build_new_job(job_id=job_id, payload=payload, **own, **settings)
+            return built.like(
+                job_id, payload, idempotency_key=idempotency_key, unique_key=unique_key,
+                run_at=run_at,
+            )  # fmt: skip
+        built = build_new_job(
+            job_id=job_id, payload=payload, idempotency_key=idempotency_key,
+            unique_key=unique_key, run_at=run_at, **self._keywords_of(settings),
+        )  # fmt: skip
+        if key is not None:
+            self._built[key] = built
         return built
-
-
-_EACH_JOBS_OWN = ("idempotency_key", "unique_key", "run_at")
-"""What JobBuilder takes from each job rather than from the settings it shares (NewJob.like)."""
 
 
 def _run_at_beside(run_at: datetime, delay: float | None) -> datetime:

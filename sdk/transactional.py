@@ -115,32 +115,36 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]], *, batch: bool) -> list[NewJob
     a job enqueued over HTTP carries its request's), so its attempts join that trace."""
     specs = list(specs)
     traceparent = current_traceparent()
-    builder = JobBuilder()
+    builder = JobBuilder(lambda options: _keywords(options, traceparent))
     new_jobs = []
     for index, (spec, job_id) in enumerate(zip(specs, _ids.new_ids(len(specs)), strict=True)):
         options = dict(spec)
-        if None in options.values():  # an option left out, as the HTTP client leaves it out
-            options = {name: value for name, value in options.items() if value is not None}
-        job_type = options.pop("job_type", None)
         try:  # as the HTTP clients send it (checked as the job is built), the same JSON
             payload = json_values(options.pop("payload", None))
         except ValidationError as exc:
             message = exc.message.removeprefix("payload: ")
             raise _validation_error("payload", message, index, batch) from None
-        if not options.keys() <= _OPTIONS:
-            unknown = sorted(set(options) - _OPTIONS)
-            raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
         if isinstance(run_at := options.get("run_at"), datetime) and run_at.tzinfo is None:
             options["run_at"] = run_at.replace(tzinfo=UTC)  # as the client and the API read it
         try:
-            new_job = builder.build(
-                job_id, payload, job_type=job_type,
-                queue=options.pop("queue", DEFAULT_QUEUE), traceparent=traceparent, **options,
-            )  # fmt: skip
+            new_job = builder.build_from(job_id, payload, options)
         except domain_errors.ValidationError as exc:
             raise _validation_error(exc.field, exc.message, index, batch) from None
         new_jobs.append(new_job)
     return new_jobs
+
+
+def _keywords(options: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    """build_new_job's keywords for a spec's options (its keys, run_at and payload taken
+    out): an option of None is left out, as the HTTP client leaves it out; the queue
+    defaults to DEFAULT_QUEUE. Run once per kind of job in a batch."""
+    options = {name: value for name, value in options.items() if value is not None}
+    job_type = options.pop("job_type", None)
+    if not options.keys() <= _OPTIONS:
+        unknown = sorted(set(options) - _OPTIONS)
+        raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
+    queue = options.pop("queue", DEFAULT_QUEUE)
+    return {"job_type": job_type, "queue": queue, "traceparent": traceparent, **options}
 
 
 def _validation_error(field: str, message: str, index: int, batch: bool) -> ValidationError:

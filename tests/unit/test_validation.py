@@ -229,6 +229,23 @@ def test_a_batch_builder_gives_each_job_its_own_id_and_payload_with_the_settings
     assert second == build_new_job(job_id=OTHER_ID, payload={"n": 2}, **settings)
 
 
+def test_a_batch_builder_turns_each_kind_of_settings_into_keywords_once() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def keywords_of(settings: dict[str, Any]) -> dict[str, Any]:
+        seen.append(dict(settings))
+        return {"queue": "q", **settings}
+
+    builder = JobBuilder(keywords_of)
+    jobs = [
+        builder.build_from(job_id, {}, {"job_type": "t", "idempotency_key": key})
+        for job_id, key in ((UUID(JOB_ID), "k1"), (OTHER_ID, "k2"))
+    ]
+
+    assert seen == [{"job_type": "t"}]  # the job's own key is not a setting
+    assert [(job.queue, job.idempotency_key) for job in jobs] == [("q", "k1"), ("q", "k2")]
+
+
 def test_a_batch_builder_checks_each_payload_even_when_the_settings_were_checked() -> None:
     builder = JobBuilder()
     builder.build(UUID(JOB_ID), {}, job_type="t", queue="q")
