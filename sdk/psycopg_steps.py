@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.json import set_json_loads
 
 from taskforge.adapters.postgres._rows import job_from_row
 from taskforge.adapters.postgres.job_copy import (
@@ -85,18 +88,20 @@ def _psycopg_key_holder(new_job: NewJob) -> Generator[_Statement, Rows, StoredJo
     return None
 
 
-def _psycopg_steps(new_jobs: list[NewJob]) -> _Steps:
+def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
     """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
-    (or, for a large chunk without keys, `now()` and a COPY) per CHUNK of the jobs sharing no
-    key with an earlier one; then for each job not created yet, in order, an INSERT of that
-    job and a look-up of the job holding its key."""
+    (or, for a large chunk without keys on a `utf8` connection, `now()` and a COPY) per CHUNK
+    of the jobs sharing no key with an earlier one; then for each job not created yet, in
+    order, an INSERT of that job and a look-up of the job holding its key. The COPY's text
+    is UTF-8, which Postgres reads in the connection's client encoding: on another one the
+    INSERT, whose parameters psycopg encodes, stores the payloads as sent."""
     inserted: dict[UUID, dict[str, Any]] = {}
     # A job sharing a key with an earlier one waits for the job-by-job pass (see
     # first_of_their_keys): the INSERT takes its rows in key order, not the batch's.
     leading, _ = first_of_their_keys(new_jobs)
     for start in range(0, len(leading), CHUNK):
         chunk = leading[start : start + CHUNK]
-        if copyable(chunk):  # as the asyncpg path stores it (see job_copy)
+        if utf8 and copyable(chunk):  # as the asyncpg path stores it (see job_copy)
             payloads = [jsonb_form(job.payload) for job in chunk]
             [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
             data, timing = copy_rows(chunk, now, published=False)
@@ -145,14 +150,32 @@ def _needs_a_transaction(
     )
 
 
+def _read_as_stored(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], encoding: str) -> None:
+    """This cursor's reads, whatever loaders the application gave its connection:
+    timestamps as psycopg reads them by default (the COPY writes the `now()` it reads, an
+    aware datetime), and JSON in the connection's client `encoding` (psycopg's own loader
+    takes it for UTF-8, and fails on any other)."""
+    cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+    if encoding == "utf-8":
+        set_json_loads(msgspec.json.decode, cursor)
+    else:
+        set_json_loads(lambda data: msgspec.json.decode(_text(data, encoding)), cursor)
+
+
+def _text(data: str | bytes, encoding: str) -> str:
+    return data if isinstance(data, str) else data.decode(encoding)
+
+
 def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
     if not new_jobs:
         return []
     if _needs_a_transaction(conn, new_jobs):
         with conn.transaction():
             return store(conn, new_jobs)
-    steps = _psycopg_steps(new_jobs)
+    encoding = conn.info.encoding
+    steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8")
     with conn.cursor(row_factory=dict_row) as cursor:
+        _read_as_stored(cursor, encoding)
         try:
             statement = next(steps)
             while True:
@@ -174,8 +197,10 @@ async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
     if _needs_a_transaction(conn, new_jobs):
         async with conn.transaction():
             return await store_async(conn, new_jobs)
-    steps = _psycopg_steps(new_jobs)
+    encoding = conn.info.encoding
+    steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8")
     async with conn.cursor(row_factory=dict_row) as cursor:
+        _read_as_stored(cursor, encoding)
         try:
             statement = next(steps)
             while True:

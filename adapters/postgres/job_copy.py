@@ -111,7 +111,7 @@ def copy_rows(
         if job.run_at is None:
             due, is_published, timing = now, published, due_now
         else:
-            due = job.run_at
+            due = job.run_at.astimezone(now.tzinfo)  # the zone a read of it would give
             is_published = published and due <= now
             timing = _timestamptz(due) + (stamp if is_published else _NULL)
         policy = job.policy

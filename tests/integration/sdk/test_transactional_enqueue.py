@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 import psycopg
+import psycopg.adapt
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -316,6 +317,67 @@ async def test_a_transaction_begun_by_a_plain_begin_holds_the_batch(
 
     assert len(dropped) == len(kept) == size
     assert await stored_ids(observer, queue_name) == {job.id for job in kept}
+
+
+@pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
+def test_a_psycopg_connection_in_another_client_encoding_stores_payloads_as_sent(
+    migrated_dsn: str, queue_name: str, size: int
+) -> None:
+    # COPY's text is UTF-8 whatever the connection's encoding: on LATIN1 the INSERT goes,
+    # and the answers are read in the connection's encoding.
+    with psycopg.Connection.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("SET client_encoding TO 'LATIN1'")
+        jobs = taskforge.enqueue_many(
+            conn, [{"job_type": "a", "queue": queue_name, "payload": {"name": "José"}}] * size
+        )
+        conn.execute("SET client_encoding TO 'UTF8'")
+        stored = conn.execute(
+            "SELECT payload->>'name' FROM jobs WHERE queue = %s", [queue_name]
+        ).fetchall()
+
+    assert [job.payload for job in jobs] == [{"name": "José"}] * size
+    assert stored == [("José",)] * size
+
+
+@pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
+def test_a_run_at_is_answered_in_the_sessions_time_zone_as_a_read_gives_it(
+    migrated_dsn: str, queue_name: str, size: int
+) -> None:
+    later = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+    with psycopg.Connection.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("SET TimeZone TO 'America/New_York'")
+        jobs = taskforge.enqueue_many(
+            conn, [{"job_type": "a", "queue": queue_name, "run_at": later}] * size
+        )
+        [(read,)] = conn.execute(
+            "SELECT DISTINCT next_run_at FROM jobs WHERE queue = %s", [queue_name]
+        ).fetchall()
+
+    assert {job.next_run_at.isoformat() for job in jobs} == {read.isoformat()}
+    assert read.isoformat() == "2031-02-02T23:05:06-05:00"
+
+
+class _NaiveTimestamps(psycopg.adapt.Loader):
+    """An application's own reading of timestamptz: naive UTC datetimes."""
+
+    def load(self, data: Any) -> datetime:
+        return datetime.fromisoformat(bytes(data).decode()).astimezone(UTC).replace(tzinfo=None)
+
+
+@pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
+def test_a_psycopg_connection_with_its_own_timestamp_loader_is_answered_in_aware_times(
+    migrated_dsn: str, queue_name: str, size: int
+) -> None:
+    with psycopg.Connection.connect(migrated_dsn, autocommit=True) as conn:
+        conn.adapters.register_loader("timestamptz", _NaiveTimestamps)
+        jobs = taskforge.enqueue_many(conn, [{"job_type": "a", "queue": queue_name}] * size)
+        [(created_at,)] = conn.execute(
+            "SELECT DISTINCT created_at FROM jobs WHERE queue = %s", [queue_name]
+        ).fetchall()
+
+    assert created_at.tzinfo is None  # the application's loader, on its own reads
+    assert {job.created_at for job in jobs} == {created_at.replace(tzinfo=UTC)}
+    assert all(job.created_at.tzinfo is not None for job in jobs)
 
 
 async def test_a_large_batch_on_a_connection_with_its_own_jsonb_codec(
