@@ -46,6 +46,7 @@ _TRAILER = struct.pack(">h", -1)
 _ROW_START = struct.pack(">hi", len(COLUMNS), 16)  # the field count, then the uuid's length
 _NULL = struct.pack(">i", -1)
 _POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 _int16 = struct.Struct(">ih").pack
@@ -63,6 +64,8 @@ def copyable(jobs: Sequence[NewJob]) -> bool:
 
 COPY_STATEMENT = f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT binary)"
 SELECT_NOW = "SELECT now()"
+SELECT_NOW_IN_MICROSECONDS = "SELECT (extract(epoch FROM now()) * 1000000)::int8"
+"""now() as a number, which no timestamptz codec of the application's can change."""
 SAVEPOINT = "SAVEPOINT taskforge_copy"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT taskforge_copy"
 ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT taskforge_copy; RELEASE SAVEPOINT taskforge_copy"
@@ -82,7 +85,7 @@ async def copy_jobs(
     already stored raises asyncpg's UniqueViolationError with the batch undone and the
     transaction usable (a savepoint)."""
     payloads = [jsonb_form(job.payload) for job in jobs]  # nothing left to fail after the COPY
-    now: datetime = await conn.fetchval(SELECT_NOW)
+    now = _UNIX_EPOCH + timedelta(microseconds=await conn.fetchval(SELECT_NOW_IN_MICROSECONDS))
     rows, answers = copy_rows(jobs, now, published=published)
     await conn.execute(SAVEPOINT)
     try:

@@ -380,6 +380,27 @@ def test_a_psycopg_connection_with_its_own_timestamp_loader_is_answered_in_aware
     assert all(job.created_at.tzinfo is not None for job in jobs)
 
 
+async def test_a_large_batch_on_a_connection_with_its_own_timestamp_codec(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    # The COPY writes the transaction's now(), read as a number: no codec can change it.
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await conn.set_type_codec(
+            "timestamptz", schema="pg_catalog", encoder=str,
+            decoder=lambda text: datetime.fromisoformat(text).replace(tzinfo=None),
+        )  # fmt: skip
+        batch = await taskforge.enqueue_many(
+            conn, [{"job_type": "email", "queue": queue_name}] * COPY_FROM
+        )
+    finally:
+        await conn.close()
+
+    stored = await observer.fetch("SELECT created_at FROM jobs WHERE queue = $1", queue_name)
+    assert {row["created_at"] for row in stored} == {job.created_at for job in batch}
+    assert len(stored) == COPY_FROM
+
+
 async def test_a_large_batch_on_a_connection_with_its_own_jsonb_codec(
     migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
 ) -> None:
