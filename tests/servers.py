@@ -380,10 +380,11 @@ class PrivateRedis:
         tls: TlsFiles | None = None,
         also_bind: tuple[str, ...] = (),
     ) -> PrivateRedis:
+        binary = redis_server_binary()  # before the folder: a missing binary leaves none
         server = cls(
             root=Path(tempfile.mkdtemp(prefix="taskforge-redis-")),
             port=free_port(),
-            binary=redis_server_binary(),
+            binary=binary,
             password=password,
             replica_of=replica_of,
             tls=tls,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,14 @@ def test_a_named_server_that_does_not_answer_is_an_error_naming_its_variable(
 
 
 def test_without_server_binaries_the_error_says_what_to_install(
-    nothing_local: int, monkeypatch: pytest.MonkeyPatch
+    nothing_local: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def missing(*_: object) -> None:
         raise ServicesUnavailable("the binaries are not installed")
 
     monkeypatch.setattr(servers, "postgres_bindir", missing)
     monkeypatch.setattr(servers, "redis_server_binary", missing)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a server's folder would go
     with ExitStack() as stack:
         with pytest.raises(ServicesUnavailable, match="apt-get install postgresql") as pg:
             find_postgres(stack)
@@ -84,6 +86,7 @@ def test_without_server_binaries_the_error_says_what_to_install(
             find_redis(stack)
     for error in (pg.value, rd.value):
         assert "\n" not in str(error)
+    assert list(tmp_path.iterdir()) == []  # no server's folder left behind
 
 
 def test_the_default_local_servers_are_used_when_they_answer(
