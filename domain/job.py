@@ -299,38 +299,33 @@ class JobBuilder:
     def __init__(
         self, keywords_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     ) -> None:
-        self._built: dict[_SettingsKey | None, NewJob] = {}  # never under None
+        self._built: dict[_SettingsKey, NewJob] = {}
         self._keywords_of = keywords_of or dict
-
-    def build(self, job_id: UUID, payload: Mapping[str, Any] | None, **settings: Any) -> NewJob:
-        return self.build_from(job_id, payload, settings)
 
     def build_from(
         self, job_id: UUID, payload: Mapping[str, Any] | None, settings: dict[str, Any]
     ) -> NewJob:
-        """`build` for settings in a dict of the caller's, which the job's keys and run_at
-        are taken out of."""
-        idempotency_key = settings.pop("idempotency_key", None)
-        unique_key = settings.pop("unique_key", None)
-        run_at = settings.pop("run_at", None)
+        """The job `settings` (the caller's dict, which the job's keys and run_at are taken
+        out of) ask for, with its own id and payload."""
+        own = {
+            "idempotency_key": settings.pop("idempotency_key", None),
+            "unique_key": settings.pop("unique_key", None),
+            "run_at": settings.pop("run_at", None),
+        }
         # The types too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
         values = tuple(settings.values())
-        key: _SettingsKey | None = (tuple(settings), values, tuple(map(type, values)))
+        key = (tuple(settings), values, tuple(map(type, values)))
         try:
             built = self._built.get(key)
         except TypeError:  # an unhashable setting: checked on its own, not kept
-            built = key = None
+            return build_new_job(
+                job_id=job_id, payload=payload, **own, **self._keywords_of(settings)
+            )
         if built is not None:
-            return built.like(
-                job_id, payload, idempotency_key=idempotency_key, unique_key=unique_key,
-                run_at=run_at,
-            )  # fmt: skip
-        built = build_new_job(
-            job_id=job_id, payload=payload, idempotency_key=idempotency_key,
-            unique_key=unique_key, run_at=run_at, **self._keywords_of(settings),
-        )  # fmt: skip
-        if key is not None:
-            self._built[key] = built
+            return built.like(job_id, payload, **own)
+        built = self._built[key] = build_new_job(
+            job_id=job_id, payload=payload, **own, **self._keywords_of(settings)
+        )
         return built
 
 

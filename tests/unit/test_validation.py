@@ -221,8 +221,8 @@ def test_a_batch_builder_gives_each_job_its_own_id_and_payload_with_the_settings
     builder = JobBuilder()
     settings: dict[str, Any] = {"job_type": "t", "queue": "q", "max_attempts": 7, "delay": 5}
 
-    first = builder.build(UUID(JOB_ID), {"n": 1}, **settings)
-    second = builder.build(OTHER_ID, MappingProxyType({"n": 2}), **settings)
+    first = builder.build_from(UUID(JOB_ID), {"n": 1}, dict(settings))
+    second = builder.build_from(OTHER_ID, MappingProxyType({"n": 2}), dict(settings))
 
     assert second == dataclasses.replace(first, id=OTHER_ID, payload={"n": 2})
     assert type(second.payload) is dict
@@ -248,49 +248,51 @@ def test_a_batch_builder_turns_each_kind_of_settings_into_keywords_once() -> Non
 
 def test_a_batch_builder_checks_each_payload_even_when_the_settings_were_checked() -> None:
     builder = JobBuilder()
-    builder.build(UUID(JOB_ID), {}, job_type="t", queue="q")
+    builder.build_from(UUID(JOB_ID), {}, dict(job_type="t", queue="q"))
 
     with pytest.raises(ValidationError) as caught:
-        builder.build(OTHER_ID, {"text": "a\x00b"}, job_type="t", queue="q")
+        builder.build_from(OTHER_ID, {"text": "a\x00b"}, dict(job_type="t", queue="q"))
     assert caught.value.field == "payload"
     with pytest.raises(ValidationError, match="JSON object"):
-        builder.build(OTHER_ID, ["not", "an", "object"], job_type="t", queue="q")  # type: ignore[arg-type]
+        builder.build_from(OTHER_ID, ["not", "an", "object"], dict(job_type="t", queue="q"))  # type: ignore[arg-type]
 
 
 def test_a_batch_builder_tells_equal_settings_of_other_types_apart() -> None:
     # True == 1 in Python, but a max_attempts of True is refused: reusing the job built with 1
     # would let it through.
     builder = JobBuilder()
-    builder.build(UUID(JOB_ID), {}, job_type="t", queue="q", max_attempts=1)
+    builder.build_from(UUID(JOB_ID), {}, dict(job_type="t", queue="q", max_attempts=1))
 
     with pytest.raises(ValidationError) as caught:
-        builder.build(OTHER_ID, {}, job_type="t", queue="q", max_attempts=True)
+        builder.build_from(OTHER_ID, {}, dict(job_type="t", queue="q", max_attempts=True))
     assert caught.value.field == "max_attempts"
 
 
 def test_a_batch_builder_keeps_and_checks_each_jobs_own_keys_and_run_at() -> None:
     builder = JobBuilder()
-    first = builder.build(
-        UUID(JOB_ID), {}, job_type="t", queue="q", idempotency_key="k1", unique_key="u1",
-        run_at=datetime(2030, 1, 1, tzinfo=UTC),
+    first = builder.build_from(
+        UUID(JOB_ID), {}, dict(job_type="t", queue="q", idempotency_key="k1", unique_key="u1",
+        run_at=datetime(2030, 1, 1, tzinfo=UTC)),
     )  # fmt: skip
 
-    second = builder.build(OTHER_ID, {}, job_type="t", queue="q", idempotency_key="k2")
+    second = builder.build_from(OTHER_ID, {}, dict(job_type="t", queue="q", idempotency_key="k2"))
 
     assert (first.idempotency_key, first.unique_key) == ("k1", "u1")
     assert (second.idempotency_key, second.unique_key, second.run_at) == ("k2", None, None)
     with pytest.raises(ValidationError) as caught:
-        builder.build(OTHER_ID, {}, job_type="t", queue="q", unique_key="")
+        builder.build_from(OTHER_ID, {}, dict(job_type="t", queue="q", unique_key=""))
     assert caught.value.field == "unique_key"
 
 
 def test_a_batch_builder_refuses_a_run_at_beside_the_delay_its_settings_ask_for() -> None:
     builder = JobBuilder()
-    builder.build(UUID(JOB_ID), {}, job_type="t", queue="q", delay=5)
+    builder.build_from(UUID(JOB_ID), {}, dict(job_type="t", queue="q", delay=5))
 
     with pytest.raises(ValidationError, match="not both") as caught:
-        builder.build(
-            OTHER_ID, {}, job_type="t", queue="q", delay=5, run_at=datetime(2030, 1, 1, tzinfo=UTC)
+        builder.build_from(
+            OTHER_ID,
+            {},
+            dict(job_type="t", queue="q", delay=5, run_at=datetime(2030, 1, 1, tzinfo=UTC)),
         )
     assert caught.value.field == "run_at"
 
@@ -303,7 +305,7 @@ def test_a_run_at_in_the_hour_a_clock_turns_back_is_told_from_its_twin() -> None
     builder = JobBuilder()
 
     jobs = [
-        builder.build(job_id, {}, job_type="t", queue="q", run_at=run_at)
+        builder.build_from(job_id, {}, dict(job_type="t", queue="q", run_at=run_at))
         for job_id, run_at in ((UUID(JOB_ID), earlier), (OTHER_ID, later))
     ]
 
@@ -318,7 +320,7 @@ def test_a_batch_builder_checks_unhashable_settings_every_time() -> None:
 
     for job_id in (UUID(JOB_ID), OTHER_ID):
         with pytest.raises(ValidationError) as caught:
-            builder.build(job_id, {}, job_type="t", queue=["q"])
+            builder.build_from(job_id, {}, dict(job_type="t", queue=["q"]))
         assert caught.value.field == "queue"
 
 
