@@ -24,7 +24,6 @@ from taskforge.adapters.postgres.job_copy import (
     SELECT_NOW,
     copy_rows,
     copyable,
-    jsonb_form,
 )
 from taskforge.adapters.postgres.job_store import (
     INSERT_JOB_UNPUBLISHED,
@@ -102,12 +101,10 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
     for start in range(0, len(leading), CHUNK):
         chunk = leading[start : start + CHUNK]
         if utf8 and copyable(chunk):  # as the asyncpg path stores it (see job_copy)
-            payloads = [jsonb_form(job.payload) for job in chunk]
             [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
-            data, timing = copy_rows(chunk, now, published=False)
+            data, copied = copy_rows(chunk, now, published=False)
             yield _Statement(COPY_STATEMENT, copy=data)
-            for job, payload, (due, _) in zip(chunk, payloads, timing, strict=True):
-                inserted[job.id] = {"next_run_at": due, "created_at": now, "payload": payload}
+            inserted.update((row["id"], row) for row in copied)
             continue
         statement = PSYCOPG_INSERT_JOB if len(chunk) == 1 else PSYCOPG_INSERT_JOBS
         parameters = insert_parameters(chunk[0]) if len(chunk) == 1 else column_parameters(chunk)

@@ -84,32 +84,29 @@ async def copy_jobs(
     back), next_run_at, created_at and published (due at once, with `published`). An id
     already stored raises asyncpg's UniqueViolationError with the batch undone and the
     transaction usable (a savepoint)."""
-    payloads = [jsonb_form(job.payload) for job in jobs]  # nothing left to fail after the COPY
     now = _UNIX_EPOCH + timedelta(microseconds=await conn.fetchval(SELECT_NOW_IN_MICROSECONDS))
-    rows, answers = copy_rows(jobs, now, published=published)
+    data, created = copy_rows(jobs, now, published=published)
     await conn.execute(SAVEPOINT)
     try:
-        await conn.copy_to_table("jobs", source=_once(rows), columns=COLUMNS, format="binary")
+        await conn.copy_to_table("jobs", source=_once(data), columns=COLUMNS, format="binary")
     except asyncpg.UniqueViolationError:
         await conn.execute(ROLLBACK_TO_SAVEPOINT)
         raise
     await conn.execute(RELEASE_SAVEPOINT)
-    return [
-        {"id": job.id, "payload": payload, "next_run_at": due, "created_at": now, "published": up}
-        for job, payload, (due, up) in zip(jobs, payloads, answers, strict=True)
-    ]
+    return created
 
 
 def copy_rows(
     jobs: Sequence[NewJob], now: datetime, *, published: bool
-) -> tuple[bytes, list[tuple[datetime, bool]]]:
+) -> tuple[bytes, list[dict[str, Any]]]:
     """The jobs' rows in COPY's binary format (the data of COPY_STATEMENT), as created at
-    `now`, and for each when it is due and whether it is stored as published."""
+    `now`, and for each job the row the INSERT would return (id, payload as jsonb reads it
+    back, next_run_at, created_at, published), all made before anything is sent."""
     stamp = _timestamptz(now)
     due_now = stamp + (stamp if published else _NULL)
     shared: dict[tuple[object, ...], bytes] = {}
     rows = [_HEADER]
-    answers = []
+    created = []
     for job in jobs:
         if job.run_at is None:
             due, is_published, timing = now, published, due_now
@@ -128,9 +125,17 @@ def copy_rows(
         size = _length(len(payload) + 1)
         parts = (_ROW_START, job.id.bytes, size, b"\x01", payload, timing, settings, stamp, stamp)
         rows.append(b"".join(parts))
-        answers.append((due, is_published))
+        created.append(
+            {
+                "id": job.id,
+                "payload": jsonb_form(job.payload),
+                "next_run_at": due,
+                "created_at": now,
+                "published": is_published,
+            }
+        )
     rows.append(_TRAILER)
-    return b"".join(rows), answers
+    return b"".join(rows), created
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
