@@ -6,7 +6,7 @@ psycopg connection is passed."""
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,8 +22,9 @@ from taskforge.adapters.postgres._rows import job_from_row
 from taskforge.adapters.postgres.job_copy import (
     COPY_STATEMENT,
     SELECT_NOW,
-    copy_rows,
+    copy_data,
     copyable,
+    created_rows,
 )
 from taskforge.adapters.postgres.job_store import (
     INSERT_JOB_UNPUBLISHED,
@@ -63,8 +64,8 @@ PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY = psycopg_form(SELECT_JOBS_BY_UNIQUE_KEY)
 class _Statement:
     sql: str
     parameters: Sequence[Any] = ()
-    copy: bytes | None = None
-    """The data to send when `sql` is a COPY ... FROM STDIN."""
+    copy: Iterable[bytes] | None = None
+    """The data to send, in pieces, when `sql` is a COPY ... FROM STDIN."""
 
 
 Rows = list[dict[str, Any]]
@@ -102,9 +103,8 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
         chunk = leading[start : start + CHUNK]
         if utf8 and copyable(chunk):  # as the asyncpg path stores it (see job_copy)
             [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
-            data, copied = copy_rows(chunk, now, published=False)
-            yield _Statement(COPY_STATEMENT, copy=data)
-            inserted.update((row["id"], row) for row in copied)
+            yield _Statement(COPY_STATEMENT, copy=copy_data(chunk, now, published=False))
+            inserted.update((row["id"], row) for row in created_rows(chunk, now, published=False))
             continue
         statement = PSYCOPG_INSERT_JOB if len(chunk) == 1 else PSYCOPG_INSERT_JOBS
         parameters = insert_parameters(chunk[0]) if len(chunk) == 1 else column_parameters(chunk)
@@ -178,7 +178,8 @@ def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
             while True:
                 if statement.copy is not None:
                     with cursor.copy(statement.sql) as copy:
-                        copy.write(statement.copy)
+                        for piece in statement.copy:
+                            copy.write(piece)
                     statement = steps.send([])
                     continue
                 cursor.execute(statement.sql, statement.parameters)
@@ -203,7 +204,8 @@ async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
             while True:
                 if statement.copy is not None:
                     async with cursor.copy(statement.sql) as copy:
-                        await copy.write(statement.copy)
+                        for piece in statement.copy:
+                            await copy.write(piece)
                     statement = steps.send([])
                     continue
                 await cursor.execute(statement.sql, statement.parameters)

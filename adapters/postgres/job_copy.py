@@ -8,6 +8,9 @@ same. The rows go in Postgres's binary COPY format, written here rather than by 
 which would encode each payload with the connection's jsonb codec: on an application's own
 connection, whatever the application registered. The timestamps are the transaction's
 `now()`, read first, so the rows and the answers hold what the INSERT would have stored.
+The rows are sent in pieces as they are made, and the answers made once the last is sent:
+Postgres writes the rows meanwhile, so little of the Python work adds to the call's time
+(docs/performance.md).
 
 `jsonb_form` gives the answers each payload as jsonb reads it back (keys in jsonb's order,
 a number written with an exponent as its digits), as the INSERT's RETURNING did.
@@ -17,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -28,9 +31,14 @@ from asyncpg.pool import PoolConnectionProxy
 
 from taskforge.domain.job import NewJob
 
+Outcome = TypeVar("Outcome")
+
 COPY_FROM = 100
 """Jobs in a batch from which COPY is the cheaper way: its three more round trips (now(),
 the savepoint and its release) cost what it saves at about 50 jobs (docs/performance.md)."""
+
+PIECE = 200
+"""Jobs per piece of COPY data (about 30 kB for small payloads)."""
 
 COLUMNS = (
     "id", "payload", "next_run_at", "published_at",
@@ -76,44 +84,47 @@ inside which asyncpg makes no savepoint."""
 async def copy_jobs(
     conn: asyncpg.Connection | PoolConnectionProxy,
     jobs: Sequence[NewJob],
+    created_as: Callable[[NewJob, dict[str, Any]], Outcome],
     *,
     published: bool,
-) -> list[dict[str, Any]]:
+) -> list[Outcome]:
     """Store `jobs` (see copyable) inside the current transaction, as created at its
-    `now()`; for each, the row the INSERT would return: id, payload (as jsonb reads it
-    back), next_run_at, created_at and published (due at once, with `published`). An id
-    already stored raises asyncpg's UniqueViolationError with the batch undone and the
-    transaction usable (a savepoint)."""
+    `now()`; for each, `created_as(job, row)` with the row the INSERT would return: id,
+    payload (as jsonb reads it back), next_run_at, created_at and published (due at once,
+    with `published`). An id already stored raises asyncpg's UniqueViolationError with the
+    batch undone and the transaction usable (a savepoint)."""
     now = _UNIX_EPOCH + timedelta(microseconds=await conn.fetchval(SELECT_NOW_IN_MICROSECONDS))
-    data, created = copy_rows(jobs, now, published=published)
+    outcomes: list[Outcome] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        for piece in copy_data(jobs, now, published=published):
+            yield piece
+        # Made before the COPY ends, while Postgres writes the rows sent; unused if it fails.
+        outcomes.extend(map(created_as, jobs, created_rows(jobs, now, published=published)))
+
     await conn.execute(SAVEPOINT)
     try:
-        await conn.copy_to_table("jobs", source=_once(data), columns=COLUMNS, format="binary")
+        await conn.copy_to_table("jobs", source=source(), columns=COLUMNS, format="binary")
     except asyncpg.UniqueViolationError:
         await conn.execute(ROLLBACK_TO_SAVEPOINT)
         raise
     await conn.execute(RELEASE_SAVEPOINT)
-    return created
+    return outcomes
 
 
-def copy_rows(
-    jobs: Sequence[NewJob], now: datetime, *, published: bool
-) -> tuple[bytes, list[dict[str, Any]]]:
+def copy_data(jobs: Sequence[NewJob], now: datetime, *, published: bool) -> Iterator[bytes]:
     """The jobs' rows in COPY's binary format (the data of COPY_STATEMENT), as created at
-    `now`, and for each job the row the INSERT would return (id, payload as jsonb reads it
-    back, next_run_at, created_at, published), all made before anything is sent."""
+    `now`, in pieces of PIECE jobs: Postgres writes each piece while the next is made."""
     stamp = _timestamptz(now)
     due_now = stamp + (stamp if published else _NULL)
     shared: dict[tuple[object, ...], bytes] = {}
     rows = [_HEADER]
-    created = []
     for job in jobs:
         if job.run_at is None:
-            due, is_published, timing = now, published, due_now
+            timing = due_now
         else:
-            due = job.run_at.astimezone(now.tzinfo)  # the zone a read of it would give
-            is_published = published and due <= now
-            timing = _timestamptz(due) + (stamp if is_published else _NULL)
+            due = job.run_at
+            timing = _timestamptz(due) + (stamp if published and due <= now else _NULL)
         policy = job.policy
         key = (
             job.queue, job.job_type, policy, job.visibility_timeout, job.traceparent,
@@ -125,6 +136,23 @@ def copy_rows(
         size = _length(len(payload) + 1)
         parts = (_ROW_START, job.id.bytes, size, b"\x01", payload, timing, settings, stamp, stamp)
         rows.append(b"".join(parts))
+        if len(rows) >= PIECE:
+            yield b"".join(rows)
+            rows = []
+    rows.append(_TRAILER)
+    yield b"".join(rows)
+
+
+def created_rows(jobs: Sequence[NewJob], now: datetime, *, published: bool) -> list[dict[str, Any]]:
+    """For each of `jobs`, the row the INSERT would return if it stored them at `now`: id,
+    payload as jsonb reads it back, next_run_at, created_at, published."""
+    created = []
+    for job in jobs:
+        if job.run_at is None:
+            due, is_published = now, published
+        else:
+            due = job.run_at.astimezone(now.tzinfo)  # the zone a read of it would give
+            is_published = published and due <= now
         created.append(
             {
                 "id": job.id,
@@ -134,12 +162,7 @@ def copy_rows(
                 "published": is_published,
             }
         )
-    rows.append(_TRAILER)
-    return b"".join(rows), created
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+    return created
 
 
 def _settings(job: NewJob) -> bytes:

@@ -273,12 +273,11 @@ async def _insert(
     """insert_jobs_as for jobs that share no key with each other."""
     if copyable(jobs) and conn.is_in_transaction():
         try:
-            copied = await copy_jobs(conn, jobs, published=published)
+            return await copy_jobs(conn, jobs, created_as, published=published)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "jobs_pkey" and (taken_id := await _taken_id(conn, jobs)):
                 raise JobIdTaken(taken_id) from None
             raise
-        return [created_as(job, row) for job, row in zip(jobs, copied, strict=True)]
     one, batch = (
         (INSERT_JOB, INSERT_JOBS)
         if published

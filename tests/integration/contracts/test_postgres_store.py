@@ -27,7 +27,7 @@ from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
 from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
-from taskforge.domain.errors import Unavailable
+from taskforge.domain.errors import JobIdTaken, Unavailable
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, RetryPolicy, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
@@ -285,6 +285,7 @@ async def test_a_batch_by_copy_stores_the_rows_the_insert_stores(
     rows: dict[str, list[dict[str, Any]]] = {}
     answers: dict[str, list[tuple[bool, bool]]] = {}
     try:
+        monkeypatch.setattr(job_copy, "PIECE", 7)  # the rows sent in pieces
         for way, copy_from in (("copy", COPY_FROM), ("insert", COPY_FROM + 1)):
             monkeypatch.setattr(job_copy, "COPY_FROM", copy_from)
             queue = f"copy-probe-{way}"
@@ -299,6 +300,35 @@ async def test_a_batch_by_copy_stores_the_rows_the_insert_stores(
 
     assert answers["copy"] == answers["insert"]
     assert rows["copy"] == rows["insert"]
+
+
+async def test_a_taken_id_in_the_last_piece_undoes_the_pieces_sent_before_it(
+    migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Postgres has written the earlier pieces when the last one meets the taken id: the
+    # savepoint undoes them all, and the caller's transaction goes on.
+    monkeypatch.setattr(job_copy, "PIECE", 7)
+    ids = Uuid7Source()
+    taken = NewJob(id=ids.new_id(), queue="copy-probe-taken", job_type="t")
+    batch = [
+        NewJob(id=ids.new_id(), queue="copy-probe-taken", job_type="t")
+        for _ in range(COPY_FROM - 1)
+    ] + [NewJob(id=taken.id, queue="copy-probe-taken", job_type="t")]
+    conn = await asyncpg.connect(migrated_dsn)
+    await _init_connection(conn)
+    try:
+        await insert_jobs(conn, [taken])
+        async with conn.transaction():
+            with pytest.raises(JobIdTaken) as raised:
+                await insert_jobs(conn, batch, published=False)
+            assert await conn.fetchval("SELECT 1") == 1  # the transaction is usable
+        stored = await conn.fetch("SELECT id FROM jobs WHERE queue = 'copy-probe-taken'")
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = 'copy-probe-taken'")
+        await conn.close()
+
+    assert raised.value.job_id == taken.id
+    assert [row["id"] for row in stored] == [taken.id]
 
 
 async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(

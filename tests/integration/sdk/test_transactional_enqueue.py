@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import taskforge
+from taskforge.adapters.postgres import job_copy
 from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.adapters.postgres.job_notices import JOBS_CHANNEL
 from taskforge.adapters.postgres.job_store import insert_jobs
@@ -259,11 +260,18 @@ async def test_a_batch_stores_every_field_of_every_job_as_a_read_returns_it(
     assert rows[2]["next_run_at"].isoformat() == "2031-02-03T00:00:00+00:00"
 
 
+@pytest.mark.parametrize("piece", [job_copy.PIECE, 7], ids=["one piece", "pieces of 7"])
 async def test_a_large_batch_stores_what_a_read_returns(
-    session: Session, observer: asyncpg.Connection, queue_name: str
+    session: Session,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    piece: int,
 ) -> None:
-    # Keyless and large: stored by COPY on asyncpg. Each job keeps its own options and run
-    # time, and its answer (payload as jsonb reads it back included) is what a read finds.
+    # Keyless and large: stored by COPY (on psycopg, on a UTF-8 connection), its rows sent
+    # in pieces. Each job keeps its own options and run time, and its answer (payload as
+    # jsonb reads it back included) is what a read finds.
+    monkeypatch.setattr(job_copy, "PIECE", piece)
     later = datetime(2031, 2, 3, tzinfo=UTC)
     specs: list[dict[str, Any]] = [
         {
