@@ -550,10 +550,10 @@ def json_values(payload: object) -> Any:
     write, a lone surrogate, an int too long to write, nesting deeper than the encoder
     goes) is a ValidationError naming the payload, raised here: before any job of a batch
     is sent or stored. What the values hold (NUL, NaN) is not checked here."""
-    import msgspec  # with the first job: the client starts without it
-
     if payload is None:
         return {}
+    import msgspec  # with the first payload: the client starts without it
+
     if type(payload) is not dict and isinstance(payload, Mapping):
         payload = dict(payload)  # a mappingproxy, a ChainMap: msgspec takes dicts only
     try:
