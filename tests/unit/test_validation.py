@@ -12,6 +12,7 @@ import pytest
 
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.job import JobBuilder, NewJob, build_new_job
+from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.validation import (
     Page,
     parse_job_id,
@@ -227,6 +228,29 @@ def test_a_batch_builder_gives_each_job_its_own_id_and_payload_with_the_settings
     assert second == dataclasses.replace(first, id=OTHER_ID, payload={"n": 2})
     assert type(second.payload) is dict
     assert second == build_new_job(job_id=OTHER_ID, payload={"n": 2}, **settings)
+
+
+def test_a_copy_for_another_job_carries_every_field_of_its_kind() -> None:
+    # Every field set apart from its default, so a field left out or swapped shows.
+    kind = NewJob(
+        id=UUID(JOB_ID), queue="q", job_type="t", payload={"a": 1},
+        policy=RetryPolicy(max_attempts=7, initial_delay=2, backoff=3, max_delay=40, jitter=True),
+        visibility_timeout=11, timeout=12, priority=3, idempotency_key="k", unique_key="u",
+        delay=13, traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )  # fmt: skip
+    timed = dataclasses.replace(kind, delay=None, run_at=datetime(2030, 1, 1, tzinfo=UTC))
+
+    copy = kind.like(OTHER_ID, {"b": 2}, idempotency_key="k2", unique_key="u2")
+    timed_copy = timed.like(OTHER_ID, None, run_at=datetime(2031, 1, 1, tzinfo=UTC))
+
+    assert copy == dataclasses.replace(
+        kind, id=OTHER_ID, payload={"b": 2}, idempotency_key="k2", unique_key="u2"
+    )
+    assert timed_copy == dataclasses.replace(
+        timed, id=OTHER_ID, payload={}, idempotency_key=None, unique_key=None,
+        run_at=datetime(2031, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert kind.with_traceparent(None) == dataclasses.replace(kind, traceparent=None)
 
 
 def test_a_batch_builder_turns_each_kind_of_settings_into_keywords_once() -> None:
