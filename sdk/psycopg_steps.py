@@ -139,11 +139,12 @@ def _needs_a_transaction(
     conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
 ) -> bool:
     """needs_own_transaction, for a psycopg connection outside a transaction (in
-    autocommit mode and idle); inside one the caller's transaction holds the jobs."""
+    autocommit mode and idle); inside one the caller's transaction holds the jobs. A COPY
+    is sent only on a UTF-8 connection (see _psycopg_steps)."""
     return (
         conn.autocommit
         and conn.info.transaction_status is TransactionStatus.IDLE
-        and needs_own_transaction(new_jobs)
+        and needs_own_transaction(new_jobs, copy=conn.info.encoding == "utf-8")
     )
 
 

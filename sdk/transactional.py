@@ -23,6 +23,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from taskforge.adapters.postgres.job_copy import copyable
 from taskforge.adapters.postgres.job_store import (
     CreatedRow,
     insert_jobs_as,
@@ -192,13 +193,17 @@ async def _store_asyncpg(
     return results
 
 
-def needs_own_transaction(new_jobs: Sequence[NewJob]) -> bool:
+def needs_own_transaction(new_jobs: Sequence[NewJob], *, copy: bool = True) -> bool:
     """Whether storing `new_jobs` outside a transaction needs one of its own. A single job
     does not: its INSERT creates it or not in one statement, and what may follow (a look-up
     of the job holding its key, the INSERT tried again once that job is gone) writes
     nothing else, so each statement can commit on its own, one round trip for the usual
-    case instead of three. Several jobs are stored all or none."""
-    return len(new_jobs) > 1
+    case instead of three. Nor does a batch that one COPY stores (with `copy`, on a
+    connection that takes one: up to CHUNK jobs, see job_copy.copyable), which a taken id
+    fails whole. Other batches are stored all or none, in one."""
+    if len(new_jobs) == 1:
+        return False
+    return not (copy and len(new_jobs) <= CHUNK and copyable(new_jobs))
 
 
 def _created_job(new_job: NewJob, row: CreatedRow) -> Job:

@@ -88,11 +88,12 @@ async def copy_jobs(
     *,
     published: bool,
 ) -> list[Outcome]:
-    """Store `jobs` (see copyable) inside the current transaction, as created at its
-    `now()`; for each, `created_as(job, row)` with the row the INSERT would return: id,
-    payload (as jsonb reads it back), next_run_at, created_at and published (due at once,
-    with `published`). An id already stored raises asyncpg's UniqueViolationError with the
-    batch undone and the transaction usable (a savepoint)."""
+    """Store `jobs` (see copyable) as created at the transaction's `now()`; for each,
+    `created_as(job, row)` with the row the INSERT would return: id, payload (as jsonb reads
+    it back), next_run_at, created_at and published (due at once, with `published`). An id
+    already stored raises asyncpg's UniqueViolationError with none of `jobs` stored: inside
+    a transaction, undone by a savepoint, so the transaction stays usable; outside one, the
+    COPY is a transaction of its own, all or none, and `now()` is read just before it."""
     now = _UNIX_EPOCH + timedelta(microseconds=await conn.fetchval(SELECT_NOW_IN_MICROSECONDS))
     outcomes: list[Outcome] = []
 
@@ -102,6 +103,9 @@ async def copy_jobs(
         # Made before the COPY ends, while Postgres writes the rows sent; unused if it fails.
         outcomes.extend(map(created_as, jobs, created_rows(jobs, now, published=published)))
 
+    if not conn.is_in_transaction():
+        await conn.copy_to_table("jobs", source=source(), columns=COLUMNS, format="binary")
+        return outcomes
     await conn.execute(SAVEPOINT)
     try:
         await conn.copy_to_table("jobs", source=source(), columns=COLUMNS, format="binary")

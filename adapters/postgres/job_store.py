@@ -135,9 +135,9 @@ class PostgresJobStore(PooledAdapter):
         if not jobs:
             return []
         async with self._connection() as conn:
-            if len(jobs) == 1:
-                # Its INSERT is the only statement that can write: atomic on its own, no
-                # BEGIN/COMMIT round trips around it.
+            if len(jobs) == 1 or copyable(jobs):
+                # Its INSERT (or the batch's COPY) is the only statement that can write:
+                # atomic on its own, no BEGIN/COMMIT round trips around it.
                 return await insert_jobs(conn, jobs)
             # A batch's INSERT may be followed by a look-up of taken keys and another INSERT:
             # one transaction keeps it all or none, also when a later statement fails, the
@@ -271,7 +271,7 @@ async def _insert(
     published: bool,
 ) -> list[Outcome]:
     """insert_jobs_as for jobs that share no key with each other."""
-    if copyable(jobs) and conn.is_in_transaction():
+    if copyable(jobs):
         try:
             return await copy_jobs(conn, jobs, created_as, published=published)
         except asyncpg.UniqueViolationError as exc:

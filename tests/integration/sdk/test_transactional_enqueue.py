@@ -26,8 +26,10 @@ from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.adapters.postgres.job_notices import JOBS_CHANNEL
 from taskforge.adapters.postgres.job_store import insert_jobs
 from taskforge.client.values import Job
+from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
+from taskforge.sdk import transactional
 from taskforge.sdk.psycopg_steps import psycopg_form
 from tests.integration.processes.conftest import Stack
 
@@ -776,6 +778,41 @@ async def test_one_job_outside_a_transaction_commits_with_its_insert(
 
     assert again.id == first.id
     assert await stored_ids(observer, queue_name) == {first.id}
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_large_batch_outside_a_transaction_is_one_copy_all_or_none(
+    driver: str,
+    migrated_dsn: str,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One COPY, no transaction of the enqueue's own: an id already stored fails it whole
+    # (the enqueue draws fresh ids, so the test hands it a taken one), and the connection
+    # goes on.
+    conn = await _connect(driver, migrated_dsn)
+    if driver != "asyncpg":
+        await Session(driver, conn)._answer(conn.set_autocommit(True))
+    session = Session(driver, conn)
+    batch = [{"job_type": "email", "queue": queue_name}] * COPY_FROM
+    refusal = {"asyncpg": JobIdTaken}.get(driver, psycopg.errors.UniqueViolation)
+    try:
+        [taken] = await session.enqueue_many(batch[:1])
+        fresh_ids = transactional._ids.new_ids
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                transactional._ids, "new_ids", lambda count: [*fresh_ids(count - 1), taken.id]
+            )
+            with pytest.raises(refusal):
+                await session.enqueue_many(batch)
+        kept = await session.enqueue_many(batch)
+    finally:
+        closing = conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+    assert await stored_ids(observer, queue_name) == {taken.id, *(job.id for job in kept)}
 
 
 class AppConnection(psycopg.Connection[Any]):
