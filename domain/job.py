@@ -290,8 +290,9 @@ def build_new_job(
     )
 
 
-_SettingsKey = tuple[tuple[str, ...], tuple[object, ...], tuple[type, ...]]
-"""A kind of job in JobBuilder: its settings' names, values and the values' types."""
+_SettingsKey = tuple[object, ...]
+"""A kind of job in JobBuilder: each of its settings' (name, value) pairs, then the values'
+types, in the settings' order."""
 
 
 class JobBuilder:
@@ -317,25 +318,28 @@ class JobBuilder:
     ) -> NewJob:
         """The job `settings` (the caller's dict, which the job's keys and run_at are taken
         out of) ask for, with its own id and payload."""
-        own = {
-            "idempotency_key": settings.pop("idempotency_key", None),
-            "unique_key": settings.pop("unique_key", None),
-            "run_at": settings.pop("run_at", None),
-        }
-        # The types too: True == 1 and 1.0 == 1, but a max_attempts of True is refused.
-        values = tuple(settings.values())
-        key = (tuple(settings), values, tuple(map(type, values)))
+        idempotency_key = settings.pop("idempotency_key", None)
+        unique_key = settings.pop("unique_key", None)
+        run_at = settings.pop("run_at", None)
+        # Each setting's name and value, then their types: True == 1 and 1.0 == 1, but a
+        # max_attempts of True is refused.
+        key: _SettingsKey = (*settings.items(), *map(type, settings.values()))
         try:
             built = self._built.get(key)
+            kept = True
         except TypeError:  # an unhashable setting: checked on its own, not kept
-            return build_new_job(
-                job_id=job_id, payload=payload, **own, **self._keywords_of(settings)
-            )
+            built, kept = None, False
         if built is not None:
-            return built.like(job_id, payload, **own)
-        built = self._built[key] = build_new_job(
-            job_id=job_id, payload=payload, **own, **self._keywords_of(settings)
-        )
+            return built.like(
+                job_id, payload, idempotency_key=idempotency_key, unique_key=unique_key,
+                run_at=run_at,
+            )  # fmt: skip
+        built = build_new_job(
+            job_id=job_id, payload=payload, idempotency_key=idempotency_key,
+            unique_key=unique_key, run_at=run_at, **self._keywords_of(settings),
+        )  # fmt: skip
+        if kept:
+            self._built[key] = built
         return built
 
 
