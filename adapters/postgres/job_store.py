@@ -326,6 +326,9 @@ async def _taken_id(
 
 
 def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
+    # First compared as numbers: a UUID's own hash is Python code, a number's is not.
+    if len({job.id.int for job in jobs}) == len(jobs):
+        return None
     seen: set[UUID] = set()
     for job in jobs:
         if job.id in seen:
