@@ -103,7 +103,10 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
         chunk = leading[start : start + CHUNK]
         if utf8 and copyable(chunk):  # as the asyncpg path stores it (see job_copy)
             [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
-            yield _Statement(COPY_STATEMENT, copy=copy_data(chunk, now, published=False))
+            # Made before the COPY starts: psycopg's COPY has no savepoint around it, and a
+            # row that fails to be made mid-COPY would fail the caller's transaction.
+            data = list(copy_data(chunk, now, published=False))
+            yield _Statement(COPY_STATEMENT, copy=data)
             inserted.update((row["id"], row) for row in created_rows(chunk, now, published=False))
             continue
         statement = PSYCOPG_INSERT_JOB if len(chunk) == 1 else PSYCOPG_INSERT_JOBS

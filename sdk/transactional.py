@@ -23,7 +23,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from taskforge.adapters.postgres.job_copy import copyable
+from taskforge.adapters.postgres.job_copy import copyable, takes_copy
 from taskforge.adapters.postgres.job_store import (
     CreatedRow,
     insert_jobs_as,
@@ -181,7 +181,7 @@ async def _store_asyncpg(
 ) -> list[Job]:
     if not new_jobs:
         return []
-    if not conn.is_in_transaction() and needs_own_transaction(new_jobs):
+    if not conn.is_in_transaction() and needs_own_transaction(new_jobs, copy=takes_copy(conn)):
         async with conn.transaction():
             return await _store_asyncpg(conn, new_jobs)
     results: list[Job] = []
@@ -193,7 +193,7 @@ async def _store_asyncpg(
     return results
 
 
-def needs_own_transaction(new_jobs: Sequence[NewJob], *, copy: bool = True) -> bool:
+def needs_own_transaction(new_jobs: Sequence[NewJob], *, copy: bool) -> bool:
     """Whether storing `new_jobs` outside a transaction needs one of its own. A single job
     does not: its INSERT creates it or not in one statement, and what may follow (a look-up
     of the job holding its key, the INSERT tried again once that job is gone) writes

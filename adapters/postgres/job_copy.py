@@ -1,16 +1,16 @@
 """Storing a batch of jobs by COPY: the same rows insert_jobs_as's INSERT stores, for less.
 
 A batch of jobs with no idempotency key, no unique key and no delay can meet a stored job by
-its id alone (a taken id fails the COPY, whose savepoint then undoes the batch), so it needs
-none of the INSERT's ON CONFLICT, key order or lateral due time, and COPY writes it faster:
-1,000 jobs in 11-12 ms against the INSERT's 16 here, the indexes and triggers being the
-same. The rows go in Postgres's binary COPY format, written here rather than by the driver,
-which would encode each payload with the connection's jsonb codec: on an application's own
-connection, whatever the application registered. The timestamps are the transaction's
-`now()`, read first, so the rows and the answers hold what the INSERT would have stored.
-The rows are sent in pieces as they are made, and the answers made once the last is sent:
-Postgres writes the rows meanwhile, so little of the Python work adds to the call's time
-(docs/performance.md).
+its id alone (a taken id fails the COPY whole), so it needs none of the INSERT's ON
+CONFLICT, key order or lateral due time, and COPY writes it faster: 1,000 jobs in 11-12 ms
+against the INSERT's 16 here, the indexes and triggers being the same. The rows go in
+Postgres's binary COPY format, written here rather than by the driver, which would encode
+each payload with the connection's jsonb codec: on an application's own connection,
+whatever the application registered. The timestamps are a `now()` read first (inside a
+transaction, the transaction's own), so the rows and the answers hold what the INSERT
+would have stored. The rows are sent in pieces as they are made, and the answers made once
+the last is sent: Postgres writes the rows meanwhile, so little of the Python work adds to
+the call's time (docs/performance.md).
 
 `jsonb_form` gives the answers each payload as jsonb reads it back (keys in jsonb's order,
 a number written with an exponent as its digits), as the INSERT's RETURNING did.
@@ -34,8 +34,9 @@ from taskforge.domain.job import NewJob
 Outcome = TypeVar("Outcome")
 
 COPY_FROM = 100
-"""Jobs in a batch from which COPY is the cheaper way: its three more round trips (now(),
-the savepoint and its release) cost what it saves at about 50 jobs (docs/performance.md)."""
+"""Jobs in a batch from which COPY is the cheaper way. Inside a transaction, its three more
+round trips (now(), the savepoint and its release) cost what it saves at about 50 jobs
+(docs/performance.md); outside one it needs one more (now()) and saves BEGIN and COMMIT."""
 
 PIECE = 200
 """Jobs per piece of COPY data (about 30 kB for small payloads)."""
@@ -68,6 +69,13 @@ def copyable(jobs: Sequence[NewJob]) -> bool:
     return len(jobs) >= COPY_FROM and all(
         job.idempotency_key is None and job.unique_key is None and not job.delay for job in jobs
     )
+
+
+def takes_copy(conn: asyncpg.Connection | PoolConnectionProxy) -> bool:
+    """Whether the connection reads COPY data as written here: its client encoding is UTF-8
+    (Postgres reads COPY's text in the client encoding; on another one the INSERT, whose
+    parameters asyncpg encodes, stores the payloads as sent)."""
+    return bool(conn.get_settings().get_text_codec().name == "utf-8")
 
 
 COPY_STATEMENT = f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT binary)"
@@ -109,7 +117,9 @@ async def copy_jobs(
     await conn.execute(SAVEPOINT)
     try:
         await conn.copy_to_table("jobs", source=source(), columns=COLUMNS, format="binary")
-    except asyncpg.UniqueViolationError:
+    except Exception:
+        # A taken id, or a row or an answer that could not be made: undone, the transaction
+        # usable, as when the rows were all made before the COPY.
         await conn.execute(ROLLBACK_TO_SAVEPOINT)
         raise
     await conn.execute(RELEASE_SAVEPOINT)
@@ -123,7 +133,7 @@ def copy_data(jobs: Sequence[NewJob], now: datetime, *, published: bool) -> Iter
     due_now = stamp + (stamp if published else _NULL)
     shared: dict[tuple[object, ...], bytes] = {}
     rows = [_HEADER]
-    for job in jobs:
+    for number, job in enumerate(jobs, 1):
         if job.run_at is None:
             timing = due_now
         else:
@@ -140,7 +150,7 @@ def copy_data(jobs: Sequence[NewJob], now: datetime, *, published: bool) -> Iter
         size = _length(len(payload) + 1)
         parts = (_ROW_START, job.id.bytes, size, b"\x01", payload, timing, settings, stamp, stamp)
         rows.append(b"".join(parts))
-        if len(rows) >= PIECE:
+        if number % PIECE == 0:
             yield b"".join(rows)
             rows = []
     rows.append(_TRAILER)

@@ -331,6 +331,37 @@ async def test_a_taken_id_in_the_last_piece_undoes_the_pieces_sent_before_it(
     assert [row["id"] for row in stored] == [taken.id]
 
 
+async def test_a_row_that_cannot_be_made_mid_copy_leaves_the_transaction_usable(
+    migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows are made as the COPY runs: one that cannot be written (a payload value with
+    # no JSON form, which only the store's own encoder finds) fails it after earlier pieces
+    # went out, and the savepoint undoes them.
+    monkeypatch.setattr(job_copy, "PIECE", 7)
+    ids = Uuid7Source()
+    batch = [
+        NewJob(id=ids.new_id(), queue="copy-probe-unwritable", job_type="t")
+        for _ in range(COPY_FROM)
+    ]
+    batch[-1] = NewJob(
+        id=ids.new_id(), queue="copy-probe-unwritable", job_type="t", payload={"x": object()}
+    )
+    conn = await asyncpg.connect(migrated_dsn)
+    await _init_connection(conn)
+    try:
+        async with conn.transaction():
+            with pytest.raises(TypeError):
+                await insert_jobs(conn, batch, published=False)
+            assert await conn.fetchval("SELECT 1") == 1  # the transaction is usable
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE queue = 'copy-probe-unwritable'"
+        )
+    finally:
+        await conn.close()
+
+    assert stored == 0
+
+
 async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
     migrated_dsn: str,
 ) -> None:

@@ -25,11 +25,12 @@ from taskforge.adapters.postgres import job_copy
 from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.adapters.postgres.job_notices import JOBS_CHANNEL
 from taskforge.adapters.postgres.job_store import insert_jobs
+from taskforge.client.core import JobSpec
 from taskforge.client.values import Job
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import NewJob
 from taskforge.domain.states import JobState
-from taskforge.sdk import transactional
+from taskforge.sdk import psycopg_steps, transactional
 from taskforge.sdk.psycopg_steps import psycopg_form
 from tests.integration.processes.conftest import Stack
 
@@ -327,6 +328,48 @@ async def test_a_transaction_begun_by_a_plain_begin_holds_the_batch(
 
     assert len(dropped) == len(kept) == size
     assert await stored_ids(observer, queue_name) == {job.id for job in kept}
+
+
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["alone", "in a transaction"])
+async def test_an_asyncpg_connection_in_another_client_encoding_stores_payloads_as_sent(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str, in_transaction: bool
+) -> None:
+    # COPY's text is UTF-8 whatever the connection's encoding: on LATIN1 the INSERT goes
+    # (in a transaction of the enqueue's own when the caller has none: several statements).
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await conn.execute("SET client_encoding TO 'LATIN1'")
+        batch: list[JobSpec] = [
+            {"job_type": "a", "queue": queue_name, "payload": {"name": "José"}}
+        ] * COPY_FROM
+        if in_transaction:
+            async with conn.transaction():
+                jobs = await taskforge.enqueue_many(conn, batch)
+        else:
+            jobs = await taskforge.enqueue_many(conn, batch)
+    finally:
+        await conn.close()
+
+    stored = await observer.fetch(
+        "SELECT payload->>'name' AS name FROM jobs WHERE queue = $1", queue_name
+    )
+    assert [job.payload for job in jobs] == [{"name": "José"}] * COPY_FROM
+    assert [row["name"] for row in stored] == ["José"] * COPY_FROM
+
+
+def test_a_row_that_cannot_be_made_leaves_the_psycopg_transaction_usable(
+    migrated_dsn: str, queue_name: str
+) -> None:
+    # psycopg's COPY has no savepoint around it: its rows are all made before it starts.
+    ids = [uuid4() for _ in range(COPY_FROM)]
+    jobs = [NewJob(id=job_id, queue=queue_name, job_type="t") for job_id in ids[1:]]
+    jobs.append(NewJob(id=ids[0], queue=queue_name, job_type="t", payload={"x": object()}))
+    with psycopg.Connection.connect(migrated_dsn) as conn:
+        with pytest.raises(TypeError):
+            psycopg_steps.store(conn, jobs)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the transaction is usable
+        stored = conn.execute("SELECT count(*) FROM jobs WHERE queue = %s", [queue_name])
+        assert stored.fetchone() == (0,)
 
 
 @pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
