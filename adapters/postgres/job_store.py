@@ -219,6 +219,14 @@ async def insert_jobs_as(
     The outcome for each job, in order: `created_as(new_job, row)` for a job created (row:
     id, payload, next_run_at, created_at, published), `existing_as(holder)` for one that
     yielded, so a caller wanting another form of them builds that form once."""
+    if len(jobs) == 1 and jobs[0].idempotency_key is None and jobs[0].unique_key is None:
+        # One job without keys, most enqueues: its INSERT stores it, or meets the job that
+        # holds its id (no other unique index applies), with nothing to look up after.
+        [job] = jobs
+        one = INSERT_JOB if published else INSERT_JOB_UNPUBLISHED
+        if (row := await conn.fetchrow(one, *insert_parameters(job))) is None:
+            raise JobIdTaken(job.id)
+        return [created_as(job, row)]
     if (repeated := _repeated_id(jobs)) is not None:
         # ON CONFLICT would skip the second silently, and both would look created.
         raise JobIdTaken(repeated)

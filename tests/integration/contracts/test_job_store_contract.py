@@ -184,6 +184,20 @@ async def test_a_batch_with_a_job_that_cannot_be_stored_stores_none_of_it(
     assert created and again.id != first.id
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["without keys", "with keys"])
+async def test_one_job_whose_id_is_taken_is_refused_and_the_holder_kept(
+    jobs: JobRoles, new_job: JobFactory, keyed: bool
+) -> None:
+    stored = (await jobs.add(new_job())).job
+    keys: dict[str, Any] = {"idempotency_key": "k-taken", "unique_key": "u-taken"} if keyed else {}
+
+    with pytest.raises(JobIdTaken) as taken:
+        await jobs.add(new_job(id=stored.id, payload={"other": True}, **keys))
+
+    assert taken.value.job_id == stored.id
+    assert await jobs.get(stored.id) == stored
+
+
 async def test_a_large_batch_with_a_taken_id_stores_none_of_it(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
