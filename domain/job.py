@@ -296,22 +296,28 @@ types, in the settings' order."""
 
 
 class JobBuilder:
-    """build_new_job for the jobs of one batch. A job asking for the settings an earlier one
-    asked for (the same values of the same types) is a copy of that one with its own id,
-    payload, keys and run_at, only those checked: most batches are many jobs of one kind,
-    and checking the same settings again is most of the work. The keys and run_at, which
-    often differ from job to job, are not settings here (and a run_at in the hour a clock
-    turns back compares equal to its twin an hour apart, so it could not be one).
+    """build_new_job for the jobs of a batch, or of a process. A job asking for the settings
+    an earlier one asked for (the same values of the same types) is a copy of that one with
+    its own id, payload, keys and run_at, only those checked: most batches are many jobs of
+    one kind, and checking the same settings again is most of the work. The keys and
+    run_at, which often differ from job to job, are not settings here (and a run_at in the
+    hour a clock turns back compares equal to its twin an hour apart, so it could not be
+    one). Each kind is kept without its first job's payload, keys and run_at, so a builder
+    kept for a process holds no job's data; past `kinds` kinds it forgets them all.
 
     `keywords_of` turns settings as the caller names them into build_new_job's keywords
     (the caller's own defaults and checks, run once per kind of job); by default they are
     those keywords already."""
 
     def __init__(
-        self, keywords_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self,
+        keywords_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        *,
+        kinds: int = 1024,
     ) -> None:
         self._built: dict[_SettingsKey, NewJob] = {}
         self._keywords_of = keywords_of or dict
+        self._kinds = kinds
 
     def build_from(
         self, job_id: UUID, payload: Mapping[str, Any] | None, settings: dict[str, Any]
@@ -339,7 +345,9 @@ class JobBuilder:
             unique_key=unique_key, run_at=run_at, **self._keywords_of(settings),
         )  # fmt: skip
         if kept:
-            self._built[key] = built
+            if len(self._built) >= self._kinds:
+                self._built.clear()
+            self._built[key] = built.like(built.id, None)
         return built
 
 

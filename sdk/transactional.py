@@ -116,7 +116,10 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]], *, batch: bool) -> list[NewJob
     a job enqueued over HTTP carries its request's), so its attempts join that trace."""
     specs = list(specs)
     traceparent = current_traceparent()
-    builder = JobBuilder(lambda options: _keywords(options, traceparent))
+    if traceparent is None:
+        builder = _UNTRACED
+    else:
+        builder = JobBuilder(lambda options: _keywords(options, traceparent))
     new_jobs = []
     for index, (spec, job_id) in enumerate(zip(specs, _ids.new_ids(len(specs)), strict=True)):
         options = dict(spec)
@@ -133,6 +136,12 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]], *, batch: bool) -> list[NewJob
             raise _validation_error(exc.field, exc.message, index, batch) from None
         new_jobs.append(new_job)
     return new_jobs
+
+
+_UNTRACED = JobBuilder(lambda options: _keywords(options, None))
+"""The builder of every enqueue made outside a trace span: each kind of job (the same
+options) is checked once per process, as RetryPolicy.of keeps each policy. Inside a span
+each call has its own, its jobs carrying that span's traceparent."""
 
 
 def _keywords(options: dict[str, Any], traceparent: str | None) -> dict[str, Any]:

@@ -253,6 +253,25 @@ def test_a_copy_for_another_job_carries_every_field_of_its_kind() -> None:
     assert kind.with_traceparent(None) == dataclasses.replace(kind, traceparent=None)
 
 
+def test_a_builder_keeps_each_kind_without_its_first_jobs_data_and_a_bounded_number() -> None:
+    # A builder may live as long as the process: it must not hold on to a job's payload,
+    # nor grow with every kind it ever met.
+    builder = JobBuilder(kinds=2)
+    first = builder.build_from(
+        UUID(JOB_ID), {"big": "x" * 1000}, dict(job_type="t", queue="q", idempotency_key="k")
+    )
+    later = builder.build_from(OTHER_ID, None, dict(job_type="t", queue="q"))
+
+    assert first.payload == {"big": "x" * 1000} and first.idempotency_key == "k"
+    assert later == dataclasses.replace(first, id=OTHER_ID, payload={}, idempotency_key=None)
+    assert [(kind.payload, kind.idempotency_key) for kind in builder._built.values()] == [
+        ({}, None)
+    ]
+    for queue in ("q2", "q3", "q4"):
+        builder.build_from(OTHER_ID, {}, dict(job_type="t", queue=queue))
+    assert len(builder._built) <= 2
+
+
 def test_a_batch_builder_turns_each_kind_of_settings_into_keywords_once() -> None:
     seen: list[dict[str, Any]] = []
 
