@@ -303,7 +303,8 @@ class JobBuilder:
     run_at, which often differ from job to job, are not settings here (and a run_at in the
     hour a clock turns back compares equal to its twin an hour apart, so it could not be
     one). Each kind is kept without its first job's payload, keys and run_at, so a builder
-    kept for a process holds no job's data; past `kinds` kinds it forgets them all.
+    kept for a process holds none of a job's own data but its first id; past `kinds` kinds
+    it forgets them all.
 
     `keywords_of` turns settings as the caller names them into build_new_job's keywords
     (the caller's own defaults and checks, run once per kind of job); by default they are

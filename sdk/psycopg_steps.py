@@ -31,7 +31,6 @@ from taskforge.adapters.postgres.job_store import (
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
     SELECT_JOBS_BY_UNIQUE_KEY,
-    column_parameters,
     first_of_their_keys,
     insert_parameters,
 )
@@ -58,6 +57,12 @@ PSYCOPG_INSERT_JOB = psycopg_form(INSERT_JOB_UNPUBLISHED)
 PSYCOPG_INSERT_JOBS = psycopg_form(INSERT_JOBS_UNPUBLISHED_BY_COLUMNS)
 PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY = psycopg_form(SELECT_JOBS_BY_IDEMPOTENCY_KEY)
 PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY = psycopg_form(SELECT_JOBS_BY_UNIQUE_KEY)
+
+
+def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
+    """The parameters of INSERT_JOBS_UNPUBLISHED_BY_COLUMNS: insert_parameters' fields, one
+    list per field."""
+    return [list(column) for column in zip(*map(insert_parameters, jobs), strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

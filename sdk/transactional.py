@@ -140,14 +140,15 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]], *, batch: bool) -> list[NewJob
 
 _UNTRACED = JobBuilder(lambda options: _keywords(options, None))
 """The builder of every enqueue made outside a trace span: each kind of job (the same
-options) is checked once per process, as RetryPolicy.of keeps each policy. Inside a span
-each call has its own, its jobs carrying that span's traceparent."""
+options) is checked once for the process, as RetryPolicy.of keeps each policy (once more
+after it has met 1,024 kinds and starts again). Inside a span each call has its own, its
+jobs carrying that span's traceparent."""
 
 
 def _keywords(options: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
     """build_new_job's keywords for a spec's options (its keys, run_at and payload taken
     out): an option of None is left out, as the HTTP client leaves it out; the queue
-    defaults to DEFAULT_QUEUE. Run once per kind of job in a batch."""
+    defaults to DEFAULT_QUEUE. Run once per kind of job its builder meets."""
     options = {name: value for name, value in options.items() if value is not None}
     job_type = options.pop("job_type", None)
     if not options.keys() <= _OPTIONS:

@@ -50,7 +50,7 @@ CROSS JOIN LATERAL (
 -- a deadlock); within a key, input order, so the first of two duplicates is the one stored.
 ORDER BY incoming.idempotency_key, incoming.queue, incoming.unique_key, incoming.position
 -- Any unique index: the idempotency key, the unique key of a queue's unfinished jobs, and
--- the id. A row skipped here is explained by insert_jobs' look-ups (a holder, or JobIdTaken).
+-- the id. A row skipped here is explained by insert_jobs_as (a holder, or JobIdTaken).
 ON CONFLICT DO NOTHING
 -- The rest of a created job is what the caller sent (see NewJob.stored); the payload as
 -- jsonb stores it (keys reordered, numbers normalised), so the answer matches later reads.
@@ -94,8 +94,8 @@ _COLUMNS = """unnest(
 INSERT_JOBS_UNPUBLISHED_BY_COLUMNS = _INSERT_FROM.format(
     incoming=_COLUMNS, published_at=UNPUBLISHED
 )
-"""A batch as one array per field (see column_parameters), for a driver with no codec for
-the job_input_v4 record type (psycopg): still one statement for the whole batch."""
+"""A batch as one array per field (sdk/psycopg_steps.column_parameters), for a driver with
+no codec for the job_input_v4 record type (psycopg): still one statement for the batch."""
 INSERT_JOB_UNPUBLISHED = _INSERT_FROM.format(incoming=_ONE, published_at=UNPUBLISHED)
 
 SELECT_JOBS_BY_IDEMPOTENCY_KEY = f"""
@@ -110,9 +110,7 @@ WHERE jobs.state IN ('PENDING', 'RUNNING', 'FAILED')
 """
 
 SELECT_TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[])"
-
 SELECT_JOB = f"SELECT {JOB_DETAIL_COLUMNS} FROM jobs WHERE id = $1"
-
 
 # From the maintained counts (migration 0013), not a count over the jobs table.
 COUNT_BY_QUEUE_AND_STATE = """
@@ -220,13 +218,14 @@ async def insert_jobs_as(
     id, payload, next_run_at, created_at, published), `existing_as(holder)` for one that
     yielded, so a caller wanting another form of them builds that form once."""
     if len(jobs) == 1 and jobs[0].idempotency_key is None and jobs[0].unique_key is None:
-        # One job without keys, most enqueues: its INSERT stores it, or meets the job that
-        # holds its id (no other unique index applies), with nothing to look up after.
+        # One job without keys, most enqueues: stored by its INSERT, else its id is taken (the
+        # one unique index that applies) or was freed since, and the general path runs.
         [job] = jobs
         one = INSERT_JOB if published else INSERT_JOB_UNPUBLISHED
-        if (row := await conn.fetchrow(one, *insert_parameters(job))) is None:
+        if (row := await conn.fetchrow(one, *insert_parameters(job))) is not None:
+            return [created_as(job, row)]
+        if await _taken_id(conn, jobs):
             raise JobIdTaken(job.id)
-        return [created_as(job, row)]
     if (repeated := _repeated_id(jobs)) is not None:
         # ON CONFLICT would skip the second silently, and both would look created.
         raise JobIdTaken(repeated)
@@ -400,9 +399,3 @@ def insert_parameters(job: NewJob) -> tuple[Any, ...]:
         job.unique_key,
         job.priority,
     )
-
-
-def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
-    """The parameters of INSERT_JOBS_UNPUBLISHED_BY_COLUMNS: insert_parameters' fields, one
-    list per field."""
-    return [list(column) for column in zip(*map(insert_parameters, jobs), strict=True)]

@@ -22,7 +22,11 @@ from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
 from taskforge.adapters.postgres.job_copy import COPY_FROM, jsonb_form
 from taskforge.adapters.postgres.job_lists import find_statement
-from taskforge.adapters.postgres.job_store import SELECT_JOBS_BY_IDEMPOTENCY_KEY, insert_jobs
+from taskforge.adapters.postgres.job_store import (
+    SELECT_JOBS_BY_IDEMPOTENCY_KEY,
+    SELECT_TAKEN_IDS,
+    insert_jobs,
+)
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
 from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
 from taskforge.adapters.system import Uuid7Source
@@ -243,6 +247,24 @@ class PruneBeforeLookup:
         return await self._conn.fetch(statement, *args)
 
 
+class DeleteBeforeIdLookup:
+    """A connection that deletes the jobs holding the looked-up ids just before the lookup
+    runs, as a retention prune landing between the INSERT and it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.deleted = 0
+
+    async def fetchrow(self, statement: str, *args: object) -> asyncpg.Record | None:
+        return await self._conn.fetchrow(statement, *args)
+
+    async def fetch(self, statement: str, *args: object) -> list[asyncpg.Record]:
+        if statement == SELECT_TAKEN_IDS and not self.deleted:
+            status = await self._conn.execute("DELETE FROM jobs WHERE id = ANY($1)", args[0])
+            self.deleted = int(status.split()[-1])
+        return await self._conn.fetch(statement, *args)
+
+
 def _alike(row: dict[str, Any]) -> dict[str, Any]:
     """A stored job's columns but for its id, its queue and the moment it was stored; the
     other timestamps as "that moment" where they hold it."""
@@ -389,6 +411,31 @@ async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
         stored = await conn.fetch("SELECT id FROM jobs WHERE idempotency_key = $1", key)
         assert [row["id"] for row in stored] == [first.id]
         assert holder.id != first.id
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = 'prune-probe'")
+        await conn.close()
+
+
+async def test_one_job_whose_id_is_freed_before_the_lookup_is_stored_after_all(
+    migrated_dsn: str,
+) -> None:
+    # Its INSERT met a job holding its id, gone by the look-up: not JobIdTaken, stored.
+    conn = await asyncpg.connect(migrated_dsn)
+    await _init_connection(conn)
+    ids = Uuid7Source()
+    try:
+        [(holder, _, _)] = await insert_jobs(
+            conn, [NewJob(id=ids.new_id(), queue="prune-probe", job_type="email")]
+        )
+        again = NewJob(id=holder.id, queue="prune-probe", job_type="sms")
+        deleting = DeleteBeforeIdLookup(conn)
+
+        [(job, created, _)] = await insert_jobs(deleting, [again])  # type: ignore[arg-type]
+
+        assert deleting.deleted == 1
+        assert (job.id, job.job_type, created) == (holder.id, "sms", True)
+        stored = await conn.fetch("SELECT job_type FROM jobs WHERE id = $1", holder.id)
+        assert [row["job_type"] for row in stored] == ["sms"]
     finally:
         await conn.execute("DELETE FROM jobs WHERE queue = 'prune-probe'")
         await conn.close()
