@@ -78,6 +78,11 @@ def takes_copy(conn: asyncpg.Connection | PoolConnectionProxy) -> bool:
     return bool(conn.get_settings().get_text_codec().name == "utf-8")
 
 
+def stored_by_copy(conn: asyncpg.Connection | PoolConnectionProxy, jobs: Sequence[NewJob]) -> bool:
+    """Whether the job store writes `jobs` (sharing no key) on `conn` by one COPY."""
+    return copyable(jobs) and takes_copy(conn)
+
+
 COPY_STATEMENT = f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT binary)"
 SELECT_NOW = "SELECT now()"
 SELECT_NOW_IN_MICROSECONDS = "SELECT (extract(epoch FROM now()) * 1000000)::int8"
@@ -137,8 +142,8 @@ def copy_data(jobs: Sequence[NewJob], now: datetime, *, published: bool) -> Iter
         if job.run_at is None:
             timing = due_now
         else:
-            due = job.run_at
-            timing = _timestamptz(due) + (stamp if published and due <= now else _NULL)
+            due, is_published = _due(job, now, published)
+            timing = _timestamptz(due) + (stamp if is_published else _NULL)
         policy = job.policy
         key = (
             job.queue, job.job_type, policy, job.visibility_timeout, job.traceparent,
@@ -164,11 +169,7 @@ def created_rows(
     payload as jsonb reads it back, next_run_at, created_at, published. Made one at a time,
     each for its answer: a thousand rows held at once would only feed the garbage collector."""
     for job in jobs:
-        if job.run_at is None:
-            due, is_published = now, published
-        else:
-            due = job.run_at.astimezone(now.tzinfo)  # the zone a read of it would give
-            is_published = published and due <= now
+        due, is_published = _due(job, now, published)
         yield {
             "id": job.id,
             "payload": jsonb_form(job.payload),
@@ -176,6 +177,15 @@ def created_rows(
             "created_at": now,
             "published": is_published,
         }
+
+
+def _due(job: NewJob, now: datetime, published: bool) -> tuple[datetime, bool]:
+    """When `job`, stored at `now`, is due (in `now`'s zone, as a read of it gives it), and
+    whether it is stored as published: due at once, with `published` (PUBLISHED_WHEN_DUE)."""
+    if job.run_at is None:
+        return now, published
+    due = job.run_at.astimezone(now.tzinfo)
+    return due, published and due <= now
 
 
 def _settings(job: NewJob) -> bytes:

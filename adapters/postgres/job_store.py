@@ -16,7 +16,7 @@ from taskforge.adapters.postgres._rows import (
     job_from_row,
 )
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter, encode_json
-from taskforge.adapters.postgres.job_copy import copy_jobs, copyable, takes_copy
+from taskforge.adapters.postgres.job_copy import copy_jobs, stored_by_copy
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
@@ -133,7 +133,7 @@ class PostgresJobStore(PooledAdapter):
         if not jobs:
             return []
         async with self._connection() as conn:
-            if len(jobs) == 1 or (copyable(jobs) and takes_copy(conn)):
+            if len(jobs) == 1 or stored_by_copy(conn, jobs):
                 # Its INSERT (or the batch's COPY) is the only statement that can write:
                 # atomic on its own, no BEGIN/COMMIT round trips around it.
                 return await insert_jobs(conn, jobs)
@@ -278,7 +278,7 @@ async def _insert(
     published: bool,
 ) -> list[Outcome]:
     """insert_jobs_as for jobs that share no key with each other."""
-    if copyable(jobs) and takes_copy(conn):
+    if stored_by_copy(conn, jobs):
         try:
             return await copy_jobs(conn, jobs, created_as, published=published)
         except asyncpg.UniqueViolationError as exc:
