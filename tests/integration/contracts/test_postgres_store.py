@@ -277,12 +277,12 @@ def _alike(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("published", [True, False])
-async def test_a_batch_by_copy_stores_the_rows_the_insert_stores(
+async def test_a_batch_by_copy_and_jobs_one_by_one_store_the_rows_the_insert_stores(
     migrated_dsn: str, monkeypatch: pytest.MonkeyPatch, published: bool
 ) -> None:
-    # Every column, so that a column a later migration adds (and the INSERT fills) cannot
-    # be missed by the COPY: the same batch stored both ways, row for row alike but for
-    # the ids and the moment each transaction stored it.
+    # Every column, so that a column a later migration adds (and the batch INSERT fills)
+    # cannot be missed by the COPY or by the single job's INSERT: the same batch stored
+    # three ways, row for row alike but for the ids and the moment each was stored.
     ids = Uuid7Source()
     soon = datetime.now(UTC) + timedelta(hours=1)
     past = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -308,11 +308,18 @@ async def test_a_batch_by_copy_stores_the_rows_the_insert_stores(
     answers: dict[str, list[tuple[bool, bool]]] = {}
     try:
         monkeypatch.setattr(job_copy, "PIECE", 7)  # the rows sent in pieces
-        for way, copy_from in (("copy", COPY_FROM), ("insert", COPY_FROM + 1)):
+        for way, copy_from in (("copy", COPY_FROM), ("insert", COPY_FROM + 1), ("one", 0)):
             monkeypatch.setattr(job_copy, "COPY_FROM", copy_from)
             queue = f"copy-probe-{way}"
-            async with conn.transaction():
-                added = await insert_jobs(conn, batch(queue), published=published)
+            if way == "one":
+                added = [
+                    result
+                    for new_job in batch(queue)
+                    for result in await insert_jobs(conn, [new_job], published=published)
+                ]
+            else:
+                async with conn.transaction():
+                    added = await insert_jobs(conn, batch(queue), published=published)
             answers[way] = [(created, needs_hint) for _, created, needs_hint in added]
             stored = await conn.fetch("SELECT * FROM jobs WHERE queue = $1 ORDER BY id", queue)
             rows[way] = [_alike(dict(row)) for row in stored]
@@ -320,8 +327,57 @@ async def test_a_batch_by_copy_stores_the_rows_the_insert_stores(
         await conn.execute("DELETE FROM jobs WHERE queue LIKE 'copy-probe-%'")
         await conn.close()
 
-    assert answers["copy"] == answers["insert"]
-    assert rows["copy"] == rows["insert"]
+    assert answers["copy"] == answers["insert"] == answers["one"]
+    assert rows["copy"] == rows["insert"] == rows["one"]
+
+
+@pytest.mark.parametrize("published", [True, False])
+async def test_a_job_alone_stores_the_row_its_batch_stores_with_keys_and_delays(
+    migrated_dsn: str, published: bool
+) -> None:
+    # What the COPY never stores, the single job's INSERT against the batch's: keys, a
+    # delay (kept as its distance from the moment stored), run_at, none of them.
+    ids = Uuid7Source()
+
+    def batch(way: str) -> list[NewJob]:
+        return [
+            NewJob(
+                id=ids.new_id(), queue=f"one-probe-{way}", job_type="t", payload={"n": index},
+                idempotency_key=f"{way}-key-{index}" if index % 2 else None,
+                unique_key=f"unique-{index}" if index % 3 == 0 else None,
+                delay=(None, 30.25, 0.0)[index % 3] if index % 4 else None,
+                run_at=datetime(2020, 1, 2, tzinfo=UTC) if index % 4 == 0 else None,
+                priority=index % 10,
+            )
+            for index in range(12)
+        ]  # fmt: skip
+
+    def alike(row: dict[str, Any], way: str) -> dict[str, Any]:
+        if row["idempotency_key"] is not None:
+            row["idempotency_key"] = row["idempotency_key"].removeprefix(f"{way}-")
+        if row["next_run_at"] > row["created_at"]:
+            row["next_run_at"] = row["next_run_at"] - row["created_at"]
+        return _alike(row)
+
+    conn = await asyncpg.connect(migrated_dsn)
+    await _init_connection(conn)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    try:
+        async with conn.transaction():
+            await insert_jobs(conn, batch("batch"), published=published)
+        for new_job in batch("one"):
+            await insert_jobs(conn, [new_job], published=published)
+        for way in ("batch", "one"):
+            stored = await conn.fetch(
+                "SELECT * FROM jobs WHERE queue = $1 ORDER BY id", f"one-probe-{way}"
+            )
+            rows[way] = [alike(dict(row), way) for row in stored]
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue LIKE 'one-probe-%'")
+        await conn.close()
+
+    assert rows["one"] == rows["batch"]
+    assert timedelta(seconds=30.25) in [row["next_run_at"] for row in rows["one"]]
 
 
 async def test_a_taken_id_in_the_last_piece_undoes_the_pieces_sent_before_it(
