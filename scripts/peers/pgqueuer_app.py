@@ -1,14 +1,14 @@
 """The pgqueuer worker `pgqueuer_peer.py drain` starts: what `pgq run pgqueuer_app:create
 --batch-size N` does, through `pgqueuer.run` (the `pgq` command of this pgqueuer fails to
 parse its --log-level under the typer it resolves with), one no-op entrypoint at
-PEER_CONCURRENCY (0: pgqueuer's unlimited default).
+PEER_CONCURRENCY (0: pgqueuer's unlimited default). On uvloop, as `pgq run` runs whenever
+uvloop is installed (and as TaskForge's worker and benchmark run).
 
     python pgqueuer_app.py BATCH_SIZE
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import pgqueuer
+import uvloop
 from pgqueuer import AsyncpgDriver, Job, PgQueuer
 
 
@@ -35,4 +36,4 @@ async def create() -> AsyncIterator[PgQueuer]:
 
 
 if __name__ == "__main__":
-    asyncio.run(pgqueuer.run(create, batch_size=int(sys.argv[1])))
+    uvloop.run(pgqueuer.run(create, batch_size=int(sys.argv[1])))

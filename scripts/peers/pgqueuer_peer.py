@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import uvloop
 from _process import stop  # beside this file, on sys.path when run as a script
 from pgqueuer import AsyncpgDriver, Queries
 
@@ -107,4 +108,4 @@ if __name__ == "__main__":
     scenario, dsn, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
     concurrency = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     batch_size = int(sys.argv[5]) if len(sys.argv) > 5 else 10
-    asyncio.run(main(scenario, dsn, jobs, concurrency, batch_size))
+    uvloop.run(main(scenario, dsn, jobs, concurrency, batch_size))  # as `pgq run` runs
