@@ -255,6 +255,9 @@ class DeleteBeforeIdLookup:
         self._conn = conn
         self.deleted = 0
 
+    def is_in_transaction(self) -> bool:
+        return self._conn.is_in_transaction()
+
     async def fetchrow(self, statement: str, *args: object) -> asyncpg.Record | None:
         return await self._conn.fetchrow(statement, *args)
 
@@ -281,8 +284,8 @@ async def test_a_batch_by_copy_and_jobs_one_by_one_store_the_rows_the_insert_sto
     migrated_dsn: str, monkeypatch: pytest.MonkeyPatch, published: bool
 ) -> None:
     # Every column, so that a column a later migration adds (and the batch INSERT fills)
-    # cannot be missed by the COPY or by the single job's INSERT: the same batch stored
-    # three ways, row for row alike but for the ids and the moment each was stored.
+    # cannot be missed by the COPY or by a single job's INSERTs: the same batch stored
+    # four ways, row for row alike but for the ids and the moment each was stored.
     ids = Uuid7Source()
     soon = datetime.now(UTC) + timedelta(hours=1)
     past = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -308,15 +311,19 @@ async def test_a_batch_by_copy_and_jobs_one_by_one_store_the_rows_the_insert_sto
     answers: dict[str, list[tuple[bool, bool]]] = {}
     try:
         monkeypatch.setattr(job_copy, "PIECE", 7)  # the rows sent in pieces
-        for way, copy_from in (("copy", COPY_FROM), ("insert", COPY_FROM + 1), ("one", 0)):
+        ways = (("copy", COPY_FROM), ("insert", COPY_FROM + 1), ("one", 0), ("one in one", 0))
+        for way, copy_from in ways:
             monkeypatch.setattr(job_copy, "COPY_FROM", copy_from)
             queue = f"copy-probe-{way}"
-            if way == "one":
-                added = [
-                    result
-                    for new_job in batch(queue)
-                    for result in await insert_jobs(conn, [new_job], published=published)
-                ]
+            if way.startswith("one"):  # each job alone, or each by itself in one transaction
+                async with contextlib.AsyncExitStack() as stack:
+                    if way == "one in one":
+                        await stack.enter_async_context(conn.transaction())
+                    added = [
+                        result
+                        for new_job in batch(queue)
+                        for result in await insert_jobs(conn, [new_job], published=published)
+                    ]
             else:
                 async with conn.transaction():
                     added = await insert_jobs(conn, batch(queue), published=published)
@@ -327,8 +334,8 @@ async def test_a_batch_by_copy_and_jobs_one_by_one_store_the_rows_the_insert_sto
         await conn.execute("DELETE FROM jobs WHERE queue LIKE 'copy-probe-%'")
         await conn.close()
 
-    assert answers["copy"] == answers["insert"] == answers["one"]
-    assert rows["copy"] == rows["insert"] == rows["one"]
+    assert answers["copy"] == answers["insert"] == answers["one"] == answers["one in one"]
+    assert rows["copy"] == rows["insert"] == rows["one"] == rows["one in one"]
 
 
 @pytest.mark.parametrize("published", [True, False])
@@ -378,6 +385,38 @@ async def test_a_job_alone_stores_the_row_its_batch_stores_with_keys_and_delays(
 
     assert rows["one"] == rows["batch"]
     assert timedelta(seconds=30.25) in [row["next_run_at"] for row in rows["one"]]
+
+
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["alone", "in a transaction"])
+async def test_one_job_whose_id_is_taken_leaves_the_connection_usable(
+    migrated_dsn: str, in_transaction: bool
+) -> None:
+    # Alone its INSERT fails on the id and aborts nothing; in a transaction the INSERT skips
+    # the id, so the caller's transaction goes on and keeps what it stored before.
+    ids = Uuid7Source()
+    holder = NewJob(id=ids.new_id(), queue="taken-probe", job_type="t")
+    before = NewJob(id=ids.new_id(), queue="taken-probe", job_type="t")
+    conn = await asyncpg.connect(migrated_dsn)
+    await _init_connection(conn)
+    try:
+        await insert_jobs(conn, [holder])
+        async with contextlib.AsyncExitStack() as stack:
+            if in_transaction:
+                await stack.enter_async_context(conn.transaction())
+            await insert_jobs(conn, [before], published=False)
+            with pytest.raises(JobIdTaken) as raised:
+                await insert_jobs(conn, [NewJob(id=holder.id, queue="taken-probe", job_type="u")])
+            assert await conn.fetchval("SELECT 1") == 1
+        stored = await conn.fetch("SELECT id, job_type FROM jobs WHERE queue = 'taken-probe'")
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = 'taken-probe'")
+        await conn.close()
+
+    assert raised.value.job_id == holder.id
+    assert sorted((row["id"], row["job_type"]) for row in stored) == [
+        (holder.id, "t"),
+        (before.id, "t"),
+    ]
 
 
 async def test_a_taken_id_in_the_last_piece_undoes_the_pieces_sent_before_it(
@@ -475,7 +514,8 @@ async def test_a_key_freed_between_insert_and_lookup_is_taken_by_the_new_job(
 async def test_one_job_whose_id_is_freed_before_the_lookup_is_stored_after_all(
     migrated_dsn: str,
 ) -> None:
-    # Its INSERT met a job holding its id, gone by the look-up: not JobIdTaken, stored.
+    # In a transaction, its INSERT met a job holding its id, gone by the look-up: not
+    # JobIdTaken, stored.
     conn = await asyncpg.connect(migrated_dsn)
     await _init_connection(conn)
     ids = Uuid7Source()
@@ -486,7 +526,8 @@ async def test_one_job_whose_id_is_freed_before_the_lookup_is_stored_after_all(
         again = NewJob(id=holder.id, queue="prune-probe", job_type="sms")
         deleting = DeleteBeforeIdLookup(conn)
 
-        [(job, created, _)] = await insert_jobs(deleting, [again])  # type: ignore[arg-type]
+        async with conn.transaction():
+            [(job, created, _)] = await insert_jobs(deleting, [again])  # type: ignore[arg-type]
 
         assert deleting.deleted == 1
         assert (job.id, job.job_type, created) == (holder.id, "sms", True)
