@@ -31,10 +31,13 @@ from taskforge.adapters.postgres.job_store import (
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
     SELECT_JOBS_BY_UNIQUE_KEY,
+    SELECT_TAKEN_IDS,
     first_of_their_keys,
     insert_parameters,
+    repeated_id,
 )
 from taskforge.client.values import Job
+from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job as StoredJob
 from taskforge.domain.job import NewJob
 from taskforge.sdk.transactional import CHUNK, KEY_ATTEMPTS, client_job, needs_own_transaction
@@ -57,6 +60,7 @@ PSYCOPG_INSERT_JOB = psycopg_form(INSERT_JOB_UNPUBLISHED)
 PSYCOPG_INSERT_JOBS = psycopg_form(INSERT_JOBS_UNPUBLISHED_BY_COLUMNS)
 PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY = psycopg_form(SELECT_JOBS_BY_IDEMPOTENCY_KEY)
 PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY = psycopg_form(SELECT_JOBS_BY_UNIQUE_KEY)
+PSYCOPG_SELECT_TAKEN_IDS = psycopg_form(SELECT_TAKEN_IDS)
 
 
 def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
@@ -100,6 +104,8 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
     order, an INSERT of that job and a look-up of the job holding its key. The COPY's text
     is UTF-8, which Postgres reads in the connection's client encoding: on another one the
     INSERT, whose parameters psycopg encodes, stores the payloads as sent."""
+    if (repeated := repeated_id(new_jobs)) is not None:
+        raise JobIdTaken(repeated)
     inserted: dict[UUID, dict[str, Any]] = {}
     # A job sharing a key with an earlier one waits for the job-by-job pass (see
     # first_of_their_keys): the INSERT takes its rows in key order, not the batch's.
@@ -137,6 +143,8 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
             if holder is not None:
                 results.append((holder, False))
                 break
+            if (yield _Statement(PSYCOPG_SELECT_TAKEN_IDS, [[new_job.id]])):
+                raise JobIdTaken(new_job.id)  # as the asyncpg path answers it
             # The key's holder finished or was deleted meanwhile: the key is free, try again.
         else:
             raise RuntimeError("idempotency or unique keys kept changing hands; try again")

@@ -80,7 +80,8 @@ def enqueue(
     """Store one job in `conn`'s current transaction (outside one, it commits at once) and
     return it; a reused idempotency key returns the job that holds it, stored before or
     earlier in this transaction. Options are the HTTP client's. A bad value raises
-    ValidationError before anything is written; database errors are the driver's own."""
+    ValidationError before anything is written; database errors are the driver's own, but
+    for an id already stored (possible only if the id source repeats itself), JobIdTaken."""
     [new_job] = _new_jobs([{**options, "job_type": job_type, "payload": payload}], batch=False)
     stored = _store(conn, [new_job])
     if isinstance(stored, list):

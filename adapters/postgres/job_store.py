@@ -237,7 +237,10 @@ async def insert_jobs_as(
     """Insert the jobs, as if one after the other: a job whose idempotency key is taken
     yields the job that holds it; else a job whose unique key an unfinished job of its
     queue holds yields that job (stored earlier, or earlier in this batch). A job whose id
-    is taken raises JobIdTaken (the caller's transaction then stores none of the batch).
+    is taken raises JobIdTaken, with the caller's transaction usable; jobs of the batch
+    stored before it (by an INSERT of a small batch, or an earlier chunk) stay in that
+    transaction, so the caller rolls it back, as after any failed write (a COPY's batch is
+    undone by its savepoint).
     `published` False: the due ones are left for the scheduler to publish (see UNPUBLISHED).
     Atomic only within the caller's transaction (a batch may take several statements). On a
     connection without TaskForge's jsonb codec, the jobs' payloads come back as JSON text.
@@ -263,7 +266,7 @@ async def insert_jobs_as(
             return [created_as(job, row)]
         if await _taken_id(conn, jobs):
             raise JobIdTaken(job.id)
-    if (repeated := _repeated_id(jobs)) is not None:
+    if (repeated := repeated_id(jobs)) is not None:
         # ON CONFLICT would skip the second silently, and both would look created.
         raise JobIdTaken(repeated)
     leading, following = first_of_their_keys(jobs)
@@ -369,7 +372,8 @@ async def _taken_id(
     return rows[0]["id"] if rows else None
 
 
-def _repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
+def repeated_id(jobs: Sequence[NewJob]) -> UUID | None:
+    """An id two of `jobs` share, if any: ON CONFLICT would skip the second silently."""
     # First compared as numbers: a UUID's own hash is Python code, a number's is not.
     if len({job.id.int for job in jobs}) == len(jobs):
         return None

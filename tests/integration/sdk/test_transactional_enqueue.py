@@ -862,6 +862,34 @@ async def test_a_large_batch_outside_a_transaction_is_one_copy_all_or_none(
     assert await stored_ids(observer, queue_name) == {taken.id, *(job.id for job in kept)}
 
 
+@pytest.mark.parametrize("keys", [{}, {"idempotency_key": "fresh-key"}], ids=["keyless", "keyed"])
+async def test_a_job_whose_id_is_taken_is_refused_alike_on_every_driver(
+    session: Session,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    keys: dict[str, Any],
+) -> None:
+    # The enqueue draws fresh ids, so the test hands it a taken one, then one id for two
+    # jobs of a batch: every driver answers JobIdTaken, whether the job has a key or not,
+    # and the transaction goes on.
+    taken = await session.enqueue("email", queue=queue_name)
+    [twice] = transactional._ids.new_ids(1)
+    drawn = iter([[taken.id], [twice, twice]])
+    monkeypatch.setattr(transactional._ids, "new_ids", lambda count: next(drawn))
+
+    with pytest.raises(JobIdTaken) as raised:
+        await session.enqueue("sms", queue=queue_name, **keys)
+    with pytest.raises(JobIdTaken) as raised_in_batch:  # ON CONFLICT would skip the second
+        await session.enqueue_many([{"job_type": "sms", "queue": queue_name, **keys}] * 2)
+
+    monkeypatch.undo()
+    after = await session.enqueue("sms", queue=queue_name)
+    await session.commit()
+    assert (raised.value.job_id, raised_in_batch.value.job_id) == (taken.id, twice)
+    assert await stored_ids(observer, queue_name) == {taken.id, after.id}
+
+
 class AppConnection(psycopg.Connection[Any]):
     """An application's own connection class, as psycopg_pool's connection_class takes."""
 
