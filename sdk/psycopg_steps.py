@@ -21,7 +21,10 @@ from psycopg.types.json import set_json_loads
 from taskforge.adapters.postgres._rows import job_from_row
 from taskforge.adapters.postgres.job_copy import (
     COPY_STATEMENT,
+    RELEASE_SAVEPOINT,
+    SAVEPOINT,
     SELECT_NOW,
+    UNDO_SAVEPOINT,
     copy_data,
     copyable,
     created_rows,
@@ -97,13 +100,15 @@ def _psycopg_key_holder(new_job: NewJob) -> Generator[_Statement, Rows, StoredJo
     return None
 
 
-def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
+def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool, in_transaction: bool) -> _Steps:
     """The statements of a psycopg enqueue, each sent the rows of the one before: one INSERT
     (or, for a large chunk without keys on a `utf8` connection, `now()` and a COPY) per CHUNK
     of the jobs sharing no key with an earlier one; then for each job not created yet, in
     order, an INSERT of that job and a look-up of the job holding its key. The COPY's text
     is UTF-8, which Postgres reads in the connection's client encoding: on another one the
-    INSERT, whose parameters psycopg encodes, stores the payloads as sent."""
+    INSERT, whose parameters psycopg encodes, stores the payloads as sent. A COPY that fails
+    on a unique index is thrown back in here (see _run): `in_transaction`, it is undone by
+    its savepoint, so the transaction stays usable, as on asyncpg (job_copy.copy_jobs)."""
     if (repeated := repeated_id(new_jobs)) is not None:
         raise JobIdTaken(repeated)
     inserted: dict[UUID, dict[str, Any]] = {}
@@ -114,10 +119,11 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
         chunk = leading[start : start + CHUNK]
         if utf8 and copyable(chunk):  # as the asyncpg path stores it (see job_copy)
             [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
-            # Made before the COPY starts: psycopg's COPY has no savepoint around it, and a
-            # row that fails to be made mid-COPY would fail the caller's transaction.
+            # Made before the COPY starts: its savepoint is undone only for what Postgres
+            # refuses (a taken id), so a row that failed to be made mid-COPY would fail the
+            # caller's transaction.
             data = list(copy_data(chunk, now, published=False))
-            yield _Statement(COPY_STATEMENT, copy=data)
+            yield from _copy(chunk, data, in_transaction=in_transaction)
             inserted.update((row["id"], row) for row in created_rows(chunk, now, published=False))
             continue
         statement = PSYCOPG_INSERT_JOB if len(chunk) == 1 else PSYCOPG_INSERT_JOBS
@@ -151,6 +157,28 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool) -> _Steps:
     return [client_job(job) for job, _ in results]
 
 
+def _copy(
+    chunk: list[NewJob], data: list[bytes], *, in_transaction: bool
+) -> Generator[_Statement, Rows, None]:
+    """COPY `data`, the rows of `chunk`; an id already stored raises JobIdTaken with none of
+    the chunk stored, as on asyncpg."""
+    if in_transaction:
+        yield _Statement(SAVEPOINT)
+    try:
+        yield _Statement(COPY_STATEMENT, copy=data)
+    except psycopg.errors.UniqueViolation as exc:
+        if in_transaction:
+            yield _Statement(UNDO_SAVEPOINT)
+            yield _Statement(RELEASE_SAVEPOINT)
+        if exc.diag.constraint_name == "jobs_pkey" and (
+            taken := (yield _Statement(PSYCOPG_SELECT_TAKEN_IDS, [[job.id for job in chunk]]))
+        ):
+            raise JobIdTaken(taken[0]["id"]) from None
+        raise
+    if in_transaction:
+        yield _Statement(RELEASE_SAVEPOINT)
+
+
 def _needs_a_transaction(
     conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
 ) -> bool:
@@ -162,6 +190,12 @@ def _needs_a_transaction(
         and conn.info.transaction_status is TransactionStatus.IDLE
         and needs_own_transaction(new_jobs, copy=conn.info.encoding == "utf-8")
     )
+
+
+def _in_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether what the enqueue sends runs inside a transaction: one begun already, or the
+    one psycopg begins with the first statement when the connection is not in autocommit."""
+    return not conn.autocommit or conn.info.transaction_status is not TransactionStatus.IDLE
 
 
 def _read_as_stored(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], encoding: str) -> None:
@@ -187,16 +221,20 @@ def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
         with conn.transaction():
             return store(conn, new_jobs)
     encoding = conn.info.encoding
-    steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8")
+    steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8", in_transaction=_in_transaction(conn))
     with conn.cursor(row_factory=dict_row) as cursor:
         _read_as_stored(cursor, encoding)
         try:
             statement = next(steps)
             while True:
                 if statement.copy is not None:
-                    with cursor.copy(statement.sql) as copy:
-                        for piece in statement.copy:
-                            copy.write(piece)
+                    try:
+                        with cursor.copy(statement.sql) as copy:
+                            for piece in statement.copy:
+                                copy.write(piece)
+                    except psycopg.errors.UniqueViolation as exc:
+                        statement = steps.throw(exc)
+                        continue
                     statement = steps.send([])
                     continue
                 cursor.execute(statement.sql, statement.parameters)
@@ -213,16 +251,20 @@ async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
         async with conn.transaction():
             return await store_async(conn, new_jobs)
     encoding = conn.info.encoding
-    steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8")
+    steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8", in_transaction=_in_transaction(conn))
     async with conn.cursor(row_factory=dict_row) as cursor:
         _read_as_stored(cursor, encoding)
         try:
             statement = next(steps)
             while True:
                 if statement.copy is not None:
-                    async with cursor.copy(statement.sql) as copy:
-                        for piece in statement.copy:
-                            await copy.write(piece)
+                    try:
+                        async with cursor.copy(statement.sql) as copy:
+                            for piece in statement.copy:
+                                await copy.write(piece)
+                    except psycopg.errors.UniqueViolation as exc:
+                        statement = steps.throw(exc)
+                        continue
                     statement = steps.send([])
                     continue
                 await cursor.execute(statement.sql, statement.parameters)

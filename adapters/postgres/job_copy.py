@@ -89,9 +89,11 @@ SELECT_NOW_IN_MICROSECONDS = "SELECT (extract(epoch FROM now()) * 1000000)::int8
 """now() as a number, which no timestamptz codec of the application's can change."""
 SAVEPOINT = "SAVEPOINT taskforge_copy"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT taskforge_copy"
-ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT taskforge_copy; RELEASE SAVEPOINT taskforge_copy"
+UNDO_SAVEPOINT = "ROLLBACK TO SAVEPOINT taskforge_copy"
+ROLLBACK_TO_SAVEPOINT = f"{UNDO_SAVEPOINT}; {RELEASE_SAVEPOINT}"
 """Plain SQL: the transaction may have been begun by a BEGIN of the application's own,
-inside which asyncpg makes no savepoint."""
+inside which asyncpg makes no savepoint. (psycopg sends UNDO_SAVEPOINT and
+RELEASE_SAVEPOINT one by one: its parameterised statements are one command each.)"""
 
 
 async def copy_jobs(

@@ -364,7 +364,8 @@ async def test_an_asyncpg_connection_in_another_client_encoding_stores_payloads_
 def test_a_row_that_cannot_be_made_leaves_the_psycopg_transaction_usable(
     migrated_dsn: str, queue_name: str
 ) -> None:
-    # psycopg's COPY has no savepoint around it: its rows are all made before it starts.
+    # psycopg's COPY undoes its savepoint only for a taken id: its rows are all made before
+    # it starts.
     ids = [uuid4() for _ in range(COPY_FROM)]
     jobs = [NewJob(id=job_id, queue=queue_name, job_type="t") for job_id in ids[1:]]
     jobs.append(NewJob(id=ids[0], queue=queue_name, job_type="t", payload={"x": object()}))
@@ -836,14 +837,13 @@ async def test_a_large_batch_outside_a_transaction_is_one_copy_all_or_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # One COPY, no transaction of the enqueue's own: an id already stored fails it whole
-    # (the enqueue draws fresh ids, so the test hands it a taken one), and the connection
-    # goes on.
+    # (the enqueue draws fresh ids, so the test hands it a taken one) with JobIdTaken on
+    # every driver, and the connection goes on.
     conn = await _connect(driver, migrated_dsn)
     if driver != "asyncpg":
         await Session(driver, conn)._answer(conn.set_autocommit(True))
     session = Session(driver, conn)
     batch = [{"job_type": "email", "queue": queue_name}] * COPY_FROM
-    refusal = {"asyncpg": JobIdTaken}.get(driver, psycopg.errors.UniqueViolation)
     try:
         [taken] = await session.enqueue_many(batch[:1])
         fresh_ids = transactional._ids.new_ids
@@ -851,7 +851,7 @@ async def test_a_large_batch_outside_a_transaction_is_one_copy_all_or_none(
             patch.setattr(
                 transactional._ids, "new_ids", lambda count: [*fresh_ids(count - 1), taken.id]
             )
-            with pytest.raises(refusal):
+            with pytest.raises(JobIdTaken):
                 await session.enqueue_many(batch)
         kept = await session.enqueue_many(batch)
     finally:
@@ -887,6 +887,29 @@ async def test_a_job_whose_id_is_taken_is_refused_alike_on_every_driver(
     after = await session.enqueue("sms", queue=queue_name)
     await session.commit()
     assert (raised.value.job_id, raised_in_batch.value.job_id) == (taken.id, twice)
+    assert await stored_ids(observer, queue_name) == {taken.id, after.id}
+
+
+async def test_a_large_batch_with_a_taken_id_in_a_transaction_stores_none_of_it(
+    session: Session,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch the COPY stores, its last id taken: its savepoint undoes it on every driver,
+    # and the transaction keeps what it stored before and goes on.
+    taken = await session.enqueue("email", queue=queue_name)
+    fresh_ids = transactional._ids.new_ids
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            transactional._ids, "new_ids", lambda count: [*fresh_ids(count - 1), taken.id]
+        )
+        with pytest.raises(JobIdTaken) as raised:
+            await session.enqueue_many([{"job_type": "sms", "queue": queue_name}] * COPY_FROM)
+    after = await session.enqueue("sms", queue=queue_name)
+    await session.commit()
+
+    assert raised.value.job_id == taken.id
     assert await stored_ids(observer, queue_name) == {taken.id, after.id}
 
 
