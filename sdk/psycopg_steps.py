@@ -29,14 +29,16 @@ from taskforge.adapters.postgres.job_copy import (
     copyable,
     created_rows,
 )
-from taskforge.adapters.postgres.job_store import (
+from taskforge.adapters.postgres.job_inserts import (
     INSERT_JOB_UNPUBLISHED,
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
+    insert_parameters,
+)
+from taskforge.adapters.postgres.job_store import (
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,
     SELECT_JOBS_BY_UNIQUE_KEY,
     SELECT_TAKEN_IDS,
     first_of_their_keys,
-    insert_parameters,
     repeated_id,
 )
 from taskforge.client.values import Job
