@@ -121,9 +121,9 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool, in_transaction: bool) 
         chunk = leading[start : start + CHUNK]
         if utf8 and copyable(chunk):  # as the asyncpg path stores it (see job_copy)
             [now] = [row["now"] for row in (yield _Statement(SELECT_NOW))]
-            # Made before the COPY starts: its savepoint is undone only for what Postgres
-            # refuses (a taken id), so a row that failed to be made mid-COPY would fail the
-            # caller's transaction.
+            # Made before the COPY starts: its savepoint is undone for what Postgres answers
+            # (see _copy), so a row that failed to be made mid-COPY would fail the caller's
+            # transaction.
             data = list(copy_data(chunk, now, published=False))
             yield from _copy(chunk, data, in_transaction=in_transaction)
             inserted.update((row["id"], row) for row in created_rows(chunk, now, published=False))
@@ -162,18 +162,22 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool, in_transaction: bool) 
 def _copy(
     chunk: list[NewJob], data: list[bytes], *, in_transaction: bool
 ) -> Generator[_Statement, Rows, None]:
-    """COPY `data`, the rows of `chunk`; an id already stored raises JobIdTaken with none of
-    the chunk stored, as on asyncpg."""
+    """COPY `data`, the rows of `chunk`, as on asyncpg: in a transaction, an error Postgres
+    answers the COPY with (thrown back in here by the runner) undoes its savepoint, so the
+    transaction stays usable; an id already stored raises JobIdTaken, none of the chunk
+    stored."""
     if in_transaction:
         yield _Statement(SAVEPOINT)
     try:
         yield _Statement(COPY_STATEMENT, copy=data)
-    except psycopg.errors.UniqueViolation as exc:
+    except psycopg.Error as exc:
         if in_transaction:
             yield _Statement(UNDO_SAVEPOINT)
             yield _Statement(RELEASE_SAVEPOINT)
-        if exc.diag.constraint_name == "jobs_pkey" and (
-            taken := (yield _Statement(PSYCOPG_SELECT_TAKEN_IDS, [[job.id for job in chunk]]))
+        if (
+            isinstance(exc, psycopg.errors.UniqueViolation)
+            and exc.diag.constraint_name == "jobs_pkey"
+            and (taken := (yield _Statement(PSYCOPG_SELECT_TAKEN_IDS, [[job.id for job in chunk]])))
         ):
             raise JobIdTaken(taken[0]["id"]) from None
         raise
@@ -234,7 +238,7 @@ def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
                         with cursor.copy(statement.sql) as copy:
                             for piece in statement.copy:
                                 copy.write(piece)
-                    except psycopg.errors.UniqueViolation as exc:
+                    except psycopg.Error as exc:
                         statement = steps.throw(exc)
                         continue
                     statement = steps.send([])
@@ -264,7 +268,7 @@ async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
                         async with cursor.copy(statement.sql) as copy:
                             for piece in statement.copy:
                                 await copy.write(piece)
-                    except psycopg.errors.UniqueViolation as exc:
+                    except psycopg.Error as exc:
                         statement = steps.throw(exc)
                         continue
                     statement = steps.send([])

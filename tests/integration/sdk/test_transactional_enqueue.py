@@ -364,8 +364,8 @@ async def test_an_asyncpg_connection_in_another_client_encoding_stores_payloads_
 def test_a_row_that_cannot_be_made_leaves_the_psycopg_transaction_usable(
     migrated_dsn: str, queue_name: str
 ) -> None:
-    # psycopg's COPY undoes its savepoint only for a taken id: its rows are all made before
-    # it starts.
+    # psycopg's COPY undoes its savepoint for what Postgres answers it with: its rows are
+    # all made before it starts.
     ids = [uuid4() for _ in range(COPY_FROM)]
     jobs = [NewJob(id=job_id, queue=queue_name, job_type="t") for job_id in ids[1:]]
     jobs.append(NewJob(id=ids[0], queue=queue_name, job_type="t", payload={"x": object()}))
@@ -890,15 +890,21 @@ async def test_a_job_whose_id_is_taken_is_refused_alike_on_every_driver(
     assert await stored_ids(observer, queue_name) == {taken.id, after.id}
 
 
+@pytest.mark.parametrize("first", [False, True], ids=["after a job", "first statement"])
 async def test_a_large_batch_with_a_taken_id_in_a_transaction_stores_none_of_it(
     session: Session,
     observer: asyncpg.Connection,
     queue_name: str,
     monkeypatch: pytest.MonkeyPatch,
+    first: bool,
 ) -> None:
     # A batch the COPY stores, its last id taken: its savepoint undoes it on every driver,
-    # and the transaction keeps what it stored before and goes on.
-    taken = await session.enqueue("email", queue=queue_name)
+    # and the transaction keeps what it stored before and goes on. As the first statement,
+    # the batch runs in the transaction psycopg begins with it.
+    if first:
+        taken = await taskforge.enqueue(observer, "email", queue=queue_name)
+    else:
+        taken = await session.enqueue("email", queue=queue_name)
     fresh_ids = transactional._ids.new_ids
     with monkeypatch.context() as patch:
         patch.setattr(
@@ -911,6 +917,34 @@ async def test_a_large_batch_with_a_taken_id_in_a_transaction_stores_none_of_it(
 
     assert raised.value.job_id == taken.id
     assert await stored_ids(observer, queue_name) == {taken.id, after.id}
+
+
+async def test_a_large_batch_postgres_refuses_in_a_transaction_leaves_it_usable(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    # Not a taken id but any error Postgres answers the COPY with (here a check constraint
+    # of the application's): the driver's own error, the savepoint undone on every driver.
+    constraint = f"refused_{queue_name.replace(':', '_').replace('-', '_')}"
+    await observer.execute(
+        f"ALTER TABLE jobs ADD CONSTRAINT {constraint}"
+        f" CHECK (queue <> '{queue_name}' OR job_type <> 'refused') NOT VALID"
+    )
+    committed = False
+    try:
+        before = await session.enqueue("email", queue=queue_name)
+        batch = [{"job_type": "sms", "queue": queue_name}] * (COPY_FROM - 1)
+        refused = (asyncpg.CheckViolationError, psycopg.errors.CheckViolation)
+        with pytest.raises(refused):
+            await session.enqueue_many([*batch, {"job_type": "refused", "queue": queue_name}])
+        after = await session.enqueue("sms", queue=queue_name)
+        await session.commit()
+        committed = True
+    finally:
+        if not committed:  # its locks would keep the constraint from being dropped
+            await session.rollback()
+        await observer.execute(f"ALTER TABLE jobs DROP CONSTRAINT IF EXISTS {constraint}")
+
+    assert await stored_ids(observer, queue_name) == {before.id, after.id}
 
 
 class AppConnection(psycopg.Connection[Any]):
