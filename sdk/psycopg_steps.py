@@ -13,7 +13,7 @@ from uuid import UUID
 
 import msgspec
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
@@ -220,7 +220,18 @@ def _text(data: str | bytes, encoding: str) -> str:
     return data if isinstance(data, str) else data.decode(encoding)
 
 
+def _refuse_a_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """In psycopg's pipeline mode a statement's rows come back only when the pipeline syncs,
+    and each step of an enqueue needs the rows of the one before."""
+    if conn.info.pipeline_status is not PipelineStatus.OFF:
+        raise TypeError(
+            "taskforge.enqueue cannot run inside a psycopg pipeline (conn.pipeline()): "
+            "enqueue before or after the pipeline block"
+        )
+
+
 def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
+    _refuse_a_pipeline(conn)
     if not new_jobs:
         return []
     if _needs_a_transaction(conn, new_jobs):
@@ -251,6 +262,7 @@ def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
 
 
 async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]) -> list[Job]:
+    _refuse_a_pipeline(conn)
     if not new_jobs:
         return []
     if _needs_a_transaction(conn, new_jobs):

@@ -947,6 +947,28 @@ async def test_a_large_batch_postgres_refuses_in_a_transaction_leaves_it_usable(
     assert await stored_ids(observer, queue_name) == {before.id, after.id}
 
 
+@pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
+async def test_a_psycopg_pipeline_is_refused_before_anything_is_written(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str, size: int
+) -> None:
+    # In pipeline mode no statement's rows come back before the pipeline syncs: the enqueue
+    # says so instead of failing on the way (it used to, with nothing to go by).
+    jobs = [{"job_type": "email", "queue": queue_name}] * size
+    with (
+        psycopg.Connection.connect(migrated_dsn, autocommit=True) as conn,
+        conn.pipeline(),
+        pytest.raises(TypeError, match="psycopg pipeline"),
+    ):
+        taskforge.enqueue_many(conn, jobs)  # type: ignore[arg-type]
+    async with await psycopg.AsyncConnection.connect(migrated_dsn, autocommit=True) as aconn:
+        async with aconn.pipeline():
+            with pytest.raises(TypeError, match="psycopg pipeline"):
+                await taskforge.enqueue_many(aconn, jobs)  # type: ignore[arg-type]
+        stored = await taskforge.enqueue_many(aconn, jobs)  # type: ignore[arg-type]
+
+    assert await stored_ids(observer, queue_name) == {job.id for job in stored}
+
+
 class AppConnection(psycopg.Connection[Any]):
     """An application's own connection class, as psycopg_pool's connection_class takes."""
 
