@@ -108,9 +108,9 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool, in_transaction: bool) 
     of the jobs sharing no key with an earlier one; then for each job not created yet, in
     order, an INSERT of that job and a look-up of the job holding its key. The COPY's text
     is UTF-8, which Postgres reads in the connection's client encoding: on another one the
-    INSERT, whose parameters psycopg encodes, stores the payloads as sent. A COPY that fails
-    on a unique index is thrown back in here (see _run): `in_transaction`, it is undone by
-    its savepoint, so the transaction stays usable, as on asyncpg (job_copy.copy_jobs)."""
+    INSERT, whose parameters psycopg encodes, stores the payloads as sent. An error of a
+    COPY is thrown back in here by the runner (store, store_async): `in_transaction`, the
+    COPY's savepoint is undone, so the transaction stays usable, as on asyncpg (see _copy)."""
     if (repeated := repeated_id(new_jobs)) is not None:
         raise JobIdTaken(repeated)
     inserted: dict[UUID, dict[str, Any]] = {}
@@ -191,10 +191,8 @@ def _needs_a_transaction(
     """needs_own_transaction, for a psycopg connection outside a transaction (in
     autocommit mode and idle); inside one the caller's transaction holds the jobs. A COPY
     is sent only on a UTF-8 connection (see _psycopg_steps)."""
-    return (
-        conn.autocommit
-        and conn.info.transaction_status is TransactionStatus.IDLE
-        and needs_own_transaction(new_jobs, copy=conn.info.encoding == "utf-8")
+    return not _in_transaction(conn) and needs_own_transaction(
+        new_jobs, copy=conn.info.encoding == "utf-8"
     )
 
 
