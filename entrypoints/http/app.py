@@ -20,7 +20,6 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.routes import HTTPRoute
-from litestar.static_files import create_static_files_router
 
 from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import Settings
@@ -32,6 +31,7 @@ from taskforge.entrypoints.http.middleware import (
     RequestContextMiddleware,
 )
 from taskforge.entrypoints.http.routes import ROUTES
+from taskforge.entrypoints.http.static import static_files
 from taskforge.entrypoints.http.ui import dashboard, is_ui_path, ui_error
 
 BEARER = "BearerToken"
@@ -132,9 +132,7 @@ def _docs_assets() -> Router:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the swagger-ui-py distribution is not installed")
     static = Path(next(iter(spec.submodule_search_locations))) / "static"
-    return create_static_files_router(
-        path=DOCS_ASSETS_PATH, directories=[static], name="docs-assets", include_in_schema=False
-    )
+    return static_files(DOCS_ASSETS_PATH, static, "docs-assets")
 
 
 def _complete_openapi(schema: OpenAPI, *, secured: bool) -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -25,7 +26,6 @@ from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.response import Redirect, Template
-from litestar.static_files import create_static_files_router
 
 from taskforge.application.dashboard import (
     GetOverview,
@@ -61,6 +61,7 @@ from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import DOMAIN_ERRORS
 from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
+from taskforge.entrypoints.http.static import static_files
 from taskforge.entrypoints.http.ui.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -714,7 +715,7 @@ def _trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 else None
 
 
-def ui_router(static_directory: Any) -> Router:
+def ui_router(static_directory: Path) -> Router:
     return Router(
         path="/",
         route_handlers=[
@@ -734,12 +735,7 @@ def ui_router(static_directory: Any) -> Router:
             queue_action,
             schedules_page,
             schedule_action,
-            create_static_files_router(
-                path=STATIC_PATH,
-                directories=[static_directory],
-                name="ui-static",
-                include_in_schema=False,
-            ),
+            static_files(STATIC_PATH, static_directory, "ui-static"),
         ],
         before_request=before_page,
         exception_handlers={Exception: ui_error},

@@ -3,7 +3,9 @@ request and response models, its error responses (all ErrorOut) and an example j
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
 
@@ -13,8 +15,8 @@ import pytest
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend, make_container
-from taskforge.entrypoints.http.app import create_app
-from tests.integration.http.conftest import BASE_URL
+from taskforge.entrypoints.http.app import DOCS_ASSETS_PATH, create_app
+from tests.integration.http.conftest import BASE_URL, assert_error
 
 SPEC_OPERATIONS = {
     ("get", "/healthz"),
@@ -47,16 +49,23 @@ ERROR_REF = "#/components/schemas/ErrorOut"
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
 
 
-async def fetch_schema(api_token: str | None = None) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def api_client(api_token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The API on the in-memory backend, called in this process."""
     settings = Settings(api_token=api_token)
     container = make_container(settings, Backend.MEMORY, HandlerRegistry())
     transport = httpx.ASGITransport(app=create_app(container, settings))  # type: ignore[arg-type]
-    headers = {"authorization": f"Bearer {api_token}"} if api_token else {}
     try:
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-            response = await client.get("/schema/openapi.json", headers=headers)
+            yield client
     finally:
         await container.close()
+
+
+async def fetch_schema(api_token: str | None = None) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {api_token}"} if api_token else {}
+    async with api_client(api_token) as client:
+        response = await client.get("/schema/openapi.json", headers=headers)
     assert response.status_code == 200
     document: dict[str, Any] = response.json()
     return document
@@ -282,16 +291,10 @@ ASSET_REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
 
 @pytest.mark.parametrize("page", ["/schema", "/schema/swagger"])
 async def test_the_docs_page_loads_every_asset_from_the_api_itself(page: str) -> None:
-    settings = Settings()
-    container = make_container(settings, Backend.MEMORY, HandlerRegistry())
-    transport = httpx.ASGITransport(app=create_app(container, settings))  # type: ignore[arg-type]
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-            html = await client.get(page)
-            assets = ASSET_REFERENCE.findall(html.text)
-            answers = {asset: (await client.get(asset)).status_code for asset in assets}
-    finally:
-        await container.close()
+    async with api_client() as client:
+        html = await client.get(page)
+        assets = ASSET_REFERENCE.findall(html.text)
+        answers = {asset: (await client.get(asset)).status_code for asset in assets}
 
     assert html.status_code == 200
     assert "SwaggerUIBundle" in html.text
@@ -299,6 +302,17 @@ async def test_the_docs_page_loads_every_asset_from_the_api_itself(page: str) ->
     assert [asset for asset in assets if not asset.startswith("/") or "//" in asset] == []
     assert "://" not in html.text.replace("http://www.w3.org", "")
     assert answers == dict.fromkeys(assets, 200)
+
+
+@pytest.mark.parametrize("name", ["%00", "swagger-ui.css%00", "x%00.js"])
+async def test_a_docs_asset_named_with_a_nul_is_a_404_in_the_error_shape(name: str) -> None:
+    # The file system refuses such a name (Python raises ValueError): no file has one.
+    async with api_client() as client:
+        missing = await client.get(f"{DOCS_ASSETS_PATH}/{name}")
+        present = await client.get(f"{DOCS_ASSETS_PATH}/swagger-ui.css")
+
+    assert_error(missing, 404, "not_found")
+    assert present.status_code == 200
 
 
 async def test_the_document_states_the_installed_version(document: dict[str, Any]) -> None:
