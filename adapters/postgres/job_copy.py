@@ -12,23 +12,23 @@ would have stored. The rows are sent in pieces as they are made, and the answers
 the last is sent: Postgres writes the rows meanwhile, so little of the Python work adds to
 the call's time (docs/performance.md).
 
-`jsonb_form` gives the answers each payload as jsonb reads it back (keys in jsonb's order,
-a number written with an exponent as its digits), as the INSERT's RETURNING did.
+`jsonb_form` (adapters/jsonb.py) gives the answers each payload as jsonb reads it back
+(keys in jsonb's order, a number written with an exponent as its digits), as the INSERT's
+RETURNING did.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from taskforge.adapters.jsonb import jsonb_form
 from taskforge.domain.job import NewJob
 
 Outcome = TypeVar("Outcome")
@@ -217,53 +217,3 @@ def _text(value: str) -> bytes:
 
 def _timestamptz(moment: datetime) -> bytes:
     return struct.pack(">iq", 8, (moment - _POSTGRES_EPOCH) // _MICROSECOND)
-
-
-def jsonb_form(value: Any) -> Any:
-    """`value` (JSON values, as a payload holds them) as Postgres reads it back from a jsonb
-    column: an object's keys shortest first, then in byte order; a float that msgspec writes
-    with an exponent (1e16 and up, the smallest ones) as its plain digits, which read back as
-    an int when they have no fraction; -0.0 as 0.0. Strings, ints, bools and null are as
-    they were."""
-    if type(value) is dict and not value:
-        return value
-    # Iterative, as the payload checks are: a payload may nest deeper than Python's recursion
-    # limit allows. Each container is made empty, its keys in order, and filled as its values
-    # come off the stack.
-    top: list[Any] = [None]
-    stack: list[tuple[Any, Any, Any]] = [(value, top, 0)]
-    while stack:
-        item, into, at = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            ordered = _in_jsonb_order(tuple(item))
-            made: Any = dict.fromkeys(ordered)
-            stack.extend((item[key], made, key) for key in ordered)
-            into[at] = made
-        elif kind is list:
-            made = [None] * len(item)
-            stack.extend((each, made, index) for index, each in enumerate(item))
-            into[at] = made
-        elif kind is float:
-            into[at] = _jsonb_number(item)
-        else:
-            into[at] = item
-    return top[0]
-
-
-def _jsonb_number(value: float) -> Any:
-    written = msgspec.json.encode(value)
-    if b"e" in written:
-        return msgspec.json.decode(format(Decimal(written.decode()), "f"))
-    return value + 0.0  # -0.0 is stored as 0
-
-
-@functools.lru_cache(maxsize=4096)
-def _in_jsonb_order(keys: tuple[str, ...]) -> tuple[str, ...]:
-    """Sorted once per set of keys: a batch's payloads mostly share theirs."""
-    return tuple(sorted(keys, key=_jsonb_key_order))
-
-
-def _jsonb_key_order(key: str) -> tuple[int, bytes]:
-    encoded = key.encode()
-    return len(encoded), encoded

@@ -70,6 +70,16 @@ async def test_a_success_keeps_its_result(jobs: JobRoles, new_job: JobFactory, r
     assert done.result == result
 
 
+async def test_every_store_keeps_a_result_as_jsonb_reads_it_back(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    job = (await jobs.add(new_job())).job
+
+    done = await succeed(jobs, job, {"total": 1e16, "zero": -0.0, "b": [2.5]})
+
+    assert json.dumps(done.result) == '{"b": [2.5], "zero": 0.0, "total": 10000000000000000}'
+
+
 async def test_a_success_without_a_result_keeps_none(jobs: JobRoles, new_job: JobFactory) -> None:
     job = (await jobs.add(new_job())).job
 

@@ -17,10 +17,11 @@ import asyncpg
 import msgspec
 import pytest
 
+from taskforge.adapters.jsonb import jsonb_form
 from taskforge.adapters.postgres import PostgresJobStore, create_pool, job_copy
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
-from taskforge.adapters.postgres.job_copy import COPY_FROM, jsonb_form
+from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.adapters.postgres.job_store import (
     SELECT_JOBS_BY_IDEMPOTENCY_KEY,

@@ -6,6 +6,7 @@ sweep to publish), however many schedulers fire at once, and none while paused.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -73,6 +74,20 @@ async def test_saving_creates_a_schedule_then_replaces_it_by_name(
     assert replaced.definition.payload == {"kind": "daily"}
     assert replaced.definition.source is ScheduleSource.CODE
     assert await schedules.get(created.name) == replaced
+
+
+async def test_every_store_keeps_a_schedules_payload_as_jsonb_reads_it_back(
+    schedules: ScheduleStore, definition: Definition
+) -> None:
+    payload = {"total": 1e16, "zero": -0.0, "b": [2.5]}
+
+    saved, _ = await schedules.save(definition(payload=payload), now() + timedelta(minutes=1))
+    read = await schedules.get(saved.name)
+
+    assert read == saved
+    assert json.dumps(saved.definition.payload) == (
+        '{"b": [2.5], "zero": 0.0, "total": 10000000000000000}'
+    )
 
 
 async def test_a_replaced_schedule_keeps_its_next_fire_unless_its_times_change(
