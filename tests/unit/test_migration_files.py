@@ -45,6 +45,9 @@ SHIPPED = {
     "0017_leaner_job_indexes.sql": (
         "44a25413796f93a6aaca3a932e728a96321af93498894931c1a1f8f9b58a9de8"
     ),
+    "0018_count_one_inserted_job_as_it_is.sql": (
+        "7e8588ed763e56676774d0b096d0dde620016c2ab0c866fd907fd777fde4778b"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

@@ -682,3 +682,55 @@ async def test_maintained_job_counts_match_the_table_through_moves_deletes_and_f
     )
     assert await maintained() == await counted()
     assert all(row["n"] == 1 for row in rows_per_state)
+
+
+INSERT_SEVERAL_IN_STATES = """
+INSERT INTO jobs (
+    id, queue, job_type, state, max_attempts, initial_delay, backoff, max_delay, jitter,
+    visibility_timeout, next_run_at, lease_token, lease_expires_at
+)
+SELECT gen_random_uuid(), queue, 'probe', state, 3, 1, 2, 300, false, 30, now(),
+       CASE WHEN state = 'RUNNING' THEN gen_random_uuid() END,
+       CASE WHEN state = 'RUNNING' THEN now() + interval '30 seconds' END
+FROM unnest($1::text[], $2::text[]) AS incoming (queue, state)
+"""
+APPENDED_COUNTS = """
+SELECT queue, state, jobs FROM job_counts WHERE queue LIKE 'trigger-probe%'
+ORDER BY queue, state, jobs
+"""
+
+
+async def test_an_insert_appends_one_counts_row_per_queue_and_state_it_stored(
+    connection: asyncpg.Connection,
+) -> None:
+    # The INSERT trigger (migration 0018) groups a statement of several jobs and appends the
+    # row of a statement of one as it is; either way the sums are the jobs stored.
+    other = "trigger-probe-other"
+    pairs = [
+        ("trigger-probe", "PENDING"),
+        (other, "PENDING"),
+        ("trigger-probe", "RUNNING"),
+        ("trigger-probe", "PENDING"),
+        ("trigger-probe", "PENDING"),
+        (other, "PENDING"),
+    ]
+    lone = uuid4()
+    try:
+        await connection.execute(
+            INSERT_SEVERAL_IN_STATES, [queue for queue, _ in pairs], [state for _, state in pairs]
+        )
+        await connection.execute(INSERT_IN_STATE, lone, "PENDING")
+        # A statement that stores nothing (its one row skipped) appends nothing.
+        await connection.execute(f"{INSERT_IN_STATE} ON CONFLICT DO NOTHING", lone, "PENDING")
+
+        appended = [tuple(row) for row in await connection.fetch(APPENDED_COUNTS)]
+    finally:
+        await connection.execute("DELETE FROM jobs WHERE queue = $1", other)
+        await connection.execute("DELETE FROM job_counts WHERE queue = $1", other)
+
+    assert appended == [
+        ("trigger-probe", "PENDING", 1),
+        ("trigger-probe", "PENDING", 3),
+        ("trigger-probe", "RUNNING", 1),
+        (other, "PENDING", 2),
+    ]

@@ -737,6 +737,26 @@ async def test_a_commit_of_due_jobs_notifies_the_scheduler_once(
     assert await notices.settled() == [""]  # one for the transaction, however many jobs
 
 
+async def test_a_lone_due_job_and_a_batch_with_one_due_job_each_notify(
+    session: Session, notices: Notices, queue_name: str
+) -> None:
+    # The trigger reads a lone job's row and a batch's rows apart (migration 0018).
+    await session.enqueue("email", queue=queue_name)
+    await session.commit()
+    assert await notices.settled() == [""]
+
+    await session.begin()
+    await session.enqueue_many(
+        [
+            {"job_type": "email", "queue": queue_name, "delay": 3600},
+            {"job_type": "email", "queue": queue_name},
+        ]
+    )
+    await session.commit()
+
+    assert await notices.settled() == ["", ""]
+
+
 async def test_delayed_or_rolled_back_jobs_notify_nobody(
     session: Session, notices: Notices, queue_name: str
 ) -> None:
