@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dishka import AsyncContainer
-from litestar import Litestar, Request, Response, Router
+from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
@@ -23,7 +23,7 @@ from litestar.routes import HTTPRoute
 
 from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.http.errors import handle_exception
+from taskforge.entrypoints.http.errors import STATUS_CODES, error_response, handle_exception
 from taskforge.entrypoints.http.injection import setup_injection
 from taskforge.entrypoints.http.middleware import (
     OPEN_PATHS,
@@ -102,6 +102,9 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
             '`{"code", "message", "details"}`; every response carries `X-Request-ID`.'
         ),
         path=DOCS_PATH,
+        openapi_router=Router(
+            DOCS_PATH, route_handlers=[], include_in_schema=False, after_request=_not_found_as_json
+        ),
         render_plugins=[
             SwaggerRenderPlugin(
                 js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
@@ -124,6 +127,14 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
         ),
         security=[{BEARER: []}] if secured else None,
     )
+
+
+def _not_found_as_json(response: Response[Any]) -> Response[Any]:
+    """Litestar answers a path under /schema that no docs page serves with an HTML page;
+    the API's 404 is its JSON error, as for any other unknown path."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        return error_response(404, *STATUS_CODES[404])
+    return response
 
 
 def _docs_assets() -> Router:

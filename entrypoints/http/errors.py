@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Any
 
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from taskforge.domain.errors import (
@@ -82,7 +82,11 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response[ErrorOut]:
     return Response(
-        ErrorOut(code=code, message=message, details=details), status_code=status, headers=headers
+        ErrorOut(code=code, message=message, details=details),
+        status_code=status,
+        headers=headers,
+        # Also where the route answers HTML (a docs page): an error is the API's JSON.
+        media_type=MediaType.JSON,
     )
 
 

@@ -304,6 +304,15 @@ async def test_the_docs_page_loads_every_asset_from_the_api_itself(page: str) ->
     assert answers == dict.fromkeys(assets, 200)
 
 
+@pytest.mark.parametrize("path", ["/schema/redoc", "/schema/nope", "/schema/openapi.yaml"])
+async def test_a_docs_path_that_serves_nothing_is_a_404_in_the_error_shape(path: str) -> None:
+    async with api_client() as client:
+        response = await client.get(path)
+
+    assert_error(response, 404, "not_found")
+    assert response.headers["x-request-id"]
+
+
 @pytest.mark.parametrize("name", ["%00", "swagger-ui.css%00", "x%00.js"])
 async def test_a_docs_asset_named_with_a_nul_is_a_404_in_the_error_shape(name: str) -> None:
     # The file system refuses such a name (Python raises ValueError): no file has one.
