@@ -92,6 +92,11 @@ class JobContext:
         return attempts_exhausted(self.attempt, self.max_attempts)
 
 
+class DeclarationError(ValueError):
+    """A handler, task or schedule declared in code is invalid (a job type registered twice,
+    a schedule that cannot fire); the message names it and what is wrong."""
+
+
 class HandlerRegistry:
     """Maps jobType to handler. Registering a jobType twice is an error, not an override.
 
@@ -116,7 +121,7 @@ class HandlerRegistry:
         """`queue`: where this jobType's jobs are enqueued; None, the default queue.
         `max_snoozes`: the snoozes a job of this type may take; None, the worker's cap."""
         if job_type in self._handlers and self._handlers[job_type] is not handler:
-            raise ValueError(f"a handler for jobType {job_type!r} is already registered")
+            raise DeclarationError(f"a handler for jobType {job_type!r} is already registered")
         self._handlers[job_type] = handler
         self._queues[job_type] = queue
         self._max_snoozes[job_type] = max_snoozes

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Unpack
 
-from taskforge.application.handlers import HandlerRegistry
+from taskforge.application.handlers import DeclarationError, HandlerRegistry
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.schedule import (
@@ -37,10 +37,6 @@ F = TypeVar("F")
 
 POLICY_OPTIONS = frozenset(PolicyOptions.__annotations__)
 """The job policy options a declaration takes, as an enqueue names them."""
-
-
-class DeclarationError(Exception):
-    """A schedule declared in code is invalid; the message names it and the field."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -30,9 +31,9 @@ from taskforge.adapters.redis.checks import (
     warn_about_eviction,
 )
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
-from taskforge.application.handlers import HandlerRegistry, default_registry
+from taskforge.application.handlers import DeclarationError, HandlerRegistry, default_registry
 from taskforge.application.metrics_publisher import MetricsPublisher
-from taskforge.application.periodic import DeclarationError, default_schedules
+from taskforge.application.periodic import default_schedules
 from taskforge.application.ports import JobNotices, JobStore
 from taskforge.application.scheduler import (
     SchedulerSettings,
@@ -193,9 +194,29 @@ def _import_handler_module(module: str) -> None:
         raise HandlerModuleError(
             f"cannot import handler module {module!r}: {type(exc).__name__}: {exc}"
         ) from None
+    except DeclarationError as exc:
+        # A declaration TaskForge refuses (a job type registered twice, a task's policy out
+        # of range) says what is wrong; where it was written is the one frame left to show.
+        raise HandlerModuleError(f"handler module {module!r}, {_declared_at(exc)}: {exc}") from None
     except Exception as exc:
         exc.add_note(f"(raised while importing handler module {module!r})")
         raise
+
+
+def _declared_at(exc: BaseException) -> str:
+    """The file and line outside TaskForge that the exception was raised through last: the
+    declaration in the user's module."""
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    outside = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not os.path.realpath(frame.filename).startswith(package + os.sep)
+        and not frame.filename.startswith("<frozen ")
+    ]
+    if not outside:
+        return "at import"
+    frame = outside[-1]
+    return f"{os.path.relpath(frame.filename)}:{frame.lineno}"
 
 
 def declared_schedules(settings: Settings, handlers: HandlerRegistry) -> list[ScheduleDefinition]:

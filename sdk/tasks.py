@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 import msgspec
 
 from taskforge.application.handlers import (
+    DeclarationError,
     HandlerRegistry,
     JobContext,
     JobHandler,
@@ -266,7 +267,24 @@ def _check_declaration(
         if max_snoozes is not None:
             validate_max_snoozes(max_snoozes)
     except domain_errors.ValidationError as exc:
-        raise _validation_error(exc.field, exc.message) from None
+        refused = _declaration_refused()
+        raise refused(
+            "validation_error", f"{exc.field}: {exc.message}", details={"field": exc.field}
+        ) from None
+
+
+@functools.cache
+def _declaration_refused() -> type[ValidationError]:
+    """The ValidationError an enqueue raises for the same value, and a DeclarationError too,
+    which a process starting with the module reports in one line. Made on first use, as the
+    client's module is imported only when needed."""
+    from taskforge.client.errors import ValidationError
+
+    class DeclarationRefused(ValidationError, DeclarationError):
+        def __str__(self) -> str:
+            return self.message
+
+    return DeclarationRefused
 
 
 def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] | None]:

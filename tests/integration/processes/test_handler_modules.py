@@ -39,6 +39,26 @@ def email(ctx: taskforge.JobContext) -> None:
 """
 
 
+BAD_POLICY = """\
+import taskforge
+
+
+@taskforge.task("report", max_attempts=0)
+async def report(ctx: taskforge.JobContext) -> None: ...
+"""
+TWICE = """\
+import taskforge
+
+
+@taskforge.handler("greet")
+async def greet(ctx: taskforge.JobContext) -> None: ...
+
+
+@taskforge.handler("greet")
+async def greet_again(ctx: taskforge.JobContext) -> None: ...
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A project folder holding `myjobs.py`, and a module whose import fails inside it."""
@@ -46,6 +66,8 @@ def project(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "myjobs.py").write_text(MYJOBS)
     (folder / "needs_dependency.py").write_text("import taskforge_no_such_dependency\n")
+    (folder / "bad_policy.py").write_text(BAD_POLICY)
+    (folder / "twice.py").write_text(TWICE)
     return folder
 
 
@@ -136,10 +158,20 @@ async def test_a_worker_runs_a_handlers_module_from_the_current_directory(
             "taskforge: cannot import handler module 'needs_dependency': it imports"
             " 'taskforge_no_such_dependency', which is not installed",
         ),
+        (
+            "bad_policy",
+            "taskforge: handler module 'bad_policy', bad_policy.py:4: max_attempts: must be"
+            " between 1 and 1000",
+        ),
+        (
+            "twice",
+            "taskforge: handler module 'twice', twice.py:8: a handler for jobType 'greet' is"
+            " already registered",
+        ),
     ],
 )
 @pytest.mark.parametrize("role", ["dev", "worker"])
-def test_a_handlers_module_that_cannot_be_imported_is_one_line_and_exit_2(
+def test_a_handlers_module_that_cannot_be_imported_or_declares_wrongly_is_one_line_and_exit_2(
     project: Path, role: str, module: str, line: str
 ) -> None:
     # The worker's Postgres is never reached: it stops at the import.
