@@ -80,7 +80,8 @@ def enqueue(
     """Store one job in `conn`'s current transaction (outside one, it commits at once) and
     return it; a reused idempotency key returns the job that holds it, stored before or
     earlier in this transaction. Options are the HTTP client's. A bad value raises
-    ValidationError before anything is written; database errors are the driver's own, but
+    ValidationError before anything is written; database errors are the driver's own (with a
+    note saying to run `taskforge migrate` when the database lacks TaskForge's tables), but
     for an id already stored (possible only if the id source repeats itself), JobIdTaken."""
     [new_job] = _new_jobs([{**options, "job_type": job_type, "payload": payload}], batch=False)
     stored = _store(conn, [new_job])
@@ -172,19 +173,47 @@ def _validation_error(field: str, message: str, index: int, batch: bool) -> Vali
 
 def _store(conn: Any, new_jobs: list[NewJob]) -> list[Job] | Coroutine[Any, Any, list[Job]]:
     if isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
-        return _store_asyncpg(conn, new_jobs)
+        return _noting_a_missing_schema(_store_asyncpg(conn, new_jobs))
     # A psycopg connection exists only once psycopg is imported: this imports it never.
     if (psycopg_module := sys.modules.get("psycopg")) is not None:
         from taskforge.sdk import psycopg_steps
 
         if isinstance(conn, psycopg_module.AsyncConnection):
-            return psycopg_steps.store_async(conn, new_jobs)
+            return _noting_a_missing_schema(psycopg_steps.store_async(conn, new_jobs))
         if isinstance(conn, psycopg_module.Connection):
-            return psycopg_steps.store(conn, new_jobs)
+            try:
+                return psycopg_steps.store(conn, new_jobs)
+            except Exception as exc:
+                _note_a_missing_schema(exc)
+                raise
     raise TypeError(
         "taskforge.enqueue takes an asyncpg connection or a psycopg 3 connection, "
         f"not {type(conn).__name__}"
     )
+
+
+_SCHEMA_MISSING = frozenset({"42P01", "42703", "42704", "42883"})
+"""The SQLSTATEs of a table, column, type or function the statements name and the database
+lacks: undefined_table, undefined_column, undefined_object, undefined_function."""
+
+
+def _note_a_missing_schema(exc: Exception) -> None:
+    """The driver's own error stays what is raised; when the database lacks what TaskForge's
+    statements name, a note says why and what to run."""
+    if getattr(exc, "sqlstate", None) in _SCHEMA_MISSING:
+        exc.add_note(
+            "This database lacks TaskForge's tables, or the migrations of this version: run "
+            "`taskforge migrate` with POSTGRES_DSN naming it (README, Running on Postgres and "
+            "Redis)."
+        )
+
+
+async def _noting_a_missing_schema(stored: Coroutine[Any, Any, list[Job]]) -> list[Job]:
+    try:
+        return await stored
+    except Exception as exc:
+        _note_a_missing_schema(exc)
+        raise
 
 
 async def _store_asyncpg(

@@ -692,6 +692,26 @@ async def test_an_unknown_option_is_a_type_error(session: Session) -> None:
         await session.enqueue("email", priority_level=1)
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("batched", [False, True], ids=["enqueue", "enqueue_many"])
+async def test_a_database_without_taskforges_tables_says_to_migrate(
+    scratch_dsn: str, driver: str, batched: bool
+) -> None:
+    session = Session(driver, await _connect(driver, scratch_dsn))
+    stored = (
+        session.enqueue_many([{"job_type": "email"}] * 2) if batched else session.enqueue("email")
+    )
+    try:
+        with pytest.raises((asyncpg.UndefinedTableError, psycopg.errors.UndefinedTable)) as missing:
+            await stored
+    finally:
+        closing = session.conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+    assert "run `taskforge migrate`" in "\n".join(missing.value.__notes__)
+
+
 class Notices:
     """The NOTIFYs on the jobs channel that another connection receives. `settled` waits
     for a marker sent after everything before it: Postgres delivers notices in commit
