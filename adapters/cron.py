@@ -55,6 +55,10 @@ class CronsimCalendar:
         try:
             next(CronSim(expression, datetime.now(UTC)))
         except CronSimError as exc:
+            if _a_day_no_month_has(expression):
+                raise ValidationError(
+                    "cron", "the expression never fires: none of its months has that day"
+                ) from None
             raise ValidationError("cron", f"invalid cron expression: {exc}") from None
         except StopIteration:
             raise ValidationError("cron", "the expression never fires") from None
@@ -70,3 +74,14 @@ class CronsimCalendar:
             return next(CronSim(expand(cron), local, reverse=True)).astimezone(UTC)
         except StopIteration:
             return None
+
+
+def _a_day_no_month_has(expression: str) -> bool:
+    """Whether the expression reads in every month but not in the months it names: a
+    day-of-month none of them has (`0 0 30 2 *`), which cronsim calls a bad day-of-month."""
+    minute, hour, day, _, weekday = expression.split()
+    try:
+        next(CronSim(f"{minute} {hour} {day} * {weekday}", datetime.now(UTC)))
+    except (CronSimError, StopIteration):
+        return False
+    return True

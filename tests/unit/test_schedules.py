@@ -205,6 +205,21 @@ async def test_a_bad_cron_expression_is_a_validation_error_naming_cron(
         assert caught.value.field == "cron", cron
 
 
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("0 0 30 2 *", "the expression never fires: none of its months has that day"),
+        ("0 0 31 4,6 *", "the expression never fires: none of its months has that day"),
+        ("0 0 32 * *", "invalid cron expression: Bad day-of-month"),
+    ],
+)
+def test_a_day_none_of_the_months_has_is_refused_as_never_firing(cron: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        CronsimCalendar().check(cron)
+
+    assert (caught.value.field, caught.value.message) == ("cron", message)
+
+
 # "Europe" and "America/Argentina" are folders of the zone database (ZoneInfo raises
 # IsADirectoryError); "localtime" is the zone of whichever host reads it.
 @pytest.mark.parametrize(
