@@ -95,7 +95,13 @@ class SchedulerTick:
                 with contextlib.suppress(Exception):
                     await self._ready_queue.forget_intact()
                 raise
-            log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
+            if resynced:
+                log.warning(
+                    "ready queue lost its contents; re-publishing %d pending job(s)", resynced
+                )
+            else:
+                # A first start on an empty Redis looks the same, and needs nothing.
+                log.info("ready queue is new or was emptied; no pending job to re-publish")
         # First: the jobs of due ticks are stored unpublished, so this tick's
         # never-published sweep sends their hints.
         schedules, fired = await self._fire(limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from uuid import UUID
 
 import pytest
@@ -189,6 +190,28 @@ async def test_queue_loss_republishes_every_pending_job_at_once(memory: Memory) 
     assert report.resynced == 3
     assert report.republished == 3
     assert sorted(await queued_ids(memory)) == sorted(ids)  # type: ignore[type-var]
+
+
+async def test_a_loss_is_a_warning_only_when_pending_jobs_needed_their_hints_again(
+    memory: Memory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A first start on an empty Redis reads as a loss too: there is nothing to warn about.
+    memory.ready_queue = ForgetfulReadyQueue()
+    memory.hints = HintDispatcher(memory.ready_queue)
+    with caplog.at_level(logging.INFO, logger="taskforge"):
+        await tick_for(memory)()
+    first_start = [(record.levelname, record.getMessage()) for record in caplog.records]
+    caplog.clear()
+    await lose_the_hints_of_new_jobs(memory, 2)
+    with caplog.at_level(logging.INFO, logger="taskforge"):
+        await tick_for(memory)()
+    loss = [(record.levelname, record.getMessage()) for record in caplog.records]
+
+    assert ("INFO", "ready queue is new or was emptied; no pending job to re-publish") in (
+        first_start
+    )
+    assert not [entry for entry in first_start if entry[0] == "WARNING"]
+    assert ("WARNING", "ready queue lost its contents; re-publishing 2 pending job(s)") in loss
 
 
 async def test_a_re_publishing_cut_short_is_done_again_at_the_next_tick(memory: Memory) -> None:
