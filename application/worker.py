@@ -528,15 +528,17 @@ class Worker:
         if self._direct is not None:
             await self._fetch_direct(self._direct, free, stop)
             return
+        waited = self._settings.poll_timeout + self._settings.queue_grace
         try:
-            async with asyncio.timeout(self._settings.poll_timeout + self._settings.queue_grace):
+            async with asyncio.timeout(waited):
                 hints = await self._ready_queue.pop(
                     self._settings.queues, free, self._settings.poll_timeout
                 )
         except (Unavailable, TimeoutError) as exc:
             # Postgres holds every job: keep running them without hints until Redis is back.
             # A hint popped by the cancelled call is lost; the scheduler republishes it.
-            log.warning("ready queue unreachable (%s); claiming due jobs from the store", exc)
+            reason = str(exc) or f"no answer within {waited:g}s"
+            log.warning("ready queue unreachable (%s); claiming due jobs from the store", reason)
             self._direct = _DirectClaims(
                 self._settings, self._settings.rate_limit_per_sec, self._random
             )

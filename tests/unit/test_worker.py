@@ -1175,9 +1175,12 @@ class FreezableReadyQueue(InMemoryReadyQueue):
         await self._outage()
 
 
-@pytest.mark.parametrize("outage", ["frozen", "down"])
+@pytest.mark.parametrize(
+    ("outage", "reason"),
+    [("frozen", "no answer within 0.1s"), ("down", "redis unavailable: connection refused")],
+)
 async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreachable(
-    cluster: Cluster, outage: str
+    cluster: Cluster, outage: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue = FreezableReadyQueue()
     cluster.ready_queue = queue
@@ -1200,6 +1203,8 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
 
     for job in stored:
         await cluster.wait_for(job.id, JobState.SUCCEEDED)
+    warned = f"ready queue unreachable ({reason}); claiming due jobs from the store"
+    assert warned in [record.getMessage() for record in caplog.records]
 
 
 async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster: Cluster) -> None:
