@@ -51,6 +51,12 @@ def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyC
     return check
 
 
+_LONE_HIGH_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+"""A \\ud800-\\udbff escape not followed by the \\udc00-\\udfff one that would pair it."""
+
+
 def decode(
     body: bytes,
     body_type: Any,
@@ -65,6 +71,10 @@ def decode(
         item_error = batch_item_error(str(exc), item_fields) if item_fields else None
         raise (item_error or _field_error(str(exc), allowed)) from None
     except msgspec.DecodeError as exc:
+        if (lone := _LONE_HIGH_SURROGATE.search(body)) is not None:
+            # msgspec reports this one as "Input data was truncated".
+            reason = f"a lone UTF-16 surrogate {lone.group().decode()} at byte {lone.start()}"
+            raise ValidationError("body", f"malformed JSON ({reason})") from None
         raise ValidationError("body", f"malformed JSON ({exc})") from None
     except RecursionError:
         raise ValidationError("body", "JSON nested too deeply") from None

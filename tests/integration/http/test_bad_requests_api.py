@@ -125,6 +125,15 @@ async def test_malformed_json_is_400_naming_the_body(
     assert_error(response, 400, "validation_error", "body")
 
 
+async def test_a_lone_surrogate_is_named_as_such(client: httpx.AsyncClient) -> None:
+    content = b'{"jobType": "email", "payload": {"to": "\\ud800"}}'
+
+    response = await client.post("/jobs", content=content, headers=JSON)
+
+    body = assert_error(response, 400, "validation_error", "body")
+    assert body["message"] == "body: malformed JSON (a lone UTF-16 surrogate \\ud800 at byte 40)"
+
+
 @pytest.mark.parametrize("content", [b"", b"   ", b"null", b"[]", b'"email"', b"42"], ids=repr)
 async def test_post_jobs_without_a_json_object_is_400(
     client: httpx.AsyncClient, content: bytes
