@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from taskforge.client import (
         Client,
         ClientError,
+        ConnectionFailed,
+        InvalidResponse,
         InvalidTransition,
         JobNotFound,
         ScheduleNotFound,
@@ -64,6 +66,8 @@ _CLIENT_NAMES = frozenset(
     {
         "Client",
         "ClientError",
+        "ConnectionFailed",
+        "InvalidResponse",
         "InvalidTransition",
         "JobNotFound",
         "ScheduleNotFound",
@@ -78,7 +82,9 @@ _CLIENT_NAMES = frozenset(
 __all__ = [
     "Client",
     "ClientError",
+    "ConnectionFailed",
     "HandlerRegistry",
+    "InvalidResponse",
     "InvalidTransition",
     "JobContext",
     "JobHandler",

@@ -7,12 +7,14 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import re
 import ssl
 import time
 import typing
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
@@ -37,6 +39,7 @@ from taskforge.client import (
 )
 from taskforge.domain.states import JobState
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 JOB_ID = "7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12"
 JOB: dict[str, Any] = {
     "id": JOB_ID, "queue": "jobs:ready", "jobType": "email",
@@ -492,6 +495,43 @@ def test_every_public_name_of_the_client_package_resolves() -> None:
     assert missing == []
     assert package.Job is values.Job
     assert package.QueueStats is values.QueueStats
+
+
+def test_every_client_error_the_readme_names_is_an_attribute_of_taskforge() -> None:
+    import taskforge
+    import taskforge.client as package
+
+    quoted = set(re.findall(r"`(?:taskforge\.)?([A-Z]\w*)`", README.read_text("utf-8")))
+    errors = {
+        name
+        for name in quoted
+        if isinstance(found := getattr(package, name, None), type)
+        and issubclass(found, ClientError)
+    }
+
+    assert {"ClientError", "JobNotFound", "InvalidResponse"} <= errors  # the README was read
+    missing = [
+        name
+        for name in sorted(errors)
+        if getattr(taskforge, name, None) is not getattr(package, name)
+    ]
+    assert missing == []
+
+
+def test_every_error_of_the_client_package_is_an_attribute_of_taskforge() -> None:
+    # `taskforge`'s docstring: the clients' errors, `ClientError` and its subclasses.
+    import taskforge
+    import taskforge.client as package
+
+    errors = [
+        name
+        for name in package.__all__
+        if isinstance(found := getattr(package, name), type) and issubclass(found, ClientError)
+    ]
+
+    assert "ConnectionFailed" in errors
+    assert [name for name in errors if name not in taskforge.__all__] == []
+    assert [name for name in errors if getattr(taskforge, name) is not getattr(package, name)] == []
 
 
 @pytest.mark.parametrize("client", [SyncClient, Client])
