@@ -88,7 +88,8 @@ Exit codes:
   4    conflict: the job's state does not allow it (409)
   5    other API error (4xx: validation, unauthorized, ...)
   6    server error (5xx, not ready), no connection (refused, timed out), or an
-       answer that is not the API's (not JSON, or JSON of another shape)
+       answer that is not the API's (not JSON, JSON of another shape, or a 400,
+       401, 404, 409 or 413 without the API's error body)
   130  interrupted (Ctrl-C)
 """
 

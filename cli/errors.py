@@ -41,7 +41,8 @@ class UsageError(CliError):
 
 def exit_code_of(error: ClientError) -> int:
     """404 -> 3, 409 -> 4, other 4xx -> 5; 5xx, no answer at all, or an answer that is
-    not the API's JSON -> 6."""
+    not the API's (InvalidResponse: not its JSON, or an error status without its error
+    body) -> 6."""
     status = error.status
     if status is None or isinstance(error, InvalidResponse):
         return EXIT_SERVER_ERROR

@@ -409,35 +409,53 @@ _ERROR_TYPES: Mapping[int, type[ClientError]] = {
 def error_of(
     response: httpx.Response, where: str, not_found: type[ClientError] = JobNotFound
 ) -> ClientError:
-    """The API's `{code, message, details}` as its typed error (`not_found` for a 404); an
-    answer that is not the API's (a proxy's HTML page) gets `http_<status>` and the reason
-    phrase."""
+    """The API's `{code, message, details}` as its typed error (`not_found` for a 404).
+
+    Without that body the answer is not the API's (another server or a proxy on its
+    address): a status whose type says what the API decided (not found, conflict, invalid,
+    unauthorized) is an InvalidResponse; 429, 502, 503 and 504 stay Unavailable, since a
+    gateway answers them when it cannot reach the API; any other gets `http_<status>`."""
     status = response.status_code
     error_type = not_found if status == 404 else _ERROR_TYPES.get(status, ClientError)
     request_id = response.headers.get(REQUEST_ID_HEADER)
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("code"), str):
-        message = body.get("message")
+    reason = response.reason_phrase or "unexpected answer"
+    body = _api_error_body(response)
+    if body is not None:
         error = error_type(
             body["code"],
-            message if isinstance(message, str) else response.reason_phrase,
+            body["message"],
             details=body.get("details"),
             status=status,
             request_id=request_id,
         )
-    else:
+    elif error_type is ClientError or issubclass(error_type, Unavailable):
         error = error_type(
-            f"http_{status}",
-            f"{where}: {response.reason_phrase or 'unexpected answer'}",
+            f"http_{status}", f"{where}: {reason}", status=status, request_id=request_id
+        )
+    else:
+        error = InvalidResponse(
+            "invalid_response",
+            f"{where} answered {status} ({reason}) with a body that is not the API's error",
             status=status,
             request_id=request_id,
         )
     if isinstance(error, Unavailable):
         error.retry_after = _retry_after(response.headers.get("Retry-After"))
     return error
+
+
+def _api_error_body(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's body when it is the API's error: a JSON object whose `code` and
+    `message` are strings (`details` may be left out); else None."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(body, dict) and all(
+        isinstance(body.get(key), str) for key in ("code", "message")
+    ):
+        return body
+    return None
 
 
 def connection_failed(exc: httpx.TransportError, base_url: str, timeout: float) -> ConnectionFailed:

@@ -63,7 +63,9 @@ class ConnectionFailed(Unavailable):
 
 
 class InvalidResponse(ClientError):
-    """A 2xx answer whose body is not the API's JSON (a proxy's page, say)."""
+    """An answer that is not the API's (another server or a proxy on its address): a 2xx
+    whose body is not the API's JSON, or a 400, 401, 404, 409 or 413 without the API's
+    `{"code", "message", "details"}` (a web server's 404 page is no missing job)."""
 
 
 class WaitTimeout(ClientError, TimeoutError):

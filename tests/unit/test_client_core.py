@@ -230,6 +230,57 @@ def test_an_answer_that_is_not_the_apis_is_named_by_its_status() -> None:
         core.answer_of(_answer(200, b"<html/>", "text/html"), core.Request("GET", "/stats"))
 
 
+NOT_FOUND_PAGE = b"<html><body><h1>Error response</h1><p>Error code: 404</p></body></html>"
+NOT_THE_APIS_ERRORS = {
+    # `python -m http.server`, or any other web server, on the API's address
+    "a web server's 404 page": (404, "text/html", NOT_FOUND_PAGE, core.Request("GET", "/jobs/x")),
+    "the same for a schedule": (
+        404, "text/html", NOT_FOUND_PAGE, core.get_schedule("nightly").request
+    ),
+    # other frameworks' JSON errors
+    "JSON without a code": (
+        404, "application/json", b'{"status_code":404,"detail":"Not Found"}',
+        core.Request("GET", "/jobs/x"),
+    ),
+    "a code that is a number": (
+        404, "application/json", b'{"code":404,"message":"Not Found"}',
+        core.Request("GET", "/jobs/x"),
+    ),
+    "a code without a message": (
+        409, "application/json", b'{"code":"conflict"}', core.Request("POST", "/jobs/x/cancel")
+    ),
+    "a 400 in plain text": (400, "text/plain", b"bad request", core.Request("POST", "/jobs")),
+    "an authenticating proxy's 401": (
+        401, "text/html", b"<html>log in</html>", core.Request("GET", "/stats")
+    ),
+    "a proxy's body size limit": (
+        413, "text/html", b"<html>too large</html>", core.Request("POST", "/jobs/batch")
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "request_"),
+    NOT_THE_APIS_ERRORS.values(),
+    ids=NOT_THE_APIS_ERRORS.keys(),
+)
+def test_an_error_status_without_the_apis_error_body_is_an_invalid_response(
+    status: int, content_type: str, body: bytes, request_: core.Request
+) -> None:
+    # JobNotFound, InvalidTransition, ValidationError and Unauthorized say what the API
+    # decided: only its `{"code", "message", "details"}` can say it.
+    with pytest.raises(InvalidResponse) as raised:
+        core.answer_of(_answer(status, body, content_type), request_)
+
+    error = raised.value
+    assert error.code == "invalid_response"
+    assert error.message.startswith(f"{request_.method} {request_.path} answered {status} ("), (
+        error.message
+    )
+    assert error.message.endswith("with a body that is not the API's error"), error.message
+    assert (error.status, error.request_id) == (status, "req-1")
+
+
 def test_a_job_id_that_is_not_a_uuid_is_a_validation_error_sent_nowhere() -> None:
     with pytest.raises(ValidationError, match="not a UUID"):
         core.get_job("42")

@@ -964,6 +964,29 @@ def test_answers_that_are_not_the_api_are_reported_by_status(
     assert (outcome.exit_code, outcome.err) == (exit_code, line + "\n")
 
 
+def test_another_servers_404_for_a_job_is_an_invalid_response_not_a_missing_job(
+    cli: Cli,
+) -> None:
+    # `python -m http.server` or another web app on the API's address: exit 6, not 3.
+    handler = type(
+        "Answer",
+        (_FixedAnswer,),
+        {"status": 404, "content_type": "text/html", "body": b"<html>Not Found</html>"},
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        outcome = cli("status", JOB_ID, api_url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (outcome.exit_code, outcome.out) == (6, "")
+    assert outcome.err == (
+        f"error: invalid_response: GET /jobs/{JOB_ID} answered 404 (Not Found) with a body"
+        " that is not the API's error\n"
+    )
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_a_description_and_an_example(cli: Cli, command: str) -> None:
     outcome = cli(command, "--help")

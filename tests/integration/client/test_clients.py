@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +18,7 @@ import pytest
 from taskforge.client import (
     Client,
     ConnectionFailed,
+    InvalidResponse,
     InvalidTransition,
     JobNotFound,
     RetryPolicy,
@@ -286,3 +292,42 @@ async def test_the_async_client_enqueues_waits_and_raises_the_same_errors(
         with pytest.raises(WaitTimeout):
             await tf.wait(items[1].id, timeout=0.1)
         assert (await tf.stats()).total >= 3
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def another_web_server(tmp_path: Path) -> Iterator[str]:
+    """What `python -m http.server` serves from an empty folder: a 404 page for every path."""
+    handler = functools.partial(_QuietFiles, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_another_servers_404_is_an_invalid_response_not_a_missing_job(
+    another_web_server: str,
+) -> None:
+    job_id = uuid.uuid4()
+    with SyncClient(another_web_server) as tf:
+        with pytest.raises(InvalidResponse) as missing_job:
+            tf.get(job_id)
+        with pytest.raises(InvalidResponse):
+            tf.stats()
+        with pytest.raises(InvalidResponse):
+            tf.schedule("nightly")
+    async with Client(another_web_server) as async_tf:
+        with pytest.raises(InvalidResponse):
+            await async_tf.get(job_id)
+
+    assert missing_job.value.message == (
+        f"GET /jobs/{job_id} answered 404 (File not found) with a body that is not the API's error"
+    )
+    assert missing_job.value.status == 404
