@@ -117,6 +117,7 @@ class JobSpec(EnqueueOptions, total=False):
 
 
 _BODY_NAMES = {option: _body_name(option) for option in EnqueueOptions.__annotations__}
+_SPEC_KEYS = frozenset(JobSpec.__annotations__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +206,7 @@ def job_body(
     job_type: str, payload: Mapping[str, Any] | None = None, **options: Any
 ) -> dict[str, Any]:
     """The JSON body of one job; an unknown option is a TypeError, before anything is sent."""
-    unknown = sorted(set(options) - set(_BODY_NAMES))
-    if unknown:
-        raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
+    _refuse_unknown("enqueue option", options, _BODY_NAMES)
     body: dict[str, Any] = {"jobType": job_type, "payload": json_payload(payload)}
     for name, value in options.items():
         if value is not None:
@@ -226,13 +225,18 @@ def enqueue(
 
 def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]]:
     """`POST /jobs/batch` requests of at most BATCH_LIMIT jobs each, every body built (and
-    so every spec checked) before the first is sent."""
+    so every spec checked) before the first is sent. A spec is refused as
+    `taskforge.enqueue_many` refuses it: an unknown key (`jobType`) is a TypeError naming
+    it, a missing job_type a ValidationError naming `jobs[i].job_type`."""
     bodies = []
     for index, spec in enumerate(jobs):
+        _refuse_unknown("enqueue option", spec, _SPEC_KEYS)
+        if spec.get("job_type") is None:
+            raise _input_error("job_type", "must be a string", index)
         try:
             bodies.append(job_body(**spec))
         except ValidationError as exc:  # named as the API names it in a batch
-            raise _payload_error(exc.message.removeprefix("payload: "), index) from None
+            raise _input_error("payload", exc.message.removeprefix("payload: "), index) from None
     return [
         Call(
             Request("POST", "/jobs/batch", body={"jobs": chunk}, retry=True),
@@ -320,9 +324,7 @@ def add_schedule(
 ) -> Call[tuple[values.Schedule, bool]]:
     """Create the schedule, or replace the one of that name (the flag: created). Saving the
     same schedule twice changes nothing, so it is safe to send again."""
-    unknown = sorted(set(options) - set(_SCHEDULE_BODY_NAMES))
-    if unknown:
-        raise TypeError(f"unknown schedule option(s): {', '.join(unknown)}")
+    _refuse_unknown("schedule option", options, _SCHEDULE_BODY_NAMES)
     body: dict[str, Any] = {"name": name, "cron": cron, "jobType": job_type}
     for option, value in options.items():
         if value is not None:
@@ -556,7 +558,7 @@ def json_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         return validate_payload(json_values(payload))
     except Refused as exc:
-        raise _payload_error(exc.message) from None
+        raise _input_error("payload", exc.message) from None
 
 
 def json_values(payload: object) -> Any:
@@ -578,17 +580,23 @@ def json_values(payload: object) -> Any:
         converted = msgspec.to_builtins(payload, str_keys=True)
         msgspec.json.encode(converted)  # what only writing it finds
     except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
-        raise _payload_error(f"must be JSON: {exc}") from None
+        raise _input_error("payload", f"must be JSON: {exc}") from None
     return converted
 
 
-def _payload_error(message: str, index: int | None = None) -> ValidationError:
-    """The API's 400 for the same payload: in a batch, `jobs[i].payload` and the index."""
+def _refuse_unknown(what: str, options: Iterable[str], known: Iterable[str]) -> None:
+    """An option the call does not know is a TypeError naming it, as Python's for an
+    unknown keyword argument, before anything is sent."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"unknown {what}(s): {', '.join(unknown)}")
+
+
+def _input_error(field: str, message: str, index: int | None = None) -> ValidationError:
+    """The API's 400 for the same input: in a batch, `jobs[i].<field>` and the index."""
     if index is None:
-        return ValidationError(
-            "validation_error", f"payload: {message}", details={"field": "payload"}
-        )
-    field = f"jobs[{index}].payload"
+        return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
+    field = f"jobs[{index}].{field}"
     return ValidationError(
         "validation_error", f"{field}: {message}", details={"field": field, "index": index}
     )

@@ -152,6 +152,45 @@ def test_a_payload_that_is_not_a_json_object_is_a_validation_error_naming_it(
     assert batched.value.details == {"field": "jobs[1].payload", "index": 1}  # as the API
 
 
+SPECS_REFUSED = {
+    "no job_type": [{"payload": {}}],
+    "a job_type of None, after a good job": [{"job_type": "noop"}, {"job_type": None}],
+    "the API's camelCase name": [{"jobType": "noop"}],
+    "a misspelt option": [{"job_type": "noop"}, {"job_type": "noop", "priorty": 1}],
+}
+
+
+@pytest.mark.parametrize("specs", SPECS_REFUSED.values(), ids=SPECS_REFUSED.keys())
+def test_enqueue_many_refuses_a_job_spec_as_the_transactional_enqueue_many_does(
+    specs: list[Any],
+) -> None:
+    import taskforge
+
+    no_connection: Any = object()  # every job is checked before the connection is used
+    with pytest.raises((ValidationError, TypeError)) as stored:
+        taskforge.enqueue_many(no_connection, specs)
+    with pytest.raises(type(stored.value)) as sent:
+        core.enqueue_chunks(specs)
+
+    assert str(sent.value) == str(stored.value)
+    assert getattr(sent.value, "details", None) == getattr(stored.value, "details", None)
+
+
+def test_a_job_spec_without_a_job_type_is_a_validation_error_naming_it() -> None:
+    specs: list[Any] = [{"job_type": "noop"}, {"payload": {"to": "a@b.com"}}]
+    with pytest.raises(ValidationError) as refused:
+        core.enqueue_chunks(specs)
+
+    assert refused.value.message == "jobs[1].job_type: must be a string"
+    assert refused.value.details == {"field": "jobs[1].job_type", "index": 1}
+
+
+def test_a_job_spec_with_an_unknown_key_is_a_type_error_naming_it() -> None:
+    specs: list[Any] = [{"jobType": "noop", "payload": {}}]
+    with pytest.raises(TypeError, match=r"^unknown enqueue option\(s\): jobType$"):
+        core.enqueue_chunks(specs)
+
+
 def test_enqueue_many_sends_chunks_of_the_batch_limit_each_job_with_its_own_key() -> None:
     calls = core.enqueue_chunks({"job_type": "noop"} for _ in range(2 * core.BATCH_LIMIT + 1))
     chunks = [call.request.body["jobs"] for call in calls]

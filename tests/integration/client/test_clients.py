@@ -226,6 +226,27 @@ def test_enqueue_many_splits_into_batches_of_a_thousand(dev_server: DevServer) -
         assert client.list(queue=queue).total == 2001
 
 
+async def test_enqueue_many_refuses_a_job_without_a_type_or_with_an_unknown_key_sending_none(
+    client: SyncClient, dev_server: DevServer
+) -> None:
+    queue = idle_queue()
+    untyped: list[Any] = [{"job_type": "noop", "queue": queue}, {"queue": queue, "payload": {}}]
+    camel_case: list[Any] = [{"job_type": "noop", "queue": queue}, {"jobType": "noop"}]
+
+    with pytest.raises(ValidationError) as missing:
+        client.enqueue_many(untyped)
+    with pytest.raises(TypeError, match="jobType"):
+        client.enqueue_many(camel_case)
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        with pytest.raises(ValidationError):
+            await tf.enqueue_many(untyped)
+        with pytest.raises(TypeError, match="jobType"):
+            await tf.enqueue_many(camel_case)
+
+    assert missing.value.details == {"field": "jobs[1].job_type", "index": 1}
+    assert client.list(queue=queue).total == 0
+
+
 def test_wait_gives_up_at_its_timeout(client: SyncClient) -> None:
     job = client.enqueue("noop", queue=idle_queue())
     with pytest.raises(WaitTimeout) as raised:
