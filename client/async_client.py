@@ -42,12 +42,12 @@ class Client:
         user_agent: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self.retry_policy = core.retry_policy_of(retry_policy)
         options = core.http_options(
             base_url, token, request_timeout, user_agent or core.default_user_agent()
         )
         self.base_url: str = options["base_url"]
         self.request_timeout = request_timeout
-        self.retry_policy = retry_policy or RetryPolicy()
         self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def __aenter__(self) -> Client:

@@ -497,6 +497,16 @@ class RetryPolicy:
         return delay
 
 
+def retry_policy_of(policy: RetryPolicy | None) -> RetryPolicy:
+    """A client's `retry_policy=`: None is the default policy; anything but a RetryPolicy
+    is a TypeError when the client is built, not a failure at its first retry."""
+    if policy is None:
+        return RetryPolicy()
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"retry_policy must be a RetryPolicy or None, not {type(policy).__name__}")
+    return policy
+
+
 @dataclass(slots=True)
 class PollSchedule:
     """`wait`'s polls: first after `first` seconds, each gap `factor` times the last, at

@@ -48,12 +48,12 @@ class SyncClient:
         user_agent: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self.retry_policy = core.retry_policy_of(retry_policy)
         options = core.http_options(
             base_url, token, request_timeout, user_agent or core.default_user_agent()
         )
         self.base_url: str = options["base_url"]
         self.request_timeout = request_timeout
-        self.retry_policy = retry_policy or RetryPolicy()
         self._http = httpx.Client(**options, transport=transport)
         self.raw = RawResponses(self)
         """The same calls answering the API's `Response` (status, text as sent) undecoded."""

@@ -367,6 +367,19 @@ def test_only_retryable_requests_meeting_an_unavailable_api_are_retried(
     assert RetryPolicy().delay_after(failure, request_, 1) is None
 
 
+@pytest.mark.parametrize("client", [SyncClient, Client])
+@pytest.mark.parametrize("policy", [3, 0, {"attempts": 3}])
+def test_a_retry_policy_that_is_not_a_retry_policy_is_refused_when_the_client_is_built(
+    client: type[SyncClient | Client], policy: Any
+) -> None:
+    with pytest.raises(TypeError) as refused:
+        client("http://api", retry_policy=policy)
+
+    assert str(refused.value) == (
+        f"retry_policy must be a RetryPolicy or None, not {type(policy).__name__}"
+    )
+
+
 def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
     schedule = core.PollSchedule(started=100.0, timeout=2.0, first=0.5, factor=2.0, longest=1.0)
     assert schedule.next_delay(100.0) == 0.5
