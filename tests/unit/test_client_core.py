@@ -621,6 +621,42 @@ def test_every_client_error_the_readme_names_is_an_attribute_of_taskforge() -> N
     assert missing == []
 
 
+def _readme_on_the_clients() -> str:
+    """The README's "Enqueue from Python" section and its other "From Python" paragraphs."""
+    readme = README.read_text("utf-8")
+    section = readme.split("\n## Enqueue from Python\n", 1)[1].split("\n## ", 1)[0]
+    others = [paragraph for paragraph in readme.split("\n\n") if "From Python" in paragraph]
+    return "\n\n".join([section, *others])
+
+
+@pytest.mark.parametrize("client", [SyncClient, Client])
+def test_the_readme_names_every_call_of_the_clients(client: type[SyncClient | Client]) -> None:
+    text = _readme_on_the_clients()
+    calls = [
+        name
+        for name, _ in inspect.getmembers(client, inspect.isfunction)
+        if not name.startswith("_") and name not in ("close", "aclose")  # `with` closes them
+    ]
+
+    assert "dead_letters" in calls
+    unnamed = [name for name in calls if not re.search(rf"`(\w+\.)?{name}(\(|`)", text)]
+    assert unnamed == []
+
+
+def test_the_readme_names_every_error_of_the_clients() -> None:
+    import taskforge.client as package
+
+    text = _readme_on_the_clients()
+    errors = [
+        name
+        for name in package.__all__
+        if isinstance(found := getattr(package, name), type) and issubclass(found, ClientError)
+    ]
+
+    assert "WaitTimeout" in errors
+    assert [name for name in errors if not re.search(rf"`(taskforge\.)?{name}`", text)] == []
+
+
 def test_every_error_of_the_client_package_is_an_attribute_of_taskforge() -> None:
     # `taskforge`'s docstring: the clients' errors, `ClientError` and its subclasses.
     import taskforge
