@@ -15,7 +15,7 @@ import ssl
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, NotRequired, Required, TypeVar
 from urllib.parse import quote
 from uuid import UUID
@@ -86,7 +86,8 @@ class EnqueueOptions(JobPolicyOptions, total=False):
     that job instead of a new one; once it finished the key is free again."""
     run_at: datetime
     """Run no sooner than this; a naive datetime is read as UTC. Not with `delay`."""
-    delay: float
+    delay: float | timedelta
+    """Run no sooner than this long from now: seconds, or a timedelta. Not with `run_at`."""
 
 
 class ScheduleOptions(JobPolicyOptions, total=False):
@@ -210,9 +211,18 @@ def job_body(
     body: dict[str, Any] = {"jobType": job_type, "payload": json_payload(payload)}
     for name, value in options.items():
         if value is not None:
-            body[_BODY_NAMES[name]] = value.isoformat() if isinstance(value, datetime) else value
+            body[_BODY_NAMES[name]] = _json_option(value)
     body.setdefault("idempotencyKey", GENERATED_KEY_PREFIX + uuid.uuid4().hex)
     return body
+
+
+def _json_option(value: Any) -> Any:
+    """An option as the API's JSON takes it: a datetime as ISO text, a timedelta as seconds."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
 
 
 def enqueue(

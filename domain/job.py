@@ -247,7 +247,7 @@ def build_new_job(
     visibility_timeout: float | None = None,
     unique_key: str | None = None,
     run_at: datetime | None = None,
-    delay: float | None = None,
+    delay: float | timedelta | None = None,
     timeout: float = 0.0,
     priority: int | None = None,
     traceparent: str | None = None,
@@ -283,7 +283,8 @@ def build_new_job(
         ),
         unique_key=None if unique_key is None else validate_unique_key(unique_key),
         run_at=run_at,
-        delay=delay,
+        # A timedelta, as RQ's enqueue_in and arq's _defer_by take a delay, is its seconds.
+        delay=delay.total_seconds() if isinstance(delay, timedelta) else delay,
         timeout=validate_timeout(timeout),
         priority=DEFAULT_PRIORITY if priority is None else priority,
         traceparent=traceparent,

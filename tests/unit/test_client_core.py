@@ -12,7 +12,7 @@ import ssl
 import time
 import typing
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -76,6 +76,11 @@ def test_enqueue_options_are_sent_under_the_apis_names() -> None:
         "visibilityTimeout": 45.0, "timeout": 12.5, "runAt": "2099-01-02T03:04:05",
         "idempotencyKey": "k",
     }  # fmt: skip
+
+
+def test_a_delay_may_be_a_timedelta_and_is_sent_as_seconds() -> None:
+    assert core.job_body("email", delay=timedelta(minutes=5, milliseconds=250))["delay"] == 300.25
+    assert core.job_body("email", delay=90)["delay"] == 90
 
 
 def test_an_unknown_enqueue_option_is_refused_before_anything_is_sent() -> None:

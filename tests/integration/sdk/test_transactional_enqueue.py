@@ -8,7 +8,7 @@ import dataclasses
 import inspect
 import json
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -265,6 +265,24 @@ async def test_a_batch_stores_every_field_of_every_job_as_a_read_returns_it(
     assert [row["wait"].total_seconds() for row in rows[:2]] == [0, 60]
     assert rows[1]["max_attempts"] == 7 and rows[1]["jitter"] is True
     assert rows[2]["next_run_at"].isoformat() == "2031-02-03T00:00:00+00:00"
+
+
+async def test_a_delay_may_be_a_timedelta(
+    session: Session, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    alone = await session.enqueue("email", queue=queue_name, delay=timedelta(minutes=5))
+    [batched] = await session.enqueue_many(
+        [{"job_type": "email", "queue": queue_name, "delay": timedelta(seconds=90)}]
+    )
+    await session.commit()
+
+    waits = await observer.fetch(
+        "SELECT id, next_run_at - created_at AS wait FROM jobs WHERE queue = $1", queue_name
+    )
+    assert {row["id"]: row["wait"] for row in waits} == {
+        alone.id: timedelta(minutes=5),
+        batched.id: timedelta(seconds=90),
+    }
 
 
 @pytest.mark.parametrize("piece", [job_copy.PIECE, 7], ids=["one piece", "pieces of 7"])
