@@ -66,7 +66,9 @@ from taskforge.client import (
 )
 from taskforge.client.core import Request
 from taskforge.client.sync_client import RawResponses
+from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import TERMINAL_STATES, JobState
+from taskforge.domain.validation import validate_queue_name
 from taskforge.domain.version import taskforge_version
 
 DEFAULT_API_URL = "http://localhost:8080"
@@ -598,6 +600,13 @@ def dlq_replay(
         raise UsageError("--queue only applies with --all")
     if dry_run and not all_:
         raise UsageError("--dry-run only applies with --all")
+    if queue is not None:
+        # The dead letters are filtered here, not by the API: a name no queue can have
+        # would match none of them and read as an empty dead-letter queue.
+        try:
+            validate_queue_name(queue)
+        except ValidationError as exc:
+            raise UsageError(f"--queue {queue!r}: {exc.message}") from None
     if job_id is not None:
         _report(session, session.api.replay(job_id), "replayed job {id}")
         return

@@ -312,6 +312,16 @@ ERROR_CASES = {
             " terminal: add --yes to replay, or --dry-run to list what it would replay\n"
         ),
     ),
+    "dlq-replay --all of a queue name no queue can have is refused before any request (2)": (
+        ErrorCase(
+            lambda ids: ["--api-url", ids["closed"], "dlq-replay", "--all", "--queue", "bad q"],
+            2,
+            lambda ids: (
+                "error: usage: --queue 'bad q': must be 1-128 characters of letters, digits"
+                " and _ - . :\n"
+            ),
+        )
+    ),
     "an unknown flag is a usage error (2)": ErrorCase(
         lambda ids: ["stats", "--verbose"],
         2,
