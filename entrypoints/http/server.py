@@ -21,6 +21,7 @@ import msgspec
 import uvicorn
 
 from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.http.middleware import REQUEST_ID_HEADER, request_id_for
 
 try:  # the `fast` extra; uvicorn's pure-Python parser otherwise
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornProtocol
@@ -48,20 +49,15 @@ class HttpLimits:
 
 
 def _canned(status: str, code: str, message: str) -> bytes:
+    """An error answered before any request reached the application (so before its
+    middleware), in the API's shape and with a request id of its own, then closed."""
     body = msgspec.json.encode({"code": code, "message": message, "details": None})
     head = (
         f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\n{REQUEST_ID_HEADER.lower()}: {request_id_for(None)}\r\n"
+        "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
-
-
-_TOO_MANY_CONNECTIONS = _canned(
-    "503 Service Unavailable", "not_ready", "too many open connections; retry shortly"
-)
-_HEAD_TIMED_OUT = _canned(
-    "408 Request Timeout", "validation_error", "the request head did not arrive in time"
-)
 
 
 class BoundedHttpProtocol(_UvicornProtocol):
@@ -79,10 +75,28 @@ class BoundedHttpProtocol(_UvicornProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.write(
+                _canned(
+                    "503 Service Unavailable",
+                    "not_ready",
+                    "too many open connections; retry shortly",
+                )
+            )
             transport.close()
             return
         self._watch_reads()
+
+    def send_400_response(self, msg: str) -> None:
+        """What the HTTP parser refuses (a malformed head, a URL past its limits) gets the
+        API's error shape, as every other error does, not uvicorn's plain text."""
+        self.transport.write(
+            _canned(
+                "400 Bad Request",
+                "validation_error",
+                f"the HTTP request cannot be read ({msg.rstrip('.')})",
+            )
+        )
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -123,7 +137,13 @@ class BoundedHttpProtocol(_UvicornProtocol):
             return
         if self._waiting_for == "head":
             # No request is under way, so nothing else writes to this connection.
-            self.transport.write(_HEAD_TIMED_OUT)
+            self.transport.write(
+                _canned(
+                    "408 Request Timeout",
+                    "validation_error",
+                    "the request head did not arrive in time",
+                )
+            )
         self._waiting_for = None
         self.transport.close()
 

@@ -4,6 +4,7 @@ stalls, and more connections than the process accepts (a real `taskforge dev` pr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import socket
@@ -88,6 +89,30 @@ def test_a_request_head_that_never_completes_is_answered_408_and_closed(api_url:
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b'"code":"validation_error"' in answer
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /jobs/" + b"x" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # past the parser
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad\x01: y\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ],
+    ids=["url-too-long", "control-byte-in-header", "bad-content-length"],
+)
+def test_a_request_the_http_parser_refuses_is_a_400_in_the_error_shape(
+    api_url: str, head: bytes
+) -> None:
+    with connect(api_url) as sock:
+        sock.sendall(head)
+        answer = read_until_closed(sock)
+    status, _, body = answer.partition(b"\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\nx-request-id: " in status
+    error = json.loads(body)
+    assert (error["code"], error["details"]) == ("validation_error", None)
+    assert error["message"].startswith("the HTTP request cannot be read (")
 
 
 def test_trickling_a_head_does_not_extend_its_deadline(api_url: str) -> None:
