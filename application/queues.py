@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from taskforge.application.hints import HintDispatcher
-from taskforge.application.ports import JobStore, QueuePauses, ReadyQueue
-from taskforge.domain.errors import Unavailable
+from taskforge.application.ports import JobStore, QueuePauses
 from taskforge.domain.states import JobState
 
 RESUME_HINTS = 10_000
@@ -26,27 +25,15 @@ class PauseQueue:
 
 
 class ResumeQueue:
-    """Claims of the queue's jobs start again at once: hints for its due jobs are sent right
-    away rather than by the next republish sweep, as many as its hint lists lack (a hint
-    nobody popped during the pause still waits there; a second for the same job would only
-    be dropped, and a queue nobody serves would gain one per job at every resume), the most
-    urgent jobs first. Idempotent."""
+    """Claims of the queue's jobs start again at once: the hints of its due jobs are sent
+    right away rather than by the next republish sweep. Idempotent."""
 
-    def __init__(self, pauses: QueuePauses, hints: HintDispatcher, ready_queue: ReadyQueue) -> None:
+    def __init__(self, pauses: QueuePauses, hints: HintDispatcher) -> None:
         self._pauses = pauses
         self._hints = hints
-        self._ready_queue = ready_queue
 
     async def __call__(self, queue: str) -> None:
-        due = await self._pauses.resume(queue, RESUME_HINTS)
-        if due:
-            self._hints.send(due[: max(0, len(due) - await self._held(queue))])
-
-    async def _held(self, queue: str) -> int:
-        try:
-            return (await self._ready_queue.depth([queue])).get(queue, 0)
-        except Unavailable:
-            return 0  # Redis is away: the dispatcher keeps the hints until it is back
+        self._hints.send(await self._pauses.resume(queue, RESUME_HINTS))
 
 
 @dataclass(frozen=True, slots=True)

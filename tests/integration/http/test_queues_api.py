@@ -11,7 +11,6 @@ import httpx
 import pytest
 from dishka import AsyncContainer
 
-from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import ReadyQueue
 from taskforge.domain.job import ReadyHint
 from tests.integration.http.conftest import JobFactory, assert_error
@@ -100,31 +99,6 @@ async def test_resume_publishes_the_hints_of_the_queues_due_jobs(
 
     published = await _pop_within(ready_queue, queue_name, deadline=5.0)
     assert [hint.job_id for hint in published] == [UUID(job["id"])]
-
-
-async def test_resume_adds_no_hint_for_a_job_whose_hint_still_waits(
-    client: httpx.AsyncClient,
-    container: AsyncContainer,
-    create_job: JobFactory,
-    queue_name: str,
-) -> None:
-    # Nobody serves the queue: the hint pushed at enqueue was never popped. The hint lists
-    # keep one hint per due job, through any number of pauses and resumes.
-    ready_queue = await container.get(ReadyQueue)
-    hints = await container.get(HintDispatcher)
-    await client.post(f"/queues/{queue_name}/pause")
-    held = await create_job()
-    await hints.drain()
-    await client.post(f"/queues/{queue_name}/resume")
-    await hints.drain()
-    await client.post(f"/queues/{queue_name}/pause")
-    newer = await create_job()
-    await hints.drain()
-    await client.post(f"/queues/{queue_name}/resume")
-    await hints.drain()
-
-    waiting = await ready_queue.pop([queue_name], 100, 0.1)
-    assert sorted(hint.job_id for hint in waiting) == sorted([UUID(held["id"]), UUID(newer["id"])])
 
 
 async def _pop_within(ready_queue: ReadyQueue, queue: str, deadline: float) -> list[ReadyHint]:
