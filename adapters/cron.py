@@ -77,11 +77,12 @@ class CronsimCalendar:
 
 
 def _a_day_no_month_has(expression: str) -> bool:
-    """Whether the expression reads in every month but not in the months it names: a
-    day-of-month none of them has (`0 0 30 2 *`), which cronsim calls a bad day-of-month."""
-    minute, hour, day, _, weekday = expression.split()
-    try:
-        next(CronSim(f"{minute} {hour} {day} * {weekday}", datetime.now(UTC)))
-    except (CronSimError, StopIteration):
-        return False
+    """Whether each field reads on its own but the day-of-month is in none of the months
+    (`0 0 30 2 *`), which cronsim calls a bad day-of-month."""
+    minute, hour, day, month, weekday = expression.split()
+    for alone in (f"{minute} {hour} {day} * {weekday}", f"{minute} {hour} * {month} {weekday}"):
+        try:
+            next(CronSim(alone, datetime.now(UTC)))
+        except (CronSimError, StopIteration):
+            return False
     return True

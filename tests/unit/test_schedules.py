@@ -211,6 +211,9 @@ async def test_a_bad_cron_expression_is_a_validation_error_naming_cron(
         ("0 0 30 2 *", "the expression never fires: none of its months has that day"),
         ("0 0 31 4,6 *", "the expression never fires: none of its months has that day"),
         ("0 0 32 * *", "invalid cron expression: Bad day-of-month"),
+        ("0 0 1 13 *", "invalid cron expression: Bad month"),
+        ("0 0 1 foo *", "invalid cron expression: Bad month"),
+        ("0 0 30 13 *", "invalid cron expression: Bad month"),
     ],
 )
 def test_a_day_none_of_the_months_has_is_refused_as_never_firing(cron: str, message: str) -> None:
