@@ -52,9 +52,11 @@ def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyC
 
 
 _LONE_HIGH_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
 )
-"""A \\ud800-\\udbff escape not followed by the \\udc00-\\udfff one that would pair it."""
+"""A \\ud800-\\udbff escape (after an even run of backslashes, so not itself escaped text)
+that no \\udc00-\\udfff escape follows to pair it."""
+_TRUNCATED = "Input data was truncated"
 
 
 def decode(
@@ -71,9 +73,10 @@ def decode(
         item_error = batch_item_error(str(exc), item_fields) if item_fields else None
         raise (item_error or _field_error(str(exc), allowed)) from None
     except msgspec.DecodeError as exc:
-        if (lone := _LONE_HIGH_SURROGATE.search(body)) is not None:
-            # msgspec reports this one as "Input data was truncated".
-            reason = f"a lone UTF-16 surrogate {lone.group().decode()} at byte {lone.start()}"
+        # msgspec reports a lone surrogate as truncated input.
+        if str(exc) == _TRUNCATED and (lone := _LONE_HIGH_SURROGATE.search(body)) is not None:
+            escape = lone.group(1)
+            reason = f"a lone UTF-16 surrogate {escape.decode()} at byte {lone.start(1)}"
             raise ValidationError("body", f"malformed JSON ({reason})") from None
         raise ValidationError("body", f"malformed JSON ({exc})") from None
     except RecursionError:

@@ -134,6 +134,18 @@ async def test_a_lone_surrogate_is_named_as_such(client: httpx.AsyncClient) -> N
     assert body["message"] == "body: malformed JSON (a lone UTF-16 surrogate \\ud800 at byte 40)"
 
 
+async def test_escaped_text_that_reads_as_a_surrogate_leaves_the_real_mistake_named(
+    client: httpx.AsyncClient,
+) -> None:
+    # "C:\\ud800" is a backslash and the letters ud800, not an escape.
+    content = b'{"jobType": "email", "payload": {"path": "C:\\\\ud800"},}'
+
+    response = await client.post("/jobs", content=content, headers=JSON)
+
+    body = assert_error(response, 400, "validation_error", "body")
+    assert "trailing comma" in body["message"]
+
+
 @pytest.mark.parametrize("content", [b"", b"   ", b"null", b"[]", b'"email"', b"42"], ids=repr)
 async def test_post_jobs_without_a_json_object_is_400(
     client: httpx.AsyncClient, content: bytes
