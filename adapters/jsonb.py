@@ -15,6 +15,13 @@ from typing import Any
 import msgspec
 
 
+def stored_json(value: Any) -> Any:
+    """`value` as a jsonb column gives it back, whatever Python values it holds: a tuple,
+    a set, a datetime, a UUID or a Decimal as msgspec writes it (as the Postgres store's
+    codec does), then in jsonb's form. Always a new object, never the caller's."""
+    return jsonb_form(msgspec.json.decode(msgspec.json.encode(value)))
+
+
 def jsonb_form(value: Any) -> Any:
     """`value` (JSON values, as a payload holds them) as Postgres reads it back from a jsonb
     column: an object's keys shortest first, then in byte order; a float that msgspec writes

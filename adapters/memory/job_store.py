@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from uuid import UUID
 
-from taskforge.adapters.jsonb import jsonb_form
+from taskforge.adapters.jsonb import stored_json
 from taskforge.adapters.memory.state import InMemoryView, without_details
 from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
@@ -44,7 +44,7 @@ class InMemoryJobStore(InMemoryView):
                 continue
             if new.id in state.jobs or new.id in created:
                 raise JobIdTaken(new.id)
-            job = new.stored(new.due_at(now), now, jsonb_form(new.payload))
+            job = new.stored(new.due_at(now), now, stored_json(new.payload))
             added = Added(job, True, published and job.next_run_at <= now)
             created[job.id] = added
             if job.idempotency_key is not None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from taskforge.adapters.jsonb import jsonb_form
+from taskforge.adapters.jsonb import stored_json
 from taskforge.adapters.memory.state import (
     NO_LEASE,
     InMemoryView,
@@ -97,7 +97,7 @@ class InMemoryLeaseStore(InMemoryView):
                     state.put(
                         job,
                         state=SUCCEEDED,
-                        result=None if result is None else jsonb_form(json.loads(result)),
+                        result=None if result is None else stored_json(json.loads(result)),
                         finished_at=now,
                         updated_at=now,
                         **NO_LEASE,

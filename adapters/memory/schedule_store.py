@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from taskforge.adapters.jsonb import jsonb_form
+from taskforge.adapters.jsonb import stored_json
 from taskforge.adapters.memory.job_store import InMemoryJobStore
 from taskforge.adapters.memory.state import InMemoryView
 from taskforge.application.ports import FiringPlan
@@ -21,7 +21,7 @@ class InMemoryScheduleStore(InMemoryView):
     ) -> tuple[Schedule, bool]:
         schedules = self._state.schedules
         now = self._state.clock.now()
-        definition = dataclasses.replace(definition, payload=jsonb_form(definition.payload))
+        definition = dataclasses.replace(definition, payload=stored_json(definition.payload))
         existing = schedules.get(definition.name)
         if existing is None:
             schedules[definition.name] = Schedule(

@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -79,14 +80,22 @@ async def test_saving_creates_a_schedule_then_replaces_it_by_name(
 async def test_every_store_keeps_a_schedules_payload_as_jsonb_reads_it_back(
     schedules: ScheduleStore, definition: Definition
 ) -> None:
-    payload = {"total": 1e16, "zero": -0.0, "b": [2.5]}
+    # A schedule declared in code may hold any values msgspec writes, a tuple or a date.
+    payload = {
+        "total": 1e16,
+        "zero": -0.0,
+        "b": (2.5, 2.5e16),
+        "since": datetime(2026, 1, 2, tzinfo=UTC),
+        "amount": Decimal("1.5"),
+    }
 
     saved, _ = await schedules.save(definition(payload=payload), now() + timedelta(minutes=1))
     read = await schedules.get(saved.name)
 
     assert read == saved
     assert json.dumps(saved.definition.payload) == (
-        '{"b": [2.5], "zero": 0.0, "total": 10000000000000000}'
+        '{"b": [2.5, 25000000000000000], "zero": 0.0, "since": "2026-01-02T00:00:00Z",'
+        ' "total": 10000000000000000, "amount": "1.5"}'
     )
 
 
