@@ -204,19 +204,29 @@ def _import_handler_module(module: str) -> None:
 
 
 def _declared_at(exc: BaseException) -> str:
-    """The file and line outside TaskForge that the exception was raised through last: the
-    declaration in the user's module."""
-    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    """The file and line outside TaskForge and the import machinery that the exception was
+    raised through last: the declaration in the user's module."""
+    skipped = (*_taskforge_folders(), os.path.dirname(os.path.realpath(importlib.__file__)))
     outside = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not os.path.realpath(frame.filename).startswith(package + os.sep)
-        and not frame.filename.startswith("<frozen ")
+        if not frame.filename.startswith("<frozen ")
+        and not os.path.realpath(frame.filename).startswith(tuple(f + os.sep for f in skipped))
     ]
     if not outside:
         return "at import"
     frame = outside[-1]
     return f"{os.path.relpath(frame.filename)}:{frame.lineno}"
+
+
+def _taskforge_folders() -> tuple[str, ...]:
+    """Where TaskForge's own code is: the package folder, and each of its subpackages where
+    it really is (in a source checkout they are links to folders beside it, among which a
+    project's own modules may live)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with os.scandir(package) as entries:
+        subpackages = [os.path.realpath(entry.path) for entry in entries if entry.is_dir()]
+    return (os.path.realpath(package), *subpackages)
 
 
 def declared_schedules(settings: Settings, handlers: HandlerRegistry) -> list[ScheduleDefinition]:

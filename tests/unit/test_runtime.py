@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +14,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskforge.adapters.redis.checks import warn_about_eviction
+from taskforge.application.handlers import DeclarationError
 from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.entrypoints import runtime
 from taskforge.entrypoints.cli import service
@@ -135,3 +138,18 @@ async def test_a_worker_stopped_by_abandoned_threads_exits_for_a_restart(
         service.main()
 
     assert exited.value.code == service.RESTART_EXIT_CODE != 0
+
+
+BESIDE_THE_PACKAGES = str(Path(__file__).resolve().parents[2] / "examples" / "jobs.py")
+
+
+async def test_a_refused_declaration_names_the_users_file_even_beside_taskforges_folders() -> None:
+    # In a source checkout TaskForge's packages are folders of the repository, beside which
+    # a project's own modules (examples/) may live: only those packages are TaskForge's.
+    declaration = compile("\n\nraise DeclarationError('twice')\n", BESIDE_THE_PACKAGES, "exec")
+    try:
+        exec(declaration, {"DeclarationError": DeclarationError})
+    except DeclarationError as exc:
+        where = runtime._declared_at(exc)
+
+    assert where.endswith(f"{os.sep}examples{os.sep}jobs.py:3") or where == "examples/jobs.py:3"
