@@ -4,20 +4,29 @@ and scripts), from a folder inside the installed package."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Router
-from litestar.connection import ASGIConnection
-from litestar.exceptions import NotFoundException
-from litestar.handlers import BaseRouteHandler
+from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
 
+if TYPE_CHECKING:
+    from litestar.types import PathType
+    from litestar.types.file_types import FileInfo
 
-def _no_nul_in_path(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """No file name holds a NUL, and the file system refuses to look one up (Python raises
-    ValueError), so such a path is a file that does not exist."""
-    if "\x00" in connection.scope["path"]:
-        raise NotFoundException()
+
+class _LocalFiles(BaseLocalFileSystem):
+    """The package's folder, where a path that no file can have is a missing file: a NUL in
+    it (Python's ValueError), a name past the system's length, a file used as a folder. The
+    file system refuses such a look-up, which the framework would answer with a 500."""
+
+    async def info(self, path: PathType, **kwargs: Any) -> FileInfo:
+        try:
+            return await super().info(path, **kwargs)
+        except PermissionError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(str(path)) from exc
 
 
 def static_files(path: str, directory: Path, name: str) -> Router:
@@ -25,7 +34,7 @@ def static_files(path: str, directory: Path, name: str) -> Router:
     return create_static_files_router(
         path=path,
         directories=[directory],
+        file_system=_LocalFiles(),
         name=name,
-        guards=[_no_nul_in_path],
         include_in_schema=False,
     )

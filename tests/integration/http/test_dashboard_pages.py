@@ -343,11 +343,15 @@ async def test_a_query_with_a_nul_character_is_a_400_page(
     assert "NUL" in assert_html(await client.get(path), 400)
 
 
-@pytest.mark.parametrize("name", ["%00", "dashboard.css%00", "a%00b.css"])
-async def test_a_static_file_named_with_a_nul_character_is_a_404_page(
+@pytest.mark.parametrize(
+    "name",
+    ["%00", "dashboard.css%00", "a%00b.css", "a" * 300, "dashboard.css/x", "a/" * 3000],
+    ids=["nul", "nul-after-a-file", "nul-inside", "too-long", "a-file-as-a-folder", "too-deep"],
+)
+async def test_a_static_path_no_file_can_have_is_a_404_page(
     client: httpx.AsyncClient, name: str
 ) -> None:
-    # The file system refuses such a name (Python raises ValueError): no file has one.
+    # The file system refuses such a look-up (ValueError, ENAMETOOLONG, ENOTDIR).
     assert_html(await client.get(f"/ui/static/{name}"), 404)
     assert (await client.head(f"/ui/static/{name}")).status_code == 404
     assert (await client.get("/ui/static/dashboard.css")).status_code == 200

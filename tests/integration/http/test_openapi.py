@@ -313,9 +313,13 @@ async def test_a_docs_path_that_serves_nothing_is_a_404_in_the_error_shape(path:
     assert response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("name", ["%00", "swagger-ui.css%00", "x%00.js"])
-async def test_a_docs_asset_named_with_a_nul_is_a_404_in_the_error_shape(name: str) -> None:
-    # The file system refuses such a name (Python raises ValueError): no file has one.
+@pytest.mark.parametrize(
+    "name",
+    ["%00", "swagger-ui.css%00", "x%00.js", "a" * 300, "swagger-ui.css/x", "a/" * 3000],
+    ids=["nul", "nul-after-a-file", "nul-inside", "too-long", "a-file-as-a-folder", "too-deep"],
+)
+async def test_a_docs_asset_path_no_file_can_have_is_a_404_in_the_error_shape(name: str) -> None:
+    # The file system refuses such a look-up (ValueError, ENAMETOOLONG, ENOTDIR).
     async with api_client() as client:
         missing = await client.get(f"{DOCS_ASSETS_PATH}/{name}")
         present = await client.get(f"{DOCS_ASSETS_PATH}/swagger-ui.css")
