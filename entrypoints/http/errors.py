@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
 from taskforge.domain.errors import (
     DeadLetterNotFound,
@@ -106,6 +106,13 @@ def handle_exception(
         return error_response(exc.status, exc.code, exc.message, exc.details)
     if isinstance(exc, DomainError):
         return _domain_error(exc)
+    if isinstance(exc, NotFoundException) and (field := _slash_in_segment(request)):
+        return error_response(
+            400,
+            "validation_error",
+            f"{field}: must not hold a slash (%2F in the path)",
+            {"field": field},
+        )
     if isinstance(exc, HTTPException) and (exc.status_code < 500 or exc.status_code == 503):
         return _framework_error(exc)
     if client_disconnected():
@@ -115,6 +122,20 @@ def handle_exception(
         )
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
+
+
+_SEGMENT_FIELDS = {"jobs": "id", "dlq": "id", "queues": "queue", "schedules": "name"}
+"""What the segment after each route's first one names, as its 400s name it."""
+
+
+def _slash_in_segment(request: Request[Any, Any, Any]) -> str | None:
+    """The field a path segment stands for when it held an encoded slash: decoded before
+    routing, `/queues/a%2Fb/pause` matches no route, although the mistake is the name."""
+    raw: bytes = request.scope.get("raw_path") or b""
+    if b"%2f" not in raw.lower():
+        return None
+    first = raw.split(b"/")[1].decode("ascii", "replace") if raw.count(b"/") > 1 else ""
+    return _SEGMENT_FIELDS.get(first)
 
 
 def _domain_error(exc: DomainError) -> Response[ErrorOut]:

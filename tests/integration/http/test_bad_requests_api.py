@@ -272,6 +272,26 @@ async def test_bad_page_parameter_is_400(
     assert_error(await client.get(path, params=params), 400, "validation_error", field)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("POST", "/queues/a%2Fb/pause", "queue"),
+        ("GET", "/queues/a%2fb/jobs", "queue"),
+        ("GET", "/schedules/a%2Fb", "name"),
+        ("GET", "/jobs/a%2Fb", "id"),
+        ("POST", "/dlq/a%2Fb/replay", "id"),
+    ],
+)
+async def test_an_encoded_slash_in_a_name_is_400_naming_it(
+    client: httpx.AsyncClient, method: str, path: str, field: str
+) -> None:
+    # Decoded before routing, the path matches no route; the mistake is the name.
+    response = await client.request(method, path)
+
+    body = assert_error(response, 400, "validation_error", field)
+    assert body["message"] == f"{field}: must not hold a slash (%2F in the path)"
+
+
 @pytest.mark.parametrize("queue", ["taskforge:internal", "bad queue", "x" * 129])
 async def test_invalid_queue_name_is_400(client: httpx.AsyncClient, queue: str) -> None:
     assert_error(await client.get(f"/queues/{queue}/jobs"), 400, "validation_error", "queue")
