@@ -131,11 +131,11 @@ _SEGMENT_FIELDS = {"jobs": "id", "dlq": "id", "queues": "queue", "schedules": "n
 def _slash_in_segment(request: Request[Any, Any, Any]) -> str | None:
     """The field a path segment stands for when it held an encoded slash: decoded before
     routing, `/queues/a%2Fb/pause` matches no route, although the mistake is the name."""
-    raw: bytes = request.scope.get("raw_path") or b""
-    if b"%2f" not in raw.lower():
+    segments = (request.scope.get("raw_path") or b"").lower().split(b"/")
+    # ["", "queues", "a%2fb", "pause"]: the name is the second segment.
+    if len(segments) < 3 or b"%2f" not in segments[2]:
         return None
-    first = raw.split(b"/")[1].decode("ascii", "replace") if raw.count(b"/") > 1 else ""
-    return _SEGMENT_FIELDS.get(first)
+    return _SEGMENT_FIELDS.get(segments[1].decode("ascii", "replace"))
 
 
 def _domain_error(exc: DomainError) -> Response[ErrorOut]:

@@ -292,6 +292,13 @@ async def test_an_encoded_slash_in_a_name_is_400_naming_it(
     assert body["message"] == f"{field}: must not hold a slash (%2F in the path)"
 
 
+async def test_an_encoded_slash_elsewhere_in_a_path_is_no_route(client: httpx.AsyncClient) -> None:
+    job_id = "01a242e0-dd62-7000-be28-80b62ae12066"
+
+    assert_error(await client.post(f"/jobs/{job_id}/retry%2Fx"), 404, "not_found")
+    assert_error(await client.get("/nope%2Fx"), 404, "not_found")
+
+
 @pytest.mark.parametrize("queue", ["taskforge:internal", "bad queue", "x" * 129])
 async def test_invalid_queue_name_is_400(client: httpx.AsyncClient, queue: str) -> None:
     assert_error(await client.get(f"/queues/{queue}/jobs"), 400, "validation_error", "queue")
