@@ -206,12 +206,13 @@ def _import_handler_module(module: str) -> None:
 def _declared_at(exc: BaseException) -> str:
     """The file and line outside TaskForge and the import machinery that the exception was
     raised through last: the declaration in the user's module."""
-    skipped = (*_taskforge_folders(), os.path.dirname(os.path.realpath(importlib.__file__)))
+    folders = (*_taskforge_folders(), os.path.dirname(os.path.realpath(importlib.__file__)))
+    skipped = tuple(folder + os.sep for folder in folders)
     outside = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
         if not frame.filename.startswith("<frozen ")
-        and not os.path.realpath(frame.filename).startswith(tuple(f + os.sep for f in skipped))
+        and not os.path.realpath(frame.filename).startswith(skipped)
     ]
     if not outside:
         return "at import"

@@ -267,10 +267,7 @@ def _check_declaration(
         if max_snoozes is not None:
             validate_max_snoozes(max_snoozes)
     except domain_errors.ValidationError as exc:
-        refused = _declaration_refused()
-        raise refused(
-            "validation_error", f"{exc.field}: {exc.message}", details={"field": exc.field}
-        ) from None
+        raise _validation_error(exc.field, exc.message, _declaration_refused()) from None
 
 
 @functools.cache
@@ -356,8 +353,13 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     return f"payload{path}", message
 
 
-def _validation_error(field: str, message: str) -> ValidationError:
-    """The API's 400 for the same input: its code, its message, its details."""
+def _validation_error(
+    field: str, message: str, kind: type[ValidationError] | None = None
+) -> ValidationError:
+    """The API's 400 for the same input: its code, its message, its details (`kind`: a
+    subclass to raise instead)."""
     from taskforge.client.errors import ValidationError
 
-    return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
+    return (kind or ValidationError)(
+        "validation_error", f"{field}: {message}", details={"field": field}
+    )

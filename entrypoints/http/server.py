@@ -60,6 +60,19 @@ def _canned(status: str, code: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+_TOO_MANY_CONNECTIONS = (
+    "503 Service Unavailable",
+    "not_ready",
+    "too many open connections; retry shortly",
+)
+_HEAD_TIMED_OUT = (
+    "408 Request Timeout",
+    "validation_error",
+    "the request head did not arrive in time",
+)
+"""Each answer's status, code and message; made per answer, each with its own request id."""
+
+
 class BoundedHttpProtocol(_UvicornProtocol):
     """Pass as uvicorn's `http=`. `limits` is set once per process (`bounded_protocol`):
     uvicorn builds the protocol itself, and with API_WORKERS > 1 in each child process."""
@@ -75,13 +88,7 @@ class BoundedHttpProtocol(_UvicornProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            transport.write(
-                _canned(
-                    "503 Service Unavailable",
-                    "not_ready",
-                    "too many open connections; retry shortly",
-                )
-            )
+            transport.write(_canned(*_TOO_MANY_CONNECTIONS))
             transport.close()
             return
         self._watch_reads()
@@ -137,13 +144,7 @@ class BoundedHttpProtocol(_UvicornProtocol):
             return
         if self._waiting_for == "head":
             # No request is under way, so nothing else writes to this connection.
-            self.transport.write(
-                _canned(
-                    "408 Request Timeout",
-                    "validation_error",
-                    "the request head did not arrive in time",
-                )
-            )
+            self.transport.write(_canned(*_HEAD_TIMED_OUT))
         self._waiting_for = None
         self.transport.close()
 
