@@ -847,9 +847,17 @@ class Worker:
             return decide_failure(
                 job, lease, error, FailureKind.RETRYABLE, self._random, bound_traceback(trace)
             )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any handler error is a retryable failure
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker interrupted the attempt (lease lost, shutdown)
+            return self._retryable(job, lease, exc)  # the handler raised it of its own
+        except GeneratorExit:
+            raise  # this coroutine is being closed: it must not go on
+        except BaseException as exc:  # noqa: BLE001 - any handler error is a retryable failure
+            # KeyboardInterrupt and SystemExit too: a worker takes SIGINT and SIGTERM as
+            # its stop signals, so these come from the handler's own code (a script's
+            # sys.exit) and must not end the process with its other jobs still leased.
             return self._retryable(job, lease, exc)
         return self._succeeded(job, lease, value)
 
@@ -913,7 +921,7 @@ class Worker:
             return DeadLettered(lease=lease, error=error, reason=RESULT_REFUSED_REASON)
         return Succeeded(lease=lease, result=result)
 
-    def _retryable(self, job: Job, lease: Lease, exc: Exception) -> Settlement:
+    def _retryable(self, job: Job, lease: Lease, exc: BaseException) -> Settlement:
         outcome = decide_failure(
             job, lease, _describe(exc), FailureKind.RETRYABLE, self._random, _traceback_of(exc)
         )

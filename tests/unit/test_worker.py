@@ -1146,6 +1146,45 @@ async def test_an_error_that_cannot_be_printed_still_fails_the_attempt(cluster: 
     assert failed.last_error == "Unprintable: <str() failed>"
 
 
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize(
+    ("raised", "error"),
+    [
+        (KeyboardInterrupt, "KeyboardInterrupt"),
+        (SystemExit(3), "SystemExit: 3"),
+        (asyncio.CancelledError, "CancelledError"),
+    ],
+)
+async def test_a_base_exception_the_handler_raises_fails_the_attempt_and_the_worker_goes_on(
+    cluster: Cluster, sync: bool, raised: BaseException | type[BaseException], error: str
+) -> None:
+    def quit_(ctx: JobContext) -> None:
+        raise raised
+
+    async def quit_async(ctx: JobContext) -> None:
+        raise raised
+
+    cluster.handlers.register("quit", quit_ if sync else quit_async)
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    cluster.start_worker()
+    job = await cluster.enqueue("quit", policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == error
+    stored = await cluster.jobs.get(job.id)
+    assert stored is not None
+    trace = stored.errors[0].traceback
+    assert trace is not None
+    assert "in quit_" in trace
+    after = await cluster.enqueue("noop")
+    await cluster.wait_for(after.id, JobState.SUCCEEDED)  # the worker still runs
+
+
 class FreezableReadyQueue(InMemoryReadyQueue):
     """A ready queue that can freeze like a SIGSTOPped Redis (no call returns) or refuse
     connections (every call raises Unavailable); `pops` counts the pops that answered."""
