@@ -131,6 +131,9 @@ class WorkerSettings:
     poll_timeout: float = 1.0
     """Longest blocking pop; bounds how long shutdown waits for the fetch loop."""
     shutdown_grace: float = 30.0
+    interrupt_grace: float = 1.0
+    """Seconds the handlers still running after `shutdown_grace` get to end once cancelled;
+    the jobs of those that ignore the cancellation are handed back all the same."""
     settle_batch_size: int = 200
     settle_linger: float = 0.002
     """Seconds a settlement may wait for others to share its write."""
@@ -204,7 +207,10 @@ class _Settler:
     async def submit(self, settlement: Settlement) -> bool | None:
         """True when the store applied it; False when the lease no longer owned the job;
         None when it could not be written (the lease then expires and the scheduler
-        recovers the job)."""
+        recovers the job), or comes after `close` (a handler that ended only after the
+        worker had stopped and handed its job back)."""
+        if self._closed:
+            return None
         future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._pending.append((settlement, future))
         self._wakeup.set()
@@ -1046,7 +1052,16 @@ class Worker:
         for running in leftovers:
             running.released = True
             self._interrupt(running)
-        await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
+        interrupted = [r.task for r in leftovers if r.task]
+        if interrupted:
+            _, stuck = await asyncio.wait(interrupted, timeout=self._settings.interrupt_grace)
+            for running in leftovers:
+                if running.task in stuck:
+                    log.warning(
+                        "job %s: its handler did not stop when cancelled; handing it back "
+                        "all the same",
+                        running.job.id,
+                    )
         leases = [r.lease for r in leftovers]
         try:
             released = await self._leases.release(leases)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -661,6 +662,49 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: C
     assert final.attempt_count == 0  # the interrupted attempt does not count
     hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
     assert [hint.job_id for hint in hints] == [job.id]
+
+
+async def test_shutdown_hands_back_the_job_of_a_handler_that_ignores_cancellation(
+    cluster: Cluster,
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @handler(cluster, "stubborn")
+    async def stubborn(ctx: JobContext) -> str:
+        started.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)  # every cancellation swallowed
+        return "late"
+
+    @handler(cluster, "long")
+    async def long(ctx: JobContext) -> None:
+        await asyncio.sleep(30)
+
+    cluster.start_worker(shutdown_grace=0.1, interrupt_grace=0.2)
+    stuck = await cluster.enqueue("stubborn")
+    other = await cluster.enqueue("long")
+    await cluster.wait_for(other.id, JobState.RUNNING)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+    began = time.monotonic()
+
+    try:
+        await cluster.shutdown()
+
+        assert time.monotonic() - began < 2.0
+        for job in (stuck, other):
+            final = await cluster.jobs.get(job.id)
+            assert final is not None
+            assert (final.state, final.attempt_count) == (JobState.PENDING, 0)
+        hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
+        assert {hint.job_id for hint in hints} == {stuck.id, other.id}
+    finally:
+        release.set()
+    await asyncio.sleep(0.05)  # what the handler returns now is discarded
+    final = await cluster.jobs.get(stuck.id)
+    assert final is not None
+    assert (final.state, final.result) == (JobState.PENDING, None)
 
 
 async def test_a_job_handed_back_at_shutdown_is_hinted_at_its_priority(cluster: Cluster) -> None:
