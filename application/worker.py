@@ -838,6 +838,8 @@ class Worker:
                 )
         except Snooze as exc:
             return self._snoozed(job, lease, exc)
+        except UnstorableResult as exc:  # a typed task's result it could not convert
+            return self._refused(job, lease, exc)
         except TerminalError as exc:
             return decide_failure(
                 job, lease, _describe(exc), FailureKind.TERMINAL, self._random, _traceback_of(exc)
@@ -922,10 +924,13 @@ class Worker:
         try:
             result = encode_result(value, self._settings.max_result_bytes)
         except UnstorableResult as exc:
-            error = storable_text(f"result refused: {exc}")[:MAX_ERROR_LENGTH]
-            log.info("job %s attempt %d: %s", job.id, job.attempt_count, error)
-            return DeadLettered(lease=lease, error=error, reason=RESULT_REFUSED_REASON)
+            return self._refused(job, lease, exc)
         return Succeeded(lease=lease, result=result)
+
+    def _refused(self, job: Job, lease: Lease, exc: UnstorableResult) -> Settlement:
+        error = storable_text(f"result refused: {exc}")[:MAX_ERROR_LENGTH]
+        log.info("job %s attempt %d: %s", job.id, job.attempt_count, error)
+        return DeadLettered(lease=lease, error=error, reason=RESULT_REFUSED_REASON)
 
     def _retryable(self, job: Job, lease: Lease, exc: BaseException) -> Settlement:
         outcome = decide_failure(

@@ -45,6 +45,7 @@ from taskforge.application.handlers import (
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import build_new_job
 from taskforge.domain.policy import PolicyOptions
+from taskforge.domain.result import UnstorableResult
 from taskforge.domain.validation import validate_max_snoozes
 
 if TYPE_CHECKING:
@@ -326,11 +327,16 @@ def _is_typed_payload(annotation: Any) -> bool:
 
 
 def _result(value: Any) -> Any:
-    """A handler's return value as the job keeps it: a Struct or dataclass as its fields."""
+    """A handler's return value as the job keeps it: a Struct or dataclass as its fields.
+    One holding what has no JSON form (any other object) is refused as the worker refuses
+    such a result (UnstorableResult), not retried."""
     if isinstance(value, msgspec.Struct) or (
         dataclasses.is_dataclass(value) and not isinstance(value, type)
     ):
-        return msgspec.to_builtins(value)
+        try:
+            return msgspec.to_builtins(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise UnstorableResult(f"not JSON: {exc}") from None
     return value
 
 

@@ -288,6 +288,33 @@ async def test_a_result_that_is_not_json_dead_letters_the_job_at_once(
     assert (entry.reason, entry.last_error) == (RESULT_REFUSED_REASON, error)
 
 
+class Opaque:
+    """Has no JSON form."""
+
+
+@dataclass
+class Receipt:
+    number: int
+    detail: object
+
+
+async def test_a_typed_task_returning_fields_that_are_not_json_dead_letters_the_job_at_once(
+    cluster: Cluster,
+) -> None:
+    @taskforge.task("receipt", registry=cluster.handlers)
+    async def receipt(ctx: JobContext) -> Receipt:
+        return Receipt(number=1, detail=Opaque())
+
+    cluster.start_worker()
+    job = await cluster.enqueue("receipt", policy=FAST_RETRY)
+
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    error = "result refused: not JSON: Encoding objects of type Opaque is unsupported"
+    assert (dead.attempt_count, dead.reason, dead.last_error) == (1, RESULT_REFUSED_REASON, error)
+    assert dead.result is None
+
+
 async def test_a_result_larger_than_max_result_bytes_dead_letters_the_job(
     cluster: Cluster,
 ) -> None:
