@@ -65,7 +65,11 @@ class CronsimCalendar:
 
     def next_after(self, cron: str, timezone: str, moment: datetime) -> datetime:
         local = moment.astimezone(_zone(timezone))
-        return next(CronSim(expand(cron), local)).astimezone(UTC)
+        # cronsim reads a fixed-time expression in wall time: from the second pass of a
+        # repeated hour (02:10 CET) it gives back the first pass's tick (02:30 CEST), which
+        # is already over. That tick was the day's one; the next is strictly after `moment`.
+        ticks = (tick.astimezone(UTC) for tick in CronSim(expand(cron), local))
+        return next(tick for tick in ticks if tick > moment)
 
     def latest_at_or_before(self, cron: str, timezone: str, moment: datetime) -> datetime | None:
         # cronsim walks back from strictly before its start: start just after `moment`.

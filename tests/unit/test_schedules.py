@@ -130,6 +130,32 @@ async def test_an_hourly_job_fires_on_both_repeated_hours_of_the_autumn_change()
     assert await periodic_jobs.fired() == [tick_key(name, tick) for tick in ticks]
 
 
+async def test_saved_or_resumed_in_the_repeated_hour_a_passed_0230_does_not_fire() -> None:
+    # 01:10 UTC on the autumn change day is 02:10 CET, the second pass of 02:00-03:00: the
+    # day's one 02:30 (00:30 UTC, the first pass) is already over.
+    periodic_jobs = Periodic(utc(2026, 10, 25, 0, 20))
+    name = await periodic_jobs.add("30 2 * * *", "Europe/Berlin")
+    await periodic_jobs.store.pause(name)
+    periodic_jobs.clock.advance(50 * 60)
+    created = await periodic_jobs.save(
+        build_schedule_definition(
+            name="created",
+            cron="30 2 * * *",
+            timezone="Europe/Berlin",
+            job_type="report",
+            queue="jobs:ready",
+        )
+    )
+
+    resumed = await ResumeSchedule(periodic_jobs.store, CALENDAR, periodic_jobs.clock)(name)
+    await periodic_jobs.run_until(utc(2026, 10, 25, 12), step=timedelta(minutes=1))
+
+    next_day = utc(2026, 10, 26, 1, 30)
+    assert (resumed.next_fire_at, created[0].next_fire_at) == (next_day, next_day)
+    assert CALENDAR.next_after("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 10)) == next_day
+    assert await periodic_jobs.fired() == []
+
+
 async def test_ticks_missed_while_no_scheduler_ran_fire_only_the_most_recent_one(
     periodic_jobs: Periodic,
 ) -> None:
