@@ -133,12 +133,18 @@ def _zone_exists(name: str) -> bool:
 
 
 def validate_cron_text(value: object) -> str:
-    """The shape of a cron expression; what its fields mean is the CronCalendar's to check."""
-    if not isinstance(value, str) or not value.strip() or len(value) > CRON_MAX:
+    """The shape of a cron expression, its fields one space apart (as in a crontab, spaces
+    and tabs separate them); what they mean is the CronCalendar's to check."""
+    if not isinstance(value, str) or len(value) > CRON_MAX:
         raise ValidationError("cron", f"must be a cron expression of at most {CRON_MAX} chars")
-    if not value.isprintable():
+    expression = " ".join(value.split())
+    if not expression:
+        raise ValidationError(
+            "cron", "must not be blank: give 5 fields (minute hour day-of-month month day-of-week)"
+        )
+    if not expression.isprintable():
         raise ValidationError("cron", "must be printable characters only")
-    return " ".join(value.split())
+    return expression
 
 
 def build_schedule_definition(

@@ -231,6 +231,25 @@ async def test_a_bad_cron_expression_is_a_validation_error_naming_cron(
         assert caught.value.field == "cron", cron
 
 
+@pytest.mark.parametrize("cron", ["30\t2 * * *", " 30  2 * * *\n", "30\t2\t*\t*\t*"])
+async def test_tabs_and_runs_of_spaces_separate_fields_as_in_a_crontab(cron: str) -> None:
+    periodic_jobs = Periodic(utc(2026, 1, 1, 12))
+    name = await periodic_jobs.add(cron)
+
+    stored = await periodic_jobs.store.get(name)
+    assert stored is not None
+    assert (stored.definition.cron, stored.next_fire_at) == ("30 2 * * *", utc(2026, 1, 2, 2, 30))
+
+
+@pytest.mark.parametrize("cron", ["", "   ", "\t"])
+def test_a_blank_cron_expression_is_named_blank(cron: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        build_schedule_definition(name="n", cron=cron, job_type="t", queue="q")
+
+    assert caught.value.field == "cron"
+    assert caught.value.message.startswith("must not be blank"), caught.value.message
+
+
 @pytest.mark.parametrize(
     ("cron", "message"),
     [
