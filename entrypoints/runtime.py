@@ -22,9 +22,11 @@ import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import msgspec
 from dishka import AsyncContainer
 
 from taskforge.adapters.cron import CronsimCalendar
+from taskforge.adapters.jsonb import stored_json
 from taskforge.adapters.redis.checks import (
     START_CHECK_TIMEOUT,
     refusal,
@@ -242,6 +244,7 @@ def declared_schedules(settings: Settings, handlers: HandlerRegistry) -> list[Sc
         for definition in definitions:
             try:
                 calendar.check(definition.cron)
+                _check_json_payload(definition.payload)
             except ValidationError as exc:
                 raise DeclarationError(
                     f"schedule {definition.name!r} declared in code: {exc}"
@@ -249,6 +252,15 @@ def declared_schedules(settings: Settings, handlers: HandlerRegistry) -> list[Sc
     except DeclarationError as exc:
         raise HandlerModuleError(str(exc)) from None
     return definitions
+
+
+def _check_json_payload(payload: object) -> None:
+    """A ValidationError naming the payload when it holds a value with no JSON text (an
+    object msgspec cannot write), which storing the schedule would otherwise find."""
+    try:
+        stored_json(payload)
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+        raise ValidationError("payload", f"must be JSON: {exc}") from None
 
 
 async def declare_schedules(container: AsyncContainer, role: str) -> None:

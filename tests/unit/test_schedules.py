@@ -340,6 +340,20 @@ def test_a_bad_declaration_stops_the_start_with_one_line_naming_it(
         declared_schedules(Settings(), HandlerRegistry())
 
 
+def test_a_declared_payload_with_no_json_text_stops_the_start_with_one_line_naming_it(
+    declarations: ScheduleDeclarations,
+) -> None:
+    schedule("tidy", "* * * * *", "report", {"since": {1, 2}})  # a set is written as an array
+    schedule("opaque", "* * * * *", "report", {"handle": object()})
+
+    with pytest.raises(HandlerModuleError) as caught:
+        declared_schedules(Settings(), HandlerRegistry())
+
+    message = str(caught.value)
+    assert message.startswith("schedule 'opaque' declared in code: payload: must be JSON")
+    assert "\n" not in message
+
+
 def test_an_unknown_policy_option_is_refused_where_it_is_declared(
     declarations: ScheduleDeclarations,
 ) -> None:
