@@ -1,9 +1,11 @@
 """CronCalendar on cronsim: cron expressions read in IANA time zones (zoneinfo).
 
-cronsim follows Debian cron on daylight-saving changes: a daily or weekly time that falls
-in the spring gap fires at the first instant after it (02:30 -> 03:00), one that happens
-twice in autumn fires once (the first time); expressions firing every hour or more often
-keep firing on real instants.
+cronsim follows Debian cron on daylight-saving changes. An expression whose minute and
+hour fields are fixed (values, lists, ranges: `30 2 * * *`, `0 9-17 * * *`) follows the
+wall clock: a time that falls in the spring gap fires at the first instant after it
+(02:30 -> 03:00), one that happens twice in autumn fires once (the first time). One whose
+minute or hour field starts with `*` (`*/15 * * * *`, `0 */2 * * *`, `*/30 2 * * *`) fires
+on real instants: a tick in the gap does not happen, one in the repeated hour fires twice.
 """
 
 from __future__ import annotations

@@ -262,9 +262,11 @@ class QueuePauses(Protocol):
 class CronCalendar(Protocol):
     """Reads cron expressions (minute hour day-of-month month day-of-week) in named time
     zones. Every datetime given and returned is timezone-aware;
-    returned ones are UTC. Daylight-saving changes: a local time that does not exist fires
-    at the first instant after the gap; a local time that happens twice fires once (the
-    first time), except for expressions that fire every hour or more often."""
+    returned ones are UTC. Daylight-saving changes, for expressions whose minute and hour
+    fields are fixed (`30 2 * * *`): a local time that does not exist fires at the first
+    instant after the gap; a local time that happens twice fires once (the first time).
+    One whose minute or hour field starts with `*` fires on real instants: none in the
+    gap, twice in the repeated hour."""
 
     def check(self, cron: str) -> None:
         """Raise ValidationError naming `cron` unless the expression is valid and fires."""

@@ -130,6 +130,45 @@ async def test_an_hourly_job_fires_on_both_repeated_hours_of_the_autumn_change()
     assert await periodic_jobs.fired() == [tick_key(name, tick) for tick in ticks]
 
 
+@pytest.mark.parametrize(
+    ("cron", "start", "end", "expected"),
+    [
+        # fixed hours follow the local clock: 02:00 CET, the repeated one, fires no second time
+        (
+            "0 1-23 * * *",
+            utc(2026, 10, 24, 22, 30),
+            utc(2026, 10, 25, 2, 30),
+            [utc(2026, 10, 24, 23), utc(2026, 10, 25, 0), utc(2026, 10, 25, 2)],
+        ),
+        # a starred minute field follows real instants: nothing in the spring gap ...
+        (
+            "*/30 2 * * *",
+            utc(2026, 3, 27, 12),
+            utc(2026, 3, 29, 12),
+            [utc(2026, 3, 28, 1, 0), utc(2026, 3, 28, 1, 30)],
+        ),
+        # ... and each tick twice in the repeated hour
+        (
+            "*/30 2 * * *",
+            utc(2026, 10, 24, 12),
+            utc(2026, 10, 25, 12),
+            [utc(2026, 10, 25, 0, minute) for minute in (0, 30)]
+            + [utc(2026, 10, 25, 1, minute) for minute in (0, 30)],
+        ),
+    ],
+    ids=["fixed-hours-fall-back", "starred-minute-spring-forward", "starred-minute-fall-back"],
+)
+async def test_fixed_fields_follow_the_berlin_clock_and_starred_ones_real_instants(
+    cron: str, start: datetime, end: datetime, expected: list[datetime]
+) -> None:
+    periodic_jobs = Periodic(start)
+    name = await periodic_jobs.add(cron, "Europe/Berlin")
+
+    await periodic_jobs.run_until(end, step=timedelta(minutes=1))
+
+    assert await periodic_jobs.fired() == sorted(tick_key(name, tick) for tick in expected)
+
+
 async def test_saved_or_resumed_in_the_repeated_hour_a_passed_0230_does_not_fire() -> None:
     # 01:10 UTC on the autumn change day is 02:10 CET, the second pass of 02:00-03:00: the
     # day's one 02:30 (00:30 UTC, the first pass) is already over.
