@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
@@ -39,7 +39,17 @@ def expand(cron: str) -> str:
 
 @lru_cache(maxsize=256)
 def _zone(timezone: str) -> ZoneInfo:
-    return ZoneInfo(timezone)
+    """A stored schedule's zone; one this system does not know (gone from its zone database
+    since the schedule was saved) is a ValidationError naming `timezone`."""
+    try:
+        return ZoneInfo(timezone)
+    # OSError: a folder of the zone database, or a file it cannot read.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValidationError(
+            "timezone",
+            f"unknown time zone {timezone!r}: this system's zone database has no such zone; "
+            "save the schedule with an IANA name it knows",
+        ) from None
 
 
 class CronsimCalendar:

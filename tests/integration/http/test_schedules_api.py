@@ -159,6 +159,25 @@ async def test_a_bad_schedule_is_a_400_naming_the_field(
     assert (await client.get("/schedules")).json()["items"] == []
 
 
+async def test_resuming_a_schedule_whose_zone_this_system_lost_is_a_400_naming_timezone(
+    client: httpx.AsyncClient, container: AsyncContainer
+) -> None:
+    await client.post("/schedules", json=body("far", timezone="Europe/Berlin"))
+    await client.post("/schedules/far/pause")
+    # Saved when the zone database had it; a newer one (or this host's) does not.
+    store = await container.get(ScheduleStore)
+    stored = await store.get("far")
+    assert stored is not None
+    gone = dataclasses.replace(stored.definition, timezone="Gone/Zone")
+    await store.save(gone, stored.next_fire_at)
+
+    response = await client.post("/schedules/far/resume")
+
+    error = assert_error(response, 400, "validation_error", "timezone")
+    assert "'Gone/Zone'" in error["message"]
+    assert (await client.get("/schedules/far")).json()["paused"] is True
+
+
 async def test_a_missing_cron_is_a_400_naming_it(client: httpx.AsyncClient) -> None:
     response = await client.post("/schedules", json={"name": "n", "jobType": "report"})
 
