@@ -84,6 +84,9 @@ LOGIN_PATH = f"{UI_PATH}/login"
 PAGE_SIZE = 50
 GROUP_PAGE_SIZE = 100
 REFRESH_MILLISECONDS = 3000
+SHOWN_JSON_CHARACTERS = 100_000
+"""The most of a payload or result a job page shows: indented, a deeply nested payload grows
+a thousandfold (2 KB of brackets take 1.6 MB of spaces), so the text is cut, not built whole."""
 COLUMN_TITLES = {
     "ready": "Ready",
     "delayed": "Delayed",
@@ -468,13 +471,27 @@ async def job_page(
         "job.html",
         nav="jobs",
         job=job,
-        payload=json.dumps(job.payload, indent=2, sort_keys=True, ensure_ascii=False),
-        result=None
-        if job.result is None
-        else json.dumps(job.result, indent=2, sort_keys=True, ensure_ascii=False),
+        payload=_pretty(job.payload),
+        result=None if job.result is None else _pretty(job.result),
+        shown_characters=SHOWN_JSON_CHARACTERS,
         trace_id=_trace_id(job.traceparent),
         actions=job_actions(job),
     )
+
+
+def _pretty(value: Any) -> tuple[str, bool]:
+    """`value` as indented JSON, at most SHOWN_JSON_CHARACTERS of it, and whether it was cut.
+    The encoder yields the text piece by piece, so what is not shown is never built (and the
+    nesting it reaches before the cut stays far inside Python's recursion limit)."""
+    encoder = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False)
+    pieces: list[str] = []
+    size = 0
+    for piece in encoder.iterencode(value):
+        pieces.append(piece)
+        size += len(piece)
+        if size > SHOWN_JSON_CHARACTERS:
+            return "".join(pieces)[:SHOWN_JSON_CHARACTERS], True
+    return "".join(pieces), False
 
 
 def job_actions(job: Job) -> list[tuple[str, str, bool]]:

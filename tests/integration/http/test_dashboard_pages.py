@@ -84,6 +84,27 @@ async def test_a_payload_with_html_is_shown_as_text(
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in detail
 
 
+async def test_a_payload_that_indents_to_megabytes_is_shown_cut(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    """Indenting multiplies a deeply nested payload's size by a thousand (2 KB of brackets
+    become 1.6 MB of spaces): the page shows the start of it, says so, and stays small."""
+    deep: Any = []
+    for _ in range(900):
+        deep = [deep]
+    job = await create_job(delay=3600, payload={"deep": deep})
+    small = await create_job(delay=3600, payload={"note": "x" * 1000})
+
+    page = assert_html(await client.get(f"/ui/jobs/{job['id']}"), 200)
+    whole = assert_html(await client.get(f"/ui/jobs/{small['id']}"), 200)
+
+    assert len(page) < 150_000
+    assert "The first 100,000 characters are shown" in page
+    assert f"GET /jobs/{job['id']}" in page
+    assert "x" * 1000 in whole
+    assert "characters are shown" not in whole
+
+
 def shown(page: str, label: str) -> str:
     """The value a job page shows beside `label`."""
     match = re.search(rf"<dt>{re.escape(label)}</dt><dd>([^<]*)</dd>", page)
