@@ -48,7 +48,7 @@ from taskforge.application.ports import ListFilter
 from taskforge.application.queues import PauseQueue, ResumeQueue
 from taskforge.application.schedules import ListSchedules, PauseSchedule, ResumeSchedule
 from taskforge.domain.dashboard import COUNT_COLUMNS
-from taskforge.domain.errors import DomainError, ValidationError
+from taskforge.domain.errors import DomainError, JobNotFound, ValidationError
 from taskforge.domain.job import Job
 from taskforge.domain.schedule import validate_schedule_name
 from taskforge.domain.states import (
@@ -402,8 +402,12 @@ async def jobs_page(
     lookup = (query.get("lookup") or "").strip()
     job_id = _uuid_or_none(lookup)
     if job_id is not None:
-        await get_job(job_id)  # JobNotFound answers 404
-        return Redirect(f"{UI_PATH}/jobs/{job_id}", status_code=303)
+        try:
+            await get_job(job_id)
+        except JobNotFound:
+            pass  # no job's id: perhaps an idempotency key made a UUID, as many clients do
+        else:
+            return Redirect(f"{UI_PATH}/jobs/{job_id}", status_code=303)
     queue = (query.get("queue") or "").strip() or None
     if queue is not None:
         validate_queue_name(queue, "queue")

@@ -112,6 +112,25 @@ def shown(page: str, label: str) -> str:
     return match.group(1)
 
 
+async def test_a_lookup_finds_a_job_by_its_id_or_by_an_idempotency_key_shaped_like_one(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    """Many clients make their idempotency keys UUIDs: a lookup that is no job's id looks
+    for the key, and finding neither lists no job."""
+    key = "5f0c2a52-8d7e-4a4b-9a43-3f6f2e1b9c11"
+    job = await create_job(delay=3600, idempotencyKey=key)
+    unknown = "0b3a4c8e-6a1d-4f0e-8d52-7c9e2f4a1b30"
+
+    by_id = await client.get("/ui/jobs", params={"lookup": job["id"]})
+    by_key = assert_html(await client.get("/ui/jobs", params={"lookup": key}), 200)
+    neither = assert_html(await client.get("/ui/jobs", params={"lookup": unknown}), 200)
+
+    assert by_id.status_code == 303
+    assert by_id.headers["location"] == f"/ui/jobs/{job['id']}"
+    assert f'data-job="{job["id"]}"' in by_key
+    assert "No job matches." in neither
+
+
 async def test_the_jobs_list_and_a_job_page_show_its_priority(
     client: httpx.AsyncClient, create_job: JobFactory, queue_name: str
 ) -> None:
