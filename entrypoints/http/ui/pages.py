@@ -624,7 +624,9 @@ def _group(source: Any) -> tuple[str, str]:
     error_shape = source.get("error_shape")
     if not job_type or error_shape is None:
         raise ValidationError("job_type", "a group needs job_type and error_shape")
-    return str(job_type), str(error_shape)
+    # A shape is one line, but may hold a CR (an error with CRLF line ends): a browser posts
+    # each CR of a form's field as CRLF, and since no shape holds LF, CRLF is a CR posted.
+    return str(job_type), str(error_shape).replace("\r\n", "\r")
 
 
 # --- queues --------------------------------------------------------------------------------

@@ -217,6 +217,32 @@ async def test_an_action_with_the_csrf_token_moves_the_job_and_says_so(
     assert (body["state"], body["reason"]) == ("CANCELLED", "not needed")
 
 
+async def test_a_group_whose_error_line_ends_in_a_carriage_return_is_replayed(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    """An error with CRLF line ends (an HTTP answer quoted in it) has a shape ending in CR.
+    A browser posts each CR of a form's field as CRLF, as the form below does: the group
+    is found all the same."""
+    reason = "upstream answered HTTP/1.1 502 Bad Gateway\r\nServer: nginx"
+    ids = []
+    for _ in range(2):
+        job = await create_job(delay=3600)
+        response = await client.post(f"/jobs/{job['id']}/dlq", json={"reason": reason})
+        assert response.status_code == 200, response.text
+        ids.append(job["id"])
+    token = await csrf_token(client)
+    as_posted = "upstream answered HTTP/N.N N Bad Gateway\r\n"
+    group = {"csrf_token": token, "job_type": "email", "error_shape": as_posted}
+
+    asked = assert_html(await client.post("/ui/dlq/group/replay", data=group), 200)
+    done = await client.post("/ui/dlq/group/replay", data={**group, "confirm": "yes"})
+
+    assert "Replay 2 dead letters?" in asked
+    assert "Replayed+2+jobs" in done.headers["location"]
+    for job_id in ids:
+        assert (await client.get(f"/jobs/{job_id}")).json()["state"] == "PENDING"
+
+
 async def test_a_group_action_asks_for_confirmation_then_reports_how_many_moved(
     client: httpx.AsyncClient, create_job: JobFactory
 ) -> None:
