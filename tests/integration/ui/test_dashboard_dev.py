@@ -238,6 +238,25 @@ def test_with_api_token_the_dashboard_asks_for_it_once_and_logs_out(
     expect(page).to_have_url(re.compile(r"/ui/login\?next=%2Fui$"))
 
 
+def test_the_overview_asks_to_sign_in_again_when_its_session_ends(
+    secured_dev: Server, open_page: OpenPage
+) -> None:
+    page = open_page(secured_dev)
+    page.goto("/ui")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Overview")
+
+    # As when the session's 12 hours are over, or Log out was pressed in another tab.
+    page.context.clear_cookies(name="taskforge_session")
+
+    expect(page).to_have_url(re.compile(r"/ui/login\?next=%2Fui$"), timeout=DEADLINE * 1000)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Overview")
+
+
 def test_read_only_mode_shows_no_action_and_refuses_a_hand_made_post(
     read_only_dev: Server, open_page: OpenPage
 ) -> None:

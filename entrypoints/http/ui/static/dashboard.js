@@ -11,6 +11,12 @@
   async function refresh() {
     try {
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+      if (response.redirected) {
+        // The session ended (after 12 hours, or Log out in another tab) and the answer is
+        // the sign-in form: reload, so the whole page asks for the token and comes back.
+        window.location.reload();
+        return;
+      }
       if (response.ok) {
         live.innerHTML = await response.text();
         live.dataset.refreshed = String(Date.now());
