@@ -78,11 +78,13 @@ def csrf_token_of(cookies: Mapping[str, str]) -> str | None:
     return token if token and len(token) == 64 and token.isalnum() else None
 
 
-def csrf_matches(cookies: Mapping[str, str], submitted: str | None) -> bool:
+def csrf_matches(cookies: Mapping[str, str], submitted: object) -> bool:
+    """Whether the form's token is the cookie's: text (a multipart form's field may be a
+    file) of ASCII (hmac.compare_digest refuses other text)."""
     expected = csrf_token_of(cookies)
     return (
         expected is not None
-        and submitted is not None
+        and isinstance(submitted, str)
         and submitted.isascii()
         and hmac.compare_digest(expected.encode(), submitted.encode())
     )

@@ -201,6 +201,31 @@ async def test_an_action_without_the_csrf_token_is_refused(
     assert (await client.get(f"/jobs/{job['id']}")).json()["state"] == "PENDING"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({}, "/ui/queues/pause"),
+        ({}, "/ui/logout"),
+        ({"api_token": "s3cret-token-for-tests"}, "/ui/login"),
+    ],
+    ids=["action", "logout", "login"],
+)
+async def test_a_csrf_token_posted_as_a_file_is_refused(
+    client: httpx.AsyncClient, queue_name: str, path: str
+) -> None:
+    """A multipart form may hold files: a CSRF token sent as one is no token (not a 500)."""
+    token = await csrf_token(client, "/ui/login" if path == "/ui/login" else "/ui/queues")
+
+    response = await client.post(
+        path,
+        data={"queue": queue_name, "token": "s3cret-token-for-tests"},
+        files={"csrf_token": ("token.txt", token.encode())},
+    )
+
+    assert_html(response, 403)
+    assert "taskforge_session" not in response.headers.get("set-cookie", "")
+
+
 async def test_an_action_with_the_csrf_token_moves_the_job_and_says_so(
     client: httpx.AsyncClient, create_job: JobFactory
 ) -> None:
