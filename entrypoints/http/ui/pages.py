@@ -73,6 +73,8 @@ from taskforge.entrypoints.http.ui.security import (
     csrf_token_of,
     expired_cookie,
     new_csrf_token,
+    notice_is_signed,
+    notice_signature,
     ui_cookie,
 )
 
@@ -148,7 +150,7 @@ def render(
             "csrf_field": CSRF_FIELD,
             "csrf": csrf,
             "logout": settings.sessions.required and _signed_in(request),
-            "notice": request.query_params.get("notice"),
+            "notice": _notice(request),
             **context,
         },
         status_code=status_code,
@@ -156,6 +158,14 @@ def render(
         headers=SECURITY_HEADERS,
         media_type="text/html",
     )
+
+
+def _notice(request: Request[Any, Any, Any]) -> str | None:
+    """The notice of an action this browser took (see _back), or none."""
+    notice: str | None = request.query_params.get("notice")
+    if notice and notice_is_signed(request.cookies, notice, request.query_params.get("signed")):
+        return notice
+    return None
 
 
 class UiRefused(HTTPException):
@@ -186,8 +196,10 @@ def _refuse_nul(fields: Iterable[tuple[str, object]]) -> None:
             raise ValidationError(field, "must not contain NUL characters (\\u0000)")
 
 
-def _back(path: str, notice: str, **query: str) -> Redirect:
-    return Redirect(f"{path}?{urlencode({**query, 'notice': notice})}", status_code=303)
+def _back(request: Request[Any, Any, Any], path: str, notice: str) -> Redirect:
+    """Back to `path`, whose page shows `notice` (signed for this browser: see _notice)."""
+    signed = notice_signature(request.cookies, notice) or ""
+    return Redirect(f"{path}?{urlencode({'notice': notice, 'signed': signed})}", status_code=303)
 
 
 async def _pause_or_resume(
@@ -461,7 +473,7 @@ async def bulk_action(
             continue  # moved or finished meanwhile: the notice counts what moved
         moved += 1
     verb = "Cancelled" if action == "cancel" else "Retried"
-    return _back(f"{UI_PATH}/jobs", f"{verb} {moved} of {len(ids)} selected jobs.")
+    return _back(request, f"{UI_PATH}/jobs", f"{verb} {moved} of {len(ids)} selected jobs.")
 
 
 @get(f"{UI_PATH}/jobs/{{job_id:str}}", include_in_schema=False)
@@ -543,7 +555,7 @@ async def job_action(
             raise HTTPException(status_code=404)
     if reason:
         log.info("dashboard %s of job %s: %s", action, target, reason)
-    return _back(f"{UI_PATH}/jobs/{target}", notice)
+    return _back(request, f"{UI_PATH}/jobs/{target}", notice)
 
 
 # --- dead letters --------------------------------------------------------------------------
@@ -616,7 +628,7 @@ async def dead_letter_group_action(
     log.info(
         "dashboard %s of dead-letter group %r %r: %d jobs", action, job_type, error_shape, moved
     )
-    return _back(f"{UI_PATH}/dlq", notice)
+    return _back(request, f"{UI_PATH}/dlq", notice)
 
 
 def _group(source: Any) -> tuple[str, str]:
@@ -667,7 +679,7 @@ async def queue_action(
     form = await _action_form(request)
     queue = validate_queue_name(form.get("queue"), "queue")
     notice = await _pause_or_resume(action, queue, queue, pause, resume)
-    return _back(f"{UI_PATH}/queues", notice)
+    return _back(request, f"{UI_PATH}/queues", notice)
 
 
 # --- schedules -----------------------------------------------------------------------------
@@ -695,7 +707,7 @@ async def schedule_action(
     name = validate_schedule_name(form.get("name"))
     notice = await _pause_or_resume(action, name, f"schedule {name}", pause, resume)
     log.info("dashboard %s of schedule %r", action, name)
-    return _back(f"{UI_PATH}/schedules", notice)
+    return _back(request, f"{UI_PATH}/schedules", notice)
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ process accepts it, and changing the token ends every session). Logging out remo
 
 Every mutating form carries a CSRF token equal to the `taskforge_csrf` cookie (a random
 value set on the first page a browser sees): another site can neither read the cookie nor,
-SameSite=Strict, make the browser send it, so a forged POST has no matching pair.
+SameSite=Strict, make the browser send it, so a forged POST has no matching pair. The same
+value signs the notice an action's redirect carries (see notice_signature).
 """
 
 from __future__ import annotations
@@ -87,6 +88,27 @@ def csrf_matches(cookies: Mapping[str, str], submitted: object) -> bool:
         and isinstance(submitted, str)
         and submitted.isascii()
         and hmac.compare_digest(expected.encode(), submitted.encode())
+    )
+
+
+def notice_signature(cookies: Mapping[str, str], notice: str) -> str | None:
+    """What signs an action's notice for this browser (an HMAC keyed with its CSRF token):
+    a page shows the notice of its query string only when signed, so a link made elsewhere
+    cannot put words in the dashboard's mouth."""
+    key = csrf_token_of(cookies)
+    if key is None:
+        return None
+    text = notice.encode("utf-8", "surrogatepass")
+    return hmac.new(key.encode(), text, hashlib.sha256).hexdigest()
+
+
+def notice_is_signed(cookies: Mapping[str, str], notice: str, signature: str | None) -> bool:
+    expected = notice_signature(cookies, notice)
+    return (
+        expected is not None
+        and signature is not None
+        and signature.isascii()
+        and hmac.compare_digest(expected, signature)
     )
 
 

@@ -637,7 +637,32 @@ async def test_a_pause_or_resume_comes_back_with_a_notice_naming_what_it_moved(
     assert moved.status_code == 303
     path, _, query = moved.headers["location"].partition("?")
     assert path == f"/ui/{kind}"
-    assert parse_qs(query) == {"notice": [notice.format(name=name)]}
+    assert parse_qs(query)["notice"] == [notice.format(name=name)]
+    page = assert_html(await client.get(moved.headers["location"]), 200)
+    assert f'<p class="notice" role="status">{notice.format(name=name)}</p>' in page
+
+
+async def test_a_notice_from_a_link_made_elsewhere_is_not_shown(
+    client: httpx.AsyncClient, queue_name: str
+) -> None:
+    """Only a notice an action of this browser sent: a link cannot make the dashboard say
+    what its author likes ("Session expired: sign in at ...")."""
+    token = await csrf_token(client)
+    moved = await client.post("/ui/queues/pause", data={"csrf_token": token, "queue": queue_name})
+    query = parse_qs(urlsplit(moved.headers["location"]).query)
+    forged = "Your token was rotated: get the new one at evil.example"
+
+    shown = assert_html(await client.get("/ui/queues", params=query), 200)
+    made_up = assert_html(await client.get("/ui/queues", params={**query, "notice": forged}), 200)
+    unsigned = assert_html(await client.get("/ui/queues", params={"notice": forged}), 200)
+    client.cookies.clear()  # another browser, with a CSRF cookie of its own
+    await csrf_token(client)
+    elsewhere = assert_html(await client.get("/ui/queues", params=query), 200)
+
+    assert f"Paused {queue_name}." in shown
+    for page in (made_up, unsigned, elsewhere):
+        assert 'class="notice"' not in page
+        assert "evil.example" not in page
 
 
 @pytest.mark.parametrize("kind", ["queues", "schedules"])
