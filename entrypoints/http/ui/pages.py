@@ -28,6 +28,7 @@ from litestar.params import Parameter
 from litestar.response import Redirect, Template
 
 from taskforge.application.dashboard import (
+    GROUP_LIMIT,
     GetOverview,
     ListDeadLetterGroupMembers,
     ListDeadLetterGroups,
@@ -566,7 +567,8 @@ async def job_action(
 async def dead_letters_page(
     request: Request[Any, Any, Any], list_groups: FromDishka[ListDeadLetterGroups]
 ) -> Template:
-    return render(request, "dlq.html", nav="dlq", groups=await list_groups())
+    groups = await list_groups()
+    return render(request, "dlq.html", nav="dlq", groups=groups, shown=GROUP_LIMIT)
 
 
 @get(f"{UI_PATH}/dlq/group", include_in_schema=False)

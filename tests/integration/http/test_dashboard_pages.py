@@ -185,6 +185,19 @@ async def test_the_dead_letter_page_groups_errors_of_one_shape(
     assert '<td class="count">2</td>' in page
 
 
+async def test_the_dead_letter_page_says_when_it_shows_only_the_newest_groups(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    for index in range(201):
+        await dead_lettered(client, create_job, jobType=f"orders-{index}")
+
+    page = assert_html(await client.get("/ui/dlq"), 200)
+
+    assert page.count("<tr data-group=") == 200
+    assert 'data-group="orders-0"' not in page
+    assert "The 200 groups that failed last are shown." in page
+
+
 async def test_an_action_without_the_csrf_token_is_refused(
     client: httpx.AsyncClient, create_job: JobFactory
 ) -> None:
