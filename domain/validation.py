@@ -98,33 +98,49 @@ def validate_payload(payload: object) -> dict[str, Any]:
 
 
 NUL_IN_PAYLOAD = "must not contain NUL characters (\\u0000)"
+MAX_PAYLOAD_DEPTH = 128
+"""How deeply a payload may nest (the object itself is the first level), as a result may
+(domain.result.MAX_RESULT_DEPTH): the API's encoder and JSON decoders recurse on nesting,
+so a payload near Python's recursion limit would be stored and then fail every answer that
+holds it."""
+_CONTAINERS = (Mapping, list, tuple, set, frozenset)
+"""What an encoder writes as an object or an array."""
 
 
 def _unstorable(value: Any) -> str | None:
-    """What in `value` no backend can store as sent: a NUL character, a NaN or an infinity.
-    Sets are walked too: an encoder writes them as arrays."""
-    # Iterative: a payload may nest deeper than Python's recursion limit allows. Numbers
+    """What in `value` no backend can store or answer as sent: a NUL character, a NaN or an
+    infinity, or nesting deeper than MAX_PAYLOAD_DEPTH. Sets are walked too: an encoder
+    writes them as arrays."""
+    # Iterative, a level of nesting at a time: a payload may nest deeper than Python's
+    # recursion limit allows, and is refused at the first container past the bound. Numbers
     # and dicts by their exact type first: isinstance against the Mapping ABC costs several
     # times more, and this runs for every value of every job enqueued.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is int or kind is bool or item is None:
-            continue
-        if isinstance(item, str):
-            if "\x00" in item:
-                return NUL_IN_PAYLOAD
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "must not contain NaN or infinite numbers (JSON has none)"
-        elif kind is list:
-            stack.extend(item)
-        elif kind is dict or isinstance(item, Mapping):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            stack.extend(item)
+    level = [value]
+    depth = 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is int or kind is bool or item is None:
+                continue
+            if isinstance(item, str):
+                if "\x00" in item:
+                    return NUL_IN_PAYLOAD
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    return "must not contain NaN or infinite numbers (JSON has none)"
+            elif kind is list or kind is dict or isinstance(item, _CONTAINERS):
+                if depth == MAX_PAYLOAD_DEPTH:
+                    return f"must not nest deeper than {MAX_PAYLOAD_DEPTH} levels"
+                if kind is list:
+                    below.extend(item)
+                elif kind is dict or isinstance(item, Mapping):
+                    below.extend(item.keys())
+                    below.extend(item.values())
+                else:
+                    below.extend(item)
+        level = below
+        depth += 1
     return None
 
 

@@ -5,8 +5,8 @@ decoding enforces; the domain validates the same rules again when the job is bui
 the schema shows but decoding leaves to validation (which words the error better): runAt
 and delay not both (JobIn's `not`, added in app.py), no NUL in a reason. Rules JSON Schema
 cannot say are in the descriptions only: maxDelay >= initialDelay, idempotencyKey and
-uniqueKey printable (Python's str.isprintable), no NUL anywhere in a payload, runAt within
-its range once its offset is applied.
+uniqueKey printable (Python's str.isprintable), no NUL anywhere in a payload and at most
+MAX_PAYLOAD_DEPTH levels of it, runAt within its range once its offset is applied.
 Longer than most modules: every body of the API, each a short declaration.
 """
 
@@ -50,6 +50,7 @@ from taskforge.domain.validation import (
     IDEMPOTENCY_KEY_MAX,
     LOWEST_PRIORITY,
     MAX_PAGE_LIMIT,
+    MAX_PAYLOAD_DEPTH,
     RESERVED_QUEUE_PREFIX,
 )
 from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
@@ -102,7 +103,10 @@ FIELD_RULES: dict[str, str] = {
         "must be 1-128 characters of letters, digits and _ - . : "
         f"and must not start with {RESERVED_QUEUE_PREFIX!r}"
     ),
-    "payload": "must be a JSON object with no NUL character (\\u0000) in any string or key",
+    "payload": (
+        "must be a JSON object with no NUL character (\\u0000) in any string or key, "
+        f"at most {MAX_PAYLOAD_DEPTH} levels deep"
+    ),
     "idempotencyKey": f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
     "uniqueKey": f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
     "maxAttempts": f"must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}",
@@ -197,7 +201,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
         JsonObject,
         msgspec.Meta(
             description="Handler input, a JSON object (default {}) with no NUL character "
-            "(\\u0000) in any string or key."
+            f"(\\u0000) in any string or key, at most {MAX_PAYLOAD_DEPTH} levels deep."
         ),
     ] = msgspec.field(default_factory=dict)
     idempotency_key: (
@@ -563,7 +567,7 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_
         JsonObject,
         msgspec.Meta(
             description="Each tick's job's payload, a JSON object (default {}) with no NUL "
-            "character (\\u0000) in any string or key."
+            f"character (\\u0000) in any string or key, at most {MAX_PAYLOAD_DEPTH} levels deep."
         ),
     ] = msgspec.field(default_factory=dict)
     queue: QueueField = None

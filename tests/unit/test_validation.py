@@ -14,6 +14,7 @@ from taskforge.domain.errors import ValidationError
 from taskforge.domain.job import JobBuilder, NewJob, build_new_job
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.validation import (
+    MAX_PAYLOAD_DEPTH,
     Page,
     parse_job_id,
     validate_delay,
@@ -130,6 +131,35 @@ def test_every_new_job_refuses_nan_and_infinities_in_its_payload(
     """JSON has none: an encoder writes null, and the job would hold another value."""
     with pytest.raises(ValidationError, match="NaN or infinite") as caught:
         NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=payload)
+    assert caught.value.field == "payload"
+
+
+def levels(count: int, inner: Any = None) -> dict[str, Any]:
+    """A payload `count` levels deep: the object, then lists inside lists around `inner`."""
+    value: Any = [] if inner is None else inner
+    for _ in range(count - 2):
+        value = [value]
+    return {"a": value}
+
+
+@pytest.mark.parametrize(
+    "innermost",
+    [[], {}, ("tuple",), {"set"}, MappingProxyType({"k": 1})],
+    ids=["list", "dict", "tuple", "set", "mapping"],
+)
+def test_a_payload_nests_at_most_max_payload_depth_levels(innermost: Any) -> None:
+    # Deeper, the API's encoder fails on it after it is stored: every answer holding the
+    # job (GET /jobs among them) would be a 500.
+    deepest = levels(MAX_PAYLOAD_DEPTH, innermost)
+    assert NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=deepest).payload == deepest
+
+    with pytest.raises(ValidationError, match="payload: must not nest deeper than 128 levels"):
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=levels(129, innermost))
+
+
+def test_a_payload_nested_past_the_recursion_limit_is_refused_without_recursing() -> None:
+    with pytest.raises(ValidationError, match="must not nest deeper") as caught:
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=levels(100_000))
     assert caught.value.field == "payload"
 
 

@@ -15,6 +15,14 @@ UNKNOWN_ID = "01900000-0000-7000-8000-000000000003"
 FULL_WIDTH_ID = "\uff10" + UNKNOWN_ID[1:]  # a full-width zero first
 
 
+def levels(count: int) -> dict[str, Any]:
+    """A payload `count` levels deep: the object, then lists inside lists."""
+    value: list[Any] = []
+    for _ in range(count - 2):
+        value = [value]
+    return {"a": value}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -28,6 +36,9 @@ FULL_WIDTH_ID = "\uff10" + UNKNOWN_ID[1:]  # a full-width zero first
         ({"jobType": "email", "payload": "text"}, "payload"),
         ({"jobType": "email", "payload": None}, "payload"),
         ({"jobType": "email", "payload": {"k": "a\u0000b"}}, "payload"),
+        # Past MAX_PAYLOAD_DEPTH. Much deeper (about 980 levels, which the body parser still
+        # takes), a stored payload made every answer holding it a 500, GET /jobs for everyone.
+        ({"jobType": "email", "payload": levels(129)}, "payload"),
         ({"jobType": ""}, "jobType"),
         ({"jobType": "has space"}, "jobType"),
         ({"jobType": "x" * 129}, "jobType"),
@@ -69,6 +80,20 @@ async def test_invalid_job_is_400_naming_the_field(
 
     assert_error(response, 400, "validation_error", field)
     assert (await client.get("/jobs")).json()["total"] == 0
+
+
+async def test_a_payload_at_the_depth_bound_is_stored_and_answered(
+    client: httpx.AsyncClient,
+) -> None:
+    deepest = levels(128)
+
+    created = await client.post("/jobs", json={"jobType": "email", "payload": deepest})
+
+    assert created.status_code == 201
+    job = await client.get(f"/jobs/{created.json()['id']}")
+    assert job.json()["payload"] == deepest
+    listed = await client.get("/jobs")
+    assert [each["payload"] for each in listed.json()["items"]] == [deepest]
 
 
 async def test_unknown_field_message_lists_the_allowed_fields(client: httpx.AsyncClient) -> None:
