@@ -69,6 +69,40 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+LEFTOVER_TASK_GRACE = 1.0
+"""Seconds the tasks still running when a service's roles have stopped get to end once
+cancelled."""
+
+
+def run_service(main: Coroutine[Any, Any, None]) -> None:
+    """`run_event_loop` for a service process. When `main` has returned, the tasks still
+    running are cancelled and given LEFTOVER_TASK_GRACE; one that ignores its cancellation
+    (an async handler that swallows it: the worker has handed its job back) does not keep
+    the process alive, as the event loop's own close would by waiting for it for ever."""
+    run_event_loop(_leaving_stuck_tasks(main))
+
+
+async def _leaving_stuck_tasks(main: Coroutine[Any, Any, None]) -> None:
+    await main
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current]
+    if not leftovers:
+        return
+    for task in leftovers:
+        task.cancel()
+    _, stuck = await asyncio.wait(leftovers, timeout=LEFTOVER_TASK_GRACE)
+    if stuck:
+        log.warning(
+            "exiting with %d task(s) that did not stop when cancelled (%s)",
+            len(stuck),
+            ", ".join(sorted(task.get_name() for task in stuck)),
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # the roles have stopped: nothing else is left to finish
+
+
 class Interrupted(Exception):
     """SIGINT or SIGTERM stopped a run after its cleanup; `exit_code` is the shell's
     convention for the signal, 128 + its number (130, 143)."""

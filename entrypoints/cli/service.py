@@ -37,6 +37,7 @@ from taskforge.entrypoints.runtime import (
     load_handlers,
     run_event_loop,
     run_roles,
+    run_service,
 )
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ def _run(
     container = make_container(
         settings, backend, handlers, prometheus=serves_metrics(settings, roles)
     )
-    run_event_loop(run_roles(container, settings, roles))
+    run_service(run_roles(container, settings, roles))
 
 
 _FLAG_OF = {

@@ -36,11 +36,11 @@ def test_a_command_wires_the_exposition_only_where_metrics_are_served(
         asked.append(prometheus)
         return object()
 
-    def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    def run_service(main: Coroutine[Any, Any, None]) -> None:
         main.close()  # built, never run: nothing connects
 
     monkeypatch.setattr(service, "make_container", make_container)
-    monkeypatch.setattr(service, "run_event_loop", run_event_loop)
+    monkeypatch.setattr(service, "run_service", run_service)
     monkeypatch.setattr(service, "configure_logging", lambda *args: None)
     service.app(command, result_action="return_value")
     assert asked == [wired]

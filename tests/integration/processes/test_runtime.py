@@ -118,6 +118,19 @@ async def test_sigterm_hands_back_jobs_that_outlive_the_grace_period(stack: Stac
         assert (await stack.ledger(job_id))[0]["outcome"] == "interrupted"
 
 
+async def test_sigterm_exits_even_when_a_handler_ignores_its_cancellation(stack: Stack) -> None:
+    await stack.start_api()
+    worker = stack.start_worker("--concurrency", "2", WORKER_SHUTDOWN_GRACE="0.5")
+    stubborn = await stack.enqueue("ledger_stubborn")
+    await stack.wait_for_ledger(stubborn, 1)
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(15) == 0  # the event loop's own close would wait for it for ever
+
+    job = await stack.job(stubborn)
+    assert (job["state"], job["attempt_count"]) == ("PENDING", 0)
+
+
 async def test_cancelling_a_running_job_interrupts_it_within_a_heartbeat(stack: Stack) -> None:
     await stack.start_api()
     stack.start_worker("--concurrency", "1")

@@ -6,6 +6,7 @@ Loaded by worker processes with `--handlers taskforge_ledger`; LEDGER_DSN names 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -61,3 +62,12 @@ async def ledger_fail(ctx: taskforge.JobContext) -> None:
     row = await _start(ctx)
     await _end(row, "raised")
     raise RuntimeError(f"ledger_fail attempt {ctx.attempt}")
+
+
+@taskforge.handler("ledger_stubborn")
+async def ledger_stubborn(ctx: taskforge.JobContext) -> None:
+    """Ignores every cancellation: it runs until its process ends."""
+    await _start(ctx)
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.1)
