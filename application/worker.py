@@ -64,6 +64,7 @@ from taskforge.domain.outcome import (
     Succeeded,
     bound_traceback,
     decide_failure,
+    joined_traceback,
     storable_text,
 )
 from taskforge.domain.result import (
@@ -191,7 +192,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _traceback_of(exc: BaseException) -> str:
-    return bound_traceback("".join(traceback.format_exception(exc)))
+    return joined_traceback(traceback.format_exception(exc))
 
 
 class _Settler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -91,6 +92,12 @@ LEASE_EXPIRED_ERROR = "lease expired before the attempt finished"
 MAX_TRACEBACK_BYTES = 8 * 1024
 """The most a kept traceback takes, in UTF-8 bytes, its cut mark included."""
 TRACEBACK_CUT_MARK = "[... {} bytes cut ...]\n"
+MAX_TRACEBACK_PART = 1_000
+"""The most of one part of a traceback (a frame, an exception's message) kept, in
+characters: a long message (an HTTP answer's body quoted whole) keeps its start and leaves
+room for the frames, which bound_traceback would otherwise cut to make room for it. The
+error itself keeps more of the message (MAX_ERROR_LENGTH)."""
+TRACEBACK_PART_CUT_MARK = "[... {} characters cut ...]\n"
 
 
 def decide_failure(
@@ -117,6 +124,20 @@ def storable_text(text: str) -> str:
     if text.isascii():
         return text.replace("\x00", "\\x00")
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def joined_traceback(parts: Iterable[str]) -> str:
+    """A traceback from its parts (traceback.format_exception's: a frame each, an exception's
+    message whole), each cut to MAX_TRACEBACK_PART characters, then bounded (bound_traceback)."""
+    return bound_traceback("".join(_cut_part(part) for part in parts))
+
+
+def _cut_part(part: str) -> str:
+    if len(part) <= MAX_TRACEBACK_PART:
+        return part
+    kept = part[:MAX_TRACEBACK_PART]
+    line_end = "" if kept.endswith("\n") else "\n"
+    return kept + line_end + TRACEBACK_PART_CUT_MARK.format(len(part) - MAX_TRACEBACK_PART)
 
 
 def bound_traceback(text: str) -> str:

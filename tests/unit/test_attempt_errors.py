@@ -4,8 +4,15 @@ end (where the error was raised) kept and the cut marked."""
 from __future__ import annotations
 
 import re
+import traceback
 
-from taskforge.domain.outcome import MAX_TRACEBACK_BYTES, bound_traceback, storable_text
+from taskforge.domain.outcome import (
+    MAX_TRACEBACK_BYTES,
+    MAX_TRACEBACK_PART,
+    bound_traceback,
+    joined_traceback,
+    storable_text,
+)
 
 
 def cut_bytes(kept: str) -> int:
@@ -45,3 +52,28 @@ def test_nul_and_lone_surrogates_are_stored_as_escapes() -> None:
     assert storable_text("a\x00b") == "a\\x00b"
     assert storable_text("bad \udc80 byte, ok é") == "bad \\udc80 byte, ok é"
     assert bound_traceback("x\x00\udc80") == "x\\x00\\udc80"
+
+
+def raise_with(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_a_long_message_is_cut_so_the_frames_are_kept() -> None:
+    # An HTTP answer's body quoted in an error: kept whole at the end, it would push every
+    # frame out of the 8 KiB.
+    try:
+        raise_with("y" * 100_000)
+    except ValueError as exc:
+        kept = joined_traceback(traceback.format_exception(exc))
+
+    assert kept.startswith("Traceback (most recent call last):\n")
+    assert ", in raise_with\n" in kept
+    cut = 100_000 + len("ValueError: \n") - MAX_TRACEBACK_PART
+    assert kept.endswith(f"{'y' * 100}\n[... {cut} characters cut ...]\n")
+    assert len(kept.encode()) <= MAX_TRACEBACK_BYTES
+
+
+def test_parts_within_the_bound_are_joined_as_they_are() -> None:
+    parts = ["Traceback (most recent call last):\n", "  File ...\n", "ValueError: bad\n"]
+
+    assert joined_traceback(parts) == "".join(parts)
