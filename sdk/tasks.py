@@ -334,7 +334,8 @@ def _result(value: Any) -> Any:
         dataclasses.is_dataclass(value) and not isinstance(value, type)
     ):
         try:
-            return msgspec.to_builtins(value)
+            # Number keys as their text, as msgspec's JSON and the payloads write them.
+            return msgspec.to_builtins(value, str_keys=True)
         except (TypeError, ValueError, RecursionError) as exc:
             raise UnstorableResult(f"not JSON: {exc}") from None
     return value

@@ -19,6 +19,7 @@ import pytest
 
 import taskforge
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
+from taskforge.domain.result import encode_result
 from taskforge.entrypoints.cli.service import serving_declared_queues
 from taskforge.entrypoints.config import Settings
 from taskforge.sdk.tasks import Task
@@ -208,12 +209,25 @@ async def test_a_payload_with_number_keys_comes_back_to_the_handler_as_it_was_se
 
     @taskforge.task("tally", registry=registry)
     def tally(payload: Tally) -> Any:
-        return payload
+        return list(payload.counts)
 
     stored = json.loads(json.dumps(tally.encode(Tally({1: "one"}))))  # JSON keys are text
 
     assert stored == {"counts": {"1": "one"}}
-    assert await run(registry, "tally", stored) == {"counts": {1: "one"}}
+    assert await run(registry, "tally", stored) == [1]
+
+
+async def test_a_returned_struct_with_number_keys_is_kept_with_them_as_text() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("tally", registry=registry)
+    def tally(payload: Tally) -> Tally:
+        return payload
+
+    result = await run(registry, "tally", {"counts": {"1": "one"}})
+
+    assert result == {"counts": {"1": "one"}}
+    assert encode_result(result, 1000) == '{"counts":{"1":"one"}}'  # storable as it is
 
 
 async def test_a_stored_payload_that_does_not_fit_fails_the_job_for_good() -> None:
