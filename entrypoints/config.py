@@ -167,8 +167,22 @@ class Settings:
         return self.postgres_dsn
 
     def require_direct_postgres(self, role: str) -> str:
-        """POSTGRES_DIRECT_DSN, else POSTGRES_DSN; ConfigError when neither is set."""
-        return self.postgres_direct_dsn or self.require_postgres(role)
+        """POSTGRES_DIRECT_DSN, else POSTGRES_DSN; ConfigError when neither is set, and when
+        POSTGRES_DSN leads through a transaction pooler: a session-level advisory lock taken
+        through it would stay on whichever server session ran it, held after the role ends,
+        and every later `taskforge migrate` would wait for it."""
+        if self.postgres_direct_dsn:
+            return self.postgres_direct_dsn
+        dsn = self.require_postgres(role)
+        if self.postgres_pooler == "pgbouncer":
+            raise ConfigError(
+                "POSTGRES_DIRECT_DSN",
+                None,
+                f"not set; with POSTGRES_POOLER=pgbouncer, `taskforge {role}` needs a direct"
+                " (unpooled) URL to Postgres: it holds a session, which a pooler in"
+                " transaction mode does not keep",
+            )
+        return dsn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -392,6 +392,25 @@ def test_the_direct_dsn_defaults_to_the_pooled_one() -> None:
     assert both.postgres_pooler == "pgbouncer"
 
 
+@pytest.mark.parametrize("role", ["migrate", "bench"])
+def test_a_role_that_holds_a_session_refuses_a_pooler_without_a_direct_dsn(role: str) -> None:
+    # Through a transaction pooler, migrate's session advisory lock would stay on a pooled
+    # server session after migrate ends, and every later migrate would wait for it.
+    settings = Settings.from_env(
+        {"POSTGRES_DSN": "postgresql://app@pooler:6432/app", "POSTGRES_POOLER": "pgbouncer"}
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        settings.require_direct_postgres(role)
+
+    assert raised.value.variable == "POSTGRES_DIRECT_DSN"
+    assert str(raised.value) == (
+        "invalid configuration: POSTGRES_DIRECT_DSN: not set; with POSTGRES_POOLER=pgbouncer,"
+        f" `taskforge {role}` needs a direct (unpooled) URL to Postgres: it holds a session,"
+        " which a pooler in transaction mode does not keep"
+    )
+
+
 def test_redis_sentinels_and_their_master_are_read() -> None:
     settings = Settings.from_env(
         {
@@ -538,6 +557,18 @@ def test_taskforge_api_with_bad_config_exits_with_one_line_naming_the_variable(
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_migrate_behind_a_pooler_without_a_direct_dsn_exits_with_one_line() -> None:
+    result = run_taskforge(
+        "migrate",
+        env={"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "POSTGRES_POOLER": "pgbouncer"},
+    )
+
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("taskforge: invalid configuration: POSTGRES_DIRECT_DSN: not set;")
 
 
 @pytest.mark.slow
