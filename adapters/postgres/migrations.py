@@ -112,6 +112,8 @@ async def apply_migrations(dsn: str, *, source: Traversable | None = None) -> li
     """Apply every pending migration, in order; return the versions applied by this call
     (empty when the database was up to date).
 
+    Migrations applied by a newer TaskForge (versions past the newest file here, as after
+    a rollback) are left as they are: they only add, so this version runs on them.
     Raises MigrationError when an applied file has changed or is missing (nothing is
     applied then) or when a file fails (it is rolled back; the ones before it stay), and
     Unavailable when the database cannot be reached."""
@@ -136,8 +138,11 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
     await conn.execute(CREATE_HISTORY)
     applied = {row["version"]: row for row in await conn.fetch(SELECT_APPLIED)}
     shipped = {migration.version: migration for migration in migrations}
+    newest = migrations[-1].version
     for version, row in applied.items():
         migration = shipped.get(version)
+        if migration is None and version > newest:
+            continue  # a newer TaskForge applied it (a rollback): this version runs on it
         if migration is None:
             raise MigrationError(
                 f"migration {version}_{row['name']}.sql was applied to this database but its "

@@ -126,10 +126,24 @@ async def test_changed_migration_is_refused(scratch_dsn: str, editable_migration
 
 async def test_missing_migration_is_refused(scratch_dsn: str, editable_migrations: Path) -> None:
     await apply_migrations(scratch_dsn, source=editable_migrations)
-    (editable_migrations / SHIPPED[-1].file_name).unlink()
+    (editable_migrations / SHIPPED[-2].file_name).unlink()
 
     with pytest.raises(MigrationError, match="missing"):
         await apply_migrations(scratch_dsn, source=editable_migrations)
+
+
+async def test_migrations_a_newer_version_applied_are_left_as_they_are(
+    scratch_dsn: str, editable_migrations: Path
+) -> None:
+    # A rollback: the previous version's `taskforge migrate` (a release step) meets a
+    # database a newer version migrated. Its processes run on it, so it has nothing to do.
+    (editable_migrations / "0900_add_probe.sql").write_text("CREATE TABLE probe (id int);\n")
+    await apply_migrations(scratch_dsn, source=editable_migrations)
+    before = await _history(scratch_dsn)
+
+    assert await apply_migrations(scratch_dsn) == []
+
+    assert await _history(scratch_dsn) == before
 
 
 async def test_failing_migration_is_rolled_back_and_not_recorded(
