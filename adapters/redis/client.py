@@ -138,6 +138,9 @@ def create_redis(
             **(tls_options(ca_file=tls_ca_file) if tls else {}),
         },
     )
+    for asked in sentinel.sentinels:
+        # Their repr goes into "No master found" per Sentinel that failed to answer.
+        asked.__class__ = _SentinelClient
     client: Redis = sentinel.master_for(
         sentinel_master,
         redis_class=_SentinelMasterRedis,
@@ -146,6 +149,16 @@ def create_redis(
         **options,
     )
     return client
+
+
+class _SentinelClient(Redis):
+    """The client of one Sentinel, shown as `Sentinel host:port`: redis-py names each
+    Sentinel that failed to answer in its "No master found" error by the client's repr,
+    otherwise a screenful of connection settings per Sentinel."""
+
+    def __repr__(self) -> str:
+        options = self.connection_pool.connection_kwargs
+        return f"Sentinel {options.get('host')}:{options.get('port')}"
 
 
 class _SentinelMasterRedis(Redis):

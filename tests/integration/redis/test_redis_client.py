@@ -168,3 +168,31 @@ async def test_the_client_resends_only_after_a_connection_failure(
         assert attempts == calls
     finally:
         await client.aclose()
+
+
+async def test_no_master_from_sentinels_names_each_sentinel_by_its_address(
+    redis_url: str,
+) -> None:
+    # A plain Redis where a Sentinel should be (and an address where nothing listens):
+    # the error names each one briefly, not by the repr of its client's settings.
+    server = urlsplit(redis_url)
+    nothing = free_port()
+    client = create_redis(
+        host="unused",
+        port=0,
+        db=0,
+        password=None,
+        sentinels=[(server.hostname or "127.0.0.1", server.port or 6379), ("127.0.0.1", nothing)],
+        sentinel_master="taskforge",
+    )
+    try:
+        with pytest.raises(Unavailable) as raised, translate_connection_errors():
+            await client.ping()
+    finally:
+        await client.aclose()
+
+    cause = raised.value.cause
+    assert cause.startswith("No master found for 'taskforge' : Sentinel ")
+    assert f"Sentinel 127.0.0.1:{nothing} - " in cause
+    assert "ConnectionPool" not in cause
+    assert len(cause) < 400, cause
