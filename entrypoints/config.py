@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from taskforge.adapters.redis.keys import DEFAULT_PREFIX
 from taskforge.adapters.telemetry.logging import FORMATS as LOG_FORMATS
@@ -38,6 +39,9 @@ _ADDR = re.compile(
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DSN_SCHEMES = ("postgresql://", "postgres://")
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SSL_CHECKED_MODES = ("require", "verify-ca", "verify-full")
+"""The modes under which the driver loads `sslrootcert` (and refuses a missing one)."""
 _TOKEN = re.compile(r"[!-~]+")
 _SENTINEL_MASTER = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&#]*")
@@ -327,11 +331,26 @@ def _tls_ca_file(tls: bool) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         if not tls:
             raise ConfigError(name, raw, "set, but REDIS_TLS is not true; set REDIS_TLS=true")
-        if not Path(raw).is_file():
-            raise ConfigError(name, raw, "no such file; expected a PEM file of CA certificates")
+        problem = _ca_file_problem(raw)
+        if problem is not None:
+            raise ConfigError(name, raw, problem)
         return raw
 
     return parse
+
+
+def _ca_file_problem(path: str) -> str | None:
+    """Why `path` is no PEM file of CA certificates (what TLS would find at each
+    connection), or None."""
+    if not Path(path).is_file():
+        return "no such file; expected a PEM file of CA certificates"
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        return "holds no PEM certificate; expected a PEM file of CA certificates"
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    return None
 
 
 def parse_address(name: str, raw: str) -> Address:
@@ -394,24 +413,46 @@ def _dsn(name: str, raw: str) -> str:
     problem = _dsn_problem(raw)
     if problem is not None:
         raise ConfigError(name, None, f"malformed URL: {problem} (the value may hold a password)")
+    _check_dsn_tls(name, raw)
     return raw
 
 
 def _dsn_problem(dsn: str) -> str | None:
-    """What the driver would refuse in the URL's host list, found before any connection."""
+    """What the driver would refuse in the URL's host list and query, found before any
+    connection."""
     try:
-        netloc = urlsplit(dsn).netloc
+        parts = urlsplit(dsn)
     except ValueError as exc:  # "Invalid IPv6 URL": names no part of the value
         return str(exc)
-    for host in netloc.rpartition("@")[2].split(","):
+    for host in parts.netloc.rpartition("@")[2].split(","):
         if host.startswith("["):
             port = host.partition("]")[2].removeprefix(":")
         else:
             port = host.rpartition(":")[2] if ":" in host else ""
-        if port and not port.isdigit():
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             # Not shown: with a `/` in an unescaped password, this "port" is part of it.
-            return "a port is not a number"
+            return "a port is not a number from 1 to 65535"
+    try:
+        parse_qs(parts.query, strict_parsing=True)
+    except ValueError:  # the driver's "bad query field", at every connection
+        return "a query parameter is not name=value"
     return None
+
+
+def _check_dsn_tls(name: str, dsn: str) -> None:
+    """The DSN's `sslmode` is one the driver knows, and the `sslrootcert` it loads under
+    that mode is a PEM file of CA certificates: a ConfigError naming the parameter, not a
+    refusal at every connection."""
+    query = {key: values[-1] for key, values in parse_qs(urlsplit(dsn).query).items()}
+    given = query.get("sslmode")
+    mode = None if given is None else given.replace("_", "-")  # the driver takes verify_full
+    if mode is not None and mode not in _SSL_MODES:
+        raise ConfigError(name, None, f"sslmode={given!r}: expected one of {', '.join(_SSL_MODES)}")
+    root = query.get("sslrootcert")
+    if root and mode in _SSL_CHECKED_MODES:
+        problem = _ca_file_problem(root)
+        if problem is not None:
+            raise ConfigError(name, None, f"sslrootcert={root!r}: {problem}")
 
 
 def masked_dsn(dsn: str) -> str:

@@ -20,6 +20,21 @@ from taskforge.entrypoints.config import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
+CA_PEM = (
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBkDCCATWgAwIBAgIUHUUmwydZqObf9BrQSSUTjvRYm48wCgYIKoZIzj0EAwIw\n"
+    "HDEaMBgGA1UEAwwRVGFza0ZvcmdlIHRlc3QgQ0EwIBcNMjYxMjA3MDIyODQyWhgP\n"
+    "MjEyNjExMTMwMjI4NDJaMBwxGjAYBgNVBAMMEVRhc2tGb3JnZSB0ZXN0IENBMFkw\n"
+    "EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE0Wzm7yawOFbz+I4/YzUd3MiZoT5Sdi21\n"
+    "0kXZmI4Cu+oZcHifnEXQXDlh7Kx6SyzLJv0x2gz+aMG50d6bNpq4rqNTMFEwHQYD\n"
+    "VR0OBBYEFI/rLqwqrIdJCiEeUofq8NnC6BtjMB8GA1UdIwQYMBaAFI/rLqwqrIdJ\n"
+    "CiEeUofq8NnC6BtjMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSQAwRgIh\n"
+    "AOwt1Jj2LkzF9HnkQiuirN04jbCGrvBor59kjxZ3X8tNAiEAmrLWGyQSBFU038MX\n"
+    "ZlTt/bF/Yfkc9xXuVQgpg4njiTQ=\n"
+    "-----END CERTIFICATE-----\n"
+)
+"""A self-signed CA certificate (EC P-256): what a CA file holds."""
+
 
 def test_defaults_are_the_documented_ones() -> None:
     settings = Settings.from_env({})
@@ -232,6 +247,7 @@ def test_a_bad_postgres_dsn_is_refused_without_echoing_it(dsn: str) -> None:
         "postgresql://app:secret-pw@db:notaport/app",  # asyncpg: "invalid literal for int()"
         "postgresql://app:secret/pw@db:5432/app",  # an unescaped `/` ends the host part early
         "postgres://app:secret-pw@[::1/app",  # an unclosed IPv6 bracket
+        "postgresql://app:secret-pw@db:99999/app",  # a port past 65535
     ],
 )
 def test_a_malformed_postgres_dsn_is_refused_at_start_without_echoing_it(dsn: str) -> None:
@@ -457,7 +473,7 @@ def test_sentinel_settings_come_together_and_replace_redis_addr(
 
 def test_redis_tls_and_its_ca_file_are_read(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text(CA_PEM)
 
     settings = Settings.from_env({"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)})
 
@@ -468,7 +484,7 @@ def test_redis_tls_and_its_ca_file_are_read(tmp_path: Path) -> None:
 
 def test_a_redis_tls_ca_file_without_redis_tls_is_refused(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text(CA_PEM)
 
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({"REDIS_TLS_CA_FILE": str(ca)})
@@ -486,6 +502,60 @@ def test_a_missing_redis_tls_ca_file_is_named_with_its_path(tmp_path: Path) -> N
     assert raised.value.variable == "REDIS_TLS_CA_FILE"
     assert str(missing) in str(raised.value)
     assert "no such file" in str(raised.value)
+
+
+def test_a_redis_tls_ca_file_without_a_certificate_is_refused(tmp_path: Path) -> None:
+    # Else every connection fails the same way ("no certificate or crl found"), for good.
+    key = tmp_path / "server.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n")
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(key)})
+
+    assert str(raised.value) == (
+        f"invalid configuration: REDIS_TLS_CA_FILE={str(key)!r}: holds no PEM certificate;"
+        " expected a PEM file of CA certificates"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "allowed"),
+    [
+        ("sslmode=verified", "sslmode='verified': expected one of disable, allow,"),
+        ("sslmode=require&sslrootcert=MISSING", "sslrootcert='MISSING': no such file"),
+        ("sslmode=verify-full&sslrootcert=NOT_PEM", "sslrootcert='NOT_PEM': holds no PEM"),
+        ("sslmode", "malformed URL: a query parameter is not name=value"),
+    ],
+)
+def test_a_dsn_tls_setting_the_driver_would_refuse_is_refused_at_start(
+    tmp_path: Path, query: str, allowed: str
+) -> None:
+    missing, not_pem = tmp_path / "missing.pem", tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    query = query.replace("MISSING", str(missing)).replace("NOT_PEM", str(not_pem))
+    allowed = allowed.replace("MISSING", str(missing)).replace("NOT_PEM", str(not_pem))
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"POSTGRES_DSN": f"postgresql://app:secret-pw@db/app?{query}"})
+
+    assert raised.value.variable == "POSTGRES_DSN"
+    assert allowed in str(raised.value)
+    assert "secret-pw" not in str(raised.value)
+
+
+def test_a_dsn_with_tls_settings_the_driver_takes_is_accepted(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text(CA_PEM)
+    dsns = [
+        f"postgresql://app@db/app?sslmode=verify-full&sslrootcert={ca}",
+        "postgresql://app@db/app?sslmode=require",
+        f"postgresql://app@db/app?sslmode=verify_full&sslrootcert={ca}",  # asyncpg's spelling too
+        # Not loaded under `prefer` (the default), so not checked either.
+        f"postgresql://app@db/app?sslrootcert={tmp_path / 'missing.pem'}",
+    ]
+
+    for dsn in dsns:
+        assert Settings.from_env({"POSTGRES_DSN": dsn}).postgres_dsn == dsn
 
 
 def test_an_unknown_pooler_is_refused() -> None:
