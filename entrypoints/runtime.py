@@ -377,8 +377,17 @@ async def serve_http(
     await serving
 
 
-async def check_redis(container: AsyncContainer) -> None:
-    """The Redis adapter's start-up checks, when this process has a Redis (dev has none)."""
+REDIS_RECHECK_INTERVAL = 5.0
+
+
+async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = None) -> None:
+    """The Redis adapter's start-up checks, when this process has a Redis (dev has none).
+    Each try is bounded: a Redis that does not answer must not hold up the roles (the API
+    serves /healthz meanwhile); they wait for it as during any outage. With `stop` (beside
+    the roles), one that did not answer, or whose answer came late because the start-up
+    kept the process busy, is asked again every REDIS_RECHECK_INTERVAL until it answers or
+    `stop` is set, so a setting it refuses still ends the process; without, it is asked
+    once."""
     from redis.asyncio import Redis
 
     try:
@@ -386,15 +395,21 @@ async def check_redis(container: AsyncContainer) -> None:
     except Exception as exc:  # noqa: BLE001 - no Redis in this process (dev): nothing to check
         log.debug("no Redis to check: %s", exc)
         return
-    try:
-        # Bounded: a Redis that does not answer must not hold up the roles (the API serves
-        # /healthz meanwhile); they wait for it as during any outage.
-        async with asyncio.timeout(START_CHECK_TIMEOUT):
-            if (refused := await refusal(client)) is None:
-                await warn_about_eviction(client)
-    except TimeoutError:
-        log.debug("Redis did not answer the start-up checks within %gs", START_CHECK_TIMEOUT)
-        return
+    while True:
+        try:
+            async with asyncio.timeout(START_CHECK_TIMEOUT):
+                if (refused := await refusal(client)) is None:
+                    await warn_about_eviction(client)
+            break
+        except TimeoutError:
+            log.debug("Redis did not answer the start-up checks within %gs", START_CHECK_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - away: the roles wait for it
+            log.debug("could not reach Redis at start-up: %s", exc)
+        if stop is None:
+            return
+        await sleep_unless(stop, REDIS_RECHECK_INTERVAL)
+        if stop.is_set():
+            return
     if refused is None:
         return
     if refused.setting == "REDIS_DB":
@@ -537,7 +552,7 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
     try:
         # Beside the roles, not before them: the API serves /healthz meanwhile. A REDIS_DB
         # the server does not have ends the process (ConfigError) as a port taken does.
-        tasks.append(asyncio.create_task(check_redis(container), name="redis-check"))
+        tasks.append(asyncio.create_task(check_redis(container, signals.stop), name="redis-check"))
         if "scheduler" in roles:
             tasks.append(asyncio.create_task(schedule(container, signals.stop), name="scheduler"))
         if "worker" in roles:

@@ -42,17 +42,15 @@ class Refusal:
 
 
 async def refusal(client: Redis) -> Refusal | None:
-    """What the server refuses for good, else None (also when it is away, for the roles
-    to wait for): the password (REDIS_PASSWORD wrong, or missing where the server asks for
-    one), or the database (REDIS_DB at or beyond its `databases` setting: "DB index is out
-    of range"). Every command would fail the same way, so it is a configuration error, not
-    an outage."""
+    """What the server refuses for good, else None: the password (REDIS_PASSWORD wrong,
+    or missing where the server asks for one), or the database (REDIS_DB at or beyond its
+    `databases` setting: "DB index is out of range"). Every command would fail the same
+    way, so it is a configuration error, not an outage. A server that is away raises the
+    driver's error: nothing is known yet."""
     try:
         await client.ping()
     except AuthenticationError as exc:
         return Refusal("REDIS_PASSWORD", str(exc))
     except ResponseError as exc:
         return Refusal("REDIS_DB", str(exc)) if "DB index" in str(exc) else None
-    except Exception as exc:  # noqa: BLE001 - away: the roles wait for it
-        log.debug("could not reach Redis at start-up: %s", exc)
     return None

@@ -113,6 +113,47 @@ async def test_a_redis_that_does_not_answer_at_start_up_is_left_to_the_roles(
         await check_redis(FakeContainer(Silent("noeviction")))  # type: ignore[arg-type]
 
 
+class LateNoSuchDatabase(NoSuchDatabase):
+    """A server whose first answer comes too late (a start-up that kept the process busy,
+    a Redis that was away), then refuses the database."""
+
+    def __init__(self, policy: str) -> None:
+        super().__init__(policy)
+        self.pings = 0
+
+    async def ping(self) -> bool:
+        self.pings += 1
+        if self.pings == 1:
+            await asyncio.sleep(3600)
+        return await super().ping()
+
+
+async def test_beside_the_roles_a_late_answer_still_refuses_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "START_CHECK_TIMEOUT", 0.05)
+    monkeypatch.setattr(runtime, "REDIS_RECHECK_INTERVAL", 0.01)
+    redis = LateNoSuchDatabase("noeviction")
+
+    with pytest.raises(ConfigError, match=r"REDIS_DB='16': the Redis server refuses it"):
+        async with asyncio.timeout(5):
+            await check_redis(FakeContainer(redis), asyncio.Event())  # type: ignore[arg-type]
+
+    assert redis.pings == 2
+
+
+async def test_beside_the_roles_the_checks_end_with_the_stop_signal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "START_CHECK_TIMEOUT", 0.05)
+    monkeypatch.setattr(runtime, "REDIS_RECHECK_INTERVAL", 0.01)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+
+    async with asyncio.timeout(5):
+        await check_redis(FakeContainer(Silent("noeviction")), stop)  # type: ignore[arg-type]
+
+
 async def test_a_server_that_refuses_config_is_not_warned_about(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
