@@ -46,6 +46,20 @@ STATEMENT_CACHE_SIZE = 100
 RUN_MIGRATE = "run `taskforge migrate`"
 """What every message about a missing or outdated schema tells the operator to do."""
 
+SET_POOLER = (
+    "a pooler in transaction mode (PgBouncer) lies between this process and Postgres:"
+    " set POSTGRES_POOLER=pgbouncer"
+)
+"""What a statement prepared on one server session and not found on the next means."""
+
+POOLED_STATEMENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.DuplicatePreparedStatementError,
+)
+"""A named statement unknown to (or already on) the server session that ran it: the
+connection's statements were spread over several server sessions by a transaction pooler
+that TaskForge was not told about."""
+
 ConnectionCheck = Callable[[asyncpg.Connection], Awaitable[None]]
 """Runs on each new connection before the pool hands it out; raising refuses it."""
 
@@ -118,6 +132,9 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
         # The schema check passed once, then the tables went (a database restored or
         # recreated under a running process): the same answer as a schema never migrated.
         raise Unavailable("postgres", f"{exc.args[0]}: {RUN_MIGRATE}") from exc
+    except POOLED_STATEMENT_ERRORS as exc:
+        # The driver's own message goes on for a screen about its settings.
+        raise Unavailable("postgres", f"{exc.args[0]}: {SET_POOLER}") from exc
 
 
 class PooledAdapter:

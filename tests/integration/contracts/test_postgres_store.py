@@ -36,6 +36,7 @@ from taskforge.domain.errors import JobIdTaken, Unavailable
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, RetryPolicy, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
+from tests.servers import PrivatePgBouncer
 from tests.support import free_port
 
 INVALID_TRANSITION_SQLSTATE = "TF001"
@@ -188,6 +189,33 @@ async def test_unreachable_database_is_reported_unavailable() -> None:
         await create_pool(dsn)
 
     assert unavailable.value.service == "postgres"
+
+
+async def test_a_pooler_nobody_named_is_reported_unavailable_saying_so(
+    scratch_dsn: str, pgbouncer: PrivatePgBouncer
+) -> None:
+    # POSTGRES_DSN through PgBouncer without POSTGRES_POOLER=pgbouncer: a statement the
+    # connection prepared on one server session is run on another. A database of its own
+    # gives PgBouncer one server session, which another client's transaction then holds.
+    dsn = pgbouncer.route(scratch_dsn)
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    other = await asyncpg.connect(dsn, statement_cache_size=0)
+    jobs = PostgresJobStore(pool)
+    try:
+        await jobs.ping()
+        async with other.transaction():
+            await other.execute("SELECT 1")
+            with pytest.raises(Unavailable) as unavailable:
+                await jobs.ping()
+    finally:
+        await other.close()
+        await pool.close()
+
+    assert unavailable.value.cause.startswith('prepared statement "__asyncpg_stmt_')
+    assert unavailable.value.cause.endswith(
+        '" does not exist: a pooler in transaction mode (PgBouncer) lies between this process'
+        " and Postgres: set POSTGRES_POOLER=pgbouncer"
+    )
 
 
 async def test_store_calls_after_the_pool_closed_are_unavailable(
