@@ -419,6 +419,19 @@ async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = No
             str(database),
             f"the Redis server refuses it ({refused.reason}): its `databases` setting is lower",
         )
+    if refused.setting == "REDIS_ADDR":
+        options = client.connection_pool.connection_kwargs
+        if options.get("host") is None:  # Sentinels named the server
+            raise ConfigError(
+                "REDIS_SENTINELS",
+                None,
+                f"the master they name does not speak the Redis protocol ({refused.reason})",
+            )
+        raise ConfigError(
+            "REDIS_ADDR",
+            f"{options['host']}:{options.get('port')}",
+            f"the server there does not speak the Redis protocol ({refused.reason})",
+        )
     # The password itself is never shown.
     raise ConfigError(refused.setting, None, f"the Redis server refuses it ({refused.reason})")
 

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
 log = logging.getLogger("taskforge.redis")
 
@@ -43,14 +43,17 @@ class Refusal:
 
 async def refusal(client: Redis) -> Refusal | None:
     """What the server refuses for good, else None: the password (REDIS_PASSWORD wrong,
-    or missing where the server asks for one), or the database (REDIS_DB at or beyond its
-    `databases` setting: "DB index is out of range"). Every command would fail the same
-    way, so it is a configuration error, not an outage. A server that is away raises the
-    driver's error: nothing is known yet."""
+    or missing where the server asks for one), the database (REDIS_DB at or beyond its
+    `databases` setting: "DB index is out of range"), or Redis itself (REDIS_ADDR names
+    a server that answers in another protocol: a web server, a proxy). Every command would
+    fail the same way, so it is a configuration error, not an outage. A server that is
+    away raises the driver's error: nothing is known yet."""
     try:
         await client.ping()
     except AuthenticationError as exc:
         return Refusal("REDIS_PASSWORD", str(exc))
+    except InvalidResponse as exc:
+        return Refusal("REDIS_ADDR", str(exc))
     except ResponseError as exc:
         return Refusal("REDIS_DB", str(exc)) if "DB index" in str(exc) else None
     return None

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskforge.adapters.redis.checks import warn_about_eviction
@@ -47,6 +47,15 @@ class NoSuchDatabase(FakeRedis):
 class WrongPassword(FakeRedis):
     async def ping(self) -> bool:
         raise AuthenticationError("invalid username-password pair or user is disabled.")
+
+
+class NotRedis(FakeRedis):
+    """A web server (or a proxy) where Redis should be: its reply is no Redis reply."""
+
+    connection_pool = SimpleNamespace(connection_kwargs={"host": "cache", "port": 8080})
+
+    async def ping(self) -> bool:
+        raise InvalidResponse('Protocol error, got "H" as reply type byte')
 
 
 class Unreachable(FakeRedis):
@@ -101,6 +110,18 @@ async def test_a_password_the_redis_server_refuses_is_a_configuration_error() ->
     assert str(refused.value) == (
         "invalid configuration: REDIS_PASSWORD: the Redis server refuses it"
         " (invalid username-password pair or user is disabled.)"
+    )
+
+
+async def test_a_server_that_does_not_speak_redis_is_a_configuration_error() -> None:
+    # Else the worker retries its fetch forever and never falls back to the store.
+    with pytest.raises(ConfigError) as refused:
+        async with asyncio.timeout(5):
+            await check_redis(FakeContainer(NotRedis("noeviction")), asyncio.Event())  # type: ignore[arg-type]
+
+    assert str(refused.value) == (
+        "invalid configuration: REDIS_ADDR='cache:8080': the server there does not speak the"
+        ' Redis protocol (Protocol error, got "H" as reply type byte)'
     )
 
 
