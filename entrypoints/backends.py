@@ -88,13 +88,15 @@ class PostgresProvider(Provider):
     @provide
     def job_notices(self, settings: Settings) -> JobNotices | None:
         """A session connection of its own: LISTEN does not survive a transaction pooler.
-        Behind one with no POSTGRES_DIRECT_DSN there is none, and the republish sweep
-        publishes the jobs applications enqueue in their own transactions."""
+        Behind one with no POSTGRES_DIRECT_DSN there is none, and the scheduler's every-tick
+        sweep of never-published jobs publishes the jobs applications enqueue in their own
+        transactions."""
         if settings.postgres_pooler == "pgbouncer" and settings.postgres_direct_dsn is None:
             log.warning(
                 "POSTGRES_POOLER=pgbouncer without POSTGRES_DIRECT_DSN: the scheduler cannot "
                 "LISTEN through the pooler, so jobs enqueued in applications' transactions wait "
-                "for its republish sweep; set POSTGRES_DIRECT_DSN to start them at commit"
+                "for its next sweep (within SCHEDULER_TICK); set POSTGRES_DIRECT_DSN to start "
+                "them at commit"
             )
             return None
         return PostgresJobNotices(settings.require_direct_postgres("scheduler"))

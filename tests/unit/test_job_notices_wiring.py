@@ -39,6 +39,8 @@ async def test_behind_a_pooler_without_a_direct_dsn_it_does_not_listen_and_says_
     with caplog.at_level(logging.WARNING, logger="taskforge.runtime"):
         assert await notices_for(settings) is None
     assert "POSTGRES_DIRECT_DSN" in caplog.text
+    # The never-published sweep runs every tick, not after REPUBLISH_AFTER.
+    assert "next sweep (within SCHEDULER_TICK)" in caplog.text
     assert "app@pooler" not in caplog.text  # no DSN in the log
 
 
