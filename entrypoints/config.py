@@ -305,7 +305,7 @@ def _check_sentinel_settings(
 def _address_list(name: str, raw: str) -> tuple[Address, ...]:
     """`host:port,host:port`: addresses to connect to, so each names its host."""
     addresses = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
+    for item in _items(name, raw, "[host]:port addresses"):
         if item.startswith(":"):
             raise ConfigError(name, raw, f"{item!r} names no host; expected host:port,...")
         try:
@@ -495,12 +495,21 @@ def _queue(name: str, raw: str) -> str:
         raise ConfigError(name, raw, exc.message) from None
 
 
+def _items(name: str, raw: str, what: str) -> list[str]:
+    """The comma-separated items of `raw`, at least one: a value of only commas would read
+    as the variable left unset (its default), which is surely not what was meant."""
+    items = [item for item in (part.strip() for part in raw.split(",")) if item]
+    if not items:
+        raise ConfigError(name, raw, f"expected {what}, comma separated (or leave it unset)")
+    return items
+
+
 def _queue_list(name: str, raw: str) -> tuple[str, ...]:
-    return tuple(_queue(name, item.strip()) for item in raw.split(",") if item.strip())
+    return tuple(_queue(name, item) for item in _items(name, raw, "queue names"))
 
 
 def _module_list(name: str, raw: str) -> tuple[str, ...]:
-    modules = tuple(item.strip() for item in raw.split(",") if item.strip())
+    modules = tuple(_items(name, raw, "importable module names"))
     for module in modules:
         if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
             raise ConfigError(name, raw, "expected importable module names, comma separated")

@@ -205,6 +205,8 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("WORKER_HEARTBEAT", "sometimes", "true or false"),
         ("TASKFORGE_REDIS_PREFIX", "other:", "taskforge:"),
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
+        ("TASKFORGE_HANDLERS", ",", "importable module names, comma separated"),
+        ("WORKER_QUEUES", ", ,", "queue names, comma separated"),  # not the default queue
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
         ("JOB_TIMEOUT", "-1", "number from 0"),
         ("MAX_SNOOZES", "-1", "whole number"),
@@ -212,6 +214,7 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("REDIS_SENTINELS", "sentinel-1", "[host]:port"),
         ("REDIS_SENTINELS", ":26379", "names no host"),
         ("REDIS_SENTINELS", "s1:26379,s2", "[host]:port"),
+        ("REDIS_SENTINELS", ",", "[host]:port addresses, comma separated"),
         ("REDIS_SENTINEL_MASTER", "my master", "letters, digits"),
         ("REDIS_TLS", "maybe", "true or false"),
     ],
