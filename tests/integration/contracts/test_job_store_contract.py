@@ -21,7 +21,7 @@ from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
-from taskforge.domain.validation import Page
+from taskforge.domain.validation import MAX_PAYLOAD_DEPTH, Page
 from tests.job_stores import JobRoles
 
 JobFactory = Callable[..., NewJob]
@@ -260,9 +260,9 @@ async def test_a_large_batch_answers_each_job_as_it_is_read_back(
 async def test_a_large_batch_of_deeply_nested_payloads_is_stored_and_answered(
     jobs: JobRoles, new_job: JobFactory
 ) -> None:
-    # Nested deeper than a recursive walk of the payload could go.
+    # As deep as a payload may nest: the object, the lists, then the leaf's three levels.
     deep: Any = {"leaf": [1.5e20, {"b": 1, "a": 2}]}
-    for _ in range(700):
+    for _ in range(MAX_PAYLOAD_DEPTH - 4):
         deep = [deep]
     batch = [new_job(payload={"deep": deep, "n": index}) for index in range(COPY_FROM)]
 
