@@ -17,6 +17,7 @@ from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
+from psycopg.types.uuid import UUIDLoader
 
 from taskforge.adapters.postgres._rows import job_from_row
 from taskforge.adapters.postgres.job_copy import (
@@ -205,9 +206,11 @@ def _in_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 def _read_as_stored(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], encoding: str) -> None:
     """This cursor's reads, whatever loaders the application gave its connection:
     timestamps as psycopg reads them by default (the COPY writes the `now()` it reads, an
-    aware datetime), and JSON in the connection's client `encoding` (psycopg's own loader
-    takes it for UTF-8, and fails on any other)."""
+    aware datetime), ids as UUIDs (the rows an INSERT returns are matched to the jobs by
+    id), and JSON in the connection's client `encoding` (psycopg's own loader takes it for
+    UTF-8, and fails on any other)."""
     cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+    cursor.adapters.register_loader("uuid", UUIDLoader)
     if encoding == "utf-8":
         set_json_loads(msgspec.json.decode, cursor)
     else:

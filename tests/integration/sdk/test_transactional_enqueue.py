@@ -456,6 +456,25 @@ def test_a_psycopg_connection_with_its_own_timestamp_loader_is_answered_in_aware
     assert all(job.created_at.tzinfo is not None for job in jobs)
 
 
+@pytest.mark.parametrize("size", [1, 3], ids=["one", "small"])
+def test_a_psycopg_connection_reading_uuids_as_text_gets_its_jobs_created(
+    migrated_dsn: str, queue_name: str, size: int
+) -> None:
+    # An application may read uuid columns as text: the enqueue still matches the rows its
+    # INSERT returns to its jobs by id, and answers ids as UUIDs (a held key's job too).
+    with psycopg.Connection.connect(migrated_dsn) as conn:
+        conn.adapters.register_loader("uuid", psycopg.types.string.TextLoader)
+        jobs = taskforge.enqueue_many(conn, [{"job_type": "a", "queue": queue_name}] * size)
+        keyed = [{"job_type": "a", "queue": queue_name, "idempotency_key": queue_name}] * 2
+        first, again = taskforge.enqueue_many(conn, keyed)  # type: ignore[arg-type]
+        conn.commit()
+        stored = conn.execute("SELECT id FROM jobs WHERE queue = %s", [queue_name]).fetchall()
+
+    assert {job_id for (job_id,) in stored} == {str(job.id) for job in [*jobs, first]}
+    assert all(isinstance(job.id, UUID) for job in [*jobs, first, again])
+    assert again == first
+
+
 async def test_a_large_batch_on_a_connection_with_its_own_timestamp_codec(
     migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
 ) -> None:
