@@ -221,6 +221,22 @@ def _text(data: str | bytes, encoding: str) -> str:
     return data if isinstance(data, str) else data.decode(encoding)
 
 
+def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[dict[str, Any]]:
+    """A cursor of the connection's own kind (a ClientCursor binds client-side, as a
+    transaction pooler may need), but a plain one where that kind is a RawCursor, whose
+    `$1` placeholders are not the `%s` the statements are written in."""
+    if issubclass(conn.cursor_factory, psycopg.RawCursor):
+        return psycopg.Cursor(conn, row_factory=dict_row)
+    return conn.cursor(row_factory=dict_row)
+
+
+def _async_cursor(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[dict[str, Any]]:
+    """_cursor for an asyncio connection."""
+    if issubclass(conn.cursor_factory, psycopg.AsyncRawCursor):
+        return psycopg.AsyncCursor(conn, row_factory=dict_row)
+    return conn.cursor(row_factory=dict_row)
+
+
 def _refuse_a_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """In psycopg's pipeline mode a statement's rows come back only when the pipeline syncs,
     and each step of an enqueue needs the rows of the one before."""
@@ -240,7 +256,7 @@ def store(conn: psycopg.Connection[Any], new_jobs: list[NewJob]) -> list[Job]:
             return store(conn, new_jobs)
     encoding = conn.info.encoding
     steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8", in_transaction=_in_transaction(conn))
-    with conn.cursor(row_factory=dict_row) as cursor:
+    with _cursor(conn) as cursor:
         _read_as_stored(cursor, encoding)
         try:
             statement = next(steps)
@@ -271,7 +287,7 @@ async def store_async(conn: psycopg.AsyncConnection[Any], new_jobs: list[NewJob]
             return await store_async(conn, new_jobs)
     encoding = conn.info.encoding
     steps = _psycopg_steps(new_jobs, utf8=encoding == "utf-8", in_transaction=_in_transaction(conn))
-    async with conn.cursor(row_factory=dict_row) as cursor:
+    async with _async_cursor(conn) as cursor:
         _read_as_stored(cursor, encoding)
         try:
             statement = next(steps)

@@ -1074,6 +1074,34 @@ async def test_a_subclass_of_a_psycopg_connection_is_taken(
     assert await stored_ids(observer, queue_name) == {job.id}
 
 
+@pytest.mark.parametrize("size", [1, 3, COPY_FROM], ids=["one", "small", "large"])
+@pytest.mark.parametrize("driver", ["psycopg-async", "psycopg-sync"])
+async def test_a_psycopg_connection_whose_cursors_take_dollar_placeholders_is_taken(
+    driver: str, migrated_dsn: str, observer: asyncpg.Connection, queue_name: str, size: int
+) -> None:
+    # An application's connection may make RawCursors (`$1` placeholders, as in asyncpg
+    # code ported to psycopg): the enqueue's statements, in `%s`, are sent all the same.
+    if driver == "psycopg-sync":
+        conn: Any = psycopg.Connection.connect(migrated_dsn, cursor_factory=psycopg.RawCursor)
+    else:
+        conn = await psycopg.AsyncConnection.connect(
+            migrated_dsn, cursor_factory=psycopg.AsyncRawCursor
+        )
+    session = Session(driver, conn)
+    try:
+        jobs = await session.enqueue_many([{"job_type": "email", "queue": queue_name}] * size)
+        keyed = {"job_type": "email", "queue": queue_name, "idempotency_key": queue_name}
+        first, again = await session.enqueue_many([keyed, keyed])
+        await session.commit()
+    finally:
+        closing = conn.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+    assert again == first
+    assert await stored_ids(observer, queue_name) == {job.id for job in [*jobs, first]}
+
+
 def test_anything_else_than_a_database_connection_is_refused() -> None:
     with pytest.raises(TypeError, match="asyncpg connection or a psycopg 3 connection"):
         taskforge.enqueue(object(), "email")  # type: ignore[call-overload]
