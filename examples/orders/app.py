@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import asyncpg
 import msgspec
@@ -36,10 +37,16 @@ CREATE TABLE IF NOT EXISTS orders (
 """
 
 
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern="^[^\x00]*$")]
+"""What a text column takes (Postgres stores no NUL character)."""
+
+
 class NewOrder(msgspec.Struct):
-    sku: str
-    quantity: int
-    email: str
+    """An order as asked for: what the tables cannot hold is answered 400 before any write."""
+
+    sku: Text
+    quantity: Annotated[int, msgspec.Meta(gt=0, lt=2**31)]  # a positive `int` column
+    email: Text
 
 
 class CreatedOrder(msgspec.Struct):
@@ -59,8 +66,6 @@ async def create_order(data: NewOrder, state: State) -> CreatedOrder:
             )
         except asyncpg.ForeignKeyViolationError:
             raise NotFoundException(f"no product {data.sku!r}") from None
-        except asyncpg.CheckViolationError:
-            raise HTTPException(status_code=400, detail="quantity must be positive") from None
         # Stored by this transaction: workers see the job exactly when the order commits.
         job = await send_order_email.enqueue(conn, OrderEmail(order_id=order_id, to=data.email))
         reserved = await conn.execute(

@@ -69,9 +69,15 @@ async def test_an_order_and_its_email_commit_together_and_the_worker_sends_it(
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         created = await client.post("/orders", json={"sku": sku, "quantity": 2, "email": "a@b.c"})
         refused = await client.post("/orders", json={"sku": sku, "quantity": 2, "email": "d@e.f"})
+        # What the order table cannot hold is the caller's mistake, answered before any write.
+        bad = [
+            await client.post("/orders", json={"sku": sku, "quantity": n, "email": "g@h.i"})
+            for n in (0, 2**31)
+        ] + [await client.post("/orders", json={"sku": sku, "quantity": 1, "email": "g\0h"})]
 
     assert created.status_code == 201, created.text
     assert refused.status_code == 409, refused.text
+    assert [answer.status_code for answer in bad] == [400, 400, 400], [a.text for a in bad]
     order = created.json()
     sent_at = await poll(
         "SELECT email_sent_at FROM orders WHERE id = $1", order["order_id"], dsn=stack.dsn
