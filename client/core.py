@@ -13,7 +13,7 @@ import importlib
 import json
 import ssl
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, NotRequired, Required, TypeVar
@@ -133,6 +133,9 @@ class Request:
     """Non-2xx statuses answered as a `Response` rather than raised."""
     not_found: type[ClientError] = JobNotFound
     """What a 404 raises: what the path names was not found."""
+    first_index: int = 0
+    """In one of a call's batch requests, the call's index of the request's first job: an
+    error naming `jobs[i]` names the call's `jobs[first_index + i]`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +243,7 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
     it, a missing job_type a ValidationError naming `jobs[i].job_type`."""
     bodies = []
     for index, spec in enumerate(jobs):
+        refuse_non_mapping(spec, index)
         _refuse_unknown("enqueue option", spec, _SPEC_KEYS)
         if spec.get("job_type") is None:
             raise _input_error("job_type", "must be a string", index)
@@ -249,10 +253,16 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
             raise _input_error("payload", exc.message.removeprefix("payload: "), index) from None
     return [
         Call(
-            Request("POST", "/jobs/batch", body={"jobs": chunk}, retry=True),
+            Request(
+                "POST",
+                "/jobs/batch",
+                body={"jobs": bodies[first : first + BATCH_LIMIT]},
+                retry=True,
+                first_index=first,
+            ),
             lambda answer: values.batch_items_of(answer.data),
         )
-        for chunk in _chunked(bodies, BATCH_LIMIT)
+        for first in range(0, len(bodies), BATCH_LIMIT)
     ]
 
 
@@ -405,7 +415,29 @@ def answer_of(response: httpx.Response, request: Request) -> Response:
                 request_id=request_id,
             ) from None
         return Response(response.status_code, response.text, data, request_id)
-    raise error_of(response, where, request.not_found)
+    raise _counted_in_call(error_of(response, where, request.not_found), request.first_index)
+
+
+def _counted_in_call(error: ClientError, first_index: int) -> ClientError:
+    """A batch request's ValidationError naming `jobs[i]` (its field, its message, its
+    `index`) as the call's `jobs[first_index + i]`, as the call's own checks name a job."""
+    details = error.details
+    if not (first_index and isinstance(error, ValidationError) and isinstance(details, dict)):
+        return error
+    index = details.get("index")
+    if not isinstance(index, int) or isinstance(index, bool):
+        return error
+    was, now = f"jobs[{index}]", f"jobs[{first_index + index}]"
+    details = {**details, "index": first_index + index}
+    if isinstance(field := details.get("field"), str):
+        details["field"] = field.replace(was, now, 1)
+    return ValidationError(
+        error.code,
+        error.message.replace(was, now, 1),
+        details=details,
+        status=error.status,
+        request_id=error.request_id,
+    )
 
 
 _ERROR_TYPES: Mapping[int, type[ClientError]] = {
@@ -604,6 +636,16 @@ def json_values(payload: object) -> Any:
     return converted
 
 
+def refuse_non_mapping(spec: object, index: int) -> None:
+    """A job of enqueue_many (the clients' and the transactional one) that is no mapping of
+    enqueue's arguments is a TypeError saying so, before anything is sent or written."""
+    if type(spec) is not dict and not isinstance(spec, Mapping):
+        raise TypeError(
+            f"jobs[{index}] is a {type(spec).__name__}: each job is a mapping of enqueue's"
+            " arguments, such as {'job_type': 'email', 'payload': {...}}"
+        )
+
+
 def _refuse_unknown(what: str, options: Iterable[str], known: Iterable[str]) -> None:
     """An option the call does not know is a TypeError naming it, as Python's for an
     unknown keyword argument, before anything is sent."""
@@ -628,11 +670,6 @@ def _params(**fields: object) -> dict[str, str]:
 
 def _reason(reason: str | None) -> dict[str, str] | None:
     return {"reason": reason} if reason is not None else None
-
-
-def _chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _retry_after(header: str | None) -> float | None:

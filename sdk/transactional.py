@@ -30,7 +30,7 @@ from taskforge.adapters.postgres.job_store import (
 )
 from taskforge.adapters.system import Uuid7Source
 from taskforge.adapters.telemetry.tracing import current_traceparent
-from taskforge.client.core import EnqueueOptions, JobSpec, json_values
+from taskforge.client.core import EnqueueOptions, JobSpec, json_values, refuse_non_mapping
 from taskforge.client.errors import ValidationError
 from taskforge.client.values import AttemptError, Job
 from taskforge.domain import errors as domain_errors
@@ -124,6 +124,7 @@ def _new_jobs(specs: Iterable[Mapping[str, Any]], *, batch: bool) -> list[NewJob
         builder = JobBuilder(lambda options: _keywords(options, traceparent))
     new_jobs = []
     for index, (spec, job_id) in enumerate(zip(specs, _ids.new_ids(len(specs)), strict=True)):
+        refuse_non_mapping(spec, index)
         options = dict(spec)
         try:  # as the HTTP clients send it (checked as the job is built), the same JSON
             payload = json_values(options.pop("payload", None))

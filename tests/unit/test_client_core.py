@@ -162,6 +162,8 @@ SPECS_REFUSED = {
     "a job_type of None, after a good job": [{"job_type": "noop"}, {"job_type": None}],
     "the API's camelCase name": [{"jobType": "noop"}],
     "a misspelt option": [{"job_type": "noop"}, {"job_type": "noop", "priorty": 1}],
+    "a job type alone, not a mapping": [{"job_type": "noop"}, "noop"],
+    "pairs, not a mapping": [[("job_type", "noop")]],
 }
 
 
@@ -203,6 +205,37 @@ def test_enqueue_many_sends_chunks_of_the_batch_limit_each_job_with_its_own_key(
     keys = {job["idempotencyKey"] for chunk in chunks for job in chunk}
     assert len(keys) == 2 * core.BATCH_LIMIT + 1
     assert all(call.request.retry for call in calls)
+
+
+def test_a_job_that_is_not_a_mapping_is_a_type_error_saying_so() -> None:
+    with pytest.raises(TypeError, match=r"^jobs\[1\] is a str: each job is a mapping of"):
+        core.enqueue_chunks([{"job_type": "noop"}, "noop"])  # type: ignore[list-item]
+
+
+def test_a_refusal_of_a_later_chunk_names_the_job_by_its_index_in_the_call() -> None:
+    calls = core.enqueue_chunks({"job_type": "noop"} for _ in range(core.BATCH_LIMIT + 5))
+    refusal = {
+        "code": "validation_error",
+        "message": "jobs[3].priority: must be a whole number from 0 to 9",
+        "details": {"field": "jobs[3].priority", "index": 3},
+    }
+    answers = [httpx.Response(400, json=refusal) for _ in calls]
+
+    refused = []
+    for call, answer in zip(calls, answers, strict=True):
+        with pytest.raises(ValidationError) as caught:
+            core.answer_of(answer, call.request)
+        refused.append(caught.value)
+
+    assert [error.message for error in refused] == [
+        "jobs[3].priority: must be a whole number from 0 to 9",
+        "jobs[1003].priority: must be a whole number from 0 to 9",
+    ]
+    assert refused[1].details == {"field": "jobs[1003].priority", "index": 1003}
+    assert (
+        str(refused[1])
+        == "validation_error: jobs[1003].priority: must be a whole number from 0 to 9"
+    )
 
 
 def test_a_job_is_decoded_to_snake_case_with_the_payload_left_as_given() -> None:
