@@ -36,6 +36,7 @@ from taskforge.application.metrics import (
     DurationHistogram,
     JobMetrics,
     JobMetricsRecorder,
+    QueueCounts,
     QueueLoad,
     SeriesKey,
 )
@@ -81,15 +82,19 @@ if len(_COUNTER_FIELDS) != len(COUNTERS):
     raise AssertionError("every field of QueueCounts is rendered as one series")
 
 
-def job_metric_families(totals: JobMetrics, utilization: Mapping[str, float]) -> list[Metric]:
+def job_metric_families(
+    totals: JobMetrics, utilization: Mapping[str, float], queues: Iterable[str] = ()
+) -> list[Metric]:
     """The job counters, the runtime and time-in-queue histograms and the utilisation
-    gauge, one sample per queue (and job type), sorted."""
+    gauge, one sample per queue (and job type), sorted. Each of `queues` has its counters
+    and utilisation even when nothing was counted on it yet: zeros, not missing series."""
     families: list[Metric] = []
-    queues = sorted(totals.counts)
+    zeros = dict.fromkeys(queues, 0.0)
+    counts = {queue: QueueCounts() for queue in zeros} | totals.counts
     for name, field, documentation in _COUNTER_FIELDS:
         counter = CounterMetricFamily(name, documentation, labels=["queue"])
-        for queue in queues:
-            counter.add_metric([queue], getattr(totals.counts[queue], field))
+        for queue, queue_counts in sorted(counts.items()):
+            counter.add_metric([queue], getattr(queue_counts, field))
         families.append(counter)
     families.append(
         _histogram("taskforge_job_runtime_seconds", "Handler run time per attempt.", totals.runtime)
@@ -107,7 +112,7 @@ def job_metric_families(totals: JobMetrics, utilization: Mapping[str, float]) ->
         "the last second.",
         labels=["queue"],
     )
-    for queue, value in sorted(utilization.items()):
+    for queue, value in sorted((zeros | dict(utilization)).items()):
         gauge.add_metric([queue], value)
     families.append(gauge)
     return families
@@ -126,7 +131,10 @@ def _histogram(
 def cluster_metric_families(
     view: ClusterMetrics, depths: Mapping[str, int], dead_letters: int
 ) -> list[Metric]:
-    """What the API's /metrics shows of the cluster."""
+    """What the API's /metrics shows of the cluster: every queue of `depths` (the default
+    queue, and each one a worker serves or served) with all its series, at zero until a
+    worker counts something there or while no live worker serves it."""
+    queues = set(depths) | view.queues
     depth = GaugeMetricFamily(
         "taskforge_queue_depth", "Hints waiting in the queue's ready list.", labels=["queue"]
     )
@@ -139,9 +147,10 @@ def cluster_metric_families(
         "Live workers serving the queue (each published its metrics within its TTL).",
         labels=["queue"],
     )
-    for queue, count in sorted(view.live_workers().items()):
+    for queue, count in sorted((dict.fromkeys(queues, 0) | view.live_workers()).items()):
         workers.add_metric([queue], count)
-    return [depth, dlq, *job_metric_families(view.totals, view.utilization()), workers]
+    job_families = job_metric_families(view.totals, view.utilization(), queues)
+    return [depth, dlq, *job_families, workers]
 
 
 class _Families:

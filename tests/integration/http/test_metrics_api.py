@@ -199,3 +199,41 @@ async def test_depth_is_read_for_the_default_queue_before_any_worker_published(
 
     assert value_of(text, "taskforge_queue_depth", queue=queue_name) == 2
     assert value_of(text, "taskforge_dlq_count") == 0
+
+
+ZERO_FROM_THE_START = (
+    "taskforge_job_attempts_total",
+    "taskforge_job_success_total",
+    "taskforge_job_failure_total",
+    "taskforge_worker_concurrency_throttled_total",
+    "taskforge_worker_rate_throttled_total",
+    "taskforge_worker_leases_lost_total",
+    "taskforge_worker_utilization",
+    "taskforge_workers",
+)
+
+
+async def test_the_default_queue_has_every_counter_and_gauge_at_zero_before_any_worker(
+    client: httpx.AsyncClient, queue_name: str
+) -> None:
+    text = (await client.get("/metrics")).text
+
+    for name in ZERO_FROM_THE_START:
+        assert value_of(text, name, queue=queue_name) == 0, name
+    assert value_of(text, "taskforge_queue_depth", queue=queue_name) == 0
+
+
+@pytest.mark.parametrize("overrides", [FAST])
+async def test_a_queue_whose_workers_all_stopped_reads_zero_workers_and_utilization(
+    client: httpx.AsyncClient, roles: Roles, queue_name: str
+) -> None:
+    roles.start()
+    q = {"queue": queue_name}
+    await scrape_until(client, lambda t: value_of(t, "taskforge_workers", **q) == 1, "a worker")
+
+    await roles.shutdown()
+
+    text = (await client.get("/metrics")).text
+    assert value_of(text, "taskforge_workers", **q) == 0
+    assert value_of(text, "taskforge_worker_utilization", **q) == 0
+    assert value_of(text, "taskforge_job_attempts_total", **q) == 0
