@@ -184,9 +184,12 @@ def configure_logging(
     level: str, log_format: str | None = None, stream: TextIO | None = None
 ) -> None:
     """Route every logger to `stream` (stderr) at `level` (a LOG_LEVEL name), formatted as
-    LOG_FORMAT says (`json`, `text`, or None: text on a terminal, else json)."""
+    LOG_FORMAT says (`json`, `text`, or None: text on a terminal, else json). Python's
+    warnings (a handler's library deprecating a call) are records too, logger `py.warnings`,
+    not the raw lines Python writes to stderr otherwise."""
     root = logging.getLogger()
     root.handlers[:] = [_handler(log_format, stream or sys.stderr)]
+    logging.captureWarnings(True)
     root.setLevel(LEVELS[level])
     for noisy in ("uvicorn.access", "uvicorn.error", "uvicorn", "litestar"):
         logger = logging.getLogger(noisy)

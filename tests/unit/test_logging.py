@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +32,7 @@ def restore_root_logger() -> Iterator[None]:
     try:
         yield
     finally:
+        logging.captureWarnings(False)
         root.handlers[:], level = saved
         root.setLevel(level)
 
@@ -95,3 +97,18 @@ def test_text_lines_are_readable_and_carry_the_request_and_trace_ids() -> None:
     assert "method=" not in text  # already said by the message
     assert "INFO" in text
     assert not text.lstrip().startswith("{")
+
+
+def test_a_python_warning_is_one_json_line_like_every_other_record() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("this call is deprecated", FutureWarning, stacklevel=1)
+
+    [line] = stream.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "warn"
+    assert entry["logger"] == "py.warnings"
+    assert "FutureWarning: this call is deprecated" in entry["message"]
