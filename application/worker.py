@@ -766,6 +766,17 @@ class Worker:
             else:
                 self._lease_lost(running, why)
         if applied and isinstance(settlement, DeadLettered):
+            fields = {
+                "job_id": str(job.id),
+                "queue": job.queue,
+                "job_type": job.job_type,
+                "reason": settlement.reason,
+            }
+            # Written once the settlement is applied, after the attempt's span ended: the
+            # line names that span's trace (a traceparent is version-traceid-spanid-flags).
+            traced = (running.context.traceparent or "").split("-")
+            if self._tracer is not None and len(traced) == 4:
+                fields["trace_id"] = traced[1]
             log.warning(
                 "job %s (%s on %s) dead-lettered: %s; last error: %s",
                 job.id,
@@ -773,12 +784,7 @@ class Worker:
                 job.queue,
                 settlement.reason,
                 settlement.error,
-                extra={
-                    "job_id": str(job.id),
-                    "queue": job.queue,
-                    "job_type": job.job_type,
-                    "reason": settlement.reason,
-                },
+                extra=fields,
             )
         if isinstance(settlement, Release):
             return  # neither a success nor a failure: the job runs again later

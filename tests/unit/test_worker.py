@@ -1079,6 +1079,25 @@ async def test_dead_lettering_a_job_logs_one_line_with_its_reason(
     )
 
 
+async def test_with_tracing_the_dead_letter_line_carries_the_trace_id_of_its_attempt(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("no such customer")
+
+    tracer = RecordingTracer()
+    cluster.start_worker(tracer=tracer)
+    with caplog.at_level(logging.WARNING, logger="taskforge.worker"):
+        job = await cluster.enqueue("bad", traceparent=TRACEPARENT)
+        await cluster.wait_for(job.id, JobState.DLQ)
+        await eventually(lambda: _is(bool(_dead_letter_lines(caplog))), "the log line")
+
+    [line] = _dead_letter_lines(caplog)
+    [span] = tracer.spans
+    assert vars(line)["trace_id"] == span.traceparent.split("-")[1]
+
+
 def _dead_letter_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if "dead-lettered" in record.getMessage()]
 
