@@ -54,7 +54,8 @@ class QueueCounts:
     concurrency_throttled: int = 0
     """Fetches deferred because every slot was busy."""
     rate_throttled: int = 0
-    """Jobs deferred by the queue's rate limit."""
+    """Times a job was deferred by the queue's rate limit (one job may be deferred more
+    than once before it runs)."""
     leases_lost: int = 0
 
     def add(self, other: QueueCounts) -> None:

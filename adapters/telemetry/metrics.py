@@ -64,7 +64,10 @@ _COUNTERS = (
         "taskforge_worker_concurrency_throttled",
         "Fetches deferred because every slot of a worker was busy.",
     ),
-    ("taskforge_worker_rate_throttled", "Jobs deferred by the queue's rate limit."),
+    (
+        "taskforge_worker_rate_throttled",
+        "Times a job was deferred by the queue's rate limit (one job may be deferred again).",
+    ),
     ("taskforge_worker_leases_lost", "Attempts whose lease was lost before they settled."),
 )
 """One series per field of QueueCounts, named after it (the spec's names)."""
