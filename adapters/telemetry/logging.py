@@ -86,15 +86,23 @@ class JsonFormatter(ValueFreeFormatter):
 
 
 def _message(record: logging.LogRecord) -> str:
-    """The record's message, with driver errors among its arguments told without values."""
-    if isinstance(record.args, tuple) and any(
-        value_free_text(arg) is not None for arg in record.args if isinstance(arg, BaseException)
-    ):
-        args = tuple(
-            _value_free_str(arg) if isinstance(arg, BaseException) else arg for arg in record.args
-        )
-        return str(record.msg) % args
-    return record.getMessage()
+    """The record's message, with driver errors among its arguments told without values.
+    A message its arguments do not fit (a handler's `log.info("%s %s", 1)`) is told as it
+    is, with them, in the record's one line: not Python's "--- Logging error ---" block."""
+    try:
+        if isinstance(record.args, tuple) and any(
+            value_free_text(arg) is not None
+            for arg in record.args
+            if isinstance(arg, BaseException)
+        ):
+            args = tuple(
+                _value_free_str(arg) if isinstance(arg, BaseException) else arg
+                for arg in record.args
+            )
+            return str(record.msg) % args
+        return record.getMessage()
+    except (TypeError, ValueError, KeyError) as exc:
+        return f"{record.msg!s} (arguments {record.args!r} do not fit it: {exc})"
 
 
 def _value_free_str(exc: BaseException) -> str:

@@ -112,3 +112,21 @@ def test_a_python_warning_is_one_json_line_like_every_other_record() -> None:
     assert entry["level"] == "warn"
     assert entry["logger"] == "py.warnings"
     assert "FutureWarning: this call is deprecated" in entry["message"]
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_message_its_arguments_do_not_fit_is_one_line_with_them(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", log_format, stream)
+
+    logging.getLogger("handlers.mine").info("%s sent to %s", "job-1")  # one argument short
+
+    written = stream.getvalue()
+    told = " ".join(written.split())  # a terminal's text lines wrap a long message
+    assert "%s sent to %s (arguments ('job-1',) do not fit it: not enough arguments" in told
+    assert "Logging error" not in capsys.readouterr().err
+    if log_format == "json":
+        [line] = written.splitlines()
+        assert json.loads(line)["logger"] == "handlers.mine"
