@@ -62,6 +62,7 @@ from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import DOMAIN_ERRORS
 from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
+from taskforge.entrypoints.http.schemas import REASON_MAX
 from taskforge.entrypoints.http.static import static_files
 from taskforge.entrypoints.http.ui.security import (
     CSRF_COOKIE,
@@ -222,8 +223,9 @@ async def _pause_or_resume(
 
 
 def _reason(form: dict[str, Any]) -> str | None:
+    """The form's reason, cut to what the API keeps (REASON_MAX characters)."""
     reason = str(form.get("reason") or "").strip()
-    return reason[:500] or None
+    return reason[:REASON_MAX] or None
 
 
 async def before_page(request: Request[Any, Any, Any]) -> Response[Any] | None:

@@ -255,6 +255,20 @@ async def test_an_action_with_the_csrf_token_moves_the_job_and_says_so(
     assert (body["state"], body["reason"]) == ("CANCELLED", "not needed")
 
 
+async def test_a_reason_is_kept_as_long_as_the_api_keeps_one(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job = await create_job(delay=3600)
+    reason = "r" * 1000  # the API's bound (REASON_MAX)
+
+    await client.post(
+        f"/ui/jobs/{job['id']}/cancel",
+        data={"csrf_token": await csrf_token(client), "reason": reason},
+    )
+
+    assert (await client.get(f"/jobs/{job['id']}")).json()["reason"] == reason
+
+
 async def test_a_group_whose_error_line_ends_in_a_carriage_return_is_replayed(
     client: httpx.AsyncClient, create_job: JobFactory
 ) -> None:
