@@ -162,8 +162,11 @@ def _keywords(options: dict[str, Any], traceparent: str | None) -> dict[str, Any
 
 
 def _validation_error(field: str, message: str, index: int, batch: bool) -> ValidationError:
-    """The API's 400 for the same input: its code, its message, its details (in a batch,
-    even of one job, the job's index, as POST /jobs/batch names it)."""
+    """A ValidationError shaped as the API's 400 for the same input: its code, and its
+    details (in a batch, even of one job, the job's index, as POST /jobs/batch names it).
+    The field is named as the caller spells it (`max_attempts`, where the API says
+    `maxAttempts`), and the message is the domain's (the API's own checks word some
+    bounds otherwise)."""
     if not batch:
         return ValidationError("validation_error", f"{field}: {message}", details={"field": field})
     field = f"jobs[{index}].{field}"
