@@ -50,7 +50,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     table.add_column("notes")
     for index, row in enumerate(report["results"]):
         notes = ", ".join(
-            f"{key}={value:.1f}"
+            f"{key}={_note(value)}"
             for key, value in row.items()
             if key not in {"name", "jobs", "seconds", "jobs_per_second"}
         )
@@ -72,6 +72,12 @@ def render(report: dict[str, Any], console: Console) -> None:
     if scaling is not None:
         console.print(scaling)
     console.print(f"API peak RSS: {report['api_peak_rss_mib']:.1f} MiB")
+
+
+def _note(value: float) -> str:
+    """A note's figure to two decimals at most, without trailing zeros: a target of 0.35 s
+    reads 0.35 (not 0.3), a count of 3 reads 3."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
 
 
 def scaling_table(report: dict[str, Any]) -> Table | None:

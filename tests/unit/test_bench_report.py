@@ -70,6 +70,26 @@ def test_the_table_of_several_runs_shows_each_run_beside_the_median() -> None:
     assert "1,000, 3,000" in text
 
 
+def test_the_notes_show_a_target_as_it_is_set_not_rounded_to_a_tenth() -> None:
+    startup = {"name": "worker start-up", "jobs": 1, "seconds": 0.32, "jobs_per_second": 3.1}
+    report = {
+        "api_peak_rss_mib": 70.0,
+        "results": [
+            startup
+            | {"target_seconds": 0.35, "tries": 3.0, "start_p50_ms": 9.125, "postgres_cpu_pct": 0.0}
+        ],
+    }
+    output = io.StringIO()
+
+    render(report, Console(file=output, width=300))
+
+    text = output.getvalue()
+    assert "target_seconds=0.35," in text
+    assert "tries=3," in text
+    assert "start_p50_ms=9.12," in text
+    assert "postgres_cpu_pct=0 " in text
+
+
 def test_peak_memory_of_a_supervisor_is_that_of_the_child_serving_for_it() -> None:
     # API_WORKERS > 1: the process the bench started only supervises; its children serve.
     child = "import time; block = b'x' * (100 << 20); print('ready', flush=True); time.sleep(60)"
