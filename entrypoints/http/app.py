@@ -119,8 +119,10 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
                     type="http",
                     scheme="bearer",
                     description=(
-                        "The server's API_TOKEN. Needed by every route but /healthz, /readyz "
-                        "and /metrics when the server sets API_TOKEN; not needed otherwise."
+                        "The server's API_TOKEN. Needed by every API route but /healthz, "
+                        "/readyz and /metrics when the server sets API_TOKEN; not needed "
+                        "otherwise. This document (/schema) is open, and the dashboard (/ui) "
+                        "signs in with the same token."
                     ),
                 )
             }

@@ -108,7 +108,10 @@ _ERROR_DESCRIPTIONS = {
     404: "not_found: no such job, dead letter or schedule",
     409: "invalid_state_transition: the job's current state (details.state) forbids this",
     413: "payload_too_large: the body is over MAX_PAYLOAD_BYTES",
-    415: "validation_error: the body is not declared as application/json",
+    415: (
+        "validation_error: the body is declared as another type than JSON (a body with no "
+        "Content-Type, or curl's default application/x-www-form-urlencoded, is read as JSON)"
+    ),
     500: "internal_error: an unexpected failure (logged with the request id)",
     503: "not_ready: Postgres or Redis cannot answer right now",
 }
