@@ -511,6 +511,19 @@ async def test_a_queue_is_paused_and_resumed_from_the_queues_page(
     assert (await client.get("/queues")).json()["items"][0]["paused"] is False
 
 
+@pytest.mark.parametrize("overrides", [{"rate_limit_per_sec": 5.0}])
+async def test_the_queues_page_shows_the_rate_limit_as_one_rate_per_queue(
+    client: httpx.AsyncClient, queue_name: str
+) -> None:
+    await client.post(
+        "/ui/queues/pause", data={"csrf_token": await csrf_token(client), "queue": queue_name}
+    )
+
+    page = assert_html(await client.get("/ui/queues"), 200)
+
+    assert "5.0 jobs/s for the queue, shared by its workers (RATE_LIMIT_PER_SEC" in page
+
+
 def submitted(page: str, row: str) -> tuple[str, dict[str, str]]:
     """Where a browser sends the form in the row marked `row` (`data-queue="q"`): its action
     resolved against the page's URL as a browser resolves it (`.` and `..` segments go),
