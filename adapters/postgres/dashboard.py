@@ -69,16 +69,21 @@ LIMIT $3
 """
 
 # Deleting the job deletes its dead letter (ON DELETE CASCADE). The state condition keeps a
-# job replayed meanwhile; SKIP LOCKED leaves rows another transaction is moving.
+# job replayed meanwhile; SKIP LOCKED leaves jobs another transaction is moving. It locks the
+# job's row, not the dead letter's: every move locks the job first, then its dead letter, so
+# a purge that held a dead letter while it waited for a replay's job would deadlock with it.
 PURGE_GROUP = """
-WITH doomed AS (
+WITH members AS (
     SELECT job_id FROM dead_letters
     WHERE job_type = $1 AND error_shape = $2
     ORDER BY failed_at DESC, job_id DESC
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+), doomed AS (
+    SELECT jobs.id FROM members JOIN jobs ON jobs.id = members.job_id
+    WHERE jobs.state = 'DLQ'
+    FOR UPDATE OF jobs SKIP LOCKED
 )
-DELETE FROM jobs USING doomed WHERE jobs.id = doomed.job_id AND jobs.state = 'DLQ'
+DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id AND jobs.state = 'DLQ'
 """
 
 

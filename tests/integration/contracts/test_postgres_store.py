@@ -21,6 +21,7 @@ from taskforge.adapters.jsonb import jsonb_form
 from taskforge.adapters.postgres import PostgresJobStore, create_pool, job_copy
 from taskforge.adapters.postgres._fragments import ATTEMPTS_EXHAUSTED
 from taskforge.adapters.postgres.connection import _init_connection
+from taskforge.adapters.postgres.dashboard import PostgresDeadLetterGroups
 from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.adapters.postgres.job_store import (
@@ -36,6 +37,7 @@ from taskforge.domain.errors import JobIdTaken, Unavailable
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, RetryPolicy, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
+from tests.job_stores import PostgresJobs
 from tests.servers import PrivatePgBouncer
 from tests.support import free_port
 
@@ -762,3 +764,35 @@ async def test_an_insert_appends_one_counts_row_per_queue_and_state_it_stored(
         ("trigger-probe", "RUNNING", 1),
         (other, "PENDING", 2),
     ]
+
+
+async def test_a_group_purge_skips_a_dead_letter_being_replayed_instead_of_deadlocking(
+    migrated_dsn: str,
+) -> None:
+    # A replay (or a retry) locks the job's row, then deletes its dead letter. A purge that
+    # locked the dead letter first and then waited for the job's row closed a cycle with it,
+    # and Postgres aborted one of the two as a deadlock (a 500) after a second's stall.
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=2)
+    conn = await asyncpg.connect(migrated_dsn)
+    ids = Uuid7Source()
+    jobs, groups = PostgresJobs(pool), PostgresDeadLetterGroups(pool)
+    job_type = f"purge-probe-{uuid4().hex[:8]}"
+    try:
+        dead = []
+        for _ in range(2):
+            added = await jobs.add(NewJob(id=ids.new_id(), queue="purge-probe", job_type=job_type))
+            dead.append(await jobs.dead_letter(added.job.id, "order 7 not found"))
+        replayed, purged = dead
+        async with asyncio.timeout(10), conn.transaction():
+            # The replay's two writes, in its order, with the purge between them.
+            await conn.execute("UPDATE jobs SET updated_at = now() WHERE id = $1", replayed.id)
+            purge = asyncio.create_task(groups.purge(job_type, "order N not found", 100))
+            await asyncio.wait({purge}, timeout=0.5)
+            await conn.execute("DELETE FROM dead_letters WHERE job_id = $1", replayed.id)
+        assert await purge == 1
+        assert await jobs.get(purged.id) is None
+        assert await jobs.get(replayed.id) is not None
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = 'purge-probe'")
+        await conn.close()
+        await pool.close()
