@@ -24,10 +24,17 @@ REQUEUE = f"""
     {NO_LEASE}"""
 
 
-def not_paused(queue: str) -> str:
+def not_paused(queue: str, *, claiming: bool = False) -> str:
     """True unless the queue named by the SQL expression `queue` is paused: its jobs are
-    neither claimed nor published (they stay PENDING; resuming publishes them again)."""
-    return f"NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = {queue} AND queues.paused)"
+    neither claimed nor published (they stay PENDING; resuming publishes them again).
+
+    `claiming`: for a claim, which reads the pause in its statement's snapshot. FOR KEY
+    SHARE makes the statement hold a ROW SHARE lock on `queues`, taken before that snapshot,
+    which a pause's EXCLUSIVE lock (PAUSE_LOCK) conflicts with: a pause waits for the claims
+    under way, and a claim that begins meanwhile waits for the pause and then sees it. Only
+    a paused queue's row is ever locked, and only by a claim that meets one of its jobs."""
+    lock = " FOR KEY SHARE" if claiming else ""
+    return f"NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = {queue} AND queues.paused{lock})"
 
 
 def with_error(error: str, traceback: str) -> str:

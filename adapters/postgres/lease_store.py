@@ -52,7 +52,7 @@ WITH locked AS (
 ), claimable AS (
     SELECT id FROM locked
     WHERE state = 'PENDING' AND next_run_at <= now()
-      AND {not_paused("locked.queue")}
+      AND {not_paused("locked.queue", claiming=True)}
 )
 UPDATE jobs SET {_CLAIM}
 FROM claimable
@@ -69,9 +69,11 @@ RETURNING {JOBS_COLUMNS}
 CLAIM_DUE_JOBS = f"""
 WITH due AS (
     SELECT candidate.id, candidate.priority, candidate.next_run_at
-    -- Each queue once (EXCEPT removes duplicates), paused ones left out.
-    FROM (SELECT unnest($1::text[]) EXCEPT SELECT name FROM queues WHERE paused)
-        AS wanted (queue)
+    -- Each queue once, paused ones left out.
+    FROM (
+        SELECT DISTINCT asked.queue FROM unnest($1::text[]) AS asked (queue)
+        WHERE {not_paused("asked.queue", claiming=True)}
+    ) AS wanted (queue)
     CROSS JOIN LATERAL (
         SELECT id, priority, next_run_at FROM jobs
         WHERE jobs.queue = wanted.queue AND state = 'PENDING' AND next_run_at <= now()

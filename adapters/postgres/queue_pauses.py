@@ -9,6 +9,11 @@ from taskforge.adapters.postgres._rows import JOBS_COLUMNS, job_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.domain.job import Job, dispatch_order
 
+# Waits for the claims under way (each holds a ROW SHARE lock on `queues` until it ends:
+# _fragments.not_paused) and holds new ones off until the pause is stored, so no claim that
+# missed the pause ends after it answered. Plain reads of `queues` are not held up.
+PAUSE_LOCK = "LOCK TABLE queues IN EXCLUSIVE MODE"
+
 PAUSE = """
 INSERT INTO queues (name, paused, paused_at, updated_at) VALUES ($1, true, now(), now())
 ON CONFLICT (name) DO UPDATE SET
@@ -45,7 +50,8 @@ class PostgresQueuePauses(PooledAdapter):
     """QueuePauses on Postgres; semantics identical to InMemoryQueuePauses."""
 
     async def pause(self, queue: str) -> datetime:
-        async with self._connection() as conn:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(PAUSE_LOCK)
             paused_at: datetime = await conn.fetchval(PAUSE, queue)
         return paused_at
 

@@ -796,3 +796,52 @@ async def test_a_group_purge_skips_a_dead_letter_being_replayed_instead_of_deadl
         await conn.execute("DELETE FROM jobs WHERE queue = 'purge-probe'")
         await conn.close()
         await pool.close()
+
+
+async def test_a_claim_under_way_when_a_queue_is_paused_ends_before_the_pause_answers(
+    migrated_dsn: str,
+) -> None:
+    # A claim checks the pause in its statement's snapshot. One that had begun, here held up
+    # by a row lock, used to claim its job after the pause had answered; now the pause
+    # waits for it, and a claim that begins while the pause is being stored sees the pause
+    # (here a claim of due jobs, as workers make while Redis is away).
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=4)
+    conn = await asyncpg.connect(migrated_dsn)
+    ids = Uuid7Source()
+    jobs = PostgresJobs(pool)
+    queue = f"pause-probe-{uuid4().hex[:8]}"
+    try:
+        held, free = [
+            (await jobs.add(NewJob(id=ids.new_id(), queue=queue, job_type="email"))).job
+            for _ in range(2)
+        ]
+        answered: list[str] = []
+        async with asyncio.timeout(10):
+            async with conn.transaction():
+                await conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", held.id)
+                first = asyncio.create_task(jobs.claim([held.id], "worker-1"))
+                first.add_done_callback(lambda _: answered.append("first claim"))
+                await asyncio.wait({first}, timeout=0.3)
+                pause = asyncio.create_task(jobs.pause(queue))
+                pause.add_done_callback(lambda _: answered.append("pause"))
+                await asyncio.wait({pause}, timeout=0.3)
+                second = asyncio.create_task(jobs.claim_due([queue], 10, "worker-2"))
+                second.add_done_callback(lambda _: answered.append("second claim"))
+                await asyncio.wait({second}, timeout=0.3)
+            claimed_first, _, claimed_second = await asyncio.gather(first, pause, second)
+
+        assert answered == ["first claim", "pause", "second claim"]
+        assert [job.id for job in claimed_first] == [held.id]
+        assert claimed_second == []
+        assert (await stored_state(jobs, free.id)) is JobState.PENDING
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = $1", queue)
+        await conn.execute("DELETE FROM queues WHERE name = $1", queue)
+        await conn.close()
+        await pool.close()
+
+
+async def stored_state(jobs: PostgresJobs, job_id: UUID) -> JobState:
+    job = await jobs.get(job_id)
+    assert job is not None
+    return job.state
