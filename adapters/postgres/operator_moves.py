@@ -162,17 +162,26 @@ async def _requeue(
 ) -> asyncpg.Record | None:
     """Run an operator move; a move back to PENDING whose job's unique key another job of
     its queue holds now raises UniqueKeyTaken (the statement changed nothing)."""
-    try:
-        return await conn.fetchrow(statement, *arguments)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name != UNIQUE_KEY_INDEX:
-            raise
-        holder = await conn.fetchrow(SELECT_UNIQUE_KEY_HOLDER, job_id)
-        if holder is None:  # the holder finished meanwhile: the caller may try again
-            raise
-        raise UniqueKeyTaken(
-            job_id, holder["state"], PENDING.value, holder["unique_key"], holder["holder_id"]
-        ) from None
+    tries_left = _OPERATOR_ATTEMPTS
+    while True:
+        try:
+            return await conn.fetchrow(statement, *arguments)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != UNIQUE_KEY_INDEX:
+                raise
+            holder = await conn.fetchrow(SELECT_UNIQUE_KEY_HOLDER, job_id)
+            if holder is not None:
+                raise UniqueKeyTaken(
+                    job_id,
+                    holder["state"],
+                    PENDING.value,
+                    holder["unique_key"],
+                    holder["holder_id"],
+                ) from None
+            tries_left -= 1
+            if not tries_left:
+                raise
+            # The holder finished meanwhile, freeing the key: try the move again.
 
 
 def _names(states: frozenset[JobState]) -> list[str]:

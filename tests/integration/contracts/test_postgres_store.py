@@ -30,6 +30,7 @@ from taskforge.adapters.postgres.job_store import (
     insert_jobs,
 )
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
+from taskforge.adapters.postgres.operator_moves import SELECT_UNIQUE_KEY_HOLDER
 from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
@@ -845,3 +846,69 @@ async def stored_state(jobs: PostgresJobs, job_id: UUID) -> JobState:
     job = await jobs.get(job_id)
     assert job is not None
     return job.state
+
+
+class CancelHolderBeforeLookup(PostgresJobs):
+    """Postgres job roles whose connections cancel the job holding a unique key just before
+    the look-up of that holder runs, as a holder finishing between the refused move and
+    the look-up that explains it."""
+
+    def __init__(self, pool: asyncpg.Pool, holder: UUID) -> None:
+        super().__init__(pool)
+        self.holder: UUID | None = holder
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        async with super()._connection() as conn:
+            yield _CancelHolderFirst(conn, self)
+
+
+class _CancelHolderFirst:
+    def __init__(self, conn: Any, jobs: CancelHolderBeforeLookup) -> None:
+        self._conn = conn
+        self._jobs = jobs
+
+    async def fetchrow(self, statement: str, *args: object) -> asyncpg.Record | None:
+        if statement == SELECT_UNIQUE_KEY_HOLDER and self._jobs.holder is not None:
+            holder, self._jobs.holder = self._jobs.holder, None
+            await self._conn.execute(
+                "UPDATE jobs SET state = 'CANCELLED', finished_at = now() WHERE id = $1", holder
+            )
+        row: asyncpg.Record | None = await self._conn.fetchrow(statement, *args)
+        return row
+
+    async def fetchval(self, statement: str, *args: object) -> Any:
+        return await self._conn.fetchval(statement, *args)
+
+
+@pytest.mark.parametrize("move", ["retry", "replay"])
+async def test_a_unique_key_freed_before_its_holder_is_looked_up_is_taken_by_the_move(
+    migrated_dsn: str, move: str
+) -> None:
+    # The move met the unique key's holder, which finished before the look-up that names
+    # it: the move is tried again and takes the key, instead of failing with the raw
+    # unique violation (a 500).
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=2)
+    ids = Uuid7Source()
+    jobs = PostgresJobs(pool)
+    key = f"race-{uuid4().hex[:8]}"
+
+    def new_job() -> NewJob:
+        return NewJob(id=ids.new_id(), queue="trigger-probe", job_type="email", unique_key=key)
+
+    try:
+        first = (await jobs.add(new_job())).job
+        await jobs.dead_letter(first.id, None)
+        holder = (await jobs.add(new_job())).job
+        racing = CancelHolderBeforeLookup(pool, holder.id)
+
+        moved = await (racing.retry_now(first.id) if move == "retry" else racing.replay(first.id))
+
+        assert racing.holder is None  # the holder was looked up, and had finished
+        assert (moved.id, moved.state) == (first.id, JobState.PENDING)
+        assert await stored_state(jobs, holder.id) is JobState.CANCELLED
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM jobs WHERE queue = 'trigger-probe'")
+            await conn.execute("DELETE FROM job_counts WHERE queue = 'trigger-probe'")
+        await pool.close()
