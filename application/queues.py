@@ -10,8 +10,9 @@ from taskforge.application.ports import JobStore, QueuePauses
 from taskforge.domain.states import JobState
 
 RESUME_HINTS = 10_000
-"""Hints a resume sends at once, for the oldest due jobs; the republish sweep sends the
-rest's (within HintDispatcher.MAX_PENDING, so a resume cannot crowd out other hints)."""
+"""Hints a resume sends at once, for the first due jobs in claim order (by priority, then
+longest due); the republish sweep sends the rest's (within HintDispatcher.MAX_PENDING, so a
+resume cannot crowd out other hints)."""
 
 
 class PauseQueue:
