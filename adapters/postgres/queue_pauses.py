@@ -24,6 +24,10 @@ RETURNING paused_at
 """
 
 # Only a queue that was paused yields jobs: resuming a running one publishes nothing twice.
+# The jobs locked in `due` are PENDING until this statement ends, so the UPDATE finds them
+# by primary key alone: a state condition there would let the planner, when the statistics
+# think the queue empty (a backlog piled up during the pause since), walk the pending-jobs
+# index and compare each of its jobs with each of `due`'s, a time growing with their product.
 RESUME = f"""
 WITH resumed AS (
     UPDATE queues SET paused = false, paused_at = NULL, updated_at = now()
@@ -39,7 +43,7 @@ WITH resumed AS (
 )
 UPDATE jobs SET published_at = now()
 FROM due
-WHERE jobs.id = due.id AND jobs.state = 'PENDING'
+WHERE jobs.id = due.id
 RETURNING {JOBS_COLUMNS}
 """
 

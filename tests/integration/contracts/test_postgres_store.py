@@ -31,6 +31,7 @@ from taskforge.adapters.postgres.job_store import (
 )
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
 from taskforge.adapters.postgres.operator_moves import SELECT_UNIQUE_KEY_HOLDER
+from taskforge.adapters.postgres.queue_pauses import RESUME
 from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
@@ -912,3 +913,47 @@ async def test_a_unique_key_freed_before_its_holder_is_looked_up_is_taken_by_the
             await conn.execute("DELETE FROM jobs WHERE queue = 'trigger-probe'")
             await conn.execute("DELETE FROM job_counts WHERE queue = 'trigger-probe'")
         await pool.close()
+
+
+FILL_FINISHED = """
+INSERT INTO jobs (
+    id, queue, job_type, state, max_attempts, initial_delay, backoff, max_delay, jitter,
+    visibility_timeout, next_run_at, finished_at
+)
+SELECT gen_random_uuid(), $1, 'probe', 'SUCCEEDED', 3, 1, 2, 300, false, 30, now(), now()
+FROM generate_series(1, $2)
+"""
+
+
+def rows_removed_by_join_filters(node: dict[str, Any]) -> int:
+    """Pairs of rows the plan's joins compared and threw away."""
+    removed = int(node.get("Rows Removed by Join Filter", 0))
+    return removed + sum(rows_removed_by_join_filters(child) for child in node.get("Plans", []))
+
+
+async def test_resuming_a_backlog_the_statistics_do_not_know_finds_its_jobs_by_key(
+    connection: asyncpg.Connection,
+) -> None:
+    # The statistics were taken while the queue was empty; a backlog piled up during the
+    # pause. Resuming it compared every pending job with every job it published (a queue of
+    # 12,000 took 44 s, past any request deadline, and stayed paused).
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(FILL_FINISHED, f"{PLAN_PROBE_QUEUE}-done", 20_000)
+        await connection.execute("ANALYZE jobs")
+        await connection.execute(FILL_PENDING_BACKLOG, PLAN_PROBE_QUEUE, 2_000)
+        await connection.execute(
+            "INSERT INTO queues (name, paused, paused_at, updated_at) "
+            "VALUES ($1, true, now(), now())",
+            PLAN_PROBE_QUEUE,
+        )
+        explained = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {RESUME}", PLAN_PROBE_QUEUE, 1_000
+        )
+    finally:
+        await transaction.rollback()  # the table and its statistics as they were
+
+    [plan] = json.loads(explained) if isinstance(explained, str) else explained
+    assert plan["Plan"]["Actual Rows"] == 1_000
+    assert rows_removed_by_join_filters(plan["Plan"]) < 2_000
