@@ -65,7 +65,8 @@ RETURNING {JOBS_COLUMNS}
 # pending jobs (migration 0010), then the queues' candidates are merged: with `queue =
 # ANY(...)` instead, the index cannot give the order, and Postgres sorts every due job of
 # the backlog (a 200k backlog: 0.5 s a claim, against a few ms so). A queue's candidates
-# that the merge leaves out stay locked only until the statement ends.
+# that the merge leaves out stay locked only until the statement ends. The claimed jobs are
+# found by primary key alone: locked, they stay PENDING (see sweeps.PROMOTE_DUE).
 CLAIM_DUE_JOBS = f"""
 WITH due AS (
     SELECT candidate.id, candidate.priority, candidate.next_run_at
@@ -86,7 +87,7 @@ WITH due AS (
 ), claimed AS (
     UPDATE jobs SET {_CLAIM}
     FROM due
-    WHERE jobs.id = due.id AND jobs.state = 'PENDING'
+    WHERE jobs.id = due.id
     RETURNING {JOBS_COLUMNS}, due.next_run_at AS due_at
 )
 SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority, due_at, id

@@ -32,7 +32,14 @@ from taskforge.adapters.postgres.job_store import (
 from taskforge.adapters.postgres.lease_store import CLAIM_DUE_JOBS
 from taskforge.adapters.postgres.operator_moves import SELECT_UNIQUE_KEY_HOLDER
 from taskforge.adapters.postgres.queue_pauses import RESUME
-from taskforge.adapters.postgres.sweeps import FIND_NEVER_PUBLISHED, FOLD_JOB_COUNTS, FOLD_LOCK
+from taskforge.adapters.postgres.sweeps import (
+    FIND_NEVER_PUBLISHED,
+    FIND_UNPUBLISHED,
+    FOLD_JOB_COUNTS,
+    FOLD_LOCK,
+    MARK_UNPUBLISHED,
+    PROMOTE_DUE,
+)
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken, Unavailable
@@ -956,4 +963,37 @@ async def test_resuming_a_backlog_the_statistics_do_not_know_finds_its_jobs_by_k
 
     [plan] = json.loads(explained) if isinstance(explained, str) else explained
     assert plan["Plan"]["Actual Rows"] == 1_000
+    assert rows_removed_by_join_filters(plan["Plan"]) < 2_000
+
+
+FILL_FAILED_BACKLOG = FILL_PENDING_BACKLOG.replace("'PENDING'", "'FAILED'")
+
+
+@pytest.mark.parametrize(
+    ("fill", "statement", "args"),
+    [
+        (FILL_FAILED_BACKLOG, PROMOTE_DUE, (500,)),
+        (FILL_PENDING_BACKLOG, FIND_UNPUBLISHED, ([PLAN_PROBE_QUEUE], [0], 500, 30.0)),
+        (FILL_PENDING_BACKLOG, MARK_UNPUBLISHED, (1000, UUID(int=0))),
+        (FILL_PENDING_BACKLOG, CLAIM_DUE_JOBS, ([PLAN_PROBE_QUEUE], "w", 10)),
+    ],
+    ids=["promote", "republish", "mark-unpublished", "claim-due"],
+)
+async def test_a_sweep_over_a_backlog_the_statistics_do_not_know_finds_its_jobs_by_key(
+    connection: asyncpg.Connection, fill: str, statement: str, args: tuple[object, ...]
+) -> None:
+    # Statistics taken while no job was in the backlog's state: each sweep compared every
+    # job of that state with every job it had locked (seconds a batch for 20,000 jobs).
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(FILL_FINISHED, f"{PLAN_PROBE_QUEUE}-done", 20_000)
+        await connection.execute("ANALYZE jobs")
+        await connection.execute(fill, PLAN_PROBE_QUEUE, 2_000)
+        explained = await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *args)
+    finally:
+        await transaction.rollback()  # the table and its statistics as they were
+
+    [plan] = json.loads(explained) if isinstance(explained, str) else explained
+    assert plan["Plan"]["Actual Rows"] > 0
     assert rows_removed_by_join_filters(plan["Plan"]) < 2_000
