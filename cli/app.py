@@ -745,7 +745,7 @@ def stats(*, session: SessionParam) -> None:
     if session.json_output:
         session.print_json(response)
         return
-    session.show(stats_table(response.data, plain=session.plain))
+    session.show(stats_table(response.data, plain=session.plain, width=session.console.width))
     session.console.print(f"dead letters: {response.data.get('dlq', 0)}")
 
 
@@ -769,7 +769,12 @@ def queues_list(*, session: SessionParam) -> None:
         taskforge-cli queues list
     """
     response = session.api.queues()
-    session.answer(response, lambda data: queues_table(data.get("items", []), plain=session.plain))
+    session.answer(
+        response,
+        lambda data: queues_table(
+            data.get("items", []), plain=session.plain, width=session.console.width
+        ),
+    )
 
 
 QueueArg = Annotated[str, Parameter(help="The queue, e.g. jobs:ready.")]
@@ -805,7 +810,12 @@ def workers(*, session: SessionParam) -> None:
         taskforge-cli workers
     """
     response = session.api.workers()
-    session.answer(response, lambda data: workers_table(data.get("items", []), plain=session.plain))
+    session.answer(
+        response,
+        lambda data: workers_table(
+            data.get("items", []), plain=session.plain, width=session.console.width
+        ),
+    )
 
 
 def _report_queue(session: Session, response: Response) -> None:
@@ -843,7 +853,10 @@ def schedules_list(*, session: SessionParam) -> None:
     """
     response = session.api.schedules()
     session.answer(
-        response, lambda data: schedules_table(data.get("items", []), plain=session.plain)
+        response,
+        lambda data: schedules_table(
+            data.get("items", []), plain=session.plain, width=session.console.width
+        ),
     )
 
 

@@ -282,7 +282,7 @@ def dead_letter_detail(entry: Mapping[str, Any], *, plain: bool) -> RenderableTy
     return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
 
 
-def stats_table(stats: Mapping[str, Any], *, plain: bool) -> Table:
+def stats_table(stats: Mapping[str, Any], *, plain: bool, width: int) -> RenderableType:
     """A row per queue (depth = ids waiting in the ready queue) and a row of totals."""
     states = list(JobState)
     table = _empty_table(plain)
@@ -305,10 +305,10 @@ def stats_table(stats: Mapping[str, Any], *, plain: bool) -> Table:
         *(_count(totals.get(state, 0), state) for state in states),
         Text(str(stats.get("total", 0)), style="bold"),
     )
-    return table
+    return _fitted(table, plain=plain, width=width)
 
 
-def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
+def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> RenderableType:
     """A row per queue: whether it is paused, then its jobs per state."""
     states = list(JobState)
     table = _empty_table(plain)
@@ -329,10 +329,12 @@ def queues_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
             *(_count(counts.get(state, 0), state) for state in states),
             Text(str(queue.get("total", 0))),
         )
-    return table
+    return _fitted(table, plain=plain, width=width)
 
 
-def schedules_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
+def schedules_table(
+    items: Sequence[Mapping[str, Any]], *, plain: bool, width: int
+) -> RenderableType:
     """A row per schedule: when it fires (cron, zone, next and previous tick), what it
     enqueues and at which priority, where it was declared and whether it is paused."""
     table = _empty_table(plain)
@@ -355,10 +357,10 @@ def schedules_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table
             Text(timestamp(schedule.get("nextFireAt"))),
             Text(timestamp(schedule.get("previousFireAt"))),
         )
-    return table
+    return _fitted(table, plain=plain, width=width)
 
 
-def workers_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
+def workers_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> RenderableType:
     """A row per live worker: where it runs, what it serves, how busy it is."""
     table = _empty_table(plain)
     for header in ("WORKER", "QUEUES", "JOB TYPES", "BUSY", "STARTED", "LAST REPORT"):
@@ -372,7 +374,7 @@ def workers_table(items: Sequence[Mapping[str, Any]], *, plain: bool) -> Table:
             Text(timestamp(worker.get("startedAt"))),
             Text(timestamp(worker.get("heartbeatAt"))),
         )
-    return table
+    return _fitted(table, plain=plain, width=width)
 
 
 def _count(value: Any, state: str) -> Text:
@@ -425,7 +427,17 @@ def _table(
     return _records(headers, rows)
 
 
-def _records(headers: Sequence[str], rows: Sequence[Sequence[Text]]) -> RenderableType:
+def _fitted(table: Table, *, plain: bool, width: int) -> RenderableType:
+    """`table` where it fits whole (plain output always: a row per line, however long); on a
+    narrower terminal, its rows as `_records` blocks, so no count, name or time is cut."""
+    if plain or not table.rows or _natural_width(table) <= width:
+        return table
+    headers = [str(column.header) for column in table.columns]
+    rows = list(zip(*(column.cells for column in table.columns), strict=True))
+    return _records(headers, rows)
+
+
+def _records(headers: Sequence[str], rows: Sequence[Sequence[RenderableType]]) -> RenderableType:
     blocks: list[RenderableType] = []
     for row in rows:
         if blocks:

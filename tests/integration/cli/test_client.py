@@ -565,6 +565,97 @@ def test_on_a_narrow_terminal_tables_keep_every_column(
         assert f"RuntimeError: {message}" in " ".join(shown.split()), shown
 
 
+COUNTS = {
+    "PENDING": 1234567,
+    "RUNNING": 64,
+    "SUCCEEDED": 98765432,
+    "FAILED": 12,
+    "DLQ": 3456,
+    "CANCELLED": 7,
+}
+LONG_QUEUE = "emails-transactional-eu-west"
+NARROW_ANSWERS = {
+    "stats": {
+        "queues": [{"queue": LONG_QUEUE, "depth": 1234567, "states": COUNTS, "total": 99999999}],
+        "totals": COUNTS,
+        "total": 99999999,
+        "dlq": 3456,
+    },
+    "queues": {
+        "items": [
+            {
+                "queue": LONG_QUEUE,
+                "paused": True,
+                "pausedAt": "2026-12-07T03:29:37Z",
+                "states": COUNTS,
+                "total": 99999999,
+            },
+        ],
+    },
+    "workers": {
+        "items": [
+            {
+                "workerId": "worker-host-eu-west-1a:4242:51d25ea5",
+                "queues": [LONG_QUEUE],
+                "jobTypes": ["email", "resize-image"],
+                "concurrency": 128,
+                "busySlots": 100,
+                "startedAt": "2026-12-07T03:29:22Z",
+                "heartbeatAt": "2026-12-07T03:29:27Z",
+            },
+        ],
+    },
+    "schedules": {
+        "items": [
+            {
+                "name": "nightly-report-europe",
+                "cron": "30 2 * * MON-FRI",
+                "timezone": "America/Argentina/Buenos_Aires",
+                "jobType": "report",
+                "queue": LONG_QUEUE,
+                "priority": 5,
+                "source": "api",
+                "paused": False,
+                "nextFireAt": "2026-12-08T05:30:00Z",
+                "previousFireAt": "2026-12-07T05:30:00Z",
+            },
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "answer", "whole"),
+    [
+        (["stats"], "stats", [LONG_QUEUE, "1234567", "98765432", "3456", "99999999"]),
+        (["queues", "list"], "queues", [LONG_QUEUE, "since 2026-12-07T03:29:37Z", "99999999"]),
+        (["workers"], "workers", ["worker-host-eu-west-1a:4242:51d25ea5", "100/128",
+                                  "2026-12-07T03:29:27Z"]),
+        (["schedules", "list"], "schedules", ["America/Argentina/Buenos_Aires",
+                                              "30 2 * * MON-FRI", "2026-12-08T05:30:00Z"]),
+    ],
+)  # fmt: skip
+def test_on_a_narrow_terminal_counts_names_and_times_are_never_cut(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, command: list[str], answer: str, whole: list[str]
+) -> None:
+    # These tables are wider than an 80-column terminal: each row becomes a block of
+    # `COLUMN  value` lines, as in list and dlq-list, instead of `1234…` for 1234567.
+    server = serve_answer(json.dumps(NARROW_ANSWERS[answer]).encode())
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    try:
+        outcome = cli(*command, api_url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome.exit_code == 0, outcome.err
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", outcome.out)
+    assert "…" not in shown, shown
+    assert max(len(line.rstrip()) for line in shown.splitlines()) <= 80
+    for value in whole:
+        assert value in shown, (value, shown)
+
+
 def test_status_watch_follows_a_job_until_it_succeeds(cli: Cli, api: httpx.Client) -> None:
     job = enqueue(api, jobType="sleep", payload={"seconds": 0.3})
     watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05")
