@@ -498,7 +498,8 @@ def _natural_width(table: Table) -> int:
 def _grid() -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
+    # A word too long for the line (an id, a time on a narrow terminal) folds, never cut.
+    grid.add_column(overflow="fold")
     return grid
 
 

@@ -565,6 +565,25 @@ def test_on_a_narrow_terminal_tables_keep_every_column(
         assert f"RuntimeError: {message}" in " ".join(shown.split()), shown
 
 
+@pytest.mark.parametrize("command", ["status", "dlq-show"])
+def test_on_a_narrow_terminal_a_jobs_panel_folds_its_id_and_times_never_cuts_them(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    job_id = dead_letter(api, idle_queue())
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "40")
+    outcome = cli(command, job_id)
+    assert outcome.exit_code == 0, outcome.err
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", outcome.out)
+    assert max(len(line.rstrip()) for line in shown.splitlines()) <= 40
+    # The panel's title may be cut; no value in it is.
+    values = "\n".join(line for line in shown.splitlines()[1:-1])
+    assert "…" not in values, shown
+    unboxed = re.sub(r"[\s│]", "", values)
+    assert job_id in unboxed, shown
+    assert re.search(r"created\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", unboxed), shown
+
+
 COUNTS = {
     "PENDING": 1234567,
     "RUNNING": 64,
