@@ -106,6 +106,15 @@ def _http_url(type_: Any, value: str) -> None:
         raise ValueError(f"{value!r} is not an http:// or https:// URL")
 
 
+def _finite(type_: Any, value: Any) -> None:
+    """nan and inf parse as floats, but no API field and no wait takes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("Must be a finite number.")
+
+
+Positive = (validators.Number(gt=0), _finite)
+
+
 @Parameter(name="*", group=GLOBAL)
 @dataclass(frozen=True, kw_only=True)
 class GlobalOptions:
@@ -126,7 +135,7 @@ class GlobalOptions:
     ] = False
     timeout: Annotated[
         float,
-        Parameter(validator=validators.Number(gt=0), help="Seconds to wait for each answer."),
+        Parameter(validator=Positive, help="Seconds to wait for each answer."),
     ] = 10.0
 
 
@@ -209,20 +218,28 @@ class Session:
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
 MaxAttempts = Annotated[int | None, Parameter(help="Attempts before DLQ (3).")]
-InitialDelay = Annotated[float | None, Parameter(help="Seconds before the first retry (1).")]
-Backoff = Annotated[float | None, Parameter(help="Delay multiplier per retry (2.0).")]
-MaxDelay = Annotated[float | None, Parameter(help="Longest delay between retries (300).")]
+InitialDelay = Annotated[
+    float | None, Parameter(validator=_finite, help="Seconds before the first retry (1).")
+]
+Backoff = Annotated[
+    float | None, Parameter(validator=_finite, help="Delay multiplier per retry (2.0).")
+]
+MaxDelay = Annotated[
+    float | None, Parameter(validator=_finite, help="Longest delay between retries (300).")
+]
 Jitter = Annotated[
     bool | None, Parameter(help="Randomise each delay to between half and all of it.")
 ]
 VisibilityTimeout = Annotated[
-    float | None, Parameter(help="Seconds a worker's lease lasts between heartbeats (30).")
+    float | None,
+    Parameter(validator=_finite, help="Seconds a worker's lease lasts between heartbeats (30)."),
 ]
 # Not `--timeout`: that is the global option, the seconds to wait for each answer.
 AttemptTimeout = Annotated[
     float | None,
     Parameter(
         name="--job-timeout",
+        validator=_finite,
         help="Seconds an attempt may run before it fails (API's JOB_TIMEOUT; 0: none).",
     ),
 ]
@@ -259,7 +276,7 @@ Limit = Annotated[
     int | None, Parameter(help="Page size (the API's default is 50, its maximum 200).")
 ]
 Offset = Annotated[int | None, Parameter(help="Items to skip, for the next page.")]
-NonNegative = validators.Number(gte=0)
+NonNegative = (validators.Number(gte=0), _finite)
 
 app = App(name="taskforge-cli", help=HELP, version=taskforge_version, help_format="plaintext")
 
@@ -395,7 +412,7 @@ def status(
         Parameter(negative="", help="Follow the job until it is SUCCEEDED, DLQ or CANCELLED."),
     ] = False,
     interval: Annotated[
-        float, Parameter(validator=validators.Number(gt=0), help="Seconds between polls (watch).")
+        float, Parameter(validator=Positive, help="Seconds between polls (watch).")
     ] = 0.5,
     session: SessionParam,
 ) -> None:

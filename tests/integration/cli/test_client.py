@@ -296,6 +296,57 @@ ERROR_CASES = {
         2,
         lambda ids: "error: usage: --payload must be a JSON object, got list\n",
     ),
+    "a policy flag of nan is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            "enqueue",
+            "--job-type",
+            "noop",
+            "--initial-delay",
+            "nan",
+        ],
+        2,
+        lambda ids: (
+            'error: usage: Invalid value "nan" for --initial-delay. Must be a finite number.'
+            " (see --help)\n"
+        ),
+    ),
+    "a schedule's policy flag of inf is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            "schedules",
+            "add",
+            "n",
+            "--cron",
+            "@daily",
+            "--job-type",
+            "noop",
+            "--max-delay",
+            "inf",
+        ],
+        2,
+        lambda ids: 'error: usage: Invalid value "inf" for --max-delay. Must be a finite number.',
+    ),
+    "an answer timeout of inf is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "--timeout", "inf", "stats"],
+        2,
+        lambda ids: 'error: usage: Invalid value "inf" for --timeout. Must be a finite number.',
+    ),
+    "a watch interval of inf is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            "status",
+            ids["unknown"],
+            "--watch",
+            "--interval",
+            "inf",
+        ],
+        2,
+        lambda ids: 'error: usage: Invalid value "inf" for --interval. Must be a finite number.',
+    ),
     "an unknown --status is a usage error, found before any request (2)": ErrorCase(
         lambda ids: ["--api-url", ids["closed"], "list", "--status", "bogus"],
         2,
