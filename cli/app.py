@@ -93,6 +93,7 @@ Exit codes:
        answer that is not the API's (not JSON, JSON of another shape, or a 400,
        401, 404, 409 or 413 without the API's error body)
   130  interrupted (Ctrl-C)
+  141  standard output closed by its reader (| head -1); nothing on stderr
 """
 
 PLAIN_WIDTH = 100_000
@@ -178,6 +179,15 @@ def _shape_error(exc: BaseException) -> bool:
 
 
 _CLI_FOLDER = os.path.dirname(__file__)
+
+
+class Output(Console):
+    """Standard output. A reader that goes away (`| head -1`) ends the run as any other
+    write to it then does (`run`: exit 141, nothing on stderr), not with rich's own
+    SystemExit(1), which would read as an unexpected error."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +298,7 @@ def _launcher(
 ) -> Any:
     command, bound, ignored = app.parse_args(tokens)
     errors = Console(stderr=True, highlight=False)
-    console = Console(highlight=False)
+    console = Output(highlight=False)
     if not console.is_terminal:
         # Plain output is for grep and awk: a row is one line, however long.
         console.width = PLAIN_WIDTH

@@ -1006,6 +1006,31 @@ def test_global_options_work_before_or_after_the_command_or_from_the_environment
     assert [set(json.loads(line)) for line in outputs] == [{"queues", "totals", "total", "dlq"}] * 3
 
 
+def test_a_reader_that_goes_away_ends_a_watch_with_exit_141_and_nothing_on_stderr(
+    dev_server: DevServer, api: httpx.Client
+) -> None:
+    # `taskforge-cli status --watch | head -1`: the line of the next change finds the pipe
+    # closed, as a `list | head -1` too long for the pipe does.
+    job = enqueue(api, queue=idle_queue())
+    environment = {k: v for k, v in os.environ.items() if k not in TERMINAL_OVERRIDES}
+    environment.update(server_env(dev_server))
+    watch = subprocess.Popen(
+        [sys.executable, "-c", CLI, "status", job["id"], "--watch", "--interval", "0.05"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    assert watch.stdout is not None and watch.stderr is not None
+    first = watch.stdout.readline().decode()
+    watch.stdout.close()
+    api.post(f"/jobs/{job['id']}/cancel").raise_for_status()
+    errors = watch.stderr.read().decode()
+    assert watch.wait(timeout=30) == 141, errors
+    assert "  PENDING  " in first
+    assert errors == ""
+
+
 def test_a_silent_server_times_out_with_exit_6(cli: Cli) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -1338,5 +1363,5 @@ def test_enqueue_with_a_held_unique_key_names_the_job_holding_it(
 def test_the_help_text_documents_the_exit_codes(cli: Cli) -> None:
     out = cli("--help").out
     codes = re.findall(r"^\s+(\d+)\s{2,}\S", out, re.MULTILINE)
-    assert codes == ["0", "1", "2", "3", "4", "5", "6", "130"]
+    assert codes == ["0", "1", "2", "3", "4", "5", "6", "130", "141"]
     assert all(command in out for command in COMMANDS)
