@@ -13,7 +13,10 @@ def main() -> None:
     """`taskforge-cli`. Its modules are imported with the cycle collector paused, as the
     service's are (`taskforge.entrypoints.cli.main`): about 10 ms of each run."""
     gc.disable()
-    from taskforge.cli.app import main as run_command
+    try:
+        from taskforge.cli.app import main as run_command
+    except KeyboardInterrupt:  # Ctrl-C while they load: as during the command, no traceback
+        raise SystemExit(130) from None
 
     gc.freeze()
     gc.enable()

@@ -9,7 +9,10 @@ def main() -> None:
     each collection on the way would scan them again (about a tenth of a worker's start-up).
     Frozen afterwards, later collections skip them too."""
     gc.disable()
-    from taskforge.entrypoints.cli.service import main as run_command
+    try:
+        from taskforge.entrypoints.cli.service import main as run_command
+    except KeyboardInterrupt:  # Ctrl-C while they load: as during the command, no traceback
+        raise SystemExit(130) from None
 
     gc.freeze()
     gc.enable()
