@@ -85,7 +85,7 @@ unchanged for scripts, one document per line when there are several.
 Exit codes:
   0    success
   1    unexpected error
-  2    usage error (bad flags, invalid --payload JSON); nothing was sent
+  2    usage error (bad flags, an invalid --payload); nothing was sent
   3    not found (404)
   4    conflict: the job's state does not allow it (409)
   5    other API error (4xx: validation, unauthorized, ...)

@@ -6,7 +6,7 @@ client's `ClientError`s, so the command layer never sees an httpx exception.
 
 from __future__ import annotations
 
-from taskforge.client.errors import ClientError, InvalidResponse
+from taskforge.client.errors import ClientError, InvalidResponse, ValidationError
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -42,8 +42,11 @@ class UsageError(CliError):
 def exit_code_of(error: ClientError) -> int:
     """404 -> 3, 409 -> 4, other 4xx -> 5; 5xx, no answer at all, or an answer that is
     not the API's (InvalidResponse: not its JSON, or an error status without its error
-    body) -> 6."""
+    body) -> 6. An input the client refuses before sending it, as the API would (a
+    ValidationError without a status: a NUL in a payload), is a usage error -> 2."""
     status = error.status
+    if status is None and isinstance(error, ValidationError):
+        return EXIT_USAGE
     if status is None or isinstance(error, InvalidResponse):
         return EXIT_SERVER_ERROR
     if status == 404:

@@ -291,6 +291,11 @@ ERROR_CASES = {
         2,
         lambda ids: "error: usage: --payload: invalid JSON: nested too deeply\n",
     ),
+    "a --payload holding NUL is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, '{"a": "\\u0000"}'],
+        2,
+        lambda ids: "error: validation_error: payload: must not contain NUL characters",
+    ),
     "a --payload that is not an object is a usage error (2)": ErrorCase(
         lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, "[1, 2]"],
         2,
