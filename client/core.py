@@ -278,7 +278,7 @@ def list_jobs(
     offset: int | None = None,
 ) -> Call[values.JobPage]:
     params = _params(status=status, limit=limit, offset=offset)
-    path = "/jobs" if queue is None else f"/queues/{_segment(queue)}/jobs"
+    path = "/jobs" if queue is None else f"/queues/{_segment(queue, 'queue')}/jobs"
     return Call(Request("GET", path, params=params), lambda answer: values.job_page_of(answer.data))
 
 
@@ -326,7 +326,7 @@ def list_workers() -> Call[list[values.WorkerInfo]]:
 def pause_queue(queue: str) -> Call[values.QueueInfo]:
     """Idempotent, so safe to send again."""
     return Call(
-        Request("POST", f"/queues/{_segment(queue)}/pause", retry=True),
+        Request("POST", f"/queues/{_segment(queue, 'queue')}/pause", retry=True),
         lambda answer: values.queue_of(answer.data),
     )
 
@@ -334,7 +334,7 @@ def pause_queue(queue: str) -> Call[values.QueueInfo]:
 def resume_queue(queue: str) -> Call[values.QueueInfo]:
     """Idempotent, so safe to send again."""
     return Call(
-        Request("POST", f"/queues/{_segment(queue)}/resume", retry=True),
+        Request("POST", f"/queues/{_segment(queue, 'queue')}/resume", retry=True),
         lambda answer: values.queue_of(answer.data),
     )
 
@@ -380,7 +380,7 @@ def resume_schedule(name: str) -> Call[values.Schedule]:
 
 
 def _schedule_request(method: str, name: str, action: str = "", retry: bool = False) -> Request:
-    path = f"/schedules/{_segment(name)}{action}"
+    path = f"/schedules/{_segment(name, 'name')}{action}"
     return Request(method, path, retry=retry, not_found=ScheduleNotFound)
 
 
@@ -592,10 +592,14 @@ def _id(job_id: UUID | str) -> str:
         ) from None
 
 
-def _segment(name: str) -> str:
+def _segment(name: str, field: str) -> str:
     """A queue's or a schedule's name as one path segment. `.` and `..` are names too (letters,
     digits and `_ - . :`), but as a segment they would be resolved away (`/queues/../jobs`
-    is `/jobs`): their dots are sent escaped, which the API reads back as the name."""
+    is `/jobs`): their dots are sent escaped, which the API reads back as the name. An
+    empty name would address another route (`/queues//pause`): it is a ValidationError
+    naming `field`, as the API's for an empty name in a body, sent nowhere."""
+    if not name:
+        raise _input_error(field, "must be 1-128 characters of letters, digits and _ - . :")
     segment = quote(name, safe="")
     return segment.replace(".", "%2E") if segment in {".", ".."} else segment
 

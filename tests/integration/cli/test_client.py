@@ -378,6 +378,14 @@ ERROR_CASES = {
             ),
         )
     ),
+    "an empty queue name is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "queues", "pause", ""],
+        2,
+        lambda ids: (
+            "error: validation_error: queue: must be 1-128 characters of letters, digits and"
+            " _ - . :\n"
+        ),
+    ),
     "an unknown flag is a usage error (2)": ErrorCase(
         lambda ids: ["stats", "--verbose"],
         2,

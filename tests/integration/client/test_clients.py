@@ -7,7 +7,7 @@ import functools
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,33 @@ def test_a_schedule_can_be_added_listed_paused_resumed_and_removed(client: SyncC
     with pytest.raises(ValidationError) as refused:
         client.add_schedule(name, "61 * * * *", "report")
     assert refused.value.details == {"field": "cron"}
+
+
+def test_an_empty_queue_or_schedule_name_is_refused_before_any_request(
+    client: SyncClient,
+) -> None:
+    # `/queues//pause` would be another route, answered "no such route".
+    calls: dict[str, list[Callable[[], object]]] = {
+        "queue": [
+            lambda: client.list(queue=""),
+            lambda: client.pause_queue(""),
+            lambda: client.resume_queue(""),
+        ],
+        "name": [
+            lambda: client.schedule(""),
+            lambda: client.pause_schedule(""),
+            lambda: client.resume_schedule(""),
+            lambda: client.delete_schedule(""),
+        ],
+    }
+    for field, refused_calls in calls.items():
+        for call in refused_calls:
+            with pytest.raises(ValidationError) as refused:
+                call()
+            assert (refused.value.status, refused.value.details) == (None, {"field": field})
+            assert refused.value.message == (
+                f"{field}: must be 1-128 characters of letters, digits and _ - . :"
+            )
 
 
 def test_a_queue_or_schedule_named_dot_or_dot_dot_is_addressed_by_its_name(
