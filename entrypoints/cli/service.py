@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Annotated, TypeVar
 
 from cyclopts import App, Parameter, validators
+from cyclopts.exceptions import CycloptsError
 
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.application.handlers import HandlerRegistry
@@ -408,7 +409,10 @@ RESTART_EXIT_CODE = 75
 
 def main() -> None:
     try:
-        app()
+        app(print_error=False, exit_on_error=False)
+    except CycloptsError as exc:  # an unknown command or option, a value of the wrong type
+        print(f"taskforge: {' '.join(str(exc).split())} (see --help)", file=sys.stderr)
+        raise SystemExit(2) from None
     except (ConfigError, HandlerModuleError) as exc:
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -666,3 +666,26 @@ def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(
     assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
     assert f"invalid configuration: {named}: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("bogus",), 'taskforge: Unknown command "bogus". Available commands: dev, api,'),
+        (("dev", "--bogus"), "taskforge: Unknown option: --bogus. (see --help)"),
+        (("worker", "--concurrency", "abc"), "taskforge: Invalid value for --concurrency:"),
+        (("bench", "--runs", "0"), 'taskforge: Invalid value "0" for --runs. Must be >= 1.'),
+        (("migrate", "extra"), "taskforge: Unused Tokens: ['extra']. (see --help)"),
+    ],
+)
+def test_a_command_or_option_taskforge_cannot_read_is_one_line_and_exit_2(
+    args: tuple[str, ...], line: str
+) -> None:
+    # As a bad setting is: one line a log collector keeps whole, not a box drawn on stderr.
+    result = run_taskforge(*args, env={"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"})
+
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [shown] = result.stderr.splitlines()
+    assert shown.startswith(line), shown

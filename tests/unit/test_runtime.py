@@ -191,7 +191,7 @@ async def test_a_server_that_refuses_config_is_not_warned_about(
 async def test_a_worker_stopped_by_abandoned_threads_exits_for_a_restart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def worker_gave_up() -> None:
+    def worker_gave_up(**options: object) -> None:
         raise TooManyAbandonedThreads("3 abandoned handler threads are still running (limit 2)")
 
     monkeypatch.setattr(service, "app", worker_gave_up)
