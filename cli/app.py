@@ -288,7 +288,13 @@ Limit = Annotated[
 Offset = Annotated[int | None, Parameter(help="Items to skip, for the next page.")]
 NonNegative = (validators.Number(gte=0), _finite)
 
-app = App(name="taskforge-cli", help=HELP, version=taskforge_version, help_format="plaintext")
+app = App(
+    name="taskforge-cli",
+    help=HELP,
+    version=taskforge_version,
+    help_format="plaintext",
+    console=Output(),  # --help and --version, as every command's output
+)
 
 
 @app.meta.default

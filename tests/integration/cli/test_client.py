@@ -1044,6 +1044,23 @@ def test_a_reader_that_goes_away_ends_a_watch_with_exit_141_and_nothing_on_stder
     assert errors == ""
 
 
+@pytest.mark.parametrize("args", [["--help"], ["enqueue", "--help"], ["--version"]])
+def test_help_into_a_closed_pipe_ends_with_exit_141_too(args: list[str]) -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in TERMINAL_OVERRIDES}
+    shown = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    assert shown.stdout is not None and shown.stderr is not None
+    shown.stdout.close()  # long before the command has loaded and writes
+    errors = shown.stderr.read().decode()
+    assert shown.wait(timeout=30) == 141, errors
+    assert errors == ""
+
+
 def test_a_silent_server_times_out_with_exit_6(cli: Cli) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
