@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
+import httpx
 from cyclopts import App, Group, Parameter, validators
 from cyclopts.exceptions import CycloptsError
 from rich.console import Console, RenderableType
@@ -105,6 +106,12 @@ GLOBAL = Group("Global options", sort_key=100)
 def _http_url(type_: Any, value: str) -> None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    try:
+        host = httpx.URL(value).host  # as the client will read it
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
+    if not host:
+        raise ValueError(f"{value!r} names no host")
 
 
 def _finite(type_: Any, value: Any) -> None:

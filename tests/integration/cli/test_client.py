@@ -386,6 +386,21 @@ ERROR_CASES = {
             " _ - . :\n"
         ),
     ),
+    "an --api-url with a port that is no number is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", "http://127.0.0.1:eighty", "stats"],
+        2,
+        lambda ids: (
+            'error: usage: Invalid value "http://127.0.0.1:eighty" for --api-url.'
+            " 'http://127.0.0.1:eighty' is not a valid URL: Invalid port: 'eighty' (see --help)\n"
+        ),
+    ),
+    "an --api-url without a host is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", "http://", "stats"],
+        2,
+        lambda ids: (
+            "error: usage: Invalid value \"http://\" for --api-url. 'http://' names no host"
+        ),
+    ),
     "an unknown flag is a usage error (2)": ErrorCase(
         lambda ids: ["stats", "--verbose"],
         2,
