@@ -310,6 +310,12 @@ def _launcher(
     options: GlobalOptions = GlobalOptions(),
 ) -> Any:
     command, bound, ignored = app.parse_args(tokens)
+    if options.token is not None and not (options.token.isascii() and options.token.isprintable()):
+        # Not as a flag value is refused (that names the value): the token stays unshown.
+        raise UsageError(
+            "--token (or TASKFORGE_API_TOKEN) holds a character a request header cannot carry"
+            " (a line break or another control character, or one outside ASCII)"
+        )
     errors = Console(stderr=True, highlight=False)
     console = Output(highlight=False)
     if not console.is_terminal:

@@ -401,6 +401,19 @@ ERROR_CASES = {
             "error: usage: Invalid value \"http://\" for --api-url. 'http://' names no host"
         ),
     ),
+    "a token with a line break is a usage error that does not show it (2)": ErrorCase(
+        lambda ids: ["--token", "s3cret-token\n", "stats"],
+        2,
+        lambda ids: (
+            "error: usage: --token (or TASKFORGE_API_TOKEN) holds a character a request header"
+            " cannot carry (a line break or another control character, or one outside ASCII)\n"
+        ),
+    ),
+    "a token outside ASCII is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "--token", "s3cret-tökén", "stats"],
+        2,
+        lambda ids: "error: usage: --token (or TASKFORGE_API_TOKEN) holds a character",
+    ),
     "an unknown flag is a usage error (2)": ErrorCase(
         lambda ids: ["stats", "--verbose"],
         2,
