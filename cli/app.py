@@ -749,7 +749,7 @@ def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
                     if session.json_output:
                         session.print_json(response)
                 progress.advance(task)
-    except ConnectionFailed:
+    except (ConnectionFailed, KeyboardInterrupt):  # say how far it got, then end as usual
         session.errors.print(Text(summary()), soft_wrap=True)
         raise
     if not session.json_output:

@@ -876,6 +876,27 @@ def test_dlq_replay_all_replays_only_the_given_queues_dead_letters(
     assert (again.exit_code, again.out) == (0, "")
 
 
+def test_dlq_replay_all_interrupted_says_how_many_it_replayed(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = idle_queue()
+    for _ in range(4):
+        dead_letter(api, queue)
+    replay = TaskForgeClient.replay
+    calls: list[object] = []
+
+    def interrupted_at_the_third(client: TaskForgeClient, job_id: uuid.UUID) -> ApiResponse:
+        calls.append(job_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C
+        return replay(client, job_id)
+
+    monkeypatch.setattr(TaskForgeClient, "replay", interrupted_at_the_third)
+    outcome = cli("dlq-replay", "--all", "--queue", queue, "--yes")
+    assert (outcome.exit_code, outcome.out) == (130, "")
+    assert outcome.err == f"replayed 2 of 4 dead letters on queue {queue}\n"
+
+
 def test_dlq_replay_all_json_prints_each_replayed_job(cli: Cli, api: httpx.Client) -> None:
     queue = idle_queue()
     dead = {dead_letter(api, queue) for _ in range(2)}
