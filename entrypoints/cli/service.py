@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from cyclopts import App, Parameter, validators
 from cyclopts.exceptions import CycloptsError
@@ -40,6 +40,9 @@ from taskforge.entrypoints.runtime import (
     run_roles,
     run_service,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 T = TypeVar("T")
 
@@ -357,6 +360,7 @@ def bench(
 
     from taskforge.bench.run import parse_worker_counts
 
+    _check_report_path(Path(out))
     if soak is not None:
         from taskforge.bench.soak import SoakSettings, parse_duration
         from taskforge.bench.soak import main as soak_main
@@ -401,6 +405,21 @@ def bench(
     except Unavailable as exc:  # a server it could not use; its scratch data is removed
         print(f"taskforge bench: {cannot_use(exc, settings)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _check_report_path(out: Path) -> None:
+    """--out is written after the benchmark's first run: a path it cannot be written to is
+    refused before anything starts, not found with a traceback after minutes of running."""
+    folder = out.parent
+    if out.is_dir():
+        problem = "a folder; expected a file to write the report to"
+    elif not folder.is_dir():
+        problem = f"no folder {folder} to write the report in"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"cannot write in {folder}"
+    else:
+        return
+    raise ConfigError("--out", str(out), problem)
 
 
 RESTART_EXIT_CODE = 75

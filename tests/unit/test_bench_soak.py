@@ -107,3 +107,26 @@ def test_without_matplotlib_the_picture_is_skipped_with_how_to_install_it(
 def test_the_bench_command_refuses_a_soak_duration_that_is_not_one_by_name() -> None:
     with pytest.raises(ConfigError, match=r"--soak='5x'.*not a duration"):
         service.bench(soak="5x")
+
+
+@pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        (
+            "{tmp}/no-such-folder/bench.json",
+            "no folder {tmp}/no-such-folder to write the report in",
+        ),
+        ("{tmp}", "a folder; expected a file to write the report to"),
+    ],
+)
+def test_the_bench_command_refuses_a_report_path_it_cannot_write_before_it_starts(
+    tmp_path: Path, out: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not after the benchmark's minutes of running, with a traceback and the report lost.
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://nobody@127.0.0.1:1/none")
+    path = out.format(tmp=tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        service.bench(out=path, quick=True)
+    assert str(refused.value) == (
+        f"invalid configuration: --out={path!r}: {problem.format(tmp=tmp_path)}"
+    )
