@@ -65,7 +65,7 @@ from taskforge.client import (
     SyncClient,
     Unavailable,
 )
-from taskforge.client.core import Request
+from taskforge.client.core import NOT_A_HEADER_VALUE, Request, sendable_token
 from taskforge.client.sync_client import RawResponses
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import TERMINAL_STATES, JobState
@@ -310,12 +310,9 @@ def _launcher(
     options: GlobalOptions = GlobalOptions(),
 ) -> Any:
     command, bound, ignored = app.parse_args(tokens)
-    if options.token is not None and not (options.token.isascii() and options.token.isprintable()):
+    if options.token and not sendable_token(options.token):
         # Not as a flag value is refused (that names the value): the token stays unshown.
-        raise UsageError(
-            "--token (or TASKFORGE_API_TOKEN) holds a character a request header cannot carry"
-            " (a line break or another control character, or one outside ASCII)"
-        )
+        raise UsageError(f"--token (or TASKFORGE_API_TOKEN) {NOT_A_HEADER_VALUE}")
     errors = Console(stderr=True, highlight=False)
     console = Output(highlight=False)
     if not console.is_terminal:

@@ -172,8 +172,12 @@ class Call(Generic[T]):
 def http_options(
     base_url: str, token: str | None, request_timeout: float, user_agent: str
 ) -> dict[str, Any]:
-    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike."""
+    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike. A token no request
+    header can carry is a ValueError that does not show it (sent, it would fail each call
+    as a ConnectionFailed quoting the header, token and all)."""
     headers = {"User-Agent": user_agent, "Accept": "application/json"}
+    if token and not sendable_token(token):
+        raise ValueError(f"token {NOT_A_HEADER_VALUE}")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     options: dict[str, Any] = {
@@ -184,6 +188,16 @@ def http_options(
     if _never_tls(base_url):
         options["verify"] = _context_trusting_no_ca()
     return options
+
+
+NOT_A_HEADER_VALUE = (
+    "holds a character a request header cannot carry"
+    " (a line break or another control character, or one outside ASCII)"
+)
+
+
+def sendable_token(token: str) -> bool:
+    return token.isascii() and token.isprintable()
 
 
 def _never_tls(base_url: str) -> bool:

@@ -727,3 +727,14 @@ def test_the_clients_annotations_resolve_at_run_time(client: type[SyncClient | C
     assert unresolved == []
     assert typing.get_type_hints(client.get)["return"] is values.Job
     assert typing.get_type_hints(core.list_jobs)["return"] == core.Call[values.JobPage]
+
+
+@pytest.mark.parametrize("token", ["s3cret-token\n", "s3cret\r\nX-Other: 1", "s3cret-tökén"])
+def test_a_token_no_header_can_carry_is_refused_when_the_client_is_made_without_showing_it(
+    token: str,
+) -> None:
+    # Sent, a line break failed every call as a ConnectionFailed quoting `Bearer <token>`.
+    for make in (SyncClient, Client):
+        with pytest.raises(ValueError, match=r"^token holds a character a request header") as e:
+            make("http://api", token=token)
+        assert "s3cret" not in str(e.value)
