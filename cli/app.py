@@ -395,6 +395,8 @@ def parse_payload(raw: str) -> dict[str, Any]:
     if raw.startswith("@"):
         location = raw[1:]
         source = " in standard input" if location == "-" else f" in {location}"
+        if location == "-" and sys.stdin is None:  # started with it closed (`<&-`)
+            raise UsageError("--payload: cannot read standard input: it is closed")
         try:
             text = sys.stdin.read() if location == "-" else Path(location).read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:

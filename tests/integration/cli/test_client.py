@@ -537,6 +537,15 @@ def test_payload_can_come_from_a_file(cli: Cli, tmp_path: Path) -> None:
     assert broken.err.startswith(f"error: usage: --payload: invalid JSON in {payload}: ")
 
 
+def test_payload_from_a_closed_standard_input_is_a_usage_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `taskforge-cli ... <&-`
+    closed = cli("enqueue", "--job-type", "email", "--payload", "@-")
+    assert (closed.exit_code, closed.out) == (2, "")
+    assert closed.err == "error: usage: --payload: cannot read standard input: it is closed\n"
+
+
 def test_status_shows_policy_attempts_timings_and_the_last_error(
     cli: Cli, api: httpx.Client
 ) -> None:
