@@ -938,32 +938,49 @@ def rows_removed_by_join_filters(node: dict[str, Any]) -> int:
     return removed + sum(rows_removed_by_join_filters(child) for child in node.get("Plans", []))
 
 
+async def plan_over_an_unknown_backlog(
+    connection: asyncpg.Connection,
+    fill: str,
+    statement: str,
+    args: tuple[object, ...],
+    *,
+    paused: bool = False,
+) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of `statement` over 2,000 jobs that `fill` adds after the statistics
+    were taken on 20,000 finished ones (their queue paused first, with `paused`); all of it
+    rolled back, the table and its statistics as they were."""
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(FILL_FINISHED, f"{PLAN_PROBE_QUEUE}-done", 20_000)
+        await connection.execute("ANALYZE jobs")
+        await connection.execute(fill, PLAN_PROBE_QUEUE, 2_000)
+        if paused:
+            await connection.execute(
+                "INSERT INTO queues (name, paused, paused_at, updated_at) "
+                "VALUES ($1, true, now(), now())",
+                PLAN_PROBE_QUEUE,
+            )
+        explained = await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *args)
+    finally:
+        await transaction.rollback()
+    [plan] = json.loads(explained) if isinstance(explained, str) else explained
+    found: dict[str, Any] = plan["Plan"]
+    return found
+
+
 async def test_resuming_a_backlog_the_statistics_do_not_know_finds_its_jobs_by_key(
     connection: asyncpg.Connection,
 ) -> None:
     # The statistics were taken while the queue was empty; a backlog piled up during the
     # pause. Resuming it compared every pending job with every job it published (a queue of
     # 12,000 took 44 s, past any request deadline, and stayed paused).
-    transaction = connection.transaction()
-    await transaction.start()
-    try:
-        await connection.execute(FILL_FINISHED, f"{PLAN_PROBE_QUEUE}-done", 20_000)
-        await connection.execute("ANALYZE jobs")
-        await connection.execute(FILL_PENDING_BACKLOG, PLAN_PROBE_QUEUE, 2_000)
-        await connection.execute(
-            "INSERT INTO queues (name, paused, paused_at, updated_at) "
-            "VALUES ($1, true, now(), now())",
-            PLAN_PROBE_QUEUE,
-        )
-        explained = await connection.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {RESUME}", PLAN_PROBE_QUEUE, 1_000
-        )
-    finally:
-        await transaction.rollback()  # the table and its statistics as they were
+    plan = await plan_over_an_unknown_backlog(
+        connection, FILL_PENDING_BACKLOG, RESUME, (PLAN_PROBE_QUEUE, 1_000), paused=True
+    )
 
-    [plan] = json.loads(explained) if isinstance(explained, str) else explained
-    assert plan["Plan"]["Actual Rows"] == 1_000
-    assert rows_removed_by_join_filters(plan["Plan"]) < 2_000
+    assert plan["Actual Rows"] == 1_000
+    assert rows_removed_by_join_filters(plan) < 2_000
 
 
 FILL_FAILED_BACKLOG = FILL_PENDING_BACKLOG.replace("'PENDING'", "'FAILED'")
@@ -984,16 +1001,7 @@ async def test_a_sweep_over_a_backlog_the_statistics_do_not_know_finds_its_jobs_
 ) -> None:
     # Statistics taken while no job was in the backlog's state: each sweep compared every
     # job of that state with every job it had locked (seconds a batch for 20,000 jobs).
-    transaction = connection.transaction()
-    await transaction.start()
-    try:
-        await connection.execute(FILL_FINISHED, f"{PLAN_PROBE_QUEUE}-done", 20_000)
-        await connection.execute("ANALYZE jobs")
-        await connection.execute(fill, PLAN_PROBE_QUEUE, 2_000)
-        explained = await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *args)
-    finally:
-        await transaction.rollback()  # the table and its statistics as they were
+    plan = await plan_over_an_unknown_backlog(connection, fill, statement, args)
 
-    [plan] = json.loads(explained) if isinstance(explained, str) else explained
-    assert plan["Plan"]["Actual Rows"] > 0
-    assert rows_removed_by_join_filters(plan["Plan"]) < 2_000
+    assert plan["Actual Rows"] > 0
+    assert rows_removed_by_join_filters(plan) < 2_000
