@@ -66,6 +66,7 @@ from taskforge.entrypoints.http.middleware import caller_is_authorized
 from taskforge.entrypoints.http.schemas import (
     FIELD_RULES,
     JOB_IN_EXAMPLE,
+    MAX_OFFSET,
     NAME_PATTERN,
     QUEUE_PATTERN,
     SCHEDULE_IN_EXAMPLE,
@@ -97,8 +98,6 @@ from taskforge.entrypoints.http.schemas import (
 )
 
 READINESS_TIMEOUT = 2.0
-MAX_OFFSET = 2**31 - 1
-"""Deeper pages are refused: no store holds that many jobs, and Postgres' OFFSET is bigint."""
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -147,7 +146,10 @@ Limit = Annotated[
 ]
 Offset = Annotated[
     int | None,
-    Parameter(description="Items to skip; negative values count as 0.", le=MAX_OFFSET),
+    Parameter(
+        description=f"Items to skip, up to {MAX_OFFSET}; negative values count as 0.",
+        le=MAX_OFFSET,
+    ),
 ]
 Status = Annotated[
     str | None,

@@ -85,6 +85,8 @@ MAX_DELAY_SECONDS = MAX_DURATION
 and timestamps computed from larger values would overflow."""
 
 REASON_MAX = 1000
+MAX_OFFSET = 2**31 - 1
+"""Deeper pages are refused: no store holds that many jobs, and Postgres' OFFSET is bigint."""
 
 NAME_PATTERN = f"^{DOMAIN_NAME_PATTERN.pattern}$"
 QUEUE_PATTERN = f"^(?!{re.escape(RESERVED_QUEUE_PREFIX)}){DOMAIN_NAME_PATTERN.pattern}$"
@@ -148,7 +150,7 @@ FIELD_RULES: dict[str, str] = {
         f"must be a whole number >= 1 (values above {MAX_PAGE_LIMIT} are clamped to "
         f"{MAX_PAGE_LIMIT})"
     ),
-    "offset": "must be a whole number (negative values count as 0)",
+    "offset": f"must be a whole number up to {MAX_OFFSET} (negative values count as 0)",
 }
 """What each input accepts, in words: the OpenAPI descriptions and the 400 messages."""
 

@@ -297,6 +297,18 @@ async def test_bad_page_parameter_is_400(
     assert_error(await client.get(path, params=params), 400, "validation_error", field)
 
 
+@pytest.mark.parametrize("path", ["/jobs", "/dlq"])
+async def test_an_offset_past_the_deepest_page_is_named_as_too_large(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, params={"offset": 2**63 - 1})
+
+    body = assert_error(response, 400, "validation_error", "offset")
+    assert body["message"] == (
+        "offset: must be a whole number up to 2147483647 (negative values count as 0)"
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "path", "field"),
     [
