@@ -22,7 +22,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)
 
 from tests.support import free_port
 
@@ -33,6 +40,12 @@ DEADLINE = 30.0
 STARTUP_DEADLINE = 90.0
 """Several servers start at once, each importing for seconds on a busy machine."""
 SCREENSHOTS = "TASKFORGE_SCREENSHOTS"
+STEP_TIMEOUT_MS = 10_000
+"""How long an action (click, goto) or an `expect` waits for the page: a click's POST,
+redirect and render, on a machine the browser shares with the servers. `expect` has its own
+default (5 s), not the context's, so both are set."""
+
+expect.set_options(timeout=STEP_TIMEOUT_MS)
 
 
 @dataclass
@@ -179,7 +192,7 @@ def open_page(browser: Browser) -> Iterator[OpenPage]:
 
     def open_on(server: Server) -> Page:
         context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(STEP_TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
         origin = urlsplit(server.url).netloc
