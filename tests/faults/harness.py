@@ -56,6 +56,8 @@ BASE_ENV = {
 }
 
 DEFAULT_WORKERS = (WorkerSpec("w1"), WorkerSpec("w2"), WorkerSpec("w3"))
+STOP_GRACE = 15.0
+"""Seconds the processes have to stop after SIGTERM at the end of a run before SIGKILL."""
 
 
 @dataclass
@@ -415,7 +417,10 @@ class Run:
         self.say(f"drained in {drain:.1f}s" if drain is not None else "NOT drained in time")
         crashed = self.cluster.crashed()
         self._stopping.set()
-        await asyncio.to_thread(self.cluster.stop_all)
+        # Stopped as an operator would: a worker ends its handlers within its shutdown grace
+        # (2 s) and writes their ledger rows; one SIGKILLed here would leave a row open, so the
+        # wait before that is long enough for a busy machine to finish the stop.
+        await asyncio.to_thread(self.cluster.stop_all, STOP_GRACE)
         snapshot = await read_snapshot(self.cluster.direct_dsn)
         accepted = {UUID(job_id): job.kind for job_id, job in self.accepted().items()}
         killed = {
