@@ -777,7 +777,8 @@ def test_on_a_narrow_terminal_counts_names_and_times_are_never_cut(
 
 
 def test_status_watch_follows_a_job_until_it_succeeds(cli: Cli, api: httpx.Client) -> None:
-    job = enqueue(api, jobType="sleep", payload={"seconds": 0.3})
+    # Running long enough to be seen running by a watch that a busy machine delays.
+    job = enqueue(api, jobType="sleep", payload={"seconds": 1.5})
     watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05")
     assert watched.exit_code == 0
     states = [line.split()[1] for line in watched.out.splitlines()]
@@ -1105,15 +1106,19 @@ def test_a_reader_that_goes_away_ends_a_watch_with_exit_141_and_nothing_on_stder
 @pytest.mark.parametrize("args", [["--help"], ["enqueue", "--help"], ["--version"]])
 def test_help_into_a_closed_pipe_ends_with_exit_141_too(args: list[str]) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in TERMINAL_OVERRIDES}
-    shown = subprocess.Popen(
-        [sys.executable, "-c", CLI, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environment,
-    )
-    assert shown.stdout is not None and shown.stderr is not None
-    shown.stdout.close()  # long before the command has loaded and writes
+    reading, writing = os.pipe()
+    os.close(reading)  # closed before the command starts, however fast it writes
+    try:
+        shown = subprocess.Popen(
+            [sys.executable, "-c", CLI, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=writing,
+            stderr=subprocess.PIPE,
+            env=environment,
+        )
+    finally:
+        os.close(writing)
+    assert shown.stderr is not None
     errors = shown.stderr.read().decode()
     assert shown.wait(timeout=30) == 141, errors
     assert errors == ""
