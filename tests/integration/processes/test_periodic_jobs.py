@@ -51,13 +51,23 @@ async def test_three_schedulers_fire_every_tick_once_and_never_a_paused_schedule
         for _ in range(3):
             stack.start_in(tmp_path, "scheduler", "--handlers", "declaring")
 
-        caught_up = await _caught_up(conn, names)
-        keys = [
-            row["idempotency_key"]
-            for row in await conn.fetch(
-                "SELECT idempotency_key FROM jobs WHERE queue = $1", queue_name
-            )
-        ]
+        await _caught_up(conn, names)
+        # The schedules and their jobs read in one snapshot: a minute may turn meanwhile, and
+        # a tick fires its job and moves its schedule on in one transaction.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            caught_up = {
+                row["name"]: row["last_fire_at"]
+                for row in await conn.fetch(
+                    "SELECT name, last_fire_at FROM schedules WHERE name = ANY($1::text[])",
+                    names,
+                )
+            }
+            keys = [
+                row["idempotency_key"]
+                for row in await conn.fetch(
+                    "SELECT idempotency_key FROM jobs WHERE queue = $1", queue_name
+                )
+            ]
         declared = await conn.fetchrow(
             "SELECT source, paused FROM schedules WHERE name = $1", f"{queue_name}-declared"
         )
@@ -76,17 +86,16 @@ async def test_three_schedulers_fire_every_tick_once_and_never_a_paused_schedule
     assert declared is not None and (declared["source"], declared["paused"]) == ("code", False)
 
 
-async def _caught_up(conn: asyncpg.Connection, names: list[str]) -> dict[str, datetime]:
-    """Each schedule's last fired tick, once every one has a next fire in the future."""
+async def _caught_up(conn: asyncpg.Connection, names: list[str]) -> None:
+    """Returns once every schedule has a next fire in the future."""
     deadline = time.monotonic() + DEADLINE
     while True:
         rows = await conn.fetch(
-            "SELECT name, last_fire_at, next_fire_at > now() AS done FROM schedules"
-            " WHERE name = ANY($1::text[])",
+            "SELECT name, next_fire_at > now() AS done FROM schedules WHERE name = ANY($1::text[])",
             names,
         )
         if len(rows) == len(names) and all(row["done"] for row in rows):
-            return {row["name"]: row["last_fire_at"] for row in rows}
+            return
         assert time.monotonic() < deadline, f"schedules not caught up: {rows}"
         await asyncio.sleep(0.1)
 

@@ -47,7 +47,8 @@ async def test_killed_worker_job_is_rerun_after_its_lease_expires(stack: Stack) 
     await stack.start_api()
     stack.start_scheduler()
     doomed = stack.start_worker("--concurrency", "1")
-    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 1}, visibilityTimeout=2)
+    # Long enough to be killed mid-run however late the ledger row is seen.
+    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 3}, visibilityTimeout=2)
     await stack.wait_for_ledger(job_id, 1)
 
     doomed.signal(signal.SIGKILL)
@@ -65,7 +66,8 @@ async def test_paused_worker_cannot_settle_a_job_another_worker_owns(stack: Stac
     await stack.start_api()
     stack.start_scheduler()
     zombie = stack.start_worker("--concurrency", "1")
-    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 2}, visibilityTimeout=1)
+    # The second worker renews its 2 s lease every 0.67 s: a busy machine does not lose it.
+    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 2}, visibilityTimeout=2)
     await stack.wait_for_ledger(job_id, 1)
 
     zombie.signal(signal.SIGSTOP)
@@ -183,6 +185,10 @@ async def test_retries_follow_the_backoff_policy(stack: Stack) -> None:
     await stack.start_api()
     stack.start_worker()
     stack.start_scheduler(SCHEDULER_TICK="0.05")
+    # A delayed job only the scheduler publishes: its first sweep (over what earlier tests
+    # left in the database) is done before the gaps are timed.
+    ticking = await stack.enqueue("noop", delay=0.05)
+    await stack.wait_for(ticking, "SUCCEEDED")
     job_id = await stack.enqueue(
         "ledger_fail", initialDelay=0.5, backoff=2, maxDelay=1.5, maxAttempts=4
     )
@@ -218,7 +224,8 @@ async def test_a_second_signal_exits_at_once_and_the_lease_is_recovered(stack: S
     await stack.start_api()
     stack.start_scheduler()
     worker = stack.start_worker("--concurrency", "1", WORKER_SHUTDOWN_GRACE="60")
-    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 30}, visibilityTimeout=2)
+    # A lease renewed every second that runs 3 s: still held when the state is read below.
+    job_id = await stack.enqueue("ledger_sleep", payload={"seconds": 30}, visibilityTimeout=3)
     await stack.wait_for_ledger(job_id, 1)
 
     worker.signal(signal.SIGTERM)  # graceful: would wait up to 60 s for the job

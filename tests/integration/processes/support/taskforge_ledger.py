@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -27,13 +28,16 @@ async def _ledger() -> asyncpg.Pool:
 
 
 async def _start(ctx: taskforge.JobContext) -> Any:
+    # Stamped as the handler starts: a process's first job waits for the pool to connect.
+    started_at = datetime.now(UTC)
     pool = await _ledger()
     return await pool.fetchval(
         "INSERT INTO ledger (job_id, pid, attempt, started_at) "
-        "VALUES ($1, $2, $3, clock_timestamp()) RETURNING id",
+        "VALUES ($1, $2, $3, $4) RETURNING id",
         ctx.job_id,
         os.getpid(),
         ctx.attempt,
+        started_at,
     )
 
 
