@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -39,6 +40,14 @@ SELECT_APPLIED = "SELECT version, name, checksum FROM schema_migrations ORDER BY
 SELECT_APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
 RECORD_APPLIED = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
 LOCK = "SELECT pg_advisory_lock($1)"
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+LOCK_HOLDERS = """
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND ((classid::bigint << 32) | objid::bigint) = $1
+ORDER BY pid
+"""
+"""The backends holding the session lock (a bigint key is shown as two 32-bit halves)."""
 
 
 class MigrationError(Exception):
@@ -108,9 +117,16 @@ def load_migrations(source: Traversable | None = None) -> list[Migration]:
     return [found[version] for version in sorted(found)]
 
 
-async def apply_migrations(dsn: str, *, source: Traversable | None = None) -> list[str]:
+async def apply_migrations(
+    dsn: str,
+    *,
+    source: Traversable | None = None,
+    on_wait: Callable[[list[int]], None] | None = None,
+) -> list[str]:
     """Apply every pending migration, in order; return the versions applied by this call
-    (empty when the database was up to date).
+    (empty when the database was up to date). When another process holds the migration
+    lock, `on_wait` is told the Postgres backend pids holding it (none if it was let go
+    meanwhile) before this call waits for it.
 
     Migrations applied by a newer TaskForge (versions past the newest file here, as after
     a rollback) are left as they are: they only add, so this version runs on them.
@@ -124,7 +140,10 @@ async def apply_migrations(dsn: str, *, source: Traversable | None = None) -> li
         raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
     try:
         # A session lock: closing the connection releases it, even after an error.
-        await conn.execute(LOCK, ADVISORY_LOCK_KEY)
+        if not await conn.fetchval(TRY_LOCK, ADVISORY_LOCK_KEY):
+            if on_wait is not None:
+                on_wait([row["pid"] for row in await conn.fetch(LOCK_HOLDERS, ADVISORY_LOCK_KEY)])
+            await conn.execute(LOCK, ADVISORY_LOCK_KEY)
         return await _apply_pending(conn, migrations)
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc)) from exc

@@ -270,8 +270,18 @@ def migrate() -> None:
 
     settings = _settings({})
     dsn = settings.require_direct_postgres("migrate")
+
+    def waiting(holders: list[int]) -> None:
+        held_by = f" (Postgres backend pid {', '.join(map(str, holders))})" if holders else ""
+        print(
+            f"taskforge migrate: another migrate holds the migration lock{held_by}; "
+            "waiting for it to finish",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
-        applied = asyncio.run(apply_migrations(dsn))
+        applied = asyncio.run(apply_migrations(dsn, on_wait=waiting))
     except MigrationError as exc:
         print(f"taskforge migrate: {without_password(str(exc), dsn)}", file=sys.stderr)
         raise SystemExit(1) from None

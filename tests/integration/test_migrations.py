@@ -18,6 +18,7 @@ import pytest
 
 from taskforge.adapters.postgres import MigrationError, apply_migrations
 from taskforge.adapters.postgres.migrations import (
+    ADVISORY_LOCK_KEY,
     SchemaCheck,
     SchemaNotCurrent,
     bundled_migrations,
@@ -97,6 +98,60 @@ async def test_concurrent_migrations_apply_each_file_exactly_once(scratch_dsn: s
     assert sorted(applied) == VERSIONS
     assert [len(result) for result in results].count(len(VERSIONS)) == 1
     assert [version for version, _, _ in await _history(scratch_dsn)] == VERSIONS
+
+
+async def test_a_migrate_that_must_wait_for_the_lock_is_told_who_holds_it(
+    scratch_dsn: str,
+) -> None:
+    holder = await asyncpg.connect(scratch_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        told: list[list[int]] = []
+        migrating = asyncio.create_task(apply_migrations(scratch_dsn, on_wait=told.append))
+        while not told:
+            assert not migrating.done(), migrating
+            await asyncio.sleep(0.02)
+        assert told == [[holder.get_server_pid()]]
+        assert not migrating.done()  # it waits for the lock
+    finally:
+        await holder.close()  # lets the lock go
+
+    assert await asyncio.wait_for(migrating, 60) == VERSIONS
+    assert told == [[holder.get_server_pid()]]
+
+
+async def test_a_migrate_that_finds_the_lock_free_is_told_nothing(scratch_dsn: str) -> None:
+    told: list[list[int]] = []
+
+    assert await apply_migrations(scratch_dsn, on_wait=told.append) == VERSIONS
+    assert told == []
+
+
+async def test_the_migrate_command_says_it_waits_for_another_migrate(scratch_dsn: str) -> None:
+    holder = await asyncpg.connect(scratch_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        migrating = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "taskforge.entrypoints.cli",
+            "migrate",
+            env={**os.environ, "POSTGRES_DSN": scratch_dsn},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert migrating.stderr is not None
+        line = (await asyncio.wait_for(migrating.stderr.readline(), 60)).decode()
+        assert line == (
+            "taskforge migrate: another migrate holds the migration lock (Postgres backend"
+            f" pid {holder.get_server_pid()}); waiting for it to finish\n"
+        )
+        assert migrating.returncode is None
+    finally:
+        await holder.close()
+    out, err = await asyncio.wait_for(migrating.communicate(), 60)
+    assert await migrating.wait() == 0, err
+    assert out.decode().startswith(f"applied {len(VERSIONS)} migration(s)")
 
 
 async def test_only_new_migrations_are_applied(scratch_dsn: str, editable_migrations: Path) -> None:
