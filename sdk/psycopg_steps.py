@@ -33,6 +33,7 @@ from taskforge.adapters.postgres.job_copy import (
 from taskforge.adapters.postgres.job_inserts import (
     INSERT_JOB_UNPUBLISHED,
     INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
+    column_parameters,
     insert_parameters,
 )
 from taskforge.adapters.postgres.job_store import (
@@ -67,12 +68,6 @@ PSYCOPG_INSERT_JOBS = psycopg_form(INSERT_JOBS_UNPUBLISHED_BY_COLUMNS)
 PSYCOPG_SELECT_JOBS_BY_IDEMPOTENCY_KEY = psycopg_form(SELECT_JOBS_BY_IDEMPOTENCY_KEY)
 PSYCOPG_SELECT_JOBS_BY_UNIQUE_KEY = psycopg_form(SELECT_JOBS_BY_UNIQUE_KEY)
 PSYCOPG_SELECT_TAKEN_IDS = psycopg_form(SELECT_TAKEN_IDS)
-
-
-def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
-    """The parameters of INSERT_JOBS_UNPUBLISHED_BY_COLUMNS: insert_parameters' fields, one
-    list per field."""
-    return [list(column) for column in zip(*map(insert_parameters, jobs), strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,7 +255,7 @@ def _created_job(new_job: NewJob, row: CreatedRow) -> Job:
     not a stored Job and then its client form: the half of enqueue_many's Python time
     that is not validation)."""
     policy = new_job.policy
-    created_at = row["created_at"]
+    created_at = _moment(row["created_at"])
     return Job(
         id=new_job.id,
         queue=new_job.queue,
@@ -274,11 +274,17 @@ def _created_job(new_job: NewJob, row: CreatedRow) -> Job:
         visibility_timeout=new_job.visibility_timeout,
         timeout=new_job.timeout,
         priority=new_job.priority,
-        next_run_at=row["next_run_at"],
+        next_run_at=_moment(row["next_run_at"]),
         last_error=None,
         created_at=created_at,
         updated_at=created_at,
     )
+
+
+def _moment(value: Any) -> Any:
+    """A timestamptz as a datetime: asyncpg reads one, unless the connection has a codec of
+    its own that reads Postgres's text (ISO, as its default DateStyle writes it)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _decoded(payload: Any) -> Any:
@@ -295,6 +301,8 @@ def client_job(job: StoredJob) -> Job:
         for name in _CLIENT_JOB_FIELDS
     }
     fields["payload"] = _decoded(job.payload)
+    for name in _MOMENT_FIELDS:
+        fields[name] = _moment(fields[name])
     fields["errors"] = tuple(
         AttemptError(attempt=each.attempt, at=each.at, error=each.error, traceback=each.traceback)
         for each in job.errors
@@ -304,3 +312,7 @@ def client_job(job: StoredJob) -> Job:
 
 _POLICY_FIELDS = frozenset(each.name for each in dataclasses.fields(RetryPolicy))
 _CLIENT_JOB_FIELDS = tuple(each.name for each in msgspec.structs.fields(Job))
+_MOMENT_FIELDS = tuple(
+    each.name for each in msgspec.structs.fields(Job) if each.type in (datetime, datetime | None)
+)
+"""The client job's timestamps (`datetime` or `datetime | None`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -70,9 +71,15 @@ def retry_policy_from_row(row: asyncpg.Record | Mapping[str, Any]) -> RetryPolic
     )
 
 
+def as_uuid(value: Any) -> UUID:
+    """A uuid column's value: asyncpg reads a UUID, unless the connection (an application's,
+    which the SDK writes on) has a codec of its own for uuid, one that reads text say."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
 def job_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Job:
     return Job(
-        id=row["id"],
+        id=as_uuid(row["id"]),
         queue=row["queue"],
         job_type=row["job_type"],
         payload=row["payload"],

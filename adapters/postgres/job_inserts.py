@@ -5,6 +5,7 @@ without keys goes by COPY instead (job_copy), which a test holds to the same row
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from taskforge.adapters.postgres.connection import encode_json
@@ -70,8 +71,15 @@ _COLUMNS = """unnest(
 INSERT_JOBS_UNPUBLISHED_BY_COLUMNS = _INSERT_FROM.format(
     incoming=_COLUMNS, published_at=UNPUBLISHED
 )
-"""A batch as one array per field (sdk/psycopg_steps.column_parameters), for a driver with
-no codec for the job_input_v4 record type (psycopg): still one statement for the batch."""
+"""A batch as one array per field (column_parameters), for a driver with no codec for the
+job_input_v4 record type (psycopg), or an asyncpg connection that cannot encode the record
+(an application's text codec for one of its fields' types): still one statement for the
+batch."""
+INSERT_JOBS_BY_COLUMNS = {
+    True: _INSERT_FROM.format(incoming=_COLUMNS, published_at=PUBLISHED_WHEN_DUE),
+    False: INSERT_JOBS_UNPUBLISHED_BY_COLUMNS,
+}
+"""By `published`, as INSERT_JOBS and INSERT_JOBS_UNPUBLISHED."""
 
 _INSERT_ONE = """
 INSERT INTO jobs (
@@ -135,3 +143,9 @@ def insert_parameters(job: NewJob) -> tuple[Any, ...]:
         job.unique_key,
         job.priority,
     )
+
+
+def column_parameters(jobs: Sequence[NewJob]) -> list[list[Any]]:
+    """The parameters of INSERT_JOBS_BY_COLUMNS: insert_parameters' fields, one list per
+    field."""
+    return [list(column) for column in zip(*map(insert_parameters, jobs), strict=True)]

@@ -14,6 +14,7 @@ from taskforge.adapters.postgres._rows import (
     JOB_COLUMNS,
     JOB_DETAIL_COLUMNS,
     JOBS_COLUMNS,
+    as_uuid,
     job_from_row,
 )
 from taskforge.adapters.postgres.connection import PING_TIMEOUT, PooledAdapter
@@ -23,7 +24,9 @@ from taskforge.adapters.postgres.job_inserts import (
     INSERT_JOB_ALONE,
     INSERT_JOB_UNPUBLISHED,
     INSERT_JOBS,
+    INSERT_JOBS_BY_COLUMNS,
     INSERT_JOBS_UNPUBLISHED,
+    column_parameters,
     insert_parameters,
 )
 from taskforge.adapters.postgres.job_lists import find_statement
@@ -242,8 +245,14 @@ async def _insert(
     if len(jobs) == 1:
         rows = await conn.fetch(one, *insert_parameters(jobs[0]))
     else:
-        rows = await conn.fetch(batch, [insert_parameters(job) for job in jobs])
-    created = {row["id"]: row for row in rows}
+        try:
+            rows = await conn.fetch(batch, [insert_parameters(job) for job in jobs])
+        except asyncpg.UnsupportedClientFeatureError:
+            # An application's connection whose codec reads uuid or timestamptz as text:
+            # asyncpg encodes no record holding them, but arrays of them. Refused before the
+            # statement ran, so the caller's transaction goes on.
+            rows = await conn.fetch(INSERT_JOBS_BY_COLUMNS[published], *column_parameters(jobs))
+    created = {as_uuid(row["id"]): row for row in rows}
     taken = [job for job in jobs if job.id not in created]
     holders: dict[UUID, Job] = {}
     retried: dict[UUID, Outcome] = {}
@@ -278,7 +287,7 @@ async def _taken_id(
 ) -> UUID | None:
     """The id of one of `jobs` that a stored job already has, if any."""
     rows = await conn.fetch(SELECT_TAKEN_IDS, [job.id for job in jobs])
-    return rows[0]["id"] if rows else None
+    return as_uuid(rows[0]["id"]) if rows else None
 
 
 def repeated_id(jobs: Sequence[NewJob]) -> UUID | None:

@@ -525,6 +525,61 @@ async def test_a_large_batch_on_a_connection_with_its_own_jsonb_codec(
     ]
 
 
+TEXT_CODECS = pytest.mark.parametrize(
+    "type_name", ["uuid", "timestamptz"], ids=["uuid as text", "timestamptz as text"]
+)
+"""An application's asyncpg codec that reads and writes a type as Postgres's text: what
+`set_type_codec(name, encoder=str, decoder=str)` does, a common way to get text ids."""
+
+
+@TEXT_CODECS
+@pytest.mark.parametrize("size", [1, 5, COPY_FROM], ids=["one", "small", "large"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["no keys", "keys"])
+async def test_a_connection_that_reads_a_type_as_text_gets_the_same_jobs(
+    migrated_dsn: str,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    type_name: str,
+    size: int,
+    keyed: bool,
+) -> None:
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await conn.set_type_codec(type_name, schema="pg_catalog", encoder=str, decoder=str)
+        specs: list[JobSpec] = []
+        for n in range(size):
+            spec: JobSpec = {"job_type": "email", "queue": queue_name, "payload": {"n": n}}
+            if keyed:
+                spec["idempotency_key"] = f"{queue_name}-{n % 3}"
+            specs.append(spec)
+        async with conn.transaction():
+            await conn.execute("SELECT 1")  # the application's own work comes first
+            batch = await taskforge.enqueue_many(conn, specs)
+            again = await taskforge.enqueue_many(conn, specs)  # the keys' holders, if keyed
+            assert conn.is_in_transaction()
+    finally:
+        await conn.close()
+
+    stored = {
+        row["id"]: row
+        for row in await observer.fetch(
+            "SELECT id, next_run_at, created_at FROM jobs WHERE queue = $1", queue_name
+        )
+    }
+    for job in [*batch, *again]:
+        assert isinstance(job.id, UUID), job.id
+        assert isinstance(job.created_at, datetime) and job.created_at.tzinfo is not None
+        assert isinstance(job.next_run_at, datetime)
+        row = stored[job.id]
+        assert (job.created_at, job.next_run_at) == (row["created_at"], row["next_run_at"])
+    if keyed:  # a job per key, each holder returned for every later job with its key
+        assert len(stored) == min(size, 3)
+        assert [job.id for job in again] == [job.id for job in batch]
+        assert [job.id for job in batch] == [batch[n % 3].id for n in range(size)]
+    else:
+        assert len(stored) == 2 * size
+
+
 @BATCH_SIZES
 async def test_a_rolled_back_job_never_exists(
     session: Session, observer: asyncpg.Connection, queue_name: str, size: int
