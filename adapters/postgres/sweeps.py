@@ -237,6 +237,12 @@ SELECT count(*) FROM folded
 # deadlock, and a second one would find nothing left to fold anyway.
 FOLD_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('taskforge:fold_job_counts'))"
 
+# A TRUNCATE of jobs empties job_counts (migration 0013) with a DELETE that does not see
+# the row a fold committing meanwhile inserts: that sum would outlive the jobs it counted.
+# Holding jobs in ACCESS SHARE, which TRUNCATE's lock conflicts with, makes a fold end
+# before a TRUNCATE begins, or begin after it ended.
+FOLD_HOLDS_OFF_TRUNCATE = "LOCK TABLE jobs IN ACCESS SHARE MODE"
+
 
 class PostgresSweeps(PooledAdapter):
     """Sweeps on Postgres; semantics identical to InMemorySweeps."""
@@ -299,4 +305,5 @@ class PostgresSweeps(PooledAdapter):
         async with self._connection() as conn, conn.transaction():
             if not await conn.fetchval(FOLD_LOCK):
                 return 0
+            await conn.execute(FOLD_HOLDS_OFF_TRUNCATE)
             return int(await conn.fetchval(FOLD_JOB_COUNTS))

@@ -39,6 +39,7 @@ from taskforge.adapters.postgres.sweeps import (
     FOLD_LOCK,
     MARK_UNPUBLISHED,
     PROMOTE_DUE,
+    PostgresSweeps,
 )
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
@@ -721,6 +722,76 @@ async def test_maintained_job_counts_match_the_table_through_moves_deletes_and_f
     )
     assert await maintained() == await counted()
     assert all(row["n"] == 1 for row in rows_per_state)
+
+
+class TruncateDuringFold(PostgresSweeps):
+    """Postgres sweeps whose fold, once its statement ran and before it commits, lets a
+    TRUNCATE of jobs on another connection start and waits until that TRUNCATE is held up."""
+
+    def __init__(self, pool: asyncpg.Pool, other: asyncpg.Connection) -> None:
+        super().__init__(pool)
+        self.other = other
+        self.truncating: asyncio.Task[str] | None = None
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        async with super()._connection() as conn:
+            yield _TruncateAfterFolding(conn, self)
+
+
+class _TruncateAfterFolding:
+    def __init__(self, conn: Any, sweeps: TruncateDuringFold) -> None:
+        self._conn = conn
+        self._sweeps = sweeps
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchval(self, statement: str, *args: object) -> Any:
+        value = await self._conn.fetchval(statement, *args)
+        if statement == FOLD_JOB_COUNTS:
+            other = self._sweeps.other
+            truncating = asyncio.ensure_future(other.execute("TRUNCATE jobs, dead_letters"))
+            self._sweeps.truncating = truncating
+            pid = other.get_server_pid()
+            async with asyncio.timeout(10):
+                while not truncating.done():
+                    if await self._conn.fetchval(WAIT_EVENT_TYPE, pid) == "Lock":
+                        break
+                    await asyncio.sleep(0.01)
+        return value
+
+
+WAIT_EVENT_TYPE = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1"
+
+
+async def test_a_truncate_while_the_counts_are_folded_leaves_no_count_behind(
+    migrated_dsn: str,
+) -> None:
+    # TRUNCATE jobs empties job_counts too (migration 0013); a fold under way meanwhile
+    # must not put back the sum of the jobs it had folded.
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=2)
+    other = await asyncpg.connect(migrated_dsn)
+    try:
+        async with pool.acquire() as conn:
+            for _ in range(2):  # two counts rows for one (queue, state): something to fold
+                await conn.execute(INSERT_IN_STATE, uuid4(), "PENDING")
+        sweeps = TruncateDuringFold(pool, other)
+
+        folded = await sweeps.fold_job_counts()
+        assert sweeps.truncating is not None
+        await sweeps.truncating
+
+        async with pool.acquire() as conn:
+            left = await conn.fetch("SELECT queue, state, jobs FROM job_counts")
+        assert folded == 2
+        assert [tuple(row) for row in left] == []
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM jobs WHERE queue = 'trigger-probe'")
+            await conn.execute("DELETE FROM job_counts WHERE queue = 'trigger-probe'")
+        await other.close()
+        await pool.close()
 
 
 INSERT_SEVERAL_IN_STATES = """
