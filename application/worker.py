@@ -406,6 +406,10 @@ class Worker:
         self._gave_up: str | None = None
         self._direct: _DirectClaims | None = None
         """Set while the ready queue is unreachable: jobs are claimed from the store."""
+        self._throttled: dict[str, float] = {}
+        """Queues whose rate-limit permits are spent, each with when (loop time) it has one
+        again: until then their hints are not popped, so that a backlog waiting for permits
+        does not hold up the hints of the other queues the worker serves."""
 
     @property
     def running(self) -> int:
@@ -535,12 +539,14 @@ class Worker:
         if self._direct is not None:
             await self._fetch_direct(self._direct, free, stop)
             return
-        waited = self._settings.poll_timeout + self._settings.queue_grace
+        queues, timeout = self._poppable()
+        if not queues:  # every queue waits for a rate-limit permit
+            await sleep_unless(stop, timeout)
+            return
+        waited = timeout + self._settings.queue_grace
         try:
             async with asyncio.timeout(waited):
-                hints = await self._ready_queue.pop(
-                    self._settings.queues, free, self._settings.poll_timeout
-                )
+                hints = await self._ready_queue.pop(queues, free, timeout)
         except (Unavailable, TimeoutError) as exc:
             # Postgres holds every job: keep running them without hints until Redis is back.
             # A hint popped by the cancelled call is lost; the scheduler republishes it.
@@ -557,7 +563,7 @@ class Worker:
             return
         try:
             if self._settings.rate_limit_per_sec > 0:
-                hints = await self._apply_rate_limit(hints, stop)
+                hints = await self._apply_rate_limit(hints)
             if not hints:
                 return
             claim_sent_at = self._monotonic()
@@ -574,6 +580,18 @@ class Worker:
             raise
         for job in claimed:
             self._start(job, claim_sent_at)
+
+    def _poppable(self) -> tuple[tuple[str, ...], float]:
+        """The queues to pop hints from, and how long the pop may wait: every queue the
+        worker serves but those whose rate-limit permits are spent, and no longer than until
+        the first of those has a permit again."""
+        if not self._throttled:
+            return self._settings.queues, self._settings.poll_timeout
+        now = asyncio.get_running_loop().time()
+        self._throttled = {queue: at for queue, at in self._throttled.items() if at > now}
+        queues = tuple(queue for queue in self._settings.queues if queue not in self._throttled)
+        timeout = min((self._settings.poll_timeout, *(at - now for at in self._throttled.values())))
+        return queues, timeout
 
     async def _fetch_direct(self, direct: _DirectClaims, free: int, stop: asyncio.Event) -> None:
         """One step of dispatch without the ready queue: try the queue again when it is
@@ -606,12 +624,11 @@ class Worker:
             return False
         return True
 
-    async def _apply_rate_limit(
-        self, hints: list[ReadyHint], stop: asyncio.Event
-    ) -> list[ReadyHint]:
+    async def _apply_rate_limit(self, hints: list[ReadyHint]) -> list[ReadyHint]:
+        """The hints whose jobs may start within the rate limit. The others are put back, and
+        their queues are not popped again until they have a permit (see _poppable)."""
         allowed: list[ReadyHint] = []
         deferred: list[ReadyHint] = []
-        wait = 0.0
         by_queue: dict[str, list[ReadyHint]] = {}
         for hint in hints:
             by_queue.setdefault(hint.queue, []).append(hint)
@@ -623,12 +640,11 @@ class Worker:
             rest = queue_hints[grant.granted :]
             if rest:
                 deferred += rest
-                wait = max(wait, grant.retry_after)
+                retry_at = asyncio.get_running_loop().time() + max(grant.retry_after, 0.001)
+                self._throttled[queue] = retry_at
                 self._metrics.rate_throttled(queue, len(rest))
         if deferred:
             await self._hints.put_back(deferred)
-            if not allowed:
-                await sleep_unless(stop, max(wait, 0.001))
         return allowed
 
     def _start(self, job: Job, claim_sent_at: float) -> None:

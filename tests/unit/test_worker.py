@@ -773,6 +773,33 @@ async def test_hints_deferred_by_the_rate_limit_keep_their_priority(cluster: Clu
     assert cluster.metrics.counts["rate_throttled"] >= 2
 
 
+async def test_a_queue_waiting_for_rate_permits_does_not_hold_up_another_queue(
+    cluster: Cluster,
+) -> None:
+    starts: dict[str, list[float]] = {"slow": [], "other": []}
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        starts[ctx.queue].append(time.monotonic())
+
+    enqueue = EnqueueJob(cluster.jobs, cluster.hints)
+    for _ in range(40):  # a backlog ahead of the other queue's job, in pop order too
+        await enqueue(NewJob(id=cluster.ids.new_id(), queue="slow", job_type="noop"))
+    other = await enqueue(NewJob(id=cluster.ids.new_id(), queue="other", job_type="noop"))
+    await cluster.hints.drain()
+    began = time.monotonic()
+    cluster.start_worker(queues=("slow", "other"), concurrency=10, rate_limit_per_sec=2.0)
+
+    await cluster.wait_for(other.job.id, JobState.SUCCEEDED)
+
+    # The other queue's permits are its own: its job starts at once, not after the backlog
+    # has trickled out at 2 jobs/s (20 s).
+    assert starts["other"][0] - began < 1.5
+    # and the backlog keeps to its rate meanwhile: a burst of 2, then 2 a second
+    elapsed = time.monotonic() - began
+    assert len(starts["slow"]) <= 2 + 2 * elapsed + 1
+
+
 async def test_a_job_is_picked_up_within_milliseconds_by_an_idle_worker(cluster: Cluster) -> None:
     started: list[float] = []
 
