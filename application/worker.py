@@ -20,7 +20,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -300,16 +300,16 @@ class _Settler:
 class _DirectClaims:
     """The pacing of dispatch without hints: when to try the ready queue again, how long to
     wait after a claim that found nothing (doubling between the settings' bounds, with
-    jitter), and a token bucket for RATE_LIMIT_PER_SEC. The rate is shared by all workers
-    through Redis; without Redis each worker holds it by itself."""
+    jitter), and a token bucket per queue for RATE_LIMIT_PER_SEC. The rate is shared by all
+    workers through Redis; without Redis each worker holds it by itself."""
 
     settings: WorkerSettings
     rate_per_sec: float
     random: RandomSource
     wait: float = 0.0
     retry_queue_at: float = 0.0
-    tokens: float = 0.0
-    refilled_at: float | None = None
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per queue: its permits, and when (loop time) they were last refilled."""
 
     def __post_init__(self) -> None:
         self.wait = self.settings.direct_poll_min
@@ -322,21 +322,19 @@ class _DirectClaims:
     def queue_retry_failed(self, now: float) -> None:
         self.retry_queue_at = now + self.settings.queue_retry_interval
 
-    def allowance(self, free: int, now: float) -> int:
-        """How many jobs the next claim may take: the free slots, within the rate."""
-        if self.rate_per_sec <= 0:
-            return free
-        if self.refilled_at is None:
-            self.tokens = self.rate_per_sec * self.settings.direct_poll_min
-        else:
-            self.tokens += self.rate_per_sec * (now - self.refilled_at)
-        self.tokens = min(self.tokens, max(self.rate_per_sec, 1.0))
-        self.refilled_at = now
-        return min(free, int(self.tokens))
+    def permits(self, queue: str, now: float) -> int:
+        """How many jobs of `queue` the next claim may take within the rate."""
+        initial = (self.rate_per_sec * self.settings.direct_poll_min, now)
+        tokens, refilled_at = self.buckets.get(queue, initial)
+        tokens = min(tokens + self.rate_per_sec * (now - refilled_at), max(self.rate_per_sec, 1.0))
+        self.buckets[queue] = (tokens, now)
+        return int(tokens)
 
-    def claimed(self, count: int, now: float) -> None:
-        if self.rate_per_sec > 0:
-            self.tokens -= count
+    def spend(self, queue: str, count: int) -> None:
+        tokens, refilled_at = self.buckets[queue]
+        self.buckets[queue] = (tokens - count, refilled_at)
+
+    def claimed(self, count: int) -> None:
         self.wait = (
             self.settings.direct_poll_min
             if count
@@ -595,7 +593,8 @@ class Worker:
 
     async def _fetch_direct(self, direct: _DirectClaims, free: int, stop: asyncio.Event) -> None:
         """One step of dispatch without the ready queue: try the queue again when it is
-        time, else claim due jobs straight from the store (oldest due first)."""
+        time, else claim due jobs straight from the store (highest priority, then oldest
+        due first; with a rate limit, of each queue within its own permits)."""
         loop = asyncio.get_running_loop()
         if direct.queue_retry_due(loop.time()):
             if await self._queue_answers():
@@ -603,18 +602,31 @@ class Worker:
                 self._direct = None
                 return
             direct.queue_retry_failed(loop.time())
-        wanted = direct.allowance(free, loop.time())
+        if direct.rate_per_sec > 0:
+            # Each queue within its own permits, so that one waiting for permits does not
+            # hold up the others (the claim takes the oldest due jobs of every queue given).
+            wanted = claimed = 0
+            for queue in self._settings.queues:
+                allowed = min(free - claimed, direct.permits(queue, loop.time()))
+                if allowed > 0:
+                    wanted += allowed
+                    got = await self._claim_due((queue,), allowed)
+                    direct.spend(queue, got)
+                    claimed += got
+        else:
+            wanted = free
+            claimed = await self._claim_due(self._settings.queues, free)
+        direct.claimed(claimed)
+        if claimed < wanted or wanted == 0:
+            await sleep_unless(stop, direct.next_wait())
+
+    async def _claim_due(self, queues: tuple[str, ...], limit: int) -> int:
+        """Claim and start up to `limit` due jobs of `queues` from the store; how many."""
         claim_sent_at = self._monotonic()
-        claimed = (
-            await self._leases.claim_due(self._settings.queues, wanted, self._settings.owner)
-            if wanted > 0
-            else []
-        )
-        direct.claimed(len(claimed), loop.time())
+        claimed = await self._leases.claim_due(queues, limit, self._settings.owner)
         for job in claimed:
             self._start(job, claim_sent_at)
-        if len(claimed) < wanted or wanted == 0:
-            await sleep_unless(stop, direct.next_wait())
+        return len(claimed)
 
     async def _queue_answers(self) -> bool:
         try:

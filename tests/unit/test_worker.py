@@ -1389,6 +1389,41 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
         await asyncio.sleep(0.01)
 
 
+async def test_without_the_ready_queue_a_queue_waiting_for_permits_does_not_hold_up_another(
+    cluster: Cluster,
+) -> None:
+    queue = FreezableReadyQueue()
+    queue.mode = "down"
+    cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
+    starts: dict[str, list[float]] = {"slow": [], "other": []}
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        starts[ctx.queue].append(time.monotonic())
+
+    for _ in range(40):  # due before the other queue's job: first in claim order
+        await cluster.jobs.add(NewJob(id=cluster.ids.new_id(), queue="slow", job_type="noop"))
+    other, _, _ = await cluster.jobs.add(
+        NewJob(id=cluster.ids.new_id(), queue="other", job_type="noop")
+    )
+    began = time.monotonic()
+    cluster.start_worker(
+        queues=("slow", "other"),
+        concurrency=10,
+        rate_limit_per_sec=2.0,
+        queue_grace=0.05,
+        queue_retry_interval=0.1,
+        direct_poll_max=0.1,
+    )
+
+    await cluster.wait_for(other.id, JobState.SUCCEEDED)
+
+    assert starts["other"][0] - began < 1.5  # not after the backlog, at 2 jobs/s (20 s)
+    elapsed = time.monotonic() - began
+    assert len(starts["slow"]) <= 2 + 2 * elapsed + 1  # the backlog within its own rate
+
+
 def _other_worker(clock: ManualClock, job_types: tuple[str, ...]) -> WorkerStatus:
     return WorkerStatus(
         worker_id="new-version",
