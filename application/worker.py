@@ -13,7 +13,6 @@ state across modules that each need all of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -546,24 +545,32 @@ class Worker:
             async with asyncio.timeout(waited):
                 hints = await self._ready_queue.pop(queues, free, timeout)
         except (Unavailable, TimeoutError) as exc:
-            # Postgres holds every job: keep running them without hints until Redis is back.
             # A hint popped by the cancelled call is lost; the scheduler republishes it.
-            reason = str(exc) or f"no answer within {waited:g}s"
-            log.warning("ready queue unreachable (%s); claiming due jobs from the store", reason)
-            self._direct = _DirectClaims(
-                self._settings, self._settings.rate_limit_per_sec, self._random
-            )
+            self._claim_from_store(str(exc) or f"no answer within {waited:g}s")
             return
         if not hints:
             return
         if stop.is_set():
-            await self._hints.put_back(hints)
+            await self._put_back(hints)
             return
-        try:
-            if self._settings.rate_limit_per_sec > 0:
-                hints = await self._apply_rate_limit(hints)
+        if self._settings.rate_limit_per_sec > 0:
+            # The limiter shares the ready queue's server, and is bounded like a pop: a
+            # server that froze after the pop holds the worker no longer than that.
+            grace = self._settings.queue_grace
+            try:
+                async with asyncio.timeout(grace):
+                    allowed = await self._apply_rate_limit(hints)
+            except (Unavailable, TimeoutError) as exc:
+                await self._put_back(hints)
+                self._claim_from_store(str(exc) or f"no answer within {grace:g}s")
+                return
+            except Exception:
+                await self._put_back(hints)
+                raise
+            hints = allowed
             if not hints:
                 return
+        try:
             claim_sent_at = self._monotonic()
             claimed = await self._leases.claim(
                 list(dict.fromkeys(h.job_id for h in hints)), self._settings.owner
@@ -573,11 +580,28 @@ class Worker:
             # sweep. Had the claim reached the store before failing, its jobs are RUNNING
             # under a lease this worker never learned of: their hints claim nothing when
             # popped again, and the scheduler reaps the jobs once the lease runs out.
-            with contextlib.suppress(Exception):
-                await self._hints.put_back(hints)
+            await self._put_back(hints)
             raise
         for job in claimed:
             self._start(job, claim_sent_at)
+
+    def _claim_from_store(self, reason: str) -> None:
+        """The ready queue is unreachable: Postgres holds every job, so keep running them
+        without hints until it answers again."""
+        log.warning("ready queue unreachable (%s); claiming due jobs from the store", reason)
+        self._direct = _DirectClaims(
+            self._settings, self._settings.rate_limit_per_sec, self._random
+        )
+
+    async def _put_back(self, hints: list[ReadyHint]) -> None:
+        """Put back hints popped but not started. A ready queue that does not take them
+        within the queue's grace loses them: the scheduler republishes their jobs."""
+        try:
+            async with asyncio.timeout(self._settings.queue_grace):
+                await self._hints.put_back(hints)
+        except Exception as exc:  # noqa: BLE001 - lost hints are republished
+            reason = str(exc) or f"no answer within {self._settings.queue_grace:g}s"
+            log.warning("could not put back %d hint(s): %s", len(hints), reason)
 
     def _poppable(self) -> tuple[tuple[str, ...], float]:
         """The queues to pop hints from, and how long the pop may wait: every queue the

@@ -28,7 +28,14 @@ from taskforge.application.enqueue import EnqueueJob
 from taskforge.application.handlers import HandlerRegistry, JobContext, Snooze, TerminalError
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
-from taskforge.application.ports import Clock, JobTracer, LeaseStore, WorkerRegistry
+from taskforge.application.ports import (
+    Clock,
+    JobTracer,
+    LeaseStore,
+    RateGrant,
+    RateLimiter,
+    WorkerRegistry,
+)
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
 from taskforge.application.worker import (
     RUN_SPAN,
@@ -103,6 +110,7 @@ class Cluster:
         clock: Clock | None = None,
         workers: WorkerRegistry | None = None,
         leases: LeaseStore | None = None,
+        rate_limiter: RateLimiter | None = None,
         **overrides: Any,
     ) -> Worker:
         settings = WorkerSettings(
@@ -119,7 +127,7 @@ class Cluster:
             leases=leases or self.jobs,
             ready_queue=self.ready_queue,
             hints=self.hints,
-            rate_limiter=InMemoryRateLimiter(),
+            rate_limiter=rate_limiter or InMemoryRateLimiter(),
             handlers=self.handlers,
             metrics=self.metrics,
             clock=clock or SystemClock(),
@@ -1327,8 +1335,25 @@ class FreezableReadyQueue(InMemoryReadyQueue):
         await self._outage()
         await super().push(hints)
 
+    async def push_front(self, hints: Sequence[ReadyHint]) -> None:
+        await self._outage()
+        await super().push_front(hints)
+
     async def ping(self) -> None:
         await self._outage()
+
+
+class FreezingRateLimiter:
+    """A rate limiter on the same server as `queue`, which freezes right after a pop: the
+    limiter's call is the first that gets no answer."""
+
+    def __init__(self, queue: FreezableReadyQueue) -> None:
+        self.queue = queue
+
+    async def acquire(self, queue: str, rate_per_sec: float, wanted: int) -> RateGrant:
+        self.queue.mode = "frozen"
+        await self.queue._outage()
+        raise AssertionError("a frozen server answers nothing")
 
 
 @pytest.mark.parametrize(
@@ -1360,6 +1385,34 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
     for job in stored:
         await cluster.wait_for(job.id, JobState.SUCCEEDED)
     warned = f"ready queue unreachable ({reason}); claiming due jobs from the store"
+    assert warned in [record.getMessage() for record in caplog.records]
+
+
+async def test_a_ready_queue_that_freezes_before_the_rate_limit_answers_does_not_stall_dispatch(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = FreezableReadyQueue()
+    cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    job = await cluster.enqueue("noop")
+    await cluster.hints.drain()
+    cluster.start_worker(
+        rate_limiter=FreezingRateLimiter(queue),
+        rate_limit_per_sec=100.0,
+        queue_grace=0.05,
+        queue_retry_interval=0.1,
+        direct_poll_max=0.05,
+    )
+
+    # Its hint was popped, the server froze before the limiter answered, and the hint
+    # could not go back: the job is claimed from the store within the queue's grace.
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+    warned = "ready queue unreachable (no answer within 0.05s); claiming due jobs from the store"
     assert warned in [record.getMessage() for record in caplog.records]
 
 
