@@ -5,18 +5,23 @@ psycopg connection is passed."""
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import msgspec
 import psycopg
+from psycopg.adapt import Loader
 from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import dict_row
+from psycopg.types.bool import BoolLoader
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
+from psycopg.types.numeric import FloatLoader, IntLoader
+from psycopg.types.string import TextLoader
 from psycopg.types.uuid import UUIDLoader
 
 from taskforge.adapters.postgres._rows import job_from_row
@@ -199,21 +204,50 @@ def _in_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 
 def _read_as_stored(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], encoding: str) -> None:
-    """This cursor's reads, whatever loaders the application gave its connection:
-    timestamps as psycopg reads them by default (the COPY writes the `now()` it reads, an
-    aware datetime), ids as UUIDs (the rows an INSERT returns are matched to the jobs by
-    id), and JSON in the connection's client `encoding` (psycopg's own loader takes it for
-    UTF-8, and fails on any other)."""
-    cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-    cursor.adapters.register_loader("uuid", UUIDLoader)
-    if encoding == "utf-8":
+    """This cursor's reads, whatever loaders the application gave its connection: each
+    column of a job (a held key's job is read whole) as psycopg reads it by default, so
+    timestamps are aware datetimes (the COPY writes the `now()` it reads), ids UUIDs (the
+    rows an INSERT returns are matched to the jobs by id), numbers ints and floats; and
+    text and JSON in the connection's client `encoding`. On SQL_ASCII (`ascii` here)
+    psycopg writes text as UTF-8 and Postgres sends it back as stored, so it is read as
+    UTF-8 too, where psycopg's own text loader would answer bytes."""
+    for name, loader in _DEFAULT_LOADERS:
+        cursor.adapters.register_loader(name, loader)
+    if encoding in ("utf-8", "ascii"):
         set_json_loads(msgspec.json.decode, cursor)
-    else:
-        set_json_loads(lambda data: msgspec.json.decode(_text(data, encoding)), cursor)
+        if encoding == "ascii":
+            cursor.adapters.register_loader("text", _Utf8TextLoader)
+    else:  # one function per encoding: psycopg makes a loader class for each it is given
+        set_json_loads(_json_loads_in(encoding), cursor)
 
 
-def _text(data: str | bytes, encoding: str) -> str:
-    return data if isinstance(data, str) else data.decode(encoding)
+_DEFAULT_LOADERS: tuple[tuple[str, type[Loader]], ...] = (
+    ("timestamptz", TimestamptzLoader),
+    ("uuid", UUIDLoader),
+    ("text", TextLoader),
+    ("int2", IntLoader),
+    ("int4", IntLoader),
+    ("int8", IntLoader),
+    ("float8", FloatLoader),
+    ("bool", BoolLoader),
+)
+"""psycopg's own text-format loaders of the types a job's columns have."""
+
+
+class _Utf8TextLoader(Loader):
+    """text as UTF-8, as psycopg writes it on a SQL_ASCII connection."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode("utf-8")
+
+
+@functools.cache
+def _json_loads_in(encoding: str) -> Callable[[str | bytes], Any]:
+    return functools.partial(_decode_in, encoding=encoding)
+
+
+def _decode_in(data: str | bytes, encoding: str) -> Any:
+    return msgspec.json.decode(data if isinstance(data, str) else data.decode(encoding))
 
 
 def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[dict[str, Any]]:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -413,6 +414,70 @@ def test_a_psycopg_connection_in_another_client_encoding_stores_payloads_as_sent
 
     assert [job.payload for job in jobs] == [{"name": "José"}] * size
     assert stored == [("José",)] * size
+
+
+def test_a_psycopg_connection_in_sql_ascii_answers_the_jobs_it_stored(
+    migrated_dsn: str, queue_name: str
+) -> None:
+    # On SQL_ASCII psycopg writes text as UTF-8 and reads it back as bytes: the job it
+    # committed is answered, not a decoding error after the commit, a held key's job too.
+    keyed: Any = {"job_type": "a", "queue": queue_name, "idempotency_key": queue_name}
+    with psycopg.Connection.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("SET client_encoding TO 'SQL_ASCII'")
+        first = taskforge.enqueue(conn, "a", {"name": "José"}, queue=queue_name)
+        held, again = taskforge.enqueue_many(conn, [keyed, keyed])
+        conn.execute("SET client_encoding TO 'UTF8'")
+        stored = conn.execute(
+            "SELECT payload->>'name' FROM jobs WHERE id = %s", [first.id]
+        ).fetchall()
+
+    assert first.payload == {"name": "José"}
+    assert stored == [("José",)]
+    assert again == held
+    assert again.queue == queue_name
+
+
+class _NumbersAsDecimals(psycopg.types.numeric.NumericLoader):
+    """An application's own reading of float8: Decimals."""
+
+
+@pytest.mark.parametrize(
+    ("type_name", "loader"),
+    [
+        ("float8", _NumbersAsDecimals),
+        ("int4", psycopg.types.string.TextLoader),
+        ("int2", psycopg.types.string.TextLoader),
+        ("bool", psycopg.types.string.TextLoader),
+        ("text", psycopg.types.string.ByteaLoader),
+    ],
+)
+def test_a_psycopg_connection_with_its_own_loaders_is_answered_the_job_holding_a_key(
+    migrated_dsn: str, queue_name: str, type_name: str, loader: type[psycopg.adapt.Loader]
+) -> None:
+    # The job holding a key is read whole, every column in the enqueue's own reading.
+    keyed: Any = {"job_type": "a", "queue": queue_name, "idempotency_key": queue_name}
+    with psycopg.Connection.connect(migrated_dsn) as conn:
+        conn.adapters.register_loader(type_name, loader)
+        first = taskforge.enqueue(conn, **keyed, max_attempts=4, initial_delay=1.5, jitter=True)
+        again = taskforge.enqueue(conn, **keyed)
+        conn.rollback()
+
+    assert again == first
+    assert (again.max_attempts, again.initial_delay, again.jitter) == (4, 1.5, True)
+    assert again.state is JobState.PENDING
+
+
+def test_a_psycopg_connection_in_another_client_encoding_logs_no_warning_per_enqueue(
+    migrated_dsn: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # psycopg warns of a JSON loads function it cannot cache (a closure): one per encoding.
+    with psycopg.Connection.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("SET client_encoding TO 'LATIN1'")
+        with caplog.at_level(logging.WARNING, logger="psycopg"):
+            for _ in range(3):
+                taskforge.enqueue(conn, "a", {"name": "José"}, queue=queue_name)
+
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 @pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
