@@ -308,6 +308,12 @@ def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] |
         return False, False, None
     annotation = hints.get(first.name)
     payload_type = annotation if _is_typed_payload(annotation) else None
+    if payload_type is not None and _is_array_like(payload_type):
+        raise TypeError(
+            f"{function.__qualname__}: a payload is a JSON object, and "
+            f"{payload_type.__qualname__} is a Struct with array_like=True (encoded as an "
+            "array): declare it without array_like"
+        )
     return True, len(parameters) == 2, payload_type
 
 
@@ -316,6 +322,11 @@ def _is_context(parameter: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
     if annotation is None:
         return parameter.name == "ctx"
     return annotation is JobContext
+
+
+def _is_array_like(payload_type: type) -> bool:
+    config = getattr(payload_type, "__struct_config__", None)
+    return bool(getattr(config, "array_like", False))
 
 
 def _is_typed_payload(annotation: Any) -> bool:

@@ -307,6 +307,19 @@ def test_a_handler_taking_more_than_payload_and_context_is_refused() -> None:
         taskforge.task("email", registry=HandlerRegistry())(three)  # type: ignore[arg-type]
 
 
+class Pair(msgspec.Struct, array_like=True):
+    to: str
+    subject: str
+
+
+def test_a_payload_struct_encoded_as_an_array_is_refused_at_declaration() -> None:
+    def send(payload: Pair) -> None: ...
+
+    # Every enqueue would be refused: a payload is a JSON object, this Struct an array.
+    with pytest.raises(TypeError, match="Pair is a Struct with array_like=True"):
+        taskforge.task("email", registry=HandlerRegistry())(send)
+
+
 def test_a_job_type_is_declared_once() -> None:
     registry = HandlerRegistry()
     declare(registry, EmailStruct)
