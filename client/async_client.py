@@ -48,7 +48,10 @@ class Client:
         )
         self.base_url: str = options["base_url"]
         self.request_timeout = request_timeout
-        self._http = httpx.AsyncClient(**options, transport=transport)
+        self._options = {**options, "transport": transport}
+        self._http = httpx.AsyncClient(**self._options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop whose connections `_http` holds (None until its first call)."""
 
     async def __aenter__(self) -> Client:
         return self
@@ -62,6 +65,9 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._loop not in (None, asyncio.get_running_loop()):
+            # Its connections belong to another loop, which alone can close them.
+            self._http = httpx.AsyncClient(**self._options)
         await self._http.aclose()
 
     async def enqueue(
@@ -192,14 +198,28 @@ class Client:
                     raise
             await asyncio.sleep(delay)
 
+    def _http_of_running_loop(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop. A pooled connection belongs to the
+        loop that opened it (on another, or once that loop is closed, a request can be sent
+        and its answer never read): a call from another loop (a second `asyncio.run`) gets
+        a pool of its own, and the other loop's connections are left to it."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop and not self._http.is_closed:
+            if self._loop is not None:
+                hooks = {name: list(hooks) for name, hooks in self._http.event_hooks.items()}
+                self._http = httpx.AsyncClient(**self._options, event_hooks=hooks)
+            self._loop = loop
+        return self._http
+
     async def _exchange(self, request: Request) -> httpx.Response:
-        outgoing = self._http.build_request(
+        http = self._http_of_running_loop()
+        outgoing = http.build_request(
             request.method, request.path, params=request.params, json=request.body
         )
         try:
             # The whole exchange, not each read: an answer trickling in fails at the deadline.
             async with asyncio.timeout(self.request_timeout):
-                return await self._http.send(outgoing)
+                return await http.send(outgoing)
         except TimeoutError:
             timed_out = httpx.ReadTimeout("answer not complete in time", request=outgoing)
             raise core.connection_failed(timed_out, self.base_url, self.request_timeout) from None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 import threading
@@ -340,6 +341,22 @@ async def test_the_async_client_enqueues_waits_and_raises_the_same_errors(
         with pytest.raises(WaitTimeout):
             await tf.wait(items[1].id, timeout=0.1)
         assert (await tf.stats()).total >= 3
+
+
+def test_the_async_client_serves_one_event_loop_after_another(dev_server: DevServer) -> None:
+    """A second `asyncio.run` must not reuse the first loop's connections: on them the job
+    was stored but its answer never read, and a RuntimeError came instead."""
+    queue = idle_queue()
+    tf = Client(dev_server.url, token=dev_server.token)
+    first = asyncio.run(tf.enqueue("noop", queue=queue))
+    second = asyncio.run(tf.enqueue("noop", queue=queue))
+    asyncio.run(tf.aclose())
+
+    assert first.id != second.id
+    with SyncClient(dev_server.url, token=dev_server.token) as client:
+        assert client.list(queue=queue).total == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(tf.stats())
 
 
 class _QuietFiles(SimpleHTTPRequestHandler):
