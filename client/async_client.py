@@ -225,3 +225,5 @@ class Client:
             raise core.connection_failed(timed_out, self.base_url, self.request_timeout) from None
         except httpx.TransportError as exc:
             raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc
+        except httpx.DecodingError as exc:
+            raise core.undecodable(exc, request) from exc

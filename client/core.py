@@ -526,6 +526,15 @@ def connection_failed(exc: httpx.TransportError, base_url: str, timeout: float) 
     return ConnectionFailed("connection_failed", f"request to {base_url} failed: {_os_reason(exc)}")
 
 
+def undecodable(exc: httpx.DecodingError, request: Request) -> InvalidResponse:
+    """An answer whose body its own Content-Encoding cannot decode: not the API's (a proxy
+    labelling its page gzip), so an InvalidResponse rather than httpx's DecodingError."""
+    return InvalidResponse(
+        "invalid_response",
+        f"{request.method} {request.path} answered with a body that cannot be decoded: {exc}",
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """How retryable calls (enqueues) ride out an unavailable API: up to `attempts` tries,

@@ -212,6 +212,8 @@ class SyncClient:
                 streamed.close()
         except httpx.TransportError as exc:
             raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc
+        except httpx.DecodingError as exc:
+            raise core.undecodable(exc, request) from exc
         return streamed
 
 

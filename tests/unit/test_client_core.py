@@ -570,6 +570,22 @@ async def test_json_of_another_shape_than_the_apis_answer_is_an_invalid_response
                 await call(async_client)
 
 
+async def test_a_body_that_cannot_be_decompressed_is_an_invalid_response() -> None:
+    # A proxy that labels its own body gzip: httpx's DecodingError is no ClientError.
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Encoding": "gzip", "X-Request-ID": "r-1"}
+        return httpx.Response(200, content=b"not gzip", headers=headers)
+
+    with (
+        SyncClient("http://api", transport=httpx.MockTransport(answer)) as client,
+        pytest.raises(InvalidResponse, match="GET /stats answered with a body that cannot be"),
+    ):
+        client.stats()
+    async with Client("http://api", transport=httpx.MockTransport(answer)) as async_client:
+        with pytest.raises(InvalidResponse, match="POST /jobs answered with a body that cannot be"):
+            await async_client.enqueue("email")
+
+
 def test_the_token_and_user_agent_go_with_every_request() -> None:
     transport, seen = _scripted(_stored)
     options: dict[str, Any] = {"token": "s3cret", "user_agent": "me/1"}
