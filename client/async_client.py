@@ -22,7 +22,7 @@ from taskforge.client.core import (
     ScheduleOptions,
     values,  # the answers' values, loaded with the first answer decoded
 )
-from taskforge.client.errors import ClientError
+from taskforge.client.errors import ClientError, ValidationError
 from taskforge.domain.states import JobState
 
 T = TypeVar("T")
@@ -80,10 +80,24 @@ class Client:
         return await self._run(core.enqueue(job_type, payload, options))
 
     async def enqueue_many(self, jobs: Iterable[JobSpec]) -> builtins.list[values.BatchItem]:
-        """Store many jobs, in requests of at most 1000 (`POST /jobs/batch`). Each request is
-        all or none; when one fails, the requests before it stay stored. Give each job an
+        """Store many jobs, in requests of at most 1000 (`POST /jobs/batch`), one over the
+        API's body limit sent again as two halves. Each request is all or none; when one
+        fails, the requests before it stay stored. Give each job an
         idempotency key to make calling again after a failure store nothing twice."""
-        return [item for call in core.enqueue_chunks(jobs) for item in await self._run(call)]
+        calls = core.enqueue_chunks(jobs)
+        items: builtins.list[values.BatchItem] = []
+        while calls:
+            call = calls.pop(0)
+            try:
+                stored: builtins.list[values.BatchItem] = await self._run(call)
+                items.extend(stored)
+            except ValidationError as refused:
+                # Over the API's body limit: sent again as two halves, and so on.
+                halves = core.halves_of_too_large(refused, call)
+                if not halves:
+                    raise
+                calls[:0] = halves
+        return items
 
     async def get(self, job_id: UUID | str) -> values.Job:
         return await self._run(core.get_job(job_id))

@@ -266,18 +266,29 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
         except ValidationError as exc:  # named as the API names it in a batch
             raise _input_error("payload", exc.message.removeprefix("payload: "), index) from None
     return [
-        Call(
-            Request(
-                "POST",
-                "/jobs/batch",
-                body={"jobs": bodies[first : first + BATCH_LIMIT]},
-                retry=True,
-                first_index=first,
-            ),
-            lambda answer: values.batch_items_of(answer.data),
-        )
+        _batch(bodies[first : first + BATCH_LIMIT], first)
         for first in range(0, len(bodies), BATCH_LIMIT)
     ]
+
+
+def _batch(bodies: list[dict[str, Any]], first_index: int) -> Call[list[values.BatchItem]]:
+    request = Request(
+        "POST", "/jobs/batch", body={"jobs": bodies}, retry=True, first_index=first_index
+    )
+    return Call(request, lambda answer: values.batch_items_of(answer.data))
+
+
+def halves_of_too_large(
+    refusal: ClientError, call: Call[list[values.BatchItem]]
+) -> list[Call[list[values.BatchItem]]]:
+    """A batch the API refused as over its body limit (413, MAX_PAYLOAD_BYTES: nothing of it
+    stored) as two batches of half its jobs each, in order; no batches when it was another
+    refusal or one job alone is too large."""
+    bodies = call.request.body["jobs"]
+    if refusal.status != 413 or len(bodies) < 2:
+        return []
+    middle, first = len(bodies) // 2, call.request.first_index
+    return [_batch(bodies[:middle], first), _batch(bodies[middle:], first + middle)]
 
 
 def get_job(job_id: UUID | str) -> Call[values.Job]:

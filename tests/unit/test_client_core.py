@@ -586,6 +586,41 @@ async def test_a_body_that_cannot_be_decompressed_is_an_invalid_response() -> No
             await async_client.enqueue("email")
 
 
+async def test_a_batch_over_the_apis_body_limit_is_sent_again_in_halves() -> None:
+    # 1000 jobs of 1.2 KB are over the API's 1 MiB body limit together, not one by one.
+    # The 413 stored nothing of the batch: its halves are sent instead, in order.
+    sizes: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        jobs = json.loads(request.content)["jobs"]
+        sizes.append(len(jobs))
+        if len(jobs) > 300:
+            too_large = {"code": "payload_too_large", "message": "request body too large"}
+            return httpx.Response(413, json=too_large)
+        items = [{"id": job["idempotencyKey"][3:], "status": "created", "state": "PENDING"}
+                 for job in jobs]  # fmt: skip
+        return httpx.Response(201, json={"items": items})
+
+    specs: list[core.JobSpec] = [{"job_type": "noop", "payload": {"x": "a" * 1200}}] * 1000
+    with SyncClient("http://api", transport=httpx.MockTransport(answer)) as client:
+        items = client.enqueue_many(specs)
+    assert sizes == [1000, 500, 250, 250, 500, 250, 250]
+    assert len({item.id for item in items}) == 1000
+    async with Client("http://api", transport=httpx.MockTransport(answer)) as async_client:
+        assert len(await async_client.enqueue_many(specs)) == 1000
+    one_job: list[core.JobSpec] = [{"job_type": "noop"}]
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        too_large = {"code": "payload_too_large", "message": "request body too large"}
+        return httpx.Response(413, json=too_large)
+
+    with (
+        SyncClient("http://api", transport=httpx.MockTransport(refuse)) as client,
+        pytest.raises(ValidationError, match="payload_too_large"),
+    ):
+        client.enqueue_many(one_job)  # one job too large: nothing to split
+
+
 def test_the_token_and_user_agent_go_with_every_request() -> None:
     transport, seen = _scripted(_stored)
     options: dict[str, Any] = {"token": "s3cret", "user_agent": "me/1"}
