@@ -154,7 +154,11 @@ class ShownResponses(RawResponses):
     def __init__(self, client: SyncClient) -> None:
         super().__init__(client)
         send = self._send
-        self._send = lambda request: _shown(request, send(request))
+
+        def shown(request: Request, timeout: float | None = None) -> Response:
+            return _shown(request, send(request, timeout))
+
+        self._send = shown
 
 
 _ANSWERS: ContextVar[tuple[str, ...]] = ContextVar("answers", default=())

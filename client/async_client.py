@@ -22,7 +22,7 @@ from taskforge.client.core import (
     ScheduleOptions,
     values,  # the answers' values, loaded with the first answer decoded
 )
-from taskforge.client.errors import ClientError, ValidationError
+from taskforge.client.errors import ClientError, Unavailable, ValidationError
 from taskforge.domain.states import JobState
 
 T = TypeVar("T")
@@ -188,24 +188,32 @@ class Client:
         it; past `timeout` seconds raise `WaitTimeout`."""
         loop = asyncio.get_running_loop()
         schedule = core.PollSchedule(loop.time(), timeout)
+        failures = core.PollFailures(self.retry_policy.attempts)
+        job: values.Job | None = None
         while True:
-            job = await self.get(job_id)
-            if job.terminal:
-                return job
+            poll = core.poll_timeout(self.request_timeout, schedule.left(loop.time()))
+            try:
+                job = await self._run(core.get_job(job_id), poll)
+            except Unavailable as failure:
+                failures.failed(failure)
+            else:
+                if job.terminal:
+                    return job
+                failures.answered()
             delay = schedule.next_delay(loop.time())
             if delay is None:
-                raise core.wait_timeout(job, timeout)
+                raise core.wait_timeout(job_id, job, timeout, failures)
             await asyncio.sleep(delay)
 
-    async def _run(self, call: Call[T]) -> T:
-        return call.answer(await self._send(call.request))
+    async def _run(self, call: Call[T], timeout: float | None = None) -> T:
+        return call.answer(await self._send(call.request, timeout))
 
-    async def _send(self, request: Request) -> Response:
+    async def _send(self, request: Request, timeout: float | None = None) -> Response:
         tries = 0
         while True:
             tries += 1
             try:
-                return core.answer_of(await self._exchange(request), request)
+                return core.answer_of(await self._exchange(request, timeout), request)
             except ClientError as failure:
                 delay = self.retry_policy.delay_after(failure, request, tries)
                 if delay is None:
@@ -225,19 +233,21 @@ class Client:
             self._loop = loop
         return self._http
 
-    async def _exchange(self, request: Request) -> httpx.Response:
+    async def _exchange(self, request: Request, timeout: float | None = None) -> httpx.Response:
+        """One exchange within `timeout` (default: the client's request_timeout)."""
+        timeout = self.request_timeout if timeout is None else timeout
         http = self._http_of_running_loop()
         outgoing = http.build_request(
             request.method, request.path, params=request.params, json=request.body
         )
         try:
             # The whole exchange, not each read: an answer trickling in fails at the deadline.
-            async with asyncio.timeout(self.request_timeout):
+            async with asyncio.timeout(timeout):
                 return await http.send(outgoing)
         except TimeoutError:
             timed_out = httpx.ReadTimeout("answer not complete in time", request=outgoing)
-            raise core.connection_failed(timed_out, self.base_url, self.request_timeout) from None
+            raise core.connection_failed(timed_out, self.base_url, timeout) from None
         except httpx.TransportError as exc:
-            raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc
+            raise core.connection_failed(exc, self.base_url, timeout) from exc
         except httpx.DecodingError as exc:
             raise core.undecodable(exc, request) from exc

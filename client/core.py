@@ -598,18 +598,58 @@ class PollSchedule:
     def next_delay(self, now: float) -> float | None:
         """Seconds until the next poll, or None once the deadline has passed."""
         self._gap = self.first if self._gap == 0 else min(self.longest, self._gap * self.factor)
-        if self.timeout is None:
+        left = self.left(now)
+        if left is None:
             return self._gap
-        left = self.started + self.timeout - now
         return None if left <= 0 else min(self._gap, left)
 
+    def left(self, now: float) -> float | None:
+        """Seconds until the deadline (None: no deadline)."""
+        return None if self.timeout is None else self.started + self.timeout - now
 
-def wait_timeout(job: values.Job, timeout: float | None) -> WaitTimeout:
+
+@dataclass(slots=True)
+class PollFailures:
+    """`wait`'s polls the API did not answer (Unavailable: a restart, a proxy's 502, no
+    answer in time): polled again, up to the retry policy's attempts in a row."""
+
+    attempts: int
+    in_a_row: int = 0
+    last: Unavailable | None = None
+
+    def failed(self, failure: Unavailable) -> None:
+        """Note `failure`; raise it once as many polls in a row have failed as an enqueue
+        would try."""
+        self.in_a_row += 1
+        self.last = failure
+        if self.in_a_row >= self.attempts:
+            raise failure
+
+    def answered(self) -> None:
+        self.in_a_row = 0
+
+
+def wait_timeout(
+    job_id: UUID | str, job: values.Job | None, timeout: float | None, failures: PollFailures
+) -> WaitTimeout:
+    """The deadline passed: the job's last state read, or (never read) the last failure."""
+    if job is None:
+        reason = failures.last.message if failures.last is not None else "no answer"
+        return WaitTimeout(
+            "wait_timeout",
+            f"job {job_id} not read within {timeout:g}s: {reason}",
+            details={"jobId": str(job_id)},
+        )
     return WaitTimeout(
         "wait_timeout",
         f"job {job.id} still {job.state} after {timeout:g}s",
         details={"jobId": str(job.id), "state": str(job.state)},
     )
+
+
+def poll_timeout(request_timeout: float, left: float | None) -> float:
+    """How long one of `wait`'s polls may take: the request timeout, within what is left."""
+    return request_timeout if left is None else max(0.0, min(request_timeout, left))
 
 
 def _job(answer: Response) -> values.Job:

@@ -22,7 +22,7 @@ from taskforge.client.core import (
     ScheduleOptions,
     values,  # the answers' values, loaded with the first answer decoded
 )
-from taskforge.client.errors import ClientError, ValidationError
+from taskforge.client.errors import ClientError, Unavailable, ValidationError
 from taskforge.domain.states import JobState
 
 T = TypeVar("T")
@@ -188,35 +188,49 @@ class SyncClient:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
         schedule = core.PollSchedule(time.monotonic(), timeout)
+        failures = core.PollFailures(self.retry_policy.attempts)
+        job: values.Job | None = None
         while True:
-            job = self.get(job_id)
-            if job.terminal:
-                return job
+            poll = core.poll_timeout(self.request_timeout, schedule.left(time.monotonic()))
+            try:
+                job = self._run(core.get_job(job_id), poll)
+            except Unavailable as failure:
+                failures.failed(failure)
+            else:
+                if job.terminal:
+                    return job
+                failures.answered()
             delay = schedule.next_delay(time.monotonic())
             if delay is None:
-                raise core.wait_timeout(job, timeout)
+                raise core.wait_timeout(job_id, job, timeout, failures)
             time.sleep(delay)
 
-    def _run(self, call: Call[T]) -> T:
-        return call.answer(self._send(call.request))
+    def _run(self, call: Call[T], timeout: float | None = None) -> T:
+        return call.answer(self._send(call.request, timeout))
 
-    def _send(self, request: Request) -> Response:
+    def _send(self, request: Request, timeout: float | None = None) -> Response:
         tries = 0
         while True:
             tries += 1
             try:
-                return core.answer_of(self._exchange(request), request)
+                return core.answer_of(self._exchange(request, timeout), request)
             except ClientError as failure:
                 delay = self.retry_policy.delay_after(failure, request, tries)
                 if delay is None:
                     raise
             time.sleep(delay)
 
-    def _exchange(self, request: Request) -> httpx.Response:
+    def _exchange(self, request: Request, timeout: float | None = None) -> httpx.Response:
+        """One exchange within `timeout` (default: the client's request_timeout)."""
+        timeout = self.request_timeout if timeout is None else timeout
         outgoing = self._http.build_request(
-            request.method, request.path, params=request.params, json=request.body
+            request.method,
+            request.path,
+            params=request.params,
+            json=request.body,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout == self.request_timeout else timeout,
         )
-        deadline = time.monotonic() + self.request_timeout
+        deadline = time.monotonic() + timeout
         try:
             streamed = self._http.send(outgoing, stream=True)
             try:
@@ -225,7 +239,7 @@ class SyncClient:
             finally:
                 streamed.close()
         except httpx.TransportError as exc:
-            raise core.connection_failed(exc, self.base_url, self.request_timeout) from exc
+            raise core.connection_failed(exc, self.base_url, timeout) from exc
         except httpx.DecodingError as exc:
             raise core.undecodable(exc, request) from exc
         return streamed

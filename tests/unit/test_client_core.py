@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import json
 import re
+import socket
 import ssl
 import time
 import typing
@@ -35,6 +36,7 @@ from taskforge.client import (
     Unauthorized,
     Unavailable,
     ValidationError,
+    WaitTimeout,
     core,
 )
 from taskforge.domain.states import JobState
@@ -648,6 +650,74 @@ async def test_wait_polls_with_growing_gaps_until_the_job_is_terminal(
         job = await client.wait(JOB_ID, timeout=60)
     assert job.state == "SUCCEEDED"
     assert slept == pytest.approx([0.05, 0.075, 0.1125])  # each gap 1.5 times the last
+
+
+async def test_wait_polls_again_through_an_api_that_is_briefly_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = iter(
+        [
+            httpx.Response(503, json={"code": "not_ready", "message": "restarting"}),
+            httpx.Response(502, text="bad gateway"),
+            httpx.Response(200, json={**JOB, "state": "RUNNING"}),
+            httpx.Response(504, text="gateway timeout"),
+            httpx.Response(200, json={**JOB, "state": "SUCCEEDED"}),
+        ]
+    )
+
+    async def sleep(delay: float) -> None:
+        return None
+
+    monkeypatch.setattr("taskforge.client.async_client.asyncio.sleep", sleep)
+    async with Client(transport=httpx.MockTransport(lambda request: next(answers))) as client:
+        job = await client.wait(JOB_ID, timeout=60)
+    assert job.state == "SUCCEEDED"
+
+
+def test_wait_gives_up_after_as_many_unanswered_polls_in_a_row_as_an_enqueue_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503, json={"code": "not_ready", "message": "down"})
+
+    monkeypatch.setattr("taskforge.client.sync_client.time.sleep", lambda delay: None)
+    transport = httpx.MockTransport(unavailable)
+    with (
+        SyncClient(transport=transport, retry_policy=RetryPolicy(attempts=3)) as client,
+        pytest.raises(Unavailable) as failed,
+    ):
+        client.wait(JOB_ID)  # no timeout: an API that stays away is an error, not a hang
+    assert failed.value.code == "not_ready"
+    assert len(seen) == 3
+
+
+async def test_async_wait_on_a_silent_api_ends_at_its_timeout_not_the_request_timeout() -> None:
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        raise AssertionError("never answered")
+
+    began = time.monotonic()
+    async with Client(transport=httpx.MockTransport(silent), request_timeout=20) as client:
+        with pytest.raises(WaitTimeout) as timed_out:
+            await client.wait(JOB_ID, timeout=0.3)
+    assert time.monotonic() - began < 5  # not the 20 s request timeout
+    assert timed_out.value.message.startswith(f"job {JOB_ID} not read within 0.3s: no answer")
+    assert timed_out.value.details == {"jobId": JOB_ID}
+
+
+def test_sync_wait_on_a_silent_api_ends_at_its_timeout_not_the_request_timeout() -> None:
+    with socket.socket() as silent:  # takes connections into its backlog, answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        with SyncClient(url, request_timeout=20) as client, pytest.raises(WaitTimeout) as late:
+            client.wait(JOB_ID, timeout=0.3)
+    assert time.monotonic() - began < 5  # not the 20 s request timeout
+    assert late.value.message.startswith(f"job {JOB_ID} not read within 0.3s: no answer")
 
 
 def test_a_client_of_an_http_api_loads_no_ca_yet_verifies_any_tls_it_would_meet(
