@@ -567,7 +567,8 @@ class RetryPolicy:
         and raise `failure`."""
         if not (request.retry and isinstance(failure, Unavailable)) or tries >= self.attempts:
             return None
-        delay: float = min(self.max_delay, self.initial_delay * 2.0 ** (tries - 1))
+        # The doubling stops once it is past any cap (2.0 ** 1024 overflows a float).
+        delay: float = min(self.max_delay, self.initial_delay * 2.0 ** min(tries - 1, 64))
         if failure.retry_after is not None:
             delay = max(delay, min(self.max_delay, failure.retry_after))
         return delay

@@ -384,6 +384,12 @@ def test_retries_back_off_exponentially_up_to_a_cap(tries: int, delay: float | N
     assert policy.delay_after(UNAVAILABLE, RETRY, tries) == delay
 
 
+def test_a_policy_of_many_attempts_keeps_to_its_cap_however_many_tries_failed() -> None:
+    policy = RetryPolicy(attempts=5000, initial_delay=0.2, max_delay=2.0)
+    assert policy.delay_after(UNAVAILABLE, RETRY, 1025) == 2.0
+    assert policy.delay_after(UNAVAILABLE, RETRY, 4999) == 2.0
+
+
 def test_a_retry_after_from_the_api_is_honoured_up_to_the_cap() -> None:
     policy = RetryPolicy(attempts=6, initial_delay=0.2, max_delay=2.0)
     slow_down = Unavailable("rate_limited", "slow down", status=429)
