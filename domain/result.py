@@ -13,6 +13,8 @@ import json
 import math
 from typing import Any
 
+from taskforge.domain.validation import written_out_growth
+
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024
 MAX_RESULT_DEPTH = 128
 """How deeply a result may nest: JSON decoders (the API's included) recurse on nesting."""
@@ -61,6 +63,15 @@ def _check(value: Any, max_bytes: int) -> None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise UnstorableResult(f"not JSON: {item} at {_spell(path)}")
+            # Stored, a number is written out in full when read (1e308 as 309 digits):
+            # counted so, a result cannot read back far over the limit.
+            if grown := written_out_growth(item):
+                least += grown
+                if least > max_bytes:
+                    raise UnstorableResult(
+                        f"too large: over {_limit(max_bytes)} as stored, its numbers written "
+                        "out in full (1e308 as 309 digits)"
+                    )
         elif isinstance(item, str):
             _check_text(item, path)
             least += len(item) + 1

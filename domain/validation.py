@@ -107,16 +107,36 @@ _CONTAINERS = (Mapping, list, tuple, set, frozenset)
 """What an encoder writes as an object or an array."""
 
 
+MAX_WRITTEN_OUT_GROWTH = 1024 * 1024
+"""How many characters a payload's numbers may gain when stored. Postgres keeps a JSON
+number as a decimal and writes it out in full when read: 1e308 as 309 digits, 1e-300 as
+302 characters. A payload of such numbers, small as sent, would read back tens of times
+its size from every read of its job (a page of them: gigabytes), so their growth is
+bounded, as MAX_PAYLOAD_BYTES bounds a body; the same on every backend."""
+
+
+def written_out_growth(number: float) -> int:
+    """About how many characters more than its shortest form `number` takes written out in
+    full, never fewer: its decimal exponent's worth for one with at least 16 digits before
+    the point or 5 zeros after it, else none (a few at most)."""
+    magnitude = abs(number)
+    if magnitude == 0.0 or 1e-5 <= magnitude < 1e16:
+        return 0
+    return abs(math.floor(math.log10(magnitude)))
+
+
 def _unstorable(value: Any) -> str | None:
     """What in `value` no backend can store or answer as sent: a NUL character, a NaN or an
-    infinity, or nesting deeper than MAX_PAYLOAD_DEPTH. Sets are walked too: an encoder
-    writes them as arrays."""
+    infinity, numbers that written out in full grow by more than MAX_WRITTEN_OUT_GROWTH, or
+    nesting deeper than MAX_PAYLOAD_DEPTH. Sets are walked too: an encoder writes them as
+    arrays."""
     # Iterative, a level of nesting at a time: a payload may nest deeper than Python's
     # recursion limit allows, and is refused at the first container past the bound. Numbers
     # and dicts by their exact type first: isinstance against the Mapping ABC costs several
     # times more, and this runs for every value of every job enqueued.
     level = [value]
     depth = 0
+    growth = 0
     while level:
         below: list[Any] = []
         for item in level:
@@ -129,6 +149,14 @@ def _unstorable(value: Any) -> str | None:
             elif isinstance(item, float):
                 if not math.isfinite(item):
                     return "must not contain NaN or infinite numbers (JSON has none)"
+                growth += written_out_growth(item)
+                if growth > MAX_WRITTEN_OUT_GROWTH:
+                    return (
+                        "must not hold so many very large or very small numbers: stored, each "
+                        "is written out in full (1e308 as 309 digits), in all more than "
+                        f"{MAX_WRITTEN_OUT_GROWTH} characters over their size as sent; send "
+                        "such numbers as strings"
+                    )
             elif kind is list or kind is dict or isinstance(item, _CONTAINERS):
                 if depth == MAX_PAYLOAD_DEPTH:
                     return f"must not nest deeper than {MAX_PAYLOAD_DEPTH} levels"

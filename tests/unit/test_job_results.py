@@ -81,3 +81,10 @@ def test_other_values_are_refused_naming_where(value: Any, message: str) -> None
     with pytest.raises(UnstorableResult) as refused:
         encode_result(value, 10**6)
     assert str(refused.value).startswith(message)
+
+
+def test_a_result_s_numbers_count_as_written_out_in_full() -> None:
+    # 300 numbers of 6 bytes each as JSON, 309 digits each as stored and read back.
+    with pytest.raises(UnstorableResult, match=r"too large: over 65536 bytes .* as stored"):
+        encode_result([1e308] * 300, 64 * 1024)
+    assert encode_result([1e308] * 200, 64 * 1024) == json.dumps([1e308] * 200).replace(" ", "")

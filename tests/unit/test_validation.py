@@ -15,6 +15,7 @@ from taskforge.domain.job import JobBuilder, NewJob, build_new_job
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.validation import (
     MAX_PAYLOAD_DEPTH,
+    MAX_WRITTEN_OUT_GROWTH,
     Page,
     parse_job_id,
     validate_delay,
@@ -161,6 +162,21 @@ def test_a_payload_nested_past_the_recursion_limit_is_refused_without_recursing(
     with pytest.raises(ValidationError, match="must not nest deeper") as caught:
         NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=levels(100_000))
     assert caught.value.field == "payload"
+
+
+def test_a_payload_s_numbers_may_grow_by_a_bounded_amount_when_written_out_in_full() -> None:
+    # Stored, 1e308 reads back as 309 digits: a body of such numbers would read back tens
+    # of times its size. 1e308 counts its exponent, 308.
+    most = MAX_WRITTEN_OUT_GROWTH // 308
+    payload = {"big": [1e308] * most, "int": 10**308, "usual": [6.02e23, 1.6e-19, 0.1]}
+    assert NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=payload).payload == payload
+
+    with pytest.raises(ValidationError, match="payload: must not hold so many very large") as no:
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload={"big": [1e308] * (most + 1)})
+    assert no.value.field == "payload"
+    small = {"small": [-1e-300] * (MAX_WRITTEN_OUT_GROWTH // 300 + 1)}
+    with pytest.raises(ValidationError, match="send such numbers as strings"):
+        NewJob(id=UUID(JOB_ID), queue="q", job_type="t", payload=small)
 
 
 def test_a_new_job_takes_run_at_or_delay_not_both() -> None:

@@ -47,6 +47,7 @@ from taskforge.domain.errors import JobIdTaken, Unavailable
 from taskforge.domain.job import NewJob
 from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, RetryPolicy, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
+from taskforge.domain.validation import written_out_growth
 from tests.job_stores import PostgresJobs
 from tests.servers import PrivatePgBouncer
 from tests.support import free_port
@@ -1076,3 +1077,25 @@ async def test_a_sweep_over_a_backlog_the_statistics_do_not_know_finds_its_jobs_
 
     assert plan["Actual Rows"] > 0
     assert rows_removed_by_join_filters(plan) < 2_000
+
+
+async def test_a_number_written_out_in_full_grows_no_more_than_the_validation_counts(
+    migrated_dsn: str,
+) -> None:
+    # The bound on a payload's or a result's numbers counts each number's growth as jsonb
+    # writes it back: it must not be less than what Postgres does to it (the few characters
+    # of numbers near 1e-5, counted as none, aside).
+    spread = random.Random(7)
+    numbers = [1e308, -1.7976931348623157e308, 5e-324, 1e-300, 1e16, 9.9e15, 1e-5, 9.99e-6]
+    numbers += [
+        spread.uniform(1, 10) * 10.0 ** spread.randint(-320, 300) * spread.choice((1, -1))
+        for _ in range(400)
+    ]
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        for number in numbers:
+            sent = msgspec.json.encode(number).decode()
+            stored = await conn.fetchval("SELECT $1::text::jsonb::text", sent)
+            assert len(stored) - len(sent) <= written_out_growth(number) + 2, (sent, stored)
+    finally:
+        await conn.close()

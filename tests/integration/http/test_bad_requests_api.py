@@ -39,6 +39,8 @@ def levels(count: int) -> dict[str, Any]:
         # Past MAX_PAYLOAD_DEPTH. Much deeper (about 980 levels, which the body parser still
         # takes), a stored payload made every answer holding it a 500, GET /jobs for everyone.
         ({"jobType": "email", "payload": levels(129)}, "payload"),
+        # 24 KB as sent, 1 MB more once its numbers are written out in full as stored.
+        ({"jobType": "email", "payload": {"n": [1e308] * 3405}}, "payload"),
         ({"jobType": ""}, "jobType"),
         ({"jobType": "has space"}, "jobType"),
         ({"jobType": "x" * 129}, "jobType"),
