@@ -1129,10 +1129,23 @@ class Worker:
         leases = [r.lease for r in leftovers]
         try:
             released = await self._leases.release(leases)
-            await self._hints.push([ReadyHint.of(r.job) for r in leftovers if r.job.id in released])
-            log.info("handed back %d job(s) after the grace period", len(released))
         except Exception as exc:  # noqa: BLE001 - the leases expire and the scheduler recovers them
             log.warning("could not hand back %d job(s), leases will expire: %s", len(leases), exc)
+            return
+        log.info("handed back %d job(s) after the grace period", len(released))
+        hints = [ReadyHint.of(r.job) for r in leftovers if r.job.id in released]
+        grace = self._settings.queue_grace
+        try:
+            # Bounded as a pop is: a frozen ready queue does not hold the process's exit.
+            async with asyncio.timeout(grace):
+                await self._hints.push(hints)
+        except Exception as exc:  # noqa: BLE001 - PENDING in the store: the scheduler republishes
+            reason = str(exc) or f"no answer within {grace:g}s"
+            log.warning(
+                "could not send the hints of %d job(s) handed back, the scheduler will: %s",
+                len(hints),
+                reason,
+            )
 
     def _report_utilization(self, queue: str) -> None:
         busy = sum(1 for r in self._running.values() if r.job.queue == queue)

@@ -699,6 +699,36 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: C
     assert [hint.job_id for hint in hints] == [job.id]
 
 
+async def test_shutdown_with_a_frozen_ready_queue_hands_back_and_exits_within_the_grace(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = FreezableReadyQueue()
+    cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
+    started = asyncio.Event()
+
+    @handler(cluster, "long")
+    async def long(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    cluster.start_worker(shutdown_grace=0.1, queue_grace=0.2)
+    job = await cluster.enqueue("long")
+    await cluster.hints.drain()
+    await asyncio.wait_for(started.wait(), DEADLINE)
+    queue.mode = "frozen"  # a SIGSTOPped Redis: no call returns
+    began = time.monotonic()
+
+    await cluster.shutdown()
+
+    assert time.monotonic() - began < 2.0  # not held by the hint that cannot be sent
+    final = await cluster.jobs.get(job.id)
+    assert final is not None and final.state is JobState.PENDING  # the scheduler republishes it
+    assert final.attempt_count == 0
+    warned = "could not send the hints of 1 job(s) handed back, the scheduler will: no answer"
+    assert any(record.getMessage().startswith(warned) for record in caplog.records)
+
+
 async def test_shutdown_hands_back_the_job_of_a_handler_that_ignores_cancellation(
     cluster: Cluster,
 ) -> None:
