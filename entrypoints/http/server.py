@@ -7,6 +7,11 @@ arrived: 5,000 such clients held 5,000 file descriptors. Here a request's head m
 within HTTP_HEADER_TIMEOUT seconds of its first byte (or of the connection opening), a body
 may pause for at most HTTP_BODY_TIMEOUT seconds between reads, and a connection beyond
 HTTP_MAX_CONNECTIONS is answered 503 and closed before anything is read from it.
+
+The parser holds a request's head in memory until it ends and bounds only its URL, so a
+head's headers are bounded here too: past MAX_HEAD_BYTES or MAX_HEADER_LINES it is
+answered 400 and closed as it arrives (short header lines cost the server many times their
+bytes).
 """
 
 from __future__ import annotations
@@ -73,6 +78,12 @@ _HEAD_TIMED_OUT = (
 """Each answer's status, code and message; made per answer, each with its own request id."""
 
 
+MAX_HEAD_BYTES = 64 * 1024
+"""The most a request's head (request line and headers) may take."""
+MAX_HEADER_LINES = 256
+"""The most header lines a request's head may have."""
+
+
 class BoundedHttpProtocol(_UvicornProtocol):
     """Pass as uvicorn's `http=`. `limits` is set once per process (`bounded_protocol`):
     uvicorn builds the protocol itself, and with API_WORKERS > 1 in each child process."""
@@ -84,6 +95,8 @@ class BoundedHttpProtocol(_UvicornProtocol):
         self._read_timer: asyncio.TimerHandle | None = None
         self._waiting_for: str | None = None
         """"head" or "body" while a read deadline runs, else None."""
+        self._head: _HeadSize | None = None
+        """The size so far of the head being received, else None."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -106,8 +119,40 @@ class BoundedHttpProtocol(_UvicornProtocol):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            # Bytes of a head still under way (those of the piece it began in are not
+            # counted: they may end an earlier request), which the parser keeps.
+            head.received += len(data)
         super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if (head := self._head) is not None and head.too_large():
+            self._head = None
+            self.send_400_response(
+                f"its head is over {MAX_HEAD_BYTES} bytes or {MAX_HEADER_LINES} header lines"
+            )
+            return
         self._watch_reads(more_body=True)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head = _HeadSize()
+
+    def on_url(self, url: bytes) -> None:
+        if self._head is not None:
+            self._head.parsed += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head is not None:
+            self._head.parsed += len(name) + len(value)
+            self._head.lines += 1
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head = None
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -147,6 +192,20 @@ class BoundedHttpProtocol(_UvicornProtocol):
             self.transport.write(_canned(*_HEAD_TIMED_OUT))
         self._waiting_for = None
         self.transport.close()
+
+
+@dataclass(slots=True)
+class _HeadSize:
+    """What a request's head has taken so far, counted twice over: by the parts the parser
+    handed over, and by the bytes received while the parser still holds a part. Each count
+    is at most the head's true size, so a head within the bounds is never refused."""
+
+    parsed: int = 0
+    received: int = 0
+    lines: int = 0
+
+    def too_large(self) -> bool:
+        return max(self.parsed, self.received) > MAX_HEAD_BYTES or self.lines > MAX_HEADER_LINES
 
 
 def bounded_protocol(settings: Settings) -> type[BoundedHttpProtocol]:

@@ -129,6 +129,43 @@ def test_a_request_the_http_parser_refuses_is_a_400_in_the_error_shape(
     assert error["message"].startswith("the HTTP request cannot be read (")
 
 
+@pytest.mark.parametrize(
+    "header_lines",
+    [[b"X-Big: " + b"a" * 131_072], [b"X-A: b"] * 2_000],
+    ids=["a-long-value", "many-short-lines"],
+)
+def test_a_request_head_past_its_bounds_is_refused_as_it_arrives(
+    patient_api_url: str, header_lines: list[bytes]
+) -> None:
+    """The server holds a head in memory until it ends: one past 64 KiB or 256 header
+    lines is answered 400 while it is still arriving, not at its deadline."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        line + b"\r\n" for line in header_lines
+    )
+    head += b"X-Endless: " + b"a" * (1 << 20)  # and it never ends
+    with connect(patient_api_url) as sock:
+        for start in range(0, len(head), 16_384):
+            try:
+                sock.sendall(head[start : start + 16_384])
+            except OSError:
+                break
+            if select.select([sock], [], [], 0.02)[0]:
+                break
+        answer = read_until_closed(sock)
+    status, _, body = answer.partition(b"\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 400 "), status
+    error = json.loads(body)
+    assert error["code"] == "validation_error"
+    assert error["message"].startswith("the HTTP request cannot be read (")
+
+
+def test_a_head_within_its_bounds_is_served(api_url: str) -> None:
+    headers = {f"X-H{n}": "v" * 200 for n in range(200)}  # 200 lines, about 42 KB
+    answer = httpx.get(f"{api_url}/healthz", headers=headers, timeout=5)
+    assert answer.status_code == 200
+
+
 def test_trickling_a_head_does_not_extend_its_deadline(api_url: str) -> None:
     with connect(api_url) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
