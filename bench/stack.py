@@ -30,6 +30,24 @@ from taskforge.entrypoints.config import Settings, masked_dsn, without_password
 
 DEADLINE = 600.0
 
+NOT_INHERITED = frozenset(
+    {
+        # Processes run from compiled bytecode, as an installed package does (pip compiles
+        # at install; a source tree writes it on first import): a process compiling every
+        # module it imports would measure the compiler, not its start-up.
+        "PYTHONDONTWRITEBYTECODE",
+        # One address for every worker and scheduler the bench runs at once: all but the
+        # first would stop at start (the port taken), and a drain "with 2 workers" would
+        # run with one.
+        "METRICS_ADDR",
+        # The bench's clients send no token: its API, on a port of its own on this
+        # machine, would answer them 401.
+        "API_TOKEN",
+        "API_TOKEN_FILE",
+    }
+)
+"""Variables of the environment the bench's processes do not get."""
+
 
 def free_port() -> int:
     """A local TCP port nothing listened on a moment ago: for a server to start, or as a
@@ -106,10 +124,7 @@ class Stack:
         self._created = False
         self._reached_redis = False
         self.api_url = ""
-        # Processes run from compiled bytecode, as an installed package does (pip compiles
-        # at install; a source tree writes it on first import): a process compiling every
-        # module it imports would measure the compiler, not its start-up.
-        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        inherited = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
         self.env = {
             **inherited,
             "POSTGRES_DSN": self.dsn,

@@ -76,3 +76,16 @@ async def test_a_stack_whose_server_went_away_says_what_it_left_and_raises_nothi
     assert f"could not drop its scratch database {database}: connection refused" in (
         capsys.readouterr().out
     )
+
+
+@pytest.mark.parametrize("variable", ["METRICS_ADDR", "API_TOKEN", "API_TOKEN_FILE"])
+async def test_the_processes_do_not_get_settings_that_would_stop_them_or_refuse_the_bench(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # METRICS_ADDR: the second worker of a drain would find its port taken and stop; an
+    # API_TOKEN: the API would answer the bench's own requests 401.
+    monkeypatch.setenv(variable, "127.0.0.1:9464")
+
+    stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
+
+    assert variable not in stack.env
