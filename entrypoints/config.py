@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 LOG_LEVELS = tuple(LEVELS)
 POSTGRES_POOLERS = ("none", "pgbouncer")
+MAX_RETENTION_PERIOD = 10 * 365 * 86_400.0
+"""The longest RETENTION_PERIOD, in seconds: ten years."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ADDR = re.compile(
@@ -238,7 +240,7 @@ class Settings:
             scheduler_batch_size=get("SCHEDULER_BATCH_SIZE", _int_range(1, 100_000), 500),
             republish_after=get("REPUBLISH_AFTER", _number(0.1, 86_400), 30.0),
             retention_period=get(
-                "RETENTION_PERIOD", _number(0, 10 * 365 * 86_400), defaults.retention_period
+                "RETENTION_PERIOD", _number(0, MAX_RETENTION_PERIOD), defaults.retention_period
             ),
             job_timeout=get("JOB_TIMEOUT", _number(0, MAX_DURATION), 0.0),
             max_result_bytes=get("MAX_RESULT_BYTES", _int_range(1, 16 << 20), 64 * 1024),

@@ -20,6 +20,7 @@ from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import (
+    MAX_RETENTION_PERIOD,
     Address,
     ConfigError,
     Settings,
@@ -335,7 +336,10 @@ def bench(
         float,
         Parameter(
             help="RETENTION_PERIOD during the soak, in seconds",
-            validator=validators.Number(gt=0),
+            # The soak's worker and scheduler read it as RETENTION_PERIOD: a value that
+            # variable refuses would stop them at start, unseen, and the soak would wait
+            # for its first job until it gave up.
+            validator=validators.Number(gt=0, lte=MAX_RETENTION_PERIOD),
         ),
     ] = 60.0,
     soak_rate: Annotated[

@@ -676,6 +676,11 @@ def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(
         (("dev", "--bogus"), "taskforge: Unknown option: --bogus. (see --help)"),
         (("worker", "--concurrency", "abc"), "taskforge: Invalid value for --concurrency:"),
         (("bench", "--runs", "0"), 'taskforge: Invalid value "0" for --runs. Must be >= 1.'),
+        # RETENTION_PERIOD of the soak's processes: beyond its range they would not start
+        (
+            ("bench", "--soak", "1m", "--soak-retention", "inf"),
+            'taskforge: Invalid value "inf" for --soak-retention. Must be <= 315360000',
+        ),
         (("migrate", "extra"), "taskforge: Unused Tokens: ['extra']. (see --help)"),
     ],
 )
