@@ -123,8 +123,11 @@ def serving_declared_queues(settings: Settings, handlers: HandlerRegistry) -> Se
 
 def dev_http_addr(flag: str | None, env: Mapping[str, str]) -> Address | None:
     """Where `taskforge dev` listens: --addr, else HTTP_ADDR (None: the settings read it),
-    else 127.0.0.1:8080."""
-    if flag:
+    else 127.0.0.1:8080. An --addr given empty is refused, as the other options are: it
+    would read as left out."""
+    if flag is not None:
+        if not flag.strip():
+            raise ConfigError("--addr", flag, "expected a value (leave it out for the default)")
         return parse_address("--addr", flag)
     if env.get("HTTP_ADDR", "").strip():
         return None

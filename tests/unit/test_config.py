@@ -654,6 +654,7 @@ def test_migrate_behind_a_pooler_without_a_direct_dsn_exits_with_one_line() -> N
         (("worker", "--queues", "taskforge:x"), "--queues='taskforge:x'"),
         (("scheduler", "--handlers", "not a module"), "--handlers='not a module'"),
         (("dev", "--handlers", ""), "--handlers=''"),
+        (("dev", "--addr", ""), "--addr=''"),
     ],
 )
 def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskforge.entrypoints.cli.service import dev_http_addr
-from taskforge.entrypoints.config import Address
+from taskforge.entrypoints.config import Address, ConfigError
 from tests.unit.test_config import run_taskforge
 
 
@@ -27,6 +27,12 @@ def test_dev_listens_on_localhost_unless_told_otherwise(
     flag: str | None, env: dict[str, str], address: Address | None
 ) -> None:
     assert dev_http_addr(flag, env) == address
+
+
+@pytest.mark.parametrize("flag", ["", " "])
+def test_dev_refuses_an_empty_addr_rather_than_listening_on_the_default(flag: str) -> None:
+    with pytest.raises(ConfigError, match="--addr"):
+        dev_http_addr(flag, {"HTTP_ADDR": ":9000"})
 
 
 @pytest.fixture
