@@ -223,7 +223,8 @@ def worker(
             " tasks declare, else QUEUE_NAME)"
         ),
     ] = None,
-    concurrency: Annotated[int | None, Parameter(help="Slots (default WORKER_CONCURRENCY)")] = None,
+    # Text, read as WORKER_CONCURRENCY is: as an int, cyclopts would round 2.5 to 2 slots.
+    concurrency: Annotated[str | None, Parameter(help="Slots (default WORKER_CONCURRENCY)")] = None,
     handlers: Handlers = None,
     demo_handlers: Annotated[
         bool,

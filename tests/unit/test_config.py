@@ -649,6 +649,9 @@ def test_migrate_behind_a_pooler_without_a_direct_dsn_exits_with_one_line() -> N
     ("args", "named"),
     [
         (("worker", "--concurrency", "0"), "--concurrency='0'"),
+        (("worker", "--concurrency", "abc"), "--concurrency='abc'"),
+        # not rounded to a whole number of slots: refused, as WORKER_CONCURRENCY=2.5 is
+        (("worker", "--concurrency", "2.5"), "--concurrency='2.5'"),
         (("worker", "--queues", ""), "--queues=''"),
         (("worker", "--queues", " , "), "--queues=' , '"),
         (("worker", "--queues", "taskforge:x"), "--queues='taskforge:x'"),
@@ -675,7 +678,6 @@ def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(
     [
         (("bogus",), 'taskforge: Unknown command "bogus". Available commands: dev, api,'),
         (("dev", "--bogus"), "taskforge: Unknown option: --bogus. (see --help)"),
-        (("worker", "--concurrency", "abc"), "taskforge: Invalid value for --concurrency:"),
         (("bench", "--runs", "0"), 'taskforge: Invalid value "0" for --runs. Must be >= 1.'),
         # RETENTION_PERIOD of the soak's processes: beyond its range they would not start
         (
