@@ -435,6 +435,11 @@ def _check_report_path(out: Path) -> None:
         problem = f"no folder {folder} to write the report in"
     elif not os.access(folder, os.W_OK | os.X_OK):
         problem = f"cannot write in {folder}"
+    elif out.suffix == ".png":  # the picture, written next to the report, would replace it
+        problem = (
+            "its picture would be written over it (the report's name with .png); use another"
+            " suffix, as .json"
+        )
     else:
         return
     raise ConfigError("--out", str(out), problem)

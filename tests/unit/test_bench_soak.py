@@ -117,6 +117,11 @@ def test_the_bench_command_refuses_a_soak_duration_that_is_not_one_by_name() -> 
             "no folder {tmp}/no-such-folder to write the report in",
         ),
         ("{tmp}", "a folder; expected a file to write the report to"),
+        (  # the report's picture, at its name with .png, would be written over it
+            "{tmp}/bench.png",
+            "its picture would be written over it (the report's name with .png); use another"
+            " suffix, as .json",
+        ),
     ],
 )
 def test_the_bench_command_refuses_a_report_path_it_cannot_write_before_it_starts(
