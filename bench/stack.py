@@ -22,11 +22,12 @@ import httpx
 
 from taskforge.adapters.postgres.connection import CONNECTION_ERRORS, create_pool
 from taskforge.adapters.postgres.migrations import apply_migrations
+from taskforge.adapters.redis.checks import refusal
 from taskforge.adapters.redis.client import create_redis, translate_connection_errors
 from taskforge.adapters.redis.keys import DEFAULT_PREFIX
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.errors import Unavailable
-from taskforge.entrypoints.config import Settings, masked_dsn, without_password
+from taskforge.entrypoints.config import ConfigError, Settings, masked_dsn, without_password
 
 DEADLINE = 600.0
 
@@ -141,8 +142,9 @@ class Stack:
 
     async def open(self) -> None:
         """Create and migrate the scratch database and reach Redis. A server that cannot be
-        used raises Unavailable (naming it, with its driver's reason) before any scenario
-        runs: a bench without Redis would time the workers' claims without hints."""
+        used raises Unavailable (naming it, with its driver's reason), and a setting Redis
+        refuses (REDIS_DB, REDIS_PASSWORD) ConfigError, before any scenario runs: a bench
+        without Redis would time the workers' claims without hints."""
         conn = await _connect(self.admin_dsn)
         # From here it may exist: a signal that cancels the CREATE once Postgres has run it
         # must still see it dropped.
@@ -163,7 +165,18 @@ class Stack:
             password=self.settings.redis_password or None,
         )
         self.ready_queue = RedisReadyQueue(self.redis, self.prefix)
-        await self.ready_queue.ping()
+        with translate_connection_errors():
+            refused = await refusal(self.redis)
+        if refused is not None:  # a setting it refuses for good: one line, as the roles say
+            shown = {
+                "REDIS_DB": str(self.settings.redis_db),
+                "REDIS_ADDR": str(self.settings.redis_addr),
+            }
+            raise ConfigError(
+                refused.setting,
+                shown.get(refused.setting),
+                f"the Redis server refuses it ({refused.reason})",
+            )
         self._reached_redis = True
 
     def spawn(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -6,11 +6,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
+from taskforge.adapters.redis.client import create_redis
 from taskforge.bench import stack as stack_module
 from taskforge.bench.stack import Stack
 from taskforge.domain.errors import Unavailable
-from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.config import ConfigError, Settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -89,3 +91,53 @@ async def test_the_processes_do_not_get_settings_that_would_stop_them_or_refuse_
     stack = Stack(Settings.from_env({"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db"}))
 
     assert variable not in stack.env
+
+
+def redis_without_the_database(**options: Any) -> Any:
+    """A client of a Redis server whose `databases` setting is below REDIS_DB."""
+    client: Any = create_redis(**options)
+
+    async def ping() -> None:
+        raise ResponseError("DB index is out of range")
+
+    client.ping = ping
+    return client
+
+
+async def test_a_redis_database_the_server_lacks_is_a_bad_setting_and_the_database_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A one-line configuration error, as every role says it; not the driver's traceback.
+    statements: list[str] = []
+
+    class Accepting(Session):
+        async def execute(self, statement: str) -> None:
+            self.statements.append(statement)
+
+    async def connect(dsn: str) -> Any:
+        return Accepting(statements)
+
+    async def nothing(*args: Any, **kwargs: Any) -> Any:
+        return None
+
+    class Pool:
+        async def close(self) -> None:
+            pass
+
+    async def pool(*args: Any, **kwargs: Any) -> Pool:
+        return Pool()
+
+    monkeypatch.setattr(stack_module, "_connect", connect)
+    monkeypatch.setattr(stack_module, "apply_migrations", nothing)
+    monkeypatch.setattr(stack_module, "create_pool", pool)
+    monkeypatch.setattr(stack_module, "create_redis", redis_without_the_database)
+    settings = {"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "REDIS_DB": "99"}
+    stack = Stack(Settings.from_env(settings))
+
+    with pytest.raises(ConfigError, match=r"REDIS_DB='99': the Redis server refuses it"):
+        await stack.open()
+    await stack.close()
+
+    assert (
+        statements[-1] == f'DROP DATABASE IF EXISTS "taskforge_bench_{stack.run_id}" WITH (FORCE)'
+    )
