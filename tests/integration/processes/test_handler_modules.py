@@ -68,6 +68,7 @@ def project(tmp_path: Path) -> Path:
     (folder / "needs_dependency.py").write_text("import taskforge_no_such_dependency\n")
     (folder / "bad_policy.py").write_text(BAD_POLICY)
     (folder / "twice.py").write_text(TWICE)
+    (folder / "undecorated.py").write_text("async def greet(ctx) -> None: ...\n")
     return folder
 
 
@@ -138,6 +139,21 @@ async def test_a_worker_runs_a_handlers_module_from_the_current_directory(
     job_id = await stack.enqueue("greet", payload={"name": "Ada"})
     done = await stack.wait_for(job_id, "SUCCEEDED")
     assert done["attempt_count"] == 1
+
+
+async def test_a_worker_whose_handler_modules_register_nothing_says_so(
+    stack: Stack, project: Path
+) -> None:
+    worker = stack.start_in(project, "worker", "--handlers", "undecorated", PYTHONPATH="")
+    deadline = time.monotonic() + DEADLINE
+    while "worker serving" not in worker.log.read_text():
+        assert worker.popen.poll() is None, worker.tail()
+        assert time.monotonic() < deadline, worker.tail()
+        await asyncio.sleep(0.05)
+    assert (
+        "handler module(s) undecorated registered no handler (@taskforge.handler or"
+        " @taskforge.task): this worker runs no job" in worker.log.read_text()
+    )
 
 
 @pytest.mark.parametrize(
