@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -546,7 +546,7 @@ class Worker:
                 hints = await self._ready_queue.pop(queues, free, timeout)
         except (Unavailable, TimeoutError) as exc:
             # A hint popped by the cancelled call is lost; the scheduler republishes it.
-            self._claim_from_store(str(exc) or f"no answer within {waited:g}s")
+            self._claim_from_store(_unanswered(exc, waited))
             return
         if not hints:
             return
@@ -562,7 +562,7 @@ class Worker:
                     allowed = await self._apply_rate_limit(hints)
             except (Unavailable, TimeoutError) as exc:
                 await self._put_back(hints)
-                self._claim_from_store(str(exc) or f"no answer within {grace:g}s")
+                self._claim_from_store(_unanswered(exc, grace))
                 return
             except Exception:
                 await self._put_back(hints)
@@ -594,14 +594,24 @@ class Worker:
         )
 
     async def _put_back(self, hints: list[ReadyHint]) -> None:
-        """Put back hints popped but not started. A ready queue that does not take them
-        within the queue's grace loses them: the scheduler republishes their jobs."""
+        """Put back hints popped but not started (see _send_within_grace)."""
+        await self._send_within_grace(self._hints.put_back, hints, "could not put back %d hint(s)")
+
+    async def _send_within_grace(
+        self,
+        send: Callable[[Sequence[ReadyHint]], Awaitable[None]],
+        hints: list[ReadyHint],
+        failure: str,
+    ) -> None:
+        """`send(hints)` to the ready queue, bounded as a pop is: one that does not take them
+        within the queue's grace loses them (logged as `failure`, given their count), and the
+        scheduler republishes their jobs, which are in the store."""
+        grace = self._settings.queue_grace
         try:
-            async with asyncio.timeout(self._settings.queue_grace):
-                await self._hints.put_back(hints)
+            async with asyncio.timeout(grace):
+                await send(hints)
         except Exception as exc:  # noqa: BLE001 - lost hints are republished
-            reason = str(exc) or f"no answer within {self._settings.queue_grace:g}s"
-            log.warning("could not put back %d hint(s): %s", len(hints), reason)
+            log.warning(f"{failure}: %s", len(hints), _unanswered(exc, grace))
 
     def _poppable(self) -> tuple[tuple[str, ...], float]:
         """The queues to pop hints from, and how long the pop may wait: every queue the
@@ -1133,20 +1143,16 @@ class Worker:
             log.warning("could not hand back %d job(s), leases will expire: %s", len(leases), exc)
             return
         log.info("handed back %d job(s) after the grace period", len(released))
+        # A frozen ready queue does not hold the process's exit: the jobs are PENDING.
         hints = [ReadyHint.of(r.job) for r in leftovers if r.job.id in released]
-        grace = self._settings.queue_grace
-        try:
-            # Bounded as a pop is: a frozen ready queue does not hold the process's exit.
-            async with asyncio.timeout(grace):
-                await self._hints.push(hints)
-        except Exception as exc:  # noqa: BLE001 - PENDING in the store: the scheduler republishes
-            reason = str(exc) or f"no answer within {grace:g}s"
-            log.warning(
-                "could not send the hints of %d job(s) handed back, the scheduler will: %s",
-                len(hints),
-                reason,
-            )
+        handed_back = "could not send the hints of %d job(s) handed back, the scheduler will"
+        await self._send_within_grace(self._hints.push, hints, handed_back)
 
     def _report_utilization(self, queue: str) -> None:
         busy = sum(1 for r in self._running.values() if r.job.queue == queue)
         self._metrics.utilization(queue, busy, self._settings.concurrency)
+
+
+def _unanswered(exc: BaseException, waited: float) -> str:
+    """Why the ready queue failed a call: its error, or (a timeout says nothing) the wait."""
+    return str(exc) or f"no answer within {waited:g}s"
