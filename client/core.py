@@ -282,11 +282,11 @@ def halves_of_too_large(
     refusal: ClientError, call: Call[list[values.BatchItem]]
 ) -> list[Call[list[values.BatchItem]]]:
     """A batch the API refused as over its body limit (413, MAX_PAYLOAD_BYTES: nothing of it
-    stored) as two batches of half its jobs each, in order; no batches when it was another
-    refusal or one job alone is too large."""
+    stored) as two batches of half its jobs each, in order. Another refusal, or one job
+    alone too large, is raised."""
     bodies = call.request.body["jobs"]
     if refusal.status != 413 or len(bodies) < 2:
-        return []
+        raise refusal
     middle, first = len(bodies) // 2, call.request.first_index
     return [_batch(bodies[:middle], first), _batch(bodies[middle:], first + middle)]
 

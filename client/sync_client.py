@@ -92,13 +92,10 @@ class SyncClient:
             call = calls.pop(0)
             try:
                 stored: builtins.list[values.BatchItem] = self._run(call)
-                items.extend(stored)
-            except ValidationError as refused:
-                # Over the API's body limit: sent again as two halves, and so on.
-                halves = core.halves_of_too_large(refused, call)
-                if not halves:
-                    raise
-                calls[:0] = halves
+            except ValidationError as refused:  # over the body limit: sent again in halves
+                calls[:0] = core.halves_of_too_large(refused, call)
+            else:
+                items += stored
         return items
 
     def get(self, job_id: UUID | str) -> values.Job:
