@@ -702,9 +702,7 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: C
 async def test_shutdown_with_a_frozen_ready_queue_hands_back_and_exits_within_the_grace(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = FreezableReadyQueue()
-    cluster.ready_queue = queue
-    cluster.hints = HintDispatcher(queue)
+    queue = freezable_ready_queue(cluster)
     started = asyncio.Event()
 
     @handler(cluster, "long")
@@ -1373,6 +1371,14 @@ class FreezableReadyQueue(InMemoryReadyQueue):
         await self._outage()
 
 
+def freezable_ready_queue(cluster: Cluster) -> FreezableReadyQueue:
+    """A FreezableReadyQueue that `cluster`'s workers and hints use from now on."""
+    queue = FreezableReadyQueue()
+    cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
+    return queue
+
+
 class FreezingRateLimiter:
     """A rate limiter on the same server as `queue`, which freezes right after a pop: the
     limiter's call is the first that gets no answer."""
@@ -1393,9 +1399,7 @@ class FreezingRateLimiter:
 async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreachable(
     cluster: Cluster, outage: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = FreezableReadyQueue()
-    cluster.ready_queue = queue
-    cluster.hints = HintDispatcher(queue)
+    queue = freezable_ready_queue(cluster)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:
@@ -1421,9 +1425,7 @@ async def test_jobs_keep_running_from_the_store_while_the_ready_queue_is_unreach
 async def test_a_ready_queue_that_freezes_before_the_rate_limit_answers_does_not_stall_dispatch(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = FreezableReadyQueue()
-    cluster.ready_queue = queue
-    cluster.hints = HintDispatcher(queue)
+    queue = freezable_ready_queue(cluster)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:
@@ -1447,9 +1449,7 @@ async def test_a_ready_queue_that_freezes_before_the_rate_limit_answers_does_not
 
 
 async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster: Cluster) -> None:
-    queue = FreezableReadyQueue()
-    cluster.ready_queue = queue
-    cluster.hints = HintDispatcher(queue)
+    queue = freezable_ready_queue(cluster)
 
     @handler(cluster, "noop")
     async def noop(ctx: JobContext) -> None:
@@ -1475,10 +1475,8 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
 async def test_without_the_ready_queue_a_queue_waiting_for_permits_does_not_hold_up_another(
     cluster: Cluster,
 ) -> None:
-    queue = FreezableReadyQueue()
+    queue = freezable_ready_queue(cluster)
     queue.mode = "down"
-    cluster.ready_queue = queue
-    cluster.hints = HintDispatcher(queue)
     starts: dict[str, list[float]] = {"slow": [], "other": []}
 
     @handler(cluster, "noop")

@@ -8,6 +8,7 @@ PENDING until a test moves them.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -598,12 +599,18 @@ def test_status_says_how_many_attempts_were_automatic_retries(
     assert field(cli("status", job["id"]).out, "attempts") == attempts
 
 
-def serve_answer(body: bytes) -> ThreadingHTTPServer:
-    """A stand-in API that answers every GET with `body` (200, JSON); shut it down after."""
+@contextlib.contextmanager
+def serve_answer(body: bytes) -> Iterator[str]:
+    """The URL of a stand-in API that answers every GET with `body` (200, JSON) until the
+    block ends."""
     handler = type("Answer", (_FixedAnswer,), {"status": 200, "body": body})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_status_shows_the_result_whole_in_plain_output_and_cut_on_a_terminal(
@@ -612,16 +619,12 @@ def test_status_shows_the_result_whole_in_plain_output_and_cut_on_a_terminal(
     job = api.get(f"/jobs/{enqueue(api)['id']}").json()
     job.update(state="SUCCEEDED", result={"note": "é" + "x" * 300, "rows": list(range(30))})
     body = json.dumps(job).encode()
-    server = serve_answer(body)
-    api_url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serve_answer(body) as api_url:
         plain = cli("status", job["id"], api_url=api_url)
         as_json = cli("status", job["id"], "--json", api_url=api_url)
         monkeypatch.setenv("TTY_COMPATIBLE", "1")
         monkeypatch.setenv("COLUMNS", "400")
         terminal = cli("status", job["id"], api_url=api_url)
-    finally:
-        server.shutdown()
 
     assert json.loads(field(plain.out, "result")) == job["result"]  # one line, all of it
     assert as_json.json() == json.loads(body)
@@ -760,14 +763,10 @@ def test_on_a_narrow_terminal_counts_names_and_times_are_never_cut(
 ) -> None:
     # These tables are wider than an 80-column terminal: each row becomes a block of
     # `COLUMN  value` lines, as in list and dlq-list, instead of `1234…` for 1234567.
-    server = serve_answer(json.dumps(NARROW_ANSWERS[answer]).encode())
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
     monkeypatch.setenv("COLUMNS", "80")
-    try:
-        outcome = cli(*command, api_url=f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_answer(json.dumps(NARROW_ANSWERS[answer]).encode()) as api_url:
+        outcome = cli(*command, api_url=api_url)
     assert outcome.exit_code == 0, outcome.err
     shown = re.sub(r"\x1b\[[0-9;]*m", "", outcome.out)
     assert "…" not in shown, shown
@@ -1161,12 +1160,8 @@ def test_output_the_terminal_cannot_encode_is_not_blamed_on_the_api(
 
 
 def test_a_bad_answer_among_several_names_every_request_it_may_be(cli: Cli) -> None:
-    server = serve_answer(b'["ok"]')  # /healthz and /readyz alike
-    try:
-        outcome = cli("health", api_url=f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_answer(b'["ok"]') as api_url:  # /healthz and /readyz alike
+        outcome = cli("health", api_url=api_url)
     assert outcome.exit_code == 6, outcome.err
     assert outcome.err.startswith(
         "error: invalid_response: one of GET /healthz answered 200, GET /readyz answered 200:"
@@ -1210,12 +1205,8 @@ def test_json_the_cli_cannot_show_as_the_apis_answer_is_an_invalid_response(
     # Another server, or a proxy's page, on the API's address: exit 6 as for a body that is
     # not JSON, naming the request, never "unexpected". (A JSON object missing fields is
     # shown with what it has, as the CLI shows any answer.)
-    server = serve_answer(body)
-    try:
-        outcome = cli(*command, api_url=f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_answer(body) as api_url:
+        outcome = cli(*command, api_url=api_url)
     assert outcome.exit_code == 6, outcome.err
     assert outcome.err.startswith(
         f"error: invalid_response: GET {path} answered 200 with JSON that is not the API's"
