@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from taskforge.bench.peers import Figures, Row, _summary, main, render, rotated
+from taskforge.bench.peers import (
+    Figures,
+    Row,
+    _summary,
+    by_pass,
+    main,
+    pgqueuer_of,
+    render,
+    rotated,
+    scenarios,
+)
 
 
 async def _never() -> Figures:
@@ -81,9 +91,69 @@ def test_taskforge_rows_show_their_ratio_to_the_fastest_peer_of_the_same_scenari
 
     lines = render(report).splitlines()
 
-    assert lines[4].endswith("| 1.50x |")  # 300 against dramatiq's 200, not pgqueuer's 100
-    assert lines[5].endswith("|  |")  # a peer's row has no ratio
-    assert lines[7].endswith("| 0.50x |")
+    assert lines[4].endswith("| 1.50x |  |")  # 300 against dramatiq's 200, not pgqueuer's 100
+    assert lines[5].endswith("|  |  |")  # a peer's row has no ratio
+    assert lines[7].endswith("| 0.50x |  |")
+
+
+def test_a_taskforge_row_is_held_against_pgqueuers_run_of_the_same_pass() -> None:
+    # Pass by pass, the machine's drift falls on both: TaskForge's rate over pgqueuer's in
+    # each pass, not the ratio of the two medians (here 1.0, every pass 0.8 or 1.25).
+    ours: list[Figures] = [{"seconds": 1.0}, {"seconds": 2.0}, {"seconds": 4.0}]
+    theirs: list[Figures] = [{"seconds": 1.25}, {"seconds": 1.6}, {"seconds": 5.0}]
+
+    paired = by_pass(ours, theirs)
+
+    assert paired["each_pass"] == [1.25, 0.8, 1.25]
+    assert paired["ratio"] == 1.25
+    assert (paired["ahead"], paired["passes"]) == (2, 3)
+
+    report = {
+        "runs": 1,
+        "passes": 3,
+        "results": [
+            {
+                "system": "TaskForge",
+                "scenario": "enqueue",
+                "setting": "default",
+                "jobs_per_second": 50.0,
+                "jobs_per_second_each_run": [50.0],
+                "against_pgqueuer": paired,
+            }
+        ],
+    }
+    lines = render(report).splitlines()
+    assert lines[0] == "medians of 1 interleaved rounds, the enqueue scenarios in 3 passes a round"
+    assert lines[4].endswith("| 1.25x, ahead in 2 of 3 |")
+
+
+def test_pgqueuer_at_its_documented_settings_is_the_pass_partner() -> None:
+    plan = [
+        _row("TaskForge", "drain"),
+        Row("pgqueuer", "drain", "concurrency_limit 10", 100, _never),
+        Row("pgqueuer", "drain", "no limit", 100, _never),
+        _row("TaskForge", "enqueue"),
+        _row("dramatiq", "enqueue"),
+    ]
+
+    assert pgqueuer_of(plan, plan[0]) is plan[1]
+    assert pgqueuer_of(plan, plan[3]) is None
+    assert list(scenarios(plan)) == ["drain", "enqueue"]
+    assert scenarios(plan)["drain"] == plan[:3]
+
+
+@pytest.mark.parametrize("option", ["--runs", "--passes", "--jobs", "--enqueues", "--bulk"])
+@pytest.mark.parametrize("value", ["0", "-2", "1.5", "many"])
+def test_a_count_that_is_not_a_whole_number_from_one_is_refused_by_name(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([option, value])
+
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {option}: must be a whole number from 1, not '{value}'" in error
+    assert "Traceback" not in error
 
 
 def test_without_a_database_it_says_which_setting_is_missing_and_exits_2(
