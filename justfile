@@ -48,7 +48,7 @@ faults *args:
 bench *args:
     taskforge bench {{args}}
 
-# TaskForge beside pgqueuer and dramatiq, medians of interleaved runs (README, Performance); --runs N, --jobs N
+# TaskForge beside pgqueuer and dramatiq, medians of interleaved runs (README, Performance); --runs N, --passes N, --jobs N
 bench-peers *args:
     # The peers live in .venv-peers, from scripts/peers/requirements.txt (pinned, hashes checked).
     if [[ ! -x .venv-peers/bin/python || scripts/peers/requirements.txt -nt .venv-peers/.installed ]]; then \
