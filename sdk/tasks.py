@@ -338,18 +338,17 @@ def _is_typed_payload(annotation: Any) -> bool:
 
 
 def _result(value: Any) -> Any:
-    """A handler's return value as the job keeps it: a Struct or dataclass as its fields.
-    One holding what has no JSON form (any other object) is refused as the worker refuses
-    such a result (UnstorableResult), not retried."""
-    if isinstance(value, msgspec.Struct) or (
-        dataclasses.is_dataclass(value) and not isinstance(value, type)
-    ):
-        try:
-            # Number keys as their text, as msgspec's JSON and the payloads write them.
-            return msgspec.to_builtins(value, str_keys=True)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise UnstorableResult(f"not JSON: {exc}") from None
-    return value
+    """A typed task's return value as the job keeps it: converted as msgspec converts values
+    for JSON, wherever they sit (a Struct, or a list or dict of them): Structs and dataclasses
+    as their fields, datetimes, UUIDs and Decimals as their text, enums as their values,
+    sets as lists, bytes as base64, number keys as their text (as msgspec's JSON and the
+    payloads write them). What has no such form (any other object) is refused as the
+    worker refuses such a result (UnstorableResult), not retried; what converts to a value
+    JSON cannot hold (a NaN) the worker refuses as any handler's."""
+    try:
+        return msgspec.to_builtins(value, str_keys=True)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnstorableResult(f"not JSON: {exc}") from None
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -19,7 +21,7 @@ import pytest
 
 import taskforge
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
-from taskforge.domain.result import encode_result
+from taskforge.domain.result import UnstorableResult, encode_result
 from taskforge.entrypoints.cli.service import serving_declared_queues
 from taskforge.entrypoints.config import Settings
 from taskforge.sdk.tasks import Task
@@ -228,6 +230,78 @@ async def test_a_returned_struct_with_number_keys_is_kept_with_them_as_text() ->
 
     assert result == {"counts": {"1": "one"}}
     assert encode_result(result, 1000) == '{"counts":{"1":"one"}}'  # storable as it is
+
+
+class Line(msgspec.Struct):
+    sku: str
+    at: datetime
+
+
+@dataclasses.dataclass
+class Total:
+    amount: Decimal
+    lines: list[Line]
+
+
+async def test_structs_and_dataclasses_anywhere_in_a_returned_value_are_kept_as_their_fields() -> (
+    None
+):
+    registry = HandlerRegistry()
+    at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+
+    @taskforge.task("lines", registry=registry)
+    def lines(ctx: JobContext) -> Any:
+        return {
+            "lines": [Line("a", at), Line("b", at)],
+            "totals": (Total(Decimal("1.50"), [Line("c", at)]),),
+            "tags": {"x"},
+            "id": uuid.UUID(int=1),
+        }
+
+    stored = encode_result(await run(registry, "lines", {}), 10_000)
+
+    line = {"sku": "a", "at": "2026-12-07T09:30:00Z"}
+    assert stored is not None
+    assert json.loads(stored) == {
+        "lines": [line, {**line, "sku": "b"}],
+        "totals": [{"amount": "1.50", "lines": [{**line, "sku": "c"}]}],
+        "tags": ["x"],
+        "id": "00000000-0000-0000-0000-000000000001",
+    }
+
+
+class Opaque:
+    """Has no JSON form."""
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [[Line("a", datetime(2026, 1, 1, tzinfo=UTC)), Opaque()], {"deep": [{"x": Opaque()}]}],
+    ids=["beside Structs", "nested"],
+)
+async def test_a_returned_value_holding_what_has_no_json_form_is_refused(returned: Any) -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("opaque", registry=registry)
+    def opaque(ctx: JobContext) -> Any:
+        return returned
+
+    with pytest.raises(UnstorableResult, match=r"^not JSON: Encoding objects of type Opaque"):
+        await run(registry, "opaque", {})
+
+
+async def test_a_returned_value_nested_too_deeply_to_convert_is_refused() -> None:
+    registry = HandlerRegistry()
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+
+    @taskforge.task("deep", registry=registry)
+    def nested(ctx: JobContext) -> Any:
+        return [Line("a", datetime(2026, 1, 1, tzinfo=UTC)), deep]
+
+    with pytest.raises(UnstorableResult, match=r"^not JSON: "):
+        await run(registry, "deep", {})
 
 
 async def test_a_stored_payload_that_does_not_fit_fails_the_job_for_good() -> None:

@@ -323,6 +323,21 @@ async def test_a_typed_task_returning_fields_that_are_not_json_dead_letters_the_
     assert dead.result is None
 
 
+async def test_a_typed_task_returning_a_list_of_records_succeeds_with_their_fields(
+    cluster: Cluster,
+) -> None:
+    @taskforge.task("receipts", registry=cluster.handlers)
+    async def receipts(ctx: JobContext) -> list[Receipt]:
+        return [Receipt(number=1, detail="a"), Receipt(number=2, detail=["b"])]
+
+    cluster.start_worker()
+    job = await cluster.enqueue("receipts", policy=FAST_RETRY)
+
+    done = await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert done.result == [{"number": 1, "detail": "a"}, {"number": 2, "detail": ["b"]}]
+
+
 async def test_a_result_larger_than_max_result_bytes_dead_letters_the_job(
     cluster: Cluster,
 ) -> None:
