@@ -75,14 +75,5 @@ class InMemoryDeadLetterGroups(InMemoryView):
         state = self._state
         doomed = await self.members(job_type, error_shape, limit)
         for entry in doomed:
-            job = state.jobs.pop(entry.job_id)
-            del state.dead_letters[entry.job_id]
-            state.published_at.pop(job.id, None)
-            if job.idempotency_key is not None:
-                state.by_idempotency_key.pop(job.idempotency_key, None)
-            if (
-                job.unique_key is not None
-                and state.by_unique_key.get((job.queue, job.unique_key)) == job.id
-            ):
-                del state.by_unique_key[job.queue, job.unique_key]
+            state.forget(state.jobs[entry.job_id])
         return len(doomed)

@@ -51,6 +51,20 @@ class InMemoryState:
             raise JobNotFound(job_id)
         return job
 
+    def forget(self, job: Job) -> None:
+        """Delete `job` and what points at it (its keys, its published time, its dead
+        letter), as deleting its row does in Postgres: a store that prunes jobs for ever
+        holds nothing of them."""
+        del self.jobs[job.id]
+        self.dead_letters.pop(job.id, None)
+        self.published_at.pop(job.id, None)
+        if job.idempotency_key is not None:
+            self.by_idempotency_key.pop(job.idempotency_key, None)
+        if job.unique_key is not None:
+            unique = (job.queue, job.unique_key)
+            if self.by_unique_key.get(unique) == job.id:  # else a later job holds it now
+                del self.by_unique_key[unique]
+
     def unique_key_holder(self, queue: str, unique_key: str) -> Job | None:
         """The job of `queue` that holds `unique_key` now, if one does."""
         job_id = self.by_unique_key.get((queue, unique_key))

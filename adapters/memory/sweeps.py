@@ -123,10 +123,7 @@ class InMemorySweeps(InMemoryView):
             key=lambda job: (job.finished_at, job.id),
         )[:limit]
         for job in doomed:
-            del state.jobs[job.id]
-            state.published_at.pop(job.id, None)
-            if job.idempotency_key is not None:
-                state.by_idempotency_key.pop(job.idempotency_key, None)
+            state.forget(job)
         return len(doomed)
 
     async def fold_job_counts(self) -> int:

@@ -282,6 +282,27 @@ async def test_finished_jobs_older_than_the_retention_period_are_pruned(
     assert await memory.jobs.get(job.id) is None
 
 
+async def test_the_memory_store_keeps_nothing_of_the_jobs_it_prunes(memory: Memory) -> None:
+    # `taskforge dev` may run for weeks: pruned jobs must not leave their keys behind.
+    for number in range(3):
+        job = (
+            await memory.jobs.add(
+                memory.new_job(idempotency_key=f"k{number}", unique_key=f"u{number}")
+            )
+        ).job
+        await memory.jobs.cancel(job.id, None)
+    holder = (await memory.jobs.add(memory.new_job(unique_key="u0"))).job  # u0 taken again
+    memory.clock.advance(3601)
+
+    assert await memory.jobs.prune_finished(3600, 100) == 3
+
+    state = memory.state
+    assert list(state.jobs) == [holder.id]
+    assert state.by_idempotency_key == {}
+    assert state.by_unique_key == {("jobs:ready", "u0"): holder.id}
+    assert list(state.published_at) == [holder.id]
+
+
 async def test_zero_retention_keeps_finished_jobs_forever(memory: Memory) -> None:
     job = (await memory.jobs.add(memory.new_job())).job
     await memory.jobs.cancel(job.id, None)
