@@ -23,9 +23,11 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from taskforge.adapters.postgres.connection import encode_json
 from taskforge.adapters.postgres.job_copy import copyable, takes_copy
 from taskforge.adapters.postgres.job_store import (
     CreatedRow,
+    first_of_their_keys,
     insert_jobs_as,
 )
 from taskforge.adapters.system import Uuid7Source
@@ -80,11 +82,13 @@ def enqueue(
     """Store one job in `conn`'s current transaction (outside one, it commits at once) and
     return it; a reused idempotency key returns the job that holds it, stored before or
     earlier in this transaction. Options are the HTTP client's. A bad value raises
-    ValidationError before anything is written; database errors are the driver's own (with a
-    note saying to run `taskforge migrate` when the database lacks TaskForge's tables), but
-    for an id already stored (possible only if the id source repeats itself), JobIdTaken."""
+    ValidationError before anything is written, as does text the connection's client encoding
+    cannot carry (on LATIN1, a "€" in the payload or a key); database errors are the driver's
+    own (with a note saying to run `taskforge migrate` when the database lacks TaskForge's
+    tables), but for an id already stored (possible only if the id source repeats itself),
+    JobIdTaken."""
     [new_job] = _new_jobs([{**options, "job_type": job_type, "payload": payload}], batch=False)
-    stored = _store(conn, [new_job])
+    stored = _store(conn, [new_job], batch=False)
     if isinstance(stored, list):
         return stored[0]
     return _first(stored)
@@ -105,7 +109,7 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> list[Job] | Coroutine[An
     """`enqueue` for each of `jobs` (mappings of `enqueue`'s arguments), in one go and in
     order: every job is checked before any is written. An error naming a job's field
     names its index: `jobs[2].queue`."""
-    return _store(conn, _new_jobs(jobs, batch=True))
+    return _store(conn, _new_jobs(jobs, batch=True), batch=True)
 
 
 async def _first(stored: Coroutine[Any, Any, list[Job]]) -> Job:
@@ -175,20 +179,25 @@ def _validation_error(field: str, message: str, index: int, batch: bool) -> Vali
     )
 
 
-def _store(conn: Any, new_jobs: list[NewJob]) -> list[Job] | Coroutine[Any, Any, list[Job]]:
+def _store(
+    conn: Any, new_jobs: list[NewJob], *, batch: bool
+) -> list[Job] | Coroutine[Any, Any, list[Job]]:
     if isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
-        return _noting_a_missing_schema(_store_asyncpg(conn, new_jobs))
+        _check_a_batch_of_several_statements(conn, new_jobs, batch)
+        return _explaining(_store_asyncpg(conn, new_jobs), conn, new_jobs, batch)
     # A psycopg connection exists only once psycopg is imported: this imports it never.
     if (psycopg_module := sys.modules.get("psycopg")) is not None:
         from taskforge.sdk import psycopg_steps
 
         if isinstance(conn, psycopg_module.AsyncConnection):
-            return _noting_a_missing_schema(psycopg_steps.store_async(conn, new_jobs))
+            _check_a_batch_of_several_statements(conn, new_jobs, batch)
+            return _explaining(psycopg_steps.store_async(conn, new_jobs), conn, new_jobs, batch)
         if isinstance(conn, psycopg_module.Connection):
+            _check_a_batch_of_several_statements(conn, new_jobs, batch)
             try:
                 return psycopg_steps.store(conn, new_jobs)
             except Exception as exc:
-                _note_a_missing_schema(exc)
+                _explain(exc, conn, new_jobs, batch)
                 raise
     raise TypeError(
         "taskforge.enqueue takes an asyncpg connection or a psycopg 3 connection, "
@@ -212,12 +221,77 @@ def _note_a_missing_schema(exc: Exception) -> None:
         )
 
 
-async def _noting_a_missing_schema(stored: Coroutine[Any, Any, list[Job]]) -> list[Job]:
+def _explain(exc: Exception, conn: Any, new_jobs: Sequence[NewJob], batch: bool) -> None:
+    """Raise a ValidationError for the driver's `exc` when it could not encode a job's text in
+    the connection's client encoding (asyncpg raises a DataError caused by the
+    UnicodeEncodeError, psycopg the UnicodeEncodeError itself): the parameters are encoded
+    before a statement is sent, so nothing of it was. Otherwise leave `exc` to be raised,
+    noted when the database lacks TaskForge's schema."""
+    cause = exc if isinstance(exc, UnicodeEncodeError) else exc.__cause__
+    if isinstance(cause, UnicodeEncodeError):
+        _refuse_text_beyond(cause.encoding, conn, new_jobs, batch)
+    _note_a_missing_schema(exc)
+
+
+async def _explaining(
+    stored: Coroutine[Any, Any, list[Job]], conn: Any, new_jobs: Sequence[NewJob], batch: bool
+) -> list[Job]:
     try:
         return await stored
     except Exception as exc:
-        _note_a_missing_schema(exc)
+        _explain(exc, conn, new_jobs, batch)
         raise
+
+
+def _check_a_batch_of_several_statements(conn: Any, new_jobs: list[NewJob], batch: bool) -> None:
+    """On a connection whose driver writes text in another encoding than UTF-8, check a batch
+    that may take several writing statements (more than CHUNK jobs, or a job sharing a key
+    with an earlier one, stored after it) whole before the first: a job a later statement
+    could not encode would leave the earlier jobs written in the caller's transaction. Any
+    other enqueue sends all its jobs' text in its first writing statement, whose encoding
+    error _explain maps; on UTF-8 every job is stored unchecked."""
+    if len(new_jobs) < 2:
+        return
+    codec = _client_encoding(conn)[1]
+    if codec == "utf-8":
+        return
+    if len(new_jobs) > CHUNK or first_of_their_keys(new_jobs)[1]:
+        _refuse_text_beyond(codec, conn, new_jobs, batch)
+
+
+def _refuse_text_beyond(codec: str, conn: Any, new_jobs: Sequence[NewJob], batch: bool) -> None:
+    """Raise a ValidationError naming the first of `new_jobs` holding text that `codec` (the
+    driver's for the connection's client encoding) cannot encode, and its field."""
+    for index, new_job in enumerate(new_jobs):
+        for field, text in (
+            ("job_type", new_job.job_type),
+            ("queue", new_job.queue),
+            ("payload", encode_json(new_job.payload)),  # as the statements send it
+            ("idempotency_key", new_job.idempotency_key),
+            ("unique_key", new_job.unique_key),
+            ("traceparent", new_job.traceparent),
+        ):
+            try:
+                (text or "").encode(codec)
+            except UnicodeEncodeError as exc:
+                character = exc.object[exc.start]
+                encoding = _client_encoding(conn)[0]
+                message = (
+                    f"holds {character!r}, which the connection's client encoding {encoding} "
+                    "cannot carry"
+                )
+                raise _validation_error(field, message, index, batch) from None
+
+
+def _client_encoding(conn: Any) -> tuple[str, str]:
+    """`conn`'s client encoding as Postgres names it, and the Python codec its driver
+    encodes text in: asyncpg's for SQL_ASCII is ASCII, psycopg's UTF-8."""
+    if isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
+        settings = conn.get_settings()
+        return settings.client_encoding, settings.get_text_codec().name
+    codec = conn.info.encoding
+    name = conn.info.parameter_status("client_encoding") or codec
+    return name, "utf-8" if codec == "ascii" else codec
 
 
 async def _store_asyncpg(

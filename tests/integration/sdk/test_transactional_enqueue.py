@@ -480,6 +480,93 @@ def test_a_psycopg_connection_in_another_client_encoding_logs_no_warning_per_enq
     assert [record.getMessage() for record in caplog.records] == []
 
 
+@pytest.mark.parametrize(
+    ("options", "field", "character"),
+    [
+        ({"payload": {"price": "5 €"}}, "payload", "€"),
+        ({"payload": {"日本": 1}}, "payload", "日"),  # a key is text too
+        ({"idempotency_key": "注文-1"}, "idempotency_key", "注"),
+        ({"unique_key": "注文-1"}, "unique_key", "注"),
+    ],
+)
+async def test_text_the_connections_encoding_cannot_carry_is_a_validation_error(
+    session: Session,
+    observer: asyncpg.Connection,
+    queue_name: str,
+    options: dict[str, Any],
+    field: str,
+    character: str,
+) -> None:
+    # The driver cannot encode the statement's parameters: nothing is sent, the caller's
+    # transaction goes on. A large keyless batch is no exception: COPY's data is UTF-8, so
+    # on LATIN1 the INSERT stores it.
+    await session.execute("SET client_encoding TO 'LATIN1'")
+    spec = {"job_type": "email", "queue": queue_name, **options}
+    plain: dict[str, Any] = {"job_type": "email", "queue": queue_name, "payload": {"name": "José"}}
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue(**spec)
+    assert caught.value.code == "validation_error"
+    assert caught.value.message == (
+        f"{field}: holds {character!r}, which the connection's client encoding LATIN1 cannot carry"
+    )
+    assert caught.value.details == {"field": field}
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue_many([plain, spec, plain])
+    assert caught.value.details == {"field": f"jobs[1].{field}", "index": 1}
+    last = COPY_FROM - 1
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue_many([plain] * last + [spec])
+    assert caught.value.details == {"field": f"jobs[{last}].{field}", "index": last}
+
+    kept = await session.enqueue(**plain)  # the transaction is usable
+    await session.commit()
+    assert await stored_ids(observer, queue_name) == {kept.id}
+
+
+@pytest.mark.parametrize(
+    "jobs",
+    [
+        # The first statement stores a chunk; the job the driver cannot encode is in the next.
+        [{}] * transactional.CHUNK + [{"payload": {"price": "5 €"}}],
+        # The second job waits for the first, which holds its key, to be stored. (A unique
+        # key is the queue's own, so no other test holds it.)
+        [{"unique_key": "k"}, {"unique_key": "k", "payload": {"price": "5 €"}}],
+    ],
+    ids=["two chunks", "a shared key"],
+)
+async def test_a_batch_of_several_statements_is_checked_whole_before_the_first(
+    session: Session, observer: asyncpg.Connection, queue_name: str, jobs: list[dict[str, Any]]
+) -> None:
+    # Nothing of the batch is left in the caller's transaction, whose rollback is the
+    # caller's to decide on.
+    await session.execute("SET client_encoding TO 'LATIN1'")
+    last = len(jobs) - 1
+    with pytest.raises(taskforge.ValidationError) as caught:
+        await session.enqueue_many([{"job_type": "a", "queue": queue_name, **job} for job in jobs])
+    assert caught.value.details == {"field": f"jobs[{last}].payload", "index": last}
+
+    await session.commit()
+    assert await stored_ids(observer, queue_name) == set()
+
+
+async def test_an_asyncpg_connection_in_sql_ascii_refuses_text_beyond_ascii(
+    migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
+) -> None:
+    # asyncpg writes text on SQL_ASCII as ASCII (psycopg writes UTF-8: stored as sent).
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await conn.execute("SET client_encoding TO 'SQL_ASCII'")
+        with pytest.raises(taskforge.ValidationError) as caught:
+            await taskforge.enqueue(conn, "a", {"name": "José"}, queue=queue_name)
+    finally:
+        await conn.close()
+
+    assert caught.value.message == (
+        "payload: holds 'é', which the connection's client encoding SQL_ASCII cannot carry"
+    )
+    assert await stored_ids(observer, queue_name) == set()
+
+
 @pytest.mark.parametrize("size", [1, COPY_FROM], ids=["one", "large"])
 def test_a_run_at_is_answered_in_the_sessions_time_zone_as_a_read_gives_it(
     migrated_dsn: str, queue_name: str, size: int
