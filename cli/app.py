@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import httpx
-from cyclopts import App, Group, Parameter, validators
+from cyclopts import App, Group, Parameter, Token, validators
 from cyclopts.exceptions import CycloptsError
 from rich.console import Console, RenderableType
 from rich.text import Text
@@ -69,7 +69,7 @@ from taskforge.client.core import NOT_A_HEADER_VALUE, Request, sendable_token
 from taskforge.client.sync_client import RawResponses
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import TERMINAL_STATES, JobState
-from taskforge.domain.validation import validate_queue_name
+from taskforge.domain.validation import validate_queue_name, whole_number
 from taskforge.domain.version import taskforge_version
 
 DEFAULT_API_URL = "http://localhost:8080"
@@ -121,6 +121,11 @@ def _finite(type_: Any, value: Any) -> None:
 
 
 Positive = (validators.Number(gt=0), _finite)
+
+
+def _whole_number(type_: Any, tokens: Sequence[Token]) -> int:
+    """A whole-number option as typed: cyclopts would round "1.5" to 2 and send that."""
+    return whole_number(tokens[0].value)
 
 
 @Parameter(name="*", group=GLOBAL)
@@ -238,7 +243,9 @@ class Session:
 
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
-MaxAttempts = Annotated[int | None, Parameter(help="Attempts before DLQ (3).")]
+MaxAttempts = Annotated[
+    int | None, Parameter(converter=_whole_number, help="Attempts before DLQ (3).")
+]
 InitialDelay = Annotated[
     float | None, Parameter(validator=_finite, help="Seconds before the first retry (1).")
 ]
@@ -265,7 +272,8 @@ AttemptTimeout = Annotated[
     ),
 ]
 Priority = Annotated[
-    int | None, Parameter(help="0 (claimed first) to 9 (claimed last); default 5.")
+    int | None,
+    Parameter(converter=_whole_number, help="0 (claimed first) to 9 (claimed last); default 5."),
 ]
 
 
@@ -294,9 +302,14 @@ JobId = Annotated[
 ]
 Reason = Annotated[str | None, Parameter(help="Why; stored on the job and shown by `status`.")]
 Limit = Annotated[
-    int | None, Parameter(help="Page size (the API's default is 50, its maximum 200).")
+    int | None,
+    Parameter(
+        converter=_whole_number, help="Page size (the API's default is 50, its maximum 200)."
+    ),
 ]
-Offset = Annotated[int | None, Parameter(help="Items to skip, for the next page.")]
+Offset = Annotated[
+    int | None, Parameter(converter=_whole_number, help="Items to skip, for the next page.")
+]
 NonNegative = (validators.Number(gte=0), _finite)
 
 app = App(

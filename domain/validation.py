@@ -203,6 +203,18 @@ def parse_job_id(raw: str) -> UUID:
     return UUID(raw)
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def whole_number(text: str) -> int:
+    """A number a person typed where only whole numbers count (a command-line option):
+    decimal digits, with a sign or none. "1.5" or "0x10" raise ValueError, where a rounding
+    or another base would act on a number nobody wrote."""
+    if not _WHOLE_NUMBER.fullmatch(text):
+        raise ValueError(f"must be a whole number, not {text!r}")
+    return int(text)
+
+
 def validate_timeout(value: object) -> float:
     """A job's time limit in seconds; 0 means none."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:

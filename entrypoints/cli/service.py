@@ -10,15 +10,16 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from cyclopts import App, Parameter, validators
+from cyclopts import App, Parameter, Token, validators
 from cyclopts.exceptions import CycloptsError
 
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.application.handlers import HandlerRegistry
 from taskforge.application.worker import TooManyAbandonedThreads
+from taskforge.domain.validation import whole_number
 from taskforge.domain.version import taskforge_version
 from taskforge.entrypoints.config import (
     MAX_RETENTION_PERIOD,
@@ -307,6 +308,11 @@ def migrate() -> None:
         print("database is up to date")
 
 
+def _whole_number(type_: Any, tokens: Sequence[Token]) -> int:
+    """A whole-number option as typed: cyclopts would round "1.5" to 2 and run that."""
+    return whole_number(tokens[0].value)
+
+
 @app.command
 def bench(
     quick: Annotated[bool, Parameter(help="Small sizes: finishes in well under a minute")] = False,
@@ -315,6 +321,7 @@ def bench(
         int,
         Parameter(
             help="Run every scenario this many times and report the medians",
+            converter=_whole_number,
             validator=validators.Number(gte=1),
         ),
     ] = 1,
@@ -329,12 +336,17 @@ def bench(
         int,
         Parameter(
             help="Jobs the big tables hold: 90% finished within retention, 10% delayed",
+            converter=_whole_number,
             validator=validators.Number(gte=10),
         ),
     ] = 1_000_000,
     dead_letters: Annotated[
         int,
-        Parameter(help="Dead letters the big tables hold", validator=validators.Number(gte=0)),
+        Parameter(
+            help="Dead letters the big tables hold",
+            converter=_whole_number,
+            validator=validators.Number(gte=0),
+        ),
     ] = 50_000,
     soak: Annotated[
         str | None,

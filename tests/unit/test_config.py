@@ -679,6 +679,11 @@ def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(
         (("bogus",), 'taskforge: Unknown command "bogus". Available commands: dev, api,'),
         (("dev", "--bogus"), "taskforge: Unknown option: --bogus. (see --help)"),
         (("bench", "--runs", "0"), 'taskforge: Invalid value "0" for --runs. Must be >= 1.'),
+        # not rounded to 2, as the option parser would
+        (
+            ("bench", "--runs", "1.5"),
+            "taskforge: Invalid value for --runs: must be a whole number, not '1.5'",
+        ),
         # RETENTION_PERIOD of the soak's processes: beyond its range they would not start
         (
             ("bench", "--soak", "1m", "--soak-retention", "inf"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +25,7 @@ from taskforge.domain.validation import (
     validate_payload,
     validate_queue_name,
     validate_run_at,
+    whole_number,
 )
 
 JOB_ID = "01900000-0000-7000-8000-00000000000a"
@@ -229,6 +231,17 @@ def test_a_job_id_in_any_other_form_is_rejected_naming_id(raw: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_job_id(raw)
     assert caught.value.field == "id"
+
+
+@pytest.mark.parametrize(("text", "number"), [("7", 7), ("+7", 7), ("-3", -3), ("007", 7)])
+def test_a_whole_number_is_read_as_written(text: str, number: int) -> None:
+    assert whole_number(text) == number
+
+
+@pytest.mark.parametrize("text", ["1.5", "2.0", "0x10", "1e3", "", " 7", "7\n", "\uff17", "1_000"])
+def test_anything_but_decimal_digits_is_not_a_whole_number(text: str) -> None:
+    with pytest.raises(ValueError, match=f"^must be a whole number, not {re.escape(repr(text))}$"):
+        whole_number(text)
 
 
 @pytest.mark.parametrize(

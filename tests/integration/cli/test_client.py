@@ -353,6 +353,43 @@ ERROR_CASES = {
         2,
         lambda ids: 'error: usage: Invalid value "inf" for --interval. Must be a finite number.',
     ),
+    "a page size that is not a whole number is a usage error, not rounded (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "list", "--limit", "1.5"],
+        2,
+        lambda ids: "error: usage: Invalid value for --limit: must be a whole number, not '1.5'",
+    ),
+    "a priority in another base is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            "enqueue",
+            "--job-type",
+            "noop",
+            "--priority",
+            "0x3",
+        ],
+        2,
+        lambda ids: "error: usage: Invalid value for --priority: must be a whole number, not '0x3'",
+    ),
+    "a schedule's --max-attempts of 2.5 is a usage error, not rounded (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            "schedules",
+            "add",
+            "n",
+            "--cron",
+            "@daily",
+            "--job-type",
+            "noop",
+            "--max-attempts",
+            "2.5",
+        ],
+        2,
+        lambda ids: (
+            "error: usage: Invalid value for --max-attempts: must be a whole number, not '2.5'"
+        ),
+    ),
     "an unknown --status is a usage error, found before any request (2)": ErrorCase(
         lambda ids: ["--api-url", ids["closed"], "list", "--status", "bogus"],
         2,
