@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,14 @@ RUN_AT_AND_DELAY = Schema(
 DOCS_PATH = "/schema"
 DOCS_ASSETS_PATH = f"{DOCS_PATH}/assets"
 """Swagger UI's scripts, styles and icons, served by TaskForge itself: the docs work offline."""
+DOCS_PAGE_POLICY = (
+    "default-src 'self'; script-src 'self' {scripts}; style-src 'self' {styles}; "
+    "img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+"""The docs page's Content-Security-Policy: TaskForge's own files, the page's own inline
+script and style (by hash), the data: icons of Swagger UI's stylesheet; never framed."""
+_INLINE_BLOCK = re.compile(rb"<(script|style)\b([^>]*)>(.*?)</\1\s*>", re.IGNORECASE | re.DOTALL)
 
 
 def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
@@ -80,6 +91,7 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
         container=container,
         route_methods=route_methods,
         deadline=settings.request_deadline,
+        file_paths=(DOCS_ASSETS_PATH,),
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app
@@ -103,7 +115,7 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
         ),
         path=DOCS_PATH,
         openapi_router=Router(
-            DOCS_PATH, route_handlers=[], include_in_schema=False, after_request=_not_found_as_json
+            DOCS_PATH, route_handlers=[], include_in_schema=False, after_request=_docs_answer
         ),
         render_plugins=[
             SwaggerRenderPlugin(
@@ -131,12 +143,30 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
     )
 
 
-def _not_found_as_json(response: Response[Any]) -> Response[Any]:
-    """Litestar answers a path under /schema that no docs page serves with an HTML page;
-    the API's 404 is its JSON error, as for any other unknown path."""
-    if response.status_code == 404 and response.media_type == MediaType.HTML:
+def _docs_answer(response: Response[Any]) -> Response[Any]:
+    """A docs page gets DOCS_PAGE_POLICY, made for its inline blocks. Litestar answers a path
+    under /schema that no docs page serves with an HTML page; the API's 404 is its JSON
+    error, as for any other unknown path."""
+    if response.media_type != MediaType.HTML:
+        return response
+    if response.status_code == 404:
         return error_response(404, *STATUS_CODES[404])
+    if isinstance(response.content, bytes):
+        response.headers["Content-Security-Policy"] = _docs_page_policy(response.content)
     return response
+
+
+def _docs_page_policy(page: bytes) -> str:
+    """DOCS_PAGE_POLICY admitting exactly the page's inline scripts and styles: the script
+    holds the OpenAPI document, so its hash follows the routes, the version and API_TOKEN."""
+    hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
+    for tag, attributes, text in _INLINE_BLOCK.findall(page):
+        if b"src=" not in attributes.lower():
+            digest = base64.b64encode(hashlib.sha256(text).digest()).decode("ascii")
+            hashes[tag.lower()].append(f"'sha256-{digest}'")
+    return DOCS_PAGE_POLICY.format(
+        scripts=" ".join(hashes[b"script"]), styles=" ".join(hashes[b"style"])
+    )
 
 
 def _docs_assets() -> Router:

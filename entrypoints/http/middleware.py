@@ -1,5 +1,6 @@
 """ASGI middleware: request ids, bearer-token access, one access log line per request, the
-HTTP request metrics and, when tracing is on, a span per request; HEAD and the Allow header.
+HTTP request metrics and, when tracing is on, a span per request; HEAD and the Allow header;
+the API's no-store and nosniff headers.
 
 It wraps the whole application, router included, so unknown routes, wrong methods and
 rejected tokens get a request id, an access log line and a count like every other response.
@@ -55,6 +56,13 @@ with API_TOKEN set it asks for the token once and keeps a session (see http/ui/s
 AUTHORIZED_STATE = "taskforge_authorized"
 """Request state: whether the caller sent the token (or none is needed). An open path
 shows internal details (addresses, database and role names) only to such a caller."""
+
+NO_STORE = (b"cache-control", b"no-store")
+"""Every API answer but a file: jobs' payloads and results (often personal data) must stay
+out of shared proxies and the browser's cache. Probes and the metrics scrape too: a cached
+health or a stale count is worse than none."""
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+"""Every API answer: a browser takes its Content-Type as sent, never guesses HTML."""
 
 UNTRACED_PATHS = OPEN_PATHS
 """Probes and scrapes come every few seconds and would bury the traces worth reading."""
@@ -157,6 +165,24 @@ def _is_dashboard(path: str) -> bool:
     return path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/")
 
 
+def api_headers(
+    path: str, status: int, headers: list[tuple[bytes, bytes]], file_paths: tuple[str, ...]
+) -> list[tuple[bytes, bytes]]:
+    """NOSNIFF and NO_STORE, each unless the answer has that header already. Not for the
+    dashboard (its pages send their own, its files keep their caching), and no NO_STORE for
+    a file found under `file_paths`: the docs' scripts and styles, revalidated by ETag."""
+    if _is_dashboard(path):
+        return headers
+    present = {key.lower() for key, _ in headers}
+    is_file = status < 400 and any(path.startswith(prefix + "/") for prefix in file_paths)
+    added = []
+    if NOSNIFF[0] not in present:
+        added.append(NOSNIFF)
+    if NO_STORE[0] not in present and not is_file:
+        added.append(NO_STORE)
+    return [*headers, *added]
+
+
 def caller_is_authorized(scope: Scope) -> bool:
     """Whether this request's caller may see internal details (see AUTHORIZED_STATE)."""
     return bool(scope.get("state", {}).get(AUTHORIZED_STATE, False))
@@ -177,7 +203,8 @@ class RequestContextMiddleware:
 
     HEAD is served wherever GET is: as a GET whose body is not sent. Allow headers (405 and
     OPTIONS) list every method of the route, HEAD included. A client that disconnects before
-    its body is read is logged and counted as 499."""
+    its body is read is logged and counted as 499. API answers get `api_headers`, those the
+    middleware sends itself (401, the deadline's 503) too."""
 
     def __init__(
         self,
@@ -186,11 +213,14 @@ class RequestContextMiddleware:
         container: AsyncContainer,
         route_methods: Mapping[str, frozenset[str]],
         deadline: float = 0.0,
+        file_paths: tuple[str, ...] = (),
     ) -> None:
         """`route_methods`: the methods of each route, by path template. `deadline`: seconds
         a request may take before it is answered 503 (0: none); the request is then cancelled
-        and left to clean up in the background, however long its driver takes."""
+        and left to clean up in the background, however long its driver takes. `file_paths`:
+        where static files are served, which keep their caching (see api_headers)."""
         self._app = app
+        self._file_paths = file_paths
         self._deadline = deadline if deadline > 0 else None
         self._token = api_token.encode() if api_token else None
         self._container = container
@@ -268,6 +298,7 @@ class RequestContextMiddleware:
                         value = allowed_methods(value.decode("latin-1"), methods).encode()
                     headers.append((key, value))
                 headers.append((_REQUEST_ID_KEY, request_id.encode("ascii")))
+                headers = api_headers(scope["path"], status, headers, self._file_paths)
                 message = {**message, "headers": headers}
             elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}

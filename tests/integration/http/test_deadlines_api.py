@@ -124,6 +124,8 @@ async def test_stats_with_redis_frozen_is_503_within_the_deadline(
     assert "REQUEST_DEADLINE" in body["message"]
     assert response.headers["retry-after"] == "1"
     assert response.headers["x-request-id"]
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_a_route_that_finishes_in_time_is_unaffected(
