@@ -220,29 +220,15 @@ _FIELDS = tuple(each.name for each in fields(NewJob))
 _SLOT_SETTERS = tuple(getattr(NewJob, name).__set__ for name in _FIELDS)
 
 
-def _unchecked(values: Sequence[Any], set_slot: Sequence[Any] = _SLOT_SETTERS) -> NewJob:
+def _unchecked(values: Sequence[Any]) -> NewJob:
     """The NewJob of `values` (each field's, in order), checked already: several times
-    cheaper than building it (or copy.copy, which pickles its way through the slots). Each
-    slot set by a line of its own: 0.7 us a job against 1.2 for a loop over the fields (a
-    batch's jobs are mostly made here); a field added to NewJob fails the unpacking."""
+    cheaper than building it (or copy.copy, which pickles its way through the slots). A
+    batch's jobs are mostly made here, so zip takes no `strict` keyword (0.93 us a job against
+    1.2 with it): the test that copies a job with every field set apart from its default
+    holds the callers to every field."""
     made = object.__new__(NewJob)
-    (
-        job_id, queue, job_type, payload, policy, visibility_timeout, timeout, priority,
-        idempotency_key, unique_key, run_at, delay, traceparent,
-    ) = values  # fmt: skip
-    set_slot[0](made, job_id)
-    set_slot[1](made, queue)
-    set_slot[2](made, job_type)
-    set_slot[3](made, payload)
-    set_slot[4](made, policy)
-    set_slot[5](made, visibility_timeout)
-    set_slot[6](made, timeout)
-    set_slot[7](made, priority)
-    set_slot[8](made, idempotency_key)
-    set_slot[9](made, unique_key)
-    set_slot[10](made, run_at)
-    set_slot[11](made, delay)
-    set_slot[12](made, traceparent)
+    for set_slot, value in zip(_SLOT_SETTERS, values):  # noqa: B905 - see the docstring
+        set_slot(made, value)
     return made
 
 
