@@ -313,17 +313,17 @@ def _whole_number(type_: Any, tokens: Sequence[Token]) -> int:
     return whole_number(tokens[0].value)
 
 
+def _count(help: str, least: int) -> Parameter:
+    """An option counting something: a whole number from `least`."""
+    return Parameter(help=help, converter=_whole_number, validator=validators.Number(gte=least))
+
+
 @app.command
 def bench(
     quick: Annotated[bool, Parameter(help="Small sizes: finishes in well under a minute")] = False,
     out: Annotated[str, Parameter(help="Where to write the JSON report")] = "bench-results.json",
     runs: Annotated[
-        int,
-        Parameter(
-            help="Run every scenario this many times and report the medians",
-            converter=_whole_number,
-            validator=validators.Number(gte=1),
-        ),
+        int, _count("Run every scenario this many times and report the medians", least=1)
     ] = 1,
     big_tables: Annotated[
         bool,
@@ -334,20 +334,9 @@ def bench(
     ] = False,
     big_jobs: Annotated[
         int,
-        Parameter(
-            help="Jobs the big tables hold: 90% finished within retention, 10% delayed",
-            converter=_whole_number,
-            validator=validators.Number(gte=10),
-        ),
+        _count("Jobs the big tables hold: 90% finished within retention, 10% delayed", least=10),
     ] = 1_000_000,
-    dead_letters: Annotated[
-        int,
-        Parameter(
-            help="Dead letters the big tables hold",
-            converter=_whole_number,
-            validator=validators.Number(gte=0),
-        ),
-    ] = 50_000,
+    dead_letters: Annotated[int, _count("Dead letters the big tables hold", least=0)] = 50_000,
     soak: Annotated[
         str | None,
         Parameter(
