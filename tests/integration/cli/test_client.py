@@ -225,6 +225,8 @@ def test_the_spec_examples_run_verbatim(dev_server: DevServer, api: httpx.Client
 
 
 ENQUEUE_EMAIL_WITH_PAYLOAD = ("enqueue", "--job-type", "email", "--payload")
+ADD_SCHEDULE = ("schedules", "add", "n", "--cron", "@daily", "--job-type", "noop")
+ENQUEUE_NOOP = ("enqueue", "--job-type", "noop")
 
 
 @dataclass(frozen=True)
@@ -303,15 +305,7 @@ ERROR_CASES = {
         lambda ids: "error: usage: --payload must be a JSON object, got list\n",
     ),
     "a policy flag of nan is a usage error, found before any request (2)": ErrorCase(
-        lambda ids: [
-            "--api-url",
-            ids["closed"],
-            "enqueue",
-            "--job-type",
-            "noop",
-            "--initial-delay",
-            "nan",
-        ],
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_NOOP, "--initial-delay", "nan"],
         2,
         lambda ids: (
             'error: usage: Invalid value "nan" for --initial-delay. Must be a finite number.'
@@ -319,19 +313,7 @@ ERROR_CASES = {
         ),
     ),
     "a schedule's policy flag of inf is a usage error, found before any request (2)": ErrorCase(
-        lambda ids: [
-            "--api-url",
-            ids["closed"],
-            "schedules",
-            "add",
-            "n",
-            "--cron",
-            "@daily",
-            "--job-type",
-            "noop",
-            "--max-delay",
-            "inf",
-        ],
+        lambda ids: ["--api-url", ids["closed"], *ADD_SCHEDULE, "--max-delay", "inf"],
         2,
         lambda ids: 'error: usage: Invalid value "inf" for --max-delay. Must be a finite number.',
     ),
@@ -359,32 +341,12 @@ ERROR_CASES = {
         lambda ids: "error: usage: Invalid value for --limit: must be a whole number, not '1.5'",
     ),
     "a priority in another base is a usage error, found before any request (2)": ErrorCase(
-        lambda ids: [
-            "--api-url",
-            ids["closed"],
-            "enqueue",
-            "--job-type",
-            "noop",
-            "--priority",
-            "0x3",
-        ],
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_NOOP, "--priority", "0x3"],
         2,
         lambda ids: "error: usage: Invalid value for --priority: must be a whole number, not '0x3'",
     ),
     "a schedule's --max-attempts of 2.5 is a usage error, not rounded (2)": ErrorCase(
-        lambda ids: [
-            "--api-url",
-            ids["closed"],
-            "schedules",
-            "add",
-            "n",
-            "--cron",
-            "@daily",
-            "--job-type",
-            "noop",
-            "--max-attempts",
-            "2.5",
-        ],
+        lambda ids: ["--api-url", ids["closed"], *ADD_SCHEDULE, "--max-attempts", "2.5"],
         2,
         lambda ids: (
             "error: usage: Invalid value for --max-attempts: must be a whole number, not '2.5'"
