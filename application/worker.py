@@ -1143,8 +1143,18 @@ class Worker:
             log.warning("could not hand back %d job(s), leases will expire: %s", len(leases), exc)
             return
         log.info("handed back %d job(s) after the grace period", len(released))
-        # A frozen ready queue does not hold the process's exit: the jobs are PENDING.
+        # A frozen ready queue does not hold the process's exit: the jobs are PENDING, and
+        # the scheduler republishes a job whose hint is missing.
         hints = [ReadyHint.of(r.job) for r in leftovers if r.job.id in released]
+        if self._direct is not None and hints:
+            # It did not answer the worker's last try: another would most likely wait out
+            # the whole grace for nothing.
+            log.warning(
+                "ready queue unreachable: not sending the hints of %d job(s) handed back, "
+                "the scheduler will",
+                len(hints),
+            )
+            return
         handed_back = "could not send the hints of %d job(s) handed back, the scheduler will"
         await self._send_within_grace(self._hints.push, hints, handed_back)
 

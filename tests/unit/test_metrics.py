@@ -4,6 +4,7 @@ in batches, and the cluster view the API renders."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -243,6 +244,76 @@ async def test_the_publisher_flushes_at_once_and_leaves_the_store_when_stopped()
     assert [worker.worker_id for worker in joined.workers] == ["w1"]
     assert left.workers == []
     assert left.totals.counts["emails"].attempts == 1  # the last flush came before leaving
+
+
+@dataclass
+class SilentStore(FlakyStore):
+    """A MetricsStore that, like a frozen Redis, never answers the calls named in `silent`
+    (`add`, `remove_worker`); `asked` records every call made, and `called` is set by the
+    first."""
+
+    silent: frozenset[str] = frozenset()
+    asked: list[str] = field(default_factory=list)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def add(self, batch: JobMetrics, load: WorkerLoad, ttl: float, *, sequence: int) -> None:
+        self.asked.append("add")
+        self.called.set()
+        if "add" in self.silent:
+            await asyncio.Event().wait()
+        await super().add(batch, load, ttl, sequence=sequence)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self.asked.append("remove_worker")
+        self.called.set()
+        if "remove_worker" in self.silent:
+            await asyncio.Event().wait()
+        await super().remove_worker(worker_id)
+
+
+async def stop_publisher(publisher: MetricsPublisher, store: SilentStore) -> float:
+    """Run `publisher` until its first write is asked for, then stop it: the seconds its
+    stop took."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(publisher.run(stop))
+    await asyncio.wait_for(store.called.wait(), 5)
+    began = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    return time.monotonic() - began
+
+
+async def test_a_store_that_never_answers_holds_the_stop_no_longer_than_the_stop_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = SilentStore(silent=frozenset({"add"}))
+    publisher = MetricsPublisher(
+        JobMetricsRecorder(), store, worker_id="w1", interval=60.0, stop_timeout=0.2
+    )
+
+    took = await stop_publisher(publisher, store)
+
+    assert 0.2 <= took < 1.0  # the flush under way was given the whole stop timeout
+    assert store.batches == []
+    warned = "gave up publishing the last metrics of this worker"
+    assert any(record.getMessage().startswith(warned) for record in caplog.records)
+
+
+async def test_the_stop_gives_up_leaving_a_store_that_took_the_last_flush_but_never_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = JobMetricsRecorder()
+    store = SilentStore(silent=frozenset({"remove_worker"}))
+    publisher = MetricsPublisher(recorder, store, worker_id="w1", interval=60.0, stop_timeout=0.2)
+    recorder.job_started("emails", "send", time_in_queue=0.1)
+
+    took = await stop_publisher(publisher, store)
+
+    assert took < 1.0
+    assert sum(b.counts.get("emails", QueueCounts()).attempts for b in store.batches) == 1
+    assert store.asked[-1] == "remove_worker"
+    warned = "gave up removing this worker from the metrics store"
+    assert any(record.getMessage().startswith(warned) for record in caplog.records)
 
 
 async def test_the_memory_store_forgets_a_worker_its_ttl_after_its_last_write() -> None:

@@ -742,6 +742,35 @@ async def test_shutdown_with_a_frozen_ready_queue_hands_back_and_exits_within_th
     assert any(record.getMessage().startswith(warned) for record in caplog.records)
 
 
+async def test_shutdown_sends_no_hints_while_the_ready_queue_is_known_unreachable(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = freezable_ready_queue(cluster)
+
+    @handler(cluster, "long")
+    async def long(ctx: JobContext) -> None:
+        await asyncio.sleep(30)
+
+    # A push would wait out the whole queue_grace; the queue is not tried again meanwhile.
+    cluster.start_worker(shutdown_grace=0.1, queue_grace=5.0, queue_retry_interval=60.0)
+    queue.mode = "down"
+    job, _, _ = await cluster.jobs.add(
+        NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="long")
+    )
+    await cluster.wait_for(job.id, JobState.RUNNING)  # claimed from the store: no hint
+    queue.mode = "frozen"
+    began = time.monotonic()
+
+    await cluster.shutdown()
+
+    assert time.monotonic() - began < 2.0
+    final = await cluster.jobs.get(job.id)
+    assert final is not None and final.state is JobState.PENDING  # the scheduler republishes it
+    assert final.attempt_count == 0
+    warned = "ready queue unreachable: not sending the hints of 1 job(s) handed back"
+    assert any(record.getMessage().startswith(warned) for record in caplog.records)
+
+
 async def test_shutdown_hands_back_the_job_of_a_handler_that_ignores_cancellation(
     cluster: Cluster,
 ) -> None:
