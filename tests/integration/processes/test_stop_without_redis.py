@@ -26,7 +26,7 @@ from tests.support import redis_env, redis_from_url
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 DEADLINE = 30.0
-STOP_BOUND = 10.0
+STOP_BOUND = 15.0
 """Seconds from SIGTERM to exit. Without running jobs the stop takes at most a pop's wait
 (3 s) and the metrics' stop timeout (2 s) against a frozen Redis; it took about 100 s
 before those steps were bounded. The rest is margin for a busy machine."""
