@@ -1115,7 +1115,7 @@ class Worker:
         ]
         if tasks:
             log.info(
-                "stopping: waiting up to %.0fs for %d job(s)",
+                "stopping: waiting up to %gs for %d job(s)",
                 self._settings.shutdown_grace,
                 len(tasks),
             )

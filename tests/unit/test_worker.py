@@ -690,7 +690,9 @@ async def test_shutdown_lets_short_jobs_finish(cluster: Cluster) -> None:
     assert final.state is JobState.SUCCEEDED
 
 
-async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: Cluster) -> None:
+async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
     started = asyncio.Event()
 
     @handler(cluster, "long")
@@ -703,7 +705,10 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(cluster: C
     await asyncio.wait_for(started.wait(), DEADLINE)
     began = time.monotonic()
 
-    await cluster.shutdown()
+    with caplog.at_level(logging.INFO, logger="taskforge.worker"):
+        await cluster.shutdown()
+
+    assert "stopping: waiting up to 0.1s for 1 job(s)" in caplog.messages  # not "0s"
 
     assert time.monotonic() - began < 2.0
     final = await cluster.jobs.get(job.id)
