@@ -432,6 +432,8 @@ async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = No
             f"{options['host']}:{options.get('port')}",
             f"the server there does not speak the Redis protocol ({refused.reason})",
         )
+    if refused.setting == "REDIS_TLS":
+        raise ConfigError("REDIS_TLS", None, refused.reason)
     # The password itself is never shown.
     raise ConfigError(refused.setting, None, f"the Redis server refuses it ({refused.reason})")
 

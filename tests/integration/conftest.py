@@ -12,11 +12,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
+from tests.servers import PrivateRedis, ServicesUnavailable, TlsFiles
 from tests.support import DevServer, free_port, redis_from_url, wait_until_healthy, with_query
 
 DEV = "from taskforge.entrypoints.cli import main; main()"
@@ -51,6 +53,30 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate it signed, for localhost and 127.0.0.1."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    try:
+        return TlsFiles.create(directory)
+    except ServicesUnavailable as exc:
+        pytest.fail(f"cannot make test certificates: {exc}")
+
+
+@pytest.fixture
+def tls_redis(tls_files: TlsFiles) -> Iterator[PrivateRedis]:
+    """A redis-server of its own with only a TLS port (`tls_files`' certificate), no password."""
+    try:
+        server = PrivateRedis.create(tls=tls_files)
+    except ServicesUnavailable as exc:
+        pytest.fail(f"cannot start a private redis-server with TLS: {exc}")
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture

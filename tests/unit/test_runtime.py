@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from redis.asyncio.connection import Connection
 from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -24,7 +25,15 @@ from taskforge.entrypoints.runtime import check_redis
 pytestmark = pytest.mark.asyncio
 
 
+def plain_pool(**options: object) -> SimpleNamespace:
+    """The pool of a client without TLS; without a host (as behind Sentinels) the checks
+    ask nothing over a connection of their own."""
+    return SimpleNamespace(connection_class=Connection, connection_kwargs=options)
+
+
 class FakeRedis:
+    connection_pool = plain_pool()
+
     def __init__(self, policy: str) -> None:
         self.policy = policy
 
@@ -38,7 +47,7 @@ class FakeRedis:
 class NoSuchDatabase(FakeRedis):
     """A server asked for a database beyond its `databases` setting (SELECT fails)."""
 
-    connection_pool = SimpleNamespace(connection_kwargs={"db": 16})
+    connection_pool = plain_pool(db=16)
 
     async def ping(self) -> bool:
         raise ResponseError("DB index is out of range")
@@ -52,7 +61,7 @@ class WrongPassword(FakeRedis):
 class NotRedis(FakeRedis):
     """A web server (or a proxy) where Redis should be: its reply is no Redis reply."""
 
-    connection_pool = SimpleNamespace(connection_kwargs={"host": "cache", "port": 8080})
+    connection_pool = plain_pool(host="cache", port=8080)
 
     async def ping(self) -> bool:
         raise InvalidResponse('Protocol error, got "H" as reply type byte')

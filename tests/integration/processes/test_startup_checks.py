@@ -114,6 +114,25 @@ async def test_a_redis_db_the_server_does_not_have_stops_every_role_with_one_lin
     )
 
 
+async def test_redis_tls_set_for_a_plain_redis_stops_a_worker_with_one_line(
+    stack: Stack,
+) -> None:
+    # The TLS handshake gets no answer, as from a frozen Redis; a plain PING tells them apart
+    # (a server with a password answers it too, refusing it).
+    worker = stack.start_worker(REDIS_TLS="true")
+    reply = "-NOAUTH Authentication required." if stack.env.get("REDIS_PASSWORD") else "+PONG"
+
+    exit_code = await asyncio.to_thread(worker.wait, DEADLINE)
+
+    assert exit_code == 2, worker.tail()
+    assert worker.tail().strip().splitlines()[-1] == (
+        "taskforge: invalid configuration: REDIS_TLS: the Redis server at"
+        f" {stack.env['REDIS_ADDR']} answers without TLS ({reply}): unset REDIS_TLS or point"
+        " REDIS_ADDR at the server's TLS port"
+    )
+    assert "Traceback" not in worker.tail(400)
+
+
 @pytest.mark.parametrize(
     ("password", "reason"),
     [

@@ -1,31 +1,21 @@
 """TLS to both stores, with certificates the test makes: a Postgres that refuses TCP logins
 without TLS, reached with `sslmode=verify-full` and a CA file in POSTGRES_DSN, and a
 redis-server with only a TLS port, reached with REDIS_TLS and REDIS_TLS_CA_FILE. Every role
-runs a job end to end over both."""
+runs a job end to end over both; without REDIS_TLS, that Redis stops a role with one line."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.servers import PrivatePostgres, PrivateRedis, ServicesUnavailable, TlsFiles
 
-from .conftest import Stack, run_migrate
+from .conftest import DEADLINE, Stack, run_migrate
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    directory = tmp_path / "tls"
-    directory.mkdir()
-    try:
-        return TlsFiles.create(directory)
-    except ServicesUnavailable as exc:
-        pytest.fail(f"cannot make test certificates: {exc}")
 
 
 @pytest.fixture
@@ -34,18 +24,6 @@ def tls_postgres(tls_files: TlsFiles) -> Iterator[PrivatePostgres]:
         server = PrivatePostgres.create({"fsync": "off"}, tls=tls_files)
     except ServicesUnavailable as exc:
         pytest.fail(f"cannot start a private Postgres with TLS: {exc}")
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
-@pytest.fixture
-def tls_redis(tls_files: TlsFiles) -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis.create(tls=tls_files)
-    except ServicesUnavailable as exc:
-        pytest.fail(f"cannot start a private redis-server with TLS: {exc}")
     try:
         yield server
     finally:
@@ -99,3 +77,20 @@ async def test_a_job_runs_end_to_end_over_tls_to_postgres_and_redis(
     assert plain == 0
     for process in stack.processes:
         assert process.popen.poll() is None, process.tail()
+
+
+async def test_a_worker_without_redis_tls_stops_with_one_line_at_a_tls_only_redis(
+    stack: Stack, tls_redis: PrivateRedis
+) -> None:
+    # Its plain PING is reset, as by a Redis that is away; a PING over TLS tells them apart.
+    worker = stack.start_worker(REDIS_ADDR=f"127.0.0.1:{tls_redis.port}", REDIS_DB="0")
+
+    exit_code = await asyncio.to_thread(worker.wait, DEADLINE)
+
+    assert exit_code == 2, worker.tail()
+    assert worker.tail().strip().splitlines()[-1] == (
+        "taskforge: invalid configuration: REDIS_TLS: the Redis server at"
+        f" 127.0.0.1:{tls_redis.port} answers only over TLS (+PONG): set REDIS_TLS=true"
+        " (and REDIS_TLS_CA_FILE if a private CA signs its certificate)"
+    )
+    assert "Traceback" not in worker.tail(400)
