@@ -23,11 +23,13 @@ import httpx
 from taskforge.adapters.postgres.connection import CONNECTION_ERRORS, create_pool
 from taskforge.adapters.postgres.migrations import apply_migrations
 from taskforge.adapters.redis.checks import refusal
-from taskforge.adapters.redis.client import create_redis, translate_connection_errors
+from taskforge.adapters.redis.client import translate_connection_errors
 from taskforge.adapters.redis.keys import DEFAULT_PREFIX
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.errors import Unavailable
-from taskforge.entrypoints.config import ConfigError, Settings, masked_dsn, without_password
+from taskforge.entrypoints.backends import redis_client
+from taskforge.entrypoints.config import Settings, masked_dsn, without_password
+from taskforge.entrypoints.runtime import refusal_error
 
 DEADLINE = 600.0
 
@@ -143,8 +145,9 @@ class Stack:
     async def open(self) -> None:
         """Create and migrate the scratch database and reach Redis. A server that cannot be
         used raises Unavailable (naming it, with its driver's reason), and a setting Redis
-        refuses (REDIS_DB, REDIS_PASSWORD) ConfigError, before any scenario runs: a bench
-        without Redis would time the workers' claims without hints."""
+        refuses (REDIS_DB, REDIS_PASSWORD, REDIS_TLS) ConfigError, before any scenario runs:
+        a bench without Redis would time the workers' claims without hints. Redis is reached
+        as the roles reach it: by its address or its Sentinels, over TLS with REDIS_TLS."""
         conn = await _connect(self.admin_dsn)
         # From here it may exist: a signal that cancels the CREATE once Postgres has run it
         # must still see it dropped.
@@ -158,25 +161,13 @@ class Stack:
             await conn.close()
         await apply_migrations(self.direct_dsn)
         self.pool = await create_pool(self.direct_dsn, min_size=1, max_size=4)
-        self.redis = create_redis(
-            host=self.settings.redis_addr.host,
-            port=self.settings.redis_addr.port,
-            db=self.settings.redis_db,
-            password=self.settings.redis_password or None,
-        )
+        # As the roles reach it (address or Sentinels, TLS), and refused as they say.
+        self.redis = redis_client(self.settings)
         self.ready_queue = RedisReadyQueue(self.redis, self.prefix)
         with translate_connection_errors():
             refused = await refusal(self.redis)
-        if refused is not None:  # a setting it refuses for good: one line, as the roles say
-            shown = {
-                "REDIS_DB": str(self.settings.redis_db),
-                "REDIS_ADDR": str(self.settings.redis_addr),
-            }
-            raise ConfigError(
-                refused.setting,
-                shown.get(refused.setting),
-                f"the Redis server refuses it ({refused.reason})",
-            )
+        if refused is not None:
+            raise refusal_error(refused, self.redis)
         self._reached_redis = True
 
     def spawn(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

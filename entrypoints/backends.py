@@ -102,22 +102,28 @@ class PostgresProvider(Provider):
         return PostgresJobNotices(settings.require_direct_postgres("scheduler"))
 
 
+def redis_client(settings: Settings) -> Redis:
+    """The Redis client the settings name (address or Sentinels, database, password, TLS):
+    every role's, and the benchmark's own. The caller closes it (`aclose`)."""
+    return create_redis(
+        host=settings.redis_addr.host,
+        port=settings.redis_addr.port,
+        db=settings.redis_db,
+        password=settings.redis_password or None,
+        sentinels=[(sentinel.host, sentinel.port) for sentinel in settings.redis_sentinels],
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=settings.redis_sentinel_password or None,
+        tls=settings.redis_tls,
+        tls_ca_file=settings.redis_tls_ca_file,
+    )
+
+
 class RedisProvider(Provider):
     scope = Scope.APP
 
     @provide
     async def client(self, settings: Settings) -> AsyncIterator[Redis]:
-        client = create_redis(
-            host=settings.redis_addr.host,
-            port=settings.redis_addr.port,
-            db=settings.redis_db,
-            password=settings.redis_password or None,
-            sentinels=[(sentinel.host, sentinel.port) for sentinel in settings.redis_sentinels],
-            sentinel_master=settings.redis_sentinel_master,
-            sentinel_password=settings.redis_sentinel_password or None,
-            tls=settings.redis_tls,
-            tls_ca_file=settings.redis_tls_ca_file,
-        )
+        client = redis_client(settings)
         try:
             yield client
         finally:

@@ -20,7 +20,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from dishka import AsyncContainer
@@ -29,6 +29,7 @@ from taskforge.adapters.cron import CronsimCalendar
 from taskforge.adapters.jsonb import stored_json
 from taskforge.adapters.redis.checks import (
     START_CHECK_TIMEOUT,
+    Refusal,
     refusal,
     warn_about_eviction,
 )
@@ -56,6 +57,9 @@ from taskforge.entrypoints.config import (
     without_password,
 )
 from taskforge.entrypoints.demo_handlers import demo_registry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 T = TypeVar("T")
 
@@ -410,11 +414,16 @@ async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = No
         await sleep_unless(stop, REDIS_RECHECK_INTERVAL)
         if stop.is_set():
             return
-    if refused is None:
-        return
+    if refused is not None:
+        raise refusal_error(refused, client)
+
+
+def refusal_error(refused: Refusal, client: Redis) -> ConfigError:
+    """The setting Redis refuses for good, as the one line a role stops with (the benchmark
+    says the same)."""
     if refused.setting == "REDIS_DB":
         database = client.connection_pool.connection_kwargs.get("db", 0)
-        raise ConfigError(
+        return ConfigError(
             "REDIS_DB",
             str(database),
             f"the Redis server refuses it ({refused.reason}): its `databases` setting is lower",
@@ -422,20 +431,20 @@ async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = No
     if refused.setting == "REDIS_ADDR":
         options = client.connection_pool.connection_kwargs
         if options.get("host") is None:  # Sentinels named the server
-            raise ConfigError(
+            return ConfigError(
                 "REDIS_SENTINELS",
                 None,
                 f"the master they name does not speak the Redis protocol ({refused.reason})",
             )
-        raise ConfigError(
+        return ConfigError(
             "REDIS_ADDR",
             f"{options['host']}:{options.get('port')}",
             f"the server there does not speak the Redis protocol ({refused.reason})",
         )
     if refused.setting == "REDIS_TLS":
-        raise ConfigError("REDIS_TLS", None, refused.reason)
+        return ConfigError("REDIS_TLS", None, refused.reason)
     # The password itself is never shown.
-    raise ConfigError(refused.setting, None, f"the Redis server refuses it ({refused.reason})")
+    return ConfigError(refused.setting, None, f"the Redis server refuses it ({refused.reason})")
 
 
 STORE_CHECK_TIMEOUT = 5.0

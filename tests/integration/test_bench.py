@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.servers import PrivateRedis, TlsFiles
 from tests.support import redis_env
 
 pytestmark = pytest.mark.slow
@@ -319,3 +320,44 @@ def test_the_peers_bench_times_taskforge_enqueues_in_an_empty_database_of_their_
     assert all(each > 0 for each in seconds)
     assert in_the_stack == 0
     assert left == set()
+
+
+def test_the_bench_reaches_redis_as_the_roles_do_over_tls(
+    postgres_admin_dsn: str, tls_redis: PrivateRedis, tls_files: TlsFiles
+) -> None:
+    # The bench's own client (its ready queue, its checks) takes REDIS_TLS as every role
+    # it starts does: it reaches a Redis with only a TLS port.
+    from taskforge.bench.stack import Stack
+    from taskforge.entrypoints.config import Settings
+
+    async def scenario() -> bool:
+        settings = Settings.from_env(
+            {
+                "POSTGRES_DSN": postgres_admin_dsn,
+                "REDIS_ADDR": f"localhost:{tls_redis.port}",
+                "REDIS_TLS": "true",
+                "REDIS_TLS_CA_FILE": str(tls_files.ca),
+            }
+        )
+        stack = Stack(settings)
+        await stack.open()
+        try:
+            return bool(await stack.redis.ping())
+        finally:
+            await stack.close()
+
+    assert asyncio.run(scenario())
+
+
+def test_a_bench_with_redis_tls_at_a_plain_redis_says_so_in_one_line(
+    postgres_admin_dsn: str, redis_url: str
+) -> None:
+    before = asyncio.run(_bench_databases(postgres_admin_dsn))
+
+    finished = _bench(postgres_admin_dsn, redis_url, "--quick", REDIS_TLS="true")
+
+    assert finished.returncode == 2, finished.stderr
+    [line] = finished.stderr.splitlines()
+    assert line.startswith("taskforge: invalid configuration: REDIS_TLS: the Redis server at ")
+    assert "answers without TLS (+PONG): unset REDIS_TLS" in line
+    assert asyncio.run(_bench_databases(postgres_admin_dsn)) == before
