@@ -4,7 +4,8 @@ JSON here is what reads back as the same value on every store: None, booleans, i
 finite floats, strings, lists (or tuples, kept as lists) and dicts with string keys. A set,
 bytes, NaN, a non-string key or any other object is refused rather than converted, and so
 is a string holding NUL (Postgres cannot store it in jsonb, as for payloads) or a lone
-surrogate (UTF-8 cannot encode it).
+surrogate (UTF-8 cannot encode it). A typed task's value is converted before it gets here
+(sdk.tasks: Structs as their fields, datetimes as text, number keys as text, ...).
 """
 
 from __future__ import annotations

@@ -342,9 +342,11 @@ def _result(value: Any) -> Any:
     for JSON, wherever they sit (a Struct, or a list or dict of them): Structs and dataclasses
     as their fields, datetimes, UUIDs and Decimals as their text, enums as their values,
     sets as lists, bytes as base64, number keys as their text (as msgspec's JSON and the
-    payloads write them). What has no such form (any other object) is refused as the
-    worker refuses such a result (UnstorableResult), not retried; what converts to a value
-    JSON cannot hold (a NaN) the worker refuses as any handler's."""
+    payloads write them; a dict holding both 1 and "1" keeps one of the two, as msgspec's
+    JSON would). What has no such form (any other object) is refused as the worker refuses
+    such a result (UnstorableResult), not retried; what converts to a value JSON cannot hold
+    (a NaN) the worker refuses as any handler's. The conversion copies the whole value, a
+    too large one included, before the worker's size check refuses it."""
     try:
         return msgspec.to_builtins(value, str_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
