@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from taskforge.adapters.redis.client import create_redis
 from taskforge.bench import stack as stack_module
 from taskforge.bench.stack import Stack
 from taskforge.domain.errors import Unavailable
+from taskforge.entrypoints.backends import redis_client
 from taskforge.entrypoints.config import ConfigError, Settings
 
 pytestmark = pytest.mark.asyncio
@@ -93,9 +93,9 @@ async def test_the_processes_do_not_get_settings_that_would_stop_them_or_refuse_
     assert variable not in stack.env
 
 
-def redis_without_the_database(**options: Any) -> Any:
+def redis_without_the_database(settings: Settings) -> Any:
     """A client of a Redis server whose `databases` setting is below REDIS_DB."""
-    client: Any = create_redis(**options)
+    client: Any = redis_client(settings)
 
     async def ping() -> None:
         raise ResponseError("DB index is out of range")
@@ -130,7 +130,7 @@ async def test_a_redis_database_the_server_lacks_is_a_bad_setting_and_the_databa
     monkeypatch.setattr(stack_module, "_connect", connect)
     monkeypatch.setattr(stack_module, "apply_migrations", nothing)
     monkeypatch.setattr(stack_module, "create_pool", pool)
-    monkeypatch.setattr(stack_module, "create_redis", redis_without_the_database)
+    monkeypatch.setattr(stack_module, "redis_client", redis_without_the_database)
     settings = {"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "REDIS_DB": "99"}
     stack = Stack(Settings.from_env(settings))
 
