@@ -177,9 +177,12 @@ class Sweeps(Protocol):
         left out); from the counts the store maintains, so it is cheap at any size."""
         ...
 
-    async def mark_unpublished(self) -> int:
+    async def mark_unpublished(self, job_ids: Sequence[UUID] | None = None) -> int:
         """Forget every PENDING job's published time, so the next sweeps re-publish all of
-        them (after the ready queue lost its contents). Returns how many were marked."""
+        them (after the ready queue lost its contents). With `job_ids`, only those of them
+        still PENDING, skipping rows others hold (their hints, which a sweep marked published,
+        never reached the ready queue): find_never_published returns them again. Returns how
+        many were marked."""
         ...
 
     async def prune_finished(self, older_than: float, limit: int) -> int:

@@ -2,7 +2,9 @@
 re-publish lost hints.
 
 Every step works in bounded batches that skip rows another scheduler holds, so several
-schedulers can run at once with no leader and no job handled twice.
+schedulers can run at once with no leader and no job handled twice. The steps on the store
+alone keep their pace whatever the ready queue does: each call to it is bounded, and while
+it does not answer the ticks go on without it.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
 from taskforge.application.schedules import FireSchedules
 from taskforge.application.timing import sleep_unless, wait_any
+from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import ReadyHint
 
 log = logging.getLogger("taskforge.scheduler")
+
+T = TypeVar("T")
 
 REQUEUE_SPAN = "taskforge.job.requeue"
 """The scheduler putting a job back in its queue: a retry that came due, or an expired
@@ -43,6 +48,13 @@ class SchedulerSettings:
     retention deletes what finished a retention period ago a little at a time, beside the
     load, rather than a minute's worth of jobs in one burst of full batches; a sweep with
     nothing to delete is one index probe (jobs_finished_prunable)."""
+    queue_grace: float = 2.0
+    """Seconds a call to the ready queue may take before it counts as unreachable (a frozen
+    Redis answers nothing at all, and its client's timeouts and retries add up to tens of
+    seconds): the tick goes on without it, so that no sweep on the store waits for it."""
+    queue_retry_interval: float = 5.0
+    """While the ready queue is unreachable, how often a tick tries it again; the ticks in
+    between do not call it at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,43 +95,39 @@ class SchedulerTick:
         self._tracer = tracer
         self._monotonic = monotonic
         self._next_prune = monotonic()
+        self._retry_queue_at: float | None = None
+        """While the ready queue is unreachable: when a tick tries it again. None: it answers."""
 
     async def __call__(self) -> TickReport:
         limit = self._settings.batch_size
-        resynced = 0
-        if not await self._ready_queue.check_intact():
-            try:
-                resynced = await self._sweeps.mark_unpublished()
-            except BaseException:
-                # Else no later tick would re-publish: the loss is known only once.
-                with contextlib.suppress(Exception):
-                    await self._ready_queue.forget_intact()
-                raise
-            if resynced:
-                log.warning(
-                    "ready queue lost its contents; re-publishing %d pending job(s)", resynced
-                )
-            else:
-                # A first start on an empty Redis looks the same, and needs nothing.
-                log.info("ready queue is new or was emptied; no pending job to re-publish")
+        resynced = await self._resync_if_lost()
         # First: the jobs of due ticks are stored unpublished, so this tick's
         # never-published sweep sends their hints.
         schedules, fired = await self._fire(limit)
         promoted = await self._sweeps.promote_due(limit)
         reaped, dead_lettered = await self._sweeps.reap_expired(limit)
-        # Jobs never published (delayed ones come due, jobs committed in an application's own
-        # transaction) certainly have no hint: pushed without asking the queue how many it holds.
-        never = await self._sweeps.find_never_published(limit)
-        room = limit - len(never)  # one batch of republishing per tick, both kinds together
-        stale = await self._missing_hints(room, promoted + reaped + never) if room > 0 else []
+        never: list[ReadyHint] = []
+        stale: list[ReadyHint] = []
+        if self._queue_answers:
+            # Jobs never published (delayed ones come due, jobs committed in an application's
+            # own transaction) certainly have no hint: pushed without asking the queue how
+            # many it holds. While the queue does not answer they stay unpublished (workers
+            # claim due jobs from the store meanwhile) and are published once it answers.
+            never = await self._sweeps.find_never_published(limit)
+            room = limit - len(never)  # one batch of republishing per tick, both kinds together
+            stale = await self._missing_hints(room, promoted + reaped + never) if room > 0 else []
         hints = promoted + reaped + never + stale
         if hints:
             spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
             try:
-                await self._hints.push(hints)
+                pushed = await self._push(hints)
             finally:
                 for span in spans:
                     span.end()
+            if not pushed:
+                # The sweeps marked them published: unmarked, the first tick that finds the
+                # queue answering again publishes them, instead of republish_after later.
+                await self._sweeps.mark_unpublished([hint.job_id for hint in hints])
         pruned = await self._prune(limit)
         await self._sweeps.fold_job_counts()
         republished = len(never) + len(stale)
@@ -140,6 +148,73 @@ class SchedulerTick:
             pruned,
             fired,
         )
+
+    @property
+    def _queue_answers(self) -> bool:
+        return self._retry_queue_at is None
+
+    async def _resync_if_lost(self) -> int:
+        """After the ready queue lost its contents, mark every pending job unpublished so
+        that the sweeps publish them all again; how many. 0 when nothing was lost, or when
+        the queue does not answer (a loss it hides meanwhile is found by the first check
+        once it answers; should the check's write have reached it unseen, the stale-hint
+        sweep still re-publishes the jobs whose hints are missing)."""
+        if not self._queue_answers and not self._retry_due():
+            return 0
+        try:
+            intact = await self._ask_queue(self._ready_queue.check_intact)
+        except _QueueNotAnswering:
+            return 0
+        if intact:
+            return 0
+        try:
+            resynced = await self._sweeps.mark_unpublished()
+        except BaseException:
+            # Else no later tick would re-publish: the loss is known only once.
+            with contextlib.suppress(Exception):
+                await self._ask_queue(self._ready_queue.forget_intact)
+            raise
+        if resynced:
+            log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
+        else:
+            # A first start on an empty Redis looks the same, and needs nothing.
+            log.info("ready queue is new or was emptied; no pending job to re-publish")
+        return resynced
+
+    def _retry_due(self) -> bool:
+        return self._retry_queue_at is not None and self._monotonic() >= self._retry_queue_at
+
+    async def _push(self, hints: list[ReadyHint]) -> bool:
+        """Push `hints` if the ready queue answers; whether it took them."""
+        if not self._queue_answers:
+            return False
+        try:
+            await self._ask_queue(lambda: self._hints.push(hints))
+        except _QueueNotAnswering:
+            return False
+        return True
+
+    async def _ask_queue(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` to the ready queue within queue_grace. One that fails to connect or does
+        not answer in time raises _QueueNotAnswering, and the ready queue counts as
+        unreachable until a call answers again (logged once each way)."""
+        grace = self._settings.queue_grace
+        try:
+            async with asyncio.timeout(grace):
+                answer = await call()
+        except (Unavailable, TimeoutError) as exc:
+            if self._queue_answers:
+                log.warning(
+                    "ready queue not answering (%s); sweeping on without it, hints wait "
+                    "until it answers",
+                    str(exc) or f"no answer within {grace:g}s",
+                )
+            self._retry_queue_at = self._monotonic() + self._settings.queue_retry_interval
+            raise _QueueNotAnswering from exc
+        if not self._queue_answers:
+            log.info("ready queue answers again; publishing the hints held back")
+            self._retry_queue_at = None
+        return answer
 
     async def _fire(self, limit: int) -> tuple[int, int]:
         """Fire due schedules; a failure is logged and leaves the sweeps that follow to run
@@ -165,7 +240,10 @@ class SchedulerTick:
         if not pending:
             return []
         queues = sorted(pending)
-        held = await self._ready_queue.depth(queues)
+        try:
+            held = await self._ask_queue(lambda: self._ready_queue.depth(queues))
+        except _QueueNotAnswering:
+            return []
         already = Counter(hint.queue for hint in pushing)
         covered = {queue: held.get(queue, 0) + already[queue] for queue in queues}
         short = {queue: hints for queue, hints in covered.items() if pending[queue] > hints}
@@ -180,6 +258,10 @@ class SchedulerTick:
         if pruned < limit:
             self._next_prune = self._monotonic() + self._settings.prune_interval
         return pruned
+
+
+class _QueueNotAnswering(Exception):
+    """A call to the ready queue failed or went unanswered within queue_grace."""
 
 
 def _requeue_spans(

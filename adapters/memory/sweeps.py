@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from taskforge.adapters.memory.state import (
     InMemoryView,
@@ -102,9 +103,14 @@ class InMemorySweeps(InMemoryView):
         )
         return dict(pending)
 
-    async def mark_unpublished(self) -> int:
+    async def mark_unpublished(self, job_ids: Sequence[UUID] | None = None) -> int:
         state = self._state
-        pending = [job_id for job_id, job in state.jobs.items() if job.state is PENDING]
+        chosen = state.jobs if job_ids is None else dict.fromkeys(job_ids)
+        pending = [
+            job_id
+            for job_id in chosen
+            if (job := state.jobs.get(job_id)) is not None and job.state is PENDING
+        ]
         for job_id in pending:
             state.published_at[job_id] = None
         return len(pending)

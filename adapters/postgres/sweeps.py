@@ -4,7 +4,7 @@ handle one job twice."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from taskforge.adapters.postgres._fragments import (
@@ -202,6 +202,22 @@ SELECT (SELECT count(*) FROM marked) AS marked,
        (SELECT id FROM pending ORDER BY id DESC LIMIT 1) AS last
 """
 
+# Hints that never reached the ready queue. A pending row someone holds is skipped, as in
+# MARK_UNPUBLISHED: it is about to leave PENDING or to be published by its holder.
+MARK_JOBS_UNPUBLISHED = """
+WITH pending AS (
+    SELECT id FROM jobs
+    WHERE id = ANY($1::uuid[]) AND state = 'PENDING'
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE jobs SET published_at = NULL
+    FROM pending
+    WHERE jobs.id = pending.id
+    RETURNING 1
+)
+SELECT count(*) FROM marked
+"""
+
 # Oldest first through jobs_finished_prunable (migration 0013): the scan starts at the
 # oldest finished job and stops at `limit` rows or at the first one still within retention.
 PRUNE_FINISHED = """
@@ -279,7 +295,9 @@ class PostgresSweeps(PooledAdapter):
             rows = await conn.fetch(COUNT_PENDING)
         return {row["queue"]: int(row["jobs"]) for row in rows}
 
-    async def mark_unpublished(self) -> int:
+    async def mark_unpublished(self, job_ids: Sequence[UUID] | None = None) -> int:
+        if job_ids is not None:
+            return await self._mark_jobs_unpublished(job_ids)
         marked, after = 0, UUID(int=0)
         async with self._connection() as conn:
             while True:
@@ -289,6 +307,13 @@ class PostgresSweeps(PooledAdapter):
                 if row["seen"] < MARK_UNPUBLISHED_BATCH:
                     return int(marked)
                 after = row["last"]
+
+    async def _mark_jobs_unpublished(self, job_ids: Sequence[UUID]) -> int:
+        if not job_ids:
+            return 0
+        async with self._connection() as conn:
+            marked = await conn.fetchval(MARK_JOBS_UNPUBLISHED, list(job_ids))
+        return int(marked)
 
     async def prune_finished(self, older_than: float, limit: int) -> int:
         deleted = 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from uuid import UUID
@@ -15,7 +16,8 @@ from taskforge.adapters.memory.state import InMemoryState
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import AttributeValue
-from taskforge.domain.job import NewJob
+from taskforge.domain.errors import Unavailable
+from taskforge.domain.job import NewJob, ReadyHint
 from taskforge.domain.policy import RetryPolicy
 from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs
@@ -25,6 +27,51 @@ class FlushableReadyQueue(InMemoryReadyQueue):
     def clear(self) -> None:
         """Drop every hint, as a Redis flush would (for tests of the recovery path)."""
         self._lists.clear()
+
+
+class FreezableReadyQueue(FlushableReadyQueue):
+    """A ready queue that can freeze like a SIGSTOPped Redis (no call returns) or refuse
+    connections (every call raises Unavailable); `pops` counts the pops that answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode: str | None = None
+        self.pops = 0
+
+    async def _outage(self) -> None:
+        if self.mode == "frozen":
+            await asyncio.Event().wait()
+        if self.mode == "down":
+            raise Unavailable("redis", "connection refused")
+
+    async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
+        await self._outage()
+        hints = await super().pop(queues, max_count, timeout)
+        self.pops += 1
+        return hints
+
+    async def push(self, hints: Sequence[ReadyHint]) -> None:
+        await self._outage()
+        await super().push(hints)
+
+    async def push_front(self, hints: Sequence[ReadyHint]) -> None:
+        await self._outage()
+        await super().push_front(hints)
+
+    async def ping(self) -> None:
+        await self._outage()
+
+    async def depth(self, queues: Sequence[str]) -> dict[str, int]:
+        await self._outage()
+        return await super().depth(queues)
+
+    async def check_intact(self) -> bool:
+        await self._outage()
+        return await super().check_intact()
+
+    async def forget_intact(self) -> None:
+        await self._outage()
+        await super().forget_intact()
 
 
 @dataclass

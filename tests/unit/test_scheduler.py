@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 import pytest
 
 from taskforge.application.enqueue import EnqueueJob
 from taskforge.application.hints import HintDispatcher
-from taskforge.application.scheduler import REQUEUE_SPAN, SchedulerSettings, SchedulerTick
+from taskforge.application.scheduler import (
+    REQUEUE_SPAN,
+    SchedulerSettings,
+    SchedulerTick,
+    TickReport,
+)
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Lease
 from taskforge.domain.outcome import RetryLater
 from taskforge.domain.states import JobState
 
-from .conftest import FlushableReadyQueue, Memory, RecordingTracer, quick_policy
+from .conftest import (
+    FlushableReadyQueue,
+    FreezableReadyQueue,
+    Memory,
+    RecordingTracer,
+    quick_policy,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -221,7 +234,7 @@ async def test_a_re_publishing_cut_short_is_done_again_at_the_next_tick(memory: 
     tick = tick_for(memory)
     mark_unpublished = memory.jobs.mark_unpublished
 
-    async def unreachable() -> int:
+    async def unreachable(job_ids: Sequence[UUID] | None = None) -> int:
         raise Unavailable("postgres", "connection refused")
 
     memory.jobs.mark_unpublished = unreachable  # type: ignore[method-assign]
@@ -390,3 +403,111 @@ async def test_jobs_are_republished_at_their_priority_highest_first(memory: Memo
 
     hints = await memory.ready_queue.pop(["jobs:ready"], 10, 0)
     assert [(hint.job_id, hint.priority) for hint in hints] == [(high.id, 0), (low.id, 9)]
+
+
+UNREACHABLE = SchedulerSettings(
+    batch_size=100,
+    tick_interval=0.01,
+    republish_after=10.0,
+    queue_grace=0.05,
+    queue_retry_interval=5.0,
+)
+
+
+@dataclass
+class UnreachableQueue:
+    """A scheduler's tick on `memory`'s store whose ready queue is `queue`, and the seconds
+    its `monotonic` reads."""
+
+    tick: SchedulerTick
+    queue: FreezableReadyQueue
+    elapsed: list[float]
+
+
+@pytest.fixture
+def unreachable(memory: Memory) -> UnreachableQueue:
+    queue = FreezableReadyQueue()
+    elapsed = [0.0]
+    tick = SchedulerTick(
+        memory.jobs, queue, HintDispatcher(queue), UNREACHABLE, monotonic=lambda: elapsed[0]
+    )
+    return UnreachableQueue(tick, queue, elapsed)
+
+
+async def within_a_second(tick: SchedulerTick) -> TickReport:
+    """A tick, which fails the test rather than hang it should it wait for the queue."""
+    return await asyncio.wait_for(tick(), timeout=1.0)
+
+
+async def expired_lease_and_due_retry(memory: Memory) -> tuple[UUID, UUID]:
+    """A job whose worker is gone (its lease expired) and a failed job whose retry is due."""
+    from datetime import timedelta
+
+    running = (await memory.jobs.add(memory.new_job(visibility_timeout=5.0))).job
+    failed = (await memory.jobs.add(memory.new_job(policy=quick_policy()))).job
+    [claimed, _] = await memory.jobs.claim([failed.id, running.id], "w1")
+    assert claimed.lease_token is not None
+    lease = Lease(job_id=failed.id, token=claimed.lease_token)
+    await memory.jobs.settle([RetryLater(lease=lease, error="x", delay=timedelta(seconds=2))])
+    memory.clock.advance(6)
+    return running.id, failed.id
+
+
+@pytest.mark.parametrize("outage", ["frozen", "down"])
+async def test_an_unreachable_ready_queue_holds_back_no_lease_reaping_or_retry(
+    memory: Memory, unreachable: UnreachableQueue, outage: str
+) -> None:
+    running, failed = await expired_lease_and_due_retry(memory)
+    unreachable.queue.mode = outage
+
+    # Each call to a frozen queue waits the grace (0.05 s): a tick takes at most a few.
+    report = await within_a_second(unreachable.tick)
+
+    assert (report.reaped, report.promoted) == (1, 1)
+    for job_id in (running, failed):
+        job = await memory.jobs.get(job_id)
+        assert job is not None
+        assert job.state is JobState.PENDING
+        # Unpublished: the first tick that reaches the queue again sends its hint.
+        assert memory.state.published_at[job_id] is None
+
+
+async def test_hints_held_back_are_published_as_soon_as_the_ready_queue_answers(
+    memory: Memory, unreachable: UnreachableQueue
+) -> None:
+    running, failed = await expired_lease_and_due_retry(memory)
+    unreachable.queue.mode = "frozen"
+    await within_a_second(unreachable.tick)
+    unreachable.queue.mode = None
+
+    before_retry = await within_a_second(unreachable.tick)
+    unreachable.elapsed[0] += UNREACHABLE.queue_retry_interval
+    retried = await within_a_second(unreachable.tick)
+
+    popped = await unreachable.queue.pop(["jobs:ready"], 10, 0)
+    assert before_retry.republished == 0  # the queue is not asked before its retry is due
+    assert retried.republished == 2
+    assert {hint.job_id for hint in popped} == {running, failed}
+
+
+async def test_ticks_while_the_ready_queue_is_frozen_keep_their_pace_and_log_it_once(
+    memory: Memory, unreachable: UnreachableQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable.queue.mode = "frozen"
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.INFO, logger="taskforge.scheduler"):
+        for _ in range(20):
+            await within_a_second(unreachable.tick)  # only the first waits the grace
+        unreachable.elapsed[0] += UNREACHABLE.queue_retry_interval
+        await within_a_second(unreachable.tick)  # tries again, waits the grace again
+        took = loop.time() - started
+        unreachable.queue.mode = None
+        unreachable.elapsed[0] += UNREACHABLE.queue_retry_interval
+        await within_a_second(unreachable.tick)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert took < 20 * UNREACHABLE.queue_grace, took
+    assert sum("ready queue not answering (no answer within 0.05s)" in m for m in messages) == 1
+    assert sum("ready queue answers again" in m for m in messages) == 1

@@ -45,7 +45,7 @@ from taskforge.application.worker import (
     _Settler,
 )
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
+from taskforge.domain.job import Job, Lease, NewJob
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import RESULT_REFUSED_REASON
@@ -54,7 +54,7 @@ from taskforge.domain.workers import WorkerStatus
 from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs
 
-from .conftest import RecordingTracer
+from .conftest import FreezableReadyQueue, RecordingTracer
 
 pytestmark = pytest.mark.asyncio
 
@@ -1385,39 +1385,6 @@ async def test_a_base_exception_the_handler_raises_fails_the_attempt_and_the_wor
     assert "in quit_" in trace
     after = await cluster.enqueue("noop")
     await cluster.wait_for(after.id, JobState.SUCCEEDED)  # the worker still runs
-
-
-class FreezableReadyQueue(InMemoryReadyQueue):
-    """A ready queue that can freeze like a SIGSTOPped Redis (no call returns) or refuse
-    connections (every call raises Unavailable); `pops` counts the pops that answered."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mode: str | None = None
-        self.pops = 0
-
-    async def _outage(self) -> None:
-        if self.mode == "frozen":
-            await asyncio.Event().wait()
-        if self.mode == "down":
-            raise Unavailable("redis", "connection refused")
-
-    async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
-        await self._outage()
-        hints = await super().pop(queues, max_count, timeout)
-        self.pops += 1
-        return hints
-
-    async def push(self, hints: Sequence[ReadyHint]) -> None:
-        await self._outage()
-        await super().push(hints)
-
-    async def push_front(self, hints: Sequence[ReadyHint]) -> None:
-        await self._outage()
-        await super().push_front(hints)
-
-    async def ping(self) -> None:
-        await self._outage()
 
 
 def freezable_ready_queue(cluster: Cluster) -> FreezableReadyQueue:

@@ -251,6 +251,22 @@ async def test_mark_unpublished_makes_every_pending_job_due_for_a_new_hint(
     assert await jobs.find_unpublished({queue_name: 0}, 100, 3600) == []
 
 
+async def test_mark_unpublished_of_given_jobs_makes_those_still_pending_due_for_a_hint(
+    jobs: JobRoles, new_job: JobFactory, queue_name: str
+) -> None:
+    pending, _other = [added.job for added in await jobs.add_many([new_job(), new_job()])]
+    await jobs.mark_unpublished()
+    assert len(await jobs.find_never_published(100)) == 2  # both published now
+    running = (await jobs.add(new_job())).job
+    await jobs.claim([running.id], "worker-1")
+
+    marked = await jobs.mark_unpublished([pending.id, running.id])
+
+    assert marked == 1  # a running job has no hint to send
+    assert await jobs.find_never_published(100) == [ReadyHint(pending.queue, pending.id)]
+    assert await jobs.mark_unpublished([]) == 0
+
+
 async def test_find_unpublished_respects_its_limit(
     jobs: JobRoles, new_job: JobFactory, queue_name: str
 ) -> None:
