@@ -29,6 +29,9 @@ log = logging.getLogger("taskforge.scheduler")
 
 T = TypeVar("T")
 
+QUEUE_DOWN_REMINDER = 60.0
+"""Seconds between the log lines that say the ready queue still does not answer."""
+
 REQUEUE_SPAN = "taskforge.job.requeue"
 """The scheduler putting a job back in its queue: a retry that came due, or an expired
 lease. A child of the span that enqueued the job."""
@@ -97,6 +100,10 @@ class SchedulerTick:
         self._next_prune = monotonic()
         self._retry_queue_at: float | None = None
         """While the ready queue is unreachable: when a tick tries it again. None: it answers."""
+        self._down_since: float | None = None
+        self._reminded_at = 0.0
+        self._outstanding: asyncio.Future[Any] | None = None
+        """A call to the ready queue that outlived its grace and still runs (see _ask_queue)."""
 
     async def __call__(self) -> TickReport:
         limit = self._settings.batch_size
@@ -197,24 +204,55 @@ class SchedulerTick:
     async def _ask_queue(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()` to the ready queue within queue_grace. One that fails to connect or does
         not answer in time raises _QueueNotAnswering, and the ready queue counts as
-        unreachable until a call answers again (logged once each way)."""
+        unreachable until a call answers again (logged once each way, and every
+        QUEUE_DOWN_REMINDER while it lasts).
+
+        A call that outlives the grace is not cancelled: it finishes (or fails) on its own,
+        bounded by the client's own timeouts, and no other call starts meanwhile. Opening a
+        connection may take longer than the grace (asking Sentinels in turn, one that does
+        not answer costs its whole timeout): cancelled, it would start over from the same
+        Sentinel at every try and never get through."""
+        if self._outstanding is not None:
+            if not self._outstanding.done():
+                self._not_answering(None)
+                raise _QueueNotAnswering
+            self._outstanding = None
         grace = self._settings.queue_grace
+        asked: asyncio.Future[T] = asyncio.ensure_future(call())
         try:
             async with asyncio.timeout(grace):
-                answer = await call()
-        except (Unavailable, TimeoutError) as exc:
-            if self._queue_answers:
-                log.warning(
-                    "ready queue not answering (%s); sweeping on without it, hints wait "
-                    "until it answers",
-                    str(exc) or f"no answer within {grace:g}s",
-                )
-            self._retry_queue_at = self._monotonic() + self._settings.queue_retry_interval
+                answer = await asyncio.shield(asked)
+        except TimeoutError as exc:
+            self._outstanding = asked
+            asked.add_done_callback(_retrieved)
+            self._not_answering(f"no answer within {grace:g}s")
+            raise _QueueNotAnswering from exc
+        except Unavailable as exc:
+            self._not_answering(str(exc))
             raise _QueueNotAnswering from exc
         if not self._queue_answers:
             log.info("ready queue answers again; publishing the hints held back")
             self._retry_queue_at = None
+            self._down_since = None
         return answer
+
+    def _not_answering(self, reason: str | None) -> None:
+        now = self._monotonic()
+        if self._down_since is None:
+            self._down_since = self._reminded_at = now
+            log.warning(
+                "ready queue not answering (%s); sweeping on without it, hints wait until it "
+                "answers",
+                reason,
+            )
+        elif now - self._reminded_at >= QUEUE_DOWN_REMINDER:
+            self._reminded_at = now
+            log.warning(
+                "ready queue still not answering after %.0fs (%s); hints wait until it answers",
+                now - self._down_since,
+                reason or "the last call is still out",
+            )
+        self._retry_queue_at = now + self._settings.queue_retry_interval
 
     async def _fire(self, limit: int) -> tuple[int, int]:
         """Fire due schedules; a failure is logged and leaves the sweeps that follow to run
@@ -262,6 +300,13 @@ class SchedulerTick:
 
 class _QueueNotAnswering(Exception):
     """A call to the ready queue failed or went unanswered within queue_grace."""
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A call left to finish on its own: its failure, already reported as an unanswered
+    call, is read here so that asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _requeue_spans(

@@ -35,13 +35,28 @@ class FreezableReadyQueue(FlushableReadyQueue):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mode: str | None = None
+        self._mode: str | None = None
+        self._thawed = asyncio.Event()
         self.pops = 0
 
+    @property
+    def mode(self) -> str | None:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str | None) -> None:
+        """ "frozen", "down" or None (it answers). A call made while frozen answers once the
+        queue thaws, as a SIGCONTed Redis answers what it was sent."""
+        if mode == "frozen" and self._mode != "frozen":
+            self._thawed = asyncio.Event()
+        elif mode != "frozen":
+            self._thawed.set()
+        self._mode = mode
+
     async def _outage(self) -> None:
-        if self.mode == "frozen":
-            await asyncio.Event().wait()
-        if self.mode == "down":
+        if self._mode == "frozen":
+            await self._thawed.wait()
+        if self._mode == "down":
             raise Unavailable("redis", "connection refused")
 
     async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:

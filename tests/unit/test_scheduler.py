@@ -501,7 +501,7 @@ async def test_ticks_while_the_ready_queue_is_frozen_keep_their_pace_and_log_it_
         for _ in range(20):
             await within_a_second(unreachable.tick)  # only the first waits the grace
         unreachable.elapsed[0] += UNREACHABLE.queue_retry_interval
-        await within_a_second(unreachable.tick)  # tries again, waits the grace again
+        await within_a_second(unreachable.tick)  # its first call is still out: not again
         took = loop.time() - started
         unreachable.queue.mode = None
         unreachable.elapsed[0] += UNREACHABLE.queue_retry_interval
@@ -511,3 +511,62 @@ async def test_ticks_while_the_ready_queue_is_frozen_keep_their_pace_and_log_it_
     assert took < 20 * UNREACHABLE.queue_grace, took
     assert sum("ready queue not answering (no answer within 0.05s)" in m for m in messages) == 1
     assert sum("ready queue answers again" in m for m in messages) == 1
+
+
+class SlowToConnect(FreezableReadyQueue):
+    """A ready queue whose client needs `connecting` seconds to open its connection (asking
+    Sentinels in turn, the first of them gone): a call cancelled meanwhile leaves it
+    unconnected, and the next call starts over."""
+
+    def __init__(self, connecting: float) -> None:
+        super().__init__()
+        self.connecting = connecting
+        self.connected = False
+
+    async def check_intact(self) -> bool:
+        if not self.connected:
+            await asyncio.sleep(self.connecting)
+            self.connected = True
+        return await super().check_intact()
+
+
+async def test_a_connection_slower_to_open_than_the_grace_is_not_started_over_at_every_try(
+    memory: Memory,
+) -> None:
+    queue = SlowToConnect(connecting=3 * UNREACHABLE.queue_grace)
+    elapsed = [0.0]
+    tick = SchedulerTick(
+        memory.jobs, queue, HintDispatcher(queue), UNREACHABLE, monotonic=lambda: elapsed[0]
+    )
+    job = (await memory.jobs.add(memory.new_job())).job
+    memory.state.published_at[job.id] = None  # stored by an application's transaction
+
+    first = await within_a_second(tick)  # the connection outlives the grace: no hint yet
+    for _ in range(4):  # it opens meanwhile, on its own
+        await asyncio.sleep(queue.connecting)
+        elapsed[0] += UNREACHABLE.queue_retry_interval
+        if (report := await within_a_second(tick)).republished:
+            break
+
+    assert first.republished == 0
+    assert queue.connected
+    assert report.republished == 1
+    [hint] = await queue.pop(["jobs:ready"], 10, 0)
+    assert hint.job_id == job.id
+
+
+async def test_a_lasting_outage_is_recalled_in_the_log_every_minute(
+    unreachable: UnreachableQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable.queue.mode = "down"
+
+    with caplog.at_level(logging.WARNING, logger="taskforge.scheduler"):
+        for _ in range(30):  # 150 s of ticks, a try every 5 s
+            await within_a_second(unreachable.tick)
+            unreachable.elapsed[0] += UNREACHABLE.queue_retry_interval
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3
+    assert messages[0].startswith("ready queue not answering (redis unavailable")
+    assert messages[1].startswith("ready queue still not answering after 60s (redis")
+    assert messages[2].startswith("ready queue still not answering after 120s (redis")
