@@ -181,15 +181,39 @@ def blocking_slice(client: Redis) -> float | None:
     return max(timeout - 1.0, timeout / 2)
 
 
+NOT_SERVING_NOW = frozenset({"MISCONF", "NOREPLICAS", "BUSY"})
+"""Error replies of a server that cannot serve the command now, whatever the command: its
+last snapshot failed (MISCONF, with stop-writes-on-bgsave-error), too few replicas for
+min-replicas-to-write (NOREPLICAS), a script running past its time (BUSY). The driver
+raises a plain ResponseError for these; its own classes cover READONLY (a demoted master
+reached by a name that still points at it), OOM (maxmemory under noeviction), TRYAGAIN and
+MASTERDOWN."""
+_NOT_SERVING_NOW_ERRORS = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+)
+
+
 @contextmanager
 def translate_connection_errors() -> Iterator[None]:
-    """Re-raise the driver's connection failures (refused, reset, timed out) and a refused
-    login as `Unavailable("redis", ...)`, naming the cause; any other error is a bug and
-    passes through unchanged."""
+    """Re-raise the driver's connection failures (refused, reset, timed out), a refused
+    login and the replies of a server that cannot serve now (NOT_SERVING_NOW: it would
+    refuse every command, as a server that is away would not answer it) as
+    `Unavailable("redis", ...)`, naming the cause: the roles wait for it as for any outage
+    (workers claim from the store meanwhile). Any other error is a bug and passes through
+    unchanged."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise Unavailable("redis", str(exc) or type(exc).__name__) from exc
+    except _NOT_SERVING_NOW_ERRORS as exc:
+        raise Unavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).split(" ", 1)[0] not in NOT_SERVING_NOW:
+            raise
+        raise Unavailable("redis", str(exc)) from exc
     except RuntimeError as exc:
         if not is_connection_failure(exc):
             raise

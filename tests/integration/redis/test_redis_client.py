@@ -25,6 +25,7 @@ from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import ReadyHint
+from tests.servers import PrivateRedis, ServicesUnavailable
 from tests.support import free_port, redis_from_url
 
 Operation = Callable[[RedisReadyQueue, RedisRateLimiter], Awaitable[object]]
@@ -196,3 +197,54 @@ async def test_no_master_from_sentinels_names_each_sentinel_by_its_address(
     assert f"Sentinel 127.0.0.1:{nothing} - " in cause
     assert "ConnectionPool" not in cause
     assert len(cause) < 400, cause
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots, ..."),
+        redis.exceptions.ResponseError("NOREPLICAS Not enough good replicas to write."),
+        redis.exceptions.ResponseError("BUSY Redis is busy running a script. ..."),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.exceptions.MasterDownError("Link with MASTER is down"),
+    ],
+    ids=["MISCONF", "NOREPLICAS", "BUSY", "READONLY", "OOM", "MASTERDOWN"],
+)
+def test_a_server_that_cannot_serve_now_is_unavailable_as_one_that_is_away(
+    error: Exception,
+) -> None:
+    # Every command would get the same reply: the roles wait it out (workers claim from
+    # the store meanwhile) instead of failing each tick or pop on it.
+    with pytest.raises(Unavailable), translate_connection_errors():
+        raise error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+        redis.exceptions.ResponseError("ERR unknown command 'FOO'"),
+        redis.exceptions.NoScriptError("No matching script."),
+    ],
+    ids=["WRONGTYPE", "ERR", "NOSCRIPT"],
+)
+def test_any_other_error_reply_passes_through(error: Exception) -> None:
+    with pytest.raises(type(error)), translate_connection_errors():
+        raise error
+
+
+async def test_a_ready_queue_on_a_demoted_master_is_unavailable() -> None:
+    # A replica (a master demoted behind a name that still points at it) refuses writes.
+    try:
+        server = PrivateRedis.create()
+    except ServicesUnavailable as exc:
+        pytest.fail(f"cannot start a private redis-server: {exc}")
+    client = create_redis(host="127.0.0.1", port=server.port, db=0, password=None)
+    try:
+        await client.replicaof("127.0.0.1", free_port())
+        with pytest.raises(Unavailable, match="ReadOnlyError"):
+            await RedisReadyQueue(client, f"t-{uuid.uuid4().hex[:6]}").push([HINT])
+    finally:
+        await client.aclose()
+        server.remove()
