@@ -184,19 +184,22 @@ GROUP BY queue HAVING sum(jobs) > 0
 # would hold every pending row locked while it runs, and claims wait for those locks.
 MARK_UNPUBLISHED_BATCH = 1000
 
-MARK_UNPUBLISHED = """
+_MARK_PENDING = """marked AS (
+    UPDATE jobs SET published_at = NULL
+    FROM pending
+    WHERE jobs.id = pending.id
+    RETURNING 1
+)"""
+"""Forget the published time of the rows of `pending` (a CTE of PENDING jobs' ids)."""
+
+MARK_UNPUBLISHED = f"""
 WITH pending AS (
     SELECT id FROM jobs
     WHERE state = 'PENDING' AND id > $2
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-), marked AS (
-    UPDATE jobs SET published_at = NULL
-    FROM pending
-    WHERE jobs.id = pending.id
-    RETURNING 1
-)
+), {_MARK_PENDING}
 SELECT (SELECT count(*) FROM marked) AS marked,
        (SELECT count(*) FROM pending) AS seen,
        (SELECT id FROM pending ORDER BY id DESC LIMIT 1) AS last
@@ -204,17 +207,12 @@ SELECT (SELECT count(*) FROM marked) AS marked,
 
 # Hints that never reached the ready queue. A pending row someone holds is skipped, as in
 # MARK_UNPUBLISHED: it is about to leave PENDING or to be published by its holder.
-MARK_JOBS_UNPUBLISHED = """
+MARK_JOBS_UNPUBLISHED = f"""
 WITH pending AS (
     SELECT id FROM jobs
     WHERE id = ANY($1::uuid[]) AND state = 'PENDING'
     FOR UPDATE SKIP LOCKED
-), marked AS (
-    UPDATE jobs SET published_at = NULL
-    FROM pending
-    WHERE jobs.id = pending.id
-    RETURNING 1
-)
+), {_MARK_PENDING}
 SELECT count(*) FROM marked
 """
 

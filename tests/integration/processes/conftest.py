@@ -8,6 +8,7 @@ test reads it apart from the logs, as the span exporter's).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.servers import PrivateRedis
+from tests.servers import PrivateRedis, ServicesUnavailable
 from tests.support import free_port, redis_env, wait_until_healthy
 
 SUPPORT = Path(__file__).parent / "support"
@@ -63,6 +64,14 @@ class Process:
 
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout)
+
+    async def logged(self, text: str, deadline: float = 30.0) -> None:
+        """Until the log holds `text`; fails if the process exits or `deadline` seconds pass."""
+        give_up = time.monotonic() + deadline
+        while text not in self.log.read_text(errors="replace"):
+            assert self.popen.poll() is None, f"{self.role} exited:\n{self.tail()}"
+            assert time.monotonic() < give_up, f"no {text!r} in the log:\n{self.tail()}"
+            await asyncio.sleep(0.05)
 
     def tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -197,6 +206,23 @@ async def run_migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 REDIS_PASSWORD = "redis-S3cret-7f3a9c"
 """The password of `redis_with_password`: distinct and unlikely, to be looked for in logs."""
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of its own, which a test may stop or freeze (SIGSTOP): thawed before
+    it is removed."""
+    try:
+        server = PrivateRedis.create()
+    except ServicesUnavailable as exc:
+        pytest.fail(f"cannot start a private redis-server: {exc}")
+    try:
+        yield server
+    finally:
+        if server.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server.pid, signal.SIGCONT)
+        server.remove()
 
 
 @pytest.fixture

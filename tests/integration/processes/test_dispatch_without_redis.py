@@ -8,11 +8,9 @@ The test freezes a private redis-server of its own, never a shared one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +18,7 @@ import asyncpg
 import pytest
 
 from tests.integration.processes.conftest import Stack
-from tests.servers import PrivateRedis, ServicesUnavailable
+from tests.servers import PrivateRedis
 from tests.support import redis_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,21 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 JOBS_PER_PHASE = 300
 FREEZE_SECONDS = 30.0
 DEADLINE = 60.0
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis.create()
-    except ServicesUnavailable as exc:
-        pytest.fail(f"cannot start a private redis-server to freeze: {exc}")
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(server.pid, signal.SIGCONT)
-        server.remove()
 
 
 async def enqueue_batch(stack: Stack, count: int) -> list[str]:

@@ -10,18 +10,16 @@ The test freezes a private redis-server of its own, never a shared one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio import from_url as redis_from_url
 
-from tests.integration.processes.conftest import Process, Stack
-from tests.servers import PrivateRedis, ServicesUnavailable
+from tests.integration.processes.conftest import Stack
+from tests.servers import PrivateRedis
 from tests.support import redis_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,29 +38,6 @@ PUBLISHED_WITHIN = 15.0
 again every 5 s; the republish sweep would take 30 s."""
 
 DEADLINE = 30.0
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis.create()
-    except ServicesUnavailable as exc:
-        pytest.fail(f"cannot start a private redis-server to freeze: {exc}")
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(server.pid, signal.SIGCONT)
-        server.remove()
-
-
-async def wait_for_log(process: Process, text: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while text not in process.log.read_text(errors="replace"):
-        assert process.popen.poll() is None, f"{process.role} exited:\n{process.tail()}"
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{process.tail()}"
-        await asyncio.sleep(0.05)
 
 
 async def test_leases_are_reaped_and_retries_promoted_while_redis_is_frozen(
@@ -95,7 +70,7 @@ async def test_leases_are_reaped_and_retries_promoted_while_redis_is_frozen(
         promoted = await stack.wait_for(failed, "PENDING", timeout=60)
         promoted_after = time.monotonic() - frozen_at
         print(f"reaped after {reaped_after:.1f}s, promoted after {promoted_after:.1f}s")
-        await wait_for_log(scheduler, "not answering")
+        await scheduler.logged("not answering")
     finally:
         os.kill(private_redis.pid, signal.SIGCONT)
     thawed_at = time.monotonic()

@@ -9,18 +9,16 @@ Each test stops or freezes a private redis-server of its own, never a shared one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 from taskforge.adapters.redis.keys import RedisKeys
 from tests.integration.processes.conftest import Process, Stack
-from tests.servers import PrivateRedis, ServicesUnavailable
+from tests.servers import PrivateRedis
 from tests.support import redis_env, redis_from_url
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -32,21 +30,6 @@ STOP_BOUND = 15.0
 before those steps were bounded. The rest is margin for a busy machine."""
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis.create()
-    except ServicesUnavailable as exc:
-        pytest.fail(f"cannot start a private redis-server: {exc}")
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(server.pid, signal.SIGCONT)
-        server.remove()
-
-
 def make_unreachable(server: PrivateRedis, outage: str) -> None:
     assert server.popen is not None
     if outage == "frozen":
@@ -54,14 +37,6 @@ def make_unreachable(server: PrivateRedis, outage: str) -> None:
     else:
         server.popen.kill()  # refuses connections
         server.popen.wait(DEADLINE)
-
-
-async def wait_for_log(process: Process, text: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while text not in process.log.read_text(errors="replace"):
-        assert process.popen.poll() is None, f"{process.role} exited:\n{process.tail()}"
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{process.tail()}"
-        await asyncio.sleep(0.05)
 
 
 async def wait_until_published(server: PrivateRedis, prefix: str) -> None:
@@ -112,7 +87,7 @@ async def test_a_worker_hands_back_its_job_and_stops_within_seconds_when_redis_f
     await stack.wait_for_ledger(job_id, 1)
 
     make_unreachable(private_redis, "frozen")
-    await wait_for_log(worker, "claiming due jobs from the store")
+    await worker.logged("claiming due jobs from the store")
     code, took = await stop_time(worker)
 
     print(f"Redis frozen, one job handed back: the worker exited {took:.1f}s after SIGTERM")
