@@ -211,7 +211,9 @@ def translate_connection_errors() -> Iterator[None]:
     except _NOT_SERVING_NOW_ERRORS as exc:
         raise Unavailable("redis", f"{type(exc).__name__}: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
-        if str(exc).split(" ", 1)[0] not in NOT_SERVING_NOW:
+        # The reply's code, also where a pipeline's message has put its own words first.
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        if code not in NOT_SERVING_NOW:
             raise
         raise Unavailable("redis", str(exc)) from exc
     except RuntimeError as exc:
