@@ -435,7 +435,7 @@ class ReadyQueue(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise if the queue cannot answer."""
+        """Raise if the queue cannot answer, or cannot take a write (as every pop is one)."""
         ...
 
 

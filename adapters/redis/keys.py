@@ -42,6 +42,11 @@ class RedisKeys:
         return [self.ready_list(queue, priority) for priority in PRIORITIES]
 
     @property
+    def probe(self) -> str:
+        """Written by a worker that asks whether the ready queue takes writes again (ping)."""
+        return f"{self.prefix}probe"
+
+    @property
     def epoch(self) -> str:
         """Exists for as long as Redis has kept its data; its absence means the hints are gone."""
         return f"{self.prefix}epoch"

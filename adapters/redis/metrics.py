@@ -31,6 +31,7 @@ from taskforge.application.metrics import (
     SeriesKey,
     WorkerLoad,
 )
+from taskforge.domain.errors import Unavailable
 
 log = logging.getLogger("taskforge.redis")
 
@@ -125,8 +126,14 @@ class RedisMetricsStore:
                 else []
             )
             gone = [w for w, value in zip(worker_ids, values, strict=True) if value is None]
-            if gone:
-                await self._client.srem(self._keys.metric_workers, *gone)
+        if gone:
+            # Tidying only: a server that refuses writes for now (a replica, a failed
+            # snapshot) still answers the read, and the next read tidies again.
+            try:
+                with translate_connection_errors():
+                    await self._client.srem(self._keys.metric_workers, *gone)
+            except Unavailable as exc:
+                log.debug("could not forget %d gone worker(s): %s", len(gone), exc)
         workers = [
             WorkerLoad(worker_id, _load(value))
             for worker_id, value in zip(worker_ids, values, strict=True)

@@ -26,6 +26,8 @@ log = logging.getLogger("taskforge.redis")
 
 MIN_BLOCK = 0.01
 """Shortest blocking wait sent to Redis: BRPOP reads a timeout of 0 as "wait forever"."""
+PROBE_LIFETIME_MS = 60_000
+"""How long the key a ping writes lives: one key per prefix, gone a minute after the last."""
 
 # A pipeline cannot make the count for the second queue depend on the reply for the first,
 # so the top-up runs as a script: one round trip, and never more than `wanted` hints taken.
@@ -187,8 +189,10 @@ class RedisReadyQueue:
             await self._client.delete(self._keys.epoch)
 
     async def ping(self) -> None:
+        # A write, as a pop is: a server that answers PING but refuses writes (a replica, a
+        # failed snapshot, too few replicas) cannot serve the workers' pops either.
         with translate_connection_errors():
-            await self._client.ping()
+            await self._client.set(self._keys.probe, b"1", px=PROBE_LIFETIME_MS)
 
 
 def _text(value: bytes | str) -> str:

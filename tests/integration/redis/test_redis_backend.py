@@ -79,6 +79,7 @@ async def test_the_backend_writes_only_queue_lists_and_keys_under_its_prefix(
         second.encode(),
         third.encode(),
         f"{key_prefix}epoch".encode(),
+        f"{key_prefix}probe".encode(),  # a ping writes, as a pop does
         f"{key_prefix}rate:{first}".encode(),
     }
 

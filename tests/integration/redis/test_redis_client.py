@@ -21,6 +21,8 @@ from taskforge.adapters.redis.client import (
     is_connection_failure,
     translate_connection_errors,
 )
+from taskforge.adapters.redis.keys import RedisKeys
+from taskforge.adapters.redis.metrics import RedisMetricsStore
 from taskforge.adapters.redis.rate_limiter import RedisRateLimiter
 from taskforge.adapters.redis.ready_queue import RedisReadyQueue
 from taskforge.domain.errors import Unavailable
@@ -208,8 +210,12 @@ async def test_no_master_from_sentinels_names_each_sentinel_by_its_address(
         redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
         redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
         redis.exceptions.MasterDownError("Link with MASTER is down"),
+        redis.exceptions.ResponseError(
+            "Command # 1 (LPUSH q h) of pipeline caused error: MISCONF Redis is configured",
+            status_code="MISCONF",
+        ),
     ],
-    ids=["MISCONF", "NOREPLICAS", "BUSY", "READONLY", "OOM", "MASTERDOWN"],
+    ids=["MISCONF", "NOREPLICAS", "BUSY", "READONLY", "OOM", "MASTERDOWN", "in a pipeline"],
 )
 def test_a_server_that_cannot_serve_now_is_unavailable_as_one_that_is_away(
     error: Exception,
@@ -234,17 +240,28 @@ def test_any_other_error_reply_passes_through(error: Exception) -> None:
         raise error
 
 
-async def test_a_ready_queue_on_a_demoted_master_is_unavailable() -> None:
+async def test_a_demoted_master_refuses_pushes_and_pings_yet_its_metrics_read() -> None:
     # A replica (a master demoted behind a name that still points at it) refuses writes.
     try:
         server = PrivateRedis.create()
     except ServicesUnavailable as exc:
         pytest.fail(f"cannot start a private redis-server: {exc}")
     client = create_redis(host="127.0.0.1", port=server.port, db=0, password=None)
+    prefix = f"t-{uuid.uuid4().hex[:6]}:"
     try:
+        # A worker that stopped without leaving: its load expired, its name is still listed.
+        await client.sadd(RedisKeys(prefix).metric_workers, "gone-worker")
         await client.replicaof("127.0.0.1", free_port())
+        ready_queue = RedisReadyQueue(client, prefix)
         with pytest.raises(Unavailable, match="ReadOnlyError"):
-            await RedisReadyQueue(client, f"t-{uuid.uuid4().hex[:6]}").push([HINT])
+            await ready_queue.push([HINT])
+        # A worker claiming from the store asks with a write whether to go back to hints: a
+        # replica answers PING, but would refuse every pop.
+        assert await client.ping()
+        with pytest.raises(Unavailable, match="ReadOnlyError"):
+            await ready_queue.ping()
+        # The metrics still read: forgetting the gone worker is tidying, which can wait.
+        assert (await RedisMetricsStore(client, prefix).read()).workers == []
     finally:
         await client.aclose()
         server.remove()
