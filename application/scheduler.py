@@ -102,6 +102,8 @@ class SchedulerTick:
         """While the ready queue is unreachable: when a tick tries it again. None: it answers."""
         self._down_since: float | None = None
         self._reminded_at = 0.0
+        self._lost_late = False
+        """A check that outlived its grace found the queue's contents lost (_late_check)."""
         self._outstanding: asyncio.Future[Any] | None = None
         """A call to the ready queue that outlived its grace and still runs (see _ask_queue)."""
 
@@ -169,11 +171,12 @@ class SchedulerTick:
         if not self._queue_answers and not self._retry_due():
             return 0
         try:
-            intact = await self._ask_queue(self._ready_queue.check_intact)
+            intact = await self._ask_queue(self._ready_queue.check_intact, late=self._late_check)
         except _QueueNotAnswering:
             return 0
-        if intact:
+        if intact and not self._lost_late:
             return 0
+        self._lost_late = False
         try:
             resynced = await self._sweeps.mark_unpublished()
         except BaseException:
@@ -188,6 +191,12 @@ class SchedulerTick:
             log.info("ready queue is new or was emptied; no pending job to re-publish")
         return resynced
 
+    def _late_check(self, intact: bool) -> None:
+        """The answer of a check that outlived its grace: a loss it found (its write has
+        marked the queue intact since) is resynced by the next tick that reaches the queue."""
+        if not intact:
+            self._lost_late = True
+
     def _retry_due(self) -> bool:
         return self._retry_queue_at is not None and self._monotonic() >= self._retry_queue_at
 
@@ -201,7 +210,9 @@ class SchedulerTick:
             return False
         return True
 
-    async def _ask_queue(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _ask_queue(
+        self, call: Callable[[], Awaitable[T]], late: Callable[[T], None] | None = None
+    ) -> T:
         """`call()` to the ready queue within queue_grace. One that fails to connect or does
         not answer in time raises _QueueNotAnswering, and the ready queue counts as
         unreachable until a call answers again (logged once each way, and every
@@ -211,7 +222,8 @@ class SchedulerTick:
         bounded by the client's own timeouts, and no other call starts meanwhile. Opening a
         connection may take longer than the grace (asking Sentinels in turn, one that does
         not answer costs its whole timeout): cancelled, it would start over from the same
-        Sentinel at every try and never get through."""
+        Sentinel at every try and never get through. `late` takes the answer of such a call,
+        if it comes."""
         if self._outstanding is not None:
             if not self._outstanding.done():
                 self._not_answering(None)
@@ -225,6 +237,8 @@ class SchedulerTick:
         except TimeoutError as exc:
             self._outstanding = asked
             asked.add_done_callback(_retrieved)
+            if late is not None:
+                asked.add_done_callback(lambda done: _answered(done, late))
             self._not_answering(f"no answer within {grace:g}s")
             raise _QueueNotAnswering from exc
         except Unavailable as exc:
@@ -300,6 +314,11 @@ class SchedulerTick:
 
 class _QueueNotAnswering(Exception):
     """A call to the ready queue failed or went unanswered within queue_grace."""
+
+
+def _answered(future: asyncio.Future[T], late: Callable[[T], None]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        late(future.result())
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

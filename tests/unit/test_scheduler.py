@@ -570,3 +570,37 @@ async def test_a_lasting_outage_is_recalled_in_the_log_every_minute(
     assert messages[0].startswith("ready queue not answering (redis unavailable")
     assert messages[1].startswith("ready queue still not answering after 60s (redis")
     assert messages[2].startswith("ready queue still not answering after 120s (redis")
+
+
+class RestartedEmpty(SlowToConnect):
+    """A Redis that came back empty, behind a connection slower to open than the grace: the
+    first check finds the loss (and marks the queue intact), after its grace."""
+
+    def __init__(self, connecting: float) -> None:
+        super().__init__(connecting)
+        self.checks = 0
+
+    async def check_intact(self) -> bool:
+        await super().check_intact()
+        self.checks += 1
+        return self.checks > 1
+
+
+async def test_a_loss_found_by_a_check_that_outlived_its_grace_is_resynced(
+    memory: Memory,
+) -> None:
+    queue = RestartedEmpty(connecting=3 * UNREACHABLE.queue_grace)
+    elapsed = [0.0]
+    tick = SchedulerTick(
+        memory.jobs, queue, HintDispatcher(queue), UNREACHABLE, monotonic=lambda: elapsed[0]
+    )
+    job = (await memory.jobs.add(memory.new_job())).job  # published: its hint was in Redis
+
+    first = await within_a_second(tick)
+    await asyncio.sleep(2 * queue.connecting)  # the check answers "lost", late
+    elapsed[0] += UNREACHABLE.queue_retry_interval
+    second = await within_a_second(tick)  # the queue now says "intact": its own write
+
+    assert (first.resynced, second.resynced, second.republished) == (0, 1, 1)
+    [hint] = await queue.pop(["jobs:ready"], 10, 0)
+    assert hint.job_id == job.id
