@@ -424,14 +424,18 @@ class UnreachableQueue:
     elapsed: list[float]
 
 
-@pytest.fixture
-def unreachable(memory: Memory) -> UnreachableQueue:
-    queue = FreezableReadyQueue()
+def ticking(memory: Memory, queue: FreezableReadyQueue) -> UnreachableQueue:
+    """A tick with UNREACHABLE's settings on `memory`'s store and `queue`, its clock at 0."""
     elapsed = [0.0]
     tick = SchedulerTick(
         memory.jobs, queue, HintDispatcher(queue), UNREACHABLE, monotonic=lambda: elapsed[0]
     )
     return UnreachableQueue(tick, queue, elapsed)
+
+
+@pytest.fixture
+def unreachable(memory: Memory) -> UnreachableQueue:
+    return ticking(memory, FreezableReadyQueue())
 
 
 async def within_a_second(tick: SchedulerTick) -> TickReport:
@@ -534,10 +538,8 @@ async def test_a_connection_slower_to_open_than_the_grace_is_not_started_over_at
     memory: Memory,
 ) -> None:
     queue = SlowToConnect(connecting=3 * UNREACHABLE.queue_grace)
-    elapsed = [0.0]
-    tick = SchedulerTick(
-        memory.jobs, queue, HintDispatcher(queue), UNREACHABLE, monotonic=lambda: elapsed[0]
-    )
+    scheduler = ticking(memory, queue)
+    tick, elapsed = scheduler.tick, scheduler.elapsed
     job = (await memory.jobs.add(memory.new_job())).job
     memory.state.published_at[job.id] = None  # stored by an application's transaction
 
@@ -590,10 +592,8 @@ async def test_a_loss_found_by_a_check_that_outlived_its_grace_is_resynced(
     memory: Memory,
 ) -> None:
     queue = RestartedEmpty(connecting=3 * UNREACHABLE.queue_grace)
-    elapsed = [0.0]
-    tick = SchedulerTick(
-        memory.jobs, queue, HintDispatcher(queue), UNREACHABLE, monotonic=lambda: elapsed[0]
-    )
+    scheduler = ticking(memory, queue)
+    tick, elapsed = scheduler.tick, scheduler.elapsed
     job = (await memory.jobs.add(memory.new_job())).job  # published: its hint was in Redis
 
     first = await within_a_second(tick)
