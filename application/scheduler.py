@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
 from taskforge.application.schedules import FireSchedules
-from taskforge.application.timing import sleep_unless, wait_any
+from taskforge.application.timing import sleep_unless, unanswered, wait_any
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import ReadyHint
 
@@ -234,15 +234,13 @@ class SchedulerTick:
         try:
             async with asyncio.timeout(grace):
                 answer = await asyncio.shield(asked)
-        except TimeoutError as exc:
-            self._outstanding = asked
-            asked.add_done_callback(_retrieved)
-            if late is not None:
-                asked.add_done_callback(lambda done: _answered(done, late))
-            self._not_answering(f"no answer within {grace:g}s")
-            raise _QueueNotAnswering from exc
-        except Unavailable as exc:
-            self._not_answering(str(exc))
+        except (TimeoutError, Unavailable) as exc:
+            if isinstance(exc, TimeoutError):  # still running: see above
+                self._outstanding = asked
+                asked.add_done_callback(_retrieved)
+                if late is not None:
+                    asked.add_done_callback(lambda done: _answered(done, late))
+            self._not_answering(unanswered(exc, grace))
             raise _QueueNotAnswering from exc
         if not self._queue_answers:
             log.info("ready queue answers again; publishing the hints held back")

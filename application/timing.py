@@ -53,3 +53,8 @@ def _forget(task: asyncio.Future[Any]) -> None:
     _LEFT_RUNNING.discard(task)
     if not task.cancelled():
         task.exception()  # retrieved: its outcome no longer matters to anyone
+
+
+def unanswered(exc: BaseException, waited: float) -> str:
+    """Why a call to a store failed: its error, or (a timeout says nothing) the wait."""
+    return str(exc) or f"no answer within {waited:g}s"

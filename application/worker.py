@@ -44,7 +44,7 @@ from taskforge.application.ports import (
     WorkerRegistry,
 )
 from taskforge.application.threads import HandlerThreads
-from taskforge.application.timing import sleep_unless, wait_any
+from taskforge.application.timing import sleep_unless, unanswered, wait_any
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Job, Lease, ReadyHint
 from taskforge.domain.outcome import (
@@ -546,7 +546,7 @@ class Worker:
                 hints = await self._ready_queue.pop(queues, free, timeout)
         except (Unavailable, TimeoutError) as exc:
             # A hint popped by the cancelled call is lost; the scheduler republishes it.
-            self._claim_from_store(_unanswered(exc, waited))
+            self._claim_from_store(unanswered(exc, waited))
             return
         if not hints:
             return
@@ -562,7 +562,7 @@ class Worker:
                     allowed = await self._apply_rate_limit(hints)
             except (Unavailable, TimeoutError) as exc:
                 await self._put_back(hints)
-                self._claim_from_store(_unanswered(exc, grace))
+                self._claim_from_store(unanswered(exc, grace))
                 return
             except Exception:
                 await self._put_back(hints)
@@ -611,7 +611,7 @@ class Worker:
             async with asyncio.timeout(grace):
                 await send(hints)
         except Exception as exc:  # noqa: BLE001 - lost hints are republished
-            log.warning(f"{failure}: %s", len(hints), _unanswered(exc, grace))
+            log.warning(f"{failure}: %s", len(hints), unanswered(exc, grace))
 
     def _poppable(self) -> tuple[tuple[str, ...], float]:
         """The queues to pop hints from, and how long the pop may wait: every queue the
@@ -1161,8 +1161,3 @@ class Worker:
     def _report_utilization(self, queue: str) -> None:
         busy = sum(1 for r in self._running.values() if r.job.queue == queue)
         self._metrics.utilization(queue, busy, self._settings.concurrency)
-
-
-def _unanswered(exc: BaseException, waited: float) -> str:
-    """Why the ready queue failed a call: its error, or (a timeout says nothing) the wait."""
-    return str(exc) or f"no answer within {waited:g}s"
