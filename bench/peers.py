@@ -54,6 +54,7 @@ from taskforge.adapters.postgres.migrations import apply_migrations
 from taskforge.bench.scenarios import preload
 from taskforge.bench.stack import Stack, _with_database, cannot_use
 from taskforge.domain.errors import Unavailable
+from taskforge.domain.validation import whole_number
 from taskforge.entrypoints.config import ConfigError, Settings
 from taskforge.entrypoints.runtime import Interrupted, run_until_interrupted
 from taskforge.sdk import enqueue, enqueue_many
@@ -392,9 +393,9 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _positive(text: str) -> int:
-    """An argument that counts something: a whole number from 1."""
+    """An argument that counts something: a whole number from 1 (as the CLIs read one)."""
     try:
-        number = int(text)
+        number = whole_number(text)
     except ValueError:
         number = 0
     if number < 1:
