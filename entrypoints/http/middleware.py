@@ -4,6 +4,9 @@ the API's no-store and nosniff headers.
 
 It wraps the whole application, router included, so unknown routes, wrong methods and
 rejected tokens get a request id, an access log line and a count like every other response.
+Longer than most modules: one pass over each request does all of the above (ASGI middleware
+stacked per concern would wrap every send and receive once per layer), and its helpers sit
+beside it.
 """
 
 from __future__ import annotations
