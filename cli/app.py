@@ -15,12 +15,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 import httpx
@@ -197,6 +197,14 @@ def _shape_error(exc: BaseException) -> bool:
 _CLI_FOLDER = os.path.dirname(__file__)
 
 
+class ItemsTable(Protocol):
+    """A renderer of a list's items (cli.render's `*_table`)."""
+
+    def __call__(
+        self, items: Sequence[Mapping[str, Any]], *, plain: bool, width: int
+    ) -> RenderableType: ...
+
+
 class Output(Console):
     """Standard output. A reader that goes away (`| head -1`) ends the run as any other
     write to it then does (`run`: exit 141, nothing on stderr), not with rich's own
@@ -240,6 +248,13 @@ class Session:
             self.print_json(response)
         else:
             self.show(view(response.data))
+
+    def answer_items(self, response: Response, table: ItemsTable) -> None:
+        """A list's answer as the API sent it (`--json`), or its items in `table`."""
+        self.answer(
+            response,
+            lambda data: table(data.get("items", []), plain=self.plain, width=self.console.width),
+        )
 
 
 SessionParam = Annotated[Session, Parameter(parse=False)]
@@ -830,13 +845,7 @@ def queues_list(*, session: SessionParam) -> None:
     For example:
         taskforge-cli queues list
     """
-    response = session.api.queues()
-    session.answer(
-        response,
-        lambda data: queues_table(
-            data.get("items", []), plain=session.plain, width=session.console.width
-        ),
-    )
+    session.answer_items(session.api.queues(), queues_table)
 
 
 QueueArg = Annotated[str, Parameter(help="The queue, e.g. jobs:ready.")]
@@ -871,13 +880,7 @@ def workers(*, session: SessionParam) -> None:
     For example:
         taskforge-cli workers
     """
-    response = session.api.workers()
-    session.answer(
-        response,
-        lambda data: workers_table(
-            data.get("items", []), plain=session.plain, width=session.console.width
-        ),
-    )
+    session.answer_items(session.api.workers(), workers_table)
 
 
 def _report_queue(session: Session, response: Response) -> None:
@@ -913,13 +916,7 @@ def schedules_list(*, session: SessionParam) -> None:
     For example:
         taskforge-cli schedules list
     """
-    response = session.api.schedules()
-    session.answer(
-        response,
-        lambda data: schedules_table(
-            data.get("items", []), plain=session.plain, width=session.console.width
-        ),
-    )
+    session.answer_items(session.api.schedules(), schedules_table)
 
 
 @schedules.command(name="add")
