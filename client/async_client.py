@@ -184,23 +184,18 @@ class Client:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
         loop = asyncio.get_running_loop()
-        schedule = core.PollSchedule(loop.time(), timeout)
-        failures = core.PollFailures(self.retry_policy.attempts)
-        job: values.Job | None = None
+        waiting = core.JobWait(
+            job_id, timeout, loop.time(), self.request_timeout, self.retry_policy.attempts
+        )
         while True:
-            poll = core.poll_timeout(self.request_timeout, schedule.left(loop.time()))
             try:
-                job = await self._run(core.get_job(job_id), poll)
+                job = await self._run(core.get_job(job_id), waiting.poll_timeout(loop.time()))
             except Unavailable as failure:
-                failures.failed(failure)
+                waiting.failed(failure)
             else:
-                if job.terminal:
+                if waiting.answered(job):
                     return job
-                failures.answered()
-            delay = schedule.next_delay(loop.time())
-            if delay is None:
-                raise core.wait_timeout(job_id, job, timeout, failures)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(waiting.next_delay(loop.time()))
 
     async def _run(self, call: Call[T], timeout: float | None = None) -> T:
         return call.answer(await self._send(call.request, timeout))

@@ -2,7 +2,7 @@
 
 Each API operation is a `Call`: the `Request` to send and how to decode its 2xx answer.
 `answer_of` turns any HTTP answer into a `Response` or raises the typed error, and
-`RetryPolicy` and `PollSchedule` say how long to wait between tries. `SyncClient` and
+`RetryPolicy` and `JobWait` say how long to wait between tries. `SyncClient` and
 `Client` only move requests and answers over httpx and sleep when told to.
 Longer than most modules: one short builder per API operation, so both clients share them.
 """
@@ -610,47 +610,64 @@ class PollSchedule:
 
 
 @dataclass(slots=True)
-class PollFailures:
-    """`wait`'s polls the API did not answer (Unavailable: a restart, a proxy's 502, no
-    answer in time): polled again, up to the retry policy's attempts in a row."""
+class JobWait:
+    """One `wait` for a job, without I/O: how long each poll may take, what its answer or
+    its failure means, and how long to sleep before the next. Polls the API did not answer
+    (Unavailable: a restart, a proxy's 502, no answer in time) are polled again, up to
+    `attempts` (the retry policy's) in a row."""
 
+    job_id: UUID | str
+    timeout: float | None
+    started: float
+    request_timeout: float
     attempts: int
-    in_a_row: int = 0
-    last: Unavailable | None = None
+    job: values.Job | None = None
+    """The job as last read (None: not read yet)."""
+    schedule: PollSchedule = field(init=False)
+    _failed_in_a_row: int = field(default=0, init=False)
+    _last_failure: Unavailable | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.schedule = PollSchedule(self.started, self.timeout)
+
+    def poll_timeout(self, now: float) -> float:
+        """How long the next poll may take: the request timeout, within what is left."""
+        left = self.schedule.left(now)
+        return self.request_timeout if left is None else max(0.0, min(self.request_timeout, left))
+
+    def answered(self, job: values.Job) -> bool:
+        """Note the job read; whether it is SUCCEEDED, DLQ or CANCELLED (the wait is over)."""
+        self.job = job
+        self._failed_in_a_row = 0
+        return job.terminal
 
     def failed(self, failure: Unavailable) -> None:
         """Note `failure`; raise it once as many polls in a row have failed as an enqueue
         would try."""
-        self.in_a_row += 1
-        self.last = failure
-        if self.in_a_row >= self.attempts:
+        self._failed_in_a_row += 1
+        self._last_failure = failure
+        if self._failed_in_a_row >= self.attempts:
             raise failure
 
-    def answered(self) -> None:
-        self.in_a_row = 0
-
-
-def wait_timeout(
-    job_id: UUID | str, job: values.Job | None, timeout: float | None, failures: PollFailures
-) -> WaitTimeout:
-    """The deadline passed: the job's last state read, or (never read) the last failure."""
-    if job is None:
-        reason = failures.last.message if failures.last is not None else "no answer"
-        return WaitTimeout(
+    def next_delay(self, now: float) -> float:
+        """Seconds to sleep before the next poll; past the deadline raise WaitTimeout: the
+        job's last state read, or (never read) the last failure."""
+        delay = self.schedule.next_delay(now)
+        if delay is not None:
+            return delay
+        if self.job is None:
+            last = self._last_failure
+            reason = last.message if last is not None else "no answer"
+            raise WaitTimeout(
+                "wait_timeout",
+                f"job {self.job_id} not read within {self.timeout:g}s: {reason}",
+                details={"jobId": str(self.job_id)},
+            )
+        raise WaitTimeout(
             "wait_timeout",
-            f"job {job_id} not read within {timeout:g}s: {reason}",
-            details={"jobId": str(job_id)},
+            f"job {self.job.id} still {self.job.state} after {self.timeout:g}s",
+            details={"jobId": str(self.job.id), "state": str(self.job.state)},
         )
-    return WaitTimeout(
-        "wait_timeout",
-        f"job {job.id} still {job.state} after {timeout:g}s",
-        details={"jobId": str(job.id), "state": str(job.state)},
-    )
-
-
-def poll_timeout(request_timeout: float, left: float | None) -> float:
-    """How long one of `wait`'s polls may take: the request timeout, within what is left."""
-    return request_timeout if left is None else max(0.0, min(request_timeout, left))
 
 
 def _job(answer: Response) -> values.Job:

@@ -184,23 +184,18 @@ class SyncClient:
     def wait(self, job_id: UUID | str, timeout: float | None = None) -> values.Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
         it; past `timeout` seconds raise `WaitTimeout`."""
-        schedule = core.PollSchedule(time.monotonic(), timeout)
-        failures = core.PollFailures(self.retry_policy.attempts)
-        job: values.Job | None = None
+        waiting = core.JobWait(
+            job_id, timeout, time.monotonic(), self.request_timeout, self.retry_policy.attempts
+        )
         while True:
-            poll = core.poll_timeout(self.request_timeout, schedule.left(time.monotonic()))
             try:
-                job = self._run(core.get_job(job_id), poll)
+                job = self._run(core.get_job(job_id), waiting.poll_timeout(time.monotonic()))
             except Unavailable as failure:
-                failures.failed(failure)
+                waiting.failed(failure)
             else:
-                if job.terminal:
+                if waiting.answered(job):
                     return job
-                failures.answered()
-            delay = schedule.next_delay(time.monotonic())
-            if delay is None:
-                raise core.wait_timeout(job_id, job, timeout, failures)
-            time.sleep(delay)
+            time.sleep(waiting.next_delay(time.monotonic()))
 
     def _run(self, call: Call[T], timeout: float | None = None) -> T:
         return call.answer(self._send(call.request, timeout))

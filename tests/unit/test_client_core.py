@@ -434,6 +434,32 @@ def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
     assert schedule.next_delay(102.0) is None
 
 
+def test_a_wait_past_its_deadline_names_the_state_last_read_or_else_the_last_failure() -> None:
+    unread = core.JobWait(JOB_ID, 1.0, 100.0, request_timeout=10.0, attempts=3)
+    assert unread.poll_timeout(100.25) == 0.75  # the request timeout, within what is left
+    unread.failed(UNAVAILABLE)
+    with pytest.raises(WaitTimeout) as not_read:
+        unread.next_delay(101.0)
+    assert not_read.value.message == f"job {JOB_ID} not read within 1s: starting"
+
+    read = core.JobWait(JOB_ID, 1.0, 100.0, request_timeout=10.0, attempts=3)
+    assert read.answered(core.values.job_of({**JOB, "state": "RUNNING"})) is False
+    read.failed(UNAVAILABLE)  # a failure after a read: the state read is still named
+    with pytest.raises(WaitTimeout) as still:
+        read.next_delay(101.0)
+    assert still.value.message == f"job {JOB_ID} still RUNNING after 1s"
+    assert still.value.details == {"jobId": JOB_ID, "state": "RUNNING"}
+
+
+def test_a_wait_raises_the_failure_once_as_many_polls_in_a_row_failed_as_tries_allowed() -> None:
+    waiting = core.JobWait(JOB_ID, None, 100.0, request_timeout=10.0, attempts=2)
+    waiting.failed(UNAVAILABLE)
+    waiting.answered(core.values.job_of(JOB))  # an answer starts the count again
+    waiting.failed(UNAVAILABLE)
+    with pytest.raises(Unavailable):
+        waiting.failed(UNAVAILABLE)
+
+
 def _scripted(
     *steps: Callable[[httpx.Request], httpx.Response],
 ) -> tuple[httpx.MockTransport, list[httpx.Request]]:
