@@ -6,6 +6,12 @@ a backend provider gives the stores and queues (`MemoryProvider` here, Postgres 
 in `backends`); `ApplicationProvider` builds the use cases, the worker and the scheduler
 from the ports alone; `PrometheusProvider` (in `prometheus`) the metrics exposition, for
 the processes that serve it.
+
+dishka builds a class from its constructor's annotations and ignores defaults: it would give
+a `monotonic: Callable[[], float]` the random source (`RandomSource` is that type) and look
+for a provider of a tuning value such as `max_catch_up`. The classes that take one (the
+worker, the scheduler tick, the in-memory rate limiter and metrics store, the recorder,
+FireSchedules) are built by a method here that leaves those parameters at their defaults.
 """
 
 from __future__ import annotations
@@ -248,13 +254,8 @@ class ApplicationProvider(Provider):
         yield enqueue
         await _within_drain_time(enqueue.drain())
 
-    @provide
-    def enqueue_jobs(
-        self, jobs: JobStore, hints: HintDispatcher, tracer: JobTracer | None
-    ) -> EnqueueJobs:
-        return EnqueueJobs(jobs, hints, tracer)
-
     use_cases = provide_all(
+        EnqueueJobs,
         GetJob,
         ListJobs,
         CancelJob,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dishka import Provider, Scope, provide
 
 from taskforge.adapters.telemetry.metrics import HttpMetrics, PrometheusMetrics
-from taskforge.application.metrics import JobMetricsRecorder
 
 
 class PrometheusProvider(Provider):
@@ -19,7 +18,4 @@ class PrometheusProvider(Provider):
     scope = Scope.APP
 
     http_metrics = provide(HttpMetrics)
-
-    @provide
-    def process_metrics(self, recorder: JobMetricsRecorder) -> PrometheusMetrics:
-        return PrometheusMetrics(recorder)
+    process_metrics = provide(PrometheusMetrics)
