@@ -35,7 +35,7 @@ from taskforge.entrypoints.http.middleware import (
 )
 from taskforge.entrypoints.http.routes import ROUTES
 from taskforge.entrypoints.http.static import static_files
-from taskforge.entrypoints.http.ui import dashboard, is_ui_path, ui_error
+from taskforge.entrypoints.http.ui import STATIC_PATH, dashboard, is_ui_path, ui_error
 
 BEARER = "BearerToken"
 STRICT_BODIES = ("JobIn", "JobBatchIn", "ReasonIn")
@@ -91,7 +91,7 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
         container=container,
         route_methods=route_methods,
         deadline=settings.request_deadline,
-        file_paths=(DOCS_ASSETS_PATH,),
+        file_paths=(DOCS_ASSETS_PATH, STATIC_PATH),
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app

@@ -65,7 +65,21 @@ NO_STORE = (b"cache-control", b"no-store")
 out of shared proxies and the browser's cache. Probes and the metrics scrape too: a cached
 health or a stale count is worse than none."""
 NOSNIFF = (b"x-content-type-options", b"nosniff")
-"""Every API answer: a browser takes its Content-Type as sent, never guesses HTML."""
+"""Every answer: a browser takes its Content-Type as sent, never guesses HTML."""
+API_HEADERS = (NOSNIFF, NO_STORE)
+DASHBOARD_HEADERS = (
+    # Nothing but TaskForge itself: no other host is ever contacted, and no inline script.
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    NOSNIFF,
+    (b"referrer-policy", b"same-origin"),
+    NO_STORE,
+)
+"""Every answer under the dashboard's path but its files: pages, redirects and errors alike
+(a redirect's target carries the job ids an operator acted on)."""
 
 UNTRACED_PATHS = OPEN_PATHS
 """Probes and scrapes come every few seconds and would bury the traces worth reading."""
@@ -168,22 +182,16 @@ def _is_dashboard(path: str) -> bool:
     return path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/")
 
 
-def api_headers(
+def answer_headers(
     path: str, status: int, headers: list[tuple[bytes, bytes]], file_paths: tuple[str, ...]
 ) -> list[tuple[bytes, bytes]]:
-    """NOSNIFF and NO_STORE, each unless the answer has that header already. Not for the
-    dashboard (its pages send their own, its files keep their caching), and no NO_STORE for
-    a file found under `file_paths`: the docs' scripts and styles, revalidated by ETag."""
-    if _is_dashboard(path):
-        return headers
-    present = {key.lower() for key, _ in headers}
+    """`headers` and each of API_HEADERS (under the dashboard's path: DASHBOARD_HEADERS) the
+    answer lacks. A file found under `file_paths` (the docs' and the dashboard's scripts and
+    styles, revalidated by ETag) gets NOSNIFF only."""
     is_file = status < 400 and any(path.startswith(prefix + "/") for prefix in file_paths)
-    added = []
-    if NOSNIFF[0] not in present:
-        added.append(NOSNIFF)
-    if NO_STORE[0] not in present and not is_file:
-        added.append(NO_STORE)
-    return [*headers, *added]
+    wanted = (NOSNIFF,) if is_file else DASHBOARD_HEADERS if _is_dashboard(path) else API_HEADERS
+    present = {key.lower() for key, _ in headers}
+    return [*headers, *(header for header in wanted if header[0] not in present)]
 
 
 def caller_is_authorized(scope: Scope) -> bool:
@@ -206,7 +214,7 @@ class RequestContextMiddleware:
 
     HEAD is served wherever GET is: as a GET whose body is not sent. Allow headers (405 and
     OPTIONS) list every method of the route, HEAD included. A client that disconnects before
-    its body is read is logged and counted as 499. API answers get `api_headers`, those the
+    its body is read is logged and counted as 499. Answers get `answer_headers`, those the
     middleware sends itself (401, the deadline's 503) too."""
 
     def __init__(
@@ -221,7 +229,7 @@ class RequestContextMiddleware:
         """`route_methods`: the methods of each route, by path template. `deadline`: seconds
         a request may take before it is answered 503 (0: none); the request is then cancelled
         and left to clean up in the background, however long its driver takes. `file_paths`:
-        where static files are served, which keep their caching (see api_headers)."""
+        where static files are served, which keep their caching (see answer_headers)."""
         self._app = app
         self._file_paths = file_paths
         self._deadline = deadline if deadline > 0 else None
@@ -301,7 +309,7 @@ class RequestContextMiddleware:
                         value = allowed_methods(value.decode("latin-1"), methods).encode()
                     headers.append((key, value))
                 headers.append((_REQUEST_ID_KEY, request_id.encode("ascii")))
-                headers = api_headers(scope["path"], status, headers, self._file_paths)
+                headers = answer_headers(scope["path"], status, headers, self._file_paths)
                 message = {**message, "headers": headers}
             elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}

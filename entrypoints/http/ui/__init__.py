@@ -11,7 +11,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.http.ui.pages import UiSettings, ui_error, ui_router
+from taskforge.entrypoints.http.ui.pages import STATIC_PATH, UiSettings, ui_error, ui_router
 from taskforge.entrypoints.http.ui.security import Sessions, is_ui_path
 
 HERE = Path(__file__).parent
@@ -38,4 +38,4 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
     return ui_router(STATIC), config, state
 
 
-__all__ = ["dashboard", "is_ui_path", "ui_error"]
+__all__ = ["STATIC_PATH", "dashboard", "is_ui_path", "ui_error"]

@@ -100,16 +100,6 @@ COLUMN_TITLES = {
     "succeeded": "Succeeded",
     "cancelled": "Cancelled",
 }
-SECURITY_HEADERS = {
-    # Nothing but TaskForge itself: no other host is ever contacted, and no inline script.
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +147,6 @@ def render(
         },
         status_code=status_code,
         cookies=cookies,
-        headers=SECURITY_HEADERS,
         media_type="text/html",
     )
 

@@ -158,6 +158,8 @@ async def test_a_dashboard_page_past_the_deadline_is_an_html_503() -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["retry-after"] == "1"
     assert "REQUEST_DEADLINE" in response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
 
 async def test_metrics_with_redis_frozen_is_503_within_the_deadline(

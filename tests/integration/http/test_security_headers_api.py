@@ -1,7 +1,8 @@
 """What every API answer carries so that no cache keeps it and no browser reads it as
 anything but what it says (Cache-Control: no-store, X-Content-Type-Options: nosniff), errors
 the middleware sends itself included; the static files keep their caching; the docs page has
-a Content-Security-Policy that no other site may frame it under."""
+a Content-Security-Policy that no other site may frame it under. The dashboard's answers
+(pages, redirects, errors; not its files) carry its own policy and no-store too."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ async def test_a_head_answer_has_the_headers_of_its_get(client: httpx.AsyncClien
     assert_not_stored(await client.head("/jobs"), 200)
 
 
-async def test_a_dashboard_file_is_served_as_before(client: httpx.AsyncClient) -> None:
+async def test_a_dashboard_file_keeps_its_caching_and_is_not_sniffed(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.get("/ui/static/dashboard.js")
 
     assert response.status_code == 200
@@ -77,7 +80,33 @@ async def test_a_dashboard_file_is_served_as_before(client: httpx.AsyncClient) -
         "last-modified",
         "etag",
         "x-request-id",
+        "x-content-type-options",
     }
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def assert_dashboard_headers(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert_not_stored(response, status)
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["referrer-policy"] == "same-origin"
+
+
+async def test_a_dashboard_page_is_not_stored_framed_or_sniffed(client: httpx.AsyncClient) -> None:
+    assert_dashboard_headers(await client.get("/ui"), 200)
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+async def test_the_dashboards_redirects_carry_its_headers(client: httpx.AsyncClient) -> None:
+    # Not signed in: sent to the login page; the redirect's target names the page asked for.
+    response = await client.get("/ui/jobs?state=dlq")
+
+    assert_dashboard_headers(response, 303)
+    assert response.headers["location"].startswith("/ui/login?next=")
+
+
+async def test_a_missing_dashboard_file_is_not_stored(client: httpx.AsyncClient) -> None:
+    assert_dashboard_headers(await client.get("/ui/static/no-such-file.js"), 404)
 
 
 async def test_a_docs_file_keeps_its_caching_and_is_not_sniffed(
