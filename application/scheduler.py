@@ -14,20 +14,18 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
+from taskforge.application.reachability import NotAnswering, Reachability
 from taskforge.application.schedules import FireSchedules
-from taskforge.application.timing import sleep_unless, unanswered, wait_any
-from taskforge.domain.errors import Unavailable
+from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.job import ReadyHint
 
 log = logging.getLogger("taskforge.scheduler")
-
-T = TypeVar("T")
 
 QUEUE_DOWN_REMINDER = 60.0
 """Seconds between the log lines that say the ready queue still does not answer."""
@@ -98,14 +96,18 @@ class SchedulerTick:
         self._tracer = tracer
         self._monotonic = monotonic
         self._next_prune = monotonic()
-        self._retry_queue_at: float | None = None
-        """While the ready queue is unreachable: when a tick tries it again. None: it answers."""
-        self._down_since: float | None = None
-        self._reminded_at = 0.0
+        self._queue = Reachability(
+            settings,
+            monotonic,
+            down=_queue_down,
+            up=_queue_up,
+            still_down=_queue_still_down,
+            remind_every=QUEUE_DOWN_REMINDER,
+        )
+        """Every call to the ready queue goes through it: bounded by queue_grace, and while
+        the queue does not answer, tried again every queue_retry_interval only."""
         self._lost_late = False
         """A check that outlived its grace found the queue's contents lost (_late_check)."""
-        self._outstanding: asyncio.Future[Any] | None = None
-        """A call to the ready queue that outlived its grace and still runs (see _ask_queue)."""
 
     async def __call__(self) -> TickReport:
         limit = self._settings.batch_size
@@ -117,7 +119,7 @@ class SchedulerTick:
         reaped, dead_lettered = await self._sweeps.reap_expired(limit)
         never: list[ReadyHint] = []
         stale: list[ReadyHint] = []
-        if self._queue_answers:
+        if self._queue.answers:
             # Jobs never published (delayed ones come due, jobs committed in an application's
             # own transaction) certainly have no hint: pushed without asking the queue how
             # many it holds. While the queue does not answer they stay unpublished (workers
@@ -158,21 +160,17 @@ class SchedulerTick:
             fired,
         )
 
-    @property
-    def _queue_answers(self) -> bool:
-        return self._retry_queue_at is None
-
     async def _resync_if_lost(self) -> int:
         """After the ready queue lost its contents, mark every pending job unpublished so
         that the sweeps publish them all again; how many. 0 when nothing was lost, or when
         the queue does not answer (a loss it hides meanwhile is found by the first check
         once it answers; should the check's write have reached it unseen, the stale-hint
         sweep still re-publishes the jobs whose hints are missing)."""
-        if not self._queue_answers and not self._retry_due():
+        if not self._queue.answers and not self._queue.retry_due():
             return 0
         try:
-            intact = await self._ask_queue(self._ready_queue.check_intact, late=self._late_check)
-        except _QueueNotAnswering:
+            intact = await self._queue.ask(self._ready_queue.check_intact, late=self._late_check)
+        except NotAnswering:
             return 0
         if intact and not self._lost_late:
             return 0
@@ -182,7 +180,7 @@ class SchedulerTick:
         except BaseException:
             # Else no later tick would re-publish: the loss is known only once.
             with contextlib.suppress(Exception):
-                await self._ask_queue(self._ready_queue.forget_intact)
+                await self._queue.ask(self._ready_queue.forget_intact)
             raise
         if resynced:
             log.warning("ready queue lost its contents; re-publishing %d pending job(s)", resynced)
@@ -197,74 +195,15 @@ class SchedulerTick:
         if not intact:
             self._lost_late = True
 
-    def _retry_due(self) -> bool:
-        return self._retry_queue_at is not None and self._monotonic() >= self._retry_queue_at
-
     async def _push(self, hints: list[ReadyHint]) -> bool:
         """Push `hints` if the ready queue answers; whether it took them."""
-        if not self._queue_answers:
+        if not self._queue.answers:
             return False
         try:
-            await self._ask_queue(lambda: self._hints.push(hints))
-        except _QueueNotAnswering:
+            await self._queue.ask(lambda: self._hints.push(hints))
+        except NotAnswering:
             return False
         return True
-
-    async def _ask_queue(
-        self, call: Callable[[], Awaitable[T]], late: Callable[[T], None] | None = None
-    ) -> T:
-        """`call()` to the ready queue within queue_grace. One that fails to connect or does
-        not answer in time raises _QueueNotAnswering, and the ready queue counts as
-        unreachable until a call answers again (logged once each way, and every
-        QUEUE_DOWN_REMINDER while it lasts).
-
-        A call that outlives the grace is not cancelled: it finishes (or fails) on its own,
-        bounded by the client's own timeouts, and no other call starts meanwhile. Opening a
-        connection may take longer than the grace (asking Sentinels in turn, one that does
-        not answer costs its whole timeout): cancelled, it would start over from the same
-        Sentinel at every try and never get through. `late` takes the answer of such a call,
-        if it comes."""
-        if self._outstanding is not None:
-            if not self._outstanding.done():
-                self._not_answering(None)
-                raise _QueueNotAnswering
-            self._outstanding = None
-        grace = self._settings.queue_grace
-        asked: asyncio.Future[T] = asyncio.ensure_future(call())
-        try:
-            async with asyncio.timeout(grace):
-                answer = await asyncio.shield(asked)
-        except (TimeoutError, Unavailable) as exc:
-            if isinstance(exc, TimeoutError):  # still running: see above
-                self._outstanding = asked
-                asked.add_done_callback(_retrieved)
-                if late is not None:
-                    asked.add_done_callback(lambda done: _answered(done, late))
-            self._not_answering(unanswered(exc, grace))
-            raise _QueueNotAnswering from exc
-        if not self._queue_answers:
-            log.info("ready queue answers again; publishing the hints held back")
-            self._retry_queue_at = None
-            self._down_since = None
-        return answer
-
-    def _not_answering(self, reason: str | None) -> None:
-        now = self._monotonic()
-        if self._down_since is None:
-            self._down_since = self._reminded_at = now
-            log.warning(
-                "ready queue not answering (%s); sweeping on without it, hints wait until it "
-                "answers",
-                reason,
-            )
-        elif now - self._reminded_at >= QUEUE_DOWN_REMINDER:
-            self._reminded_at = now
-            log.warning(
-                "ready queue still not answering after %.0fs (%s); hints wait until it answers",
-                now - self._down_since,
-                reason or "the last call is still out",
-            )
-        self._retry_queue_at = now + self._settings.queue_retry_interval
 
     async def _fire(self, limit: int) -> tuple[int, int]:
         """Fire due schedules; a failure is logged and leaves the sweeps that follow to run
@@ -291,8 +230,8 @@ class SchedulerTick:
             return []
         queues = sorted(pending)
         try:
-            held = await self._ask_queue(lambda: self._ready_queue.depth(queues))
-        except _QueueNotAnswering:
+            held = await self._queue.ask(lambda: self._ready_queue.depth(queues))
+        except NotAnswering:
             return []
         already = Counter(hint.queue for hint in pushing)
         covered = {queue: held.get(queue, 0) + already[queue] for queue in queues}
@@ -310,20 +249,23 @@ class SchedulerTick:
         return pruned
 
 
-class _QueueNotAnswering(Exception):
-    """A call to the ready queue failed or went unanswered within queue_grace."""
+def _queue_down(reason: str) -> None:
+    log.warning(
+        "ready queue not answering (%s); sweeping on without it, hints wait until it answers",
+        reason,
+    )
 
 
-def _answered(future: asyncio.Future[T], late: Callable[[T], None]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        late(future.result())
+def _queue_still_down(seconds: float, reason: str) -> None:
+    log.warning(
+        "ready queue still not answering after %.0fs (%s); hints wait until it answers",
+        seconds,
+        reason,
+    )
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """A call left to finish on its own: its failure, already reported as an unanswered
-    call, is read here so that asyncio does not log it as never retrieved."""
-    if not future.cancelled():
-        future.exception()
+def _queue_up() -> None:
+    log.info("ready queue answers again; publishing the hints held back")
 
 
 def _requeue_spans(
