@@ -13,6 +13,7 @@ state across modules that each need all of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -43,6 +44,7 @@ from taskforge.application.ports import (
     WorkerMetrics,
     WorkerRegistry,
 )
+from taskforge.application.reachability import NotAnswering, Reachability
 from taskforge.application.threads import HandlerThreads
 from taskforge.application.timing import sleep_unless, unanswered, wait_any
 from taskforge.domain.errors import Unavailable
@@ -147,7 +149,9 @@ class WorkerSettings:
     itself; when a claim finds nothing it waits between these bounds (doubling, with
     jitter) so that many workers do not hammer the database."""
     queue_retry_interval: float = 2.0
-    """While claiming from the store, how often the ready queue is tried again."""
+    """While claiming from the store, how often the ready queue is tried again. A try gets
+    `queue_grace` to answer; one that outlives it is left to finish (opening a connection
+    through Sentinels may take longer) and no other starts meanwhile."""
     max_abandoned_threads: int | None = None
     """Sync-handler threads that may stay abandoned (still running after their attempt ended
     without them) before the worker drains and stops with TooManyAbandonedThreads; None
@@ -297,29 +301,20 @@ class _Settler:
 
 @dataclass(slots=True)
 class _DirectClaims:
-    """The pacing of dispatch without hints: when to try the ready queue again, how long to
-    wait after a claim that found nothing (doubling between the settings' bounds, with
-    jitter), and a token bucket per queue for RATE_LIMIT_PER_SEC. The rate is shared by all
-    workers through Redis; without Redis each worker holds it by itself."""
+    """The pacing of dispatch without hints: how long to wait after a claim that found
+    nothing (doubling between the settings' bounds, with jitter), and a token bucket per
+    queue for RATE_LIMIT_PER_SEC. The rate is shared by all workers through Redis; without
+    Redis each worker holds it by itself."""
 
     settings: WorkerSettings
     rate_per_sec: float
     random: RandomSource
     wait: float = 0.0
-    retry_queue_at: float = 0.0
     buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per queue: its permits, and when (loop time) they were last refilled."""
 
     def __post_init__(self) -> None:
         self.wait = self.settings.direct_poll_min
-
-    def queue_retry_due(self, now: float) -> bool:
-        if self.retry_queue_at == 0.0:
-            self.retry_queue_at = now + self.settings.queue_retry_interval
-        return now >= self.retry_queue_at
-
-    def queue_retry_failed(self, now: float) -> None:
-        self.retry_queue_at = now + self.settings.queue_retry_interval
 
     def permits(self, queue: str, now: float) -> int:
         """How many jobs of `queue` the next claim may take within the rate."""
@@ -403,6 +398,11 @@ class Worker:
         self._gave_up: str | None = None
         self._direct: _DirectClaims | None = None
         """Set while the ready queue is unreachable: jobs are claimed from the store."""
+        self._queue = Reachability(
+            settings, monotonic, down=_claiming_from_store, up=_back_to_hints
+        )
+        """Whether the ready queue answers; while it does not, it is probed through this
+        every queue_retry_interval (pops and sends are bounded on their own: see _fetch)."""
         self._throttled: dict[str, float] = {}
         """Queues whose rate-limit permits are spent, each with when (loop time) it has one
         again: until then their hints are not popped, so that a backlog waiting for permits
@@ -588,7 +588,7 @@ class Worker:
     def _claim_from_store(self, reason: str) -> None:
         """The ready queue is unreachable: Postgres holds every job, so keep running them
         without hints until it answers again."""
-        log.warning("ready queue unreachable (%s); claiming due jobs from the store", reason)
+        self._queue.not_answering(reason)
         self._direct = _DirectClaims(
             self._settings, self._settings.rate_limit_per_sec, self._random
         )
@@ -630,12 +630,11 @@ class Worker:
         time, else claim due jobs straight from the store (highest priority, then oldest
         due first; with a rate limit, of each queue within its own permits)."""
         loop = asyncio.get_running_loop()
-        if direct.queue_retry_due(loop.time()):
-            if await self._queue_answers():
-                log.info("ready queue answers again; back to hints")
+        if self._queue.retry_due():
+            with contextlib.suppress(NotAnswering):
+                await self._queue.ask(self._ready_queue.ping)
                 self._direct = None
                 return
-            direct.queue_retry_failed(loop.time())
         if direct.rate_per_sec > 0:
             # Each queue within its own permits, so that one waiting for permits does not
             # hold up the others (the claim takes the oldest due jobs of every queue given).
@@ -661,14 +660,6 @@ class Worker:
         for job in claimed:
             self._start(job, claim_sent_at)
         return len(claimed)
-
-    async def _queue_answers(self) -> bool:
-        try:
-            async with asyncio.timeout(self._settings.queue_grace):
-                await self._ready_queue.ping()
-        except (Unavailable, TimeoutError):
-            return False
-        return True
 
     async def _apply_rate_limit(self, hints: list[ReadyHint]) -> list[ReadyHint]:
         """The hints whose jobs may start within the rate limit. The others are put back, and
@@ -1161,3 +1152,11 @@ class Worker:
     def _report_utilization(self, queue: str) -> None:
         busy = sum(1 for r in self._running.values() if r.job.queue == queue)
         self._metrics.utilization(queue, busy, self._settings.concurrency)
+
+
+def _claiming_from_store(reason: str) -> None:
+    log.warning("ready queue unreachable (%s); claiming due jobs from the store", reason)
+
+
+def _back_to_hints() -> None:
+    log.info("ready queue answers again; back to hints")

@@ -45,7 +45,7 @@ from taskforge.application.worker import (
     _Settler,
 )
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import RESULT_REFUSED_REASON
@@ -1486,6 +1486,92 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
     while queue.pops <= pops_during_outage:
         assert time.monotonic() < deadline, "the worker never popped hints again"
         await asyncio.sleep(0.01)
+
+
+class SlowToConnect(FreezableReadyQueue):
+    """A ready queue whose client needs `connecting` seconds to open its connection (asking
+    Sentinels in turn, the first of them gone): a call cancelled meanwhile leaves it
+    unconnected, and the next call starts over. Counts the pings: started, under way at
+    once, cancelled."""
+
+    def __init__(self, connecting: float) -> None:
+        super().__init__()
+        self.connecting = connecting
+        self.connected = False
+        self.pings = 0
+        self.pinging = 0
+        self.most_pings_at_once = 0
+        self.cancelled_pings = 0
+
+    async def _connect(self) -> None:
+        if not self.connected:
+            await asyncio.sleep(self.connecting)
+            self.connected = True
+
+    async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
+        await self._connect()
+        return await super().pop(queues, max_count, timeout)
+
+    async def ping(self) -> None:
+        self.pings += 1
+        self.pinging += 1
+        self.most_pings_at_once = max(self.most_pings_at_once, self.pinging)
+        try:
+            await self._connect()
+        except asyncio.CancelledError:
+            self.cancelled_pings += 1
+            raise
+        finally:
+            self.pinging -= 1
+        await super().ping()
+
+
+def slow_to_connect(cluster: Cluster, connecting: float) -> SlowToConnect:
+    """A SlowToConnect queue that `cluster`'s workers and hints use from now on."""
+    queue = SlowToConnect(connecting)
+    cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
+    return queue
+
+
+async def test_a_probe_slower_than_the_grace_is_left_to_finish_and_no_other_starts_meanwhile(
+    cluster: Cluster,
+) -> None:
+    queue = slow_to_connect(cluster, connecting=2.0)
+    # The first pop outlives poll_timeout + queue_grace (0.1 s): claiming from the store.
+    cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.05)
+    deadline = time.monotonic() + DEADLINE
+    while not queue.pings:
+        assert time.monotonic() < deadline, "the worker never probed the ready queue"
+        await asyncio.sleep(0.01)
+
+    await asyncio.sleep(0.5)  # ten tries' worth, all while the first probe is out
+
+    assert (queue.pings, queue.pinging, queue.cancelled_pings) == (1, 1, 0)
+
+
+async def test_the_worker_returns_to_hints_once_a_probe_slower_than_the_grace_answers(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = slow_to_connect(cluster, connecting=0.3)
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    with caplog.at_level(logging.INFO, logger="taskforge.worker"):
+        cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.1)
+        deadline = time.monotonic() + DEADLINE
+        while not queue.pops:
+            assert time.monotonic() < deadline, "the worker never popped hints"
+            await asyncio.sleep(0.01)
+        job = await cluster.enqueue("noop")
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert queue.cancelled_pings == 0
+    assert queue.most_pings_at_once == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert "ready queue answers again; back to hints" in messages
 
 
 async def test_without_the_ready_queue_a_queue_waiting_for_permits_does_not_hold_up_another(
