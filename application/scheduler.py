@@ -115,30 +115,39 @@ class SchedulerTick:
         # First: the jobs of due ticks are stored unpublished, so this tick's
         # never-published sweep sends their hints.
         schedules, fired = await self._fire(limit)
-        promoted = await self._sweeps.promote_due(limit)
-        reaped, dead_lettered = await self._sweeps.reap_expired(limit)
-        never: list[ReadyHint] = []
-        stale: list[ReadyHint] = []
-        if self._queue.answers:
-            # Jobs never published (delayed ones come due, jobs committed in an application's
-            # own transaction) certainly have no hint: pushed without asking the queue how
-            # many it holds. While the queue does not answer they stay unpublished (workers
-            # claim due jobs from the store meanwhile) and are published once it answers.
-            never = await self._sweeps.find_never_published(limit)
-            room = limit - len(never)  # one batch of republishing per tick, both kinds together
-            stale = await self._missing_hints(room, promoted + reaped + never) if room > 0 else []
-        hints = promoted + reaped + never + stale
-        if hints:
-            spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
-            try:
-                pushed = await self._push(hints)
-            finally:
-                for span in spans:
-                    span.end()
-            if not pushed:
-                # The sweeps marked them published: unmarked, the first tick that finds the
-                # queue answering again publishes them, instead of republish_after later.
-                await self._sweeps.mark_unpublished([hint.job_id for hint in hints])
+        # Each sweep marks the jobs it returns published: should the tick fail before their
+        # hints reach the queue, they are unmarked again, so that the next tick publishes
+        # them instead of the stale-hint sweep republish_after later.
+        marked: list[ReadyHint] = []
+        try:
+            promoted = await self._sweeps.promote_due(limit)
+            marked += promoted
+            reaped, dead_lettered = await self._sweeps.reap_expired(limit)
+            marked += reaped
+            never: list[ReadyHint] = []
+            stale: list[ReadyHint] = []
+            if self._queue.answers:
+                # Jobs never published (delayed ones come due, jobs committed in an
+                # application's own transaction) certainly have no hint: pushed without asking
+                # the queue how many it holds. While the queue does not answer they stay
+                # unpublished (workers claim due jobs from the store meanwhile) and are
+                # published once it answers.
+                never = await self._sweeps.find_never_published(limit)
+                marked += never
+                room = limit - len(never)  # one batch of republishing per tick, both kinds
+                if room > 0:
+                    stale = await self._missing_hints(room, promoted + reaped + never)
+                    marked += stale
+            pushed = await self._push_with_spans(promoted, reaped, marked)
+        except BaseException:
+            if marked:
+                with contextlib.suppress(Exception):
+                    await self._sweeps.mark_unpublished([hint.job_id for hint in marked])
+            raise
+        if not pushed:
+            # The queue does not answer: unmarked, the first tick that finds it answering
+            # again publishes them.
+            await self._sweeps.mark_unpublished([hint.job_id for hint in marked])
         pruned = await self._prune(limit)
         await self._sweeps.fold_job_counts()
         republished = len(never) + len(stale)
@@ -194,6 +203,20 @@ class SchedulerTick:
         marked the queue intact since) is resynced by the next tick that reaches the queue."""
         if not intact:
             self._lost_late = True
+
+    async def _push_with_spans(
+        self, promoted: list[ReadyHint], reaped: list[ReadyHint], hints: list[ReadyHint]
+    ) -> bool:
+        """Push `hints` (see _push), with a span for each job `promoted` or `reaped` when
+        tracing is on; True when there are none."""
+        if not hints:
+            return True
+        spans = [] if self._tracer is None else _requeue_spans(self._tracer, promoted, reaped)
+        try:
+            return await self._push(hints)
+        finally:
+            for span in spans:
+                span.end()
 
     async def _push(self, hints: list[ReadyHint]) -> bool:
         """Push `hints` if the ready queue answers; whether it took them."""
@@ -310,11 +333,15 @@ async def run_scheduler(
             continue
         if report.reaped or report.dead_lettered or report.resynced or report.pruned:
             log.info(
-                "tick: promoted=%d reaped=%d dead_lettered=%d republished=%d",
+                "tick: promoted=%d reaped=%d dead_lettered=%d republished=%d resynced=%d "
+                "pruned=%d fired=%d",
                 report.promoted,
                 report.reaped,
                 report.dead_lettered,
                 report.republished,
+                report.resynced,
+                report.pruned,
+                report.fired,
             )
         if not report.full:
             await _pause(stop, woken, settings.tick_interval)

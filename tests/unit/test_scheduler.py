@@ -17,6 +17,7 @@ from taskforge.application.scheduler import (
     SchedulerSettings,
     SchedulerTick,
     TickReport,
+    run_scheduler,
 )
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Lease
@@ -245,6 +246,62 @@ async def test_a_re_publishing_cut_short_is_done_again_at_the_next_tick(memory: 
 
     assert report.resynced == 2
     assert sorted(await queued_ids(memory)) == sorted(ids)  # type: ignore[type-var]
+
+
+async def test_a_retry_promoted_by_a_tick_that_then_fails_is_published_by_the_next(
+    memory: Memory,
+) -> None:
+    """The promotion marks the job published: a tick that fails before the hint reaches the
+    queue (the store unreachable for a moment) unmarks it, so the next tick publishes it
+    rather than the stale-hint sweep republish_after later."""
+    from datetime import timedelta
+
+    job = (await memory.jobs.add(memory.new_job(policy=quick_policy()))).job
+    [claimed] = await memory.jobs.claim([job.id], "w1")
+    assert claimed.lease_token is not None
+    lease = Lease(job_id=job.id, token=claimed.lease_token)
+    await memory.jobs.settle([RetryLater(lease=lease, error="x", delay=timedelta(seconds=2))])
+    memory.clock.advance(2)
+    tick = tick_for(memory)
+    reap_expired = memory.jobs.reap_expired
+
+    async def unreachable(limit: int) -> tuple[list[object], int]:
+        raise Unavailable("postgres", "connection refused")
+
+    memory.jobs.reap_expired = unreachable  # type: ignore[method-assign, assignment]
+    with pytest.raises(Unavailable):
+        await tick()
+    memory.jobs.reap_expired = reap_expired  # type: ignore[method-assign]
+    assert await queued_ids(memory) == []
+
+    report = await tick()  # no clock advance: far within republish_after
+
+    assert report.republished == 1
+    assert await queued_ids(memory) == [job.id]
+
+
+async def test_a_tick_that_only_pruned_says_so_in_its_log_line(
+    memory: Memory, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = (await memory.jobs.add(memory.new_job())).job
+    await memory.jobs.cancel(job.id, None)
+    memory.clock.advance(3601)
+    settings = SchedulerSettings(tick_interval=0.01, retention_period=3600.0)
+    tick = SchedulerTick(memory.jobs, memory.ready_queue, memory.hints, settings)
+    stop = asyncio.Event()
+
+    async def stop_after_the_first_tick() -> TickReport:
+        report = await tick()
+        stop.set()
+        return report
+
+    with caplog.at_level(logging.INFO, logger="taskforge.scheduler"):
+        await run_scheduler(stop_after_the_first_tick, settings, stop)  # type: ignore[arg-type]
+
+    assert (
+        "tick: promoted=0 reaped=0 dead_lettered=0 republished=0 resynced=0 pruned=1 fired=0"
+        in (caplog.messages)
+    )
 
 
 async def test_full_batch_asks_for_another_tick_at_once(memory: Memory) -> None:
