@@ -311,7 +311,7 @@ class _DirectClaims:
     random: RandomSource
     wait: float = 0.0
     buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Per queue: its permits, and when (loop time) they were last refilled."""
+    """Per queue: its permits, and when (by the worker's `monotonic`) they were last refilled."""
 
     def __post_init__(self) -> None:
         self.wait = self.settings.direct_poll_min
@@ -362,7 +362,8 @@ class Worker:
         `workers`: where the worker reports itself and looks for workers that can run a job
         it has no handler for; None: it reports nowhere and knows of no other worker.
         `clock` dates what the worker compares with the store's times (time in queue);
-        `monotonic` measures durations (runtimes, when leases are due for renewal)."""
+        `monotonic` measures durations (runtimes, when leases are due for renewal, rate-limit
+        pacing, when the ready queue is tried again)."""
         if settings.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if settings.abandoned_thread_limit < 0:
@@ -404,7 +405,7 @@ class Worker:
         """Whether the ready queue answers; while it does not, it is probed through this
         every queue_retry_interval (pops and sends are bounded on their own: see _fetch)."""
         self._throttled: dict[str, float] = {}
-        """Queues whose rate-limit permits are spent, each with when (loop time) it has one
+        """Queues whose rate-limit permits are spent, each with when (by `monotonic`) it has one
         again: until then their hints are not popped, so that a backlog waiting for permits
         does not hold up the hints of the other queues the worker serves."""
 
@@ -619,7 +620,7 @@ class Worker:
         the first of those has a permit again."""
         if not self._throttled:
             return self._settings.queues, self._settings.poll_timeout
-        now = asyncio.get_running_loop().time()
+        now = self._monotonic()
         self._throttled = {queue: at for queue, at in self._throttled.items() if at > now}
         queues = tuple(queue for queue in self._settings.queues if queue not in self._throttled)
         timeout = min((self._settings.poll_timeout, *(at - now for at in self._throttled.values())))
@@ -629,7 +630,6 @@ class Worker:
         """One step of dispatch without the ready queue: try the queue again when it is
         time, else claim due jobs straight from the store (highest priority, then oldest
         due first; with a rate limit, of each queue within its own permits)."""
-        loop = asyncio.get_running_loop()
         if self._queue.retry_due():
             with contextlib.suppress(NotAnswering):
                 await self._queue.ask(self._ready_queue.ping)
@@ -640,7 +640,7 @@ class Worker:
             # hold up the others (the claim takes the oldest due jobs of every queue given).
             wanted = claimed = 0
             for queue in self._settings.queues:
-                allowed = min(free - claimed, direct.permits(queue, loop.time()))
+                allowed = min(free - claimed, direct.permits(queue, self._monotonic()))
                 if allowed > 0:
                     wanted += allowed
                     got = await self._claim_due((queue,), allowed)
@@ -677,7 +677,7 @@ class Worker:
             rest = queue_hints[grant.granted :]
             if rest:
                 deferred += rest
-                retry_at = asyncio.get_running_loop().time() + max(grant.retry_after, 0.001)
+                retry_at = self._monotonic() + max(grant.retry_after, 0.001)
                 self._throttled[queue] = retry_at
                 self._metrics.rate_throttled(queue, len(rest))
         if deferred:

@@ -111,6 +111,7 @@ class Cluster:
         workers: WorkerRegistry | None = None,
         leases: LeaseStore | None = None,
         rate_limiter: RateLimiter | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         **overrides: Any,
     ) -> Worker:
         settings = WorkerSettings(
@@ -135,6 +136,7 @@ class Cluster:
             settings=settings,
             tracer=tracer,
             workers=workers,
+            monotonic=monotonic,
         )
         self.tasks.append(asyncio.create_task(worker.run(self.stop)))
         return worker
@@ -1605,6 +1607,44 @@ async def test_without_the_ready_queue_a_queue_waiting_for_permits_does_not_hold
     assert starts["other"][0] - began < 1.5  # not after the backlog, at 2 jobs/s (20 s)
     elapsed = time.monotonic() - began
     assert len(starts["slow"]) <= 2 + 2 * elapsed + 1  # the backlog within its own rate
+
+
+async def test_without_the_ready_queue_permits_come_back_as_the_workers_own_clock_moves(
+    cluster: Cluster,
+) -> None:
+    """The pacing of claims from the store reads the worker's injected `monotonic`: while it
+    stands still no permit comes back, however long the wall clock runs."""
+    queue = freezable_ready_queue(cluster)
+    queue.mode = "down"
+    started: list[UUID] = []
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        started.append(ctx.job_id)
+
+    for _ in range(30):
+        await cluster.jobs.add(NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="noop"))
+    now = 1000.0
+    cluster.start_worker(
+        concurrency=30,
+        rate_limit_per_sec=100.0,  # starts with 100 * direct_poll_min = 5 permits
+        queue_grace=0.05,
+        direct_poll_min=0.05,
+        direct_poll_max=0.05,
+        monotonic=lambda: now,
+    )
+
+    async def started_then_held(count: int) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while len(started) < count:
+            assert time.monotonic() < deadline, f"{len(started)} started"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # claims every 0.05 s meanwhile: none gets a permit
+        assert len(started) == count
+
+    await started_then_held(5)
+    now += 0.1  # 10 permits more
+    await started_then_held(15)
 
 
 def _other_worker(clock: ManualClock, job_types: tuple[str, ...]) -> WorkerStatus:
