@@ -16,6 +16,9 @@ from taskforge.domain.policy import MAX_DURATION
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 RESERVED_QUEUE_PREFIX = "taskforge:"
+DEFAULT_QUEUE = "jobs:ready"
+"""The queue of a job that names none: the service's QUEUE_NAME unless set otherwise, and
+the SDK's transactional enqueue's."""
 IDEMPOTENCY_KEY_MAX = 255
 
 EARLIEST_DUE_AT = datetime(1970, 1, 1, tzinfo=UTC)

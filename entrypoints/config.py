@@ -25,7 +25,7 @@ from taskforge.adapters.telemetry.tracing import EXPORTERS as TRACING_EXPORTERS
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.outcome import DEFAULT_MAX_SNOOZES, DEFAULT_UNKNOWN_TYPE_GRACE
 from taskforge.domain.policy import MAX_DURATION
-from taskforge.domain.validation import SNOOZE_CAPS, validate_queue_name
+from taskforge.domain.validation import DEFAULT_QUEUE, SNOOZE_CAPS, validate_queue_name
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ class Settings:
     """`pgbouncer`: POSTGRES_DSN goes through a pooler in transaction mode, so no statement
     is prepared by name (each is parsed again, unnamed, on every use)."""
     http_addr: Address = field(default_factory=lambda: Address("0.0.0.0", 8080))  # noqa: S104
-    queue_name: str = "jobs:ready"
+    queue_name: str = DEFAULT_QUEUE
     redis_addr: Address = field(default_factory=lambda: Address("localhost", 6379))
     redis_db: int = 0
     redis_password: str = field(default="", repr=False)

@@ -46,7 +46,7 @@ from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import build_new_job
 from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.result import UnstorableResult
-from taskforge.domain.validation import validate_max_snoozes
+from taskforge.domain.validation import DEFAULT_QUEUE, validate_max_snoozes
 
 if TYPE_CHECKING:
     import asyncpg
@@ -56,9 +56,6 @@ if TYPE_CHECKING:
     from taskforge.client import Client, EnqueueOptions, Job, JobSpec, SyncClient, ValidationError
 
 P = TypeVar("P")
-
-_SOME_QUEUE = "jobs:ready"
-"""Stands in for the default queue when a declaration's own values are checked."""
 
 
 class TaskDefaults(PolicyOptions, total=False):
@@ -262,7 +259,7 @@ def _check_declaration(
         raise TypeError(f"unknown task option(s): {', '.join(unknown)}")
     try:
         build_new_job(
-            job_id=uuid.uuid4(), job_type=job_type, payload={}, queue=queue or _SOME_QUEUE,
+            job_id=uuid.uuid4(), job_type=job_type, payload={}, queue=queue or DEFAULT_QUEUE,
             **defaults,
         )  # fmt: skip
         if max_snoozes is not None:

@@ -40,13 +40,13 @@ from taskforge.domain.job import Job as StoredJob
 from taskforge.domain.job import JobBuilder, NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
+from taskforge.domain.validation import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     import psycopg
 
-DEFAULT_QUEUE = "jobs:ready"
-"""A job's queue when the call names none: the service's default QUEUE_NAME. A service
-started with another QUEUE_NAME needs `queue=` here (the API's default is its own)."""
+# A job's queue when the call names none is DEFAULT_QUEUE, the service's default QUEUE_NAME.
+# A service started with another QUEUE_NAME needs `queue=` here (the API's default is its own).
 
 CHUNK = 1000
 """Jobs per INSERT statement in `enqueue_many` (all in the caller's one transaction)."""
