@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from uuid import UUID
 
 from taskforge.application.threads import HandlerThreads
+from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import MAX_DURATION, attempts_exhausted
+from taskforge.domain.validation import validate_delay
 
 JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
 
@@ -47,15 +48,13 @@ class Snooze(Exception):
     "snoozed too many times"."""
 
     def __init__(self, seconds: float) -> None:
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or not 0 <= seconds <= MAX_DURATION
-        ):
-            raise ValueError(f"Snooze seconds must be a number from 0 to {MAX_DURATION:g}")
-        super().__init__(f"snoozed for {seconds:g}s")
-        self.seconds = float(seconds)
+        try:
+            self.seconds = validate_delay(seconds)  # the rule of a job's delay
+        except ValidationError:
+            raise ValueError(
+                f"Snooze seconds must be a number from 0 to {MAX_DURATION:g}"
+            ) from None
+        super().__init__(f"snoozed for {self.seconds:g}s")
 
 
 class UnknownJobType(TerminalError):

@@ -17,7 +17,9 @@ class FailureKind(StrEnum):
     """Any exception from a handler, unless it says otherwise: worth another attempt."""
 
     TERMINAL = "terminal"
-    """A TerminalError, an unknown jobType or an invalid payload: retrying cannot help."""
+    """A TerminalError (a typed task's payload that does not decode raises one): retrying
+    cannot help. A job of a type no handler serves never gets this far: the worker hands it
+    back for another worker, then dead-letters it (Worker._unknown_type)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
