@@ -26,7 +26,7 @@ from typing import Any, TypeVar, Unpack
 
 from taskforge.application.handlers import DeclarationError, HandlerRegistry
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.policy import PolicyOptions
+from taskforge.domain.policy import POLICY_OPTIONS, PolicyOptions
 from taskforge.domain.schedule import (
     ScheduleDefinition,
     ScheduleSource,
@@ -34,9 +34,6 @@ from taskforge.domain.schedule import (
 )
 
 F = TypeVar("F")
-
-POLICY_OPTIONS = frozenset(PolicyOptions.__annotations__)
-"""The job policy options a declaration takes, as an enqueue names them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,6 +45,10 @@ class PolicyOptions(TypedDict, total=False):
     higher priority always starts before one of a lower priority."""
 
 
+POLICY_OPTIONS = frozenset(PolicyOptions.__annotations__)
+"""PolicyOptions' keys: the names of a job's policy options."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """Durations are seconds. `max_attempts` bounds `attempt_count`: the failure of the last

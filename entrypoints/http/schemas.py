@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -31,7 +31,9 @@ from taskforge.domain.job import (
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DURATION,
+    POLICY_OPTIONS,
     VISIBILITY_TIMEOUT_RANGE,
+    PolicyOptions,
 )
 from taskforge.domain.schedule import (
     CRON_MAX,
@@ -56,7 +58,6 @@ from taskforge.domain.validation import (
 from taskforge.domain.validation import NAME_PATTERN as DOMAIN_NAME_PATTERN
 from taskforge.domain.workers import WorkerStatus
 
-T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 
 
@@ -174,7 +175,10 @@ def _rule(
     )
 
 
-# The job policy fields, shared by a job (JobIn) and a schedule's jobs (ScheduleIn).
+# The job policy fields, shared by a job (JobIn) and a schedule's jobs (ScheduleIn), which
+# policy_options hands to the domain. Each body declares them where they stand in its own
+# field order, which users see: the 400 of an unknown field lists the fields in that order,
+# and so does the schema (a shared base class would put them first).
 QueueField = Annotated[str, _rule("queue", pattern=QUEUE_PATTERN)] | None
 MaxAttemptsField = Annotated[int, _rule("maxAttempts", ge=1, le=MAX_ATTEMPTS_LIMIT)] | None
 InitialDelayField = Annotated[float, _rule("initialDelay", ge=0, le=MAX_DELAY_SECONDS)] | None
@@ -250,18 +254,11 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_only=
             payload=self.payload,
             queue=self.queue if self.queue is not None else default_queue,
             idempotency_key=self.idempotency_key,
-            max_attempts=self.max_attempts,
-            initial_delay=self.initial_delay,
-            backoff=self.backoff,
-            max_delay=self.max_delay,
-            jitter=self.jitter,
-            visibility_timeout=self.visibility_timeout,
             unique_key=self.unique_key,
             run_at=run_at,
             delay=self.delay,
-            timeout=_pick(self.timeout, default_timeout),
-            priority=self.priority,
             traceparent=traceparent,
+            **policy_options(self, default_timeout),
         )
 
 
@@ -293,10 +290,6 @@ JOB_IN_EXAMPLE: dict[str, Any] = {
     "maxAttempts": 5,
     "delay": 10,
 }
-
-
-def _pick(value: T | None, default: T) -> T:
-    return default if value is None else value
 
 
 MAX_BATCH_JOBS = 1000
@@ -603,17 +596,21 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel", kw_
                 timezone=self.timezone,
                 catch_up=self.catch_up,
                 source=ScheduleSource.API,
-                max_attempts=self.max_attempts,
-                initial_delay=self.initial_delay,
-                backoff=self.backoff,
-                max_delay=self.max_delay,
-                jitter=self.jitter,
-                visibility_timeout=self.visibility_timeout,
-                timeout=_pick(self.timeout, default_timeout),
-                priority=self.priority,
+                **policy_options(self, default_timeout),
             )
         except ValidationError as exc:
             raise in_api_names(exc) from None
+
+
+def policy_options(body: JobIn | ScheduleIn, default_timeout: float) -> PolicyOptions:
+    """The job policy fields `body` sets, as the domain's builders take them: one left unset
+    is left out (it takes the domain's default), but `timeout` takes `default_timeout`
+    (JOB_TIMEOUT)."""
+    options: dict[str, Any] = {"timeout": default_timeout}
+    for name in POLICY_OPTIONS:
+        if (value := getattr(body, name)) is not None:
+            options[name] = value
+    return cast(PolicyOptions, options)
 
 
 SCHEDULE_IN_EXAMPLE: dict[str, Any] = {
