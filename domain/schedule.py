@@ -12,13 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Unpack
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.job import JsonObject, NewJob, build_new_job
-from taskforge.domain.policy import RetryPolicy
+from taskforge.domain.policy import PolicyOptions, RetryPolicy
 from taskforge.domain.validation import DEFAULT_PRIORITY, NAME_PATTERN
 
 DEFAULT_TIMEZONE = "UTC"
@@ -157,32 +157,15 @@ def build_schedule_definition(
     timezone: str | None = None,
     catch_up: bool | None = None,
     source: ScheduleSource = ScheduleSource.API,
-    max_attempts: int | None = None,
-    initial_delay: float | None = None,
-    backoff: float | None = None,
-    max_delay: float | None = None,
-    jitter: bool | None = None,
-    visibility_timeout: float | None = None,
-    timeout: float = 0.0,
-    priority: int | None = None,
+    **options: Unpack[PolicyOptions],
 ) -> ScheduleDefinition:
     """A schedule from outside (the API's body, a declaration in code), each field checked
     as POST /jobs checks it: a ValidationError names the first bad one. None takes the
-    default (`timezone` UTC, `catch_up` False, the policy's and `priority` as for a job)."""
+    default (`timezone` UTC, `catch_up` False); `options` are checked and defaulted as
+    build_new_job checks and defaults a job's."""
     validate_schedule_name(name)
     template = build_new_job(
-        job_id=_PLACEHOLDER_ID,
-        job_type=job_type,
-        payload=payload,
-        queue=queue,
-        max_attempts=max_attempts,
-        initial_delay=initial_delay,
-        backoff=backoff,
-        max_delay=max_delay,
-        jitter=jitter,
-        visibility_timeout=visibility_timeout,
-        timeout=timeout,
-        priority=priority,
+        job_id=_PLACEHOLDER_ID, job_type=job_type, payload=payload, queue=queue, **options
     )
     if catch_up is not None and not isinstance(catch_up, bool):
         raise ValidationError("catch_up", "must be true or false")
