@@ -188,6 +188,12 @@ def _handler(log_format: str | None, stream: TextIO) -> logging.Handler:
     return handler
 
 
+QUIET_AT_DEBUG = ("dishka", "faker")
+"""Libraries whose DEBUG lines describe their own workings, not TaskForge's (dishka's
+dependency graph at every start; Faker's locales, loaded with the API docs' schema):
+LOG_LEVEL=debug leaves them at INFO."""
+
+
 def configure_logging(
     level: str, log_format: str | None = None, stream: TextIO | None = None
 ) -> None:
@@ -204,3 +210,5 @@ def configure_logging(
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # TaskForge writes its own access lines
+    for library in QUIET_AT_DEBUG:
+        logging.getLogger(library).setLevel(max(LEVELS[level], logging.INFO))

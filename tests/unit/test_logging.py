@@ -130,3 +130,19 @@ def test_a_message_its_arguments_do_not_fit_is_one_line_with_them(
     if log_format == "json":
         [line] = written.splitlines()
         assert json.loads(line)["logger"] == "handlers.mine"
+
+
+def test_at_debug_the_libraries_internals_stay_out_but_taskforges_lines_come_through() -> None:
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream)
+    try:
+        logging.getLogger("dishka.graph_builder.activation").debug("static evaluation ...")
+        logging.getLogger("faker.factory").debug("looking for locale en_US ...")
+        logging.getLogger("dishka").info("a library's notice")
+        logging.getLogger("taskforge.worker").debug("a TaskForge detail")
+    finally:
+        for library in ("dishka", "faker"):
+            logging.getLogger(library).setLevel(logging.NOTSET)
+
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert messages == ["a library's notice", "a TaskForge detail"]
