@@ -48,7 +48,7 @@ class SchedulerSettings:
     """Seconds between pruning sweeps, unless the last one came back full. Short, so that
     retention deletes what finished a retention period ago a little at a time, beside the
     load, rather than a minute's worth of jobs in one burst of full batches; a sweep with
-    nothing to delete is one index probe (jobs_finished_prunable)."""
+    nothing to delete is one index probe (jobs_prunable_by_finished_at)."""
     queue_grace: float = 2.0
     """Seconds a call to the ready queue may take before it counts as unreachable (a frozen
     Redis answers nothing at all, and its client's timeouts and retries add up to tens of

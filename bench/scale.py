@@ -138,7 +138,7 @@ async def explain_hot_statements(stack: Stack, queue: str) -> dict[str, str]:
         _explained("sweep: never published", FIND_NEVER_PUBLISHED, 500),
         _explained("sweep: pending jobs per queue", COUNT_PENDING),
         _explained("sweep: republish stale hints", FIND_UNPUBLISHED, [queue], [0], 500, 30.0),
-        _explained("sweep: prune finished", PRUNE_FINISHED, "SUCCEEDED", 7 * 86_400.0, 500),
+        _explained("sweep: prune finished", PRUNE_FINISHED, 7 * 86_400.0, 500),
         _explained("sweep: fold job counts", FOLD_JOB_COUNTS),
     ]
     plans = {}

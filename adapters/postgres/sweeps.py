@@ -23,7 +23,7 @@ from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
-PENDING, RUNNING, SUCCEEDED, FAILED, DLQ, CANCELLED = JobState
+PENDING = JobState.PENDING
 
 # The UPDATEs below find the rows their CTE locked by primary key alone: a locked row keeps
 # the state it was locked in until the statement ends. A state condition there would let
@@ -216,14 +216,17 @@ WITH pending AS (
 SELECT count(*) FROM marked
 """
 
-# Oldest first through jobs_finished_prunable (migration 0013): the scan starts at the
-# oldest finished job and stops at `limit` rows or at the first one still within retention.
+# Oldest first through jobs_prunable_by_finished_at (migration 0019), both states in one
+# scan: it starts at the longest finished job and stops at `limit` rows or at the first one
+# still within retention. The states are written out, not passed, so that every plan of the
+# statement, a generic one too, knows it may use that partial index.
 PRUNE_FINISHED = """
 WITH doomed AS (
     SELECT id FROM jobs
-    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
+    WHERE state IN ('SUCCEEDED', 'CANCELLED')
+      AND finished_at < now() - make_interval(secs => $1)
     ORDER BY finished_at
-    LIMIT $3
+    LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
     DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id RETURNING 1
@@ -314,15 +317,9 @@ class PostgresSweeps(PooledAdapter):
         return int(marked)
 
     async def prune_finished(self, older_than: float, limit: int) -> int:
-        deleted = 0
         async with self._connection() as conn:
-            for state in (SUCCEEDED, CANCELLED):
-                if deleted < limit:
-                    count = await conn.fetchval(
-                        PRUNE_FINISHED, state.value, older_than, limit - deleted
-                    )
-                    deleted += int(count)
-        return deleted
+            deleted = await conn.fetchval(PRUNE_FINISHED, older_than, limit)
+        return int(deleted)
 
     async def fold_job_counts(self) -> int:
         async with self._connection() as conn, conn.transaction():

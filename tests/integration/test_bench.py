@@ -257,7 +257,7 @@ def test_big_tables_bench_at_a_tiny_size_times_every_read_and_sweep_before_and_a
     assert "pages_under_150_ms" in report["verdicts"]
     plans = out.with_suffix(".explain.txt").read_text()
     assert "-- sweep: prune finished" in plans
-    assert "jobs_finished_prunable" in plans  # retention walks its own index
+    assert "jobs_prunable_by_finished_at" in plans  # retention walks its own index
     assert "-- dashboard: ready jobs, up to 10,001" in plans
     assert "-- dashboard: dead-letter groups" in plans
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")

@@ -48,6 +48,9 @@ SHIPPED = {
     "0018_count_one_inserted_job_as_it_is.sql": (
         "7e8588ed763e56676774d0b096d0dde620016c2ab0c866fd907fd777fde4778b"
     ),
+    "0019_prune_both_states_by_finish.sql": (
+        "5b2e961eb7060406eb1bda9e502720d0bb16c22c6736e56594564db87eecb416"
+    ),
 }
 """A new migration is added here with its checksum; an existing entry never changes."""
 

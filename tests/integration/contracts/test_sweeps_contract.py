@@ -352,6 +352,21 @@ async def test_prune_finished_deletes_the_longest_finished_first(
     assert await jobs.get(created_first.id) is not None
 
 
+async def test_prune_finished_takes_the_longest_finished_first_whatever_their_state(
+    jobs: JobRoles, new_job: JobFactory
+) -> None:
+    cancelled = (await jobs.add(new_job())).job
+    await jobs.cancel(cancelled.id, None)
+    await asyncio.sleep(0.05)
+    succeeded = await finished_job(jobs, new_job)
+    await asyncio.sleep(0.2)
+
+    assert await jobs.prune_finished(0.1, 1) == 1
+
+    assert await jobs.get(cancelled.id) is None  # it finished first
+    assert await jobs.get(succeeded.id) is not None
+
+
 async def test_folding_job_counts_changes_no_count(jobs: JobRoles, new_job: JobFactory) -> None:
     done = await finished_job(jobs, new_job)
     await jobs.add(new_job())
