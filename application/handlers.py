@@ -27,7 +27,7 @@ from uuid import UUID
 from taskforge.application.threads import HandlerThreads
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import MAX_DURATION, attempts_exhausted
-from taskforge.domain.validation import validate_delay
+from taskforge.domain.validation import validate_delay, validate_job_type
 
 JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
 
@@ -97,7 +97,8 @@ class DeclarationError(ValueError):
 
 
 class HandlerRegistry:
-    """Maps jobType to handler. Registering a jobType twice is an error, not an override.
+    """Maps jobType to handler. Registering a jobType twice is an error, not an override, and
+    so is a jobType the API would refuse or a handler that cannot be called with a JobContext.
 
     A handler may declare the queue its jobs go to (typed tasks do): a worker loading the
     registry serves those queues unless it is told which to serve. It may also declare how
@@ -119,6 +120,7 @@ class HandlerRegistry:
     ) -> JobHandler:
         """`queue`: where this jobType's jobs are enqueued; None, the default queue.
         `max_snoozes`: the snoozes a job of this type may take; None, the worker's cap."""
+        _check_handler(job_type, handler)
         if job_type in self._handlers and self._handlers[job_type] is not handler:
             raise DeclarationError(f"a handler for jobType {job_type!r} is already registered")
         self._handlers[job_type] = handler
@@ -167,6 +169,37 @@ class HandlerRegistry:
         """The queues the registered jobTypes declare, `default` standing for those that
         declare none; sorted, each once. Empty when nothing is registered."""
         return tuple(sorted({queue or default for queue in self._queues.values()}))
+
+
+def _check_handler(job_type: str, handler: JobHandler) -> None:
+    """A DeclarationError when no job of `job_type` could be enqueued, or `handler` could not
+    be called as `invoke` calls it: with the JobContext as its one argument."""
+    try:
+        validate_job_type(job_type)
+    except ValidationError as exc:
+        raise DeclarationError(str(exc)) from None
+    if not callable(handler):
+        raise DeclarationError(
+            f"the handler for jobType {job_type!r} must be callable, not {type(handler).__name__}"
+        )
+    try:
+        # The handler's own signature, not that of a function it wraps: a typed task's
+        # handler wraps the function as written, whose first parameter is the payload.
+        signature = inspect.signature(handler, follow_wrapped=False)
+    except (ValueError, NameError):
+        # No signature to read (some builtins; on Python 3.14 an annotation naming something
+        # undefined): the first call tells.
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        name = getattr(handler, "__qualname__", repr(handler))
+        parameters = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+        written = signature.replace(parameters=parameters, return_annotation=signature.empty)
+        raise DeclarationError(
+            f"the handler for jobType {job_type!r} must take the JobContext as its one "
+            f"argument; {name}{written} cannot"
+        ) from None
 
 
 async def invoke(

@@ -20,7 +20,12 @@ import msgspec
 import pytest
 
 import taskforge
-from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
+from taskforge.application.handlers import (
+    DeclarationError,
+    HandlerRegistry,
+    JobContext,
+    TerminalError,
+)
 from taskforge.domain.result import UnstorableResult, encode_result
 from taskforge.entrypoints.cli.service import serving_declared_queues
 from taskforge.entrypoints.config import Settings
@@ -399,6 +404,62 @@ def test_a_job_type_is_declared_once() -> None:
     declare(registry, EmailStruct)
     with pytest.raises(ValueError, match="already registered"):
         declare(registry, EmailStruct)
+
+
+@pytest.mark.parametrize("job_type", ["", "x" * 129, "café", "bad type"])
+def test_a_handler_is_refused_a_job_type_the_api_refuses_as_a_task_is(job_type: str) -> None:
+    registry = HandlerRegistry()
+    with pytest.raises(DeclarationError) as as_handler:
+        registry.handler(job_type)(lambda ctx: None)
+    with pytest.raises(taskforge.ValidationError) as as_task:
+        taskforge.task(job_type, registry=registry)(lambda ctx: None)
+
+    rule = "job_type: must be 1-128 characters of letters, digits and _ - . :"
+    assert str(as_handler.value) == str(as_task.value) == rule
+    assert list(registry) == []
+
+
+def _needs_two(ctx: JobContext, extra: int) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("handler", "problem"),
+    [
+        (None, "must be callable, not NoneType"),
+        (lambda: None, "must take the JobContext as its one argument; <lambda>() cannot"),
+        (_needs_two, "must take the JobContext as its one argument; _needs_two(ctx, extra) cannot"),
+        (lambda *, ctx: None, "must take the JobContext as its one argument; <lambda>(*, ctx)"),
+    ],
+)
+def test_a_handler_that_cannot_take_the_context_is_refused_when_registered(
+    handler: Any, problem: str
+) -> None:
+    registry = HandlerRegistry()
+    with pytest.raises(DeclarationError) as refused:
+        registry.register("email", handler)
+
+    assert str(refused.value).startswith("the handler for jobType 'email' ")
+    assert problem in str(refused.value)
+    assert list(registry) == []
+
+
+class CallableHandler:
+    def __call__(self, ctx: JobContext) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda ctx, retries=3: None,  # later parameters with defaults
+        lambda *args: None,
+        CallableHandler(),
+        print,  # a builtin
+    ],
+)
+def test_any_callable_that_takes_the_context_alone_is_registered(handler: Any) -> None:
+    registry = HandlerRegistry()
+    registry.register("email", handler)
+    assert registry.get("email") is handler
 
 
 def test_a_worker_serves_the_queues_its_tasks_declare_unless_told_otherwise() -> None:
