@@ -52,7 +52,7 @@ class Snooze(Exception):
             self.seconds = validate_delay(seconds)  # the rule of a job's delay
         except ValidationError:
             raise ValueError(
-                f"Snooze seconds must be a number from 0 to {MAX_DURATION:g}"
+                f"Snooze seconds must be a number from 0 to {MAX_DURATION:.0f}"
             ) from None
         super().__init__(f"snoozed for {self.seconds:g}s")
 

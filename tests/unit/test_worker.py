@@ -1807,6 +1807,11 @@ async def test_snooze_refuses_a_duration_that_is_not_a_number_of_seconds(seconds
         Snooze(seconds)
 
 
+async def test_snooze_states_its_bound_in_whole_seconds_as_the_api_does() -> None:
+    with pytest.raises(ValueError, match=r"^Snooze seconds must be a number from 0 to 315360000$"):
+        Snooze(-1)
+
+
 async def test_a_running_worker_reports_itself_and_removes_itself_when_it_stops(
     cluster: Cluster,
 ) -> None:
