@@ -96,6 +96,12 @@ class DeclarationError(ValueError):
     a schedule that cannot fire); the message names it and what is wrong."""
 
 
+class SignatureError(DeclarationError, TypeError):
+    """A handler or task that TaskForge cannot call as it calls them (a handler takes the
+    JobContext; a task its payload, then optionally the context), or a task option that does
+    not exist. A TypeError too, as calling it wrongly would raise."""
+
+
 class HandlerRegistry:
     """Maps jobType to handler. Registering a jobType twice is an error, not an override, and
     so is a jobType the API would refuse or a handler that cannot be called with a JobContext.
@@ -196,7 +202,7 @@ def _check_handler(job_type: str, handler: JobHandler) -> None:
         name = getattr(handler, "__qualname__", repr(handler))
         parameters = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
         written = signature.replace(parameters=parameters, return_annotation=signature.empty)
-        raise DeclarationError(
+        raise SignatureError(
             f"the handler for jobType {job_type!r} must take the JobContext as its one "
             f"argument; {name}{written} cannot"
         ) from None

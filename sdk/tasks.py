@@ -39,6 +39,7 @@ from taskforge.application.handlers import (
     HandlerRegistry,
     JobContext,
     JobHandler,
+    SignatureError,
     TerminalError,
     default_registry,
 )
@@ -256,7 +257,7 @@ def _check_declaration(
 ) -> None:
     unknown = sorted(set(defaults) - set(TaskDefaults.__annotations__))
     if unknown:
-        raise TypeError(f"unknown task option(s): {', '.join(unknown)}")
+        raise SignatureError(f"unknown task option(s): {', '.join(unknown)}")
     try:
         build_new_job(
             job_id=uuid.uuid4(), job_type=job_type, payload={}, queue=queue or DEFAULT_QUEUE,
@@ -289,24 +290,24 @@ def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] |
     try:
         hints = typing.get_type_hints(function)
     except NameError as exc:
-        raise TypeError(
+        raise SignatureError(
             f"the annotations of {function.__qualname__} cannot be resolved ({exc}): "
             "a task's payload type must be importable where the handler is defined"
         ) from None
     if not parameters or len(parameters) > 2:
-        raise TypeError(
+        raise SignatureError(
             f"{function.__qualname__} must take (payload), (payload, ctx) or (ctx), "
             f"not {len(parameters)} parameter(s)"
         )
     first = parameters[0]
     if _is_context(first, hints):
         if len(parameters) > 1:
-            raise TypeError(f"{function.__qualname__}: the JobContext goes after the payload")
+            raise SignatureError(f"{function.__qualname__}: the JobContext goes after the payload")
         return False, False, None
     annotation = hints.get(first.name)
     payload_type = annotation if _is_typed_payload(annotation) else None
     if payload_type is not None and _is_array_like(payload_type):
-        raise TypeError(
+        raise SignatureError(
             f"{function.__qualname__}: a payload is a JSON object, and "
             f"{payload_type.__qualname__} is a Struct with array_like=True (encoded as an "
             "array): declare it without array_like"

@@ -46,6 +46,13 @@ import taskforge
 @taskforge.task("report", max_attempts=0)
 async def report(ctx: taskforge.JobContext) -> None: ...
 """
+WRONG_SIGNATURE = """\
+import taskforge
+
+
+@taskforge.task("report")
+async def report(payload: dict, ctx: taskforge.JobContext, extra: int) -> None: ...
+"""
 TWICE = """\
 import taskforge
 
@@ -68,6 +75,7 @@ def project(tmp_path: Path) -> Path:
     (folder / "needs_dependency.py").write_text("import taskforge_no_such_dependency\n")
     (folder / "bad_policy.py").write_text(BAD_POLICY)
     (folder / "twice.py").write_text(TWICE)
+    (folder / "wrong_signature.py").write_text(WRONG_SIGNATURE)
     (folder / "undecorated.py").write_text("async def greet(ctx) -> None: ...\n")
     return folder
 
@@ -178,6 +186,11 @@ async def test_a_worker_whose_handler_modules_register_nothing_says_so(
             "bad_policy",
             "taskforge: handler module 'bad_policy', bad_policy.py:4: max_attempts: must be"
             " between 1 and 1000",
+        ),
+        (
+            "wrong_signature",
+            "taskforge: handler module 'wrong_signature', wrong_signature.py:4: report must"
+            " take (payload), (payload, ctx) or (ctx), not 3 parameter(s)",
         ),
         (
             "twice",
