@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 from uuid import UUID
 
-import httpx
 from cyclopts import App, Group, Parameter, Token, validators
 from cyclopts.exceptions import CycloptsError
 from rich.console import Console, RenderableType
@@ -65,7 +64,7 @@ from taskforge.client import (
     SyncClient,
     Unavailable,
 )
-from taskforge.client.core import NOT_A_HEADER_VALUE, Request, sendable_token
+from taskforge.client.core import NOT_A_HEADER_VALUE, Request, check_base_url, sendable_token
 from taskforge.client.sync_client import RawResponses
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.states import TERMINAL_STATES, JobState
@@ -104,14 +103,8 @@ GLOBAL = Group("Global options", sort_key=100)
 
 
 def _http_url(type_: Any, value: str) -> None:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    try:
-        host = httpx.URL(value).host  # as the client will read it
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{value!r} is not a valid URL: {exc}") from None
-    if not host:
-        raise ValueError(f"{value!r} names no host")
+    """`--api-url` refused as the client would refuse it, before anything is sent."""
+    check_base_url(value)
 
 
 def _finite(type_: Any, value: Any) -> None:

@@ -172,9 +172,11 @@ class Call(Generic[T]):
 def http_options(
     base_url: str, token: str | None, request_timeout: float, user_agent: str
 ) -> dict[str, Any]:
-    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike. A token no request
-    header can carry is a ValueError that does not show it (sent, it would fail each call
-    as a ConnectionFailed quoting the header, token and all)."""
+    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike. A base URL no call
+    can reach the API through is a ValueError (check_base_url), and so is a token no
+    request header can carry, without showing it (sent, it would fail each call as a
+    ConnectionFailed quoting the header, token and all)."""
+    check_base_url(base_url)
     headers = {"User-Agent": user_agent, "Accept": "application/json"}
     if token and not sendable_token(token):
         raise ValueError(f"token {NOT_A_HEADER_VALUE}")
@@ -188,6 +190,28 @@ def http_options(
     if _never_tls(base_url):
         options["verify"] = _context_trusting_no_ca()
     return options
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse, as a ValueError naming it, a base URL that no call could reach the API
+    through: one without an http:// or https:// scheme (`localhost:8080`), one httpx
+    cannot parse, one with no host (`http://`) or a space in its host (`http://api `: no
+    name lookup finds it), or one with a query (`?`: the API's paths would be added to the
+    query, and every call sent to `/`). A path is kept: the API may be served under one
+    (`https://example.com/taskforge`). `taskforge-cli` checks `--api-url` by the same
+    rule."""
+    if not base_url.lower().startswith(("http://", "https://")):
+        raise ValueError(f"{base_url!r} is not an http:// or https:// URL")
+    try:
+        url = httpx.URL(base_url)  # as the client will read it
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{base_url!r} is not a valid URL: {exc}") from None
+    if not url.host:
+        raise ValueError(f"{base_url!r} names no host")
+    if "%20" in url.host:  # as httpx writes a space there
+        raise ValueError(f"{base_url!r} names a host with a space")
+    if b"?" in url.raw_path:
+        raise ValueError(f"{base_url!r} has a query: the API's paths would be added to it")
 
 
 NOT_A_HEADER_VALUE = (

@@ -36,6 +36,11 @@ class SyncClient:
     arriving then fails as timed out; a read that waits for bytes never sent fails after
     `request_timeout` of its own); `enqueue` and `enqueue_many` are retried under
     `retry_policy` when the API is unavailable (no answer, 429, 502, 503, 504).
+
+    A `base_url` no call could reach the API through (`core.check_base_url`: no http:// or
+    https:// scheme, no host, a query...) is a ValueError when the client is made, as is a
+    token no header can carry: a wrong argument, as Python's own constructors raise it,
+    not a call's failure (a `ClientError`), and never retried as a `ConnectionFailed` is.
     """
 
     def __init__(

@@ -891,3 +891,45 @@ def test_a_token_no_header_can_carry_is_refused_when_the_client_is_made_without_
         with pytest.raises(ValueError, match=r"^token holds a character a request header") as e:
             make("http://api", token=token)
         assert "s3cret" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "refusal"),
+    [
+        # Each was retried for seconds, then raised as a ConnectionFailed (or a JobNotFound).
+        ("localhost:18080", "'localhost:18080' is not an http:// or https:// URL"),
+        ("", "'' is not an http:// or https:// URL"),
+        (" http://api", "' http://api' is not an http:// or https:// URL"),
+        ("ftp://api", "'ftp://api' is not an http:// or https:// URL"),
+        ("http://", "'http://' names no host"),
+        ("https://:8080/", "'https://:8080/' names no host"),
+        ("http://api ", "'http://api ' names a host with a space"),  # sent to host `api%20`
+        ("http://local host:8080", "'http://local host:8080' names a host with a space"),
+        ("http://api:eighty", "'http://api:eighty' is not a valid URL: Invalid port: 'eighty'"),
+        # Every call went to `/`, its path added to the query (`/?tenant=a/jobs`).
+        ("http://api?tenant=a", "'http://api?tenant=a' has a query: the API's paths would be"),
+        ("http://api/?", "'http://api/?' has a query: the API's paths would be added to it"),
+    ],
+)
+def test_a_base_url_no_call_could_reach_the_api_through_is_refused_when_the_client_is_made(
+    base_url: str, refusal: str
+) -> None:
+    for make in (SyncClient, Client):
+        with pytest.raises(ValueError, match=f"^{re.escape(refusal)}"):
+            make(base_url)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "sent_to"),
+    [
+        ("http://api/taskforge/", f"http://api/taskforge/jobs/{JOB_ID}"),  # served under a path
+        ("HTTP://api", f"http://api/jobs/{JOB_ID}"),  # a scheme is read in any case
+        ("http://api:8080 ", f"http://api:8080/jobs/{JOB_ID}"),  # a port ends the host
+        ("http://api/my api", f"http://api/my%20api/jobs/{JOB_ID}"),  # a path may hold one
+    ],
+)
+def test_a_base_url_that_reaches_the_api_is_taken_as_before(base_url: str, sent_to: str) -> None:
+    transport, seen = _scripted(_stored)
+    with SyncClient(base_url, transport=transport) as client:
+        client.get(JOB_ID)
+    assert str(seen[0].url) == sent_to

@@ -386,6 +386,22 @@ ERROR_CASES = {
             " _ - . :\n"
         ),
     ),
+    "an --api-url without a scheme is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", "localhost:18086", "stats"],
+        2,
+        lambda ids: (
+            'error: usage: Invalid value "localhost:18086" for --api-url.'
+            " 'localhost:18086' is not an http:// or https:// URL (see --help)\n"
+        ),
+    ),
+    "an --api-url with a query is a usage error (2)": ErrorCase(
+        lambda ids: ["--api-url", "http://127.0.0.1:8080?tenant=a", "stats"],
+        2,
+        lambda ids: (
+            'error: usage: Invalid value "http://127.0.0.1:8080?tenant=a" for --api-url.'
+            " 'http://127.0.0.1:8080?tenant=a' has a query: the API's paths would be added to it"
+        ),
+    ),
     "an --api-url with a port that is no number is a usage error (2)": ErrorCase(
         lambda ids: ["--api-url", "http://127.0.0.1:eighty", "stats"],
         2,
