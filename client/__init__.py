@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskforge.client.core import EnqueueOptions, JobSpec, Response, RetryPolicy, ScheduleOptions
 from taskforge.client.errors import (
+    ClientClosed,
     ClientError,
     ConnectionFailed,
     InvalidResponse,
@@ -44,6 +45,7 @@ __all__ = [
     "AttemptError",
     "BatchItem",
     "Client",
+    "ClientClosed",
     "ClientError",
     "ConnectionFailed",
     "DeadLetter",

@@ -229,6 +229,8 @@ class Client:
         """One exchange within `timeout` (default: the client's request_timeout)."""
         timeout = self.request_timeout if timeout is None else timeout
         http = self._http_of_running_loop()
+        if http.is_closed:
+            raise core.closed_client()
         outgoing = http.build_request(
             request.method, request.path, params=request.params, json=request.body
         )

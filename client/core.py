@@ -23,6 +23,7 @@ from uuid import UUID
 import httpx
 
 from taskforge.client.errors import (
+    ClientClosed,
     ClientError,
     ConnectionFailed,
     InvalidResponse,
@@ -559,6 +560,10 @@ def connection_failed(exc: httpx.TransportError, base_url: str, timeout: float) 
             "connection_failed", f"cannot connect to {base_url}: {_os_reason(exc)}"
         )
     return ConnectionFailed("connection_failed", f"request to {base_url} failed: {_os_reason(exc)}")
+
+
+def closed_client() -> ClientClosed:
+    return ClientClosed("client_closed", "the client is closed; nothing was sent")
 
 
 def undecodable(exc: httpx.DecodingError, request: Request) -> InvalidResponse:

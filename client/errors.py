@@ -68,5 +68,10 @@ class InvalidResponse(ClientError):
     `{"code", "message", "details"}` (a web server's 404 page is no missing job)."""
 
 
+class ClientClosed(ClientError, RuntimeError):
+    """A call on a client already closed (`close()`, `aclose()`, the end of its `with`
+    block): nothing was sent. A RuntimeError too, as httpx's for a closed client."""
+
+
 class WaitTimeout(ClientError, TimeoutError):
     """`wait` gave up: the job was not terminal when its timeout ran out."""

@@ -31,7 +31,8 @@ T = TypeVar("T")
 class SyncClient:
     """A blocking client; use it as a context manager (`with SyncClient(url) as tf:`).
 
-    Calls return immutable values (`Job`, `JobPage`...) and raise `ClientError` subclasses.
+    Calls return immutable values (`Job`, `JobPage`...) and raise `ClientError` subclasses
+    (after `close()` or the `with` block, `ClientClosed`).
     `request_timeout` bounds each HTTP exchange, to the answer's last byte (an answer still
     arriving then fails as timed out; a read that waits for bytes never sent fails after
     `request_timeout` of its own); `enqueue` and `enqueue_many` are retried under
@@ -219,6 +220,8 @@ class SyncClient:
 
     def _exchange(self, request: Request, timeout: float | None = None) -> httpx.Response:
         """One exchange within `timeout` (default: the client's request_timeout)."""
+        if self._http.is_closed:
+            raise core.closed_client()
         timeout = self.request_timeout if timeout is None else timeout
         outgoing = self._http.build_request(
             request.method,

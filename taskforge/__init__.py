@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from taskforge.application.periodic import periodic, schedule
     from taskforge.client import (
         Client,
+        ClientClosed,
         ClientError,
         ConnectionFailed,
         InvalidResponse,
@@ -65,6 +66,7 @@ _SDK_NAMES = frozenset({"Task", "TaskDefaults", "enqueue", "enqueue_many", "task
 _CLIENT_NAMES = frozenset(
     {
         "Client",
+        "ClientClosed",
         "ClientError",
         "ConnectionFailed",
         "InvalidResponse",
@@ -81,6 +83,7 @@ _CLIENT_NAMES = frozenset(
 
 __all__ = [
     "Client",
+    "ClientClosed",
     "ClientError",
     "ConnectionFailed",
     "HandlerRegistry",

@@ -26,6 +26,7 @@ import pytest
 
 from taskforge.client import (
     Client,
+    ClientClosed,
     ClientError,
     ConnectionFailed,
     InvalidResponse,
@@ -933,3 +934,43 @@ def test_a_base_url_that_reaches_the_api_is_taken_as_before(base_url: str, sent_
     with SyncClient(base_url, transport=transport) as client:
         client.get(JOB_ID)
     assert str(seen[0].url) == sent_to
+
+
+def test_a_call_after_close_is_a_client_closed_error_and_sends_nothing() -> None:
+    transport, seen = _scripted(_stored)
+    client = SyncClient("http://api", transport=transport)
+    client.close()
+    with pytest.raises(ClientClosed) as raised:
+        client.enqueue("email")  # no retry either: a closed client stays closed
+    with SyncClient("http://api", transport=transport) as closed_by_with:
+        pass
+    with pytest.raises(ClientClosed):
+        closed_by_with.raw.stats()
+
+    assert seen == []
+    assert raised.value.code == "client_closed"
+    assert str(raised.value) == "client_closed: the client is closed; nothing was sent"
+    assert isinstance(raised.value, RuntimeError)  # what httpx raised, still caught as before
+
+
+async def test_an_async_call_after_aclose_is_a_client_closed_error_and_sends_nothing() -> None:
+    transport, seen = _scripted(_stored)
+    client = Client("http://api", transport=transport)
+    await client.aclose()
+    with pytest.raises(ClientClosed):
+        await client.enqueue("email")
+    async with Client("http://api", transport=transport) as closed_by_with:
+        pass
+    with pytest.raises(ClientClosed):
+        await closed_by_with.stats()
+    assert seen == []
+
+
+def test_an_async_client_closed_from_another_event_loop_stays_closed() -> None:
+    transport, seen = _scripted(_stored)
+    client = Client("http://api", transport=transport)
+    asyncio.run(client.get(JOB_ID))
+    asyncio.run(client.aclose())
+    with pytest.raises(ClientClosed):
+        asyncio.run(client.get(JOB_ID))
+    assert len(seen) == 1
