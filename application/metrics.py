@@ -48,9 +48,18 @@ class QueueCounts:
     """Counters of one queue."""
 
     attempts: int = 0
+    """Attempts started: each handler run, snoozed ones too (a job handed back for lack of
+    a handler here is none). Each one that ended is counted once more, in `success`,
+    `failure`, `snoozed` or `interrupted`."""
     success: int = 0
     failure: int = 0
-    """Attempts that ended in a failure, retryable or terminal."""
+    """Attempts that ended in a failure, retryable or terminal, or whose settlement the
+    store did not take."""
+    snoozed: int = 0
+    """Attempts whose handler asked to run the job later (taskforge.Snooze)."""
+    interrupted: int = 0
+    """Attempts stopped before they settled: at shutdown (the job handed back) or because
+    their lease was lost."""
     concurrency_throttled: int = 0
     """Fetches deferred because every slot was busy."""
     rate_throttled: int = 0
@@ -240,6 +249,15 @@ class JobMetricsRecorder:
                 counts.success += 1
             else:
                 counts.failure += 1
+
+    def job_snoozed(self, queue: str, job_type: str, runtime: float) -> None:
+        with self._lock:
+            _histogram(self._pending.runtime, queue, job_type).observe(runtime)
+            self._pending.queue(queue).snoozed += 1
+
+    def job_interrupted(self, queue: str) -> None:
+        with self._lock:
+            self._pending.queue(queue).interrupted += 1
 
     def concurrency_throttled(self, queue: str) -> None:
         with self._lock:

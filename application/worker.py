@@ -58,7 +58,6 @@ from taskforge.domain.outcome import (
     DeadLettered,
     FailureKind,
     HandedBack,
-    Release,
     RetryLater,
     Settlement,
     Snoozed,
@@ -181,6 +180,10 @@ class _Running:
     lost: bool = False
     released: bool = False
     settling: bool = False
+    counted: bool = False
+    """Whether the metrics count this run as an attempt started (see Worker._count_attempt)."""
+    time_in_queue: float = 0.0
+    """Seconds the job waited, due, before this run started."""
     abandoned_stack: str | None = None
     """Where the attempt's sync handler was when its thread was abandoned."""
 
@@ -750,16 +753,28 @@ class Worker:
             self._free_slot(running)
         if settlement is not None:
             await self._settle(running, settlement, self._monotonic() - started)
+        elif running.counted:  # stopped at shutdown, or on its lost lease
+            self._metrics.job_interrupted(running.job.queue)
 
     async def _begin_attempt(self, running: _Running) -> Settlement:
         job = running.job
         running.renew_every = job.visibility_timeout / 3
         running.renew_at = self._monotonic() + running.renew_every
         self._report_utilization(job.queue)
-        self._metrics.job_started(job.queue, self._job_type_label(job), self._time_in_queue(job))
+        running.time_in_queue = self._time_in_queue(job)
+        if job.job_type in self._handlers:
+            self._count_attempt(running)
         if self._tracer is None:
             return await self._attempt(running)
         return await self._traced_attempt(running, self._tracer)
+
+    def _count_attempt(self, running: _Running) -> None:
+        """Count the run as an attempt in the metrics: every handler run, snoozed ones too.
+        A job without a handler here counts only when it is dead-lettered: no handler ran,
+        and the hand-backs before (about one a second during UNKNOWN_TYPE_GRACE) are none."""
+        running.counted = True
+        job = running.job
+        self._metrics.job_started(job.queue, self._job_type_label(job), running.time_in_queue)
 
     def _time_in_queue(self, job: Job) -> float:
         """Seconds since the job became due (created, or due after a delay or a retry).
@@ -839,10 +854,16 @@ class Worker:
                 settlement.error,
                 extra=fields,
             )
-        if isinstance(settlement, Release):
-            return  # neither a success nor a failure: the job runs again later
+        if isinstance(settlement, HandedBack):
+            return  # no handler ran: no attempt to count
+        if not running.counted:  # no handler here, or the worker failed before counting it
+            self._count_attempt(running)
+        label = self._job_type_label(job)
+        if applied and isinstance(settlement, Snoozed):
+            self._metrics.job_snoozed(job.queue, label, runtime)
+            return
         succeeded = bool(applied) and isinstance(settlement, Succeeded)
-        self._metrics.job_finished(job.queue, self._job_type_label(job), runtime, succeeded)
+        self._metrics.job_finished(job.queue, label, runtime, succeeded)
 
     def _job_type_label(self, job: Job) -> str:
         """Metrics name job types that have a handler; any other is one label, so clients

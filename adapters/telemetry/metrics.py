@@ -57,9 +57,14 @@ _BOUNDS = (*(repr(float(bound)) for bound in JOB_SECONDS_BUCKETS), "+Inf")
 """The `le` labels, written as prometheus_client writes them (0.001, 1.0, +Inf)."""
 
 _COUNTERS = (
-    ("taskforge_job_attempts", "Attempts started."),
+    ("taskforge_job_attempts", "Attempts started: handler runs, snoozed ones too."),
     ("taskforge_job_success", "Attempts that succeeded."),
     ("taskforge_job_failure", "Attempts that failed (retryable or terminal)."),
+    ("taskforge_job_snoozed", "Attempts whose handler snoozed the job (taskforge.Snooze)."),
+    (
+        "taskforge_job_interrupted",
+        "Attempts stopped before they settled: at shutdown, or on a lost lease.",
+    ),
     (
         "taskforge_worker_concurrency_throttled",
         "Fetches deferred because every slot of a worker was busy.",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from taskforge.adapters.memory.metrics import InMemoryMetricsStore
+from taskforge.adapters.telemetry.metrics import job_metric_families
 from taskforge.application.metrics import (
     JOB_SECONDS_BUCKETS,
     ClusterMetrics,
@@ -77,6 +78,44 @@ def test_the_recorder_counts_attempts_outcomes_and_throttles_per_queue() -> None
     assert totals.runtime[("emails", "send")].total == pytest.approx(0.03)
     assert totals.time_in_queue[("reports", "build")].count == 1
     assert ("reports", "build") not in totals.runtime  # still running
+
+
+def test_snoozed_and_interrupted_attempts_are_counted_as_outcomes_of_their_own() -> None:
+    recorder = JobMetricsRecorder()
+    for _ in range(3):
+        recorder.job_started("emails", "send", time_in_queue=0.1)
+    recorder.job_snoozed("emails", "send", runtime=0.25)
+    recorder.job_finished("emails", "send", runtime=0.5, succeeded=True)
+    recorder.job_interrupted("emails")
+
+    totals = recorder.totals()
+
+    # attempts = success + failure + snoozed + interrupted, once every attempt ended
+    assert totals.counts == {"emails": QueueCounts(attempts=3, success=1, snoozed=1, interrupted=1)}
+    assert totals.runtime[("emails", "send")].count == 2  # the interrupted one has no run time
+    assert totals.runtime[("emails", "send")].total == pytest.approx(0.75)
+
+
+def test_every_counter_of_a_queue_is_rendered_at_zero_before_anything_is_counted() -> None:
+    families = job_metric_families(JobMetrics(), {}, queues=["emails"])
+
+    values = {
+        sample.name: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.labels == {"queue": "emails"}
+    }
+    assert values == {
+        "taskforge_job_attempts_total": 0,
+        "taskforge_job_success_total": 0,
+        "taskforge_job_failure_total": 0,
+        "taskforge_job_snoozed_total": 0,
+        "taskforge_job_interrupted_total": 0,
+        "taskforge_worker_concurrency_throttled_total": 0,
+        "taskforge_worker_rate_throttled_total": 0,
+        "taskforge_worker_leases_lost_total": 0,
+        "taskforge_worker_utilization": 0,
+    }
 
 
 @pytest.mark.parametrize(

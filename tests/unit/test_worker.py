@@ -75,6 +75,13 @@ class RecordingMetrics:
         self.counts["succeeded" if succeeded else "failed"] += 1
         self.job_types[job_type] += 1
 
+    def job_snoozed(self, queue: str, job_type: str, runtime: float) -> None:
+        self.counts["snoozed"] += 1
+        self.job_types[job_type] += 1
+
+    def job_interrupted(self, queue: str) -> None:
+        self.counts["interrupted"] += 1
+
     def concurrency_throttled(self, queue: str) -> None:
         self.counts["concurrency_throttled"] += 1
 
@@ -719,6 +726,44 @@ async def test_shutdown_hands_back_jobs_that_outlive_the_grace_period(
     assert final.attempt_count == 0  # the interrupted attempt does not count
     hints = await cluster.ready_queue.pop(["jobs:ready"], 10, 0)
     assert [hint.job_id for hint in hints] == [job.id]
+
+
+def blocking_handler(cluster: Cluster, job_type: str) -> asyncio.Event:
+    """Registers a handler of `job_type` that sets the event returned, then waits until it
+    is cancelled."""
+    started = asyncio.Event()
+
+    @handler(cluster, job_type)
+    async def block(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    return started
+
+
+async def test_an_attempt_stopped_at_shutdown_counts_as_interrupted(cluster: Cluster) -> None:
+    started = blocking_handler(cluster, "long")
+    cluster.start_worker(shutdown_grace=0.1)
+    await cluster.enqueue("long")
+    await asyncio.wait_for(started.wait(), DEADLINE)
+
+    await cluster.shutdown()
+
+    assert cluster.metrics.counts == Counter(started=1, interrupted=1)
+
+
+async def test_an_attempt_stopped_on_its_lost_lease_counts_as_interrupted(
+    cluster: Cluster,
+) -> None:
+    started = blocking_handler(cluster, "sleep")
+    cluster.start_worker()
+    job = await cluster.enqueue("sleep", visibility_timeout=1.0)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+
+    await cluster.jobs.cancel(job.id, "user requested")
+
+    await eventually(lambda: _holds(cluster.metrics.counts["interrupted"] == 1), "the interrupt")
+    assert cluster.metrics.counts == Counter(started=1, lease_lost=1, interrupted=1)
 
 
 async def test_shutdown_with_a_frozen_ready_queue_hands_back_and_exits_within_the_grace(
@@ -1697,6 +1742,35 @@ async def test_an_unknown_type_is_dead_lettered_once_no_worker_had_it_for_the_gr
     assert dead.attempt_count == 1  # the hand-backs used none
 
 
+async def handed_back_for_lack_of_a_handler(cluster: Cluster, clock: ManualClock) -> Job:
+    """A job of a type no worker has a handler for, once handed back three times by a worker
+    whose UNKNOWN_TYPE_GRACE is 300 s (and that has it due again at once)."""
+    cluster.start_scheduler()
+    cluster.start_worker(
+        clock=clock, workers=InMemoryWorkerRegistry(), unknown_type_grace=300, unknown_type_delay=0
+    )
+    job = await cluster.enqueue("new-type")
+    return await cluster.wait_until(job.id, lambda job: job.hand_backs >= 3)
+
+
+async def test_hand_backs_count_no_attempt_in_the_metrics_and_the_dead_letter_one(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    job = await handed_back_for_lack_of_a_handler(cluster, clock)
+
+    assert cluster.metrics.counts == Counter()  # no handler ran: no attempt, no time in queue
+    assert cluster.metrics.job_types == Counter()
+
+    clock.advance(300)
+    await cluster.wait_for(job.id, JobState.DLQ)
+
+    # The dead letter used the job's attempt: one attempt started, and it failed.
+    await eventually(lambda: _holds(cluster.metrics.counts["failed"] == 1), "the failure report")
+    assert cluster.metrics.counts == Counter(started=1, failed=1)
+    assert cluster.metrics.job_types == Counter({UNREGISTERED_JOB_TYPE: 2})
+
+
 async def test_the_grace_starts_only_once_no_live_worker_serving_the_queue_has_the_type(
     cluster: Cluster,
 ) -> None:
@@ -1753,6 +1827,25 @@ async def test_a_snoozed_job_runs_again_and_keeps_its_snooze_count(cluster: Clus
 
     assert runs == [1, 1, 1]  # every run was the first attempt
     assert (done.snoozes, done.attempt_count, done.result) == (2, 1, "ready")
+
+
+async def test_each_snoozed_run_counts_as_an_attempt_and_a_snooze_in_the_metrics(
+    cluster: Cluster,
+) -> None:
+    @handler(cluster, "poll")
+    async def poll(ctx: JobContext) -> None:
+        if ctx.snoozes < 2:
+            raise Snooze(0)
+
+    cluster.start_scheduler()
+    cluster.start_worker()
+    job = await cluster.enqueue("poll")
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    # attempts = successes + failures + snoozes: every run is counted once more as it ends
+    await eventually(lambda: _holds(cluster.metrics.counts["succeeded"] == 1), "the success")
+    assert cluster.metrics.counts == Counter(started=3, snoozed=2, succeeded=1)
+    assert cluster.metrics.job_types == Counter(poll=6)
 
 
 async def test_a_job_snoozing_past_the_cap_is_dead_lettered(cluster: Cluster) -> None:

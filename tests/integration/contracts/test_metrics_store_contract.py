@@ -79,6 +79,28 @@ async def test_counts_from_several_workers_and_flushes_add_up(
     assert totals.time_in_queue[(queue_name, "email")].count == 3
 
 
+async def test_snoozed_and_interrupted_attempts_come_back_with_the_other_outcomes(
+    metrics_store: MetricsStore, queue_name: str
+) -> None:
+    recorder = JobMetricsRecorder()
+    for _ in range(4):
+        recorder.job_started(queue_name, "poll", time_in_queue=0.01)
+    recorder.job_snoozed(queue_name, "poll", runtime=0.5)
+    recorder.job_snoozed(queue_name, "poll", runtime=0.5)
+    recorder.job_finished(queue_name, "poll", runtime=1.0, succeeded=True)
+    recorder.job_interrupted(queue_name)
+
+    await metrics_store.add(
+        batch_of(recorder), idle("w1", queue_name), ttl=60, sequence=next(SEQUENCES)
+    )
+    totals = (await metrics_store.read()).totals
+
+    assert totals.counts == {
+        queue_name: QueueCounts(attempts=4, success=1, snoozed=2, interrupted=1)
+    }
+    assert totals.runtime[(queue_name, "poll")].count == 3
+
+
 async def test_histograms_come_back_bucket_by_bucket(
     metrics_store: MetricsStore, queue_name: str
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
+from taskforge.application.handlers import HandlerRegistry, JobContext, Snooze, TerminalError
 from taskforge.application.metrics import UNREGISTERED_JOB_TYPE
 from tests.integration.http.conftest import Roles
 from tests.integration.prometheus_text import (
@@ -56,6 +56,11 @@ def handlers(release: asyncio.Event) -> HandlerRegistry:
     @registry.handler("block")
     async def block(ctx: JobContext) -> None:
         await release.wait()
+
+    @registry.handler("snooze-once")
+    async def snooze_once(ctx: JobContext) -> None:
+        if ctx.snoozes == 0:
+            raise Snooze(0)
 
     return registry
 
@@ -115,6 +120,37 @@ async def test_metrics_count_every_outcome_of_a_known_sequence_of_jobs(
             assert value_of(text, f"{histogram}_bucket", **labels, le="+Inf") == count
             assert value_of(text, f"{histogram}_bucket", **labels, le="600.0") == count
     assert names_with_label(text, "queue", queue_name) >= SPEC_METRICS_PER_QUEUE
+
+
+@pytest.mark.parametrize("overrides", [{**FAST, "unknown_type_grace": 300}])
+async def test_a_snooze_is_an_attempt_of_its_own_and_a_hand_back_is_none(
+    client: httpx.AsyncClient, roles: Roles, queue_name: str
+) -> None:
+    roles.start()
+    unknown = await enqueue(client, "nobody-handles-this")
+    await enqueue(client, "snooze-once")
+    deadline = time.monotonic() + DEADLINE
+    while (await client.get(f"/jobs/{unknown}")).json()["handBacks"] < 2:
+        assert time.monotonic() < deadline, "the job of an unknown type was never handed back"
+        await asyncio.sleep(0.05)
+
+    q = {"queue": queue_name}
+    text = await scrape_until(
+        client,
+        lambda text: value_of(text, "taskforge_job_success_total", **q) == 1,
+        "the snoozed job's success",
+    )
+
+    # attempts = success + failure + snoozed + interrupted; the hand-backs count nowhere
+    assert value_of(text, "taskforge_job_attempts_total", **q) == 2
+    assert value_of(text, "taskforge_job_snoozed_total", **q) == 1
+    assert value_of(text, "taskforge_job_failure_total", **q) == 0
+    assert value_of(text, "taskforge_job_interrupted_total", **q) == 0
+    snoozed = {**q, "job_type": "snooze-once"}
+    assert value_of(text, "taskforge_job_time_in_queue_seconds_count", **snoozed) == 2
+    assert value_of(text, "taskforge_job_runtime_seconds_count", **snoozed) == 2
+    unregistered = {**q, "job_type": UNREGISTERED_JOB_TYPE}
+    assert value_of(text, "taskforge_job_time_in_queue_seconds_count", **unregistered) is None
 
 
 @pytest.mark.parametrize("overrides", [{**FAST, "worker_concurrency": 1}])
