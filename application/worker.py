@@ -985,7 +985,7 @@ class Worker:
         if waited >= grace:
             error = (
                 f"no handler for jobType {job.job_type!r}: no live worker serving queue "
-                f"{job.queue!r} has had one for {waited:g}s (UNKNOWN_TYPE_GRACE {grace:g}s)"
+                f"{job.queue!r} has had one for {waited:.0f}s (UNKNOWN_TYPE_GRACE {grace:g}s)"
             )
             return DeadLettered(lease=lease, error=error, reason=UNKNOWN_TYPE_REASON)
         log.info(

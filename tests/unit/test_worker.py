@@ -1771,6 +1771,21 @@ async def test_hand_backs_count_no_attempt_in_the_metrics_and_the_dead_letter_on
     assert cluster.metrics.job_types == Counter({UNREGISTERED_JOB_TYPE: 2})
 
 
+async def test_the_unknown_type_error_states_the_time_waited_in_whole_seconds(
+    cluster: Cluster,
+) -> None:
+    clock = ManualClock()
+    job = await handed_back_for_lack_of_a_handler(cluster, clock)
+
+    clock.advance(300.175)
+    dead = await cluster.wait_for(job.id, JobState.DLQ)
+
+    assert dead.last_error == (
+        "no handler for jobType 'new-type': no live worker serving queue 'jobs:ready' "
+        "has had one for 300s (UNKNOWN_TYPE_GRACE 300s)"
+    )
+
+
 async def test_the_grace_starts_only_once_no_live_worker_serving_the_queue_has_the_type(
     cluster: Cluster,
 ) -> None:
