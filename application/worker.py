@@ -988,14 +988,27 @@ class Worker:
                 f"{job.queue!r} has had one for {waited:.0f}s (UNKNOWN_TYPE_GRACE {grace:g}s)"
             )
             return DeadLettered(lease=lease, error=error, reason=UNKNOWN_TYPE_REASON)
-        log.info(
-            "job %s: no live worker serving %s has a handler for %r; handed back (%gs of %gs)",
-            job.id,
-            job.queue,
-            job.job_type,
-            waited,
-            grace,
-        )
+        if job.unknown_type_since is None:
+            # The first time: a job type misspelt where it was enqueued looks like this, so
+            # it is a warning; the hand-backs that follow, about one a second, are not.
+            log.warning(
+                "job %s: no live worker serving %s has a handler for %r; it is handed back "
+                "until one does, and dead-lettered after UNKNOWN_TYPE_GRACE (%gs) without one",
+                job.id,
+                job.queue,
+                job.job_type,
+                grace,
+            )
+        else:
+            log.info(
+                "job %s: no live worker serving %s has a handler for %r; handed back "
+                "(%.0fs of %gs)",
+                job.id,
+                job.queue,
+                job.job_type,
+                waited,
+                grace,
+            )
         return HandedBack(lease=lease, delay=delay, unknown_type_since=since)
 
     def _succeeded(self, job: Job, lease: Lease, value: object) -> Settlement:

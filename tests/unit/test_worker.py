@@ -1722,6 +1722,32 @@ async def test_a_job_of_an_unknown_type_is_handed_back_without_using_an_attempt(
     assert cluster.metrics.counts["failed"] == 0
 
 
+async def test_a_jobs_first_hand_back_for_want_of_a_handler_is_a_warning_the_next_are_not(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A misspelt job type looks like this: said once, loudly, then quietly at each hand-back.
+    with caplog.at_level(logging.INFO, logger="taskforge.worker"):
+        cluster.start_scheduler()
+        cluster.start_worker(workers=InMemoryWorkerRegistry(), unknown_type_delay=0)
+        job = await cluster.enqueue("typo_email")
+        await cluster.wait_until(job.id, lambda job: job.hand_backs >= 3)
+        await cluster.shutdown()
+
+    said = [
+        (record.levelno, record.getMessage())
+        for record in caplog.records
+        if record.getMessage().startswith(f"job {job.id}:")
+    ]
+    assert said[0] == (
+        logging.WARNING,
+        f"job {job.id}: no live worker serving jobs:ready has a handler for 'typo_email'; it"
+        " is handed back until one does, and dead-lettered after UNKNOWN_TYPE_GRACE (300s)"
+        " without one",
+    )
+    assert len(said) >= 3
+    assert {level for level, _ in said[1:]} == {logging.INFO}
+
+
 async def test_an_unknown_type_is_dead_lettered_once_no_worker_had_it_for_the_grace(
     cluster: Cluster,
 ) -> None:
