@@ -107,14 +107,20 @@ async def _leaving_stuck_tasks(main: Coroutine[Any, Any, None]) -> None:
         os._exit(0)  # the roles have stopped: nothing else is left to finish
 
 
+def signal_exit_code(sig: signal.Signals) -> int:
+    """The shell's convention for a process ended by `sig`: 128 + its number (130 for
+    SIGINT, 143 for SIGTERM)."""
+    return 128 + int(sig)
+
+
 class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped a run after its cleanup; `exit_code` is the shell's
-    convention for the signal, 128 + its number (130, 143)."""
+    """SIGINT or SIGTERM stopped a run after its cleanup; `exit_code` is the signal's
+    (`signal_exit_code`)."""
 
     def __init__(self, sig: signal.Signals) -> None:
         super().__init__(f"interrupted by {sig.name}")
         self.signal = sig
-        self.exit_code = 128 + int(sig)
+        self.exit_code = signal_exit_code(sig)
 
 
 def run_until_interrupted(main: Coroutine[Any, Any, T]) -> T:
@@ -154,11 +160,10 @@ async def _cancelled_by_signals(main: Coroutine[Any, Any, T]) -> T:
 
 log = logging.getLogger("taskforge.runtime")
 
-FORCED_EXIT_CODE = 130
-
 
 class StopSignals:
-    """First SIGTERM/SIGINT sets `stop`; the second ends the process immediately."""
+    """First SIGTERM/SIGINT sets `stop`; the second ends the process immediately, with that
+    signal's exit code (`signal_exit_code`: 143 for SIGTERM, 130 for SIGINT)."""
 
     def __init__(self) -> None:
         self.stop = asyncio.Event()
@@ -176,7 +181,7 @@ class StopSignals:
             self.stop.set()
         else:
             log.warning("received %s again: exiting now", sig.name)
-            os._exit(FORCED_EXIT_CODE)
+            os._exit(signal_exit_code(sig))
 
 
 class HandlerModuleError(Exception):

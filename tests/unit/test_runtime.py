@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -195,6 +196,28 @@ async def test_a_server_that_refuses_config_is_not_warned_about(
         await warn_about_eviction(ManagedRedis())  # type: ignore[arg-type]
 
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("second", "exit_code"),
+    [
+        (signal.SIGTERM, 143),  # 128 + 15: as if SIGTERM had ended the process
+        (signal.SIGINT, 130),  # 128 + 2: a second Ctrl-C
+    ],
+)
+async def test_a_second_signal_exits_at_once_with_that_signals_code(
+    monkeypatch: pytest.MonkeyPatch, second: signal.Signals, exit_code: int
+) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    signals = runtime.StopSignals()
+
+    signals._on_signal(signal.SIGTERM)
+    assert signals.stop.is_set()
+    assert exits == []
+    signals._on_signal(second)
+
+    assert exits == [exit_code]
 
 
 async def test_a_worker_stopped_by_abandoned_threads_exits_for_a_restart(
