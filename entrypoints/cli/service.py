@@ -463,12 +463,9 @@ def main() -> None:
     except CycloptsError as exc:  # an unknown command or option, a value of the wrong type
         print(f"taskforge: {' '.join(str(exc).split())} (see --help)", file=sys.stderr)
         raise SystemExit(2) from None
-    except (ConfigError, HandlerModuleError) as exc:
+    except (ConfigError, HandlerModuleError, ListenError) as exc:  # start-up errors
         print(f"taskforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except ListenError as exc:
-        print(f"taskforge: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     except TooManyAbandonedThreads:  # already logged by the worker, with the reason
         raise SystemExit(RESTART_EXIT_CODE) from None
     except Interrupted as exc:  # a bench, after removing its processes and database

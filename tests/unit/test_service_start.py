@@ -62,7 +62,7 @@ def test_a_taken_port_is_one_line_and_a_failed_exit(
 
     result = run_taskforge(*(arg.format(port=taken_port) for arg in args), env={**dsn, **filled})
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"taskforge: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
@@ -80,7 +80,7 @@ def test_a_taken_metrics_port_is_one_line_and_a_failed_exit(taken_port: int, rol
 
     result = run_taskforge(role, env=env)
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"taskforge: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
         "choose another address with METRICS_ADDR"
