@@ -389,21 +389,22 @@ async def serve_http(
 REDIS_RECHECK_INTERVAL = 5.0
 
 
-async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = None) -> None:
+async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = None) -> bool:
     """The Redis adapter's start-up checks, when this process has a Redis (dev has none).
     Each try is bounded: a Redis that does not answer must not hold up the roles (the API
     serves /healthz meanwhile); they wait for it as during any outage. With `stop` (beside
     the roles), one that did not answer, or whose answer came late because the start-up
     kept the process busy, is asked again every REDIS_RECHECK_INTERVAL until it answers or
     `stop` is set, so a setting it refuses still ends the process; without, it is asked
-    once."""
+    once. True when the checks are done (Redis answered, or there is none); False when it
+    did not answer or `stop` came first."""
     from redis.asyncio import Redis
 
     try:
         client = await container.get(Redis)
     except Exception as exc:  # noqa: BLE001 - no Redis in this process (dev): nothing to check
         log.debug("no Redis to check: %s", exc)
-        return
+        return True
     while True:
         try:
             async with asyncio.timeout(START_CHECK_TIMEOUT):
@@ -415,12 +416,13 @@ async def check_redis(container: AsyncContainer, stop: asyncio.Event | None = No
         except Exception as exc:  # noqa: BLE001 - away: the roles wait for it
             log.debug("could not reach Redis at start-up: %s", exc)
         if stop is None:
-            return
+            return False
         await sleep_unless(stop, REDIS_RECHECK_INTERVAL)
         if stop.is_set():
-            return
+            return False
     if refused is not None:
         raise refusal_error(refused, client)
+    return True
 
 
 def refusal_error(refused: Refusal, client: Redis) -> ConfigError:
@@ -577,11 +579,17 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
         tracing.install()
     if "api" not in roles:
         await serve_process_metrics(container, settings)
-    tasks = []
+    tasks: list[asyncio.Task[Any]] = []
     try:
-        # Beside the roles, not before them: the API serves /healthz meanwhile. A REDIS_DB
-        # the server does not have ends the process (ConfigError) as a port taken does.
-        tasks.append(asyncio.create_task(check_redis(container, signals.stop), name="redis-check"))
+        # A REDIS_DB the server does not have ends the process (ConfigError) as a port taken
+        # does. A worker or a scheduler checks before it works, so that line is all it
+        # prints; the API checks beside its serving (/healthz answers meanwhile), as do the
+        # others when Redis did not answer in time.
+        checked = "api" not in roles and await check_redis(container)
+        if not checked:
+            tasks.append(
+                asyncio.create_task(check_redis(container, signals.stop), name="redis-check")
+            )
         if "scheduler" in roles:
             tasks.append(asyncio.create_task(schedule(container, signals.stop), name="scheduler"))
         if "worker" in roles:

@@ -144,6 +144,16 @@ async def test_a_redis_that_does_not_answer_at_start_up_is_left_to_the_roles(
         await check_redis(FakeContainer(Silent("noeviction")))  # type: ignore[arg-type]
 
 
+async def test_the_checks_say_whether_they_are_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker or scheduler checks again beside its work only when Redis did not answer.
+    monkeypatch.setattr(runtime, "START_CHECK_TIMEOUT", 0.05)
+
+    assert await check_redis(FakeContainer(FakeRedis("noeviction"))) is True  # type: ignore[arg-type]
+    assert await check_redis(FakeContainer(None)) is True  # type: ignore[arg-type]
+    assert await check_redis(FakeContainer(Unreachable("noeviction"))) is False  # type: ignore[arg-type]
+    assert await check_redis(FakeContainer(Silent("noeviction"))) is False  # type: ignore[arg-type]
+
+
 class LateNoSuchDatabase(NoSuchDatabase):
     """A server whose first answer comes too late (a start-up that kept the process busy,
     a Redis that was away), then refuses the database."""

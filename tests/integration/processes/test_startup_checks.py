@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -112,6 +113,42 @@ async def test_a_redis_db_the_server_does_not_have_stops_every_role_with_one_lin
         "taskforge: invalid configuration: REDIS_DB='9999': the Redis server refuses it"
         " (DB index is out of range): its `databases` setting is lower"
     )
+
+
+@pytest.fixture
+async def web_server() -> AsyncIterator[int]:
+    """The port of a server that answers in HTTP, where Redis should be."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("role", ["worker", "scheduler"])
+@pytest.mark.parametrize("refused", ["REDIS_DB", "REDIS_ADDR"])
+async def test_a_worker_or_scheduler_that_redis_refuses_prints_only_the_refusal(
+    stack: Stack, web_server: int, role: str, refused: str
+) -> None:
+    # Checked before they start working: no fetch, metrics or leaving the store fails first.
+    setting = (
+        {"REDIS_DB": "9999"} if refused == "REDIS_DB" else {"REDIS_ADDR": f"127.0.0.1:{web_server}"}
+    )
+    if role == "worker":
+        process = stack.start_worker(**setting)
+    else:
+        process = stack.start_scheduler(**setting)
+
+    exit_code = await asyncio.to_thread(process.wait, DEADLINE)
+
+    assert exit_code == 2, process.tail()
+    [line] = process.tail().strip().splitlines()
+    assert line.startswith(f"taskforge: invalid configuration: {refused}="), line
 
 
 async def test_redis_tls_set_for_a_plain_redis_stops_a_worker_with_one_line(
