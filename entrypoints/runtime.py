@@ -512,6 +512,7 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     if not await wait_for_store(container, "worker", stop):
         return
     await declare_schedules(container, "worker")
+    _warn_when_no_handler(settings, await container.get(HandlerRegistry))
     worker = await container.get(Worker)
     publisher = await container.get(MetricsPublisher)
     log.info(
@@ -524,6 +525,25 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
     finally:
         worker_stopped.set()
         await publishing
+
+
+def _warn_when_no_handler(settings: Settings, handlers: HandlerRegistry) -> None:
+    """A worker without a handler runs no job: every job it pops is handed back. Said as it
+    starts working (after every start-up check), naming why: modules that register none,
+    or none given at all."""
+    if any(True for _ in handlers):
+        return
+    if settings.handlers:
+        why = (
+            f"handler module(s) {', '.join(settings.handlers)} registered no handler"
+            " (@taskforge.handler or @taskforge.task)"
+        )
+    else:
+        why = (
+            "no handler module given (--handlers or TASKFORGE_HANDLERS; --demo-handlers for"
+            " the demo handlers)"
+        )
+    log.warning("%s: this worker runs no job; every job it pops is handed back", why)
 
 
 async def schedule(container: AsyncContainer, stop: asyncio.Event) -> None:

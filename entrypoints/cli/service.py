@@ -7,7 +7,6 @@ text (the benchmark's sizes alone take a screen), each command a few lines that 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -73,12 +72,6 @@ def _run(
         settings.require_postgres(role)
     configure_logging(settings.log_level, settings.log_format)
     handlers = load_handlers(settings.handlers, settings.demo_handlers or role == "dev")
-    if "worker" in roles and settings.handlers and not any(True for _ in handlers):
-        logging.getLogger("taskforge.runtime").warning(
-            "handler module(s) %s registered no handler (@taskforge.handler or "
-            "@taskforge.task): this worker runs no job; every job it pops is handed back",
-            ", ".join(settings.handlers),
-        )
     settings = serving_declared_queues(settings, handlers)
     if roles & {"worker", "scheduler"}:
         declared_schedules(settings, handlers)  # a bad declaration stops the start here

@@ -164,6 +164,16 @@ async def test_a_worker_whose_handler_modules_register_nothing_says_so(
     )
 
 
+async def test_a_worker_given_no_handler_module_says_so(stack: Stack) -> None:
+    worker = stack.start("worker")
+    await worker.logged("worker serving")
+    assert (
+        "no handler module given (--handlers or TASKFORGE_HANDLERS; --demo-handlers for the"
+        " demo handlers): this worker runs no job; every job it pops is handed back"
+        in worker.log.read_text()
+    )
+
+
 @pytest.mark.parametrize(
     ("module", "line"),
     [
