@@ -31,6 +31,14 @@ T = TypeVar("T")
 
 LOG_LEVELS = tuple(LEVELS)
 POSTGRES_POOLERS = ("none", "pgbouncer")
+POSTGRES_VARIABLES = (
+    "POSTGRES_DSN",
+    "POSTGRES_DSN_FILE",
+    "POSTGRES_DIRECT_DSN",
+    "POSTGRES_DIRECT_DSN_FILE",
+    "POSTGRES_POOLER",
+)
+"""The variables of the Postgres settings (`Settings.postgres_from_env`)."""
 MAX_RETENTION_PERIOD = 10 * 365 * 86_400.0
 """The longest RETENTION_PERIOD, in seconds: ten years."""
 _TRUE = {"1", "true", "yes", "on"}
@@ -189,6 +197,13 @@ class Settings:
                 " transaction mode does not keep",
             )
         return dsn
+
+    @classmethod
+    def postgres_from_env(cls, env: Mapping[str, str]) -> Settings:
+        """`from_env` reading only the Postgres settings (POSTGRES_VARIABLES), every other
+        one at its default: for `taskforge migrate`, which uses nothing else, so a setting
+        only the other roles read (REDIS_DB, TASKFORGE_REDIS_PREFIX) does not stop it."""
+        return cls.from_env({name: env[name] for name in POSTGRES_VARIABLES if name in env})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

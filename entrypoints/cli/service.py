@@ -274,7 +274,7 @@ def migrate() -> None:
     from taskforge.adapters.postgres.migrations import MigrationError, apply_migrations
     from taskforge.domain.errors import Unavailable
 
-    settings = _settings({})
+    settings = Settings.postgres_from_env(os.environ)
     dsn = settings.require_direct_postgres("migrate")
 
     def waiting(holders: list[int]) -> None:

@@ -411,6 +411,36 @@ def test_the_direct_dsn_defaults_to_the_pooled_one() -> None:
     assert both.postgres_pooler == "pgbouncer"
 
 
+def test_the_postgres_settings_alone_leave_out_what_only_the_other_roles_read(
+    tmp_path: Path,
+) -> None:
+    # What `taskforge migrate` reads: a Redis setting the roles refuse does not stop it.
+    direct = tmp_path / "direct-dsn"
+    direct.write_text("postgresql://app:s3cret@db:5432/app\n")
+    env = {
+        "POSTGRES_DSN": "postgresql://app@pooler:6432/app",
+        "POSTGRES_DIRECT_DSN_FILE": str(direct),
+        "POSTGRES_POOLER": "pgbouncer",
+        "TASKFORGE_REDIS_PREFIX": "other:",
+        "REDIS_DB": "x",
+        "HTTP_ADDR": "8080",
+    }
+
+    settings = Settings.postgres_from_env(env)
+
+    assert settings.postgres_dsn == "postgresql://app@pooler:6432/app"
+    assert settings.require_direct_postgres("migrate") == "postgresql://app:s3cret@db:5432/app"
+    assert settings.postgres_pooler == "pgbouncer"
+    assert settings.redis_key_prefix == Settings().redis_key_prefix
+
+
+def test_the_postgres_settings_alone_are_still_checked() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.postgres_from_env({"POSTGRES_DSN": "mysql://app@db/app", "REDIS_DB": "x"})
+
+    assert raised.value.variable == "POSTGRES_DSN"
+
+
 @pytest.mark.parametrize("role", ["migrate", "bench"])
 def test_a_role_that_holds_a_session_refuses_a_pooler_without_a_direct_dsn(role: str) -> None:
     # Through a transaction pooler, migrate's session advisory lock would stay on a pooled
@@ -642,6 +672,18 @@ def test_migrate_behind_a_pooler_without_a_direct_dsn_exits_with_one_line() -> N
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("taskforge: invalid configuration: POSTGRES_DIRECT_DSN: not set;")
+
+
+@pytest.mark.slow
+def test_migrate_is_not_stopped_by_a_setting_only_the_other_roles_read() -> None:
+    result = run_taskforge(
+        "migrate",
+        env={"POSTGRES_DSN": "postgresql://u@127.0.0.1:1/db", "TASKFORGE_REDIS_PREFIX": "trialx:"},
+    )
+
+    assert result.returncode == 1  # it tried the database, which is not there
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("taskforge migrate: cannot use postgresql://u@127.0.0.1:1/db: "), line
 
 
 @pytest.mark.slow
