@@ -230,6 +230,7 @@ def _import_handler_module(module: str) -> None:
             raise HandlerModuleError(
                 f"cannot import handler module {module!r}: no module named {missing!r} in the"
                 f" current directory ({os.getcwd()}) or the installed packages"
+                + _as_module_name(module)
             ) from None
         raise HandlerModuleError(
             f"cannot import handler module {module!r}: it imports {missing!r},"
@@ -246,6 +247,15 @@ def _import_handler_module(module: str) -> None:
     except Exception as exc:
         exc.add_note(f"(raised while importing handler module {module!r})")
         raise
+
+
+def _as_module_name(module: str) -> str:
+    """A hint when `module` looks like a file's path (`myjobs.py`, `jobs/email`): handler
+    modules are named as `import` names them."""
+    name = module.removesuffix(".py").replace("/", ".").replace(os.sep, ".").strip(".")
+    if name == module or not name:
+        return ""
+    return f" (a module's name, as import takes it: {name!r})"
 
 
 def _declared_at(exc: BaseException) -> str:

@@ -188,6 +188,12 @@ async def test_a_worker_given_no_handler_module_says_so(stack: Stack) -> None:
             " 'myjobs.missing' in the current directory ({project}) or the installed packages",
         ),
         (
+            "myjobs.py",
+            "taskforge: cannot import handler module 'myjobs.py': no module named 'myjobs.py'"
+            " in the current directory ({project}) or the installed packages (a module's"
+            " name, as import takes it: 'myjobs')",
+        ),
+        (
             "needs_dependency",
             "taskforge: cannot import handler module 'needs_dependency': it imports"
             " 'taskforge_no_such_dependency', which is not installed",
