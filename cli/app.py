@@ -622,13 +622,32 @@ def _show_page(
 
 @app.command
 def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
-    """Show one dead letter: payload, reason, last error, attempts.
+    """Show one dead letter: payload, reason, last error and its traceback, attempts.
 
     For example:
         taskforge-cli dlq-show --id 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12
     """
     response = session.api.dead_letter(job_id)
-    session.answer(response, lambda data: dead_letter_detail(data, plain=session.plain))
+    if session.json_output:
+        session.print_json(response)
+        return
+    session.show(
+        dead_letter_detail(
+            response.data, plain=session.plain, traceback=_last_traceback(session, job_id)
+        )
+    )
+
+
+def _last_traceback(session: Session, job_id: UUID) -> str | None:
+    """The traceback of the job's last failed attempt (the dead letter's resource has none),
+    or None: none kept, or the job is gone."""
+    try:
+        errors = session.api.get(job_id).data.get("errors") or []
+    except JobNotFound:
+        return None
+    last = errors[-1] if errors and isinstance(errors[-1], dict) else {}
+    traceback = last.get("traceback")
+    return traceback if isinstance(traceback, str) else None
 
 
 @app.command

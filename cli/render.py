@@ -264,7 +264,9 @@ def dead_letters_table(
     return _table(headers, rows, plain=plain, width=width)
 
 
-def dead_letter_detail(entry: Mapping[str, Any], *, plain: bool) -> RenderableType:
+def dead_letter_detail(
+    entry: Mapping[str, Any], *, plain: bool, traceback: str | None = None
+) -> RenderableType:
     grid = _grid()
     grid.add_row("job id", Text(str(entry.get("jobId"))))
     grid.add_row("queue", Text(str(entry.get("queue"))))
@@ -276,6 +278,8 @@ def dead_letter_detail(entry: Mapping[str, Any], *, plain: bool) -> RenderableTy
     grid.add_row("failed at", Text(timestamp(entry.get("failedAt"))))
     grid.add_row("created", Text(timestamp(entry.get("createdAt"))))
     grid.add_row("updated", Text(timestamp(entry.get("updatedAt"))))
+    if traceback:
+        grid.add_row("traceback", Text(traceback.rstrip(), style="dim"))
     if plain:
         return grid
     title = Text(f"dead letter {entry.get('jobId', '?')}", style="bold")

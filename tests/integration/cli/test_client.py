@@ -585,6 +585,22 @@ def test_status_shows_policy_attempts_timings_and_the_last_error(
     assert shown.out.rstrip().endswith("TerminalError: card declined")
 
 
+def test_dlq_show_shows_the_traceback_of_the_last_failed_attempt(
+    cli: Cli, api: httpx.Client
+) -> None:
+    job = enqueue(api, jobType="fail", payload={"terminal": True, "message": "card declined"})
+    wait_for_state(api, job["id"], "DLQ")
+
+    shown = cli("dlq-show", "--id", job["id"])
+
+    assert shown.exit_code == 0
+    assert field(shown.out, "last error") == "TerminalError: card declined"
+    assert field(shown.out, "traceback") == "Traceback (most recent call last):"
+    assert shown.out.rstrip().endswith("TerminalError: card declined")
+    moved = dead_letter(api, idle_queue())  # moved by an operator: no attempt, no traceback
+    assert "traceback" not in cli("dlq-show", "--id", moved).out
+
+
 def test_status_and_the_other_job_commands_take_the_id_as_an_argument(
     cli: Cli, api: httpx.Client
 ) -> None:
