@@ -179,7 +179,7 @@ def validate_delay(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValidationError("delay", "must be a number of seconds")
     if not 0 <= value <= MAX_DURATION:
-        raise ValidationError("delay", f"must be between 0 and {MAX_DURATION:g} seconds")
+        raise ValidationError("delay", f"must be between 0 and {MAX_DURATION:.0f} seconds")
     return float(value)
 
 
@@ -224,7 +224,7 @@ def validate_timeout(value: object) -> float:
         raise ValidationError("timeout", "must be a number of seconds")
     if not 0 <= value <= MAX_DURATION:
         raise ValidationError(
-            "timeout", f"must be between 0 and {MAX_DURATION:g} seconds (0: none)"
+            "timeout", f"must be between 0 and {MAX_DURATION:.0f} seconds (0: none)"
         )
     return float(value)
 

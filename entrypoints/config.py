@@ -412,7 +412,8 @@ def _number(low: float, high: float) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         value = float(raw) if _DECIMAL.fullmatch(raw) else math.nan
         if not low <= value <= high:
-            raise ConfigError(name, raw, f"expected a number from {low:g} to {high:g}")
+            # In full, as the API states its bounds: 315360000, not 3.1536e+08.
+            raise ConfigError(name, raw, f"expected a number from {low:.15g} to {high:.15g}")
         return value
 
     return parse

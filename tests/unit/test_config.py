@@ -198,7 +198,7 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("RATE_LIMIT_PER_SEC", "-1", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "nan", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "inf", "number from 0"),
-        ("RATE_LIMIT_PER_SEC", "fast", "number from 0"),
+        ("RATE_LIMIT_PER_SEC", "fast", "number from 0 to 1000000000"),
         ("QUEUE_NAME", "taskforge:jobs", "reserved"),
         ("QUEUE_NAME", "my queue", "letters, digits"),
         ("MAX_PAYLOAD_BYTES", "10", "from 1024"),
@@ -208,7 +208,8 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TASKFORGE_HANDLERS", ",", "importable module names, comma separated"),
         ("WORKER_QUEUES", ", ,", "queue names, comma separated"),  # not the default queue
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
-        ("JOB_TIMEOUT", "-1", "number from 0"),
+        ("JOB_TIMEOUT", "-1", "number from 0 to 315360000"),  # as the API states it
+        ("RETENTION_PERIOD", "7d", "number from 0 to 315360000"),
         ("MAX_SNOOZES", "-1", "whole number"),
         ("UNKNOWN_TYPE_GRACE", "soon", "number from 0"),
         ("REDIS_SENTINELS", "sentinel-1", "[host]:port"),

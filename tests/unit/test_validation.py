@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +26,7 @@ from taskforge.domain.validation import (
     validate_payload,
     validate_queue_name,
     validate_run_at,
+    validate_timeout,
     whole_number,
 )
 
@@ -61,6 +63,17 @@ def test_invalid_idempotency_keys_are_rejected(key: object) -> None:
 def test_invalid_delays_are_rejected(delay: object) -> None:
     with pytest.raises(ValidationError, match="delay"):
         validate_delay(delay)
+
+
+@pytest.mark.parametrize(
+    ("validate", "field"), [(validate_delay, "delay"), (validate_timeout, "timeout")]
+)
+def test_a_duration_out_of_range_states_its_bound_in_full_as_the_api_does(
+    validate: Callable[[object], float], field: str
+) -> None:
+    with pytest.raises(ValidationError, match="between 0 and 315360000 seconds") as caught:
+        validate(-1)
+    assert caught.value.field == field
 
 
 @pytest.mark.parametrize(
