@@ -108,12 +108,13 @@ def _http_url(type_: Any, value: str) -> None:
 
 
 def _finite(type_: Any, value: Any) -> None:
-    """nan and inf parse as floats, but no API field and no wait takes them."""
+    """nan and inf parse as floats, but no API field and no wait takes them. First before a
+    range check: nan fails every comparison, so that check would call it out of range."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("Must be a finite number.")
 
 
-Positive = (validators.Number(gt=0), _finite)
+Positive = (_finite, validators.Number(gt=0))
 
 
 def _whole_number(type_: Any, tokens: Sequence[Token]) -> int:
@@ -318,7 +319,7 @@ Limit = Annotated[
 Offset = Annotated[
     int | None, Parameter(converter=_whole_number, help="Items to skip, for the next page.")
 ]
-NonNegative = (validators.Number(gte=0), _finite)
+NonNegative = (_finite, validators.Number(gte=0))
 
 app = App(
     name="taskforge-cli",

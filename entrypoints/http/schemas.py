@@ -125,7 +125,9 @@ FIELD_RULES: dict[str, str] = {
         f"to {VISIBILITY_TIMEOUT_RANGE[1]:g}"
     ),
     "runAt": f"must be an ISO-8601 date-time {DUE_AT_RANGE}, e.g. 2030-01-01T09:00:00Z",
-    "delay": (f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}; not with runAt"),
+    # Without "not with runAt": a delay beside a runAt is refused by validation, in words
+    # of its own; this is the message of a bad delay sent alone too.
+    "delay": f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}",
     "timeout": (
         f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f}; an attempt that runs "
         "longer fails as timed out (0: no limit)"

@@ -312,6 +312,21 @@ ERROR_CASES = {
             " (see --help)\n"
         ),
     ),
+    "a --delay of nan is not a finite number, as inf is not (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_NOOP, "--delay", "nan"],
+        2,
+        lambda ids: 'error: usage: Invalid value "nan" for --delay. Must be a finite number.',
+    ),
+    "a --delay of inf is not a finite number, as nan is not (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], *ENQUEUE_NOOP, "--delay", "inf"],
+        2,
+        lambda ids: 'error: usage: Invalid value "inf" for --delay. Must be a finite number.',
+    ),
+    "an answer timeout of nan is not a finite number (2)": ErrorCase(
+        lambda ids: ["--api-url", ids["closed"], "--timeout", "nan", "stats"],
+        2,
+        lambda ids: 'error: usage: Invalid value "nan" for --timeout. Must be a finite number.',
+    ),
     "a schedule's policy flag of inf is a usage error, found before any request (2)": ErrorCase(
         lambda ids: ["--api-url", ids["closed"], *ADD_SCHEDULE, "--max-delay", "inf"],
         2,

@@ -98,6 +98,16 @@ async def test_a_payload_at_the_depth_bound_is_stored_and_answered(
     assert [each["payload"] for each in listed.json()["items"]] == [deepest]
 
 
+@pytest.mark.parametrize("delay", ["5", -1, 1e12])
+async def test_a_bad_delay_without_a_run_at_is_not_told_about_run_at(
+    client: httpx.AsyncClient, delay: object
+) -> None:
+    response = await client.post("/jobs", json={"jobType": "email", "delay": delay})
+
+    body = assert_error(response, 400, "validation_error", "delay")
+    assert body["message"] == "delay: must be a number of seconds from 0 to 315360000"
+
+
 async def test_unknown_field_message_lists_the_allowed_fields(client: httpx.AsyncClient) -> None:
     response = await client.post("/jobs", json={"jobType": "email", "job_type": "email"})
 
