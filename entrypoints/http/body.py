@@ -28,6 +28,13 @@ _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.\-]+\+)?json")
 _AT_PATH = re.compile(r"^(?P<problem>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
+_NUMBER_OUT_OF_RANGE = "Number out of range"
+_NUMBER_OUT_OF_RANGE_RULE = (
+    "must not hold a number out of a 64-bit float's range (about ±1.8e308); send such "
+    "numbers as strings"
+)
+"""The message of such a number inside a field (a payload), whose own rule says nothing of
+numbers."""
 
 
 def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyCheck:
@@ -112,6 +119,8 @@ def _field_error(message: str, allowed: tuple[str, ...]) -> ValidationError:
         return ValidationError(missing["field"], "is required")
     field = re.split(r"[.\[]", path.lstrip("."), maxsplit=1)[0] or "body"
     rule = FIELD_RULES.get(field, problem)
+    if problem == _NUMBER_OUT_OF_RANGE and path.lstrip(".") != field:
+        rule = _NUMBER_OUT_OF_RANGE_RULE
     return ValidationError(field, rule, details={"problem": problem})
 
 

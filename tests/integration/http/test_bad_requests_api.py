@@ -108,6 +108,43 @@ async def test_a_bad_delay_without_a_run_at_is_not_told_about_run_at(
     assert body["message"] == "delay: must be a number of seconds from 0 to 315360000"
 
 
+@pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        ("/jobs", b'{"jobType": "email", "payload": {"n": 1e400}}', "payload"),
+        ("/jobs", b'{"jobType": "email", "payload": {"n": [1, {"m": -1e400}]}}', "payload"),
+        (
+            "/jobs/batch",
+            b'{"jobs": [{"jobType": "email", "payload": {"n": 1e400}}]}',
+            "jobs[0].payload",
+        ),
+    ],
+    ids=["payload", "nested", "batch"],
+)
+async def test_a_number_out_of_range_in_a_payload_is_named_in_the_message(
+    client: httpx.AsyncClient, path: str, content: bytes, field: str
+) -> None:
+    response = await client.post(path, content=content, headers=JSON)
+
+    body = assert_error(response, 400, "validation_error", field)
+    assert body["details"]["problem"] == "Number out of range"
+    assert body["message"] == (
+        f"{field}: must not hold a number out of a 64-bit float's range "
+        "(about ±1.8e308); send such numbers as strings"
+    )
+
+
+async def test_a_number_out_of_range_as_a_delay_is_told_the_delay_rule(
+    client: httpx.AsyncClient,
+) -> None:
+    content = b'{"jobType": "email", "delay": 1e400}'
+
+    response = await client.post("/jobs", content=content, headers=JSON)
+
+    body = assert_error(response, 400, "validation_error", "delay")
+    assert body["message"] == "delay: must be a number of seconds from 0 to 315360000"
+
+
 async def test_unknown_field_message_lists_the_allowed_fields(client: httpx.AsyncClient) -> None:
     response = await client.post("/jobs", json={"jobType": "email", "job_type": "email"})
 
