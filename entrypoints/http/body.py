@@ -2,8 +2,8 @@
 
 Runs as a route's `before_request` hook so that every problem with a body becomes a 400 (or
 415) naming the offending field, instead of the framework's generic messages: an empty or
-malformed body, a non-JSON content type, an unknown or missing field, a value of the wrong
-type or out of range.
+malformed body, a non-JSON content type, a compressed body, an unknown or missing field, a
+value of the wrong type or out of range.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyC
                 raise ValidationError("body", "a JSON object is required")
             return
         _check_content_type(request.headers.get("content-type"))
+        _check_content_encoding(request.headers.get("content-encoding"))
         # The decoded body becomes the request's JSON, which Litestar binds to the handler's
         # `data` as it is: the body is decoded and checked once, here.
         ScopeState.from_scope(request.scope).json = decode(body, body_type, allowed, item_fields)
@@ -106,6 +107,22 @@ def _check_content_type(content_type: str | None) -> None:
             "validation_error",
             f"Content-Type must be application/json, not {media_type or 'empty'!r}",
             {"field": "Content-Type"},
+        )
+
+
+def _check_content_encoding(content_encoding: str | None) -> None:
+    # A compressed body would be read as malformed JSON; RFC 9110 answers an unsupported
+    # content coding with 415.
+    if content_encoding is None:
+        return
+    codings = [coding.strip().lower() for coding in content_encoding.split(",")]
+    if any(coding not in ("", "identity") for coding in codings):
+        raise ApiError(
+            415,
+            "validation_error",
+            f"Content-Encoding {content_encoding.strip()!r} is not supported: send the body "
+            "uncompressed",
+            {"field": "Content-Encoding"},
         )
 
 

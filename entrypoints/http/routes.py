@@ -109,7 +109,8 @@ _ERROR_DESCRIPTIONS = {
     413: "payload_too_large: the body is over MAX_PAYLOAD_BYTES",
     415: (
         "validation_error: the body is declared as another type than JSON (a body with no "
-        "Content-Type, or curl's default application/x-www-form-urlencoded, is read as JSON)"
+        "Content-Type, or curl's default application/x-www-form-urlencoded, is read as JSON), "
+        "or as compressed (a Content-Encoding other than identity)"
     ),
     500: "internal_error: an unexpected failure (logged with the request id)",
     503: "not_ready: Postgres or Redis cannot answer right now",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,6 +241,34 @@ async def test_a_body_declared_as_not_json_is_415(
     )
 
     assert_error(response, 415, "validation_error", "Content-Type")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "GZIP", "identity, deflate"])
+async def test_a_compressed_body_is_415_naming_the_encoding(
+    client: httpx.AsyncClient, encoding: str
+) -> None:
+    headers = {**JSON, "content-encoding": encoding}
+
+    response = await client.post(
+        "/jobs", content=gzip.compress(b'{"jobType": "email"}'), headers=headers
+    )
+
+    body = assert_error(response, 415, "validation_error", "Content-Encoding")
+    assert body["message"] == (
+        f"Content-Encoding {encoding!r} is not supported: send the body uncompressed"
+    )
+    assert (await client.get("/jobs")).json()["total"] == 0
+
+
+@pytest.mark.parametrize("encoding", ["identity", "Identity", ""])
+async def test_an_identity_content_encoding_is_accepted(
+    client: httpx.AsyncClient, encoding: str
+) -> None:
+    headers = {**JSON, "content-encoding": encoding}
+
+    response = await client.post("/jobs", content=b'{"jobType": "email"}', headers=headers)
+
+    assert response.status_code == 201, response.text
 
 
 async def test_curl_default_form_content_type_is_read_as_json(client: httpx.AsyncClient) -> None:
