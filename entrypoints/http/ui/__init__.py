@@ -27,6 +27,7 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
         undefined=StrictUndefined,
     )
     environment.filters["number"] = lambda value: f"{value:,}"
+    environment.filters["counted"] = _counted
     environment.filters["when"] = lambda value: (
         "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
     )
@@ -36,6 +37,11 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
         read_only=settings.ui_read_only,
     )
     return ui_router(STATIC), config, state
+
+
+def _counted(count: int, noun: str) -> str:
+    """`{{ total|counted("job") }}`: "1 job", "1,200 jobs"."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 __all__ = ["STATIC_PATH", "dashboard", "is_ui_path", "ui_error"]

@@ -437,7 +437,8 @@ async def jobs_page(
         states=[*JobState],
         page=page_number,
         pages=pages,
-        previous_query=urlencode({**filters, "page": page_number - 1}),
+        # Past the last page, back leads to the last one.
+        previous_query=urlencode({**filters, "page": min(page_number - 1, pages)}),
         next_query=urlencode({**filters, "page": page_number + 1}),
     )
 

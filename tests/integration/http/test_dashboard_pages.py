@@ -131,6 +131,33 @@ async def test_a_lookup_finds_a_job_by_its_id_or_by_an_idempotency_key_shaped_li
     assert "No job matches." in neither
 
 
+async def test_the_jobs_list_counts_one_job_as_one_job(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    await create_job()
+
+    listed = assert_html(await client.get("/ui/jobs"), 200)
+
+    assert "<p>1 job.</p>" in listed
+
+
+async def test_a_jobs_page_past_the_last_says_so_and_leads_back_to_the_last(
+    client: httpx.AsyncClient,
+) -> None:
+    jobs = [{"jobType": "email"}] * 51  # two pages of 50
+    assert (await client.post("/jobs/batch", json={"jobs": jobs})).status_code == 201
+
+    past = assert_html(await client.get("/ui/jobs?page=7"), 200)
+    last = assert_html(await client.get("/ui/jobs?page=2"), 200)
+
+    assert "<p>51 jobs; there is no page 7: the last is page 2.</p>" in past
+    assert "No job on this page." in past
+    assert 'page=2">Last page</a>' in past
+    assert "Next</a>" not in past
+    assert "<p>51 jobs; page 2 of 2.</p>" in last
+    assert 'page=1">Previous</a>' in last
+
+
 async def test_the_jobs_list_and_a_job_page_show_its_priority(
     client: httpx.AsyncClient, create_job: JobFactory, queue_name: str
 ) -> None:
@@ -312,6 +339,19 @@ async def test_a_group_action_asks_for_confirmation_then_reports_how_many_moved(
     assert "Purged+3+jobs" in done.headers["location"]
     for job_id in ids:
         assert (await client.get(f"/jobs/{job_id}")).status_code == 404
+
+
+async def test_a_group_of_one_dead_letter_is_confirmed_as_one(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    await dead_lettered(client, create_job, jobType="orders")
+    group = {"csrf_token": await csrf_token(client), "job_type": "orders"}
+
+    asked = await client.post(
+        "/ui/dlq/group/replay", data={**group, "error_shape": "order N not found"}
+    )
+
+    assert "Replay 1 dead letter?" in assert_html(asked, 200)
 
 
 @pytest.mark.parametrize("overrides", [{"ui_read_only": True}])
