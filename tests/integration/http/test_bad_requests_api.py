@@ -99,11 +99,13 @@ async def test_a_payload_at_the_depth_bound_is_stored_and_answered(
     assert [each["payload"] for each in listed.json()["items"]] == [deepest]
 
 
-@pytest.mark.parametrize("delay", ["5", -1, 1e12])
+@pytest.mark.parametrize("delay", [b'"5"', b"-1", b"1e12", b"1e400"], ids=bytes.decode)
 async def test_a_bad_delay_without_a_run_at_is_not_told_about_run_at(
-    client: httpx.AsyncClient, delay: object
+    client: httpx.AsyncClient, delay: bytes
 ) -> None:
-    response = await client.post("/jobs", json={"jobType": "email", "delay": delay})
+    content = b'{"jobType": "email", "delay": ' + delay + b"}"
+
+    response = await client.post("/jobs", content=content, headers=JSON)
 
     body = assert_error(response, 400, "validation_error", "delay")
     assert body["message"] == "delay: must be a number of seconds from 0 to 315360000"
@@ -133,17 +135,6 @@ async def test_a_number_out_of_range_in_a_payload_is_named_in_the_message(
         f"{field}: must not hold a number out of a 64-bit float's range "
         "(about ±1.8e308); send such numbers as strings"
     )
-
-
-async def test_a_number_out_of_range_as_a_delay_is_told_the_delay_rule(
-    client: httpx.AsyncClient,
-) -> None:
-    content = b'{"jobType": "email", "delay": 1e400}'
-
-    response = await client.post("/jobs", content=content, headers=JSON)
-
-    body = assert_error(response, 400, "validation_error", "delay")
-    assert body["message"] == "delay: must be a number of seconds from 0 to 315360000"
 
 
 async def test_unknown_field_message_lists_the_allowed_fields(client: httpx.AsyncClient) -> None:
