@@ -127,13 +127,13 @@ def validate_policy(policy: RetryPolicy) -> None:
     _require_finite("backoff", policy.backoff)
     _require_finite("max_delay", policy.max_delay)
     if not 0 <= policy.initial_delay <= MAX_DURATION:
-        raise ValidationError("initial_delay", f"must be between 0 and {MAX_DURATION:g} seconds")
+        raise ValidationError("initial_delay", f"must be between 0 and {MAX_DURATION:.0f} seconds")
     if policy.backoff < 1:
         raise ValidationError("backoff", "must be >= 1")
     if policy.max_delay < policy.initial_delay:
         raise ValidationError("max_delay", "must be >= initial_delay")
     if policy.max_delay > MAX_DURATION:
-        raise ValidationError("max_delay", f"must be at most {MAX_DURATION:g} seconds")
+        raise ValidationError("max_delay", f"must be at most {MAX_DURATION:.0f} seconds")
     if not isinstance(policy.jitter, bool):
         raise ValidationError("jitter", "must be true or false")
 

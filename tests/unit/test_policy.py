@@ -111,11 +111,18 @@ def test_visibility_timeout_outside_its_range_is_rejected(seconds: float) -> Non
 
 
 @pytest.mark.parametrize(
-    "changes", [{"max_delay": 1e300}, {"initial_delay": 1e12, "max_delay": 1e12}]
+    ("changes", "message"),
+    [
+        ({"max_delay": 1e300}, "must be at most 315360000 seconds"),
+        ({"initial_delay": 1e12, "max_delay": 1e12}, "must be between 0 and 315360000 seconds"),
+    ],
 )
-def test_durations_beyond_ten_years_are_rejected(changes: dict[str, float]) -> None:
-    with pytest.raises(ValidationError):
+def test_durations_beyond_ten_years_are_rejected_with_the_bound_in_full(
+    changes: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
         RetryPolicy(**changes)  # type: ignore[arg-type]
+    assert caught.value.message == message
 
 
 def test_interned_policies_are_validated_and_shared() -> None:
