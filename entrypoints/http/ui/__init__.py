@@ -11,7 +11,13 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
 from taskforge.entrypoints.config import Settings
-from taskforge.entrypoints.http.ui.pages import STATIC_PATH, UiSettings, ui_error, ui_router
+from taskforge.entrypoints.http.ui.pages import (
+    STATIC_PATH,
+    UiSettings,
+    counted,
+    ui_error,
+    ui_router,
+)
 from taskforge.entrypoints.http.ui.security import Sessions, is_ui_path
 
 HERE = Path(__file__).parent
@@ -27,7 +33,7 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
         undefined=StrictUndefined,
     )
     environment.filters["number"] = lambda value: f"{value:,}"
-    environment.filters["counted"] = _counted
+    environment.filters["counted"] = counted
     environment.filters["when"] = lambda value: (
         "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
     )
@@ -37,11 +43,6 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
         read_only=settings.ui_read_only,
     )
     return ui_router(STATIC), config, state
-
-
-def _counted(count: int, noun: str) -> str:
-    """`{{ total|counted("job") }}`: "1 job", "1,200 jobs"."""
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 __all__ = ["STATIC_PATH", "dashboard", "is_ui_path", "ui_error"]

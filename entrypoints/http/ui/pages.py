@@ -102,6 +102,11 @@ COLUMN_TITLES = {
 }
 
 
+def counted(count: int, noun: str) -> str:
+    """ "1 job", "1,200 jobs" (`{{ total|counted("job") }}` in the templates)."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 @dataclass(frozen=True, slots=True)
 class UiSettings:
     sessions: Sessions
@@ -466,7 +471,9 @@ async def bulk_action(
             continue  # moved or finished meanwhile: the notice counts what moved
         moved += 1
     verb = "Cancelled" if action == "cancel" else "Retried"
-    return _back(request, f"{UI_PATH}/jobs", f"{verb} {moved} of {len(ids)} selected jobs.")
+    return _back(
+        request, f"{UI_PATH}/jobs", f"{verb} {moved} of {counted(len(ids), 'selected job')}."
+    )
 
 
 @get(f"{UI_PATH}/jobs/{{job_id:str}}", include_in_schema=False)
@@ -615,10 +622,10 @@ async def dead_letter_group_action(
         )
     if action == "replay":
         moved = await replay_group(job_type, error_shape)
-        notice = f"Replayed {moved} jobs."
+        notice = f"Replayed {counted(moved, 'job')}."
     else:
         moved = await purge_group(job_type, error_shape)
-        notice = f"Purged {moved} jobs."
+        notice = f"Purged {counted(moved, 'job')}."
     log.info(
         "dashboard %s of dead-letter group %r %r: %d jobs", action, job_type, error_shape, moved
     )

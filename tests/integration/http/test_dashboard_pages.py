@@ -443,6 +443,20 @@ async def test_with_api_token_a_garbled_session_cookie_leads_to_the_login_page(
     assert_html(await client.get("/ui/login", headers=headers), 200)
 
 
+async def test_one_selected_job_is_counted_in_the_singular(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    job = await create_job(delay=3600)
+    token = await csrf_token(client, "/ui/jobs")
+
+    response = await client.post(
+        "/ui/jobs/bulk", data={"csrf_token": token, "action": "cancel", "ids": [job["id"]]}
+    )
+
+    assert response.status_code == 303
+    assert "Cancelled+1+of+1+selected+job." in response.headers["location"]
+
+
 async def test_selected_jobs_are_cancelled_together(
     client: httpx.AsyncClient, create_job: JobFactory
 ) -> None:
