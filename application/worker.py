@@ -858,6 +858,11 @@ class Worker:
             return  # no handler ran: no attempt to count
         if not running.counted:  # no handler here, or the worker failed before counting it
             self._count_attempt(running)
+        if running.released and not applied:
+            # Handed back at shutdown while its handler ran on; what it returned late is
+            # discarded: interrupted, as the attempts that did stop.
+            self._metrics.job_interrupted(job.queue)
+            return
         label = self._job_type_label(job)
         if applied and isinstance(settlement, Snoozed):
             self._metrics.job_snoozed(job.queue, label, runtime)

@@ -864,6 +864,8 @@ async def test_shutdown_hands_back_the_job_of_a_handler_that_ignores_cancellatio
     final = await cluster.jobs.get(stuck.id)
     assert final is not None
     assert (final.state, final.result) == (JobState.PENDING, None)
+    # Both attempts were stopped at shutdown, the late return included: neither failed.
+    assert cluster.metrics.counts == Counter(started=2, interrupted=2)
 
 
 async def test_a_job_handed_back_at_shutdown_is_hinted_at_its_priority(cluster: Cluster) -> None:
