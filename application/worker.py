@@ -164,6 +164,11 @@ class WorkerSettings:
         )
 
 
+UNKNOWN_TYPES_REMEMBERED = 1000
+"""Job types (with their queue) a worker remembers having warned of a first hand-back for
+want of a handler."""
+
+
 @dataclass(slots=True, kw_only=True)
 class _Running:
     job: Job
@@ -407,6 +412,8 @@ class Worker:
         )
         """Whether the ready queue answers; while it does not, it is probed through this
         every queue_retry_interval (pops and sends are bounded on their own: see _fetch)."""
+        self._unknown_types: set[tuple[str, str]] = set()
+        """Queues and job types handed back for want of a handler (see _first_unknown)."""
         self._throttled: dict[str, float] = {}
         """Queues whose rate-limit permits are spent, each with when (by `monotonic`) it has one
         again: until then their hints are not popped, so that a backlog waiting for permits
@@ -993,9 +1000,9 @@ class Worker:
                 f"{job.queue!r} has had one for {waited:.0f}s (UNKNOWN_TYPE_GRACE {grace:g}s)"
             )
             return DeadLettered(lease=lease, error=error, reason=UNKNOWN_TYPE_REASON)
-        if job.unknown_type_since is None:
+        if job.unknown_type_since is None and self._first_unknown(job):
             # The first time: a job type misspelt where it was enqueued looks like this, so
-            # it is a warning; the hand-backs that follow, about one a second, are not.
+            # it is a warning, once per type; the hand-backs that follow are not.
             log.warning(
                 "job %s: no live worker serving %s has a handler for %r; it is handed back "
                 "until one does, and dead-lettered after UNKNOWN_TYPE_GRACE (%gs) without one",
@@ -1015,6 +1022,17 @@ class Worker:
                 grace,
             )
         return HandedBack(lease=lease, delay=delay, unknown_type_since=since)
+
+    def _first_unknown(self, job: Job) -> bool:
+        """Whether no job of this queue and type was handed back yet for want of a handler
+        (forgotten past UNKNOWN_TYPES_REMEMBERED, so that made-up types cannot grow it)."""
+        key = (job.queue, job.job_type)
+        if key in self._unknown_types:
+            return False
+        if len(self._unknown_types) >= UNKNOWN_TYPES_REMEMBERED:
+            self._unknown_types.clear()
+        self._unknown_types.add(key)
+        return True
 
     def _succeeded(self, job: Job, lease: Lease, value: object) -> Settlement:
         """The handler returned `value`: success with it as the job's result, unless it is

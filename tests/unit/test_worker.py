@@ -1724,7 +1724,7 @@ async def test_a_job_of_an_unknown_type_is_handed_back_without_using_an_attempt(
     assert cluster.metrics.counts["failed"] == 0
 
 
-async def test_a_jobs_first_hand_back_for_want_of_a_handler_is_a_warning_the_next_are_not(
+async def test_a_types_first_hand_back_for_want_of_a_handler_is_a_warning_the_next_are_not(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A misspelt job type looks like this: said once, loudly, then quietly at each hand-back.
@@ -1733,6 +1733,8 @@ async def test_a_jobs_first_hand_back_for_want_of_a_handler_is_a_warning_the_nex
         cluster.start_worker(workers=InMemoryWorkerRegistry(), unknown_type_delay=0)
         job = await cluster.enqueue("typo_email")
         await cluster.wait_until(job.id, lambda job: job.hand_backs >= 3)
+        another = await cluster.enqueue("typo_email")  # the same mistake: said already
+        await cluster.wait_until(another.id, lambda job: job.hand_backs >= 1)
         await cluster.shutdown()
 
     said = [
@@ -1748,6 +1750,11 @@ async def test_a_jobs_first_hand_back_for_want_of_a_handler_is_a_warning_the_nex
     )
     assert len(said) >= 3
     assert {level for level, _ in said[1:]} == {logging.INFO}
+    assert {
+        record.levelno
+        for record in caplog.records
+        if record.getMessage().startswith(f"job {another.id}:")
+    } == {logging.INFO}
 
 
 async def test_an_unknown_type_is_dead_lettered_once_no_worker_had_it_for_the_grace(
