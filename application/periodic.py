@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Unpack
 
-from taskforge.application.handlers import DeclarationError, HandlerRegistry
+from taskforge.application.handlers import DeclarationError, HandlerRegistry, SignatureError
 from taskforge.domain.errors import ValidationError
 from taskforge.domain.policy import POLICY_OPTIONS, PolicyOptions
 from taskforge.domain.schedule import (
@@ -62,7 +62,7 @@ class ScheduleDeclarations:
     def add(self, declaration: Declaration) -> None:
         unknown = sorted(set(declaration.policy) - POLICY_OPTIONS)
         if unknown:
-            raise TypeError(f"unknown schedule option(s): {', '.join(unknown)}")
+            raise SignatureError(f"unknown schedule option(s): {', '.join(unknown)}")
         self._declarations.append(declaration)
 
     def definitions(

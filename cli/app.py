@@ -641,10 +641,11 @@ def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
 
 def _last_traceback(session: Session, job_id: UUID) -> str | None:
     """The traceback of the job's last failed attempt (the dead letter's resource has none),
-    or None: none kept, or the job is gone."""
+    or None: none kept, or the job could not be read (gone, or the API failed this second
+    call: the dead letter is shown all the same)."""
     try:
         errors = session.api.get(job_id).data.get("errors") or []
-    except JobNotFound:
+    except ClientError:
         return None
     last = errors[-1] if errors and isinstance(errors[-1], dict) else {}
     traceback = last.get("traceback")

@@ -526,12 +526,28 @@ def _queue_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(_queue(name, item) for item in _items(name, raw, "queue names"))
 
 
+_MODULE_NAME = r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*"
+
+
 def _module_list(name: str, raw: str) -> tuple[str, ...]:
     modules = tuple(_items(name, raw, "importable module names"))
     for module in modules:
-        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", module):
-            raise ConfigError(name, raw, "expected importable module names, comma separated")
+        if not re.fullmatch(_MODULE_NAME, module):
+            raise ConfigError(
+                name,
+                raw,
+                "expected importable module names, comma separated" + module_name_hint(module),
+            )
     return modules
+
+
+def module_name_hint(path: str) -> str:
+    """A hint when `path` looks like a file's path (`myjobs.py`, `./jobs/email.py`): handler
+    modules are named as `import` names them, from the folder the process starts in."""
+    name = path.removesuffix(".py").removeprefix("./").replace("/", ".").replace("\\", ".")
+    if name == path or not re.fullmatch(_MODULE_NAME, name):
+        return ""
+    return f" (a module's name, as import takes it: {name!r})"
 
 
 def _prefix(name: str, raw: str) -> str:

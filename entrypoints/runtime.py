@@ -54,6 +54,7 @@ from taskforge.entrypoints.config import (
     ConfigError,
     Settings,
     masked_dsn,
+    module_name_hint,
     without_password,
 )
 from taskforge.entrypoints.demo_handlers import demo_registry
@@ -230,7 +231,7 @@ def _import_handler_module(module: str) -> None:
             raise HandlerModuleError(
                 f"cannot import handler module {module!r}: no module named {missing!r} in the"
                 f" current directory ({os.getcwd()}) or the installed packages"
-                + _as_module_name(module)
+                + module_name_hint(module)
             ) from None
         raise HandlerModuleError(
             f"cannot import handler module {module!r}: it imports {missing!r},"
@@ -247,15 +248,6 @@ def _import_handler_module(module: str) -> None:
     except Exception as exc:
         exc.add_note(f"(raised while importing handler module {module!r})")
         raise
-
-
-def _as_module_name(module: str) -> str:
-    """A hint when `module` looks like a file's path (`myjobs.py`, `jobs/email`): handler
-    modules are named as `import` names them."""
-    name = module.removesuffix(".py").replace("/", ".").replace(os.sep, ".").strip(".")
-    if name == module or not name:
-        return ""
-    return f" (a module's name, as import takes it: {name!r})"
 
 
 def _declared_at(exc: BaseException) -> str:

@@ -206,6 +206,8 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TASKFORGE_REDIS_PREFIX", "other:", "taskforge:"),
         ("TASKFORGE_HANDLERS", "my-module", "module names"),
         ("TASKFORGE_HANDLERS", ",", "importable module names, comma separated"),
+        ("TASKFORGE_HANDLERS", "./jobs/email.py", "as import takes it: 'jobs.email')"),
+        ("TASKFORGE_HANDLERS", "jobs/email", "as import takes it: 'jobs.email')"),
         ("WORKER_QUEUES", ", ,", "queue names, comma separated"),  # not the default queue
         ("METRICS_FLUSH_INTERVAL", "0", "number from 0.05 to 60"),
         ("JOB_TIMEOUT", "-1", "number from 0 to 315360000"),  # as the API states it

@@ -397,8 +397,10 @@ def test_an_unknown_policy_option_is_refused_where_it_is_declared(
     declarations: ScheduleDeclarations,
 ) -> None:
     # mypy names the typo too (the options are PolicyOptions); this is the check at run time.
-    with pytest.raises(TypeError, match="priorty"):
+    with pytest.raises(TypeError, match="priorty") as refused:
         schedule("typo", "* * * * *", "report", priorty=1)  # type: ignore[call-arg]
+    # A declaration error too: a process loading the module says so in one line, exit 2.
+    assert isinstance(refused.value, DeclarationError)
 
 
 async def test_a_schedule_whose_times_cannot_be_computed_holds_up_no_other(

@@ -31,6 +31,7 @@ import pytest
 
 from taskforge.cli.app import run
 from taskforge.client import Response as ApiResponse
+from taskforge.client import Unavailable
 from taskforge.client.sync_client import RawResponses as TaskForgeClient
 from tests.support import DevServer
 
@@ -614,6 +615,21 @@ def test_dlq_show_shows_the_traceback_of_the_last_failed_attempt(
     assert shown.out.rstrip().endswith("TerminalError: card declined")
     moved = dead_letter(api, idle_queue())  # moved by an operator: no attempt, no traceback
     assert "traceback" not in cli("dlq-show", "--id", moved).out
+
+
+def test_dlq_show_shows_the_dead_letter_when_the_jobs_errors_cannot_be_read(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = dead_letter(api, idle_queue(), reason="bad input")
+
+    def unavailable(client: TaskForgeClient, job_id: uuid.UUID) -> ApiResponse:
+        raise Unavailable("unavailable", "the API is restarting")
+
+    monkeypatch.setattr(TaskForgeClient, "get", unavailable)
+    shown = cli("dlq-show", "--id", job_id)
+
+    assert (shown.exit_code, field(shown.out, "reason")) == (0, "bad input")
+    assert "traceback" not in shown.out
 
 
 def test_status_and_the_other_job_commands_take_the_id_as_an_argument(

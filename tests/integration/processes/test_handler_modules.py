@@ -53,6 +53,13 @@ import taskforge
 @taskforge.task("report")
 async def report(payload: dict, ctx: taskforge.JobContext, extra: int) -> None: ...
 """
+PERIODIC_TYPO = """\
+import taskforge
+
+
+@taskforge.periodic("* * * * *", max_atempts=3)
+async def nightly(ctx: taskforge.JobContext) -> None: ...
+"""
 TWICE = """\
 import taskforge
 
@@ -76,6 +83,7 @@ def project(tmp_path: Path) -> Path:
     (folder / "bad_policy.py").write_text(BAD_POLICY)
     (folder / "twice.py").write_text(TWICE)
     (folder / "wrong_signature.py").write_text(WRONG_SIGNATURE)
+    (folder / "periodic_typo.py").write_text(PERIODIC_TYPO)
     (folder / "undecorated.py").write_text("async def greet(ctx) -> None: ...\n")
     return folder
 
@@ -207,6 +215,11 @@ async def test_a_worker_given_no_handler_module_says_so(stack: Stack) -> None:
             "wrong_signature",
             "taskforge: handler module 'wrong_signature', wrong_signature.py:4: report must"
             " take (payload), (payload, ctx) or (ctx), not 3 parameter(s)",
+        ),
+        (
+            "periodic_typo",
+            "taskforge: handler module 'periodic_typo', periodic_typo.py:4: unknown schedule"
+            " option(s): max_atempts",
         ),
         (
             "twice",
