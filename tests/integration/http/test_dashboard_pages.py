@@ -354,6 +354,17 @@ async def test_a_group_of_one_dead_letter_is_confirmed_as_one(
     assert "Replay 1 dead letter?" in assert_html(asked, 200)
 
 
+@pytest.mark.parametrize(("overrides", "columns"), [({}, 9), ({"ui_read_only": True}, 8)])
+async def test_an_empty_jobs_list_spans_every_column_of_its_table(
+    client: httpx.AsyncClient, columns: int
+) -> None:
+    # Read-only has no selection column.
+    page = assert_html(await client.get("/ui/jobs", params={"queue": "nobody-uses-this"}), 200)
+
+    assert len(re.findall(r"<th[ >]", page)) == columns
+    assert f'<td colspan="{columns}">No job matches.</td>' in page
+
+
 @pytest.mark.parametrize("overrides", [{"ui_read_only": True}])
 async def test_read_only_mode_shows_no_action_and_refuses_them(
     client: httpx.AsyncClient, create_job: JobFactory
