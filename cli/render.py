@@ -199,7 +199,7 @@ def _policy(job: Mapping[str, Any]) -> str:
 
 
 def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else MISSING
+    return f"{value:.15g}" if isinstance(value, int | float) else MISSING
 
 
 def _seconds(value: Any) -> str:
