@@ -613,12 +613,16 @@ def _show_page(
         session.print_json(response)
         return
     items = response.data.get("items", [])
+    summary = page_summary(response.data, len(items), noun)
     if session.plain:
         session.show(table(items, plain=True, width=session.console.width))
+        # Standard output keeps the rows alone; that more exist is said on standard error.
+        if int(response.data.get("offset", 0)) + len(items) < int(response.data.get("total", 0)):
+            session.errors.print(Text(summary), soft_wrap=True)
         return
     if items:
         session.show(table(items, plain=False, width=session.console.width))
-    session.console.print(Text(page_summary(response.data, len(items), noun), style="dim"))
+    session.console.print(Text(summary, style="dim"))
 
 
 @app.command

@@ -915,8 +915,11 @@ def test_list_filters_by_queue_and_status_and_pages(cli: Cli, api: httpx.Client)
     assert [row[0] for row in rows[1:]] == pending[::-1], "newest first"
     assert {row[3] for row in rows[1:]} == {"PENDING"}
 
+    assert listed.err == ""  # every match shown
     page = cli("list", "--queue", queue, "--limit", "2", "--offset", "1")
     assert [line.split()[0] for line in page.out.splitlines()[1:]] == pending[::-1][:2]
+    # Piped, the rows stay alone on standard output; that more exist goes to standard error.
+    assert page.err == "showing 2-3 of 4 jobs; next page: --offset 3\n"
 
     upper = cli("list", "--queue", queue, "--status", "CANCELLED")
     assert [line.split()[0] for line in upper.out.splitlines()[1:]] == [cancelled]
