@@ -553,6 +553,9 @@ def _api_error_body(response: httpx.Response) -> dict[str, Any] | None:
 
 
 def connection_failed(exc: httpx.TransportError, base_url: str, timeout: float) -> ConnectionFailed:
+    """The error of a call that got no answer, naming where it went (a password in the base
+    URL masked: the message ends up in logs)."""
+    base_url = _without_password(base_url)
     if isinstance(exc, httpx.TimeoutException):
         return ConnectionFailed("timeout", f"no answer from {base_url} within {timeout:g}s")
     if isinstance(exc, httpx.ConnectError):
@@ -560,6 +563,16 @@ def connection_failed(exc: httpx.TransportError, base_url: str, timeout: float) 
             "connection_failed", f"cannot connect to {base_url}: {_os_reason(exc)}"
         )
     return ConnectionFailed("connection_failed", f"request to {base_url} failed: {_os_reason(exc)}")
+
+
+def _without_password(base_url: str) -> str:
+    url = httpx.URL(base_url)  # parsed once already: check_base_url
+    if not url.password:
+        return base_url
+    return str(url.copy_with(username=url.username, password=_MASK))
+
+
+_MASK = "***"
 
 
 def closed_client() -> ClientClosed:

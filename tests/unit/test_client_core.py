@@ -506,6 +506,18 @@ def test_an_enqueue_gives_up_after_its_attempts_with_the_last_error() -> None:
     assert len(seen) == 3
 
 
+def test_a_failed_call_names_the_api_without_the_password_in_its_url() -> None:
+    transport, _ = _scripted(_lost)
+    with (
+        SyncClient("http://ops:s3cret@api", transport=transport, retry_policy=NO_WAIT) as client,
+        pytest.raises(ConnectionFailed) as failed,
+    ):
+        client.stats()
+
+    assert "s3cret" not in failed.value.message
+    assert failed.value.message.startswith("request to http://ops:***@api failed")
+
+
 class _Trickle:
     """JOB's JSON 64 bytes at a time, 0.05 s apart: each part in time, the whole (about
     0.7 s) not within the 0.2 s the clients below allow. Counts the parts sent."""
