@@ -16,6 +16,9 @@ from taskforge.domain.errors import Unavailable
 
 T = TypeVar("T")
 
+QUEUE_DOWN_REMINDER = 60.0
+"""Seconds between the log lines that say the ready queue still does not answer."""
+
 
 class QueueTimings(Protocol):
     """What a role's settings say about its calls to the ready queue."""

@@ -20,15 +20,12 @@ from typing import Any
 
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweeps, TraceSpan
-from taskforge.application.reachability import NotAnswering, Reachability
+from taskforge.application.reachability import QUEUE_DOWN_REMINDER, NotAnswering, Reachability
 from taskforge.application.schedules import FireSchedules
 from taskforge.application.timing import sleep_unless, wait_any
 from taskforge.domain.job import ReadyHint
 
 log = logging.getLogger("taskforge.scheduler")
-
-QUEUE_DOWN_REMINDER = 60.0
-"""Seconds between the log lines that say the ready queue still does not answer."""
 
 REQUEUE_SPAN = "taskforge.job.requeue"
 """The scheduler putting a job back in its queue: a retry that came due, or an expired

@@ -44,7 +44,7 @@ from taskforge.application.ports import (
     WorkerMetrics,
     WorkerRegistry,
 )
-from taskforge.application.reachability import NotAnswering, Reachability
+from taskforge.application.reachability import QUEUE_DOWN_REMINDER, NotAnswering, Reachability
 from taskforge.application.threads import HandlerThreads
 from taskforge.application.timing import sleep_unless, unanswered, wait_any
 from taskforge.domain.errors import Unavailable
@@ -408,7 +408,12 @@ class Worker:
         self._direct: _DirectClaims | None = None
         """Set while the ready queue is unreachable: jobs are claimed from the store."""
         self._queue = Reachability(
-            settings, monotonic, down=_claiming_from_store, up=_back_to_hints
+            settings,
+            monotonic,
+            down=_claiming_from_store,
+            up=_back_to_hints,
+            still_down=_still_claiming_from_store,
+            remind_every=QUEUE_DOWN_REMINDER,
         )
         """Whether the ready queue answers; while it does not, it is probed through this
         every queue_retry_interval (pops and sends are bounded on their own: see _fetch)."""
@@ -1213,6 +1218,14 @@ class Worker:
 
 def _claiming_from_store(reason: str) -> None:
     log.warning("ready queue unreachable (%s); claiming due jobs from the store", reason)
+
+
+def _still_claiming_from_store(seconds: float, reason: str) -> None:
+    log.warning(
+        "ready queue still unreachable after %.0fs (%s); claiming due jobs from the store",
+        seconds,
+        reason,
+    )
 
 
 def _back_to_hints() -> None:

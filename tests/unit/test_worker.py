@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -1654,6 +1655,42 @@ async def test_without_the_ready_queue_a_queue_waiting_for_permits_does_not_hold
     assert starts["other"][0] - began < 1.5  # not after the backlog, at 2 jobs/s (20 s)
     elapsed = time.monotonic() - began
     assert len(starts["slow"]) <= 2 + 2 * elapsed + 1  # the backlog within its own rate
+
+
+async def test_a_lasting_outage_is_recalled_in_the_workers_log_every_minute(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = freezable_ready_queue(cluster)
+    queue.mode = "down"
+    elapsed = [0.0]
+
+    with caplog.at_level(logging.WARNING, logger="taskforge.worker"):
+        cluster.start_worker(
+            queue_grace=0.05,
+            queue_retry_interval=1.0,
+            direct_poll_min=0.01,
+            direct_poll_max=0.01,
+            monotonic=lambda: elapsed[0],
+        )
+        for _ in range(130):  # 130 s by the worker's clock, a probe due every second
+            await asyncio.sleep(0.02)
+            elapsed[0] += 1.0
+        await cluster.shutdown()
+
+    said = [r.getMessage() for r in caplog.records if "ready queue" in r.getMessage()]
+    assert said[0].startswith("ready queue unreachable (redis unavailable")
+    # At the first probe a minute (by the worker's clock) after the last line: at 60 s and
+    # 120 s, or a second or two later should the loop wake late on a busy machine.
+    recalled = [
+        re.fullmatch(
+            r"ready queue still unreachable after (\d+)s \(.*\); claiming due jobs from the store",
+            message,
+        )
+        for message in said[1:]
+    ]
+    assert all(recalled), said
+    first, second = (int(match[1]) for match in recalled if match)
+    assert 60 <= first <= 63 and 60 <= second - first <= 63
 
 
 async def test_without_the_ready_queue_permits_come_back_as_the_workers_own_clock_moves(
