@@ -45,6 +45,8 @@ from taskforge.cli.render import (
     health_table,
     job_detail,
     jobs_table,
+    last_traceback,
+    more_rows,
     page_summary,
     printable,
     queues_table,
@@ -617,7 +619,7 @@ def _show_page(
     if session.plain:
         session.show(table(items, plain=True, width=session.console.width))
         # Standard output keeps the rows alone; that more exist is said on standard error.
-        if int(response.data.get("offset", 0)) + len(items) < int(response.data.get("total", 0)):
+        if more_rows(response.data, len(items)):
             session.errors.print(Text(summary), soft_wrap=True)
         return
     if items:
@@ -648,12 +650,9 @@ def _last_traceback(session: Session, job_id: UUID) -> str | None:
     or None: none kept, or the job could not be read (gone, or the API failed this second
     call: the dead letter is shown all the same)."""
     try:
-        errors = session.api.get(job_id).data.get("errors") or []
+        return last_traceback(session.api.get(job_id).data)
     except ClientError:
         return None
-    last = errors[-1] if errors and isinstance(errors[-1], dict) else {}
-    traceback = last.get("traceback")
-    return traceback if isinstance(traceback, str) else None
 
 
 @app.command

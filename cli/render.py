@@ -155,10 +155,17 @@ def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Tex
         yield "reason", Text(str(job["reason"]))
     if job.get("lastError"):
         yield "last error", Text(str(job["lastError"]), style="red")
+    traceback = last_traceback(job)
+    if traceback:
+        yield "traceback", Text(traceback.rstrip(), style="dim")
+
+
+def last_traceback(job: Mapping[str, Any]) -> str | None:
+    """The traceback kept with the job's last failed attempt, if any."""
     errors = job.get("errors") or [{}]
     last = errors[-1] if isinstance(errors, list) and isinstance(errors[-1], Mapping) else {}
-    if last.get("traceback"):
-        yield "traceback", Text(str(last["traceback"]).rstrip(), style="dim")
+    traceback = last.get("traceback")
+    return traceback if isinstance(traceback, str) and traceback else None
 
 
 def _result(value: Any, *, plain: bool) -> str:
@@ -406,9 +413,14 @@ def page_summary(page: Mapping[str, Any], shown: int, noun: str) -> str:
     if shown == 0:
         return f"no {noun} (total {total})" if total else f"no {noun}"
     text = f"showing {offset + 1}-{offset + shown} of {total} {noun}"
-    if offset + shown < total:
+    if more_rows(page, shown):
         text += f"; next page: --offset {offset + shown}"
     return text
+
+
+def more_rows(page: Mapping[str, Any], shown: int) -> bool:
+    """Whether rows past this page of `shown` rows match too."""
+    return int(page.get("offset", 0)) + shown < int(page.get("total", shown))
 
 
 def _table(
