@@ -435,7 +435,8 @@ class ReadyQueue(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise if the queue cannot answer, or cannot take a write (as every pop is one)."""
+        """Raise if the queue cannot answer, or cannot take a write: a push, or a pop (a
+        server out of memory may still serve pops while it refuses every push)."""
         ...
 
 

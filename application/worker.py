@@ -150,7 +150,9 @@ class WorkerSettings:
     queue_retry_interval: float = 2.0
     """While claiming from the store, how often the ready queue is tried again. A try gets
     `queue_grace` to answer; one that outlives it is left to finish (opening a connection
-    through Sentinels may take longer) and no other starts meanwhile."""
+    through Sentinels may take longer) and no other starts meanwhile. While pops come back
+    empty, also how often the worker checks that the queue still takes hints (see
+    Worker._check_hints_can_arrive)."""
     max_abandoned_threads: int | None = None
     """Sync-handler threads that may stay abandoned (still running after their attempt ended
     without them) before the worker drains and stops with TooManyAbandonedThreads; None
@@ -417,6 +419,8 @@ class Worker:
         )
         """Whether the ready queue answers; while it does not, it is probed through this
         every queue_retry_interval (pops and sends are bounded on their own: see _fetch)."""
+        self._next_idle_check = 0.0
+        """When (by `monotonic`) an empty pop next checks that the queue takes hints."""
         self._unknown_types: set[tuple[str, str]] = set()
         """Queues and job types handed back for want of a handler (see _first_unknown)."""
         self._throttled: dict[str, float] = {}
@@ -565,6 +569,8 @@ class Worker:
             self._claim_from_store(unanswered(exc, waited))
             return
         if not hints:
+            if not stop.is_set():
+                await self._check_hints_can_arrive()
             return
         if stop.is_set():
             await self._put_back(hints)
@@ -605,9 +611,29 @@ class Worker:
         """The ready queue is unreachable: Postgres holds every job, so keep running them
         without hints until it answers again."""
         self._queue.not_answering(reason)
+        self._start_direct_claims()
+
+    def _start_direct_claims(self) -> None:
         self._direct = _DirectClaims(
             self._settings, self._settings.rate_limit_per_sec, self._random
         )
+
+    async def _check_hints_can_arrive(self) -> None:
+        """After an empty pop, at most every queue_retry_interval: probe the ready queue with
+        the write a ping is. A Redis out of memory under noeviction still serves pops but
+        refuses every push, so the jobs enqueued meanwhile get no hints and empty pops alone
+        would wait for them forever: while the queue refuses the probe, jobs are claimed from
+        the store (and it is probed again as when it does not answer at all). Only an empty
+        pop checks: hints still waiting are popped first, and popping them is what frees the
+        memory when they are what fills it."""
+        now = self._monotonic()
+        if now < self._next_idle_check:
+            return
+        self._next_idle_check = now + self._settings.queue_retry_interval
+        try:
+            await self._queue.ask(self._ready_queue.ping)
+        except NotAnswering:
+            self._start_direct_claims()
 
     async def _put_back(self, hints: list[ReadyHint]) -> None:
         """Put back hints popped but not started (see _send_within_grace)."""

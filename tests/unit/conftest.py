@@ -22,6 +22,9 @@ from taskforge.domain.policy import RetryPolicy
 from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs
 
+OUT_OF_MEMORY = "OOM command not allowed when used memory > 'maxmemory'."
+"""Redis's reply to a write that adds, out of memory under noeviction."""
+
 
 class FlushableReadyQueue(InMemoryReadyQueue):
     def clear(self) -> None:
@@ -30,8 +33,10 @@ class FlushableReadyQueue(InMemoryReadyQueue):
 
 
 class FreezableReadyQueue(FlushableReadyQueue):
-    """A ready queue that can freeze like a SIGSTOPped Redis (no call returns) or refuse
-    connections (every call raises Unavailable); `pops` counts the pops that answered."""
+    """A ready queue that can freeze like a SIGSTOPped Redis (no call returns), refuse
+    connections (every call raises Unavailable), or be full like a Redis out of memory
+    under noeviction (pops and reads answer, every write that adds raises Unavailable);
+    `pops` counts the pops that answered."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,8 +50,8 @@ class FreezableReadyQueue(FlushableReadyQueue):
 
     @mode.setter
     def mode(self, mode: str | None) -> None:
-        """ "frozen", "down" or None (it answers). A call made while frozen answers once the
-        queue thaws, as a SIGCONTed Redis answers what it was sent."""
+        """ "frozen", "down", "full" or None (it answers). A call made while frozen answers
+        once the queue thaws, as a SIGCONTed Redis answers what it was sent."""
         if mode == "frozen" and self._mode != "frozen":
             self._thawed = asyncio.Event()
         elif mode != "frozen":
@@ -59,6 +64,11 @@ class FreezableReadyQueue(FlushableReadyQueue):
         if self._mode == "down":
             raise Unavailable("redis", "connection refused")
 
+    async def _write(self) -> None:
+        await self._outage()
+        if self._mode == "full":
+            raise Unavailable("redis", OUT_OF_MEMORY)
+
     async def pop(self, queues: Sequence[str], max_count: int, timeout: float) -> list[ReadyHint]:
         await self._outage()
         hints = await super().pop(queues, max_count, timeout)
@@ -66,22 +76,22 @@ class FreezableReadyQueue(FlushableReadyQueue):
         return hints
 
     async def push(self, hints: Sequence[ReadyHint]) -> None:
-        await self._outage()
+        await self._write()
         await super().push(hints)
 
     async def push_front(self, hints: Sequence[ReadyHint]) -> None:
-        await self._outage()
+        await self._write()
         await super().push_front(hints)
 
     async def ping(self) -> None:
-        await self._outage()
+        await self._write()
 
     async def depth(self, queues: Sequence[str]) -> dict[str, int]:
         await self._outage()
         return await super().depth(queues)
 
     async def check_intact(self) -> bool:
-        await self._outage()
+        await self._write()
         return await super().check_intact()
 
     async def forget_intact(self) -> None:

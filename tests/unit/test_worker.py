@@ -55,7 +55,7 @@ from taskforge.domain.workers import WorkerStatus
 from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs
 
-from .conftest import FreezableReadyQueue, RecordingTracer
+from .conftest import OUT_OF_MEMORY, FreezableReadyQueue, RecordingTracer
 
 pytestmark = pytest.mark.asyncio
 
@@ -1536,6 +1536,74 @@ async def test_the_worker_returns_to_hints_once_the_ready_queue_answers(cluster:
     while queue.pops <= pops_during_outage:
         assert time.monotonic() < deadline, "the worker never popped hints again"
         await asyncio.sleep(0.01)
+
+
+async def test_a_ready_queue_that_serves_pops_but_takes_no_hints_does_not_stall_dispatch(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Redis out of memory under noeviction: pops answer (empty: no hint gets in), every
+    # write that adds is refused. Jobs enqueued meanwhile run, claimed from the store.
+    queue = freezable_ready_queue(cluster)
+    queue.mode = "full"
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    with caplog.at_level(logging.INFO, logger="taskforge.worker"):
+        cluster.start_worker(queue_grace=0.05, queue_retry_interval=0.1)
+        stored, _, _ = await cluster.jobs.add(
+            NewJob(id=cluster.ids.new_id(), queue="jobs:ready", job_type="noop")
+        )
+        await cluster.wait_for(stored.id, JobState.SUCCEEDED)
+        warned = (
+            f"ready queue unreachable (redis unavailable: {OUT_OF_MEMORY}); "
+            "claiming due jobs from the store"
+        )
+        assert warned in [record.getMessage() for record in caplog.records]
+        pops_while_full = queue.pops
+
+        queue.mode = None  # memory again: back to hints
+        later = await cluster.enqueue("noop")
+        await cluster.wait_for(later.id, JobState.SUCCEEDED)
+        deadline = time.monotonic() + DEADLINE
+        while queue.pops <= pops_while_full:
+            assert time.monotonic() < deadline, "the worker never popped hints again"
+            await asyncio.sleep(0.01)
+    assert "ready queue answers again; back to hints" in [r.getMessage() for r in caplog.records]
+
+
+class PingCounting(InMemoryReadyQueue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings = 0
+
+    async def ping(self) -> None:
+        self.pings += 1
+
+
+async def test_an_idle_worker_checks_that_hints_can_arrive_once_per_retry_interval(
+    cluster: Cluster,
+) -> None:
+    queue = PingCounting()
+    cluster.ready_queue = queue
+    cluster.hints = HintDispatcher(queue)
+    now = [100.0]
+    cluster.start_worker(monotonic=lambda: now[0], queue_retry_interval=5.0)
+    deadline = time.monotonic() + DEADLINE
+    while queue.pings < 1:
+        assert time.monotonic() < deadline, "an idle worker never checked the ready queue"
+        await asyncio.sleep(0.01)
+
+    await asyncio.sleep(0.3)  # six empty pops of 0.05 s, all within the interval
+    assert queue.pings == 1
+
+    now[0] += 5.0
+    while queue.pings < 2:
+        assert time.monotonic() < deadline, "the interval passed and no check followed"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert queue.pings == 2
 
 
 class SlowToConnect(FreezableReadyQueue):

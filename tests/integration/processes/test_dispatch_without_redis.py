@@ -1,13 +1,15 @@
 """Redis frozen (SIGSTOP) under load: the worker keeps running due jobs by claiming them
 from Postgres, at no less than a quarter of the rate it drains with Redis in the same run,
-and goes back to hints once Redis answers. Nothing is lost or run twice at once.
+and goes back to hints once Redis answers. Nothing is lost or run twice at once. The same
+for a Redis out of memory under noeviction, which answers pops but takes no new hint.
 
-The test freezes a private redis-server of its own, never a shared one.
+The tests freeze or fill a private redis-server of their own, never a shared one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -16,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis
 
 from tests.integration.processes.conftest import Stack
 from tests.servers import PrivateRedis
@@ -126,6 +129,36 @@ async def test_jobs_keep_completing_while_redis_is_frozen(
     assert "claiming due jobs from the store" in worker.log.read_text()
     # The worker tries the ready queue again on its own backoff, which may come after the
     # last jobs already ran from the store: wait for it rather than read the log once.
+    deadline = time.monotonic() + DEADLINE
+    while "back to hints" not in worker.log.read_text():
+        assert time.monotonic() < deadline, "the worker never went back to hints"
+        await asyncio.sleep(0.2)
+
+
+async def test_jobs_keep_completing_while_redis_is_out_of_memory(
+    stack: Stack, private_redis: PrivateRedis
+) -> None:
+    stack.env.update(redis_env(private_redis.url))
+    await stack.start_api()
+    worker = stack.start_worker()
+    stack.start_scheduler()
+    await wait_all_succeeded(stack.dsn, await enqueue_batch(stack, 20), DEADLINE)
+
+    admin = redis.Redis(port=private_redis.port, socket_timeout=5)
+    with contextlib.closing(admin):
+        admin.config_set("maxmemory", 1)  # every write that adds is refused with OOM
+        try:
+            with pytest.raises(redis.exceptions.OutOfMemoryError):
+                admin.lpush(f"{stack.env['QUEUE_NAME']}", "no room")
+            while_full = await enqueue_batch(stack, 50)  # committed; their hints refused
+            await wait_all_succeeded(stack.dsn, while_full, FREEZE_SECONDS)
+        finally:
+            admin.config_set("maxmemory", 0)
+
+    after = await enqueue_batch(stack, 20)
+    await wait_all_succeeded(stack.dsn, after, DEADLINE)
+    log = worker.log.read_text()
+    assert "OutOfMemoryError" in log and "claiming due jobs from the store" in log
     deadline = time.monotonic() + DEADLINE
     while "back to hints" not in worker.log.read_text():
         assert time.monotonic() < deadline, "the worker never went back to hints"
