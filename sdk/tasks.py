@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import inspect
 import re
+import sys
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -285,26 +286,29 @@ def _declaration_refused() -> type[ValidationError]:
 
 def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] | None]:
     """Whether the handler takes the payload first, whether it takes the context after it,
-    and the payload type enqueues are checked against (None: any JSON object)."""
-    parameters = list(inspect.signature(function).parameters.values())
-    try:
-        hints = typing.get_type_hints(function)
-    except NameError as exc:
-        raise SignatureError(
-            f"the annotations of {function.__qualname__} cannot be resolved ({exc}): "
-            "a task's payload type must be importable where the handler is defined"
-        ) from None
+    and the payload type enqueues are checked against (None: any JSON object).
+
+    Only the payload's annotation has to resolve: the context's and the return's may name
+    what the module imports for type checkers alone (`if TYPE_CHECKING:`, where linters
+    move imports used only in annotations)."""
+    parameters = list(_signature(function).parameters.values())
     if not parameters or len(parameters) > 2:
         raise SignatureError(
             f"{function.__qualname__} must take (payload), (payload, ctx) or (ctx), "
             f"not {len(parameters)} parameter(s)"
         )
     first = parameters[0]
-    if _is_context(first, hints):
+    if _is_context(function, first):
         if len(parameters) > 1:
             raise SignatureError(f"{function.__qualname__}: the JobContext goes after the payload")
         return False, False, None
-    annotation = hints.get(first.name)
+    try:
+        annotation = _resolved(function, first.annotation)
+    except NameError as exc:
+        raise SignatureError(
+            f"the payload annotation of {function.__qualname__} cannot be resolved ({exc}): "
+            "a task's payload type must be importable where the handler is defined"
+        ) from None
     payload_type = annotation if _is_typed_payload(annotation) else None
     if payload_type is not None and _is_array_like(payload_type):
         raise SignatureError(
@@ -315,11 +319,37 @@ def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] |
     return True, len(parameters) == 2, payload_type
 
 
-def _is_context(parameter: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
-    annotation = hints.get(parameter.name)
-    if annotation is None:
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    """The signature with each annotation as written, unevaluated where the module defers
+    them (`from __future__ import annotations`, and on Python 3.14 every module)."""
+    if sys.version_info >= (3, 14):
+        from annotationlib import Format
+
+        return inspect.signature(function, annotation_format=Format.STRING)
+    return inspect.signature(function)
+
+
+def _resolved(function: Callable[..., Any], annotation: Any) -> Any:
+    """An annotation as an object (None: none), a deferred one evaluated in the handler's
+    module as typing.get_type_hints evaluates it. Raises NameError for a name the module
+    does not define at run time."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = getattr(inspect.unwrap(function), "__globals__", {})
+    return eval(annotation, namespace)  # noqa: S307 - the module's own annotation text
+
+
+def _is_context(function: Callable[..., Any], parameter: inspect.Parameter) -> bool:
+    """Annotated JobContext (by name, when only type checkers import it), or unannotated
+    and named `ctx`."""
+    if parameter.annotation is inspect.Parameter.empty:
         return parameter.name == "ctx"
-    return annotation is JobContext
+    try:
+        return _resolved(function, parameter.annotation) is JobContext
+    except NameError:
+        return str(parameter.annotation).rpartition(".")[2] == JobContext.__name__
 
 
 def _is_array_like(payload_type: type) -> bool:

@@ -112,7 +112,7 @@ def _check_content_type(content_type: str | None) -> None:
 
 def _check_content_encoding(content_encoding: str | None) -> None:
     # A compressed body would be read as malformed JSON; RFC 9110 answers an unsupported
-    # content coding with 415.
+    # content coding with 415, saying in Accept-Encoding which codings a body may have.
     if content_encoding is None:
         return
     codings = [coding.strip().lower() for coding in content_encoding.split(",")]
@@ -123,6 +123,7 @@ def _check_content_encoding(content_encoding: str | None) -> None:
             f"Content-Encoding {content_encoding.strip()!r} is not supported: send the body "
             "uncompressed",
             {"field": "Content-Encoding"},
+            headers={"Accept-Encoding": "identity"},
         )
 
 

@@ -57,12 +57,20 @@ _HUMANE_FRAMEWORK_MESSAGES = {404, 405, 413}
 class ApiError(Exception):
     """An error an entrypoint raises directly with its status, code and message."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 class NotReady(Exception):
@@ -103,7 +111,7 @@ def handle_exception(
         )
         return Response(body, status_code=503)
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, DomainError):
         return _domain_error(exc)
     if isinstance(exc, NotFoundException) and (field := _slash_in_segment(request)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypedDict
 
 import httpx
@@ -397,6 +399,77 @@ def test_a_payload_struct_encoded_as_an_array_is_refused_at_declaration() -> Non
     # Every enqueue would be refused: a payload is a JSON object, this Struct an array.
     with pytest.raises(TypeError, match="Pair is a Struct with array_like=True"):
         taskforge.task("email", registry=HandlerRegistry())(send)
+
+
+def import_module_text(path: Path, text: str) -> ModuleType:
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TYPE_CHECKING_ONLY = """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+import taskforge
+
+if TYPE_CHECKING:  # where linters move imports used only in annotations
+    from decimal import Decimal
+
+    from taskforge import JobContext
+
+
+class Order(msgspec.Struct):
+    order_id: int
+
+
+def ship(order: Order, ctx: JobContext) -> Decimal: ...
+
+
+def audit(ctx: taskforge.JobContext) -> None: ...
+
+
+def log(ctx: JobContext) -> None: ...
+"""
+
+
+def test_the_context_and_return_types_may_be_imported_for_type_checkers_alone(
+    tmp_path: Path,
+) -> None:
+    module = import_module_text(tmp_path / "shipping.py", TYPE_CHECKING_ONLY)
+    registry = HandlerRegistry()
+
+    ship = taskforge.task("ship", registry=registry)(module.ship)
+    audit = taskforge.task("audit", registry=registry)(module.audit)
+    log = taskforge.task("log", registry=registry)(module.log)
+
+    assert (ship.payload_type, ship._takes_payload, ship._takes_context) == (
+        module.Order, True, True
+    )  # fmt: skip
+    assert (audit._takes_payload, audit._takes_context) == (False, False)
+    assert (log._takes_payload, log._takes_context) == (False, False)
+
+
+def test_a_payload_type_imported_for_type_checkers_alone_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    module = import_module_text(
+        tmp_path / "billing.py",
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from orders import Invoice\n"
+        "def bill(invoice: Invoice) -> None: ...\n",
+    )
+
+    # Enqueues check payloads against the type: it must exist at run time.
+    with pytest.raises(TypeError, match="the payload annotation of bill cannot be resolved"):
+        taskforge.task("bill", registry=HandlerRegistry())(module.bill)
 
 
 def test_a_job_type_is_declared_once() -> None:

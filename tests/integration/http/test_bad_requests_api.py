@@ -248,6 +248,7 @@ async def test_a_compressed_body_is_415_naming_the_encoding(
     assert body["message"] == (
         f"Content-Encoding {encoding!r} is not supported: send the body uncompressed"
     )
+    assert response.headers["accept-encoding"] == "identity"  # RFC 9110 15.5.16
     assert (await client.get("/jobs")).json()["total"] == 0
 
 
