@@ -23,6 +23,7 @@ worker processes import it through their handler modules.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -297,18 +298,18 @@ def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] |
             f"{function.__qualname__} must take (payload), (payload, ctx) or (ctx), "
             f"not {len(parameters)} parameter(s)"
         )
+    hints = _hints(function, parameters)
     first = parameters[0]
-    if _is_context(function, first):
+    if _is_context(first, hints):
         if len(parameters) > 1:
             raise SignatureError(f"{function.__qualname__}: the JobContext goes after the payload")
         return False, False, None
-    try:
-        annotation = _resolved(function, first.annotation)
-    except NameError as exc:
+    annotation = hints.get(first.name)
+    if isinstance(annotation, str):
         raise SignatureError(
-            f"the payload annotation of {function.__qualname__} cannot be resolved ({exc}): "
-            "a task's payload type must be importable where the handler is defined"
-        ) from None
+            f"the payload annotation of {function.__qualname__}, {annotation}, cannot be "
+            "resolved: a task's payload type must be importable where the handler is defined"
+        )
     payload_type = annotation if _is_typed_payload(annotation) else None
     if payload_type is not None and _is_array_like(payload_type):
         raise SignatureError(
@@ -320,36 +321,50 @@ def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] |
 
 
 def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    """The signature with each annotation as written, unevaluated where the module defers
-    them (`from __future__ import annotations`, and on Python 3.14 every module)."""
+    """The signature, without evaluating the annotations Python defers (on 3.14, where it
+    would otherwise evaluate them, a name it cannot resolve is left as a reference)."""
     if sys.version_info >= (3, 14):
         from annotationlib import Format
 
-        return inspect.signature(function, annotation_format=Format.STRING)
+        return inspect.signature(function, annotation_format=Format.FORWARDREF)
     return inspect.signature(function)
 
 
-def _resolved(function: Callable[..., Any], annotation: Any) -> Any:
-    """An annotation as an object (None: none), a deferred one evaluated in the handler's
-    module as typing.get_type_hints evaluates it. Raises NameError for a name the module
-    does not define at run time."""
-    if annotation is inspect.Parameter.empty:
-        return None
-    if not isinstance(annotation, str):
-        return annotation
+def _hints(function: Callable[..., Any], parameters: list[inspect.Parameter]) -> dict[str, Any]:
+    """The parameters' annotations as typing.get_type_hints resolves them. When one names
+    what the module does not define at run time, each is resolved on its own, and those
+    that cannot be are left as their text."""
+    try:
+        return typing.get_type_hints(function)
+    except NameError:
+        pass
     namespace = getattr(inspect.unwrap(function), "__globals__", {})
-    return eval(annotation, namespace)  # noqa: S307 - the module's own annotation text
+    hints: dict[str, Any] = {}
+    for parameter in parameters:
+        if parameter.annotation is inspect.Parameter.empty:
+            continue
+        # A deferred annotation's text (on 3.14, the reference's); quoted under
+        # `from __future__ import annotations`, the text of a text.
+        value = getattr(parameter.annotation, "__forward_arg__", parameter.annotation)
+        with contextlib.suppress(NameError):  # then `value` stays the text it could not
+            for _ in range(2):
+                if isinstance(value, str):
+                    value = eval(value, namespace)  # noqa: S307 - the module's own annotation
+        if typing.get_origin(value) is typing.Annotated:
+            value = typing.get_args(value)[0]
+        hints[parameter.name] = value
+    return hints
 
 
-def _is_context(function: Callable[..., Any], parameter: inspect.Parameter) -> bool:
+def _is_context(parameter: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
     """Annotated JobContext (by name, when only type checkers import it), or unannotated
     and named `ctx`."""
-    if parameter.annotation is inspect.Parameter.empty:
+    annotation = hints.get(parameter.name)
+    if annotation is None:
         return parameter.name == "ctx"
-    try:
-        return _resolved(function, parameter.annotation) is JobContext
-    except NameError:
-        return str(parameter.annotation).rpartition(".")[2] == JobContext.__name__
+    if isinstance(annotation, str):
+        return annotation.rpartition(".")[2] == JobContext.__name__
+    return annotation is JobContext
 
 
 def _is_array_like(payload_type: type) -> bool:

@@ -410,19 +410,14 @@ def import_module_text(path: Path, text: str) -> ModuleType:
     return module
 
 
-TYPE_CHECKING_ONLY = """
+SHIPPING = """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import taskforge
-
-if TYPE_CHECKING:  # where linters move imports used only in annotations
-    from decimal import Decimal
-
-    from taskforge import JobContext
-
+{imports}
 
 class Order(msgspec.Struct):
     order_id: int
@@ -431,28 +426,52 @@ class Order(msgspec.Struct):
 def ship(order: Order, ctx: JobContext) -> Decimal: ...
 
 
-def audit(ctx: taskforge.JobContext) -> None: ...
+def ship_annotated(order: Annotated[Order, "checked"], ctx: JobContext) -> Decimal: ...
 
 
-def log(ctx: JobContext) -> None: ...
+def ship_quoted(order: "Order", ctx: "JobContext") -> Decimal: ...
+
+
+def audit(ctx: taskforge.JobContext) -> Decimal: ...
+
+
+def log(ctx: JobContext) -> Decimal: ...
+
+
+def log_quoted(ctx: "JobContext") -> Decimal: ...
+"""
+
+AT_RUN_TIME = """
+from decimal import Decimal
+
+from taskforge import JobContext
+"""
+
+FOR_TYPE_CHECKERS_ALONE = """
+if TYPE_CHECKING:  # where linters move imports used only in annotations
+    from decimal import Decimal
+
+    from taskforge import JobContext
 """
 
 
+@pytest.mark.parametrize(
+    "imports", [AT_RUN_TIME, FOR_TYPE_CHECKERS_ALONE], ids=["at run time", "for type checkers"]
+)
 def test_the_context_and_return_types_may_be_imported_for_type_checkers_alone(
-    tmp_path: Path,
+    tmp_path: Path, imports: str
 ) -> None:
-    module = import_module_text(tmp_path / "shipping.py", TYPE_CHECKING_ONLY)
+    module = import_module_text(tmp_path / "shipping.py", SHIPPING.format(imports=imports))
     registry = HandlerRegistry()
 
-    ship = taskforge.task("ship", registry=registry)(module.ship)
-    audit = taskforge.task("audit", registry=registry)(module.audit)
-    log = taskforge.task("log", registry=registry)(module.log)
-
-    assert (ship.payload_type, ship._takes_payload, ship._takes_context) == (
-        module.Order, True, True
-    )  # fmt: skip
-    assert (audit._takes_payload, audit._takes_context) == (False, False)
-    assert (log._takes_payload, log._takes_context) == (False, False)
+    for name in ("ship", "ship_annotated", "ship_quoted"):
+        task = taskforge.task(name, registry=registry)(getattr(module, name))
+        assert (task.payload_type, task._takes_payload, task._takes_context) == (
+            module.Order, True, True
+        ), name  # fmt: skip
+    for name in ("audit", "log", "log_quoted"):
+        task = taskforge.task(name, registry=registry)(getattr(module, name))
+        assert (task._takes_payload, task._takes_context) == (False, False), name
 
 
 def test_a_payload_type_imported_for_type_checkers_alone_is_refused_naming_it(
@@ -468,7 +487,7 @@ def test_a_payload_type_imported_for_type_checkers_alone_is_refused_naming_it(
     )
 
     # Enqueues check payloads against the type: it must exist at run time.
-    with pytest.raises(TypeError, match="the payload annotation of bill cannot be resolved"):
+    with pytest.raises(TypeError, match="the payload annotation of bill, Invoice, cannot be"):
         taskforge.task("bill", registry=HandlerRegistry())(module.bill)
 
 
