@@ -280,6 +280,7 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
     so every spec checked) before the first is sent. A spec is refused as
     `taskforge.enqueue_many` refuses it: an unknown key (`jobType`) is a TypeError naming
     it, a missing job_type a ValidationError naming `jobs[i].job_type`."""
+    refuse_a_single_job(jobs)
     bodies = []
     for index, spec in enumerate(jobs):
         refuse_non_mapping(spec, index)
@@ -772,6 +773,16 @@ def json_values(payload: object) -> Any:
     except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
         raise _input_error("payload", f"must be JSON: {exc}") from None
     return converted
+
+
+def refuse_a_single_job(jobs: object) -> None:
+    """enqueue_many given one job (a mapping), or text, where an iterable of jobs goes: a
+    TypeError saying so, rather than one about the first key or character."""
+    if isinstance(jobs, Mapping | str | bytes):
+        raise TypeError(
+            f"enqueue_many takes an iterable of jobs, such as a list of mappings of enqueue's "
+            f"arguments, not a {type(jobs).__name__}: for one job, call enqueue"
+        )
 
 
 def refuse_non_mapping(spec: object, index: int) -> None:

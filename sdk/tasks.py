@@ -118,13 +118,19 @@ class Task(Generic[P]):
         that does not fit the handler's type raises ValidationError before anything is
         sent or written."""
         from taskforge.client import Client, SyncClient
-        from taskforge.sdk.transactional import enqueue
+        from taskforge.sdk.transactional import NotAConnection, enqueue
 
         body = self.encode(payload)
         options = self._options(overrides)
         if isinstance(target, Client | SyncClient):
             return target.enqueue(self.job_type, body, **options)
-        job: Job | Coroutine[Any, Any, Job] = enqueue(target, self.job_type, body, **options)
+        try:
+            job: Job | Coroutine[Any, Any, Job] = enqueue(target, self.job_type, body, **options)
+        except NotAConnection as exc:
+            raise TypeError(
+                f"{self.function.__name__}.enqueue takes a taskforge Client or SyncClient, "
+                f"or an asyncpg or psycopg 3 connection, not {exc.given}"
+            ) from None
         return job
 
     def spec(self, payload: P, **overrides: Unpack[EnqueueOptions]) -> JobSpec:
@@ -171,7 +177,7 @@ class Task(Generic[P]):
         except msgspec.ValidationError as exc:
             field, message = field_of(exc)
             name = getattr(self.payload_type, "__name__", str(self.payload_type))
-            raise TerminalError(f"the payload is not a {name}: {field}: {message}") from None
+            raise TerminalError(f"the payload does not fit {name}: {field}: {message}") from None
 
     def _handler(self) -> JobHandler:
         """What the worker calls: the handler given its payload (decoded) and its context.

@@ -32,7 +32,13 @@ from taskforge.adapters.postgres.job_store import (
 )
 from taskforge.adapters.system import Uuid7Source
 from taskforge.adapters.telemetry.tracing import current_traceparent
-from taskforge.client.core import EnqueueOptions, JobSpec, json_values, refuse_non_mapping
+from taskforge.client.core import (
+    EnqueueOptions,
+    JobSpec,
+    json_values,
+    refuse_a_single_job,
+    refuse_non_mapping,
+)
 from taskforge.client.errors import ValidationError
 from taskforge.client.values import AttemptError, Job
 from taskforge.domain import errors as domain_errors
@@ -109,6 +115,7 @@ def enqueue_many(conn: Any, jobs: Iterable[JobSpec]) -> list[Job] | Coroutine[An
     """`enqueue` for each of `jobs` (mappings of `enqueue`'s arguments), in one go and in
     order: every job is checked before any is written. An error naming a job's field
     names its index: `jobs[2].queue`."""
+    refuse_a_single_job(jobs)
     return _store(conn, _new_jobs(jobs, batch=True), batch=True)
 
 
@@ -199,10 +206,23 @@ def _store(
             except Exception as exc:
                 _explain(exc, conn, new_jobs, batch)
                 raise
-    raise TypeError(
-        "taskforge.enqueue takes an asyncpg connection or a psycopg 3 connection, "
-        f"not {type(conn).__name__}"
-    )
+    raise NotAConnection(conn, "taskforge.enqueue_many" if batch else "taskforge.enqueue")
+
+
+class NotAConnection(TypeError):
+    """What was given where an asyncpg or psycopg 3 connection goes."""
+
+    def __init__(self, given: object, call: str) -> None:
+        from taskforge.client import Client, SyncClient  # only now: it loads httpx
+
+        self.given = type(given).__name__
+        over_http = ""
+        if isinstance(given, Client | SyncClient):
+            over_http = f"; over HTTP, call the client's own {call.rpartition('.')[2]}"
+        super().__init__(
+            f"{call} takes an asyncpg connection or a psycopg 3 connection, "
+            f"not {self.given}{over_http}"
+        )
 
 
 _SCHEMA_MISSING = frozenset({"42P01", "42703", "42704", "42883"})

@@ -215,6 +215,12 @@ def test_a_job_that_is_not_a_mapping_is_a_type_error_saying_so() -> None:
         core.enqueue_chunks([{"job_type": "noop"}, "noop"])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("jobs", [{"job_type": "noop"}, "noop"], ids=["one job", "text"])
+def test_one_job_given_for_a_list_of_them_is_a_type_error_saying_so(jobs: Any) -> None:
+    with pytest.raises(TypeError, match=r"^enqueue_many takes an iterable of jobs.*: for one job"):
+        core.enqueue_chunks(jobs)
+
+
 def test_a_refusal_of_a_later_chunk_names_the_job_by_its_index_in_the_call() -> None:
     calls = core.enqueue_chunks({"job_type": "noop"} for _ in range(core.BATCH_LIMIT + 5))
     refusal = {

@@ -134,6 +134,16 @@ def test_a_nested_field_is_named_by_its_path() -> None:
     assert refused.value.details == {"field": "payload.address.city"}
 
 
+def test_a_target_that_is_neither_a_client_nor_a_connection_is_refused_naming_both() -> None:
+    task = declare(HandlerRegistry(), EmailStruct)
+    with pytest.raises(TypeError) as refused:
+        task.enqueue("http://localhost:8080", EmailStruct(to="a@b.c"))  # type: ignore[call-overload]
+    assert str(refused.value) == (
+        "handle_struct.enqueue takes a taskforge Client or SyncClient, or an "
+        "asyncpg or psycopg 3 connection, not str"
+    )
+
+
 def test_the_request_carries_the_encoded_payload_the_task_queue_and_policy() -> None:
     registry = HandlerRegistry()
 
@@ -314,7 +324,7 @@ async def test_a_returned_value_nested_too_deeply_to_convert_is_refused() -> Non
 async def test_a_stored_payload_that_does_not_fit_fails_the_job_for_good() -> None:
     registry = HandlerRegistry()
     declare(registry, EmailStruct)
-    with pytest.raises(TerminalError, match=r"not a EmailStruct: payload\.to: "):
+    with pytest.raises(TerminalError, match=r"does not fit EmailStruct: payload\.to: "):
         await run(registry, "email", {"retries": 1})
 
 

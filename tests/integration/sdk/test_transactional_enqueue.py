@@ -1314,6 +1314,20 @@ def test_anything_else_than_a_database_connection_is_refused() -> None:
         taskforge.enqueue(object(), "email")  # type: ignore[call-overload]
 
 
+def test_a_client_given_for_a_connection_is_told_to_call_its_own_enqueue() -> None:
+    with taskforge.SyncClient() as client, pytest.raises(TypeError) as refused:
+        taskforge.enqueue_many(client, [{"job_type": "email"}])  # type: ignore[call-overload]
+    assert str(refused.value) == (
+        "taskforge.enqueue_many takes an asyncpg connection or a psycopg 3 connection, not "
+        "SyncClient; over HTTP, call the client's own enqueue_many"
+    )
+
+
+def test_one_job_given_for_a_list_of_them_is_refused_saying_so() -> None:
+    with pytest.raises(TypeError, match=r"^enqueue_many takes an iterable of jobs.* not a dict"):
+        taskforge.enqueue_many(object(), {"job_type": "email"})  # type: ignore[call-overload]
+
+
 def test_the_psycopg_statements_are_the_asyncpg_ones_with_psycopg_placeholders() -> None:
     assert psycopg_form("SELECT $1::int, $2 WHERE x = $3") == "SELECT %s::int, %s WHERE x = %s"
     with pytest.raises(ValueError, match="out of order"):
