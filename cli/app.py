@@ -468,8 +468,9 @@ def status(
         Parameter(negative="", help="Follow the job until it is SUCCEEDED, DLQ or CANCELLED."),
     ] = False,
     interval: Annotated[
-        float, Parameter(validator=Positive, help="Seconds between polls (watch).")
-    ] = 0.5,
+        float | None,
+        Parameter(validator=Positive, help="With --watch: seconds between polls. [default: 0.5]"),
+    ] = None,
     session: SessionParam,
 ) -> None:
     """Show one job: state, attempts, policy, timings, last error.
@@ -478,8 +479,10 @@ def status(
         taskforge-cli status 7b5b4f8e-2a7d-4e6f-9d5b-3a6b7f9a0c12 --watch
     """
     if watch:
-        _watch(session, job_id, interval)
+        _watch(session, job_id, 0.5 if interval is None else interval)
         return
+    if interval is not None:
+        raise UsageError("--interval only applies with --watch")
     response = session.api.get(job_id)
     session.answer(response, lambda data: job_detail(data, plain=session.plain))
 

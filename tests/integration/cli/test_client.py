@@ -265,6 +265,19 @@ ERROR_CASES = {
         5,
         lambda ids: "error: unauthorized: missing or invalid bearer token\n",
     ),
+    "--interval without --watch is a usage error, found before any request (2)": ErrorCase(
+        lambda ids: [
+            "--api-url",
+            ids["closed"],
+            "status",
+            "--id",
+            ids["unknown"],
+            "--interval",
+            "1",
+        ],
+        2,
+        lambda ids: "error: usage: --interval only applies with --watch\n",
+    ),
     "invalid --payload JSON is a usage error, found before any request (2)": ErrorCase(
         lambda ids: ["--api-url", ids["closed"], *ENQUEUE_EMAIL_WITH_PAYLOAD, '{"to":'],
         2,
