@@ -45,7 +45,6 @@ from taskforge.cli.render import (
     health_table,
     job_detail,
     jobs_table,
-    last_traceback,
     more_rows,
     page_summary,
     printable,
@@ -641,21 +640,18 @@ def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
     if session.json_output:
         session.print_json(response)
         return
-    session.show(
-        dead_letter_detail(
-            response.data, plain=session.plain, traceback=_last_traceback(session, job_id)
-        )
-    )
+    session.show(dead_letter_detail(response.data, plain=session.plain, job=_job(session, job_id)))
 
 
-def _last_traceback(session: Session, job_id: UUID) -> str | None:
-    """The traceback of the job's last failed attempt (the dead letter's resource has none),
-    or None: none kept, or the job could not be read (gone, or the API failed this second
-    call: the dead letter is shown all the same)."""
+def _job(session: Session, job_id: UUID) -> Mapping[str, Any] | None:
+    """The dead letter's job, for what its resource lacks (when the job was created, the
+    traceback of its last failed attempt), or None: it could not be read (gone, or the API
+    failed this second call: the dead letter is shown all the same)."""
     try:
-        return last_traceback(session.api.get(job_id).data)
+        data: Mapping[str, Any] = session.api.get(job_id).data
     except ClientError:
         return None
+    return data
 
 
 @app.command

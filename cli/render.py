@@ -272,8 +272,11 @@ def dead_letters_table(
 
 
 def dead_letter_detail(
-    entry: Mapping[str, Any], *, plain: bool, traceback: str | None = None
+    entry: Mapping[str, Any], *, plain: bool, job: Mapping[str, Any] | None = None
 ) -> RenderableType:
+    """The dead letter, with what its `job` (when it could be read) adds: when the job was
+    created and the traceback of its last failed attempt. The entry's own createdAt and
+    updatedAt are when it was written, as failedAt says: --json shows them."""
     grid = _grid()
     grid.add_row("job id", Text(str(entry.get("jobId"))))
     grid.add_row("queue", Text(str(entry.get("queue"))))
@@ -283,8 +286,9 @@ def dead_letter_detail(
     grid.add_row("reason", Text(str(entry.get("reason") or MISSING)))
     grid.add_row("last error", Text(str(entry.get("lastError") or MISSING), style="red"))
     grid.add_row("failed at", Text(timestamp(entry.get("failedAt"))))
-    grid.add_row("created", Text(timestamp(entry.get("createdAt"))))
-    grid.add_row("updated", Text(timestamp(entry.get("updatedAt"))))
+    if job is not None:
+        grid.add_row("job created", Text(timestamp(job.get("createdAt"))))
+    traceback = None if job is None else last_traceback(job)
     if traceback:
         grid.add_row("traceback", Text(traceback.rstrip(), style="dim"))
     if plain:

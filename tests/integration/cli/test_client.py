@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from taskforge.cli.app import run
+from taskforge.cli.render import timestamp
 from taskforge.client import Response as ApiResponse
 from taskforge.client import Unavailable
 from taskforge.client.sync_client import RawResponses as TaskForgeClient
@@ -624,6 +625,7 @@ def test_dlq_show_shows_the_traceback_of_the_last_failed_attempt(
 
     assert shown.exit_code == 0
     assert field(shown.out, "last error") == "TerminalError: card declined"
+    assert field(shown.out, "job created") == timestamp(job["createdAt"])  # not the entry's
     assert field(shown.out, "traceback") == "Traceback (most recent call last):"
     assert shown.out.rstrip().endswith("TerminalError: card declined")
     moved = dead_letter(api, idle_queue())  # moved by an operator: no attempt, no traceback
@@ -642,7 +644,7 @@ def test_dlq_show_shows_the_dead_letter_when_the_jobs_errors_cannot_be_read(
     shown = cli("dlq-show", "--id", job_id)
 
     assert (shown.exit_code, field(shown.out, "reason")) == (0, "bad input")
-    assert "traceback" not in shown.out
+    assert "traceback" not in shown.out and "job created" not in shown.out
 
 
 def test_status_and_the_other_job_commands_take_the_id_as_an_argument(
