@@ -64,6 +64,11 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+NEWER_STDLIB = frozenset({"annotationlib"})
+"""Standard modules of Pythons newer than the oldest TaskForge runs on, imported behind a
+version check (`if sys.version_info >= (3, 14):`)."""
+
+
 def violations(layer: str, root: Path = ROOT) -> list[str]:
     problems = []
     for path in sorted((root / layer).rglob("*.py")):
@@ -76,7 +81,7 @@ def violations(layer: str, root: Path = ROOT) -> list[str]:
                 forbidden = FORBIDDEN.get(layer, ())
                 if target not in ALLOWED[layer] or module.startswith(forbidden):
                     problems.append(where)
-            elif top in sys.stdlib_module_names or top == "__future__":
+            elif top in sys.stdlib_module_names or top in NEWER_STDLIB or top == "__future__":
                 continue
             else:
                 allowed = THIRD_PARTY_ALLOWED[layer]
