@@ -47,7 +47,7 @@ class Client:
             base_url, token, request_timeout, user_agent or core.default_user_agent()
         )
         self.base_url: str = options["base_url"]
-        self.request_timeout = request_timeout
+        self.request_timeout: float = options["timeout"]
         self._options = {**options, "transport": transport}
         self._http = httpx.AsyncClient(**self._options)
         self._loop: asyncio.AbstractEventLoop | None = None

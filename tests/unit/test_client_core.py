@@ -427,6 +427,44 @@ def test_a_retry_policy_that_is_not_a_retry_policy_is_refused_when_the_client_is
     )
 
 
+@pytest.mark.parametrize(
+    ("values", "error", "message"),
+    [
+        # A count that never runs out: an enqueue, and a wait on an API that stays away,
+        # went on for ever.
+        ({"attempts": float("nan")}, TypeError, "attempts must be a whole number, not float"),
+        ({"attempts": float("inf")}, TypeError, "attempts must be a whole number, not float"),
+        ({"attempts": True}, TypeError, "attempts must be a whole number, not bool"),
+        ({"attempts": "3"}, TypeError, "attempts must be a whole number, not str"),
+        ({"attempts": 0}, ValueError, "attempts must be at least 1, not 0"),
+        # No cap: a Retry-After of a day was slept for a day.
+        (
+            {"max_delay": float("inf")},
+            ValueError,
+            "max_delay must be a non-negative finite number of seconds, not inf",
+        ),
+        # Refused before too, but not saying which value.
+        (
+            {"initial_delay": float("nan")},
+            ValueError,
+            "initial_delay must be a non-negative finite number of seconds, not nan",
+        ),
+        (
+            {"initial_delay": -1},
+            ValueError,
+            "initial_delay must be a non-negative finite number of seconds, not -1",
+        ),
+        ({"max_delay": "5"}, TypeError, "max_delay must be a number of seconds, not str"),
+        ({"initial_delay": 2.0, "max_delay": 1.0}, ValueError, "need 0 <= initial_delay <= max"),
+    ],
+)
+def test_a_retry_policy_with_a_value_no_retry_can_use_is_refused_when_made(
+    values: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        RetryPolicy(**values)
+
+
 def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
     schedule = core.PollSchedule(started=100.0, timeout=2.0, first=0.5, factor=2.0, longest=1.0)
     assert schedule.next_delay(100.0) == 0.5
@@ -930,6 +968,28 @@ def test_a_base_url_no_call_could_reach_the_api_through_is_refused_when_the_clie
     for make in (SyncClient, Client):
         with pytest.raises(ValueError, match=f"^{re.escape(refusal)}"):
             make(base_url)
+
+
+@pytest.mark.parametrize(
+    ("request_timeout", "error", "message"),
+    [
+        # Each failed every call: 0 as a ConnectionFailed ("operation now in progress"), as if
+        # the API were down; -1 and nan with httpx's bare ValueError; inf in the clock.
+        (0, ValueError, "request_timeout must be a positive finite number of seconds, not 0"),
+        (-1, ValueError, "request_timeout must be a positive finite number of seconds, not -1"),
+        (float("nan"), ValueError, "request_timeout must be a positive finite number of seconds"),
+        (float("inf"), ValueError, "request_timeout must be a positive finite number of seconds"),
+        ("5", TypeError, "request_timeout must be a number of seconds, not str"),
+        (None, TypeError, "request_timeout must be a number of seconds, not NoneType"),
+        (True, TypeError, "request_timeout must be a number of seconds, not bool"),
+    ],
+)
+def test_a_request_timeout_no_call_could_keep_to_is_refused_when_the_client_is_made(
+    request_timeout: Any, error: type[Exception], message: str
+) -> None:
+    for make in (SyncClient, Client):
+        with pytest.raises(error, match=f"^{re.escape(message)}"):
+            make("http://api", request_timeout=request_timeout)
 
 
 @pytest.mark.parametrize(
