@@ -685,12 +685,22 @@ class PollSchedule:
         return None if self.timeout is None else self.started + self.timeout - now
 
 
+SHORTEST_POLL = 1.0
+"""The least time a poll of `wait` is given (the request_timeout when that is shorter),
+however little of the wait's timeout is left: see JobWait.poll_timeout."""
+
+
 @dataclass(slots=True)
 class JobWait:
     """One `wait` for a job, without I/O: how long each poll may take, what its answer or
     its failure means, and how long to sleep before the next. Polls the API did not answer
     (Unavailable: a restart, a proxy's 502, no answer in time) are polled again, up to
-    `attempts` (the retry policy's) in a row."""
+    `attempts` (the retry policy's) in a row.
+
+    `timeout` None or infinity is no limit, and 0 reads the job once. Negative or NaN is a
+    ValueError, a non-number a TypeError (seconds_of), raised when the wait is made, so
+    before its first request: a negative timeout was a poll given no time, failing as
+    though the API were down, and a NaN one never ran out."""
 
     job_id: UUID | str
     timeout: float | None
@@ -704,12 +714,22 @@ class JobWait:
     _last_failure: Unavailable | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.timeout is not None:
+            self.timeout = seconds_of("timeout", self.timeout, zero=True, unlimited=True)
         self.schedule = PollSchedule(self.started, self.timeout)
 
     def poll_timeout(self, now: float) -> float:
-        """How long the next poll may take: the request timeout, within what is left."""
+        """How long the next poll may take: what is left of the wait, at most the request
+        timeout, yet at least SHORTEST_POLL (or the request timeout, if shorter). Given
+        only what is left, the poll of a timeout of 0 and the last poll of any wait (made
+        at its deadline) had no time at all: each failed before reaching the API, and the
+        wait reported it as the API's failure, or "still RUNNING" of a job that had
+        finished. So a wait on an API that does not answer ends up to SHORTEST_POLL past
+        its timeout."""
         left = self.schedule.left(now)
-        return self.request_timeout if left is None else max(0.0, min(self.request_timeout, left))
+        if left is None:
+            return self.request_timeout
+        return min(self.request_timeout, max(left, SHORTEST_POLL))
 
     def answered(self, job: values.Job) -> bool:
         """Note the job read; whether it is SUCCEEDED, DLQ or CANCELLED (the wait is over)."""

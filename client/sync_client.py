@@ -191,7 +191,11 @@ class SyncClient:
 
     def wait(self, job_id: UUID | str, timeout: float | None = None) -> values.Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
-        it; past `timeout` seconds raise `WaitTimeout`."""
+        it; past `timeout` seconds raise `WaitTimeout`. None (the default) or infinity
+        waits with no limit; 0 reads the job once. Each poll is given what is left of
+        `timeout`, at most `request_timeout`, yet at least `core.SHORTEST_POLL` (1 s).
+        A negative or NaN `timeout` is a ValueError, a non-number a TypeError, before
+        any request (`core.JobWait`)."""
         waiting = core.JobWait(
             job_id, timeout, time.monotonic(), self.request_timeout, self.retry_policy.attempts
         )

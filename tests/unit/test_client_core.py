@@ -475,7 +475,6 @@ def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
 
 def test_a_wait_past_its_deadline_names_the_state_last_read_or_else_the_last_failure() -> None:
     unread = core.JobWait(JOB_ID, 1.0, 100.0, request_timeout=10.0, attempts=3)
-    assert unread.poll_timeout(100.25) == 0.75  # the request timeout, within what is left
     unread.failed(UNAVAILABLE)
     with pytest.raises(WaitTimeout) as not_read:
         unread.next_delay(101.0)
@@ -488,6 +487,57 @@ def test_a_wait_past_its_deadline_names_the_state_last_read_or_else_the_last_fai
         read.next_delay(101.0)
     assert still.value.message == f"job {JOB_ID} still RUNNING after 1s"
     assert still.value.details == {"jobId": JOB_ID, "state": "RUNNING"}
+
+
+@pytest.mark.parametrize(
+    ("timeout", "request_timeout", "now", "poll_timeout"),
+    [
+        (None, 10.0, 100.0, 10.0),  # no limit: the request timeout
+        (float("inf"), 10.0, 100.0, 10.0),  # no limit either
+        (60.0, 10.0, 100.0, 10.0),  # the request timeout, within what is left
+        (5.0, 10.0, 100.0, 5.0),  # what is left, within the request timeout
+        (5.0, 10.0, 103.5, 1.5),
+        # Less left than any answer takes: given no time, the poll failed before reaching
+        # the API, and the wait reported the API as failing.
+        (1.0, 10.0, 100.25, 1.0),  # 0.75 s left: SHORTEST_POLL
+        (1.0, 10.0, 101.0, 1.0),  # the last poll, at the deadline
+        (0.0, 10.0, 100.0, 1.0),  # the one poll of a timeout of 0
+        (0.0, 0.5, 100.0, 0.5),  # still within the request timeout
+    ],
+)
+def test_a_poll_is_given_what_is_left_of_the_wait_but_never_less_than_an_answer_needs(
+    timeout: float | None, request_timeout: float, now: float, poll_timeout: float
+) -> None:
+    waiting = core.JobWait(JOB_ID, timeout, 100.0, request_timeout=request_timeout, attempts=3)
+    assert waiting.poll_timeout(now) == poll_timeout
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        # Was a poll given no time, failing as a ConnectionFailed as if the API were down.
+        (-1, ValueError, "timeout must be a non-negative number of seconds (inf: no limit)"),
+        (-0.5, ValueError, "timeout must be a non-negative number of seconds (inf: no limit)"),
+        (float("-inf"), ValueError, "timeout must be a non-negative number of seconds"),
+        # Never ran out: the wait went on until the job ended.
+        (float("nan"), ValueError, "timeout must be a non-negative number of seconds"),
+        ("5", TypeError, "timeout must be a number of seconds, not str"),
+        (True, TypeError, "timeout must be a number of seconds, not bool"),
+    ],
+)
+async def test_a_wait_timeout_that_is_negative_nan_or_no_number_is_refused_before_any_request(
+    timeout: Any, error: type[Exception], message: str
+) -> None:
+    transport, seen = _scripted()
+    with (
+        SyncClient("http://api", transport=transport) as client,
+        pytest.raises(error, match=f"^{re.escape(message)}"),
+    ):
+        client.wait(JOB_ID, timeout)
+    async with Client("http://api", transport=transport) as async_client:
+        with pytest.raises(error, match=f"^{re.escape(message)}"):
+            await async_client.wait(JOB_ID, timeout)
+    assert seen == []
 
 
 def test_a_wait_raises_the_failure_once_as_many_polls_in_a_row_failed_as_tries_allowed() -> None:
