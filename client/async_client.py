@@ -47,7 +47,7 @@ class Client:
             base_url, token, request_timeout, user_agent or core.default_user_agent()
         )
         self.base_url: str = options["base_url"]
-        self.request_timeout = request_timeout
+        self.request_timeout: float = options["timeout"]
         self._options = {**options, "transport": transport}
         self._http = httpx.AsyncClient(**self._options)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,7 +182,11 @@ class Client:
 
     async def wait(self, job_id: UUID | str, timeout: float | None = None) -> values.Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
-        it; past `timeout` seconds raise `WaitTimeout`."""
+        it; past `timeout` seconds raise `WaitTimeout`. None (the default) or infinity
+        waits with no limit; 0 reads the job once. Each poll is given what is left of
+        `timeout`, at most `request_timeout`, yet at least `core.SHORTEST_POLL` (1 s).
+        A negative or NaN `timeout` is a ValueError, a non-number a TypeError, before
+        any request (`core.JobWait`)."""
         loop = asyncio.get_running_loop()
         waiting = core.JobWait(
             job_id, timeout, loop.time(), self.request_timeout, self.retry_policy.attempts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import ssl
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -173,11 +174,13 @@ class Call(Generic[T]):
 def http_options(
     base_url: str, token: str | None, request_timeout: float, user_agent: str
 ) -> dict[str, Any]:
-    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike. A base URL no call
+    """The arguments of `httpx.Client` and `httpx.AsyncClient` alike, `timeout` the
+    request_timeout as checked (seconds_of: a positive finite number). A base URL no call
     can reach the API through is a ValueError (check_base_url), and so is a token no
     request header can carry, without showing it (sent, it would fail each call as a
     ConnectionFailed quoting the header, token and all)."""
     check_base_url(base_url)
+    timeout = seconds_of("request_timeout", request_timeout)
     headers = {"User-Agent": user_agent, "Accept": "application/json"}
     if token and not sendable_token(token):
         raise ValueError(f"token {NOT_A_HEADER_VALUE}")
@@ -186,7 +189,7 @@ def http_options(
     options: dict[str, Any] = {
         "base_url": base_url.rstrip("/"),
         "headers": headers,
-        "timeout": request_timeout,
+        "timeout": timeout,
     }
     if _never_tls(base_url):
         options["verify"] = _context_trusting_no_ca()
@@ -213,6 +216,28 @@ def check_base_url(base_url: str) -> None:
         raise ValueError(f"{base_url!r} names a host with a space")
     if b"?" in url.raw_path:
         raise ValueError(f"{base_url!r} has a query: the API's paths would be added to it")
+
+
+def seconds_of(name: str, value: object, *, zero: bool = False, unlimited: bool = False) -> float:
+    """`value`, the argument `name` of a client or a call, as seconds: an int or a float
+    above 0 (or 0, when `zero`), finite unless `unlimited` (then infinity is no limit).
+    Anything else is refused where it is given, as Python's own functions refuse a wrong
+    argument: a non-number (a bool too) as a TypeError, a number out of that range (NaN
+    included) as a ValueError, each naming the argument and the range. Taken as it was, a
+    request_timeout of 0 or less failed every call as a ConnectionFailed, as if the API
+    were down, a NaN one failed in httpx, and a NaN wait timeout never ran out."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past any float: no finite time either
+        seconds = math.copysign(math.inf, value)
+    not_too_small = seconds >= 0 if zero else seconds > 0  # NaN is neither
+    if not (not_too_small and (unlimited or math.isfinite(seconds))):
+        kind = ("non-negative" if zero else "positive") + ("" if unlimited else " finite")
+        no_limit = " (inf: no limit)" if unlimited else ""
+        raise ValueError(f"{name} must be a {kind} number of seconds{no_limit}, not {value!r}")
+    return seconds
 
 
 NOT_A_HEADER_VALUE = (
@@ -593,16 +618,25 @@ def undecodable(exc: httpx.DecodingError, request: Request) -> InvalidResponse:
 class RetryPolicy:
     """How retryable calls (enqueues) ride out an unavailable API: up to `attempts` tries,
     waiting `initial_delay * 2 ** (n - 1)` seconds, at most `max_delay`, before try n + 1;
-    a longer Retry-After from the API is honoured up to `max_delay`."""
+    a longer Retry-After from the API is honoured up to `max_delay`.
+
+    Checked when made, as a client's request_timeout is: `attempts` a whole number of at
+    least 1 (a NaN or infinite count never ran out: an enqueue, or a wait, on an API that
+    stays away went on for ever), each delay a non-negative finite number of seconds (an
+    infinite `max_delay` capped nothing: a Retry-After of a day was slept for a day)."""
 
     attempts: int = 6
     initial_delay: float = 0.2
     max_delay: float = 5.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError(f"attempts must be a whole number, not {type(self.attempts).__name__}")
         if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        if not 0 <= self.initial_delay <= self.max_delay:
+            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+        seconds_of("initial_delay", self.initial_delay, zero=True)
+        seconds_of("max_delay", self.max_delay, zero=True)
+        if self.initial_delay > self.max_delay:
             raise ValueError("need 0 <= initial_delay <= max_delay")
 
     def delay_after(self, failure: ClientError, request: Request, tries: int) -> float | None:
@@ -652,12 +686,22 @@ class PollSchedule:
         return None if self.timeout is None else self.started + self.timeout - now
 
 
+SHORTEST_POLL = 1.0
+"""The least time a poll of `wait` is given (the request_timeout when that is shorter),
+however little of the wait's timeout is left: see JobWait.poll_timeout."""
+
+
 @dataclass(slots=True)
 class JobWait:
     """One `wait` for a job, without I/O: how long each poll may take, what its answer or
     its failure means, and how long to sleep before the next. Polls the API did not answer
     (Unavailable: a restart, a proxy's 502, no answer in time) are polled again, up to
-    `attempts` (the retry policy's) in a row."""
+    `attempts` (the retry policy's) in a row.
+
+    `timeout` None or infinity is no limit, and 0 reads the job once. Negative or NaN is a
+    ValueError, a non-number a TypeError (seconds_of), raised when the wait is made, so
+    before its first request: a negative timeout was a poll given no time, failing as
+    though the API were down, and a NaN one never ran out."""
 
     job_id: UUID | str
     timeout: float | None
@@ -671,12 +715,22 @@ class JobWait:
     _last_failure: Unavailable | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.timeout is not None:
+            self.timeout = seconds_of("timeout", self.timeout, zero=True, unlimited=True)
         self.schedule = PollSchedule(self.started, self.timeout)
 
     def poll_timeout(self, now: float) -> float:
-        """How long the next poll may take: the request timeout, within what is left."""
+        """How long the next poll may take: what is left of the wait, at most the request
+        timeout, yet at least SHORTEST_POLL (or the request timeout, if shorter). Given
+        only what is left, the poll of a timeout of 0 and the last poll of any wait (made
+        at its deadline) had no time at all: each failed before reaching the API, and the
+        wait reported it as the API's failure, or "still RUNNING" of a job that had
+        finished. So a wait on an API that does not answer ends up to SHORTEST_POLL past
+        its timeout."""
         left = self.schedule.left(now)
-        return self.request_timeout if left is None else max(0.0, min(self.request_timeout, left))
+        if left is None:
+            return self.request_timeout
+        return min(self.request_timeout, max(left, SHORTEST_POLL))
 
     def answered(self, job: values.Job) -> bool:
         """Note the job read; whether it is SUCCEEDED, DLQ or CANCELLED (the wait is over)."""

@@ -40,8 +40,10 @@ class SyncClient:
 
     A `base_url` no call could reach the API through (`core.check_base_url`: no http:// or
     https:// scheme, no host, a query...) is a ValueError when the client is made, as is a
-    token no header can carry: a wrong argument, as Python's own constructors raise it,
-    not a call's failure (a `ClientError`), and never retried as a `ConnectionFailed` is.
+    token no header can carry and a `request_timeout` that is not a positive finite number
+    of seconds (`core.seconds_of`; a non-number is a TypeError): a wrong argument, as
+    Python's own constructors raise it, not a call's failure (a `ClientError`), and never
+    retried as a `ConnectionFailed` is.
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class SyncClient:
             base_url, token, request_timeout, user_agent or core.default_user_agent()
         )
         self.base_url: str = options["base_url"]
-        self.request_timeout = request_timeout
+        self.request_timeout: float = options["timeout"]
         self._http = httpx.Client(**options, transport=transport)
         self.raw = RawResponses(self)
         """The same calls answering the API's `Response` (status, text as sent) undecoded."""
@@ -189,7 +191,11 @@ class SyncClient:
 
     def wait(self, job_id: UUID | str, timeout: float | None = None) -> values.Job:
         """Poll (with growing gaps) until the job is SUCCEEDED, DLQ or CANCELLED and return
-        it; past `timeout` seconds raise `WaitTimeout`."""
+        it; past `timeout` seconds raise `WaitTimeout`. None (the default) or infinity
+        waits with no limit; 0 reads the job once. Each poll is given what is left of
+        `timeout`, at most `request_timeout`, yet at least `core.SHORTEST_POLL` (1 s).
+        A negative or NaN `timeout` is a ValueError, a non-number a TypeError, before
+        any request (`core.JobWait`)."""
         waiting = core.JobWait(
             job_id, timeout, time.monotonic(), self.request_timeout, self.retry_policy.attempts
         )

@@ -433,6 +433,44 @@ def test_a_retry_policy_that_is_not_a_retry_policy_is_refused_when_the_client_is
     )
 
 
+@pytest.mark.parametrize(
+    ("values", "error", "message"),
+    [
+        # A count that never runs out: an enqueue, and a wait on an API that stays away,
+        # went on for ever.
+        ({"attempts": float("nan")}, TypeError, "attempts must be a whole number, not float"),
+        ({"attempts": float("inf")}, TypeError, "attempts must be a whole number, not float"),
+        ({"attempts": True}, TypeError, "attempts must be a whole number, not bool"),
+        ({"attempts": "3"}, TypeError, "attempts must be a whole number, not str"),
+        ({"attempts": 0}, ValueError, "attempts must be at least 1, not 0"),
+        # No cap: a Retry-After of a day was slept for a day.
+        (
+            {"max_delay": float("inf")},
+            ValueError,
+            "max_delay must be a non-negative finite number of seconds, not inf",
+        ),
+        # Refused before too, but not saying which value.
+        (
+            {"initial_delay": float("nan")},
+            ValueError,
+            "initial_delay must be a non-negative finite number of seconds, not nan",
+        ),
+        (
+            {"initial_delay": -1},
+            ValueError,
+            "initial_delay must be a non-negative finite number of seconds, not -1",
+        ),
+        ({"max_delay": "5"}, TypeError, "max_delay must be a number of seconds, not str"),
+        ({"initial_delay": 2.0, "max_delay": 1.0}, ValueError, "need 0 <= initial_delay <= max"),
+    ],
+)
+def test_a_retry_policy_with_a_value_no_retry_can_use_is_refused_when_made(
+    values: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        RetryPolicy(**values)
+
+
 def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
     schedule = core.PollSchedule(started=100.0, timeout=2.0, first=0.5, factor=2.0, longest=1.0)
     assert schedule.next_delay(100.0) == 0.5
@@ -443,7 +481,6 @@ def test_polls_grow_to_a_ceiling_and_stop_at_the_deadline() -> None:
 
 def test_a_wait_past_its_deadline_names_the_state_last_read_or_else_the_last_failure() -> None:
     unread = core.JobWait(JOB_ID, 1.0, 100.0, request_timeout=10.0, attempts=3)
-    assert unread.poll_timeout(100.25) == 0.75  # the request timeout, within what is left
     unread.failed(UNAVAILABLE)
     with pytest.raises(WaitTimeout) as not_read:
         unread.next_delay(101.0)
@@ -456,6 +493,57 @@ def test_a_wait_past_its_deadline_names_the_state_last_read_or_else_the_last_fai
         read.next_delay(101.0)
     assert still.value.message == f"job {JOB_ID} still RUNNING after 1s"
     assert still.value.details == {"jobId": JOB_ID, "state": "RUNNING"}
+
+
+@pytest.mark.parametrize(
+    ("timeout", "request_timeout", "now", "poll_timeout"),
+    [
+        (None, 10.0, 100.0, 10.0),  # no limit: the request timeout
+        (float("inf"), 10.0, 100.0, 10.0),  # no limit either
+        (60.0, 10.0, 100.0, 10.0),  # the request timeout, within what is left
+        (5.0, 10.0, 100.0, 5.0),  # what is left, within the request timeout
+        (5.0, 10.0, 103.5, 1.5),
+        # Less left than any answer takes: given no time, the poll failed before reaching
+        # the API, and the wait reported the API as failing.
+        (1.0, 10.0, 100.25, 1.0),  # 0.75 s left: SHORTEST_POLL
+        (1.0, 10.0, 101.0, 1.0),  # the last poll, at the deadline
+        (0.0, 10.0, 100.0, 1.0),  # the one poll of a timeout of 0
+        (0.0, 0.5, 100.0, 0.5),  # still within the request timeout
+    ],
+)
+def test_a_poll_is_given_what_is_left_of_the_wait_but_never_less_than_an_answer_needs(
+    timeout: float | None, request_timeout: float, now: float, poll_timeout: float
+) -> None:
+    waiting = core.JobWait(JOB_ID, timeout, 100.0, request_timeout=request_timeout, attempts=3)
+    assert waiting.poll_timeout(now) == poll_timeout
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        # Was a poll given no time, failing as a ConnectionFailed as if the API were down.
+        (-1, ValueError, "timeout must be a non-negative number of seconds (inf: no limit)"),
+        (-0.5, ValueError, "timeout must be a non-negative number of seconds (inf: no limit)"),
+        (float("-inf"), ValueError, "timeout must be a non-negative number of seconds"),
+        # Never ran out: the wait went on until the job ended.
+        (float("nan"), ValueError, "timeout must be a non-negative number of seconds"),
+        ("5", TypeError, "timeout must be a number of seconds, not str"),
+        (True, TypeError, "timeout must be a number of seconds, not bool"),
+    ],
+)
+async def test_a_wait_timeout_that_is_negative_nan_or_no_number_is_refused_before_any_request(
+    timeout: Any, error: type[Exception], message: str
+) -> None:
+    transport, seen = _scripted()
+    with (
+        SyncClient("http://api", transport=transport) as client,
+        pytest.raises(error, match=f"^{re.escape(message)}"),
+    ):
+        client.wait(JOB_ID, timeout)
+    async with Client("http://api", transport=transport) as async_client:
+        with pytest.raises(error, match=f"^{re.escape(message)}"):
+            await async_client.wait(JOB_ID, timeout)
+    assert seen == []
 
 
 def test_a_wait_raises_the_failure_once_as_many_polls_in_a_row_failed_as_tries_allowed() -> None:
@@ -936,6 +1024,28 @@ def test_a_base_url_no_call_could_reach_the_api_through_is_refused_when_the_clie
     for make in (SyncClient, Client):
         with pytest.raises(ValueError, match=f"^{re.escape(refusal)}"):
             make(base_url)
+
+
+@pytest.mark.parametrize(
+    ("request_timeout", "error", "message"),
+    [
+        # Each failed every call: 0 as a ConnectionFailed ("operation now in progress"), as if
+        # the API were down; -1 and nan with httpx's bare ValueError; inf in the clock.
+        (0, ValueError, "request_timeout must be a positive finite number of seconds, not 0"),
+        (-1, ValueError, "request_timeout must be a positive finite number of seconds, not -1"),
+        (float("nan"), ValueError, "request_timeout must be a positive finite number of seconds"),
+        (float("inf"), ValueError, "request_timeout must be a positive finite number of seconds"),
+        ("5", TypeError, "request_timeout must be a number of seconds, not str"),
+        (None, TypeError, "request_timeout must be a number of seconds, not NoneType"),
+        (True, TypeError, "request_timeout must be a number of seconds, not bool"),
+    ],
+)
+def test_a_request_timeout_no_call_could_keep_to_is_refused_when_the_client_is_made(
+    request_timeout: Any, error: type[Exception], message: str
+) -> None:
+    for make in (SyncClient, Client):
+        with pytest.raises(error, match=f"^{re.escape(message)}"):
+            make("http://api", request_timeout=request_timeout)
 
 
 @pytest.mark.parametrize(

@@ -282,6 +282,33 @@ def test_wait_gives_up_at_its_timeout(client: SyncClient) -> None:
     assert raised.value.details == {"jobId": str(job.id), "state": "PENDING"}
 
 
+def test_wait_with_no_time_reads_the_job_once_and_returns_it_finished_or_names_its_state(
+    client: SyncClient,
+) -> None:
+    # Its one poll was given no time: it failed before reaching the API, and the
+    # WaitTimeout blamed the connection ("operation now in progress").
+    finished = client.wait(client.enqueue("noop").id, timeout=10)
+    pending = client.enqueue("noop", queue=idle_queue())
+
+    assert client.wait(finished.id, 0).state is JobState.SUCCEEDED
+    with pytest.raises(WaitTimeout) as unfinished:
+        client.wait(pending.id, 0)
+    assert unfinished.value.message == f"job {pending.id} still PENDING after 0s"
+
+
+async def test_the_async_clients_wait_with_no_time_reads_the_job_once(
+    client: SyncClient, dev_server: DevServer
+) -> None:
+    finished = client.wait(client.enqueue("noop").id, timeout=10)
+    pending = client.enqueue("noop", queue=idle_queue())
+
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        assert (await tf.wait(finished.id, 0)).state is JobState.SUCCEEDED
+        with pytest.raises(WaitTimeout) as unfinished:
+            await tf.wait(pending.id, 0)
+    assert unfinished.value.message == f"job {pending.id} still PENDING after 0s"
+
+
 def test_each_failure_raises_its_typed_error_with_the_apis_code_and_request_id(
     client: SyncClient, dev_server: DevServer
 ) -> None:
