@@ -63,6 +63,7 @@ from taskforge.entrypoints.http.body import json_body
 from taskforge.entrypoints.http.errors import NotReady
 from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
+from taskforge.entrypoints.http.query import declared_query_only
 from taskforge.entrypoints.http.schemas import (
     FIELD_RULES,
     JOB_IN_EXAMPLE,
@@ -341,7 +342,13 @@ async def create_jobs(
     return Response(body, status_code=201 if created else 200)
 
 
-@get("/jobs", tags=["jobs"], summary="List jobs, newest first", responses=errors(400))
+@get(
+    "/jobs",
+    tags=["jobs"],
+    summary="List jobs, newest first",
+    responses=errors(400),
+    before_request=declared_query_only,
+)
 @inject
 async def list_jobs(
     list_jobs: FromDishka[ListJobs],
@@ -367,6 +374,7 @@ async def list_jobs(
     tags=["jobs"],
     summary="List one queue's jobs, newest first",
     responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_queue_jobs(
@@ -449,7 +457,13 @@ async def cancel_job(job_id: JobId, cancel: FromDishka[CancelJob], data: Reason 
     return JobOut.of(await cancel(parse_job_id(job_id), _reason(data)))
 
 
-@get("/dlq", tags=["dlq"], summary="List dead letters, newest first", responses=errors(400))
+@get(
+    "/dlq",
+    tags=["dlq"],
+    summary="List dead letters, newest first",
+    responses=errors(400),
+    before_request=declared_query_only,
+)
 @inject
 async def list_dead_letters(
     list_entries: FromDishka[ListDeadLetters], limit: Limit = None, offset: Offset = None

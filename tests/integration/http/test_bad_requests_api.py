@@ -380,6 +380,44 @@ async def test_an_offset_past_the_deepest_page_is_named_as_too_large(
 
 
 @pytest.mark.parametrize(
+    ("url", "name", "allowed"),
+    [
+        ("/dlq?queue=other", "queue", "limit, offset"),  # dead letters have no queue filter
+        ("/dlq?limit=5&verbose", "verbose", "limit, offset"),  # a flag without a value
+        ("/jobs?jobType=email", "jobType", "limit, offset, queue, status"),
+        ("/jobs?bogus=1", "bogus", "limit, offset, queue, status"),
+        ("/jobs?limit=5&Limit=5", "Limit", "limit, offset, queue, status"),  # case-sensitive
+        ("/jobs?state=PENDING", "state", "limit, offset, queue, status"),  # the API says status
+        ("/queues/jobs:ready/jobs?queue=other", "queue", "limit, offset, status"),  # in the path
+    ],
+)
+async def test_an_unknown_query_parameter_is_400_naming_it_and_the_allowed_ones(
+    client: httpx.AsyncClient, url: str, name: str, allowed: str
+) -> None:
+    response = await client.get(url)
+
+    body = assert_error(response, 400, "validation_error", name)
+    assert body["message"] == f"{name}: unknown query parameter; allowed: {allowed}"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/jobs", {"limit": 500, "offset": -1, "status": "pending", "queue": "jobs:ready"}),
+        ("/queues/jobs:ready/jobs", {"limit": 500, "offset": -1, "status": ""}),
+        ("/dlq", {"limit": 500, "offset": -1}),
+    ],
+)
+async def test_every_query_parameter_a_list_takes_is_accepted_together(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any]
+) -> None:
+    response = await client.get(path, params=params)
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["limit"], response.json()["offset"]) == (200, 0)
+
+
+@pytest.mark.parametrize(
     ("method", "path", "field"),
     [
         ("POST", "/queues/a%2Fb/pause", "queue"),
