@@ -59,7 +59,7 @@ from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, parse_job_id, validate_queue_name
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend
-from taskforge.entrypoints.http.body import json_body
+from taskforge.entrypoints.http.body import json_body, no_body
 from taskforge.entrypoints.http.errors import NotReady
 from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
@@ -421,6 +421,7 @@ async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
     description="FAILED keeps its counts; DLQ and CANCELLED restart from attempt 0.",
     status_code=200,
     responses=errors(400, 404, 409),
+    before_request=no_body,
 )
 @inject
 async def retry_job(job_id: JobId, retry_now: FromDishka[RetryJobNow]) -> JobOut:
@@ -491,6 +492,7 @@ async def get_dead_letter(job_id: JobId, get_entry: FromDishka[GetDeadLetter]) -
     description="Deletes the dead letter and re-enqueues the job from attempt 0.",
     status_code=200,
     responses=errors(400, 404, 409),
+    before_request=no_body,
 )
 @inject
 async def replay_dead_letter(job_id: JobId, replay: FromDishka[ReplayDeadLetter]) -> JobOut:
@@ -531,6 +533,7 @@ async def list_queues(list_queues: FromDishka[ListQueues]) -> QueueListOut:
     ),
     status_code=200,
     responses=errors(400),
+    before_request=no_body,
 )
 @inject
 async def pause_queue(queue_name: QueueName, pause: FromDishka[PauseQueue]) -> QueuePauseOut:
@@ -545,6 +548,7 @@ async def pause_queue(queue_name: QueueName, pause: FromDishka[PauseQueue]) -> Q
     description="Idempotent; resuming a queue that is not paused changes nothing.",
     status_code=200,
     responses=errors(400),
+    before_request=no_body,
 )
 @inject
 async def resume_queue(queue_name: QueueName, resume: FromDishka[ResumeQueue]) -> QueuePauseOut:
@@ -670,6 +674,7 @@ async def delete_schedule(name: ScheduleName, delete: FromDishka[DeleteSchedule]
     description="Idempotent; the pause outlives restarts and redeclarations in code.",
     status_code=200,
     responses=errors(400, 404),
+    before_request=no_body,
 )
 @inject
 async def pause_schedule(name: ScheduleName, pause: FromDishka[PauseSchedule]) -> ScheduleOut:
@@ -683,6 +688,7 @@ async def pause_schedule(name: ScheduleName, pause: FromDishka[PauseSchedule]) -
     description="Idempotent; resuming a schedule that is not paused changes nothing.",
     status_code=200,
     responses=errors(400, 404),
+    before_request=no_body,
 )
 @inject
 async def resume_schedule(name: ScheduleName, resume: FromDishka[ResumeSchedule]) -> ScheduleOut:
