@@ -7,14 +7,16 @@ parameters a route takes stay the handler's to check (and, for paging, to normal
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from weakref import WeakKeyDictionary
 
 from litestar import Request
 from litestar.handlers import BaseRouteHandler
-from litestar.types.internal_types import PathParameterDefinition
 
 from taskforge.domain.errors import ValidationError
+
+if TYPE_CHECKING:
+    from litestar.types.internal_types import PathParameterDefinition
 
 _TAKEN: WeakKeyDictionary[BaseRouteHandler, tuple[str, ...]] = WeakKeyDictionary()
 """Each route handler's query parameter names, worked out on its first request."""

@@ -408,6 +408,7 @@ async def _job_page(list_jobs: ListJobs, where: ListFilter, page: Page) -> JobPa
     description="The job, with `errors`: the last 20 failed attempts and their tracebacks, "
     "and `result`: the JSON value its handler returned once it SUCCEEDED (else null).",
     responses=errors(400, 404),
+    before_request=declared_query_only,
 )
 @inject
 async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
@@ -479,7 +480,13 @@ async def list_dead_letters(
     )
 
 
-@get("/dlq/{job_id:str}", tags=["dlq"], summary="One dead letter", responses=errors(400, 404))
+@get(
+    "/dlq/{job_id:str}",
+    tags=["dlq"],
+    summary="One dead letter",
+    responses=errors(400, 404),
+    before_request=declared_query_only,
+)
 @inject
 async def get_dead_letter(job_id: JobId, get_entry: FromDishka[GetDeadLetter]) -> DeadLetterOut:
     return DeadLetterOut.of(await get_entry(parse_job_id(job_id)))
@@ -516,7 +523,8 @@ QueueName = Annotated[
         "The queues that have jobs or are paused, plus QUEUE_NAME, sorted by name. A paused "
         "queue's jobs are not started; running ones finish and enqueueing still works."
     ),
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_queues(list_queues: FromDishka[ListQueues]) -> QueueListOut:
@@ -566,7 +574,8 @@ async def resume_queue(queue_name: QueueName, resume: FromDishka[ResumeQueue]) -
         "A job whose type no live worker serving its queue runs is handed back, and "
         "dead-lettered after UNKNOWN_TYPE_GRACE seconds."
     ),
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_workers(list_workers: FromDishka[ListWorkers]) -> WorkerListOut:
@@ -633,7 +642,8 @@ async def create_schedule(
     "/schedules",
     tags=["schedules"],
     summary="Every schedule, by name, with its next and previous fire times",
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_schedules(list_schedules: FromDishka[ListSchedules]) -> ScheduleListOut:
@@ -645,6 +655,7 @@ async def list_schedules(list_schedules: FromDishka[ListSchedules]) -> ScheduleL
     tags=["schedules"],
     summary="One schedule",
     responses=errors(400, 404),
+    before_request=declared_query_only,
 )
 @inject
 async def get_schedule(name: ScheduleName, get_schedule: FromDishka[GetSchedule]) -> ScheduleOut:
@@ -699,7 +710,8 @@ async def resume_schedule(name: ScheduleName, resume: FromDishka[ResumeSchedule]
     "/stats",
     tags=["health"],
     summary="Per-queue depth and state counts, totals, DLQ size",
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def stats(get_stats: FromDishka[GetStats]) -> StatsOut:

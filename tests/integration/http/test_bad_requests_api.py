@@ -368,6 +368,17 @@ BODILESS_ACTIONS: dict[str, Arrange] = {
 """Every POST route that takes no body, by its path in the OpenAPI document."""
 QUERY_ROUTES = {"/jobs", "/queues/{queue_name}/jobs", "/dlq"}
 """Every route that takes query parameters, all of them in the tests of unknown ones below."""
+UNQUERIED_READS = {
+    "/jobs/{job_id}": "/jobs/00000000-0000-0000-0000-000000000000",
+    "/dlq/{job_id}": "/dlq/00000000-0000-0000-0000-000000000000",
+    "/queues": "/queues",
+    "/workers": "/workers",
+    "/schedules": "/schedules",
+    "/schedules/{name}": "/schedules/nightly",
+    "/stats": "/stats",
+}
+"""Every other GET route of the API but the probes and the metrics scrape (which take any
+query string, as scrapers and probes may add their own), by its path in the document."""
 
 
 async def test_the_tables_here_cover_every_route_without_a_body_or_with_query_parameters(
@@ -385,8 +396,10 @@ async def test_the_tables_here_cover_every_route_without_a_body_or_with_query_pa
         if any(parameter["in"] == "query" for parameter in operation.get("parameters", []))
     }
 
+    reads = {path for path, item in paths.items() if "get" in item}
     assert bodiless == set(BODILESS_ACTIONS)
     assert queried == QUERY_ROUTES
+    assert reads - queried == {*UNQUERIED_READS, "/healthz", "/readyz", "/metrics"}
 
 
 @pytest.mark.parametrize("arrange", BODILESS_ACTIONS.values(), ids=list(BODILESS_ACTIONS))
@@ -516,6 +529,17 @@ async def test_an_unknown_query_parameter_is_400_naming_it_and_the_allowed_ones(
 
     body = assert_error(response, 400, "validation_error", name)
     assert body["message"] == f"{name}: unknown query parameter; allowed: {allowed}"
+
+
+@pytest.mark.parametrize("path", UNQUERIED_READS.values(), ids=list(UNQUERIED_READS))
+async def test_a_query_parameter_sent_to_a_read_that_takes_none_is_400_naming_it(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Before any look-up: the 400 comes for a job or schedule that does not exist too.
+    response = await client.get(path, params={"queue": "emails"})
+
+    body = assert_error(response, 400, "validation_error", "queue")
+    assert body["message"] == "queue: unknown query parameter; allowed: none"
 
 
 @pytest.mark.parametrize(
