@@ -3,7 +3,7 @@
 Runs as a route's `before_request` hook so that every problem with a body becomes a 400 (or
 415) naming the offending field, instead of the framework's generic messages: an empty or
 malformed body, a non-JSON content type, a compressed body, an unknown or missing field, a
-value of the wrong type or out of range.
+value of the wrong type or out of range; and a body sent to a route that takes none.
 """
 
 from __future__ import annotations
@@ -57,6 +57,19 @@ def json_body(body_type: Any, *, required: bool, item_type: Any = None) -> BodyC
         ScopeState.from_scope(request.scope).json = decode(body, body_type, allowed, item_fields)
 
     return check
+
+
+_NOTHING = re.compile(rb"\s*(?:\{\s*\})?\s*")
+"""What a route that takes no body accepts: nothing (whitespace counts as nothing), or the
+empty object that many clients send with every POST."""
+
+
+async def no_body(request: Request[Any, Any, Any]) -> None:
+    """A `before_request` hook for a route that takes no body: any other body is a 400
+    before the route acts, rather than ignored (a reason or an option the route does not
+    take would otherwise seem to have been applied)."""
+    if not _NOTHING.fullmatch(await request.body()):
+        raise ValidationError("body", "this route takes no body; send none, or {}")
 
 
 _LONE_HIGH_SURROGATE = re.compile(

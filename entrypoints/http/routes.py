@@ -59,10 +59,11 @@ from taskforge.domain.states import JobState
 from taskforge.domain.validation import MAX_PAGE_LIMIT, Page, parse_job_id, validate_queue_name
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend
-from taskforge.entrypoints.http.body import json_body
+from taskforge.entrypoints.http.body import json_body, no_body
 from taskforge.entrypoints.http.errors import NotReady
 from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
+from taskforge.entrypoints.http.query import declared_query_only
 from taskforge.entrypoints.http.schemas import (
     FIELD_RULES,
     JOB_IN_EXAMPLE,
@@ -341,7 +342,13 @@ async def create_jobs(
     return Response(body, status_code=201 if created else 200)
 
 
-@get("/jobs", tags=["jobs"], summary="List jobs, newest first", responses=errors(400))
+@get(
+    "/jobs",
+    tags=["jobs"],
+    summary="List jobs, newest first",
+    responses=errors(400),
+    before_request=declared_query_only,
+)
 @inject
 async def list_jobs(
     list_jobs: FromDishka[ListJobs],
@@ -367,6 +374,7 @@ async def list_jobs(
     tags=["jobs"],
     summary="List one queue's jobs, newest first",
     responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_queue_jobs(
@@ -400,6 +408,7 @@ async def _job_page(list_jobs: ListJobs, where: ListFilter, page: Page) -> JobPa
     description="The job, with `errors`: the last 20 failed attempts and their tracebacks, "
     "and `result`: the JSON value its handler returned once it SUCCEEDED (else null).",
     responses=errors(400, 404),
+    before_request=declared_query_only,
 )
 @inject
 async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
@@ -413,6 +422,7 @@ async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
     description="FAILED keeps its counts; DLQ and CANCELLED restart from attempt 0.",
     status_code=200,
     responses=errors(400, 404, 409),
+    before_request=no_body,
 )
 @inject
 async def retry_job(job_id: JobId, retry_now: FromDishka[RetryJobNow]) -> JobOut:
@@ -449,7 +459,13 @@ async def cancel_job(job_id: JobId, cancel: FromDishka[CancelJob], data: Reason 
     return JobOut.of(await cancel(parse_job_id(job_id), _reason(data)))
 
 
-@get("/dlq", tags=["dlq"], summary="List dead letters, newest first", responses=errors(400))
+@get(
+    "/dlq",
+    tags=["dlq"],
+    summary="List dead letters, newest first",
+    responses=errors(400),
+    before_request=declared_query_only,
+)
 @inject
 async def list_dead_letters(
     list_entries: FromDishka[ListDeadLetters], limit: Limit = None, offset: Offset = None
@@ -464,7 +480,13 @@ async def list_dead_letters(
     )
 
 
-@get("/dlq/{job_id:str}", tags=["dlq"], summary="One dead letter", responses=errors(400, 404))
+@get(
+    "/dlq/{job_id:str}",
+    tags=["dlq"],
+    summary="One dead letter",
+    responses=errors(400, 404),
+    before_request=declared_query_only,
+)
 @inject
 async def get_dead_letter(job_id: JobId, get_entry: FromDishka[GetDeadLetter]) -> DeadLetterOut:
     return DeadLetterOut.of(await get_entry(parse_job_id(job_id)))
@@ -477,6 +499,7 @@ async def get_dead_letter(job_id: JobId, get_entry: FromDishka[GetDeadLetter]) -
     description="Deletes the dead letter and re-enqueues the job from attempt 0.",
     status_code=200,
     responses=errors(400, 404, 409),
+    before_request=no_body,
 )
 @inject
 async def replay_dead_letter(job_id: JobId, replay: FromDishka[ReplayDeadLetter]) -> JobOut:
@@ -500,7 +523,8 @@ QueueName = Annotated[
         "The queues that have jobs or are paused, plus QUEUE_NAME, sorted by name. A paused "
         "queue's jobs are not started; running ones finish and enqueueing still works."
     ),
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_queues(list_queues: FromDishka[ListQueues]) -> QueueListOut:
@@ -517,6 +541,7 @@ async def list_queues(list_queues: FromDishka[ListQueues]) -> QueueListOut:
     ),
     status_code=200,
     responses=errors(400),
+    before_request=no_body,
 )
 @inject
 async def pause_queue(queue_name: QueueName, pause: FromDishka[PauseQueue]) -> QueuePauseOut:
@@ -531,6 +556,7 @@ async def pause_queue(queue_name: QueueName, pause: FromDishka[PauseQueue]) -> Q
     description="Idempotent; resuming a queue that is not paused changes nothing.",
     status_code=200,
     responses=errors(400),
+    before_request=no_body,
 )
 @inject
 async def resume_queue(queue_name: QueueName, resume: FromDishka[ResumeQueue]) -> QueuePauseOut:
@@ -548,7 +574,8 @@ async def resume_queue(queue_name: QueueName, resume: FromDishka[ResumeQueue]) -
         "A job whose type no live worker serving its queue runs is handed back, and "
         "dead-lettered after UNKNOWN_TYPE_GRACE seconds."
     ),
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_workers(list_workers: FromDishka[ListWorkers]) -> WorkerListOut:
@@ -615,7 +642,8 @@ async def create_schedule(
     "/schedules",
     tags=["schedules"],
     summary="Every schedule, by name, with its next and previous fire times",
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def list_schedules(list_schedules: FromDishka[ListSchedules]) -> ScheduleListOut:
@@ -627,6 +655,7 @@ async def list_schedules(list_schedules: FromDishka[ListSchedules]) -> ScheduleL
     tags=["schedules"],
     summary="One schedule",
     responses=errors(400, 404),
+    before_request=declared_query_only,
 )
 @inject
 async def get_schedule(name: ScheduleName, get_schedule: FromDishka[GetSchedule]) -> ScheduleOut:
@@ -656,6 +685,7 @@ async def delete_schedule(name: ScheduleName, delete: FromDishka[DeleteSchedule]
     description="Idempotent; the pause outlives restarts and redeclarations in code.",
     status_code=200,
     responses=errors(400, 404),
+    before_request=no_body,
 )
 @inject
 async def pause_schedule(name: ScheduleName, pause: FromDishka[PauseSchedule]) -> ScheduleOut:
@@ -669,6 +699,7 @@ async def pause_schedule(name: ScheduleName, pause: FromDishka[PauseSchedule]) -
     description="Idempotent; resuming a schedule that is not paused changes nothing.",
     status_code=200,
     responses=errors(400, 404),
+    before_request=no_body,
 )
 @inject
 async def resume_schedule(name: ScheduleName, resume: FromDishka[ResumeSchedule]) -> ScheduleOut:
@@ -679,7 +710,8 @@ async def resume_schedule(name: ScheduleName, resume: FromDishka[ResumeSchedule]
     "/stats",
     tags=["health"],
     summary="Per-queue depth and state counts, totals, DLQ size",
-    responses=errors(),
+    responses=errors(400),
+    before_request=declared_query_only,
 )
 @inject
 async def stats(get_stats: FromDishka[GetStats]) -> StatsOut:

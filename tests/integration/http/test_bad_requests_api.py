@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -311,6 +311,137 @@ async def test_invalid_reason_body_is_400_and_changes_nothing(
     assert (await client.get(f"/jobs/{job['id']}")).json()["state"] == "PENDING"
 
 
+Arrange = Callable[[httpx.AsyncClient, str], Awaitable[tuple[str, str]]]
+"""Readies an action that takes no body to change something (on the given queue name):
+the action's path, and the path of the resource that shows the change."""
+
+
+async def _posted(client: httpx.AsyncClient, path: str, json: Any = None) -> dict[str, Any]:
+    response = await client.post(path, json=json)
+    assert response.status_code in (200, 201), response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def retry_of_a_cancelled_job(client: httpx.AsyncClient, queue_name: str) -> tuple[str, str]:
+    job = await _posted(client, "/jobs", {"jobType": "email"})
+    await _posted(client, f"/jobs/{job['id']}/cancel")
+    return f"/jobs/{job['id']}/retry", f"/jobs/{job['id']}"
+
+
+async def replay_of_a_dead_letter(client: httpx.AsyncClient, queue_name: str) -> tuple[str, str]:
+    job = await _posted(client, "/jobs", {"jobType": "email"})
+    await _posted(client, f"/jobs/{job['id']}/dlq")
+    return f"/dlq/{job['id']}/replay", f"/jobs/{job['id']}"
+
+
+async def pause_of_a_queue(client: httpx.AsyncClient, queue_name: str) -> tuple[str, str]:
+    return f"/queues/{queue_name}/pause", "/queues"
+
+
+async def resume_of_a_paused_queue(client: httpx.AsyncClient, queue_name: str) -> tuple[str, str]:
+    await _posted(client, f"/queues/{queue_name}/pause")
+    return f"/queues/{queue_name}/resume", "/queues"
+
+
+async def pause_of_a_schedule(client: httpx.AsyncClient, queue_name: str) -> tuple[str, str]:
+    await _posted(client, "/schedules", {"name": "nightly", "cron": "0 2 * * *", "jobType": "r"})
+    return "/schedules/nightly/pause", "/schedules/nightly"
+
+
+async def resume_of_a_paused_schedule(
+    client: httpx.AsyncClient, queue_name: str
+) -> tuple[str, str]:
+    await _posted(client, "/schedules", {"name": "nightly", "cron": "0 2 * * *", "jobType": "r"})
+    await _posted(client, "/schedules/nightly/pause")
+    return "/schedules/nightly/resume", "/schedules/nightly"
+
+
+BODILESS_ACTIONS: dict[str, Arrange] = {
+    "/jobs/{job_id}/retry": retry_of_a_cancelled_job,
+    "/dlq/{job_id}/replay": replay_of_a_dead_letter,
+    "/queues/{queue_name}/pause": pause_of_a_queue,
+    "/queues/{queue_name}/resume": resume_of_a_paused_queue,
+    "/schedules/{name}/pause": pause_of_a_schedule,
+    "/schedules/{name}/resume": resume_of_a_paused_schedule,
+}
+"""Every POST route that takes no body, by its path in the OpenAPI document."""
+QUERY_ROUTES = {"/jobs", "/queues/{queue_name}/jobs", "/dlq"}
+"""Every route that takes query parameters, all of them in the tests of unknown ones below."""
+UNQUERIED_READS = {
+    "/jobs/{job_id}": "/jobs/00000000-0000-0000-0000-000000000000",
+    "/dlq/{job_id}": "/dlq/00000000-0000-0000-0000-000000000000",
+    "/queues": "/queues",
+    "/workers": "/workers",
+    "/schedules": "/schedules",
+    "/schedules/{name}": "/schedules/nightly",
+    "/stats": "/stats",
+}
+"""Every other GET route of the API but the probes and the metrics scrape (which take any
+query string, as scrapers and probes may add their own), by its path in the document."""
+
+
+async def test_the_tables_here_cover_every_route_without_a_body_or_with_query_parameters(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+
+    bodiless = {
+        path for path, item in paths.items() if "post" in item and "requestBody" not in item["post"]
+    }
+    queried = {
+        path
+        for path, item in paths.items()
+        for operation in item.values()
+        if any(parameter["in"] == "query" for parameter in operation.get("parameters", []))
+    }
+
+    reads = {path for path, item in paths.items() if "get" in item}
+    assert bodiless == set(BODILESS_ACTIONS)
+    assert queried == QUERY_ROUTES
+    assert reads - queried == {*UNQUERIED_READS, "/healthz", "/readyz", "/metrics"}
+
+
+@pytest.mark.parametrize("arrange", BODILESS_ACTIONS.values(), ids=list(BODILESS_ACTIONS))
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"garbage",  # what `curl -d garbage` sends
+        b'{"x": 1}',
+        b'{"reason": "r"}',  # only cancel and dlq take a reason
+        b"[]",
+        b"null",
+        b"{}{}",
+    ],
+    ids=bytes.decode,
+)
+async def test_a_body_sent_to_an_action_that_takes_none_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, queue_name: str, arrange: Arrange, content: bytes
+) -> None:
+    action, shown_at = await arrange(client, queue_name)
+    before = (await client.get(shown_at)).json()
+
+    response = await client.post(action, content=content, headers=JSON)
+
+    body = assert_error(response, 400, "validation_error", "body")
+    assert body["message"] == "body: this route takes no body; send none, or {}"
+    assert (await client.get(shown_at)).json() == before
+
+
+@pytest.mark.parametrize("arrange", BODILESS_ACTIONS.values(), ids=list(BODILESS_ACTIONS))
+@pytest.mark.parametrize("content", [b"", b" \r\n", b"{}", b" { }\n"], ids=repr)
+async def test_an_action_that_takes_no_body_accepts_an_empty_one_or_an_empty_object(
+    client: httpx.AsyncClient, queue_name: str, arrange: Arrange, content: bytes
+) -> None:
+    action, shown_at = await arrange(client, queue_name)
+    before = (await client.get(shown_at)).json()
+
+    response = await client.post(action, content=content, headers=JSON)
+
+    assert response.status_code == 200, response.text
+    assert (await client.get(shown_at)).json() != before
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -377,6 +508,55 @@ async def test_an_offset_past_the_deepest_page_is_named_as_too_large(
     assert body["message"] == (
         "offset: must be a whole number up to 2147483647 (negative values count as 0)"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "name", "allowed"),
+    [
+        ("/dlq?queue=other", "queue", "limit, offset"),  # dead letters have no queue filter
+        ("/dlq?limit=5&verbose", "verbose", "limit, offset"),  # a flag without a value
+        ("/jobs?jobType=email", "jobType", "limit, offset, queue, status"),
+        ("/jobs?bogus=1", "bogus", "limit, offset, queue, status"),
+        ("/jobs?limit=5&Limit=5", "Limit", "limit, offset, queue, status"),  # case-sensitive
+        ("/jobs?state=PENDING", "state", "limit, offset, queue, status"),  # the API says status
+        ("/queues/jobs:ready/jobs?queue=other", "queue", "limit, offset, status"),  # in the path
+    ],
+)
+async def test_an_unknown_query_parameter_is_400_naming_it_and_the_allowed_ones(
+    client: httpx.AsyncClient, url: str, name: str, allowed: str
+) -> None:
+    response = await client.get(url)
+
+    body = assert_error(response, 400, "validation_error", name)
+    assert body["message"] == f"{name}: unknown query parameter; allowed: {allowed}"
+
+
+@pytest.mark.parametrize("path", UNQUERIED_READS.values(), ids=list(UNQUERIED_READS))
+async def test_a_query_parameter_sent_to_a_read_that_takes_none_is_400_naming_it(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Before any look-up: the 400 comes for a job or schedule that does not exist too.
+    response = await client.get(path, params={"queue": "emails"})
+
+    body = assert_error(response, 400, "validation_error", "queue")
+    assert body["message"] == "queue: unknown query parameter; allowed: none"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/jobs", {"limit": 500, "offset": -1, "status": "pending", "queue": "jobs:ready"}),
+        ("/queues/jobs:ready/jobs", {"limit": 500, "offset": -1, "status": ""}),
+        ("/dlq", {"limit": 500, "offset": -1}),
+    ],
+)
+async def test_every_query_parameter_a_list_takes_is_accepted_together(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any]
+) -> None:
+    response = await client.get(path, params=params)
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["limit"], response.json()["offset"]) == (200, 0)
 
 
 @pytest.mark.parametrize(
