@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dishka import AsyncContainer
-from litestar import Litestar, MediaType, Request, Response, Router
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
@@ -22,6 +22,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.response import Redirect
 from litestar.routes import HTTPRoute
 
 from taskforge.domain.version import taskforge_version
@@ -29,6 +30,7 @@ from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.errors import STATUS_CODES, error_response, handle_exception
 from taskforge.entrypoints.http.injection import setup_injection
 from taskforge.entrypoints.http.middleware import (
+    DOCS_ALIAS,
     OPEN_PATHS,
     REQUEST_ID_HEADER,
     RequestContextMiddleware,
@@ -61,7 +63,7 @@ _INLINE_BLOCK = re.compile(rb"<(script|style)\b([^>]*)>(.*?)</\1\s*>", re.IGNORE
 def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     """The API on `container`'s backend. The OpenAPI schema is served at /schema
     (openapi.json at /schema/openapi.json)."""
-    handlers: list[Any] = [*ROUTES, _docs_assets()]
+    handlers: list[Any] = [*ROUTES, _docs_assets(), docs_alias]
     template_config = None
     if settings.ui_enabled:
         ui_router, template_config, ui_state = dashboard(settings)
@@ -95,6 +97,12 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app
+
+
+@get(DOCS_ALIAS, include_in_schema=False)
+async def docs_alias() -> Redirect:
+    """/docs, where users of other Python web APIs look first, leads to the docs page."""
+    return Redirect(DOCS_PATH, status_code=307)
 
 
 def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -139,11 +139,19 @@ cannot send a bearer token to load them, and they describe the API, not its data
 route from the page still needs the token (Swagger UI's Authorize button)."""
 
 
+DOCS_ALIAS = "/docs"
+"""Where many Python web APIs serve their docs: a redirect to DOCS_PREFIX, open as they are."""
+
+
 def is_open(path: str) -> bool:
     """Served without a token: the probes, the metrics scrape and the API docs, trailing
     slash or not."""
     trimmed = path.rstrip("/") or "/"
-    return trimmed in OPEN_PATHS or trimmed == DOCS_PREFIX or trimmed.startswith(DOCS_PREFIX + "/")
+    return (
+        trimmed in OPEN_PATHS
+        or trimmed in (DOCS_PREFIX, DOCS_ALIAS)
+        or trimmed.startswith(DOCS_PREFIX + "/")
+    )
 
 
 def allowed_methods(listed: str, route_methods: frozenset[str] | None) -> str:

@@ -304,6 +304,16 @@ async def test_the_docs_page_loads_every_asset_from_the_api_itself(page: str) ->
     assert answers == dict.fromkeys(assets, 200)
 
 
+@pytest.mark.parametrize("api_token", [None, "t0ken"], ids=["open API", "API_TOKEN set"])
+async def test_docs_leads_to_the_docs_page_without_a_token(api_token: str | None) -> None:
+    async with api_client(api_token) as client:
+        response = await client.get("/docs")
+        page = await client.get("/docs", follow_redirects=True)
+
+    assert (response.status_code, response.headers["location"]) == (307, "/schema")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+
+
 @pytest.mark.parametrize("path", ["/schema/redoc", "/schema/nope", "/schema/openapi.yaml"])
 async def test_a_docs_path_that_serves_nothing_is_a_404_in_the_error_shape(path: str) -> None:
     async with api_client() as client:
