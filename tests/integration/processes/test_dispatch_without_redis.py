@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import redis
 
-from tests.integration.processes.conftest import Stack
+from tests.integration.processes.conftest import Process, Stack
 from tests.servers import PrivateRedis
 from tests.support import redis_env
 
@@ -97,13 +97,28 @@ async def overlapping_executions(dsn: str, ids: list[str]) -> int:
         await conn.close()
 
 
-async def test_jobs_keep_completing_while_redis_is_frozen(
-    stack: Stack, private_redis: PrivateRedis
-) -> None:
+async def start_on(stack: Stack, private_redis: PrivateRedis) -> Process:
+    """The API, a worker (returned) and a scheduler, on `private_redis`."""
     stack.env.update(redis_env(private_redis.url))
     await stack.start_api()
     worker = stack.start_worker()
     stack.start_scheduler()
+    return worker
+
+
+async def back_to_hints(worker: Process) -> None:
+    """The worker tries the ready queue again on its own backoff, which may come after the
+    last jobs already ran from the store: wait for it rather than read the log once."""
+    deadline = time.monotonic() + DEADLINE
+    while "back to hints" not in worker.log.read_text():
+        assert time.monotonic() < deadline, "the worker never went back to hints"
+        await asyncio.sleep(0.2)
+
+
+async def test_jobs_keep_completing_while_redis_is_frozen(
+    stack: Stack, private_redis: PrivateRedis
+) -> None:
+    worker = await start_on(stack, private_redis)
 
     with_redis = await enqueue_batch(stack, JOBS_PER_PHASE)
     redis_rate = drain_rate(await wait_all_succeeded(stack.dsn, with_redis, DEADLINE))
@@ -127,21 +142,13 @@ async def test_jobs_keep_completing_while_redis_is_frozen(
     assert frozen_rate >= redis_rate / 4, (redis_rate, frozen_rate)
     assert await overlapping_executions(stack.dsn, with_redis + without_redis + after) == 0
     assert "claiming due jobs from the store" in worker.log.read_text()
-    # The worker tries the ready queue again on its own backoff, which may come after the
-    # last jobs already ran from the store: wait for it rather than read the log once.
-    deadline = time.monotonic() + DEADLINE
-    while "back to hints" not in worker.log.read_text():
-        assert time.monotonic() < deadline, "the worker never went back to hints"
-        await asyncio.sleep(0.2)
+    await back_to_hints(worker)
 
 
 async def test_jobs_keep_completing_while_redis_is_out_of_memory(
     stack: Stack, private_redis: PrivateRedis
 ) -> None:
-    stack.env.update(redis_env(private_redis.url))
-    await stack.start_api()
-    worker = stack.start_worker()
-    stack.start_scheduler()
+    worker = await start_on(stack, private_redis)
     await wait_all_succeeded(stack.dsn, await enqueue_batch(stack, 20), DEADLINE)
 
     admin = redis.Redis(port=private_redis.port, socket_timeout=5)
@@ -159,7 +166,4 @@ async def test_jobs_keep_completing_while_redis_is_out_of_memory(
     await wait_all_succeeded(stack.dsn, after, DEADLINE)
     log = worker.log.read_text()
     assert "OutOfMemoryError" in log and "claiming due jobs from the store" in log
-    deadline = time.monotonic() + DEADLINE
-    while "back to hints" not in worker.log.read_text():
-        assert time.monotonic() < deadline, "the worker never went back to hints"
-        await asyncio.sleep(0.2)
+    await back_to_hints(worker)
