@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from cyclopts import App, Parameter, Token, validators
-from cyclopts.exceptions import CycloptsError
+from cyclopts.exceptions import CycloptsError, UnknownOptionError
 
 from taskforge.adapters.telemetry.logging import configure_logging
 from taskforge.application.handlers import HandlerRegistry
@@ -446,6 +446,26 @@ def _check_report_path(out: Path) -> None:
     raise ConfigError("--out", str(out), problem)
 
 
+LISTEN_OPTIONS = frozenset({"--port", "-p", "--host", "--bind", "-b"})
+"""What other servers (uvicorn, flask run, gunicorn) take for where to listen."""
+
+LISTEN_HINTS = {
+    "dev": "; taskforge dev listens on --addr HOST:PORT (as --addr 127.0.0.1:9000)",
+    "api": "; taskforge api listens on HTTP_ADDR (as HTTP_ADDR=0.0.0.0:9000 taskforge api)",
+}
+
+
+def _listen_hint(exc: CycloptsError) -> str:
+    """Where the command does take its listen address, when `exc` refused another server's
+    option for it: `--port` alone would not say that `--addr` or HTTP_ADDR is the way."""
+    if not isinstance(exc, UnknownOptionError) or not exc.command_chain:
+        return ""
+    option = (exc.token.keyword or exc.token.value).partition("=")[0]
+    if option not in LISTEN_OPTIONS:
+        return ""
+    return LISTEN_HINTS.get(exc.command_chain[-1], "")
+
+
 RESTART_EXIT_CODE = 75
 """A worker stopped by itself and needs a new process (EX_TEMPFAIL: try again)."""
 
@@ -454,7 +474,8 @@ def main() -> None:
     try:
         app(print_error=False, exit_on_error=False)
     except CycloptsError as exc:  # an unknown command or option, a value of the wrong type
-        print(f"taskforge: {' '.join(str(exc).split())} (see --help)", file=sys.stderr)
+        shown = " ".join(str(exc).split())
+        print(f"taskforge: {shown} (see --help){_listen_hint(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except (ConfigError, HandlerModuleError, ListenError) as exc:  # start-up errors
         print(f"taskforge: {exc}", file=sys.stderr)

@@ -723,6 +723,17 @@ def test_a_bad_or_empty_option_is_named_as_given_not_as_its_variable(
     [
         (("bogus",), 'taskforge: Unknown command "bogus". Available commands: dev, api,'),
         (("dev", "--bogus"), "taskforge: Unknown option: --bogus. (see --help)"),
+        # Other servers' way to say where to listen leads to this one's.
+        (
+            ("dev", "--port=9000"),
+            "taskforge: Unknown option: --port=9000. (see --help); taskforge dev listens on --addr"
+            " HOST:PORT (as --addr 127.0.0.1:9000)",
+        ),
+        (
+            ("api", "-p", "9000"),
+            "taskforge: Unknown option: -p. (see --help); taskforge api listens on"
+            " HTTP_ADDR (as HTTP_ADDR=0.0.0.0:9000 taskforge api)",
+        ),
         (("bench", "--runs", "0"), 'taskforge: Invalid value "0" for --runs. Must be >= 1.'),
         # not rounded to 2, as the option parser would
         (
