@@ -45,13 +45,18 @@ class MinuteOfWork:
 
 class ThroughputHistory:
     """Attempts finished per minute over the last CHART_MINUTES, from the cluster's metric
-    totals sampled whenever the overview is read (so it starts when this process does). When
-    nobody looked for a while, the minutes in between share what happened evenly."""
+    totals sampled when the API starts and whenever the overview is read. When nobody looked
+    for a while, the minutes in between share what happened evenly."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._minutes: dict[datetime, MinuteOfWork] = {}
         self._last: tuple[datetime, int, int] | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the first sample was taken: the charts count what finished after it."""
+        return self._last is not None
 
     def sample(self, now: datetime, succeeded_total: int, failed_total: int) -> list[MinuteOfWork]:
         """Record the totals at `now`; returns the minutes of the chart, oldest first."""
@@ -109,13 +114,20 @@ class GetOverview:
     async def __call__(self) -> Overview:
         queues = await self._counts.per_queue(EXACT_COUNT_LIMIT)
         paused = await self._pauses.paused()
-        cluster = await self._metrics.read()
+        minutes = await self.sample_throughput()
         now = self._clock.now()
-        totals = cluster.totals.counts.values()
-        minutes = self._history.sample(
-            now, sum(queue.success for queue in totals), sum(queue.failure for queue in totals)
-        )
         return Overview(queues, paused, minutes, await self._workers.list_live(now=now), now)
+
+    async def sample_throughput(self) -> list[MinuteOfWork]:
+        """The charts' minutes, with the cluster's totals read now. The API samples once
+        when it starts, so that the charts count from then, not from the first view."""
+        cluster = await self._metrics.read()
+        totals = cluster.totals.counts.values()
+        return self._history.sample(
+            self._clock.now(),
+            sum(queue.success for queue in totals),
+            sum(queue.failure for queue in totals),
+        )
 
 
 class ListDeadLetterGroups:

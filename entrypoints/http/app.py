@@ -37,7 +37,13 @@ from taskforge.entrypoints.http.middleware import (
 )
 from taskforge.entrypoints.http.routes import ROUTES
 from taskforge.entrypoints.http.static import static_files
-from taskforge.entrypoints.http.ui import STATIC_PATH, dashboard, is_ui_path, ui_error
+from taskforge.entrypoints.http.ui import (
+    STATIC_PATH,
+    charts_from_start,
+    dashboard,
+    is_ui_path,
+    ui_error,
+)
 
 BEARER = "BearerToken"
 STRICT_BODIES = ("JobIn", "JobBatchIn", "ReasonIn")
@@ -65,11 +71,14 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     (openapi.json at /schema/openapi.json)."""
     handlers: list[Any] = [*ROUTES, _docs_assets(), docs_alias]
     template_config = None
+    lifespan: list[Any] = []
     if settings.ui_enabled:
         ui_router, template_config, ui_state = dashboard(settings)
         handlers.append(ui_router)
+        lifespan.append(charts_from_start)
     app = Litestar(
         route_handlers=handlers,
+        lifespan=lifespan,
         exception_handlers={
             Exception: _handle_exception if settings.ui_enabled else handle_exception
         },

@@ -5,6 +5,7 @@ the same pages in Chromium."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from datetime import UTC, datetime, timedelta
@@ -16,12 +17,16 @@ import httpx
 import pytest
 from dishka import AsyncContainer
 
-from taskforge.application.ports import LeaseStore
+from taskforge.application.dashboard import ThroughputHistory
+from taskforge.application.metrics import JobMetricsRecorder, WorkerLoad
+from taskforge.application.ports import LeaseStore, MetricsStore
 from taskforge.domain.job import Job, Lease
 from taskforge.domain.outcome import HandedBack, Snoozed
+from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend
+from taskforge.entrypoints.http.app import create_app
 
-from .conftest import JobFactory, assert_error
+from .conftest import BASE_URL, JobFactory, assert_error
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 SCRIPT = "<script>window.pwned=1</script>"
@@ -805,3 +810,31 @@ async def test_a_schedule_action_without_the_csrf_token_or_for_no_schedule_is_re
     assert "<b>" not in bad and "name" in bad
     assert_html(unknown, 404)
     assert (await client.get("/schedules/nightly")).json()["paused"] is False
+
+
+async def test_the_charts_count_what_finished_before_the_overview_was_first_read(
+    container: AsyncContainer, settings: Settings, queue_name: str
+) -> None:
+    # They counted from the first view: an operator opening the dashboard after a busy
+    # hour saw "0 succeeded, 0 failed".
+    app = create_app(container, settings)
+    history = await container.get(ThroughputHistory)
+    async with app.lifespan():
+        for _ in range(500):
+            if history.started:
+                break
+            await asyncio.sleep(0.01)
+        assert history.started, "the API took no first sample as it started"
+        recorder = JobMetricsRecorder()
+        for succeeded in (True, True, True, False):
+            recorder.job_started(queue_name, "email", time_in_queue=0.01)
+            recorder.job_finished(queue_name, "email", runtime=0.01, succeeded=succeeded)
+        batch, _ = recorder.take()
+        store = await container.get(MetricsStore)
+        await store.add(batch, WorkerLoad("charts", {}), ttl=60, sequence=1)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            page = assert_html(await client.get("/ui/overview/live"), 200)
+
+    assert ">3 succeeded</span>" in page
+    assert ">1 failed</span>" in page
