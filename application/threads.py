@@ -115,6 +115,13 @@ class HandlerThreads:
                 call.thread_id = threading.get_ident()
                 try:
                     result = call.run()
+                except StopIteration as exc:
+                    # An asyncio future refuses StopIteration, so the attempt awaiting it
+                    # would never end: it becomes a RuntimeError, as one a coroutine raises
+                    # does (PEP 479).
+                    error = RuntimeError("handler raised StopIteration")
+                    error.__cause__ = exc
+                    call.future.set_exception(error)
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting attempt
                     call.future.set_exception(exc)
                 else:

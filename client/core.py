@@ -777,8 +777,20 @@ def _id(job_id: UUID | str) -> str:
         return str(job_id if isinstance(job_id, UUID) else UUID(str(job_id)))
     except ValueError:
         raise ValidationError(
-            "validation_error", f"job id {job_id!r} is not a UUID", details={"field": "id"}
+            "validation_error", _not_an_id(job_id), details={"field": "id"}
         ) from None
+
+
+def _not_an_id(given: object) -> str:
+    """Why `given` is no job id. What is not text is named by its type, not printed (a Job
+    would print its whole payload); a value that holds its job's id says which field."""
+    if isinstance(given, str):
+        return f"job id {given!r} is not a UUID"
+    kind = type(given).__name__
+    for name in ("id", "job_id"):  # a Job or BatchItem; a DeadLetter
+        if isinstance(getattr(given, name, None), UUID):
+            return f"job id must be a UUID or its text, not a {kind}: pass its .{name}"
+    return f"job id must be a UUID or its text, not {kind}"
 
 
 def _segment(name: str, field: str) -> str:

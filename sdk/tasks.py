@@ -129,7 +129,7 @@ class Task(Generic[P]):
         except NotAConnection as exc:
             raise TypeError(
                 f"{self.function.__name__}.enqueue takes a taskforge Client or SyncClient, "
-                f"or an asyncpg or psycopg 3 connection, not {exc.given}"
+                f"or an asyncpg or psycopg 3 connection, not {exc.given}{exc.hint}"
             ) from None
         return job
 

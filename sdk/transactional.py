@@ -210,18 +210,26 @@ def _store(
 
 
 class NotAConnection(TypeError):
-    """What was given where an asyncpg or psycopg 3 connection goes."""
+    """What was given where an asyncpg or psycopg 3 connection goes. `hint` (empty, or
+    starting with "; ") says what to pass instead when what was given tells it."""
 
     def __init__(self, given: object, call: str) -> None:
         from taskforge.client import Client, SyncClient  # only now: it loads httpx
 
         self.given = type(given).__name__
-        over_http = ""
+        self.hint = ""
         if isinstance(given, Client | SyncClient):
-            over_http = f"; over HTTP, call the client's own {call.rpartition('.')[2]}"
+            self.hint = f"; over HTTP, call the client's own {call.rpartition('.')[2]}"
+        elif isinstance(given, asyncpg.Pool):
+            # A pool's connection, not the pool: the job must join that connection's
+            # transaction.
+            self.hint = (
+                "; acquire one (`async with pool.acquire() as conn:`) and enqueue in its "
+                "transaction"
+            )
         super().__init__(
             f"{call} takes an asyncpg connection or a psycopg 3 connection, "
-            f"not {self.given}{over_http}"
+            f"not {self.given}{self.hint}"
         )
 
 

@@ -372,6 +372,30 @@ def test_a_job_id_that_is_not_a_uuid_is_a_validation_error_sent_nowhere() -> Non
         core.get_job("42")
 
 
+def test_a_job_given_where_its_id_goes_is_named_by_its_type_not_printed() -> None:
+    # `tf.wait(tf.enqueue(...))`: the message says what to pass, without the job's payload.
+    job = core.values.job_of(JOB)
+    with pytest.raises(ValidationError) as raised:
+        core.get_job(job)  # type: ignore[arg-type]
+
+    assert raised.value.message == "job id must be a UUID or its text, not a Job: pass its .id"
+    assert raised.value.details == {"field": "id"}
+
+
+def test_a_dead_letter_given_where_its_id_goes_says_to_pass_its_job_id() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    dead = core.values.DeadLetter(
+        job_id=UUID(JOB_ID), queue="jobs:ready", job_type="email", payload={}, reason="r",
+        last_error=None, attempts=3, failed_at=at, created_at=at, updated_at=at,
+    )  # fmt: skip
+    with pytest.raises(ValidationError) as raised:
+        core.replay_job(dead)  # type: ignore[arg-type]
+
+    assert raised.value.message == (
+        "job id must be a UUID or its text, not a DeadLetter: pass its .job_id"
+    )
+
+
 RETRY = core.Request("POST", "/jobs", retry=True)
 UNAVAILABLE = Unavailable("not_ready", "starting", status=503)
 

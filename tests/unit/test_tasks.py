@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypedDict
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -141,6 +142,18 @@ def test_a_target_that_is_neither_a_client_nor_a_connection_is_refused_naming_bo
     assert str(refused.value) == (
         "handle_struct.enqueue takes a taskforge Client or SyncClient, or an "
         "asyncpg or psycopg 3 connection, not str"
+    )
+
+
+async def test_a_pool_given_as_the_target_is_told_to_acquire_a_connection() -> None:
+    task = declare(HandlerRegistry(), EmailStruct)
+    pool = asyncpg.create_pool("postgresql://127.0.0.1/unused")  # never started: no server
+    with pytest.raises(TypeError) as refused:
+        task.enqueue(pool, EmailStruct(to="a@b.c"))  # type: ignore[call-overload]
+    assert str(refused.value) == (
+        "handle_struct.enqueue takes a taskforge Client or SyncClient, or an asyncpg or "
+        "psycopg 3 connection, not Pool; acquire one (`async with pool.acquire() as conn:`) "
+        "and enqueue in its transaction"
     )
 
 

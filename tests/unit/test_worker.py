@@ -1437,6 +1437,40 @@ async def test_a_base_exception_the_handler_raises_fails_the_attempt_and_the_wor
     await cluster.wait_for(after.id, JobState.SUCCEEDED)  # the worker still runs
 
 
+@pytest.mark.parametrize(
+    ("sync", "error"),
+    [
+        (False, "RuntimeError: coroutine raised StopIteration"),  # Python's own (PEP 479)
+        (True, "RuntimeError: handler raised StopIteration"),  # the same rule for threads
+    ],
+    ids=["async", "sync"],
+)
+async def test_a_stop_iteration_the_handler_raises_fails_the_attempt(
+    cluster: Cluster, sync: bool, error: str
+) -> None:
+    # `next()` on an exhausted iterator: an asyncio future cannot hold StopIteration, so
+    # passed back from a handler's thread as it is, the attempt would never end.
+    def first_row(ctx: JobContext) -> object:
+        return next(iter([]))
+
+    async def first_row_async(ctx: JobContext) -> object:
+        return next(iter([]))
+
+    cluster.handlers.register("first-row", first_row if sync else first_row_async)
+    cluster.start_worker()
+    job = await cluster.enqueue("first-row", policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == error
+    stored = await cluster.jobs.get(job.id)
+    assert stored is not None
+    trace = stored.errors[0].traceback
+    assert trace is not None
+    assert "in first_row" in trace
+    assert "StopIteration" in trace
+
+
 def freezable_ready_queue(cluster: Cluster) -> FreezableReadyQueue:
     """A FreezableReadyQueue that `cluster`'s workers and hints use from now on."""
     queue = FreezableReadyQueue()

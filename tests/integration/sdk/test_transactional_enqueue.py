@@ -1323,6 +1323,16 @@ def test_a_client_given_for_a_connection_is_told_to_call_its_own_enqueue() -> No
     )
 
 
+async def test_a_pool_given_for_a_connection_is_told_to_acquire_one() -> None:
+    pool = asyncpg.create_pool("postgresql://127.0.0.1/unused")  # never started: no server
+    with pytest.raises(TypeError) as refused:
+        taskforge.enqueue(pool, "email")  # type: ignore[call-overload]
+    assert str(refused.value) == (
+        "taskforge.enqueue takes an asyncpg connection or a psycopg 3 connection, not Pool; "
+        "acquire one (`async with pool.acquire() as conn:`) and enqueue in its transaction"
+    )
+
+
 def test_one_job_given_for_a_list_of_them_is_refused_saying_so() -> None:
     with pytest.raises(TypeError, match=r"^enqueue_many takes an iterable of jobs.* not a dict"):
         taskforge.enqueue_many(object(), {"job_type": "email"})  # type: ignore[call-overload]
