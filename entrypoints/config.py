@@ -283,8 +283,10 @@ class Settings:
 def _secret(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
     """The variable a secret came from and its value: `name`, or the content of the file
     `name_FILE` names (the Docker and Kubernetes convention; one trailing newline is
-    dropped). Both set is a ConfigError naming both; so is a file that cannot be read,
-    naming the variable and the path, never what the file holds."""
+    dropped). Both set is a ConfigError naming both; so is a file that cannot be read or
+    holds nothing but blanks, naming the variable and the path, never what the file holds:
+    a secret that was named but not provisioned must not read as the secret left unset
+    (for API_TOKEN_FILE, an API open to all)."""
     file_variable = f"{name}_FILE"
     path = env.get(file_variable, "").strip()
     if not path:
@@ -296,6 +298,12 @@ def _secret(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(file_variable, path, f"cannot read the file: {reason}") from None
+    if not content.strip():
+        raise ConfigError(
+            file_variable,
+            path,
+            f"the file is empty; expected the value of {name} (or unset {file_variable})",
+        )
     return file_variable, content.removesuffix("\n").removesuffix("\r")
 
 

@@ -385,6 +385,34 @@ def test_an_unreadable_secret_file_is_named_with_its_path(tmp_path: Path) -> Non
     assert "No such file" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "variable", ["POSTGRES_DSN", "POSTGRES_DIRECT_DSN", "REDIS_PASSWORD", "API_TOKEN"]
+)
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # a secret mounted before it was filled in
+        "\n",
+        "  \n",
+    ],
+)
+def test_an_empty_secret_file_is_refused_not_read_as_the_secret_left_unset(
+    tmp_path: Path, variable: str, content: str
+) -> None:
+    # For API_TOKEN_FILE, reading it as unset would leave the API open to all.
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({f"{variable}_FILE": str(secret)})
+
+    assert raised.value.variable == f"{variable}_FILE"
+    assert str(raised.value) == (
+        f"invalid configuration: {variable}_FILE={str(secret)!r}: the file is empty;"
+        f" expected the value of {variable} (or unset {variable}_FILE)"
+    )
+
+
 def test_an_invalid_secret_from_a_file_names_the_file_variable_not_the_content(
     tmp_path: Path,
 ) -> None:
