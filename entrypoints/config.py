@@ -52,6 +52,13 @@ _DSN_SCHEMES = ("postgresql://", "postgres://")
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _SSL_CHECKED_MODES = ("require", "verify-ca", "verify-full")
 """The modes under which the driver loads `sslrootcert` (and refuses a missing one)."""
+_ADDRESS_EXAMPLES = {"REDIS_ADDR": "localhost:6379", "METRICS_ADDR": ":9100"}
+"""The example a refused address is shown with; the others are listen addresses as HTTP_ADDR."""
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}")
+_REDIS_URL_PARTS = (
+    "; the other parts of a Redis URL are settings of their own: REDIS_DB, REDIS_PASSWORD,"
+    " REDIS_TLS=true for rediss://"
+)
 _TOKEN = re.compile(r"[!-~]+")
 _SENTINEL_MASTER = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&#]*")
@@ -336,6 +343,8 @@ def _address_list(name: str, raw: str) -> tuple[Address, ...]:
         try:
             addresses.append(parse_address(name, item))
         except ConfigError:
+            if "://" in item:  # a URL's message shows no part of the value
+                raise
             raise ConfigError(
                 name, raw, f"{item!r}: expected [host]:port,... with ports from 1 to 65535"
             ) from None
@@ -379,11 +388,24 @@ def _ca_file_problem(path: str) -> str | None:
 
 
 def parse_address(name: str, raw: str) -> Address:
-    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface."""
+    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface. A URL is
+    refused without being shown: it may hold a password (`redis://:secret@cache:6379`)."""
+    if "://" in raw:
+        scheme = raw.split("://", 1)[0]
+        url = f"a {scheme}:// URL" if _URL_SCHEME.fullmatch(scheme) else "a URL"
+        raise ConfigError(
+            name,
+            None,
+            f"expected [host]:port, not {url} (not shown: it may hold a password)"
+            + (_REDIS_URL_PARTS if name.startswith("REDIS_") else ""),
+        )
     match = _ADDR.match(raw)
     port = int(match["port"]) if match else -1
     if match is None or not 1 <= port <= 65535:
-        raise ConfigError(name, raw, "expected [host]:port with a port from 1 to 65535, e.g. :8080")
+        example = _ADDRESS_EXAMPLES.get(name, ":8080")
+        raise ConfigError(
+            name, raw, f"expected [host]:port with a port from 1 to 65535, e.g. {example}"
+        )
     host = match["v6"] or match["host"] or "0.0.0.0"  # noqa: S104
     return Address(host, port)
 
