@@ -52,6 +52,13 @@ _DSN_SCHEMES = ("postgresql://", "postgres://")
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _SSL_CHECKED_MODES = ("require", "verify-ca", "verify-full")
 """The modes under which the driver loads `sslrootcert` (and refuses a missing one)."""
+_ADDRESS_EXAMPLES = {"REDIS_ADDR": "localhost:6379", "METRICS_ADDR": ":9100"}
+"""The example a refused address is shown with; the others are listen addresses as HTTP_ADDR."""
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}")
+_REDIS_URL_PARTS = (
+    "; the other parts of a Redis URL are settings of their own: REDIS_DB, REDIS_PASSWORD,"
+    " REDIS_TLS=true for rediss://"
+)
 _TOKEN = re.compile(r"[!-~]+")
 _SENTINEL_MASTER = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&#]*")
@@ -283,8 +290,10 @@ class Settings:
 def _secret(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
     """The variable a secret came from and its value: `name`, or the content of the file
     `name_FILE` names (the Docker and Kubernetes convention; one trailing newline is
-    dropped). Both set is a ConfigError naming both; so is a file that cannot be read,
-    naming the variable and the path, never what the file holds."""
+    dropped). Both set is a ConfigError naming both; so is a file that cannot be read or
+    holds nothing but blanks, naming the variable and the path, never what the file holds:
+    a secret that was named but not provisioned must not read as the secret left unset
+    (for API_TOKEN_FILE, an API open to all)."""
     file_variable = f"{name}_FILE"
     path = env.get(file_variable, "").strip()
     if not path:
@@ -296,6 +305,12 @@ def _secret(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(file_variable, path, f"cannot read the file: {reason}") from None
+    if not content.strip():
+        raise ConfigError(
+            file_variable,
+            path,
+            f"the file is empty; expected the value of {name} (or unset {file_variable})",
+        )
     return file_variable, content.removesuffix("\n").removesuffix("\r")
 
 
@@ -328,6 +343,8 @@ def _address_list(name: str, raw: str) -> tuple[Address, ...]:
         try:
             addresses.append(parse_address(name, item))
         except ConfigError:
+            if "://" in item:  # a URL's message shows no part of the value
+                raise
             raise ConfigError(
                 name, raw, f"{item!r}: expected [host]:port,... with ports from 1 to 65535"
             ) from None
@@ -371,11 +388,24 @@ def _ca_file_problem(path: str) -> str | None:
 
 
 def parse_address(name: str, raw: str) -> Address:
-    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface."""
+    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface. A URL is
+    refused without being shown: it may hold a password (`redis://:secret@cache:6379`)."""
+    if "://" in raw:
+        scheme = raw.split("://", 1)[0]
+        url = f"a {scheme}:// URL" if _URL_SCHEME.fullmatch(scheme) else "a URL"
+        raise ConfigError(
+            name,
+            None,
+            f"expected [host]:port, not {url} (not shown: it may hold a password)"
+            + (_REDIS_URL_PARTS if name.startswith("REDIS_") else ""),
+        )
     match = _ADDR.match(raw)
     port = int(match["port"]) if match else -1
     if match is None or not 1 <= port <= 65535:
-        raise ConfigError(name, raw, "expected [host]:port with a port from 1 to 65535, e.g. :8080")
+        example = _ADDRESS_EXAMPLES.get(name, ":8080")
+        raise ConfigError(
+            name, raw, f"expected [host]:port with a port from 1 to 65535, e.g. {example}"
+        )
     host = match["v6"] or match["host"] or "0.0.0.0"  # noqa: S104
     return Address(host, port)
 

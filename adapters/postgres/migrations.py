@@ -132,12 +132,15 @@ async def apply_migrations(
     a rollback) are left as they are: they only add, so this version runs on them.
     Raises MigrationError when an applied file has changed or is missing (nothing is
     applied then) or when a file fails (it is rolled back; the ones before it stay), and
-    Unavailable when the database cannot be reached."""
+    Unavailable when the database cannot be reached or refuses the session (as it refuses a
+    DSN parameter the driver passes on as a server setting: `?connect_timeout=5`)."""
     migrations = load_migrations(source)
     try:
         conn = await asyncpg.connect(dsn)
     except CONNECTION_ERRORS as exc:
         raise Unavailable("postgres", str(exc) or type(exc).__name__) from exc
+    except asyncpg.PostgresError as exc:  # the server refused the session's settings
+        raise Unavailable("postgres", str(exc)) from exc
     try:
         # A session lock: closing the connection releases it, even after an error.
         if not await conn.fetchval(TRY_LOCK, ADVISORY_LOCK_KEY):

@@ -24,6 +24,7 @@ from taskforge.adapters.postgres.migrations import (
     bundled_migrations,
     load_migrations,
 )
+from taskforge.domain.errors import Unavailable
 
 SHIPPED = load_migrations()
 VERSIONS = [migration.version for migration in SHIPPED]
@@ -324,6 +325,37 @@ def test_migrate_explains_a_database_it_cannot_use_in_one_line(
     assert line.startswith("taskforge migrate: cannot use postgresql://")
     assert reason in line
     assert ":***@" in line
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def _with_parameter(dsn: str, parameter: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(query="&".join(filter(None, [parts.query, parameter]))))
+
+
+async def test_a_dsn_parameter_the_server_refuses_makes_the_database_unavailable(
+    scratch_dsn: str,
+) -> None:
+    # The driver passes a parameter it does not know on as a server setting.
+    dsn = _with_parameter(scratch_dsn, "taskforge_no_such_setting=1")
+
+    with pytest.raises(Unavailable) as raised:
+        await apply_migrations(dsn)
+
+    assert 'unrecognized configuration parameter "taskforge_no_such_setting"' in raised.value.cause
+
+
+def test_migrate_explains_a_dsn_parameter_the_server_refuses_in_one_line(
+    postgres_admin_dsn: str,
+) -> None:
+    dsn = _with_password(postgres_admin_dsn, "hunter2-secret")
+
+    result = _migrate(_with_parameter(dsn, "connect_timeout=5"))
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("taskforge migrate: cannot use postgresql://")
+    assert line.endswith('unrecognized configuration parameter "connect_timeout"')
     assert "hunter2" not in result.stderr + result.stdout
 
 

@@ -181,7 +181,8 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("HTTP_ADDR", ":0", "1 to 65535"),
         ("HTTP_ADDR", ":70000", "1 to 65535"),
         ("HTTP_ADDR", "host name:80", "[host]:port"),
-        ("REDIS_ADDR", "redis://localhost:6379", "[host]:port"),
+        ("REDIS_ADDR", "cache", "[host]:port with a port from 1 to 65535, e.g. localhost:6379"),
+        ("METRICS_ADDR", "9100", "e.g. :9100"),
         ("WORKER_CONCURRENCY", "0", "from 1 to"),
         ("WORKER_CONCURRENCY", "-4", "from 1 to"),
         ("WORKER_CONCURRENCY", "ten", "whole number"),
@@ -233,6 +234,39 @@ def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(
     assert f"{variable}={value!r}" in message
     assert allowed in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "url"),
+    [
+        ("REDIS_ADDR", "redis://:secret-pw@cache:6379/2", "redis://"),
+        ("REDIS_ADDR", "rediss://default:secret-pw@cache:6380", "rediss://"),
+        ("REDIS_ADDR", "unix:///run/redis.sock", "unix://"),
+        ("REDIS_SENTINELS", "s1:26379,redis://:secret-pw@s2:26379", "redis://"),
+    ],
+)
+def test_a_redis_url_is_refused_naming_the_settings_of_its_parts_without_echoing_it(
+    variable: str, value: str, url: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+
+    assert raised.value.variable == variable
+    assert str(raised.value) == (
+        f"invalid configuration: {variable}: expected [host]:port, not a {url} URL (not shown:"
+        " it may hold a password); the other parts of a Redis URL are settings of their own:"
+        " REDIS_DB, REDIS_PASSWORD, REDIS_TLS=true for rediss://"
+    )
+
+
+def test_a_listen_address_given_as_a_url_is_refused_as_one() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"HTTP_ADDR": "http://0.0.0.0:8080"})
+
+    assert str(raised.value) == (
+        "invalid configuration: HTTP_ADDR: expected [host]:port, not a http:// URL (not shown:"
+        " it may hold a password)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -383,6 +417,34 @@ def test_an_unreadable_secret_file_is_named_with_its_path(tmp_path: Path) -> Non
     assert raised.value.variable == "API_TOKEN_FILE"
     assert str(missing) in str(raised.value)
     assert "No such file" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "variable", ["POSTGRES_DSN", "POSTGRES_DIRECT_DSN", "REDIS_PASSWORD", "API_TOKEN"]
+)
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # a secret mounted before it was filled in
+        "\n",
+        "  \n",
+    ],
+)
+def test_an_empty_secret_file_is_refused_not_read_as_the_secret_left_unset(
+    tmp_path: Path, variable: str, content: str
+) -> None:
+    # For API_TOKEN_FILE, reading it as unset would leave the API open to all.
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({f"{variable}_FILE": str(secret)})
+
+    assert raised.value.variable == f"{variable}_FILE"
+    assert str(raised.value) == (
+        f"invalid configuration: {variable}_FILE={str(secret)!r}: the file is empty;"
+        f" expected the value of {variable} (or unset {variable}_FILE)"
+    )
 
 
 def test_an_invalid_secret_from_a_file_names_the_file_variable_not_the_content(
