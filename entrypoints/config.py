@@ -44,8 +44,10 @@ MAX_RETENTION_PERIOD = 10 * 365 * 86_400.0
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ADDR = re.compile(
-    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]*)):(?P<port>[0-9]{1,5})$"
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._\-]*)):(?P<port>[0-9]{1,5})$"
 )
+"""A host name may hold `_`: no DNS name does, but Docker Compose's service names
+(`task_redis`) and container names (`app_redis_1`) do, and its resolver finds them."""
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DSN_SCHEMES = ("postgresql://", "postgres://")

@@ -131,10 +131,18 @@ def test_snoozes_and_unknown_types_have_their_documented_defaults() -> None:
         ("10.0.0.5:65535", Address("10.0.0.5", 65535)),
         ("[::1]:8080", Address("::1", 8080)),
         ("  :8081  ", Address("0.0.0.0", 8081)),  # surrounding spaces ignored
+        ("task_api:8080", Address("task_api", 8080)),  # a Docker Compose service's name
     ],
 )
 def test_http_addr_spellings(raw: str, address: Address) -> None:
     assert Settings.from_env({"HTTP_ADDR": raw}).http_addr == address
+
+
+def test_a_redis_addr_may_name_a_docker_compose_service_with_an_underscore() -> None:
+    # Refused as "expected [host]:port": Compose resolves `task_redis` as any other name.
+    settings = Settings.from_env({"REDIS_ADDR": "task_redis:6379"})
+
+    assert settings.redis_addr == Address("task_redis", 6379)
 
 
 @pytest.mark.parametrize(
