@@ -254,7 +254,8 @@ def worker(
 @app.command
 def scheduler(handlers: Handlers = None) -> None:
     """Fire periodic jobs, promote due retries, reap expired leases, re-publish lost hints
-    (needs POSTGRES_DSN). --handlers modules are loaded for the schedules they declare.
+    (needs POSTGRES_DSN and Redis). --handlers modules are loaded for the schedules they
+    declare.
 
     Example: POSTGRES_DSN=postgresql://postgres@localhost/taskforge taskforge scheduler
     """
