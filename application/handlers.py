@@ -21,6 +21,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeAlias
 from uuid import UUID
 
@@ -37,7 +38,8 @@ class TerminalError(Exception):
 
 
 class Snooze(Exception):
-    """Raise from a handler to run the job again in `seconds`, without using an attempt::
+    """Raise from a handler to run the job again in `seconds` (a number or a timedelta),
+    without using an attempt::
 
         if not await report_ready(ctx.payload["report_id"]):
             raise taskforge.Snooze(60)
@@ -47,12 +49,14 @@ class Snooze(Exception):
     MAX_SNOOZES, a worker setting, default 100) is dead-lettered instead, with the reason
     "snoozed too many times"."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float | timedelta) -> None:
+        """`seconds` may be a timedelta, as an enqueue's `delay` may."""
+        given = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
         try:
-            self.seconds = validate_delay(seconds)  # the rule of a job's delay
+            self.seconds = validate_delay(given)  # the rule of a job's delay
         except ValidationError:
             raise ValueError(
-                f"Snooze seconds must be a number from 0 to {MAX_DURATION:.0f}"
+                f"Snooze seconds must be a number from 0 to {MAX_DURATION:.0f}, not {seconds!r}"
             ) from None
         super().__init__(f"snoozed for {self.seconds:g}s")
 

@@ -2090,8 +2090,17 @@ async def test_snooze_refuses_a_duration_that_is_not_a_number_of_seconds(seconds
 
 
 async def test_snooze_states_its_bound_in_whole_seconds_as_the_api_does() -> None:
-    with pytest.raises(ValueError, match=r"^Snooze seconds must be a number from 0 to 315360000$"):
+    with pytest.raises(
+        ValueError, match=r"^Snooze seconds must be a number from 0 to 315360000, not -1$"
+    ):
         Snooze(-1)
+
+
+async def test_snooze_takes_a_timedelta_as_an_enqueues_delay_does() -> None:
+    # Refused as "must be a number", with nothing to say what was given.
+    assert Snooze(timedelta(minutes=2)).seconds == 120.0
+    with pytest.raises(ValueError, match=r"not datetime.timedelta\(days=-1, seconds=86399\)$"):
+        Snooze(timedelta(seconds=-1))
 
 
 async def test_a_running_worker_reports_itself_and_removes_itself_when_it_stops(
