@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from taskforge.domain.validation import written_out_growth
@@ -59,8 +60,11 @@ def _check(value: Any, max_bytes: int) -> None:
     while stack:
         item, path, depth = stack.pop()
         least += 1
-        if item is None or isinstance(item, bool | int):
+        if item is None or isinstance(item, bool):
             pass
+        elif isinstance(item, int):
+            if item.bit_length() > _SHORTEST_LONG_INT_BITS:
+                least += _digits(item, path)
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise UnstorableResult(f"not JSON: {item} at {_spell(path)}")
@@ -101,6 +105,23 @@ def _check(value: Any, max_bytes: int) -> None:
             raise UnstorableResult(f"not JSON: {type(item).__name__} at {_spell(path)}")
         if least > max_bytes:
             raise UnstorableResult(_over(max_bytes))
+
+
+_SHORTEST_LONG_INT_BITS = 14_000
+"""Below this many bits an integer has fewer than 4,300 digits, the least number Python
+refuses to write out by default (sys.set_int_max_str_digits): it needs no closer look."""
+
+
+def _digits(number: int, path: _Path) -> int:
+    """How many characters `number` takes written out; one Python refuses to write out
+    (over sys.get_int_max_str_digits() digits) is refused naming where it is."""
+    try:
+        return len(str(number))
+    except ValueError:
+        limit = sys.get_int_max_str_digits()
+        raise UnstorableResult(
+            f"not JSON: an integer of more than {limit:,} digits at {_spell(path)}"
+        ) from None
 
 
 def _spell(path: _Path) -> str:
