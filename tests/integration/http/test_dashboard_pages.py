@@ -436,6 +436,25 @@ async def test_with_api_token_the_dashboard_signs_in_with_a_session_cookie(
 
 
 @pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+async def test_signing_in_leads_to_the_page_asked_for_with_its_filters(
+    client: httpx.AsyncClient,
+) -> None:
+    """A link to a filtered list (from an alert, a chat) still shows that list once the
+    browser has signed in."""
+    asked = "/ui/jobs?queue=emails&state=DLQ"
+
+    to_login = await client.get(asked)
+    target = parse_qs(urlsplit(to_login.headers["location"]).query)["next"][0]
+    token = await csrf_token(client, "/ui/login")
+    signed_in = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": target}
+    )
+
+    assert to_login.status_code == 303
+    assert signed_in.headers["location"] == asked
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
 async def test_with_api_token_a_forged_session_cookie_is_refused(
     client: httpx.AsyncClient,
 ) -> None:
