@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import ViewportSize, expect
 
 from .conftest import (
     DEADLINE,
@@ -276,3 +276,24 @@ def test_read_only_mode_shows_no_action_and_refuses_a_hand_made_post(
     assert refused.status == 403
     assert "read-only" in refused.text()
     assert read_only_dev.job(job_id)["state"] == "PENDING"
+
+
+PHONE: ViewportSize = {"width": 360, "height": 740}
+
+
+def test_on_a_phone_every_navigation_link_is_inside_the_header(
+    dev: Server, open_page: OpenPage, screenshot: Screenshot
+) -> None:
+    page = open_page(dev)
+    page.set_viewport_size(PHONE)
+    page.goto("/ui/dlq")
+
+    header = page.locator("header").bounding_box()
+    assert header is not None
+    for name in ("Overview", "Jobs", "Dead letters", "Queues", "Schedules"):
+        link = page.get_by_role("link", name=name, exact=True).bounding_box()
+        assert link is not None
+        assert link["x"] + link["width"] <= PHONE["width"], f"{name} is off the screen"
+        assert link["x"] + link["width"] <= header["x"] + header["width"], f"{name} is off the bar"
+        assert link["y"] + link["height"] <= header["y"] + header["height"], f"{name} is below it"
+    screenshot(page, "phone-navigation")
