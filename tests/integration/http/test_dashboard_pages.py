@@ -689,7 +689,9 @@ def schedule_row(page: str, name: str) -> dict[str, str]:
     """The cells of `name`'s row on the schedules page, by column (the others by index)."""
     row = re.search(rf'<tr data-schedule="{re.escape(name)}">(.*?)</tr>', page, re.S)
     assert row is not None, f"{name} not listed"
-    cells = re.findall(r'<td(?: data-column="(\w+)")?>(.*?)</td>', row.group(1), re.S)
+    cells = re.findall(
+        r'<td(?: class="name")?(?: data-column="(\w+)")?>(.*?)</td>', row.group(1), re.S
+    )
     return {column or str(index): text.strip() for index, (column, text) in enumerate(cells)}
 
 
