@@ -238,7 +238,9 @@ def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
     if path.startswith(STATIC_PATH) or path == LOGIN_PATH or _signed_in(request):
         return None
     if request.method == "GET":
-        return Redirect(f"{LOGIN_PATH}?{urlencode({'next': path})}", status_code=303)
+        # The query too: a link to a filtered list shows that list once signed in.
+        asked = f"{path}?{request.url.query}" if request.url.query else path
+        return Redirect(f"{LOGIN_PATH}?{urlencode({'next': asked})}", status_code=303)
     return error_page(request, 401, "Sign in first: this dashboard needs the API token.")
 
 

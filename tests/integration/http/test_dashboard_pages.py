@@ -436,6 +436,25 @@ async def test_with_api_token_the_dashboard_signs_in_with_a_session_cookie(
 
 
 @pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+async def test_signing_in_leads_to_the_page_asked_for_with_its_filters(
+    client: httpx.AsyncClient,
+) -> None:
+    """A link to a filtered list (from an alert, a chat) still shows that list once the
+    browser has signed in."""
+    asked = "/ui/jobs?queue=emails&state=DLQ"
+
+    to_login = await client.get(asked)
+    target = parse_qs(urlsplit(to_login.headers["location"]).query)["next"][0]
+    token = await csrf_token(client, "/ui/login")
+    signed_in = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": target}
+    )
+
+    assert to_login.status_code == 303
+    assert signed_in.headers["location"] == asked
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
 async def test_with_api_token_a_forged_session_cookie_is_refused(
     client: httpx.AsyncClient,
 ) -> None:
@@ -670,7 +689,9 @@ def schedule_row(page: str, name: str) -> dict[str, str]:
     """The cells of `name`'s row on the schedules page, by column (the others by index)."""
     row = re.search(rf'<tr data-schedule="{re.escape(name)}">(.*?)</tr>', page, re.S)
     assert row is not None, f"{name} not listed"
-    cells = re.findall(r'<td(?: data-column="(\w+)")?>(.*?)</td>', row.group(1), re.S)
+    cells = re.findall(
+        r'<td(?: class="name")?(?: data-column="(\w+)")?>(.*?)</td>', row.group(1), re.S
+    )
     return {column or str(index): text.strip() for index, (column, text) in enumerate(cells)}
 
 

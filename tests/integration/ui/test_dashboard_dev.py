@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import ViewportSize, expect
 
 from .conftest import (
     DEADLINE,
@@ -276,3 +276,56 @@ def test_read_only_mode_shows_no_action_and_refuses_a_hand_made_post(
     assert refused.status == 403
     assert "read-only" in refused.text()
     assert read_only_dev.job(job_id)["state"] == "PENDING"
+
+
+def test_names_of_the_longest_allowed_length_keep_every_page_within_the_window(
+    dev: Server, open_page: OpenPage, screenshot: Screenshot
+) -> None:
+    """A queue, job type or schedule name may be 128 characters without a space."""
+    queue, job_type, schedule = "q" * 128, "t" * 128, "s" * 128
+    dev.enqueue(job_type, queue=queue, delay=3600)
+    dead = dev.enqueue(job_type, queue=queue, delay=3600)
+    with dev.api() as api:
+        assert api.post(f"/jobs/{dead}/dlq", json={"reason": "by hand"}).status_code == 200
+        created = api.post(
+            "/schedules",
+            json={"name": schedule, "cron": "0 3 * * *", "jobType": job_type, "queue": queue},
+        )
+        assert created.status_code == 201, created.text
+    page = open_page(dev)
+    window = page.evaluate("document.documentElement.clientWidth")
+
+    for path in ("/ui", "/ui/jobs", "/ui/queues", "/ui/schedules", "/ui/dlq", "group", "confirm"):
+        if path == "group":
+            page.goto("/ui/dlq")
+            page.locator(f'tr[data-group="{job_type}"]').get_by_role("link").click()
+        elif path == "confirm":
+            page.get_by_role("button", name="Purge group").click()
+        else:
+            page.goto(path)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= window, f"{path} is {width} px wide in a {window} px window"
+    page.goto("/ui/jobs")
+    screenshot(page, "long-names")
+
+
+PHONE: ViewportSize = {"width": 360, "height": 740}
+
+
+def test_on_a_phone_every_navigation_link_is_inside_the_header(
+    dev: Server, open_page: OpenPage, screenshot: Screenshot
+) -> None:
+    page = open_page(dev)
+    page.set_viewport_size(PHONE)
+    page.goto("/ui/dlq")
+
+    header = page.locator("header").bounding_box()
+    assert header is not None
+    for name in ("Overview", "Jobs", "Dead letters", "Queues", "Schedules"):
+        link = page.get_by_role("link", name=name, exact=True).bounding_box()
+        assert link is not None
+        assert link["x"] + link["width"] <= PHONE["width"], f"{name} is off the screen"
+        assert link["x"] + link["width"] <= header["x"] + header["width"], f"{name} is off the bar"
+        assert link["y"] + link["height"] <= header["y"] + header["height"], f"{name} is below it"
+    screenshot(page, "phone-navigation")
