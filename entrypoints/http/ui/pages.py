@@ -512,17 +512,24 @@ def _pretty(value: Any) -> tuple[str, bool]:
     return "".join(pieces), False
 
 
-def job_actions(job: Job) -> list[tuple[str, str, bool]]:
-    """(path segment, button name, asks for a reason) of each move the job's state allows."""
+REASON_KEPT = "why (kept with the job)"
+REASON_LOGGED = "why (written to the log only)"
+"""What a move's reason field says of where the reason goes: a cancel and a move to the DLQ
+keep it as the job's `reason`; a retry and a replay have none, so it is only logged."""
+
+
+def job_actions(job: Job) -> list[tuple[str, str, str]]:
+    """(path segment, button name, what its reason field says) of each move the job's state
+    allows."""
     actions = []
     if can_transition(job.state, JobState.CANCELLED):
-        actions.append(("cancel", "Cancel", True))
+        actions.append(("cancel", "Cancel", REASON_KEPT))
     if job.state in OPERATOR_RETRY_SOURCES:
-        actions.append(("retry", "Retry", True))
+        actions.append(("retry", "Retry", REASON_LOGGED))
     if can_transition(job.state, JobState.DLQ):
-        actions.append(("dlq", "Move to DLQ", True))
+        actions.append(("dlq", "Move to DLQ", REASON_KEPT))
     if job.state is JobState.DLQ:
-        actions.append(("replay", "Replay", True))
+        actions.append(("replay", "Replay", REASON_LOGGED))
     return actions
 
 

@@ -859,3 +859,28 @@ async def test_the_charts_count_what_finished_before_the_overview_was_first_read
 
     assert ">3 succeeded</span>" in page
     assert ">1 failed</span>" in page
+
+
+async def test_a_moves_reason_field_says_whether_the_job_keeps_the_reason(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    # Every field said only "why": a retry's or a replay's reason, never kept, seemed lost.
+    pending = await create_job(delay=3600)
+    dead = await dead_lettered(client, create_job)
+
+    forms = {
+        action: placeholder
+        for job_id in (pending["id"], dead)
+        for action, placeholder in re.findall(
+            r'action="/ui/jobs/[^/"]+/(\w+)".*?placeholder="([^"]*)"',
+            assert_html(await client.get(f"/ui/jobs/{job_id}"), 200),
+            re.DOTALL,
+        )
+    }
+
+    assert forms == {
+        "cancel": "why (kept with the job)",
+        "dlq": "why (kept with the job)",
+        "retry": "why (written to the log only)",
+        "replay": "why (written to the log only)",
+    }
