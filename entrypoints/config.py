@@ -41,6 +41,8 @@ POSTGRES_VARIABLES = (
 """The variables of the Postgres settings (`Settings.postgres_from_env`)."""
 MAX_RETENTION_PERIOD = 10 * 365 * 86_400.0
 """The longest RETENTION_PERIOD, in seconds: ten years."""
+MAX_EXPORT_DELAY_MS = 3_600_000
+"""The longest OTEL_BSP_SCHEDULE_DELAY, in milliseconds: an hour."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ADDR = re.compile(
@@ -127,6 +129,10 @@ class Settings:
     rate_limit_per_sec: float = 0.0
     tracing_enabled: bool = False
     tracing_exporter: str = "stdout"
+    tracing_export_delay_ms: int = 5000
+    """Milliseconds between exports of finished spans (the OpenTelemetry SDK's
+    OTEL_BSP_SCHEDULE_DELAY), read here so that a bad value stops the process in one line
+    instead of a traceback from the SDK."""
     max_payload_bytes: int = 1024 * 1024
     api_workers: int = 1
     """API processes sharing the listening socket (`taskforge api` only)."""
@@ -254,6 +260,9 @@ class Settings:
             rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _number(0, 1e9), 0.0),
             tracing_enabled=get("TRACING_ENABLED", parse_bool, False),
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
+            tracing_export_delay_ms=get(
+                "OTEL_BSP_SCHEDULE_DELAY", _int_range(1, MAX_EXPORT_DELAY_MS), 5000
+            ),
             max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
             api_workers=get("API_WORKERS", _int_range(1, 64), 1),
             api_token=secret("API_TOKEN", _token, None),

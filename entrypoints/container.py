@@ -181,7 +181,11 @@ class InfrastructureProvider(Provider):
         if not settings.tracing_enabled:
             yield None
             return
-        tracing = OpenTelemetryTracing(settings.service_name, settings.tracing_exporter)
+        tracing = OpenTelemetryTracing(
+            settings.service_name,
+            settings.tracing_exporter,
+            export_delay_ms=settings.tracing_export_delay_ms,
+        )
         try:
             yield tracing
         finally:

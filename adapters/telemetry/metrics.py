@@ -59,7 +59,11 @@ _BOUNDS = (*(repr(float(bound)) for bound in JOB_SECONDS_BUCKETS), "+Inf")
 _COUNTERS = (
     ("taskforge_job_attempts", "Attempts started: handler runs, snoozed ones too."),
     ("taskforge_job_success", "Attempts that succeeded."),
-    ("taskforge_job_failure", "Attempts that failed (retryable or terminal)."),
+    (
+        "taskforge_job_failure",
+        "Attempts that ended in failure: a retryable or terminal error, a timeout, or an "
+        "outcome the store did not take (a lost lease, an outage), a success included.",
+    ),
     ("taskforge_job_snoozed", "Attempts whose handler snoozed the job (taskforge.Snooze)."),
     (
         "taskforge_job_interrupted",

@@ -139,7 +139,14 @@ class OpenTelemetryTracing:
     with the OpenTelemetry API become children of the job's span. `shutdown` exports what
     is left."""
 
-    def __init__(self, service_name: str, exporter: str, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        service_name: str,
+        exporter: str,
+        out: TextIO | None = None,
+        export_delay_ms: int = 5000,
+    ) -> None:
+        """`export_delay_ms`: milliseconds between batches of finished spans (positive)."""
         if exporter not in EXPORTERS:
             raise ValueError(f"unknown tracing exporter {exporter!r}")
         from opentelemetry.sdk.resources import Resource
@@ -149,7 +156,8 @@ class OpenTelemetryTracing:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         if exporter == "stdout":
             console = ConsoleSpanExporter(out=out or sys.stdout, formatter=_one_line)
-            self.provider.add_span_processor(BatchSpanProcessor(console))
+            processor = BatchSpanProcessor(console, schedule_delay_millis=export_delay_ms)
+            self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("taskforge")
 
     def start_span(

@@ -51,6 +51,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.rate_limit_per_sec == 0.0
     assert settings.tracing_enabled is False
     assert settings.tracing_exporter == "stdout"
+    assert settings.tracing_export_delay_ms == 5000  # the OpenTelemetry SDK's default
     assert settings.max_payload_bytes == 1024 * 1024
     assert settings.api_token is None
     assert settings.queues == ("jobs:ready",)
@@ -104,6 +105,7 @@ def test_the_design_variables_are_read() -> None:
             "JOB_TIMEOUT": "90",
             "MAX_SNOOZES": "7",
             "UNKNOWN_TYPE_GRACE": "600",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
         }
     )
 
@@ -115,6 +117,7 @@ def test_the_design_variables_are_read() -> None:
     assert settings.metrics_flush_interval == 0.5
     assert settings.job_timeout == 90.0
     assert (settings.max_snoozes, settings.unknown_type_grace) == (7, 600.0)
+    assert settings.tracing_export_delay_ms == 200
 
 
 def test_snoozes_and_unknown_types_have_their_documented_defaults() -> None:
@@ -204,6 +207,9 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TRACING_ENABLED", "maybe", "true or false"),
         ("TRACING_ENABLED", "2", "true or false"),
         ("TRACING_EXPORTER", "jaeger", "stdout, none"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "0", "whole number from 1 to 3600000"),  # SDK: traceback
+        ("OTEL_BSP_SCHEDULE_DELAY", "-5", "whole number from 1"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5s", "whole number from 1"),  # SDK: logs, then 5000
         ("RATE_LIMIT_PER_SEC", "-1", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "nan", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "inf", "number from 0"),
@@ -695,6 +701,7 @@ _SETTINGS_VARIABLES = {
     "RATE_LIMIT_PER_SEC",
     "TRACING_ENABLED",
     "TRACING_EXPORTER",
+    "OTEL_BSP_SCHEDULE_DELAY",
     "API_TOKEN",
     "POSTGRES_DSN_FILE",
     "POSTGRES_DIRECT_DSN",

@@ -118,6 +118,20 @@ def test_every_counter_of_a_queue_is_rendered_at_zero_before_anything_is_counted
     }
 
 
+def test_the_failure_help_says_it_counts_outcomes_the_store_did_not_take() -> None:
+    # A handler that returned while its job was cancelled or reaped is counted as a
+    # failure: the HELP must not tell an operator that the handler raised.
+    [failure] = [
+        family
+        for family in job_metric_families(JobMetrics(), {}, queues=["emails"])
+        if family.name == "taskforge_job_failure"
+    ]
+
+    assert "timeout" in failure.documentation
+    assert "the store did not take" in failure.documentation
+    assert "a success included" in failure.documentation
+
+
 @pytest.mark.parametrize(
     ("seconds", "bound"),
     [
