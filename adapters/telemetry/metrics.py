@@ -61,8 +61,9 @@ _COUNTERS = (
     ("taskforge_job_success", "Attempts that succeeded."),
     (
         "taskforge_job_failure",
-        "Attempts that ended in failure: a retryable or terminal error, a timeout, or an "
-        "outcome the store did not take (a lost lease, an outage), a success included.",
+        "Attempts that ended without a stored success: an error (retryable or terminal), a "
+        "timeout, or an outcome the store did not take (lease lost, store unavailable), even "
+        "a handler's return.",
     ),
     ("taskforge_job_snoozed", "Attempts whose handler snoozed the job (taskforge.Snooze)."),
     (

@@ -129,7 +129,7 @@ def test_the_failure_help_says_it_counts_outcomes_the_store_did_not_take() -> No
 
     assert "timeout" in failure.documentation
     assert "the store did not take" in failure.documentation
-    assert "a success included" in failure.documentation
+    assert "even a handler's return" in failure.documentation
 
 
 @pytest.mark.parametrize(
