@@ -170,10 +170,27 @@ class TextFormatter(ValueFreeFormatter):
         return text
 
 
+class LineFormatter(TextFormatter):
+    """TextFormatter's text after the time (ISO-8601 UTC, as in JSON lines) and the level:
+    one line per record (a traceback continues it), for text logs that go to a file or a
+    collector. There, rich's columns would pad every line to the width and wrap a long
+    message onto lines of its own, away from its time and level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        return f"{when} {record.levelname:<8} {super().format(record)}"
+
+
 def _handler(log_format: str | None, stream: TextIO) -> logging.Handler:
-    """`text`: rich lines; `json`: JSON lines; None: text when `stream` is a terminal."""
+    """`text`: rich lines on a terminal, plain lines elsewhere (LineFormatter); `json`: JSON
+    lines; None: text when `stream` is a terminal."""
+    terminal = stream.isatty()
     if log_format is None:
-        log_format = "text" if stream.isatty() else "json"
+        log_format = "text" if terminal else "json"
+    if log_format == "text" and not terminal:
+        lines = logging.StreamHandler(stream)
+        lines.setFormatter(LineFormatter())
+        return lines
     if log_format == "text":
         # Loaded only for text logs: a service logging JSON never imports rich.
         from rich.console import Console
