@@ -11,16 +11,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from dishka.entities.key import DependencyKey
+from dishka.exceptions import NoFactoryError
 from redis.asyncio.connection import Connection
 from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskforge.adapters.redis.checks import warn_about_eviction
-from taskforge.application.handlers import DeclarationError
+from taskforge.application.handlers import DeclarationError, HandlerRegistry
 from taskforge.application.worker import TooManyAbandonedThreads
 from taskforge.entrypoints import runtime
 from taskforge.entrypoints.cli import service
-from taskforge.entrypoints.config import ConfigError
+from taskforge.entrypoints.config import ConfigError, Settings
+from taskforge.entrypoints.container import Backend, make_container
 from taskforge.entrypoints.runtime import check_redis
 
 pytestmark = pytest.mark.asyncio
@@ -82,12 +85,16 @@ class Silent(FakeRedis):
 
 
 class FakeContainer:
+    """A container with `redis`, or with no Redis at all (None) as dishka says it."""
+
     def __init__(self, redis: Any) -> None:
         self.redis = redis
 
     async def get(self, kind: type) -> Any:
         if self.redis is None:
-            raise LookupError(kind)
+            raise NoFactoryError(DependencyKey(kind, ""))
+        if isinstance(self.redis, Exception):
+            raise self.redis
         return self.redis
 
 
@@ -106,6 +113,20 @@ async def test_no_warning_with_noeviction_or_without_redis(
         await check_redis(FakeContainer(redis))  # type: ignore[arg-type]
 
     assert not caplog.records
+
+
+async def test_the_in_memory_backend_has_no_redis_to_check() -> None:
+    container = make_container(Settings(), Backend.MEMORY, HandlerRegistry())
+    try:
+        assert await check_redis(container) is True
+    finally:
+        await container.close()
+
+
+async def test_a_redis_client_that_cannot_be_made_is_no_missing_redis() -> None:
+    # Every exception read as "no Redis here": a bad client went unchecked, logged at debug.
+    with pytest.raises(RuntimeError, match="cannot make the client"):
+        await check_redis(FakeContainer(RuntimeError("cannot make the client")))  # type: ignore[arg-type]
 
 
 async def test_a_database_the_redis_server_does_not_have_is_a_configuration_error() -> None:
