@@ -192,10 +192,14 @@ def _refuse_nul(fields: Iterable[tuple[str, object]]) -> None:
             raise ValidationError(field, "must not contain NUL characters (\\u0000)")
 
 
-def _back(request: Request[Any, Any, Any], path: str, notice: str) -> Redirect:
-    """Back to `path`, whose page shows `notice` (signed for this browser: see _notice)."""
+def _back(
+    request: Request[Any, Any, Any], path: str, notice: str, query: dict[str, str] | None = None
+) -> Redirect:
+    """Back to `path` (with `query`), whose page shows `notice` (signed for this browser:
+    see _notice)."""
     signed = notice_signature(request.cookies, notice) or ""
-    return Redirect(f"{path}?{urlencode({'notice': notice, 'signed': signed})}", status_code=303)
+    fields = {**(query or {}), "notice": notice, "signed": signed}
+    return Redirect(f"{path}?{urlencode(fields)}", status_code=303)
 
 
 async def _pause_or_resume(
@@ -444,10 +448,17 @@ async def jobs_page(
         states=[*JobState],
         page=page_number,
         pages=pages,
+        listed={
+            key: value for key, value in {**filters, "page": str(page_number)}.items() if value
+        },
         # Past the last page, back leads to the last one.
         previous_query=urlencode({**filters, "page": min(page_number - 1, pages)}),
         next_query=urlencode({**filters, "page": page_number + 1}),
     )
+
+
+LIST_FIELDS = ("queue", "state", "job_type", "lookup", "page")
+"""The jobs list's query: what a bulk action's form carries back to it."""
 
 
 @post(f"{UI_PATH}/jobs/bulk", include_in_schema=False, status_code=303)
@@ -473,9 +484,10 @@ async def bulk_action(
             continue  # moved or finished meanwhile: the notice counts what moved
         moved += 1
     verb = "Cancelled" if action == "cancel" else "Retried"
-    return _back(
-        request, f"{UI_PATH}/jobs", f"{verb} {moved} of {counted(len(ids), 'selected job')}."
-    )
+    notice = f"{verb} {moved} of {counted(len(ids), 'selected job')}."
+    # Back to the list as it was: its filters and page come with the form.
+    listed = {key: str(form.get(key) or "") for key in LIST_FIELDS if form.get(key)}
+    return _back(request, f"{UI_PATH}/jobs", notice, listed)
 
 
 @get(f"{UI_PATH}/jobs/{{job_id:str}}", include_in_schema=False)

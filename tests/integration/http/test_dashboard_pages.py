@@ -510,6 +510,34 @@ async def test_selected_jobs_are_cancelled_together(
     assert states == ["CANCELLED", "CANCELLED", "PENDING"]
 
 
+async def test_a_bulk_action_leads_back_to_the_list_as_it_was_filtered(
+    client: httpx.AsyncClient, create_job: JobFactory
+) -> None:
+    # It led to the first page of every job, whatever list the jobs were chosen from.
+    job = await create_job(delay=3600)
+    page = assert_html(await client.get("/ui/jobs?state=PENDING&job_type=email&page=1"), 200)
+    kept = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page))
+    assert kept.pop("csrf_token") == client.cookies.get("taskforge_csrf")
+    assert kept == {"state": "PENDING", "job_type": "email", "page": "1"}
+
+    response = await client.post(
+        "/ui/jobs/bulk",
+        data={
+            **kept,
+            "csrf_token": await csrf_token(client),
+            "action": "cancel",
+            "ids": [job["id"]],
+        },
+    )
+
+    assert response.status_code == 303
+    location = urlsplit(response.headers["location"])
+    assert location.path == "/ui/jobs"
+    query = parse_qs(location.query)
+    assert (query["state"], query["job_type"], query["page"]) == (["PENDING"], ["email"], ["1"])
+    assert query["notice"] == ["Cancelled 1 of 1 selected job."]
+
+
 @pytest.mark.parametrize(
     ("path", "fields"),
     [
