@@ -329,3 +329,38 @@ def test_on_a_phone_every_navigation_link_is_inside_the_header(
         assert link["x"] + link["width"] <= header["x"] + header["width"], f"{name} is off the bar"
         assert link["y"] + link["height"] <= header["y"] + header["height"], f"{name} is below it"
     screenshot(page, "phone-navigation")
+
+
+def test_the_live_overview_keeps_the_keyboard_focus_and_a_selection_across_refreshes(
+    dev: Server, queue: str, open_page: OpenPage
+) -> None:
+    # Each refresh replaced the part: the focus fell back to the page, a selection vanished.
+    dev.wait_for_state(dev.enqueue("noop", queue=queue), "SUCCEEDED")  # the queue has a row
+    page = open_page(dev)
+    page.goto("/ui")
+    link = page.locator(f'tr[data-queue="{queue}"] th a')
+    link.focus()
+    before = page.locator("#live").get_attribute("data-refreshed") or ""
+    page.wait_for_function(  # a refresh replaced the part since
+        "before => (document.getElementById('live').dataset.refreshed || before) !== before",
+        arg=before,
+        timeout=DEADLINE * 1000,
+    )
+
+    assert page.evaluate("document.activeElement.getAttribute('href')") == link.get_attribute(
+        "href"
+    )
+
+    page.evaluate(
+        """() => {
+            const cell = document.querySelector('tr[data-worker] td');
+            window.getSelection().selectAllChildren(cell);
+        }"""
+    )
+    selected = page.evaluate("String(window.getSelection())")
+    assert selected
+    page.wait_for_function(
+        "() => document.getElementById('live').dataset.postponed !== undefined",
+        timeout=DEADLINE * 1000,
+    )
+    assert page.evaluate("String(window.getSelection())") == selected

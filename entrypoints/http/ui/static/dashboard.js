@@ -18,8 +18,16 @@
         return;
       }
       if (response.ok) {
-        live.innerHTML = await response.text();
-        live.dataset.refreshed = String(Date.now());
+        const text = await response.text();
+        if (selecting()) {
+          // Replacing the part would wipe what the operator is selecting (a worker id).
+          live.dataset.postponed = String(Date.now());
+        } else {
+          const focused = focusedLink();
+          live.innerHTML = text;
+          live.dataset.refreshed = String(Date.now());
+          refocus(focused);
+        }
       }
     } catch (error) {
       // The server is restarting or unreachable: keep the last counts, try again later.
@@ -27,4 +35,29 @@
     window.setTimeout(refresh, every);
   }
   window.setTimeout(refresh, every);
+
+  function selecting() {
+    const selection = window.getSelection();
+    return Boolean(selection && !selection.isCollapsed && live.contains(selection.anchorNode));
+  }
+
+  // The link the keyboard is on inside the live part, by its address: the refresh puts
+  // the focus back on the new link with that address, or a keyboard user would be thrown
+  // back to the top of the page every few seconds.
+  function focusedLink() {
+    const active = document.activeElement;
+    return active instanceof HTMLAnchorElement && live.contains(active)
+      ? active.getAttribute("href")
+      : null;
+  }
+
+  function refocus(href) {
+    if (href === null) {
+      return;
+    }
+    const link = live.querySelector(`a[href="${CSS.escape(href)}"]`);
+    if (link) {
+      link.focus({ preventScroll: true });
+    }
+  }
 })();
