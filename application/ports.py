@@ -19,7 +19,15 @@ from uuid import UUID
 
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
 from taskforge.domain.dashboard import DeadLetterGroup, QueueJobCounts
-from taskforge.domain.job import DeadLetter, Job, Lease, NewJob, QueueStats, ReadyHint
+from taskforge.domain.job import (
+    DeadLetter,
+    Job,
+    Lease,
+    NewJob,
+    QueueStats,
+    ReadyHint,
+    ReapedDeadLetter,
+)
 from taskforge.domain.outcome import Settlement
 from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
 from taskforge.domain.schedule import Schedule, ScheduleDefinition
@@ -145,10 +153,10 @@ class Sweeps(Protocol):
         carries its job's traceparent, as do those of the two sweeps below."""
         ...
 
-    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
+    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], list[ReapedDeadLetter]]:
         """RUNNING jobs whose lease expired -> PENDING (attempts left) or DLQ, each expiry
-        added to the job's `errors`. Returns the hints for the requeued ones and how many
-        were dead-lettered."""
+        added to the job's `errors`. Returns the hints for the requeued ones and the
+        dead-lettered ones, each in the order their leases expired."""
         ...
 
     async def find_unpublished(

@@ -23,13 +23,17 @@ from taskforge.application.ports import JobNotices, JobTracer, ReadyQueue, Sweep
 from taskforge.application.reachability import QUEUE_DOWN_REMINDER, NotAnswering, Reachability
 from taskforge.application.schedules import FireSchedules
 from taskforge.application.timing import sleep_unless, wait_any
-from taskforge.domain.job import ReadyHint
+from taskforge.domain.job import ReadyHint, ReapedDeadLetter
 
 log = logging.getLogger("taskforge.scheduler")
 
 REQUEUE_SPAN = "taskforge.job.requeue"
 """The scheduler putting a job back in its queue: a retry that came due, or an expired
 lease. A child of the span that enqueued the job."""
+
+DEAD_LETTER_SPAN = "taskforge.job.dead_letter"
+"""The scheduler dead-lettering a job whose lease expired on its last attempt (its worker
+died mid-attempt): the end of the job's trace. A child of the span that enqueued the job."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +125,7 @@ class SchedulerTick:
             marked += promoted
             reaped, dead_lettered = await self._sweeps.reap_expired(limit)
             marked += reaped
+            self._report_dead_lettered(dead_lettered)
             never: list[ReadyHint] = []
             stale: list[ReadyHint] = []
             if self._queue.answers:
@@ -150,7 +155,7 @@ class SchedulerTick:
         republished = len(never) + len(stale)
         full = max(
             len(promoted),
-            len(reaped) + dead_lettered,
+            len(reaped) + len(dead_lettered),
             len(never) + len(stale),
             pruned,
             schedules,
@@ -158,7 +163,7 @@ class SchedulerTick:
         return TickReport(
             len(promoted),
             len(reaped),
-            dead_lettered,
+            len(dead_lettered),
             republished,
             resynced,
             full >= limit,
@@ -214,6 +219,30 @@ class SchedulerTick:
         finally:
             for span in spans:
                 span.end()
+
+    def _report_dead_lettered(self, dead_lettered: list[ReapedDeadLetter]) -> None:
+        """A warning per job the store dead-lettered, in the worker's words, and with
+        tracing on a span in the job's trace (when it has one)."""
+        for job in dead_lettered:
+            fields = {
+                "job_id": str(job.job_id),
+                "queue": job.queue,
+                "job_type": job.job_type,
+                "reason": job.reason,
+            }
+            if self._tracer is not None and job.traceparent is not None:
+                span = _dead_letter_span(self._tracer, job)
+                # A traceparent is version-traceid-spanid-flags.
+                fields["trace_id"] = span.traceparent.split("-")[1]
+            log.warning(
+                "job %s (%s on %s) dead-lettered: %s; last error: %s",
+                job.job_id,
+                job.job_type,
+                job.queue,
+                job.reason,
+                job.last_error,
+                extra=fields,
+            )
 
     async def _push(self, hints: list[ReadyHint]) -> bool:
         """Push `hints` if the ready queue answers; whether it took them."""
@@ -306,6 +335,20 @@ def _requeue_spans(
                 )
                 spans.append(span)
     return spans
+
+
+def _dead_letter_span(tracer: JobTracer, job: ReapedDeadLetter) -> TraceSpan:
+    """The ended span of `job`'s dead-lettering, failed with its last error."""
+    span = tracer.start_span(
+        DEAD_LETTER_SPAN,
+        job_id=job.job_id,
+        queue=job.queue,
+        parent=job.traceparent,
+        attributes={"reason": job.reason},
+    )
+    span.fail(job.last_error)
+    span.end()
+    return span
 
 
 async def run_scheduler(

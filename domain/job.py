@@ -433,6 +433,20 @@ class ReadyHint:
         return cls(job.queue, job.id, job.traceparent, job.priority)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReapedDeadLetter:
+    """A job whose lease expired on its last attempt, dead-lettered by the scheduler's
+    sweep (Sweeps.reap_expired): what the scheduler names it by in its log and trace."""
+
+    job_id: UUID
+    queue: str
+    job_type: str
+    reason: str
+    last_error: str
+    traceparent: str | None = None
+    """The job's traceparent: its dead-lettering joins the job's trace."""
+
+
 def dispatch_order(job: Job) -> tuple[int, datetime, UUID]:
     """The order in which a queue's due PENDING jobs are claimed: higher priority (lower
     number) first, then oldest due first, then by id. Postgres claims in the same order."""

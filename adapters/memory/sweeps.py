@@ -14,7 +14,7 @@ from taskforge.adapters.memory.state import (
     with_error,
 )
 from taskforge.application.ports import STALE_LOOKOUT
-from taskforge.domain.job import Job, ReadyHint, dispatch_order
+from taskforge.domain.job import Job, ReadyHint, ReapedDeadLetter, dispatch_order
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
 
@@ -30,7 +30,7 @@ class InMemorySweeps(InMemoryView):
             ReadyHint.of(state.requeue(job, now, retry_count=job.retry_count + 1)) for job in due
         ]
 
-    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
+    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], list[ReapedDeadLetter]]:
         state = self._state
         now = state.clock.now()
         expired = sorted(
@@ -43,12 +43,22 @@ class InMemorySweeps(InMemoryView):
             ),
             key=lambda job: (job.lease_expires_at, job.id),
         )[:limit]
-        hints, dead = [], 0
+        hints: list[ReadyHint] = []
+        dead: list[ReapedDeadLetter] = []
         for job in expired:
             job = state.put(job, errors=with_error(job, now, LEASE_EXPIRED_ERROR, None))
             if job.policy.exhausted_by(job.attempt_count):
                 state.dead_letter(job, EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, now)
-                dead += 1
+                dead.append(
+                    ReapedDeadLetter(
+                        job_id=job.id,
+                        queue=job.queue,
+                        job_type=job.job_type,
+                        reason=EXHAUSTED_REASON,
+                        last_error=LEASE_EXPIRED_ERROR,
+                        traceparent=job.traceparent,
+                    )
+                )
             else:
                 hints.append(ReadyHint.of(state.requeue(job, now, last_error=LEASE_EXPIRED_ERROR)))
         return hints, dead

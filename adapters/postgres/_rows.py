@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from taskforge.domain.job import AttemptError, DeadLetter, Job, ReadyHint
+from taskforge.domain.job import AttemptError, DeadLetter, Job, ReadyHint, ReapedDeadLetter
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 
@@ -62,6 +62,17 @@ DEAD_LETTER_COLUMNS = (
 
 def hint_from_row(row: asyncpg.Record) -> ReadyHint:
     return ReadyHint(row["queue"], row["id"], row["traceparent"], row["priority"])
+
+
+def reaped_dead_letter_from_row(row: asyncpg.Record) -> ReapedDeadLetter:
+    return ReapedDeadLetter(
+        job_id=row["id"],
+        queue=row["queue"],
+        job_type=row["job_type"],
+        reason=row["reason"],
+        last_error=row["last_error"],
+        traceparent=row["traceparent"],
+    )
 
 
 def retry_policy_from_row(row: asyncpg.Record | Mapping[str, Any]) -> RetryPolicy:

@@ -15,10 +15,10 @@ from taskforge.adapters.postgres._fragments import (
     not_paused,
     with_error,
 )
-from taskforge.adapters.postgres._rows import hint_from_row
+from taskforge.adapters.postgres._rows import hint_from_row, reaped_dead_letter_from_row
 from taskforge.adapters.postgres.connection import PooledAdapter
 from taskforge.application.ports import STALE_LOOKOUT
-from taskforge.domain.job import ReadyHint
+from taskforge.domain.job import ReadyHint, ReapedDeadLetter
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import HIGHEST_PRIORITY, LOWEST_PRIORITY
@@ -76,7 +76,8 @@ WITH expired AS (
               expired.lease_expires_at AS expired_at
 ), dead_lettered AS ({ENTER_DLQ.format(source="reaped")}
 )
-SELECT queue, id, state, traceparent, priority FROM reaped ORDER BY expired_at, id
+SELECT queue, id, state, traceparent, priority, job_type, reason, last_error
+FROM reaped ORDER BY expired_at, id
 """
 
 # By priority, then oldest due first (domain.job.dispatch_order): when more jobs wait for
@@ -269,11 +270,12 @@ class PostgresSweeps(PooledAdapter):
             rows = await conn.fetch(PROMOTE_DUE, limit)
         return [hint_from_row(row) for row in rows]
 
-    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], int]:
+    async def reap_expired(self, limit: int) -> tuple[list[ReadyHint], list[ReapedDeadLetter]]:
         async with self._connection() as conn:
             rows = await conn.fetch(REAP_EXPIRED, limit, LEASE_EXPIRED_ERROR, EXHAUSTED_REASON)
         hints = [hint_from_row(row) for row in rows if row["state"] == PENDING]
-        return hints, len(rows) - len(hints)
+        dead = [reaped_dead_letter_from_row(row) for row in rows if row["state"] != PENDING]
+        return hints, dead
 
     async def find_unpublished(
         self, covered: Mapping[str, int], limit: int, older_than: float

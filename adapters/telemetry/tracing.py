@@ -1,9 +1,9 @@
 """OpenTelemetry tracing: a span per HTTP request and per step of a job's life.
 
-A job's `traceparent` names the span that enqueued it; the scheduler's re-queue of the job
-and each of the worker's attempts are children of that span, so a job's whole life is one
-trace. Spans carry `job_id` and `queue` attributes; log lines written while a span is
-current carry its `trace_id`.
+A job's `traceparent` names the span that enqueued it; the scheduler's re-queue or
+dead-lettering of the job and each of the worker's attempts are children of that span, so a
+job's whole life is one trace. Spans carry `job_id` and `queue` attributes; log lines
+written while a span is current carry its `trace_id`.
 
 Exporters: `stdout` writes one JSON object per finished span per line to standard output
 (logs go to standard error), in batches from a background thread; `none` traces (trace

@@ -13,6 +13,7 @@ import pytest
 from taskforge.application.enqueue import EnqueueJob
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.scheduler import (
+    DEAD_LETTER_SPAN,
     REQUEUE_SPAN,
     SchedulerSettings,
     SchedulerTick,
@@ -21,7 +22,7 @@ from taskforge.application.scheduler import (
 )
 from taskforge.domain.errors import Unavailable
 from taskforge.domain.job import Lease
-from taskforge.domain.outcome import RetryLater
+from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, RetryLater
 from taskforge.domain.states import JobState
 
 from .conftest import (
@@ -92,6 +93,68 @@ async def test_expired_lease_on_the_last_attempt_dead_letters_the_job(memory: Me
     entry = await memory.dead_letters.get(job.id)
     assert entry is not None
     assert entry.reason == "attempts exhausted"
+
+
+async def test_a_job_dead_lettered_for_its_expired_lease_is_logged_in_one_line_naming_it(
+    memory: Memory, caplog: pytest.LogCaptureFixture
+) -> None:
+    job, _, _ = await memory.jobs.add(
+        memory.new_job("email", policy=quick_policy(max_attempts=1), visibility_timeout=5.0)
+    )
+    await memory.jobs.claim([job.id], "w1")
+    memory.clock.advance(6)
+
+    with caplog.at_level(logging.WARNING, logger="taskforge.scheduler"):
+        await tick_for(memory)()
+
+    [line] = _dead_letter_lines(caplog)
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        f"job {job.id} (email on jobs:ready) dead-lettered: {EXHAUSTED_REASON}; "
+        f"last error: {LEASE_EXPIRED_ERROR}"
+    )
+    fields = vars(line)
+    assert (fields["job_id"], fields["queue"], fields["job_type"], fields["reason"]) == (
+        str(job.id),
+        "jobs:ready",
+        "email",
+        EXHAUSTED_REASON,
+    )
+    assert "trace_id" not in fields  # tracing is off
+
+
+async def test_with_tracing_a_job_dead_lettered_for_its_expired_lease_ends_its_trace_in_a_span(
+    memory: Memory, caplog: pytest.LogCaptureFixture
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job, _, _ = await memory.jobs.add(
+        memory.new_job(
+            policy=quick_policy(max_attempts=1), visibility_timeout=5.0, traceparent=traceparent
+        )
+    )
+    await memory.jobs.claim([job.id], "w1")
+    memory.clock.advance(6)
+    tracer = RecordingTracer()
+
+    with caplog.at_level(logging.WARNING, logger="taskforge.scheduler"):
+        await SchedulerTick(memory.jobs, memory.ready_queue, memory.hints, SETTINGS, tracer)()
+
+    [span] = tracer.spans
+    assert span.name == DEAD_LETTER_SPAN
+    assert span.parent == traceparent
+    assert span.attributes == {
+        "job_id": str(job.id),
+        "queue": "jobs:ready",
+        "reason": EXHAUSTED_REASON,
+    }
+    assert span.error == LEASE_EXPIRED_ERROR
+    assert span.ended
+    [line] = _dead_letter_lines(caplog)
+    assert vars(line)["trace_id"] == span.traceparent.split("-")[1]
+
+
+def _dead_letter_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if "dead-lettered" in record.getMessage()]
 
 
 async def test_lost_hint_is_republished_after_the_window(memory: Memory) -> None:
@@ -265,7 +328,7 @@ async def test_a_retry_promoted_by_a_tick_that_then_fails_is_published_by_the_ne
     tick = tick_for(memory)
     reap_expired = memory.jobs.reap_expired
 
-    async def unreachable(limit: int) -> tuple[list[object], int]:
+    async def unreachable(limit: int) -> tuple[list[object], list[object]]:
         raise Unavailable("postgres", "connection refused")
 
     memory.jobs.reap_expired = unreachable  # type: ignore[method-assign, assignment]

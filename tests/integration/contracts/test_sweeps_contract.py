@@ -16,7 +16,7 @@ from typing import TypeVar
 from uuid import UUID, uuid4
 
 from taskforge.application.ports import STALE_LOOKOUT, DeadLetterStore
-from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
+from taskforge.domain.job import Job, Lease, NewJob, ReadyHint, ReapedDeadLetter
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
@@ -26,6 +26,7 @@ JobFactory = Callable[..., NewJob]
 T = TypeVar("T")
 
 DEADLINE = 15.0
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
@@ -115,7 +116,7 @@ async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
     hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[0] != [])
 
     reaped = await stored(jobs, job.id)
-    assert (hints, dead) == ([ReadyHint(job.queue, job.id)], 0)
+    assert (hints, dead) == ([ReadyHint(job.queue, job.id)], [])
     assert reaped.state is JobState.PENDING
     assert reaped.last_error == LEASE_EXPIRED_ERROR
     assert [(e.attempt, e.error, e.traceback) for e in reaped.errors] == [
@@ -130,14 +131,27 @@ async def test_reap_expired_requeues_a_job_whose_lease_ran_out(
 async def test_reap_expired_dead_letters_a_job_with_no_attempts_left(
     jobs: JobRoles, dead_letters: DeadLetterStore, new_job: JobFactory
 ) -> None:
-    job = (await jobs.add(new_job(visibility_timeout=1, policy=RetryPolicy(max_attempts=1)))).job
+    last_try = new_job(
+        visibility_timeout=1, policy=RetryPolicy(max_attempts=1), traceparent=TRACEPARENT
+    )
+    job = (await jobs.add(last_try)).job
     await jobs.claim([job.id], "worker-1")
 
-    hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[1] > 0)
+    hints, dead = await eventually(lambda: jobs.reap_expired(100), lambda result: result[1] != [])
 
     reaped = await stored(jobs, job.id)
     entry = await dead_letters.get(job.id)
-    assert (hints, dead) == ([], 1)
+    assert hints == []
+    assert dead == [
+        ReapedDeadLetter(
+            job_id=job.id,
+            queue=job.queue,
+            job_type="email",
+            reason=EXHAUSTED_REASON,
+            last_error=LEASE_EXPIRED_ERROR,
+            traceparent=TRACEPARENT,
+        )
+    ]
     assert reaped.state is JobState.DLQ
     assert (reaped.reason, reaped.last_error) == (EXHAUSTED_REASON, LEASE_EXPIRED_ERROR)
     assert reaped.finished_at is not None
@@ -153,7 +167,7 @@ async def test_reap_expired_leaves_live_leases_alone(jobs: JobRoles, new_job: Jo
     job = (await jobs.add(new_job(visibility_timeout=300))).job
     [claimed] = await jobs.claim([job.id], "worker-1")
 
-    assert await jobs.reap_expired(100) == ([], 0)
+    assert await jobs.reap_expired(100) == ([], [])
     assert await jobs.get(job.id) == claimed
 
 
@@ -166,7 +180,7 @@ async def test_concurrent_reapers_never_share_a_job(jobs: JobRoles, new_job: Job
     async def sweep() -> Counter[UUID]:
         results = await asyncio.gather(*(jobs.reap_expired(7) for _ in range(3)))
         for hints, dead in results:
-            assert dead == 0
+            assert dead == []
             reaped.update(hint.job_id for hint in hints)
         return reaped
 
@@ -384,9 +398,6 @@ async def test_folding_job_counts_changes_no_count(jobs: JobRoles, new_job: JobF
         JobState.PENDING: 1,
         JobState.DLQ: 1,
     }
-
-
-TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 async def test_every_sweep_returns_hints_that_carry_the_jobs_traceparent(

@@ -1,5 +1,6 @@
 """Tracing in one process (as in `taskforge dev`): a retried job's spans, from POST /jobs
-through the scheduler's re-queue to each of the worker's attempts, form one trace; with
+through the scheduler's re-queue to each of the worker's attempts, form one trace, as do a
+job's whose worker died on its last attempt, up to the scheduler's dead-lettering; with
 tracing off, nothing on the way starts a span."""
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from taskforge.adapters.telemetry.tracing import OpenTelemetryTracing
 from taskforge.application.enqueue import ENQUEUE_SPAN
 from taskforge.application.handlers import HandlerRegistry, JobContext
-from taskforge.application.ports import JobStore
-from taskforge.application.scheduler import REQUEUE_SPAN
+from taskforge.application.ports import JobStore, LeaseStore
+from taskforge.application.scheduler import DEAD_LETTER_SPAN, REQUEUE_SPAN
 from taskforge.application.worker import RUN_SPAN
 from taskforge.domain.job import Job
 from taskforge.domain.states import JobState
@@ -185,6 +186,46 @@ async def test_a_retried_job_is_one_trace_from_post_jobs_to_its_last_attempt(
     [access] = [line for line in lines if line.get("path") == "/jobs"]
     [failure] = [line for line in lines if "attempt 1 failed" in line["message"]]
     assert access["trace_id"] == failure["trace_id"] == TRACE_ID
+
+
+@pytest.mark.parametrize("overrides", [TRACED])
+async def test_a_job_whose_worker_died_on_its_last_attempt_ends_its_trace_dead_lettered(
+    client: httpx.AsyncClient,
+    container: AsyncContainer,
+    roles: Roles,
+    exported: InMemorySpanExporter,
+    logs: LogLines,
+    queue_name: str,
+) -> None:
+    response = await client.post(
+        "/jobs",
+        json={"jobType": "flaky", "maxAttempts": 1, "visibilityTimeout": 1},
+        headers={"traceparent": TRACEPARENT},
+    )
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    leases = await container.get(LeaseStore)
+    # Claimed by a worker that dies with it: only its lease's expiry ends the attempt.
+    assert [job.id for job in await leases.claim([UUID(job_id)], "gone")] == [UUID(job_id)]
+    roles.start()
+
+    job = await wait_for_state(container, job_id, JobState.DLQ)
+
+    [enqueue] = [span for span in exported.get_finished_spans() if span.name == ENQUEUE_SPAN]
+    [dead_letter] = [
+        span for span in exported.get_finished_spans() if span.name == DEAD_LETTER_SPAN
+    ]
+    assert trace_id(dead_letter) == TRACE_ID
+    assert parent_id(dead_letter) == span_id(enqueue)
+    assert dead_letter.attributes == {
+        "job_id": job_id,
+        "queue": queue_name,
+        "reason": job.reason,
+    }
+    assert dead_letter.status.status_code is StatusCode.ERROR
+    [line] = [entry for entry in logs() if "dead-lettered" in entry["message"]]
+    assert (line["level"], line["logger"]) == ("warn", "taskforge.scheduler")
+    assert (line["job_id"], line["job_type"], line["trace_id"]) == (job_id, "flaky", TRACE_ID)
 
 
 @pytest.mark.parametrize("overrides", [TRACED])
