@@ -208,6 +208,29 @@ async def test_ticks_missed_while_no_scheduler_ran_fire_only_the_most_recent_one
     assert stored is not None and stored.next_fire_at == utc(2026, 1, 1, 1, 5)
 
 
+@pytest.mark.parametrize(
+    ("cron", "start"),
+    [
+        ("30 2 * * *", utc(2026, 10, 20, 12)),  # daily: the day before's tick was missed too
+        ("30 2 * * 0", utc(2026, 10, 10, 12)),  # weekly: so was the Sunday before's
+    ],
+    ids=["daily", "weekly"],
+)
+async def test_after_an_outage_ending_in_the_repeated_hour_only_the_latest_tick_fires(
+    cron: str, start: datetime
+) -> None:
+    # 01:10 UTC on the autumn change day is 02:10 CET, the second pass of 02:00-03:00: the
+    # day's one 02:30 (00:30 UTC, in the first pass) is the most recent tick.
+    periodic_jobs = Periodic(start)
+    name = await periodic_jobs.add(cron, "Europe/Berlin")
+    periodic_jobs.clock.advance((utc(2026, 10, 25, 1, 10) - start).total_seconds())
+
+    await periodic_jobs.fire(100)
+    await periodic_jobs.fire(100)
+
+    assert await periodic_jobs.fired() == [tick_key(name, utc(2026, 10, 25, 0, 30))]
+
+
 async def test_a_catching_up_schedule_fires_every_missed_tick_a_batch_per_pass() -> None:
     periodic_jobs = Periodic(max_catch_up=5)
     name = await periodic_jobs.add("*/5 * * * *", catch_up=True)
