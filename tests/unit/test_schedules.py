@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from taskforge.adapters.cron import CronsimCalendar
@@ -486,6 +487,31 @@ def test_periodic_on_a_typed_task_takes_its_job_type_queue_and_policy(
 
     assert (pruning.name, pruning.job_type, pruning.queue) == ("prune", "prune", "maintenance")
     assert (pruning.policy.max_attempts, pruning.policy.max_delay) == (5, 60)
+
+
+class Digest(msgspec.Struct):
+    to: str
+    subject: str = "Weekly digest"
+
+
+def test_periodic_on_a_typed_task_checks_its_payload_against_the_task_s_type(
+    declarations: ScheduleDeclarations,
+) -> None:
+    handlers = HandlerRegistry()
+
+    @periodic("0 8 * * MON", name="fits", payload={"to": "team@example.com"})
+    @task("digest", registry=handlers)
+    async def send_digest(digest: Digest) -> None:
+        return None
+
+    [fits] = declarations.definitions("jobs:ready", 0.0, handlers)
+    periodic("0 8 * * MON", name="misses-to")(send_digest)
+
+    assert fits.payload == {"to": "team@example.com", "subject": "Weekly digest"}
+    with pytest.raises(
+        DeclarationError, match=r"^schedule 'misses-to' declared in code: payload\.to: "
+    ):
+        declarations.definitions("jobs:ready", 0.0, handlers)
 
 
 def test_a_periodic_priority_overrides_its_typed_task_s_and_a_bad_one_is_named(
