@@ -87,9 +87,16 @@ class CronsimCalendar:
         # cronsim walks back from strictly before its start: start just after `moment`.
         local = (moment + _JUST_AFTER).astimezone(_zone(timezone))
         try:
-            return next(CronSim(expand(cron), local, reverse=True)).astimezone(UTC)
+            latest = next(CronSim(expand(cron), local, reverse=True)).astimezone(UTC)
         except StopIteration:
             return None
+        # Walking back from the second pass of a repeated hour (02:10 CET), cronsim passes
+        # over a fixed-time tick of the first pass (02:30 CEST) to the day before; the ticks
+        # forward from there, the ones that fire, find it again.
+        following = self.next_after(cron, timezone, latest)
+        while following <= moment:
+            latest, following = following, self.next_after(cron, timezone, following)
+        return latest
 
 
 def _a_day_no_month_has(expression: str) -> bool:

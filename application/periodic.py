@@ -95,20 +95,29 @@ def _definition(
     inherited = dict(task_defaults) if isinstance(task_defaults, Mapping) else {}
     policy = {**inherited, **declaration.policy}
     queue = declaration.queue or handlers.declared_queue(job_type) or default_queue
+    payload: Any = declaration.payload
+    # A typed task checks the payload against its handler's type, as its enqueues do: one
+    # that does not fit would dead-letter the job of every tick.
+    task = (
+        declaration.handler if getattr(declaration.handler, "job_type", None) == job_type else None
+    )
+    encode_declared = getattr(task, "encode_declared", None)
     try:
+        if callable(encode_declared):
+            payload = encode_declared({} if payload is None else payload)
         return build_schedule_definition(
             name=name,
             cron=declaration.cron,
             job_type=job_type,
             queue=queue,
-            payload=declaration.payload,
+            payload=payload,
             timezone=declaration.timezone,
             catch_up=declaration.catch_up,
             source=ScheduleSource.CODE,
             timeout=policy.pop("timeout", default_timeout),
             **policy,
         )
-    except ValidationError as exc:
+    except (ValidationError, DeclarationError) as exc:
         raise DeclarationError(f"schedule {name!r} declared in code: {exc}") from None
 
 

@@ -151,9 +151,18 @@ class Task(Generic[P]):
 
     def encode(self, payload: P) -> dict[str, Any]:
         """The payload as the job stores it (JSON-ready), checked against the handler's type."""
+        return self._encode(payload, None)
+
+    def encode_declared(self, payload: Any) -> dict[str, Any]:
+        """A payload declared in code for this task's jobs (a schedule's), checked as `encode`
+        checks an enqueued one; one that does not fit raises a DeclarationError naming the
+        field, which stops the start of a process loading it."""
+        return self._encode(payload, _declaration_refused())
+
+    def _encode(self, payload: Any, kind: type[ValidationError] | None) -> dict[str, Any]:
         if self.payload_type is None:
             if not isinstance(payload, Mapping):
-                raise _validation_error("payload", "must be a JSON object")
+                raise _validation_error("payload", "must be a JSON object", kind)
             return dict(payload)
         try:
             # Keys as the stored JSON has them (text), so what passes here decodes below.
@@ -161,9 +170,9 @@ class Task(Generic[P]):
             value = msgspec.convert(builtins, self.payload_type, str_keys=True)
         except msgspec.ValidationError as exc:
             field, message = field_of(exc)
-            raise _validation_error(field, message) from None
+            raise _validation_error(field, message, kind) from None
         except TypeError as exc:
-            raise _validation_error("payload", f"must be JSON: {exc}") from None
+            raise _validation_error("payload", f"must be JSON: {exc}", kind) from None
         encoded: dict[str, Any] = msgspec.to_builtins(value, str_keys=True)
         return encoded
 

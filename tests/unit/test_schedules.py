@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from taskforge.adapters.cron import CronsimCalendar
@@ -206,6 +207,29 @@ async def test_ticks_missed_while_no_scheduler_ran_fire_only_the_most_recent_one
     assert await periodic_jobs.fired() == [tick_key(name, utc(2026, 1, 1, 1, 0))]
     stored = await periodic_jobs.store.get(name)
     assert stored is not None and stored.next_fire_at == utc(2026, 1, 1, 1, 5)
+
+
+@pytest.mark.parametrize(
+    ("cron", "start"),
+    [
+        ("30 2 * * *", utc(2026, 10, 20, 12)),  # daily: the day before's tick was missed too
+        ("30 2 * * 0", utc(2026, 10, 10, 12)),  # weekly: so was the Sunday before's
+    ],
+    ids=["daily", "weekly"],
+)
+async def test_after_an_outage_ending_in_the_repeated_hour_only_the_latest_tick_fires(
+    cron: str, start: datetime
+) -> None:
+    # 01:10 UTC on the autumn change day is 02:10 CET, the second pass of 02:00-03:00: the
+    # day's one 02:30 (00:30 UTC, in the first pass) is the most recent tick.
+    periodic_jobs = Periodic(start)
+    name = await periodic_jobs.add(cron, "Europe/Berlin")
+    periodic_jobs.clock.advance((utc(2026, 10, 25, 1, 10) - start).total_seconds())
+
+    await periodic_jobs.fire(100)
+    await periodic_jobs.fire(100)
+
+    assert await periodic_jobs.fired() == [tick_key(name, utc(2026, 10, 25, 0, 30))]
 
 
 async def test_a_catching_up_schedule_fires_every_missed_tick_a_batch_per_pass() -> None:
@@ -463,6 +487,31 @@ def test_periodic_on_a_typed_task_takes_its_job_type_queue_and_policy(
 
     assert (pruning.name, pruning.job_type, pruning.queue) == ("prune", "prune", "maintenance")
     assert (pruning.policy.max_attempts, pruning.policy.max_delay) == (5, 60)
+
+
+class Digest(msgspec.Struct):
+    to: str
+    subject: str = "Weekly digest"
+
+
+def test_periodic_on_a_typed_task_checks_its_payload_against_the_task_s_type(
+    declarations: ScheduleDeclarations,
+) -> None:
+    handlers = HandlerRegistry()
+
+    @periodic("0 8 * * MON", name="fits", payload={"to": "team@example.com"})
+    @task("digest", registry=handlers)
+    async def send_digest(digest: Digest) -> None:
+        return None
+
+    [fits] = declarations.definitions("jobs:ready", 0.0, handlers)
+    periodic("0 8 * * MON", name="misses-to")(send_digest)
+
+    assert fits.payload == {"to": "team@example.com", "subject": "Weekly digest"}
+    with pytest.raises(
+        DeclarationError, match=r"^schedule 'misses-to' declared in code: payload\.to: "
+    ):
+        declarations.definitions("jobs:ready", 0.0, handlers)
 
 
 def test_a_periodic_priority_overrides_its_typed_task_s_and_a_bad_one_is_named(
