@@ -9,7 +9,7 @@
 
     @taskforge.periodic("0 * * * *")          # above a typed task too: its type and queue
     @taskforge.task("prune", queue="maintenance")
-    async def prune() -> None:
+    async def prune(ctx: taskforge.JobContext) -> None:
         ...
 
     taskforge.schedule("nightly-report", "30 2 * * *", "report", {"kind": "daily"})
