@@ -74,7 +74,10 @@ class ScheduleDeclarations:
         for declaration in self._declarations:
             definition = _definition(declaration, default_queue, default_timeout, handlers)
             if definition.name in found and found[definition.name] != definition:
-                raise DeclarationError(f"schedule {definition.name!r} is declared twice")
+                raise DeclarationError(
+                    f"schedule {definition.name!r} is declared twice, differently: give each "
+                    "its own name= (a schedule's name defaults to its job type)"
+                )
             found[definition.name] = definition
         return list(found.values())
 

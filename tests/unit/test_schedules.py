@@ -394,6 +394,22 @@ def test_periodic_on_a_function_that_is_no_handler_is_refused_at_start(
         declarations.definitions("jobs:ready", 0.0, HandlerRegistry())
 
 
+def test_two_periodic_declarations_of_one_handler_are_told_to_take_names(
+    declarations: ScheduleDeclarations,
+) -> None:
+    # "is declared twice" alone did not say how two crons on one handler are told apart.
+    handlers = HandlerRegistry()
+
+    @periodic("0 8 * * *")
+    @periodic("0 20 * * *")
+    @handlers.handler("ping")
+    async def ping(ctx: JobContext) -> None:
+        return None
+
+    with pytest.raises(DeclarationError, match=r"'ping' is declared twice, .*own name="):
+        declarations.definitions("jobs:ready", 0.0, handlers)
+
+
 def test_a_bad_declaration_stops_the_start_with_one_line_naming_it(
     declarations: ScheduleDeclarations,
 ) -> None:
