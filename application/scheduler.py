@@ -115,7 +115,7 @@ class SchedulerTick:
         resynced = await self._resync_if_lost()
         # First: the jobs of due ticks are stored unpublished, so this tick's
         # never-published sweep sends their hints.
-        schedules, fired = await self._fire(limit)
+        schedules, fired, behind = await self._fire(limit)
         # Each sweep marks the jobs it returns published: should the tick fail before their
         # hints reach the queue, they are unmarked again, so that the next tick publishes
         # them instead of the stale-hint sweep republish_after later.
@@ -166,7 +166,7 @@ class SchedulerTick:
             len(dead_lettered),
             republished,
             resynced,
-            full >= limit,
+            full >= limit or behind,
             pruned,
             fired,
         )
@@ -254,16 +254,18 @@ class SchedulerTick:
             return False
         return True
 
-    async def _fire(self, limit: int) -> tuple[int, int]:
-        """Fire due schedules; a failure is logged and leaves the sweeps that follow to run
-        (retries and expired leases must not wait for periodic jobs)."""
+    async def _fire(self, limit: int) -> tuple[int, int, bool]:
+        """Fire due schedules: (schedules handled, jobs created, whether a catching-up one
+        is still due). A failure is logged and leaves the sweeps that follow to run (retries
+        and expired leases must not wait for periodic jobs)."""
         if self._fire_schedules is None:
-            return 0, 0
+            return 0, 0, False
         try:
-            return await self._fire_schedules(limit)
+            handled, created = await self._fire_schedules(limit)
         except Exception as exc:  # noqa: BLE001 - the next tick tries again
             log.warning("firing schedules failed, again next tick: %s", exc)
-            return 0, 0
+            return 0, 0, False
+        return handled, created, self._fire_schedules.behind
 
     async def _missing_hints(self, room: int, pushing: list[ReadyHint]) -> list[ReadyHint]:
         """Hints for due jobs whose hint went missing (a worker died between pop and claim,

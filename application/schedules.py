@@ -136,9 +136,13 @@ class FireSchedules:
         self._calendar = calendar
         self._ids = ids
         self._max_catch_up = max_catch_up
+        self.behind = False
+        """Whether the last call left a catching-up schedule still due: more of its missed
+        ticks wait, and the scheduler's next pass should follow at once."""
 
     async def __call__(self, limit: int) -> tuple[int, int]:
-        """(schedules handled, jobs created), as ScheduleStore.fire_due."""
+        """(schedules handled, jobs created), as ScheduleStore.fire_due (see `behind`)."""
+        self.behind = False
         return await self._schedules.fire_due(limit, self.plan)
 
     def plan(self, schedule: Schedule, now: datetime) -> Firing:
@@ -183,4 +187,6 @@ class FireSchedules:
                 due.isoformat(),
             )
         jobs = [definition.job_for(tick, self._ids.new_id()) for tick in ticks]
-        return Firing(jobs, self._calendar.next_after(cron, timezone, ticks[-1]), ticks[-1])
+        next_fire_at = self._calendar.next_after(cron, timezone, ticks[-1])
+        self.behind = self.behind or next_fire_at <= now
+        return Firing(jobs, next_fire_at, ticks[-1])

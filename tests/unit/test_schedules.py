@@ -285,6 +285,29 @@ async def test_the_scheduler_tick_publishes_a_fired_job_in_the_same_tick(
     assert [hint.job_id for hint in hints] == [job.id for job in jobs]
 
 
+async def test_a_tick_that_leaves_a_schedule_catching_up_asks_for_the_next_at_once() -> None:
+    # One schedule is no full batch: passes came every SCHEDULER_TICK (0.5 s), so a week
+    # of a minutely schedule took 50 s to fire, not the moments the README promises.
+    periodic_jobs = Periodic(max_catch_up=5)
+    await periodic_jobs.add("*/5 * * * *", catch_up=True)
+    tick = SchedulerTick(
+        periodic_jobs.jobs,
+        periodic_jobs.ready_queue,
+        HintDispatcher(periodic_jobs.ready_queue),
+        SchedulerSettings(batch_size=100),
+        fire_schedules=periodic_jobs.fire,
+    )
+    periodic_jobs.clock.advance(3600 + 60)  # 12 missed ticks: 5, 5, then the last 2
+
+    reports = [await tick() for _ in range(3)]
+
+    assert [(report.fired, report.full) for report in reports] == [
+        (5, True),
+        (5, True),
+        (2, False),
+    ]
+
+
 async def test_a_bad_cron_expression_is_a_validation_error_naming_cron(
     periodic_jobs: Periodic,
 ) -> None:
