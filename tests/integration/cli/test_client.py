@@ -1027,6 +1027,25 @@ def test_dlq_replay_all_dry_run_lists_what_it_would_replay_and_changes_nothing(
     assert all(api.get(f"/dlq/{job_id}").status_code == 200 for job_id in dead)
 
 
+def test_dlq_replay_all_dry_run_json_is_each_dead_letter_as_the_api_sent_it(
+    cli: Cli, api: httpx.Client
+) -> None:
+    """Control characters are written out for people only: a script reading the JSON gets
+    the dead letter's text as stored, as `dlq-show --json` gives it."""
+    hostile = "\x1b[31mRED\x9b2J"
+    queue = idle_queue()
+    job_id = dead_letter(api, queue, reason=hostile)
+
+    preview = cli("dlq-replay", "--all", "--queue", queue, "--dry-run", "--json")
+    shown = cli("dlq-show", job_id, "--json")
+    for_people = cli("dlq-replay", "--all", "--queue", queue, "--dry-run")
+
+    assert (preview.exit_code, shown.exit_code, for_people.exit_code) == (0, 0, 0)
+    assert preview.json_lines() == [shown.json()]
+    assert shown.json()["reason"] == hostile
+    assert "\\x1b[31mRED\\x9b2J" in for_people.out
+
+
 def test_dlq_replay_all_off_a_terminal_without_yes_replays_nothing(
     cli: Cli, api: httpx.Client
 ) -> None:
