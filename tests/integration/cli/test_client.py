@@ -872,6 +872,18 @@ def test_status_watch_json_prints_each_change_and_stops_at_dlq(cli: Cli, api: ht
     assert documents[-1]["state"] == "DLQ"
 
 
+def test_status_watch_prints_one_line_per_change_even_for_a_multiline_error(
+    cli: Cli, api: httpx.Client
+) -> None:
+    message = "card declined\n  at gateway step 3"
+    job = enqueue(api, jobType="fail", payload={"message": message, "terminal": True})
+    watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05")
+    assert watched.exit_code == 0
+    last = watched.out.splitlines()[-1]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  DLQ ", last), watched.out
+    assert last.endswith("last error: TerminalError: card declined at gateway step 3")
+
+
 def test_control_characters_in_stored_text_are_shown_written_out(
     cli: Cli, api: httpx.Client
 ) -> None:
