@@ -743,7 +743,8 @@ def _show_dry_run(session: Session, entries: list[dict[str, Any]], scope: str) -
     if not entries:
         session.console.print(Text(f"no dead letters to replay{scope}"), soft_wrap=True)
         return
-    session.show(dead_letters_table(entries, plain=session.plain, width=session.console.width))
+    table = dead_letters_table(printable(entries), plain=session.plain, width=session.console.width)
+    session.show(table)
     summary = f"would replay {len(entries)} dead letters{scope}; dry run, nothing changed"
     session.console.print(Text(summary), soft_wrap=True)
 
@@ -813,11 +814,13 @@ def _replay_all(session: Session, ids: list[UUID], scope: str) -> None:
 
 
 def _dead_letters(api: RawResponses, queue: str | None) -> list[dict[str, Any]]:
-    """Every dead letter (of `queue`, if given), each once even if pages shift meanwhile."""
+    """Every dead letter (of `queue`, if given), each once even if pages shift meanwhile, as
+    the API sent it: `--dry-run --json` prints them, so their control characters are still
+    theirs (`printable` before showing them to people)."""
     found: dict[str, dict[str, Any]] = {}
     offset = 0
     while True:
-        page = api.dead_letters(limit=DLQ_PAGE, offset=offset).data
+        page = json.loads(api.dead_letters(limit=DLQ_PAGE, offset=offset).text)
         items = page.get("items", [])
         for entry in items:
             if queue is None or entry.get("queue") == queue:

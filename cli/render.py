@@ -214,14 +214,15 @@ def _seconds(value: Any) -> str:
 
 
 def watch_line(job: Mapping[str, Any]) -> Text:
-    """One line per observed change while following a job in plain output."""
+    """One line per observed change while following a job in plain output: a multi-line
+    last error is joined into it, as in the tables (`status` shows it whole)."""
     state = str(job.get("state", "?"))
     line = Text(timestamp(job.get("updatedAt")) + "  ")
     # Padded to the longest state name, so the lines of one watch stay aligned.
     line.append_text(state_text(state)).append(" " * (STATE_WIDTH - len(state)))
     line.append(f"  attempt {job.get('attemptCount', 0)}/{job.get('maxAttempts', '?')}")
     if job.get("lastError"):
-        line.append(f"  last error: {job['lastError']}")
+        line.append(f"  last error: {_one_line(job['lastError'])}")
     return line
 
 

@@ -872,6 +872,18 @@ def test_status_watch_json_prints_each_change_and_stops_at_dlq(cli: Cli, api: ht
     assert documents[-1]["state"] == "DLQ"
 
 
+def test_status_watch_prints_one_line_per_change_even_for_a_multiline_error(
+    cli: Cli, api: httpx.Client
+) -> None:
+    message = "card declined\n  at gateway step 3"
+    job = enqueue(api, jobType="fail", payload={"message": message, "terminal": True})
+    watched = cli("status", "--id", job["id"], "--watch", "--interval", "0.05")
+    assert watched.exit_code == 0
+    last = watched.out.splitlines()[-1]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  DLQ ", last), watched.out
+    assert last.endswith("last error: TerminalError: card declined at gateway step 3")
+
+
 def test_control_characters_in_stored_text_are_shown_written_out(
     cli: Cli, api: httpx.Client
 ) -> None:
@@ -1025,6 +1037,25 @@ def test_dlq_replay_all_dry_run_lists_what_it_would_replay_and_changes_nothing(
     as_json = cli("dlq-replay", "--all", "--queue", queue, "--dry-run", "--json")
     assert {entry["jobId"] for entry in as_json.json_lines()} == set(dead)
     assert all(api.get(f"/dlq/{job_id}").status_code == 200 for job_id in dead)
+
+
+def test_dlq_replay_all_dry_run_json_is_each_dead_letter_as_the_api_sent_it(
+    cli: Cli, api: httpx.Client
+) -> None:
+    """Control characters are written out for people only: a script reading the JSON gets
+    the dead letter's text as stored, as `dlq-show --json` gives it."""
+    hostile = "\x1b[31mRED\x9b2J"
+    queue = idle_queue()
+    job_id = dead_letter(api, queue, reason=hostile)
+
+    preview = cli("dlq-replay", "--all", "--queue", queue, "--dry-run", "--json")
+    shown = cli("dlq-show", job_id, "--json")
+    for_people = cli("dlq-replay", "--all", "--queue", queue, "--dry-run")
+
+    assert (preview.exit_code, shown.exit_code, for_people.exit_code) == (0, 0, 0)
+    assert preview.json_lines() == [shown.json()]
+    assert shown.json()["reason"] == hostile
+    assert "\\x1b[31mRED\\x9b2J" in for_people.out
 
 
 def test_dlq_replay_all_off_a_terminal_without_yes_replays_nothing(
