@@ -7,9 +7,11 @@ text (the benchmark's sizes alone take a screen), each command a few lines that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from cyclopts import App, Parameter, Token, validators
@@ -38,6 +40,7 @@ from taskforge.entrypoints.runtime import (
     declared_schedules,
     listening_socket,
     load_handlers,
+    report_store,
     run_event_loop,
     run_roles,
     run_service,
@@ -194,17 +197,49 @@ def _serve_api_processes(settings: Settings) -> None:
     # As one API process checks Redis (run_roles), before the processes are forked: a
     # REDIS_DB the server does not have is one line and exit code 2 here too.
     run_event_loop(_checked_redis(settings))
-    uvicorn.run(
-        "taskforge.entrypoints.http.asgi:app_from_environment",
-        factory=True,
-        host=settings.http_addr.host,
-        port=settings.http_addr.port,
-        workers=settings.api_workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        http=BoundedHttpProtocol,  # each process sets its limits from the environment
+    with _store_reported(settings):
+        uvicorn.run(
+            "taskforge.entrypoints.http.asgi:app_from_environment",
+            factory=True,
+            host=settings.http_addr.host,
+            port=settings.http_addr.port,
+            workers=settings.api_workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            http=BoundedHttpProtocol,  # each process sets its limits from the environment
+        )
+
+
+@contextlib.contextmanager
+def _store_reported(settings: Settings) -> Iterator[None]:
+    """The API's start-up check, as one API process runs it beside its serving, run by the
+    supervising process on a thread of its own while the block runs: why the API processes
+    cannot use Postgres (schema behind, database missing) is logged once for all of them,
+    and so is its passing."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    checking = threading.Thread(
+        target=loop.run_until_complete,
+        args=(_report_store(settings, stop),),
+        name="store-check",
+        daemon=True,
     )
+    checking.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        checking.join()
+        loop.close()
+
+
+async def _report_store(settings: Settings, stop: asyncio.Event) -> None:
+    container = make_container(settings, Backend.POSTGRES_REDIS, HandlerRegistry())
+    try:
+        await report_store(container, stop)
+    finally:
+        await container.close()
 
 
 async def _checked_redis(settings: Settings) -> None:

@@ -1,15 +1,24 @@
-"""Starting the API: where `taskforge dev` listens by default, and one clear line (no
-traceback) when the address is taken."""
+"""Starting the API: where `taskforge dev` listens by default, one clear line (no
+traceback) when the address is taken, and why several API processes cannot use Postgres."""
 
 from __future__ import annotations
 
+import io
+import logging
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import uvicorn
 
+from taskforge.adapters.telemetry.logging import configure_logging
+from taskforge.entrypoints.cli import service
 from taskforge.entrypoints.cli.service import dev_http_addr
-from taskforge.entrypoints.config import Address, ConfigError
+from taskforge.entrypoints.config import Address, ConfigError, Settings
+from tests.support import free_port
 from tests.unit.test_config import run_taskforge
 
 
@@ -85,3 +94,50 @@ def test_a_taken_metrics_port_is_one_line_and_a_failed_exit(taken_port: int, rol
         f"taskforge: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
         "choose another address with METRICS_ADDR"
     ], result.stderr
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_several_api_processes_log_once_why_they_cannot_use_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # API_WORKERS=2: uvicorn forks the processes (replaced here by a wait for the log line);
+    # the start-up check says why they answer 503, as one API process does.
+    nothing_there = free_port()
+    settings = Settings.from_env(
+        {
+            "POSTGRES_DSN": f"postgresql://nobody:pw@127.0.0.1:{nothing_there}/taskforge",
+            "REDIS_ADDR": f"127.0.0.1:{nothing_there}",
+            "HTTP_ADDR": f"127.0.0.1:{free_port()}",
+            "API_WORKERS": "2",
+        }
+    )
+    stream = io.StringIO()
+    monkeypatch.setattr(
+        service, "configure_logging", lambda level, _: configure_logging(level, "text", stream)
+    )
+    expected = f"api cannot use Postgres at postgresql://nobody:***@127.0.0.1:{nothing_there}/"
+
+    def serve(*_: Any, **__: Any) -> None:
+        deadline = time.monotonic() + 10
+        while expected not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    monkeypatch.setattr(uvicorn, "run", serve)
+
+    service._serve_api_processes(settings)
+
+    assert stream.getvalue().count(expected) == 1, stream.getvalue()
+    assert "(re-checking every 5s)" in stream.getvalue()
+    assert not [thread for thread in threading.enumerate() if thread.name == "store-check"]
