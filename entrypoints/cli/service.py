@@ -230,8 +230,15 @@ def _store_reported(settings: Settings) -> Iterator[None]:
         yield
     finally:
         loop.call_soon_threadsafe(stop.set)
-        checking.join()
-        loop.close()
+        # A check under way against a database that does not answer must not hold up the
+        # exit: the thread is a daemon, left to end with the process.
+        checking.join(STORE_CHECK_STOP_WAIT)
+        if not checking.is_alive():
+            loop.close()
+
+
+STORE_CHECK_STOP_WAIT = 5.0
+"""At shutdown, how long the supervising process waits for its store check to end."""
 
 
 async def _report_store(settings: Settings, stop: asyncio.Event) -> None:
