@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -197,6 +198,14 @@ def _serve_api_processes(settings: Settings) -> None:
     # As one API process checks Redis (run_roles), before the processes are forked: a
     # REDIS_DB the server does not have is one line and exit code 2 here too.
     run_event_loop(_checked_redis(settings))
+    # TaskForge's own line, as one API process writes it, in place of uvicorn's (whose
+    # "Press CTRL+C to quit" misleads under systemd or Kubernetes).
+    logging.getLogger("uvicorn.error").addFilter(_without_uvicorn_running_on)
+    logging.getLogger("taskforge.runtime").info(
+        "API listening on http://%s (docs at /schema), %d processes",
+        settings.http_addr,
+        settings.api_workers,
+    )
     with _store_reported(settings):
         uvicorn.run(
             "taskforge.entrypoints.http.asgi:app_from_environment",
@@ -209,6 +218,10 @@ def _serve_api_processes(settings: Settings) -> None:
             server_header=False,
             http=BoundedHttpProtocol,  # each process sets its limits from the environment
         )
+
+
+def _without_uvicorn_running_on(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Uvicorn running on")
 
 
 @contextlib.contextmanager

@@ -141,3 +141,37 @@ def test_several_api_processes_log_once_why_they_cannot_use_postgres(
     assert stream.getvalue().count(expected) == 1, stream.getvalue()
     assert "(re-checking every 5s)" in stream.getvalue()
     assert not [thread for thread in threading.enumerate() if thread.name == "store-check"]
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_several_api_processes_say_where_they_listen_as_one_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # API_WORKERS=2 logged only uvicorn's line, whose "Press CTRL+C to quit" misleads under
+    # a service manager, and not TaskForge's.
+    nothing_there = free_port()
+    address = f"127.0.0.1:{free_port()}"
+    settings = Settings.from_env(
+        {
+            "POSTGRES_DSN": f"postgresql://nobody:pw@127.0.0.1:{nothing_there}/taskforge",
+            "REDIS_ADDR": f"127.0.0.1:{nothing_there}",
+            "HTTP_ADDR": address,
+            "API_WORKERS": "2",
+        }
+    )
+    stream = io.StringIO()
+    monkeypatch.setattr(
+        service, "configure_logging", lambda level, _: configure_logging(level, "text", stream)
+    )
+
+    def serve(*_: Any, **__: Any) -> None:  # as uvicorn's supervisor starts
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", "127.0.0.1", 1
+        )
+
+    monkeypatch.setattr(uvicorn, "run", serve)
+
+    service._serve_api_processes(settings)
+
+    assert f"API listening on http://{address} (docs at /schema), 2 processes" in stream.getvalue()
+    assert "Press CTRL+C" not in stream.getvalue()
