@@ -43,6 +43,10 @@ MAX_RETENTION_PERIOD = 10 * 365 * 86_400.0
 """The longest RETENTION_PERIOD, in seconds: ten years."""
 MAX_EXPORT_DELAY_MS = 3_600_000
 """The longest OTEL_BSP_SCHEDULE_DELAY, in milliseconds: an hour."""
+MAX_SPAN_QUEUE_SIZE = 1_000_000
+"""The largest OTEL_BSP_MAX_QUEUE_SIZE: finished spans held in memory awaiting export."""
+MAX_EXPORT_TIMEOUT_MS = 3_600_000
+"""The longest OTEL_BSP_EXPORT_TIMEOUT, in milliseconds: an hour."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ADDR = re.compile(
@@ -133,6 +137,14 @@ class Settings:
     """Milliseconds between exports of finished spans (the OpenTelemetry SDK's
     OTEL_BSP_SCHEDULE_DELAY), read here so that a bad value stops the process in one line
     instead of a traceback from the SDK."""
+    tracing_max_queue_size: int = 2048
+    """Finished spans held for export (OTEL_BSP_MAX_QUEUE_SIZE); past it, the oldest are
+    dropped."""
+    tracing_max_export_batch_size: int = 512
+    """Spans exported at once (OTEL_BSP_MAX_EXPORT_BATCH_SIZE), at most
+    `tracing_max_queue_size`: a full batch is exported without waiting for the delay."""
+    tracing_export_timeout_ms: int = 30_000
+    """Milliseconds an export may take (OTEL_BSP_EXPORT_TIMEOUT)."""
     max_payload_bytes: int = 1024 * 1024
     api_workers: int = 1
     """API processes sharing the listening socket (`taskforge api` only)."""
@@ -240,6 +252,11 @@ class Settings:
         sentinel_master = get("REDIS_SENTINEL_MASTER", _sentinel_master, None)
         _check_sentinel_settings(env, sentinels, sentinel_master)
         redis_tls = get("REDIS_TLS", parse_bool, False)
+        span_queue_size = get("OTEL_BSP_MAX_QUEUE_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 2048)
+        span_batch_size = get(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 512
+        )
+        _check_span_batch_size(span_queue_size, span_batch_size)
         return cls(
             postgres_dsn=secret("POSTGRES_DSN", _dsn, None),
             postgres_direct_dsn=secret("POSTGRES_DIRECT_DSN", _dsn, None),
@@ -262,6 +279,11 @@ class Settings:
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
             tracing_export_delay_ms=get(
                 "OTEL_BSP_SCHEDULE_DELAY", _int_range(1, MAX_EXPORT_DELAY_MS), 5000
+            ),
+            tracing_max_queue_size=span_queue_size,
+            tracing_max_export_batch_size=span_batch_size,
+            tracing_export_timeout_ms=get(
+                "OTEL_BSP_EXPORT_TIMEOUT", _int_range(1, MAX_EXPORT_TIMEOUT_MS), 30_000
             ),
             max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
             api_workers=get("API_WORKERS", _int_range(1, 64), 1),
@@ -342,6 +364,19 @@ def _check_sentinel_settings(
             "REDIS_ADDR and REDIS_SENTINELS",
             None,
             "both are set; with Sentinels the master's address comes from them, unset REDIS_ADDR",
+        )
+
+
+def _check_span_batch_size(queue_size: int, batch_size: int) -> None:
+    """A batch of spans is taken from the queue, so it is no larger than the queue (the
+    OpenTelemetry SDK would stop every role with a traceback)."""
+    if batch_size > queue_size:
+        raise ConfigError(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BSP_MAX_QUEUE_SIZE",
+            None,
+            f"a batch of {batch_size} spans is larger than the queue of {queue_size}; expected"
+            " OTEL_BSP_MAX_EXPORT_BATCH_SIZE from 1 to OTEL_BSP_MAX_QUEUE_SIZE"
+            " (defaults 512 and 2048)",
         )
 
 

@@ -185,6 +185,9 @@ class InfrastructureProvider(Provider):
             settings.service_name,
             settings.tracing_exporter,
             export_delay_ms=settings.tracing_export_delay_ms,
+            max_queue_size=settings.tracing_max_queue_size,
+            max_export_batch_size=settings.tracing_max_export_batch_size,
+            export_timeout_ms=settings.tracing_export_timeout_ms,
         )
         try:
             yield tracing

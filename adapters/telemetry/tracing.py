@@ -145,8 +145,15 @@ class OpenTelemetryTracing:
         exporter: str,
         out: TextIO | None = None,
         export_delay_ms: int = 5000,
+        max_queue_size: int = 2048,
+        max_export_batch_size: int = 512,
+        export_timeout_ms: int = 30_000,
     ) -> None:
-        """`export_delay_ms`: milliseconds between batches of finished spans (positive)."""
+        """`export_delay_ms`: milliseconds between batches of finished spans (positive);
+        `max_queue_size`: finished spans held for export, the oldest dropped past it;
+        `max_export_batch_size`: spans exported at once (1 to `max_queue_size`);
+        `export_timeout_ms`: milliseconds an export may take. Each is passed to the span
+        processor, which then reads none of the SDK's OTEL_BSP_* variables itself."""
         if exporter not in EXPORTERS:
             raise ValueError(f"unknown tracing exporter {exporter!r}")
         from opentelemetry.sdk.resources import Resource
@@ -156,7 +163,13 @@ class OpenTelemetryTracing:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         if exporter == "stdout":
             console = ConsoleSpanExporter(out=out or sys.stdout, formatter=_one_line)
-            processor = BatchSpanProcessor(console, schedule_delay_millis=export_delay_ms)
+            processor = BatchSpanProcessor(
+                console,
+                max_queue_size=max_queue_size,
+                schedule_delay_millis=export_delay_ms,
+                max_export_batch_size=max_export_batch_size,
+                export_timeout_millis=export_timeout_ms,
+            )
             self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("taskforge")
 

@@ -52,6 +52,9 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.tracing_enabled is False
     assert settings.tracing_exporter == "stdout"
     assert settings.tracing_export_delay_ms == 5000  # the OpenTelemetry SDK's default
+    assert settings.tracing_max_queue_size == 2048  # as are these three
+    assert settings.tracing_max_export_batch_size == 512
+    assert settings.tracing_export_timeout_ms == 30_000
     assert settings.max_payload_bytes == 1024 * 1024
     assert settings.api_token is None
     assert settings.queues == ("jobs:ready",)
@@ -106,6 +109,9 @@ def test_the_design_variables_are_read() -> None:
             "MAX_SNOOZES": "7",
             "UNKNOWN_TYPE_GRACE": "600",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100",
+            "OTEL_BSP_EXPORT_TIMEOUT": "2500",
         }
     )
 
@@ -118,6 +124,35 @@ def test_the_design_variables_are_read() -> None:
     assert settings.job_timeout == 90.0
     assert (settings.max_snoozes, settings.unknown_type_grace) == (7, 600.0)
     assert settings.tracing_export_delay_ms == 200
+    assert settings.tracing_max_queue_size == 100
+    assert settings.tracing_max_export_batch_size == 100
+    assert settings.tracing_export_timeout_ms == 2500
+
+
+@pytest.mark.parametrize(
+    ("env", "batch", "queue"),
+    [
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}, 4096, 2048),  # the default queue
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "100"}, 512, 100),  # the default batch
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "11"}, 11, 10),
+    ],
+)
+def test_a_span_batch_larger_than_the_span_queue_is_refused_naming_both(
+    env: dict[str, str], batch: int, queue: int
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+
+    assert raised.value.variable == "OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BSP_MAX_QUEUE_SIZE"
+    assert f"a batch of {batch} spans is larger than the queue of {queue}" in str(raised.value)
+
+
+def test_a_span_batch_as_large_as_the_span_queue_is_accepted() -> None:
+    settings = Settings.from_env(
+        {"OTEL_BSP_MAX_QUEUE_SIZE": "1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1"}
+    )
+
+    assert (settings.tracing_max_queue_size, settings.tracing_max_export_batch_size) == (1, 1)
 
 
 def test_snoozes_and_unknown_types_have_their_documented_defaults() -> None:
@@ -210,6 +245,15 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("OTEL_BSP_SCHEDULE_DELAY", "0", "whole number from 1 to 3600000"),  # SDK: traceback
         ("OTEL_BSP_SCHEDULE_DELAY", "-5", "whole number from 1"),
         ("OTEL_BSP_SCHEDULE_DELAY", "5s", "whole number from 1"),  # SDK: logs, then 5000
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "whole number from 1 to 1000000"),  # SDK: traceback
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "1000001", "whole number from 1 to 1000000"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "2k", "whole number from 1"),  # SDK: logs, then 2048
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0", "whole number from 1"),  # SDK: traceback
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1", "whole number from 1"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "all", "whole number from 1"),  # SDK: logs, 512
+        ("OTEL_BSP_EXPORT_TIMEOUT", "0", "whole number from 1 to 3600000"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "3600001", "whole number from 1 to 3600000"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "30s", "whole number from 1"),  # SDK: logs, then 30000
         ("RATE_LIMIT_PER_SEC", "-1", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "nan", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "inf", "number from 0"),
@@ -702,6 +746,9 @@ _SETTINGS_VARIABLES = {
     "TRACING_ENABLED",
     "TRACING_EXPORTER",
     "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
     "API_TOKEN",
     "POSTGRES_DSN_FILE",
     "POSTGRES_DIRECT_DSN",
