@@ -174,6 +174,12 @@ def _shown(request: Request, response: Response) -> Response:
     return dataclasses.replace(response, data=printable(response.data))
 
 
+def _sent_payload(response: Response) -> Any:
+    """The payload of the job or dead letter `response` answers, as the API sent it: its
+    `data` went through `printable`, and JSON of that would be another payload's."""
+    return json.loads(response.text).get("payload", {})
+
+
 def _shape_error(exc: BaseException) -> bool:
     """Whether `exc` is this package's code meeting JSON it cannot show: raised in `cli`'s
     own modules (not in the terminal library, not writing the output), and not a text that
@@ -483,7 +489,10 @@ def status(
     if interval is not None:
         raise UsageError("--interval only applies with --watch")
     response = session.api.get(job_id)
-    session.answer(response, lambda data: job_detail(data, plain=session.plain))
+    session.answer(
+        response,
+        lambda data: job_detail(data, payload=_sent_payload(response), plain=session.plain),
+    )
 
 
 def _watch(session: Session, job_id: UUID, interval: float) -> None:
@@ -514,16 +523,16 @@ def _watch(session: Session, job_id: UUID, interval: float) -> None:
             response = fetch()
     from rich.live import Live  # only a watch on a terminal draws a live panel
 
+    def view(answer: Response) -> RenderableType:
+        payload = _sent_payload(answer)
+        return watch_view(answer.data, payload=payload, finished=finished(answer))
+
     response = fetch()
-    with Live(
-        watch_view(response.data, finished=finished(response)),
-        console=session.console,
-        auto_refresh=False,
-    ) as live:
+    with Live(view(response), console=session.console, auto_refresh=False) as live:
         while not finished(response):
             time.sleep(interval)
             response = fetch()
-            live.update(watch_view(response.data, finished=finished(response)), refresh=True)
+            live.update(view(response), refresh=True)
 
 
 def _observable(job: dict[str, Any]) -> tuple[Any, ...]:
@@ -640,7 +649,13 @@ def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
     if session.json_output:
         session.print_json(response)
         return
-    session.show(dead_letter_detail(response.data, plain=session.plain, job=_job(session, job_id)))
+    panel = dead_letter_detail(
+        response.data,
+        payload=_sent_payload(response),
+        plain=session.plain,
+        job=_job(session, job_id),
+    )
+    session.show(panel)
 
 
 def _job(session: Session, job_id: UUID) -> Mapping[str, Any] | None:

@@ -4,7 +4,8 @@
 borders and no colour, one row per line with aligned columns, so `grep`, `awk` and `cut`
 work on it; `--json` remains the stable interface for programs. Values coming from the API
 are wrapped in `Text`, so a payload or an error message is never read as rich markup, and
-their control characters are written out (see `printable`).
+their control characters are written out (see `printable`); a payload is shown as the exact
+JSON the job holds instead (see `exact_json`).
 Longer than most modules: one short renderer per resource the API returns.
 """
 
@@ -27,6 +28,7 @@ from rich.text import Text
 from taskforge.domain.states import JobState
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LEFT_BY_JSON = re.compile(r"[\x7f-\x9f]")
 
 
 def printable(value: Any) -> Any:
@@ -44,6 +46,19 @@ def printable(value: Any) -> Any:
 
 def _escaped(control: re.Match[str]) -> str:
     return f"\\x{ord(control.group()):02x}"
+
+
+def exact_json(value: Any) -> str:
+    """`value`, decoded JSON as the API sent it (not through `printable`, whose `\\x1b`
+    reads as a backslash), as compact JSON that decodes to exactly it and is safe on a
+    terminal: every control character is a JSON escape (`\\u001b`, `\\u009b`); other
+    non-ASCII characters stay as they are."""
+    # json escapes C0 controls itself; it leaves DEL and C1 ones, only ever inside a string.
+    return _LEFT_BY_JSON.sub(_json_escaped, _compact_json(value))
+
+
+def _json_escaped(control: re.Match[str]) -> str:
+    return f"\\u{ord(control.group()):04x}"
 
 
 STATE_STYLES: Mapping[str, str] = {
@@ -93,10 +108,11 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def job_detail(job: Mapping[str, Any], *, plain: bool) -> RenderableType:
-    """One job: identity, policy, attempts, timings, the last error and its traceback."""
+def job_detail(job: Mapping[str, Any], *, payload: Any, plain: bool) -> RenderableType:
+    """One job: identity, policy, attempts, timings, the last error and its traceback.
+    `payload` is the job's as the API sent it (`exact_json`), `job` through `printable`."""
     grid = _grid()
-    for label, value in _job_rows(job, plain=plain):
+    for label, value in _job_rows(job, payload=payload, plain=plain):
         grid.add_row(label, value)
     if plain:
         return grid
@@ -104,7 +120,7 @@ def job_detail(job: Mapping[str, Any], *, plain: bool) -> RenderableType:
     return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
 
 
-def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Text]]:
+def _job_rows(job: Mapping[str, Any], *, payload: Any, plain: bool) -> Iterable[tuple[str, Text]]:
     state = str(job.get("state", "?"))
     yield "id", Text(str(job.get("id")))
     yield "state", state_text(state)
@@ -116,7 +132,7 @@ def _job_rows(job: Mapping[str, Any], *, plain: bool) -> Iterable[tuple[str, Tex
         yield "idempotency key", Text(str(job["idempotencyKey"]))
     if job.get("uniqueKey") is not None:
         yield "unique key", Text(str(job["uniqueKey"]))
-    yield "payload", Text(_shorten(_compact_json(job.get("payload", {})), PAYLOAD_CHARS))
+    yield "payload", Text(_shorten(exact_json(payload), PAYLOAD_CHARS))
     yield "attempts", Text(_attempts(job))
     if job.get("snoozes") or job.get("handBacks"):
         yield (
@@ -226,14 +242,14 @@ def watch_line(job: Mapping[str, Any]) -> Text:
     return line
 
 
-def watch_view(job: Mapping[str, Any], *, finished: bool) -> RenderableType:
-    """The live display: the job's panel and what the watcher is doing."""
+def watch_view(job: Mapping[str, Any], *, payload: Any, finished: bool) -> RenderableType:
+    """The live display: the job's panel (`job_detail`) and what the watcher is doing."""
     state = str(job.get("state", "?"))
     if finished:
         status = Text.assemble("reached ", state_text(state))
     else:
         status = Text.assemble("watching, currently ", state_text(state), "  (Ctrl-C stops)")
-    return Group(job_detail(job, plain=False), status)
+    return Group(job_detail(job, payload=payload, plain=False), status)
 
 
 def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> RenderableType:
@@ -273,16 +289,21 @@ def dead_letters_table(
 
 
 def dead_letter_detail(
-    entry: Mapping[str, Any], *, plain: bool, job: Mapping[str, Any] | None = None
+    entry: Mapping[str, Any],
+    *,
+    payload: Any,
+    plain: bool,
+    job: Mapping[str, Any] | None = None,
 ) -> RenderableType:
     """The dead letter, with what its `job` (when it could be read) adds: when the job was
     created and the traceback of its last failed attempt. The entry's own createdAt and
-    updatedAt are when it was written, as failedAt says: --json shows them."""
+    updatedAt are when it was written, as failedAt says: --json shows them. `payload` is the
+    entry's as the API sent it (`exact_json`), `entry` and `job` through `printable`."""
     grid = _grid()
     grid.add_row("job id", Text(str(entry.get("jobId"))))
     grid.add_row("queue", Text(str(entry.get("queue"))))
     grid.add_row("type", Text(str(entry.get("jobType"))))
-    grid.add_row("payload", Text(_shorten(_compact_json(entry.get("payload", {})), PAYLOAD_CHARS)))
+    grid.add_row("payload", Text(_shorten(exact_json(payload), PAYLOAD_CHARS)))
     grid.add_row("attempts", Text(str(entry.get("attempts"))))
     grid.add_row("reason", Text(str(entry.get("reason") or MISSING)))
     grid.add_row("last error", Text(str(entry.get("lastError") or MISSING), style="red"))

@@ -910,6 +910,47 @@ def test_control_characters_in_stored_text_are_shown_written_out(
     assert json.loads(shown[2].out)["reason"] == hostile
 
 
+@pytest.mark.parametrize(
+    ("payload", "shown"),
+    [
+        ({"note": "\x1b[31m"}, '{"note":"\\u001b[31m"}'),  # a C0 control: a JSON escape
+        ({"note": "\\x1b[31m"}, '{"note":"\\\\x1b[31m"}'),  # a backslash: not the line above
+        ({"note": "\x7f\x9b2J"}, '{"note":"\\u007f\\u009b2J"}'),  # DEL and a C1 control
+        ({"note": "café\tß"}, '{"note":"café\\tß"}'),  # letters stay, a tab is escaped
+    ],
+)
+def test_status_and_dlq_show_print_the_payload_as_its_exact_json(
+    cli: Cli, api: httpx.Client, payload: dict[str, str], shown: str
+) -> None:
+    """The payload line can be copied to enqueue the job again: its control characters are
+    JSON escapes, safe on a terminal, not the `\\x1b` of other text (a backslash in JSON)."""
+    job_id = enqueue(api, queue=idle_queue(), payload=payload)["id"]
+    api.post(f"/jobs/{job_id}/dlq", json={}).raise_for_status()
+
+    status = cli("status", job_id)
+    dlq_show = cli("dlq-show", job_id)
+
+    assert (status.exit_code, dlq_show.exit_code) == (0, 0)
+    assert field(status.out, "payload") == field(dlq_show.out, "payload") == shown
+    assert json.loads(shown) == payload
+
+
+def test_the_watch_panel_shows_the_payload_as_its_exact_json(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "160")
+    job_id = enqueue(api, queue=idle_queue(), payload={"note": "\x1b[31m\x9b2J"})["id"]
+    api.post(f"/jobs/{job_id}/dlq", json={}).raise_for_status()
+
+    watched = cli("status", job_id, "--watch")
+
+    assert watched.exit_code == 0
+    assert '{"note":"\\u001b[31m\\u009b2J"}' in watched.out
+    assert "\x9b" not in watched.out
+
+
 def test_a_job_can_be_cancelled_retried_dead_lettered_and_replayed(
     cli: Cli, api: httpx.Client
 ) -> None:
