@@ -174,10 +174,10 @@ def _shown(request: Request, response: Response) -> Response:
     return dataclasses.replace(response, data=printable(response.data))
 
 
-def _sent_payload(response: Response) -> Any:
-    """The payload of the job or dead letter `response` answers, as the API sent it: its
-    `data` went through `printable`, and JSON of that would be another payload's."""
-    return json.loads(response.text).get("payload", {})
+def _sent(response: Response) -> Any:
+    """The job or dead letter `response` answers, as the API sent it: its `data` went
+    through `printable`, and JSON of that would be another payload's or result's."""
+    return json.loads(response.text)
 
 
 def _shape_error(exc: BaseException) -> bool:
@@ -491,7 +491,7 @@ def status(
     response = session.api.get(job_id)
     session.answer(
         response,
-        lambda data: job_detail(data, payload=_sent_payload(response), plain=session.plain),
+        lambda data: job_detail(data, sent=_sent(response), plain=session.plain),
     )
 
 
@@ -524,8 +524,7 @@ def _watch(session: Session, job_id: UUID, interval: float) -> None:
     from rich.live import Live  # only a watch on a terminal draws a live panel
 
     def view(answer: Response) -> RenderableType:
-        payload = _sent_payload(answer)
-        return watch_view(answer.data, payload=payload, finished=finished(answer))
+        return watch_view(answer.data, sent=_sent(answer), finished=finished(answer))
 
     response = fetch()
     with Live(view(response), console=session.console, auto_refresh=False) as live:
@@ -651,7 +650,7 @@ def dlq_show(job_id: JobId, *, session: SessionParam) -> None:
         return
     panel = dead_letter_detail(
         response.data,
-        payload=_sent_payload(response),
+        payload=_sent(response).get("payload", {}),
         plain=session.plain,
         job=_job(session, job_id),
     )

@@ -48,13 +48,18 @@ def _escaped(control: re.Match[str]) -> str:
     return f"\\x{ord(control.group()):02x}"
 
 
-def exact_json(value: Any) -> str:
+def exact_json(value: Any, indent: int | None = None) -> str:
     """`value`, decoded JSON as the API sent it (not through `printable`, whose `\\x1b`
     reads as a backslash), as compact JSON that decodes to exactly it and is safe on a
     terminal: every control character is a JSON escape (`\\u001b`, `\\u009b`); other
     non-ASCII characters stay as they are."""
     # json escapes C0 controls itself; it leaves DEL and C1 ones, only ever inside a string.
-    return _LEFT_BY_JSON.sub(_json_escaped, _compact_json(value))
+    text = (
+        _compact_json(value)
+        if indent is None
+        else json.dumps(value, ensure_ascii=False, indent=indent)
+    )
+    return _LEFT_BY_JSON.sub(_json_escaped, text)
 
 
 def _json_escaped(control: re.Match[str]) -> str:
@@ -108,11 +113,12 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def job_detail(job: Mapping[str, Any], *, payload: Any, plain: bool) -> RenderableType:
+def job_detail(job: Mapping[str, Any], *, sent: Mapping[str, Any], plain: bool) -> RenderableType:
     """One job: identity, policy, attempts, timings, the last error and its traceback.
-    `payload` is the job's as the API sent it (`exact_json`), `job` through `printable`."""
+    `job` went through `printable`; `sent` is the job as the API sent it, for its payload
+    and result (`exact_json`)."""
     grid = _grid()
-    for label, value in _job_rows(job, payload=payload, plain=plain):
+    for label, value in _job_rows(job, sent=sent, plain=plain):
         grid.add_row(label, value)
     if plain:
         return grid
@@ -120,7 +126,9 @@ def job_detail(job: Mapping[str, Any], *, payload: Any, plain: bool) -> Renderab
     return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
 
 
-def _job_rows(job: Mapping[str, Any], *, payload: Any, plain: bool) -> Iterable[tuple[str, Text]]:
+def _job_rows(
+    job: Mapping[str, Any], *, sent: Mapping[str, Any], plain: bool
+) -> Iterable[tuple[str, Text]]:
     state = str(job.get("state", "?"))
     yield "id", Text(str(job.get("id")))
     yield "state", state_text(state)
@@ -132,7 +140,7 @@ def _job_rows(job: Mapping[str, Any], *, payload: Any, plain: bool) -> Iterable[
         yield "idempotency key", Text(str(job["idempotencyKey"]))
     if job.get("uniqueKey") is not None:
         yield "unique key", Text(str(job["uniqueKey"]))
-    yield "payload", Text(_shorten(exact_json(payload), PAYLOAD_CHARS))
+    yield "payload", Text(_shorten(exact_json(sent.get("payload", {})), PAYLOAD_CHARS))
     yield "attempts", Text(_attempts(job))
     if job.get("snoozes") or job.get("handBacks"):
         yield (
@@ -160,8 +168,8 @@ def _job_rows(job: Mapping[str, Any], *, payload: Any, plain: bool) -> Iterable[
         else:
             suffix = f"  ({since_started} after it last started)"
         yield "finished", Text(timestamp(job["finishedAt"]) + suffix)
-    if job.get("result") is not None:
-        yield "result", Text(_result(job["result"], plain=plain))
+    if sent.get("result") is not None:
+        yield "result", Text(_result(sent["result"], plain=plain))
     if state in (JobState.PENDING, JobState.FAILED):
         yield "next run", Text(timestamp(job.get("nextRunAt")))
     if state == JobState.RUNNING and job.get("leaseOwner"):
@@ -188,8 +196,8 @@ def _result(value: Any, *, plain: bool) -> str:
     """Plain output: the whole result on one line. A terminal: indented, its first
     RESULT_LINES lines, each cut at RESULT_LINE_CHARS (`--json` shows all of it)."""
     if plain:
-        return _compact_json(value)
-    lines = json.dumps(value, ensure_ascii=False, indent=2).splitlines()
+        return exact_json(value)
+    lines = exact_json(value, indent=2).splitlines()
     shown = [_shorten(line, RESULT_LINE_CHARS) for line in lines[:RESULT_LINES]]
     if len(lines) > RESULT_LINES:
         shown.append(f"… {len(lines) - RESULT_LINES} more lines (--json shows the whole result)")
@@ -242,14 +250,16 @@ def watch_line(job: Mapping[str, Any]) -> Text:
     return line
 
 
-def watch_view(job: Mapping[str, Any], *, payload: Any, finished: bool) -> RenderableType:
+def watch_view(
+    job: Mapping[str, Any], *, sent: Mapping[str, Any], finished: bool
+) -> RenderableType:
     """The live display: the job's panel (`job_detail`) and what the watcher is doing."""
     state = str(job.get("state", "?"))
     if finished:
         status = Text.assemble("reached ", state_text(state))
     else:
         status = Text.assemble("watching, currently ", state_text(state), "  (Ctrl-C stops)")
-    return Group(job_detail(job, payload=payload, plain=False), status)
+    return Group(job_detail(job, sent=sent, plain=False), status)
 
 
 def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -> RenderableType:

@@ -714,6 +714,26 @@ def test_status_shows_the_result_whole_in_plain_output_and_cut_on_a_terminal(
     assert "… 15 more lines (--json shows the whole result)" in terminal.out
 
 
+def test_status_shows_the_result_as_its_exact_json(
+    cli: Cli, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Shown after its control characters were written out for the terminal, a result
+    # holding ESC read as one holding a backslash (`"\\x1b"`), on one line or indented.
+    job = api.get(f"/jobs/{enqueue(api)['id']}").json()
+    job.update(state="SUCCEEDED", result={"note": "\x1b[31m\x9b2J", "path": "C:\\x1b"})
+    with serve_answer(json.dumps(job).encode()) as api_url:
+        plain = cli("status", job["id"], api_url=api_url)
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")
+        monkeypatch.setenv("COLUMNS", "200")
+        terminal = cli("status", job["id"], api_url=api_url)
+
+    shown = field(plain.out, "result")
+    assert shown == '{"note":"\\u001b[31m\\u009b2J","path":"C:\\\\x1b"}'
+    assert json.loads(shown) == job["result"]
+    assert '"note": "\\u001b[31m\\u009b2J",' in terminal.out
+    assert "\x9b" not in terminal.out
+
+
 def test_status_shows_no_result_line_for_a_job_without_one(cli: Cli, api: httpx.Client) -> None:
     job = enqueue(api)
     wait_for_state(api, job["id"], "SUCCEEDED")
