@@ -300,7 +300,6 @@ def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(
         ("REDIS_ADDR", "redis://:secret-pw@cache:6379/2", "redis://"),
         ("REDIS_ADDR", "rediss://default:secret-pw@cache:6380", "rediss://"),
         ("REDIS_ADDR", "unix:///run/redis.sock", "unix://"),
-        ("REDIS_SENTINELS", "s1:26379,redis://:secret-pw@s2:26379", "redis://"),
     ],
 )
 def test_a_redis_url_is_refused_naming_the_settings_of_its_parts_without_echoing_it(
@@ -315,6 +314,28 @@ def test_a_redis_url_is_refused_naming_the_settings_of_its_parts_without_echoing
         " it may hold a password); the other parts of a Redis URL are settings of their own:"
         " REDIS_DB, REDIS_PASSWORD, REDIS_TLS=true for rediss://"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "given", "setting"),
+    [
+        ("REDIS_SENTINELS", "s1:26379,redis://:secret-pw@s2:26379", "a redis:// URL", "Sentinel"),
+        # Without a scheme, these were echoed whole in "expected [host]:port".
+        ("REDIS_ADDR", ":secret-pw@cache:6379", "a value with a user or password", "Redis URL"),
+        ("REDIS_ADDR", "default:secret-pw@cache:6379", "a value with a user or", "Redis URL"),
+        ("REDIS_SENTINELS", "s1:26379,:secret-pw@s2:26379", "a value with a user", "Sentinel"),
+    ],
+)
+def test_an_address_that_may_hold_a_password_is_refused_without_echoing_it(
+    variable: str, value: str, given: str, setting: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+
+    assert raised.value.variable == variable
+    assert "secret-pw" not in str(raised.value)
+    assert f"expected [host]:port, not {given}" in str(raised.value)
+    assert setting in str(raised.value)
 
 
 def test_a_listen_address_given_as_a_url_is_refused_as_one() -> None:
