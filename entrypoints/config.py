@@ -254,8 +254,17 @@ class Settings:
         sentinel_master = get("REDIS_SENTINEL_MASTER", _sentinel_master, None)
         _check_sentinel_settings(env, sentinels, sentinel_master)
         redis_tls = get("REDIS_TLS", parse_bool, False)
-        span_queue_size = get("OTEL_BSP_MAX_QUEUE_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 2048)
-        span_batch_size = get(
+        tracing_enabled = get("TRACING_ENABLED", parse_bool, False)
+
+        def traced(name: str, parse: Callable[[str, str], T], default: T) -> T:
+            """An OpenTelemetry SDK variable: read with tracing on only. The environment
+            may hold one set for other services, which a process not tracing leaves be."""
+            return get(name, parse, default) if tracing_enabled else default
+
+        span_queue_size = traced(
+            "OTEL_BSP_MAX_QUEUE_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 2048
+        )
+        span_batch_size = traced(
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 512
         )
         _check_span_batch_size(span_queue_size, span_batch_size)
@@ -277,14 +286,14 @@ class Settings:
             log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
             rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _number(0, 1e9), 0.0),
-            tracing_enabled=get("TRACING_ENABLED", parse_bool, False),
+            tracing_enabled=tracing_enabled,
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
-            tracing_export_delay_ms=get(
+            tracing_export_delay_ms=traced(
                 "OTEL_BSP_SCHEDULE_DELAY", _int_range(1, MAX_EXPORT_DELAY_MS), 5000
             ),
             tracing_max_queue_size=span_queue_size,
             tracing_max_export_batch_size=span_batch_size,
-            tracing_export_timeout_ms=get(
+            tracing_export_timeout_ms=traced(
                 "OTEL_BSP_EXPORT_TIMEOUT", _int_range(1, MAX_EXPORT_TIMEOUT_MS), 30_000
             ),
             max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
