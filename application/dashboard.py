@@ -52,11 +52,12 @@ class ThroughputHistory:
         self._lock = threading.Lock()
         self._minutes: dict[datetime, MinuteOfWork] = {}
         self._last: tuple[datetime, int, int] | None = None
+        self._first: datetime | None = None
 
     @property
-    def started(self) -> bool:
-        """Whether the first sample was taken: the charts count what finished after it."""
-        return self._last is not None
+    def started_at(self) -> datetime | None:
+        """When the first sample was taken (None: not yet): the charts count from then."""
+        return self._first
 
     def sample(self, now: datetime, succeeded_total: int, failed_total: int) -> list[MinuteOfWork]:
         """Record the totals at `now`; returns the minutes of the chart, oldest first."""
@@ -64,6 +65,8 @@ class ThroughputHistory:
         with self._lock:
             last = self._last
             self._last = (now, succeeded_total, failed_total)
+            if self._first is None:
+                self._first = now
             if last is not None and succeeded_total >= last[1] and failed_total >= last[2]:
                 first = last[0].replace(second=0, microsecond=0)
                 span = int((minute - first) / timedelta(minutes=1)) + 1
@@ -89,38 +92,23 @@ class Overview:
     queues: list[QueueJobCounts]
     paused: dict[str, datetime]
     minutes: list[MinuteOfWork]
+    charts_since: datetime | None
+    """When the charts began counting (ThroughputHistory.started_at)."""
     workers: list[WorkerStatus]
     """The live workers, as they last reported (WorkerRegistry)."""
     at: datetime
 
 
-class GetOverview:
-    def __init__(
-        self,
-        counts: JobCounts,
-        pauses: QueuePauses,
-        metrics: MetricsStore,
-        workers: WorkerRegistry,
-        history: ThroughputHistory,
-        clock: Clock,
-    ) -> None:
-        self._counts = counts
-        self._pauses = pauses
+class SampleThroughput:
+    """The charts' minutes, with the cluster's totals read now. The API samples once when
+    it starts, so that the charts count from then, not from the first view."""
+
+    def __init__(self, metrics: MetricsStore, history: ThroughputHistory, clock: Clock) -> None:
         self._metrics = metrics
-        self._workers = workers
         self._history = history
         self._clock = clock
 
-    async def __call__(self) -> Overview:
-        queues = await self._counts.per_queue(EXACT_COUNT_LIMIT)
-        paused = await self._pauses.paused()
-        minutes = await self.sample_throughput()
-        now = self._clock.now()
-        return Overview(queues, paused, minutes, await self._workers.list_live(now=now), now)
-
-    async def sample_throughput(self) -> list[MinuteOfWork]:
-        """The charts' minutes, with the cluster's totals read now. The API samples once
-        when it starts, so that the charts count from then, not from the first view."""
+    async def __call__(self) -> list[MinuteOfWork]:
         cluster = await self._metrics.read()
         totals = cluster.totals.counts.values()
         return self._history.sample(
@@ -128,6 +116,32 @@ class GetOverview:
             sum(queue.success for queue in totals),
             sum(queue.failure for queue in totals),
         )
+
+
+class GetOverview:
+    def __init__(
+        self,
+        counts: JobCounts,
+        pauses: QueuePauses,
+        sample: SampleThroughput,
+        history: ThroughputHistory,
+        workers: WorkerRegistry,
+        clock: Clock,
+    ) -> None:
+        self._counts = counts
+        self._pauses = pauses
+        self._sample = sample
+        self._history = history
+        self._workers = workers
+        self._clock = clock
+
+    async def __call__(self) -> Overview:
+        queues = await self._counts.per_queue(EXACT_COUNT_LIMIT)
+        paused = await self._pauses.paused()
+        minutes = await self._sample()
+        now = self._clock.now()
+        live = await self._workers.list_live(now=now)
+        return Overview(queues, paused, minutes, self._history.started_at, live, now)
 
 
 class ListDeadLetterGroups:

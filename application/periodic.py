@@ -93,17 +93,15 @@ def _definition(
 ) -> ScheduleDefinition:
     job_type = declaration.job_type or _job_type_of(declaration.handler, handlers)
     name = declaration.name or job_type
+    task = _typed_task(declaration.handler, job_type, handlers)
     # A typed task's policy applies unless the declaration names its own.
-    task_defaults = getattr(declaration.handler, "defaults", None)
+    task_defaults = getattr(task, "defaults", None)
     inherited = dict(task_defaults) if isinstance(task_defaults, Mapping) else {}
     policy = {**inherited, **declaration.policy}
     queue = declaration.queue or handlers.declared_queue(job_type) or default_queue
     payload: Any = declaration.payload
     # A typed task checks the payload against its handler's type, as its enqueues do: one
     # that does not fit would dead-letter the job of every tick.
-    task = (
-        declaration.handler if getattr(declaration.handler, "job_type", None) == job_type else None
-    )
     encode_declared = getattr(task, "encode_declared", None)
     try:
         if callable(encode_declared):
@@ -126,18 +124,30 @@ def _definition(
 
 def _job_type_of(handler: Any, handlers: HandlerRegistry) -> str:
     """The job type `handler` serves: a typed task's (`@taskforge.task`), or the one the
-    function is registered for."""
+    function is registered for (as a handler, or as the function of a typed task that
+    `periodic` sits below)."""
     declared = getattr(handler, "job_type", None)
     if isinstance(declared, str) and declared in handlers:
         return declared
     for job_type in handlers:
-        if handlers.get(job_type) is handler:
+        registered = handlers.get(job_type)
+        if registered is handler or _typed_task(handler, job_type, handlers) is not None:
             return job_type
     name = getattr(handler, "__qualname__", repr(handler))
     raise DeclarationError(
         f"@taskforge.periodic on {name}: it is not registered as a handler; register it with "
         "@taskforge.handler(job_type) too, or pass job_type="
     )
+
+
+def _typed_task(handler: Any, job_type: str, handlers: HandlerRegistry) -> Any:
+    """The typed task (`@taskforge.task`) of `job_type` that `periodic` was put on: the task
+    itself (periodic above it), or the task whose function it is (periodic below it, where
+    the registered handler names its task); None for a plain handler."""
+    if getattr(handler, "job_type", None) == job_type and hasattr(handler, "encode_declared"):
+        return handler
+    task = getattr(handlers.get(job_type), "task", None) if job_type in handlers else None
+    return task if getattr(task, "function", None) is handler else None
 
 
 default_schedules = ScheduleDeclarations()

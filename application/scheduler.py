@@ -125,7 +125,6 @@ class SchedulerTick:
             marked += promoted
             reaped, dead_lettered = await self._sweeps.reap_expired(limit)
             marked += reaped
-            self._report_dead_lettered(dead_lettered)
             never: list[ReadyHint] = []
             stale: list[ReadyHint] = []
             if self._queue.answers:
@@ -150,6 +149,9 @@ class SchedulerTick:
             # The queue does not answer: unmarked, the first tick that finds it answering
             # again publishes them.
             await self._sweeps.mark_unpublished([hint.job_id for hint in marked])
+        # Once the hints are settled: the store never returns these jobs again, so nothing
+        # here may undo the tick's work.
+        self._report_dead_lettered(dead_lettered)
         pruned = await self._prune(limit)
         await self._sweeps.fold_job_counts()
         republished = len(never) + len(stale)

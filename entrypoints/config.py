@@ -63,10 +63,12 @@ _SSL_CHECKED_MODES = ("require", "verify-ca", "verify-full")
 _ADDRESS_EXAMPLES = {"REDIS_ADDR": "localhost:6379", "METRICS_ADDR": ":9100"}
 """The example a refused address is shown with; the others are listen addresses as HTTP_ADDR."""
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}")
-_REDIS_URL_PARTS = (
-    "; the other parts of a Redis URL are settings of their own: REDIS_DB, REDIS_PASSWORD,"
-    " REDIS_TLS=true for rediss://"
-)
+_URL_PARTS = {
+    "REDIS_ADDR": "; the other parts of a Redis URL are settings of their own: REDIS_DB,"
+    " REDIS_PASSWORD, REDIS_TLS=true for rediss://",
+    "REDIS_SENTINELS": "; the Sentinels' password is a setting of its own: REDIS_SENTINEL_PASSWORD",
+}
+"""Where the parts of a URL go, for the address settings that are often given one."""
 _TOKEN = re.compile(r"[!-~]+")
 _SENTINEL_MASTER = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&#]*")
@@ -252,8 +254,17 @@ class Settings:
         sentinel_master = get("REDIS_SENTINEL_MASTER", _sentinel_master, None)
         _check_sentinel_settings(env, sentinels, sentinel_master)
         redis_tls = get("REDIS_TLS", parse_bool, False)
-        span_queue_size = get("OTEL_BSP_MAX_QUEUE_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 2048)
-        span_batch_size = get(
+        tracing_enabled = get("TRACING_ENABLED", parse_bool, False)
+
+        def traced(name: str, parse: Callable[[str, str], T], default: T) -> T:
+            """An OpenTelemetry SDK variable: read with tracing on only. The environment
+            may hold one set for other services, which a process not tracing leaves be."""
+            return get(name, parse, default) if tracing_enabled else default
+
+        span_queue_size = traced(
+            "OTEL_BSP_MAX_QUEUE_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 2048
+        )
+        span_batch_size = traced(
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _int_range(1, MAX_SPAN_QUEUE_SIZE), 512
         )
         _check_span_batch_size(span_queue_size, span_batch_size)
@@ -275,14 +286,14 @@ class Settings:
             log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
             rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _number(0, 1e9), 0.0),
-            tracing_enabled=get("TRACING_ENABLED", parse_bool, False),
+            tracing_enabled=tracing_enabled,
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
-            tracing_export_delay_ms=get(
+            tracing_export_delay_ms=traced(
                 "OTEL_BSP_SCHEDULE_DELAY", _int_range(1, MAX_EXPORT_DELAY_MS), 5000
             ),
             tracing_max_queue_size=span_queue_size,
             tracing_max_export_batch_size=span_batch_size,
-            tracing_export_timeout_ms=get(
+            tracing_export_timeout_ms=traced(
                 "OTEL_BSP_EXPORT_TIMEOUT", _int_range(1, MAX_EXPORT_TIMEOUT_MS), 30_000
             ),
             max_payload_bytes=get("MAX_PAYLOAD_BYTES", _int_range(1024, 1 << 30), 1024 * 1024),
@@ -384,13 +395,13 @@ def _address_list(name: str, raw: str) -> tuple[Address, ...]:
     """`host:port,host:port`: addresses to connect to, so each names its host."""
     addresses = []
     for item in _items(name, raw, "[host]:port addresses"):
+        if "://" in item or "@" in item:
+            parse_address(name, item)  # refused without showing the value: see there
         if item.startswith(":"):
             raise ConfigError(name, raw, f"{item!r} names no host; expected host:port,...")
         try:
             addresses.append(parse_address(name, item))
         except ConfigError:
-            if "://" in item:  # a URL's message shows no part of the value
-                raise
             raise ConfigError(
                 name, raw, f"{item!r}: expected [host]:port,... with ports from 1 to 65535"
             ) from None
@@ -434,16 +445,21 @@ def _ca_file_problem(path: str) -> str | None:
 
 
 def parse_address(name: str, raw: str) -> Address:
-    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface. A URL is
-    refused without being shown: it may hold a password (`redis://:secret@cache:6379`)."""
-    if "://" in raw:
-        scheme = raw.split("://", 1)[0]
-        url = f"a {scheme}:// URL" if _URL_SCHEME.fullmatch(scheme) else "a URL"
+    """`:8080`, `host:port`, `[::1]:8080`. An empty host means every interface. A URL, or
+    any value with an `@`, is refused without being shown: it may hold a password
+    (`redis://:secret@cache:6379`, `:secret@cache:6379`)."""
+    if "://" in raw or "@" in raw:
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        given = (
+            (f"a {scheme}:// URL" if _URL_SCHEME.fullmatch(scheme) else "a URL")
+            if "://" in raw
+            else "a value with a user or password (an @)"
+        )
         raise ConfigError(
             name,
             None,
-            f"expected [host]:port, not {url} (not shown: it may hold a password)"
-            + (_REDIS_URL_PARTS if name.startswith("REDIS_") else ""),
+            f"expected [host]:port, not {given} (not shown: it may hold a password)"
+            + _URL_PARTS.get(name, ""),
         )
     match = _ADDR.match(raw)
     port = int(match["port"]) if match else -1

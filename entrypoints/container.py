@@ -58,6 +58,7 @@ from taskforge.application.dashboard import (
     ListDeadLetterGroups,
     PurgeDeadLetterGroup,
     ReplayDeadLetterGroup,
+    SampleThroughput,
     ThroughputHistory,
 )
 from taskforge.application.enqueue import EnqueueJob, EnqueueJobs
@@ -282,6 +283,7 @@ class ApplicationProvider(Provider):
         PauseSchedule,
         ResumeSchedule,
         ThroughputHistory,
+        SampleThroughput,
         GetOverview,
         ListDeadLetterGroups,
         ListDeadLetterGroupMembers,

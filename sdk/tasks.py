@@ -212,6 +212,7 @@ class Task(Generic[P]):
 
             handler = run
         functools.update_wrapper(handler, function, updated=())
+        handler.task = self  # type: ignore[attr-defined]  # found by `periodic` below the task
         return handler
 
 

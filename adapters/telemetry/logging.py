@@ -161,24 +161,33 @@ class TextFormatter(ValueFreeFormatter):
     ...), then the exception if any. Time, level and logger are the handler's columns."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = context_fields(record)
-        if record.name == "taskforge.http.access":
-            fields = {k: v for k, v in fields.items() if k not in _SAID_BY_ACCESS_LINE}
-        text = _message(record) + "".join(f" {key}={value}" for key, value in fields.items())
+        text = self.line(record)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
 
+    def line(self, record: logging.LogRecord) -> str:
+        """The message and the context fields, without the exception."""
+        fields = context_fields(record)
+        if record.name == "taskforge.http.access":
+            fields = {k: v for k, v in fields.items() if k not in _SAID_BY_ACCESS_LINE}
+        return _message(record) + "".join(f" {key}={value}" for key, value in fields.items())
+
 
 class LineFormatter(TextFormatter):
-    """TextFormatter's text after the time (ISO-8601 UTC, as in JSON lines) and the level:
-    one line per record (a traceback continues it), for text logs that go to a file or a
-    collector. There, rich's columns would pad every line to the width and wrap a long
-    message onto lines of its own, away from its time and level."""
+    """TextFormatter's text after the time (ISO-8601 UTC, as in JSON lines) and the level
+    (as LOG_LEVEL names it): one line per record, its line breaks written `\\n` (a handler's
+    error text cannot split a record or forge one), a traceback continuing it. For text logs
+    that go to a file or a collector: there, rich's columns would pad every line to the
+    width and wrap a long message onto lines of its own, away from its time and level."""
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        return f"{when} {record.levelname:<8} {super().format(record)}"
+        level = _LEVEL_NAMES.get(record.levelno, record.levelname.lower()).upper()
+        text = self.line(record).replace("\r", "\\r").replace("\n", "\\n")
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return f"{when} {level:<5} {text}"
 
 
 def _handler(log_format: str | None, stream: TextIO) -> logging.Handler:

@@ -108,6 +108,7 @@ def test_the_design_variables_are_read() -> None:
             "JOB_TIMEOUT": "90",
             "MAX_SNOOZES": "7",
             "UNKNOWN_TYPE_GRACE": "600",
+            "TRACING_ENABLED": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_BSP_MAX_QUEUE_SIZE": "100",
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100",
@@ -141,7 +142,7 @@ def test_a_span_batch_larger_than_the_span_queue_is_refused_naming_both(
     env: dict[str, str], batch: int, queue: int
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        Settings.from_env(env)
+        Settings.from_env({**env, "TRACING_ENABLED": "true"})
 
     assert raised.value.variable == "OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BSP_MAX_QUEUE_SIZE"
     assert f"a batch of {batch} spans is larger than the queue of {queue}" in str(raised.value)
@@ -149,10 +150,52 @@ def test_a_span_batch_larger_than_the_span_queue_is_refused_naming_both(
 
 def test_a_span_batch_as_large_as_the_span_queue_is_accepted() -> None:
     settings = Settings.from_env(
-        {"OTEL_BSP_MAX_QUEUE_SIZE": "1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1"}
+        {
+            "TRACING_ENABLED": "true",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "1",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1",
+        }
     )
 
     assert (settings.tracing_max_queue_size, settings.tracing_max_export_batch_size) == (1, 1)
+
+
+def test_with_tracing_off_the_otel_batch_variables_are_not_read() -> None:
+    # Set for other services of the platform, they stopped every role of one not tracing
+    # (a queue of 256 is smaller than the default batch of 512).
+    settings = Settings.from_env(
+        {"OTEL_BSP_MAX_QUEUE_SIZE": "256", "OTEL_BSP_SCHEDULE_DELAY": "soon"}
+    )
+
+    assert (settings.tracing_max_queue_size, settings.tracing_export_delay_ms) == (2048, 5000)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("OTEL_BSP_SCHEDULE_DELAY", "0", "whole number from 1 to 3600000"),  # SDK: traceback
+        ("OTEL_BSP_SCHEDULE_DELAY", "-5", "whole number from 1"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5s", "whole number from 1"),  # SDK: logs, then 5000
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "whole number from 1 to 1000000"),  # SDK: traceback
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "1000001", "whole number from 1 to 1000000"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "2k", "whole number from 1"),  # SDK: logs, then 2048
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0", "whole number from 1"),  # SDK: traceback
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1", "whole number from 1"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "all", "whole number from 1"),  # SDK: logs, 512
+        ("OTEL_BSP_EXPORT_TIMEOUT", "0", "whole number from 1 to 3600000"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "3600001", "whole number from 1 to 3600000"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "30s", "whole number from 1"),  # SDK: logs, then 30000
+    ],
+)
+def test_with_tracing_on_a_bad_otel_batch_variable_is_named_with_what_is_allowed(
+    variable: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"TRACING_ENABLED": "true", variable: value})
+
+    assert raised.value.variable == variable
+    assert f"{variable}={value!r}" in str(raised.value)
+    assert allowed in str(raised.value)
 
 
 def test_snoozes_and_unknown_types_have_their_documented_defaults() -> None:
@@ -242,18 +285,6 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("TRACING_ENABLED", "maybe", "true or false"),
         ("TRACING_ENABLED", "2", "true or false"),
         ("TRACING_EXPORTER", "jaeger", "stdout, none"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "0", "whole number from 1 to 3600000"),  # SDK: traceback
-        ("OTEL_BSP_SCHEDULE_DELAY", "-5", "whole number from 1"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "5s", "whole number from 1"),  # SDK: logs, then 5000
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "whole number from 1 to 1000000"),  # SDK: traceback
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "1000001", "whole number from 1 to 1000000"),
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "2k", "whole number from 1"),  # SDK: logs, then 2048
-        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0", "whole number from 1"),  # SDK: traceback
-        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1", "whole number from 1"),
-        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "all", "whole number from 1"),  # SDK: logs, 512
-        ("OTEL_BSP_EXPORT_TIMEOUT", "0", "whole number from 1 to 3600000"),
-        ("OTEL_BSP_EXPORT_TIMEOUT", "3600001", "whole number from 1 to 3600000"),
-        ("OTEL_BSP_EXPORT_TIMEOUT", "30s", "whole number from 1"),  # SDK: logs, then 30000
         ("RATE_LIMIT_PER_SEC", "-1", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "nan", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "inf", "number from 0"),
@@ -300,7 +331,6 @@ def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(
         ("REDIS_ADDR", "redis://:secret-pw@cache:6379/2", "redis://"),
         ("REDIS_ADDR", "rediss://default:secret-pw@cache:6380", "rediss://"),
         ("REDIS_ADDR", "unix:///run/redis.sock", "unix://"),
-        ("REDIS_SENTINELS", "s1:26379,redis://:secret-pw@s2:26379", "redis://"),
     ],
 )
 def test_a_redis_url_is_refused_naming_the_settings_of_its_parts_without_echoing_it(
@@ -315,6 +345,28 @@ def test_a_redis_url_is_refused_naming_the_settings_of_its_parts_without_echoing
         " it may hold a password); the other parts of a Redis URL are settings of their own:"
         " REDIS_DB, REDIS_PASSWORD, REDIS_TLS=true for rediss://"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "given", "setting"),
+    [
+        ("REDIS_SENTINELS", "s1:26379,redis://:secret-pw@s2:26379", "a redis:// URL", "Sentinel"),
+        # Without a scheme, these were echoed whole in "expected [host]:port".
+        ("REDIS_ADDR", ":secret-pw@cache:6379", "a value with a user or password", "Redis URL"),
+        ("REDIS_ADDR", "default:secret-pw@cache:6379", "a value with a user or", "Redis URL"),
+        ("REDIS_SENTINELS", "s1:26379,:secret-pw@s2:26379", "a value with a user", "Sentinel"),
+    ],
+)
+def test_an_address_that_may_hold_a_password_is_refused_without_echoing_it(
+    variable: str, value: str, given: str, setting: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+
+    assert raised.value.variable == variable
+    assert "secret-pw" not in str(raised.value)
+    assert f"expected [host]:port, not {given}" in str(raised.value)
+    assert setting in str(raised.value)
 
 
 def test_a_listen_address_given_as_a_url_is_refused_as_one() -> None:

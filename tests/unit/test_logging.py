@@ -98,10 +98,26 @@ def test_text_lines_are_readable_and_carry_the_request_and_trace_ids() -> None:
     # characters and padded every line with blanks, away from what grep finds.
     [line] = stream.getvalue().splitlines()
     assert re.fullmatch(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 INFO     GET /jobs 200 "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 INFO  GET /jobs 200 "
         r"request_id=req-42 trace_id=0af7651916cd43dd8448eb211c80319c latency_ms=1\.5",
         line,
     ), line
+
+
+def test_a_plain_text_record_stays_one_line_whatever_its_message_holds() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "text", stream)
+
+    # A handler's error text with line breaks split the record, the second part looking
+    # like a record of its own; the level read WARNING where LOG_LEVEL and JSON say warn.
+    logging.getLogger("taskforge.worker").warning(
+        "job 7 failed: %s", "card declined\n2026-01-01T00:00:00.000+00:00 INFO  forged\r"
+    )
+
+    [line] = stream.getvalue().splitlines()
+    assert line.endswith(
+        " WARN  job 7 failed: card declined\\n2026-01-01T00:00:00.000+00:00 INFO  forged\\r"
+    )
 
 
 def test_a_python_warning_is_one_json_line_like_every_other_record() -> None:

@@ -553,6 +553,29 @@ def test_periodic_on_a_typed_task_checks_its_payload_against_the_task_s_type(
         declarations.definitions("jobs:ready", 0.0, handlers)
 
 
+def test_periodic_below_a_typed_task_takes_its_type_policy_and_payload_check(
+    declarations: ScheduleDeclarations,
+) -> None:
+    # Below @task (an order the docs allow), periodic was refused at start as "not
+    # registered as a handler": the task registers a wrapper, not the function.
+    handlers = HandlerRegistry()
+
+    @task("digest", queue="mail", registry=handlers, max_attempts=7)
+    @periodic("0 8 * * MON", name="fits", payload={"to": "team@example.com"})
+    async def send_digest(digest: Digest) -> None:
+        return None
+
+    [fits] = declarations.definitions("jobs:ready", 0.0, handlers)
+    periodic("0 8 * * MON", name="misses-to")(send_digest.function)
+
+    assert (fits.job_type, fits.queue, fits.policy.max_attempts) == ("digest", "mail", 7)
+    assert fits.payload == {"to": "team@example.com", "subject": "Weekly digest"}
+    with pytest.raises(
+        DeclarationError, match=r"^schedule 'misses-to' declared in code: payload\.to: "
+    ):
+        declarations.definitions("jobs:ready", 0.0, handlers)
+
+
 def test_a_periodic_priority_overrides_its_typed_task_s_and_a_bad_one_is_named(
     declarations: ScheduleDeclarations,
 ) -> None:

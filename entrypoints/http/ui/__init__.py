@@ -15,7 +15,7 @@ from litestar import Litestar, Router
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
-from taskforge.application.dashboard import GetOverview
+from taskforge.application.dashboard import SampleThroughput
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.http.ui.pages import (
     STATIC_PATH,
@@ -71,7 +71,7 @@ async def charts_from_start(app: Litestar) -> AsyncIterator[None]:
 
 async def _first_sample(container: AsyncContainer) -> None:
     try:
-        await (await container.get(GetOverview)).sample_throughput()
+        await (await container.get(SampleThroughput))()
     except Exception as exc:  # noqa: BLE001 - the first view samples instead
         log.debug("the dashboard's charts start at the first view: %s", exc)
 

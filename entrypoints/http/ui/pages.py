@@ -398,6 +398,7 @@ def _overview_context(overview: Overview) -> dict[str, Any]:
         "paused": overview.paused,
         "workers": overview.workers,
         "at": overview.at,
+        "charts_since": overview.charts_since,
         "any_estimate": any(queue.estimated for queue in overview.queues),
         **_chart(overview.minutes),
     }

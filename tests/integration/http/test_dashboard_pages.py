@@ -870,10 +870,10 @@ async def test_the_charts_count_what_finished_before_the_overview_was_first_read
     history = await container.get(ThroughputHistory)
     async with app.lifespan():
         for _ in range(500):
-            if history.started:
+            if history.started_at is not None:
                 break
             await asyncio.sleep(0.01)
-        assert history.started, "the API took no first sample as it started"
+        assert history.started_at is not None, "the API took no first sample as it started"
         recorder = JobMetricsRecorder()
         for succeeded in (True, True, True, False):
             recorder.job_started(queue_name, "email", time_in_queue=0.01)
@@ -887,6 +887,8 @@ async def test_the_charts_count_what_finished_before_the_overview_was_first_read
 
     assert ">3 succeeded</span>" in page
     assert ">1 failed</span>" in page
+    since = history.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"sampled by this API process since it started ({since})." in page
 
 
 async def test_a_moves_reason_field_says_whether_the_job_keeps_the_reason(

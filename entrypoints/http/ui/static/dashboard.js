@@ -8,6 +8,8 @@
   }
   const url = live.dataset.live;
   const every = Number(live.dataset.every) || 3000;
+  const MOST_POSTPONED = Math.ceil(30000 / every);
+  let postponed = 0;
   async function refresh() {
     try {
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
@@ -19,10 +21,13 @@
       }
       if (response.ok) {
         const text = await response.text();
-        if (selecting()) {
-          // Replacing the part would wipe what the operator is selecting (a worker id).
+        if (selecting() && postponed < MOST_POSTPONED) {
+          // Replacing the part would wipe what the operator is selecting (a worker id);
+          // a selection left behind holds the counts up for half a minute at most.
+          postponed += 1;
           live.dataset.postponed = String(Date.now());
         } else {
+          postponed = 0;
           const focused = focusedLink();
           live.innerHTML = text;
           live.dataset.refreshed = String(Date.now());
@@ -38,7 +43,11 @@
 
   function selecting() {
     const selection = window.getSelection();
-    return Boolean(selection && !selection.isCollapsed && live.contains(selection.anchorNode));
+    return Boolean(
+      selection &&
+        !selection.isCollapsed &&
+        (live.contains(selection.anchorNode) || live.contains(selection.focusNode)),
+    );
   }
 
   // The link the keyboard is on inside the live part, by its address: the refresh puts
