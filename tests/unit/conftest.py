@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from uuid import UUID
@@ -199,3 +200,17 @@ class RecordingTracer:
         )
         self.spans.append(span)
         return span
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    """The root logger's handlers and level as they were, after a test that configures
+    logging."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], level = saved
+        root.setLevel(level)

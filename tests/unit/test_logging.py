@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator
 
 import pytest
 from rich.logging import RichHandler
@@ -28,16 +27,7 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture(autouse=True)
-def restore_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
-        root.handlers[:], level = saved
-        root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 
 def log_access_line() -> None:

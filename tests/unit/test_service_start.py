@@ -96,18 +96,6 @@ def test_a_taken_metrics_port_is_one_line_and_a_failed_exit(taken_port: int, rol
     ], result.stderr
 
 
-@pytest.fixture
-def restore_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
-        root.handlers[:], level = saved
-        root.setLevel(level)
-
-
 @pytest.mark.usefixtures("restore_root_logger")
 def test_several_api_processes_log_once_why_they_cannot_use_postgres(
     monkeypatch: pytest.MonkeyPatch,
