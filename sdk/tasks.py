@@ -89,7 +89,9 @@ class Task(Generic[P]):
         self.function = function
         """The handler as written: call it directly in a unit test."""
         self._takes_payload, self._takes_context, self.payload_type = _signature_of(function)
-        registry.register(job_type, self._handler(), queue=queue, max_snoozes=max_snoozes)
+        self._registered = self._handler()
+        """What the worker calls for its jobs (`taskforge.testing.perform` calls it too)."""
+        registry.register(job_type, self._registered, queue=queue, max_snoozes=max_snoozes)
 
     def __repr__(self) -> str:
         return f"<Task {self.job_type!r} queue={self.queue!r} {self.function.__qualname__}>"

@@ -23,6 +23,9 @@ payload type) and enqueues it through either: `await send_email.enqueue(client, 
 Periodic jobs are declared beside their handlers: `@taskforge.periodic("*/5 * * * *")` on a
 handler, or `taskforge.schedule(name, cron, job_type, payload)`; a worker or scheduler
 that loads the module upserts them when it starts.
+
+To unit-test a handler, `taskforge.testing.perform(send_email, {"to": "a@b.com"})` runs one
+job through it as a worker would, without a backend, and returns its result as stored.
 """
 
 from typing import TYPE_CHECKING, Any
