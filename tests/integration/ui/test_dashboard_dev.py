@@ -142,6 +142,24 @@ def test_a_delayed_job_is_cancelled_from_its_detail_page(dev: Server, open_page:
     assert (job["state"], job["reason"]) == ("CANCELLED", "not needed after all")
 
 
+def test_an_actions_notice_is_shown_once_not_again_on_reload(
+    dev: Server, open_page: OpenPage
+) -> None:
+    # The notice lived in the address: a reload or Back said "Cancelled." again.
+    job_id = dev.enqueue("email", delay=3600)
+    page = open_page(dev)
+    page.goto(f"/ui/jobs/{job_id}")
+    page.locator("form", has=page.get_by_role("button", name="Cancel")).get_by_role(
+        "button", name="Cancel"
+    ).click()
+
+    expect(page.get_by_role("status")).to_have_text("Cancelled.")
+    expect(page).to_have_url(re.compile(rf"/ui/jobs/{job_id}$"))
+    page.reload()
+    expect(page.locator("#job-state")).to_have_text("CANCELLED")
+    expect(page.get_by_role("status")).to_have_count(0)
+
+
 def test_a_group_of_fifty_dead_letters_is_replayed_in_one_go(
     dev: Server, open_page: OpenPage, screenshot: Screenshot
 ) -> None:

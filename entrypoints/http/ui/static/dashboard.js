@@ -1,7 +1,17 @@
-// TaskForge dashboard: the only script. Refreshes the overview's live part in place.
+// TaskForge dashboard: the only script. Takes a shown notice out of the address, and
+// refreshes the overview's live part in place.
 "use strict";
 
 (function () {
+  // A notice says what an action just did. Once shown it leaves the address, so a reload,
+  // Back or a copied link does not say it again, about a job that may have moved since.
+  const address = new URL(window.location.href);
+  if (address.searchParams.has("notice")) {
+    address.searchParams.delete("notice");
+    address.searchParams.delete("signed");
+    window.history.replaceState(null, "", address.pathname + address.search + address.hash);
+  }
+
   const live = document.getElementById("live");
   if (!live) {
     return;
