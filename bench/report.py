@@ -54,8 +54,13 @@ def render(report: dict[str, Any], console: Console) -> None:
             for key, value in row.items()
             if key not in {"name", "jobs", "seconds", "jobs_per_second"}
         )
+        timed = "target_seconds" in row  # one start-up timed, not a rate of jobs
         each = (
-            [", ".join(f"{run['results'][index]['jobs_per_second']:,.0f}" for run in runs)]
+            [
+                "-"
+                if timed
+                else ", ".join(f"{run['results'][index]['jobs_per_second']:,.0f}" for run in runs)
+            ]
             if runs
             else []
         )
@@ -63,7 +68,7 @@ def render(report: dict[str, Any], console: Console) -> None:
             row["name"],
             f"{row['jobs']:,}",
             f"{row['seconds']:.2f}",
-            f"{row['jobs_per_second']:,.0f}",
+            "-" if timed else f"{row['jobs_per_second']:,.0f}",
             *each,
             notes,
         )

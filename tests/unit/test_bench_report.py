@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_the_notes_show_a_target_as_it_is_set_not_rounded_to_a_tenth() -> None:
     render(report, Console(file=output, width=300))
 
     text = output.getvalue()
+    # One start-up over its seconds is no rate (it read "3 jobs/s").
+    assert re.search(r"worker start-up\s+│\s+1\s+│\s+0\.32\s+│\s+-\s+│", text), text
     assert "target_seconds=0.35," in text
     assert "tries=3," in text
     assert "start_p50_ms=9.12," in text
