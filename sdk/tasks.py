@@ -335,6 +335,14 @@ def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] |
             f"{payload_type.__qualname__} is a Struct with array_like=True (encoded as an "
             "array): declare it without array_like"
         )
+    if payload_type is not None:
+        try:  # what every enqueue's check and every job's decoding would otherwise refuse
+            msgspec.json.Decoder(payload_type)
+        except TypeError as exc:
+            name = getattr(payload_type, "__qualname__", str(payload_type))
+            raise SignatureError(
+                f"{function.__qualname__}: its payload type {name} cannot be decoded: {exc}"
+            ) from None
     return True, len(parameters) == 2, payload_type
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import importlib.util
 import json
 import subprocess
@@ -421,6 +422,24 @@ def test_a_payload_struct_encoded_as_an_array_is_refused_at_declaration() -> Non
 
     # Every enqueue would be refused: a payload is a JSON object, this Struct an array.
     with pytest.raises(TypeError, match="Pair is a Struct with array_like=True"):
+        taskforge.task("email", registry=HandlerRegistry())(send)
+
+
+class Mixed(enum.Enum):
+    LOW = "low"
+    ONE = 1
+
+
+class Tagged(msgspec.Struct):
+    tag: Mixed
+
+
+def test_a_payload_type_msgspec_cannot_decode_is_refused_at_declaration() -> None:
+    def send(payload: Tagged) -> None: ...
+
+    # Accepted, it refused every enqueue, and a job stored otherwise failed every attempt
+    # with the decoder's TypeError, retried as any error, then dead-lettered.
+    with pytest.raises(TypeError, match=r"send: its payload type Tagged cannot be decoded: Enums"):
         taskforge.task("email", registry=HandlerRegistry())(send)
 
 
