@@ -48,7 +48,7 @@ from taskforge.application.handlers import (
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import build_new_job
 from taskforge.domain.policy import PolicyOptions
-from taskforge.domain.result import UnstorableResult
+from taskforge.domain.result import MAX_RESULT_DEPTH, UnstorableResult
 from taskforge.domain.validation import DEFAULT_QUEUE, validate_max_snoozes
 
 if TYPE_CHECKING:
@@ -419,7 +419,44 @@ def _result(value: Any) -> Any:
     try:
         return msgspec.to_builtins(value, str_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise UnstorableResult(f"not JSON: {exc}") from None
+        raise UnstorableResult(f"not JSON: {_unconvertible(value) or exc}") from None
+
+
+def _unconvertible(value: Any) -> str | None:
+    """`Opaque at $.rows[2]`: the first part of `value` that has no JSON form, named as the
+    worker names it in any handler's result, found by walking the containers, Structs and
+    dataclasses it holds (None: none found within MAX_RESULT_DEPTH levels)."""
+    stack: list[tuple[Any, str, int]] = [(value, "$", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_RESULT_DEPTH:
+            return None
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str) and not _converts({key: None}):
+                    return f"a key of type {type(key).__name__} at {path}"
+            members = [(member, f"{path}.{key}") for key, member in item.items()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            members = [(member, f"{path}[{index}]") for index, member in enumerate(item)]
+        elif isinstance(item, msgspec.Struct):
+            members = [(getattr(item, name), f"{path}.{name}") for name in item.__struct_fields__]
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            fields = dataclasses.fields(item)
+            members = [(getattr(item, field.name), f"{path}.{field.name}") for field in fields]
+        elif _converts(item):
+            continue
+        else:
+            return f"{type(item).__name__} at {path}"
+        stack.extend((member, where, depth + 1) for member, where in reversed(members))
+    return None
+
+
+def _converts(value: Any) -> bool:
+    try:
+        msgspec.to_builtins(value, str_keys=True)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")

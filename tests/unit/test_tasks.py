@@ -305,20 +305,38 @@ class Opaque:
     """Has no JSON form."""
 
 
+@dataclasses.dataclass
+class Report:
+    lines: list[Any]
+
+
 @pytest.mark.parametrize(
-    "returned",
-    [[Line("a", datetime(2026, 1, 1, tzinfo=UTC)), Opaque()], {"deep": [{"x": Opaque()}]}],
-    ids=["beside Structs", "nested"],
+    ("returned", "refusal"),
+    [
+        ([Line("a", datetime(2026, 1, 1, tzinfo=UTC)), Opaque()], "Opaque at $[1]"),
+        ({"deep": [{"x": Opaque()}]}, "Opaque at $.deep[0].x"),
+        (
+            Report(lines=[Line("a", datetime(2026, 1, 1, tzinfo=UTC)), {1, 2}, Opaque()]),
+            "Opaque at $.lines[2]",
+        ),
+        ({"rows": (n for n in range(3))}, "generator at $.rows"),
+        ({Opaque(): 1}, "a key of type Opaque at $"),
+    ],
+    ids=["beside Structs", "nested", "in a dataclass", "a generator", "a key"],
 )
-async def test_a_returned_value_holding_what_has_no_json_form_is_refused(returned: Any) -> None:
+async def test_a_returned_value_holding_what_has_no_json_form_is_refused_naming_where(
+    returned: Any, refusal: str
+) -> None:
+    # As the worker names it in any handler's result: msgspec's message named no place.
     registry = HandlerRegistry()
 
     @taskforge.task("opaque", registry=registry)
     def opaque(ctx: JobContext) -> Any:
         return returned
 
-    with pytest.raises(UnstorableResult, match=r"^not JSON: Encoding objects of type Opaque"):
+    with pytest.raises(UnstorableResult) as refused:
         await run(registry, "opaque", {})
+    assert str(refused.value) == f"not JSON: {refusal}"
 
 
 async def test_a_returned_value_nested_too_deeply_to_convert_is_refused() -> None:
