@@ -24,7 +24,11 @@ from taskforge.domain.errors import (
     UniqueKeyTaken,
     ValidationError,
 )
-from taskforge.entrypoints.http.middleware import CLIENT_CLOSED_REQUEST, client_disconnected
+from taskforge.entrypoints.http.middleware import (
+    CLIENT_CLOSED_REQUEST,
+    caller_is_authorized,
+    client_disconnected,
+)
 from taskforge.entrypoints.http.schemas import FIELD_RULES, ErrorOut, NotReadyOut
 
 log = logging.getLogger("taskforge.http")
@@ -113,7 +117,7 @@ def handle_exception(
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, DomainError):
-        return _domain_error(exc)
+        return _domain_error(exc, detailed=caller_is_authorized(request.scope))
     if isinstance(exc, NotFoundException) and (field := _slash_in_segment(request)):
         return error_response(
             400,
@@ -146,7 +150,9 @@ def _slash_in_segment(request: Request[Any, Any, Any]) -> str | None:
     return _SEGMENT_FIELDS.get(segments[1].decode("ascii", "replace"))
 
 
-def _domain_error(exc: DomainError) -> Response[ErrorOut]:
+def _domain_error(exc: DomainError, *, detailed: bool) -> Response[ErrorOut]:
+    """`detailed`: whether the caller may read why a service is unavailable (addresses,
+    database and role names); an open route (`/metrics`) shows others only which one."""
     status, code = next(
         (mapped for kind, mapped in DOMAIN_ERRORS.items() if isinstance(exc, kind)),
         (500, "internal_error"),
@@ -169,8 +175,9 @@ def _domain_error(exc: DomainError) -> Response[ErrorOut]:
             return error_response(status, code, str(exc), details)
         case Unavailable():
             log.warning("%s", exc)
+            message = str(exc) if detailed else f"{exc.service} unavailable"
             return error_response(
-                status, code, str(exc), {"service": exc.service}, {"Retry-After": "1"}
+                status, code, message, {"service": exc.service}, {"Retry-After": "1"}
             )
         case _:
             return error_response(status, code, str(exc))

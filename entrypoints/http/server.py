@@ -82,6 +82,7 @@ MAX_HEAD_BYTES = 64 * 1024
 """The most a request's head (request line and headers) may take."""
 MAX_HEADER_LINES = 256
 """The most header lines a request's head may have."""
+HEAD_TOO_LARGE = f"its head is over {MAX_HEAD_BYTES} bytes or {MAX_HEADER_LINES} header lines"
 
 
 class BoundedHttpProtocol(_UvicornProtocol):
@@ -109,6 +110,8 @@ class BoundedHttpProtocol(_UvicornProtocol):
     def send_400_response(self, msg: str) -> None:
         """What the HTTP parser refuses (a malformed head, a URL past its limits) gets the
         API's error shape, as every other error does, not uvicorn's plain text."""
+        if self._head is not None and self._head.parsed_too_large():
+            msg = HEAD_TOO_LARGE  # the parser stopped at on_header's refusal
         self.transport.write(
             _canned(
                 "400 Bad Request",
@@ -129,9 +132,7 @@ class BoundedHttpProtocol(_UvicornProtocol):
             return
         if (head := self._head) is not None and head.too_large():
             self._head = None
-            self.send_400_response(
-                f"its head is over {MAX_HEAD_BYTES} bytes or {MAX_HEADER_LINES} header lines"
-            )
+            self.send_400_response(HEAD_TOO_LARGE)
             return
         self._watch_reads(more_body=True)
 
@@ -142,12 +143,14 @@ class BoundedHttpProtocol(_UvicornProtocol):
     def on_url(self, url: bytes) -> None:
         if self._head is not None:
             self._head.parsed += len(url)
+            self._head.refuse_when_too_large()
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head is not None:
             self._head.parsed += len(name) + len(value)
             self._head.lines += 1
+            self._head.refuse_when_too_large()
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -205,7 +208,22 @@ class _HeadSize:
     lines: int = 0
 
     def too_large(self) -> bool:
-        return max(self.parsed, self.received) > MAX_HEAD_BYTES or self.lines > MAX_HEADER_LINES
+        return max(self.parsed, self.received) > MAX_HEAD_BYTES or self.parsed_too_large()
+
+    def parsed_too_large(self) -> bool:
+        """By the parts the parser handed over alone: the bytes of a read may go on past the
+        head, into its body."""
+        return self.parsed > MAX_HEAD_BYTES or self.lines > MAX_HEADER_LINES
+
+    def refuse_when_too_large(self) -> None:
+        """Stop the parser at the part that passes the bounds (it answers 400 and closes):
+        a head that arrives whole in one read ends before data_received could look at it."""
+        if self.parsed_too_large():
+            raise HeadTooLarge(HEAD_TOO_LARGE)
+
+
+class HeadTooLarge(Exception):
+    """Raised in a parser callback; the parser refuses the request (send_400_response)."""
 
 
 def bounded_protocol(settings: Settings) -> type[BoundedHttpProtocol]:

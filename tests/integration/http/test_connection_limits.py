@@ -160,6 +160,31 @@ def test_a_request_head_past_its_bounds_is_refused_as_it_arrives(
     assert error["message"].startswith("the HTTP request cannot be read (")
 
 
+@pytest.mark.parametrize(
+    "header_lines",
+    [[b"X-Big: " + b"a" * 70_000], [b"X-A: b"] * 300],
+    ids=["a-long-value", "many-short-lines"],
+)
+def test_a_complete_request_head_past_its_bounds_is_refused(
+    api_url: str, header_lines: list[bytes]
+) -> None:
+    """Sent in one piece, such a head reaches the server in one read and ends within it."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        line + b"\r\n" for line in header_lines
+    )
+    with connect(api_url) as sock:
+        sock.sendall(head + b"\r\n")
+        answer = read_until_closed(sock)
+    status, _, body = answer.partition(b"\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 400 "), status
+    error = json.loads(body)
+    assert error["code"] == "validation_error"
+    assert error["message"] == (
+        "the HTTP request cannot be read (its head is over 65536 bytes or 256 header lines)"
+    )
+
+
 def test_a_head_within_its_bounds_is_served(api_url: str) -> None:
     headers = {f"X-H{n}": "v" * 200 for n in range(200)}  # 200 lines, about 42 KB
     answer = httpx.get(f"{api_url}/healthz", headers=headers, timeout=5)

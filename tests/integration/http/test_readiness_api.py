@@ -1,6 +1,6 @@
 """/readyz and the data routes when Postgres is not usable: a schema never migrated or
 behind, a database or role that does not exist, a server that stops answering; and what
-/readyz shows a caller without the token."""
+/readyz and /metrics show a caller without the token."""
 
 from __future__ import annotations
 
@@ -144,6 +144,19 @@ async def test_readyz_tells_why_only_to_a_caller_with_the_token(
     assert trusted.status_code == 503
     assert "taskforge_no_such_role" in trusted.json()["checks"]["postgres"]
     assert trusted.json()["checks"]["redis"].startswith("error: ")
+
+
+@pytest.mark.parametrize("dsn_kind", ["unknown role"])
+@pytest.mark.parametrize("extra", [{"api_token": TOKEN}])
+async def test_metrics_tells_why_postgres_is_unavailable_only_to_a_caller_with_the_token(
+    client: httpx.AsyncClient,
+) -> None:
+    anonymous = await client.get("/metrics")
+    trusted = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert assert_error(anonymous, 503, "not_ready")["message"] == "postgres unavailable"
+    assert "taskforge_no_such_role" not in anonymous.text
+    assert "taskforge_no_such_role" in assert_error(trusted, 503, "not_ready")["message"]
 
 
 @pytest.fixture
