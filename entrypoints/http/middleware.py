@@ -328,6 +328,9 @@ class RequestContextMiddleware:
                 await send_with_id(message)
 
         try:
+            if _cross_site(scope):
+                await _send_cross_site(send_with_id)
+                return
             if self._refuses(scope):
                 await _send_unauthorized(send_with_id)
                 return
@@ -413,6 +416,35 @@ async def _send_page(
     send: Send, status: int, page: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
     await _send_answer(send, status, b"text/html; charset=utf-8", page.encode(), headers)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAME_ORIGIN_FETCHES = frozenset({b"same-origin", b"none"})
+"""The Sec-Fetch-Site values of a browser request made by TaskForge's own pages (the
+dashboard, the API docs) or typed by the user; `cross-site` and `same-site` (another port
+or subdomain) are another page's."""
+
+
+def _cross_site(scope: Scope) -> bool:
+    """Whether a browser made this request, one that changes something, for a page of
+    another origin. A form or a `fetch` without custom headers goes cross-site without asking
+    first, and the API takes a JSON body whatever its Content-Type: without API_TOKEN, any
+    web page open in an operator's browser could enqueue, cancel or replay on an API bound to
+    localhost or a private network. Clients that are no browser send no Sec-Fetch-Site."""
+    if scope.get("method") in SAFE_METHODS:
+        return False
+    site = _header(scope, b"sec-fetch-site")
+    return site is not None and site.lower() not in SAME_ORIGIN_FETCHES
+
+
+async def _send_cross_site(send: Send) -> None:
+    body: dict[str, Any] = {
+        "code": "forbidden",
+        "message": "a browser page of another origin may not change anything here "
+        "(Sec-Fetch-Site); call the API from a server, a script or TaskForge's own pages",
+        "details": None,
+    }
+    await _send_error(send, 403, body, [])
 
 
 async def _send_unauthorized(send: Send) -> None:
