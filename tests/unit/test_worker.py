@@ -328,7 +328,7 @@ async def test_a_typed_task_returning_fields_that_are_not_json_dead_letters_the_
 
     dead = await cluster.wait_for(job.id, JobState.DLQ)
 
-    error = "result refused: not JSON: Encoding objects of type Opaque is unsupported"
+    error = "result refused: not JSON: Opaque at $.detail"
     assert (dead.attempt_count, dead.reason, dead.last_error) == (1, RESULT_REFUSED_REASON, error)
     assert dead.result is None
 
