@@ -67,6 +67,15 @@ class UnknownJobType(TerminalError):
         self.job_type = job_type
 
 
+class Cancellation(asyncio.Event):
+    """The signal that an attempt should stop. True exactly when set, so a sync handler polls
+    it as `if ctx.cancelled:` (a plain Event object is always true); `is_set()` and `wait()`
+    work as on any asyncio.Event."""
+
+    def __bool__(self) -> bool:
+        return self.is_set()
+
+
 @dataclass(slots=True, kw_only=True)
 class JobContext:
     """Everything a handler knows about the attempt it runs.
@@ -88,7 +97,7 @@ class JobContext:
     traceparent: str | None = None
     snoozes: int = 0
     """Times this job snoozed before this run (raise Snooze to add one)."""
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: Cancellation = field(default_factory=Cancellation)
 
     @property
     def is_last_attempt(self) -> bool:

@@ -144,11 +144,16 @@ class Task(Generic[P]):
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The task's defaults and queue, then the call's overrides; an override of None is
-        one left out (as the clients read it): the task's own value stays."""
+        one left out (as the clients read it): the task's own value stays. Other options of
+        None go on as they are, so that the target refuses an unknown one whatever its value."""
         options: dict[str, Any] = {**self.defaults}
         if self.queue is not None:
             options["queue"] = self.queue
-        options.update((name, value) for name, value in overrides.items() if value is not None)
+        options.update(
+            (name, value)
+            for name, value in overrides.items()
+            if value is not None or name not in options
+        )
         return options
 
     def encode(self, payload: P) -> dict[str, Any]:

@@ -163,11 +163,11 @@ def _keywords(options: dict[str, Any], traceparent: str | None) -> dict[str, Any
     """build_new_job's keywords for a spec's options (its keys, run_at and payload taken
     out): an option of None is left out, as the HTTP client leaves it out; the queue
     defaults to DEFAULT_QUEUE. Run once per kind of job its builder meets."""
+    unknown = sorted(set(options) - _OPTIONS - {"job_type"})
+    if unknown:  # whatever its value: `eta=None` is as unknown as `eta=tomorrow`
+        raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
     options = {name: value for name, value in options.items() if value is not None}
     job_type = options.pop("job_type", None)
-    if not options.keys() <= _OPTIONS:
-        unknown = sorted(set(options) - _OPTIONS)
-        raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
     queue = options.pop("queue", DEFAULT_QUEUE)
     return {"job_type": job_type, "queue": queue, "traceparent": traceparent, **options}
 

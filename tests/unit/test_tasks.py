@@ -191,6 +191,43 @@ def test_an_enqueue_overrides_the_task_queue_and_policy() -> None:
     assert (sent[0]["queue"], sent[0]["maxAttempts"], sent[0]["priority"]) == ("urgent", 1, 0)
 
 
+def test_an_override_of_none_keeps_the_tasks_own_value() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", queue="mail", registry=registry, max_attempts=5)
+    def send_email(email: EmailDataclass) -> None: ...
+
+    client, sent = recording_client()
+    enqueue: Any = send_email.enqueue  # None is not in the options' declared types
+    with client:
+        enqueue(client, EmailDataclass(to="a@b.com"), queue=None, max_attempts=None)
+    assert (sent[0]["queue"], sent[0]["maxAttempts"]) == ("mail", 5)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        60,
+        None,  # as refused as any value: `eta=maybe_eta` must not pass while it is None
+    ],
+)
+def test_an_unknown_enqueue_option_is_a_type_error_and_nothing_is_sent(value: Any) -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("email", registry=registry)
+    def send_email(email: EmailDataclass) -> None: ...
+
+    client, sent = recording_client()
+    enqueue: Any = send_email.enqueue
+    with client, pytest.raises(TypeError, match=r"^unknown enqueue option\(s\): countdown$"):
+        enqueue(client, EmailDataclass(to="a@b.com"), countdown=value)
+    assert sent == []
+    spec: Any = send_email.spec
+    with client, pytest.raises(TypeError, match=r"^unknown enqueue option\(s\): countdown$"):
+        client.enqueue_many([spec(EmailDataclass(to="a@b.com"), countdown=value)])
+    assert sent == []
+
+
 async def test_the_async_client_is_awaited() -> None:
     registry = HandlerRegistry()
 

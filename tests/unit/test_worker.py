@@ -1334,6 +1334,29 @@ async def test_a_sync_handler_past_its_timeout_is_abandoned_and_its_slot_freed(
     assert saw_cancel == [True]  # a handler that polls ctx.cancelled learns it timed out
 
 
+async def test_a_sync_handler_polling_ctx_cancelled_runs_on_until_its_timeout(
+    cluster: Cluster,
+) -> None:
+    steps: list[int] = []
+
+    @handler(cluster, "steps")
+    def steps_until_cancelled(ctx: JobContext) -> str:
+        for step in range(1_000):
+            if ctx.cancelled:  # read as a flag, as the README's "poll ctx.cancelled" reads
+                return "stopped"
+            steps.append(step)
+            time.sleep(0.01)
+        return "done"
+
+    cluster.start_worker()
+    job = await cluster.enqueue("steps", timeout=0.2, policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == "timed out after 0.2s (job timeout)"
+    assert len(steps) > 1  # it ran until the time limit, not stopping at its first poll
+
+
 async def test_past_its_bound_of_abandoned_threads_the_worker_drains_and_stops(
     cluster: Cluster,
 ) -> None:

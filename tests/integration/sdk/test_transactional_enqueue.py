@@ -931,9 +931,18 @@ async def test_a_batch_stores_the_first_of_two_jobs_sharing_a_unique_key(
     assert await stored_ids(observer, queue_name) == {first.id}
 
 
-async def test_an_unknown_option_is_a_type_error(session: Session) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        1,
+        None,  # as refused as any value: an option of None is left out only if it exists
+    ],
+)
+async def test_an_unknown_option_is_a_type_error(session: Session, value: int | None) -> None:
     with pytest.raises(TypeError, match="priority_level"):
-        await session.enqueue("email", priority_level=1)
+        await session.enqueue("email", priority_level=value)
+    with pytest.raises(TypeError, match="priority_level"):
+        await session.enqueue_many([{"job_type": "email", "priority_level": value}])
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
