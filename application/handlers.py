@@ -176,6 +176,10 @@ class HandlerRegistry:
                 max_snoozes=other._max_snoozes[job_type],
             )
 
+    def job_types_of(self, handler: object) -> list[str]:
+        """The job types `handler` itself is registered for, in name order."""
+        return [job_type for job_type in self if self._handlers[job_type] is handler]
+
     def declared_queue(self, job_type: str) -> str | None:
         """The queue `job_type` was registered with; None: the default queue (or unknown)."""
         return self._queues.get(job_type)

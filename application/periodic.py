@@ -129,10 +129,11 @@ def _job_type_of(handler: Any, handlers: HandlerRegistry) -> str:
     declared = getattr(handler, "job_type", None)
     if isinstance(declared, str) and declared in handlers:
         return declared
-    for job_type in handlers:
-        registered = handlers.get(job_type)
-        if registered is handler or _typed_task(handler, job_type, handlers) is not None:
-            return job_type
+    registered = handlers.job_types_of(handler) or [
+        job_type for job_type in handlers if _typed_task(handler, job_type, handlers) is not None
+    ]
+    if registered:
+        return registered[0]
     name = getattr(handler, "__qualname__", repr(handler))
     raise DeclarationError(
         f"@taskforge.periodic on {name}: it is not registered as a handler; register it with "

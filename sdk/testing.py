@@ -126,7 +126,7 @@ def _job(
 
 
 def _registered_job_type(handler: JobHandler) -> str:
-    job_types = [name for name in default_registry if default_registry.get(name) is handler]
+    job_types = default_registry.job_types_of(handler)
     if len(job_types) != 1:
         name = getattr(handler, "__qualname__", repr(handler))
         registered = "is not registered" if not job_types else "is registered more than once"
