@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import Added, JobStore, JobTracer
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 
 log = logging.getLogger("taskforge.jobs")
 

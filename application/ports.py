@@ -19,15 +19,8 @@ from uuid import UUID
 
 from taskforge.application.metrics import ClusterMetrics, JobMetrics, WorkerLoad
 from taskforge.domain.dashboard import DeadLetterGroup, QueueJobCounts
-from taskforge.domain.job import (
-    DeadLetter,
-    Job,
-    Lease,
-    NewJob,
-    QueueStats,
-    ReadyHint,
-    ReapedDeadLetter,
-)
+from taskforge.domain.job import DeadLetter, Job, Lease, QueueStats, ReadyHint, ReapedDeadLetter
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import Settlement
 from taskforge.domain.policy import RandomSource as RandomSource  # the port is the domain's
 from taskforge.domain.schedule import Schedule, ScheduleDefinition

@@ -5,6 +5,9 @@ Every step works in bounded batches that skip rows another scheduler holds, so s
 schedulers can run at once with no leader and no job handled twice. The steps on the store
 alone keep their pace whatever the ready queue does: each call to it is bounded, and while
 it does not answer the ticks go on without it.
+
+Longer than most modules: the tick, its logs and spans, and the loop that drives it (its
+pauses, the wake-up on new jobs' NOTIFY) stay together, as the worker's do in worker.py.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ the machine's drift falls on both alike): the median of those ratios, and in how
 passes TaskForge was the faster.
 
     python -m taskforge.bench.peers [--runs 3] [--passes 5] [--jobs 10000] [--out bench-peers.json]
+
+Longer than most modules: every scenario of every system and the report, so what is measured
+and how reads in one place.
 """
 
 from __future__ import annotations

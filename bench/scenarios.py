@@ -27,7 +27,7 @@ from taskforge.bench.cpu import (
     process_cpu_seconds,
 )
 from taskforge.bench.stack import Stack, peak_rss_mib
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.validation import PRIORITIES
 
 

@@ -17,7 +17,8 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import JsonObject, NewJob, build_new_job
+from taskforge.domain.job import JsonObject
+from taskforge.domain.new_job import NewJob, build_new_job
 from taskforge.domain.policy import PolicyOptions, RetryPolicy
 from taskforge.domain.validation import DEFAULT_PRIORITY, NAME_PATTERN
 

@@ -12,6 +12,9 @@ a `monotonic: Callable[[], float]` the random source (`RandomSource` is that typ
 for a provider of a tuning value such as `max_catch_up`. The classes that take one (the
 worker, the scheduler tick, the in-memory rate limiter and metrics store, the recorder,
 FireSchedules) are built by a method here that leaves those parameters at their defaults.
+
+Longer than most modules: every provider but the Postgres and Redis ones, so what each port
+is given reads in one file.
 """
 
 from __future__ import annotations

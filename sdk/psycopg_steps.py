@@ -51,7 +51,7 @@ from taskforge.adapters.postgres.job_store import (
 from taskforge.client.values import Job
 from taskforge.domain.errors import JobIdTaken
 from taskforge.domain.job import Job as StoredJob
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from taskforge.sdk.transactional import CHUNK, KEY_ATTEMPTS, client_job, needs_own_transaction
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")

@@ -46,7 +46,7 @@ from taskforge.application.handlers import (
     default_registry,
 )
 from taskforge.domain import errors as domain_errors
-from taskforge.domain.job import build_new_job
+from taskforge.domain.new_job import build_new_job
 from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.result import MAX_RESULT_DEPTH, UnstorableResult
 from taskforge.domain.validation import DEFAULT_QUEUE, validate_max_snoozes

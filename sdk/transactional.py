@@ -9,6 +9,10 @@ scheduler: it pushes their hints (and its republish sweep is the safety net). ps
 imported only when a psycopg connection is passed. A job enqueued while an OpenTelemetry
 span is current keeps that span's traceparent, so the worker's span of each attempt joins
 the caller's trace.
+
+Longer than most modules: one enqueue for three drivers (each with its overloads), and the
+explanations of what a caller's connection or transaction got wrong beside the calls that
+give them.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from taskforge.client.errors import ValidationError
 from taskforge.client.values import AttemptError, Job
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.job import Job as StoredJob
-from taskforge.domain.job import JobBuilder, NewJob
+from taskforge.domain.new_job import JobBuilder, NewJob
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import DEFAULT_QUEUE

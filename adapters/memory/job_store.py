@@ -10,7 +10,8 @@ from taskforge.adapters.jsonb import stored_json
 from taskforge.adapters.memory.state import InMemoryView, without_details
 from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
-from taskforge.domain.job import Job, NewJob, QueueStats
+from taskforge.domain.job import Job, QueueStats
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 

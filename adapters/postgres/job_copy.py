@@ -29,7 +29,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from taskforge.adapters.jsonb import jsonb_form
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 
 Outcome = TypeVar("Outcome")
 

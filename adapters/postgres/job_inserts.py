@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskforge.adapters.postgres.connection import encode_json
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 
 _INSERT_FROM = """
 INSERT INTO jobs (

@@ -32,7 +32,8 @@ from taskforge.adapters.postgres.job_inserts import (
 from taskforge.adapters.postgres.job_lists import find_statement
 from taskforge.application.ports import Added, ListFilter
 from taskforge.domain.errors import JobIdTaken
-from taskforge.domain.job import Job, NewJob, QueueStats
+from taskforge.domain.job import Job, QueueStats
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page
 

@@ -20,14 +20,8 @@ from uuid import UUID
 import msgspec
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import (
-    AttemptError,
-    DeadLetter,
-    Job,
-    JsonObject,
-    NewJob,
-    build_new_job,
-)
+from taskforge.domain.job import AttemptError, DeadLetter, Job, JsonObject
+from taskforge.domain.new_job import NewJob, build_new_job
 from taskforge.domain.policy import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DURATION,

@@ -22,7 +22,7 @@ from taskforge.application.hints import HintDispatcher
 from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.ports import ReadyQueue
 from taskforge.application.worker import Worker, WorkerSettings
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
 
 FLOOD = 30

@@ -16,7 +16,7 @@ from taskforge.adapters.system import Uuid7Source
 from taskforge.application.enqueue import EnqueueJobs
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from tests.job_stores import PostgresJobs
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ from taskforge.adapters.system import Uuid7Source
 from taskforge.application.hints import HintDispatcher
 from taskforge.application.ports import AttributeValue
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import NewJob, ReadyHint
+from taskforge.domain.job import ReadyHint
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.policy import RetryPolicy
 from tests.clock import ManualClock
 from tests.job_stores import InMemoryJobs

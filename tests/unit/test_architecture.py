@@ -192,6 +192,24 @@ def test_the_transactional_enqueue_loads_on_first_use_and_psycopg_only_for_psyco
     assert loaded.stdout.split() == ["False", "False", "True", "False"]
 
 
+LONG_MODULE_LINES = 400
+
+
+def test_a_long_module_says_why_at_its_top() -> None:
+    """Past ~400 lines a module is usually two; one that stays whole says why in its
+    docstring ("Longer than most modules: ..."), so the next reader need not guess."""
+    unexplained = []
+    for layer in LAYERS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            text = path.read_text()
+            if text.count("\n") <= LONG_MODULE_LINES:
+                continue
+            docstring = ast.get_docstring(ast.parse(text)) or ""
+            if "Longer than most modules" not in docstring:
+                unexplained.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+    assert unexplained == []
+
+
 MAX_PORT_METHODS = 8
 
 

@@ -29,7 +29,7 @@ from taskforge.application.ports import ListFilter
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick
 from taskforge.application.schedules import FireSchedules, ResumeSchedule, SaveSchedule
 from taskforge.domain.errors import Unavailable, ValidationError
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.schedule import ScheduleSource, build_schedule_definition, tick_key
 from taskforge.domain.validation import Page
 from taskforge.entrypoints.config import Settings

@@ -32,7 +32,8 @@ from taskforge.domain.errors import (
     Unavailable,
     ValidationError,
 )
-from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
+from taskforge.domain.job import Job, Lease, ReadyHint
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskforge.domain.errors import ValidationError
-from taskforge.domain.job import JobBuilder, NewJob, build_new_job
+from taskforge.domain.new_job import JobBuilder, NewJob, build_new_job
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.validation import (
     MAX_PAYLOAD_DEPTH,
@@ -440,7 +440,7 @@ def test_a_batch_builder_checks_unhashable_settings_every_time() -> None:
 
 
 def _build(**fields: object) -> NewJob:
-    from taskforge.domain.job import build_new_job
+    from taskforge.domain.new_job import build_new_job
 
     request: dict[str, object] = {"job_id": UUID(JOB_ID), "job_type": "email", "payload": {}}
     return build_new_job(**{"queue": "jobs:ready", **request, **fields})  # type: ignore[arg-type]
@@ -477,7 +477,7 @@ def test_a_job_request_stores_a_read_only_mapping_payload_as_a_dict() -> None:
 
 
 def test_a_job_request_scans_its_payload_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import taskforge.domain.job as job_module
+    import taskforge.domain.new_job as job_module
 
     scanned: list[object] = []
 

@@ -46,7 +46,8 @@ from taskforge.application.worker import (
     _Settler,
 )
 from taskforge.domain.errors import Unavailable
-from taskforge.domain.job import Job, Lease, NewJob, ReadyHint
+from taskforge.domain.job import Job, Lease, ReadyHint
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import RESULT_REFUSED_REASON

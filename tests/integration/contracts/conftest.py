@@ -44,7 +44,7 @@ from taskforge.application.ports import (
     ScheduleStore,
     WorkerRegistry,
 )
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from tests.job_stores import InMemoryJobs, JobRoles, PostgresJobs
 from tests.servers import PrivatePgBouncer
 from tests.support import redis_from_url

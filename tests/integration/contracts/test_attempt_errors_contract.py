@@ -7,7 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from taskforge.application.ports import ListFilter
-from taskforge.domain.job import MAX_ATTEMPT_ERRORS, Job, Lease, NewJob
+from taskforge.domain.job import MAX_ATTEMPT_ERRORS, Job, Lease
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState

@@ -12,7 +12,8 @@ import pytest
 
 from taskforge.adapters.memory.state import InMemoryState
 from taskforge.application.ports import ListFilter
-from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.job import Job, Lease
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.states import JobState
 from taskforge.domain.validation import Page

@@ -17,7 +17,8 @@ import pytest
 from taskforge.adapters.postgres.job_copy import COPY_FROM
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken
-from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.job import Job, Lease
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import DeadLettered, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState

@@ -14,7 +14,8 @@ from uuid import uuid4
 import pytest
 
 from taskforge.application.ports import DeadLetterStore
-from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.job import Job, Lease
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import (
     DeadLettered,
     HandedBack,

@@ -16,7 +16,8 @@ from taskforge.domain.errors import (
     JobNotFound,
     UniqueKeyTaken,
 )
-from taskforge.domain.job import Job, Lease, NewJob
+from taskforge.domain.job import Job, Lease
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import (
     MANUAL_DLQ_REASON,
     DeadLettered,

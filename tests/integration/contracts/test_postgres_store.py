@@ -44,7 +44,7 @@ from taskforge.adapters.postgres.sweeps import (
 from taskforge.adapters.system import Uuid7Source
 from taskforge.application.ports import ListFilter
 from taskforge.domain.errors import JobIdTaken, Unavailable
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.policy import MAX_ATTEMPTS_LIMIT, RetryPolicy, attempts_exhausted
 from taskforge.domain.states import JobState, can_transition
 from taskforge.domain.validation import written_out_growth

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from taskforge.domain.job import Job, Lease, NewJob, dispatch_order
+from taskforge.domain.job import Job, Lease, dispatch_order
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import RetryLater
 from taskforge.domain.states import JobState
 from tests.job_stores import JobRoles

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from taskforge.domain.job import Lease, NewJob
+from taskforge.domain.job import Lease
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import Succeeded
 from taskforge.domain.states import JobState
 from tests.job_stores import JobRoles

@@ -16,7 +16,8 @@ from typing import TypeVar
 from uuid import UUID, uuid4
 
 from taskforge.application.ports import STALE_LOOKOUT, DeadLetterStore
-from taskforge.domain.job import Job, Lease, NewJob, ReadyHint, ReapedDeadLetter
+from taskforge.domain.job import Job, Lease, ReadyHint, ReapedDeadLetter
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import EXHAUSTED_REASON, LEASE_EXPIRED_ERROR, RetryLater, Succeeded
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.states import JobState

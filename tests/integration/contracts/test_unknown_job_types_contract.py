@@ -21,7 +21,8 @@ from taskforge.application.metrics import JobMetricsRecorder
 from taskforge.application.ports import WorkerRegistry
 from taskforge.application.scheduler import SchedulerSettings, SchedulerTick, run_scheduler
 from taskforge.application.worker import Worker, WorkerSettings
-from taskforge.domain.job import Job, NewJob, ReadyHint
+from taskforge.domain.job import Job, ReadyHint
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.states import JobState
 from tests.clock import ManualClock
 from tests.job_stores import JobRoles

@@ -29,7 +29,7 @@ from taskforge.adapters.postgres.job_store import insert_jobs
 from taskforge.client.core import JobSpec
 from taskforge.client.values import Job
 from taskforge.domain.errors import JobIdTaken
-from taskforge.domain.job import NewJob
+from taskforge.domain.new_job import NewJob
 from taskforge.domain.states import JobState
 from taskforge.sdk import psycopg_steps, transactional
 from taskforge.sdk.psycopg_steps import psycopg_form
