@@ -146,3 +146,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(sdk, name)
     raise AttributeError(f"module 'taskforge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What `dir(taskforge)` and a REPL's completion show: the public names, loaded or not."""
+    return sorted({*globals(), *__all__})

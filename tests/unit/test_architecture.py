@@ -166,6 +166,15 @@ def test_public_module_exposes_the_clients_and_their_errors() -> None:
         assert issubclass(getattr(taskforge, name), taskforge.ClientError)
 
 
+def test_dir_of_the_public_module_lists_every_public_name() -> None:
+    """A REPL completes `taskforge.` from dir(): the names load on first use, yet show."""
+    import taskforge
+
+    assert set(taskforge.__all__) <= set(dir(taskforge))
+    for name in taskforge.__all__:
+        assert getattr(taskforge, name) is not None, name
+
+
 def test_importing_taskforge_does_not_load_the_http_client() -> None:
     """Workers import `taskforge` for `@taskforge.handler`: the clients load on first use."""
     import subprocess
