@@ -1095,8 +1095,8 @@ class Worker:
         running.abandoned_stack = stack
         still_running, limit = self._threads.abandoned, self._settings.abandoned_thread_limit
         log.warning(
-            "job %s: its sync handler did not stop; abandoned its thread "
-            "(%d abandoned thread(s) still running, limit %d)",
+            "job %s: its sync handler was still running when the attempt ended; its thread "
+            "is left to finish on its own (%d abandoned thread(s) still running, limit %d)",
             running.job.id,
             still_running,
             limit,
