@@ -21,7 +21,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 from uuid import UUID
 
@@ -97,6 +97,9 @@ class JobContext:
     traceparent: str | None = None
     snoozes: int = 0
     """Times this job snoozed before this run (raise Snooze to add one)."""
+    created_at: datetime | None = None
+    """When the job was enqueued, by the store's clock: a handler can drop a job that waited
+    too long to be worth running (`raise TerminalError`, as Dramatiq's max_age would)."""
     cancelled: Cancellation = field(default_factory=Cancellation)
 
     @property

@@ -751,6 +751,7 @@ class Worker:
             lease_token=lease.token,
             traceparent=job.traceparent,
             snoozes=job.snoozes,
+            created_at=job.created_at,
         )
         running = _Running(
             job=job,

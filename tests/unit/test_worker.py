@@ -1031,6 +1031,24 @@ async def test_a_handler_sees_the_lease_token_of_its_own_attempt(cluster: Cluste
     assert tokens[0] != tokens[1]  # each attempt holds its own lease
 
 
+async def test_a_handler_sees_when_its_job_was_enqueued(cluster: Cluster) -> None:
+    seen: list[datetime | None] = []
+
+    @handler(cluster, "aged")
+    async def aged(ctx: JobContext) -> None:
+        seen.append(ctx.created_at)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    cluster.start_worker()
+    cluster.start_scheduler()
+    job = await cluster.enqueue("aged", policy=FAST_RETRY)
+
+    await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert seen == [job.created_at, job.created_at]  # the enqueue's time, every attempt
+
+
 async def test_a_timeout_the_handler_raises_is_an_ordinary_failure(cluster: Cluster) -> None:
     @handler(cluster, "flaky_http")
     async def flaky_http(ctx: JobContext) -> None:
