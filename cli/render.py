@@ -178,7 +178,9 @@ def _job_rows(
     if job.get("reason"):
         yield "reason", Text(str(job["reason"]))
     if job.get("lastError"):
-        yield "last error", Text(str(job["lastError"]), style="red")
+        # A job that succeeded keeps the error of an attempt that failed before.
+        label = "earlier error" if state == JobState.SUCCEEDED else "last error"
+        yield label, Text(str(job["lastError"]), style="red")
     traceback = last_traceback(job)
     if traceback:
         yield "traceback", Text(traceback.rstrip(), style="dim")
@@ -245,7 +247,7 @@ def watch_line(job: Mapping[str, Any]) -> Text:
     # Padded to the longest state name, so the lines of one watch stay aligned.
     line.append_text(state_text(state)).append(" " * (STATE_WIDTH - len(state)))
     line.append(f"  attempt {job.get('attemptCount', 0)}/{job.get('maxAttempts', '?')}")
-    if job.get("lastError"):
+    if job.get("lastError") and state != JobState.SUCCEEDED:
         line.append(f"  last error: {_one_line(job['lastError'])}")
     return line
 
@@ -272,11 +274,17 @@ def jobs_table(items: Sequence[Mapping[str, Any]], *, plain: bool, width: int) -
             state_text(str(job.get("state"))),
             Text(f"{job.get('attemptCount', 0)}/{job.get('maxAttempts', '?')}"),
             Text(timestamp(job.get("createdAt"))),
-            Text(_one_line(job.get("lastError"))),
+            Text(_one_line(_failing_error(job))),
         ]
         for job in items
     ]
     return _table(headers, rows, plain=plain, width=width)
+
+
+def _failing_error(job: Mapping[str, Any]) -> Any:
+    """A listed job's last error, unless it succeeded since (then it is history: `status`
+    shows it as the earlier error)."""
+    return None if job.get("state") == JobState.SUCCEEDED else job.get("lastError")
 
 
 def dead_letters_table(

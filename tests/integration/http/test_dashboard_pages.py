@@ -19,9 +19,9 @@ from dishka import AsyncContainer
 
 from taskforge.application.dashboard import ThroughputHistory
 from taskforge.application.metrics import JobMetricsRecorder, WorkerLoad
-from taskforge.application.ports import LeaseStore, MetricsStore
+from taskforge.application.ports import LeaseStore, MetricsStore, Sweeps
 from taskforge.domain.job import Job, Lease
-from taskforge.domain.outcome import HandedBack, Snoozed
+from taskforge.domain.outcome import HandedBack, RetryLater, Snoozed, Succeeded
 from taskforge.entrypoints.config import Settings
 from taskforge.entrypoints.container import Backend
 from taskforge.entrypoints.http.app import create_app
@@ -197,6 +197,29 @@ async def test_a_job_page_shows_its_snoozes_hand_backs_and_unknown_type_since(
     ]  # fmt: skip
     assert [shown(detail, label) for label in ("Snoozes", "Hand-backs")] == ["1", "1"]
     assert shown(detail, "Unknown type since") == "2026-05-04 03:02:01 UTC"
+
+
+async def test_a_job_that_succeeded_after_a_failure_shows_that_error_as_earlier(
+    client: httpx.AsyncClient, create_job: JobFactory, container: AsyncContainer, queue_name: str
+) -> None:
+    job_id = UUID(str((await create_job(jobType="flaky", queue=queue_name))["id"]))
+    leases, sweeps = await container.get(LeaseStore), await container.get(Sweeps)
+    [running] = await leases.claim([job_id], "dashboard-test")
+    await leases.settle(
+        [RetryLater(lease=_lease(running), error="RuntimeError: upstream 503", delay=timedelta())]
+    )
+    failed = assert_html(await client.get(f"/ui/jobs?queue={queue_name}"), 200)
+    await sweeps.promote_due(100)
+    [running] = await leases.claim([job_id], "dashboard-test")
+    await leases.settle([Succeeded(lease=_lease(running))])
+
+    listed = assert_html(await client.get(f"/ui/jobs?queue={queue_name}"), 200)
+    detail = assert_html(await client.get(f"/ui/jobs/{job_id}"), 200)
+
+    assert "upstream 503" in failed  # a failing job's list shows its error
+    assert "upstream 503" not in listed  # not as the error of a job that succeeded since
+    assert "<dt>Last error</dt>" not in detail
+    assert re.search(r"<dt>Earlier error</dt><dd[^>]*>RuntimeError: upstream 503</dd>", detail)
 
 
 def _lease(job: Job) -> Lease:
