@@ -17,6 +17,8 @@ any other annotation, or none, passes the payload mapping as it is. A second par
 receives the `JobContext`. A handler taking only a `JobContext` (as `@taskforge.handler`
 ones do) receives it as before; one taking no parameter takes no payload (`{}`).
 
+Calling the task calls the handler as written (`send_email(email)`), in the caller's process.
+
 Importing this module registers nothing with the HTTP client or the database drivers:
 worker processes import it through their handler modules.
 """
@@ -32,7 +34,7 @@ import sys
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, Unpack, overload
 
 import msgspec
 
@@ -51,6 +53,11 @@ from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.result import MAX_RESULT_DEPTH, UnstorableResult
 from taskforge.domain.validation import DEFAULT_QUEUE, validate_max_snoozes
 
+if sys.version_info >= (3, 13):
+    from typing import ParamSpec, TypeVar
+else:  # the defaults below (PEP 696)
+    from typing_extensions import ParamSpec, TypeVar
+
 if TYPE_CHECKING:
     import asyncpg
     import psycopg
@@ -59,20 +66,23 @@ if TYPE_CHECKING:
     from taskforge.client import Client, EnqueueOptions, Job, JobSpec, SyncClient, ValidationError
 
 P = TypeVar("P")
+Params = ParamSpec("Params", default=...)
+Returns = TypeVar("Returns", default=Any)
 
 
 class TaskDefaults(PolicyOptions, total=False):
     """The policy a task's jobs get unless an enqueue overrides it (`enqueue`'s names)."""
 
 
-class Task(Generic[P]):
-    """A declared job type; `P` is the payload its handler takes (None: it takes none).
-    Made by `task`."""
+class Task(Generic[P, Params, Returns]):
+    """A declared job type; `P` is the payload its handler takes (None: it takes none),
+    `Params` and `Returns` the handler's parameters and return type, which calling the
+    task has (`Task[Email]` leaves them open). Made by `task`."""
 
     def __init__(
         self,
         job_type: str,
-        function: Callable[..., Any],
+        function: Callable[Params, Returns],
         *,
         queue: str | None,
         defaults: TaskDefaults,
@@ -88,7 +98,7 @@ class Task(Generic[P]):
         None: as many as the worker's MAX_SNOOZES."""
         self.defaults = defaults
         self.function = function
-        """The handler as written: call it directly in a unit test."""
+        """The handler as written, which calling the task calls."""
         self._takes_payload, self._takes_context, self.payload_type = _signature_of(function)
         self._registered = self._handler()
         """What the worker calls for its jobs (`taskforge.testing.perform` calls it too)."""
@@ -97,9 +107,15 @@ class Task(Generic[P]):
     def __repr__(self) -> str:
         return f"<Task {self.job_type!r} queue={self.queue!r} {self.function.__qualname__}>"
 
+    def __call__(self, *args: Params.args, **kwargs: Params.kwargs) -> Returns:
+        """The handler as written, called here and now (as Celery's tasks are): no job, no
+        payload check or decoding, the result as it returns it (a coroutine for an async
+        handler). `taskforge.testing.perform` runs it as a worker would."""
+        return self.function(*args, **kwargs)
+
     @overload
     def enqueue(
-        self: Task[None],
+        self: Task[None, Params, Returns],
         target: SyncClient | psycopg.Connection[Any],
         payload: None = None,
         **overrides: Unpack[EnqueueOptions],
@@ -107,7 +123,7 @@ class Task(Generic[P]):
 
     @overload
     def enqueue(
-        self: Task[None],
+        self: Task[None, Params, Returns],
         target: Client | asyncpg.Connection | PoolConnectionProxy | psycopg.AsyncConnection[Any],
         payload: None = None,
         **overrides: Unpack[EnqueueOptions],
@@ -156,7 +172,7 @@ class Task(Generic[P]):
 
     @overload
     def spec(
-        self: Task[None],
+        self: Task[None, Params, Returns],
         payload: None = None,
         **overrides: Unpack[EnqueueOptions],
     ) -> JobSpec: ...
@@ -253,7 +269,7 @@ class Task(Generic[P]):
     def _handler(self) -> JobHandler:
         """What the worker calls: the handler given its payload (decoded) and its context.
         A coroutine function stays one, a plain function stays plain (it runs in a thread)."""
-        function = self.function
+        function: Callable[..., Any] = self.function
 
         def arguments(ctx: JobContext) -> list[Any]:
             decoded = self.decode(ctx.payload)  # a handler taking none refuses one too
@@ -296,16 +312,20 @@ class _Declare:
         self._max_snoozes = max_snoozes
 
     @overload
-    def __call__(self, function: Callable[[], Any]) -> Task[None]: ...
+    def __call__(self, function: Callable[[], Returns]) -> Task[None, [], Returns]: ...
 
     @overload
-    def __call__(self, function: Callable[[JobContext], Any]) -> Task[Mapping[str, Any]]: ...
+    def __call__(
+        self, function: Callable[[JobContext], Returns]
+    ) -> Task[Mapping[str, Any], [JobContext], Returns]: ...
 
     @overload
-    def __call__(self, function: Callable[[P], Any]) -> Task[P]: ...
+    def __call__(self, function: Callable[[P], Returns]) -> Task[P, [P], Returns]: ...
 
     @overload
-    def __call__(self, function: Callable[[P, JobContext], Any]) -> Task[P]: ...
+    def __call__(
+        self, function: Callable[[P, JobContext], Returns]
+    ) -> Task[P, [P, JobContext], Returns]: ...
 
     def __call__(self, function: Callable[..., Any]) -> Task[Any]:
         return Task(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypedDict
+from typing import Any, TypedDict, assert_type
 
 import asyncpg
 import httpx
@@ -525,6 +525,38 @@ async def test_a_stored_payload_for_a_task_taking_none_fails_the_job_for_good() 
     refused = r"^the payload does not fit cleanup\(\), which takes none: payload\.dry_run$"
     with pytest.raises(TerminalError, match=refused):
         await run(registry, "cleanup", {"dry_run": True, "older_than": 30})
+
+
+async def test_calling_a_task_calls_its_handler_as_written() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("cleanup", registry=registry)
+    def cleanup() -> str:
+        return "cleaned"
+
+    @taskforge.task("email", registry=registry)
+    async def send_email(email: EmailStruct, ctx: JobContext) -> EmailStruct:
+        return email
+
+    @taskforge.task("tally", registry=registry)
+    def tally(payload: Tally) -> Tally:
+        return payload
+
+    email = EmailStruct(to="a@b.com")
+    sent = await send_email(email, context({}))
+    # Not run as a job: no payload check, no result conversion, the caller's own objects.
+    assert assert_type(sent, EmailStruct) is email
+    assert assert_type(tally(Tally({1: "one"})), Tally) == Tally({1: "one"})
+    assert assert_type(cleanup(), str) == "cleaned"
+
+
+def test_a_typed_task_is_refused_as_the_handler_of_another_job_type() -> None:
+    registry = HandlerRegistry()
+    send_email = declare(registry, EmailStruct)
+    # Called with the JobContext, the task would pass it to its handler for the payload.
+    with pytest.raises(DeclarationError, match=r"is the typed task 'email', which registers"):
+        registry.register("newsletter", send_email)
+    assert list(registry) == ["email"]
 
 
 @pytest.mark.parametrize(
