@@ -208,6 +208,14 @@ def _check_handler(job_type: str, handler: JobHandler) -> None:
         raise DeclarationError(
             f"the handler for jobType {job_type!r} must be callable, not {type(handler).__name__}"
         )
+    declared = getattr(handler, "job_type", None)
+    if isinstance(declared, str) and hasattr(handler, "encode_declared"):
+        # A typed task (`@taskforge.task`) is called as its handler is written, with its
+        # payload: given a JobContext, it would take the context for the payload.
+        raise DeclarationError(
+            f"the handler for jobType {job_type!r} is the typed task {declared!r}, which "
+            "registers itself: declare a task of its own for this jobType"
+        )
     try:
         # The handler's own signature, not that of a function it wraps: a typed task's
         # handler wraps the function as written, whose first parameter is the payload.

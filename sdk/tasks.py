@@ -15,7 +15,9 @@ dataclass or a `TypedDict`, the payload is checked when the job is enqueued (a
 `ValidationError` naming the field, nothing written) and the handler receives it decoded;
 any other annotation, or none, passes the payload mapping as it is. A second parameter
 receives the `JobContext`. A handler taking only a `JobContext` (as `@taskforge.handler`
-ones do) receives it as before.
+ones do) receives it as before; one taking no parameter takes no payload (`{}`).
+
+Calling the task calls the handler as written (`send_email(email)`), in the caller's process.
 
 Importing this module registers nothing with the HTTP client or the database drivers:
 worker processes import it through their handler modules.
@@ -32,7 +34,7 @@ import sys
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, Unpack, overload
 
 import msgspec
 
@@ -51,6 +53,11 @@ from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.result import MAX_RESULT_DEPTH, UnstorableResult
 from taskforge.domain.validation import DEFAULT_QUEUE, validate_max_snoozes
 
+if sys.version_info >= (3, 13):
+    from typing import ParamSpec, TypeVar
+else:  # the defaults below (PEP 696)
+    from typing_extensions import ParamSpec, TypeVar
+
 if TYPE_CHECKING:
     import asyncpg
     import psycopg
@@ -59,19 +66,23 @@ if TYPE_CHECKING:
     from taskforge.client import Client, EnqueueOptions, Job, JobSpec, SyncClient, ValidationError
 
 P = TypeVar("P")
+Params = ParamSpec("Params", default=...)
+Returns = TypeVar("Returns", default=Any)
 
 
 class TaskDefaults(PolicyOptions, total=False):
     """The policy a task's jobs get unless an enqueue overrides it (`enqueue`'s names)."""
 
 
-class Task(Generic[P]):
-    """A declared job type; `P` is the payload its handler takes. Made by `task`."""
+class Task(Generic[P, Params, Returns]):
+    """A declared job type; `P` is the payload its handler takes (None: it takes none),
+    `Params` and `Returns` the handler's parameters and return type, which calling the
+    task has (`Task[Email]` leaves them open). Made by `task`."""
 
     def __init__(
         self,
         job_type: str,
-        function: Callable[..., Any],
+        function: Callable[Params, Returns],
         *,
         queue: str | None,
         defaults: TaskDefaults,
@@ -87,7 +98,7 @@ class Task(Generic[P]):
         None: as many as the worker's MAX_SNOOZES."""
         self.defaults = defaults
         self.function = function
-        """The handler as written: call it directly in a unit test."""
+        """The handler as written, which calling the task calls."""
         self._takes_payload, self._takes_context, self.payload_type = _signature_of(function)
         self._registered = self._handler()
         """What the worker calls for its jobs (`taskforge.testing.perform` calls it too)."""
@@ -95,6 +106,28 @@ class Task(Generic[P]):
 
     def __repr__(self) -> str:
         return f"<Task {self.job_type!r} queue={self.queue!r} {self.function.__qualname__}>"
+
+    def __call__(self, *args: Params.args, **kwargs: Params.kwargs) -> Returns:
+        """The handler as written, called here and now (as Celery's tasks are): no job, no
+        payload check or decoding, the result as it returns it (a coroutine for an async
+        handler). `taskforge.testing.perform` runs it as a worker would."""
+        return self.function(*args, **kwargs)
+
+    @overload
+    def enqueue(
+        self: Task[None, Params, Returns],
+        target: SyncClient | psycopg.Connection[Any],
+        payload: None = None,
+        **overrides: Unpack[EnqueueOptions],
+    ) -> Job: ...
+
+    @overload
+    def enqueue(
+        self: Task[None, Params, Returns],
+        target: Client | asyncpg.Connection | PoolConnectionProxy | psycopg.AsyncConnection[Any],
+        payload: None = None,
+        **overrides: Unpack[EnqueueOptions],
+    ) -> Coroutine[Any, Any, Job]: ...
 
     @overload
     def enqueue(
@@ -112,13 +145,15 @@ class Task(Generic[P]):
         **overrides: Unpack[EnqueueOptions],
     ) -> Coroutine[Any, Any, Job]: ...
 
-    def enqueue(self, target: Any, payload: P, **overrides: Any) -> Job | Coroutine[Any, Any, Job]:
+    def enqueue(
+        self, target: Any, payload: Any = None, **overrides: Any
+    ) -> Job | Coroutine[Any, Any, Job]:
         """Enqueue one job through `target`: over HTTP with a `Client` (awaited) or a
         `SyncClient` (plain), or in the current transaction of an asyncpg or psycopg 3
         connection (awaited, plain for a sync psycopg connection), as `taskforge.enqueue`
         does. The task's queue and policy apply unless `overrides` name others. A payload
         that does not fit the handler's type raises ValidationError before anything is
-        sent or written."""
+        sent or written; a task whose handler takes none is enqueued without one."""
         from taskforge.client import Client, SyncClient
         from taskforge.sdk.transactional import NotAConnection, enqueue
 
@@ -135,7 +170,17 @@ class Task(Generic[P]):
             ) from None
         return job
 
-    def spec(self, payload: P, **overrides: Unpack[EnqueueOptions]) -> JobSpec:
+    @overload
+    def spec(
+        self: Task[None, Params, Returns],
+        payload: None = None,
+        **overrides: Unpack[EnqueueOptions],
+    ) -> JobSpec: ...
+
+    @overload
+    def spec(self, payload: P, **overrides: Unpack[EnqueueOptions]) -> JobSpec: ...
+
+    def spec(self, payload: Any = None, **overrides: Any) -> JobSpec:
         """The job as `enqueue_many` takes it (on a client or a connection), checked as
         `enqueue` checks it: `tf.enqueue_many([send_email.spec(e) for e in emails])`."""
         spec: Any = {"job_type": self.job_type, "payload": self.encode(payload)}
@@ -167,6 +212,13 @@ class Task(Generic[P]):
         return self._encode(payload, _declaration_refused())
 
     def _encode(self, payload: Any, kind: type[ValidationError] | None) -> dict[str, Any]:
+        if self._takes_nothing:
+            sent = self._sent_to_nothing(payload)
+            if sent is not None:
+                raise _validation_error(
+                    sent, f"{self.function.__name__} takes no payload: send none, or {{}}", kind
+                )
+            return {}
         if self.payload_type is None:
             if not isinstance(payload, Mapping):
                 raise _validation_error("payload", "must be a JSON object", kind)
@@ -184,8 +236,15 @@ class Task(Generic[P]):
         return encoded
 
     def decode(self, payload: Mapping[str, Any]) -> Any:
-        """A stored payload as the handler takes it; a payload that does not fit its type
-        raises TerminalError naming the field (a retry cannot make it fit)."""
+        """A stored payload as the handler takes it (None for a handler taking none); a
+        payload that does not fit its type raises TerminalError naming the field (a retry
+        cannot make it fit), as does any payload but `{}` for a handler taking none."""
+        if self._takes_nothing:
+            sent = self._sent_to_nothing(payload)
+            if sent is not None:
+                name = self.function.__name__
+                raise TerminalError(f"the payload does not fit {name}(), which takes none: {sent}")
+            return None
         if self.payload_type is None:
             return payload
         try:
@@ -195,15 +254,27 @@ class Task(Generic[P]):
             name = getattr(self.payload_type, "__name__", str(self.payload_type))
             raise TerminalError(f"the payload does not fit {name}: {field}: {message}") from None
 
+    @property
+    def _takes_nothing(self) -> bool:
+        return not self._takes_payload and not self._takes_context
+
+    @staticmethod
+    def _sent_to_nothing(payload: Any) -> str | None:
+        """The field a payload for a handler taking none names, its first key (`payload.x`),
+        or `payload` when it is no JSON object; None when it is none, or `{}`."""
+        if payload is None or (isinstance(payload, Mapping) and not payload):
+            return None
+        return f"payload.{next(iter(payload))}" if isinstance(payload, Mapping) else "payload"
+
     def _handler(self) -> JobHandler:
         """What the worker calls: the handler given its payload (decoded) and its context.
         A coroutine function stays one, a plain function stays plain (it runs in a thread)."""
-        function = self.function
+        function: Callable[..., Any] = self.function
 
         def arguments(ctx: JobContext) -> list[Any]:
+            decoded = self.decode(ctx.payload)  # a handler taking none refuses one too
             if not self._takes_payload:
-                return [ctx]
-            decoded = self.decode(ctx.payload)
+                return [ctx] if self._takes_context else []
             return [decoded, ctx] if self._takes_context else [decoded]
 
         if inspect.iscoroutinefunction(function):
@@ -241,13 +312,20 @@ class _Declare:
         self._max_snoozes = max_snoozes
 
     @overload
-    def __call__(self, function: Callable[[JobContext], Any]) -> Task[Mapping[str, Any]]: ...
+    def __call__(self, function: Callable[[], Returns]) -> Task[None, [], Returns]: ...
 
     @overload
-    def __call__(self, function: Callable[[P], Any]) -> Task[P]: ...
+    def __call__(
+        self, function: Callable[[JobContext], Returns]
+    ) -> Task[Mapping[str, Any], [JobContext], Returns]: ...
 
     @overload
-    def __call__(self, function: Callable[[P, JobContext], Any]) -> Task[P]: ...
+    def __call__(self, function: Callable[[P], Returns]) -> Task[P, [P], Returns]: ...
+
+    @overload
+    def __call__(
+        self, function: Callable[[P, JobContext], Returns]
+    ) -> Task[P, [P, JobContext], Returns]: ...
 
     def __call__(self, function: Callable[..., Any]) -> Task[Any]:
         return Task(
@@ -309,24 +387,27 @@ def _declaration_refused() -> type[ValidationError]:
 
 
 def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] | None]:
-    """Whether the handler takes the payload first, whether it takes the context after it,
-    and the payload type enqueues are checked against (None: any JSON object).
+    """Whether the handler takes the payload first, whether it takes the context (after the
+    payload, or alone), and the payload type enqueues are checked against (None: any JSON
+    object, or none for a handler taking neither).
 
     Only the payload's annotation has to resolve: the context's and the return's may name
     what the module imports for type checkers alone (`if TYPE_CHECKING:`, where linters
     move imports used only in annotations)."""
     parameters = list(_signature(function).parameters.values())
-    if not parameters or len(parameters) > 2:
+    if len(parameters) > 2:
         raise SignatureError(
-            f"{function.__qualname__} must take (payload), (payload, ctx) or (ctx), "
-            f"not {len(parameters)} parameter(s)"
+            f"{function.__qualname__} must take (payload), (payload, ctx), (ctx) or (), "
+            f"not {len(parameters)} parameters"
         )
+    if not parameters:
+        return False, False, None
     hints = _hints(function, parameters)
     first = parameters[0]
     if _is_context(first, hints):
         if len(parameters) > 1:
             raise SignatureError(f"{function.__qualname__}: the JobContext goes after the payload")
-        return False, False, None
+        return False, True, None
     annotation = hints.get(first.name)
     if isinstance(annotation, str):
         raise SignatureError(

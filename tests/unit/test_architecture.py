@@ -47,7 +47,8 @@ THIRD_PARTY_ALLOWED: dict[str, bool | frozenset[str]] = {
     "bench": True,
     "client": frozenset({"httpx", "msgspec"}),
     "cli": True,
-    "sdk": frozenset({"asyncpg", "msgspec", "psycopg"}),
+    # typing_extensions: the type parameter defaults typing has from Python 3.13 (typed tasks)
+    "sdk": frozenset({"asyncpg", "msgspec", "psycopg", "typing_extensions"}),
 }
 
 

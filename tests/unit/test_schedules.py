@@ -576,6 +576,32 @@ def test_periodic_below_a_typed_task_takes_its_type_policy_and_payload_check(
         declarations.definitions("jobs:ready", 0.0, handlers)
 
 
+@pytest.mark.parametrize("task_above", [True, False])
+def test_periodic_on_a_typed_task_taking_no_parameter_fires_it_with_no_payload(
+    declarations: ScheduleDeclarations, task_above: bool
+) -> None:
+    handlers = HandlerRegistry()
+
+    def cleanup() -> None:
+        return None
+
+    declare = task("cleanup", queue="maintenance", registry=handlers)
+    on_cron = periodic("0 3 * * *")
+    if task_above:
+        declare(on_cron(cleanup))
+    else:
+        on_cron(declare(cleanup))
+
+    [cleaning] = declarations.definitions("jobs:ready", 0.0, handlers)
+    periodic("0 4 * * *", name="sends-one", payload={"older_than": 30})(cleanup)
+
+    assert (cleaning.job_type, cleaning.queue, cleaning.payload) == ("cleanup", "maintenance", {})
+    with pytest.raises(
+        DeclarationError, match=r"^schedule 'sends-one' declared in code: payload\.older_than: "
+    ):
+        declarations.definitions("jobs:ready", 0.0, handlers)
+
+
 def test_a_periodic_priority_overrides_its_typed_task_s_and_a_bad_one_is_named(
     declarations: ScheduleDeclarations,
 ) -> None:

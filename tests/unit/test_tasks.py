@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypedDict
+from typing import Any, TypedDict, assert_type
 
 import asyncpg
 import httpx
@@ -441,6 +441,124 @@ def test_the_handler_stays_callable_and_keeps_its_kind() -> None:
     assert registry.get("email").__name__ == send_email.function.__name__
 
 
+def declare_cleanup(registry: HandlerRegistry) -> Task[None]:
+    """A task whose handler takes no parameter, as periodic clean-ups are written."""
+
+    @taskforge.task("cleanup", queue="maintenance", registry=registry, max_attempts=2)
+    def cleanup() -> str:
+        return "cleaned"
+
+    return cleanup
+
+
+def test_a_task_taking_no_parameter_is_enqueued_with_an_empty_payload() -> None:
+    cleanup = declare_cleanup(HandlerRegistry())
+    client, sent = recording_client()
+    with client:
+        cleanup.enqueue(client)
+        cleanup.enqueue(client, priority=1)
+        cleanup.enqueue(client, {})  # type: ignore[call-overload]  # as a raw producer sends it
+    assert [body["payload"] for body in sent] == [{}, {}, {}]
+    assert (sent[1]["queue"], sent[1]["maxAttempts"], sent[1]["priority"]) == (
+        "maintenance", 2, 1,
+    )  # fmt: skip
+    assert cleanup.spec(delay=5) == {
+        "job_type": "cleanup", "payload": {}, "queue": "maintenance", "max_attempts": 2,
+        "delay": 5,
+    }  # fmt: skip
+
+
+async def test_an_async_task_taking_no_parameter_is_enqueued_on_the_async_client() -> None:
+    @taskforge.task("cleanup", registry=HandlerRegistry())
+    async def cleanup() -> None: ...
+
+    sent: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(201, json=JOB)
+
+    async with taskforge.Client(transport=httpx.MockTransport(answer)) as client:
+        await cleanup.enqueue(client)
+    assert sent[0]["payload"] == {}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"dry_run": True}, "payload.dry_run"),  # the first key it would drop
+        ([], "payload"),  # no JSON object at all
+        (EmailStruct(to="a@b.com"), "payload"),
+    ],
+)
+def test_a_payload_for_a_task_taking_none_is_refused_naming_it_and_nothing_is_sent(
+    payload: Any, field: str
+) -> None:
+    cleanup = declare_cleanup(HandlerRegistry())
+    client, sent = recording_client()
+    with client, pytest.raises(taskforge.ValidationError) as refused:
+        cleanup.enqueue(client, payload)
+    assert refused.value.details == {"field": field}
+    assert refused.value.message == f"{field}: cleanup takes no payload: send none, or {{}}"
+    assert sent == []
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_worker_calls_a_task_taking_no_parameter_with_none(asynchronous: bool) -> None:
+    registry = HandlerRegistry()
+    if asynchronous:
+
+        @taskforge.task("cleanup", registry=registry)
+        async def cleanup() -> str:
+            return "cleaned"
+
+    else:
+        declare_cleanup(registry)
+    assert await run(registry, "cleanup", {}) == "cleaned"
+
+
+async def test_a_stored_payload_for_a_task_taking_none_fails_the_job_for_good() -> None:
+    # Enqueued by a producer that does not know the task (raw HTTP): the handler would
+    # never see what was sent, so the job is refused as a payload that does not fit is.
+    registry = HandlerRegistry()
+    declare_cleanup(registry)
+    refused = r"^the payload does not fit cleanup\(\), which takes none: payload\.dry_run$"
+    with pytest.raises(TerminalError, match=refused):
+        await run(registry, "cleanup", {"dry_run": True, "older_than": 30})
+
+
+async def test_calling_a_task_calls_its_handler_as_written() -> None:
+    registry = HandlerRegistry()
+
+    @taskforge.task("cleanup", registry=registry)
+    def cleanup() -> str:
+        return "cleaned"
+
+    @taskforge.task("email", registry=registry)
+    async def send_email(email: EmailStruct, ctx: JobContext) -> EmailStruct:
+        return email
+
+    @taskforge.task("tally", registry=registry)
+    def tally(payload: Tally) -> Tally:
+        return payload
+
+    email = EmailStruct(to="a@b.com")
+    sent = await send_email(email, context({}))
+    # Not run as a job: no payload check, no result conversion, the caller's own objects.
+    assert assert_type(sent, EmailStruct) is email
+    assert assert_type(tally(Tally({1: "one"})), Tally) == Tally({1: "one"})
+    assert assert_type(cleanup(), str) == "cleaned"
+
+
+def test_a_typed_task_is_refused_as_the_handler_of_another_job_type() -> None:
+    registry = HandlerRegistry()
+    send_email = declare(registry, EmailStruct)
+    # Called with the JobContext, the task would pass it to its handler for the payload.
+    with pytest.raises(DeclarationError, match=r"is the typed task 'email', which registers"):
+        registry.register("newsletter", send_email)
+    assert list(registry) == ["email"]
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
@@ -568,7 +686,7 @@ def test_the_context_and_return_types_may_be_imported_for_type_checkers_alone(
         ), name  # fmt: skip
     for name in ("audit", "log", "log_quoted"):
         task = taskforge.task(name, registry=registry)(getattr(module, name))
-        assert (task._takes_payload, task._takes_context) == (False, False), name
+        assert (task._takes_payload, task._takes_context) == (False, True), name
 
 
 def test_a_payload_type_imported_for_type_checkers_alone_is_refused_naming_it(

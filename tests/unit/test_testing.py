@@ -110,6 +110,17 @@ def test_a_payload_that_does_not_fit_the_task_is_a_terminal_error() -> None:
         perform(invoice, {"order_id": "o-42", "quantity": "three"})
 
 
+@taskforge.task("testing.cleanup", queue="maintenance", registry=registry)
+def cleanup() -> str:
+    return "cleaned"
+
+
+def test_a_typed_task_taking_no_parameter_runs_without_a_payload() -> None:
+    assert perform(cleanup) == perform(cleanup, {}) == "cleaned"
+    with pytest.raises(TerminalError, match=r"cleanup\(\), which takes none: payload\.dry_run"):
+        perform(cleanup, {"dry_run": True})
+
+
 @pytest.mark.parametrize(
     "payload",
     [

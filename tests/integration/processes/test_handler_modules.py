@@ -214,7 +214,7 @@ async def test_a_worker_given_no_handler_module_says_so(stack: Stack) -> None:
         (
             "wrong_signature",
             "taskforge: handler module 'wrong_signature', wrong_signature.py:4: report must"
-            " take (payload), (payload, ctx) or (ctx), not 3 parameter(s)",
+            " take (payload), (payload, ctx), (ctx) or (), not 3 parameters",
         ),
         (
             "periodic_typo",

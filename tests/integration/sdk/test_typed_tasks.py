@@ -144,6 +144,40 @@ async def test_a_worker_serves_the_queue_its_task_declares_and_decodes_the_paylo
     assert f"worker serving {queue_name} " in worker.tail(100)
 
 
+def cleanup_task(queue: str) -> taskforge.Task[None]:
+    """The producer's declaration of support/taskforge_typed.py's task taking no payload."""
+
+    @taskforge.task("typed_cleanup", queue=queue, registry=HandlerRegistry())
+    async def cleanup() -> str:
+        raise AssertionError("runs in the worker process")
+
+    return cleanup
+
+
+async def test_a_worker_runs_a_task_taking_no_payload_and_dead_letters_one_sent_a_payload(
+    stack: Stack, migrated_dsn: str, queue_name: str
+) -> None:
+    stack.start_scheduler()
+    stack.start("worker", "--handlers", "taskforge_typed", TYPED_TASK_QUEUE=queue_name)
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        async with conn.transaction():
+            job = await cleanup_task(queue_name).enqueue(conn)
+            # as a producer that does not know the task (raw HTTP, another language) may
+            sent = await taskforge.enqueue(
+                conn, "typed_cleanup", {"dry_run": True}, queue=queue_name
+            )
+    finally:
+        await conn.close()
+
+    row = await stack.wait_for(str(job.id), "SUCCEEDED", "DLQ")
+    assert row["state"] == "SUCCEEDED", row["last_error"]
+    assert (job.payload, msgspec.json.decode(row["result"])) == ({}, "cleaned")
+    refused = await stack.wait_for(str(sent.id), "SUCCEEDED", "DLQ")
+    assert refused["state"] == "DLQ"
+    assert "payload.dry_run" in refused["last_error"]
+
+
 def test_a_sync_client_enqueues_a_typed_task_and_waits_for_it(dev_server: DevServer) -> None:
     # `taskforge dev` runs its demo `email` handler on its default queue.
     @taskforge.task("email", registry=HandlerRegistry())
