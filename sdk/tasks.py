@@ -25,11 +25,8 @@ worker processes import it through their handler modules.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import inspect
-import re
 import sys
 import typing
 import uuid
@@ -39,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Generic, Unpack, overload
 import msgspec
 
 from taskforge.application.handlers import (
-    DeclarationError,
     HandlerRegistry,
     JobContext,
     JobHandler,
@@ -50,8 +46,10 @@ from taskforge.application.handlers import (
 from taskforge.domain import errors as domain_errors
 from taskforge.domain.new_job import build_new_job
 from taskforge.domain.policy import PolicyOptions
-from taskforge.domain.result import MAX_RESULT_DEPTH, UnstorableResult
 from taskforge.domain.validation import DEFAULT_QUEUE, validate_max_snoozes
+from taskforge.sdk.refusals import declaration_refused, field_of, validation_error
+from taskforge.sdk.results import stored_result
+from taskforge.sdk.signatures import signature_of
 
 if sys.version_info >= (3, 13):
     from typing import ParamSpec, TypeVar
@@ -99,7 +97,7 @@ class Task(Generic[P, Params, Returns]):
         self.defaults = defaults
         self.function = function
         """The handler as written, which calling the task calls."""
-        self._takes_payload, self._takes_context, self.payload_type = _signature_of(function)
+        self._takes_payload, self._takes_context, self.payload_type = signature_of(function)
         self._registered = self._handler()
         """What the worker calls for its jobs (`taskforge.testing.perform` calls it too)."""
         registry.register(job_type, self._registered, queue=queue, max_snoozes=max_snoozes)
@@ -209,19 +207,19 @@ class Task(Generic[P, Params, Returns]):
         """A payload declared in code for this task's jobs (a schedule's), checked as `encode`
         checks an enqueued one; one that does not fit raises a DeclarationError naming the
         field, which stops the start of a process loading it."""
-        return self._encode(payload, _declaration_refused())
+        return self._encode(payload, declaration_refused())
 
     def _encode(self, payload: Any, kind: type[ValidationError] | None) -> dict[str, Any]:
         if self._takes_nothing:
             sent = self._sent_to_nothing(payload)
             if sent is not None:
-                raise _validation_error(
+                raise validation_error(
                     sent, f"{self.function.__name__} takes no payload: send none, or {{}}", kind
                 )
             return {}
         if self.payload_type is None:
             if not isinstance(payload, Mapping):
-                raise _validation_error("payload", "must be a JSON object", kind)
+                raise validation_error("payload", "must be a JSON object", kind)
             return dict(payload)
         try:
             # Keys as the stored JSON has them (text), so what passes here decodes below.
@@ -229,9 +227,9 @@ class Task(Generic[P, Params, Returns]):
             value = msgspec.convert(builtins, self.payload_type, str_keys=True)
         except msgspec.ValidationError as exc:
             field, message = field_of(exc)
-            raise _validation_error(field, message, kind) from None
+            raise validation_error(field, message, kind) from None
         except TypeError as exc:
-            raise _validation_error("payload", f"must be JSON: {exc}", kind) from None
+            raise validation_error("payload", f"must be JSON: {exc}", kind) from None
         encoded: dict[str, Any] = msgspec.to_builtins(value, str_keys=True)
         return encoded
 
@@ -280,13 +278,13 @@ class Task(Generic[P, Params, Returns]):
         if inspect.iscoroutinefunction(function):
 
             async def run_async(ctx: JobContext) -> Any:
-                return _result(await function(*arguments(ctx)))
+                return stored_result(await function(*arguments(ctx)))
 
             handler: JobHandler = run_async
         else:
 
             def run(ctx: JobContext) -> Any:
-                return _result(function(*arguments(ctx)))
+                return stored_result(function(*arguments(ctx)))
 
             handler = run
         functools.update_wrapper(handler, function, updated=())
@@ -369,208 +367,4 @@ def _check_declaration(
         if max_snoozes is not None:
             validate_max_snoozes(max_snoozes)
     except domain_errors.ValidationError as exc:
-        raise _validation_error(exc.field, exc.message, _declaration_refused()) from None
-
-
-@functools.cache
-def _declaration_refused() -> type[ValidationError]:
-    """The ValidationError an enqueue raises for the same value, and a DeclarationError too,
-    which a process starting with the module reports in one line. Made on first use, as the
-    client's module is imported only when needed."""
-    from taskforge.client.errors import ValidationError
-
-    class DeclarationRefused(ValidationError, DeclarationError):
-        def __str__(self) -> str:
-            return self.message
-
-    return DeclarationRefused
-
-
-def _signature_of(function: Callable[..., Any]) -> tuple[bool, bool, type[Any] | None]:
-    """Whether the handler takes the payload first, whether it takes the context (after the
-    payload, or alone), and the payload type enqueues are checked against (None: any JSON
-    object, or none for a handler taking neither).
-
-    Only the payload's annotation has to resolve: the context's and the return's may name
-    what the module imports for type checkers alone (`if TYPE_CHECKING:`, where linters
-    move imports used only in annotations)."""
-    parameters = list(_signature(function).parameters.values())
-    if len(parameters) > 2:
-        raise SignatureError(
-            f"{function.__qualname__} must take (payload), (payload, ctx), (ctx) or (), "
-            f"not {len(parameters)} parameters"
-        )
-    if not parameters:
-        return False, False, None
-    hints = _hints(function, parameters)
-    first = parameters[0]
-    if _is_context(first, hints):
-        if len(parameters) > 1:
-            raise SignatureError(f"{function.__qualname__}: the JobContext goes after the payload")
-        return False, True, None
-    annotation = hints.get(first.name)
-    if isinstance(annotation, str):
-        raise SignatureError(
-            f"the payload annotation of {function.__qualname__}, {annotation}, cannot be "
-            "resolved: a task's payload type must be importable where the handler is defined"
-        )
-    payload_type = annotation if _is_typed_payload(annotation) else None
-    if payload_type is not None and _is_array_like(payload_type):
-        raise SignatureError(
-            f"{function.__qualname__}: a payload is a JSON object, and "
-            f"{payload_type.__qualname__} is a Struct with array_like=True (encoded as an "
-            "array): declare it without array_like"
-        )
-    if payload_type is not None:
-        try:  # what every enqueue's check and every job's decoding would otherwise refuse
-            msgspec.json.Decoder(payload_type)
-        except TypeError as exc:
-            name = getattr(payload_type, "__qualname__", str(payload_type))
-            raise SignatureError(
-                f"{function.__qualname__}: its payload type {name} cannot be decoded: {exc}"
-            ) from None
-    return True, len(parameters) == 2, payload_type
-
-
-def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    """The signature, without evaluating the annotations Python defers (on 3.14, where it
-    would otherwise evaluate them, a name it cannot resolve is left as a reference)."""
-    if sys.version_info >= (3, 14):
-        from annotationlib import Format
-
-        return inspect.signature(function, annotation_format=Format.FORWARDREF)
-    return inspect.signature(function)
-
-
-def _hints(function: Callable[..., Any], parameters: list[inspect.Parameter]) -> dict[str, Any]:
-    """The parameters' annotations as typing.get_type_hints resolves them. When one names
-    what the module does not define at run time, each is resolved on its own, and those
-    that cannot be are left as their text."""
-    try:
-        return typing.get_type_hints(function)
-    except NameError:
-        pass
-    namespace = getattr(inspect.unwrap(function), "__globals__", {})
-    hints: dict[str, Any] = {}
-    for parameter in parameters:
-        if parameter.annotation is inspect.Parameter.empty:
-            continue
-        # A deferred annotation's text (on 3.14, the reference's); quoted under
-        # `from __future__ import annotations`, the text of a text.
-        value = getattr(parameter.annotation, "__forward_arg__", parameter.annotation)
-        with contextlib.suppress(NameError):  # then `value` stays the text it could not
-            for _ in range(2):
-                if isinstance(value, str):
-                    value = eval(value, namespace)  # noqa: S307 - the module's own annotation
-        if typing.get_origin(value) is typing.Annotated:
-            value = typing.get_args(value)[0]
-        hints[parameter.name] = value
-    return hints
-
-
-def _is_context(parameter: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
-    """Annotated JobContext (by name, when only type checkers import it), or unannotated
-    and named `ctx`."""
-    annotation = hints.get(parameter.name)
-    if annotation is None:
-        return parameter.name == "ctx"
-    if isinstance(annotation, str):
-        return annotation.rpartition(".")[2] == JobContext.__name__
-    return annotation is JobContext
-
-
-def _is_array_like(payload_type: type) -> bool:
-    config = getattr(payload_type, "__struct_config__", None)
-    return bool(getattr(config, "array_like", False))
-
-
-def _is_typed_payload(annotation: Any) -> bool:
-    return isinstance(annotation, type) and (
-        issubclass(annotation, msgspec.Struct)
-        or dataclasses.is_dataclass(annotation)
-        or typing.is_typeddict(annotation)
-    )
-
-
-def _result(value: Any) -> Any:
-    """A typed task's return value as the job keeps it: converted as msgspec converts values
-    for JSON, wherever they sit (a Struct, or a list or dict of them): Structs and dataclasses
-    as their fields, datetimes, UUIDs and Decimals as their text, enums as their values,
-    sets as lists, bytes as base64, number keys as their text (as msgspec's JSON and the
-    payloads write them; a dict holding both 1 and "1" keeps one of the two, as msgspec's
-    JSON would). What has no such form (any other object) is refused as the worker refuses
-    such a result (UnstorableResult), not retried; what converts to a value JSON cannot hold
-    (a NaN) the worker refuses as any handler's. The conversion copies the whole value, a
-    too large one included, before the worker's size check refuses it."""
-    try:
-        return msgspec.to_builtins(value, str_keys=True)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise UnstorableResult(f"not JSON: {_unconvertible(value) or exc}") from None
-
-
-def _unconvertible(value: Any) -> str | None:
-    """`Opaque at $.rows[2]`: the first part of `value` that has no JSON form, named as the
-    worker names it in any handler's result, found by walking the containers, Structs and
-    dataclasses it holds (None: none found within MAX_RESULT_DEPTH levels)."""
-    stack: list[tuple[Any, str, int]] = [(value, "$", 0)]
-    while stack:
-        item, path, depth = stack.pop()
-        if depth > MAX_RESULT_DEPTH:
-            return None
-        if isinstance(item, dict):
-            for key in item:
-                if not isinstance(key, str) and not _converts({key: None}):
-                    return f"a key of type {type(key).__name__} at {path}"
-            members = [(member, f"{path}.{key}") for key, member in item.items()]
-        elif isinstance(item, list | tuple | set | frozenset):
-            members = [(member, f"{path}[{index}]") for index, member in enumerate(item)]
-        elif isinstance(item, msgspec.Struct):
-            members = [(getattr(item, name), f"{path}.{name}") for name in item.__struct_fields__]
-        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-            fields = dataclasses.fields(item)
-            members = [(getattr(item, field.name), f"{path}.{field.name}") for field in fields]
-        elif _converts(item):
-            continue
-        else:
-            return f"{type(item).__name__} at {path}"
-        stack.extend((member, where, depth + 1) for member, where in reversed(members))
-    return None
-
-
-def _converts(value: Any) -> bool:
-    try:
-        msgspec.to_builtins(value, str_keys=True)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_NAMED = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
-
-
-def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """msgspec's complaint as the field it is about, from `payload` down
-    (`payload.items[0].sku`), and what is wrong with it."""
-    message = str(exc)
-    path = ""
-    at = _AT.search(message)
-    if at:
-        path = at["path"]
-        message = message[: at.start()]
-    named = _NAMED.search(message)
-    if named:
-        path += f".{named['name']}"
-    return f"payload{path}", message
-
-
-def _validation_error(
-    field: str, message: str, kind: type[ValidationError] | None = None
-) -> ValidationError:
-    """The API's 400 for the same input: its code, its message, its details (`kind`: a
-    subclass to raise instead)."""
-    from taskforge.client.errors import ValidationError
-
-    return (kind or ValidationError)(
-        "validation_error", f"{field}: {message}", details={"field": field}
-    )
+        raise validation_error(exc.field, exc.message, declaration_refused()) from None

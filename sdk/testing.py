@@ -24,7 +24,8 @@ from taskforge.domain import errors as domain_errors
 from taskforge.domain.policy import RetryPolicy
 from taskforge.domain.result import DEFAULT_MAX_RESULT_BYTES, encode_result
 from taskforge.domain.validation import DEFAULT_QUEUE, validate_payload
-from taskforge.sdk.tasks import Task, _validation_error
+from taskforge.sdk.refusals import validation_error
+from taskforge.sdk.tasks import Task
 
 __all__ = ["perform", "perform_async"]
 
@@ -144,9 +145,9 @@ def _stored_payload(payload: Any) -> dict[str, Any]:
         checked = validate_payload(payload)
         stored: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(checked))
     except domain_errors.ValidationError as exc:
-        raise _validation_error(exc.field, exc.message) from None
+        raise validation_error(exc.field, exc.message) from None
     except (TypeError, msgspec.EncodeError) as exc:
-        raise _validation_error("payload", f"must be JSON: {exc}") from None
+        raise validation_error("payload", f"must be JSON: {exc}") from None
     return stored
 
 

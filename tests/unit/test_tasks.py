@@ -8,10 +8,11 @@ import dataclasses
 import enum
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -583,6 +584,39 @@ def test_a_handler_taking_more_than_payload_and_context_is_refused() -> None:
 
     with pytest.raises(TypeError, match="must take"):
         taskforge.task("email", registry=HandlerRegistry())(three)  # type: ignore[arg-type]
+
+
+def _two_numbers(a: int, b: int) -> int:
+    return a + b
+
+
+def _numbers(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        # Dramatiq's and Celery's form: arguments by position. `b` would get the JobContext.
+        (_two_numbers, "its second parameter receives the JobContext, and b: int is not one"),
+        (_numbers, "a job's payload is a JSON object, and numbers: list[int] cannot hold one"),
+    ],
+)
+def test_a_handler_whose_parameters_cannot_take_a_payload_and_context_is_refused(
+    function: Callable[..., Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        taskforge.task("add", registry=HandlerRegistry())(function)
+
+
+def test_a_payload_taken_as_a_mapping_or_as_anything_is_accepted() -> None:
+    def as_dict(payload: dict[str, Any], ctx: JobContext) -> None: ...
+    def as_mapping(payload: Mapping[str, Any], context: JobContext) -> None: ...
+    def as_anything(payload: Any, ctx) -> None: ...  # type: ignore[no-untyped-def]
+
+    for function in (as_dict, as_mapping, as_anything):
+        task = taskforge.task("email", registry=HandlerRegistry())(function)
+        assert task.payload_type is None
 
 
 class Pair(msgspec.Struct, array_like=True):
