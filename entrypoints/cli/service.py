@@ -289,6 +289,13 @@ def worker(
             " types your modules leave free"
         ),
     ] = False,
+    with_scheduler: Annotated[
+        bool,
+        Parameter(
+            help="Also run a scheduler in this process (retries, delayed and periodic jobs,"
+            " crashed workers' jobs), as `taskforge scheduler` does; any number may run"
+        ),
+    ] = False,
 ) -> None:
     """Run jobs (needs POSTGRES_DSN and Redis).
 
@@ -303,7 +310,8 @@ def worker(
         )
         if value is not None
     }
-    _run("worker", Backend.POSTGRES_REDIS, {"worker"}, flags, demo_handlers=demo_handlers or None)
+    roles = {"worker", "scheduler"} if with_scheduler else {"worker"}
+    _run("worker", Backend.POSTGRES_REDIS, roles, flags, demo_handlers=demo_handlers or None)
 
 
 @app.command

@@ -181,6 +181,20 @@ async def test_two_workers_share_one_rate_limit(stack: Stack) -> None:
     assert throttled and float(throttled[0].rsplit(" ", 1)[1]) > 0
 
 
+async def test_a_worker_with_a_scheduler_of_its_own_retries_and_runs_delayed_jobs(
+    stack: Stack,
+) -> None:
+    """RQ's `rq worker --with-scheduler`: one process, no `taskforge scheduler` beside it."""
+    await stack.start_api()
+    stack.start_worker("--with-scheduler", SCHEDULER_TICK="0.1")
+
+    delayed = await stack.enqueue("noop", delay=0.5)
+    failing = await stack.enqueue("fail", initialDelay=0.1, maxAttempts=2)
+
+    assert (await stack.wait_for(delayed, "SUCCEEDED"))["attempt_count"] == 1
+    assert (await stack.wait_for(failing, "DLQ"))["attempt_count"] == 2  # retried once
+
+
 async def test_retries_follow_the_backoff_policy(stack: Stack) -> None:
     await stack.start_api()
     stack.start_worker()
