@@ -115,11 +115,13 @@ class HandlerThreads:
                 call.thread_id = threading.get_ident()
                 try:
                     result = call.run()
-                except StopIteration as exc:
+                except (StopIteration, GeneratorExit) as exc:
                     # An asyncio future refuses StopIteration, so the attempt awaiting it
                     # would never end: it becomes a RuntimeError, as one a coroutine raises
-                    # does (PEP 479).
-                    error = RuntimeError("handler raised StopIteration")
+                    # does (PEP 479). GeneratorExit likewise: re-raised in the awaiting
+                    # coroutine it reads as that coroutine being closed, and the attempt
+                    # would stay unsettled until its lease ran out.
+                    error = RuntimeError(f"handler raised {type(exc).__name__}")
                     error.__cause__ = exc
                     call.future.set_exception(error)
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting attempt

@@ -1513,6 +1513,21 @@ async def test_a_stop_iteration_the_handler_raises_fails_the_attempt(
     assert "StopIteration" in trace
 
 
+async def test_a_generator_exit_a_sync_handler_raises_fails_the_attempt(cluster: Cluster) -> None:
+    # Passed back as it is, it closed the worker's attempt coroutine unsettled: the job
+    # stayed RUNNING until its lease ran out.
+    def closes(ctx: JobContext) -> None:
+        raise GeneratorExit
+
+    cluster.handlers.register("closes", closes)
+    cluster.start_worker()
+    job = await cluster.enqueue("closes", policy=FAST_RETRY)
+
+    failed = await cluster.wait_for(job.id, JobState.FAILED)
+
+    assert failed.last_error == "RuntimeError: handler raised GeneratorExit"
+
+
 def freezable_ready_queue(cluster: Cluster) -> FreezableReadyQueue:
     """A FreezableReadyQueue that `cluster`'s workers and hints use from now on."""
     queue = FreezableReadyQueue()
