@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from dishka import AsyncContainer
 from litestar.enums import ScopeType
@@ -223,7 +224,7 @@ class RequestContextMiddleware:
     HEAD is served wherever GET is: as a GET whose body is not sent. Allow headers (405 and
     OPTIONS) list every method of the route, HEAD included. A client that disconnects before
     its body is read is logged and counted as 499. Answers get `answer_headers`, those the
-    middleware sends itself (401, the deadline's 503) too."""
+    middleware sends itself (401, 403, the deadline's 503) too."""
 
     def __init__(
         self,
@@ -430,18 +431,51 @@ def _cross_site(scope: Scope) -> bool:
     another origin. A form or a `fetch` without custom headers goes cross-site without asking
     first, and the API takes a JSON body whatever its Content-Type: without API_TOKEN, any
     web page open in an operator's browser could enqueue, cancel or replay on an API bound to
-    localhost or a private network. Clients that are no browser send no Sec-Fetch-Site."""
+    localhost or a private network. Clients that are no browser send no Sec-Fetch-Site and,
+    as a rule, no Origin. A browser too old for Sec-Fetch-Site still sends Origin on such a
+    request (see _same_host)."""
     if scope.get("method") in SAFE_METHODS:
         return False
     site = _header(scope, b"sec-fetch-site")
-    return site is not None and site.lower() not in SAME_ORIGIN_FETCHES
+    if site is not None:
+        return site.lower() not in SAME_ORIGIN_FETCHES
+    origin = _header(scope, b"origin")
+    return origin is not None and not _same_host(origin, _header(scope, b"host"))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _same_host(origin: bytes, host: bytes | None) -> bool:
+    """Whether `origin` (`scheme://host[:port]`, as a browser writes it) names the host and
+    port the request was sent to, by its Host header (X-Forwarded-Host is read nowhere, so a
+    proxy must pass Host on as the browser sent it). The scheme is not compared: behind a
+    proxy that ends TLS, an `https` page's request arrives over HTTP. `null` (a sandboxed
+    page, a file, some redirects) is no host."""
+    if host is None:
+        return False
+    try:
+        page = urlsplit(origin.decode("ascii"))
+        target = urlsplit("//" + host.decode("ascii"))
+        default_port = _DEFAULT_PORTS.get(page.scheme)
+        same = (
+            default_port is not None
+            and page.hostname is not None
+            and not (page.path or page.query or page.fragment or page.username)
+            and page.hostname == target.hostname
+            and (page.port or default_port) == (target.port or default_port)
+        )
+    except (UnicodeDecodeError, ValueError):  # not ASCII, a port out of range
+        return False
+    return same
 
 
 async def _send_cross_site(send: Send) -> None:
     body: dict[str, Any] = {
         "code": "forbidden",
         "message": "a browser page of another origin may not change anything here "
-        "(Sec-Fetch-Site); call the API from a server, a script or TaskForge's own pages",
+        "(Sec-Fetch-Site, or Origin when the browser sends none); call the API from a "
+        "server, a script or TaskForge's own pages",
         "details": None,
     }
     await _send_error(send, 403, body, [])
