@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 from uuid import UUID
 
 from dishka import FromDishka
@@ -242,8 +243,10 @@ def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
     if path.startswith(STATIC_PATH) or path == LOGIN_PATH or _signed_in(request):
         return None
     if request.method == "GET":
-        # The query too: a link to a filtered list shows that list once signed in.
-        asked = f"{path}?{request.url.query}" if request.url.query else path
+        # The query too: a link to a filtered list shows that list once signed in. The path
+        # is decoded: quoted again, a `?` or a space in it stays part of it.
+        asked = quote(path)
+        asked = f"{asked}?{request.url.query}" if request.url.query else asked
         return Redirect(f"{LOGIN_PATH}?{urlencode({'next': asked})}", status_code=303)
     return error_page(request, 401, "Sign in first: this dashboard needs the API token.")
 
@@ -311,10 +314,29 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
     return redirect
 
 
+_PRINTABLE = re.compile(r"[!-~]+")
+"""Printable ASCII without spaces: a browser drops tabs and line breaks from a URL, so a
+target with one may not go where it reads."""
+
+
 def _local(target: object) -> str:
-    """Only a dashboard path: never a redirect to another site."""
-    text = str(target or "")
-    if text.startswith(UI_PATH) and not text.startswith("//") and "\\" not in text:
+    """`target` when it is a normalised path under the dashboard, its query kept; else the
+    overview. A browser resolves a Location's dot segments (`..`, `%2e%2e`) before following
+    it: `/ui/../..//x` leads to `//x`, no dashboard page, and a path that another redirect
+    would send as `//x`, another host. So no dot segment, no empty one (`//`), no encoded
+    slash and no backslash: what passes is the very path the browser asks for."""
+    text = target if isinstance(target, str) else ""
+    path = text.partition("?")[0].partition("#")[0]
+    lowered = path.lower()
+    if (
+        _PRINTABLE.fullmatch(text)
+        and "\\" not in text
+        and (path == UI_PATH or path.startswith(UI_PATH + "/"))
+        and "//" not in path
+        and "%2f" not in lowered
+        and "%5c" not in lowered
+        and not any(unquote(segment) in (".", "..") for segment in path.split("/"))
+    ):
         return text
     return UI_PATH
 
