@@ -46,7 +46,7 @@ from taskforge.application.jobs import (
     ReplayDeadLetter,
     RetryJobNow,
 )
-from taskforge.application.ports import ListFilter
+from taskforge.application.ports import Clock, ListFilter
 from taskforge.application.queues import PauseQueue, ResumeQueue
 from taskforge.application.schedules import ListSchedules, PauseSchedule, ResumeSchedule
 from taskforge.domain.dashboard import COUNT_COLUMNS
@@ -65,6 +65,7 @@ from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
 from taskforge.entrypoints.http.schemas import REASON_MAX
 from taskforge.entrypoints.http.static import static_files
+from taskforge.entrypoints.http.throttle import TokenThrottle, client_address
 from taskforge.entrypoints.http.ui.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -112,6 +113,7 @@ def counted(count: int, noun: str) -> str:
 class UiSettings:
     sessions: Sessions
     read_only: bool
+    throttle: TokenThrottle
 
 
 def ui_settings(request: Request[Any, Any, Any]) -> UiSettings:
@@ -282,15 +284,27 @@ async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post(LOGIN_PATH, include_in_schema=False, status_code=303)
-async def login(request: Request[Any, Any, Any]) -> Response[Any]:
-    sessions = ui_settings(request).sessions
+@inject
+async def login(request: Request[Any, Any, Any], clock: FromDishka[Clock]) -> Response[Any]:
+    """Trade the token for a session. Wrong tokens count towards the address's throttle
+    (see TokenThrottle), which then refuses every try, the right token's too, until its
+    window ends."""
+    settings = ui_settings(request)
+    sessions = settings.sessions
     form = await request.form()
     target = _local(form.get("next"))
     if not sessions.required:
         return Redirect(target, status_code=303)
+    address, now = client_address(request.scope), clock.now()
+    if (retry_after := settings.throttle.retry_after(address, now)) is not None:
+        error = f"Too many wrong tokens from this address: retry in {retry_after} s."
+        refused = render(request, "login.html", 429, next=target, error=error)
+        refused.headers["Retry-After"] = str(retry_after)
+        return refused
     if not csrf_matches(request.cookies, form.get(CSRF_FIELD)):
         return render(request, "login.html", 403, next=target, error="Reload the page and retry.")
     if not sessions.token_matches(str(form.get("token") or "")):
+        settings.throttle.failed(address, now)
         return render(request, "login.html", 401, next=target, error="Wrong token.")
     redirect = Redirect(target, status_code=303)
     redirect.set_cookie(
