@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from dishka import AsyncContainer
 from litestar.enums import ScopeType
@@ -39,6 +40,8 @@ from litestar.types import (
 from taskforge.adapters.telemetry.logging import request_id_var
 from taskforge.adapters.telemetry.metrics import HttpMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetrySpan, OpenTelemetryTracing
+from taskforge.application.ports import Clock
+from taskforge.entrypoints.http.throttle import TokenThrottle, client_address
 
 log = logging.getLogger("taskforge.http.access")
 
@@ -174,9 +177,13 @@ def method_label(method: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Telemetry:
+class _Services:
+    """What the middleware takes from the container, on the first request (the app is
+    built synchronously)."""
+
     metrics: HttpMetrics
     tracing: OpenTelemetryTracing | None
+    clock: Clock
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -223,7 +230,7 @@ class RequestContextMiddleware:
     HEAD is served wherever GET is: as a GET whose body is not sent. Allow headers (405 and
     OPTIONS) list every method of the route, HEAD included. A client that disconnects before
     its body is read is logged and counted as 499. Answers get `answer_headers`, those the
-    middleware sends itself (401, the deadline's 503) too."""
+    middleware sends itself (401, 403, 429, the deadline's 503) too."""
 
     def __init__(
         self,
@@ -233,45 +240,48 @@ class RequestContextMiddleware:
         route_methods: Mapping[str, frozenset[str]],
         deadline: float = 0.0,
         file_paths: tuple[str, ...] = (),
+        throttle: TokenThrottle | None = None,
     ) -> None:
         """`route_methods`: the methods of each route, by path template. `deadline`: seconds
         a request may take before it is answered 503 (0: none); the request is then cancelled
         and left to clean up in the background, however long its driver takes. `file_paths`:
-        where static files are served, which keep their caching (see answer_headers)."""
+        where static files are served, which keep their caching (see answer_headers).
+        `throttle`: wrong bearer tokens by address, shared with the dashboard's sign-in."""
         self._app = app
+        self._throttle = throttle if throttle is not None else TokenThrottle()
         self._file_paths = file_paths
         self._deadline = deadline if deadline > 0 else None
         self._token = api_token.encode() if api_token else None
         self._container = container
         self._route_methods = route_methods
-        self._telemetry: _Telemetry | None = None
+        self._services: _Services | None = None
 
-    async def _resolve_telemetry(self) -> _Telemetry:
-        """Taken from the container on the first request (the app is built synchronously)."""
-        if self._telemetry is None:
-            self._telemetry = _Telemetry(
+    async def _resolve_services(self) -> _Services:
+        if self._services is None:
+            self._services = _Services(
                 metrics=await self._container.get(HttpMetrics),
                 tracing=await self._container.get(OpenTelemetryTracing | None),
+                clock=await self._container.get(Clock),
             )
-        return self._telemetry
+        return self._services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
-        telemetry = self._telemetry or await self._resolve_telemetry()
+        services = self._services or await self._resolve_services()
         request_id = request_id_for(_header(scope, _REQUEST_ID_KEY))
         context = request_id_var.set(request_id)
         try:
-            if telemetry.tracing is None or scope["path"] in UNTRACED_PATHS:
-                await self._serve(scope, receive, send, request_id, telemetry, None)
+            if services.tracing is None or scope["path"] in UNTRACED_PATHS:
+                await self._serve(scope, receive, send, request_id, services, None)
             else:
                 traceparent = _header(scope, b"traceparent")
                 method = str(scope.get("method", ""))
-                with telemetry.tracing.request_span(
+                with services.tracing.request_span(
                     method, traceparent.decode("latin-1") if traceparent else None
                 ) as span:
-                    await self._serve(scope, receive, send, request_id, telemetry, span)
+                    await self._serve(scope, receive, send, request_id, services, span)
         finally:
             request_id_var.reset(context)
 
@@ -281,7 +291,7 @@ class RequestContextMiddleware:
         receive: Receive,
         send: Send,
         request_id: str,
-        telemetry: _Telemetry,
+        services: _Services,
         span: OpenTelemetrySpan | None,
     ) -> None:
         started = time.perf_counter()
@@ -331,8 +341,7 @@ class RequestContextMiddleware:
             if _cross_site(scope):
                 await _send_cross_site(send_with_id)
                 return
-            if self._refuses(scope):
-                await _send_unauthorized(send_with_id)
+            if await self._refused_token(scope, send_with_id, services.clock):
                 return
             if self._deadline is None:
                 await self._app(app_scope, receive_watching, send_from_app)
@@ -362,7 +371,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             template = app_scope.get("path_template")
             route = route_label(template) if template else UNMATCHED_ROUTE
-            telemetry.metrics.observe(method_label(method), route, status, elapsed)
+            services.metrics.observe(method_label(method), route, status, elapsed)
             if span is not None:
                 OpenTelemetryTracing.name_request(span, method_label(method), route, status)
             log.info(
@@ -378,13 +387,36 @@ class RequestContextMiddleware:
                 },
             )
 
-    def _refuses(self, scope: Scope) -> bool:
-        authorized = self._token is None or self._authorized(
-            self._token, _header(scope, b"authorization")
-        )
-        scope.setdefault("state", {})[AUTHORIZED_STATE] = authorized
+    async def _refused_token(self, scope: Scope, send: Send, clock: Clock) -> bool:
+        """Whether the request was answered for its token: 401 without the right one, 429
+        while its address is throttled (see TokenThrottle). Sets AUTHORIZED_STATE either way.
+        Every wrong bearer token counts, on open paths and the dashboard too (where the token
+        shows details or opens the pages); no token, or another scheme's credentials (a proxy's
+        Basic auth passed on), is no guess."""
+        header = _header(scope, b"authorization")
+        state = scope.setdefault("state", {})
+        state[AUTHORIZED_STATE] = self._token is None
+        if self._token is None:
+            return False
         # The dashboard signs its users in with a session cookie and checks it itself.
-        return not authorized and not is_open(scope["path"]) and not _is_dashboard(scope["path"])
+        guarded = not is_open(scope["path"]) and not _is_dashboard(scope["path"])
+        if header is None or not _is_bearer(header):
+            if guarded:
+                await _send_unauthorized(send)
+            return guarded
+        address, now = client_address(scope), clock.now()
+        retry_after = self._throttle.retry_after(address, now)
+        if retry_after is not None:
+            if guarded:
+                await _send_throttled(send, retry_after)
+            return guarded
+        if self._authorized(self._token, header):
+            state[AUTHORIZED_STATE] = True
+            return False
+        self._throttle.failed(address, now)
+        if guarded:
+            await _send_unauthorized(send)
+        return guarded
 
     @staticmethod
     def _authorized(token: bytes, header: bytes | None) -> bool:
@@ -430,21 +462,67 @@ def _cross_site(scope: Scope) -> bool:
     another origin. A form or a `fetch` without custom headers goes cross-site without asking
     first, and the API takes a JSON body whatever its Content-Type: without API_TOKEN, any
     web page open in an operator's browser could enqueue, cancel or replay on an API bound to
-    localhost or a private network. Clients that are no browser send no Sec-Fetch-Site."""
+    localhost or a private network. Clients that are no browser send no Sec-Fetch-Site and,
+    as a rule, no Origin. A browser too old for Sec-Fetch-Site still sends Origin on such a
+    request (see _same_host)."""
     if scope.get("method") in SAFE_METHODS:
         return False
     site = _header(scope, b"sec-fetch-site")
-    return site is not None and site.lower() not in SAME_ORIGIN_FETCHES
+    if site is not None:
+        return site.lower() not in SAME_ORIGIN_FETCHES
+    origin = _header(scope, b"origin")
+    return origin is not None and not _same_host(origin, _header(scope, b"host"))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _same_host(origin: bytes, host: bytes | None) -> bool:
+    """Whether `origin` (`scheme://host[:port]`, as a browser writes it) names the host and
+    port the request was sent to, by its Host header (X-Forwarded-Host is read nowhere, so a
+    proxy must pass Host on as the browser sent it). The scheme is not compared: behind a
+    proxy that ends TLS, an `https` page's request arrives over HTTP. `null` (a sandboxed
+    page, a file, some redirects) is no host."""
+    if host is None:
+        return False
+    try:
+        page = urlsplit(origin.decode("ascii"))
+        target = urlsplit("//" + host.decode("ascii"))
+        default_port = _DEFAULT_PORTS.get(page.scheme)
+        same = (
+            default_port is not None
+            and page.hostname is not None
+            and not (page.path or page.query or page.fragment or page.username)
+            and page.hostname == target.hostname
+            and (page.port or default_port) == (target.port or default_port)
+        )
+    except (UnicodeDecodeError, ValueError):  # not ASCII, a port out of range
+        return False
+    return same
 
 
 async def _send_cross_site(send: Send) -> None:
     body: dict[str, Any] = {
         "code": "forbidden",
         "message": "a browser page of another origin may not change anything here "
-        "(Sec-Fetch-Site); call the API from a server, a script or TaskForge's own pages",
+        "(Sec-Fetch-Site, or Origin when the browser sends none); call the API from a "
+        "server, a script or TaskForge's own pages",
         "details": None,
     }
     await _send_error(send, 403, body, [])
+
+
+def _is_bearer(header: bytes) -> bool:
+    return header.partition(b" ")[0].lower() == b"bearer"
+
+
+async def _send_throttled(send: Send, retry_after: int) -> None:
+    body: dict[str, Any] = {
+        "code": "rate_limited",
+        "message": f"too many wrong bearer tokens from this address; retry in {retry_after} s",
+        "details": None,
+    }
+    await _send_error(send, 429, body, [(b"retry-after", str(retry_after).encode())])
 
 
 async def _send_unauthorized(send: Send) -> None:

@@ -105,6 +105,10 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ERROR_DESCRIPTIONS = {
     400: "validation_error: a parameter or the body is invalid; details.field names it",
     401: "unauthorized: API_TOKEN is set and the bearer token is missing or wrong",
+    403: (
+        "forbidden: a browser page of another origin asked for this change (Sec-Fetch-Site "
+        "cross-site or same-site; without it, an Origin that is not this host)"
+    ),
     404: "not_found: no such job, dead letter or schedule",
     409: "invalid_state_transition: the job's current state (details.state) forbids this",
     413: "payload_too_large: the body is over MAX_PAYLOAD_BYTES",
@@ -113,6 +117,10 @@ _ERROR_DESCRIPTIONS = {
         "Content-Type, or curl's default application/x-www-form-urlencoded, is read as JSON), "
         "or as compressed (a Content-Encoding other than identity)"
     ),
+    429: (
+        "rate_limited: API_TOKEN is set and this address sent too many wrong bearer tokens; "
+        "Retry-After says in how many seconds it may try again"
+    ),
     500: "internal_error: an unexpected failure (logged with the request id)",
     503: "not_ready: Postgres or Redis cannot answer right now",
 }
@@ -120,8 +128,9 @@ _ERROR_DESCRIPTIONS = {
 
 def errors(*statuses: int, guarded: bool = True) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error responses a route can give. Every route can fail with
-    500; a guarded one also answers 401 (when API_TOKEN is set) and 503 (backend down)."""
-    implied = {500, 401, 503} if guarded else {500}
+    500; a guarded one also answers 401 and 429 (when API_TOKEN is set) and 503 (backend
+    down). A route that changes something lists 403 (see middleware._cross_site)."""
+    implied = {500, 401, 429, 503} if guarded else {500}
     return {
         status: ResponseSpec(ErrorOut, description=_ERROR_DESCRIPTIONS[status])
         for status in sorted({*statuses, *implied})
@@ -257,7 +266,7 @@ def _short(exc: BaseException) -> str:
         200: ResponseSpec(
             JobOut, description="A job with this idempotencyKey (or unfinished uniqueKey) existed"
         ),
-        **errors(400, 413, 415),
+        **errors(400, 403, 413, 415),
     },
     before_request=json_body(JobIn, required=True),
 )
@@ -303,7 +312,7 @@ def _incoming_traceparent(request: Request[Any, Any, Any]) -> str | None:
     status_code=201,
     responses={
         200: ResponseSpec(JobBatchOut, description="Every item named an existing job"),
-        **errors(400, 413, 415),
+        **errors(400, 403, 413, 415),
     },
     before_request=json_body(JobBatchIn, required=True, item_type=JobIn),
 )
@@ -421,7 +430,7 @@ async def get_job(job_id: JobId, get_job: FromDishka[GetJob]) -> JobDetailOut:
     summary="Retry a FAILED, DLQ or CANCELLED job now",
     description="FAILED keeps its counts; DLQ and CANCELLED restart from attempt 0.",
     status_code=200,
-    responses=errors(400, 404, 409),
+    responses=errors(400, 403, 404, 409),
     before_request=no_body,
 )
 @inject
@@ -434,7 +443,7 @@ async def retry_job(job_id: JobId, retry_now: FromDishka[RetryJobNow]) -> JobOut
     tags=["jobs"],
     summary="Move a PENDING, RUNNING or FAILED job to the dead-letter queue",
     status_code=200,
-    responses=errors(400, 404, 409, 413, 415),
+    responses=errors(400, 403, 404, 409, 413, 415),
     before_request=json_body(ReasonIn | None, required=False),
     operation_class=OptionalBodyOperation,
 )
@@ -450,7 +459,7 @@ async def dead_letter_job(
     tags=["jobs"],
     summary="Cancel a PENDING, RUNNING or FAILED job",
     status_code=200,
-    responses=errors(400, 404, 409, 413, 415),
+    responses=errors(400, 403, 404, 409, 413, 415),
     before_request=json_body(ReasonIn | None, required=False),
     operation_class=OptionalBodyOperation,
 )
@@ -498,7 +507,7 @@ async def get_dead_letter(job_id: JobId, get_entry: FromDishka[GetDeadLetter]) -
     summary="Replay a dead-lettered job",
     description="Deletes the dead letter and re-enqueues the job from attempt 0.",
     status_code=200,
-    responses=errors(400, 404, 409),
+    responses=errors(400, 403, 404, 409),
     before_request=no_body,
 )
 @inject
@@ -540,7 +549,7 @@ async def list_queues(list_queues: FromDishka[ListQueues]) -> QueueListOut:
         "claiming the queue's jobs; running jobs finish, enqueueing still works."
     ),
     status_code=200,
-    responses=errors(400),
+    responses=errors(400, 403),
     before_request=no_body,
 )
 @inject
@@ -555,7 +564,7 @@ async def pause_queue(queue_name: QueueName, pause: FromDishka[PauseQueue]) -> Q
     summary="Resume a paused queue: its due jobs start at once",
     description="Idempotent; resuming a queue that is not paused changes nothing.",
     status_code=200,
-    responses=errors(400),
+    responses=errors(400, 403),
     before_request=no_body,
 )
 @inject
@@ -617,7 +626,7 @@ ScheduleName = Annotated[
     response_description="The schedule was created",
     responses={
         200: ResponseSpec(ScheduleOut, description="A schedule of this name was replaced"),
-        **errors(400, 413, 415),
+        **errors(400, 403, 413, 415),
     },
     before_request=json_body(ScheduleIn, required=True),
 )
@@ -671,7 +680,7 @@ async def get_schedule(name: ScheduleName, get_schedule: FromDishka[GetSchedule]
         "worker or scheduler next starts with it (pause it to stop it for good)."
     ),
     status_code=204,
-    responses=errors(400, 404),
+    responses=errors(400, 403, 404),
 )
 @inject
 async def delete_schedule(name: ScheduleName, delete: FromDishka[DeleteSchedule]) -> None:
@@ -684,7 +693,7 @@ async def delete_schedule(name: ScheduleName, delete: FromDishka[DeleteSchedule]
     summary="Pause a schedule: its ticks enqueue nothing until it is resumed",
     description="Idempotent; the pause outlives restarts and redeclarations in code.",
     status_code=200,
-    responses=errors(400, 404),
+    responses=errors(400, 403, 404),
     before_request=no_body,
 )
 @inject
@@ -698,7 +707,7 @@ async def pause_schedule(name: ScheduleName, pause: FromDishka[PauseSchedule]) -
     summary="Resume a schedule from its next tick (the ticks of the pause are skipped)",
     description="Idempotent; resuming a schedule that is not paused changes nothing.",
     status_code=200,
-    responses=errors(400, 404),
+    responses=errors(400, 403, 404),
     before_request=no_body,
 )
 @inject

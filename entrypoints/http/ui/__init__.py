@@ -17,6 +17,7 @@ from litestar.template.config import TemplateConfig
 
 from taskforge.application.dashboard import SampleThroughput
 from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.http.throttle import TokenThrottle
 from taskforge.entrypoints.http.ui.pages import (
     STATIC_PATH,
     UiSettings,
@@ -31,8 +32,11 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 
 
-def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateEngine], UiSettings]:
-    """The router, template engine and state the app needs to serve the dashboard."""
+def dashboard(
+    settings: Settings, throttle: TokenThrottle
+) -> tuple[Router, TemplateConfig[JinjaTemplateEngine], UiSettings]:
+    """The router, template engine and state the app needs to serve the dashboard; its
+    sign-in counts wrong tokens in `throttle`, the API's count."""
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -47,6 +51,7 @@ def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateE
     state = UiSettings(
         sessions=Sessions(settings.api_token),
         read_only=settings.ui_read_only,
+        throttle=throttle,
     )
     return ui_router(STATIC), config, state
 

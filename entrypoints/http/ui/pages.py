@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 from uuid import UUID
 
 from dishka import FromDishka
@@ -45,7 +46,7 @@ from taskforge.application.jobs import (
     ReplayDeadLetter,
     RetryJobNow,
 )
-from taskforge.application.ports import ListFilter
+from taskforge.application.ports import Clock, ListFilter
 from taskforge.application.queues import PauseQueue, ResumeQueue
 from taskforge.application.schedules import ListSchedules, PauseSchedule, ResumeSchedule
 from taskforge.domain.dashboard import COUNT_COLUMNS
@@ -64,6 +65,7 @@ from taskforge.entrypoints.http.injection import inject
 from taskforge.entrypoints.http.middleware import caller_is_authorized
 from taskforge.entrypoints.http.schemas import REASON_MAX
 from taskforge.entrypoints.http.static import static_files
+from taskforge.entrypoints.http.throttle import TokenThrottle, client_address
 from taskforge.entrypoints.http.ui.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -111,6 +113,7 @@ def counted(count: int, noun: str) -> str:
 class UiSettings:
     sessions: Sessions
     read_only: bool
+    throttle: TokenThrottle
 
 
 def ui_settings(request: Request[Any, Any, Any]) -> UiSettings:
@@ -242,8 +245,10 @@ def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
     if path.startswith(STATIC_PATH) or path == LOGIN_PATH or _signed_in(request):
         return None
     if request.method == "GET":
-        # The query too: a link to a filtered list shows that list once signed in.
-        asked = f"{path}?{request.url.query}" if request.url.query else path
+        # The query too: a link to a filtered list shows that list once signed in. The path
+        # is decoded: quoted again, a `?` or a space in it stays part of it.
+        asked = quote(path)
+        asked = f"{asked}?{request.url.query}" if request.url.query else asked
         return Redirect(f"{LOGIN_PATH}?{urlencode({'next': asked})}", status_code=303)
     return error_page(request, 401, "Sign in first: this dashboard needs the API token.")
 
@@ -279,15 +284,27 @@ async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post(LOGIN_PATH, include_in_schema=False, status_code=303)
-async def login(request: Request[Any, Any, Any]) -> Response[Any]:
-    sessions = ui_settings(request).sessions
+@inject
+async def login(request: Request[Any, Any, Any], clock: FromDishka[Clock]) -> Response[Any]:
+    """Trade the token for a session. Wrong tokens count towards the address's throttle
+    (see TokenThrottle), which then refuses every try, the right token's too, until its
+    window ends."""
+    settings = ui_settings(request)
+    sessions = settings.sessions
     form = await request.form()
     target = _local(form.get("next"))
     if not sessions.required:
         return Redirect(target, status_code=303)
+    address, now = client_address(request.scope), clock.now()
+    if (retry_after := settings.throttle.retry_after(address, now)) is not None:
+        error = f"Too many wrong tokens from this address: retry in {retry_after} s."
+        refused = render(request, "login.html", 429, next=target, error=error)
+        refused.headers["Retry-After"] = str(retry_after)
+        return refused
     if not csrf_matches(request.cookies, form.get(CSRF_FIELD)):
         return render(request, "login.html", 403, next=target, error="Reload the page and retry.")
     if not sessions.token_matches(str(form.get("token") or "")):
+        settings.throttle.failed(address, now)
         return render(request, "login.html", 401, next=target, error="Wrong token.")
     redirect = Redirect(target, status_code=303)
     redirect.set_cookie(
@@ -311,10 +328,29 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
     return redirect
 
 
+_PRINTABLE = re.compile(r"[!-~]+")
+"""Printable ASCII without spaces: a browser drops tabs and line breaks from a URL, so a
+target with one may not go where it reads."""
+
+
 def _local(target: object) -> str:
-    """Only a dashboard path: never a redirect to another site."""
-    text = str(target or "")
-    if text.startswith(UI_PATH) and not text.startswith("//") and "\\" not in text:
+    """`target` when it is a normalised path under the dashboard, its query kept; else the
+    overview. A browser resolves a Location's dot segments (`..`, `%2e%2e`) before following
+    it: `/ui/../..//x` leads to `//x`, no dashboard page, and a path that another redirect
+    would send as `//x`, another host. So no dot segment, no empty one (`//`), no encoded
+    slash and no backslash: what passes is the very path the browser asks for."""
+    text = target if isinstance(target, str) else ""
+    path = text.partition("?")[0].partition("#")[0]
+    lowered = path.lower()
+    if (
+        _PRINTABLE.fullmatch(text)
+        and "\\" not in text
+        and (path == UI_PATH or path.startswith(UI_PATH + "/"))
+        and "//" not in path
+        and "%2f" not in lowered
+        and "%5c" not in lowered
+        and not any(unquote(segment) in (".", "..") for segment in path.split("/"))
+    ):
         return text
     return UI_PATH
 

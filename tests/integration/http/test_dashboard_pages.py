@@ -705,7 +705,28 @@ async def test_a_queue_or_schedule_named_dot_or_dot_dot_is_paused_from_its_page(
 
 
 @pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
-@pytest.mark.parametrize("target", ["https://elsewhere.test/", "//elsewhere.test/ui", "/jobs"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://elsewhere.test/",
+        "//elsewhere.test/ui",
+        "/jobs",
+        # Each starts with /ui, but a browser resolves the Location before following it:
+        "/ui/../..//elsewhere.test",  # was followed to //elsewhere.test
+        "/ui/..//elsewhere.test",
+        "/ui/%2e%2e/%2E%2e//elsewhere.test",  # %2e is a dot to a browser's URL parser
+        "/ui/.%2e/jobs",
+        "/ui/./jobs",
+        "/ui//elsewhere.test",
+        "/ui/\\elsewhere.test",  # a backslash is a slash
+        "/ui/\t/../..//elsewhere.test",  # tabs and line breaks are dropped
+        "/ui/\n/../..//elsewhere.test",
+        "/ui/..%2f..%2f/elsewhere.test",
+        "/uielsewhere",
+        "/ui/..?next=/ui",
+        "",
+    ],
+)
 async def test_signing_in_never_redirects_off_the_dashboard(
     client: httpx.AsyncClient, target: str
 ) -> None:
@@ -717,6 +738,40 @@ async def test_signing_in_never_redirects_off_the_dashboard(
 
     assert response.status_code == 303
     assert response.headers["location"] == "/ui"
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+@pytest.mark.parametrize(
+    "target", ["/ui/", "/ui/jobs?queue=a%2F..%2F&state=DLQ", "/ui/jobs/x%20y", "/ui/dlq#top"]
+)
+async def test_signing_in_leads_to_any_normalised_dashboard_path(
+    client: httpx.AsyncClient, target: str
+) -> None:
+    token = await csrf_token(client, "/ui/login")
+
+    response = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": target}
+    )
+
+    assert response.headers["location"] == target
+
+
+@pytest.mark.parametrize("overrides", [{"api_token": TOKEN}])
+@pytest.mark.parametrize("asked", ["/ui/jobs/%C3%A9t%C3%A9", "/ui/jobs/what%3Fx%3D1"])
+async def test_signing_in_leads_back_to_a_path_with_encoded_characters(
+    client: httpx.AsyncClient, asked: str
+) -> None:
+    """The path asked for comes back as it was sent: decoded, a `?` in it would start a
+    query and a non-ASCII letter would not pass as a dashboard path."""
+    to_login = await client.get(asked)
+    target = parse_qs(urlsplit(to_login.headers["location"]).query)["next"][0]
+    token = await csrf_token(client, "/ui/login")
+    signed_in = await client.post(
+        "/ui/login", data={"csrf_token": token, "token": TOKEN, "next": target}
+    )
+
+    assert target == asked
+    assert signed_in.headers["location"] == asked
 
 
 async def create_schedule(client: httpx.AsyncClient, name: str) -> dict[str, Any]:

@@ -118,19 +118,19 @@ async def test_no_framework_error_shape_is_left_in_the_document(
 @pytest.mark.parametrize(
     ("key", "statuses"),
     [
-        (("post", "/jobs"), {"400", "401", "413", "415", "500", "503"}),
-        (("get", "/jobs"), {"400", "401", "500", "503"}),
-        (("get", "/jobs/{job_id}"), {"400", "401", "404", "500", "503"}),
-        (("post", "/jobs/{job_id}/cancel"), {"400", "401", "404", "409", "413", "415"}),
-        (("post", "/jobs/{job_id}/dlq"), {"400", "401", "404", "409", "413", "415"}),
-        (("post", "/jobs/{job_id}/retry"), {"400", "401", "404", "409"}),
-        (("post", "/dlq/{job_id}/replay"), {"400", "401", "404", "409"}),
+        (("post", "/jobs"), {"400", "401", "403", "413", "415", "429", "500", "503"}),
+        (("get", "/jobs"), {"400", "401", "429", "500", "503"}),
+        (("get", "/jobs/{job_id}"), {"400", "401", "404", "429", "500", "503"}),
+        (("post", "/jobs/{job_id}/cancel"), {"400", "401", "403", "404", "409", "413", "415"}),
+        (("post", "/jobs/{job_id}/dlq"), {"400", "401", "403", "404", "409", "413", "415"}),
+        (("post", "/jobs/{job_id}/retry"), {"400", "401", "403", "404", "409"}),
+        (("post", "/dlq/{job_id}/replay"), {"400", "401", "403", "404", "409"}),
         (("get", "/dlq/{job_id}"), {"400", "401", "404"}),
         (("get", "/readyz"), {"503"}),
-        (("post", "/schedules"), {"200", "201", "400", "401", "413", "415"}),
+        (("post", "/schedules"), {"200", "201", "400", "401", "403", "413", "415"}),
         (("get", "/schedules/{name}"), {"400", "401", "404"}),
-        (("delete", "/schedules/{name}"), {"204", "400", "404"}),
-        (("post", "/schedules/{name}/pause"), {"400", "404"}),
+        (("delete", "/schedules/{name}"), {"204", "400", "403", "404"}),
+        (("post", "/schedules/{name}/pause"), {"400", "403", "404"}),
     ],
 )
 async def test_each_route_documents_the_errors_it_can_give(
@@ -256,6 +256,22 @@ async def test_metrics_are_documented_as_text(document: dict[str, Any]) -> None:
 
 async def test_no_security_is_declared_without_an_api_token(document: dict[str, Any]) -> None:
     assert "security" not in document
+
+
+async def test_exactly_the_routes_that_change_something_document_the_cross_site_403(
+    document: dict[str, Any],
+) -> None:
+    """The middleware refuses every method but GET, HEAD and OPTIONS from another origin's
+    page, before any route sees it."""
+    for (method, path), operation in operations(document).items():
+        assert ("403" in operation["responses"]) is (method not in {"get", "head"}), (method, path)
+
+
+async def test_every_route_needing_the_token_documents_the_throttles_429(
+    document: dict[str, Any],
+) -> None:
+    for (method, path), operation in operations(document).items():
+        assert ("429" in operation["responses"]) is (path not in OPEN_ROUTES), (method, path)
 
 
 async def test_with_an_api_token_every_route_but_probes_and_metrics_needs_it() -> None:
