@@ -412,6 +412,7 @@ class RequestContextMiddleware:
             return guarded
         if self._authorized(self._token, header):
             state[AUTHORIZED_STATE] = True
+            self._throttle.succeeded(address, now)
             return False
         self._throttle.failed(address, now)
         if guarded:

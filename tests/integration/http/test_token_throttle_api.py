@@ -1,8 +1,9 @@
 """Guessing API_TOKEN is slowed: after FAILURES_ALLOWED wrong tokens from one address, on
 the dashboard's sign-in form or as bearer tokens (one count: the same secret), that
 address may try no token until the window ends, not even the right one (429 with
-Retry-After); then the right token works at once. Other addresses, requests without a
-token and the open paths are not affected. The throttle lives in the API process, so the
+Retry-After); then the right token works at once. Other addresses, an address whose
+clients sent the right token lately, requests without a token and the open paths are not
+affected. The throttle lives in the API process, so the
 in-memory backend shows all of it; time moves with a manual clock."""
 
 from __future__ import annotations
@@ -187,3 +188,33 @@ async def test_wrong_tokens_on_an_open_path_count_and_it_stays_open(
     assert healthz.status_code == 200
     # The wrong tokens on /readyz were guesses too: it shows details to the right one.
     assert api.status_code == 429
+
+
+async def test_an_address_that_sent_the_right_token_lately_is_not_refused(
+    client_at: ClientAt, clock: ManualClock
+) -> None:
+    """Producers behind one address: one still sending a token that was changed must not
+    stop the others' enqueues."""
+    async with client_at(OPERATOR) as client:
+        served = await client.get("/jobs", headers=RIGHT)
+        stale = [await client.get("/jobs", headers=WRONG) for _ in range(FAILURES_ALLOWED + 5)]
+        still_served = await client.get("/jobs", headers=RIGHT)
+        clock.advance(WINDOW.total_seconds())  # the right token last came a window ago
+        for _ in range(FAILURES_ALLOWED):
+            await client.get("/jobs", headers=WRONG)
+        refused = await client.get("/jobs", headers=RIGHT)
+
+    assert served.status_code == 200
+    assert {response.status_code for response in stale} == {401}  # told the token is wrong
+    assert still_served.status_code == 200
+    assert_error(refused, 429, "rate_limited")
+
+
+async def test_an_address_that_signed_in_lately_is_not_refused(client_at: ClientAt) -> None:
+    async with client_at(OPERATOR) as client:
+        signed_in = await sign_in(client, TOKEN)
+        for _ in range(FAILURES_ALLOWED):
+            await sign_in(client, "guess")
+        again = await sign_in(client, TOKEN)
+
+    assert (signed_in.status_code, again.status_code) == (303, 303)
