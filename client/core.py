@@ -29,6 +29,7 @@ from taskforge.client.errors import (
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
+    JobFailed,
     JobNotFound,
     ScheduleNotFound,
     Unauthorized,
@@ -765,6 +766,27 @@ class JobWait:
             f"job {self.job.id} still {self.job.state} after {self.timeout:g}s",
             details={"jobId": str(self.job.id), "state": str(self.job.state)},
         )
+
+
+def result_of(job: values.Job) -> Any:
+    """`result`'s answer for the finished job `wait` returned: the result a SUCCEEDED job
+    stored (None for none); for a job in DLQ or CANCELLED, JobFailed naming its state, its
+    reason and its last error."""
+    if job.state == JobState.SUCCEEDED:
+        return job.result
+    reason = f" ({job.reason})" if job.reason else ""
+    last_error = f"last error: {job.last_error}" if job.last_error else "no error recorded"
+    raise JobFailed(
+        "job_failed",
+        f"job {job.id} ended {job.state}{reason}; {last_error}",
+        job=job,
+        details={
+            "jobId": str(job.id),
+            "state": str(job.state),
+            "reason": job.reason,
+            "lastError": job.last_error,
+        },
+    )
 
 
 def _job(answer: Response) -> values.Job:

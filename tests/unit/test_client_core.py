@@ -31,6 +31,7 @@ from taskforge.client import (
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
+    JobFailed,
     JobNotFound,
     RetryPolicy,
     SyncClient,
@@ -835,6 +836,69 @@ async def test_wait_polls_again_through_an_api_that_is_briefly_unavailable(
     async with Client(transport=httpx.MockTransport(lambda request: next(answers))) as client:
         job = await client.wait(JOB_ID, timeout=60)
     assert job.state == "SUCCEEDED"
+
+
+def _finished(state: str, **fields: Any) -> httpx.MockTransport:
+    return httpx.MockTransport(
+        lambda request: httpx.Response(200, json={**JOB, "state": state, **fields})
+    )
+
+
+async def test_result_answers_what_a_succeeded_jobs_handler_returned() -> None:
+    transport = _finished("SUCCEEDED", result={"total": 41.5})
+    with SyncClient(transport=transport) as client:
+        assert client.result(JOB_ID, timeout=0) == {"total": 41.5}
+    async with Client(transport=_finished("SUCCEEDED")) as async_client:
+        assert await async_client.result(JOB_ID, timeout=0) is None  # returned nothing
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"state": "DLQ", "reason": "attempts exhausted", "lastError": "ValueError: boom"},
+            "ended DLQ (attempts exhausted); last error: ValueError: boom",
+        ),
+        (
+            {"state": "CANCELLED", "reason": "not needed", "lastError": None},
+            "ended CANCELLED (not needed); no error recorded",
+        ),
+    ],
+)
+async def test_result_of_a_job_that_ended_without_one_raises_job_failed_with_the_job(
+    fields: dict[str, Any], message: str
+) -> None:
+    state = fields.pop("state")
+    with (
+        SyncClient(transport=_finished(state, **fields)) as client,
+        pytest.raises(JobFailed) as failed,
+    ):
+        client.result(JOB_ID)
+    async with Client(transport=_finished(state, **fields)) as async_client:
+        with pytest.raises(JobFailed) as async_failed:
+            await async_client.result(JOB_ID)
+
+    assert failed.value.message == f"job {JOB_ID} {message}"
+    assert (failed.value.code, str(failed.value.job.id), failed.value.job.state) == (
+        "job_failed", JOB_ID, state
+    )  # fmt: skip
+    assert failed.value.details == {
+        "jobId": JOB_ID, "state": state, "reason": fields["reason"],
+        "lastError": fields["lastError"],
+    }  # fmt: skip
+    assert isinstance(failed.value, ClientError)
+    assert async_failed.value.message == failed.value.message
+
+
+async def test_result_of_a_job_not_finished_in_time_raises_wait_timeout() -> None:
+    with (
+        SyncClient(transport=_finished("RUNNING")) as client,
+        pytest.raises(WaitTimeout, match="still RUNNING after 0s"),
+    ):
+        client.result(JOB_ID, timeout=0)
+    async with Client(transport=_finished("FAILED")) as async_client:
+        with pytest.raises(WaitTimeout, match="still FAILED after 0s"):
+            await async_client.result(JOB_ID, timeout=0)
 
 
 def test_wait_gives_up_after_as_many_unanswered_polls_in_a_row_as_an_enqueue_tries(

@@ -21,6 +21,7 @@ from taskforge.client import (
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
+    JobFailed,
     JobNotFound,
     RetryPolicy,
     ScheduleNotFound,
@@ -273,6 +274,37 @@ async def test_enqueue_many_refuses_a_job_without_a_type_or_with_an_unknown_key_
 
     assert missing.value.details == {"field": "jobs[1].job_type", "index": 1}
     assert client.list(queue=queue).total == 0
+
+
+def test_result_answers_a_succeeded_jobs_result_and_raises_job_failed_for_the_others(
+    client: SyncClient,
+) -> None:
+    dead = client.enqueue("fail", {"terminal": True, "message": "card declined"})
+    cancelled = client.cancel(client.enqueue("noop", queue=idle_queue()).id)
+
+    assert client.result(client.enqueue("noop").id, timeout=10) is None  # noop returns None
+    with pytest.raises(JobFailed) as dead_lettered:
+        client.result(dead.id, timeout=10)
+    with pytest.raises(JobFailed) as cancelled_job:
+        client.result(cancelled.id, timeout=0)
+
+    assert dead_lettered.value.job.state is JobState.DLQ
+    assert dead_lettered.value.message == (
+        f"job {dead.id} ended DLQ (terminal error); last error: TerminalError: card declined"
+    )
+    assert cancelled_job.value.job.id == cancelled.id
+    assert cancelled_job.value.message.startswith(f"job {cancelled.id} ended CANCELLED")
+
+
+async def test_the_async_clients_result_raises_job_failed_alike(
+    client: SyncClient, dev_server: DevServer
+) -> None:
+    dead = client.enqueue("fail", {"terminal": True, "message": "card declined"})
+
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        with pytest.raises(JobFailed) as dead_lettered:
+            await tf.result(dead.id, timeout=10)
+    assert dead_lettered.value.details["lastError"] == "TerminalError: card declined"
 
 
 def test_wait_gives_up_at_its_timeout(client: SyncClient) -> None:
