@@ -615,6 +615,102 @@ def test_an_enqueue_is_retried_with_the_same_idempotency_key_after_a_lost_answer
     assert len(set(keys)) == 1
 
 
+def _sent_key(request: httpx.Request) -> str:
+    key: str = json.loads(request.content)["idempotencyKey"]
+    return key
+
+
+def _holding_the_sent_key(status: int) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={**JOB, "idempotencyKey": _sent_key(request)})
+
+    return answer
+
+
+async def test_an_enqueue_that_found_its_job_stored_returns_it_marked_as_a_conflict() -> None:
+    # POST /jobs answers 200, not 201, with the job holding the key (or the unique key).
+    answers = iter([201, 200, 200, 201, 200])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers), json=JOB)
+
+    transport = httpx.MockTransport(answer)
+    with SyncClient("http://api", transport=transport) as client:
+        created = client.enqueue("email", idempotency_key="k")
+        found = client.enqueue("email", idempotency_key="k")
+        read = client.get(JOB_ID)  # answered 200, as every read: no enqueue's conflict
+    async with Client("http://api", transport=transport) as async_client:
+        async_created = await async_client.enqueue("email", idempotency_key="k")
+        async_found = await async_client.enqueue("email", unique_key="nightly")
+
+    assert (created.conflict, found.conflict, read.conflict) == (False, True, False)
+    assert (async_created.conflict, async_found.conflict) == (False, True)
+    assert found.id == created.id
+
+
+def test_a_job_an_earlier_try_stored_under_the_key_the_client_made_up_is_no_conflict() -> None:
+    # The first try stored the job and its answer was lost: the second finds the job
+    # holding the call's own made-up key, which only this call could have stored.
+    transport, _ = _scripted(_lost, _holding_the_sent_key(200))
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        job = client.enqueue("email")
+    held_by_another = {**JOB, "idempotencyKey": "tf-another-call", "uniqueKey": "nightly"}
+    transport, _ = _scripted(_lost, lambda request: httpx.Response(200, json=held_by_another))
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        unique = client.enqueue("email", unique_key="nightly")
+    transport, _ = _scripted(_holding_the_sent_key(200))
+    with SyncClient("http://api", transport=transport) as client:
+        own_key = client.enqueue("email", idempotency_key="order-7")  # named by the caller
+
+    assert job.conflict is False
+    assert unique.conflict is True  # the unique key's holder, stored by another call
+    assert own_key.conflict is True
+
+
+def _batch_answer(
+    status_of: Callable[[dict[str, Any]], str],
+) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        jobs = json.loads(request.content)["jobs"]
+        items = [{"id": JOB_ID, "status": status_of(job), "state": "PENDING"} for job in jobs]
+        return httpx.Response(200, json={"items": items})
+
+    return answer
+
+
+async def test_enqueue_many_marks_each_job_it_found_stored_as_a_conflict() -> None:
+    specs: list[core.JobSpec] = [
+        {"job_type": "noop", "idempotency_key": "old"},
+        {"job_type": "noop", "idempotency_key": "new"},
+    ]
+    answer = _batch_answer(lambda job: "existing" if job["idempotencyKey"] == "old" else "created")
+    with SyncClient("http://api", transport=httpx.MockTransport(answer)) as client:
+        items = client.enqueue_many(specs)
+    async with Client("http://api", transport=httpx.MockTransport(answer)) as async_client:
+        async_items = await async_client.enqueue_many(specs)
+
+    assert [(item.status, item.conflict) for item in items] == [
+        ("existing", True), ("created", False)
+    ]  # fmt: skip
+    assert async_items == items
+
+
+def test_a_batch_an_earlier_try_stored_under_made_up_keys_was_created_by_the_call() -> None:
+    # Every job is `existing` on the second try: the lost first try stored them. A job
+    # with a unique key may have found another call's holder of it instead.
+    specs: list[core.JobSpec] = [
+        {"job_type": "noop"},
+        {"job_type": "noop", "idempotency_key": "mine"},
+        {"job_type": "noop", "unique_key": "nightly"},
+    ]
+    transport, _ = _scripted(_lost, _batch_answer(lambda job: "existing"))
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        items = client.enqueue_many(specs)
+
+    assert [item.conflict for item in items] == [False, True, True]
+    assert items[0].status == "created"
+
+
 def test_an_enqueue_gives_up_after_its_attempts_with_the_last_error() -> None:
     transport, seen = _scripted(_lost, _lost, _lost)
     with (

@@ -55,11 +55,13 @@ def test_an_enqueued_job_runs_and_wait_returns_it_succeeded(client: SyncClient) 
     assert (done.id, done.state, done.payload) == (job.id, JobState.SUCCEEDED, {"to": "a@b.com"})
 
 
-def test_reusing_an_idempotency_key_returns_the_same_job(client: SyncClient) -> None:
+def test_reusing_an_idempotency_key_returns_the_same_job_as_a_conflict(
+    client: SyncClient,
+) -> None:
     key = f"key-{uuid.uuid4().hex}"
     first = client.enqueue("noop", queue=idle_queue(), idempotency_key=key)
     again = client.enqueue("noop", idempotency_key=key)
-    assert again.id == first.id
+    assert (again.id, first.conflict, again.conflict) == (first.id, False, True)
 
 
 def test_a_unique_key_returns_the_unfinished_job_holding_it(client: SyncClient) -> None:
@@ -68,8 +70,8 @@ def test_a_unique_key_returns_the_unfinished_job_holding_it(client: SyncClient) 
     again = client.enqueue("noop", queue=queue, unique_key="nightly")
     [batched] = client.enqueue_many([{"job_type": "noop", "queue": queue, "unique_key": "nightly"}])
 
-    assert (again.id, again.unique_key) == (first.id, "nightly")
-    assert (batched.id, batched.status) == (first.id, "existing")
+    assert (again.id, again.unique_key, again.conflict) == (first.id, "nightly", True)
+    assert (batched.id, batched.status, batched.conflict) == (first.id, "existing", True)
     client.cancel(first.id)
     assert client.enqueue("noop", queue=queue, unique_key="nightly").id != first.id
 
