@@ -201,6 +201,13 @@ class Client:
                     return job
             await asyncio.sleep(waiting.next_delay(loop.time()))
 
+    async def result(self, job_id: UUID | str, timeout: float | None = None) -> Any:
+        """`wait` for the job, then answer what its handler returned (None for nothing),
+        the job's `result` once SUCCEEDED. A job that ended in DLQ or CANCELLED raises
+        `JobFailed` (its `job` as read, the message naming its state and last error); one
+        not finished within `timeout` raises `WaitTimeout`, as `wait` does."""
+        return core.result_of(await self.wait(job_id, timeout))
+
     async def _run(self, call: Call[T], timeout: float | None = None) -> T:
         return call.answer(await self._send(call.request, timeout))
 

@@ -29,6 +29,7 @@ from taskforge.client.errors import (
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
+    JobFailed,
     JobNotFound,
     ScheduleNotFound,
     Unauthorized,
@@ -138,6 +139,10 @@ class Request:
     first_index: int = 0
     """In one of a call's batch requests, the call's index of the request's first job: an
     error naming `jobs[i]` names the call's `jobs[first_index + i]`."""
+    made_up_keys: frozenset[str] = frozenset()
+    """The idempotency keys the client made up for the request's jobs. An enqueue answered
+    with the job holding one found a job stored by an earlier try of the same call (its
+    answer lost), not before the call: no conflict."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,9 +300,32 @@ def _json_option(value: Any) -> Any:
 def enqueue(
     job_type: str, payload: Mapping[str, Any] | None, options: EnqueueOptions
 ) -> Call[values.Job]:
-    """201 with a new job, or 200 with the one stored earlier under the same key."""
+    """201 with a new job, or 200 with the one stored earlier under the same key (or holding
+    the unique key): that job, its `conflict` set."""
     body = job_body(job_type, payload, **options)
-    return Call(Request("POST", "/jobs", body=body, retry=True), _job)
+    request = Request(
+        "POST", "/jobs", body=body, retry=True, made_up_keys=_made_up_keys([options], [body])
+    )
+    return Call(request, lambda answer: _enqueued(answer, request))
+
+
+def _made_up_keys(
+    specs: Iterable[Mapping[str, Any]], bodies: Iterable[Mapping[str, Any]]
+) -> frozenset[str]:
+    """The keys job_body made up for the jobs whose spec gave none."""
+    return frozenset(
+        body["idempotencyKey"]
+        for spec, body in zip(specs, bodies, strict=True)
+        if spec.get("idempotency_key") is None
+    )
+
+
+def _enqueued(answer: Response, request: Request) -> values.Job:
+    """The job `POST /jobs` answered, a conflict when the API found it stored (200) and it
+    does not hold the key this call made up (see Request.made_up_keys)."""
+    key = answer.data.get("idempotencyKey") if isinstance(answer.data, dict) else None
+    conflict = answer.status == 200 and key not in request.made_up_keys
+    return values.job_of(answer.data, conflict=conflict)
 
 
 def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]]:
@@ -306,7 +334,7 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
     `taskforge.enqueue_many` refuses it: an unknown key (`jobType`) is a TypeError naming
     it, a missing job_type a ValidationError naming `jobs[i].job_type`."""
     refuse_a_single_job(jobs)
-    bodies = []
+    specs, bodies = [], []
     for index, spec in enumerate(jobs):
         refuse_non_mapping(spec, index)
         _refuse_unknown("enqueue option", spec, _SPEC_KEYS)
@@ -316,17 +344,47 @@ def enqueue_chunks(jobs: Iterable[JobSpec]) -> list[Call[list[values.BatchItem]]
             bodies.append(job_body(**spec))
         except ValidationError as exc:  # named as the API names it in a batch
             raise _input_error("payload", exc.message.removeprefix("payload: "), index) from None
+        specs.append(spec)
+    made_up = _made_up_keys(specs, bodies)
     return [
-        _batch(bodies[first : first + BATCH_LIMIT], first)
+        _batch(bodies[first : first + BATCH_LIMIT], first, made_up)
         for first in range(0, len(bodies), BATCH_LIMIT)
     ]
 
 
-def _batch(bodies: list[dict[str, Any]], first_index: int) -> Call[list[values.BatchItem]]:
+def _batch(
+    bodies: list[dict[str, Any]], first_index: int, made_up_keys: frozenset[str]
+) -> Call[list[values.BatchItem]]:
     request = Request(
-        "POST", "/jobs/batch", body={"jobs": bodies}, retry=True, first_index=first_index
+        "POST",
+        "/jobs/batch",
+        body={"jobs": bodies},
+        retry=True,
+        first_index=first_index,
+        made_up_keys=made_up_keys,
     )
-    return Call(request, lambda answer: values.batch_items_of(answer.data))
+    return Call(request, lambda answer: _batch_items(answer, request))
+
+
+def _batch_items(answer: Response, request: Request) -> list[values.BatchItem]:
+    """The items of a batch's answer. An item `existing` under a key this call made up, its
+    job holding no unique key, names the job an earlier try of this call stored (see
+    Request.made_up_keys): `created` by the call."""
+    items = [
+        {**item, "status": "created"} if _stored_by_earlier_try(body, item, request) else item
+        for body, item in zip(request.body["jobs"], answer.data["items"], strict=True)
+    ]
+    return values.batch_items_of({"items": items})
+
+
+def _stored_by_earlier_try(body: Mapping[str, Any], item: Any, request: Request) -> bool:
+    return (
+        bool(request.made_up_keys)
+        and isinstance(item, dict)
+        and item.get("status") == "existing"
+        and "uniqueKey" not in body
+        and body["idempotencyKey"] in request.made_up_keys
+    )
 
 
 def halves_of_too_large(
@@ -339,7 +397,11 @@ def halves_of_too_large(
     if refusal.status != 413 or len(bodies) < 2:
         raise refusal
     middle, first = len(bodies) // 2, call.request.first_index
-    return [_batch(bodies[:middle], first), _batch(bodies[middle:], first + middle)]
+    made_up = call.request.made_up_keys
+    return [
+        _batch(bodies[:middle], first, made_up),
+        _batch(bodies[middle:], first + middle, made_up),
+    ]
 
 
 def get_job(job_id: UUID | str) -> Call[values.Job]:
@@ -765,6 +827,27 @@ class JobWait:
             f"job {self.job.id} still {self.job.state} after {self.timeout:g}s",
             details={"jobId": str(self.job.id), "state": str(self.job.state)},
         )
+
+
+def result_of(job: values.Job) -> Any:
+    """`result`'s answer for the finished job `wait` returned: the result a SUCCEEDED job
+    stored (None for none); for a job in DLQ or CANCELLED, JobFailed naming its state, its
+    reason and its last error."""
+    if job.state == JobState.SUCCEEDED:
+        return job.result
+    reason = f" ({job.reason})" if job.reason else ""
+    last_error = f"last error: {job.last_error}" if job.last_error else "no error recorded"
+    raise JobFailed(
+        "job_failed",
+        f"job {job.id} ended {job.state}{reason}; {last_error}",
+        job=job,
+        details={
+            "jobId": str(job.id),
+            "state": str(job.state),
+            "reason": job.reason,
+            "lastError": job.last_error,
+        },
+    )
 
 
 def _job(answer: Response) -> values.Job:

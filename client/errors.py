@@ -7,7 +7,10 @@ answer's `X-Request-ID`, to find the call in the API's logs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskforge.client.values import Job
 
 
 class ClientError(Exception):
@@ -75,3 +78,12 @@ class ClientClosed(ClientError, RuntimeError):
 
 class WaitTimeout(ClientError, TimeoutError):
     """`wait` gave up: the job was not terminal when its timeout ran out."""
+
+
+class JobFailed(ClientError):
+    """`result` found the job finished without a result: dead-lettered (DLQ) or CANCELLED.
+    `job` is the job as read, with its `state`, `reason`, `last_error` and `errors`."""
+
+    def __init__(self, code: str, message: str, *, job: Job, details: Any = None) -> None:
+        super().__init__(code, message, details=details)
+        self.job = job

@@ -209,6 +209,13 @@ class SyncClient:
                     return job
             time.sleep(waiting.next_delay(time.monotonic()))
 
+    def result(self, job_id: UUID | str, timeout: float | None = None) -> Any:
+        """`wait` for the job, then answer what its handler returned (None for nothing),
+        the job's `result` once SUCCEEDED. A job that ended in DLQ or CANCELLED raises
+        `JobFailed` (its `job` as read, the message naming its state and last error); one
+        not finished within `timeout` raises `WaitTimeout`, as `wait` does."""
+        return core.result_of(self.wait(job_id, timeout))
+
     def _run(self, call: Call[T], timeout: float | None = None) -> T:
         return call.answer(self._send(call.request, timeout))
 

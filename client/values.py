@@ -36,7 +36,8 @@ class AttemptError(msgspec.Struct, frozen=True, kw_only=True):
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """A job as `GET /jobs/{id}` answers it. `errors` and `result` (the JSON value the
     handler returned once the job SUCCEEDED) are only filled by `get` (and `wait`); lists
-    and operator moves leave them empty, as the API does."""
+    and operator moves leave them empty, as the API does. `conflict` is the client's own:
+    no answer of the API carries it."""
 
     id: UUID
     queue: str
@@ -73,6 +74,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
     errors: tuple[AttemptError, ...] = ()
     result: Any = None
+    conflict: bool = False
+    """True only on what an enqueue answered, when it found this job stored before the call
+    (its idempotency key, or its queue's unfinished job holding the unique key) and stored
+    none; False on every other read of a job."""
 
     @property
     def terminal(self) -> bool:
@@ -112,12 +117,18 @@ class DeadLetterPage(_Page[DeadLetter], frozen=True, kw_only=True):
 
 
 class BatchItem(msgspec.Struct, frozen=True, kw_only=True):
-    """One job of `enqueue_many`, in the order given: `existing` when its idempotency key
-    named a job already stored."""
+    """One job of `enqueue_many`, in the order given: `existing` when the job was stored
+    before the call (its idempotency key, or its queue's unfinished job holding the unique
+    key, or an earlier job of the batch), else `created`."""
 
     id: UUID
     status: Literal["created", "existing"]
     state: JobState
+
+    @property
+    def conflict(self) -> bool:
+        """`existing`: as `Job.conflict` says of an enqueue's job."""
+        return self.status == "existing"
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,8 +213,10 @@ def _convert(value: Any, into: type[T]) -> T:
     return msgspec.convert(value, into)
 
 
-def job_of(resource: Mapping[str, Any]) -> Job:
-    return _convert(snake_keys(resource), Job)
+def job_of(resource: Mapping[str, Any], *, conflict: bool = False) -> Job:
+    fields = snake_keys(resource)
+    fields["conflict"] = conflict
+    return _convert(fields, Job)
 
 
 def job_page_of(page: Mapping[str, Any]) -> JobPage:

@@ -157,7 +157,7 @@ def _psycopg_steps(new_jobs: list[NewJob], *, utf8: bool, in_transaction: bool) 
             # The key's holder finished or was deleted meanwhile: the key is free, try again.
         else:
             raise RuntimeError("idempotency or unique keys kept changing hands; try again")
-    return [client_job(job) for job, _ in results]
+    return [client_job(job, conflict=not stored_now) for job, stored_now in results]
 
 
 def _copy(

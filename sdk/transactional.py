@@ -90,8 +90,9 @@ def enqueue(
     conn: Any, job_type: str, payload: Mapping[str, Any] | None = None, **options: Any
 ) -> Job | Coroutine[Any, Any, Job]:
     """Store one job in `conn`'s current transaction (outside one, it commits at once) and
-    return it; a reused idempotency key returns the job that holds it, stored before or
-    earlier in this transaction. Options are the HTTP client's. A bad value raises
+    return it; a reused idempotency key (or a unique key an unfinished job of the queue
+    holds) returns the job that holds it, stored before or earlier in this transaction,
+    its `conflict` set. Options are the HTTP client's. A bad value raises
     ValidationError before anything is written, as does text the connection's client encoding
     cannot carry (on LATIN1, a "€" in the payload or a key); database errors are the driver's
     own (with a note saying to run `taskforge migrate` when the database lacks TaskForge's
@@ -338,7 +339,7 @@ async def _store_asyncpg(
     for start in range(0, len(new_jobs), CHUNK):
         chunk = new_jobs[start : start + CHUNK]
         results += await insert_jobs_as(
-            conn, chunk, _created_job, client_job, KEY_ATTEMPTS, published=False
+            conn, chunk, _created_job, conflicting_job, KEY_ATTEMPTS, published=False
         )
     return results
 
@@ -398,10 +399,15 @@ def _decoded(payload: Any) -> Any:
     return msgspec.json.decode(payload) if isinstance(payload, str | bytes) else payload
 
 
-def client_job(job: StoredJob) -> Job:
+def conflicting_job(job: StoredJob) -> Job:
+    """The job an enqueue found holding its key, stored before the call or earlier in it."""
+    return client_job(job, conflict=True)
+
+
+def client_job(job: StoredJob, *, conflict: bool = False) -> Job:
     """A stored job (one holding a key) in the client's form: each field from the job's field
     of the same name, the retry policy's from its policy, so a field added to both is carried
-    without a line here."""
+    without a line here. `conflict` is the enqueue's, not the stored job's."""
     fields = {
         name: getattr(job.policy if name in _POLICY_FIELDS else job, name)
         for name in _CLIENT_JOB_FIELDS
@@ -413,11 +419,13 @@ def client_job(job: StoredJob) -> Job:
         AttemptError(attempt=each.attempt, at=each.at, error=each.error, traceback=each.traceback)
         for each in job.errors
     )
-    return Job(**fields)
+    return Job(**fields, conflict=conflict)
 
 
 _POLICY_FIELDS = frozenset(each.name for each in dataclasses.fields(RetryPolicy))
-_CLIENT_JOB_FIELDS = tuple(each.name for each in msgspec.structs.fields(Job))
+_CLIENT_JOB_FIELDS = tuple(
+    each.name for each in msgspec.structs.fields(Job) if each.name != "conflict"
+)
 _MOMENT_FIELDS = tuple(
     each.name for each in msgspec.structs.fields(Job) if each.type in (datetime, datetime | None)
 )

@@ -163,7 +163,7 @@ def test_public_module_exposes_the_clients_and_their_errors() -> None:
     assert taskforge.SyncClient.__name__ == "SyncClient"
     assert taskforge.Client.__name__ == "Client"
     for name in ("JobNotFound", "InvalidTransition", "ValidationError", "Unauthorized",
-                 "Unavailable"):  # fmt: skip
+                 "Unavailable", "JobFailed"):  # fmt: skip
         assert issubclass(getattr(taskforge, name), taskforge.ClientError)
 
 

@@ -31,6 +31,7 @@ from taskforge.client import (
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
+    JobFailed,
     JobNotFound,
     RetryPolicy,
     SyncClient,
@@ -614,6 +615,102 @@ def test_an_enqueue_is_retried_with_the_same_idempotency_key_after_a_lost_answer
     assert len(set(keys)) == 1
 
 
+def _sent_key(request: httpx.Request) -> str:
+    key: str = json.loads(request.content)["idempotencyKey"]
+    return key
+
+
+def _holding_the_sent_key(status: int) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={**JOB, "idempotencyKey": _sent_key(request)})
+
+    return answer
+
+
+async def test_an_enqueue_that_found_its_job_stored_returns_it_marked_as_a_conflict() -> None:
+    # POST /jobs answers 200, not 201, with the job holding the key (or the unique key).
+    answers = iter([201, 200, 200, 201, 200])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers), json=JOB)
+
+    transport = httpx.MockTransport(answer)
+    with SyncClient("http://api", transport=transport) as client:
+        created = client.enqueue("email", idempotency_key="k")
+        found = client.enqueue("email", idempotency_key="k")
+        read = client.get(JOB_ID)  # answered 200, as every read: no enqueue's conflict
+    async with Client("http://api", transport=transport) as async_client:
+        async_created = await async_client.enqueue("email", idempotency_key="k")
+        async_found = await async_client.enqueue("email", unique_key="nightly")
+
+    assert (created.conflict, found.conflict, read.conflict) == (False, True, False)
+    assert (async_created.conflict, async_found.conflict) == (False, True)
+    assert found.id == created.id
+
+
+def test_a_job_an_earlier_try_stored_under_the_key_the_client_made_up_is_no_conflict() -> None:
+    # The first try stored the job and its answer was lost: the second finds the job
+    # holding the call's own made-up key, which only this call could have stored.
+    transport, _ = _scripted(_lost, _holding_the_sent_key(200))
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        job = client.enqueue("email")
+    held_by_another = {**JOB, "idempotencyKey": "tf-another-call", "uniqueKey": "nightly"}
+    transport, _ = _scripted(_lost, lambda request: httpx.Response(200, json=held_by_another))
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        unique = client.enqueue("email", unique_key="nightly")
+    transport, _ = _scripted(_holding_the_sent_key(200))
+    with SyncClient("http://api", transport=transport) as client:
+        own_key = client.enqueue("email", idempotency_key="order-7")  # named by the caller
+
+    assert job.conflict is False
+    assert unique.conflict is True  # the unique key's holder, stored by another call
+    assert own_key.conflict is True
+
+
+def _batch_answer(
+    status_of: Callable[[dict[str, Any]], str],
+) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        jobs = json.loads(request.content)["jobs"]
+        items = [{"id": JOB_ID, "status": status_of(job), "state": "PENDING"} for job in jobs]
+        return httpx.Response(200, json={"items": items})
+
+    return answer
+
+
+async def test_enqueue_many_marks_each_job_it_found_stored_as_a_conflict() -> None:
+    specs: list[core.JobSpec] = [
+        {"job_type": "noop", "idempotency_key": "old"},
+        {"job_type": "noop", "idempotency_key": "new"},
+    ]
+    answer = _batch_answer(lambda job: "existing" if job["idempotencyKey"] == "old" else "created")
+    with SyncClient("http://api", transport=httpx.MockTransport(answer)) as client:
+        items = client.enqueue_many(specs)
+    async with Client("http://api", transport=httpx.MockTransport(answer)) as async_client:
+        async_items = await async_client.enqueue_many(specs)
+
+    assert [(item.status, item.conflict) for item in items] == [
+        ("existing", True), ("created", False)
+    ]  # fmt: skip
+    assert async_items == items
+
+
+def test_a_batch_an_earlier_try_stored_under_made_up_keys_was_created_by_the_call() -> None:
+    # Every job is `existing` on the second try: the lost first try stored them. A job
+    # with a unique key may have found another call's holder of it instead.
+    specs: list[core.JobSpec] = [
+        {"job_type": "noop"},
+        {"job_type": "noop", "idempotency_key": "mine"},
+        {"job_type": "noop", "unique_key": "nightly"},
+    ]
+    transport, _ = _scripted(_lost, _batch_answer(lambda job: "existing"))
+    with SyncClient("http://api", transport=transport, retry_policy=NO_WAIT) as client:
+        items = client.enqueue_many(specs)
+
+    assert [item.conflict for item in items] == [False, True, True]
+    assert items[0].status == "created"
+
+
 def test_an_enqueue_gives_up_after_its_attempts_with_the_last_error() -> None:
     transport, seen = _scripted(_lost, _lost, _lost)
     with (
@@ -835,6 +932,69 @@ async def test_wait_polls_again_through_an_api_that_is_briefly_unavailable(
     async with Client(transport=httpx.MockTransport(lambda request: next(answers))) as client:
         job = await client.wait(JOB_ID, timeout=60)
     assert job.state == "SUCCEEDED"
+
+
+def _finished(state: str, **fields: Any) -> httpx.MockTransport:
+    return httpx.MockTransport(
+        lambda request: httpx.Response(200, json={**JOB, "state": state, **fields})
+    )
+
+
+async def test_result_answers_what_a_succeeded_jobs_handler_returned() -> None:
+    transport = _finished("SUCCEEDED", result={"total": 41.5})
+    with SyncClient(transport=transport) as client:
+        assert client.result(JOB_ID, timeout=0) == {"total": 41.5}
+    async with Client(transport=_finished("SUCCEEDED")) as async_client:
+        assert await async_client.result(JOB_ID, timeout=0) is None  # returned nothing
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"state": "DLQ", "reason": "attempts exhausted", "lastError": "ValueError: boom"},
+            "ended DLQ (attempts exhausted); last error: ValueError: boom",
+        ),
+        (
+            {"state": "CANCELLED", "reason": "not needed", "lastError": None},
+            "ended CANCELLED (not needed); no error recorded",
+        ),
+    ],
+)
+async def test_result_of_a_job_that_ended_without_one_raises_job_failed_with_the_job(
+    fields: dict[str, Any], message: str
+) -> None:
+    state = fields.pop("state")
+    with (
+        SyncClient(transport=_finished(state, **fields)) as client,
+        pytest.raises(JobFailed) as failed,
+    ):
+        client.result(JOB_ID)
+    async with Client(transport=_finished(state, **fields)) as async_client:
+        with pytest.raises(JobFailed) as async_failed:
+            await async_client.result(JOB_ID)
+
+    assert failed.value.message == f"job {JOB_ID} {message}"
+    assert (failed.value.code, str(failed.value.job.id), failed.value.job.state) == (
+        "job_failed", JOB_ID, state
+    )  # fmt: skip
+    assert failed.value.details == {
+        "jobId": JOB_ID, "state": state, "reason": fields["reason"],
+        "lastError": fields["lastError"],
+    }  # fmt: skip
+    assert isinstance(failed.value, ClientError)
+    assert async_failed.value.message == failed.value.message
+
+
+async def test_result_of_a_job_not_finished_in_time_raises_wait_timeout() -> None:
+    with (
+        SyncClient(transport=_finished("RUNNING")) as client,
+        pytest.raises(WaitTimeout, match="still RUNNING after 0s"),
+    ):
+        client.result(JOB_ID, timeout=0)
+    async with Client(transport=_finished("FAILED")) as async_client:
+        with pytest.raises(WaitTimeout, match="still FAILED after 0s"):
+            await async_client.result(JOB_ID, timeout=0)
 
 
 def test_wait_gives_up_after_as_many_unanswered_polls_in_a_row_as_an_enqueue_tries(

@@ -21,6 +21,7 @@ from taskforge.client import (
     ConnectionFailed,
     InvalidResponse,
     InvalidTransition,
+    JobFailed,
     JobNotFound,
     RetryPolicy,
     ScheduleNotFound,
@@ -54,11 +55,13 @@ def test_an_enqueued_job_runs_and_wait_returns_it_succeeded(client: SyncClient) 
     assert (done.id, done.state, done.payload) == (job.id, JobState.SUCCEEDED, {"to": "a@b.com"})
 
 
-def test_reusing_an_idempotency_key_returns_the_same_job(client: SyncClient) -> None:
+def test_reusing_an_idempotency_key_returns_the_same_job_as_a_conflict(
+    client: SyncClient,
+) -> None:
     key = f"key-{uuid.uuid4().hex}"
     first = client.enqueue("noop", queue=idle_queue(), idempotency_key=key)
     again = client.enqueue("noop", idempotency_key=key)
-    assert again.id == first.id
+    assert (again.id, first.conflict, again.conflict) == (first.id, False, True)
 
 
 def test_a_unique_key_returns_the_unfinished_job_holding_it(client: SyncClient) -> None:
@@ -67,8 +70,8 @@ def test_a_unique_key_returns_the_unfinished_job_holding_it(client: SyncClient) 
     again = client.enqueue("noop", queue=queue, unique_key="nightly")
     [batched] = client.enqueue_many([{"job_type": "noop", "queue": queue, "unique_key": "nightly"}])
 
-    assert (again.id, again.unique_key) == (first.id, "nightly")
-    assert (batched.id, batched.status) == (first.id, "existing")
+    assert (again.id, again.unique_key, again.conflict) == (first.id, "nightly", True)
+    assert (batched.id, batched.status, batched.conflict) == (first.id, "existing", True)
     client.cancel(first.id)
     assert client.enqueue("noop", queue=queue, unique_key="nightly").id != first.id
 
@@ -273,6 +276,37 @@ async def test_enqueue_many_refuses_a_job_without_a_type_or_with_an_unknown_key_
 
     assert missing.value.details == {"field": "jobs[1].job_type", "index": 1}
     assert client.list(queue=queue).total == 0
+
+
+def test_result_answers_a_succeeded_jobs_result_and_raises_job_failed_for_the_others(
+    client: SyncClient,
+) -> None:
+    dead = client.enqueue("fail", {"terminal": True, "message": "card declined"})
+    cancelled = client.cancel(client.enqueue("noop", queue=idle_queue()).id)
+
+    assert client.result(client.enqueue("noop").id, timeout=10) is None  # noop returns None
+    with pytest.raises(JobFailed) as dead_lettered:
+        client.result(dead.id, timeout=10)
+    with pytest.raises(JobFailed) as cancelled_job:
+        client.result(cancelled.id, timeout=0)
+
+    assert dead_lettered.value.job.state is JobState.DLQ
+    assert dead_lettered.value.message == (
+        f"job {dead.id} ended DLQ (terminal error); last error: TerminalError: card declined"
+    )
+    assert cancelled_job.value.job.id == cancelled.id
+    assert cancelled_job.value.message.startswith(f"job {cancelled.id} ended CANCELLED")
+
+
+async def test_the_async_clients_result_raises_job_failed_alike(
+    client: SyncClient, dev_server: DevServer
+) -> None:
+    dead = client.enqueue("fail", {"terminal": True, "message": "card declined"})
+
+    async with Client(dev_server.url, token=dev_server.token) as tf:
+        with pytest.raises(JobFailed) as dead_lettered:
+            await tf.result(dead.id, timeout=10)
+    assert dead_lettered.value.details["lastError"] == "TerminalError: card declined"
 
 
 def test_wait_gives_up_at_its_timeout(client: SyncClient) -> None:

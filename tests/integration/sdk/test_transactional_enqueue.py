@@ -132,6 +132,11 @@ async def observer(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+def found(job: Job) -> Job:
+    """`job` as an enqueue answers it when it finds it holding the key: a conflict."""
+    return msgspec.structs.replace(job, conflict=True)
+
+
 async def stored_ids(observer: asyncpg.Connection, queue: str) -> set[UUID]:
     rows = await observer.fetch("SELECT id FROM jobs WHERE queue = $1", queue)
     return {row["id"] for row in rows}
@@ -433,7 +438,7 @@ def test_a_psycopg_connection_in_sql_ascii_answers_the_jobs_it_stored(
 
     assert first.payload == {"name": "José"}
     assert stored == [("José",)]
-    assert again == held
+    assert again == found(held)
     assert again.queue == queue_name
 
 
@@ -462,7 +467,7 @@ def test_a_psycopg_connection_with_its_own_loaders_is_answered_the_job_holding_a
         again = taskforge.enqueue(conn, **keyed)
         conn.rollback()
 
-    assert again == first
+    assert again == found(first)
     assert (again.max_attempts, again.initial_delay, again.jitter) == (4, 1.5, True)
     assert again.state is JobState.PENDING
 
@@ -624,7 +629,7 @@ def test_a_psycopg_connection_reading_uuids_as_text_gets_its_jobs_created(
 
     assert {job_id for (job_id,) in stored} == {str(job.id) for job in [*jobs, first]}
     assert all(isinstance(job.id, UUID) for job in [*jobs, first, again])
-    assert again == first
+    assert again == found(first)
 
 
 async def test_a_large_batch_on_a_connection_with_its_own_timestamp_codec(
@@ -799,6 +804,31 @@ async def test_a_held_unique_key_returns_the_job_holding_it(
     assert await stored_ids(observer, queue_name) == {first.id, batch[1].id}
 
 
+async def test_a_job_found_holding_a_key_is_returned_as_a_conflict_and_a_new_one_not(
+    session: Session, queue_name: str
+) -> None:
+    key, other = f"{queue_name}-1", f"{queue_name}-2"  # keys are global: one per test
+    created = await session.enqueue("email", queue=queue_name, idempotency_key=key)
+    held = await session.enqueue("report", queue=queue_name, unique_key="daily")
+    found = await session.enqueue("email", queue=queue_name, idempotency_key=key)
+    unique = await session.enqueue("report", queue=queue_name, unique_key="daily")
+    batch = await session.enqueue_many(
+        [
+            {"job_type": "email", "queue": queue_name, "idempotency_key": other},
+            {"job_type": "email", "queue": queue_name, "idempotency_key": key},
+            {"job_type": "email", "queue": queue_name, "idempotency_key": other},
+            {"job_type": "report", "queue": queue_name, "unique_key": "daily"},
+            {"job_type": "email", "queue": queue_name},
+        ]
+    )
+    await session.commit()
+
+    assert (created.conflict, held.conflict) == (False, False)
+    assert (found.id, found.conflict) == (created.id, True)
+    assert (unique.id, unique.conflict) == (held.id, True)
+    assert [job.conflict for job in batch] == [False, True, True, True, False]
+
+
 async def test_a_reused_key_returns_the_job_another_transaction_committed(
     session: Session, migrated_dsn: str, observer: asyncpg.Connection, queue_name: str
 ) -> None:
@@ -823,7 +853,7 @@ async def test_a_reused_key_returns_the_job_another_transaction_committed(
         if inspect.isawaitable(closing):
             await closing
 
-    assert (again.id, again.payload) == (first.id, {"n": 1})
+    assert (again.id, again.payload, again.conflict) == (first.id, {"n": 1}, True)
     assert (again.snoozes, again.hand_backs, again.unknown_type_since) == (2, 1, since)
     assert await stored_ids(observer, queue_name) == {first.id}
 
@@ -1314,7 +1344,7 @@ async def test_a_psycopg_connection_whose_cursors_take_dollar_placeholders_is_ta
         if inspect.isawaitable(closing):
             await closing
 
-    assert again == first
+    assert again == found(first)
     assert await stored_ids(observer, queue_name) == {job.id for job in [*jobs, first]}
 
 
