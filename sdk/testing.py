@@ -14,6 +14,7 @@ import inspect
 import json
 import uuid
 from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -39,6 +40,7 @@ def perform(
     attempt: int = 1,
     max_attempts: int | None = None,
     snoozes: int = 0,
+    created_at: datetime | None = None,
 ) -> Any:
     """Run one job of `handler` (a function registered with `@taskforge.handler`, or a
     `@taskforge.task`) and return its result as the job would store it: JSON read back,
@@ -47,11 +49,11 @@ def perform(
     `payload` is the job's payload as stored, a JSON object (None: `{}`); a typed task also
     takes what its `enqueue` takes (a Struct, a dataclass ...). The JobContext is the first
     attempt's of a fresh job on the task's queue (else the default queue) with the task's
-    `max_attempts` (else 3); the keywords set its fields instead. A payload that does not
-    fit a typed task's type raises TerminalError, as on a worker; whatever the handler
-    raises (Snooze, TerminalError, any other exception) propagates as it is; a result the
-    job could not store raises UnstorableResult. Async handlers run on an event loop of
-    their own, so this cannot be called where one runs: await `perform_async` there."""
+    `max_attempts` (else 3), created now; the keywords set its fields instead. A payload
+    that does not fit a typed task's type raises TerminalError, as on a worker; whatever the
+    handler raises (Snooze, TerminalError, any other exception) propagates as it is; a
+    result the job could not store raises UnstorableResult. Async handlers run on an event
+    loop of their own, so this cannot be called where one runs: await `perform_async` there."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -61,7 +63,9 @@ def perform(
             "taskforge.testing.perform cannot run inside a running event loop: "
             "in an async test, await taskforge.testing.perform_async(...) instead"
         )
-    function, context = _job(handler, payload, job_id, queue, attempt, max_attempts, snoozes)
+    function, context = _job(
+        handler, payload, job_id, queue, attempt, max_attempts, snoozes, created_at
+    )
     if inspect.iscoroutinefunction(function):
         value = asyncio.run(function(context))
     else:
@@ -80,10 +84,13 @@ async def perform_async(
     attempt: int = 1,
     max_attempts: int | None = None,
     snoozes: int = 0,
+    created_at: datetime | None = None,
 ) -> Any:
     """`perform`, awaited on the running loop: an async handler runs on it, a plain one on a
     thread of its own, as a worker runs it."""
-    function, context = _job(handler, payload, job_id, queue, attempt, max_attempts, snoozes)
+    function, context = _job(
+        handler, payload, job_id, queue, attempt, max_attempts, snoozes, created_at
+    )
     threads = HandlerThreads(1, name="taskforge-perform")
     try:
         value = await invoke(function, context, threads)
@@ -100,6 +107,7 @@ def _job(
     attempt: int,
     max_attempts: int | None,
     snoozes: int,
+    created_at: datetime | None,
 ) -> tuple[JobHandler, JobContext]:
     """The function a worker calls for `handler`'s jobs, and the context of this one."""
     if isinstance(handler, Task):
@@ -122,6 +130,7 @@ def _job(
         max_attempts=max_attempts or declared_attempts or RetryPolicy().max_attempts,
         payload=_stored_payload({} if payload is None else payload),
         snoozes=snoozes,
+        created_at=datetime.now(UTC) if created_at is None else created_at,
     )
     return function, context
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -154,6 +155,17 @@ def test_context_overrides_reach_the_handler() -> None:
         job_id, "q", 3, 3, 2,
     )  # fmt: skip
     assert ctx.is_last_attempt
+
+
+def test_the_job_was_created_now_unless_told_when() -> None:
+    before = datetime.now(UTC)
+    perform(greet, {"name": "Ada"})
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    perform(greet, {"name": "Ada"}, created_at=long_ago)
+
+    [fresh, old] = seen
+    assert fresh.created_at is not None and before <= fresh.created_at <= datetime.now(UTC)
+    assert old.created_at == long_ago  # a handler dropping jobs too old to run is testable
 
 
 async def test_perform_inside_a_running_loop_points_to_perform_async() -> None:
