@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -112,7 +112,11 @@ class WorkerSettings:
     pid: int = 0
     """Where the worker runs, as it reports itself to the WorkerRegistry."""
     rate_limit_per_sec: float = 0.0
-    """Per queue, shared by all workers through the RateLimiter; 0 disables it."""
+    """Jobs started per second in each queue not in `queue_rate_limits`, shared by all
+    workers through the RateLimiter; 0 disables it."""
+    queue_rate_limits: Mapping[str, float] = field(default_factory=dict)
+    """The queues with a rate of their own, which replaces `rate_limit_per_sec` for them;
+    0: no limit for that queue."""
     heartbeat: bool = True
     """Off: a job may run at most its visibility timeout, then it is interrupted."""
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
@@ -158,6 +162,10 @@ class WorkerSettings:
     without them) before the worker drains and stops with TooManyAbandonedThreads; None
     means `concurrency`. Sync handlers run on `concurrency` + this many threads, so the
     abandoned ones never take a running job's thread."""
+
+    def rate_limit_of(self, queue: str) -> float:
+        """Jobs of `queue` started per second, shared by its workers; 0: no limit."""
+        return self.queue_rate_limits.get(queue, self.rate_limit_per_sec)
 
     @property
     def abandoned_thread_limit(self) -> int:
@@ -313,24 +321,29 @@ class _Settler:
 class _DirectClaims:
     """The pacing of dispatch without hints: how long to wait after a claim that found
     nothing (doubling between the settings' bounds, with jitter), and a token bucket per
-    queue for RATE_LIMIT_PER_SEC. The rate is shared by all workers through Redis; without
+    queue with a rate limit. The rate is shared by all workers through Redis; without
     Redis each worker holds it by itself."""
 
     settings: WorkerSettings
-    rate_per_sec: float
+    rate_limits: Mapping[str, float]
+    """The rate of each queue that has one (see Worker._rate_limits)."""
     random: RandomSource
     wait: float = 0.0
+    unlimited: tuple[str, ...] = ()
+    """The queues served without a rate limit."""
     buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per queue: its permits, and when (by the worker's `monotonic`) they were last refilled."""
 
     def __post_init__(self) -> None:
         self.wait = self.settings.direct_poll_min
+        self.unlimited = tuple(q for q in self.settings.queues if q not in self.rate_limits)
 
     def permits(self, queue: str, now: float) -> int:
-        """How many jobs of `queue` the next claim may take within the rate."""
-        initial = (self.rate_per_sec * self.settings.direct_poll_min, now)
-        tokens, refilled_at = self.buckets.get(queue, initial)
-        tokens = min(tokens + self.rate_per_sec * (now - refilled_at), max(self.rate_per_sec, 1.0))
+        """How many jobs of `queue`, a queue with a rate limit, the next claim may take within
+        its rate."""
+        rate = self.rate_limits[queue]
+        tokens, refilled_at = self.buckets.get(queue, (rate * self.settings.direct_poll_min, now))
+        tokens = min(tokens + rate * (now - refilled_at), max(rate, 1.0))
         self.buckets[queue] = (tokens, now)
         return int(tokens)
 
@@ -423,6 +436,11 @@ class Worker:
         """When (by `monotonic`) an empty pop next checks that the queue takes hints."""
         self._unknown_types: set[tuple[str, str]] = set()
         """Queues and job types handed back for want of a handler (see _first_unknown)."""
+        self._rate_limits = {
+            queue: rate for queue in settings.queues if (rate := settings.rate_limit_of(queue)) > 0
+        }
+        """The rate of each queue served that has one; the others never ask the RateLimiter
+        (and with none, no hint does)."""
         self._throttled: dict[str, float] = {}
         """Queues whose rate-limit permits are spent, each with when (by `monotonic`) it has one
         again: until then their hints are not popped, so that a backlog waiting for permits
@@ -575,7 +593,7 @@ class Worker:
         if stop.is_set():
             await self._put_back(hints)
             return
-        if self._settings.rate_limit_per_sec > 0:
+        if self._rate_limits:
             # The limiter shares the ready queue's server, and is bounded like a pop: a
             # server that froze after the pop holds the worker no longer than that.
             grace = self._settings.queue_grace
@@ -614,9 +632,7 @@ class Worker:
         self._start_direct_claims()
 
     def _start_direct_claims(self) -> None:
-        self._direct = _DirectClaims(
-            self._settings, self._settings.rate_limit_per_sec, self._random
-        )
+        self._direct = _DirectClaims(self._settings, self._rate_limits, self._random)
 
     async def _check_hints_can_arrive(self) -> None:
         """After an empty pop, at most every queue_retry_interval: probe the ready queue with
@@ -670,26 +686,26 @@ class Worker:
     async def _fetch_direct(self, direct: _DirectClaims, free: int, stop: asyncio.Event) -> None:
         """One step of dispatch without the ready queue: try the queue again when it is
         time, else claim due jobs straight from the store (highest priority, then oldest
-        due first; with a rate limit, of each queue within its own permits)."""
+        due first; of a queue with a rate limit, within its own permits)."""
         if self._queue.retry_due():
             with contextlib.suppress(NotAnswering):
                 await self._queue.ask(self._ready_queue.ping)
                 self._direct = None
                 return
-        if direct.rate_per_sec > 0:
-            # Each queue within its own permits, so that one waiting for permits does not
-            # hold up the others (the claim takes the oldest due jobs of every queue given).
-            wanted = claimed = 0
-            for queue in self._settings.queues:
-                allowed = min(free - claimed, direct.permits(queue, self._monotonic()))
-                if allowed > 0:
-                    wanted += allowed
-                    got = await self._claim_due((queue,), allowed)
-                    direct.spend(queue, got)
-                    claimed += got
-        else:
-            wanted = free
-            claimed = await self._claim_due(self._settings.queues, free)
+        # Each queue with a rate limit within its own permits, so that one waiting for
+        # permits does not hold up the others (a claim takes the oldest due jobs of every
+        # queue given); the queues without one share a claim for the slots left.
+        wanted = claimed = 0
+        for queue in direct.rate_limits:
+            allowed = min(free - claimed, direct.permits(queue, self._monotonic()))
+            if allowed > 0:
+                wanted += allowed
+                got = await self._claim_due((queue,), allowed)
+                direct.spend(queue, got)
+                claimed += got
+        if direct.unlimited and claimed < free:
+            wanted += free - claimed
+            claimed += await self._claim_due(direct.unlimited, free - claimed)
         direct.claimed(claimed)
         if claimed < wanted or wanted == 0:
             await sleep_unless(stop, direct.next_wait())
@@ -703,17 +719,20 @@ class Worker:
         return len(claimed)
 
     async def _apply_rate_limit(self, hints: list[ReadyHint]) -> list[ReadyHint]:
-        """The hints whose jobs may start within the rate limit. The others are put back, and
-        their queues are not popped again until they have a permit (see _poppable)."""
+        """The hints whose jobs may start within their queue's rate limit (all of those of a
+        queue without one). The others are put back, and their queues are not popped again
+        until they have a permit (see _poppable)."""
         allowed: list[ReadyHint] = []
         deferred: list[ReadyHint] = []
         by_queue: dict[str, list[ReadyHint]] = {}
         for hint in hints:
             by_queue.setdefault(hint.queue, []).append(hint)
         for queue, queue_hints in by_queue.items():
-            grant = await self._rate_limiter.acquire(
-                queue, self._settings.rate_limit_per_sec, len(queue_hints)
-            )
+            rate = self._rate_limits.get(queue)
+            if rate is None:
+                allowed += queue_hints
+                continue
+            grant = await self._rate_limiter.acquire(queue, rate, len(queue_hints))
             allowed += queue_hints[: grant.granted]
             rest = queue_hints[grant.granted :]
             if rest:

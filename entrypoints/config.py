@@ -39,6 +39,8 @@ POSTGRES_VARIABLES = (
     "POSTGRES_POOLER",
 )
 """The variables of the Postgres settings (`Settings.postgres_from_env`)."""
+MAX_RATE_PER_SEC = 1e9
+"""The highest RATE_LIMIT_PER_SEC, and of each queue's rate in QUEUE_RATE_LIMITS."""
 MAX_RETENTION_PERIOD = 10 * 365 * 86_400.0
 """The longest RETENTION_PERIOD, in seconds: ten years."""
 MAX_EXPORT_DELAY_MS = 3_600_000
@@ -133,6 +135,10 @@ class Settings:
     """`json` or `text`; None (LOG_FORMAT unset) means text on a terminal, else json."""
     worker_concurrency: int = 10
     rate_limit_per_sec: float = 0.0
+    """Jobs started per second in each queue not in `queue_rate_limits`; 0: no limit."""
+    queue_rate_limits: Mapping[str, float] = field(default_factory=dict)
+    """The queues with a rate of their own (QUEUE_RATE_LIMITS), which replaces
+    `rate_limit_per_sec` for them; 0: no limit for that queue."""
     tracing_enabled: bool = False
     tracing_exporter: str = "stdout"
     tracing_export_delay_ms: int = 5000
@@ -198,6 +204,10 @@ class Settings:
     @property
     def queues(self) -> tuple[str, ...]:
         return self.worker_queues or (self.queue_name,)
+
+    def rate_limit_of(self, queue: str) -> float:
+        """Jobs of `queue` started per second, shared by its workers; 0: no limit."""
+        return self.queue_rate_limits.get(queue, self.rate_limit_per_sec)
 
     def require_postgres(self, role: str) -> str:
         """The DSN, or ConfigError when the role needs one and none is set."""
@@ -285,7 +295,8 @@ class Settings:
             log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), defaults.log_level),
             log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
-            rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _number(0, 1e9), 0.0),
+            rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _rate, 0.0),
+            queue_rate_limits=get("QUEUE_RATE_LIMITS", _queue_rates, {}),
             tracing_enabled=tracing_enabled,
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
             tracing_export_delay_ms=traced(
@@ -511,6 +522,11 @@ def _number(low: float, high: float) -> Callable[[str, str], float]:
     return parse
 
 
+def _rate(name: str, raw: str) -> float:
+    """Jobs started per second (RATE_LIMIT_PER_SEC and each of QUEUE_RATE_LIMITS); 0: none."""
+    return _number(0, MAX_RATE_PER_SEC)(name, raw)
+
+
 def _dsn(name: str, raw: str) -> str:
     if not raw.startswith(_DSN_SCHEMES):
         # Only the scheme is shown: the rest of a DSN may hold a password.
@@ -616,6 +632,34 @@ def _items(name: str, raw: str, what: str) -> list[str]:
 
 def _queue_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(_queue(name, item) for item in _items(name, raw, "queue names"))
+
+
+def _queue_rates(name: str, raw: str) -> dict[str, float]:
+    """`queue=rate,queue=rate`, blanks around each part allowed: no queue name holds `=`,
+    `,` or a blank. A queue given twice is refused rather than one of its rates dropped."""
+    rates: dict[str, float] = {}
+    for item in _items(name, raw, "queue=rate pairs (e.g. sms=2,mail=50)"):
+        queue, equals, rate = (part.strip() for part in item.partition("="))
+        if not (equals and queue and rate):
+            raise ConfigError(
+                name, raw, f"{item!r}: expected queue=rate pairs, comma separated (e.g. sms=2)"
+            )
+        try:
+            validate_queue_name(queue, name)
+        except ValidationError as exc:
+            raise ConfigError(name, raw, f"queue {queue!r}: {exc.message}") from None
+        if queue in rates:
+            raise ConfigError(name, raw, f"queue {queue!r} is given twice; give each queue once")
+        try:
+            rates[queue] = _rate(name, rate)
+        except ConfigError as exc:
+            raise ConfigError(
+                name,
+                raw,
+                f"queue {queue!r}, rate {rate!r}: {exc.allowed} jobs per second"
+                " (0: no limit for the queue)",
+            ) from None
+    return rates
 
 
 _MODULE_NAME = r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*"

@@ -153,6 +153,7 @@ class SettingsProvider(Provider):
             host=socket.gethostname(),
             pid=os.getpid(),
             rate_limit_per_sec=settings.rate_limit_per_sec,
+            queue_rate_limits=settings.queue_rate_limits,
             heartbeat=settings.worker_heartbeat,
             shutdown_grace=settings.worker_shutdown_grace,
             max_result_bytes=settings.max_result_bytes,

@@ -49,6 +49,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.log_format is None  # text on a terminal, else json
     assert settings.worker_concurrency == 10
     assert settings.rate_limit_per_sec == 0.0
+    assert settings.queue_rate_limits == {}  # every queue takes RATE_LIMIT_PER_SEC
     assert settings.tracing_enabled is False
     assert settings.tracing_exporter == "stdout"
     assert settings.tracing_export_delay_ms == 5000  # the OpenTelemetry SDK's default
@@ -128,6 +129,23 @@ def test_the_design_variables_are_read() -> None:
     assert settings.tracing_max_queue_size == 100
     assert settings.tracing_max_export_batch_size == 100
     assert settings.tracing_export_timeout_ms == 2500
+
+
+def test_queue_rate_limits_give_the_queues_listed_a_rate_of_their_own() -> None:
+    settings = Settings.from_env(
+        {"RATE_LIMIT_PER_SEC": "10", "QUEUE_RATE_LIMITS": " sms = 2 ,mail=50.5, internal=0 ,"}
+    )
+
+    assert settings.queue_rate_limits == {"sms": 2.0, "mail": 50.5, "internal": 0.0}
+    assert settings.rate_limit_of("sms") == 2.0
+    assert settings.rate_limit_of("internal") == 0.0  # no limit, whatever RATE_LIMIT_PER_SEC
+    assert settings.rate_limit_of("reports") == 10.0  # not listed: RATE_LIMIT_PER_SEC
+
+
+def test_a_queue_rate_limit_applies_without_a_default_rate() -> None:
+    settings = Settings.from_env({"QUEUE_RATE_LIMITS": "eu:sms-1.x=2"})
+
+    assert (settings.rate_limit_of("eu:sms-1.x"), settings.rate_limit_of("mail")) == (2.0, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -289,6 +307,20 @@ def test_a_blank_variable_takes_the_default(variable: str) -> None:
         ("RATE_LIMIT_PER_SEC", "nan", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "inf", "number from 0"),
         ("RATE_LIMIT_PER_SEC", "fast", "number from 0 to 1000000000"),
+        ("QUEUE_RATE_LIMITS", "sms", "'sms': expected queue=rate pairs, comma separated"),
+        ("QUEUE_RATE_LIMITS", "sms:2", "expected queue=rate pairs"),
+        ("QUEUE_RATE_LIMITS", "sms=", "expected queue=rate pairs"),
+        ("QUEUE_RATE_LIMITS", "=2", "expected queue=rate pairs"),
+        ("QUEUE_RATE_LIMITS", ",", "queue=rate pairs (e.g. sms=2,mail=50), comma separated"),
+        ("QUEUE_RATE_LIMITS", "my sms=2", "queue 'my sms': must be 1-128 characters"),
+        ("QUEUE_RATE_LIMITS", "taskforge:sms=2", "reserved"),
+        ("QUEUE_RATE_LIMITS", "sms=2,mail=-1", "queue 'mail', rate '-1': expected a number"),
+        ("QUEUE_RATE_LIMITS", "sms=nan", "number from 0 to 1000000000 jobs per second"),
+        ("QUEUE_RATE_LIMITS", "sms=inf", "number from 0 to 1000000000"),
+        ("QUEUE_RATE_LIMITS", "sms=2e9", "number from 0 to 1000000000"),  # RATE_LIMIT_PER_SEC's
+        ("QUEUE_RATE_LIMITS", "sms=2/s", "number from 0"),
+        ("QUEUE_RATE_LIMITS", "sms=2=3", "rate '2=3'"),
+        ("QUEUE_RATE_LIMITS", "sms=2,sms=3", "queue 'sms' is given twice"),
         ("QUEUE_NAME", "taskforge:jobs", "reserved"),
         ("QUEUE_NAME", "my queue", "letters, digits"),
         ("MAX_PAYLOAD_BYTES", "10", "from 1024"),
@@ -795,6 +827,7 @@ _SETTINGS_VARIABLES = {
     "LOG_LEVEL",
     "WORKER_CONCURRENCY",
     "RATE_LIMIT_PER_SEC",
+    "QUEUE_RATE_LIMITS",
     "TRACING_ENABLED",
     "TRACING_EXPORTER",
     "OTEL_BSP_SCHEDULE_DELAY",

@@ -936,6 +936,76 @@ async def test_a_queue_waiting_for_rate_permits_does_not_hold_up_another_queue(
     assert len(starts["slow"]) <= 2 + 2 * elapsed + 1
 
 
+class RecordingRateLimiter(InMemoryRateLimiter):
+    """An InMemoryRateLimiter that records each queue it is asked about, with the rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[tuple[str, float]] = set()
+
+    async def acquire(self, queue: str, rate_per_sec: float, wanted: int) -> RateGrant:
+        self.asked.add((queue, rate_per_sec))
+        return await super().acquire(queue, rate_per_sec, wanted)
+
+
+async def test_each_queue_a_worker_serves_takes_its_own_rate_and_one_without_is_not_limited(
+    cluster: Cluster,
+) -> None:
+    starts: dict[str, list[float]] = {"sms": [], "mail": [], "internal": []}
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        starts[ctx.queue].append(time.monotonic())
+
+    enqueue = EnqueueJob(cluster.jobs, cluster.hints)
+    jobs = [
+        (await enqueue(NewJob(id=cluster.ids.new_id(), queue=queue, job_type="noop"))).job
+        for queue, count in (("sms", 6), ("mail", 30), ("internal", 30))
+        for _ in range(count)
+    ]
+    await cluster.hints.drain()
+    limiter = RecordingRateLimiter()
+    cluster.start_worker(
+        queues=("sms", "mail", "internal"),
+        concurrency=100,
+        rate_limiter=limiter,
+        rate_limit_per_sec=2.0,  # sms: the rate of the queues not listed
+        queue_rate_limits={"mail": 20.0, "internal": 0.0},
+    )
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert limiter.asked == {("sms", 2.0), ("mail", 20.0)}  # never about "internal"
+    # sms: a burst of 2, then 2 a second; mail: a burst of 20, then 20 a second.
+    assert starts["sms"][-1] - starts["sms"][0] >= 1.8
+    assert 0.4 <= starts["mail"][-1] - starts["mail"][0] < 1.5  # not at sms's 2/s (14 s)
+    assert cluster.metrics.counts["rate_throttled"] >= 4 + 10
+
+
+async def test_a_queue_rate_of_zero_lifts_the_default_rate_limit(cluster: Cluster) -> None:
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    limiter = RecordingRateLimiter()
+    cluster.start_worker(
+        concurrency=20,
+        rate_limiter=limiter,
+        rate_limit_per_sec=1.0,
+        queue_rate_limits={"jobs:ready": 0.0},
+    )
+    began = time.monotonic()
+    jobs = [await cluster.enqueue("noop") for _ in range(10)]
+
+    for job in jobs:
+        await cluster.wait_for(job.id, JobState.SUCCEEDED)
+
+    assert time.monotonic() - began < 5  # at 1/s, 9 s
+    assert limiter.asked == set()
+    assert cluster.metrics.counts["rate_throttled"] == 0
+
+
 async def test_a_job_is_picked_up_within_milliseconds_by_an_idle_worker(cluster: Cluster) -> None:
     started: list[float] = []
 
@@ -1888,6 +1958,38 @@ async def test_without_the_ready_queue_permits_come_back_as_the_workers_own_cloc
     await started_then_held(5)
     now += 0.1  # 10 permits more
     await started_then_held(15)
+
+
+async def test_without_the_ready_queue_each_queue_takes_its_own_rate_and_one_without_none(
+    cluster: Cluster,
+) -> None:
+    queue = freezable_ready_queue(cluster)
+    queue.mode = "down"
+    started: Counter[str] = Counter()
+
+    @handler(cluster, "noop")
+    async def noop(ctx: JobContext) -> None:
+        started[ctx.queue] += 1
+
+    for name in ("slow", "fast", "free") * 10:
+        await cluster.jobs.add(NewJob(id=cluster.ids.new_id(), queue=name, job_type="noop"))
+    cluster.start_worker(
+        queues=("slow", "fast", "free"),
+        concurrency=30,
+        rate_limit_per_sec=20.0,  # slow: starts with 20 * direct_poll_min = 1 permit
+        queue_rate_limits={"fast": 100.0, "free": 0.0},  # 5 permits; no limit
+        queue_grace=0.05,
+        direct_poll_min=0.05,
+        direct_poll_max=0.05,
+        monotonic=lambda: 1000.0,  # no permit comes back
+    )
+
+    deadline = time.monotonic() + DEADLINE
+    while started != {"slow": 1, "fast": 5, "free": 10}:
+        assert time.monotonic() < deadline, f"started {dict(started)}"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # claims every 0.05 s meanwhile: no queue gets more
+    assert started == {"slow": 1, "fast": 5, "free": 10}
 
 
 def _other_worker(clock: ManualClock, job_types: tuple[str, ...]) -> WorkerStatus:

@@ -713,14 +713,15 @@ async def queues_page(
 ) -> Template:
     overview = await get_overview()
     names = sorted({*(queue.queue for queue in overview.queues), *overview.paused})
-    names = sorted({*names, settings.queue_name})
+    names = sorted({*names, settings.queue_name, *settings.queue_rate_limits})
     return render(
         request,
         "queues.html",
         nav="queues",
         names=names,
         paused=overview.paused,
-        rate_limit=settings.rate_limit_per_sec,
+        rate_limits={name: settings.rate_limit_of(name) for name in names},
+        own_rates=settings.queue_rate_limits,
     )
 
 

@@ -664,6 +664,32 @@ async def test_the_queues_page_shows_the_rate_limit_as_one_rate_per_queue(
     assert "5.0 jobs/s for the queue, shared by its workers (RATE_LIMIT_PER_SEC" in page
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{"rate_limit_per_sec": 5.0, "queue_rate_limits": {"rates-sms": 2.0, "rates-free": 0.0}}],
+)
+async def test_the_queues_page_shows_each_queues_own_rate_limit_and_the_setting_it_comes_from(
+    client: httpx.AsyncClient, queue_name: str
+) -> None:
+    page = assert_html(await client.get("/ui/queues"), 200)
+
+    def rate_cell(queue: str) -> str:
+        found = re.search(
+            rf'<tr data-queue="{re.escape(queue)}">.*?</td>.*?</td>\s*<td>(.*?)</td>', page, re.S
+        )
+        assert found is not None, f"no row for {queue}"
+        return html.unescape(found.group(1))
+
+    settings_say = "as this API process's settings say; workers apply their own)"
+    assert rate_cell("rates-sms") == (
+        f"2.0 jobs/s for the queue, shared by its workers (QUEUE_RATE_LIMITS {settings_say}"
+    )
+    assert rate_cell("rates-free") == f"none (QUEUE_RATE_LIMITS {settings_say}"
+    assert rate_cell(queue_name) == (
+        f"5.0 jobs/s for the queue, shared by its workers (RATE_LIMIT_PER_SEC {settings_say}"
+    )
+
+
 def submitted(page: str, row: str) -> tuple[str, dict[str, str]]:
     """Where a browser sends the form in the row marked `row` (`data-queue="q"`): its action
     resolved against the page's URL as a browser resolves it (`.` and `..` segments go),

@@ -181,6 +181,20 @@ async def test_two_workers_share_one_rate_limit(stack: Stack) -> None:
     assert throttled and float(throttled[0].rsplit(" ", 1)[1]) > 0
 
 
+async def test_a_queue_listed_in_queue_rate_limits_takes_its_own_rate(stack: Stack) -> None:
+    await stack.start_api()
+    queue = stack.env["QUEUE_NAME"]
+    stack.start_worker(RATE_LIMIT_PER_SEC="50", QUEUE_RATE_LIMITS=f"other=0, {queue}=2")
+    ids = [await stack.enqueue("ledger_sleep", payload={"seconds": 0}) for _ in range(8)]
+
+    for job_id in ids:
+        await stack.wait_for(job_id, "SUCCEEDED")
+    starts = sorted([(await stack.ledger(job_id))[0]["started_at"] for job_id in ids])
+
+    # A burst of 2, then 2 a second: 3 s for the other 6 (at RATE_LIMIT_PER_SEC, 0.1 s).
+    assert (starts[-1] - starts[0]).total_seconds() >= 2.5
+
+
 async def test_a_worker_with_a_scheduler_of_its_own_retries_and_runs_delayed_jobs(
     stack: Stack,
 ) -> None:
