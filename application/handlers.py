@@ -13,16 +13,20 @@ block the worker's event loop. Any exception is retryable unless it is a Termina
 raising Snooze asks to run the job later without using an attempt.
 A job's `timeout` cancels an async handler; a sync one cannot be interrupted, so its attempt
 ends without it and its thread is abandoned (it should poll `ctx.cancelled`).
+
+`@taskforge.on_failure` registers a function the worker calls after an attempt fails, with
+the handler's exception (see HandlerRegistry.on_failure).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
 from taskforge.application.threads import HandlerThreads
@@ -31,6 +35,9 @@ from taskforge.domain.policy import MAX_DURATION, attempts_exhausted
 from taskforge.domain.validation import validate_delay, validate_job_type
 
 JobHandler: TypeAlias = Callable[["JobContext"], Awaitable[Any] | Any]
+FailureHook: TypeAlias = Callable[["JobContext", BaseException, bool], Awaitable[Any] | Any]
+"""Called as `hook(ctx, exc, dead_lettered)` after an attempt fails (HandlerRegistry.on_failure)."""
+Hook = TypeVar("Hook", bound=FailureHook)
 
 
 class TerminalError(Exception):
@@ -125,12 +132,15 @@ class HandlerRegistry:
     A handler may declare the queue its jobs go to (typed tasks do): a worker loading the
     registry serves those queues unless it is told which to serve. It may also declare how
     many times its jobs may snooze, in place of the worker's MAX_SNOOZES.
+
+    It also holds the failure hooks (`on_failure`), which apply to every jobType.
     """
 
     def __init__(self) -> None:
         self._handlers: dict[str, JobHandler] = {}
         self._queues: dict[str, str | None] = {}
         self._max_snoozes: dict[str, int | None] = {}
+        self._failure_hooks: list[FailureHook] = []
 
     def register(
         self,
@@ -158,6 +168,26 @@ class HandlerRegistry:
 
         return decorate
 
+    def on_failure(self, hook: Hook) -> Hook:
+        """Register `hook`, as a decorator or a plain call: a worker calls it in its process
+        after an attempt of any jobType fails with an exception from its handler, as
+        `hook(ctx, exc, dead_lettered)`; `dead_lettered` is True when that failure sends the
+        job to the DLQ (a TerminalError, its last attempt, a result it cannot store). Called
+        once the store has recorded the failure, never for a Snooze, a hand-back, a job
+        cancelled or whose lease was lost. An async hook is awaited on the worker's loop, a
+        plain one runs in a thread; the worker waits for it at most five seconds, and what it
+        raises is logged, never changing the job's outcome. Registering a hook again is a
+        no-op; hooks run concurrently, in no set order."""
+        _check_failure_hook(hook)
+        if hook not in self._failure_hooks:
+            self._failure_hooks.append(hook)
+        return hook
+
+    @property
+    def failure_hooks(self) -> tuple[FailureHook, ...]:
+        """The hooks `on_failure` registered, in registration order."""
+        return tuple(self._failure_hooks)
+
     def get(self, job_type: str) -> JobHandler:
         try:
             return self._handlers[job_type]
@@ -178,6 +208,8 @@ class HandlerRegistry:
                 queue=other._queues[job_type],
                 max_snoozes=other._max_snoozes[job_type],
             )
+        for hook in other._failure_hooks:
+            self.on_failure(hook)
 
     def job_types_of(self, handler: object) -> list[str]:
         """The job types `handler` itself is registered for, in name order."""
@@ -236,6 +268,27 @@ def _check_handler(job_type: str, handler: JobHandler) -> None:
         ) from None
 
 
+def _check_failure_hook(hook: FailureHook) -> None:
+    """A DeclarationError when `hook` could not be called as `call_failure_hook` calls it:
+    with the JobContext, the exception and whether the job was dead-lettered."""
+    if not callable(hook):
+        raise DeclarationError(f"a failure hook must be callable, not {type(hook).__name__}")
+    try:
+        signature = inspect.signature(hook)
+    except (ValueError, NameError):
+        return  # no signature to read: the first call tells (see _check_handler)
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        name = getattr(hook, "__qualname__", repr(hook))
+        parameters = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+        written = signature.replace(parameters=parameters, return_annotation=signature.empty)
+        raise SignatureError(
+            "a failure hook must take the JobContext, the exception and whether the job was "
+            f"dead-lettered, (ctx, exc, dead_lettered); {name}{written} cannot"
+        ) from None
+
+
 async def invoke(
     handler: JobHandler,
     ctx: JobContext,
@@ -250,6 +303,24 @@ async def invoke(
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+async def call_failure_hook(
+    hook: FailureHook,
+    ctx: JobContext,
+    exc: BaseException,
+    dead_lettered: bool,
+    threads: HandlerThreads,
+    on_abandon: Callable[[str], None] | None = None,
+) -> None:
+    """Call one failure hook as `invoke` runs a handler: coroutines on the loop, plain
+    functions on `threads`."""
+    if inspect.iscoroutinefunction(hook):
+        await hook(ctx, exc, dead_lettered)
+        return
+    result = await threads.run(functools.partial(hook, ctx, exc), dead_lettered, on_abandon)
+    if inspect.isawaitable(result):
+        await result
 
 
 default_registry = HandlerRegistry()

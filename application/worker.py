@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from taskforge.application.failure_hooks import FAILURE_HOOK_TIMEOUT, FailureHooks
 from taskforge.application.handlers import (
     HandlerRegistry,
     JobContext,
@@ -162,6 +163,8 @@ class WorkerSettings:
     without them) before the worker drains and stops with TooManyAbandonedThreads; None
     means `concurrency`. Sync handlers run on `concurrency` + this many threads, so the
     abandoned ones never take a running job's thread."""
+    failure_hook_timeout: float = FAILURE_HOOK_TIMEOUT
+    """Seconds the worker waits for the failure hooks of one failed attempt."""
 
     def rate_limit_of(self, queue: str) -> float:
         """Jobs of `queue` started per second, shared by its workers; 0: no limit."""
@@ -201,6 +204,9 @@ class _Running:
     """Seconds the job waited, due, before this run started."""
     abandoned_stack: str | None = None
     """Where the attempt's sync handler was when its thread was abandoned."""
+    failure: BaseException | None = None
+    """What the handler raised (or returned that cannot be stored) when its attempt failed:
+    the failure hooks get it once the failure is settled."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -214,6 +220,15 @@ def _describe(exc: BaseException) -> str:
 
 def _traceback_of(exc: BaseException) -> str:
     return joined_traceback(traceback.format_exception(exc))
+
+
+def _timed_out(error: str, exc: TimeoutError) -> TimeoutError:
+    """The exception the failure hooks get for an attempt past its time limit: `error` as
+    its message, raised where the deadline's was, caused by what the handler was doing (an
+    async handler's CancelledError)."""
+    timed_out = TimeoutError(error).with_traceback(exc.__traceback__)
+    timed_out.__cause__ = exc.__cause__
+    return timed_out
 
 
 class _Settler:
@@ -417,6 +432,9 @@ class Worker:
         self._max_settling = max(settings.settle_batch_size, 4 * settings.concurrency)
         self._settler = _Settler(leases, settings)
         self._threads = HandlerThreads(settings.concurrency + settings.abandoned_thread_limit)
+        self._failure_hooks = FailureHooks(
+            handlers.failure_hooks, settings.concurrency, settings.failure_hook_timeout
+        )
         self._stopping = asyncio.Event()
         """Set when `run`'s stop is, or when the worker gives up by itself."""
         self._gave_up: str | None = None
@@ -503,6 +521,7 @@ class Worker:
                 return_exceptions=True,
             )
             await self._unregister()
+            await self._failure_hooks.close()
             self._threads.shutdown()
         if self._gave_up is not None:
             raise TooManyAbandonedThreads(self._gave_up)
@@ -850,6 +869,7 @@ class Worker:
         log.error(
             "job %s: the worker failed while running its attempt: %s", job.id, exc, exc_info=exc
         )
+        running.failure = None  # the worker's failure, not the handler's
         error, trace = _describe(exc), _traceback_of(exc)
         try:
             return decide_failure(job, lease, error, FailureKind.RETRYABLE, self._random, trace)
@@ -880,6 +900,9 @@ class Worker:
             self._report_settled(running, settlement, applied, runtime)
         except Exception:  # the job is settled; its report must not leak
             log.exception("job %s: could not report its settlement", job.id)
+        if applied and running.failure is not None:
+            dead_lettered = isinstance(settlement, DeadLettered)
+            self._failure_hooks.report(running.context, running.failure, dead_lettered)
 
     def _report_settled(
         self, running: _Running, settlement: Settlement, applied: bool | None, runtime: float
@@ -983,16 +1006,18 @@ class Worker:
         except Snooze as exc:
             return self._snoozed(job, lease, exc)
         except UnstorableResult as exc:  # a typed task's result it could not convert
-            return self._refused(job, lease, exc)
+            return self._refused(running, exc)
         except TerminalError as exc:
+            running.failure = exc
             return decide_failure(
                 job, lease, _describe(exc), FailureKind.TERMINAL, self._random, _traceback_of(exc)
             )
         except TimeoutError as exc:
             if not deadline.expired():
-                return self._retryable(job, lease, exc)
+                return self._retryable(running, exc)
             context.cancelled.set()  # a sync handler that polls it can stop
             error = f"timed out after {limit:g}s ({cause})"
+            running.failure = _timed_out(error, exc)
             log.info("job %s attempt %d %s", job.id, job.attempt_count, error)
             # Where the handler was: its thread's stack, or the cancelled coroutine's.
             trace = running.abandoned_stack or _traceback_of(exc)
@@ -1003,15 +1028,15 @@ class Worker:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the worker interrupted the attempt (lease lost, shutdown)
-            return self._retryable(job, lease, exc)  # the handler raised it of its own
+            return self._retryable(running, exc)  # the handler raised it of its own
         except GeneratorExit:
             raise  # this coroutine is being closed: it must not go on
         except BaseException as exc:  # noqa: BLE001 - any handler error is a retryable failure
             # KeyboardInterrupt and SystemExit too: a worker takes SIGINT and SIGTERM as
             # its stop signals, so these come from the handler's own code (a script's
             # sys.exit) and must not end the process with its other jobs still leased.
-            return self._retryable(job, lease, exc)
-        return self._succeeded(job, lease, value)
+            return self._retryable(running, exc)
+        return self._succeeded(running, value)
 
     def _snoozed(self, job: Job, lease: Lease, snooze: Snooze) -> Settlement:
         """Back to waiting for `snooze.seconds` without using the attempt; past the cap
@@ -1085,22 +1110,26 @@ class Worker:
         self._unknown_types.add(key)
         return True
 
-    def _succeeded(self, job: Job, lease: Lease, value: object) -> Settlement:
+    def _succeeded(self, running: _Running, value: object) -> Settlement:
         """The handler returned `value`: success with it as the job's result, unless it is
         not storable JSON (too large, a set, NaN ...). Retrying would return the same kind
         of value, so that attempt is a terminal failure and nothing of it is stored."""
         try:
             result = encode_result(value, self._settings.max_result_bytes)
         except UnstorableResult as exc:
-            return self._refused(job, lease, exc)
-        return Succeeded(lease=lease, result=result)
+            return self._refused(running, exc)
+        return Succeeded(lease=running.lease, result=result)
 
-    def _refused(self, job: Job, lease: Lease, exc: UnstorableResult) -> Settlement:
+    def _refused(self, running: _Running, exc: UnstorableResult) -> Settlement:
+        job, lease = running.job, running.lease
+        running.failure = exc
         error = storable_text(f"result refused: {exc}")[:MAX_ERROR_LENGTH]
         log.info("job %s attempt %d: %s", job.id, job.attempt_count, error)
         return DeadLettered(lease=lease, error=error, reason=RESULT_REFUSED_REASON)
 
-    def _retryable(self, job: Job, lease: Lease, exc: BaseException) -> Settlement:
+    def _retryable(self, running: _Running, exc: BaseException) -> Settlement:
+        job, lease = running.job, running.lease
+        running.failure = exc
         outcome = decide_failure(
             job, lease, _describe(exc), FailureKind.RETRYABLE, self._random, _traceback_of(exc)
         )

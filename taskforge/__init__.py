@@ -12,6 +12,8 @@ Point workers at the module that registers them: `taskforge worker --handlers my
 (or TASKFORGE_HANDLERS=myapp.jobs). Raise `taskforge.TerminalError` when a retry cannot
 help; any other exception is retried with the job's backoff policy. `raise
 taskforge.Snooze(seconds)` runs the job again later without using an attempt.
+`@taskforge.on_failure` registers `hook(ctx, exc, dead_lettered)`, which workers call after
+an attempt fails (to report it to Sentry, say).
 
 To enqueue from Python, `taskforge.Client` (asyncio) and `taskforge.SyncClient` talk to the
 API; they and their errors (`taskforge.ClientError` and its subclasses) load on first use.
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from taskforge.sdk import Task, TaskDefaults, enqueue, enqueue_many, task
 
     handler = default_registry.handler
+    on_failure = default_registry.on_failure
     register = default_registry.register
 
 _HANDLER_NAMES = frozenset(
@@ -113,6 +116,7 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "handler",
+    "on_failure",
     "periodic",
     "register",
     "schedule",
@@ -125,12 +129,13 @@ def __getattr__(name: str) -> Any:
     httpx, nor `taskforge-cli` (which lives in this package) for the handler machinery.
 
     `handler` is the decorator `@taskforge.handler("email")` that registers a function for
-    that jobType; `register("email", send_email)` is its explicit form."""
+    that jobType; `register("email", send_email)` is its explicit form. `@taskforge.on_failure`
+    registers a function workers call with the exception when an attempt fails."""
     if name in _HANDLER_NAMES:
         from taskforge.application import handlers
 
         return getattr(handlers, name)
-    if name in ("default_registry", "handler", "register"):
+    if name in ("default_registry", "handler", "on_failure", "register"):
         from taskforge.application.handlers import default_registry
 
         if name == "default_registry":

@@ -154,6 +154,7 @@ def test_public_module_exposes_the_handler_api() -> None:
 
     assert callable(taskforge.handler)
     assert callable(taskforge.register)
+    assert taskforge.on_failure == taskforge.default_registry.on_failure
     assert issubclass(taskforge.TerminalError, Exception)
 
 

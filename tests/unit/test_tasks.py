@@ -784,6 +784,40 @@ def test_a_handler_that_cannot_take_the_context_is_refused_when_registered(
     assert list(registry) == []
 
 
+def _takes_two(ctx: JobContext, exc: BaseException) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("hook", "problem"),
+    [
+        (None, "a failure hook must be callable, not NoneType"),
+        (_takes_two, "(ctx, exc, dead_lettered); _takes_two(ctx, exc) cannot"),
+    ],
+)
+def test_a_failure_hook_that_cannot_take_the_failure_is_refused_when_registered(
+    hook: Any, problem: str
+) -> None:
+    registry = HandlerRegistry()
+    with pytest.raises(DeclarationError, match=re.escape(problem)):
+        registry.on_failure(hook)
+
+    assert registry.failure_hooks == ()
+
+
+def test_failure_hooks_are_registered_once_and_carried_by_a_merge() -> None:
+    """Workers load the hooks of the default registry through a merge (load_handlers)."""
+
+    def report(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None: ...
+
+    declared = HandlerRegistry()
+    declared.on_failure(report)
+    declared.on_failure(report)  # a module imported twice
+    loaded = HandlerRegistry()
+    loaded.merge(declared)
+
+    assert declared.failure_hooks == loaded.failure_hooks == (report,)
+
+
 class CallableHandler:
     def __call__(self, ctx: JobContext) -> None: ...
 

@@ -140,6 +140,22 @@ def test_a_result_the_job_could_not_store_fails_as_on_a_worker() -> None:
         perform(tags)
 
 
+def test_a_failure_propagates_without_calling_the_failure_hooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The test sees the exception itself; hooks (Sentry ...) are a worker's business."""
+    monkeypatch.setattr(taskforge.default_registry, "_failure_hooks", [])
+    heard: list[BaseException] = []
+
+    @taskforge.on_failure
+    def report(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+        heard.append(exc)
+
+    with pytest.raises(UnstorableResult):
+        perform(tags)
+    assert heard == []
+
+
 def test_snooze_propagates_unchanged() -> None:
     with pytest.raises(Snooze) as raised:
         perform(not_ready)

@@ -50,7 +50,7 @@ from taskforge.domain.job import Job, Lease, ReadyHint
 from taskforge.domain.new_job import NewJob
 from taskforge.domain.outcome import WORKER_ERROR_REASON, Settlement, Succeeded
 from taskforge.domain.policy import RetryPolicy
-from taskforge.domain.result import RESULT_REFUSED_REASON
+from taskforge.domain.result import RESULT_REFUSED_REASON, UnstorableResult
 from taskforge.domain.states import JobState
 from taskforge.domain.workers import WorkerStatus
 from tests.clock import ManualClock
@@ -2395,3 +2395,248 @@ async def test_a_worker_cut_off_from_the_store_stops_a_job_once_its_lease_runs_o
     assert store.settle_attempts == 0  # the attempt was dropped, not settled
     if sync:
         assert worker.abandoned_threads_total <= 1  # left if it was still polling
+
+
+@dataclass
+class HookCall:
+    job_id: UUID
+    attempt: int
+    exc: BaseException
+    dead_lettered: bool
+
+
+def record_failures(cluster: Cluster) -> list[HookCall]:
+    calls: list[HookCall] = []
+
+    @cluster.handlers.on_failure
+    async def record(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+        calls.append(HookCall(ctx.job_id, ctx.attempt, exc, dead_lettered))
+
+    return calls
+
+
+async def test_a_failure_hook_gets_each_failed_attempts_exception_and_the_last_dead_letters(
+    cluster: Cluster,
+) -> None:
+    calls = record_failures(cluster)
+    raised: list[BaseException] = []
+
+    @handler(cluster, "fail")
+    async def fail(ctx: JobContext) -> None:
+        raised.append(RuntimeError(f"attempt {ctx.attempt} failed"))
+        raise raised[-1]
+
+    cluster.start_worker()
+    cluster.start_scheduler()
+    job = await cluster.enqueue("fail", policy=FAST_RETRY)
+    await cluster.wait_for(job.id, JobState.DLQ)
+    await cluster.shutdown()  # waits for the hooks of the failures settled
+
+    assert [(c.job_id, c.attempt, c.dead_lettered) for c in calls] == [
+        (job.id, 1, False),
+        (job.id, 2, False),
+        (job.id, 3, True),  # no attempt left
+    ]
+    assert [c.exc for c in calls] == raised  # the handler's own exception objects
+
+
+async def test_a_failure_hook_hears_of_a_terminal_error_as_dead_lettering(cluster: Cluster) -> None:
+    calls = record_failures(cluster)
+
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("no such customer")
+
+    cluster.start_worker()
+    job = await cluster.enqueue("bad", policy=FAST_RETRY)
+    await cluster.wait_for(job.id, JobState.DLQ)
+    await cluster.shutdown()
+
+    [call] = calls
+    assert (call.attempt, call.dead_lettered) == (1, True)
+    assert isinstance(call.exc, TerminalError)
+    assert str(call.exc) == "no such customer"
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_failure_hook_hears_of_a_timeout_as_a_timeout_error_naming_the_limit(
+    cluster: Cluster, sync: bool
+) -> None:
+    calls = record_failures(cluster)
+    release = threading.Event()
+
+    if sync:
+
+        @handler(cluster, "hang")
+        def hang_sync(ctx: JobContext) -> None:
+            release.wait(DEADLINE)
+
+    else:
+
+        @handler(cluster, "hang")
+        async def hang(ctx: JobContext) -> None:
+            await asyncio.sleep(30)
+
+    cluster.start_worker()
+    job = await cluster.enqueue("hang", timeout=0.2, policy=FAST_RETRY)
+    await cluster.wait_for(job.id, JobState.FAILED)
+    await cluster.shutdown()
+    release.set()
+
+    [call] = calls
+    assert (call.attempt, call.dead_lettered) == (1, False)  # attempts are left
+    assert isinstance(call.exc, TimeoutError)
+    assert str(call.exc) == "timed out after 0.2s (job timeout)"
+
+
+async def test_a_failure_hook_hears_of_a_result_that_cannot_be_stored(cluster: Cluster) -> None:
+    calls = record_failures(cluster)
+
+    @handler(cluster, "odd")
+    async def odd(ctx: JobContext) -> object:
+        return {"tags": {"a"}}
+
+    cluster.start_worker()
+    job = await cluster.enqueue("odd", policy=FAST_RETRY)
+    await cluster.wait_for(job.id, JobState.DLQ)
+    await cluster.shutdown()
+
+    [call] = calls
+    assert call.dead_lettered
+    assert isinstance(call.exc, UnstorableResult)
+    assert str(call.exc) == "not JSON: set at $.tags"
+
+
+async def test_a_failure_hook_is_not_called_for_a_success_a_snooze_or_a_cancellation(
+    cluster: Cluster,
+) -> None:
+    calls = record_failures(cluster)
+    started = asyncio.Event()
+
+    @handler(cluster, "ok")
+    async def ok(ctx: JobContext) -> None:
+        return None
+
+    @handler(cluster, "later")
+    async def later(ctx: JobContext) -> None:
+        raise Snooze(60)
+
+    @handler(cluster, "sleep")
+    async def sleep(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    cluster.start_worker()
+    done = await cluster.enqueue("ok")
+    snoozed = await cluster.enqueue("later")
+    cancelled = await cluster.enqueue("sleep", visibility_timeout=1.0)
+    await cluster.wait_for(done.id, JobState.SUCCEEDED)
+    await cluster.wait_until(snoozed.id, lambda job: job.snoozes == 1)
+    await asyncio.wait_for(started.wait(), DEADLINE)
+    await cluster.jobs.cancel(cancelled.id, "user requested")
+    await eventually(lambda: _holds(cluster.metrics.counts["interrupted"] == 1), "the interrupt")
+    await cluster.shutdown()
+
+    assert calls == []
+
+
+async def test_a_failure_hook_that_raises_is_logged_and_changes_nothing(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = record_failures(cluster)
+
+    @cluster.handlers.on_failure
+    def broken(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+        raise ValueError("the alerting service is down")
+
+    @handler(cluster, "fail")
+    async def fail(ctx: JobContext) -> None:
+        raise RuntimeError("boom")
+
+    cluster.start_worker()
+    cluster.start_scheduler()
+    with caplog.at_level(logging.WARNING, logger="taskforge.worker"):
+        job = await cluster.enqueue("fail", policy=FAST_RETRY)
+        dead = await cluster.wait_for(job.id, JobState.DLQ)
+        await cluster.shutdown()
+
+    assert (dead.attempt_count, dead.last_error) == (3, "RuntimeError: boom")  # as without it
+    assert [c.attempt for c in calls] == [1, 2, 3]  # the other hook heard of every failure
+    logged = [r for r in caplog.records if "failure hook" in r.getMessage()]
+    assert len(logged) == 3
+    assert all(str(job.id) in r.getMessage() and "broken" in r.getMessage() for r in logged)
+    assert all(r.exc_info and isinstance(r.exc_info[1], ValueError) for r in logged)
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_failure_hook_that_hangs_holds_up_neither_the_job_nor_the_workers_stop(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, sync: bool
+) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    release_async = asyncio.Event()
+
+    if sync:
+
+        @cluster.handlers.on_failure
+        def hang_sync(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+            started.set()
+            release.wait(DEADLINE)
+
+    else:
+
+        @cluster.handlers.on_failure
+        async def hang(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+            started.set()
+            with contextlib.suppress(asyncio.CancelledError):  # it even ignores cancellation
+                await asyncio.sleep(30)
+            await release_async.wait()
+
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("no")
+
+    @handler(cluster, "ok")
+    async def ok(ctx: JobContext) -> None:
+        return None
+
+    cluster.start_worker(concurrency=1, failure_hook_timeout=0.3)
+    try:
+        with caplog.at_level(logging.WARNING, logger="taskforge.worker"):
+            failed = await cluster.enqueue("bad")
+            await cluster.wait_for(failed.id, JobState.DLQ)
+            await eventually(lambda: _is(started.is_set()), "the hook to start")
+            after = await cluster.enqueue("ok")
+            await cluster.wait_for(after.id, JobState.SUCCEEDED)  # the slot is free
+            assert not release.is_set()  # the hook still hangs
+            began = time.monotonic()
+            await cluster.shutdown()
+            assert time.monotonic() - began < 1.0  # at most the hook's timeout
+    finally:
+        release.set()
+        release_async.set()
+
+    name = "hang_sync" if sync else "hang"
+    [warned] = [r.getMessage() for r in caplog.records if "failure hook" in r.getMessage()]
+    assert warned.startswith(f"job {failed.id}: failure hook ")
+    assert f".{name} did not return within 0.3s" in warned
+
+
+async def test_a_sync_failure_hook_runs_off_the_event_loop(cluster: Cluster) -> None:
+    threads: list[int] = []
+
+    @cluster.handlers.on_failure
+    def report(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+        threads.append(threading.get_ident())
+
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("no")
+
+    cluster.start_worker()
+    job = await cluster.enqueue("bad")
+    await cluster.wait_for(job.id, JobState.DLQ)
+    await cluster.shutdown()
+
+    assert len(threads) == 1
+    assert threads[0] != threading.get_ident()
