@@ -6,12 +6,14 @@ job's outcome is decided and stored whatever they do, and no other job's settlem
 for them. Each failure's hooks run concurrently and the worker waits for them at most
 `timeout` seconds; a hook still running then is left to finish on its own (a plain one keeps
 its thread, an async one is cancelled). Plain hooks get threads of their own, so a stuck
-hook never takes a handler's thread.
+hook never takes a handler's thread; once every one of them is held by a hook that did not
+return, plain hooks are skipped (and logged) until one does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from uuid import UUID
 
@@ -31,6 +33,7 @@ class FailureHooks:
     def __init__(self, hooks: tuple[FailureHook, ...], threads: int, timeout: float) -> None:
         self._hooks = hooks
         self._timeout = timeout
+        self._size = threads
         self._threads = HandlerThreads(threads, name="taskforge-failure-hook")
         self._reports: set[asyncio.Task[None]] = set()
         self._left: set[asyncio.Task[None]] = set()
@@ -66,6 +69,17 @@ class FailureHooks:
     async def _call(
         self, hook: FailureHook, ctx: JobContext, exc: BaseException, dead_lettered: bool
     ) -> None:
+        if not inspect.iscoroutinefunction(hook) and self._threads.abandoned >= self._size:
+            # Every hook thread is held by an earlier hook that never returned: queued, this
+            # call would wait for one for ever, holding its job's context and exception.
+            log.warning(
+                "job %s: failure hook %s skipped: all %d failure hook threads are held by "
+                "earlier calls that did not return",
+                ctx.job_id,
+                _name(hook),
+                self._size,
+            )
+            return
         try:
             await call_failure_hook(
                 hook, ctx, exc, dead_lettered, self._threads, lambda stack: _abandoned(ctx, stack)

@@ -81,7 +81,14 @@ class HandlerThreads:
         except asyncio.CancelledError:
             # wrap_future has cancelled the call if it was still queued; a running one
             # cannot be cancelled.
-            if not call.future.done():
+            if call.future.cancelled():
+                # Still queued behind busy threads: let go of what it would have run with
+                # (a payload, an exception and its frames) and of this coroutine (the
+                # future's callbacks lead to it) rather than hold them until a thread is
+                # free, which may be never. A thread skips a cancelled call.
+                call.run = _not_run
+                call.future = _cancelled()
+            elif not call.future.done():
                 stack = _stack_of(call.thread_id)
                 with self._lock:
                     self._abandoned += 1
@@ -137,6 +144,16 @@ class HandlerThreads:
             count = len(self._threads)
         for _ in range(count):
             self._calls.put(None)
+
+
+def _not_run() -> None:
+    """What a call cancelled while queued runs: nothing (its thread skips it anyway)."""
+
+
+def _cancelled() -> concurrent.futures.Future[Any]:
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    future.cancel()
+    return future
 
 
 def _stack_of(thread_id: int | None) -> str:

@@ -2622,6 +2622,46 @@ async def test_a_failure_hook_that_hangs_holds_up_neither_the_job_nor_the_worker
     assert f".{name} did not return within 0.3s" in warned
 
 
+async def test_once_every_hook_thread_is_stuck_sync_hooks_are_skipped_not_queued(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queued behind a hook that never returns, each later call would wait for ever and
+    keep its job's context and exception alive: a leak that grows with every failure."""
+    release = threading.Event()
+    calls: list[UUID] = []
+
+    @cluster.handlers.on_failure
+    def stuck(ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
+        calls.append(ctx.job_id)
+        release.wait(DEADLINE)
+
+    @handler(cluster, "bad")
+    async def bad(ctx: JobContext) -> None:
+        raise TerminalError("no")
+
+    cluster.start_worker(concurrency=1, failure_hook_timeout=0.1)  # one hook thread
+    try:
+        with caplog.at_level(logging.WARNING, logger="taskforge.worker"):
+            first = await cluster.enqueue("bad")
+            await cluster.wait_for(first.id, JobState.DLQ)
+            await eventually(lambda: _is(any("did not return" in r.getMessage()
+                                                for r in caplog.records)),
+                             "the first hook to time out")  # fmt: skip
+            second = await cluster.enqueue("bad")
+            await cluster.wait_for(second.id, JobState.DLQ)
+            await eventually(lambda: _is(any("skipped: all" in r.getMessage()
+                                                for r in caplog.records)),
+                             "the second hook to be skipped")  # fmt: skip
+    finally:
+        release.set()
+        await cluster.shutdown()
+
+    assert calls == [first.id]
+    [skipped] = [r.getMessage() for r in caplog.records if "skipped: all" in r.getMessage()]
+    assert skipped.startswith(f"job {second.id}: failure hook ")
+    assert "all 1 failure hook threads are held" in skipped
+
+
 async def test_a_sync_failure_hook_runs_off_the_event_loop(cluster: Cluster) -> None:
     threads: list[int] = []
 
