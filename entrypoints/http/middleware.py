@@ -41,6 +41,7 @@ from taskforge.adapters.telemetry.logging import request_id_var
 from taskforge.adapters.telemetry.metrics import HttpMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetrySpan, OpenTelemetryTracing
 from taskforge.application.ports import Clock
+from taskforge.domain.errors import TOKEN_THROTTLED
 from taskforge.entrypoints.http.throttle import TokenThrottle, client_address
 
 log = logging.getLogger("taskforge.http.access")
@@ -519,7 +520,7 @@ def _is_bearer(header: bytes) -> bool:
 
 async def _send_throttled(send: Send, retry_after: int) -> None:
     body: dict[str, Any] = {
-        "code": "rate_limited",
+        "code": TOKEN_THROTTLED,
         "message": f"too many wrong bearer tokens from this address; retry in {retry_after} s",
         "details": None,
     }

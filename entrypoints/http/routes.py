@@ -118,8 +118,8 @@ _ERROR_DESCRIPTIONS = {
         "or as compressed (a Content-Encoding other than identity)"
     ),
     429: (
-        "rate_limited: API_TOKEN is set and this address sent too many wrong bearer tokens; "
-        "Retry-After says in how many seconds it may try again"
+        "too_many_wrong_tokens: API_TOKEN is set and this address sent too many wrong bearer "
+        "tokens; Retry-After says in how many seconds it may try again"
     ),
     500: "internal_error: an unexpected failure (logged with the request id)",
     503: "not_ready: Postgres or Redis cannot answer right now",

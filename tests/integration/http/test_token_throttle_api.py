@@ -124,7 +124,7 @@ async def test_wrong_bearer_tokens_count_as_wrong_sign_ins_do(client_at: ClientA
         dashboard = await sign_in(client, TOKEN)
 
     assert {response.status_code for response in wrong} == {401}
-    body = assert_error(api, 429, "rate_limited")
+    body = assert_error(api, 429, "too_many_wrong_tokens")
     assert "wrong bearer tokens" in body["message"]
     assert api.headers["retry-after"] == str(int(WINDOW.total_seconds()))
     assert dashboard.status_code == 429
@@ -140,7 +140,7 @@ async def test_wrong_sign_ins_refuse_the_addresses_bearer_tokens_too(
         clock.advance(WINDOW.total_seconds())
         served = await client.post("/jobs", json={"jobType": "email"}, headers=RIGHT)
 
-    assert_error(refused, 429, "rate_limited")
+    assert_error(refused, 429, "too_many_wrong_tokens")
     assert served.status_code == 201, served.text
 
 
@@ -207,7 +207,7 @@ async def test_an_address_that_sent_the_right_token_lately_is_not_refused(
     assert served.status_code == 200
     assert {response.status_code for response in stale} == {401}  # told the token is wrong
     assert still_served.status_code == 200
-    assert_error(refused, 429, "rate_limited")
+    assert_error(refused, 429, "too_many_wrong_tokens")
 
 
 async def test_an_address_that_signed_in_lately_is_not_refused(client_at: ClientAt) -> None:
