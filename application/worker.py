@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from uuid import UUID
 
 from taskforge.application.failure_hooks import FAILURE_HOOK_TIMEOUT, FailureHooks
@@ -115,7 +116,7 @@ class WorkerSettings:
     rate_limit_per_sec: float = 0.0
     """Jobs started per second in each queue not in `queue_rate_limits`, shared by all
     workers through the RateLimiter; 0 disables it."""
-    queue_rate_limits: Mapping[str, float] = field(default_factory=dict)
+    queue_rate_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     """The queues with a rate of their own, which replaces `rate_limit_per_sec` for them;
     0: no limit for that queue."""
     heartbeat: bool = True

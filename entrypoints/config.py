@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -136,7 +137,7 @@ class Settings:
     worker_concurrency: int = 10
     rate_limit_per_sec: float = 0.0
     """Jobs started per second in each queue not in `queue_rate_limits`; 0: no limit."""
-    queue_rate_limits: Mapping[str, float] = field(default_factory=dict)
+    queue_rate_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     """The queues with a rate of their own (QUEUE_RATE_LIMITS), which replaces
     `rate_limit_per_sec` for them; 0: no limit for that queue."""
     tracing_enabled: bool = False
@@ -296,7 +297,7 @@ class Settings:
             log_format=get("LOG_FORMAT", _choice(LOG_FORMATS), None),
             worker_concurrency=get("WORKER_CONCURRENCY", _int_range(1, 10_000), 10),
             rate_limit_per_sec=get("RATE_LIMIT_PER_SEC", _rate, 0.0),
-            queue_rate_limits=get("QUEUE_RATE_LIMITS", _queue_rates, {}),
+            queue_rate_limits=get("QUEUE_RATE_LIMITS", _queue_rates, MappingProxyType({})),
             tracing_enabled=tracing_enabled,
             tracing_exporter=get("TRACING_EXPORTER", _choice(TRACING_EXPORTERS), "stdout"),
             tracing_export_delay_ms=traced(
@@ -634,7 +635,7 @@ def _queue_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(_queue(name, item) for item in _items(name, raw, "queue names"))
 
 
-def _queue_rates(name: str, raw: str) -> dict[str, float]:
+def _queue_rates(name: str, raw: str) -> Mapping[str, float]:
     """`queue=rate,queue=rate`, blanks around each part allowed: no queue name holds `=`,
     `,` or a blank. A queue given twice is refused rather than one of its rates dropped."""
     rates: dict[str, float] = {}
@@ -659,7 +660,7 @@ def _queue_rates(name: str, raw: str) -> dict[str, float]:
                 f"queue {queue!r}, rate {rate!r}: {exc.allowed} jobs per second"
                 " (0: no limit for the queue)",
             ) from None
-    return rates
+    return MappingProxyType(rates)  # Settings are frozen: so is this
 
 
 _MODULE_NAME = r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*"
