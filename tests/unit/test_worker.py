@@ -979,7 +979,7 @@ async def test_each_queue_a_worker_serves_takes_its_own_rate_and_one_without_is_
     assert limiter.asked == {("sms", 2.0), ("mail", 20.0)}  # never about "internal"
     # sms: a burst of 2, then 2 a second; mail: a burst of 20, then 20 a second.
     assert starts["sms"][-1] - starts["sms"][0] >= 1.8
-    assert 0.4 <= starts["mail"][-1] - starts["mail"][0] < 1.5  # not at sms's 2/s (14 s)
+    assert 0.4 <= starts["mail"][-1] - starts["mail"][0] < 7  # 0.5 s; at sms's 2/s, 14 s
     assert cluster.metrics.counts["rate_throttled"] >= 4 + 10
 
 
