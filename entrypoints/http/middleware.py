@@ -472,8 +472,21 @@ def _cross_site(scope: Scope) -> bool:
     site = _header(scope, b"sec-fetch-site")
     if site is not None:
         return site.lower() not in SAME_ORIGIN_FETCHES
-    origin = _header(scope, b"origin")
-    return origin is not None and not _same_host(origin, _header(scope, b"host"))
+    origin, host = _header(scope, b"origin"), _header(scope, b"host")
+    if origin is None or _same_host(origin, host):
+        return False
+    # Said once per refusal: behind a proxy that rewrites Host (nginx's default), the
+    # dashboard's own forms are refused in browsers without Sec-Fetch-Site, and this line
+    # is how an operator finds out why.
+    log.warning(
+        "refused %s %s as cross-site: Origin %r is not the Host %r the request came with "
+        "(a proxy must pass Host on unchanged)",
+        scope.get("method"),
+        scope.get("path"),
+        origin.decode("latin-1"),
+        host.decode("latin-1") if host is not None else None,
+    )
+    return True
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

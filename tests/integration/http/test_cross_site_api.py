@@ -6,6 +6,8 @@ TaskForge's own pages go through."""
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 
@@ -110,3 +112,16 @@ async def test_a_read_with_another_origin_is_served(client: httpx.AsyncClient) -
     response = await client.get("/jobs", headers={"origin": "http://elsewhere.test"})
 
     assert response.status_code == 200
+
+
+async def test_a_refusal_by_origin_logs_the_origin_and_host_it_compared(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a proxy that rewrites Host, the dashboard's own forms are refused in older
+    browsers: the log line says what did not match."""
+    with caplog.at_level(logging.WARNING, logger="taskforge.http.access"):
+        await client.post("/jobs", json={"jobType": "email"},
+                          headers={"origin": "http://elsewhere.test"})  # fmt: skip
+
+    [line] = [r.getMessage() for r in caplog.records if "cross-site" in r.getMessage()]
+    assert "Origin 'http://elsewhere.test' is not the Host 'taskforge.test'" in line
