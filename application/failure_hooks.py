@@ -39,6 +39,11 @@ class FailureHooks:
         self._left: set[asyncio.Task[None]] = set()
         """Hook calls past the timeout, still running: kept so that they are not collected."""
 
+    @property
+    def in_flight(self) -> int:
+        """Failures whose hooks are still being called (each for at most `timeout`)."""
+        return len(self._reports)
+
     def report(self, ctx: JobContext, exc: BaseException, dead_lettered: bool) -> None:
         """Call every hook with this failure, in a task of its own; returns at once."""
         if not self._hooks:

@@ -475,6 +475,11 @@ class Worker:
         return self._settings.owner
 
     @property
+    def failure_hooks_in_flight(self) -> int:
+        """Failed attempts, settled already, whose failure hooks are still being called."""
+        return self._failure_hooks.in_flight
+
+    @property
     def abandoned_threads(self) -> int:
         """Sync-handler threads abandoned by this worker that are still running."""
         return self._threads.abandoned

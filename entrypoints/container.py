@@ -146,20 +146,25 @@ class SettingsProvider(Provider):
 
     @provide
     def worker_settings(self, settings: Settings) -> WorkerSettings:
-        return WorkerSettings(
-            queues=settings.queues,
-            concurrency=settings.worker_concurrency,
-            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            rate_limit_per_sec=settings.rate_limit_per_sec,
-            queue_rate_limits=settings.queue_rate_limits,
-            heartbeat=settings.worker_heartbeat,
-            shutdown_grace=settings.worker_shutdown_grace,
-            max_result_bytes=settings.max_result_bytes,
-            max_snoozes=settings.max_snoozes,
-            unknown_type_grace=settings.unknown_type_grace,
-        )
+        return worker_settings_of(settings)
+
+
+def worker_settings_of(settings: Settings) -> WorkerSettings:
+    """The worker's settings in a process started with `settings`, named uniquely."""
+    return WorkerSettings(
+        queues=settings.queues,
+        concurrency=settings.worker_concurrency,
+        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        rate_limit_per_sec=settings.rate_limit_per_sec,
+        queue_rate_limits=settings.queue_rate_limits,
+        heartbeat=settings.worker_heartbeat,
+        shutdown_grace=settings.worker_shutdown_grace,
+        max_result_bytes=settings.max_result_bytes,
+        max_snoozes=settings.max_snoozes,
+        unknown_type_grace=settings.unknown_type_grace,
+    )
 
 
 class InfrastructureProvider(Provider):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import importlib
 import logging
@@ -212,6 +213,15 @@ def load_handlers(modules: tuple[str, ...], demo: bool) -> HandlerRegistry:
             else:
                 registry.register(job_type, demos.get(job_type))
     return registry
+
+
+def serving_declared_queues(settings: Settings, handlers: HandlerRegistry) -> Settings:
+    """A worker not told its queues (--queues, WORKER_QUEUES) serves the queues its handlers
+    declare (typed tasks' `queue=`; QUEUE_NAME for handlers that declare none)."""
+    declared = handlers.queues(settings.queue_name)
+    if settings.worker_queues or not declared:
+        return settings
+    return dataclasses.replace(settings, worker_queues=declared)
 
 
 def _put_current_directory_on_path() -> None:

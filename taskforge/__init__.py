@@ -27,7 +27,9 @@ handler, or `taskforge.schedule(name, cron, job_type, payload)`; a worker or sch
 that loads the module upserts them when it starts.
 
 To unit-test a handler, `taskforge.testing.perform(send_email, {"to": "a@b.com"})` runs one
-job through it as a worker would, without a backend, and returns its result as stored.
+job through it as a worker would, without a backend, and returns its result as stored;
+`taskforge.testing.InMemoryTaskForge` runs the API, a worker and a scheduler in the test's
+event loop, with a client and `drain()`.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -45,6 +45,7 @@ from taskforge.entrypoints.runtime import (
     run_event_loop,
     run_roles,
     run_service,
+    serving_declared_queues,
 )
 
 if TYPE_CHECKING:
@@ -113,17 +114,6 @@ def _settings(overrides: dict[str, object], flags: dict[str, str] | None = None)
         raise ConfigError(_FLAG_OF[exc.variable], flags[exc.variable], exc.allowed) from None
     changes = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
-
-
-def serving_declared_queues(settings: Settings, handlers: HandlerRegistry) -> Settings:
-    """A worker not told its queues (--queues, WORKER_QUEUES) serves the queues its handlers
-    declare (typed tasks' `queue=`; QUEUE_NAME for handlers that declare none)."""
-    import dataclasses
-
-    declared = handlers.queues(settings.queue_name)
-    if settings.worker_queues or not declared:
-        return settings
-    return dataclasses.replace(settings, worker_queues=declared)
 
 
 def dev_http_addr(flag: str | None, env: Mapping[str, str]) -> Address | None:

@@ -32,8 +32,8 @@ from taskforge.application.handlers import (
     TerminalError,
 )
 from taskforge.domain.result import UnstorableResult, encode_result
-from taskforge.entrypoints.cli.service import serving_declared_queues
 from taskforge.entrypoints.config import Settings
+from taskforge.entrypoints.runtime import serving_declared_queues
 from taskforge.sdk.tasks import Task
 from tests.unit.test_client_core import JOB
 

@@ -197,5 +197,7 @@ def test_a_function_no_registration_knows_is_refused() -> None:
         perform(unregistered)
 
 
-def test_the_testing_module_exposes_perform_and_perform_async_only() -> None:
-    assert taskforge.testing.__all__ == ["perform", "perform_async"]
+def test_the_testing_module_exposes_perform_perform_async_and_the_harness_only() -> None:
+    assert taskforge.testing.__all__ == ["InMemoryTaskForge", "perform", "perform_async"]
+    for name in taskforge.testing.__all__:
+        assert getattr(taskforge.testing, name) is not None, name
