@@ -14,7 +14,7 @@ import json
 import math
 import ssl
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, NotRequired, Required, TypeVar
@@ -953,7 +953,44 @@ def _refuse_unknown(what: str, options: Iterable[str], known: Iterable[str]) -> 
     unknown keyword argument, before anything is sent."""
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise TypeError(f"unknown {what}(s): {', '.join(unknown)}")
+        raise unknown_options(what, unknown)
+
+
+SPELLED_ELSEWHERE = {
+    "countdown": "delay, in seconds",
+    "eta": "run_at",
+    "_defer_by": "delay, in seconds",
+    "_defer_until": "run_at",
+    "defer_by": "delay, in seconds",
+    "enqueue_in": "delay, in seconds",
+    "max_retries": "max_attempts, which counts the first run too: max_retries + 1",
+    "max_tries": "max_attempts",
+    "time_limit": "timeout, in seconds",
+    "soft_time_limit": "timeout, in seconds",
+    "job_timeout": "timeout, in seconds",
+    "_job_id": "idempotency_key",
+    "job_id": "idempotency_key",
+    "jobType": "job_type",
+    "maxAttempts": "max_attempts",
+    "runAt": "run_at",
+    "idempotencyKey": "idempotency_key",
+    "uniqueKey": "unique_key",
+    "visibilityTimeout": "visibility_timeout",
+    "initialDelay": "initial_delay",
+    "maxDelay": "max_delay",
+}
+"""Enqueue options as Celery, RQ, arq, Dramatiq or the HTTP API spell them, with TaskForge's
+name for each: an unknown option's error says which one was meant."""
+
+
+def unknown_options(what: str, unknown: Sequence[str]) -> TypeError:
+    """The TypeError for options a call does not know, each with TaskForge's own name for it
+    where another queue's or the HTTP API's spelling was used (`countdown`: use delay)."""
+    named = [
+        f"{name} (use {SPELLED_ELSEWHERE[name]})" if name in SPELLED_ELSEWHERE else name
+        for name in unknown
+    ]
+    return TypeError(f"unknown {what}(s): {', '.join(named)}")
 
 
 def _input_error(field: str, message: str, index: int | None = None) -> ValidationError:

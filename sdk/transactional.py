@@ -42,6 +42,7 @@ from taskforge.client.core import (
     json_values,
     refuse_a_single_job,
     refuse_non_mapping,
+    unknown_options,
 )
 from taskforge.client.errors import ValidationError
 from taskforge.client.values import AttemptError, Job
@@ -170,7 +171,7 @@ def _keywords(options: dict[str, Any], traceparent: str | None) -> dict[str, Any
     defaults to DEFAULT_QUEUE. Run once per kind of job its builder meets."""
     unknown = sorted(set(options) - _OPTIONS - {"job_type"})
     if unknown:  # whatever its value: `eta=None` is as unknown as `eta=tomorrow`
-        raise TypeError(f"unknown enqueue option(s): {', '.join(unknown)}")
+        raise unknown_options("enqueue option", unknown)
     options = {name: value for name, value in options.items() if value is not None}
     job_type = options.pop("job_type", None)
     queue = options.pop("queue", DEFAULT_QUEUE)

@@ -92,6 +92,25 @@ def test_an_unknown_enqueue_option_is_refused_before_anything_is_sent() -> None:
         core.job_body("email", priorty=1)
 
 
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        ("countdown", "countdown (use delay, in seconds)"),  # Celery
+        ("eta", "eta (use run_at)"),
+        ("max_retries", "max_retries (use max_attempts, which counts the first run too"),
+        ("_defer_by", "_defer_by (use delay, in seconds)"),  # arq
+        ("_job_id", "_job_id (use idempotency_key)"),
+        ("time_limit", "time_limit (use timeout, in seconds)"),  # Dramatiq, Celery
+        ("maxAttempts", "maxAttempts (use max_attempts)"),  # the HTTP API's spelling
+    ],
+)
+def test_an_option_spelled_as_another_queue_spells_it_names_taskforges(
+    option: str, hint: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(f"unknown enqueue option(s): {hint}")):
+        core.job_body("email", None, **{option: 1})
+
+
 class Point(msgspec.Struct):
     x: int
     label: str
@@ -198,7 +217,7 @@ def test_a_job_spec_without_a_job_type_is_a_validation_error_naming_it() -> None
 
 def test_a_job_spec_with_an_unknown_key_is_a_type_error_naming_it() -> None:
     specs: list[Any] = [{"jobType": "noop", "payload": {}}]
-    with pytest.raises(TypeError, match=r"^unknown enqueue option\(s\): jobType$"):
+    with pytest.raises(TypeError, match=r"^unknown enqueue option\(s\): jobType \(use job_type\)$"):
         core.enqueue_chunks(specs)
 
 

@@ -973,6 +973,8 @@ async def test_an_unknown_option_is_a_type_error(session: Session, value: int | 
         await session.enqueue("email", priority_level=value)
     with pytest.raises(TypeError, match="priority_level"):
         await session.enqueue_many([{"job_type": "email", "priority_level": value}])
+    with pytest.raises(TypeError, match=r"countdown \(use delay, in seconds\)"):
+        await session.enqueue("email", countdown=value)  # as Celery spells it
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
