@@ -37,7 +37,6 @@ from taskforge.client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from taskforge.domain.errors import TOKEN_THROTTLED
 from taskforge.domain.policy import PolicyOptions
 from taskforge.domain.states import JobState
 from taskforge.domain.version import taskforge_version
@@ -597,15 +596,12 @@ def error_of(
     Without that body the answer is not the API's (another server or a proxy on its
     address): a status whose type says what the API decided (not found, conflict, invalid,
     unauthorized) is an InvalidResponse; 429, 502, 503 and 504 stay Unavailable, since a
-    gateway answers them when it cannot reach the API; any other gets `http_<status>`. The
-    API's 429 for too many wrong tokens from the caller's address is Unauthorized."""
+    gateway answers them when it cannot reach the API; any other gets `http_<status>`."""
     status = response.status_code
     error_type = not_found if status == 404 else _ERROR_TYPES.get(status, ClientError)
     request_id = response.headers.get(REQUEST_ID_HEADER)
     reason = response.reason_phrase or "unexpected answer"
     body = _api_error_body(response)
-    if status == 429 and body is not None and body["code"] == TOKEN_THROTTLED:
-        error_type = Unauthorized  # a token problem: retrying would only prolong it
     if body is not None:
         error = error_type(
             body["code"],

@@ -5,10 +5,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-TOKEN_THROTTLED = "too_many_wrong_tokens"  # noqa: S105 - an error code, no secret
-"""The error code of the API's 429 for an address that sent too many wrong API tokens: the
-clients take it as Unauthorized (waiting does not mend a token), not as a 429 to retry."""
-
 
 class DomainError(Exception):
     """Base of every error TaskForge raises on purpose."""

@@ -539,6 +539,23 @@ async def work(container: AsyncContainer, settings: Settings, stop: asyncio.Even
         await publishing
 
 
+SHORT_TOKEN = 16
+"""An API_TOKEN shorter than this many characters is warned about at start."""
+
+
+def warn_when_token_is_short(settings: Settings) -> None:
+    """The API does not slow down guesses of its bearer token (a lockout would also stop
+    every producer behind the guesser's address): the token itself must be too long to guess.
+    Said once as the API starts; its length, never its value."""
+    token = settings.api_token
+    if token is not None and len(token) < SHORT_TOKEN:
+        log.warning(
+            "API_TOKEN is %d characters long: the API does not slow down guesses of its bearer"
+            " token, so give it a long random one (openssl rand -hex 32)",
+            len(token),
+        )
+
+
 def _warn_when_no_handler(settings: Settings, handlers: HandlerRegistry) -> None:
     """A worker without a handler runs no job: every job it pops is handed back. Said as it
     starts working (after every start-up check), naming why: modules that register none,
@@ -604,6 +621,8 @@ async def run_roles(container: AsyncContainer, settings: Settings, roles: set[st
     """Run the given roles ("api", "worker", "scheduler") until a stop signal. ListenError
     before anything starts when the API's address cannot be listened on."""
     sock = listening_socket(settings.http_addr) if "api" in roles else None
+    if sock is not None:
+        warn_when_token_is_short(settings)
     signals = StopSignals()
     signals.install()
     tracing = await container.get(OpenTelemetryTracing | None)

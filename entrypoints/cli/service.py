@@ -46,6 +46,7 @@ from taskforge.entrypoints.runtime import (
     run_roles,
     run_service,
     serving_declared_queues,
+    warn_when_token_is_short,
 )
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ def _serve_api_processes(settings: Settings) -> None:
     # uvicorn binds again in its supervisor; this only turns a taken port into one line.
     listening_socket(settings.http_addr).close()
     configure_logging(settings.log_level, settings.log_format)
+    warn_when_token_is_short(settings)
     # As one API process checks Redis (run_roles), before the processes are forked: a
     # REDIS_DB the server does not have is one line and exit code 2 here too.
     run_event_loop(_checked_redis(settings))

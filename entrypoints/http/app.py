@@ -37,7 +37,6 @@ from taskforge.entrypoints.http.middleware import (
 )
 from taskforge.entrypoints.http.routes import ROUTES
 from taskforge.entrypoints.http.static import static_files
-from taskforge.entrypoints.http.throttle import TokenThrottle
 from taskforge.entrypoints.http.ui import (
     STATIC_PATH,
     charts_from_start,
@@ -73,10 +72,8 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
     handlers: list[Any] = [*ROUTES, _docs_assets(), docs_alias]
     template_config = None
     lifespan: list[Any] = []
-    # One count of wrong tokens for the API and the dashboard: they guess the same secret.
-    throttle = TokenThrottle()
     if settings.ui_enabled:
-        ui_router, template_config, ui_state = dashboard(settings, throttle)
+        ui_router, template_config, ui_state = dashboard(settings)
         handlers.append(ui_router)
         lifespan.append(charts_from_start)
     app = Litestar(
@@ -106,7 +103,6 @@ def create_app(container: AsyncContainer, settings: Settings) -> Litestar:
         route_methods=route_methods,
         deadline=settings.request_deadline,
         file_paths=(DOCS_ASSETS_PATH, STATIC_PATH),
-        throttle=throttle,
     )
     _complete_openapi(app.openapi_schema, secured=bool(settings.api_token))
     return app

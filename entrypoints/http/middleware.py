@@ -40,9 +40,6 @@ from litestar.types import (
 from taskforge.adapters.telemetry.logging import request_id_var
 from taskforge.adapters.telemetry.metrics import HttpMetrics
 from taskforge.adapters.telemetry.tracing import OpenTelemetrySpan, OpenTelemetryTracing
-from taskforge.application.ports import Clock
-from taskforge.domain.errors import TOKEN_THROTTLED
-from taskforge.entrypoints.http.throttle import TokenThrottle, client_address
 
 log = logging.getLogger("taskforge.http.access")
 
@@ -184,7 +181,6 @@ class _Services:
 
     metrics: HttpMetrics
     tracing: OpenTelemetryTracing | None
-    clock: Clock
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -231,7 +227,7 @@ class RequestContextMiddleware:
     HEAD is served wherever GET is: as a GET whose body is not sent. Allow headers (405 and
     OPTIONS) list every method of the route, HEAD included. A client that disconnects before
     its body is read is logged and counted as 499. Answers get `answer_headers`, those the
-    middleware sends itself (401, 403, 429, the deadline's 503) too."""
+    middleware sends itself (401, 403, the deadline's 503) too."""
 
     def __init__(
         self,
@@ -241,15 +237,12 @@ class RequestContextMiddleware:
         route_methods: Mapping[str, frozenset[str]],
         deadline: float = 0.0,
         file_paths: tuple[str, ...] = (),
-        throttle: TokenThrottle | None = None,
     ) -> None:
         """`route_methods`: the methods of each route, by path template. `deadline`: seconds
         a request may take before it is answered 503 (0: none); the request is then cancelled
         and left to clean up in the background, however long its driver takes. `file_paths`:
-        where static files are served, which keep their caching (see answer_headers).
-        `throttle`: wrong bearer tokens by address, shared with the dashboard's sign-in."""
+        where static files are served, which keep their caching (see answer_headers)."""
         self._app = app
-        self._throttle = throttle if throttle is not None else TokenThrottle()
         self._file_paths = file_paths
         self._deadline = deadline if deadline > 0 else None
         self._token = api_token.encode() if api_token else None
@@ -262,7 +255,6 @@ class RequestContextMiddleware:
             self._services = _Services(
                 metrics=await self._container.get(HttpMetrics),
                 tracing=await self._container.get(OpenTelemetryTracing | None),
-                clock=await self._container.get(Clock),
             )
         return self._services
 
@@ -342,7 +334,8 @@ class RequestContextMiddleware:
             if _cross_site(scope):
                 await _send_cross_site(send_with_id)
                 return
-            if await self._refused_token(scope, send_with_id, services.clock):
+            if self._refuses(scope):
+                await _send_unauthorized(send_with_id)
                 return
             if self._deadline is None:
                 await self._app(app_scope, receive_watching, send_from_app)
@@ -388,37 +381,13 @@ class RequestContextMiddleware:
                 },
             )
 
-    async def _refused_token(self, scope: Scope, send: Send, clock: Clock) -> bool:
-        """Whether the request was answered for its token: 401 without the right one, 429
-        while its address is throttled (see TokenThrottle). Sets AUTHORIZED_STATE either way.
-        Every wrong bearer token counts, on open paths and the dashboard too (where the token
-        shows details or opens the pages); no token, or another scheme's credentials (a proxy's
-        Basic auth passed on), is no guess."""
-        header = _header(scope, b"authorization")
-        state = scope.setdefault("state", {})
-        state[AUTHORIZED_STATE] = self._token is None
-        if self._token is None:
-            return False
+    def _refuses(self, scope: Scope) -> bool:
+        authorized = self._token is None or self._authorized(
+            self._token, _header(scope, b"authorization")
+        )
+        scope.setdefault("state", {})[AUTHORIZED_STATE] = authorized
         # The dashboard signs its users in with a session cookie and checks it itself.
-        guarded = not is_open(scope["path"]) and not _is_dashboard(scope["path"])
-        if header is None or not _is_bearer(header):
-            if guarded:
-                await _send_unauthorized(send)
-            return guarded
-        address, now = client_address(scope), clock.now()
-        retry_after = self._throttle.retry_after(address, now)
-        if retry_after is not None:
-            if guarded:
-                await _send_throttled(send, retry_after)
-            return guarded
-        if self._authorized(self._token, header):
-            state[AUTHORIZED_STATE] = True
-            self._throttle.succeeded(address, now)
-            return False
-        self._throttle.failed(address, now)
-        if guarded:
-            await _send_unauthorized(send)
-        return guarded
+        return not authorized and not is_open(scope["path"]) and not _is_dashboard(scope["path"])
 
     @staticmethod
     def _authorized(token: bytes, header: bytes | None) -> bool:
@@ -525,19 +494,6 @@ async def _send_cross_site(send: Send) -> None:
         "details": None,
     }
     await _send_error(send, 403, body, [])
-
-
-def _is_bearer(header: bytes) -> bool:
-    return header.partition(b" ")[0].lower() == b"bearer"
-
-
-async def _send_throttled(send: Send, retry_after: int) -> None:
-    body: dict[str, Any] = {
-        "code": TOKEN_THROTTLED,
-        "message": f"too many wrong bearer tokens from this address; retry in {retry_after} s",
-        "details": None,
-    }
-    await _send_error(send, 429, body, [(b"retry-after", str(retry_after).encode())])
 
 
 async def _send_unauthorized(send: Send) -> None:

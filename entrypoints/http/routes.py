@@ -117,10 +117,6 @@ _ERROR_DESCRIPTIONS = {
         "Content-Type, or curl's default application/x-www-form-urlencoded, is read as JSON), "
         "or as compressed (a Content-Encoding other than identity)"
     ),
-    429: (
-        "too_many_wrong_tokens: API_TOKEN is set and this address sent too many wrong bearer "
-        "tokens; Retry-After says in how many seconds it may try again"
-    ),
     500: "internal_error: an unexpected failure (logged with the request id)",
     503: "not_ready: Postgres or Redis cannot answer right now",
 }
@@ -128,9 +124,9 @@ _ERROR_DESCRIPTIONS = {
 
 def errors(*statuses: int, guarded: bool = True) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error responses a route can give. Every route can fail with
-    500; a guarded one also answers 401 and 429 (when API_TOKEN is set) and 503 (backend
-    down). A route that changes something lists 403 (see middleware._cross_site)."""
-    implied = {500, 401, 429, 503} if guarded else {500}
+    500; a guarded one also answers 401 (when API_TOKEN is set) and 503 (backend down). A
+    route that changes something lists 403 (see middleware._cross_site)."""
+    implied = {500, 401, 503} if guarded else {500}
     return {
         status: ResponseSpec(ErrorOut, description=_ERROR_DESCRIPTIONS[status])
         for status in sorted({*statuses, *implied})

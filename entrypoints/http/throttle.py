@@ -1,18 +1,18 @@
-"""Wrong API_TOKENs, counted per client address: the dashboard's sign-in form and the API's
-bearer tokens try the same secret, so a wrong one counts the same wherever it was tried.
+"""Wrong API_TOKENs tried on the dashboard's sign-in form, counted per client address.
 
 An address that got FAILURES_ALLOWED wrong tokens within WINDOW may try none until the
-window ends (answered 429 with Retry-After); then it starts afresh, and the right token
-works at once. Refused tries are not compared, so they count for nothing and reveal
-nothing. An address that sent the right token within the last WINDOW is never refused:
-producers behind one address (a host, a NAT) keep enqueueing while one of them still sends
-a token that was changed, and an attacker sharing such an address is no more slowed than
-without the throttle.
+window ends (the form answers 429 with Retry-After); then it starts afresh, and the right
+token works at once. Refused tries are not compared, so they count for nothing and reveal
+nothing.
+
+Bearer tokens on the API are not counted: they are keys that programs send, often many
+behind one address, and a lockout there would stop every producer on a host or behind a
+NAT whenever one of them still sent a token that was changed. The API_TOKEN is to be long
+and random (the API warns at start about a short one), which no rate of guessing finds.
 
 The counts live in each API process's memory: a process counts only the tries it served,
 so with API_WORKERS processes (or several hosts) an address gets up to that many times
-FAILURES_ALLOWED per window. That still turns a guess per round trip into a few per
-minute, without a write to Redis on every request.
+FAILURES_ALLOWED per window.
 """
 
 from __future__ import annotations
@@ -69,16 +69,12 @@ class TokenThrottle:
         self._window = window
         self._tracked = tracked
         self._failures: OrderedDict[str, _Failures] = OrderedDict()
-        self._trusted: OrderedDict[str, datetime] = OrderedDict()
-        """When each address last sent the right token, the oldest first."""
 
     def retry_after(self, address: str, now: datetime) -> int | None:
         """Whole seconds until `address` may try a token again (at least 1), or None when it
         may now."""
         failures = self._current(address, now)
         if failures is None or failures.count < self._failures_allowed:
-            return None
-        if self._is_trusted(address, now):
             return None
         left = (failures.window_started + self._window - now).total_seconds()
         return max(1, math.ceil(left))
@@ -92,17 +88,6 @@ class TokenThrottle:
                 self._failures.popitem(last=False)
         failures.count += 1
         self._failures.move_to_end(address)
-
-    def succeeded(self, address: str, now: datetime) -> None:
-        """`address` sent the right token: it is not refused for the next WINDOW."""
-        self._trusted[address] = now
-        self._trusted.move_to_end(address)
-        if len(self._trusted) > self._tracked:
-            self._trusted.popitem(last=False)
-
-    def _is_trusted(self, address: str, now: datetime) -> bool:
-        last = self._trusted.get(address)
-        return last is not None and now < last + self._window
 
     @property
     def addresses(self) -> int:

@@ -313,7 +313,6 @@ def _answer(status: int, body: bytes, content_type: str = "application/json") ->
         (409, InvalidTransition, "invalid_state_transition"),
         (413, ValidationError, "payload_too_large"),
         (429, Unavailable, "rate_limited"),
-        (429, Unauthorized, "too_many_wrong_tokens"),  # not retried: waiting mends no token
         (503, Unavailable, "not_ready"),
         (500, ClientError, "internal_error"),  # not retried: the API may have done the work
     ],

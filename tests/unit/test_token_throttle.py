@@ -90,25 +90,3 @@ def test_failures_count_by_the_clients_address(
     client: tuple[str, int] | None, address: str
 ) -> None:
     assert client_address(cast(Scope, {"client": client})) == address
-
-
-def test_an_address_that_succeeded_within_the_window_is_never_refused() -> None:
-    throttle = TokenThrottle(failures_allowed=1, window=timedelta(seconds=60))
-    throttle.succeeded("192.0.2.1", START)
-    throttle.failed("192.0.2.1", START + timedelta(seconds=1))
-    throttle.failed("192.0.2.1", START + timedelta(seconds=2))
-
-    assert throttle.retry_after("192.0.2.1", START + timedelta(seconds=59)) is None
-    throttle.failed("192.0.2.1", START + timedelta(seconds=62))  # a new window, not trusted
-    assert throttle.retry_after("192.0.2.1", START + timedelta(seconds=62)) is not None
-
-
-def test_the_trusted_addresses_are_bounded_too() -> None:
-    throttle = TokenThrottle(failures_allowed=1, tracked=2)
-    for address in ("a", "b", "c"):
-        throttle.succeeded(address, START)
-    throttle.failed("a", START)
-    throttle.failed("c", START)
-
-    assert throttle.retry_after("a", START) is not None  # forgotten: the oldest
-    assert throttle.retry_after("c", START) is None

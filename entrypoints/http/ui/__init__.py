@@ -32,11 +32,9 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 
 
-def dashboard(
-    settings: Settings, throttle: TokenThrottle
-) -> tuple[Router, TemplateConfig[JinjaTemplateEngine], UiSettings]:
+def dashboard(settings: Settings) -> tuple[Router, TemplateConfig[JinjaTemplateEngine], UiSettings]:
     """The router, template engine and state the app needs to serve the dashboard; its
-    sign-in counts wrong tokens in `throttle`, the API's count."""
+    sign-in form slows down guesses of the token (TokenThrottle)."""
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -51,7 +49,7 @@ def dashboard(
     state = UiSettings(
         sessions=Sessions(settings.api_token),
         read_only=settings.ui_read_only,
-        throttle=throttle,
+        throttle=TokenThrottle(),
     )
     return ui_router(STATIC), config, state
 

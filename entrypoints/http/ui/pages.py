@@ -306,7 +306,6 @@ async def login(request: Request[Any, Any, Any], clock: FromDishka[Clock]) -> Re
     if not sessions.token_matches(str(form.get("token") or "")):
         settings.throttle.failed(address, now)
         return render(request, "login.html", 401, next=target, error="Wrong token.")
-    settings.throttle.succeeded(address, now)
     redirect = Redirect(target, status_code=303)
     redirect.set_cookie(
         ui_cookie(

@@ -95,6 +95,20 @@ async def test_the_api_logs_once_why_it_is_not_ready(stack: Stack, scratch_dsn: 
     assert len(_lines_with(api, "cannot use Postgres")) == 1
 
 
+@pytest.mark.parametrize("api_workers", ["1", "2"])
+async def test_the_api_warns_once_of_a_short_token_never_showing_it(
+    stack: Stack, api_workers: str
+) -> None:
+    # Bearer tokens are not throttled: a short one could be guessed.
+    api = await stack.start_api(API_TOKEN="hunter2", API_WORKERS=api_workers)
+
+    line = await _wait_for_line(api, "API_TOKEN is 7 characters long")
+
+    assert "openssl rand -hex 32" in line
+    assert "hunter2" not in api.tail(400)
+    assert len(_lines_with(api, "API_TOKEN is")) == 1
+
+
 @pytest.mark.parametrize(
     ("role", "api_workers"), [("worker", "1"), ("scheduler", "1"), ("api", "1"), ("api", "2")]
 )
