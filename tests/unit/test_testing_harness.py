@@ -12,29 +12,19 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import msgspec
 import pytest
 
 import taskforge
 import taskforge.testing
 from taskforge.application.handlers import HandlerRegistry, JobContext, TerminalError
 from taskforge.client import Client
+from tests.unit.test_testing import Invoice, Order
 
 registry = HandlerRegistry()
 chain_client: list[Client] = []
 """The client a chained handler enqueues through: the running harness's."""
 hook_calls: list[tuple[str, bool]] = []
 cancelled: list[str] = []
-
-
-class Order(msgspec.Struct):
-    order_id: str
-    quantity: int
-
-
-class Invoice(msgspec.Struct):
-    order_id: str
-    total: float
 
 
 @taskforge.task("harness.invoice", queue="billing", registry=registry)
